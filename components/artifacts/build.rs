@@ -1,0 +1,127 @@
+#![allow(
+    clippy::expect_used,
+    reason = "a build script reports failure by panicking"
+)]
+//! Builds the guest workspace in `components/` to wasm32-wasip2 and generates
+//! `gen.rs`: one path constant per test guest plus `foreach_guest!`, so that a
+//! test suite can require a test for every guest.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let components = manifest_dir
+        .parent()
+        .expect("components/ folder")
+        .to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    // One guest build shared by every host profile (dev, test, bench, release):
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .map(|t| t.join("wasm-guests"))
+        .unwrap_or_else(|| out_dir.join("wasm-guests"));
+
+    check_target_installed();
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(&components)
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env("RUSTFLAGS", "-D warnings")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("failed to run cargo for the guest workspace");
+    assert!(status.success(), "building the guest components failed");
+
+    let release = target_dir.join(TARGET).join("release");
+    let guests = guest_names(&components.join("guests/src/bin"));
+    let mut generated = String::new();
+    for name in &guests {
+        let wasm = release.join(format!("{name}.wasm"));
+        assert!(wasm.exists(), "{} was not built", wasm.display());
+        writeln!(
+            generated,
+            "/// Path of the `{name}` test guest (a wasi:cli/command component).\npub const {}: &str = {:?};",
+            name.to_uppercase(),
+            wasm.display().to_string()
+        )
+        .ok();
+        rerun_for_deps(&release.join(format!("{name}.d")));
+    }
+    generated.push_str(
+        "/// Calls `$mac!(name)` once per test guest, for `assert_test_exists`-style checks.\n#[macro_export]\nmacro_rules! foreach_guest {\n    ($mac:ident) => {\n",
+    );
+    for name in &guests {
+        writeln!(generated, "        $mac!({name});").ok();
+    }
+    generated.push_str("    };\n}\n");
+    std::fs::write(out_dir.join("gen.rs"), generated).expect("write generated.rs");
+
+    println!(
+        "cargo:rerun-if-changed={}",
+        components.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        components.join("Cargo.lock").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        components.join("guests").display()
+    );
+}
+
+/// Names of the binaries in `guests/src/bin`, sorted.
+fn guest_names(bin_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(bin_dir)
+        .expect("read guests/src/bin")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            (path.extension()? == "rs").then(|| path.file_stem()?.to_str().map(String::from))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Re-run when any source file a guest was built from changes (cargo's dep-info).
+fn rerun_for_deps(dep_file: &Path) {
+    let Ok(deps) = std::fs::read_to_string(dep_file) else {
+        return;
+    };
+    for line in deps.lines() {
+        let Some((_, inputs)) = line.split_once(": ") else {
+            continue;
+        };
+        for input in inputs.split_whitespace() {
+            println!("cargo:rerun-if-changed={input}");
+        }
+    }
+}
+
+fn check_target_installed() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(sysroot) = sysroot {
+        let lib = Path::new(&sysroot).join("lib/rustlib").join(TARGET);
+        if !lib.exists() {
+            panic!("the {TARGET} target is not installed; run `rustup target add {TARGET}`");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Compiled components, the keys they are cached under, and the preparation of
+//! raw bytes (core wasip1 modules are adapted into components).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+use crate::error::{Error, chain};
+use crate::wasi::State;
+
+/// BLAKE3 of the input bytes and of the engine's compatibility digest: the
+/// same bytes compiled by an incompatible engine get another key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArtifactKey([u8; 32]);
+
+impl ArtifactKey {
+    pub(crate) fn new(bytes: &[u8], engine_digest: &[u8; 32]) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"kiln-artifact-v1\0");
+        hasher.update(engine_digest);
+        hasher.update(bytes);
+        Self(*hasher.finalize().as_bytes())
+    }
+
+    /// The key as 64 lowercase hex characters (also the cache file's name).
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+}
+
+impl fmt::Debug for ArtifactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ArtifactKey({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for ArtifactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// A component compiled, linked and ready to instantiate: a warm run is
+/// instantiate + call only.
+pub struct Artifact {
+    pub(crate) key: ArtifactKey,
+    pub(crate) command: CommandPre<State>,
+}
+
+impl Artifact {
+    /// The cache key this artifact was loaded under.
+    pub fn key(&self) -> ArtifactKey {
+        self.key
+    }
+}
+
+impl fmt::Debug for Artifact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Artifact")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where [`Sandbox::load`](crate::Sandbox::load) found an artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadSource {
+    /// Already in the in-memory cache.
+    Memory,
+    /// Deserialized from the on-disk cache: no compilation.
+    Disk,
+    /// Compiled by Cranelift now (and written to the disk cache, if any).
+    Compiled,
+}
+
+/// Returns component bytes for `bytes`: a component as is, a core module
+/// wrapped with the WASI preview1 command adapter.
+///
+/// # Errors
+///
+/// [`Error::InvalidComponent`] for bytes that are not WebAssembly, or a core
+/// module the adapter cannot wrap.
+pub(crate) fn component_bytes(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
+    if wasmparser::Parser::is_component(bytes) {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    if !wasmparser::Parser::is_core_wasm(bytes) {
+        return Err(Error::InvalidComponent(
+            "the bytes do not start with the WebAssembly magic number and version".into(),
+        ));
+    }
+    let adapter = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
+    let component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(bytes)
+        .and_then(|encoder| encoder.adapter("wasi_snapshot_preview1", adapter))
+        .and_then(|mut encoder| encoder.encode())
+        .map_err(|e| Error::InvalidComponent(format!("cannot adapt the core module: {e:#}")))?;
+    Ok(Cow::Owned(component))
+}
+
+/// Compiles component bytes with Cranelift.
+///
+/// # Errors
+///
+/// [`Error::Compile`] when the component does not validate or compile.
+pub(crate) fn compile(
+    engine: &wasmtime::Engine,
+    component: &[u8],
+) -> Result<wasmtime::component::Component, Error> {
+    wasmtime::component::Component::new(engine, component).map_err(|e| Error::Compile(chain(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_bytes_and_engine() {
+        let a = ArtifactKey::new(b"one", &[0; 32]);
+        assert_eq!(a, ArtifactKey::new(b"one", &[0; 32]));
+        assert_ne!(a, ArtifactKey::new(b"two", &[0; 32]));
+        assert_ne!(a, ArtifactKey::new(b"one", &[1; 32]));
+        assert_eq!(a.to_hex().len(), 64);
+    }
+
+    #[test]
+    fn garbage_is_not_a_component() {
+        let err = component_bytes(b"#!/bin/sh\necho hi").unwrap_err();
+        assert!(matches!(err, Error::InvalidComponent(_)), "{err}");
+    }
+
+    #[test]
+    fn core_modules_are_adapted_into_components() {
+        let module = wat::parse_str(
+            r#"(module
+                (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+                (memory (export "memory") 1)
+                (func (export "_start") (call $exit (i32.const 3))))"#,
+        )
+        .unwrap();
+        let component = component_bytes(&module).unwrap();
+        assert!(wasmparser::Parser::is_component(&component));
+    }
+
+    #[test]
+    fn a_core_module_that_imports_unknown_functions_is_refused() {
+        let module = wat::parse_str(
+            r#"(module (import "somewhere" "else" (func)) (memory (export "memory") 1)
+                (func (export "_start")))"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            component_bytes(&module),
+            Err(Error::InvalidComponent(_))
+        ));
+    }
+}

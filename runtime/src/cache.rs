@@ -1,0 +1,158 @@
+//! Compiled artifacts on disk (across restarts) and ready-to-instantiate
+//! artifacts in memory (an LRU).
+//!
+//! On disk an artifact is `<key>.cwasm`, wasmtime's serialized machine code,
+//! next to `<key>.b3`, the BLAKE3 of that file. The checksum is verified before
+//! the code is mapped, so a truncated or corrupted file is recompiled instead
+//! of executed.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use lru::LruCache;
+use wasmtime::component::Component;
+
+use crate::artifact::{Artifact, ArtifactKey};
+use crate::error::Error;
+
+/// Counters of how artifacts were obtained since the sandbox started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Loads answered from memory.
+    pub memory_hits: u64,
+    /// Loads answered from the disk cache (deserialized, not compiled).
+    pub disk_hits: u64,
+    /// Loads that ran Cranelift.
+    pub compiles: u64,
+}
+
+pub(crate) struct ArtifactCache {
+    dir: Option<PathBuf>,
+    ready: Mutex<LruCache<ArtifactKey, Arc<Artifact>>>,
+    memory_hits: AtomicU64,
+    disk_hits: AtomicU64,
+    compiles: AtomicU64,
+}
+
+impl ArtifactCache {
+    pub(crate) fn new(dir: Option<PathBuf>, entries: usize) -> Result<Self, Error> {
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        let entries = NonZeroUsize::new(entries).unwrap_or(NonZeroUsize::MIN);
+        Ok(Self {
+            dir,
+            ready: Mutex::new(LruCache::new(entries)),
+            memory_hits: AtomicU64::new(0),
+            disk_hits: AtomicU64::new(0),
+            compiles: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats {
+            memory_hits: self.memory_hits.load(Ordering::Relaxed),
+            disk_hits: self.disk_hits.load(Ordering::Relaxed),
+            compiles: self.compiles.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn ready(&self, key: &ArtifactKey) -> Option<Arc<Artifact>> {
+        let hit = self.lock().get(key).cloned();
+        if hit.is_some() {
+            self.memory_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    pub(crate) fn insert(&self, artifact: Arc<Artifact>) {
+        self.lock().put(artifact.key, artifact);
+    }
+
+    pub(crate) fn count_compile(&self) {
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<ArtifactKey, Arc<Artifact>>> {
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn paths(&self, key: &ArtifactKey) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.dir.as_ref()?;
+        let hex = key.to_hex();
+        Some((
+            dir.join(format!("{hex}.cwasm")),
+            dir.join(format!("{hex}.b3")),
+        ))
+    }
+
+    /// The compiled component for `key` from disk, if a valid copy is there.
+    /// A missing, corrupt or incompatible file is not an error: it is removed
+    /// and the caller compiles again.
+    pub(crate) fn read_disk(
+        &self,
+        engine: &wasmtime::Engine,
+        key: &ArtifactKey,
+    ) -> Option<Component> {
+        let (code, sum) = self.paths(key)?;
+        let expected = std::fs::read_to_string(&sum).ok()?;
+        let bytes = std::fs::read(&code).ok()?;
+        if blake3::hash(&bytes).to_hex().as_str() != expected.trim() {
+            tracing::warn!(key = %key, "cached artifact fails its checksum; recompiling");
+            remove(&code, &sum);
+            return None;
+        }
+        drop(bytes);
+        match deserialize(engine, &code) {
+            Ok(component) => {
+                self.disk_hits.fetch_add(1, Ordering::Relaxed);
+                Some(component)
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, error = %format!("{e:#}"), "cached artifact unusable; recompiling");
+                remove(&code, &sum);
+                None
+            }
+        }
+    }
+
+    /// Writes the compiled component to disk atomically (temporary file, then
+    /// rename), the checksum last so a crash never leaves a valid-looking pair.
+    pub(crate) fn write_disk(&self, key: &ArtifactKey, component: &Component) -> Result<(), Error> {
+        let Some((code, sum)) = self.paths(key) else {
+            return Ok(());
+        };
+        let bytes = component
+            .serialize()
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        let digest = blake3::hash(&bytes).to_hex().to_string();
+        write_atomic(&code, &bytes)?;
+        write_atomic(&sum, digest.as_bytes())?;
+        Ok(())
+    }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "the one audited use of Component::deserialize_file"
+)]
+fn deserialize(engine: &wasmtime::Engine, code: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the file was written by `write_disk` of an engine whose
+    // compatibility digest is part of the key (so wasmtime's own header check
+    // and ours agree), and its BLAKE3 checksum was verified just before.
+    // The cache directory belongs to Kiln alone; nothing else writes there.
+    unsafe { Component::deserialize_file(engine, code) }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn remove(code: &Path, sum: &Path) {
+    let _ = std::fs::remove_file(sum);
+    let _ = std::fs::remove_file(code);
+}

@@ -1,0 +1,155 @@
+//! The one `wasmtime::Engine` of a process and the thread that drives its epoch.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use crate::error::{Error, chain};
+
+/// How the sandbox's engine is built. The host fills this from its own
+/// configuration; the runtime reads no environment and no files of its own.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where compiled artifacts are kept across restarts; `None` keeps them in
+    /// memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Instances that may exist at once (the pooling allocator's slots).
+    pub max_instances: u32,
+    /// The largest memory cap any run may ask for, in bytes: the size of each
+    /// pooled memory slot.
+    pub max_memory_bytes: u64,
+    /// How often the epoch advances: the granularity of deadlines,
+    /// cancellation and of yielding a busy guest back to tokio.
+    pub epoch_tick: Duration,
+    /// Compiled artifacts kept ready to instantiate in memory.
+    pub artifact_cache_entries: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_instances: 128,
+            max_memory_bytes: 1 << 30,
+            epoch_tick: Duration::from_millis(5),
+            artifact_cache_entries: 256,
+        }
+    }
+}
+
+/// Fuel units between voluntary yields to the async executor, so a guest
+/// metered by fuel also lets other tasks on its worker thread run.
+pub(crate) const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+
+/// Core instances per component: a Rust wasip2 command has a handful (its
+/// module, the preview1 adapter, shims); language runtimes a few more.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+const MAX_TABLES_PER_COMPONENT: u32 = 8;
+
+/// Builds the engine: Cranelift, component model, async, fuel, epochs and the
+/// pooling allocator with copy-on-write memory images.
+///
+/// # Errors
+///
+/// [`Error::Engine`] when the configuration is refused or the pool cannot be
+/// reserved.
+pub(crate) fn build_engine(options: &EngineOptions) -> Result<Engine, Error> {
+    let max_memory = usize::try_from(options.max_memory_bytes)
+        .map_err(|_| Error::Engine("max_memory_bytes does not fit this platform".into()))?;
+    let instances = options.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT / 4))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(MAX_TABLES_PER_COMPONENT / 2))
+        .total_stacks(instances)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+        .max_memory_size(max_memory)
+        // Keep the first pages of a returned slot mapped so the next run of a
+        // small guest skips the page faults of a fresh mapping.
+        .linear_memory_keep_resident(64 << 10);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| Error::Engine(chain(&e)))
+}
+
+/// Increments the engine's epoch every tick until dropped.
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine, tick: Duration) -> Result<Self, Error> {
+        let weak = engine.weak();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kiln-epoch".into())
+            .spawn(move || {
+                while !thread_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    // A weak reference, so the ticker never keeps a dropped
+                    // engine alive.
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| Error::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A stable digest of everything that makes compiled code incompatible
+/// between engines (wasmtime version, target, settings): part of every
+/// artifact key, so a cache written by another engine is never loaded.
+pub(crate) fn compatibility_digest(engine: &Engine) -> [u8; 32] {
+    use std::hash::Hash;
+    let mut hasher = Blake3Hasher(blake3::Hasher::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    *hasher.0.finalize().as_bytes()
+}
+
+/// Feeds `std::hash::Hash` into BLAKE3, which unlike `DefaultHasher` is the
+/// same in every build.
+struct Blake3Hasher(blake3::Hasher);
+
+impl std::hash::Hasher for Blake3Hasher {
+    fn finish(&self) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0.finalize().as_bytes()[..8]);
+        u64::from_le_bytes(first)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

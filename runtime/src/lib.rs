@@ -1,0 +1,60 @@
+//! Kiln's sandbox: runs untrusted WebAssembly components under wasmtime with a
+//! fuel budget, a memory cap, a wall-clock deadline, bounded output and no
+//! access to the host beyond what the caller passes in.
+//!
+//! This crate knows nothing of HTTP, databases or users. It takes bytes, gives
+//! back an [`Artifact`], and turns an artifact plus an [`Invocation`] into an
+//! [`Outcome`]. A guest that misbehaves (loops, traps, exhausts memory) is an
+//! `Ok(Outcome)` with a failed status; `Err` means the host could not do its
+//! part.
+//!
+//! How to embed it:
+//!
+//! 1. Build one [`Sandbox`] per process from [`EngineOptions`] (it owns the
+//!    engine, the pooling allocator and the epoch ticker thread).
+//! 2. [`Sandbox::load`] the component bytes (compiles once, then reuses the
+//!    on-disk and in-memory caches); do this on a blocking thread.
+//! 3. [`Sandbox::run`] the artifact with an [`Invocation`] inside a tokio
+//!    runtime; keep a [`CancelHandle`] to stop it from elsewhere.
+//!
+//! ```no_run
+//! use kiln_runtime::{EngineOptions, Invocation, Limits, Sandbox};
+//!
+//! # async fn example(wasm: &[u8]) -> Result<(), kiln_runtime::Error> {
+//! let sandbox = Sandbox::new(EngineOptions::default())?;
+//! let (artifact, _source) = sandbox.load(wasm)?;
+//! let outcome = sandbox
+//!     .run(&artifact, Invocation {
+//!         args: vec!["hello".into()],
+//!         stdin: b"Kiln".to_vec(),
+//!         limits: Limits { fuel: Some(10_000_000), ..Limits::default() },
+//!         ..Invocation::default()
+//!     })
+//!     .await?;
+//! println!("{:?}: {}", outcome.status, String::from_utf8_lossy(&outcome.stdout));
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod artifact;
+mod cache;
+mod cancel;
+mod capture;
+mod engine;
+mod error;
+mod limits;
+mod outcome;
+mod sandbox;
+mod wasi;
+
+pub use artifact::{Artifact, ArtifactKey, LoadSource};
+pub use cache::CacheStats;
+pub use cancel::CancelHandle;
+pub use capture::{OutputKind, OutputSink};
+pub use engine::EngineOptions;
+pub use error::Error;
+pub use limits::Limits;
+pub use outcome::{ErrorCode, GuestError, Outcome, Status};
+pub use sandbox::{Invocation, Sandbox};
+pub use wasi::State;

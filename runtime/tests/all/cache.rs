@@ -1,0 +1,109 @@
+//! The artifact cache: compile once, reuse from disk after a restart and from
+//! memory after that; never trust a damaged file; refuse what cannot run.
+
+use kiln_runtime::{Error, ErrorCode, Invocation, LoadSource, Sandbox, Status};
+
+use super::{read_guest, sandbox, small_engine};
+
+#[test]
+fn a_second_sandbox_loads_from_disk_without_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = read_guest(kiln_components::HELLO);
+
+    let first = Sandbox::new(small_engine(Some(dir.path().into()))).unwrap();
+    let (_, source) = first.load(&bytes).unwrap();
+    assert_eq!(source, LoadSource::Compiled);
+    let (_, source) = first.load(&bytes).unwrap();
+    assert_eq!(source, LoadSource::Memory);
+    assert_eq!(first.cache_stats().compiles, 1);
+    drop(first);
+
+    let second = Sandbox::new(small_engine(Some(dir.path().into()))).unwrap();
+    let (_, source) = second.load(&bytes).unwrap();
+    assert_eq!(source, LoadSource::Disk);
+    let stats = second.cache_stats();
+    assert_eq!((stats.compiles, stats.disk_hits), (0, 1));
+}
+
+#[test]
+fn a_corrupted_cache_file_is_recompiled_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = read_guest(kiln_components::HELLO);
+    let first = Sandbox::new(small_engine(Some(dir.path().into()))).unwrap();
+    let (artifact, _) = first.load(&bytes).unwrap();
+    let code = dir.path().join(format!("{}.cwasm", artifact.key()));
+    drop(first);
+
+    let mut damaged = std::fs::read(&code).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&code, damaged).unwrap();
+
+    let second = Sandbox::new(small_engine(Some(dir.path().into()))).unwrap();
+    let (artifact, source) = second.load(&bytes).unwrap();
+    assert_eq!(source, LoadSource::Compiled);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let outcome = rt
+        .block_on(second.run(
+            &artifact,
+            Invocation {
+                stdin: b"again".to_vec(),
+                ..Invocation::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&outcome.stdout), "Hello, again!\n");
+}
+
+#[test]
+fn garbage_is_refused_as_invalid() {
+    let err = sandbox().load(b"this is not wasm").unwrap_err();
+    assert!(matches!(err, Error::InvalidComponent(_)), "{err}");
+}
+
+#[test]
+fn truncated_wasm_is_a_compile_error() {
+    let bytes = read_guest(kiln_components::HELLO);
+    let err = sandbox().load(&bytes[..bytes.len() / 2]).unwrap_err();
+    assert!(matches!(err, Error::Compile(_)), "{err}");
+}
+
+#[test]
+fn a_component_that_imports_what_kiln_lacks_is_a_link_error() {
+    let component = wat::parse_str(
+        r#"(component
+            (import "kiln:nowhere/thing" (instance (export "f" (func))))
+        )"#,
+    )
+    .unwrap();
+    let err = sandbox().load(&component).unwrap_err();
+    assert!(matches!(err, Error::Link(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_core_wasip1_module_runs_through_the_adapter() {
+    let module = wat::parse_str(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "from wasip1\n")
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const 12))
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (call $exit (i32.const 3))))"#,
+    )
+    .unwrap();
+    let (artifact, _) = sandbox().load(&module).unwrap();
+    let outcome = sandbox()
+        .run(&artifact, Invocation::default())
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&outcome.stdout), "from wasip1\n");
+    assert_eq!(outcome.status, Status::Failed);
+    // The preview1 adapter maps every non-zero proc_exit status to 1.
+    assert_eq!(outcome.exit_code, Some(1));
+    assert_eq!(outcome.error_code(), Some(ErrorCode::ExitCode));
+}

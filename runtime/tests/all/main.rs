@@ -1,0 +1,58 @@
+//! Runtime integration tests: every test guest from `kiln-components` run
+//! through a real `Sandbox`, plus the artifact cache.
+
+mod cache;
+mod guests;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kiln_runtime::{EngineOptions, Invocation, Limits, Outcome, Sandbox};
+
+/// One sandbox shared by the tests that need no cache directory of their own.
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| Sandbox::new(small_engine(None)).unwrap())
+}
+
+/// A small pool keeps the address space each test sandbox reserves modest.
+fn small_engine(cache_dir: Option<std::path::PathBuf>) -> EngineOptions {
+    EngineOptions {
+        cache_dir,
+        max_instances: 32,
+        ..EngineOptions::default()
+    }
+}
+
+fn read_guest(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Runs a guest with `args` (program name first) and `limits`.
+async fn run(path: &str, args: &[&str], stdin: &str, limits: Limits) -> Outcome {
+    let bytes = read_guest(path);
+    let (artifact, _) = sandbox().load(&bytes).unwrap();
+    sandbox()
+        .run(
+            &artifact,
+            Invocation {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                stdin: stdin.as_bytes().to_vec(),
+                limits,
+                ..Invocation::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
+fn limits_with_timeout(timeout: Duration) -> Limits {
+    Limits {
+        timeout,
+        ..Limits::default()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
