@@ -79,8 +79,9 @@ pub enum LoadSource {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidComponent`] for bytes that are not WebAssembly, or a core
-/// module the adapter cannot wrap.
+/// [`Error::InvalidComponent`] for bytes that are not WebAssembly,
+/// [`Error::Compile`] for a core module that does not validate and
+/// [`Error::Link`] for one the preview1 adapter cannot wrap.
 pub(crate) fn component_bytes(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
     if wasmparser::Parser::is_component(bytes) {
         return Ok(Cow::Borrowed(bytes));
@@ -90,13 +91,16 @@ pub(crate) fn component_bytes(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
             "the bytes do not start with the WebAssembly magic number and version".into(),
         ));
     }
+    wasmparser::Validator::new()
+        .validate_all(bytes)
+        .map_err(|e| Error::Compile(format!("invalid core module: {e}")))?;
     let adapter = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
     let component = wit_component::ComponentEncoder::default()
         .validate(true)
         .module(bytes)
         .and_then(|encoder| encoder.adapter("wasi_snapshot_preview1", adapter))
         .and_then(|mut encoder| encoder.encode())
-        .map_err(|e| Error::InvalidComponent(format!("cannot adapt the core module: {e:#}")))?;
+        .map_err(|e| Error::Link(format!("not a wasip1 command module: {e:#}")))?;
     Ok(Cow::Owned(component))
 }
 
@@ -151,9 +155,12 @@ mod tests {
                 (func (export "_start")))"#,
         )
         .unwrap();
-        assert!(matches!(
-            component_bytes(&module),
-            Err(Error::InvalidComponent(_))
-        ));
+        assert!(matches!(component_bytes(&module), Err(Error::Link(_))));
+    }
+
+    #[test]
+    fn a_broken_core_module_is_a_compile_error() {
+        let err = component_bytes(b"\0asm\x01\0\0\0garbage").unwrap_err();
+        assert!(matches!(err, Error::Compile(_)), "{err}");
     }
 }

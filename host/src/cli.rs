@@ -1,0 +1,98 @@
+//! The command line: `kiln run FILE …`. Parsing and exit statuses live here;
+//! the work is in the verb modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Kiln: run untrusted scripts and WebAssembly components in a sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one script or component locally, with no server.
+    Run(RunArgs),
+}
+
+/// Arguments of `kiln run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The script or component to run (.wasm: a wasi:cli/command component or a
+    /// wasip1 core module).
+    pub file: PathBuf,
+    /// The language, when the file's extension does not say it.
+    #[arg(long, value_enum)]
+    pub lang: Option<Lang>,
+    /// Parameters as a JSON object: the guest sees them in KILN_PARAMETERS and,
+    /// unless --input is given, on stdin.
+    #[arg(long)]
+    pub params: Option<String>,
+    /// Text for the guest's stdin.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Fuel budget (about one unit per WebAssembly instruction); unmetered if absent.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Memory cap in MiB.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    pub memory_mb: u64,
+    /// Wall-clock deadline in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+    /// Bytes of stdout and of stderr kept (the rest is dropped and flagged).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub output_bytes: usize,
+    /// Print one JSON object with the execution's fields instead of streaming
+    /// the guest's output.
+    #[arg(long)]
+    pub json: bool,
+    /// Where compiled artifacts are cached [default: $XDG_CACHE_HOME/kiln or
+    /// ~/.cache/kiln].
+    #[arg(long, env = "KILN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Languages `kiln run` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    /// A WebAssembly component or wasip1 core module.
+    Wasm,
+}
+
+/// Exit statuses of `kiln run` besides the guest's own.
+pub mod exit_status {
+    /// Bad usage (also what clap uses).
+    pub const USAGE: u8 = 2;
+    /// The guest hit its deadline.
+    pub const TIMEOUT: u8 = 124;
+    /// Any other failure: trap, memory cap, fuel, unloadable file.
+    pub const FAILURE: u8 = 125;
+}
+
+/// Parses the command line, runs the verb and returns the process's exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run(args) => crate::local_run::run(args),
+    }
+}
+
+/// Logs go to stderr, filtered by `KILN_LOG` (e.g. `KILN_LOG=kiln_runtime=debug`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,210 @@
+//! `kiln run`: load one file into a fresh sandbox, run it once, report.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_runtime::{
+    EngineOptions, ErrorCode, Invocation, Limits, Outcome, OutputKind, OutputSink, Sandbox, Status,
+};
+use serde::Serialize;
+
+use crate::cli::{Lang, RunArgs, exit_status};
+
+/// Runs the file and returns the exit status DESIGN.md's CLI section gives:
+/// the guest's own, 124 on timeout, 125 on other failures, 2 on bad usage.
+pub(crate) fn run(args: RunArgs) -> ExitCode {
+    match run_inner(&args) {
+        Ok(outcome) => report(&args, &outcome),
+        Err(Failure::Usage(message)) => {
+            eprintln!("kiln: {message}");
+            ExitCode::from(exit_status::USAGE)
+        }
+        Err(Failure::Host(message)) => {
+            eprintln!("kiln: {message}");
+            ExitCode::from(exit_status::FAILURE)
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Host(String),
+}
+
+fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
+    let lang = match args.lang {
+        Some(lang) => lang,
+        None => lang_of(&args.file)?,
+    };
+    let Lang::Wasm = lang;
+    let params = match &args.params {
+        Some(raw) => {
+            let value: serde_json::Value = serde_json::from_str(raw)
+                .map_err(|e| Failure::Usage(format!("--params is not valid JSON: {e}")))?;
+            if !value.is_object() {
+                return Err(Failure::Usage("--params must be a JSON object".into()));
+            }
+            Some(value.to_string())
+        }
+        None => None,
+    };
+    let bytes = std::fs::read(&args.file)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
+
+    let memory_bytes = args.memory_mb.saturating_mul(1 << 20);
+    let options = EngineOptions {
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .or_else(crate::config::default_cache_dir),
+        max_instances: 4,
+        max_memory_bytes: memory_bytes.max(EngineOptions::default().max_memory_bytes),
+        artifact_cache_entries: 1,
+        ..EngineOptions::default()
+    };
+    let sandbox = Sandbox::new(options).map_err(|e| Failure::Host(e.to_string()))?;
+    let (artifact, _) = sandbox
+        .load(&bytes)
+        .map_err(|e| Failure::Host(e.to_string()))?;
+
+    let name = args
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "script".into());
+    let mut env = vec![
+        (
+            "KILN_EXECUTION_ID".to_string(),
+            uuid::Uuid::now_v7().to_string(),
+        ),
+        ("KILN_SCRIPT_NAME".to_string(), name.clone()),
+    ];
+    if let Some(params) = &params {
+        env.push(("KILN_PARAMETERS".into(), params.clone()));
+    }
+    let stdin = match (&args.input, &params) {
+        (Some(input), _) => input.clone().into_bytes(),
+        (None, Some(params)) => params.clone().into_bytes(),
+        (None, None) => Vec::new(),
+    };
+    let invocation = Invocation {
+        args: vec![name],
+        env,
+        stdin,
+        limits: Limits {
+            fuel: args.fuel,
+            memory_bytes,
+            timeout: Duration::from_millis(args.timeout_ms),
+            stdout_bytes: args.output_bytes,
+            stderr_bytes: args.output_bytes,
+        },
+        cancel: None,
+        on_output: (!args.json).then(stream_to_terminal),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Host(format!("cannot start the async runtime: {e}")))?;
+    runtime
+        .block_on(sandbox.run(&artifact, invocation))
+        .map_err(|e| Failure::Host(e.to_string()))
+}
+
+fn lang_of(file: &std::path::Path) -> Result<Lang, Failure> {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("wasm") => Ok(Lang::Wasm),
+        other => Err(Failure::Usage(format!(
+            "cannot tell the language of {} (extension {:?}); pass --lang",
+            file.display(),
+            other.unwrap_or("")
+        ))),
+    }
+}
+
+/// Writes guest output straight through as it arrives: the CLI's own stdout
+/// and stderr are the subscribers here.
+fn stream_to_terminal() -> OutputSink {
+    Arc::new(|kind, bytes| {
+        let _ = match kind {
+            OutputKind::Stdout => std::io::stdout().lock().write_all(bytes),
+            OutputKind::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
+    })
+}
+
+/// The execution fields of API.md, as `kiln run --json` prints them.
+#[derive(Serialize)]
+struct ExecutionReport<'a> {
+    status: Status,
+    exit_code: Option<i32>,
+    result: Option<serde_json::Value>,
+    stdout: String,
+    stderr: String,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    error: Option<&'a kiln_runtime::GuestError>,
+    fuel_consumed: u64,
+    peak_memory_bytes: u64,
+    duration_ms: u64,
+}
+
+fn report(args: &RunArgs, outcome: &Outcome) -> ExitCode {
+    if args.json {
+        let report = ExecutionReport {
+            status: outcome.status,
+            exit_code: outcome.exit_code,
+            result: None,
+            stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
+            stdout_truncated: outcome.stdout_truncated,
+            stderr_truncated: outcome.stderr_truncated,
+            error: outcome.error.as_ref(),
+            fuel_consumed: outcome.fuel_consumed,
+            peak_memory_bytes: outcome.peak_memory_bytes,
+            duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+        };
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("kiln: cannot encode the report: {e}"),
+        }
+    } else {
+        let _ = std::io::stdout().flush();
+        if let Some(error) = &outcome.error {
+            eprintln!("kiln: {}: {}", code_name(error.code), error.message);
+        }
+        for (flag, stream) in [
+            (outcome.stdout_truncated, "stdout"),
+            (outcome.stderr_truncated, "stderr"),
+        ] {
+            if flag {
+                eprintln!(
+                    "kiln: {stream} was truncated at {} bytes",
+                    args.output_bytes
+                );
+            }
+        }
+    }
+    ExitCode::from(exit_code_for(outcome))
+}
+
+fn exit_code_for(outcome: &Outcome) -> u8 {
+    match outcome.status {
+        Status::Completed => 0,
+        Status::Timeout => exit_status::TIMEOUT,
+        Status::Failed if outcome.error_code() == Some(ErrorCode::ExitCode) => outcome
+            .exit_code
+            .and_then(|c| u8::try_from(c).ok())
+            .filter(|c| *c != 0)
+            .unwrap_or(exit_status::FAILURE),
+        Status::Failed | Status::Cancelled => exit_status::FAILURE,
+    }
+}
+
+fn code_name(code: ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| format!("{code:?}"))
+}

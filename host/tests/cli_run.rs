@@ -1,0 +1,211 @@
+//! `kiln run` driven as a user would: the real binary, real files, exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env_remove("KILN_LOG")
+        .output()
+        .unwrap()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn runs_a_component_streaming_its_output() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = kiln(
+        &["run", kiln_components::HELLO, "--input", "Kiln"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Hello, Kiln!\n");
+    assert_eq!(stderr(&out), "greeted 4 bytes of input\n");
+}
+
+#[test]
+fn json_reports_the_execution_fields() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = kiln(
+        &["run", kiln_components::HELLO, "--input", "you", "--json"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let report = json(&out);
+    assert_eq!(report["status"], "completed");
+    assert_eq!(report["exit_code"], 0);
+    assert_eq!(report["stdout"], "Hello, you!\n");
+    assert_eq!(report["stderr"], "greeted 3 bytes of input\n");
+    assert_eq!(report["error"], serde_json::Value::Null);
+    assert_eq!(report["result"], serde_json::Value::Null);
+    assert_eq!(report["stdout_truncated"], false);
+    assert!(report["fuel_consumed"].as_u64().unwrap() > 0);
+    assert!(report["peak_memory_bytes"].as_u64().unwrap() > 0);
+    assert!(report["duration_ms"].is_u64());
+}
+
+#[test]
+fn params_arrive_on_stdin_and_in_the_environment() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = kiln(
+        &["run", kiln_components::HELLO, "--params", r#"{"name":"x"}"#],
+        cache.path(),
+    );
+    assert_eq!(stdout(&out), "Hello, {\"name\":\"x\"}!\n");
+    let out = kiln(
+        &["run", kiln_components::SNOOP, "--params", r#"{"n":1}"#],
+        cache.path(),
+    );
+    let report = stdout(&out);
+    assert!(
+        report.contains("env KILN_PARAMETERS={\"n\":1}\n"),
+        "{report}"
+    );
+    assert!(report.contains("env KILN_SCRIPT_NAME=snoop\n"), "{report}");
+    assert!(report.contains("env KILN_EXECUTION_ID="), "{report}");
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("env ")).count(),
+        3,
+        "{report}"
+    );
+}
+
+#[test]
+fn a_timeout_exits_124() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = kiln(
+        &[
+            "run",
+            kiln_components::SLEEPER,
+            "--timeout-ms",
+            "200",
+            "--json",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(124));
+    let report = json(&out);
+    assert_eq!(report["status"], "timeout");
+    assert_eq!(report["error"]["code"], "TIMEOUT");
+}
+
+#[test]
+fn fuel_exhaustion_exits_125() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = kiln(
+        &[
+            "run",
+            kiln_components::ENDLESS_LOOP,
+            "--fuel",
+            "5000000",
+            "--json",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let report = json(&out);
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["error"]["code"], "FUEL_EXHAUSTED");
+    assert_eq!(report["fuel_consumed"], 5_000_000);
+}
+
+#[test]
+fn the_memory_cap_exits_125_and_says_why() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = kiln(
+        &["run", kiln_components::MEMORY_BOMB, "--memory-mb", "32"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("kiln: MEMORY_LIMIT:"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_guest_exit_status_becomes_kilns() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = kiln(&["run", kiln_components::EXIT_CODE], cache.path());
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(stdout(&out), "exiting with 7\n");
+}
+
+#[test]
+fn broken_wasm_exits_125_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.wasm");
+    std::fs::write(&file, b"\0asm\x01\0\0\0garbage").unwrap();
+    let out = kiln(&["run", file.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("does not compile"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = kiln(
+        &["run", kiln_components::HELLO, "--params", "[1,2]"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("JSON object"), "{}", stderr(&out));
+    let out = kiln(&["run", "script.unknown"], cache.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--lang"), "{}", stderr(&out));
+    let out = kiln(&["run", "/nonexistent/file.wasm"], cache.path());
+    assert_eq!(out.status.code(), Some(2));
+    let out = kiln(
+        &["run", kiln_components::HELLO, "--memory-mb", "0"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_second_run_of_the_same_file_does_not_compile() {
+    let cache = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["run", kiln_components::FIB, "--cache-dir"])
+            .arg(cache.path())
+            .env("KILN_LOG", "kiln_runtime=debug")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(stdout(&first), "75025\n");
+    assert!(
+        stderr(&first).contains("source=Compiled"),
+        "{}",
+        stderr(&first)
+    );
+    let second = run();
+    assert_eq!(stdout(&second), "75025\n");
+    assert!(
+        stderr(&second).contains("source=Disk"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(!stderr(&second).contains("Compiled"), "{}", stderr(&second));
+}
