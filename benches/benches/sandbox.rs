@@ -1,1 +1,180 @@
-fn main() {}
+#![allow(clippy::expect_used, reason = "a benchmark aborts on setup failure")]
+//! Sandbox benchmarks, each against a baseline measured in the same run:
+//!
+//! - `hello/kiln_warm`: a run of the hello guest through `Sandbox::run` on a
+//!   loaded artifact (instantiate from `InstancePre` + call), versus
+//!   `hello/fresh_engine_per_run`: new engine, Cranelift compile, instantiate,
+//!   call, the shape of `wasmtime run`.
+//! - `fib25/*`: the same CPU-bound guest with no metering, epoch interruption
+//!   only, fuel + epoch, and through Kiln's sandbox (fuel + epoch + limiter).
+//! - `cancel/latency`: time from `CancelHandle::cancel` to `run` returning for
+//!   a guest spinning in a loop.
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kiln_runtime::{CancelHandle, EngineOptions, Invocation, Limits, Sandbox, Status};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+struct Plain {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Plain {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+fn plain_state(args: &[&str], stdin: &[u8]) -> Plain {
+    let wasi = WasiCtx::builder()
+        .args(args)
+        .stdin(MemoryInputPipe::new(stdin.to_vec()))
+        .stdout(MemoryOutputPipe::new(1 << 20))
+        .stderr(MemoryOutputPipe::new(1 << 20))
+        .build();
+    Plain { wasi, table: ResourceTable::new() }
+}
+
+#[derive(Clone, Copy)]
+enum Metering {
+    None,
+    Epoch,
+    FuelAndEpoch,
+}
+
+fn plain_engine(metering: Metering) -> Engine {
+    let mut config = Config::new();
+    match metering {
+        Metering::None => {}
+        Metering::Epoch => {
+            config.epoch_interruption(true);
+        }
+        Metering::FuelAndEpoch => {
+            config.epoch_interruption(true).consume_fuel(true);
+        }
+    }
+    Engine::new(&config).expect("engine")
+}
+
+fn plain_pre(engine: &Engine, wasm: &[u8]) -> CommandPre<Plain> {
+    let component = Component::new(engine, wasm).expect("compile");
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("link");
+    CommandPre::new(linker.instantiate_pre(&component).expect("pre")).expect("command")
+}
+
+async fn plain_run(engine: &Engine, pre: &CommandPre<Plain>, metering: Metering, args: &[&str], stdin: &[u8]) {
+    let mut store = Store::new(engine, plain_state(args, stdin));
+    match metering {
+        Metering::None => {}
+        Metering::Epoch => store.set_epoch_deadline(u64::MAX / 2),
+        Metering::FuelAndEpoch => {
+            store.set_epoch_deadline(u64::MAX / 2);
+            store.set_fuel(u64::MAX).expect("fuel");
+        }
+    }
+    let command = pre.instantiate_async(&mut store).await.expect("instantiate");
+    command.wasi_cli_run().call_run(&mut store).await.expect("run").expect("exit 0");
+}
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(EngineOptions { max_instances: 16, ..EngineOptions::default() }).expect("sandbox")
+}
+
+fn hello(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let wasm = std::fs::read(kiln_components::HELLO).expect("hello guest");
+    let kiln = sandbox();
+    let (artifact, _) = kiln.load(&wasm).expect("load");
+
+    let mut group = c.benchmark_group("hello");
+    group.bench_function("kiln_warm", |b| {
+        b.to_async(&rt).iter(|| async {
+            let invocation = Invocation { stdin: b"bench".to_vec(), ..Invocation::default() };
+            let outcome = kiln.run(&artifact, invocation).await.expect("run");
+            assert_eq!(outcome.status, Status::Completed);
+        })
+    });
+    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group.bench_function("fresh_engine_per_run", |b| {
+        b.to_async(&rt).iter(|| async {
+            let engine = plain_engine(Metering::None);
+            let pre = plain_pre(&engine, &wasm);
+            plain_run(&engine, &pre, Metering::None, &["hello"], b"bench").await;
+        })
+    });
+    group.finish();
+}
+
+fn fib(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let wasm = std::fs::read(kiln_components::FIB).expect("fib guest");
+    let args = ["fib", "25"];
+    let mut group = c.benchmark_group("fib25");
+    group.sample_size(20);
+    for (name, metering) in [
+        ("no_metering", Metering::None),
+        ("epoch_only", Metering::Epoch),
+        ("fuel_and_epoch", Metering::FuelAndEpoch),
+    ] {
+        let engine = plain_engine(metering);
+        let pre = plain_pre(&engine, &wasm);
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| plain_run(&engine, &pre, metering, &args, b""))
+        });
+    }
+    let kiln = sandbox();
+    let (artifact, _) = kiln.load(&wasm).expect("load");
+    group.bench_function("kiln_sandbox", |b| {
+        b.to_async(&rt).iter(|| async {
+            let invocation = Invocation { args: args.map(String::from).to_vec(), ..Invocation::default() };
+            let outcome = kiln.run(&artifact, invocation).await.expect("run");
+            assert_eq!(outcome.status, Status::Completed);
+        })
+    });
+    group.finish();
+}
+
+fn cancel(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let wasm = std::fs::read(kiln_components::ENDLESS_LOOP).expect("endless loop guest");
+    let kiln = sandbox();
+    let (artifact, _) = kiln.load(&wasm).expect("load");
+    let mut group = c.benchmark_group("cancel");
+    group.sample_size(20);
+    group.bench_function("latency", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += rt.block_on(async {
+                    let handle = CancelHandle::new();
+                    let invocation = Invocation {
+                        cancel: Some(handle.clone()),
+                        limits: Limits { timeout: Duration::from_secs(10), ..Limits::default() },
+                        ..Invocation::default()
+                    };
+                    let run = kiln.run(&artifact, invocation);
+                    tokio::pin!(run);
+                    // Let the guest get going, then cancel and time the stop.
+                    let _ = tokio::time::timeout(Duration::from_millis(20), &mut run).await;
+                    let cancelled_at = Instant::now();
+                    handle.cancel();
+                    let outcome = run.await.expect("run");
+                    assert_eq!(outcome.status, Status::Cancelled);
+                    cancelled_at.elapsed()
+                });
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hello, fib, cancel);
+criterion_main!(benches);
