@@ -10,6 +10,7 @@
 //! - `cancel/latency`: time from `CancelHandle::cancel` to `run` returning for
 //!   a guest spinning in a loop.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -27,7 +28,10 @@ struct Plain {
 
 impl WasiView for Plain {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -38,7 +42,10 @@ fn plain_state(args: &[&str], stdin: &[u8]) -> Plain {
         .stdout(MemoryOutputPipe::new(1 << 20))
         .stderr(MemoryOutputPipe::new(1 << 20))
         .build();
-    Plain { wasi, table: ResourceTable::new() }
+    Plain {
+        wasi,
+        table: ResourceTable::new(),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -69,7 +76,13 @@ fn plain_pre(engine: &Engine, wasm: &[u8]) -> CommandPre<Plain> {
     CommandPre::new(linker.instantiate_pre(&component).expect("pre")).expect("command")
 }
 
-async fn plain_run(engine: &Engine, pre: &CommandPre<Plain>, metering: Metering, args: &[&str], stdin: &[u8]) {
+async fn plain_run(
+    engine: &Engine,
+    pre: &CommandPre<Plain>,
+    metering: Metering,
+    args: &[&str],
+    stdin: &[u8],
+) {
     let mut store = Store::new(engine, plain_state(args, stdin));
     match metering {
         Metering::None => {}
@@ -79,16 +92,31 @@ async fn plain_run(engine: &Engine, pre: &CommandPre<Plain>, metering: Metering,
             store.set_fuel(u64::MAX).expect("fuel");
         }
     }
-    let command = pre.instantiate_async(&mut store).await.expect("instantiate");
-    command.wasi_cli_run().call_run(&mut store).await.expect("run").expect("exit 0");
+    let command = pre
+        .instantiate_async(&mut store)
+        .await
+        .expect("instantiate");
+    command
+        .wasi_cli_run()
+        .call_run(&mut store)
+        .await
+        .expect("run")
+        .expect("exit 0");
 }
 
 fn sandbox() -> Sandbox {
-    Sandbox::new(EngineOptions { max_instances: 16, ..EngineOptions::default() }).expect("sandbox")
+    Sandbox::new(EngineOptions {
+        max_instances: 16,
+        ..EngineOptions::default()
+    })
+    .expect("sandbox")
 }
 
 fn hello(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let wasm = std::fs::read(kiln_components::HELLO).expect("hello guest");
     let kiln = sandbox();
     let (artifact, _) = kiln.load(&wasm).expect("load");
@@ -96,12 +124,17 @@ fn hello(c: &mut Criterion) {
     let mut group = c.benchmark_group("hello");
     group.bench_function("kiln_warm", |b| {
         b.to_async(&rt).iter(|| async {
-            let invocation = Invocation { stdin: b"bench".to_vec(), ..Invocation::default() };
+            let invocation = Invocation {
+                stdin: b"bench".to_vec(),
+                ..Invocation::default()
+            };
             let outcome = kiln.run(&artifact, invocation).await.expect("run");
             assert_eq!(outcome.status, Status::Completed);
         })
     });
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     group.bench_function("fresh_engine_per_run", |b| {
         b.to_async(&rt).iter(|| async {
             let engine = plain_engine(Metering::None);
@@ -113,7 +146,10 @@ fn hello(c: &mut Criterion) {
 }
 
 fn fib(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let wasm = std::fs::read(kiln_components::FIB).expect("fib guest");
     let args = ["fib", "25"];
     let mut group = c.benchmark_group("fib25");
@@ -126,14 +162,18 @@ fn fib(c: &mut Criterion) {
         let engine = plain_engine(metering);
         let pre = plain_pre(&engine, &wasm);
         group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| plain_run(&engine, &pre, metering, &args, b""))
+            b.to_async(&rt)
+                .iter(|| plain_run(&engine, &pre, metering, &args, b""))
         });
     }
     let kiln = sandbox();
     let (artifact, _) = kiln.load(&wasm).expect("load");
     group.bench_function("kiln_sandbox", |b| {
         b.to_async(&rt).iter(|| async {
-            let invocation = Invocation { args: args.map(String::from).to_vec(), ..Invocation::default() };
+            let invocation = Invocation {
+                args: args.map(String::from).to_vec(),
+                ..Invocation::default()
+            };
             let outcome = kiln.run(&artifact, invocation).await.expect("run");
             assert_eq!(outcome.status, Status::Completed);
         })
@@ -142,9 +182,13 @@ fn fib(c: &mut Criterion) {
 }
 
 fn cancel(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
     let wasm = std::fs::read(kiln_components::ENDLESS_LOOP).expect("endless loop guest");
-    let kiln = sandbox();
+    let kiln = Arc::new(sandbox());
     let (artifact, _) = kiln.load(&wasm).expect("load");
     let mut group = c.benchmark_group("cancel");
     group.sample_size(20);
@@ -152,23 +196,25 @@ fn cancel(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                total += rt.block_on(async {
-                    let handle = CancelHandle::new();
-                    let invocation = Invocation {
-                        cancel: Some(handle.clone()),
-                        limits: Limits { timeout: Duration::from_secs(10), ..Limits::default() },
-                        ..Invocation::default()
-                    };
-                    let run = kiln.run(&artifact, invocation);
-                    tokio::pin!(run);
-                    // Let the guest get going, then cancel and time the stop.
-                    let _ = tokio::time::timeout(Duration::from_millis(20), &mut run).await;
-                    let cancelled_at = Instant::now();
-                    handle.cancel();
-                    let outcome = run.await.expect("run");
-                    assert_eq!(outcome.status, Status::Cancelled);
-                    cancelled_at.elapsed()
-                });
+                let handle = CancelHandle::new();
+                let invocation = Invocation {
+                    cancel: Some(handle.clone()),
+                    limits: Limits {
+                        timeout: Duration::from_secs(10),
+                        ..Limits::default()
+                    },
+                    ..Invocation::default()
+                };
+                let (kiln, artifact) = (kiln.clone(), artifact.clone());
+                // The guest spins on a runtime worker; the cancel comes from
+                // this thread, as it would from an HTTP handler.
+                let task = rt.spawn(async move { kiln.run(&artifact, invocation).await });
+                std::thread::sleep(Duration::from_millis(20));
+                let cancelled_at = Instant::now();
+                handle.cancel();
+                let outcome = rt.block_on(task).expect("join").expect("run");
+                total += cancelled_at.elapsed();
+                assert_eq!(outcome.status, Status::Cancelled);
             }
             total
         })

@@ -24,8 +24,8 @@ pub enum Command {
 /// Arguments of `kiln run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The script or component to run (.wasm: a wasi:cli/command component or a
-    /// wasip1 core module).
+    /// The script or component to run (.wasm or .wat: a wasi:cli/command
+    /// component or a wasip1 core module).
     pub file: PathBuf,
     /// The language, when the file's extension does not say it.
     #[arg(long, value_enum)]
@@ -62,7 +62,7 @@ pub struct RunArgs {
 /// Languages `kiln run` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Lang {
-    /// A WebAssembly component or wasip1 core module.
+    /// A WebAssembly component or wasip1 core module, binary or text.
     Wasm,
 }
 

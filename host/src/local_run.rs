@@ -114,7 +114,7 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
 
 fn lang_of(file: &std::path::Path) -> Result<Lang, Failure> {
     match file.extension().and_then(|e| e.to_str()) {
-        Some("wasm") => Ok(Lang::Wasm),
+        Some("wasm" | "wat") => Ok(Lang::Wasm),
         other => Err(Failure::Usage(format!(
             "cannot tell the language of {} (extension {:?}); pass --lang",
             file.display(),

@@ -1,6 +1,10 @@
 //! `kiln run` driven as a user would: the real binary, real files, exit codes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly on setup errors")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly on setup errors"
+)]
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -210,4 +214,16 @@ fn a_second_run_of_the_same_file_does_not_compile() {
         stderr(&second)
     );
     assert!(!stderr(&second).contains("Compiled"), "{}", stderr(&second));
+}
+
+#[test]
+fn the_bundled_example_runs() {
+    let cache = tempfile::tempdir().unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../components/examples/hello.wat"
+    );
+    let out = kiln(&["run", example], cache.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Hello from a Kiln sandbox!\n");
 }

@@ -75,7 +75,8 @@ pub enum LoadSource {
 }
 
 /// Returns component bytes for `bytes`: a component as is, a core module
-/// wrapped with the WASI preview1 command adapter.
+/// wrapped with the WASI preview1 command adapter, text (`.wat`) assembled
+/// first.
 ///
 /// # Errors
 ///
@@ -85,6 +86,11 @@ pub enum LoadSource {
 pub(crate) fn component_bytes(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
     if wasmparser::Parser::is_component(bytes) {
         return Ok(Cow::Borrowed(bytes));
+    }
+    if !bytes.starts_with(b"\0asm") && std::str::from_utf8(bytes).is_ok() {
+        // The text format, as `wasmtime run` accepts it; errors carry line and column.
+        let binary = wat::parse_bytes(bytes).map_err(|e| Error::Compile(e.to_string()))?;
+        return Ok(Cow::Owned(component_bytes(&binary)?.into_owned()));
     }
     if !wasmparser::Parser::is_core_wasm(bytes) {
         return Err(Error::InvalidComponent(
@@ -131,8 +137,23 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_component() {
-        let err = component_bytes(b"#!/bin/sh\necho hi").unwrap_err();
+        let err = component_bytes(&[0xff, 0xfe, 0x00, 0x01]).unwrap_err();
         assert!(matches!(err, Error::InvalidComponent(_)), "{err}");
+    }
+
+    #[test]
+    fn text_that_is_not_wat_is_a_compile_error_with_a_position() {
+        let err = component_bytes(b"#!/bin/sh\necho hi").unwrap_err();
+        assert!(matches!(err, Error::Compile(_)), "{err}");
+        assert!(err.to_string().contains("1:1"), "{err}");
+    }
+
+    #[test]
+    fn text_modules_are_assembled_then_adapted() {
+        let text = br#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+        assert!(wasmparser::Parser::is_component(
+            &component_bytes(text).unwrap()
+        ));
     }
 
     #[test]

@@ -57,8 +57,12 @@ fn a_corrupted_cache_file_is_recompiled_not_run() {
 
 #[test]
 fn garbage_is_refused_as_invalid() {
-    let err = sandbox().load(b"this is not wasm").unwrap_err();
+    let err = sandbox()
+        .load(&[0x7f, b'E', b'L', b'F', 0xff, 0x00])
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidComponent(_)), "{err}");
+    let err = sandbox().load(b"this is not wasm").unwrap_err();
+    assert!(matches!(err, Error::Compile(_)), "{err}");
 }
 
 #[test]

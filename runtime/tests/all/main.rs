@@ -1,7 +1,11 @@
 //! Runtime integration tests: every test guest from `kiln-components` run
 //! through a real `Sandbox`, plus the artifact cache.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly on setup errors")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly on setup errors"
+)]
 
 mod cache;
 mod guests;
