@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
+const CLANG: &str = "clang-19";
+const LLVM_AR: &str = "llvm-ar-19";
+/// Where Debian's `wasi-libc` package puts its headers.
+const WASI_HEADERS: &str = "/usr/include/wasm32-wasi/stdio.h";
+/// Language runtimes embedded in the `kiln` binary: (constant, wasm file).
+const RUNTIMES: &[(&str, &str)] = &[("JS_RUNTIME", "kiln_js.wasm")];
 
 fn main() {
     let manifest_dir =
@@ -30,6 +36,7 @@ fn main() {
         .unwrap_or_else(|| out_dir.join("wasm-guests"));
 
     check_target_installed();
+    check_c_toolchain();
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
@@ -40,6 +47,15 @@ fn main() {
         .env_remove("RUSTFLAGS")
         .env("RUSTFLAGS", "-D warnings")
         .env_remove("CARGO_BUILD_TARGET")
+        // QuickJS is C: compile it with Debian's clang against Debian's
+        // wasi-libc headers instead of a downloaded wasi-sdk (ENGINES.md).
+        .env("RQUICKJS_SYS_NO_WASI_SDK", "1")
+        .env("CC_wasm32_wasip2", CLANG)
+        .env("AR_wasm32_wasip2", LLVM_AR)
+        .env(
+            "CFLAGS_wasm32_wasip2",
+            "-nostdlibinc -isystem /usr/include/wasm32-wasi",
+        )
         .status()
         .expect("failed to run cargo for the guest workspace");
     assert!(status.success(), "building the guest components failed");
@@ -58,6 +74,17 @@ fn main() {
         )
         .ok();
         rerun_for_deps(&release.join(format!("{name}.d")));
+    }
+    for (constant, file) in RUNTIMES {
+        let wasm = release.join(file);
+        assert!(wasm.exists(), "{} was not built", wasm.display());
+        writeln!(
+            generated,
+            "/// The `{file}` language runtime component.\npub const {constant}: &[u8] = include_bytes!({:?});",
+            wasm.display().to_string()
+        )
+        .ok();
+        rerun_for_deps(&wasm.with_extension("d"));
     }
     generated.push_str(
         "/// Calls `$mac!(name)` once per test guest, for `assert_test_exists`-style checks.\n#[macro_export]\nmacro_rules! foreach_guest {\n    ($mac:ident) => {\n",
@@ -123,5 +150,15 @@ fn check_target_installed() {
         if !lib.exists() {
             panic!("the {TARGET} target is not installed; run `rustup target add {TARGET}`");
         }
+    }
+}
+
+fn check_c_toolchain() {
+    let clang = Command::new(CLANG).arg("--version").output();
+    if clang.is_err() || !Path::new(WASI_HEADERS).exists() {
+        panic!(
+            "building the JavaScript runtime needs {CLANG}, {LLVM_AR} and the wasi-libc headers; \
+             run scripts/setup.sh (or: apt-get install clang-19 llvm-19 wasi-libc)"
+        );
     }
 }

@@ -24,14 +24,15 @@ pub enum Command {
 /// Arguments of `kiln run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The script or component to run (.wasm or .wat: a wasi:cli/command
-    /// component or a wasip1 core module).
+    /// The script or component to run: .js (JavaScript), .wasm or .wat (a
+    /// wasi:cli/command component or a wasip1 core module).
     pub file: PathBuf,
     /// The language, when the file's extension does not say it.
     #[arg(long, value_enum)]
     pub lang: Option<Lang>,
-    /// Parameters as a JSON object: the guest sees them in KILN_PARAMETERS and,
-    /// unless --input is given, on stdin.
+    /// Parameters as a JSON object: a script's main gets them as its argument;
+    /// a component sees them in KILN_PARAMETERS and, unless --input is given,
+    /// on stdin.
     #[arg(long)]
     pub params: Option<String>,
     /// Text for the guest's stdin.
@@ -62,6 +63,9 @@ pub struct RunArgs {
 /// Languages `kiln run` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Lang {
+    /// JavaScript (QuickJS): `function main(params)` or `export default`.
+    #[value(alias = "js")]
+    Javascript,
     /// A WebAssembly component or wasip1 core module, binary or text.
     Wasm,
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_runtime::{
-    EngineOptions, ErrorCode, Invocation, Limits, Outcome, OutputKind, OutputSink, Sandbox, Status,
+    Call, EngineOptions, ErrorCode, Invocation, Limits, Outcome, OutputKind, OutputSink, Sandbox,
+    Status,
 };
 use serde::Serialize;
 
@@ -38,7 +39,6 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
         Some(lang) => lang,
         None => lang_of(&args.file)?,
     };
-    let Lang::Wasm = lang;
     let params = match &args.params {
         Some(raw) => {
             let value: serde_json::Value = serde_json::from_str(raw)
@@ -65,8 +65,22 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
         ..EngineOptions::default()
     };
     let sandbox = Sandbox::new(options).map_err(|e| Failure::Host(e.to_string()))?;
+    let (call, component) = match lang {
+        Lang::Wasm => (Call::Main, bytes.as_slice()),
+        Lang::Javascript => {
+            let source = std::str::from_utf8(&bytes).map_err(|_| {
+                Failure::Usage(format!("{} is not UTF-8 text", args.file.display()))
+            })?;
+            let params = params.clone().unwrap_or_else(|| "{}".into());
+            let call = Call::Script {
+                source: source.into(),
+                params,
+            };
+            (call, kiln_components::JS_RUNTIME)
+        }
+    };
     let (artifact, _) = sandbox
-        .load(&bytes)
+        .load(component)
         .map_err(|e| Failure::Host(e.to_string()))?;
 
     let name = args
@@ -84,12 +98,15 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
     if let Some(params) = &params {
         env.push(("KILN_PARAMETERS".into(), params.clone()));
     }
-    let stdin = match (&args.input, &params) {
-        (Some(input), _) => input.clone().into_bytes(),
-        (None, Some(params)) => params.clone().into_bytes(),
-        (None, None) => Vec::new(),
+    // A command reads its parameters from stdin unless it was given input;
+    // a script gets them as main's argument.
+    let stdin = match (&args.input, &params, &call) {
+        (Some(input), _, _) => input.clone().into_bytes(),
+        (None, Some(params), Call::Main) => params.clone().into_bytes(),
+        _ => Vec::new(),
     };
     let invocation = Invocation {
+        call,
         args: vec![name],
         env,
         stdin,
@@ -115,6 +132,7 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
 fn lang_of(file: &std::path::Path) -> Result<Lang, Failure> {
     match file.extension().and_then(|e| e.to_str()) {
         Some("wasm" | "wat") => Ok(Lang::Wasm),
+        Some("js" | "mjs") => Ok(Lang::Javascript),
         other => Err(Failure::Usage(format!(
             "cannot tell the language of {} (extension {:?}); pass --lang",
             file.display(),
@@ -155,7 +173,10 @@ fn report(args: &RunArgs, outcome: &Outcome) -> ExitCode {
         let report = ExecutionReport {
             status: outcome.status,
             exit_code: outcome.exit_code,
-            result: None,
+            result: outcome
+                .result
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok()),
             stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
             stdout_truncated: outcome.stdout_truncated,
@@ -172,7 +193,22 @@ fn report(args: &RunArgs, outcome: &Outcome) -> ExitCode {
     } else {
         let _ = std::io::stdout().flush();
         if let Some(error) = &outcome.error {
-            eprintln!("kiln: {}: {}", code_name(error.code), error.message);
+            let position = match (error.line, error.column) {
+                (Some(line), Some(column)) => format!(" (line {line}, column {column})"),
+                (Some(line), None) => format!(" (line {line})"),
+                _ => String::new(),
+            };
+            eprintln!(
+                "kiln: {}: {}{position}",
+                code_name(error.code),
+                error.message
+            );
+            if let Some(stack) = &error.stack {
+                eprintln!("{}", stack.trim_end());
+            }
+        }
+        if let Some(result) = outcome.result.as_deref().filter(|r| *r != "null") {
+            println!("{result}");
         }
         for (flag, stream) in [
             (outcome.stdout_truncated, "stdout"),

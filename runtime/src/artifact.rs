@@ -4,8 +4,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use wasmtime::component::InstancePre;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use crate::bindings::LanguageRuntimePre;
 use crate::error::{Error, chain};
 use crate::wasi::State;
 
@@ -45,13 +47,52 @@ impl fmt::Display for ArtifactKey {
 /// instantiate + call only.
 pub struct Artifact {
     pub(crate) key: ArtifactKey,
-    pub(crate) command: CommandPre<State>,
+    pub(crate) entry: Entry,
+}
+
+/// What kind of component an artifact is, found from its exports at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A `wasi:cli/command`: run through `wasi:cli/run`.
+    Command,
+    /// A language runtime exporting `kiln:language/script`: runs source text.
+    LanguageRuntime,
+}
+
+pub(crate) enum Entry {
+    Command(CommandPre<State>),
+    LanguageRuntime(LanguageRuntimePre<State>),
+}
+
+impl Entry {
+    /// Finds the shape from the component's exports.
+    pub(crate) fn new(pre: InstancePre<State>) -> Result<Self, Error> {
+        if let Ok(command) = CommandPre::new(pre.clone()) {
+            return Ok(Self::Command(command));
+        }
+        LanguageRuntimePre::new(pre)
+            .map(Self::LanguageRuntime)
+            .map_err(|e| {
+                Error::Link(format!(
+                    "the component exports neither wasi:cli/run nor kiln:language/script: {}",
+                    chain(&e)
+                ))
+            })
+    }
 }
 
 impl Artifact {
     /// The cache key this artifact was loaded under.
     pub fn key(&self) -> ArtifactKey {
         self.key
+    }
+
+    /// What kind of component this is.
+    pub fn shape(&self) -> Shape {
+        match self.entry {
+            Entry::Command(_) => Shape::Command,
+            Entry::LanguageRuntime(_) => Shape::LanguageRuntime,
+        }
     }
 }
 

@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 mod artifact;
+mod bindings;
 mod cache;
 mod cancel;
 mod capture;
@@ -48,7 +49,7 @@ mod outcome;
 mod sandbox;
 mod wasi;
 
-pub use artifact::{Artifact, ArtifactKey, LoadSource};
+pub use artifact::{Artifact, ArtifactKey, LoadSource, Shape};
 pub use cache::CacheStats;
 pub use cancel::CancelHandle;
 pub use capture::{OutputKind, OutputSink};
@@ -56,5 +57,5 @@ pub use engine::EngineOptions;
 pub use error::Error;
 pub use limits::Limits;
 pub use outcome::{ErrorCode, GuestError, Outcome, Status};
-pub use sandbox::{Invocation, Sandbox};
+pub use sandbox::{Call, Invocation, Sandbox};
 pub use wasi::State;

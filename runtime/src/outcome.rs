@@ -6,6 +6,8 @@ use std::time::Duration;
 use wasmtime::Trap;
 use wasmtime_wasi::I32Exit;
 
+use crate::bindings::{Failure, FailureKind};
+
 /// The final state of a run, as in the API's execution `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +38,11 @@ pub enum ErrorCode {
     Timeout,
     /// The run was cancelled.
     Cancelled,
+    /// A script's source did not parse (found at run time; a host that checks
+    /// scripts at upload reports it there).
+    CompileError,
+    /// A script threw (or rejected) instead of returning.
+    ScriptError,
 }
 
 /// A failure's code and a sentence for people.
@@ -45,6 +52,42 @@ pub struct GuestError {
     pub code: ErrorCode,
     /// Human-readable detail.
     pub message: String,
+    /// A script's stack trace or traceback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+    /// 1-based line of a script's syntax error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// 1-based column of a script's syntax error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+impl GuestError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            stack: None,
+            line: None,
+            column: None,
+        }
+    }
+
+    /// A script failure as the language runtime reported it.
+    pub(crate) fn from_script(failure: Failure) -> Self {
+        let code = match failure.kind {
+            FailureKind::Syntax => ErrorCode::CompileError,
+            FailureKind::Runtime => ErrorCode::ScriptError,
+        };
+        Self {
+            code,
+            message: failure.message,
+            stack: failure.stack,
+            line: failure.line,
+            column: failure.column,
+        }
+    }
 }
 
 /// Everything a run produced and consumed.
@@ -55,6 +98,8 @@ pub struct Outcome {
     /// The guest's exit status when it exited (0 for a normal return), `None`
     /// when it trapped or was stopped.
     pub exit_code: Option<i32>,
+    /// A script's return value as JSON text (`None` for commands and failures).
+    pub result: Option<String>,
     /// Captured stdout, at most the limit.
     pub stdout: Vec<u8>,
     /// Captured stderr, at most the limit.
@@ -82,7 +127,12 @@ impl Outcome {
 
 /// How the guest's call ended, before classification.
 pub(crate) enum Ending {
-    Returned(wasmtime::Result<Result<(), ()>>),
+    /// A command's `wasi:cli/run` returned (`Err(())` is exit status 1).
+    Exited(Result<(), ()>),
+    /// A language runtime's `run` returned.
+    Script(Result<String, Failure>),
+    /// The guest trapped or exited through `wasi:cli/exit`.
+    Trapped(wasmtime::Error),
     TimedOut(Duration),
     Cancelled,
 }
@@ -94,71 +144,98 @@ pub(crate) struct Evidence {
     pub memory_limit: u64,
 }
 
-/// Turns an ending into status, exit code and error.
-pub(crate) fn classify(
-    ending: Ending,
-    evidence: &Evidence,
-) -> (Status, Option<i32>, Option<GuestError>) {
-    let fail = |code, message: String| (Status::Failed, GuestError { code, message });
-    let (status, exit_code, error) = match ending {
-        Ending::Returned(Ok(Ok(()))) => return (Status::Completed, Some(0), None),
-        Ending::Returned(Ok(Err(()))) => {
-            let (s, e) = fail(ErrorCode::ExitCode, "the guest exited with status 1".into());
-            (s, Some(1), Some(e))
+/// How a run ended, classified.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub result: Option<String>,
+    pub error: Option<GuestError>,
+}
+
+impl Verdict {
+    fn completed(result: Option<String>) -> Self {
+        Self {
+            status: Status::Completed,
+            exit_code: Some(0),
+            result,
+            error: None,
         }
-        Ending::Returned(Err(err)) => {
+    }
+
+    fn failed(exit_code: Option<i32>, error: GuestError) -> Self {
+        Self {
+            status: Status::Failed,
+            exit_code,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// Turns an ending into status, exit code, result and error.
+pub(crate) fn classify(ending: Ending, evidence: &Evidence) -> Verdict {
+    let verdict = match ending {
+        Ending::Exited(Ok(())) => return Verdict::completed(None),
+        Ending::Exited(Err(())) => Verdict::failed(
+            Some(1),
+            GuestError::new(ErrorCode::ExitCode, "the guest exited with status 1"),
+        ),
+        Ending::Script(Ok(json)) => return Verdict::completed(Some(json)),
+        Ending::Script(Err(failure)) => Verdict::failed(None, GuestError::from_script(failure)),
+        Ending::Trapped(err) => {
             if let Some(exit) = err.downcast_ref::<I32Exit>() {
                 if exit.0 == 0 {
-                    return (Status::Completed, Some(0), None);
+                    return Verdict::completed(None);
                 }
-                let (s, e) = fail(
-                    ErrorCode::ExitCode,
-                    format!("the guest exited with status {}", exit.0),
-                );
-                (s, Some(exit.0), Some(e))
+                let message = format!("the guest exited with status {}", exit.0);
+                Verdict::failed(Some(exit.0), GuestError::new(ErrorCode::ExitCode, message))
             } else if let Some(Trap::OutOfFuel) = err.downcast_ref::<Trap>() {
-                let (s, e) = fail(
-                    ErrorCode::FuelExhausted,
-                    "the guest used its whole fuel budget".into(),
-                );
-                (s, None, Some(e))
+                Verdict::failed(
+                    None,
+                    GuestError::new(
+                        ErrorCode::FuelExhausted,
+                        "the guest used its whole fuel budget",
+                    ),
+                )
             } else {
-                let (s, e) = fail(ErrorCode::Trap, trap_message(&err));
-                (s, None, Some(e))
+                Verdict::failed(None, GuestError::new(ErrorCode::Trap, trap_message(&err)))
             }
         }
-        Ending::TimedOut(after) => (
-            Status::Timeout,
-            None,
-            Some(GuestError {
-                code: ErrorCode::Timeout,
-                message: format!("the guest was still running after {} ms", after.as_millis()),
-            }),
-        ),
-        Ending::Cancelled => (
-            Status::Cancelled,
-            None,
-            Some(GuestError {
-                code: ErrorCode::Cancelled,
-                message: "the run was cancelled".into(),
-            }),
-        ),
+        Ending::TimedOut(after) => Verdict {
+            status: Status::Timeout,
+            exit_code: None,
+            result: None,
+            error: Some(GuestError::new(
+                ErrorCode::Timeout,
+                format!("the guest was still running after {} ms", after.as_millis()),
+            )),
+        },
+        Ending::Cancelled => Verdict {
+            status: Status::Cancelled,
+            exit_code: None,
+            result: None,
+            error: Some(GuestError::new(
+                ErrorCode::Cancelled,
+                "the run was cancelled",
+            )),
+        },
     };
     // A guest refused memory usually fails some other way afterwards (an abort
-    // in its allocator, an exit code): name the cause, not the symptom.
-    match (status, evidence.memory_refused) {
-        (Status::Failed, Some(wanted)) => (
-            Status::Failed,
-            exit_code,
-            Some(GuestError {
-                code: ErrorCode::MemoryLimit,
-                message: format!(
+    // in its allocator, an out-of-memory exception, an exit code): name the
+    // cause, not the symptom.
+    match (verdict.status, evidence.memory_refused) {
+        (Status::Failed, Some(wanted)) => Verdict::failed(
+            verdict.exit_code,
+            GuestError::new(
+                ErrorCode::MemoryLimit,
+                format!(
                     "the guest asked for {wanted} bytes of memory; the limit is {} bytes",
                     evidence.memory_limit
                 ),
-            }),
+            ),
         ),
-        _ => (status, exit_code, error),
+        _ => verdict,
     }
 }
 
@@ -180,38 +257,64 @@ mod tests {
         memory_limit: 100,
     };
 
+    fn trapped(err: impl Into<wasmtime::Error>) -> Verdict {
+        classify(Ending::Trapped(err.into()), &NO_EVIDENCE)
+    }
+
     #[test]
     fn exit_zero_is_completion() {
-        let err = wasmtime::Error::new(I32Exit(0));
-        let (status, code, error) = classify(Ending::Returned(Err(err)), &NO_EVIDENCE);
-        assert_eq!((status, code, error), (Status::Completed, Some(0), None));
+        assert_eq!(
+            trapped(wasmtime::Error::new(I32Exit(0))),
+            Verdict::completed(None)
+        );
+        assert_eq!(
+            classify(Ending::Exited(Ok(())), &NO_EVIDENCE),
+            Verdict::completed(None)
+        );
     }
 
     #[test]
     fn non_zero_exit_keeps_its_code() {
-        let err = wasmtime::Error::new(I32Exit(42));
-        let (status, code, error) = classify(Ending::Returned(Err(err)), &NO_EVIDENCE);
-        assert_eq!((status, code), (Status::Failed, Some(42)));
-        assert_eq!(error.unwrap().code, ErrorCode::ExitCode);
+        let verdict = trapped(wasmtime::Error::new(I32Exit(42)));
+        assert_eq!(
+            (verdict.status, verdict.exit_code),
+            (Status::Failed, Some(42))
+        );
+        assert_eq!(verdict.error.unwrap().code, ErrorCode::ExitCode);
+        let verdict = classify(Ending::Exited(Err(())), &NO_EVIDENCE);
+        assert_eq!(verdict.exit_code, Some(1));
     }
 
     #[test]
     fn out_of_fuel_is_named() {
-        let err = wasmtime::Error::new(Trap::OutOfFuel);
-        let (_, _, error) = classify(Ending::Returned(Err(err)), &NO_EVIDENCE);
-        assert_eq!(error.unwrap().code, ErrorCode::FuelExhausted);
+        let verdict = trapped(wasmtime::Error::new(Trap::OutOfFuel));
+        assert_eq!(verdict.error.unwrap().code, ErrorCode::FuelExhausted);
+    }
+
+    #[test]
+    fn other_traps_say_what_happened() {
+        let verdict = trapped(wasmtime::Error::new(Trap::IntegerDivisionByZero));
+        let error = verdict.error.unwrap();
+        assert_eq!(error.code, ErrorCode::Trap);
+        assert!(
+            error.message.contains("divide by zero"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
     fn a_failure_after_a_refused_grow_is_a_memory_limit() {
-        let err = wasmtime::Error::new(Trap::UnreachableCodeReached);
         let evidence = Evidence {
             memory_refused: Some(200),
             memory_limit: 100,
         };
-        let (status, _, error) = classify(Ending::Returned(Err(err)), &evidence);
-        assert_eq!(status, Status::Failed);
-        let error = error.unwrap();
+        let verdict = classify(
+            Ending::Trapped(wasmtime::Error::new(Trap::UnreachableCodeReached)),
+            &evidence,
+        );
+        assert_eq!(verdict.status, Status::Failed);
+        let error = verdict.error.unwrap();
         assert_eq!(error.code, ErrorCode::MemoryLimit);
         assert!(error.message.contains("200"), "{}", error.message);
     }
@@ -222,21 +325,54 @@ mod tests {
             memory_refused: Some(200),
             memory_limit: 100,
         };
-        let (status, _, error) = classify(Ending::Returned(Ok(Ok(()))), &evidence);
-        assert_eq!((status, error), (Status::Completed, None));
+        assert_eq!(
+            classify(Ending::Exited(Ok(())), &evidence),
+            Verdict::completed(None)
+        );
+    }
+
+    #[test]
+    fn script_results_and_failures() {
+        let verdict = classify(Ending::Script(Ok("[1,2]".into())), &NO_EVIDENCE);
+        assert_eq!(verdict, Verdict::completed(Some("[1,2]".into())));
+        let failure = Failure {
+            kind: FailureKind::Syntax,
+            message: "SyntaxError: unexpected token".into(),
+            stack: None,
+            line: Some(3),
+            column: Some(7),
+        };
+        let error = classify(Ending::Script(Err(failure)), &NO_EVIDENCE)
+            .error
+            .unwrap();
+        assert_eq!(
+            (error.code, error.line, error.column),
+            (ErrorCode::CompileError, Some(3), Some(7))
+        );
+        let failure = Failure {
+            kind: FailureKind::Runtime,
+            message: "Error: boom".into(),
+            stack: Some("at main (script.js:2)".into()),
+            line: None,
+            column: None,
+        };
+        let error = classify(Ending::Script(Err(failure)), &NO_EVIDENCE)
+            .error
+            .unwrap();
+        assert_eq!(error.code, ErrorCode::ScriptError);
+        assert_eq!(error.stack.as_deref(), Some("at main (script.js:2)"));
     }
 
     #[test]
     fn timeouts_and_cancellations_have_their_own_status() {
-        let (status, _, error) =
-            classify(Ending::TimedOut(Duration::from_millis(50)), &NO_EVIDENCE);
+        let verdict = classify(Ending::TimedOut(Duration::from_millis(50)), &NO_EVIDENCE);
         assert_eq!(
-            (status, error.unwrap().code),
+            (verdict.status, verdict.error.unwrap().code),
             (Status::Timeout, ErrorCode::Timeout)
         );
-        let (status, _, error) = classify(Ending::Cancelled, &NO_EVIDENCE);
+        let verdict = classify(Ending::Cancelled, &NO_EVIDENCE);
         assert_eq!(
-            (status, error.unwrap().code),
+            (verdict.status, verdict.error.unwrap().code),
             (Status::Cancelled, ErrorCode::Cancelled)
         );
     }

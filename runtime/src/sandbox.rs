@@ -5,21 +5,38 @@ use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::Linker;
-use wasmtime_wasi::p2::bindings::CommandPre;
 
-use crate::artifact::{self, Artifact, ArtifactKey, LoadSource};
+use crate::artifact::{self, Artifact, ArtifactKey, Entry, LoadSource, Shape};
 use crate::cache::{ArtifactCache, CacheStats};
 use crate::cancel::CancelHandle;
 use crate::capture::{CapturePipe, OutputKind, OutputSink};
 use crate::engine::{self, EngineOptions, EpochTicker, FUEL_YIELD_INTERVAL};
 use crate::error::{Error, chain};
 use crate::limits::{Limits, MemoryLimiter};
-use crate::outcome::{self, Ending, Evidence, Outcome};
+use crate::outcome::{self, Ending, Evidence, GuestError, Outcome};
 use crate::wasi::{self, State};
+
+/// What to call in the artifact.
+#[derive(Debug, Clone, Default)]
+pub enum Call {
+    /// A command's `wasi:cli/run`.
+    #[default]
+    Main,
+    /// A language runtime's `run`: the script's source and its parameters as
+    /// a JSON object.
+    Script {
+        /// The script's source text.
+        source: Arc<str>,
+        /// The parameters, a JSON object.
+        params: String,
+    },
+}
 
 /// One run's inputs.
 #[derive(Default)]
 pub struct Invocation {
+    /// What to call; must fit the artifact's [`Shape`].
+    pub call: Call,
     /// `argv`, program name first.
     pub args: Vec<String>,
     /// The complete environment the guest sees.
@@ -116,26 +133,63 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| Error::Link(chain(&e)))?;
-        let command = CommandPre::new(pre)
-            .map_err(|e| Error::Link(format!("not a wasi:cli/command component: {}", chain(&e))))?;
+        let entry = Entry::new(pre)?;
         if source == LoadSource::Compiled {
             self.cache.write_disk(&key, &component)?;
         }
         tracing::debug!(key = %key, ?source, "artifact loaded");
-        let artifact = Arc::new(Artifact { key, command });
+        let artifact = Arc::new(Artifact { key, entry });
         self.cache.insert(artifact.clone());
         Ok((artifact, source))
     }
 
-    /// Runs a `wasi:cli/command` artifact to its end, or until a limit stops it.
+    /// Parses a script with a language runtime artifact without running it.
+    /// `Ok(None)` means it parses; `Ok(Some(error))` is a `COMPILE_ERROR` with
+    /// the position, or whatever stopped the parser (a limit).
     ///
     /// # Errors
     ///
-    /// Only host failures ([`Error::Internal`]); everything the guest does,
-    /// including trapping, is in the [`Outcome`].
+    /// [`Error::Link`] if the artifact is not a language runtime; host
+    /// failures as in [`run`](Self::run).
+    pub async fn check(
+        &self,
+        artifact: &Artifact,
+        source: &str,
+        limits: Limits,
+    ) -> Result<Option<GuestError>, Error> {
+        let Entry::LanguageRuntime(pre) = &artifact.entry else {
+            return Err(Error::Link(
+                "only a language runtime can check a script".into(),
+            ));
+        };
+        let (mut store, _, _) = self.store(Vec::new(), &[], &[], &limits, None)?;
+        let call = async {
+            let runtime = pre.instantiate_async(&mut store).await?;
+            runtime
+                .kiln_language_script()
+                .call_check(&mut store, source)
+                .await
+        };
+        let ending = match tokio::time::timeout(limits.timeout, call).await {
+            Ok(Ok(Ok(()))) => return Ok(None),
+            Ok(Ok(Err(failure))) => Ending::Script(Err(failure)),
+            Ok(Err(trap)) => Ending::Trapped(trap),
+            Err(_) => Ending::TimedOut(limits.timeout),
+        };
+        Ok(outcome::classify(ending, &evidence(&store)).error)
+    }
+
+    /// Runs an artifact to its end, or until a limit stops it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Link`] when `invocation.call` does not fit the artifact's
+    /// shape, otherwise only host failures ([`Error::Internal`]); everything
+    /// the guest does, including trapping, is in the [`Outcome`].
     pub async fn run(&self, artifact: &Artifact, invocation: Invocation) -> Result<Outcome, Error> {
         let started = Instant::now();
         let Invocation {
+            call,
             args,
             env,
             stdin,
@@ -143,11 +197,86 @@ impl Sandbox {
             cancel,
             on_output,
         } = invocation;
+        match (&call, artifact.shape()) {
+            (Call::Main, Shape::Command) | (Call::Script { .. }, Shape::LanguageRuntime) => {}
+            (call, shape) => {
+                return Err(Error::Link(format!(
+                    "cannot make a {call:?} call into a {shape:?} component"
+                )));
+            }
+        }
+        let (mut store, stdout, stderr) = self.store(stdin, &args, &env, &limits, on_output)?;
+        let internal = |e: wasmtime::Error| Error::Internal(chain(&e));
+        let fuel_start = store.get_fuel().map_err(internal)?;
+
+        let cancel = cancel.unwrap_or_default();
+        let ending = {
+            let calling = async {
+                match (&artifact.entry, &call) {
+                    (Entry::Command(pre), _) => {
+                        let command = pre.instantiate_async(&mut store).await?;
+                        command
+                            .wasi_cli_run()
+                            .call_run(&mut store)
+                            .await
+                            .map(Ending::Exited)
+                    }
+                    (Entry::LanguageRuntime(pre), Call::Script { source, params }) => {
+                        let runtime = pre.instantiate_async(&mut store).await?;
+                        let script = runtime.kiln_language_script();
+                        script
+                            .call_run(&mut store, source, params)
+                            .await
+                            .map(Ending::Script)
+                    }
+                    (Entry::LanguageRuntime(_), Call::Main) => {
+                        Err(wasmtime::Error::msg("a language runtime has no main"))
+                    }
+                }
+            };
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => Ending::Cancelled,
+                () = tokio::time::sleep(limits.timeout) => Ending::TimedOut(limits.timeout),
+                returned = calling => returned.unwrap_or_else(Ending::Trapped),
+            }
+        };
+        let duration = started.elapsed();
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let peak_memory_bytes = store.data().limiter.peak();
+        let verdict = outcome::classify(ending, &evidence(&store));
+        drop(store);
+        let (stdout, stdout_truncated) = stdout.take();
+        let (stderr, stderr_truncated) = stderr.take();
+        Ok(Outcome {
+            status: verdict.status,
+            exit_code: verdict.exit_code,
+            result: verdict.result,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            error: verdict.error,
+            fuel_consumed: fuel_start.saturating_sub(fuel_left),
+            peak_memory_bytes,
+            duration,
+        })
+    }
+
+    /// A store for one run: WASI context, limiter, fuel, epoch yields.
+    fn store(
+        &self,
+        stdin: Vec<u8>,
+        args: &[String],
+        env: &[(String, String)],
+        limits: &Limits,
+        on_output: Option<OutputSink>,
+    ) -> Result<(Store<State>, CapturePipe, CapturePipe), Error> {
         let stdout = CapturePipe::new(OutputKind::Stdout, limits.stdout_bytes, on_output.clone());
         let stderr = CapturePipe::new(OutputKind::Stderr, limits.stderr_bytes, on_output);
         let setup = wasi::WasiSetup {
-            args: &args,
-            env: &env,
+            args,
+            env,
             stdin,
             stdout: stdout.clone(),
             stderr: stderr.clone(),
@@ -161,51 +290,21 @@ impl Sandbox {
         store
             .set_fuel(limits.fuel.unwrap_or(u64::MAX))
             .map_err(internal)?;
-        let fuel_start = store.get_fuel().map_err(internal)?;
         store
             .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
             .map_err(internal)?;
         // Yield to tokio at every epoch tick: that is where the deadline and
-        // cancellation below get polled while a guest computes.
+        // cancellation get polled while a guest computes.
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
+        Ok((store, stdout, stderr))
+    }
+}
 
-        let cancel = cancel.unwrap_or_default();
-        let ending = {
-            let call = async {
-                let command = artifact.command.instantiate_async(&mut store).await?;
-                command.wasi_cli_run().call_run(&mut store).await
-            };
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => Ending::Cancelled,
-                () = tokio::time::sleep(limits.timeout) => Ending::TimedOut(limits.timeout),
-                returned = call => Ending::Returned(returned),
-            }
-        };
-        let duration = started.elapsed();
-        let fuel_left = store.get_fuel().unwrap_or(0);
-        let limiter = &store.data().limiter;
-        let evidence = Evidence {
-            memory_refused: limiter.refused(),
-            memory_limit: limiter.limit(),
-        };
-        let peak_memory_bytes = limiter.peak();
-        let (status, exit_code, error) = outcome::classify(ending, &evidence);
-        drop(store);
-        let (stdout, stdout_truncated) = stdout.take();
-        let (stderr, stderr_truncated) = stderr.take();
-        Ok(Outcome {
-            status,
-            exit_code,
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-            error,
-            fuel_consumed: fuel_start.saturating_sub(fuel_left),
-            peak_memory_bytes,
-            duration,
-        })
+fn evidence(store: &Store<State>) -> Evidence {
+    let limiter = &store.data().limiter;
+    Evidence {
+        memory_refused: limiter.refused(),
+        memory_limit: limiter.limit(),
     }
 }
