@@ -227,3 +227,87 @@ fn the_bundled_example_runs() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "Hello from a Kiln sandbox!\n");
 }
+
+fn example(name: &str) -> String {
+    format!(
+        "{}/../components/examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn a_javascript_script_gets_params_and_returns_a_result() {
+    let cache = tempfile::tempdir().unwrap();
+    let hello = example("hello.js");
+    let out = kiln(
+        &["run", &hello, "--params", r#"{"name":"Kiln"}"#, "--json"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["status"], "completed");
+    assert_eq!(report["stdout"], "Hello, Kiln!\n");
+    assert_eq!(
+        report["result"],
+        serde_json::json!({"greeting": "Hello, Kiln!", "length": 4})
+    );
+
+    let out = kiln(&["run", &hello], cache.path());
+    assert_eq!(
+        stdout(&out),
+        "Hello, world!\n{\"greeting\":\"Hello, world!\",\"length\":5}\n"
+    );
+}
+
+#[test]
+fn javascript_failures_exit_125_with_position_or_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.js");
+    std::fs::write(&broken, "function main() {\n  return 1 +;\n}\n").unwrap();
+    let out = kiln(&["run", broken.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("kiln: COMPILE_ERROR: SyntaxError") && err.contains("(line 2, column"),
+        "{err}"
+    );
+
+    let throws = dir.path().join("throws.txt");
+    std::fs::write(&throws, "function main() { throw new Error('boom'); }").unwrap();
+    let out = kiln(
+        &["run", throws.to_str().unwrap(), "--lang", "js", "--json"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let report = json(&out);
+    assert_eq!(report["error"]["code"], "SCRIPT_ERROR");
+    assert_eq!(report["error"]["message"], "Error: boom");
+    assert!(
+        report["error"]["stack"].as_str().unwrap().contains("main"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_javascript_endless_loop_hits_the_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let spin = dir.path().join("spin.js");
+    std::fs::write(&spin, "while (true) {}").unwrap();
+    let out = kiln(
+        &["run", spin.to_str().unwrap(), "--timeout-ms", "200"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(124));
+    let out = kiln(
+        &[
+            "run",
+            spin.to_str().unwrap(),
+            "--fuel",
+            "10000000",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(json(&out)["error"]["code"], "FUEL_EXHAUSTED");
+}

@@ -19,9 +19,9 @@ use exports::kiln::language::script::{self, Guest};
 
 /// The name scripts see in stack traces.
 const SCRIPT_NAME: &str = "script.js";
-/// QuickJS's own recursion guard, below the 1 MiB shadow stack of a Rust
-/// wasm32 program, so deep recursion is a catchable RangeError, not a trap.
-const MAX_STACK_BYTES: usize = 512 << 10;
+/// QuickJS's recursion guard. On WASI it cannot see the stack pointer, so the
+/// engine's wasm stack limit is what actually stops runaway recursion (a trap).
+const MAX_STACK_BYTES: usize = 256 << 10;
 
 struct JsRuntime;
 

@@ -9,6 +9,7 @@
 
 mod cache;
 mod guests;
+mod javascript;
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -1,0 +1,290 @@
+//! The JavaScript runtime (QuickJS) under the sandbox: the script contract of
+//! DESIGN.md and every limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_runtime::{Artifact, Call, ErrorCode, Invocation, Limits, Outcome, Shape, Status};
+
+use super::{sandbox, text};
+
+fn runtime() -> Arc<Artifact> {
+    let (artifact, _) = sandbox().load(kiln_components::JS_RUNTIME).unwrap();
+    assert_eq!(artifact.shape(), Shape::LanguageRuntime);
+    artifact
+}
+
+async fn run_js(source: &str, params: &str, limits: Limits) -> Outcome {
+    let call = Call::Script {
+        source: source.into(),
+        params: params.into(),
+    };
+    let invocation = Invocation {
+        call,
+        limits,
+        ..Invocation::default()
+    };
+    sandbox().run(&runtime(), invocation).await.unwrap()
+}
+
+async fn js(source: &str) -> Outcome {
+    run_js(source, "{}", Limits::default()).await
+}
+
+#[tokio::test]
+async fn main_gets_params_and_its_value_is_the_result() {
+    let outcome = run_js(
+        "function main(params) { return { sum: params.a + params.b, tags: ['x'] }; }",
+        r#"{"a": 2, "b": 40}"#,
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"{"sum":42,"tags":["x"]}"#)
+    );
+    assert_eq!(outcome.exit_code, Some(0));
+}
+
+#[tokio::test]
+async fn console_goes_to_stdout_and_stderr() {
+    let outcome = js(r#"
+        console.log("hello", 42, {a: 1}, [1, "b"], null, undefined);
+        function main() { console.error("to stderr"); console.warn(new Error("careful")); return null; }
+    "#)
+    .await;
+    assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    assert_eq!(
+        text(&outcome.stdout),
+        "hello 42 {\"a\":1} [1,\"b\"] null undefined\n"
+    );
+    let stderr = text(&outcome.stderr);
+    assert!(
+        stderr.starts_with("to stderr\nError: careful\n"),
+        "{stderr}"
+    );
+    assert_eq!(outcome.result.as_deref(), Some("null"));
+}
+
+#[tokio::test]
+async fn async_main_is_awaited() {
+    let outcome = js(r#"
+        async function main(params) {
+            const parts = await Promise.all([Promise.resolve("a"), (async () => "b")()]);
+            return parts.join("");
+        }
+    "#)
+    .await;
+    assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    assert_eq!(outcome.result.as_deref(), Some(r#""ab""#));
+}
+
+#[tokio::test]
+async fn modules_export_their_main_as_default() {
+    let outcome = run_js(
+        "const double = (n) => n * 2;\nexport default function (params) { return double(params.n); }",
+        r#"{"n": 21}"#,
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(outcome.result.as_deref(), Some("42"), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn without_main_the_top_level_runs_and_the_result_is_null() {
+    let outcome = js("console.log('top level only');").await;
+    assert_eq!(outcome.status, Status::Completed);
+    assert_eq!(text(&outcome.stdout), "top level only\n");
+    assert_eq!(outcome.result.as_deref(), Some("null"));
+}
+
+#[tokio::test]
+async fn a_thrown_error_fails_with_message_and_stack() {
+    let outcome = js(
+        "function helper() { throw new TypeError('bad input'); }\nfunction main() { helper(); }",
+    )
+    .await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    assert_eq!(error.code, ErrorCode::ScriptError);
+    assert_eq!(error.message, "TypeError: bad input");
+    let stack = error.stack.unwrap();
+    assert!(
+        stack.contains("helper") && stack.contains("script.js:1"),
+        "{stack}"
+    );
+    assert_eq!(outcome.result, None);
+}
+
+#[tokio::test]
+async fn rejections_and_thrown_values_fail_too() {
+    let error = js("async function main() { throw new RangeError('nope'); }")
+        .await
+        .error
+        .unwrap();
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (ErrorCode::ScriptError, "RangeError: nope")
+    );
+    let error = js("function main() { throw {reason: 'plain object'}; }")
+        .await
+        .error
+        .unwrap();
+    assert_eq!(error.code, ErrorCode::ScriptError);
+    assert!(error.message.contains("plain object"), "{}", error.message);
+    let error = js("function main() { return new Promise(() => {}); }")
+        .await
+        .error
+        .unwrap();
+    assert!(error.message.contains("never settles"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_syntax_error_is_a_compile_error_with_line_and_column() {
+    let source = "function main() {\n  return 1 +;\n}";
+    let outcome = js(source).await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    assert_eq!(error.code, ErrorCode::CompileError);
+    assert!(
+        error.message.starts_with("SyntaxError"),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.line, Some(2), "{error:?}");
+    assert!(error.column.is_some(), "{error:?}");
+    assert!(outcome.stdout.is_empty());
+
+    let checked = sandbox()
+        .check(&runtime(), source, Limits::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (checked.code, checked.line),
+        (ErrorCode::CompileError, Some(2))
+    );
+}
+
+#[tokio::test]
+async fn check_accepts_good_scripts_and_runs_none_of_them() {
+    let source = "console.log('side effect'); while (true) {}";
+    let checked = sandbox()
+        .check(&runtime(), source, Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(checked, None);
+    let module = "export default () => 1;";
+    assert_eq!(
+        sandbox()
+            .check(&runtime(), module, Limits::default())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_by_fuel() {
+    let limits = Limits {
+        fuel: Some(50_000_000),
+        ..Limits::default()
+    };
+    let outcome = run_js("function main() { for (;;) {} }", "{}", limits).await;
+    assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
+    assert_eq!(outcome.error_code(), Some(ErrorCode::FuelExhausted));
+    assert_eq!(outcome.fuel_consumed, 50_000_000);
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_by_the_deadline() {
+    let limits = Limits {
+        timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let outcome = run_js("while (true) {}", "{}", limits).await;
+    assert_eq!(outcome.status, Status::Timeout, "{outcome:?}");
+    assert_eq!(outcome.error_code(), Some(ErrorCode::Timeout));
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_stopped_at_the_cap() {
+    let limits = Limits {
+        memory_bytes: 48 << 20,
+        ..Limits::default()
+    };
+    let source = "function main() { const keep = []; for (;;) keep.push(new Array(100000).fill(keep.length)); }";
+    let outcome = run_js(source, "{}", limits).await;
+    assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
+    assert_eq!(
+        outcome.error_code(),
+        Some(ErrorCode::MemoryLimit),
+        "{:?}",
+        outcome.error
+    );
+    assert!(outcome.peak_memory_bytes <= 48 << 20);
+}
+
+#[tokio::test]
+async fn deep_recursion_stops_the_script_not_the_host() {
+    // QuickJS's own stack guard does not work on WASI, so the engine's wasm
+    // stack limit is what stops it: a trap that names the stack.
+    let source =
+        "function down(n) { return down(n + 1) + 1; }\nfunction main() { return down(0); }";
+    let outcome = js(source).await;
+    assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
+    let error = outcome.error.unwrap();
+    assert_eq!(error.code, ErrorCode::Trap, "{error:?}");
+    assert!(
+        error.message.contains("call stack exhausted"),
+        "{}",
+        error.message
+    );
+    // The sandbox is fine afterwards.
+    assert_eq!(
+        js("function main() { return 1; }").await.result.as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test]
+async fn scripts_see_no_host() {
+    let outcome = js(r#"
+        function main() {
+            return [typeof require, typeof process, typeof fetch, typeof setTimeout, typeof std, typeof os];
+        }
+    "#)
+    .await;
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"["undefined","undefined","undefined","undefined","undefined","undefined"]"#)
+    );
+}
+
+#[tokio::test]
+async fn a_script_call_into_a_command_is_refused() {
+    let (command, _) = sandbox()
+        .load(&super::read_guest(kiln_components::HELLO))
+        .unwrap();
+    let call = Call::Script {
+        source: "1".into(),
+        params: "{}".into(),
+    };
+    let err = sandbox()
+        .run(
+            &command,
+            Invocation {
+                call,
+                ..Invocation::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, kiln_runtime::Error::Link(_)), "{err}");
+    let err = sandbox()
+        .run(&runtime(), Invocation::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, kiln_runtime::Error::Link(_)), "{err}");
+}
