@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Kiln needs beyond rustup's host toolchain: the
-# wasm32-wasip2 target, and clang-19 + llvm-19 + wasi-libc headers for the
-# C part of the JavaScript runtime (QuickJS). Safe to run again.
+# wasm32-wasip2 target, clang-19 + llvm-19 + wasi-libc headers for the C part
+# of the JavaScript runtime (QuickJS), and componentize-py (PyPI) for the
+# Python runtime. Safe to run again.
 set -euo pipefail
 
 rustup target add wasm32-wasip2
@@ -13,4 +14,10 @@ if ! command -v clang-19 >/dev/null || ! command -v llvm-ar-19 >/dev/null \
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
         clang-19 llvm-19 wasi-libc >/dev/null
+fi
+
+if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check componentize-py==0.25.1
+    # pyenv installs console scripts behind shims that need a rehash.
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi

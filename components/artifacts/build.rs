@@ -17,7 +17,13 @@ const LLVM_AR: &str = "llvm-ar-19";
 /// Where Debian's `wasi-libc` package puts its headers.
 const WASI_HEADERS: &str = "/usr/include/wasm32-wasi/stdio.h";
 /// Language runtimes embedded in the `kiln` binary: (constant, wasm file).
-const RUNTIMES: &[(&str, &str)] = &[("JS_RUNTIME", "kiln_js.wasm")];
+const RUNTIMES: &[(&str, &str)] = &[
+    ("JS_RUNTIME", "kiln_js.wasm"),
+    ("PY_RUNTIME", "kiln_python.wasm"),
+];
+/// The pinned Python-to-component compiler (PyPI), installed by scripts/setup.sh.
+const COMPONENTIZE_PY: &str = "componentize-py";
+const COMPONENTIZE_PY_VERSION: &str = "componentize-py 0.25.1";
 
 fn main() {
     let manifest_dir =
@@ -61,6 +67,7 @@ fn main() {
     assert!(status.success(), "building the guest components failed");
 
     let release = target_dir.join(TARGET).join("release");
+    build_python_runtime(&components, &release.join("kiln_python.wasm"));
     let guests = guest_names(&components.join("guests/src/bin"));
     let mut generated = String::new();
     for name in &guests {
@@ -95,18 +102,20 @@ fn main() {
     generated.push_str("    };\n}\n");
     std::fs::write(out_dir.join("gen.rs"), generated).expect("write generated.rs");
 
-    println!(
-        "cargo:rerun-if-changed={}",
-        components.join("Cargo.toml").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        components.join("Cargo.lock").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        components.join("guests").display()
-    );
+    // Inputs of the guest builds: cargo rescans directories recursively.
+    for input in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "guests",
+        "js",
+        "python",
+        "../runtime/wit",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            components.join(input).display()
+        );
+    }
 }
 
 /// Names of the binaries in `guests/src/bin`, sorted.
@@ -161,4 +170,41 @@ fn check_c_toolchain() {
              run scripts/setup.sh (or: apt-get install clang-19 llvm-19 wasi-libc)"
         );
     }
+}
+
+/// CPython for WASI with the runtime's app.py, pre-initialized by
+/// componentize-py (its output has the interpreter and the imported stdlib
+/// already loaded). Rebuilt only when app.py or the WIT changed.
+fn build_python_runtime(components: &Path, out: &Path) {
+    let app = components.join("python/app.py");
+    let wit = components.join("../runtime/wit");
+    let wit_file = wit.join("language.wit");
+    let newest_input = [&app, &wit_file]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max();
+    let built = std::fs::metadata(out).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some(input)) = (built, newest_input) {
+        if built > input {
+            return;
+        }
+    }
+    let version = Command::new(COMPONENTIZE_PY).arg("--version").output();
+    match version {
+        Ok(v) if String::from_utf8_lossy(&v.stdout).trim() == COMPONENTIZE_PY_VERSION => {}
+        _ => panic!(
+            "building the Python runtime needs {COMPONENTIZE_PY_VERSION}; run scripts/setup.sh \
+             (or: python3 -m pip install componentize-py==0.25.1)"
+        ),
+    }
+    let status = Command::new(COMPONENTIZE_PY)
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", "language-runtime", "componentize", "app", "-p"])
+        .arg(components.join("python"))
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("failed to run componentize-py");
+    assert!(status.success(), "componentize-py failed");
 }

@@ -24,7 +24,7 @@ pub enum Command {
 /// Arguments of `kiln run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The script or component to run: .js (JavaScript), .wasm or .wat (a
+    /// The script or component to run: .js (JavaScript), .py (Python), .wasm or .wat (a
     /// wasi:cli/command component or a wasip1 core module).
     pub file: PathBuf,
     /// The language, when the file's extension does not say it.
@@ -66,6 +66,9 @@ pub enum Lang {
     /// JavaScript (QuickJS): `function main(params)` or `export default`.
     #[value(alias = "js")]
     Javascript,
+    /// Python (CPython 3.14): `def main(**params)`.
+    #[value(alias = "py")]
+    Python,
     /// A WebAssembly component or wasip1 core module, binary or text.
     Wasm,
 }

@@ -67,16 +67,20 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
     let sandbox = Sandbox::new(options).map_err(|e| Failure::Host(e.to_string()))?;
     let (call, component) = match lang {
         Lang::Wasm => (Call::Main, bytes.as_slice()),
-        Lang::Javascript => {
+        Lang::Javascript | Lang::Python => {
             let source = std::str::from_utf8(&bytes).map_err(|_| {
                 Failure::Usage(format!("{} is not UTF-8 text", args.file.display()))
             })?;
             let params = params.clone().unwrap_or_else(|| "{}".into());
+            let runtime = match lang {
+                Lang::Python => kiln_components::PY_RUNTIME,
+                _ => kiln_components::JS_RUNTIME,
+            };
             let call = Call::Script {
                 source: source.into(),
                 params,
             };
-            (call, kiln_components::JS_RUNTIME)
+            (call, runtime)
         }
     };
     let (artifact, _) = sandbox
@@ -133,6 +137,7 @@ fn lang_of(file: &std::path::Path) -> Result<Lang, Failure> {
     match file.extension().and_then(|e| e.to_str()) {
         Some("wasm" | "wat") => Ok(Lang::Wasm),
         Some("js" | "mjs") => Ok(Lang::Javascript),
+        Some("py") => Ok(Lang::Python),
         other => Err(Failure::Usage(format!(
             "cannot tell the language of {} (extension {:?}); pass --lang",
             file.display(),

@@ -311,3 +311,36 @@ fn a_javascript_endless_loop_hits_the_limits() {
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(json(&out)["error"]["code"], "FUEL_EXHAUSTED");
 }
+
+/// One compile cache for the language-runtime tests, so the embedded runtimes
+/// are compiled once per checkout rather than once per test.
+fn shared_cache() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cli-cache")
+}
+
+#[test]
+fn a_python_script_gets_params_and_returns_a_result() {
+    let hello = example("hello.py");
+    let out = kiln(
+        &["run", &hello, "--params", r#"{"name":"Kiln"}"#, "--json"],
+        &shared_cache(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["stdout"], "Hello, Kiln!\n");
+    assert_eq!(
+        report["result"],
+        serde_json::json!({"greeting": "Hello, Kiln!", "length": 4})
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.py");
+    std::fs::write(&broken, "def main(:\n    pass\n").unwrap();
+    let out = kiln(&["run", broken.to_str().unwrap()], &shared_cache());
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("kiln: COMPILE_ERROR: SyntaxError"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -10,6 +10,7 @@
 mod cache;
 mod guests;
 mod javascript;
+mod python;
 
 use std::sync::OnceLock;
 use std::time::Duration;

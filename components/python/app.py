@@ -1,0 +1,121 @@
+"""Kiln's Python runtime: CPython (componentize-py) exporting kiln:language/script.
+
+A script defines `def main(**params)`; its return value, encoded as JSON, is the
+execution's result. `print` goes to stdout. Exceptions become failures with the
+traceback of the script's own frames.
+"""
+
+import asyncio  # noqa: F401  (scripts may `await asyncio.sleep(0)`)
+import inspect
+import json
+import sys
+import traceback
+
+# Only modules imported while the component is built exist at run time, so the
+# standard library a script may use is imported here.
+import base64  # noqa: F401
+import bisect  # noqa: F401
+import calendar  # noqa: F401
+import collections  # noqa: F401
+import copy  # noqa: F401
+import csv  # noqa: F401
+import dataclasses  # noqa: F401
+import datetime  # noqa: F401
+import decimal  # noqa: F401
+import difflib  # noqa: F401
+import enum  # noqa: F401
+import fractions  # noqa: F401
+import functools  # noqa: F401
+import hashlib  # noqa: F401
+import heapq  # noqa: F401
+import hmac  # noqa: F401
+import html  # noqa: F401
+import io  # noqa: F401
+import itertools  # noqa: F401
+import math  # noqa: F401
+import operator  # noqa: F401
+import pprint  # noqa: F401
+import random  # noqa: F401
+import re  # noqa: F401
+import secrets  # noqa: F401
+import statistics  # noqa: F401
+import string  # noqa: F401
+import struct  # noqa: F401
+import textwrap  # noqa: F401
+import time  # noqa: F401
+import typing  # noqa: F401
+import unicodedata  # noqa: F401
+import urllib.parse  # noqa: F401
+import uuid  # noqa: F401
+import zlib  # noqa: F401
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.exports.script import Failure, FailureKind
+
+FILENAME = "script.py"
+
+
+def syntax_failure(error: SyntaxError) -> Failure:
+    message = f"SyntaxError: {error.msg}"
+    return Failure(FailureKind.SYNTAX, message, None, error.lineno, error.offset)
+
+
+def runtime_failure(error: BaseException) -> Failure:
+    # Keep only the script's frames: the runtime's own are noise to the user.
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != FILENAME:
+        tb = tb.tb_next
+    stack = "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+    text = str(error)
+    message = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return Failure(FailureKind.RUNTIME, message, stack, None, None)
+
+
+def drive(coroutine):
+    """Runs an async main to completion without an event loop: asyncio's
+    loops need sockets, which the sandbox does not have. Bare yields (as in
+    `await asyncio.sleep(0)`) resume at once; awaiting a loop's future fails."""
+    try:
+        while True:
+            if coroutine.send(None) is not None:
+                raise RuntimeError("awaiting event-loop futures is not supported in Kiln scripts")
+    except StopIteration as stop:
+        return stop.value
+
+
+def compile_script(source: str):
+    try:
+        return compile(source, FILENAME, "exec")
+    except SyntaxError as error:
+        raise Err(syntax_failure(error))
+    except ValueError as error:  # e.g. a NUL character in the source
+        raise Err(Failure(FailureKind.SYNTAX, f"SyntaxError: {error}", None, None, None))
+
+
+class Script(exports.Script):
+    def check(self, source: str) -> None:
+        compile_script(source)
+
+    def run(self, source: str, params: str) -> str:
+        code = compile_script(source)
+        try:
+            arguments = json.loads(params)
+            namespace = {"__name__": "__main__", "__file__": FILENAME}
+            exec(code, namespace)
+            main = namespace.get("main")
+            result = None
+            if callable(main):
+                result = main(**arguments)
+                if inspect.iscoroutine(result):
+                    result = drive(result)
+            return json.dumps(result)
+        except SystemExit as error:
+            if error.code in (None, 0):
+                return "null"
+            raise Err(runtime_failure(error))
+        except BaseException as error:
+            raise Err(runtime_failure(error))
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()

@@ -1,0 +1,183 @@
+//! The Python runtime (CPython via componentize-py) under the sandbox: the
+//! script contract of DESIGN.md and every limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_runtime::{Artifact, Call, ErrorCode, Invocation, Limits, Outcome, Shape, Status};
+
+use super::{sandbox, text};
+
+fn runtime() -> Arc<Artifact> {
+    let (artifact, _) = sandbox().load(kiln_components::PY_RUNTIME).unwrap();
+    assert_eq!(artifact.shape(), Shape::LanguageRuntime);
+    artifact
+}
+
+async fn run_py(source: &str, params: &str, limits: Limits) -> Outcome {
+    let call = Call::Script {
+        source: source.into(),
+        params: params.into(),
+    };
+    let invocation = Invocation {
+        call,
+        limits,
+        ..Invocation::default()
+    };
+    sandbox().run(&runtime(), invocation).await.unwrap()
+}
+
+async fn py(source: &str) -> Outcome {
+    run_py(source, "{}", Limits::default()).await
+}
+
+#[tokio::test]
+async fn main_gets_params_as_keywords_and_returns_the_result() {
+    let source = "import math\ndef main(a, b, **rest):\n    print('adding', a, b)\n    return {'sum': a + b, 'root': math.isqrt(a + b), 'rest': sorted(rest)}\n";
+    let outcome = run_py(source, r#"{"a": 40, "b": 24, "z": 1}"#, Limits::default()).await;
+    assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    assert_eq!(text(&outcome.stdout), "adding 40 24\n");
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"{"sum": 64, "root": 8, "rest": ["z"]}"#)
+    );
+}
+
+#[tokio::test]
+async fn print_to_stderr_and_no_main() {
+    let outcome = py("import sys\nprint('out')\nprint('err', file=sys.stderr)\n").await;
+    assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    assert_eq!(
+        (text(&outcome.stdout), text(&outcome.stderr)),
+        ("out\n".into(), "err\n".into())
+    );
+    assert_eq!(outcome.result.as_deref(), Some("null"));
+}
+
+#[tokio::test]
+async fn async_main_is_awaited() {
+    let outcome =
+        py("import asyncio\nasync def main():\n    await asyncio.sleep(0)\n    return 'done'\n")
+            .await;
+    assert_eq!(outcome.result.as_deref(), Some(r#""done""#), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn an_exception_fails_with_its_traceback() {
+    let outcome =
+        py("def helper():\n    raise ValueError('bad input')\n\ndef main():\n    helper()\n").await;
+    assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
+    let error = outcome.error.unwrap();
+    assert_eq!(error.code, ErrorCode::ScriptError);
+    assert_eq!(error.message, "ValueError: bad input");
+    let stack = error.stack.unwrap();
+    assert!(
+        stack.contains("File \"script.py\", line 2, in helper"),
+        "{stack}"
+    );
+    assert!(!stack.contains("app.py"), "runtime frames leak: {stack}");
+}
+
+#[tokio::test]
+async fn wrong_params_and_unserializable_results_are_script_errors() {
+    let error = run_py(
+        "def main(x):\n    return x\n",
+        r#"{"y": 1}"#,
+        Limits::default(),
+    )
+    .await
+    .error
+    .unwrap();
+    assert_eq!(error.code, ErrorCode::ScriptError);
+    assert!(error.message.starts_with("TypeError"), "{}", error.message);
+    let error = py("def main():\n    return object()\n")
+        .await
+        .error
+        .unwrap();
+    assert!(
+        error.message.contains("not JSON serializable"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn a_syntax_error_is_a_compile_error_with_line_and_column() {
+    let source = "def main():\n    return (1 +\n\nx = ]\n";
+    let outcome = py(source).await;
+    let error = outcome.error.unwrap();
+    assert_eq!(error.code, ErrorCode::CompileError, "{error:?}");
+    assert!(
+        error.message.starts_with("SyntaxError"),
+        "{}",
+        error.message
+    );
+    assert!(error.line.is_some() && error.column.is_some(), "{error:?}");
+
+    let checked = sandbox()
+        .check(&runtime(), "def f(:\n  pass\n", Limits::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (checked.code, checked.line),
+        (ErrorCode::CompileError, Some(1))
+    );
+    assert_eq!(
+        sandbox()
+            .check(&runtime(), "while True: pass\n", Limits::default())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_by_fuel_and_by_the_deadline() {
+    let limits = Limits {
+        fuel: Some(200_000_000),
+        ..Limits::default()
+    };
+    let outcome = run_py("def main():\n    while True:\n        pass\n", "{}", limits).await;
+    assert_eq!(
+        outcome.error_code(),
+        Some(ErrorCode::FuelExhausted),
+        "{outcome:?}"
+    );
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let outcome = run_py("while True:\n    pass\n", "{}", limits).await;
+    assert_eq!(outcome.status, Status::Timeout, "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_stopped_at_the_cap() {
+    let limits = Limits {
+        memory_bytes: 96 << 20,
+        ..Limits::default()
+    };
+    let source =
+        "def main():\n    keep = []\n    while True:\n        keep.append(bytearray(1 << 20))\n";
+    let outcome = run_py(source, "{}", limits).await;
+    assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
+    assert_eq!(
+        outcome.error_code(),
+        Some(ErrorCode::MemoryLimit),
+        "{:?}",
+        outcome.error
+    );
+    assert!(outcome.peak_memory_bytes <= 96 << 20);
+}
+
+#[tokio::test]
+async fn scripts_see_no_host() {
+    let source = "import os\ndef main():\n    found = []\n    for path in ['/etc/passwd', '/']:\n        try:\n            open(path).read(); found.append(path)\n        except OSError:\n            pass\n    return {'env': dict(os.environ), 'found': found}\n";
+    let outcome = py(source).await;
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"{"env": {}, "found": []}"#),
+        "{outcome:?}"
+    );
+}
