@@ -184,10 +184,10 @@ fn build_python_runtime(components: &Path, out: &Path) {
         .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .max();
     let built = std::fs::metadata(out).and_then(|m| m.modified()).ok();
-    if let (Some(built), Some(input)) = (built, newest_input) {
-        if built > input {
-            return;
-        }
+    if let (Some(built), Some(input)) = (built, newest_input)
+        && built > input
+    {
+        return;
     }
     let version = Command::new(COMPONENTIZE_PY).arg("--version").output();
     match version {
