@@ -1,22 +1,42 @@
 #![allow(clippy::expect_used, reason = "a benchmark aborts on setup failure")]
-//! Language runtime benchmarks (JavaScript on QuickJS):
+//! Language runtime benchmarks, per language (`js`: QuickJS, `py`: CPython
+//! via componentize-py):
 //!
-//! - `js/compile_runtime`: Cranelift compile of the embedded runtime component,
+//! - `compile_runtime`: Cranelift compile of the embedded runtime component,
 //!   the cost a node pays once (then it is cached on disk);
-//! - `js/first_run_after_compile`: deserialize-free first run = a fresh
-//!   sandbox loading the runtime from a warm disk cache, then one hello run;
-//! - `js/hello_warm`: a hello script on a loaded runtime (instantiate + parse
+//! - `first_run_after_compile`: what the first script run costs once the
+//!   runtime has been compiled: a fresh sandbox (engine, pool, ticker),
+//!   deserializing the runtime from the disk cache, and one hello run;
+//! - `hello_warm`: a hello script on a loaded runtime (instantiate + parse
 //!   + call + JSON result);
-//! - `js/fib25`: fib(25) by naive recursion in JavaScript, fuel + epoch on.
+//! - `fib25`: fib(25) by naive recursion in the language, fuel + epoch on.
 
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln_runtime::{Call, EngineOptions, Invocation, Sandbox, Status};
 
-const HELLO: &str =
-    "function main(params) { console.log(`Hello, ${params.name}!`); return { ok: true }; }";
-const FIB: &str = "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }\nfunction main() { return fib(25); }";
+struct Language {
+    name: &'static str,
+    runtime: &'static [u8],
+    hello: &'static str,
+    fib: &'static str,
+}
+
+const LANGUAGES: [Language; 2] = [
+    Language {
+        name: "js",
+        runtime: kiln_components::JS_RUNTIME,
+        hello: "function main(params) { console.log(`Hello, ${params.name}!`); return { ok: true }; }",
+        fib: "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }\nfunction main() { return fib(25); }",
+    },
+    Language {
+        name: "py",
+        runtime: kiln_components::PY_RUNTIME,
+        hello: "def main(name):\n    print(f'Hello, {name}!')\n    return {'ok': True}\n",
+        fib: "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\ndef main(**_):\n    return fib(25)\n",
+    },
+];
 
 fn options(cache_dir: Option<std::path::PathBuf>) -> EngineOptions {
     EngineOptions {
@@ -36,58 +56,69 @@ fn script(source: &str) -> Invocation {
     }
 }
 
-fn js(c: &mut Criterion) {
+fn languages(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt");
-    let mut group = c.benchmark_group("js");
+    for language in &LANGUAGES {
+        let mut group = c.benchmark_group(language.name);
 
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(15));
-    group.bench_function("compile_runtime", |b| {
-        b.iter(|| {
-            let sandbox = Sandbox::new(options(None)).expect("sandbox");
-            sandbox.load(kiln_components::JS_RUNTIME).expect("load");
-        })
-    });
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(15));
+        group.bench_function("compile_runtime", |b| {
+            b.iter(|| {
+                let sandbox = Sandbox::new(options(None)).expect("sandbox");
+                sandbox.load(language.runtime).expect("load");
+            })
+        });
 
-    let cache = tempfile::tempdir().expect("tempdir");
-    Sandbox::new(options(Some(cache.path().into())))
-        .expect("sandbox")
-        .load(kiln_components::JS_RUNTIME)
-        .expect("warm the disk cache");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(5));
-    group.bench_function("first_run_after_compile", |b| {
-        b.to_async(&rt).iter(|| async {
-            let sandbox = Sandbox::new(options(Some(cache.path().into()))).expect("sandbox");
-            let (runtime, _) = sandbox.load(kiln_components::JS_RUNTIME).expect("load");
-            let outcome = sandbox.run(&runtime, script(HELLO)).await.expect("run");
-            assert_eq!(outcome.status, Status::Completed);
-        })
-    });
+        let cache = tempfile::tempdir().expect("tempdir");
+        Sandbox::new(options(Some(cache.path().into())))
+            .expect("sandbox")
+            .load(language.runtime)
+            .expect("warm the disk cache");
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(5));
+        group.bench_function("first_run_after_compile", |b| {
+            b.to_async(&rt).iter(|| async {
+                let sandbox = Sandbox::new(options(Some(cache.path().into()))).expect("sandbox");
+                let (runtime, _) = sandbox.load(language.runtime).expect("load");
+                let outcome = sandbox
+                    .run(&runtime, script(language.hello))
+                    .await
+                    .expect("run");
+                assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
+            })
+        });
 
-    let sandbox = Sandbox::new(options(None)).expect("sandbox");
-    let (runtime, _) = sandbox.load(kiln_components::JS_RUNTIME).expect("load");
-    group.sample_size(50);
-    group.bench_function("hello_warm", |b| {
-        b.to_async(&rt).iter(|| async {
-            let outcome = sandbox.run(&runtime, script(HELLO)).await.expect("run");
-            assert_eq!(outcome.result.as_deref(), Some(r#"{"ok":true}"#));
-        })
-    });
-    group.sample_size(20);
-    group.bench_function("fib25", |b| {
-        b.to_async(&rt).iter(|| async {
-            let outcome = sandbox.run(&runtime, script(FIB)).await.expect("run");
-            assert_eq!(outcome.result.as_deref(), Some("75025"));
-        })
-    });
-    group.finish();
+        let sandbox = Sandbox::new(options(None)).expect("sandbox");
+        let (runtime, _) = sandbox.load(language.runtime).expect("load");
+        group.sample_size(50);
+        group.bench_function("hello_warm", |b| {
+            b.to_async(&rt).iter(|| async {
+                let outcome = sandbox
+                    .run(&runtime, script(language.hello))
+                    .await
+                    .expect("run");
+                assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
+            })
+        });
+        group.sample_size(20);
+        group.bench_function("fib25", |b| {
+            b.to_async(&rt).iter(|| async {
+                let outcome = sandbox
+                    .run(&runtime, script(language.fib))
+                    .await
+                    .expect("run");
+                assert_eq!(outcome.result.as_deref(), Some("75025"));
+            })
+        });
+        group.finish();
+    }
 }
 
-criterion_group!(benches, js);
+criterion_group!(benches, languages);
 criterion_main!(benches);
