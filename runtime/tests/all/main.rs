@@ -12,10 +12,10 @@ mod guests;
 mod javascript;
 mod python;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kiln_runtime::{EngineOptions, Invocation, Limits, Outcome, Sandbox};
+use kiln_runtime::{Artifact, Call, EngineOptions, Invocation, Limits, Outcome, Sandbox, Shape};
 
 /// One sandbox shared by the tests that need no cache directory of their own.
 fn sandbox() -> &'static Sandbox {
@@ -63,4 +63,25 @@ fn limits_with_timeout(timeout: Duration) -> Limits {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// An embedded language runtime, loaded into the shared sandbox.
+fn language_runtime(bytes: &[u8]) -> Arc<Artifact> {
+    let (artifact, _) = sandbox().load(bytes).unwrap();
+    assert_eq!(artifact.shape(), Shape::LanguageRuntime);
+    artifact
+}
+
+/// Runs a script's `main` with `params` (a JSON object) on a language runtime.
+async fn run_script(runtime: &Artifact, source: &str, params: &str, limits: Limits) -> Outcome {
+    let call = Call::Script {
+        source: source.into(),
+        params: params.into(),
+    };
+    let invocation = Invocation {
+        call,
+        limits,
+        ..Invocation::default()
+    };
+    sandbox().run(runtime, invocation).await.unwrap()
 }

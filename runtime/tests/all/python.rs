@@ -4,27 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_runtime::{Artifact, Call, ErrorCode, Invocation, Limits, Outcome, Shape, Status};
+use kiln_runtime::{Artifact, ErrorCode, Limits, Outcome, Status};
 
-use super::{sandbox, text};
+use super::{language_runtime, run_script, sandbox, text};
 
 fn runtime() -> Arc<Artifact> {
-    let (artifact, _) = sandbox().load(kiln_components::PY_RUNTIME).unwrap();
-    assert_eq!(artifact.shape(), Shape::LanguageRuntime);
-    artifact
+    language_runtime(kiln_components::PY_RUNTIME)
 }
 
 async fn run_py(source: &str, params: &str, limits: Limits) -> Outcome {
-    let call = Call::Script {
-        source: source.into(),
-        params: params.into(),
-    };
-    let invocation = Invocation {
-        call,
-        limits,
-        ..Invocation::default()
-    };
-    sandbox().run(&runtime(), invocation).await.unwrap()
+    run_script(&runtime(), source, params, limits).await
 }
 
 async fn py(source: &str) -> Outcome {
