@@ -17,7 +17,7 @@ if ! command -v clang-19 >/dev/null || ! command -v llvm-ar-19 >/dev/null \
 fi
 
 if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]; then
-    python3 -m pip install --quiet --disable-pip-version-check componentize-py==0.25.1
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore componentize-py==0.25.1
     # pyenv installs console scripts behind shims that need a rehash.
     if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
