@@ -19,6 +19,22 @@ pub struct Cli {
 pub enum Command {
     /// Run one script or component locally, with no server.
     Run(RunArgs),
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+}
+
+/// Arguments of `kiln serve`; everything else is in the configuration.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory [default: ./kiln-data].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// A kiln.toml configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Arguments of `kiln run`.
@@ -89,6 +105,38 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Run(args) => crate::local_run::run(args),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = crate::config::Overrides {
+        listen: args.listen,
+        data_dir: args.data,
+    };
+    let config = match crate::config::Config::load(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kiln: bad configuration: {e}");
+            return ExitCode::from(exit_status::USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("kiln: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::serve::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

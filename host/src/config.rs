@@ -1,7 +1,12 @@
-//! Configuration from the environment. This is the only module of the host
-//! that reads environment variables, so every knob is listed in one place.
+//! Configuration: defaults < `kiln.toml` (`--config`) < `KILN_*` environment <
+//! flags. This is the only module of the host that reads environment
+//! variables, so every knob is listed in one place.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
 
 /// Where `kiln run` keeps compiled artifacts when `--cache-dir` and
 /// `KILN_CACHE_DIR` are absent: `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
@@ -12,4 +17,351 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     }
     let home = std::env::var_os("HOME").filter(|v| !v.is_empty())?;
     Some(PathBuf::from(home).join(".cache").join("kiln"))
+}
+
+/// Where `kiln serve` caches compiled artifacts.
+pub fn cache_dir(config: &Config) -> PathBuf {
+    config
+        .server
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| config.server.data_dir.join("cache"))
+}
+
+/// The validated configuration of `kiln serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub workers: WorkersConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Compiled artifacts; `None` means `<data_dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
+    pub max_body_bytes: usize,
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkersConfig {
+    pub count: usize,
+    pub queue_capacity: usize,
+}
+
+/// Per-execution limits: what a request gets by default and the most it may ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub default_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    pub default_memory_mb: u64,
+    pub max_memory_mb: u64,
+    /// `None`: unmetered unless the request sets a budget.
+    pub default_fuel: Option<u64>,
+    pub max_fuel: Option<u64>,
+    pub output_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                data_dir: PathBuf::from("kiln-data"),
+                cache_dir: None,
+                max_body_bytes: 10 << 20,
+                drain_timeout_ms: 30_000,
+            },
+            workers: WorkersConfig {
+                count: cores,
+                queue_capacity: 10_000,
+            },
+            limits: LimitsConfig {
+                default_timeout_ms: 30_000,
+                max_timeout_ms: 300_000,
+                default_memory_mb: 128,
+                max_memory_mb: 1024,
+                default_fuel: None,
+                max_fuel: None,
+                output_bytes: 1 << 20,
+            },
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{name}={value:?}: {reason}")]
+    Env {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Values given on the command line, the last layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// One layer: every field optional, merged over the layers below it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Layer {
+    #[serde(default)]
+    server: ServerLayer,
+    #[serde(default)]
+    workers: WorkersLayer,
+    #[serde(default)]
+    limits: LimitsLayer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerLayer {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    drain_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkersLayer {
+    count: Option<usize>,
+    queue_capacity: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsLayer {
+    default_timeout_ms: Option<u64>,
+    max_timeout_ms: Option<u64>,
+    default_memory_mb: Option<u64>,
+    max_memory_mb: Option<u64>,
+    default_fuel: Option<u64>,
+    max_fuel: Option<u64>,
+    output_bytes: Option<usize>,
+}
+
+impl Config {
+    /// Loads the layers in order and validates the result.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the file, variable or key at fault.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            let layer: Layer = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.into(),
+                source: Box::new(source),
+            })?;
+            config.apply(layer);
+        }
+        config.apply(env_layer(|name| std::env::var(name).ok())?);
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.server.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, layer: Layer) {
+        let (s, w, l) = (&mut self.server, &mut self.workers, &mut self.limits);
+        set(&mut s.listen, layer.server.listen);
+        set(&mut s.data_dir, layer.server.data_dir);
+        if layer.server.cache_dir.is_some() {
+            s.cache_dir = layer.server.cache_dir;
+        }
+        set(&mut s.max_body_bytes, layer.server.max_body_bytes);
+        set(&mut s.drain_timeout_ms, layer.server.drain_timeout_ms);
+        set(&mut w.count, layer.workers.count);
+        set(&mut w.queue_capacity, layer.workers.queue_capacity);
+        set(&mut l.default_timeout_ms, layer.limits.default_timeout_ms);
+        set(&mut l.max_timeout_ms, layer.limits.max_timeout_ms);
+        set(&mut l.default_memory_mb, layer.limits.default_memory_mb);
+        set(&mut l.max_memory_mb, layer.limits.max_memory_mb);
+        if layer.limits.default_fuel.is_some() {
+            l.default_fuel = layer.limits.default_fuel;
+        }
+        if layer.limits.max_fuel.is_some() {
+            l.max_fuel = layer.limits.max_fuel;
+        }
+        set(&mut l.output_bytes, layer.limits.output_bytes);
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.workers.count == 0 || self.workers.queue_capacity == 0 {
+            return invalid("workers.count and workers.queue_capacity must be at least 1");
+        }
+        if l.default_timeout_ms == 0 || l.default_timeout_ms > l.max_timeout_ms {
+            return invalid(
+                "limits.default_timeout_ms must be between 1 and limits.max_timeout_ms",
+            );
+        }
+        if l.default_memory_mb == 0 || l.default_memory_mb > l.max_memory_mb {
+            return invalid("limits.default_memory_mb must be between 1 and limits.max_memory_mb");
+        }
+        if let (Some(default), Some(max)) = (l.default_fuel, l.max_fuel)
+            && default > max
+        {
+            return invalid("limits.default_fuel must not exceed limits.max_fuel");
+        }
+        if self.server.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+/// The `KILN_<SECTION>_<KEY>` layer, plus the `KILN_LISTEN` and
+/// `KILN_DATA_DIR` shortcuts.
+fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
+    fn parse<T: FromStr>(
+        var: &impl Fn(&str) -> Option<String>,
+        name: &str,
+    ) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let Some(value) = var(name) else {
+            return Ok(None);
+        };
+        value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| ConfigError::Env {
+                name: name.into(),
+                value: value.clone(),
+                reason: e.to_string(),
+            })
+    }
+    let listen = match parse(&var, "KILN_SERVER_LISTEN")? {
+        Some(listen) => Some(listen),
+        None => parse(&var, "KILN_LISTEN")?,
+    };
+    let data_dir = var("KILN_SERVER_DATA_DIR")
+        .or_else(|| var("KILN_DATA_DIR"))
+        .map(PathBuf::from);
+    Ok(Layer {
+        server: ServerLayer {
+            listen,
+            data_dir,
+            cache_dir: var("KILN_SERVER_CACHE_DIR").map(PathBuf::from),
+            max_body_bytes: parse(&var, "KILN_SERVER_MAX_BODY_BYTES")?,
+            drain_timeout_ms: parse(&var, "KILN_SERVER_DRAIN_TIMEOUT_MS")?,
+        },
+        workers: WorkersLayer {
+            count: parse(&var, "KILN_WORKERS_COUNT")?,
+            queue_capacity: parse(&var, "KILN_WORKERS_QUEUE_CAPACITY")?,
+        },
+        limits: LimitsLayer {
+            default_timeout_ms: parse(&var, "KILN_LIMITS_DEFAULT_TIMEOUT_MS")?,
+            max_timeout_ms: parse(&var, "KILN_LIMITS_MAX_TIMEOUT_MS")?,
+            default_memory_mb: parse(&var, "KILN_LIMITS_DEFAULT_MEMORY_MB")?,
+            max_memory_mb: parse(&var, "KILN_LIMITS_MAX_MEMORY_MB")?,
+            default_fuel: parse(&var, "KILN_LIMITS_DEFAULT_FUEL")?,
+            max_fuel: parse(&var, "KILN_LIMITS_MAX_FUEL")?,
+            output_bytes: parse(&var, "KILN_LIMITS_OUTPUT_BYTES")?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.server.data_dir, PathBuf::from("kiln-data"));
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let mut config = Config::default();
+        config.apply(
+            toml::from_str("[server]\nlisten = \"127.0.0.1:9000\"\n[limits]\nmax_fuel = 5")
+                .unwrap(),
+        );
+        config.apply(
+            env_layer(env(&[
+                ("KILN_LISTEN", "127.0.0.1:9001"),
+                ("KILN_WORKERS_COUNT", "3"),
+            ]))
+            .unwrap(),
+        );
+        assert_eq!(config.server.listen.port(), 9001);
+        assert_eq!(config.workers.count, 3);
+        assert_eq!(config.limits.max_fuel, Some(5));
+    }
+
+    #[test]
+    fn the_long_env_name_wins_over_the_shortcut() {
+        let layer = env_layer(env(&[
+            ("KILN_LISTEN", "127.0.0.1:1"),
+            ("KILN_SERVER_LISTEN", "127.0.0.1:2"),
+        ]))
+        .unwrap();
+        assert_eq!(layer.server.listen.unwrap().port(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = env_layer(env(&[("KILN_WORKERS_COUNT", "many")])).unwrap_err();
+        assert!(err.to_string().contains("KILN_WORKERS_COUNT"), "{err}");
+        let err = toml::from_str::<Layer>("[server]\nlisten_on = 1").unwrap_err();
+        assert!(err.to_string().contains("listen_on"), "{err}");
+        let mut config = Config::default();
+        config.limits.default_memory_mb = 4096;
+        assert!(config.validate().is_err());
+    }
 }

@@ -1,6 +1,15 @@
-//! Kiln, the host: the command line and (soon) the HTTP front door around the
-//! `kiln-runtime` sandbox.
+//! Kiln, the host: the command line, the HTTP front door, the store and the
+//! job queue around the `kiln-runtime` sandbox.
 
+mod api;
 pub mod cli;
 mod config;
+mod jobs;
 mod local_run;
+mod serve;
+mod store;
+
+/// The current time as RFC 3339 UTC with milliseconds, as the API writes it.
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,227 @@
+//! `ApiError`: the only place errors become HTTP responses, in the contract's
+//! shape `{"error": {code, message, details, request_id, timestamp}}`.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::jobs::JobError;
+use crate::store::StoreError;
+
+/// One field-level problem, as in `details`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Detail {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+impl Detail {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            message: message.into(),
+            line: None,
+            column: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Validation(String, Vec<Detail>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Compile(String, Vec<Detail>),
+    #[error("the execution queue is full; retry shortly")]
+    QueueFull,
+    #[error("{0}")]
+    Unavailable(String),
+    /// The message is for the log only; clients get a fixed sentence.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::Validation(
+            format!("{field}: {message}"),
+            vec![Detail::field(field, message)],
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(..) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Compile(..) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(..) => "VALIDATION_ERROR",
+            ApiError::NotFound(_) => "RESOURCE_NOT_FOUND",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::Compile(..) => "COMPILE_ERROR",
+            ApiError::QueueFull => "QUEUE_FULL",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+}
+
+/// What a response carries until `finish` adds the request id and time.
+#[derive(Debug, Clone)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<Detail>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "an internal error occurred; the server log has the details under this request id"
+                    .into()
+            }
+            other => other.to_string(),
+        };
+        let details = match &self {
+            ApiError::Validation(_, d) | ApiError::Compile(_, d) => d.clone(),
+            _ => Vec::new(),
+        };
+        let mut response = self.status().into_response();
+        if matches!(self, ApiError::QueueFull | ApiError::Unavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response.extensions_mut().insert(ErrorBody {
+            code: self.code(),
+            message,
+            details,
+        });
+        response
+    }
+}
+
+/// Renders an error response's body in the contract's shape. Responses the
+/// router makes itself (unknown path, wrong method, body over the limit) get
+/// one derived from their status.
+pub fn finish(mut response: Response, request_id: &str) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let body = response
+        .extensions_mut()
+        .remove::<ErrorBody>()
+        .unwrap_or_else(|| ErrorBody {
+            code: match status {
+                StatusCode::NOT_FOUND => "RESOURCE_NOT_FOUND",
+                StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+                StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+                s if s.is_client_error() => "VALIDATION_ERROR",
+                _ => "INTERNAL_ERROR",
+            },
+            message: match status {
+                StatusCode::NOT_FOUND => "no such resource".into(),
+                StatusCode::METHOD_NOT_ALLOWED => {
+                    "this method is not allowed on this resource".into()
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than the limit".into(),
+                _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+            },
+            details: Vec::new(),
+        });
+    let json = serde_json::json!({"error": {
+        "code": body.code,
+        "message": body.message,
+        "details": body.details,
+        "request_id": request_id,
+        "timestamp": crate::now(),
+    }});
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let rendered = Json(json).into_response();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    Response::from_parts(parts, rendered.into_body())
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+                "send the body as JSON with Content-Type: application/json".into(),
+            ),
+            _ => ApiError::Validation(
+                format!("the body is not valid: {}", rejection.body_text()),
+                Vec::new(),
+            ),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::Validation(rejection.body_text(), Vec::new())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::Validation(
+            format!("bad query parameter: {}", rejection.body_text()),
+            Vec::new(),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken(_) => ApiError::Conflict(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::QueueFull => ApiError::QueueFull,
+            JobError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            JobError::Store(e) => e.into(),
+        }
+    }
+}

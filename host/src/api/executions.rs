@@ -1,0 +1,261 @@
+//! Executions: run a stored script (queued, or waited for) and read results.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ApiError, ApiPath, ApiQuery, AppState};
+use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/scripts/{id}/execute", post(execute))
+        .route("/v1/executions/{id}", get(read))
+}
+
+/// The longest a client may wait for a result (API.md: `Prefer: wait=N`, max 300 s).
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    parameters: Option<serde_json::Value>,
+    input: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    fuel: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ExecuteQuery {
+    wait: Option<bool>,
+}
+
+/// The API's Execution.
+#[derive(Debug, Serialize)]
+pub struct ExecutionView {
+    id: String,
+    script_id: Option<String>,
+    script_version: Option<u32>,
+    language: &'static str,
+    status: ExecutionStatus,
+    trigger: Trigger,
+    parameters: serde_json::Value,
+    created_at: String,
+    started_at: Option<String>,
+    completed_at: Option<String>,
+    duration_ms: Option<u64>,
+    exit_code: Option<i32>,
+    result: Option<serde_json::Value>,
+    stdout: String,
+    stderr: String,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    error: Option<crate::store::ExecutionError>,
+    fuel_consumed: Option<u64>,
+    peak_memory_bytes: Option<u64>,
+    created_by: Option<String>,
+}
+
+impl From<ExecutionRecord> for ExecutionView {
+    fn from(e: ExecutionRecord) -> Self {
+        Self {
+            language: e.language.as_str(),
+            id: e.id,
+            script_id: e.script_id,
+            script_version: e.script_version,
+            status: e.status,
+            trigger: e.trigger,
+            parameters: e.parameters,
+            created_at: e.created_at,
+            started_at: e.started_at,
+            completed_at: e.completed_at,
+            duration_ms: e.duration_ms,
+            exit_code: e.exit_code,
+            result: e.result,
+            stdout: e.stdout,
+            stderr: e.stderr,
+            stdout_truncated: e.stdout_truncated,
+            stderr_truncated: e.stderr_truncated,
+            error: e.error,
+            fuel_consumed: e.fuel_consumed,
+            peak_memory_bytes: e.peak_memory_bytes,
+            created_by: None,
+        }
+    }
+}
+
+/// How long the client asked to wait: `?wait=true` (the maximum) or
+/// `Prefer: wait=N` seconds.
+fn wait_for(query: &ExecuteQuery, headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+    if query.wait == Some(true) {
+        return Ok(Some(MAX_WAIT));
+    }
+    let Some(prefer) = headers.get("prefer").and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    for preference in prefer.split(',').map(str::trim) {
+        if let Some(seconds) = preference.strip_prefix("wait=") {
+            let seconds: u64 = seconds
+                .trim()
+                .parse()
+                .map_err(|_| ApiError::invalid("Prefer", "wait=N takes whole seconds"))?;
+            return Ok(Some(Duration::from_secs(seconds).min(MAX_WAIT)));
+        }
+    }
+    Ok(None)
+}
+
+async fn execute(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ExecuteQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let wait = wait_for(&query, &headers)?;
+    let request = parse_body(body)?;
+    let script = state
+        .store
+        .script(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
+    let parameters = request.parameters.unwrap_or_else(|| json!({}));
+    if !parameters.is_object() {
+        return Err(ApiError::invalid("parameters", "must be a JSON object"));
+    }
+    let limits = &state.config.limits;
+    for (field, value) in [
+        ("timeout_ms", request.timeout_ms),
+        ("memory_mb", request.memory_mb),
+        ("fuel", request.fuel),
+    ] {
+        if value == Some(0) {
+            return Err(ApiError::invalid(field, "must be at least 1"));
+        }
+    }
+    let fuel = match (request.fuel.or(limits.default_fuel), limits.max_fuel) {
+        (Some(fuel), Some(max)) => Some(fuel.min(max)),
+        (None, Some(max)) => Some(max),
+        (fuel, None) => fuel,
+    };
+    let record = ExecutionRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        script_id: Some(script.id.clone()),
+        script_version: Some(script.version),
+        language: script.language,
+        status: ExecutionStatus::Queued,
+        trigger: Trigger::Api,
+        parameters,
+        input: request.input,
+        env: request.env.into_iter().collect(),
+        // Requests are capped by the server's maxima, not refused.
+        timeout_ms: request
+            .timeout_ms
+            .unwrap_or(limits.default_timeout_ms)
+            .min(limits.max_timeout_ms),
+        memory_mb: request
+            .memory_mb
+            .unwrap_or(limits.default_memory_mb)
+            .min(limits.max_memory_mb),
+        fuel,
+        created_at: crate::now(),
+        started_at: None,
+        completed_at: None,
+        duration_ms: None,
+        exit_code: None,
+        result: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        error: None,
+        fuel_consumed: None,
+        peak_memory_bytes: None,
+    };
+    state.store.put_execution(&record)?;
+    // Durable before the client hears of it.
+    state.store.flush().await?;
+    let mut done = match state.jobs.enqueue(&record.id) {
+        Ok(done) => done,
+        Err(e) => {
+            // Never leave a queued record behind that no worker will run.
+            let mut refused = record.clone();
+            refused.status = ExecutionStatus::Failed;
+            refused.error = Some(crate::store::ExecutionError {
+                code: "QUEUE_FULL".into(),
+                message: e.to_string(),
+                stack: None,
+                line: None,
+                column: None,
+            });
+            refused.completed_at = Some(crate::now());
+            state.store.put_execution(&refused)?;
+            return Err(e.into());
+        }
+    };
+    if let Some(wait) = wait {
+        let finished = tokio::time::timeout(wait, done.wait_for(|finished| *finished)).await;
+        if matches!(finished, Ok(Ok(_))) {
+            let record = state
+                .store
+                .execution(&record.id)?
+                .ok_or_else(|| ApiError::Internal("a finished execution vanished".into()))?;
+            return Ok((StatusCode::OK, axum::Json(ExecutionView::from(record))).into_response());
+        }
+    }
+    Ok(accepted(&record.id))
+}
+
+/// The body is optional: none means all defaults.
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ExecuteRequest, ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => ApiError::Validation(rejection.body_text(), Vec::new()),
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ExecuteRequest::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Validation(format!("the body is not valid: {e}"), Vec::new()))
+}
+
+fn accepted(id: &str) -> Response {
+    let location = format!("/v1/executions/{id}");
+    let body = json!({
+        "execution_id": id,
+        "status": "queued",
+        "links": {
+            "self": location,
+            "events": format!("{location}/events"),
+            "cancel": format!("{location}/cancel"),
+        },
+    });
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<axum::Json<ExecutionView>, ApiError> {
+    let record = state
+        .store
+        .execution(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))?;
+    Ok(axum::Json(record.into()))
+}

@@ -1,0 +1,81 @@
+//! The HTTP front door: `router` wires the resource modules and the layers.
+
+mod error;
+mod executions;
+mod scripts;
+mod system;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use kiln_runtime::Sandbox;
+
+pub use self::error::ApiError;
+use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub sandbox: Arc<Sandbox>,
+    pub jobs: Arc<Jobs>,
+    pub config: Arc<Config>,
+    /// False while starting and while draining: `/readyz` answers 503.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// JSON body extractor whose rejections are [`ApiError`]s.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// Path extractor whose rejections are [`ApiError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// Query extractor whose rejections are [`ApiError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// All routes, with the request-id and error-shape layer around them.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    Router::new()
+        .merge(system::routes())
+        .merge(scripts::routes())
+        .merge(executions::routes())
+        .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .layer(middleware::from_fn(request_id_and_errors))
+        .with_state(state)
+}
+
+/// Echoes a sane client `X-Request-Id` (else makes one), puts it on the
+/// response, and renders every error body in the contract's shape with it.
+async fn request_id_and_errors(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let response = next.run(request).await;
+    let mut response = error::finish(response, &id);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}

@@ -1,0 +1,264 @@
+//! `/v1/scripts`: create (compiled or checked before anything is stored) and read.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use kiln_runtime::Limits;
+use serde::{Deserialize, Serialize};
+
+use super::error::Detail;
+use super::{ApiError, ApiJson, ApiPath, AppState};
+use crate::jobs::{runtime_bytes, shape_fits};
+use crate::store::{Language, ScriptRecord};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/scripts", post(create))
+        .route("/v1/scripts/{id_or_name}", get(read))
+}
+
+/// Source scripts are at most this many characters (API.md).
+const MAX_SOURCE_CHARS: usize = 100_000;
+const MAX_TAGS: usize = 10;
+const MAX_TAG_CHARS: usize = 50;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateScript {
+    name: String,
+    language: String,
+    content: Option<String>,
+    content_base64: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// The API's Script.
+#[derive(Debug, Serialize)]
+pub struct ScriptView {
+    id: String,
+    name: String,
+    language: &'static str,
+    kind: &'static str,
+    description: Option<String>,
+    tags: Vec<String>,
+    metadata: serde_json::Value,
+    status: &'static str,
+    version: u32,
+    content_hash: String,
+    size_bytes: u64,
+    limits: Option<serde_json::Value>,
+    created_by: Option<String>,
+    created_at: String,
+    updated_at: String,
+    execution_count: u64,
+    last_executed_at: Option<String>,
+}
+
+impl From<ScriptRecord> for ScriptView {
+    fn from(s: ScriptRecord) -> Self {
+        Self {
+            kind: match s.language {
+                Language::Wasm => "command",
+                Language::Javascript | Language::Python => "script",
+            },
+            language: s.language.as_str(),
+            id: s.id,
+            name: s.name,
+            description: s.description,
+            tags: s.tags,
+            metadata: serde_json::Value::Object(Default::default()),
+            status: "active",
+            version: s.version,
+            content_hash: s.content_hash,
+            size_bytes: s.size_bytes,
+            limits: None,
+            created_by: None,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            execution_count: s.execution_count,
+            last_executed_at: s.last_executed_at,
+        }
+    }
+}
+
+fn parse_language(language: &str) -> Result<Language, ApiError> {
+    match language {
+        "javascript" | "js" => Ok(Language::Javascript),
+        "python" | "py" => Ok(Language::Python),
+        "wasm" => Ok(Language::Wasm),
+        other => Err(ApiError::invalid(
+            "language",
+            format!("unknown language {other:?}; one of javascript, python, wasm"),
+        )),
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "name",
+            "must match ^[a-zA-Z0-9_.-]{1,255}$",
+        ))
+    }
+}
+
+fn validate_tags(tags: &[String]) -> Result<(), ApiError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid(
+            "tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    if tags
+        .iter()
+        .any(|t| t.is_empty() || t.chars().count() > MAX_TAG_CHARS)
+    {
+        return Err(ApiError::invalid(
+            "tags",
+            format!("each tag is 1..{MAX_TAG_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateScript>,
+) -> Result<Response, ApiError> {
+    validate_name(&body.name)?;
+    validate_tags(&body.tags)?;
+    let language = parse_language(&body.language)?;
+    let content = match (body.content, body.content_base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| ApiError::invalid("content_base64", format!("not base64: {e}")))?,
+        _ => {
+            return Err(ApiError::invalid(
+                "content",
+                "give exactly one of content and content_base64",
+            ));
+        }
+    };
+    if content.is_empty() {
+        return Err(ApiError::invalid("content", "must not be empty"));
+    }
+    if language != Language::Wasm {
+        let source = std::str::from_utf8(&content)
+            .map_err(|_| ApiError::invalid("content", "must be UTF-8 text"))?;
+        if source.chars().count() > MAX_SOURCE_CHARS {
+            return Err(ApiError::invalid(
+                "content",
+                format!("at most {MAX_SOURCE_CHARS} characters"),
+            ));
+        }
+    }
+    compile(&state, language, &content).await?;
+
+    let now = crate::now();
+    let record = ScriptRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        name: body.name,
+        language,
+        description: body.description,
+        tags: body.tags,
+        version: 1,
+        content_hash: blake3::hash(&content).to_hex().to_string(),
+        size_bytes: content.len() as u64,
+        created_at: now.clone(),
+        updated_at: now,
+        execution_count: 0,
+        last_executed_at: None,
+    };
+    state.store.create_script(&record, &content)?;
+    state.store.flush().await?;
+    let location = format!("/v1/scripts/{}", record.id);
+    let view = ScriptView::from(record);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(view),
+    )
+        .into_response())
+}
+
+/// Compiles a component, or parses a source script with its runtime, before
+/// anything is stored: a script that cannot run is refused with 422.
+async fn compile(state: &AppState, language: Language, content: &[u8]) -> Result<(), ApiError> {
+    let sandbox = state.sandbox.clone();
+    let bytes = match language {
+        Language::Wasm => content.to_vec(),
+        Language::Javascript | Language::Python => runtime_bytes(language).to_vec(),
+    };
+    let loaded = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let artifact = match (loaded, language) {
+        (Ok((artifact, _)), _) => artifact,
+        (Err(e), Language::Wasm) => {
+            return Err(ApiError::Compile(
+                e.to_string(),
+                vec![Detail::field("content", e.to_string())],
+            ));
+        }
+        (Err(e), _) => {
+            return Err(ApiError::Internal(format!(
+                "the language runtime does not load: {e}"
+            )));
+        }
+    };
+    if !shape_fits(language, artifact.shape()) {
+        let message = "the component is not a wasi:cli/command (it must export wasi:cli/run)";
+        return Err(ApiError::Compile(
+            message.into(),
+            vec![Detail::field("content", message)],
+        ));
+    }
+    if language == Language::Wasm {
+        return Ok(());
+    }
+    let source = String::from_utf8_lossy(content);
+    let limits = Limits {
+        fuel: Some(CHECK_FUEL),
+        ..Limits::default()
+    };
+    match state.sandbox.check(&artifact, &source, limits).await {
+        Ok(None) => Ok(()),
+        Ok(Some(error)) => {
+            let detail = Detail {
+                field: Some("content".into()),
+                message: error.message.clone(),
+                line: error.line,
+                column: error.column,
+            };
+            Err(ApiError::Compile(error.message, vec![detail]))
+        }
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// Parsing 100 000 characters takes a few million instructions; this bounds a
+/// parser fed something pathological.
+const CHECK_FUEL: u64 = 2_000_000_000;
+
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id_or_name): ApiPath<String>,
+) -> Result<axum::Json<ScriptView>, ApiError> {
+    let script = state
+        .store
+        .script(&id_or_name)?
+        .ok_or_else(|| ApiError::NotFound(format!("no script {id_or_name:?}")))?;
+    Ok(axum::Json(script.into()))
+}

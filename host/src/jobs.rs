@@ -1,0 +1,299 @@
+//! The execution queue and its workers. Handlers store an execution as
+//! `queued`, flush, then [`Jobs::enqueue`] it; a worker runs it in the sandbox
+//! and stores the final record. Nothing runs guest code on an HTTP task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use kiln_runtime::{Artifact, Call, Invocation, Limits, Outcome, Sandbox, Shape, Status};
+use tokio::sync::{mpsc, watch};
+
+use crate::store::{ExecutionError, ExecutionRecord, ExecutionStatus, Language, Store, StoreError};
+
+/// Why an execution could not be queued or run.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("the execution queue is full")]
+    QueueFull,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The queue's sending side plus the completion signals of queued executions.
+pub struct Jobs {
+    queue: mpsc::Sender<String>,
+    done: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+impl Jobs {
+    /// Starts `workers` workers that run executions from a queue of `capacity`.
+    pub fn start(
+        workers: usize,
+        capacity: usize,
+        store: Arc<dyn Store>,
+        sandbox: Arc<Sandbox>,
+        output_bytes: usize,
+    ) -> Arc<Self> {
+        let (queue, receiver) = mpsc::channel(capacity);
+        let jobs = Arc::new(Self {
+            queue,
+            done: Mutex::new(HashMap::new()),
+        });
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        for _ in 0..workers.max(1) {
+            let worker = Worker {
+                store: store.clone(),
+                sandbox: sandbox.clone(),
+                jobs: jobs.clone(),
+                output_bytes,
+            };
+            let receiver = receiver.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = receiver.lock().await.recv().await;
+                    let Some(id) = next else { break };
+                    worker.execute(&id).await;
+                }
+            });
+        }
+        jobs
+    }
+
+    /// Queues a stored execution; the receiver turns `true` when it is final.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::QueueFull`] when the queue is at capacity.
+    pub fn enqueue(&self, id: &str) -> Result<watch::Receiver<bool>, JobError> {
+        let (sender, receiver) = watch::channel(false);
+        self.lock().insert(id.to_string(), sender);
+        match self.queue.try_send(id.to_string()) {
+            Ok(()) => Ok(receiver),
+            Err(e) => {
+                self.lock().remove(id);
+                Err(match e {
+                    mpsc::error::TrySendError::Full(_) => JobError::QueueFull,
+                    mpsc::error::TrySendError::Closed(_) => JobError::ShuttingDown,
+                })
+            }
+        }
+    }
+
+    /// Queues executions found `queued` at start-up, waiting for room.
+    pub async fn requeue(&self, id: String) {
+        let _ = self.queue.send(id).await;
+    }
+
+    fn finished(&self, id: &str) {
+        if let Some(sender) = self.lock().remove(id) {
+            sender.send_replace(true);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<bool>>> {
+        self.done.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Worker {
+    store: Arc<dyn Store>,
+    sandbox: Arc<Sandbox>,
+    jobs: Arc<Jobs>,
+    output_bytes: usize,
+}
+
+impl Worker {
+    async fn execute(&self, id: &str) {
+        if let Err(e) = self.try_execute(id).await {
+            tracing::error!(execution = id, error = %e, "execution could not be recorded");
+        }
+        self.jobs.finished(id);
+    }
+
+    async fn try_execute(&self, id: &str) -> Result<(), StoreError> {
+        let Some(mut record) = self.store.execution(id)? else {
+            return Ok(());
+        };
+        if record.status != ExecutionStatus::Queued {
+            return Ok(());
+        }
+        record.status = ExecutionStatus::Running;
+        record.started_at = Some(crate::now());
+        self.store.put_execution(&record)?;
+        self.store.flush().await?;
+
+        match self.prepare(&record).await {
+            Ok((artifact, call, name)) => {
+                let outcome = self
+                    .sandbox
+                    .run(&artifact, self.invocation(&record, call, name))
+                    .await;
+                match outcome {
+                    Ok(outcome) => apply_outcome(&mut record, outcome),
+                    Err(e) => fail(
+                        &mut record,
+                        "INTERNAL_ERROR",
+                        format!("the sandbox failed: {e}"),
+                    ),
+                }
+            }
+            Err(message) => fail(&mut record, "INTERNAL_ERROR", message),
+        }
+        record.completed_at = Some(crate::now());
+        self.store.put_execution(&record)?;
+        if let Some(script_id) = &record.script_id {
+            self.store.note_execution(
+                script_id,
+                record.completed_at.as_deref().unwrap_or_default(),
+            )?;
+        }
+        self.store.flush().await
+    }
+
+    /// The artifact to run and what to call in it.
+    async fn prepare(
+        &self,
+        record: &ExecutionRecord,
+    ) -> Result<(Arc<Artifact>, Call, String), String> {
+        let (script_id, version) = match (&record.script_id, record.script_version) {
+            (Some(id), Some(version)) => (id.clone(), version),
+            _ => return Err("the execution names no script".into()),
+        };
+        let script = self.store.script(&script_id).map_err(|e| e.to_string())?;
+        let content = self
+            .store
+            .script_content(&script_id, version)
+            .map_err(|e| e.to_string())?;
+        let (Some(script), Some(content)) = (script, content) else {
+            return Err("the script was deleted before it ran".into());
+        };
+        let params = record.parameters.to_string();
+        let (bytes, call): (Vec<u8>, Call) = match record.language {
+            Language::Wasm => (content, Call::Main),
+            Language::Javascript | Language::Python => {
+                let source = String::from_utf8(content)
+                    .map_err(|_| "the stored source is not UTF-8".to_string())?;
+                let call = Call::Script {
+                    source: source.into(),
+                    params,
+                };
+                (runtime_bytes(record.language).to_vec(), call)
+            }
+        };
+        let sandbox = self.sandbox.clone();
+        let (artifact, _) = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok((artifact, call, script.name))
+    }
+
+    fn invocation(&self, record: &ExecutionRecord, call: Call, name: String) -> Invocation {
+        let mut env = record.env.clone();
+        env.push(("KILN_EXECUTION_ID".into(), record.id.clone()));
+        env.push(("KILN_SCRIPT_NAME".into(), name.clone()));
+        let stdin = match (&record.input, &call) {
+            (Some(input), _) => input.clone().into_bytes(),
+            (None, Call::Main) => {
+                env.push(("KILN_PARAMETERS".into(), record.parameters.to_string()));
+                record.parameters.to_string().into_bytes()
+            }
+            (None, Call::Script { .. }) => Vec::new(),
+        };
+        Invocation {
+            call,
+            args: vec![name],
+            env,
+            stdin,
+            limits: Limits {
+                fuel: record.fuel,
+                memory_bytes: record.memory_mb.saturating_mul(1 << 20),
+                timeout: Duration::from_millis(record.timeout_ms),
+                stdout_bytes: self.output_bytes,
+                stderr_bytes: self.output_bytes,
+            },
+            cancel: None,
+            on_output: None,
+        }
+    }
+}
+
+/// The embedded runtime component of a source language.
+pub fn runtime_bytes(language: Language) -> &'static [u8] {
+    match language {
+        Language::Python => kiln_components::PY_RUNTIME,
+        Language::Javascript | Language::Wasm => kiln_components::JS_RUNTIME,
+    }
+}
+
+/// Whether a loaded artifact can run as a script of `language`.
+pub fn shape_fits(language: Language, shape: Shape) -> bool {
+    match language {
+        Language::Wasm => shape == Shape::Command,
+        Language::Javascript | Language::Python => shape == Shape::LanguageRuntime,
+    }
+}
+
+fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
+    record.status = match outcome.status {
+        Status::Completed => ExecutionStatus::Completed,
+        Status::Failed => ExecutionStatus::Failed,
+        Status::Timeout => ExecutionStatus::Timeout,
+        Status::Cancelled => ExecutionStatus::Cancelled,
+    };
+    record.exit_code = outcome.exit_code;
+    record.result = outcome
+        .result
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok());
+    record.stdout = String::from_utf8_lossy(&outcome.stdout).into_owned();
+    record.stderr = String::from_utf8_lossy(&outcome.stderr).into_owned();
+    record.stdout_truncated = outcome.stdout_truncated;
+    record.stderr_truncated = outcome.stderr_truncated;
+    record.error = outcome.error.map(|e| ExecutionError {
+        code: serde_json::to_value(e.code)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        message: e.message,
+        stack: e.stack,
+        line: e.line,
+        column: e.column,
+    });
+    record.fuel_consumed = Some(outcome.fuel_consumed);
+    record.peak_memory_bytes = Some(outcome.peak_memory_bytes);
+    record.duration_ms = Some(u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX));
+}
+
+fn fail(record: &mut ExecutionRecord, code: &str, message: String) {
+    record.status = ExecutionStatus::Failed;
+    record.error = Some(ExecutionError {
+        code: code.into(),
+        message,
+        stack: None,
+        line: None,
+        column: None,
+    });
+}
+
+/// At start-up: executions a crash left `running` are failed as INTERRUPTED;
+/// `queued` ones are queued again.
+pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
+    for mut record in store.executions_in(&[ExecutionStatus::Running])? {
+        fail(
+            &mut record,
+            "INTERRUPTED",
+            "the server stopped while this execution ran".into(),
+        );
+        record.completed_at = Some(crate::now());
+        store.put_execution(&record)?;
+    }
+    store.flush().await?;
+    for record in store.executions_in(&[ExecutionStatus::Queued])? {
+        jobs.requeue(record.id).await;
+    }
+    Ok(())
+}

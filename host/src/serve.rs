@@ -1,0 +1,97 @@
+//! `kiln serve`: open the store, start the sandbox and workers, recover what a
+//! crash left behind, serve HTTP until SIGTERM/SIGINT, then drain.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use kiln_runtime::{EngineOptions, Sandbox};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::jobs::{self, Jobs};
+use crate::store::{SledStore, Store};
+
+/// Runs the server until a shutdown signal.
+///
+/// # Errors
+///
+/// Start-up failures: the data directory, the store, the engine, the listener.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let data = &config.server.data_dir;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&data.join("db"))
+            .with_context(|| format!("cannot open the store in {}", data.display()))?,
+    );
+    let sandbox = Arc::new(Sandbox::new(EngineOptions {
+        cache_dir: Some(crate::config::cache_dir(&config)),
+        max_instances: u32::try_from(config.workers.count.saturating_mul(2).max(16))
+            .unwrap_or(u32::MAX),
+        max_memory_bytes: config.limits.max_memory_mb.saturating_mul(1 << 20),
+        ..EngineOptions::default()
+    })?);
+    let jobs = Jobs::start(
+        config.workers.count,
+        config.workers.queue_capacity,
+        store.clone(),
+        sandbox.clone(),
+        config.limits.output_bytes,
+    );
+    jobs::recover(store.as_ref(), &jobs)
+        .await
+        .context("cannot recover executions")?;
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let address = listener.local_addr()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        store: store.clone(),
+        sandbox,
+        jobs,
+        config: Arc::new(config),
+        ready: ready.clone(),
+    };
+    let app = api::router(state);
+    ready.store(true, Ordering::Release);
+    // A stable line that scripts and the end-to-end tests read the address from.
+    println!("Kiln listening on http://{address}");
+    tracing::info!(%address, "listening");
+
+    let draining = ready.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            draining.store(false, Ordering::Release);
+            tracing::info!("shutting down");
+        })
+        .await?;
+    store.flush().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            () = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
