@@ -1,0 +1,290 @@
+//! Executions over HTTP: waiting, polling, limits, the queue, and crashes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Kiln, error_body};
+
+fn execute(kiln: &Kiln, script: &str, query: &str, body: Value) -> reqwest::blocking::Response {
+    kiln.post(&format!("/v1/scripts/{script}/execute{query}"))
+        .json(&body)
+        .send()
+        .unwrap()
+}
+
+fn poll_until_final(kiln: &Kiln, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let execution: Value = kiln
+            .get(&format!("/v1/executions/{id}"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if !matches!(execution["status"].as_str(), Some("queued" | "running")) {
+            return execution;
+        }
+        assert!(Instant::now() < deadline, "never finished: {execution}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn wait_true_answers_with_the_finished_execution() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script(
+        "hello",
+        "javascript",
+        "function main(p) { console.log('hi', p.name); return {n: p.name.length}; }",
+    );
+    let response = execute(
+        &kiln,
+        "hello",
+        "?wait=true",
+        json!({"parameters": {"name": "Kiln"}}),
+    );
+    assert_eq!(response.status(), 200);
+    let execution: Value = response.json().unwrap();
+    assert_eq!(execution["status"], "completed", "{execution}");
+    assert_eq!(execution["result"], json!({"n": 4}));
+    assert_eq!(execution["stdout"], "hi Kiln\n");
+    assert_eq!(execution["trigger"], "api");
+    assert_eq!(execution["exit_code"], 0);
+    assert!(execution["fuel_consumed"].as_u64().unwrap() > 0);
+    let script: Value = kiln
+        .get("/v1/scripts/hello")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(script["execution_count"], 1);
+}
+
+#[test]
+fn async_execution_is_202_then_pollable() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script(
+        "py",
+        "python",
+        "def main(x):\n    print('x is', x)\n    return x * 2\n",
+    );
+    let response = execute(&kiln, "py", "", json!({"parameters": {"x": 21}}));
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let accepted: Value = response.json().unwrap();
+    let id = accepted["execution_id"].as_str().unwrap();
+    assert_eq!(location, format!("/v1/executions/{id}"));
+    assert_eq!(accepted["links"]["self"], location.as_str());
+    let execution = poll_until_final(&kiln, id);
+    assert_eq!(execution["status"], "completed", "{execution}");
+    assert_eq!(execution["result"], 42);
+    assert_eq!(execution["stdout"], "x is 21\n");
+}
+
+#[test]
+fn prefer_wait_and_components_with_stdin() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let wasm = std::fs::read(kiln_components::HELLO).unwrap();
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&wasm);
+    let response = kiln
+        .post("/v1/scripts")
+        .json(&json!({"name": "hello-wasm", "language": "wasm", "content_base64": encoded}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let response = kiln
+        .post("/v1/scripts/hello-wasm/execute")
+        .header("prefer", "wait=30")
+        .json(&json!({"input": "stdin text"}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let execution: Value = response.json().unwrap();
+    assert_eq!(execution["stdout"], "Hello, stdin text!\n", "{execution}");
+    assert_eq!(execution["result"], Value::Null);
+}
+
+#[test]
+fn limits_stop_hostile_scripts_and_are_capped_by_config() {
+    let (kiln, _dir) = Kiln::start(&[
+        ("KILN_LIMITS_MAX_TIMEOUT_MS", "300"),
+        ("KILN_LIMITS_DEFAULT_TIMEOUT_MS", "300"),
+    ]);
+    kiln.create_script("spin", "javascript", "function main() { for (;;) {} }");
+    // Asks for an hour; the server's maximum (300 ms) applies.
+    let execution: Value = execute(
+        &kiln,
+        "spin",
+        "?wait=true",
+        json!({"timeout_ms": 3_600_000}),
+    )
+    .json()
+    .unwrap();
+    assert_eq!(execution["status"], "timeout", "{execution}");
+    assert_eq!(execution["error"]["code"], "TIMEOUT");
+    let execution: Value = execute(&kiln, "spin", "?wait=true", json!({"fuel": 10_000_000}))
+        .json()
+        .unwrap();
+    assert_eq!(execution["error"]["code"], "FUEL_EXHAUSTED", "{execution}");
+
+    kiln.create_script(
+        "bomb",
+        "javascript",
+        "function main() { const k = []; for (;;) k.push(new Array(100000).fill(1)); }",
+    );
+    let execution: Value = execute(&kiln, "bomb", "?wait=true", json!({"memory_mb": 32}))
+        .json()
+        .unwrap();
+    assert_eq!(execution["error"]["code"], "MEMORY_LIMIT", "{execution}");
+
+    kiln.create_script(
+        "throws",
+        "javascript",
+        "function main() { throw new Error('boom'); }",
+    );
+    let execution: Value = execute(&kiln, "throws", "?wait=true", json!({}))
+        .json()
+        .unwrap();
+    assert_eq!(execution["status"], "failed");
+    assert_eq!(execution["error"]["code"], "SCRIPT_ERROR");
+    assert_eq!(execution["error"]["message"], "Error: boom");
+}
+
+#[test]
+fn bad_execute_requests() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script("ok", "javascript", "1");
+    error_body(
+        execute(&kiln, "missing", "", json!({})),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    error_body(
+        execute(&kiln, "ok", "", json!({"parameters": [1]})),
+        400,
+        "VALIDATION_ERROR",
+    );
+    error_body(
+        execute(&kiln, "ok", "", json!({"timeout_ms": 0})),
+        400,
+        "VALIDATION_ERROR",
+    );
+    error_body(
+        execute(&kiln, "ok", "?wait=maybe", json!({})),
+        400,
+        "VALIDATION_ERROR",
+    );
+    error_body(
+        execute(&kiln, "ok", "", json!({"surprise": true})),
+        400,
+        "VALIDATION_ERROR",
+    );
+    error_body(
+        kiln.get("/v1/executions/nope").send().unwrap(),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    // No body at all is fine: every field has a default.
+    let response = kiln
+        .post("/v1/scripts/ok/execute?wait=true")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[test]
+fn a_full_queue_is_503_with_retry_after() {
+    let (kiln, _dir) = Kiln::start(&[
+        ("KILN_WORKERS_COUNT", "1"),
+        ("KILN_WORKERS_QUEUE_CAPACITY", "1"),
+    ]);
+    kiln.create_script("spin", "javascript", "for (;;) {}");
+    let mut refused = None;
+    // One runs, one waits in the queue; within a few more the queue is full.
+    for _ in 0..6 {
+        let response = execute(&kiln, "spin", "", json!({"timeout_ms": 2000}));
+        if response.status() == 503 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 202);
+    }
+    let response = refused.expect("the queue never filled");
+    assert_eq!(response.headers()["retry-after"], "1");
+    error_body(response, 503, "QUEUE_FULL");
+}
+
+#[test]
+fn a_crash_during_an_execution_leaves_it_interrupted_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    kiln.create_script("quick", "javascript", "function main() { return 'done'; }");
+    let finished: Value = execute(&kiln, "quick", "?wait=true", json!({}))
+        .json()
+        .unwrap();
+    kiln.create_script("spin", "javascript", "for (;;) {}");
+    let accepted: Value = execute(&kiln, "spin", "", json!({"timeout_ms": 60_000}))
+        .json()
+        .unwrap();
+    let id = accepted["execution_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kiln
+        .get(&format!("/v1/executions/{id}"))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["status"]
+        != "running"
+    {
+        assert!(Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kiln.kill();
+
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    let interrupted: Value = kiln
+        .get(&format!("/v1/executions/{id}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(interrupted["status"], "failed", "{interrupted}");
+    assert_eq!(interrupted["error"]["code"], "INTERRUPTED");
+    let kept: Value = kiln
+        .get(&format!(
+            "/v1/executions/{}",
+            finished["id"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(kept, finished);
+    let again: Value = execute(&kiln, "quick", "?wait=true", json!({}))
+        .json()
+        .unwrap();
+    assert_eq!(again["result"], "done");
+}
+
+#[test]
+fn concurrent_clients_all_get_their_own_result() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script("echo", "javascript", "function main(p) { return p.i * 3; }");
+    std::thread::scope(|scope| {
+        for client in 0..8 {
+            let kiln = &kiln;
+            scope.spawn(move || {
+                for round in 0..10 {
+                    let i = client * 100 + round;
+                    let execution: Value =
+                        execute(kiln, "echo", "?wait=true", json!({"parameters": {"i": i}}))
+                            .json()
+                            .unwrap();
+                    assert_eq!(execution["result"], i * 3, "{execution}");
+                }
+            });
+        }
+    });
+}

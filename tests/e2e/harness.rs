@@ -1,0 +1,136 @@
+//! Spawns `kiln serve` on an ephemeral port, reads the address from its
+//! "Kiln listening on" line, and kills it on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+pub struct Kiln {
+    child: Child,
+    pub base: String,
+    client: Client,
+}
+
+/// Compiled runtimes are shared by all servers of a test run.
+fn shared_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-cache")
+}
+
+impl Kiln {
+    pub fn start(env: &[(&str, &str)]) -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let kiln = Self::start_in(dir.path(), env);
+        (kiln, dir)
+    }
+
+    pub fn start_in(data: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("KILN_SERVER_CACHE_DIR", shared_cache())
+            .env_remove("KILN_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("Kiln listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        let client = Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        Self {
+            child,
+            base: address,
+            client,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(format!("{}{path}", self.base))
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.client.post(format!("{}{path}", self.base))
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Creates a script and returns its JSON, asserting 201.
+    pub fn create_script(&self, name: &str, language: &str, content: &str) -> Value {
+        let response = self
+            .post("/v1/scripts")
+            .json(&json!({"name": name, "language": language, "content": content}))
+            .send()
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            201,
+            "{}",
+            response.text().unwrap_or_default()
+        );
+        response.json().unwrap()
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Kiln {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The JSON body of an error response, checked against the contract's shape.
+pub fn error_body(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body: Value = response.json().unwrap();
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(error["request_id"], request_id.as_str());
+    assert!(error["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(error["details"].is_array());
+    body
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: a real `kiln serve` on 127.0.0.1 with a temporary data
+//! directory, driven over HTTP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness fails loudly"
+)]
+
+mod executions;
+mod harness;
+mod scripts;

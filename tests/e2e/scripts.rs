@@ -1,0 +1,210 @@
+//! `/v1/scripts` and the system routes.
+
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::harness::{Kiln, error_body};
+
+#[test]
+fn health_and_readiness() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    assert_eq!(kiln.get("/healthz").send().unwrap().status(), 200);
+    let ready = kiln.get("/readyz").send().unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<serde_json::Value>().unwrap()["status"],
+        "ready"
+    );
+}
+
+#[test]
+fn create_and_read_a_script() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let response = kiln
+        .post("/v1/scripts")
+        .json(&json!({"name": "greet", "language": "javascript", "content": "function main(p) { return p; }",
+                      "description": "echoes", "tags": ["demo"]}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let location = response
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let script: serde_json::Value = response.json().unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/scripts/{}", script["id"].as_str().unwrap())
+    );
+    assert_eq!(script["name"], "greet");
+    assert_eq!(script["language"], "javascript");
+    assert_eq!(script["kind"], "script");
+    assert_eq!(script["version"], 1);
+    assert_eq!(script["tags"], json!(["demo"]));
+    assert_eq!(script["execution_count"], 0);
+    assert_eq!(script["content_hash"].as_str().unwrap().len(), 64);
+
+    let by_id: serde_json::Value = kiln.get(&location).send().unwrap().json().unwrap();
+    assert_eq!(by_id, script);
+    let by_name: serde_json::Value = kiln
+        .get("/v1/scripts/greet")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(by_name, script);
+}
+
+#[test]
+fn components_upload_as_base64_and_broken_ones_are_refused() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let wasm = std::fs::read(kiln_components::HELLO).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&wasm);
+    let response = kiln
+        .post("/v1/scripts")
+        .json(&json!({"name": "hello-wasm", "language": "wasm", "content_base64": encoded}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let script: serde_json::Value = response.json().unwrap();
+    assert_eq!(
+        (script["kind"].as_str(), script["size_bytes"].as_u64()),
+        (Some("command"), Some(wasm.len() as u64))
+    );
+
+    let broken = base64::engine::general_purpose::STANDARD.encode(b"\0asm\x01\0\0\0junk");
+    let response = kiln
+        .post("/v1/scripts")
+        .json(&json!({"name": "broken", "language": "wasm", "content_base64": broken}))
+        .send()
+        .unwrap();
+    error_body(response, 422, "COMPILE_ERROR");
+    error_body(
+        kiln.get("/v1/scripts/broken").send().unwrap(),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+}
+
+#[test]
+fn a_syntax_error_is_422_with_its_position_and_nothing_is_stored() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    for (language, source, line) in [
+        ("javascript", "function main() {\n  return 1 +;\n}", 2),
+        ("python", "def main():\n    return (\n\nx = ]\n", 4),
+    ] {
+        let response = kiln
+            .post("/v1/scripts")
+            .json(&json!({"name": "broken", "language": language, "content": source}))
+            .send()
+            .unwrap();
+        let body = error_body(response, 422, "COMPILE_ERROR");
+        let detail = &body["error"]["details"][0];
+        assert_eq!(detail["field"], "content", "{body}");
+        assert_eq!(detail["line"], line, "{body}");
+        assert!(detail["column"].is_u64(), "{body}");
+        error_body(
+            kiln.get("/v1/scripts/broken").send().unwrap(),
+            404,
+            "RESOURCE_NOT_FOUND",
+        );
+    }
+}
+
+#[test]
+fn bad_requests_get_the_contract_error_shape() {
+    let (kiln, _dir) = Kiln::start(&[("KILN_SERVER_MAX_BODY_BYTES", "4096")]);
+    kiln.create_script("taken", "javascript", "1");
+    let cases: Vec<(reqwest::blocking::RequestBuilder, u16, &str)> = vec![
+        (
+            kiln.post("/v1/scripts")
+                .json(&json!({"name": "taken", "language": "javascript", "content": "2"})),
+            409,
+            "CONFLICT",
+        ),
+        (
+            kiln.post("/v1/scripts")
+                .json(&json!({"name": "bad name!", "language": "javascript", "content": "1"})),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            kiln.post("/v1/scripts")
+                .json(&json!({"name": "x", "language": "cobol", "content": "1"})),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            kiln.post("/v1/scripts")
+                .json(&json!({"name": "x", "language": "javascript", "content": ""})),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            kiln.post("/v1/scripts")
+                .json(&json!({"name": "x", "language": "javascript"})),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            kiln.post("/v1/scripts")
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            kiln.post("/v1/scripts").body("name=x"),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            kiln.post("/v1/scripts").json(
+                &json!({"name": "big", "language": "javascript", "content": "x".repeat(10_000)}),
+            ),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (kiln.get("/v1/scripts/nope"), 404, "RESOURCE_NOT_FOUND"),
+        (kiln.get("/no/such/route"), 404, "RESOURCE_NOT_FOUND"),
+        (
+            kiln.request(reqwest::Method::DELETE, "/healthz"),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+    ];
+    for (request, status, code) in cases {
+        error_body(request.send().unwrap(), status, code);
+    }
+    let body = error_body(
+        kiln.post("/v1/scripts")
+            .json(&json!({"name": "bad name!", "language": "javascript", "content": "1"}))
+            .send()
+            .unwrap(),
+        400,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(body["error"]["details"][0]["field"], "name");
+}
+
+#[test]
+fn the_request_id_is_echoed_or_made() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let response = kiln
+        .get("/healthz")
+        .header("x-request-id", "trace-123")
+        .send()
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-123");
+    let response = kiln
+        .get("/healthz")
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .unwrap();
+    assert_ne!(response.headers()["x-request-id"], "bad id with spaces");
+    let made = response.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(made.len(), 36, "{made}");
+}
