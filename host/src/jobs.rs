@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kiln_runtime::{Artifact, Call, Invocation, Limits, Outcome, Sandbox, Shape, Status};
+use kiln_runtime::{
+    Artifact, Call, CancelHandle, Invocation, Limits, Outcome, Sandbox, Shape, Status,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::store::{ExecutionError, ExecutionRecord, ExecutionStatus, Language, Store, StoreError};
@@ -26,6 +28,20 @@ pub enum JobError {
 pub struct Jobs {
     queue: mpsc::Sender<String>,
     done: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Cancel handles of running executions. Its lock also orders the
+    /// queued → running and queued → cancelled transitions, so a worker and a
+    /// cancel request never both win.
+    running: Mutex<HashMap<String, CancelHandle>>,
+}
+
+/// What [`Jobs::cancel`] did.
+pub enum Cancelled {
+    /// It was queued; it is now stored as cancelled.
+    WhileQueued(ExecutionRecord),
+    /// It was running; the receiver turns `true` when the worker has stored it.
+    WhileRunning(watch::Receiver<bool>),
+    /// It had already finished.
+    AlreadyFinal,
 }
 
 impl Jobs {
@@ -41,6 +57,7 @@ impl Jobs {
         let jobs = Arc::new(Self {
             queue,
             done: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
         });
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..workers.max(1) {
@@ -87,6 +104,52 @@ impl Jobs {
         let _ = self.queue.send(id).await;
     }
 
+    /// Cancels a queued or running execution.
+    ///
+    /// # Errors
+    ///
+    /// Store failures; `Ok(None)` when there is no such execution.
+    pub fn cancel(&self, store: &dyn Store, id: &str) -> Result<Option<Cancelled>, StoreError> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(mut record) = store.execution(id)? else {
+            return Ok(None);
+        };
+        match record.status {
+            ExecutionStatus::Queued => {
+                record.status = ExecutionStatus::Cancelled;
+                record.error = Some(ExecutionError {
+                    code: "CANCELLED".into(),
+                    message: "the execution was cancelled before it started".into(),
+                    stack: None,
+                    line: None,
+                    column: None,
+                });
+                record.completed_at = Some(crate::now());
+                store.put_execution(&record)?;
+                drop(running);
+                self.finished(id);
+                Ok(Some(Cancelled::WhileQueued(record)))
+            }
+            ExecutionStatus::Running => {
+                let done = self.subscribe(id);
+                if let Some(handle) = running.get(id) {
+                    handle.cancel();
+                }
+                Ok(Some(Cancelled::WhileRunning(done)))
+            }
+            _ => Ok(Some(Cancelled::AlreadyFinal)),
+        }
+    }
+
+    /// A completion signal for an execution, made if none exists yet (after a
+    /// restart, requeued executions have none).
+    fn subscribe(&self, id: &str) -> watch::Receiver<bool> {
+        self.lock()
+            .entry(id.to_string())
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe()
+    }
+
     fn finished(&self, id: &str) {
         if let Some(sender) = self.lock().remove(id) {
             sender.send_replace(true);
@@ -114,36 +177,53 @@ impl Worker {
     }
 
     async fn try_execute(&self, id: &str) -> Result<(), StoreError> {
-        let Some(mut record) = self.store.execution(id)? else {
-            return Ok(());
+        let cancel = CancelHandle::new();
+        let mut record = {
+            let mut running = self
+                .jobs
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(mut record) = self.store.execution(id)? else {
+                return Ok(());
+            };
+            if record.status != ExecutionStatus::Queued {
+                return Ok(());
+            }
+            record.status = ExecutionStatus::Running;
+            record.started_at = Some(crate::now());
+            self.store.put_execution(&record)?;
+            running.insert(id.to_string(), cancel.clone());
+            record
         };
-        if record.status != ExecutionStatus::Queued {
-            return Ok(());
-        }
-        record.status = ExecutionStatus::Running;
-        record.started_at = Some(crate::now());
-        self.store.put_execution(&record)?;
-        self.store.flush().await?;
+        let result = self.run(&mut record, cancel).await;
+        self.jobs
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        result
+    }
 
-        match self.prepare(&record).await {
+    async fn run(
+        &self,
+        record: &mut ExecutionRecord,
+        cancel: CancelHandle,
+    ) -> Result<(), StoreError> {
+        self.store.flush().await?;
+        match self.prepare(record).await {
             Ok((artifact, call, name)) => {
-                let outcome = self
-                    .sandbox
-                    .run(&artifact, self.invocation(&record, call, name))
-                    .await;
-                match outcome {
-                    Ok(outcome) => apply_outcome(&mut record, outcome),
-                    Err(e) => fail(
-                        &mut record,
-                        "INTERNAL_ERROR",
-                        format!("the sandbox failed: {e}"),
-                    ),
+                let mut invocation = self.invocation(record, call, name);
+                invocation.cancel = Some(cancel);
+                match self.sandbox.run(&artifact, invocation).await {
+                    Ok(outcome) => apply_outcome(record, outcome),
+                    Err(e) => fail(record, "INTERNAL_ERROR", format!("the sandbox failed: {e}")),
                 }
             }
-            Err(message) => fail(&mut record, "INTERNAL_ERROR", message),
+            Err(message) => fail(record, "INTERNAL_ERROR", message),
         }
         record.completed_at = Some(crate::now());
-        self.store.put_execution(&record)?;
+        self.store.put_execution(record)?;
         if let Some(script_id) = &record.script_id {
             self.store.note_execution(
                 script_id,

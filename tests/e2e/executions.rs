@@ -288,3 +288,83 @@ fn concurrent_clients_all_get_their_own_result() {
         }
     });
 }
+
+fn wait_for_status(kiln: &Kiln, id: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kiln
+        .get(&format!("/v1/executions/{id}"))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["status"]
+        != status
+    {
+        assert!(Instant::now() < deadline, "never reached {status}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn cancel_stops_running_and_queued_executions() {
+    let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_COUNT", "1")]);
+    kiln.create_script("spin", "javascript", "for (;;) {}");
+    let running: Value = execute(&kiln, "spin", "", json!({"timeout_ms": 60_000}))
+        .json()
+        .unwrap();
+    let queued: Value = execute(&kiln, "spin", "", json!({"timeout_ms": 60_000}))
+        .json()
+        .unwrap();
+    let (running, queued) = (
+        running["execution_id"].as_str().unwrap(),
+        queued["execution_id"].as_str().unwrap(),
+    );
+    wait_for_status(&kiln, running, "running");
+
+    let response = kiln
+        .post(&format!("/v1/executions/{queued}/cancel"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cancelled: Value = response.json().unwrap();
+    assert_eq!(
+        (
+            cancelled["status"].as_str(),
+            cancelled["error"]["code"].as_str()
+        ),
+        (Some("cancelled"), Some("CANCELLED"))
+    );
+    assert_eq!(cancelled["started_at"], Value::Null, "it never ran");
+
+    let started = Instant::now();
+    let response = kiln
+        .post(&format!("/v1/executions/{running}/cancel"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cancelled: Value = response.json().unwrap();
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["error"]["code"], "CANCELLED");
+    // A loose bound; benches/ measures the real latency.
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    error_body(
+        kiln.post(&format!("/v1/executions/{running}/cancel"))
+            .send()
+            .unwrap(),
+        409,
+        "CONFLICT",
+    );
+    error_body(
+        kiln.post("/v1/executions/nope/cancel").send().unwrap(),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    // The worker is free again.
+    kiln.create_script("quick", "javascript", "function main() { return 1; }");
+    assert_eq!(
+        execute(&kiln, "quick", "?wait=true", json!({}))
+            .json::<Value>()
+            .unwrap()["result"],
+        1
+    );
+}

@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ApiError, ApiPath, ApiQuery, AppState};
+use crate::jobs::Cancelled;
 use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/scripts/{id}/execute", post(execute))
         .route("/v1/executions/{id}", get(read))
+        .route("/v1/executions/{id}/cancel", post(cancel))
 }
 
 /// The longest a client may wait for a result (API.md: `Prefer: wait=N`, max 300 s).
@@ -258,4 +260,35 @@ async fn read(
         .execution(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))?;
     Ok(axum::Json(record.into()))
+}
+
+/// How long a cancel request waits for the worker to record the stop; the
+/// sandbox stops a guest within milliseconds, so this is only a safety net.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<axum::Json<ExecutionView>, ApiError> {
+    let cancelled = state
+        .jobs
+        .cancel(state.store.as_ref(), &id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))?;
+    match cancelled {
+        Cancelled::WhileQueued(record) => {
+            state.store.flush().await?;
+            Ok(axum::Json(record.into()))
+        }
+        Cancelled::WhileRunning(mut done) => {
+            let _ = tokio::time::timeout(CANCEL_WAIT, done.wait_for(|finished| *finished)).await;
+            let record = state
+                .store
+                .execution(&id)?
+                .ok_or_else(|| ApiError::Internal("a cancelled execution vanished".into()))?;
+            Ok(axum::Json(record.into()))
+        }
+        Cancelled::AlreadyFinal => Err(ApiError::Conflict(format!(
+            "execution {id} has already finished"
+        ))),
+    }
 }
