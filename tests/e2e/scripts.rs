@@ -41,7 +41,7 @@ fn create_and_read_a_script() {
     );
     assert_eq!(script["name"], "greet");
     assert_eq!(script["language"], "javascript");
-    assert_eq!(script["kind"], "script");
+    assert_eq!(script["kind"], "command");
     assert_eq!(script["version"], 1);
     assert_eq!(script["tags"], json!(["demo"]));
     assert_eq!(script["execution_count"], 0);
@@ -207,4 +207,101 @@ fn the_request_id_is_echoed_or_made() {
     assert_ne!(response.headers()["x-request-id"], "bad id with spaces");
     let made = response.headers()["x-request-id"].to_str().unwrap();
     assert_eq!(made.len(), 36, "{made}");
+}
+
+#[test]
+fn list_scripts_with_filters_sorting_and_pages() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    for (name, language, content, tags, description) in [
+        ("alpha", "javascript", "1", vec!["etl"], "loads rows"),
+        ("beta", "python", "x = 1\n", vec![], "cleans data"),
+        (
+            "gamma",
+            "javascript",
+            "2",
+            vec!["etl", "daily"],
+            "sends mail",
+        ),
+    ] {
+        let response = kiln
+            .post("/v1/scripts")
+            .json(&json!({"name": name, "language": language, "content": content, "tags": tags, "description": description}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let names = |query: &str| -> Vec<String> {
+        let listing: serde_json::Value = kiln
+            .get(&format!("/v1/scripts{query}"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(
+            listing["data"][0].get("content").is_none(),
+            "content stays out of lists"
+        );
+        listing["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(""),
+        ["gamma", "beta", "alpha"],
+        "newest first by default"
+    );
+    assert_eq!(names("?sort=name&order=asc"), ["alpha", "beta", "gamma"]);
+    assert_eq!(
+        names("?language=javascript&sort=name&order=asc"),
+        ["alpha", "gamma"]
+    );
+    assert_eq!(names("?tag=etl&sort=name&order=asc"), ["alpha", "gamma"]);
+    assert_eq!(names("?search=DATA"), ["beta"]);
+    assert_eq!(names("?status=archived"), Vec::<String>::new());
+
+    let listing: serde_json::Value = kiln
+        .get("/v1/scripts?size=2&page=2&sort=name&order=asc")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listing["data"][0]["name"], "gamma");
+    assert_eq!(
+        listing["pagination"],
+        json!({"page": 2, "size": 2, "total_elements": 3, "total_pages": 2, "has_next": false, "has_previous": true})
+    );
+    for bad in [
+        "?size=0",
+        "?size=101",
+        "?page=0",
+        "?sort=colour",
+        "?order=up",
+        "?search=x",
+        "?language=cobol",
+        "?bogus=1",
+        "?page=abc",
+    ] {
+        error_body(
+            kiln.get(&format!("/v1/scripts{bad}")).send().unwrap(),
+            400,
+            "VALIDATION_ERROR",
+        );
+    }
+}
+
+#[test]
+fn languages_are_listed() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let body: serde_json::Value = kiln.get("/v1/languages").send().unwrap().json().unwrap();
+    let ids: Vec<&str> = body["languages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["javascript", "python", "wasm"]);
+    assert_eq!(body["languages"][0]["extensions"], json!([".js", ".mjs"]));
 }

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::jobs::Cancelled;
 use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
@@ -20,6 +21,7 @@ use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/scripts/{id}/execute", post(execute))
+        .route("/v1/executions", get(list))
         .route("/v1/executions/{id}", get(read))
         .route("/v1/executions/{id}/cancel", post(cancel))
 }
@@ -291,4 +293,55 @@ async fn cancel(
             "execution {id} has already finished"
         ))),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    page: Option<usize>,
+    size: Option<usize>,
+    script_id: Option<String>,
+    status: Option<ExecutionStatus>,
+    trigger: Option<Trigger>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+}
+
+/// An RFC 3339 time in the stored form (UTC, milliseconds), so stored
+/// timestamps compare as strings.
+fn normalized_time(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    value
+        .map(|v| {
+            humantime::parse_rfc3339_weak(&v)
+                .map(|t| humantime::format_rfc3339_millis(t).to_string())
+                .map_err(|e| ApiError::invalid(field, format!("not an RFC 3339 time: {e}")))
+        })
+        .transpose()
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::Json<Listing<ExecutionView>>, ApiError> {
+    let page = Page::new(PageQuery {
+        page: query.page,
+        size: query.size,
+    })?;
+    let after = normalized_time("created_after", query.created_after)?;
+    let before = normalized_time("created_before", query.created_before)?;
+    let keep = |e: &ExecutionRecord| {
+        query
+            .script_id
+            .as_ref()
+            .is_none_or(|id| e.script_id.as_ref() == Some(id))
+            && query.status.is_none_or(|s| e.status == s)
+            && query.trigger.is_none_or(|t| e.trigger == t)
+            && after.as_ref().is_none_or(|t| e.created_at > *t)
+            && before.as_ref().is_none_or(|t| e.created_at < *t)
+    };
+    let (records, total) = state.store.executions_page(&keep, page.skip(), page.size)?;
+    Ok(axum::Json(page.envelope(
+        records.into_iter().map(ExecutionView::from).collect(),
+        total,
+    )))
 }

@@ -2,6 +2,7 @@
 
 mod error;
 mod executions;
+mod pagination;
 mod scripts;
 mod system;
 

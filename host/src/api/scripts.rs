@@ -10,13 +10,15 @@ use kiln_runtime::Limits;
 use serde::{Deserialize, Serialize};
 
 use super::error::Detail;
-use super::{ApiError, ApiJson, ApiPath, AppState};
+use super::pagination::{Listing, Page, PageQuery};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::jobs::{runtime_bytes, shape_fits};
 use crate::store::{Language, ScriptRecord};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/scripts", post(create))
+        .route("/v1/scripts", post(create).get(list))
+        .route("/v1/languages", get(languages))
         .route("/v1/scripts/{id_or_name}", get(read))
 }
 
@@ -62,10 +64,10 @@ pub struct ScriptView {
 impl From<ScriptRecord> for ScriptView {
     fn from(s: ScriptRecord) -> Self {
         Self {
-            kind: match s.language {
-                Language::Wasm => "command",
-                Language::Javascript | Language::Python => "script",
-            },
+            // Source scripts and wasi:cli components are both "command" (as in
+            // API.md's /v1/languages example); "script" and "http" are the
+            // kiln:script and wasi:http component worlds.
+            kind: "command",
             language: s.language.as_str(),
             id: s.id,
             name: s.name,
@@ -261,4 +263,111 @@ async fn read(
         .script(&id_or_name)?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id_or_name:?}")))?;
     Ok(axum::Json(script.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    page: Option<usize>,
+    size: Option<usize>,
+    status: Option<String>,
+    language: Option<String>,
+    tag: Option<String>,
+    created_by: Option<String>,
+    search: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::Json<Listing<ScriptView>>, ApiError> {
+    let page = Page::new(PageQuery {
+        page: query.page,
+        size: query.size,
+    })?;
+    let language = query.language.as_deref().map(parse_language).transpose()?;
+    if let Some(status) = query.status.as_deref()
+        && !matches!(status, "draft" | "active" | "archived")
+    {
+        return Err(ApiError::invalid(
+            "status",
+            "one of draft, active, archived",
+        ));
+    }
+    let search = match query.search.as_deref().map(str::trim) {
+        Some(s) if s.chars().count() < 2 => {
+            return Err(ApiError::invalid("search", "at least 2 characters"));
+        }
+        other => other.map(str::to_lowercase),
+    };
+    let descending = match query.order.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => return Err(ApiError::invalid("order", "asc or desc")),
+    };
+    let sort = query.sort.as_deref().unwrap_or("created_at");
+    if !matches!(
+        sort,
+        "name" | "created_at" | "updated_at" | "execution_count"
+    ) {
+        return Err(ApiError::invalid(
+            "sort",
+            "one of name, created_at, updated_at, execution_count",
+        ));
+    }
+
+    let mut scripts: Vec<ScriptRecord> = state
+        .store
+        .scripts()?
+        .into_iter()
+        // Every script is "active" and has no recorded creator until
+        // versions and auth exist.
+        .filter(|_| {
+            query
+                .status
+                .as_deref()
+                .is_none_or(|status| status == "active")
+        })
+        .filter(|_| query.created_by.is_none())
+        .filter(|s| language.is_none_or(|l| s.language == l))
+        .filter(|s| query.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .filter(|s| {
+            search.as_ref().is_none_or(|needle| {
+                s.name.to_lowercase().contains(needle)
+                    || s.description
+                        .as_deref()
+                        .is_some_and(|d| d.to_lowercase().contains(needle))
+            })
+        })
+        .collect();
+    scripts.sort_by(|a, b| {
+        match sort {
+            "name" => a.name.cmp(&b.name),
+            "updated_at" => a.updated_at.cmp(&b.updated_at),
+            "execution_count" => a.execution_count.cmp(&b.execution_count),
+            _ => a.created_at.cmp(&b.created_at),
+        }
+        .then_with(|| a.id.cmp(&b.id))
+    });
+    if descending {
+        scripts.reverse();
+    }
+    let total = scripts.len();
+    let data = scripts
+        .into_iter()
+        .skip(page.skip())
+        .take(page.size)
+        .map(ScriptView::from)
+        .collect();
+    Ok(axum::Json(page.envelope(data, total)))
+}
+
+async fn languages() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"languages": [
+        {"id": "javascript", "version": "QuickJS (rquickjs 0.14)", "extensions": [".js", ".mjs"], "kinds": ["command"]},
+        {"id": "python", "version": "CPython 3.14 (componentize-py 0.25.1)", "extensions": [".py"], "kinds": ["command"]},
+        {"id": "wasm", "version": "WASI 0.2 components and preview1 modules (wasmtime 48)", "extensions": [".wasm", ".wat"], "kinds": ["command"]},
+    ]}))
 }

@@ -48,6 +48,16 @@ pub trait Store: Send + Sync {
     /// Executions in the given states, oldest first (for recovery at start).
     fn executions_in(&self, states: &[ExecutionStatus])
     -> Result<Vec<ExecutionRecord>, StoreError>;
+    /// Every script, in id (creation) order.
+    fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError>;
+    /// The executions `keep` accepts, newest first: the `take` after the first
+    /// `skip`, and how many there are in all.
+    fn executions_page(
+        &self,
+        keep: &dyn Fn(&ExecutionRecord) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> Result<(Vec<ExecutionRecord>, usize), StoreError>;
     /// Makes every change so far durable. Concurrent callers share one fsync.
     fn flush(&self) -> FlushFuture<'_>;
 }

@@ -163,6 +163,33 @@ impl Store for SledStore {
         Ok(found)
     }
 
+    fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError> {
+        self.scripts
+            .iter()
+            .map(|entry| decode(&entry.map_err(backend)?.1))
+            .collect()
+    }
+
+    fn executions_page(
+        &self,
+        keep: &dyn Fn(&ExecutionRecord) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> Result<(Vec<ExecutionRecord>, usize), StoreError> {
+        let (mut page, mut total) = (Vec::new(), 0);
+        // Keys are UUID v7 strings: reverse key order is newest first.
+        for entry in self.executions.iter().rev() {
+            let record: ExecutionRecord = decode(&entry.map_err(backend)?.1)?;
+            if keep(&record) {
+                if total >= skip && page.len() < take {
+                    page.push(record);
+                }
+                total += 1;
+            }
+        }
+        Ok((page, total))
+    }
+
     fn flush(&self) -> FlushFuture<'_> {
         Box::pin(async move {
             self.db.flush_async().await.map_err(backend)?;

@@ -1,0 +1,135 @@
+//! `?page=1&size=20` and the `{"data", "pagination"}` envelope of lists.
+
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+
+const MAX_SIZE: usize = 100;
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct PageQuery {
+    pub page: Option<usize>,
+    pub size: Option<usize>,
+}
+
+/// A validated page request.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub page: usize,
+    pub size: usize,
+}
+
+impl Page {
+    /// # Errors
+    ///
+    /// `VALIDATION_ERROR` for a page below 1 or a size outside 1..=100.
+    pub fn new(query: PageQuery) -> Result<Self, ApiError> {
+        let page = query.page.unwrap_or(1);
+        let size = query.size.unwrap_or(20);
+        if page == 0 {
+            return Err(ApiError::invalid("page", "must be at least 1"));
+        }
+        if !(1..=MAX_SIZE).contains(&size) {
+            return Err(ApiError::invalid(
+                "size",
+                format!("must be between 1 and {MAX_SIZE}"),
+            ));
+        }
+        Ok(Self { page, size })
+    }
+
+    pub fn skip(self) -> usize {
+        (self.page - 1).saturating_mul(self.size)
+    }
+
+    pub fn envelope<T: Serialize>(self, data: Vec<T>, total: usize) -> Listing<T> {
+        let total_pages = total.div_ceil(self.size);
+        Listing {
+            data,
+            pagination: Pagination {
+                page: self.page,
+                size: self.size,
+                total_elements: total,
+                total_pages,
+                has_next: self.page < total_pages,
+                has_previous: self.page > 1,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Listing<T> {
+    pub data: Vec<T>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Pagination {
+    pub page: usize,
+    pub size: usize,
+    pub total_elements: usize,
+    pub total_pages: usize,
+    pub has_next: bool,
+    pub has_previous: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_count_and_flag_neighbours() {
+        let page = Page::new(PageQuery {
+            page: Some(2),
+            size: Some(10),
+        })
+        .unwrap();
+        assert_eq!(page.skip(), 10);
+        let listing = page.envelope(vec![1; 10], 25);
+        assert_eq!(listing.pagination.total_pages, 3);
+        assert!(listing.pagination.has_next && listing.pagination.has_previous);
+        let last = Page::new(PageQuery {
+            page: Some(3),
+            size: Some(10),
+        })
+        .unwrap()
+        .envelope(vec![1; 5], 25);
+        assert!(!last.pagination.has_next);
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        assert!(
+            Page::new(PageQuery {
+                page: Some(0),
+                size: None
+            })
+            .is_err()
+        );
+        assert!(
+            Page::new(PageQuery {
+                page: None,
+                size: Some(0)
+            })
+            .is_err()
+        );
+        assert!(
+            Page::new(PageQuery {
+                page: None,
+                size: Some(101)
+            })
+            .is_err()
+        );
+        let empty = Page::new(PageQuery {
+            page: None,
+            size: None,
+        })
+        .unwrap()
+        .envelope(Vec::<u8>::new(), 0);
+        assert_eq!(
+            (empty.pagination.total_pages, empty.pagination.has_next),
+            (0, false)
+        );
+    }
+}
