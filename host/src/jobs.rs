@@ -37,7 +37,7 @@ pub struct Jobs {
 /// What [`Jobs::cancel`] did.
 pub enum Cancelled {
     /// It was queued; it is now stored as cancelled.
-    WhileQueued(ExecutionRecord),
+    WhileQueued(Box<ExecutionRecord>),
     /// It was running; the receiver turns `true` when the worker has stored it.
     WhileRunning(watch::Receiver<bool>),
     /// It had already finished.
@@ -128,7 +128,7 @@ impl Jobs {
                 store.put_execution(&record)?;
                 drop(running);
                 self.finished(id);
-                Ok(Some(Cancelled::WhileQueued(record)))
+                Ok(Some(Cancelled::WhileQueued(Box::new(record))))
             }
             ExecutionStatus::Running => {
                 let done = self.subscribe(id);

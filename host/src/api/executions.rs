@@ -279,7 +279,7 @@ async fn cancel(
     match cancelled {
         Cancelled::WhileQueued(record) => {
             state.store.flush().await?;
-            Ok(axum::Json(record.into()))
+            Ok(axum::Json((*record).into()))
         }
         Cancelled::WhileRunning(mut done) => {
             let _ = tokio::time::timeout(CANCEL_WAIT, done.wait_for(|finished| *finished)).await;
