@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kiln_runtime::{
-    Artifact, Call, CancelHandle, Invocation, Limits, Outcome, Sandbox, Shape, Status,
+    Artifact, Call, CancelHandle, Invocation, Limits, Outcome, OutputKind, Sandbox, Shape, Status,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::store::{ExecutionError, ExecutionRecord, ExecutionStatus, Language, Store, StoreError};
 
@@ -32,7 +32,21 @@ pub struct Jobs {
     /// queued → running and queued → cancelled transitions, so a worker and a
     /// cancel request never both win.
     running: Mutex<HashMap<String, CancelHandle>>,
+    /// Live output of executions not yet final, for `/events` subscribers.
+    /// Dropping a sender (when the execution is stored final) closes the streams.
+    streams: Mutex<HashMap<String, broadcast::Sender<Chunk>>>,
 }
+
+/// A piece of live output.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub kind: OutputKind,
+    pub text: String,
+}
+
+/// Chunks buffered per subscriber; a slower reader skips ahead (the final
+/// record still has the whole output).
+const STREAM_BUFFER: usize = 1024;
 
 /// What [`Jobs::cancel`] did.
 pub enum Cancelled {
@@ -58,6 +72,7 @@ impl Jobs {
             queue,
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
         });
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..workers.max(1) {
@@ -141,6 +156,33 @@ impl Jobs {
         }
     }
 
+    /// Live output of an execution that is not final yet. The caller must
+    /// check afterwards that the execution did not finish meanwhile.
+    pub fn output(&self, id: &str) -> broadcast::Receiver<Chunk> {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams
+            .entry(id.to_string())
+            .or_insert_with(|| broadcast::channel(STREAM_BUFFER).0)
+            .subscribe()
+    }
+
+    /// Forgets an output stream a subscriber opened for an execution that
+    /// turned out to be final already.
+    pub fn forget_output(&self, id: &str) {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    fn output_sender(&self, id: &str) -> broadcast::Sender<Chunk> {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams
+            .entry(id.to_string())
+            .or_insert_with(|| broadcast::channel(STREAM_BUFFER).0)
+            .clone()
+    }
+
     /// A completion signal for an execution, made if none exists yet (after a
     /// restart, requeued executions have none).
     fn subscribe(&self, id: &str) -> watch::Receiver<bool> {
@@ -151,6 +193,7 @@ impl Jobs {
     }
 
     fn finished(&self, id: &str) {
+        self.forget_output(id);
         if let Some(sender) = self.lock().remove(id) {
             sender.send_replace(true);
         }
@@ -215,6 +258,14 @@ impl Worker {
             Ok((artifact, call, name)) => {
                 let mut invocation = self.invocation(record, call, name);
                 invocation.cancel = Some(cancel);
+                let live = self.jobs.output_sender(&record.id);
+                invocation.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
+                    // No subscribers is the common case and not an error.
+                    let _ = live.send(Chunk {
+                        kind,
+                        text: String::from_utf8_lossy(bytes).into_owned(),
+                    });
+                }));
                 match self.sandbox.run(&artifact, invocation).await {
                     Ok(outcome) => apply_outcome(record, outcome),
                     Err(e) => fail(record, "INTERNAL_ERROR", format!("the sandbox failed: {e}")),

@@ -419,3 +419,67 @@ fn list_executions_newest_first_with_filters() {
         );
     }
 }
+
+/// Reads a whole SSE response into (event, data) pairs.
+fn read_events(kiln: &Kiln, id: &str) -> Vec<(String, Value)> {
+    let response = kiln
+        .get(&format!("/v1/executions/{id}/events"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = response.text().unwrap();
+    text.split("\n\n")
+        .filter_map(|block| {
+            let event = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((event.to_string(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn events_stream_live_output_then_done_and_replay_afterwards() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script(
+        "ticker",
+        "javascript",
+        "function main() { for (let i = 0; i < 3; i++) { console.log('tick', i); let x = 0; for (let j = 0; j < 2e6; j++) x += j; } console.error('bye'); return 'ok'; }",
+    );
+    let accepted: Value = execute(&kiln, "ticker", "", json!({})).json().unwrap();
+    let id = accepted["execution_id"].as_str().unwrap();
+    let events = read_events(&kiln, id);
+    assert_eq!(events.first().unwrap().0, "status", "{events:?}");
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "done");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["result"], "ok");
+    let stdout: String = events
+        .iter()
+        .filter(|(e, _)| e == "stdout")
+        .map(|(_, d)| d["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(stdout, "tick 0\ntick 1\ntick 2\n");
+    let stderr: String = events
+        .iter()
+        .filter(|(e, _)| e == "stderr")
+        .map(|(_, d)| d["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(stderr, "bye\n");
+
+    let replayed = read_events(&kiln, id);
+    let names: Vec<&str> = replayed.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["status", "stdout", "stderr", "done"]);
+    assert_eq!(replayed[0].1["status"], "completed");
+    assert_eq!(replayed[1].1["data"], "tick 0\ntick 1\ntick 2\n");
+    error_body(
+        kiln.get("/v1/executions/nope/events").send().unwrap(),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+}

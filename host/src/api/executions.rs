@@ -8,8 +8,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use kiln_runtime::OutputKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -24,6 +26,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/executions", get(list))
         .route("/v1/executions/{id}", get(read))
         .route("/v1/executions/{id}/cancel", post(cancel))
+        .route("/v1/executions/{id}/events", get(events))
 }
 
 /// The longest a client may wait for a result (API.md: `Prefer: wait=N`, max 300 s).
@@ -344,4 +347,94 @@ async fn list(
         records.into_iter().map(ExecutionView::from).collect(),
         total,
     )))
+}
+
+/// Server-Sent Events: the current `status`, `stdout`/`stderr` chunks as they
+/// are written, then one `done` with the final Execution, then the end. A
+/// finished execution is replayed from its record.
+async fn events(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let missing = || ApiError::NotFound(format!("no execution {id:?}"));
+    let record = state.store.execution(&id)?.ok_or_else(missing)?;
+    if is_final(&record) {
+        return Ok(sse(replay(record)));
+    }
+    let live = state.jobs.output(&id);
+    // It may have finished between the read and the subscription.
+    let record = state.store.execution(&id)?.ok_or_else(missing)?;
+    if is_final(&record) {
+        state.jobs.forget_output(&id);
+        return Ok(sse(replay(record)));
+    }
+    let first = status_event(record.status);
+    let rest =
+        futures_util::stream::unfold(Some((live, state.store.clone(), id)), |open| async move {
+            let (mut live, store, id) = open?;
+            loop {
+                match live.recv().await {
+                    Ok(chunk) => {
+                        let event = chunk_event(chunk.kind, &chunk.text);
+                        return Some((event, Some((live, store, id))));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        let record = store.execution(&id).ok().flatten()?;
+                        return Some((done_event(record), None));
+                    }
+                }
+            }
+        });
+    let stream = futures_util::StreamExt::chain(futures_util::stream::iter([first]), rest);
+    Ok(sse(stream))
+}
+
+fn is_final(record: &ExecutionRecord) -> bool {
+    !matches!(
+        record.status,
+        ExecutionStatus::Queued | ExecutionStatus::Running
+    )
+}
+
+fn replay(record: ExecutionRecord) -> impl futures_util::Stream<Item = Event> {
+    let mut events = vec![status_event(record.status)];
+    if !record.stdout.is_empty() {
+        events.push(chunk_event(OutputKind::Stdout, &record.stdout));
+    }
+    if !record.stderr.is_empty() {
+        events.push(chunk_event(OutputKind::Stderr, &record.stderr));
+    }
+    events.push(done_event(record));
+    futures_util::stream::iter(events)
+}
+
+fn sse(stream: impl futures_util::Stream<Item = Event> + Send + 'static) -> Response {
+    let stream = futures_util::StreamExt::map(stream, Ok::<_, std::convert::Infallible>);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn status_event(status: ExecutionStatus) -> Event {
+    Event::default()
+        .event("status")
+        .data(json!({"status": status}).to_string())
+}
+
+fn chunk_event(kind: OutputKind, text: &str) -> Event {
+    let name = match kind {
+        OutputKind::Stdout => "stdout",
+        OutputKind::Stderr => "stderr",
+    };
+    Event::default()
+        .event(name)
+        .data(json!({"data": text}).to_string())
+}
+
+fn done_event(record: ExecutionRecord) -> Event {
+    let view = ExecutionView::from(record);
+    Event::default()
+        .event("done")
+        .data(serde_json::to_string(&view).unwrap_or_default())
 }
