@@ -3,6 +3,7 @@
 //! and stores the final record. Nothing runs guest code on an HTTP task.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +36,11 @@ pub struct Jobs {
     /// Live output of executions not yet final, for `/events` subscribers.
     /// Dropping a sender (when the execution is stored final) closes the streams.
     streams: Mutex<HashMap<String, broadcast::Sender<Chunk>>>,
+    /// Set on shutdown: workers take no new executions (they stay queued in
+    /// the store for the next start).
+    draining: AtomicBool,
+    /// Set when the drain timeout passed: runs stopped now are INTERRUPTED.
+    interrupting: AtomicBool,
 }
 
 /// A piece of live output.
@@ -73,6 +79,8 @@ impl Jobs {
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            interrupting: AtomicBool::new(false),
         });
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..workers.max(1) {
@@ -87,6 +95,9 @@ impl Jobs {
                 loop {
                     let next = receiver.lock().await.recv().await;
                     let Some(id) = next else { break };
+                    if worker.jobs.draining.load(Ordering::Acquire) {
+                        continue;
+                    }
                     worker.execute(&id).await;
                 }
             });
@@ -154,6 +165,41 @@ impl Jobs {
             }
             _ => Ok(Some(Cancelled::AlreadyFinal)),
         }
+    }
+
+    /// Stops taking executions, lets running ones finish for up to `grace`,
+    /// then stops the rest, which are recorded as INTERRUPTED.
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.running_is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.running_is_empty() {
+            return;
+        }
+        self.interrupting.store(true, Ordering::Release);
+        for handle in self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            handle.cancel();
+        }
+        // Stopped guests return within milliseconds; give the workers a
+        // moment to store their records.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.running_is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn running_is_empty(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Live output of an execution that is not final yet. The caller must
@@ -267,6 +313,17 @@ impl Worker {
                     });
                 }));
                 match self.sandbox.run(&artifact, invocation).await {
+                    Ok(outcome)
+                        if outcome.status == Status::Cancelled
+                            && self.jobs.interrupting.load(Ordering::Acquire) =>
+                    {
+                        apply_outcome(record, outcome);
+                        fail(
+                            record,
+                            "INTERRUPTED",
+                            "the server shut down before this execution finished".into(),
+                        );
+                    }
                     Ok(outcome) => apply_outcome(record, outcome),
                     Err(e) => fail(record, "INTERNAL_ERROR", format!("the sandbox failed: {e}")),
                 }

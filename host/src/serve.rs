@@ -1,5 +1,7 @@
 //! `kiln serve`: open the store, start the sandbox and workers, recover what a
-//! crash left behind, serve HTTP until SIGTERM/SIGINT, then drain.
+//! crash left behind, serve HTTP until SIGTERM/SIGINT, then drain: stop
+//! accepting, `/readyz` 503, running executions get `server.drain_timeout_ms`
+//! to finish, the rest are INTERRUPTED, queued ones wait for the next start.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,25 +53,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         store: store.clone(),
         sandbox,
-        jobs,
+        jobs: jobs.clone(),
         config: Arc::new(config),
         ready: ready.clone(),
     };
+    let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
     let app = api::router(state);
     ready.store(true, Ordering::Release);
     // A stable line that scripts and the end-to-end tests read the address from.
     println!("Kiln listening on http://{address}");
     tracing::info!(%address, "listening");
 
+    let (stop, mut stopping) = tokio::sync::watch::channel(false);
     let draining = ready.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            draining.store(false, Ordering::Release);
-            tracing::info!("shutting down");
-        })
-        .await?;
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        draining.store(false, Ordering::Release);
+        tracing::info!("shutting down");
+        stop.send_replace(true);
+    });
+    let server = tokio::spawn(async move { server.await });
+    // Drain the workers while HTTP winds down, so requests waiting for a
+    // result get it (or its INTERRUPTED record) and can finish.
+    let _ = stopping.wait_for(|stop| *stop).await;
+    jobs.drain(drain_timeout).await;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server task failed"),
+        Err(_) => tracing::warn!("open connections did not close in time; exiting anyway"),
+    }
     store.flush().await?;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -483,3 +483,49 @@ fn events_stream_live_output_then_done_and_replay_afterwards() {
         "RESOURCE_NOT_FOUND",
     );
 }
+
+#[test]
+fn sigterm_drains_finishing_what_fits_and_interrupting_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("KILN_SERVER_DRAIN_TIMEOUT_MS", "1500"),
+        ("KILN_WORKERS_COUNT", "2"),
+    ];
+    let kiln = Kiln::start_in(dir.path(), &env);
+    // About half a second of work: it fits in the drain window.
+    kiln.create_script("short", "javascript", "function main() { const end = Date.now() + 500; while (Date.now() < end) {} return 'finished'; }");
+    kiln.create_script("spin", "javascript", "for (;;) {}");
+    let short: Value = execute(&kiln, "short", "", json!({})).json().unwrap();
+    let spin: Value = execute(&kiln, "spin", "", json!({"timeout_ms": 120_000}))
+        .json()
+        .unwrap();
+    let (short, spin) = (
+        short["execution_id"].as_str().unwrap(),
+        spin["execution_id"].as_str().unwrap(),
+    );
+    wait_for_status(&kiln, short, "running");
+    wait_for_status(&kiln, spin, "running");
+
+    let started = Instant::now();
+    let status = kiln.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    let kiln = Kiln::start_in(dir.path(), &env);
+    let short: Value = kiln
+        .get(&format!("/v1/executions/{short}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(short["status"], "completed", "{short}");
+    assert_eq!(short["result"], "finished");
+    let spin: Value = kiln
+        .get(&format!("/v1/executions/{spin}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(spin["status"], "failed", "{spin}");
+    assert_eq!(spin["error"]["code"], "INTERRUPTED");
+}

@@ -87,6 +87,14 @@ impl Kiln {
         response.json().unwrap()
     }
 
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+
     /// Kills the server at once, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
