@@ -346,17 +346,20 @@ impl Worker {
         &self,
         record: &ExecutionRecord,
     ) -> Result<(Arc<Artifact>, Call, String), String> {
-        let (script_id, version) = match (&record.script_id, record.script_version) {
-            (Some(id), Some(version)) => (id.clone(), version),
-            _ => return Err("the execution names no script".into()),
-        };
-        let script = self.store.script(&script_id).map_err(|e| e.to_string())?;
-        let content = self
-            .store
-            .script_content(&script_id, version)
-            .map_err(|e| e.to_string())?;
-        let (Some(script), Some(content)) = (script, content) else {
-            return Err("the script was deleted before it ran".into());
+        let (content, name) = match (&record.script_id, record.script_version, &record.code) {
+            (Some(script_id), Some(version), _) => {
+                let script = self.store.script(script_id).map_err(|e| e.to_string())?;
+                let content = self
+                    .store
+                    .script_content(script_id, version)
+                    .map_err(|e| e.to_string())?;
+                let (Some(script), Some(content)) = (script, content) else {
+                    return Err("the script was deleted before it ran".into());
+                };
+                (content, script.name)
+            }
+            (None, _, Some(code)) => (code.clone(), "ad-hoc".to_string()),
+            _ => return Err("the execution names no script and carries no code".into()),
         };
         let params = record.parameters.to_string();
         let (bytes, call): (Vec<u8>, Call) = match record.language {
@@ -376,7 +379,7 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        Ok((artifact, call, script.name))
+        Ok((artifact, call, name))
     }
 
     fn invocation(&self, record: &ExecutionRecord, call: Call, name: String) -> Invocation {

@@ -529,3 +529,59 @@ fn sigterm_drains_finishing_what_fits_and_interrupting_the_rest() {
     assert_eq!(spin["status"], "failed", "{spin}");
     assert_eq!(spin["error"]["code"], "INTERRUPTED");
 }
+
+#[test]
+fn ad_hoc_code_runs_synchronously_or_queued() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let response = kiln
+        .post("/v1/execute")
+        .json(&json!({"language": "python", "code": "def main(a):\n    return a + 1\n", "parameters": {"a": 41}}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let execution: Value = response.json().unwrap();
+    assert_eq!(
+        (execution["result"].clone(), execution["script_id"].clone()),
+        (json!(42), Value::Null),
+        "{execution}"
+    );
+    assert!(execution.get("code").is_none(), "the code is not echoed");
+
+    let response = kiln
+        .post("/v1/execute?async=true")
+        .json(&json!({"language": "javascript", "code": "function main() { return 'later'; }"}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().unwrap()["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(poll_until_final(&kiln, &id)["result"], "later");
+
+    let execution: Value = kiln
+        .post("/v1/execute")
+        .json(&json!({"language": "javascript", "code": "function main( {"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(execution["error"]["code"], "COMPILE_ERROR", "{execution}");
+
+    error_body(
+        kiln.post("/v1/execute")
+            .json(&json!({"language": "javascript"}))
+            .send()
+            .unwrap(),
+        400,
+        "VALIDATION_ERROR",
+    );
+    error_body(
+        kiln.post("/v1/execute")
+            .json(&json!({"language": "javascript", "code": "1", "colour": "red"}))
+            .send()
+            .unwrap(),
+        400,
+        "VALIDATION_ERROR",
+    );
+}

@@ -23,6 +23,7 @@ use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/scripts/{id}/execute", post(execute))
+        .route("/v1/execute", post(execute_ad_hoc))
         .route("/v1/executions", get(list))
         .route("/v1/executions/{id}", get(read))
         .route("/v1/executions/{id}/cancel", post(cancel))
@@ -137,11 +138,71 @@ async fn execute(
         .store
         .script(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
+    let record = new_record(
+        &state,
+        request,
+        script.language,
+        Some((script.id, script.version)),
+        None,
+    )?;
+    submit(&state, record, wait).await
+}
+
+/// `POST /v1/execute`: run code that is not stored as a script.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdHocRequest {
+    language: String,
+    code: Option<String>,
+    code_base64: Option<String>,
+    parameters: Option<serde_json::Value>,
+    input: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    fuel: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AdHocQuery {
+    #[serde(rename = "async")]
+    asynchronous: Option<bool>,
+}
+
+async fn execute_ad_hoc(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<AdHocQuery>,
+    super::ApiJson(body): super::ApiJson<AdHocRequest>,
+) -> Result<Response, ApiError> {
+    let language = super::scripts::parse_language(&body.language)?;
+    let code = super::scripts::decode_content(body.code, body.code_base64, "code")?;
+    let wait = (query.asynchronous != Some(true)).then_some(MAX_WAIT);
+    let execution = ExecuteRequest {
+        parameters: body.parameters,
+        input: body.input,
+        env: body.env,
+        timeout_ms: body.timeout_ms,
+        memory_mb: body.memory_mb,
+        fuel: body.fuel,
+    };
+    let record = new_record(&state, execution, language, None, Some(code))?;
+    submit(&state, record, wait).await
+}
+
+/// A queued execution record for `request`, its limits capped by the
+/// server's maxima (not refused).
+fn new_record(
+    state: &AppState,
+    request: ExecuteRequest,
+    language: crate::store::Language,
+    script: Option<(String, u32)>,
+    code: Option<Vec<u8>>,
+) -> Result<ExecutionRecord, ApiError> {
     let parameters = request.parameters.unwrap_or_else(|| json!({}));
     if !parameters.is_object() {
         return Err(ApiError::invalid("parameters", "must be a JSON object"));
     }
-    let limits = &state.config.limits;
     for (field, value) in [
         ("timeout_ms", request.timeout_ms),
         ("memory_mb", request.memory_mb),
@@ -151,22 +212,25 @@ async fn execute(
             return Err(ApiError::invalid(field, "must be at least 1"));
         }
     }
+    let limits = &state.config.limits;
     let fuel = match (request.fuel.or(limits.default_fuel), limits.max_fuel) {
         (Some(fuel), Some(max)) => Some(fuel.min(max)),
         (None, Some(max)) => Some(max),
         (fuel, None) => fuel,
     };
-    let record = ExecutionRecord {
+    let (script_id, script_version) =
+        script.map_or((None, None), |(id, version)| (Some(id), Some(version)));
+    Ok(ExecutionRecord {
         id: uuid::Uuid::now_v7().to_string(),
-        script_id: Some(script.id.clone()),
-        script_version: Some(script.version),
-        language: script.language,
+        script_id,
+        script_version,
+        language,
         status: ExecutionStatus::Queued,
         trigger: Trigger::Api,
         parameters,
         input: request.input,
         env: request.env.into_iter().collect(),
-        // Requests are capped by the server's maxima, not refused.
+        code,
         timeout_ms: request
             .timeout_ms
             .unwrap_or(limits.default_timeout_ms)
@@ -189,9 +253,17 @@ async fn execute(
         error: None,
         fuel_consumed: None,
         peak_memory_bytes: None,
-    };
+    })
+}
+
+/// Stores the record (durable before the client hears of it), queues it, and
+/// answers 200 with the finished execution if it ends within `wait`, else 202.
+async fn submit(
+    state: &AppState,
+    record: ExecutionRecord,
+    wait: Option<Duration>,
+) -> Result<Response, ApiError> {
     state.store.put_execution(&record)?;
-    // Durable before the client hears of it.
     state.store.flush().await?;
     let mut done = match state.jobs.enqueue(&record.id) {
         Ok(done) => done,

@@ -88,7 +88,7 @@ impl From<ScriptRecord> for ScriptView {
     }
 }
 
-fn parse_language(language: &str) -> Result<Language, ApiError> {
+pub(super) fn parse_language(language: &str) -> Result<Language, ApiError> {
     match language {
         "javascript" | "js" => Ok(Language::Javascript),
         "python" | "py" => Ok(Language::Python),
@@ -134,6 +134,32 @@ fn validate_tags(tags: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Text or base64 bytes, exactly one of them, not empty.
+pub(super) fn decode_content(
+    text: Option<String>,
+    base64: Option<String>,
+    field: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let content = match (text, base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| {
+                ApiError::invalid(&format!("{field}_base64"), format!("not base64: {e}"))
+            })?,
+        _ => {
+            return Err(ApiError::invalid(
+                field,
+                format!("give exactly one of {field} and {field}_base64"),
+            ));
+        }
+    };
+    if content.is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    Ok(content)
+}
+
 async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateScript>,
@@ -141,21 +167,7 @@ async fn create(
     validate_name(&body.name)?;
     validate_tags(&body.tags)?;
     let language = parse_language(&body.language)?;
-    let content = match (body.content, body.content_base64) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| ApiError::invalid("content_base64", format!("not base64: {e}")))?,
-        _ => {
-            return Err(ApiError::invalid(
-                "content",
-                "give exactly one of content and content_base64",
-            ));
-        }
-    };
-    if content.is_empty() {
-        return Err(ApiError::invalid("content", "must not be empty"));
-    }
+    let content = decode_content(body.content, body.content_base64, "content")?;
     if language != Language::Wasm {
         let source = std::str::from_utf8(&content)
             .map_err(|_| ApiError::invalid("content", "must be UTF-8 text"))?;

@@ -77,6 +77,9 @@ pub struct ExecutionRecord {
     pub parameters: serde_json::Value,
     pub input: Option<String>,
     pub env: Vec<(String, String)>,
+    /// The code of an ad-hoc execution (`POST /v1/execute`); never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Vec<u8>>,
     pub timeout_ms: u64,
     pub memory_mb: u64,
     pub fuel: Option<u64>,
