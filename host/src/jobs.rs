@@ -445,10 +445,7 @@ fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
     record.stdout_truncated = outcome.stdout_truncated;
     record.stderr_truncated = outcome.stderr_truncated;
     record.error = outcome.error.map(|e| ExecutionError {
-        code: serde_json::to_value(e.code)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        code: e.code.as_str().into(),
         message: e.message,
         stack: e.stack,
         line: e.line,

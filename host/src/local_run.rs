@@ -203,11 +203,7 @@ fn report(args: &RunArgs, outcome: &Outcome) -> ExitCode {
                 (Some(line), None) => format!(" (line {line})"),
                 _ => String::new(),
             };
-            eprintln!(
-                "kiln: {}: {}{position}",
-                code_name(error.code),
-                error.message
-            );
+            eprintln!("kiln: {}: {}{position}", error.code.as_str(), error.message);
             if let Some(stack) = &error.stack {
                 eprintln!("{}", stack.trim_end());
             }
@@ -241,11 +237,4 @@ fn exit_code_for(outcome: &Outcome) -> u8 {
             .unwrap_or(exit_status::FAILURE),
         Status::Failed | Status::Cancelled => exit_status::FAILURE,
     }
-}
-
-fn code_name(code: ErrorCode) -> String {
-    serde_json::to_value(code)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_else(|| format!("{code:?}"))
 }

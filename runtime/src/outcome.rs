@@ -45,6 +45,22 @@ pub enum ErrorCode {
     ScriptError,
 }
 
+impl ErrorCode {
+    /// The code as the API writes it, e.g. `FUEL_EXHAUSTED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Trap => "TRAP",
+            ErrorCode::ExitCode => "EXIT_CODE",
+            ErrorCode::MemoryLimit => "MEMORY_LIMIT",
+            ErrorCode::FuelExhausted => "FUEL_EXHAUSTED",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Cancelled => "CANCELLED",
+            ErrorCode::CompileError => "COMPILE_ERROR",
+            ErrorCode::ScriptError => "SCRIPT_ERROR",
+        }
+    }
+}
+
 /// A failure's code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GuestError {
@@ -259,6 +275,18 @@ mod tests {
 
     fn trapped(err: impl Into<wasmtime::Error>) -> Verdict {
         classify(Ending::Trapped(err.into()), &NO_EVIDENCE)
+    }
+
+    #[test]
+    fn codes_serialize_as_they_are_named() {
+        for code in [
+            ErrorCode::Trap,
+            ErrorCode::FuelExhausted,
+            ErrorCode::ScriptError,
+            ErrorCode::CompileError,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 
     #[test]
