@@ -195,6 +195,19 @@ impl Jobs {
         }
     }
 
+    /// Executions waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// Executions running now.
+    pub fn running(&self) -> usize {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     fn running_is_empty(&self) -> bool {
         self.running
             .lock()

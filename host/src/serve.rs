@@ -56,6 +56,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         jobs: jobs.clone(),
         config: Arc::new(config),
         ready: ready.clone(),
+        started: std::time::Instant::now(),
     };
     let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
     let app = api::router(state);

@@ -305,3 +305,25 @@ fn languages_are_listed() {
     assert_eq!(ids, ["javascript", "python", "wasm"]);
     assert_eq!(body["languages"][0]["extensions"], json!([".js", ".mjs"]));
 }
+
+#[test]
+fn status_reports_workers_executions_and_the_compile_cache() {
+    let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_COUNT", "3")]);
+    kiln.create_script("one", "javascript", "function main() { return 1; }");
+    let run = kiln
+        .post("/v1/scripts/one/execute?wait=true")
+        .send()
+        .unwrap();
+    assert_eq!(run.status(), 200);
+    let status: serde_json::Value = kiln.get("/v1/status").send().unwrap().json().unwrap();
+    assert_eq!(status["workers"], 3);
+    assert_eq!(status["executions_by_status"]["completed"], 1, "{status}");
+    assert_eq!(status["queue_depth"], 0);
+    assert!(status["store_size_bytes"].as_u64().unwrap() > 0);
+    let cache = &status["compile_cache"];
+    let loads = cache["memory_hits"].as_u64().unwrap()
+        + cache["disk_hits"].as_u64().unwrap()
+        + cache["compiles"].as_u64().unwrap();
+    assert!(loads >= 2, "check at upload and load at run: {status}");
+    assert!(status["version"].is_string());
+}

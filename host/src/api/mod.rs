@@ -30,6 +30,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// False while starting and while draining: `/readyz` answers 503.
     pub ready: Arc<AtomicBool>,
+    pub started: std::time::Instant,
 }
 
 /// JSON body extractor whose rejections are [`ApiError`]s.

@@ -14,6 +14,7 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/status", get(status))
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {
@@ -27,4 +28,39 @@ async fn readyz(
         return Err(ApiError::Unavailable("starting or draining".into()));
     }
     Ok((StatusCode::OK, axum::Json(json!({"status": "ready"}))))
+}
+
+/// Version, uptime, workers and queue, executions by status, store size and
+/// the compile cache's counters. (Admin-only once auth exists.)
+async fn status(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let counts: serde_json::Map<String, serde_json::Value> = state
+        .store
+        .execution_counts()?
+        .into_iter()
+        .map(|(status, n)| {
+            (
+                serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                json!(n),
+            )
+        })
+        .collect();
+    let cache = state.sandbox.cache_stats();
+    Ok(axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "workers": state.config.workers.count,
+        "queue_depth": state.jobs.queued(),
+        "queue_capacity": state.config.workers.queue_capacity,
+        "running": state.jobs.running(),
+        "executions_by_status": counts,
+        "store_size_bytes": state.store.size_on_disk()?,
+        "compile_cache": {
+            "memory_hits": cache.memory_hits,
+            "disk_hits": cache.disk_hits,
+            "compiles": cache.compiles,
+        },
+    })))
 }

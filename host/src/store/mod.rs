@@ -58,6 +58,10 @@ pub trait Store: Send + Sync {
         skip: usize,
         take: usize,
     ) -> Result<(Vec<ExecutionRecord>, usize), StoreError>;
+    /// How many executions are in each state.
+    fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
+    /// Bytes the store takes on disk.
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Makes every change so far durable. Concurrent callers share one fsync.
     fn flush(&self) -> FlushFuture<'_>;
 }

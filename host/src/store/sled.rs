@@ -190,6 +190,25 @@ impl Store for SledStore {
         Ok((page, total))
     }
 
+    fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
+        let mut counts: Vec<(ExecutionStatus, u64)> = Vec::new();
+        for entry in self.executions.iter() {
+            let record: ExecutionRecord = decode(&entry.map_err(backend)?.1)?;
+            match counts
+                .iter_mut()
+                .find(|(status, _)| *status == record.status)
+            {
+                Some((_, n)) => *n += 1,
+                None => counts.push((record.status, 1)),
+            }
+        }
+        Ok(counts)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db.size_on_disk().map_err(backend)
+    }
+
     fn flush(&self) -> FlushFuture<'_> {
         Box::pin(async move {
             self.db.flush_async().await.map_err(backend)?;
