@@ -85,15 +85,7 @@ fn async_execution_is_202_then_pollable() {
 #[test]
 fn prefer_wait_and_components_with_stdin() {
     let (kiln, _dir) = Kiln::start(&[]);
-    let wasm = std::fs::read(kiln_components::HELLO).unwrap();
-    use base64::Engine as _;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&wasm);
-    let response = kiln
-        .post("/v1/scripts")
-        .json(&json!({"name": "hello-wasm", "language": "wasm", "content_base64": encoded}))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    kiln.create_component("hello-wasm", kiln_components::HELLO);
     let response = kiln
         .post("/v1/scripts/hello-wasm/execute")
         .header("prefer", "wait=30")
@@ -229,18 +221,7 @@ fn a_crash_during_an_execution_leaves_it_interrupted_and_keeps_the_rest() {
         .json()
         .unwrap();
     let id = accepted["execution_id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while kiln
-        .get(&format!("/v1/executions/{id}"))
-        .send()
-        .unwrap()
-        .json::<Value>()
-        .unwrap()["status"]
-        != "running"
-    {
-        assert!(Instant::now() < deadline, "never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    kiln.wait_for_status(&id, "running");
     kiln.kill();
 
     let kiln = Kiln::start_in(dir.path(), &[]);
@@ -289,21 +270,6 @@ fn concurrent_clients_all_get_their_own_result() {
     });
 }
 
-fn wait_for_status(kiln: &Kiln, id: &str, status: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while kiln
-        .get(&format!("/v1/executions/{id}"))
-        .send()
-        .unwrap()
-        .json::<Value>()
-        .unwrap()["status"]
-        != status
-    {
-        assert!(Instant::now() < deadline, "never reached {status}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn cancel_stops_running_and_queued_executions() {
     let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_COUNT", "1")]);
@@ -318,7 +284,7 @@ fn cancel_stops_running_and_queued_executions() {
         running["execution_id"].as_str().unwrap(),
         queued["execution_id"].as_str().unwrap(),
     );
-    wait_for_status(&kiln, running, "running");
+    kiln.wait_for_status(running, "running");
 
     let response = kiln
         .post(&format!("/v1/executions/{queued}/cancel"))
@@ -503,8 +469,8 @@ fn sigterm_drains_finishing_what_fits_and_interrupting_the_rest() {
         short["execution_id"].as_str().unwrap(),
         spin["execution_id"].as_str().unwrap(),
     );
-    wait_for_status(&kiln, short, "running");
-    wait_for_status(&kiln, spin, "running");
+    kiln.wait_for_status(short, "running");
+    kiln.wait_for_status(spin, "running");
 
     let started = Instant::now();
     let status = kiln.terminate();

@@ -95,6 +95,45 @@ impl Kiln {
         self.child.wait().unwrap()
     }
 
+    /// Uploads a test guest component as `name` (base64 in JSON) and returns
+    /// the script's JSON, asserting 201.
+    pub fn create_component(&self, name: &str, path: &str) -> Value {
+        use base64::Engine as _;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap());
+        let response = self
+            .post("/v1/scripts")
+            .json(&json!({"name": name, "language": "wasm", "content_base64": encoded}))
+            .send()
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            201,
+            "{}",
+            response.text().unwrap_or_default()
+        );
+        response.json().unwrap()
+    }
+
+    /// Waits until an execution reaches `status`.
+    pub fn wait_for_status(&self, id: &str, status: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self
+            .get(&format!("/v1/executions/{id}"))
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()["status"]
+            != status
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never reached {status}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Kills the server at once, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

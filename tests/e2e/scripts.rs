@@ -62,14 +62,7 @@ fn create_and_read_a_script() {
 fn components_upload_as_base64_and_broken_ones_are_refused() {
     let (kiln, _dir) = Kiln::start(&[]);
     let wasm = std::fs::read(kiln_components::HELLO).unwrap();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&wasm);
-    let response = kiln
-        .post("/v1/scripts")
-        .json(&json!({"name": "hello-wasm", "language": "wasm", "content_base64": encoded}))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let script: serde_json::Value = response.json().unwrap();
+    let script = kiln.create_component("hello-wasm", kiln_components::HELLO);
     assert_eq!(
         (script["kind"].as_str(), script["size_bytes"].as_u64()),
         (Some("command"), Some(wasm.len() as u64))
