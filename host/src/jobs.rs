@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kiln_runtime::{
-    Artifact, Call, CancelHandle, Invocation, Limits, Outcome, OutputKind, Sandbox, Shape, Status,
-};
+use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, Limits, Outcome, OutputKind, Status};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::runtimes::{Runtimes, load};
 use crate::store::{ExecutionError, ExecutionRecord, ExecutionStatus, Language, Store, StoreError};
 
 /// Why an execution could not be queued or run.
@@ -70,7 +69,7 @@ impl Jobs {
         workers: usize,
         capacity: usize,
         store: Arc<dyn Store>,
-        sandbox: Arc<Sandbox>,
+        runtimes: Arc<Runtimes>,
         output_bytes: usize,
     ) -> Arc<Self> {
         let (queue, receiver) = mpsc::channel(capacity);
@@ -86,7 +85,7 @@ impl Jobs {
         for _ in 0..workers.max(1) {
             let worker = Worker {
                 store: store.clone(),
-                sandbox: sandbox.clone(),
+                runtimes: runtimes.clone(),
                 jobs: jobs.clone(),
                 output_bytes,
             };
@@ -265,7 +264,7 @@ impl Jobs {
 
 struct Worker {
     store: Arc<dyn Store>,
-    sandbox: Arc<Sandbox>,
+    runtimes: Arc<Runtimes>,
     jobs: Arc<Jobs>,
     output_bytes: usize,
 }
@@ -325,7 +324,7 @@ impl Worker {
                         text: String::from_utf8_lossy(bytes).into_owned(),
                     });
                 }));
-                match self.sandbox.run(&artifact, invocation).await {
+                match self.runtimes.sandbox().run(&artifact, invocation).await {
                     Ok(outcome)
                         if outcome.status == Status::Cancelled
                             && self.jobs.interrupting.load(Ordering::Acquire) =>
@@ -375,23 +374,30 @@ impl Worker {
             _ => return Err("the execution names no script and carries no code".into()),
         };
         let params = record.parameters.to_string();
-        let (bytes, call): (Vec<u8>, Call) = match record.language {
-            Language::Wasm => (content, Call::Main),
+        let (artifact, call) = match record.language {
+            Language::Wasm => {
+                let artifact = load(self.runtimes.sandbox(), content)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (artifact, Call::Main)
+            }
             Language::Javascript | Language::Python => {
                 let source = String::from_utf8(content)
                     .map_err(|_| "the stored source is not UTF-8".to_string())?;
-                let call = Call::Script {
-                    source: source.into(),
-                    params,
-                };
-                (runtime_bytes(record.language).to_vec(), call)
+                let runtime = self
+                    .runtimes
+                    .get(record.language)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (
+                    runtime,
+                    Call::Script {
+                        source: source.into(),
+                        params,
+                    },
+                )
             }
         };
-        let sandbox = self.sandbox.clone();
-        let (artifact, _) = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
         Ok((artifact, call, name))
     }
 
@@ -422,22 +428,6 @@ impl Worker {
             cancel: None,
             on_output: None,
         }
-    }
-}
-
-/// The embedded runtime component of a source language.
-pub fn runtime_bytes(language: Language) -> &'static [u8] {
-    match language {
-        Language::Python => kiln_components::PY_RUNTIME,
-        Language::Javascript | Language::Wasm => kiln_components::JS_RUNTIME,
-    }
-}
-
-/// Whether a loaded artifact can run as a script of `language`.
-pub fn shape_fits(language: Language, shape: Shape) -> bool {
-    match language {
-        Language::Wasm => shape == Shape::Command,
-        Language::Javascript | Language::Python => shape == Shape::LanguageRuntime,
     }
 }
 

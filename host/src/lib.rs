@@ -6,6 +6,7 @@ pub mod cli;
 mod config;
 mod jobs;
 mod local_run;
+mod runtimes;
 mod serve;
 mod store;
 

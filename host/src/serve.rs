@@ -12,6 +12,7 @@ use kiln_runtime::{EngineOptions, Sandbox};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::jobs::{self, Jobs};
+use crate::runtimes::Runtimes;
 use crate::store::{SledStore, Store};
 
 /// Runs the server until a shutdown signal.
@@ -34,11 +35,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_memory_bytes: config.limits.max_memory_mb.saturating_mul(1 << 20),
         ..EngineOptions::default()
     })?);
+    let runtimes = Arc::new(Runtimes::new(sandbox.clone()));
     let jobs = Jobs::start(
         config.workers.count,
         config.workers.queue_capacity,
         store.clone(),
-        sandbox.clone(),
+        runtimes.clone(),
         config.limits.output_bytes,
     );
     jobs::recover(store.as_ref(), &jobs)
@@ -53,6 +55,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         store: store.clone(),
         sandbox,
+        runtimes,
         jobs: jobs.clone(),
         config: Arc::new(config),
         ready: ready.clone(),

@@ -26,6 +26,7 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub sandbox: Arc<Sandbox>,
+    pub runtimes: Arc<crate::runtimes::Runtimes>,
     pub jobs: Arc<Jobs>,
     pub config: Arc<Config>,
     /// False while starting and while draining: `/readyz` answers 503.

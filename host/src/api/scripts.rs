@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::Detail;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
-use crate::jobs::{runtime_bytes, shape_fits};
+use crate::runtimes::{load, shape_fits};
 use crate::store::{Language, ScriptRecord};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -210,26 +210,14 @@ async fn create(
 /// Compiles a component, or parses a source script with its runtime, before
 /// anything is stored: a script that cannot run is refused with 422.
 async fn compile(state: &AppState, language: Language, content: &[u8]) -> Result<(), ApiError> {
-    let sandbox = state.sandbox.clone();
-    let bytes = match language {
-        Language::Wasm => content.to_vec(),
-        Language::Javascript | Language::Python => runtime_bytes(language).to_vec(),
-    };
-    let loaded = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let artifact = match (loaded, language) {
-        (Ok((artifact, _)), _) => artifact,
-        (Err(e), Language::Wasm) => {
-            return Err(ApiError::Compile(
-                e.to_string(),
-                vec![Detail::field("content", e.to_string())],
-            ));
-        }
-        (Err(e), _) => {
-            return Err(ApiError::Internal(format!(
-                "the language runtime does not load: {e}"
-            )));
+    let artifact = match language {
+        Language::Wasm => load(&state.sandbox, content.to_vec()).await.map_err(|e| {
+            ApiError::Compile(e.to_string(), vec![Detail::field("content", e.to_string())])
+        })?,
+        Language::Javascript | Language::Python => {
+            state.runtimes.get(language).await.map_err(|e| {
+                ApiError::Internal(format!("the language runtime does not load: {e}"))
+            })?
         }
     };
     if !shape_fits(language, artifact.shape()) {
