@@ -355,6 +355,36 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_is_read_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kiln.toml");
+        std::fs::write(
+            &file,
+            "[workers]\ncount = 7\n[server]\ndata_dir = \"/srv/kiln\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            data_dir: Some(PathBuf::from("/flag/wins")),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&file), &overrides).unwrap();
+        assert_eq!(config.workers.count, 7);
+        assert_eq!(config.server.data_dir, PathBuf::from("/flag/wins"));
+
+        let missing =
+            Config::load(Some(&dir.path().join("nope.toml")), &Overrides::default()).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }), "{missing}");
+        std::fs::write(&file, "[workers]\ncount = \"seven\"\n").unwrap();
+        let bad = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(bad.to_string().contains("kiln.toml"), "{bad}");
+        std::fs::write(&file, "[workers]\ncount = 0\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&file), &Overrides::default()),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let err = env_layer(env(&[("KILN_WORKERS_COUNT", "many")])).unwrap_err();
         assert!(err.to_string().contains("KILN_WORKERS_COUNT"), "{err}");

@@ -344,3 +344,34 @@ fn a_python_script_gets_params_and_returns_a_result() {
         stderr(&out)
     );
 }
+
+#[test]
+fn serve_with_a_bad_configuration_exits_2_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&missing)
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("bad configuration") && stderr(&out).contains("missing.toml"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env("KILN_WORKERS_COUNT", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("KILN_WORKERS_COUNT"),
+        "{}",
+        stderr(&out)
+    );
+}

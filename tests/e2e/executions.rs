@@ -550,4 +550,25 @@ fn ad_hoc_code_runs_synchronously_or_queued() {
         400,
         "VALIDATION_ERROR",
     );
+    for bad in [
+        json!({"language": 5, "code": "1"}),
+        json!({"language": "javascript", "code": "1", "code_base64": "MQ=="}),
+    ] {
+        error_body(
+            kiln.post("/v1/execute").json(&bad).send().unwrap(),
+            400,
+            "VALIDATION_ERROR",
+        );
+    }
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(kiln_components::HELLO).unwrap());
+    let execution: Value = kiln
+        .post("/v1/execute")
+        .json(&json!({"language": "wasm", "code_base64": encoded, "input": "ad hoc"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(execution["stdout"], "Hello, ad hoc!\n", "{execution}");
 }

@@ -73,11 +73,20 @@ impl Kiln {
 
     /// Creates a script and returns its JSON, asserting 201.
     pub fn create_script(&self, name: &str, language: &str, content: &str) -> Value {
-        let response = self
-            .post("/v1/scripts")
-            .json(&json!({"name": name, "language": language, "content": content}))
-            .send()
-            .unwrap();
+        self.create(json!({"name": name, "language": language, "content": content}))
+    }
+
+    /// Uploads a test guest component as `name` (base64 in JSON) and returns
+    /// the script's JSON, asserting 201.
+    pub fn create_component(&self, name: &str, path: &str) -> Value {
+        use base64::Engine as _;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap());
+        self.create(json!({"name": name, "language": "wasm", "content_base64": encoded}))
+    }
+
+    fn create(&self, body: Value) -> Value {
+        let response = self.post("/v1/scripts").json(&body).send().unwrap();
         assert_eq!(
             response.status(),
             201,
@@ -93,26 +102,6 @@ impl Kiln {
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
         self.child.wait().unwrap()
-    }
-
-    /// Uploads a test guest component as `name` (base64 in JSON) and returns
-    /// the script's JSON, asserting 201.
-    pub fn create_component(&self, name: &str, path: &str) -> Value {
-        use base64::Engine as _;
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap());
-        let response = self
-            .post("/v1/scripts")
-            .json(&json!({"name": name, "language": "wasm", "content_base64": encoded}))
-            .send()
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            201,
-            "{}",
-            response.text().unwrap_or_default()
-        );
-        response.json().unwrap()
     }
 
     /// Waits until an execution reaches `status`.

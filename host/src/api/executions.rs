@@ -148,44 +148,32 @@ async fn execute(
     submit(&state, record, wait).await
 }
 
-/// `POST /v1/execute`: run code that is not stored as a script.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdHocRequest {
-    language: String,
-    code: Option<String>,
-    code_base64: Option<String>,
-    parameters: Option<serde_json::Value>,
-    input: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    timeout_ms: Option<u64>,
-    memory_mb: Option<u64>,
-    fuel: Option<u64>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub struct AdHocQuery {
     #[serde(rename = "async")]
     asynchronous: Option<bool>,
 }
 
+/// `POST /v1/execute`: run code that is not stored as a script. The body is
+/// `language`, `code` or `code_base64`, and the fields of [`ExecuteRequest`].
 async fn execute_ad_hoc(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<AdHocQuery>,
-    super::ApiJson(body): super::ApiJson<AdHocRequest>,
+    super::ApiJson(mut body): super::ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
-    let language = super::scripts::parse_language(&body.language)?;
-    let code = super::scripts::decode_content(body.code, body.code_base64, "code")?;
-    let wait = (query.asynchronous != Some(true)).then_some(MAX_WAIT);
-    let execution = ExecuteRequest {
-        parameters: body.parameters,
-        input: body.input,
-        env: body.env,
-        timeout_ms: body.timeout_ms,
-        memory_mb: body.memory_mb,
-        fuel: body.fuel,
+    let mut text = |field: &str| match body.remove(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::invalid(field, "must be a string")),
     };
+    let language = text("language")?.ok_or_else(|| ApiError::invalid("language", "is required"))?;
+    let (code, code_base64) = (text("code")?, text("code_base64")?);
+    let language = super::scripts::parse_language(&language)?;
+    let code = super::scripts::decode_content(code, code_base64, "code")?;
+    // What is left must be an ExecuteRequest, which refuses unknown fields.
+    let execution: ExecuteRequest = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::Validation(format!("the body is not valid: {e}"), Vec::new()))?;
+    let wait = (query.asynchronous != Some(true)).then_some(MAX_WAIT);
     let record = new_record(&state, execution, language, None, Some(code))?;
     submit(&state, record, wait).await
 }
