@@ -2,6 +2,7 @@
 //! job queue around the `kiln-runtime` sandbox.
 
 mod api;
+mod auth;
 pub mod cli;
 mod config;
 mod jobs;

@@ -46,6 +46,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     jobs::recover(store.as_ref(), &jobs)
         .await
         .context("cannot recover executions")?;
+    tokio::spawn(expire_idempotency_keys(store.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -89,6 +90,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     store.flush().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Forgets idempotency keys older than their 24 h, at start and hourly.
+async fn expire_idempotency_keys(store: Arc<dyn Store>) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let before = api::now_ms().saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
+        match store.expire_idempotency_keys(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "idempotency keys expired"),
+            Err(e) => tracing::warn!(error = %e, "cannot expire idempotency keys"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -41,6 +41,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("the request body is larger than the limit")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -70,6 +72,7 @@ impl ApiError {
             ApiError::Validation(..) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Compile(..) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::Validation(..) => "VALIDATION_ERROR",
             ApiError::NotFound(_) => "RESOURCE_NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
+            ApiError::PreconditionFailed(_) => "PRECONDITION_FAILED",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::Compile(..) => "COMPILE_ERROR",
@@ -147,6 +151,8 @@ pub fn finish(mut response: Response, request_id: &str) -> Response {
                 StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
                 StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+                StatusCode::PRECONDITION_FAILED => "PRECONDITION_FAILED",
+                StatusCode::CONFLICT => "CONFLICT",
                 s if s.is_client_error() => "VALIDATION_ERROR",
                 _ => "INTERNAL_ERROR",
             },
@@ -211,6 +217,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NameTaken(_) => ApiError::Conflict(e.to_string()),
+            StoreError::NotFound => ApiError::NotFound(e.to_string()),
+            StoreError::Refused(message) => ApiError::PreconditionFailed(message),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -17,8 +17,11 @@ use serde_json::json;
 
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiPath, ApiQuery, AppState};
+use crate::auth::Principal;
 use crate::jobs::Cancelled;
-use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
+use crate::store::{
+    ExecutionRecord, ExecutionStatus, Priority, ScriptLimits, ScriptStatus, Trigger,
+};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -43,6 +46,10 @@ pub struct ExecuteRequest {
     timeout_ms: Option<u64>,
     memory_mb: Option<u64>,
     fuel: Option<u64>,
+    /// Run this version of the script rather than the current one.
+    version: Option<u32>,
+    #[serde(default)]
+    priority: Priority,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,7 +106,7 @@ impl From<ExecutionRecord> for ExecutionView {
             error: e.error,
             fuel_consumed: e.fuel_consumed,
             peak_memory_bytes: e.peak_memory_bytes,
-            created_by: None,
+            created_by: e.created_by,
         }
     }
 }
@@ -129,6 +136,7 @@ async fn execute(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ExecuteQuery>,
+    principal: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -138,14 +146,40 @@ async fn execute(
         .store
         .script(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
-    let record = new_record(
-        &state,
-        request,
-        script.language,
-        Some((script.id, script.version)),
-        None,
-    )?;
+    if script.status == ScriptStatus::Archived {
+        return Err(ApiError::Conflict(format!(
+            "script {:?} is archived; set its status to active to run it",
+            script.name
+        )));
+    }
+    let version = match request.version {
+        None => script.version,
+        Some(v) if state.store.script_version(&script.id, v)?.is_some() => v,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "version",
+                format!("script {:?} has no version {v}", script.name),
+            ));
+        }
+    };
+    let target = Target {
+        language: script.language,
+        script: Some((script.id, version)),
+        defaults: script.limits.unwrap_or_default(),
+        code: None,
+    };
+    let record = new_record(&state, request, target, &principal)?;
     submit(&state, record, wait).await
+}
+
+/// What an execution runs.
+struct Target {
+    language: crate::store::Language,
+    /// A stored script's id and version, or none for ad-hoc code.
+    script: Option<(String, u32)>,
+    /// The script's own limits, used where the request sets none.
+    defaults: ScriptLimits,
+    code: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +193,7 @@ pub struct AdHocQuery {
 async fn execute_ad_hoc(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<AdHocQuery>,
+    principal: Principal,
     super::ApiJson(mut body): super::ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     let mut text = |field: &str| match body.remove(field) {
@@ -169,12 +204,21 @@ async fn execute_ad_hoc(
     let language = text("language")?.ok_or_else(|| ApiError::invalid("language", "is required"))?;
     let (code, code_base64) = (text("code")?, text("code_base64")?);
     let language = super::scripts::parse_language(&language)?;
-    let code = super::scripts::decode_content(code, code_base64, "code")?;
+    let code = super::scripts::decode_content(code, code_base64, "code", true)?;
     // What is left must be an ExecuteRequest, which refuses unknown fields.
     let execution: ExecuteRequest = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| ApiError::Validation(format!("the body is not valid: {e}"), Vec::new()))?;
+    if execution.version.is_some() {
+        return Err(ApiError::invalid("version", "ad-hoc code has no versions"));
+    }
     let wait = (query.asynchronous != Some(true)).then_some(MAX_WAIT);
-    let record = new_record(&state, execution, language, None, Some(code))?;
+    let target = Target {
+        language,
+        script: None,
+        defaults: ScriptLimits::default(),
+        code,
+    };
+    let record = new_record(&state, execution, target, &principal)?;
     submit(&state, record, wait).await
 }
 
@@ -183,9 +227,8 @@ async fn execute_ad_hoc(
 fn new_record(
     state: &AppState,
     request: ExecuteRequest,
-    language: crate::store::Language,
-    script: Option<(String, u32)>,
-    code: Option<Vec<u8>>,
+    target: Target,
+    principal: &Principal,
 ) -> Result<ExecutionRecord, ApiError> {
     let parameters = request.parameters.unwrap_or_else(|| json!({}));
     if !parameters.is_object() {
@@ -201,30 +244,39 @@ fn new_record(
         }
     }
     let limits = &state.config.limits;
-    let fuel = match (request.fuel.or(limits.default_fuel), limits.max_fuel) {
+    let defaults = target.defaults;
+    let fuel = match (
+        request.fuel.or(defaults.fuel).or(limits.default_fuel),
+        limits.max_fuel,
+    ) {
         (Some(fuel), Some(max)) => Some(fuel.min(max)),
         (None, Some(max)) => Some(max),
         (fuel, None) => fuel,
     };
-    let (script_id, script_version) =
-        script.map_or((None, None), |(id, version)| (Some(id), Some(version)));
+    let (script_id, script_version) = target
+        .script
+        .map_or((None, None), |(id, version)| (Some(id), Some(version)));
     Ok(ExecutionRecord {
         id: uuid::Uuid::now_v7().to_string(),
         script_id,
         script_version,
-        language,
+        language: target.language,
         status: ExecutionStatus::Queued,
         trigger: Trigger::Api,
+        priority: request.priority,
+        created_by: principal.user_id(),
         parameters,
         input: request.input,
         env: request.env.into_iter().collect(),
-        code,
+        code: target.code,
         timeout_ms: request
             .timeout_ms
+            .or(defaults.timeout_ms)
             .unwrap_or(limits.default_timeout_ms)
             .min(limits.max_timeout_ms),
         memory_mb: request
             .memory_mb
+            .or(defaults.memory_mb)
             .unwrap_or(limits.default_memory_mb)
             .min(limits.max_memory_mb),
         fuel,
@@ -253,14 +305,18 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     state.store.put_execution(&record)?;
     state.store.flush().await?;
-    let mut done = match state.jobs.enqueue(&record.id) {
+    let mut done = match state.jobs.enqueue(&record.id, record.priority) {
         Ok(done) => done,
         Err(e) => {
             // Never leave a queued record behind that no worker will run.
             let mut refused = record.clone();
             refused.status = ExecutionStatus::Failed;
             refused.error = Some(crate::store::ExecutionError {
-                code: "QUEUE_FULL".into(),
+                code: match e {
+                    crate::jobs::JobError::QueueFull => "QUEUE_FULL",
+                    _ => "UNAVAILABLE",
+                }
+                .into(),
                 message: e.to_string(),
                 stack: None,
                 line: None,

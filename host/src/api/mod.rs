@@ -1,7 +1,9 @@
 //! The HTTP front door: `router` wires the resource modules and the layers.
 
 mod error;
+mod etag;
 mod executions;
+mod idempotency;
 mod pagination;
 mod scripts;
 mod system;
@@ -17,6 +19,7 @@ use axum::response::Response;
 use kiln_runtime::Sandbox;
 
 pub use self::error::ApiError;
+pub use self::idempotency::now_ms;
 use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::store::Store;
@@ -59,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .merge(scripts::routes())
         .merge(executions::routes())
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
         .layer(middleware::from_fn(request_id_and_errors))

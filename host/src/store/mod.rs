@@ -9,12 +9,14 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use self::records::{
-    ExecutionError, ExecutionRecord, ExecutionStatus, Language, ScriptRecord, Trigger,
+    ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, ScriptLimits,
+    ScriptRecord, ScriptStatus, Trigger, VersionRecord,
 };
 pub use self::sled::SledStore;
 
-/// Bumped when a record's encoding changes incompatibly; checked at open.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped when the layout changes; `open` migrates older data forward.
+/// 1 → 2: each script version got a [`VersionRecord`] beside its content.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +26,11 @@ pub enum StoreError {
         "the data directory was written by schema version {found}; this build reads {SCHEMA_VERSION}"
     )]
     Schema { found: u32 },
+    #[error("no such script")]
+    NotFound,
+    /// A caller's precondition on the current record did not hold.
+    #[error("{0}")]
+    Refused(String),
     #[error("storage failed: {0}")]
     Backend(String),
     #[error("a stored record is unreadable: {0}")]
@@ -40,6 +47,27 @@ pub trait Store: Send + Sync {
     fn script(&self, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError>;
     /// The content of one version of a script.
     fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces a script with what `change` makes of the current record,
+    /// atomically. When `content` is given it is stored as the new record's
+    /// `version` (which `change` must have raised). A name change claims the
+    /// new name. `change` may run more than once and refuses with
+    /// [`StoreError::Refused`].
+    fn update_script(
+        &self,
+        id: &str,
+        change: &dyn Fn(&ScriptRecord) -> Result<ScriptRecord, StoreError>,
+        content: Option<&[u8]>,
+    ) -> Result<ScriptRecord, StoreError>;
+    /// Deletes a script, its name and all its versions if `allow` accepts the
+    /// current record. Executions are kept.
+    fn delete_script(
+        &self,
+        id: &str,
+        allow: &dyn Fn(&ScriptRecord) -> Result<(), StoreError>,
+    ) -> Result<ScriptRecord, StoreError>;
+    /// Every version of a script, oldest first.
+    fn script_versions(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError>;
+    fn script_version(&self, id: &str, version: u32) -> Result<Option<VersionRecord>, StoreError>;
     /// Counts one more execution of a script.
     fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError>;
     /// Creates or replaces an execution record.
@@ -60,8 +88,52 @@ pub trait Store: Send + Sync {
     ) -> Result<(Vec<ExecutionRecord>, usize), StoreError>;
     /// How many executions are in each state.
     fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
+    /// Claims an idempotency key for a request whose method, path and body
+    /// hash to `fingerprint`, or says what an earlier claim left.
+    fn claim_idempotency_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<Claim, StoreError>;
+    /// Ends a claim: keeps the response for replays, or (given `None`)
+    /// releases the key so a retry runs again.
+    fn settle_idempotency_key(
+        &self,
+        key: &str,
+        response: Option<&StoredResponse>,
+    ) -> Result<(), StoreError>;
+    /// Forgets idempotency keys claimed before `before_ms`; returns how many.
+    fn expire_idempotency_keys(&self, before_ms: u64) -> Result<usize, StoreError>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Makes every change so far durable. Concurrent callers share one fsync.
     fn flush(&self) -> FlushFuture<'_>;
 }
+
+/// A response kept for replay under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What [`Store::claim_idempotency_key`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new (or expired, or abandoned by a crash): run the request.
+    Claimed,
+    /// The same request ran before: answer this again.
+    Replay(StoredResponse),
+    /// The key was used for a different request.
+    Mismatch,
+    /// The same request is running now.
+    InFlight,
+}
+
+/// Idempotency keys live this long (API.md: 24 h).
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// A claim with no response after this long was left by a crash; the longest
+/// request (a 300 s wait) is well inside it.
+pub const IDEMPOTENCY_ABANDONED_MS: u64 = 10 * 60 * 1000;

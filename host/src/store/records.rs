@@ -21,6 +21,28 @@ impl Language {
     }
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptStatus {
+    Draft,
+    #[default]
+    Active,
+    Archived,
+}
+
+/// A script's own default limits; an execution request may override them,
+/// and the server's maxima cap both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScriptRecord {
     pub id: String,
@@ -28,6 +50,15 @@ pub struct ScriptRecord {
     pub language: Language,
     pub description: Option<String>,
     pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub status: ScriptStatus,
+    #[serde(default)]
+    pub limits: Option<ScriptLimits>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// The current version; versions 1..=version are kept unless deleted.
     pub version: u32,
     pub content_hash: String,
     pub size_bytes: u64,
@@ -35,6 +66,30 @@ pub struct ScriptRecord {
     pub updated_at: String,
     pub execution_count: u64,
     pub last_executed_at: Option<String>,
+}
+
+/// One version of a script's content (the content itself is stored apart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: u32,
+    pub content_hash: String,
+    pub size_bytes: u64,
+    pub created_at: String,
+    #[serde(default)]
+    pub created_by: Option<String>,
+}
+
+impl VersionRecord {
+    /// The version a script record currently points at.
+    pub fn current(script: &ScriptRecord) -> Self {
+        Self {
+            version: script.version,
+            content_hash: script.content_hash.clone(),
+            size_bytes: script.size_bytes,
+            created_at: script.updated_at.clone(),
+            created_by: script.created_by.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +107,17 @@ pub enum ExecutionStatus {
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     Api,
+}
+
+/// Queue order: every queued `high` execution starts before any `normal`,
+/// and `normal` before `low`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +140,10 @@ pub struct ExecutionRecord {
     pub language: Language,
     pub status: ExecutionStatus,
     pub trigger: Trigger,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub created_by: Option<String>,
     pub parameters: serde_json::Value,
     pub input: Option<String>,
     pub env: Vec<(String, String)>,

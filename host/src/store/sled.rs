@@ -3,20 +3,88 @@
 
 use std::path::Path;
 
+use sled::Transactional as _;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+
 use super::{
-    ExecutionRecord, ExecutionStatus, FlushFuture, SCHEMA_VERSION, ScriptRecord, Store, StoreError,
+    Claim, ExecutionRecord, ExecutionStatus, FlushFuture, IDEMPOTENCY_ABANDONED_MS,
+    IDEMPOTENCY_TTL_MS, SCHEMA_VERSION, ScriptRecord, Store, StoreError, StoredResponse,
+    VersionRecord,
 };
 
 pub struct SledStore {
     db: sled::Db,
     scripts: sled::Tree,
     script_names: sled::Tree,
+    /// `<id>/<version>` → content and `<id>/v/<version>` → [`VersionRecord`].
     script_versions: sled::Tree,
     executions: sled::Tree,
+    /// Idempotency key → [`IdempotencyEntry`].
+    idempotency: sled::Tree,
 }
 
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(e),
+    }
+}
+
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn tx_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
+    decode(bytes).map_err(ConflictableTransactionError::Abort)
+}
+
+fn tx_encode<T: serde::Serialize>(value: &T) -> TxResult<Vec<u8>> {
+    encode(value).map_err(ConflictableTransactionError::Abort)
+}
+
+/// The script record under `id` (or under the id the name `id` points at).
+fn tx_script(
+    scripts: &TransactionalTree,
+    names: &TransactionalTree,
+    id: &str,
+) -> Result<Option<ScriptRecord>, UnabortableTransactionError> {
+    let bytes = match scripts.get(id)? {
+        Some(bytes) => Some(bytes),
+        None => match names.get(id)? {
+            Some(real) => scripts.get(real)?,
+            None => None,
+        },
+    };
+    Ok(bytes.and_then(|b| decode(&b).ok()))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum IdempotencyEntry {
+    InFlight {
+        fingerprint: String,
+        claimed_ms: u64,
+    },
+    Done {
+        fingerprint: String,
+        claimed_ms: u64,
+        response: StoredResponse,
+    },
+}
+
+impl IdempotencyEntry {
+    fn claimed_ms(&self) -> u64 {
+        match self {
+            Self::InFlight { claimed_ms, .. } | Self::Done { claimed_ms, .. } => *claimed_ms,
+        }
+    }
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -31,6 +99,10 @@ fn version_key(id: &str, version: u32) -> Vec<u8> {
     format!("{id}/{version:010}").into_bytes()
 }
 
+fn version_meta_key(id: &str, version: u32) -> Vec<u8> {
+    format!("{id}/v/{version:010}").into_bytes()
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir` and checks its schema version.
     ///
@@ -41,25 +113,51 @@ impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
-        match meta.get("schema_version").map_err(backend)? {
-            Some(found) => {
-                let found: u32 = decode(&found)?;
-                if found != SCHEMA_VERSION {
-                    return Err(StoreError::Schema { found });
-                }
-            }
-            None => {
-                meta.insert("schema_version", encode(&SCHEMA_VERSION)?)
-                    .map_err(backend)?;
-            }
-        }
-        Ok(Self {
+        let store = Self {
             scripts: db.open_tree("scripts").map_err(backend)?,
             script_names: db.open_tree("script_names").map_err(backend)?,
             script_versions: db.open_tree("script_versions").map_err(backend)?,
             executions: db.open_tree("executions").map_err(backend)?,
+            idempotency: db.open_tree("idempotency").map_err(backend)?,
             db,
-        })
+        };
+        let found: u32 = match meta.get("schema_version").map_err(backend)? {
+            Some(found) => decode(&found)?,
+            None => SCHEMA_VERSION,
+        };
+        if found > SCHEMA_VERSION || found == 0 {
+            return Err(StoreError::Schema { found });
+        }
+        if found < 2 {
+            store.migrate_to_2()?;
+        }
+        meta.insert("schema_version", encode(&SCHEMA_VERSION)?)
+            .map_err(backend)?;
+        store.db.flush().map_err(backend)?;
+        Ok(store)
+    }
+
+    /// Schema 1 kept only the content of each version: give every stored
+    /// version a record, dated when the script was last updated.
+    fn migrate_to_2(&self) -> Result<(), StoreError> {
+        for script in self.scripts()? {
+            for version in 1..=script.version {
+                let Some(content) = self.script_content(&script.id, version)? else {
+                    continue;
+                };
+                let record = VersionRecord {
+                    version,
+                    content_hash: blake3::hash(&content).to_hex().to_string(),
+                    size_bytes: content.len() as u64,
+                    created_at: script.updated_at.clone(),
+                    created_by: script.created_by.clone(),
+                };
+                self.script_versions
+                    .insert(version_meta_key(&script.id, version), encode(&record)?)
+                    .map_err(backend)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -80,6 +178,12 @@ impl Store for SledStore {
         }
         self.script_versions
             .insert(version_key(&script.id, script.version), content)
+            .map_err(backend)?;
+        self.script_versions
+            .insert(
+                version_meta_key(&script.id, script.version),
+                encode(&VersionRecord::current(script))?,
+            )
             .map_err(backend)?;
         self.scripts
             .insert(script.id.as_bytes(), encode(script)?)
@@ -108,28 +212,95 @@ impl Store for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError> {
-        let mut failure = None;
-        self.scripts
-            .update_and_fetch(script_id, |old| {
-                let old = old?;
-                match decode::<ScriptRecord>(old) {
-                    Ok(mut script) => {
-                        script.execution_count += 1;
-                        script.last_executed_at = Some(at.to_string());
-                        encode(&script)
-                            .map_err(|e| failure = Some(e))
-                            .ok()
-                            .or_else(|| Some(old.to_vec()))
+    fn update_script(
+        &self,
+        id: &str,
+        change: &dyn Fn(&ScriptRecord) -> Result<ScriptRecord, StoreError>,
+        content: Option<&[u8]>,
+    ) -> Result<ScriptRecord, StoreError> {
+        (&self.scripts, &self.script_names, &self.script_versions)
+            .transaction(|(scripts, names, versions)| {
+                let Some(current) = tx_script(scripts, names, id)? else {
+                    return abort(StoreError::NotFound);
+                };
+                let next = change(&current).map_err(ConflictableTransactionError::Abort)?;
+                if next.name != current.name {
+                    if names.get(next.name.as_bytes())?.is_some() {
+                        return abort(StoreError::NameTaken(next.name.clone()));
                     }
-                    Err(e) => {
-                        failure = Some(e);
-                        Some(old.to_vec())
-                    }
+                    names.remove(current.name.as_bytes())?;
+                    names.insert(next.name.as_bytes(), next.id.as_bytes())?;
                 }
+                if let Some(content) = content {
+                    versions.insert(version_key(&next.id, next.version), content)?;
+                    versions.insert(
+                        version_meta_key(&next.id, next.version),
+                        tx_encode(&VersionRecord::current(&next))?,
+                    )?;
+                }
+                scripts.insert(next.id.as_bytes(), tx_encode(&next)?)?;
+                Ok(next)
             })
-            .map_err(backend)?;
-        failure.map_or(Ok(()), Err)
+            .map_err(tx_error)
+    }
+
+    fn delete_script(
+        &self,
+        id: &str,
+        allow: &dyn Fn(&ScriptRecord) -> Result<(), StoreError>,
+    ) -> Result<ScriptRecord, StoreError> {
+        let deleted = (&self.scripts, &self.script_names)
+            .transaction(|(scripts, names)| {
+                let Some(current) = tx_script(scripts, names, id)? else {
+                    return abort(StoreError::NotFound);
+                };
+                allow(&current).map_err(ConflictableTransactionError::Abort)?;
+                scripts.remove(current.id.as_bytes())?;
+                names.remove(current.name.as_bytes())?;
+                Ok(current)
+            })
+            .map_err(tx_error)?;
+        // The record is gone, so nothing adds versions any more; a crash here
+        // leaves unreachable content, never a half-deleted script.
+        let prefix = format!("{}/", deleted.id);
+        for key in self.script_versions.scan_prefix(prefix.as_bytes()).keys() {
+            self.script_versions
+                .remove(key.map_err(backend)?)
+                .map_err(backend)?;
+        }
+        Ok(deleted)
+    }
+
+    fn script_versions(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError> {
+        self.script_versions
+            .scan_prefix(format!("{id}/v/").as_bytes())
+            .values()
+            .map(|v| decode(&v.map_err(backend)?))
+            .collect()
+    }
+
+    fn script_version(&self, id: &str, version: u32) -> Result<Option<VersionRecord>, StoreError> {
+        self.script_versions
+            .get(version_meta_key(id, version))
+            .map_err(backend)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError> {
+        // A transaction, so it never interleaves with an update's.
+        self.scripts
+            .transaction(|scripts| {
+                let Some(bytes) = scripts.get(script_id)? else {
+                    return Ok(());
+                };
+                let mut script: ScriptRecord = tx_decode(&bytes)?;
+                script.execution_count += 1;
+                script.last_executed_at = Some(at.to_string());
+                scripts.insert(script_id.as_bytes(), tx_encode(&script)?)?;
+                Ok(())
+            })
+            .map_err(tx_error)
     }
 
     fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
@@ -203,6 +374,97 @@ impl Store for SledStore {
             }
         }
         Ok(counts)
+    }
+
+    fn claim_idempotency_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<Claim, StoreError> {
+        loop {
+            let current = self.idempotency.get(key).map_err(backend)?;
+            if let Some(bytes) = &current {
+                let entry: IdempotencyEntry = decode(bytes)?;
+                let age = now_ms.saturating_sub(entry.claimed_ms());
+                let live = match &entry {
+                    IdempotencyEntry::InFlight { .. } => age < IDEMPOTENCY_ABANDONED_MS,
+                    IdempotencyEntry::Done { .. } => age < IDEMPOTENCY_TTL_MS,
+                };
+                if live {
+                    return Ok(match entry {
+                        IdempotencyEntry::InFlight { fingerprint: f, .. }
+                        | IdempotencyEntry::Done { fingerprint: f, .. }
+                            if f != fingerprint =>
+                        {
+                            Claim::Mismatch
+                        }
+                        IdempotencyEntry::InFlight { .. } => Claim::InFlight,
+                        IdempotencyEntry::Done { response, .. } => Claim::Replay(response),
+                    });
+                }
+            }
+            let claim = encode(&IdempotencyEntry::InFlight {
+                fingerprint: fingerprint.to_string(),
+                claimed_ms: now_ms,
+            })?;
+            // Compare-and-swap: of two concurrent first uses, one claims.
+            if self
+                .idempotency
+                .compare_and_swap(key, current, Some(claim))
+                .map_err(backend)?
+                .is_ok()
+            {
+                return Ok(Claim::Claimed);
+            }
+        }
+    }
+
+    fn settle_idempotency_key(
+        &self,
+        key: &str,
+        response: Option<&StoredResponse>,
+    ) -> Result<(), StoreError> {
+        let Some(response) = response else {
+            self.idempotency.remove(key).map_err(backend)?;
+            return Ok(());
+        };
+        let Some(bytes) = self.idempotency.get(key).map_err(backend)? else {
+            return Ok(());
+        };
+        if let IdempotencyEntry::InFlight {
+            fingerprint,
+            claimed_ms,
+        } = decode(&bytes)?
+        {
+            let done = IdempotencyEntry::Done {
+                fingerprint,
+                claimed_ms,
+                response: response.clone(),
+            };
+            self.idempotency
+                .insert(key, encode(&done)?)
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn expire_idempotency_keys(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut expired = 0;
+        for entry in self.idempotency.iter() {
+            let (key, bytes) = entry.map_err(backend)?;
+            let stale = decode::<IdempotencyEntry>(&bytes)
+                .map_or(true, |entry| entry.claimed_ms() < before_ms);
+            if stale {
+                // Only if unchanged: a fresh claim of the key stays.
+                let _ = self
+                    .idempotency
+                    .compare_and_swap(&key, Some(&bytes), None as Option<&[u8]>)
+                    .map_err(backend)?;
+                expired += 1;
+            }
+        }
+        Ok(expired)
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {

@@ -8,10 +8,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, Limits, Outcome, OutputKind, Status};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
+use self::queue::Queue;
 use crate::runtimes::{Runtimes, load};
-use crate::store::{ExecutionError, ExecutionRecord, ExecutionStatus, Language, Store, StoreError};
+use crate::store::{
+    ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, Store, StoreError,
+};
+
+mod queue;
 
 /// Why an execution could not be queued or run.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +31,7 @@ pub enum JobError {
 
 /// The queue's sending side plus the completion signals of queued executions.
 pub struct Jobs {
-    queue: mpsc::Sender<String>,
+    queue: Queue,
     done: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Cancel handles of running executions. Its lock also orders the
     /// queued → running and queued → cancelled transitions, so a worker and a
@@ -72,16 +77,14 @@ impl Jobs {
         runtimes: Arc<Runtimes>,
         output_bytes: usize,
     ) -> Arc<Self> {
-        let (queue, receiver) = mpsc::channel(capacity);
         let jobs = Arc::new(Self {
-            queue,
+            queue: Queue::new(capacity),
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             interrupting: AtomicBool::new(false),
         });
-        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..workers.max(1) {
             let worker = Worker {
                 store: store.clone(),
@@ -89,11 +92,11 @@ impl Jobs {
                 jobs: jobs.clone(),
                 output_bytes,
             };
-            let receiver = receiver.clone();
             tokio::spawn(async move {
                 loop {
-                    let next = receiver.lock().await.recv().await;
-                    let Some(id) = next else { break };
+                    let Some(id) = worker.jobs.queue.pop().await else {
+                        break;
+                    };
                     if worker.jobs.draining.load(Ordering::Acquire) {
                         continue;
                     }
@@ -109,24 +112,25 @@ impl Jobs {
     /// # Errors
     ///
     /// [`JobError::QueueFull`] when the queue is at capacity.
-    pub fn enqueue(&self, id: &str) -> Result<watch::Receiver<bool>, JobError> {
+    pub fn enqueue(&self, id: &str, priority: Priority) -> Result<watch::Receiver<bool>, JobError> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(JobError::ShuttingDown);
+        }
         let (sender, receiver) = watch::channel(false);
         self.lock().insert(id.to_string(), sender);
-        match self.queue.try_send(id.to_string()) {
+        match self.queue.push(id.to_string(), priority) {
             Ok(()) => Ok(receiver),
-            Err(e) => {
+            Err(queue::Full) => {
                 self.lock().remove(id);
-                Err(match e {
-                    mpsc::error::TrySendError::Full(_) => JobError::QueueFull,
-                    mpsc::error::TrySendError::Closed(_) => JobError::ShuttingDown,
-                })
+                Err(JobError::QueueFull)
             }
         }
     }
 
-    /// Queues executions found `queued` at start-up, waiting for room.
-    pub async fn requeue(&self, id: String) {
-        let _ = self.queue.send(id).await;
+    /// Queues an execution found `queued` at start-up (it was accepted
+    /// before, so capacity does not refuse it).
+    pub fn requeue(&self, id: String, priority: Priority) {
+        self.queue.push_accepted(id, priority);
     }
 
     /// Cancels a queued or running execution.
@@ -151,6 +155,7 @@ impl Jobs {
                 });
                 record.completed_at = Some(crate::now());
                 store.put_execution(&record)?;
+                self.queue.remove(id);
                 drop(running);
                 self.finished(id);
                 Ok(Some(Cancelled::WhileQueued(Box::new(record))))
@@ -170,6 +175,8 @@ impl Jobs {
     /// then stops the rest, which are recorded as INTERRUPTED.
     pub async fn drain(&self, grace: Duration) {
         self.draining.store(true, Ordering::Release);
+        // Idle workers stop; what is still queued runs after the next start.
+        self.queue.close();
         let deadline = tokio::time::Instant::now() + grace;
         while !self.running_is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -196,7 +203,7 @@ impl Jobs {
 
     /// Executions waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
+        self.queue.len()
     }
 
     /// Executions running now.
@@ -484,7 +491,7 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
     }
     store.flush().await?;
     for record in store.executions_in(&[ExecutionStatus::Queued])? {
-        jobs.requeue(record.id).await;
+        jobs.requeue(record.id, record.priority);
     }
     Ok(())
 }

@@ -1,0 +1,321 @@
+//! What a create or update request says, from any of its encodings: JSON
+//! (`content` or `content_base64`), `multipart/form-data` (a `file` part and a
+//! `meta` JSON part) or a raw `application/wasm` body with `?name=&language=`.
+//! Validation of each field lives here too.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Query, Request};
+use axum::http::header;
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer};
+
+use crate::api::{ApiError, AppState};
+use crate::config::LimitsConfig;
+use crate::store::{Language, ScriptLimits, ScriptStatus};
+
+/// Source scripts are at most this many characters (API.md).
+const MAX_SOURCE_CHARS: usize = 100_000;
+const MAX_TAGS: usize = 10;
+const MAX_TAG_CHARS: usize = 50;
+const MAX_DESCRIPTION_CHARS: usize = 2_000;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// The fields of a create or update; every one optional here, the handlers
+/// say which a create needs. `Some(None)` is an explicit JSON `null`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptFields {
+    pub name: Option<String>,
+    pub language: Option<String>,
+    content: Option<String>,
+    content_base64: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub description: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub status: Option<ScriptStatus>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub limits: Option<Option<ScriptLimits>>,
+    pub public: Option<bool>,
+}
+
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A request's fields and its new content, if it brings any.
+#[derive(Debug)]
+pub struct ScriptBody {
+    pub fields: ScriptFields,
+    pub content: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuery {
+    name: Option<String>,
+    language: Option<String>,
+    description: Option<String>,
+}
+
+impl ScriptBody {
+    /// Reads the body in whichever encoding its `Content-Type` names.
+    pub async fn read(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        match essence {
+            "application/json" => {
+                let crate::api::ApiJson(mut fields) =
+                    crate::api::ApiJson::<ScriptFields>::from_request(request, state).await?;
+                let content = decode_content(
+                    fields.content.take(),
+                    fields.content_base64.take(),
+                    "content",
+                    false,
+                )?;
+                Ok(Self { fields, content })
+            }
+            "multipart/form-data" => Self::multipart(request, state).await,
+            "application/wasm" => {
+                let Query(query) =
+                    Query::<RawQuery>::try_from_uri(request.uri()).map_err(ApiError::from)?;
+                let body =
+                    Bytes::from_request(request, state)
+                        .await
+                        .map_err(|e| match e.status() {
+                            axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                            _ => ApiError::Validation(e.body_text(), Vec::new()),
+                        })?;
+                if query.language.as_deref().is_some_and(|l| l != "wasm") {
+                    return Err(ApiError::invalid(
+                        "language",
+                        "an application/wasm body is a component: language=wasm",
+                    ));
+                }
+                let fields = ScriptFields {
+                    name: query.name,
+                    language: Some("wasm".into()),
+                    description: query.description.map(Some),
+                    ..ScriptFields::default()
+                };
+                Ok(Self {
+                    fields,
+                    content: Some(body.to_vec()),
+                })
+            }
+            _ => Err(ApiError::UnsupportedMediaType(
+                "send the script as application/json, multipart/form-data or application/wasm"
+                    .into(),
+            )),
+        }
+    }
+
+    async fn multipart(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let mut multipart = Multipart::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::Validation(e.body_text(), Vec::new()))?;
+        let (mut fields, mut file) = (None, None);
+        while let Some(part) = multipart.next_field().await.map_err(multipart_error)? {
+            match part.name() {
+                Some("meta") => {
+                    let bytes = part.bytes().await.map_err(multipart_error)?;
+                    let meta: ScriptFields = serde_json::from_slice(&bytes).map_err(|e| {
+                        ApiError::invalid("meta", format!("not a valid JSON object: {e}"))
+                    })?;
+                    fields = Some(meta);
+                }
+                Some("file") => file = Some(part.bytes().await.map_err(multipart_error)?.to_vec()),
+                other => {
+                    return Err(ApiError::invalid(
+                        other.unwrap_or("(unnamed part)"),
+                        "unknown part; send `file` and `meta`",
+                    ));
+                }
+            }
+        }
+        let mut fields = fields.ok_or_else(|| ApiError::invalid("meta", "the part is missing"))?;
+        if fields.content.is_some() || fields.content_base64.is_some() {
+            return Err(ApiError::invalid(
+                "meta",
+                "the content goes in the `file` part, not in `meta`",
+            ));
+        }
+        fields.content = None;
+        let content = file.ok_or_else(|| ApiError::invalid("file", "the part is missing"))?;
+        if content.is_empty() {
+            return Err(ApiError::invalid("file", "must not be empty"));
+        }
+        Ok(Self {
+            fields,
+            content: Some(content),
+        })
+    }
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    match e.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => ApiError::Validation(format!("bad multipart body: {}", e.body_text()), Vec::new()),
+    }
+}
+
+/// Text or base64 bytes, at most one of them (exactly one when `required`),
+/// not empty.
+pub fn decode_content(
+    text: Option<String>,
+    base64: Option<String>,
+    field: &str,
+    required: bool,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let content = match (text, base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| {
+                ApiError::invalid(&format!("{field}_base64"), format!("not base64: {e}"))
+            })?,
+        (None, None) if !required => return Ok(None),
+        _ => {
+            return Err(ApiError::invalid(
+                field,
+                format!("give exactly one of {field} and {field}_base64"),
+            ));
+        }
+    };
+    if content.is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    Ok(Some(content))
+}
+
+pub fn parse_language(language: &str) -> Result<Language, ApiError> {
+    match language {
+        "javascript" | "js" => Ok(Language::Javascript),
+        "python" | "py" => Ok(Language::Python),
+        "wasm" => Ok(Language::Wasm),
+        other => Err(ApiError::invalid(
+            "language",
+            format!("unknown language {other:?}; one of javascript, python, wasm"),
+        )),
+    }
+}
+
+pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "name",
+            "must match ^[a-zA-Z0-9_.-]{1,255}$",
+        ))
+    }
+}
+
+/// Source must be UTF-8 text of at most 100 000 characters.
+pub fn validate_content(language: Language, content: &[u8]) -> Result<(), ApiError> {
+    if language == Language::Wasm {
+        return Ok(());
+    }
+    let source = std::str::from_utf8(content)
+        .map_err(|_| ApiError::invalid("content", "must be UTF-8 text"))?;
+    if source.chars().count() > MAX_SOURCE_CHARS {
+        return Err(ApiError::invalid(
+            "content",
+            format!("at most {MAX_SOURCE_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl ScriptFields {
+    /// Checks every field that is present.
+    pub fn validate(&self, maxima: &LimitsConfig) -> Result<(), ApiError> {
+        if let Some(name) = &self.name {
+            validate_name(name)?;
+        }
+        if let Some(tags) = &self.tags {
+            if tags.len() > MAX_TAGS {
+                return Err(ApiError::invalid(
+                    "tags",
+                    format!("at most {MAX_TAGS} tags"),
+                ));
+            }
+            if tags
+                .iter()
+                .any(|t| t.is_empty() || t.chars().count() > MAX_TAG_CHARS)
+            {
+                return Err(ApiError::invalid(
+                    "tags",
+                    format!("each tag is 1..{MAX_TAG_CHARS} characters"),
+                ));
+            }
+        }
+        if let Some(Some(description)) = &self.description
+            && description.chars().count() > MAX_DESCRIPTION_CHARS
+        {
+            return Err(ApiError::invalid(
+                "description",
+                format!("at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        if let Some(metadata) = &self.metadata
+            && serde_json::to_vec(metadata).map_or(0, |v| v.len()) > MAX_METADATA_BYTES
+        {
+            return Err(ApiError::invalid(
+                "metadata",
+                format!("at most {MAX_METADATA_BYTES} bytes of JSON"),
+            ));
+        }
+        if let Some(Some(limits)) = &self.limits {
+            validate_limits(limits, maxima)?;
+        }
+        if self.public == Some(true) {
+            // Only HTTP functions are reachable without a token.
+            return Err(ApiError::invalid(
+                "public",
+                "only http scripts can be public; this one is a command",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_limits(limits: &ScriptLimits, maxima: &LimitsConfig) -> Result<(), ApiError> {
+    let checks = [
+        (
+            "limits.timeout_ms",
+            limits.timeout_ms,
+            Some(maxima.max_timeout_ms),
+        ),
+        (
+            "limits.memory_mb",
+            limits.memory_mb,
+            Some(maxima.max_memory_mb),
+        ),
+        ("limits.fuel", limits.fuel, maxima.max_fuel),
+    ];
+    for (field, value, max) in checks {
+        match (value, max) {
+            (Some(0), _) => return Err(ApiError::invalid(field, "must be at least 1")),
+            (Some(v), Some(max)) if v > max => {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("at most {max} on this server"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! `/v1/scripts`: create, read, list, update (with versions) and delete.
+//! Request bodies are parsed in `body.rs`; writes are in `write.rs`.
+
+mod body;
+mod write;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+pub(super) use self::body::{decode_content, parse_language};
+use super::pagination::{Listing, Page, PageQuery};
+use super::{ApiError, ApiPath, ApiQuery, AppState, etag};
+use crate::store::{Language, ScriptLimits, ScriptRecord, ScriptStatus, VersionRecord};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/scripts", get(list).post(write::create))
+        .route("/v1/languages", get(languages))
+        .route(
+            "/v1/scripts/{id_or_name}",
+            get(read).put(write::update).delete(write::delete),
+        )
+        .route("/v1/scripts/{id_or_name}/content", get(content))
+        .route("/v1/scripts/{id_or_name}/versions", get(versions))
+        .route("/v1/scripts/{id_or_name}/versions/{version}", get(version))
+}
+
+/// The API's Script.
+#[derive(Debug, Serialize)]
+pub struct ScriptView {
+    id: String,
+    name: String,
+    language: &'static str,
+    kind: &'static str,
+    description: Option<String>,
+    tags: Vec<String>,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    status: ScriptStatus,
+    version: u32,
+    content_hash: String,
+    size_bytes: u64,
+    limits: Option<ScriptLimits>,
+    created_by: Option<String>,
+    created_at: String,
+    updated_at: String,
+    execution_count: u64,
+    last_executed_at: Option<String>,
+}
+
+impl From<ScriptRecord> for ScriptView {
+    fn from(s: ScriptRecord) -> Self {
+        Self {
+            // Source scripts and wasi:cli components are both "command" (as in
+            // API.md's /v1/languages example); "script" and "http" are the
+            // kiln:script and wasi:http component worlds.
+            kind: "command",
+            language: s.language.as_str(),
+            id: s.id,
+            name: s.name,
+            description: s.description,
+            tags: s.tags,
+            metadata: s.metadata,
+            status: s.status,
+            version: s.version,
+            content_hash: s.content_hash,
+            size_bytes: s.size_bytes,
+            limits: s.limits,
+            created_by: s.created_by,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            execution_count: s.execution_count,
+            last_executed_at: s.last_executed_at,
+        }
+    }
+}
+
+/// One version of a script, as `/versions` lists it.
+#[derive(Debug, Serialize)]
+pub struct VersionView {
+    version: u32,
+    current: bool,
+    content_hash: String,
+    size_bytes: u64,
+    created_at: String,
+    created_by: Option<String>,
+    /// The source (for a single version of a source script).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+    /// The component bytes (for a single version of a wasm script).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_base64: Option<String>,
+}
+
+impl VersionView {
+    fn new(v: VersionRecord, script: &ScriptRecord) -> Self {
+        Self {
+            current: v.version == script.version,
+            version: v.version,
+            content_hash: v.content_hash,
+            size_bytes: v.size_bytes,
+            created_at: v.created_at,
+            created_by: v.created_by,
+            content: None,
+            content_base64: None,
+        }
+    }
+}
+
+fn find(state: &AppState, id_or_name: &str) -> Result<ScriptRecord, ApiError> {
+    state
+        .store
+        .script(id_or_name)?
+        .ok_or_else(|| ApiError::NotFound(format!("no script {id_or_name:?}")))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id_or_name): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let script = find(&state, &id_or_name)?;
+    etag::json(&headers, &ScriptView::from(script))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentQuery {
+    version: Option<u32>,
+}
+
+/// The source as text, or the component as `application/wasm`; the current
+/// version unless `?version=N`. Its ETag is the content's BLAKE3 hash.
+async fn content(
+    State(state): State<AppState>,
+    ApiPath(id_or_name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ContentQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let script = find(&state, &id_or_name)?;
+    let version = query.version.unwrap_or(script.version);
+    let bytes = state
+        .store
+        .script_content(&script.id, version)?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("script {id_or_name:?} has no version {version}"))
+        })?;
+    let content_type = match script.language {
+        Language::Wasm => "application/wasm",
+        Language::Javascript => "text/javascript; charset=utf-8",
+        Language::Python => "text/x-python; charset=utf-8",
+    };
+    let tag = format!("\"{}\"", blake3::hash(&bytes).to_hex());
+    Ok(etag::respond(&headers, &tag, content_type, bytes))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsQuery {
+    page: Option<usize>,
+    size: Option<usize>,
+    order: Option<String>,
+}
+
+/// Every version of a script, newest first unless `?order=asc`.
+async fn versions(
+    State(state): State<AppState>,
+    ApiPath(id_or_name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<VersionsQuery>,
+) -> Result<axum::Json<Listing<VersionView>>, ApiError> {
+    let page = Page::new(PageQuery {
+        page: query.page,
+        size: query.size,
+    })?;
+    let descending = parse_order(query.order.as_deref())?;
+    let script = find(&state, &id_or_name)?;
+    let mut versions = state.store.script_versions(&script.id)?;
+    if descending {
+        versions.reverse();
+    }
+    let total = versions.len();
+    let data = versions
+        .into_iter()
+        .skip(page.skip())
+        .take(page.size)
+        .map(|v| VersionView::new(v, &script))
+        .collect();
+    Ok(axum::Json(page.envelope(data, total)))
+}
+
+/// One version with its content (text, or base64 for a component).
+async fn version(
+    State(state): State<AppState>,
+    ApiPath((id_or_name, number)): ApiPath<(String, u32)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let script = find(&state, &id_or_name)?;
+    let missing = || ApiError::NotFound(format!("script {id_or_name:?} has no version {number}"));
+    let record = state
+        .store
+        .script_version(&script.id, number)?
+        .ok_or_else(missing)?;
+    let bytes = state
+        .store
+        .script_content(&script.id, number)?
+        .ok_or_else(missing)?;
+    let mut view = VersionView::new(record, &script);
+    match script.language {
+        Language::Wasm => {
+            view.content_base64 = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+        }
+        Language::Javascript | Language::Python => {
+            view.content = Some(String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    etag::json(&headers, &view)
+}
+
+fn parse_order(order: Option<&str>) -> Result<bool, ApiError> {
+    match order {
+        None | Some("desc") => Ok(true),
+        Some("asc") => Ok(false),
+        Some(_) => Err(ApiError::invalid("order", "asc or desc")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    page: Option<usize>,
+    size: Option<usize>,
+    status: Option<ScriptStatus>,
+    language: Option<String>,
+    tag: Option<String>,
+    created_by: Option<String>,
+    search: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::Json<Listing<ScriptView>>, ApiError> {
+    let page = Page::new(PageQuery {
+        page: query.page,
+        size: query.size,
+    })?;
+    let language = query.language.as_deref().map(parse_language).transpose()?;
+    let search = match query.search.as_deref().map(str::trim) {
+        Some(s) if s.chars().count() < 2 => {
+            return Err(ApiError::invalid("search", "at least 2 characters"));
+        }
+        other => other.map(str::to_lowercase),
+    };
+    let descending = parse_order(query.order.as_deref())?;
+    let sort = query.sort.as_deref().unwrap_or("created_at");
+    if !matches!(
+        sort,
+        "name" | "created_at" | "updated_at" | "execution_count"
+    ) {
+        return Err(ApiError::invalid(
+            "sort",
+            "one of name, created_at, updated_at, execution_count",
+        ));
+    }
+
+    let mut scripts: Vec<ScriptRecord> = state
+        .store
+        .scripts()?
+        .into_iter()
+        .filter(|s| query.status.is_none_or(|status| s.status == status))
+        .filter(|s| {
+            query
+                .created_by
+                .as_ref()
+                .is_none_or(|by| s.created_by.as_ref() == Some(by))
+        })
+        .filter(|s| language.is_none_or(|l| s.language == l))
+        .filter(|s| query.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .filter(|s| {
+            search.as_ref().is_none_or(|needle| {
+                s.name.to_lowercase().contains(needle)
+                    || s.description
+                        .as_deref()
+                        .is_some_and(|d| d.to_lowercase().contains(needle))
+            })
+        })
+        .collect();
+    scripts.sort_by(|a, b| {
+        match sort {
+            "name" => a.name.cmp(&b.name),
+            "updated_at" => a.updated_at.cmp(&b.updated_at),
+            "execution_count" => a.execution_count.cmp(&b.execution_count),
+            _ => a.created_at.cmp(&b.created_at),
+        }
+        .then_with(|| a.id.cmp(&b.id))
+    });
+    if descending {
+        scripts.reverse();
+    }
+    let total = scripts.len();
+    let data = scripts
+        .into_iter()
+        .skip(page.skip())
+        .take(page.size)
+        .map(ScriptView::from)
+        .collect();
+    Ok(axum::Json(page.envelope(data, total)))
+}
+
+async fn languages() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"languages": [
+        {"id": "javascript", "version": "QuickJS (rquickjs 0.14)", "extensions": [".js", ".mjs"], "kinds": ["command"]},
+        {"id": "python", "version": "CPython 3.14 (componentize-py 0.25.1)", "extensions": [".py"], "kinds": ["command"]},
+        {"id": "wasm", "version": "WASI 0.2 components and preview1 modules (wasmtime 48)", "extensions": [".wasm", ".wat"], "kinds": ["command"]},
+    ]}))
+}

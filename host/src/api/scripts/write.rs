@@ -1,0 +1,214 @@
+//! Create, update and delete. Content is compiled (components) or parsed by
+//! its language runtime (source) before anything is stored, so a script that
+//! cannot run is refused with 422 and the stored one stays as it was.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kiln_runtime::Limits;
+
+use super::ScriptView;
+use super::body::{ScriptBody, parse_language, validate_content};
+use crate::api::error::Detail;
+use crate::api::{ApiError, ApiPath, AppState, etag};
+use crate::auth::Principal;
+use crate::runtimes::{load, shape_fits};
+use crate::store::{Language, ScriptRecord, StoreError};
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let ScriptBody { fields, content } = ScriptBody::read(request, &state).await?;
+    fields.validate(&state.config.limits)?;
+    let name = fields
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::invalid("name", "is required"))?;
+    let language = fields
+        .language
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid("language", "is required"))
+        .and_then(parse_language)?;
+    let content = content.ok_or_else(|| {
+        ApiError::invalid("content", "give exactly one of content and content_base64")
+    })?;
+    validate_content(language, &content)?;
+    compile(&state, language, &content).await?;
+
+    let now = crate::now();
+    let record = ScriptRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        name,
+        language,
+        description: fields.description.flatten(),
+        tags: fields.tags.unwrap_or_default(),
+        metadata: fields.metadata.unwrap_or_default(),
+        status: fields.status.unwrap_or_default(),
+        limits: fields.limits.flatten(),
+        created_by: principal.user_id(),
+        version: 1,
+        content_hash: blake3::hash(&content).to_hex().to_string(),
+        size_bytes: content.len() as u64,
+        created_at: now.clone(),
+        updated_at: now,
+        execution_count: 0,
+        last_executed_at: None,
+    };
+    state.store.create_script(&record, &content)?;
+    state.store.flush().await?;
+    let location = format!("/v1/scripts/{}", record.id);
+    let view = ScriptView::from(record);
+    let tag = etag::of_json(&view)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location), (header::ETAG, tag)],
+        axum::Json(view),
+    )
+        .into_response())
+}
+
+/// `PUT /v1/scripts/{id}`: a partial update. New content (different from the
+/// current) becomes the next version.
+pub(super) async fn update(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    principal: Principal,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let headers = request.headers().clone();
+    let ScriptBody { fields, content } = ScriptBody::read(request, &state).await?;
+    fields.validate(&state.config.limits)?;
+    let current = state
+        .store
+        .script(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
+    if let Some(language) = fields.language.as_deref()
+        && parse_language(language)? != current.language
+    {
+        return Err(ApiError::invalid(
+            "language",
+            "a script's language cannot change; create a new script",
+        ));
+    }
+    // Compile before the store is touched: 422 leaves the script as it was.
+    let content = match content {
+        Some(content) if blake3::hash(&content).to_hex().as_str() != current.content_hash => {
+            validate_content(current.language, &content)?;
+            compile(&state, current.language, &content).await?;
+            Some(content)
+        }
+        _ => None,
+    };
+    let now = crate::now();
+    let change = |script: &ScriptRecord| {
+        if_match(&headers, script)?;
+        let mut next = script.clone();
+        if let Some(name) = &fields.name {
+            next.name.clone_from(name);
+        }
+        if let Some(description) = &fields.description {
+            next.description.clone_from(description);
+        }
+        if let Some(tags) = &fields.tags {
+            next.tags.clone_from(tags);
+        }
+        if let Some(metadata) = &fields.metadata {
+            next.metadata.clone_from(metadata);
+        }
+        if let Some(status) = fields.status {
+            next.status = status;
+        }
+        if let Some(limits) = fields.limits {
+            next.limits = limits;
+        }
+        if let Some(content) = &content {
+            next.version = script.version + 1;
+            next.content_hash = blake3::hash(content).to_hex().to_string();
+            next.size_bytes = content.len() as u64;
+            next.created_by = next.created_by.clone().or_else(|| principal.user_id());
+        }
+        if next != *script {
+            next.updated_at.clone_from(&now);
+        }
+        Ok(next)
+    };
+    let updated = state
+        .store
+        .update_script(&current.id, &change, content.as_deref())?;
+    state.store.flush().await?;
+    etag::json(&HeaderMap::new(), &ScriptView::from(updated))
+}
+
+/// `DELETE /v1/scripts/{id}` → 204. Its executions stay readable.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let allow = |script: &ScriptRecord| if_match(&headers, script);
+    state
+        .store
+        .delete_script(&id, &allow)
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound(format!("no script {id:?}")),
+            other => other.into(),
+        })?;
+    state.store.flush().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The `If-Match` precondition against the script's current representation.
+fn if_match(headers: &HeaderMap, script: &ScriptRecord) -> Result<(), StoreError> {
+    let view = ScriptView::from(script.clone());
+    let tag = etag::of_json(&view).map_err(|e| StoreError::Backend(e.to_string()))?;
+    etag::check_if_match(headers, &tag).map_err(|e| StoreError::Refused(e.to_string()))
+}
+
+/// Compiles a component, or parses a source script with its runtime: a
+/// script that cannot run is refused with 422.
+async fn compile(state: &AppState, language: Language, content: &[u8]) -> Result<(), ApiError> {
+    let artifact = match language {
+        Language::Wasm => load(&state.sandbox, content.to_vec()).await.map_err(|e| {
+            ApiError::Compile(e.to_string(), vec![Detail::field("content", e.to_string())])
+        })?,
+        Language::Javascript | Language::Python => {
+            state.runtimes.get(language).await.map_err(|e| {
+                ApiError::Internal(format!("the language runtime does not load: {e}"))
+            })?
+        }
+    };
+    if !shape_fits(language, artifact.shape()) {
+        let message = "the component is not a wasi:cli/command (it must export wasi:cli/run)";
+        return Err(ApiError::Compile(
+            message.into(),
+            vec![Detail::field("content", message)],
+        ));
+    }
+    if language == Language::Wasm {
+        return Ok(());
+    }
+    let source = String::from_utf8_lossy(content);
+    let limits = Limits {
+        fuel: Some(CHECK_FUEL),
+        ..Limits::default()
+    };
+    match state.sandbox.check(&artifact, &source, limits).await {
+        Ok(None) => Ok(()),
+        Ok(Some(error)) => {
+            let detail = Detail {
+                field: Some("content".into()),
+                message: error.message.clone(),
+                line: error.line,
+                column: error.column,
+            };
+            Err(ApiError::Compile(error.message, vec![detail]))
+        }
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// Parsing 100 000 characters takes a few million instructions; this bounds a
+/// parser fed something pathological.
+const CHECK_FUEL: u64 = 2_000_000_000;
