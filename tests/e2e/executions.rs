@@ -6,30 +6,6 @@ use serde_json::{Value, json};
 
 use crate::harness::{Kiln, error_body};
 
-fn execute(kiln: &Kiln, script: &str, query: &str, body: Value) -> reqwest::blocking::Response {
-    kiln.post(&format!("/v1/scripts/{script}/execute{query}"))
-        .json(&body)
-        .send()
-        .unwrap()
-}
-
-fn poll_until_final(kiln: &Kiln, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let execution: Value = kiln
-            .get(&format!("/v1/executions/{id}"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if !matches!(execution["status"].as_str(), Some("queued" | "running")) {
-            return execution;
-        }
-        assert!(Instant::now() < deadline, "never finished: {execution}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn wait_true_answers_with_the_finished_execution() {
     let (kiln, _dir) = Kiln::start(&[]);
@@ -38,8 +14,7 @@ fn wait_true_answers_with_the_finished_execution() {
         "javascript",
         "function main(p) { console.log('hi', p.name); return {n: p.name.length}; }",
     );
-    let response = execute(
-        &kiln,
+    let response = kiln.execute(
         "hello",
         "?wait=true",
         json!({"parameters": {"name": "Kiln"}}),
@@ -69,14 +44,14 @@ fn async_execution_is_202_then_pollable() {
         "python",
         "def main(x):\n    print('x is', x)\n    return x * 2\n",
     );
-    let response = execute(&kiln, "py", "", json!({"parameters": {"x": 21}}));
+    let response = kiln.execute("py", "", json!({"parameters": {"x": 21}}));
     assert_eq!(response.status(), 202);
     let location = response.headers()["location"].to_str().unwrap().to_string();
     let accepted: Value = response.json().unwrap();
     let id = accepted["execution_id"].as_str().unwrap();
     assert_eq!(location, format!("/v1/executions/{id}"));
     assert_eq!(accepted["links"]["self"], location.as_str());
-    let execution = poll_until_final(&kiln, id);
+    let execution = kiln.poll_until_final(id);
     assert_eq!(execution["status"], "completed", "{execution}");
     assert_eq!(execution["result"], 42);
     assert_eq!(execution["stdout"], "x is 21\n");
@@ -106,17 +81,14 @@ fn limits_stop_hostile_scripts_and_are_capped_by_config() {
     ]);
     kiln.create_script("spin", "javascript", "function main() { for (;;) {} }");
     // Asks for an hour; the server's maximum (300 ms) applies.
-    let execution: Value = execute(
-        &kiln,
-        "spin",
-        "?wait=true",
-        json!({"timeout_ms": 3_600_000}),
-    )
-    .json()
-    .unwrap();
+    let execution: Value = kiln
+        .execute("spin", "?wait=true", json!({"timeout_ms": 3_600_000}))
+        .json()
+        .unwrap();
     assert_eq!(execution["status"], "timeout", "{execution}");
     assert_eq!(execution["error"]["code"], "TIMEOUT");
-    let execution: Value = execute(&kiln, "spin", "?wait=true", json!({"fuel": 10_000_000}))
+    let execution: Value = kiln
+        .execute("spin", "?wait=true", json!({"fuel": 10_000_000}))
         .json()
         .unwrap();
     assert_eq!(execution["error"]["code"], "FUEL_EXHAUSTED", "{execution}");
@@ -126,7 +98,8 @@ fn limits_stop_hostile_scripts_and_are_capped_by_config() {
         "javascript",
         "function main() { const k = []; for (;;) k.push(new Array(100000).fill(1)); }",
     );
-    let execution: Value = execute(&kiln, "bomb", "?wait=true", json!({"memory_mb": 32}))
+    let execution: Value = kiln
+        .execute("bomb", "?wait=true", json!({"memory_mb": 32}))
         .json()
         .unwrap();
     assert_eq!(execution["error"]["code"], "MEMORY_LIMIT", "{execution}");
@@ -136,7 +109,8 @@ fn limits_stop_hostile_scripts_and_are_capped_by_config() {
         "javascript",
         "function main() { throw new Error('boom'); }",
     );
-    let execution: Value = execute(&kiln, "throws", "?wait=true", json!({}))
+    let execution: Value = kiln
+        .execute("throws", "?wait=true", json!({}))
         .json()
         .unwrap();
     assert_eq!(execution["status"], "failed");
@@ -149,27 +123,27 @@ fn bad_execute_requests() {
     let (kiln, _dir) = Kiln::start(&[]);
     kiln.create_script("ok", "javascript", "1");
     error_body(
-        execute(&kiln, "missing", "", json!({})),
+        kiln.execute("missing", "", json!({})),
         404,
         "RESOURCE_NOT_FOUND",
     );
     error_body(
-        execute(&kiln, "ok", "", json!({"parameters": [1]})),
+        kiln.execute("ok", "", json!({"parameters": [1]})),
         400,
         "VALIDATION_ERROR",
     );
     error_body(
-        execute(&kiln, "ok", "", json!({"timeout_ms": 0})),
+        kiln.execute("ok", "", json!({"timeout_ms": 0})),
         400,
         "VALIDATION_ERROR",
     );
     error_body(
-        execute(&kiln, "ok", "?wait=maybe", json!({})),
+        kiln.execute("ok", "?wait=maybe", json!({})),
         400,
         "VALIDATION_ERROR",
     );
     error_body(
-        execute(&kiln, "ok", "", json!({"surprise": true})),
+        kiln.execute("ok", "", json!({"surprise": true})),
         400,
         "VALIDATION_ERROR",
     );
@@ -196,7 +170,7 @@ fn a_full_queue_is_503_with_retry_after() {
     let mut refused = None;
     // One runs, one waits in the queue; within a few more the queue is full.
     for _ in 0..6 {
-        let response = execute(&kiln, "spin", "", json!({"timeout_ms": 2000}));
+        let response = kiln.execute("spin", "", json!({"timeout_ms": 2000}));
         if response.status() == 503 {
             refused = Some(response);
             break;
@@ -213,11 +187,13 @@ fn a_crash_during_an_execution_leaves_it_interrupted_and_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let kiln = Kiln::start_in(dir.path(), &[]);
     kiln.create_script("quick", "javascript", "function main() { return 'done'; }");
-    let finished: Value = execute(&kiln, "quick", "?wait=true", json!({}))
+    let finished: Value = kiln
+        .execute("quick", "?wait=true", json!({}))
         .json()
         .unwrap();
     kiln.create_script("spin", "javascript", "for (;;) {}");
-    let accepted: Value = execute(&kiln, "spin", "", json!({"timeout_ms": 60_000}))
+    let accepted: Value = kiln
+        .execute("spin", "", json!({"timeout_ms": 60_000}))
         .json()
         .unwrap();
     let id = accepted["execution_id"].as_str().unwrap().to_string();
@@ -243,7 +219,8 @@ fn a_crash_during_an_execution_leaves_it_interrupted_and_keeps_the_rest() {
         .json()
         .unwrap();
     assert_eq!(kept, finished);
-    let again: Value = execute(&kiln, "quick", "?wait=true", json!({}))
+    let again: Value = kiln
+        .execute("quick", "?wait=true", json!({}))
         .json()
         .unwrap();
     assert_eq!(again["result"], "done");
@@ -259,10 +236,10 @@ fn concurrent_clients_all_get_their_own_result() {
             scope.spawn(move || {
                 for round in 0..10 {
                     let i = client * 100 + round;
-                    let execution: Value =
-                        execute(kiln, "echo", "?wait=true", json!({"parameters": {"i": i}}))
-                            .json()
-                            .unwrap();
+                    let execution: Value = kiln
+                        .execute("echo", "?wait=true", json!({"parameters": {"i": i}}))
+                        .json()
+                        .unwrap();
                     assert_eq!(execution["result"], i * 3, "{execution}");
                 }
             });
@@ -274,10 +251,12 @@ fn concurrent_clients_all_get_their_own_result() {
 fn cancel_stops_running_and_queued_executions() {
     let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_COUNT", "1")]);
     kiln.create_script("spin", "javascript", "for (;;) {}");
-    let running: Value = execute(&kiln, "spin", "", json!({"timeout_ms": 60_000}))
+    let running: Value = kiln
+        .execute("spin", "", json!({"timeout_ms": 60_000}))
         .json()
         .unwrap();
-    let queued: Value = execute(&kiln, "spin", "", json!({"timeout_ms": 60_000}))
+    let queued: Value = kiln
+        .execute("spin", "", json!({"timeout_ms": 60_000}))
         .json()
         .unwrap();
     let (running, queued) = (
@@ -328,7 +307,7 @@ fn cancel_stops_running_and_queued_executions() {
     // The worker is free again.
     kiln.create_script("quick", "javascript", "function main() { return 1; }");
     assert_eq!(
-        execute(&kiln, "quick", "?wait=true", json!({}))
+        kiln.execute("quick", "?wait=true", json!({}))
             .json::<Value>()
             .unwrap()["result"],
         1
@@ -346,7 +325,8 @@ fn list_executions_newest_first_with_filters() {
     );
     let mut ids = Vec::new();
     for script in ["ok", "bad", "ok"] {
-        let execution: Value = execute(&kiln, script, "?wait=true", json!({}))
+        let execution: Value = kiln
+            .execute(script, "?wait=true", json!({}))
             .json()
             .unwrap();
         ids.push(execution["id"].as_str().unwrap().to_string());
@@ -417,7 +397,7 @@ fn events_stream_live_output_then_done_and_replay_afterwards() {
         "javascript",
         "function main() { for (let i = 0; i < 3; i++) { console.log('tick', i); let x = 0; for (let j = 0; j < 2e6; j++) x += j; } console.error('bye'); return 'ok'; }",
     );
-    let accepted: Value = execute(&kiln, "ticker", "", json!({})).json().unwrap();
+    let accepted: Value = kiln.execute("ticker", "", json!({})).json().unwrap();
     let id = accepted["execution_id"].as_str().unwrap();
     let events = read_events(&kiln, id);
     assert_eq!(events.first().unwrap().0, "status", "{events:?}");
@@ -461,8 +441,9 @@ fn sigterm_drains_finishing_what_fits_and_interrupting_the_rest() {
     // About half a second of work: it fits in the drain window.
     kiln.create_script("short", "javascript", "function main() { const end = Date.now() + 500; while (Date.now() < end) {} return 'finished'; }");
     kiln.create_script("spin", "javascript", "for (;;) {}");
-    let short: Value = execute(&kiln, "short", "", json!({})).json().unwrap();
-    let spin: Value = execute(&kiln, "spin", "", json!({"timeout_ms": 120_000}))
+    let short: Value = kiln.execute("short", "", json!({})).json().unwrap();
+    let spin: Value = kiln
+        .execute("spin", "", json!({"timeout_ms": 120_000}))
         .json()
         .unwrap();
     let (short, spin) = (
@@ -523,7 +504,7 @@ fn ad_hoc_code_runs_synchronously_or_queued() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(poll_until_final(&kiln, &id)["result"], "later");
+    assert_eq!(kiln.poll_until_final(&id)["result"], "later");
 
     let execution: Value = kiln
         .post("/v1/execute")

@@ -96,6 +96,42 @@ impl Kiln {
         response.json().unwrap()
     }
 
+    /// `POST /v1/scripts/{script}/execute{query}` with a JSON body.
+    pub fn execute(&self, script: &str, query: &str, body: Value) -> Response {
+        self.post(&format!("/v1/scripts/{script}/execute{query}"))
+            .json(&body)
+            .send()
+            .unwrap()
+    }
+
+    /// Runs a script with `?wait=true` and returns the finished execution.
+    pub fn run(&self, script: &str, body: Value) -> Value {
+        let response = self.execute(script, "?wait=true", body);
+        assert_eq!(response.status(), 200);
+        response.json().unwrap()
+    }
+
+    /// Polls an execution until it is final and returns it.
+    pub fn poll_until_final(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let execution: Value = self
+                .get(&format!("/v1/executions/{id}"))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if !matches!(execution["status"].as_str(), Some("queued" | "running")) {
+                return execution;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never finished: {execution}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

@@ -8,4 +8,5 @@
 
 mod executions;
 mod harness;
+mod lifecycle;
 mod scripts;

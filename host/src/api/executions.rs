@@ -206,8 +206,9 @@ async fn execute_ad_hoc(
     let language = super::scripts::parse_language(&language)?;
     let code = super::scripts::decode_content(code, code_base64, "code", true)?;
     // What is left must be an ExecuteRequest, which refuses unknown fields.
-    let execution: ExecuteRequest = serde_json::from_value(serde_json::Value::Object(body))
-        .map_err(|e| ApiError::Validation(format!("the body is not valid: {e}"), Vec::new()))?;
+    let rest = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::Internal(format!("cannot re-encode a body: {e}")))?;
+    let execution: ExecuteRequest = super::parse_json("the body", &rest)?;
     if execution.version.is_some() {
         return Err(ApiError::invalid("version", "ad-hoc code has no versions"));
     }
@@ -349,8 +350,7 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ExecuteRequest, Api
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ExecuteRequest::default());
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Validation(format!("the body is not valid: {e}"), Vec::new()))
+    super::parse_json("the body", &body)
 }
 
 fn accepted(id: &str) -> Response {
@@ -375,12 +375,13 @@ fn accepted(id: &str) -> Response {
 async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<axum::Json<ExecutionView>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let record = state
         .store
         .execution(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))?;
-    Ok(axum::Json(record.into()))
+    super::etag::json(&headers, &ExecutionView::from(record))
 }
 
 /// How long a cancel request waits for the worker to record the stop; the

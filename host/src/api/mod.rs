@@ -52,6 +52,27 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
+/// Parses a JSON body (or part of one), naming the field that is wrong.
+///
+/// # Errors
+///
+/// `VALIDATION_ERROR` with the field's path in `details`.
+pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if path == "." {
+            ApiError::Validation(format!("{what} is not valid: {message}"), Vec::new())
+        } else {
+            ApiError::Validation(
+                format!("{what} is not valid: {path}: {message}"),
+                vec![error::Detail::field(&path, message)],
+            )
+        }
+    })
+}
+
 const REQUEST_ID: &str = "x-request-id";
 
 /// All routes, with the request-id and error-shape layer around them.

@@ -478,3 +478,180 @@ impl Store for SledStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Language, ScriptStatus};
+
+    fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
+        ScriptRecord {
+            id: id.into(),
+            name: name.into(),
+            language: Language::Javascript,
+            description: None,
+            tags: Vec::new(),
+            metadata: serde_json::Map::new(),
+            status: ScriptStatus::Active,
+            limits: None,
+            created_by: None,
+            version,
+            content_hash: blake3::hash(b"v2").to_hex().to_string(),
+            size_bytes: 2,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-02T00:00:00.000Z".into(),
+            execution_count: 0,
+            last_executed_at: None,
+        }
+    }
+
+    #[test]
+    fn schema_1_data_gets_version_records() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What a schema-1 build wrote: content only, no version records.
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", encode(&1u32).unwrap())
+                .unwrap();
+            let versions = db.open_tree("script_versions").unwrap();
+            versions.insert(version_key("s1", 1), &b"v1"[..]).unwrap();
+            versions.insert(version_key("s1", 2), &b"v2"[..]).unwrap();
+            let record = script("s1", "old", 2);
+            db.open_tree("scripts")
+                .unwrap()
+                .insert("s1", encode(&record).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let versions = store.script_versions("s1").unwrap();
+        assert_eq!(versions.len(), 2);
+        assert_eq!(
+            versions[0].content_hash,
+            blake3::hash(b"v1").to_hex().to_string()
+        );
+        assert_eq!(versions[1].size_bytes, 2);
+        assert_eq!(
+            store.script_content("s1", 1).unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        drop(store);
+        // Reopening finds schema 2 and changes nothing.
+        assert_eq!(
+            SledStore::open(dir.path())
+                .unwrap()
+                .script_versions("s1")
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", encode(&(SCHEMA_VERSION + 1)).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        assert!(matches!(
+            SledStore::open(dir.path()),
+            Err(StoreError::Schema { .. })
+        ));
+    }
+
+    #[test]
+    fn idempotency_keys_claim_replay_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.claim_idempotency_key("k", "f", 1_000).unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim_idempotency_key("k", "f", 1_001).unwrap(),
+            Claim::InFlight
+        );
+        assert_eq!(
+            store.claim_idempotency_key("k", "g", 1_001).unwrap(),
+            Claim::Mismatch
+        );
+        let response = StoredResponse {
+            status: 201,
+            headers: vec![("location".into(), "/x".into())],
+            body: b"{}".to_vec(),
+        };
+        store.settle_idempotency_key("k", Some(&response)).unwrap();
+        assert_eq!(
+            store.claim_idempotency_key("k", "f", 2_000).unwrap(),
+            Claim::Replay(response)
+        );
+        // After the TTL the key is new again.
+        let later = 1_000 + IDEMPOTENCY_TTL_MS;
+        assert_eq!(
+            store.claim_idempotency_key("k", "g", later).unwrap(),
+            Claim::Claimed
+        );
+        // A released claim can be taken at once; an abandoned one after a while.
+        store.settle_idempotency_key("k", None).unwrap();
+        assert_eq!(
+            store.claim_idempotency_key("k", "h", later).unwrap(),
+            Claim::Claimed
+        );
+        let abandoned = later + IDEMPOTENCY_ABANDONED_MS;
+        assert_eq!(
+            store.claim_idempotency_key("k", "h", abandoned).unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(store.expire_idempotency_keys(abandoned + 1).unwrap(), 1);
+        assert_eq!(
+            store.claim_idempotency_key("k", "f", abandoned).unwrap(),
+            Claim::Claimed
+        );
+    }
+
+    #[test]
+    fn renames_move_the_name_and_refusals_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .create_script(&script("a", "first", 1), b"v2")
+            .unwrap();
+        store
+            .create_script(&script("b", "second", 1), b"v2")
+            .unwrap();
+        let rename = |to: &'static str| {
+            move |s: &ScriptRecord| {
+                let mut next = s.clone();
+                next.name = to.into();
+                Ok(next)
+            }
+        };
+        assert!(matches!(
+            store.update_script("a", &rename("second"), None),
+            Err(StoreError::NameTaken(_))
+        ));
+        store
+            .update_script("first", &rename("third"), None)
+            .unwrap();
+        assert!(store.script("first").unwrap().is_none());
+        assert_eq!(store.script("third").unwrap().unwrap().id, "a");
+        let refuse = |_: &ScriptRecord| Err(StoreError::Refused("stale".into()));
+        assert!(store.update_script("a", &refuse, Some(b"v3")).is_err());
+        assert_eq!(store.script_versions("a").unwrap().len(), 1);
+        store.delete_script("third", &|_| Ok(())).unwrap();
+        assert!(store.script("a").unwrap().is_none());
+        assert!(store.script_content("a", 1).unwrap().is_none());
+        assert!(store.script_versions("a").unwrap().is_empty());
+        assert!(matches!(
+            store.delete_script("a", &|_| Ok(())),
+            Err(StoreError::NotFound)
+        ));
+    }
+}

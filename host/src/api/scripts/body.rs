@@ -126,9 +126,7 @@ impl ScriptBody {
             match part.name() {
                 Some("meta") => {
                     let bytes = part.bytes().await.map_err(multipart_error)?;
-                    let meta: ScriptFields = serde_json::from_slice(&bytes).map_err(|e| {
-                        ApiError::invalid("meta", format!("not a valid JSON object: {e}"))
-                    })?;
+                    let meta: ScriptFields = crate::api::parse_json("the meta part", &bytes)?;
                     fields = Some(meta);
                 }
                 Some("file") => file = Some(part.bytes().await.map_err(multipart_error)?.to_vec()),
