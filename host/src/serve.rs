@@ -12,6 +12,7 @@ use kiln_runtime::{EngineOptions, Sandbox};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::jobs::{self, Jobs};
+use crate::metrics::Metrics;
 use crate::runtimes::Runtimes;
 use crate::store::{SledStore, Store};
 
@@ -36,13 +37,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ..EngineOptions::default()
     })?);
     let runtimes = Arc::new(Runtimes::new(sandbox.clone()));
+    let mut metrics = Metrics::new();
     let jobs = Jobs::start(
         config.workers.count,
         config.workers.queue_capacity,
         store.clone(),
         runtimes.clone(),
         config.limits.output_bytes,
+        metrics.executions(),
     );
+    metrics.watch(jobs.clone(), sandbox.clone());
     jobs::recover(store.as_ref(), &jobs)
         .await
         .context("cannot recover executions")?;
@@ -58,6 +62,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sandbox,
         runtimes,
         jobs: jobs.clone(),
+        metrics: Arc::new(metrics),
         config: Arc::new(config),
         ready: ready.clone(),
         started: std::time::Instant::now(),

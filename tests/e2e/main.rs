@@ -9,4 +9,5 @@
 mod executions;
 mod harness;
 mod lifecycle;
+mod observability;
 mod scripts;

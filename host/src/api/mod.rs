@@ -1,5 +1,6 @@
 //! The HTTP front door: `router` wires the resource modules and the layers.
 
+mod analytics;
 mod error;
 mod etag;
 mod executions;
@@ -22,6 +23,7 @@ pub use self::error::ApiError;
 pub use self::idempotency::now_ms;
 use crate::config::Config;
 use crate::jobs::Jobs;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -31,6 +33,7 @@ pub struct AppState {
     pub sandbox: Arc<Sandbox>,
     pub runtimes: Arc<crate::runtimes::Runtimes>,
     pub jobs: Arc<Jobs>,
+    pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     /// False while starting and while draining: `/readyz` answers 503.
     pub ready: Arc<AtomicBool>,
@@ -82,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .merge(system::routes())
         .merge(scripts::routes())
         .merge(executions::routes())
+        .merge(analytics::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), measure))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -91,6 +96,29 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
         .layer(middleware::from_fn(request_id_and_errors))
         .with_state(state)
+}
+
+/// Counts each routed request by its route template (not its path, which
+/// would make a series per id) and records its latency.
+async fn measure(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics.request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// Echoes a sane client `X-Request-Id` (else makes one), puts it on the

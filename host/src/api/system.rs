@@ -4,7 +4,8 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
@@ -15,6 +16,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {
@@ -37,15 +39,7 @@ async fn status(State(state): State<AppState>) -> Result<axum::Json<serde_json::
         .store
         .execution_counts()?
         .into_iter()
-        .map(|(status, n)| {
-            (
-                serde_json::to_value(status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                json!(n),
-            )
-        })
+        .map(|(status, n)| (status.as_str().to_owned(), json!(n)))
         .collect();
     let cache = state.sandbox.cache_stats();
     Ok(axum::Json(json!({
@@ -63,4 +57,20 @@ async fn status(State(state): State<AppState>) -> Result<axum::Json<serde_json::
             "compiles": cache.compiles,
         },
     })))
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state
+        .metrics
+        .render()
+        .map_err(|e| ApiError::Internal(format!("cannot render metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }

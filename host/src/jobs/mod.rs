@@ -11,6 +11,7 @@ use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, Limits, Outcome, Ou
 use tokio::sync::{broadcast, watch};
 
 use self::queue::Queue;
+use crate::metrics::ExecutionMetrics;
 use crate::runtimes::{Runtimes, load};
 use crate::store::{
     ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, Store, StoreError,
@@ -32,6 +33,7 @@ pub enum JobError {
 /// The queue's sending side plus the completion signals of queued executions.
 pub struct Jobs {
     queue: Queue,
+    metrics: ExecutionMetrics,
     done: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Cancel handles of running executions. Its lock also orders the
     /// queued → running and queued → cancelled transitions, so a worker and a
@@ -76,9 +78,11 @@ impl Jobs {
         store: Arc<dyn Store>,
         runtimes: Arc<Runtimes>,
         output_bytes: usize,
+        metrics: ExecutionMetrics,
     ) -> Arc<Self> {
         let jobs = Arc::new(Self {
             queue: Queue::new(capacity),
+            metrics,
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
@@ -155,6 +159,7 @@ impl Jobs {
                 });
                 record.completed_at = Some(crate::now());
                 store.put_execution(&record)?;
+                self.metrics.record(&record);
                 self.queue.remove(id);
                 drop(running);
                 self.finished(id);
@@ -351,6 +356,7 @@ impl Worker {
         }
         record.completed_at = Some(crate::now());
         self.store.put_execution(record)?;
+        self.jobs.metrics.record(record);
         if let Some(script_id) = &record.script_id {
             self.store.note_execution(
                 script_id,
@@ -488,6 +494,7 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
         );
         record.completed_at = Some(crate::now());
         store.put_execution(&record)?;
+        jobs.metrics.record(&record);
     }
     store.flush().await?;
     for record in store.executions_in(&[ExecutionStatus::Queued])? {

@@ -86,6 +86,13 @@ pub trait Store: Send + Sync {
         skip: usize,
         take: usize,
     ) -> Result<(Vec<ExecutionRecord>, usize), StoreError>;
+    /// Visits every execution created at or after `since_ms` (Unix ms),
+    /// oldest first, without reading older ones.
+    fn visit_executions_since(
+        &self,
+        since_ms: u64,
+        visit: &mut dyn FnMut(ExecutionRecord),
+    ) -> Result<(), StoreError>;
     /// How many executions are in each state.
     fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
     /// Claims an idempotency key for a request whose method, path and body

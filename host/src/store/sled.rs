@@ -361,6 +361,22 @@ impl Store for SledStore {
         Ok((page, total))
     }
 
+    fn visit_executions_since(
+        &self,
+        since_ms: u64,
+        visit: &mut dyn FnMut(ExecutionRecord),
+    ) -> Result<(), StoreError> {
+        // Keys are UUID v7 strings, which begin with their creation time in
+        // ms: the smallest id of that millisecond is where the range starts.
+        let first = uuid::Builder::from_unix_timestamp_millis(since_ms, &[0; 10])
+            .into_uuid()
+            .to_string();
+        for entry in self.executions.range(first.into_bytes()..) {
+            visit(decode(&entry.map_err(backend)?.1)?);
+        }
+        Ok(())
+    }
+
     fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
         let mut counts: Vec<(ExecutionStatus, u64)> = Vec::new();
         for entry in self.executions.iter() {

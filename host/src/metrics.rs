@@ -1,0 +1,237 @@
+//! Prometheus metrics (OpenMetrics text at `/metrics`). Counters and
+//! histograms are updated where things happen (the HTTP layer, the workers);
+//! values that already live elsewhere (queue depth, compile cache) are read
+//! when scraped.
+
+use std::sync::Arc;
+
+use kiln_runtime::Sandbox;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::jobs::Jobs;
+use crate::store::ExecutionRecord;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExecutionLabels {
+    status: String,
+    language: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LanguageLabels {
+    language: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram>,
+    executions: ExecutionMetrics,
+}
+
+/// What the workers record about finished executions; a cheap clone that
+/// shares the registry's families.
+#[derive(Debug, Clone)]
+pub struct ExecutionMetrics {
+    executions: Family<ExecutionLabels, Counter>,
+    execution_seconds: Family<LanguageLabels, Histogram>,
+    fuel: Family<LanguageLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kiln");
+        // 0.5 ms .. ~16 s: a warm script runs in well under a millisecond.
+        let latency = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let executions = Family::<ExecutionLabels, Counter>::default();
+        let execution_seconds =
+            Family::<LanguageLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let fuel = Family::<LanguageLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template and method",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "executions",
+            "Finished executions by final status and language",
+            executions.clone(),
+        );
+        registry.register(
+            "execution_duration_seconds",
+            "Time guests ran, by language",
+            execution_seconds.clone(),
+        );
+        registry.register(
+            "fuel_consumed",
+            "Fuel (wasm instructions, roughly) guests consumed, by language",
+            fuel.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            executions: ExecutionMetrics {
+                executions,
+                execution_seconds,
+                fuel,
+            },
+        }
+    }
+
+    /// The handle workers record executions through.
+    pub fn executions(&self) -> ExecutionMetrics {
+        self.executions.clone()
+    }
+
+    /// Adds the gauges and counters that are read at scrape time.
+    pub fn watch(&mut self, jobs: Arc<Jobs>, sandbox: Arc<Sandbox>) {
+        self.registry
+            .register_collector(Box::new(Live { jobs, sandbox }));
+    }
+
+    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.into(),
+                route: route.into(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                method: method.into(),
+                route: route.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+impl ExecutionMetrics {
+    /// Counts an execution that has just become final.
+    pub fn record(&self, execution: &ExecutionRecord) {
+        let language = execution.language.as_str();
+        self.executions
+            .get_or_create(&ExecutionLabels {
+                status: execution.status.as_str().into(),
+                language: language.into(),
+            })
+            .inc();
+        let language = LanguageLabels {
+            language: language.into(),
+        };
+        // Only executions that ran have a duration and fuel.
+        if let Some(ms) = execution.duration_ms {
+            self.execution_seconds
+                .get_or_create(&language)
+                .observe(ms as f64 / 1000.0);
+        }
+        if let Some(fuel) = execution.fuel_consumed {
+            self.fuel.get_or_create(&language).inc_by(fuel);
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Queue depth, running executions and compile cache counters, as they are
+/// at scrape time.
+struct Live {
+    jobs: Arc<Jobs>,
+    sandbox: Arc<Sandbox>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabels {
+    tier: &'static str,
+}
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauges = [
+            (
+                "queue_depth",
+                "Executions waiting in the queue",
+                self.jobs.queued(),
+            ),
+            (
+                "executions_running",
+                "Executions running now",
+                self.jobs.running(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let stats = self.sandbox.cache_stats();
+        let hits = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "compile_cache_hits",
+            "Artifacts found compiled, in memory or on disk",
+            None,
+            hits.metric_type(),
+        )?;
+        for (tier, value) in [("memory", stats.memory_hits), ("disk", stats.disk_hits)] {
+            ConstCounter::new(value).encode(family.encode_family(&TierLabels { tier })?)?;
+        }
+        let misses = ConstCounter::new(stats.compiles);
+        misses.encode(encoder.encode_descriptor(
+            "compile_cache_misses",
+            "Artifacts that had to be compiled",
+            None,
+            misses.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}

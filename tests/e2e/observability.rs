@@ -1,0 +1,146 @@
+//! `/metrics` and `/v1/analytics/usage` after some real traffic.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Kiln, error_body};
+
+/// The value of one sample line, by its exact name and labels.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn metrics_count_requests_executions_and_the_cache() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script("ok", "javascript", "function main() { return 1; }");
+    kiln.create_script(
+        "bad",
+        "javascript",
+        "function main() { throw new Error('x'); }",
+    );
+    for _ in 0..3 {
+        assert_eq!(kiln.run("ok", json!({}))["status"], "completed");
+    }
+    assert_eq!(kiln.run("bad", json!({}))["status"], "failed");
+    error_body(
+        kiln.get("/v1/scripts/none").send().unwrap(),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+
+    let response = kiln.get("/metrics").send().unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = response.text().unwrap();
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    let series = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
+    assert_eq!(
+        series(r#"kiln_executions_total{status="completed",language="javascript"}"#),
+        3.0
+    );
+    assert_eq!(
+        series(r#"kiln_executions_total{status="failed",language="javascript"}"#),
+        1.0
+    );
+    assert_eq!(
+        series(
+            r#"kiln_http_requests_total{method="POST",route="/v1/scripts/{id}/execute",status="200"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        series(
+            r#"kiln_http_requests_total{method="GET",route="/v1/scripts/{id_or_name}",status="404"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        series(r#"kiln_execution_duration_seconds_count{language="javascript"}"#),
+        4.0
+    );
+    assert!(series(r#"kiln_fuel_consumed_total{language="javascript"}"#) > 0.0);
+    assert_eq!(series("kiln_queue_depth"), 0.0);
+    assert_eq!(series("kiln_executions_running"), 0.0);
+    // The JS runtime was loaded once: one miss (or disk hit) then memory hits.
+    let loads = series(r#"kiln_compile_cache_hits_total{tier="memory"}"#)
+        + series(r#"kiln_compile_cache_hits_total{tier="disk"}"#)
+        + series("kiln_compile_cache_misses_total");
+    assert!(loads >= 1.0, "{text}");
+}
+
+#[test]
+fn usage_sums_the_period_by_day_status_and_script() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script("busy", "javascript", "function main() { return 1; }");
+    kiln.create_script(
+        "quiet",
+        "javascript",
+        "function main() { throw new Error('x'); }",
+    );
+    for _ in 0..4 {
+        kiln.run("busy", json!({}));
+    }
+    kiln.run("quiet", json!({}));
+
+    let usage: Value = kiln
+        .get("/v1/analytics/usage?period=7d")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(usage["period"], "7d");
+    assert_eq!(usage["executions"], 5, "{usage}");
+    assert_eq!(usage["by_status"], json!({"completed": 4, "failed": 1}));
+    let daily = usage["daily"].as_array().unwrap();
+    assert!((7..=8).contains(&daily.len()), "{usage}");
+    let today = daily.last().unwrap();
+    assert_eq!(today["executions"], 5);
+    assert_eq!(
+        today["date"].as_str(),
+        usage["to"].as_str().map(|t| &t[..10])
+    );
+    assert!(
+        daily[..daily.len() - 1]
+            .iter()
+            .all(|d| d["executions"] == 0)
+    );
+    let p50 = usage["duration_ms"]["p50"].as_u64().unwrap();
+    assert!(usage["duration_ms"]["p99"].as_u64().unwrap() >= p50);
+    assert!(usage["fuel"]["total"].as_u64().unwrap() > 0);
+    let top = usage["top_scripts"].as_array().unwrap();
+    assert_eq!(
+        (&top[0]["name"], &top[0]["executions"]),
+        (&json!("busy"), &json!(4))
+    );
+    assert_eq!(
+        (&top[1]["name"], &top[1]["failures"]),
+        (&json!("quiet"), &json!(1))
+    );
+
+    let one: Value = kiln
+        .get(&format!(
+            "/v1/analytics/usage?script_id={}",
+            top[1]["script_id"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (&one["period"], &one["executions"]),
+        (&json!("30d"), &json!(1))
+    );
+    for bad in ["0d", "400d", "week"] {
+        let response = kiln
+            .get(&format!("/v1/analytics/usage?period={bad}"))
+            .send()
+            .unwrap();
+        error_body(response, 400, "VALIDATION_ERROR");
+    }
+}
