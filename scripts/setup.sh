@@ -2,7 +2,8 @@
 # Installs what building Kiln needs beyond rustup's host toolchain: the
 # wasm32-wasip2 target, clang-19 + llvm-19 + wasi-libc headers for the C part
 # of the JavaScript runtime (QuickJS), and componentize-py (PyPI) for the
-# Python runtime. Safe to run again.
+# Python runtime, and openapi-spec-validator (PyPI) for the tests. Safe to
+# run again.
 set -euo pipefail
 
 rustup target add wasm32-wasip2
@@ -20,4 +21,9 @@ if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]; t
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore componentize-py==0.25.1
     # pyenv installs console scripts behind shims that need a rehash.
     if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
+
+# The end-to-end tests validate /openapi.json with the reference validator.
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openapi-spec-validator==0.9.0
 fi

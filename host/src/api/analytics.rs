@@ -5,30 +5,36 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::error::ErrorEnvelope;
 use super::{ApiError, ApiQuery, AppState};
 use crate::store::{ExecutionRecord, ExecutionStatus};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/analytics/usage", get(usage))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(usage))
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
 const MAX_DAYS: u64 = 366;
 const TOP_SCRIPTS: usize = 10;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
+    /// `Nd` or `Nh`, up to `366d` (default `30d`).
     period: Option<String>,
+    /// Only this script's executions.
     script_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// Executions of a period, summed.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Usage {
     period: String,
     from: String,
@@ -41,14 +47,15 @@ pub struct Usage {
     top_scripts: Vec<ScriptUsage>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Day {
     date: String,
     executions: u64,
     by_status: BTreeMap<&'static str, u64>,
 }
 
-#[derive(Debug, Default, Serialize)]
+/// Nearest-rank percentiles of execution durations, in ms.
+#[derive(Debug, Default, Serialize, ToSchema)]
 struct Percentiles {
     p50: Option<u64>,
     p95: Option<u64>,
@@ -56,13 +63,13 @@ struct Percentiles {
     max: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Fuel {
     total: u64,
     per_execution: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ScriptUsage {
     script_id: String,
     /// The script's name now; null once it is deleted.
@@ -115,6 +122,13 @@ struct Tally {
     durations: Vec<u64>,
 }
 
+/// Executions per day and status, duration percentiles, fuel and the
+/// busiest scripts of a period.
+#[utoipa::path(get, path = "/v1/analytics/usage", operation_id = "getUsage", tag = "system", params(UsageQuery),
+    responses(
+        (status = 200, description = "The period's usage", body = Usage),
+        (status = 400, description = "Bad period", body = ErrorEnvelope),
+    ))]
 async fn usage(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<UsageQuery>,

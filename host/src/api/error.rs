@@ -11,7 +11,7 @@ use crate::jobs::JobError;
 use crate::store::StoreError;
 
 /// One field-level problem, as in `details`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Detail {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -97,6 +97,26 @@ impl ApiError {
     }
 }
 
+/// Every error response's body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorObject {
+    /// A stable code, e.g. `VALIDATION_ERROR`, `RESOURCE_NOT_FOUND`, `COMPILE_ERROR`.
+    #[schema(example = "VALIDATION_ERROR")]
+    pub code: String,
+    /// A sentence for humans.
+    pub message: String,
+    pub details: Vec<Detail>,
+    /// The `X-Request-Id` of the request; the server log has it too.
+    pub request_id: String,
+    /// RFC 3339 UTC.
+    pub timestamp: String,
+}
+
 /// What a response carries until `finish` adds the request id and time.
 #[derive(Debug, Clone)]
 pub struct ErrorBody {
@@ -166,13 +186,15 @@ pub fn finish(mut response: Response, request_id: &str) -> Response {
             },
             details: Vec::new(),
         });
-    let json = serde_json::json!({"error": {
-        "code": body.code,
-        "message": body.message,
-        "details": body.details,
-        "request_id": request_id,
-        "timestamp": crate::now(),
-    }});
+    let json = ErrorEnvelope {
+        error: ErrorObject {
+            code: body.code.to_owned(),
+            message: body.message,
+            details: body.details,
+            request_id: request_id.to_owned(),
+            timestamp: crate::now(),
+        },
+    };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let rendered = Json(json).into_response();

@@ -18,6 +18,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use kiln_runtime::Sandbox;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use self::error::ApiError;
 pub use self::idempotency::now_ms;
@@ -78,15 +79,45 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> R
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// All routes, with the request-id and error-shape layer around them.
+/// The OpenAPI document's frame; every operation comes from the
+/// `#[utoipa::path]` of the handler that serves it.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Kiln",
+        description = "Run untrusted JavaScript, Python and WebAssembly components in \
+            wasmtime sandboxes. Errors always have the `ErrorEnvelope` shape; every response \
+            carries `X-Request-Id`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    tags(
+        (name = "scripts", description = "Named, versioned source or components"),
+        (name = "executions", description = "Runs of scripts and of ad-hoc code"),
+        (name = "system", description = "Health, status, metrics, usage and this document"),
+    ),
+)]
+struct ApiDoc;
+
+/// The rendered OpenAPI document, served at `/openapi.json`.
+#[derive(Debug, Clone)]
+pub struct OpenApiJson(pub Arc<String>);
+
+/// All routes and the OpenAPI document made from them, with the request-id
+/// and error-shape layer around them.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
-    Router::new()
+    let (routes, document) = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .merge(system::routes())
         .merge(scripts::routes())
         .merge(executions::routes())
         .merge(analytics::routes())
+        .split_for_parts();
+    let document = document
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the document: {e}\"}}"));
+    routes
         .route_layer(middleware::from_fn_with_state(state.clone(), measure))
+        .layer(axum::Extension(OpenApiJson(Arc::new(document))))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),

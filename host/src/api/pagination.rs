@@ -58,13 +58,14 @@ impl Page {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A page of a list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Listing<T> {
     pub data: Vec<T>,
     pub pagination: Pagination,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Pagination {
     pub page: usize,
     pub size: usize,

@@ -1,65 +1,108 @@
-//! Liveness and readiness.
+//! Liveness, readiness, the server's status and its metrics.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::error::ErrorEnvelope;
 use super::{ApiError, AppState};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/status", get(status))
-        .route("/metrics", get(metrics))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(status))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(json!({"status": "ok"}))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-async fn readyz(
-    State(state): State<AppState>,
-) -> Result<(StatusCode, axum::Json<serde_json::Value>), ApiError> {
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "system",
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// Readiness: the store and engine are usable and the server is not draining.
+#[utoipa::path(get, path = "/readyz", operation_id = "readiness", tag = "system",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Starting or draining", body = ErrorEnvelope),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     if !state.ready.load(Ordering::Acquire) {
         return Err(ApiError::Unavailable("starting or draining".into()));
     }
-    Ok((StatusCode::OK, axum::Json(json!({"status": "ready"}))))
+    Ok(axum::Json(Health { status: "ready" }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompileCache {
+    memory_hits: u64,
+    disk_hits: u64,
+    compiles: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerStatus {
+    version: &'static str,
+    uptime_seconds: u64,
+    workers: usize,
+    queue_depth: usize,
+    queue_capacity: usize,
+    running: usize,
+    /// Stored executions by status.
+    executions_by_status: BTreeMap<&'static str, u64>,
+    store_size_bytes: u64,
+    compile_cache: CompileCache,
 }
 
 /// Version, uptime, workers and queue, executions by status, store size and
 /// the compile cache's counters. (Admin-only once auth exists.)
-async fn status(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let counts: serde_json::Map<String, serde_json::Value> = state
+#[utoipa::path(get, path = "/v1/status", operation_id = "getStatus", tag = "system",
+    responses((status = 200, description = "The server's status", body = ServerStatus)))]
+async fn status(State(state): State<AppState>) -> Result<axum::Json<ServerStatus>, ApiError> {
+    let executions_by_status = state
         .store
         .execution_counts()?
         .into_iter()
-        .map(|(status, n)| (status.as_str().to_owned(), json!(n)))
+        .map(|(status, n)| (status.as_str(), n))
         .collect();
     let cache = state.sandbox.cache_stats();
-    Ok(axum::Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "workers": state.config.workers.count,
-        "queue_depth": state.jobs.queued(),
-        "queue_capacity": state.config.workers.queue_capacity,
-        "running": state.jobs.running(),
-        "executions_by_status": counts,
-        "store_size_bytes": state.store.size_on_disk()?,
-        "compile_cache": {
-            "memory_hits": cache.memory_hits,
-            "disk_hits": cache.disk_hits,
-            "compiles": cache.compiles,
+    Ok(axum::Json(ServerStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        workers: state.config.workers.count,
+        queue_depth: state.jobs.queued(),
+        queue_capacity: state.config.workers.queue_capacity,
+        running: state.jobs.running(),
+        executions_by_status,
+        store_size_bytes: state.store.size_on_disk()?,
+        compile_cache: CompileCache {
+            memory_hits: cache.memory_hits,
+            disk_hits: cache.disk_hits,
+            compiles: cache.compiles,
         },
-    })))
+    }))
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "system",
+    responses((status = 200, description = "OpenMetrics text", body = String,
+        content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state
         .metrics
@@ -73,4 +116,15 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         text,
     )
         .into_response())
+}
+
+/// This document: OpenAPI 3.1, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApi", tag = "system",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi(axum::Extension(document): axum::Extension<super::OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        document.0.as_str().to_owned(),
+    )
+        .into_response()
 }

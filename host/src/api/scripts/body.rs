@@ -20,22 +20,37 @@ const MAX_TAG_CHARS: usize = 50;
 const MAX_DESCRIPTION_CHARS: usize = 2_000;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-/// The fields of a create or update; every one optional here, the handlers
-/// say which a create needs. `Some(None)` is an explicit JSON `null`.
-#[derive(Debug, Default, Deserialize)]
+/// The fields of a create or an update. A create needs `name`, `language`
+/// and one of `content` / `content_base64`; an update takes any of them
+/// (`null` clears `description` and `limits`).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = ScriptInput)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptFields {
+    /// 1..255 of `[a-zA-Z0-9_.-]`, unique.
+    #[schema(example = "hello")]
     pub name: Option<String>,
+    /// `javascript`, `python` or `wasm`; it cannot change.
+    #[schema(example = "javascript")]
     pub language: Option<String>,
+    /// Source text, up to 100 000 characters.
     content: Option<String>,
+    /// The content as base64 (a component, or source).
     content_base64: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
+    /// Up to 10 tags of up to 50 characters.
     pub tags: Option<Vec<String>>,
+    /// Free JSON, up to 16 KiB.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub status: Option<ScriptStatus>,
+    /// Defaults for this script's executions, within the server's maxima.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<ScriptLimits>)]
     pub limits: Option<Option<ScriptLimits>>,
+    /// Only `http` scripts can be public.
     pub public: Option<bool>,
 }
 
@@ -52,11 +67,16 @@ pub struct ScriptBody {
     pub content: Option<Vec<u8>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// With a raw `application/wasm` body, the fields come in the query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct RawQuery {
+pub struct WasmUploadQuery {
+    /// The script's name (raw `application/wasm` uploads only).
     name: Option<String>,
+    /// `wasm` (raw `application/wasm` uploads only).
     language: Option<String>,
+    /// Raw `application/wasm` uploads only.
     description: Option<String>,
 }
 
@@ -84,8 +104,8 @@ impl ScriptBody {
             }
             "multipart/form-data" => Self::multipart(request, state).await,
             "application/wasm" => {
-                let Query(query) =
-                    Query::<RawQuery>::try_from_uri(request.uri()).map_err(ApiError::from)?;
+                let Query(query) = Query::<WasmUploadQuery>::try_from_uri(request.uri())
+                    .map_err(ApiError::from)?;
                 let body =
                     Bytes::from_request(request, state)
                         .await

@@ -4,44 +4,51 @@
 mod body;
 mod write;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(super) use self::body::{decode_content, parse_language};
+use super::error::ErrorEnvelope;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiPath, ApiQuery, AppState, etag};
 use crate::store::{Language, ScriptLimits, ScriptRecord, ScriptStatus, VersionRecord};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/scripts", get(list).post(write::create))
-        .route("/v1/languages", get(languages))
-        .route(
-            "/v1/scripts/{id_or_name}",
-            get(read).put(write::update).delete(write::delete),
-        )
-        .route("/v1/scripts/{id_or_name}/content", get(content))
-        .route("/v1/scripts/{id_or_name}/versions", get(versions))
-        .route("/v1/scripts/{id_or_name}/versions/{version}", get(version))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, write::create))
+        .routes(routes!(languages))
+        .routes(routes!(read, write::update, write::delete))
+        .routes(routes!(content))
+        .routes(routes!(versions))
+        .routes(routes!(version))
 }
 
-/// The API's Script.
-#[derive(Debug, Serialize)]
+/// A named, versioned script (its content is at `/content`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Script)]
 pub struct ScriptView {
     id: String,
     name: String,
+    /// `javascript`, `python` or `wasm`.
+    #[schema(value_type = String, example = "javascript")]
     language: &'static str,
+    /// `command` (source scripts and wasi:cli components); `script` and
+    /// `http` are the kiln:script and wasi:http component worlds.
+    #[schema(value_type = String, example = "command")]
     kind: &'static str,
     description: Option<String>,
     tags: Vec<String>,
+    #[schema(value_type = Object)]
     metadata: serde_json::Map<String, serde_json::Value>,
     status: ScriptStatus,
     version: u32,
+    /// BLAKE3 of the current version's content, hex.
     content_hash: String,
     size_bytes: u64,
     limits: Option<ScriptLimits>,
@@ -79,8 +86,9 @@ impl From<ScriptRecord> for ScriptView {
     }
 }
 
-/// One version of a script, as `/versions` lists it.
-#[derive(Debug, Serialize)]
+/// One version of a script's content.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ScriptVersion)]
 pub struct VersionView {
     version: u32,
     current: bool,
@@ -118,6 +126,15 @@ fn find(state: &AppState, id_or_name: &str) -> Result<ScriptRecord, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no script {id_or_name:?}")))
 }
 
+/// Read a script by id or name.
+#[utoipa::path(get, path = "/v1/scripts/{id_or_name}", operation_id = "getScript", tag = "scripts",
+    params(("id_or_name" = String, Path, description = "The script's id or name")),
+    responses(
+        (status = 200, description = "The script", body = ScriptView,
+            headers(("ETag" = String, description = "Strong ETag of this representation"))),
+        (status = 304, description = "It still matches `If-None-Match`"),
+        (status = 404, description = "No such script", body = ErrorEnvelope),
+    ))]
 async fn read(
     State(state): State<AppState>,
     ApiPath(id_or_name): ApiPath<String>,
@@ -127,14 +144,26 @@ async fn read(
     etag::json(&headers, &ScriptView::from(script))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ContentQuery {
+    /// A version other than the current one.
     version: Option<u32>,
 }
 
 /// The source as text, or the component as `application/wasm`; the current
 /// version unless `?version=N`. Its ETag is the content's BLAKE3 hash.
+#[utoipa::path(get, path = "/v1/scripts/{id_or_name}/content", operation_id = "getScriptContent", tag = "scripts",
+    params(("id_or_name" = String, Path, description = "The script's id or name"), ContentQuery),
+    responses(
+        (status = 200, description = "The source text, or the component bytes",
+            content(("text/javascript"), ("text/x-python"), ("application/wasm")),
+            headers(("ETag" = String, description = "The content's BLAKE3 hash"))),
+        (status = 304, description = "It still matches `If-None-Match`"),
+        (status = 400, description = "Bad query parameter", body = ErrorEnvelope),
+        (status = 404, description = "No such script or version", body = ErrorEnvelope),
+    ))]
 async fn content(
     State(state): State<AppState>,
     ApiPath(id_or_name): ApiPath<String>,
@@ -158,15 +187,26 @@ async fn content(
     Ok(etag::respond(&headers, &tag, content_type, bytes))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct VersionsQuery {
+    /// Page number, from 1.
     page: Option<usize>,
+    /// Page size, 1..=100 (default 20).
     size: Option<usize>,
+    /// `asc` or `desc` (default: newest first).
     order: Option<String>,
 }
 
 /// Every version of a script, newest first unless `?order=asc`.
+#[utoipa::path(get, path = "/v1/scripts/{id_or_name}/versions", operation_id = "listScriptVersions", tag = "scripts",
+    params(("id_or_name" = String, Path, description = "The script's id or name"), VersionsQuery),
+    responses(
+        (status = 200, description = "A page of versions", body = Listing<VersionView>),
+        (status = 400, description = "Bad query parameter", body = ErrorEnvelope),
+        (status = 404, description = "No such script", body = ErrorEnvelope),
+    ))]
 async fn versions(
     State(state): State<AppState>,
     ApiPath(id_or_name): ApiPath<String>,
@@ -193,6 +233,17 @@ async fn versions(
 }
 
 /// One version with its content (text, or base64 for a component).
+#[utoipa::path(get, path = "/v1/scripts/{id_or_name}/versions/{version}", operation_id = "getScriptVersion", tag = "scripts",
+    params(
+        ("id_or_name" = String, Path, description = "The script's id or name"),
+        ("version" = u32, Path, description = "The version number, from 1"),
+    ),
+    responses(
+        (status = 200, description = "The version and its content", body = VersionView,
+            headers(("ETag" = String))),
+        (status = 304, description = "It still matches `If-None-Match`"),
+        (status = 404, description = "No such script or version", body = ErrorEnvelope),
+    ))]
 async fn version(
     State(state): State<AppState>,
     ApiPath((id_or_name, number)): ApiPath<(String, u32)>,
@@ -228,20 +279,34 @@ fn parse_order(order: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Page number, from 1.
     page: Option<usize>,
+    /// Page size, 1..=100 (default 20).
     size: Option<usize>,
     status: Option<ScriptStatus>,
+    /// `javascript`, `python` or `wasm`.
     language: Option<String>,
+    /// Scripts carrying this tag.
     tag: Option<String>,
     created_by: Option<String>,
+    /// At least 2 characters, matched case-insensitively in name and description.
     search: Option<String>,
+    /// `name`, `created_at` (default), `updated_at` or `execution_count`.
     sort: Option<String>,
+    /// `asc` or `desc` (default).
     order: Option<String>,
 }
 
+/// List scripts (without their content).
+#[utoipa::path(get, path = "/v1/scripts", operation_id = "listScripts", tag = "scripts", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of scripts", body = Listing<ScriptView>),
+        (status = 400, description = "Bad query parameter", body = ErrorEnvelope),
+    ))]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -313,10 +378,40 @@ async fn list(
     Ok(axum::Json(page.envelope(data, total)))
 }
 
-async fn languages() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"languages": [
-        {"id": "javascript", "version": "QuickJS (rquickjs 0.14)", "extensions": [".js", ".mjs"], "kinds": ["command"]},
-        {"id": "python", "version": "CPython 3.14 (componentize-py 0.25.1)", "extensions": [".py"], "kinds": ["command"]},
-        {"id": "wasm", "version": "WASI 0.2 components and preview1 modules (wasmtime 48)", "extensions": [".wasm", ".wat"], "kinds": ["command"]},
-    ]}))
+/// A language scripts can be written in.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Language)]
+pub struct LanguageView {
+    id: &'static str,
+    version: &'static str,
+    extensions: &'static [&'static str],
+    kinds: &'static [&'static str],
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Languages {
+    languages: Vec<LanguageView>,
+}
+
+/// The languages this server runs.
+#[utoipa::path(get, path = "/v1/languages", operation_id = "listLanguages", tag = "scripts",
+    responses((status = 200, description = "Languages and their runtimes", body = Languages)))]
+async fn languages() -> axum::Json<Languages> {
+    let language = |id, version, extensions| LanguageView {
+        id,
+        version,
+        extensions,
+        kinds: &["command"],
+    };
+    axum::Json(Languages {
+        languages: vec![
+            language("javascript", "QuickJS (rquickjs 0.14)", &[".js", ".mjs"]),
+            language("python", "CPython 3.14 (componentize-py 0.25.1)", &[".py"]),
+            language(
+                "wasm",
+                "WASI 0.2 components and preview1 modules (wasmtime 48)",
+                &[".wasm", ".wat"],
+            ),
+        ],
+    })
 }

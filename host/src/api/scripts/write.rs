@@ -8,13 +8,29 @@ use axum::response::{IntoResponse, Response};
 use kiln_runtime::Limits;
 
 use super::ScriptView;
-use super::body::{ScriptBody, parse_language, validate_content};
-use crate::api::error::Detail;
+use super::body::{ScriptBody, ScriptFields, WasmUploadQuery, parse_language, validate_content};
+use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
 use crate::auth::Principal;
 use crate::runtimes::{load, shape_fits};
 use crate::store::{Language, ScriptRecord, StoreError};
 
+/// Create a script. Its content is compiled (components) or parsed (source)
+/// first: `422` stores nothing.
+#[utoipa::path(post, path = "/v1/scripts", operation_id = "createScript", tag = "scripts",
+    params(WasmUploadQuery),
+    request_body(description = "JSON with `content` or `content_base64`; multipart with a `file` \
+        and a `meta` (JSON) part; or the raw component with `?name=&language=wasm`",
+        content((ScriptFields = "application/json"), ("multipart/form-data"), ("application/wasm"))),
+    responses(
+        (status = 201, description = "Created", body = ScriptView,
+            headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 409, description = "The name is taken, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
+        (status = 413, description = "The body is over the limit", body = ErrorEnvelope),
+        (status = 415, description = "Not JSON, multipart or application/wasm", body = ErrorEnvelope),
+        (status = 422, description = "It does not compile; `details` says where", body = ErrorEnvelope),
+    ))]
 pub(super) async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -69,8 +85,20 @@ pub(super) async fn create(
         .into_response())
 }
 
-/// `PUT /v1/scripts/{id}`: a partial update. New content (different from the
-/// current) becomes the next version.
+/// Update some fields of a script. New content (different from the current)
+/// is compiled first and becomes the next version.
+#[utoipa::path(put, path = "/v1/scripts/{id_or_name}", operation_id = "updateScript", tag = "scripts",
+    params(("id_or_name" = String, Path, description = "The script's id or name"),
+        ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
+    request_body(content((ScriptFields = "application/json"), ("application/wasm"))),
+    responses(
+        (status = 200, description = "The updated script", body = ScriptView, headers(("ETag" = String))),
+        (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 404, description = "No such script", body = ErrorEnvelope),
+        (status = 409, description = "The new name is taken", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
+        (status = 422, description = "The new content does not compile; nothing changed", body = ErrorEnvelope),
+    ))]
 pub(super) async fn update(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -141,7 +169,15 @@ pub(super) async fn update(
     etag::json(&HeaderMap::new(), &ScriptView::from(updated))
 }
 
-/// `DELETE /v1/scripts/{id}` → 204. Its executions stay readable.
+/// Delete a script and all its versions. Its executions stay readable.
+#[utoipa::path(delete, path = "/v1/scripts/{id_or_name}", operation_id = "deleteScript", tag = "scripts",
+    params(("id_or_name" = String, Path, description = "The script's id or name"),
+        ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such script", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
+    ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,

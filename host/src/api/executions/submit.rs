@@ -1,0 +1,381 @@
+//! Starting executions: `POST /v1/scripts/{id}/execute` and the ad-hoc
+//! `POST /v1/execute`. The record is stored and flushed before it is queued,
+//! so a client never hears of an execution a crash could lose.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::ExecutionView;
+use crate::api::error::ErrorEnvelope;
+use crate::api::{ApiError, ApiPath, ApiQuery, AppState};
+use crate::auth::Principal;
+use crate::store::{
+    ExecutionRecord, ExecutionStatus, Priority, ScriptLimits, ScriptStatus, Trigger,
+};
+
+/// The longest a client may wait for a result (API.md: `Prefer: wait=N`, max 300 s).
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// How to run a script. Every field is optional; limits default to the
+/// script's own, then the server's, and are capped by the server's maxima.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    /// A JSON object: the script's `main` argument (components read it on stdin).
+    #[schema(value_type = Option<Object>)]
+    parameters: Option<serde_json::Value>,
+    /// Text for the script's stdin.
+    input: Option<String>,
+    /// Environment variables for components.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    fuel: Option<u64>,
+    /// Run this version of the script rather than the current one.
+    version: Option<u32>,
+    #[serde(default)]
+    priority: Priority,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExecuteQuery {
+    /// Answer with the finished execution (up to 300 s) instead of 202.
+    wait: Option<bool>,
+}
+
+/// How long the client asked to wait: `?wait=true` (the maximum) or
+/// `Prefer: wait=N` seconds.
+fn wait_for(query: &ExecuteQuery, headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+    if query.wait == Some(true) {
+        return Ok(Some(MAX_WAIT));
+    }
+    let Some(prefer) = headers.get("prefer").and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    for preference in prefer.split(',').map(str::trim) {
+        if let Some(seconds) = preference.strip_prefix("wait=") {
+            let seconds: u64 = seconds
+                .trim()
+                .parse()
+                .map_err(|_| ApiError::invalid("Prefer", "wait=N takes whole seconds"))?;
+            return Ok(Some(Duration::from_secs(seconds).min(MAX_WAIT)));
+        }
+    }
+    Ok(None)
+}
+
+/// Run a script: queued (202) unless the caller waits for the result.
+#[utoipa::path(post, path = "/v1/scripts/{id}/execute", operation_id = "executeScript", tag = "executions",
+    params(("id" = String, Path, description = "The script's id or name"), ExecuteQuery,
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (max 300)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body run once")),
+    request_body(content = Option<ExecuteRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Finished within the wait", body = ExecutionView),
+        (status = 202, description = "Queued or still running", body = Accepted, headers(("Location" = String))),
+        (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 404, description = "No such script", body = ErrorEnvelope),
+        (status = 409, description = "The script is archived, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
+        (status = 503, description = "The queue is full (QUEUE_FULL) or the server is draining", body = ErrorEnvelope,
+            headers(("Retry-After" = String))),
+    ))]
+pub(super) async fn execute(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ExecuteQuery>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let wait = wait_for(&query, &headers)?;
+    let request = parse_body(body)?;
+    let script = state
+        .store
+        .script(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
+    if script.status == ScriptStatus::Archived {
+        return Err(ApiError::Conflict(format!(
+            "script {:?} is archived; set its status to active to run it",
+            script.name
+        )));
+    }
+    let version = match request.version {
+        None => script.version,
+        Some(v) if state.store.script_version(&script.id, v)?.is_some() => v,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "version",
+                format!("script {:?} has no version {v}", script.name),
+            ));
+        }
+    };
+    let target = Target {
+        language: script.language,
+        script: Some((script.id, version)),
+        defaults: script.limits.unwrap_or_default(),
+        code: None,
+    };
+    let record = new_record(&state, request, target, &principal)?;
+    submit(&state, record, wait).await
+}
+
+/// What an execution runs.
+struct Target {
+    language: crate::store::Language,
+    /// A stored script's id and version, or none for ad-hoc code.
+    script: Option<(String, u32)>,
+    /// The script's own limits, used where the request sets none.
+    defaults: ScriptLimits,
+    code: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AdHocQuery {
+    /// Answer 202 at once instead of waiting for the result.
+    #[serde(rename = "async")]
+    #[param(rename = "async")]
+    asynchronous: Option<bool>,
+}
+
+/// Code to run once without storing it: `language`, one of `code` and
+/// `code_base64`, and any field of [`ExecuteRequest`] except `version`.
+/// (The handler reads the body as a map; this type documents it.)
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, reason = "documents the body for the OpenAPI document")]
+pub struct AdHocExecution {
+    #[schema(example = "python")]
+    language: String,
+    code: Option<String>,
+    code_base64: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    parameters: Option<serde_json::Value>,
+    input: Option<String>,
+    env: Option<BTreeMap<String, String>>,
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    fuel: Option<u64>,
+    priority: Option<Priority>,
+}
+
+/// `POST /v1/execute`: run code that is not stored as a script. The body is
+/// `language`, `code` or `code_base64`, and the fields of [`ExecuteRequest`].
+#[utoipa::path(post, path = "/v1/execute", operation_id = "executeCode", tag = "executions",
+    params(AdHocQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body run once")),
+    request_body = AdHocExecution,
+    responses(
+        (status = 200, description = "Finished", body = ExecutionView),
+        (status = 202, description = "Queued (`?async=true`) or still running", body = Accepted, headers(("Location" = String))),
+        (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 409, description = "The Idempotency-Key was used for another request", body = ErrorEnvelope),
+        (status = 503, description = "The queue is full or the server is draining", body = ErrorEnvelope),
+    ))]
+pub(super) async fn execute_ad_hoc(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<AdHocQuery>,
+    principal: Principal,
+    crate::api::ApiJson(mut body): crate::api::ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Response, ApiError> {
+    let mut text = |field: &str| match body.remove(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::invalid(field, "must be a string")),
+    };
+    let language = text("language")?.ok_or_else(|| ApiError::invalid("language", "is required"))?;
+    let (code, code_base64) = (text("code")?, text("code_base64")?);
+    let language = crate::api::scripts::parse_language(&language)?;
+    let code = crate::api::scripts::decode_content(code, code_base64, "code", true)?;
+    // What is left must be an ExecuteRequest, which refuses unknown fields.
+    let rest = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::Internal(format!("cannot re-encode a body: {e}")))?;
+    let execution: ExecuteRequest = crate::api::parse_json("the body", &rest)?;
+    if execution.version.is_some() {
+        return Err(ApiError::invalid("version", "ad-hoc code has no versions"));
+    }
+    let wait = (query.asynchronous != Some(true)).then_some(MAX_WAIT);
+    let target = Target {
+        language,
+        script: None,
+        defaults: ScriptLimits::default(),
+        code,
+    };
+    let record = new_record(&state, execution, target, &principal)?;
+    submit(&state, record, wait).await
+}
+
+/// A queued execution record for `request`, its limits capped by the
+/// server's maxima (not refused).
+fn new_record(
+    state: &AppState,
+    request: ExecuteRequest,
+    target: Target,
+    principal: &Principal,
+) -> Result<ExecutionRecord, ApiError> {
+    let parameters = request.parameters.unwrap_or_else(|| json!({}));
+    if !parameters.is_object() {
+        return Err(ApiError::invalid("parameters", "must be a JSON object"));
+    }
+    for (field, value) in [
+        ("timeout_ms", request.timeout_ms),
+        ("memory_mb", request.memory_mb),
+        ("fuel", request.fuel),
+    ] {
+        if value == Some(0) {
+            return Err(ApiError::invalid(field, "must be at least 1"));
+        }
+    }
+    let limits = &state.config.limits;
+    let defaults = target.defaults;
+    let fuel = match (
+        request.fuel.or(defaults.fuel).or(limits.default_fuel),
+        limits.max_fuel,
+    ) {
+        (Some(fuel), Some(max)) => Some(fuel.min(max)),
+        (None, Some(max)) => Some(max),
+        (fuel, None) => fuel,
+    };
+    let (script_id, script_version) = target
+        .script
+        .map_or((None, None), |(id, version)| (Some(id), Some(version)));
+    Ok(ExecutionRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        script_id,
+        script_version,
+        language: target.language,
+        status: ExecutionStatus::Queued,
+        trigger: Trigger::Api,
+        priority: request.priority,
+        created_by: principal.user_id(),
+        parameters,
+        input: request.input,
+        env: request.env.into_iter().collect(),
+        code: target.code,
+        timeout_ms: request
+            .timeout_ms
+            .or(defaults.timeout_ms)
+            .unwrap_or(limits.default_timeout_ms)
+            .min(limits.max_timeout_ms),
+        memory_mb: request
+            .memory_mb
+            .or(defaults.memory_mb)
+            .unwrap_or(limits.default_memory_mb)
+            .min(limits.max_memory_mb),
+        fuel,
+        created_at: crate::now(),
+        started_at: None,
+        completed_at: None,
+        duration_ms: None,
+        exit_code: None,
+        result: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        error: None,
+        fuel_consumed: None,
+        peak_memory_bytes: None,
+    })
+}
+
+/// Stores the record (durable before the client hears of it), queues it, and
+/// answers 200 with the finished execution if it ends within `wait`, else 202.
+async fn submit(
+    state: &AppState,
+    record: ExecutionRecord,
+    wait: Option<Duration>,
+) -> Result<Response, ApiError> {
+    state.store.put_execution(&record)?;
+    state.store.flush().await?;
+    let mut done = match state.jobs.enqueue(&record.id, record.priority) {
+        Ok(done) => done,
+        Err(e) => {
+            // Never leave a queued record behind that no worker will run.
+            let mut refused = record.clone();
+            refused.status = ExecutionStatus::Failed;
+            refused.error = Some(crate::store::ExecutionError {
+                code: match e {
+                    crate::jobs::JobError::QueueFull => "QUEUE_FULL",
+                    _ => "UNAVAILABLE",
+                }
+                .into(),
+                message: e.to_string(),
+                stack: None,
+                line: None,
+                column: None,
+            });
+            refused.completed_at = Some(crate::now());
+            state.store.put_execution(&refused)?;
+            return Err(e.into());
+        }
+    };
+    if let Some(wait) = wait {
+        let finished = tokio::time::timeout(wait, done.wait_for(|finished| *finished)).await;
+        if matches!(finished, Ok(Ok(_))) {
+            let record = state
+                .store
+                .execution(&record.id)?
+                .ok_or_else(|| ApiError::Internal("a finished execution vanished".into()))?;
+            return Ok((StatusCode::OK, axum::Json(ExecutionView::from(record))).into_response());
+        }
+    }
+    Ok(accepted(&record.id))
+}
+
+/// The body is optional: none means all defaults.
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ExecuteRequest, ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => ApiError::Validation(rejection.body_text(), Vec::new()),
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ExecuteRequest::default());
+    }
+    crate::api::parse_json("the body", &body)
+}
+
+/// The answer to an execution that is not finished yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    execution_id: String,
+    status: ExecutionStatus,
+    links: Links,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Links {
+    #[serde(rename = "self")]
+    own: String,
+    events: String,
+    cancel: String,
+}
+
+fn accepted(id: &str) -> Response {
+    let location = format!("/v1/executions/{id}");
+    let body = Accepted {
+        execution_id: id.to_owned(),
+        status: ExecutionStatus::Queued,
+        links: Links {
+            own: location.clone(),
+            events: format!("{location}/events"),
+            cancel: format!("{location}/cancel"),
+        },
+    };
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        axum::Json(body),
+    )
+        .into_response()
+}
