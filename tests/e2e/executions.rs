@@ -228,23 +228,43 @@ fn a_crash_during_an_execution_leaves_it_interrupted_and_keeps_the_rest() {
 
 #[test]
 fn concurrent_clients_all_get_their_own_result() {
-    let (kiln, _dir) = Kiln::start(&[]);
+    // API.md's load figure: 32 clients × 400 waited executions each, every
+    // one answered with its own result and durably recorded.
+    const CLIENTS: u64 = 32;
+    const ROUNDS: u64 = 400;
+    let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_QUEUE_CAPACITY", "256")]);
     kiln.create_script("echo", "javascript", "function main(p) { return p.i * 3; }");
+    let started = Instant::now();
     std::thread::scope(|scope| {
-        for client in 0..8 {
+        for client in 0..CLIENTS {
             let kiln = &kiln;
             scope.spawn(move || {
-                for round in 0..10 {
-                    let i = client * 100 + round;
-                    let execution: Value = kiln
-                        .execute("echo", "?wait=true", json!({"parameters": {"i": i}}))
-                        .json()
-                        .unwrap();
+                for round in 0..ROUNDS {
+                    let i = client * 1000 + round;
+                    let response =
+                        kiln.execute("echo", "?wait=true", json!({"parameters": {"i": i}}));
+                    assert_eq!(response.status(), 200);
+                    let execution: Value = response.json().unwrap();
                     assert_eq!(execution["result"], i * 3, "{execution}");
+                    assert_eq!(execution["status"], "completed");
                 }
             });
         }
     });
+    eprintln!(
+        "{} executions in {:.1?}",
+        CLIENTS * ROUNDS,
+        started.elapsed()
+    );
+    let listed: Value = kiln
+        .get("/v1/executions?status=completed&size=1")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["pagination"]["total_elements"], CLIENTS * ROUNDS);
+    let script: Value = kiln.get("/v1/scripts/echo").send().unwrap().json().unwrap();
+    assert_eq!(script["execution_count"], CLIENTS * ROUNDS);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! its one implementation today (`sled.rs`), so a replicated engine can take
 //! its place later without touching them.
 
+mod group_commit;
 mod records;
 mod sled;
 

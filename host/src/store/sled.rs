@@ -1,13 +1,11 @@
 //! The sled implementation of [`Store`]: one tree per record family, JSON
-//! values, and group commit through `flush_async`.
+//! values, and group commit (`group_commit.rs`).
 
 use std::path::Path;
 
-use sled::Transactional as _;
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
-};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use super::group_commit::GroupCommit;
 use super::{
     Claim, ExecutionRecord, ExecutionStatus, FlushFuture, IDEMPOTENCY_ABANDONED_MS,
     IDEMPOTENCY_TTL_MS, SCHEMA_VERSION, ScriptRecord, Store, StoreError, StoredResponse,
@@ -23,47 +21,16 @@ pub struct SledStore {
     executions: sled::Tree,
     /// Idempotency key → [`IdempotencyEntry`].
     idempotency: sled::Tree,
+    /// Serializes script updates and deletes. Not sled transactions: in sled
+    /// 0.34 they take a global lock that deadlocks with concurrent
+    /// `flush_async` under load. Writes are ordered so that a crash between
+    /// them leaves at most a stale name, which `open` repairs.
+    script_writes: Mutex<()>,
+    commit: Arc<GroupCommit>,
 }
 
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-fn tx_error(e: TransactionError<StoreError>) -> StoreError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => backend(e),
-    }
-}
-
-fn abort<T>(e: StoreError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-fn tx_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
-    decode(bytes).map_err(ConflictableTransactionError::Abort)
-}
-
-fn tx_encode<T: serde::Serialize>(value: &T) -> TxResult<Vec<u8>> {
-    encode(value).map_err(ConflictableTransactionError::Abort)
-}
-
-/// The script record under `id` (or under the id the name `id` points at).
-fn tx_script(
-    scripts: &TransactionalTree,
-    names: &TransactionalTree,
-    id: &str,
-) -> Result<Option<ScriptRecord>, UnabortableTransactionError> {
-    let bytes = match scripts.get(id)? {
-        Some(bytes) => Some(bytes),
-        None => match names.get(id)? {
-            Some(real) => scripts.get(real)?,
-            None => None,
-        },
-    };
-    Ok(bytes.and_then(|b| decode(&b).ok()))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -119,6 +86,8 @@ impl SledStore {
             script_versions: db.open_tree("script_versions").map_err(backend)?,
             executions: db.open_tree("executions").map_err(backend)?,
             idempotency: db.open_tree("idempotency").map_err(backend)?,
+            script_writes: Mutex::new(()),
+            commit: GroupCommit::new(db.clone()),
             db,
         };
         let found: u32 = match meta.get("schema_version").map_err(backend)? {
@@ -133,8 +102,57 @@ impl SledStore {
         }
         meta.insert("schema_version", encode(&SCHEMA_VERSION)?)
             .map_err(backend)?;
+        store.repair_names()?;
         store.db.flush().map_err(backend)?;
         Ok(store)
+    }
+
+    /// Drops names that point at no script or at a script now named
+    /// otherwise: what a crash between the writes of a create, rename or
+    /// delete can leave.
+    fn repair_names(&self) -> Result<(), StoreError> {
+        for entry in self.script_names.iter() {
+            let (name, id) = entry.map_err(backend)?;
+            let current = match self.scripts.get(&id).map_err(backend)? {
+                Some(bytes) => Some(decode::<ScriptRecord>(&bytes)?.name),
+                None => None,
+            };
+            if current.as_deref().map(str::as_bytes) != Some(&name[..]) {
+                self.script_names.remove(&name).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The id and stored bytes of a script, by id or name.
+    fn script_entry(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+        if let Some(bytes) = self.scripts.get(id_or_name).map_err(backend)? {
+            return Ok(Some((sled::IVec::from(id_or_name.as_bytes()), bytes)));
+        }
+        let Some(id) = self.script_names.get(id_or_name).map_err(backend)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .scripts
+            .get(&id)
+            .map_err(backend)?
+            .map(|bytes| (id, bytes)))
+    }
+
+    /// Claims `name` for `id` unless another script has it.
+    fn claim_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
+        let claimed = self
+            .script_names
+            .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(id.as_bytes()))
+            .map_err(backend)?;
+        match claimed {
+            Ok(()) => Ok(()),
+            Err(e) if e.current.as_deref() == Some(id.as_bytes()) => Ok(()),
+            Err(_) => Err(StoreError::NameTaken(name.to_string())),
+        }
     }
 
     /// Schema 1 kept only the content of each version: give every stored
@@ -165,17 +183,7 @@ impl Store for SledStore {
     fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError> {
         // Claim the name first: compare-and-swap makes two concurrent creates
         // of one name end with exactly one winner.
-        let claimed = self
-            .script_names
-            .compare_and_swap(
-                script.name.as_bytes(),
-                None as Option<&[u8]>,
-                Some(script.id.as_bytes()),
-            )
-            .map_err(backend)?;
-        if claimed.is_err() {
-            return Err(StoreError::NameTaken(script.name.clone()));
-        }
+        self.claim_name(&script.name, &script.id)?;
         self.script_versions
             .insert(version_key(&script.id, script.version), content)
             .map_err(backend)?;
@@ -192,16 +200,9 @@ impl Store for SledStore {
     }
 
     fn script(&self, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError> {
-        if let Some(bytes) = self.scripts.get(id_or_name).map_err(backend)? {
-            return decode(&bytes).map(Some);
-        }
-        let Some(id) = self.script_names.get(id_or_name).map_err(backend)? else {
-            return Ok(None);
-        };
-        match self.scripts.get(id).map_err(backend)? {
-            Some(bytes) => decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        self.script_entry(id_or_name)?
+            .map(|(_, bytes)| decode(&bytes))
+            .transpose()
     }
 
     fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError> {
@@ -218,30 +219,45 @@ impl Store for SledStore {
         change: &dyn Fn(&ScriptRecord) -> Result<ScriptRecord, StoreError>,
         content: Option<&[u8]>,
     ) -> Result<ScriptRecord, StoreError> {
-        (&self.scripts, &self.script_names, &self.script_versions)
-            .transaction(|(scripts, names, versions)| {
-                let Some(current) = tx_script(scripts, names, id)? else {
-                    return abort(StoreError::NotFound);
-                };
-                let next = change(&current).map_err(ConflictableTransactionError::Abort)?;
-                if next.name != current.name {
-                    if names.get(next.name.as_bytes())?.is_some() {
-                        return abort(StoreError::NameTaken(next.name.clone()));
-                    }
-                    names.remove(current.name.as_bytes())?;
-                    names.insert(next.name.as_bytes(), next.id.as_bytes())?;
-                }
-                if let Some(content) = content {
-                    versions.insert(version_key(&next.id, next.version), content)?;
-                    versions.insert(
+        let _writing = self
+            .script_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let (key, bytes) = self.script_entry(id)?.ok_or(StoreError::NotFound)?;
+            let current: ScriptRecord = decode(&bytes)?;
+            let next = change(&current)?;
+            if let Some(content) = content {
+                // Unreachable until the record below points at it.
+                self.script_versions
+                    .insert(version_key(&next.id, next.version), content)
+                    .map_err(backend)?;
+                self.script_versions
+                    .insert(
                         version_meta_key(&next.id, next.version),
-                        tx_encode(&VersionRecord::current(&next))?,
-                    )?;
-                }
-                scripts.insert(next.id.as_bytes(), tx_encode(&next)?)?;
-                Ok(next)
-            })
-            .map_err(tx_error)
+                        encode(&VersionRecord::current(&next))?,
+                    )
+                    .map_err(backend)?;
+            }
+            if next.name != current.name {
+                self.claim_name(&next.name, &next.id)?;
+            }
+            // Only a concurrent `note_execution` can change the record now;
+            // if one did, apply the change again to what it wrote.
+            let swapped = self
+                .scripts
+                .compare_and_swap(&key, Some(bytes), Some(encode(&next)?))
+                .map_err(backend)?;
+            if swapped.is_err() {
+                continue;
+            }
+            if next.name != current.name {
+                self.script_names
+                    .remove(current.name.as_bytes())
+                    .map_err(backend)?;
+            }
+            return Ok(next);
+        }
     }
 
     fn delete_script(
@@ -249,19 +265,19 @@ impl Store for SledStore {
         id: &str,
         allow: &dyn Fn(&ScriptRecord) -> Result<(), StoreError>,
     ) -> Result<ScriptRecord, StoreError> {
-        let deleted = (&self.scripts, &self.script_names)
-            .transaction(|(scripts, names)| {
-                let Some(current) = tx_script(scripts, names, id)? else {
-                    return abort(StoreError::NotFound);
-                };
-                allow(&current).map_err(ConflictableTransactionError::Abort)?;
-                scripts.remove(current.id.as_bytes())?;
-                names.remove(current.name.as_bytes())?;
-                Ok(current)
-            })
-            .map_err(tx_error)?;
-        // The record is gone, so nothing adds versions any more; a crash here
-        // leaves unreachable content, never a half-deleted script.
+        let _writing = self
+            .script_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (key, bytes) = self.script_entry(id)?.ok_or(StoreError::NotFound)?;
+        let deleted: ScriptRecord = decode(&bytes)?;
+        allow(&deleted)?;
+        // The record first: once it is gone the script is, whatever a crash
+        // leaves of its name (repaired at open) or its content (unreachable).
+        self.scripts.remove(&key).map_err(backend)?;
+        self.script_names
+            .remove(deleted.name.as_bytes())
+            .map_err(backend)?;
         let prefix = format!("{}/", deleted.id);
         for key in self.script_versions.scan_prefix(prefix.as_bytes()).keys() {
             self.script_versions
@@ -288,19 +304,27 @@ impl Store for SledStore {
     }
 
     fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError> {
-        // A transaction, so it never interleaves with an update's.
+        let mut failure = None;
+        // An atomic read-modify-write of the one record; a deleted script
+        // stays deleted.
         self.scripts
-            .transaction(|scripts| {
-                let Some(bytes) = scripts.get(script_id)? else {
-                    return Ok(());
-                };
-                let mut script: ScriptRecord = tx_decode(&bytes)?;
-                script.execution_count += 1;
-                script.last_executed_at = Some(at.to_string());
-                scripts.insert(script_id.as_bytes(), tx_encode(&script)?)?;
-                Ok(())
+            .update_and_fetch(script_id, |old| {
+                let old = old?;
+                let updated = decode::<ScriptRecord>(old).and_then(|mut script| {
+                    script.execution_count += 1;
+                    script.last_executed_at = Some(at.to_string());
+                    encode(&script)
+                });
+                match updated {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        failure = Some(e);
+                        Some(old.to_vec())
+                    }
+                }
             })
-            .map_err(tx_error)
+            .map_err(backend)?;
+        failure.map_or(Ok(()), Err)
     }
 
     fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
@@ -488,10 +512,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> FlushFuture<'_> {
-        Box::pin(async move {
-            self.db.flush_async().await.map_err(backend)?;
-            Ok(())
-        })
+        Box::pin(self.commit.flush())
     }
 }
 
@@ -563,6 +584,27 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn names_a_crash_left_stale_are_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.create_script(&script("a", "kept", 1), b"v2").unwrap();
+            // A rename that stopped between claiming the new name and
+            // writing the record, and a delete that stopped after the record.
+            store.script_names.insert("half-renamed", "a").unwrap();
+            store.script_names.insert("half-deleted", "gone").unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.script("kept").unwrap().unwrap().id, "a");
+        assert!(store.script("half-renamed").unwrap().is_none());
+        assert!(store.script("half-deleted").unwrap().is_none());
+        store
+            .create_script(&script("b", "half-renamed", 1), b"v2")
+            .unwrap();
     }
 
     #[test]
