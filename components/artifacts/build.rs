@@ -93,6 +93,18 @@ fn main() {
         .ok();
         rerun_for_deps(&wasm.with_extension("d"));
     }
+    let http_hello = release.join("http_hello.wasm");
+    assert!(
+        http_hello.exists(),
+        "{} was not built",
+        http_hello.display()
+    );
+    writeln!(
+        generated,
+        "/// Path of the `http_hello` component (a wasi:http/proxy handler).\npub const HTTP_HELLO: &str = {:?};",
+        http_hello.display().to_string()
+    )
+    .ok();
     generated.push_str(
         "/// Calls `$mac!(name)` once per test guest, for `assert_test_exists`-style checks.\n#[macro_export]\nmacro_rules! foreach_guest {\n    ($mac:ident) => {\n",
     );
@@ -107,6 +119,7 @@ fn main() {
         "Cargo.toml",
         "Cargo.lock",
         "guests",
+        "http-hello",
         "js",
         "python",
         "../runtime/wit",

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, Limits, Outcome, OutputKind, Status};
-use tokio::sync::{broadcast, watch};
+use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, Limits, Outcome, Status};
+use tokio::sync::watch;
 
 use self::queue::Queue;
 use crate::metrics::ExecutionMetrics;
@@ -17,7 +17,11 @@ use crate::store::{
     ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, Store, StoreError,
 };
 
+mod live;
 mod queue;
+
+pub use self::live::Chunk;
+use self::live::LiveOutputs;
 
 /// Why an execution could not be queued or run.
 #[derive(Debug, thiserror::Error)]
@@ -40,25 +44,13 @@ pub struct Jobs {
     /// cancel request never both win.
     running: Mutex<HashMap<String, CancelHandle>>,
     /// Live output of executions not yet final, for `/events` subscribers.
-    /// Dropping a sender (when the execution is stored final) closes the streams.
-    streams: Mutex<HashMap<String, broadcast::Sender<Chunk>>>,
+    pub output: LiveOutputs,
     /// Set on shutdown: workers take no new executions (they stay queued in
     /// the store for the next start).
     draining: AtomicBool,
     /// Set when the drain timeout passed: runs stopped now are INTERRUPTED.
     interrupting: AtomicBool,
 }
-
-/// A piece of live output.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    pub kind: OutputKind,
-    pub text: String,
-}
-
-/// Chunks buffered per subscriber; a slower reader skips ahead (the final
-/// record still has the whole output).
-const STREAM_BUFFER: usize = 1024;
 
 /// What [`Jobs::cancel`] did.
 pub enum Cancelled {
@@ -85,7 +77,7 @@ impl Jobs {
             metrics,
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
-            streams: Mutex::new(HashMap::new()),
+            output: LiveOutputs::default(),
             draining: AtomicBool::new(false),
             interrupting: AtomicBool::new(false),
         });
@@ -226,33 +218,6 @@ impl Jobs {
             .is_empty()
     }
 
-    /// Live output of an execution that is not final yet. The caller must
-    /// check afterwards that the execution did not finish meanwhile.
-    pub fn output(&self, id: &str) -> broadcast::Receiver<Chunk> {
-        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        streams
-            .entry(id.to_string())
-            .or_insert_with(|| broadcast::channel(STREAM_BUFFER).0)
-            .subscribe()
-    }
-
-    /// Forgets an output stream a subscriber opened for an execution that
-    /// turned out to be final already.
-    pub fn forget_output(&self, id: &str) {
-        self.streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
-    }
-
-    fn output_sender(&self, id: &str) -> broadcast::Sender<Chunk> {
-        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        streams
-            .entry(id.to_string())
-            .or_insert_with(|| broadcast::channel(STREAM_BUFFER).0)
-            .clone()
-    }
-
     /// A completion signal for an execution, made if none exists yet (after a
     /// restart, requeued executions have none).
     fn subscribe(&self, id: &str) -> watch::Receiver<bool> {
@@ -263,7 +228,7 @@ impl Jobs {
     }
 
     fn finished(&self, id: &str) {
-        self.forget_output(id);
+        self.output.forget(id);
         if let Some(sender) = self.lock().remove(id) {
             sender.send_replace(true);
         }
@@ -323,15 +288,17 @@ impl Worker {
         record: &mut ExecutionRecord,
         cancel: CancelHandle,
     ) -> Result<(), StoreError> {
-        self.store.flush().await?;
+        // `running` is not flushed here: readers flush before they report a
+        // record that is not final, and the final record is flushed below.
+        // A crash before then finds it running (INTERRUPTED) or, if sled had
+        // not written it yet, queued (run again).
         match self.prepare(record).await {
             Ok((artifact, call, name)) => {
                 let mut invocation = self.invocation(record, call, name);
                 invocation.cancel = Some(cancel);
-                let live = self.jobs.output_sender(&record.id);
+                let live = self.jobs.output.publisher(&record.id);
                 invocation.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
-                    // No subscribers is the common case and not an error.
-                    let _ = live.send(Chunk {
+                    live.publish(Chunk {
                         kind,
                         text: String::from_utf8_lossy(bytes).into_owned(),
                     });

@@ -31,14 +31,21 @@ pub(super) async fn events(
     if is_final(&record) {
         return Ok(sse(replay(record)));
     }
-    let live = state.jobs.output(&id);
+    let (backlog, live) = state.jobs.output.subscribe(&id);
     // It may have finished between the read and the subscription.
     let record = state.store.execution(&id)?.ok_or_else(missing)?;
     if is_final(&record) {
-        state.jobs.forget_output(&id);
+        state.jobs.output.forget(&id);
         return Ok(sse(replay(record)));
     }
-    let first = status_event(record.status);
+    super::durable_before_reporting(&state, [&record]).await?;
+    let first = std::iter::once(status_event(record.status))
+        .chain(
+            backlog
+                .iter()
+                .map(|chunk| chunk_event(chunk.kind, &chunk.text)),
+        )
+        .collect::<Vec<_>>();
     let rest =
         futures_util::stream::unfold(Some((live, state.store.clone(), id)), |open| async move {
             let (mut live, store, id) = open?;
@@ -56,11 +63,11 @@ pub(super) async fn events(
                 }
             }
         });
-    let stream = futures_util::StreamExt::chain(futures_util::stream::iter([first]), rest);
+    let stream = futures_util::StreamExt::chain(futures_util::stream::iter(first), rest);
     Ok(sse(stream))
 }
 
-fn is_final(record: &ExecutionRecord) -> bool {
+pub(super) fn is_final(record: &ExecutionRecord) -> bool {
     !matches!(
         record.status,
         ExecutionStatus::Queued | ExecutionStatus::Running

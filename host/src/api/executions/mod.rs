@@ -106,7 +106,21 @@ async fn read(
         .store
         .execution(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))?;
+    durable_before_reporting(&state, [&record]).await?;
     crate::api::etag::json(&headers, &ExecutionView::from(record))
+}
+
+/// Workers do not flush the `running` state (nor waited requests their
+/// `queued` one): whoever reports such a record flushes first, so a client
+/// is never told of a state a crash could take back.
+async fn durable_before_reporting<'a>(
+    state: &AppState,
+    records: impl IntoIterator<Item = &'a ExecutionRecord>,
+) -> Result<(), ApiError> {
+    if records.into_iter().any(|r| !events::is_final(r)) {
+        state.store.flush().await?;
+    }
+    Ok(())
 }
 
 /// How long a cancel request waits for the worker to record the stop; the
@@ -204,6 +218,7 @@ async fn list(
             && before.as_ref().is_none_or(|t| e.created_at < *t)
     };
     let (records, total) = state.store.executions_page(&keep, page.skip(), page.size)?;
+    durable_before_reporting(&state, &records).await?;
     Ok(axum::Json(page.envelope(
         records.into_iter().map(ExecutionView::from).collect(),
         total,

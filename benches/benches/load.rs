@@ -1,0 +1,297 @@
+//! Load harness: `?wait=true` executions of a trivial JavaScript script
+//! through a real `kiln serve`, next to `wasmtime serve` (same wasmtime
+//! version) serving a trivial wasi:http component, in the same run, at 1 and
+//! 32 connections. Everything stays on 127.0.0.1 and every phase is bounded
+//! in requests and time.
+//!
+//! ```text
+//! cargo build --release -p kiln
+//! cargo install wasmtime-cli --version 48.0.8 --locked   # once; or set WASMTIME=path
+//! cargo bench -p kiln-benches --bench load
+//! ```
+//!
+//! `LOAD_SECONDS` (default 10) and `LOAD_MAX_REQUESTS` (default 50 000) bound
+//! each phase; `KILN_BIN` and `WASMTIME` name the binaries.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark harness fails loudly"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const CONNECTIONS: [usize; 2] = [1, 32];
+const WASMTIME_VERSION: &str = "wasmtime 48.0.8";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Kills the child when dropped, so no server outlives the harness.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn start_kiln(data: &std::path::Path) -> (Server, String) {
+    let binary = std::env::var_os("KILN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/release/kiln"));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release -p kiln` first (or set KILN_BIN)",
+        binary.display()
+    );
+    let mut child = Command::new(&binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env(
+            "KILN_SERVER_CACHE_DIR",
+            workspace().join("target/kiln-load-cache"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("Kiln listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (Server(child), base)
+}
+
+fn wasmtime_binary() -> Option<PathBuf> {
+    let binary = std::env::var_os("WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("wasmtime"));
+    let version = Command::new(&binary).arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    if version.trim() != WASMTIME_VERSION {
+        eprintln!(
+            "{}: {version:?} is not {WASMTIME_VERSION}",
+            binary.display()
+        );
+        return None;
+    }
+    Some(binary)
+}
+
+fn start_wasmtime(binary: &std::path::Path) -> (Server, String) {
+    // `wasmtime serve` takes an address, not a listener: find a free port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(binary)
+        .args(["serve", "-S", "cli", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(kiln_components::HTTP_HELLO)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Server(child), format!("http://127.0.0.1:{port}"))
+}
+
+#[derive(Debug)]
+struct Report {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// One kind of request the load sends.
+#[derive(Clone)]
+enum Call {
+    /// POST a waited execution; the answer must be 200 with this result.
+    Execute {
+        url: String,
+        expect: serde_json::Value,
+    },
+    /// GET; the answer must be 200.
+    Get { url: String },
+}
+
+async fn send(client: &reqwest::Client, call: &Call) -> bool {
+    match call {
+        Call::Execute { url, expect } => {
+            let Ok(response) = client.post(url).json(&serde_json::json!({})).send().await else {
+                return false;
+            };
+            if response.status() != 200 {
+                return false;
+            }
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            body["status"] == "completed" && body["result"] == *expect
+        }
+        Call::Get { url } => match client.get(url).send().await {
+            Ok(response) => response.status() == 200 && response.bytes().await.is_ok(),
+            Err(_) => false,
+        },
+    }
+}
+
+async fn load(call: &Call, connections: usize, seconds: u64, max_requests: u64) -> Report {
+    let budget = Arc::new(AtomicU64::new(max_requests));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (call, budget, errors) = (call.clone(), budget.clone(), errors.clone());
+            tokio::spawn(async move {
+                // One keep-alive connection per task.
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline
+                    && budget
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok()
+                {
+                    let sent = Instant::now();
+                    if send(&client, &call).await {
+                        latencies.push(sent.elapsed());
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    Report {
+        requests: latencies.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+async fn wait_until_up(url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered");
+}
+
+fn print(name: &str, connections: usize, report: &Report) -> f64 {
+    let rate = report.requests as f64 / report.seconds;
+    println!(
+        "| {name} | {connections} | {} | {} | {rate:.0} | {:.2} | {:.2} |",
+        report.requests,
+        report.errors,
+        report.p50.as_secs_f64() * 1e3,
+        report.p99.as_secs_f64() * 1e3
+    );
+    rate
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is expected.
+    let seconds = env_or("LOAD_SECONDS", 10u64);
+    let max_requests = env_or("LOAD_MAX_REQUESTS", 50_000u64);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (_kiln, base) = start_kiln(data.path());
+    let wasmtime = wasmtime_binary();
+    if wasmtime.is_none() {
+        eprintln!(
+            "wasmtime {WASMTIME_VERSION} not found: `cargo install wasmtime-cli --version 48.0.8 --locked` \
+             or set WASMTIME; measuring Kiln alone"
+        );
+    }
+
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let script: serde_json::Value = client
+            .post(format!("{base}/v1/scripts"))
+            .json(
+                &serde_json::json!({"name": "trivial", "language": "javascript",
+                                      "content": "function main() { return 'ok'; }"}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let kiln = Call::Execute {
+            url: format!(
+                "{base}/v1/scripts/{}/execute?wait=true",
+                script["id"].as_str().unwrap()
+            ),
+            expect: serde_json::json!("ok"),
+        };
+        // Warm up: the runtime is compiled (or read from the disk cache) once.
+        load(&kiln, 4, 5, 200).await;
+
+        println!("| server | connections | requests | errors | req/s | p50 ms | p99 ms |");
+        println!("|---|---|---|---|---|---|---|");
+        let mut rates = Vec::new();
+        for connections in CONNECTIONS {
+            let report = load(&kiln, connections, seconds, max_requests).await;
+            rates.push(print("kiln `?wait=true` (JS)", connections, &report));
+        }
+        let Some(wasmtime) = wasmtime else { return };
+        let (_server, url) = start_wasmtime(&wasmtime);
+        wait_until_up(&url).await;
+        let baseline = Call::Get { url };
+        load(&baseline, 4, 5, 200).await;
+        for (connections, kiln_rate) in CONNECTIONS.into_iter().zip(rates) {
+            let report = load(&baseline, connections, seconds, max_requests).await;
+            let rate = print("wasmtime serve (wasi:http)", connections, &report);
+            println!(
+                "| ratio kiln / wasmtime | {connections} | | | {:.2}× | | |",
+                kiln_rate / rate
+            );
+        }
+    });
+}
