@@ -270,11 +270,35 @@ fn main() {
             ),
             expect: serde_json::json!("ok"),
         };
+        // The same server path with a trivial Rust component instead of the
+        // JavaScript interpreter: what the front door costs by itself.
+        let component: serde_json::Value = client
+            .post(format!("{base}/v1/scripts?name=hello&language=wasm"))
+            .header("content-type", "application/wasm")
+            .body(std::fs::read(kiln_components::HELLO).unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let kiln_wasm = Call::Execute {
+            url: format!(
+                "{base}/v1/scripts/{}/execute?wait=true",
+                component["id"].as_str().unwrap()
+            ),
+            expect: serde_json::Value::Null,
+        };
         // Warm up: the runtime is compiled (or read from the disk cache) once.
         load(&kiln, 4, 5, 200).await;
+        load(&kiln_wasm, 4, 5, 200).await;
 
         println!("| server | connections | requests | errors | req/s | p50 ms | p99 ms |");
         println!("|---|---|---|---|---|---|---|");
+        for connections in CONNECTIONS {
+            let report = load(&kiln_wasm, connections, seconds, max_requests).await;
+            print("kiln `?wait=true` (wasm component)", connections, &report);
+        }
         let mut rates = Vec::new();
         for connections in CONNECTIONS {
             let report = load(&kiln, connections, seconds, max_requests).await;

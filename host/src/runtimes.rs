@@ -2,9 +2,11 @@
 //! and kept: loading means hashing the component (22 MB for Python) to find
 //! its cache key, which must not happen on every execution.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kiln_runtime::{Artifact, Error, Sandbox, Shape};
+use lru::LruCache;
 use tokio::sync::OnceCell;
 
 use crate::store::Language;
@@ -13,7 +15,15 @@ pub struct Runtimes {
     sandbox: Arc<Sandbox>,
     javascript: OnceCell<Arc<Artifact>>,
     python: OnceCell<Arc<Artifact>>,
+    /// Loaded components of stored wasm scripts by (script id, version): a
+    /// version's content never changes, so a hit skips reading it from the
+    /// store and hashing it.
+    components: Mutex<LruCache<(String, u32), Arc<Artifact>>>,
 }
+
+/// Script versions whose loaded component is kept at hand (the sandbox's
+/// own cache, keyed by content hash, is behind it).
+const COMPONENTS_KEPT: usize = 256;
 
 impl Runtimes {
     pub fn new(sandbox: Arc<Sandbox>) -> Self {
@@ -21,7 +31,39 @@ impl Runtimes {
             sandbox,
             javascript: OnceCell::new(),
             python: OnceCell::new(),
+            components: Mutex::new(LruCache::new(
+                NonZeroUsize::new(COMPONENTS_KEPT).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
+    }
+
+    /// The component of a stored wasm script's version, loading `content()`
+    /// only when it is not at hand.
+    ///
+    /// # Errors
+    ///
+    /// `content`'s error, or the sandbox's load errors.
+    pub async fn component(
+        &self,
+        script_id: &str,
+        version: u32,
+        content: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<Arc<Artifact>, String> {
+        let key = (script_id.to_string(), version);
+        if let Some(artifact) = self.lock_components().get(&key) {
+            return Ok(artifact.clone());
+        }
+        let artifact = load(&self.sandbox, content()?)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.lock_components().put(key, artifact.clone());
+        Ok(artifact)
+    }
+
+    fn lock_components(&self) -> std::sync::MutexGuard<'_, LruCache<(String, u32), Arc<Artifact>>> {
+        self.components
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn sandbox(&self) -> &Arc<Sandbox> {

@@ -338,47 +338,60 @@ impl Worker {
         &self,
         record: &ExecutionRecord,
     ) -> Result<(Arc<Artifact>, Call, String), String> {
-        let (content, name) = match (&record.script_id, record.script_version, &record.code) {
+        let deleted = || "the script was deleted before it ran".to_string();
+        match (&record.script_id, record.script_version, &record.code) {
             (Some(script_id), Some(version), _) => {
-                let script = self.store.script(script_id).map_err(|e| e.to_string())?;
-                let content = self
+                let script = self
                     .store
-                    .script_content(script_id, version)
-                    .map_err(|e| e.to_string())?;
-                let (Some(script), Some(content)) = (script, content) else {
-                    return Err("the script was deleted before it ran".into());
+                    .script(script_id)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(deleted)?;
+                let content = || {
+                    self.store
+                        .script_content(script_id, version)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(deleted)
                 };
-                (content, script.name)
+                let (artifact, call) = if record.language == Language::Wasm {
+                    let component = self.runtimes.component(script_id, version, content).await?;
+                    (component, Call::Main)
+                } else {
+                    self.script_call(record, content()?).await?
+                };
+                Ok((artifact, call, script.name))
             }
-            (None, _, Some(code)) => (code.clone(), "ad-hoc".to_string()),
-            _ => return Err("the execution names no script and carries no code".into()),
-        };
-        let params = record.parameters.to_string();
-        let (artifact, call) = match record.language {
-            Language::Wasm => {
-                let artifact = load(self.runtimes.sandbox(), content)
+            (None, _, Some(code)) if record.language == Language::Wasm => {
+                let component = load(self.runtimes.sandbox(), code.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                (artifact, Call::Main)
+                Ok((component, Call::Main, "ad-hoc".into()))
             }
-            Language::Javascript | Language::Python => {
-                let source = String::from_utf8(content)
-                    .map_err(|_| "the stored source is not UTF-8".to_string())?;
-                let runtime = self
-                    .runtimes
-                    .get(record.language)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (
-                    runtime,
-                    Call::Script {
-                        source: source.into(),
-                        params,
-                    },
-                )
+            (None, _, Some(code)) => {
+                let (runtime, call) = self.script_call(record, code.clone()).await?;
+                Ok((runtime, call, "ad-hoc".into()))
             }
+            _ => Err("the execution names no script and carries no code".into()),
+        }
+    }
+
+    /// The language runtime and the call that runs `source` on it.
+    async fn script_call(
+        &self,
+        record: &ExecutionRecord,
+        source: Vec<u8>,
+    ) -> Result<(Arc<Artifact>, Call), String> {
+        let source =
+            String::from_utf8(source).map_err(|_| "the stored source is not UTF-8".to_string())?;
+        let runtime = self
+            .runtimes
+            .get(record.language)
+            .await
+            .map_err(|e| e.to_string())?;
+        let call = Call::Script {
+            source: source.into(),
+            params: record.parameters.to_string(),
         };
-        Ok((artifact, call, name))
+        Ok((runtime, call))
     }
 
     fn invocation(&self, record: &ExecutionRecord, call: Call, name: String) -> Invocation {
