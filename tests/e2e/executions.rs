@@ -309,8 +309,11 @@ fn cancel_stops_running_and_queued_executions() {
     let cancelled: Value = response.json().unwrap();
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert_eq!(cancelled["error"]["code"], "CANCELLED");
-    // A loose bound; benches/ measures the real latency.
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // API.md: a running guest is stopped within 100 ms. The answer comes
+    // after the stop is stored and flushed, so this bounds all of it.
+    let took = started.elapsed();
+    eprintln!("cancel answered in {took:?}");
+    assert!(took < Duration::from_millis(100), "cancel took {took:?}");
 
     error_body(
         kiln.post(&format!("/v1/executions/{running}/cancel"))
