@@ -8,6 +8,7 @@ traceback of the script's own frames.
 import asyncio  # noqa: F401  (scripts may `await asyncio.sleep(0)`)
 import inspect
 import json
+import os
 import sys
 import traceback
 
@@ -48,6 +49,8 @@ import unicodedata  # noqa: F401
 import urllib.parse  # noqa: F401
 import uuid  # noqa: F401
 import zlib  # noqa: F401
+
+from typing import List, Tuple
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -97,8 +100,10 @@ class Script(exports.Script):
     def check(self, source: str) -> None:
         compile_script(source)
 
-    def run(self, source: str, params: str) -> str:
+    def run(self, source: str, params: str, env: List[Tuple[str, str]]) -> str:
         code = compile_script(source)
+        os.environ.clear()
+        os.environ.update(dict(env))
         try:
             arguments = json.loads(params)
             namespace = {"__name__": "__main__", "__file__": FILENAME}

@@ -224,8 +224,10 @@ impl Sandbox {
                     (Entry::LanguageRuntime(pre), Call::Script { source, params }) => {
                         let runtime = pre.instantiate_async(&mut store).await?;
                         let script = runtime.kiln_language_script();
+                        // The script's environment is the run's, passed
+                        // explicitly (see `run` in language.wit).
                         script
-                            .call_run(&mut store, source, params)
+                            .call_run(&mut store, source, params, &env)
                             .await
                             .map(Ending::Script)
                     }

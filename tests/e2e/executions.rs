@@ -576,3 +576,26 @@ fn ad_hoc_code_runs_synchronously_or_queued() {
         .unwrap();
     assert_eq!(execution["stdout"], "Hello, ad hoc!\n", "{execution}");
 }
+
+#[test]
+fn scripts_see_their_execution_id_name_and_requested_env() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script(
+        "who-js",
+        "javascript",
+        "function main() { const e = process.env; return [e.KILN_EXECUTION_ID, e.KILN_SCRIPT_NAME, e.GREETING]; }",
+    );
+    kiln.create_script(
+        "who-py",
+        "python",
+        "import os\ndef main():\n    e = os.environ\n    return [e['KILN_EXECUTION_ID'], e['KILN_SCRIPT_NAME'], e.get('GREETING')]\n",
+    );
+    for name in ["who-js", "who-py"] {
+        let execution = kiln.run(name, json!({"env": {"GREETING": "hi"}}));
+        assert_eq!(
+            execution["result"],
+            json!([execution["id"], name, "hi"]),
+            "{execution}"
+        );
+    }
+}

@@ -30,14 +30,29 @@ impl Guest for JsRuntime {
         with_context(|ctx| compile_only(&ctx, &source, detect_module(&source))).map_err(Into::into)
     }
 
-    fn run(source: String, params: String) -> Result<String, script::Failure> {
-        let result = with_context(|ctx| run_script(&ctx, &source, &params));
+    fn run(
+        source: String,
+        params: String,
+        env: Vec<(String, String)>,
+    ) -> Result<String, script::Failure> {
+        let result = with_context(|ctx| run_script(&ctx, &source, &params, &env));
         console::flush();
         result.map_err(Into::into)
     }
 }
 
 export!(JsRuntime);
+
+/// `process.env`, as in Node: the execution's environment as strings.
+fn install_process_env(ctx: &Ctx<'_>, env: &[(String, String)]) -> rquickjs::Result<()> {
+    let vars = rquickjs::Object::new(ctx.clone())?;
+    for (key, value) in env {
+        vars.set(key.as_str(), value.as_str())?;
+    }
+    let process = rquickjs::Object::new(ctx.clone())?;
+    process.set("env", vars)?;
+    ctx.globals().set("process", process)
+}
 
 fn with_context<T>(f: impl FnOnce(Ctx<'_>) -> Result<T, Failure>) -> Result<T, Failure> {
     let runtime =
@@ -48,8 +63,15 @@ fn with_context<T>(f: impl FnOnce(Ctx<'_>) -> Result<T, Failure>) -> Result<T, F
     context.with(f)
 }
 
-fn run_script(ctx: &Ctx<'_>, source: &str, params: &str) -> Result<String, Failure> {
+fn run_script(
+    ctx: &Ctx<'_>,
+    source: &str,
+    params: &str,
+    env: &[(String, String)],
+) -> Result<String, Failure> {
     console::install(ctx).map_err(|e| Failure::internal(format!("cannot install console: {e}")))?;
+    install_process_env(ctx, env)
+        .map_err(|e| Failure::internal(format!("cannot install process.env: {e}")))?;
     let module = detect_module(source);
     // Parse first, so a syntax error is reported as one (with its position)
     // before any of the script runs.

@@ -241,13 +241,29 @@ async fn deep_recursion_stops_the_script_not_the_host() {
 async fn scripts_see_no_host() {
     let outcome = js(r#"
         function main() {
-            return [typeof require, typeof process, typeof fetch, typeof setTimeout, typeof std, typeof os];
+            return [typeof require, Object.keys(process), process.env, typeof fetch,
+                    typeof setTimeout, typeof std, typeof os];
         }
     "#)
     .await;
     assert_eq!(
         outcome.result.as_deref(),
-        Some(r#"["undefined","undefined","undefined","undefined","undefined","undefined"]"#)
+        Some(r#"["undefined",["env"],{},"undefined","undefined","undefined","undefined"]"#)
+    );
+}
+
+#[tokio::test]
+async fn process_env_is_the_runs_environment() {
+    let outcome = super::run_script_with_env(
+        &runtime(),
+        "function main() { return [process.env.KILN_EXECUTION_ID, process.env.KILN_SCRIPT_NAME, process.env.HOME]; }",
+        &[("KILN_EXECUTION_ID", "exec-7"), ("KILN_SCRIPT_NAME", "greet")],
+    )
+    .await;
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"["exec-7","greet",null]"#),
+        "{outcome:?}"
     );
 }
 

@@ -85,3 +85,19 @@ async fn run_script(runtime: &Artifact, source: &str, params: &str, limits: Limi
     };
     sandbox().run(runtime, invocation).await.unwrap()
 }
+
+/// Runs a script whose run has `env` as its environment.
+async fn run_script_with_env(runtime: &Artifact, source: &str, env: &[(&str, &str)]) -> Outcome {
+    let invocation = Invocation {
+        call: Call::Script {
+            source: source.into(),
+            params: "{}".into(),
+        },
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect(),
+        ..Invocation::default()
+    };
+    sandbox().run(runtime, invocation).await.unwrap()
+}

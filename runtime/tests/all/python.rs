@@ -161,6 +161,25 @@ async fn a_memory_bomb_is_stopped_at_the_cap() {
 }
 
 #[tokio::test]
+async fn os_environ_is_the_runs_environment() {
+    let source = "import os\ndef main():\n    return [os.environ.get('KILN_EXECUTION_ID'), os.getenv('KILN_SCRIPT_NAME'), sorted(os.environ)]\n";
+    let outcome = super::run_script_with_env(
+        &runtime(),
+        source,
+        &[
+            ("KILN_EXECUTION_ID", "exec-7"),
+            ("KILN_SCRIPT_NAME", "greet"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"["exec-7", "greet", ["KILN_EXECUTION_ID", "KILN_SCRIPT_NAME"]]"#),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
 async fn scripts_see_no_host() {
     let source = "import os\ndef main():\n    found = []\n    for path in ['/etc/passwd', '/']:\n        try:\n            open(path).read(); found.append(path)\n        except OSError:\n            pass\n    return {'env': dict(os.environ), 'found': found}\n";
     let outcome = py(source).await;

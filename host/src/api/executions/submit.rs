@@ -35,7 +35,9 @@ pub struct ExecuteRequest {
     parameters: Option<serde_json::Value>,
     /// Text for the script's stdin.
     input: Option<String>,
-    /// Environment variables for components.
+    /// Environment variables: a component's WASI environment, `process.env`
+    /// in JavaScript, `os.environ` in Python (beside `KILN_EXECUTION_ID` and
+    /// `KILN_SCRIPT_NAME`).
     #[serde(default)]
     env: BTreeMap<String, String>,
     timeout_ms: Option<u64>,
