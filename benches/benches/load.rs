@@ -211,6 +211,17 @@ async fn load(call: &Call, connections: usize, seconds: u64, max_requests: u64) 
     }
 }
 
+/// Creates a script with `create` and returns the call that runs it waited,
+/// expecting `result`.
+async fn execute(base: &str, create: reqwest::RequestBuilder, result: serde_json::Value) -> Call {
+    let script: serde_json::Value = create.send().await.unwrap().json().await.unwrap();
+    let id = script["id"].as_str().unwrap();
+    Call::Execute {
+        url: format!("{base}/v1/scripts/{id}/execute?wait=true"),
+        expect: result,
+    }
+}
+
 async fn wait_until_up(url: &str) {
     let client = reqwest::Client::new();
     for _ in 0..200 {
@@ -251,44 +262,18 @@ fn main() {
 
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        let script: serde_json::Value = client
-            .post(format!("{base}/v1/scripts"))
-            .json(
-                &serde_json::json!({"name": "trivial", "language": "javascript",
+        let javascript = client.post(format!("{base}/v1/scripts")).json(
+            &serde_json::json!({"name": "trivial", "language": "javascript",
                                       "content": "function main() { return 'ok'; }"}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let kiln = Call::Execute {
-            url: format!(
-                "{base}/v1/scripts/{}/execute?wait=true",
-                script["id"].as_str().unwrap()
-            ),
-            expect: serde_json::json!("ok"),
-        };
+        );
+        let kiln = execute(&base, javascript, serde_json::json!("ok")).await;
         // The same server path with a trivial Rust component instead of the
         // JavaScript interpreter: what the front door costs by itself.
-        let component: serde_json::Value = client
+        let component = client
             .post(format!("{base}/v1/scripts?name=hello&language=wasm"))
             .header("content-type", "application/wasm")
-            .body(std::fs::read(kiln_components::HELLO).unwrap())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let kiln_wasm = Call::Execute {
-            url: format!(
-                "{base}/v1/scripts/{}/execute?wait=true",
-                component["id"].as_str().unwrap()
-            ),
-            expect: serde_json::Value::Null,
-        };
+            .body(std::fs::read(kiln_components::HELLO).unwrap());
+        let kiln_wasm = execute(&base, component, serde_json::Value::Null).await;
         // Warm up: the runtime is compiled (or read from the disk cache) once.
         load(&kiln, 4, 5, 200).await;
         load(&kiln_wasm, 4, 5, 200).await;
