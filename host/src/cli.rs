@@ -6,9 +6,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// What `kiln --version` prints: the version, the commit, the wasmtime it
+/// embeds and the target it was built for.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KILN_GIT_COMMIT"),
+    ", wasmtime ",
+    env!("KILN_WASMTIME_VERSION"),
+    ", ",
+    env!("KILN_TARGET"),
+    ")"
+);
+
 /// Kiln: run untrusted scripts and WebAssembly components in a sandbox.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about)]
+#[command(name = "kiln", version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -375,3 +375,21 @@ fn serve_with_a_bad_configuration_exits_2_and_says_why() {
         stderr(&out)
     );
 }
+
+#[test]
+fn version_names_the_commit_wasmtime_and_target() {
+    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = stdout(&output);
+    let expected = format!("kiln {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    assert!(text.contains(", wasmtime 48.0."), "{text}");
+    assert!(
+        text.trim_end().ends_with("-linux-gnu)") || text.trim_end().ends_with("-linux-musl)"),
+        "{text}"
+    );
+    assert!(!text.contains("commit unknown"), "{text}");
+}

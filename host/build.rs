@@ -1,0 +1,51 @@
+//! Facts `kiln --version` prints: the git commit, the wasmtime version in
+//! Cargo.lock, and the target triple.
+
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let root = Path::new(&manifest).parent().unwrap_or(Path::new("."));
+
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=KILN_GIT_COMMIT={commit}");
+
+    let wasmtime = std::fs::read_to_string(root.join("Cargo.lock"))
+        .ok()
+        .and_then(|lock| {
+            let at = lock.find("\nname = \"wasmtime\"\n")?;
+            let rest = &lock[at..];
+            let version = rest.lines().find_map(|l| l.strip_prefix("version = \""))?;
+            Some(version.trim_end_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=KILN_WASMTIME_VERSION={wasmtime}");
+
+    let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
+    println!("cargo:rustc-env=KILN_TARGET={target}");
+
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
+    let git = root.join(".git");
+    println!("cargo:rerun-if-changed={}", git.join("HEAD").display());
+    // The branch HEAD points at, so a new commit is seen.
+    if let Ok(head) = std::fs::read_to_string(git.join("HEAD"))
+        && let Some(reference) = head.trim().strip_prefix("ref: ")
+    {
+        println!("cargo:rerun-if-changed={}", git.join(reference).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            git.join("packed-refs").display()
+        );
+    }
+}
