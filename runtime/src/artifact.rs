@@ -25,6 +25,10 @@ impl ArtifactKey {
         Self(*hasher.finalize().as_bytes())
     }
 
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The key as 64 lowercase hex characters (also the cache file's name).
     pub fn to_hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()

@@ -26,6 +26,11 @@ pub struct CacheStats {
     pub disk_hits: u64,
     /// Loads that ran Cranelift.
     pub compiles: u64,
+    /// Script runs that found their script already compiled by its language
+    /// runtime (so the run skipped the parser).
+    pub script_code_hits: u64,
+    /// Scripts compiled by a language runtime (at upload, or at a first run).
+    pub script_compiles: u64,
 }
 
 pub(crate) struct ArtifactCache {
@@ -56,6 +61,7 @@ impl ArtifactCache {
             memory_hits: self.memory_hits.load(Ordering::Relaxed),
             disk_hits: self.disk_hits.load(Ordering::Relaxed),
             compiles: self.compiles.load(Ordering::Relaxed),
+            ..CacheStats::default()
         }
     }
 

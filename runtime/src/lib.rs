@@ -42,6 +42,7 @@ mod bindings;
 mod cache;
 mod cancel;
 mod capture;
+mod code;
 mod engine;
 mod error;
 mod limits;

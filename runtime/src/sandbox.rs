@@ -10,6 +10,7 @@ use crate::artifact::{self, Artifact, ArtifactKey, Entry, LoadSource, Shape};
 use crate::cache::{ArtifactCache, CacheStats};
 use crate::cancel::CancelHandle;
 use crate::capture::{CapturePipe, OutputKind, OutputSink};
+use crate::code::{CodeCache, CodeKey};
 use crate::engine::{self, EngineOptions, EpochTicker, FUEL_YIELD_INTERVAL};
 use crate::error::{Error, chain};
 use crate::limits::{Limits, MemoryLimiter};
@@ -58,8 +59,12 @@ pub struct Sandbox {
     linker: Linker<State>,
     engine_digest: [u8; 32],
     cache: ArtifactCache,
+    code: CodeCache,
     _ticker: EpochTicker,
 }
+
+/// The memory kept for scripts' compiled code (see `code.rs`).
+const SCRIPT_CODE_CACHE_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,6 +95,7 @@ impl Sandbox {
             linker,
             engine_digest,
             cache,
+            code: CodeCache::new(SCRIPT_CODE_CACHE_BYTES),
             _ticker: ticker,
         })
     }
@@ -101,7 +107,12 @@ impl Sandbox {
 
     /// How artifacts were obtained so far.
     pub fn cache_stats(&self) -> CacheStats {
-        self.cache.stats()
+        let (script_code_hits, script_compiles) = self.code.counts();
+        CacheStats {
+            script_code_hits,
+            script_compiles,
+            ..self.cache.stats()
+        }
     }
 
     /// Returns a runnable artifact for a component or core wasip1 module: from
@@ -143,9 +154,10 @@ impl Sandbox {
         Ok((artifact, source))
     }
 
-    /// Parses a script with a language runtime artifact without running it.
-    /// `Ok(None)` means it parses; `Ok(Some(error))` is a `COMPILE_ERROR` with
-    /// the position, or whatever stopped the parser (a limit).
+    /// Compiles a script with a language runtime artifact without running it,
+    /// and keeps the compiled code for its runs. `Ok(None)` means it parses;
+    /// `Ok(Some(error))` is a `COMPILE_ERROR` with the position, or whatever
+    /// stopped the parser (a limit).
     ///
     /// # Errors
     ///
@@ -167,11 +179,15 @@ impl Sandbox {
             let runtime = pre.instantiate_async(&mut store).await?;
             runtime
                 .kiln_language_script()
-                .call_check(&mut store, source)
+                .call_compile(&mut store, source)
                 .await
         };
         let ending = match tokio::time::timeout(limits.timeout, call).await {
-            Ok(Ok(Ok(()))) => return Ok(None),
+            Ok(Ok(Ok(code))) => {
+                self.code
+                    .insert(CodeKey::new(&artifact.key, source), code.into());
+                return Ok(None);
+            }
             Ok(Ok(Err(failure))) => Ending::Script(Err(failure)),
             Ok(Err(trap)) => Ending::Trapped(trap),
             Err(_) => Ending::TimedOut(limits.timeout),
@@ -224,10 +240,24 @@ impl Sandbox {
                     (Entry::LanguageRuntime(pre), Call::Script { source, params }) => {
                         let runtime = pre.instantiate_async(&mut store).await?;
                         let script = runtime.kiln_language_script();
+                        let key = CodeKey::new(&artifact.key, source);
+                        // A first run compiles in the instance it then runs
+                        // in, so it costs one instantiation, not two.
+                        let code = match self.code.get(&key) {
+                            Some(code) => code,
+                            None => match script.call_compile(&mut store, source).await? {
+                                Ok(code) => {
+                                    let code: Arc<[u8]> = code.into();
+                                    self.code.insert(key, code.clone());
+                                    code
+                                }
+                                Err(failure) => return Ok(Ending::Script(Err(failure))),
+                            },
+                        };
                         // The script's environment is the run's, passed
                         // explicitly (see `run` in language.wit).
                         script
-                            .call_run(&mut store, source, params, &env)
+                            .call_run(&mut store, &code, params, &env)
                             .await
                             .map(Ending::Script)
                     }

@@ -3,12 +3,13 @@
 //! the top level or is an ES module with a default export (or a `main` export);
 //! main's value, awaited if it is a promise, is returned as JSON.
 
+mod code;
 mod console;
 mod failure;
 
-use rquickjs::{CatchResultExt, Context, Ctx, Function, Module, Runtime, Value};
+use rquickjs::{CatchResultExt, Context, Ctx, Runtime, Value};
 
-use crate::failure::{Failure, FailureKind, compile_only, detect_module};
+use crate::failure::{Failure, FailureKind};
 
 wit_bindgen::generate!({
     world: "language-runtime",
@@ -18,7 +19,7 @@ wit_bindgen::generate!({
 use exports::kiln::language::script::{self, Guest};
 
 /// The name scripts see in stack traces.
-const SCRIPT_NAME: &str = "script.js";
+pub(crate) const SCRIPT_NAME: &str = "script.js";
 /// QuickJS's recursion guard. On WASI it cannot see the stack pointer, so the
 /// engine's wasm stack limit is what actually stops runaway recursion (a trap).
 const MAX_STACK_BYTES: usize = 256 << 10;
@@ -26,16 +27,17 @@ const MAX_STACK_BYTES: usize = 256 << 10;
 struct JsRuntime;
 
 impl Guest for JsRuntime {
-    fn check(source: String) -> Result<(), script::Failure> {
-        with_context(|ctx| compile_only(&ctx, &source, detect_module(&source))).map_err(Into::into)
+    fn compile(source: String) -> Result<Vec<u8>, script::Failure> {
+        with_context(|ctx| code::compile(&ctx, &source)).map_err(Into::into)
     }
 
     fn run(
-        source: String,
+        code: Vec<u8>,
         params: String,
         env: Vec<(String, String)>,
     ) -> Result<String, script::Failure> {
-        let result = with_context(|ctx| run_script(&ctx, &source, &params, &env));
+        // `code` outlives the context: a module's bytecode is read in place.
+        let result = with_context(|ctx| run_script(&ctx, &code, &params, &env));
         console::flush();
         result.map_err(Into::into)
     }
@@ -65,22 +67,14 @@ fn with_context<T>(f: impl FnOnce(Ctx<'_>) -> Result<T, Failure>) -> Result<T, F
 
 fn run_script(
     ctx: &Ctx<'_>,
-    source: &str,
+    code: &[u8],
     params: &str,
     env: &[(String, String)],
 ) -> Result<String, Failure> {
     console::install(ctx).map_err(|e| Failure::internal(format!("cannot install console: {e}")))?;
     install_process_env(ctx, env)
         .map_err(|e| Failure::internal(format!("cannot install process.env: {e}")))?;
-    let module = detect_module(source);
-    // Parse first, so a syntax error is reported as one (with its position)
-    // before any of the script runs.
-    compile_only(ctx, source, module)?;
-    let main = if module {
-        load_module(ctx, source)?
-    } else {
-        load_script(ctx, source)?
-    };
+    let main = code::load(ctx, code)?;
     let params = ctx
         .json_parse(params)
         .catch(ctx)
@@ -100,40 +94,6 @@ fn run_script(
     Ok(json
         .map(|s| s.to_string().unwrap_or_else(|_| "null".into()))
         .unwrap_or_else(|| "null".into()))
-}
-
-/// Runs a classic script and finds its `main`. The lookup is appended to the
-/// source so it sees the script's own top-level scope, and it goes last so
-/// line numbers in errors stay those of the user's file.
-fn load_script<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Option<Function<'js>>, Failure> {
-    let mut options = rquickjs::context::EvalOptions::default();
-    options.strict = false;
-    options.filename = Some(SCRIPT_NAME.into());
-    let program = format!("{source}\n;typeof main === 'function' ? main : undefined");
-    ctx.eval_with_options::<Option<Function>, _>(program, options)
-        .catch(ctx)
-        .map_err(|e| Failure::from_caught(ctx, e, FailureKind::Runtime))
-}
-
-/// Evaluates an ES module (awaiting top-level await) and finds its default
-/// export, else its `main` export.
-fn load_module<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Option<Function<'js>>, Failure> {
-    let runtime_error = |e| Failure::from_caught(ctx, e, FailureKind::Runtime);
-    let declared = Module::declare(ctx.clone(), SCRIPT_NAME, source)
-        .catch(ctx)
-        .map_err(|e| Failure::from_caught(ctx, e, FailureKind::Syntax))?;
-    let (module, evaluation) = declared.eval().catch(ctx).map_err(runtime_error)?;
-    evaluation
-        .finish::<()>()
-        .catch(ctx)
-        .map_err(runtime_error)?;
-    let namespace = module.namespace().catch(ctx).map_err(runtime_error)?;
-    for name in ["default", "main"] {
-        if let Ok(Some(main)) = namespace.get::<_, Option<Function>>(name) {
-            return Ok(Some(main));
-        }
-    }
-    Ok(None)
 }
 
 /// Awaits a promise by running QuickJS's job queue until it settles.

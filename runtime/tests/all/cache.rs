@@ -111,3 +111,64 @@ async fn a_core_wasip1_module_runs_through_the_adapter() {
     assert_eq!(outcome.exit_code, Some(1));
     assert_eq!(outcome.error_code(), Some(ErrorCode::ExitCode));
 }
+
+fn script_call(source: &str) -> Invocation {
+    Invocation {
+        call: kiln_runtime::Call::Script {
+            source: source.into(),
+            params: r#"{"name": "a"}"#.into(),
+        },
+        ..Invocation::default()
+    }
+}
+
+#[tokio::test]
+async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
+    let sandbox = Sandbox::new(small_engine(None)).unwrap();
+    let (js, _) = sandbox.load(kiln_components::JS_RUNTIME).unwrap();
+    // Each run starts from a fresh instance: the top level runs again, so
+    // `runs` is 1 every time even though the parse happened once.
+    let source =
+        "let runs = 0;\nfunction main(p) { runs += 1; console.log('hi ' + p.name); return runs; }";
+    for cached_runs in 0..3 {
+        let outcome = sandbox.run(&js, script_call(source)).await.unwrap();
+        assert_eq!(outcome.result.as_deref(), Some("1"), "{outcome:?}");
+        assert_eq!(outcome.stdout, b"hi a\n");
+        let stats = sandbox.cache_stats();
+        assert_eq!(
+            (stats.script_compiles, stats.script_code_hits),
+            (1, cached_runs)
+        );
+    }
+
+    // A module is cached the same way.
+    let module = "export default async function (p) { return `module ${p.name}`; }";
+    for _ in 0..2 {
+        let outcome = sandbox.run(&js, script_call(module)).await.unwrap();
+        assert_eq!(
+            outcome.result.as_deref(),
+            Some(r#""module a""#),
+            "{outcome:?}"
+        );
+    }
+
+    // Checking a script at upload compiles it; its first run is then warm.
+    let checked = "function main() { return 'checked'; }";
+    let limits = kiln_runtime::Limits::default();
+    assert!(sandbox.check(&js, checked, limits).await.unwrap().is_none());
+    let before = sandbox.cache_stats();
+    let outcome = sandbox.run(&js, script_call(checked)).await.unwrap();
+    assert_eq!(outcome.result.as_deref(), Some(r#""checked""#));
+    let after = sandbox.cache_stats();
+    assert_eq!(after.script_compiles, before.script_compiles);
+    assert_eq!(after.script_code_hits, before.script_code_hits + 1);
+
+    // A syntax error is reported on every run and nothing is cached for it.
+    let broken = "function main( {";
+    for _ in 0..2 {
+        let outcome = sandbox.run(&js, script_call(broken)).await.unwrap();
+        assert_eq!(outcome.status, Status::Failed);
+        assert_eq!(outcome.error.unwrap().code, ErrorCode::CompileError);
+    }
+    assert_eq!(sandbox.cache_stats().script_compiles, after.script_compiles);
+}

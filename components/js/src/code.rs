@@ -1,0 +1,144 @@
+//! The compiled form of a script: what `compile` returns and `run` takes. One
+//! tag byte says how to load the rest, which is QuickJS bytecode.
+
+use std::ffi::CString;
+
+use rquickjs::{CatchResultExt, CaughtError, Ctx, Function, Module, Value, WriteOptions, qjs};
+
+use crate::SCRIPT_NAME;
+use crate::failure::{Failure, FailureKind, compile_only, detect_module};
+
+/// A classic script, compiled together with the lookup of its `main`.
+const CLASSIC: u8 = b'c';
+/// An ES module.
+const MODULE: u8 = b'm';
+
+/// Appended to a classic script so its value is the script's own top-level
+/// `main`; it goes last so line numbers stay those of the user's file.
+const FIND_MAIN: &str = "\n;typeof main === 'function' ? main : undefined";
+
+/// Parses `source` (reporting a syntax error with its position) and returns
+/// its bytecode.
+pub(crate) fn compile(ctx: &Ctx<'_>, source: &str) -> Result<Vec<u8>, Failure> {
+    let module = detect_module(source);
+    compile_only(ctx, source, module)?;
+    let syntax = |e| Failure::from_caught(ctx, e, FailureKind::Syntax);
+    let mut code = vec![if module { MODULE } else { CLASSIC }];
+    if module {
+        let declared = Module::declare(ctx.clone(), SCRIPT_NAME, source)
+            .catch(ctx)
+            .map_err(syntax)?;
+        code.extend(
+            declared
+                .write(WriteOptions::default())
+                .catch(ctx)
+                .map_err(syntax)?,
+        );
+    } else {
+        code.extend(compile_classic(ctx, &format!("{source}{FIND_MAIN}"))?);
+    }
+    Ok(code)
+}
+
+/// Runs the top level of compiled code and returns its `main`: a classic
+/// script's top-level function, else a module's default export, else its
+/// `main` export.
+pub(crate) fn load<'js>(ctx: &Ctx<'js>, code: &[u8]) -> Result<Option<Function<'js>>, Failure> {
+    match code.split_first() {
+        Some((&CLASSIC, bytecode)) => run_classic(ctx, bytecode),
+        Some((&MODULE, bytecode)) => run_module(ctx, bytecode),
+        _ => Err(Failure::runtime(
+            "Error: the code was not compiled by this runtime",
+        )),
+    }
+}
+
+fn compile_classic(ctx: &Ctx<'_>, program: &str) -> Result<Vec<u8>, Failure> {
+    // `compile_only` has already refused a source with a NUL.
+    let text = CString::new(program)
+        .map_err(|_| Failure::internal("the source contains a NUL character"))?;
+    let raw = ctx.as_raw().as_ptr();
+    let flags = (qjs::JS_EVAL_TYPE_GLOBAL | qjs::JS_EVAL_FLAG_COMPILE_ONLY) as i32;
+    // SAFETY: `raw` is the live context of `ctx`; `text` is NUL-terminated and
+    // outlives the calls; the compiled function is freed exactly once and the
+    // written buffer is copied before QuickJS frees it.
+    unsafe {
+        let function = qjs::JS_Eval(
+            raw,
+            text.as_ptr(),
+            program.len() as _,
+            c"script.js".as_ptr(),
+            flags,
+        );
+        if qjs::JS_IsException(function) {
+            return Err(caught(ctx, FailureKind::Syntax));
+        }
+        let mut len = 0;
+        let buffer =
+            qjs::JS_WriteObject(raw, &mut len, function, qjs::JS_WRITE_OBJ_BYTECODE as i32);
+        qjs::JS_FreeValue(raw, function);
+        if buffer.is_null() {
+            return Err(caught(ctx, FailureKind::Runtime));
+        }
+        let bytes = std::slice::from_raw_parts(buffer, len as usize).to_vec();
+        qjs::js_free(raw, buffer.cast());
+        Ok(bytes)
+    }
+}
+
+fn run_classic<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Option<Function<'js>>, Failure> {
+    let raw = ctx.as_raw().as_ptr();
+    // SAFETY: `raw` is the live context of `ctx`; QuickJS copies what it needs
+    // from `bytecode` (no ROM flag); `JS_EvalFunction` takes ownership of the
+    // function object and the value it returns is handed to rquickjs, which
+    // frees it once.
+    let value = unsafe {
+        let function = qjs::JS_ReadObject(
+            raw,
+            bytecode.as_ptr(),
+            bytecode.len() as _,
+            qjs::JS_READ_OBJ_BYTECODE as i32,
+        );
+        if qjs::JS_IsException(function) {
+            return Err(caught(ctx, FailureKind::Runtime));
+        }
+        let value = qjs::JS_EvalFunction(raw, function);
+        if qjs::JS_IsException(value) {
+            return Err(caught(ctx, FailureKind::Runtime));
+        }
+        Value::from_raw(ctx.clone(), value)
+    };
+    Ok(value.into_function())
+}
+
+fn run_module<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Option<Function<'js>>, Failure> {
+    let runtime_error = |e| Failure::from_caught(ctx, e, FailureKind::Runtime);
+    // SAFETY: the bytes are what `compile` wrote in this same runtime (the
+    // host keys its cache by the runtime's hash), and they outlive the
+    // context, as QuickJS reads them in place.
+    let declared = unsafe { Module::load(ctx.clone(), bytecode) }
+        .catch(ctx)
+        .map_err(runtime_error)?;
+    let (module, evaluation) = declared.eval().catch(ctx).map_err(runtime_error)?;
+    evaluation
+        .finish::<()>()
+        .catch(ctx)
+        .map_err(runtime_error)?;
+    let namespace = module.namespace().catch(ctx).map_err(runtime_error)?;
+    for name in ["default", "main"] {
+        if let Ok(Some(main)) = namespace.get::<_, Option<Function>>(name) {
+            return Ok(Some(main));
+        }
+    }
+    Ok(None)
+}
+
+/// The pending exception as a failure of `kind`.
+fn caught(ctx: &Ctx<'_>, kind: FailureKind) -> Failure {
+    let thrown = ctx.catch();
+    let caught = match thrown.clone().into_exception() {
+        Some(e) => CaughtError::Exception(e),
+        None => CaughtError::Value(thrown),
+    };
+    Failure::from_caught(ctx, caught, kind)
+}
