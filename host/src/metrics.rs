@@ -232,6 +232,27 @@ impl Collector for Live {
             None,
             misses.metric_type(),
         )?)?;
+        let scripts = [
+            (
+                "script_code_cache_hits",
+                "Script runs that found their script already compiled",
+                stats.script_code_hits,
+            ),
+            (
+                "script_compiles",
+                "Scripts compiled by their language runtime",
+                stats.script_compiles,
+            ),
+        ];
+        for (name, help, value) in scripts {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
         Ok(())
     }
 }

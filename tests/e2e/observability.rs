@@ -72,6 +72,9 @@ fn metrics_count_requests_executions_and_the_cache() {
         + series(r#"kiln_compile_cache_hits_total{tier="disk"}"#)
         + series("kiln_compile_cache_misses_total");
     assert!(loads >= 1.0, "{text}");
+    // Each script is compiled by its runtime once; every later run reuses it.
+    assert_eq!(series("kiln_script_compiles_total"), 2.0, "{text}");
+    assert_eq!(series("kiln_script_code_cache_hits_total"), 4.0, "{text}");
 }
 
 #[test]

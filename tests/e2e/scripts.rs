@@ -334,6 +334,10 @@ fn status_reports_workers_executions_and_the_compile_cache() {
     }
     let after: serde_json::Value = kiln.get("/v1/status").send().unwrap().json().unwrap();
     assert_eq!(loads(&after), 1, "{after}");
+    // The script was compiled by the runtime once, at upload; every run
+    // found its code.
+    assert_eq!(after["compile_cache"]["script_compiles"], 1, "{after}");
+    assert_eq!(after["compile_cache"]["script_code_hits"], 4, "{after}");
     assert_eq!(after["executions_by_status"]["completed"], 4);
     assert!(status["version"].is_string());
 }

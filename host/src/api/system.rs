@@ -54,6 +54,11 @@ pub struct CompileCache {
     memory_hits: u64,
     disk_hits: u64,
     compiles: u64,
+    /// Script runs that found their script already compiled by its language
+    /// runtime.
+    script_code_hits: u64,
+    /// Scripts compiled by a language runtime (at upload or a first run).
+    script_compiles: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -95,6 +100,8 @@ async fn status(State(state): State<AppState>) -> Result<axum::Json<ServerStatus
             memory_hits: cache.memory_hits,
             disk_hits: cache.disk_hits,
             compiles: cache.compiles,
+            script_code_hits: cache.script_code_hits,
+            script_compiles: cache.script_compiles,
         },
     }))
 }
