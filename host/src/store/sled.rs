@@ -521,6 +521,21 @@ mod tests {
     use super::*;
     use crate::store::{Language, ScriptStatus};
 
+    /// Opens a store a test has just closed. sled's background threads let go
+    /// of the directory's lock a moment after the handle is dropped: a new
+    /// process never sees that, a test reopening in-process sometimes does.
+    fn reopen(path: &std::path::Path) -> Result<SledStore, StoreError> {
+        for _ in 0..100 {
+            match SledStore::open(path) {
+                Err(StoreError::Backend(e)) if e.contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+        SledStore::open(path)
+    }
+
     fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
         ScriptRecord {
             id: id.into(),
@@ -562,7 +577,7 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path()).unwrap();
         let versions = store.script_versions("s1").unwrap();
         assert_eq!(versions.len(), 2);
         assert_eq!(
@@ -577,7 +592,7 @@ mod tests {
         drop(store);
         // Reopening finds schema 2 and changes nothing.
         assert_eq!(
-            SledStore::open(dir.path())
+            reopen(dir.path())
                 .unwrap()
                 .script_versions("s1")
                 .unwrap()
@@ -598,7 +613,7 @@ mod tests {
             store.script_names.insert("half-deleted", "gone").unwrap();
             store.db.flush().unwrap();
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path()).unwrap();
         assert_eq!(store.script("kept").unwrap().unwrap().id, "a");
         assert!(store.script("half-renamed").unwrap().is_none());
         assert!(store.script("half-deleted").unwrap().is_none());
@@ -618,10 +633,7 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        assert!(matches!(
-            SledStore::open(dir.path()),
-            Err(StoreError::Schema { .. })
-        ));
+        assert!(matches!(reopen(dir.path()), Err(StoreError::Schema { .. })));
     }
 
     #[test]
