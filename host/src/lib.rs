@@ -9,6 +9,7 @@ mod jobs;
 mod local_run;
 mod metrics;
 mod runtimes;
+mod schedules;
 mod serve;
 mod store;
 

@@ -66,15 +66,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: Arc::new(config),
         ready: ready.clone(),
         started: std::time::Instant::now(),
+        schedules_changed: Arc::new(tokio::sync::Notify::new()),
     };
     let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
+    let (stop, mut stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::schedules::run(
+        state.clone(),
+        state.schedules_changed.clone(),
+        stopping.clone(),
+    ));
     let app = api::router(state);
     ready.store(true, Ordering::Release);
     // A stable line that scripts and the end-to-end tests read the address from.
     println!("Kiln listening on http://{address}");
     tracing::info!(%address, "listening");
 
-    let (stop, mut stopping) = tokio::sync::watch::channel(false);
     let draining = ready.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;

@@ -10,4 +10,5 @@ mod executions;
 mod harness;
 mod lifecycle;
 mod observability;
+mod schedules;
 mod scripts;

@@ -6,6 +6,7 @@ mod etag;
 mod executions;
 mod idempotency;
 mod pagination;
+mod schedules;
 mod scripts;
 mod system;
 
@@ -21,6 +22,7 @@ use kiln_runtime::Sandbox;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use self::error::ApiError;
+pub(crate) use self::executions::submit_scheduled;
 pub use self::idempotency::now_ms;
 use crate::config::Config;
 use crate::jobs::Jobs;
@@ -39,6 +41,8 @@ pub struct AppState {
     /// False while starting and while draining: `/readyz` answers 503.
     pub ready: Arc<AtomicBool>,
     pub started: std::time::Instant,
+    /// Wakes the scheduler when a schedule is created, changed or deleted.
+    pub schedules_changed: Arc<tokio::sync::Notify>,
 }
 
 /// JSON body extractor whose rejections are [`ApiError`]s.
@@ -93,6 +97,7 @@ const REQUEST_ID: &str = "x-request-id";
     tags(
         (name = "scripts", description = "Named, versioned source or components"),
         (name = "executions", description = "Runs of scripts and of ad-hoc code"),
+        (name = "schedules", description = "Cron schedules that run stored scripts"),
         (name = "system", description = "Health, status, metrics, usage and this document"),
     ),
 )]
@@ -110,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .merge(system::routes())
         .merge(scripts::routes())
         .merge(executions::routes())
+        .merge(schedules::routes())
         .merge(analytics::routes())
         .split_for_parts();
     let document = document

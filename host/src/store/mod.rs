@@ -10,8 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use self::records::{
-    ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, ScriptLimits,
-    ScriptRecord, ScriptStatus, Trigger, VersionRecord,
+    ExecutionError, ExecutionRecord, ExecutionStatus, Language, Overlap, Priority, ScheduleRecord,
+    ScriptLimits, ScriptRecord, ScriptStatus, Trigger, VersionRecord,
 };
 pub use self::sled::SledStore;
 
@@ -113,6 +113,21 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Forgets idempotency keys claimed before `before_ms`; returns how many.
     fn expire_idempotency_keys(&self, before_ms: u64) -> Result<usize, StoreError>;
+    /// Stores a new schedule.
+    fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError>;
+    fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError>;
+    /// Every schedule, in id (creation) order.
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+    /// Replaces a schedule with what `change` makes of the current record,
+    /// atomically (`change` may run more than once); `None` if there is no
+    /// such schedule.
+    fn update_schedule(
+        &self,
+        id: &str,
+        change: &dyn Fn(&ScheduleRecord) -> Result<ScheduleRecord, StoreError>,
+    ) -> Result<Option<ScheduleRecord>, StoreError>;
+    /// Deletes a schedule; returns it if there was one.
+    fn delete_schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Makes every change so far durable. Concurrent callers share one fsync.

@@ -120,6 +120,42 @@ impl ExecutionStatus {
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     Api,
+    Schedule,
+}
+
+/// What a schedule does when its time comes while its previous run is still
+/// queued or running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Skip this run.
+    #[default]
+    Skip,
+    /// Start another one.
+    Allow,
+}
+
+/// A cron schedule that runs a stored script.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub id: String,
+    pub name: String,
+    pub script_id: String,
+    /// As given: 5 or 6 fields, or a macro such as `@daily`.
+    pub cron: String,
+    /// IANA zone the cron is read in.
+    pub timezone: String,
+    pub parameters: serde_json::Value,
+    pub active: bool,
+    pub overlap: Overlap,
+    pub created_at: String,
+    pub updated_at: String,
+    pub created_by: Option<String>,
+    /// Unix ms of the next run; none while paused or when the cron has no
+    /// future time.
+    pub next_run_ms: Option<u64>,
+    pub last_run_at: Option<String>,
+    pub last_execution_id: Option<String>,
 }
 
 /// Queue order: every queued `high` execution starts before any `normal`,

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::group_commit::GroupCommit;
 use super::{
     Claim, ExecutionRecord, ExecutionStatus, FlushFuture, IDEMPOTENCY_ABANDONED_MS,
-    IDEMPOTENCY_TTL_MS, SCHEMA_VERSION, ScriptRecord, Store, StoreError, StoredResponse,
-    VersionRecord,
+    IDEMPOTENCY_TTL_MS, SCHEMA_VERSION, ScheduleRecord, ScriptRecord, Store, StoreError,
+    StoredResponse, VersionRecord,
 };
 
 pub struct SledStore {
@@ -21,6 +21,8 @@ pub struct SledStore {
     executions: sled::Tree,
     /// Idempotency key → [`IdempotencyEntry`].
     idempotency: sled::Tree,
+    /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
+    schedules: sled::Tree,
     /// Serializes script updates and deletes. Not sled transactions: in sled
     /// 0.34 they take a global lock that deadlocks with concurrent
     /// `flush_async` under load. Writes are ordered so that a crash between
@@ -86,6 +88,7 @@ impl SledStore {
             script_versions: db.open_tree("script_versions").map_err(backend)?,
             executions: db.open_tree("executions").map_err(backend)?,
             idempotency: db.open_tree("idempotency").map_err(backend)?,
+            schedules: db.open_tree("schedules").map_err(backend)?,
             script_writes: Mutex::new(()),
             commit: GroupCommit::new(db.clone()),
             db,
@@ -505,6 +508,57 @@ impl Store for SledStore {
             }
         }
         Ok(expired)
+    }
+
+    fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
+        self.schedules
+            .insert(&schedule.id, encode(schedule)?)
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.schedules
+            .get(id)
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.schedules
+            .iter()
+            .values()
+            .map(|bytes| decode(&bytes.map_err(backend)?))
+            .collect()
+    }
+
+    fn update_schedule(
+        &self,
+        id: &str,
+        change: &dyn Fn(&ScheduleRecord) -> Result<ScheduleRecord, StoreError>,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        loop {
+            let Some(current) = self.schedules.get(id).map_err(backend)? else {
+                return Ok(None);
+            };
+            let next = change(&decode(&current)?)?;
+            let swapped = self
+                .schedules
+                .compare_and_swap(id, Some(current), Some(encode(&next)?))
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                return Ok(Some(next));
+            }
+        }
+    }
+
+    fn delete_schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.schedules
+            .remove(id)
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {

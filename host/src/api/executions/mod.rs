@@ -4,6 +4,8 @@
 mod events;
 mod submit;
 
+pub(crate) use submit::submit_scheduled;
+
 use std::time::Duration;
 
 use axum::extract::State;

@@ -132,6 +132,38 @@ pub(super) async fn execute(
     submit(&state, record, wait).await
 }
 
+/// Queues a run of `script`'s current version for a schedule, with the
+/// schedule's parameters and the script's limits; returns the execution's id
+/// once its queued record is durable.
+///
+/// # Errors
+///
+/// A parameter or store error, or the queue's refusal (the refused record is
+/// kept, failed, as for any execution).
+pub(crate) async fn submit_scheduled(
+    state: &AppState,
+    script: crate::store::ScriptRecord,
+    schedule: &crate::store::ScheduleRecord,
+) -> Result<String, ApiError> {
+    let request = ExecuteRequest {
+        parameters: Some(schedule.parameters.clone()),
+        ..ExecuteRequest::default()
+    };
+    let target = Target {
+        language: script.language,
+        script: Some((script.id, script.version)),
+        defaults: script.limits.unwrap_or_default(),
+        code: None,
+    };
+    let mut record = new_record(state, request, target, &Principal::Anonymous)?;
+    record.trigger = Trigger::Schedule;
+    record.created_by.clone_from(&schedule.created_by);
+    record.env = vec![("KILN_SCHEDULE_ID".into(), schedule.id.clone())];
+    let id = record.id.clone();
+    submit(state, record, None).await?;
+    Ok(id)
+}
+
 /// What an execution runs.
 struct Target {
     language: crate::store::Language,

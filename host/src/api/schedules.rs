@@ -1,0 +1,343 @@
+//! `/v1/schedules`: cron schedules that run a stored script (API.md
+//! "Schedules"). The scheduler itself is `crate::schedules`.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::ErrorEnvelope;
+use super::pagination::{Listing, Page, PageQuery};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
+use crate::auth::Principal;
+use crate::schedules::{Cron, CronError, format_ms};
+use crate::store::{ExecutionStatus, Overlap, ScheduleRecord};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, delete))
+}
+
+const MAX_NAME_CHARS: usize = 128;
+
+/// A cron schedule and what its last run did.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Schedule)]
+pub struct ScheduleView {
+    id: String,
+    name: String,
+    script_id: String,
+    cron: String,
+    timezone: String,
+    #[schema(value_type = Object)]
+    parameters: serde_json::Value,
+    active: bool,
+    overlap: Overlap,
+    /// When it runs next (RFC 3339 UTC); null while paused.
+    next_run_at: Option<String>,
+    last_run_at: Option<String>,
+    last_execution_id: Option<String>,
+    /// The status of the last run's execution.
+    last_status: Option<ExecutionStatus>,
+    created_by: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+fn view(state: &AppState, record: ScheduleRecord) -> Result<ScheduleView, ApiError> {
+    let last_status = match &record.last_execution_id {
+        Some(id) => state.store.execution(id)?.map(|e| e.status),
+        None => None,
+    };
+    Ok(ScheduleView {
+        next_run_at: record.next_run_ms.and_then(format_ms),
+        id: record.id,
+        name: record.name,
+        script_id: record.script_id,
+        cron: record.cron,
+        timezone: record.timezone,
+        parameters: record.parameters,
+        active: record.active,
+        overlap: record.overlap,
+        last_run_at: record.last_run_at,
+        last_execution_id: record.last_execution_id,
+        last_status,
+        created_by: record.created_by,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+    })
+}
+
+/// A new schedule.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    name: String,
+    /// The script's id or name.
+    script_id: String,
+    /// 5 fields, 6 (seconds first), or `@hourly`, `@daily`, `@weekly`,
+    /// `@monthly`, `@yearly`.
+    #[schema(example = "*/5 * * * *")]
+    cron: String,
+    /// IANA time zone the cron is read in (default UTC).
+    #[schema(example = "Europe/Berlin")]
+    timezone: Option<String>,
+    /// A JSON object: the script's `main` argument.
+    #[schema(value_type = Option<Object>)]
+    parameters: Option<serde_json::Value>,
+    /// Default true; false creates it paused.
+    active: Option<bool>,
+    /// Default `skip`: no new run while the previous one is queued or running.
+    overlap: Option<Overlap>,
+}
+
+/// Changes to a schedule; absent fields keep their value.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSchedule {
+    name: Option<String>,
+    script_id: Option<String>,
+    cron: Option<String>,
+    timezone: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    parameters: Option<serde_json::Value>,
+    /// false pauses it; true resumes it from now (missed times are not run).
+    active: Option<bool>,
+    overlap: Option<Overlap>,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_parameters(parameters: &serde_json::Value) -> Result<(), ApiError> {
+    if !parameters.is_object() {
+        return Err(ApiError::invalid("parameters", "must be a JSON object"));
+    }
+    Ok(())
+}
+
+fn parse_cron(cron: &str, timezone: &str) -> Result<Cron, ApiError> {
+    Cron::parse(cron, timezone).map_err(|e| match e {
+        CronError::Cron(message) => ApiError::invalid("cron", message),
+        CronError::Zone(message) => ApiError::invalid("timezone", message),
+    })
+}
+
+/// The stored script's id for an id or name; a missing one is a bad field.
+fn script_id(state: &AppState, id_or_name: &str) -> Result<String, ApiError> {
+    state
+        .store
+        .script(id_or_name)?
+        .map(|script| script.id)
+        .ok_or_else(|| ApiError::invalid("script_id", format!("no script {id_or_name:?}")))
+}
+
+/// Create a schedule; its first run is the cron's first time after now.
+#[utoipa::path(post, path = "/v1/schedules", operation_id = "createSchedule", tag = "schedules",
+    request_body = CreateSchedule,
+    responses(
+        (status = 201, description = "Created", body = ScheduleView, headers(("Location" = String))),
+        (status = 400, description = "A field is invalid: a bad cron, time zone or script", body = ErrorEnvelope),
+    ))]
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateSchedule>,
+) -> Result<Response, ApiError> {
+    check_name(&body.name)?;
+    let timezone = body.timezone.unwrap_or_else(|| "UTC".into());
+    let cron = parse_cron(&body.cron, &timezone)?;
+    let parameters = body
+        .parameters
+        .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+    check_parameters(&parameters)?;
+    let active = body.active.unwrap_or(true);
+    let now = crate::now();
+    let record = ScheduleRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        name: body.name,
+        script_id: script_id(&state, &body.script_id)?,
+        cron: body.cron,
+        timezone,
+        parameters,
+        active,
+        overlap: body.overlap.unwrap_or_default(),
+        created_at: now.clone(),
+        updated_at: now,
+        created_by: principal.user_id(),
+        next_run_ms: if active {
+            cron.next_after(super::now_ms())
+        } else {
+            None
+        },
+        last_run_at: None,
+        last_execution_id: None,
+    };
+    state.store.create_schedule(&record)?;
+    state.store.flush().await?;
+    state.schedules_changed.notify_one();
+    let location = format!("/v1/schedules/{}", record.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(view(&state, record)?),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only active (true) or only paused (false) schedules.
+    active: Option<bool>,
+    page: Option<usize>,
+    size: Option<usize>,
+}
+
+/// List schedules, oldest first.
+#[utoipa::path(get, path = "/v1/schedules", operation_id = "listSchedules", tag = "schedules",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of schedules", body = Listing<ScheduleView>),
+        (status = 400, description = "A bad page or size", body = ErrorEnvelope),
+    ))]
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::Json<Listing<ScheduleView>>, ApiError> {
+    let page = Page::new(PageQuery {
+        page: query.page,
+        size: query.size,
+    })?;
+    let matching: Vec<_> = state
+        .store
+        .schedules()?
+        .into_iter()
+        .filter(|s| query.active.is_none_or(|active| s.active == active))
+        .collect();
+    let total = matching.len();
+    let data = matching
+        .into_iter()
+        .skip(page.skip())
+        .take(page.size)
+        .map(|record| view(&state, record))
+        .collect::<Result<_, _>>()?;
+    Ok(axum::Json(page.envelope(data, total)))
+}
+
+fn find(state: &AppState, id: &str) -> Result<ScheduleRecord, ApiError> {
+    state
+        .store
+        .schedule(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))
+}
+
+/// Read a schedule.
+#[utoipa::path(get, path = "/v1/schedules/{id}", operation_id = "getSchedule", tag = "schedules",
+    params(("id" = String, Path, description = "The schedule's id")),
+    responses(
+        (status = 200, description = "The schedule", body = ScheduleView),
+        (status = 404, description = "No such schedule", body = ErrorEnvelope),
+    ))]
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<axum::Json<ScheduleView>, ApiError> {
+    let record = find(&state, &id)?;
+    Ok(axum::Json(view(&state, record)?))
+}
+
+/// Change a schedule: pause (`active: false`), resume, or change its cron,
+/// zone, script, parameters or overlap policy. Its next run is recomputed
+/// from now.
+#[utoipa::path(put, path = "/v1/schedules/{id}", operation_id = "updateSchedule", tag = "schedules",
+    params(("id" = String, Path, description = "The schedule's id")),
+    request_body = UpdateSchedule,
+    responses(
+        (status = 200, description = "The updated schedule", body = ScheduleView),
+        (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 404, description = "No such schedule", body = ErrorEnvelope),
+    ))]
+async fn update(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateSchedule>,
+) -> Result<axum::Json<ScheduleView>, ApiError> {
+    let current = find(&state, &id)?;
+    if let Some(name) = &body.name {
+        check_name(name)?;
+    }
+    if let Some(parameters) = &body.parameters {
+        check_parameters(parameters)?;
+    }
+    let cron_text = body.cron.clone().unwrap_or(current.cron);
+    let timezone = body.timezone.clone().unwrap_or(current.timezone);
+    let cron = parse_cron(&cron_text, &timezone)?;
+    let script = match &body.script_id {
+        Some(id_or_name) => Some(script_id(&state, id_or_name)?),
+        None => None,
+    };
+    let now = crate::now();
+    let next_run = cron.next_after(super::now_ms());
+    let updated = state
+        .store
+        .update_schedule(&id, &|current| {
+            let mut record = current.clone();
+            if let Some(name) = &body.name {
+                record.name.clone_from(name);
+            }
+            if let Some(script) = &script {
+                record.script_id.clone_from(script);
+            }
+            if let Some(parameters) = &body.parameters {
+                record.parameters.clone_from(parameters);
+            }
+            if let Some(active) = body.active {
+                record.active = active;
+            }
+            if let Some(overlap) = body.overlap {
+                record.overlap = overlap;
+            }
+            record.cron.clone_from(&cron_text);
+            record.timezone.clone_from(&timezone);
+            record.next_run_ms = if record.active { next_run } else { None };
+            record.updated_at.clone_from(&now);
+            Ok(record)
+        })?
+        .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))?;
+    state.store.flush().await?;
+    state.schedules_changed.notify_one();
+    Ok(axum::Json(view(&state, updated)?))
+}
+
+/// Delete a schedule. Its past executions are kept.
+#[utoipa::path(delete, path = "/v1/schedules/{id}", operation_id = "deleteSchedule", tag = "schedules",
+    params(("id" = String, Path, description = "The schedule's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such schedule", body = ErrorEnvelope),
+    ))]
+async fn delete(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .delete_schedule(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))?;
+    state.store.flush().await?;
+    state.schedules_changed.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}

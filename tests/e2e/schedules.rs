@@ -1,0 +1,252 @@
+//! `/v1/schedules`: cron schedules fire executions with `trigger: "schedule"`,
+//! pause and resume, survive a restart, and refuse bad input.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Kiln, error_body};
+
+fn create_schedule(kiln: &Kiln, body: Value) -> Value {
+    let response = kiln.post("/v1/schedules").json(&body).send().unwrap();
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let schedule: Value = response.json().unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/schedules/{}", schedule["id"].as_str().unwrap())
+    );
+    schedule
+}
+
+fn update_schedule(kiln: &Kiln, id: &str, body: Value) -> Value {
+    let response = kiln
+        .request(Method::PUT, &format!("/v1/schedules/{id}"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().unwrap()
+}
+
+/// The scheduled executions of a script, oldest last.
+fn scheduled_runs(kiln: &Kiln, script_id: &str) -> Vec<Value> {
+    let page: Value = kiln
+        .get(&format!(
+            "/v1/executions?script_id={script_id}&trigger=schedule&size=100"
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    page["data"].as_array().unwrap().clone()
+}
+
+fn wait_until_final(kiln: &Kiln, runs: &[Value]) {
+    for run in runs {
+        kiln.poll_until_final(run["id"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn a_schedule_every_second_fires_pauses_resumes_and_is_deleted() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let script = kiln.create_script(
+        "tick",
+        "javascript",
+        "function main(p) { return { n: p.n, schedule: process.env.KILN_SCHEDULE_ID }; }",
+    );
+    let script_id = script["id"].as_str().unwrap();
+    let schedule = create_schedule(
+        &kiln,
+        json!({"name": "every second", "script_id": "tick", "cron": "* * * * * *",
+               "parameters": {"n": 7}}),
+    );
+    let id = schedule["id"].as_str().unwrap();
+    assert_eq!(schedule["script_id"], script_id);
+    assert_eq!(schedule["timezone"], "UTC");
+    assert_eq!(schedule["active"], true);
+    assert_eq!(schedule["overlap"], "skip");
+    assert!(schedule["next_run_at"].as_str().unwrap().ends_with('Z'));
+
+    std::thread::sleep(Duration::from_millis(3500));
+    let runs = scheduled_runs(&kiln, script_id);
+    assert!(
+        (2..=4).contains(&runs.len()),
+        "{} runs: {runs:?}",
+        runs.len()
+    );
+    wait_until_final(&kiln, &runs);
+    let last = kiln.poll_until_final(runs[0]["id"].as_str().unwrap());
+    assert_eq!(last["trigger"], "schedule");
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["result"], json!({"n": 7, "schedule": id}));
+
+    // Pausing stops it: no run starts while it is paused.
+    let paused = update_schedule(&kiln, id, json!({"active": false}));
+    assert_eq!(paused["active"], false);
+    assert!(paused["next_run_at"].is_null());
+    assert!(paused["last_execution_id"].is_string());
+    assert!(paused["last_run_at"].is_string());
+    let before = scheduled_runs(&kiln, script_id);
+    wait_until_final(&kiln, &before);
+    let listed: Value = kiln
+        .get("/v1/schedules?active=false")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["data"][0]["id"], id);
+    assert_eq!(listed["data"][0]["last_status"], "completed", "{listed}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(scheduled_runs(&kiln, script_id).len(), before.len());
+
+    // Resuming runs it again.
+    let resumed = update_schedule(&kiln, id, json!({"active": true}));
+    assert!(resumed["next_run_at"].is_string());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(scheduled_runs(&kiln, script_id).len() > before.len());
+
+    let deleted = kiln
+        .request(Method::DELETE, &format!("/v1/schedules/{id}"))
+        .send()
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    error_body(
+        kiln.get(&format!("/v1/schedules/{id}")).send().unwrap(),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    let after_delete = scheduled_runs(&kiln, script_id).len();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(scheduled_runs(&kiln, script_id).len(), after_delete);
+}
+
+#[test]
+fn a_schedule_survives_a_restart_and_keeps_firing() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    let script = kiln.create_script("later", "python", "def main():\n    return 'ran'\n");
+    let script_id = script["id"].as_str().unwrap().to_owned();
+    let schedule = create_schedule(
+        &kiln,
+        json!({"name": "nightly", "script_id": script_id, "cron": "@daily",
+               "timezone": "Europe/Berlin", "overlap": "allow"}),
+    );
+    let id = schedule["id"].as_str().unwrap().to_owned();
+    // Berlin midnight is 23:00 or 22:00 UTC, depending on the season.
+    let next = schedule["next_run_at"].as_str().unwrap();
+    assert!(
+        next.ends_with("T23:00:00.000Z") || next.ends_with("T22:00:00.000Z"),
+        "{next}"
+    );
+    assert!(kiln.terminate().success());
+
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    let kept: Value = kiln
+        .get(&format!("/v1/schedules/{id}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(kept["next_run_at"], schedule["next_run_at"]);
+    assert_eq!(kept["overlap"], "allow");
+    // Switched to every second after the restart, it fires.
+    update_schedule(
+        &kiln,
+        &id,
+        json!({"cron": "* * * * * *", "timezone": "UTC"}),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let runs = scheduled_runs(&kiln, &script_id);
+    assert!(!runs.is_empty());
+    let run = kiln.poll_until_final(runs[0]["id"].as_str().unwrap());
+    assert_eq!(run["result"], "ran", "{run}");
+}
+
+#[test]
+fn bad_crons_zones_scripts_and_fields_are_refused() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script("s", "javascript", "function main() { return 1; }");
+    let refused = |body: Value, field: &str| {
+        let error = error_body(
+            kiln.post("/v1/schedules").json(&body).send().unwrap(),
+            400,
+            "VALIDATION_ERROR",
+        );
+        assert_eq!(error["error"]["details"][0]["field"], field, "{error}");
+    };
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "61 * * * *"}),
+        "cron",
+    );
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "every day"}),
+        "cron",
+    );
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "@daily", "timezone": "Mars/Olympus"}),
+        "timezone",
+    );
+    refused(
+        json!({"name": "x", "script_id": "nope", "cron": "@daily"}),
+        "script_id",
+    );
+    refused(
+        json!({"name": " ", "script_id": "s", "cron": "@daily"}),
+        "name",
+    );
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "@daily", "parameters": [1]}),
+        "parameters",
+    );
+    error_body(
+        kiln.post("/v1/schedules")
+            .json(&json!({"name": "x", "script_id": "s", "cron": "@daily", "color": "red"}))
+            .send()
+            .unwrap(),
+        400,
+        "VALIDATION_ERROR",
+    );
+    error_body(
+        kiln.post("/v1/schedules")
+            .header("content-type", "application/json")
+            .body("{\"name\": ")
+            .send()
+            .unwrap(),
+        400,
+        "VALIDATION_ERROR",
+    );
+
+    // A refused change leaves the schedule as it was.
+    let schedule = create_schedule(
+        &kiln,
+        json!({"name": "x", "script_id": "s", "cron": "@hourly", "active": false}),
+    );
+    assert!(schedule["next_run_at"].is_null());
+    let id = schedule["id"].as_str().unwrap();
+    error_body(
+        kiln.request(Method::PUT, &format!("/v1/schedules/{id}"))
+            .json(&json!({"cron": "* * *"}))
+            .send()
+            .unwrap(),
+        400,
+        "VALIDATION_ERROR",
+    );
+    let unchanged: Value = kiln
+        .get(&format!("/v1/schedules/{id}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(unchanged["cron"], "@hourly");
+    error_body(
+        kiln.request(Method::PUT, "/v1/schedules/none")
+            .json(&json!({"active": true}))
+            .send()
+            .unwrap(),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+}
