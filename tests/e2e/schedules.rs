@@ -89,6 +89,8 @@ fn a_schedule_every_second_fires_pauses_resumes_and_is_deleted() {
     assert!(paused["next_run_at"].is_null());
     assert!(paused["last_execution_id"].is_string());
     assert!(paused["last_run_at"].is_string());
+    // A run the scheduler was starting as the pause landed may still appear.
+    std::thread::sleep(Duration::from_millis(300));
     let before = scheduled_runs(&kiln, script_id);
     wait_until_final(&kiln, &before);
     let listed: Value = kiln
@@ -118,6 +120,7 @@ fn a_schedule_every_second_fires_pauses_resumes_and_is_deleted() {
         404,
         "RESOURCE_NOT_FOUND",
     );
+    std::thread::sleep(Duration::from_millis(300));
     let after_delete = scheduled_runs(&kiln, script_id).len();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(scheduled_runs(&kiln, script_id).len(), after_delete);
