@@ -176,9 +176,19 @@ fn previous_still_running(state: &AppState, schedule: &ScheduleRecord) -> Result
 async fn start(state: &AppState, schedule: &ScheduleRecord) -> Option<String> {
     let script = match state.store.script(&schedule.script_id) {
         Ok(Some(script)) if script.status == ScriptStatus::Active => script,
-        Ok(_) => {
+        Ok(Some(_)) => {
             tracing::warn!(schedule = %schedule.id, script = %schedule.script_id,
-                "skipped: the script is deleted or archived");
+                "skipped: the script is archived");
+            return None;
+        }
+        Ok(None) => {
+            // Deleting a script deletes its schedules; this one outlived it
+            // only through a crash in between.
+            tracing::info!(schedule = %schedule.id, script = %schedule.script_id,
+                "schedule deleted: its script is gone");
+            if let Err(e) = state.store.delete_schedule(&schedule.id) {
+                tracing::warn!(schedule = %schedule.id, error = %e, "cannot delete the schedule");
+            }
             return None;
         }
         Err(e) => {

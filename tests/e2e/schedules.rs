@@ -237,6 +237,25 @@ fn bad_crons_zones_scripts_and_fields_are_refused() {
         400,
         "VALIDATION_ERROR",
     );
+    // Deleting a script deletes its schedules.
+    kiln.create_script("doomed", "javascript", "function main() { return 1; }");
+    let doomed = create_schedule(
+        &kiln,
+        json!({"name": "d", "script_id": "doomed", "cron": "@daily"}),
+    );
+    let gone = kiln
+        .request(Method::DELETE, "/v1/scripts/doomed")
+        .send()
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    error_body(
+        kiln.get(&format!("/v1/schedules/{}", doomed["id"].as_str().unwrap()))
+            .send()
+            .unwrap(),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+
     let unchanged: Value = kiln
         .get(&format!("/v1/schedules/{id}"))
         .send()

@@ -169,7 +169,8 @@ pub(super) async fn update(
     etag::json(&HeaderMap::new(), &ScriptView::from(updated))
 }
 
-/// Delete a script and all its versions. Its executions stay readable.
+/// Delete a script, all its versions and its schedules. Its executions stay
+/// readable.
 #[utoipa::path(delete, path = "/v1/scripts/{id_or_name}", operation_id = "deleteScript", tag = "scripts",
     params(("id_or_name" = String, Path, description = "The script's id or name"),
         ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
@@ -184,14 +185,22 @@ pub(super) async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let allow = |script: &ScriptRecord| if_match(&headers, script);
-    state
+    let deleted = state
         .store
         .delete_script(&id, &allow)
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound(format!("no script {id:?}")),
             other => other.into(),
         })?;
+    // Its schedules go with it (API.md). A crash before this is repaired by
+    // the scheduler, which drops a schedule whose script is gone.
+    for schedule in state.store.schedules()? {
+        if schedule.script_id == deleted.id {
+            state.store.delete_schedule(&schedule.id)?;
+        }
+    }
     state.store.flush().await?;
+    state.schedules_changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 
