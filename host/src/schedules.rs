@@ -22,6 +22,8 @@ use crate::store::{ExecutionStatus, Overlap, ScheduleRecord, ScriptStatus, Store
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// After a store failure, try again this much later.
 const RETRY: Duration = Duration::from_secs(1);
+/// Bounds the search for a next time (see `Cron::next_after`).
+const MAX_STEPS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CronError {
@@ -60,12 +62,24 @@ impl Cron {
     /// found in the schedule's zone (so daylight-saving changes move the UTC
     /// time, not the local one); none if it never matches again.
     pub fn next_after(&self, after_ms: u64) -> Option<u64> {
-        let after = Utc
+        let mut from = Utc
             .timestamp_millis_opt(i64::try_from(after_ms).ok()?)
             .single()?
             .with_timezone(&self.zone);
-        let next = self.cron.find_next_occurrence(&after, false).ok()?;
-        u64::try_from(next.timestamp_millis()).ok()
+        // When clocks go back, croner maps a repeated local time to its first
+        // instant, which during the hour's second pass lies before `after`.
+        // Those local times have run once already: step on in local time
+        // until the match is really later (bounded: a repeated hour of a
+        // per-second cron is 3 600 steps).
+        for _ in 0..MAX_STEPS {
+            let next = self.cron.find_next_occurrence(&from, false).ok()?;
+            let next_ms = u64::try_from(next.timestamp_millis()).ok()?;
+            if next_ms > after_ms {
+                return Some(next_ms);
+            }
+            from = next;
+        }
+        None
     }
 }
 
@@ -83,7 +97,7 @@ pub async fn run(state: AppState, changed: Arc<Notify>, mut stopping: watch::Rec
             return;
         }
         let now = crate::api::now_ms();
-        let sleep = match fire_due(&state, now).await {
+        let sleep = match fire_due(&state, now, &stopping).await {
             Ok(Some(next)) => Duration::from_millis(next.saturating_sub(now)).min(MAX_SLEEP),
             Ok(None) => MAX_SLEEP,
             Err(e) => {
@@ -100,14 +114,21 @@ pub async fn run(state: AppState, changed: Arc<Notify>, mut stopping: watch::Rec
 }
 
 /// Fires every active schedule due at `now`; returns the earliest next run.
-async fn fire_due(state: &AppState, now: u64) -> Result<Option<u64>, StoreError> {
+async fn fire_due(
+    state: &AppState,
+    now: u64,
+    stopping: &watch::Receiver<bool>,
+) -> Result<Option<u64>, StoreError> {
     let mut earliest: Option<u64> = None;
     for schedule in state.store.schedules()? {
+        if *stopping.borrow() {
+            break;
+        }
         let Some(due) = schedule.next_run_ms.filter(|_| schedule.active) else {
             continue;
         };
         let next = if due <= now {
-            fire(state, &schedule, due, now).await?
+            fire(state, &schedule.id, due, now).await?
         } else {
             Some(due)
         };
@@ -118,44 +139,55 @@ async fn fire_due(state: &AppState, now: u64) -> Result<Option<u64>, StoreError>
     Ok(earliest)
 }
 
-/// Runs one due schedule (unless its overlap policy or its script says not
-/// to) and moves it to its next time; returns that time.
-async fn fire(
-    state: &AppState,
-    schedule: &ScheduleRecord,
-    due: u64,
-    now: u64,
-) -> Result<Option<u64>, StoreError> {
-    let next = match Cron::parse(&schedule.cron, &schedule.timezone) {
-        Ok(cron) => cron.next_after(now),
-        Err(e) => {
-            // Validated at creation; only a record edited by hand gets here.
-            tracing::warn!(schedule = %schedule.id, error = %e, "schedule paused: bad cron");
-            None
-        }
-    };
-    let started = if previous_still_running(state, schedule)? {
-        tracing::info!(schedule = %schedule.id, "skipped: the previous run has not finished");
-        None
-    } else {
-        start(state, schedule).await
-    };
-    let fired_at = crate::now();
-    state.store.update_schedule(&schedule.id, &|current| {
-        // Changed through the API meanwhile: its new timing stands.
+/// Claims a due time of a schedule, runs it (unless its overlap policy or
+/// its script says not to) and records the run; returns the next time.
+///
+/// The claim comes first: it moves `next_run_ms` on only if it is still
+/// `due` on an active schedule, so a pause, change or delete through the API
+/// that landed first wins, and the run uses the record as claimed. A crash
+/// after the claim loses that one run rather than running it twice.
+async fn fire(state: &AppState, id: &str, due: u64, now: u64) -> Result<Option<u64>, StoreError> {
+    let claimed = std::cell::Cell::new(false);
+    let Some(schedule) = state.store.update_schedule(id, &|current| {
+        claimed.set(false);
         if current.next_run_ms != Some(due) || !current.active {
             return Ok(current.clone());
         }
         let mut updated = current.clone();
-        updated.next_run_ms = next;
-        if let Some(execution) = &started {
+        updated.next_run_ms = match Cron::parse(&current.cron, &current.timezone) {
+            Ok(cron) => cron.next_after(now),
+            // Validated at creation; only a record edited by hand gets here.
+            Err(_) => None,
+        };
+        claimed.set(true);
+        Ok(updated)
+    })?
+    else {
+        return Ok(None);
+    };
+    if !claimed.get() {
+        return Ok(schedule.next_run_ms.filter(|_| schedule.active));
+    }
+    if schedule.next_run_ms.is_none() {
+        tracing::warn!(schedule = %schedule.id, "the cron has no future time; it will not run again");
+    }
+    let started = if previous_still_running(state, &schedule)? {
+        tracing::info!(schedule = %schedule.id, "skipped: the previous run has not finished");
+        None
+    } else {
+        start(state, &schedule).await
+    };
+    if let Some(execution) = started {
+        let fired_at = crate::now();
+        state.store.update_schedule(id, &|current| {
+            let mut updated = current.clone();
             updated.last_run_at = Some(fired_at.clone());
             updated.last_execution_id = Some(execution.clone());
-        }
-        Ok(updated)
-    })?;
+            Ok(updated)
+        })?;
+    }
     state.store.flush().await?;
-    Ok(next)
+    Ok(schedule.next_run_ms)
 }
 
 fn previous_still_running(state: &AppState, schedule: &ScheduleRecord) -> Result<bool, StoreError> {
@@ -229,6 +261,27 @@ mod tests {
         // And back in autumn (2026-10-25).
         let autumn = cron.next_after(ms("2026-10-25T06:00:00Z")).unwrap();
         assert_eq!(format_ms(autumn).unwrap(), "2026-10-25T08:00:00.000Z");
+    }
+
+    #[test]
+    fn the_repeated_hour_in_autumn_never_gives_a_time_in_the_past() {
+        // Berlin 2026-10-25: 02:00-03:00 local happens twice, 00:00-01:00Z
+        // (CEST) and 01:00-02:00Z (CET).
+        let every_minute = Cron::parse("* * * * *", "Europe/Berlin").unwrap();
+        for after in [
+            "2026-10-25T00:30:00Z",
+            "2026-10-25T01:00:00Z",
+            "2026-10-25T01:30:00Z",
+            "2026-10-25T01:59:59Z",
+        ] {
+            let next = every_minute.next_after(ms(after)).unwrap();
+            assert!(next > ms(after), "{after}: {}", format_ms(next).unwrap());
+            assert!(next <= ms(after) + 3_600_000, "{after}");
+        }
+        let every_second = Cron::parse("* * * * * *", "Europe/Berlin").unwrap();
+        let after = ms("2026-10-25T01:00:00.500Z");
+        let next = every_second.next_after(after).unwrap();
+        assert!(next > after && next <= ms("2026-10-25T02:00:00Z"));
     }
 
     #[test]

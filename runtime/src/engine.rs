@@ -87,7 +87,16 @@ pub(crate) fn build_engine(options: &EngineOptions) -> Result<Engine, Error> {
     // them (a warm Python run writes a few hundred scattered pages). Without
     // it, keeping memory resident means resetting its low bytes wholesale,
     // which costs a large runtime more than the faults it saves.
-    if PoolingAllocationConfig::is_pagemap_scan_available() {
+    //
+    // Not with swap: the scan finds written pages that are present, so a
+    // written page that was swapped out would be neither reset nor dropped,
+    // and the next guest in the slot could read it.
+    let pagemap_scan = PoolingAllocationConfig::is_pagemap_scan_available() && swap_is_off();
+    tracing::info!(
+        pagemap_scan,
+        "pool slots keep written pages resident when scanning"
+    );
+    if pagemap_scan {
         pool.pagemap_scan(Enabled::Auto)
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT_SCANNED);
     } else {
@@ -103,6 +112,12 @@ pub(crate) fn build_engine(options: &EngineOptions) -> Result<Engine, Error> {
         .cranelift_opt_level(OptLevel::Speed)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| Error::Engine(chain(&e)))
+}
+
+/// Whether the host has no swap configured (`/proc/swaps` lists none); false
+/// when that cannot be read.
+fn swap_is_off() -> bool {
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|swaps| swaps.lines().count() <= 1)
 }
 
 /// Increments the engine's epoch every tick until dropped.

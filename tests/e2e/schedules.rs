@@ -197,6 +197,15 @@ fn bad_crons_zones_scripts_and_fields_are_refused() {
         "script_id",
     );
     refused(
+        json!({"name": "x", "script_id": "s", "cron": "0 0 30 2 *"}),
+        "cron",
+    );
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "@daily",
+               "parameters": {"blob": "x".repeat(70_000)}}),
+        "parameters",
+    );
+    refused(
         json!({"name": " ", "script_id": "s", "cron": "@daily"}),
         "name",
     );
@@ -256,13 +265,37 @@ fn bad_crons_zones_scripts_and_fields_are_refused() {
         "RESOURCE_NOT_FOUND",
     );
 
-    let unchanged: Value = kiln
-        .get(&format!("/v1/schedules/{id}"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let read = kiln.get(&format!("/v1/schedules/{id}")).send().unwrap();
+    let tag = read.headers()["etag"].to_str().unwrap().to_owned();
+    let unchanged: Value = read.json().unwrap();
     assert_eq!(unchanged["cron"], "@hourly");
+
+    // ETags: 304 when unchanged, 412 for a stale If-Match on PUT and DELETE.
+    let again = kiln
+        .get(&format!("/v1/schedules/{id}"))
+        .header("if-none-match", &tag)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    for method in [Method::PUT, Method::DELETE] {
+        error_body(
+            kiln.request(method, &format!("/v1/schedules/{id}"))
+                .header("if-match", "\"stale\"")
+                .json(&json!({"name": "y"}))
+                .send()
+                .unwrap(),
+            412,
+            "PRECONDITION_FAILED",
+        );
+    }
+    let renamed = kiln
+        .request(Method::PUT, &format!("/v1/schedules/{id}"))
+        .header("if-match", &tag)
+        .json(&json!({"name": "y"}))
+        .send()
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    assert_ne!(renamed.headers()["etag"].to_str().unwrap(), tag);
     error_body(
         kiln.request(Method::PUT, "/v1/schedules/none")
             .json(&json!({"active": true}))

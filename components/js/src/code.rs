@@ -114,8 +114,9 @@ fn run_classic<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Option<Function<'
 fn run_module<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Option<Function<'js>>, Failure> {
     let runtime_error = |e| Failure::from_caught(ctx, e, FailureKind::Runtime);
     // SAFETY: the bytes are what `compile` wrote in this same runtime (the
-    // host keys its cache by the runtime's hash), and they outlive the
-    // context, as QuickJS reads them in place.
+    // host keys its cache by the runtime's hash). They also outlive the
+    // context, which `JS_READ_OBJ_ROM_DATA` would require (quickjs-ng copies
+    // them anyway).
     let declared = unsafe { Module::load(ctx.clone(), bytecode) }
         .catch(ctx)
         .map_err(runtime_error)?;

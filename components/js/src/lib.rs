@@ -36,7 +36,7 @@ impl Guest for JsRuntime {
         params: String,
         env: Vec<(String, String)>,
     ) -> Result<String, script::Failure> {
-        // `code` outlives the context: a module's bytecode is read in place.
+        // `code` outlives the context, as `Module::load` asks of its bytes.
         let result = with_context(|ctx| run_script(&ctx, &code, &params, &env));
         console::flush();
         result.map_err(Into::into)

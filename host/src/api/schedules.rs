@@ -2,7 +2,7 @@
 //! "Schedules"). The scheduler itself is `crate::schedules`.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,10 +11,10 @@ use utoipa_axum::routes;
 
 use super::error::ErrorEnvelope;
 use super::pagination::{Listing, Page, PageQuery};
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::Principal;
 use crate::schedules::{Cron, CronError, format_ms};
-use crate::store::{ExecutionStatus, Overlap, ScheduleRecord};
+use crate::store::{ExecutionStatus, Overlap, ScheduleRecord, StoreError};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -23,6 +23,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 const MAX_NAME_CHARS: usize = 128;
+const MAX_CRON_CHARS: usize = 256;
+/// Parameters are copied into every run's execution record.
+const MAX_PARAMETERS_BYTES: usize = 64 << 10;
 
 /// A cron schedule and what its last run did.
 #[derive(Debug, Serialize, ToSchema)]
@@ -124,14 +127,36 @@ fn check_parameters(parameters: &serde_json::Value) -> Result<(), ApiError> {
     if !parameters.is_object() {
         return Err(ApiError::invalid("parameters", "must be a JSON object"));
     }
+    let size = serde_json::to_vec(parameters).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_PARAMETERS_BYTES {
+        return Err(ApiError::invalid(
+            "parameters",
+            format!("must encode to at most {MAX_PARAMETERS_BYTES} bytes of JSON"),
+        ));
+    }
     Ok(())
 }
 
+/// A cron and zone that will run: refused when either is malformed, or when
+/// the cron matches no future time (`0 0 30 2 *`).
 fn parse_cron(cron: &str, timezone: &str) -> Result<Cron, ApiError> {
-    Cron::parse(cron, timezone).map_err(|e| match e {
+    if cron.chars().count() > MAX_CRON_CHARS {
+        return Err(ApiError::invalid(
+            "cron",
+            format!("must be at most {MAX_CRON_CHARS} characters"),
+        ));
+    }
+    let parsed = Cron::parse(cron, timezone).map_err(|e| match e {
         CronError::Cron(message) => ApiError::invalid("cron", message),
         CronError::Zone(message) => ApiError::invalid("timezone", message),
-    })
+    })?;
+    if parsed.next_after(super::now_ms()).is_none() {
+        return Err(ApiError::invalid(
+            "cron",
+            format!("{cron:?} matches no future time"),
+        ));
+    }
+    Ok(parsed)
 }
 
 /// The stored script's id for an id or name; a missing one is a bad field.
@@ -248,52 +273,78 @@ fn find(state: &AppState, id: &str) -> Result<ScheduleRecord, ApiError> {
 #[utoipa::path(get, path = "/v1/schedules/{id}", operation_id = "getSchedule", tag = "schedules",
     params(("id" = String, Path, description = "The schedule's id")),
     responses(
-        (status = 200, description = "The schedule", body = ScheduleView),
+        (status = 200, description = "The schedule", body = ScheduleView,
+            headers(("ETag" = String, description = "Strong ETag of this representation"))),
+        (status = 304, description = "It still matches `If-None-Match`"),
         (status = 404, description = "No such schedule", body = ErrorEnvelope),
     ))]
 async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<axum::Json<ScheduleView>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let record = find(&state, &id)?;
-    Ok(axum::Json(view(&state, record)?))
+    etag::json(&headers, &view(&state, record)?)
+}
+
+/// `If-Match` against the schedule as the client last saw it.
+fn check_if_match(
+    state: &AppState,
+    headers: &HeaderMap,
+    record: &ScheduleRecord,
+) -> Result<(), ApiError> {
+    let tag = etag::of_json(&view(state, record.clone())?)?;
+    etag::check_if_match(headers, &tag)
 }
 
 /// Change a schedule: pause (`active: false`), resume, or change its cron,
 /// zone, script, parameters or overlap policy. Its next run is recomputed
 /// from now.
 #[utoipa::path(put, path = "/v1/schedules/{id}", operation_id = "updateSchedule", tag = "schedules",
-    params(("id" = String, Path, description = "The schedule's id")),
+    params(("id" = String, Path, description = "The schedule's id"),
+        ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
     request_body = UpdateSchedule,
     responses(
         (status = 200, description = "The updated schedule", body = ScheduleView),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
         (status = 404, description = "No such schedule", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 async fn update(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateSchedule>,
-) -> Result<axum::Json<ScheduleView>, ApiError> {
-    let current = find(&state, &id)?;
+) -> Result<Response, ApiError> {
+    let seen = find(&state, &id)?;
+    check_if_match(&state, &headers, &seen)?;
     if let Some(name) = &body.name {
         check_name(name)?;
     }
     if let Some(parameters) = &body.parameters {
         check_parameters(parameters)?;
     }
-    let cron_text = body.cron.clone().unwrap_or(current.cron);
-    let timezone = body.timezone.clone().unwrap_or(current.timezone);
-    let cron = parse_cron(&cron_text, &timezone)?;
+    // Validate what the schedule will be; the write below re-derives it from
+    // the record it replaces, so a concurrent change is not undone.
+    parse_cron(
+        body.cron.as_deref().unwrap_or(&seen.cron),
+        body.timezone.as_deref().unwrap_or(&seen.timezone),
+    )?;
     let script = match &body.script_id {
         Some(id_or_name) => Some(script_id(&state, id_or_name)?),
         None => None,
     };
     let now = crate::now();
-    let next_run = cron.next_after(super::now_ms());
+    let now_ms = super::now_ms();
+    let if_match = headers.contains_key(header::IF_MATCH);
     let updated = state
         .store
         .update_schedule(&id, &|current| {
+            if if_match && current != &seen {
+                return Err(StoreError::Refused(
+                    "the schedule changed while it was being updated".into(),
+                ));
+            }
             let mut record = current.clone();
             if let Some(name) = &body.name {
                 record.name.clone_from(name);
@@ -310,29 +361,45 @@ async fn update(
             if let Some(overlap) = body.overlap {
                 record.overlap = overlap;
             }
-            record.cron.clone_from(&cron_text);
-            record.timezone.clone_from(&timezone);
-            record.next_run_ms = if record.active { next_run } else { None };
+            if let Some(cron) = &body.cron {
+                record.cron.clone_from(cron);
+            }
+            if let Some(timezone) = &body.timezone {
+                record.timezone.clone_from(timezone);
+            }
+            let cron = Cron::parse(&record.cron, &record.timezone)
+                .map_err(|e| StoreError::Refused(e.to_string()))?;
+            record.next_run_ms = if record.active {
+                cron.next_after(now_ms)
+            } else {
+                None
+            };
             record.updated_at.clone_from(&now);
             Ok(record)
         })?
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))?;
     state.store.flush().await?;
     state.schedules_changed.notify_one();
-    Ok(axum::Json(view(&state, updated)?))
+    etag::json(&HeaderMap::new(), &view(&state, updated)?)
 }
 
 /// Delete a schedule. Its past executions are kept.
 #[utoipa::path(delete, path = "/v1/schedules/{id}", operation_id = "deleteSchedule", tag = "schedules",
-    params(("id" = String, Path, description = "The schedule's id")),
+    params(("id" = String, Path, description = "The schedule's id"),
+        ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such schedule", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 async fn delete(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    if headers.contains_key(header::IF_MATCH) {
+        check_if_match(&state, &headers, &find(&state, &id)?)?;
+    }
     state
         .store
         .delete_schedule(&id)?

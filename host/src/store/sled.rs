@@ -526,11 +526,17 @@ impl Store for SledStore {
     }
 
     fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
-        self.schedules
-            .iter()
-            .values()
-            .map(|bytes| decode(&bytes.map_err(backend)?))
-            .collect()
+        let mut schedules = Vec::new();
+        for entry in self.schedules.iter() {
+            let (id, bytes) = entry.map_err(backend)?;
+            // One unreadable record must not stop every other schedule.
+            match decode(&bytes) {
+                Ok(schedule) => schedules.push(schedule),
+                Err(e) => tracing::error!(id = %String::from_utf8_lossy(&id), error = %e,
+                    "skipping an unreadable schedule"),
+            }
+        }
+        Ok(schedules)
     }
 
     fn update_schedule(

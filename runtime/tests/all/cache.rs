@@ -143,6 +143,7 @@ async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
 
     // A module is cached the same way.
     let module = "export default async function (p) { return `module ${p.name}`; }";
+    let before = sandbox.cache_stats();
     for _ in 0..2 {
         let outcome = sandbox.run(&js, script_call(module)).await.unwrap();
         assert_eq!(
@@ -151,6 +152,9 @@ async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
             "{outcome:?}"
         );
     }
+    let after = sandbox.cache_stats();
+    assert_eq!(after.script_compiles, before.script_compiles + 1);
+    assert_eq!(after.script_code_hits, before.script_code_hits + 1);
 
     // Checking a script at upload compiles it; its first run is then warm.
     let checked = "function main() { return 'checked'; }";
