@@ -1,12 +1,10 @@
 //! The compiled form of a script: what `compile` returns and `run` takes. One
 //! tag byte says how to load the rest, which is QuickJS bytecode.
 
-use std::ffi::CString;
-
-use rquickjs::{CatchResultExt, CaughtError, Ctx, Function, Module, Value, WriteOptions, qjs};
+use rquickjs::{CatchResultExt, Ctx, Function, Module, Value, WriteOptions, qjs};
 
 use crate::SCRIPT_NAME;
-use crate::failure::{Failure, FailureKind, compile_only, detect_module};
+use crate::failure::{Failure, FailureKind, compile_only, compile_with, detect_module, pending};
 
 /// A classic script, compiled together with the lookup of its `main`.
 const CLASSIC: u8 = b'c';
@@ -54,36 +52,23 @@ pub(crate) fn load<'js>(ctx: &Ctx<'js>, code: &[u8]) -> Result<Option<Function<'
 }
 
 fn compile_classic(ctx: &Ctx<'_>, program: &str) -> Result<Vec<u8>, Failure> {
-    // `compile_only` has already refused a source with a NUL.
-    let text = CString::new(program)
-        .map_err(|_| Failure::internal("the source contains a NUL character"))?;
-    let raw = ctx.as_raw().as_ptr();
-    let flags = (qjs::JS_EVAL_TYPE_GLOBAL | qjs::JS_EVAL_FLAG_COMPILE_ONLY) as i32;
-    // SAFETY: `raw` is the live context of `ctx`; `text` is NUL-terminated and
-    // outlives the calls; the compiled function is freed exactly once and the
-    // written buffer is copied before QuickJS frees it.
-    unsafe {
-        let function = qjs::JS_Eval(
-            raw,
-            text.as_ptr(),
-            program.len() as _,
-            c"script.js".as_ptr(),
-            flags,
-        );
-        if qjs::JS_IsException(function) {
-            return Err(caught(ctx, FailureKind::Syntax));
+    compile_with(ctx, program, false, |function| {
+        let raw = ctx.as_raw().as_ptr();
+        // SAFETY: `raw` is the live context of `ctx` and `function` the live
+        // compiled script it owns; the written buffer is copied before
+        // QuickJS frees it.
+        unsafe {
+            let mut len = 0;
+            let buffer =
+                qjs::JS_WriteObject(raw, &mut len, function, qjs::JS_WRITE_OBJ_BYTECODE as i32);
+            if buffer.is_null() {
+                return Err(pending(ctx, FailureKind::Runtime));
+            }
+            let bytes = std::slice::from_raw_parts(buffer, len as usize).to_vec();
+            qjs::js_free(raw, buffer.cast());
+            Ok(bytes)
         }
-        let mut len = 0;
-        let buffer =
-            qjs::JS_WriteObject(raw, &mut len, function, qjs::JS_WRITE_OBJ_BYTECODE as i32);
-        qjs::JS_FreeValue(raw, function);
-        if buffer.is_null() {
-            return Err(caught(ctx, FailureKind::Runtime));
-        }
-        let bytes = std::slice::from_raw_parts(buffer, len as usize).to_vec();
-        qjs::js_free(raw, buffer.cast());
-        Ok(bytes)
-    }
+    })
 }
 
 fn run_classic<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Option<Function<'js>>, Failure> {
@@ -100,11 +85,11 @@ fn run_classic<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Option<Function<'
             qjs::JS_READ_OBJ_BYTECODE as i32,
         );
         if qjs::JS_IsException(function) {
-            return Err(caught(ctx, FailureKind::Runtime));
+            return Err(pending(ctx, FailureKind::Runtime));
         }
         let value = qjs::JS_EvalFunction(raw, function);
         if qjs::JS_IsException(value) {
-            return Err(caught(ctx, FailureKind::Runtime));
+            return Err(pending(ctx, FailureKind::Runtime));
         }
         Value::from_raw(ctx.clone(), value)
     };
@@ -132,14 +117,4 @@ fn run_module<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Option<Function<'j
         }
     }
     Ok(None)
-}
-
-/// The pending exception as a failure of `kind`.
-fn caught(ctx: &Ctx<'_>, kind: FailureKind) -> Failure {
-    let thrown = ctx.catch();
-    let caught = match thrown.clone().into_exception() {
-        Some(e) => CaughtError::Exception(e),
-        None => CaughtError::Value(thrown),
-    };
-    Failure::from_caught(ctx, caught, kind)
 }

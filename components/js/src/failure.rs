@@ -145,6 +145,17 @@ pub(crate) fn detect_module(source: &str) -> bool {
 
 /// Parses without running; a syntax error comes back with its position.
 pub(crate) fn compile_only(ctx: &Ctx<'_>, source: &str, module: bool) -> Result<(), Failure> {
+    compile_with(ctx, source, module, |_| Ok(()))
+}
+
+/// Compiles `source` without running it and hands the compiled function or
+/// module to `use_compiled`; it is freed when that returns.
+pub(crate) fn compile_with<T>(
+    ctx: &Ctx<'_>,
+    source: &str,
+    module: bool,
+    use_compiled: impl FnOnce(qjs::JSValue) -> Result<T, Failure>,
+) -> Result<T, Failure> {
     let Ok(text) = CString::new(source) else {
         return Err(Failure {
             kind: FailureKind::Syntax,
@@ -162,7 +173,8 @@ pub(crate) fn compile_only(ctx: &Ctx<'_>, source: &str, module: bool) -> Result<
     let flags = (kind | qjs::JS_EVAL_FLAG_COMPILE_ONLY) as i32;
     let raw = ctx.as_raw().as_ptr();
     // SAFETY: `raw` is the live context of `ctx`; `text` is NUL-terminated and
-    // outlives the call; the returned value is freed exactly once below.
+    // outlives the call; the returned value is freed exactly once, after
+    // `use_compiled`, which only borrows it.
     unsafe {
         let compiled = qjs::JS_Eval(
             raw,
@@ -172,14 +184,20 @@ pub(crate) fn compile_only(ctx: &Ctx<'_>, source: &str, module: bool) -> Result<
             flags,
         );
         if qjs::JS_IsException(compiled) {
-            let thrown = ctx.catch();
-            let caught = match thrown.clone().into_exception() {
-                Some(e) => CaughtError::Exception(e),
-                None => CaughtError::Value(thrown),
-            };
-            return Err(Failure::from_caught(ctx, caught, FailureKind::Syntax));
+            return Err(pending(ctx, FailureKind::Syntax));
         }
+        let result = use_compiled(compiled);
         qjs::JS_FreeValue(raw, compiled);
+        result
     }
-    Ok(())
+}
+
+/// The pending exception as a failure of `kind`.
+pub(crate) fn pending(ctx: &Ctx<'_>, kind: FailureKind) -> Failure {
+    let thrown = ctx.catch();
+    let caught = match thrown.clone().into_exception() {
+        Some(e) => CaughtError::Exception(e),
+        None => CaughtError::Value(thrown),
+    };
+    Failure::from_caught(ctx, caught, kind)
 }
