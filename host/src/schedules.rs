@@ -177,6 +177,9 @@ async fn fire(state: &AppState, id: &str, due: u64, now: u64) -> Result<Option<u
     } else {
         start(state, &schedule).await
     };
+    // No flush of its own: the run's submit flushed the claim with the
+    // queued record, and a claim or `last_*` lost to a crash only means the
+    // schedule fires once more after the restart, as any missed time does.
     if let Some(execution) = started {
         let fired_at = crate::now();
         state.store.update_schedule(id, &|current| {
@@ -186,7 +189,6 @@ async fn fire(state: &AppState, id: &str, due: u64, now: u64) -> Result<Option<u
             Ok(updated)
         })?;
     }
-    state.store.flush().await?;
     Ok(schedule.next_run_ms)
 }
 

@@ -152,8 +152,14 @@ fn deserialize(engine: &wasmtime::Engine, code: &Path) -> wasmtime::Result<Compo
     unsafe { Component::deserialize_file(engine, code) }
 }
 
+/// Writes through a temporary file then renames it over `path`. The temporary
+/// name is unique per process and per write, so concurrent loads of the same
+/// new bytes (in one process or in several sharing the directory) never
+/// rename each other's file away.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{write}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

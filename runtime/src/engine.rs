@@ -117,7 +117,12 @@ pub(crate) fn build_engine(options: &EngineOptions) -> Result<Engine, Error> {
 /// Whether the host has no swap configured (`/proc/swaps` lists none); false
 /// when that cannot be read.
 fn swap_is_off() -> bool {
-    std::fs::read_to_string("/proc/swaps").is_ok_and(|swaps| swaps.lines().count() <= 1)
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|swaps| lists_no_swap(&swaps))
+}
+
+/// `/proc/swaps` is a header line and then one line per swap area.
+fn lists_no_swap(swaps: &str) -> bool {
+    swaps.lines().skip(1).all(|line| line.trim().is_empty())
 }
 
 /// Increments the engine's epoch every tick until dropped.
@@ -184,5 +189,23 @@ impl std::hash::Hasher for Blake3Hasher {
 
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lists_no_swap;
+
+    #[test]
+    fn a_swap_area_after_the_header_counts_as_swap() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(lists_no_swap(header));
+        assert!(lists_no_swap(""));
+        assert!(!lists_no_swap(&format!(
+            "{header}/swapfile                               file\t\t4194300\t\t0\t\t-2\n"
+        )));
+        assert!(!lists_no_swap(&format!(
+            "{header}/dev/zram0                              partition\t8388604\t\t0\t\t100\n"
+        )));
     }
 }

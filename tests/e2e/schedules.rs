@@ -200,6 +200,27 @@ fn bad_crons_zones_scripts_and_fields_are_refused() {
         json!({"name": "x", "script_id": "s", "cron": "0 0 30 2 *"}),
         "cron",
     );
+    // Long but otherwise valid: refused for its length.
+    let long_cron = format!("0 {}0 * * *", "0,".repeat(150));
+    let error = error_body(
+        kiln.post("/v1/schedules")
+            .json(&json!({"name": "x", "script_id": "s", "cron": long_cron}))
+            .send()
+            .unwrap(),
+        400,
+        "VALIDATION_ERROR",
+    );
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256"),
+        "{error}"
+    );
+    refused(
+        json!({"name": "n".repeat(129), "script_id": "s", "cron": "@daily"}),
+        "name",
+    );
     refused(
         json!({"name": "x", "script_id": "s", "cron": "@daily",
                "parameters": {"blob": "x".repeat(70_000)}}),

@@ -3,7 +3,7 @@
 
 use kiln_runtime::{Error, ErrorCode, Invocation, LoadSource, Sandbox, Status};
 
-use super::{read_guest, sandbox, small_engine};
+use super::{private_sandbox, read_guest, sandbox, script, small_engine};
 
 #[test]
 fn a_second_sandbox_loads_from_disk_without_compiling() {
@@ -23,6 +23,29 @@ fn a_second_sandbox_loads_from_disk_without_compiling() {
     assert_eq!(source, LoadSource::Disk);
     let stats = second.cache_stats();
     assert_eq!((stats.compiles, stats.disk_hits), (0, 1));
+}
+
+#[test]
+fn concurrent_first_loads_of_the_same_bytes_share_one_cache_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = read_guest(kiln_components::HELLO);
+    let sandboxes: Vec<_> = (0..6)
+        .map(|_| Sandbox::new(small_engine(Some(dir.path().into()))).unwrap())
+        .collect();
+    // Each compiles and writes the same cache files at about the same time.
+    std::thread::scope(|scope| {
+        for sandbox in &sandboxes {
+            scope.spawn(|| sandbox.load(&bytes).unwrap());
+        }
+    });
+    let after = Sandbox::new(small_engine(Some(dir.path().into()))).unwrap();
+    assert_eq!(after.load(&bytes).unwrap().1, LoadSource::Disk);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
@@ -112,26 +135,18 @@ async fn a_core_wasip1_module_runs_through_the_adapter() {
     assert_eq!(outcome.error_code(), Some(ErrorCode::ExitCode));
 }
 
-fn script_call(source: &str) -> Invocation {
-    Invocation {
-        call: kiln_runtime::Call::Script {
-            source: source.into(),
-            params: r#"{"name": "a"}"#.into(),
-        },
-        ..Invocation::default()
-    }
-}
+/// The parameters of the script-cache runs.
+const NAME_A: &str = r#"{"name": "a"}"#;
 
 #[tokio::test]
 async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
-    let sandbox = Sandbox::new(small_engine(None)).unwrap();
-    let (js, _) = sandbox.load(kiln_components::JS_RUNTIME).unwrap();
+    let (sandbox, js) = private_sandbox(kiln_components::JS_RUNTIME);
     // Each run starts from a fresh instance: the top level runs again, so
     // `runs` is 1 every time even though the parse happened once.
     let source =
         "let runs = 0;\nfunction main(p) { runs += 1; console.log('hi ' + p.name); return runs; }";
     for cached_runs in 0..3 {
-        let outcome = sandbox.run(&js, script_call(source)).await.unwrap();
+        let outcome = sandbox.run(&js, script(source, NAME_A)).await.unwrap();
         assert_eq!(outcome.result.as_deref(), Some("1"), "{outcome:?}");
         assert_eq!(outcome.stdout, b"hi a\n");
         let stats = sandbox.cache_stats();
@@ -145,7 +160,7 @@ async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
     let module = "export default async function (p) { return `module ${p.name}`; }";
     let before = sandbox.cache_stats();
     for _ in 0..2 {
-        let outcome = sandbox.run(&js, script_call(module)).await.unwrap();
+        let outcome = sandbox.run(&js, script(module, NAME_A)).await.unwrap();
         assert_eq!(
             outcome.result.as_deref(),
             Some(r#""module a""#),
@@ -161,7 +176,7 @@ async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
     let limits = kiln_runtime::Limits::default();
     assert!(sandbox.check(&js, checked, limits).await.unwrap().is_none());
     let before = sandbox.cache_stats();
-    let outcome = sandbox.run(&js, script_call(checked)).await.unwrap();
+    let outcome = sandbox.run(&js, script(checked, NAME_A)).await.unwrap();
     assert_eq!(outcome.result.as_deref(), Some(r#""checked""#));
     let after = sandbox.cache_stats();
     assert_eq!(after.script_compiles, before.script_compiles);
@@ -170,7 +185,7 @@ async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
     // A syntax error is reported on every run and nothing is cached for it.
     let broken = "function main( {";
     for _ in 0..2 {
-        let outcome = sandbox.run(&js, script_call(broken)).await.unwrap();
+        let outcome = sandbox.run(&js, script(broken, NAME_A)).await.unwrap();
         assert_eq!(outcome.status, Status::Failed);
         assert_eq!(outcome.error.unwrap().code, ErrorCode::CompileError);
     }

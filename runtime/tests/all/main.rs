@@ -18,9 +18,25 @@ use std::time::Duration;
 use kiln_runtime::{Artifact, Call, EngineOptions, Invocation, Limits, Outcome, Sandbox, Shape};
 
 /// One sandbox shared by the tests that need no cache directory of their own.
+/// Its disk cache lets [`private_sandbox`] load what it compiled without
+/// compiling again.
 fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| Sandbox::new(small_engine(None)).unwrap())
+    SANDBOX.get_or_init(|| Sandbox::new(small_engine(Some(shared_cache().into()))).unwrap())
+}
+
+fn shared_cache() -> &'static std::path::Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// A sandbox of its own (so its counters are the test's alone) with `bytes`
+/// loaded, from the shared disk cache when the shared sandbox compiled them.
+fn private_sandbox(bytes: &[u8]) -> (Sandbox, Arc<Artifact>) {
+    sandbox().load(bytes).unwrap();
+    let private = Sandbox::new(small_engine(Some(shared_cache().into()))).unwrap();
+    let (artifact, _) = private.load(bytes).unwrap();
+    (private, artifact)
 }
 
 /// A small pool keeps the address space each test sandbox reserves modest.
@@ -72,16 +88,22 @@ fn language_runtime(bytes: &[u8]) -> Arc<Artifact> {
     artifact
 }
 
+/// A call of a script's `main` with `params` (a JSON object).
+fn script(source: &str, params: &str) -> Invocation {
+    Invocation {
+        call: Call::Script {
+            source: source.into(),
+            params: params.into(),
+        },
+        ..Invocation::default()
+    }
+}
+
 /// Runs a script's `main` with `params` (a JSON object) on a language runtime.
 async fn run_script(runtime: &Artifact, source: &str, params: &str, limits: Limits) -> Outcome {
-    let call = Call::Script {
-        source: source.into(),
-        params: params.into(),
-    };
     let invocation = Invocation {
-        call,
         limits,
-        ..Invocation::default()
+        ..script(source, params)
     };
     sandbox().run(runtime, invocation).await.unwrap()
 }
@@ -89,15 +111,11 @@ async fn run_script(runtime: &Artifact, source: &str, params: &str, limits: Limi
 /// Runs a script whose run has `env` as its environment.
 async fn run_script_with_env(runtime: &Artifact, source: &str, env: &[(&str, &str)]) -> Outcome {
     let invocation = Invocation {
-        call: Call::Script {
-            source: source.into(),
-            params: "{}".into(),
-        },
         env: env
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect(),
-        ..Invocation::default()
+        ..script(source, "{}")
     };
     sandbox().run(runtime, invocation).await.unwrap()
 }

@@ -196,14 +196,18 @@ async fn a_cached_script_runs_fresh_and_keeps_its_line_numbers() {
     // object): module state starts over and tracebacks still point at the
     // script's lines.
     let source = "runs = []\ndef main(name):\n    runs.append(name)\n    if len(runs) > 1:\n        raise RuntimeError('state leaked')\n    raise ValueError(f'bad {name}')\n";
-    let hits_before = sandbox().cache_stats().script_code_hits;
+    let (sandbox, python) = super::private_sandbox(kiln_components::PY_RUNTIME);
     for _ in 0..2 {
-        let outcome = run_py(source, r#"{"name": "x"}"#, Limits::default()).await;
+        let outcome = sandbox
+            .run(&python, super::script(source, r#"{"name": "x"}"#))
+            .await
+            .unwrap();
         assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
         let error = outcome.error.unwrap();
         assert_eq!(error.message, "ValueError: bad x");
         let stack = error.stack.unwrap_or_default();
         assert!(stack.contains("script.py\", line 6, in main"), "{stack}");
     }
-    assert!(sandbox().cache_stats().script_code_hits > hits_before);
+    let stats = sandbox.cache_stats();
+    assert_eq!((stats.script_compiles, stats.script_code_hits), (1, 1));
 }
