@@ -34,6 +34,49 @@ pub struct Config {
     pub server: ServerConfig,
     pub workers: WorkersConfig,
     pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+}
+
+/// A value that must never reach a log: `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Off only for local benchmarking: every caller is then an admin, so
+    /// the server refuses to start off on a non-loopback address.
+    pub enabled: bool,
+    /// HS256 key for access tokens; `None`: generated once into the data dir.
+    pub jwt_secret: Option<Secret>,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    /// The first-start admin's password; `None`: a random one is made.
+    pub admin_password: Option<Secret>,
+}
+
+/// Requests per minute per caller and route class; 0 turns a class off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub read_per_minute: u32,
+    pub write_per_minute: u32,
+    pub execute_per_minute: u32,
+    /// Failed logins per minute, per username and per client IP.
+    pub login_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +132,19 @@ impl Default for Config {
                 max_fuel: None,
                 output_bytes: 1 << 20,
             },
+            auth: AuthConfig {
+                enabled: true,
+                jwt_secret: None,
+                access_ttl_secs: 3600,
+                refresh_ttl_secs: 30 * 24 * 3600,
+                admin_password: None,
+            },
+            rate_limit: RateLimitConfig {
+                read_per_minute: 6000,
+                write_per_minute: 1200,
+                execute_per_minute: 6000,
+                login_per_minute: 10,
+            },
         }
     }
 }
@@ -133,6 +189,29 @@ struct Layer {
     workers: WorkersLayer,
     #[serde(default)]
     limits: LimitsLayer,
+    #[serde(default)]
+    auth: AuthLayer,
+    #[serde(default)]
+    rate_limit: RateLimitLayer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthLayer {
+    enabled: Option<bool>,
+    jwt_secret: Option<Secret>,
+    access_ttl_secs: Option<u64>,
+    refresh_ttl_secs: Option<u64>,
+    admin_password: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitLayer {
+    read_per_minute: Option<u32>,
+    write_per_minute: Option<u32>,
+    execute_per_minute: Option<u32>,
+    login_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +295,24 @@ impl Config {
             l.max_fuel = layer.limits.max_fuel;
         }
         set(&mut l.output_bytes, layer.limits.output_bytes);
+        let a = &mut self.auth;
+        set(&mut a.enabled, layer.auth.enabled);
+        if layer.auth.jwt_secret.is_some() {
+            a.jwt_secret = layer.auth.jwt_secret;
+        }
+        set(&mut a.access_ttl_secs, layer.auth.access_ttl_secs);
+        set(&mut a.refresh_ttl_secs, layer.auth.refresh_ttl_secs);
+        if layer.auth.admin_password.is_some() {
+            a.admin_password = layer.auth.admin_password;
+        }
+        let r = &mut self.rate_limit;
+        set(&mut r.read_per_minute, layer.rate_limit.read_per_minute);
+        set(&mut r.write_per_minute, layer.rate_limit.write_per_minute);
+        set(
+            &mut r.execute_per_minute,
+            layer.rate_limit.execute_per_minute,
+        );
+        set(&mut r.login_per_minute, layer.rate_limit.login_per_minute);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -239,6 +336,28 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be at least 1");
+        }
+        let a = &self.auth;
+        if a.jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
+            return invalid("auth.jwt_secret must be at least 32 characters");
+        }
+        if a.admin_password
+            .as_ref()
+            .is_some_and(|p| p.0.chars().count() < 8)
+        {
+            return invalid(
+                "the admin password (KILN_ADMIN_PASSWORD) must be at least 8 characters",
+            );
+        }
+        if a.access_ttl_secs == 0 || a.refresh_ttl_secs < a.access_ttl_secs {
+            return invalid(
+                "auth.access_ttl_secs must be at least 1 and auth.refresh_ttl_secs at least as long",
+            );
+        }
+        if !a.enabled && !self.server.listen.ip().is_loopback() {
+            return invalid(
+                "auth.enabled = false makes every caller an admin; it is allowed only on a loopback listen address",
+            );
         }
         Ok(())
     }
@@ -300,6 +419,21 @@ fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
             default_fuel: parse(&var, "KILN_LIMITS_DEFAULT_FUEL")?,
             max_fuel: parse(&var, "KILN_LIMITS_MAX_FUEL")?,
             output_bytes: parse(&var, "KILN_LIMITS_OUTPUT_BYTES")?,
+        },
+        auth: AuthLayer {
+            enabled: parse(&var, "KILN_AUTH_ENABLED")?,
+            jwt_secret: var("KILN_AUTH_JWT_SECRET").map(Secret),
+            access_ttl_secs: parse(&var, "KILN_AUTH_ACCESS_TTL_SECS")?,
+            refresh_ttl_secs: parse(&var, "KILN_AUTH_REFRESH_TTL_SECS")?,
+            admin_password: var("KILN_AUTH_ADMIN_PASSWORD")
+                .or_else(|| var("KILN_ADMIN_PASSWORD"))
+                .map(Secret),
+        },
+        rate_limit: RateLimitLayer {
+            read_per_minute: parse(&var, "KILN_RATE_LIMIT_READ_PER_MINUTE")?,
+            write_per_minute: parse(&var, "KILN_RATE_LIMIT_WRITE_PER_MINUTE")?,
+            execute_per_minute: parse(&var, "KILN_RATE_LIMIT_EXECUTE_PER_MINUTE")?,
+            login_per_minute: parse(&var, "KILN_RATE_LIMIT_LOGIN_PER_MINUTE")?,
         },
     })
 }
@@ -393,5 +527,35 @@ mod tests {
         let mut config = Config::default();
         config.limits.default_memory_mb = 4096;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn auth_settings_are_checked_and_secrets_stay_out_of_debug() {
+        let mut config = Config::default();
+        config.apply(
+            env_layer(env(&[
+                ("KILN_ADMIN_PASSWORD", "correct horse"),
+                ("KILN_AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("KILN_RATE_LIMIT_LOGIN_PER_MINUTE", "3"),
+            ]))
+            .unwrap(),
+        );
+        config.validate().unwrap();
+        assert_eq!(config.rate_limit.login_per_minute, 3);
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("correct horse"), "{printed}");
+        assert!(!printed.contains("0123456789abcdef"), "{printed}");
+
+        let mut short = config.clone();
+        short.auth.jwt_secret = Some(Secret("short".into()));
+        assert!(short.validate().is_err());
+        let mut weak = config.clone();
+        weak.auth.admin_password = Some(Secret("1234567".into()));
+        assert!(weak.validate().is_err());
+        let mut open = config;
+        open.auth.enabled = false;
+        open.validate().unwrap();
+        open.server.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(open.validate().is_err(), "auth off on a public address");
     }
 }

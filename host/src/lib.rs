@@ -8,6 +8,7 @@ mod config;
 mod jobs;
 mod local_run;
 mod metrics;
+mod ratelimit;
 mod runtimes;
 mod schedules;
 mod serve;

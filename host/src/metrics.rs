@@ -37,6 +37,11 @@ struct ExecutionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LanguageLabels {
     language: String,
 }
@@ -45,6 +50,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram>,
+    rate_limited: Family<ClassLabels, Counter>,
     executions: ExecutionMetrics,
 }
 
@@ -75,6 +81,12 @@ impl Metrics {
         let execution_seconds =
             Family::<LanguageLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
         let fuel = Family::<LanguageLabels, Counter>::default();
+        let rate_limited = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused with 429, by route class (read, write, execute)",
+            rate_limited.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route template, method and status",
@@ -104,12 +116,22 @@ impl Metrics {
             registry,
             requests,
             request_seconds,
+            rate_limited,
             executions: ExecutionMetrics {
                 executions,
                 execution_seconds,
                 fuel,
             },
         }
+    }
+
+    /// Counts a request refused by a rate limit.
+    pub fn rate_limited(&self, class: &str) {
+        self.rate_limited
+            .get_or_create(&ClassLabels {
+                class: class.to_owned(),
+            })
+            .inc();
     }
 
     /// The handle workers record executions through.

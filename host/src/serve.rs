@@ -36,6 +36,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_memory_bytes: config.limits.max_memory_mb.saturating_mul(1 << 20),
         ..EngineOptions::default()
     })?);
+    let auth = Arc::new(
+        crate::auth::Auth::open(store.clone(), &config).context("cannot set up authentication")?,
+    );
+    let limits = Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limit));
     let runtimes = Arc::new(Runtimes::new(sandbox.clone()));
     let mut metrics = Metrics::new();
     let jobs = Jobs::start(
@@ -51,6 +55,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot recover executions")?;
     tokio::spawn(expire_idempotency_keys(store.clone()));
+    tokio::spawn(forget_idle_buckets(limits.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -67,6 +72,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ready: ready.clone(),
         started: std::time::Instant::now(),
         schedules_changed: Arc::new(tokio::sync::Notify::new()),
+        auth,
+        limits,
     };
     let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
@@ -82,6 +89,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, "listening");
 
     let draining = ready.clone();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         draining.store(false, Ordering::Release);
@@ -103,7 +111,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Forgets idempotency keys older than their 24 h, at start and hourly.
+/// Forgets idempotency keys older than their 24 h and login sessions past
+/// their refresh lifetime, at start and hourly.
 async fn expire_idempotency_keys(store: Arc<dyn Store>) {
     let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
@@ -114,6 +123,20 @@ async fn expire_idempotency_keys(store: Arc<dyn Store>) {
             Ok(n) => tracing::info!(expired = n, "idempotency keys expired"),
             Err(e) => tracing::warn!(error = %e, "cannot expire idempotency keys"),
         }
+        match store.expire_sessions(api::now_ms()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "login sessions and refresh tokens expired"),
+            Err(e) => tracing::warn!(error = %e, "cannot expire login sessions"),
+        }
+    }
+}
+
+/// Drops rate-limit buckets that have refilled, every minute.
+async fn forget_idle_buckets(limits: Arc<crate::ratelimit::RateLimits>) {
+    let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every_minute.tick().await;
+        limits.forget_idle();
     }
 }
 

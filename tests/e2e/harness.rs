@@ -1,5 +1,7 @@
 //! Spawns `kiln serve` on an ephemeral port, reads the address from its
-//! "Kiln listening on" line, and kills it on drop.
+//! "Kiln listening on" line, logs in as the first admin, and kills it on
+//! drop. `get`/`post`/`request` carry the admin's access token; `anonymous`
+//! and `with_token` are for the tests of authentication itself.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,12 @@ pub struct Kiln {
     child: Child,
     pub base: String,
     client: Client,
+    /// The first admin's access token.
+    pub token: String,
 }
+
+/// The first admin's password in every test server.
+pub const ADMIN_PASSWORD: &str = "e2e admin password";
 
 /// Compiled runtimes are shared by all servers of a test run.
 fn shared_cache() -> PathBuf {
@@ -28,16 +35,37 @@ impl Kiln {
     }
 
     pub fn start_in(data: &Path, env: &[(&str, &str)]) -> Self {
+        Self::launch(data, env, Stdio::inherit()).logged_in()
+    }
+
+    /// Starts a server whose log (stderr) goes to `log`.
+    pub fn start_logging_to(data: &Path, env: &[(&str, &str)], log: std::fs::File) -> Self {
+        Self::launch(data, env, Stdio::from(log)).logged_in()
+    }
+
+    /// Starts a server without logging in. An env value of "" removes the
+    /// variable.
+    pub fn launch(data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env("KILN_SERVER_CACHE_DIR", shared_cache())
+            .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            // Off unless a test turns them on: most tests are not about them.
+            .env("KILN_RATE_LIMIT_READ_PER_MINUTE", "0")
+            .env("KILN_RATE_LIMIT_WRITE_PER_MINUTE", "0")
+            .env("KILN_RATE_LIMIT_EXECUTE_PER_MINUTE", "0")
+            .env("KILN_RATE_LIMIT_LOGIN_PER_MINUTE", "0")
             .env_remove("KILN_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (key, value) in env {
-            command.env(key, value);
+            if value.is_empty() {
+                command.env_remove(key);
+            } else {
+                command.env(key, value);
+            }
         }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -56,19 +84,77 @@ impl Kiln {
             child,
             base: address,
             client,
+            token: String::new(),
         }
     }
 
+    fn logged_in(mut self) -> Self {
+        let login = self.login("admin", ADMIN_PASSWORD);
+        assert_eq!(login.status(), 200, "the admin cannot log in");
+        self.token = login.json::<Value>().unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self
+    }
+
+    /// `POST /v1/auth/login`.
+    pub fn login(&self, username: &str, password: &str) -> Response {
+        self.anonymous(reqwest::Method::POST, "/v1/auth/login")
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .unwrap()
+    }
+
+    /// A request with no credential.
+    pub fn anonymous(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// A request with `Authorization: Bearer <token>`.
+    pub fn with_token(&self, token: &str, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.anonymous(method, path).bearer_auth(token)
+    }
+
+    /// A request with `X-API-Key: <key>`.
+    pub fn with_key(&self, key: &str, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.anonymous(method, path).header("x-api-key", key)
+    }
+
     pub fn get(&self, path: &str) -> RequestBuilder {
-        self.client.get(format!("{}{path}", self.base))
+        self.request(reqwest::Method::GET, path)
     }
 
     pub fn post(&self, path: &str) -> RequestBuilder {
-        self.client.post(format!("{}{path}", self.base))
+        self.request(reqwest::Method::POST, path)
     }
 
+    /// A request as the first admin.
     pub fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        self.client.request(method, format!("{}{path}", self.base))
+        self.with_token(&self.token, method, path)
+    }
+
+    /// Creates a user with `role` (password: "<username> password") and
+    /// returns its id and an access token of theirs.
+    pub fn create_user(&self, username: &str, role: &str) -> (String, String) {
+        let password = format!("{username} password");
+        let response = self
+            .post("/v1/users")
+            .json(&json!({"username": username, "password": password, "role": role}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+        let id = response.json::<Value>().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let login = self.login(username, &password);
+        assert_eq!(login.status(), 200);
+        let token = login.json::<Value>().unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (id, token)
     }
 
     /// Creates a script and returns its JSON, asserting 201.

@@ -20,6 +20,14 @@ pub struct Detail {
     pub line: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<u32>,
+    /// On `RATE_LIMIT_EXCEEDED`: the bucket's size per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u32>,
+    /// Seconds to wait before trying again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl Detail {
@@ -29,6 +37,9 @@ impl Detail {
             message: message.into(),
             line: None,
             column: None,
+            limit: None,
+            remaining: None,
+            retry_after: None,
         }
     }
 }
@@ -37,6 +48,10 @@ impl Detail {
 pub enum ApiError {
     #[error("{0}")]
     Validation(String, Vec<Detail>),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -49,6 +64,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Compile(String, Vec<Detail>),
+    #[error("too many requests; retry in {} s", .0.retry_after_secs.unwrap_or(1))]
+    RateLimited(crate::ratelimit::Standing),
     #[error("the execution queue is full; retry shortly")]
     QueueFull,
     #[error("{0}")]
@@ -70,6 +87,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(..) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -84,6 +104,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Validation(..) => "VALIDATION_ERROR",
+            ApiError::Unauthenticated(_) => "AUTHENTICATION_REQUIRED",
+            ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
+            ApiError::RateLimited(_) => "RATE_LIMIT_EXCEEDED",
             ApiError::NotFound(_) => "RESOURCE_NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PreconditionFailed(_) => "PRECONDITION_FAILED",
@@ -137,6 +160,15 @@ impl IntoResponse for ApiError {
         };
         let details = match &self {
             ApiError::Validation(_, d) | ApiError::Compile(_, d) => d.clone(),
+            ApiError::RateLimited(standing) => vec![Detail {
+                limit: Some(standing.limit),
+                remaining: Some(standing.remaining),
+                retry_after: standing.retry_after_secs,
+                ..Detail::field(
+                    "rate_limit",
+                    "the caller's bucket for this route class is empty",
+                )
+            }],
             _ => Vec::new(),
         };
         let mut response = self.status().into_response();
@@ -144,6 +176,15 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::RateLimited(standing) = &self {
+            crate::api::access::rate_headers(response.headers_mut(), standing);
+        }
+        if matches!(self, ApiError::Unauthenticated(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kiln\""),
+            );
         }
         response.extensions_mut().insert(ErrorBody {
             code: self.code(),
@@ -167,6 +208,9 @@ pub fn finish(mut response: Response, request_id: &str) -> Response {
         .remove::<ErrorBody>()
         .unwrap_or_else(|| ErrorBody {
             code: match status {
+                StatusCode::UNAUTHORIZED => "AUTHENTICATION_REQUIRED",
+                StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+                StatusCode::TOO_MANY_REQUESTS => "RATE_LIMIT_EXCEEDED",
                 StatusCode::NOT_FOUND => "RESOURCE_NOT_FOUND",
                 StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
                 StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",

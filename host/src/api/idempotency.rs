@@ -49,7 +49,7 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
         .ok_or_else(|| ApiError::invalid("Idempotency-Key", "1 to 255 visible ASCII characters"))?
         .to_string();
     let (parts, body) = request.into_parts();
-    let principal = Principal::of(&parts);
+    let caller = Principal::of(&parts).map_or_else(|| "anonymous".to_owned(), |p| p.scope_key());
     let body = axum::body::to_bytes(body, state.config.server.max_body_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
@@ -65,7 +65,7 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
     hasher.update(b"\n");
     hasher.update(&body);
     let fingerprint = hasher.finalize().to_hex().to_string();
-    let scoped = format!("{}/{key}", principal.scope_key());
+    let scoped = format!("{caller}/{key}");
 
     match state
         .store

@@ -1,6 +1,10 @@
 //! The HTTP front door: `router` wires the resource modules and the layers.
 
+pub mod access;
 mod analytics;
+mod api_keys;
+mod audit;
+mod auth;
 mod error;
 mod etag;
 mod executions;
@@ -9,6 +13,7 @@ mod pagination;
 mod schedules;
 mod scripts;
 mod system;
+mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -43,6 +48,8 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// Wakes the scheduler when a schedule is created, changed or deleted.
     pub schedules_changed: Arc<tokio::sync::Notify>,
+    pub auth: Arc<crate::auth::Auth>,
+    pub limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// JSON body extractor whose rejections are [`ApiError`]s.
@@ -95,6 +102,7 @@ const REQUEST_ID: &str = "x-request-id";
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
+        (name = "auth", description = "Login, tokens, users, API keys and the audit log"),
         (name = "scripts", description = "Named, versioned source or components"),
         (name = "executions", description = "Runs of scripts and of ad-hoc code"),
         (name = "schedules", description = "Cron schedules that run stored scripts"),
@@ -111,28 +119,44 @@ pub struct OpenApiJson(pub Arc<String>);
 /// and error-shape layer around them.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
-    let (routes, document) = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
-        .merge(system::routes())
-        .merge(scripts::routes())
-        .merge(executions::routes())
-        .merge(schedules::routes())
-        .merge(analytics::routes())
-        .split_for_parts();
+    let (routes, document) = routes_and_document();
     let document = document
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the document: {e}\"}}"));
+    // Route layers run after routing, innermost first added: the guard sees
+    // the matched route and leaves the caller for idempotency and handlers.
     routes
-        .route_layer(middleware::from_fn_with_state(state.clone(), measure))
-        .layer(axum::Extension(OpenApiJson(Arc::new(document))))
-        .fallback(|| async { ApiError::NotFound("no such resource".into()) })
-        .layer(middleware::from_fn_with_state(
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,
         ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::guard))
+        .route_layer(middleware::from_fn_with_state(state.clone(), measure))
+        .layer(axum::Extension(OpenApiJson(Arc::new(document))))
+        .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
         .layer(middleware::from_fn(request_id_and_errors))
         .with_state(state)
+}
+
+/// Every route, and the OpenAPI document made from their annotations and
+/// the access rules.
+fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut document) =
+        OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+            .merge(system::routes())
+            .merge(auth::routes())
+            .merge(users::routes())
+            .merge(api_keys::routes())
+            .merge(audit::routes())
+            .merge(scripts::routes())
+            .merge(executions::routes())
+            .merge(schedules::routes())
+            .merge(analytics::routes())
+            .split_for_parts();
+    access::document_security(&mut document);
+    (routes, document)
 }
 
 /// Counts each routed request by its route template (not its path, which
@@ -174,4 +198,38 @@ async fn request_id_and_errors(request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    #[test]
+    fn every_operation_has_an_access_rule_and_every_rule_a_route() {
+        let (_, document) = super::routes_and_document();
+        let mut operations = Vec::new();
+        for (path, item) in &document.paths.paths {
+            for (method, operation) in [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::DELETE, &item.delete),
+                (Method::PATCH, &item.patch),
+            ] {
+                if operation.is_some() {
+                    assert!(
+                        super::access::rule(&method, path).is_some(),
+                        "{method} {path} has no access rule"
+                    );
+                    operations.push((method.to_string(), path.clone()));
+                }
+            }
+        }
+        for (method, route, _) in super::access::RULES {
+            assert!(
+                operations.iter().any(|(m, p)| m == method && p == route),
+                "the rule for {method} {route} names no route"
+            );
+        }
+    }
 }

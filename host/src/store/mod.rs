@@ -2,6 +2,7 @@
 //! its one implementation today (`sled.rs`), so a replicated engine can take
 //! its place later without touching them.
 
+pub mod auth;
 mod group_commit;
 mod records;
 mod sled;
@@ -41,7 +42,7 @@ pub enum StoreError {
 pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
 /// Typed access to Kiln's records.
-pub trait Store: Send + Sync {
+pub trait Store: auth::AuthStore + Send + Sync {
     /// Stores a new script and its first version's content, refusing a taken name.
     fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError>;
     /// A script by id, or by name when no id matches.

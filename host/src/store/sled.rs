@@ -1,6 +1,8 @@
 //! The sled implementation of [`Store`]: one tree per record family, JSON
 //! values, and group commit (`group_commit.rs`).
 
+mod auth;
+
 use std::path::Path;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +25,16 @@ pub struct SledStore {
     idempotency: sled::Tree,
     /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
     schedules: sled::Tree,
+    users: sled::Tree,
+    /// Username → user id: the unique index.
+    user_names: sled::Tree,
+    api_keys: sled::Tree,
+    /// BLAKE3 of a key (hex) → key id.
+    api_key_hashes: sled::Tree,
+    sessions: sled::Tree,
+    /// BLAKE3 of a refresh token (hex) → [`RefreshRecord`](super::auth::RefreshRecord).
+    refresh_tokens: sled::Tree,
+    audit: sled::Tree,
     /// Serializes script updates and deletes. Not sled transactions: in sled
     /// 0.34 they take a global lock that deadlocks with concurrent
     /// `flush_async` under load. Writes are ordered so that a crash between
@@ -89,6 +101,13 @@ impl SledStore {
             executions: db.open_tree("executions").map_err(backend)?,
             idempotency: db.open_tree("idempotency").map_err(backend)?,
             schedules: db.open_tree("schedules").map_err(backend)?,
+            users: db.open_tree("users").map_err(backend)?,
+            user_names: db.open_tree("user_names").map_err(backend)?,
+            api_keys: db.open_tree("api_keys").map_err(backend)?,
+            api_key_hashes: db.open_tree("api_key_hashes").map_err(backend)?,
+            sessions: db.open_tree("sessions").map_err(backend)?,
+            refresh_tokens: db.open_tree("refresh_tokens").map_err(backend)?,
+            audit: db.open_tree("audit").map_err(backend)?,
             script_writes: Mutex::new(()),
             commit: GroupCommit::new(db.clone()),
             db,

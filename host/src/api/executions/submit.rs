@@ -155,7 +155,7 @@ pub(crate) async fn submit_scheduled(
         defaults: script.limits.unwrap_or_default(),
         code: None,
     };
-    let mut record = new_record(state, request, target, &Principal::Anonymous)?;
+    let mut record = new_record(state, request, target, &Principal::system())?;
     record.trigger = Trigger::Schedule;
     record.created_by.clone_from(&schedule.created_by);
     record.env = vec![("KILN_SCHEDULE_ID".into(), schedule.id.clone())];

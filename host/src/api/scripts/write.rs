@@ -243,10 +243,9 @@ async fn compile(state: &AppState, language: Language, content: &[u8]) -> Result
         Ok(None) => Ok(()),
         Ok(Some(error)) => {
             let detail = Detail {
-                field: Some("content".into()),
-                message: error.message.clone(),
                 line: error.line,
                 column: error.column,
+                ..Detail::field("content", error.message.clone())
             };
             Err(ApiError::Compile(error.message, vec![detail]))
         }

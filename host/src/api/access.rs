@@ -1,0 +1,295 @@
+//! Who may call which route: [`RULES`] is the one table that says it, the
+//! [`guard`] layer enforces it (authenticate, rate-limit, authorize) before
+//! any handler runs, and [`document_security`] writes it into the OpenAPI
+//! document. A route with no rule is refused, so a new route cannot be
+//! public by accident.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+
+use super::{ApiError, AppState, audit};
+use crate::auth::{AuthError, Scope};
+use crate::ratelimit::{Class, Standing};
+
+/// What a route asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone; under `/v1` limited per client IP.
+    Public,
+    /// Any valid credential.
+    Authenticated,
+    Needs(Scope),
+}
+
+use Access::{Authenticated, Needs, Public};
+use Scope::{Admin, ExecuteScripts, ManageSchedules, ReadExecutions, ReadScripts, WriteScripts};
+
+/// Every route, the method it answers and what it needs (API.md
+/// "Authentication and authorization").
+pub const RULES: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Public),
+    ("GET", "/readyz", Public),
+    ("GET", "/metrics", Public),
+    ("GET", "/openapi.json", Public),
+    ("POST", "/v1/auth/login", Public),
+    ("POST", "/v1/auth/refresh", Public),
+    ("POST", "/v1/auth/logout", Authenticated),
+    ("GET", "/v1/users/me", Authenticated),
+    ("GET", "/v1/users", Needs(Admin)),
+    ("POST", "/v1/users", Needs(Admin)),
+    ("GET", "/v1/users/{id}", Needs(Admin)),
+    ("PUT", "/v1/users/{id}", Needs(Admin)),
+    ("DELETE", "/v1/users/{id}", Needs(Admin)),
+    // Anyone may hold keys; the handler caps a key's scopes by the caller's.
+    ("GET", "/v1/api-keys", Authenticated),
+    ("POST", "/v1/api-keys", Authenticated),
+    ("DELETE", "/v1/api-keys/{id}", Authenticated),
+    ("GET", "/v1/audit", Needs(Admin)),
+    ("GET", "/v1/status", Needs(Admin)),
+    ("GET", "/v1/languages", Authenticated),
+    ("GET", "/v1/analytics/usage", Needs(ReadExecutions)),
+    ("GET", "/v1/scripts", Needs(ReadScripts)),
+    ("POST", "/v1/scripts", Needs(WriteScripts)),
+    ("GET", "/v1/scripts/{id_or_name}", Needs(ReadScripts)),
+    ("PUT", "/v1/scripts/{id_or_name}", Needs(WriteScripts)),
+    ("DELETE", "/v1/scripts/{id_or_name}", Needs(WriteScripts)),
+    (
+        "GET",
+        "/v1/scripts/{id_or_name}/content",
+        Needs(ReadScripts),
+    ),
+    (
+        "GET",
+        "/v1/scripts/{id_or_name}/versions",
+        Needs(ReadScripts),
+    ),
+    (
+        "GET",
+        "/v1/scripts/{id_or_name}/versions/{version}",
+        Needs(ReadScripts),
+    ),
+    ("POST", "/v1/scripts/{id}/execute", Needs(ExecuteScripts)),
+    ("POST", "/v1/execute", Needs(ExecuteScripts)),
+    ("GET", "/v1/executions", Needs(ReadExecutions)),
+    ("GET", "/v1/executions/{id}", Needs(ReadExecutions)),
+    ("GET", "/v1/executions/{id}/events", Needs(ReadExecutions)),
+    ("POST", "/v1/executions/{id}/cancel", Needs(ExecuteScripts)),
+    ("GET", "/v1/schedules", Needs(ManageSchedules)),
+    ("POST", "/v1/schedules", Needs(ManageSchedules)),
+    ("GET", "/v1/schedules/{id}", Needs(ManageSchedules)),
+    ("PUT", "/v1/schedules/{id}", Needs(ManageSchedules)),
+    ("DELETE", "/v1/schedules/{id}", Needs(ManageSchedules)),
+];
+
+pub fn rule(method: &Method, route: &str) -> Option<Access> {
+    RULES
+        .iter()
+        .find(|(m, r, _)| *r == route && *m == method.as_str())
+        .map(|(_, _, access)| *access)
+}
+
+/// API.md's route classes: `execute` for the routes that start runs,
+/// `read` for GET, `write` for the rest.
+pub fn class(method: &Method, route: &str) -> Class {
+    if route.ends_with("/execute") {
+        Class::Execute
+    } else if method == Method::GET || method == Method::HEAD {
+        Class::Read
+    } else {
+        Class::Write
+    }
+}
+
+/// The client's address, as the connection gave it.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub String);
+
+impl ClientIp {
+    fn of(request: &Request) -> Self {
+        Self(
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
+        )
+    }
+}
+
+/// `X-RateLimit-*` on every response of a limited class, `Retry-After` on a refusal.
+pub fn rate_headers(headers: &mut HeaderMap, standing: &Standing) {
+    let mut put = |name: &'static str, value: u64| {
+        headers.insert(name, HeaderValue::from(value));
+    };
+    put("x-ratelimit-limit", u64::from(standing.limit));
+    put("x-ratelimit-remaining", u64::from(standing.remaining));
+    put("x-ratelimit-reset", standing.reset_secs);
+    if let Some(retry) = standing.retry_after_secs {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    }
+}
+
+/// The layer in front of every routed request.
+pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let Some(route) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+    else {
+        return ApiError::Internal("a request reached the guard unrouted".into()).into_response();
+    };
+    let Some(access) = rule(&method, &route) else {
+        return ApiError::Internal(format!("{method} {route} has no access rule")).into_response();
+    };
+    let ip = ClientIp::of(&request);
+    request.extensions_mut().insert(ip.clone());
+
+    let (principal, bucket_key) = if access == Public {
+        if !route.starts_with("/v1/") {
+            return next.run(request).await;
+        }
+        (None, format!("ip:{}", ip.0))
+    } else {
+        match state.auth.authenticate(request.headers()) {
+            Ok(principal) => {
+                let key = principal.scope_key();
+                (Some(principal), key)
+            }
+            Err(AuthError::Unauthenticated(message)) => {
+                return ApiError::Unauthenticated(message.into()).into_response();
+            }
+            Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        }
+    };
+
+    let standing = state.limits.check(class(&method, &route), &bucket_key);
+    if let Some(standing) = standing.filter(|s| s.retry_after_secs.is_some()) {
+        state.metrics.rate_limited(class(&method, &route).as_str());
+        return ApiError::RateLimited(standing).into_response();
+    }
+
+    if let (Some(principal), Needs(scope)) = (&principal, access)
+        && !principal.scopes.allows(scope)
+    {
+        audit::record(
+            &state,
+            audit::Entry::new("permission.denied", false)
+                .actor(principal)
+                .ip(&ip)
+                .target(format!("{method} {route}"))
+                .detail(format!("needs {}", scope.as_str())),
+        );
+        return with_standing(
+            ApiError::PermissionDenied(format!(
+                "this needs the {} scope, which this credential does not have",
+                scope.as_str()
+            ))
+            .into_response(),
+            standing.as_ref(),
+        );
+    }
+    if let Some(principal) = principal {
+        tracing::debug!(principal = %principal.name, %route, "authenticated");
+        request.extensions_mut().insert(principal);
+    }
+    with_standing(next.run(request).await, standing.as_ref())
+}
+
+fn with_standing(mut response: Response, standing: Option<&Standing>) -> Response {
+    if let Some(standing) = standing {
+        rate_headers(response.headers_mut(), standing);
+    }
+    response
+}
+
+/// Puts the security schemes into the document and, on every operation,
+/// what [`RULES`] says it needs.
+pub fn document_security(document: &mut utoipa::openapi::OpenApi) {
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "An access token from POST /v1/auth/login or /v1/auth/refresh",
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-API-Key",
+            "A key from POST /v1/api-keys: kiln_ and 32 base62 characters",
+        ))),
+    );
+    for (path, item) in &mut document.paths.paths {
+        for (method, operation) in [
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::DELETE, &mut item.delete),
+        ] {
+            let Some(operation) = operation else { continue };
+            let scopes: Vec<&str> = match rule(&method, path) {
+                None | Some(Public) => continue,
+                Some(Authenticated) => Vec::new(),
+                Some(Needs(scope)) => vec![scope.as_str()],
+            };
+            operation.security = Some(vec![
+                SecurityRequirement::new("bearer", scopes.clone()),
+                SecurityRequirement::new("api_key", scopes),
+            ]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_the_contract() {
+        assert_eq!(class(&Method::POST, "/v1/execute"), Class::Execute);
+        assert_eq!(
+            class(&Method::POST, "/v1/scripts/{id}/execute"),
+            Class::Execute
+        );
+        assert_eq!(class(&Method::GET, "/v1/scripts"), Class::Read);
+        assert_eq!(
+            class(&Method::POST, "/v1/executions/{id}/cancel"),
+            Class::Write
+        );
+        assert_eq!(
+            class(&Method::DELETE, "/v1/scripts/{id_or_name}"),
+            Class::Write
+        );
+    }
+
+    #[test]
+    fn every_v1_route_but_login_and_refresh_needs_a_credential() {
+        for (method, route, access) in RULES {
+            let public = matches!(access, Public);
+            let open_by_contract = !route.starts_with("/v1/")
+                || *route == "/v1/auth/login"
+                || *route == "/v1/auth/refresh";
+            assert_eq!(public, open_by_contract, "{method} {route}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (method, route, _) in RULES {
+            assert!(
+                seen.insert((method, route)),
+                "{method} {route} listed twice"
+            );
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! `POST /v1/auth/login`, `/refresh` and `/logout`.
+
+use axum::Extension;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::access::ClientIp;
+use super::audit::{self, Entry};
+use super::error::ErrorEnvelope;
+use super::users::UserSummary;
+use super::{ApiError, ApiJson, AppState};
+use crate::auth::{AuthError, Principal, TokenPair};
+use crate::store::auth::UserRecord;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    access_token: String,
+    refresh_token: String,
+    #[schema(example = "bearer")]
+    token_type: &'static str,
+    /// Seconds the access token is valid for.
+    expires_in: u64,
+    user: UserSummary,
+}
+
+impl TokenResponse {
+    fn new(pair: TokenPair, user: &UserRecord) -> Self {
+        Self {
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            token_type: "bearer",
+            expires_in: pair.expires_in,
+            user: UserSummary::of(user),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoggedOut {
+    #[schema(example = "logged out")]
+    status: &'static str,
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Unauthenticated(message) => ApiError::Unauthenticated(message.into()),
+        AuthError::RefreshReuse { .. } => ApiError::Unauthenticated(e.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// Log in with a username and password; returns an access token (1 h) and
+/// a refresh token (30 days). Failed attempts are limited per username and
+/// per client IP.
+#[utoipa::path(post, path = "/v1/auth/login", operation_id = "login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 400, description = "A malformed body", body = ErrorEnvelope),
+        (status = 401, description = "Wrong username or password (the same answer for both)", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed attempts for this username or from this IP", body = ErrorEnvelope,
+            headers(("Retry-After" = String))),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<axum::Json<TokenResponse>, ApiError> {
+    if let Some(retry_after) = state.limits.login_blocked(&body.username, &ip.0) {
+        state.metrics.rate_limited("login");
+        return Err(ApiError::RateLimited(crate::ratelimit::Standing {
+            limit: state.config.rate_limit.login_per_minute,
+            remaining: 0,
+            reset_secs: retry_after,
+            retry_after_secs: Some(retry_after),
+        }));
+    }
+    let auth = state.auth.clone();
+    let (username, password) = (body.username.clone(), body.password);
+    let checked = tokio::task::spawn_blocking(move || auth.check_password(&username, &password))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))?;
+    let user = match checked {
+        Ok(user) => user,
+        Err(e) => {
+            if matches!(e, AuthError::Unauthenticated(_)) {
+                state.limits.login_failed(&body.username, &ip.0);
+                audit::record(
+                    &state,
+                    Entry::new("login.failed", false)
+                        .actor_named(None, &body.username)
+                        .ip(&ip),
+                );
+            }
+            return Err(auth_error(e));
+        }
+    };
+    let now = crate::now();
+    let user = state
+        .store
+        .update_user(&user.id, &|u| {
+            Ok(UserRecord {
+                last_login_at: Some(now.clone()),
+                ..u.clone()
+            })
+        })?
+        .unwrap_or(user);
+    let pair = state.auth.start_session(&user).map_err(auth_error)?;
+    state.store.flush().await?;
+    audit::record(
+        &state,
+        Entry::new("login.succeeded", true)
+            .actor_named(Some(&user.id), &user.username)
+            .ip(&ip),
+    );
+    Ok(axum::Json(TokenResponse::new(pair, &user)))
+}
+
+/// Exchange a refresh token for a new pair. The token is used up; showing
+/// a used one again revokes its whole login session.
+#[utoipa::path(post, path = "/v1/auth/refresh", operation_id = "refreshToken", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token pair", body = TokenResponse),
+        (status = 400, description = "A malformed body", body = ErrorEnvelope),
+        (status = 401, description = "Unknown, expired, revoked or already used", body = ErrorEnvelope),
+    ))]
+async fn refresh(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<axum::Json<TokenResponse>, ApiError> {
+    match state.auth.refresh(&body.refresh_token) {
+        Ok((pair, user)) => {
+            state.store.flush().await?;
+            Ok(axum::Json(TokenResponse::new(pair, &user)))
+        }
+        Err(AuthError::RefreshReuse { user_id }) => {
+            state.store.flush().await?;
+            audit::record(
+                &state,
+                Entry::new("refresh.reused", false)
+                    .actor_named(Some(&user_id), &user_id)
+                    .ip(&ip)
+                    .detail("a used refresh token was presented; its session is revoked"),
+            );
+            Err(auth_error(AuthError::RefreshReuse { user_id }))
+        }
+        Err(e) => Err(auth_error(e)),
+    }
+}
+
+/// End the caller's login session: its refresh tokens and the access
+/// tokens issued in it stop working at once.
+#[utoipa::path(post, path = "/v1/auth/logout", operation_id = "logout", tag = "auth",
+    responses(
+        (status = 200, description = "Logged out", body = LoggedOut),
+        (status = 400, description = "The caller used an API key, which has no session (revoke the key instead)", body = ErrorEnvelope),
+        (status = 401, description = "No valid credential", body = ErrorEnvelope),
+    ))]
+async fn logout(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+) -> Result<axum::Json<LoggedOut>, ApiError> {
+    if !state.auth.logout(&principal).map_err(auth_error)? {
+        return Err(ApiError::Validation(
+            "only a login session can log out; revoke an API key with DELETE /v1/api-keys/{id}"
+                .into(),
+            Vec::new(),
+        ));
+    }
+    state.store.flush().await?;
+    audit::record(&state, Entry::new("logout", true).actor(&principal).ip(&ip));
+    Ok(axum::Json(LoggedOut {
+        status: "logged out",
+    }))
+}

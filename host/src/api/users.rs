@@ -1,0 +1,378 @@
+//! `/v1/users` (admin) and `/v1/users/me` (anyone). Passwords are hashed
+//! with Argon2id off the async threads; no response ever carries a hash.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::access::ClientIp;
+use super::audit::{self, Entry};
+use super::error::ErrorEnvelope;
+use super::etag;
+use super::pagination::{Listing, Page, PageQuery};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
+use crate::auth::{MIN_PASSWORD_CHARS, Principal, Role, secrets};
+use crate::store::StoreError;
+use crate::store::auth::UserRecord;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(me))
+        .routes(routes!(read, update, delete))
+}
+
+/// Longer passwords are refused: Argon2 over megabytes would be a cheap
+/// way to burn the server's CPU.
+const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// Who a token belongs to, as login returns it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserSummary {
+    id: String,
+    username: String,
+    role: Role,
+}
+
+impl UserSummary {
+    pub fn of(user: &UserRecord) -> Self {
+        Self {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            role: user.role,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    id: String,
+    username: String,
+    role: Role,
+    disabled: bool,
+    created_at: String,
+    updated_at: String,
+    last_login_at: Option<String>,
+}
+
+impl User {
+    fn of(user: UserRecord) -> Self {
+        Self {
+            id: user.id,
+            username: user.username,
+            role: user.role,
+            disabled: user.disabled,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            last_login_at: user.last_login_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// 1–64 of `[A-Za-z0-9_.-]`.
+    username: String,
+    /// At least 8 characters.
+    password: String,
+    role: Role,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    role: Option<Role>,
+    /// A new password; the user's sessions end.
+    password: Option<String>,
+    /// A disabled user cannot log in, and their tokens and keys stop working.
+    disabled: Option<bool>,
+}
+
+fn check_username(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "username",
+            "must match ^[a-zA-Z0-9_.-]{1,64}$",
+        ))
+    }
+}
+
+fn check_password(password: &str) -> Result<(), ApiError> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must be at most {MAX_PASSWORD_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+async fn hash(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn find(state: &AppState, id: &str) -> Result<UserRecord, ApiError> {
+    state
+        .store
+        .user(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))
+}
+
+/// Refuses a change that would leave no enabled admin.
+fn keep_an_admin(state: &AppState, id: &str, after: Option<&UserRecord>) -> Result<(), ApiError> {
+    let still_admin = after.is_some_and(|u| u.role == Role::Admin && !u.disabled);
+    if still_admin {
+        return Ok(());
+    }
+    let others = state
+        .store
+        .users()?
+        .into_iter()
+        .any(|u| u.id != id && u.role == Role::Admin && !u.disabled);
+    if others {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(
+            "this would leave no enabled admin; make another admin first".into(),
+        ))
+    }
+}
+
+/// Create a user (admin).
+#[utoipa::path(post, path = "/v1/users", operation_id = "createUser", tag = "auth",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created", body = User),
+        (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 409, description = "The username is taken", body = ErrorEnvelope),
+    ))]
+async fn create(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> Result<Response, ApiError> {
+    check_username(&body.username)?;
+    check_password(&body.password)?;
+    let now = crate::now();
+    let user = UserRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        username: body.username,
+        role: body.role,
+        password_hash: hash(body.password).await?,
+        disabled: false,
+        created_at: now.clone(),
+        updated_at: now,
+        last_login_at: None,
+    };
+    state.store.create_user(&user).map_err(|e| match e {
+        StoreError::NameTaken(name) => ApiError::Conflict(format!("a user named {name:?} exists")),
+        other => other.into(),
+    })?;
+    state.store.flush().await?;
+    audit::record(
+        &state,
+        Entry::new("user.created", true)
+            .actor(&principal)
+            .ip(&ip)
+            .target(&user.id)
+            .detail(format!("{} as {}", user.username, user.role.as_str())),
+    );
+    let location = format!("/v1/users/{}", user.id);
+    let mut response = etag::json(&HeaderMap::new(), &User::of(user))?;
+    *response.status_mut() = StatusCode::CREATED;
+    if let Ok(value) = location.parse() {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// List users (admin), oldest first.
+#[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", tag = "auth",
+    params(("page" = Option<usize>, Query), ("size" = Option<usize>, Query)),
+    responses(
+        (status = 200, description = "A page of users", body = Listing<User>),
+        (status = 400, description = "A bad page or size", body = ErrorEnvelope),
+    ))]
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<axum::Json<Listing<User>>, ApiError> {
+    let page = Page::new(query)?;
+    let users = state.store.users()?;
+    let total = users.len();
+    let data = users
+        .into_iter()
+        .skip(page.skip())
+        .take(page.size)
+        .map(User::of)
+        .collect();
+    Ok(axum::Json(page.envelope(data, total)))
+}
+
+/// The caller's own user (for an API key, its owner).
+#[utoipa::path(get, path = "/v1/users/me", operation_id = "getMe", tag = "auth",
+    responses(
+        (status = 200, description = "The caller", body = User),
+        (status = 401, description = "No valid credential", body = ErrorEnvelope),
+        (status = 404, description = "Authentication is off: there is no user", body = ErrorEnvelope),
+    ))]
+async fn me(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+    let id = principal
+        .user_id()
+        .ok_or_else(|| ApiError::NotFound("authentication is off; there is no user".into()))?;
+    etag::json(&HeaderMap::new(), &User::of(find(&state, &id)?))
+}
+
+/// Read a user (admin).
+#[utoipa::path(get, path = "/v1/users/{id}", operation_id = "getUser", tag = "auth",
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = User,
+            headers(("ETag" = String, description = "Strong ETag of this representation"))),
+        (status = 304, description = "It still matches `If-None-Match`"),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+    ))]
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    etag::json(&headers, &User::of(find(&state, &id)?))
+}
+
+/// Change a user's role, password or disabled flag (admin). A new password
+/// or disabling ends the user's login sessions.
+#[utoipa::path(put, path = "/v1/users/{id}", operation_id = "updateUser", tag = "auth",
+    params(("id" = String, Path, description = "The user's id"),
+        ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The updated user", body = User),
+        (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 409, description = "It would leave no enabled admin", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
+    ))]
+async fn update(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateUser>,
+) -> Result<Response, ApiError> {
+    let seen = find(&state, &id)?;
+    if headers.contains_key(header::IF_MATCH) {
+        etag::check_if_match(&headers, &etag::of_json(&User::of(seen.clone()))?)?;
+    }
+    let password_hash = match body.password {
+        Some(password) => {
+            check_password(&password)?;
+            Some(hash(password).await?)
+        }
+        None => None,
+    };
+    let now = crate::now();
+    let change = |current: &UserRecord| {
+        let mut user = current.clone();
+        if let Some(role) = body.role {
+            user.role = role;
+        }
+        if let Some(disabled) = body.disabled {
+            user.disabled = disabled;
+        }
+        if let Some(hash) = &password_hash {
+            user.password_hash.clone_from(hash);
+        }
+        user.updated_at.clone_from(&now);
+        user
+    };
+    keep_an_admin(&state, &id, Some(&change(&seen)))?;
+    let updated = state
+        .store
+        .update_user(&id, &|current| Ok(change(current)))?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
+    if password_hash.is_some() || updated.disabled {
+        state.store.revoke_user_sessions(&id)?;
+    }
+    state.store.flush().await?;
+    let mut changed = Vec::new();
+    if body.role.is_some() {
+        changed.push(format!("role={}", updated.role.as_str()));
+    }
+    if let Some(disabled) = body.disabled {
+        changed.push(format!("disabled={disabled}"));
+    }
+    if password_hash.is_some() {
+        changed.push("password".to_owned());
+    }
+    audit::record(
+        &state,
+        Entry::new("user.updated", true)
+            .actor(&principal)
+            .ip(&ip)
+            .target(&id)
+            .detail(changed.join(", ")),
+    );
+    etag::json(&HeaderMap::new(), &User::of(updated))
+}
+
+/// Delete a user with their API keys and sessions (admin).
+#[utoipa::path(delete, path = "/v1/users/{id}", operation_id = "deleteUser", tag = "auth",
+    params(("id" = String, Path, description = "The user's id"),
+        ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 409, description = "It would leave no enabled admin", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
+    ))]
+async fn delete(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let seen = find(&state, &id)?;
+    if headers.contains_key(header::IF_MATCH) {
+        etag::check_if_match(&headers, &etag::of_json(&User::of(seen))?)?;
+    }
+    keep_an_admin(&state, &id, None)?;
+    state
+        .store
+        .delete_user(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
+    state.store.flush().await?;
+    audit::record(
+        &state,
+        Entry::new("user.deleted", true)
+            .actor(&principal)
+            .ip(&ip)
+            .target(&id),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,378 @@
+//! Authentication: users with Argon2id passwords, login sessions with
+//! rotating refresh tokens, HS256 access tokens, and API keys. [`Auth`]
+//! turns a request's credential into a [`Principal`]; which scope a route
+//! needs is the router's business (`api/access.rs`).
+
+pub mod jwt;
+mod principal;
+mod scopes;
+pub mod secrets;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::http::HeaderMap;
+
+pub use self::principal::{Principal, Via};
+pub use self::scopes::{Role, Scope, Scopes};
+use self::secrets::SecretError;
+use crate::config::Config;
+use crate::store::auth::{RefreshRecord, RefreshUse, SessionRecord, UserRecord};
+use crate::store::{Store, StoreError};
+
+/// API keys are `kiln_` followed by this many base62 characters.
+pub const API_KEY_PREFIX: &str = "kiln_";
+pub const API_KEY_CHARS: usize = 32;
+const REFRESH_PREFIX: &str = "kilnrt_";
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Missing, expired, revoked or forged: the client gets this sentence.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A used refresh token came back: its session is now revoked.
+    #[error("this refresh token was already used; its session is revoked")]
+    RefreshReuse { user_id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("cannot sign an access token: {0}")]
+    Sign(String),
+}
+
+/// A fresh access token and the refresh token to get the next one.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+pub struct Auth {
+    store: Arc<dyn Store>,
+    signer: jwt::Signer,
+    enabled: bool,
+    access_ttl_secs: u64,
+    refresh_ttl_secs: u64,
+    /// Checked against when the user does not exist, so a wrong username
+    /// takes as long as a wrong password.
+    dummy_hash: OnceLock<String>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+fn now_secs() -> u64 {
+    crate::api::now_ms() / 1000
+}
+
+impl Auth {
+    /// Loads (or makes, once) the token secret and, on an empty store, the
+    /// first admin.
+    ///
+    /// # Errors
+    ///
+    /// The secret file or the store cannot be read or written.
+    pub fn open(store: Arc<dyn Store>, config: &Config) -> Result<Self, AuthError> {
+        let secret = match &config.auth.jwt_secret {
+            Some(secret) => secret.0.clone(),
+            None => {
+                let path = config.server.data_dir.join("jwt-secret");
+                secrets::load_or_create(&path, || {
+                    Ok(blake3::Hash::from_bytes(secrets::random_bytes::<32>()?)
+                        .to_hex()
+                        .to_string())
+                })?
+                .0
+            }
+        };
+        let auth = Self {
+            store,
+            signer: jwt::Signer::new(secret.as_bytes()),
+            enabled: config.auth.enabled,
+            access_ttl_secs: config.auth.access_ttl_secs,
+            refresh_ttl_secs: config.auth.refresh_ttl_secs,
+            dummy_hash: OnceLock::new(),
+        };
+        auth.create_first_admin(config)?;
+        Ok(auth)
+    }
+
+    fn create_first_admin(&self, config: &Config) -> Result<(), AuthError> {
+        if !self.store.users()?.is_empty() {
+            return Ok(());
+        }
+        let password = match &config.auth.admin_password {
+            Some(password) => password.0.clone(),
+            None => {
+                let path = config.server.data_dir.join("initial-admin-password");
+                let (password, _) = secrets::load_or_create(&path, || {
+                    secrets::random_base62(24).map(|p| format!("{p}\n"))
+                })?;
+                // API.md: printed once, on the start that creates the user.
+                tracing::warn!(
+                    file = %path.display(),
+                    "created user \"admin\" with password {password}; it is also in the file named here. Change it."
+                );
+                password
+            }
+        };
+        let now = crate::now();
+        let admin = UserRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            username: "admin".into(),
+            role: Role::Admin,
+            password_hash: secrets::hash_password(&password)?,
+            disabled: false,
+            created_at: now.clone(),
+            updated_at: now,
+            last_login_at: None,
+        };
+        match self.store.create_user(&admin) {
+            Ok(()) | Err(StoreError::NameTaken(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The caller a request's `Authorization: Bearer` or `X-API-Key` names.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Unauthenticated`] for a missing, expired, revoked or
+    /// forged credential, or one of a disabled or deleted user.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        if !self.enabled {
+            return Ok(Principal::open());
+        }
+        if let Some(key) = headers.get("x-api-key") {
+            let key = key
+                .to_str()
+                .map_err(|_| AuthError::Unauthenticated("the API key is not valid"))?;
+            return self.by_api_key(key.trim());
+        }
+        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+            return Err(AuthError::Unauthenticated(
+                "this route needs Authorization: Bearer <access token> or X-API-Key: <key>",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or(AuthError::Unauthenticated(
+                "the Authorization header must be Bearer <access token>",
+            ))?;
+        self.by_access_token(token)
+    }
+
+    fn by_access_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self.signer.verify(token).map_err(|_| {
+            AuthError::Unauthenticated("the access token is invalid or has expired")
+        })?;
+        let live = self
+            .store
+            .session(&claims.sid)?
+            .is_some_and(|s| !s.revoked && s.user_id == claims.sub);
+        if !live {
+            return Err(AuthError::Unauthenticated(
+                "the session of this token has ended",
+            ));
+        }
+        let user = self.active_user(&claims.sub)?;
+        Ok(Principal {
+            scopes: claims
+                .scopes
+                .into_iter()
+                .collect::<Scopes>()
+                .intersect(user.role.scopes()),
+            user_id: Some(user.id),
+            name: user.username,
+            role: user.role,
+            via: Via::Session {
+                session_id: claims.sid,
+            },
+        })
+    }
+
+    fn by_api_key(&self, key: &str) -> Result<Principal, AuthError> {
+        const INVALID: AuthError = AuthError::Unauthenticated("the API key is invalid or revoked");
+        if !key.starts_with(API_KEY_PREFIX) {
+            return Err(INVALID);
+        }
+        let record = self
+            .store
+            .api_key_by_hash(&secrets::token_hash(key))?
+            .ok_or(INVALID)?;
+        if record
+            .expires_ms
+            .is_some_and(|at| at <= crate::api::now_ms())
+        {
+            return Err(AuthError::Unauthenticated("the API key has expired"));
+        }
+        let owner = self.active_user(&record.owner_id)?;
+        Ok(Principal {
+            scopes: record
+                .scopes
+                .iter()
+                .copied()
+                .collect::<Scopes>()
+                .intersect(owner.role.scopes()),
+            user_id: Some(owner.id),
+            name: format!("key:{}", record.name),
+            role: owner.role,
+            via: Via::ApiKey { key_id: record.id },
+        })
+    }
+
+    fn active_user(&self, id: &str) -> Result<UserRecord, AuthError> {
+        self.store
+            .user(id)?
+            .filter(|u| !u.disabled)
+            .ok_or(AuthError::Unauthenticated(
+                "the user of this credential is disabled or deleted",
+            ))
+    }
+
+    /// The user whose name and password these are. Slow on purpose
+    /// (Argon2id): call it off the async threads.
+    ///
+    /// # Errors
+    ///
+    /// The same [`AuthError::Unauthenticated`] whether the user is unknown,
+    /// disabled, or the password is wrong.
+    pub fn check_password(&self, username: &str, password: &str) -> Result<UserRecord, AuthError> {
+        const WRONG: AuthError = AuthError::Unauthenticated("wrong username or password");
+        match self.store.user_by_name(username)? {
+            Some(user) if secrets::verify_password(password, &user.password_hash) => {
+                if user.disabled { Err(WRONG) } else { Ok(user) }
+            }
+            Some(_) => Err(WRONG),
+            None => {
+                let dummy = match self.dummy_hash.get() {
+                    Some(hash) => hash,
+                    None => {
+                        let hash = secrets::hash_password("not anyone's password")?;
+                        self.dummy_hash.get_or_init(|| hash)
+                    }
+                };
+                secrets::verify_password(password, dummy);
+                Err(WRONG)
+            }
+        }
+    }
+
+    /// Starts a login session for `user`.
+    ///
+    /// # Errors
+    ///
+    /// The store or the random source failed.
+    pub fn start_session(&self, user: &UserRecord) -> Result<TokenPair, AuthError> {
+        let now = crate::api::now_ms();
+        let session = SessionRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: user.id.clone(),
+            created_ms: now,
+            expires_ms: now.saturating_add(self.refresh_ttl_secs.saturating_mul(1000)),
+            revoked: false,
+        };
+        self.store.put_session(&session)?;
+        self.issue(user, &session)
+    }
+
+    fn issue(&self, user: &UserRecord, session: &SessionRecord) -> Result<TokenPair, AuthError> {
+        let iat = now_secs();
+        let claims = jwt::Claims {
+            sub: user.id.clone(),
+            role: user.role,
+            scopes: user.role.scopes().to_vec(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            iat,
+            exp: iat.saturating_add(self.access_ttl_secs),
+            iss: jwt::ISSUER.into(),
+            aud: jwt::AUDIENCE.into(),
+            sid: session.id.clone(),
+        };
+        let access_token = self
+            .signer
+            .sign(&claims)
+            .map_err(|e| AuthError::Sign(e.to_string()))?;
+        let refresh_token = format!("{REFRESH_PREFIX}{}", secrets::random_base62(43)?);
+        self.store.put_refresh_token(
+            &secrets::token_hash(&refresh_token),
+            &RefreshRecord {
+                session_id: session.id.clone(),
+                user_id: user.id.clone(),
+                expires_ms: session.expires_ms,
+                used: false,
+            },
+        )?;
+        Ok(TokenPair {
+            access_token,
+            refresh_token,
+            expires_in: self.access_ttl_secs,
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair. The old one is used up; a
+    /// used one shown again revokes its whole session.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Unauthenticated`] for an unknown, expired or revoked
+    /// token, [`AuthError::RefreshReuse`] for a used one.
+    pub fn refresh(&self, refresh_token: &str) -> Result<(TokenPair, UserRecord), AuthError> {
+        const INVALID: AuthError =
+            AuthError::Unauthenticated("the refresh token is invalid, expired or revoked");
+        let token = match self
+            .store
+            .use_refresh_token(&secrets::token_hash(refresh_token))?
+        {
+            RefreshUse::Unknown => return Err(INVALID),
+            RefreshUse::Reused(token) => {
+                self.store.revoke_session(&token.session_id)?;
+                return Err(AuthError::RefreshReuse {
+                    user_id: token.user_id,
+                });
+            }
+            RefreshUse::Fresh(token) => token,
+        };
+        let now = crate::api::now_ms();
+        if token.expires_ms <= now {
+            return Err(INVALID);
+        }
+        let user = self.active_user(&token.user_id).map_err(|_| INVALID)?;
+        let session = self
+            .store
+            .extend_session(
+                &token.session_id,
+                now.saturating_add(self.refresh_ttl_secs.saturating_mul(1000)),
+            )?
+            .ok_or(INVALID)?;
+        Ok((self.issue(&user, &session)?, user))
+    }
+
+    /// Ends a caller's login session: its refresh tokens and every access
+    /// token issued in it stop working at once. `false` if the caller did
+    /// not come with a session (an API key).
+    ///
+    /// # Errors
+    ///
+    /// The store failed.
+    pub fn logout(&self, principal: &Principal) -> Result<bool, AuthError> {
+        match &principal.via {
+            Via::Session { session_id } => {
+                self.store.revoke_session(session_id)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

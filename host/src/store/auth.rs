@@ -1,0 +1,147 @@
+//! Who may call: users, API keys, login sessions with their refresh tokens,
+//! and the audit log. Secrets are never stored in clear: passwords as
+//! Argon2id PHC strings, API keys and refresh tokens as BLAKE3 hashes.
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::auth::{Role, Scope};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    /// Argon2id in PHC string form (algorithm, parameters and salt included).
+    pub password_hash: String,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub last_login_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub owner_id: String,
+    /// The first characters of the key, enough to recognise it in a list.
+    pub prefix: String,
+    /// BLAKE3 of the whole key, hex.
+    pub hash: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: String,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// `expires_at` as Unix ms, for the check on every request.
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+}
+
+/// One login: the family of refresh tokens that rotate from it, and the
+/// access tokens issued with them (their `sid` claim).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: String,
+    pub created_ms: u64,
+    /// Moves forward with every refresh; the session is forgotten after it.
+    pub expires_ms: u64,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub session_id: String,
+    pub user_id: String,
+    pub expires_ms: u64,
+    /// Set when it was exchanged; showing it again is reuse.
+    #[serde(default)]
+    pub used: bool,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    Unknown,
+    /// It was live and is now used up.
+    Fresh(RefreshRecord),
+    /// It had been used before.
+    Reused(RefreshRecord),
+}
+
+/// One auth decision. Never holds a password, token or key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditRecord {
+    pub id: String,
+    pub at: String,
+    /// e.g. `login.succeeded`, `login.failed`, `api_key.created`, `permission.denied`.
+    pub action: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// The user (or the API key's owner) who acted, when known.
+    pub actor_id: Option<String>,
+    /// A readable name for the actor: a username, or `key:<name>`.
+    pub actor: Option<String>,
+    pub ip: Option<String>,
+    /// What was acted on: a user id, key id, or `METHOD /route`.
+    pub target: Option<String>,
+    pub detail: Option<String>,
+    pub request_id: Option<String>,
+}
+
+pub trait AuthStore: Send + Sync {
+    /// Stores a new user, refusing a taken username.
+    fn create_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Every user, in id (creation) order.
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Replaces a user with what `change` makes of it, atomically (`change`
+    /// may run more than once); `None` if there is no such user. The
+    /// username does not change.
+    fn update_user(
+        &self,
+        id: &str,
+        change: &dyn Fn(&UserRecord) -> Result<UserRecord, StoreError>,
+    ) -> Result<Option<UserRecord>, StoreError>;
+    /// Deletes a user with their API keys and sessions.
+    fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revokes a key: after this it authenticates nothing.
+    fn delete_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Moves a live session's expiry to `expires_ms`, atomically against a
+    /// revocation; `None` if it is revoked or gone.
+    fn extend_session(
+        &self,
+        id: &str,
+        expires_ms: u64,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+    /// Marks a session revoked; its refresh and access tokens stop working.
+    fn revoke_session(&self, id: &str) -> Result<(), StoreError>;
+    /// Revokes every session of a user; returns how many were live.
+    fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError>;
+    /// Stores a refresh token under the hash of its text.
+    fn put_refresh_token(&self, hash: &str, token: &RefreshRecord) -> Result<(), StoreError>;
+    /// Uses a refresh token up, atomically: of two concurrent uses one is
+    /// `Fresh` and the other `Reused`.
+    fn use_refresh_token(&self, hash: &str) -> Result<RefreshUse, StoreError>;
+    /// Forgets sessions and refresh tokens that expired before `now_ms`.
+    fn expire_sessions(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Audit records newest first: the `take` after the first `skip`, and
+    /// how many there are.
+    fn audit_page(&self, skip: usize, take: usize)
+    -> Result<(Vec<AuditRecord>, usize), StoreError>;
+}
