@@ -1,8 +1,11 @@
 //! Load harness: `?wait=true` executions of a trivial JavaScript script
 //! through a real `kiln serve`, next to `wasmtime serve` (same wasmtime
 //! version) serving a trivial wasi:http component, in the same run, at 1 and
-//! 32 connections. Everything stays on 127.0.0.1 and every phase is bounded
-//! in requests and time.
+//! 32 connections. Kiln is measured with authentication and rate limiting on
+//! (an access token, then an API key; quotas high enough never to refuse)
+//! and, as the baseline for their cost, a second server with both off.
+//! Everything stays on 127.0.0.1 and every phase is bounded in requests and
+//! time.
 //!
 //! ```text
 //! cargo build --release -p kiln
@@ -52,7 +55,9 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-fn start_kiln(data: &std::path::Path) -> (Server, String) {
+const ADMIN_PASSWORD: &str = "load harness admin";
+
+fn start_kiln(data: &std::path::Path, auth: bool) -> (Server, String) {
     let binary = std::env::var_os("KILN_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/release/kiln"));
@@ -68,6 +73,14 @@ fn start_kiln(data: &std::path::Path) -> (Server, String) {
             "KILN_SERVER_CACHE_DIR",
             workspace().join("target/kiln-load-cache"),
         )
+        .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("KILN_AUTH_ENABLED", auth.to_string())
+        .envs(["READ", "WRITE", "EXECUTE"].map(|class| {
+            // On with auth, and far above what one machine can send, so
+            // every request pays for the check but none is refused.
+            let quota = if auth { "1000000000" } else { "0" };
+            (format!("KILN_RATE_LIMIT_{class}_PER_MINUTE"), quota)
+        }))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -133,6 +146,8 @@ enum Call {
     /// POST a waited execution; the answer must be 200 with this result.
     Execute {
         url: String,
+        /// The credential header, if the server wants one.
+        credential: Option<(&'static str, String)>,
         expect: serde_json::Value,
     },
     /// GET; the answer must be 200.
@@ -141,8 +156,16 @@ enum Call {
 
 async fn send(client: &reqwest::Client, call: &Call) -> bool {
     match call {
-        Call::Execute { url, expect } => {
-            let Ok(response) = client.post(url).json(&serde_json::json!({})).send().await else {
+        Call::Execute {
+            url,
+            credential,
+            expect,
+        } => {
+            let mut request = client.post(url).json(&serde_json::json!({}));
+            if let Some((name, value)) = credential {
+                request = request.header(*name, value);
+            }
+            let Ok(response) = request.send().await else {
                 return false;
             };
             if response.status() != 200 {
@@ -213,13 +236,55 @@ async fn load(call: &Call, connections: usize, seconds: u64, max_requests: u64) 
 
 /// Creates a script with `create` and returns the call that runs it waited,
 /// expecting `result`.
-async fn execute(base: &str, create: reqwest::RequestBuilder, result: serde_json::Value) -> Call {
-    let script: serde_json::Value = create.send().await.unwrap().json().await.unwrap();
+async fn execute(
+    base: &str,
+    credential: Option<(&'static str, String)>,
+    create: reqwest::RequestBuilder,
+    result: serde_json::Value,
+) -> Call {
+    let create = match &credential {
+        Some((name, value)) => create.header(*name, value),
+        None => create,
+    };
+    let response = create.send().await.unwrap();
+    assert_eq!(response.status(), 201, "cannot create the script");
+    let script: serde_json::Value = response.json().await.unwrap();
     let id = script["id"].as_str().unwrap();
     Call::Execute {
         url: format!("{base}/v1/scripts/{id}/execute?wait=true"),
+        credential,
         expect: result,
     }
+}
+
+/// Logs in as the admin; returns `Authorization: Bearer …` and an
+/// `X-API-Key` with the scopes the harness needs.
+async fn credentials(base: &str) -> [(&'static str, String); 2] {
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = format!("Bearer {}", login["access_token"].as_str().unwrap());
+    let key: serde_json::Value = client
+        .post(format!("{base}/v1/api-keys"))
+        .header("authorization", &token)
+        .json(&serde_json::json!({"name": "load", "scopes": ["write:scripts", "execute:scripts"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    [
+        ("authorization", token),
+        ("x-api-key", key["key"].as_str().unwrap().to_owned()),
+    ]
 }
 
 async fn wait_until_up(url: &str) {
@@ -251,7 +316,8 @@ fn main() {
     let max_requests = env_or("LOAD_MAX_REQUESTS", 50_000u64);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (_kiln, base) = start_kiln(data.path());
+    let (_kiln, base) = start_kiln(&data.path().join("auth"), true);
+    let (_open_kiln, open_base) = start_kiln(&data.path().join("open"), false);
     let wasmtime = wasmtime_binary();
     if wasmtime.is_none() {
         eprintln!(
@@ -262,32 +328,56 @@ fn main() {
 
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        let javascript = client.post(format!("{base}/v1/scripts")).json(
-            &serde_json::json!({"name": "trivial", "language": "javascript",
-                                      "content": "function main() { return 'ok'; }"}),
-        );
-        let kiln = execute(&base, javascript, serde_json::json!("ok")).await;
+        let javascript = |base: &str| {
+            client.post(format!("{base}/v1/scripts")).json(
+                &serde_json::json!({"name": "trivial", "language": "javascript",
+                                          "content": "function main() { return 'ok'; }"}),
+            )
+        };
+        let [token, key] = credentials(&base).await;
+        let kiln = execute(&base, Some(token.clone()), javascript(&base), "ok".into()).await;
+        let Call::Execute { url, expect, .. } = kiln.clone() else {
+            unreachable!()
+        };
+        let kiln_key = Call::Execute {
+            url,
+            credential: Some(key),
+            expect,
+        };
+        let kiln_open = execute(&open_base, None, javascript(&open_base), "ok".into()).await;
         // The same server path with a trivial Rust component instead of the
         // JavaScript interpreter: what the front door costs by itself.
         let component = client
             .post(format!("{base}/v1/scripts?name=hello&language=wasm"))
             .header("content-type", "application/wasm")
             .body(std::fs::read(kiln_components::HELLO).unwrap());
-        let kiln_wasm = execute(&base, component, serde_json::Value::Null).await;
+        let kiln_wasm = execute(&base, Some(token), component, serde_json::Value::Null).await;
         // Warm up: the runtime is compiled (or read from the disk cache) once.
-        load(&kiln, 4, 5, 200).await;
-        load(&kiln_wasm, 4, 5, 200).await;
+        for call in [&kiln, &kiln_key, &kiln_open, &kiln_wasm] {
+            let warm = load(call, 4, 5, 200).await;
+            assert_eq!(warm.errors, 0, "the warm-up failed");
+        }
 
         println!("| server | connections | requests | errors | req/s | p50 ms | p99 ms |");
         println!("|---|---|---|---|---|---|---|");
         for connections in CONNECTIONS {
             let report = load(&kiln_wasm, connections, seconds, max_requests).await;
-            print("kiln `?wait=true` (wasm component)", connections, &report);
+            print("kiln `?wait=true` (wasm component, token)", connections, &report);
         }
         let mut rates = Vec::new();
         for connections in CONNECTIONS {
+            let open = load(&kiln_open, connections, seconds, max_requests).await;
+            let open = print("kiln `?wait=true` (JS, auth off)", connections, &open);
             let report = load(&kiln, connections, seconds, max_requests).await;
-            rates.push(print("kiln `?wait=true` (JS)", connections, &report));
+            let rate = print("kiln `?wait=true` (JS, token)", connections, &report);
+            let keyed = load(&kiln_key, connections, seconds, max_requests).await;
+            let keyed = print("kiln `?wait=true` (JS, API key)", connections, &keyed);
+            println!(
+                "| cost of auth + rate limit | {connections} | | | token {:+.1} %, key {:+.1} % | | |",
+                (rate / open - 1.0) * 100.0,
+                (keyed / open - 1.0) * 100.0
+            );
+            rates.push(rate);
         }
         let Some(wasmtime) = wasmtime else { return };
         let (_server, url) = start_wasmtime(&wasmtime);

@@ -140,6 +140,28 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Headers for a debug log line, credentials replaced by `***`.
+fn masked(headers: &axum::http::HeaderMap) -> String {
+    const SECRET: [&str; 4] = [
+        "authorization",
+        "x-api-key",
+        "cookie",
+        "proxy-authorization",
+    ];
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = if SECRET.contains(&name.as_str()) {
+                "***"
+            } else {
+                value.to_str().unwrap_or("<binary>")
+            };
+            format!("{name}: {value}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Every route, and the OpenAPI document made from their annotations and
 /// the access rules.
 fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -192,7 +214,12 @@ async fn request_id_and_errors(request: Request, next: Next) -> Response {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(String::from)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let started = std::time::Instant::now();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    tracing::debug!(request_id = %id, %method, %path, headers = %masked(request.headers()), "request");
     let response = next.run(request).await;
+    tracing::info!(request_id = %id, %method, %path, status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0, "served");
     let mut response = error::finish(response, &id);
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -202,7 +229,27 @@ async fn request_id_and_errors(request: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::Method;
+    use axum::http::{HeaderMap, HeaderValue, Method};
+
+    #[test]
+    fn logged_headers_hide_credentials() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer abc.def.ghi"),
+        );
+        headers.insert("x-api-key", HeaderValue::from_static("kiln_secret"));
+        headers.insert("user-agent", HeaderValue::from_static("curl/8"));
+        let line = super::masked(&headers);
+        assert!(
+            !line.contains("abc.def") && !line.contains("kiln_secret"),
+            "{line}"
+        );
+        assert!(
+            line.contains("authorization: ***") && line.contains("user-agent: curl/8"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn every_operation_has_an_access_rule_and_every_rule_a_route() {
