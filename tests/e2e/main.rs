@@ -6,6 +6,7 @@
     reason = "test harness fails loudly"
 )]
 
+mod access;
 mod auth;
 mod executions;
 mod harness;

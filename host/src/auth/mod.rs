@@ -376,3 +376,91 @@ impl Auth {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use crate::store::auth::ApiKeyRecord;
+
+    fn auth() -> (Auth, Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let mut config = Config::default();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.auth.admin_password = Some(crate::config::Secret("first admin".into()));
+        (Auth::open(store.clone(), &config).unwrap(), store, dir)
+    }
+
+    fn key_headers(key: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", key.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn expired_keys_and_keys_of_disabled_owners_are_refused() {
+        let (auth, store, _dir) = auth();
+        let admin = store.user_by_name("admin").unwrap().unwrap();
+        let now = crate::api::now_ms();
+        for (key, expires_ms) in [("kiln_live", now + 60_000), ("kiln_expired", now - 1)] {
+            store
+                .create_api_key(&ApiKeyRecord {
+                    id: key.into(),
+                    name: key.into(),
+                    owner_id: admin.id.clone(),
+                    prefix: key.into(),
+                    hash: secrets::token_hash(key),
+                    scopes: vec![Scope::ReadScripts],
+                    created_at: crate::now(),
+                    expires_at: None,
+                    expires_ms: Some(expires_ms),
+                })
+                .unwrap();
+        }
+        let live = auth.authenticate(&key_headers("kiln_live")).unwrap();
+        assert_eq!(live.scopes, [Scope::ReadScripts].into_iter().collect());
+        assert!(matches!(
+            auth.authenticate(&key_headers("kiln_expired")),
+            Err(AuthError::Unauthenticated(_))
+        ));
+        store
+            .update_user(&admin.id, &|u| {
+                Ok(UserRecord {
+                    disabled: true,
+                    ..u.clone()
+                })
+            })
+            .unwrap();
+        assert!(auth.authenticate(&key_headers("kiln_live")).is_err());
+    }
+
+    #[test]
+    fn concurrent_refreshes_of_one_token_are_reuse_and_end_the_session() {
+        let (auth, _store, _dir) = auth();
+        let admin = auth.check_password("admin", "first admin").unwrap();
+        assert!(auth.check_password("admin", "wrong").is_err());
+        assert!(auth.check_password("nobody", "first admin").is_err());
+        let pair = auth.start_session(&admin).unwrap();
+        let auth = Arc::new(auth);
+        let results: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let (auth, token) = (auth.clone(), pair.refresh_token.clone());
+                    scope.spawn(move || auth.refresh(&token).is_ok())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // One use is fresh and every other is reuse, which revokes the
+        // session, so even the one fresh use may lose the race to a revocation.
+        assert!(results.iter().filter(|ok| **ok).count() <= 1, "{results:?}");
+        assert!(auth.refresh(&pair.refresh_token).is_err());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {}", pair.access_token).parse().unwrap(),
+        );
+        assert!(auth.authenticate(&headers).is_err());
+    }
+}
