@@ -36,6 +36,18 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhooksConfig {
+    /// Allow loopback, private, link-local and CGNAT destinations (tests,
+    /// private networks). Cloud metadata addresses stay refused.
+    pub allow_private: bool,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    /// The wait after the first failed attempt; each later one is 4× longer.
+    pub retry_base_ms: u64,
 }
 
 /// A value that must never reach a log: `Debug` prints a placeholder.
@@ -145,6 +157,12 @@ impl Default for Config {
                 execute_per_minute: 6000,
                 login_per_minute: 10,
             },
+            webhooks: WebhooksConfig {
+                allow_private: false,
+                max_attempts: 8,
+                timeout_ms: 10_000,
+                retry_base_ms: 15_000,
+            },
         }
     }
 }
@@ -193,6 +211,17 @@ struct Layer {
     auth: AuthLayer,
     #[serde(default)]
     rate_limit: RateLimitLayer,
+    #[serde(default)]
+    webhooks: WebhooksLayer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhooksLayer {
+    allow_private: Option<bool>,
+    max_attempts: Option<u32>,
+    timeout_ms: Option<u64>,
+    retry_base_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -313,6 +342,11 @@ impl Config {
             layer.rate_limit.execute_per_minute,
         );
         set(&mut r.login_per_minute, layer.rate_limit.login_per_minute);
+        let h = &mut self.webhooks;
+        set(&mut h.allow_private, layer.webhooks.allow_private);
+        set(&mut h.max_attempts, layer.webhooks.max_attempts);
+        set(&mut h.timeout_ms, layer.webhooks.timeout_ms);
+        set(&mut h.retry_base_ms, layer.webhooks.retry_base_ms);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -352,6 +386,12 @@ impl Config {
         if a.access_ttl_secs == 0 || a.refresh_ttl_secs < a.access_ttl_secs {
             return invalid(
                 "auth.access_ttl_secs must be at least 1 and auth.refresh_ttl_secs at least as long",
+            );
+        }
+        let h = &self.webhooks;
+        if h.max_attempts == 0 || h.timeout_ms == 0 || h.retry_base_ms == 0 {
+            return invalid(
+                "webhooks.max_attempts, webhooks.timeout_ms and webhooks.retry_base_ms must be at least 1",
             );
         }
         if !a.enabled && !self.server.listen.ip().is_loopback() {
@@ -434,6 +474,12 @@ fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
             write_per_minute: parse(&var, "KILN_RATE_LIMIT_WRITE_PER_MINUTE")?,
             execute_per_minute: parse(&var, "KILN_RATE_LIMIT_EXECUTE_PER_MINUTE")?,
             login_per_minute: parse(&var, "KILN_RATE_LIMIT_LOGIN_PER_MINUTE")?,
+        },
+        webhooks: WebhooksLayer {
+            allow_private: parse(&var, "KILN_WEBHOOKS_ALLOW_PRIVATE")?,
+            max_attempts: parse(&var, "KILN_WEBHOOKS_MAX_ATTEMPTS")?,
+            timeout_ms: parse(&var, "KILN_WEBHOOKS_TIMEOUT_MS")?,
+            retry_base_ms: parse(&var, "KILN_WEBHOOKS_RETRY_BASE_MS")?,
         },
     })
 }

@@ -13,6 +13,7 @@ mod runtimes;
 mod schedules;
 mod serve;
 mod store;
+mod webhooks;
 
 /// The current time as RFC 3339 UTC with milliseconds, as the API writes it.
 pub(crate) fn now() -> String {

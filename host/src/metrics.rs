@@ -37,6 +37,26 @@ struct ExecutionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// Webhook delivery attempts by outcome; a cheap clone for the delivery task.
+#[derive(Debug, Clone)]
+pub struct WebhookMetrics(Family<OutcomeLabels, Counter>);
+
+impl WebhookMetrics {
+    /// Counts an attempt: `delivered`, `retrying` or `failed`.
+    pub fn attempt(&self, outcome: &str) {
+        self.0
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
     class: String,
 }
@@ -51,6 +71,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram>,
     rate_limited: Family<ClassLabels, Counter>,
+    webhooks: WebhookMetrics,
     executions: ExecutionMetrics,
 }
 
@@ -82,6 +103,12 @@ impl Metrics {
             Family::<LanguageLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
         let fuel = Family::<LanguageLabels, Counter>::default();
         let rate_limited = Family::<ClassLabels, Counter>::default();
+        let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retrying, failed)",
+            webhook_attempts.clone(),
+        );
         registry.register(
             "rate_limited_requests",
             "Requests refused with 429, by route class (read, write, execute)",
@@ -117,6 +144,7 @@ impl Metrics {
             requests,
             request_seconds,
             rate_limited,
+            webhooks: WebhookMetrics(webhook_attempts),
             executions: ExecutionMetrics {
                 executions,
                 execution_seconds,
@@ -132,6 +160,11 @@ impl Metrics {
                 class: class.to_owned(),
             })
             .inc();
+    }
+
+    /// The handle the webhook delivery task counts attempts through.
+    pub fn webhooks(&self) -> WebhookMetrics {
+        self.webhooks.clone()
     }
 
     /// The handle workers record executions through.

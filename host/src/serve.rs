@@ -42,6 +42,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let limits = Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limit));
     let runtimes = Arc::new(Runtimes::new(sandbox.clone()));
     let mut metrics = Metrics::new();
+    let webhooks =
+        crate::webhooks::Webhooks::new(store.clone(), config.webhooks.clone(), metrics.webhooks())
+            .context("cannot load the webhooks")?;
     let jobs = Jobs::start(
         config.workers.count,
         config.workers.queue_capacity,
@@ -50,6 +53,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.limits.output_bytes,
         metrics.executions(),
     );
+    let events = webhooks.clone();
+    jobs.on_final(Box::new(move |record| {
+        api::webhooks::execution_events(&events, record);
+    }));
     metrics.watch(jobs.clone(), sandbox.clone());
     jobs::recover(store.as_ref(), &jobs)
         .await
@@ -74,9 +81,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         schedules_changed: Arc::new(tokio::sync::Notify::new()),
         auth,
         limits,
+        webhooks: webhooks.clone(),
     };
     let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::webhooks::deliver::run(webhooks, stopping.clone()));
     tokio::spawn(crate::schedules::run(
         state.clone(),
         state.schedules_changed.clone(),

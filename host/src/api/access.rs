@@ -29,7 +29,10 @@ pub enum Access {
 }
 
 use Access::{Authenticated, Needs, Public};
-use Scope::{Admin, ExecuteScripts, ManageSchedules, ReadExecutions, ReadScripts, WriteScripts};
+use Scope::{
+    Admin, ExecuteScripts, ManageSchedules, ManageWebhooks, ReadExecutions, ReadScripts,
+    WriteScripts,
+};
 
 /// Every route, the method it answers and what it needs (API.md
 /// "Authentication and authorization").
@@ -86,6 +89,13 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/schedules/{id}", Needs(ManageSchedules)),
     ("PUT", "/v1/schedules/{id}", Needs(ManageSchedules)),
     ("DELETE", "/v1/schedules/{id}", Needs(ManageSchedules)),
+    ("GET", "/v1/webhooks", Needs(ManageWebhooks)),
+    ("POST", "/v1/webhooks", Needs(ManageWebhooks)),
+    ("GET", "/v1/webhooks/{id}", Needs(ManageWebhooks)),
+    ("PUT", "/v1/webhooks/{id}", Needs(ManageWebhooks)),
+    ("DELETE", "/v1/webhooks/{id}", Needs(ManageWebhooks)),
+    ("GET", "/v1/webhooks/{id}/deliveries", Needs(ManageWebhooks)),
+    ("POST", "/v1/webhooks/{id}/test", Needs(ManageWebhooks)),
 ];
 
 pub fn rule(method: &Method, route: &str) -> Option<Access> {

@@ -14,6 +14,7 @@ mod schedules;
 mod scripts;
 mod system;
 mod users;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -50,6 +51,18 @@ pub struct AppState {
     pub schedules_changed: Arc<tokio::sync::Notify>,
     pub auth: Arc<crate::auth::Auth>,
     pub limits: Arc<crate::ratelimit::RateLimits>,
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
+}
+
+impl AppState {
+    /// Queues a webhook event about something this request changed; it is
+    /// flushed with that change.
+    pub fn emit<T: serde::Serialize>(&self, event: &str, data: &T) {
+        match serde_json::to_value(data) {
+            Ok(value) => webhooks::emit_all(&self.webhooks, &[(event, value)]),
+            Err(e) => tracing::error!(error = %e, event, "cannot render a webhook event"),
+        }
+    }
 }
 
 /// JSON body extractor whose rejections are [`ApiError`]s.
@@ -106,6 +119,7 @@ const REQUEST_ID: &str = "x-request-id";
         (name = "scripts", description = "Named, versioned source or components"),
         (name = "executions", description = "Runs of scripts and of ad-hoc code"),
         (name = "schedules", description = "Cron schedules that run stored scripts"),
+        (name = "webhooks", description = "Signed outgoing events (Standard Webhooks)"),
         (name = "system", description = "Health, status, metrics, usage and this document"),
     ),
 )]
@@ -175,6 +189,7 @@ fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .merge(scripts::routes())
             .merge(executions::routes())
             .merge(schedules::routes())
+            .merge(webhooks::routes())
             .merge(analytics::routes())
             .split_for_parts();
     access::document_security(&mut document);

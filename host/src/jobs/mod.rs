@@ -50,7 +50,12 @@ pub struct Jobs {
     draining: AtomicBool,
     /// Set when the drain timeout passed: runs stopped now are INTERRUPTED.
     interrupting: AtomicBool,
+    /// Told of every execution that became final, before it is flushed
+    /// (webhook events go into the outbox with the same fsync).
+    on_final: std::sync::OnceLock<FinalHook>,
 }
+
+pub type FinalHook = Box<dyn Fn(&ExecutionRecord) + Send + Sync>;
 
 /// What [`Jobs::cancel`] did.
 pub enum Cancelled {
@@ -80,6 +85,7 @@ impl Jobs {
             output: LiveOutputs::default(),
             draining: AtomicBool::new(false),
             interrupting: AtomicBool::new(false),
+            on_final: std::sync::OnceLock::new(),
         });
         for _ in 0..workers.max(1) {
             let worker = Worker {
@@ -101,6 +107,19 @@ impl Jobs {
             });
         }
         jobs
+    }
+
+    /// Sets what is told of every final execution (once; later calls are ignored).
+    pub fn on_final(&self, hook: FinalHook) {
+        let _ = self.on_final.set(hook);
+    }
+
+    /// Counts a record that just became final and tells the hook.
+    fn finalized(&self, record: &ExecutionRecord) {
+        self.metrics.record(record);
+        if let Some(hook) = self.on_final.get() {
+            hook(record);
+        }
     }
 
     /// Queues a stored execution; the receiver turns `true` when it is final.
@@ -151,7 +170,7 @@ impl Jobs {
                 });
                 record.completed_at = Some(crate::now());
                 store.put_execution(&record)?;
-                self.metrics.record(&record);
+                self.finalized(&record);
                 self.queue.remove(id);
                 drop(running);
                 self.finished(id);
@@ -323,7 +342,7 @@ impl Worker {
         }
         record.completed_at = Some(crate::now());
         self.store.put_execution(record)?;
-        self.jobs.metrics.record(record);
+        self.jobs.finalized(record);
         if let Some(script_id) = &record.script_id {
             self.store.note_execution(
                 script_id,
@@ -474,7 +493,7 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
         );
         record.completed_at = Some(crate::now());
         store.put_execution(&record)?;
-        jobs.metrics.record(&record);
+        jobs.finalized(&record);
     }
     store.flush().await?;
     for record in store.executions_in(&[ExecutionStatus::Queued])? {

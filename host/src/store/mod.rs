@@ -6,6 +6,7 @@ pub mod auth;
 mod group_commit;
 mod records;
 mod sled;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,7 +43,7 @@ pub enum StoreError {
 pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
 /// Typed access to Kiln's records.
-pub trait Store: auth::AuthStore + Send + Sync {
+pub trait Store: auth::AuthStore + webhooks::WebhookStore + Send + Sync {
     /// Stores a new script and its first version's content, refusing a taken name.
     fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError>;
     /// A script by id, or by name when no id matches.

@@ -2,6 +2,7 @@
 //! values, and group commit (`group_commit.rs`).
 
 mod auth;
+mod webhooks;
 
 use std::path::Path;
 
@@ -35,6 +36,11 @@ pub struct SledStore {
     /// BLAKE3 of a refresh token (hex) → [`RefreshRecord`](super::auth::RefreshRecord).
     refresh_tokens: sled::Tree,
     audit: sled::Tree,
+    webhooks: sled::Tree,
+    /// Deliveries not yet done, by id.
+    outbox: sled::Tree,
+    /// The attempt log, by `<webhook id>/<attempt id>`.
+    deliveries: sled::Tree,
     /// Serializes script updates and deletes. Not sled transactions: in sled
     /// 0.34 they take a global lock that deadlocks with concurrent
     /// `flush_async` under load. Writes are ordered so that a crash between
@@ -108,6 +114,9 @@ impl SledStore {
             sessions: db.open_tree("sessions").map_err(backend)?,
             refresh_tokens: db.open_tree("refresh_tokens").map_err(backend)?,
             audit: db.open_tree("audit").map_err(backend)?,
+            webhooks: db.open_tree("webhooks").map_err(backend)?,
+            outbox: db.open_tree("outbox").map_err(backend)?,
+            deliveries: db.open_tree("deliveries").map_err(backend)?,
             script_writes: Mutex::new(()),
             commit: GroupCommit::new(db.clone()),
             db,

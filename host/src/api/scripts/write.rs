@@ -73,9 +73,10 @@ pub(super) async fn create(
         last_executed_at: None,
     };
     state.store.create_script(&record, &content)?;
-    state.store.flush().await?;
     let location = format!("/v1/scripts/{}", record.id);
     let view = ScriptView::from(record);
+    state.emit("script.created", &view);
+    state.store.flush().await?;
     let tag = etag::of_json(&view)?;
     Ok((
         StatusCode::CREATED,
@@ -165,8 +166,10 @@ pub(super) async fn update(
     let updated = state
         .store
         .update_script(&current.id, &change, content.as_deref())?;
+    let view = ScriptView::from(updated);
+    state.emit("script.updated", &view);
     state.store.flush().await?;
-    etag::json(&HeaderMap::new(), &ScriptView::from(updated))
+    etag::json(&HeaderMap::new(), &view)
 }
 
 /// Delete a script, all its versions and its schedules. Its executions stay
@@ -199,6 +202,7 @@ pub(super) async fn delete(
             state.store.delete_schedule(&schedule.id)?;
         }
     }
+    state.emit("script.deleted", &ScriptView::from(deleted));
     state.store.flush().await?;
     state.schedules_changed.notify_one();
     Ok(StatusCode::NO_CONTENT)

@@ -9,7 +9,7 @@ use crate::store::auth::{
 };
 
 impl SledStore {
-    fn get_decoded<T: serde::de::DeserializeOwned>(
+    pub(super) fn get_decoded<T: serde::de::DeserializeOwned>(
         tree: &sled::Tree,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
@@ -19,7 +19,7 @@ impl SledStore {
             .transpose()
     }
 
-    fn all_decoded<T: serde::de::DeserializeOwned>(
+    pub(super) fn all_decoded<T: serde::de::DeserializeOwned>(
         tree: &sled::Tree,
     ) -> Result<Vec<T>, StoreError> {
         let mut all = Vec::new();
@@ -27,9 +27,9 @@ impl SledStore {
             let (key, bytes) = entry.map_err(backend)?;
             match decode(&bytes) {
                 Ok(record) => all.push(record),
-                // One unreadable record must not lock everyone out.
+                // One unreadable record must not hide the rest.
                 Err(e) => tracing::error!(key = %String::from_utf8_lossy(&key), error = %e,
-                    "skipping an unreadable auth record"),
+                    "skipping an unreadable record"),
             }
         }
         Ok(all)

@@ -1,0 +1,429 @@
+//! `/v1/webhooks`: subscriptions to events, their attempt logs, and a test
+//! ping. The secret is shown once, when it is made.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::ErrorEnvelope;
+use super::executions::ExecutionView;
+use super::pagination::{Listing, Page, PageQuery};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
+use crate::auth::Principal;
+use crate::store::webhooks::{AttemptRecord, WebhookRecord};
+use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
+use crate::webhooks::{EVENTS, PING, Webhooks, sign, ssrf};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, delete))
+        .routes(routes!(deliveries))
+        .routes(routes!(test))
+}
+
+const MAX_URL: usize = 2048;
+const MAX_DESCRIPTION: usize = 1024;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    id: String,
+    url: String,
+    events: Vec<String>,
+    active: bool,
+    description: Option<String>,
+    created_at: String,
+    updated_at: String,
+    created_by: Option<String>,
+}
+
+impl From<WebhookRecord> for WebhookView {
+    fn from(w: WebhookRecord) -> Self {
+        Self {
+            id: w.id,
+            url: w.url,
+            events: w.events,
+            active: w.active,
+            description: w.description,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+            created_by: w.created_by,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    webhook: WebhookView,
+    /// The signing secret (Standard Webhooks form). Shown this once.
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    secret: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// http or https; loopback, private, link-local and metadata addresses
+    /// are refused unless the server allows private destinations.
+    url: String,
+    /// At least one of `execution.completed`, `execution.failed`,
+    /// `execution.timeout`, `execution.cancelled`, `schedule.failed`,
+    /// `script.created`, `script.updated`, `script.deleted`.
+    events: Vec<String>,
+    /// `whsec_` + base64 of 24–64 bytes; made for you when absent.
+    secret: Option<String>,
+    active: Option<bool>,
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    /// A new secret; the old one stops signing at once.
+    secret: Option<String>,
+    active: Option<bool>,
+    description: Option<String>,
+}
+
+async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
+    if url.len() > MAX_URL {
+        return Err(ApiError::invalid(
+            "url",
+            format!("must be at most {MAX_URL} characters"),
+        ));
+    }
+    let parsed = ssrf::parse(url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    ssrf::resolve(&parsed, state.webhooks.config.allow_private)
+        .await
+        .map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    Ok(())
+}
+
+fn check_events(events: &[String]) -> Result<Vec<String>, ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::invalid("events", "must name at least one event"));
+    }
+    if let Some(unknown) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+        return Err(ApiError::invalid(
+            "events",
+            format!("{unknown:?} is not one of {}", EVENTS.join(", ")),
+        ));
+    }
+    let mut unique: Vec<String> = Vec::new();
+    for event in events {
+        if !unique.contains(event) {
+            unique.push(event.clone());
+        }
+    }
+    Ok(unique)
+}
+
+fn check_description(description: Option<&String>) -> Result<(), ApiError> {
+    match description {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ApiError::invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_secret(secret: &str) -> Result<(), ApiError> {
+    sign::key_of(secret)
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid("secret", e.to_string()))
+}
+
+fn find(state: &AppState, id: &str) -> Result<WebhookRecord, ApiError> {
+    state
+        .store
+        .webhook(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no webhook {id:?}")))
+}
+
+fn reload(state: &AppState) -> Result<(), ApiError> {
+    state.webhooks.reload().map_err(ApiError::from)
+}
+
+/// Subscribe a URL to events.
+#[utoipa::path(post, path = "/v1/webhooks", operation_id = "createWebhook", tag = "webhooks",
+    request_body = CreateWebhook,
+    responses(
+        (status = 201, description = "Created; `secret` is shown only now", body = CreatedWebhook),
+        (status = 400, description = "A field is invalid, or the URL is an address webhooks may not reach", body = ErrorEnvelope),
+    ))]
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateWebhook>,
+) -> Result<(StatusCode, axum::Json<CreatedWebhook>), ApiError> {
+    let events = check_events(&body.events)?;
+    check_description(body.description.as_ref())?;
+    let secret = match body.secret {
+        Some(secret) => {
+            check_secret(&secret)?;
+            secret
+        }
+        None => sign::new_secret().map_err(|e| ApiError::Internal(e.to_string()))?,
+    };
+    check_url(&state, &body.url).await?;
+    let now = crate::now();
+    let record = WebhookRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        url: body.url,
+        events,
+        secret: secret.clone(),
+        active: body.active.unwrap_or(true),
+        description: body.description,
+        created_at: now.clone(),
+        updated_at: now,
+        created_by: principal.user_id(),
+    };
+    state.store.create_webhook(&record)?;
+    state.store.flush().await?;
+    reload(&state)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreatedWebhook {
+            webhook: record.into(),
+            secret,
+        }),
+    ))
+}
+
+/// List webhooks, oldest first.
+#[utoipa::path(get, path = "/v1/webhooks", operation_id = "listWebhooks", tag = "webhooks",
+    params(("page" = Option<usize>, Query), ("size" = Option<usize>, Query)),
+    responses(
+        (status = 200, description = "A page of webhooks", body = Listing<WebhookView>),
+        (status = 400, description = "A bad page or size", body = ErrorEnvelope),
+    ))]
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<axum::Json<Listing<WebhookView>>, ApiError> {
+    let page = Page::new(query)?;
+    let all = state.store.webhooks()?;
+    let total = all.len();
+    let data = all
+        .into_iter()
+        .skip(page.skip())
+        .take(page.size)
+        .map(WebhookView::from)
+        .collect();
+    Ok(axum::Json(page.envelope(data, total)))
+}
+
+/// Read a webhook (never its secret).
+#[utoipa::path(get, path = "/v1/webhooks/{id}", operation_id = "getWebhook", tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id")),
+    responses(
+        (status = 200, description = "The webhook", body = WebhookView, headers(("ETag" = String))),
+        (status = 304, description = "It still matches `If-None-Match`"),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    ))]
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    etag::json(&headers, &WebhookView::from(find(&state, &id)?))
+}
+
+/// Change a webhook's URL, events, secret, description, or pause it.
+#[utoipa::path(put, path = "/v1/webhooks/{id}", operation_id = "updateWebhook", tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id"),
+        ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
+    request_body = UpdateWebhook,
+    responses(
+        (status = 200, description = "The updated webhook", body = WebhookView),
+        (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
+    ))]
+async fn update(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateWebhook>,
+) -> Result<Response, ApiError> {
+    let seen = find(&state, &id)?;
+    if headers.contains_key(header::IF_MATCH) {
+        etag::check_if_match(&headers, &etag::of_json(&WebhookView::from(seen))?)?;
+    }
+    let events = body.events.as_deref().map(check_events).transpose()?;
+    check_description(body.description.as_ref())?;
+    if let Some(secret) = &body.secret {
+        check_secret(secret)?;
+    }
+    if let Some(url) = &body.url {
+        check_url(&state, url).await?;
+    }
+    let now = crate::now();
+    let updated = state
+        .store
+        .update_webhook(&id, &|current| {
+            let mut next = current.clone();
+            if let Some(url) = &body.url {
+                next.url.clone_from(url);
+            }
+            if let Some(events) = &events {
+                next.events.clone_from(events);
+            }
+            if let Some(secret) = &body.secret {
+                next.secret.clone_from(secret);
+            }
+            if let Some(active) = body.active {
+                next.active = active;
+            }
+            if body.description.is_some() {
+                next.description.clone_from(&body.description);
+            }
+            next.updated_at.clone_from(&now);
+            Ok(next)
+        })?
+        .ok_or_else(|| ApiError::NotFound(format!("no webhook {id:?}")))?;
+    state.store.flush().await?;
+    reload(&state)?;
+    etag::json(&HeaderMap::new(), &WebhookView::from(updated))
+}
+
+/// Delete a webhook with its pending deliveries and its attempt log.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    ))]
+async fn delete(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .delete_webhook(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no webhook {id:?}")))?;
+    state.store.flush().await?;
+    reload(&state)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every delivery attempt to a webhook, newest first: when, the receiver's
+/// status, how long it took, and what went wrong.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", operation_id = "listWebhookDeliveries", tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id"),
+        ("page" = Option<usize>, Query), ("size" = Option<usize>, Query)),
+    responses(
+        (status = 200, description = "A page of attempts", body = Listing<AttemptRecord>),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    ))]
+async fn deliveries(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<axum::Json<Listing<AttemptRecord>>, ApiError> {
+    let page = Page::new(query)?;
+    find(&state, &id)?;
+    let (data, total) = state.store.attempts(&id, page.skip(), page.size)?;
+    Ok(axum::Json(page.envelope(data, total)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedDelivery {
+    /// The delivery; its attempts appear under `/deliveries`.
+    delivery_id: String,
+    /// The `webhook-id` header it is sent with.
+    msg_id: String,
+    #[schema(example = "ping")]
+    event_type: String,
+}
+
+/// Send a `ping` event to a webhook now (paused or not subscribed to anything
+/// in particular), to check the receiver and its signature verification.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", operation_id = "testWebhook", tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id")),
+    responses(
+        (status = 202, description = "The ping is queued", body = QueuedDelivery),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    ))]
+async fn test(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, axum::Json<QueuedDelivery>), ApiError> {
+    let webhook = find(&state, &id)?;
+    let delivery = state.webhooks.enqueue(
+        &webhook,
+        PING,
+        &json!({"webhook_id": webhook.id, "message": "a test event from Kiln"}),
+    )?;
+    state.store.flush().await?;
+    state.webhooks.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(QueuedDelivery {
+            delivery_id: delivery.id,
+            msg_id: delivery.msg_id,
+            event_type: delivery.event_type,
+        }),
+    ))
+}
+
+/// The events of an execution that just became final: its own, and
+/// `schedule.failed` for a scheduled run that did not complete.
+pub fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
+    let event = match record.status {
+        ExecutionStatus::Completed => "execution.completed",
+        ExecutionStatus::Failed => "execution.failed",
+        ExecutionStatus::Timeout => "execution.timeout",
+        ExecutionStatus::Cancelled => "execution.cancelled",
+        ExecutionStatus::Queued | ExecutionStatus::Running => return,
+    };
+    let execution = match serde_json::to_value(ExecutionView::from(record.clone())) {
+        Ok(value) => value,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render an execution for its webhook event");
+            return;
+        }
+    };
+    let mut events = vec![(event, execution.clone())];
+    if record.trigger == Trigger::Schedule
+        && matches!(
+            record.status,
+            ExecutionStatus::Failed | ExecutionStatus::Timeout
+        )
+    {
+        let schedule_id = record
+            .env
+            .iter()
+            .find(|(k, _)| k == "KILN_SCHEDULE_ID")
+            .map(|(_, v)| v.clone());
+        events.push((
+            "schedule.failed",
+            json!({"schedule_id": schedule_id, "execution": execution}),
+        ));
+    }
+    emit_all(webhooks, &events);
+}
+
+/// Queues events, logging (not failing on) a store error: the change they
+/// report has happened either way.
+pub fn emit_all(webhooks: &Webhooks, events: &[(&str, Value)]) {
+    let mut queued = 0;
+    for (event, data) in events {
+        match webhooks.emit(event, data) {
+            Ok(n) => queued += n,
+            Err(e) => tracing::error!(error = %e, event, "cannot queue a webhook event"),
+        }
+    }
+    if queued > 0 {
+        webhooks.wake();
+    }
+}

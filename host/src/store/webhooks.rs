@@ -1,0 +1,91 @@
+//! Outgoing webhooks: the subscriptions, the outbox of deliveries not yet
+//! done (a delivery is stored before its first attempt, so a crash never
+//! loses one), and the log of every attempt.
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    /// `whsec_` + base64 of the key: kept in clear, as signing needs it.
+    pub secret: String,
+    pub active: bool,
+    pub description: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub created_by: Option<String>,
+}
+
+/// One event on its way to one webhook. The body and `msg_id` stay the
+/// same on every attempt; only the timestamp and signature are new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub webhook_id: String,
+    /// The `webhook-id` header.
+    pub msg_id: String,
+    pub event_type: String,
+    pub body: String,
+    pub created_ms: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptRecord {
+    pub id: String,
+    pub delivery_id: String,
+    pub webhook_id: String,
+    /// The `webhook-id` header the attempt carried.
+    pub msg_id: String,
+    pub event_type: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub at: String,
+    /// The receiver's status, when it answered.
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    /// `delivered`, `retrying` (another attempt is scheduled) or `failed` (given up).
+    pub outcome: String,
+    /// When the next attempt is due, if there is one.
+    pub next_attempt_at: Option<String>,
+}
+
+pub trait WebhookStore: Send + Sync {
+    fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError>;
+    fn webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError>;
+    /// Every webhook, in id (creation) order.
+    fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// Replaces a webhook with what `change` makes of it, atomically;
+    /// `None` if there is no such webhook.
+    fn update_webhook(
+        &self,
+        id: &str,
+        change: &dyn Fn(&WebhookRecord) -> Result<WebhookRecord, StoreError>,
+    ) -> Result<Option<WebhookRecord>, StoreError>;
+    /// Deletes a webhook, its pending deliveries and its attempt log.
+    fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError>;
+
+    /// Stores (or replaces) a delivery in the outbox.
+    fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError>;
+    /// Every delivery in the outbox, oldest first.
+    fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Takes a delivery out of the outbox (delivered or given up).
+    fn remove_delivery(&self, id: &str) -> Result<(), StoreError>;
+
+    fn append_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
+    /// A webhook's attempts, newest first: the `take` after the first `skip`,
+    /// and how many there are.
+    fn attempts(
+        &self,
+        webhook_id: &str,
+        skip: usize,
+        take: usize,
+    ) -> Result<(Vec<AttemptRecord>, usize), StoreError>;
+}

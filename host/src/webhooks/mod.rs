@@ -1,0 +1,138 @@
+//! Outgoing webhooks. [`Webhooks::emit`] turns an event into one delivery per
+//! subscribed webhook, stored in the outbox by the caller's own write (and
+//! flushed with it), and wakes the delivery task (`deliver.rs`), which signs
+//! (`sign.rs`), checks the destination (`ssrf.rs`), sends, and retries with
+//! backoff until the receiver answers 2xx or the attempts run out.
+
+pub mod deliver;
+pub mod sign;
+pub mod ssrf;
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Value, json};
+
+use crate::config::WebhooksConfig;
+use crate::store::webhooks::{DeliveryRecord, WebhookRecord};
+use crate::store::{Store, StoreError};
+
+/// Every event a webhook can subscribe to (API.md "Webhooks").
+pub const EVENTS: [&str; 8] = [
+    "execution.completed",
+    "execution.failed",
+    "execution.timeout",
+    "execution.cancelled",
+    "schedule.failed",
+    "script.created",
+    "script.updated",
+    "script.deleted",
+];
+
+/// Sent by `POST /v1/webhooks/{id}/test` only.
+pub const PING: &str = "ping";
+
+pub struct Webhooks {
+    store: Arc<dyn Store>,
+    pub config: WebhooksConfig,
+    /// The subscriptions, read on every event; reloaded on every change.
+    subscriptions: RwLock<Arc<Vec<WebhookRecord>>>,
+    wake: tokio::sync::Notify,
+    pub metrics: crate::metrics::WebhookMetrics,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Webhooks")
+    }
+}
+
+impl Webhooks {
+    /// # Errors
+    ///
+    /// The store cannot list the webhooks.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: WebhooksConfig,
+        metrics: crate::metrics::WebhookMetrics,
+    ) -> Result<Arc<Self>, StoreError> {
+        let webhooks = Arc::new(Self {
+            store,
+            config,
+            subscriptions: RwLock::new(Arc::new(Vec::new())),
+            wake: tokio::sync::Notify::new(),
+            metrics,
+        });
+        webhooks.reload()?;
+        Ok(webhooks)
+    }
+
+    /// Re-reads the subscriptions after a webhook changed.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot list the webhooks.
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let all = Arc::new(self.store.webhooks()?);
+        *self
+            .subscriptions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = all;
+        Ok(())
+    }
+
+    /// Queues `event_type` with `data` for every active webhook subscribed
+    /// to it. The caller flushes the store (with its own change) and then
+    /// calls [`Webhooks::wake`].
+    ///
+    /// # Errors
+    ///
+    /// The store cannot write the outbox.
+    pub fn emit(&self, event_type: &str, data: &Value) -> Result<usize, StoreError> {
+        let subscriptions = self
+            .subscriptions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut queued = 0;
+        for webhook in subscriptions
+            .iter()
+            .filter(|w| w.active && w.events.iter().any(|e| e == event_type))
+        {
+            self.enqueue(webhook, event_type, data)?;
+            queued += 1;
+        }
+        Ok(queued)
+    }
+
+    /// Queues one event for one webhook, whatever it subscribes to.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot write the outbox.
+    pub fn enqueue(
+        &self,
+        webhook: &WebhookRecord,
+        event_type: &str,
+        data: &Value,
+    ) -> Result<DeliveryRecord, StoreError> {
+        let id = uuid::Uuid::now_v7();
+        let body = json!({"type": event_type, "timestamp": crate::now(), "data": data});
+        let delivery = DeliveryRecord {
+            id: id.to_string(),
+            webhook_id: webhook.id.clone(),
+            msg_id: format!("msg_{}", id.simple()),
+            event_type: event_type.to_owned(),
+            body: body.to_string(),
+            created_ms: crate::api::now_ms(),
+            attempts: 0,
+            next_attempt_ms: 0,
+        };
+        self.store.put_delivery(&delivery)?;
+        Ok(delivery)
+    }
+
+    /// Tells the delivery task to look at the outbox now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
