@@ -27,3 +27,8 @@ fi
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openapi-spec-validator==0.9.0
 fi
+
+# The webhook tests check Kiln's signatures with the stock Standard Webhooks verifier.
+if ! python3 -c 'import standardwebhooks' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore standardwebhooks==1.1.0
+fi

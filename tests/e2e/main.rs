@@ -14,3 +14,4 @@ mod lifecycle;
 mod observability;
 mod schedules;
 mod scripts;
+mod webhooks;
