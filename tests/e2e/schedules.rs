@@ -326,3 +326,48 @@ fn bad_crons_zones_scripts_and_fields_are_refused() {
         "RESOURCE_NOT_FOUND",
     );
 }
+
+#[test]
+fn missed_runs_during_downtime_fire_once() {
+    // Three slots, three to five seconds from now, all in one minute; none
+    // again until tomorrow. The server is down through (at least the last of) them.
+    let mut now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now % 60 > 48 {
+        std::thread::sleep(Duration::from_secs(61 - now % 60));
+        now += 61 - now % 60;
+    }
+    let (second, minute, hour) = (now % 60, now / 60 % 60, now / 3600 % 24);
+    let cron = format!(
+        "{},{},{} {minute} {hour} * * *",
+        second + 3,
+        second + 4,
+        second + 5
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    let script = kiln.create_script("catch-up", "javascript", "function main() { return 1; }");
+    let script_id = script["id"].as_str().unwrap().to_owned();
+    create_schedule(
+        &kiln,
+        json!({"name": "three slots", "script_id": script_id, "cron": cron, "overlap": "allow"}),
+    );
+    let before = scheduled_runs(&kiln, &script_id).len();
+    assert!(kiln.terminate().success());
+    let past_the_slots = now + 7;
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        < past_the_slots
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let runs = scheduled_runs(&kiln, &script_id);
+    assert_eq!(runs.len() - before, 1, "missed slots, one run: {runs:?}");
+    wait_until_final(&kiln, &runs);
+}
