@@ -87,7 +87,7 @@ pub struct RateLimitConfig {
     pub read_per_minute: u32,
     pub write_per_minute: u32,
     pub execute_per_minute: u32,
-    /// Failed logins per minute, per username and per client IP.
+    /// Login attempts per minute, per username and per client IP.
     pub login_per_minute: u32,
 }
 

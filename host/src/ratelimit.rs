@@ -1,12 +1,10 @@
 //! Rate limits (API.md "Rate limiting"): GCRA buckets from governor, one
 //! keyed limiter per route class, keyed by principal (or client IP where
-//! there is none), and the brute-force guard on failed logins, which counts
-//! per username and per IP apart.
+//! there is none), and the brute-force guard on logins, which counts per
+//! username and per IP apart.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -101,11 +99,10 @@ pub struct RateLimits {
     read: Option<Bucket>,
     write: Option<Bucket>,
     execute: Option<Bucket>,
-    failed_logins: Option<Bucket>,
-    /// Login keys (`user:…`, `ip:…`) refused until the given time. Every
-    /// attempt is refused while blocked, right password or not, or the
-    /// answers would tell a guesser when they hit.
-    blocked: Mutex<HashMap<String, Instant>>,
+    /// Taken from before each password check, not after a failure: checks
+    /// run in parallel, so counting failures afterwards would let a burst of
+    /// guesses through before the first one is counted.
+    logins: Option<Bucket>,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -120,8 +117,7 @@ impl RateLimits {
             read: Bucket::new(config.read_per_minute),
             write: Bucket::new(config.write_per_minute),
             execute: Bucket::new(config.execute_per_minute),
-            failed_logins: Bucket::new(config.login_per_minute),
-            blocked: Mutex::new(HashMap::new()),
+            logins: Bucket::new(config.login_per_minute),
         }
     }
 
@@ -136,55 +132,31 @@ impl RateLimits {
         Some(bucket.check(key))
     }
 
-    fn login_keys(username: &str, ip: &str) -> [String; 2] {
-        [format!("user:{username}"), format!("ip:{ip}")]
-    }
-
-    /// Seconds a login attempt for `username` from `ip` must wait, if it must.
-    pub fn login_blocked(&self, username: &str, ip: &str) -> Option<u64> {
-        let now = Instant::now();
-        let blocked = self
-            .blocked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Self::login_keys(username, ip)
-            .iter()
-            .filter_map(|key| blocked.get(key))
-            .filter(|until| **until > now)
-            .map(|until| ceil_secs(until.duration_since(now)).max(1))
-            .max()
-    }
-
-    /// Counts a failed login against the username and the IP.
-    pub fn login_failed(&self, username: &str, ip: &str) {
-        let Some(bucket) = &self.failed_logins else {
-            return;
-        };
-        for key in Self::login_keys(username, ip) {
-            if let Some(wait) = bucket.check(&key).retry_after_secs {
-                let until = Instant::now() + Duration::from_secs(wait);
-                self.blocked
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(key, until);
+    /// Takes a login attempt for `username` from `ip`; the refusal when
+    /// either has used its quota. A refused attempt is never checked, right
+    /// password or not, or the answers would tell a guesser when they hit.
+    pub fn login_attempt(&self, username: &str, ip: &str) -> Option<Standing> {
+        let bucket = self.logins.as_ref()?;
+        // The IP first: one address spraying usernames must not use up
+        // their buckets too.
+        for key in [format!("ip:{ip}"), format!("user:{username}")] {
+            let standing = bucket.check(&key);
+            if standing.retry_after_secs.is_some() {
+                return Some(standing);
             }
         }
+        None
     }
 
     /// Forgets buckets that are full again, so keys that come once (IPs)
     /// do not pile up.
     pub fn forget_idle(&self) {
-        for bucket in [&self.read, &self.write, &self.execute, &self.failed_logins]
+        for bucket in [&self.read, &self.write, &self.execute, &self.logins]
             .into_iter()
             .flatten()
         {
             bucket.limiter.retain_recent();
         }
-        let now = Instant::now();
-        self.blocked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|_, until| *until > now);
     }
 }
 
@@ -223,25 +195,23 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_block_the_username_and_the_ip_apart() {
+    fn logins_are_limited_per_username_and_per_ip_apart() {
         let limits = limits(100);
-        assert_eq!(limits.login_blocked("admin", "1.1.1.1"), None);
-        for _ in 0..3 {
-            limits.login_failed("admin", "1.1.1.1");
-        }
+        assert_eq!(limits.login_attempt("admin", "1.1.1.1"), None);
+        assert_eq!(limits.login_attempt("admin", "2.2.2.2"), None);
+        let refused = limits.login_attempt("admin", "3.3.3.3").unwrap();
+        assert!(refused.retry_after_secs.is_some(), "username used up");
+        assert_eq!(limits.login_attempt("other", "1.1.1.1"), None);
         assert!(
-            limits.login_blocked("admin", "2.2.2.2").is_some(),
-            "username blocked"
+            limits.login_attempt("third", "1.1.1.1").is_some(),
+            "IP used up"
         );
-        assert!(
-            limits.login_blocked("other", "1.1.1.1").is_some(),
-            "IP blocked"
-        );
-        assert_eq!(limits.login_blocked("other", "2.2.2.2"), None);
+        // A refusal by IP does not spend the username's quota.
+        assert_eq!(limits.login_attempt("fresh", "4.4.4.4"), None);
         limits.forget_idle();
         assert!(
-            limits.login_blocked("admin", "3.3.3.3").is_some(),
-            "still blocked"
+            limits.login_attempt("admin", "5.5.5.5").is_some(),
+            "still limited"
         );
     }
 }

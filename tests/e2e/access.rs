@@ -195,15 +195,56 @@ fn api_keys_are_shown_once_capped_and_revoked_at_once() {
         403,
         "PERMISSION_DENIED",
     );
-    // A key cannot mint a key with more than it has.
-    error_body(
-        kiln.with_key(&key, Method::POST, "/v1/api-keys")
-            .json(&json!({"name": "up", "scopes": ["write:scripts"]}))
+    // A key cannot mint keys at all (one that outlived it would survive its
+    // revocation), with more scopes or the same.
+    for scopes in [json!(["write:scripts"]), json!(["read:scripts"])] {
+        error_body(
+            kiln.with_key(&key, Method::POST, "/v1/api-keys")
+                .json(&json!({"name": "child", "scopes": scopes}))
+                .send()
+                .unwrap(),
+            403,
+            "PERMISSION_DENIED",
+        );
+    }
+    // Ad-hoc code needs write:scripts as well as execute:scripts.
+    let runner = json_of(
+        kiln.post("/v1/api-keys")
+            .json(&json!({"name": "runner", "scopes": ["execute:scripts"]}))
+            .send()
+            .unwrap(),
+        201,
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = error_body(
+        kiln.with_key(&runner, Method::POST, "/v1/execute")
+            .json(&json!({"language": "javascript", "code": "function main() { return 1; }"}))
             .send()
             .unwrap(),
         403,
         "PERMISSION_DENIED",
     );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("write:scripts"),
+        "{body}"
+    );
+    // Responses holding a secret are not kept for Idempotency-Key replays:
+    // each request makes its own key.
+    let make = || {
+        kiln.post("/v1/api-keys")
+            .header("idempotency-key", "same-key")
+            .json(&json!({"name": "twice", "scopes": ["read:scripts"]}))
+            .send()
+            .unwrap()
+    };
+    let (first, second) = (make(), make());
+    assert!(!second.headers().contains_key("idempotent-replayed"));
+    assert_ne!(json_of(first, 201)["key"], json_of(second, 201)["key"]);
     let listed = kiln.get("/v1/api-keys").send().unwrap().text().unwrap();
     assert!(!listed.contains(&key), "the key is shown again: {listed}");
     assert!(listed.contains(&key[..9]), "the prefix is listed: {listed}");
@@ -267,8 +308,9 @@ fn api_keys_are_shown_once_capped_and_revoked_at_once() {
         404,
         "RESOURCE_NOT_FOUND",
     );
+    // The admin sees everyone's: ci, runner, twice (×2) and the viewer's.
     let all = json_of(kiln.get("/v1/api-keys").send().unwrap(), 200);
-    assert_eq!(all["pagination"]["total_elements"], 2);
+    assert_eq!(all["pagination"]["total_elements"], 5);
 
     // Revocation is effective on the next request.
     assert_eq!(
@@ -516,16 +558,18 @@ fn rate_limits_answer_429_with_headers() {
 }
 
 #[test]
-fn failed_logins_are_limited_per_username_and_per_ip() {
-    let (kiln, _dir) = Kiln::start(&[("KILN_RATE_LIMIT_LOGIN_PER_MINUTE", "3")]);
-    for _ in 0..4 {
+fn logins_are_limited_per_username_and_per_ip() {
+    // The harness's own login is the first of the 4.
+    let (kiln, _dir) = Kiln::start(&[("KILN_RATE_LIMIT_LOGIN_PER_MINUTE", "4")]);
+    for _ in 0..3 {
         error_body(kiln.login("admin", "guess"), 401, "AUTHENTICATION_REQUIRED");
     }
-    // Blocked now: even the right password is refused, so a guesser learns nothing.
+    // Used up: even the right password is refused, so a guesser learns nothing.
     let blocked = kiln.login("admin", ADMIN_PASSWORD);
     assert!(blocked.headers().contains_key("retry-after"));
-    error_body(blocked, 429, "RATE_LIMIT_EXCEEDED");
-    // The IP is blocked as well, for any username.
+    let body = error_body(blocked, 429, "RATE_LIMIT_EXCEEDED");
+    assert_eq!(body["error"]["details"][0]["limit"], 4);
+    // The IP is used up as well, for any username.
     error_body(kiln.login("someone", "guess"), 429, "RATE_LIMIT_EXCEEDED");
     // Callers with a token are not affected.
     assert_eq!(kiln.get("/v1/users/me").send().unwrap().status(), 200);
@@ -536,7 +580,25 @@ fn failed_logins_are_limited_per_username_and_per_ip() {
         .iter()
         .filter(|e| e["action"] == "login.failed")
         .count();
-    assert_eq!(failed, 4);
+    assert_eq!(failed, 3);
+}
+
+#[test]
+fn a_burst_of_parallel_guesses_gets_no_more_checks_than_the_quota() {
+    let (kiln, _dir) = Kiln::start(&[("KILN_RATE_LIMIT_LOGIN_PER_MINUTE", "5")]);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let guesses: Vec<_> = (0..20)
+            .map(|i| {
+                let kiln = &kiln;
+                scope.spawn(move || kiln.login("admin", &format!("guess {i}")).status().as_u16())
+            })
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    // 5 per minute, one of them the harness's login.
+    assert_eq!((checked, refused), (4, 16), "{statuses:?}");
 }
 
 #[test]

@@ -281,6 +281,24 @@ fn failed_deliveries_are_retried_with_the_same_id_and_signed_to_the_standard() {
         202,
     );
     let received = receiver.wait_for("pinged", |r| r.len() == 5);
+    // Pings go to a paused webhook too; events do not.
+    assert_eq!(
+        kiln.request(Method::PUT, &format!("/v1/webhooks/{id}"))
+            .json(&json!({"active": false}))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    kiln.create_script("unheard", "javascript", "function main() {}");
+    kiln.post(&format!("/v1/webhooks/{id}/test"))
+        .send()
+        .unwrap();
+    let all = receiver.wait_for("pinged while paused", |r| r.len() == 6);
+    assert_eq!(
+        serde_json::from_str::<Value>(&all[5].body).unwrap()["type"],
+        "ping"
+    );
     assert_eq!(
         received[4].header("webhook-id"),
         ping["msg_id"].as_str().unwrap()
@@ -296,7 +314,7 @@ fn failed_deliveries_are_retried_with_the_same_id_and_signed_to_the_standard() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"kiln_webhook_deliveries_total{outcome="delivered"} 3"#),
+        metrics.contains(r#"kiln_webhook_deliveries_total{outcome="delivered"} 4"#),
         "{metrics}"
     );
 }
@@ -438,6 +456,27 @@ fn internal_destinations_are_refused_and_never_contacted() {
         400,
         "VALIDATION_ERROR",
     );
+    // Subscribing needs to be able to read what the events carry.
+    let manager = json_of(
+        open.post("/v1/api-keys")
+            .json(&json!({"name": "hooks only", "scopes": ["manage:webhooks"]}))
+            .send()
+            .unwrap(),
+        201,
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for event in ["execution.completed", "schedule.failed", "script.created"] {
+        error_body(
+            open.with_key(&manager, Method::POST, "/v1/webhooks")
+                .json(&json!({"url": format!("http://127.0.0.1:{port}/"), "events": [event]}))
+                .send()
+                .unwrap(),
+            403,
+            "PERMISSION_DENIED",
+        );
+    }
     let created = create_webhook(
         &open,
         &format!("http://127.0.0.1:{port}/hook"),
@@ -465,4 +504,53 @@ fn internal_destinations_are_refused_and_never_contacted() {
         404,
         "RESOURCE_NOT_FOUND",
     );
+}
+
+#[test]
+fn redirects_are_not_followed() {
+    let (kiln, _dir) = Kiln::start(&FAST_RETRIES);
+    let target = Receiver::start(0);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let location = target.url.clone();
+    let redirected = Arc::new(AtomicUsize::new(0));
+    let count = redirected.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut line, mut length) = (String::new(), 0);
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 307 X\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    let webhook = create_webhook(&kiln, &url, json!(["script.created"]));
+    kiln.create_script("moved", "javascript", "function main() {}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while redirected.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "never retried");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(target.received().is_empty(), "the redirect was followed");
+    let id = webhook["id"].as_str().unwrap();
+    let log = json_of(
+        kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
+            .send()
+            .unwrap(),
+        200,
+    );
+    let first = log["data"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(first["status_code"], 307, "{log}");
+    assert_eq!(first["outcome"], "retrying", "{log}");
 }

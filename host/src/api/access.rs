@@ -26,9 +26,22 @@ pub enum Access {
     /// Any valid credential.
     Authenticated,
     Needs(Scope),
+    /// Both scopes (ad-hoc code is written and run in one request).
+    NeedsBoth(Scope, Scope),
 }
 
-use Access::{Authenticated, Needs, Public};
+impl Access {
+    /// The scopes a caller must hold, all of them.
+    pub fn scopes(self) -> Vec<Scope> {
+        match self {
+            Public | Authenticated => Vec::new(),
+            Needs(scope) => vec![scope],
+            NeedsBoth(a, b) => vec![a, b],
+        }
+    }
+}
+
+use Access::{Authenticated, Needs, NeedsBoth, Public};
 use Scope::{
     Admin, ExecuteScripts, ManageSchedules, ManageWebhooks, ReadExecutions, ReadScripts,
     WriteScripts,
@@ -79,7 +92,11 @@ pub const RULES: &[(&str, &str, Access)] = &[
         Needs(ReadScripts),
     ),
     ("POST", "/v1/scripts/{id}/execute", Needs(ExecuteScripts)),
-    ("POST", "/v1/execute", Needs(ExecuteScripts)),
+    (
+        "POST",
+        "/v1/execute",
+        NeedsBoth(ExecuteScripts, WriteScripts),
+    ),
     ("GET", "/v1/executions", Needs(ReadExecutions)),
     ("GET", "/v1/executions/{id}", Needs(ReadExecutions)),
     ("GET", "/v1/executions/{id}/events", Needs(ReadExecutions)),
@@ -207,21 +224,28 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         return ApiError::RateLimited(standing).into_response();
     }
 
-    if let (Some(principal), Needs(scope)) = (&principal, access)
-        && !principal.scopes.allows(scope)
-    {
+    let missing: Vec<&str> = match &principal {
+        Some(principal) => access
+            .scopes()
+            .into_iter()
+            .filter(|scope| !principal.scopes.allows(*scope))
+            .map(Scope::as_str)
+            .collect(),
+        None => Vec::new(),
+    };
+    if let (Some(principal), false) = (&principal, missing.is_empty()) {
+        let missing = missing.join(" and ");
         audit::record(
             &state,
             audit::Entry::new("permission.denied", false)
                 .actor(principal)
                 .ip(&ip)
                 .target(format!("{method} {route}"))
-                .detail(format!("needs {}", scope.as_str())),
+                .detail(format!("needs {missing}")),
         );
         return with_standing(
             ApiError::PermissionDenied(format!(
-                "this needs the {} scope, which this credential does not have",
-                scope.as_str()
+                "this needs the {missing} scope, which this credential does not have"
             ))
             .into_response(),
             standing.as_ref(),
@@ -274,8 +298,7 @@ pub fn document_security(document: &mut utoipa::openapi::OpenApi) {
             let Some(operation) = operation else { continue };
             let scopes: Vec<&str> = match rule(&method, path) {
                 None | Some(Public) => continue,
-                Some(Authenticated) => Vec::new(),
-                Some(Needs(scope)) => vec![scope.as_str()],
+                Some(access) => access.scopes().into_iter().map(Scope::as_str).collect(),
             };
             operation.security = Some(vec![
                 SecurityRequirement::new("bearer", scopes.clone()),

@@ -16,7 +16,7 @@ use super::audit::{self, Entry};
 use super::error::ErrorEnvelope;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
-use crate::auth::{API_KEY_CHARS, API_KEY_PREFIX, Principal, Scope, Scopes, secrets};
+use crate::auth::{API_KEY_CHARS, API_KEY_PREFIX, Principal, Scope, Scopes, Via, secrets};
 use crate::store::auth::ApiKeyRecord;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -75,6 +75,9 @@ pub struct CreatedApiKey {
 }
 
 /// Create an API key for the caller, with some or all of the caller's scopes.
+/// Only a login session can create keys (a key cannot mint another that
+/// outlives it). `Idempotency-Key` is ignored here: the response holds the
+/// key, which is not kept anywhere in clear.
 #[utoipa::path(post, path = "/v1/api-keys", operation_id = "createApiKey", tag = "auth",
     request_body = CreateApiKey,
     responses(
@@ -88,6 +91,11 @@ async fn create(
     principal: Principal,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> Result<(StatusCode, axum::Json<CreatedApiKey>), ApiError> {
+    if matches!(principal.via, Via::ApiKey { .. }) {
+        return Err(ApiError::PermissionDenied(
+            "an API key cannot create API keys; log in to create one".into(),
+        ));
+    }
     let owner_id = principal.user_id().ok_or_else(|| {
         ApiError::Validation(
             "authentication is off; there is no user to own a key".into(),

@@ -73,8 +73,9 @@ fn auth_error(e: AuthError) -> ApiError {
 }
 
 /// Log in with a username and password; returns an access token (1 h) and
-/// a refresh token (30 days). Failed attempts are limited per username and
-/// per client IP.
+/// a refresh token (30 days). Attempts are limited per username and per
+/// client IP (`rate_limit.login_per_minute`), counted before the password is
+/// checked.
 #[utoipa::path(post, path = "/v1/auth/login", operation_id = "login", tag = "auth",
     request_body = LoginRequest,
     responses(
@@ -89,14 +90,9 @@ async fn login(
     Extension(ip): Extension<ClientIp>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<axum::Json<TokenResponse>, ApiError> {
-    if let Some(retry_after) = state.limits.login_blocked(&body.username, &ip.0) {
+    if let Some(refused) = state.limits.login_attempt(&body.username, &ip.0) {
         state.metrics.rate_limited("login");
-        return Err(ApiError::RateLimited(crate::ratelimit::Standing {
-            limit: state.config.rate_limit.login_per_minute,
-            remaining: 0,
-            reset_secs: retry_after,
-            retry_after_secs: Some(retry_after),
-        }));
+        return Err(ApiError::RateLimited(refused));
     }
     let auth = state.auth.clone();
     let (username, password) = (body.username.clone(), body.password);
@@ -107,7 +103,6 @@ async fn login(
         Ok(user) => user,
         Err(e) => {
             if matches!(e, AuthError::Unauthenticated(_)) {
-                state.limits.login_failed(&body.username, &ip.0);
                 audit::record(
                     &state,
                     Entry::new("login.failed", false)

@@ -19,8 +19,24 @@ const REPLAYED: &str = "idempotent-replayed";
 /// Response headers a replay carries again.
 const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::ETAG];
 
+/// POSTs whose response carries a credential or secret: keeping it for a
+/// replay would store in clear what is otherwise kept only as a hash, and a
+/// replayed refresh or logout would skip rotation and revocation. These run
+/// every time; the header is ignored (the OpenAPI document says so).
+const NOT_KEPT: [&str; 5] = [
+    "/v1/auth/login",
+    "/v1/auth/refresh",
+    "/v1/auth/logout",
+    "/v1/api-keys",
+    "/v1/webhooks",
+];
+
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::POST || !request.headers().contains_key(KEY) {
+    let secret_bearing = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|route| NOT_KEPT.contains(&route.as_str()));
+    if request.method() != Method::POST || !request.headers().contains_key(KEY) || secret_bearing {
         return next.run(request).await;
     }
     match idempotent(state, request, next).await {

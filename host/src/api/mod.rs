@@ -58,6 +58,9 @@ impl AppState {
     /// Queues a webhook event about something this request changed; it is
     /// flushed with that change.
     pub fn emit<T: serde::Serialize>(&self, event: &str, data: &T) {
+        if !self.webhooks.wants(event) {
+            return;
+        }
         match serde_json::to_value(data) {
             Ok(value) => webhooks::emit_all(&self.webhooks, &[(event, value)]),
             Err(e) => tracing::error!(error = %e, event, "cannot render a webhook event"),

@@ -310,11 +310,14 @@ async fn update(
         user.updated_at.clone_from(&now);
         user
     };
-    keep_an_admin(&state, &id, Some(&change(&seen)))?;
-    let updated = state
-        .store
-        .update_user(&id, &|current| Ok(change(current)))?
-        .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
+    let updated = {
+        let _admins = state.auth.admin_changes();
+        keep_an_admin(&state, &id, Some(&change(&find(&state, &id)?)))?;
+        state
+            .store
+            .update_user(&id, &|current| Ok(change(current)))?
+            .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?
+    };
     if password_hash.is_some() || updated.disabled {
         state.store.revoke_user_sessions(&id)?;
     }
@@ -361,11 +364,14 @@ async fn delete(
     if headers.contains_key(header::IF_MATCH) {
         etag::check_if_match(&headers, &etag::of_json(&User::of(seen))?)?;
     }
-    keep_an_admin(&state, &id, None)?;
-    state
-        .store
-        .delete_user(&id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
+    {
+        let _admins = state.auth.admin_changes();
+        keep_an_admin(&state, &id, None)?;
+        state
+            .store
+            .delete_user(&id)?
+            .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
+    }
     state.store.flush().await?;
     audit::record(
         &state,

@@ -14,7 +14,7 @@ use super::error::ErrorEnvelope;
 use super::executions::ExecutionView;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
-use crate::auth::Principal;
+use crate::auth::{Principal, Scope};
 use crate::store::webhooks::{AttemptRecord, WebhookRecord};
 use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
 use crate::webhooks::{EVENTS, PING, Webhooks, sign, ssrf};
@@ -126,6 +126,25 @@ fn check_events(events: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(unique)
 }
 
+/// Events carry what they are about: subscribing to execution events
+/// needs `read:executions`, to script events `read:scripts`.
+fn check_event_scopes(principal: &Principal, events: &[String]) -> Result<(), ApiError> {
+    for event in events {
+        let needs = if event.starts_with("script.") {
+            Scope::ReadScripts
+        } else {
+            Scope::ReadExecutions
+        };
+        if !principal.scopes.allows(needs) {
+            return Err(ApiError::PermissionDenied(format!(
+                "subscribing to {event} needs the {} scope, which this credential does not have",
+                needs.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_description(description: Option<&String>) -> Result<(), ApiError> {
     match description {
         Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ApiError::invalid(
@@ -153,12 +172,15 @@ fn reload(state: &AppState) -> Result<(), ApiError> {
     state.webhooks.reload().map_err(ApiError::from)
 }
 
-/// Subscribe a URL to events.
+/// Subscribe a URL to events. Execution and schedule events need the
+/// caller to hold `read:executions`, script events `read:scripts`.
+/// `Idempotency-Key` is ignored here: the response holds the secret.
 #[utoipa::path(post, path = "/v1/webhooks", operation_id = "createWebhook", tag = "webhooks",
     request_body = CreateWebhook,
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = CreatedWebhook),
         (status = 400, description = "A field is invalid, or the URL is an address webhooks may not reach", body = ErrorEnvelope),
+        (status = 403, description = "An event the caller may not read", body = ErrorEnvelope),
     ))]
 async fn create(
     State(state): State<AppState>,
@@ -166,6 +188,7 @@ async fn create(
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, axum::Json<CreatedWebhook>), ApiError> {
     let events = check_events(&body.events)?;
+    check_event_scopes(&principal, &events)?;
     check_description(body.description.as_ref())?;
     let secret = match body.secret {
         Some(secret) => {
@@ -246,11 +269,13 @@ async fn read(
     responses(
         (status = 200, description = "The updated webhook", body = WebhookView),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 403, description = "An event the caller may not read", body = ErrorEnvelope),
         (status = 404, description = "No such webhook", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 async fn update(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateWebhook>,
@@ -260,6 +285,9 @@ async fn update(
         etag::check_if_match(&headers, &etag::of_json(&WebhookView::from(seen))?)?;
     }
     let events = body.events.as_deref().map(check_events).transpose()?;
+    if let Some(events) = &events {
+        check_event_scopes(&principal, events)?;
+    }
     check_description(body.description.as_ref())?;
     if let Some(secret) = &body.secret {
         check_secret(secret)?;
@@ -386,6 +414,15 @@ pub fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
         ExecutionStatus::Cancelled => "execution.cancelled",
         ExecutionStatus::Queued | ExecutionStatus::Running => return,
     };
+    let schedule_failed = record.trigger == Trigger::Schedule
+        && matches!(
+            record.status,
+            ExecutionStatus::Failed | ExecutionStatus::Timeout
+        );
+    let wanted = webhooks.wants(event) || (schedule_failed && webhooks.wants("schedule.failed"));
+    if !wanted {
+        return;
+    }
     let execution = match serde_json::to_value(ExecutionView::from(record.clone())) {
         Ok(value) => value,
         Err(e) => {
@@ -394,12 +431,7 @@ pub fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
         }
     };
     let mut events = vec![(event, execution.clone())];
-    if record.trigger == Trigger::Schedule
-        && matches!(
-            record.status,
-            ExecutionStatus::Failed | ExecutionStatus::Timeout
-        )
-    {
+    if schedule_failed {
         let schedule_id = record
             .env
             .iter()

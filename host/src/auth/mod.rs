@@ -58,6 +58,8 @@ pub struct Auth {
     /// Checked against when the user does not exist, so a wrong username
     /// takes as long as a wrong password.
     dummy_hash: OnceLock<String>,
+    /// Held across "is another admin left?" and the write that depends on it.
+    admin_changes: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -84,7 +86,7 @@ impl Auth {
             Some(secret) => secret.0.clone(),
             None => {
                 let path = config.server.data_dir.join("jwt-secret");
-                secrets::load_or_create(&path, || {
+                secrets::load_or_create(&path, 32, || {
                     Ok(blake3::Hash::from_bytes(secrets::random_bytes::<32>()?)
                         .to_hex()
                         .to_string())
@@ -99,9 +101,17 @@ impl Auth {
             access_ttl_secs: config.auth.access_ttl_secs,
             refresh_ttl_secs: config.auth.refresh_ttl_secs,
             dummy_hash: OnceLock::new(),
+            admin_changes: std::sync::Mutex::new(()),
         };
         auth.create_first_admin(config)?;
         Ok(auth)
+    }
+
+    /// Serializes changes that could remove the last enabled admin.
+    pub fn admin_changes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.admin_changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn create_first_admin(&self, config: &Config) -> Result<(), AuthError> {
@@ -112,7 +122,7 @@ impl Auth {
             Some(password) => password.0.clone(),
             None => {
                 let path = config.server.data_dir.join("initial-admin-password");
-                let (password, _) = secrets::load_or_create(&path, || {
+                let (password, _) = secrets::load_or_create(&path, MIN_PASSWORD_CHARS, || {
                     secrets::random_base62(24).map(|p| format!("{p}\n"))
                 })?;
                 // API.md: printed once, on the start that creates the user.

@@ -19,6 +19,10 @@ pub enum SecretError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{path} holds fewer than {min_chars} characters; it is damaged (delete it to make a new one)"
+    )]
+    Damaged { path: String, min_chars: usize },
 }
 
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
@@ -68,29 +72,55 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
 }
 
 /// The contents of a secret file (trimmed), creating it with `make()`
-/// (mode 0600) on first use. Two processes racing both end up with the first one's value.
+/// (mode 0600) on first use. The file appears whole or not at all (written
+/// aside, then linked into place), and a value shorter than `min_chars` is
+/// refused rather than used. Two processes racing both end up with the
+/// first one's value.
 pub fn load_or_create(
     path: &Path,
+    min_chars: usize,
     make: impl FnOnce() -> Result<String, SecretError>,
 ) -> Result<(String, bool), SecretError> {
     let io = |source| SecretError::File {
         path: path.display().to_string(),
         source,
     };
+    let checked = |value: String| {
+        let value = value.trim().to_owned();
+        if value.chars().count() < min_chars {
+            return Err(SecretError::Damaged {
+                path: path.display().to_string(),
+                min_chars,
+            });
+        }
+        Ok(value)
+    };
+    match std::fs::read_to_string(path) {
+        Ok(value) => return Ok((checked(value)?, false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let value = checked(make()?)?;
+    let aside = path.with_extension(format!("new-{}", uuid::Uuid::now_v7().simple()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            let value = make()?;
-            file.write_all(value.as_bytes()).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            Ok((value.trim().to_owned(), true))
-        }
+    let written = options.open(&aside).and_then(|mut file| {
+        file.write_all(value.as_bytes())?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&aside);
+        return Err(io(e));
+    }
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok((value, true)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let value = std::fs::read_to_string(path).map_err(io)?;
-            Ok((value.trim().to_owned(), false))
+            Ok((checked(value)?, false))
         }
         Err(e) => Err(io(e)),
     }
@@ -122,9 +152,9 @@ mod tests {
     fn secret_files_are_private_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
-        let (first, created) = load_or_create(&path, || Ok("abc".into())).unwrap();
+        let (first, created) = load_or_create(&path, 3, || Ok("abc\n".into())).unwrap();
         assert!(created);
-        let (again, created) = load_or_create(&path, || Ok("other".into())).unwrap();
+        let (again, created) = load_or_create(&path, 3, || Ok("other".into())).unwrap();
         assert_eq!(
             (first.as_str(), again.as_str(), created),
             ("abc", "abc", false)
@@ -135,5 +165,16 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        // An empty file (a crash of an older build, a bad copy) is refused.
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(
+            load_or_create(&path, 3, || Ok("new".into())),
+            Err(SecretError::Damaged { .. })
+        ));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing left aside"
+        );
     }
 }

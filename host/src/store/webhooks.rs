@@ -74,6 +74,7 @@ pub trait WebhookStore: Send + Sync {
 
     /// Stores (or replaces) a delivery in the outbox.
     fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError>;
+    fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
     /// Every delivery in the outbox, oldest first.
     fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Takes a delivery out of the outbox (delivered or given up).

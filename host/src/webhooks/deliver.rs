@@ -11,6 +11,8 @@ use super::{Webhooks, sign, ssrf};
 use crate::store::webhooks::{AttemptRecord, DeliveryRecord};
 
 const IN_FLIGHT: usize = 8;
+/// How often a paused webhook's held deliveries look again.
+const PAUSED_RECHECK_MS: u64 = 60_000;
 /// Retries are spaced `retry_base_ms × 4^(n-1)`, at most this much.
 const MAX_DELAY_MS: u64 = 12 * 60 * 60 * 1000;
 /// How much of a receiver's answer is read (and then dropped).
@@ -47,15 +49,18 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Rece
             return;
         }
         let now = crate::api::now_ms();
-        let pending = match webhooks.store.pending_deliveries() {
-            Ok(pending) => pending,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the webhook outbox");
-                Vec::new()
-            }
-        };
         let (due, later): (Vec<_>, Vec<_>) = {
+            // Read the outbox while holding the in-flight set: an attempt
+            // writes its result before it leaves the set, so what is read
+            // here is either in flight (skipped) or already up to date.
             let busy = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let pending = match webhooks.store.pending_deliveries() {
+                Ok(pending) => pending,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the webhook outbox");
+                    Vec::new()
+                }
+            };
             pending
                 .into_iter()
                 .filter(|d| !busy.contains(&d.id))
@@ -98,8 +103,18 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Rece
 }
 
 /// One attempt of one delivery, recorded, and the outbox updated.
-async fn attempt(webhooks: &Webhooks, mut delivery: DeliveryRecord) {
+async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
     let store = &webhooks.store;
+    // Only the copy in the outbox counts: one already delivered, or already
+    // attempted again, is left alone.
+    let mut delivery = match store.delivery(&seen.id) {
+        Ok(Some(current)) if current == seen => current,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a webhook delivery");
+            return;
+        }
+    };
     let webhook = match store.webhook(&delivery.webhook_id) {
         Ok(Some(webhook)) => webhook,
         Ok(None) => {
@@ -112,13 +127,17 @@ async fn attempt(webhooks: &Webhooks, mut delivery: DeliveryRecord) {
             return;
         }
     };
+    if !webhook.active && delivery.event_type != super::PING {
+        // Paused: hold the delivery without spending its attempts.
+        delivery.next_attempt_ms = crate::api::now_ms().saturating_add(PAUSED_RECHECK_MS);
+        if let Err(e) = store.put_delivery(&delivery) {
+            tracing::error!(error = %e, "cannot hold a webhook delivery");
+        }
+        return;
+    }
     let started = Instant::now();
     let at = crate::now();
-    let result = if webhook.active {
-        send(webhooks, &webhook.url, &webhook.secret, &delivery).await
-    } else {
-        Err("the webhook is paused".to_owned())
-    };
+    let result = send(webhooks, &webhook.url, &webhook.secret, &delivery).await;
     delivery.attempts += 1;
     let status_code = result.as_ref().ok().copied();
     let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
@@ -185,6 +204,8 @@ async fn send(
         .map_err(|e| e.to_string())?;
     let key = sign::key_of(secret).map_err(|e| e.to_string())?;
     let mut client = reqwest::Client::builder()
+        // A proxy would resolve the name itself, around the pinning below.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_millis(webhooks.config.timeout_ms))
         .user_agent(concat!("Kiln-Webhooks/", env!("CARGO_PKG_VERSION")));

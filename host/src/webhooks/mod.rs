@@ -31,6 +31,10 @@ pub const EVENTS: [&str; 8] = [
 /// Sent by `POST /v1/webhooks/{id}/test` only.
 pub const PING: &str = "ping";
 
+fn subscribed(webhook: &WebhookRecord, event_type: &str) -> bool {
+    webhook.active && webhook.events.iter().any(|e| e == event_type)
+}
+
 pub struct Webhooks {
     store: Arc<dyn Store>,
     pub config: WebhooksConfig,
@@ -80,6 +84,16 @@ impl Webhooks {
         Ok(())
     }
 
+    /// Whether any active webhook subscribes to `event_type`: the caller can
+    /// skip rendering an event nobody wants (the usual case, on every run).
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.subscriptions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|w| subscribed(w, event_type))
+    }
+
     /// Queues `event_type` with `data` for every active webhook subscribed
     /// to it. The caller flushes the store (with its own change) and then
     /// calls [`Webhooks::wake`].
@@ -94,10 +108,7 @@ impl Webhooks {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let mut queued = 0;
-        for webhook in subscriptions
-            .iter()
-            .filter(|w| w.active && w.events.iter().any(|e| e == event_type))
-        {
+        for webhook in subscriptions.iter().filter(|w| subscribed(w, event_type)) {
             self.enqueue(webhook, event_type, data)?;
             queued += 1;
         }

@@ -28,8 +28,10 @@ pub enum Refused {
 }
 
 /// Why `ip` is no place for a webhook, if it is not. Cloud metadata
-/// endpoints are refused even with `allow_private`: nothing legitimate
-/// listens there for webhooks, and they hand out credentials.
+/// endpoints (all of IPv4 link-local, where AWS, GCP, Azure and ECS put
+/// theirs, and the known others) are refused even with `allow_private`:
+/// nothing legitimate listens there for webhooks, and they hand out
+/// credentials.
 pub fn refused_kind(ip: IpAddr, allow_private: bool) -> Option<&'static str> {
     let ip = match ip {
         IpAddr::V6(v6) => match embedded_v4(v6) {
@@ -51,12 +53,10 @@ pub fn refused_kind(ip: IpAddr, allow_private: bool) -> Option<&'static str> {
 }
 
 fn is_metadata(ip: IpAddr) -> bool {
-    const METADATA: [IpAddr; 3] = [
-        IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)),
-        IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
-        IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
-    ];
-    METADATA.contains(&ip)
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4 == Ipv4Addr::new(100, 100, 100, 200),
+        IpAddr::V6(v6) => v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    }
 }
 
 /// The IPv4 address inside an IPv4-mapped, IPv4-compatible or NAT64 address.
@@ -200,6 +200,8 @@ mod tests {
         assert_eq!(refused_kind("127.0.0.1".parse().unwrap(), true), None);
         assert_eq!(refused_kind("10.0.0.1".parse().unwrap(), true), None);
         assert!(refused_kind("169.254.169.254".parse().unwrap(), true).is_some());
+        assert!(refused_kind("169.254.170.2".parse().unwrap(), true).is_some());
+        assert!(refused_kind("fd00:ec2::254".parse().unwrap(), true).is_some());
         assert!(refused_kind("::ffff:169.254.169.254".parse().unwrap(), true).is_some());
     }
 

@@ -65,6 +65,10 @@ impl WebhookStore for SledStore {
         Ok(())
     }
 
+    fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        Self::get_decoded(&self.outbox, id)
+    }
+
     fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
         Self::all_decoded(&self.outbox)
     }
