@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Installs what building Kiln needs beyond rustup's host toolchain: the
 # wasm32-wasip2 target, clang-19 + llvm-19 + wasi-libc headers for the C part
-# of the JavaScript runtime (QuickJS), and componentize-py (PyPI) for the
-# Python runtime, and openapi-spec-validator (PyPI) for the tests. Safe to
-# run again.
+# of the JavaScript runtime (QuickJS), componentize-py (PyPI) for the Python
+# runtime, the x86_64-unknown-linux-musl target and musl-tools for the static
+# build, and openapi-spec-validator and standardwebhooks (PyPI) for the
+# tests. Safe to run again.
 set -euo pipefail
 
 rustup target add wasm32-wasip2
+# The static release build (scripts/static-check.sh, deploy/Dockerfile).
+rustup target add x86_64-unknown-linux-musl
 
 if ! command -v clang-19 >/dev/null || ! command -v llvm-ar-19 >/dev/null \
-    || [ ! -f /usr/include/wasm32-wasi/stdio.h ]; then
+    || [ ! -f /usr/include/wasm32-wasi/stdio.h ] || ! command -v musl-gcc >/dev/null; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
+    # musl-tools: musl-gcc, for the C of ring (TLS) in the static build.
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        clang-19 llvm-19 wasi-libc >/dev/null
+        clang-19 llvm-19 wasi-libc musl-tools >/dev/null
 fi
 
 if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]; then

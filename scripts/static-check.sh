@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the fully static kiln (x86_64-unknown-linux-musl, release) and proves
+# it needs nothing beside it: in a chroot that holds only the binary, an
+# example script and an empty data directory, `kiln run` runs the script and
+# `kiln serve` answers /readyz. Needs root (chroot); CI runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target=x86_64-unknown-linux-musl
+cargo build --release --locked --target "$target" -p kiln
+binary="target/$target/release/kiln"
+
+description=$(file -b "$binary")
+echo "kiln: $description"
+case "$description" in
+    *"statically linked"* | *"static-pie linked"*) ;;
+    *) echo "not a static binary" >&2; exit 1 ;;
+esac
+echo "size: $(stat -c %s "$binary") bytes"
+
+root=$(mktemp -d)
+server=""
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null || true
+    rm -rf "$root"
+}
+trap cleanup EXIT
+install -m 0755 "$binary" "$root/kiln"
+cp components/examples/hello.js "$root/hello.js"
+mkdir "$root/data"
+
+# `env -i`: nothing of this shell's environment (HOME, PATH) reaches it either.
+output=$(env -i chroot "$root" /kiln run /hello.js --params '{"name": "chroot"}' --json)
+echo "kiln run: $output"
+case "$output" in
+    *'"status":"completed"'*) ;;
+    *) echo "kiln run did not complete in the chroot" >&2; exit 1 ;;
+esac
+
+env -i KILN_ADMIN_PASSWORD=static-check-password \
+    chroot "$root" /kiln serve --listen 127.0.0.1:0 --data /data >"$root/stdout" 2>"$root/stderr" &
+server=$!
+address=""
+for _ in $(seq 100); do
+    address=$(sed -n 's/^Kiln listening on //p' "$root/stdout")
+    [ -n "$address" ] && break
+    sleep 0.05
+done
+[ -n "$address" ] || { echo "kiln serve did not start:" >&2; cat "$root/stderr" >&2; exit 1; }
+status=$(curl -s -o /dev/null -w '%{http_code}' "$address/readyz")
+echo "GET $address/readyz: $status"
+[ "$status" = 200 ] || { cat "$root/stderr" >&2; exit 1; }
+kill -TERM "$server"
+wait "$server"
+server=""
+echo "static binary: ok"
