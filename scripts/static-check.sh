@@ -18,6 +18,8 @@ case "$description" in
 esac
 echo "size: $(stat -c %s "$binary") bytes"
 
+# `env -i` leaves no PATH to find chroot by.
+chroot=$(command -v chroot)
 root=$(mktemp -d)
 server=""
 cleanup() {
@@ -30,15 +32,13 @@ cp components/examples/hello.js "$root/hello.js"
 mkdir "$root/data"
 
 # `env -i`: nothing of this shell's environment (HOME, PATH) reaches it either.
-output=$(env -i chroot "$root" /kiln run /hello.js --params '{"name": "chroot"}' --json)
+output=$(env -i "$chroot" "$root" /kiln run /hello.js --params '{"name": "chroot"}' --json)
 echo "kiln run: $output"
-case "$output" in
-    *'"status":"completed"'*) ;;
-    *) echo "kiln run did not complete in the chroot" >&2; exit 1 ;;
-esac
+grep -Eq '"status": *"completed"' <<<"$output" \
+    || { echo "kiln run did not complete in the chroot" >&2; exit 1; }
 
 env -i KILN_ADMIN_PASSWORD=static-check-password \
-    chroot "$root" /kiln serve --listen 127.0.0.1:0 --data /data >"$root/stdout" 2>"$root/stderr" &
+    "$chroot" "$root" /kiln serve --listen 127.0.0.1:0 --data /data >"$root/stdout" 2>"$root/stderr" &
 server=$!
 address=""
 for _ in $(seq 100); do

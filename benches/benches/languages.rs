@@ -19,7 +19,7 @@ use kiln_runtime::{Call, EngineOptions, Invocation, Sandbox, Status};
 
 struct Language {
     name: &'static str,
-    runtime: &'static [u8],
+    runtime: kiln_components::Runtime,
     hello: &'static str,
     fib: &'static str,
 }
@@ -64,6 +64,7 @@ fn languages(c: &mut Criterion) {
         .expect("rt");
     for language in &LANGUAGES {
         let mut group = c.benchmark_group(language.name);
+        let bytes = language.runtime.decompress().expect("decompress");
 
         group
             .sample_size(10)
@@ -71,22 +72,25 @@ fn languages(c: &mut Criterion) {
         group.bench_function("compile_runtime", |b| {
             b.iter(|| {
                 let sandbox = Sandbox::new(options(None)).expect("sandbox");
-                sandbox.load(language.runtime).expect("load");
+                sandbox.load(&bytes).expect("load");
             })
         });
 
         let cache = tempfile::tempdir().expect("tempdir");
         Sandbox::new(options(Some(cache.path().into())))
             .expect("sandbox")
-            .load(language.runtime)
+            .load(&bytes)
             .expect("warm the disk cache");
         group
             .sample_size(20)
             .measurement_time(Duration::from_secs(5));
         group.bench_function("first_run_after_compile", |b| {
             b.to_async(&rt).iter(|| async {
+                // As a new `kiln serve` process: decompress the embedded
+                // runtime, then load it from the disk cache.
                 let sandbox = Sandbox::new(options(Some(cache.path().into()))).expect("sandbox");
-                let (runtime, _) = sandbox.load(language.runtime).expect("load");
+                let fresh = language.runtime.decompress().expect("decompress");
+                let (runtime, _) = sandbox.load(&fresh).expect("load");
                 let outcome = sandbox
                     .run(&runtime, script(language.hello))
                     .await
@@ -99,7 +103,7 @@ fn languages(c: &mut Criterion) {
         // file mapping), which instantiates faster than freshly compiled
         // code held in anonymous memory.
         let sandbox = Sandbox::new(options(Some(cache.path().into()))).expect("sandbox");
-        let (runtime, _) = sandbox.load(language.runtime).expect("load");
+        let (runtime, _) = sandbox.load(&bytes).expect("load");
         group.sample_size(50);
         group.bench_function("hello_warm", |b| {
             b.to_async(&rt).iter(|| async {

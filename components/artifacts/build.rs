@@ -33,11 +33,22 @@ fn main() {
         .expect("components/ folder")
         .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
-    // One guest build shared by every host profile (dev, test, bench, release):
-    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
-    let target_dir = out_dir
-        .ancestors()
-        .nth(4)
+    // One guest build shared by every host profile and target (dev, test,
+    // bench, release, the static musl build): OUT_DIR is
+    // <target-dir>/[<triple>/]<profile>/build/<pkg>-<hash>/out.
+    let mut target_dir = out_dir.ancestors().nth(4).map(Path::to_path_buf);
+    let build_triple = env::var("TARGET").unwrap_or_default();
+    if target_dir
+        .as_deref()
+        .and_then(Path::file_name)
+        .is_some_and(|name| name == build_triple.as_str())
+    {
+        target_dir = target_dir
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+    }
+    let target_dir = target_dir
         .map(|t| t.join("wasm-guests"))
         .unwrap_or_else(|| out_dir.join("wasm-guests"));
 
@@ -85,10 +96,11 @@ fn main() {
     for (constant, file) in RUNTIMES {
         let wasm = release.join(file);
         assert!(wasm.exists(), "{} was not built", wasm.display());
+        let compressed = compress(&wasm);
         writeln!(
             generated,
-            "/// The `{file}` language runtime component.\npub const {constant}: &[u8] = include_bytes!({:?});",
-            wasm.display().to_string()
+            "/// The `{file}` language runtime component, zstd-compressed.\npub const {constant}: Runtime = Runtime::new(include_bytes!({:?}));",
+            compressed.display().to_string()
         )
         .ok();
         rerun_for_deps(&wasm.with_extension("d"));
@@ -183,6 +195,29 @@ fn check_c_toolchain() {
              run scripts/setup.sh (or: apt-get install clang-19 llvm-19 wasi-libc)"
         );
     }
+}
+
+/// Writes `<wasm>.zst` unless it is newer than `wasm`, and returns its path.
+/// The language runtimes are embedded in the `kiln` binary; compressed, the
+/// Python one is a quarter of its size (22.8 MB raw, 5.8 MB).
+fn compress(wasm: &Path) -> PathBuf {
+    let mut compressed = wasm.as_os_str().to_owned();
+    compressed.push(".zst");
+    let compressed = PathBuf::from(compressed);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(done), Some(input)) = (modified(&compressed), modified(wasm))
+        && done > input
+    {
+        return compressed;
+    }
+    let raw = std::fs::read(wasm).expect("read a runtime component");
+    // Level 19: about 30 s for the Python runtime, once per change of it.
+    let packed = zstd::bulk::compress(&raw, 19).expect("zstd compression");
+    // Written aside and renamed, so an interrupted build leaves no torn file.
+    let partial = compressed.with_extension("zst.partial");
+    std::fs::write(&partial, packed).expect("write a compressed runtime");
+    std::fs::rename(&partial, &compressed).expect("rename a compressed runtime");
+    compressed
 }
 
 /// CPython for WASI with the runtime's app.py, pre-initialized by

@@ -66,7 +66,7 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
     };
     let sandbox = Sandbox::new(options).map_err(|e| Failure::Host(e.to_string()))?;
     let (call, component) = match lang {
-        Lang::Wasm => (Call::Main, bytes.as_slice()),
+        Lang::Wasm => (Call::Main, std::borrow::Cow::Borrowed(bytes.as_slice())),
         Lang::Javascript | Lang::Python => {
             let source = std::str::from_utf8(&bytes).map_err(|_| {
                 Failure::Usage(format!("{} is not UTF-8 text", args.file.display()))
@@ -76,15 +76,18 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
                 Lang::Python => kiln_components::PY_RUNTIME,
                 _ => kiln_components::JS_RUNTIME,
             };
+            let runtime = runtime
+                .decompress()
+                .map_err(|e| Failure::Host(format!("the embedded runtime is damaged: {e}")))?;
             let call = Call::Script {
                 source: source.into(),
                 params,
             };
-            (call, runtime)
+            (call, std::borrow::Cow::Owned(runtime))
         }
     };
     let (artifact, _) = sandbox
-        .load(component)
+        .load(&component)
         .map_err(|e| Failure::Host(e.to_string()))?;
 
     let name = args

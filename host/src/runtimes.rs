@@ -77,7 +77,7 @@ impl Runtimes {
     /// Whatever loading the embedded component fails with, and
     /// [`Error::Internal`] for `wasm`, which needs no runtime.
     pub async fn get(&self, language: Language) -> Result<Arc<Artifact>, Error> {
-        let (cell, bytes) = match language {
+        let (cell, runtime) = match language {
             Language::Javascript => (&self.javascript, kiln_components::JS_RUNTIME),
             Language::Python => (&self.python, kiln_components::PY_RUNTIME),
             Language::Wasm => {
@@ -86,9 +86,19 @@ impl Runtimes {
                 ));
             }
         };
-        cell.get_or_try_init(|| load(&self.sandbox, bytes))
+        cell.get_or_try_init(|| async {
+            let sandbox = self.sandbox.clone();
+            tokio::task::spawn_blocking(move || {
+                let bytes = runtime.decompress().map_err(|e| {
+                    Error::Internal(format!("the embedded {language:?} runtime is damaged: {e}"))
+                })?;
+                sandbox.load(&bytes).map(|(artifact, _)| artifact)
+            })
             .await
-            .cloned()
+            .map_err(|e| Error::Internal(format!("the loading task failed: {e}")))?
+        })
+        .await
+        .cloned()
     }
 }
 

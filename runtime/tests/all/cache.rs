@@ -140,7 +140,7 @@ const NAME_A: &str = r#"{"name": "a"}"#;
 
 #[tokio::test]
 async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
-    let (sandbox, js) = private_sandbox(kiln_components::JS_RUNTIME);
+    let (sandbox, js) = private_sandbox(&kiln_components::JS_RUNTIME.decompress().unwrap());
     // Each run starts from a fresh instance: the top level runs again, so
     // `runs` is 1 every time even though the parse happened once.
     let source =

@@ -9,7 +9,9 @@ use kiln_runtime::{Artifact, Call, ErrorCode, Invocation, Limits, Outcome, Statu
 use super::{language_runtime, run_script, sandbox, text};
 
 fn runtime() -> Arc<Artifact> {
-    language_runtime(kiln_components::JS_RUNTIME)
+    static BYTES: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| kiln_components::JS_RUNTIME.decompress().unwrap());
+    language_runtime(&BYTES)
 }
 
 async fn run_js(source: &str, params: &str, limits: Limits) -> Outcome {

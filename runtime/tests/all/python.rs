@@ -9,7 +9,9 @@ use kiln_runtime::{Artifact, ErrorCode, Limits, Outcome, Status};
 use super::{language_runtime, run_script, sandbox, text};
 
 fn runtime() -> Arc<Artifact> {
-    language_runtime(kiln_components::PY_RUNTIME)
+    static BYTES: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| kiln_components::PY_RUNTIME.decompress().unwrap());
+    language_runtime(&BYTES)
 }
 
 async fn run_py(source: &str, params: &str, limits: Limits) -> Outcome {
@@ -196,7 +198,8 @@ async fn a_cached_script_runs_fresh_and_keeps_its_line_numbers() {
     // object): module state starts over and tracebacks still point at the
     // script's lines.
     let source = "runs = []\ndef main(name):\n    runs.append(name)\n    if len(runs) > 1:\n        raise RuntimeError('state leaked')\n    raise ValueError(f'bad {name}')\n";
-    let (sandbox, python) = super::private_sandbox(kiln_components::PY_RUNTIME);
+    let (sandbox, python) =
+        super::private_sandbox(&kiln_components::PY_RUNTIME.decompress().unwrap());
     for _ in 0..2 {
         let outcome = sandbox
             .run(&python, super::script(source, r#"{"name": "x"}"#))

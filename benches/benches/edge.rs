@@ -1,0 +1,423 @@
+//! Edge-node footprint of the shipped `kiln` binary (the static musl build):
+//! its size, the time from process start to `/readyz` 200 on an empty data
+//! dir and on a warm one holding 100 compiled scripts, idle RSS, and RSS
+//! sampled across 10 000 executions; next to the `wasmtime` CLI of the same
+//! version where a figure compares (size, start to first answer, RSS of
+//! `wasmtime serve`). Everything stays on 127.0.0.1 and is bounded.
+//!
+//! ```text
+//! cargo build --release --target x86_64-unknown-linux-musl -p kiln
+//! cargo bench -p kiln-benches --bench edge
+//! ```
+//!
+//! `KILN_BIN` names another kiln binary, `WASMTIME` the wasmtime CLI
+//! (`cargo install wasmtime-cli --version 48.0.8 --locked`), `EDGE_EXECUTIONS`
+//! the number of executions (default 10 000).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark harness fails loudly"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WASMTIME_VERSION: &str = "wasmtime 48.0.8";
+const ADMIN_PASSWORD: &str = "edge bench admin";
+const STARTS: usize = 10;
+const SCRIPTS: usize = 100;
+const CONNECTIONS: usize = 8;
+
+/// Kills the child when dropped, so no server outlives the harness.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Resident set size now, from /proc.
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
+    /// SIGTERM, then wait: the server drains and exits by itself.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "kiln serve exited with {exit}");
+    }
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn kiln_binary() -> PathBuf {
+    let binary = std::env::var_os("KILN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/x86_64-unknown-linux-musl/release/kiln"));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release --target x86_64-unknown-linux-musl -p kiln` \
+         first (or set KILN_BIN)",
+        binary.display()
+    );
+    binary
+}
+
+fn wasmtime_binary() -> Option<PathBuf> {
+    let binary = std::env::var_os("WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("wasmtime"));
+    let version = Command::new(&binary).arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    if version.trim() != WASMTIME_VERSION {
+        eprintln!(
+            "{}: {version:?} is not {WASMTIME_VERSION}",
+            binary.display()
+        );
+        return None;
+    }
+    // `--version` found it on PATH; the size wants the file.
+    if binary.components().count() == 1 {
+        let path = Command::new("sh")
+            .args(["-c", &format!("command -v {}", binary.display())])
+            .output()
+            .ok()?;
+        return Some(PathBuf::from(String::from_utf8_lossy(&path.stdout).trim()));
+    }
+    Some(binary)
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Starts `kiln serve` on `data` and returns it with the time from spawn to
+/// the first `/readyz` 200.
+fn start_kiln(
+    binary: &Path,
+    data: &Path,
+    client: &reqwest::blocking::Client,
+) -> (Server, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("KILN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("Kiln listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let ready = format!("{base}/readyz");
+    while !client.get(&ready).send().is_ok_and(|r| r.status() == 200) {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    (Server { child, base }, started.elapsed())
+}
+
+fn login(server: &Server, client: &reqwest::blocking::Client) -> String {
+    let login: serde_json::Value = client
+        .post(format!("{}/v1/auth/login", server.base))
+        .json(&serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    format!("Bearer {}", login["access_token"].as_str().unwrap())
+}
+
+/// Creates a JavaScript script and returns the URL that runs it waited.
+fn create_script(server: &Server, token: &str, name: &str, source: &str) -> String {
+    let response = client()
+        .post(format!("{}/v1/scripts", server.base))
+        .header("authorization", token)
+        .json(&serde_json::json!({"name": name, "language": "javascript", "content": source}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "cannot create {name}");
+    let script: serde_json::Value = response.json().unwrap();
+    format!(
+        "{}/v1/scripts/{}/execute?wait=true",
+        server.base,
+        script["id"].as_str().unwrap()
+    )
+}
+
+fn execute(client: &reqwest::blocking::Client, url: &str, token: &str) {
+    let response = client
+        .post(url)
+        .header("authorization", token)
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["status"], "completed", "{body}");
+}
+
+/// A counter from the Prometheus text of `/metrics`.
+fn metric(server: &Server, token: &str, name: &str) -> f64 {
+    let text = client()
+        .get(format!("{}/metrics", server.base))
+        .header("authorization", token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+fn median(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort_unstable();
+    (times[times.len() / 2], times[times.len() - 1])
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn ms(time: Duration) -> String {
+    format!("{:.1} ms", time.as_secs_f64() * 1e3)
+}
+
+/// Runs `count` waited executions of `url` over `CONNECTIONS` threads and
+/// samples the server's RSS every `count / 10`.
+fn run_and_sample(server: &Server, url: &str, token: &str, count: usize) -> Vec<(usize, u64)> {
+    let step = count / 10;
+    let mut samples = Vec::new();
+    for round in 1..=10 {
+        std::thread::scope(|scope| {
+            for _ in 0..CONNECTIONS {
+                scope.spawn(|| {
+                    let client = client();
+                    for _ in 0..step / CONNECTIONS {
+                        execute(&client, url, token);
+                    }
+                });
+            }
+        });
+        samples.push((round * step, server.rss_bytes()));
+    }
+    samples
+}
+
+fn main() {
+    let executions: usize = std::env::var("EDGE_EXECUTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let binary = kiln_binary();
+    let wasmtime = wasmtime_binary();
+    let client = client();
+    let data = tempfile::tempdir().unwrap();
+
+    println!("| figure | kiln | wasmtime CLI |");
+    println!("|---|---|---|");
+    let size = std::fs::metadata(&binary).unwrap().len();
+    let wasmtime_size = wasmtime
+        .as_ref()
+        .map(|w| mb(std::fs::metadata(w).unwrap().len()))
+        .unwrap_or_else(|| "not found".into());
+    println!("| binary size | {} | {wasmtime_size} |", mb(size));
+
+    // Empty data dirs: each start creates the store, the JWT secret and the
+    // admin (one Argon2id hash).
+    let mut empty = Vec::new();
+    for start in 0..STARTS {
+        let (server, time) = start_kiln(
+            &binary,
+            &data.path().join(format!("empty-{start}")),
+            &client,
+        );
+        empty.push(time);
+        server.stop();
+    }
+    let (p50, max) = median(empty);
+    println!(
+        "| start → /readyz 200, empty data dir (median, max of {STARTS}) | {} ({}) | |",
+        ms(p50),
+        ms(max)
+    );
+
+    // A warm data dir: 100 scripts, each compiled at upload and run once, so
+    // the JavaScript runtime's machine code is in the disk cache.
+    let warm = data.path().join("warm");
+    let (server, _) = start_kiln(&binary, &warm, &client);
+    let token = login(&server, &client);
+    let urls: Vec<String> = (0..SCRIPTS)
+        .map(|i| {
+            let source = format!("function main(params) {{ return {{ script: {i}, params }}; }}");
+            create_script(&server, &token, &format!("script-{i}"), &source)
+        })
+        .collect();
+    for url in &urls {
+        execute(&client, url, &token);
+    }
+    server.stop();
+    let mut restarts = Vec::new();
+    for _ in 0..STARTS - 1 {
+        let (server, time) = start_kiln(&binary, &warm, &client);
+        restarts.push(time);
+        server.stop();
+    }
+    let (server, time) = start_kiln(&binary, &warm, &client);
+    restarts.push(time);
+    let (p50, max) = median(restarts);
+    println!(
+        "| start → /readyz 200, warm data dir with {SCRIPTS} compiled scripts (median, max of {STARTS}) | {} ({}) | |",
+        ms(p50),
+        ms(max)
+    );
+    // After a restart nothing is compiled to machine code again: the first
+    // run of every script finds the runtime in the disk cache.
+    let token = login(&server, &client);
+    let first_round = Instant::now();
+    for url in &urls {
+        execute(&client, url, &token);
+    }
+    let first_round = first_round.elapsed();
+    let second_round = Instant::now();
+    for url in &urls {
+        execute(&client, url, &token);
+    }
+    let second_round = second_round.elapsed();
+    let misses = metric(&server, &token, "kiln_compile_cache_misses_total");
+    println!(
+        "| after restart: first run of each of the {SCRIPTS} scripts, mean (second run) | {} ({}); Cranelift compiles: {misses} | |",
+        ms(first_round / SCRIPTS as u32),
+        ms(second_round / SCRIPTS as u32)
+    );
+    server.stop();
+
+    // RSS: idle after start, then across the executions of a trivial script.
+    let (server, _) = start_kiln(&binary, &data.path().join("rss"), &client);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = server.rss_bytes();
+    let token = login(&server, &client);
+    let url = create_script(
+        &server,
+        &token,
+        "trivial",
+        "function main() { return 'ok'; }",
+    );
+    let samples = run_and_sample(&server, &url, &token, executions);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = server.rss_bytes();
+    server.stop();
+
+    let (wasmtime_start, wasmtime_idle, wasmtime_samples) = match &wasmtime {
+        Some(wasmtime) => {
+            let (start, idle, samples) = measure_wasmtime(wasmtime, executions);
+            (ms(start), mb(idle), Some(samples))
+        }
+        None => ("not found".into(), "not found".into(), None),
+    };
+    println!("| wasmtime serve: start → first 200 of a wasi:http hello | | {wasmtime_start} |");
+    println!("| idle RSS after start | {} | {wasmtime_idle} |", mb(idle));
+    for (i, (count, rss)) in samples.iter().enumerate() {
+        let theirs = wasmtime_samples
+            .as_ref()
+            .map(|s| mb(s[i].1))
+            .unwrap_or_default();
+        println!(
+            "| RSS after {count} executions (wasmtime: requests) | {} | {theirs} |",
+            mb(*rss)
+        );
+    }
+    println!("| RSS 1 s after the last execution | {} | |", mb(after));
+}
+
+/// `wasmtime serve` of the wasi:http hello component: time from spawn to
+/// the first 200, idle RSS, and RSS sampled across `count` requests.
+fn measure_wasmtime(binary: &Path, count: usize) -> (Duration, u64, Vec<(usize, u64)>) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .args(["serve", "-S", "cli", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(kiln_components::HTTP_HELLO)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = client();
+    while !client
+        .get(&server.base)
+        .send()
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "wasmtime serve never answered"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let start = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = server.rss_bytes();
+    let step = count / 10;
+    let mut samples = Vec::new();
+    for round in 1..=10 {
+        std::thread::scope(|scope| {
+            for _ in 0..CONNECTIONS {
+                scope.spawn(|| {
+                    let client = self::client();
+                    for _ in 0..step / CONNECTIONS {
+                        let response = client.get(&server.base).send().unwrap();
+                        assert_eq!(response.status(), 200);
+                        response.bytes().unwrap();
+                    }
+                });
+            }
+        });
+        samples.push((round * step, server.rss_bytes()));
+    }
+    (start, idle, samples)
+}
