@@ -6,9 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Usage: scripts/static-check.sh [BINARY]. Without BINARY it builds the
+# release binary; CI passes the debug one its test run already built for the
+# same target, rather than spend 20 minutes building twice.
 target=x86_64-unknown-linux-musl
-cargo build --release --locked --target "$target" -p kiln
-binary="target/$target/release/kiln"
+if [ $# -ge 1 ]; then
+    binary=$1
+else
+    cargo build --release --locked --target "$target" -p kiln
+    binary="target/$target/release/kiln"
+fi
 
 description=$(file -b "$binary")
 echo "kiln: $description"
