@@ -131,6 +131,9 @@ fn start_kiln(
         .arg(data)
         .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("KILN_LOG", "warn")
+        // 10 000 executions in seconds are far past the default quotas.
+        .env("KILN_RATE_LIMIT_EXECUTE_PER_MINUTE", "0")
+        .env("KILN_RATE_LIMIT_READ_PER_MINUTE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -163,7 +166,7 @@ fn login(server: &Server, client: &reqwest::blocking::Client) -> String {
     format!("Bearer {}", login["access_token"].as_str().unwrap())
 }
 
-/// Creates a JavaScript script and returns the URL that runs it waited.
+/// Creates a JavaScript script and returns its id.
 fn create_script(server: &Server, token: &str, name: &str, source: &str) -> String {
     let response = client()
         .post(format!("{}/v1/scripts", server.base))
@@ -173,11 +176,12 @@ fn create_script(server: &Server, token: &str, name: &str, source: &str) -> Stri
         .unwrap();
     assert_eq!(response.status(), 201, "cannot create {name}");
     let script: serde_json::Value = response.json().unwrap();
-    format!(
-        "{}/v1/scripts/{}/execute?wait=true",
-        server.base,
-        script["id"].as_str().unwrap()
-    )
+    script["id"].as_str().unwrap().to_owned()
+}
+
+/// The URL that runs a script waited (a restarted server has a new port).
+fn execute_url(server: &Server, id: &str) -> String {
+    format!("{}/v1/scripts/{id}/execute?wait=true", server.base)
 }
 
 fn execute(client: &reqwest::blocking::Client, url: &str, token: &str) {
@@ -283,14 +287,14 @@ fn main() {
     let warm = data.path().join("warm");
     let (server, _) = start_kiln(&binary, &warm, &client);
     let token = login(&server, &client);
-    let urls: Vec<String> = (0..SCRIPTS)
+    let ids: Vec<String> = (0..SCRIPTS)
         .map(|i| {
             let source = format!("function main(params) {{ return {{ script: {i}, params }}; }}");
             create_script(&server, &token, &format!("script-{i}"), &source)
         })
         .collect();
-    for url in &urls {
-        execute(&client, url, &token);
+    for id in &ids {
+        execute(&client, &execute_url(&server, id), &token);
     }
     server.stop();
     let mut restarts = Vec::new();
@@ -310,6 +314,7 @@ fn main() {
     // After a restart nothing is compiled to machine code again: the first
     // run of every script finds the runtime in the disk cache.
     let token = login(&server, &client);
+    let urls: Vec<String> = ids.iter().map(|id| execute_url(&server, id)).collect();
     let first_round = Instant::now();
     for url in &urls {
         execute(&client, url, &token);
@@ -333,12 +338,13 @@ fn main() {
     std::thread::sleep(Duration::from_secs(1));
     let idle = server.rss_bytes();
     let token = login(&server, &client);
-    let url = create_script(
+    let id = create_script(
         &server,
         &token,
         "trivial",
         "function main() { return 'ok'; }",
     );
+    let url = execute_url(&server, &id);
     let samples = run_and_sample(&server, &url, &token, executions);
     std::thread::sleep(Duration::from_secs(1));
     let after = server.rss_bytes();

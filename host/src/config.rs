@@ -99,6 +99,8 @@ pub struct ServerConfig {
     pub cache_dir: Option<PathBuf>,
     pub max_body_bytes: usize,
     pub drain_timeout_ms: u64,
+    /// The store's in-memory page cache (sled's `cache_capacity`).
+    pub store_cache_mb: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +132,7 @@ impl Default for Config {
                 cache_dir: None,
                 max_body_bytes: 10 << 20,
                 drain_timeout_ms: 30_000,
+                store_cache_mb: 32,
             },
             workers: WorkersConfig {
                 count: cores,
@@ -251,6 +254,7 @@ struct ServerLayer {
     cache_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     drain_timeout_ms: Option<u64>,
+    store_cache_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -311,6 +315,7 @@ impl Config {
         }
         set(&mut s.max_body_bytes, layer.server.max_body_bytes);
         set(&mut s.drain_timeout_ms, layer.server.drain_timeout_ms);
+        set(&mut s.store_cache_mb, layer.server.store_cache_mb);
         set(&mut w.count, layer.workers.count);
         set(&mut w.queue_capacity, layer.workers.queue_capacity);
         set(&mut l.default_timeout_ms, layer.limits.default_timeout_ms);
@@ -446,6 +451,7 @@ fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
             cache_dir: var("KILN_SERVER_CACHE_DIR").map(PathBuf::from),
             max_body_bytes: parse(&var, "KILN_SERVER_MAX_BODY_BYTES")?,
             drain_timeout_ms: parse(&var, "KILN_SERVER_DRAIN_TIMEOUT_MS")?,
+            store_cache_mb: parse(&var, "KILN_SERVER_STORE_CACHE_MB")?,
         },
         workers: WorkersLayer {
             count: parse(&var, "KILN_WORKERS_COUNT")?,

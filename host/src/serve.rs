@@ -26,8 +26,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
     let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&data.join("db"))
-            .with_context(|| format!("cannot open the store in {}", data.display()))?,
+        SledStore::open(
+            &data.join("db"),
+            config.server.store_cache_mb.saturating_mul(1 << 20),
+        )
+        .with_context(|| format!("cannot open the store in {}", data.display()))?,
     );
     let sandbox = Arc::new(Sandbox::new(EngineOptions {
         cache_dir: Some(crate::config::cache_dir(&config)),

@@ -395,7 +395,8 @@ mod tests {
 
     fn auth() -> (Auth, Arc<dyn Store>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(&dir.path().join("db"), 8 << 20).unwrap());
         let mut config = Config::default();
         config.server.data_dir = dir.path().to_path_buf();
         config.auth.admin_password = Some(crate::config::Secret("first admin".into()));

@@ -92,13 +92,20 @@ fn version_meta_key(id: &str, version: u32) -> Vec<u8> {
 
 impl SledStore {
     /// Opens (or creates) the database in `dir` and checks its schema version.
+    /// sled's page cache is capped at `cache_bytes`: its own default is
+    /// 1 GiB, which an edge node's RSS would creep towards as records are
+    /// written.
     ///
     /// # Errors
     ///
     /// [`StoreError::Backend`] if sled cannot open it (for example another
     /// process holds it), [`StoreError::Schema`] if it is of another version.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(backend)?;
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
         let store = Self {
             scripts: db.open_tree("scripts").map_err(backend)?,
@@ -609,19 +616,21 @@ mod tests {
     use super::*;
     use crate::store::{Language, ScriptStatus};
 
+    const TEST_CACHE_BYTES: u64 = 8 << 20;
+
     /// Opens a store a test has just closed. sled's background threads let go
     /// of the directory's lock a moment after the handle is dropped: a new
     /// process never sees that, a test reopening in-process sometimes does.
     fn reopen(path: &std::path::Path) -> Result<SledStore, StoreError> {
         for _ in 0..100 {
-            match SledStore::open(path) {
+            match SledStore::open(path, TEST_CACHE_BYTES) {
                 Err(StoreError::Backend(e)) if e.contains("could not acquire lock") => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 other => return other,
             }
         }
-        SledStore::open(path)
+        SledStore::open(path, TEST_CACHE_BYTES)
     }
 
     fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
@@ -693,7 +702,7 @@ mod tests {
     fn names_a_crash_left_stale_are_dropped_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
             store.create_script(&script("a", "kept", 1), b"v2").unwrap();
             // A rename that stopped between claiming the new name and
             // writing the record, and a delete that stopped after the record.
@@ -727,7 +736,7 @@ mod tests {
     #[test]
     fn idempotency_keys_claim_replay_and_expire() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         assert_eq!(
             store.claim_idempotency_key("k", "f", 1_000).unwrap(),
             Claim::Claimed
@@ -777,7 +786,7 @@ mod tests {
     #[test]
     fn renames_move_the_name_and_refusals_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         store
             .create_script(&script("a", "first", 1), b"v2")
             .unwrap();
