@@ -37,13 +37,15 @@ fn main() {
         root.join("Cargo.lock").display()
     );
     let git = root.join(".git");
-    println!("cargo:rerun-if-changed={}", git.join("HEAD").display());
+    // Only files that exist: cargo counts a missing one as changed on every
+    // build (a source tree without .git, as in the Docker build).
+    if git.join("HEAD").exists() {
+        println!("cargo:rerun-if-changed={}", git.join("HEAD").display());
+    }
     // The branch HEAD points at, so a new commit is seen.
     if let Ok(head) = std::fs::read_to_string(git.join("HEAD"))
         && let Some(reference) = head.trim().strip_prefix("ref: ")
     {
-        // Only files that exist: cargo counts a missing one as changed on
-        // every build, which would relink the release binary each time.
         for path in [git.join(reference), git.join("packed-refs")] {
             if path.exists() {
                 println!("cargo:rerun-if-changed={}", path.display());

@@ -214,7 +214,8 @@ fn compress(wasm: &Path) -> PathBuf {
     // Level 19: about 30 s for the Python runtime, once per change of it.
     let packed = zstd::bulk::compress(&raw, 19).expect("zstd compression");
     // Written aside and renamed, so an interrupted build leaves no torn file.
-    let partial = compressed.with_extension("zst.partial");
+    // The guest build is shared by every target: two builds may race here.
+    let partial = compressed.with_extension(format!("zst.{}.partial", std::process::id()));
     std::fs::write(&partial, packed).expect("write a compressed runtime");
     std::fs::rename(&partial, &compressed).expect("rename a compressed runtime");
     compressed

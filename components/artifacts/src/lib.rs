@@ -18,7 +18,7 @@ impl Runtime {
         Self { compressed }
     }
 
-    /// The component's bytes (tens of milliseconds for the Python runtime:
+    /// The component's bytes (about 0.1 s for the Python runtime:
     /// decompress once per process and keep what is built from them).
     ///
     /// # Errors
