@@ -19,12 +19,12 @@
     reason = "a benchmark harness fails loudly"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const WASMTIME_VERSION: &str = "wasmtime 48.0.8";
+use kiln_benches::{listening_address, wasmtime_binary, workspace};
+
 const ADMIN_PASSWORD: &str = "edge bench admin";
 const STARTS: usize = 10;
 const SCRIPTS: usize = 100;
@@ -67,13 +67,6 @@ impl Server {
     }
 }
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn kiln_binary() -> PathBuf {
     let binary = std::env::var_os("KILN_BIN")
         .map(PathBuf::from)
@@ -85,30 +78,6 @@ fn kiln_binary() -> PathBuf {
         binary.display()
     );
     binary
-}
-
-fn wasmtime_binary() -> Option<PathBuf> {
-    let binary = std::env::var_os("WASMTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("wasmtime"));
-    let version = Command::new(&binary).arg("--version").output().ok()?;
-    let version = String::from_utf8_lossy(&version.stdout);
-    if version.trim() != WASMTIME_VERSION {
-        eprintln!(
-            "{}: {version:?} is not {WASMTIME_VERSION}",
-            binary.display()
-        );
-        return None;
-    }
-    // `--version` found it on PATH; the size wants the file.
-    if binary.components().count() == 1 {
-        let path = Command::new("sh")
-            .args(["-c", &format!("command -v {}", binary.display())])
-            .output()
-            .ok()?;
-        return Some(PathBuf::from(String::from_utf8_lossy(&path.stdout).trim()));
-    }
-    Some(binary)
 }
 
 fn client() -> reqwest::blocking::Client {
@@ -138,15 +107,7 @@ fn start_kiln(
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("Kiln listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let base = listening_address(&mut child);
     let ready = format!("{base}/readyz");
     while !client.get(&ready).send().is_ok_and(|r| r.status() == 200) {
         assert!(started.elapsed() < Duration::from_secs(10), "never ready");
@@ -223,23 +184,28 @@ fn ms(time: Duration) -> String {
     format!("{:.1} ms", time.as_secs_f64() * 1e3)
 }
 
-/// Runs `count` waited executions of `url` over `CONNECTIONS` threads and
-/// samples the server's RSS every `count / 10`.
-fn run_and_sample(server: &Server, url: &str, token: &str, count: usize) -> Vec<(usize, u64)> {
-    let step = count / 10;
+/// Sends `count` requests with `send` over `CONNECTIONS` threads, in ten
+/// rounds, and samples the server's RSS after each: (requests so far, bytes).
+fn sample_rss(
+    server: &Server,
+    count: usize,
+    send: impl Fn(&reqwest::blocking::Client) + Sync,
+) -> Vec<(usize, u64)> {
+    let per_thread = count / 10 / CONNECTIONS;
+    assert!(per_thread > 0, "at least {} requests", 10 * CONNECTIONS);
     let mut samples = Vec::new();
     for round in 1..=10 {
         std::thread::scope(|scope| {
             for _ in 0..CONNECTIONS {
                 scope.spawn(|| {
                     let client = client();
-                    for _ in 0..step / CONNECTIONS {
-                        execute(&client, url, token);
+                    for _ in 0..per_thread {
+                        send(&client);
                     }
                 });
             }
         });
-        samples.push((round * step, server.rss_bytes()));
+        samples.push((round * per_thread * CONNECTIONS, server.rss_bytes()));
     }
     samples
 }
@@ -345,7 +311,7 @@ fn main() {
         "function main() { return 'ok'; }",
     );
     let url = execute_url(&server, &id);
-    let samples = run_and_sample(&server, &url, &token, executions);
+    let samples = sample_rss(&server, executions, |client| execute(client, &url, &token));
     std::thread::sleep(Duration::from_secs(1));
     let after = server.rss_bytes();
     server.stop();
@@ -408,22 +374,10 @@ fn measure_wasmtime(binary: &Path, count: usize) -> (Duration, u64, Vec<(usize, 
     let start = started.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     let idle = server.rss_bytes();
-    let step = count / 10;
-    let mut samples = Vec::new();
-    for round in 1..=10 {
-        std::thread::scope(|scope| {
-            for _ in 0..CONNECTIONS {
-                scope.spawn(|| {
-                    let client = self::client();
-                    for _ in 0..step / CONNECTIONS {
-                        let response = client.get(&server.base).send().unwrap();
-                        assert_eq!(response.status(), 200);
-                        response.bytes().unwrap();
-                    }
-                });
-            }
-        });
-        samples.push((round * step, server.rss_bytes()));
-    }
+    let samples = sample_rss(&server, count, |client| {
+        let response = client.get(&server.base).send().unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().unwrap();
+    });
     (start, idle, samples)
 }

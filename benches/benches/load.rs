@@ -21,15 +21,15 @@
     reason = "a benchmark harness fails loudly"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use kiln_benches::{WASMTIME_VERSION, listening_address, wasmtime_binary, workspace};
+
 const CONNECTIONS: [usize; 2] = [1, 32];
-const WASMTIME_VERSION: &str = "wasmtime 48.0.8";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -46,13 +46,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
 }
 
 const ADMIN_PASSWORD: &str = "load harness admin";
@@ -85,32 +78,8 @@ fn start_kiln(data: &std::path::Path, auth: bool) -> (Server, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("Kiln listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let base = listening_address(&mut child);
     (Server(child), base)
-}
-
-fn wasmtime_binary() -> Option<PathBuf> {
-    let binary = std::env::var_os("WASMTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("wasmtime"));
-    let version = Command::new(&binary).arg("--version").output().ok()?;
-    let version = String::from_utf8_lossy(&version.stdout);
-    if version.trim() != WASMTIME_VERSION {
-        eprintln!(
-            "{}: {version:?} is not {WASMTIME_VERSION}",
-            binary.display()
-        );
-        return None;
-    }
-    Some(binary)
 }
 
 fn start_wasmtime(binary: &std::path::Path) -> (Server, String) {

@@ -376,6 +376,9 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be at least 1");
         }
+        if self.server.store_cache_mb == 0 {
+            return invalid("server.store_cache_mb must be at least 1");
+        }
         let a = &self.auth;
         if a.jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
             return invalid("auth.jwt_secret must be at least 32 characters");
@@ -568,6 +571,9 @@ mod tests {
             Config::load(Some(&file), &Overrides::default()),
             Err(ConfigError::Invalid(_))
         ));
+        std::fs::write(&file, "[server]\nstore_cache_mb = 0\n").unwrap();
+        let zero = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(zero.to_string().contains("store_cache_mb"), "{zero}");
     }
 
     #[test]

@@ -245,6 +245,23 @@ async fn request_id_and_errors(request: Request, next: Next) -> Response {
     response
 }
 
+/// Names that appear in URLs and logs: `^[a-zA-Z0-9_.-]{1,max}$`, else a
+/// 400 naming `field`.
+pub fn check_identifier(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let ok = (1..=max).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("must match ^[a-zA-Z0-9_.-]{{1,{max}}}$"),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::{HeaderMap, HeaderValue, Method};

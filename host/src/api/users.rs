@@ -95,18 +95,7 @@ pub struct UpdateUser {
 }
 
 fn check_username(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "username",
-            "must match ^[a-zA-Z0-9_.-]{1,64}$",
-        ))
-    }
+    super::check_identifier("username", name, 64)
 }
 
 fn check_password(password: &str) -> Result<(), ApiError> {

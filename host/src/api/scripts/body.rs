@@ -226,18 +226,7 @@ pub fn parse_language(language: &str) -> Result<Language, ApiError> {
 }
 
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=255).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "name",
-            "must match ^[a-zA-Z0-9_.-]{1,255}$",
-        ))
-    }
+    crate::api::check_identifier("name", name, 255)
 }
 
 /// Source must be UTF-8 text of at most 100 000 characters.
