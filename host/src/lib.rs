@@ -7,6 +7,7 @@ pub mod cli;
 mod config;
 mod jobs;
 mod local_run;
+mod memory;
 mod metrics;
 mod ratelimit;
 mod runtimes;

@@ -22,6 +22,9 @@ use crate::store::{SledStore, Store};
 ///
 /// Start-up failures: the data directory, the store, the engine, the listener.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let begun = std::time::Instant::now();
+    let phase =
+        |name: &str| tracing::debug!(ms = begun.elapsed().as_secs_f64() * 1e3, "start-up: {name}");
     let data = &config.server.data_dir;
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
@@ -32,6 +35,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )
         .with_context(|| format!("cannot open the store in {}", data.display()))?,
     );
+    let auth = Arc::new(
+        crate::auth::Auth::open(store.clone(), &config).context("cannot set up authentication")?,
+    );
+    // A new data dir's first admin is made beside the rest of start-up and
+    // may finish after readiness (its Argon2id hash is ~40 ms); logins wait
+    // for it, and if it fails the server stops.
+    if auth.first_admin_pending() {
+        let password =
+            crate::auth::first_admin_password(&config).context("cannot set up authentication")?;
+        let auth = auth.clone();
+        tokio::task::spawn_blocking(move || {
+            // A failure reaches the log and stops the server (below).
+            let _ = auth.create_first_admin(&password);
+            // Argon2id's 19 MiB are free again.
+            crate::memory::release_unused();
+        });
+    }
+    phase("store and authentication");
     let sandbox = Arc::new(Sandbox::new(EngineOptions {
         cache_dir: Some(crate::config::cache_dir(&config)),
         max_instances: u32::try_from(config.workers.count.saturating_mul(2).max(16))
@@ -39,9 +60,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_memory_bytes: config.limits.max_memory_mb.saturating_mul(1 << 20),
         ..EngineOptions::default()
     })?);
-    let auth = Arc::new(
-        crate::auth::Auth::open(store.clone(), &config).context("cannot set up authentication")?,
-    );
     let limits = Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limit));
     let runtimes = Arc::new(Runtimes::new(sandbox.clone()));
     let mut metrics = Metrics::new();
@@ -61,16 +79,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         api::webhooks::execution_events(&events, record);
     }));
     metrics.watch(jobs.clone(), sandbox.clone());
-    jobs::recover(store.as_ref(), &jobs)
-        .await
-        .context("cannot recover executions")?;
-    tokio::spawn(expire_idempotency_keys(store.clone()));
-    tokio::spawn(forget_idle_buckets(limits.clone()));
-
+    phase("engine, webhooks, workers");
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr()?;
+    jobs::recover(store.as_ref(), &jobs)
+        .await
+        .context("cannot recover executions")?;
+    phase("bound, executions recovered");
+    tokio::spawn(expire_idempotency_keys(store.clone()));
+    tokio::spawn(forget_idle_buckets(limits.clone()));
+    tokio::spawn(crate::memory::release_when_idle(jobs.clone()));
+
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         store: store.clone(),
@@ -94,16 +115,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         state.schedules_changed.clone(),
         stopping.clone(),
     ));
+    let first_admin = state.auth.clone();
     let app = api::router(state);
     ready.store(true, Ordering::Release);
     // A stable line that scripts and the end-to-end tests read the address from.
     println!("Kiln listening on http://{address}");
-    tracing::info!(%address, "listening");
+    tracing::info!(%address, startup_ms = begun.elapsed().as_millis(), "listening");
 
     let draining = ready.clone();
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let first_admin_failed = Arc::new(AtomicBool::new(false));
+    let failed = first_admin_failed.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal() => {}
+            Err(e) = first_admin.first_admin_made() => {
+                tracing::error!(error = %e, "stopping: the server cannot be used without its first admin");
+                failed.store(true, Ordering::Release);
+            }
+        }
         draining.store(false, Ordering::Release);
         tracing::info!("shutting down");
         stop.send_replace(true);
@@ -120,6 +150,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     store.flush().await?;
     tracing::info!("stopped");
+    if first_admin_failed.load(Ordering::Acquire) {
+        anyhow::bail!("the first admin could not be created (see the log above)");
+    }
     Ok(())
 }
 

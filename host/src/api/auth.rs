@@ -94,6 +94,8 @@ async fn login(
         state.metrics.rate_limited("login");
         return Err(ApiError::RateLimited(refused));
     }
+    // A new data dir makes its admin just after start-up.
+    state.auth.first_admin_made().await.map_err(auth_error)?;
     let auth = state.auth.clone();
     let (username, password) = (body.username.clone(), body.password);
     let checked = tokio::task::spawn_blocking(move || auth.check_password(&username, &password))

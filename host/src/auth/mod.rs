@@ -39,6 +39,8 @@ pub enum AuthError {
     Secret(#[from] SecretError),
     #[error("cannot sign an access token: {0}")]
     Sign(String),
+    #[error("the first admin could not be created: {0}")]
+    FirstAdmin(String),
 }
 
 /// A fresh access token and the refresh token to get the next one.
@@ -60,6 +62,16 @@ pub struct Auth {
     dummy_hash: OnceLock<String>,
     /// Held across "is another admin left?" and the write that depends on it.
     admin_changes: std::sync::Mutex<()>,
+    /// A new data dir makes its first admin after the server is ready: the
+    /// Argon2id hash alone would take most of the start-up budget.
+    first_admin: tokio::sync::watch::Sender<FirstAdmin>,
+}
+
+#[derive(Debug, Clone)]
+enum FirstAdmin {
+    Pending,
+    Exists,
+    Failed(String),
 }
 
 impl std::fmt::Debug for Auth {
@@ -68,6 +80,30 @@ impl std::fmt::Debug for Auth {
             .field("enabled", &self.enabled)
             .finish()
     }
+}
+
+/// The first admin's password, for a store with no user yet: the
+/// configured one, else the one in `<data>/initial-admin-password`, created
+/// with a random value the first time, and logged.
+///
+/// # Errors
+///
+/// The password file cannot be read or written, or is damaged.
+pub fn first_admin_password(config: &Config) -> Result<String, AuthError> {
+    if let Some(password) = &config.auth.admin_password {
+        return Ok(password.0.clone());
+    }
+    let path = config.server.data_dir.join("initial-admin-password");
+    let (password, _) = secrets::load_or_create(&path, MIN_PASSWORD_CHARS, || {
+        secrets::random_base62(24).map(|p| format!("{p}\n"))
+    })?;
+    // API.md: printed once, on the start that creates the user (the only
+    // caller asks when the store has no user yet).
+    tracing::warn!(
+        file = %path.display(),
+        "created user \"admin\" with password {password}; it is also in the file named here. Change it."
+    );
+    Ok(password)
 }
 
 fn now_secs() -> u64 {
@@ -81,6 +117,8 @@ impl Auth {
     /// # Errors
     ///
     /// The secret file or the store cannot be read or written.
+    /// On an empty store the first admin is still to be made
+    /// ([`Auth::create_first_admin`]); logins wait for it.
     pub fn open(store: Arc<dyn Store>, config: &Config) -> Result<Self, AuthError> {
         let secret = match &config.auth.jwt_secret {
             Some(secret) => secret.0.clone(),
@@ -102,8 +140,11 @@ impl Auth {
             refresh_ttl_secs: config.auth.refresh_ttl_secs,
             dummy_hash: OnceLock::new(),
             admin_changes: std::sync::Mutex::new(()),
+            first_admin: tokio::sync::watch::Sender::new(FirstAdmin::Pending),
         };
-        auth.create_first_admin(config)?;
+        if !auth.store.users()?.is_empty() {
+            auth.first_admin.send_replace(FirstAdmin::Exists);
+        }
         Ok(auth)
     }
 
@@ -114,31 +155,55 @@ impl Auth {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn create_first_admin(&self, config: &Config) -> Result<(), AuthError> {
+    /// Makes user "admin" with `password` (from [`first_admin_password`])
+    /// unless some user exists. Waiting logins go on once it is done, or fail
+    /// with its error.
+    ///
+    /// # Errors
+    ///
+    /// Hashing failed or the store cannot be written.
+    pub fn create_first_admin(&self, password: &str) -> Result<(), AuthError> {
+        let created = self.make_first_admin(password);
+        self.first_admin.send_replace(match &created {
+            Ok(()) => FirstAdmin::Exists,
+            Err(e) => FirstAdmin::Failed(e.to_string()),
+        });
+        created
+    }
+
+    /// Resolves once the first admin exists (at once for a store that has
+    /// users).
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::FirstAdmin`] when making it failed.
+    pub async fn first_admin_made(&self) -> Result<(), AuthError> {
+        let mut state = self.first_admin.subscribe();
+        let state = state
+            .wait_for(|s| !matches!(s, FirstAdmin::Pending))
+            .await
+            .map_err(|_| AuthError::FirstAdmin("the server is stopping".into()))?;
+        match &*state {
+            FirstAdmin::Failed(e) => Err(AuthError::FirstAdmin(e.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the first admin is still to be made.
+    pub fn first_admin_pending(&self) -> bool {
+        matches!(*self.first_admin.borrow(), FirstAdmin::Pending)
+    }
+
+    fn make_first_admin(&self, password: &str) -> Result<(), AuthError> {
         if !self.store.users()?.is_empty() {
             return Ok(());
         }
-        let password = match &config.auth.admin_password {
-            Some(password) => password.0.clone(),
-            None => {
-                let path = config.server.data_dir.join("initial-admin-password");
-                let (password, _) = secrets::load_or_create(&path, MIN_PASSWORD_CHARS, || {
-                    secrets::random_base62(24).map(|p| format!("{p}\n"))
-                })?;
-                // API.md: printed once, on the start that creates the user.
-                tracing::warn!(
-                    file = %path.display(),
-                    "created user \"admin\" with password {password}; it is also in the file named here. Change it."
-                );
-                password
-            }
-        };
         let now = crate::now();
         let admin = UserRecord {
             id: uuid::Uuid::now_v7().to_string(),
             username: "admin".into(),
             role: Role::Admin,
-            password_hash: secrets::hash_password(&password)?,
+            password_hash: secrets::hash_password(password)?,
             disabled: false,
             created_at: now.clone(),
             updated_at: now,
@@ -400,7 +465,51 @@ mod tests {
         let mut config = Config::default();
         config.server.data_dir = dir.path().to_path_buf();
         config.auth.admin_password = Some(crate::config::Secret("first admin".into()));
-        (Auth::open(store.clone(), &config).unwrap(), store, dir)
+        let auth = Auth::open(store.clone(), &config).unwrap();
+        auth.create_first_admin("first admin").unwrap();
+        (auth, store, dir)
+    }
+
+    #[tokio::test]
+    async fn logins_wait_for_the_first_admin_of_a_new_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(&dir.path().join("db"), 8 << 20).unwrap());
+        let mut config = Config::default();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.auth.admin_password = Some(crate::config::Secret("first admin".into()));
+        let auth = Arc::new(Auth::open(store.clone(), &config).unwrap());
+        assert!(auth.first_admin_pending());
+        let waiting = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.first_admin_made().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "no admin yet");
+        auth.create_first_admin("first admin").unwrap();
+        waiting.await.unwrap().unwrap();
+        auth.check_password("admin", "first admin").unwrap();
+        // Reopened, the store has its admin: nothing to wait for.
+        let reopened = Auth::open(store, &config).unwrap();
+        assert!(!reopened.first_admin_pending());
+        reopened.first_admin_made().await.unwrap();
+    }
+
+    #[test]
+    fn the_first_admin_password_is_made_once_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.server.data_dir = dir.path().to_path_buf();
+        let made = first_admin_password(&config).unwrap();
+        assert_eq!(made.len(), 24);
+        assert_eq!(first_admin_password(&config).unwrap(), made);
+        config.auth.admin_password = Some(crate::config::Secret("configured one".into()));
+        assert_eq!(first_admin_password(&config).unwrap(), "configured one");
+        // A directory where the file should be is an error, not a new password.
+        config.auth.admin_password = None;
+        config.server.data_dir = dir.path().join("elsewhere");
+        std::fs::create_dir_all(config.server.data_dir.join("initial-admin-password")).unwrap();
+        first_admin_password(&config).unwrap_err();
     }
 
     fn key_headers(key: &str) -> HeaderMap {

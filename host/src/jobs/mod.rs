@@ -53,6 +53,8 @@ pub struct Jobs {
     /// Told of every execution that became final, before it is flushed
     /// (webhook events go into the outbox with the same fsync).
     on_final: std::sync::OnceLock<FinalHook>,
+    /// Executions that became final since start (crate::memory watches it).
+    finished_count: std::sync::atomic::AtomicU64,
 }
 
 pub type FinalHook = Box<dyn Fn(&ExecutionRecord) + Send + Sync>;
@@ -86,6 +88,7 @@ impl Jobs {
             draining: AtomicBool::new(false),
             interrupting: AtomicBool::new(false),
             on_final: std::sync::OnceLock::new(),
+            finished_count: std::sync::atomic::AtomicU64::new(0),
         });
         for _ in 0..workers.max(1) {
             let worker = Worker {
@@ -116,6 +119,7 @@ impl Jobs {
 
     /// Counts a record that just became final and tells the hook.
     fn finalized(&self, record: &ExecutionRecord) {
+        self.finished_count.fetch_add(1, Ordering::Relaxed);
         self.metrics.record(record);
         if let Some(hook) = self.on_final.get() {
             hook(record);
@@ -218,6 +222,11 @@ impl Jobs {
     }
 
     /// Executions waiting in the queue.
+    /// How many executions became final since start.
+    pub fn finished_count(&self) -> u64 {
+        self.finished_count.load(Ordering::Relaxed)
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
