@@ -14,8 +14,10 @@ use crate::jobs::Jobs;
 /// How often an idle server gives memory back.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
-/// Purges every page the allocator holds free, now. A no-op with the
-/// system allocator, which returns memory on its own.
+/// Frees the calling thread's unused pages and carries out every purge the
+/// arenas have delayed, now (mimalloc cannot reach other threads' caches,
+/// which stay until those threads allocate again). A no-op with the system
+/// allocator, which returns memory on its own.
 pub fn release_unused() {
     #[cfg(feature = "mimalloc")]
     // SAFETY: mi_collect takes no arguments that point anywhere and may be

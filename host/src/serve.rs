@@ -20,7 +20,8 @@ use crate::store::{SledStore, Store};
 ///
 /// # Errors
 ///
-/// Start-up failures: the data directory, the store, the engine, the listener.
+/// Start-up failures: the data directory, the store, the engine, the listener;
+/// and a first admin that could not be made (the server stops after it).
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let begun = std::time::Instant::now();
     let phase =
@@ -44,12 +45,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if auth.first_admin_pending() {
         let password =
             crate::auth::first_admin_password(&config).context("cannot set up authentication")?;
-        let auth = auth.clone();
-        tokio::task::spawn_blocking(move || {
-            // A failure reaches the log and stops the server (below).
-            let _ = auth.create_first_admin(&password);
-            // Argon2id's 19 MiB are free again.
-            crate::memory::release_unused();
+        let (auth, store) = (auth.clone(), store.clone());
+        tokio::spawn(async move {
+            let made = tokio::task::spawn_blocking(move || {
+                let made = auth.create_first_admin(&password);
+                // Argon2id's 19 MiB are free again.
+                crate::memory::release_unused();
+                made
+            })
+            .await;
+            // A failure also stops the server (the shutdown future below).
+            match made {
+                Ok(Ok(())) => {
+                    if let Err(e) = store.flush().await {
+                        tracing::error!(error = %e, "cannot flush the first admin to disk");
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot create the first admin"),
+                Err(e) => tracing::error!(error = %e, "the first admin's task failed"),
+            }
         });
     }
     phase("store and authentication");
@@ -90,7 +104,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     phase("bound, executions recovered");
     tokio::spawn(expire_idempotency_keys(store.clone()));
     tokio::spawn(forget_idle_buckets(limits.clone()));
-    tokio::spawn(crate::memory::release_when_idle(jobs.clone()));
+    if cfg!(feature = "mimalloc") {
+        tokio::spawn(crate::memory::release_when_idle(jobs.clone()));
+    }
 
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {

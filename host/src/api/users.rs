@@ -165,6 +165,13 @@ async fn create(
 ) -> Result<Response, ApiError> {
     check_username(&body.username)?;
     check_password(&body.password)?;
+    // With authentication off anyone may get here while a new data dir's
+    // first admin is still being made; a user stored first would prevent it.
+    state
+        .auth
+        .first_admin_made()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = crate::now();
     let user = UserRecord {
         id: uuid::Uuid::now_v7().to_string(),

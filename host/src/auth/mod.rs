@@ -101,7 +101,7 @@ pub fn first_admin_password(config: &Config) -> Result<String, AuthError> {
     // caller asks when the store has no user yet).
     tracing::warn!(
         file = %path.display(),
-        "created user \"admin\" with password {password}; it is also in the file named here. Change it."
+        "the first user, \"admin\", has the password {password}; it is also in the file named here. Change it."
     );
     Ok(password)
 }
@@ -163,7 +163,11 @@ impl Auth {
     ///
     /// Hashing failed or the store cannot be written.
     pub fn create_first_admin(&self, password: &str) -> Result<(), AuthError> {
-        let created = self.make_first_admin(password);
+        // A panic must not leave logins waiting forever.
+        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.make_first_admin(password)
+        }))
+        .unwrap_or_else(|_| Err(AuthError::FirstAdmin("making it panicked".into())));
         self.first_admin.send_replace(match &created {
             Ok(()) => FirstAdmin::Exists,
             Err(e) => FirstAdmin::Failed(e.to_string()),
@@ -458,13 +462,20 @@ mod tests {
     use crate::store::SledStore;
     use crate::store::auth::ApiKeyRecord;
 
-    fn auth() -> (Auth, Arc<dyn Store>, tempfile::TempDir) {
+    /// An empty store in a temporary data dir, and a configuration naming
+    /// the first admin's password.
+    fn empty_store() -> (Arc<dyn Store>, Config, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(SledStore::open(&dir.path().join("db"), 8 << 20).unwrap());
         let mut config = Config::default();
         config.server.data_dir = dir.path().to_path_buf();
         config.auth.admin_password = Some(crate::config::Secret("first admin".into()));
+        (store, config, dir)
+    }
+
+    fn auth() -> (Auth, Arc<dyn Store>, tempfile::TempDir) {
+        let (store, config, dir) = empty_store();
         let auth = Auth::open(store.clone(), &config).unwrap();
         auth.create_first_admin("first admin").unwrap();
         (auth, store, dir)
@@ -472,12 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn logins_wait_for_the_first_admin_of_a_new_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SledStore::open(&dir.path().join("db"), 8 << 20).unwrap());
-        let mut config = Config::default();
-        config.server.data_dir = dir.path().to_path_buf();
-        config.auth.admin_password = Some(crate::config::Secret("first admin".into()));
+        let (store, config, _dir) = empty_store();
         let auth = Arc::new(Auth::open(store.clone(), &config).unwrap());
         assert!(auth.first_admin_pending());
         let waiting = tokio::spawn({

@@ -221,12 +221,12 @@ impl Jobs {
         }
     }
 
-    /// Executions waiting in the queue.
     /// How many executions became final since start.
     pub fn finished_count(&self) -> u64 {
         self.finished_count.load(Ordering::Relaxed)
     }
 
+    /// Executions waiting in the queue.
     pub fn queued(&self) -> usize {
         self.queue.len()
     }

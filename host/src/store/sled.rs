@@ -141,6 +141,7 @@ impl SledStore {
         meta.insert("schema_version", encode(&SCHEMA_VERSION)?)
             .map_err(backend)?;
         store.repair_names()?;
+        store.repair_user_names()?;
         store.db.flush().map_err(backend)?;
         Ok(store)
     }
@@ -157,6 +158,23 @@ impl SledStore {
             };
             if current.as_deref().map(str::as_bytes) != Some(&name[..]) {
                 self.script_names.remove(&name).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The same for usernames: a user is created by claiming its name, then
+    /// writing its record; a crash between the two must not keep the name
+    /// (a first admin that never was would block the next one).
+    fn repair_user_names(&self) -> Result<(), StoreError> {
+        for entry in self.user_names.iter() {
+            let (name, id) = entry.map_err(backend)?;
+            let current = match self.users.get(&id).map_err(backend)? {
+                Some(bytes) => Some(decode::<crate::store::auth::UserRecord>(&bytes)?.username),
+                None => None,
+            };
+            if current.as_deref().map(str::as_bytes) != Some(&name[..]) {
+                self.user_names.remove(&name).map_err(backend)?;
             }
         }
         Ok(())
@@ -717,6 +735,20 @@ mod tests {
         store
             .create_script(&script("b", "half-renamed", 1), b"v2")
             .unwrap();
+    }
+
+    #[test]
+    fn usernames_a_crash_left_stale_are_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+            // Claimed, then the process died before the record was written.
+            store.user_names.insert("admin", "never-written").unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = reopen(dir.path()).unwrap();
+        assert!(store.users().unwrap().is_empty());
+        assert!(store.user_names.get("admin").unwrap().is_none());
     }
 
     #[test]
