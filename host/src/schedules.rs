@@ -206,8 +206,28 @@ fn previous_still_running(state: &AppState, schedule: &ScheduleRecord) -> Result
 }
 
 /// Queues a run of the schedule's script; the execution's id, or none when
-/// the script is gone or archived or the queue refused it (logged).
+/// its creator may no longer run scripts, the script is gone or archived, or
+/// the queue refused it (logged).
 async fn start(state: &AppState, schedule: &ScheduleRecord) -> Option<String> {
+    // Runs are on the creator's behalf: a creator since disabled, deleted or
+    // demoted below execute:scripts gets none (the schedule stays, for an
+    // admin to see and delete).
+    match crate::auth::creator_may(
+        state.store.as_ref(),
+        schedule.created_by.as_deref(),
+        crate::auth::Scope::ExecuteScripts,
+    ) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(schedule = %schedule.id, creator = ?schedule.created_by,
+                "skipped: its creator may no longer run scripts");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(schedule = %schedule.id, error = %e, "skipped: cannot read its creator");
+            return None;
+        }
+    }
     let script = match state.store.script(&schedule.script_id) {
         Ok(Some(script)) if script.status == ScriptStatus::Active => script,
         Ok(Some(_)) => {

@@ -127,6 +127,34 @@ fn a_schedule_every_second_fires_pauses_resumes_and_is_deleted() {
 }
 
 #[test]
+fn a_schedule_stops_running_when_its_creator_is_disabled() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let script = kiln.create_script("tick", "javascript", "function main() { return 1; }");
+    let script_id = script["id"].as_str().unwrap();
+    let (developer, token) = kiln.create_user("dev", "developer");
+    let response = kiln
+        .with_token(&token, Method::POST, "/v1/schedules")
+        .json(&json!({"name": "theirs", "script_id": "tick", "cron": "* * * * * *"}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!scheduled_runs(&kiln, script_id).is_empty());
+
+    let disabled = kiln
+        .request(Method::PUT, &format!("/v1/users/{developer}"))
+        .json(&json!({"disabled": true}))
+        .send()
+        .unwrap();
+    assert_eq!(disabled.status(), 200);
+    // A run the scheduler was starting as the change landed may still appear.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = scheduled_runs(&kiln, script_id);
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(scheduled_runs(&kiln, script_id).len(), before.len());
+}
+
+#[test]
 fn a_schedule_survives_a_restart_and_keeps_firing() {
     let dir = tempfile::tempdir().unwrap();
     let kiln = Kiln::start_in(dir.path(), &[]);

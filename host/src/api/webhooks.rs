@@ -14,7 +14,7 @@ use super::error::ErrorEnvelope;
 use super::executions::ExecutionView;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
-use crate::auth::{Principal, Scope};
+use crate::auth::Principal;
 use crate::store::webhooks::{AttemptRecord, WebhookRecord};
 use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
 use crate::webhooks::{EVENTS, PING, Webhooks, sign, ssrf};
@@ -130,11 +130,7 @@ fn check_events(events: &[String]) -> Result<Vec<String>, ApiError> {
 /// needs `read:executions`, to script events `read:scripts`.
 fn check_event_scopes(principal: &Principal, events: &[String]) -> Result<(), ApiError> {
     for event in events {
-        let needs = if event.starts_with("script.") {
-            Scope::ReadScripts
-        } else {
-            Scope::ReadExecutions
-        };
+        let needs = crate::webhooks::event_scope(event);
         if !principal.scopes.allows(needs) {
             return Err(ApiError::PermissionDenied(format!(
                 "subscribing to {event} needs the {} scope, which this credential does not have",

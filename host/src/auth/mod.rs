@@ -106,6 +106,27 @@ pub fn first_admin_password(config: &Config) -> Result<String, AuthError> {
     Ok(password)
 }
 
+/// Whether the user who made something that acts later on their behalf (a
+/// schedule's runs, a webhook's events) still may do `scope`: not disabled,
+/// not deleted, and their role has it now. Things made with authentication
+/// off have no creator and are not held back.
+///
+/// # Errors
+///
+/// The store cannot be read.
+pub fn creator_may(
+    store: &dyn Store,
+    created_by: Option<&str>,
+    scope: Scope,
+) -> Result<bool, StoreError> {
+    let Some(user_id) = created_by else {
+        return Ok(true);
+    };
+    Ok(store
+        .user(user_id)?
+        .is_some_and(|user| !user.disabled && user.role.scopes().allows(scope)))
+}
+
 fn now_secs() -> u64 {
     crate::api::now_ms() / 1000
 }

@@ -747,7 +747,7 @@ mod tests {
             store.db.flush().unwrap();
         }
         let store = reopen(dir.path()).unwrap();
-        assert!(store.users().unwrap().is_empty());
+        assert!(store.users.is_empty());
         assert!(store.user_names.get("admin").unwrap().is_none());
     }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
 
+use crate::auth::Scope;
 use crate::config::WebhooksConfig;
 use crate::store::webhooks::{DeliveryRecord, WebhookRecord};
 use crate::store::{Store, StoreError};
@@ -33,6 +34,16 @@ pub const PING: &str = "ping";
 
 fn subscribed(webhook: &WebhookRecord, event_type: &str) -> bool {
     webhook.active && webhook.events.iter().any(|e| e == event_type)
+}
+
+/// What reading an event's contents needs: script events carry scripts,
+/// the others executions (and their output).
+pub fn event_scope(event_type: &str) -> Scope {
+    if event_type.starts_with("script.") {
+        Scope::ReadScripts
+    } else {
+        Scope::ReadExecutions
+    }
 }
 
 pub struct Webhooks {
@@ -109,6 +120,14 @@ impl Webhooks {
             .clone();
         let mut queued = 0;
         for webhook in subscriptions.iter().filter(|w| subscribed(w, event_type)) {
+            // Checked per event, so a demotion or a disabled account stops
+            // the events at once.
+            let scope = event_scope(event_type);
+            if !crate::auth::creator_may(self.store.as_ref(), webhook.created_by.as_deref(), scope)?
+            {
+                tracing::debug!(webhook = %webhook.id, event_type, "not sent: its creator may no longer read it");
+                continue;
+            }
             self.enqueue(webhook, event_type, data)?;
             queued += 1;
         }
@@ -145,5 +164,91 @@ impl Webhooks {
     /// Tells the delivery task to look at the outbox now.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+    use crate::store::SledStore;
+    use crate::store::auth::UserRecord;
+
+    fn user(id: &str, role: Role, disabled: bool) -> UserRecord {
+        UserRecord {
+            id: id.into(),
+            username: id.into(),
+            role,
+            password_hash: String::new(),
+            disabled,
+            created_at: String::new(),
+            updated_at: String::new(),
+            last_login_at: None,
+        }
+    }
+
+    fn webhook(id: &str, created_by: Option<&str>) -> WebhookRecord {
+        WebhookRecord {
+            id: id.into(),
+            url: "https://example.com/hook".into(),
+            events: vec!["execution.completed".into(), "script.created".into()],
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            active: true,
+            description: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            created_by: created_by.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn events_reach_only_creators_who_may_still_read_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(&dir.path().join("db"), 8 << 20).unwrap());
+        store
+            .create_user(&user("analyst", Role::Analyst, false))
+            .unwrap();
+        store
+            .create_user(&user("demoted", Role::Viewer, false))
+            .unwrap();
+        store
+            .create_user(&user("disabled", Role::Developer, true))
+            .unwrap();
+        for (id, creator) in [
+            ("by-analyst", Some("analyst")),
+            ("by-demoted", Some("demoted")),
+            ("by-disabled", Some("disabled")),
+            ("by-deleted", Some("deleted")),
+            ("auth-off", None),
+        ] {
+            store.create_webhook(&webhook(id, creator)).unwrap();
+        }
+        let webhooks = Webhooks::new(
+            store.clone(),
+            crate::config::Config::default().webhooks,
+            crate::metrics::Metrics::new().webhooks(),
+        )
+        .unwrap();
+
+        let receivers = |event: &str| {
+            let before: Vec<_> = store.pending_deliveries().unwrap();
+            webhooks.emit(event, &json!({})).unwrap();
+            let mut got: Vec<String> = store
+                .pending_deliveries()
+                .unwrap()
+                .into_iter()
+                .filter(|d| !before.iter().any(|b| b.id == d.id))
+                .map(|d| d.webhook_id)
+                .collect();
+            got.sort();
+            got
+        };
+        // A viewer may read scripts but not executions.
+        assert_eq!(receivers("execution.completed"), ["auth-off", "by-analyst"]);
+        assert_eq!(
+            receivers("script.created"),
+            ["auth-off", "by-analyst", "by-demoted"]
+        );
     }
 }
