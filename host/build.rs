@@ -46,7 +46,14 @@ fn main() {
     if let Ok(head) = std::fs::read_to_string(git.join("HEAD"))
         && let Some(reference) = head.trim().strip_prefix("ref: ")
     {
-        for path in [git.join(reference), git.join("packed-refs")] {
+        // The ref's folder too: a ref kept only in packed-refs gets its own
+        // file at the next commit, a file no earlier build could watch.
+        let loose = git.join(reference);
+        let folder = loose.parent().map(Path::to_path_buf);
+        for path in [Some(loose), folder, Some(git.join("packed-refs"))]
+            .into_iter()
+            .flatten()
+        {
             if path.exists() {
                 println!("cargo:rerun-if-changed={}", path.display());
             }
