@@ -39,32 +39,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let auth = Arc::new(
         crate::auth::Auth::open(store.clone(), &config).context("cannot set up authentication")?,
     );
-    // A new data dir's first admin is made beside the rest of start-up and
-    // may finish after readiness (its Argon2id hash is ~40 ms); logins wait
-    // for it, and if it fails the server stops.
     if auth.first_admin_pending() {
-        let password =
-            crate::auth::first_admin_password(&config).context("cannot set up authentication")?;
-        let (auth, store) = (auth.clone(), store.clone());
-        tokio::spawn(async move {
-            let made = tokio::task::spawn_blocking(move || {
-                let made = auth.create_first_admin(&password);
-                // Argon2id's 19 MiB are free again.
-                crate::memory::release_unused();
-                made
-            })
-            .await;
-            // A failure also stops the server (the shutdown future below).
-            match made {
-                Ok(Ok(())) => {
-                    if let Err(e) = store.flush().await {
-                        tracing::error!(error = %e, "cannot flush the first admin to disk");
-                    }
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot create the first admin"),
-                Err(e) => tracing::error!(error = %e, "the first admin's task failed"),
-            }
-        });
+        auth.make_first_admin_in_background(&config)
+            .context("cannot set up authentication")?;
     }
     phase("store and authentication");
     let sandbox = Arc::new(Sandbox::new(EngineOptions {

@@ -196,6 +196,44 @@ impl Auth {
         created
     }
 
+    /// Starts making the first admin on a blocking thread and returns: its
+    /// Argon2id hash (~40 ms) would otherwise hold up readiness. The password
+    /// (file) is settled before this returns; logins wait for the rest, and a
+    /// failure reaches them and `serve`, which stops.
+    ///
+    /// # Errors
+    ///
+    /// The password file cannot be read or written, or is damaged.
+    pub fn make_first_admin_in_background(
+        self: &Arc<Self>,
+        config: &Config,
+    ) -> Result<(), AuthError> {
+        let password = first_admin_password(config)?;
+        let auth = self.clone();
+        tokio::spawn(async move {
+            let made = tokio::task::spawn_blocking({
+                let auth = auth.clone();
+                move || {
+                    let made = auth.create_first_admin(&password);
+                    // Argon2id's 19 MiB are free again.
+                    crate::memory::release_unused();
+                    made
+                }
+            })
+            .await;
+            match made {
+                Ok(Ok(())) => {
+                    if let Err(e) = auth.store.flush().await {
+                        tracing::error!(error = %e, "cannot flush the first admin to disk");
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot create the first admin"),
+                Err(e) => tracing::error!(error = %e, "the first admin's task failed"),
+            }
+        });
+        Ok(())
+    }
+
     /// Resolves once the first admin exists (at once for a store that has
     /// users).
     ///
@@ -520,6 +558,16 @@ mod tests {
         let reopened = Auth::open(store, &config).unwrap();
         assert!(!reopened.first_admin_pending());
         reopened.first_admin_made().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_first_admin_made_in_the_background_can_log_in() {
+        let (store, config, _dir) = empty_store();
+        let auth = Arc::new(Auth::open(store.clone(), &config).unwrap());
+        auth.make_first_admin_in_background(&config).unwrap();
+        auth.first_admin_made().await.unwrap();
+        assert_eq!(store.users().unwrap().len(), 1);
+        auth.check_password("admin", "first admin").unwrap();
     }
 
     #[test]

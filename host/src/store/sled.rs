@@ -49,6 +49,26 @@ pub struct SledStore {
     commit: Arc<GroupCommit>,
 }
 
+/// Removes the entries of a name index (`name → id`) whose record in
+/// `records` is missing or carries another name (`name_of`).
+fn drop_stale_names(
+    names: &sled::Tree,
+    records: &sled::Tree,
+    name_of: impl Fn(&[u8]) -> Result<String, StoreError>,
+) -> Result<(), StoreError> {
+    for entry in names.iter() {
+        let (name, id) = entry.map_err(backend)?;
+        let current = match records.get(&id).map_err(backend)? {
+            Some(bytes) => Some(name_of(&bytes)?),
+            None => None,
+        };
+        if current.as_deref().map(str::as_bytes) != Some(&name[..]) {
+            names.remove(&name).map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -141,43 +161,21 @@ impl SledStore {
         meta.insert("schema_version", encode(&SCHEMA_VERSION)?)
             .map_err(backend)?;
         store.repair_names()?;
-        store.repair_user_names()?;
         store.db.flush().map_err(backend)?;
         Ok(store)
     }
 
-    /// Drops names that point at no script or at a script now named
+    /// Drops names that point at no record or at a record now named
     /// otherwise: what a crash between the writes of a create, rename or
-    /// delete can leave.
+    /// delete can leave (a script's, or a user's: a first admin that never
+    /// was must not keep its name from the next one).
     fn repair_names(&self) -> Result<(), StoreError> {
-        for entry in self.script_names.iter() {
-            let (name, id) = entry.map_err(backend)?;
-            let current = match self.scripts.get(&id).map_err(backend)? {
-                Some(bytes) => Some(decode::<ScriptRecord>(&bytes)?.name),
-                None => None,
-            };
-            if current.as_deref().map(str::as_bytes) != Some(&name[..]) {
-                self.script_names.remove(&name).map_err(backend)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The same for usernames: a user is created by claiming its name, then
-    /// writing its record; a crash between the two must not keep the name
-    /// (a first admin that never was would block the next one).
-    fn repair_user_names(&self) -> Result<(), StoreError> {
-        for entry in self.user_names.iter() {
-            let (name, id) = entry.map_err(backend)?;
-            let current = match self.users.get(&id).map_err(backend)? {
-                Some(bytes) => Some(decode::<crate::store::auth::UserRecord>(&bytes)?.username),
-                None => None,
-            };
-            if current.as_deref().map(str::as_bytes) != Some(&name[..]) {
-                self.user_names.remove(&name).map_err(backend)?;
-            }
-        }
-        Ok(())
+        drop_stale_names(&self.script_names, &self.scripts, |bytes| {
+            Ok(decode::<ScriptRecord>(bytes)?.name)
+        })?;
+        drop_stale_names(&self.user_names, &self.users, |bytes| {
+            Ok(decode::<crate::store::auth::UserRecord>(bytes)?.username)
+        })
     }
 
     /// The id and stored bytes of a script, by id or name.
