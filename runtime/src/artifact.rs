@@ -6,6 +6,7 @@ use std::fmt;
 
 use wasmtime::component::InstancePre;
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::LanguageRuntimePre;
 use crate::error::{Error, chain};
@@ -61,11 +62,15 @@ pub enum Shape {
     Command,
     /// A language runtime exporting `kiln:language/script`: runs source text.
     LanguageRuntime,
+    /// A `wasi:http/proxy` component: answers HTTP requests through
+    /// `wasi:http/incoming-handler`.
+    Http,
 }
 
 pub(crate) enum Entry {
     Command(CommandPre<State>),
     LanguageRuntime(LanguageRuntimePre<State>),
+    Http(ProxyPre<State>),
 }
 
 impl Entry {
@@ -74,11 +79,15 @@ impl Entry {
         if let Ok(command) = CommandPre::new(pre.clone()) {
             return Ok(Self::Command(command));
         }
+        if let Ok(proxy) = ProxyPre::new(pre.clone()) {
+            return Ok(Self::Http(proxy));
+        }
         LanguageRuntimePre::new(pre)
             .map(Self::LanguageRuntime)
             .map_err(|e| {
                 Error::Link(format!(
-                    "the component exports neither wasi:cli/run nor kiln:language/script: {}",
+                    "the component exports none of wasi:cli/run, wasi:http/incoming-handler \
+                     and kiln:language/script: {}",
                     chain(&e)
                 ))
             })
@@ -96,6 +105,7 @@ impl Artifact {
         match self.entry {
             Entry::Command(_) => Shape::Command,
             Entry::LanguageRuntime(_) => Shape::LanguageRuntime,
+            Entry::Http(_) => Shape::Http,
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum ErrorCode {
     CompileError,
     /// A script threw (or rejected) instead of returning.
     ScriptError,
+    /// An HTTP function gave no usable response: none at all, an error in
+    /// its place, a body that broke off or one over the size limit.
+    ResponseError,
 }
 
 impl ErrorCode {
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::Cancelled => "CANCELLED",
             ErrorCode::CompileError => "COMPILE_ERROR",
             ErrorCode::ScriptError => "SCRIPT_ERROR",
+            ErrorCode::ResponseError => "RESPONSE_ERROR",
         }
     }
 }
@@ -179,6 +183,12 @@ impl Verdict {
         }
     }
 
+    /// Turns a completed run into a failed one (the run returned, but what
+    /// it produced is unusable).
+    pub(crate) fn fail(&mut self, error: GuestError) {
+        *self = Self::failed(self.exit_code, error);
+    }
+
     fn failed(exit_code: Option<i32>, error: GuestError) -> Self {
         Self {
             status: Status::Failed,
@@ -284,6 +294,7 @@ mod tests {
             ErrorCode::FuelExhausted,
             ErrorCode::ScriptError,
             ErrorCode::CompileError,
+            ErrorCode::ResponseError,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

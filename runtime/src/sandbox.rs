@@ -87,6 +87,10 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| Error::Engine(chain(&e)))?;
+        // wasi:http for HTTP functions; any component may use its types, and
+        // outgoing requests are refused (see `wasi.rs`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| Error::Engine(chain(&e)))?;
         let engine_digest = engine::compatibility_digest(&engine);
         let cache = ArtifactCache::new(options.cache_dir.clone(), options.artifact_cache_entries)?;
         let ticker = EpochTicker::start(&engine, options.epoch_tick)?;
@@ -264,6 +268,9 @@ impl Sandbox {
                     (Entry::LanguageRuntime(_), Call::Main) => {
                         Err(wasmtime::Error::msg("a language runtime has no main"))
                     }
+                    (Entry::Http(_), _) => Err(wasmtime::Error::msg(
+                        "an HTTP function answers requests (Sandbox::handle)",
+                    )),
                 }
             };
             tokio::select! {
@@ -296,7 +303,7 @@ impl Sandbox {
     }
 
     /// A store for one run: WASI context, limiter, fuel, epoch yields.
-    fn store(
+    pub(crate) fn store(
         &self,
         stdin: Vec<u8>,
         args: &[String],
@@ -333,7 +340,7 @@ impl Sandbox {
     }
 }
 
-fn evidence(store: &Store<State>) -> Evidence {
+pub(crate) fn evidence(store: &Store<State>) -> Evidence {
     let limiter = &store.data().limiter;
     Evidence {
         memory_refused: limiter.refused(),

@@ -3,6 +3,9 @@
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use crate::capture::CapturePipe;
 use crate::limits::MemoryLimiter;
@@ -10,8 +13,56 @@ use crate::limits::MemoryLimiter;
 /// What a `Store` holds for one run.
 pub struct State {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: RefuseOutgoing,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+}
+
+impl State {
+    /// Drops every resource the guest still holds (streams, bodies, an
+    /// unset response): anything on the host waiting on them ends.
+    pub(crate) fn drop_resources(&mut self) {
+        self.table = ResourceTable::new();
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// `wasi:http` as Kiln offers it: a component may build and answer requests,
+/// but every outgoing request is refused with `HTTP-request-denied` before
+/// any connection is made (guests get no network, DESIGN.md).
+struct RefuseOutgoing;
+
+type Sent = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                ),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for RefuseOutgoing {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Sent {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
 }
 
 impl WasiView for State {
@@ -50,6 +101,8 @@ pub(crate) fn state(setup: WasiSetup<'_>, limiter: MemoryLimiter) -> State {
         .allow_ip_name_lookup(false);
     State {
         wasi: builder.build(),
+        http: WasiHttpCtx::new(),
+        hooks: RefuseOutgoing,
         table: ResourceTable::new(),
         limiter,
     }

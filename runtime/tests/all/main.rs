@@ -9,6 +9,7 @@
 
 mod cache;
 mod guests;
+mod http;
 mod javascript;
 mod python;
 
