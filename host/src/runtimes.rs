@@ -9,7 +9,7 @@ use kiln_runtime::{Artifact, Error, Sandbox, Shape};
 use lru::LruCache;
 use tokio::sync::OnceCell;
 
-use crate::store::Language;
+use crate::store::{Language, ScriptKind};
 
 pub struct Runtimes {
     sandbox: Arc<Sandbox>,
@@ -118,10 +118,15 @@ pub async fn load(
         .map(|(artifact, _)| artifact)
 }
 
-/// Whether a loaded artifact can run as a script of `language`.
-pub fn shape_fits(language: Language, shape: Shape) -> bool {
-    match language {
-        Language::Wasm => shape == Shape::Command,
-        Language::Javascript | Language::Python => shape == Shape::LanguageRuntime,
+/// How a loaded artifact is called as a script of `language`; `None` when it
+/// cannot be one.
+pub fn kind_of(language: Language, shape: Shape) -> Option<ScriptKind> {
+    match (language, shape) {
+        (Language::Wasm, Shape::Command) => Some(ScriptKind::Command),
+        (Language::Wasm, Shape::Http) => Some(ScriptKind::Http),
+        (Language::Javascript | Language::Python, Shape::LanguageRuntime) => {
+            Some(ScriptKind::Command)
+        }
+        _ => None,
     }
 }

@@ -9,6 +9,7 @@
 mod access;
 mod auth;
 mod executions;
+mod functions;
 mod harness;
 mod lifecycle;
 mod observability;

@@ -28,20 +28,24 @@ pub enum Access {
     Needs(Scope),
     /// Both scopes (ad-hoc code is written and run in one request).
     NeedsBoth(Scope, Scope),
+    /// An HTTP function: a valid credential makes the caller known, an
+    /// invalid or missing one leaves them anonymous; the handler lets anyone
+    /// call a public function and needs `execute:scripts` for the others.
+    Function,
 }
 
 impl Access {
     /// The scopes a caller must hold, all of them.
     pub fn scopes(self) -> Vec<Scope> {
         match self {
-            Public | Authenticated => Vec::new(),
+            Public | Authenticated | Function => Vec::new(),
             Needs(scope) => vec![scope],
             NeedsBoth(a, b) => vec![a, b],
         }
     }
 }
 
-use Access::{Authenticated, Needs, NeedsBoth, Public};
+use Access::{Authenticated, Function, Needs, NeedsBoth, Public};
 use Scope::{
     Admin, ExecuteScripts, ManageSchedules, ManageWebhooks, ReadExecutions, ReadScripts,
     WriteScripts,
@@ -113,6 +117,9 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("DELETE", "/v1/webhooks/{id}", Needs(ManageWebhooks)),
     ("GET", "/v1/webhooks/{id}/deliveries", Needs(ManageWebhooks)),
     ("POST", "/v1/webhooks/{id}/test", Needs(ManageWebhooks)),
+    ("ANY", "/fn/{name}", Function),
+    ("ANY", "/fn/{name}/", Function),
+    ("ANY", "/fn/{name}/{*path}", Function),
 ];
 
 pub fn rule(method: &Method, route: &str) -> Option<Access> {
@@ -124,7 +131,7 @@ pub fn rule(method: &Method, route: &str) -> Option<Access> {
     };
     RULES
         .iter()
-        .find(|(m, r, _)| *r == route && *m == method)
+        .find(|(m, r, _)| *r == route && (*m == method || *m == "ANY"))
         .map(|(_, _, access)| *access)
 }
 
@@ -145,7 +152,7 @@ fn method_not_allowed(route: &str) -> Response {
 /// API.md's route classes: `execute` for the routes that start runs,
 /// `read` for GET, `write` for the rest.
 pub fn class(method: &Method, route: &str) -> Class {
-    if route.ends_with("/execute") {
+    if route.ends_with("/execute") || route.starts_with("/fn/") {
         Class::Execute
     } else if method == Method::GET || method == Method::HEAD {
         Class::Read
@@ -210,6 +217,12 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             Ok(principal) => {
                 let key = principal.scope_key();
                 (Some(principal), key)
+            }
+            // A public function needs no credential, and its callers may
+            // send their own Authorization for it; the handler refuses the
+            // others. (With authentication off every caller has one.)
+            Err(AuthError::Unauthenticated(_)) if access == Function => {
+                (None, format!("ip:{}", ip.0))
             }
             Err(AuthError::Unauthenticated(message)) => {
                 return ApiError::Unauthenticated(message.into()).into_response();
@@ -333,7 +346,8 @@ mod tests {
     #[test]
     fn every_v1_route_but_login_and_refresh_needs_a_credential() {
         for (method, route, access) in RULES {
-            let public = matches!(access, Public);
+            // A function decides for itself (public or execute:scripts).
+            let public = matches!(access, Public | Function);
             let open_by_contract = !route.starts_with("/v1/")
                 || *route == "/v1/auth/login"
                 || *route == "/v1/auth/refresh";

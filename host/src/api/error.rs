@@ -70,6 +70,10 @@ pub enum ApiError {
     QueueFull,
     #[error("{0}")]
     Unavailable(String),
+    /// An HTTP function gave no response: the status a gateway would
+    /// answer, the run's error code and its message.
+    #[error("{2}")]
+    Function(StatusCode, &'static str, String),
     /// The message is for the log only; clients get a fixed sentence.
     #[error("{0}")]
     Internal(String),
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::Compile(..) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Function(status, ..) => *status,
         }
     }
 
@@ -116,6 +121,7 @@ impl ApiError {
             ApiError::QueueFull => "QUEUE_FULL",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
+            ApiError::Function(_, code, _) => code,
         }
     }
 }

@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod etag;
 mod executions;
+mod functions;
 mod idempotency;
 mod pagination;
 mod schedules;
@@ -137,6 +138,12 @@ pub struct OpenApiJson(pub Arc<String>);
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let (routes, document) = routes_and_document();
+    // HTTP functions take any method and a wildcard path, which the
+    // OpenAPI router cannot express; `document_functions` describes them.
+    let routes = routes
+        .route("/fn/{name}", axum::routing::any(functions::call))
+        .route("/fn/{name}/", axum::routing::any(functions::call))
+        .route("/fn/{name}/{*path}", axum::routing::any(functions::call));
     let document = document
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the document: {e}\"}}"));
@@ -196,6 +203,7 @@ fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .merge(analytics::routes())
             .split_for_parts();
     access::document_security(&mut document);
+    functions::document(&mut document);
     (routes, document)
 }
 

@@ -159,13 +159,23 @@ fn parse_cron(cron: &str, timezone: &str) -> Result<Cron, ApiError> {
     Ok(parsed)
 }
 
-/// The stored script's id for an id or name; a missing one is a bad field.
+/// The stored script's id for an id or name; a missing one, or an HTTP
+/// function (it answers requests, it is not run), is a bad field.
 fn script_id(state: &AppState, id_or_name: &str) -> Result<String, ApiError> {
-    state
+    let script = state
         .store
         .script(id_or_name)?
-        .map(|script| script.id)
-        .ok_or_else(|| ApiError::invalid("script_id", format!("no script {id_or_name:?}")))
+        .ok_or_else(|| ApiError::invalid("script_id", format!("no script {id_or_name:?}")))?;
+    if script.kind == crate::store::ScriptKind::Http {
+        return Err(ApiError::invalid(
+            "script_id",
+            format!(
+                "{:?} is an HTTP function; it answers requests at /fn/{}/ and is not scheduled",
+                script.name, script.name
+            ),
+        ));
+    }
+    Ok(script.id)
 }
 
 /// Create a schedule; its first run is the cron's first time after now.

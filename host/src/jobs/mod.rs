@@ -3,7 +3,7 @@
 //! and stores the final record. Nothing runs guest code on an HTTP task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -55,6 +55,12 @@ pub struct Jobs {
     on_final: std::sync::OnceLock<FinalHook>,
     /// Executions that became final since start (crate::memory watches it).
     finished_count: std::sync::atomic::AtomicU64,
+    /// HTTP function requests run on their own connection's task, not through
+    /// the queue (a request is answered, not queued): as many at once as
+    /// there are workers, and at most `capacity` more waiting.
+    functions: tokio::sync::Semaphore,
+    functions_waiting: AtomicUsize,
+    capacity: usize,
 }
 
 pub type FinalHook = Box<dyn Fn(&ExecutionRecord) + Send + Sync>;
@@ -89,6 +95,9 @@ impl Jobs {
             interrupting: AtomicBool::new(false),
             on_final: std::sync::OnceLock::new(),
             finished_count: std::sync::atomic::AtomicU64::new(0),
+            functions: tokio::sync::Semaphore::new(workers.max(1)),
+            functions_waiting: AtomicUsize::new(0),
+            capacity,
         });
         for _ in 0..workers.max(1) {
             let worker = Worker {
@@ -117,8 +126,46 @@ impl Jobs {
         let _ = self.on_final.set(hook);
     }
 
+    /// A turn to run an HTTP function request, waiting while as many run as
+    /// there are workers.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::QueueFull`] when `capacity` requests already wait,
+    /// [`JobError::ShuttingDown`] while draining.
+    pub async fn function_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, JobError> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(JobError::ShuttingDown);
+        }
+        if let Ok(permit) = self.functions.try_acquire() {
+            return Ok(permit);
+        }
+        let waiting = Waiting::enter(&self.functions_waiting);
+        if waiting.ahead >= self.capacity {
+            return Err(JobError::QueueFull);
+        }
+        self.functions
+            .acquire()
+            .await
+            .map_err(|_| JobError::ShuttingDown)
+    }
+
+    /// Counts a run that is not a queued execution (an HTTP function
+    /// request) among the running ones until the guard is dropped, so that
+    /// draining waits for it and then stops it.
+    pub fn track(&self, id: &str, cancel: CancelHandle) -> Tracked<'_> {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string(), cancel);
+        Tracked {
+            jobs: self,
+            id: id.to_string(),
+        }
+    }
+
     /// Counts a record that just became final and tells the hook.
-    fn finalized(&self, record: &ExecutionRecord) {
+    pub(crate) fn finalized(&self, record: &ExecutionRecord) {
         self.finished_count.fetch_add(1, Ordering::Relaxed);
         self.metrics.record(record);
         if let Some(hook) = self.on_final.get() {
@@ -264,6 +311,42 @@ impl Jobs {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<bool>>> {
         self.done.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A run counted by [`Jobs::track`].
+pub struct Tracked<'a> {
+    jobs: &'a Jobs,
+    id: String,
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.jobs
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+/// One request counted among those waiting for a function slot while it
+/// exists (a client that hangs up stops counting).
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    ahead: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        let ahead = count.fetch_add(1, Ordering::AcqRel);
+        Self { count, ahead }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -439,20 +522,25 @@ impl Worker {
             args: vec![name],
             env,
             stdin,
-            limits: Limits {
-                fuel: record.fuel,
-                memory_bytes: record.memory_mb.saturating_mul(1 << 20),
-                timeout: Duration::from_millis(record.timeout_ms),
-                stdout_bytes: self.output_bytes,
-                stderr_bytes: self.output_bytes,
-            },
+            limits: limits_of(record, self.output_bytes),
             cancel: None,
             on_output: None,
         }
     }
 }
 
-fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
+/// The sandbox limits an execution record asks for.
+pub(crate) fn limits_of(record: &ExecutionRecord, output_bytes: usize) -> Limits {
+    Limits {
+        fuel: record.fuel,
+        memory_bytes: record.memory_mb.saturating_mul(1 << 20),
+        timeout: Duration::from_millis(record.timeout_ms),
+        stdout_bytes: output_bytes,
+        stderr_bytes: output_bytes,
+    }
+}
+
+pub(crate) fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
     record.status = match outcome.status {
         Status::Completed => ExecutionStatus::Completed,
         Status::Failed => ExecutionStatus::Failed,
@@ -480,7 +568,7 @@ fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
     record.duration_ms = Some(u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX));
 }
 
-fn fail(record: &mut ExecutionRecord, code: &str, message: String) {
+pub(crate) fn fail(record: &mut ExecutionRecord, code: &str, message: String) {
     record.status = ExecutionStatus::Failed;
     record.error = Some(ExecutionError {
         code: code.into(),

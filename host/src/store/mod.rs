@@ -13,7 +13,7 @@ use std::pin::Pin;
 
 pub use self::records::{
     ExecutionError, ExecutionRecord, ExecutionStatus, Language, Overlap, Priority, ScheduleRecord,
-    ScriptLimits, ScriptRecord, ScriptStatus, Trigger, VersionRecord,
+    ScriptKind, ScriptLimits, ScriptRecord, ScriptStatus, Trigger, VersionRecord,
 };
 pub use self::sled::SledStore;
 

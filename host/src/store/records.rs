@@ -43,11 +43,37 @@ pub struct ScriptLimits {
     pub fuel: Option<u64>,
 }
 
+/// How a script is called, found from what its content exports at upload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptKind {
+    /// Run through the execution API: source scripts and wasi:cli commands.
+    #[default]
+    Command,
+    /// A wasi:http/proxy component, served at `/fn/{name}/…`.
+    Http,
+}
+
+impl ScriptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScriptKind::Command => "command",
+            ScriptKind::Http => "http",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScriptRecord {
     pub id: String,
     pub name: String,
     pub language: Language,
+    /// Records from before HTTP functions are all commands.
+    #[serde(default)]
+    pub kind: ScriptKind,
+    /// An HTTP function anyone may call, without a credential.
+    #[serde(default)]
+    pub public: bool,
     pub description: Option<String>,
     pub tags: Vec<String>,
     #[serde(default)]
@@ -121,6 +147,8 @@ impl ExecutionStatus {
 pub enum Trigger {
     Api,
     Schedule,
+    /// A request to an HTTP function at `/fn/{name}/…`.
+    Http,
 }
 
 /// What a schedule does when its time comes while its previous run is still

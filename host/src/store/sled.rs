@@ -630,7 +630,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Language, ScriptStatus};
+    use crate::store::{Language, ScriptKind, ScriptStatus};
 
     const TEST_CACHE_BYTES: u64 = 8 << 20;
 
@@ -654,6 +654,8 @@ mod tests {
             id: id.into(),
             name: name.into(),
             language: Language::Javascript,
+            kind: ScriptKind::Command,
+            public: false,
             description: None,
             tags: Vec::new(),
             metadata: serde_json::Map::new(),

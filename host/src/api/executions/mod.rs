@@ -4,7 +4,7 @@
 mod events;
 mod submit;
 
-pub(crate) use submit::submit_scheduled;
+pub(crate) use submit::{http_record, submit_scheduled};
 
 use std::time::Duration;
 

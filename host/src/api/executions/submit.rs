@@ -19,7 +19,7 @@ use crate::api::error::ErrorEnvelope;
 use crate::api::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::auth::Principal;
 use crate::store::{
-    ExecutionRecord, ExecutionStatus, Priority, ScriptLimits, ScriptStatus, Trigger,
+    ExecutionRecord, ExecutionStatus, Priority, ScriptKind, ScriptLimits, ScriptStatus, Trigger,
 };
 
 /// The longest a client may wait for a result (API.md: `Prefer: wait=N`, max 300 s).
@@ -112,6 +112,15 @@ pub(super) async fn execute(
             script.name
         )));
     }
+    if script.kind == ScriptKind::Http {
+        return Err(ApiError::Validation(
+            format!(
+                "script {:?} is an HTTP function: send it requests at /fn/{}/",
+                script.name, script.name
+            ),
+            Vec::new(),
+        ));
+    }
     let version = match request.version {
         None => script.version,
         Some(v) if state.store.script_version(&script.id, v)?.is_some() => v,
@@ -162,6 +171,36 @@ pub(crate) async fn submit_scheduled(
     let id = record.id.clone();
     submit(state, record, None).await?;
     Ok(id)
+}
+
+/// The execution record of one request to an HTTP function: the script's
+/// limits (capped by the server's maxima), `trigger: "http"`, and the
+/// request's method and path as its parameters.
+pub(crate) fn http_record(
+    state: &AppState,
+    script: &crate::store::ScriptRecord,
+    principal: Option<&Principal>,
+    method: &str,
+    path: &str,
+) -> Result<ExecutionRecord, ApiError> {
+    let request = ExecuteRequest {
+        parameters: Some(json!({ "method": method, "path": path })),
+        ..ExecuteRequest::default()
+    };
+    let target = Target {
+        language: script.language,
+        script: Some((script.id.clone(), script.version)),
+        defaults: script.limits.unwrap_or_default(),
+        code: None,
+    };
+    let mut record = new_record(
+        state,
+        request,
+        target,
+        principal.unwrap_or(&Principal::system()),
+    )?;
+    record.trigger = Trigger::Http;
+    Ok(record)
 }
 
 /// What an execution runs.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::api::{ApiError, AppState};
 use crate::config::LimitsConfig;
-use crate::store::{Language, ScriptLimits, ScriptStatus};
+use crate::store::{Language, ScriptKind, ScriptLimits, ScriptStatus};
 
 /// Source scripts are at most this many characters (API.md).
 const MAX_SOURCE_CHARS: usize = 100_000;
@@ -50,7 +50,8 @@ pub struct ScriptFields {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<ScriptLimits>)]
     pub limits: Option<Option<ScriptLimits>>,
-    /// Only `http` scripts can be public.
+    /// Whether anyone may call this HTTP function without a credential;
+    /// only `http` scripts can be public.
     pub public: Option<bool>,
 }
 
@@ -58,6 +59,20 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// Only HTTP functions are reachable without a credential.
+pub fn check_public(public: bool, kind: ScriptKind) -> Result<(), ApiError> {
+    if public && kind != ScriptKind::Http {
+        return Err(ApiError::invalid(
+            "public",
+            format!(
+                "only http scripts can be public; this one is a {}",
+                kind.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A request's fields and its new content, if it brings any.
@@ -286,13 +301,6 @@ impl ScriptFields {
         }
         if let Some(Some(limits)) = &self.limits {
             validate_limits(limits, maxima)?;
-        }
-        if self.public == Some(true) {
-            // Only HTTP functions are reachable without a token.
-            return Err(ApiError::invalid(
-                "public",
-                "only http scripts can be public; this one is a command",
-            ));
         }
         Ok(())
     }

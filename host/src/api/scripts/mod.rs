@@ -38,10 +38,13 @@ pub struct ScriptView {
     /// `javascript`, `python` or `wasm`.
     #[schema(value_type = String, example = "javascript")]
     language: &'static str,
-    /// `command` (source scripts and wasi:cli components); `script` and
-    /// `http` are the kiln:script and wasi:http component worlds.
+    /// `command` (source scripts and wasi:cli components, run through the
+    /// execution API) or `http` (wasi:http/proxy components, served at
+    /// `/fn/{name}/…`); found from the content at upload.
     #[schema(value_type = String, example = "command")]
     kind: &'static str,
+    /// An HTTP function anyone may call without a credential.
+    public: bool,
     description: Option<String>,
     tags: Vec<String>,
     #[schema(value_type = Object)]
@@ -62,10 +65,8 @@ pub struct ScriptView {
 impl From<ScriptRecord> for ScriptView {
     fn from(s: ScriptRecord) -> Self {
         Self {
-            // Source scripts and wasi:cli components are both "command" (as in
-            // API.md's /v1/languages example); "script" and "http" are the
-            // kiln:script and wasi:http component worlds.
-            kind: "command",
+            kind: s.kind.as_str(),
+            public: s.public,
             language: s.language.as_str(),
             id: s.id,
             name: s.name,
@@ -397,20 +398,31 @@ pub struct Languages {
 #[utoipa::path(get, path = "/v1/languages", operation_id = "listLanguages", tag = "scripts",
     responses((status = 200, description = "Languages and their runtimes", body = Languages)))]
 async fn languages() -> axum::Json<Languages> {
-    let language = |id, version, extensions| LanguageView {
+    let language = |id, version, extensions, kinds| LanguageView {
         id,
         version,
         extensions,
-        kinds: &["command"],
+        kinds,
     };
     axum::Json(Languages {
         languages: vec![
-            language("javascript", "QuickJS (rquickjs 0.14)", &[".js", ".mjs"]),
-            language("python", "CPython 3.14 (componentize-py 0.25.1)", &[".py"]),
+            language(
+                "javascript",
+                "QuickJS (rquickjs 0.14)",
+                &[".js", ".mjs"],
+                &["command"],
+            ),
+            language(
+                "python",
+                "CPython 3.14 (componentize-py 0.25.1)",
+                &[".py"],
+                &["command"],
+            ),
             language(
                 "wasm",
                 "WASI 0.2 components and preview1 modules (wasmtime 48)",
                 &[".wasm", ".wat"],
+                &["command", "http"],
             ),
         ],
     })

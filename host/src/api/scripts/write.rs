@@ -8,12 +8,14 @@ use axum::response::{IntoResponse, Response};
 use kiln_runtime::Limits;
 
 use super::ScriptView;
-use super::body::{ScriptBody, ScriptFields, WasmUploadQuery, parse_language, validate_content};
+use super::body::{
+    ScriptBody, ScriptFields, WasmUploadQuery, check_public, parse_language, validate_content,
+};
 use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
 use crate::auth::Principal;
-use crate::runtimes::{load, shape_fits};
-use crate::store::{Language, ScriptRecord, StoreError};
+use crate::runtimes::{kind_of, load};
+use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
 
 /// Create a script. Its content is compiled (components) or parsed (source)
 /// first: `422` stores nothing.
@@ -51,13 +53,17 @@ pub(super) async fn create(
         ApiError::invalid("content", "give exactly one of content and content_base64")
     })?;
     validate_content(language, &content)?;
-    compile(&state, language, &content).await?;
+    let kind = compile(&state, language, &content).await?;
+    let public = fields.public.unwrap_or(false);
+    check_public(public, kind)?;
 
     let now = crate::now();
     let record = ScriptRecord {
         id: uuid::Uuid::now_v7().to_string(),
         name,
         language,
+        kind,
+        public,
         description: fields.description.flatten(),
         tags: fields.tags.unwrap_or_default(),
         metadata: fields.metadata.unwrap_or_default(),
@@ -122,14 +128,15 @@ pub(super) async fn update(
         ));
     }
     // Compile before the store is touched: 422 leaves the script as it was.
-    let content = match content {
+    let (content, kind) = match content {
         Some(content) if blake3::hash(&content).to_hex().as_str() != current.content_hash => {
             validate_content(current.language, &content)?;
-            compile(&state, current.language, &content).await?;
-            Some(content)
+            let kind = compile(&state, current.language, &content).await?;
+            (Some(content), kind)
         }
-        _ => None,
+        _ => (None, current.kind),
     };
+    check_public(fields.public.unwrap_or(current.public), kind)?;
     let now = crate::now();
     let change = |script: &ScriptRecord| {
         if_match(&headers, script)?;
@@ -152,8 +159,12 @@ pub(super) async fn update(
         if let Some(limits) = fields.limits {
             next.limits = limits;
         }
+        if let Some(public) = fields.public {
+            next.public = public;
+        }
         if let Some(content) = &content {
             next.version = script.version + 1;
+            next.kind = kind;
             next.content_hash = blake3::hash(content).to_hex().to_string();
             next.size_bytes = content.len() as u64;
             next.created_by = next.created_by.clone().or_else(|| principal.user_id());
@@ -216,8 +227,12 @@ fn if_match(headers: &HeaderMap, script: &ScriptRecord) -> Result<(), StoreError
 }
 
 /// Compiles a component, or parses a source script with its runtime: a
-/// script that cannot run is refused with 422.
-async fn compile(state: &AppState, language: Language, content: &[u8]) -> Result<(), ApiError> {
+/// script that cannot run is refused with 422. Returns how it is called.
+async fn compile(
+    state: &AppState,
+    language: Language,
+    content: &[u8],
+) -> Result<ScriptKind, ApiError> {
     let artifact = match language {
         Language::Wasm => load(&state.sandbox, content.to_vec()).await.map_err(|e| {
             ApiError::Compile(e.to_string(), vec![Detail::field("content", e.to_string())])
@@ -228,15 +243,16 @@ async fn compile(state: &AppState, language: Language, content: &[u8]) -> Result
             })?
         }
     };
-    if !shape_fits(language, artifact.shape()) {
-        let message = "the component is not a wasi:cli/command (it must export wasi:cli/run)";
+    let Some(kind) = kind_of(language, artifact.shape()) else {
+        let message = "the component is neither a wasi:cli/command (exporting wasi:cli/run) \
+            nor a wasi:http/proxy (exporting wasi:http/incoming-handler)";
         return Err(ApiError::Compile(
             message.into(),
             vec![Detail::field("content", message)],
         ));
-    }
+    };
     if language == Language::Wasm {
-        return Ok(());
+        return Ok(kind);
     }
     let source = String::from_utf8_lossy(content);
     let limits = Limits {
@@ -244,7 +260,7 @@ async fn compile(state: &AppState, language: Language, content: &[u8]) -> Result
         ..Limits::default()
     };
     match state.sandbox.check(&artifact, &source, limits).await {
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(kind),
         Ok(Some(error)) => {
             let detail = Detail {
                 line: error.line,

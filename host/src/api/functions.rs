@@ -1,0 +1,347 @@
+//! HTTP functions: `ANY /fn/{name}/{*path}` hands the request to a script of
+//! kind `http` (a wasi:http/proxy component) and passes its response back
+//! (API.md "HTTP functions").
+//!
+//! A request runs on its connection's task, not through the execution queue:
+//! it is answered, not queued. It holds one of the worker-count slots of
+//! [`Jobs::function_slot`](crate::jobs::Jobs::function_slot) while it runs
+//! and gets the script's limits. Each request leaves an execution record
+//! (`trigger: "http"`, stdout and stderr kept, bodies not). The record is
+//! written once, final, and not waited on to reach the disk: sled writes it
+//! within its flush interval (500 ms), so a crash can lose the records of the
+//! last moments' requests, whose callers saw their answers or a broken
+//! connection.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kiln_runtime::{CancelHandle, ErrorCode, HttpInvocation, Status};
+
+use super::access::ClientIp;
+use super::error::ErrorEnvelope;
+use super::{ApiError, AppState, audit};
+use crate::auth::{Principal, Scope, Via};
+use crate::store::{ExecutionRecord, ScriptKind, ScriptRecord, ScriptStatus};
+
+/// The header every answer of a function carries: its execution record.
+const EXECUTION_ID: &str = "x-kiln-execution-id";
+
+/// Connection-level headers, which belong to one hop and not to the function.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Send a request to an HTTP function. The function sees its own path (what
+/// follows `/fn/{name}`), the query, the headers and the body; its status,
+/// headers and body come back as they are, with `X-Kiln-Execution-Id`.
+/// Public functions need no credential; the others need `execute:scripts`,
+/// and the caller's credential is not passed to them.
+#[utoipa::path(method(get, post, put, patch, delete, head, options),
+    path = "/fn/{name}/{path}", operation_id = "callFunction", tag = "functions",
+    params(("name" = String, Path, description = "The function's script name or id"),
+        ("path" = String, Path, description = "The path the function sees (may be empty)")),
+    request_body(description = "Passed to the function as it is", content(("*/*"))),
+    security((), ("bearer" = ["execute:scripts"]), ("api_key" = ["execute:scripts"])),
+    responses(
+        (status = "default", description = "The function's own response, with `X-Kiln-Execution-Id`"),
+        (status = 401, description = "The function is not public and no credential was sent", body = ErrorEnvelope),
+        (status = 403, description = "The credential lacks execute:scripts", body = ErrorEnvelope),
+        (status = 404, description = "No HTTP function of that name", body = ErrorEnvelope),
+        (status = 413, description = "The body is over the limit", body = ErrorEnvelope),
+        (status = 502, description = "The function failed (trap, memory or fuel limit, no or oversized response); `error.code` says which", body = ErrorEnvelope),
+        (status = 503, description = "Too many requests wait for a function slot (QUEUE_FULL), or the server is draining", body = ErrorEnvelope),
+        (status = 504, description = "The function was still running at its deadline (TIMEOUT)", body = ErrorEnvelope),
+    ))]
+pub(super) async fn call(State(state): State<AppState>, request: Request) -> Response {
+    serve(&state, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let (name, path) = split_path(parts.uri.path());
+    let script = state
+        .store
+        .script(name)?
+        .filter(|script| script.kind == ScriptKind::Http)
+        .ok_or_else(|| ApiError::NotFound(format!("no HTTP function {name:?}")))?;
+    if script.status == ScriptStatus::Archived {
+        return Err(ApiError::Conflict(format!(
+            "function {:?} is archived; set its status to active to serve it",
+            script.name
+        )));
+    }
+    let principal = Principal::of(&parts);
+    if !script.public {
+        authorize(state, &parts, principal.as_ref(), &script)?;
+    }
+    let body = axum::body::to_bytes(body, state.config.server.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+
+    let mut record = super::executions::http_record(
+        state,
+        &script,
+        principal.as_ref(),
+        parts.method.as_str(),
+        &path,
+    )?;
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    // A Kiln credential never reaches guest code; a public function's
+    // callers may send it their own.
+    let kiln_credential = principal
+        .as_ref()
+        .is_some_and(|p| matches!(p.via, Via::Session { .. } | Via::ApiKey { .. }));
+    let guest_request = guest_request(&parts, &path, &query, body, kiln_credential)?;
+    let artifact = state
+        .runtimes
+        .component(&script.id, script.version, || {
+            state
+                .store
+                .script_content(&script.id, script.version)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "the script was deleted".to_string())
+        })
+        .await
+        .map_err(ApiError::Internal)?;
+
+    let _slot = state.jobs.function_slot().await?;
+    let cancel = CancelHandle::new();
+    let running = state.jobs.track(&record.id, cancel.clone());
+    record.started_at = Some(crate::now());
+    let invocation = HttpInvocation {
+        request: guest_request,
+        env: vec![
+            ("KILN_EXECUTION_ID".into(), record.id.clone()),
+            ("KILN_SCRIPT_NAME".into(), script.name.clone()),
+        ],
+        limits: crate::jobs::limits_of(&record, state.config.limits.output_bytes),
+        max_response_bytes: state.config.server.max_body_bytes,
+        cancel: Some(cancel),
+    };
+    let handled = state.sandbox.handle(&artifact, invocation).await;
+    drop(running);
+    // The error code as a static string, for the error response.
+    let (answer, code) = match handled {
+        Ok(handled) => {
+            let mut code = handled.outcome.error_code().map(ErrorCode::as_str);
+            let interrupted = handled.outcome.status == Status::Cancelled;
+            crate::jobs::apply_outcome(&mut record, handled.outcome);
+            if interrupted {
+                // Only draining cancels a function request.
+                code = Some("INTERRUPTED");
+                crate::jobs::fail(
+                    &mut record,
+                    "INTERRUPTED",
+                    "the server shut down before this request was answered".into(),
+                );
+            }
+            (handled.response, code)
+        }
+        Err(e) => {
+            crate::jobs::fail(
+                &mut record,
+                "INTERNAL_ERROR",
+                format!("the sandbox failed: {e}"),
+            );
+            (None, Some("INTERNAL_ERROR"))
+        }
+    };
+    record.completed_at = Some(crate::now());
+    state.store.put_execution(&record)?;
+    state.jobs.finalized(&record);
+    state.store.note_execution(
+        &script.id,
+        record.completed_at.as_deref().unwrap_or_default(),
+    )?;
+    Ok(respond(&record, answer, code.unwrap_or("INTERNAL_ERROR")))
+}
+
+/// Adds [`call`] to the OpenAPI document (it is routed by hand: any method,
+/// a wildcard path).
+pub(super) fn document(document: &mut utoipa::openapi::OpenApi) {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(paths(call), tags((name = "functions", description = "HTTP functions: wasi:http components answering at /fn/{name}/")))]
+    struct Functions;
+    document.merge(<Functions as utoipa::OpenApi>::openapi());
+}
+
+/// `/fn/name/rest` → (`name`, `/rest`); `/fn/name` → (`name`, `/`).
+fn split_path(uri_path: &str) -> (&str, String) {
+    let rest = uri_path.strip_prefix("/fn/").unwrap_or_default();
+    match rest.split_once('/') {
+        Some((name, path)) => (name, format!("/{path}")),
+        None => (rest, "/".into()),
+    }
+}
+
+/// A function that is not public needs `execute:scripts`.
+fn authorize(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    principal: Option<&Principal>,
+    script: &ScriptRecord,
+) -> Result<(), ApiError> {
+    let Some(principal) = principal else {
+        return Err(ApiError::Unauthenticated(format!(
+            "function {:?} is not public: send Authorization: Bearer <access token> or \
+             X-API-Key: <key> with the execute:scripts scope",
+            script.name
+        )));
+    };
+    if principal.scopes.allows(Scope::ExecuteScripts) {
+        return Ok(());
+    }
+    let mut entry = audit::Entry::new("permission.denied", false)
+        .actor(principal)
+        .target(format!("{} /fn/{}", parts.method, script.name))
+        .detail("needs execute:scripts");
+    if let Some(ip) = parts.extensions.get::<ClientIp>() {
+        entry = entry.ip(ip);
+    }
+    audit::record(state, entry);
+    Err(ApiError::PermissionDenied(
+        "calling a function that is not public needs the execute:scripts scope, which this \
+         credential does not have"
+            .into(),
+    ))
+}
+
+/// The request as the function sees it: its own path (without `/fn/name`),
+/// the query, and the headers but for hop-by-hop ones and, when the caller
+/// authenticated with them, `Authorization` and `X-API-Key`.
+fn guest_request(
+    parts: &axum::http::request::Parts,
+    path: &str,
+    query: &str,
+    body: Bytes,
+    strip_credentials: bool,
+) -> Result<axum::http::Request<Bytes>, ApiError> {
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .filter(|host| host.parse::<axum::http::uri::Authority>().is_ok())
+        .unwrap_or("localhost");
+    let uri = format!("http://{authority}{path}{query}");
+    let mut request = axum::http::Request::builder()
+        .method(parts.method.clone())
+        .uri(&uri)
+        .body(body)
+        .map_err(|e| ApiError::invalid("path", format!("{uri:?} is not a valid URI: {e}")))?;
+    let headers = request.headers_mut();
+    for (name, value) in &parts.headers {
+        let credential = name == header::AUTHORIZATION || name.as_str() == "x-api-key";
+        if HOP_BY_HOP.contains(&name.as_str()) || (credential && strip_credentials) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    Ok(request)
+}
+
+/// The function's response with the execution id added, or the contract's
+/// error shape with the run's error `code` saying why there is none.
+fn respond(
+    record: &ExecutionRecord,
+    answer: Option<axum::http::Response<Bytes>>,
+    code: &'static str,
+) -> Response {
+    let mut response = match answer {
+        Some(answer) => {
+            let (parts, body) = answer.into_parts();
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = parts.status;
+            *response.headers_mut() = without_hop_by_hop(parts.headers);
+            response
+        }
+        None => {
+            let message = record.error.as_ref().map_or_else(
+                || "the function gave no response".to_string(),
+                |e| e.message.clone(),
+            );
+            ApiError::Function(function_status(code), code, message).into_response()
+        }
+    };
+    if let Ok(id) = HeaderValue::from_str(&record.id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(EXECUTION_ID), id);
+    }
+    response
+}
+
+/// How a function that gave no response is answered, like a gateway whose
+/// upstream failed: 504 when it ran out of time, 503 when the server stopped
+/// it, 502 otherwise.
+fn function_status(code: &str) -> StatusCode {
+    match code {
+        "TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
+        "INTERRUPTED" | "CANCELLED" => StatusCode::SERVICE_UNAVAILABLE,
+        "INTERNAL_ERROR" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+fn without_hop_by_hop(mut headers: HeaderMap) -> HeaderMap {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_function_sees_its_own_path() {
+        assert_eq!(split_path("/fn/hello/a/b"), ("hello", "/a/b".into()));
+        assert_eq!(split_path("/fn/hello/"), ("hello", "/".into()));
+        assert_eq!(split_path("/fn/hello"), ("hello", "/".into()));
+    }
+
+    #[test]
+    fn kiln_credentials_and_hop_headers_do_not_reach_the_function() {
+        let request = axum::http::Request::post("/fn/f/x")
+            .header("host", "example.test:8080")
+            .header("authorization", "Bearer secret")
+            .header("x-api-key", "kiln_secret")
+            .header("connection", "keep-alive")
+            .header("x-custom", "1")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let private = guest_request(&parts, "/x", "?q=1", Bytes::new(), true).unwrap();
+        assert_eq!(private.uri(), "http://example.test:8080/x?q=1");
+        assert!(private.headers().get("authorization").is_none());
+        assert!(private.headers().get("x-api-key").is_none());
+        assert!(private.headers().get("connection").is_none());
+        assert_eq!(private.headers()["x-custom"], "1");
+        let public = guest_request(&parts, "/x", "", Bytes::new(), false).unwrap();
+        assert_eq!(public.headers()["authorization"], "Bearer secret");
+    }
+
+    #[test]
+    fn failures_map_to_gateway_statuses() {
+        assert_eq!(function_status("TIMEOUT"), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(function_status("MEMORY_LIMIT"), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            function_status("INTERRUPTED"),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
