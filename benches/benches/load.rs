@@ -1,7 +1,8 @@
 //! Load harness: `?wait=true` executions of a trivial JavaScript script
-//! through a real `kiln serve`, next to `wasmtime serve` (same wasmtime
-//! version) serving a trivial wasi:http component, in the same run, at 1 and
-//! 32 connections. Kiln is measured with authentication and rate limiting on
+//! through a real `kiln serve`, and the trivial wasi:http component served as
+//! an HTTP function at `/fn/`, next to `wasmtime serve` (same wasmtime
+//! version) serving that same component, in the same run, at 1 and 32
+//! connections. Kiln is measured with authentication and rate limiting on
 //! (an access token, then an API key; quotas high enough never to refuse)
 //! and, as the baseline for their cost, a second server with both off.
 //! Everything stays on 127.0.0.1 and every phase is bounded in requests and
@@ -226,6 +227,30 @@ async fn execute(
     }
 }
 
+/// Uploads the `http_hello` component as a public HTTP function and returns
+/// the call of its root.
+async fn function(base: &str, credential: Option<(&'static str, String)>) -> Call {
+    let mut create = reqwest::Client::new()
+        .post(format!("{base}/v1/scripts"))
+        .json(&serde_json::json!({
+            "name": "hello-http",
+            "language": "wasm",
+            "public": true,
+            "content_base64": base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                std::fs::read(kiln_components::HTTP_HELLO).unwrap(),
+            ),
+        }));
+    if let Some((name, value)) = &credential {
+        create = create.header(*name, value);
+    }
+    let response = create.send().await.unwrap();
+    assert_eq!(response.status(), 201, "cannot create the function");
+    Call::Get {
+        url: format!("{base}/fn/hello-http/"),
+    }
+}
+
 /// Logs in as the admin; returns `Authorization: Bearer …` and an
 /// `X-API-Key` with the scopes the harness needs.
 async fn credentials(base: &str) -> [(&'static str, String); 2] {
@@ -320,9 +345,14 @@ fn main() {
             .post(format!("{base}/v1/scripts?name=hello&language=wasm"))
             .header("content-type", "application/wasm")
             .body(std::fs::read(kiln_components::HELLO).unwrap());
-        let kiln_wasm = execute(&base, Some(token), component, serde_json::Value::Null).await;
+        let kiln_wasm = execute(&base, Some(token.clone()), component, serde_json::Value::Null).await;
+        // The very component `wasmtime serve` runs, as an HTTP function:
+        // public on the server with auth and rate limits (the guard still
+        // runs, per client IP), and on the one with both off.
+        let function = function(&base, Some(token)).await;
+        let function_open = function(&open_base, None).await;
         // Warm up: the runtime is compiled (or read from the disk cache) once.
-        for call in [&kiln, &kiln_key, &kiln_open, &kiln_wasm] {
+        for call in [&kiln, &kiln_key, &kiln_open, &kiln_wasm, &function, &function_open] {
             let warm = load(call, 4, 5, 200).await;
             assert_eq!(warm.errors, 0, "the warm-up failed");
         }
@@ -350,17 +380,32 @@ fn main() {
             let report = load(&kiln_wasm, connections, seconds, max_requests).await;
             print("kiln `?wait=true` (wasm component, token)", connections, &report);
         }
+        let mut function_rates = Vec::new();
+        for connections in CONNECTIONS {
+            let report = load(&function_open, connections, seconds, max_requests).await;
+            let open = print("kiln /fn/ (wasi:http, auth off)", connections, &report);
+            let report = load(&function, connections, seconds, max_requests).await;
+            let public = print("kiln /fn/ (wasi:http, public, auth on)", connections, &report);
+            function_rates.push((open, public));
+        }
         let Some(wasmtime) = wasmtime else { return };
         let (_server, url) = start_wasmtime(&wasmtime);
         wait_until_up(&url).await;
         let baseline = Call::Get { url };
         load(&baseline, 4, 5, 200).await;
-        for (connections, kiln_rate) in CONNECTIONS.into_iter().zip(rates) {
+        for ((connections, kiln_rate), (open, public)) in
+            CONNECTIONS.into_iter().zip(rates).zip(function_rates)
+        {
             let report = load(&baseline, connections, seconds, max_requests).await;
             let rate = print("wasmtime serve (wasi:http)", connections, &report);
             println!(
-                "| ratio kiln / wasmtime | {connections} | | | {:.2}× | | |",
+                "| ratio kiln JS `?wait=true` / wasmtime | {connections} | | | {:.2}× | | |",
                 kiln_rate / rate
+            );
+            println!(
+                "| ratio kiln /fn/ / wasmtime (auth off; public, auth on) | {connections} | | | {:.2}×; {:.2}× | | |",
+                open / rate,
+                public / rate
             );
         }
     });

@@ -178,6 +178,8 @@ fn the_openapi_document_covers_every_route_and_validates_as_3_1() {
         ("/metrics", "get"),
         ("/openapi.json", "get"),
         ("/v1/analytics/usage", "get"),
+        ("/fn/{name}/{path}", "get"),
+        ("/fn/{name}/{path}", "post"),
     ] {
         let operation = &paths[path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");

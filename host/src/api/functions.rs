@@ -45,7 +45,7 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Public functions need no credential; the others need `execute:scripts`,
 /// and the caller's credential is not passed to them.
 #[utoipa::path(method(get, post, put, patch, delete, head, options),
-    path = "/fn/{name}/{path}", operation_id = "callFunction", tag = "functions",
+    path = "/fn/{name}/{path}", tag = "functions",
     params(("name" = String, Path, description = "The function's script name or id"),
         ("path" = String, Path, description = "The path the function sees (may be empty)")),
     request_body(description = "Passed to the function as it is", content(("*/*"))),
@@ -176,7 +176,24 @@ pub(super) fn document(document: &mut utoipa::openapi::OpenApi) {
     #[derive(utoipa::OpenApi)]
     #[openapi(paths(call), tags((name = "functions", description = "HTTP functions: wasi:http components answering at /fn/{name}/")))]
     struct Functions;
-    document.merge(<Functions as utoipa::OpenApi>::openapi());
+    let mut functions = <Functions as utoipa::OpenApi>::openapi();
+    // Operation ids must be unique: one per method.
+    for item in functions.paths.paths.values_mut() {
+        for (method, operation) in [
+            ("Get", &mut item.get),
+            ("Post", &mut item.post),
+            ("Put", &mut item.put),
+            ("Patch", &mut item.patch),
+            ("Delete", &mut item.delete),
+            ("Head", &mut item.head),
+            ("Options", &mut item.options),
+        ] {
+            if let Some(operation) = operation {
+                operation.operation_id = Some(format!("callFunction{method}"));
+            }
+        }
+    }
+    document.merge(functions);
 }
 
 /// `/fn/name/rest` → (`name`, `/rest`); `/fn/name` → (`name`, `/`).
