@@ -70,8 +70,22 @@ fn a_wasi_http_component_answers_at_fn_with_status_headers_and_body() {
         .unwrap();
     assert_eq!(printed["stdout"], "to stdout\n");
     assert_eq!(printed["stderr"], "to stderr\n");
+    // Idempotency-Key is the function's business: Kiln replays nothing.
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let response = kiln
+                .post("/fn/web/echo")
+                .header("idempotency-key", "k1")
+                .body("same")
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            header(&response, "x-kiln-execution-id")
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1]);
     let script: Value = kiln.get("/v1/scripts/web").send().unwrap().json().unwrap();
-    assert_eq!(script["execution_count"], 4);
+    assert_eq!(script["execution_count"], 6);
 
     // An HTTP function is called, not executed or scheduled.
     error_body(
