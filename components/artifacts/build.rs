@@ -105,18 +105,23 @@ fn main() {
         .ok();
         rerun_for_deps(&wasm.with_extension("d"));
     }
-    let http_hello = release.join("http_hello.wasm");
-    assert!(
-        http_hello.exists(),
-        "{} was not built",
-        http_hello.display()
-    );
-    writeln!(
-        generated,
-        "/// Path of the `http_hello` component (a wasi:http/proxy handler).\npub const HTTP_HELLO: &str = {:?};",
-        http_hello.display().to_string()
-    )
-    .ok();
+    for (constant, file, what) in [
+        ("HTTP_HELLO", "http_hello.wasm", "a wasi:http/proxy handler"),
+        (
+            "COUNTER",
+            "counter.wasm",
+            "a kiln:script component made with kiln-guest",
+        ),
+    ] {
+        let wasm = release.join(file);
+        assert!(wasm.exists(), "{} was not built", wasm.display());
+        writeln!(
+            generated,
+            "/// Path of the `{file}` component ({what}).\npub const {constant}: &str = {:?};",
+            wasm.display().to_string()
+        )
+        .ok();
+    }
     generated.push_str(
         "/// Calls `$mac!(name)` once per test guest, for `assert_test_exists`-style checks.\n#[macro_export]\nmacro_rules! foreach_guest {\n    ($mac:ident) => {\n",
     );
@@ -132,6 +137,8 @@ fn main() {
         "Cargo.lock",
         "guests",
         "http-hello",
+        "counter",
+        "../guest-sdk",
         "js",
         "python",
         "../runtime/wit",

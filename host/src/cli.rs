@@ -32,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one script or component locally, with no server.
     Run(RunArgs),
+    /// Create a Rust crate for a kiln:script component (uses the guest SDK).
+    New(NewArgs),
     /// Serve the HTTP API.
     Serve(ServeArgs),
 }
@@ -51,6 +53,19 @@ pub struct ServeArgs {
 }
 
 /// Arguments of `kiln run`.
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// The crate's name (also the folder's, unless --path is given).
+    pub name: String,
+    /// Where to create it (an empty or missing folder).
+    #[arg(long)]
+    pub path: Option<PathBuf>,
+    /// Depend on the guest SDK at this path instead of writing the copy
+    /// built into kiln beside the crate.
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The script or component to run: .js (JavaScript), .py (Python), .wasm or .wat (a
@@ -87,6 +102,10 @@ pub struct RunArgs {
     /// ~/.cache/kiln].
     #[arg(long, env = "KILN_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// A config value for a kiln:script component, KEY=VALUE (repeatable).
+    /// Its key-value store lives in memory for this run.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
 }
 
 /// Languages `kiln run` accepts.
@@ -118,6 +137,7 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Run(args) => crate::local_run::run(args),
+        Command::New(args) => crate::new::new(&args),
         Command::Serve(args) => serve(args),
     }
 }

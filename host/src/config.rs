@@ -120,6 +120,10 @@ pub struct LimitsConfig {
     pub default_fuel: Option<u64>,
     pub max_fuel: Option<u64>,
     pub output_bytes: usize,
+    /// The largest value a script may keep in its key-value store.
+    pub kv_value_bytes: u64,
+    /// All of one script's keys and values together.
+    pub kv_script_bytes: u64,
 }
 
 impl Default for Config {
@@ -146,6 +150,8 @@ impl Default for Config {
                 default_fuel: None,
                 max_fuel: None,
                 output_bytes: 1 << 20,
+                kv_value_bytes: 64 << 10,
+                kv_script_bytes: 1 << 20,
             },
             auth: AuthConfig {
                 enabled: true,
@@ -274,6 +280,8 @@ struct LimitsLayer {
     default_fuel: Option<u64>,
     max_fuel: Option<u64>,
     output_bytes: Option<usize>,
+    kv_value_bytes: Option<u64>,
+    kv_script_bytes: Option<u64>,
 }
 
 impl Config {
@@ -329,6 +337,8 @@ impl Config {
             l.max_fuel = layer.limits.max_fuel;
         }
         set(&mut l.output_bytes, layer.limits.output_bytes);
+        set(&mut l.kv_value_bytes, layer.limits.kv_value_bytes);
+        set(&mut l.kv_script_bytes, layer.limits.kv_script_bytes);
         let a = &mut self.auth;
         set(&mut a.enabled, layer.auth.enabled);
         if layer.auth.jwt_secret.is_some() {
@@ -468,6 +478,8 @@ fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
             default_fuel: parse(&var, "KILN_LIMITS_DEFAULT_FUEL")?,
             max_fuel: parse(&var, "KILN_LIMITS_MAX_FUEL")?,
             output_bytes: parse(&var, "KILN_LIMITS_OUTPUT_BYTES")?,
+            kv_value_bytes: parse(&var, "KILN_LIMITS_KV_VALUE_BYTES")?,
+            kv_script_bytes: parse(&var, "KILN_LIMITS_KV_SCRIPT_BYTES")?,
         },
         auth: AuthLayer {
             enabled: parse(&var, "KILN_AUTH_ENABLED")?,

@@ -9,6 +9,7 @@ mod jobs;
 mod local_run;
 mod memory;
 mod metrics;
+mod new;
 mod ratelimit;
 mod runtimes;
 mod schedules;

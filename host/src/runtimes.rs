@@ -124,6 +124,7 @@ pub fn kind_of(language: Language, shape: Shape) -> Option<ScriptKind> {
     match (language, shape) {
         (Language::Wasm, Shape::Command) => Some(ScriptKind::Command),
         (Language::Wasm, Shape::Http) => Some(ScriptKind::Http),
+        (Language::Wasm, Shape::Script) => Some(ScriptKind::Script),
         (Language::Javascript | Language::Python, Shape::LanguageRuntime) => {
             Some(ScriptKind::Command)
         }

@@ -62,7 +62,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.workers.queue_capacity,
         store.clone(),
         runtimes.clone(),
-        config.limits.output_bytes,
+        config.limits.clone(),
         metrics.executions(),
     );
     let events = webhooks.clone();

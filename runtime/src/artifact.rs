@@ -9,6 +9,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::LanguageRuntimePre;
+use crate::bindings::script::ScriptPre;
 use crate::error::{Error, chain};
 use crate::wasi::State;
 
@@ -65,12 +66,17 @@ pub enum Shape {
     /// A `wasi:http/proxy` component: answers HTTP requests through
     /// `wasi:http/incoming-handler`.
     Http,
+    /// A `kiln:script` component (made with the guest SDK): JSON parameters
+    /// in through `run`, JSON result out, with log, key-value and config
+    /// imports.
+    Script,
 }
 
 pub(crate) enum Entry {
     Command(CommandPre<State>),
     LanguageRuntime(LanguageRuntimePre<State>),
     Http(ProxyPre<State>),
+    Script(ScriptPre<State>),
 }
 
 impl Entry {
@@ -82,12 +88,15 @@ impl Entry {
         if let Ok(proxy) = ProxyPre::new(pre.clone()) {
             return Ok(Self::Http(proxy));
         }
+        if let Ok(script) = ScriptPre::new(pre.clone()) {
+            return Ok(Self::Script(script));
+        }
         LanguageRuntimePre::new(pre)
             .map(Self::LanguageRuntime)
             .map_err(|e| {
                 Error::Link(format!(
-                    "the component exports none of wasi:cli/run, wasi:http/incoming-handler \
-                     and kiln:language/script: {}",
+                    "the component exports none of wasi:cli/run, wasi:http/incoming-handler, \
+                     kiln:script's run and kiln:language/script: {}",
                     chain(&e)
                 ))
             })
@@ -106,6 +115,7 @@ impl Artifact {
             Entry::Command(_) => Shape::Command,
             Entry::LanguageRuntime(_) => Shape::LanguageRuntime,
             Entry::Http(_) => Shape::Http,
+            Entry::Script(_) => Shape::Script,
         }
     }
 }

@@ -8,3 +8,14 @@ wasmtime::component::bindgen!({
 });
 
 pub(crate) use exports::kiln::language::script::{Failure, FailureKind};
+
+/// Host bindings of `guest-sdk/wit/script.wit`, the `kiln:script` world that
+/// components made with the guest SDK export (`run`) and import (log,
+/// key-value, config). One copy of the WIT, shared with `kiln-guest`.
+pub(crate) mod script {
+    wasmtime::component::bindgen!({
+        world: "script",
+        path: "../guest-sdk/wit",
+        exports: { default: async },
+    });
+}

@@ -55,7 +55,7 @@ impl CapturePipe {
         }
     }
 
-    fn push(&self, bytes: &[u8]) {
+    pub(crate) fn push(&self, bytes: &[u8]) {
         let mut captured = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
         let room = self.cap.saturating_sub(captured.bytes.len());
         let kept = &bytes[..bytes.len().min(room)];

@@ -78,7 +78,7 @@ impl Sandbox {
             max_response_bytes,
             cancel,
         } = invocation;
-        let (mut store, stdout, stderr) = self.store(Vec::new(), &[], &env, &limits, None)?;
+        let (mut store, stdout, stderr) = self.store(Vec::new(), &[], &env, &limits, None, None)?;
         let internal = |e: wasmtime::Error| Error::Internal(chain(&e));
         let fuel_start = store.get_fuel().map_err(internal)?;
         let (answer, answered) = oneshot::channel::<Answer>();

@@ -49,6 +49,7 @@ mod http;
 mod limits;
 mod outcome;
 mod sandbox;
+mod script_host;
 mod wasi;
 
 pub use artifact::{Artifact, ArtifactKey, LoadSource, Shape};
@@ -61,4 +62,5 @@ pub use http::{HttpInvocation, HttpOutcome};
 pub use limits::Limits;
 pub use outcome::{ErrorCode, GuestError, Outcome, Status};
 pub use sandbox::{Call, Invocation, Sandbox};
+pub use script_host::{KvError, MAX_KEY_BYTES, ScriptHost};
 pub use wasi::State;

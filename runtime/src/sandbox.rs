@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::Store;
-use wasmtime::component::Linker;
+use wasmtime::component::{HasSelf, Linker};
 
 use crate::artifact::{self, Artifact, ArtifactKey, Entry, LoadSource, Shape};
+use crate::bindings::{Failure, FailureKind};
 use crate::cache::{ArtifactCache, CacheStats};
 use crate::cancel::CancelHandle;
 use crate::capture::{CapturePipe, OutputKind, OutputSink};
@@ -15,6 +16,7 @@ use crate::engine::{self, EngineOptions, EpochTicker, FUEL_YIELD_INTERVAL};
 use crate::error::{Error, chain};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::outcome::{self, Ending, Evidence, GuestError, Outcome};
+use crate::script_host::ScriptHost;
 use crate::wasi::{self, State};
 
 /// What to call in the artifact.
@@ -23,6 +25,12 @@ pub enum Call {
     /// A command's `wasi:cli/run`.
     #[default]
     Main,
+    /// A `kiln:script` component's `run`, with the parameters as a JSON
+    /// object.
+    Json {
+        /// The parameters, a JSON object.
+        params: String,
+    },
     /// A language runtime's `run`: the script's source and its parameters as
     /// a JSON object.
     Script {
@@ -50,6 +58,9 @@ pub struct Invocation {
     pub cancel: Option<CancelHandle>,
     /// Receives stdout/stderr chunks as they are written.
     pub on_output: Option<OutputSink>,
+    /// What a `kiln:script` component's key-value and config imports reach;
+    /// without one they answer "unavailable" and "not set".
+    pub script_host: Option<Arc<dyn ScriptHost>>,
 }
 
 /// The sandbox: one engine, its linker, its artifact cache and its epoch
@@ -91,6 +102,12 @@ impl Sandbox {
         // outgoing requests are refused (see `wasi.rs`).
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| Error::Engine(chain(&e)))?;
+        // kiln:script's log, key-value and config (see `script_host.rs`).
+        crate::bindings::script::Script::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| Error::Engine(chain(&e)))?;
         let engine_digest = engine::compatibility_digest(&engine);
         let cache = ArtifactCache::new(options.cache_dir.clone(), options.artifact_cache_entries)?;
         let ticker = EpochTicker::start(&engine, options.epoch_tick)?;
@@ -178,7 +195,7 @@ impl Sandbox {
                 "only a language runtime can check a script".into(),
             ));
         };
-        let (mut store, _, _) = self.store(Vec::new(), &[], &[], &limits, None)?;
+        let (mut store, _, _) = self.store(Vec::new(), &[], &[], &limits, None, None)?;
         let call = async {
             let runtime = pre.instantiate_async(&mut store).await?;
             runtime
@@ -216,16 +233,20 @@ impl Sandbox {
             limits,
             cancel,
             on_output,
+            script_host,
         } = invocation;
         match (&call, artifact.shape()) {
-            (Call::Main, Shape::Command) | (Call::Script { .. }, Shape::LanguageRuntime) => {}
+            (Call::Main, Shape::Command)
+            | (Call::Script { .. }, Shape::LanguageRuntime)
+            | (Call::Json { .. }, Shape::Script) => {}
             (call, shape) => {
                 return Err(Error::Link(format!(
                     "cannot make a {call:?} call into a {shape:?} component"
                 )));
             }
         }
-        let (mut store, stdout, stderr) = self.store(stdin, &args, &env, &limits, on_output)?;
+        let (mut store, stdout, stderr) =
+            self.store(stdin, &args, &env, &limits, on_output, script_host)?;
         let internal = |e: wasmtime::Error| Error::Internal(chain(&e));
         let fuel_start = store.get_fuel().map_err(internal)?;
 
@@ -268,9 +289,24 @@ impl Sandbox {
                     (Entry::LanguageRuntime(_), Call::Main) => {
                         Err(wasmtime::Error::msg("a language runtime has no main"))
                     }
+                    (Entry::Script(pre), Call::Json { params }) => {
+                        let script = pre.instantiate_async(&mut store).await?;
+                        script.call_run(&mut store, params).await.map(|returned| {
+                            Ending::Script(returned.map_err(|message| Failure {
+                                kind: FailureKind::Runtime,
+                                message,
+                                stack: None,
+                                line: None,
+                                column: None,
+                            }))
+                        })
+                    }
                     (Entry::Http(_), _) => Err(wasmtime::Error::msg(
                         "an HTTP function answers requests (Sandbox::handle)",
                     )),
+                    (Entry::Script(_), _) | (Entry::LanguageRuntime(_), Call::Json { .. }) => Err(
+                        wasmtime::Error::msg("this call does not fit this component"),
+                    ),
                 }
             };
             tokio::select! {
@@ -310,6 +346,7 @@ impl Sandbox {
         env: &[(String, String)],
         limits: &Limits,
         on_output: Option<OutputSink>,
+        script_host: Option<Arc<dyn ScriptHost>>,
     ) -> Result<(Store<State>, CapturePipe, CapturePipe), Error> {
         let stdout = CapturePipe::new(OutputKind::Stdout, limits.stdout_bytes, on_output.clone());
         let stderr = CapturePipe::new(OutputKind::Stderr, limits.stderr_bytes, on_output);
@@ -319,6 +356,7 @@ impl Sandbox {
             stdin,
             stdout: stdout.clone(),
             stderr: stderr.clone(),
+            script_host,
         };
         let mut store = Store::new(
             &self.engine,

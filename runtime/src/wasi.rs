@@ -7,8 +7,11 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
+use std::sync::Arc;
+
 use crate::capture::CapturePipe;
 use crate::limits::MemoryLimiter;
+use crate::script_host::{ScriptEnv, ScriptHost};
 
 /// What a `Store` holds for one run.
 pub struct State {
@@ -17,6 +20,7 @@ pub struct State {
     hooks: RefuseOutgoing,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    pub(crate) script: ScriptEnv,
 }
 
 impl State {
@@ -84,6 +88,8 @@ pub(crate) struct WasiSetup<'a> {
     pub stdin: Vec<u8>,
     pub stdout: CapturePipe,
     pub stderr: CapturePipe,
+    /// What a `kiln:script` component's key-value and config imports reach.
+    pub script_host: Option<Arc<dyn ScriptHost>>,
 }
 
 pub(crate) fn state(setup: WasiSetup<'_>, limiter: MemoryLimiter) -> State {
@@ -93,7 +99,7 @@ pub(crate) fn state(setup: WasiSetup<'_>, limiter: MemoryLimiter) -> State {
         .envs(setup.env)
         .stdin(MemoryInputPipe::new(setup.stdin))
         .stdout(setup.stdout)
-        .stderr(setup.stderr)
+        .stderr(setup.stderr.clone())
         // The defaults already deny every address; refusing the socket
         // interfaces outright makes that independent of future defaults.
         .allow_tcp(false)
@@ -105,5 +111,9 @@ pub(crate) fn state(setup: WasiSetup<'_>, limiter: MemoryLimiter) -> State {
         hooks: RefuseOutgoing,
         table: ResourceTable::new(),
         limiter,
+        script: ScriptEnv {
+            host: setup.script_host,
+            stderr: setup.stderr,
+        },
     }
 }

@@ -15,4 +15,5 @@ mod lifecycle;
 mod observability;
 mod schedules;
 mod scripts;
+mod sdk;
 mod webhooks;

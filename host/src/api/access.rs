@@ -95,6 +95,13 @@ pub const RULES: &[(&str, &str, Access)] = &[
         "/v1/scripts/{id_or_name}/versions/{version}",
         Needs(ReadScripts),
     ),
+    (
+        "PUT",
+        "/v1/scripts/{id_or_name}/config",
+        Needs(WriteScripts),
+    ),
+    ("GET", "/v1/scripts/{id_or_name}/config", Needs(ReadScripts)),
+    ("GET", "/v1/scripts/{id_or_name}/kv", Needs(Admin)),
     ("POST", "/v1/scripts/{id}/execute", Needs(ExecuteScripts)),
     (
         "POST",

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, Limits, Outcome, Status};
+use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, Limits, Outcome, Shape, Status};
 use tokio::sync::watch;
 
 use self::queue::Queue;
+use self::script_host::StoredScript;
+use crate::config::LimitsConfig;
 use crate::metrics::ExecutionMetrics;
 use crate::runtimes::{Runtimes, load};
 use crate::store::{
@@ -19,6 +21,7 @@ use crate::store::{
 
 mod live;
 mod queue;
+mod script_host;
 
 pub use self::live::Chunk;
 use self::live::LiveOutputs;
@@ -82,7 +85,7 @@ impl Jobs {
         capacity: usize,
         store: Arc<dyn Store>,
         runtimes: Arc<Runtimes>,
-        output_bytes: usize,
+        limits: LimitsConfig,
         metrics: ExecutionMetrics,
     ) -> Arc<Self> {
         let jobs = Arc::new(Self {
@@ -104,7 +107,7 @@ impl Jobs {
                 store: store.clone(),
                 runtimes: runtimes.clone(),
                 jobs: jobs.clone(),
-                output_bytes,
+                limits: limits.clone(),
             };
             tokio::spawn(async move {
                 loop {
@@ -354,7 +357,7 @@ struct Worker {
     store: Arc<dyn Store>,
     runtimes: Arc<Runtimes>,
     jobs: Arc<Jobs>,
-    output_bytes: usize,
+    limits: LimitsConfig,
 }
 
 impl Worker {
@@ -407,6 +410,13 @@ impl Worker {
             Ok((artifact, call, name)) => {
                 let mut invocation = self.invocation(record, call, name);
                 invocation.cancel = Some(cancel);
+                // A kiln:script component of a stored script reaches that
+                // script's key-value store and config; an ad-hoc one none.
+                if let (Call::Json { .. }, Some(script_id)) = (&invocation.call, &record.script_id)
+                {
+                    let host = StoredScript::new(self.store.clone(), script_id, &self.limits)?;
+                    invocation.script_host = Some(Arc::new(host));
+                }
                 let live = self.jobs.output.publisher(&record.id);
                 invocation.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
                     live.publish(Chunk {
@@ -465,7 +475,8 @@ impl Worker {
                 };
                 let (artifact, call) = if record.language == Language::Wasm {
                     let component = self.runtimes.component(script_id, version, content).await?;
-                    (component, Call::Main)
+                    let call = component_call(&component, record);
+                    (component, call)
                 } else {
                     self.script_call(record, content()?).await?
                 };
@@ -475,7 +486,8 @@ impl Worker {
                 let component = load(self.runtimes.sandbox(), code.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok((component, Call::Main, "ad-hoc".into()))
+                let call = component_call(&component, record);
+                Ok((component, call, "ad-hoc".into()))
             }
             (None, _, Some(code)) => {
                 let (runtime, call) = self.script_call(record, code.clone()).await?;
@@ -515,16 +527,17 @@ impl Worker {
                 env.push(("KILN_PARAMETERS".into(), record.parameters.to_string()));
                 record.parameters.to_string().into_bytes()
             }
-            (None, Call::Script { .. }) => Vec::new(),
+            (None, Call::Script { .. } | Call::Json { .. }) => Vec::new(),
         };
         Invocation {
             call,
             args: vec![name],
             env,
             stdin,
-            limits: limits_of(record, self.output_bytes),
+            limits: limits_of(record, self.limits.output_bytes),
             cancel: None,
             on_output: None,
+            script_host: None,
         }
     }
 }
@@ -537,6 +550,17 @@ pub(crate) fn limits_of(record: &ExecutionRecord, output_bytes: usize) -> Limits
         timeout: Duration::from_millis(record.timeout_ms),
         stdout_bytes: output_bytes,
         stderr_bytes: output_bytes,
+    }
+}
+
+/// What to call in a component: `run` with the parameters for a
+/// `kiln:script` one, `wasi:cli/run` otherwise.
+fn component_call(component: &Artifact, record: &ExecutionRecord) -> Call {
+    match component.shape() {
+        Shape::Script => Call::Json {
+            params: record.parameters.to_string(),
+        },
+        _ => Call::Main,
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod auth;
 mod group_commit;
 mod records;
+pub mod script_data;
 mod sled;
 pub mod webhooks;
 
@@ -43,7 +44,9 @@ pub enum StoreError {
 pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
 /// Typed access to Kiln's records.
-pub trait Store: auth::AuthStore + webhooks::WebhookStore + Send + Sync {
+pub trait Store:
+    auth::AuthStore + webhooks::WebhookStore + script_data::ScriptDataStore + Send + Sync
+{
     /// Stores a new script and its first version's content, refusing a taken name.
     fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError>;
     /// A script by id, or by name when no id matches.

@@ -52,6 +52,9 @@ pub enum ScriptKind {
     Command,
     /// A wasi:http/proxy component, served at `/fn/{name}/…`.
     Http,
+    /// A kiln:script component (the guest SDK's): run through the execution
+    /// API with JSON in and out, with key-value and config from the host.
+    Script,
 }
 
 impl ScriptKind {
@@ -59,6 +62,7 @@ impl ScriptKind {
         match self {
             ScriptKind::Command => "command",
             ScriptKind::Http => "http",
+            ScriptKind::Script => "script",
         }
     }
 }

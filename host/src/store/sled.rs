@@ -2,6 +2,7 @@
 //! values, and group commit (`group_commit.rs`).
 
 mod auth;
+mod script_data;
 mod webhooks;
 
 use std::path::Path;
@@ -41,6 +42,12 @@ pub struct SledStore {
     outbox: sled::Tree,
     /// The attempt log, by `<webhook id>/<attempt id>`.
     deliveries: sled::Tree,
+    /// Scripts' key-value entries by `<script id>/<key>`.
+    script_kv: sled::Tree,
+    /// Scripts' config values by script id.
+    script_config: sled::Tree,
+    /// Serializes key-value writes (their quota check reads the sum).
+    kv_writes: Mutex<()>,
     /// Serializes script updates and deletes. Not sled transactions: in sled
     /// 0.34 they take a global lock that deadlocks with concurrent
     /// `flush_async` under load. Writes are ordered so that a crash between
@@ -144,6 +151,9 @@ impl SledStore {
             webhooks: db.open_tree("webhooks").map_err(backend)?,
             outbox: db.open_tree("outbox").map_err(backend)?,
             deliveries: db.open_tree("deliveries").map_err(backend)?,
+            script_kv: db.open_tree("script_kv").map_err(backend)?,
+            script_config: db.open_tree("script_config").map_err(backend)?,
+            kv_writes: Mutex::new(()),
             script_writes: Mutex::new(()),
             commit: GroupCommit::new(db.clone()),
             db,
@@ -338,6 +348,9 @@ impl Store for SledStore {
                 .remove(key.map_err(backend)?)
                 .map_err(backend)?;
         }
+        // What its runs kept and its config go too (unreachable once the
+        // record is gone, whatever a crash leaves of them).
+        super::script_data::ScriptDataStore::drop_script_data(self, &deleted.id)?;
         Ok(deleted)
     }
 

@@ -2,6 +2,7 @@
 //! Request bodies are parsed in `body.rs`; writes are in `write.rs`.
 
 mod body;
+mod data;
 mod write;
 
 use axum::extract::State;
@@ -27,6 +28,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(content))
         .routes(routes!(versions))
         .routes(routes!(version))
+        .routes(routes!(data::put_config, data::get_config))
+        .routes(routes!(data::get_kv))
 }
 
 /// A named, versioned script (its content is at `/content`).
@@ -38,9 +41,10 @@ pub struct ScriptView {
     /// `javascript`, `python` or `wasm`.
     #[schema(value_type = String, example = "javascript")]
     language: &'static str,
-    /// `command` (source scripts and wasi:cli components, run through the
-    /// execution API) or `http` (wasi:http/proxy components, served at
-    /// `/fn/{name}/…`); found from the content at upload.
+    /// `command` (source scripts and wasi:cli components) and `script`
+    /// (kiln:script components, JSON in and out) run through the execution
+    /// API; `http` (wasi:http/proxy components) answers at `/fn/{name}/…`.
+    /// Found from the content at upload.
     #[schema(value_type = String, example = "command")]
     kind: &'static str,
     /// An HTTP function anyone may call without a credential.
@@ -422,7 +426,7 @@ async fn languages() -> axum::Json<Languages> {
                 "wasm",
                 "WASI 0.2 components and preview1 modules (wasmtime 48)",
                 &[".wasm", ".wat"],
-                &["command", "http"],
+                &["command", "script", "http"],
             ),
         ],
     })

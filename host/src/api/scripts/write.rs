@@ -244,8 +244,8 @@ async fn compile(
         }
     };
     let Some(kind) = kind_of(language, artifact.shape()) else {
-        let message = "the component is neither a wasi:cli/command (exporting wasi:cli/run) \
-            nor a wasi:http/proxy (exporting wasi:http/incoming-handler)";
+        let message = "the component exports none of wasi:cli/run (a command), kiln:script's run \
+            and wasi:http/incoming-handler (an HTTP function)";
         return Err(ApiError::Compile(
             message.into(),
             vec![Detail::field("content", message)],

@@ -1,0 +1,79 @@
+//! The store behind a `kiln:script` run's key-value and config imports: the
+//! script's own entries, within the configured quotas.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kiln_runtime::{KvError, ScriptHost};
+
+use crate::config::LimitsConfig;
+use crate::store::Store;
+use crate::store::script_data::KvRefusal;
+
+pub struct StoredScript {
+    store: Arc<dyn Store>,
+    script_id: String,
+    /// Read once when the run starts: a run sees one set of values.
+    config: BTreeMap<String, String>,
+    value_quota: u64,
+    script_quota: u64,
+}
+
+impl StoredScript {
+    pub fn new(
+        store: Arc<dyn Store>,
+        script_id: &str,
+        limits: &LimitsConfig,
+    ) -> Result<Self, crate::store::StoreError> {
+        Ok(Self {
+            config: store.script_config(script_id)?,
+            store,
+            script_id: script_id.to_owned(),
+            value_quota: limits.kv_value_bytes,
+            script_quota: limits.kv_script_bytes,
+        })
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> KvError {
+    tracing::error!(error = %e, "a script's key-value call failed");
+    KvError::Unavailable("the store failed; the server log has the details".into())
+}
+
+impl ScriptHost for StoredScript {
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.store.kv_get(&self.script_id, key).map_err(unavailable)
+    }
+
+    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        if value.len() as u64 > self.value_quota {
+            return Err(KvError::QuotaExceeded(format!(
+                "a value may have {} bytes; this one has {}",
+                self.value_quota,
+                value.len()
+            )));
+        }
+        self.store
+            .kv_set(&self.script_id, key, value, self.script_quota)
+            .map_err(|refusal| match refusal {
+                KvRefusal::OverQuota { .. } => KvError::QuotaExceeded(refusal.to_string()),
+                KvRefusal::Store(e) => unavailable(e),
+            })
+    }
+
+    fn kv_delete(&self, key: &str) -> Result<bool, KvError> {
+        self.store
+            .kv_delete(&self.script_id, key)
+            .map_err(unavailable)
+    }
+
+    fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
+        self.store
+            .kv_keys(&self.script_id, prefix, limit)
+            .map_err(unavailable)
+    }
+
+    fn config(&self, key: &str) -> Option<String> {
+        self.config.get(key).cloned()
+    }
+}

@@ -1,0 +1,160 @@
+//! The sled side of [`ScriptDataStore`]: `script_kv` by `<script id>/<key>`
+//! (a script id has no `/`), `script_config` by script id (a JSON map).
+
+use std::collections::BTreeMap;
+use std::sync::PoisonError;
+
+use super::{SledStore, backend, decode, encode};
+use crate::store::StoreError;
+use crate::store::script_data::{KvRefusal, ScriptDataStore};
+
+fn kv_key(script_id: &str, key: &str) -> Vec<u8> {
+    format!("{script_id}/{key}").into_bytes()
+}
+
+impl ScriptDataStore for SledStore {
+    fn kv_get(&self, script_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .script_kv
+            .get(kv_key(script_id, key))
+            .map_err(backend)?
+            .map(|value| value.to_vec()))
+    }
+
+    fn kv_set(
+        &self,
+        script_id: &str,
+        key: &str,
+        value: &[u8],
+        quota: u64,
+    ) -> Result<(), KvRefusal> {
+        // One writer at a time, so two writes cannot both fit a quota that
+        // only one of them fits. The sum is read by a scan of the script's
+        // own entries, at most `quota` bytes.
+        let _writing = self
+            .kv_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = kv_key(script_id, key);
+        let mut used = 0u64;
+        for pair in self.script_kv.scan_prefix(format!("{script_id}/")) {
+            let (k, v) = pair.map_err(backend)?;
+            if k.as_ref() != entry.as_slice() {
+                used += (k.len() - script_id.len() - 1 + v.len()) as u64;
+            }
+        }
+        let would = used + (key.len() + value.len()) as u64;
+        if would > quota {
+            return Err(KvRefusal::OverQuota { would, quota });
+        }
+        self.script_kv.insert(entry, value).map_err(backend)?;
+        Ok(())
+    }
+
+    fn kv_delete(&self, script_id: &str, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .script_kv
+            .remove(kv_key(script_id, key))
+            .map_err(backend)?
+            .is_some())
+    }
+
+    fn kv_keys(
+        &self,
+        script_id: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let skip = script_id.len() + 1;
+        self.script_kv
+            .scan_prefix(kv_key(script_id, prefix))
+            .keys()
+            .take(limit)
+            .map(|k| {
+                let k = k.map_err(backend)?;
+                Ok(String::from_utf8_lossy(&k[skip..]).into_owned())
+            })
+            .collect()
+    }
+
+    fn kv_entries(&self, script_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let skip = script_id.len() + 1;
+        self.script_kv
+            .scan_prefix(format!("{script_id}/"))
+            .map(|pair| {
+                let (k, v) = pair.map_err(backend)?;
+                Ok((String::from_utf8_lossy(&k[skip..]).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn script_config(&self, script_id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        self.script_config
+            .get(script_id)
+            .map_err(backend)?
+            .map_or_else(|| Ok(BTreeMap::new()), |bytes| decode(&bytes))
+    }
+
+    fn set_script_config(
+        &self,
+        script_id: &str,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.script_config
+            .insert(script_id, encode(values)?)
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn drop_script_data(&self, script_id: &str) -> Result<(), StoreError> {
+        self.script_config.remove(script_id).map_err(backend)?;
+        for key in self.script_kv.scan_prefix(format!("{script_id}/")).keys() {
+            self.script_kv
+                .remove(key.map_err(backend)?)
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_kept_per_script_within_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.kv_set("a", "n", b"1", 100).unwrap();
+        store.kv_set("ab", "n", b"2", 100).unwrap();
+        assert_eq!(store.kv_get("a", "n").unwrap().unwrap(), b"1");
+        assert_eq!(store.kv_get("ab", "n").unwrap().unwrap(), b"2");
+        // Replacing a value counts only the new one.
+        store.kv_set("a", "n", &[b'x'; 99], 100).unwrap();
+        let refused = store.kv_set("a", "m", b"1", 100).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                KvRefusal::OverQuota {
+                    would: 102,
+                    quota: 100
+                }
+            ),
+            "{refused}"
+        );
+        store.kv_set("a", "p/1", b"", 1000).unwrap();
+        store.kv_set("a", "p/2", b"", 1000).unwrap();
+        assert_eq!(store.kv_keys("a", "p/", 10).unwrap(), ["p/1", "p/2"]);
+        assert_eq!(store.kv_keys("a", "", 2).unwrap(), ["n", "p/1"]);
+        assert!(store.kv_delete("a", "p/1").unwrap());
+        assert!(!store.kv_delete("a", "p/1").unwrap());
+
+        let config = BTreeMap::from([("k".to_string(), "v".to_string())]);
+        store.set_script_config("a", &config).unwrap();
+        assert_eq!(store.script_config("a").unwrap(), config);
+        store.drop_script_data("a").unwrap();
+        assert!(store.kv_entries("a").unwrap().is_empty());
+        assert!(store.script_config("a").unwrap().is_empty());
+        assert_eq!(store.kv_entries("ab").unwrap().len(), 1);
+    }
+}

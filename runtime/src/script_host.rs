@@ -1,0 +1,144 @@
+//! What a `kiln:script` component imports from its host: log lines go to the
+//! run's stderr and to tracing; key-value and config calls go to the
+//! embedder's [`ScriptHost`] (the server backs them with its store, `kiln
+//! run` with memory), since this crate does no storage I/O of its own.
+
+use std::sync::Arc;
+
+use crate::bindings::script::kiln::script::{config, kv, log};
+use crate::capture::CapturePipe;
+use crate::wasi::State;
+
+/// Why a key-value call failed; the guest sees the same variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The key is empty, too long, or otherwise not a key.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// The value or the script's store would be over its quota.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The store cannot be reached (or the run belongs to no script).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The storage behind one run's `kiln:script` imports: the key-value store
+/// and config values of the script being run. Calls come from the thread
+/// running the guest and should return quickly.
+pub trait ScriptHost: Send + Sync {
+    /// The value under `key`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the store cannot do, as a [`KvError`].
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    /// Stores `value` under `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`KvError::QuotaExceeded`] past the quotas, or a store failure.
+    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
+    /// Removes `key`; true when it existed.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    fn kv_delete(&self, key: &str) -> Result<bool, KvError>;
+    /// Keys starting with `prefix`, in byte order, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError>;
+    /// The config value of `key`, if set.
+    fn config(&self, key: &str) -> Option<String>;
+}
+
+/// Keys are text of at most this many bytes (checked here, for every host).
+pub const MAX_KEY_BYTES: usize = 512;
+/// `list-keys` returns at most this many keys.
+const MAX_LISTED_KEYS: usize = 1000;
+
+/// A run's connection to its host, held in the store.
+pub(crate) struct ScriptEnv {
+    pub host: Option<Arc<dyn ScriptHost>>,
+    pub stderr: CapturePipe,
+}
+
+impl ScriptEnv {
+    fn host(&self) -> Result<&dyn ScriptHost, kv::Error> {
+        self.host.as_deref().ok_or_else(|| {
+            kv::Error::Unavailable(
+                "this run belongs to no stored script, so it has no store".into(),
+            )
+        })
+    }
+}
+
+fn check_key(key: &str) -> Result<(), kv::Error> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(kv::Error::InvalidKey(format!(
+            "a key is 1 to {MAX_KEY_BYTES} bytes; this one is {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+impl From<KvError> for kv::Error {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::InvalidKey(m) => kv::Error::InvalidKey(m),
+            KvError::QuotaExceeded(m) => kv::Error::QuotaExceeded(m),
+            KvError::Unavailable(m) => kv::Error::Unavailable(m),
+        }
+    }
+}
+
+impl log::Host for State {
+    fn write(&mut self, level: log::Level, message: String) {
+        let name = match level {
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        match level {
+            log::Level::Debug => tracing::debug!(target: "kiln::script", "{message}"),
+            log::Level::Info => tracing::info!(target: "kiln::script", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "kiln::script", "{message}"),
+            log::Level::Error => tracing::error!(target: "kiln::script", "{message}"),
+        }
+        self.script
+            .stderr
+            .push(format!("[{name}] {message}\n").as_bytes());
+    }
+}
+
+impl kv::Host for State {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::Error> {
+        check_key(&key)?;
+        Ok(self.script.host()?.kv_get(&key)?)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::Error> {
+        check_key(&key)?;
+        Ok(self.script.host()?.kv_set(&key, &value)?)
+    }
+
+    fn delete(&mut self, key: String) -> Result<bool, kv::Error> {
+        check_key(&key)?;
+        Ok(self.script.host()?.kv_delete(&key)?)
+    }
+
+    fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, kv::Error> {
+        Ok(self.script.host()?.kv_list(&prefix, MAX_LISTED_KEYS)?)
+    }
+}
+
+impl config::Host for State {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.script.host.as_ref()?.config(&key)
+    }
+}
