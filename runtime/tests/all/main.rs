@@ -12,6 +12,7 @@ mod guests;
 mod http;
 mod javascript;
 mod python;
+mod script;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
