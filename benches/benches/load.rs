@@ -229,7 +229,7 @@ async fn execute(
 
 /// Uploads the `http_hello` component as a public HTTP function and returns
 /// the call of its root.
-async fn function(base: &str, credential: Option<(&'static str, String)>) -> Call {
+async fn create_function(base: &str, credential: Option<(&'static str, String)>) -> Call {
     let mut create = reqwest::Client::new()
         .post(format!("{base}/v1/scripts"))
         .json(&serde_json::json!({
@@ -349,8 +349,8 @@ fn main() {
         // The very component `wasmtime serve` runs, as an HTTP function:
         // public on the server with auth and rate limits (the guard still
         // runs, per client IP), and on the one with both off.
-        let function = function(&base, Some(token)).await;
-        let function_open = function(&open_base, None).await;
+        let function = create_function(&base, Some(token)).await;
+        let function_open = create_function(&open_base, None).await;
         // Warm up: the runtime is compiled (or read from the disk cache) once.
         for call in [&kiln, &kiln_key, &kiln_open, &kiln_wasm, &function, &function_open] {
             let warm = load(call, 4, 5, 200).await;
