@@ -35,7 +35,12 @@ impl ScriptHost for TestHost {
 
     fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
         let kv = self.kv.lock().unwrap();
-        Ok(kv.keys().filter(|k| k.starts_with(prefix)).take(limit).cloned().collect())
+        Ok(kv
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     fn config(&self, key: &str) -> Option<String> {
@@ -44,7 +49,9 @@ impl ScriptHost for TestHost {
 }
 
 async fn count(params: &str, host: Option<Arc<dyn ScriptHost>>) -> Outcome {
-    let (artifact, _) = sandbox().load(&read_guest(kiln_components::COUNTER)).unwrap();
+    let (artifact, _) = sandbox()
+        .load(&read_guest(kiln_components::COUNTER))
+        .unwrap();
     assert_eq!(artifact.shape(), Shape::Script);
     sandbox()
         .run(
@@ -68,7 +75,8 @@ async fn the_counter_counts_in_the_host_store_and_reads_config() {
     for expected in 1..=2 {
         let outcome = count("{}", Some(host.clone())).await;
         assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
-        let result: serde_json::Value = serde_json::from_str(outcome.result.as_deref().unwrap()).unwrap();
+        let result: serde_json::Value =
+            serde_json::from_str(outcome.result.as_deref().unwrap()).unwrap();
         assert_eq!(result["count"], expected);
         assert_eq!(result["greeting"], "hi");
         assert_eq!(
@@ -87,19 +95,30 @@ async fn the_script_sees_host_errors_and_its_err_fails_the_run() {
     });
     let outcome = count("{}", Some(full)).await;
     assert_eq!(outcome.error_code(), Some(ErrorCode::ScriptError));
-    assert!(outcome.error.unwrap().message.contains("quota exceeded: full"));
+    assert!(
+        outcome
+            .error
+            .unwrap()
+            .message
+            .contains("quota exceeded: full")
+    );
 
     let outcome = count("{}", None).await;
     assert!(outcome.error.unwrap().message.contains("unavailable"));
 
     let outcome = count(r#"{"fail": true}"#, Some(Arc::new(TestHost::default()))).await;
     assert_eq!(outcome.status, Status::Failed);
-    assert_eq!(outcome.error.unwrap().message, "asked to fail with visits untouched");
+    assert_eq!(
+        outcome.error.unwrap().message,
+        "asked to fail with visits untouched"
+    );
 }
 
 #[tokio::test]
 async fn a_script_component_needs_a_json_call() {
-    let (artifact, _) = sandbox().load(&read_guest(kiln_components::COUNTER)).unwrap();
+    let (artifact, _) = sandbox()
+        .load(&read_guest(kiln_components::COUNTER))
+        .unwrap();
     let refused = sandbox().run(&artifact, Invocation::default()).await;
     assert!(refused.is_err());
 }
