@@ -20,7 +20,7 @@ use crate::cancel::CancelHandle;
 use crate::error::{Error, chain};
 use crate::limits::Limits;
 use crate::outcome::{self, Ending, ErrorCode, GuestError, Outcome, Status};
-use crate::sandbox::{Sandbox, evidence};
+use crate::sandbox::{Sandbox, Usage, evidence};
 
 /// One request to an HTTP function.
 #[derive(Debug)]
@@ -132,9 +132,7 @@ impl Sandbox {
             }
         }
 
-        let duration = started.elapsed();
-        let fuel_left = store.get_fuel().unwrap_or(0);
-        let peak_memory_bytes = store.data().limiter.peak();
+        let usage = Usage::of(&store, fuel_start, started);
         let mut verdict = outcome::classify(ending, &evidence(&store));
         drop(store);
         let mut response = None;
@@ -153,22 +151,8 @@ impl Sandbox {
                 )),
             }
         }
-        let (stdout, stdout_truncated) = stdout.take();
-        let (stderr, stderr_truncated) = stderr.take();
         Ok(HttpOutcome {
-            outcome: Outcome {
-                status: verdict.status,
-                exit_code: verdict.exit_code,
-                result: verdict.result,
-                stdout,
-                stderr,
-                stdout_truncated,
-                stderr_truncated,
-                error: verdict.error,
-                fuel_consumed: fuel_start.saturating_sub(fuel_left),
-                peak_memory_bytes,
-                duration,
-            },
+            outcome: usage.outcome(verdict, &stdout, &stderr),
             response,
         })
     }

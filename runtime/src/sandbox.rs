@@ -15,7 +15,7 @@ use crate::code::{CodeCache, CodeKey};
 use crate::engine::{self, EngineOptions, EpochTicker, FUEL_YIELD_INTERVAL};
 use crate::error::{Error, chain};
 use crate::limits::{Limits, MemoryLimiter};
-use crate::outcome::{self, Ending, Evidence, GuestError, Outcome};
+use crate::outcome::{self, Ending, Evidence, GuestError, Outcome, Verdict};
 use crate::script_host::ScriptHost;
 use crate::wasi::{self, State};
 
@@ -316,26 +316,10 @@ impl Sandbox {
                 returned = calling => returned.unwrap_or_else(Ending::Trapped),
             }
         };
-        let duration = started.elapsed();
-        let fuel_left = store.get_fuel().unwrap_or(0);
-        let peak_memory_bytes = store.data().limiter.peak();
+        let usage = Usage::of(&store, fuel_start, started);
         let verdict = outcome::classify(ending, &evidence(&store));
         drop(store);
-        let (stdout, stdout_truncated) = stdout.take();
-        let (stderr, stderr_truncated) = stderr.take();
-        Ok(Outcome {
-            status: verdict.status,
-            exit_code: verdict.exit_code,
-            result: verdict.result,
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-            error: verdict.error,
-            fuel_consumed: fuel_start.saturating_sub(fuel_left),
-            peak_memory_bytes,
-            duration,
-        })
+        Ok(usage.outcome(verdict, &stdout, &stderr))
     }
 
     /// A store for one run: WASI context, limiter, fuel, epoch yields.
@@ -375,6 +359,47 @@ impl Sandbox {
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         Ok((store, stdout, stderr))
+    }
+}
+
+/// What a run consumed, read from its store before the store goes.
+pub(crate) struct Usage {
+    fuel_consumed: u64,
+    peak_memory_bytes: u64,
+    duration: std::time::Duration,
+}
+
+impl Usage {
+    pub(crate) fn of(store: &Store<State>, fuel_start: u64, started: Instant) -> Self {
+        Self {
+            fuel_consumed: fuel_start.saturating_sub(store.get_fuel().unwrap_or(0)),
+            peak_memory_bytes: store.data().limiter.peak(),
+            duration: started.elapsed(),
+        }
+    }
+
+    /// The run's [`Outcome`]: its verdict, its captured output, this usage.
+    pub(crate) fn outcome(
+        self,
+        verdict: Verdict,
+        stdout: &CapturePipe,
+        stderr: &CapturePipe,
+    ) -> Outcome {
+        let (stdout, stdout_truncated) = stdout.take();
+        let (stderr, stderr_truncated) = stderr.take();
+        Outcome {
+            status: verdict.status,
+            exit_code: verdict.exit_code,
+            result: verdict.result,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            error: verdict.error,
+            fuel_consumed: self.fuel_consumed,
+            peak_memory_bytes: self.peak_memory_bytes,
+            duration: self.duration,
+        }
     }
 }
 

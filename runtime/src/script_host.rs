@@ -60,10 +60,18 @@ pub const MAX_KEY_BYTES: usize = 512;
 /// `list-keys` returns at most this many keys.
 const MAX_LISTED_KEYS: usize = 1000;
 
+/// Log lines of one run that also reach the server's log, and how much of
+/// each: the run's stderr has its own cap, but the server's log must not be
+/// a hostile script's to fill.
+const MAX_TRACED_LINES: usize = 100;
+const MAX_TRACED_BYTES: usize = 1024;
+
 /// A run's connection to its host, held in the store.
 pub(crate) struct ScriptEnv {
     pub host: Option<Arc<dyn ScriptHost>>,
     pub stderr: CapturePipe,
+    /// Log lines passed on to tracing so far.
+    pub traced: usize,
 }
 
 impl ScriptEnv {
@@ -104,11 +112,19 @@ impl log::Host for State {
             log::Level::Warn => "warn",
             log::Level::Error => "error",
         };
-        match level {
-            log::Level::Debug => tracing::debug!(target: "kiln::script", "{message}"),
-            log::Level::Info => tracing::info!(target: "kiln::script", "{message}"),
-            log::Level::Warn => tracing::warn!(target: "kiln::script", "{message}"),
-            log::Level::Error => tracing::error!(target: "kiln::script", "{message}"),
+        if self.script.traced < MAX_TRACED_LINES {
+            self.script.traced += 1;
+            let mut end = message.len().min(MAX_TRACED_BYTES);
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            let line = &message[..end];
+            match level {
+                log::Level::Debug => tracing::debug!(target: "kiln::script", "{line}"),
+                log::Level::Info => tracing::info!(target: "kiln::script", "{line}"),
+                log::Level::Warn => tracing::warn!(target: "kiln::script", "{line}"),
+                log::Level::Error => tracing::error!(target: "kiln::script", "{line}"),
+            }
         }
         self.script
             .stderr

@@ -114,6 +114,7 @@ pub(crate) fn state(setup: WasiSetup<'_>, limiter: MemoryLimiter) -> State {
         script: ScriptEnv {
             host: setup.script_host,
             stderr: setup.stderr,
+            traced: 0,
         },
     }
 }

@@ -414,8 +414,13 @@ impl Worker {
                 // script's key-value store and config; an ad-hoc one none.
                 if let (Call::Json { .. }, Some(script_id)) = (&invocation.call, &record.script_id)
                 {
-                    let host = StoredScript::new(self.store.clone(), script_id, &self.limits)?;
-                    invocation.script_host = Some(Arc::new(host));
+                    // Without its config the run still goes ahead; its
+                    // key-value calls then answer "unavailable".
+                    match StoredScript::new(self.store.clone(), script_id, &self.limits) {
+                        Ok(host) => invocation.script_host = Some(Arc::new(host)),
+                        Err(e) => tracing::error!(error = %e, script = %script_id,
+                            "cannot read a script's config; its run has no store"),
+                    }
                 }
                 let live = self.jobs.output.publisher(&record.id);
                 invocation.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
