@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_runtime::{
-    Call, EngineOptions, ErrorCode, Invocation, KvError, Limits, Outcome, OutputKind, OutputSink,
-    Sandbox, ScriptHost, Shape, Status,
+    Call, EngineOptions, ErrorCode, Invocation, Limits, MemoryScriptHost, Outcome, OutputKind,
+    OutputSink, Sandbox, ScriptHost, Shape, Status,
 };
 use serde::Serialize;
 
@@ -93,7 +93,8 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
     // key-value store and config that live for this run only.
     let (call, script_host) = match artifact.shape() {
         Shape::Script => {
-            let host: Arc<dyn ScriptHost> = Arc::new(MemoryHost::new(&args.config)?);
+            let host: Arc<dyn ScriptHost> =
+                Arc::new(MemoryScriptHost::new(config_pairs(&args.config)?));
             let params = params.clone().unwrap_or_else(|| "{}".into());
             (Call::Json { params }, Some(host))
         }
@@ -153,62 +154,16 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
         .map_err(|e| Failure::Host(e.to_string()))
 }
 
-/// The key-value store and config of a `kiln run`: in memory, for this run.
-struct MemoryHost {
-    kv: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
-    config: std::collections::BTreeMap<String, String>,
-}
-
-impl MemoryHost {
-    fn new(pairs: &[String]) -> Result<Self, Failure> {
-        let config = pairs
-            .iter()
-            .map(|pair| {
-                pair.split_once('=')
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .ok_or_else(|| Failure::Usage(format!("--config {pair:?} is not KEY=VALUE")))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            kv: std::sync::Mutex::default(),
-            config,
+/// `--config KEY=VALUE` pairs.
+fn config_pairs(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, Failure> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| Failure::Usage(format!("--config {pair:?} is not KEY=VALUE")))
         })
-    }
-
-    fn kv(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Vec<u8>>> {
-        self.kv
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl ScriptHost for MemoryHost {
-    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Ok(self.kv().get(key).cloned())
-    }
-
-    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.kv().insert(key.to_owned(), value.to_vec());
-        Ok(())
-    }
-
-    fn kv_delete(&self, key: &str) -> Result<bool, KvError> {
-        Ok(self.kv().remove(key).is_some())
-    }
-
-    fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
-        Ok(self
-            .kv()
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-
-    fn config(&self, key: &str) -> Option<String> {
-        self.config.get(key).cloned()
-    }
+        .collect()
 }
 
 fn lang_of(file: &std::path::Path) -> Result<Lang, Failure> {

@@ -62,5 +62,5 @@ pub use http::{HttpInvocation, HttpOutcome};
 pub use limits::Limits;
 pub use outcome::{ErrorCode, GuestError, Outcome, Status};
 pub use sandbox::{Call, Invocation, Sandbox};
-pub use script_host::{KvError, MAX_KEY_BYTES, ScriptHost};
+pub use script_host::{KvError, MAX_KEY_BYTES, MemoryScriptHost, ScriptHost};
 pub use wasi::State;

@@ -55,6 +55,65 @@ pub trait ScriptHost: Send + Sync {
     fn config(&self, key: &str) -> Option<String>;
 }
 
+/// A [`ScriptHost`] in memory: a store that lasts as long as the value (for
+/// `kiln run`, one run) and fixed config values.
+#[derive(Debug, Default)]
+pub struct MemoryScriptHost {
+    kv: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    config: std::collections::BTreeMap<String, String>,
+}
+
+impl MemoryScriptHost {
+    /// An empty store with these config values.
+    pub fn new(config: std::collections::BTreeMap<String, String>) -> Self {
+        Self {
+            kv: std::sync::Mutex::default(),
+            config,
+        }
+    }
+
+    /// The value under `key` now.
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.kv().get(key).cloned()
+    }
+
+    fn kv(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Vec<u8>>> {
+        self.kv
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl ScriptHost for MemoryScriptHost {
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.value(key))
+    }
+
+    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.kv().insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn kv_delete(&self, key: &str) -> Result<bool, KvError> {
+        Ok(self.kv().remove(key).is_some())
+    }
+
+    fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
+        Ok(self
+            .kv()
+            .range(prefix.to_owned()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn config(&self, key: &str) -> Option<String> {
+        self.config.get(key).cloned()
+    }
+}
+
 /// Keys are text of at most this many bytes (checked here, for every host).
 pub const MAX_KEY_BYTES: usize = 512;
 /// `list-keys` returns at most this many keys.
@@ -156,5 +215,31 @@ impl kv::Host for State {
 impl config::Host for State {
     fn get(&mut self, key: String) -> Option<String> {
         self.script.host.as_ref()?.config(&key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_one_to_512_bytes() {
+        assert!(check_key("k").is_ok());
+        assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+        for bad in [String::new(), "k".repeat(MAX_KEY_BYTES + 1)] {
+            assert!(matches!(check_key(&bad), Err(kv::Error::InvalidKey(_))));
+        }
+    }
+
+    #[test]
+    fn the_memory_host_lists_by_prefix_in_order() {
+        let host = MemoryScriptHost::default();
+        for key in ["b", "a/2", "a/1", "ab"] {
+            host.kv_set(key, b"").unwrap();
+        }
+        assert_eq!(host.kv_list("a/", 10).unwrap(), ["a/1", "a/2"]);
+        assert_eq!(host.kv_list("", 2).unwrap(), ["a/1", "a/2"]);
+        assert!(host.kv_delete("b").unwrap());
+        assert_eq!(host.kv_get("b").unwrap(), None);
     }
 }

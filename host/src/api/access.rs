@@ -159,13 +159,20 @@ fn method_not_allowed(route: &str) -> Response {
 /// API.md's route classes: `execute` for the routes that start runs,
 /// `read` for GET, `write` for the rest.
 pub fn class(method: &Method, route: &str) -> Class {
-    if route.ends_with("/execute") || route.starts_with("/fn/") {
+    if route.ends_with("/execute") || is_function(route) {
         Class::Execute
     } else if method == Method::GET || method == Method::HEAD {
         Class::Read
     } else {
         Class::Write
     }
+}
+
+/// Whether `route` is an HTTP function's (its rule is [`Access::Function`]).
+pub fn is_function(route: &str) -> bool {
+    RULES
+        .iter()
+        .any(|(_, r, access)| *r == route && *access == Function)
 }
 
 /// The client's address, as the connection gave it.
@@ -335,6 +342,8 @@ mod tests {
     #[test]
     fn classes_follow_the_contract() {
         assert_eq!(class(&Method::POST, "/v1/execute"), Class::Execute);
+        assert_eq!(class(&Method::GET, "/fn/{name}/{*path}"), Class::Execute);
+        assert_eq!(class(&Method::GET, "/fn/{name}"), Class::Execute);
         assert_eq!(
             class(&Method::POST, "/v1/scripts/{id}/execute"),
             Class::Execute

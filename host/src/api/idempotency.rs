@@ -38,7 +38,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .is_some_and(|route| {
-            NOT_KEPT.contains(&route.as_str()) || route.as_str().starts_with("/fn/")
+            NOT_KEPT.contains(&route.as_str()) || super::access::is_function(route.as_str())
         });
     if request.method() != Method::POST
         || !request.headers().contains_key(KEY)

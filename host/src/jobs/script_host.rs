@@ -77,3 +77,37 @@ impl ScriptHost for StoredScript {
         self.config.get(key).cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use crate::store::script_data::ScriptDataStore as _;
+
+    #[test]
+    fn values_over_either_quota_are_refused_and_config_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let config = BTreeMap::from([("greeting".to_string(), "hej".to_string())]);
+        store.set_script_config("s", &config).unwrap();
+        let limits = LimitsConfig {
+            kv_value_bytes: 8,
+            kv_script_bytes: 12,
+            ..crate::config::Config::default().limits
+        };
+        let host = StoredScript::new(store.clone(), "s", &limits).unwrap();
+        assert!(matches!(
+            host.kv_set("k", &[0; 9]),
+            Err(KvError::QuotaExceeded(_))
+        ));
+        host.kv_set("k", &[0; 8]).unwrap();
+        assert!(matches!(
+            host.kv_set("k2", b"abc"),
+            Err(KvError::QuotaExceeded(_))
+        ));
+        assert_eq!(host.kv_list("", 10).unwrap(), ["k"]);
+        // Config changed during a run is seen by the next one.
+        store.set_script_config("s", &BTreeMap::new()).unwrap();
+        assert_eq!(host.config("greeting").as_deref(), Some("hej"));
+    }
+}

@@ -2,49 +2,37 @@
 //! out through `run`, with the host's log, key-value and config imports.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kiln_runtime::{
-    Call, ErrorCode, Invocation, KvError, Limits, Outcome, ScriptHost, Shape, Status,
+    Call, ErrorCode, Invocation, KvError, Limits, MemoryScriptHost, Outcome, ScriptHost, Shape,
+    Status,
 };
 
 use super::{read_guest, sandbox};
 
-#[derive(Default)]
-struct TestHost {
-    kv: Mutex<BTreeMap<String, Vec<u8>>>,
-    refuse_writes: bool,
-}
+/// A store that is always full.
+struct FullHost;
 
-impl ScriptHost for TestHost {
-    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Ok(self.kv.lock().unwrap().get(key).cloned())
+impl ScriptHost for FullHost {
+    fn kv_get(&self, _: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(None)
     }
 
-    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        if self.refuse_writes {
-            return Err(KvError::QuotaExceeded("full".into()));
-        }
-        self.kv.lock().unwrap().insert(key.into(), value.into());
-        Ok(())
+    fn kv_set(&self, _: &str, _: &[u8]) -> Result<(), KvError> {
+        Err(KvError::QuotaExceeded("full".into()))
     }
 
-    fn kv_delete(&self, key: &str) -> Result<bool, KvError> {
-        Ok(self.kv.lock().unwrap().remove(key).is_some())
+    fn kv_delete(&self, _: &str) -> Result<bool, KvError> {
+        Ok(false)
     }
 
-    fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
-        let kv = self.kv.lock().unwrap();
-        Ok(kv
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .take(limit)
-            .cloned()
-            .collect())
+    fn kv_list(&self, _: &str, _: usize) -> Result<Vec<String>, KvError> {
+        Ok(Vec::new())
     }
 
-    fn config(&self, key: &str) -> Option<String> {
-        (key == "greeting").then(|| "hi".to_string())
+    fn config(&self, _: &str) -> Option<String> {
+        None
     }
 }
 
@@ -71,7 +59,8 @@ async fn count(params: &str, host: Option<Arc<dyn ScriptHost>>) -> Outcome {
 
 #[tokio::test]
 async fn the_counter_counts_in_the_host_store_and_reads_config() {
-    let host: Arc<TestHost> = Arc::default();
+    let config = BTreeMap::from([("greeting".to_string(), "hi".to_string())]);
+    let host = Arc::new(MemoryScriptHost::new(config));
     for expected in 1..=2 {
         let outcome = count("{}", Some(host.clone())).await;
         assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
@@ -84,15 +73,12 @@ async fn the_counter_counts_in_the_host_store_and_reads_config() {
             format!("[info] visits is now {expected}\n")
         );
     }
-    assert_eq!(host.kv.lock().unwrap()["visits"], b"2");
+    assert_eq!(host.value("visits").unwrap(), b"2");
 }
 
 #[tokio::test]
 async fn the_script_sees_host_errors_and_its_err_fails_the_run() {
-    let full: Arc<dyn ScriptHost> = Arc::new(TestHost {
-        refuse_writes: true,
-        ..TestHost::default()
-    });
+    let full: Arc<dyn ScriptHost> = Arc::new(FullHost);
     let outcome = count("{}", Some(full)).await;
     assert_eq!(outcome.error_code(), Some(ErrorCode::ScriptError));
     assert!(
@@ -106,7 +92,11 @@ async fn the_script_sees_host_errors_and_its_err_fails_the_run() {
     let outcome = count("{}", None).await;
     assert!(outcome.error.unwrap().message.contains("unavailable"));
 
-    let outcome = count(r#"{"fail": true}"#, Some(Arc::new(TestHost::default()))).await;
+    let outcome = count(
+        r#"{"fail": true}"#,
+        Some(Arc::new(MemoryScriptHost::default())),
+    )
+    .await;
     assert_eq!(outcome.status, Status::Failed);
     assert_eq!(
         outcome.error.unwrap().message,

@@ -175,3 +175,33 @@ pub(super) async fn get_kv(
         total_bytes,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn config_keys_values_and_counts_are_bounded() {
+        assert!(validate(&values(&[("api.token-2_x", "v".into())])).is_ok());
+        let long_key = "k".repeat(MAX_CONFIG_KEY_CHARS + 1);
+        for bad in [
+            values(&[("", "v".into())]),
+            values(&[("has space", "v".into())]),
+            values(&[(long_key.as_str(), "v".into())]),
+            values(&[("k", "v".repeat(MAX_CONFIG_VALUE_BYTES + 1))]),
+        ] {
+            assert!(validate(&bad).is_err(), "{bad:?}");
+        }
+        let many: BTreeMap<String, String> = (0..=MAX_CONFIG_VALUES)
+            .map(|n| (format!("k{n}"), String::new()))
+            .collect();
+        assert!(validate(&many).is_err());
+    }
+}
