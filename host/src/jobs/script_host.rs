@@ -82,7 +82,6 @@ impl ScriptHost for StoredScript {
 mod tests {
     use super::*;
     use crate::store::SledStore;
-    use crate::store::script_data::ScriptDataStore as _;
 
     #[test]
     fn values_over_either_quota_are_refused_and_config_is_read_once() {
