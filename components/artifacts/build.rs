@@ -11,15 +11,18 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod preinit;
+
 const TARGET: &str = "wasm32-wasip2";
 const CLANG: &str = "clang-19";
 const LLVM_AR: &str = "llvm-ar-19";
 /// Where Debian's `wasi-libc` package puts its headers.
 const WASI_HEADERS: &str = "/usr/include/wasm32-wasi/stdio.h";
-/// Language runtimes embedded in the `kiln` binary: (constant, wasm file).
-const RUNTIMES: &[(&str, &str)] = &[
-    ("JS_RUNTIME", "kiln_js.wasm"),
-    ("PY_RUNTIME", "kiln_python.wasm"),
+/// Language runtimes embedded in the `kiln` binary: (constant, wasm file,
+/// whether this build pre-initializes it; componentize-py's output already is).
+const RUNTIMES: &[(&str, &str, bool)] = &[
+    ("JS_RUNTIME", "kiln_js.wasm", true),
+    ("PY_RUNTIME", "kiln_python.wasm", false),
 ];
 /// The pinned Python-to-component compiler (PyPI), installed by scripts/setup.sh.
 const COMPONENTIZE_PY: &str = "componentize-py";
@@ -93,10 +96,20 @@ fn main() {
         .ok();
         rerun_for_deps(&release.join(format!("{name}.d")));
     }
-    for (constant, file) in RUNTIMES {
+    for &(constant, file, preinit) in RUNTIMES {
         let wasm = release.join(file);
         assert!(wasm.exists(), "{} was not built", wasm.display());
-        let compressed = compress(&wasm);
+        let compressed = if preinit {
+            writeln!(
+                generated,
+                "/// Path of `{file}` as built, before the pre-initialization that `{constant}` has.\npub const {constant}_UNINITIALIZED: &str = {:?};",
+                wasm.display().to_string()
+            )
+            .ok();
+            compress(&preinit::snapshot(&wasm))
+        } else {
+            compress(&wasm)
+        };
         writeln!(
             generated,
             "/// The `{file}` language runtime component, zstd-compressed.\npub const {constant}: Runtime = Runtime::new(include_bytes!({:?}));",

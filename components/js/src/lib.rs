@@ -6,17 +6,20 @@
 mod code;
 mod console;
 mod failure;
+mod random;
+
+use std::cell::RefCell;
 
 use rquickjs::{CatchResultExt, Context, Ctx, Runtime, Value};
 
 use crate::failure::{Failure, FailureKind};
 
 wit_bindgen::generate!({
-    world: "language-runtime",
-    path: "../../runtime/wit",
+    world: "kiln:js-runtime/js-runtime",
+    path: ["../../runtime/wit", "wit"],
 });
 
-use exports::kiln::language::script::{self, Guest};
+use exports::kiln::language::script;
 
 /// The name scripts see in stack traces.
 pub(crate) const SCRIPT_NAME: &str = "script.js";
@@ -26,9 +29,30 @@ const MAX_STACK_BYTES: usize = 256 << 10;
 
 struct JsRuntime;
 
+thread_local! {
+    /// The runtime and context made by `wizer-initialize`, with the console
+    /// installed: the build snapshots the component right after, so every
+    /// instance starts with them ready. Taken by the first run of an
+    /// instance; anything later (or a build without the snapshot) makes its own.
+    static PREPARED: RefCell<Option<(Runtime, Context)>> = const { RefCell::new(None) };
+}
+
 impl Guest for JsRuntime {
+    fn wizer_initialize() {
+        if let Ok(prepared) = new_context() {
+            PREPARED.with(|slot| *slot.borrow_mut() = Some(prepared));
+        }
+    }
+}
+
+impl script::Guest for JsRuntime {
     fn compile(source: String) -> Result<Vec<u8>, script::Failure> {
-        with_context(|ctx| code::compile(&ctx, &source)).map_err(Into::into)
+        // A context of its own: compiling declares the module, which must not
+        // be seen by a run in the same instance.
+        let (_runtime, context) = new_context()?;
+        context
+            .with(|ctx| code::compile(&ctx, &source))
+            .map_err(Into::into)
     }
 
     fn run(
@@ -36,8 +60,12 @@ impl Guest for JsRuntime {
         params: String,
         env: Vec<(String, String)>,
     ) -> Result<String, script::Failure> {
+        let (_runtime, context) = match PREPARED.with(|slot| slot.borrow_mut().take()) {
+            Some(prepared) => prepared,
+            None => new_context()?,
+        };
         // `code` outlives the context, as `Module::load` asks of its bytes.
-        let result = with_context(|ctx| run_script(&ctx, &code, &params, &env));
+        let result = context.with(|ctx| run_script(&ctx, &code, &params, &env));
         console::flush();
         result.map_err(Into::into)
     }
@@ -56,13 +84,22 @@ fn install_process_env(ctx: &Ctx<'_>, env: &[(String, String)]) -> rquickjs::Res
     ctx.globals().set("process", process)
 }
 
-fn with_context<T>(f: impl FnOnce(Ctx<'_>) -> Result<T, Failure>) -> Result<T, Failure> {
+/// A QuickJS runtime and a full context with Kiln's console and
+/// `Math.random` installed: everything a run needs that does not depend on
+/// the run.
+fn new_context() -> Result<(Runtime, Context), Failure> {
     let runtime =
         Runtime::new().map_err(|e| Failure::internal(format!("cannot start QuickJS: {e}")))?;
     runtime.set_max_stack_size(MAX_STACK_BYTES);
     let context = Context::full(&runtime)
         .map_err(|e| Failure::internal(format!("cannot create a context: {e}")))?;
-    context.with(f)
+    context.with(|ctx| {
+        console::install(&ctx)
+            .map_err(|e| Failure::internal(format!("cannot install console: {e}")))?;
+        random::install(&ctx)
+            .map_err(|e| Failure::internal(format!("cannot install Math.random: {e}")))
+    })?;
+    Ok((runtime, context))
 }
 
 fn run_script(
@@ -71,9 +108,14 @@ fn run_script(
     params: &str,
     env: &[(String, String)],
 ) -> Result<String, Failure> {
-    console::install(ctx).map_err(|e| Failure::internal(format!("cannot install console: {e}")))?;
     install_process_env(ctx, env)
         .map_err(|e| Failure::internal(format!("cannot install process.env: {e}")))?;
+    // `performance.timeOrigin` is taken when the context is made, which for
+    // a snapshotted context was at build time: start it again with this run.
+    // SAFETY: `ctx` is a live context.
+    if unsafe { rquickjs::qjs::JS_AddPerformance(ctx.as_raw().as_ptr()) } != 0 {
+        return Err(Failure::internal("cannot install performance"));
+    }
     let main = code::load(ctx, code)?;
     let params = ctx
         .json_parse(params)

@@ -295,3 +295,79 @@ async fn a_script_call_into_a_command_is_refused() {
         .unwrap_err();
     assert!(matches!(err, kiln_runtime::Error::Link(_)), "{err}");
 }
+
+/// Every run starts from the build's snapshot of a ready context, so what a
+/// run changes there must not reach the next one, and the random generator
+/// must not replay the snapshot's seed.
+#[tokio::test]
+async fn runs_share_the_snapshot_but_not_its_state_or_random_sequence() {
+    let source = r#"
+        function main() {
+            const seen = globalThis.__seen === true;
+            globalThis.__seen = true;
+            Array.prototype.kilnMarker = 1;
+            console.log = () => {};
+            const draws = Array.from({ length: 4 }, () => Math.random());
+            return { seen, marker: [].kilnMarker !== undefined, draws,
+                     name: Math.random.name, length: Math.random.length,
+                     elapsed: performance.now() };
+        }
+    "#;
+    let mut first_draws = Vec::new();
+    for _ in 0..3 {
+        let outcome = js(source).await;
+        assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+        let result: serde_json::Value =
+            serde_json::from_str(outcome.result.as_deref().unwrap()).unwrap();
+        assert_eq!(result["seen"], false, "globals leaked: {result}");
+        assert_eq!(result["marker"], false, "prototypes leaked: {result}");
+        assert_eq!(result["name"], "random");
+        assert_eq!(result["length"], 0);
+        // Measured from this run's start, not from the build's snapshot.
+        let elapsed = result["elapsed"].as_f64().unwrap();
+        assert!(
+            (0.0..10_000.0).contains(&elapsed),
+            "performance.now() = {elapsed}"
+        );
+        let draws: Vec<f64> = serde_json::from_value(result["draws"].clone()).unwrap();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)), "{draws:?}");
+        let distinct: std::collections::HashSet<u64> = draws.iter().map(|d| d.to_bits()).collect();
+        assert_eq!(distinct.len(), draws.len(), "{draws:?}");
+        first_draws.push(draws[0].to_bits());
+    }
+    let distinct: std::collections::HashSet<_> = first_draws.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "runs drew the same sequence: {first_draws:?}"
+    );
+    // The console replaced above is the snapshot's again in the next run.
+    let outcome = js("function main() { console.log('still here'); }").await;
+    assert_eq!(text(&outcome.stdout), "still here\n");
+}
+
+/// The embedded runtime is the build's snapshot (components/artifacts/
+/// preinit.rs): its initial memory holds the QuickJS runtime and context that
+/// `wizer-initialize` made, on top of the data the compiler put there.
+#[test]
+fn the_embedded_runtime_is_pre_initialized() {
+    fn data_bytes(component: &[u8]) -> usize {
+        let mut total = 0;
+        for payload in wasmparser::Parser::new(0).parse_all(component) {
+            if let wasmparser::Payload::DataSection(section) = payload.unwrap() {
+                for data in section {
+                    total += data.unwrap().data.len();
+                }
+            }
+        }
+        total
+    }
+    let embedded = kiln_components::JS_RUNTIME.decompress().unwrap();
+    let built = std::fs::read(kiln_components::JS_RUNTIME_UNINITIALIZED).unwrap();
+    let (snapshot, compiled) = (data_bytes(&embedded), data_bytes(&built));
+    // A runtime and a full context are well over 64 KiB of heap.
+    assert!(
+        snapshot > compiled + (64 << 10),
+        "initial data: {snapshot} bytes embedded, {compiled} as built"
+    );
+}
