@@ -23,6 +23,10 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     pub(crate) fn runtime(message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Runtime,

@@ -39,8 +39,11 @@ thread_local! {
 
 impl Guest for JsRuntime {
     fn wizer_initialize() {
-        if let Ok(prepared) = new_context() {
-            PREPARED.with(|slot| *slot.borrow_mut() = Some(prepared));
+        match new_context() {
+            Ok(prepared) => PREPARED.with(|slot| *slot.borrow_mut() = Some(prepared)),
+            // A trap here fails the build (components/artifacts/preinit.rs)
+            // instead of shipping a runtime that quietly makes a context per run.
+            Err(failure) => panic!("cannot prepare a QuickJS context: {}", failure.message()),
         }
     }
 }
