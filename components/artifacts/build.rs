@@ -233,12 +233,20 @@ fn compress(wasm: &Path) -> PathBuf {
     let raw = std::fs::read(wasm).expect("read a runtime component");
     // Level 19: about 30 s for the Python runtime, once per change of it.
     let packed = zstd::bulk::compress(&raw, 19).expect("zstd compression");
-    // Written aside and renamed, so an interrupted build leaves no torn file.
-    // The guest build is shared by every target: two builds may race here.
-    let partial = compressed.with_extension(format!("zst.{}.partial", std::process::id()));
-    std::fs::write(&partial, packed).expect("write a compressed runtime");
-    std::fs::rename(&partial, &compressed).expect("rename a compressed runtime");
+    write_aside_and_rename(&compressed, &packed);
     compressed
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed into place, so
+/// an interrupted build leaves no torn file. The guest build is shared by
+/// every profile and target: two builds may race here.
+fn write_aside_and_rename(path: &Path, bytes: &[u8]) {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(format!(".{}.partial", std::process::id()));
+    let partial = PathBuf::from(partial);
+    std::fs::write(&partial, bytes).unwrap_or_else(|e| panic!("write {}: {e}", partial.display()));
+    std::fs::rename(&partial, path)
+        .unwrap_or_else(|e| panic!("rename {} into place: {e}", partial.display()));
 }
 
 /// CPython for WASI with the runtime's app.py, pre-initialized by

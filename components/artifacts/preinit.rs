@@ -1,24 +1,17 @@
 //! Pre-initializes the JavaScript runtime at build time: instantiates it, runs
-//! its `wizer-initialize` export (QuickJS runtime, context and console) and
-//! writes the instance's state back into the component (wasmtime-wizer). A run
-//! then starts from a ready context instead of building one (ENGINES.md,
-//! "Pre-initialization").
+//! its `wizer-initialize` export (QuickJS runtime, context, console and
+//! `Math.random`) and writes the instance's state back into the component
+//! (wasmtime-wizer). A run then starts from a ready context instead of
+//! building one (ENGINES.md, "Pre-initialization").
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex, Instance, Lift, Linker, Val, WasmList};
 use wasmtime::{Engine, Store};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
-
-/// What initialization sees of the host: fixed, so that the snapshot is the
-/// same bytes on every build (see `define_clock_and_seed` for why no run
-/// depends on them).
-const BUILD_WALL_CLOCK_SECONDS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-const BUILD_SEED: (u64, u64) = (0x6b69_6c6e_2d6a_7321, 0x7072_6569_6e69_7421);
 
 /// Writes `<name>.init.wasm` beside `wasm` and returns it. Made on every run
 /// of the build script (about a second), since it depends on this file as
@@ -40,7 +33,7 @@ pub fn snapshot(wasm: &Path) -> PathBuf {
     let component =
         Component::new(&engine, &instrumented).expect("compile the instrumented runtime");
     let mut linker = Linker::new(&engine);
-    define_clock_and_seed(&engine, &component, &mut linker);
+    define_build_host(&engine, &component, &mut linker);
     // Initialization must not print, read files or the like: any other
     // import traps, which fails the build rather than snapshotting host state.
     linker
@@ -65,9 +58,7 @@ pub fn snapshot(wasm: &Path) -> PathBuf {
     if std::fs::read(&out).is_ok_and(|old| old == snapshot) {
         return out;
     }
-    let partial = out.with_extension(format!("wasm.{}.partial", std::process::id()));
-    std::fs::write(&partial, snapshot).expect("write the pre-initialized runtime");
-    std::fs::rename(&partial, &out).expect("rename the pre-initialized runtime");
+    crate::write_aside_and_rename(&out, &snapshot);
     out
 }
 
@@ -75,48 +66,68 @@ pub fn snapshot(wasm: &Path) -> PathBuf {
 /// and its hash seed from the wall clock and takes `performance.timeOrigin`
 /// from the monotonic clock, and rquickjs's maps take std's per-thread hash
 /// keys from `wasi:random/insecure-seed`. All of it ends up in the snapshot,
-/// shared by every run, so the build gives fixed values: the runtime replaces
+/// shared by every run, so the build answers with fixed values and the
+/// snapshot is the same bytes on every build: the runtime replaces
 /// `Math.random` with one seeded per instance and restarts `performance` per
 /// run; the rest only keys hash tables inside the guest.
-fn define_clock_and_seed(engine: &Engine, component: &Component, linker: &mut Linker<()>) {
+const BUILD_HOST: &[HostFunc] = &[
+    HostFunc {
+        instance: "wasi:clocks/wall-clock@",
+        func: "now",
+        answer: || {
+            Val::Record(vec![
+                // 2026-01-01T00:00:00Z
+                ("seconds".into(), Val::U64(1_767_225_600)),
+                ("nanoseconds".into(), Val::U32(0)),
+            ])
+        },
+    },
+    HostFunc {
+        instance: "wasi:clocks/monotonic-clock@",
+        func: "now",
+        answer: || Val::U64(0),
+    },
+    HostFunc {
+        instance: "wasi:random/insecure-seed@",
+        func: "insecure-seed",
+        answer: || {
+            Val::Tuple(vec![
+                Val::U64(0x6b69_6c6e_2d6a_7321),
+                Val::U64(0x7072_6569_6e69_7421),
+            ])
+        },
+    },
+];
+
+/// A host function initialization may call, with its fixed answer.
+struct HostFunc {
+    /// The import's instance name up to its version.
+    instance: &'static str,
+    func: &'static str,
+    answer: fn() -> Val,
+}
+
+fn define_build_host(engine: &Engine, component: &Component, linker: &mut Linker<()>) {
     let imports: Vec<String> = component
         .component_type()
         .imports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
     for import in imports {
-        let defined = if import.starts_with("wasi:clocks/wall-clock@") {
-            linker
-                .instance(&import)
-                .expect("a linker instance")
-                .func_new("now", |_, _, _, results| {
-                    results[0] = Val::Record(vec![
-                        ("seconds".into(), Val::U64(BUILD_WALL_CLOCK_SECONDS)),
-                        ("nanoseconds".into(), Val::U32(0)),
-                    ]);
-                    Ok(())
-                })
-        } else if import.starts_with("wasi:clocks/monotonic-clock@") {
-            linker
-                .instance(&import)
-                .expect("a linker instance")
-                .func_new("now", |_, _, _, results| {
-                    results[0] = Val::U64(0);
-                    Ok(())
-                })
-        } else if import.starts_with("wasi:random/insecure-seed@") {
-            linker
-                .instance(&import)
-                .expect("a linker instance")
-                .func_new("insecure-seed", |_, _, _, results| {
-                    let (low, high) = BUILD_SEED;
-                    results[0] = Val::Tuple(vec![Val::U64(low), Val::U64(high)]);
-                    Ok(())
-                })
-        } else {
-            Ok(())
-        };
-        defined.expect("define a host function for initialization");
+        for host in BUILD_HOST {
+            if import.starts_with(host.instance) {
+                let answer = host.answer;
+                linker
+                    .instance(&import)
+                    .and_then(|mut instance| {
+                        instance.func_new(host.func, move |_, _, _, results| {
+                            results[0] = answer();
+                            Ok(())
+                        })
+                    })
+                    .expect("define a host function for initialization");
+            }
+        }
     }
 }
 
@@ -133,11 +144,10 @@ impl Snapshotted<'_> {
             .instance
             .get_export(&mut *self.store, None, instance)
             .expect("wizer's accessor instance");
-        let (item, index) = self
+        let (_, index) = self
             .instance
             .get_export(&mut *self.store, Some(&parent), func)
             .expect("wizer's accessor function");
-        assert!(matches!(item, ComponentItem::ComponentFunc(_)));
         index
     }
 
