@@ -41,7 +41,7 @@ pub enum JobError {
 pub struct Jobs {
     queue: Queue,
     metrics: ExecutionMetrics,
-    done: Mutex<HashMap<String, watch::Sender<bool>>>,
+    done: Mutex<HashMap<String, watch::Sender<Settled>>>,
     /// Cancel handles of running executions. Its lock also orders the
     /// queued → running and queued → cancelled transitions, so a worker and a
     /// cancel request never both win.
@@ -68,12 +68,33 @@ pub struct Jobs {
 
 pub type FinalHook = Box<dyn Fn(&ExecutionRecord) + Send + Sync>;
 
+/// Where a queued execution stands for those waiting on it.
+#[derive(Debug, Clone, Default)]
+pub enum Settled {
+    /// Queued or running.
+    #[default]
+    Pending,
+    /// Its final record is on disk; here it is, so a waiter need not read it.
+    Flushed(Arc<ExecutionRecord>),
+    /// Its final record is stored but may not be flushed yet (a cancel while
+    /// queued, whose handler flushes): a waiter reads and flushes it.
+    Stored,
+    /// Its final record could not be stored or flushed.
+    Lost(String),
+}
+
+impl Settled {
+    pub fn is_settled(&self) -> bool {
+        !matches!(self, Self::Pending)
+    }
+}
+
 /// What [`Jobs::cancel`] did.
 pub enum Cancelled {
     /// It was queued; it is now stored as cancelled.
     WhileQueued(Box<ExecutionRecord>),
-    /// It was running; the receiver turns `true` when the worker has stored it.
-    WhileRunning(watch::Receiver<bool>),
+    /// It was running; the receiver settles when the worker has stored it.
+    WhileRunning(watch::Receiver<Settled>),
     /// It had already finished.
     AlreadyFinal,
 }
@@ -176,16 +197,20 @@ impl Jobs {
         }
     }
 
-    /// Queues a stored execution; the receiver turns `true` when it is final.
+    /// Queues a stored execution; the receiver settles when it is final.
     ///
     /// # Errors
     ///
     /// [`JobError::QueueFull`] when the queue is at capacity.
-    pub fn enqueue(&self, id: &str, priority: Priority) -> Result<watch::Receiver<bool>, JobError> {
+    pub fn enqueue(
+        &self,
+        id: &str,
+        priority: Priority,
+    ) -> Result<watch::Receiver<Settled>, JobError> {
         if self.draining.load(Ordering::Acquire) {
             return Err(JobError::ShuttingDown);
         }
-        let (sender, receiver) = watch::channel(false);
+        let (sender, receiver) = watch::channel(Settled::Pending);
         self.lock().insert(id.to_string(), sender);
         match self.queue.push(id.to_string(), priority) {
             Ok(()) => Ok(receiver),
@@ -227,7 +252,7 @@ impl Jobs {
                 self.finalized(&record);
                 self.queue.remove(id);
                 drop(running);
-                self.finished(id);
+                self.finished(id, Settled::Stored);
                 Ok(Some(Cancelled::WhileQueued(Box::new(record))))
             }
             ExecutionStatus::Running => {
@@ -298,21 +323,21 @@ impl Jobs {
 
     /// A completion signal for an execution, made if none exists yet (after a
     /// restart, requeued executions have none).
-    fn subscribe(&self, id: &str) -> watch::Receiver<bool> {
+    fn subscribe(&self, id: &str) -> watch::Receiver<Settled> {
         self.lock()
             .entry(id.to_string())
-            .or_insert_with(|| watch::channel(false).0)
+            .or_insert_with(|| watch::channel(Settled::Pending).0)
             .subscribe()
     }
 
-    fn finished(&self, id: &str) {
+    fn finished(&self, id: &str, settled: Settled) {
         self.output.forget(id);
         if let Some(sender) = self.lock().remove(id) {
-            sender.send_replace(true);
+            sender.send_replace(settled);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<bool>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Settled>>> {
         self.done.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -362,13 +387,32 @@ struct Worker {
 
 impl Worker {
     async fn execute(&self, id: &str) {
-        if let Err(e) = self.try_execute(id).await {
-            tracing::error!(execution = id, error = %e, "execution could not be recorded");
-        }
-        self.jobs.finished(id);
+        let settled = match self.try_execute(id).await {
+            Ok(Some(record)) => {
+                // The fsync runs while this worker takes its next execution,
+                // so one fsync covers what every worker finished meanwhile;
+                // waiters hear of the record only once it is on disk.
+                let (store, jobs, id) = (self.store.clone(), self.jobs.clone(), id.to_string());
+                tokio::spawn(async move {
+                    let settled = match store.flush().await {
+                        Ok(()) => Settled::Flushed(Arc::new(record)),
+                        Err(e) => lost(&id, &e),
+                    };
+                    jobs.finished(&id, settled);
+                });
+                return;
+            }
+            // Not queued any more: whoever ended it stored its record (and
+            // has normally settled it already).
+            Ok(None) => Settled::Stored,
+            Err(e) => lost(id, &e),
+        };
+        self.jobs.finished(id, settled);
     }
 
-    async fn try_execute(&self, id: &str) -> Result<(), StoreError> {
+    /// Runs a queued execution and stores its final record (not flushed);
+    /// `None` if it was no longer queued.
+    async fn try_execute(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
         let cancel = CancelHandle::new();
         let mut record = {
             let mut running = self
@@ -377,10 +421,10 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let Some(mut record) = self.store.execution(id)? else {
-                return Ok(());
+                return Ok(None);
             };
             if record.status != ExecutionStatus::Queued {
-                return Ok(());
+                return Ok(None);
             }
             record.status = ExecutionStatus::Running;
             record.started_at = Some(crate::now());
@@ -394,7 +438,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
-        result
+        result.map(|()| Some(record))
     }
 
     async fn run(
@@ -403,7 +447,8 @@ impl Worker {
         cancel: CancelHandle,
     ) -> Result<(), StoreError> {
         // `running` is not flushed here: readers flush before they report a
-        // record that is not final, and the final record is flushed below.
+        // record that is not final, and the final record is flushed (by
+        // `execute`) before any waiter hears of it.
         // A crash before then finds it running (INTERRUPTED) or, if sled had
         // not written it yet, queued (run again).
         match self.prepare(record).await {
@@ -456,7 +501,7 @@ impl Worker {
                 record.completed_at.as_deref().unwrap_or_default(),
             )?;
         }
-        self.store.flush().await
+        Ok(())
     }
 
     /// The artifact to run and what to call in it.
@@ -545,6 +590,11 @@ impl Worker {
             script_host: None,
         }
     }
+}
+
+fn lost(id: &str, error: &StoreError) -> Settled {
+    tracing::error!(execution = id, error = %error, "execution could not be recorded");
+    Settled::Lost(error.to_string())
 }
 
 /// The sandbox limits an execution record asks for.

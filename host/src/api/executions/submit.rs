@@ -3,6 +3,7 @@
 //! so it never hears of an execution a crash could lose.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -18,6 +19,7 @@ use super::ExecutionView;
 use crate::api::error::ErrorEnvelope;
 use crate::api::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::auth::Principal;
+use crate::jobs::Settled;
 use crate::store::{
     ExecutionRecord, ExecutionStatus, Priority, ScriptKind, ScriptLimits, ScriptStatus, Trigger,
 };
@@ -364,9 +366,9 @@ fn new_record(
 
 /// Stores the record, queues it, and answers 200 with the finished execution
 /// if it ends within `wait`, else 202. Every answer follows a flush of what it
-/// reports: a 202 the queued record, a 200 the final one (the worker flushes it
-/// before it signals), so a waited execution that finishes in time costs one
-/// fsync, not two.
+/// reports: a 202 the queued record, a 200 the final one (flushed before the
+/// worker's signal), so a waited execution that finishes in time costs one
+/// fsync, not two, and shares it with the others that finished meanwhile.
 async fn submit(
     state: &AppState,
     record: ExecutionRecord,
@@ -399,18 +401,31 @@ async fn submit(
         }
     };
     if let Some(wait) = wait {
-        let finished = matches!(
-            tokio::time::timeout(wait, done.wait_for(|finished| *finished)).await,
-            Ok(Ok(_))
-        );
-        if finished {
-            let record = state
-                .store
-                .execution(&record.id)?
-                .ok_or_else(|| ApiError::Internal("a finished execution vanished".into()))?;
-            return Ok((StatusCode::OK, axum::Json(ExecutionView::from(record))).into_response());
-        }
-        state.store.flush().await?;
+        let settled = match tokio::time::timeout(wait, done.wait_for(Settled::is_settled)).await {
+            Ok(Ok(settled)) => settled.clone(),
+            _ => Settled::Pending,
+        };
+        let record = match settled {
+            Settled::Pending => {
+                state.store.flush().await?;
+                return Ok(accepted(&record.id));
+            }
+            Settled::Flushed(record) => Arc::unwrap_or_clone(record),
+            Settled::Stored => {
+                state.store.flush().await?;
+                state
+                    .store
+                    .execution(&record.id)?
+                    .ok_or_else(|| ApiError::Internal("a finished execution vanished".into()))?
+            }
+            Settled::Lost(e) => {
+                return Err(ApiError::Internal(format!(
+                    "execution {} ran but its record could not be saved: {e}",
+                    record.id
+                )));
+            }
+        };
+        return Ok((StatusCode::OK, axum::Json(ExecutionView::from(record))).into_response());
     }
     Ok(accepted(&record.id))
 }
