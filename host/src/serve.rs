@@ -86,7 +86,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let ready = Arc::new(AtomicBool::new(false));
-    let state = AppState {
+    let state = AppState::new(crate::api::Shared {
         store: store.clone(),
         sandbox,
         runtimes,
@@ -99,7 +99,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth,
         limits,
         webhooks: webhooks.clone(),
-    };
+    });
     let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::webhooks::deliver::run(webhooks, stopping.clone()));

@@ -36,9 +36,26 @@ use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// What every handler can reach.
+/// What every handler can reach. One `Arc`: axum clones the state for every
+/// request and every layer that takes it.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub sandbox: Arc<Sandbox>,
     pub runtimes: Arc<crate::runtimes::Runtimes>,

@@ -23,17 +23,25 @@ const STREAM_BUFFER: usize = 1024;
 
 /// One execution's output so far and its subscribers. Dropping the last
 /// `Arc` (the worker's, once the execution is stored final) closes the streams.
-pub struct Live {
-    backlog: Mutex<Vec<Chunk>>,
-    sender: broadcast::Sender<Chunk>,
+#[derive(Default)]
+pub struct Live(Mutex<Output>);
+
+#[derive(Default)]
+struct Output {
+    backlog: Vec<Chunk>,
+    /// Made by the first subscriber: most executions have none, and a
+    /// channel of `STREAM_BUFFER` slots is a 64 KiB allocation.
+    sender: Option<broadcast::Sender<Chunk>>,
 }
 
 impl Live {
     pub fn publish(&self, chunk: Chunk) {
-        let mut backlog = self.backlog.lock().unwrap_or_else(PoisonError::into_inner);
-        backlog.push(chunk.clone());
-        // No subscribers is the common case and not an error.
-        let _ = self.sender.send(chunk);
+        let mut output = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = &output.sender {
+            // A subscriber that went away is not an error.
+            let _ = sender.send(chunk.clone());
+        }
+        output.backlog.push(chunk);
     }
 }
 
@@ -48,12 +56,7 @@ impl LiveOutputs {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(id.to_string())
-            .or_insert_with(|| {
-                Arc::new(Live {
-                    backlog: Mutex::new(Vec::new()),
-                    sender: broadcast::channel(STREAM_BUFFER).0,
-                })
-            })
+            .or_default()
             .clone()
     }
 
@@ -67,8 +70,12 @@ impl LiveOutputs {
     /// [`forget`](Self::forget) it).
     pub fn subscribe(&self, id: &str) -> (Vec<Chunk>, broadcast::Receiver<Chunk>) {
         let live = self.entry(id);
-        let backlog = live.backlog.lock().unwrap_or_else(PoisonError::into_inner);
-        (backlog.clone(), live.sender.subscribe())
+        let mut output = live.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let receiver = output
+            .sender
+            .get_or_insert_with(|| broadcast::channel(STREAM_BUFFER).0)
+            .subscribe();
+        (output.backlog.clone(), receiver)
     }
 
     pub fn forget(&self, id: &str) {

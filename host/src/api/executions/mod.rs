@@ -151,7 +151,9 @@ async fn cancel(
             Ok(axum::Json((*record).into()))
         }
         Cancelled::WhileRunning(mut done) => {
-            let _ = tokio::time::timeout(CANCEL_WAIT, done.wait_for(crate::jobs::Settled::is_settled)).await;
+            let _ =
+                tokio::time::timeout(CANCEL_WAIT, done.wait_for(crate::jobs::Settled::is_settled))
+                    .await;
             let record = state
                 .store
                 .execution(&id)?
