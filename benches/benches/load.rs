@@ -121,7 +121,7 @@ struct Report {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
-    if values.len().is_multiple_of(2) {
+    if values.len() % 2 == 0 {
         (values[middle - 1] + values[middle]) / 2.0
     } else {
         values[middle]
