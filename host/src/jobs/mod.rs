@@ -2,7 +2,7 @@
 //! `queued`, flush, then [`Jobs::enqueue`] it; a worker runs it in the sandbox
 //! and stores the final record. Nothing runs guest code on an HTTP task.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -48,9 +48,6 @@ pub struct Jobs {
     running: Mutex<HashMap<String, CancelHandle>>,
     /// Live output of executions not yet final, for `/events` subscribers.
     pub output: LiveOutputs,
-    /// Executions whose final record is stored but not yet flushed: readers
-    /// flush before they report one of these.
-    unflushed: Mutex<HashSet<String>>,
     /// Set on shutdown: workers take no new executions (they stay queued in
     /// the store for the next start).
     draining: AtomicBool,
@@ -80,8 +77,7 @@ pub enum Settled {
     /// Its final record is on disk; here it is, so a waiter need not read it.
     Flushed(Arc<ExecutionRecord>),
     /// Its final record is stored but may not be flushed yet (a cancel while
-    /// queued, whose handler flushes, or a run a worker found no longer
-    /// queued): a waiter flushes and reads it.
+    /// queued, whose handler flushes): a waiter reads and flushes it.
     Stored,
     /// Its final record could not be stored or flushed.
     Lost(String),
@@ -119,7 +115,6 @@ impl Jobs {
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             output: LiveOutputs::default(),
-            unflushed: Mutex::new(HashSet::new()),
             draining: AtomicBool::new(false),
             interrupting: AtomicBool::new(false),
             on_final: std::sync::OnceLock::new(),
@@ -301,17 +296,6 @@ impl Jobs {
         }
     }
 
-    /// Whether `id`'s final record may not be on disk yet.
-    pub fn is_unflushed(&self, id: &str) -> bool {
-        self.unflushed_ids().contains(id)
-    }
-
-    fn unflushed_ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.unflushed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// How many executions became final since start.
     pub fn finished_count(&self) -> u64 {
         self.finished_count.load(Ordering::Relaxed)
@@ -414,7 +398,6 @@ impl Worker {
                         Ok(()) => Settled::Flushed(Arc::new(record)),
                         Err(e) => lost(&id, &e),
                     };
-                    jobs.unflushed_ids().remove(&id);
                     jobs.finished(&id, settled);
                 });
                 return;
@@ -424,7 +407,6 @@ impl Worker {
             Ok(None) => Settled::Stored,
             Err(e) => lost(id, &e),
         };
-        self.jobs.unflushed_ids().remove(id);
         self.jobs.finished(id, settled);
     }
 
@@ -511,18 +493,13 @@ impl Worker {
             Err(message) => fail(record, "INTERNAL_ERROR", message),
         }
         record.completed_at = Some(crate::now());
-        self.jobs.unflushed_ids().insert(record.id.clone());
         self.store.put_execution(record)?;
         self.jobs.finalized(record);
         if let Some(script_id) = &record.script_id {
-            // The run and its record stand without the script's counters.
-            if let Err(e) = self.store.note_execution(
+            self.store.note_execution(
                 script_id,
                 record.completed_at.as_deref().unwrap_or_default(),
-            ) {
-                tracing::error!(execution = %record.id, error = %e,
-                    "cannot count an execution on its script");
-            }
+            )?;
         }
         Ok(())
     }
