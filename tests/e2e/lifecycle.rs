@@ -453,10 +453,12 @@ fn higher_priority_executions_start_first() {
     let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_COUNT", "1")]);
     kiln.create_script("spin", "javascript", "function main() { for (;;) {} }");
     kiln.create_script("tag", "javascript", "function main(p) { return p.tag; }");
-    // Occupies the only worker while the others queue up.
-    let blocker = kiln.execute("spin", "", json!({"timeout_ms": 1500}));
+    // Occupies the only worker until all the others are queued (then it is
+    // cancelled), however slowly this machine queues them.
+    let blocker = kiln.execute("spin", "", json!({"timeout_ms": 60_000}));
     let blocker: Value = blocker.json().unwrap();
-    kiln.wait_for_status(blocker["execution_id"].as_str().unwrap(), "running");
+    let blocker = blocker["execution_id"].as_str().unwrap();
+    kiln.wait_for_status(blocker, "running");
     let ids: Vec<String> = ["low", "normal", "high", "low", "high"]
         .iter()
         .map(|priority| {
@@ -471,6 +473,11 @@ fn higher_priority_executions_start_first() {
             accepted["execution_id"].as_str().unwrap().to_string()
         })
         .collect();
+    let cancel = kiln
+        .request(Method::POST, &format!("/v1/executions/{blocker}/cancel"))
+        .send()
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
     let mut finished: Vec<Value> = ids.iter().map(|id| kiln.poll_until_final(id)).collect();
     finished.sort_by(|a, b| a["started_at"].as_str().cmp(&b["started_at"].as_str()));
     let order: Vec<&str> = finished

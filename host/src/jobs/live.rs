@@ -22,7 +22,8 @@ pub struct Chunk {
 const STREAM_BUFFER: usize = 1024;
 
 /// One execution's output so far and its subscribers. Dropping the last
-/// `Arc` (the worker's, once the execution is stored final) closes the streams.
+/// `Arc` (the map's, taken out by `forget` once the final record is flushed)
+/// closes the streams.
 #[derive(Default)]
 pub struct Live(Mutex<Output>);
 

@@ -77,7 +77,8 @@ pub enum Settled {
     /// Its final record is on disk; here it is, so a waiter need not read it.
     Flushed(Arc<ExecutionRecord>),
     /// Its final record is stored but may not be flushed yet (a cancel while
-    /// queued, whose handler flushes): a waiter reads and flushes it.
+    /// queued, whose handler flushes, or a run a worker found no longer
+    /// queued): a waiter flushes and reads it.
     Stored,
     /// Its final record could not be stored or flushed.
     Lost(String),
@@ -224,6 +225,8 @@ impl Jobs {
     /// Queues an execution found `queued` at start-up (it was accepted
     /// before, so capacity does not refuse it).
     pub fn requeue(&self, id: String, priority: Priority) {
+        // A signal as `enqueue` makes, so `is_settling` holds for it too.
+        self.subscribe(&id);
         self.queue.push_accepted(id, priority);
     }
 
@@ -294,6 +297,12 @@ impl Jobs {
         while !self.running_is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Whether `id` was queued and its waiters have not been told it is
+    /// final: a final record of it may not be on disk yet.
+    pub fn is_settling(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
     }
 
     /// How many executions became final since start.
@@ -496,10 +505,14 @@ impl Worker {
         self.store.put_execution(record)?;
         self.jobs.finalized(record);
         if let Some(script_id) = &record.script_id {
-            self.store.note_execution(
+            // The run and its record stand without the script's counters.
+            if let Err(e) = self.store.note_execution(
                 script_id,
                 record.completed_at.as_deref().unwrap_or_default(),
-            )?;
+            ) {
+                tracing::error!(execution = %record.id, error = %e,
+                    "cannot count an execution on its script");
+            }
         }
         Ok(())
     }

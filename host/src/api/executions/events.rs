@@ -29,6 +29,7 @@ pub(super) async fn events(
     let missing = || ApiError::NotFound(format!("no execution {id:?}"));
     let record = state.store.execution(&id)?.ok_or_else(missing)?;
     if is_final(&record) {
+        super::durable_before_reporting(&state, [&record]).await?;
         return Ok(sse(replay(record)));
     }
     let (backlog, live) = state.jobs.output.subscribe(&id);
@@ -36,6 +37,7 @@ pub(super) async fn events(
     let record = state.store.execution(&id)?.ok_or_else(missing)?;
     if is_final(&record) {
         state.jobs.output.forget(&id);
+        super::durable_before_reporting(&state, [&record]).await?;
         return Ok(sse(replay(record)));
     }
     super::durable_before_reporting(&state, [&record]).await?;
@@ -57,6 +59,10 @@ pub(super) async fn events(
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        // The stream can close before the worker's flush
+                        // (a late subscriber's `forget` above): `done` only
+                        // once the record is on disk, else no `done`.
+                        store.flush().await.ok()?;
                         let record = store.execution(&id).ok().flatten()?;
                         return Some((done_event(record), None));
                     }

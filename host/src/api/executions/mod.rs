@@ -113,13 +113,17 @@ async fn read(
 }
 
 /// Workers do not flush the `running` state (nor waited requests their
-/// `queued` one): whoever reports such a record flushes first, so a client
-/// is never told of a state a crash could take back.
+/// `queued` one), and flush a final record while they run the next
+/// execution: whoever reports such a record flushes first, so a client is
+/// never told of a state a crash could take back.
 async fn durable_before_reporting<'a>(
     state: &AppState,
     records: impl IntoIterator<Item = &'a ExecutionRecord>,
 ) -> Result<(), ApiError> {
-    if records.into_iter().any(|r| !events::is_final(r)) {
+    if records
+        .into_iter()
+        .any(|r| !events::is_final(r) || state.jobs.is_settling(&r.id))
+    {
         state.store.flush().await?;
     }
     Ok(())
@@ -151,18 +155,32 @@ async fn cancel(
             Ok(axum::Json((*record).into()))
         }
         Cancelled::WhileRunning(mut done) => {
-            let _ =
+            let settled =
                 tokio::time::timeout(CANCEL_WAIT, done.wait_for(crate::jobs::Settled::is_settled))
-                    .await;
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|settled| settled.clone());
+            if let Some(crate::jobs::Settled::Lost(e)) = settled {
+                return Err(ApiError::Internal(format!(
+                    "execution {id} stopped but its record could not be saved: {e}"
+                )));
+            }
             let record = state
                 .store
                 .execution(&id)?
                 .ok_or_else(|| ApiError::Internal("a cancelled execution vanished".into()))?;
+            durable_before_reporting(&state, [&record]).await?;
             Ok(axum::Json(record.into()))
         }
-        Cancelled::AlreadyFinal => Err(ApiError::Conflict(format!(
-            "execution {id} has already finished"
-        ))),
+        Cancelled::AlreadyFinal => {
+            if state.jobs.is_settling(&id) {
+                state.store.flush().await?;
+            }
+            Err(ApiError::Conflict(format!(
+                "execution {id} has already finished"
+            )))
+        }
     }
 }
 

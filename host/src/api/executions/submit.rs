@@ -405,6 +405,9 @@ async fn submit(
             Ok(Ok(settled)) => settled.clone(),
             _ => Settled::Pending,
         };
+        // The channel holds the record too: let go of it, so the record is
+        // moved out below rather than copied.
+        drop(done);
         let record = match settled {
             Settled::Pending => {
                 state.store.flush().await?;
