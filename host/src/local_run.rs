@@ -62,6 +62,8 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
         max_instances: 4,
         max_memory_bytes: memory_bytes.max(EngineOptions::default().max_memory_bytes),
         artifact_cache_entries: 1,
+        // One run: nothing to make ahead for.
+        prewarm_above: None,
         ..EngineOptions::default()
     };
     let sandbox = Sandbox::new(options).map_err(|e| Failure::Host(e.to_string()))?;

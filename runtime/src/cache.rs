@@ -31,6 +31,9 @@ pub struct CacheStats {
     pub script_code_hits: u64,
     /// Scripts compiled by a language runtime (at upload, or at a first run).
     pub script_compiles: u64,
+    /// Script runs that found their language runtime already instantiated
+    /// (made ahead while an earlier run executed).
+    pub prewarmed_runs: u64,
 }
 
 pub(crate) struct ArtifactCache {

@@ -29,6 +29,10 @@ pub struct EngineOptions {
     pub epoch_tick: Duration,
     /// Compiled artifacts kept ready to instantiate in memory.
     pub artifact_cache_entries: usize,
+    /// A language runtime whose instantiation takes at least this long gets
+    /// its next instance made ahead, off the run's path (see `warm.rs`);
+    /// `None` never does.
+    pub prewarm_above: Option<Duration>,
 }
 
 impl Default for EngineOptions {
@@ -39,6 +43,9 @@ impl Default for EngineOptions {
             max_memory_bytes: 1 << 30,
             epoch_tick: Duration::from_millis(5),
             artifact_cache_entries: 256,
+            // CPython takes ~0.5 ms, QuickJS ~0.03 ms: only Python is worth
+            // a thread hop.
+            prewarm_above: Some(Duration::from_micros(250)),
         }
     }
 }
@@ -69,7 +76,11 @@ const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 pub(crate) fn build_engine(options: &EngineOptions) -> Result<Engine, Error> {
     let max_memory = usize::try_from(options.max_memory_bytes)
         .map_err(|_| Error::Engine("max_memory_bytes does not fit this platform".into()))?;
-    let instances = options.max_instances.max(1);
+    // Instances made ahead hold slots of their own.
+    let instances = options
+        .max_instances
+        .max(1)
+        .saturating_add(crate::warm::MAX_WARM as u32);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT / 4))

@@ -50,6 +50,7 @@ mod limits;
 mod outcome;
 mod sandbox;
 mod script_host;
+mod warm;
 mod wasi;
 
 pub use artifact::{Artifact, ArtifactKey, LoadSource, Shape};

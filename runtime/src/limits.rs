@@ -72,6 +72,16 @@ impl MemoryLimiter {
     pub(crate) fn limit(&self) -> u64 {
         self.limit
     }
+
+    /// Sets another cap for memory already granted (an instance made ahead
+    /// of its run); `false`, and nothing changed, if it already holds more.
+    pub(crate) fn rebind(&mut self, limit: u64) -> bool {
+        if self.current > limit {
+            return false;
+        }
+        self.limit = limit;
+        true
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -142,6 +152,17 @@ mod tests {
         let mut limiter = MemoryLimiter::new(10 << 20);
         assert!(limiter.memory_growing(0, 6 << 20, None).unwrap());
         assert!(!limiter.memory_growing(0, 6 << 20, None).unwrap());
+    }
+
+    #[test]
+    fn a_new_cap_applies_to_memory_already_granted() {
+        let mut limiter = MemoryLimiter::new(u64::MAX);
+        assert!(limiter.memory_growing(0, 8 << 20, None).unwrap());
+        assert!(!limiter.rebind(4 << 20));
+        assert_eq!(limiter.limit(), u64::MAX);
+        assert!(limiter.rebind(10 << 20));
+        assert!(!limiter.memory_growing(8 << 20, 12 << 20, None).unwrap());
+        assert_eq!(limiter.refused(), Some(12 << 20));
     }
 
     #[test]

@@ -10,14 +10,15 @@ use crate::artifact::{self, Artifact, ArtifactKey, Entry, LoadSource, Shape};
 use crate::bindings::{Failure, FailureKind};
 use crate::cache::{ArtifactCache, CacheStats};
 use crate::cancel::CancelHandle;
-use crate::capture::{CapturePipe, OutputKind, OutputSink};
+use crate::capture::{CapturePipe, OutputSink};
 use crate::code::{CodeCache, CodeKey};
 use crate::engine::{self, EngineOptions, EpochTicker, FUEL_YIELD_INTERVAL};
 use crate::error::{Error, chain};
-use crate::limits::{Limits, MemoryLimiter};
+use crate::limits::Limits;
 use crate::outcome::{self, Ending, Evidence, GuestError, Outcome, Verdict};
 use crate::script_host::ScriptHost;
-use crate::wasi::{self, State};
+use crate::warm::{Prepared, Warm};
+use crate::wasi::{self, State, WasiSetup};
 
 /// What to call in the artifact.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +72,7 @@ pub struct Sandbox {
     engine_digest: [u8; 32],
     cache: ArtifactCache,
     code: CodeCache,
+    warm: Warm,
     _ticker: EpochTicker,
 }
 
@@ -111,12 +113,24 @@ impl Sandbox {
         let engine_digest = engine::compatibility_digest(&engine);
         let cache = ArtifactCache::new(options.cache_dir.clone(), options.artifact_cache_entries)?;
         let ticker = EpochTicker::start(&engine, options.epoch_tick)?;
+        let ahead = engine.clone();
+        let warm = Warm::start(
+            options.prewarm_above,
+            Box::new(move || {
+                let mut store = new_store(&ahead, WasiSetup::none());
+                // The run sets its own; these only let instantiation proceed.
+                let _ = arm(&mut store, None);
+                store
+            }),
+        )
+        .map_err(|e| Error::Internal(format!("cannot start the warm thread: {e}")))?;
         Ok(Self {
             engine,
             linker,
             engine_digest,
             cache,
             code: CodeCache::new(SCRIPT_CODE_CACHE_BYTES),
+            warm,
             _ticker: ticker,
         })
     }
@@ -132,6 +146,7 @@ impl Sandbox {
         CacheStats {
             script_code_hits,
             script_compiles,
+            prewarmed_runs: self.warm.hits(),
             ..self.cache.stats()
         }
     }
@@ -245,8 +260,29 @@ impl Sandbox {
                 )));
             }
         }
-        let (mut store, stdout, stderr) =
-            self.store(stdin, &args, &env, &limits, on_output, script_host)?;
+        let setup = WasiSetup::new(&args, &env, stdin, &limits, on_output, script_host);
+        let (stdout, stderr) = (setup.stdout.clone(), setup.stderr.clone());
+        let prepared = match (&artifact.entry, &call) {
+            (Entry::LanguageRuntime(pre), Call::Script { .. }) => {
+                self.warm.take(&artifact.key, pre).await
+            }
+            _ => None,
+        };
+        let (mut store, mut made_ahead) = match prepared {
+            Some(Prepared { mut store, runtime }) => {
+                match store.data_mut().rebind(setup, limits.memory_bytes) {
+                    Ok(()) => (store, Some(runtime)),
+                    // Over this run's cap before it starts: instantiating
+                    // inline reports that as the run's failure.
+                    Err(setup) => {
+                        self.warm.retire(store);
+                        (self.store_for(setup), None)
+                    }
+                }
+            }
+            None => (self.store_for(setup), None),
+        };
+        arm(&mut store, limits.fuel)?;
         let internal = |e: wasmtime::Error| Error::Internal(chain(&e));
         let fuel_start = store.get_fuel().map_err(internal)?;
 
@@ -263,7 +299,16 @@ impl Sandbox {
                             .map(Ending::Exited)
                     }
                     (Entry::LanguageRuntime(pre), Call::Script { source, params }) => {
-                        let runtime = pre.instantiate_async(&mut store).await?;
+                        let runtime = match made_ahead.take() {
+                            Some(runtime) => runtime,
+                            None => {
+                                let instantiating = Instant::now();
+                                let runtime = pre.instantiate_async(&mut store).await?;
+                                self.warm
+                                    .observe(&artifact.key, pre, instantiating.elapsed());
+                                runtime
+                            }
+                        };
                         let script = runtime.kiln_language_script();
                         let key = CodeKey::new(&artifact.key, source);
                         // A first run compiles in the instance it then runs
@@ -318,7 +363,11 @@ impl Sandbox {
         };
         let usage = Usage::of(&store, fuel_start, started);
         let verdict = outcome::classify(ending, &evidence(&store));
-        drop(store);
+        if self.warm.is_warm(&artifact.key) {
+            self.warm.retire(store);
+        } else {
+            drop(store);
+        }
         Ok(usage.outcome(verdict, &stdout, &stderr))
     }
 
@@ -332,34 +381,37 @@ impl Sandbox {
         on_output: Option<OutputSink>,
         script_host: Option<Arc<dyn ScriptHost>>,
     ) -> Result<(Store<State>, CapturePipe, CapturePipe), Error> {
-        let stdout = CapturePipe::new(OutputKind::Stdout, limits.stdout_bytes, on_output.clone());
-        let stderr = CapturePipe::new(OutputKind::Stderr, limits.stderr_bytes, on_output);
-        let setup = wasi::WasiSetup {
-            args,
-            env,
-            stdin,
-            stdout: stdout.clone(),
-            stderr: stderr.clone(),
-            script_host,
-        };
-        let mut store = Store::new(
-            &self.engine,
-            wasi::state(setup, MemoryLimiter::new(limits.memory_bytes)),
-        );
-        store.limiter(|state| &mut state.limiter);
-        let internal = |e: wasmtime::Error| Error::Internal(chain(&e));
-        store
-            .set_fuel(limits.fuel.unwrap_or(u64::MAX))
-            .map_err(internal)?;
-        store
-            .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
-            .map_err(internal)?;
-        // Yield to tokio at every epoch tick: that is where the deadline and
-        // cancellation get polled while a guest computes.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        let setup = WasiSetup::new(args, env, stdin, limits, on_output, script_host);
+        let (stdout, stderr) = (setup.stdout.clone(), setup.stderr.clone());
+        let mut store = self.store_for(setup);
+        arm(&mut store, limits.fuel)?;
         Ok((store, stdout, stderr))
     }
+
+    fn store_for(&self, setup: WasiSetup<'_>) -> Store<State> {
+        new_store(&self.engine, setup)
+    }
+}
+
+fn new_store(engine: &wasmtime::Engine, setup: WasiSetup<'_>) -> Store<State> {
+    let mut store = Store::new(engine, wasi::state(setup));
+    store.limiter(|state| &mut state.limiter);
+    store
+}
+
+/// Gives a store its fuel (`None`: unmetered) and its epoch yields, counted
+/// from now.
+fn arm(store: &mut Store<State>, fuel: Option<u64>) -> Result<(), Error> {
+    let internal = |e: wasmtime::Error| Error::Internal(chain(&e));
+    store.set_fuel(fuel.unwrap_or(u64::MAX)).map_err(internal)?;
+    store
+        .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+        .map_err(internal)?;
+    // Yield to tokio at every epoch tick: that is where the deadline and
+    // cancellation get polled while a guest computes.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    Ok(())
 }
 
 /// What a run consumed, read from its store before the store goes.

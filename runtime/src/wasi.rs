@@ -9,8 +9,8 @@ use wasmtime_wasi_http::{
 
 use std::sync::Arc;
 
-use crate::capture::CapturePipe;
-use crate::limits::MemoryLimiter;
+use crate::capture::{CapturePipe, OutputKind, OutputSink};
+use crate::limits::{Limits, MemoryLimiter};
 use crate::script_host::{ScriptEnv, ScriptHost};
 
 /// What a `Store` holds for one run.
@@ -90,9 +90,78 @@ pub(crate) struct WasiSetup<'a> {
     pub stderr: CapturePipe,
     /// What a `kiln:script` component's key-value and config imports reach.
     pub script_host: Option<Arc<dyn ScriptHost>>,
+    /// The run's memory cap.
+    pub memory_bytes: u64,
 }
 
-pub(crate) fn state(setup: WasiSetup<'_>, limiter: MemoryLimiter) -> State {
+impl<'a> WasiSetup<'a> {
+    /// One run's surface: output captured within `limits`.
+    pub(crate) fn new(
+        args: &'a [String],
+        env: &'a [(String, String)],
+        stdin: Vec<u8>,
+        limits: &Limits,
+        on_output: Option<OutputSink>,
+        script_host: Option<Arc<dyn ScriptHost>>,
+    ) -> Self {
+        Self {
+            args,
+            env,
+            stdin,
+            stdout: CapturePipe::new(OutputKind::Stdout, limits.stdout_bytes, on_output.clone()),
+            stderr: CapturePipe::new(OutputKind::Stderr, limits.stderr_bytes, on_output),
+            script_host,
+            memory_bytes: limits.memory_bytes,
+        }
+    }
+
+    /// Nothing at all: the surface of an instance made ahead, replaced by
+    /// its run's (`State::rebind`) before any guest code runs.
+    pub(crate) fn none() -> WasiSetup<'static> {
+        WasiSetup {
+            args: &[],
+            env: &[],
+            stdin: Vec::new(),
+            stdout: CapturePipe::new(OutputKind::Stdout, 0, None),
+            stderr: CapturePipe::new(OutputKind::Stderr, 0, None),
+            script_host: None,
+            memory_bytes: u64::MAX,
+        }
+    }
+}
+
+pub(crate) fn state(setup: WasiSetup<'_>) -> State {
+    let limiter = MemoryLimiter::new(setup.memory_bytes);
+    let (wasi, script) = surface(setup);
+    State {
+        wasi,
+        http: WasiHttpCtx::new(),
+        hooks: RefuseOutgoing,
+        table: ResourceTable::new(),
+        limiter,
+        script,
+    }
+}
+
+impl State {
+    /// Gives a store whose instance was made ahead (see `warm.rs`) the run's
+    /// own WASI surface and memory cap. `false` when the instance already
+    /// holds more memory than the cap allows: it cannot serve this run, and
+    /// the setup comes back.
+    pub(crate) fn rebind<'a>(
+        &mut self,
+        setup: WasiSetup<'a>,
+        memory_limit: u64,
+    ) -> Result<(), WasiSetup<'a>> {
+        if !self.limiter.rebind(memory_limit) {
+            return Err(setup);
+        }
+        (self.wasi, self.script) = surface(setup);
+        Ok(())
+    }
+}
+
+fn surface(setup: WasiSetup<'_>) -> (WasiCtx, ScriptEnv) {
     let mut builder = WasiCtxBuilder::new();
     builder
         .args(setup.args)
@@ -105,16 +174,10 @@ pub(crate) fn state(setup: WasiSetup<'_>, limiter: MemoryLimiter) -> State {
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    State {
-        wasi: builder.build(),
-        http: WasiHttpCtx::new(),
-        hooks: RefuseOutgoing,
-        table: ResourceTable::new(),
-        limiter,
-        script: ScriptEnv {
-            host: setup.script_host,
-            stderr: setup.stderr,
-            traced: 0,
-        },
-    }
+    let script = ScriptEnv {
+        host: setup.script_host,
+        stderr: setup.stderr,
+        traced: 0,
+    };
+    (builder.build(), script)
 }

@@ -11,6 +11,7 @@ mod cache;
 mod guests;
 mod http;
 mod javascript;
+mod prewarm;
 mod python;
 mod script;
 

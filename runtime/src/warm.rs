@@ -1,0 +1,273 @@
+//! Language runtimes kept one instance ahead of their runs.
+//!
+//! Instantiating CPython (a dozen core modules, thousands of function
+//! references built per instance by wasmtime 48) is about half of a warm Python
+//! run. A language runtime whose instantiation measures at least
+//! [`EngineOptions::prewarm_above`](crate::EngineOptions::prewarm_above) gets
+//! its next instance made on the `kiln-warm` thread while the current run
+//! executes, and the used store is dropped (its pool slot reset) there too. A
+//! run that finds an instance ready binds its own WASI context, memory cap and
+//! fuel to it and only calls. Every run still gets a fresh instance: an
+//! instance is made for one run and never reused.
+//!
+//! Runtimes that instantiate faster (QuickJS: tens of µs) stay on the inline
+//! path, where handing work to another thread would cost more than it saves.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use wasmtime::Store;
+
+use crate::artifact::ArtifactKey;
+use crate::bindings::{LanguageRuntime, LanguageRuntimePre};
+use crate::wasi::State;
+
+/// Instantiations measured before a runtime is judged slow or fast to
+/// instantiate; the fastest of them counts, so a cold first one does not.
+const OBSERVATIONS: u32 = 4;
+/// How long a run waits for an instance already being made before it makes
+/// its own: an instantiation takes about a millisecond, so this only bites
+/// when the warm thread is starved.
+const WAIT_FOR_REFILL: Duration = Duration::from_millis(20);
+/// Language runtimes kept warm at once; each holds one pool slot (see
+/// `engine::build_engine`, which reserves them).
+pub(crate) const MAX_WARM: usize = 4;
+
+/// An instance made ahead, with the store it lives in.
+pub(crate) struct Prepared {
+    pub(crate) store: Store<State>,
+    pub(crate) runtime: LanguageRuntime,
+}
+
+/// Makes a store for an instance made ahead (no run's inputs yet).
+pub(crate) type StoreMaker = Box<dyn Fn() -> Store<State> + Send>;
+
+enum Job {
+    Refill {
+        key: ArtifactKey,
+        pre: LanguageRuntimePre<State>,
+    },
+    Retire(Store<State>),
+}
+
+#[derive(Default)]
+struct Slot {
+    observed: u32,
+    fastest: Option<Duration>,
+    warm: bool,
+    ready: Option<Prepared>,
+    refilling: bool,
+    /// A run waits for the instance being made.
+    claimed: bool,
+    refilled: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_key: HashMap<ArtifactKey, Slot>,
+    hits: u64,
+}
+
+/// The warm instances of one sandbox and the thread that makes them.
+pub(crate) struct Warm {
+    slots: Arc<Mutex<Slots>>,
+    jobs: Option<mpsc::Sender<Job>>,
+    threshold: Option<Duration>,
+}
+
+impl Warm {
+    /// Starts the `kiln-warm` thread unless `threshold` is `None` (never
+    /// prewarm). `new_store` makes the store an instance is made in.
+    pub(crate) fn start(
+        threshold: Option<Duration>,
+        new_store: StoreMaker,
+    ) -> std::io::Result<Self> {
+        let slots = Arc::new(Mutex::new(Slots::default()));
+        let jobs = match threshold {
+            None => None,
+            Some(_) => {
+                let (sender, receiver) = mpsc::channel();
+                let thread_slots = slots.clone();
+                std::thread::Builder::new()
+                    .name("kiln-warm".into())
+                    .spawn(move || work(&receiver, &thread_slots, &new_store))?;
+                Some(sender)
+            }
+        };
+        Ok(Self {
+            slots,
+            jobs,
+            threshold,
+        })
+    }
+
+    /// Runs that found their runtime already instantiated.
+    pub(crate) fn hits(&self) -> u64 {
+        lock(&self.slots).hits
+    }
+
+    /// Whether runs of `key` are prewarmed (and their stores retired here).
+    pub(crate) fn is_warm(&self, key: &ArtifactKey) -> bool {
+        lock(&self.slots)
+            .by_key
+            .get(key)
+            .is_some_and(|slot| slot.warm)
+    }
+
+    /// An instance made ahead for `key`, else the one being made if no other
+    /// run waits for it yet; asks for the next one either way. `None`:
+    /// instantiate inline (under load, runs do not queue behind one thread).
+    pub(crate) async fn take(
+        &self,
+        key: &ArtifactKey,
+        pre: &LanguageRuntimePre<State>,
+    ) -> Option<Prepared> {
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_REFILL;
+        let mut claimed = false;
+        loop {
+            let refilled = {
+                let mut guard = lock(&self.slots);
+                let slots = &mut *guard;
+                let slot = slots.by_key.get_mut(key).filter(|slot| slot.warm)?;
+                if let Some(prepared) = slot.ready.take() {
+                    slots.hits += 1;
+                    drop(guard);
+                    self.refill(key, pre);
+                    return Some(prepared);
+                }
+                if !slot.refilling {
+                    drop(guard);
+                    self.refill(key, pre);
+                    return None;
+                }
+                if slot.claimed && !claimed {
+                    return None;
+                }
+                slot.claimed = true;
+                claimed = true;
+                slot.refilled.clone()
+            };
+            // `notify_one` keeps a permit when nobody waits yet, so a refill
+            // finishing between the check above and this wait is not missed.
+            if tokio::time::timeout_at(deadline, refilled.notified())
+                .await
+                .is_err()
+            {
+                if let Some(slot) = lock(&self.slots).by_key.get_mut(key) {
+                    slot.claimed = false;
+                }
+                return None;
+            }
+        }
+    }
+
+    /// Records how long an inline instantiation of `key` took; a runtime
+    /// found slow to instantiate starts being prewarmed.
+    pub(crate) fn observe(
+        &self,
+        key: &ArtifactKey,
+        pre: &LanguageRuntimePre<State>,
+        took: Duration,
+    ) {
+        let Some(threshold) = self.threshold else {
+            return;
+        };
+        let mut slots = lock(&self.slots);
+        let warm_count = slots.by_key.values().filter(|slot| slot.warm).count();
+        let slot = slots.by_key.entry(*key).or_default();
+        if slot.warm || slot.observed >= OBSERVATIONS {
+            return;
+        }
+        slot.observed += 1;
+        let fastest = slot.fastest.map_or(took, |fastest| fastest.min(took));
+        slot.fastest = Some(fastest);
+        if slot.observed == OBSERVATIONS && fastest >= threshold && warm_count < MAX_WARM {
+            slot.warm = true;
+            tracing::debug!(key = %key, ?fastest, "language runtime prewarmed from now on");
+            drop(slots);
+            self.refill(key, pre);
+        }
+    }
+
+    /// Hands a finished run's store to the warm thread, which drops it (the
+    /// pool slot's reset is off the run's path).
+    pub(crate) fn retire(&self, store: Store<State>) {
+        if let Some(jobs) = &self.jobs {
+            // The thread lives as long as `self`; if it is gone the store is
+            // dropped here instead.
+            let _ = jobs.send(Job::Retire(store));
+        }
+    }
+
+    fn refill(&self, key: &ArtifactKey, pre: &LanguageRuntimePre<State>) {
+        let Some(jobs) = &self.jobs else {
+            return;
+        };
+        {
+            let mut slots = lock(&self.slots);
+            let Some(slot) = slots.by_key.get_mut(key) else {
+                return;
+            };
+            if slot.refilling || slot.ready.is_some() {
+                return;
+            }
+            slot.refilling = true;
+        }
+        let job = Job::Refill {
+            key: *key,
+            pre: pre.clone(),
+        };
+        if jobs.send(job).is_err()
+            && let Some(slot) = lock(&self.slots).by_key.get_mut(key)
+        {
+            slot.refilling = false;
+        }
+    }
+}
+
+fn lock(slots: &Mutex<Slots>) -> MutexGuard<'_, Slots> {
+    slots.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The `kiln-warm` thread: drops retired stores and makes instances ahead,
+/// until the sandbox is dropped.
+fn work(jobs: &mpsc::Receiver<Job>, slots: &Mutex<Slots>, new_store: &StoreMaker) {
+    // Instantiation is async only in name here (no host call can run during
+    // it), so a single-threaded runtime drives it.
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        tracing::error!("the warm thread cannot start; runtimes are instantiated inline");
+        return;
+    };
+    for job in jobs {
+        match job {
+            Job::Retire(store) => drop(store),
+            Job::Refill { key, pre } => {
+                let started = Instant::now();
+                let mut store = new_store();
+                let made = runtime.block_on(pre.instantiate_async(&mut store));
+                let mut slots = lock(slots);
+                let Some(slot) = slots.by_key.get_mut(&key) else {
+                    continue;
+                };
+                slot.refilling = false;
+                slot.claimed = false;
+                match made {
+                    Ok(runtime) => {
+                        slot.ready = Some(Prepared { store, runtime });
+                        tracing::trace!(took = ?started.elapsed(), "runtime instance made ahead");
+                    }
+                    // Runs fall back to instantiating inline, where the same
+                    // failure reaches the caller.
+                    Err(e) => {
+                        slot.warm = false;
+                        tracing::warn!(error = %e, "cannot make a runtime instance ahead");
+                    }
+                }
+                slot.refilled.notify_one();
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Runtimes made ahead of their runs (`EngineOptions::prewarm_above`): a run
+//! from such an instance is the same as one instantiated inline: its own
+//! parameters, environment, output, fresh state and every limit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_runtime::{
+    Artifact, EngineOptions, ErrorCode, Invocation, Limits, Outcome, Sandbox, Status,
+};
+
+use super::{script, shared_cache, small_engine, text};
+
+/// A sandbox that prewarms every language runtime, with `bytes` loaded.
+fn prewarming(bytes: &[u8]) -> (Sandbox, Arc<Artifact>) {
+    let sandbox = Sandbox::new(EngineOptions {
+        prewarm_above: Some(Duration::ZERO),
+        ..small_engine(Some(shared_cache().into()))
+    })
+    .unwrap();
+    let (artifact, _) = sandbox.load(bytes).unwrap();
+    (sandbox, artifact)
+}
+
+fn invocation(source: &str, params: &str, who: &str, limits: Limits) -> Invocation {
+    Invocation {
+        env: vec![("WHO".into(), who.into())],
+        limits,
+        ..script(source, params)
+    }
+}
+
+/// Runs `source` until `runs` of them came from instances made ahead (or 30 s
+/// pass), checking every run with `check(run number, outcome)`.
+async fn run_until_prewarmed(
+    sandbox: &Sandbox,
+    runtime: &Artifact,
+    source: &str,
+    runs: u64,
+    check: impl Fn(usize, &Outcome),
+) {
+    let started = Instant::now();
+    for n in 0.. {
+        let who = format!("run-{n}");
+        let params = format!(r#"{{"n": {n}}}"#);
+        let outcome = sandbox
+            .run(
+                runtime,
+                invocation(source, &params, &who, Limits::default()),
+            )
+            .await
+            .unwrap();
+        check(n, &outcome);
+        if sandbox.cache_stats().prewarmed_runs >= runs {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no run came from a prewarmed instance: {:?}",
+            sandbox.cache_stats()
+        );
+        // Time for the next instance to be made, as between requests.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn js_runtime() -> (Sandbox, Arc<Artifact>) {
+    prewarming(&kiln_components::JS_RUNTIME.decompress().unwrap())
+}
+
+fn py_runtime() -> (Sandbox, Arc<Artifact>) {
+    prewarming(&kiln_components::PY_RUNTIME.decompress().unwrap())
+}
+
+#[tokio::test]
+async fn javascript_runs_from_instances_made_ahead_are_fresh_and_their_own() {
+    let (sandbox, runtime) = js_runtime();
+    let source = r#"
+        function main(params) {
+            globalThis.runs = (globalThis.runs || 0) + 1;
+            console.log(process.env.WHO);
+            console.error("n=" + params.n);
+            return { runs: globalThis.runs, n: params.n };
+        }
+    "#;
+    run_until_prewarmed(&sandbox, &runtime, source, 3, |n, outcome| {
+        assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+        assert_eq!(
+            outcome.result.as_deref(),
+            Some(format!(r#"{{"runs":1,"n":{n}}}"#).as_str())
+        );
+        assert_eq!(text(&outcome.stdout), format!("run-{n}\n"));
+        assert_eq!(text(&outcome.stderr), format!("n={n}\n"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn python_runs_from_instances_made_ahead_are_fresh_and_their_own() {
+    let (sandbox, runtime) = py_runtime();
+    let source = "import os, sys\nseen = []\ndef main(n):\n    seen.append(n)\n    print(os.environ['WHO'])\n    print(f'n={n}', file=sys.stderr)\n    return {'seen': seen}\n";
+    run_until_prewarmed(&sandbox, &runtime, source, 2, |n, outcome| {
+        assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+        assert_eq!(
+            outcome.result.as_deref(),
+            Some(format!(r#"{{"seen": [{n}]}}"#).as_str())
+        );
+        assert_eq!(text(&outcome.stdout), format!("run-{n}\n"));
+        assert_eq!(text(&outcome.stderr), format!("n={n}\n"));
+    })
+    .await;
+}
+
+/// Runs `source` under `limits` from an instance made ahead: retries (up to
+/// 30 s) until a run was handed one.
+async fn run_prewarmed(
+    sandbox: &Sandbox,
+    runtime: &Artifact,
+    source: &str,
+    limits: &Limits,
+) -> Outcome {
+    let started = Instant::now();
+    loop {
+        // Time for an instance to be made, as between requests.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = sandbox.cache_stats().prewarmed_runs;
+        let outcome = sandbox
+            .run(runtime, invocation(source, "{}", "x", limits.clone()))
+            .await
+            .unwrap();
+        if sandbox.cache_stats().prewarmed_runs > before {
+            return outcome;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no run came from a prewarmed instance"
+        );
+    }
+}
+
+/// Fuel, the deadline, the memory cap and output caps are the run's own,
+/// not those the instance was made with, and a cap below what the runtime
+/// holds at instantiation fails the run as it does inline.
+#[tokio::test]
+async fn every_limit_binds_a_prewarmed_instance() {
+    let (sandbox, runtime) = js_runtime();
+    run_until_prewarmed(&sandbox, &runtime, "function main() {}", 1, |_, outcome| {
+        assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    })
+    .await;
+    let spin = "function main() { for (;;) {} }";
+    let fueled = Limits {
+        fuel: Some(5_000_000),
+        ..Limits::default()
+    };
+    let fueled = run_prewarmed(&sandbox, &runtime, spin, &fueled).await;
+    assert_eq!(
+        fueled.error_code(),
+        Some(ErrorCode::FuelExhausted),
+        "{fueled:?}"
+    );
+    let timed = Limits {
+        timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let timed = run_prewarmed(&sandbox, &runtime, spin, &timed).await;
+    assert_eq!(timed.status, Status::Timeout, "{timed:?}");
+    let capped = Limits {
+        memory_bytes: 24 << 20,
+        ..Limits::default()
+    };
+    let bomb = "function main() { const keep = []; for (;;) keep.push(new ArrayBuffer(1 << 20)); }";
+    let bomb = run_prewarmed(&sandbox, &runtime, bomb, &capped).await;
+    assert_eq!(bomb.error_code(), Some(ErrorCode::MemoryLimit), "{bomb:?}");
+    assert!(bomb.peak_memory_bytes <= 24 << 20, "{bomb:?}");
+    let quiet = Limits {
+        stdout_bytes: 100,
+        ..Limits::default()
+    };
+    let chatty = "function main() { for (let i = 0; i < 1000; i++) console.log('0123456789'); }";
+    let chatty = run_prewarmed(&sandbox, &runtime, chatty, &quiet).await;
+    assert_eq!((chatty.stdout.len(), chatty.stdout_truncated), (100, true));
+
+    let tiny = Limits {
+        memory_bytes: 64 << 10,
+        ..Limits::default()
+    };
+    let shared = super::language_runtime(&kiln_components::JS_RUNTIME.decompress().unwrap());
+    let inline = super::sandbox()
+        .run(
+            &shared,
+            invocation("function main() {}", "{}", "x", tiny.clone()),
+        )
+        .await
+        .unwrap();
+    let ahead = run_prewarmed(&sandbox, &runtime, "function main() {}", &tiny).await;
+    assert_eq!(ahead.status, Status::Failed, "{ahead:?}");
+    assert_eq!(
+        (ahead.status, ahead.error_code()),
+        (inline.status, inline.error_code())
+    );
+}
