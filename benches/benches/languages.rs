@@ -9,13 +9,20 @@
 //!   deserializing the runtime from the disk cache, and one hello run;
 //! - `hello_warm`: a hello script on a runtime loaded from the disk cache, as
 //!   `kiln serve` does (instantiate + call with the script's cached code +
-//!   JSON result; the first run compiled the script);
+//!   JSON result; the first run compiled the script), runs back to back; a
+//!   runtime slow to instantiate (Python) gets instances made ahead only when
+//!   its runs come apart, so here they instantiate inline as before;
+//! - `hello_warm_inline`: the same with every instance made on the run's path
+//!   (`prewarm_above: None`), the baseline for `hello_warm`;
+//! - `hello_paced` and `hello_paced_inline`: the same two, a run every 3 ms,
+//!   each timed alone (a warm script's latency on a node that is not
+//!   saturated); their p50 and p99 over 500 runs are printed to stderr;
 //! - `fib25`: fib(25) by naive recursion in the language, fuel + epoch on.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kiln_runtime::{Call, EngineOptions, Invocation, Sandbox, Status};
+use kiln_runtime::{Artifact, Call, EngineOptions, Invocation, Sandbox, Status};
 
 struct Language {
     name: &'static str,
@@ -55,6 +62,19 @@ fn script(source: &str) -> Invocation {
         },
         ..Invocation::default()
     }
+}
+
+/// Paced runs whose p50 and p99 are printed after each paced benchmark.
+const PERCENTILE_RUNS: usize = 500;
+
+/// Waits 3 ms, then times one run of `source`.
+async fn paced_run(sandbox: &Sandbox, runtime: &Artifact, source: &str) -> Duration {
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let started = Instant::now();
+    let outcome = sandbox.run(runtime, script(source)).await.expect("run");
+    let took = started.elapsed();
+    assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
+    took
 }
 
 fn languages(c: &mut Criterion) {
@@ -114,6 +134,53 @@ fn languages(c: &mut Criterion) {
                 assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
             })
         });
+        // The same, with every run instantiating its runtime on its own path
+        // (no instance made ahead): the baseline `hello_warm` is compared to.
+        let inline = Sandbox::new(EngineOptions {
+            prewarm_above: None,
+            ..options(Some(cache.path().into()))
+        })
+        .expect("sandbox");
+        let (inline_runtime, _) = inline.load(&bytes).expect("load");
+        group.bench_function("hello_warm_inline", |b| {
+            b.to_async(&rt).iter(|| async {
+                let outcome = inline
+                    .run(&inline_runtime, script(language.hello))
+                    .await
+                    .expect("run");
+                assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
+            })
+        });
+        // A run every 3 ms on an otherwise idle sandbox, each timed alone:
+        // the latency of a request to a warm script on a node that is not
+        // saturated. Here an instance is made between runs.
+        let sandboxes = [
+            ("hello_paced", &sandbox, &runtime),
+            ("hello_paced_inline", &inline, &inline_runtime),
+        ];
+        for (name, sandbox, runtime) in sandboxes {
+            group.bench_function(name, |b| {
+                b.to_async(&rt).iter_custom(|iters| async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += paced_run(sandbox, runtime, language.hello).await;
+                    }
+                    total
+                })
+            });
+            let mut times = Vec::with_capacity(PERCENTILE_RUNS);
+            for _ in 0..PERCENTILE_RUNS {
+                times.push(rt.block_on(paced_run(sandbox, runtime, language.hello)));
+            }
+            times.sort_unstable();
+            eprintln!(
+                "{}/{name}: p50 {:?}, p99 {:?} over {PERCENTILE_RUNS} runs",
+                language.name,
+                times[PERCENTILE_RUNS / 2],
+                times[PERCENTILE_RUNS * 99 / 100],
+            );
+        }
+        drop(inline);
         group.sample_size(20);
         group.bench_function("fib25", |b| {
             b.to_async(&rt).iter(|| async {

@@ -263,9 +263,7 @@ impl Sandbox {
         let setup = WasiSetup::new(&args, &env, stdin, &limits, on_output, script_host);
         let (stdout, stderr) = (setup.stdout.clone(), setup.stderr.clone());
         let prepared = match (&artifact.entry, &call) {
-            (Entry::LanguageRuntime(pre), Call::Script { .. }) => {
-                self.warm.take(&artifact.key, pre).await
-            }
+            (Entry::LanguageRuntime(_), Call::Script { .. }) => self.warm.take(&artifact.key).await,
             _ => None,
         };
         let (mut store, mut made_ahead) = match prepared {
@@ -275,7 +273,7 @@ impl Sandbox {
                     // Over this run's cap before it starts: instantiating
                     // inline reports that as the run's failure.
                     Err(setup) => {
-                        self.warm.retire(store);
+                        drop(store);
                         (self.store_for(setup), None)
                     }
                 }
@@ -363,10 +361,11 @@ impl Sandbox {
         };
         let usage = Usage::of(&store, fuel_start, started);
         let verdict = outcome::classify(ending, &evidence(&store));
-        if self.warm.is_warm(&artifact.key) {
-            self.warm.retire(store);
-        } else {
-            drop(store);
+        match &artifact.entry {
+            Entry::LanguageRuntime(pre) if self.warm.is_warm(&artifact.key) => {
+                self.warm.retire(&artifact.key, pre, store);
+            }
+            _ => drop(store),
         }
         Ok(usage.outcome(verdict, &stdout, &stderr))
     }

@@ -62,6 +62,11 @@ struct Slot {
     refilling: bool,
     /// A run waits for the instance being made.
     claimed: bool,
+    /// When the last run of this runtime ended, and whether the one before
+    /// it started at least two instantiations later (so an instance made
+    /// after a run is likely ready for the next).
+    last_retired: Option<Instant>,
+    paced: bool,
     refilled: Arc<Notify>,
 }
 
@@ -118,13 +123,9 @@ impl Warm {
     }
 
     /// An instance made ahead for `key`, else the one being made if no other
-    /// run waits for it yet; asks for the next one either way. `None`:
-    /// instantiate inline (under load, runs do not queue behind one thread).
-    pub(crate) async fn take(
-        &self,
-        key: &ArtifactKey,
-        pre: &LanguageRuntimePre<State>,
-    ) -> Option<Prepared> {
+    /// run waits for it yet. `None`: instantiate inline (under load, runs do
+    /// not queue behind one thread).
+    pub(crate) async fn take(&self, key: &ArtifactKey) -> Option<Prepared> {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_REFILL;
         let mut claimed = false;
         loop {
@@ -132,18 +133,15 @@ impl Warm {
                 let mut guard = lock(&self.slots);
                 let slots = &mut *guard;
                 let slot = slots.by_key.get_mut(key).filter(|slot| slot.warm)?;
+                if !claimed {
+                    let apart = slot.fastest.unwrap_or_default().saturating_mul(2);
+                    slot.paced = slot.last_retired.is_none_or(|t| t.elapsed() >= apart);
+                }
                 if let Some(prepared) = slot.ready.take() {
                     slots.hits += 1;
-                    drop(guard);
-                    self.refill(key, pre);
                     return Some(prepared);
                 }
-                if !slot.refilling {
-                    drop(guard);
-                    self.refill(key, pre);
-                    return None;
-                }
-                if slot.claimed && !claimed {
+                if !slot.refilling || (slot.claimed && !claimed) {
                     return None;
                 }
                 slot.claimed = true;
@@ -192,13 +190,34 @@ impl Warm {
         }
     }
 
-    /// Hands a finished run's store to the warm thread, which drops it (the
-    /// pool slot's reset is off the run's path).
-    pub(crate) fn retire(&self, store: Store<State>) {
-        if let Some(jobs) = &self.jobs {
-            // The thread lives as long as `self`; if it is gone the store is
-            // dropped here instead.
-            let _ = jobs.send(Job::Retire(store));
+    /// Ends a run of a prewarmed runtime. When runs come apart, the warm
+    /// thread makes the next instance and then drops this store (its pool
+    /// slot's reset), both off the runs' path. When they come back to back,
+    /// the store is dropped here and the next run instantiates inline: on a
+    /// machine whose cores slow each other down, an instance made while a
+    /// run executes makes that run slower than instantiating inline, and a
+    /// run waiting for one made after it gains nothing.
+    pub(crate) fn retire(
+        &self,
+        key: &ArtifactKey,
+        pre: &LanguageRuntimePre<State>,
+        store: Store<State>,
+    ) {
+        let paced = match lock(&self.slots).by_key.get_mut(key) {
+            Some(slot) => {
+                slot.last_retired = Some(Instant::now());
+                slot.paced
+            }
+            None => false,
+        };
+        match &self.jobs {
+            Some(jobs) if paced => {
+                self.refill(key, pre);
+                // The thread lives as long as `self`; if it is gone the
+                // store is dropped here instead.
+                let _ = jobs.send(Job::Retire(store));
+            }
+            _ => drop(store),
         }
     }
 
@@ -211,7 +230,7 @@ impl Warm {
             let Some(slot) = slots.by_key.get_mut(key) else {
                 return;
             };
-            if slot.refilling || slot.ready.is_some() {
+            if !slot.warm || slot.refilling || slot.ready.is_some() {
                 return;
             }
             slot.refilling = true;
