@@ -298,6 +298,11 @@ impl Collector for Live {
                 "Scripts compiled by their language runtime",
                 stats.script_compiles,
             ),
+            (
+                "prewarmed_runs",
+                "Script runs handed a language runtime instance made ahead of them",
+                stats.prewarmed_runs,
+            ),
         ];
         for (name, help, value) in scripts {
             let counter = ConstCounter::new(value);

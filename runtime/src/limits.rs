@@ -73,14 +73,15 @@ impl MemoryLimiter {
         self.limit
     }
 
-    /// Sets another cap for memory already granted (an instance made ahead
-    /// of its run); `false`, and nothing changed, if it already holds more.
-    pub(crate) fn rebind(&mut self, limit: u64) -> bool {
-        if self.current > limit {
-            return false;
-        }
+    /// Whether memory already granted (an instance made ahead of its run)
+    /// is within `limit`.
+    pub(crate) fn admits(&self, limit: u64) -> bool {
+        self.current <= limit
+    }
+
+    /// Sets the cap for further growth.
+    pub(crate) fn set_limit(&mut self, limit: u64) {
         self.limit = limit;
-        true
     }
 }
 
@@ -158,9 +159,9 @@ mod tests {
     fn a_new_cap_applies_to_memory_already_granted() {
         let mut limiter = MemoryLimiter::new(u64::MAX);
         assert!(limiter.memory_growing(0, 8 << 20, None).unwrap());
-        assert!(!limiter.rebind(4 << 20));
-        assert_eq!(limiter.limit(), u64::MAX);
-        assert!(limiter.rebind(10 << 20));
+        assert!(!limiter.admits(4 << 20));
+        assert!(limiter.admits(10 << 20));
+        limiter.set_limit(10 << 20);
         assert!(!limiter.memory_growing(8 << 20, 12 << 20, None).unwrap());
         assert_eq!(limiter.refused(), Some(12 << 20));
     }

@@ -267,16 +267,15 @@ impl Sandbox {
             _ => None,
         };
         let (mut store, mut made_ahead) = match prepared {
-            Some(Prepared { mut store, runtime }) => {
-                match store.data_mut().rebind(setup, limits.memory_bytes) {
-                    Ok(()) => (store, Some(runtime)),
-                    // Over this run's cap before it starts: instantiating
-                    // inline reports that as the run's failure.
-                    Err(setup) => {
-                        drop(store);
-                        (self.store_for(setup), None)
-                    }
-                }
+            Some(Prepared { mut store, runtime }) if store.data().admits(limits.memory_bytes) => {
+                store.data_mut().rebind(setup);
+                (store, Some(runtime))
+            }
+            // Over this run's cap before it starts: instantiating inline
+            // reports that as the run's failure.
+            Some(Prepared { store, .. }) => {
+                drop(store);
+                (self.store_for(setup), None)
             }
             None => (self.store_for(setup), None),
         };

@@ -144,20 +144,17 @@ pub(crate) fn state(setup: WasiSetup<'_>) -> State {
 }
 
 impl State {
-    /// Gives a store whose instance was made ahead (see `warm.rs`) the run's
-    /// own WASI surface and memory cap. `false` when the instance already
-    /// holds more memory than the cap allows: it cannot serve this run, and
-    /// the setup comes back.
-    pub(crate) fn rebind<'a>(
-        &mut self,
-        setup: WasiSetup<'a>,
-        memory_limit: u64,
-    ) -> Result<(), WasiSetup<'a>> {
-        if !self.limiter.rebind(memory_limit) {
-            return Err(setup);
-        }
+    /// Whether an instance made ahead (see `warm.rs`) fits a run's memory
+    /// cap: it may already hold more.
+    pub(crate) fn admits(&self, memory_limit: u64) -> bool {
+        self.limiter.admits(memory_limit)
+    }
+
+    /// Gives a store whose instance was made ahead the run's own WASI
+    /// surface and memory cap (which it must [`admit`](Self::admits)).
+    pub(crate) fn rebind(&mut self, setup: WasiSetup<'_>) {
+        self.limiter.set_limit(setup.memory_bytes);
         (self.wasi, self.script) = surface(setup);
-        Ok(())
     }
 }
 

@@ -77,6 +77,43 @@ fn metrics_count_requests_executions_and_the_cache() {
     assert_eq!(series("kiln_script_code_cache_hits_total"), 4.0, "{text}");
 }
 
+/// Python runs that come apart start from a runtime instance made between
+/// them, and are still each their own run.
+#[test]
+fn python_runs_apart_start_from_instances_made_ahead() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_script(
+        "apart",
+        "python",
+        "import os\nruns = []\ndef main(n):\n    runs.append(n)\n    return {'runs': runs, 'id': os.environ['KILN_EXECUTION_ID']}\n",
+    );
+    let prewarmed = || {
+        let status: Value = kiln.get("/v1/status").send().unwrap().json().unwrap();
+        status["compile_cache"]["prewarmed_runs"].as_u64().unwrap()
+    };
+    let started = std::time::Instant::now();
+    for n in 0.. {
+        let execution = kiln.run("apart", json!({ "n": n }));
+        assert_eq!(execution["status"], "completed", "{execution}");
+        assert_eq!(
+            execution["result"],
+            json!({"runs": [n], "id": execution["id"]}),
+            "{execution}"
+        );
+        if prewarmed() >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no run was prewarmed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = kiln.get("/metrics").send().unwrap().text().unwrap();
+    let counted = sample(&text, "kiln_prewarmed_runs_total").unwrap();
+    assert_eq!(counted, prewarmed() as f64, "{text}");
+}
+
 #[test]
 fn usage_sums_the_period_by_day_status_and_script() {
     let (kiln, _dir) = Kiln::start(&[]);

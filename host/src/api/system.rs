@@ -59,6 +59,8 @@ pub struct CompileCache {
     script_code_hits: u64,
     /// Scripts compiled by a language runtime (at upload or a first run).
     script_compiles: u64,
+    /// Script runs handed a language runtime instance made ahead of them.
+    prewarmed_runs: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,6 +104,7 @@ async fn status(State(state): State<AppState>) -> Result<axum::Json<ServerStatus
             compiles: cache.compiles,
             script_code_hits: cache.script_code_hits,
             script_compiles: cache.script_compiles,
+            prewarmed_runs: cache.prewarmed_runs,
         },
     }))
 }
