@@ -59,8 +59,7 @@ async fn run_until_prewarmed(
             "no run came from a prewarmed instance: {:?}",
             sandbox.cache_stats()
         );
-        // Time for the next instance to be made, as between requests.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pause(n)).await;
     }
 }
 
@@ -120,9 +119,8 @@ async fn run_prewarmed(
     limits: &Limits,
 ) -> Outcome {
     let started = Instant::now();
-    loop {
-        // Time for an instance to be made, as between requests.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for attempt in 0.. {
+        tokio::time::sleep(pause(attempt)).await;
         let before = sandbox.cache_stats().prewarmed_runs;
         let outcome = sandbox
             .run(runtime, invocation(source, "{}", "x", limits.clone()))
@@ -136,6 +134,14 @@ async fn run_prewarmed(
             "no run came from a prewarmed instance"
         );
     }
+    unreachable!()
+}
+
+/// A pause between runs: runs are prewarmed only when they come apart by
+/// twice an instantiation, which an unoptimised build takes longer to make,
+/// so the pause grows until they do.
+fn pause(attempt: usize) -> Duration {
+    Duration::from_millis(20 << attempt.min(5))
 }
 
 /// Fuel, the deadline, the memory cap and output caps are the run's own,
