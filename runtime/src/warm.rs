@@ -3,15 +3,17 @@
 //! Instantiating CPython (a dozen core modules, thousands of function
 //! references built per instance by wasmtime 48) is about half of a warm Python
 //! run. A language runtime whose instantiation measures at least
-//! [`EngineOptions::prewarm_above`](crate::EngineOptions::prewarm_above) gets
-//! its next instance made on the `kiln-warm` thread while the current run
-//! executes, and the used store is dropped (its pool slot reset) there too. A
-//! run that finds an instance ready binds its own WASI context, memory cap and
-//! fuel to it and only calls. Every run still gets a fresh instance: an
+//! [`EngineOptions::prewarm_above`](crate::EngineOptions::prewarm_above) is
+//! prewarmed: when its runs come apart, the `kiln-warm` thread makes the next
+//! instance as soon as a run ends, then drops the used store (its pool slot's
+//! reset), and the next run binds its own WASI context, memory cap and fuel to
+//! that instance and only calls. Every run still gets a fresh instance: an
 //! instance is made for one run and never reused.
 //!
-//! Runtimes that instantiate faster (QuickJS: tens of µs) stay on the inline
-//! path, where handing work to another thread would cost more than it saves.
+//! Runs that come back to back instantiate inline: on a machine whose cores
+//! slow each other down, an instance made while a run executes costs that run
+//! more than it saves. Runtimes that instantiate fast (QuickJS: tens of µs)
+//! are never prewarmed: a thread hop would cost more than it saves.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
