@@ -124,33 +124,31 @@ fn languages(c: &mut Criterion) {
         // code held in anonymous memory.
         let sandbox = Sandbox::new(options(Some(cache.path().into()))).expect("sandbox");
         let (runtime, _) = sandbox.load(&bytes).expect("load");
-        group.sample_size(50);
-        group.bench_function("hello_warm", |b| {
-            b.to_async(&rt).iter(|| async {
-                let outcome = sandbox
-                    .run(&runtime, script(language.hello))
-                    .await
-                    .expect("run");
-                assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
-            })
-        });
         // The same, with every run instantiating its runtime on its own path
-        // (no instance made ahead): the baseline `hello_warm` is compared to.
+        // (no instance made ahead): the baseline the prewarming sandbox is
+        // compared to.
         let inline = Sandbox::new(EngineOptions {
             prewarm_above: None,
             ..options(Some(cache.path().into()))
         })
         .expect("sandbox");
         let (inline_runtime, _) = inline.load(&bytes).expect("load");
-        group.bench_function("hello_warm_inline", |b| {
-            b.to_async(&rt).iter(|| async {
-                let outcome = inline
-                    .run(&inline_runtime, script(language.hello))
-                    .await
-                    .expect("run");
-                assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
-            })
-        });
+        group.sample_size(50);
+        let sandboxes = [
+            ("hello_warm", &sandbox, &runtime),
+            ("hello_warm_inline", &inline, &inline_runtime),
+        ];
+        for (name, sandbox, runtime) in sandboxes {
+            group.bench_function(name, |b| {
+                b.to_async(&rt).iter(|| async {
+                    let outcome = sandbox
+                        .run(runtime, script(language.hello))
+                        .await
+                        .expect("run");
+                    assert_eq!(outcome.status, Status::Completed, "{:?}", outcome.error);
+                })
+            });
+        }
         // A run every 3 ms on an otherwise idle sandbox, each timed alone:
         // the latency of a request to a warm script on a node that is not
         // saturated. Here an instance is made between runs.
