@@ -206,3 +206,29 @@ async fn every_limit_binds_a_prewarmed_instance() {
         (inline.status, inline.error_code())
     );
 }
+
+/// Runs back to back instantiate inline. After a pause, the first run takes
+/// the instance made ahead and, having come apart, has the next one made; the
+/// second (back to back) takes that one, waiting for it if need be, and has
+/// none made; every later one instantiates inline. (Python: its slow
+/// instantiation keeps "back to back" unambiguous in an unoptimised build.)
+#[tokio::test]
+async fn runs_back_to_back_instantiate_inline() {
+    let (sandbox, runtime) = py_runtime();
+    let source = "def main(**_):\n    return 1\n";
+    run_until_prewarmed(&sandbox, &runtime, source, 1, |_, outcome| {
+        assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    })
+    .await;
+    tokio::time::sleep(pause(5)).await;
+    let before = sandbox.cache_stats().prewarmed_runs;
+    for _ in 0..10 {
+        let outcome = sandbox
+            .run(&runtime, invocation(source, "{}", "x", Limits::default()))
+            .await
+            .unwrap();
+        assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    }
+    let prewarmed = sandbox.cache_stats().prewarmed_runs - before;
+    assert!(prewarmed <= 2, "{:?}", sandbox.cache_stats());
+}
