@@ -54,7 +54,7 @@ pub struct Jobs {
     /// Set when the drain timeout passed: runs stopped now are INTERRUPTED.
     interrupting: AtomicBool,
     /// Told of every execution that became final, before it is flushed
-    /// (webhook events go into the outbox with the same fsync).
+    /// (webhook events go into the outbox with the same flush).
     on_final: std::sync::OnceLock<FinalHook>,
     /// Executions that became final since start (crate::memory watches it).
     finished_count: std::sync::atomic::AtomicU64,
@@ -398,8 +398,8 @@ impl Worker {
     async fn execute(&self, id: &str) {
         let settled = match self.try_execute(id).await {
             Ok(Some(record)) => {
-                // The fsync runs while this worker takes its next execution,
-                // so one fsync covers what every worker finished meanwhile;
+                // The flush runs while this worker takes its next execution,
+                // so one flush covers what every worker finished meanwhile;
                 // waiters hear of the record only once it is on disk.
                 let (store, jobs, id) = (self.store.clone(), self.jobs.clone(), id.to_string());
                 tokio::spawn(async move {

@@ -1,6 +1,9 @@
-//! Group commit: however many callers ask for durability at once, one fsync
-//! runs at a time and each caller waits for the first one that started after
-//! its request. This is also a workaround: sled 0.34's `flush_async` runs on
+//! Group commit: however many callers ask for durability at once, one sled
+//! flush runs at a time and each caller waits for the first one that started
+//! after its request. On Linux, sled 0.34's flush writes its log buffer and
+//! waits with `sync_file_range`, not `fsync`: the bytes reach the device, but
+//! its write cache is flushed only by sled's own `fsync` every 500 ms (see
+//! ARCHITECTURE.md, "store/"). This is also a workaround: sled 0.34's `flush_async` runs on
 //! its own small thread pool, and enough concurrent calls park every pool
 //! thread waiting for a log write queued behind them, which never runs.
 

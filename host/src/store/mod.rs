@@ -135,7 +135,8 @@ pub trait Store:
     fn delete_schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
-    /// Makes every change so far durable. Concurrent callers share one fsync.
+    /// Makes every change so far durable (a sled flush: see `group_commit`).
+    /// Concurrent callers share one.
     fn flush(&self) -> FlushFuture<'_>;
 }
 
