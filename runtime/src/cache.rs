@@ -31,8 +31,8 @@ pub struct CacheStats {
     pub script_code_hits: u64,
     /// Scripts compiled by a language runtime (at upload, or at a first run).
     pub script_compiles: u64,
-    /// Script runs that found their language runtime already instantiated
-    /// (made ahead while an earlier run executed).
+    /// Script runs handed a language runtime instance made ahead of them
+    /// (after an earlier run ended; see `warm.rs`).
     pub prewarmed_runs: u64,
 }
 

@@ -361,9 +361,7 @@ impl Sandbox {
         let usage = Usage::of(&store, fuel_start, started);
         let verdict = outcome::classify(ending, &evidence(&store));
         match &artifact.entry {
-            Entry::LanguageRuntime(pre) if self.warm.is_warm(&artifact.key) => {
-                self.warm.retire(&artifact.key, pre, store);
-            }
+            Entry::LanguageRuntime(pre) => self.warm.retire(&artifact.key, pre, store),
             _ => drop(store),
         }
         Ok(usage.outcome(verdict, &stdout, &stderr))

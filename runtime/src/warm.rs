@@ -116,14 +116,6 @@ impl Warm {
         lock(&self.slots).hits
     }
 
-    /// Whether runs of `key` are prewarmed (and their stores retired here).
-    pub(crate) fn is_warm(&self, key: &ArtifactKey) -> bool {
-        lock(&self.slots)
-            .by_key
-            .get(key)
-            .is_some_and(|slot| slot.warm)
-    }
-
     /// An instance made ahead for `key`, else the one being made if no other
     /// run waits for it yet. `None`: instantiate inline (under load, runs do
     /// not queue behind one thread).
@@ -192,7 +184,8 @@ impl Warm {
         }
     }
 
-    /// Ends a run of a prewarmed runtime. When runs come apart, the warm
+    /// Ends a run of a language runtime; one not prewarmed drops its store
+    /// here. For a prewarmed one, when runs come apart, the warm
     /// thread makes the next instance and then drops this store (its pool
     /// slot's reset), both off the runs' path. When they come back to back,
     /// the store is dropped here and the next run instantiates inline: on a
@@ -206,11 +199,11 @@ impl Warm {
         store: Store<State>,
     ) {
         let paced = match lock(&self.slots).by_key.get_mut(key) {
-            Some(slot) => {
+            Some(slot) if slot.warm => {
                 slot.last_retired = Some(Instant::now());
                 slot.paced
             }
-            None => false,
+            _ => false,
         };
         match &self.jobs {
             Some(jobs) if paced => {

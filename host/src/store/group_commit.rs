@@ -3,9 +3,10 @@
 //! after its request. On Linux, sled 0.34's flush writes its log buffer and
 //! waits with `sync_file_range`, not `fsync`: the bytes reach the device, but
 //! its write cache is flushed only by sled's own `fsync` every 500 ms (see
-//! ARCHITECTURE.md, "store/"). This is also a workaround: sled 0.34's `flush_async` runs on
-//! its own small thread pool, and enough concurrent calls park every pool
-//! thread waiting for a log write queued behind them, which never runs.
+//! ARCHITECTURE.md, "store/"). This is also a workaround: sled 0.34's
+//! `flush_async` runs on its own small thread pool, and enough concurrent
+//! calls park every pool thread waiting for a log write queued behind them,
+//! which never runs.
 
 use std::sync::{Arc, Mutex, PoisonError};
 

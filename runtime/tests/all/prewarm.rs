@@ -30,6 +30,21 @@ fn invocation(source: &str, params: &str, who: &str, limits: Limits) -> Invocati
     }
 }
 
+/// One run of `source` whose environment has `WHO=who`.
+async fn run(
+    sandbox: &Sandbox,
+    runtime: &Artifact,
+    source: &str,
+    params: &str,
+    who: &str,
+    limits: Limits,
+) -> Outcome {
+    sandbox
+        .run(runtime, invocation(source, params, who, limits))
+        .await
+        .unwrap()
+}
+
 /// Runs `source` until `runs` of them came from instances made ahead (or 30 s
 /// pass), checking every run with `check(run number, outcome)`.
 async fn run_until_prewarmed(
@@ -43,13 +58,7 @@ async fn run_until_prewarmed(
     for n in 0.. {
         let who = format!("run-{n}");
         let params = format!(r#"{{"n": {n}}}"#);
-        let outcome = sandbox
-            .run(
-                runtime,
-                invocation(source, &params, &who, Limits::default()),
-            )
-            .await
-            .unwrap();
+        let outcome = run(sandbox, runtime, source, &params, &who, Limits::default()).await;
         check(n, &outcome);
         if sandbox.cache_stats().prewarmed_runs >= runs {
             return;
@@ -61,6 +70,11 @@ async fn run_until_prewarmed(
         );
         tokio::time::sleep(pause(n)).await;
     }
+}
+
+/// A check for [`run_until_prewarmed`]: the run completed.
+fn completes(_: usize, outcome: &Outcome) {
+    assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
 }
 
 fn js_runtime() -> (Sandbox, Arc<Artifact>) {
@@ -122,10 +136,7 @@ async fn run_prewarmed(
     for attempt in 0.. {
         tokio::time::sleep(pause(attempt)).await;
         let before = sandbox.cache_stats().prewarmed_runs;
-        let outcome = sandbox
-            .run(runtime, invocation(source, "{}", "x", limits.clone()))
-            .await
-            .unwrap();
+        let outcome = run(sandbox, runtime, source, "{}", "x", limits.clone()).await;
         if sandbox.cache_stats().prewarmed_runs > before {
             return outcome;
         }
@@ -150,10 +161,7 @@ fn pause(attempt: usize) -> Duration {
 #[tokio::test]
 async fn every_limit_binds_a_prewarmed_instance() {
     let (sandbox, runtime) = js_runtime();
-    run_until_prewarmed(&sandbox, &runtime, "function main() {}", 1, |_, outcome| {
-        assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
-    })
-    .await;
+    run_until_prewarmed(&sandbox, &runtime, "function main() {}", 1, completes).await;
     let spin = "function main() { for (;;) {} }";
     let fueled = Limits {
         fuel: Some(5_000_000),
@@ -216,19 +224,37 @@ async fn every_limit_binds_a_prewarmed_instance() {
 async fn runs_back_to_back_instantiate_inline() {
     let (sandbox, runtime) = py_runtime();
     let source = "def main(**_):\n    return 1\n";
-    run_until_prewarmed(&sandbox, &runtime, source, 1, |_, outcome| {
-        assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
-    })
-    .await;
+    run_until_prewarmed(&sandbox, &runtime, source, 1, completes).await;
     tokio::time::sleep(pause(5)).await;
     let before = sandbox.cache_stats().prewarmed_runs;
     for _ in 0..10 {
-        let outcome = sandbox
-            .run(&runtime, invocation(source, "{}", "x", Limits::default()))
-            .await
-            .unwrap();
+        let outcome = run(&sandbox, &runtime, source, "{}", "x", Limits::default()).await;
         assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
     }
     let prewarmed = sandbox.cache_stats().prewarmed_runs - before;
     assert!(prewarmed <= 2, "{:?}", sandbox.cache_stats());
+}
+
+/// Runs that arrive together while an instance is being made: one may wait
+/// for it, the others instantiate inline, and every run completes as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_share_nothing_and_all_complete() {
+    let (sandbox, runtime) = js_runtime();
+    let source = "function main(params) { globalThis.n = (globalThis.n || 0) + 1; return [globalThis.n, params.n]; }";
+    run_until_prewarmed(&sandbox, &runtime, source, 1, completes).await;
+    let one = |n: usize| {
+        let (sandbox, runtime) = (&sandbox, &runtime);
+        async move {
+            let params = format!(r#"{{"n": {n}}}"#);
+            let outcome = run(sandbox, runtime, source, &params, "x", Limits::default()).await;
+            assert_eq!(outcome.result, Some(format!("[1,{n}]")), "{outcome:?}");
+        }
+    };
+    for round in 0..5 {
+        tokio::time::sleep(pause(round)).await;
+        let together = async { tokio::join!(one(0), one(1), one(2), one(3)) };
+        tokio::time::timeout(Duration::from_secs(30), together)
+            .await
+            .expect("concurrent runs finished");
+    }
 }
