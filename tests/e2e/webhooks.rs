@@ -111,6 +111,18 @@ impl Receiver {
     }
 }
 
+/// Polls `check` until it returns a value; fails after 10 s.
+fn eventually<T>(what: &str, check: impl Fn() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "never {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 const FAST_RETRIES: [(&str, &str); 2] = [
     ("KILN_WEBHOOKS_ALLOW_PRIVATE", "true"),
     ("KILN_WEBHOOKS_RETRY_BASE_MS", "100"),
@@ -243,15 +255,18 @@ fn failed_deliveries_are_retried_with_the_same_id_and_signed_to_the_standard() {
     assert_eq!(event["data"]["result"], 42);
     verify_with_the_stock_verifier(&secret, &received);
 
-    // The attempt log, newest first.
-    let log = json_of(
-        kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
-            .send()
-            .unwrap(),
-        200,
-    );
+    // The attempt log, newest first. Kiln records an attempt after the
+    // receiver has answered, so the last one may land a moment later.
+    let log = eventually("four attempts logged", || {
+        let log = json_of(
+            kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
+                .send()
+                .unwrap(),
+            200,
+        );
+        (log["data"].as_array().map_or(0, Vec::len) == 4).then_some(log)
+    });
     let attempts = log["data"].as_array().unwrap();
-    assert_eq!(attempts.len(), 4, "{log}");
     let created: Vec<&Value> = attempts
         .iter()
         .filter(|a| a["event_type"] == "script.created")
@@ -308,13 +323,15 @@ fn failed_deliveries_are_retried_with_the_same_id_and_signed_to_the_standard() {
         "ping"
     );
 
-    let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
+    // Counted once the receiver has answered, like the attempt log.
+    let metrics = eventually("four deliveries counted", || {
+        let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
+        metrics
+            .contains(r#"kiln_webhook_deliveries_total{outcome="delivered"} 4"#)
+            .then_some(metrics)
+    });
     assert!(
         metrics.contains(r#"kiln_webhook_deliveries_total{outcome="retrying"} 2"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"kiln_webhook_deliveries_total{outcome="delivered"} 4"#),
         "{metrics}"
     );
 }
@@ -378,13 +395,15 @@ fn pending_deliveries_survive_a_kill_9() {
     let event: Value = serde_json::from_str(&delivered.body).unwrap();
     assert_eq!(event["data"]["name"], "survivor");
     let id = webhook["id"].as_str().unwrap();
-    let log = json_of(
-        kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
-            .send()
-            .unwrap(),
-        200,
-    );
-    assert_eq!(log["data"][0]["outcome"], "delivered", "{log}");
+    eventually("the delivery logged", || {
+        let log = json_of(
+            kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
+                .send()
+                .unwrap(),
+            200,
+        );
+        (log["data"][0]["outcome"] == "delivered").then_some(())
+    });
 }
 
 #[test]
