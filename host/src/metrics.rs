@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::jobs::Jobs;
-use crate::store::ExecutionRecord;
+use crate::store::{ExecutionRecord, Store};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -173,9 +173,12 @@ impl Metrics {
     }
 
     /// Adds the gauges and counters that are read at scrape time.
-    pub fn watch(&mut self, jobs: Arc<Jobs>, sandbox: Arc<Sandbox>) {
-        self.registry
-            .register_collector(Box::new(Live { jobs, sandbox }));
+    pub fn watch(&mut self, jobs: Arc<Jobs>, sandbox: Arc<Sandbox>, store: Arc<dyn Store>) {
+        self.registry.register_collector(Box::new(Live {
+            jobs,
+            sandbox,
+            store,
+        }));
     }
 
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -233,11 +236,12 @@ impl Default for Metrics {
     }
 }
 
-/// Queue depth, running executions and compile cache counters, as they are
-/// at scrape time.
+/// Queue depth, running executions, compile cache and store sync counters,
+/// as they are at scrape time.
 struct Live {
     jobs: Arc<Jobs>,
     sandbox: Arc<Sandbox>,
+    store: Arc<dyn Store>,
 }
 
 impl std::fmt::Debug for Live {
@@ -287,7 +291,18 @@ impl Collector for Live {
             None,
             misses.metric_type(),
         )?)?;
-        let scripts = [
+        let synced = self.store.sync_stats();
+        let counters = [
+            (
+                "store_syncs",
+                "Flushes that made the store durable, each covering every change requested before it",
+                synced.syncs,
+            ),
+            (
+                "store_blob_files_synced",
+                "Files of large values synced by those flushes",
+                synced.blob_files,
+            ),
             (
                 "script_code_cache_hits",
                 "Script runs that found their script already compiled",
@@ -304,7 +319,7 @@ impl Collector for Live {
                 stats.prewarmed_runs,
             ),
         ];
-        for (name, help, value) in scripts {
+        for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
                 name,

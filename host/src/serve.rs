@@ -69,7 +69,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     jobs.on_final(Box::new(move |record| {
         api::webhooks::execution_events(&events, record);
     }));
-    metrics.watch(jobs.clone(), sandbox.clone());
+    metrics.watch(jobs.clone(), sandbox.clone(), store.clone());
     phase("engine, webhooks, workers");
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await

@@ -254,3 +254,43 @@ fn the_openapi_document_covers_every_route_and_validates_as_3_1() {
         String::from_utf8_lossy(&validated.stderr)
     );
 }
+
+/// A record too large for sled's log goes to a file of its own; the flush
+/// before the answer syncs that file too, and it is intact after a kill -9.
+#[test]
+fn a_large_record_is_synced_as_its_own_file_before_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    kiln.create_script(
+        "loud",
+        "javascript",
+        "function main() { console.log('x'.repeat(300000)); return 1; }",
+    );
+    let synced = |kiln: &Kiln| {
+        let text = kiln.get("/metrics").send().unwrap().text().unwrap();
+        let value = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
+        (
+            value("kiln_store_syncs_total"),
+            value("kiln_store_blob_files_synced_total"),
+        )
+    };
+    let (syncs_before, blobs_before) = synced(&kiln);
+    assert!(syncs_before >= 1.0, "creating a script synced nothing");
+    let execution = kiln.run("loud", json!({}));
+    assert_eq!(execution["status"], "completed", "{execution}");
+    let (syncs, blobs) = synced(&kiln);
+    assert!(syncs > syncs_before);
+    assert!(blobs > blobs_before, "no blob file synced for 300 kB of output");
+
+    kiln.kill();
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    let id = execution["id"].as_str().unwrap();
+    let stored: Value = kiln
+        .get(&format!("/v1/executions/{id}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stored["status"], "completed", "{stored}");
+    assert_eq!(stored["stdout"].as_str().map(str::len), Some(300_001));
+}

@@ -1,18 +1,21 @@
-//! Group commit: however many callers ask for durability at once, one sled
-//! flush runs at a time and each caller waits for the first one that started
-//! after its request. On Linux, sled 0.34's flush writes its log buffer and
-//! waits with `sync_file_range`, not `fsync`: the bytes reach the device, but
-//! its write cache is flushed only by sled's own `fsync` every 500 ms (see
-//! ARCHITECTURE.md, "store/"). This is also a workaround: sled 0.34's
-//! `flush_async` runs on its own small thread pool, and enough concurrent
-//! calls park every pool thread waiting for a log write queued behind them,
-//! which never runs.
+//! Group commit: however many callers ask for durability at once, one flush
+//! runs at a time and each caller waits for the first one that started after
+//! its request. A flush is sled's own (on Linux a `pwrite` of its log and a
+//! `sync_file_range`), then [`DiskSync`]: the new blob files and an
+//! `fdatasync` of the log, so what a caller was told is durable survives a
+//! power cut, not only a crash of Kiln. One flush at a time is also a
+//! workaround: sled 0.34's `flush_async` runs on its own small thread pool,
+//! and enough concurrent calls park every pool thread waiting for a log write
+//! queued behind them, which never runs.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-use super::StoreError;
+use super::disk_sync::DiskSync;
+use super::{StoreError, SyncStats};
 
 /// What has been made durable: every request numbered up to `done`, and
 /// whether the flush that covered the latest of them failed.
@@ -32,17 +35,53 @@ struct Requests {
 
 pub struct GroupCommit {
     db: sled::Db,
+    /// Only the one flusher task locks it.
+    disk: Mutex<DiskSync>,
+    syncs: AtomicU64,
+    blob_files: AtomicU64,
     requests: Mutex<Requests>,
     durable: watch::Sender<Durable>,
 }
 
 impl GroupCommit {
-    pub fn new(db: sled::Db) -> Arc<Self> {
-        Arc::new(Self {
+    /// `dir` is where `db` was opened.
+    pub fn new(db: sled::Db, dir: &Path) -> Result<Arc<Self>, StoreError> {
+        let disk = DiskSync::open(dir).map_err(|e| {
+            StoreError::Backend(format!("cannot watch the store's files for syncing: {e}"))
+        })?;
+        Ok(Arc::new(Self {
             db,
+            disk: Mutex::new(disk),
+            syncs: AtomicU64::new(0),
+            blob_files: AtomicU64::new(0),
             requests: Mutex::new(Requests::default()),
             durable: watch::Sender::new(Durable::default()),
-        })
+        }))
+    }
+
+    /// A flush on the calling thread (start-up, and the flusher's blocking
+    /// task): sled's, then the files it left unsynced.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let blob_files = self
+            .disk
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sync()
+            .map_err(|e| StoreError::Backend(format!("cannot sync the store's files: {e}")))?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.blob_files
+            .fetch_add(blob_files as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn stats(&self) -> SyncStats {
+        SyncStats {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            blob_files: self.blob_files.load(Ordering::Relaxed),
+        }
     }
 
     /// Returns once everything written before the call is on disk.
@@ -79,10 +118,10 @@ impl GroupCommit {
                 }
                 requests.latest
             };
-            let db = self.db.clone();
-            let result = tokio::task::spawn_blocking(move || db.flush()).await;
+            let this = self.clone();
+            let result = tokio::task::spawn_blocking(move || this.flush_blocking()).await;
             let error = match result {
-                Ok(Ok(_)) => None,
+                Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(e) => Some(format!("the flush task failed: {e}")),
             };
@@ -102,7 +141,7 @@ mod tests {
     async fn many_concurrent_callers_all_return_and_their_writes_are_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let commit = GroupCommit::new(db.clone());
+        let commit = GroupCommit::new(db.clone(), dir.path()).unwrap();
         let tasks: Vec<_> = (0..200u32)
             .map(|i| {
                 let (db, commit) = (db.clone(), commit.clone());

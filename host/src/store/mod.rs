@@ -3,6 +3,7 @@
 //! its place later without touching them.
 
 pub mod auth;
+mod disk_sync;
 mod group_commit;
 mod records;
 pub mod script_data;
@@ -135,9 +136,21 @@ pub trait Store:
     fn delete_schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
-    /// Makes every change so far durable (a sled flush: see `group_commit`).
-    /// Concurrent callers share one.
+    /// Makes every change so far durable (a sled flush and a sync of its
+    /// files: see `group_commit`). Concurrent callers share one.
     fn flush(&self) -> FlushFuture<'_>;
+    /// What the flushes have done since the store was opened.
+    fn sync_stats(&self) -> SyncStats;
+}
+
+/// Counters of [`Store::flush`]'s work, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Flushes that synced the store's files; one covers every change
+    /// requested before it started, so fewer than flush calls under load.
+    pub syncs: u64,
+    /// Blob files (values sled keeps in files of their own) synced.
+    pub blob_files: u64,
 }
 
 /// A response kept for replay under an idempotency key.

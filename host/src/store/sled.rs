@@ -155,7 +155,7 @@ impl SledStore {
             script_config: db.open_tree("script_config").map_err(backend)?,
             kv_writes: Mutex::new(()),
             script_writes: Mutex::new(()),
-            commit: GroupCommit::new(db.clone()),
+            commit: GroupCommit::new(db.clone(), dir)?,
             db,
         };
         let found: u32 = match meta.get("schema_version").map_err(backend)? {
@@ -171,7 +171,7 @@ impl SledStore {
         meta.insert("schema_version", encode(&SCHEMA_VERSION)?)
             .map_err(backend)?;
         store.repair_names()?;
-        store.db.flush().map_err(backend)?;
+        store.commit.flush_blocking()?;
         Ok(store)
     }
 
@@ -637,6 +637,10 @@ impl Store for SledStore {
 
     fn flush(&self) -> FlushFuture<'_> {
         Box::pin(self.commit.flush())
+    }
+
+    fn sync_stats(&self) -> super::SyncStats {
+        self.commit.stats()
     }
 }
 
