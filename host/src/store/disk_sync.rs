@@ -85,7 +85,6 @@ impl WrittenBlobs {
             match events.next() {
                 Ok(event) if event.events().contains(ReadFlags::QUEUE_OVERFLOW) => {
                     // Events were dropped: sync them all rather than guess.
-                    drop(events);
                     while self.drain()? {}
                     return all_in(dir);
                 }
@@ -102,7 +101,7 @@ impl WrittenBlobs {
     }
 
     /// Reads and drops queued events; false once none is left.
-    fn drain(&mut self) -> io::Result<bool> {
+    fn drain(&self) -> io::Result<bool> {
         let mut buf = [0u8; 4096];
         match rustix::io::read(&self.inotify, &mut buf) {
             Ok(_) => Ok(true),
