@@ -22,7 +22,9 @@
 //! Kiln's auth-free `?wait=true` right before a phase of `wasmtime serve`, and
 //! the median of the rounds' ratios. On a shared 2-core machine the rate of
 //! either server drifts by ±10 % over minutes; alternating keeps the drift
-//! out of the ratio.
+//! out of the ratio. After the one-connection rounds it measures this disk's
+//! sync (4 KiB write + `fdatasync`) and prints the best ratio any server
+//! could reach there that, like Kiln, syncs before each answer.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -430,12 +432,14 @@ fn main() {
         println!("|---|---|---|---|---|---|");
         for connections in CONNECTIONS {
             let mut ratios = Vec::new();
+            let mut wasmtime_rates = Vec::new();
             for round in 1..=rounds {
                 let kiln = load(&kiln_open, connections, seconds, max_requests).await;
                 let wasmtime = load(&baseline, connections, seconds, max_requests).await;
                 let errors = kiln.errors + wasmtime.errors;
                 let (kiln, wasmtime) = (kiln.rate(), wasmtime.rate());
                 ratios.push(kiln / wasmtime);
+                wasmtime_rates.push(wasmtime);
                 println!(
                     "| round {round} | {connections} | {kiln:.0} | {wasmtime:.0} | {:.2}× | {errors} |",
                     kiln / wasmtime
@@ -445,6 +449,40 @@ fn main() {
                 "| **median of {rounds}** | {connections} | | | **{:.2}×** | |",
                 median(&mut ratios)
             );
+            if connections == 1 {
+                // At one connection every answer waits for its own sync, so
+                // a server that syncs is bounded by this disk's sync plus
+                // the rest of the request, at best as quick as wasmtime's.
+                let sync = sync_latency(data.path());
+                let mut rates = wasmtime_rates;
+                let wasmtime = median(&mut rates);
+                let bound = 1.0 / (1.0 / wasmtime + sync.as_secs_f64());
+                println!(
+                    "| bound with one sync per answer | 1 | sync p50 {:.3} ms | {wasmtime:.0} | ≤ {:.2}× | |",
+                    sync.as_secs_f64() * 1e3,
+                    bound / wasmtime
+                );
+            }
         }
     });
+}
+
+/// The median of 300 syncs of a 4 KiB write to a file in `dir`: what one
+/// durable answer costs at least on this disk.
+fn sync_latency(dir: &std::path::Path) -> Duration {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("sync-probe");
+    let file = std::fs::File::create(&path).unwrap();
+    let block = [7u8; 4096];
+    let mut times: Vec<f64> = (0..300u64)
+        .map(|i| {
+            let started = Instant::now();
+            file.write_all_at(&block, i * 4096).unwrap();
+            file.sync_data().unwrap();
+            started.elapsed().as_secs_f64()
+        })
+        .collect();
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+    Duration::from_secs_f64(median(&mut times))
 }

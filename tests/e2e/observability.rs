@@ -280,7 +280,10 @@ fn a_large_record_is_synced_as_its_own_file_before_the_answer() {
     assert_eq!(execution["status"], "completed", "{execution}");
     let (syncs, blobs) = synced(&kiln);
     assert!(syncs > syncs_before);
-    assert!(blobs > blobs_before, "no blob file synced for 300 kB of output");
+    assert!(
+        blobs > blobs_before,
+        "no blob file synced for 300 kB of output"
+    );
 
     kiln.kill();
     let kiln = Kiln::start_in(dir.path(), &[]);
