@@ -175,6 +175,29 @@ mod tests {
         assert_eq!(sync.sync().unwrap(), 1);
     }
 
+    /// More new files than inotify queues (16 384 by default): the whole
+    /// directory is taken, and the queue starts afresh after.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_overflowed_watch_takes_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Unseen by the watch: only a listing of the directory finds it.
+        File::create_new(dir.path().join("before")).unwrap();
+        let mut written = WrittenBlobs::watch(dir.path()).unwrap();
+        let queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .map_or(16_384, |n| n.trim().parse().unwrap());
+        let files = queued + 100;
+        for i in 0..files {
+            File::create_new(dir.path().join(i.to_string())).unwrap();
+        }
+        let taken = written.take(dir.path()).unwrap();
+        assert_eq!(taken.len(), files + 1);
+        assert!(taken.contains(std::ffi::OsStr::new("before")));
+        File::create_new(dir.path().join("last")).unwrap();
+        let after: Vec<OsString> = written.take(dir.path()).unwrap().into_iter().collect();
+        assert_eq!(after, ["last"]);
+    }
+
     #[test]
     fn a_missing_log_is_an_error_at_open() {
         let dir = tempfile::tempdir().unwrap();
