@@ -35,7 +35,7 @@ struct Requests {
 
 pub struct GroupCommit {
     db: sled::Db,
-    /// Only the one flusher task locks it.
+    /// Locked by one flush at a time: start-up's, then the flusher task's.
     disk: Mutex<DiskSync>,
     syncs: AtomicU64,
     blob_files: AtomicU64,
