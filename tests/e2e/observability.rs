@@ -256,7 +256,8 @@ fn the_openapi_document_covers_every_route_and_validates_as_3_1() {
 }
 
 /// A record too large for sled's log goes to a file of its own; the flush
-/// before the answer syncs that file too, and it is intact after a kill -9.
+/// before the answer syncs that file too (the counters prove the sync: a
+/// kill -9 keeps the page cache, so the restart only shows the record whole).
 #[test]
 fn a_large_record_is_synced_as_its_own_file_before_the_answer() {
     let dir = tempfile::tempdir().unwrap();

@@ -47,7 +47,7 @@ impl GroupCommit {
     /// `dir` is where `db` was opened.
     pub fn new(db: sled::Db, dir: &Path) -> Result<Arc<Self>, StoreError> {
         let disk = DiskSync::open(dir).map_err(|e| {
-            StoreError::Backend(format!("cannot watch the store's files for syncing: {e}"))
+            StoreError::Backend(format!("cannot open the store's files for syncing: {e}"))
         })?;
         Ok(Arc::new(Self {
             db,
@@ -72,8 +72,10 @@ impl GroupCommit {
             .sync()
             .map_err(|e| StoreError::Backend(format!("cannot sync the store's files: {e}")))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.blob_files
-            .fetch_add(blob_files as u64, Ordering::Relaxed);
+        self.blob_files.fetch_add(
+            u64::try_from(blob_files).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 
