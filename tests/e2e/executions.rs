@@ -212,12 +212,7 @@ fn a_crash_during_an_execution_leaves_it_interrupted_and_keeps_the_rest() {
     kiln.kill();
 
     let kiln = Kiln::start_in(dir.path(), &[]);
-    let interrupted: Value = kiln
-        .get(&format!("/v1/executions/{id}"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let interrupted = kiln.execution(&id);
     assert_eq!(interrupted["status"], "failed", "{interrupted}");
     assert_eq!(interrupted["error"]["code"], "INTERRUPTED");
     let kept: Value = kiln

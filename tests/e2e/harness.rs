@@ -197,16 +197,20 @@ impl Kiln {
         response.json().unwrap()
     }
 
+    /// `GET /v1/executions/{id}`'s body.
+    pub fn execution(&self, id: &str) -> Value {
+        self.get(&format!("/v1/executions/{id}"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
     /// Polls an execution until it is final and returns it.
     pub fn poll_until_final(&self, id: &str) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let execution: Value = self
-                .get(&format!("/v1/executions/{id}"))
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
+            let execution = self.execution(id);
             if !matches!(execution["status"].as_str(), Some("queued" | "running")) {
                 return execution;
             }
@@ -229,14 +233,7 @@ impl Kiln {
     /// Waits until an execution reaches `status`.
     pub fn wait_for_status(&self, id: &str, status: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while self
-            .get(&format!("/v1/executions/{id}"))
-            .send()
-            .unwrap()
-            .json::<Value>()
-            .unwrap()["status"]
-            != status
-        {
+        while self.execution(id)["status"] != status {
             assert!(
                 std::time::Instant::now() < deadline,
                 "never reached {status}"
@@ -291,4 +288,23 @@ pub fn error_body(response: Response, status: u16, code: &str) -> Value {
     assert!(error["timestamp"].as_str().unwrap().ends_with('Z'));
     assert!(error["details"].is_array());
     body
+}
+
+/// The value of one sample line of `/metrics`, by its exact name and labels.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Polls `check` until it returns a value; fails after 10 s. For what the
+/// server records a moment after a test could first look.
+pub fn eventually<T>(what: &str, check: impl Fn() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

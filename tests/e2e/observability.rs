@@ -2,13 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Kiln, error_body};
-
-/// The value of one sample line, by its exact name and labels.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
+use crate::harness::{Kiln, error_body, sample};
 
 #[test]
 fn metrics_count_requests_executions_and_the_cache() {
@@ -289,12 +283,7 @@ fn a_large_record_is_synced_as_its_own_file_before_the_answer() {
     kiln.kill();
     let kiln = Kiln::start_in(dir.path(), &[]);
     let id = execution["id"].as_str().unwrap();
-    let stored: Value = kiln
-        .get(&format!("/v1/executions/{id}"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let stored = kiln.execution(id);
     assert_eq!(stored["status"], "completed", "{stored}");
     assert_eq!(stored["stdout"].as_str().map(str::len), Some(300_001));
 }

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::auth::json_of;
-use crate::harness::{Kiln, error_body};
+use crate::harness::{Kiln, error_body, eventually, sample};
 
 /// One request the receiver got, and the status it answered.
 #[derive(Debug, Clone)]
@@ -108,18 +108,6 @@ impl Receiver {
             assert!(Instant::now() < deadline, "never {what}: {received:#?}");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-/// Polls `check` until it returns a value; fails after 10 s.
-fn eventually<T>(what: &str, check: impl Fn() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "never {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -326,17 +314,17 @@ fn failed_deliveries_are_retried_with_the_same_id_and_signed_to_the_standard() {
 
     // Counted once the receiver has answered, like the attempt log.
     let counted = |metrics: &str, outcome: &str| {
-        let series = format!(r#"kiln_webhook_deliveries_total{{outcome="{outcome}"}} "#);
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(&series)?.parse::<u64>().ok())
+        sample(
+            metrics,
+            &format!(r#"kiln_webhook_deliveries_total{{outcome="{outcome}"}}"#),
+        )
     };
     let metrics = eventually("four deliveries counted", || {
         let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
-        (counted(&metrics, "delivered")? >= 4).then_some(metrics)
+        (counted(&metrics, "delivered")? >= 4.0).then_some(metrics)
     });
-    assert_eq!(counted(&metrics, "delivered"), Some(4), "{metrics}");
-    assert_eq!(counted(&metrics, "retrying"), Some(2), "{metrics}");
+    assert_eq!(counted(&metrics, "delivered"), Some(4.0), "{metrics}");
+    assert_eq!(counted(&metrics, "retrying"), Some(2.0), "{metrics}");
 }
 
 #[test]

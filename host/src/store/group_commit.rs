@@ -169,4 +169,26 @@ mod tests {
         }
         assert_eq!(reopened.unwrap().len(), 200);
     }
+
+    /// A flush whose sync fails is an error for its callers, not a success;
+    /// the store's next flush works again and is counted.
+    #[tokio::test]
+    async fn a_failed_sync_fails_the_flush_and_the_next_one_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let commit = GroupCommit::new(db.clone(), dir.path()).unwrap();
+        // The first sync lists the blob directory: take it away for a moment.
+        let (blobs, aside) = (dir.path().join("blobs"), dir.path().join("aside"));
+        std::fs::rename(&blobs, &aside).unwrap();
+        db.insert("k", "v").unwrap();
+        let failed = commit.flush().await;
+        assert!(
+            matches!(&failed, Err(StoreError::Backend(e)) if e.contains("cannot sync")),
+            "{failed:?}"
+        );
+        assert_eq!(commit.stats().syncs, 0);
+        std::fs::rename(&aside, &blobs).unwrap();
+        commit.flush().await.unwrap();
+        assert_eq!(commit.stats().syncs, 1);
+    }
 }
