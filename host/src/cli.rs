@@ -36,6 +36,10 @@ pub enum Command {
     New(NewArgs),
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Compile one component into the artifact cache, under resource
+    /// limits: what `kiln serve` and `kiln run` start for each compile.
+    #[command(hide = true, name = "compile-artifact")]
+    CompileArtifact(crate::compiler::child::CompileArgs),
 }
 
 /// Arguments of `kiln serve`; everything else is in the configuration.
@@ -139,6 +143,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => crate::local_run::run(args),
         Command::New(args) => crate::new::new(&args),
         Command::Serve(args) => serve(args),
+        Command::CompileArtifact(args) => crate::compiler::child::run(&args),
     }
 }
 

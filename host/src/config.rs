@@ -19,6 +19,21 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(PathBuf::from(home).join(".cache").join("kiln"))
 }
 
+/// How `kiln serve`'s compiles are bounded.
+pub fn compile_bounds(config: &Config) -> crate::compiler::CompileBounds {
+    let l = &config.limits;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::compiler::CompileBounds {
+        memory_mb: l.compile_memory_mb,
+        cpu_secs: l.compile_cpu_secs,
+        timeout: std::time::Duration::from_millis(l.compile_timeout_ms),
+        per_caller: l.compiles_per_user,
+        parallel: cores,
+        // Enough for every worker and a burst of uploads; past it, 503.
+        waiting: cores.saturating_mul(16).max(64),
+    }
+}
+
 /// Where `kiln serve` caches compiled artifacts.
 pub fn cache_dir(config: &Config) -> PathBuf {
     config
@@ -87,8 +102,15 @@ pub struct RateLimitConfig {
     pub read_per_minute: u32,
     pub write_per_minute: u32,
     pub execute_per_minute: u32,
-    /// Login attempts per minute, per username and per client IP.
+    /// Login attempts per minute for one username from one client IP; an
+    /// IP may make three times as many over all usernames.
     pub login_per_minute: u32,
+    /// Password checks per minute on the whole node, whoever asks: what
+    /// bounds the CPU a distributed guesser can spend on Argon2.
+    pub login_global_per_minute: u32,
+    /// Requests with a credential that does not authenticate, per minute and
+    /// client IP; past it, the IP's credentials are not even checked.
+    pub failed_auth_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +123,13 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// The store's in-memory page cache (sled's `cache_capacity`).
     pub store_cache_mb: u64,
+    /// Open connections at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Open connections at once from one client address (an IPv6 /64).
+    pub max_connections_per_ip: usize,
+    /// How long a connection may take to send a request's headers, and how
+    /// long it may sit idle between requests.
+    pub header_read_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +153,16 @@ pub struct LimitsConfig {
     pub kv_value_bytes: u64,
     /// All of one script's keys and values together.
     pub kv_script_bytes: u64,
+    /// API keys one user may hold (revoked ones do not count).
+    pub api_keys_per_user: usize,
+    /// A compile's address space, in its own process.
+    pub compile_memory_mb: u64,
+    /// A compile's CPU time, all its threads together.
+    pub compile_cpu_secs: u64,
+    /// A compile's wall-clock time, from its start.
+    pub compile_timeout_ms: u64,
+    /// Compiles one user (or client address) may have in flight.
+    pub compiles_per_user: usize,
 }
 
 impl Default for Config {
@@ -137,6 +176,9 @@ impl Default for Config {
                 max_body_bytes: 10 << 20,
                 drain_timeout_ms: 30_000,
                 store_cache_mb: 32,
+                max_connections: 1024,
+                max_connections_per_ip: 256,
+                header_read_timeout_ms: 10_000,
             },
             workers: WorkersConfig {
                 count: cores,
@@ -152,6 +194,11 @@ impl Default for Config {
                 output_bytes: 1 << 20,
                 kv_value_bytes: 64 << 10,
                 kv_script_bytes: 1 << 20,
+                api_keys_per_user: 100,
+                compile_memory_mb: 4096,
+                compile_cpu_secs: 300,
+                compile_timeout_ms: 300_000,
+                compiles_per_user: 2,
             },
             auth: AuthConfig {
                 enabled: true,
@@ -165,6 +212,8 @@ impl Default for Config {
                 write_per_minute: 1200,
                 execute_per_minute: 6000,
                 login_per_minute: 10,
+                login_global_per_minute: 600,
+                failed_auth_per_minute: 60,
             },
             webhooks: WebhooksConfig {
                 allow_private: false,
@@ -250,6 +299,8 @@ struct RateLimitLayer {
     write_per_minute: Option<u32>,
     execute_per_minute: Option<u32>,
     login_per_minute: Option<u32>,
+    login_global_per_minute: Option<u32>,
+    failed_auth_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,6 +312,9 @@ struct ServerLayer {
     max_body_bytes: Option<usize>,
     drain_timeout_ms: Option<u64>,
     store_cache_mb: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +336,11 @@ struct LimitsLayer {
     output_bytes: Option<usize>,
     kv_value_bytes: Option<u64>,
     kv_script_bytes: Option<u64>,
+    api_keys_per_user: Option<usize>,
+    compile_memory_mb: Option<u64>,
+    compile_cpu_secs: Option<u64>,
+    compile_timeout_ms: Option<u64>,
+    compiles_per_user: Option<usize>,
 }
 
 impl Config {
@@ -324,6 +383,15 @@ impl Config {
         set(&mut s.max_body_bytes, layer.server.max_body_bytes);
         set(&mut s.drain_timeout_ms, layer.server.drain_timeout_ms);
         set(&mut s.store_cache_mb, layer.server.store_cache_mb);
+        set(&mut s.max_connections, layer.server.max_connections);
+        set(
+            &mut s.max_connections_per_ip,
+            layer.server.max_connections_per_ip,
+        );
+        set(
+            &mut s.header_read_timeout_ms,
+            layer.server.header_read_timeout_ms,
+        );
         set(&mut w.count, layer.workers.count);
         set(&mut w.queue_capacity, layer.workers.queue_capacity);
         set(&mut l.default_timeout_ms, layer.limits.default_timeout_ms);
@@ -339,6 +407,11 @@ impl Config {
         set(&mut l.output_bytes, layer.limits.output_bytes);
         set(&mut l.kv_value_bytes, layer.limits.kv_value_bytes);
         set(&mut l.kv_script_bytes, layer.limits.kv_script_bytes);
+        set(&mut l.api_keys_per_user, layer.limits.api_keys_per_user);
+        set(&mut l.compile_memory_mb, layer.limits.compile_memory_mb);
+        set(&mut l.compile_cpu_secs, layer.limits.compile_cpu_secs);
+        set(&mut l.compile_timeout_ms, layer.limits.compile_timeout_ms);
+        set(&mut l.compiles_per_user, layer.limits.compiles_per_user);
         let a = &mut self.auth;
         set(&mut a.enabled, layer.auth.enabled);
         if layer.auth.jwt_secret.is_some() {
@@ -357,6 +430,14 @@ impl Config {
             layer.rate_limit.execute_per_minute,
         );
         set(&mut r.login_per_minute, layer.rate_limit.login_per_minute);
+        set(
+            &mut r.login_global_per_minute,
+            layer.rate_limit.login_global_per_minute,
+        );
+        set(
+            &mut r.failed_auth_per_minute,
+            layer.rate_limit.failed_auth_per_minute,
+        );
         let h = &mut self.webhooks;
         set(&mut h.allow_private, layer.webhooks.allow_private);
         set(&mut h.max_attempts, layer.webhooks.max_attempts);
@@ -388,6 +469,22 @@ impl Config {
         }
         if self.server.store_cache_mb == 0 {
             return invalid("server.store_cache_mb must be at least 1");
+        }
+        if l.compile_memory_mb < 64
+            || l.compile_cpu_secs == 0
+            || l.compile_timeout_ms == 0
+            || l.compiles_per_user == 0
+        {
+            return invalid(
+                "limits.compile_memory_mb must be at least 64, and limits.compile_cpu_secs, limits.compile_timeout_ms and limits.compiles_per_user at least 1",
+            );
+        }
+        let s = &self.server;
+        if s.max_connections == 0 || s.max_connections_per_ip == 0 || s.header_read_timeout_ms == 0
+        {
+            return invalid(
+                "server.max_connections, server.max_connections_per_ip and server.header_read_timeout_ms must be at least 1",
+            );
         }
         let a = &self.auth;
         if a.jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
@@ -465,6 +562,9 @@ fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
             max_body_bytes: parse(&var, "KILN_SERVER_MAX_BODY_BYTES")?,
             drain_timeout_ms: parse(&var, "KILN_SERVER_DRAIN_TIMEOUT_MS")?,
             store_cache_mb: parse(&var, "KILN_SERVER_STORE_CACHE_MB")?,
+            max_connections: parse(&var, "KILN_SERVER_MAX_CONNECTIONS")?,
+            max_connections_per_ip: parse(&var, "KILN_SERVER_MAX_CONNECTIONS_PER_IP")?,
+            header_read_timeout_ms: parse(&var, "KILN_SERVER_HEADER_READ_TIMEOUT_MS")?,
         },
         workers: WorkersLayer {
             count: parse(&var, "KILN_WORKERS_COUNT")?,
@@ -480,6 +580,11 @@ fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
             output_bytes: parse(&var, "KILN_LIMITS_OUTPUT_BYTES")?,
             kv_value_bytes: parse(&var, "KILN_LIMITS_KV_VALUE_BYTES")?,
             kv_script_bytes: parse(&var, "KILN_LIMITS_KV_SCRIPT_BYTES")?,
+            api_keys_per_user: parse(&var, "KILN_LIMITS_API_KEYS_PER_USER")?,
+            compile_memory_mb: parse(&var, "KILN_LIMITS_COMPILE_MEMORY_MB")?,
+            compile_cpu_secs: parse(&var, "KILN_LIMITS_COMPILE_CPU_SECS")?,
+            compile_timeout_ms: parse(&var, "KILN_LIMITS_COMPILE_TIMEOUT_MS")?,
+            compiles_per_user: parse(&var, "KILN_LIMITS_COMPILES_PER_USER")?,
         },
         auth: AuthLayer {
             enabled: parse(&var, "KILN_AUTH_ENABLED")?,
@@ -495,6 +600,8 @@ fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
             write_per_minute: parse(&var, "KILN_RATE_LIMIT_WRITE_PER_MINUTE")?,
             execute_per_minute: parse(&var, "KILN_RATE_LIMIT_EXECUTE_PER_MINUTE")?,
             login_per_minute: parse(&var, "KILN_RATE_LIMIT_LOGIN_PER_MINUTE")?,
+            login_global_per_minute: parse(&var, "KILN_RATE_LIMIT_LOGIN_GLOBAL_PER_MINUTE")?,
+            failed_auth_per_minute: parse(&var, "KILN_RATE_LIMIT_FAILED_AUTH_PER_MINUTE")?,
         },
         webhooks: WebhooksLayer {
             allow_private: parse(&var, "KILN_WEBHOOKS_ALLOW_PRIVATE")?,

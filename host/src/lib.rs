@@ -4,7 +4,9 @@
 mod api;
 mod auth;
 pub mod cli;
+mod compiler;
 mod config;
+mod http_server;
 mod jobs;
 mod local_run;
 mod memory;

@@ -12,6 +12,7 @@ use kiln_runtime::{
 use serde::Serialize;
 
 use crate::cli::{Lang, RunArgs, exit_status};
+use crate::compiler::Compiler;
 
 /// Runs the file and returns the exit status DESIGN.md's CLI section gives:
 /// the guest's own, 124 on timeout, 125 on other failures, 2 on bad usage.
@@ -66,7 +67,11 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
         prewarm_above: None,
         ..EngineOptions::default()
     };
-    let sandbox = Sandbox::new(options).map_err(|e| Failure::Host(e.to_string()))?;
+    let sandbox = Arc::new(Sandbox::new(options).map_err(|e| Failure::Host(e.to_string()))?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Host(format!("cannot start the async runtime: {e}")))?;
     let (call, component) = match lang {
         Lang::Wasm => (Call::Main, std::borrow::Cow::Borrowed(bytes.as_slice())),
         Lang::Javascript | Lang::Python => {
@@ -88,8 +93,15 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
             (call, std::borrow::Cow::Owned(runtime))
         }
     };
-    let (artifact, _) = sandbox
-        .load(&component)
+    // Compiled in a child process under the server's default bounds, as
+    // `kiln serve` does (in this process when there is no cache directory
+    // to meet the child in).
+    let compiler = Compiler::new(
+        crate::compiler::this_program(),
+        crate::config::compile_bounds(&crate::config::Config::default()),
+    );
+    let artifact = runtime
+        .block_on(compiler.load(&sandbox, component.into_owned().into(), None))
         .map_err(|e| Failure::Host(e.to_string()))?;
     // A kiln:script component gets the parameters as run's argument, and a
     // key-value store and config that live for this run only.
@@ -147,10 +159,6 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
         on_output: (!args.json).then(stream_to_terminal),
         script_host,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Host(format!("cannot start the async runtime: {e}")))?;
     runtime
         .block_on(sandbox.run(&artifact, invocation))
         .map_err(|e| Failure::Host(e.to_string()))

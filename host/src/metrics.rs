@@ -71,6 +71,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram>,
     rate_limited: Family<ClassLabels, Counter>,
+    connections_refused: Counter,
     webhooks: WebhookMetrics,
     executions: ExecutionMetrics,
 }
@@ -111,8 +112,14 @@ impl Metrics {
         );
         registry.register(
             "rate_limited_requests",
-            "Requests refused with 429, by route class (read, write, execute)",
+            "Requests refused with 429, by route class (read, write, execute, login, failed_auth)",
             rate_limited.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed on arrival: server.max_connections or server.max_connections_per_ip was reached",
+            connections_refused.clone(),
         );
         registry.register(
             "http_requests",
@@ -144,6 +151,7 @@ impl Metrics {
             requests,
             request_seconds,
             rate_limited,
+            connections_refused,
             webhooks: WebhookMetrics(webhook_attempts),
             executions: ExecutionMetrics {
                 executions,
@@ -151,6 +159,11 @@ impl Metrics {
                 fuel,
             },
         }
+    }
+
+    /// Counts a connection closed because too many were open.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Counts a request refused by a rate limit.
@@ -181,7 +194,11 @@ impl Metrics {
         }));
     }
 
-    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Counts a request. The method is reduced to a fixed set: HTTP
+    /// functions take any method, and a label per made-up method would let
+    /// anyone grow `/metrics` without bound.
+    pub fn request(&self, method: &axum::http::Method, route: &str, status: u16, seconds: f64) {
+        let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.into(),
@@ -329,5 +346,43 @@ impl Collector for Live {
             )?)?;
         }
         Ok(())
+    }
+}
+
+/// The standard methods by name, everything else as `OTHER`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let metrics = Metrics::new();
+        for i in 0..300 {
+            let method = axum::http::Method::from_bytes(format!("X{i:0>2000}").as_bytes()).unwrap();
+            metrics.request(&method, "/fn/{name}", 404, 0.001);
+        }
+        metrics.request(&axum::http::Method::GET, "/fn/{name}", 404, 0.001);
+        let text = metrics.render().unwrap();
+        assert!(text.len() < 16 * 1024, "{} bytes", text.len());
+        assert!(text.contains(r#"method="OTHER""#), "{text}");
+        assert!(text.contains(r#"method="GET""#), "{text}");
+        assert!(!text.contains("X000"), "a raw method became a label");
     }
 }

@@ -1,10 +1,16 @@
 //! Rate limits (API.md "Rate limiting"): GCRA buckets from governor, one
-//! keyed limiter per route class, keyed by principal (or client IP where
-//! there is none), and the brute-force guard on logins, which counts per
-//! username and per IP apart.
+//! keyed limiter per route class, keyed by user (all of a user's sessions
+//! and API keys share one bucket) or client IP where there is none; the
+//! brute-force guard on logins (per IP, per username from that IP, and one
+//! bucket for the node); and failed authentication per IP. Client IPs are
+//! keyed by address, IPv6 ones by their /64, which one client usually holds
+//! whole.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -101,8 +107,35 @@ pub struct RateLimits {
     execute: Option<Bucket>,
     /// Taken from before each password check, not after a failure: checks
     /// run in parallel, so counting failures afterwards would let a burst of
-    /// guesses through before the first one is counted.
+    /// guesses through before the first one is counted. Keyed by IP (three
+    /// times the quota) and by username and IP: a guesser elsewhere cannot
+    /// lock a user out of their own address.
     logins: Option<Bucket>,
+    logins_per_ip: Option<Bucket>,
+    /// Every password check of the node: bounds the Argon2 work that many
+    /// addresses together can ask for.
+    logins_global: Option<Bucket>,
+    failed_auth: Option<Bucket>,
+    /// IPs whose failed authentications used up their bucket, until when:
+    /// their credentials are not checked until then, so the answers cannot
+    /// tell a guesser that a guess was right.
+    blocked: Mutex<HashMap<String, Instant>>,
+}
+
+/// Blocked IPs remembered at once; past this, a blocked IP's credentials
+/// are checked again (each failure is still refused).
+const MAX_BLOCKED: usize = 100_000;
+
+/// The bucket key of a client address: IPv6 by its /64.
+pub fn ip_key(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(IpAddr::V6(v6)) => format!("ip:{}", v6.to_canonical()),
+        _ => format!("ip:{ip}"),
+    }
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -118,6 +151,10 @@ impl RateLimits {
             write: Bucket::new(config.write_per_minute),
             execute: Bucket::new(config.execute_per_minute),
             logins: Bucket::new(config.login_per_minute),
+            logins_per_ip: Bucket::new(config.login_per_minute.saturating_mul(3)),
+            logins_global: Bucket::new(config.login_global_per_minute),
+            failed_auth: Bucket::new(config.failed_auth_per_minute),
+            blocked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -133,13 +170,20 @@ impl RateLimits {
     }
 
     /// Takes a login attempt for `username` from `ip`; the refusal when
-    /// either has used its quota. A refused attempt is never checked, right
-    /// password or not, or the answers would tell a guesser when they hit.
+    /// the IP, the username from that IP, or the node has used its quota. A
+    /// refused attempt is never checked, right password or not, or the
+    /// answers would tell a guesser when they hit.
     pub fn login_attempt(&self, username: &str, ip: &str) -> Option<Standing> {
-        let bucket = self.logins.as_ref()?;
-        // The IP first: one address spraying usernames must not use up
-        // their buckets too.
-        for key in [format!("ip:{ip}"), format!("user:{username}")] {
+        let ip = ip_key(ip);
+        // The narrowest first: an address spraying usernames must not use
+        // up the node's quota with attempts its own would refuse.
+        let checks = [
+            (self.logins_per_ip.as_ref(), ip.clone()),
+            (self.logins.as_ref(), format!("{ip} user:{username}")),
+            (self.logins_global.as_ref(), "node".to_owned()),
+        ];
+        for (bucket, key) in checks {
+            let Some(bucket) = bucket else { continue };
             let standing = bucket.check(&key);
             if standing.retry_after_secs.is_some() {
                 return Some(standing);
@@ -148,15 +192,63 @@ impl RateLimits {
         None
     }
 
+    /// Whether `ip` is refused before its credential is looked at, having
+    /// failed to authenticate too often; the refusal if so.
+    pub fn auth_blocked(&self, ip: &str) -> Option<Standing> {
+        let bucket = self.failed_auth.as_ref()?;
+        let key = ip_key(ip);
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *blocked.get(&key)?;
+        let now = Instant::now();
+        if until <= now {
+            blocked.remove(&key);
+            return None;
+        }
+        Some(Standing {
+            limit: bucket.per_minute,
+            remaining: 0,
+            reset_secs: ceil_secs(until - now),
+            retry_after_secs: Some(ceil_secs(until - now).max(1)),
+        })
+    }
+
+    /// Counts a credential from `ip` that did not authenticate; the refusal
+    /// when that used up the IP's quota, after which it is blocked (see
+    /// [`Self::auth_blocked`]) until the bucket refills.
+    pub fn auth_failed(&self, ip: &str) -> Option<Standing> {
+        let bucket = self.failed_auth.as_ref()?;
+        let key = ip_key(ip);
+        let standing = bucket.check(&key);
+        let retry = standing.retry_after_secs?;
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked.len() < MAX_BLOCKED {
+            blocked.insert(key, Instant::now() + Duration::from_secs(retry));
+        }
+        Some(standing)
+    }
+
     /// Forgets buckets that are full again, so keys that come once (IPs)
     /// do not pile up.
     pub fn forget_idle(&self) {
-        for bucket in [&self.read, &self.write, &self.execute, &self.logins]
-            .into_iter()
-            .flatten()
+        for bucket in [
+            &self.read,
+            &self.write,
+            &self.execute,
+            &self.logins,
+            &self.logins_per_ip,
+            &self.logins_global,
+            &self.failed_auth,
+        ]
+        .into_iter()
+        .flatten()
         {
             bucket.limiter.retain_recent();
         }
+        let now = Instant::now();
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until > now);
     }
 }
 
@@ -170,6 +262,8 @@ mod tests {
             write_per_minute: 0,
             execute_per_minute: per_minute,
             login_per_minute: 2,
+            login_global_per_minute: 7,
+            failed_auth_per_minute: 3,
         })
     }
 
@@ -195,23 +289,66 @@ mod tests {
     }
 
     #[test]
-    fn logins_are_limited_per_username_and_per_ip_apart() {
+    fn logins_are_limited_per_ip_per_username_there_and_per_node() {
         let limits = limits(100);
         assert_eq!(limits.login_attempt("admin", "1.1.1.1"), None);
+        assert_eq!(limits.login_attempt("admin", "1.1.1.1"), None);
+        let refused = limits.login_attempt("admin", "1.1.1.1").unwrap();
+        assert!(refused.retry_after_secs.is_some(), "username from this IP");
+        // A guesser elsewhere has not locked the user out of another address.
         assert_eq!(limits.login_attempt("admin", "2.2.2.2"), None);
-        let refused = limits.login_attempt("admin", "3.3.3.3").unwrap();
-        assert!(refused.retry_after_secs.is_some(), "username used up");
+        // The IP may try other usernames, up to three times the quota.
         assert_eq!(limits.login_attempt("other", "1.1.1.1"), None);
+        assert_eq!(limits.login_attempt("other", "1.1.1.1"), None);
+        assert_eq!(limits.login_attempt("third", "1.1.1.1"), None);
         assert!(
-            limits.login_attempt("third", "1.1.1.1").is_some(),
+            limits.login_attempt("fourth", "1.1.1.1").is_some(),
             "IP used up"
         );
-        // A refusal by IP does not spend the username's quota.
-        assert_eq!(limits.login_attempt("fresh", "4.4.4.4"), None);
+        // Six of the node's seven checks are taken (refused attempts take
+        // none): the next address gets the last one.
+        assert_eq!(limits.login_attempt("a", "3.3.3.3"), None);
+        assert!(
+            limits.login_attempt("b", "4.4.4.4").is_some(),
+            "node used up"
+        );
         limits.forget_idle();
         assert!(
-            limits.login_attempt("admin", "5.5.5.5").is_some(),
+            limits.login_attempt("admin", "1.1.1.1").is_some(),
             "still limited"
         );
+    }
+
+    #[test]
+    fn failed_authentication_blocks_the_ip_before_its_credentials_are_checked() {
+        let limits = limits(100);
+        assert_eq!(limits.auth_blocked("5.5.5.5"), None);
+        for _ in 0..3 {
+            assert_eq!(limits.auth_failed("5.5.5.5"), None);
+        }
+        assert_eq!(limits.auth_blocked("5.5.5.5"), None, "not blocked yet");
+        let refused = limits.auth_failed("5.5.5.5").unwrap();
+        assert!(refused.retry_after_secs.is_some());
+        let blocked = limits.auth_blocked("5.5.5.5").unwrap();
+        assert!((1..=20).contains(&blocked.retry_after_secs.unwrap()));
+        assert_eq!(limits.auth_blocked("6.6.6.6"), None, "other IPs go on");
+        limits.forget_idle();
+        assert!(limits.auth_blocked("5.5.5.5").is_some(), "not yet expired");
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        assert_eq!(
+            ip_key("2001:db8:1:2:aaaa::1"),
+            ip_key("2001:db8:1:2:bbbb::2")
+        );
+        assert_ne!(ip_key("2001:db8:1:2::1"), ip_key("2001:db8:1:3::1"));
+        assert_eq!(ip_key("::ffff:1.2.3.4"), ip_key("1.2.3.4"));
+        assert_eq!(ip_key("1.2.3.4"), "ip:1.2.3.4");
+        let limits = limits(100);
+        for i in 0..3 {
+            limits.auth_failed(&format!("2001:db8::{i}"));
+        }
+        assert!(limits.auth_failed("2001:db8::ffff").is_some());
     }
 }

@@ -5,14 +5,16 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use kiln_runtime::{Artifact, Error, Sandbox, Shape};
+use kiln_runtime::{Artifact, Sandbox, Shape};
 use lru::LruCache;
 use tokio::sync::OnceCell;
 
+use crate::compiler::{Compiler, LoadError};
 use crate::store::{Language, ScriptKind};
 
 pub struct Runtimes {
     sandbox: Arc<Sandbox>,
+    compiler: Arc<Compiler>,
     javascript: OnceCell<Arc<Artifact>>,
     python: OnceCell<Arc<Artifact>>,
     /// Loaded components of stored wasm scripts by (script id, version): a
@@ -26,9 +28,10 @@ pub struct Runtimes {
 const COMPONENTS_KEPT: usize = 256;
 
 impl Runtimes {
-    pub fn new(sandbox: Arc<Sandbox>) -> Self {
+    pub fn new(sandbox: Arc<Sandbox>, compiler: Arc<Compiler>) -> Self {
         Self {
             sandbox,
+            compiler,
             javascript: OnceCell::new(),
             python: OnceCell::new(),
             components: Mutex::new(LruCache::new(
@@ -38,22 +41,24 @@ impl Runtimes {
     }
 
     /// The component of a stored wasm script's version, loading `content()`
-    /// only when it is not at hand.
+    /// only when it is not at hand (compiling it on `caller`'s account).
     ///
     /// # Errors
     ///
-    /// `content`'s error, or the sandbox's load errors.
+    /// `content`'s error, or the load errors.
     pub async fn component(
         &self,
         script_id: &str,
         version: u32,
         content: impl FnOnce() -> Result<Vec<u8>, String>,
+        caller: &str,
     ) -> Result<Arc<Artifact>, String> {
         let key = (script_id.to_string(), version);
         if let Some(artifact) = self.lock_components().get(&key) {
             return Ok(artifact.clone());
         }
-        let artifact = load(&self.sandbox, content()?)
+        let artifact = self
+            .load(content()?, Some(caller))
             .await
             .map_err(|e| e.to_string())?;
         self.lock_components().put(key, artifact.clone());
@@ -75,47 +80,46 @@ impl Runtimes {
     /// # Errors
     ///
     /// Whatever loading the embedded component fails with, and
-    /// [`Error::Internal`] for `wasm`, which needs no runtime.
-    pub async fn get(&self, language: Language) -> Result<Arc<Artifact>, Error> {
+    /// [`LoadError::Internal`] for `wasm`, which needs no runtime.
+    pub async fn get(&self, language: Language) -> Result<Arc<Artifact>, LoadError> {
         let (cell, runtime) = match language {
             Language::Javascript => (&self.javascript, kiln_components::JS_RUNTIME),
             Language::Python => (&self.python, kiln_components::PY_RUNTIME),
             Language::Wasm => {
-                return Err(Error::Internal(
+                return Err(LoadError::Internal(
                     "wasm scripts run on no language runtime".into(),
                 ));
             }
         };
         cell.get_or_try_init(|| async {
-            let sandbox = self.sandbox.clone();
-            tokio::task::spawn_blocking(move || {
-                let bytes = runtime.decompress().map_err(|e| {
-                    Error::Internal(format!("the embedded {language:?} runtime is damaged: {e}"))
+            let bytes = tokio::task::spawn_blocking(move || runtime.decompress())
+                .await
+                .map_err(|e| LoadError::Internal(format!("the loading task failed: {e}")))?
+                .map_err(|e| {
+                    LoadError::Internal(format!("the embedded {language:?} runtime is damaged: {e}"))
                 })?;
-                sandbox.load(&bytes).map(|(artifact, _)| artifact)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("the loading task failed: {e}")))?
+            self.load(bytes, None).await
         })
         .await
         .cloned()
     }
-}
 
-/// Loads (compiles at worst) on a blocking thread, never on an async task.
-///
-/// # Errors
-///
-/// The sandbox's load errors; [`Error::Internal`] if the blocking task died.
-pub async fn load(
-    sandbox: &Arc<Sandbox>,
-    bytes: impl AsRef<[u8]> + Send + 'static,
-) -> Result<Arc<Artifact>, Error> {
-    let sandbox = sandbox.clone();
-    tokio::task::spawn_blocking(move || sandbox.load(bytes.as_ref()))
-        .await
-        .map_err(|e| Error::Internal(format!("the loading task failed: {e}")))?
-        .map(|(artifact, _)| artifact)
+    /// Loads `bytes` (a component, core module or text): from the caches,
+    /// else compiled in a child process (see `compiler`), on `caller`'s
+    /// account (`None`: Kiln's own).
+    ///
+    /// # Errors
+    ///
+    /// See [`LoadError`].
+    pub async fn load(
+        &self,
+        bytes: impl Into<Arc<[u8]>>,
+        caller: Option<&str>,
+    ) -> Result<Arc<Artifact>, LoadError> {
+        self.compiler
+            .load(&self.sandbox, bytes.into(), caller)
+            .await
+    }
 }
 
 /// How a loaded artifact is called as a script of `language`; `None` when it

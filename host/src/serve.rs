@@ -52,7 +52,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ..EngineOptions::default()
     })?);
     let limits = Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limit));
-    let runtimes = Arc::new(Runtimes::new(sandbox.clone()));
+    let program = crate::compiler::this_program();
+    if program.is_none() {
+        tracing::warn!("cannot find this binary's path: compiles run in the server's process, bounded only by the validation limits");
+    }
+    let compiler = crate::compiler::Compiler::new(program, crate::config::compile_bounds(&config));
+    let runtimes = Arc::new(Runtimes::new(sandbox.clone(), compiler));
     let mut metrics = Metrics::new();
     let webhooks =
         crate::webhooks::Webhooks::new(store.clone(), config.webhooks.clone(), metrics.webhooks())
@@ -109,6 +114,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         stopping.clone(),
     ));
     let first_admin = state.auth.clone();
+    let state_config = state.config.clone();
+    let connection_metrics = state.metrics.clone();
     let app = api::router(state);
     ready.store(true, Ordering::Release);
     // A stable line that scripts and the end-to-end tests read the address from.
@@ -116,10 +123,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, startup_ms = begun.elapsed().as_millis(), "listening");
 
     let draining = ready.clone();
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let first_admin_failed = Arc::new(AtomicBool::new(false));
     let failed = first_admin_failed.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = &state_config.server;
+    let limits = crate::http_server::ConnectionLimits {
+        max: server.max_connections,
+        per_ip: server.max_connections_per_ip,
+        header_read_timeout: std::time::Duration::from_millis(server.header_read_timeout_ms),
+    };
+    let refused = move || connection_metrics.connection_refused();
+    let server = crate::http_server::serve(listener, app, limits, refused, async move {
         tokio::select! {
             () = shutdown_signal() => {}
             Err(e) = first_admin.first_admin_made() => {
@@ -131,13 +144,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         stop.send_replace(true);
     });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(server);
     // Drain the workers while HTTP winds down, so requests waiting for a
     // result get it (or its INTERRUPTED record) and can finish.
     let _ = stopping.wait_for(|stop| *stop).await;
     jobs.drain(drain_timeout).await;
     match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
-        Ok(Ok(result)) => result?,
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server task failed"),
         Err(_) => tracing::warn!("open connections did not close in time; exiting anyway"),
     }

@@ -10,6 +10,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::LanguageRuntimePre;
 use crate::bindings::script::ScriptPre;
+use crate::compile_limits::{self, CompileLimits};
 use crate::error::{Error, chain};
 use crate::wasi::State;
 
@@ -25,6 +26,11 @@ impl ArtifactKey {
         hasher.update(engine_digest);
         hasher.update(bytes);
         Self(*hasher.finalize().as_bytes())
+    }
+
+    /// The key whose [`to_hex`](Self::to_hex) is `hex`.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        blake3::Hash::from_hex(hex).ok().map(|h| Self(*h.as_bytes()))
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8; 32] {
@@ -146,25 +152,29 @@ pub enum LoadSource {
 /// # Errors
 ///
 /// [`Error::InvalidComponent`] for bytes that are not WebAssembly,
-/// [`Error::Compile`] for a core module that does not validate and
+/// [`Error::TooComplex`] for bytes past `limits`,
+/// [`Error::Compile`] for bytes that do not validate and
 /// [`Error::Link`] for one the preview1 adapter cannot wrap.
-pub(crate) fn component_bytes(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
+pub(crate) fn component_bytes<'a>(
+    bytes: &'a [u8],
+    limits: &CompileLimits,
+) -> Result<Cow<'a, [u8]>, Error> {
     if wasmparser::Parser::is_component(bytes) {
+        compile_limits::check(bytes, limits)?;
         return Ok(Cow::Borrowed(bytes));
     }
     if !bytes.starts_with(b"\0asm") && std::str::from_utf8(bytes).is_ok() {
         // The text format, as `wasmtime run` accepts it; errors carry line and column.
         let binary = wat::parse_bytes(bytes).map_err(|e| Error::Compile(e.to_string()))?;
-        return Ok(Cow::Owned(component_bytes(&binary)?.into_owned()));
+        return Ok(Cow::Owned(component_bytes(&binary, limits)?.into_owned()));
     }
     if !wasmparser::Parser::is_core_wasm(bytes) {
         return Err(Error::InvalidComponent(
             "the bytes do not start with the WebAssembly magic number and version".into(),
         ));
     }
-    wasmparser::Validator::new()
-        .validate_all(bytes)
-        .map_err(|e| Error::Compile(format!("invalid core module: {e}")))?;
+    // Before the adapter: what it adds is ours and small.
+    compile_limits::check(bytes, limits)?;
     let adapter = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
     let component = wit_component::ComponentEncoder::default()
         .validate(true)
@@ -173,6 +183,18 @@ pub(crate) fn component_bytes(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
         .and_then(|mut encoder| encoder.encode())
         .map_err(|e| Error::Link(format!("not a wasip1 command module: {e:#}")))?;
     Ok(Cow::Owned(component))
+}
+
+/// Whether a component exports `wasi:http/incoming-handler`: only those
+/// are linked with `wasi:http`.
+pub(crate) fn is_http_function(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@"))
 }
 
 /// Compiles component bytes with Cranelift.
@@ -198,17 +220,19 @@ mod tests {
         assert_ne!(a, ArtifactKey::new(b"two", &[0; 32]));
         assert_ne!(a, ArtifactKey::new(b"one", &[1; 32]));
         assert_eq!(a.to_hex().len(), 64);
+        assert_eq!(ArtifactKey::from_hex(&a.to_hex()), Some(a));
+        assert_eq!(ArtifactKey::from_hex("../x"), None);
     }
 
     #[test]
     fn garbage_is_not_a_component() {
-        let err = component_bytes(&[0xff, 0xfe, 0x00, 0x01]).unwrap_err();
+        let err = component_bytes(&[0xff, 0xfe, 0x00, 0x01], &CompileLimits::default()).unwrap_err();
         assert!(matches!(err, Error::InvalidComponent(_)), "{err}");
     }
 
     #[test]
     fn text_that_is_not_wat_is_a_compile_error_with_a_position() {
-        let err = component_bytes(b"#!/bin/sh\necho hi").unwrap_err();
+        let err = component_bytes(b"#!/bin/sh\necho hi", &CompileLimits::default()).unwrap_err();
         assert!(matches!(err, Error::Compile(_)), "{err}");
         assert!(err.to_string().contains("1:1"), "{err}");
     }
@@ -217,7 +241,7 @@ mod tests {
     fn text_modules_are_assembled_then_adapted() {
         let text = br#"(module (memory (export "memory") 1) (func (export "_start")))"#;
         assert!(wasmparser::Parser::is_component(
-            &component_bytes(text).unwrap()
+            &component_bytes(text, &CompileLimits::default()).unwrap()
         ));
     }
 
@@ -230,7 +254,7 @@ mod tests {
                 (func (export "_start") (call $exit (i32.const 3))))"#,
         )
         .unwrap();
-        let component = component_bytes(&module).unwrap();
+        let component = component_bytes(&module, &CompileLimits::default()).unwrap();
         assert!(wasmparser::Parser::is_component(&component));
     }
 
@@ -241,12 +265,15 @@ mod tests {
                 (func (export "_start")))"#,
         )
         .unwrap();
-        assert!(matches!(component_bytes(&module), Err(Error::Link(_))));
+        assert!(matches!(
+            component_bytes(&module, &CompileLimits::default()),
+            Err(Error::Link(_))
+        ));
     }
 
     #[test]
     fn a_broken_core_module_is_a_compile_error() {
-        let err = component_bytes(b"\0asm\x01\0\0\0garbage").unwrap_err();
+        let err = component_bytes(b"\0asm\x01\0\0\0garbage", &CompileLimits::default()).unwrap_err();
         assert!(matches!(err, Error::Compile(_)), "{err}");
     }
 }

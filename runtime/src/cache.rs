@@ -84,6 +84,14 @@ impl ArtifactCache {
         self.compiles.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_disk_hit(&self) {
+        self.disk_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<ArtifactKey, Arc<Artifact>>> {
         self.ready.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -115,10 +123,7 @@ impl ArtifactCache {
         }
         drop(bytes);
         match deserialize(engine, &code) {
-            Ok(component) => {
-                self.disk_hits.fetch_add(1, Ordering::Relaxed);
-                Some(component)
-            }
+            Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(key = %key, error = %format!("{e:#}"), "cached artifact unusable; recompiling");
                 remove(&code, &sum);

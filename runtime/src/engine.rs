@@ -33,6 +33,8 @@ pub struct EngineOptions {
     /// its next instance made ahead, off the run's path (see `warm.rs`);
     /// `None` never does.
     pub prewarm_above: Option<Duration>,
+    /// What a module or component may contain before it is compiled.
+    pub compile_limits: crate::CompileLimits,
 }
 
 impl Default for EngineOptions {
@@ -46,6 +48,7 @@ impl Default for EngineOptions {
             // CPython takes ~0.5 ms, QuickJS ~0.03 ms: only Python is worth
             // a thread hop.
             prewarm_above: Some(Duration::from_micros(250)),
+            compile_limits: crate::CompileLimits::default(),
         }
     }
 }
@@ -74,6 +77,40 @@ const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 /// [`Error::Engine`] when the configuration is refused or the pool cannot be
 /// reserved.
 pub(crate) fn build_engine(options: &EngineOptions) -> Result<Engine, Error> {
+    let pool = pool(options)?;
+    let mut config = config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| Error::Engine(chain(&e)))
+}
+
+/// An engine that only compiles, for a process of its own (see
+/// `compile_into_cache`): the same code settings as [`build_engine`], so
+/// the same compatibility digest, and no pool to reserve.
+pub(crate) fn build_compile_engine() -> Result<Engine, Error> {
+    Engine::new(&config()).map_err(|e| Error::Engine(chain(&e)))
+}
+
+/// The settings that shape compiled code; every engine of Kiln shares them.
+fn config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        // On by default in wasmtime 48, used by none of the guests Kiln runs
+        // (Rust, C, QuickJS, CPython), and each is compiler and runtime code
+        // a hostile module could reach.
+        .wasm_gc(false)
+        .wasm_exceptions(false)
+        .wasm_threads(false)
+        .wasm_memory64(false);
+    config
+}
+
+/// The pooling allocator: slots for every instance, memory and table.
+fn pool(options: &EngineOptions) -> Result<PoolingAllocationConfig, Error> {
     let max_memory = usize::try_from(options.max_memory_bytes)
         .map_err(|_| Error::Engine("max_memory_bytes does not fit this platform".into()))?;
     // Instances made ahead hold slots of their own.
@@ -113,16 +150,7 @@ pub(crate) fn build_engine(options: &EngineOptions) -> Result<Engine, Error> {
     } else {
         pool.linear_memory_keep_resident(MEMORY_KEEP_RESIDENT_PLAIN);
     }
-
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .consume_fuel(true)
-        .epoch_interruption(true)
-        .memory_init_cow(true)
-        .cranelift_opt_level(OptLevel::Speed)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(|e| Error::Engine(chain(&e)))
+    Ok(pool)
 }
 
 /// Whether the host has no swap configured (`/proc/swaps` lists none); false
@@ -205,7 +233,36 @@ impl std::hash::Hasher for Blake3Hasher {
 
 #[cfg(test)]
 mod tests {
-    use super::lists_no_swap;
+    use super::*;
+
+    #[test]
+    fn the_compile_engine_makes_code_the_pooled_engine_accepts() {
+        let compile = build_compile_engine().unwrap();
+        for max_memory_bytes in [1 << 20, 1 << 30] {
+            let options = EngineOptions {
+                max_instances: 4,
+                max_memory_bytes,
+                ..EngineOptions::default()
+            };
+            let pooled = build_engine(&options).unwrap();
+            assert_eq!(
+                compatibility_digest(&compile),
+                compatibility_digest(&pooled)
+            );
+        }
+        // What the parent does with a child's artifact: the audited read of
+        // the disk cache, wasmtime's own compatibility check included.
+        let dir = tempfile::tempdir().unwrap();
+        let cache =
+            crate::cache::ArtifactCache::new(Some(dir.path().to_path_buf()), 1).unwrap();
+        let key = crate::ArtifactKey::new(b"(component)", &compatibility_digest(&compile));
+        let component =
+            wasmtime::component::Component::new(&compile, wat::parse_str("(component)").unwrap())
+                .unwrap();
+        cache.write_disk(&key, &component).unwrap();
+        let pooled = build_engine(&EngineOptions::default()).unwrap();
+        assert!(cache.read_disk(&pooled, &key).is_some());
+    }
 
     #[test]
     fn a_swap_area_after_the_header_counts_as_swap() {

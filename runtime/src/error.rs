@@ -11,6 +11,10 @@ pub enum Error {
     /// The bytes are WebAssembly but do not validate or compile.
     #[error("the component does not compile: {0}")]
     Compile(String),
+    /// The bytes pass a limit on what may be compiled (see
+    /// [`CompileLimits`](crate::CompileLimits)); nothing was compiled.
+    #[error("the component is too complex to compile: {0}")]
+    TooComplex(crate::compile_limits::Exceeded),
     /// The component needs imports the sandbox does not provide, or lacks the
     /// export its shape requires.
     #[error("the component cannot be linked: {0}")]

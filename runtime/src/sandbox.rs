@@ -64,15 +64,20 @@ pub struct Invocation {
     pub script_host: Option<Arc<dyn ScriptHost>>,
 }
 
-/// The sandbox: one engine, its linker, its artifact cache and its epoch
+/// The sandbox: one engine, its linkers, its artifact cache and its epoch
 /// ticker. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Sandbox {
     engine: wasmtime::Engine,
+    /// WASI and `kiln:script`: what every component may import.
     linker: Linker<State>,
+    /// The same and `wasi:http`, for HTTP functions only: its constructors
+    /// make the host hold what the guest asks for.
+    http_linker: Linker<State>,
     engine_digest: [u8; 32],
     cache: ArtifactCache,
     code: CodeCache,
     warm: Warm,
+    compile_limits: crate::CompileLimits,
     _ticker: EpochTicker,
 }
 
@@ -100,16 +105,17 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| Error::Engine(chain(&e)))?;
-        // wasi:http for HTTP functions; any component may use its types, and
-        // outgoing requests are refused (see `wasi.rs`).
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| Error::Engine(chain(&e)))?;
         // kiln:script's log, key-value and config (see `script_host.rs`).
         crate::bindings::script::Script::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
             |state| state,
         )
         .map_err(|e| Error::Engine(chain(&e)))?;
+        // wasi:http for HTTP functions; outgoing requests are refused (see
+        // `wasi.rs`).
+        let mut http_linker = linker.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
+            .map_err(|e| Error::Engine(chain(&e)))?;
         let engine_digest = engine::compatibility_digest(&engine);
         let cache = ArtifactCache::new(options.cache_dir.clone(), options.artifact_cache_entries)?;
         let ticker = EpochTicker::start(&engine, options.epoch_tick)?;
@@ -127,10 +133,12 @@ impl Sandbox {
         Ok(Self {
             engine,
             linker,
+            http_linker,
             engine_digest,
             cache,
             code: CodeCache::new(SCRIPT_CODE_CACHE_BYTES),
             warm,
+            compile_limits: options.compile_limits.clone(),
             _ticker: ticker,
         })
     }
@@ -152,42 +160,108 @@ impl Sandbox {
     }
 
     /// Returns a runnable artifact for a component or core wasip1 module: from
-    /// memory, else from the disk cache, else compiled (and cached). Compiling
-    /// takes from milliseconds to seconds of CPU: call it off async tasks.
+    /// memory, else from the disk cache, else compiled in this process (and
+    /// cached). Compiling takes from milliseconds to seconds of CPU: call it
+    /// off async tasks. A server compiles in a child process instead:
+    /// [`load_cached`](Self::load_cached), [`compile_input`](Self::compile_input),
+    /// [`compile_into_cache`](crate::compile_into_cache) there, then
+    /// [`load_compiled`](Self::load_compiled).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidComponent`], [`Error::Compile`] or [`Error::Link`] for
-    /// bytes that cannot run here; [`Error::Cache`] or [`Error::Internal`]
+    /// [`Error::InvalidComponent`], [`Error::TooComplex`], [`Error::Compile`]
+    /// or [`Error::Link`] for bytes that cannot run here; [`Error::Cache`] or [`Error::Internal`]
     /// when writing the cache fails.
     pub fn load(&self, bytes: &[u8]) -> Result<(Arc<Artifact>, LoadSource), Error> {
+        if let Some(found) = self.load_cached(bytes)? {
+            return Ok(found);
+        }
+        let (key, component_bytes) = self.compile_input(bytes)?;
+        self.cache.count_compile();
+        let component = artifact::compile(&self.engine, &component_bytes)?;
+        let artifact = self.link(key, &component, LoadSource::Compiled)?;
+        self.cache.write_disk(&key, &component)?;
+        Ok((artifact, LoadSource::Compiled))
+    }
+
+    /// The artifact for `bytes` if it is in memory or in the disk cache;
+    /// `None` when it must be compiled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Link`] for a cached component that cannot be linked here.
+    pub fn load_cached(&self, bytes: &[u8]) -> Result<Option<(Arc<Artifact>, LoadSource)>, Error> {
         let key = self.key_of(bytes);
         if let Some(ready) = self.cache.ready(&key) {
-            return Ok((ready, LoadSource::Memory));
+            return Ok(Some((ready, LoadSource::Memory)));
         }
-        let (component, source) = match self.cache.read_disk(&self.engine, &key) {
-            Some(component) => (component, LoadSource::Disk),
-            None => {
-                let component_bytes = artifact::component_bytes(bytes)?;
-                self.cache.count_compile();
-                (
-                    artifact::compile(&self.engine, &component_bytes)?,
-                    LoadSource::Compiled,
-                )
-            }
+        let Some(component) = self.cache.read_disk(&self.engine, &key) else {
+            return Ok(None);
         };
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
+        self.cache.count_disk_hit();
+        Ok(Some((
+            self.link(key, &component, LoadSource::Disk)?,
+            LoadSource::Disk,
+        )))
+    }
+
+    /// What compiling `bytes` takes: their key and the component to hand to
+    /// [`compile_into_cache`](crate::compile_into_cache), checked against
+    /// the compile limits (a core module adapted, text assembled first).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidComponent`], [`Error::TooComplex`], [`Error::Compile`]
+    /// or [`Error::Link`] for bytes that cannot be compiled.
+    pub fn compile_input(&self, bytes: &[u8]) -> Result<(ArtifactKey, Vec<u8>), Error> {
+        let key = self.key_of(bytes);
+        let component = artifact::component_bytes(bytes, &self.compile_limits)?;
+        Ok((key, component.into_owned()))
+    }
+
+    /// Loads what [`compile_into_cache`](crate::compile_into_cache) left
+    /// in this sandbox's cache directory for `bytes`, verified as every
+    /// disk cache entry is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Internal`] when there is no usable artifact;
+    /// [`Error::Link`] when it cannot be linked here.
+    pub fn load_compiled(&self, bytes: &[u8]) -> Result<Arc<Artifact>, Error> {
+        let key = self.key_of(bytes);
+        let component = self.cache.read_disk(&self.engine, &key).ok_or_else(|| {
+            Error::Internal(format!("the compile of {key} left no usable artifact"))
+        })?;
+        self.cache.count_compile();
+        self.link(key, &component, LoadSource::Compiled)
+    }
+
+    /// The directory compiled artifacts are cached in, if any.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.dir()
+    }
+
+    /// Links a compiled component with the imports its shape may have, and
+    /// keeps it ready in memory.
+    fn link(
+        &self,
+        key: ArtifactKey,
+        component: &wasmtime::component::Component,
+        source: LoadSource,
+    ) -> Result<Arc<Artifact>, Error> {
+        let linker = if artifact::is_http_function(&self.engine, component) {
+            &self.http_linker
+        } else {
+            &self.linker
+        };
+        let pre = linker
+            .instantiate_pre(component)
             .map_err(|e| Error::Link(chain(&e)))?;
         let entry = Entry::new(pre)?;
-        if source == LoadSource::Compiled {
-            self.cache.write_disk(&key, &component)?;
-        }
         tracing::debug!(key = %key, ?source, "artifact loaded");
         let artifact = Arc::new(Artifact { key, entry });
         self.cache.insert(artifact.clone());
-        Ok((artifact, source))
+        Ok(artifact)
     }
 
     /// Compiles a script with a language runtime artifact without running it,

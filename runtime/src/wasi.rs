@@ -23,11 +23,27 @@ pub struct State {
     pub(crate) script: ScriptEnv,
 }
 
+/// What one run may make the host hold on its behalf, beyond its own
+/// memory (which `memory_mb` caps): resources (streams, pollables, header
+/// fields, bodies) at once, the bytes of one set of header fields, and the
+/// bytes an outgoing body buffers. At most ~`MAX_RESOURCES` × the larger of
+/// the two byte caps, 16 MiB, and far less in practice (ARCHITECTURE.md,
+/// "Limits").
+pub(crate) const MAX_RESOURCES: usize = 256;
+pub(crate) const MAX_FIELDS_BYTES: usize = 16 << 10;
+pub(crate) const OUTGOING_BODY_CHUNK_BYTES: usize = 64 << 10;
+
+fn resource_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
+    table
+}
+
 impl State {
     /// Drops every resource the guest still holds (streams, bodies, an
     /// unset response): anything on the host waiting on them ends.
     pub(crate) fn drop_resources(&mut self) {
-        self.table = ResourceTable::new();
+        self.table = resource_table();
     }
 }
 
@@ -59,6 +75,10 @@ type Sent = Box<
 >;
 
 impl WasiHttpHooks for RefuseOutgoing {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        OUTGOING_BODY_CHUNK_BYTES
+    }
+
     fn send_request(
         &mut self,
         _request: http::Request<WasiBody>,
@@ -133,11 +153,13 @@ impl<'a> WasiSetup<'a> {
 pub(crate) fn state(setup: WasiSetup<'_>) -> State {
     let limiter = MemoryLimiter::new(setup.memory_bytes);
     let (wasi, script) = surface(setup);
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(MAX_FIELDS_BYTES);
     State {
         wasi,
-        http: WasiHttpCtx::new(),
+        http,
         hooks: RefuseOutgoing,
-        table: ResourceTable::new(),
+        table: resource_table(),
         limiter,
         script,
     }

@@ -57,6 +57,8 @@ impl Kiln {
             .env("KILN_RATE_LIMIT_WRITE_PER_MINUTE", "0")
             .env("KILN_RATE_LIMIT_EXECUTE_PER_MINUTE", "0")
             .env("KILN_RATE_LIMIT_LOGIN_PER_MINUTE", "0")
+            .env("KILN_RATE_LIMIT_LOGIN_GLOBAL_PER_MINUTE", "0")
+            .env("KILN_RATE_LIMIT_FAILED_AUTH_PER_MINUTE", "0")
             .env_remove("KILN_LOG")
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -242,6 +244,16 @@ impl Kiln {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory now, from `/proc`.
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes_of(self.pid())
+    }
+
     /// Kills the server at once, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -288,6 +300,20 @@ pub fn error_body(response: Response, status: u16, code: &str) -> Value {
     assert!(error["timestamp"].as_str().unwrap().ends_with('Z'));
     assert!(error["details"].is_array());
     body
+}
+
+/// A process's resident memory, from `/proc` (0 once it is gone).
+pub fn rss_bytes_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// The value of one sample line of `/metrics`, by its exact name and labels.

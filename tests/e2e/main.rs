@@ -7,6 +7,7 @@
 )]
 
 mod access;
+mod attacks;
 mod auth;
 mod executions;
 mod functions;

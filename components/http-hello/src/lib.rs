@@ -3,7 +3,7 @@
 //! server around it (`wasmtime serve` and `kiln serve` run the same bytes).
 //! The other paths exist for Kiln's tests: they echo the request, choose a
 //! status, write to stdout and stderr, or misbehave the ways a hostile
-//! function would.
+//! function would (spin, grow, hoard header fields on the host, fetch).
 
 use std::io::{Read as _, Write as _};
 
@@ -38,6 +38,11 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
                 respond(response_out, 200, &[], &vec![b'x'; megabytes << 20]);
             }
             "/fetch" => fetch(response_out),
+            "/fields" => {
+                let value_bytes = query.parse().unwrap_or(60 << 10);
+                hoard_fields(value_bytes);
+                respond(response_out, 200, &[], b"held\n");
+            }
             // Returns without setting a response.
             "/none" => {}
             _ => respond(
@@ -114,6 +119,20 @@ fn spin() {
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
     }
+}
+
+/// Makes the host hold header fields, 8 000 sets of one `value_bytes`
+/// value each, and keeps them all: the host's own caps must stop it.
+fn hoard_fields(value_bytes: usize) {
+    let value = vec![b'v'; value_bytes];
+    let mut hoard = Vec::new();
+    for _ in 0..8_000 {
+        match Fields::from_list(&[("x-hoard".to_string(), value.clone())]) {
+            Ok(fields) => hoard.push(fields),
+            Err(_) => break,
+        }
+    }
+    std::hint::black_box(&hoard);
 }
 
 /// Allocates until the memory cap refuses it.

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{
 
 use super::{ApiError, AppState, audit};
 use crate::auth::{AuthError, Scope};
-use crate::ratelimit::{Class, Standing};
+use crate::ratelimit::{self, Class, Standing};
 
 /// What a route asks of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,20 +225,32 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         if !route.starts_with("/v1/") {
             return next.run(request).await;
         }
-        (None, format!("ip:{}", ip.0))
+        (None, ratelimit::ip_key(&ip.0))
     } else {
+        let credential = has_credential(request.headers());
+        if credential
+            && access != Function
+            && let Some(refused) = state.limits.auth_blocked(&ip.0)
+        {
+            state.metrics.rate_limited("failed_auth");
+            return ApiError::RateLimited(refused).into_response();
+        }
         match state.auth.authenticate(request.headers()) {
             Ok(principal) => {
-                let key = principal.scope_key();
+                let key = principal.rate_key();
                 (Some(principal), key)
             }
             // A public function needs no credential, and its callers may
             // send their own Authorization for it; the handler refuses the
             // others. (With authentication off every caller has one.)
             Err(AuthError::Unauthenticated(_)) if access == Function => {
-                (None, format!("ip:{}", ip.0))
+                (None, ratelimit::ip_key(&ip.0))
             }
             Err(AuthError::Unauthenticated(message)) => {
+                if credential && let Some(refused) = state.limits.auth_failed(&ip.0) {
+                    state.metrics.rate_limited("failed_auth");
+                    return ApiError::RateLimited(refused).into_response();
+                }
                 return ApiError::Unauthenticated(message.into()).into_response();
             }
             Err(e) => return ApiError::Internal(e.to_string()).into_response(),
@@ -283,6 +295,12 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         request.extensions_mut().insert(principal);
     }
     with_standing(next.run(request).await, standing.as_ref())
+}
+
+/// Whether the request carries a Kiln credential (a wrong one is a guess;
+/// none at all is not).
+fn has_credential(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key")
 }
 
 fn with_standing(mut response: Response, standing: Option<&Standing>) -> Response {

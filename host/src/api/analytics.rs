@@ -87,11 +87,13 @@ fn parse_period(period: &str) -> Result<Duration, ApiError> {
             "a number of days or hours, like 30d or 12h, up to 366d",
         )
     };
-    let (number, unit) = period.split_at(period.len().saturating_sub(1));
-    let n: u64 = number.parse().map_err(|_| bad())?;
+    // By characters: the last byte may be inside a multi-byte character.
+    let mut chars = period.chars();
+    let unit = chars.next_back().ok_or_else(bad)?;
+    let n: u64 = chars.as_str().parse().map_err(|_| bad())?;
     let length = match unit {
-        "d" => DAY.saturating_mul(u32::try_from(n).map_err(|_| bad())?),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        'd' => DAY.saturating_mul(u32::try_from(n).map_err(|_| bad())?),
+        'h' => Duration::from_secs(n.saturating_mul(3600)),
         _ => return Err(bad()),
     };
     if n == 0 || length > DAY * MAX_DAYS as u32 {
@@ -274,6 +276,10 @@ mod tests {
             "-1d",
             "1.5d",
             "99999999999999999999d",
+            "1\u{e9}",
+            "\u{e9}",
+            "1d\u{e9}",
+            "\u{1F600}d",
         ] {
             assert!(parse_period(bad).is_err(), "{bad}");
         }

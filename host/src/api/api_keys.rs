@@ -19,6 +19,9 @@ use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::{API_KEY_CHARS, API_KEY_PREFIX, Principal, Scope, Scopes, Via, secrets};
 use crate::store::auth::ApiKeyRecord;
 
+/// Held while a key is counted against its owner's cap and created.
+static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
@@ -84,6 +87,7 @@ pub struct CreatedApiKey {
         (status = 201, description = "Created; `key` is shown only now", body = CreatedApiKey),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
         (status = 403, description = "A scope the caller does not have was asked for", body = ErrorEnvelope),
+        (status = 409, description = "The caller already holds `limits.api_keys_per_user` unexpired keys", body = ErrorEnvelope),
     ))]
 async fn create(
     State(state): State<AppState>,
@@ -158,7 +162,26 @@ async fn create(
         }),
         expires_ms,
     };
-    state.store.create_api_key(&record)?;
+    {
+        // Counted and created under one lock, so parallel requests cannot
+        // pass the cap together.
+        let _creating = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+        let now = super::now_ms();
+        let held = state
+            .store
+            .api_keys()?
+            .iter()
+            .filter(|k| k.owner_id == record.owner_id && k.expires_ms.is_none_or(|e| e > now))
+            .count();
+        let cap = state.config.limits.api_keys_per_user;
+        if held >= cap {
+            return Err(ApiError::Conflict(format!(
+                "a user may hold at most {cap} unexpired API keys (limits.api_keys_per_user); \
+                 revoke one first"
+            )));
+        }
+        state.store.create_api_key(&record)?;
+    }
     state.store.flush().await?;
     audit::record(
         &state,

@@ -10,16 +10,20 @@ use utoipa_axum::routes;
 use super::access::ClientIp;
 use super::audit::{self, Entry};
 use super::error::ErrorEnvelope;
-use super::users::UserSummary;
+use super::users::{MAX_PASSWORD_CHARS, UserSummary};
 use super::{ApiError, ApiJson, AppState};
 use crate::auth::{AuthError, Principal, TokenPair};
 use crate::store::auth::UserRecord;
+
+/// Bodies of the auth routes: a username, a password or a refresh token.
+const AUTH_BODY_BYTES: usize = 8 << 10;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
+        .layer(axum::extract::DefaultBodyLimit::max(AUTH_BODY_BYTES))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,7 +84,7 @@ fn auth_error(e: AuthError) -> ApiError {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
-        (status = 400, description = "A malformed body", body = ErrorEnvelope),
+        (status = 400, description = "A malformed body, or a username or password no account can have (too long, or a username outside ^[a-zA-Z0-9_.-]{1,64}$)", body = ErrorEnvelope),
         (status = 401, description = "Wrong username or password (the same answer for both)", body = ErrorEnvelope),
         (status = 429, description = "Too many failed attempts for this username or from this IP", body = ErrorEnvelope,
             headers(("Retry-After" = String))),
@@ -90,6 +94,15 @@ async fn login(
     Extension(ip): Extension<ClientIp>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<axum::Json<TokenResponse>, ApiError> {
+    // Refused before anything is counted, checked or written: no user has
+    // such a name, and the audit log keeps the name of a failed attempt.
+    super::check_identifier("username", &body.username, super::users::MAX_USERNAME)?;
+    if body.password.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must be at most {MAX_PASSWORD_CHARS} characters"),
+        ));
+    }
     if let Some(refused) = state.limits.login_attempt(&body.username, &ip.0) {
         state.metrics.rate_limited("login");
         return Err(ApiError::RateLimited(refused));

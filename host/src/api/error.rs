@@ -66,6 +66,10 @@ pub enum ApiError {
     Compile(String, Vec<Detail>),
     #[error("too many requests; retry in {} s", .0.retry_after_secs.unwrap_or(1))]
     RateLimited(crate::ratelimit::Standing),
+    /// The caller has as much of something in flight as it may (compiles):
+    /// 429, to retry when one is done.
+    #[error("{0}")]
+    Busy(String),
     #[error("the execution queue is full; retry shortly")]
     QueueFull,
     #[error("{0}")]
@@ -93,7 +97,7 @@ impl ApiError {
             ApiError::Validation(..) => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -111,7 +115,7 @@ impl ApiError {
             ApiError::Validation(..) => "VALIDATION_ERROR",
             ApiError::Unauthenticated(_) => "AUTHENTICATION_REQUIRED",
             ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
-            ApiError::RateLimited(_) => "RATE_LIMIT_EXCEEDED",
+            ApiError::RateLimited(_) | ApiError::Busy(_) => "RATE_LIMIT_EXCEEDED",
             ApiError::NotFound(_) => "RESOURCE_NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PreconditionFailed(_) => "PRECONDITION_FAILED",
@@ -178,7 +182,10 @@ impl IntoResponse for ApiError {
             _ => Vec::new(),
         };
         let mut response = self.status().into_response();
-        if matches!(self, ApiError::QueueFull | ApiError::Unavailable(_)) {
+        if matches!(
+            self,
+            ApiError::QueueFull | ApiError::Unavailable(_) | ApiError::Busy(_)
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -305,3 +312,24 @@ impl From<JobError> for ApiError {
         }
     }
 }
+/// A load's failure: what is wrong with the bytes is the caller's 422;
+/// being busy is 429 or 503; the rest is Kiln's.
+impl From<crate::compiler::LoadError> for ApiError {
+    fn from(e: crate::compiler::LoadError) -> Self {
+        use crate::compiler::LoadError;
+        match e {
+            LoadError::Sandbox(_) | LoadError::Bounds { .. } => {
+                let message = e.to_string();
+                let detail = match &e {
+                    LoadError::Bounds { limit, .. } => Detail::field(limit, message.clone()),
+                    _ => Detail::field("content", message.clone()),
+                };
+                ApiError::Compile(message, vec![detail])
+            }
+            LoadError::Busy(_) => ApiError::Busy(e.to_string()),
+            LoadError::QueueFull => ApiError::Unavailable(e.to_string()),
+            LoadError::Internal(message) => ApiError::Internal(message),
+        }
+    }
+}
+

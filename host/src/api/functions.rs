@@ -114,7 +114,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
                 .script_content(&script.id, script.version)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| "the script was deleted".to_string())
-        })
+        }, &format!("script:{}", script.id))
         .await
         .map_err(ApiError::Internal)?;
 

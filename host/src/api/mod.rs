@@ -24,8 +24,9 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use kiln_runtime::Sandbox;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use self::error::ApiError;
@@ -166,7 +167,7 @@ pub fn router(state: AppState) -> Router {
         .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the document: {e}\"}}"));
     // Route layers run after routing, innermost first added: the guard sees
     // the matched route and leaves the caller for idempotency and handlers.
-    routes
+    let routes = routes
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,
@@ -176,9 +177,35 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(OpenApiJson(Arc::new(document))))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body));
+    outermost(routes).with_state(state)
+}
+
+/// What wraps every answer, routed or not: a caught panic becomes a 500,
+/// and every error body gets the contract's shape and the request id.
+fn outermost<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn(request_id_and_errors))
-        .with_state(state)
+}
+
+/// A handler's panic, carried on its 500 so the request's log line can
+/// name it next to the request id.
+#[derive(Debug, Clone)]
+struct Panicked(String);
+
+/// The answer to a request whose handler panicked: a plain 500, which
+/// `request_id_and_errors` renders in the error shape; the connection and
+/// the server go on.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    let mut response = axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    response.extensions_mut().insert(Panicked(message));
+    response
 }
 
 /// Headers for a debug log line, credentials replaced by `***`.
@@ -232,7 +259,7 @@ async fn measure(
     next: Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -261,6 +288,9 @@ async fn request_id_and_errors(request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     tracing::debug!(request_id = %id, %method, %path, headers = %masked(request.headers()), "request");
     let response = next.run(request).await;
+    if let Some(Panicked(panic)) = response.extensions().get::<Panicked>() {
+        tracing::error!(request_id = %id, %method, %path, %panic, "the handler panicked");
+    }
     tracing::info!(request_id = %id, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_secs_f64() * 1000.0, "served");
     let mut response = error::finish(response, &id);
@@ -289,7 +319,42 @@ pub fn check_identifier(field: &str, value: &str, max: usize) -> Result<(), ApiE
 
 #[cfg(test)]
 mod tests {
-    use axum::http::{HeaderMap, HeaderValue, Method};
+    use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+    use tower::ServiceExt as _;
+
+    async fn boom() -> &'static str {
+        panic!("boom")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_a_request_id_and_the_router_goes_on() {
+        let app = super::outermost::<()>(
+            axum::Router::new()
+                .route("/boom", axum::routing::get(boom))
+                .route("/fine", axum::routing::get(|| async { "fine" })),
+        );
+        let request = |path: &str| {
+            axum::http::Request::get(path)
+                .header("x-request-id", "req-42")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let response = app.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["x-request-id"], "req-42");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error["error"]["code"], "INTERNAL_ERROR", "{error}");
+        assert_eq!(error["error"]["request_id"], "req-42", "{error}");
+        assert!(
+            !error.to_string().contains("boom"),
+            "the panic message is for the log: {error}"
+        );
+        let response = app.oneshot(request("/fine")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 
     #[test]
     fn logged_headers_hide_credentials() {

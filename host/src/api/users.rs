@@ -29,7 +29,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 /// Longer passwords are refused: Argon2 over megabytes would be a cheap
 /// way to burn the server's CPU.
-const MAX_PASSWORD_CHARS: usize = 1024;
+pub(super) const MAX_PASSWORD_CHARS: usize = 1024;
+/// Usernames appear in URLs, tokens and the audit log.
+pub(super) const MAX_USERNAME: usize = 64;
 
 /// Who a token belongs to, as login returns it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -95,7 +97,7 @@ pub struct UpdateUser {
 }
 
 fn check_username(name: &str) -> Result<(), ApiError> {
-    super::check_identifier("username", name, 64)
+    super::check_identifier("username", name, MAX_USERNAME)
 }
 
 fn check_password(password: &str) -> Result<(), ApiError> {

@@ -73,8 +73,18 @@ impl Principal {
         self.scopes.allows(super::Scope::Admin)
     }
 
-    /// What per-caller state (idempotency keys, rate-limit buckets) is
-    /// keyed by: each API key apart from its owner's sessions.
+    /// The rate-limit bucket: one per user, whichever of its sessions and
+    /// API keys it comes by, so more keys are not more requests.
+    pub fn rate_key(&self) -> String {
+        match (&self.via, &self.user_id) {
+            (_, Some(user)) => format!("user:{user}"),
+            (Via::System, None) => "system".into(),
+            _ => "anonymous".into(),
+        }
+    }
+
+    /// What per-caller state (idempotency keys) is keyed by: each API key
+    /// apart from its owner's sessions.
     pub fn scope_key(&self) -> String {
         match (&self.via, &self.user_id) {
             (Via::ApiKey { key_id }, _) => format!("key:{key_id}"),

@@ -14,7 +14,7 @@ use self::queue::Queue;
 use self::script_host::StoredScript;
 use crate::config::LimitsConfig;
 use crate::metrics::ExecutionMetrics;
-use crate::runtimes::{Runtimes, load};
+use crate::runtimes::Runtimes;
 use crate::store::{
     ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, Store, StoreError,
 };
@@ -537,7 +537,11 @@ impl Worker {
                         .ok_or_else(deleted)
                 };
                 let (artifact, call) = if record.language == Language::Wasm {
-                    let component = self.runtimes.component(script_id, version, content).await?;
+                    let caller = format!("script:{script_id}");
+                    let component = self
+                        .runtimes
+                        .component(script_id, version, content, &caller)
+                        .await?;
                     let call = component_call(&component, record);
                     (component, call)
                 } else {
@@ -546,7 +550,13 @@ impl Worker {
                 Ok((artifact, call, script.name))
             }
             (None, _, Some(code)) if record.language == Language::Wasm => {
-                let component = load(self.runtimes.sandbox(), code.clone())
+                let caller = record
+                    .created_by
+                    .as_ref()
+                    .map_or_else(|| "anonymous".to_owned(), |user| format!("user:{user}"));
+                let component = self
+                    .runtimes
+                    .load(code.clone(), Some(&caller))
                     .await
                     .map_err(|e| e.to_string())?;
                 let call = component_call(&component, record);

@@ -59,17 +59,23 @@ fn is_metadata(ip: IpAddr) -> bool {
     }
 }
 
-/// The IPv4 address inside an IPv4-mapped, IPv4-compatible or NAT64 address.
+/// The IPv4 address inside an IPv6 address that reaches it: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`, RFC 2765),
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4
+/// (`2002:AABB:CCDD::/48`, whose relay forwards to `AA.BB.CC.DD`).
 fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = v6.to_ipv4_mapped() {
         return Some(v4);
     }
     let s = v6.segments();
-    let [a, b] = [s[6].to_be_bytes(), s[7].to_be_bytes()];
-    let tail = Ipv4Addr::new(a[0], a[1], b[0], b[1]);
+    let v4_of = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[0] == 0x2002 {
+        return Some(v4_of(s[1], s[2]));
+    }
+    let translated = s[..6] == [0, 0, 0, 0, 0xffff, 0];
     let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
     let compatible = s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
-    (nat64 || compatible).then_some(tail)
+    (translated || nat64 || compatible).then(|| v4_of(s[6], s[7]))
 }
 
 fn v4_kind(ip: Ipv4Addr) -> Option<&'static str> {
@@ -99,6 +105,13 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
         _ if first & 0xffc0 == 0xfe80 || first & 0xffc0 == 0xfec0 => "link-local",
         _ if first & 0xff00 == 0xff00 => "multicast",
         0x2001 if ip.segments()[1] == 0xdb8 => "reserved",
+        // Teredo tunnels to an obfuscated IPv4 address of the relay's choosing.
+        0x2001 if ip.segments()[1] == 0 => "Teredo",
+        // Local-use NAT64 (RFC 8215) may put the IPv4 address anywhere in
+        // the /48's suffix, so the whole prefix is refused.
+        0x64 if ip.segments()[1..3] == [0xff9b, 1] => "NAT64 (local use)",
+        // Discard-only (RFC 6666).
+        0x100 if ip.segments()[1..4] == [0, 0, 0] => "discard-only",
         _ => return None,
     })
 }
@@ -184,6 +197,18 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "::127.0.0.1",
+            // IPv4-translated, 6to4, Teredo, local-use NAT64, discard-only.
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            "2002:a9fe:a9fe::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::8.8.8.8",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
         ] {
             assert!(kind(ip).is_some(), "{ip} passed");
         }
@@ -193,6 +218,11 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "::ffff:0:8.8.8.8",
+            "2002:808:808::1",
+            "2001:db9::1",
+            "64:ff9b:2::1",
+            "100:0:0:1::1",
         ] {
             assert_eq!(kind(ip), None, "{ip} refused");
         }
@@ -203,6 +233,7 @@ mod tests {
         assert!(refused_kind("169.254.170.2".parse().unwrap(), true).is_some());
         assert!(refused_kind("fd00:ec2::254".parse().unwrap(), true).is_some());
         assert!(refused_kind("::ffff:169.254.169.254".parse().unwrap(), true).is_some());
+        assert!(refused_kind("2002:a9fe:a9fe::".parse().unwrap(), true).is_some());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::body::{
 use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
 use crate::auth::Principal;
-use crate::runtimes::{kind_of, load};
+use crate::runtimes::kind_of;
 use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
 
 /// Create a script. Its content is compiled (components) or parsed (source)
@@ -53,7 +53,7 @@ pub(super) async fn create(
         ApiError::invalid("content", "give exactly one of content and content_base64")
     })?;
     validate_content(language, &content)?;
-    let kind = compile(&state, language, &content).await?;
+    let kind = compile(&state, language, &content, &principal).await?;
     let public = fields.public.unwrap_or(false);
     check_public(public, kind)?;
 
@@ -131,7 +131,7 @@ pub(super) async fn update(
     let (content, kind) = match content {
         Some(content) if blake3::hash(&content).to_hex().as_str() != current.content_hash => {
             validate_content(current.language, &content)?;
-            let kind = compile(&state, current.language, &content).await?;
+            let kind = compile(&state, current.language, &content, &principal).await?;
             (Some(content), kind)
         }
         _ => (None, current.kind),
@@ -232,11 +232,14 @@ async fn compile(
     state: &AppState,
     language: Language,
     content: &[u8],
+    principal: &Principal,
 ) -> Result<ScriptKind, ApiError> {
     let artifact = match language {
-        Language::Wasm => load(&state.sandbox, content.to_vec()).await.map_err(|e| {
-            ApiError::Compile(e.to_string(), vec![Detail::field("content", e.to_string())])
-        })?,
+        Language::Wasm => state
+            .runtimes
+            .load(content, Some(&principal.rate_key()))
+            .await
+            .map_err(ApiError::from)?,
         Language::Javascript | Language::Python => {
             state.runtimes.get(language).await.map_err(|e| {
                 ApiError::Internal(format!("the language runtime does not load: {e}"))
