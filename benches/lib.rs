@@ -22,6 +22,20 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The release `kiln` the harnesses start: `KILN_BIN`, else
+/// `target/release/kiln`.
+pub fn kiln_binary() -> PathBuf {
+    let binary = std::env::var_os("KILN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/release/kiln"));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release -p kiln` first (or set KILN_BIN)",
+        binary.display()
+    );
+    binary
+}
+
 /// Reads the first line of a `kiln serve` started with a piped stdout and
 /// returns the base URL it announces ("Kiln listening on http://…").
 pub fn listening_address(child: &mut Child) -> String {

@@ -44,6 +44,15 @@ echo "kiln run: $output"
 grep -Eq '"status": *"completed"' <<<"$output" \
     || { echo "kiln run did not complete in the chroot" >&2; exit 1; }
 
+# With a cache directory, the compile runs in a child process of the binary,
+# found without /proc (there is none here) by the path it was started by.
+output=$(env -i "$chroot" "$root" /kiln run /hello.js --cache-dir /data/cache --params '{"name": "child"}' --json)
+echo "kiln run (compiled in a child): $output"
+grep -Eq '"status": *"completed"' <<<"$output" \
+    || { echo "kiln run with a compile child did not complete in the chroot" >&2; exit 1; }
+ls "$root/data/cache/"*.cwasm >/dev/null \
+    || { echo "the compile child left no artifact in the cache" >&2; exit 1; }
+
 # Created here, so reading it cannot race the background job's redirection.
 : >"$root/stdout"
 env -i KILN_ADMIN_PASSWORD=static-check-password \

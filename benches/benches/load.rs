@@ -31,13 +31,12 @@
     reason = "a benchmark harness fails loudly"
 )]
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kiln_benches::{WASMTIME_VERSION, listening_address, wasmtime_binary, workspace};
+use kiln_benches::{WASMTIME_VERSION, kiln_binary, listening_address, wasmtime_binary, workspace};
 
 const CONNECTIONS: [usize; 2] = [1, 32];
 
@@ -61,15 +60,7 @@ impl Drop for Server {
 const ADMIN_PASSWORD: &str = "load harness admin";
 
 fn start_kiln(data: &std::path::Path, auth: bool) -> (Server, String) {
-    let binary = std::env::var_os("KILN_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/release/kiln"));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --release -p kiln` first (or set KILN_BIN)",
-        binary.display()
-    );
-    let mut child = Command::new(&binary)
+    let mut child = Command::new(kiln_binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .env(

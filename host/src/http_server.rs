@@ -138,7 +138,11 @@ impl Open {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut guard = self.open.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .open
+            .by_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let (total, per_address) = &mut *guard;
         *total = total.saturating_sub(1);
         if let Some(count) = per_address.get_mut(&self.address) {
@@ -185,7 +189,10 @@ mod tests {
         let _third = Open::admit(&open, b).unwrap();
         assert!(Open::admit(&open, b).is_none(), "in all");
         drop(first);
-        assert!(Open::admit(&open, a).is_some(), "a closed one frees its place");
+        assert!(
+            Open::admit(&open, a).is_some(),
+            "a closed one frees its place"
+        );
     }
 
     #[test]

@@ -366,7 +366,6 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

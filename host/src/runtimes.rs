@@ -96,7 +96,9 @@ impl Runtimes {
                 .await
                 .map_err(|e| LoadError::Internal(format!("the loading task failed: {e}")))?
                 .map_err(|e| {
-                    LoadError::Internal(format!("the embedded {language:?} runtime is damaged: {e}"))
+                    LoadError::Internal(format!(
+                        "the embedded {language:?} runtime is damaged: {e}"
+                    ))
                 })?;
             self.load(bytes, None).await
         })

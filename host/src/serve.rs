@@ -54,7 +54,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let limits = Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limit));
     let program = crate::compiler::this_program();
     if program.is_none() {
-        tracing::warn!("cannot find this binary's path: compiles run in the server's process, bounded only by the validation limits");
+        tracing::warn!(
+            "cannot find this binary's path: compiles run in the server's process, bounded only by the validation limits"
+        );
     }
     let compiler = crate::compiler::Compiler::new(program, crate::config::compile_bounds(&config));
     let runtimes = Arc::new(Runtimes::new(sandbox.clone(), compiler));

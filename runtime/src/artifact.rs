@@ -30,7 +30,9 @@ impl ArtifactKey {
 
     /// The key whose [`to_hex`](Self::to_hex) is `hex`.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        blake3::Hash::from_hex(hex).ok().map(|h| Self(*h.as_bytes()))
+        blake3::Hash::from_hex(hex)
+            .ok()
+            .map(|h| Self(*h.as_bytes()))
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8; 32] {
@@ -226,7 +228,8 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_component() {
-        let err = component_bytes(&[0xff, 0xfe, 0x00, 0x01], &CompileLimits::default()).unwrap_err();
+        let err =
+            component_bytes(&[0xff, 0xfe, 0x00, 0x01], &CompileLimits::default()).unwrap_err();
         assert!(matches!(err, Error::InvalidComponent(_)), "{err}");
     }
 
@@ -273,7 +276,8 @@ mod tests {
 
     #[test]
     fn a_broken_core_module_is_a_compile_error() {
-        let err = component_bytes(b"\0asm\x01\0\0\0garbage", &CompileLimits::default()).unwrap_err();
+        let err =
+            component_bytes(b"\0asm\x01\0\0\0garbage", &CompileLimits::default()).unwrap_err();
         assert!(matches!(err, Error::Compile(_)), "{err}");
     }
 }

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 
 use wasmparser::{
-    ComponentInstance, FuncValidatorAllocations, Instance, Parser, Payload, ValidPayload, Validator, WasmFeatures,
+    ComponentInstance, FuncValidatorAllocations, Instance, Parser, Payload, ValidPayload,
+    Validator, WasmFeatures,
 };
 
 use crate::error::Error;
@@ -353,11 +354,7 @@ mod tests {
     #[test]
     fn each_component_limit_is_enforced() {
         let limits = threes();
-        let nested = format!(
-            "{}(component){}",
-            repeat("(component ", 4),
-            repeat(")", 4)
-        );
+        let nested = format!("{}(component){}", repeat("(component ", 4), repeat(")", 4));
         assert_eq!(exceeded(&module(&nested), &limits), "nesting");
         let core = format!(
             "(component (core module $m) {})",
@@ -368,7 +365,10 @@ mod tests {
             "(component (component $c) {})",
             repeat("(instance (instantiate $c))", 4)
         );
-        assert_eq!(exceeded(&module(&instances), &limits), "component_instances");
+        assert_eq!(
+            exceeded(&module(&instances), &limits),
+            "component_instances"
+        );
         let imports = format!(
             "(component {})",
             (0..4)

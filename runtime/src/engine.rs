@@ -253,8 +253,7 @@ mod tests {
         // What the parent does with a child's artifact: the audited read of
         // the disk cache, wasmtime's own compatibility check included.
         let dir = tempfile::tempdir().unwrap();
-        let cache =
-            crate::cache::ArtifactCache::new(Some(dir.path().to_path_buf()), 1).unwrap();
+        let cache = crate::cache::ArtifactCache::new(Some(dir.path().to_path_buf()), 1).unwrap();
         let key = crate::ArtifactKey::new(b"(component)", &compatibility_digest(&compile));
         let component =
             wasmtime::component::Component::new(&compile, wat::parse_str("(component)").unwrap())

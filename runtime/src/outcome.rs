@@ -224,6 +224,10 @@ pub(crate) fn classify(ending: Ending, evidence: &Evidence) -> Verdict {
                         "the guest used its whole fuel budget",
                     ),
                 )
+            } else if let Some(cap) = host_cap(&err) {
+                let message =
+                    format!("the guest asked the host to hold more than a run may: {cap}");
+                Verdict::failed(None, GuestError::new(ErrorCode::MemoryLimit, message))
             } else {
                 Verdict::failed(None, GuestError::new(ErrorCode::Trap, trap_message(&err)))
             }
@@ -262,6 +266,25 @@ pub(crate) fn classify(ending: Ending, evidence: &Evidence) -> Verdict {
             ),
         ),
         _ => verdict,
+    }
+}
+
+/// Which cap on what the host holds for a run (`wasi.rs`) stopped the
+/// guest, if one did: its resource table is full, or a set of header fields
+/// is too large.
+fn host_cap(err: &wasmtime::Error) -> Option<String> {
+    use wasmtime::component::ResourceTableError;
+    use wasmtime_wasi_http::FieldMapError;
+    match err.downcast_ref::<ResourceTableError>() {
+        Some(full @ ResourceTableError::Full) => return Some(full.to_string()),
+        Some(_) => return None,
+        None => {}
+    }
+    match err.downcast_ref::<FieldMapError>()? {
+        fields @ (FieldMapError::TooManyFields | FieldMapError::TotalSizeTooBig) => {
+            Some(fields.to_string())
+        }
+        _ => None,
     }
 }
 

@@ -229,6 +229,10 @@ impl Sandbox {
     /// [`Error::Link`] when it cannot be linked here.
     pub fn load_compiled(&self, bytes: &[u8]) -> Result<Arc<Artifact>, Error> {
         let key = self.key_of(bytes);
+        // Another load of the same compile may have linked it already.
+        if let Some(ready) = self.cache.ready(&key) {
+            return Ok(ready);
+        }
         let component = self.cache.read_disk(&self.engine, &key).ok_or_else(|| {
             Error::Internal(format!("the compile of {key} left no usable artifact"))
         })?;

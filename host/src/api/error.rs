@@ -332,4 +332,3 @@ impl From<crate::compiler::LoadError> for ApiError {
         }
     }
 }
-

@@ -108,13 +108,18 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     let guest_request = guest_request(&parts, &path, &query, body, kiln_credential)?;
     let artifact = state
         .runtimes
-        .component(&script.id, script.version, || {
-            state
-                .store
-                .script_content(&script.id, script.version)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "the script was deleted".to_string())
-        }, &format!("script:{}", script.id))
+        .component(
+            &script.id,
+            script.version,
+            || {
+                state
+                    .store
+                    .script_content(&script.id, script.version)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| "the script was deleted".to_string())
+            },
+            &format!("script:{}", script.id),
+        )
         .await
         .map_err(ApiError::Internal)?;
 

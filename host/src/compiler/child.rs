@@ -148,17 +148,27 @@ mod tests {
 
     #[test]
     fn exits_and_signals_are_told_apart() {
-        let of = |raw: i32, message: &str| outcome(ExitStatus::from_raw(raw), message.into(), &bounds());
+        let of =
+            |raw: i32, message: &str| outcome(ExitStatus::from_raw(raw), message.into(), &bounds());
         assert!(of(0, "").is_ok());
         assert!(matches!(of(3 << 8, "bad"), Err(LoadError::Sandbox(m)) if m == "bad"));
         assert!(matches!(
             of(6, "memory allocation of 4096 bytes failed"),
-            Err(LoadError::Bounds { limit: "limits.compile_memory_mb", .. })
+            Err(LoadError::Bounds {
+                limit: "limits.compile_memory_mb",
+                ..
+            })
         ));
         assert!(matches!(
             of(24, ""),
-            Err(LoadError::Bounds { limit: "limits.compile_cpu_secs", .. })
+            Err(LoadError::Bounds {
+                limit: "limits.compile_cpu_secs",
+                ..
+            })
         ));
-        assert!(matches!(of(1 << 8, "disk full"), Err(LoadError::Internal(_))));
+        assert!(matches!(
+            of(1 << 8, "disk full"),
+            Err(LoadError::Internal(_))
+        ));
     }
 }

@@ -138,7 +138,9 @@ impl Compiler {
                 return blocking(move || sandbox.load(&bytes).map(|(a, _)| a)).await;
             }
         };
-        let _turn = caller.map(|caller| CallerTurn::take(self, caller)).transpose()?;
+        let _turn = caller
+            .map(|caller| CallerTurn::take(self, caller))
+            .transpose()?;
         let (key, component) = {
             let (sandbox, bytes) = (sandbox.clone(), bytes.clone());
             blocking(move || sandbox.compile_input(&bytes)).await?
@@ -161,7 +163,10 @@ impl Compiler {
         component: Vec<u8>,
         (program, dir): (PathBuf, PathBuf),
     ) -> watch::Receiver<Outcome> {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(tell) = in_flight.get(&key) {
             return tell.subscribe();
         }
@@ -217,9 +222,7 @@ impl Compiler {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                LoadError::Internal(format!("cannot start {}: {e}", program.display()))
-            })?;
+            .map_err(|e| LoadError::Internal(format!("cannot start {}: {e}", program.display())))?;
         let mut stdin = child.stdin.take();
         let feed = async move {
             if let Some(stdin) = stdin.as_mut() {
@@ -319,7 +322,10 @@ struct Waiting<'a>(&'a Compiler);
 
 impl<'a> Waiting<'a> {
     fn enter(compiler: &'a Compiler) -> Result<Self, LoadError> {
-        let mut waiting = compiler.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waiting = compiler
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if *waiting >= compiler.bounds.waiting {
             return Err(LoadError::QueueFull);
         }
@@ -330,7 +336,11 @@ impl<'a> Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut waiting = self.0.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waiting = self
+            .0
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         *waiting = waiting.saturating_sub(1);
     }
 }

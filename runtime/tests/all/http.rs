@@ -113,6 +113,34 @@ async fn a_memory_bomb_is_stopped_at_the_cap() {
 }
 
 #[tokio::test]
+async fn header_fields_the_host_would_hold_are_capped_as_memory() {
+    // 60 KB values pass the size of one set of fields; 15 KB ones fit it,
+    // and the 8 000 sets pass the number of resources a run may hold.
+    for size in [60 << 10, 15 << 10] {
+        let HttpOutcome { outcome, response } =
+            send(get(&format!("/fields?{size}")), Limits::default()).await;
+        assert_eq!(
+            outcome.error_code(),
+            Some(ErrorCode::MemoryLimit),
+            "{size}: {:?}",
+            outcome.error
+        );
+        assert!(response.is_none());
+    }
+}
+
+#[tokio::test]
+async fn only_http_functions_may_import_wasi_http() {
+    let command = br#"(component
+        (import "wasi:http/types@0.2.0" (instance (export "fields" (type (sub resource))))))"#;
+    let err = sandbox().load(command).unwrap_err();
+    assert!(
+        matches!(err, kiln_runtime::Error::Link(ref m) if m.contains("wasi:http/types")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_fails_the_request_without_waiting_for_the_deadline() {
     let started = std::time::Instant::now();
     let HttpOutcome { outcome, response } =
