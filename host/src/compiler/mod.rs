@@ -218,11 +218,14 @@ impl Compiler {
             .arg("--cpu-secs")
             .arg(self.bounds.cpu_secs.to_string())
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            // Not /dev/null: a bare chroot has no /dev. The child writes
+            // nothing there; the pipe is closed at once.
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| LoadError::Internal(format!("cannot start {}: {e}", program.display())))?;
+        drop(child.stdout.take());
         let mut stdin = child.stdin.take();
         let feed = async move {
             if let Some(stdin) = stdin.as_mut() {
