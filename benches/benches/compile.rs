@@ -5,10 +5,12 @@
 //! - `in_process`: `Sandbox::load` with nothing cached (validation limits,
 //!   Cranelift, the disk cache write, linking), what every compile was
 //!   before compiles moved out;
-//! - `child_process`: the same validation in the parent (`compile_input`),
+//! - `child_process_*`: the same validation in the parent (`compile_input`),
 //!   then the release `kiln compile-artifact` (process start, its own
 //!   engine, Cranelift, the cache write) and the parent's verified load
-//!   (`load_compiled`): what `kiln serve` does now for each new component.
+//!   (`load_compiled`): what `kiln serve` does now for each new component,
+//!   on every core (Kiln's own runtimes) or on one (a tenant's upload, so
+//!   the queue's turns are cores).
 //!
 //! Inputs: the JavaScript runtime (1.0 MB, Rust and C) and the `counter`
 //! guest (190 KB, Rust with the guest SDK). Each iteration compiles bytes no
@@ -51,8 +53,13 @@ fn sandbox(cache: &Path) -> Sandbox {
     .expect("sandbox")
 }
 
-fn compile_in_child(kiln: &Path, cache: &Path, key: &str, component: &[u8]) {
-    let mut child = Command::new(kiln)
+fn compile_in_child(kiln: &Path, cache: &Path, key: &str, component: &[u8], parallel: bool) {
+    let mut command = Command::new(kiln);
+    if parallel {
+        command.arg("--parallel");
+    }
+    let mut child = command
+        .env_clear()
         .args(["compile-artifact", "--cache-dir"])
         .arg(cache)
         .args(["--key", key, "--memory-mb", "4096", "--cpu-secs", "300"])
@@ -89,17 +96,22 @@ fn compile(c: &mut Criterion) {
                 BatchSize::PerIteration,
             );
         });
-        group.bench_function("child_process", |b| {
-            b.iter_batched(
-                || unique(bytes, next.fetch_add(1, Ordering::Relaxed)),
-                |fresh| {
-                    let (key, component) = sandbox.compile_input(&fresh).expect("input");
-                    compile_in_child(&kiln, cache.path(), &key.to_hex(), &component);
-                    sandbox.load_compiled(&fresh).expect("load")
-                },
-                BatchSize::PerIteration,
-            );
-        });
+        for (threads, parallel) in [
+            ("child_process_all_cores", true),
+            ("child_process_one_core", false),
+        ] {
+            group.bench_function(threads, |b| {
+                b.iter_batched(
+                    || unique(bytes, next.fetch_add(1, Ordering::Relaxed)),
+                    |fresh| {
+                        let (key, component) = sandbox.compile_input(&fresh).expect("input");
+                        compile_in_child(&kiln, cache.path(), &key.to_hex(), &component, parallel);
+                        sandbox.load_compiled(&fresh).expect("load")
+                    },
+                    BatchSize::PerIteration,
+                );
+            });
+        }
         group.finish();
     }
 }

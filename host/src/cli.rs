@@ -138,7 +138,10 @@ pub mod exit_status {
 /// Parses the command line, runs the verb and returns the process's exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A compile child logs nothing: its stderr is its answer to the server.
+    if !matches!(cli.command, Command::CompileArtifact(_)) {
+        init_logging();
+    }
     match cli.command {
         Command::Run(args) => crate::local_run::run(args),
         Command::New(args) => crate::new::new(&args),

@@ -31,6 +31,7 @@ pub fn compile_bounds(config: &Config) -> crate::compiler::CompileBounds {
         parallel: cores,
         // Enough for every worker and a burst of uploads; past it, 503.
         waiting: cores.saturating_mul(16).max(64),
+        parallel_threads: false,
     }
 }
 
@@ -127,8 +128,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Open connections at once from one client address (an IPv6 /64).
     pub max_connections_per_ip: usize,
-    /// How long a connection may take to send a request's headers, and how
-    /// long it may sit idle between requests.
+    /// How long a connection may take to send a request's headers, may sit
+    /// idle between requests, and may pause within a request's body.
     pub header_read_timeout_ms: u64,
 }
 
@@ -155,13 +156,18 @@ pub struct LimitsConfig {
     pub kv_script_bytes: u64,
     /// API keys one user may hold (revoked ones do not count).
     pub api_keys_per_user: usize,
+    /// Scripts, schedules and webhooks one user may hold.
+    pub scripts_per_user: usize,
+    pub schedules_per_user: usize,
+    pub webhooks_per_user: usize,
     /// A compile's address space, in its own process.
     pub compile_memory_mb: u64,
     /// A compile's CPU time, all its threads together.
     pub compile_cpu_secs: u64,
     /// A compile's wall-clock time, from its start.
     pub compile_timeout_ms: u64,
-    /// Compiles one user (or client address) may have in flight.
+    /// New compiles one user (or anonymous callers together) may have in
+    /// flight; joining a compile of the same bytes costs nothing.
     pub compiles_per_user: usize,
 }
 
@@ -177,7 +183,7 @@ impl Default for Config {
                 drain_timeout_ms: 30_000,
                 store_cache_mb: 32,
                 max_connections: 1024,
-                max_connections_per_ip: 256,
+                max_connections_per_ip: 64,
                 header_read_timeout_ms: 10_000,
             },
             workers: WorkersConfig {
@@ -195,6 +201,9 @@ impl Default for Config {
                 kv_value_bytes: 64 << 10,
                 kv_script_bytes: 1 << 20,
                 api_keys_per_user: 100,
+                scripts_per_user: 1_000,
+                schedules_per_user: 100,
+                webhooks_per_user: 25,
                 compile_memory_mb: 4096,
                 compile_cpu_secs: 300,
                 compile_timeout_ms: 300_000,
@@ -337,6 +346,9 @@ struct LimitsLayer {
     kv_value_bytes: Option<u64>,
     kv_script_bytes: Option<u64>,
     api_keys_per_user: Option<usize>,
+    scripts_per_user: Option<usize>,
+    schedules_per_user: Option<usize>,
+    webhooks_per_user: Option<usize>,
     compile_memory_mb: Option<u64>,
     compile_cpu_secs: Option<u64>,
     compile_timeout_ms: Option<u64>,
@@ -408,6 +420,9 @@ impl Config {
         set(&mut l.kv_value_bytes, layer.limits.kv_value_bytes);
         set(&mut l.kv_script_bytes, layer.limits.kv_script_bytes);
         set(&mut l.api_keys_per_user, layer.limits.api_keys_per_user);
+        set(&mut l.scripts_per_user, layer.limits.scripts_per_user);
+        set(&mut l.schedules_per_user, layer.limits.schedules_per_user);
+        set(&mut l.webhooks_per_user, layer.limits.webhooks_per_user);
         set(&mut l.compile_memory_mb, layer.limits.compile_memory_mb);
         set(&mut l.compile_cpu_secs, layer.limits.compile_cpu_secs);
         set(&mut l.compile_timeout_ms, layer.limits.compile_timeout_ms);
@@ -581,6 +596,9 @@ fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
             kv_value_bytes: parse(&var, "KILN_LIMITS_KV_VALUE_BYTES")?,
             kv_script_bytes: parse(&var, "KILN_LIMITS_KV_SCRIPT_BYTES")?,
             api_keys_per_user: parse(&var, "KILN_LIMITS_API_KEYS_PER_USER")?,
+            scripts_per_user: parse(&var, "KILN_LIMITS_SCRIPTS_PER_USER")?,
+            schedules_per_user: parse(&var, "KILN_LIMITS_SCHEDULES_PER_USER")?,
+            webhooks_per_user: parse(&var, "KILN_LIMITS_WEBHOOKS_PER_USER")?,
             compile_memory_mb: parse(&var, "KILN_LIMITS_COMPILE_MEMORY_MB")?,
             compile_cpu_secs: parse(&var, "KILN_LIMITS_COMPILE_CPU_SECS")?,
             compile_timeout_ms: parse(&var, "KILN_LIMITS_COMPILE_TIMEOUT_MS")?,

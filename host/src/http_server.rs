@@ -120,7 +120,7 @@ impl Open {
     }
 
     fn admit(open: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let address = client_address(ip);
+        let address = crate::ratelimit::client_prefix(ip);
         let mut guard = open.by_address.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_address) = &mut *guard;
         let mine = per_address.get(&address).copied().unwrap_or(0);
@@ -151,18 +151,6 @@ impl Drop for Slot {
                 per_address.remove(&self.address);
             }
         }
-    }
-}
-
-/// An IPv4 address as is (also when mapped into IPv6); an IPv6 address by
-/// its /64, which one client usually holds whole.
-fn client_address(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
     }
 }
 

@@ -186,11 +186,18 @@ impl Metrics {
     }
 
     /// Adds the gauges and counters that are read at scrape time.
-    pub fn watch(&mut self, jobs: Arc<Jobs>, sandbox: Arc<Sandbox>, store: Arc<dyn Store>) {
+    pub fn watch(
+        &mut self,
+        jobs: Arc<Jobs>,
+        sandbox: Arc<Sandbox>,
+        store: Arc<dyn Store>,
+        compiler: Arc<crate::compiler::Compiler>,
+    ) {
         self.registry.register_collector(Box::new(Live {
             jobs,
             sandbox,
             store,
+            compiler,
         }));
     }
 
@@ -259,6 +266,7 @@ struct Live {
     jobs: Arc<Jobs>,
     sandbox: Arc<Sandbox>,
     store: Arc<dyn Store>,
+    compiler: Arc<crate::compiler::Compiler>,
 }
 
 impl std::fmt::Debug for Live {
@@ -284,6 +292,11 @@ impl Collector for Live {
                 "executions_running",
                 "Executions running now",
                 self.jobs.running(),
+            ),
+            (
+                "compiles_in_flight",
+                "Compiles in child processes or waiting for a turn",
+                self.compiler.in_flight(),
             ),
         ];
         for (name, help, value) in gauges {

@@ -126,15 +126,23 @@ pub struct RateLimits {
 /// are checked again (each failure is still refused).
 const MAX_BLOCKED: usize = 100_000;
 
-/// The bucket key of a client address: IPv6 by its /64.
+/// The part of a client address one client usually holds whole: an IPv4
+/// address as is (also when mapped into IPv6), an IPv6 address's /64.
+pub fn client_prefix(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// The bucket key of a client address (see [`client_prefix`]).
 pub fn ip_key(ip: &str) -> String {
     match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
-            let s = v6.segments();
-            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Ok(IpAddr::V6(v6)) => format!("ip:{}", v6.to_canonical()),
-        _ => format!("ip:{ip}"),
+        Ok(ip) => format!("ip:{}", client_prefix(ip)),
+        Err(_) => format!("ip:{ip}"),
     }
 }
 
@@ -214,7 +222,7 @@ impl RateLimits {
 
     /// Counts a credential from `ip` that did not authenticate; the refusal
     /// when that used up the IP's quota, after which it is blocked (see
-    /// [`Self::auth_blocked`]) until the bucket refills.
+    /// [`Self::auth_blocked`]) until the bucket grants another attempt.
     pub fn auth_failed(&self, ip: &str) -> Option<Standing> {
         let bucket = self.failed_auth.as_ref()?;
         let key = ip_key(ip);

@@ -41,26 +41,26 @@ impl Runtimes {
     }
 
     /// The component of a stored wasm script's version, loading `content()`
-    /// only when it is not at hand (compiling it on `caller`'s account).
+    /// only when it is not at hand (compiling it, if its artifact is gone,
+    /// on `owner`'s account: the script's creator).
     ///
     /// # Errors
     ///
-    /// `content`'s error, or the load errors.
+    /// `content`'s error (as [`LoadError::Internal`]), or the load errors.
     pub async fn component(
         &self,
         script_id: &str,
         version: u32,
         content: impl FnOnce() -> Result<Vec<u8>, String>,
-        caller: &str,
-    ) -> Result<Arc<Artifact>, String> {
+        owner: &str,
+    ) -> Result<Arc<Artifact>, LoadError> {
         let key = (script_id.to_string(), version);
         if let Some(artifact) = self.lock_components().get(&key) {
             return Ok(artifact.clone());
         }
         let artifact = self
-            .load(content()?, Some(caller))
-            .await
-            .map_err(|e| e.to_string())?;
+            .load(content().map_err(LoadError::Internal)?, Some(owner))
+            .await?;
         self.lock_components().put(key, artifact.clone());
         Ok(artifact)
     }
@@ -110,6 +110,8 @@ impl Runtimes {
     /// else compiled in a child process (see `compiler`), on `caller`'s
     /// account (`None`: Kiln's own).
     ///
+    /// Callers are `user:<id>` (as rate limits key them) or `anonymous`.
+    ///
     /// # Errors
     ///
     /// See [`LoadError`].
@@ -136,4 +138,9 @@ pub fn kind_of(language: Language, shape: Shape) -> Option<ScriptKind> {
         }
         _ => None,
     }
+}
+
+/// The account a compile of `created_by`'s bytes is charged to.
+pub fn caller_of(created_by: Option<&str>) -> String {
+    created_by.map_or_else(|| "anonymous".to_owned(), |user| format!("user:{user}"))
 }

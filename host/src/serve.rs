@@ -59,7 +59,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let compiler = crate::compiler::Compiler::new(program, crate::config::compile_bounds(&config));
-    let runtimes = Arc::new(Runtimes::new(sandbox.clone(), compiler));
+    let runtimes = Arc::new(Runtimes::new(sandbox.clone(), compiler.clone()));
     let mut metrics = Metrics::new();
     let webhooks =
         crate::webhooks::Webhooks::new(store.clone(), config.webhooks.clone(), metrics.webhooks())
@@ -76,7 +76,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     jobs.on_final(Box::new(move |record| {
         api::webhooks::execution_events(&events, record);
     }));
-    metrics.watch(jobs.clone(), sandbox.clone(), store.clone());
+    metrics.watch(jobs.clone(), sandbox.clone(), store.clone(), compiler);
     phase("engine, webhooks, workers");
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await

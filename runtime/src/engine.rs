@@ -85,9 +85,12 @@ pub(crate) fn build_engine(options: &EngineOptions) -> Result<Engine, Error> {
 
 /// An engine that only compiles, for a process of its own (see
 /// `compile_into_cache`): the same code settings as [`build_engine`], so
-/// the same compatibility digest, and no pool to reserve.
-pub(crate) fn build_compile_engine() -> Result<Engine, Error> {
-    Engine::new(&config()).map_err(|e| Error::Engine(chain(&e)))
+/// the same compatibility digest, and no pool to reserve; on one thread
+/// unless `parallel`.
+pub(crate) fn build_compile_engine(parallel: bool) -> Result<Engine, Error> {
+    let mut config = config();
+    config.parallel_compilation(parallel);
+    Engine::new(&config).map_err(|e| Error::Engine(chain(&e)))
 }
 
 /// The settings that shape compiled code; every engine of Kiln shares them.
@@ -237,7 +240,11 @@ mod tests {
 
     #[test]
     fn the_compile_engine_makes_code_the_pooled_engine_accepts() {
-        let compile = build_compile_engine().unwrap();
+        let compile = build_compile_engine(true).unwrap();
+        assert_eq!(
+            compatibility_digest(&compile),
+            compatibility_digest(&build_compile_engine(false).unwrap())
+        );
         for max_memory_bytes in [1 << 20, 1 << 30] {
             let options = EngineOptions {
                 max_instances: 4,

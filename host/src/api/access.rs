@@ -228,14 +228,21 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         (None, ratelimit::ip_key(&ip.0))
     } else {
         let credential = has_credential(request.headers());
-        if credential
-            && access != Function
-            && let Some(refused) = state.limits.auth_blocked(&ip.0)
-        {
+        let blocked = credential
+            .then(|| state.limits.auth_blocked(&ip.0))
+            .flatten();
+        if let Some(refused) = blocked.filter(|_| access != Function) {
             state.metrics.rate_limited("failed_auth");
             return ApiError::RateLimited(refused).into_response();
         }
-        match state.auth.authenticate(request.headers()) {
+        // A blocked address calls functions as nobody: its credential is
+        // not looked at there either.
+        let outcome = if blocked.is_some() {
+            Err(AuthError::Unauthenticated("this address is blocked"))
+        } else {
+            state.auth.authenticate(request.headers())
+        };
+        match outcome {
             Ok(principal) => {
                 let key = principal.rate_key();
                 (Some(principal), key)

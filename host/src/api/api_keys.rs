@@ -19,9 +19,6 @@ use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::{API_KEY_CHARS, API_KEY_PREFIX, Principal, Scope, Scopes, Via, secrets};
 use crate::store::auth::ApiKeyRecord;
 
-/// Held while a key is counted against its owner's cap and created.
-static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
@@ -162,26 +159,22 @@ async fn create(
         }),
         expires_ms,
     };
-    {
-        // Counted and created under one lock, so parallel requests cannot
-        // pass the cap together.
-        let _creating = CREATING.lock().unwrap_or_else(|p| p.into_inner());
-        let now = super::now_ms();
-        let held = state
-            .store
-            .api_keys()?
-            .iter()
-            .filter(|k| k.owner_id == record.owner_id && k.expires_ms.is_none_or(|e| e > now))
-            .count();
-        let cap = state.config.limits.api_keys_per_user;
-        if held >= cap {
-            return Err(ApiError::Conflict(format!(
-                "a user may hold at most {cap} unexpired API keys (limits.api_keys_per_user); \
-                 revoke one first"
-            )));
-        }
-        state.store.create_api_key(&record)?;
-    }
+    let now = super::now_ms();
+    super::create_within_cap(
+        Some(&record.owner_id),
+        state.config.limits.api_keys_per_user,
+        "limits.api_keys_per_user",
+        "unexpired API keys",
+        |owner| {
+            Ok(state
+                .store
+                .api_keys()?
+                .iter()
+                .filter(|k| k.owner_id == owner && k.expires_ms.is_none_or(|e| e > now))
+                .count())
+        },
+        || Ok(state.store.create_api_key(&record)?),
+    )?;
     state.store.flush().await?;
     audit::record(
         &state,

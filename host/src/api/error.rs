@@ -329,6 +329,7 @@ impl From<crate::compiler::LoadError> for ApiError {
             LoadError::Busy(_) => ApiError::Busy(e.to_string()),
             LoadError::QueueFull => ApiError::Unavailable(e.to_string()),
             LoadError::Internal(message) => ApiError::Internal(message),
+            LoadError::Abandoned => ApiError::Internal(e.to_string()),
         }
     }
 }

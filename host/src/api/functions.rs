@@ -118,10 +118,9 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| "the script was deleted".to_string())
             },
-            &format!("script:{}", script.id),
+            &crate::runtimes::caller_of(script.created_by.as_deref()),
         )
-        .await
-        .map_err(ApiError::Internal)?;
+        .await?;
 
     let _slot = state.jobs.function_slot().await?;
     let cancel = CancelHandle::new();

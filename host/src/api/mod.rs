@@ -177,7 +177,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(OpenApiJson(Arc::new(document))))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body));
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        // A body that stalls between its pieces holds a connection as
+        // surely as headers that never end.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_millis(state.config.server.header_read_timeout_ms),
+        ));
     outermost(routes).with_state(state)
 }
 
@@ -298,6 +303,39 @@ async fn request_id_and_errors(request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// Held while a user's records of some kind are counted against a cap and
+/// one more is created, so parallel creates cannot pass the cap together.
+static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `create` unless `owner` already holds `cap` records (`held` counts
+/// them): 409 naming the configuration `key` then. No owner (authentication
+/// off) has no cap.
+pub(crate) fn create_within_cap<T>(
+    owner: Option<&str>,
+    cap: usize,
+    key: &str,
+    what: &str,
+    held: impl FnOnce(&str) -> Result<usize, crate::store::StoreError>,
+    create: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let _creating = CREATING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(owner) = owner
+        && held(owner)? >= cap
+    {
+        return Err(ApiError::Conflict(format!(
+            "a user may hold at most {cap} {what} ({key}); delete one first"
+        )));
+    }
+    create()
+}
+
+/// How many of `records` match.
+pub(crate) fn count_by<T>(records: Vec<T>, mine: impl Fn(&T) -> bool) -> usize {
+    records.iter().filter(|r| mine(r)).count()
 }
 
 /// Names that appear in URLs and logs: `^[a-zA-Z0-9_.-]{1,max}$`, else a

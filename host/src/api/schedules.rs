@@ -184,6 +184,7 @@ fn script_id(state: &AppState, id_or_name: &str) -> Result<String, ApiError> {
     responses(
         (status = 201, description = "Created", body = ScheduleView, headers(("Location" = String))),
         (status = 400, description = "A field is invalid: a bad cron, time zone or script", body = ErrorEnvelope),
+        (status = 409, description = "The caller holds `limits.schedules_per_user` schedules", body = ErrorEnvelope),
     ))]
 async fn create(
     State(state): State<AppState>,
@@ -219,7 +220,18 @@ async fn create(
         last_run_at: None,
         last_execution_id: None,
     };
-    state.store.create_schedule(&record)?;
+    super::create_within_cap(
+        record.created_by.as_deref(),
+        state.config.limits.schedules_per_user,
+        "limits.schedules_per_user",
+        "schedules",
+        |owner| {
+            Ok(super::count_by(state.store.schedules()?, |s| {
+                s.created_by.as_deref() == Some(owner)
+            }))
+        },
+        || Ok(state.store.create_schedule(&record)?),
+    )?;
     state.store.flush().await?;
     state.schedules_changed.notify_one();
     let location = format!("/v1/schedules/{}", record.id);

@@ -177,6 +177,7 @@ fn reload(state: &AppState) -> Result<(), ApiError> {
         (status = 201, description = "Created; `secret` is shown only now", body = CreatedWebhook),
         (status = 400, description = "A field is invalid, or the URL is an address webhooks may not reach", body = ErrorEnvelope),
         (status = 403, description = "An event the caller may not read", body = ErrorEnvelope),
+        (status = 409, description = "The caller holds `limits.webhooks_per_user` webhooks", body = ErrorEnvelope),
     ))]
 async fn create(
     State(state): State<AppState>,
@@ -206,7 +207,18 @@ async fn create(
         updated_at: now,
         created_by: principal.user_id(),
     };
-    state.store.create_webhook(&record)?;
+    super::create_within_cap(
+        record.created_by.as_deref(),
+        state.config.limits.webhooks_per_user,
+        "limits.webhooks_per_user",
+        "webhooks",
+        |owner| {
+            Ok(super::count_by(state.store.webhooks()?, |w| {
+                w.created_by.as_deref() == Some(owner)
+            }))
+        },
+        || Ok(state.store.create_webhook(&record)?),
+    )?;
     state.store.flush().await?;
     reload(&state)?;
     Ok((
@@ -420,7 +432,7 @@ pub fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
         return;
     }
     let execution = match serde_json::to_value(ExecutionView::from(record.clone())) {
-        Ok(value) => value,
+        Ok(value) => excerpt(value),
         Err(e) => {
             tracing::error!(error = %e, "cannot render an execution for its webhook event");
             return;
@@ -441,6 +453,41 @@ pub fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
     emit_all(webhooks, &events);
 }
 
+/// Output kept in an execution event, per stream.
+const EVENT_OUTPUT_BYTES: usize = 4 << 10;
+/// The largest result an execution event carries (as JSON).
+const EVENT_RESULT_BYTES: usize = 16 << 10;
+
+/// An execution as its events carry it: every field, but stdout and stderr
+/// cut to their first [`EVENT_OUTPUT_BYTES`] (`*_truncated` set) and a
+/// result past [`EVENT_RESULT_BYTES`] left out (`result_truncated`). An
+/// event is stored once per webhook until delivered, so the whole output of
+/// every execution times every webhook would be a lot to keep; the receiver
+/// reads the rest at `GET /v1/executions/{id}`.
+fn excerpt(mut execution: serde_json::Value) -> serde_json::Value {
+    for stream in ["stdout", "stderr"] {
+        let Some(serde_json::Value::String(text)) = execution.get_mut(stream) else {
+            continue;
+        };
+        if text.len() > EVENT_OUTPUT_BYTES {
+            let mut end = EVENT_OUTPUT_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            execution[format!("{stream}_truncated")] = json!(true);
+        }
+    }
+    let large = execution
+        .get("result")
+        .is_some_and(|result| result.to_string().len() > EVENT_RESULT_BYTES);
+    if large {
+        execution["result"] = serde_json::Value::Null;
+        execution["result_truncated"] = json!(true);
+    }
+    execution
+}
+
 /// Queues events, logging (not failing on) a store error: the change they
 /// report has happened either way.
 pub fn emit_all(webhooks: &Webhooks, events: &[(&str, Value)]) {
@@ -453,5 +500,31 @@ pub fn emit_all(webhooks: &Webhooks, events: &[(&str, Value)]) {
     }
     if queued > 0 {
         webhooks.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn execution_events_carry_an_excerpt_of_large_output_and_results() {
+        let big = "é".repeat(10_000);
+        let small = json!({"id": "e1", "status": "completed", "stdout": "hi\n",
+            "stderr": "", "result": {"n": 1}, "stdout_truncated": false});
+        assert_eq!(super::excerpt(small.clone()), small);
+        let cut = super::excerpt(json!({"id": "e2", "status": "completed", "stdout": big,
+            "stderr": big, "result": {"blob": big}, "stdout_truncated": false}));
+        for stream in ["stdout", "stderr"] {
+            let text = cut[stream].as_str().unwrap();
+            assert!(text.len() <= super::EVENT_OUTPUT_BYTES && text.len() > 4000);
+            assert_eq!(cut[format!("{stream}_truncated")], true);
+        }
+        assert_eq!(cut["result"], serde_json::Value::Null);
+        assert_eq!(cut["result_truncated"], true);
+        assert_eq!(
+            (cut["id"].as_str(), cut["status"].as_str()),
+            (Some("e2"), Some("completed"))
+        );
     }
 }

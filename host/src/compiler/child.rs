@@ -33,6 +33,9 @@ pub struct CompileArgs {
     /// CPU time limit, seconds.
     #[arg(long)]
     pub cpu_secs: u64,
+    /// Compile on every core (Kiln's own bytes) rather than one.
+    #[arg(long)]
+    pub parallel: bool,
 }
 
 /// Runs the child: exit 0 with the artifact written, 3 refused, 1 failed.
@@ -46,7 +49,7 @@ pub fn run(args: &CompileArgs) -> ExitCode {
         eprintln!("cannot read the component: {e}");
         return ExitCode::FAILURE;
     }
-    match kiln_runtime::compile_into_cache(&args.cache_dir, &args.key, &component) {
+    match kiln_runtime::compile_into_cache(&args.cache_dir, &args.key, &component, args.parallel) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ (kiln_runtime::Error::Compile(_) | kiln_runtime::Error::TooComplex(_))) => {
             eprintln!("{e}");
@@ -61,10 +64,13 @@ pub fn run(args: &CompileArgs) -> ExitCode {
 
 /// Caps this process: its address space (an allocation past it fails, and
 /// Rust aborts) and its CPU time (SIGXCPU at the soft limit, SIGKILL a
-/// second later).
+/// second later); and ends it with the server that started it.
 #[cfg(target_os = "linux")]
 fn cap_self(memory_mb: u64, cpu_secs: u64) -> std::io::Result<()> {
-    use rustix::process::{Resource, Rlimit, setrlimit};
+    use rustix::process::{Resource, Rlimit, Signal, setrlimit};
+    // Not a check of the parent's pid after it: in a container the server
+    // is often pid 1 itself.
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
     let memory = memory_mb.saturating_mul(1 << 20);
     setrlimit(
         Resource::As,
@@ -143,6 +149,7 @@ mod tests {
             per_caller: 2,
             parallel: 1,
             waiting: 4,
+            parallel_threads: false,
         }
     }
 

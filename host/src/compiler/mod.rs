@@ -35,6 +35,24 @@ pub struct CompileBounds {
     pub parallel: usize,
     /// Compiles waiting for their turn; past it, 503.
     pub waiting: usize,
+    /// Whether one compile may use every core (Kiln's own runtimes); a
+    /// tenant's compile gets one thread, so the queue's turns are cores.
+    pub parallel_threads: bool,
+}
+
+impl CompileBounds {
+    /// The bounds of Kiln's own bytes (the embedded runtimes): at least
+    /// generous defaults whatever tenants are held to, and every core, so an
+    /// operator's tight `limits.compile_*` cannot make a runtime unloadable.
+    pub fn for_kiln(&self) -> Self {
+        Self {
+            memory_mb: self.memory_mb.max(8 << 10),
+            cpu_secs: self.cpu_secs.max(1_800),
+            timeout: self.timeout.max(Duration::from_secs(1_800)),
+            parallel_threads: true,
+            ..self.clone()
+        }
+    }
 }
 
 /// Why bytes could not be loaded.
@@ -58,6 +76,10 @@ pub enum LoadError {
     /// The child could not be started or failed for a reason of the host's.
     #[error("the compiler failed: {0}")]
     Internal(String),
+    /// Every load waiting for the compile went away, so it was stopped; a
+    /// load that joined it just then starts it again.
+    #[error("the compile was stopped: nobody waits for it any more")]
+    Abandoned,
 }
 
 impl LoadError {
@@ -111,9 +133,18 @@ impl Compiler {
         })
     }
 
+    /// Compiles running or waiting for a turn.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// The artifact for `bytes`: from the sandbox's caches, else compiled
-    /// in a child process on `caller`'s account (`None`: Kiln's own, as the
-    /// embedded runtimes, which no per-caller cap holds back).
+    /// in a child process on `caller`'s account (`None`: Kiln's own bytes,
+    /// the embedded runtimes, which no per-caller cap holds back and which
+    /// compile under [`CompileBounds::for_kiln`]).
     ///
     /// # Errors
     ///
@@ -138,55 +169,71 @@ impl Compiler {
                 return blocking(move || sandbox.load(&bytes).map(|(a, _)| a)).await;
             }
         };
-        let _turn = caller
-            .map(|caller| CallerTurn::take(self, caller))
-            .transpose()?;
         let (key, component) = {
             let (sandbox, bytes) = (sandbox.clone(), bytes.clone());
             blocking(move || sandbox.compile_input(&bytes)).await?
         };
-        let mut outcome = self.compile(key, component, program);
-        let settled = outcome
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| LoadError::Internal("the compile task ended without an answer".into()))?
-            .clone();
-        settled.unwrap_or_else(|| Err(LoadError::Internal("no answer".into())))?;
+        let component: Arc<[u8]> = component.into();
+        // Twice at most: a load may join a compile in the instant its last
+        // waiter left, and then starts it again.
+        let mut settled = Err(LoadError::Abandoned);
+        for _ in 0..2 {
+            let (mut outcome, _turn) =
+                self.compile(key, component.clone(), program.clone(), caller)?;
+            settled = outcome
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| LoadError::Internal("the compile task ended".into()))?
+                .clone()
+                .unwrap_or(Err(LoadError::Abandoned));
+            if !matches!(settled, Err(LoadError::Abandoned)) {
+                break;
+            }
+        }
+        settled?;
         let sandbox = sandbox.clone();
         blocking(move || sandbox.load_compiled(&bytes)).await
     }
 
-    /// The outcome of the compile of `key`: the one in flight, or a new one.
+    /// The outcome of the compile of `key`: the one in flight (joined at no
+    /// cost to the caller), or a new one, which takes one of the caller's
+    /// turns for as long as the caller waits.
     fn compile(
         self: &Arc<Self>,
         key: ArtifactKey,
-        component: Vec<u8>,
+        component: Arc<[u8]>,
         (program, dir): (PathBuf, PathBuf),
-    ) -> watch::Receiver<Outcome> {
+        caller: Option<&str>,
+    ) -> Result<(watch::Receiver<Outcome>, Option<CallerTurn<'_>>), LoadError> {
         let mut in_flight = self
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(tell) = in_flight.get(&key) {
-            return tell.subscribe();
+            return Ok((tell.subscribe(), None));
         }
+        let turn = caller
+            .map(|caller| CallerTurn::take(self, caller))
+            .transpose()?;
+        let bounds = match caller {
+            Some(_) => self.bounds.clone(),
+            None => self.bounds.for_kiln(),
+        };
         let (tell, outcome) = watch::channel(None);
         in_flight.insert(key, tell.clone());
-        let compiler = self.clone();
+        let settle = Settle {
+            compiler: self.clone(),
+            key,
+            tell,
+        };
         tokio::spawn(async move {
-            let result = compiler
-                .run_child(&program, &dir, key, component, &tell)
+            let result = settle
+                .compiler
+                .run_child(&program, &dir, key, &component, &bounds, &settle.tell)
                 .await;
-            // Out of the map before the answer: a later load either sees
-            // this answer or finds the artifact in the cache.
-            compiler
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
-            tell.send_replace(Some(result));
+            settle.answer(result);
         });
-        outcome
+        Ok((outcome, turn))
     }
 
     /// One compile in a child, once a turn is free; abandoned (the child
@@ -196,7 +243,8 @@ impl Compiler {
         program: &Path,
         dir: &Path,
         key: ArtifactKey,
-        component: Vec<u8>,
+        component: &[u8],
+        bounds: &CompileBounds,
         tell: &watch::Sender<Outcome>,
     ) -> Result<(), LoadError> {
         let turn = {
@@ -204,19 +252,26 @@ impl Compiler {
             tokio::select! {
                 turn = self.turns.clone().acquire_owned() => turn
                     .map_err(|_| LoadError::Internal("the compile queue is closed".into()))?,
-                () = tell.closed() => return Err(abandoned()),
+                () = tell.closed() => return Err(LoadError::Abandoned),
             }
         };
-        let mut child = tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        if bounds.parallel_threads {
+            command.arg("--parallel");
+        }
+        let mut child = command
+            // Nothing of the server's environment (its secrets, its log
+            // settings) reaches a process that parses hostile bytes.
+            .env_clear()
             .arg(child::SUBCOMMAND)
             .arg("--cache-dir")
             .arg(dir)
             .arg("--key")
             .arg(key.to_hex())
             .arg("--memory-mb")
-            .arg(self.bounds.memory_mb.to_string())
+            .arg(bounds.memory_mb.to_string())
             .arg("--cpu-secs")
-            .arg(self.bounds.cpu_secs.to_string())
+            .arg(bounds.cpu_secs.to_string())
             .stdin(Stdio::piped())
             // Not /dev/null: a bare chroot has no /dev. The child writes
             // nothing there; the pipe is closed at once.
@@ -230,7 +285,7 @@ impl Compiler {
         let feed = async move {
             if let Some(stdin) = stdin.as_mut() {
                 // A child that dies early closes the pipe: its status says why.
-                let _ = stdin.write_all(&component).await;
+                let _ = stdin.write_all(component).await;
             }
             drop(stdin);
         };
@@ -242,6 +297,9 @@ impl Compiler {
                     .take(child::MAX_MESSAGE_BYTES)
                     .read_to_end(&mut message)
                     .await;
+                // The rest is read and dropped: a closed pipe would make
+                // the child's last words fail.
+                let _ = tokio::io::copy(stderr, &mut tokio::io::sink()).await;
             }
             String::from_utf8_lossy(&message).trim().to_owned()
         };
@@ -252,23 +310,51 @@ impl Compiler {
         };
         let (message, status) = tokio::select! {
             done = waited => done,
-            () = tokio::time::sleep(self.bounds.timeout) => {
+            () = tokio::time::sleep(bounds.timeout) => {
                 return Err(LoadError::Bounds {
                     limit: "limits.compile_timeout_ms",
-                    what: format!("the compile ran past {} ms", self.bounds.timeout.as_millis()),
+                    what: format!("the compile ran past {} ms", bounds.timeout.as_millis()),
                 });
             }
-            () = tell.closed() => return Err(abandoned()),
+            () = tell.closed() => return Err(LoadError::Abandoned),
         };
         drop(turn);
         let status = status.map_err(|e| LoadError::Internal(format!("waiting for it: {e}")))?;
         tracing::debug!(%key, ms = started.elapsed().as_millis(), ?status, "compiled in a child");
-        child::outcome(status, message, &self.bounds)
+        child::outcome(status, message, bounds)
     }
 }
 
-fn abandoned() -> LoadError {
-    LoadError::Internal("nobody waits for this compile any more".into())
+/// A compile's entry in the map of those in flight: taken out, and its
+/// answer given (an error if the task ended without one), however the task
+/// ends.
+struct Settle {
+    compiler: Arc<Compiler>,
+    key: ArtifactKey,
+    tell: watch::Sender<Outcome>,
+}
+
+impl Settle {
+    fn answer(self, result: Result<(), LoadError>) {
+        self.tell.send_replace(Some(result));
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        // Out of the map before a waiter can look again: a later load either
+        // has this answer or finds the artifact in the cache.
+        self.compiler
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+        if self.tell.borrow().is_none() {
+            self.tell.send_replace(Some(Err(LoadError::Internal(
+                "the compile task ended without an answer".into(),
+            ))));
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -348,13 +434,13 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// This binary's path, to start compile children from: the kernel's link
-/// where `/proc` is mounted, else the path it was started by (made absolute
-/// now, as Kiln never changes directory), as in a bare chroot.
+/// This binary, to start compile children from: `/proc/self/exe` where
+/// `/proc` is mounted (the running file, even if a new one was installed at
+/// its path since), else the path it was started by (made absolute now, as
+/// Kiln never changes directory), as in a bare chroot.
 pub fn this_program() -> Option<PathBuf> {
-    if let Ok(exe) = std::env::current_exe()
-        && exe.is_file()
-    {
+    let exe = PathBuf::from("/proc/self/exe");
+    if exe.is_file() {
         return Some(exe);
     }
     let argv0 = PathBuf::from(std::env::args_os().next()?);

@@ -23,7 +23,6 @@ mod live;
 mod queue;
 mod script_host;
 
-pub use self::live::Chunk;
 use self::live::LiveOutputs;
 
 /// Why an execution could not be queued or run.
@@ -478,10 +477,7 @@ impl Worker {
                 }
                 let live = self.jobs.output.publisher(&record.id);
                 invocation.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
-                    live.publish(Chunk {
-                        kind,
-                        text: String::from_utf8_lossy(bytes).into_owned(),
-                    });
+                    live.publish(kind, &String::from_utf8_lossy(bytes));
                 }));
                 match self.runtimes.sandbox().run(&artifact, invocation).await {
                     Ok(outcome)
@@ -537,11 +533,12 @@ impl Worker {
                         .ok_or_else(deleted)
                 };
                 let (artifact, call) = if record.language == Language::Wasm {
-                    let caller = format!("script:{script_id}");
+                    let owner = crate::runtimes::caller_of(script.created_by.as_deref());
                     let component = self
                         .runtimes
-                        .component(script_id, version, content, &caller)
-                        .await?;
+                        .component(script_id, version, content, &owner)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     let call = component_call(&component, record);
                     (component, call)
                 } else {
@@ -550,10 +547,8 @@ impl Worker {
                 Ok((artifact, call, script.name))
             }
             (None, _, Some(code)) if record.language == Language::Wasm => {
-                let caller = record
-                    .created_by
-                    .as_ref()
-                    .map_or_else(|| "anonymous".to_owned(), |user| format!("user:{user}"));
+                // Compiled when it was submitted; found in the cache here.
+                let caller = crate::runtimes::caller_of(record.created_by.as_deref());
                 let component = self
                     .runtimes
                     .load(code.clone(), Some(&caller))

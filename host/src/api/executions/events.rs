@@ -21,6 +21,7 @@ use crate::store::{ExecutionRecord, ExecutionStatus};
             ({\"data\"}) as written, then `done` (the final Execution), then the stream closes",
             content_type = "text/event-stream", body = String),
         (status = 404, description = "No such execution", body = ErrorEnvelope),
+        (status = 429, description = "The execution already has 16 event streams open", body = ErrorEnvelope),
     ))]
 pub(super) async fn events(
     State(state): State<AppState>,
@@ -32,7 +33,11 @@ pub(super) async fn events(
         super::durable_before_reporting(&state, [&record]).await?;
         return Ok(sse(replay(record)));
     }
-    let (backlog, live) = state.jobs.output.subscribe(&id);
+    let (backlog, live) = state
+        .jobs
+        .output
+        .subscribe(&id)
+        .map_err(|e| ApiError::Busy(e.to_string()))?;
     // It may have finished between the read and the subscription.
     let record = state.store.execution(&id)?.ok_or_else(missing)?;
     if is_final(&record) {

@@ -255,7 +255,9 @@ pub struct AdHocExecution {
         (status = 202, description = "Queued (`?async=true`) or still running", body = Accepted, headers(("Location" = String))),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
         (status = 409, description = "The Idempotency-Key was used for another request", body = ErrorEnvelope),
-        (status = 503, description = "The queue is full or the server is draining", body = ErrorEnvelope),
+        (status = 422, description = "A component that does not compile, or passes a compile limit", body = ErrorEnvelope),
+        (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight", body = ErrorEnvelope),
+        (status = 503, description = "The queue (or the compile queue) is full, or the server is draining", body = ErrorEnvelope),
     ))]
 pub(super) async fn execute_ad_hoc(
     State(state): State<AppState>,
@@ -280,6 +282,17 @@ pub(super) async fn execute_ad_hoc(
         return Err(ApiError::invalid("version", "ad-hoc code has no versions"));
     }
     let wait = (query.asynchronous != Some(true)).then_some(MAX_WAIT);
+    // A component is compiled now, on the caller's account and while the
+    // caller waits (a compile it leaves is stopped): not by a worker, which
+    // other users' executions wait for.
+    if language == crate::store::Language::Wasm
+        && let Some(code) = &code
+    {
+        state
+            .runtimes
+            .load(code.as_slice(), Some(&principal.rate_key()))
+            .await?;
+    }
     let target = Target {
         language,
         script: None,

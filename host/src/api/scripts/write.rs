@@ -28,7 +28,7 @@ use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
         (status = 201, description = "Created", body = ScriptView,
             headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
-        (status = 409, description = "The name is taken, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
+        (status = 409, description = "The name is taken, the caller holds `limits.scripts_per_user` scripts, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
         (status = 413, description = "The body is over the limit", body = ErrorEnvelope),
         (status = 415, description = "Not JSON, multipart or application/wasm", body = ErrorEnvelope),
         (status = 422, description = "It does not compile; `details` says where", body = ErrorEnvelope),
@@ -53,6 +53,16 @@ pub(super) async fn create(
         ApiError::invalid("content", "give exactly one of content and content_base64")
     })?;
     validate_content(language, &content)?;
+    // Before the compile, so a user at the cap spends nothing; counted
+    // again when the script is created.
+    crate::api::create_within_cap(
+        principal.user_id().as_deref(),
+        state.config.limits.scripts_per_user,
+        "limits.scripts_per_user",
+        "scripts",
+        |owner| scripts_of(&state, owner),
+        || Ok(()),
+    )?;
     let kind = compile(&state, language, &content, &principal).await?;
     let public = fields.public.unwrap_or(false);
     check_public(public, kind)?;
@@ -78,7 +88,14 @@ pub(super) async fn create(
         execution_count: 0,
         last_executed_at: None,
     };
-    state.store.create_script(&record, &content)?;
+    crate::api::create_within_cap(
+        record.created_by.as_deref(),
+        state.config.limits.scripts_per_user,
+        "limits.scripts_per_user",
+        "scripts",
+        |owner| scripts_of(&state, owner),
+        || Ok(state.store.create_script(&record, &content)?),
+    )?;
     let location = format!("/v1/scripts/{}", record.id);
     let view = ScriptView::from(record);
     state.emit("script.created", &view);
@@ -217,6 +234,13 @@ pub(super) async fn delete(
     state.store.flush().await?;
     state.schedules_changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many scripts `owner` created.
+fn scripts_of(state: &AppState, owner: &str) -> Result<usize, StoreError> {
+    Ok(crate::api::count_by(state.store.scripts()?, |s| {
+        s.created_by.as_deref() == Some(owner)
+    }))
 }
 
 /// The `If-Match` precondition against the script's current representation.
