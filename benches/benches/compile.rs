@@ -55,12 +55,13 @@ fn sandbox(cache: &Path) -> Sandbox {
 
 fn compile_in_child(kiln: &Path, cache: &Path, key: &str, component: &[u8], parallel: bool) {
     let mut command = Command::new(kiln);
+    command.arg("compile-artifact");
     if parallel {
         command.arg("--parallel");
     }
     let mut child = command
         .env_clear()
-        .args(["compile-artifact", "--cache-dir"])
+        .arg("--cache-dir")
         .arg(cache)
         .args(["--key", key, "--memory-mb", "4096", "--cpu-secs", "300"])
         .stdin(Stdio::piped())

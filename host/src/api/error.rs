@@ -312,6 +312,7 @@ impl From<JobError> for ApiError {
         }
     }
 }
+
 /// A load's failure: what is wrong with the bytes is the caller's 422;
 /// being busy is 429 or 503; the rest is Kiln's.
 impl From<crate::compiler::LoadError> for ApiError {

@@ -126,6 +126,17 @@ pub(super) fn outcome(
                 });
             }
             Some(9) => return Err(memory()),
+            // Under an address-space cap, a failed stack or guard-page map
+            // ends a thread this way rather than with a message.
+            Some(7 | 11) => {
+                return Err(LoadError::Bounds {
+                    limit: "limits.compile_memory_mb",
+                    what: format!(
+                        "the compile crashed under its {} MiB address-space cap",
+                        bounds.memory_mb
+                    ),
+                });
+            }
             _ => {}
         }
     }
@@ -170,6 +181,13 @@ mod tests {
             of(24, ""),
             Err(LoadError::Bounds {
                 limit: "limits.compile_cpu_secs",
+                ..
+            })
+        ));
+        assert!(matches!(
+            of(11, ""),
+            Err(LoadError::Bounds {
+                limit: "limits.compile_memory_mb",
                 ..
             })
         ));

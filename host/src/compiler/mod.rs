@@ -256,6 +256,7 @@ impl Compiler {
             }
         };
         let mut command = tokio::process::Command::new(program);
+        command.arg(child::SUBCOMMAND);
         if bounds.parallel_threads {
             command.arg("--parallel");
         }
@@ -263,7 +264,6 @@ impl Compiler {
             // Nothing of the server's environment (its secrets, its log
             // settings) reaches a process that parses hostile bytes.
             .env_clear()
-            .arg(child::SUBCOMMAND)
             .arg("--cache-dir")
             .arg(dir)
             .arg("--key")

@@ -31,7 +31,9 @@ use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
         (status = 409, description = "The name is taken, the caller holds `limits.scripts_per_user` scripts, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
         (status = 413, description = "The body is over the limit", body = ErrorEnvelope),
         (status = 415, description = "Not JSON, multipart or application/wasm", body = ErrorEnvelope),
-        (status = 422, description = "It does not compile; `details` says where", body = ErrorEnvelope),
+        (status = 422, description = "It does not compile, or passes a compile limit; `details` says where or which", body = ErrorEnvelope),
+        (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight", body = ErrorEnvelope),
+        (status = 503, description = "The compile queue, or the slots scripts are parsed in, are full", body = ErrorEnvelope),
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -121,7 +123,9 @@ pub(super) async fn create(
         (status = 404, description = "No such script", body = ErrorEnvelope),
         (status = 409, description = "The new name is taken", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
-        (status = 422, description = "The new content does not compile; nothing changed", body = ErrorEnvelope),
+        (status = 422, description = "The new content does not compile, or passes a compile limit; nothing changed", body = ErrorEnvelope),
+        (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight", body = ErrorEnvelope),
+        (status = 503, description = "The compile queue, or the slots scripts are parsed in, are full", body = ErrorEnvelope),
     ))]
 pub(super) async fn update(
     State(state): State<AppState>,
@@ -286,6 +290,10 @@ async fn compile(
         fuel: Some(CHECK_FUEL),
         ..Limits::default()
     };
+    // The parse runs guest code (the runtime's parser): it takes a turn of
+    // the same slots HTTP functions run in, so uploads cannot take more
+    // cores than the workers have.
+    let _slot = state.jobs.function_slot().await?;
     match state.sandbox.check(&artifact, &source, limits).await {
         Ok(None) => Ok(kind),
         Ok(Some(error)) => {
