@@ -121,11 +121,15 @@ fn pool(options: &EngineOptions) -> Result<PoolingAllocationConfig, Error> {
         .max_instances
         .max(1)
         .saturating_add(crate::warm::MAX_WARM as u32);
+    // Every instance may hold its component's most of each kind: totals
+    // any smaller would let a few components built to the maximum keep
+    // everyone else's runs from starting. Slots that are not used are
+    // address space only.
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT / 4))
-        .total_memories(instances.saturating_mul(2))
-        .total_tables(instances.saturating_mul(MAX_TABLES_PER_COMPONENT / 2))
+        .total_core_instances(instances.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(instances.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
+        .total_tables(instances.saturating_mul(MAX_TABLES_PER_COMPONENT))
         .total_stacks(instances)
         .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
@@ -237,6 +241,38 @@ impl std::hash::Hasher for Blake3Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Components built to the per-component maximum of core instances and
+    /// memories, as many as the pool has instances, all at once: none is
+    /// refused (with totals of a quarter and a half of that, the third was).
+    #[tokio::test]
+    async fn the_pool_holds_every_instance_at_its_per_component_maximum() {
+        let options = EngineOptions {
+            max_instances: 4,
+            max_memory_bytes: 1 << 20,
+            ..EngineOptions::default()
+        };
+        let engine = build_engine(&options).unwrap();
+        let mut text = String::from("(component (core module $m (memory 1)) (core module $e)");
+        for _ in 0..MAX_MEMORIES_PER_COMPONENT {
+            text.push_str("(core instance (instantiate $m))");
+        }
+        for _ in MAX_MEMORIES_PER_COMPONENT..MAX_CORE_INSTANCES_PER_COMPONENT {
+            text.push_str("(core instance (instantiate $e))");
+        }
+        text.push(')');
+        let component =
+            wasmtime::component::Component::new(&engine, wat::parse_str(&text).unwrap()).unwrap();
+        let linker = wasmtime::component::Linker::<()>::new(&engine);
+        let mut held = Vec::new();
+        for i in 0..options.max_instances as usize + crate::warm::MAX_WARM {
+            let mut store = wasmtime::Store::new(&engine, ());
+            store.set_fuel(u64::MAX).unwrap();
+            let instance = linker.instantiate_async(&mut store, &component).await;
+            assert!(instance.is_ok(), "instance {i}: {:?}", instance.err());
+            held.push(store);
+        }
+    }
 
     #[test]
     fn the_compile_engine_makes_code_the_pooled_engine_accepts() {
