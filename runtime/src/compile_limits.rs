@@ -70,6 +70,27 @@ impl Default for CompileLimits {
     }
 }
 
+impl CompileLimits {
+    /// The limit named as in [`Exceeded::limit`].
+    fn max(&self, limit: &str) -> u64 {
+        match limit {
+            "function_body_bytes" => self.function_body_bytes,
+            "function_locals" => self.function_locals,
+            "control_depth" => self.control_depth,
+            "operand_depth" => self.operand_depth,
+            "functions" => self.functions,
+            "globals" => self.globals,
+            "data_segments" => self.data_segments,
+            "element_segments" => self.element_segments,
+            "imports" => self.imports,
+            "exports" => self.exports,
+            "nesting" => self.nesting,
+            "core_instances" => self.core_instances,
+            _ => self.component_instances,
+        }
+    }
+}
+
 /// Which limit a module passed, and by how much.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exceeded {
@@ -127,7 +148,9 @@ fn walk(
     };
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(invalid)?;
-        let counts = open.last_mut().ok_or_else(|| invalid_end(&payload))?;
+        if open.is_empty() {
+            return Err(invalid_end(&payload));
+        }
         match &payload {
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => {
                 open.push(Counts::default());
@@ -136,39 +159,30 @@ fn walk(
             Payload::End(_) => {
                 open.pop();
             }
-            Payload::FunctionSection(r) => {
-                counts.functions += u64::from(r.count());
-                at_most("functions", counts.functions, limits.functions)?;
-            }
-            Payload::GlobalSection(r) => {
-                counts.globals += u64::from(r.count());
-                at_most("globals", counts.globals, limits.globals)?;
-            }
+            _ => {}
+        }
+        // Items one module or component declares, over all its sections of
+        // that kind.
+        let declared = open.last_mut().and_then(|counts| match &payload {
+            Payload::FunctionSection(r) => Some(("functions", &mut counts.functions, r.count())),
+            Payload::GlobalSection(r) => Some(("globals", &mut counts.globals, r.count())),
             Payload::DataSection(r) => {
-                counts.data_segments += u64::from(r.count());
-                at_most("data_segments", counts.data_segments, limits.data_segments)?;
+                Some(("data_segments", &mut counts.data_segments, r.count()))
             }
             Payload::ElementSection(r) => {
-                counts.element_segments += u64::from(r.count());
-                let found = counts.element_segments;
-                at_most("element_segments", found, limits.element_segments)?;
+                Some(("element_segments", &mut counts.element_segments, r.count()))
             }
-            Payload::ImportSection(r) => {
-                counts.imports += u64::from(r.count());
-                at_most("imports", counts.imports, limits.imports)?;
-            }
-            Payload::ComponentImportSection(r) => {
-                counts.imports += u64::from(r.count());
-                at_most("imports", counts.imports, limits.imports)?;
-            }
-            Payload::ExportSection(r) => {
-                counts.exports += u64::from(r.count());
-                at_most("exports", counts.exports, limits.exports)?;
-            }
-            Payload::ComponentExportSection(r) => {
-                counts.exports += u64::from(r.count());
-                at_most("exports", counts.exports, limits.exports)?;
-            }
+            Payload::ImportSection(r) => Some(("imports", &mut counts.imports, r.count())),
+            Payload::ComponentImportSection(r) => Some(("imports", &mut counts.imports, r.count())),
+            Payload::ExportSection(r) => Some(("exports", &mut counts.exports, r.count())),
+            Payload::ComponentExportSection(r) => Some(("exports", &mut counts.exports, r.count())),
+            _ => None,
+        });
+        if let Some((limit, total, count)) = declared {
+            *total += u64::from(count);
+            at_most(limit, *total, limits.max(limit))?;
+        }
+        match &payload {
             // Instantiations only: a bag of exports is no instance at run time.
             Payload::InstanceSection(r) => {
                 for instance in r.clone() {
@@ -405,27 +419,11 @@ mod tests {
             let mut figures: Vec<_> = seen.into_iter().collect();
             figures.sort_unstable();
             println!("{name}: {figures:?}");
-            let max = |limit: &str| match limit {
-                "function_body_bytes" => limits.function_body_bytes,
-                "function_locals" => limits.function_locals,
-                "control_depth" => limits.control_depth,
-                "operand_depth" => limits.operand_depth,
-                "functions" => limits.functions,
-                "globals" => limits.globals,
-                "data_segments" => limits.data_segments,
-                "element_segments" => limits.element_segments,
-                "imports" => limits.imports,
-                "exports" => limits.exports,
-                "nesting" => limits.nesting,
-                "core_instances" => limits.core_instances,
-                "component_instances" => limits.component_instances,
-                other => panic!("unknown limit {other}"),
-            };
             for (limit, found) in figures {
                 // Core instances per component are also the pool's hard
                 // limit (32): a runtime may come closer to it.
                 let room = if limit == "core_instances" { 1 } else { 2 };
-                assert!(found * room <= max(limit), "{name}: {limit} {found}");
+                assert!(found * room <= limits.max(limit), "{name}: {limit} {found}");
             }
         }
     }
