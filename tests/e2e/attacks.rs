@@ -38,7 +38,12 @@ impl Watch {
                 peak = peak.max(pid_rss());
                 let asked = Instant::now();
                 let answer = client.get(format!("{base}/healthz")).send();
-                assert_eq!(answer.map(|a| a.status().as_u16()).ok(), Some(200));
+                let status = answer.map(|a| a.status().as_u16());
+                assert!(
+                    matches!(status, Ok(200)),
+                    "/healthz after {:?}: {status:?}",
+                    asked.elapsed()
+                );
                 latencies.push(asked.elapsed());
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -388,6 +393,30 @@ fn slow_and_surplus_connections_are_closed() {
     let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
     let refused = crate::harness::sample(&metrics, "kiln_connections_refused_total").unwrap();
     assert!(refused >= 1.0, "{refused}");
+    // A body that stops halfway is given up on after the same timeout.
+    let mut stalled = TcpStream::connect(&address).unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"username\": ",
+        )
+        .unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stalled.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 4"),
+        "a stalled body was answered {answer:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     ordinary_user_succeeds(&kiln, "after");
 }
 
@@ -554,4 +583,240 @@ fn dir_size(path: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// What one `/events` stream carried once it ended: bytes of stdout and
+/// stderr data, and the final status.
+#[derive(Debug, PartialEq)]
+struct Streamed {
+    stdout: usize,
+    stderr: usize,
+    status: String,
+}
+
+/// Reads an SSE response to its end, or until a stderr event ends with
+/// `last_line`.
+fn read_stream(response: reqwest::blocking::Response, last_line: Option<&str>) -> Streamed {
+    use std::io::BufRead as _;
+    let mut seen = Streamed {
+        stdout: 0,
+        stderr: 0,
+        status: String::new(),
+    };
+    let mut event = String::new();
+    for line in std::io::BufReader::new(response).lines() {
+        let line = line.unwrap();
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let data: serde_json::Value = serde_json::from_str(data).unwrap();
+            match event.as_str() {
+                "stdout" => seen.stdout += data["data"].as_str().unwrap().len(),
+                "stderr" => {
+                    let text = data["data"].as_str().unwrap();
+                    seen.stderr += text.len();
+                    if last_line.is_some_and(|last| text.ends_with(last)) {
+                        break;
+                    }
+                }
+                _ => seen.status = data["status"].as_str().unwrap().to_owned(),
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn live_output_costs_its_bytes_once_however_many_watch_it() {
+    // A quarter of the default caps keeps the run short on a debug build.
+    let (kiln, _dir) = Kiln::start(&[("KILN_LIMITS_OUTPUT_BYTES", "262144")]);
+    // A quarter of a million one-byte lines, alternating between the
+    // streams (as much as the caps keep), a last line to say so, then a
+    // spin until cancelled: streams opened now get the whole backlog.
+    kiln.create_script(
+        "flood",
+        "javascript",
+        "function main() { for (let i = 0; i < 131071; i++) { console.log('x'); console.error('y'); } \
+         console.log('x'); console.error('E'); for (;;) {} }",
+    );
+    ordinary_user_succeeds(&kiln, "before");
+    let base = kiln.rss_bytes();
+    let watch = Watch::start(&kiln);
+    let accepted: serde_json::Value = kiln
+        .execute("flood", "", json!({"timeout_ms": 120_000}))
+        .json()
+        .unwrap();
+    let id = accepted["execution_id"].as_str().unwrap().to_owned();
+    let open = || {
+        kiln.get(&format!("/v1/executions/{id}/events"))
+            .send()
+            .unwrap()
+    };
+    // Once a stream has seen the last line, all output is written (a
+    // stream that falls behind skips the oldest chunks, never the newest).
+    read_stream(open(), Some("E\n"));
+    let streams: Vec<_> = (0..16)
+        .map(|_| {
+            let response = open();
+            assert_eq!(response.status(), 200);
+            std::thread::spawn(move || read_stream(response, None))
+        })
+        .collect();
+    let refused = open();
+    let body = error_body(refused, 429, "RATE_LIMIT_EXCEEDED");
+    assert!(body.to_string().contains("16 event streams"), "{body}");
+    ordinary_user_succeeds(&kiln, "during");
+    let cancelled = kiln
+        .post(&format!("/v1/executions/{id}/cancel"))
+        .send()
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    for stream in streams {
+        let seen = stream.join().unwrap();
+        let whole = Streamed {
+            stdout: 256 << 10,
+            stderr: 256 << 10,
+            status: "cancelled".into(),
+        };
+        assert_eq!(seen, whole);
+    }
+    watch.finish(base, 64 * MIB);
+}
+
+#[test]
+fn webhook_events_carry_an_excerpt_not_the_whole_output() {
+    use crate::webhooks::{FAST_RETRIES, Receiver, create_webhook};
+    let (kiln, _dir) = Kiln::start(&FAST_RETRIES);
+    let receiver = Receiver::start(0);
+    for _ in 0..20 {
+        create_webhook(&kiln, &receiver.url, json!(["execution.completed"]));
+    }
+    kiln.create_script(
+        "loud",
+        "javascript",
+        "function main() { console.log('x'.repeat(1048575)); return 'ok'; }",
+    );
+    ordinary_user_succeeds(&kiln, "before");
+    receiver.wait_for("the ordinary run's events", |got| got.len() == 20);
+    let base = kiln.rss_bytes();
+    let watch = Watch::start(&kiln);
+    let done = kiln.run("loud", json!({}));
+    assert_eq!(done["stdout"].as_str().unwrap().len(), 1 << 20);
+    let events = receiver.wait_for("20 more events", |got| got.len() == 40);
+    for event in &events[20..] {
+        assert!(event.body.len() < 32 << 10, "{} bytes", event.body.len());
+        let event: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+        let execution = &event["data"];
+        assert_eq!(execution["id"], done["id"], "{execution}");
+        assert_eq!(execution["status"], "completed");
+        assert_eq!(execution["stdout_truncated"], true);
+        assert_eq!(execution["stdout"].as_str().unwrap().len(), 4 << 10);
+    }
+    ordinary_user_succeeds(&kiln, "after");
+    watch.finish(base, 64 * MIB);
+}
+
+/// A command whose every instance holds the most core instances (32),
+/// memories (4) and tables a component may, and spins.
+fn instance_heavy() -> Vec<u8> {
+    let mut text = String::from(
+        "(component
+           (core module $spin (memory 1) (table 1 funcref)
+             (func (export \"run\") (result i32) (loop $l (br $l)) (i32.const 0)))
+           (core module $memory (memory 1) (table 1 funcref))
+           (core module $empty)
+           (core instance $main (instantiate $spin))",
+    );
+    for _ in 0..3 {
+        text.push_str("(core instance (instantiate $memory))");
+    }
+    for _ in 0..28 {
+        text.push_str("(core instance (instantiate $empty))");
+    }
+    text.push_str(
+        "(func $run (result (result)) (canon lift (core func $main \"run\")))
+         (instance $run (export \"run\" (func $run)))
+         (export \"wasi:cli/run@0.2.0\" (instance $run)))",
+    );
+    wat::parse_str(text).unwrap()
+}
+
+#[test]
+fn components_built_to_the_maximum_cannot_keep_others_from_starting() {
+    // Eight workers: seven for the attacker, one for everyone else. The
+    // pool once held a quarter of its instances at the maximum, so five.
+    let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_COUNT", "8")]);
+    assert_eq!(upload_wasm(&kiln, "heavy", instance_heavy()).status(), 201);
+    ordinary_user_succeeds(&kiln, "before");
+    let base = kiln.rss_bytes();
+    let watch = Watch::start(&kiln);
+    let ids: Vec<String> = (0..7)
+        .map(|_| {
+            let accepted = kiln.execute("heavy", "", json!({"timeout_ms": 3000}));
+            assert_eq!(accepted.status(), 202);
+            let accepted: serde_json::Value = accepted.json().unwrap();
+            accepted["execution_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for id in &ids {
+        crate::harness::eventually("started", || {
+            (kiln.execution(id)["status"] != "queued").then_some(())
+        });
+    }
+    ordinary_user_succeeds(&kiln, "during");
+    for id in &ids {
+        let done = kiln.poll_until_final(id);
+        assert_eq!(done["status"], "timeout", "{done}");
+    }
+    watch.finish(base, 128 * MIB);
+}
+
+#[test]
+fn an_upload_s_check_waits_for_a_worker_like_any_run() {
+    use base64::Engine as _;
+    let (kiln, _dir) = Kiln::start(&[
+        ("KILN_WORKERS_COUNT", "1"),
+        ("KILN_SERVER_MAX_BODY_BYTES", "2097152"),
+    ]);
+    ordinary_user_succeeds(&kiln, "before");
+    let spinner = kiln
+        .post("/v1/scripts")
+        .json(&json!({
+            "name": "spinner",
+            "language": "wasm",
+            "content_base64": base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(kiln_components::HTTP_HELLO).unwrap()),
+            "limits": {"timeout_ms": 1500},
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(spinner.status(), 201);
+    // The one worker's turn is the spinning function's until its deadline,
+    // which cannot come before 1.5 s from now.
+    let started = Instant::now();
+    let spin = {
+        let (base_url, token) = (kiln.base.clone(), kiln.token.clone());
+        std::thread::spawn(move || {
+            Client::new()
+                .get(format!("{base_url}/fn/spinner/spin"))
+                .bearer_auth(token)
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    crate::harness::eventually("the function running", || {
+        let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
+        let running = crate::harness::sample(&metrics, "kiln_executions_running")?;
+        (running >= 1.0).then_some(())
+    });
+    // The upload's parse runs guest code: it waits for that turn.
+    kiln.create_script("checked", "javascript", "function main() { return 1; }");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the check ran beside the function, {:?} in",
+        started.elapsed()
+    );
+    assert_eq!(spin.join().unwrap(), 504);
 }

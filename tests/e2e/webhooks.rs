@@ -17,9 +17,9 @@ use crate::harness::{Kiln, error_body, eventually, sample};
 
 /// One request the receiver got, and the status it answered.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
     answered: u16,
 }
 
@@ -34,14 +34,14 @@ impl Received {
 
 /// An HTTP receiver that answers 500 to its first `fail_first` requests and
 /// 200 after, and keeps every request.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     received: Arc<Mutex<Vec<Received>>>,
     fail_first: Arc<AtomicUsize>,
 }
 
 impl Receiver {
-    fn start(fail_first: usize) -> Self {
+    pub(crate) fn start(fail_first: usize) -> Self {
         Self::on(TcpListener::bind("127.0.0.1:0").unwrap(), fail_first)
     }
 
@@ -98,7 +98,7 @@ impl Receiver {
     }
 
     /// Waits until `done` holds for what was received.
-    fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub(crate) fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let received = self.received();
@@ -111,12 +111,12 @@ impl Receiver {
     }
 }
 
-const FAST_RETRIES: [(&str, &str); 2] = [
+pub(crate) const FAST_RETRIES: [(&str, &str); 2] = [
     ("KILN_WEBHOOKS_ALLOW_PRIVATE", "true"),
     ("KILN_WEBHOOKS_RETRY_BASE_MS", "100"),
 ];
 
-fn create_webhook(kiln: &Kiln, url: &str, events: Value) -> Value {
+pub(crate) fn create_webhook(kiln: &Kiln, url: &str, events: Value) -> Value {
     json_of(
         kiln.post("/v1/webhooks")
             .json(&json!({"url": url, "events": events, "description": "e2e"}))

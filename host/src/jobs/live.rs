@@ -1,27 +1,23 @@
-//! Live output of executions that are not final yet, for `/events`. Each
-//! keeps what it has written so far, so a subscriber that arrives late gets
-//! the start too: the backlog and the subscription are taken under one lock,
-//! so nothing is missed or sent twice. The backlog is bounded by the
-//! execution's output caps, and kept as runs of one stream each (a million
-//! one-byte writes are one entry, not a million); chunks in flight are
-//! shared by every subscriber (`Arc<str>`), and an execution has at most
+//! Live output of executions that are not final yet, for `/events`, as
+//! Server-Sent Event frames formatted once and shared (`Bytes`) by every
+//! subscriber: sixteen streams of a run cost its output once, not sixteen
+//! times. Each execution keeps what it has written so far, so a subscriber
+//! that arrives late gets the start too: the backlog and the subscription
+//! are taken under one lock, so nothing is missed or sent twice. The
+//! backlog is each stream so far, as a finished execution's replay has it
+//! (a million interleaved one-byte writes are two strings, not a million),
+//! bounded by the execution's output caps; an execution has at most
 //! `MAX_SUBSCRIBERS`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
 use kiln_runtime::OutputKind;
-use tokio::sync::broadcast;
+use tokio::sync::{OnceCell, broadcast};
 
-/// A piece of live output; a clone shares its text.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    pub kind: OutputKind,
-    pub text: Arc<str>,
-}
-
-/// `/events` streams of one execution at once: each holds a copy of the
-/// backlog (up to both output caps) while it sends it.
+/// `/events` streams of one execution at once.
 pub const MAX_SUBSCRIBERS: usize = 16;
 
 /// An execution already has [`MAX_SUBSCRIBERS`] streams.
@@ -31,40 +27,117 @@ pub const MAX_SUBSCRIBERS: usize = 16;
 )]
 pub struct TooManySubscribers;
 
-/// Chunks buffered per subscriber; a slower reader skips ahead (the final
+/// Frames buffered per subscriber; a slower reader skips ahead (the final
 /// record still has the whole output).
 const STREAM_BUFFER: usize = 1024;
 
-/// One execution's output so far and its subscribers. Dropping the last
-/// `Arc` (the map's, taken out by `forget` once the final record is flushed)
-/// closes the streams.
+/// Output already written goes out in events of at most this many bytes of
+/// text, so that a reader can start on the first before the last is sent.
+const PIECE_BYTES: usize = 64 << 10;
+
+/// One Server-Sent Event on the wire. `data` must be one line (compact
+/// JSON is).
+pub fn frame(event: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+/// A `stdout` or `stderr` event of `text`.
+pub fn output_frame(kind: OutputKind, text: &str) -> Bytes {
+    let name = match kind {
+        OutputKind::Stdout => "stdout",
+        OutputKind::Stderr => "stderr",
+    };
+    frame(name, &serde_json::json!({ "data": text }).to_string())
+}
+
+/// `text` as `output_frame`s of at most [`PIECE_BYTES`] each, cut between
+/// characters.
+pub fn output_frames(kind: OutputKind, text: &str) -> impl Iterator<Item = Bytes> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= text.len() {
+            return None;
+        }
+        let mut end = (start + PIECE_BYTES).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let piece = output_frame(kind, &text[start..end]);
+        start = end;
+        Some(piece)
+    })
+}
+
+/// One execution's output so far and its subscribers.
 #[derive(Default)]
-pub struct Live(Mutex<Output>);
+pub struct Live {
+    output: Mutex<Output>,
+    /// The `done` frame, made by the first subscriber to need it and
+    /// shared with the rest (`None`: the final record could not be read).
+    done: OnceCell<Option<Bytes>>,
+}
 
 #[derive(Default)]
 struct Output {
-    /// What was written so far, consecutive writes to one stream joined.
-    backlog: Vec<(OutputKind, String)>,
+    stdout: String,
+    stderr: String,
+    /// The backlog as frames, as last handed out: shared by every
+    /// subscriber until the next write.
+    frames: Option<Vec<Bytes>>,
     /// Made by the first subscriber: most executions have none, and a
-    /// channel of `STREAM_BUFFER` slots is a 64 KiB allocation.
-    sender: Option<broadcast::Sender<Chunk>>,
+    /// channel of `STREAM_BUFFER` slots is an allocation. `None` on it is
+    /// the end of the output.
+    sender: Option<broadcast::Sender<Option<Bytes>>>,
+}
+
+impl Output {
+    fn backlog(&mut self) -> Vec<Bytes> {
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        self.frames
+            .get_or_insert_with(|| {
+                output_frames(OutputKind::Stdout, stdout)
+                    .chain(output_frames(OutputKind::Stderr, stderr))
+                    .collect()
+            })
+            .clone()
+    }
 }
 
 impl Live {
+    /// Adds what the guest wrote: to the backlog, and (formatted once) to
+    /// every subscriber.
     pub fn publish(&self, kind: OutputKind, text: &str) {
-        let mut output = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut output = self.lock();
         if let Some(sender) = &output.sender {
             // A subscriber that went away is not an error.
-            let _ = sender.send(Chunk {
-                kind,
-                text: text.into(),
-            });
+            let _ = sender.send(Some(output_frame(kind, text)));
         }
-        match output.backlog.last_mut() {
-            Some((last, joined)) if *last == kind => joined.push_str(text),
-            _ => output.backlog.push((kind, text.to_owned())),
+        output.frames = None;
+        match kind {
+            OutputKind::Stdout => output.stdout.push_str(text),
+            OutputKind::Stderr => output.stderr.push_str(text),
         }
     }
+
+    /// The `done` frame: `make`'s, by whichever subscriber asks first.
+    pub async fn done<F>(&self, make: impl FnOnce() -> F) -> Option<Bytes>
+    where
+        F: Future<Output = Option<Bytes>>,
+    {
+        self.done.get_or_init(make).await.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Output> {
+        self.output.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A subscriber's start: the output so far, then the rest as it comes
+/// (`None` once the execution is final and its record flushed).
+pub struct Subscription {
+    pub backlog: Vec<Bytes>,
+    pub rest: broadcast::Receiver<Option<Bytes>>,
+    pub live: Arc<Live>,
 }
 
 #[derive(Default)]
@@ -89,40 +162,41 @@ impl LiveOutputs {
 
     /// The output so far and the rest as it comes. The caller must check
     /// afterwards that the execution did not finish meanwhile (and then
-    /// [`forget`](Self::forget) it).
+    /// [`finish`](Self::finish) it).
     ///
     /// # Errors
     ///
     /// [`TooManySubscribers`] when the execution has its most streams.
-    pub fn subscribe(
-        &self,
-        id: &str,
-    ) -> Result<(Vec<Chunk>, broadcast::Receiver<Chunk>), TooManySubscribers> {
+    pub fn subscribe(&self, id: &str) -> Result<Subscription, TooManySubscribers> {
         let live = self.entry(id);
-        let mut output = live.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut output = live.lock();
         let sender = output
             .sender
             .get_or_insert_with(|| broadcast::channel(STREAM_BUFFER).0);
         if sender.receiver_count() >= MAX_SUBSCRIBERS {
             return Err(TooManySubscribers);
         }
-        let receiver = sender.subscribe();
-        let backlog = output
-            .backlog
-            .iter()
-            .map(|(kind, text)| Chunk {
-                kind: *kind,
-                text: text.as_str().into(),
-            })
-            .collect();
-        Ok((backlog, receiver))
+        let rest = sender.subscribe();
+        let backlog = output.backlog();
+        drop(output);
+        Ok(Subscription {
+            backlog,
+            rest,
+            live,
+        })
     }
 
-    pub fn forget(&self, id: &str) {
-        self.streams
+    /// Ends an execution's live output (its final record is flushed):
+    /// subscribers get the end, and the next subscriber reads the record.
+    pub fn finish(&self, id: &str) {
+        let live = self
+            .streams
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
+        if let Some(sender) = live.as_ref().and_then(|live| live.lock().sender.clone()) {
+            let _ = sender.send(None);
+        }
     }
 }
 
@@ -130,40 +204,84 @@ impl LiveOutputs {
 mod tests {
     use super::*;
 
+    fn text_of(frames: &[Bytes]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| String::from_utf8(f.to_vec()).unwrap())
+            .collect()
+    }
+
     #[tokio::test]
     async fn late_subscribers_get_the_backlog_then_the_rest_then_the_end() {
         let outputs = LiveOutputs::default();
         let publisher = outputs.publisher("e");
         publisher.publish(OutputKind::Stdout, "a");
-        let (backlog, mut rest) = outputs.subscribe("e").unwrap();
+        let mut sub = outputs.subscribe("e").unwrap();
         publisher.publish(OutputKind::Stdout, "b");
-        outputs.forget("e");
-        drop(publisher);
-        assert_eq!(backlog.iter().map(|c| &*c.text).collect::<Vec<_>>(), ["a"]);
-        assert_eq!(&*rest.recv().await.unwrap().text, "b");
-        assert!(rest.recv().await.is_err(), "closed once the worker is done");
+        outputs.finish("e");
+        assert_eq!(
+            text_of(&sub.backlog),
+            ["event: stdout\ndata: {\"data\":\"a\"}\n\n"]
+        );
+        let next = sub.rest.recv().await.unwrap().unwrap();
+        assert_eq!(&next[..], b"event: stdout\ndata: {\"data\":\"b\"}\n\n");
+        assert_eq!(sub.rest.recv().await.unwrap(), None, "then the end");
     }
 
     #[test]
-    fn the_backlog_joins_writes_to_one_stream_and_keeps_their_order() {
+    fn the_backlog_is_each_stream_so_far_however_the_writes_interleave() {
         let outputs = LiveOutputs::default();
         let publisher = outputs.publisher("e");
         for _ in 0..100_000 {
             publisher.publish(OutputKind::Stdout, "x");
+            publisher.publish(OutputKind::Stderr, "y");
         }
-        publisher.publish(OutputKind::Stderr, "oops");
-        publisher.publish(OutputKind::Stdout, "y");
-        let (backlog, _rest) = outputs.subscribe("e").unwrap();
-        let runs: Vec<(OutputKind, usize)> =
-            backlog.iter().map(|c| (c.kind, c.text.len())).collect();
-        assert_eq!(
-            runs,
-            [
-                (OutputKind::Stdout, 100_000),
-                (OutputKind::Stderr, 4),
-                (OutputKind::Stdout, 1)
-            ]
+        let sub = outputs.subscribe("e").unwrap();
+        let frames = text_of(&sub.backlog);
+        // 100 000 bytes of each stream, in pieces of at most 64 KiB.
+        assert_eq!(frames.len(), 4, "{:?}", frames.iter().map(String::len));
+        assert!(
+            frames[0].starts_with("event: stdout\n") && frames[1].starts_with("event: stdout\n")
         );
+        assert!(
+            frames[2].starts_with("event: stderr\n") && frames[3].starts_with("event: stderr\n")
+        );
+        let xs: usize = frames.iter().map(|f| f.matches('x').count()).sum();
+        assert_eq!(xs, 100_000);
+    }
+
+    #[test]
+    fn pieces_cover_the_text_without_cutting_a_character() {
+        let text = "aé€😀".repeat(20_000);
+        let joined: String = output_frames(OutputKind::Stdout, &text)
+            .map(|f| {
+                let line = std::str::from_utf8(&f)
+                    .unwrap()
+                    .lines()
+                    .nth(1)
+                    .unwrap()
+                    .to_owned();
+                let data: serde_json::Value =
+                    serde_json::from_str(line.strip_prefix("data: ").unwrap()).unwrap();
+                data["data"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(joined, text);
+        assert!(text.len() > 2 * PIECE_BYTES);
+        assert_eq!(output_frames(OutputKind::Stdout, "").count(), 0);
+    }
+
+    #[test]
+    fn subscribers_share_one_backlog_until_the_next_write() {
+        let outputs = LiveOutputs::default();
+        let publisher = outputs.publisher("e");
+        publisher.publish(OutputKind::Stdout, "a");
+        let first = outputs.subscribe("e").unwrap();
+        let second = outputs.subscribe("e").unwrap();
+        assert_eq!(first.backlog[0].as_ptr(), second.backlog[0].as_ptr());
+        publisher.publish(OutputKind::Stdout, "b");
+        let third = outputs.subscribe("e").unwrap();
+        assert!(text_of(&third.backlog)[0].contains("\"ab\""));
     }
 
     #[test]
@@ -179,5 +297,21 @@ mod tests {
             outputs.subscribe("e").is_ok(),
             "a closed stream frees its place"
         );
+    }
+
+    #[tokio::test]
+    async fn the_done_frame_is_made_once() {
+        let live = Live::default();
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..3 {
+            let done = live
+                .done(|| async {
+                    made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Some(frame("done", "{}"))
+                })
+                .await;
+            assert!(done.is_some());
+        }
+        assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

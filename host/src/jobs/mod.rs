@@ -19,7 +19,7 @@ use crate::store::{
     ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, Store, StoreError,
 };
 
-mod live;
+pub mod live;
 mod queue;
 mod script_host;
 
@@ -339,7 +339,7 @@ impl Jobs {
     }
 
     fn finished(&self, id: &str, settled: Settled) {
-        self.output.forget(id);
+        self.output.finish(id);
         if let Some(sender) = self.lock().remove(id) {
             sender.send_replace(settled);
         }

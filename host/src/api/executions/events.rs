@@ -1,24 +1,36 @@
 //! `GET /v1/executions/{id}/events`: Server-Sent Events of one execution.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
 use kiln_runtime::OutputKind;
 use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::ExecutionView;
 use crate::api::error::ErrorEnvelope;
 use crate::api::{ApiError, ApiPath, AppState};
+use crate::jobs::live::{self, Subscription};
 use crate::store::{ExecutionRecord, ExecutionStatus};
 
-/// Server-Sent Events: the current `status`, `stdout`/`stderr` chunks as they
-/// are written, then one `done` with the final Execution, then the end. A
-/// finished execution is replayed from its record.
+/// A comment line this often keeps proxies from closing a quiet stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Server-Sent Events: the current `status`, what each stream wrote so far
+/// (`stdout`, then `stderr`, in pieces of at most 64 KiB), then chunks as
+/// they are written, then one `done` with the final Execution, then the end. A finished execution is
+/// replayed from its record the same way.
 #[utoipa::path(get, path = "/v1/executions/{id}/events", operation_id = "streamExecutionEvents", tag = "executions",
     params(("id" = String, Path, description = "The execution's id")),
     responses(
         (status = 200, description = "Server-Sent Events: `status` ({\"status\"}), `stdout` and `stderr` \
-            ({\"data\"}) as written, then `done` (the final Execution), then the stream closes",
+            ({\"data\"}): each stream so far, then as written, then `done` (the final Execution), then the stream closes",
             content_type = "text/event-stream", body = String),
         (status = 404, description = "No such execution", body = ErrorEnvelope),
         (status = 429, description = "The execution already has 16 event streams open", body = ErrorEnvelope),
@@ -33,7 +45,11 @@ pub(super) async fn events(
         super::durable_before_reporting(&state, [&record]).await?;
         return Ok(sse(replay(record)));
     }
-    let (backlog, live) = state
+    let Subscription {
+        backlog,
+        rest,
+        live,
+    } = state
         .jobs
         .output
         .subscribe(&id)
@@ -41,41 +57,39 @@ pub(super) async fn events(
     // It may have finished between the read and the subscription.
     let record = state.store.execution(&id)?.ok_or_else(missing)?;
     if is_final(&record) {
-        state.jobs.output.forget(&id);
+        state.jobs.output.finish(&id);
         super::durable_before_reporting(&state, [&record]).await?;
         return Ok(sse(replay(record)));
     }
     super::durable_before_reporting(&state, [&record]).await?;
-    let first = std::iter::once(status_event(record.status))
-        .chain(
-            backlog
-                .iter()
-                .map(|chunk| chunk_event(chunk.kind, &chunk.text)),
-        )
-        .collect::<Vec<_>>();
-    let rest =
-        futures_util::stream::unfold(Some((live, state.store.clone(), id)), |open| async move {
-            let (mut live, store, id) = open?;
+    let first = std::iter::once(status_frame(record.status)).chain(backlog);
+    let store = state.store.clone();
+    let rest = futures_util::stream::unfold(Some(rest), move |open| {
+        let (live, store, id) = (live.clone(), store.clone(), id.clone());
+        async move {
+            let mut rest = open?;
             loop {
-                match live.recv().await {
-                    Ok(chunk) => {
-                        let event = chunk_event(chunk.kind, &chunk.text);
-                        return Some((event, Some((live, store, id))));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        // The stream can close before the worker's flush
-                        // (a late subscriber's `forget` above): `done` only
-                        // once the record is on disk, else no `done`.
-                        store.flush().await.ok()?;
-                        let record = store.execution(&id).ok().flatten()?;
-                        return Some((done_event(record), None));
+                match tokio::time::timeout(KEEP_ALIVE, rest.recv()).await {
+                    Err(_) => return Some((Bytes::from_static(b":\n\n"), Some(rest))),
+                    Ok(Ok(Some(frame))) => return Some((frame, Some(rest))),
+                    Ok(Err(RecvError::Lagged(_))) => {}
+                    // The end: the final record is flushed. Every
+                    // subscriber sends the same `done`, made once.
+                    Ok(Ok(None) | Err(RecvError::Closed)) => {
+                        let done = live
+                            .done(|| async move {
+                                store.flush().await.ok()?;
+                                let record = store.execution(&id).ok().flatten()?;
+                                Some(done_frame(record))
+                            })
+                            .await?;
+                        return Some((done, None));
                     }
                 }
             }
-        });
-    let stream = futures_util::StreamExt::chain(futures_util::stream::iter(first), rest);
-    Ok(sse(stream))
+        }
+    });
+    Ok(sse(futures_util::stream::iter(first).chain(rest)))
 }
 
 pub(super) fn is_final(record: &ExecutionRecord) -> bool {
@@ -85,44 +99,30 @@ pub(super) fn is_final(record: &ExecutionRecord) -> bool {
     )
 }
 
-fn replay(record: ExecutionRecord) -> impl futures_util::Stream<Item = Event> {
-    let mut events = vec![status_event(record.status)];
-    if !record.stdout.is_empty() {
-        events.push(chunk_event(OutputKind::Stdout, &record.stdout));
-    }
-    if !record.stderr.is_empty() {
-        events.push(chunk_event(OutputKind::Stderr, &record.stderr));
-    }
-    events.push(done_event(record));
-    futures_util::stream::iter(events)
+fn replay(record: ExecutionRecord) -> impl futures_util::Stream<Item = Bytes> + Send {
+    let mut frames = vec![status_frame(record.status)];
+    frames.extend(live::output_frames(OutputKind::Stdout, &record.stdout));
+    frames.extend(live::output_frames(OutputKind::Stderr, &record.stderr));
+    frames.push(done_frame(record));
+    futures_util::stream::iter(frames)
 }
 
-fn sse(stream: impl futures_util::Stream<Item = Event> + Send + 'static) -> Response {
-    let stream = futures_util::StreamExt::map(stream, Ok::<_, std::convert::Infallible>);
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
+fn sse(frames: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(frames.map(Ok::<_, Infallible>)),
+    )
         .into_response()
 }
 
-fn status_event(status: ExecutionStatus) -> Event {
-    Event::default()
-        .event("status")
-        .data(json!({"status": status}).to_string())
+fn status_frame(status: ExecutionStatus) -> Bytes {
+    live::frame("status", &json!({"status": status}).to_string())
 }
 
-fn chunk_event(kind: OutputKind, text: &str) -> Event {
-    let name = match kind {
-        OutputKind::Stdout => "stdout",
-        OutputKind::Stderr => "stderr",
-    };
-    Event::default()
-        .event(name)
-        .data(json!({"data": text}).to_string())
-}
-
-fn done_event(record: ExecutionRecord) -> Event {
+fn done_frame(record: ExecutionRecord) -> Bytes {
     let view = ExecutionView::from(record);
-    Event::default()
-        .event("done")
-        .data(serde_json::to_string(&view).unwrap_or_default())
+    live::frame("done", &serde_json::to_string(&view).unwrap_or_default())
 }
