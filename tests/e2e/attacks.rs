@@ -820,3 +820,53 @@ fn an_upload_s_check_waits_for_a_worker_like_any_run() {
     );
     assert_eq!(spin.join().unwrap(), 504);
 }
+
+/// Processes the server has started and not yet reaped.
+fn children_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+                .map(|children| children.split_whitespace().count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_compile_nobody_waits_for_any_more_is_killed() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    ordinary_user_succeeds(&kiln, "before");
+    // Seconds of Cranelift, for a client that goes away once it has begun.
+    let bytes = fresh_slow_module(160, 4);
+    let mut client = TcpStream::connect(kiln.base.trim_start_matches("http://")).unwrap();
+    let head = format!(
+        "POST /v1/scripts?name=slow HTTP/1.1\r\nHost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/wasm\r\ncontent-length: {}\r\n\r\n",
+        kiln.token,
+        bytes.len()
+    );
+    client.write_all(head.as_bytes()).unwrap();
+    client.write_all(&bytes).unwrap();
+    crate::harness::eventually("a compiler child", || {
+        (children_of(kiln.pid()) == 1).then_some(())
+    });
+    drop(client);
+    let gone = Instant::now();
+    loop {
+        let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
+        let running = crate::harness::sample(&metrics, "kiln_compiles_in_flight");
+        if running == Some(0.0) && children_of(kiln.pid()) == 0 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(1),
+            "still compiling: {running:?}, {} children",
+            children_of(kiln.pid())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let listed: serde_json::Value = kiln.get("/v1/scripts").send().unwrap().json().unwrap();
+    assert_eq!(listed["pagination"]["total_elements"], 1, "{listed}");
+}
