@@ -870,3 +870,52 @@ fn a_compile_nobody_waits_for_any_more_is_killed() {
     let listed: serde_json::Value = kiln.get("/v1/scripts").send().unwrap().json().unwrap();
     assert_eq!(listed["pagination"]["total_elements"], 1, "{listed}");
 }
+
+#[test]
+fn a_compile_dies_with_its_server() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let bytes = fresh_slow_module(160, 5);
+    let mut client = TcpStream::connect(kiln.base.trim_start_matches("http://")).unwrap();
+    let head = format!(
+        "POST /v1/scripts?name=slow HTTP/1.1\r\nHost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/wasm\r\ncontent-length: {}\r\n\r\n",
+        kiln.token,
+        bytes.len()
+    );
+    client.write_all(head.as_bytes()).unwrap();
+    client.write_all(&bytes).unwrap();
+    let pid = kiln.pid();
+    let child: u32 = crate::harness::eventually("a compiler child", || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .find_map(|children| children.split_whitespace().next()?.parse().ok())
+    });
+    // kill -9: nothing of the server runs to stop the child.
+    kiln.kill();
+    let killed = Instant::now();
+    // Gone, or a zombie waiting for init to reap it, well before its
+    // seconds of compiling were over.
+    while std::fs::read_to_string(format!("/proc/{child}/stat"))
+        .is_ok_and(|stat| stat.split_whitespace().nth(2) != Some("Z"))
+    {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "the child lives on"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_compile_past_its_memory_cap_is_stopped_and_named() {
+    let (kiln, _dir) = Kiln::start(&[("KILN_LIMITS_COMPILE_MEMORY_MB", "64")]);
+    let answer = upload_wasm(&kiln, "big", fresh_slow_module(40, 6));
+    let body = error_body(answer, 422, "COMPILE_ERROR");
+    assert_eq!(
+        body["error"]["details"][0]["field"], "limits.compile_memory_mb",
+        "{body}"
+    );
+    ordinary_user_succeeds(&kiln, "after");
+}
