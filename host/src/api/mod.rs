@@ -291,13 +291,22 @@ async fn request_id_and_errors(request: Request, next: Next) -> Response {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let started = std::time::Instant::now();
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    tracing::debug!(request_id = %id, %method, %path, headers = %masked(request.headers()), "request");
-    let response = next.run(request).await;
-    if let Some(Panicked(panic)) = response.extensions().get::<Panicked>() {
-        tracing::error!(request_id = %id, %method, %path, %panic, "the handler panicked");
-    }
-    tracing::info!(request_id = %id, %method, %path, status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0, "served");
+    // Every line logged while the request is handled (an internal error's
+    // cause among them) carries the id its client was told to quote.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("-", |route| route.as_str());
+    let span = tracing::info_span!("request", request_id = %id, %method, route);
+    span.in_scope(|| tracing::debug!(%path, headers = %masked(request.headers()), "request"));
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.in_scope(|| {
+        if let Some(Panicked(panic)) = response.extensions().get::<Panicked>() {
+            tracing::error!(%path, %panic, "the handler panicked");
+        }
+        tracing::info!(%path, status = response.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0, "served");
+    });
     let mut response = error::finish(response, &id);
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -392,6 +401,67 @@ mod tests {
         );
         let response = app.oneshot(request("/fine")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    /// Log lines written while `run` runs, as the server's log would have them.
+    async fn logged<F: std::future::Future>(run: F) -> (F::Output, String) {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Log(sink.clone()))
+            .finish();
+        let output = {
+            let _default = tracing::subscriber::set_default(subscriber);
+            run.await
+        };
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        (output, text)
+    }
+
+    struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_is_logged_under_the_request_id_its_client_got() {
+        let app = super::outermost::<()>(axum::Router::new().route(
+            "/scripts/{id}",
+            axum::routing::get(|| async {
+                Err::<(), _>(super::ApiError::Internal("the disk is on fire".into()))
+            }),
+        ));
+        let request = axum::http::Request::get("/scripts/abc")
+            .header("x-request-id", "req-7")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let (response, log) = logged(app.oneshot(request)).await;
+        assert_eq!(
+            response.unwrap().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let line = log
+            .lines()
+            .find(|line| line.contains("the disk is on fire"))
+            .unwrap_or_else(|| panic!("not logged: {log}"));
+        assert!(
+            line.contains("request_id=req-7") && line.contains(r#"route="/scripts/{id}""#),
+            "{line}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains("served") && l.contains("req-7")),
+            "{log}"
+        );
     }
 
     #[test]
