@@ -6,6 +6,7 @@ mod auth;
 pub mod cli;
 mod compiler;
 mod config;
+mod executions;
 mod http_server;
 mod jobs;
 mod local_run;
@@ -22,4 +23,11 @@ mod webhooks;
 /// The current time as RFC 3339 UTC with milliseconds, as the API writes it.
 pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

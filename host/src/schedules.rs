@@ -14,8 +14,9 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use tokio::sync::{Notify, watch};
 
-use crate::api::AppState;
-use crate::store::{ExecutionStatus, Overlap, ScheduleRecord, ScriptStatus, StoreError};
+use crate::config::LimitsConfig;
+use crate::jobs::Jobs;
+use crate::store::{ExecutionStatus, Overlap, ScheduleRecord, ScriptStatus, Store, StoreError};
 
 /// The longest the scheduler sleeps without looking (a safety net: changes
 /// through the API wake it at once).
@@ -89,14 +90,21 @@ pub fn format_ms(ms: u64) -> Option<String> {
     Some(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
+/// What the scheduler reads schedules from and queues their runs on.
+pub struct Scheduler {
+    pub store: Arc<dyn Store>,
+    pub jobs: Arc<Jobs>,
+    pub limits: LimitsConfig,
+}
+
 /// Fires due schedules until `stopping` turns true; `changed` wakes it when
 /// a schedule is created, changed or deleted.
-pub async fn run(state: AppState, changed: Arc<Notify>, mut stopping: watch::Receiver<bool>) {
+pub async fn run(state: Scheduler, changed: Arc<Notify>, mut stopping: watch::Receiver<bool>) {
     loop {
         if *stopping.borrow() {
             return;
         }
-        let now = crate::api::now_ms();
+        let now = crate::now_ms();
         let sleep = match fire_due(&state, now, &stopping).await {
             Ok(Some(next)) => Duration::from_millis(next.saturating_sub(now)).min(MAX_SLEEP),
             Ok(None) => MAX_SLEEP,
@@ -115,7 +123,7 @@ pub async fn run(state: AppState, changed: Arc<Notify>, mut stopping: watch::Rec
 
 /// Fires every active schedule due at `now`; returns the earliest next run.
 async fn fire_due(
-    state: &AppState,
+    state: &Scheduler,
     now: u64,
     stopping: &watch::Receiver<bool>,
 ) -> Result<Option<u64>, StoreError> {
@@ -146,7 +154,7 @@ async fn fire_due(
 /// `due` on an active schedule, so a pause, change or delete through the API
 /// that landed first wins, and the run uses the record as claimed. A crash
 /// after the claim loses that one run rather than running it twice.
-async fn fire(state: &AppState, id: &str, due: u64, now: u64) -> Result<Option<u64>, StoreError> {
+async fn fire(state: &Scheduler, id: &str, due: u64, now: u64) -> Result<Option<u64>, StoreError> {
     let claimed = std::cell::Cell::new(false);
     let Some(schedule) = state.store.update_schedule(id, &|current| {
         claimed.set(false);
@@ -192,7 +200,10 @@ async fn fire(state: &AppState, id: &str, due: u64, now: u64) -> Result<Option<u
     Ok(schedule.next_run_ms)
 }
 
-fn previous_still_running(state: &AppState, schedule: &ScheduleRecord) -> Result<bool, StoreError> {
+fn previous_still_running(
+    state: &Scheduler,
+    schedule: &ScheduleRecord,
+) -> Result<bool, StoreError> {
     if schedule.overlap == Overlap::Allow {
         return Ok(false);
     }
@@ -208,7 +219,7 @@ fn previous_still_running(state: &AppState, schedule: &ScheduleRecord) -> Result
 /// Queues a run of the schedule's script; the execution's id, or none when
 /// its creator may no longer run scripts, the script is gone or archived, or
 /// the queue refused it (logged).
-async fn start(state: &AppState, schedule: &ScheduleRecord) -> Option<String> {
+async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
     // Runs are on the creator's behalf: a creator since disabled, deleted or
     // demoted below execute:scripts gets none (the schedule stays, for an
     // admin to see and delete).
@@ -250,7 +261,14 @@ async fn start(state: &AppState, schedule: &ScheduleRecord) -> Option<String> {
             return None;
         }
     };
-    match crate::api::submit_scheduled(state, script, schedule).await {
+    let queued = crate::executions::submit_scheduled(
+        &state.store,
+        &state.jobs,
+        &state.limits,
+        &script,
+        schedule,
+    );
+    match queued.await {
         Ok(id) => Some(id),
         Err(e) => {
             tracing::warn!(schedule = %schedule.id, error = %e, "skipped: the run was refused");

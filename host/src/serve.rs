@@ -110,8 +110,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::webhooks::deliver::run(webhooks, stopping.clone()));
+    let scheduler = crate::schedules::Scheduler {
+        store: state.store.clone(),
+        jobs: state.jobs.clone(),
+        limits: state.config.limits.clone(),
+    };
     tokio::spawn(crate::schedules::run(
-        state.clone(),
+        scheduler,
         state.schedules_changed.clone(),
         stopping.clone(),
     ));
@@ -170,13 +175,13 @@ async fn expire_idempotency_keys(store: Arc<dyn Store>) {
     let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         hourly.tick().await;
-        let before = api::now_ms().saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
+        let before = crate::now_ms().saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
         match store.expire_idempotency_keys(before) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "idempotency keys expired"),
             Err(e) => tracing::warn!(error = %e, "cannot expire idempotency keys"),
         }
-        match store.expire_sessions(api::now_ms()) {
+        match store.expire_sessions(crate::now_ms()) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "login sessions and refresh tokens expired"),
             Err(e) => tracing::warn!(error = %e, "cannot expire login sessions"),

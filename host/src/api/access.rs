@@ -360,6 +360,22 @@ pub fn document_security(document: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Handlers take the caller as an extractor: the [`guard`] left it in the
+/// request's extensions.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::auth::Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        // No principal means the route is not behind the guard: refuse
+        // rather than act for nobody.
+        Self::of(parts)
+            .ok_or_else(|| ApiError::Unauthenticated("this route needs a credential".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

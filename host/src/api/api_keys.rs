@@ -136,7 +136,7 @@ async fn create(
                 format!("must be between 1 and {MAX_DAYS}"),
             ));
         }
-        Some(days) => Some(super::now_ms().saturating_add(u64::from(days) * 86_400_000)),
+        Some(days) => Some(crate::now_ms().saturating_add(u64::from(days) * 86_400_000)),
         None => None,
     };
     let key = format!(
@@ -159,7 +159,7 @@ async fn create(
         }),
         expires_ms,
     };
-    let now = super::now_ms();
+    let now = crate::now_ms();
     super::create_within_cap(
         Some(&record.owner_id),
         state.config.limits.api_keys_per_user,

@@ -303,6 +303,17 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::executions::SubmitError> for ApiError {
+    fn from(e: crate::executions::SubmitError) -> Self {
+        use crate::executions::SubmitError;
+        match e {
+            SubmitError::Invalid { field, message } => ApiError::invalid(field, message),
+            SubmitError::Refused(e) => e.into(),
+            SubmitError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<JobError> for ApiError {
     fn from(e: JobError) -> Self {
         match e {

@@ -88,10 +88,10 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
 
-    let mut record = super::executions::http_record(
-        state,
+    let mut record = crate::executions::http_record(
+        &state.config.limits,
         &script,
-        principal.as_ref(),
+        principal.as_ref().and_then(Principal::user_id),
         parts.method.as_str(),
         &path,
     )?;

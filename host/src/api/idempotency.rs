@@ -92,7 +92,7 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
 
     match state
         .store
-        .claim_idempotency_key(&scoped, &fingerprint, now_ms())
+        .claim_idempotency_key(&scoped, &fingerprint, crate::now_ms())
         .map_err(ApiError::from)?
     {
         Claim::Replay(stored) => return Ok(replay(stored)),
@@ -157,10 +157,4 @@ fn replay(stored: StoredResponse) -> Response {
     }
     headers.insert(REPLAYED, HeaderValue::from_static("true"));
     response
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -30,8 +30,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use self::error::ApiError;
-pub(crate) use self::executions::submit_scheduled;
-pub use self::idempotency::now_ms;
 use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;

@@ -150,7 +150,7 @@ fn parse_cron(cron: &str, timezone: &str) -> Result<Cron, ApiError> {
         CronError::Cron(message) => ApiError::invalid("cron", message),
         CronError::Zone(message) => ApiError::invalid("timezone", message),
     })?;
-    if parsed.next_after(super::now_ms()).is_none() {
+    if parsed.next_after(crate::now_ms()).is_none() {
         return Err(ApiError::invalid(
             "cron",
             format!("{cron:?} matches no future time"),
@@ -213,7 +213,7 @@ async fn create(
         updated_at: now,
         created_by: principal.user_id(),
         next_run_ms: if active {
-            cron.next_after(super::now_ms())
+            cron.next_after(crate::now_ms())
         } else {
             None
         },
@@ -361,7 +361,7 @@ async fn update(
         None => None,
     };
     let now = crate::now();
-    let now_ms = super::now_ms();
+    let now_ms = crate::now_ms();
     let if_match = headers.contains_key(header::IF_MATCH);
     let updated = state
         .store

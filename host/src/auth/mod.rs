@@ -128,7 +128,7 @@ pub fn creator_may(
 }
 
 fn now_secs() -> u64 {
-    crate::api::now_ms() / 1000
+    crate::now_ms() / 1000
 }
 
 impl Auth {
@@ -349,10 +349,7 @@ impl Auth {
             .store
             .api_key_by_hash(&secrets::token_hash(key))?
             .ok_or(INVALID)?;
-        if record
-            .expires_ms
-            .is_some_and(|at| at <= crate::api::now_ms())
-        {
+        if record.expires_ms.is_some_and(|at| at <= crate::now_ms()) {
             return Err(AuthError::Unauthenticated("the API key has expired"));
         }
         let owner = self.active_user(&record.owner_id)?;
@@ -413,7 +410,7 @@ impl Auth {
     ///
     /// The store or the random source failed.
     pub fn start_session(&self, user: &UserRecord) -> Result<TokenPair, AuthError> {
-        let now = crate::api::now_ms();
+        let now = crate::now_ms();
         let session = SessionRecord {
             id: uuid::Uuid::now_v7().to_string(),
             user_id: user.id.clone(),
@@ -482,7 +479,7 @@ impl Auth {
             }
             RefreshUse::Fresh(token) => token,
         };
-        let now = crate::api::now_ms();
+        let now = crate::now_ms();
         if token.expires_ms <= now {
             return Err(INVALID);
         }
@@ -597,7 +594,7 @@ mod tests {
     fn expired_keys_and_keys_of_disabled_owners_are_refused() {
         let (auth, store, _dir) = auth();
         let admin = store.user_by_name("admin").unwrap().unwrap();
-        let now = crate::api::now_ms();
+        let now = crate::now_ms();
         for (key, expires_ms) in [("kiln_live", now + 60_000), ("kiln_expired", now - 1)] {
             store
                 .create_api_key(&ApiKeyRecord {

@@ -1,12 +1,10 @@
 //! Who is calling. The router's guard (`api/access.rs`) authenticates every
 //! request to a protected route and leaves the [`Principal`] in the
-//! request's extensions; handlers take it as an extractor.
+//! request's extensions; handlers take it as an extractor (`api/access.rs`).
 
-use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::{Role, Scopes};
-use crate::api::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
@@ -19,8 +17,6 @@ pub enum Via {
     },
     /// Authentication is turned off (`auth.enabled = false`).
     Open,
-    /// The server itself (the scheduler).
-    System,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,17 +44,6 @@ impl Principal {
         }
     }
 
-    /// The server acting on its own (scheduled runs).
-    pub fn system() -> Self {
-        Self {
-            user_id: None,
-            name: "system".into(),
-            role: Role::Admin,
-            scopes: Scopes::all(),
-            via: Via::System,
-        }
-    }
-
     /// The caller the guard left on a request, if any.
     pub fn of(parts: &Parts) -> Option<Self> {
         parts.extensions.get::<Self>().cloned()
@@ -76,10 +61,9 @@ impl Principal {
     /// The rate-limit bucket: one per user, whichever of its sessions and
     /// API keys it comes by, so more keys are not more requests.
     pub fn rate_key(&self) -> String {
-        match (&self.via, &self.user_id) {
-            (_, Some(user)) => format!("user:{user}"),
-            (Via::System, None) => "system".into(),
-            _ => "anonymous".into(),
+        match &self.user_id {
+            Some(user) => format!("user:{user}"),
+            None => "anonymous".into(),
         }
     }
 
@@ -89,19 +73,7 @@ impl Principal {
         match (&self.via, &self.user_id) {
             (Via::ApiKey { key_id }, _) => format!("key:{key_id}"),
             (_, Some(user)) => format!("user:{user}"),
-            (Via::System, None) => "system".into(),
             _ => "anonymous".into(),
         }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        // No principal means the route is not behind the guard: refuse
-        // rather than act for nobody.
-        Self::of(parts)
-            .ok_or_else(|| ApiError::Unauthenticated("this route needs a credential".into()))
     }
 }

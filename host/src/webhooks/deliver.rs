@@ -48,7 +48,7 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Rece
         if *stopping.borrow() {
             return;
         }
-        let now = crate::api::now_ms();
+        let now = crate::now_ms();
         let (due, later): (Vec<_>, Vec<_>) = {
             // Read the outbox while holding the in-flight set: an attempt
             // writes its result before it leaves the set, so what is read
@@ -129,7 +129,7 @@ async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
     };
     if !webhook.active && delivery.event_type != super::PING {
         // Paused: hold the delivery without spending its attempts.
-        delivery.next_attempt_ms = crate::api::now_ms().saturating_add(PAUSED_RECHECK_MS);
+        delivery.next_attempt_ms = crate::now_ms().saturating_add(PAUSED_RECHECK_MS);
         if let Err(e) = store.put_delivery(&delivery) {
             tracing::error!(error = %e, "cannot hold a webhook delivery");
         }
@@ -151,7 +151,7 @@ async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
     };
     let next_attempt_at = (!delivered && !give_up).then(|| {
         let delay = backoff_ms(webhooks.config.retry_base_ms, delivery.attempts, jitter());
-        delivery.next_attempt_ms = crate::api::now_ms().saturating_add(delay);
+        delivery.next_attempt_ms = crate::now_ms().saturating_add(delay);
         humantime::format_rfc3339_millis(
             std::time::UNIX_EPOCH + Duration::from_millis(delivery.next_attempt_ms),
         )
@@ -214,7 +214,7 @@ async fn send(
         client = client.resolve_to_addrs(host, &addrs);
     }
     let client = client.build().map_err(|e| e.to_string())?;
-    let timestamp = crate::api::now_ms() / 1000;
+    let timestamp = crate::now_ms() / 1000;
     let signature = sign::sign(&key, &delivery.msg_id, timestamp, delivery.body.as_bytes());
     let response = client
         .post(url)

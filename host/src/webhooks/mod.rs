@@ -153,7 +153,7 @@ impl Webhooks {
             msg_id: format!("msg_{}", id.simple()),
             event_type: event_type.to_owned(),
             body: body.to_string(),
-            created_ms: crate::api::now_ms(),
+            created_ms: crate::now_ms(),
             attempts: 0,
             next_attempt_ms: 0,
         };

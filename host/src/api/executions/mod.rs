@@ -4,8 +4,6 @@
 mod events;
 mod submit;
 
-pub(crate) use submit::{http_record, submit_scheduled};
-
 use std::time::Duration;
 
 use axum::extract::State;

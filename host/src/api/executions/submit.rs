@@ -12,13 +12,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::ExecutionView;
 use crate::api::error::ErrorEnvelope;
 use crate::api::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::auth::Principal;
+use crate::executions::{RunRequest, Target};
 use crate::jobs::Settled;
 use crate::store::{
     ExecutionRecord, ExecutionStatus, Priority, ScriptKind, ScriptLimits, ScriptStatus, Trigger,
@@ -133,86 +133,9 @@ pub(super) async fn execute(
             ));
         }
     };
-    let target = Target {
-        language: script.language,
-        script: Some((script.id, version)),
-        defaults: script.limits.unwrap_or_default(),
-        code: None,
-    };
+    let target = Target::script(&script, version);
     let record = new_record(&state, request, target, &principal)?;
     submit(&state, record, wait).await
-}
-
-/// Queues a run of `script`'s current version for a schedule, with the
-/// schedule's parameters and the script's limits; returns the execution's id
-/// once its queued record is durable.
-///
-/// # Errors
-///
-/// A parameter or store error, or the queue's refusal (the refused record is
-/// kept, failed, as for any execution).
-pub(crate) async fn submit_scheduled(
-    state: &AppState,
-    script: crate::store::ScriptRecord,
-    schedule: &crate::store::ScheduleRecord,
-) -> Result<String, ApiError> {
-    let request = ExecuteRequest {
-        parameters: Some(schedule.parameters.clone()),
-        ..ExecuteRequest::default()
-    };
-    let target = Target {
-        language: script.language,
-        script: Some((script.id, script.version)),
-        defaults: script.limits.unwrap_or_default(),
-        code: None,
-    };
-    let mut record = new_record(state, request, target, &Principal::system())?;
-    record.trigger = Trigger::Schedule;
-    record.created_by.clone_from(&schedule.created_by);
-    record.env = vec![("KILN_SCHEDULE_ID".into(), schedule.id.clone())];
-    let id = record.id.clone();
-    submit(state, record, None).await?;
-    Ok(id)
-}
-
-/// The execution record of one request to an HTTP function: the script's
-/// limits (capped by the server's maxima), `trigger: "http"`, and the
-/// request's method and path as its parameters.
-pub(crate) fn http_record(
-    state: &AppState,
-    script: &crate::store::ScriptRecord,
-    principal: Option<&Principal>,
-    method: &str,
-    path: &str,
-) -> Result<ExecutionRecord, ApiError> {
-    let request = ExecuteRequest {
-        parameters: Some(json!({ "method": method, "path": path })),
-        ..ExecuteRequest::default()
-    };
-    let target = Target {
-        language: script.language,
-        script: Some((script.id.clone(), script.version)),
-        defaults: script.limits.unwrap_or_default(),
-        code: None,
-    };
-    let mut record = new_record(
-        state,
-        request,
-        target,
-        principal.unwrap_or(&Principal::system()),
-    )?;
-    record.trigger = Trigger::Http;
-    Ok(record)
-}
-
-/// What an execution runs.
-struct Target {
-    language: crate::store::Language,
-    /// A stored script's id and version, or none for ad-hoc code.
-    script: Option<(String, u32)>,
-    /// The script's own limits, used where the request sets none.
-    defaults: ScriptLimits,
-    code: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -303,78 +226,30 @@ pub(super) async fn execute_ad_hoc(
     submit(&state, record, wait).await
 }
 
-/// A queued execution record for `request`, its limits capped by the
-/// server's maxima (not refused).
+/// A queued execution record for an API request.
 fn new_record(
     state: &AppState,
     request: ExecuteRequest,
     target: Target,
     principal: &Principal,
 ) -> Result<ExecutionRecord, ApiError> {
-    let parameters = request.parameters.unwrap_or_else(|| json!({}));
-    if !parameters.is_object() {
-        return Err(ApiError::invalid("parameters", "must be a JSON object"));
-    }
-    for (field, value) in [
-        ("timeout_ms", request.timeout_ms),
-        ("memory_mb", request.memory_mb),
-        ("fuel", request.fuel),
-    ] {
-        if value == Some(0) {
-            return Err(ApiError::invalid(field, "must be at least 1"));
-        }
-    }
-    let limits = &state.config.limits;
-    let defaults = target.defaults;
-    let fuel = match (
-        request.fuel.or(defaults.fuel).or(limits.default_fuel),
-        limits.max_fuel,
-    ) {
-        (Some(fuel), Some(max)) => Some(fuel.min(max)),
-        (None, Some(max)) => Some(max),
-        (fuel, None) => fuel,
-    };
-    let (script_id, script_version) = target
-        .script
-        .map_or((None, None), |(id, version)| (Some(id), Some(version)));
-    Ok(ExecutionRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        script_id,
-        script_version,
-        language: target.language,
-        status: ExecutionStatus::Queued,
-        trigger: Trigger::Api,
-        priority: request.priority,
-        created_by: principal.user_id(),
-        parameters,
+    let request = RunRequest {
+        parameters: request.parameters,
         input: request.input,
         env: request.env.into_iter().collect(),
-        code: target.code,
-        timeout_ms: request
-            .timeout_ms
-            .or(defaults.timeout_ms)
-            .unwrap_or(limits.default_timeout_ms)
-            .min(limits.max_timeout_ms),
-        memory_mb: request
-            .memory_mb
-            .or(defaults.memory_mb)
-            .unwrap_or(limits.default_memory_mb)
-            .min(limits.max_memory_mb),
-        fuel,
-        created_at: crate::now(),
-        started_at: None,
-        completed_at: None,
-        duration_ms: None,
-        exit_code: None,
-        result: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        stdout_truncated: false,
-        stderr_truncated: false,
-        error: None,
-        fuel_consumed: None,
-        peak_memory_bytes: None,
-    })
+        timeout_ms: request.timeout_ms,
+        memory_mb: request.memory_mb,
+        fuel: request.fuel,
+        priority: request.priority,
+    };
+    let record = crate::executions::new_record(
+        &state.config.limits,
+        request,
+        target,
+        Trigger::Api,
+        principal.user_id(),
+    )?;
+    Ok(record)
 }
 
 /// Stores the record, queues it, and answers 200 with the finished execution
@@ -387,32 +262,8 @@ async fn submit(
     record: ExecutionRecord,
     wait: Option<Duration>,
 ) -> Result<Response, ApiError> {
-    state.store.put_execution(&record)?;
-    if wait.is_none() {
-        state.store.flush().await?;
-    }
-    let mut done = match state.jobs.enqueue(&record.id, record.priority) {
-        Ok(done) => done,
-        Err(e) => {
-            // Never leave a queued record behind that no worker will run.
-            let mut refused = record.clone();
-            refused.status = ExecutionStatus::Failed;
-            refused.error = Some(crate::store::ExecutionError {
-                code: match e {
-                    crate::jobs::JobError::QueueFull => "QUEUE_FULL",
-                    _ => "UNAVAILABLE",
-                }
-                .into(),
-                message: e.to_string(),
-                stack: None,
-                line: None,
-                column: None,
-            });
-            refused.completed_at = Some(crate::now());
-            state.store.put_execution(&refused)?;
-            return Err(e.into());
-        }
-    };
+    let mut done =
+        crate::executions::queue(&state.store, &state.jobs, &record, wait.is_none()).await?;
     if let Some(wait) = wait {
         let settled = match tokio::time::timeout(wait, done.wait_for(Settled::is_settled)).await {
             Ok(Ok(settled)) => settled.clone(),

@@ -1,0 +1,312 @@
+//! The first steps of the script contract, the same for every trigger (the
+//! API, a schedule, an HTTP function): an execution record made from a
+//! request under the server's limits policy, and its queueing. Below `api`:
+//! it knows records, the store and the queue, not HTTP.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::LimitsConfig;
+use crate::jobs::{JobError, Jobs, Settled};
+use crate::store::{
+    ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, ScheduleRecord,
+    ScriptLimits, ScriptRecord, Store, StoreError, Trigger,
+};
+
+/// What a caller asks of one run; every field may be left to the defaults.
+#[derive(Debug, Default)]
+pub struct RunRequest {
+    /// A JSON object: the script's `main` argument (components read it on stdin).
+    pub parameters: Option<serde_json::Value>,
+    pub input: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub fuel: Option<u64>,
+    pub priority: Priority,
+}
+
+/// What an execution runs.
+#[derive(Debug)]
+pub struct Target {
+    pub language: Language,
+    /// A stored script's id and version, or none for ad-hoc code.
+    pub script: Option<(String, u32)>,
+    /// The script's own limits, used where the request sets none.
+    pub defaults: ScriptLimits,
+    /// Ad-hoc code.
+    pub code: Option<Vec<u8>>,
+}
+
+impl Target {
+    /// A stored script at `version`, with its own limits as defaults.
+    pub fn script(script: &ScriptRecord, version: u32) -> Self {
+        Self {
+            language: script.language,
+            script: Some((script.id.clone(), version)),
+            defaults: script.limits.unwrap_or_default(),
+            code: None,
+        }
+    }
+}
+
+/// Why an execution was not made or not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A field of the request is not valid.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The queue refused it; its record is kept, failed, as for any execution.
+    #[error(transparent)]
+    Refused(#[from] JobError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A queued execution record for `request`, its limits capped by the
+/// server's maxima (not refused).
+///
+/// # Errors
+///
+/// [`SubmitError::Invalid`] for parameters that are not an object or a
+/// limit of 0.
+pub fn new_record(
+    limits: &LimitsConfig,
+    request: RunRequest,
+    target: Target,
+    trigger: Trigger,
+    created_by: Option<String>,
+) -> Result<ExecutionRecord, SubmitError> {
+    let parameters = request.parameters.unwrap_or_else(|| json!({}));
+    if !parameters.is_object() {
+        return Err(SubmitError::Invalid {
+            field: "parameters",
+            message: "must be a JSON object".into(),
+        });
+    }
+    for (field, value) in [
+        ("timeout_ms", request.timeout_ms),
+        ("memory_mb", request.memory_mb),
+        ("fuel", request.fuel),
+    ] {
+        if value == Some(0) {
+            return Err(SubmitError::Invalid {
+                field,
+                message: "must be at least 1".into(),
+            });
+        }
+    }
+    let defaults = target.defaults;
+    let fuel = match (
+        request.fuel.or(defaults.fuel).or(limits.default_fuel),
+        limits.max_fuel,
+    ) {
+        (Some(fuel), Some(max)) => Some(fuel.min(max)),
+        (None, Some(max)) => Some(max),
+        (fuel, None) => fuel,
+    };
+    let (script_id, script_version) = target
+        .script
+        .map_or((None, None), |(id, version)| (Some(id), Some(version)));
+    Ok(ExecutionRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        script_id,
+        script_version,
+        language: target.language,
+        status: ExecutionStatus::Queued,
+        trigger,
+        priority: request.priority,
+        created_by,
+        parameters,
+        input: request.input,
+        env: request.env,
+        code: target.code,
+        timeout_ms: request
+            .timeout_ms
+            .or(defaults.timeout_ms)
+            .unwrap_or(limits.default_timeout_ms)
+            .min(limits.max_timeout_ms),
+        memory_mb: request
+            .memory_mb
+            .or(defaults.memory_mb)
+            .unwrap_or(limits.default_memory_mb)
+            .min(limits.max_memory_mb),
+        fuel,
+        created_at: crate::now(),
+        started_at: None,
+        completed_at: None,
+        duration_ms: None,
+        exit_code: None,
+        result: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        error: None,
+        fuel_consumed: None,
+        peak_memory_bytes: None,
+    })
+}
+
+/// Stores `record` (flushed first when `durable_first`) and queues it; the
+/// receiver settles when it is final.
+///
+/// # Errors
+///
+/// A store error, or the queue's refusal, after which the record is kept
+/// as a failed execution: never a queued record no worker will run.
+pub async fn queue(
+    store: &Arc<dyn Store>,
+    jobs: &Jobs,
+    record: &ExecutionRecord,
+    durable_first: bool,
+) -> Result<watch::Receiver<Settled>, SubmitError> {
+    store.put_execution(record)?;
+    if durable_first {
+        store.flush().await?;
+    }
+    jobs.enqueue(&record.id, record.priority).or_else(|e| {
+        let mut refused = record.clone();
+        refused.status = ExecutionStatus::Failed;
+        refused.error = Some(ExecutionError {
+            code: match e {
+                JobError::QueueFull => "QUEUE_FULL",
+                _ => "UNAVAILABLE",
+            }
+            .into(),
+            message: e.to_string(),
+            stack: None,
+            line: None,
+            column: None,
+        });
+        refused.completed_at = Some(crate::now());
+        store.put_execution(&refused)?;
+        Err(e.into())
+    })
+}
+
+/// Queues a run of `script`'s current version for `schedule`, with the
+/// schedule's parameters and the script's limits, on behalf of its creator;
+/// returns the execution's id once its queued record is durable.
+///
+/// # Errors
+///
+/// As [`queue`].
+pub async fn submit_scheduled(
+    store: &Arc<dyn Store>,
+    jobs: &Jobs,
+    limits: &LimitsConfig,
+    script: &ScriptRecord,
+    schedule: &ScheduleRecord,
+) -> Result<String, SubmitError> {
+    let request = RunRequest {
+        parameters: Some(schedule.parameters.clone()),
+        env: vec![("KILN_SCHEDULE_ID".into(), schedule.id.clone())],
+        ..RunRequest::default()
+    };
+    let target = Target::script(script, script.version);
+    let record = new_record(
+        limits,
+        request,
+        target,
+        Trigger::Schedule,
+        schedule.created_by.clone(),
+    )?;
+    queue(store, jobs, &record, true).await?;
+    Ok(record.id)
+}
+
+/// The record of one request to an HTTP function: the script's limits
+/// (capped by the server's maxima), `trigger: "http"`, and the request's
+/// method and path as its parameters. It is not queued: the request's own
+/// task runs it.
+///
+/// # Errors
+///
+/// None in practice (the parameters are an object and no limit is 0); the
+/// type is [`new_record`]'s.
+pub fn http_record(
+    limits: &LimitsConfig,
+    script: &ScriptRecord,
+    created_by: Option<String>,
+    method: &str,
+    path: &str,
+) -> Result<ExecutionRecord, SubmitError> {
+    let request = RunRequest {
+        parameters: Some(json!({ "method": method, "path": path })),
+        ..RunRequest::default()
+    };
+    new_record(
+        limits,
+        request,
+        Target::script(script, script.version),
+        Trigger::Http,
+        created_by,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> LimitsConfig {
+        crate::config::Config::default().limits
+    }
+
+    fn ad_hoc() -> Target {
+        Target {
+            language: Language::Javascript,
+            script: None,
+            defaults: ScriptLimits::default(),
+            code: Some(b"1".to_vec()),
+        }
+    }
+
+    #[test]
+    fn limits_default_to_the_script_s_then_the_server_s_and_are_capped() {
+        let limits = limits();
+        let record =
+            new_record(&limits, RunRequest::default(), ad_hoc(), Trigger::Api, None).unwrap();
+        assert_eq!(record.timeout_ms, limits.default_timeout_ms);
+        assert_eq!(record.memory_mb, limits.default_memory_mb);
+        assert_eq!(record.parameters, json!({}));
+        let target = Target {
+            defaults: ScriptLimits {
+                timeout_ms: Some(1234),
+                ..ScriptLimits::default()
+            },
+            ..ad_hoc()
+        };
+        let asked = RunRequest {
+            memory_mb: Some(u64::MAX),
+            ..RunRequest::default()
+        };
+        let record = new_record(&limits, asked, target, Trigger::Api, None).unwrap();
+        assert_eq!(record.timeout_ms, 1234);
+        assert_eq!(record.memory_mb, limits.max_memory_mb);
+    }
+
+    #[test]
+    fn parameters_that_are_no_object_and_zero_limits_are_refused() {
+        let limits = limits();
+        let array = RunRequest {
+            parameters: Some(json!([1])),
+            ..RunRequest::default()
+        };
+        let zero = RunRequest {
+            fuel: Some(0),
+            ..RunRequest::default()
+        };
+        for (request, named) in [(array, "parameters"), (zero, "fuel")] {
+            match new_record(&limits, request, ad_hoc(), Trigger::Api, None) {
+                Err(SubmitError::Invalid { field, .. }) => assert_eq!(field, named),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
