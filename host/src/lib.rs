@@ -6,6 +6,7 @@ mod auth;
 pub mod cli;
 mod compiler;
 mod config;
+mod contract;
 mod executions;
 mod http_server;
 mod jobs;

@@ -126,23 +126,15 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "script".into());
-    let mut env = vec![
-        (
-            "KILN_EXECUTION_ID".to_string(),
-            uuid::Uuid::now_v7().to_string(),
-        ),
-        ("KILN_SCRIPT_NAME".to_string(), name.clone()),
-    ];
-    if let Some(params) = &params {
-        env.push(("KILN_PARAMETERS".into(), params.clone()));
-    }
-    // A command reads its parameters from stdin unless it was given input;
-    // a script gets them as main's argument.
-    let stdin = match (&args.input, &params, &call) {
-        (Some(input), _, _) => input.clone().into_bytes(),
-        (None, Some(params), Call::Main) => params.clone().into_bytes(),
-        _ => Vec::new(),
-    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let (env, stdin) = crate::contract::environment(
+        &[],
+        &id,
+        &name,
+        params.as_deref(),
+        args.input.as_deref(),
+        &call,
+    );
     let invocation = Invocation {
         call,
         args: vec![name],

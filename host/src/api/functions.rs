@@ -16,12 +16,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_runtime::{CancelHandle, ErrorCode, HttpInvocation, Status};
+use kiln_runtime::{Call, CancelHandle, ErrorCode, HttpInvocation, Status};
 
 use super::access::ClientIp;
 use super::error::ErrorEnvelope;
 use super::{ApiError, AppState, audit};
 use crate::auth::{Principal, Scope, Via};
+use crate::contract::{self, Ran};
 use crate::store::{ExecutionRecord, ScriptKind, ScriptRecord, ScriptStatus};
 
 /// The header every answer of a function carries: its execution record.
@@ -126,51 +127,42 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     let cancel = CancelHandle::new();
     let running = state.jobs.track(&record.id, cancel.clone());
     record.started_at = Some(crate::now());
+    // An HTTP function reads the request, not parameters or stdin.
+    let (env, _) = contract::environment(&[], &record.id, &script.name, None, None, &Call::Main);
     let invocation = HttpInvocation {
         request: guest_request,
-        env: vec![
-            ("KILN_EXECUTION_ID".into(), record.id.clone()),
-            ("KILN_SCRIPT_NAME".into(), script.name.clone()),
-        ],
-        limits: crate::jobs::limits_of(&record, state.config.limits.output_bytes),
+        env,
+        limits: contract::limits_of(&record, state.config.limits.output_bytes),
         max_response_bytes: state.config.server.max_body_bytes,
         cancel: Some(cancel),
     };
     let handled = state.sandbox.handle(&artifact, invocation).await;
     drop(running);
     // The error code as a static string, for the error response.
-    let (answer, code) = match handled {
+    let (answer, code, ran) = match handled {
         Ok(handled) => {
-            let mut code = handled.outcome.error_code().map(ErrorCode::as_str);
+            let code = handled.outcome.error_code().map(ErrorCode::as_str);
+            // Only draining cancels a function request.
             let interrupted = handled.outcome.status == Status::Cancelled;
-            crate::jobs::apply_outcome(&mut record, handled.outcome);
-            if interrupted {
-                // Only draining cancels a function request.
-                code = Some("INTERRUPTED");
-                crate::jobs::fail(
-                    &mut record,
-                    "INTERRUPTED",
-                    "the server shut down before this request was answered".into(),
-                );
-            }
-            (handled.response, code)
+            let code = if interrupted {
+                Some("INTERRUPTED")
+            } else {
+                code
+            };
+            let ran = Ran::Outcome {
+                outcome: handled.outcome,
+                interrupted,
+            };
+            (handled.response, code, ran)
         }
-        Err(e) => {
-            crate::jobs::fail(
-                &mut record,
-                "INTERNAL_ERROR",
-                format!("the sandbox failed: {e}"),
-            );
-            (None, Some("INTERNAL_ERROR"))
-        }
+        Err(e) => (
+            None,
+            Some("INTERNAL_ERROR"),
+            Ran::Failed(format!("the sandbox failed: {e}")),
+        ),
     };
-    record.completed_at = Some(crate::now());
-    state.store.put_execution(&record)?;
-    state.jobs.finalized(&record);
-    state.store.note_execution(
-        &script.id,
-        record.completed_at.as_deref().unwrap_or_default(),
-    )?;
+    contract::finish(&mut record, ran);
+    state.jobs.record_final(state.store.as_ref(), &record)?;
     Ok(respond(&record, answer, code.unwrap_or("INTERNAL_ERROR")))
 }
 

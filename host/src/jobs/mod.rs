@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, Limits, Outcome, Shape, Status};
+use kiln_runtime::{Artifact, Call, CancelHandle, Invocation};
 use tokio::sync::watch;
 
 use self::queue::Queue;
 use self::script_host::StoredScript;
 use crate::config::LimitsConfig;
+use crate::contract::{self, Ran};
 use crate::metrics::ExecutionMetrics;
 use crate::runtimes::Runtimes;
 use crate::store::{
@@ -188,8 +189,35 @@ impl Jobs {
         }
     }
 
+    /// Stores a record that just became final (not flushed), counts it,
+    /// tells the hook, and counts the run on its script, the same for every
+    /// trigger.
+    ///
+    /// # Errors
+    ///
+    /// The record could not be stored.
+    pub(crate) fn record_final(
+        &self,
+        store: &dyn Store,
+        record: &ExecutionRecord,
+    ) -> Result<(), StoreError> {
+        store.put_execution(record)?;
+        self.finalized(record);
+        if let Some(script_id) = &record.script_id {
+            // The run and its record stand without the script's counters.
+            if let Err(e) = store.note_execution(
+                script_id,
+                record.completed_at.as_deref().unwrap_or_default(),
+            ) {
+                tracing::error!(execution = %record.id, error = %e,
+                    "cannot count an execution on its script");
+            }
+        }
+        Ok(())
+    }
+
     /// Counts a record that just became final and tells the hook.
-    pub(crate) fn finalized(&self, record: &ExecutionRecord) {
+    fn finalized(&self, record: &ExecutionRecord) {
         self.finished_count.fetch_add(1, Ordering::Relaxed);
         self.metrics.record(record);
         if let Some(hook) = self.on_final.get() {
@@ -479,37 +507,18 @@ impl Worker {
                 invocation.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
                     live.publish(kind, &String::from_utf8_lossy(bytes));
                 }));
-                match self.runtimes.sandbox().run(&artifact, invocation).await {
-                    Ok(outcome)
-                        if outcome.status == Status::Cancelled
-                            && self.jobs.interrupting.load(Ordering::Acquire) =>
-                    {
-                        apply_outcome(record, outcome);
-                        fail(
-                            record,
-                            "INTERRUPTED",
-                            "the server shut down before this execution finished".into(),
-                        );
-                    }
-                    Ok(outcome) => apply_outcome(record, outcome),
-                    Err(e) => fail(record, "INTERNAL_ERROR", format!("the sandbox failed: {e}")),
-                }
+                let ran = match self.runtimes.sandbox().run(&artifact, invocation).await {
+                    Ok(outcome) => Ran::Outcome {
+                        outcome,
+                        interrupted: self.jobs.interrupting.load(Ordering::Acquire),
+                    },
+                    Err(e) => Ran::Failed(format!("the sandbox failed: {e}")),
+                };
+                contract::finish(record, ran);
             }
-            Err(message) => fail(record, "INTERNAL_ERROR", message),
+            Err(message) => contract::finish(record, Ran::Failed(message)),
         }
-        record.completed_at = Some(crate::now());
-        self.store.put_execution(record)?;
-        self.jobs.finalized(record);
-        if let Some(script_id) = &record.script_id {
-            // The run and its record stand without the script's counters.
-            if let Err(e) = self.store.note_execution(
-                script_id,
-                record.completed_at.as_deref().unwrap_or_default(),
-            ) {
-                tracing::error!(execution = %record.id, error = %e,
-                    "cannot count an execution on its script");
-            }
-        }
+        self.jobs.record_final(self.store.as_ref(), record)?;
         Ok(())
     }
 
@@ -539,7 +548,8 @@ impl Worker {
                         .component(script_id, version, content, &owner)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let call = component_call(&component, record);
+                    let call =
+                        contract::component_call(component.shape(), &record.parameters.to_string());
                     (component, call)
                 } else {
                     self.script_call(record, content()?).await?
@@ -554,7 +564,8 @@ impl Worker {
                     .load(code.clone(), Some(&caller))
                     .await
                     .map_err(|e| e.to_string())?;
-                let call = component_call(&component, record);
+                let call =
+                    contract::component_call(component.shape(), &record.parameters.to_string());
                 Ok((component, call, "ad-hoc".into()))
             }
             (None, _, Some(code)) => {
@@ -586,23 +597,21 @@ impl Worker {
     }
 
     fn invocation(&self, record: &ExecutionRecord, call: Call, name: String) -> Invocation {
-        let mut env = record.env.clone();
-        env.push(("KILN_EXECUTION_ID".into(), record.id.clone()));
-        env.push(("KILN_SCRIPT_NAME".into(), name.clone()));
-        let stdin = match (&record.input, &call) {
-            (Some(input), _) => input.clone().into_bytes(),
-            (None, Call::Main) => {
-                env.push(("KILN_PARAMETERS".into(), record.parameters.to_string()));
-                record.parameters.to_string().into_bytes()
-            }
-            (None, Call::Script { .. } | Call::Json { .. }) => Vec::new(),
-        };
+        let parameters = record.parameters.to_string();
+        let (env, stdin) = contract::environment(
+            &record.env,
+            &record.id,
+            &name,
+            Some(&parameters),
+            record.input.as_deref(),
+            &call,
+        );
         Invocation {
             call,
             args: vec![name],
             env,
             stdin,
-            limits: limits_of(record, self.limits.output_bytes),
+            limits: contract::limits_of(record, self.limits.output_bytes),
             cancel: None,
             on_output: None,
             script_host: None,
@@ -615,72 +624,11 @@ fn lost(id: &str, error: &StoreError) -> Settled {
     Settled::Lost(error.to_string())
 }
 
-/// The sandbox limits an execution record asks for.
-pub(crate) fn limits_of(record: &ExecutionRecord, output_bytes: usize) -> Limits {
-    Limits {
-        fuel: record.fuel,
-        memory_bytes: record.memory_mb.saturating_mul(1 << 20),
-        timeout: Duration::from_millis(record.timeout_ms),
-        stdout_bytes: output_bytes,
-        stderr_bytes: output_bytes,
-    }
-}
-
-/// What to call in a component: `run` with the parameters for a
-/// `kiln:script` one, `wasi:cli/run` otherwise.
-fn component_call(component: &Artifact, record: &ExecutionRecord) -> Call {
-    match component.shape() {
-        Shape::Script => Call::Json {
-            params: record.parameters.to_string(),
-        },
-        _ => Call::Main,
-    }
-}
-
-pub(crate) fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
-    record.status = match outcome.status {
-        Status::Completed => ExecutionStatus::Completed,
-        Status::Failed => ExecutionStatus::Failed,
-        Status::Timeout => ExecutionStatus::Timeout,
-        Status::Cancelled => ExecutionStatus::Cancelled,
-    };
-    record.exit_code = outcome.exit_code;
-    record.result = outcome
-        .result
-        .as_deref()
-        .and_then(|json| serde_json::from_str(json).ok());
-    record.stdout = String::from_utf8_lossy(&outcome.stdout).into_owned();
-    record.stderr = String::from_utf8_lossy(&outcome.stderr).into_owned();
-    record.stdout_truncated = outcome.stdout_truncated;
-    record.stderr_truncated = outcome.stderr_truncated;
-    record.error = outcome.error.map(|e| ExecutionError {
-        code: e.code.as_str().into(),
-        message: e.message,
-        stack: e.stack,
-        line: e.line,
-        column: e.column,
-    });
-    record.fuel_consumed = Some(outcome.fuel_consumed);
-    record.peak_memory_bytes = Some(outcome.peak_memory_bytes);
-    record.duration_ms = Some(u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX));
-}
-
-pub(crate) fn fail(record: &mut ExecutionRecord, code: &str, message: String) {
-    record.status = ExecutionStatus::Failed;
-    record.error = Some(ExecutionError {
-        code: code.into(),
-        message,
-        stack: None,
-        line: None,
-        column: None,
-    });
-}
-
 /// At start-up: executions a crash left `running` are failed as INTERRUPTED;
 /// `queued` ones are queued again.
 pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
     for mut record in store.executions_in(&[ExecutionStatus::Running])? {
-        fail(
+        contract::fail(
             &mut record,
             "INTERRUPTED",
             "the server stopped while this execution ran".into(),
