@@ -251,7 +251,7 @@ async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
             // only through a crash in between.
             tracing::info!(schedule = %schedule.id, script = %schedule.script_id,
                 "schedule deleted: its script is gone");
-            if let Err(e) = state.store.delete_schedule(&schedule.id) {
+            if let Err(e) = state.store.delete_schedule(&schedule.id, &|_| Ok(())) {
                 tracing::warn!(schedule = %schedule.id, error = %e, "cannot delete the schedule");
             }
             return None;

@@ -423,12 +423,23 @@ async fn delete(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    if headers.contains_key(header::IF_MATCH) {
-        check_if_match(&state, &headers, &find(&state, &id)?)?;
-    }
+    // The schedule the client's ETag was checked against is the one
+    // deleted, or nothing is: the check is repeated inside the delete.
+    let seen = if headers.contains_key(header::IF_MATCH) {
+        let seen = find(&state, &id)?;
+        check_if_match(&state, &headers, &seen)?;
+        Some(seen)
+    } else {
+        None
+    };
     state
         .store
-        .delete_schedule(&id)?
+        .delete_schedule(&id, &|current| match &seen {
+            Some(seen) if current != seen => Err(StoreError::Refused(
+                "the schedule changed while it was being deleted".into(),
+            )),
+            _ => Ok(()),
+        })?
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))?;
     state.store.flush().await?;
     state.schedules_changed.notify_one();

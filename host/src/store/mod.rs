@@ -132,8 +132,13 @@ pub trait Store:
         id: &str,
         change: &dyn Fn(&ScheduleRecord) -> Result<ScheduleRecord, StoreError>,
     ) -> Result<Option<ScheduleRecord>, StoreError>;
-    /// Deletes a schedule; returns it if there was one.
-    fn delete_schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError>;
+    /// Deletes a schedule if `expect` accepts it as it is at the moment of
+    /// the delete (atomically); returns it if there was one.
+    fn delete_schedule(
+        &self,
+        id: &str,
+        expect: &dyn Fn(&ScheduleRecord) -> Result<(), StoreError>,
+    ) -> Result<Option<ScheduleRecord>, StoreError>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Makes every change so far durable (a sled flush and a sync of its

@@ -109,6 +109,32 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Reads the record at `key`, lets `change` decide from it what to write
+/// (`Some`: a new record; `None`: delete it), and writes that only if the
+/// stored bytes are still those it read, else reads again: one
+/// compare-and-swap loop for every record changed in place. Returns the
+/// record as read and as written, or `None` when there is no such record.
+fn swap<T: serde::Serialize + serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+    change: impl Fn(&T) -> Result<Option<T>, StoreError>,
+) -> Result<Option<(T, Option<T>)>, StoreError> {
+    loop {
+        let Some(current) = tree.get(key).map_err(backend)? else {
+            return Ok(None);
+        };
+        let before: T = decode(&current)?;
+        let after = change(&before)?;
+        let bytes = after.as_ref().map(encode).transpose()?;
+        let swapped = tree
+            .compare_and_swap(key, Some(current), bytes)
+            .map_err(backend)?;
+        if swapped.is_ok() {
+            return Ok(Some((before, after)));
+        }
+    }
+}
+
 fn version_key(id: &str, version: u32) -> Vec<u8> {
     format!("{id}/{version:010}").into_bytes()
 }
@@ -608,27 +634,21 @@ impl Store for SledStore {
         id: &str,
         change: &dyn Fn(&ScheduleRecord) -> Result<ScheduleRecord, StoreError>,
     ) -> Result<Option<ScheduleRecord>, StoreError> {
-        loop {
-            let Some(current) = self.schedules.get(id).map_err(backend)? else {
-                return Ok(None);
-            };
-            let next = change(&decode(&current)?)?;
-            let swapped = self
-                .schedules
-                .compare_and_swap(id, Some(current), Some(encode(&next)?))
-                .map_err(backend)?;
-            if swapped.is_ok() {
-                return Ok(Some(next));
-            }
-        }
+        let swapped = swap(&self.schedules, id.as_bytes(), |current| {
+            change(current).map(Some)
+        })?;
+        Ok(swapped.and_then(|(_, after)| after))
     }
 
-    fn delete_schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
-        self.schedules
-            .remove(id)
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+    fn delete_schedule(
+        &self,
+        id: &str,
+        expect: &dyn Fn(&ScheduleRecord) -> Result<(), StoreError>,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        let swapped = swap(&self.schedules, id.as_bytes(), |current| {
+            expect(current).map(|()| None)
+        })?;
+        Ok(swapped.map(|(before, _)| before))
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
@@ -664,6 +684,71 @@ mod tests {
             }
         }
         SledStore::open(path, TEST_CACHE_BYTES)
+    }
+
+    fn schedule(id: &str) -> ScheduleRecord {
+        ScheduleRecord {
+            id: id.into(),
+            name: "nightly".into(),
+            script_id: "s1".into(),
+            cron: "@daily".into(),
+            timezone: "UTC".into(),
+            parameters: serde_json::json!({}),
+            active: true,
+            overlap: crate::store::Overlap::default(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            created_by: None,
+            next_run_ms: None,
+            last_run_at: None,
+            last_execution_id: None,
+        }
+    }
+
+    #[test]
+    fn a_delete_happens_only_if_its_expectation_holds_at_the_moment_of_the_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        store.create_schedule(&schedule("a")).unwrap();
+        let refused = store.delete_schedule("a", &|current| {
+            if current.name == "nightly" {
+                Err(StoreError::Refused("changed".into()))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(refused, Err(StoreError::Refused(_))));
+        assert!(store.schedule("a").unwrap().is_some(), "kept");
+        let deleted = store.delete_schedule("a", &|_| Ok(())).unwrap();
+        assert_eq!(deleted.map(|s| s.id), Some("a".into()));
+        assert!(store.schedule("a").unwrap().is_none());
+        assert!(store.delete_schedule("a", &|_| Ok(())).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_swap_that_lost_a_race_applies_its_change_to_the_winner_s_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        store.create_schedule(&schedule("a")).unwrap();
+        let raced = std::cell::Cell::new(false);
+        let written = store
+            .update_schedule("a", &|current| {
+                if !raced.replace(true) {
+                    // Another writer lands between this read and its write.
+                    let mut theirs = current.clone();
+                    theirs.name = "theirs".into();
+                    store
+                        .schedules
+                        .insert("a", encode(&theirs)?)
+                        .map_err(backend)?;
+                }
+                let mut mine = current.clone();
+                mine.active = false;
+                Ok(mine)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((written.name.as_str(), written.active), ("theirs", false));
     }
 
     fn script(id: &str, name: &str, version: u32) -> ScriptRecord {

@@ -231,7 +231,7 @@ pub(super) async fn delete(
     // the scheduler, which drops a schedule whose script is gone.
     for schedule in state.store.schedules()? {
         if schedule.script_id == deleted.id {
-            state.store.delete_schedule(&schedule.id)?;
+            state.store.delete_schedule(&schedule.id, &|_| Ok(()))?;
         }
     }
     state.emit("script.deleted", &ScriptView::from(deleted));

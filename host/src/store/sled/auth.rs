@@ -75,21 +75,13 @@ impl AuthStore for SledStore {
         id: &str,
         change: &dyn Fn(&UserRecord) -> Result<UserRecord, StoreError>,
     ) -> Result<Option<UserRecord>, StoreError> {
-        loop {
-            let Some(current) = self.users.get(id).map_err(backend)? else {
-                return Ok(None);
-            };
-            let before: UserRecord = decode(&current)?;
-            let mut next = change(&before)?;
-            next.username = before.username;
-            let swapped = self
-                .users
-                .compare_and_swap(id, Some(current), Some(encode(&next)?))
-                .map_err(backend)?;
-            if swapped.is_ok() {
-                return Ok(Some(next));
-            }
-        }
+        let swapped = super::swap(&self.users, id.as_bytes(), |before: &UserRecord| {
+            let mut next = change(before)?;
+            // A username is changed only by renaming, never here.
+            next.username.clone_from(&before.username);
+            Ok(Some(next))
+        })?;
+        Ok(swapped.and_then(|(_, after)| after))
     }
 
     fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {

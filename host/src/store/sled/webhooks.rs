@@ -27,19 +27,10 @@ impl WebhookStore for SledStore {
         id: &str,
         change: &dyn Fn(&WebhookRecord) -> Result<WebhookRecord, StoreError>,
     ) -> Result<Option<WebhookRecord>, StoreError> {
-        loop {
-            let Some(current) = self.webhooks.get(id).map_err(backend)? else {
-                return Ok(None);
-            };
-            let next = change(&decode(&current)?)?;
-            let swapped = self
-                .webhooks
-                .compare_and_swap(id, Some(current), Some(encode(&next)?))
-                .map_err(backend)?;
-            if swapped.is_ok() {
-                return Ok(Some(next));
-            }
-        }
+        let swapped = super::swap(&self.webhooks, id.as_bytes(), |current| {
+            change(current).map(Some)
+        })?;
+        Ok(swapped.and_then(|(_, after)| after))
     }
 
     fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
