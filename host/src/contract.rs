@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kiln_runtime::{Call, Limits, Outcome, Shape, Status};
 
-use crate::store::{ExecutionError, ExecutionRecord, ExecutionStatus};
+use crate::store::{ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus};
 
 /// The environment and stdin of a run: the caller's variables, then
 /// `KILN_EXECUTION_ID` and `KILN_SCRIPT_NAME`; a command (`Call::Main`) also
@@ -84,12 +84,12 @@ pub fn finish(record: &mut ExecutionRecord, ran: Ran) {
             if cancelled && interrupted {
                 fail(
                     record,
-                    "INTERRUPTED",
-                    "the server shut down before this execution finished".into(),
+                    ExecutionCode::Interrupted,
+                    "the server shut down before this execution finished",
                 );
             }
         }
-        Ran::Failed(message) => fail(record, "INTERNAL_ERROR", message),
+        Ran::Failed(message) => fail(record, ExecutionCode::InternalError, message),
     }
     record.completed_at = Some(crate::now());
 }
@@ -111,7 +111,7 @@ fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
     record.stdout_truncated = outcome.stdout_truncated;
     record.stderr_truncated = outcome.stderr_truncated;
     record.error = outcome.error.map(|e| ExecutionError {
-        code: e.code.as_str().into(),
+        code: e.code.into(),
         message: e.message,
         stack: e.stack,
         line: e.line,
@@ -123,15 +123,9 @@ fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
 }
 
 /// Marks `record` failed with `code`.
-pub fn fail(record: &mut ExecutionRecord, code: &str, message: String) {
+pub fn fail(record: &mut ExecutionRecord, code: ExecutionCode, message: impl Into<String>) {
     record.status = ExecutionStatus::Failed;
-    record.error = Some(ExecutionError {
-        code: code.into(),
-        message,
-        stack: None,
-        line: None,
-        column: None,
-    });
+    record.error = Some(ExecutionError::new(code, message));
 }
 
 #[cfg(test)]
@@ -197,7 +191,7 @@ mod tests {
         let mut record = record();
         finish(&mut record, Ran::Failed("the script was deleted".into()));
         assert_eq!(record.status, ExecutionStatus::Failed);
-        assert_eq!(record.error.unwrap().code, "INTERNAL_ERROR");
+        assert_eq!(record.error.unwrap().code, ExecutionCode::InternalError);
         assert!(record.completed_at.is_some());
     }
 }

@@ -16,14 +16,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_runtime::{Call, CancelHandle, ErrorCode, HttpInvocation, Status};
+use kiln_runtime::{Call, CancelHandle, HttpInvocation, Status};
 
 use super::access::ClientIp;
 use super::error::ErrorEnvelope;
 use super::{ApiError, AppState, audit};
 use crate::auth::{Principal, Scope, Via};
 use crate::contract::{self, Ran};
-use crate::store::{ExecutionRecord, ScriptKind, ScriptRecord, ScriptStatus};
+use crate::store::{ExecutionCode, ExecutionRecord, ScriptKind, ScriptRecord, ScriptStatus};
 
 /// The header every answer of a function carries: its execution record.
 const EXECUTION_ID: &str = "x-kiln-execution-id";
@@ -141,13 +141,12 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     // The error code as a static string, for the error response.
     let (answer, code, ran) = match handled {
         Ok(handled) => {
-            let code = handled.outcome.error_code().map(ErrorCode::as_str);
             // Only draining cancels a function request.
             let interrupted = handled.outcome.status == Status::Cancelled;
             let code = if interrupted {
-                Some("INTERRUPTED")
+                Some(ExecutionCode::Interrupted)
             } else {
-                code
+                handled.outcome.error_code().map(ExecutionCode::from)
             };
             let ran = Ran::Outcome {
                 outcome: handled.outcome,
@@ -157,13 +156,17 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         }
         Err(e) => (
             None,
-            Some("INTERNAL_ERROR"),
+            Some(ExecutionCode::InternalError),
             Ran::Failed(format!("the sandbox failed: {e}")),
         ),
     };
     contract::finish(&mut record, ran);
     state.jobs.record_final(state.store.as_ref(), &record)?;
-    Ok(respond(&record, answer, code.unwrap_or("INTERNAL_ERROR")))
+    Ok(respond(
+        &record,
+        answer,
+        code.unwrap_or(ExecutionCode::InternalError),
+    ))
 }
 
 /// Adds [`call`] to the OpenAPI document (it is routed by hand: any method,
@@ -271,7 +274,7 @@ fn guest_request(
 fn respond(
     record: &ExecutionRecord,
     answer: Option<axum::http::Response<Bytes>>,
-    code: &'static str,
+    code: ExecutionCode,
 ) -> Response {
     let mut response = match answer {
         Some(answer) => {
@@ -286,7 +289,7 @@ fn respond(
                 || "the function gave no response".to_string(),
                 |e| e.message.clone(),
             );
-            ApiError::Function(function_status(code), code, message).into_response()
+            ApiError::Function(function_status(code), code.as_str(), message).into_response()
         }
     };
     if let Ok(id) = HeaderValue::from_str(&record.id) {
@@ -300,11 +303,11 @@ fn respond(
 /// How a function that gave no response is answered, like a gateway whose
 /// upstream failed: 504 when it ran out of time, 503 when the server stopped
 /// it, 502 otherwise.
-fn function_status(code: &str) -> StatusCode {
+fn function_status(code: ExecutionCode) -> StatusCode {
     match code {
-        "TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
-        "INTERRUPTED" | "CANCELLED" => StatusCode::SERVICE_UNAVAILABLE,
-        "INTERNAL_ERROR" => StatusCode::INTERNAL_SERVER_ERROR,
+        ExecutionCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ExecutionCode::Interrupted | ExecutionCode::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+        ExecutionCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_GATEWAY,
     }
 }
@@ -350,10 +353,16 @@ mod tests {
 
     #[test]
     fn failures_map_to_gateway_statuses() {
-        assert_eq!(function_status("TIMEOUT"), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(function_status("MEMORY_LIMIT"), StatusCode::BAD_GATEWAY);
         assert_eq!(
-            function_status("INTERRUPTED"),
+            function_status(ExecutionCode::Timeout),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            function_status(ExecutionCode::MemoryLimit),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            function_status(ExecutionCode::Interrupted),
             StatusCode::SERVICE_UNAVAILABLE
         );
     }

@@ -447,11 +447,7 @@ pub fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
     };
     let mut events = vec![(event, execution.clone())];
     if schedule_failed {
-        let schedule_id = record
-            .env
-            .iter()
-            .find(|(k, _)| k == "KILN_SCHEDULE_ID")
-            .map(|(_, v)| v.clone());
+        let schedule_id = record.schedule_id.clone();
         events.push((
             "schedule.failed",
             json!({"schedule_id": schedule_id, "execution": execution}),

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use crate::config::LimitsConfig;
 use crate::jobs::{JobError, Jobs, Settled};
 use crate::store::{
-    ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, ScheduleRecord,
-    ScriptLimits, ScriptRecord, Store, StoreError, Trigger,
+    ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority,
+    ScheduleRecord, ScriptLimits, ScriptRecord, Store, StoreError, Trigger,
 };
 
 /// What a caller asks of one run; every field may be left to the defaults.
@@ -122,6 +122,7 @@ pub fn new_record(
         trigger,
         priority: request.priority,
         created_by,
+        schedule_id: None,
         parameters,
         input: request.input,
         env: request.env,
@@ -173,17 +174,11 @@ pub async fn queue(
     jobs.enqueue(&record.id, record.priority).or_else(|e| {
         let mut refused = record.clone();
         refused.status = ExecutionStatus::Failed;
-        refused.error = Some(ExecutionError {
-            code: match e {
-                JobError::QueueFull => "QUEUE_FULL",
-                _ => "UNAVAILABLE",
-            }
-            .into(),
-            message: e.to_string(),
-            stack: None,
-            line: None,
-            column: None,
-        });
+        let code = match e {
+            JobError::QueueFull => ExecutionCode::QueueFull,
+            _ => ExecutionCode::Unavailable,
+        };
+        refused.error = Some(ExecutionError::new(code, e.to_string()));
         refused.completed_at = Some(crate::now());
         store.put_execution(&refused)?;
         Err(e.into())
@@ -210,13 +205,14 @@ pub async fn submit_scheduled(
         ..RunRequest::default()
     };
     let target = Target::script(script, script.version);
-    let record = new_record(
+    let mut record = new_record(
         limits,
         request,
         target,
         Trigger::Schedule,
         schedule.created_by.clone(),
     )?;
+    record.schedule_id = Some(schedule.id.clone());
     queue(store, jobs, &record, true).await?;
     Ok(record.id)
 }

@@ -17,7 +17,8 @@ use crate::contract::{self, Ran};
 use crate::metrics::ExecutionMetrics;
 use crate::runtimes::Runtimes;
 use crate::store::{
-    ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, Store, StoreError,
+    ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, Store,
+    StoreError,
 };
 
 pub mod live;
@@ -270,13 +271,10 @@ impl Jobs {
         match record.status {
             ExecutionStatus::Queued => {
                 record.status = ExecutionStatus::Cancelled;
-                record.error = Some(ExecutionError {
-                    code: "CANCELLED".into(),
-                    message: "the execution was cancelled before it started".into(),
-                    stack: None,
-                    line: None,
-                    column: None,
-                });
+                record.error = Some(ExecutionError::new(
+                    ExecutionCode::Cancelled,
+                    "the execution was cancelled before it started",
+                ));
                 record.completed_at = Some(crate::now());
                 store.put_execution(&record)?;
                 self.finalized(&record);
@@ -630,8 +628,8 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
     for mut record in store.executions_in(&[ExecutionStatus::Running])? {
         contract::fail(
             &mut record,
-            "INTERRUPTED",
-            "the server stopped while this execution ran".into(),
+            ExecutionCode::Interrupted,
+            "the server stopped while this execution ran",
         );
         record.completed_at = Some(crate::now());
         store.put_execution(&record)?;

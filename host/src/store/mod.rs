@@ -14,8 +14,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use self::records::{
-    ExecutionError, ExecutionRecord, ExecutionStatus, Language, Overlap, Priority, ScheduleRecord,
-    ScriptKind, ScriptLimits, ScriptRecord, ScriptStatus, Trigger, VersionRecord,
+    ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language, Overlap, Priority,
+    ScheduleRecord, ScriptKind, ScriptLimits, ScriptRecord, ScriptStatus, Trigger, VersionRecord,
 };
 pub use self::sled::SledStore;
 

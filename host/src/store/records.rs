@@ -213,9 +213,71 @@ pub enum Priority {
     Low,
 }
 
+/// Why an execution did not complete, as the API's `error.code` writes
+/// it: the sandbox's reasons and the host's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExecutionCode {
+    Trap,
+    ExitCode,
+    MemoryLimit,
+    FuelExhausted,
+    Timeout,
+    Cancelled,
+    CompileError,
+    ScriptError,
+    ResponseError,
+    /// The queue was full when it was submitted.
+    QueueFull,
+    /// The server was draining when it was submitted.
+    Unavailable,
+    /// The server stopped while it ran.
+    Interrupted,
+    /// Kiln failed to run it.
+    InternalError,
+}
+
+impl ExecutionCode {
+    /// The code as the API writes it, e.g. `QUEUE_FULL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trap => "TRAP",
+            Self::ExitCode => "EXIT_CODE",
+            Self::MemoryLimit => "MEMORY_LIMIT",
+            Self::FuelExhausted => "FUEL_EXHAUSTED",
+            Self::Timeout => "TIMEOUT",
+            Self::Cancelled => "CANCELLED",
+            Self::CompileError => "COMPILE_ERROR",
+            Self::ScriptError => "SCRIPT_ERROR",
+            Self::ResponseError => "RESPONSE_ERROR",
+            Self::QueueFull => "QUEUE_FULL",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Interrupted => "INTERRUPTED",
+            Self::InternalError => "INTERNAL_ERROR",
+        }
+    }
+}
+
+impl From<kiln_runtime::ErrorCode> for ExecutionCode {
+    fn from(code: kiln_runtime::ErrorCode) -> Self {
+        use kiln_runtime::ErrorCode as Run;
+        match code {
+            Run::Trap => Self::Trap,
+            Run::ExitCode => Self::ExitCode,
+            Run::MemoryLimit => Self::MemoryLimit,
+            Run::FuelExhausted => Self::FuelExhausted,
+            Run::Timeout => Self::Timeout,
+            Run::Cancelled => Self::Cancelled,
+            Run::CompileError => Self::CompileError,
+            Run::ScriptError => Self::ScriptError,
+            Run::ResponseError => Self::ResponseError,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionError {
-    pub code: String,
+    pub code: ExecutionCode,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<String>,
@@ -223,6 +285,19 @@ pub struct ExecutionError {
     pub line: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<u32>,
+}
+
+impl ExecutionError {
+    /// A failure the host decided, with no script position.
+    pub fn new(code: ExecutionCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            stack: None,
+            line: None,
+            column: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +312,9 @@ pub struct ExecutionRecord {
     pub priority: Priority,
     #[serde(default)]
     pub created_by: Option<String>,
+    /// The schedule that started it, for `trigger: schedule`.
+    #[serde(default)]
+    pub schedule_id: Option<String>,
     pub parameters: serde_json::Value,
     pub input: Option<String>,
     pub env: Vec<(String, String)>,
