@@ -208,16 +208,7 @@ fn api_keys_are_shown_once_capped_and_revoked_at_once() {
         );
     }
     // Ad-hoc code needs write:scripts as well as execute:scripts.
-    let runner = json_of(
-        kiln.post("/v1/api-keys")
-            .json(&json!({"name": "runner", "scopes": ["execute:scripts"]}))
-            .send()
-            .unwrap(),
-        201,
-    )["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let runner = kiln.api_key(&kiln.token, "runner", &["execute:scripts"]);
     let body = error_body(
         kiln.with_key(&runner, Method::POST, "/v1/execute")
             .json(&json!({"language": "javascript", "code": "function main() { return 1; }"}))
@@ -637,16 +628,7 @@ fn secrets_never_reach_logs_responses_or_the_audit_log() {
             .unwrap(),
         200,
     );
-    let key = json_of(
-        kiln.with_token(&access, Method::POST, "/v1/api-keys")
-            .json(&json!({"name": "k", "scopes": ["read:scripts"]}))
-            .send()
-            .unwrap(),
-        201,
-    )["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = kiln.api_key(&access, "k", &["read:scripts"]);
     assert_eq!(
         kiln.with_key(&key, Method::GET, "/v1/scripts")
             .send()

@@ -163,24 +163,13 @@ fn a_function_is_public_only_when_it_says_so() {
             .contains("x-api-key: the function's own key"),
     );
     // A valid Kiln credential never does.
-    let (key, _) = make_key(&kiln);
+    let key = kiln.api_key(&kiln.token, "fn", &["execute:scripts"]);
     let with_kiln_key = kiln
         .with_key(&key, Method::POST, "/fn/private/echo")
         .send()
         .unwrap();
     assert_eq!(with_kiln_key.status(), 201);
     assert!(!with_kiln_key.text().unwrap().contains("x-api-key"));
-}
-
-fn make_key(kiln: &Kiln) -> (String, Value) {
-    let response = kiln
-        .post("/v1/api-keys")
-        .json(&json!({"name": "fn", "scopes": ["execute:scripts"]}))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().unwrap();
-    (body["key"].as_str().unwrap().to_owned(), body)
 }
 
 #[test]

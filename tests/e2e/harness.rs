@@ -159,6 +159,21 @@ impl Kiln {
         (id, token)
     }
 
+    /// Creates an API key with `scopes` for the user whose access token is
+    /// `token`, asserting 201, and returns the key.
+    pub fn api_key(&self, token: &str, name: &str, scopes: &[&str]) -> String {
+        let response = self
+            .with_token(token, reqwest::Method::POST, "/v1/api-keys")
+            .json(&json!({"name": name, "scopes": scopes}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Creates a script and returns its JSON, asserting 201.
     pub fn create_script(&self, name: &str, language: &str, content: &str) -> Value {
         self.create(json!({"name": name, "language": language, "content": content}))

@@ -467,16 +467,7 @@ fn internal_destinations_are_refused_and_never_contacted() {
         "VALIDATION_ERROR",
     );
     // Subscribing needs to be able to read what the events carry.
-    let manager = json_of(
-        open.post("/v1/api-keys")
-            .json(&json!({"name": "hooks only", "scopes": ["manage:webhooks"]}))
-            .send()
-            .unwrap(),
-        201,
-    )["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let manager = open.api_key(&open.token, "hooks only", &["manage:webhooks"]);
     for event in ["execution.completed", "schedule.failed", "script.created"] {
         error_body(
             open.with_key(&manager, Method::POST, "/v1/webhooks")
