@@ -84,12 +84,12 @@ pub fn finish(record: &mut ExecutionRecord, ran: Ran) {
             if cancelled && interrupted {
                 fail(
                     record,
-                    ExecutionCode::Interrupted,
+                    ExecutionCode::INTERRUPTED,
                     "the server shut down before this execution finished",
                 );
             }
         }
-        Ran::Failed(message) => fail(record, ExecutionCode::InternalError, message),
+        Ran::Failed(message) => fail(record, ExecutionCode::INTERNAL_ERROR, message),
     }
     record.completed_at = Some(crate::now());
 }
@@ -191,7 +191,7 @@ mod tests {
         let mut record = record();
         finish(&mut record, Ran::Failed("the script was deleted".into()));
         assert_eq!(record.status, ExecutionStatus::Failed);
-        assert_eq!(record.error.unwrap().code, ExecutionCode::InternalError);
+        assert_eq!(record.error.unwrap().code, ExecutionCode::INTERNAL_ERROR);
         assert!(record.completed_at.is_some());
     }
 }

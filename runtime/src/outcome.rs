@@ -23,7 +23,7 @@ pub enum Status {
 }
 
 /// Why a run did not complete, as in the API's `error.code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The guest trapped (unreachable, out-of-bounds access, stack overflow…).

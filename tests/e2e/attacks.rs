@@ -250,11 +250,7 @@ fn a_user_has_so_many_compiles_in_flight() {
                 .as_u16()
         })
     };
-    crate::harness::eventually("a compile in flight", || {
-        let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
-        let running = crate::harness::sample(&metrics, "kiln_compiles_in_flight")?;
-        (running >= 1.0).then_some(())
-    });
+    wait_for_gauge(&kiln, "kiln_compiles_in_flight");
     let second = upload_wasm(&kiln, "second", second);
     let body = error_body(second, 429, "RATE_LIMIT_EXCEEDED");
     assert!(
@@ -806,11 +802,7 @@ fn an_upload_s_check_waits_for_a_worker_like_any_run() {
                 .as_u16()
         })
     };
-    crate::harness::eventually("the function running", || {
-        let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
-        let running = crate::harness::sample(&metrics, "kiln_executions_running")?;
-        (running >= 1.0).then_some(())
-    });
+    wait_for_gauge(&kiln, "kiln_executions_running");
     // The upload's parse runs guest code: it waits for that turn.
     kiln.create_script("checked", "javascript", "function main() { return 1; }");
     assert!(
@@ -822,24 +814,27 @@ fn an_upload_s_check_waits_for_a_worker_like_any_run() {
 }
 
 /// Processes the server has started and not yet reaped.
-fn children_of(pid: u32) -> usize {
+fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|tasks| {
             tasks
                 .flatten()
                 .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-                .map(|children| children.split_whitespace().count())
-                .sum()
+                .flat_map(|children| {
+                    children
+                        .split_whitespace()
+                        .filter_map(|pid| pid.parse().ok())
+                        .collect::<Vec<u32>>()
+                })
+                .collect()
         })
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
-#[test]
-fn a_compile_nobody_waits_for_any_more_is_killed() {
-    let (kiln, _dir) = Kiln::start(&[]);
-    ordinary_user_succeeds(&kiln, "before");
-    // Seconds of Cranelift, for a client that goes away once it has begun.
-    let bytes = fresh_slow_module(160, 4);
+/// Uploads `bytes` as a script over a connection of its own, without
+/// waiting for the answer, and returns the compiler child it started: the
+/// connection stays open until dropped.
+fn upload_until_compiling(kiln: &Kiln, bytes: &[u8]) -> (TcpStream, u32) {
     let mut client = TcpStream::connect(kiln.base.trim_start_matches("http://")).unwrap();
     let head = format!(
         "POST /v1/scripts?name=slow HTTP/1.1\r\nHost: x\r\nauthorization: Bearer {}\r\n\
@@ -848,21 +843,38 @@ fn a_compile_nobody_waits_for_any_more_is_killed() {
         bytes.len()
     );
     client.write_all(head.as_bytes()).unwrap();
-    client.write_all(&bytes).unwrap();
-    crate::harness::eventually("a compiler child", || {
-        (children_of(kiln.pid()) == 1).then_some(())
+    client.write_all(bytes).unwrap();
+    let child = crate::harness::eventually("a compiler child", || {
+        children_of(kiln.pid()).first().copied()
     });
+    (client, child)
+}
+
+/// Waits until the gauge `name` of `/metrics` is at least 1.
+fn wait_for_gauge(kiln: &Kiln, name: &str) {
+    crate::harness::eventually(name, || {
+        let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
+        (crate::harness::sample(&metrics, name)? >= 1.0).then_some(())
+    });
+}
+
+#[test]
+fn a_compile_nobody_waits_for_any_more_is_killed() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    ordinary_user_succeeds(&kiln, "before");
+    // Seconds of Cranelift, for a client that goes away once it has begun.
+    let (client, _) = upload_until_compiling(&kiln, &fresh_slow_module(160, 4));
     drop(client);
     let gone = Instant::now();
     loop {
         let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
         let running = crate::harness::sample(&metrics, "kiln_compiles_in_flight");
-        if running == Some(0.0) && children_of(kiln.pid()) == 0 {
+        if running == Some(0.0) && children_of(kiln.pid()).is_empty() {
             break;
         }
         assert!(
             gone.elapsed() < Duration::from_secs(1),
-            "still compiling: {running:?}, {} children",
+            "still compiling: {running:?}, children {:?}",
             children_of(kiln.pid())
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -874,24 +886,7 @@ fn a_compile_nobody_waits_for_any_more_is_killed() {
 #[test]
 fn a_compile_dies_with_its_server() {
     let (kiln, _dir) = Kiln::start(&[]);
-    let bytes = fresh_slow_module(160, 5);
-    let mut client = TcpStream::connect(kiln.base.trim_start_matches("http://")).unwrap();
-    let head = format!(
-        "POST /v1/scripts?name=slow HTTP/1.1\r\nHost: x\r\nauthorization: Bearer {}\r\n\
-         content-type: application/wasm\r\ncontent-length: {}\r\n\r\n",
-        kiln.token,
-        bytes.len()
-    );
-    client.write_all(head.as_bytes()).unwrap();
-    client.write_all(&bytes).unwrap();
-    let pid = kiln.pid();
-    let child: u32 = crate::harness::eventually("a compiler child", || {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .ok()?
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-            .find_map(|children| children.split_whitespace().next()?.parse().ok())
-    });
+    let (_client, child) = upload_until_compiling(&kiln, &fresh_slow_module(160, 5));
     // kill -9: nothing of the server runs to stop the child.
     kiln.kill();
     let killed = Instant::now();

@@ -144,7 +144,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
             // Only draining cancels a function request.
             let interrupted = handled.outcome.status == Status::Cancelled;
             let code = if interrupted {
-                Some(ExecutionCode::Interrupted)
+                Some(ExecutionCode::INTERRUPTED)
             } else {
                 handled.outcome.error_code().map(ExecutionCode::from)
             };
@@ -156,7 +156,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         }
         Err(e) => (
             None,
-            Some(ExecutionCode::InternalError),
+            Some(ExecutionCode::INTERNAL_ERROR),
             Ran::Failed(format!("the sandbox failed: {e}")),
         ),
     };
@@ -165,7 +165,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     Ok(respond(
         &record,
         answer,
-        code.unwrap_or(ExecutionCode::InternalError),
+        code.unwrap_or(ExecutionCode::INTERNAL_ERROR),
     ))
 }
 
@@ -305,9 +305,9 @@ fn respond(
 /// it, 502 otherwise.
 fn function_status(code: ExecutionCode) -> StatusCode {
     match code {
-        ExecutionCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        ExecutionCode::Interrupted | ExecutionCode::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
-        ExecutionCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        ExecutionCode::Run(kiln_runtime::ErrorCode::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+        ExecutionCode::INTERRUPTED | ExecutionCode::CANCELLED => StatusCode::SERVICE_UNAVAILABLE,
+        ExecutionCode::INTERNAL_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_GATEWAY,
     }
 }
@@ -354,15 +354,15 @@ mod tests {
     #[test]
     fn failures_map_to_gateway_statuses() {
         assert_eq!(
-            function_status(ExecutionCode::Timeout),
+            function_status(ExecutionCode::Run(kiln_runtime::ErrorCode::Timeout)),
             StatusCode::GATEWAY_TIMEOUT
         );
         assert_eq!(
-            function_status(ExecutionCode::MemoryLimit),
+            function_status(ExecutionCode::Run(kiln_runtime::ErrorCode::MemoryLimit)),
             StatusCode::BAD_GATEWAY
         );
         assert_eq!(
-            function_status(ExecutionCode::Interrupted),
+            function_status(ExecutionCode::INTERRUPTED),
             StatusCode::SERVICE_UNAVAILABLE
         );
     }

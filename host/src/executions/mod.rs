@@ -175,8 +175,8 @@ pub async fn queue(
         let mut refused = record.clone();
         refused.status = ExecutionStatus::Failed;
         let code = match e {
-            JobError::QueueFull => ExecutionCode::QueueFull,
-            _ => ExecutionCode::Unavailable,
+            JobError::QueueFull => ExecutionCode::QUEUE_FULL,
+            _ => ExecutionCode::UNAVAILABLE,
         };
         refused.error = Some(ExecutionError::new(code, e.to_string()));
         refused.completed_at = Some(crate::now());

@@ -272,7 +272,7 @@ impl Jobs {
             ExecutionStatus::Queued => {
                 record.status = ExecutionStatus::Cancelled;
                 record.error = Some(ExecutionError::new(
-                    ExecutionCode::Cancelled,
+                    ExecutionCode::CANCELLED,
                     "the execution was cancelled before it started",
                 ));
                 record.completed_at = Some(crate::now());
@@ -628,7 +628,7 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
     for mut record in store.executions_in(&[ExecutionStatus::Running])? {
         contract::fail(
             &mut record,
-            ExecutionCode::Interrupted,
+            ExecutionCode::INTERRUPTED,
             "the server stopped while this execution ran",
         );
         record.completed_at = Some(crate::now());

@@ -214,19 +214,18 @@ pub enum Priority {
 }
 
 /// Why an execution did not complete, as the API's `error.code` writes
-/// it: the sandbox's reasons and the host's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+/// it: the sandbox's reason, or the host's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
 pub enum ExecutionCode {
-    Trap,
-    ExitCode,
-    MemoryLimit,
-    FuelExhausted,
-    Timeout,
-    Cancelled,
-    CompileError,
-    ScriptError,
-    ResponseError,
+    Run(kiln_runtime::ErrorCode),
+    Host(HostCode),
+}
+
+/// Why the host ended an execution that the sandbox did not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HostCode {
     /// The queue was full when it was submitted.
     QueueFull,
     /// The server was draining when it was submitted.
@@ -238,45 +237,33 @@ pub enum ExecutionCode {
 }
 
 impl ExecutionCode {
+    pub const CANCELLED: Self = Self::Run(kiln_runtime::ErrorCode::Cancelled);
+    pub const QUEUE_FULL: Self = Self::Host(HostCode::QueueFull);
+    pub const UNAVAILABLE: Self = Self::Host(HostCode::Unavailable);
+    pub const INTERRUPTED: Self = Self::Host(HostCode::Interrupted);
+    pub const INTERNAL_ERROR: Self = Self::Host(HostCode::InternalError);
+
     /// The code as the API writes it, e.g. `QUEUE_FULL`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Trap => "TRAP",
-            Self::ExitCode => "EXIT_CODE",
-            Self::MemoryLimit => "MEMORY_LIMIT",
-            Self::FuelExhausted => "FUEL_EXHAUSTED",
-            Self::Timeout => "TIMEOUT",
-            Self::Cancelled => "CANCELLED",
-            Self::CompileError => "COMPILE_ERROR",
-            Self::ScriptError => "SCRIPT_ERROR",
-            Self::ResponseError => "RESPONSE_ERROR",
-            Self::QueueFull => "QUEUE_FULL",
-            Self::Unavailable => "UNAVAILABLE",
-            Self::Interrupted => "INTERRUPTED",
-            Self::InternalError => "INTERNAL_ERROR",
+            Self::Run(code) => code.as_str(),
+            Self::Host(HostCode::QueueFull) => "QUEUE_FULL",
+            Self::Host(HostCode::Unavailable) => "UNAVAILABLE",
+            Self::Host(HostCode::Interrupted) => "INTERRUPTED",
+            Self::Host(HostCode::InternalError) => "INTERNAL_ERROR",
         }
     }
 }
 
 impl From<kiln_runtime::ErrorCode> for ExecutionCode {
     fn from(code: kiln_runtime::ErrorCode) -> Self {
-        use kiln_runtime::ErrorCode as Run;
-        match code {
-            Run::Trap => Self::Trap,
-            Run::ExitCode => Self::ExitCode,
-            Run::MemoryLimit => Self::MemoryLimit,
-            Run::FuelExhausted => Self::FuelExhausted,
-            Run::Timeout => Self::Timeout,
-            Run::Cancelled => Self::Cancelled,
-            Run::CompileError => Self::CompileError,
-            Run::ScriptError => Self::ScriptError,
-            Run::ResponseError => Self::ResponseError,
-        }
+        Self::Run(code)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionError {
+    #[schema(value_type = String, example = "MEMORY_LIMIT")]
     pub code: ExecutionCode,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,4 +324,27 @@ pub struct ExecutionRecord {
     pub error: Option<ExecutionError>,
     pub fuel_consumed: Option<u64>,
     pub peak_memory_bytes: Option<u64>,
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stored_and_read_back_as_the_api_writes_them() {
+        let codes = [
+            ExecutionCode::Run(kiln_runtime::ErrorCode::MemoryLimit),
+            ExecutionCode::CANCELLED,
+            ExecutionCode::QUEUE_FULL,
+            ExecutionCode::UNAVAILABLE,
+            ExecutionCode::INTERRUPTED,
+            ExecutionCode::INTERNAL_ERROR,
+        ];
+        for code in codes {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ExecutionCode>(&json).unwrap(), code);
+        }
+        assert!(serde_json::from_str::<ExecutionCode>("\"NOT_A_CODE\"").is_err());
+    }
 }
