@@ -64,14 +64,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let webhooks =
         crate::webhooks::Webhooks::new(store.clone(), config.webhooks.clone(), metrics.webhooks())
             .context("cannot load the webhooks")?;
-    let jobs = Jobs::start(
+    let jobs = Jobs::new(
         config.workers.count,
         config.workers.queue_capacity,
-        store.clone(),
-        runtimes.clone(),
-        config.limits.clone(),
         metrics.executions(),
     );
+    let worker = crate::executions::Worker {
+        store: store.clone(),
+        runtimes: runtimes.clone(),
+        jobs: jobs.clone(),
+        limits: config.limits.clone(),
+    };
+    jobs.spawn_workers(config.workers.count, Arc::new(worker));
     let events = webhooks.clone();
     jobs.on_final(Box::new(move |record| {
         api::webhooks::execution_events(&events, record);

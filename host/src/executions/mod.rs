@@ -5,6 +5,11 @@
 
 use std::sync::Arc;
 
+mod script_host;
+mod worker;
+
+pub use self::worker::Worker;
+
 use serde_json::json;
 use tokio::sync::watch;
 

@@ -1,29 +1,27 @@
-//! The execution queue and its workers. Handlers store an execution as
-//! `queued`, flush, then [`Jobs::enqueue`] it; a worker runs it in the sandbox
-//! and stores the final record. Nothing runs guest code on an HTTP task.
+//! The execution queue, its workers' turns and the state they share:
+//! completion signals, the running executions' cancel handles, live output,
+//! the HTTP function slots and draining. Handlers store an execution as
+//! `queued`, flush, then [`Jobs::enqueue`] it; a worker (an [`Execute`],
+//! `executions::Worker`) claims it, runs it and stores the final record.
+//! Nothing runs guest code on an HTTP task.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kiln_runtime::{Artifact, Call, CancelHandle, Invocation};
+use kiln_runtime::CancelHandle;
 use tokio::sync::watch;
 
 use self::queue::Queue;
-use self::script_host::StoredScript;
-use crate::config::LimitsConfig;
-use crate::contract::{self, Ran};
+use crate::contract;
 use crate::metrics::ExecutionMetrics;
-use crate::runtimes::Runtimes;
 use crate::store::{
-    ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority, Store,
-    StoreError,
+    ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Priority, Store, StoreError,
 };
 
 pub mod live;
 mod queue;
-mod script_host;
 
 use self::live::LiveOutputs;
 
@@ -69,6 +67,13 @@ pub struct Jobs {
 
 pub type FinalHook = Box<dyn Fn(&ExecutionRecord) + Send + Sync>;
 
+/// What runs a queued execution (`executions::Worker`): it claims the
+/// record ([`Jobs::claim`]), runs it, stores the final record
+/// ([`Jobs::record_final`]) and settles its waiters ([`Jobs::settle`]).
+pub trait Execute: Send + Sync + 'static {
+    fn execute(&self, id: &str) -> impl std::future::Future<Output = ()> + Send;
+}
+
 /// Where a queued execution stands for those waiting on it.
 #[derive(Debug, Clone, Default)]
 pub enum Settled {
@@ -102,16 +107,10 @@ pub enum Cancelled {
 }
 
 impl Jobs {
-    /// Starts `workers` workers that run executions from a queue of `capacity`.
-    pub fn start(
-        workers: usize,
-        capacity: usize,
-        store: Arc<dyn Store>,
-        runtimes: Arc<Runtimes>,
-        limits: LimitsConfig,
-        metrics: ExecutionMetrics,
-    ) -> Arc<Self> {
-        let jobs = Arc::new(Self {
+    /// A queue of `capacity`, and turns for as many HTTP function requests
+    /// at once as there are `workers`; [`Jobs::spawn_workers`] starts them.
+    pub fn new(workers: usize, capacity: usize, metrics: ExecutionMetrics) -> Arc<Self> {
+        Arc::new(Self {
             queue: Queue::new(capacity),
             metrics,
             done: Mutex::new(HashMap::new()),
@@ -124,27 +123,22 @@ impl Jobs {
             functions: tokio::sync::Semaphore::new(workers.max(1)),
             functions_waiting: AtomicUsize::new(0),
             capacity,
-        });
-        for _ in 0..workers.max(1) {
-            let worker = Worker {
-                store: store.clone(),
-                runtimes: runtimes.clone(),
-                jobs: jobs.clone(),
-                limits: limits.clone(),
-            };
+        })
+    }
+
+    /// Starts `count` workers that take executions off the queue, in
+    /// priority order, and hand each to `executor` until the queue closes.
+    pub fn spawn_workers<E: Execute>(self: &Arc<Self>, count: usize, executor: Arc<E>) {
+        for _ in 0..count.max(1) {
+            let (jobs, executor) = (self.clone(), executor.clone());
             tokio::spawn(async move {
-                loop {
-                    let Some(id) = worker.jobs.queue.pop().await else {
-                        break;
-                    };
-                    if worker.jobs.draining.load(Ordering::Acquire) {
-                        continue;
+                while let Some(id) = jobs.queue.pop().await {
+                    if !jobs.draining.load(Ordering::Acquire) {
+                        executor.execute(&id).await;
                     }
-                    worker.execute(&id).await;
                 }
             });
         }
-        jobs
     }
 
     /// Sets what is told of every final execution (once; later calls are ignored).
@@ -188,6 +182,53 @@ impl Jobs {
             jobs: self,
             id: id.to_string(),
         }
+    }
+
+    /// Moves a queued execution to running (stored, not flushed) and
+    /// returns it with the handle that cancels it; `None` if it is no
+    /// longer queued. Under the same lock as [`Jobs::cancel`], so a cancel
+    /// and a worker never both win.
+    ///
+    /// # Errors
+    ///
+    /// The record could not be read or stored.
+    pub fn claim(
+        &self,
+        store: &dyn Store,
+        id: &str,
+    ) -> Result<Option<(ExecutionRecord, CancelHandle)>, StoreError> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(mut record) = store.execution(id)? else {
+            return Ok(None);
+        };
+        if record.status != ExecutionStatus::Queued {
+            return Ok(None);
+        }
+        record.status = ExecutionStatus::Running;
+        record.started_at = Some(crate::now());
+        store.put_execution(&record)?;
+        let cancel = CancelHandle::new();
+        running.insert(id.to_string(), cancel.clone());
+        Ok(Some((record, cancel)))
+    }
+
+    /// A claimed execution is no longer running.
+    pub fn release(&self, id: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Whether runs stopped now are the server's doing (the drain's
+    /// timeout passed), to be recorded as INTERRUPTED.
+    pub fn interrupting(&self) -> bool {
+        self.interrupting.load(Ordering::Acquire)
+    }
+
+    /// Tells an execution's waiters where it stands, ending its live output.
+    pub fn settle(&self, id: &str, settled: Settled) {
+        self.finished(id, settled);
     }
 
     /// Stores a record that just became final (not flushed), counts it,
@@ -412,216 +453,6 @@ impl Drop for Waiting<'_> {
     }
 }
 
-struct Worker {
-    store: Arc<dyn Store>,
-    runtimes: Arc<Runtimes>,
-    jobs: Arc<Jobs>,
-    limits: LimitsConfig,
-}
-
-impl Worker {
-    async fn execute(&self, id: &str) {
-        let settled = match self.try_execute(id).await {
-            Ok(Some(record)) => {
-                // The flush runs while this worker takes its next execution,
-                // so one flush covers what every worker finished meanwhile;
-                // waiters hear of the record only once it is on disk.
-                let (store, jobs, id) = (self.store.clone(), self.jobs.clone(), id.to_string());
-                tokio::spawn(async move {
-                    let settled = match store.flush().await {
-                        Ok(()) => Settled::Flushed(Arc::new(record)),
-                        Err(e) => lost(&id, &e),
-                    };
-                    jobs.finished(&id, settled);
-                });
-                return;
-            }
-            // Not queued any more: whoever ended it stored its record (and
-            // has normally settled it already).
-            Ok(None) => Settled::Stored,
-            Err(e) => lost(id, &e),
-        };
-        self.jobs.finished(id, settled);
-    }
-
-    /// Runs a queued execution and stores its final record (not flushed);
-    /// `None` if it was no longer queued.
-    async fn try_execute(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
-        let cancel = CancelHandle::new();
-        let mut record = {
-            let mut running = self
-                .jobs
-                .running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let Some(mut record) = self.store.execution(id)? else {
-                return Ok(None);
-            };
-            if record.status != ExecutionStatus::Queued {
-                return Ok(None);
-            }
-            record.status = ExecutionStatus::Running;
-            record.started_at = Some(crate::now());
-            self.store.put_execution(&record)?;
-            running.insert(id.to_string(), cancel.clone());
-            record
-        };
-        let result = self.run(&mut record, cancel).await;
-        self.jobs
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
-        result.map(|()| Some(record))
-    }
-
-    async fn run(
-        &self,
-        record: &mut ExecutionRecord,
-        cancel: CancelHandle,
-    ) -> Result<(), StoreError> {
-        // `running` is not flushed here: readers flush before they report a
-        // record that is not final, and the final record is flushed (by
-        // `execute`) before any waiter hears of it.
-        // A crash before then finds it running (INTERRUPTED) or, if sled had
-        // not written it yet, queued (run again).
-        match self.prepare(record).await {
-            Ok((artifact, call, name)) => {
-                let mut invocation = self.invocation(record, call, name);
-                invocation.cancel = Some(cancel);
-                // A kiln:script component of a stored script reaches that
-                // script's key-value store and config; an ad-hoc one none.
-                if let (Call::Json { .. }, Some(script_id)) = (&invocation.call, &record.script_id)
-                {
-                    // Without its config the run still goes ahead; its
-                    // key-value calls then answer "unavailable".
-                    match StoredScript::new(self.store.clone(), script_id, &self.limits) {
-                        Ok(host) => invocation.script_host = Some(Arc::new(host)),
-                        Err(e) => tracing::error!(error = %e, script = %script_id,
-                            "cannot read a script's config; its run has no store"),
-                    }
-                }
-                let live = self.jobs.output.publisher(&record.id);
-                invocation.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
-                    live.publish(kind, &String::from_utf8_lossy(bytes));
-                }));
-                let ran = match self.runtimes.sandbox().run(&artifact, invocation).await {
-                    Ok(outcome) => Ran::Outcome {
-                        outcome,
-                        interrupted: self.jobs.interrupting.load(Ordering::Acquire),
-                    },
-                    Err(e) => Ran::Failed(format!("the sandbox failed: {e}")),
-                };
-                contract::finish(record, ran);
-            }
-            Err(message) => contract::finish(record, Ran::Failed(message)),
-        }
-        self.jobs.record_final(self.store.as_ref(), record)?;
-        Ok(())
-    }
-
-    /// The artifact to run and what to call in it.
-    async fn prepare(
-        &self,
-        record: &ExecutionRecord,
-    ) -> Result<(Arc<Artifact>, Call, String), String> {
-        let deleted = || "the script was deleted before it ran".to_string();
-        match (&record.script_id, record.script_version, &record.code) {
-            (Some(script_id), Some(version), _) => {
-                let script = self
-                    .store
-                    .script(script_id)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(deleted)?;
-                let content = || {
-                    self.store
-                        .script_content(script_id, version)
-                        .map_err(|e| e.to_string())?
-                        .ok_or_else(deleted)
-                };
-                let (artifact, call) = if record.language == Language::Wasm {
-                    let owner = crate::runtimes::caller_of(script.created_by.as_deref());
-                    let component = self
-                        .runtimes
-                        .component(script_id, version, content, &owner)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let call =
-                        contract::component_call(component.shape(), &record.parameters.to_string());
-                    (component, call)
-                } else {
-                    self.script_call(record, content()?).await?
-                };
-                Ok((artifact, call, script.name))
-            }
-            (None, _, Some(code)) if record.language == Language::Wasm => {
-                // Compiled when it was submitted; found in the cache here.
-                let caller = crate::runtimes::caller_of(record.created_by.as_deref());
-                let component = self
-                    .runtimes
-                    .load(code.clone(), Some(&caller))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let call =
-                    contract::component_call(component.shape(), &record.parameters.to_string());
-                Ok((component, call, "ad-hoc".into()))
-            }
-            (None, _, Some(code)) => {
-                let (runtime, call) = self.script_call(record, code.clone()).await?;
-                Ok((runtime, call, "ad-hoc".into()))
-            }
-            _ => Err("the execution names no script and carries no code".into()),
-        }
-    }
-
-    /// The language runtime and the call that runs `source` on it.
-    async fn script_call(
-        &self,
-        record: &ExecutionRecord,
-        source: Vec<u8>,
-    ) -> Result<(Arc<Artifact>, Call), String> {
-        let source =
-            String::from_utf8(source).map_err(|_| "the stored source is not UTF-8".to_string())?;
-        let runtime = self
-            .runtimes
-            .get(record.language)
-            .await
-            .map_err(|e| e.to_string())?;
-        let call = Call::Script {
-            source: source.into(),
-            params: record.parameters.to_string(),
-        };
-        Ok((runtime, call))
-    }
-
-    fn invocation(&self, record: &ExecutionRecord, call: Call, name: String) -> Invocation {
-        let parameters = record.parameters.to_string();
-        let (env, stdin) = contract::environment(
-            &record.env,
-            &record.id,
-            &name,
-            Some(&parameters),
-            record.input.as_deref(),
-            &call,
-        );
-        Invocation {
-            call,
-            args: vec![name],
-            env,
-            stdin,
-            limits: contract::limits_of(record, self.limits.output_bytes),
-            cancel: None,
-            on_output: None,
-            script_host: None,
-        }
-    }
-}
-
-fn lost(id: &str, error: &StoreError) -> Settled {
-    tracing::error!(execution = id, error = %error, "execution could not be recorded");
-    Settled::Lost(error.to_string())
-}
-
 /// At start-up: executions a crash left `running` are failed as INTERRUPTED;
 /// `queued` ones are queued again.
 pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
@@ -640,4 +471,119 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
         jobs.requeue(record.id, record.priority);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(capacity: usize) -> Arc<Jobs> {
+        Jobs::new(1, capacity, crate::metrics::Metrics::new().executions())
+    }
+
+    fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path(), 8 << 20).unwrap();
+        (Arc::new(store), dir)
+    }
+
+    /// A queued record stored in `store`.
+    fn queued(store: &dyn Store) -> ExecutionRecord {
+        let record = crate::executions::new_record(
+            &crate::config::Config::default().limits,
+            crate::executions::RunRequest::default(),
+            crate::executions::Target {
+                language: crate::store::Language::Javascript,
+                script: None,
+                defaults: crate::store::ScriptLimits::default(),
+                code: Some(b"1".to_vec()),
+            },
+            crate::store::Trigger::Api,
+            None,
+        )
+        .unwrap();
+        store.put_execution(&record).unwrap();
+        record
+    }
+
+    #[tokio::test]
+    async fn the_queue_refuses_past_its_capacity_and_while_draining() {
+        let (store, _dir) = store();
+        let jobs = jobs(1);
+        let first = queued(store.as_ref());
+        jobs.enqueue(&first.id, Priority::Normal).unwrap();
+        let second = queued(store.as_ref());
+        assert!(matches!(
+            jobs.enqueue(&second.id, Priority::High),
+            Err(JobError::QueueFull)
+        ));
+        jobs.drain(Duration::ZERO).await;
+        assert!(matches!(
+            jobs.enqueue(&second.id, Priority::High),
+            Err(JobError::ShuttingDown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_while_queued_wins_over_a_later_claim_and_settles_the_waiter() {
+        let (store, _dir) = store();
+        let jobs = jobs(10);
+        let record = queued(store.as_ref());
+        let mut done = jobs.enqueue(&record.id, Priority::Normal).unwrap();
+        let cancelled = jobs.cancel(store.as_ref(), &record.id).unwrap();
+        assert!(matches!(cancelled, Some(Cancelled::WhileQueued(_))));
+        assert!(jobs.claim(store.as_ref(), &record.id).unwrap().is_none());
+        let settled = done.wait_for(Settled::is_settled).await.unwrap().clone();
+        assert!(matches!(settled, Settled::Stored));
+        let stored = store.execution(&record.id).unwrap().unwrap();
+        assert_eq!(stored.status, ExecutionStatus::Cancelled);
+        assert_eq!(jobs.finished_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_while_running_stops_the_run_through_its_handle() {
+        let (store, _dir) = store();
+        let jobs = jobs(10);
+        let record = queued(store.as_ref());
+        jobs.enqueue(&record.id, Priority::Normal).unwrap();
+        let (running, cancel) = jobs.claim(store.as_ref(), &record.id).unwrap().unwrap();
+        assert_eq!(running.status, ExecutionStatus::Running);
+        assert_eq!(jobs.running(), 1);
+        assert!(
+            jobs.claim(store.as_ref(), &record.id).unwrap().is_none(),
+            "claimed once"
+        );
+        let cancelled = jobs.cancel(store.as_ref(), &record.id).unwrap();
+        assert!(matches!(cancelled, Some(Cancelled::WhileRunning(_))));
+        assert!(cancel.is_cancelled());
+        jobs.release(&record.id);
+        assert_eq!(jobs.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_drain_waits_its_grace_then_interrupts_what_still_runs() {
+        let (store, _dir) = store();
+        let jobs = jobs(10);
+        let record = queued(store.as_ref());
+        jobs.enqueue(&record.id, Priority::Normal).unwrap();
+        let (_, cancel) = jobs.claim(store.as_ref(), &record.id).unwrap().unwrap();
+        let releaser = {
+            let (jobs, cancel, id) = (jobs.clone(), cancel.clone(), record.id.clone());
+            // The run notices its cancel and ends, as a guest would.
+            tokio::spawn(async move {
+                while !cancel.is_cancelled() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                jobs.release(&id);
+            })
+        };
+        jobs.drain(Duration::from_millis(50)).await;
+        assert!(
+            jobs.interrupting(),
+            "past the grace, stops are the server's"
+        );
+        assert!(cancel.is_cancelled());
+        releaser.await.unwrap();
+        assert_eq!(jobs.running(), 0);
+    }
 }

@@ -1,0 +1,211 @@
+//! The queue's workers: each execution the queue hands one is claimed,
+//! prepared (its script's artifact at the recorded version, or ad-hoc
+//! code), run in the sandbox with the invocation the script contract makes
+//! of its record, and stored final; its waiters hear of it once that is on
+//! disk.
+
+use std::sync::Arc;
+
+use kiln_runtime::{Artifact, Call, CancelHandle, Invocation};
+
+use super::script_host::StoredScript;
+use crate::config::LimitsConfig;
+use crate::contract::{self, Ran};
+use crate::jobs::{Execute, Jobs, Settled};
+use crate::runtimes::Runtimes;
+use crate::store::{ExecutionRecord, Language, Store, StoreError};
+
+/// Runs the executions the queue hands it: the artifact of the script (or
+/// ad-hoc code) at the recorded version, the invocation the script contract
+/// makes of the record, the sandbox run, the final record.
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub runtimes: Arc<Runtimes>,
+    pub jobs: Arc<Jobs>,
+    pub limits: LimitsConfig,
+}
+
+impl Execute for Worker {
+    async fn execute(&self, id: &str) {
+        let settled = match self.try_execute(id).await {
+            Ok(Some(record)) => {
+                // The flush runs while this worker takes its next execution,
+                // so one flush covers what every worker finished meanwhile;
+                // waiters hear of the record only once it is on disk.
+                let (store, jobs, id) = (self.store.clone(), self.jobs.clone(), id.to_string());
+                tokio::spawn(async move {
+                    let settled = match store.flush().await {
+                        Ok(()) => Settled::Flushed(Arc::new(record)),
+                        Err(e) => lost(&id, &e),
+                    };
+                    jobs.settle(&id, settled);
+                });
+                return;
+            }
+            // Not queued any more: whoever ended it stored its record (and
+            // has normally settled it already).
+            Ok(None) => Settled::Stored,
+            Err(e) => lost(id, &e),
+        };
+        self.jobs.settle(id, settled);
+    }
+}
+
+impl Worker {
+    /// Runs a queued execution and stores its final record (not flushed);
+    /// `None` if it was no longer queued.
+    async fn try_execute(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        let Some((mut record, cancel)) = self.jobs.claim(self.store.as_ref(), id)? else {
+            return Ok(None);
+        };
+        let result = self.run(&mut record, cancel).await;
+        self.jobs.release(id);
+        result.map(|()| Some(record))
+    }
+
+    async fn run(
+        &self,
+        record: &mut ExecutionRecord,
+        cancel: CancelHandle,
+    ) -> Result<(), StoreError> {
+        // `running` is not flushed here: readers flush before they report a
+        // record that is not final, and the final record is flushed (by
+        // `execute`) before any waiter hears of it.
+        // A crash before then finds it running (INTERRUPTED) or, if sled had
+        // not written it yet, queued (run again).
+        match self.prepare(record).await {
+            Ok((artifact, call, name)) => {
+                let mut invocation = self.invocation(record, call, name);
+                invocation.cancel = Some(cancel);
+                // A kiln:script component of a stored script reaches that
+                // script's key-value store and config; an ad-hoc one none.
+                if let (Call::Json { .. }, Some(script_id)) = (&invocation.call, &record.script_id)
+                {
+                    // Without its config the run still goes ahead; its
+                    // key-value calls then answer "unavailable".
+                    match StoredScript::new(self.store.clone(), script_id, &self.limits) {
+                        Ok(host) => invocation.script_host = Some(Arc::new(host)),
+                        Err(e) => tracing::error!(error = %e, script = %script_id,
+                            "cannot read a script's config; its run has no store"),
+                    }
+                }
+                let live = self.jobs.output.publisher(&record.id);
+                invocation.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
+                    live.publish(kind, &String::from_utf8_lossy(bytes));
+                }));
+                let ran = match self.runtimes.sandbox().run(&artifact, invocation).await {
+                    Ok(outcome) => Ran::Outcome {
+                        outcome,
+                        interrupted: self.jobs.interrupting(),
+                    },
+                    Err(e) => Ran::Failed(format!("the sandbox failed: {e}")),
+                };
+                contract::finish(record, ran);
+            }
+            Err(message) => contract::finish(record, Ran::Failed(message)),
+        }
+        self.jobs.record_final(self.store.as_ref(), record)?;
+        Ok(())
+    }
+
+    /// The artifact to run and what to call in it.
+    async fn prepare(
+        &self,
+        record: &ExecutionRecord,
+    ) -> Result<(Arc<Artifact>, Call, String), String> {
+        let deleted = || "the script was deleted before it ran".to_string();
+        match (&record.script_id, record.script_version, &record.code) {
+            (Some(script_id), Some(version), _) => {
+                let script = self
+                    .store
+                    .script(script_id)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(deleted)?;
+                let content = || {
+                    self.store
+                        .script_content(script_id, version)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(deleted)
+                };
+                let (artifact, call) = if record.language == Language::Wasm {
+                    let owner = crate::runtimes::caller_of(script.created_by.as_deref());
+                    let component = self
+                        .runtimes
+                        .component(script_id, version, content, &owner)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let call =
+                        contract::component_call(component.shape(), &record.parameters.to_string());
+                    (component, call)
+                } else {
+                    self.script_call(record, content()?).await?
+                };
+                Ok((artifact, call, script.name))
+            }
+            (None, _, Some(code)) if record.language == Language::Wasm => {
+                // Compiled when it was submitted; found in the cache here.
+                let caller = crate::runtimes::caller_of(record.created_by.as_deref());
+                let component = self
+                    .runtimes
+                    .load(code.clone(), Some(&caller))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let call =
+                    contract::component_call(component.shape(), &record.parameters.to_string());
+                Ok((component, call, "ad-hoc".into()))
+            }
+            (None, _, Some(code)) => {
+                let (runtime, call) = self.script_call(record, code.clone()).await?;
+                Ok((runtime, call, "ad-hoc".into()))
+            }
+            _ => Err("the execution names no script and carries no code".into()),
+        }
+    }
+
+    /// The language runtime and the call that runs `source` on it.
+    async fn script_call(
+        &self,
+        record: &ExecutionRecord,
+        source: Vec<u8>,
+    ) -> Result<(Arc<Artifact>, Call), String> {
+        let source =
+            String::from_utf8(source).map_err(|_| "the stored source is not UTF-8".to_string())?;
+        let runtime = self
+            .runtimes
+            .get(record.language)
+            .await
+            .map_err(|e| e.to_string())?;
+        let call = Call::Script {
+            source: source.into(),
+            params: record.parameters.to_string(),
+        };
+        Ok((runtime, call))
+    }
+
+    fn invocation(&self, record: &ExecutionRecord, call: Call, name: String) -> Invocation {
+        let parameters = record.parameters.to_string();
+        let (env, stdin) = contract::environment(
+            &record.env,
+            &record.id,
+            &name,
+            Some(&parameters),
+            record.input.as_deref(),
+            &call,
+        );
+        Invocation {
+            call,
+            args: vec![name],
+            env,
+            stdin,
+            limits: contract::limits_of(record, self.limits.output_bytes),
+            cancel: None,
+            on_output: None,
+            script_host: None,
+        }
+    }
+}
+
+fn lost(id: &str, error: &StoreError) -> Settled {
+    tracing::error!(execution = id, error = %error, "execution could not be recorded");
+    Settled::Lost(error.to_string())
+}
