@@ -401,18 +401,28 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
     }
 
-    /// Log lines written while `run` runs, as the server's log would have them.
+    /// Everything logged by this test binary, as the server's log would
+    /// have it. A global subscriber, not a scoped one: a callsite first hit
+    /// on another test's thread, with no subscriber there, would otherwise
+    /// stay disabled for this one.
+    fn log() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+        static LOG: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+            std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+            let sink = lines.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || Log(sink.clone()))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            lines
+        })
+    }
+
     async fn logged<F: std::future::Future>(run: F) -> (F::Output, String) {
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-        let sink = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || Log(sink.clone()))
-            .finish();
-        let output = {
-            let _default = tracing::subscriber::set_default(subscriber);
-            run.await
-        };
+        let lines = log();
+        let output = run.await;
         let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
         (output, text)
     }
