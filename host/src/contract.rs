@@ -17,14 +17,13 @@ use crate::store::{ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStat
 /// was given input, on stdin. A script gets its parameters as `main`'s
 /// argument instead.
 pub fn environment(
-    base: &[(String, String)],
+    mut env: Vec<(String, String)>,
     id: &str,
     name: &str,
     parameters: Option<&str>,
     input: Option<&str>,
     call: &Call,
 ) -> (Vec<(String, String)>, Vec<u8>) {
-    let mut env = base.to_vec();
     env.push(("KILN_EXECUTION_ID".into(), id.into()));
     env.push(("KILN_SCRIPT_NAME".into(), name.into()));
     let command = matches!(call, Call::Main);
@@ -37,6 +36,16 @@ pub fn environment(
         (None, _) => Vec::new(),
     };
     (env, stdin)
+}
+
+/// The variables a record gives its guest before the contract's own: the
+/// caller's, and `KILN_SCHEDULE_ID` for a run a schedule started.
+pub fn record_env(record: &ExecutionRecord) -> Vec<(String, String)> {
+    let mut env = record.env.clone();
+    if let Some(schedule) = &record.schedule_id {
+        env.push(("KILN_SCHEDULE_ID".into(), schedule.clone()));
+    }
+    env
 }
 
 /// What to call in a component of `shape`: `run` with the parameters for a
@@ -138,8 +147,8 @@ mod tests {
 
     #[test]
     fn a_command_gets_its_parameters_in_the_environment_and_on_stdin_unless_given_input() {
-        let base = [("MINE".to_string(), "1".to_string())];
-        let (env, stdin) = environment(&base, "e1", "hello", Some("{}"), None, &Call::Main);
+        let base = vec![("MINE".to_string(), "1".to_string())];
+        let (env, stdin) = environment(base.clone(), "e1", "hello", Some("{}"), None, &Call::Main);
         assert_eq!(
             names(&env),
             [
@@ -150,11 +159,10 @@ mod tests {
             ]
         );
         assert_eq!(stdin, b"{}");
-        let (env, stdin) =
-            environment(&base, "e1", "hello", Some("{}"), Some("typed"), &Call::Main);
+        let (env, stdin) = environment(base, "e1", "hello", Some("{}"), Some("typed"), &Call::Main);
         assert!(names(&env).contains(&"KILN_PARAMETERS"));
         assert_eq!(stdin, b"typed");
-        let (env, stdin) = environment(&[], "e1", "hello", None, None, &Call::Main);
+        let (env, stdin) = environment(Vec::new(), "e1", "hello", None, None, &Call::Main);
         assert_eq!(names(&env), ["KILN_EXECUTION_ID", "KILN_SCRIPT_NAME"]);
         assert!(stdin.is_empty());
     }
@@ -164,7 +172,7 @@ mod tests {
         let call = Call::Json {
             params: "{}".into(),
         };
-        let (env, stdin) = environment(&[], "e1", "s", Some("{}"), None, &call);
+        let (env, stdin) = environment(Vec::new(), "e1", "s", Some("{}"), None, &call);
         assert_eq!(names(&env), ["KILN_EXECUTION_ID", "KILN_SCRIPT_NAME"]);
         assert!(stdin.is_empty());
     }
@@ -184,6 +192,17 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_scheduled_run_sees_its_schedule() {
+        let mut record = record();
+        assert!(names(&record_env(&record)).is_empty());
+        record.schedule_id = Some("s1".into());
+        assert_eq!(
+            record_env(&record),
+            [("KILN_SCHEDULE_ID".to_string(), "s1".to_string())]
+        );
     }
 
     #[test]

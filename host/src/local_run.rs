@@ -128,7 +128,7 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
         .unwrap_or_else(|| "script".into());
     let id = uuid::Uuid::now_v7().to_string();
     let (env, stdin) = crate::contract::environment(
-        &[],
+        Vec::new(),
         &id,
         &name,
         params.as_deref(),

@@ -47,6 +47,23 @@ pub fn check_if_match(headers: &HeaderMap, current: &str) -> Result<(), ApiError
     }
 }
 
+/// Inside a store's compare-and-swap: the record about to be changed is
+/// still the one an `If-Match` was checked against (`seen`; `None` when the
+/// request had no precondition), else the write is refused (412), so the
+/// precondition holds for what is written, not only for what was read.
+pub fn unchanged<T: PartialEq>(
+    seen: Option<&T>,
+    current: &T,
+    what: &str,
+) -> Result<(), crate::store::StoreError> {
+    match seen {
+        Some(seen) if seen != current => Err(crate::store::StoreError::Refused(format!(
+            "the {what} changed while this request was being handled"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A 200 response carrying `body` and its ETag, or a bare 304 when the
 /// client's `If-None-Match` already names that ETag.
 pub fn respond(
@@ -85,6 +102,16 @@ pub const JSON: &str = "application/json; charset=utf-8";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_under_a_precondition_is_refused_if_the_record_moved_meanwhile() {
+        assert!(unchanged(Some(&1), &1, "schedule").is_ok());
+        assert!(unchanged(None, &2, "schedule").is_ok(), "no precondition");
+        let refused = unchanged(Some(&1), &2, "schedule");
+        assert!(
+            matches!(refused, Err(crate::store::StoreError::Refused(m)) if m.contains("schedule"))
+        );
+    }
 
     fn with(name: header::HeaderName, value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -128,7 +128,14 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     let running = state.jobs.track(&record.id, cancel.clone());
     record.started_at = Some(crate::now());
     // An HTTP function reads the request, not parameters or stdin.
-    let (env, _) = contract::environment(&[], &record.id, &script.name, None, None, &Call::Main);
+    let (env, _) = contract::environment(
+        Vec::new(),
+        &record.id,
+        &script.name,
+        None,
+        None,
+        &Call::Main,
+    );
     let invocation = HttpInvocation {
         request: guest_request,
         env,
@@ -138,35 +145,21 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     };
     let handled = state.sandbox.handle(&artifact, invocation).await;
     drop(running);
-    // The error code as a static string, for the error response.
-    let (answer, code, ran) = match handled {
+    let (answer, ran) = match handled {
+        // Only draining cancels a function request.
         Ok(handled) => {
-            // Only draining cancels a function request.
             let interrupted = handled.outcome.status == Status::Cancelled;
-            let code = if interrupted {
-                Some(ExecutionCode::INTERRUPTED)
-            } else {
-                handled.outcome.error_code().map(ExecutionCode::from)
-            };
             let ran = Ran::Outcome {
                 outcome: handled.outcome,
                 interrupted,
             };
-            (handled.response, code, ran)
+            (handled.response, ran)
         }
-        Err(e) => (
-            None,
-            Some(ExecutionCode::INTERNAL_ERROR),
-            Ran::Failed(format!("the sandbox failed: {e}")),
-        ),
+        Err(e) => (None, Ran::Failed(format!("the sandbox failed: {e}"))),
     };
     contract::finish(&mut record, ran);
     state.jobs.record_final(state.store.as_ref(), &record)?;
-    Ok(respond(
-        &record,
-        answer,
-        code.unwrap_or(ExecutionCode::INTERNAL_ERROR),
-    ))
+    Ok(respond(&record, answer))
 }
 
 /// Adds [`call`] to the OpenAPI document (it is routed by hand: any method,
@@ -271,11 +264,7 @@ fn guest_request(
 
 /// The function's response with the execution id added, or the contract's
 /// error shape with the run's error `code` saying why there is none.
-fn respond(
-    record: &ExecutionRecord,
-    answer: Option<axum::http::Response<Bytes>>,
-    code: ExecutionCode,
-) -> Response {
+fn respond(record: &ExecutionRecord, answer: Option<axum::http::Response<Bytes>>) -> Response {
     let mut response = match answer {
         Some(answer) => {
             let (parts, body) = answer.into_parts();
@@ -285,9 +274,16 @@ fn respond(
             response
         }
         None => {
-            let message = record.error.as_ref().map_or_else(
-                || "the function gave no response".to_string(),
-                |e| e.message.clone(),
+            // A run that ended without an error but also without a response
+            // is Kiln's failure to relay it.
+            let (code, message) = record.error.as_ref().map_or_else(
+                || {
+                    (
+                        ExecutionCode::INTERNAL_ERROR,
+                        "the function gave no response".to_string(),
+                    )
+                },
+                |e| (e.code, e.message.clone()),
             );
             ApiError::Function(function_status(code), code.as_str(), message).into_response()
         }

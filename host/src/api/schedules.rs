@@ -362,15 +362,11 @@ async fn update(
     };
     let now = crate::now();
     let now_ms = crate::now_ms();
-    let if_match = headers.contains_key(header::IF_MATCH);
+    let checked = headers.contains_key(header::IF_MATCH).then_some(&seen);
     let updated = state
         .store
         .update_schedule(&id, &|current| {
-            if if_match && current != &seen {
-                return Err(StoreError::Refused(
-                    "the schedule changed while it was being updated".into(),
-                ));
-            }
+            etag::unchanged(checked, current, "schedule")?;
             let mut record = current.clone();
             if let Some(name) = &body.name {
                 record.name.clone_from(name);
@@ -434,11 +430,8 @@ async fn delete(
     };
     state
         .store
-        .delete_schedule(&id, &|current| match &seen {
-            Some(seen) if current != seen => Err(StoreError::Refused(
-                "the schedule changed while it was being deleted".into(),
-            )),
-            _ => Ok(()),
+        .delete_schedule(&id, &|current| {
+            etag::unchanged(seen.as_ref(), current, "schedule")
         })?
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))?;
     state.store.flush().await?;

@@ -289,8 +289,8 @@ async fn update(
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<Response, ApiError> {
     let seen = find(&state, &id)?;
-    let if_match = headers.contains_key(header::IF_MATCH);
-    if if_match {
+    let checked = headers.contains_key(header::IF_MATCH).then_some(&seen);
+    if checked.is_some() {
         etag::check_if_match(&headers, &etag::of_json(&WebhookView::from(seen.clone()))?)?;
     }
     let events = body.events.as_deref().map(check_events).transpose()?;
@@ -308,12 +308,7 @@ async fn update(
     let updated = state
         .store
         .update_webhook(&id, &|current| {
-            // The check above holds for what is written, or nothing is.
-            if if_match && current != &seen {
-                return Err(crate::store::StoreError::Refused(
-                    "the webhook changed while it was being updated".into(),
-                ));
-            }
+            etag::unchanged(checked, current, "webhook")?;
             let mut next = current.clone();
             if let Some(url) = &body.url {
                 next.url.clone_from(url);

@@ -206,7 +206,6 @@ pub async fn submit_scheduled(
 ) -> Result<String, SubmitError> {
     let request = RunRequest {
         parameters: Some(schedule.parameters.clone()),
-        env: vec![("KILN_SCHEDULE_ID".into(), schedule.id.clone())],
         ..RunRequest::default()
     };
     let target = Target::script(script, script.version);

@@ -73,9 +73,10 @@ impl Worker {
         // `execute`) before any waiter hears of it.
         // A crash before then finds it running (INTERRUPTED) or, if sled had
         // not written it yet, queued (run again).
-        match self.prepare(record).await {
+        let parameters = record.parameters.to_string();
+        match self.prepare(record, &parameters).await {
             Ok((artifact, call, name)) => {
-                let mut invocation = self.invocation(record, call, name);
+                let mut invocation = self.invocation(record, call, name, &parameters);
                 invocation.cancel = Some(cancel);
                 // A kiln:script component of a stored script reaches that
                 // script's key-value store and config; an ad-hoc one none.
@@ -112,6 +113,7 @@ impl Worker {
     async fn prepare(
         &self,
         record: &ExecutionRecord,
+        parameters: &str,
     ) -> Result<(Arc<Artifact>, Call, String), String> {
         let deleted = || "the script was deleted before it ran".to_string();
         match (&record.script_id, record.script_version, &record.code) {
@@ -134,11 +136,11 @@ impl Worker {
                         .component(script_id, version, content, &owner)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let call =
-                        contract::component_call(component.shape(), &record.parameters.to_string());
+                    let call = contract::component_call(component.shape(), parameters);
                     (component, call)
                 } else {
-                    self.script_call(record, content()?).await?
+                    self.script_call(record.language, content()?, parameters)
+                        .await?
                 };
                 Ok((artifact, call, script.name))
             }
@@ -150,12 +152,13 @@ impl Worker {
                     .load(code.clone(), Some(&caller))
                     .await
                     .map_err(|e| e.to_string())?;
-                let call =
-                    contract::component_call(component.shape(), &record.parameters.to_string());
+                let call = contract::component_call(component.shape(), parameters);
                 Ok((component, call, "ad-hoc".into()))
             }
             (None, _, Some(code)) => {
-                let (runtime, call) = self.script_call(record, code.clone()).await?;
+                let (runtime, call) = self
+                    .script_call(record.language, code.clone(), parameters)
+                    .await?;
                 Ok((runtime, call, "ad-hoc".into()))
             }
             _ => Err("the execution names no script and carries no code".into()),
@@ -165,30 +168,36 @@ impl Worker {
     /// The language runtime and the call that runs `source` on it.
     async fn script_call(
         &self,
-        record: &ExecutionRecord,
+        language: Language,
         source: Vec<u8>,
+        parameters: &str,
     ) -> Result<(Arc<Artifact>, Call), String> {
         let source =
             String::from_utf8(source).map_err(|_| "the stored source is not UTF-8".to_string())?;
         let runtime = self
             .runtimes
-            .get(record.language)
+            .get(language)
             .await
             .map_err(|e| e.to_string())?;
         let call = Call::Script {
             source: source.into(),
-            params: record.parameters.to_string(),
+            params: parameters.into(),
         };
         Ok((runtime, call))
     }
 
-    fn invocation(&self, record: &ExecutionRecord, call: Call, name: String) -> Invocation {
-        let parameters = record.parameters.to_string();
+    fn invocation(
+        &self,
+        record: &ExecutionRecord,
+        call: Call,
+        name: String,
+        parameters: &str,
+    ) -> Invocation {
         let (env, stdin) = contract::environment(
-            &record.env,
+            contract::record_env(record),
             &record.id,
             &name,
-            Some(&parameters),
+            Some(parameters),
             record.input.as_deref(),
             &call,
         );

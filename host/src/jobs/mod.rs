@@ -226,11 +226,6 @@ impl Jobs {
         self.interrupting.load(Ordering::Acquire)
     }
 
-    /// Tells an execution's waiters where it stands, ending its live output.
-    pub fn settle(&self, id: &str, settled: Settled) {
-        self.finished(id, settled);
-    }
-
     /// Stores a record that just became final (not flushed), counts it,
     /// tells the hook, and counts the run on its script, the same for every
     /// trigger.
@@ -321,7 +316,7 @@ impl Jobs {
                 self.finalized(&record);
                 self.queue.remove(id);
                 drop(running);
-                self.finished(id, Settled::Stored);
+                self.settle(id, Settled::Stored);
                 Ok(Some(Cancelled::WhileQueued(Box::new(record))))
             }
             ExecutionStatus::Running => {
@@ -405,7 +400,8 @@ impl Jobs {
             .subscribe()
     }
 
-    fn finished(&self, id: &str, settled: Settled) {
+    /// Tells an execution's waiters where it stands, ending its live output.
+    pub fn settle(&self, id: &str, settled: Settled) {
         self.output.finish(id);
         if let Some(sender) = self.lock().remove(id) {
             sender.send_replace(settled);
@@ -506,6 +502,14 @@ mod tests {
         record
     }
 
+    /// A record queued and then claimed, as a worker would, with its
+    /// cancel handle.
+    fn claimed(store: &dyn Store, jobs: &Jobs) -> (ExecutionRecord, CancelHandle) {
+        let record = queued(store);
+        jobs.enqueue(&record.id, Priority::Normal).unwrap();
+        jobs.claim(store, &record.id).unwrap().unwrap()
+    }
+
     #[tokio::test]
     async fn the_queue_refuses_past_its_capacity_and_while_draining() {
         let (store, _dir) = store();
@@ -544,10 +548,8 @@ mod tests {
     async fn a_cancel_while_running_stops_the_run_through_its_handle() {
         let (store, _dir) = store();
         let jobs = jobs(10);
-        let record = queued(store.as_ref());
-        jobs.enqueue(&record.id, Priority::Normal).unwrap();
-        let (running, cancel) = jobs.claim(store.as_ref(), &record.id).unwrap().unwrap();
-        assert_eq!(running.status, ExecutionStatus::Running);
+        let (record, cancel) = claimed(store.as_ref(), &jobs);
+        assert_eq!(record.status, ExecutionStatus::Running);
         assert_eq!(jobs.running(), 1);
         assert!(
             jobs.claim(store.as_ref(), &record.id).unwrap().is_none(),
@@ -564,9 +566,7 @@ mod tests {
     async fn a_drain_waits_its_grace_then_interrupts_what_still_runs() {
         let (store, _dir) = store();
         let jobs = jobs(10);
-        let record = queued(store.as_ref());
-        jobs.enqueue(&record.id, Priority::Normal).unwrap();
-        let (_, cancel) = jobs.claim(store.as_ref(), &record.id).unwrap().unwrap();
+        let (record, cancel) = claimed(store.as_ref(), &jobs);
         let releaser = {
             let (jobs, cancel, id) = (jobs.clone(), cancel.clone(), record.id.clone());
             // The run notices its cancel and ends, as a guest would.

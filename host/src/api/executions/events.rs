@@ -24,8 +24,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Server-Sent Events: the current `status`, what each stream wrote so far
 /// (`stdout`, then `stderr`, in pieces of at most 64 KiB), then chunks as
-/// they are written, then one `done` with the final Execution, then the end. A finished execution is
-/// replayed from its record the same way.
+/// they are written, then one `done` with the final Execution, then the
+/// end. A finished execution is replayed from its record the same way.
 #[utoipa::path(get, path = "/v1/executions/{id}/events", operation_id = "streamExecutionEvents", tag = "executions",
     params(("id" = String, Path, description = "The execution's id")),
     responses(
@@ -63,28 +63,28 @@ pub(super) async fn events(
     }
     super::durable_before_reporting(&state, [&record]).await?;
     let first = std::iter::once(status_frame(record.status)).chain(backlog);
-    let store = state.store.clone();
-    let rest = futures_util::stream::unfold(Some(rest), move |open| {
-        let (live, store, id) = (live.clone(), store.clone(), id.clone());
-        async move {
-            let mut rest = open?;
-            loop {
-                match tokio::time::timeout(KEEP_ALIVE, rest.recv()).await {
-                    Err(_) => return Some((Bytes::from_static(b":\n\n"), Some(rest))),
-                    Ok(Ok(Some(frame))) => return Some((frame, Some(rest))),
-                    Ok(Err(RecvError::Lagged(_))) => {}
-                    // The end: the final record is flushed. Every
-                    // subscriber sends the same `done`, made once.
-                    Ok(Ok(None) | Err(RecvError::Closed)) => {
-                        let done = live
-                            .done(|| async move {
-                                store.flush().await.ok()?;
-                                let record = store.execution(&id).ok().flatten()?;
-                                Some(done_frame(record))
-                            })
-                            .await?;
-                        return Some((done, None));
-                    }
+    let open = Some((rest, live, state.store.clone(), id));
+    let rest = futures_util::stream::unfold(open, |open| async move {
+        let (mut rest, live, store, id) = open?;
+        loop {
+            match tokio::time::timeout(KEEP_ALIVE, rest.recv()).await {
+                Err(_) => {
+                    let keep_alive = Bytes::from_static(b":\n\n");
+                    return Some((keep_alive, Some((rest, live, store, id))));
+                }
+                Ok(Ok(Some(frame))) => return Some((frame, Some((rest, live, store, id)))),
+                Ok(Err(RecvError::Lagged(_))) => {}
+                // The end: the final record is flushed. Every subscriber
+                // sends the same `done`, made once.
+                Ok(Ok(None) | Err(RecvError::Closed)) => {
+                    let done = live
+                        .done(|| async {
+                            store.flush().await.ok()?;
+                            let record = store.execution(&id).ok().flatten()?;
+                            Some(done_frame(record))
+                        })
+                        .await?;
+                    return Some((done, None));
                 }
             }
         }
