@@ -24,93 +24,35 @@ use crate::store::{SledStore, Store};
 /// and a first admin that could not be made (the server stops after it).
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let begun = std::time::Instant::now();
-    let phase =
-        |name: &str| tracing::debug!(ms = begun.elapsed().as_secs_f64() * 1e3, "start-up: {name}");
-    let data = &config.server.data_dir;
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(
-            &data.join("db"),
-            config.server.store_cache_mb.saturating_mul(1 << 20),
-        )
-        .with_context(|| format!("cannot open the store in {}", data.display()))?,
-    );
-    let auth = Arc::new(
-        crate::auth::Auth::open(store.clone(), &config).context("cannot set up authentication")?,
-    );
-    if auth.first_admin_pending() {
-        auth.make_first_admin_in_background(&config)
-            .context("cannot set up authentication")?;
-    }
-    phase("store and authentication");
-    let sandbox = Arc::new(Sandbox::new(EngineOptions {
-        cache_dir: Some(crate::config::cache_dir(&config)),
-        max_instances: u32::try_from(config.workers.count.saturating_mul(2).max(16))
-            .unwrap_or(u32::MAX),
-        max_memory_bytes: config.limits.max_memory_mb.saturating_mul(1 << 20),
-        ..EngineOptions::default()
-    })?);
-    let limits = Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limit));
     let program = crate::compiler::this_program();
     if program.is_none() {
         tracing::warn!(
             "cannot find this binary's path: compiles run in the server's process, bounded only by the validation limits"
         );
     }
-    let compiler = crate::compiler::Compiler::new(program, crate::config::compile_bounds(&config));
-    let runtimes = Arc::new(Runtimes::new(sandbox.clone(), compiler.clone()));
-    let mut metrics = Metrics::new();
-    let webhooks =
-        crate::webhooks::Webhooks::new(store.clone(), config.webhooks.clone(), metrics.webhooks())
-            .context("cannot load the webhooks")?;
-    let jobs = Jobs::new(
-        config.workers.count,
-        config.workers.queue_capacity,
-        metrics.executions(),
+    let state = assemble(config, program)?;
+    let phase =
+        |name: &str| tracing::debug!(ms = begun.elapsed().as_secs_f64() * 1e3, "start-up: {name}");
+    phase("store, authentication, engine, webhooks, workers");
+    let (store, jobs, webhooks) = (
+        state.store.clone(),
+        state.jobs.clone(),
+        state.webhooks.clone(),
     );
-    let worker = crate::executions::Worker {
-        store: store.clone(),
-        runtimes: runtimes.clone(),
-        jobs: jobs.clone(),
-        limits: config.limits.clone(),
-    };
-    jobs.spawn_workers(config.workers.count, Arc::new(worker));
-    let events = webhooks.clone();
-    jobs.on_final(Box::new(move |record| {
-        api::webhooks::execution_events(&events, record);
-    }));
-    metrics.watch(jobs.clone(), sandbox.clone(), store.clone(), compiler);
-    phase("engine, webhooks, workers");
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
+    let listener = tokio::net::TcpListener::bind(state.config.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        .with_context(|| format!("cannot listen on {}", state.config.server.listen))?;
     let address = listener.local_addr()?;
     jobs::recover(store.as_ref(), &jobs)
         .await
         .context("cannot recover executions")?;
     phase("bound, executions recovered");
     tokio::spawn(expire_idempotency_keys(store.clone()));
-    tokio::spawn(forget_idle_buckets(limits.clone()));
+    tokio::spawn(forget_idle_buckets(state.limits.clone()));
     if cfg!(feature = "mimalloc") {
         tokio::spawn(crate::memory::release_when_idle(jobs.clone()));
     }
-
-    let ready = Arc::new(AtomicBool::new(false));
-    let state = AppState::new(crate::api::Shared {
-        store: store.clone(),
-        sandbox,
-        runtimes,
-        jobs: jobs.clone(),
-        metrics: Arc::new(metrics),
-        config: Arc::new(config),
-        ready: ready.clone(),
-        started: std::time::Instant::now(),
-        schedules_changed: Arc::new(tokio::sync::Notify::new()),
-        auth,
-        limits,
-        webhooks: webhooks.clone(),
-    });
+    let ready = state.ready.clone();
     let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::webhooks::deliver::run(webhooks, stopping.clone()));
@@ -171,6 +113,86 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("the first admin could not be created (see the log above)");
     }
     Ok(())
+}
+
+/// One node's parts, made from `config` and wired together: the store and
+/// authentication (the first admin made in the background), the engine,
+/// compiler and runtimes, metrics, webhooks, and the queue with its workers
+/// started. Nothing listens or fires yet, and the node is not ready: `serve`
+/// adds the socket, the recovery and the background tasks; the in-process API
+/// tests drive the router over it as it is. `program` is the binary compiles
+/// run in (`None`: in this process).
+///
+/// # Errors
+///
+/// The data directory, the store, authentication, the engine or the webhooks
+/// cannot be set up.
+pub(crate) fn assemble(
+    config: Config,
+    program: Option<std::path::PathBuf>,
+) -> anyhow::Result<AppState> {
+    let data = &config.server.data_dir;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(
+            &data.join("db"),
+            config.server.store_cache_mb.saturating_mul(1 << 20),
+        )
+        .with_context(|| format!("cannot open the store in {}", data.display()))?,
+    );
+    let auth = Arc::new(
+        crate::auth::Auth::open(store.clone(), &config).context("cannot set up authentication")?,
+    );
+    if auth.first_admin_pending() {
+        auth.make_first_admin_in_background(&config)
+            .context("cannot set up authentication")?;
+    }
+    let sandbox = Arc::new(Sandbox::new(EngineOptions {
+        cache_dir: Some(crate::config::cache_dir(&config)),
+        max_instances: u32::try_from(config.workers.count.saturating_mul(2).max(16))
+            .unwrap_or(u32::MAX),
+        max_memory_bytes: config.limits.max_memory_mb.saturating_mul(1 << 20),
+        ..EngineOptions::default()
+    })?);
+    let limits = Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limit));
+    let compiler = crate::compiler::Compiler::new(program, crate::config::compile_bounds(&config));
+    let runtimes = Arc::new(Runtimes::new(sandbox.clone(), compiler.clone()));
+    let mut metrics = Metrics::new();
+    let webhooks =
+        crate::webhooks::Webhooks::new(store.clone(), config.webhooks.clone(), metrics.webhooks())
+            .context("cannot load the webhooks")?;
+    let jobs = Jobs::new(
+        config.workers.count,
+        config.workers.queue_capacity,
+        metrics.executions(),
+    );
+    let worker = crate::executions::Worker {
+        store: store.clone(),
+        runtimes: runtimes.clone(),
+        jobs: jobs.clone(),
+        limits: config.limits.clone(),
+    };
+    jobs.spawn_workers(config.workers.count, Arc::new(worker));
+    let events = webhooks.clone();
+    jobs.on_final(Box::new(move |record| {
+        api::webhooks::execution_events(&events, record);
+    }));
+    metrics.watch(jobs.clone(), sandbox.clone(), store.clone(), compiler);
+    Ok(AppState::new(crate::api::Shared {
+        store,
+        sandbox,
+        runtimes,
+        jobs,
+        metrics: Arc::new(metrics),
+        config: Arc::new(config),
+        ready: Arc::new(AtomicBool::new(false)),
+        started: std::time::Instant::now(),
+        schedules_changed: Arc::new(tokio::sync::Notify::new()),
+        auth,
+        limits,
+        webhooks,
+    }))
 }
 
 /// Forgets idempotency keys older than their 24 h and login sessions past

@@ -1,5 +1,7 @@
 //! End-to-end tests: a real `kiln serve` on 127.0.0.1 with a temporary data
-//! directory, driven over HTTP.
+//! directory, driven over HTTP, and `kiln run` as a user runs it
+//! (`cli_run`). One binary, so its tests share the machine's cores rather
+//! than wait for one another.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,6 +11,7 @@
 mod access;
 mod attacks;
 mod auth;
+mod cli_run;
 mod executions;
 mod functions;
 mod harness;

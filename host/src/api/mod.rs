@@ -363,6 +363,9 @@ pub fn check_identifier(field: &str, value: &str, max: usize) -> Result<(), ApiE
 }
 
 #[cfg(test)]
+mod suite;
+
+#[cfg(test)]
 mod tests {
     use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
     use tower::ServiceExt as _;

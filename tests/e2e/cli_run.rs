@@ -1,11 +1,5 @@
 //! `kiln run` driven as a user would: the real binary, real files, exit codes.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test helpers fail loudly on setup errors"
-)]
-
 use std::path::Path;
 use std::process::{Command, Output};
 

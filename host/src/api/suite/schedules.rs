@@ -1,0 +1,189 @@
+//! Schedules that are refused: crons, zones, scripts and fields.
+
+use axum::http::Method;
+use serde_json::{Value, json};
+
+use super::{TestApp, error_body};
+
+async fn create_schedule(app: &TestApp, body: Value) -> Value {
+    let response = app.post("/v1/schedules").json(&body).send().await;
+    let location = response.header("location");
+    let schedule = response.expect(201);
+    assert_eq!(
+        location,
+        format!("/v1/schedules/{}", schedule["id"].as_str().unwrap())
+    );
+    schedule
+}
+
+#[tokio::test]
+async fn bad_crons_zones_scripts_and_fields_are_refused() {
+    let app = TestApp::new().await;
+    app.create_script("s", "javascript", "function main() { return 1; }")
+        .await;
+    let refused = async |body: Value, field: &str| {
+        let error = error_body(
+            app.post("/v1/schedules").json(&body).send().await,
+            400,
+            "VALIDATION_ERROR",
+        );
+        assert_eq!(error["error"]["details"][0]["field"], field, "{error}");
+    };
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "61 * * * *"}),
+        "cron",
+    )
+    .await;
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "every day"}),
+        "cron",
+    )
+    .await;
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "@daily", "timezone": "Mars/Olympus"}),
+        "timezone",
+    )
+    .await;
+    refused(
+        json!({"name": "x", "script_id": "nope", "cron": "@daily"}),
+        "script_id",
+    )
+    .await;
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "0 0 30 2 *"}),
+        "cron",
+    )
+    .await;
+    // Long but otherwise valid: refused for its length.
+    let long_cron = format!("0 {}0 * * *", "0,".repeat(150));
+    let error = error_body(
+        app.post("/v1/schedules")
+            .json(&json!({"name": "x", "script_id": "s", "cron": long_cron}))
+            .send()
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    );
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256"),
+        "{error}"
+    );
+    refused(
+        json!({"name": "n".repeat(129), "script_id": "s", "cron": "@daily"}),
+        "name",
+    )
+    .await;
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "@daily",
+               "parameters": {"blob": "x".repeat(70_000)}}),
+        "parameters",
+    )
+    .await;
+    refused(
+        json!({"name": " ", "script_id": "s", "cron": "@daily"}),
+        "name",
+    )
+    .await;
+    refused(
+        json!({"name": "x", "script_id": "s", "cron": "@daily", "parameters": [1]}),
+        "parameters",
+    )
+    .await;
+    error_body(
+        app.post("/v1/schedules")
+            .json(&json!({"name": "x", "script_id": "s", "cron": "@daily", "color": "red"}))
+            .send()
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    );
+    error_body(
+        app.post("/v1/schedules")
+            .header("content-type", "application/json")
+            .body("{\"name\": ")
+            .send()
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    );
+
+    // A refused change leaves the schedule as it was.
+    let schedule = create_schedule(
+        &app,
+        json!({"name": "x", "script_id": "s", "cron": "@hourly", "active": false}),
+    )
+    .await;
+    assert!(schedule["next_run_at"].is_null());
+    let id = schedule["id"].as_str().unwrap();
+    error_body(
+        app.request(Method::PUT, &format!("/v1/schedules/{id}"))
+            .json(&json!({"cron": "* * *"}))
+            .send()
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    );
+    // Deleting a script deletes its schedules.
+    app.create_script("doomed", "javascript", "function main() { return 1; }")
+        .await;
+    let doomed = create_schedule(
+        &app,
+        json!({"name": "d", "script_id": "doomed", "cron": "@daily"}),
+    )
+    .await;
+    let gone = app
+        .request(Method::DELETE, "/v1/scripts/doomed")
+        .send()
+        .await;
+    assert_eq!(gone.status(), 204);
+    error_body(
+        app.get(&format!("/v1/schedules/{}", doomed["id"].as_str().unwrap()))
+            .send()
+            .await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+
+    let read = app.get(&format!("/v1/schedules/{id}")).send().await;
+    let tag = read.headers()["etag"].to_str().unwrap().to_owned();
+    let unchanged: Value = read.json();
+    assert_eq!(unchanged["cron"], "@hourly");
+
+    // ETags: 304 when unchanged, 412 for a stale If-Match on PUT and DELETE.
+    let again = app
+        .get(&format!("/v1/schedules/{id}"))
+        .header("if-none-match", &tag)
+        .send()
+        .await;
+    assert_eq!(again.status(), 304);
+    for method in [Method::PUT, Method::DELETE] {
+        error_body(
+            app.request(method, &format!("/v1/schedules/{id}"))
+                .header("if-match", "\"stale\"")
+                .json(&json!({"name": "y"}))
+                .send()
+                .await,
+            412,
+            "PRECONDITION_FAILED",
+        );
+    }
+    let renamed = app
+        .request(Method::PUT, &format!("/v1/schedules/{id}"))
+        .header("if-match", &tag)
+        .json(&json!({"name": "y"}))
+        .send()
+        .await;
+    assert_eq!(renamed.status(), 200);
+    assert_ne!(renamed.headers()["etag"].to_str().unwrap(), tag);
+    error_body(
+        app.request(Method::PUT, "/v1/schedules/none")
+            .json(&json!({"active": true}))
+            .send()
+            .await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+}

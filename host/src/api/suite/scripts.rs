@@ -1,0 +1,272 @@
+//! `/v1/scripts` and the system routes: create, read, list, validation and
+//! the error shape.
+
+use axum::http::Method;
+use base64::Engine as _;
+use serde_json::json;
+
+use super::{Call, TestApp, error_body};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::new().await;
+    assert_eq!(app.get("/healthz").send().await.status(), 200);
+    let ready = app.get("/readyz").send().await;
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json()["status"], "ready");
+}
+
+#[tokio::test]
+async fn create_and_read_a_script() {
+    let app = TestApp::new().await;
+    let response = app
+        .post("/v1/scripts")
+        .json(&json!({"name": "greet", "language": "javascript", "content": "function main(p) { return p; }",
+                      "description": "echoes", "tags": ["demo"]}))
+        .send()
+        .await;
+    assert_eq!(response.status(), 201);
+    let location = response
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let script: serde_json::Value = response.json();
+    assert_eq!(
+        location,
+        format!("/v1/scripts/{}", script["id"].as_str().unwrap())
+    );
+    assert_eq!(script["name"], "greet");
+    assert_eq!(script["language"], "javascript");
+    assert_eq!(script["kind"], "command");
+    assert_eq!(script["version"], 1);
+    assert_eq!(script["tags"], json!(["demo"]));
+    assert_eq!(script["execution_count"], 0);
+    assert_eq!(script["content_hash"].as_str().unwrap().len(), 64);
+
+    let by_id: serde_json::Value = app.get(&location).send().await.json();
+    assert_eq!(by_id, script);
+    let by_name: serde_json::Value = app.get("/v1/scripts/greet").send().await.json();
+    assert_eq!(by_name, script);
+}
+
+#[tokio::test]
+async fn components_upload_as_base64_and_broken_ones_are_refused() {
+    let app = TestApp::new().await;
+    let wasm = std::fs::read(kiln_components::HELLO).unwrap();
+    let script = app
+        .create_component("hello-wasm", kiln_components::HELLO)
+        .await;
+    assert_eq!(
+        (script["kind"].as_str(), script["size_bytes"].as_u64()),
+        (Some("command"), Some(wasm.len() as u64))
+    );
+
+    let broken = base64::engine::general_purpose::STANDARD.encode(b"\0asm\x01\0\0\0junk");
+    let response = app
+        .post("/v1/scripts")
+        .json(&json!({"name": "broken", "language": "wasm", "content_base64": broken}))
+        .send()
+        .await;
+    error_body(response, 422, "COMPILE_ERROR");
+    error_body(
+        app.get("/v1/scripts/broken").send().await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_contract_error_shape() {
+    let app = TestApp::with(|c| c.server.max_body_bytes = 4096).await;
+    app.create_script("taken", "javascript", "1").await;
+    let cases: Vec<(Call<'_>, u16, &str)> = vec![
+        (
+            app.post("/v1/scripts")
+                .json(&json!({"name": "taken", "language": "javascript", "content": "2"})),
+            409,
+            "CONFLICT",
+        ),
+        (
+            app.post("/v1/scripts")
+                .json(&json!({"name": "bad name!", "language": "javascript", "content": "1"})),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            app.post("/v1/scripts")
+                .json(&json!({"name": "x", "language": "cobol", "content": "1"})),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            app.post("/v1/scripts")
+                .json(&json!({"name": "x", "language": "javascript", "content": ""})),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            app.post("/v1/scripts")
+                .json(&json!({"name": "x", "language": "javascript"})),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            app.post("/v1/scripts")
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            app.post("/v1/scripts").body("name=x"),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            app.post("/v1/scripts").json(
+                &json!({"name": "big", "language": "javascript", "content": "x".repeat(10_000)}),
+            ),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (app.get("/v1/scripts/nope"), 404, "RESOURCE_NOT_FOUND"),
+        (app.get("/no/such/route"), 404, "RESOURCE_NOT_FOUND"),
+        (
+            app.request(Method::DELETE, "/healthz"),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+    ];
+    for (request, status, code) in cases {
+        error_body(request.send().await, status, code);
+    }
+    let body = error_body(
+        app.post("/v1/scripts")
+            .json(&json!({"name": "bad name!", "language": "javascript", "content": "1"}))
+            .send()
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(body["error"]["details"][0]["field"], "name");
+}
+
+#[tokio::test]
+async fn the_request_id_is_echoed_or_made() {
+    let app = TestApp::new().await;
+    let response = app
+        .get("/healthz")
+        .header("x-request-id", "trace-123")
+        .send()
+        .await;
+    assert_eq!(response.headers()["x-request-id"], "trace-123");
+    let response = app
+        .get("/healthz")
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await;
+    assert_ne!(response.headers()["x-request-id"], "bad id with spaces");
+    let made = response.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(made.len(), 36, "{made}");
+}
+
+#[tokio::test]
+async fn list_scripts_with_filters_sorting_and_pages() {
+    let app = TestApp::new().await;
+    for (name, language, content, tags, description) in [
+        ("alpha", "javascript", "1", vec!["etl"], "loads rows"),
+        ("beta", "python", "x = 1\n", vec![], "cleans data"),
+        (
+            "gamma",
+            "javascript",
+            "2",
+            vec!["etl", "daily"],
+            "sends mail",
+        ),
+    ] {
+        let response = app
+            .post("/v1/scripts")
+            .json(&json!({"name": name, "language": language, "content": content, "tags": tags, "description": description}))
+            .send()
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    let names = async |query: &str| -> Vec<String> {
+        let listing: serde_json::Value =
+            app.get(&format!("/v1/scripts{query}")).send().await.json();
+        assert!(
+            listing["data"][0].get("content").is_none(),
+            "content stays out of lists"
+        );
+        listing["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names("").await,
+        ["gamma", "beta", "alpha"],
+        "newest first by default"
+    );
+    assert_eq!(
+        names("?sort=name&order=asc").await,
+        ["alpha", "beta", "gamma"]
+    );
+    assert_eq!(
+        names("?language=javascript&sort=name&order=asc").await,
+        ["alpha", "gamma"]
+    );
+    assert_eq!(
+        names("?tag=etl&sort=name&order=asc").await,
+        ["alpha", "gamma"]
+    );
+    assert_eq!(names("?search=DATA").await, ["beta"]);
+    assert_eq!(names("?status=archived").await, Vec::<String>::new());
+
+    let listing: serde_json::Value = app
+        .get("/v1/scripts?size=2&page=2&sort=name&order=asc")
+        .send()
+        .await
+        .json();
+    assert_eq!(listing["data"][0]["name"], "gamma");
+    assert_eq!(
+        listing["pagination"],
+        json!({"page": 2, "size": 2, "total_elements": 3, "total_pages": 2, "has_next": false, "has_previous": true})
+    );
+    for bad in [
+        "?size=0",
+        "?size=101",
+        "?page=0",
+        "?sort=colour",
+        "?order=up",
+        "?search=x",
+        "?language=cobol",
+        "?bogus=1",
+        "?page=abc",
+    ] {
+        error_body(
+            app.get(&format!("/v1/scripts{bad}")).send().await,
+            400,
+            "VALIDATION_ERROR",
+        );
+    }
+}
+
+#[tokio::test]
+async fn languages_are_listed() {
+    let app = TestApp::new().await;
+    let body: serde_json::Value = app.get("/v1/languages").send().await.json();
+    let ids: Vec<&str> = body["languages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["javascript", "python", "wasm"]);
+    assert_eq!(body["languages"][0]["extensions"], json!([".js", ".mjs"]));
+}
