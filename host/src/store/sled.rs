@@ -2,19 +2,18 @@
 //! values, and group commit (`group_commit.rs`).
 
 mod auth;
+mod executions;
+mod idempotency;
+mod schedules;
 mod script_data;
+mod scripts;
 mod webhooks;
 
 use std::path::Path;
-
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use super::group_commit::GroupCommit;
-use super::{
-    Claim, ExecutionRecord, ExecutionStatus, FlushFuture, IDEMPOTENCY_ABANDONED_MS,
-    IDEMPOTENCY_TTL_MS, SCHEMA_VERSION, ScheduleRecord, ScriptRecord, Store, StoreError,
-    StoredResponse, VersionRecord,
-};
+use super::{FlushFuture, SCHEMA_VERSION, ScriptRecord, Store, StoreError, SyncStats};
 
 pub struct SledStore {
     db: sled::Db,
@@ -23,7 +22,7 @@ pub struct SledStore {
     /// `<id>/<version>` → content and `<id>/v/<version>` → [`VersionRecord`].
     script_versions: sled::Tree,
     executions: sled::Tree,
-    /// Idempotency key → [`IdempotencyEntry`].
+    /// Idempotency key → a claim or the response it ended with.
     idempotency: sled::Tree,
     /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
     schedules: sled::Tree,
@@ -80,27 +79,6 @@ fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-enum IdempotencyEntry {
-    InFlight {
-        fingerprint: String,
-        claimed_ms: u64,
-    },
-    Done {
-        fingerprint: String,
-        claimed_ms: u64,
-        response: StoredResponse,
-    },
-}
-
-impl IdempotencyEntry {
-    fn claimed_ms(&self) -> u64 {
-        match self {
-            Self::InFlight { claimed_ms, .. } | Self::Done { claimed_ms, .. } => *claimed_ms,
-        }
-    }
-}
-
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -109,38 +87,69 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Reads the record at `key`, lets `change` decide from it what to write
-/// (`Some`: a new record; `None`: delete it), and writes that only if the
-/// stored bytes are still those it read, else reads again: one
-/// compare-and-swap loop for every record changed in place. Returns the
-/// record as read and as written, or `None` when there is no such record.
-fn swap<T: serde::Serialize + serde::de::DeserializeOwned>(
+/// What a compare-and-swap's `change` makes of the record it read.
+enum Change<T> {
+    /// Write this in its place.
+    Put(T),
+    /// Delete it.
+    Remove,
+    /// Leave it as it is.
+    Keep,
+}
+
+/// Reads the record at `key` (if there is one), lets `change` decide what to
+/// do with it, and does that only if the stored bytes are still those it
+/// read, else reads again: the one compare-and-swap loop for every record
+/// changed in place. Returns the record as read and what `change` made of it.
+fn swap_entry<T: serde::Serialize + serde::de::DeserializeOwned>(
     tree: &sled::Tree,
     key: &[u8],
-    change: impl Fn(&T) -> Result<Option<T>, StoreError>,
-) -> Result<Option<(T, Option<T>)>, StoreError> {
+    change: impl Fn(Option<&T>) -> Result<Change<T>, StoreError>,
+) -> Result<(Option<T>, Change<T>), StoreError> {
     loop {
-        let Some(current) = tree.get(key).map_err(backend)? else {
-            return Ok(None);
+        let current = tree.get(key).map_err(backend)?;
+        let before: Option<T> = current.as_deref().map(decode).transpose()?;
+        let after = change(before.as_ref())?;
+        let bytes = match &after {
+            Change::Keep => return Ok((before, after)),
+            Change::Put(record) => Some(encode(record)?),
+            Change::Remove => None,
         };
-        let before: T = decode(&current)?;
-        let after = change(&before)?;
-        let bytes = after.as_ref().map(encode).transpose()?;
-        let swapped = tree
-            .compare_and_swap(key, Some(current), bytes)
-            .map_err(backend)?;
-        if swapped.is_ok() {
-            return Ok(Some((before, after)));
+        if tree
+            .compare_and_swap(key, current, bytes)
+            .map_err(backend)?
+            .is_ok()
+        {
+            return Ok((before, after));
         }
     }
 }
 
-fn version_key(id: &str, version: u32) -> Vec<u8> {
-    format!("{id}/{version:010}").into_bytes()
+/// [`swap_entry`] of a record that must exist: `None` when there is none.
+fn swap<T: serde::Serialize + serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+    change: impl Fn(&T) -> Result<Change<T>, StoreError>,
+) -> Result<Option<(T, Change<T>)>, StoreError> {
+    let (before, after) = swap_entry(tree, key, |current| match current {
+        Some(current) => change(current),
+        None => Ok(Change::Keep),
+    })?;
+    Ok(before.map(|before| (before, after)))
 }
 
-fn version_meta_key(id: &str, version: u32) -> Vec<u8> {
-    format!("{id}/v/{version:010}").into_bytes()
+/// Replaces the record at `key` with what `change` makes of it; the record
+/// before and after, or `None` when there is none.
+fn update<T: serde::Serialize + serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+    change: impl Fn(&T) -> Result<T, StoreError>,
+) -> Result<Option<(T, T)>, StoreError> {
+    let swapped = swap(tree, key, |current| change(current).map(Change::Put))?;
+    Ok(swapped.and_then(|(before, after)| match after {
+        Change::Put(after) => Some((before, after)),
+        Change::Remove | Change::Keep => None,
+    }))
 }
 
 impl SledStore {
@@ -214,443 +223,35 @@ impl SledStore {
         })
     }
 
-    /// The id and stored bytes of a script, by id or name.
-    fn script_entry(
-        &self,
-        id_or_name: &str,
-    ) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
-        if let Some(bytes) = self.scripts.get(id_or_name).map_err(backend)? {
-            return Ok(Some((sled::IVec::from(id_or_name.as_bytes()), bytes)));
-        }
-        let Some(id) = self.script_names.get(id_or_name).map_err(backend)? else {
-            return Ok(None);
-        };
-        Ok(self
-            .scripts
-            .get(&id)
+    fn get_decoded<T: serde::de::DeserializeOwned>(
+        tree: &sled::Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        tree.get(key)
             .map_err(backend)?
-            .map(|bytes| (id, bytes)))
+            .map(|bytes| decode(&bytes))
+            .transpose()
     }
 
-    /// Claims `name` for `id` unless another script has it.
-    fn claim_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
-        let claimed = self
-            .script_names
-            .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(id.as_bytes()))
-            .map_err(backend)?;
-        match claimed {
-            Ok(()) => Ok(()),
-            Err(e) if e.current.as_deref() == Some(id.as_bytes()) => Ok(()),
-            Err(_) => Err(StoreError::NameTaken(name.to_string())),
-        }
-    }
-
-    /// Schema 1 kept only the content of each version: give every stored
-    /// version a record, dated when the script was last updated.
-    fn migrate_to_2(&self) -> Result<(), StoreError> {
-        for script in self.scripts()? {
-            for version in 1..=script.version {
-                let Some(content) = self.script_content(&script.id, version)? else {
-                    continue;
-                };
-                let record = VersionRecord {
-                    version,
-                    content_hash: blake3::hash(&content).to_hex().to_string(),
-                    size_bytes: content.len() as u64,
-                    created_at: script.updated_at.clone(),
-                    created_by: script.created_by.clone(),
-                };
-                self.script_versions
-                    .insert(version_meta_key(&script.id, version), encode(&record)?)
-                    .map_err(backend)?;
+    /// Every readable record of a tree, in key order.
+    fn all_decoded<T: serde::de::DeserializeOwned>(
+        tree: &sled::Tree,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut all = Vec::new();
+        for entry in tree.iter() {
+            let (key, bytes) = entry.map_err(backend)?;
+            match decode(&bytes) {
+                Ok(record) => all.push(record),
+                // One unreadable record must not hide the rest.
+                Err(e) => tracing::error!(key = %String::from_utf8_lossy(&key), error = %e,
+                    "skipping an unreadable record"),
             }
         }
-        Ok(())
+        Ok(all)
     }
 }
 
 impl Store for SledStore {
-    fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError> {
-        // Claim the name first: compare-and-swap makes two concurrent creates
-        // of one name end with exactly one winner.
-        self.claim_name(&script.name, &script.id)?;
-        self.script_versions
-            .insert(version_key(&script.id, script.version), content)
-            .map_err(backend)?;
-        self.script_versions
-            .insert(
-                version_meta_key(&script.id, script.version),
-                encode(&VersionRecord::current(script))?,
-            )
-            .map_err(backend)?;
-        self.scripts
-            .insert(script.id.as_bytes(), encode(script)?)
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    fn script(&self, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError> {
-        self.script_entry(id_or_name)?
-            .map(|(_, bytes)| decode(&bytes))
-            .transpose()
-    }
-
-    fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .script_versions
-            .get(version_key(id, version))
-            .map_err(backend)?
-            .map(|v| v.to_vec()))
-    }
-
-    fn update_script(
-        &self,
-        id: &str,
-        change: &dyn Fn(&ScriptRecord) -> Result<ScriptRecord, StoreError>,
-        content: Option<&[u8]>,
-    ) -> Result<ScriptRecord, StoreError> {
-        let _writing = self
-            .script_writes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        loop {
-            let (key, bytes) = self.script_entry(id)?.ok_or(StoreError::NotFound)?;
-            let current: ScriptRecord = decode(&bytes)?;
-            let next = change(&current)?;
-            if let Some(content) = content {
-                // Unreachable until the record below points at it.
-                self.script_versions
-                    .insert(version_key(&next.id, next.version), content)
-                    .map_err(backend)?;
-                self.script_versions
-                    .insert(
-                        version_meta_key(&next.id, next.version),
-                        encode(&VersionRecord::current(&next))?,
-                    )
-                    .map_err(backend)?;
-            }
-            if next.name != current.name {
-                self.claim_name(&next.name, &next.id)?;
-            }
-            // Only a concurrent `note_execution` can change the record now;
-            // if one did, apply the change again to what it wrote.
-            let swapped = self
-                .scripts
-                .compare_and_swap(&key, Some(bytes), Some(encode(&next)?))
-                .map_err(backend)?;
-            if swapped.is_err() {
-                continue;
-            }
-            if next.name != current.name {
-                self.script_names
-                    .remove(current.name.as_bytes())
-                    .map_err(backend)?;
-            }
-            return Ok(next);
-        }
-    }
-
-    fn delete_script(
-        &self,
-        id: &str,
-        allow: &dyn Fn(&ScriptRecord) -> Result<(), StoreError>,
-    ) -> Result<ScriptRecord, StoreError> {
-        let _writing = self
-            .script_writes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (key, bytes) = self.script_entry(id)?.ok_or(StoreError::NotFound)?;
-        let deleted: ScriptRecord = decode(&bytes)?;
-        allow(&deleted)?;
-        // The record first: once it is gone the script is, whatever a crash
-        // leaves of its name (repaired at open) or its content (unreachable).
-        self.scripts.remove(&key).map_err(backend)?;
-        self.script_names
-            .remove(deleted.name.as_bytes())
-            .map_err(backend)?;
-        let prefix = format!("{}/", deleted.id);
-        for key in self.script_versions.scan_prefix(prefix.as_bytes()).keys() {
-            self.script_versions
-                .remove(key.map_err(backend)?)
-                .map_err(backend)?;
-        }
-        // What its runs kept and its config go too (unreachable once the
-        // record is gone, whatever a crash leaves of them).
-        super::script_data::ScriptDataStore::drop_script_data(self, &deleted.id)?;
-        Ok(deleted)
-    }
-
-    fn script_versions(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError> {
-        self.script_versions
-            .scan_prefix(format!("{id}/v/").as_bytes())
-            .values()
-            .map(|v| decode(&v.map_err(backend)?))
-            .collect()
-    }
-
-    fn script_version(&self, id: &str, version: u32) -> Result<Option<VersionRecord>, StoreError> {
-        self.script_versions
-            .get(version_meta_key(id, version))
-            .map_err(backend)?
-            .map(|v| decode(&v))
-            .transpose()
-    }
-
-    fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError> {
-        let mut failure = None;
-        // An atomic read-modify-write of the one record; a deleted script
-        // stays deleted.
-        self.scripts
-            .update_and_fetch(script_id, |old| {
-                let old = old?;
-                let updated = decode::<ScriptRecord>(old).and_then(|mut script| {
-                    script.execution_count += 1;
-                    script.last_executed_at = Some(at.to_string());
-                    encode(&script)
-                });
-                match updated {
-                    Ok(bytes) => Some(bytes),
-                    Err(e) => {
-                        failure = Some(e);
-                        Some(old.to_vec())
-                    }
-                }
-            })
-            .map_err(backend)?;
-        failure.map_or(Ok(()), Err)
-    }
-
-    fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
-        self.executions
-            .insert(execution.id.as_bytes(), encode(execution)?)
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
-        self.executions
-            .get(id)
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
-    }
-
-    fn executions_in(
-        &self,
-        states: &[ExecutionStatus],
-    ) -> Result<Vec<ExecutionRecord>, StoreError> {
-        let mut found = Vec::new();
-        // Keys are UUID v7 strings, so iteration is oldest first.
-        for entry in self.executions.iter() {
-            let (_, bytes) = entry.map_err(backend)?;
-            let record: ExecutionRecord = decode(&bytes)?;
-            if states.contains(&record.status) {
-                found.push(record);
-            }
-        }
-        Ok(found)
-    }
-
-    fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError> {
-        self.scripts
-            .iter()
-            .map(|entry| decode(&entry.map_err(backend)?.1))
-            .collect()
-    }
-
-    fn executions_page(
-        &self,
-        keep: &dyn Fn(&ExecutionRecord) -> bool,
-        skip: usize,
-        take: usize,
-    ) -> Result<(Vec<ExecutionRecord>, usize), StoreError> {
-        let (mut page, mut total) = (Vec::new(), 0);
-        // Keys are UUID v7 strings: reverse key order is newest first.
-        for entry in self.executions.iter().rev() {
-            let record: ExecutionRecord = decode(&entry.map_err(backend)?.1)?;
-            if keep(&record) {
-                if total >= skip && page.len() < take {
-                    page.push(record);
-                }
-                total += 1;
-            }
-        }
-        Ok((page, total))
-    }
-
-    fn visit_executions_since(
-        &self,
-        since_ms: u64,
-        visit: &mut dyn FnMut(ExecutionRecord),
-    ) -> Result<(), StoreError> {
-        // Keys are UUID v7 strings, which begin with their creation time in
-        // ms: the smallest id of that millisecond is where the range starts.
-        let first = uuid::Builder::from_unix_timestamp_millis(since_ms, &[0; 10])
-            .into_uuid()
-            .to_string();
-        for entry in self.executions.range(first.into_bytes()..) {
-            visit(decode(&entry.map_err(backend)?.1)?);
-        }
-        Ok(())
-    }
-
-    fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
-        let mut counts: Vec<(ExecutionStatus, u64)> = Vec::new();
-        for entry in self.executions.iter() {
-            let record: ExecutionRecord = decode(&entry.map_err(backend)?.1)?;
-            match counts
-                .iter_mut()
-                .find(|(status, _)| *status == record.status)
-            {
-                Some((_, n)) => *n += 1,
-                None => counts.push((record.status, 1)),
-            }
-        }
-        Ok(counts)
-    }
-
-    fn claim_idempotency_key(
-        &self,
-        key: &str,
-        fingerprint: &str,
-        now_ms: u64,
-    ) -> Result<Claim, StoreError> {
-        loop {
-            let current = self.idempotency.get(key).map_err(backend)?;
-            if let Some(bytes) = &current {
-                let entry: IdempotencyEntry = decode(bytes)?;
-                let age = now_ms.saturating_sub(entry.claimed_ms());
-                let live = match &entry {
-                    IdempotencyEntry::InFlight { .. } => age < IDEMPOTENCY_ABANDONED_MS,
-                    IdempotencyEntry::Done { .. } => age < IDEMPOTENCY_TTL_MS,
-                };
-                if live {
-                    return Ok(match entry {
-                        IdempotencyEntry::InFlight { fingerprint: f, .. }
-                        | IdempotencyEntry::Done { fingerprint: f, .. }
-                            if f != fingerprint =>
-                        {
-                            Claim::Mismatch
-                        }
-                        IdempotencyEntry::InFlight { .. } => Claim::InFlight,
-                        IdempotencyEntry::Done { response, .. } => Claim::Replay(response),
-                    });
-                }
-            }
-            let claim = encode(&IdempotencyEntry::InFlight {
-                fingerprint: fingerprint.to_string(),
-                claimed_ms: now_ms,
-            })?;
-            // Compare-and-swap: of two concurrent first uses, one claims.
-            if self
-                .idempotency
-                .compare_and_swap(key, current, Some(claim))
-                .map_err(backend)?
-                .is_ok()
-            {
-                return Ok(Claim::Claimed);
-            }
-        }
-    }
-
-    fn settle_idempotency_key(
-        &self,
-        key: &str,
-        response: Option<&StoredResponse>,
-    ) -> Result<(), StoreError> {
-        let Some(response) = response else {
-            self.idempotency.remove(key).map_err(backend)?;
-            return Ok(());
-        };
-        let Some(bytes) = self.idempotency.get(key).map_err(backend)? else {
-            return Ok(());
-        };
-        if let IdempotencyEntry::InFlight {
-            fingerprint,
-            claimed_ms,
-        } = decode(&bytes)?
-        {
-            let done = IdempotencyEntry::Done {
-                fingerprint,
-                claimed_ms,
-                response: response.clone(),
-            };
-            self.idempotency
-                .insert(key, encode(&done)?)
-                .map_err(backend)?;
-        }
-        Ok(())
-    }
-
-    fn expire_idempotency_keys(&self, before_ms: u64) -> Result<usize, StoreError> {
-        let mut expired = 0;
-        for entry in self.idempotency.iter() {
-            let (key, bytes) = entry.map_err(backend)?;
-            let stale = decode::<IdempotencyEntry>(&bytes)
-                .map_or(true, |entry| entry.claimed_ms() < before_ms);
-            if stale {
-                // Only if unchanged: a fresh claim of the key stays.
-                let _ = self
-                    .idempotency
-                    .compare_and_swap(&key, Some(&bytes), None as Option<&[u8]>)
-                    .map_err(backend)?;
-                expired += 1;
-            }
-        }
-        Ok(expired)
-    }
-
-    fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
-        self.schedules
-            .insert(&schedule.id, encode(schedule)?)
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
-        self.schedules
-            .get(id)
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
-    }
-
-    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
-        let mut schedules = Vec::new();
-        for entry in self.schedules.iter() {
-            let (id, bytes) = entry.map_err(backend)?;
-            // One unreadable record must not stop every other schedule.
-            match decode(&bytes) {
-                Ok(schedule) => schedules.push(schedule),
-                Err(e) => tracing::error!(id = %String::from_utf8_lossy(&id), error = %e,
-                    "skipping an unreadable schedule"),
-            }
-        }
-        Ok(schedules)
-    }
-
-    fn update_schedule(
-        &self,
-        id: &str,
-        change: &dyn Fn(&ScheduleRecord) -> Result<ScheduleRecord, StoreError>,
-    ) -> Result<Option<ScheduleRecord>, StoreError> {
-        let swapped = swap(&self.schedules, id.as_bytes(), |current| {
-            change(current).map(Some)
-        })?;
-        Ok(swapped.and_then(|(_, after)| after))
-    }
-
-    fn delete_schedule(
-        &self,
-        id: &str,
-        expect: &dyn Fn(&ScheduleRecord) -> Result<(), StoreError>,
-    ) -> Result<Option<ScheduleRecord>, StoreError> {
-        let swapped = swap(&self.schedules, id.as_bytes(), |current| {
-            expect(current).map(|()| None)
-        })?;
-        Ok(swapped.map(|(before, _)| before))
-    }
-
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.db.size_on_disk().map_err(backend)
     }
@@ -659,17 +260,19 @@ impl Store for SledStore {
         Box::pin(self.commit.flush())
     }
 
-    fn sync_stats(&self) -> super::SyncStats {
+    fn sync_stats(&self) -> SyncStats {
         self.commit.stats()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::scripts::version_key;
     use super::*;
+    use crate::store::scripts::ScriptStore;
     use crate::store::{Language, ScriptKind, ScriptStatus};
 
-    const TEST_CACHE_BYTES: u64 = 8 << 20;
+    pub(super) const TEST_CACHE_BYTES: u64 = 8 << 20;
 
     /// Opens a store a test has just closed. sled's background threads let go
     /// of the directory's lock a moment after the handle is dropped: a new
@@ -686,72 +289,7 @@ mod tests {
         SledStore::open(path, TEST_CACHE_BYTES)
     }
 
-    fn schedule(id: &str) -> ScheduleRecord {
-        ScheduleRecord {
-            id: id.into(),
-            name: "nightly".into(),
-            script_id: "s1".into(),
-            cron: "@daily".into(),
-            timezone: "UTC".into(),
-            parameters: serde_json::json!({}),
-            active: true,
-            overlap: crate::store::Overlap::default(),
-            created_at: "2026-01-01T00:00:00.000Z".into(),
-            updated_at: "2026-01-01T00:00:00.000Z".into(),
-            created_by: None,
-            next_run_ms: None,
-            last_run_at: None,
-            last_execution_id: None,
-        }
-    }
-
-    #[test]
-    fn a_delete_happens_only_if_its_expectation_holds_at_the_moment_of_the_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        store.create_schedule(&schedule("a")).unwrap();
-        let refused = store.delete_schedule("a", &|current| {
-            if current.name == "nightly" {
-                Err(StoreError::Refused("changed".into()))
-            } else {
-                Ok(())
-            }
-        });
-        assert!(matches!(refused, Err(StoreError::Refused(_))));
-        assert!(store.schedule("a").unwrap().is_some(), "kept");
-        let deleted = store.delete_schedule("a", &|_| Ok(())).unwrap();
-        assert_eq!(deleted.map(|s| s.id), Some("a".into()));
-        assert!(store.schedule("a").unwrap().is_none());
-        assert!(store.delete_schedule("a", &|_| Ok(())).unwrap().is_none());
-    }
-
-    #[test]
-    fn a_swap_that_lost_a_race_applies_its_change_to_the_winner_s_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        store.create_schedule(&schedule("a")).unwrap();
-        let raced = std::cell::Cell::new(false);
-        let written = store
-            .update_schedule("a", &|current| {
-                if !raced.replace(true) {
-                    // Another writer lands between this read and its write.
-                    let mut theirs = current.clone();
-                    theirs.name = "theirs".into();
-                    store
-                        .schedules
-                        .insert("a", encode(&theirs)?)
-                        .map_err(backend)?;
-                }
-                let mut mine = current.clone();
-                mine.active = false;
-                Ok(mine)
-            })
-            .unwrap()
-            .unwrap();
-        assert_eq!((written.name.as_str(), written.active), ("theirs", false));
-    }
-
-    fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
+    pub(super) fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
         ScriptRecord {
             id: id.into(),
             name: name.into(),
@@ -865,94 +403,5 @@ mod tests {
             db.flush().unwrap();
         }
         assert!(matches!(reopen(dir.path()), Err(StoreError::Schema { .. })));
-    }
-
-    #[test]
-    fn idempotency_keys_claim_replay_and_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        assert_eq!(
-            store.claim_idempotency_key("k", "f", 1_000).unwrap(),
-            Claim::Claimed
-        );
-        assert_eq!(
-            store.claim_idempotency_key("k", "f", 1_001).unwrap(),
-            Claim::InFlight
-        );
-        assert_eq!(
-            store.claim_idempotency_key("k", "g", 1_001).unwrap(),
-            Claim::Mismatch
-        );
-        let response = StoredResponse {
-            status: 201,
-            headers: vec![("location".into(), "/x".into())],
-            body: b"{}".to_vec(),
-        };
-        store.settle_idempotency_key("k", Some(&response)).unwrap();
-        assert_eq!(
-            store.claim_idempotency_key("k", "f", 2_000).unwrap(),
-            Claim::Replay(response)
-        );
-        // After the TTL the key is new again.
-        let later = 1_000 + IDEMPOTENCY_TTL_MS;
-        assert_eq!(
-            store.claim_idempotency_key("k", "g", later).unwrap(),
-            Claim::Claimed
-        );
-        // A released claim can be taken at once; an abandoned one after a while.
-        store.settle_idempotency_key("k", None).unwrap();
-        assert_eq!(
-            store.claim_idempotency_key("k", "h", later).unwrap(),
-            Claim::Claimed
-        );
-        let abandoned = later + IDEMPOTENCY_ABANDONED_MS;
-        assert_eq!(
-            store.claim_idempotency_key("k", "h", abandoned).unwrap(),
-            Claim::Claimed
-        );
-        assert_eq!(store.expire_idempotency_keys(abandoned + 1).unwrap(), 1);
-        assert_eq!(
-            store.claim_idempotency_key("k", "f", abandoned).unwrap(),
-            Claim::Claimed
-        );
-    }
-
-    #[test]
-    fn renames_move_the_name_and_refusals_change_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        store
-            .create_script(&script("a", "first", 1), b"v2")
-            .unwrap();
-        store
-            .create_script(&script("b", "second", 1), b"v2")
-            .unwrap();
-        let rename = |to: &'static str| {
-            move |s: &ScriptRecord| {
-                let mut next = s.clone();
-                next.name = to.into();
-                Ok(next)
-            }
-        };
-        assert!(matches!(
-            store.update_script("a", &rename("second"), None),
-            Err(StoreError::NameTaken(_))
-        ));
-        store
-            .update_script("first", &rename("third"), None)
-            .unwrap();
-        assert!(store.script("first").unwrap().is_none());
-        assert_eq!(store.script("third").unwrap().unwrap().id, "a");
-        let refuse = |_: &ScriptRecord| Err(StoreError::Refused("stale".into()));
-        assert!(store.update_script("a", &refuse, Some(b"v3")).is_err());
-        assert_eq!(store.script_versions("a").unwrap().len(), 1);
-        store.delete_script("third", &|_| Ok(())).unwrap();
-        assert!(store.script("a").unwrap().is_none());
-        assert!(store.script_content("a", 1).unwrap().is_none());
-        assert!(store.script_versions("a").unwrap().is_empty());
-        assert!(matches!(
-            store.delete_script("a", &|_| Ok(())),
-            Err(StoreError::NotFound)
-        ));
     }
 }

@@ -2,39 +2,11 @@
 //! `user_names`, `api_keys` with `api_key_hashes`, `sessions`,
 //! `refresh_tokens` (keyed by hash) and `audit` (keyed by UUIDv7, so time order).
 
-use super::{SledStore, backend, decode, encode};
+use super::{Change, SledStore, backend, decode, encode, swap, update};
 use crate::store::StoreError;
 use crate::store::auth::{
     ApiKeyRecord, AuditRecord, AuthStore, RefreshRecord, RefreshUse, SessionRecord, UserRecord,
 };
-
-impl SledStore {
-    pub(super) fn get_decoded<T: serde::de::DeserializeOwned>(
-        tree: &sled::Tree,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        tree.get(key)
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
-    }
-
-    pub(super) fn all_decoded<T: serde::de::DeserializeOwned>(
-        tree: &sled::Tree,
-    ) -> Result<Vec<T>, StoreError> {
-        let mut all = Vec::new();
-        for entry in tree.iter() {
-            let (key, bytes) = entry.map_err(backend)?;
-            match decode(&bytes) {
-                Ok(record) => all.push(record),
-                // One unreadable record must not hide the rest.
-                Err(e) => tracing::error!(key = %String::from_utf8_lossy(&key), error = %e,
-                    "skipping an unreadable record"),
-            }
-        }
-        Ok(all)
-    }
-}
 
 impl AuthStore for SledStore {
     fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
@@ -75,13 +47,13 @@ impl AuthStore for SledStore {
         id: &str,
         change: &dyn Fn(&UserRecord) -> Result<UserRecord, StoreError>,
     ) -> Result<Option<UserRecord>, StoreError> {
-        let swapped = super::swap(&self.users, id.as_bytes(), |before: &UserRecord| {
+        let updated = update(&self.users, id.as_bytes(), |before: &UserRecord| {
             let mut next = change(before)?;
             // A username is changed only by renaming, never here.
             next.username.clone_from(&before.username);
-            Ok(Some(next))
+            Ok(next)
         })?;
-        Ok(swapped.and_then(|(_, after)| after))
+        Ok(updated.map(|(_, after)| after))
     }
 
     fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -158,33 +130,29 @@ impl AuthStore for SledStore {
         id: &str,
         expires_ms: u64,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        loop {
-            let Some(current) = self.sessions.get(id).map_err(backend)? else {
-                return Ok(None);
-            };
-            let mut session: SessionRecord = decode(&current)?;
-            if session.revoked {
-                return Ok(None);
-            }
-            session.expires_ms = expires_ms;
-            let swapped = self
-                .sessions
-                .compare_and_swap(id, Some(current), Some(encode(&session)?))
-                .map_err(backend)?;
-            if swapped.is_ok() {
-                return Ok(Some(session));
-            }
-        }
+        let swapped = swap(&self.sessions, id.as_bytes(), |session: &SessionRecord| {
+            Ok(if session.revoked {
+                Change::Keep
+            } else {
+                Change::Put(SessionRecord {
+                    expires_ms,
+                    ..session.clone()
+                })
+            })
+        })?;
+        Ok(match swapped {
+            Some((_, Change::Put(extended))) => Some(extended),
+            _ => None,
+        })
     }
 
     fn revoke_session(&self, id: &str) -> Result<(), StoreError> {
-        self.sessions
-            .fetch_and_update(id, |bytes| {
-                let mut session: SessionRecord = decode(bytes?).ok()?;
-                session.revoked = true;
-                encode(&session).ok()
+        update(&self.sessions, id.as_bytes(), |session: &SessionRecord| {
+            Ok(SessionRecord {
+                revoked: true,
+                ..session.clone()
             })
-            .map_err(backend)?;
+        })?;
         Ok(())
     }
 
@@ -207,26 +175,25 @@ impl AuthStore for SledStore {
     }
 
     fn use_refresh_token(&self, hash: &str) -> Result<RefreshUse, StoreError> {
-        loop {
-            let Some(current) = self.refresh_tokens.get(hash).map_err(backend)? else {
-                return Ok(RefreshUse::Unknown);
-            };
-            let token: RefreshRecord = decode(&current)?;
-            if token.used {
-                return Ok(RefreshUse::Reused(token));
-            }
-            let used = RefreshRecord {
-                used: true,
-                ..token.clone()
-            };
-            let swapped = self
-                .refresh_tokens
-                .compare_and_swap(hash, Some(current), Some(encode(&used)?))
-                .map_err(backend)?;
-            if swapped.is_ok() {
-                return Ok(RefreshUse::Fresh(token));
-            }
-        }
+        let swapped = swap(
+            &self.refresh_tokens,
+            hash.as_bytes(),
+            |token: &RefreshRecord| {
+                Ok(if token.used {
+                    Change::Keep
+                } else {
+                    Change::Put(RefreshRecord {
+                        used: true,
+                        ..token.clone()
+                    })
+                })
+            },
+        )?;
+        Ok(match swapped {
+            None => RefreshUse::Unknown,
+            Some((token, Change::Put(_))) => RefreshUse::Fresh(token),
+            Some((token, Change::Keep | Change::Remove)) => RefreshUse::Reused(token),
+        })
     }
 
     fn expire_sessions(&self, now_ms: u64) -> Result<usize, StoreError> {
@@ -265,5 +232,52 @@ impl AuthStore for SledStore {
             page.push(decode(&entry.map_err(backend)?.1)?);
         }
         Ok((page, self.audit.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::TEST_CACHE_BYTES;
+    use super::*;
+
+    #[test]
+    fn a_refresh_token_is_used_once_and_a_revoked_session_is_not_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let token = RefreshRecord {
+            session_id: "s".into(),
+            user_id: "u".into(),
+            expires_ms: 10,
+            used: false,
+        };
+        store.put_refresh_token("h", &token).unwrap();
+        assert!(matches!(
+            store.use_refresh_token("h").unwrap(),
+            RefreshUse::Fresh(t) if !t.used
+        ));
+        assert!(matches!(
+            store.use_refresh_token("h").unwrap(),
+            RefreshUse::Reused(t) if t.used
+        ));
+        assert!(matches!(
+            store.use_refresh_token("nope").unwrap(),
+            RefreshUse::Unknown
+        ));
+
+        let session = SessionRecord {
+            id: "s".into(),
+            user_id: "u".into(),
+            created_ms: 1,
+            expires_ms: 10,
+            revoked: false,
+        };
+        store.put_session(&session).unwrap();
+        let extended = store.extend_session("s", 20).unwrap();
+        assert_eq!(extended.map(|s| s.expires_ms), Some(20));
+        store.revoke_session("s").unwrap();
+        assert!(store.extend_session("s", 30).unwrap().is_none());
+        let kept = store.session("s").unwrap().unwrap();
+        assert_eq!((kept.expires_ms, kept.revoked), (20, true));
+        assert!(store.extend_session("missing", 30).unwrap().is_none());
     }
 }

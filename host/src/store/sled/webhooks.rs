@@ -27,10 +27,8 @@ impl WebhookStore for SledStore {
         id: &str,
         change: &dyn Fn(&WebhookRecord) -> Result<WebhookRecord, StoreError>,
     ) -> Result<Option<WebhookRecord>, StoreError> {
-        let swapped = super::swap(&self.webhooks, id.as_bytes(), |current| {
-            change(current).map(Some)
-        })?;
-        Ok(swapped.and_then(|(_, after)| after))
+        let updated = super::update(&self.webhooks, id.as_bytes(), change)?;
+        Ok(updated.map(|(_, after)| after))
     }
 
     fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {

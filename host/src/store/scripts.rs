@@ -1,0 +1,38 @@
+//! Scripts: the record, a unique name index, and every version's content
+//! with its [`VersionRecord`].
+
+use super::{ScriptRecord, StoreError, VersionRecord};
+
+pub trait ScriptStore {
+    /// Stores a new script and its first version's content, refusing a taken name.
+    fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError>;
+    /// A script by id, or by name when no id matches.
+    fn script(&self, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError>;
+    /// The content of one version of a script.
+    fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces a script with what `change` makes of the current record,
+    /// atomically. When `content` is given it is stored as the new record's
+    /// `version` (which `change` must have raised). A name change claims the
+    /// new name. `change` may run more than once and refuses with
+    /// [`StoreError::Refused`].
+    fn update_script(
+        &self,
+        id: &str,
+        change: &dyn Fn(&ScriptRecord) -> Result<ScriptRecord, StoreError>,
+        content: Option<&[u8]>,
+    ) -> Result<ScriptRecord, StoreError>;
+    /// Deletes a script, its name and all its versions if `allow` accepts the
+    /// current record. Executions are kept.
+    fn delete_script(
+        &self,
+        id: &str,
+        allow: &dyn Fn(&ScriptRecord) -> Result<(), StoreError>,
+    ) -> Result<ScriptRecord, StoreError>;
+    /// Every version of a script, oldest first.
+    fn script_versions(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError>;
+    fn script_version(&self, id: &str, version: u32) -> Result<Option<VersionRecord>, StoreError>;
+    /// Counts one more execution of a script.
+    fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError>;
+    /// Every script, in id (creation) order.
+    fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError>;
+}

@@ -1,0 +1,115 @@
+//! The sled side of [`ScheduleStore`]: `schedules` by id (a UUIDv7, so
+//! creation order).
+
+use super::{Change, SledStore, backend, encode, swap, update};
+use crate::store::schedules::ScheduleStore;
+use crate::store::{ScheduleRecord, StoreError};
+
+impl ScheduleStore for SledStore {
+    fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
+        self.schedules
+            .insert(&schedule.id, encode(schedule)?)
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        Self::get_decoded(&self.schedules, id)
+    }
+
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        Self::all_decoded(&self.schedules)
+    }
+
+    fn update_schedule(
+        &self,
+        id: &str,
+        change: &dyn Fn(&ScheduleRecord) -> Result<ScheduleRecord, StoreError>,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        let updated = update(&self.schedules, id.as_bytes(), change)?;
+        Ok(updated.map(|(_, after)| after))
+    }
+
+    fn delete_schedule(
+        &self,
+        id: &str,
+        expect: &dyn Fn(&ScheduleRecord) -> Result<(), StoreError>,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        let swapped = swap(&self.schedules, id.as_bytes(), |current| {
+            expect(current).map(|()| Change::Remove)
+        })?;
+        Ok(swapped.map(|(before, _)| before))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::TEST_CACHE_BYTES;
+    use super::super::{backend, encode};
+    use super::*;
+
+    fn schedule(id: &str) -> ScheduleRecord {
+        ScheduleRecord {
+            id: id.into(),
+            name: "nightly".into(),
+            script_id: "s1".into(),
+            cron: "@daily".into(),
+            timezone: "UTC".into(),
+            parameters: serde_json::json!({}),
+            active: true,
+            overlap: crate::store::Overlap::default(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            created_by: None,
+            next_run_ms: None,
+            last_run_at: None,
+            last_execution_id: None,
+        }
+    }
+
+    #[test]
+    fn a_delete_happens_only_if_its_expectation_holds_at_the_moment_of_the_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        store.create_schedule(&schedule("a")).unwrap();
+        let refused = store.delete_schedule("a", &|current| {
+            if current.name == "nightly" {
+                Err(StoreError::Refused("changed".into()))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(refused, Err(StoreError::Refused(_))));
+        assert!(store.schedule("a").unwrap().is_some(), "kept");
+        let deleted = store.delete_schedule("a", &|_| Ok(())).unwrap();
+        assert_eq!(deleted.map(|s| s.id), Some("a".into()));
+        assert!(store.schedule("a").unwrap().is_none());
+        assert!(store.delete_schedule("a", &|_| Ok(())).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_swap_that_lost_a_race_applies_its_change_to_the_winner_s_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        store.create_schedule(&schedule("a")).unwrap();
+        let raced = std::cell::Cell::new(false);
+        let written = store
+            .update_schedule("a", &|current| {
+                if !raced.replace(true) {
+                    // Another writer lands between this read and its write.
+                    let mut theirs = current.clone();
+                    theirs.name = "theirs".into();
+                    store
+                        .schedules
+                        .insert("a", encode(&theirs)?)
+                        .map_err(backend)?;
+                }
+                let mut mine = current.clone();
+                mine.active = false;
+                Ok(mine)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((written.name.as_str(), written.active), ("theirs", false));
+    }
+}

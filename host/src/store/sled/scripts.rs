@@ -1,0 +1,260 @@
+//! The sled side of [`ScriptStore`]: `scripts` by id, the unique index
+//! `script_names`, and `script_versions` holding each version's content at
+//! `<id>/<version>` and its [`VersionRecord`] at `<id>/v/<version>`.
+
+use std::sync::PoisonError;
+
+use super::{SledStore, backend, decode, encode, update};
+use crate::store::scripts::ScriptStore;
+use crate::store::{ScriptRecord, StoreError, VersionRecord};
+
+pub(super) fn version_key(id: &str, version: u32) -> Vec<u8> {
+    format!("{id}/{version:010}").into_bytes()
+}
+
+fn version_meta_key(id: &str, version: u32) -> Vec<u8> {
+    format!("{id}/v/{version:010}").into_bytes()
+}
+
+impl SledStore {
+    /// The id and stored bytes of a script, by id or name.
+    fn script_entry(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+        if let Some(bytes) = self.scripts.get(id_or_name).map_err(backend)? {
+            return Ok(Some((sled::IVec::from(id_or_name.as_bytes()), bytes)));
+        }
+        let Some(id) = self.script_names.get(id_or_name).map_err(backend)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .scripts
+            .get(&id)
+            .map_err(backend)?
+            .map(|bytes| (id, bytes)))
+    }
+
+    /// Claims `name` for `id` unless another script has it.
+    fn claim_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
+        let claimed = self
+            .script_names
+            .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(id.as_bytes()))
+            .map_err(backend)?;
+        match claimed {
+            Ok(()) => Ok(()),
+            Err(e) if e.current.as_deref() == Some(id.as_bytes()) => Ok(()),
+            Err(_) => Err(StoreError::NameTaken(name.to_string())),
+        }
+    }
+
+    /// Stores a version's content and record; unreachable until a script
+    /// record names that version.
+    fn put_version(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError> {
+        self.script_versions
+            .insert(version_key(&script.id, script.version), content)
+            .map_err(backend)?;
+        self.script_versions
+            .insert(
+                version_meta_key(&script.id, script.version),
+                encode(&VersionRecord::current(script))?,
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Schema 1 kept only the content of each version: give every stored
+    /// version a record, dated when the script was last updated.
+    pub(super) fn migrate_to_2(&self) -> Result<(), StoreError> {
+        for script in self.scripts()? {
+            for version in 1..=script.version {
+                let Some(content) = self.script_content(&script.id, version)? else {
+                    continue;
+                };
+                let record = VersionRecord {
+                    version,
+                    content_hash: blake3::hash(&content).to_hex().to_string(),
+                    size_bytes: content.len() as u64,
+                    created_at: script.updated_at.clone(),
+                    created_by: script.created_by.clone(),
+                };
+                self.script_versions
+                    .insert(version_meta_key(&script.id, version), encode(&record)?)
+                    .map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ScriptStore for SledStore {
+    fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError> {
+        // Claim the name first: compare-and-swap makes two concurrent creates
+        // of one name end with exactly one winner.
+        self.claim_name(&script.name, &script.id)?;
+        self.put_version(script, content)?;
+        self.scripts
+            .insert(script.id.as_bytes(), encode(script)?)
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn script(&self, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError> {
+        self.script_entry(id_or_name)?
+            .map(|(_, bytes)| decode(&bytes))
+            .transpose()
+    }
+
+    fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .script_versions
+            .get(version_key(id, version))
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn update_script(
+        &self,
+        id: &str,
+        change: &dyn Fn(&ScriptRecord) -> Result<ScriptRecord, StoreError>,
+        content: Option<&[u8]>,
+    ) -> Result<ScriptRecord, StoreError> {
+        let _writing = self
+            .script_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (key, _) = self.script_entry(id)?.ok_or(StoreError::NotFound)?;
+        // With writes serialized only a concurrent `note_execution` can make
+        // the swap read again, and then the writes before it repeat the same.
+        let updated = update(&self.scripts, &key, |current: &ScriptRecord| {
+            let next = change(current)?;
+            if let Some(content) = content {
+                self.put_version(&next, content)?;
+            }
+            if next.name != current.name {
+                self.claim_name(&next.name, &next.id)?;
+            }
+            Ok(next)
+        })?;
+        let (before, after) = updated.ok_or(StoreError::NotFound)?;
+        if after.name != before.name {
+            self.script_names
+                .remove(before.name.as_bytes())
+                .map_err(backend)?;
+        }
+        Ok(after)
+    }
+
+    fn delete_script(
+        &self,
+        id: &str,
+        allow: &dyn Fn(&ScriptRecord) -> Result<(), StoreError>,
+    ) -> Result<ScriptRecord, StoreError> {
+        let _writing = self
+            .script_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (key, bytes) = self.script_entry(id)?.ok_or(StoreError::NotFound)?;
+        let deleted: ScriptRecord = decode(&bytes)?;
+        allow(&deleted)?;
+        // The record first: once it is gone the script is, whatever a crash
+        // leaves of its name (repaired at open) or its content (unreachable).
+        self.scripts.remove(&key).map_err(backend)?;
+        self.script_names
+            .remove(deleted.name.as_bytes())
+            .map_err(backend)?;
+        let prefix = format!("{}/", deleted.id);
+        for key in self.script_versions.scan_prefix(prefix.as_bytes()).keys() {
+            self.script_versions
+                .remove(key.map_err(backend)?)
+                .map_err(backend)?;
+        }
+        // What its runs kept and its config go too (unreachable once the
+        // record is gone, whatever a crash leaves of them).
+        crate::store::script_data::ScriptDataStore::drop_script_data(self, &deleted.id)?;
+        Ok(deleted)
+    }
+
+    fn script_versions(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError> {
+        self.script_versions
+            .scan_prefix(format!("{id}/v/").as_bytes())
+            .values()
+            .map(|v| decode(&v.map_err(backend)?))
+            .collect()
+    }
+
+    fn script_version(&self, id: &str, version: u32) -> Result<Option<VersionRecord>, StoreError> {
+        self.script_versions
+            .get(version_meta_key(id, version))
+            .map_err(backend)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError> {
+        // A deleted script stays deleted.
+        update(
+            &self.scripts,
+            script_id.as_bytes(),
+            |script: &ScriptRecord| {
+                let mut script = script.clone();
+                script.execution_count += 1;
+                script.last_executed_at = Some(at.to_string());
+                Ok(script)
+            },
+        )?;
+        Ok(())
+    }
+
+    fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError> {
+        self.scripts
+            .iter()
+            .map(|entry| decode(&entry.map_err(backend)?.1))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{TEST_CACHE_BYTES, script};
+    use super::*;
+
+    #[test]
+    fn renames_move_the_name_and_refusals_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        store
+            .create_script(&script("a", "first", 1), b"v2")
+            .unwrap();
+        store
+            .create_script(&script("b", "second", 1), b"v2")
+            .unwrap();
+        let rename = |to: &'static str| {
+            move |s: &ScriptRecord| {
+                let mut next = s.clone();
+                next.name = to.into();
+                Ok(next)
+            }
+        };
+        assert!(matches!(
+            store.update_script("a", &rename("second"), None),
+            Err(StoreError::NameTaken(_))
+        ));
+        store
+            .update_script("first", &rename("third"), None)
+            .unwrap();
+        assert!(store.script("first").unwrap().is_none());
+        assert_eq!(store.script("third").unwrap().unwrap().id, "a");
+        let refuse = |_: &ScriptRecord| Err(StoreError::Refused("stale".into()));
+        assert!(store.update_script("a", &refuse, Some(b"v3")).is_err());
+        assert_eq!(store.script_versions("a").unwrap().len(), 1);
+        store.delete_script("third", &|_| Ok(())).unwrap();
+        assert!(store.script("a").unwrap().is_none());
+        assert!(store.script_content("a", 1).unwrap().is_none());
+        assert!(store.script_versions("a").unwrap().is_empty());
+        assert!(matches!(
+            store.delete_script("a", &|_| Ok(())),
+            Err(StoreError::NotFound)
+        ));
+    }
+}
