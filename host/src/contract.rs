@@ -131,6 +131,19 @@ fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
     record.duration_ms = Some(u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX));
 }
 
+/// Ends `record` with no outcome of the sandbox's (cancelled while queued,
+/// refused by the queue, found running after a crash): final now.
+pub fn end_unrun(
+    record: &mut ExecutionRecord,
+    status: ExecutionStatus,
+    code: ExecutionCode,
+    message: impl Into<String>,
+) {
+    record.status = status;
+    record.error = Some(ExecutionError::new(code, message));
+    record.completed_at = Some(crate::now());
+}
+
 /// Marks `record` failed with `code`.
 pub fn fail(record: &mut ExecutionRecord, code: ExecutionCode, message: impl Into<String>) {
     record.status = ExecutionStatus::Failed;

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use crate::config::LimitsConfig;
 use crate::jobs::{JobError, Jobs, Settled};
 use crate::store::{
-    ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language, Priority,
-    ScheduleRecord, ScriptLimits, ScriptRecord, Store, StoreError, Trigger,
+    ExecutionCode, ExecutionRecord, ExecutionStatus, Language, Priority, ScheduleRecord,
+    ScriptLimits, ScriptRecord, Store, StoreError, Trigger,
 };
 
 /// What a caller asks of one run; every field may be left to the defaults.
@@ -178,13 +178,11 @@ pub async fn queue(
     }
     jobs.enqueue(&record.id, record.priority).or_else(|e| {
         let mut refused = record.clone();
-        refused.status = ExecutionStatus::Failed;
         let code = match e {
             JobError::QueueFull => ExecutionCode::QUEUE_FULL,
             _ => ExecutionCode::UNAVAILABLE,
         };
-        refused.error = Some(ExecutionError::new(code, e.to_string()));
-        refused.completed_at = Some(crate::now());
+        crate::contract::end_unrun(&mut refused, ExecutionStatus::Failed, code, e.to_string());
         store.put_execution(&refused)?;
         Err(e.into())
     })

@@ -1,25 +1,25 @@
 //! The execution queue, its workers' turns and the state they share:
 //! completion signals, the running executions' cancel handles, live output,
-//! the HTTP function slots and draining. Handlers store an execution as
+//! the HTTP function slots (`functions.rs`) and draining. Handlers store an execution as
 //! `queued`, flush, then [`Jobs::enqueue`] it; a worker (an [`Execute`],
 //! `executions::Worker`) claims it, runs it and stores the final record.
 //! Nothing runs guest code on an HTTP task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kiln_runtime::CancelHandle;
 use tokio::sync::watch;
 
+use self::functions::FunctionSlots;
 use self::queue::Queue;
 use crate::contract;
 use crate::metrics::ExecutionMetrics;
-use crate::store::{
-    ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Priority, Store, StoreError,
-};
+use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Priority, Store, StoreError};
 
+mod functions;
 pub mod live;
 mod queue;
 
@@ -57,12 +57,8 @@ pub struct Jobs {
     on_final: std::sync::OnceLock<FinalHook>,
     /// Executions that became final since start (crate::memory watches it).
     finished_count: std::sync::atomic::AtomicU64,
-    /// HTTP function requests run on their own connection's task, not through
-    /// the queue (a request is answered, not queued): as many at once as
-    /// there are workers, and at most `capacity` more waiting.
-    functions: tokio::sync::Semaphore,
-    functions_waiting: AtomicUsize,
-    capacity: usize,
+    /// Turns for HTTP function requests, which do not queue.
+    functions: FunctionSlots,
 }
 
 pub type FinalHook = Box<dyn Fn(&ExecutionRecord) + Send + Sync>;
@@ -120,9 +116,7 @@ impl Jobs {
             interrupting: AtomicBool::new(false),
             on_final: std::sync::OnceLock::new(),
             finished_count: std::sync::atomic::AtomicU64::new(0),
-            functions: tokio::sync::Semaphore::new(workers.max(1)),
-            functions_waiting: AtomicUsize::new(0),
-            capacity,
+            functions: FunctionSlots::new(workers, capacity),
         })
     }
 
@@ -157,17 +151,10 @@ impl Jobs {
         if self.draining.load(Ordering::Acquire) {
             return Err(JobError::ShuttingDown);
         }
-        if let Ok(permit) = self.functions.try_acquire() {
-            return Ok(permit);
-        }
-        let waiting = Waiting::enter(&self.functions_waiting);
-        if waiting.ahead >= self.capacity {
-            return Err(JobError::QueueFull);
-        }
         self.functions
             .acquire()
             .await
-            .map_err(|_| JobError::ShuttingDown)
+            .map_err(|functions::Busy| JobError::QueueFull)
     }
 
     /// Counts a run that is not a queued execution (an HTTP function
@@ -227,8 +214,8 @@ impl Jobs {
     }
 
     /// Stores a record that just became final (not flushed), counts it,
-    /// tells the hook, and counts the run on its script, the same for every
-    /// trigger.
+    /// tells the hook, and counts it on its script if it ran: the one end of
+    /// every execution, whatever its trigger and however it ended.
     ///
     /// # Errors
     ///
@@ -239,8 +226,13 @@ impl Jobs {
         record: &ExecutionRecord,
     ) -> Result<(), StoreError> {
         store.put_execution(record)?;
-        self.finalized(record);
-        if let Some(script_id) = &record.script_id {
+        self.finished_count.fetch_add(1, Ordering::Relaxed);
+        self.metrics.record(record);
+        if let Some(hook) = self.on_final.get() {
+            hook(record);
+        }
+        let ran = record.started_at.is_some();
+        if let Some(script_id) = record.script_id.as_ref().filter(|_| ran) {
             // The run and its record stand without the script's counters.
             if let Err(e) = store.note_execution(
                 script_id,
@@ -251,15 +243,6 @@ impl Jobs {
             }
         }
         Ok(())
-    }
-
-    /// Counts a record that just became final and tells the hook.
-    fn finalized(&self, record: &ExecutionRecord) {
-        self.finished_count.fetch_add(1, Ordering::Relaxed);
-        self.metrics.record(record);
-        if let Some(hook) = self.on_final.get() {
-            hook(record);
-        }
     }
 
     /// Queues a stored execution; the receiver settles when it is final.
@@ -306,14 +289,13 @@ impl Jobs {
         };
         match record.status {
             ExecutionStatus::Queued => {
-                record.status = ExecutionStatus::Cancelled;
-                record.error = Some(ExecutionError::new(
+                contract::end_unrun(
+                    &mut record,
+                    ExecutionStatus::Cancelled,
                     ExecutionCode::CANCELLED,
                     "the execution was cancelled before it started",
-                ));
-                record.completed_at = Some(crate::now());
-                store.put_execution(&record)?;
-                self.finalized(&record);
+                );
+                self.record_final(store, &record)?;
                 self.queue.remove(id);
                 drop(running);
                 self.settle(id, Settled::Stored);
@@ -429,38 +411,17 @@ impl Drop for Tracked<'_> {
     }
 }
 
-/// One request counted among those waiting for a function slot while it
-/// exists (a client that hangs up stops counting).
-struct Waiting<'a> {
-    count: &'a AtomicUsize,
-    ahead: usize,
-}
-
-impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        let ahead = count.fetch_add(1, Ordering::AcqRel);
-        Self { count, ahead }
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// At start-up: executions a crash left `running` are failed as INTERRUPTED;
 /// `queued` ones are queued again.
 pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
     for mut record in store.executions_in(&[ExecutionStatus::Running])? {
-        contract::fail(
+        contract::end_unrun(
             &mut record,
+            ExecutionStatus::Failed,
             ExecutionCode::INTERRUPTED,
             "the server stopped while this execution ran",
         );
-        record.completed_at = Some(crate::now());
-        store.put_execution(&record)?;
-        jobs.finalized(&record);
+        jobs.record_final(store, &record)?;
     }
     store.flush().await?;
     for record in store.executions_in(&[ExecutionStatus::Queued])? {
@@ -511,7 +472,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_queue_refuses_past_its_capacity_and_while_draining() {
+    async fn the_queue_refuses_past_its_capacity_and_both_it_and_functions_refuse_while_draining() {
         let (store, _dir) = store();
         let jobs = jobs(1);
         let first = queued(store.as_ref());
@@ -521,9 +482,14 @@ mod tests {
             jobs.enqueue(&second.id, Priority::High),
             Err(JobError::QueueFull)
         ));
+        assert!(jobs.function_slot().await.is_ok());
         jobs.drain(Duration::ZERO).await;
         assert!(matches!(
             jobs.enqueue(&second.id, Priority::High),
+            Err(JobError::ShuttingDown)
+        ));
+        assert!(matches!(
+            jobs.function_slot().await,
             Err(JobError::ShuttingDown)
         ));
     }
