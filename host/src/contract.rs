@@ -59,6 +59,14 @@ pub fn component_call(shape: Shape, parameters: &str) -> Call {
     }
 }
 
+/// What to call in a language runtime to run `source` with the parameters.
+pub fn script_call(source: String, parameters: &str) -> Call {
+    Call::Script {
+        source: source.into(),
+        params: parameters.into(),
+    }
+}
+
 /// The sandbox limits an execution record asks for.
 pub fn limits_of(record: &ExecutionRecord, output_bytes: usize) -> Limits {
     Limits {

@@ -3,22 +3,24 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kiln_runtime::{
-    Call, EngineOptions, ErrorCode, Invocation, Limits, MemoryScriptHost, Outcome, OutputKind,
-    OutputSink, Sandbox, ScriptHost, Shape, Status,
+    EngineOptions, ErrorCode, MemoryScriptHost, OutputKind, OutputSink, Sandbox, ScriptHost, Shape,
 };
-use serde::Serialize;
 
 use crate::cli::{Lang, RunArgs, exit_status};
 use crate::compiler::Compiler;
+use crate::config::{Config, LimitsConfig};
+use crate::contract;
+use crate::executions::run::{self, Hooks, Prepared};
+use crate::executions::{RunRequest, SubmitError, Target, new_record};
+use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Language, Trigger};
 
 /// Runs the file and returns the exit status DESIGN.md's CLI section gives:
 /// the guest's own, 124 on timeout, 125 on other failures, 2 on bad usage.
 pub(crate) fn run(args: RunArgs) -> ExitCode {
     match run_inner(&args) {
-        Ok(outcome) => report(&args, &outcome),
+        Ok(record) => report(&args, &record),
         Err(Failure::Usage(message)) => {
             eprintln!("kiln: {message}");
             ExitCode::from(exit_status::USAGE)
@@ -35,33 +37,61 @@ enum Failure {
     Host(String),
 }
 
-fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
+/// Runs the file as the server runs an ad-hoc execution: a record under
+/// the flags' limits, the script contract's invocation, the final record.
+fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
     let lang = match args.lang {
         Some(lang) => lang,
         None => lang_of(&args.file)?,
     };
-    let params = match &args.params {
-        Some(raw) => {
-            let value: serde_json::Value = serde_json::from_str(raw)
-                .map_err(|e| Failure::Usage(format!("--params is not valid JSON: {e}")))?;
-            if !value.is_object() {
-                return Err(Failure::Usage("--params must be a JSON object".into()));
-            }
-            Some(value.to_string())
-        }
+    let parameters = match &args.params {
+        Some(raw) => Some(
+            serde_json::from_str::<serde_json::Value>(raw)
+                .map_err(|e| Failure::Usage(format!("--params is not valid JSON: {e}")))?,
+        ),
         None => None,
     };
+    let mut record = new_record(
+        &flag_limits(args),
+        RunRequest {
+            parameters,
+            input: args.input.clone(),
+            ..RunRequest::default()
+        },
+        Target {
+            language: match lang {
+                Lang::Wasm => Language::Wasm,
+                Lang::Javascript => Language::Javascript,
+                Lang::Python => Language::Python,
+            },
+            script: None,
+            defaults: Default::default(),
+            code: None,
+        },
+        Trigger::Cli,
+        None,
+    )
+    .map_err(|e| match e {
+        SubmitError::Invalid { field, message } => {
+            let flag = match field {
+                "parameters" => "params".to_string(),
+                field => field.replace('_', "-"),
+            };
+            Failure::Usage(format!("--{flag} {message}"))
+        }
+        other => Failure::Host(other.to_string()),
+    })?;
+    let parameters = record.parameters.to_string();
     let bytes = std::fs::read(&args.file)
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
 
-    let memory_bytes = args.memory_mb.saturating_mul(1 << 20);
     let options = EngineOptions {
         cache_dir: args
             .cache_dir
             .clone()
             .or_else(crate::config::default_cache_dir),
         max_instances: 4,
-        max_memory_bytes: memory_bytes.max(EngineOptions::default().max_memory_bytes),
+        max_memory_bytes: (record.memory_mb << 20).max(EngineOptions::default().max_memory_bytes),
         artifact_cache_entries: 1,
         // One run: nothing to make ahead for.
         prewarm_above: None,
@@ -72,13 +102,12 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Host(format!("cannot start the async runtime: {e}")))?;
-    let (call, component) = match lang {
-        Lang::Wasm => (Call::Main, std::borrow::Cow::Borrowed(bytes.as_slice())),
+    let (script_call, component) = match lang {
+        Lang::Wasm => (None, bytes),
         Lang::Javascript | Lang::Python => {
-            let source = std::str::from_utf8(&bytes).map_err(|_| {
+            let source = String::from_utf8(bytes).map_err(|_| {
                 Failure::Usage(format!("{} is not UTF-8 text", args.file.display()))
             })?;
-            let params = params.clone().unwrap_or_else(|| "{}".into());
             let runtime = match lang {
                 Lang::Python => kiln_components::PY_RUNTIME,
                 _ => kiln_components::JS_RUNTIME,
@@ -86,11 +115,7 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
             let runtime = runtime
                 .decompress()
                 .map_err(|e| Failure::Host(format!("the embedded runtime is damaged: {e}")))?;
-            let call = Call::Script {
-                source: source.into(),
-                params,
-            };
-            (call, std::borrow::Cow::Owned(runtime))
+            (Some(contract::script_call(source, &parameters)), runtime)
         }
     };
     // Compiled in a child process under the server's default bounds, as
@@ -98,62 +123,67 @@ fn run_inner(args: &RunArgs) -> Result<Outcome, Failure> {
     // to meet the child in).
     let compiler = Compiler::new(
         crate::compiler::this_program(),
-        crate::config::compile_bounds(&crate::config::Config::default()),
+        crate::config::compile_bounds(&Config::default()),
     );
     let artifact = runtime
-        .block_on(compiler.load(&sandbox, component.into_owned().into(), None))
+        .block_on(compiler.load(&sandbox, component.into(), None))
         .map_err(|e| Failure::Host(e.to_string()))?;
-    // A kiln:script component gets the parameters as run's argument, and a
-    // key-value store and config that live for this run only.
-    let (call, script_host) = match artifact.shape() {
-        Shape::Script => {
-            let host: Arc<dyn ScriptHost> =
-                Arc::new(MemoryScriptHost::new(config_pairs(&args.config)?));
-            let params = params.clone().unwrap_or_else(|| "{}".into());
-            (Call::Json { params }, Some(host))
-        }
-        Shape::Http => {
-            return Err(Failure::Usage(format!(
-                "{} is an HTTP function (wasi:http/proxy): upload it to `kiln serve` and call it at /fn/",
-                args.file.display()
-            )));
-        }
-        Shape::Command | Shape::LanguageRuntime => (call, None),
+    let shape = artifact.shape();
+    if shape == Shape::Http {
+        return Err(Failure::Usage(format!(
+            "{} is an HTTP function (wasi:http/proxy): upload it to `kiln serve` and call it at /fn/",
+            args.file.display()
+        )));
+    }
+    // A kiln:script component gets a key-value store and config that live
+    // for this run only.
+    let script_host: Option<Arc<dyn ScriptHost>> = match shape {
+        Shape::Script => Some(Arc::new(MemoryScriptHost::new(config_pairs(&args.config)?))),
+        _ => None,
     };
-
+    let call = script_call.unwrap_or_else(|| contract::component_call(shape, &parameters));
     let name = args
         .file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "script".into());
-    let id = uuid::Uuid::now_v7().to_string();
-    let (env, stdin) = crate::contract::environment(
-        Vec::new(),
-        &id,
-        &name,
-        params.as_deref(),
-        args.input.as_deref(),
-        &call,
-    );
-    let invocation = Invocation {
+    let prepared = Prepared {
+        artifact,
         call,
-        args: vec![name],
-        env,
-        stdin,
-        limits: Limits {
-            fuel: args.fuel,
-            memory_bytes,
-            timeout: Duration::from_millis(args.timeout_ms),
-            stdout_bytes: args.output_bytes,
-            stderr_bytes: args.output_bytes,
-        },
+        name,
+    };
+    let hooks = Hooks {
         cancel: None,
         on_output: (!args.json).then(stream_to_terminal),
         script_host,
     };
-    runtime
-        .block_on(sandbox.run(&artifact, invocation))
-        .map_err(|e| Failure::Host(e.to_string()))
+    record.status = ExecutionStatus::Running;
+    record.started_at = Some(crate::now());
+    runtime.block_on(run::run(
+        &sandbox,
+        &mut record,
+        &parameters,
+        prepared,
+        args.output_bytes,
+        hooks,
+        || false,
+    ));
+    Ok(record)
+}
+
+/// The limits policy of a run whose limits are the flags: each is both
+/// the default and the cap.
+fn flag_limits(args: &RunArgs) -> LimitsConfig {
+    LimitsConfig {
+        default_timeout_ms: args.timeout_ms,
+        max_timeout_ms: args.timeout_ms,
+        default_memory_mb: args.memory_mb,
+        max_memory_mb: args.memory_mb,
+        default_fuel: args.fuel,
+        max_fuel: args.fuel,
+        output_bytes: args.output_bytes,
+        ..Config::default().limits
+    }
 }
 
 /// `--config KEY=VALUE` pairs.
@@ -192,47 +222,17 @@ fn stream_to_terminal() -> OutputSink {
     })
 }
 
-/// The execution fields of API.md, as `kiln run --json` prints them.
-#[derive(Serialize)]
-struct ExecutionReport<'a> {
-    status: Status,
-    exit_code: Option<i32>,
-    result: Option<serde_json::Value>,
-    stdout: String,
-    stderr: String,
-    stdout_truncated: bool,
-    stderr_truncated: bool,
-    error: Option<&'a kiln_runtime::GuestError>,
-    fuel_consumed: u64,
-    peak_memory_bytes: u64,
-    duration_ms: u64,
-}
-
-fn report(args: &RunArgs, outcome: &Outcome) -> ExitCode {
+fn report(args: &RunArgs, record: &ExecutionRecord) -> ExitCode {
     if args.json {
-        let report = ExecutionReport {
-            status: outcome.status,
-            exit_code: outcome.exit_code,
-            result: outcome
-                .result
-                .as_deref()
-                .and_then(|json| serde_json::from_str(json).ok()),
-            stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
-            stdout_truncated: outcome.stdout_truncated,
-            stderr_truncated: outcome.stderr_truncated,
-            error: outcome.error.as_ref(),
-            fuel_consumed: outcome.fuel_consumed,
-            peak_memory_bytes: outcome.peak_memory_bytes,
-            duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
-        };
-        match serde_json::to_string_pretty(&report) {
+        // The execution as the API shows it (DESIGN.md, "kiln run").
+        let view = crate::api::ExecutionView::from(record.clone());
+        match serde_json::to_string_pretty(&view) {
             Ok(json) => println!("{json}"),
             Err(e) => eprintln!("kiln: cannot encode the report: {e}"),
         }
     } else {
         let _ = std::io::stdout().flush();
-        if let Some(error) = &outcome.error {
+        if let Some(error) = &record.error {
             let position = match (error.line, error.column) {
                 (Some(line), Some(column)) => format!(" (line {line}, column {column})"),
                 (Some(line), None) => format!(" (line {line})"),
@@ -243,12 +243,12 @@ fn report(args: &RunArgs, outcome: &Outcome) -> ExitCode {
                 eprintln!("{}", stack.trim_end());
             }
         }
-        if let Some(result) = outcome.result.as_deref().filter(|r| *r != "null") {
+        if let Some(result) = record.result.as_ref().filter(|r| !r.is_null()) {
             println!("{result}");
         }
         for (flag, stream) in [
-            (outcome.stdout_truncated, "stdout"),
-            (outcome.stderr_truncated, "stderr"),
+            (record.stdout_truncated, "stdout"),
+            (record.stderr_truncated, "stderr"),
         ] {
             if flag {
                 eprintln!(
@@ -258,18 +258,19 @@ fn report(args: &RunArgs, outcome: &Outcome) -> ExitCode {
             }
         }
     }
-    ExitCode::from(exit_code_for(outcome))
+    ExitCode::from(exit_code_for(record))
 }
 
-fn exit_code_for(outcome: &Outcome) -> u8 {
-    match outcome.status {
-        Status::Completed => 0,
-        Status::Timeout => exit_status::TIMEOUT,
-        Status::Failed if outcome.error_code() == Some(ErrorCode::ExitCode) => outcome
+fn exit_code_for(record: &ExecutionRecord) -> u8 {
+    let code = record.error.as_ref().map(|e| e.code);
+    match record.status {
+        ExecutionStatus::Completed => 0,
+        ExecutionStatus::Timeout => exit_status::TIMEOUT,
+        ExecutionStatus::Failed if code == Some(ExecutionCode::Run(ErrorCode::ExitCode)) => record
             .exit_code
             .and_then(|c| u8::try_from(c).ok())
             .filter(|c| *c != 0)
             .unwrap_or(exit_status::FAILURE),
-        Status::Failed | Status::Cancelled => exit_status::FAILURE,
+        _ => exit_status::FAILURE,
     }
 }

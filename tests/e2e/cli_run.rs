@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn kiln(args: &[&str], cache: &Path) -> Output {
+pub(crate) fn kiln(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
         .arg("--cache-dir")
@@ -13,7 +13,7 @@ fn kiln(args: &[&str], cache: &Path) -> Output {
         .unwrap()
 }
 
-fn json(output: &Output) -> serde_json::Value {
+pub(crate) fn json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
@@ -48,6 +48,8 @@ fn json_reports_the_execution_fields() {
     assert_eq!(out.status.code(), Some(0));
     let report = json(&out);
     assert_eq!(report["status"], "completed");
+    assert_eq!(report["trigger"], "cli");
+    assert_eq!(report["language"], "wasm");
     assert_eq!(report["exit_code"], 0);
     assert_eq!(report["stdout"], "Hello, you!\n");
     assert_eq!(report["stderr"], "greeted 3 bytes of input\n");
@@ -308,7 +310,7 @@ fn a_javascript_endless_loop_hits_the_limits() {
 
 /// One compile cache for the language-runtime tests, so the embedded runtimes
 /// are compiled once per checkout rather than once per test.
-fn shared_cache() -> std::path::PathBuf {
+pub(crate) fn shared_cache() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cli-cache")
 }
 

@@ -607,4 +607,24 @@ fn every_trigger_leaves_the_same_record_shape() {
     let mut http = shape_of(&by_http);
     http["language"] = by_api["language"].clone();
     assert_eq!(http, shape_of(&by_api), "{by_http}");
+
+    // `kiln run` makes and finishes its record the same way, with no server:
+    // ad-hoc code (no script) and no user.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("same.js");
+    std::fs::write(&file, "function main() { return 1; }").unwrap();
+    let out = crate::cli_run::kiln(
+        &["run", file.to_str().unwrap(), "--json"],
+        &crate::cli_run::shared_cache(),
+    );
+    let by_cli = crate::cli_run::json(&out);
+    assert_eq!(by_cli["trigger"], "cli");
+    assert_eq!(by_cli["status"], "completed", "{by_cli}");
+    assert_eq!(by_cli["result"], by_api["result"]);
+    let mut cli = shape_of(&by_cli);
+    for field in ["script_id", "script_version", "created_by"] {
+        assert!(by_cli[field].is_null(), "{field}: {by_cli}");
+        cli[field] = shape_of(&by_api)[field].clone();
+    }
+    assert_eq!(cli, shape_of(&by_api), "{by_cli}");
 }

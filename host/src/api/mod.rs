@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod etag;
 mod executions;
+pub(crate) use self::executions::ExecutionView;
 mod functions;
 mod idempotency;
 mod pagination;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+pub mod run;
 mod script_host;
 mod worker;
 

@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use kiln_runtime::{Artifact, Call, CancelHandle, Invocation};
+use kiln_runtime::{Artifact, Call, CancelHandle};
 
+use super::run::{self, Hooks, Prepared};
 use super::script_host::StoredScript;
 use crate::config::LimitsConfig;
 use crate::contract::{self, Ran};
@@ -75,33 +76,39 @@ impl Worker {
         // not written it yet, queued (run again).
         let parameters = record.parameters.to_string();
         match self.prepare(record, &parameters).await {
-            Ok((artifact, call, name)) => {
-                let mut invocation = self.invocation(record, call, name, &parameters);
-                invocation.cancel = Some(cancel);
+            Ok(prepared) => {
+                let mut hooks = Hooks {
+                    cancel: Some(cancel),
+                    ..Hooks::default()
+                };
                 // A kiln:script component of a stored script reaches that
                 // script's key-value store and config; an ad-hoc one none.
-                if let (Call::Json { .. }, Some(script_id)) = (&invocation.call, &record.script_id)
-                {
+                if let (Call::Json { .. }, Some(script_id)) = (&prepared.call, &record.script_id) {
                     // Without its config the run still goes ahead; its
                     // key-value calls then answer "unavailable".
                     match StoredScript::new(self.store.clone(), script_id, &self.limits) {
-                        Ok(host) => invocation.script_host = Some(Arc::new(host)),
+                        Ok(host) => hooks.script_host = Some(Arc::new(host)),
                         Err(e) => tracing::error!(error = %e, script = %script_id,
                             "cannot read a script's config; its run has no store"),
                     }
                 }
                 let live = self.jobs.output.publisher(&record.id);
-                invocation.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
+                hooks.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
                     live.publish(kind, &String::from_utf8_lossy(bytes));
                 }));
-                let ran = match self.runtimes.sandbox().run(&artifact, invocation).await {
-                    Ok(outcome) => Ran::Outcome {
-                        outcome,
-                        interrupted: self.jobs.interrupting(),
-                    },
-                    Err(e) => Ran::Failed(format!("the sandbox failed: {e}")),
-                };
-                contract::finish(record, ran);
+                let sandbox = self.runtimes.sandbox();
+                let jobs = &self.jobs;
+                let output_bytes = self.limits.output_bytes;
+                run::run(
+                    sandbox,
+                    record,
+                    &parameters,
+                    prepared,
+                    output_bytes,
+                    hooks,
+                    || jobs.interrupting(),
+                )
+                .await;
             }
             Err(message) => contract::finish(record, Ran::Failed(message)),
         }
@@ -114,7 +121,7 @@ impl Worker {
         &self,
         record: &ExecutionRecord,
         parameters: &str,
-    ) -> Result<(Arc<Artifact>, Call, String), String> {
+    ) -> Result<Prepared, String> {
         let deleted = || "the script was deleted before it ran".to_string();
         match (&record.script_id, record.script_version, &record.code) {
             (Some(script_id), Some(version), _) => {
@@ -142,7 +149,11 @@ impl Worker {
                     self.script_call(record.language, content()?, parameters)
                         .await?
                 };
-                Ok((artifact, call, script.name))
+                Ok(Prepared {
+                    artifact,
+                    call,
+                    name: script.name,
+                })
             }
             (None, _, Some(code)) if record.language == Language::Wasm => {
                 // Compiled when it was submitted; found in the cache here.
@@ -153,13 +164,21 @@ impl Worker {
                     .await
                     .map_err(|e| e.to_string())?;
                 let call = contract::component_call(component.shape(), parameters);
-                Ok((component, call, "ad-hoc".into()))
+                Ok(Prepared {
+                    artifact: component,
+                    call,
+                    name: "ad-hoc".into(),
+                })
             }
             (None, _, Some(code)) => {
-                let (runtime, call) = self
+                let (artifact, call) = self
                     .script_call(record.language, code.clone(), parameters)
                     .await?;
-                Ok((runtime, call, "ad-hoc".into()))
+                Ok(Prepared {
+                    artifact,
+                    call,
+                    name: "ad-hoc".into(),
+                })
             }
             _ => Err("the execution names no script and carries no code".into()),
         }
@@ -179,38 +198,7 @@ impl Worker {
             .get(language)
             .await
             .map_err(|e| e.to_string())?;
-        let call = Call::Script {
-            source: source.into(),
-            params: parameters.into(),
-        };
-        Ok((runtime, call))
-    }
-
-    fn invocation(
-        &self,
-        record: &ExecutionRecord,
-        call: Call,
-        name: String,
-        parameters: &str,
-    ) -> Invocation {
-        let (env, stdin) = contract::environment(
-            contract::record_env(record),
-            &record.id,
-            &name,
-            Some(parameters),
-            record.input.as_deref(),
-            &call,
-        );
-        Invocation {
-            call,
-            args: vec![name],
-            env,
-            stdin,
-            limits: contract::limits_of(record, self.limits.output_bytes),
-            cancel: None,
-            on_output: None,
-            script_host: None,
-        }
+        Ok((runtime, contract::script_call(source, parameters)))
     }
 }
 

@@ -153,6 +153,8 @@ pub enum Trigger {
     Schedule,
     /// A request to an HTTP function at `/fn/{name}/…`.
     Http,
+    /// `kiln run`: one run on the command line, no server; never stored.
+    Cli,
 }
 
 /// What a schedule does when its time comes while its previous run is still

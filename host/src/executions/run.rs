@@ -1,0 +1,67 @@
+//! One run of an execution record in the sandbox, the same for a queued
+//! execution and `kiln run`: the invocation the script contract makes of the
+//! record, the run, and the outcome written into the record, now final.
+
+use std::sync::Arc;
+
+use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, OutputSink, Sandbox, ScriptHost};
+
+use crate::contract::{self, Ran};
+use crate::store::ExecutionRecord;
+
+/// What a record runs: the artifact, what to call in it, and the name it
+/// runs under (the script's, "ad-hoc", or `kiln run`'s file).
+pub struct Prepared {
+    pub artifact: Arc<Artifact>,
+    pub call: Call,
+    pub name: String,
+}
+
+/// How the host takes part in a run beyond the contract.
+#[derive(Default)]
+pub struct Hooks {
+    pub cancel: Option<CancelHandle>,
+    pub on_output: Option<OutputSink>,
+    pub script_host: Option<Arc<dyn ScriptHost>>,
+}
+
+/// Runs `record` in `sandbox` with each stream capped at `output_bytes`,
+/// and writes how it ended into it (final, not stored). `parameters` is the
+/// record's, serialized; `interrupting` says whether a stop of the run was
+/// the server's own (draining).
+pub async fn run(
+    sandbox: &Sandbox,
+    record: &mut ExecutionRecord,
+    parameters: &str,
+    prepared: Prepared,
+    output_bytes: usize,
+    hooks: Hooks,
+    interrupting: impl Fn() -> bool,
+) {
+    let (env, stdin) = contract::environment(
+        contract::record_env(record),
+        &record.id,
+        &prepared.name,
+        Some(parameters),
+        record.input.as_deref(),
+        &prepared.call,
+    );
+    let invocation = Invocation {
+        call: prepared.call,
+        args: vec![prepared.name],
+        env,
+        stdin,
+        limits: contract::limits_of(record, output_bytes),
+        cancel: hooks.cancel,
+        on_output: hooks.on_output,
+        script_host: hooks.script_host,
+    };
+    let ran = match sandbox.run(&prepared.artifact, invocation).await {
+        Ok(outcome) => Ran::Outcome {
+            outcome,
+            interrupted: interrupting(),
+        },
+        Err(e) => Ran::Failed(format!("the sandbox failed: {e}")),
+    };
+    contract::finish(record, ran);
+}
