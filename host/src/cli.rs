@@ -54,9 +54,13 @@ pub struct ServeArgs {
     /// A kiln.toml configuration file.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Any configuration key, over the file and the environment (repeatable),
+    /// e.g. `--set workers.count=4`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
-/// Arguments of `kiln run`.
+/// Arguments of `kiln new`.
 #[derive(Debug, clap::Args)]
 pub struct NewArgs {
     /// The crate's name (also the folder's, unless --path is given).
@@ -154,6 +158,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let overrides = crate::config::Overrides {
         listen: args.listen,
         data_dir: args.data,
+        set: args.set,
     };
     let config = match crate::config::Config::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,

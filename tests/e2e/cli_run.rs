@@ -370,6 +370,18 @@ fn serve_with_a_bad_configuration_exits_2_and_says_why() {
         "{}",
         stderr(&out)
     );
+    for (set, says) in [
+        ("limits.max_fuel=lots", "--set limits.max_fuel"),
+        ("limits.max_fuels=1", "no key \"max_fuels\" in [limits]"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--set", set, "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
 }
 
 #[test]
