@@ -88,6 +88,15 @@ pub(crate) enum Entry {
 }
 
 impl Entry {
+    pub(crate) fn shape(&self) -> Shape {
+        match self {
+            Self::Command(_) => Shape::Command,
+            Self::LanguageRuntime(_) => Shape::LanguageRuntime,
+            Self::Http(_) => Shape::Http,
+            Self::Script(_) => Shape::Script,
+        }
+    }
+
     /// Finds the shape from the component's exports.
     pub(crate) fn new(pre: InstancePre<State>) -> Result<Self, Error> {
         if let Ok(command) = CommandPre::new(pre.clone()) {
@@ -119,12 +128,7 @@ impl Artifact {
 
     /// What kind of component this is.
     pub fn shape(&self) -> Shape {
-        match self.entry {
-            Entry::Command(_) => Shape::Command,
-            Entry::LanguageRuntime(_) => Shape::LanguageRuntime,
-            Entry::Http(_) => Shape::Http,
-            Entry::Script(_) => Shape::Script,
-        }
+        self.entry.shape()
     }
 }
 

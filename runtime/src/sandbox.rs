@@ -5,9 +5,11 @@ use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::p2::bindings::CommandPre;
 
-use crate::artifact::{self, Artifact, ArtifactKey, Entry, LoadSource, Shape};
-use crate::bindings::{Failure, FailureKind};
+use crate::artifact::{self, Artifact, ArtifactKey, Entry, LoadSource};
+use crate::bindings::script::ScriptPre;
+use crate::bindings::{Failure, FailureKind, LanguageRuntimePre};
 use crate::cache::{ArtifactCache, CacheStats};
 use crate::cancel::CancelHandle;
 use crate::capture::{CapturePipe, OutputSink};
@@ -328,20 +330,11 @@ impl Sandbox {
             on_output,
             script_host,
         } = invocation;
-        match (&call, artifact.shape()) {
-            (Call::Main, Shape::Command)
-            | (Call::Script { .. }, Shape::LanguageRuntime)
-            | (Call::Json { .. }, Shape::Script) => {}
-            (call, shape) => {
-                return Err(Error::Link(format!(
-                    "cannot make a {call:?} call into a {shape:?} component"
-                )));
-            }
-        }
+        let entrypoint = Entrypoint::of(&artifact.entry, &call)?;
         let setup = WasiSetup::new(&args, &env, stdin, &limits, on_output, script_host);
         let (stdout, stderr) = (setup.stdout.clone(), setup.stderr.clone());
-        let prepared = match (&artifact.entry, &call) {
-            (Entry::LanguageRuntime(_), Call::Script { .. }) => self.warm.take(&artifact.key).await,
+        let prepared = match entrypoint {
+            Entrypoint::Script { .. } => self.warm.take(&artifact.key).await,
             _ => None,
         };
         let (mut store, mut made_ahead) = match prepared {
@@ -364,8 +357,8 @@ impl Sandbox {
         let cancel = cancel.unwrap_or_default();
         let ending = {
             let calling = async {
-                match (&artifact.entry, &call) {
-                    (Entry::Command(pre), _) => {
+                match entrypoint {
+                    Entrypoint::Command(pre) => {
                         let command = pre.instantiate_async(&mut store).await?;
                         command
                             .wasi_cli_run()
@@ -373,7 +366,11 @@ impl Sandbox {
                             .await
                             .map(Ending::Exited)
                     }
-                    (Entry::LanguageRuntime(pre), Call::Script { source, params }) => {
+                    Entrypoint::Script {
+                        pre,
+                        source,
+                        params,
+                    } => {
                         let runtime = match made_ahead.take() {
                             Some(runtime) => runtime,
                             None => {
@@ -406,10 +403,7 @@ impl Sandbox {
                             .await
                             .map(Ending::Script)
                     }
-                    (Entry::LanguageRuntime(_), Call::Main) => {
-                        Err(wasmtime::Error::msg("a language runtime has no main"))
-                    }
-                    (Entry::Script(pre), Call::Json { params }) => {
+                    Entrypoint::Json { pre, params } => {
                         let script = pre.instantiate_async(&mut store).await?;
                         script.call_run(&mut store, params).await.map(|returned| {
                             Ending::Script(returned.map_err(|message| Failure {
@@ -421,12 +415,6 @@ impl Sandbox {
                             }))
                         })
                     }
-                    (Entry::Http(_), _) => Err(wasmtime::Error::msg(
-                        "an HTTP function answers requests (Sandbox::handle)",
-                    )),
-                    (Entry::Script(_), _) | (Entry::LanguageRuntime(_), Call::Json { .. }) => Err(
-                        wasmtime::Error::msg("this call does not fit this component"),
-                    ),
                 }
             };
             tokio::select! {
@@ -464,6 +452,43 @@ impl Sandbox {
 
     fn store_for(&self, setup: WasiSetup<'_>) -> Store<State> {
         new_store(&self.engine, setup)
+    }
+}
+
+/// What a run calls: an artifact's entry and a [`Call`] that fit each
+/// other, checked once before anything is set up.
+#[derive(Clone, Copy)]
+enum Entrypoint<'a> {
+    Command(&'a CommandPre<State>),
+    Script {
+        pre: &'a LanguageRuntimePre<State>,
+        source: &'a str,
+        params: &'a str,
+    },
+    Json {
+        pre: &'a ScriptPre<State>,
+        params: &'a str,
+    },
+}
+
+impl<'a> Entrypoint<'a> {
+    fn of(entry: &'a Entry, call: &'a Call) -> Result<Self, Error> {
+        match (entry, call) {
+            (Entry::Command(pre), Call::Main) => Ok(Self::Command(pre)),
+            (Entry::LanguageRuntime(pre), Call::Script { source, params }) => Ok(Self::Script {
+                pre,
+                source,
+                params,
+            }),
+            (Entry::Script(pre), Call::Json { params }) => Ok(Self::Json { pre, params }),
+            (Entry::Http(_), _) => Err(Error::Link(
+                "an HTTP function answers requests (Sandbox::handle), it is not run".into(),
+            )),
+            (entry, call) => Err(Error::Link(format!(
+                "cannot make a {call:?} call into a {:?} component",
+                entry.shape()
+            ))),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod cache;
 mod guests;
 mod http;
 mod javascript;
+mod limits;
 mod prewarm;
 mod python;
 mod script;
