@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+
+use crate::exit_status;
+use crate::local_run::RunArgs;
+use crate::new::NewArgs;
 
 /// What `kiln --version` prints: the version, the commit, the wasmtime it
 /// embeds and the target it was built for.
@@ -58,85 +62,6 @@ pub struct ServeArgs {
     /// e.g. `--set workers.count=4`.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<String>,
-}
-
-/// Arguments of `kiln new`.
-#[derive(Debug, clap::Args)]
-pub struct NewArgs {
-    /// The crate's name (also the folder's, unless --path is given).
-    pub name: String,
-    /// Where to create it (an empty or missing folder).
-    #[arg(long)]
-    pub path: Option<PathBuf>,
-    /// Depend on the guest SDK at this path instead of writing the copy
-    /// built into kiln beside the crate.
-    #[arg(long)]
-    pub sdk: Option<PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// The script or component to run: .js (JavaScript), .py (Python), .wasm or .wat (a
-    /// wasi:cli/command component or a wasip1 core module).
-    pub file: PathBuf,
-    /// The language, when the file's extension does not say it.
-    #[arg(long, value_enum)]
-    pub lang: Option<Lang>,
-    /// Parameters as a JSON object: a script's main gets them as its argument;
-    /// a component sees them in KILN_PARAMETERS and, unless --input is given,
-    /// on stdin.
-    #[arg(long)]
-    pub params: Option<String>,
-    /// Text for the guest's stdin.
-    #[arg(long)]
-    pub input: Option<String>,
-    /// Fuel budget (about one unit per WebAssembly instruction); unmetered if absent.
-    #[arg(long)]
-    pub fuel: Option<u64>,
-    /// Memory cap in MiB.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=16384))]
-    pub memory_mb: u64,
-    /// Wall-clock deadline in milliseconds.
-    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout_ms: u64,
-    /// Bytes of stdout and of stderr kept (the rest is dropped and flagged).
-    #[arg(long, default_value_t = 1 << 20)]
-    pub output_bytes: usize,
-    /// Print one JSON object with the execution's fields instead of streaming
-    /// the guest's output.
-    #[arg(long)]
-    pub json: bool,
-    /// Where compiled artifacts are cached [default: $XDG_CACHE_HOME/kiln or
-    /// ~/.cache/kiln].
-    #[arg(long, env = "KILN_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// A config value for a kiln:script component, KEY=VALUE (repeatable).
-    /// Its key-value store lives in memory for this run.
-    #[arg(long, value_name = "KEY=VALUE")]
-    pub config: Vec<String>,
-}
-
-/// Languages `kiln run` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Lang {
-    /// JavaScript (QuickJS): `function main(params)` or `export default`.
-    #[value(alias = "js")]
-    Javascript,
-    /// Python (CPython 3.14): `def main(**params)`.
-    #[value(alias = "py")]
-    Python,
-    /// A WebAssembly component or wasip1 core module, binary or text.
-    Wasm,
-}
-
-/// Exit statuses of `kiln run` besides the guest's own.
-pub mod exit_status {
-    /// Bad usage (also what clap uses).
-    pub const USAGE: u8 = 2;
-    /// The guest hit its deadline.
-    pub const TIMEOUT: u8 = 124;
-    /// Any other failure: trap, memory cap, fuel, unloadable file.
-    pub const FAILURE: u8 = 125;
 }
 
 /// Parses the command line, runs the verb and returns the process's exit status.

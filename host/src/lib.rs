@@ -10,6 +10,8 @@ mod contract;
 mod executions;
 mod http_server;
 mod jobs;
+#[cfg(test)]
+mod layers;
 mod local_run;
 mod memory;
 mod metrics;
@@ -20,6 +22,16 @@ mod schedules;
 mod serve;
 mod store;
 mod webhooks;
+
+/// Exit statuses of `kiln run` besides the guest's own.
+pub(crate) mod exit_status {
+    /// Bad usage (also what clap uses).
+    pub const USAGE: u8 = 2;
+    /// The guest hit its deadline.
+    pub const TIMEOUT: u8 = 124;
+    /// Any other failure: trap, memory cap, fuel, unloadable file.
+    pub const FAILURE: u8 = 125;
+}
 
 /// The current time as RFC 3339 UTC with milliseconds, as the API writes it.
 pub(crate) fn now() -> String {

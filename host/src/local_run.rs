@@ -1,20 +1,78 @@
 //! `kiln run`: load one file into a fresh sandbox, run it once, report.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::ValueEnum;
 use kiln_runtime::{
     EngineOptions, ErrorCode, MemoryScriptHost, OutputKind, OutputSink, Sandbox, ScriptHost, Shape,
 };
 
-use crate::cli::{Lang, RunArgs, exit_status};
 use crate::compiler::Compiler;
 use crate::config::{Config, LimitsConfig};
 use crate::contract;
 use crate::executions::run::{self, Hooks, Prepared};
 use crate::executions::{RunRequest, SubmitError, Target, new_record};
+use crate::exit_status;
 use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Language, Trigger};
+
+/// Arguments of `kiln run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The script or component to run: .js (JavaScript), .py (Python), .wasm or .wat (a
+    /// wasi:cli/command component or a wasip1 core module).
+    pub file: PathBuf,
+    /// The language, when the file's extension does not say it.
+    #[arg(long, value_enum)]
+    pub lang: Option<Lang>,
+    /// Parameters as a JSON object: a script's main gets them as its argument;
+    /// a component sees them in KILN_PARAMETERS and, unless --input is given,
+    /// on stdin.
+    #[arg(long)]
+    pub params: Option<String>,
+    /// Text for the guest's stdin.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Fuel budget (about one unit per WebAssembly instruction); unmetered if absent.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Memory cap in MiB.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    pub memory_mb: u64,
+    /// Wall-clock deadline in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+    /// Bytes of stdout and of stderr kept (the rest is dropped and flagged).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub output_bytes: usize,
+    /// Print one JSON object with the execution's fields instead of streaming
+    /// the guest's output.
+    #[arg(long)]
+    pub json: bool,
+    /// Where compiled artifacts are cached [default: $XDG_CACHE_HOME/kiln or
+    /// ~/.cache/kiln].
+    #[arg(long, env = "KILN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// A config value for a kiln:script component, KEY=VALUE (repeatable).
+    /// Its key-value store lives in memory for this run.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+}
+
+/// Languages `kiln run` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    /// JavaScript (QuickJS): `function main(params)` or `export default`.
+    #[value(alias = "js")]
+    Javascript,
+    /// Python (CPython 3.14): `def main(**params)`.
+    #[value(alias = "py")]
+    Python,
+    /// A WebAssembly component or wasip1 core module, binary or text.
+    Wasm,
+}
 
 /// Runs the file and returns the exit status DESIGN.md's CLI section gives:
 /// the guest's own, 124 on timeout, 125 on other failures, 2 on bad usage.
@@ -123,7 +181,7 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
     // to meet the child in).
     let compiler = Compiler::new(
         crate::compiler::this_program(),
-        crate::config::compile_bounds(&Config::default()),
+        crate::compiler::CompileBounds::for_tenants(&Config::default().limits),
     );
     let artifact = runtime
         .block_on(compiler.load(&sandbox, component.into(), None))

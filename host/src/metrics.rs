@@ -14,7 +14,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::jobs::Jobs;
 use crate::store::{ExecutionRecord, Store};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -188,7 +187,7 @@ impl Metrics {
     /// Adds the gauges and counters that are read at scrape time.
     pub fn watch(
         &mut self,
-        jobs: Arc<Jobs>,
+        jobs: Arc<dyn ExecutionLoad>,
         sandbox: Arc<Sandbox>,
         store: Arc<dyn Store>,
         compiler: Arc<crate::compiler::Compiler>,
@@ -260,10 +259,19 @@ impl Default for Metrics {
     }
 }
 
+/// How busy the execution queue is, read at scrape time (`jobs::Jobs`
+/// tells; metrics sits below it, as `Jobs` counts into [`ExecutionMetrics`]).
+pub trait ExecutionLoad: Send + Sync {
+    /// Executions waiting in the queue.
+    fn queued(&self) -> usize;
+    /// Executions running now.
+    fn running(&self) -> usize;
+}
+
 /// Queue depth, running executions, compile cache and store sync counters,
 /// as they are at scrape time.
 struct Live {
-    jobs: Arc<Jobs>,
+    jobs: Arc<dyn ExecutionLoad>,
     sandbox: Arc<Sandbox>,
     store: Arc<dyn Store>,
     compiler: Arc<crate::compiler::Compiler>,

@@ -7,7 +7,21 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cli::{NewArgs, exit_status};
+use crate::exit_status;
+
+/// Arguments of `kiln new`.
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// The crate's name (also the folder's, unless --path is given).
+    pub name: String,
+    /// Where to create it (an empty or missing folder).
+    #[arg(long)]
+    pub path: Option<PathBuf>,
+    /// Depend on the guest SDK at this path instead of writing the copy
+    /// built into kiln beside the crate.
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
 
 /// The guest SDK as this binary was built with it.
 const SDK_FILES: [(&str, &str); 3] = [
@@ -132,6 +146,7 @@ fn source(name: &str) -> String {
 //! and upload the .wasm as a script of language "wasm".
 
 use kiln_guest::{{Value, json, kv, log}};
+
 
 kiln_guest::export!(run);
 

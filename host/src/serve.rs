@@ -156,7 +156,10 @@ pub(crate) fn assemble(
         ..EngineOptions::default()
     })?);
     let limits = Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limit));
-    let compiler = crate::compiler::Compiler::new(program, crate::config::compile_bounds(&config));
+    let compiler = crate::compiler::Compiler::new(
+        program,
+        crate::compiler::CompileBounds::for_tenants(&config.limits),
+    );
     let runtimes = Arc::new(Runtimes::new(sandbox.clone(), compiler.clone()));
     let mut metrics = Metrics::new();
     let webhooks =

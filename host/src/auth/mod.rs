@@ -5,7 +5,6 @@
 
 pub mod jwt;
 mod principal;
-mod scopes;
 pub mod secrets;
 
 use std::sync::{Arc, OnceLock};
@@ -13,10 +12,10 @@ use std::sync::{Arc, OnceLock};
 use axum::http::HeaderMap;
 
 pub use self::principal::{Principal, Via};
-pub use self::scopes::{Role, Scope, Scopes};
 use self::secrets::SecretError;
 use crate::config::Config;
 use crate::store::auth::{RefreshRecord, RefreshUse, SessionRecord, UserRecord};
+pub use crate::store::scopes::{Role, Scope, Scopes};
 use crate::store::{Store, StoreError};
 
 /// API keys are `kiln_` followed by this many base62 characters.

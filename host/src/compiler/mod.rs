@@ -20,6 +20,8 @@ use kiln_runtime::{Artifact, ArtifactKey, Sandbox};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Semaphore, watch};
 
+use crate::config::LimitsConfig;
+
 /// How compiles are bounded (`limits.compile_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileBounds {
@@ -41,6 +43,21 @@ pub struct CompileBounds {
 }
 
 impl CompileBounds {
+    /// The bounds of a tenant's bytes under `limits`, with a turn per core.
+    pub fn for_tenants(limits: &LimitsConfig) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            memory_mb: limits.compile_memory_mb,
+            cpu_secs: limits.compile_cpu_secs,
+            timeout: Duration::from_millis(limits.compile_timeout_ms),
+            per_caller: limits.compiles_per_user,
+            parallel: cores,
+            // Enough for every worker and a burst of uploads; past it, 503.
+            waiting: cores.saturating_mul(16).max(64),
+            parallel_threads: false,
+        }
+    }
+
     /// The bounds of Kiln's own bytes (the embedded runtimes): at least
     /// generous defaults whatever tenants are held to, and every core, so an
     /// operator's tight `limits.compile_*` cannot make a runtime unloadable.

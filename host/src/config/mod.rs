@@ -22,22 +22,6 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(PathBuf::from(home).join(".cache").join("kiln"))
 }
 
-/// How `kiln serve`'s compiles are bounded.
-pub fn compile_bounds(config: &Config) -> crate::compiler::CompileBounds {
-    let l = &config.limits;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    crate::compiler::CompileBounds {
-        memory_mb: l.compile_memory_mb,
-        cpu_secs: l.compile_cpu_secs,
-        timeout: std::time::Duration::from_millis(l.compile_timeout_ms),
-        per_caller: l.compiles_per_user,
-        parallel: cores,
-        // Enough for every worker and a burst of uploads; past it, 503.
-        waiting: cores.saturating_mul(16).max(64),
-        parallel_threads: false,
-    }
-}
-
 /// Where `kiln serve` caches compiled artifacts.
 pub fn cache_dir(config: &Config) -> PathBuf {
     config

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use self::functions::FunctionSlots;
 use self::queue::Queue;
 use crate::contract;
-use crate::metrics::ExecutionMetrics;
+use crate::metrics::{ExecutionLoad, ExecutionMetrics};
 use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Priority, Store, StoreError};
 
 mod functions;
@@ -392,6 +392,16 @@ impl Jobs {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Settled>>> {
         self.done.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ExecutionLoad for Jobs {
+    fn queued(&self) -> usize {
+        Jobs::queued(self)
+    }
+
+    fn running(&self) -> usize {
+        Jobs::running(self)
     }
 }
 

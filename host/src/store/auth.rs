@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::auth::{Role, Scope};
+use super::scopes::{Role, Scope};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {

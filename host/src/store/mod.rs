@@ -9,6 +9,7 @@ mod group_commit;
 pub mod idempotency;
 mod records;
 pub mod schedules;
+pub mod scopes;
 pub mod script_data;
 pub mod scripts;
 mod sled;

@@ -1,4 +1,5 @@
-//! Scopes and roles exactly as API.md lists them. A set of scopes is a small
+//! Scopes and roles exactly as API.md lists them: what user and key records
+//! hold, and what `auth` checks. A set of scopes is a small
 //! bit set so that checking one on every request costs nothing.
 
 use serde::{Deserialize, Serialize};
