@@ -87,6 +87,17 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Writes `record` at `key`, whatever was there.
+fn put<T: serde::Serialize>(
+    tree: &sled::Tree,
+    key: impl AsRef<[u8]>,
+    record: &T,
+) -> Result<(), StoreError> {
+    tree.insert(key.as_ref(), encode(record)?)
+        .map_err(backend)?;
+    Ok(())
+}
+
 /// What a compare-and-swap's `change` makes of the record it read.
 enum Change<T> {
     /// Write this in its place.
@@ -221,6 +232,22 @@ impl SledStore {
         drop_stale_names(&self.user_names, &self.users, |bytes| {
             Ok(decode::<crate::store::auth::UserRecord>(bytes)?.username)
         })
+    }
+
+    /// The record in `records` that `index` maps `key` to.
+    fn get_indexed<T: serde::de::DeserializeOwned>(
+        index: &sled::Tree,
+        records: &sled::Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match index.get(key).map_err(backend)? {
+            Some(id) => records
+                .get(id)
+                .map_err(backend)?
+                .map(|bytes| decode(&bytes))
+                .transpose(),
+            None => Ok(None),
+        }
     }
 
     fn get_decoded<T: serde::de::DeserializeOwned>(

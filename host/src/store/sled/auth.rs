@@ -2,7 +2,7 @@
 //! `user_names`, `api_keys` with `api_key_hashes`, `sessions`,
 //! `refresh_tokens` (keyed by hash) and `audit` (keyed by UUIDv7, so time order).
 
-use super::{Change, SledStore, backend, decode, encode, swap, update};
+use super::{Change, SledStore, backend, decode, put, swap, update};
 use crate::store::StoreError;
 use crate::store::auth::{
     ApiKeyRecord, AuditRecord, AuthStore, RefreshRecord, RefreshUse, SessionRecord, UserRecord,
@@ -21,10 +21,7 @@ impl AuthStore for SledStore {
         if claimed.is_err() {
             return Err(StoreError::NameTaken(user.username.clone()));
         }
-        self.users
-            .insert(user.id.as_bytes(), encode(user)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.users, user.id.as_bytes(), user)
     }
 
     fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -32,10 +29,7 @@ impl AuthStore for SledStore {
     }
 
     fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        match self.user_names.get(username).map_err(backend)? {
-            Some(id) => self.user(&String::from_utf8_lossy(&id)),
-            None => Ok(None),
-        }
+        Self::get_indexed(&self.user_names, &self.users, username)
     }
 
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
@@ -79,9 +73,7 @@ impl AuthStore for SledStore {
     }
 
     fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.api_keys
-            .insert(key.id.as_bytes(), encode(key)?)
-            .map_err(backend)?;
+        put(&self.api_keys, key.id.as_bytes(), key)?;
         self.api_key_hashes
             .insert(key.hash.as_bytes(), key.id.as_bytes())
             .map_err(backend)?;
@@ -93,10 +85,7 @@ impl AuthStore for SledStore {
     }
 
     fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        match self.api_key_hashes.get(hash).map_err(backend)? {
-            Some(id) => self.api_key(&String::from_utf8_lossy(&id)),
-            None => Ok(None),
-        }
+        Self::get_indexed(&self.api_key_hashes, &self.api_keys, hash)
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
@@ -115,10 +104,7 @@ impl AuthStore for SledStore {
     }
 
     fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        self.sessions
-            .insert(session.id.as_bytes(), encode(session)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.sessions, session.id.as_bytes(), session)
     }
 
     fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -168,10 +154,7 @@ impl AuthStore for SledStore {
     }
 
     fn put_refresh_token(&self, hash: &str, token: &RefreshRecord) -> Result<(), StoreError> {
-        self.refresh_tokens
-            .insert(hash.as_bytes(), encode(token)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.refresh_tokens, hash.as_bytes(), token)
     }
 
     fn use_refresh_token(&self, hash: &str) -> Result<RefreshUse, StoreError> {
@@ -216,10 +199,7 @@ impl AuthStore for SledStore {
     }
 
     fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        self.audit
-            .insert(record.id.as_bytes(), encode(record)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.audit, record.id.as_bytes(), record)
     }
 
     fn audit_page(

@@ -1,16 +1,13 @@
 //! The sled side of [`ExecutionStore`]: `executions` by id. Ids are UUIDv7
 //! strings, so key order is creation order.
 
-use super::{SledStore, backend, decode, encode};
+use super::{SledStore, backend, decode, put};
 use crate::store::executions::ExecutionStore;
 use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
 
 impl ExecutionStore for SledStore {
     fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
-        self.executions
-            .insert(execution.id.as_bytes(), encode(execution)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.executions, execution.id.as_bytes(), execution)
     }
 
     fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {

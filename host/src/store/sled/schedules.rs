@@ -1,16 +1,13 @@
 //! The sled side of [`ScheduleStore`]: `schedules` by id (a UUIDv7, so
 //! creation order).
 
-use super::{Change, SledStore, backend, encode, swap, update};
+use super::{Change, SledStore, put, swap, update};
 use crate::store::schedules::ScheduleStore;
 use crate::store::{ScheduleRecord, StoreError};
 
 impl ScheduleStore for SledStore {
     fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
-        self.schedules
-            .insert(&schedule.id, encode(schedule)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.schedules, &schedule.id, schedule)
     }
 
     fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {

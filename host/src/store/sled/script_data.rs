@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::PoisonError;
 
-use super::{SledStore, backend, decode, encode};
+use super::{SledStore, backend, decode, put};
 use crate::store::StoreError;
 use crate::store::script_data::{KvRefusal, ScriptDataStore};
 
@@ -100,10 +100,7 @@ impl ScriptDataStore for SledStore {
         script_id: &str,
         values: &BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
-        self.script_config
-            .insert(script_id, encode(values)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.script_config, script_id, values)
     }
 
     fn drop_script_data(&self, script_id: &str) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@
 
 use std::sync::PoisonError;
 
-use super::{SledStore, backend, decode, encode, update};
+use super::{SledStore, backend, decode, encode, put, update};
 use crate::store::scripts::ScriptStore;
 use crate::store::{ScriptRecord, StoreError, VersionRecord};
 
@@ -78,9 +78,11 @@ impl SledStore {
                     created_at: script.updated_at.clone(),
                     created_by: script.created_by.clone(),
                 };
-                self.script_versions
-                    .insert(version_meta_key(&script.id, version), encode(&record)?)
-                    .map_err(backend)?;
+                put(
+                    &self.script_versions,
+                    version_meta_key(&script.id, version),
+                    &record,
+                )?;
             }
         }
         Ok(())
@@ -93,10 +95,7 @@ impl ScriptStore for SledStore {
         // of one name end with exactly one winner.
         self.claim_name(&script.name, &script.id)?;
         self.put_version(script, content)?;
-        self.scripts
-            .insert(script.id.as_bytes(), encode(script)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.scripts, script.id.as_bytes(), script)
     }
 
     fn script(&self, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError> {

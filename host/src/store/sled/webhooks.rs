@@ -2,16 +2,13 @@
 //! delivery id (UUIDv7, so oldest first), `deliveries` (the attempt log) by
 //! `<webhook id>/<attempt id>`.
 
-use super::{SledStore, backend, decode, encode};
+use super::{SledStore, backend, decode, encode, put};
 use crate::store::StoreError;
 use crate::store::webhooks::{AttemptRecord, DeliveryRecord, WebhookRecord, WebhookStore};
 
 impl WebhookStore for SledStore {
     fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
-        self.webhooks
-            .insert(webhook.id.as_bytes(), encode(webhook)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.webhooks, webhook.id.as_bytes(), webhook)
     }
 
     fn webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
@@ -48,10 +45,7 @@ impl WebhookStore for SledStore {
     }
 
     fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError> {
-        self.outbox
-            .insert(delivery.id.as_bytes(), encode(delivery)?)
-            .map_err(backend)?;
-        Ok(())
+        put(&self.outbox, delivery.id.as_bytes(), delivery)
     }
 
     fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
