@@ -308,18 +308,12 @@ fn a_javascript_endless_loop_hits_the_limits() {
     assert_eq!(json(&out)["error"]["code"], "FUEL_EXHAUSTED");
 }
 
-/// One compile cache for the language-runtime tests, so the embedded runtimes
-/// are compiled once per checkout rather than once per test.
-pub(crate) fn shared_cache() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cli-cache")
-}
-
 #[test]
 fn a_python_script_gets_params_and_returns_a_result() {
     let hello = example("hello.py");
     let out = kiln(
         &["run", &hello, "--params", r#"{"name":"Kiln"}"#, "--json"],
-        &shared_cache(),
+        &crate::harness::shared_cache(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = json(&out);
@@ -332,7 +326,10 @@ fn a_python_script_gets_params_and_returns_a_result() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.py");
     std::fs::write(&broken, "def main(:\n    pass\n").unwrap();
-    let out = kiln(&["run", broken.to_str().unwrap()], &shared_cache());
+    let out = kiln(
+        &["run", broken.to_str().unwrap()],
+        &crate::harness::shared_cache(),
+    );
     assert_eq!(out.status.code(), Some(125));
     assert!(
         stderr(&out).contains("kiln: COMPILE_ERROR: SyntaxError"),

@@ -615,7 +615,7 @@ fn every_trigger_leaves_the_same_record_shape() {
     std::fs::write(&file, "function main() { return 1; }").unwrap();
     let out = crate::cli_run::kiln(
         &["run", file.to_str().unwrap(), "--json"],
-        &crate::cli_run::shared_cache(),
+        &crate::harness::shared_cache(),
     );
     let by_cli = crate::cli_run::json(&out);
     assert_eq!(by_cli["trigger"], "cli");

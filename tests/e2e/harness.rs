@@ -22,9 +22,13 @@ pub struct Kiln {
 /// The first admin's password in every test server.
 pub const ADMIN_PASSWORD: &str = "e2e admin password";
 
-/// Compiled runtimes are shared by all servers of a test run.
-fn shared_cache() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-cache")
+/// Compiled runtimes, shared by every server and `kiln run` of this suite
+/// and by the in-process suite (`api/suite`, the same directory), which
+/// `cargo test` runs first: the JavaScript and Python runtimes are compiled
+/// once per checkout, not once per test binary. Not `CARGO_TARGET_TMPDIR`:
+/// that depends on `--target`, and the unit tests do not get it.
+pub(crate) fn shared_cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp/kiln-e2e-cache")
 }
 
 impl Kiln {

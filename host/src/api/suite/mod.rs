@@ -34,9 +34,10 @@ pub struct TestApp {
     _data: tempfile::TempDir,
 }
 
-/// Compiled runtimes, shared with every test app and end-to-end server of
-/// this and later runs (the e2e harness's cache): a fresh cache would
-/// compile the JavaScript runtime again for each test.
+/// Compiled runtimes, shared with every test app, end-to-end server and
+/// `kiln run` of this and later runs (`tests/e2e/harness.rs` names the same
+/// directory): a fresh cache would compile the JavaScript runtime again for
+/// each test, and each test binary would compile both runtimes again.
 fn shared_cache() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp/kiln-e2e-cache")
 }
