@@ -29,9 +29,17 @@ fn sandbox() -> &'static Sandbox {
     SANDBOX.get_or_init(|| Sandbox::new(small_engine(Some(shared_cache().into()))).unwrap())
 }
 
+/// The compile cache the host's tests use too (`host/tests/e2e/harness.rs`),
+/// so the language runtimes compiled there are loaded here, and the other
+/// way round; tests about the cache itself make their own directories.
 fn shared_cache() -> &'static std::path::Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp/kiln-e2e-cache");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
 }
 
 /// A sandbox of its own (so its counters are the test's alone) with `bytes`
