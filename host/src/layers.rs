@@ -9,7 +9,7 @@ use std::path::Path;
 const FLOORS: &[&[&str]] = &[
     &["cli", "serve", "local_run", "new"],
     &["api"],
-    &["schedules", "webhooks"],
+    &["schedules", "webhooks", "retention"],
     &["executions"],
     &[
         "jobs",

@@ -17,6 +17,7 @@ mod memory;
 mod metrics;
 mod new;
 mod ratelimit;
+mod retention;
 mod runtimes;
 mod schedules;
 mod serve;

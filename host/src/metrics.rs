@@ -56,6 +56,36 @@ impl WebhookMetrics {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordLabels {
+    records: &'static str,
+}
+
+/// Records the retention sweeper removed, by kind; a cheap clone for it
+/// and for `/v1/status`, which reads them back.
+#[derive(Debug, Clone, Default)]
+pub struct SweepMetrics(Family<RecordLabels, Counter>);
+
+impl SweepMetrics {
+    /// The kinds of record the sweeper removes.
+    pub const KINDS: [&'static str; 4] = [
+        "executions",
+        "audit_entries",
+        "webhook_attempts",
+        "idempotency_keys",
+    ];
+
+    pub fn removed(&self, records: &'static str, n: usize) {
+        self.0
+            .get_or_create(&RecordLabels { records })
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    pub fn total(&self, records: &'static str) -> u64 {
+        self.0.get_or_create(&RecordLabels { records }).get()
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
     class: String,
 }
@@ -73,6 +103,7 @@ pub struct Metrics {
     connections_refused: Counter,
     webhooks: WebhookMetrics,
     executions: ExecutionMetrics,
+    swept: SweepMetrics,
 }
 
 /// What the workers record about finished executions; a cheap clone that
@@ -114,6 +145,12 @@ impl Metrics {
             "Requests refused with 429, by route class (read, write, execute, login, failed_auth)",
             rate_limited.clone(),
         );
+        let swept = SweepMetrics::default();
+        registry.register(
+            "retention_removed",
+            "Records the retention sweeper removed, by kind (executions, audit_entries, webhook_attempts, idempotency_keys)",
+            swept.0.clone(),
+        );
         let connections_refused = Counter::default();
         registry.register(
             "connections_refused",
@@ -152,6 +189,7 @@ impl Metrics {
             rate_limited,
             connections_refused,
             webhooks: WebhookMetrics(webhook_attempts),
+            swept,
             executions: ExecutionMetrics {
                 executions,
                 execution_seconds,
@@ -177,6 +215,11 @@ impl Metrics {
     /// The handle the webhook delivery task counts attempts through.
     pub fn webhooks(&self) -> WebhookMetrics {
         self.webhooks.clone()
+    }
+
+    /// The handle the retention sweeper counts removals through.
+    pub fn swept(&self) -> SweepMetrics {
+        self.swept.clone()
     }
 
     /// The handle workers record executions through.
@@ -284,6 +327,11 @@ impl std::fmt::Debug for Live {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TierLabels {
     tier: &'static str,
 }
@@ -329,6 +377,29 @@ impl Collector for Live {
             None,
             misses.metric_type(),
         )?)?;
+        let stored = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "stored_executions",
+            "Execution records in the store, by status",
+            None,
+            stored.metric_type(),
+        )?;
+        for (status, n) in self.store.execution_counts() {
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)).encode(family.encode_family(
+                &StatusLabels {
+                    status: status.as_str(),
+                },
+            )?)?;
+        }
+        if let Ok(bytes) = self.store.size_on_disk() {
+            let size = ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX));
+            size.encode(encoder.encode_descriptor(
+                "store_size_bytes",
+                "Bytes the store takes on disk",
+                None,
+                size.metric_type(),
+            )?)?;
+        }
         let synced = self.store.sync_stats();
         let counters = [
             (

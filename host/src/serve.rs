@@ -47,7 +47,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot recover executions")?;
     phase("bound, executions recovered");
-    tokio::spawn(expire_idempotency_keys(store.clone()));
     tokio::spawn(forget_idle_buckets(state.limits.clone()));
     if cfg!(feature = "mimalloc") {
         tokio::spawn(crate::memory::release_when_idle(jobs.clone()));
@@ -56,6 +55,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::webhooks::deliver::run(webhooks, stopping.clone()));
+    let sweeper = crate::retention::Sweeper::new(
+        state.store.clone(),
+        state.jobs.clone(),
+        state.config.retention.clone(),
+        state.metrics.swept(),
+    );
+    tokio::spawn(crate::retention::run(sweeper, stopping.clone()));
     let scheduler = crate::schedules::Scheduler {
         store: state.store.clone(),
         jobs: state.jobs.clone(),
@@ -196,26 +202,6 @@ pub(crate) fn assemble(
         limits,
         webhooks,
     }))
-}
-
-/// Forgets idempotency keys older than their 24 h and login sessions past
-/// their refresh lifetime, at start and hourly.
-async fn expire_idempotency_keys(store: Arc<dyn Store>) {
-    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
-    loop {
-        hourly.tick().await;
-        let before = crate::now_ms().saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
-        match store.expire_idempotency_keys(before) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "idempotency keys expired"),
-            Err(e) => tracing::warn!(error = %e, "cannot expire idempotency keys"),
-        }
-        match store.expire_sessions(crate::now_ms()) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "login sessions and refresh tokens expired"),
-            Err(e) => tracing::warn!(error = %e, "cannot expire login sessions"),
-        }
-    }
 }
 
 /// Drops rate-limit buckets that have refilled, every minute.

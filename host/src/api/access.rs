@@ -109,7 +109,10 @@ pub const RULES: &[(&str, &str, Access)] = &[
         NeedsBoth(ExecuteScripts, WriteScripts),
     ),
     ("GET", "/v1/executions", Needs(ReadExecutions)),
+    ("DELETE", "/v1/executions", Needs(Admin)),
     ("GET", "/v1/executions/{id}", Needs(ReadExecutions)),
+    // The handler lets the execution's creator or an admin.
+    ("DELETE", "/v1/executions/{id}", Needs(ExecuteScripts)),
     ("GET", "/v1/executions/{id}/events", Needs(ReadExecutions)),
     ("POST", "/v1/executions/{id}/cancel", Needs(ExecuteScripts)),
     ("GET", "/v1/schedules", Needs(ManageSchedules)),

@@ -3,6 +3,7 @@
 //! the execution records of the period (a range scan: ids are time-ordered).
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
@@ -13,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorEnvelope;
 use super::{ApiError, ApiQuery, AppState};
+use crate::store::executions::{ExecutionIndex, ExecutionWalk};
 use crate::store::{ExecutionRecord, ExecutionStatus};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -148,13 +150,15 @@ async fn usage(
     let script_filter = query.script_id;
     let (records, scripts) = tokio::task::spawn_blocking(move || {
         let mut records = Vec::new();
-        store.visit_executions_since(since_ms, &mut |e: ExecutionRecord| {
+        let index = match &script_filter {
+            Some(id) => ExecutionIndex::Script(Some(id.clone())),
+            None => ExecutionIndex::All,
+        };
+        let mut walk = ExecutionWalk::new(index, false);
+        walk.created_from_ms = Some(since_ms);
+        store.walk_executions(&walk, &mut |e: ExecutionRecord| {
             // Only the fields the summary needs; outputs can be large.
-            let wanted = e.created_at >= from_text
-                && script_filter
-                    .as_ref()
-                    .is_none_or(|id| e.script_id.as_ref() == Some(id));
-            if wanted {
+            if e.created_at >= from_text {
                 records.push((
                     e.created_at,
                     e.status,
@@ -163,6 +167,7 @@ async fn usage(
                     e.fuel_consumed,
                 ));
             }
+            ControlFlow::Continue(())
         })?;
         let names: HashMap<String, String> = store
             .scripts()?

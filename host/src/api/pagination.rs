@@ -1,10 +1,11 @@
-//! `?page=1&size=20` and the `{"data", "pagination"}` envelope of lists.
+//! `?page=1&size=20` and the `{"data", "pagination"}` envelope of lists
+//! (executions also page by cursor: `api/executions/list.rs`).
 
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 
-const MAX_SIZE: usize = 100;
+pub const MAX_SIZE: usize = 100;
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct PageQuery {
@@ -47,12 +48,13 @@ impl Page {
         Listing {
             data,
             pagination: Pagination {
-                page: self.page,
+                page: Some(self.page),
                 size: self.size,
-                total_elements: total,
-                total_pages,
+                total_elements: Some(total),
+                total_pages: Some(total_pages),
                 has_next: self.page < total_pages,
                 has_previous: self.page > 1,
+                ..Pagination::default()
             },
         }
     }
@@ -65,14 +67,30 @@ pub struct Listing<T> {
     pub pagination: Pagination,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// Where a page is in its list. Pages by number have `page` and the
+/// totals; pages by cursor (executions) have the cursors and no totals.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Pagination {
-    pub page: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<usize>,
+    /// The page's size (or `limit`).
     pub size: usize,
-    pub total_elements: usize,
-    pub total_pages: usize,
+    /// The records skipped before this page (`offset`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_elements: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_pages: Option<usize>,
+    /// Whether a next page may hold records.
     pub has_next: bool,
     pub has_previous: bool,
+    /// `?cursor=` for the next (older) page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// `?cursor=` for the previous (newer) page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev_cursor: Option<String>,
 }
 
 #[cfg(test)]
@@ -88,7 +106,7 @@ mod tests {
         .unwrap();
         assert_eq!(page.skip(), 10);
         let listing = page.envelope(vec![1; 10], 25);
-        assert_eq!(listing.pagination.total_pages, 3);
+        assert_eq!(listing.pagination.total_pages, Some(3));
         assert!(listing.pagination.has_next && listing.pagination.has_previous);
         let last = Page::new(PageQuery {
             page: Some(3),
@@ -130,7 +148,7 @@ mod tests {
         .envelope(Vec::<u8>::new(), 0);
         assert_eq!(
             (empty.pagination.total_pages, empty.pagination.has_next),
-            (0, false)
+            (Some(0), false)
         );
     }
 }

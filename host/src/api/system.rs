@@ -74,6 +74,8 @@ pub struct ServerStatus {
     /// Stored executions by status.
     executions_by_status: BTreeMap<&'static str, u64>,
     store_size_bytes: u64,
+    /// Records the retention sweeper removed since start, by kind.
+    retention_removed: BTreeMap<&'static str, u64>,
     compile_cache: CompileCache,
 }
 
@@ -84,7 +86,7 @@ pub struct ServerStatus {
 async fn status(State(state): State<AppState>) -> Result<axum::Json<ServerStatus>, ApiError> {
     let executions_by_status = state
         .store
-        .execution_counts()?
+        .execution_counts()
         .into_iter()
         .map(|(status, n)| (status.as_str(), n))
         .collect();
@@ -98,6 +100,10 @@ async fn status(State(state): State<AppState>) -> Result<axum::Json<ServerStatus
         running: state.jobs.running(),
         executions_by_status,
         store_size_bytes: state.store.size_on_disk()?,
+        retention_removed: crate::metrics::SweepMetrics::KINDS
+            .into_iter()
+            .map(|kind| (kind, state.metrics.swept().total(kind)))
+            .collect(),
         compile_cache: CompileCache {
             memory_hits: cache.memory_hits,
             disk_hits: cache.disk_hits,

@@ -139,6 +139,28 @@ sections! {
         /// The wait after the first failed attempt; each later one is 4× longer.
         retry_base_ms: u64 = 15_000,
     }
+
+    /// What the store keeps, and the sweeper that removes the rest. An age
+    /// of 0 keeps that kind of record forever.
+    retention: RetentionConfig / RetentionLayer {
+        /// Final executions older than this are removed...
+        executions_max_age_secs: u64 = 30 * 24 * 3600,
+        /// ...and so are those past this many of one script (ad-hoc runs
+        /// count as one script), oldest first...
+        executions_per_script: u64 = 10_000,
+        /// ...but never a script's newest ones...
+        executions_keep_last: u64 = 10,
+        /// ...nor one that finished this recently: a client that was just
+        /// told of it can still read it.
+        executions_grace_secs: u64 = 300,
+        audit_max_age_secs: u64 = 90 * 24 * 3600,
+        webhook_attempts_max_age_secs: u64 = 30 * 24 * 3600,
+        /// How often the sweeper looks; while it finds more than one
+        /// batch to remove it goes on after a short pause instead.
+        sweep_interval_ms: u64 = 60_000,
+        /// The most records one sweep reads looking for what to remove.
+        sweep_batch: usize = 2_000,
+    }
 }
 
 /// Why the configuration was refused.
@@ -238,6 +260,17 @@ impl Config {
         {
             return invalid(
                 "limits.compile_memory_mb must be at least 64, and limits.compile_cpu_secs, limits.compile_timeout_ms and limits.compiles_per_user at least 1",
+            );
+        }
+        let r = &self.retention;
+        if r.executions_per_script == 0 || r.executions_keep_last > r.executions_per_script {
+            return invalid(
+                "retention.executions_per_script must be at least 1 and at least retention.executions_keep_last",
+            );
+        }
+        if r.sweep_interval_ms < 10 || r.sweep_batch == 0 {
+            return invalid(
+                "retention.sweep_interval_ms must be at least 10 and retention.sweep_batch at least 1",
             );
         }
         let s = &self.server;

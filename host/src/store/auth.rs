@@ -144,4 +144,7 @@ pub trait AuthStore: Send + Sync {
     /// how many there are.
     fn audit_page(&self, skip: usize, take: usize)
     -> Result<(Vec<AuditRecord>, usize), StoreError>;
+    /// Removes up to `limit` audit records made before `before_ms` (Unix
+    /// ms), oldest first; how many it removed.
+    fn remove_audit_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }

@@ -1,29 +1,96 @@
-//! Execution records: one per run, keyed so that creation order is key order.
+//! Execution records: one per run, keyed so that creation order is key order,
+//! and found through an index (by script, by status) in O(what is read).
+
+use std::ops::ControlFlow;
 
 use super::{ExecutionRecord, ExecutionStatus, StoreError};
 
+/// Which executions a walk follows: each is an index, so a walk reads only
+/// the records it yields.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ExecutionIndex {
+    All,
+    /// One script's executions; `None` is the ad-hoc ones (`POST /v1/execute`).
+    Script(Option<String>),
+    Status(ExecutionStatus),
+}
+
+/// A walk over one index, within bounds on the executions' creation time.
+#[derive(Debug, Clone)]
+pub struct ExecutionWalk {
+    pub index: ExecutionIndex,
+    pub newest_first: bool,
+    /// Only executions after this id in walk order (a cursor's position).
+    pub after: Option<String>,
+    /// Only executions created at or after this time (Unix ms).
+    pub created_from_ms: Option<u64>,
+    /// Only executions created before this time (Unix ms).
+    pub created_until_ms: Option<u64>,
+}
+
+impl ExecutionWalk {
+    pub fn new(index: ExecutionIndex, newest_first: bool) -> Self {
+        Self {
+            index,
+            newest_first,
+            after: None,
+            created_from_ms: None,
+            created_until_ms: None,
+        }
+    }
+}
+
+/// What [`ExecutionStore::delete_execution`] did.
+#[derive(Debug)]
+pub enum Removal {
+    Removed,
+    /// Queued or running executions are never removed.
+    NotFinal(ExecutionStatus),
+    Missing,
+}
+
 pub trait ExecutionStore {
-    /// Creates or replaces an execution record.
+    /// Creates or replaces an execution record, and its index entries with it.
     fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError>;
     fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError>;
-    /// Executions in the given states, oldest first (for recovery at start).
-    fn executions_in(&self, states: &[ExecutionStatus])
-    -> Result<Vec<ExecutionRecord>, StoreError>;
-    /// The executions `keep` accepts, newest first: the `take` after the first
-    /// `skip`, and how many there are in all.
-    fn executions_page(
+    /// Visits the executions `walk` selects, in its order, until `visit`
+    /// breaks or they run out.
+    fn walk_executions(
         &self,
-        keep: &dyn Fn(&ExecutionRecord) -> bool,
-        skip: usize,
-        take: usize,
-    ) -> Result<(Vec<ExecutionRecord>, usize), StoreError>;
-    /// Visits every execution created at or after `since_ms` (Unix ms),
-    /// oldest first, without reading older ones.
-    fn visit_executions_since(
-        &self,
-        since_ms: u64,
-        visit: &mut dyn FnMut(ExecutionRecord),
+        walk: &ExecutionWalk,
+        visit: &mut dyn FnMut(ExecutionRecord) -> ControlFlow<()>,
     ) -> Result<(), StoreError>;
+    /// How many executions an index holds, from counters kept beside it.
+    fn count_executions(&self, index: &ExecutionIndex) -> u64;
+    /// The scripts that have stored executions (`None`: ad-hoc ones), with
+    /// how many each has.
+    fn executions_per_script(&self) -> Vec<(Option<String>, u64)>;
+    /// Removes a final execution and its index entries, at once.
+    fn delete_execution(&self, id: &str) -> Result<Removal, StoreError>;
+
+    /// Executions in the given states, oldest first (for recovery at start).
+    fn executions_in(
+        &self,
+        states: &[ExecutionStatus],
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let mut found = Vec::new();
+        for status in states {
+            let walk = ExecutionWalk::new(ExecutionIndex::Status(*status), false);
+            self.walk_executions(&walk, &mut |record| {
+                found.push(record);
+                ControlFlow::Continue(())
+            })?;
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
+    }
+
     /// How many executions are in each state.
-    fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
+    fn execution_counts(&self) -> Vec<(ExecutionStatus, u64)> {
+        ExecutionStatus::ALL
+            .iter()
+            .map(|s| (*s, self.count_executions(&ExecutionIndex::Status(*s))))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
 }

@@ -13,6 +13,8 @@ pub mod scopes;
 pub mod script_data;
 pub mod scripts;
 mod sled;
+#[cfg(test)]
+pub mod testing;
 pub mod webhooks;
 
 use std::future::Future;
@@ -27,7 +29,8 @@ pub use self::sled::SledStore;
 
 /// Bumped when the layout changes; `open` migrates older data forward.
 /// 1 → 2: each script version got a [`VersionRecord`] beside its content.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 2 → 3: executions got their indexes by script and by status.
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -21,7 +21,9 @@ pub struct SledStore {
     script_names: sled::Tree,
     /// `<id>/<version>` → content and `<id>/v/<version>` → [`VersionRecord`].
     script_versions: sled::Tree,
+    /// Execution records and their indexes (`sled/executions.rs`).
     executions: sled::Tree,
+    execution_indexes: executions::ExecutionIndexes,
     /// Idempotency key → a claim or the response it ended with.
     idempotency: sled::Tree,
     /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
@@ -96,6 +98,34 @@ fn put<T: serde::Serialize>(
     tree.insert(key.as_ref(), encode(record)?)
         .map_err(backend)?;
     Ok(())
+}
+
+/// The smallest id a UUIDv7 made at `ms` can have: in a tree keyed by
+/// such ids (after `prefix`), every key below it was made before `ms`.
+fn lowest_id(ms: u64) -> Vec<u8> {
+    uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10])
+        .into_uuid()
+        .to_string()
+        .into_bytes()
+}
+
+/// Removes up to `limit` entries of `tree` under `prefix` whose UUIDv7 key
+/// was made before `before_ms`, oldest first; how many it removed.
+fn remove_older(
+    tree: &sled::Tree,
+    prefix: &[u8],
+    before_ms: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let end = [prefix, &lowest_id(before_ms)].concat();
+    let mut batch = sled::Batch::default();
+    let mut removed = 0;
+    for entry in tree.range(prefix.to_vec()..end).take(limit) {
+        batch.remove(entry.map_err(backend)?.0);
+        removed += 1;
+    }
+    tree.apply_batch(batch).map_err(backend)?;
+    Ok(removed)
 }
 
 /// What a compare-and-swap's `change` makes of the record it read.
@@ -180,11 +210,23 @@ impl SledStore {
             .open()
             .map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
+        let found: u32 = match meta.get("schema_version").map_err(backend)? {
+            Some(found) => decode(&found)?,
+            None => SCHEMA_VERSION,
+        };
+        if found > SCHEMA_VERSION || found == 0 {
+            return Err(StoreError::Schema { found });
+        }
+        let execution_tree = db.open_tree("executions").map_err(backend)?;
+        if found < 3 {
+            executions::index_all(&execution_tree)?;
+        }
         let store = Self {
             scripts: db.open_tree("scripts").map_err(backend)?,
             script_names: db.open_tree("script_names").map_err(backend)?,
             script_versions: db.open_tree("script_versions").map_err(backend)?,
-            executions: db.open_tree("executions").map_err(backend)?,
+            execution_indexes: executions::ExecutionIndexes::load(&execution_tree)?,
+            executions: execution_tree,
             idempotency: db.open_tree("idempotency").map_err(backend)?,
             schedules: db.open_tree("schedules").map_err(backend)?,
             users: db.open_tree("users").map_err(backend)?,
@@ -204,13 +246,6 @@ impl SledStore {
             commit: GroupCommit::new(db.clone(), dir)?,
             db,
         };
-        let found: u32 = match meta.get("schema_version").map_err(backend)? {
-            Some(found) => decode(&found)?,
-            None => SCHEMA_VERSION,
-        };
-        if found > SCHEMA_VERSION || found == 0 {
-            return Err(StoreError::Schema { found });
-        }
         if found < 2 {
             store.migrate_to_2()?;
         }
@@ -304,7 +339,7 @@ mod tests {
     /// Opens a store a test has just closed. sled's background threads let go
     /// of the directory's lock a moment after the handle is dropped: a new
     /// process never sees that, a test reopening in-process sometimes does.
-    fn reopen(path: &std::path::Path) -> Result<SledStore, StoreError> {
+    pub(super) fn reopen(path: &std::path::Path) -> Result<SledStore, StoreError> {
         for _ in 0..100 {
             match SledStore::open(path, TEST_CACHE_BYTES) {
                 Err(StoreError::Backend(e)) if e.contains("could not acquire lock") => {

@@ -81,6 +81,9 @@ pub trait WebhookStore: Send + Sync {
     fn remove_delivery(&self, id: &str) -> Result<(), StoreError>;
 
     fn append_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
+    /// Removes up to `limit` attempts made before `before_ms` (Unix ms),
+    /// each webhook's oldest first; how many it removed.
+    fn remove_attempts_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
     /// A webhook's attempts, newest first: the `take` after the first `skip`,
     /// and how many there are.
     fn attempts(

@@ -41,7 +41,7 @@ pub(super) async fn events(
 ) -> Result<Response, ApiError> {
     let missing = || ApiError::NotFound(format!("no execution {id:?}"));
     let record = state.store.execution(&id)?.ok_or_else(missing)?;
-    if is_final(&record) {
+    if record.status.is_final() {
         super::durable_before_reporting(&state, [&record]).await?;
         return Ok(sse(replay(record)));
     }
@@ -56,7 +56,7 @@ pub(super) async fn events(
         .map_err(|e| ApiError::Busy(e.to_string()))?;
     // It may have finished between the read and the subscription.
     let record = state.store.execution(&id)?.ok_or_else(missing)?;
-    if is_final(&record) {
+    if record.status.is_final() {
         state.jobs.output.finish(&id);
         super::durable_before_reporting(&state, [&record]).await?;
         return Ok(sse(replay(record)));
@@ -90,13 +90,6 @@ pub(super) async fn events(
         }
     });
     Ok(sse(futures_util::stream::iter(first).chain(rest)))
-}
-
-pub(super) fn is_final(record: &ExecutionRecord) -> bool {
-    !matches!(
-        record.status,
-        ExecutionStatus::Queued | ExecutionStatus::Running
-    )
 }
 
 fn replay(record: ExecutionRecord) -> impl futures_util::Stream<Item = Bytes> + Send {

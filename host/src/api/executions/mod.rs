@@ -2,30 +2,36 @@
 //! read, list and cancel them, and follow one live (`events.rs`).
 
 mod events;
+mod list;
 mod submit;
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::ClientIp;
+use super::audit::{self, Entry};
 use super::error::ErrorEnvelope;
-use super::pagination::{Listing, Page, PageQuery};
+use super::pagination::Listing;
 use super::{ApiError, ApiPath, ApiQuery, AppState};
+use crate::auth::Principal;
 use crate::jobs::Cancelled;
+use crate::store::executions::Removal;
 use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(submit::execute))
         .routes(routes!(submit::execute_ad_hoc))
-        .routes(routes!(list))
-        .routes(routes!(read))
+        .routes(routes!(list, delete_many))
+        .routes(routes!(read, delete))
         .routes(routes!(cancel))
         .routes(routes!(events::events))
 }
@@ -120,7 +126,7 @@ async fn durable_before_reporting<'a>(
 ) -> Result<(), ApiError> {
     if records
         .into_iter()
-        .any(|r| !events::is_final(r) || state.jobs.is_settling(&r.id))
+        .any(|r| !r.status.is_final() || state.jobs.is_settling(&r.id))
     {
         state.store.flush().await?;
     }
@@ -182,65 +188,149 @@ async fn cancel(
     }
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// Page number, from 1.
-    page: Option<usize>,
-    /// Page size, 1..=100 (default 20).
-    size: Option<usize>,
-    script_id: Option<String>,
-    status: Option<ExecutionStatus>,
-    trigger: Option<Trigger>,
-    /// RFC 3339.
-    created_after: Option<String>,
-    /// RFC 3339.
-    created_before: Option<String>,
-}
-
-/// An RFC 3339 time in the stored form (UTC, milliseconds), so stored
-/// timestamps compare as strings.
-fn normalized_time(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
-    value
-        .map(|v| {
-            humantime::parse_rfc3339_weak(&v)
-                .map(|t| humantime::format_rfc3339_millis(t).to_string())
-                .map_err(|e| ApiError::invalid(field, format!("not an RFC 3339 time: {e}")))
-        })
-        .transpose()
-}
-
-/// List executions, newest first.
-#[utoipa::path(get, path = "/v1/executions", operation_id = "listExecutions", tag = "executions", params(ListQuery),
+/// List executions, newest first: by `page`/`size` or `offset`/`limit`
+/// (with totals), or by `cursor`/`limit` (without; each page costs the same
+/// however many executions are stored).
+#[utoipa::path(get, path = "/v1/executions", operation_id = "listExecutions", tag = "executions", params(list::ListQuery),
     responses(
         (status = 200, description = "A page of executions", body = Listing<ExecutionView>),
         (status = 400, description = "Bad query parameter", body = ErrorEnvelope),
     ))]
 async fn list(
     State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<list::ListQuery>,
 ) -> Result<axum::Json<Listing<ExecutionView>>, ApiError> {
-    let page = Page::new(PageQuery {
-        page: query.page,
-        size: query.size,
-    })?;
-    let after = normalized_time("created_after", query.created_after)?;
-    let before = normalized_time("created_before", query.created_before)?;
-    let keep = |e: &ExecutionRecord| {
-        query
-            .script_id
-            .as_ref()
-            .is_none_or(|id| e.script_id.as_ref() == Some(id))
-            && query.status.is_none_or(|s| e.status == s)
-            && query.trigger.is_none_or(|t| e.trigger == t)
-            && after.as_ref().is_none_or(|t| e.created_at > *t)
-            && before.as_ref().is_none_or(|t| e.created_at < *t)
+    let store = state.store.clone();
+    let listing = tokio::task::spawn_blocking(move || list::page(store.as_ref(), query))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the listing failed: {e}")))??;
+    durable_before_reporting(&state, &listing.data).await?;
+    Ok(axum::Json(Listing {
+        data: listing.data.into_iter().map(ExecutionView::from).collect(),
+        pagination: listing.pagination,
+    }))
+}
+
+/// Delete a finished execution: the caller's own, or any for an admin.
+#[utoipa::path(delete, path = "/v1/executions/{id}", operation_id = "deleteExecution", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Another user's execution", body = ErrorEnvelope),
+        (status = 404, description = "No such execution", body = ErrorEnvelope),
+        (status = 409, description = "Still queued or running", body = ErrorEnvelope),
+    ))]
+async fn delete(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no execution {id:?}"));
+    let record = state.store.execution(&id)?.ok_or_else(not_found)?;
+    if !principal.is_admin() && record.created_by != principal.user_id {
+        return Err(ApiError::PermissionDenied(
+            "only its creator or an admin may delete an execution".into(),
+        ));
+    }
+    if state.jobs.is_settling(&id) {
+        state.store.flush().await?;
+    }
+    match state.store.delete_execution(&id)? {
+        Removal::Removed => {}
+        Removal::NotFinal(status) => {
+            return Err(ApiError::Conflict(format!(
+                "execution {id} is {}: cancel it first",
+                status.as_str()
+            )));
+        }
+        Removal::Missing => return Err(not_found()),
+    }
+    state.store.flush().await?;
+    audit::record(
+        &state,
+        Entry::new("execution.deleted", true)
+            .actor(&principal)
+            .ip(&ip)
+            .target(&id),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Only this script's executions (its id or name).
+    script: Option<String>,
+    /// Executions created before this time (RFC 3339); required.
+    before: Option<String>,
+}
+
+/// How many executions a bulk delete removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    deleted: usize,
+    /// More matched than one request removes: send it again.
+    more: bool,
+}
+
+/// The most executions one bulk delete removes.
+const BULK_DELETE_LIMIT: usize = 10_000;
+
+/// Delete finished executions created before a time, of one script or of
+/// all, oldest first (admins). Removes at most 10 000 per request; `more`
+/// says to send it again.
+#[utoipa::path(delete, path = "/v1/executions", operation_id = "deleteExecutions", tag = "executions", params(DeleteQuery),
+    responses(
+        (status = 200, description = "What was removed", body = Deleted),
+        (status = 400, description = "Bad query parameter", body = ErrorEnvelope),
+        (status = 404, description = "No such script", body = ErrorEnvelope),
+    ))]
+async fn delete_many(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> Result<axum::Json<Deleted>, ApiError> {
+    let before = list::normalized_time("before", query.before)?
+        .ok_or_else(|| ApiError::invalid("before", "is required"))?;
+    let before_ms = humantime::parse_rfc3339(&before)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| ApiError::invalid("before", "must be after 1970"))?;
+    let script_id = match &query.script {
+        Some(name) => match state.store.script(name)? {
+            Some(script) => Some(script.id),
+            // A deleted script's executions stay until swept; its id still names them.
+            None if uuid::Uuid::try_parse(name).is_ok() => Some(name.clone()),
+            None => return Err(ApiError::NotFound(format!("no script {name:?}"))),
+        },
+        None => None,
     };
-    let (records, total) = state.store.executions_page(&keep, page.skip(), page.size)?;
-    durable_before_reporting(&state, &records).await?;
-    Ok(axum::Json(page.envelope(
-        records.into_iter().map(ExecutionView::from).collect(),
-        total,
-    )))
+    let (store, jobs, target) = (state.store.clone(), state.jobs.clone(), script_id.clone());
+    let cutoff = before.clone();
+    let (deleted, more) = tokio::task::spawn_blocking(move || {
+        crate::retention::delete_before(
+            store.as_ref(),
+            &jobs,
+            target,
+            &cutoff,
+            before_ms,
+            BULK_DELETE_LIMIT,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the delete failed: {e}")))??;
+    state.store.flush().await?;
+    audit::record(
+        &state,
+        Entry::new("executions.deleted", true)
+            .actor(&principal)
+            .ip(&ip)
+            .target(script_id.unwrap_or_else(|| "*".into()))
+            .detail(format!("{deleted} created before {before}")),
+    );
+    Ok(axum::Json(Deleted { deleted, more }))
 }

@@ -2,6 +2,8 @@
 
 use serde_json::{Value, json};
 
+use axum::http::Method;
+
 use super::{TestApp, error_body};
 
 #[tokio::test]
@@ -98,4 +100,219 @@ async fn list_executions_newest_first_with_filters() {
             "VALIDATION_ERROR",
         );
     }
+}
+
+/// The ids of a listing's executions, and its pagination.
+async fn page_of(app: &TestApp, query: &str) -> (Vec<String>, Value) {
+    let listing = app
+        .get(&format!("/v1/executions{query}"))
+        .send()
+        .await
+        .expect(200);
+    let ids = listing["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    (ids, listing["pagination"].clone())
+}
+
+#[tokio::test]
+async fn cursor_pages_walk_both_ways_and_offset_pages_count() {
+    let app = TestApp::new().await;
+    app.create_script("ok", "javascript", "function main() { return 1; }")
+        .await;
+    app.create_script("bad", "javascript", "function main() { throw 1; }")
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let script = if i % 3 == 1 { "bad" } else { "ok" };
+        let execution = app.execute(script, "?wait=true", json!({})).await.json();
+        ids.push(execution["id"].as_str().unwrap().to_string());
+    }
+    ids.reverse(); // newest first, as listed
+
+    let (first, pagination) = page_of(&app, "?limit=3").await;
+    assert_eq!(first, ids[..3]);
+    assert_eq!(pagination["has_previous"], false);
+    assert!(pagination.get("total_elements").is_none(), "{pagination}");
+    let next = pagination["next_cursor"].as_str().unwrap().to_owned();
+    let (second, pagination) = page_of(&app, &format!("?limit=3&cursor={next}")).await;
+    assert_eq!(second, ids[3..6]);
+    let back = pagination["prev_cursor"].as_str().unwrap().to_owned();
+    let next = pagination["next_cursor"].as_str().unwrap().to_owned();
+    let (last, pagination) = page_of(&app, &format!("?limit=3&cursor={next}")).await;
+    assert_eq!(last, ids[6..]);
+    assert_eq!(pagination["has_next"], false);
+    assert!(pagination.get("next_cursor").is_none(), "{pagination}");
+    // Back from the second page is the first again.
+    let (again, pagination) = page_of(&app, &format!("?limit=3&cursor={back}")).await;
+    assert_eq!(again, ids[..3]);
+    assert_eq!(pagination["has_previous"], false);
+    assert_eq!(pagination["has_next"], true);
+
+    // A filter follows the status index; the cursor keeps to it.
+    let (failed, pagination) = page_of(&app, "?status=failed&limit=1").await;
+    assert_eq!(failed, [ids[2].clone()]);
+    let next = pagination["next_cursor"].as_str().unwrap().to_owned();
+    let (failed, _) = page_of(&app, &format!("?status=failed&limit=1&cursor={next}")).await;
+    assert_eq!(failed, [ids[5].clone()]);
+
+    // Offset pages answer totals.
+    let (skipped, pagination) = page_of(&app, "?limit=2&offset=4").await;
+    assert_eq!(skipped, ids[4..6]);
+    assert_eq!(
+        (
+            &pagination["total_elements"],
+            &pagination["offset"],
+            &pagination["has_next"]
+        ),
+        (&json!(7), &json!(4), &json!(true))
+    );
+    let (_, pagination) = page_of(&app, "?status=failed&trigger=api&page=1&size=1").await;
+    assert_eq!(pagination["total_elements"], 2, "{pagination}");
+
+    for bad in [
+        "?cursor=bm90LWEtY3Vyc29y",
+        "?cursor=%%%",
+        "?page=1&cursor=x",
+        "?limit=2&size=2",
+        "?offset=1&cursor=x",
+        "?limit=0",
+        "?script_id=",
+    ] {
+        error_body(
+            app.get(&format!("/v1/executions{bad}")).send().await,
+            400,
+            "VALIDATION_ERROR",
+        );
+    }
+}
+
+#[tokio::test]
+async fn finished_executions_are_deleted_by_their_creator_or_an_admin() {
+    let app = TestApp::new().await;
+    app.create_script("ok", "javascript", "function main() { return 1; }")
+        .await;
+    app.create_script("spin", "javascript", "function main() { for (;;) {} }")
+        .await;
+    let (_, developer) = app.create_user("dev", "developer").await;
+    let run_as = async |token: &str, script: &str, query: &str| -> String {
+        let reply = app
+            .with_token(
+                token,
+                Method::POST,
+                &format!("/v1/scripts/{script}/execute{query}"),
+            )
+            .json(&json!({}))
+            .send()
+            .await;
+        let body = reply.json();
+        // A waited run answers the execution, a queued one its id.
+        body["id"]
+            .as_str()
+            .or(body["execution_id"].as_str())
+            .unwrap_or_else(|| panic!("{body}"))
+            .to_owned()
+    };
+    let admins = run_as(&app.token, "ok", "?wait=true").await;
+    let theirs = run_as(&developer, "ok", "?wait=true").await;
+    let path = |id: &str| format!("/v1/executions/{id}");
+
+    error_body(
+        app.with_token(&developer, Method::DELETE, &path(&admins))
+            .send()
+            .await,
+        403,
+        "PERMISSION_DENIED",
+    );
+    let deleted = app
+        .with_token(&developer, Method::DELETE, &path(&theirs))
+        .send()
+        .await;
+    assert_eq!(deleted.status(), 204, "{}", deleted.text());
+    error_body(
+        app.get(&path(&theirs)).send().await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    error_body(
+        app.request(Method::DELETE, &path(&theirs)).send().await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+
+    // Not while it runs.
+    let spinning = run_as(&app.token, "spin", "").await;
+    error_body(
+        app.request(Method::DELETE, &path(&spinning)).send().await,
+        409,
+        "CONFLICT",
+    );
+    app.post(&format!("/v1/executions/{spinning}/cancel"))
+        .send()
+        .await
+        .expect(200);
+
+    // In bulk, by an admin only, with a time bound.
+    error_body(
+        app.with_token(
+            &developer,
+            Method::DELETE,
+            "/v1/executions?before=2999-01-01T00:00:00Z",
+        )
+        .send()
+        .await,
+        403,
+        "PERMISSION_DENIED",
+    );
+    error_body(
+        app.request(Method::DELETE, "/v1/executions").send().await,
+        400,
+        "VALIDATION_ERROR",
+    );
+    error_body(
+        app.request(
+            Method::DELETE,
+            "/v1/executions?script=nope&before=2999-01-01T00:00:00Z",
+        )
+        .send()
+        .await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    let none = app
+        .request(
+            Method::DELETE,
+            "/v1/executions?script=ok&before=2000-01-01T00:00:00Z",
+        )
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(none, json!({"deleted": 0, "more": false}));
+    let all = app
+        .request(
+            Method::DELETE,
+            "/v1/executions?script=ok&before=2999-01-01T00:00:00Z",
+        )
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(all, json!({"deleted": 1, "more": false}));
+    error_body(
+        app.get(&path(&admins)).send().await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    // The cancelled run of the other script is still there.
+    app.get(&path(&spinning)).send().await.expect(200);
+    let audit = app.get("/v1/audit").send().await.expect(200);
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"execution.deleted") && actions.contains(&"executions.deleted"));
 }

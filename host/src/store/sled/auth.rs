@@ -2,7 +2,7 @@
 //! `user_names`, `api_keys` with `api_key_hashes`, `sessions`,
 //! `refresh_tokens` (keyed by hash) and `audit` (keyed by UUIDv7, so time order).
 
-use super::{Change, SledStore, backend, decode, put, swap, update};
+use super::{Change, SledStore, backend, decode, put, remove_older, swap, update};
 use crate::store::StoreError;
 use crate::store::auth::{
     ApiKeyRecord, AuditRecord, AuthStore, RefreshRecord, RefreshUse, SessionRecord, UserRecord,
@@ -212,6 +212,10 @@ impl AuthStore for SledStore {
             page.push(decode(&entry.map_err(backend)?.1)?);
         }
         Ok((page, self.audit.len()))
+    }
+
+    fn remove_audit_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        remove_older(&self.audit, b"", before_ms, limit)
     }
 }
 

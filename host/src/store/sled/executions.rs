@@ -1,83 +1,504 @@
-//! The sled side of [`ExecutionStore`]: `executions` by id. Ids are UUIDv7
-//! strings, so key order is creation order.
+//! The sled side of [`ExecutionStore`]. One tree holds the records and their
+//! indexes, so a record and its index entries change in one atomic batch
+//! (sled batches are atomic within a tree, also across a crash):
+//!
+//! - `<id>` → the record; ids are UUIDv7 strings, so key order is creation order;
+//! - `0x01 <script id> 0x00 <id>` → nothing (an empty script id: ad-hoc runs);
+//! - `0x02 <status> 0x00 <id>` → nothing.
+//!
+//! Index keys begin below `'0'`, so they sort before every record.
 
-use super::{SledStore, backend, decode, put};
-use crate::store::executions::ExecutionStore;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Mutex, PoisonError};
+
+use serde::Deserialize;
+
+use super::{SledStore, backend, decode, encode, lowest_id};
+use crate::store::executions::{ExecutionIndex, ExecutionStore, ExecutionWalk, Removal};
 use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
+
+const SCRIPT_INDEX: u8 = 1;
+const STATUS_INDEX: u8 = 2;
+/// Ids are lowercase hex and dashes: every one is at or above the first
+/// bound and below the second.
+const FIRST_ID: &[u8] = b"0";
+const PAST_IDS: &[u8] = b"g";
+const ID_LEN: usize = 36;
+/// Record writes of one id are serialized (read the old index entries, write
+/// the new ones); different ids rarely share a lock.
+const LOCK_STRIPES: usize = 32;
+
+fn prefix(index: &ExecutionIndex) -> Vec<u8> {
+    let (tag, name) = match index {
+        ExecutionIndex::All => return Vec::new(),
+        ExecutionIndex::Script(script) => (SCRIPT_INDEX, script.as_deref().unwrap_or("")),
+        ExecutionIndex::Status(status) => (STATUS_INDEX, status.as_str()),
+    };
+    let mut key = Vec::with_capacity(2 + name.len() + ID_LEN);
+    key.push(tag);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key
+}
+
+/// What the indexes need of a record, read without decoding the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct Indexed {
+    script_id: Option<String>,
+    status: ExecutionStatus,
+}
+
+impl Indexed {
+    fn of(record: &ExecutionRecord) -> Self {
+        Self {
+            script_id: record.script_id.clone(),
+            status: record.status,
+        }
+    }
+
+    fn keys(&self, id: &str) -> [Vec<u8>; 2] {
+        [
+            ExecutionIndex::Script(self.script_id.clone()),
+            ExecutionIndex::Status(self.status),
+        ]
+        .map(|index| [prefix(&index), id.as_bytes().to_vec()].concat())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    status: HashMap<ExecutionStatus, u64>,
+    script: HashMap<Option<String>, u64>,
+}
+
+impl Counts {
+    fn add(&mut self, entry: &Indexed) {
+        *self.status.entry(entry.status).or_default() += 1;
+        *self.script.entry(entry.script_id.clone()).or_default() += 1;
+    }
+
+    fn remove(&mut self, entry: &Indexed) {
+        if let Some(n) = self.status.get_mut(&entry.status) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = self.script.get_mut(&entry.script_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                // One entry per script that has executions, no more.
+                self.script.remove(&entry.script_id);
+            }
+        }
+    }
+}
+
+/// The locks and counters kept beside the executions tree.
+pub(super) struct ExecutionIndexes {
+    locks: [Mutex<()>; LOCK_STRIPES],
+    counts: Mutex<Counts>,
+}
+
+impl ExecutionIndexes {
+    /// Counts the index entries of `tree` (keys only, no record decoded).
+    pub(super) fn load(tree: &sled::Tree) -> Result<Self, StoreError> {
+        let mut counts = Counts::default();
+        for entry in tree.range([SCRIPT_INDEX]..[SCRIPT_INDEX + 1]) {
+            let (key, _) = entry.map_err(backend)?;
+            if let Some(name) = index_name(&key) {
+                let script = (!name.is_empty()).then(|| String::from_utf8_lossy(name).into());
+                *counts.script.entry(script).or_default() += 1;
+            }
+        }
+        for entry in tree.range([STATUS_INDEX]..[STATUS_INDEX + 1]) {
+            let (key, _) = entry.map_err(backend)?;
+            let status = index_name(&key).and_then(|name| {
+                ExecutionStatus::ALL
+                    .into_iter()
+                    .find(|s| s.as_str().as_bytes() == name)
+            });
+            if let Some(status) = status {
+                *counts.status.entry(status).or_default() += 1;
+            }
+        }
+        Ok(Self {
+            locks: std::array::from_fn(|_| Mutex::new(())),
+            counts: Mutex::new(counts),
+        })
+    }
+
+    fn lock(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        self.locks[stripe % LOCK_STRIPES]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The script or status an index key names: between its tag and the
+/// `0x00` before the id.
+fn index_name(key: &[u8]) -> Option<&[u8]> {
+    let end = key.len().checked_sub(ID_LEN + 1)?;
+    (end >= 1 && key[end] == 0).then(|| &key[1..end])
+}
+
+/// Writes the index entries of every record that has none: what the
+/// executions tree of schema version 2 lacks. Safe to run twice.
+pub(super) fn index_all(tree: &sled::Tree) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    for entry in tree.range(FIRST_ID..PAST_IDS) {
+        let (id, bytes) = entry.map_err(backend)?;
+        let Ok(indexed) = decode::<Indexed>(&bytes) else {
+            tracing::error!(id = %String::from_utf8_lossy(&id), "an unreadable execution is left out of the indexes");
+            continue;
+        };
+        for key in indexed.keys(&String::from_utf8_lossy(&id)) {
+            batch.insert(key, &[]);
+        }
+        pending += 1;
+        if pending == 1000 {
+            tree.apply_batch(std::mem::take(&mut batch))
+                .map_err(backend)?;
+            pending = 0;
+        }
+    }
+    tree.apply_batch(batch).map_err(backend)
+}
 
 impl ExecutionStore for SledStore {
     fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
-        put(&self.executions, execution.id.as_bytes(), execution)
-    }
-
-    fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
-        Self::get_decoded(&self.executions, id)
-    }
-
-    fn executions_in(
-        &self,
-        states: &[ExecutionStatus],
-    ) -> Result<Vec<ExecutionRecord>, StoreError> {
-        let mut found = Vec::new();
-        // Keys are UUID v7 strings, so iteration is oldest first.
-        for entry in self.executions.iter() {
-            let (_, bytes) = entry.map_err(backend)?;
-            let record: ExecutionRecord = decode(&bytes)?;
-            if states.contains(&record.status) {
-                found.push(record);
-            }
-        }
-        Ok(found)
-    }
-
-    fn executions_page(
-        &self,
-        keep: &dyn Fn(&ExecutionRecord) -> bool,
-        skip: usize,
-        take: usize,
-    ) -> Result<(Vec<ExecutionRecord>, usize), StoreError> {
-        let (mut page, mut total) = (Vec::new(), 0);
-        // Keys are UUID v7 strings: reverse key order is newest first.
-        for entry in self.executions.iter().rev() {
-            let record: ExecutionRecord = decode(&entry.map_err(backend)?.1)?;
-            if keep(&record) {
-                if total >= skip && page.len() < take {
-                    page.push(record);
+        let id = execution.id.as_str();
+        let _writing = self.execution_indexes.lock(id);
+        let before = match self.executions.get(id).map_err(backend)? {
+            Some(bytes) => decode::<Indexed>(&bytes)
+                .inspect_err(
+                    |e| tracing::error!(id, error = %e, "replacing an unreadable execution"),
+                )
+                .ok(),
+            None => None,
+        };
+        let after = Indexed::of(execution);
+        let mut batch = sled::Batch::default();
+        batch.insert(id.as_bytes(), encode(execution)?);
+        let new_keys = after.keys(id);
+        if let Some(before) = &before {
+            for key in before.keys(id) {
+                if !new_keys.contains(&key) {
+                    batch.remove(key);
                 }
-                total += 1;
             }
         }
-        Ok((page, total))
-    }
-
-    fn visit_executions_since(
-        &self,
-        since_ms: u64,
-        visit: &mut dyn FnMut(ExecutionRecord),
-    ) -> Result<(), StoreError> {
-        // Keys are UUID v7 strings, which begin with their creation time in
-        // ms: the smallest id of that millisecond is where the range starts.
-        let first = uuid::Builder::from_unix_timestamp_millis(since_ms, &[0; 10])
-            .into_uuid()
-            .to_string();
-        for entry in self.executions.range(first.into_bytes()..) {
-            visit(decode(&entry.map_err(backend)?.1)?);
+        for key in new_keys {
+            batch.insert(key, &[]);
+        }
+        self.executions.apply_batch(batch).map_err(backend)?;
+        if before.as_ref() != Some(&after) {
+            let mut counts = self.execution_indexes.counts();
+            if let Some(before) = &before {
+                counts.remove(before);
+            }
+            counts.add(&after);
         }
         Ok(())
     }
 
-    fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
-        let mut counts: Vec<(ExecutionStatus, u64)> = Vec::new();
-        for entry in self.executions.iter() {
-            let record: ExecutionRecord = decode(&entry.map_err(backend)?.1)?;
-            match counts
-                .iter_mut()
-                .find(|(status, _)| *status == record.status)
-            {
-                Some((_, n)) => *n += 1,
-                None => counts.push((record.status, 1)),
+    fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        if id.len() != ID_LEN {
+            // Never an index key.
+            return Ok(None);
+        }
+        Self::get_decoded(&self.executions, id)
+    }
+
+    fn walk_executions(
+        &self,
+        walk: &ExecutionWalk,
+        visit: &mut dyn FnMut(ExecutionRecord) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let mut low = FIRST_ID.to_vec();
+        let mut high = PAST_IDS.to_vec();
+        if let Some(ms) = walk.created_from_ms {
+            low = low.max(lowest_id(ms));
+        }
+        if let Some(ms) = walk.created_until_ms {
+            high = high.min(lowest_id(ms));
+        }
+        if let Some(after) = &walk.after {
+            if walk.newest_first {
+                high = high.min(after.as_bytes().to_vec());
+            } else {
+                // The smallest key above `after`.
+                low = low.max([after.as_bytes(), &[0]].concat());
             }
         }
-        Ok(counts)
+        if low >= high {
+            return Ok(());
+        }
+        let prefix = prefix(&walk.index);
+        let range = self
+            .executions
+            .range([&prefix[..], &low].concat()..[&prefix[..], &high].concat());
+        let entries: Box<dyn Iterator<Item = _>> = if walk.newest_first {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        for entry in entries {
+            let (key, value) = entry.map_err(backend)?;
+            let record: ExecutionRecord = if prefix.is_empty() {
+                decode(&value)?
+            } else {
+                match self.executions.get(&key[prefix.len()..]).map_err(backend)? {
+                    Some(bytes) => decode(&bytes)?,
+                    None => continue,
+                }
+            };
+            let indexed = match &walk.index {
+                ExecutionIndex::All => true,
+                ExecutionIndex::Script(script) => record.script_id == *script,
+                ExecutionIndex::Status(status) => record.status == *status,
+            };
+            // An entry a crash could not leave (batches are atomic), but a
+            // listing must not show a record under an index it left.
+            if indexed && visit(record).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn count_executions(&self, index: &ExecutionIndex) -> u64 {
+        let counts = self.execution_indexes.counts();
+        match index {
+            ExecutionIndex::All => counts.status.values().sum(),
+            ExecutionIndex::Script(script) => counts.script.get(script).copied().unwrap_or(0),
+            ExecutionIndex::Status(status) => counts.status.get(status).copied().unwrap_or(0),
+        }
+    }
+
+    fn executions_per_script(&self) -> Vec<(Option<String>, u64)> {
+        let counts = self.execution_indexes.counts();
+        let mut scripts: Vec<_> = counts.script.iter().map(|(s, n)| (s.clone(), *n)).collect();
+        scripts.sort();
+        scripts
+    }
+
+    fn delete_execution(&self, id: &str) -> Result<Removal, StoreError> {
+        if id.len() != ID_LEN {
+            return Ok(Removal::Missing);
+        }
+        let _writing = self.execution_indexes.lock(id);
+        let Some(bytes) = self.executions.get(id).map_err(backend)? else {
+            return Ok(Removal::Missing);
+        };
+        let record: ExecutionRecord = decode(&bytes)?;
+        if !record.status.is_final() {
+            return Ok(Removal::NotFinal(record.status));
+        }
+        let indexed = Indexed::of(&record);
+        let mut batch = sled::Batch::default();
+        batch.remove(id.as_bytes());
+        for key in indexed.keys(id) {
+            batch.remove(key);
+        }
+        self.executions.apply_batch(batch).map_err(backend)?;
+        self.execution_indexes.counts().remove(&indexed);
+        Ok(Removal::Removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{TEST_CACHE_BYTES, reopen};
+    use super::*;
+    use crate::store::testing::{execution, id_at};
+
+    fn ids(store: &SledStore, walk: &ExecutionWalk) -> Vec<String> {
+        let mut found = Vec::new();
+        store
+            .walk_executions(walk, &mut |e| {
+                found.push(e.id);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        found
+    }
+
+    #[test]
+    fn indexes_follow_every_write_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (a, b, c) = (id_at(1_000, 0), id_at(2_000, 0), id_at(3_000, 0));
+        store
+            .put_execution(&execution(&a, Some("s1"), ExecutionStatus::Queued))
+            .unwrap();
+        store
+            .put_execution(&execution(&b, Some("s2"), ExecutionStatus::Queued))
+            .unwrap();
+        store
+            .put_execution(&execution(&c, None, ExecutionStatus::Queued))
+            .unwrap();
+        store
+            .put_execution(&execution(&a, Some("s1"), ExecutionStatus::Running))
+            .unwrap();
+        store
+            .put_execution(&execution(&a, Some("s1"), ExecutionStatus::Completed))
+            .unwrap();
+
+        let walk = |index| ExecutionWalk::new(index, true);
+        assert_eq!(
+            ids(&store, &walk(ExecutionIndex::All)),
+            [c.clone(), b.clone(), a.clone()]
+        );
+        assert_eq!(
+            ids(&store, &walk(ExecutionIndex::Script(Some("s1".into())))),
+            [a.clone()]
+        );
+        assert_eq!(
+            ids(&store, &walk(ExecutionIndex::Script(None))),
+            [c.clone()]
+        );
+        assert_eq!(
+            ids(
+                &store,
+                &walk(ExecutionIndex::Status(ExecutionStatus::Queued))
+            ),
+            [c.clone(), b.clone()]
+        );
+        assert!(
+            ids(
+                &store,
+                &walk(ExecutionIndex::Status(ExecutionStatus::Running))
+            )
+            .is_empty()
+        );
+        assert_eq!(store.count_executions(&ExecutionIndex::All), 3);
+        assert_eq!(
+            store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Queued)),
+            2
+        );
+        assert_eq!(
+            store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Running)),
+            0
+        );
+
+        assert!(matches!(
+            store.delete_execution(&b).unwrap(),
+            Removal::NotFinal(ExecutionStatus::Queued)
+        ));
+        assert!(matches!(
+            store.delete_execution(&a).unwrap(),
+            Removal::Removed
+        ));
+        assert!(matches!(
+            store.delete_execution(&a).unwrap(),
+            Removal::Missing
+        ));
+        assert!(ids(&store, &walk(ExecutionIndex::Script(Some("s1".into())))).is_empty());
+        assert!(
+            ids(
+                &store,
+                &walk(ExecutionIndex::Status(ExecutionStatus::Completed))
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            store.executions_per_script(),
+            [(None, 1), (Some("s2".into()), 1)]
+        );
+
+        // The counters are rebuilt from the indexes on open.
+        drop(store);
+        let store = reopen(dir.path()).unwrap();
+        assert_eq!(store.count_executions(&ExecutionIndex::All), 2);
+        assert_eq!(
+            store.count_executions(&ExecutionIndex::Script(Some("s2".into()))),
+            1
+        );
+        assert_eq!(store.execution_counts(), [(ExecutionStatus::Queued, 2)]);
+    }
+
+    #[test]
+    fn walks_start_after_a_cursor_and_keep_to_creation_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let all: Vec<String> = (0..10).map(|i| id_at(1_000 * (i + 1), 0)).collect();
+        for id in &all {
+            store
+                .put_execution(&execution(id, Some("s"), ExecutionStatus::Completed))
+                .unwrap();
+        }
+        for index in [
+            ExecutionIndex::All,
+            ExecutionIndex::Script(Some("s".into())),
+            ExecutionIndex::Status(ExecutionStatus::Completed),
+        ] {
+            let mut walk = ExecutionWalk::new(index, true);
+            walk.after = Some(all[5].clone());
+            assert_eq!(
+                ids(&store, &walk),
+                [
+                    all[4].clone(),
+                    all[3].clone(),
+                    all[2].clone(),
+                    all[1].clone(),
+                    all[0].clone()
+                ]
+            );
+            walk.newest_first = false;
+            assert_eq!(
+                ids(&store, &walk),
+                [
+                    all[6].clone(),
+                    all[7].clone(),
+                    all[8].clone(),
+                    all[9].clone()
+                ]
+            );
+            walk.after = None;
+            walk.created_from_ms = Some(3_000);
+            walk.created_until_ms = Some(5_000);
+            assert_eq!(ids(&store, &walk), [all[2].clone(), all[3].clone()]);
+        }
+    }
+
+    #[test]
+    fn a_schema_2_store_is_indexed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (id_at(1_000, 0), id_at(1_000, 1));
+        {
+            let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+            // As version 2 wrote them: the record alone.
+            for (id, status) in [(&a, ExecutionStatus::Failed), (&b, ExecutionStatus::Queued)] {
+                let record = execution(id, Some("s"), status);
+                store
+                    .executions
+                    .insert(id.as_bytes(), encode(&record).unwrap())
+                    .unwrap();
+            }
+            store
+                .db
+                .open_tree("meta")
+                .unwrap()
+                .insert("schema_version", encode(&2u32).unwrap())
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = reopen(dir.path()).unwrap();
+        assert_eq!(
+            store.count_executions(&ExecutionIndex::Script(Some("s".into()))),
+            2
+        );
+        let queued = store.executions_in(&[ExecutionStatus::Queued]).unwrap();
+        assert_eq!(
+            queued.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+            [b.clone()]
+        );
     }
 }

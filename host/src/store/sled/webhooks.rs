@@ -2,7 +2,7 @@
 //! delivery id (UUIDv7, so oldest first), `deliveries` (the attempt log) by
 //! `<webhook id>/<attempt id>`.
 
-use super::{SledStore, backend, decode, encode, put};
+use super::{SledStore, backend, decode, encode, put, remove_older};
 use crate::store::StoreError;
 use crate::store::webhooks::{AttemptRecord, DeliveryRecord, WebhookRecord, WebhookStore};
 
@@ -69,6 +69,19 @@ impl WebhookStore for SledStore {
             )
             .map_err(backend)?;
         Ok(())
+    }
+
+    fn remove_attempts_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for entry in self.webhooks.iter() {
+            if removed == limit {
+                break;
+            }
+            let (id, _) = entry.map_err(backend)?;
+            let prefix = [&id[..], b"/"].concat();
+            removed += remove_older(&self.deliveries, &prefix, before_ms, limit - removed)?;
+        }
+        Ok(removed)
     }
 
     fn attempts(

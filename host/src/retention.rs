@@ -1,0 +1,407 @@
+//! Retention: the sweeper that keeps the store to what `[retention]` allows
+//! (executions by age and by count per script, audit entries and webhook
+//! attempts by age, idempotency keys and sessions past their lifetime), and
+//! the bulk delete behind `DELETE /v1/executions`.
+//!
+//! A sweep reads at most `retention.sweep_batch` records, on a blocking
+//! thread; the only lock it takes is the store's per-record one, for one
+//! removal at a time. An execution is never removed while it is queued or
+//! running, nor within `executions_grace_secs` of finishing, nor when it is
+//! one of its script's `executions_keep_last` newest.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::config::RetentionConfig;
+use crate::jobs::Jobs;
+use crate::metrics::SweepMetrics;
+use crate::store::executions::{ExecutionIndex, ExecutionWalk, Removal};
+use crate::store::{ExecutionRecord, Store, StoreError};
+
+/// How long the sweeper pauses between sweeps while it has a backlog.
+const BACKLOG_PAUSE: Duration = Duration::from_millis(100);
+/// How often idempotency keys and sessions are expired (their scan reads
+/// every key, so not every sweep).
+const EXPIRY_EVERY_MS: u64 = 3_600_000;
+
+/// What one sweep removed, and whether it stopped at its budget.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub executions: usize,
+    pub audit_entries: usize,
+    pub webhook_attempts: usize,
+    pub idempotency_keys: usize,
+    /// It read all it may: more may be due now.
+    pub more: bool,
+}
+
+pub struct Sweeper {
+    store: Arc<dyn Store>,
+    jobs: Arc<Jobs>,
+    policy: RetentionConfig,
+    metrics: SweepMetrics,
+    /// Where the next sweep starts among the scripts, so one script's
+    /// backlog does not keep the others' waiting.
+    next_script: usize,
+    last_expiry_ms: Option<u64>,
+}
+
+/// A Unix time in ms in the stored form of timestamps (RFC 3339, UTC, ms),
+/// which compare as strings.
+fn stored_time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Whether `e` has ended and its end is older than `settled_before`, and
+/// its record is already durable (a waiter may be about to read it).
+fn settled(e: &ExecutionRecord, jobs: &Jobs, settled_before: &str) -> bool {
+    e.status.is_final()
+        && e.completed_at.as_deref().unwrap_or(&e.created_at) < settled_before
+        && !jobs.is_settling(&e.id)
+}
+
+impl Sweeper {
+    pub fn new(
+        store: Arc<dyn Store>,
+        jobs: Arc<Jobs>,
+        policy: RetentionConfig,
+        metrics: SweepMetrics,
+    ) -> Self {
+        Self {
+            store,
+            jobs,
+            policy,
+            metrics,
+            next_script: 0,
+            last_expiry_ms: None,
+        }
+    }
+
+    /// One sweep as of `now_ms` (Unix ms).
+    ///
+    /// # Errors
+    ///
+    /// The store failed; what was removed before stays removed.
+    pub fn sweep(&mut self, now_ms: u64) -> Result<Swept, StoreError> {
+        let mut budget = self.policy.sweep_batch;
+        let mut swept = Swept {
+            executions: self.sweep_executions(now_ms, &mut budget)?,
+            ..Swept::default()
+        };
+        let age = |secs: u64| (secs > 0).then(|| now_ms.saturating_sub(secs.saturating_mul(1000)));
+        if let Some(before) = age(self.policy.audit_max_age_secs) {
+            swept.audit_entries = self.store.remove_audit_before(before, budget)?;
+            budget -= swept.audit_entries;
+        }
+        if let Some(before) = age(self.policy.webhook_attempts_max_age_secs) {
+            swept.webhook_attempts = self.store.remove_attempts_before(before, budget)?;
+            budget -= swept.webhook_attempts;
+        }
+        if self
+            .last_expiry_ms
+            .is_none_or(|last| now_ms.saturating_sub(last) >= EXPIRY_EVERY_MS)
+        {
+            self.last_expiry_ms = Some(now_ms);
+            let before = now_ms.saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
+            swept.idempotency_keys = self.store.expire_idempotency_keys(before)?;
+            let sessions = self.store.expire_sessions(now_ms)?;
+            if sessions > 0 {
+                tracing::info!(
+                    expired = sessions,
+                    "login sessions and refresh tokens expired"
+                );
+            }
+        }
+        swept.more = budget == 0;
+        for (kind, n) in SweepMetrics::KINDS.into_iter().zip([
+            swept.executions,
+            swept.audit_entries,
+            swept.webhook_attempts,
+            swept.idempotency_keys,
+        ]) {
+            self.metrics.removed(kind, n);
+        }
+        Ok(swept)
+    }
+
+    /// Walks each script's executions oldest first, removing those past the
+    /// age or the count, until the rest are young and few enough.
+    fn sweep_executions(&mut self, now_ms: u64, budget: &mut usize) -> Result<usize, StoreError> {
+        let p = &self.policy;
+        let old_before = (p.executions_max_age_secs > 0).then(|| {
+            stored_time(now_ms.saturating_sub(p.executions_max_age_secs.saturating_mul(1000)))
+        });
+        let settled_before =
+            stored_time(now_ms.saturating_sub(p.executions_grace_secs.saturating_mul(1000)));
+        let scripts = self.store.executions_per_script();
+        let (store, jobs) = (self.store.as_ref(), self.jobs.as_ref());
+        let mut removed = 0;
+        for k in 0..scripts.len() {
+            if *budget == 0 {
+                self.next_script = (self.next_script + k) % scripts.len();
+                break;
+            }
+            let (script, count) = &scripts[(self.next_script + k) % scripts.len()];
+            let mut remaining = *count;
+            if remaining <= p.executions_keep_last {
+                continue;
+            }
+            let mut failed = None;
+            let walk = ExecutionWalk::new(ExecutionIndex::Script(script.clone()), false);
+            store.walk_executions(&walk, &mut |e| {
+                let too_many = remaining > p.executions_per_script;
+                let too_old = old_before.as_ref().is_some_and(|t| e.created_at < *t);
+                if remaining <= p.executions_keep_last || !(too_many || too_old) || *budget == 0 {
+                    return ControlFlow::Break(());
+                }
+                *budget -= 1;
+                if !settled(&e, jobs, &settled_before) {
+                    return ControlFlow::Continue(());
+                }
+                match store.delete_execution(&e.id) {
+                    Ok(Removal::Removed) => {
+                        remaining -= 1;
+                        removed += 1;
+                        ControlFlow::Continue(())
+                    }
+                    Ok(Removal::NotFinal(_) | Removal::Missing) => ControlFlow::Continue(()),
+                    Err(err) => {
+                        failed = Some(err);
+                        ControlFlow::Break(())
+                    }
+                }
+            })?;
+            if let Some(err) = failed {
+                return Err(err);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Sweeps every `sweep_interval_ms`, or after a short pause while there is
+/// a backlog, until `stopping` turns true.
+pub async fn run(mut sweeper: Sweeper, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let interval = Duration::from_millis(sweeper.policy.sweep_interval_ms);
+    loop {
+        let (back, result) = match tokio::task::spawn_blocking(move || {
+            let result = sweeper.sweep(crate::now_ms());
+            (sweeper, result)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "the retention sweeper stopped");
+                return;
+            }
+        };
+        sweeper = back;
+        let pause = match result {
+            Ok(swept) => {
+                if swept != Swept::default() {
+                    tracing::debug!(?swept, "retention sweep");
+                }
+                if swept.more { BACKLOG_PAUSE } else { interval }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a retention sweep failed");
+                interval
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Removes up to `limit` final executions created before `before` (the
+/// stored form of a time), of one script or of all, oldest first; how many
+/// it removed and whether more may be due. Queued, running and unsettled
+/// ones are left.
+///
+/// # Errors
+///
+/// The store failed; what was removed before stays removed.
+pub fn delete_before(
+    store: &dyn Store,
+    jobs: &Jobs,
+    script_id: Option<String>,
+    before: &str,
+    before_ms: u64,
+    limit: usize,
+) -> Result<(usize, bool), StoreError> {
+    let index = script_id.map_or(ExecutionIndex::All, |id| ExecutionIndex::Script(Some(id)));
+    let mut walk = ExecutionWalk::new(index, false);
+    // Creation times trail their id's time by a moment: widen, then compare.
+    walk.created_until_ms = Some(before_ms.saturating_add(1_000));
+    let now = stored_time(crate::now_ms());
+    let (mut removed, mut more, mut failed) = (0, false, None);
+    store.walk_executions(&walk, &mut |e| {
+        if e.created_at.as_str() >= before || !settled(&e, jobs, &now) {
+            return ControlFlow::Continue(());
+        }
+        if removed == limit {
+            more = true;
+            return ControlFlow::Break(());
+        }
+        match store.delete_execution(&e.id) {
+            Ok(Removal::Removed) => removed += 1,
+            Ok(_) => {}
+            Err(err) => {
+                failed = Some(err);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    match failed {
+        Some(err) => Err(err),
+        None => Ok((removed, more)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ExecutionStatus::{Completed, Failed, Queued, Running};
+    use crate::store::SledStore;
+    use crate::store::testing::{execution, id_at};
+
+    const DAY_MS: u64 = 24 * 3_600_000;
+    const NOW: u64 = 100 * DAY_MS;
+
+    fn sweeper(configure: impl FnOnce(&mut RetentionConfig)) -> (Sweeper, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap());
+        let metrics = crate::metrics::Metrics::new();
+        let jobs = Jobs::new(1, 10, metrics.executions());
+        let mut policy = RetentionConfig {
+            executions_max_age_secs: 10 * 24 * 3600,
+            executions_per_script: 5,
+            executions_keep_last: 2,
+            executions_grace_secs: 60,
+            ..RetentionConfig::default()
+        };
+        configure(&mut policy);
+        (Sweeper::new(store, jobs, policy, metrics.swept()), dir)
+    }
+
+    fn kept(sweeper: &Sweeper, script: Option<&str>) -> Vec<String> {
+        let mut ids = Vec::new();
+        let walk = ExecutionWalk::new(ExecutionIndex::Script(script.map(Into::into)), false);
+        sweeper
+            .store
+            .walk_executions(&walk, &mut |e| {
+                ids.push(e.id);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        ids
+    }
+
+    #[test]
+    fn old_executions_go_but_each_scripts_newest_and_the_unfinished_stay() {
+        let (mut sweeper, _dir) = sweeper(|_| {});
+        let made = std::cell::Cell::new(0);
+        let put = |ms: u64, script: Option<&str>, status| {
+            made.set(made.get() + 1);
+            let id = id_at(ms, made.get());
+            sweeper
+                .store
+                .put_execution(&execution(&id, script, status))
+                .unwrap();
+            id
+        };
+        // Script a: three old final ones, an old running one, two recent.
+        let a_old: Vec<String> = (1..=3)
+            .map(|d| put(d * DAY_MS, Some("a"), Completed))
+            .collect();
+        let a_running = put(4 * DAY_MS, Some("a"), Running);
+        let a_new = [
+            put(95 * DAY_MS, Some("a"), Failed),
+            put(96 * DAY_MS, Some("a"), Completed),
+        ];
+        // Script b: only old ones; its newest two are kept.
+        let b: Vec<String> = (1..=3)
+            .map(|d| put(d * DAY_MS, Some("b"), Completed))
+            .collect();
+        // Ad-hoc: one old, one that finished within the grace period.
+        let adhoc_old = put(DAY_MS, None, Completed);
+        let adhoc_fresh = put(NOW - 1_000, None, Completed);
+        let queued_old = put(2 * DAY_MS, None, Queued);
+
+        let swept = sweeper.sweep(NOW).unwrap();
+        assert_eq!(swept.executions, 3 + 1 + 1, "{swept:?}");
+        assert!(!swept.more);
+        assert_eq!(
+            kept(&sweeper, Some("a")),
+            [a_running.clone(), a_new[0].clone(), a_new[1].clone()]
+        );
+        assert_eq!(kept(&sweeper, Some("b")), b[1..]);
+        assert_eq!(kept(&sweeper, None), [queued_old, adhoc_fresh]);
+        assert!(sweeper.store.execution(&adhoc_old).unwrap().is_none());
+        assert!(
+            a_old
+                .iter()
+                .all(|id| sweeper.store.execution(id).unwrap().is_none())
+        );
+        assert_eq!(sweeper.metrics.total("executions"), 5);
+        // Nothing more is due.
+        assert_eq!(sweeper.sweep(NOW).unwrap().executions, 0);
+    }
+
+    #[test]
+    fn a_script_past_its_count_loses_its_oldest_in_bounded_sweeps() {
+        let (mut sweeper, _dir) = sweeper(|p| {
+            p.executions_max_age_secs = 0;
+            p.sweep_batch = 4;
+        });
+        let ids: Vec<String> = (0..12)
+            .map(|i| {
+                let id = id_at(DAY_MS + i, 0);
+                sweeper
+                    .store
+                    .put_execution(&execution(&id, Some("s"), Completed))
+                    .unwrap();
+                id
+            })
+            .collect();
+        let first = sweeper.sweep(NOW).unwrap();
+        assert_eq!((first.executions, first.more), (4, true));
+        let second = sweeper.sweep(NOW).unwrap();
+        assert_eq!((second.executions, second.more), (3, false));
+        // The newest `executions_per_script` (5) stay.
+        assert_eq!(kept(&sweeper, Some("s")), ids[7..]);
+    }
+
+    #[test]
+    fn audit_entries_and_webhook_attempts_go_by_age() {
+        let (mut sweeper, _dir) = sweeper(|p| {
+            p.audit_max_age_secs = 24 * 3600;
+        });
+        for (ms, n) in [
+            (NOW - 3 * DAY_MS, 0),
+            (NOW - 2 * DAY_MS, 1),
+            (NOW - 1_000, 2),
+        ] {
+            let record = crate::store::auth::AuditRecord {
+                id: id_at(ms, n),
+                at: String::new(),
+                action: "test".into(),
+                outcome: "success".into(),
+                actor_id: None,
+                actor: None,
+                ip: None,
+                target: None,
+                detail: None,
+                request_id: None,
+            };
+            sweeper.store.append_audit(&record).unwrap();
+        }
+        assert_eq!(sweeper.sweep(NOW).unwrap().audit_entries, 2);
+        assert_eq!(sweeper.store.audit_page(0, 10).unwrap().0.len(), 1);
+    }
+}

@@ -1,0 +1,58 @@
+//! Records for tests of the store and of what sits on it.
+
+use super::{ExecutionRecord, ExecutionStatus, Language, Priority, Trigger};
+
+/// An execution record of `script` (`None`: ad hoc) in `status`, created
+/// when its UUIDv7 id was made and, if final, finished then too.
+pub fn execution(id: &str, script: Option<&str>, status: ExecutionStatus) -> ExecutionRecord {
+    let made = uuid::Uuid::try_parse(id)
+        .ok()
+        .and_then(|id| id.get_timestamp())
+        .map_or(0, |t| {
+            t.to_unix().0 * 1000 + u64::from(t.to_unix().1) / 1_000_000
+        });
+    let created_at = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(made),
+    )
+    .to_string();
+    ExecutionRecord {
+        id: id.into(),
+        script_id: script.map(Into::into),
+        script_version: script.map(|_| 1),
+        language: Language::Javascript,
+        status,
+        trigger: Trigger::Api,
+        priority: Priority::Normal,
+        created_by: None,
+        schedule_id: None,
+        parameters: serde_json::json!({}),
+        input: None,
+        env: Vec::new(),
+        code: None,
+        timeout_ms: 1000,
+        memory_mb: 16,
+        fuel: None,
+        created_at: created_at.clone(),
+        started_at: None,
+        completed_at: status.is_final().then_some(created_at),
+        duration_ms: None,
+        exit_code: None,
+        result: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        error: None,
+        fuel_consumed: None,
+        peak_memory_bytes: None,
+    }
+}
+
+/// A UUIDv7 string made at `ms`, `n` telling apart those of one ms.
+pub fn id_at(ms: u64, n: u8) -> String {
+    let mut random = [0; 10];
+    random[9] = n;
+    uuid::Builder::from_unix_timestamp_millis(ms, &random)
+        .into_uuid()
+        .to_string()
+}
