@@ -67,14 +67,32 @@ pub fn script_call(source: String, parameters: &str) -> Call {
     }
 }
 
+/// What a run may leave behind: each output stream's bytes (the rest is
+/// dropped and flagged) and its result's (past it the run fails).
+#[derive(Debug, Clone, Copy)]
+pub struct OutputCaps {
+    pub stream_bytes: usize,
+    pub result_bytes: usize,
+}
+
+impl OutputCaps {
+    pub fn of(limits: &crate::config::LimitsConfig) -> Self {
+        Self {
+            stream_bytes: limits.output_bytes,
+            result_bytes: limits.result_bytes,
+        }
+    }
+}
+
 /// The sandbox limits an execution record asks for.
-pub fn limits_of(record: &ExecutionRecord, output_bytes: usize) -> Limits {
+pub fn limits_of(record: &ExecutionRecord, caps: OutputCaps) -> Limits {
     Limits {
         fuel: record.fuel,
         memory_bytes: record.memory_mb.saturating_mul(1 << 20),
         timeout: Duration::from_millis(record.timeout_ms),
-        stdout_bytes: output_bytes,
-        stderr_bytes: output_bytes,
+        stdout_bytes: caps.stream_bytes,
+        stderr_bytes: caps.stream_bytes,
+        result_bytes: caps.result_bytes,
     }
 }
 

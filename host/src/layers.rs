@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Floors from the top; a module may import from its floor or below.
 const FLOORS: &[&[&str]] = &[
-    &["cli", "serve", "local_run", "new"],
+    &["cli", "serve", "local_run", "new", "bench"],
     &["api"],
     &["schedules", "webhooks", "retention"],
     &["executions"],

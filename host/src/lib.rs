@@ -3,6 +3,8 @@
 
 mod api;
 mod auth;
+#[doc(hidden)]
+pub mod bench;
 pub mod cli;
 mod compiler;
 mod config;

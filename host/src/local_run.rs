@@ -222,7 +222,7 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
         &mut record,
         &parameters,
         prepared,
-        args.output_bytes,
+        crate::contract::OutputCaps::of(&flag_limits(args)),
         hooks,
         || false,
     ));

@@ -17,6 +17,9 @@ pub struct Limits {
     pub stdout_bytes: usize,
     /// Bytes of stderr kept; the rest is dropped and the outcome flagged.
     pub stderr_bytes: usize,
+    /// Bytes of JSON a script may return; past it the run fails with
+    /// `RESULT_TOO_LARGE`.
+    pub result_bytes: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +30,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             stdout_bytes: 1 << 20,
             stderr_bytes: 1 << 20,
+            result_bytes: 1 << 20,
         }
     }
 }

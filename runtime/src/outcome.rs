@@ -46,6 +46,8 @@ pub enum ErrorCode {
     /// An HTTP function gave no usable response: none at all, an error in
     /// its place, a body that broke off or one over the size limit.
     ResponseError,
+    /// A script returned more JSON than a run may keep.
+    ResultTooLarge,
 }
 
 impl ErrorCode {
@@ -61,6 +63,7 @@ impl ErrorCode {
             ErrorCode::CompileError => "COMPILE_ERROR",
             ErrorCode::ScriptError => "SCRIPT_ERROR",
             ErrorCode::ResponseError => "RESPONSE_ERROR",
+            ErrorCode::ResultTooLarge => "RESULT_TOO_LARGE",
         }
     }
 }
@@ -187,6 +190,19 @@ impl Verdict {
     /// it produced is unusable).
     pub(crate) fn fail(&mut self, error: GuestError) {
         *self = Self::failed(self.exit_code, error);
+    }
+
+    /// Fails a run whose result is over `max_bytes` of JSON.
+    pub(crate) fn cap_result(&mut self, max_bytes: usize) {
+        let Some(len) = self.result.as_ref().map(String::len) else {
+            return;
+        };
+        if len > max_bytes {
+            self.fail(GuestError::new(
+                ErrorCode::ResultTooLarge,
+                format!("the script returned {len} bytes of JSON; a result may have {max_bytes}"),
+            ));
+        }
     }
 
     fn failed(exit_code: Option<i32>, error: GuestError) -> Self {
@@ -318,9 +334,24 @@ mod tests {
             ErrorCode::ScriptError,
             ErrorCode::CompileError,
             ErrorCode::ResponseError,
+            ErrorCode::ResultTooLarge,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
+    }
+
+    #[test]
+    fn a_result_over_its_cap_fails_the_run() {
+        let mut verdict = classify(Ending::Script(Ok("[1,2,3]".into())), &NO_EVIDENCE);
+        verdict.cap_result(7);
+        assert_eq!(verdict.status, Status::Completed);
+        verdict.cap_result(6);
+        assert_eq!(verdict.status, Status::Failed);
+        assert_eq!(verdict.result, None);
+        assert_eq!(
+            verdict.error.map(|e| e.code),
+            Some(ErrorCode::ResultTooLarge)
+        );
     }
 
     #[test]

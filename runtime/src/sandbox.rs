@@ -425,7 +425,8 @@ impl Sandbox {
             }
         };
         let usage = Usage::of(&store, fuel_start, started);
-        let verdict = outcome::classify(ending, &evidence(&store));
+        let mut verdict = outcome::classify(ending, &evidence(&store));
+        verdict.cap_result(limits.result_bytes);
         match &artifact.entry {
             Entry::LanguageRuntime(pre) => self.warm.retire(&artifact.key, pre, store),
             _ => drop(store),

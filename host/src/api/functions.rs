@@ -139,7 +139,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     let invocation = HttpInvocation {
         request: guest_request,
         env,
-        limits: contract::limits_of(&record, state.config.limits.output_bytes),
+        limits: contract::limits_of(&record, contract::OutputCaps::of(&state.config.limits)),
         max_response_bytes: state.config.server.max_body_bytes,
         cancel: Some(cancel),
     };

@@ -8,7 +8,7 @@ mod auth;
 mod error;
 mod etag;
 mod executions;
-pub(crate) use self::executions::ExecutionView;
+pub(crate) use self::executions::{Cursor as ExecutionCursor, ExecutionView};
 mod functions;
 mod idempotency;
 mod pagination;

@@ -81,6 +81,8 @@ sections! {
         default_fuel: Option<u64> = None,
         max_fuel: Option<u64> = None,
         output_bytes: usize = 1 << 20,
+        /// JSON a script may return; past it the run fails `RESULT_TOO_LARGE`.
+        result_bytes: usize = 1 << 20,
         /// The largest value a script may keep in its key-value store.
         kv_value_bytes: u64 = 64 << 10,
         /// All of one script's keys and values together.

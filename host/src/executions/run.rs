@@ -25,7 +25,7 @@ pub struct Hooks {
     pub script_host: Option<Arc<dyn ScriptHost>>,
 }
 
-/// Runs `record` in `sandbox` with each stream capped at `output_bytes`,
+/// Runs `record` in `sandbox` with its output capped by `caps`,
 /// and writes how it ended into it (final, not stored). `parameters` is the
 /// record's, serialized; `interrupting` says whether a stop of the run was
 /// the server's own (draining).
@@ -34,7 +34,7 @@ pub async fn run(
     record: &mut ExecutionRecord,
     parameters: &str,
     prepared: Prepared,
-    output_bytes: usize,
+    caps: contract::OutputCaps,
     hooks: Hooks,
     interrupting: impl Fn() -> bool,
 ) {
@@ -51,7 +51,7 @@ pub async fn run(
         args: vec![prepared.name],
         env,
         stdin,
-        limits: contract::limits_of(record, output_bytes),
+        limits: contract::limits_of(record, caps),
         cancel: hooks.cancel,
         on_output: hooks.on_output,
         script_host: hooks.script_host,

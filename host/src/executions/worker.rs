@@ -98,13 +98,12 @@ impl Worker {
                 }));
                 let sandbox = self.runtimes.sandbox();
                 let jobs = &self.jobs;
-                let output_bytes = self.limits.output_bytes;
                 run::run(
                     sandbox,
                     record,
                     &parameters,
                     prepared,
-                    output_bytes,
+                    crate::contract::OutputCaps::of(&self.limits),
                     hooks,
                     || jobs.interrupting(),
                 )

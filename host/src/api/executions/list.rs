@@ -50,13 +50,13 @@ pub struct ListQuery {
 /// A position in the newest-first list: next to an execution, going older
 /// (the next page) or newer (the previous one).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Cursor {
-    newer: bool,
-    id: String,
+pub(crate) struct Cursor {
+    pub newer: bool,
+    pub id: String,
 }
 
 impl Cursor {
-    fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         let side = if self.newer { "n" } else { "o" };
         URL_SAFE_NO_PAD.encode(format!("{side}:{}", self.id))
     }

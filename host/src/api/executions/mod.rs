@@ -3,6 +3,8 @@
 
 mod events;
 mod list;
+
+pub(crate) use list::Cursor;
 mod submit;
 
 use std::time::Duration;

@@ -316,3 +316,22 @@ async fn finished_executions_are_deleted_by_their_creator_or_an_admin() {
         .collect();
     assert!(actions.contains(&"execution.deleted") && actions.contains(&"executions.deleted"));
 }
+
+#[tokio::test]
+async fn a_result_past_its_cap_fails_the_run_and_is_not_kept() {
+    let app = TestApp::with(|config| config.limits.result_bytes = 100).await;
+    app.create_script(
+        "big",
+        "javascript",
+        "function main(p) { return 'y'.repeat(p.n); }",
+    )
+    .await;
+    let small = app.run("big", json!({"parameters": {"n": 90}})).await;
+    assert_eq!(small["status"], "completed", "{small}");
+    let big = app
+        .run("big", json!({"parameters": {"n": 20_000_000}}))
+        .await;
+    assert_eq!(big["status"], "failed", "{big}");
+    assert_eq!(big["error"]["code"], "RESULT_TOO_LARGE", "{big}");
+    assert_eq!(big["result"], Value::Null);
+}
