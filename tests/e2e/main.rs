@@ -17,6 +17,7 @@ mod functions;
 mod harness;
 mod lifecycle;
 mod observability;
+mod retention;
 mod schedules;
 mod scripts;
 mod sdk;

@@ -73,6 +73,10 @@ pub trait Store:
     fn flush(&self) -> FlushFuture<'_>;
     /// What the flushes have done since the store was opened.
     fn sync_stats(&self) -> SyncStats;
+    /// Makes everything durable and notes that the store was closed, not
+    /// crashed: the next open can skip the repairs a crash needs. Nothing
+    /// is written after it.
+    fn close(&self) -> Result<(), StoreError>;
 }
 
 /// Counters of [`Store::flush`]'s work, for `/metrics`.

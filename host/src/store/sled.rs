@@ -118,13 +118,12 @@ fn remove_older(
     limit: usize,
 ) -> Result<usize, StoreError> {
     let end = [prefix, &lowest_id(before_ms)].concat();
-    let mut batch = sled::Batch::default();
     let mut removed = 0;
+    // One by one, not a sled batch: see `sled/executions.rs`.
     for entry in tree.range(prefix.to_vec()..end).take(limit) {
-        batch.remove(entry.map_err(backend)?.0);
+        tree.remove(entry.map_err(backend)?.0).map_err(backend)?;
         removed += 1;
     }
-    tree.apply_batch(batch).map_err(backend)?;
     Ok(removed)
 }
 
@@ -221,6 +220,17 @@ impl SledStore {
         if found < 3 {
             executions::index_all(&execution_tree)?;
         }
+        // Absent after a crash (and on a new store): then the indexes may
+        // hold an entry too many.
+        if meta.remove(CLEAN).map_err(backend)?.is_none() {
+            let dropped = executions::repair(&execution_tree)?;
+            if dropped > 0 {
+                tracing::info!(
+                    dropped,
+                    "stray execution index entries dropped after a crash"
+                );
+            }
+        }
         let store = Self {
             scripts: db.open_tree("scripts").map_err(backend)?,
             script_names: db.open_tree("script_names").map_err(backend)?,
@@ -313,7 +323,20 @@ impl SledStore {
     }
 }
 
+/// The `meta` key a store closed by [`Store::close`] holds until it is
+/// opened again.
+const CLEAN: &str = "closed_cleanly";
+
 impl Store for SledStore {
+    fn close(&self) -> Result<(), StoreError> {
+        self.commit.flush_blocking()?;
+        self.db
+            .open_tree("meta")
+            .and_then(|meta| meta.insert(CLEAN, &[1]))
+            .map_err(backend)?;
+        self.commit.flush_blocking()
+    }
+
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.db.size_on_disk().map_err(backend)
     }
