@@ -3,7 +3,10 @@
 //!
 //! - `<id>` → the record; ids are UUIDv7 strings, so key order is creation order;
 //! - `0x01 <script id> 0x00 <id>` → nothing (an empty script id: ad-hoc runs);
-//! - `0x02 <status> 0x00 <id>` → nothing.
+//! - `0x02 <status> 0x00 <id>` → nothing, for final states;
+//! - `0x03 <id>` → nothing, while queued or running: the unfinished, which
+//!   recovery reads at open and which are also kept in memory, so the
+//!   writes of a run after its first read no record back.
 //!
 //! Index keys begin below `'0'`, so they sort before every record. Not sled
 //! batches: `apply_batch` takes sled's global write lock and from then on
@@ -26,6 +29,7 @@ use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
 
 const SCRIPT_INDEX: u8 = 1;
 const STATUS_INDEX: u8 = 2;
+const LIVE_INDEX: u8 = 3;
 /// Ids are lowercase hex and dashes: every one is at or above the first
 /// bound and below the second.
 const FIRST_ID: &[u8] = b"0";
@@ -39,7 +43,10 @@ fn prefix(index: &ExecutionIndex) -> Vec<u8> {
     let (tag, name) = match index {
         ExecutionIndex::All => return Vec::new(),
         ExecutionIndex::Script(script) => (SCRIPT_INDEX, script.as_deref().unwrap_or("")),
-        ExecutionIndex::Status(status) => (STATUS_INDEX, status.as_str()),
+        ExecutionIndex::Status(status) if status.is_final() => (STATUS_INDEX, status.as_str()),
+        // Queued and running share one entry, so a claim writes no index;
+        // walks tell them apart by the record.
+        ExecutionIndex::Status(_) => return vec![LIVE_INDEX],
     };
     let mut key = Vec::with_capacity(2 + name.len() + ID_LEN);
     key.push(tag);
@@ -76,6 +83,9 @@ impl Indexed {
 struct Counts {
     status: HashMap<ExecutionStatus, u64>,
     script: HashMap<Option<String>, u64>,
+    /// The state of each queued or running execution (bounded by the queue
+    /// and the workers).
+    live: HashMap<String, ExecutionStatus>,
 }
 
 impl Counts {
@@ -105,7 +115,8 @@ pub(super) struct ExecutionIndexes {
 }
 
 impl ExecutionIndexes {
-    /// Counts the index entries of `tree` (keys only, no record decoded).
+    /// Counts the index entries of `tree` (keys only, no final record
+    /// decoded) and reads the unfinished records' states.
     pub(super) fn load(tree: &sled::Tree) -> Result<Self, StoreError> {
         let mut counts = Counts::default();
         for entry in tree.range([SCRIPT_INDEX]..[SCRIPT_INDEX + 1]) {
@@ -124,6 +135,17 @@ impl ExecutionIndexes {
             });
             if let Some(status) = status {
                 *counts.status.entry(status).or_default() += 1;
+            }
+        }
+        for entry in tree.range([LIVE_INDEX]..[LIVE_INDEX + 1]) {
+            let (key, _) = entry.map_err(backend)?;
+            let id = &key[1..];
+            let record = tree.get(id).map_err(backend)?;
+            if let Some(Indexed { status, .. }) = record.and_then(|b| decode(&b).ok()) {
+                *counts.status.entry(status).or_default() += 1;
+                counts
+                    .live
+                    .insert(String::from_utf8_lossy(id).into_owned(), status);
             }
         }
         Ok(Self {
@@ -174,11 +196,12 @@ pub(super) fn index_all(tree: &sled::Tree) -> Result<(), StoreError> {
 /// entry (keys) and its record, so `open` runs it only after a crash.
 pub(super) fn repair(tree: &sled::Tree) -> Result<usize, StoreError> {
     let mut dropped = 0;
-    for entry in tree.range([SCRIPT_INDEX]..[STATUS_INDEX + 1]) {
+    for entry in tree.range([SCRIPT_INDEX]..[LIVE_INDEX + 1]) {
         let (key, _) = entry.map_err(backend)?;
-        let Some(name) = index_name(&key) else {
+        if key.len() < ID_LEN + 1 {
             continue;
-        };
+        }
+        let name = index_name(&key).unwrap_or_default();
         let id = &key[key.len() - ID_LEN..];
         let record = match tree.get(id).map_err(backend)? {
             Some(bytes) => decode::<Indexed>(&bytes).ok(),
@@ -186,7 +209,8 @@ pub(super) fn repair(tree: &sled::Tree) -> Result<usize, StoreError> {
         };
         let holds = record.is_some_and(|r| match key[0] {
             SCRIPT_INDEX => r.script_id.as_deref().unwrap_or("").as_bytes() == name,
-            _ => r.status.as_str().as_bytes() == name,
+            STATUS_INDEX => r.status.as_str().as_bytes() == name,
+            _ => !r.status.is_final(),
         });
         if !holds {
             tree.remove(&key).map_err(backend)?;
@@ -200,13 +224,21 @@ impl ExecutionStore for SledStore {
     fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let id = execution.id.as_str();
         let _writing = self.execution_indexes.lock(id);
-        let before = match self.executions.get(id).map_err(backend)? {
-            Some(bytes) => decode::<Indexed>(&bytes)
-                .inspect_err(
-                    |e| tracing::error!(id, error = %e, "replacing an unreadable execution"),
-                )
-                .ok(),
-            None => None,
+        let known = self.execution_indexes.counts().live.get(id).copied();
+        let before = match known {
+            // The script of a record never changes.
+            Some(status) => Some(Indexed {
+                script_id: execution.script_id.clone(),
+                status,
+            }),
+            None => match self.executions.get(id).map_err(backend)? {
+                Some(bytes) => decode::<Indexed>(&bytes)
+                    .inspect_err(
+                        |e| tracing::error!(id, error = %e, "replacing an unreadable execution"),
+                    )
+                    .ok(),
+                None => None,
+            },
         };
         let after = Indexed::of(execution);
         let new_keys = after.keys(id);
@@ -226,12 +258,17 @@ impl ExecutionStore for SledStore {
         {
             self.executions.remove(key).map_err(backend)?;
         }
+        let mut counts = self.execution_indexes.counts();
         if before.as_ref() != Some(&after) {
-            let mut counts = self.execution_indexes.counts();
             if let Some(before) = &before {
                 counts.remove(before);
             }
             counts.add(&after);
+        }
+        if after.status.is_final() {
+            counts.live.remove(id);
+        } else {
+            counts.live.insert(id.to_owned(), after.status);
         }
         Ok(())
     }
