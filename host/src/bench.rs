@@ -14,9 +14,7 @@ use tower::ServiceExt as _;
 
 use crate::api::AppState;
 use crate::config::Config;
-use crate::store::{
-    ExecutionRecord, ExecutionStatus, Language, Priority, Store, StoreError, Trigger,
-};
+use crate::store::{ExecutionRecord, ExecutionStatus, Language, Store, StoreError, Trigger};
 
 /// One node over a store in `data_dir`, its background tasks not started.
 pub struct StoreNode {
@@ -72,35 +70,17 @@ impl StoreNode {
             .into_uuid()
             .to_string();
         let mut record = ExecutionRecord {
-            id: id.clone(),
             script_id: script.map(str::to_owned),
             script_version: script.map(|_| 1),
-            language: Language::Javascript,
-            status: ExecutionStatus::Queued,
-            trigger: Trigger::Api,
-            priority: Priority::Normal,
             created_by: Some("0190b5c4-0000-7000-8000-000000000001".into()),
-            schedule_id: None,
-            parameters: serde_json::json!({}),
-            input: None,
-            env: Vec::new(),
-            code: None,
             timeout_ms: 30_000,
             memory_mb: 128,
-            fuel: None,
-            created_at: at(created_ms),
-            started_at: None,
-            completed_at: None,
-            duration_ms: None,
-            exit_code: None,
-            result: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            error: None,
-            fuel_consumed: None,
-            peak_memory_bytes: None,
+            ..ExecutionRecord::queued(
+                id.clone(),
+                Language::Javascript,
+                Trigger::Api,
+                at(created_ms),
+            )
         };
         self.store().put_execution(&record)?;
         record.status = ExecutionStatus::Running;

@@ -120,15 +120,10 @@ pub fn new_record(
         .script
         .map_or((None, None), |(id, version)| (Some(id), Some(version)));
     Ok(ExecutionRecord {
-        id: uuid::Uuid::now_v7().to_string(),
         script_id,
         script_version,
-        language: target.language,
-        status: ExecutionStatus::Queued,
-        trigger,
         priority: request.priority,
         created_by,
-        schedule_id: None,
         parameters,
         input: request.input,
         env: request.env,
@@ -144,19 +139,12 @@ pub fn new_record(
             .unwrap_or(limits.default_memory_mb)
             .min(limits.max_memory_mb),
         fuel,
-        created_at: crate::now(),
-        started_at: None,
-        completed_at: None,
-        duration_ms: None,
-        exit_code: None,
-        result: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        stdout_truncated: false,
-        stderr_truncated: false,
-        error: None,
-        fuel_consumed: None,
-        peak_memory_bytes: None,
+        ..ExecutionRecord::queued(
+            uuid::Uuid::now_v7().to_string(),
+            target.language,
+            trigger,
+            crate::now(),
+        )
     })
 }
 

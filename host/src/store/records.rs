@@ -342,6 +342,44 @@ pub struct ExecutionRecord {
     pub peak_memory_bytes: Option<u64>,
 }
 
+impl ExecutionRecord {
+    /// A queued record of no script, with no parameters, limits or outcome
+    /// yet: the fields its maker sets come first, this last.
+    pub fn queued(id: String, language: Language, trigger: Trigger, created_at: String) -> Self {
+        Self {
+            id,
+            script_id: None,
+            script_version: None,
+            language,
+            status: ExecutionStatus::Queued,
+            trigger,
+            priority: Priority::default(),
+            created_by: None,
+            schedule_id: None,
+            parameters: serde_json::json!({}),
+            input: None,
+            env: Vec::new(),
+            code: None,
+            timeout_ms: 0,
+            memory_mb: 0,
+            fuel: None,
+            created_at,
+            started_at: None,
+            completed_at: None,
+            duration_ms: None,
+            exit_code: None,
+            result: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            error: None,
+            fuel_consumed: None,
+            peak_memory_bytes: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod code_tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! Records for tests of the store and of what sits on it.
 
-use super::{ExecutionRecord, ExecutionStatus, Language, Priority, Trigger};
+use super::{ExecutionRecord, ExecutionStatus, Language, Trigger};
 
 /// An execution record of `script` (`None`: ad hoc) in `status`, created
 /// when its UUIDv7 id was made and, if final, finished then too.
@@ -16,35 +16,13 @@ pub fn execution(id: &str, script: Option<&str>, status: ExecutionStatus) -> Exe
     )
     .to_string();
     ExecutionRecord {
-        id: id.into(),
         script_id: script.map(Into::into),
         script_version: script.map(|_| 1),
-        language: Language::Javascript,
         status,
-        trigger: Trigger::Api,
-        priority: Priority::Normal,
-        created_by: None,
-        schedule_id: None,
-        parameters: serde_json::json!({}),
-        input: None,
-        env: Vec::new(),
-        code: None,
         timeout_ms: 1000,
         memory_mb: 16,
-        fuel: None,
-        created_at: created_at.clone(),
-        started_at: None,
-        completed_at: status.is_final().then_some(created_at),
-        duration_ms: None,
-        exit_code: None,
-        result: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        stdout_truncated: false,
-        stderr_truncated: false,
-        error: None,
-        fuel_consumed: None,
-        peak_memory_bytes: None,
+        completed_at: status.is_final().then(|| created_at.clone()),
+        ..ExecutionRecord::queued(id.into(), Language::Javascript, Trigger::Api, created_at)
     }
 }
 
