@@ -421,11 +421,11 @@ mod tests {
         );
         assert_eq!(
             ids(&store, &walk(ExecutionIndex::Script(Some("s1".into())))),
-            [a.clone()]
+            [a.as_str()]
         );
         assert_eq!(
             ids(&store, &walk(ExecutionIndex::Script(None))),
-            [c.clone()]
+            [c.as_str()]
         );
         assert_eq!(
             ids(
@@ -561,7 +561,7 @@ mod tests {
         let queued = store.executions_in(&[ExecutionStatus::Queued]).unwrap();
         assert_eq!(
             queued.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-            [b.clone()]
+            [b.as_str()]
         );
     }
 
