@@ -334,19 +334,18 @@ fn cursor_page(
         read += 1;
         if filter.keeps(&e) {
             if found.len() == limit {
+                // One past the page: the next page starts after its last.
                 resume = found.last().map(|last: &ExecutionRecord| last.id.clone());
                 return ControlFlow::Break(());
             }
             found.push(e);
         } else if read >= SCAN_BUDGET {
+            // Read all it may: the next page starts after what was read.
             resume = Some(e.id);
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
     })?;
-    if read >= SCAN_BUDGET && resume.is_none() && found.len() == limit {
-        resume = found.last().map(|last| last.id.clone());
-    }
     let further = resume.map(|id| Cursor { newer, id }.encode());
     let (next_cursor, prev_cursor) = if newer {
         found.reverse();
