@@ -60,12 +60,7 @@ impl StoreNode {
         script: Option<&str>,
         failed: bool,
     ) -> Result<String, StoreError> {
-        let at = |ms: u64| {
-            humantime::format_rfc3339_millis(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-            )
-            .to_string()
-        };
+        let at = crate::time_of_ms;
         let id = uuid::Builder::from_unix_timestamp_millis(created_ms, &rand_bytes())
             .into_uuid()
             .to_string();

@@ -41,6 +41,13 @@ pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+/// A Unix time in ms as the API writes times (RFC 3339 UTC with
+/// milliseconds), so stored times compare as strings.
+pub(crate) fn time_of_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
 /// Milliseconds since the Unix epoch (0 before it).
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -3,20 +3,21 @@
 //! attempts by age, idempotency keys and sessions past their lifetime), and
 //! the bulk delete behind `DELETE /v1/executions`.
 //!
-//! A sweep reads at most `retention.sweep_batch` records, on a blocking
-//! thread; the only lock it takes is the store's per-record one, for one
+//! A sweep reads at most `retention.sweep_batch` records it may remove and
+//! looks at no more than that many scripts (each costs one more read, of
+//! its oldest execution), on a blocking thread; the only lock it takes is the store's per-record one, for one
 //! removal at a time. An execution is never removed while it is queued or
 //! running, nor within `executions_grace_secs` of finishing, nor when it is
 //! one of its script's `executions_keep_last` newest.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::config::RetentionConfig;
 use crate::jobs::Jobs;
 use crate::metrics::SweepMetrics;
-use crate::store::executions::{ExecutionIndex, ExecutionWalk, Removal};
+use crate::store::executions::{ExecutionIndex, ExecutionWalk, ID_TIME_SLACK_MS, Removal};
 use crate::store::{ExecutionRecord, Store, StoreError};
 
 /// How long the sweeper pauses between sweeps while it has a backlog.
@@ -45,12 +46,6 @@ pub struct Sweeper {
     /// backlog does not keep the others' waiting.
     next_script: usize,
     last_expiry_ms: Option<u64>,
-}
-
-/// A Unix time in ms in the stored form of timestamps (RFC 3339, UTC, ms),
-/// which compare as strings.
-fn stored_time(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// Whether `e` has ended and its end is older than `settled_before`, and
@@ -130,15 +125,18 @@ impl Sweeper {
     fn sweep_executions(&mut self, now_ms: u64, budget: &mut usize) -> Result<usize, StoreError> {
         let p = &self.policy;
         let old_before = (p.executions_max_age_secs > 0).then(|| {
-            stored_time(now_ms.saturating_sub(p.executions_max_age_secs.saturating_mul(1000)))
+            crate::time_of_ms(now_ms.saturating_sub(p.executions_max_age_secs.saturating_mul(1000)))
         });
         let settled_before =
-            stored_time(now_ms.saturating_sub(p.executions_grace_secs.saturating_mul(1000)));
+            crate::time_of_ms(now_ms.saturating_sub(p.executions_grace_secs.saturating_mul(1000)));
         let scripts = self.store.executions_per_script();
         let (store, jobs) = (self.store.as_ref(), self.jobs.as_ref());
         let mut removed = 0;
+        // Each script looked at costs a read its budget does not count (its
+        // oldest execution, to see that nothing is due): at most as many.
+        let mut looks = p.sweep_batch;
         for k in 0..scripts.len() {
-            if *budget == 0 {
+            if *budget == 0 || looks == 0 {
                 self.next_script = (self.next_script + k) % scripts.len();
                 break;
             }
@@ -147,6 +145,7 @@ impl Sweeper {
             if remaining <= p.executions_keep_last {
                 continue;
             }
+            looks -= 1;
             let mut failed = None;
             let walk = ExecutionWalk::new(ExecutionIndex::Script(script.clone()), false);
             store.walk_executions(&walk, &mut |e| {
@@ -217,10 +216,9 @@ pub async fn run(mut sweeper: Sweeper, mut stopping: tokio::sync::watch::Receive
     }
 }
 
-/// Removes up to `limit` final executions created before `before` (the
-/// stored form of a time), of one script or of all, oldest first; how many
-/// it removed and whether more may be due. Queued, running and unsettled
-/// ones are left.
+/// Removes up to `limit` final executions created before `before_ms` (Unix
+/// ms), of one script or of all, oldest first; how many it removed and
+/// whether more may be due. Queued, running and unsettled ones are left.
 ///
 /// # Errors
 ///
@@ -229,18 +227,17 @@ pub fn delete_before(
     store: &dyn Store,
     jobs: &Jobs,
     script_id: Option<String>,
-    before: &str,
     before_ms: u64,
     limit: usize,
 ) -> Result<(usize, bool), StoreError> {
     let index = script_id.map_or(ExecutionIndex::All, |id| ExecutionIndex::Script(Some(id)));
     let mut walk = ExecutionWalk::new(index, false);
-    // Creation times trail their id's time by a moment: widen, then compare.
-    walk.created_until_ms = Some(before_ms.saturating_add(1_000));
-    let now = stored_time(crate::now_ms());
+    walk.created_until_ms = Some(before_ms.saturating_add(ID_TIME_SLACK_MS));
+    let before = crate::time_of_ms(before_ms);
+    let now = crate::time_of_ms(crate::now_ms());
     let (mut removed, mut more, mut failed) = (0, false, None);
     store.walk_executions(&walk, &mut |e| {
-        if e.created_at.as_str() >= before || !settled(&e, jobs, &now) {
+        if e.created_at >= before || !settled(&e, jobs, &now) {
             return ControlFlow::Continue(());
         }
         if removed == limit {
@@ -403,5 +400,58 @@ mod tests {
         }
         assert_eq!(sweeper.sweep(NOW).unwrap().audit_entries, 2);
         assert_eq!(sweeper.store.audit_page(0, 10).unwrap().0.len(), 1);
+    }
+
+    #[test]
+    fn a_sweep_looks_at_no_more_scripts_than_its_batch() {
+        let (mut sweeper, _dir) = sweeper(|p| p.sweep_batch = 2);
+        // Five scripts past their newest two, none of it due yet.
+        for (n, script) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            for i in 0..3 {
+                let id = id_at(NOW - 1_000 - i, u8::try_from(n).unwrap());
+                sweeper
+                    .store
+                    .put_execution(&execution(&id, Some(script), Completed))
+                    .unwrap();
+            }
+        }
+        assert_eq!(sweeper.sweep(NOW).unwrap(), Swept::default());
+        assert_eq!(
+            sweeper.next_script, 2,
+            "the next sweep goes on from the third"
+        );
+        sweeper.sweep(NOW).unwrap();
+        assert_eq!(sweeper.next_script, 4);
+    }
+
+    #[test]
+    fn a_bulk_delete_stops_at_its_limit_and_says_more_is_due() {
+        let (sweeper, _dir) = sweeper(|_| {});
+        for i in 0..5 {
+            let id = id_at(DAY_MS + i, 0);
+            sweeper
+                .store
+                .put_execution(&execution(&id, Some("s"), Completed))
+                .unwrap();
+        }
+        let young = id_at(NOW, 0);
+        sweeper
+            .store
+            .put_execution(&execution(&young, Some("s"), Completed))
+            .unwrap();
+        let delete = || {
+            delete_before(
+                sweeper.store.as_ref(),
+                &sweeper.jobs,
+                Some("s".into()),
+                2 * DAY_MS,
+                2,
+            )
+            .unwrap()
+        };
+        assert_eq!(delete(), (2, true));
+        assert_eq!(delete(), (2, true));
+        assert_eq!(delete(), (1, false));
+        assert_eq!(kept(&sweeper, Some("s")), [young]);
     }
 }

@@ -44,18 +44,23 @@ impl Page {
     }
 
     pub fn envelope<T: Serialize>(self, data: Vec<T>, total: usize) -> Listing<T> {
-        let total_pages = total.div_ceil(self.size);
         Listing {
             data,
-            pagination: Pagination {
-                page: Some(self.page),
-                size: self.size,
-                total_elements: Some(total),
-                total_pages: Some(total_pages),
-                has_next: self.page < total_pages,
-                has_previous: self.page > 1,
-                ..Pagination::default()
-            },
+            pagination: self.pagination(total),
+        }
+    }
+
+    /// Where this page is among `total` records.
+    pub fn pagination(self, total: usize) -> Pagination {
+        let total_pages = total.div_ceil(self.size);
+        Pagination {
+            page: Some(self.page),
+            size: self.size,
+            total_elements: Some(total),
+            total_pages: Some(total_pages),
+            has_next: self.page < total_pages,
+            has_previous: self.page > 1,
+            ..Pagination::default()
         }
     }
 }

@@ -456,6 +456,23 @@ mod tests {
     }
 
     #[test]
+    fn retention_that_keeps_more_than_its_cap_or_sweeps_nonstop_is_refused() {
+        let refused = |change: fn(&mut RetentionConfig)| {
+            let mut config = Config::default();
+            change(&mut config.retention);
+            config.validate().unwrap_err().to_string()
+        };
+        assert!(
+            refused(|r| r.executions_keep_last = r.executions_per_script + 1)
+                .contains("executions_keep_last")
+        );
+        assert!(refused(|r| r.executions_per_script = 0).contains("executions_per_script"));
+        assert!(refused(|r| r.sweep_interval_ms = 1).contains("sweep_interval_ms"));
+        assert!(refused(|r| r.sweep_batch = 0).contains("sweep_batch"));
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
     fn every_key_has_an_environment_name_and_a_flag() {
         let layer = env_layer(env(&[
             ("KILN_RATE_LIMIT_FAILED_AUTH_PER_MINUTE", "7"),

@@ -15,6 +15,11 @@ pub enum ExecutionIndex {
     Status(ExecutionStatus),
 }
 
+/// How far an execution's `created_at` may trail the time in its id (both
+/// are taken when the record is made): walks bounded by creation time are
+/// widened by this much and then compare `created_at` itself.
+pub const ID_TIME_SLACK_MS: u64 = 1_000;
+
 /// A walk over one index, within bounds on the executions' creation time.
 #[derive(Debug, Clone)]
 pub struct ExecutionWalk {

@@ -11,10 +11,7 @@ pub fn execution(id: &str, script: Option<&str>, status: ExecutionStatus) -> Exe
         .map_or(0, |t| {
             t.to_unix().0 * 1000 + u64::from(t.to_unix().1) / 1_000_000
         });
-    let created_at = humantime::format_rfc3339_millis(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(made),
-    )
-    .to_string();
+    let created_at = crate::time_of_ms(made);
     ExecutionRecord {
         script_id: script.map(Into::into),
         script_version: script.map(|_| 1),

@@ -12,15 +12,15 @@ use utoipa::IntoParams;
 
 use crate::api::ApiError;
 use crate::api::pagination::{Listing, MAX_SIZE, Page, PageQuery, Pagination};
-use crate::store::executions::{ExecutionIndex, ExecutionWalk};
+use crate::store::executions::{ExecutionIndex, ExecutionWalk, ID_TIME_SLACK_MS};
 use crate::store::{ExecutionRecord, ExecutionStatus, Store, Trigger};
 
 /// The most records one cursor page reads looking for matches; past it the
 /// page ends early and its `next_cursor` resumes where the reading stopped.
 pub(super) const SCAN_BUDGET: usize = 10_000;
-/// Creation times are stored apart from the id's timestamp, a moment later:
-/// walks are widened by this much and the times then compared exactly.
-const ID_TIME_SLACK_MS: u64 = 1_000;
+/// The most records a page by number or offset may skip: each skipped one is
+/// read, so deeper pages are read by cursor.
+pub(super) const MAX_SKIP: usize = 10_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -149,7 +149,8 @@ impl Filter {
     }
 }
 
-fn unix_ms(rfc3339: &str) -> Option<u64> {
+/// An RFC 3339 time as Unix ms; `None` before 1970.
+pub(super) fn unix_ms(rfc3339: &str) -> Option<u64> {
     let t = humantime::parse_rfc3339_weak(rfc3339).ok()?;
     let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
     u64::try_from(since.as_millis()).ok()
@@ -240,6 +241,14 @@ impl ListQuery {
                 ));
             }
         };
+        if let Paging::Skip { page, offset, .. } = &paging
+            && *offset > MAX_SKIP
+        {
+            return Err(ApiError::invalid(
+                if page.is_some() { "page" } else { "offset" },
+                format!("pages past the first {MAX_SKIP} executions are read by cursor"),
+            ));
+        }
         if self.script_id.as_deref() == Some("") {
             return Err(ApiError::invalid("script_id", "must not be empty"));
         }
@@ -262,7 +271,7 @@ pub(super) fn page(
     let (paging, filter) = query.split()?;
     match paging {
         Paging::Skip { page, offset, size } => skip_page(store, &filter, page, offset, size),
-        Paging::Cursor { from, limit } => cursor_page(store, &filter, from, limit),
+        Paging::Cursor { from, limit } => cursor_page(store, &filter, from, limit, SCAN_BUDGET),
     }
 }
 
@@ -299,7 +308,7 @@ fn skip_page(
             .encode()
         });
     let pagination = match page {
-        Some(page) => page.envelope(Vec::<()>::new(), total).pagination,
+        Some(page) => page.pagination(total),
         None => Pagination {
             size,
             offset: Some(offset),
@@ -324,6 +333,7 @@ fn cursor_page(
     filter: &Filter,
     from: Option<Cursor>,
     limit: usize,
+    budget: usize,
 ) -> Result<Listing<ExecutionRecord>, ApiError> {
     let newer = from.as_ref().is_some_and(|c| c.newer);
     let walk = filter.walk(store, !newer, from.as_ref().map(|c| c.id.clone()));
@@ -339,7 +349,7 @@ fn cursor_page(
                 return ControlFlow::Break(());
             }
             found.push(e);
-        } else if read >= SCAN_BUDGET {
+        } else if read >= budget {
             // Read all it may: the next page starts after what was read.
             resume = Some(e.id);
             return ControlFlow::Break(());
@@ -382,6 +392,44 @@ fn cursor_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::executions::ExecutionStore as _;
+    use crate::store::testing::{execution, id_at};
+
+    #[test]
+    fn a_cursor_page_stops_at_its_read_budget_and_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path(), 8 << 20).unwrap();
+        let mut ids: Vec<String> = (0..25u64).map(|i| id_at(1_000 + i, 0)).collect();
+        for id in &ids {
+            let mut record = execution(id, Some("s"), ExecutionStatus::Completed);
+            // One in ten was scheduled: the filter below keeps only those.
+            if id == &ids[3] || id == &ids[13] || id == &ids[23] {
+                record.trigger = Trigger::Schedule;
+            }
+            store.put_execution(&record).unwrap();
+        }
+        ids.reverse();
+        let filter = Filter {
+            script_id: None,
+            status: None,
+            trigger: Some(Trigger::Schedule),
+            created_after: None,
+            created_before: None,
+        };
+        let (mut seen, mut pages, mut from) = (Vec::new(), 0, None);
+        loop {
+            let page = cursor_page(&store, &filter, from, 20, 10).unwrap();
+            pages += 1;
+            seen.extend(page.data.into_iter().map(|e| e.id));
+            match page.pagination.next_cursor {
+                Some(next) => from = Some(Cursor::decode(&next).unwrap()),
+                None => break,
+            }
+        }
+        // 25 records at 10 reads a page: three pages, every match once.
+        assert_eq!(pages, 3);
+        assert_eq!(seen, [ids[1].clone(), ids[11].clone(), ids[21].clone()]);
+    }
 
     #[test]
     fn cursors_round_trip_and_forged_ones_are_refused() {

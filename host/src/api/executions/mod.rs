@@ -297,11 +297,8 @@ async fn delete_many(
 ) -> Result<axum::Json<Deleted>, ApiError> {
     let before = list::normalized_time("before", query.before)?
         .ok_or_else(|| ApiError::invalid("before", "is required"))?;
-    let before_ms = humantime::parse_rfc3339(&before)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
-        .ok_or_else(|| ApiError::invalid("before", "must be after 1970"))?;
+    let before_ms =
+        list::unix_ms(&before).ok_or_else(|| ApiError::invalid("before", "must be after 1970"))?;
     let script_id = match &query.script {
         Some(name) => match state.store.script(name)? {
             Some(script) => Some(script.id),
@@ -312,16 +309,8 @@ async fn delete_many(
         None => None,
     };
     let (store, jobs, target) = (state.store.clone(), state.jobs.clone(), script_id.clone());
-    let cutoff = before.clone();
     let (deleted, more) = tokio::task::spawn_blocking(move || {
-        crate::retention::delete_before(
-            store.as_ref(),
-            &jobs,
-            target,
-            &cutoff,
-            before_ms,
-            BULK_DELETE_LIMIT,
-        )
+        crate::retention::delete_before(store.as_ref(), &jobs, target, before_ms, BULK_DELETE_LIMIT)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the delete failed: {e}")))??;

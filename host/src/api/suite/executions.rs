@@ -181,6 +181,9 @@ async fn cursor_pages_walk_both_ways_and_offset_pages_count() {
         "?offset=1&cursor=x",
         "?limit=0",
         "?script_id=",
+        // Deeper than 10 000 by number or offset: by cursor.
+        "?offset=10001&limit=1",
+        "?page=502&size=20",
     ] {
         error_body(
             app.get(&format!("/v1/executions{bad}")).send().await,

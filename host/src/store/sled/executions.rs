@@ -361,11 +361,10 @@ impl ExecutionStore for SledStore {
         let Some(bytes) = self.executions.get(id).map_err(backend)? else {
             return Ok(Removal::Missing);
         };
-        let record: ExecutionRecord = decode(&bytes)?;
-        if !record.status.is_final() {
-            return Ok(Removal::NotFinal(record.status));
+        let indexed: Indexed = decode(&bytes)?;
+        if !indexed.status.is_final() {
+            return Ok(Removal::NotFinal(indexed.status));
         }
-        let indexed = Indexed::of(&record);
         self.executions.remove(id.as_bytes()).map_err(backend)?;
         for key in indexed.keys(id) {
             self.executions.remove(key).map_err(backend)?;
