@@ -47,8 +47,8 @@ impl StoreNode {
         &self.state.store
     }
 
-    /// Stores one trivial execution as a waited run leaves it: written
-    /// queued, running and final, created at `created_ms` (Unix ms), of
+    /// Stores one trivial execution as a waited run leaves it: held queued,
+    /// then running, written final, created at `created_ms` (Unix ms), of
     /// `script` (`None`: ad hoc), failed when `failed`. Returns its id.
     ///
     /// # Errors
@@ -77,7 +77,7 @@ impl StoreNode {
                 at(created_ms),
             )
         };
-        self.store().put_execution(&record)?;
+        self.store().hold_execution(&record)?;
         record.status = ExecutionStatus::Running;
         record.started_at = Some(at(created_ms));
         self.store().put_execution(&record)?;

@@ -148,8 +148,10 @@ pub fn new_record(
     })
 }
 
-/// Stores `record` (flushed first when `durable_first`) and queues it; the
-/// receiver settles when it is final.
+/// Stores `record` and queues it; the receiver settles when it is final.
+/// When `durable_first`, the queued record is flushed before it is queued
+/// (its client is told of it at once); otherwise its client waits for the
+/// end, and the record is only held until then (`store/held.rs`).
 ///
 /// # Errors
 ///
@@ -161,9 +163,11 @@ pub async fn queue(
     record: &ExecutionRecord,
     durable_first: bool,
 ) -> Result<watch::Receiver<Settled>, SubmitError> {
-    store.put_execution(record)?;
     if durable_first {
+        store.put_execution(record)?;
         store.flush().await?;
+    } else {
+        store.hold_execution(record)?;
     }
     jobs.enqueue(&record.id, record.priority).or_else(|e| {
         let mut refused = record.clone();

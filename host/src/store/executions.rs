@@ -55,8 +55,18 @@ pub enum Removal {
 }
 
 pub trait ExecutionStore {
-    /// Creates or replaces an execution record, and its index entries with it.
+    /// Creates or replaces an execution record, and its index entries with
+    /// it. A held execution (see [`ExecutionStore::hold_execution`]) stays
+    /// held, in memory, until this writes it final.
     fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError>;
+    /// Takes a new queued execution whose client waits for its end: it is
+    /// held in memory, seen by every reader, and written only when it is
+    /// final or [`ExecutionStore::keep_execution`] asks (`store/held.rs`).
+    /// A store that holds too much already writes it at once.
+    fn hold_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError>;
+    /// Writes the execution `id` if it is held: someone is about to be told
+    /// of it. Nothing for any other id.
+    fn keep_execution(&self, id: &str) -> Result<(), StoreError>;
     fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError>;
     /// Visits the executions `walk` selects, in its order, until `visit`
     /// breaks or they run out.

@@ -6,6 +6,7 @@ pub mod auth;
 mod disk_sync;
 pub mod executions;
 mod group_commit;
+mod held;
 pub mod idempotency;
 mod records;
 pub mod schedules;
@@ -73,7 +74,8 @@ pub trait Store:
     fn flush(&self) -> FlushFuture<'_>;
     /// What the flushes have done since the store was opened.
     fn sync_stats(&self) -> SyncStats;
-    /// Makes everything durable and notes that the store was closed, not
+    /// Makes everything durable (held executions too, written) and notes
+    /// that the store was closed, not
     /// crashed: the next open can skip the repairs a crash needs. Nothing
     /// is written after it.
     fn close(&self) -> Result<(), StoreError>;

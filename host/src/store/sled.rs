@@ -329,6 +329,7 @@ const CLEAN: &str = "closed_cleanly";
 
 impl Store for SledStore {
     fn close(&self) -> Result<(), StoreError> {
+        self.keep_held_executions()?;
         self.commit.flush_blocking()?;
         self.db
             .open_tree("meta")

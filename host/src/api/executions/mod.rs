@@ -118,18 +118,24 @@ async fn read(
     crate::api::etag::json(&headers, &ExecutionView::from(record))
 }
 
-/// Workers do not flush the `running` state (nor waited requests their
-/// `queued` one), and flush a final record while they run the next
-/// execution: whoever reports such a record flushes first, so a client is
-/// never told of a state a crash could take back.
+/// Workers do not flush the `running` state (and a waited run's `queued`
+/// and `running` states are only held in memory), and flush a final record
+/// while they run the next execution: whoever reports such a record writes
+/// and flushes it first, so a client is never told of a state a crash could
+/// take back.
 async fn durable_before_reporting<'a>(
     state: &AppState,
     records: impl IntoIterator<Item = &'a ExecutionRecord>,
 ) -> Result<(), ApiError> {
-    if records
-        .into_iter()
-        .any(|r| !r.status.is_final() || state.jobs.is_settling(&r.id))
-    {
+    let mut flush = false;
+    for record in records {
+        if !record.status.is_final() {
+            state.store.keep_execution(&record.id)?;
+            flush = true;
+        }
+        flush |= state.jobs.is_settling(&record.id);
+    }
+    if flush {
         state.store.flush().await?;
     }
     Ok(())

@@ -255,8 +255,9 @@ fn new_record(
 /// Stores the record, queues it, and answers 200 with the finished execution
 /// if it ends within `wait`, else 202. Every answer follows a flush of what it
 /// reports: a 202 the queued record, a 200 the final one (flushed before the
-/// worker's signal), so a waited execution that finishes in time costs one
-/// fsync, not two, and shares it with the others that finished meanwhile.
+/// worker's signal). A waited execution is held in memory until it is final
+/// (or its wait runs out), so one that finishes in time costs one record
+/// write and one fsync, shared with the others that finished meanwhile.
 async fn submit(
     state: &AppState,
     record: ExecutionRecord,
@@ -274,6 +275,8 @@ async fn submit(
         drop(done);
         let record = match settled {
             Settled::Pending => {
+                // Held until now: the client is about to be told of it.
+                state.store.keep_execution(&record.id)?;
                 state.store.flush().await?;
                 return Ok(accepted(&record.id));
             }

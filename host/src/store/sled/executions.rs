@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use super::{SledStore, backend, decode, encode, lowest_id};
 use crate::store::executions::{ExecutionIndex, ExecutionStore, ExecutionWalk, Removal};
+use crate::store::held::HeldExecutions;
 use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
 
 const SCRIPT_INDEX: u8 = 1;
@@ -112,6 +113,7 @@ impl Counts {
 pub(super) struct ExecutionIndexes {
     locks: [Mutex<()>; LOCK_STRIPES],
     counts: Mutex<Counts>,
+    held: HeldExecutions,
 }
 
 impl ExecutionIndexes {
@@ -151,6 +153,7 @@ impl ExecutionIndexes {
         Ok(Self {
             locks: std::array::from_fn(|_| Mutex::new(())),
             counts: Mutex::new(counts),
+            held: HeldExecutions::default(),
         })
     }
 
@@ -173,6 +176,29 @@ impl ExecutionIndexes {
 fn index_name(key: &[u8]) -> Option<&[u8]> {
     let end = key.len().checked_sub(ID_LEN + 1)?;
     (end >= 1 && key[end] == 0).then(|| &key[1..end])
+}
+
+/// Visits the held records that come before the stored record `id` in the
+/// walk's order (all of them for `None`); `held` has the next one last. One
+/// written since the walk took them is visited as stored, not as held.
+fn visit_held(
+    held: &mut Vec<ExecutionRecord>,
+    id: Option<&str>,
+    newest_first: bool,
+    visit: &mut dyn FnMut(ExecutionRecord) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    while let Some(next) = held.pop() {
+        let written = id == Some(next.id.as_str());
+        let first = id.is_none_or(|id| (next.id.as_str() > id) == newest_first);
+        if !written && !first {
+            held.push(next);
+            break;
+        }
+        if !written && visit(next).is_break() {
+            return ControlFlow::Break(());
+        }
+    }
+    ControlFlow::Continue(())
 }
 
 /// Writes the index entries of every record: what the executions tree of
@@ -220,6 +246,61 @@ pub(super) fn repair(tree: &sled::Tree) -> Result<usize, StoreError> {
     Ok(dropped)
 }
 
+impl SledStore {
+    /// Writes every held execution (the store is closing: what is still
+    /// queued runs after the next start).
+    pub(super) fn keep_held_executions(&self) -> Result<(), StoreError> {
+        for id in self.execution_indexes.held.ids() {
+            self.keep_execution(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `execution` and its index entries over those of `before` (what
+    /// the tree holds of it now, if anything): entries first, record next,
+    /// stale entries last (see the module's doc).
+    fn write_execution(
+        &self,
+        execution: &ExecutionRecord,
+        before: Option<&Indexed>,
+    ) -> Result<(), StoreError> {
+        let id = execution.id.as_str();
+        let new_keys = Indexed::of(execution).keys(id);
+        let old_keys = before.map(|b| b.keys(id));
+        let is_old = |key: &Vec<u8>| old_keys.as_ref().is_some_and(|old| old.contains(key));
+        for key in new_keys.iter().filter(|key| !is_old(key)) {
+            self.executions.insert(key, &[]).map_err(backend)?;
+        }
+        self.executions
+            .insert(id.as_bytes(), encode(execution)?)
+            .map_err(backend)?;
+        for key in old_keys
+            .iter()
+            .flatten()
+            .filter(|key| !new_keys.contains(key))
+        {
+            self.executions.remove(key).map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the counters from `before` to `after`.
+    fn count(&self, id: &str, before: Option<&Indexed>, after: &Indexed) {
+        let mut counts = self.execution_indexes.counts();
+        if before != Some(after) {
+            if let Some(before) = before {
+                counts.remove(before);
+            }
+            counts.add(after);
+        }
+        if after.status.is_final() {
+            counts.live.remove(id);
+        } else {
+            counts.live.insert(id.to_owned(), after.status);
+        }
+    }
+}
+
 impl ExecutionStore for SledStore {
     fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let id = execution.id.as_str();
@@ -241,35 +322,41 @@ impl ExecutionStore for SledStore {
             },
         };
         let after = Indexed::of(execution);
-        let new_keys = after.keys(id);
-        let old_keys = before.as_ref().map(|b| b.keys(id));
-        let is_old = |key: &Vec<u8>| old_keys.as_ref().is_some_and(|old| old.contains(key));
-        // Entries first, record next, stale entries last: see the module's doc.
-        for key in new_keys.iter().filter(|key| !is_old(key)) {
-            self.executions.insert(key, &[]).map_err(backend)?;
+        let held = &self.execution_indexes.held;
+        if !after.status.is_final() && held.replace(execution) {
+            self.count(id, before.as_ref(), &after);
+            return Ok(());
         }
-        self.executions
-            .insert(id.as_bytes(), encode(execution)?)
-            .map_err(backend)?;
-        for key in old_keys
-            .iter()
-            .flatten()
-            .filter(|key| !new_keys.contains(key))
-        {
-            self.executions.remove(key).map_err(backend)?;
-        }
-        let mut counts = self.execution_indexes.counts();
-        if before.as_ref() != Some(&after) {
-            if let Some(before) = &before {
-                counts.remove(before);
-            }
-            counts.add(&after);
-        }
-        if after.status.is_final() {
-            counts.live.remove(id);
+        if held.contains(id) {
+            // Final now: written, with entries of its own; then no longer held.
+            self.write_execution(execution, None)?;
+            held.release(id);
         } else {
-            counts.live.insert(id.to_owned(), after.status);
+            self.write_execution(execution, before.as_ref())?;
         }
+        self.count(id, before.as_ref(), &after);
+        Ok(())
+    }
+
+    fn hold_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        let id = execution.id.as_str();
+        let writing = self.execution_indexes.lock(id);
+        if execution.status.is_final() || !self.execution_indexes.held.hold(execution) {
+            drop(writing);
+            return self.put_execution(execution);
+        }
+        self.count(id, None, &Indexed::of(execution));
+        Ok(())
+    }
+
+    fn keep_execution(&self, id: &str) -> Result<(), StoreError> {
+        let _writing = self.execution_indexes.lock(id);
+        let held = &self.execution_indexes.held;
+        let Some(record) = held.get(id) else {
+            return Ok(());
+        };
+        self.write_execution(&record, None)?;
+        held.release(id);
         Ok(())
     }
 
@@ -278,6 +365,10 @@ impl ExecutionStore for SledStore {
             // Never an index key.
             return Ok(None);
         }
+        if let Some(record) = self.execution_indexes.held.get(id) {
+            return Ok(Some(record));
+        }
+        // It may have been written and released since.
         Self::get_decoded(&self.executions, id)
     }
 
@@ -305,6 +396,18 @@ impl ExecutionStore for SledStore {
         if low >= high {
             return Ok(());
         }
+        let selects = |record: &ExecutionRecord| match &walk.index {
+            ExecutionIndex::All => true,
+            ExecutionIndex::Script(script) => record.script_id == *script,
+            ExecutionIndex::Status(status) => record.status == *status,
+        };
+        // Held records have no entries: they join the walk in id order.
+        let mut held = self.execution_indexes.held.matching(|r| {
+            selects(r) && (low.as_slice()..high.as_slice()).contains(&r.id.as_bytes())
+        });
+        if !walk.newest_first {
+            held.reverse();
+        }
         let prefix = prefix(&walk.index);
         let range = self
             .executions
@@ -324,16 +427,17 @@ impl ExecutionStore for SledStore {
                     None => continue,
                 }
             };
-            let indexed = match &walk.index {
-                ExecutionIndex::All => true,
-                ExecutionIndex::Script(script) => record.script_id == *script,
-                ExecutionIndex::Status(status) => record.status == *status,
-            };
-            // An entry a crash left, until `open` drops it.
-            if indexed && visit(record).is_break() {
-                break;
+            // An entry a crash left, until `open` drops it, is skipped.
+            if !selects(&record) {
+                continue;
+            }
+            if visit_held(&mut held, Some(&record.id), walk.newest_first, visit).is_break()
+                || visit(record).is_break()
+            {
+                return Ok(());
             }
         }
+        let _ = visit_held(&mut held, None, walk.newest_first, visit);
         Ok(())
     }
 
@@ -358,6 +462,9 @@ impl ExecutionStore for SledStore {
             return Ok(Removal::Missing);
         }
         let _writing = self.execution_indexes.lock(id);
+        if let Some(held) = self.execution_indexes.held.get(id) {
+            return Ok(Removal::NotFinal(held.status));
+        }
         let Some(bytes) = self.executions.get(id).map_err(backend)? else {
             return Ok(Removal::Missing);
         };
@@ -607,5 +714,93 @@ mod tests {
         drop(store);
         let store = reopen(dir.path()).unwrap();
         assert_eq!(store.count_executions(&ExecutionIndex::All), 1);
+    }
+
+    #[test]
+    fn held_executions_are_seen_like_stored_ones_and_written_only_when_final_or_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (a, b, c, d) = (
+            id_at(1_000, 0),
+            id_at(2_000, 0),
+            id_at(3_000, 0),
+            id_at(4_000, 0),
+        );
+        for id in [&a, &c] {
+            store
+                .put_execution(&execution(id, Some("s"), ExecutionStatus::Completed))
+                .unwrap();
+        }
+        store
+            .hold_execution(&execution(&b, Some("s"), ExecutionStatus::Queued))
+            .unwrap();
+        store
+            .hold_execution(&execution(&d, None, ExecutionStatus::Queued))
+            .unwrap();
+        store
+            .put_execution(&execution(&b, Some("s"), ExecutionStatus::Running))
+            .unwrap();
+        let on_disk = |id: &str| store.executions.get(id).unwrap().is_some();
+        assert!(!on_disk(&b) && !on_disk(&d), "held, not written");
+        assert_eq!(
+            store.execution(&b).unwrap().map(|r| r.status),
+            Some(ExecutionStatus::Running)
+        );
+        // Walks see them in creation order, both ways and from a cursor.
+        let mut walk = ExecutionWalk::new(ExecutionIndex::All, true);
+        assert_eq!(ids(&store, &walk), [d.as_str(), c.as_str(), b.as_str(), a.as_str()]);
+        walk.newest_first = false;
+        assert_eq!(ids(&store, &walk), [a.as_str(), b.as_str(), c.as_str(), d.as_str()]);
+        walk.after = Some(a.clone());
+        assert_eq!(ids(&store, &walk), [b.as_str(), c.as_str(), d.as_str()]);
+        let script = ExecutionWalk::new(ExecutionIndex::Script(Some("s".into())), true);
+        assert_eq!(ids(&store, &script), [c.as_str(), b.as_str(), a.as_str()]);
+        let running = ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Running), true);
+        assert_eq!(ids(&store, &running), [b.as_str()]);
+        assert_eq!(store.count_executions(&ExecutionIndex::All), 4);
+        assert_eq!(
+            store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Running)),
+            1
+        );
+        assert!(matches!(
+            store.delete_execution(&b).unwrap(),
+            Removal::NotFinal(ExecutionStatus::Running)
+        ));
+
+        // Final: written with its entries; kept: written as it stands.
+        store
+            .put_execution(&execution(&b, Some("s"), ExecutionStatus::Completed))
+            .unwrap();
+        assert!(on_disk(&b));
+        let completed =
+            ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Completed), true);
+        assert_eq!(ids(&store, &completed), [c.as_str(), b.as_str(), a.as_str()]);
+        store.keep_execution(&d).unwrap();
+        assert!(on_disk(&d));
+        let queued = ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Queued), true);
+        assert_eq!(ids(&store, &queued), [d.as_str()]);
+        assert_eq!(store.count_executions(&ExecutionIndex::All), 4);
+
+        // A crash loses what is still held; a close writes it.
+        let (e, f) = (id_at(5_000, 0), id_at(6_000, 0));
+        store
+            .hold_execution(&execution(&e, None, ExecutionStatus::Queued))
+            .unwrap();
+        store.db.flush().unwrap();
+        drop(store);
+        let store = reopen(dir.path()).unwrap();
+        assert!(store.execution(&e).unwrap().is_none());
+        assert_eq!(store.count_executions(&ExecutionIndex::All), 4);
+        store
+            .hold_execution(&execution(&f, None, ExecutionStatus::Queued))
+            .unwrap();
+        store.close().unwrap();
+        drop(store);
+        let store = reopen(dir.path()).unwrap();
+        let queued = store.executions_in(&[ExecutionStatus::Queued]).unwrap();
+        assert_eq!(
+            queued.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            [d.as_str(), f.as_str()]
+        );
     }
 }

@@ -1,0 +1,143 @@
+//! Executions held in memory, not written: the queued and running states of
+//! a run whose client waits for its end (`?wait=true`). Nobody has been told
+//! of such a run, so a crash that loses it loses nothing anyone can ask for;
+//! writing those states would cost two record writes per run and tell no
+//! one anything. A held record is written when it becomes final, or as soon
+//! as someone is told of it (`ExecutionStore::keep_execution`: a wait that
+//! ran out, a GET, a listing, a closing store). Readers see held records
+//! like stored ones.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use super::ExecutionRecord;
+
+/// The most a store holds in memory, by the records' approximate size;
+/// past it, runs are written as if no one waited. The count is bounded too:
+/// each held record is queued or running, so the queue's capacity and the
+/// workers bound them.
+pub const HELD_BYTES: usize = 64 << 20;
+
+#[derive(Default)]
+pub struct HeldExecutions {
+    inner: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    records: HashMap<String, (ExecutionRecord, usize)>,
+    bytes: usize,
+}
+
+/// What a record costs to hold, roughly: its variable parts and a fixed
+/// part for the rest.
+fn approx_bytes(record: &ExecutionRecord) -> usize {
+    let env: usize = record.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    1024 + record.code.as_ref().map_or(0, Vec::len)
+        + record.input.as_ref().map_or(0, String::len)
+        + record.parameters.to_string().len()
+        + env
+}
+
+impl HeldExecutions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds a new record; `false` (and nothing held) when that would pass
+    /// [`HELD_BYTES`].
+    pub fn hold(&self, record: &ExecutionRecord) -> bool {
+        let size = approx_bytes(record);
+        let mut held = self.lock();
+        if held.bytes + size > HELD_BYTES {
+            return false;
+        }
+        held.bytes += size;
+        if let Some((_, old)) = held
+            .records
+            .insert(record.id.clone(), (record.clone(), size))
+        {
+            held.bytes -= old;
+        }
+        true
+    }
+
+    /// Replaces the held record of the same id; `false` if none is held.
+    pub fn replace(&self, record: &ExecutionRecord) -> bool {
+        let mut held = self.lock();
+        let Some((slot, _)) = held.records.get_mut(&record.id) else {
+            return false;
+        };
+        slot.clone_from(record);
+        true
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().records.contains_key(id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<ExecutionRecord> {
+        self.lock().records.get(id).map(|(r, _)| r.clone())
+    }
+
+    /// Stops holding a record (it was written); the record.
+    pub fn release(&self, id: &str) -> Option<ExecutionRecord> {
+        let mut held = self.lock();
+        let (record, size) = held.records.remove(id)?;
+        held.bytes -= size;
+        Some(record)
+    }
+
+    /// The ids of every held record.
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().records.keys().cloned().collect()
+    }
+
+    /// The held records `keep` selects, in id order (creation order).
+    pub fn matching(&self, keep: impl Fn(&ExecutionRecord) -> bool) -> Vec<ExecutionRecord> {
+        let mut found: Vec<ExecutionRecord> = self
+            .lock()
+            .records
+            .values()
+            .filter(|(r, _)| keep(r))
+            .map(|(r, _)| r.clone())
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
+
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ExecutionStatus;
+    use crate::store::testing::{execution, id_at};
+
+    #[test]
+    fn holding_stops_at_the_byte_bound_and_release_gives_the_bytes_back() {
+        let held = HeldExecutions::default();
+        let mut big = execution(&id_at(1, 0), None, ExecutionStatus::Queued);
+        big.code = Some(vec![b'x'; HELD_BYTES / 2]);
+        assert!(held.hold(&big));
+        let mut second = big.clone();
+        second.id = id_at(2, 0);
+        assert!(!held.hold(&second), "past the bound");
+        assert!(!held.contains(&second.id));
+        let mut running = big.clone();
+        running.status = ExecutionStatus::Running;
+        assert!(held.replace(&running));
+        assert_eq!(
+            held.get(&big.id).map(|r| r.status),
+            Some(ExecutionStatus::Running)
+        );
+        assert!(!held.replace(&second), "only a held id is replaced");
+        assert!(held.release(&big.id).is_some());
+        assert_eq!(held.bytes(), 0);
+        assert!(held.hold(&second));
+    }
+}
