@@ -31,7 +31,10 @@ pub use self::sled::SledStore;
 /// Bumped when the layout changes; `open` migrates older data forward.
 /// 1 → 2: each script version got a [`VersionRecord`] beside its content.
 /// 2 → 3: executions got their indexes by script and by status.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 3 → 4: execution records leave out empty fields and hold ad-hoc code as
+/// base64 (version 4 reads version 3's records as they are; version 3 could
+/// not read version 4's).
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
