@@ -67,11 +67,12 @@ pub struct SweepMetrics(Family<RecordLabels, Counter>);
 
 impl SweepMetrics {
     /// The kinds of record the sweeper removes.
-    pub const KINDS: [&'static str; 4] = [
+    pub const KINDS: [&'static str; 5] = [
         "executions",
         "audit_entries",
         "webhook_attempts",
         "idempotency_keys",
+        "usage_rollups",
     ];
 
     pub fn removed(&self, records: &'static str, n: usize) {
@@ -148,7 +149,7 @@ impl Metrics {
         let swept = SweepMetrics::default();
         registry.register(
             "retention_removed",
-            "Records the retention sweeper removed, by kind (executions, audit_entries, webhook_attempts, idempotency_keys)",
+            "Records the retention sweeper removed, by kind (executions, audit_entries, webhook_attempts, idempotency_keys, usage_rollups)",
             swept.0.clone(),
         );
         let connections_refused = Counter::default();

@@ -1,6 +1,7 @@
 //! Retention: the sweeper that keeps the store to what `[retention]` allows
 //! (executions by age and by count per script, audit entries and webhook
-//! attempts by age, idempotency keys and sessions past their lifetime), and
+//! attempts by age, idempotency keys and sessions past their lifetime,
+//! usage rollups past the longest usage period), and
 //! the bulk delete behind `DELETE /v1/executions`.
 //!
 //! A sweep reads at most `retention.sweep_batch` records it may remove and
@@ -26,6 +27,10 @@ const BACKLOG_PAUSE: Duration = Duration::from_millis(100);
 /// every key, so not every sweep).
 const EXPIRY_EVERY_MS: u64 = 3_600_000;
 
+/// How long hourly usage rollups are kept: the longest period usage
+/// analytics answer for (`api/analytics.rs`, 366 days) and a day.
+const USAGE_KEPT_MS: u64 = 367 * 86_400_000;
+
 /// What one sweep removed, and whether it stopped at its budget.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
@@ -33,6 +38,8 @@ pub struct Swept {
     pub audit_entries: usize,
     pub webhook_attempts: usize,
     pub idempotency_keys: usize,
+    /// Hourly usage rollups older than the longest usage period.
+    pub usage_rollups: usize,
     /// It read all it may: more may be due now.
     pub more: bool,
 }
@@ -93,6 +100,11 @@ impl Sweeper {
             swept.webhook_attempts = self.store.remove_attempts_before(before, budget)?;
             budget -= swept.webhook_attempts;
         }
+        let usage_before = crate::time_of_ms(now_ms.saturating_sub(USAGE_KEPT_MS));
+        swept.usage_rollups = self
+            .store
+            .remove_usage_before(crate::store::usage::hour_of(&usage_before), budget)?;
+        budget -= swept.usage_rollups;
         if self
             .last_expiry_ms
             .is_none_or(|last| now_ms.saturating_sub(last) >= EXPIRY_EVERY_MS)
@@ -114,6 +126,7 @@ impl Sweeper {
             swept.audit_entries,
             swept.webhook_attempts,
             swept.idempotency_keys,
+            swept.usage_rollups,
         ]) {
             self.metrics.removed(kind, n);
         }

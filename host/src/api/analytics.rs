@@ -1,6 +1,7 @@
 //! `GET /v1/analytics/usage?period=30d`: executions per day and status,
-//! duration percentiles, fuel totals and the busiest scripts, computed from
-//! the execution records of the period (a range scan: ids are time-ordered).
+//! duration percentiles, fuel totals and the busiest scripts, summed from
+//! the hourly usage rollups of the period (`store/usage.rs`; a row per hour
+//! and script, however many executions) and the executions not yet ended.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -14,7 +15,8 @@ use utoipa_axum::routes;
 
 use super::error::ErrorEnvelope;
 use super::{ApiError, ApiQuery, AppState};
-use crate::store::executions::{ExecutionIndex, ExecutionWalk};
+use crate::store::executions::{ExecutionIndex, ExecutionWalk, ID_TIME_SLACK_MS};
+use crate::store::usage::{UsageRollup, hour_of};
 use crate::store::{ExecutionRecord, ExecutionStatus};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -56,7 +58,8 @@ struct Day {
     by_status: BTreeMap<&'static str, u64>,
 }
 
-/// Nearest-rank percentiles of execution durations, in ms.
+/// Nearest-rank percentiles of execution durations, in ms, from the
+/// rollups' histograms: exact up to 15 ms, within 6.25 % (below) above.
 #[derive(Debug, Default, Serialize, ToSchema)]
 struct Percentiles {
     p50: Option<u64>,
@@ -104,28 +107,6 @@ fn parse_period(period: &str) -> Result<Duration, ApiError> {
     Ok(length)
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.saturating_sub(1).min(sorted.len() - 1))
-        .copied()
-}
-
-fn is_failure(status: ExecutionStatus) -> bool {
-    matches!(status, ExecutionStatus::Failed | ExecutionStatus::Timeout)
-}
-
-#[derive(Default)]
-struct Tally {
-    executions: u64,
-    failures: u64,
-    durations: Vec<u64>,
-}
-
 /// Executions per day and status, duration percentiles, fuel and the
 /// busiest scripts of a period.
 #[utoipa::path(get, path = "/v1/analytics/usage", operation_id = "getUsage", tag = "system", params(UsageQuery),
@@ -144,40 +125,39 @@ async fn usage(
     let since_ms = from
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-    let from_text = humantime::format_rfc3339_millis(from).to_string();
 
+    // Rollups are by hour: the period starts at the top of its first one.
+    let from_text = crate::time_of_ms(since_ms - since_ms % 3_600_000);
+    let to_text = humantime::format_rfc3339_millis(now).to_string();
     let store = state.store.clone();
     let script_filter = query.script_id;
-    let (records, scripts) = tokio::task::spawn_blocking(move || {
-        let mut records = Vec::new();
-        let index = match &script_filter {
-            Some(id) => ExecutionIndex::Script(Some(id.clone())),
-            None => ExecutionIndex::All,
-        };
-        let mut walk = ExecutionWalk::new(index, false);
-        walk.created_from_ms = Some(since_ms);
-        store.walk_executions(&walk, &mut |e: ExecutionRecord| {
-            // Only the fields the summary needs; outputs can be large.
-            if e.created_at >= from_text {
-                records.push((
-                    e.created_at,
-                    e.status,
-                    e.script_id,
-                    e.duration_ms,
-                    e.fuel_consumed,
-                ));
-            }
-            ControlFlow::Continue(())
-        })?;
+    let (from_hour, to_hour) = (hour_of(&from_text).to_owned(), hour_of(&to_text).to_owned());
+    let first_created = from_text.clone();
+    let (rows, live, scripts) = tokio::task::spawn_blocking(move || {
+        let rows = store.usage(&from_hour, &to_hour, script_filter.as_deref())?;
+        // What has not ended is in no rollup; it is queued or running, so
+        // bounded by the queue and the workers.
+        let mut live = Vec::new();
+        for status in [ExecutionStatus::Queued, ExecutionStatus::Running] {
+            let mut walk = ExecutionWalk::new(ExecutionIndex::Status(status), false);
+            walk.created_from_ms = Some(since_ms.saturating_sub(ID_TIME_SLACK_MS));
+            store.walk_executions(&walk, &mut |e: ExecutionRecord| {
+                let wanted = script_filter.is_none() || e.script_id == script_filter;
+                if wanted && e.created_at >= first_created {
+                    live.push((e.created_at, e.status));
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
         let names: HashMap<String, String> = store
             .scripts()?
             .into_iter()
             .map(|s| (s.id, s.name))
             .collect();
-        Ok::<_, crate::store::StoreError>((records, names))
+        Ok::<_, crate::store::StoreError>((rows, live, names))
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("the usage scan failed: {e}")))??;
+    .map_err(|e| ApiError::Internal(format!("the usage summary failed: {e}")))??;
 
     // Every day of the period, quiet ones too, so charts have no gaps.
     let date_of = |t: SystemTime| humantime::format_rfc3339(t).to_string()[..10].to_string();
@@ -196,68 +176,65 @@ async fn usage(
         );
         day += DAY;
     }
-    let mut by_status = BTreeMap::new();
-    let mut durations = Vec::new();
-    let mut fuel_total = 0u64;
-    let mut fueled = 0u64;
-    let mut per_script: HashMap<String, Tally> = HashMap::new();
-    for (created_at, status, script_id, duration, fuel) in &records {
-        *by_status.entry(status.as_str()).or_insert(0) += 1;
+    let mut total = UsageRollup::default();
+    let mut per_script: HashMap<String, UsageRollup> = HashMap::new();
+    for row in &rows {
+        total.merge(&row.usage);
+        if let Some(day) = days.get_mut(row.hour.get(..10).unwrap_or_default()) {
+            for (status, n) in &row.usage.by_status {
+                day.executions += n;
+                *day.by_status.entry(status.as_str()).or_insert(0) += n;
+            }
+        }
+        if let Some(id) = &row.script_id {
+            per_script.entry(id.clone()).or_default().merge(&row.usage);
+        }
+    }
+    for (created_at, status) in &live {
+        *total.by_status.entry(*status).or_default() += 1;
         if let Some(day) = days.get_mut(created_at.get(..10).unwrap_or_default()) {
             day.executions += 1;
             *day.by_status.entry(status.as_str()).or_insert(0) += 1;
         }
-        if let Some(ms) = duration {
-            durations.push(*ms);
-        }
-        if let Some(fuel) = fuel {
-            fuel_total = fuel_total.saturating_add(*fuel);
-            fueled += 1;
-        }
-        if let Some(id) = script_id {
-            let tally = per_script.entry(id.clone()).or_default();
-            tally.executions += 1;
-            tally.failures += u64::from(is_failure(*status));
-            tally.durations.extend(*duration);
-        }
     }
-    durations.sort_unstable();
-    let mut top: Vec<(String, Tally)> = per_script.into_iter().collect();
+    let mut top: Vec<(String, UsageRollup)> = per_script.into_iter().collect();
     top.sort_by(|a, b| {
-        b.1.executions
-            .cmp(&a.1.executions)
+        b.1.executions()
+            .cmp(&a.1.executions())
             .then_with(|| a.0.cmp(&b.0))
     });
     let top_scripts = top
         .into_iter()
         .take(TOP_SCRIPTS)
-        .map(|(id, mut tally)| {
-            tally.durations.sort_unstable();
-            ScriptUsage {
-                name: scripts.get(&id).cloned(),
-                script_id: id,
-                executions: tally.executions,
-                failures: tally.failures,
-                p50_duration_ms: percentile(&tally.durations, 0.50),
-            }
+        .map(|(id, usage)| ScriptUsage {
+            name: scripts.get(&id).cloned(),
+            script_id: id,
+            executions: usage.executions(),
+            failures: usage.failures(),
+            p50_duration_ms: usage.durations.percentile(0.50),
         })
         .collect();
+    let durations = &total.durations;
     Ok(axum::Json(Usage {
         period,
-        from: humantime::format_rfc3339_millis(from).to_string(),
-        to: humantime::format_rfc3339_millis(now).to_string(),
-        executions: records.len() as u64,
-        by_status,
+        from: from_text,
+        to: to_text,
+        executions: total.executions(),
+        by_status: total
+            .by_status
+            .iter()
+            .map(|(status, n)| (status.as_str(), *n))
+            .collect(),
         daily: days.into_values().collect(),
         duration_ms: Percentiles {
-            p50: percentile(&durations, 0.50),
-            p95: percentile(&durations, 0.95),
-            p99: percentile(&durations, 0.99),
-            max: durations.last().copied(),
+            p50: durations.percentile(0.50),
+            p95: durations.percentile(0.95),
+            p99: durations.percentile(0.99),
+            max: durations.max(),
         },
         fuel: Fuel {
-            total: fuel_total,
-            per_execution: fuel_total.checked_div(fueled),
+            total: total.fuel_total,
+            per_execution: total.fuel_total.checked_div(total.fueled),
         },
         top_scripts,
     }))
@@ -288,15 +265,5 @@ mod tests {
         ] {
             assert!(parse_period(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let values: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&values, 0.50), Some(50));
-        assert_eq!(percentile(&values, 0.95), Some(95));
-        assert_eq!(percentile(&values, 0.99), Some(99));
-        assert_eq!(percentile(&[7], 0.99), Some(7));
-        assert_eq!(percentile(&[], 0.5), None);
     }
 }

@@ -16,6 +16,7 @@ pub mod scripts;
 mod sled;
 #[cfg(test)]
 pub mod testing;
+pub mod usage;
 pub mod webhooks;
 
 use std::future::Future;
@@ -33,7 +34,7 @@ pub use self::sled::SledStore;
 /// 2 → 3: executions got their indexes by script and by status.
 /// 3 → 4: execution records leave out empty fields and hold ad-hoc code as
 /// base64 (version 4 reads version 3's records as they are; version 3 could
-/// not read version 4's).
+/// not read version 4's); usage rollups, made from the records at open.
 pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,7 @@ pub trait Store:
     + schedules::ScheduleStore
     + auth::AuthStore
     + webhooks::WebhookStore
+    + usage::UsageStore
     + Send
     + Sync
 {

@@ -7,6 +7,7 @@ mod idempotency;
 mod schedules;
 mod script_data;
 mod scripts;
+mod usage;
 mod webhooks;
 
 use std::path::Path;
@@ -24,6 +25,9 @@ pub struct SledStore {
     /// Execution records and their indexes (`sled/executions.rs`).
     executions: sled::Tree,
     execution_indexes: executions::ExecutionIndexes,
+    /// Usage rollups by hour and script (`sled/usage.rs`).
+    usage: sled::Tree,
+    pending_usage: usage::PendingUsage,
     /// Idempotency key → a claim or the response it ended with.
     idempotency: sled::Tree,
     /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
@@ -220,6 +224,10 @@ impl SledStore {
         if found < 3 {
             executions::index_all(&execution_tree)?;
         }
+        let usage_tree = db.open_tree("usage").map_err(backend)?;
+        if found < 4 {
+            usage::rollup_all(&execution_tree, &usage_tree)?;
+        }
         // Absent after a crash (and on a new store): then the indexes may
         // hold an entry too many.
         if meta.remove(CLEAN).map_err(backend)?.is_none() {
@@ -237,6 +245,8 @@ impl SledStore {
             script_versions: db.open_tree("script_versions").map_err(backend)?,
             execution_indexes: executions::ExecutionIndexes::load(&execution_tree)?,
             executions: execution_tree,
+            usage: usage_tree,
+            pending_usage: usage::PendingUsage::default(),
             idempotency: db.open_tree("idempotency").map_err(backend)?,
             schedules: db.open_tree("schedules").map_err(backend)?,
             users: db.open_tree("users").map_err(backend)?,
@@ -330,6 +340,7 @@ const CLEAN: &str = "closed_cleanly";
 impl Store for SledStore {
     fn close(&self) -> Result<(), StoreError> {
         self.keep_held_executions()?;
+        self.write_usage()?;
         self.commit.flush_blocking()?;
         self.db
             .open_tree("meta")
@@ -343,7 +354,10 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> FlushFuture<'_> {
-        Box::pin(self.commit.flush())
+        Box::pin(async move {
+            self.write_usage()?;
+            self.commit.flush().await
+        })
     }
 
     fn sync_stats(&self) -> SyncStats {

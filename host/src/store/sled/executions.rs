@@ -35,6 +35,8 @@ const LIVE_INDEX: u8 = 3;
 /// bound and below the second.
 const FIRST_ID: &[u8] = b"0";
 const PAST_IDS: &[u8] = b"g";
+/// The keys of the records (not their index entries).
+pub(super) const RECORDS: std::ops::Range<&[u8]> = FIRST_ID..PAST_IDS;
 const ID_LEN: usize = 36;
 /// Record writes of one id are serialized (read the old index entries, write
 /// the new ones); different ids rarely share a lock.
@@ -284,8 +286,13 @@ impl SledStore {
         Ok(())
     }
 
-    /// Moves the counters from `before` to `after`.
-    fn count(&self, id: &str, before: Option<&Indexed>, after: &Indexed) {
+    /// Moves the counters from `before` to `after`; a record that just
+    /// became final is added to its usage rollup.
+    fn count(&self, record: &ExecutionRecord, before: Option<&Indexed>, after: &Indexed) {
+        let id = record.id.as_str();
+        if after.status.is_final() && before.is_none_or(|b| !b.status.is_final()) {
+            self.pending_usage.add(record);
+        }
         let mut counts = self.execution_indexes.counts();
         if before != Some(after) {
             if let Some(before) = before {
@@ -324,7 +331,7 @@ impl ExecutionStore for SledStore {
         let after = Indexed::of(execution);
         let held = &self.execution_indexes.held;
         if !after.status.is_final() && held.replace(execution) {
-            self.count(id, before.as_ref(), &after);
+            self.count(execution, before.as_ref(), &after);
             return Ok(());
         }
         if held.contains(id) {
@@ -334,7 +341,7 @@ impl ExecutionStore for SledStore {
         } else {
             self.write_execution(execution, before.as_ref())?;
         }
-        self.count(id, before.as_ref(), &after);
+        self.count(execution, before.as_ref(), &after);
         Ok(())
     }
 
@@ -345,7 +352,7 @@ impl ExecutionStore for SledStore {
             drop(writing);
             return self.put_execution(execution);
         }
-        self.count(id, None, &Indexed::of(execution));
+        self.count(execution, None, &Indexed::of(execution));
         Ok(())
     }
 
@@ -638,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn a_schema_2_store_is_indexed_on_open() {
+    fn a_schema_2_store_is_indexed_and_rolled_up_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (id_at(1_000, 0), id_at(1_000, 1));
         {
@@ -669,6 +676,15 @@ mod tests {
             queued.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
             [b.as_str()]
         );
+        // Rolled up too (schema 4): the final one.
+        use crate::store::usage::{UsageStore, hour_of};
+        let created = store.execution(&a).unwrap().unwrap().created_at;
+        let rows = store
+            .usage(hour_of(&created), hour_of(&created), None)
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].usage.failures(), 1);
+        assert_eq!(rows[0].usage.executions(), 1);
     }
 
     #[test]
@@ -748,9 +764,15 @@ mod tests {
         );
         // Walks see them in creation order, both ways and from a cursor.
         let mut walk = ExecutionWalk::new(ExecutionIndex::All, true);
-        assert_eq!(ids(&store, &walk), [d.as_str(), c.as_str(), b.as_str(), a.as_str()]);
+        assert_eq!(
+            ids(&store, &walk),
+            [d.as_str(), c.as_str(), b.as_str(), a.as_str()]
+        );
         walk.newest_first = false;
-        assert_eq!(ids(&store, &walk), [a.as_str(), b.as_str(), c.as_str(), d.as_str()]);
+        assert_eq!(
+            ids(&store, &walk),
+            [a.as_str(), b.as_str(), c.as_str(), d.as_str()]
+        );
         walk.after = Some(a.clone());
         assert_eq!(ids(&store, &walk), [b.as_str(), c.as_str(), d.as_str()]);
         let script = ExecutionWalk::new(ExecutionIndex::Script(Some("s".into())), true);
@@ -774,7 +796,10 @@ mod tests {
         assert!(on_disk(&b));
         let completed =
             ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Completed), true);
-        assert_eq!(ids(&store, &completed), [c.as_str(), b.as_str(), a.as_str()]);
+        assert_eq!(
+            ids(&store, &completed),
+            [c.as_str(), b.as_str(), a.as_str()]
+        );
         store.keep_execution(&d).unwrap();
         assert!(on_disk(&d));
         let queued = ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Queued), true);
