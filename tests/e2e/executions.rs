@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Kiln, error_body};
+use crate::harness::{Kiln, error_body, eventually};
 
 #[test]
 fn wait_true_answers_with_the_finished_execution() {
@@ -188,6 +188,57 @@ fn a_crash_during_an_execution_leaves_it_interrupted_and_keeps_the_rest() {
         .json()
         .unwrap();
     assert_eq!(again["result"], "done");
+}
+
+#[test]
+fn a_waited_run_is_written_once_someone_is_told_of_it_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = Kiln::start_in(dir.path(), &[("KILN_WORKERS_COUNT", "1")]);
+    kiln.create_script("spin", "javascript", "for (;;) {}");
+    // Two clients wait; one worker runs the first, the second stays queued.
+    // Their requests end with the server.
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let request = kiln
+                .execute_request("spin", "?wait=true")
+                .json(&json!({"timeout_ms": 60_000}));
+            let waiter = std::thread::spawn(move || request.send().map(|r| r.status()));
+            std::thread::sleep(Duration::from_millis(200));
+            waiter
+        })
+        .collect();
+    // Held in memory, the runs are still seen: the listing writes (and
+    // flushes) the one it reports, the running one.
+    let listed = eventually("the waited run to be listed as running", || {
+        let page: Value = kiln
+            .get("/v1/executions?status=running")
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let data = page["data"].as_array()?;
+        (data.len() == 1).then(|| data[0]["id"].as_str().map(str::to_owned))?
+    });
+    // Counted without being reported one by one (a listing of all would
+    // write the queued one too).
+    let status: Value = kiln.get("/v1/status").send().unwrap().json().unwrap();
+    assert_eq!(
+        status["executions_by_status"],
+        json!({"queued": 1, "running": 1}),
+        "{status}"
+    );
+    kiln.kill();
+    for waiter in waiters {
+        assert!(waiter.join().unwrap().is_err(), "no answer came");
+    }
+
+    // After the crash: the run a client was told of, interrupted; the one
+    // nobody was told of, gone with the queue it was in.
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    let interrupted = kiln.execution(&listed);
+    assert_eq!(interrupted["error"]["code"], "INTERRUPTED", "{interrupted}");
+    let all: Value = kiln.get("/v1/executions").send().unwrap().json().unwrap();
+    assert_eq!(all["pagination"]["total"], 1, "{all}");
 }
 
 #[test]

@@ -205,10 +205,16 @@ impl Kiln {
 
     /// `POST /v1/scripts/{script}/execute{query}` with a JSON body.
     pub fn execute(&self, script: &str, query: &str, body: Value) -> Response {
-        self.post(&format!("/v1/scripts/{script}/execute{query}"))
+        self.execute_request(script, query)
             .json(&body)
             .send()
             .unwrap()
+    }
+
+    /// `POST /v1/scripts/{script}/execute{query}`, to be sent (from
+    /// another thread, say).
+    pub fn execute_request(&self, script: &str, query: &str) -> RequestBuilder {
+        self.post(&format!("/v1/scripts/{script}/execute{query}"))
     }
 
     /// Runs a script with `?wait=true` and returns the finished execution.

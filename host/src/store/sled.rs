@@ -53,6 +53,8 @@ pub struct SledStore {
     script_config: sled::Tree,
     /// Serializes key-value writes (their quota check reads the sum).
     kv_writes: Mutex<()>,
+    /// Serializes outbox writes (a record and its due entry).
+    outbox_writes: Mutex<()>,
     /// Serializes script updates and deletes. Not sled transactions: in sled
     /// 0.34 they take a global lock that deadlocks with concurrent
     /// `flush_async` under load. Writes are ordered so that a crash between
@@ -225,17 +227,19 @@ impl SledStore {
             executions::index_all(&execution_tree)?;
         }
         let usage_tree = db.open_tree("usage").map_err(backend)?;
+        let outbox = db.open_tree("outbox").map_err(backend)?;
         if found < 4 {
             usage::rollup_all(&execution_tree, &usage_tree)?;
+            webhooks::index_outbox(&outbox)?;
         }
         // Absent after a crash (and on a new store): then the indexes may
         // hold an entry too many.
         if meta.remove(CLEAN).map_err(backend)?.is_none() {
-            let dropped = executions::repair(&execution_tree)?;
+            let dropped = executions::repair(&execution_tree)? + webhooks::repair_outbox(&outbox)?;
             if dropped > 0 {
                 tracing::info!(
                     dropped,
-                    "stray execution index entries dropped after a crash"
+                    "stray index entries (executions, webhook outbox) dropped after a crash"
                 );
             }
         }
@@ -257,11 +261,12 @@ impl SledStore {
             refresh_tokens: db.open_tree("refresh_tokens").map_err(backend)?,
             audit: db.open_tree("audit").map_err(backend)?,
             webhooks: db.open_tree("webhooks").map_err(backend)?,
-            outbox: db.open_tree("outbox").map_err(backend)?,
+            outbox,
             deliveries: db.open_tree("deliveries").map_err(backend)?,
             script_kv: db.open_tree("script_kv").map_err(backend)?,
             script_config: db.open_tree("script_config").map_err(backend)?,
             kv_writes: Mutex::new(()),
+            outbox_writes: Mutex::new(()),
             script_writes: Mutex::new(()),
             commit: GroupCommit::new(db.clone(), dir)?,
             db,

@@ -77,6 +77,15 @@ pub trait WebhookStore: Send + Sync {
     fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
     /// Every delivery in the outbox, oldest first.
     fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Up to `limit` deliveries due at `now_ms` that `skip` does not name,
+    /// the longest due first, and when the first one not yet due is due:
+    /// read by due time, so the cost is what is due, not the outbox.
+    fn due_deliveries(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Result<(Vec<DeliveryRecord>, Option<u64>), StoreError>;
     /// Takes a delivery out of the outbox (delivered or given up).
     fn remove_delivery(&self, id: &str) -> Result<(), StoreError>;
 

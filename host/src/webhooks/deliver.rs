@@ -11,6 +11,9 @@ use super::{Webhooks, sign, ssrf};
 use crate::store::webhooks::{AttemptRecord, DeliveryRecord};
 
 const IN_FLIGHT: usize = 8;
+/// Deliveries one pass over the outbox takes: the turns and as many
+/// waiting for one.
+const DUE_PER_PASS: usize = 2 * IN_FLIGHT;
 /// How often a paused webhook's held deliveries look again.
 const PAUSED_RECHECK_MS: u64 = 60_000;
 /// Retries are spaced `retry_base_ms × 4^(n-1)`, at most this much.
@@ -49,23 +52,21 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Rece
             return;
         }
         let now = crate::now_ms();
-        let (due, later): (Vec<_>, Vec<_>) = {
+        let (due, next) = {
             // Read the outbox while holding the in-flight set: an attempt
             // writes its result before it leaves the set, so what is read
             // here is either in flight (skipped) or already up to date.
             let busy = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-            let pending = match webhooks.store.pending_deliveries() {
-                Ok(pending) => pending,
+            let skip = |id: &str| busy.contains(id);
+            match webhooks.store.due_deliveries(now, DUE_PER_PASS, &skip) {
+                Ok(found) => found,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the webhook outbox");
-                    Vec::new()
+                    (Vec::new(), None)
                 }
-            };
-            pending
-                .into_iter()
-                .filter(|d| !busy.contains(&d.id))
-                .partition(|d| d.next_attempt_ms <= now)
+            }
         };
+        let more = due.len() == DUE_PER_PASS;
         if !due.is_empty() {
             // The outbox entries must be on disk before anyone is told of them.
             if let Err(e) = webhooks.store.flush().await {
@@ -92,8 +93,13 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Rece
                 webhooks.wake();
             });
         }
-        let next = later.iter().map(|d| d.next_attempt_ms).min();
-        let wait = next.map_or(60_000, |at| at.saturating_sub(now).clamp(10, 60_000));
+        // More due than one pass took: look again soon, else when the next
+        // is due (or a new delivery or a freed turn wakes the task).
+        let wait = match next {
+            _ if more => 10,
+            Some(at) => at.saturating_sub(now).clamp(10, 60_000),
+            None => 60_000,
+        };
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(wait)) => {}
             () = webhooks.wake.notified() => {}

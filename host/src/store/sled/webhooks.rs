@@ -1,10 +1,69 @@
 //! The sled side of [`WebhookStore`]: `webhooks` by id, `outbox` by
-//! delivery id (UUIDv7, so oldest first), `deliveries` (the attempt log) by
-//! `<webhook id>/<attempt id>`.
+//! delivery id (UUIDv7, so oldest first) and, in the same tree, by due time
+//! (`0x01 <next attempt ms, big-endian> <id>` → nothing, sorting before
+//! every id), `deliveries` (the attempt log) by `<webhook id>/<attempt id>`.
+//! A due entry is written before its record and a stale one removed after
+//! it, so a crash leaves at most an entry too many: readers check each
+//! against its record, and an open after a crash drops the strays.
+
+use std::sync::PoisonError;
 
 use super::{SledStore, backend, decode, encode, put, remove_older};
 use crate::store::StoreError;
 use crate::store::webhooks::{AttemptRecord, DeliveryRecord, WebhookRecord, WebhookStore};
+
+const DUE: u8 = 1;
+const ID_LEN: usize = 36;
+/// The keys of the deliveries (ids are lowercase hex and dashes), not of
+/// their due entries.
+const DELIVERIES: std::ops::RangeFrom<&[u8]> = b"0".as_slice()..;
+
+fn due_key(at_ms: u64, id: &str) -> Vec<u8> {
+    [&[DUE][..], &at_ms.to_be_bytes(), id.as_bytes()].concat()
+}
+
+/// The due time and delivery id of a due entry.
+fn parse_due(key: &[u8]) -> Option<(u64, &str)> {
+    let at = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+    Some((at, std::str::from_utf8(key.get(9..)?).ok()?))
+}
+
+/// Writes the due entry of every delivery: what an outbox of schema 3
+/// lacks. Safe to run twice.
+pub(super) fn index_outbox(outbox: &sled::Tree) -> Result<(), StoreError> {
+    for entry in outbox.range(DELIVERIES) {
+        let (_, bytes) = entry.map_err(backend)?;
+        if let Ok(delivery) = decode::<DeliveryRecord>(&bytes) {
+            outbox
+                .insert(due_key(delivery.next_attempt_ms, &delivery.id), &[])
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops the due entries whose delivery is gone or due at another time:
+/// what a crash between the writes of `put_delivery` can leave.
+pub(super) fn repair_outbox(outbox: &sled::Tree) -> Result<usize, StoreError> {
+    let mut dropped = 0;
+    for entry in outbox.range([DUE].as_slice()..[DUE + 1].as_slice()) {
+        let (key, _) = entry.map_err(backend)?;
+        let holds = match parse_due(&key) {
+            Some((at, id)) => match outbox.get(id).map_err(backend)? {
+                Some(bytes) => {
+                    decode::<DeliveryRecord>(&bytes).is_ok_and(|d| d.next_attempt_ms == at)
+                }
+                None => false,
+            },
+            None => false,
+        };
+        if !holds {
+            outbox.remove(key).map_err(backend)?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}
 
 impl WebhookStore for SledStore {
     fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
@@ -45,19 +104,84 @@ impl WebhookStore for SledStore {
     }
 
     fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError> {
-        put(&self.outbox, delivery.id.as_bytes(), delivery)
+        let id = delivery.id.as_str();
+        let _writing = self
+            .outbox_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before: Option<DeliveryRecord> = self.delivery(id)?;
+        let due = due_key(delivery.next_attempt_ms, id);
+        self.outbox.insert(&due, &[]).map_err(backend)?;
+        put(&self.outbox, id.as_bytes(), delivery)?;
+        if let Some(before) = before.filter(|b| b.next_attempt_ms != delivery.next_attempt_ms) {
+            self.outbox
+                .remove(due_key(before.next_attempt_ms, id))
+                .map_err(backend)?;
+        }
+        Ok(())
     }
 
     fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        if id.len() != ID_LEN {
+            return Ok(None);
+        }
         Self::get_decoded(&self.outbox, id)
     }
 
     fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
-        Self::all_decoded(&self.outbox)
+        self.outbox
+            .range(DELIVERIES)
+            .map(|entry| decode(&entry.map_err(backend)?.1))
+            .collect()
+    }
+
+    fn due_deliveries(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Result<(Vec<DeliveryRecord>, Option<u64>), StoreError> {
+        let not_yet = due_key(now_ms.saturating_add(1), "");
+        let mut due = Vec::new();
+        for entry in self.outbox.range([DUE].as_slice()..not_yet.as_slice()) {
+            if due.len() == limit {
+                break;
+            }
+            let (key, _) = entry.map_err(backend)?;
+            let Some((at, id)) = parse_due(&key) else {
+                continue;
+            };
+            if skip(id) {
+                continue;
+            }
+            // An entry a crash left, or one replaced meanwhile, is skipped.
+            if let Some(delivery) = self.delivery(id)?.filter(|d| d.next_attempt_ms == at) {
+                due.push(delivery);
+            }
+        }
+        let next = match self
+            .outbox
+            .range(not_yet.as_slice()..[DUE + 1].as_slice())
+            .next()
+        {
+            Some(entry) => parse_due(&entry.map_err(backend)?.0).map(|(at, _)| at),
+            None => None,
+        };
+        Ok((due, next))
     }
 
     fn remove_delivery(&self, id: &str) -> Result<(), StoreError> {
+        let _writing = self
+            .outbox_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(before) = self.delivery(id)? else {
+            return Ok(());
+        };
         self.outbox.remove(id).map_err(backend)?;
+        self.outbox
+            .remove(due_key(before.next_attempt_ms, id))
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -99,5 +223,67 @@ impl WebhookStore for SledStore {
             total += 1;
         }
         Ok((page, total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{TEST_CACHE_BYTES, reopen};
+    use super::*;
+    use crate::store::testing::id_at;
+
+    fn delivery(id: &str, due: u64) -> DeliveryRecord {
+        DeliveryRecord {
+            id: id.into(),
+            webhook_id: "w".into(),
+            msg_id: format!("msg_{id}"),
+            event_type: "execution.completed".into(),
+            body: "{}".into(),
+            created_ms: 0,
+            attempts: 0,
+            next_attempt_ms: due,
+        }
+    }
+
+    fn ids(found: &[DeliveryRecord]) -> Vec<&str> {
+        found.iter().map(|d| d.id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_outbox_is_read_by_due_time_and_its_entries_follow_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (a, b, c) = (id_at(1, 0), id_at(2, 0), id_at(3, 0));
+        store.put_delivery(&delivery(&a, 100)).unwrap();
+        store.put_delivery(&delivery(&b, 50)).unwrap();
+        store.put_delivery(&delivery(&c, 300)).unwrap();
+        let none = |_: &str| false;
+        let (due, next) = store.due_deliveries(200, 10, &none).unwrap();
+        assert_eq!(ids(&due), [b.as_str(), a.as_str()]);
+        assert_eq!(next, Some(300));
+        let (due, _) = store.due_deliveries(200, 1, &none).unwrap();
+        assert_eq!(ids(&due), [b.as_str()]);
+        let (due, _) = store.due_deliveries(200, 10, &|id| id == b).unwrap();
+        assert_eq!(ids(&due), [a.as_str()]);
+
+        // A retry moves its entry; a removal takes it away.
+        store.put_delivery(&delivery(&b, 400)).unwrap();
+        store.remove_delivery(&a).unwrap();
+        let (due, next) = store.due_deliveries(350, 10, &none).unwrap();
+        assert_eq!(ids(&due), [c.as_str()]);
+        assert_eq!(next, Some(400));
+        assert_eq!(store.pending_deliveries().unwrap().len(), 2);
+
+        // An entry a crash left is skipped, and dropped at the next open.
+        store.outbox.insert(due_key(10, &a), &[]).unwrap();
+        let (due, _) = store.due_deliveries(350, 10, &none).unwrap();
+        assert_eq!(ids(&due), [c.as_str()]);
+        store.db.flush().unwrap();
+        drop(store);
+        let store = reopen(dir.path()).unwrap();
+        assert!(store.outbox.get(due_key(10, &a)).unwrap().is_none());
+        let (due, next) = store.due_deliveries(u64::MAX - 1, 10, &none).unwrap();
+        assert_eq!(ids(&due), [c.as_str(), b.as_str()]);
+        assert_eq!(next, None);
     }
 }
