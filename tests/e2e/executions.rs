@@ -238,7 +238,7 @@ fn a_waited_run_is_written_once_someone_is_told_of_it_and_not_before() {
     let interrupted = kiln.execution(&listed);
     assert_eq!(interrupted["error"]["code"], "INTERRUPTED", "{interrupted}");
     let all: Value = kiln.get("/v1/executions").send().unwrap().json().unwrap();
-    assert_eq!(all["pagination"]["total"], 1, "{all}");
+    assert_eq!(all["pagination"]["total_elements"], 1, "{all}");
 }
 
 #[test]
