@@ -67,12 +67,13 @@ pub struct SweepMetrics(Family<RecordLabels, Counter>);
 
 impl SweepMetrics {
     /// The kinds of record the sweeper removes.
-    pub const KINDS: [&'static str; 5] = [
+    pub const KINDS: [&'static str; 6] = [
         "executions",
         "audit_entries",
         "webhook_attempts",
         "idempotency_keys",
         "usage_rollups",
+        "compiled_artifacts",
     ];
 
     pub fn removed(&self, records: &'static str, n: usize) {
@@ -149,7 +150,7 @@ impl Metrics {
         let swept = SweepMetrics::default();
         registry.register(
             "retention_removed",
-            "Records the retention sweeper removed, by kind (executions, audit_entries, webhook_attempts, idempotency_keys, usage_rollups)",
+            "Records the retention sweeper removed, by kind (executions, audit_entries, webhook_attempts, idempotency_keys, usage_rollups, compiled_artifacts)",
             swept.0.clone(),
         );
         let connections_refused = Counter::default();

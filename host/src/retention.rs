@@ -1,7 +1,8 @@
 //! Retention: the sweeper that keeps the store to what `[retention]` allows
 //! (executions by age and by count per script, audit entries and webhook
 //! attempts by age, idempotency keys and sessions past their lifetime,
-//! usage rollups past the longest usage period), and
+//! usage rollups past the longest usage period, compiled artifacts on disk
+//! past their byte budget), and
 //! the bulk delete behind `DELETE /v1/executions`.
 //!
 //! A sweep reads at most `retention.sweep_batch` records it may remove and
@@ -26,6 +27,8 @@ const BACKLOG_PAUSE: Duration = Duration::from_millis(100);
 /// How often idempotency keys and sessions are expired (their scan reads
 /// every key, so not every sweep).
 const EXPIRY_EVERY_MS: u64 = 3_600_000;
+/// How often the disk cache of compiled artifacts is trimmed.
+const TRIM_EVERY_MS: u64 = 60_000;
 
 /// How long hourly usage rollups are kept: the longest period usage
 /// analytics answer for (`api/analytics.rs`, 366 days) and a day.
@@ -40,6 +43,8 @@ pub struct Swept {
     pub idempotency_keys: usize,
     /// Hourly usage rollups older than the longest usage period.
     pub usage_rollups: usize,
+    /// Compiled artifacts removed from the disk cache.
+    pub compiled_artifacts: usize,
     /// It read all it may: more may be due now.
     pub more: bool,
 }
@@ -53,6 +58,9 @@ pub struct Sweeper {
     /// backlog does not keep the others' waiting.
     next_script: usize,
     last_expiry_ms: Option<u64>,
+    /// Where compiled artifacts are kept on disk, once set.
+    artifacts: Option<Arc<kiln_runtime::Sandbox>>,
+    last_trim_ms: Option<u64>,
 }
 
 /// Whether `e` has ended and its end is older than `settled_before`, and
@@ -77,6 +85,48 @@ impl Sweeper {
             metrics,
             next_script: 0,
             last_expiry_ms: None,
+            artifacts: None,
+            last_trim_ms: None,
+        }
+    }
+
+    /// Keeps `sandbox`'s compiled artifacts on disk to
+    /// `retention.artifacts_max_mb` too.
+    #[must_use]
+    pub fn with_artifacts(mut self, sandbox: Arc<kiln_runtime::Sandbox>) -> Self {
+        self.artifacts = Some(sandbox);
+        self
+    }
+
+    /// Trims the disk cache of compiled artifacts, at most once a minute
+    /// (it lists the cache directory); what it removed.
+    fn trim_artifacts(&mut self, now_ms: u64) -> usize {
+        let (Some(sandbox), max_mb) = (&self.artifacts, self.policy.artifacts_max_mb) else {
+            return 0;
+        };
+        let due = self
+            .last_trim_ms
+            .is_none_or(|last| now_ms.saturating_sub(last) >= TRIM_EVERY_MS);
+        if max_mb == 0 || !due {
+            return 0;
+        }
+        self.last_trim_ms = Some(now_ms);
+        match sandbox.trim_disk_cache(max_mb.saturating_mul(1 << 20)) {
+            Ok(trimmed) => {
+                if trimmed.files > 0 {
+                    tracing::info!(
+                        files = trimmed.files,
+                        bytes = trimmed.bytes,
+                        kept_bytes = trimmed.kept_bytes,
+                        "compiled artifacts removed from the disk cache"
+                    );
+                }
+                trimmed.files
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot trim the compiled artifact cache");
+                0
+            }
         }
     }
 
@@ -120,6 +170,7 @@ impl Sweeper {
                 );
             }
         }
+        swept.compiled_artifacts = self.trim_artifacts(now_ms);
         swept.more = budget == 0;
         for (kind, n) in SweepMetrics::KINDS.into_iter().zip([
             swept.executions,
@@ -127,6 +178,7 @@ impl Sweeper {
             swept.webhook_attempts,
             swept.idempotency_keys,
             swept.usage_rollups,
+            swept.compiled_artifacts,
         ]) {
             self.metrics.removed(kind, n);
         }
@@ -466,5 +518,37 @@ mod tests {
         assert_eq!(delete(), (2, true));
         assert_eq!(delete(), (1, false));
         assert_eq!(kept(&sweeper, Some("s")), [young]);
+    }
+
+    #[test]
+    fn compiled_artifacts_on_disk_are_kept_to_their_budget_once_a_minute() {
+        let cache = tempfile::tempdir().unwrap();
+        let sandbox = kiln_runtime::Sandbox::new(kiln_runtime::EngineOptions {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..kiln_runtime::EngineOptions::default()
+        })
+        .unwrap();
+        // Three artifacts of 1 MiB each, the first the least recently used.
+        for (i, name) in ["old", "mid", "new"].iter().enumerate() {
+            let code = cache.path().join(format!("{name}.cwasm"));
+            std::fs::write(&code, vec![0u8; 1 << 20]).unwrap();
+            let used = std::time::UNIX_EPOCH + Duration::from_secs(1 + i as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(&code)
+                .unwrap()
+                .set_modified(used)
+                .unwrap();
+        }
+        let (sweeper, _dir) = sweeper(|p| p.artifacts_max_mb = 2);
+        let mut sweeper = sweeper.with_artifacts(Arc::new(sandbox));
+        let swept = sweeper.sweep(1_000_000).unwrap();
+        assert_eq!(swept.compiled_artifacts, 1);
+        assert!(!cache.path().join("old.cwasm").exists());
+        assert!(cache.path().join("mid.cwasm").exists());
+        // Not again within the minute, whatever is on disk.
+        std::fs::write(cache.path().join("more.cwasm"), vec![0u8; 1 << 20]).unwrap();
+        assert_eq!(sweeper.sweep(1_030_000).unwrap().compiled_artifacts, 0);
+        assert_eq!(sweeper.sweep(1_060_000).unwrap().compiled_artifacts, 1);
     }
 }

@@ -60,7 +60,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         state.jobs.clone(),
         state.config.retention.clone(),
         state.metrics.swept(),
-    );
+    )
+    .with_artifacts(state.runtimes.sandbox().clone());
     tokio::spawn(crate::retention::run(sweeper, stopping.clone()));
     let scheduler = crate::schedules::Scheduler {
         store: state.store.clone(),

@@ -123,7 +123,14 @@ impl ArtifactCache {
         }
         drop(bytes);
         match deserialize(engine, &code) {
-            Ok(component) => Some(component),
+            Ok(component) => {
+                // Used now: the disk trim removes the least recently used.
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&code)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Some(component)
+            }
             Err(e) => {
                 tracing::warn!(key = %key, error = %format!("{e:#}"), "cached artifact unusable; recompiling");
                 remove(&code, &sum);
@@ -145,6 +152,65 @@ impl ArtifactCache {
         write_atomic(&code, &bytes)?;
         write_atomic(&sum, digest.as_bytes())?;
         Ok(())
+    }
+}
+
+/// What [`ArtifactCache::trim_disk`] removed, and what it left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Artifacts removed.
+    pub files: usize,
+    /// What they took on disk.
+    pub bytes: u64,
+    /// What the artifacts left on disk take.
+    pub kept_bytes: u64,
+}
+
+impl ArtifactCache {
+    /// Removes compiled artifacts from disk, least recently used (written or
+    /// read) first, until those left take at most `max_bytes`; never one
+    /// loaded in memory, which is in use or kept ready for the next run (so
+    /// what those take may alone pass `max_bytes`). Reads the directory's
+    /// listing: call it now and then, not per run.
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be listed.
+    pub(crate) fn trim_disk(&self, max_bytes: u64) -> std::io::Result<Trimmed> {
+        let Some(dir) = &self.dir else {
+            return Ok(Trimmed::default());
+        };
+        let loaded: std::collections::HashSet<String> =
+            self.lock().iter().map(|(key, _)| key.to_hex()).collect();
+        let mut total = 0u64;
+        let mut removable = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "cwasm") {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            total += meta.len();
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            if !loaded.contains(name) {
+                let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                removable.push((used, meta.len(), path));
+            }
+        }
+        removable.sort_by_key(|(used, _, _)| *used);
+        let mut trimmed = Trimmed::default();
+        for (_, len, code) in removable {
+            if total <= max_bytes {
+                break;
+            }
+            remove(&code, &code.with_extension("b3"));
+            total -= len;
+            trimmed.files += 1;
+            trimmed.bytes += len;
+        }
+        trimmed.kept_bytes = total;
+        Ok(trimmed)
     }
 }
 
@@ -175,4 +241,45 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn remove(code: &Path, sum: &Path) {
     let _ = std::fs::remove_file(sum);
     let _ = std::fs::remove_file(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn the_disk_is_trimmed_least_recently_used_first_to_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::new(Some(dir.path().to_path_buf()), 4).unwrap();
+        // Four artifacts of 1 000 bytes, used at t = 4, 1, 3, 2 s.
+        for (name, used) in [("a", 4), ("b", 1), ("c", 3), ("d", 2)] {
+            let code = dir.path().join(format!("{name}.cwasm"));
+            std::fs::write(&code, [0u8; 1000]).unwrap();
+            std::fs::write(code.with_extension("b3"), "sum").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&code)
+                .unwrap()
+                .set_modified(UNIX_EPOCH + Duration::from_secs(used))
+                .unwrap();
+        }
+        let trimmed = cache.trim_disk(2_500).unwrap();
+        assert_eq!(
+            (trimmed.files, trimmed.bytes, trimmed.kept_bytes),
+            (2, 2000, 2000)
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.b3", "a.cwasm", "c.b3", "c.cwasm"]);
+        assert_eq!(
+            cache.trim_disk(2_000).unwrap().files,
+            0,
+            "within the budget"
+        );
+    }
 }

@@ -56,7 +56,7 @@ mod warm;
 mod wasi;
 
 pub use artifact::{Artifact, ArtifactKey, LoadSource, Shape};
-pub use cache::CacheStats;
+pub use cache::{CacheStats, Trimmed};
 pub use cancel::CancelHandle;
 pub use capture::{OutputKind, OutputSink};
 pub use compile_child::compile_into_cache;

@@ -247,6 +247,16 @@ impl Sandbox {
         self.cache.dir()
     }
 
+    /// Keeps the compiled artifacts on disk to `max_bytes`, least recently
+    /// used first, never removing one loaded in memory (in use or ready).
+    ///
+    /// # Errors
+    ///
+    /// The cache directory cannot be listed.
+    pub fn trim_disk_cache(&self, max_bytes: u64) -> Result<crate::Trimmed, Error> {
+        Ok(self.cache.trim_disk(max_bytes)?)
+    }
+
     /// Links a compiled component with the imports its shape may have, and
     /// keeps it ready in memory.
     fn link(

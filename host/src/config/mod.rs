@@ -157,6 +157,10 @@ sections! {
         executions_grace_secs: u64 = 300,
         audit_max_age_secs: u64 = 90 * 24 * 3600,
         webhook_attempts_max_age_secs: u64 = 30 * 24 * 3600,
+        /// Compiled artifacts on disk (the cache directory) past this many
+        /// MiB are removed, least recently used first; never one loaded in
+        /// memory. 0 keeps them all.
+        artifacts_max_mb: u64 = 2048,
         /// How often the sweeper looks; while it finds more than one
         /// batch to remove it goes on after a short pause instead.
         sweep_interval_ms: u64 = 60_000,
