@@ -67,13 +67,14 @@ pub struct SweepMetrics(Family<RecordLabels, Counter>);
 
 impl SweepMetrics {
     /// The kinds of record the sweeper removes.
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 7] = [
         "executions",
         "audit_entries",
         "webhook_attempts",
         "idempotency_keys",
         "usage_rollups",
         "compiled_artifacts",
+        "script_versions",
     ];
 
     pub fn removed(&self, records: &'static str, n: usize) {
@@ -150,7 +151,7 @@ impl Metrics {
         let swept = SweepMetrics::default();
         registry.register(
             "retention_removed",
-            "Records the retention sweeper removed, by kind (executions, audit_entries, webhook_attempts, idempotency_keys, usage_rollups, compiled_artifacts)",
+            "Records the retention sweeper removed, by kind (executions, audit_entries, webhook_attempts, idempotency_keys, usage_rollups, compiled_artifacts, script_versions)",
             swept.0.clone(),
         );
         let connections_refused = Counter::default();

@@ -2,7 +2,8 @@
 //! (executions by age and by count per script, audit entries and webhook
 //! attempts by age, idempotency keys and sessions past their lifetime,
 //! usage rollups past the longest usage period, compiled artifacts on disk
-//! past their byte budget), and
+//! past their byte budget, script versions past each script's newest N),
+//! and
 //! the bulk delete behind `DELETE /v1/executions`.
 //!
 //! A sweep reads at most `retention.sweep_batch` records it may remove and
@@ -20,7 +21,7 @@ use crate::config::RetentionConfig;
 use crate::jobs::Jobs;
 use crate::metrics::SweepMetrics;
 use crate::store::executions::{ExecutionIndex, ExecutionWalk, ID_TIME_SLACK_MS, Removal};
-use crate::store::{ExecutionRecord, Store, StoreError};
+use crate::store::{ExecutionRecord, ExecutionStatus, Store, StoreError};
 
 /// How long the sweeper pauses between sweeps while it has a backlog.
 const BACKLOG_PAUSE: Duration = Duration::from_millis(100);
@@ -45,6 +46,8 @@ pub struct Swept {
     pub usage_rollups: usize,
     /// Compiled artifacts removed from the disk cache.
     pub compiled_artifacts: usize,
+    /// Script versions older than a script's newest `script_versions_keep`.
+    pub script_versions: usize,
     /// It read all it may: more may be due now.
     pub more: bool,
 }
@@ -162,6 +165,7 @@ impl Sweeper {
             self.last_expiry_ms = Some(now_ms);
             let before = now_ms.saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
             swept.idempotency_keys = self.store.expire_idempotency_keys(before)?;
+            swept.script_versions = self.sweep_versions(&mut budget)?;
             let sessions = self.store.expire_sessions(now_ms)?;
             if sessions > 0 {
                 tracing::info!(
@@ -179,10 +183,48 @@ impl Sweeper {
             swept.idempotency_keys,
             swept.usage_rollups,
             swept.compiled_artifacts,
+            swept.script_versions,
         ]) {
             self.metrics.removed(kind, n);
         }
         Ok(swept)
+    }
+
+    /// Removes each script's versions older than its newest
+    /// `script_versions_keep`, but none a queued or running execution uses
+    /// (bounded by the queue and the workers). Reads every script record,
+    /// so it runs with the hourly expiries.
+    fn sweep_versions(&self, budget: &mut usize) -> Result<usize, StoreError> {
+        let keep = self.policy.script_versions_keep;
+        if keep == 0 {
+            return Ok(0);
+        }
+        let mut used = std::collections::HashSet::new();
+        for status in [ExecutionStatus::Queued, ExecutionStatus::Running] {
+            let walk = ExecutionWalk::new(ExecutionIndex::Status(status), false);
+            self.store.walk_executions(&walk, &mut |e| {
+                if let (Some(script), Some(version)) = (e.script_id, e.script_version) {
+                    used.insert((script, version));
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
+        let mut removed = 0;
+        for script in self.store.scripts()? {
+            if *budget == 0 {
+                break;
+            }
+            let Some(below) = script.version.checked_sub(keep - 1).filter(|b| *b > 1) else {
+                continue;
+            };
+            let in_use = |version: u32| used.contains(&(script.id.clone(), version));
+            let n = self
+                .store
+                .remove_versions_below(&script.id, below, &in_use, *budget)?;
+            *budget -= n;
+            removed += n;
+        }
+        Ok(removed)
     }
 
     /// Walks each script's executions oldest first, removing those past the
@@ -550,5 +592,41 @@ mod tests {
         std::fs::write(cache.path().join("more.cwasm"), vec![0u8; 1 << 20]).unwrap();
         assert_eq!(sweeper.sweep(1_030_000).unwrap().compiled_artifacts, 0);
         assert_eq!(sweeper.sweep(1_060_000).unwrap().compiled_artifacts, 1);
+    }
+
+    #[test]
+    fn a_script_keeps_its_newest_versions_and_those_a_queued_run_uses() {
+        let (mut sweeper, _dir) = sweeper(|p| p.script_versions_keep = 2);
+        let store = sweeper.store.clone();
+        store
+            .create_script(&crate::store::testing::script("s", "versions", 1), b"v1")
+            .unwrap();
+        for version in 2..=5 {
+            store
+                .update_script(
+                    "s",
+                    &|old| {
+                        let mut new = old.clone();
+                        new.version = version;
+                        Ok(new)
+                    },
+                    Some(format!("v{version}").as_bytes()),
+                )
+                .unwrap();
+        }
+        let mut queued = execution(&id_at(1_000, 0), Some("s"), Queued);
+        queued.script_version = Some(2);
+        store.put_execution(&queued).unwrap();
+        let swept = sweeper.sweep(crate::now_ms()).unwrap();
+        assert_eq!(swept.script_versions, 2);
+        let left: Vec<u32> = store
+            .script_versions("s")
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(left, [2, 4, 5]);
+        assert!(store.script_content("s", 1).unwrap().is_none());
+        assert_eq!(store.script_content("s", 2).unwrap().unwrap(), b"v2");
     }
 }

@@ -157,6 +157,10 @@ sections! {
         executions_grace_secs: u64 = 300,
         audit_max_age_secs: u64 = 90 * 24 * 3600,
         webhook_attempts_max_age_secs: u64 = 30 * 24 * 3600,
+        /// Each script keeps its newest this many versions (and any a
+        /// queued or running execution uses); older ones are removed. 0
+        /// keeps them all.
+        script_versions_keep: u32 = 100,
         /// Compiled artifacts on disk (the cache directory) past this many
         /// MiB are removed, least recently used first; never one loaded in
         /// memory. 0 keeps them all.

@@ -30,6 +30,15 @@ pub trait ScriptStore {
     ) -> Result<ScriptRecord, StoreError>;
     /// Every version of a script, oldest first.
     fn script_versions(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError>;
+    /// Removes up to `limit` versions of a script below `below` (content and
+    /// record), oldest first, except those `keep` names; how many.
+    fn remove_versions_below(
+        &self,
+        id: &str,
+        below: u32,
+        keep: &dyn Fn(u32) -> bool,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
     fn script_version(&self, id: &str, version: u32) -> Result<Option<VersionRecord>, StoreError>;
     /// Counts one more execution of a script.
     fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError>;

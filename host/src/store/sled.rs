@@ -375,7 +375,7 @@ mod tests {
     use super::scripts::version_key;
     use super::*;
     use crate::store::scripts::ScriptStore;
-    use crate::store::{Language, ScriptKind, ScriptStatus};
+    use crate::store::testing::script;
 
     pub(super) const TEST_CACHE_BYTES: u64 = 8 << 20;
 
@@ -392,29 +392,6 @@ mod tests {
             }
         }
         SledStore::open(path, TEST_CACHE_BYTES)
-    }
-
-    pub(super) fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
-        ScriptRecord {
-            id: id.into(),
-            name: name.into(),
-            language: Language::Javascript,
-            kind: ScriptKind::Command,
-            public: false,
-            description: None,
-            tags: Vec::new(),
-            metadata: serde_json::Map::new(),
-            status: ScriptStatus::Active,
-            limits: None,
-            created_by: None,
-            version,
-            content_hash: blake3::hash(b"v2").to_hex().to_string(),
-            size_bytes: 2,
-            created_at: "2026-01-01T00:00:00.000Z".into(),
-            updated_at: "2026-01-02T00:00:00.000Z".into(),
-            execution_count: 0,
-            last_executed_at: None,
-        }
     }
 
     #[test]

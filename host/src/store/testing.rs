@@ -1,6 +1,8 @@
 //! Records for tests of the store and of what sits on it.
 
-use super::{ExecutionRecord, ExecutionStatus, Language, Trigger};
+use super::{
+    ExecutionRecord, ExecutionStatus, Language, ScriptKind, ScriptRecord, ScriptStatus, Trigger,
+};
 
 /// An execution record of `script` (`None`: ad hoc) in `status`, created
 /// when its UUIDv7 id was made and, if final, finished then too.
@@ -30,4 +32,28 @@ pub fn id_at(ms: u64, n: u8) -> String {
     uuid::Builder::from_unix_timestamp_millis(ms, &random)
         .into_uuid()
         .to_string()
+}
+
+/// A JavaScript script record at `version`.
+pub fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
+    ScriptRecord {
+        id: id.into(),
+        name: name.into(),
+        language: Language::Javascript,
+        kind: ScriptKind::Command,
+        public: false,
+        description: None,
+        tags: Vec::new(),
+        metadata: serde_json::Map::new(),
+        status: ScriptStatus::Active,
+        limits: None,
+        created_by: None,
+        version,
+        content_hash: blake3::hash(b"v2").to_hex().to_string(),
+        size_bytes: 2,
+        created_at: "2026-01-01T00:00:00.000Z".into(),
+        updated_at: "2026-01-02T00:00:00.000Z".into(),
+        execution_count: 0,
+        last_executed_at: None,
+    }
 }

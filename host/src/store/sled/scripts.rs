@@ -190,6 +190,36 @@ impl ScriptStore for SledStore {
             .transpose()
     }
 
+    fn remove_versions_below(
+        &self,
+        id: &str,
+        below: u32,
+        keep: &dyn Fn(u32) -> bool,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let records = version_meta_key(id, 0)..version_meta_key(id, below);
+        for entry in self.script_versions.range(records) {
+            if removed == limit {
+                break;
+            }
+            let (key, bytes) = entry.map_err(backend)?;
+            let record: VersionRecord = decode(&bytes)?;
+            if keep(record.version) {
+                continue;
+            }
+            // The content first: a crash between leaves a record without
+            // content, which the next sweep removes, never content that no
+            // record lists and nothing would ever remove.
+            self.script_versions
+                .remove(version_key(id, record.version))
+                .map_err(backend)?;
+            self.script_versions.remove(key).map_err(backend)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError> {
         // A deleted script stays deleted.
         update(
@@ -215,8 +245,9 @@ impl ScriptStore for SledStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{TEST_CACHE_BYTES, script};
+    use super::super::tests::TEST_CACHE_BYTES;
     use super::*;
+    use crate::store::testing::script;
 
     #[test]
     fn renames_move_the_name_and_refusals_change_nothing() {
