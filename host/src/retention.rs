@@ -31,8 +31,8 @@ const EXPIRY_EVERY_MS: u64 = 3_600_000;
 /// How often the disk cache of compiled artifacts is trimmed.
 const TRIM_EVERY_MS: u64 = 60_000;
 
-/// How long hourly usage rollups are kept: the longest period usage
-/// analytics answer for (`api/analytics.rs`, 366 days) and a day.
+/// How long usage rollups are kept: the longest period usage analytics
+/// answer for (`api/analytics.rs`, 366 days) and a day.
 const USAGE_KEPT_MS: u64 = 367 * 86_400_000;
 
 /// What one sweep removed, and whether it stopped at its budget.
@@ -153,10 +153,9 @@ impl Sweeper {
             swept.webhook_attempts = self.store.remove_attempts_before(before, budget)?;
             budget -= swept.webhook_attempts;
         }
-        let usage_before = crate::time_of_ms(now_ms.saturating_sub(USAGE_KEPT_MS));
         swept.usage_rollups = self
             .store
-            .remove_usage_before(crate::store::usage::hour_of(&usage_before), budget)?;
+            .remove_usage_before(now_ms.saturating_sub(USAGE_KEPT_MS), budget)?;
         budget -= swept.usage_rollups;
         if self
             .last_expiry_ms

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
-use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -16,14 +15,14 @@ use utoipa_axum::routes;
 use super::error::ErrorEnvelope;
 use super::{ApiError, ApiQuery, AppState};
 use crate::store::executions::{ExecutionIndex, ExecutionWalk, ID_TIME_SLACK_MS};
-use crate::store::usage::{UsageRollup, hour_of};
+use crate::store::usage::{Grain, Scope, UsageRollup};
 use crate::store::{ExecutionRecord, ExecutionStatus};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(usage))
 }
 
-const DAY: Duration = Duration::from_secs(86_400);
+const DAY_MS: u64 = 86_400_000;
 const MAX_DAYS: u64 = 366;
 const TOP_SCRIPTS: usize = 10;
 
@@ -84,8 +83,9 @@ struct ScriptUsage {
     p50_duration_ms: Option<u64>,
 }
 
-/// `30d` or `12h`: a whole number of days (up to a year) or hours.
-fn parse_period(period: &str) -> Result<Duration, ApiError> {
+/// `30d` or `12h`: a whole number of days (up to a year) or hours, and
+/// the grain of the rollups that answer it.
+fn parse_period(period: &str) -> Result<(u64, Grain), ApiError> {
     let bad = || {
         ApiError::invalid(
             "period",
@@ -96,19 +96,20 @@ fn parse_period(period: &str) -> Result<Duration, ApiError> {
     let mut chars = period.chars();
     let unit = chars.next_back().ok_or_else(bad)?;
     let n: u64 = chars.as_str().parse().map_err(|_| bad())?;
-    let length = match unit {
-        'd' => DAY.saturating_mul(u32::try_from(n).map_err(|_| bad())?),
-        'h' => Duration::from_secs(n.saturating_mul(3600)),
+    let (grain, max) = match unit {
+        'd' => (Grain::Day, MAX_DAYS),
+        'h' => (Grain::Hour, MAX_DAYS * 24),
         _ => return Err(bad()),
     };
-    if n == 0 || length > DAY * MAX_DAYS as u32 {
+    if n == 0 || n > max {
         return Err(bad());
     }
-    Ok(length)
+    Ok((n, grain))
 }
 
 /// Executions per day and status, duration percentiles, fuel and the
-/// busiest scripts of a period.
+/// busiest scripts of a period: `Nd` is today and the N-1 days before it
+/// (UTC), `Nh` this hour and the N-1 before it.
 #[utoipa::path(get, path = "/v1/analytics/usage", operation_id = "getUsage", tag = "system", params(UsageQuery),
     responses(
         (status = 200, description = "The period's usage", body = Usage),
@@ -119,28 +120,33 @@ async fn usage(
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<axum::Json<Usage>, ApiError> {
     let period = query.period.unwrap_or_else(|| "30d".into());
-    let length = parse_period(&period)?;
-    let now = SystemTime::now();
-    let from = now.checked_sub(length).unwrap_or(SystemTime::UNIX_EPOCH);
-    let since_ms = from
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let (buckets, grain) = parse_period(&period)?;
+    let now_ms = crate::now_ms();
+    let from_ms = (now_ms - now_ms % grain.millis())
+        .saturating_sub((buckets - 1).saturating_mul(grain.millis()));
+    let from_text = crate::time_of_ms(from_ms);
+    let to_text = crate::time_of_ms(now_ms);
 
-    // Rollups are by hour: the period starts at the top of its first one.
-    let from_text = crate::time_of_ms(since_ms - since_ms % 3_600_000);
-    let to_text = humantime::format_rfc3339_millis(now).to_string();
     let store = state.store.clone();
     let script_filter = query.script_id;
-    let (from_hour, to_hour) = (hour_of(&from_text).to_owned(), hour_of(&to_text).to_owned());
     let first_created = from_text.clone();
-    let (rows, live, scripts) = tokio::task::spawn_blocking(move || {
-        let rows = store.usage(&from_hour, &to_hour, script_filter.as_deref())?;
+    let (totals, per_script, live, scripts) = tokio::task::spawn_blocking(move || {
+        let (totals, per_script) = match &script_filter {
+            Some(id) => {
+                let rows = store.usage(grain, from_ms, now_ms, Scope::Script(Some(id)))?;
+                (rows.clone(), rows)
+            }
+            None => (
+                store.usage(grain, from_ms, now_ms, Scope::Total)?,
+                store.usage(grain, from_ms, now_ms, Scope::PerScript)?,
+            ),
+        };
         // What has not ended is in no rollup; it is queued or running, so
         // bounded by the queue and the workers.
         let mut live = Vec::new();
         for status in [ExecutionStatus::Queued, ExecutionStatus::Running] {
             let mut walk = ExecutionWalk::new(ExecutionIndex::Status(status), false);
-            walk.created_from_ms = Some(since_ms.saturating_sub(ID_TIME_SLACK_MS));
+            walk.created_from_ms = Some(from_ms.saturating_sub(ID_TIME_SLACK_MS));
             store.walk_executions(&walk, &mut |e: ExecutionRecord| {
                 let wanted = script_filter.is_none() || e.script_id == script_filter;
                 if wanted && e.created_at >= first_created {
@@ -154,50 +160,48 @@ async fn usage(
             .into_iter()
             .map(|s| (s.id, s.name))
             .collect();
-        Ok::<_, crate::store::StoreError>((rows, live, names))
+        Ok::<_, crate::store::StoreError>((totals, per_script, live, names))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the usage summary failed: {e}")))??;
 
     // Every day of the period, quiet ones too, so charts have no gaps.
-    let date_of = |t: SystemTime| humantime::format_rfc3339(t).to_string()[..10].to_string();
-    let today = date_of(now);
     let mut days: BTreeMap<String, Day> = BTreeMap::new();
-    let mut day = from;
-    while date_of(day) <= today {
-        let date = date_of(day);
-        days.insert(
-            date.clone(),
-            Day {
-                date,
-                executions: 0,
-                by_status: BTreeMap::new(),
-            },
-        );
-        day += DAY;
+    let mut day_ms = from_ms - from_ms % DAY_MS;
+    while day_ms <= now_ms {
+        let date = Grain::Day.bucket_at(day_ms);
+        let day = Day {
+            date: date.clone(),
+            executions: 0,
+            by_status: BTreeMap::new(),
+        };
+        days.insert(date, day);
+        day_ms += DAY_MS;
     }
     let mut total = UsageRollup::default();
-    let mut per_script: HashMap<String, UsageRollup> = HashMap::new();
-    for row in &rows {
-        total.merge(&row.usage);
-        if let Some(day) = days.get_mut(row.hour.get(..10).unwrap_or_default()) {
-            for (status, n) in &row.usage.by_status {
-                day.executions += n;
-                *day.by_status.entry(status.as_str()).or_insert(0) += n;
-            }
+    let mut count_day = |date: &str, status: ExecutionStatus, n: u64| {
+        if let Some(day) = days.get_mut(date) {
+            day.executions += n;
+            *day.by_status.entry(status.as_str()).or_insert(0) += n;
         }
-        if let Some(id) = &row.script_id {
-            per_script.entry(id.clone()).or_default().merge(&row.usage);
+    };
+    for row in &totals {
+        total.merge(&row.usage);
+        for (status, n) in &row.usage.by_status {
+            count_day(Grain::Day.bucket(&row.bucket), *status, *n);
         }
     }
     for (created_at, status) in &live {
         *total.by_status.entry(*status).or_default() += 1;
-        if let Some(day) = days.get_mut(created_at.get(..10).unwrap_or_default()) {
-            day.executions += 1;
-            *day.by_status.entry(status.as_str()).or_insert(0) += 1;
+        count_day(Grain::Day.bucket(created_at), *status, 1);
+    }
+    let mut by_script: HashMap<String, UsageRollup> = HashMap::new();
+    for row in per_script {
+        if let Some(id) = row.script_id {
+            by_script.entry(id).or_default().merge(&row.usage);
         }
     }
-    let mut top: Vec<(String, UsageRollup)> = per_script.into_iter().collect();
+    let mut top: Vec<(String, UsageRollup)> = by_script.into_iter().collect();
     top.sort_by(|a, b| {
         b.1.executions()
             .cmp(&a.1.executions())
@@ -246,13 +250,15 @@ mod tests {
 
     #[test]
     fn periods_are_days_or_hours_within_a_year() {
-        assert_eq!(parse_period("30d").unwrap(), DAY * 30);
-        assert_eq!(parse_period("12h").unwrap(), Duration::from_secs(12 * 3600));
+        assert_eq!(parse_period("30d").unwrap(), (30, Grain::Day));
+        assert_eq!(parse_period("12h").unwrap(), (12, Grain::Hour));
+        assert_eq!(parse_period("8784h").unwrap(), (8784, Grain::Hour));
         for bad in [
             "",
             "d",
             "0d",
             "367d",
+            "8785h",
             "30",
             "30w",
             "-1d",

@@ -1,8 +1,9 @@
-//! Usage rollups: per hour (of creation) and script, what the executions
-//! that ended came to — counts per status, fuel, a histogram of durations.
-//! Added to as each execution becomes final, so usage analytics read a
-//! row per hour and script, however many executions there were; they
-//! outlive the execution records retention removes.
+//! Usage rollups: per hour and per day (of creation), for every script
+//! together and for each script, what the executions that ended came to —
+//! counts per status, fuel, a histogram of durations. Added to as each
+//! execution becomes final, so usage analytics read a row per hour or day
+//! (and per script, for the busiest scripts), however many executions there
+//! were; they outlive the execution records retention removes.
 
 use std::collections::BTreeMap;
 
@@ -10,12 +11,48 @@ use serde::{Deserialize, Serialize};
 
 use super::{ExecutionRecord, ExecutionStatus, StoreError};
 
-/// Bytes of an RFC 3339 time that name its hour: `2026-12-04T13`.
-pub const HOUR_LEN: usize = 13;
+/// The length of the time buckets rollups are kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Grain {
+    Hour,
+    Day,
+}
 
-/// The hour `created_at` (RFC 3339) falls in, as rollups are keyed.
-pub fn hour_of(created_at: &str) -> &str {
-    created_at.get(..HOUR_LEN).unwrap_or(created_at)
+impl Grain {
+    pub const ALL: [Self; 2] = [Self::Hour, Self::Day];
+
+    pub fn millis(self) -> u64 {
+        match self {
+            Self::Hour => 3_600_000,
+            Self::Day => 86_400_000,
+        }
+    }
+
+    /// The bucket `time` (RFC 3339) falls in, by name: `2026-12-04T13` or
+    /// `2026-12-04`; names sort as their times do.
+    pub fn bucket(self, time: &str) -> &str {
+        let len = match self {
+            Self::Hour => 13,
+            Self::Day => 10,
+        };
+        time.get(..len).unwrap_or(time)
+    }
+
+    /// The bucket `ms` (Unix ms) falls in.
+    pub fn bucket_at(self, ms: u64) -> String {
+        self.bucket(&crate::time_of_ms(ms)).to_owned()
+    }
+}
+
+/// Which rollups a read wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Every script's executions together: a row per bucket.
+    Total,
+    /// Each script's apart: a row per bucket and script that ran.
+    PerScript,
+    /// One script's (`None`: the ad-hoc runs): a row per bucket.
+    Script(Option<&'a str>),
 }
 
 /// Durations in buckets of 1/16 of a power of two: every value from 0 to
@@ -138,26 +175,29 @@ impl UsageRollup {
     }
 }
 
-/// One rollup row: its hour (`hour_of`), its script (`None`: ad hoc).
+/// One rollup row: its bucket ([`Grain::bucket`]) and script (`None`:
+/// ad-hoc runs, or every script for [`Scope::Total`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
-    pub hour: String,
+    pub bucket: String,
     pub script_id: Option<String>,
     pub usage: UsageRollup,
 }
 
 pub trait UsageStore {
-    /// The rollups of the hours `from_hour..=to_hour` (as [`hour_of`] names
-    /// them), of one script if `script` is given, with what ended since the
-    /// last flush; in hour order.
+    /// The rollups of `scope` in the `grain` buckets from the one `from_ms`
+    /// falls in to the one `to_ms` falls in (Unix ms), with what ended
+    /// since the last flush; in bucket order.
     fn usage(
         &self,
-        from_hour: &str,
-        to_hour: &str,
-        script: Option<&str>,
+        grain: Grain,
+        from_ms: u64,
+        to_ms: u64,
+        scope: Scope<'_>,
     ) -> Result<Vec<UsageRow>, StoreError>;
-    /// Removes the rollups of hours before `hour`, up to `limit`; how many.
-    fn remove_usage_before(&self, hour: &str, limit: usize) -> Result<usize, StoreError>;
+    /// Removes up to `limit` rollups of buckets that ended before
+    /// `before_ms`; how many.
+    fn remove_usage_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }
 
 #[cfg(test)]

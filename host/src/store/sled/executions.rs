@@ -677,10 +677,9 @@ mod tests {
             [b.as_str()]
         );
         // Rolled up too (schema 4): the final one.
-        use crate::store::usage::{UsageStore, hour_of};
-        let created = store.execution(&a).unwrap().unwrap().created_at;
+        use crate::store::usage::{Grain, Scope, UsageStore};
         let rows = store
-            .usage(hour_of(&created), hour_of(&created), None)
+            .usage(Grain::Day, 1_000, 1_000, Scope::PerScript)
             .unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].usage.failures(), 1);

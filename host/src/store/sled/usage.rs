@@ -1,23 +1,56 @@
-//! The sled side of [`UsageStore`]: the `usage` tree, `<hour> 0x00 <script
-//! id>` → a [`UsageRollup`] (an empty script id: ad-hoc runs), hour-major so
-//! a period is one key range. An execution that becomes final is added to a
-//! rollup in memory; every flush first merges those into the tree, so a
-//! rollup is written once per flush and hour and script, not once per
-//! execution, and is as durable as the records it counts (a crash loses
-//! only what the records it counts had not flushed either, give or take
-//! the writes sled made on its own meanwhile).
+//! The sled side of [`UsageStore`]: the `usage` tree, `<tag> <bucket> 0x00
+//! <script id>` → a [`UsageRollup`], the tag one of four kinds of row:
+//! hourly and daily, each for every script together (no script id) and for
+//! each script (an empty id: ad-hoc runs). Bucket-major, so a period of one
+//! kind is one key range. An execution that becomes final is added to its
+//! four rows in memory; every flush first merges those into the tree, so a
+//! row is written once per flush, not once per execution, and is as
+//! durable as the records it counts (a crash loses only what the records it
+//! counts had not flushed either, give or take the writes sled made on its
+//! own meanwhile).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{SledStore, backend, decode, encode};
-use crate::store::usage::{UsageRollup, UsageRow, UsageStore, hour_of};
+use crate::store::usage::{Grain, Scope, UsageRollup, UsageRow, UsageStore};
 use crate::store::{ExecutionRecord, StoreError};
 
-type Key = (String, Option<String>);
+/// The kind of row, by grain and whether it is one script's.
+fn tag(grain: Grain, per_script: bool) -> u8 {
+    match (grain, per_script) {
+        (Grain::Hour, false) => b'A',
+        (Grain::Hour, true) => b'H',
+        (Grain::Day, false) => b'E',
+        (Grain::Day, true) => b'D',
+    }
+}
 
-/// Rollup changes not yet in the tree. The map is bounded by the hours and
-/// scripts of what ended since the last flush (each flush empties it).
+/// A row's key: tag, bucket, script (`None` for totals).
+type Key = (u8, String, Option<String>);
+
+fn encode_key((tag, bucket, script): &Key) -> Vec<u8> {
+    [
+        &[*tag][..],
+        bucket.as_bytes(),
+        &[0],
+        script.as_deref().unwrap_or("").as_bytes(),
+    ]
+    .concat()
+}
+
+/// The bucket and script of a stored key of a per-script row.
+fn decode_key(key: &[u8]) -> Option<(String, Option<String>)> {
+    let split = key.iter().position(|b| *b == 0)?;
+    let script = String::from_utf8_lossy(&key[split + 1..]).into_owned();
+    Some((
+        String::from_utf8_lossy(key.get(1..split)?).into_owned(),
+        (!script.is_empty()).then_some(script),
+    ))
+}
+
+/// Rollup changes not yet in the tree. The map is bounded by the buckets
+/// and scripts of what ended since the last flush (each flush empties it).
 #[derive(Default)]
 pub(super) struct PendingUsage {
     changes: Mutex<HashMap<Key, UsageRollup>>,
@@ -27,18 +60,17 @@ pub(super) struct PendingUsage {
 }
 
 impl PendingUsage {
-    /// Counts a record that just became final.
+    /// Counts a record that just became final, in each of its four rows.
     pub(super) fn add(&self, record: &ExecutionRecord) {
-        let key = (
-            hour_of(&record.created_at).to_owned(),
-            record.script_id.clone(),
-        );
-        self.changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default()
-            .add(record);
+        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        for grain in Grain::ALL {
+            let bucket = grain.bucket(&record.created_at);
+            for per_script in [false, true] {
+                let script = per_script.then(|| record.script_id.clone()).flatten();
+                let key = (tag(grain, per_script), bucket.to_owned(), script);
+                changes.entry(key).or_default().add(record);
+            }
+        }
     }
 
     fn moving(&self) -> MutexGuard<'_, ()> {
@@ -48,26 +80,19 @@ impl PendingUsage {
     fn take(&self) -> HashMap<Key, UsageRollup> {
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(PoisonError::into_inner))
     }
-}
 
-fn key_of(hour: &str, script: Option<&str>) -> Vec<u8> {
-    [hour.as_bytes(), &[0], script.unwrap_or("").as_bytes()].concat()
-}
-
-fn row_of(key: &[u8], usage: UsageRollup) -> Option<UsageRow> {
-    let split = key.iter().position(|b| *b == 0)?;
-    let script = String::from_utf8_lossy(&key[split + 1..]).into_owned();
-    Some(UsageRow {
-        hour: String::from_utf8_lossy(&key[..split]).into_owned(),
-        script_id: (!script.is_empty()).then_some(script),
-        usage,
-    })
+    fn snapshot(&self) -> HashMap<Key, UsageRollup> {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Merges `changes` into `tree`.
 fn merge_into(tree: &sled::Tree, changes: HashMap<Key, UsageRollup>) -> Result<(), StoreError> {
-    for ((hour, script), change) in changes {
-        let key = key_of(&hour, script.as_deref());
+    for (key, change) in changes {
+        let key = encode_key(&key);
         let mut usage: UsageRollup = match tree.get(&key).map_err(backend)? {
             Some(bytes) => decode(&bytes)?,
             None => UsageRollup::default(),
@@ -108,57 +133,88 @@ impl SledStore {
 impl UsageStore for SledStore {
     fn usage(
         &self,
-        from_hour: &str,
-        to_hour: &str,
-        script: Option<&str>,
+        grain: Grain,
+        from_ms: u64,
+        to_ms: u64,
+        scope: Scope<'_>,
     ) -> Result<Vec<UsageRow>, StoreError> {
+        let (first, last) = (grain.bucket_at(from_ms), grain.bucket_at(to_ms));
+        let tag = tag(grain, scope != Scope::Total);
         let _moving = self.pending_usage.moving();
         let mut rows: Vec<UsageRow> = Vec::new();
-        let end = [to_hour.as_bytes(), &[1]].concat();
-        for entry in self.usage.range(from_hour.as_bytes()..end.as_slice()) {
-            let (key, bytes) = entry.map_err(backend)?;
-            let Some(row) = row_of(&key, decode(&bytes)?) else {
-                continue;
-            };
-            if script.is_none_or(|s| row.script_id.as_deref() == Some(s)) {
-                rows.push(row);
+        let mut push = |key: &[u8], bytes: &[u8]| -> Result<(), StoreError> {
+            if let Some((bucket, script_id)) = decode_key(key) {
+                rows.push(UsageRow {
+                    bucket,
+                    script_id,
+                    usage: decode(bytes)?,
+                });
+            }
+            Ok(())
+        };
+        if let Scope::Script(script) = scope {
+            // One point read per bucket, not the range of every script's.
+            let mut at = from_ms - from_ms % grain.millis();
+            while at <= to_ms {
+                let key = (tag, grain.bucket_at(at), script.map(str::to_owned));
+                let key = encode_key(&key);
+                if let Some(bytes) = self.usage.get(&key).map_err(backend)? {
+                    push(&key, &bytes)?;
+                }
+                at += grain.millis();
+            }
+        } else {
+            let start = [&[tag][..], first.as_bytes()].concat();
+            let end = [&[tag][..], last.as_bytes(), &[1]].concat();
+            for entry in self.usage.range(start..end) {
+                let (key, bytes) = entry.map_err(backend)?;
+                push(&key, &bytes)?;
             }
         }
-        let changes = self
-            .pending_usage
-            .changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for ((hour, script_id), change) in changes {
-            let wanted = (from_hour..=to_hour).contains(&hour.as_str())
-                && script.is_none_or(|s| script_id.as_deref() == Some(s));
+        for ((row_tag, bucket, script_id), change) in self.pending_usage.snapshot() {
+            let wanted = row_tag == tag
+                && (first.as_str()..=last.as_str()).contains(&bucket.as_str())
+                && match scope {
+                    Scope::Script(script) => script_id.as_deref() == script,
+                    Scope::Total | Scope::PerScript => true,
+                };
             if !wanted {
                 continue;
             }
             match rows
                 .iter_mut()
-                .find(|r| r.hour == hour && r.script_id == script_id)
+                .find(|r| r.bucket == bucket && r.script_id == script_id)
             {
                 Some(row) => row.usage.merge(&change),
                 None => rows.push(UsageRow {
-                    hour,
+                    bucket,
                     script_id,
                     usage: change,
                 }),
             }
         }
-        rows.sort_by(|a, b| (&a.hour, &a.script_id).cmp(&(&b.hour, &b.script_id)));
+        rows.sort_by(|a, b| (&a.bucket, &a.script_id).cmp(&(&b.bucket, &b.script_id)));
         Ok(rows)
     }
 
-    fn remove_usage_before(&self, hour: &str, limit: usize) -> Result<usize, StoreError> {
+    fn remove_usage_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for entry in self.usage.range(..hour.as_bytes()).take(limit) {
-            self.usage
-                .remove(entry.map_err(backend)?.0)
-                .map_err(backend)?;
-            removed += 1;
+        for grain in Grain::ALL {
+            // The bucket `before_ms` falls in has not ended: kept.
+            let bucket = grain.bucket_at(before_ms);
+            for per_script in [false, true] {
+                let tag = tag(grain, per_script);
+                let end = [&[tag][..], bucket.as_bytes()].concat();
+                for entry in self.usage.range([tag].as_slice()..end.as_slice()) {
+                    if removed == limit {
+                        return Ok(removed);
+                    }
+                    self.usage
+                        .remove(entry.map_err(backend)?.0)
+                        .map_err(backend)?;
+                    removed += 1;
+                }
+            }
         }
         Ok(removed)
     }
@@ -173,10 +229,11 @@ mod tests {
     use crate::store::{ExecutionStatus, Store};
 
     #[tokio::test]
-    async fn finals_are_rolled_up_once_per_execution_and_survive_a_flush_and_reopen() {
+    async fn finals_are_rolled_up_once_by_hour_and_day_in_total_and_per_script() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        let (a, b, c) = (id_at(1_000, 0), id_at(2_000, 0), id_at(3_000, 0));
+        let at = 1_000_000_000_000; // 2001-09-09T01:46:40Z
+        let (a, b, c) = (id_at(at, 0), id_at(at + 1, 0), id_at(at + 2, 0));
         let mut first = execution(&a, Some("s"), ExecutionStatus::Queued);
         store.hold_execution(&first).unwrap();
         first.status = ExecutionStatus::Completed;
@@ -191,36 +248,47 @@ mod tests {
         store
             .put_execution(&execution(&c, None, ExecutionStatus::Running))
             .unwrap();
-        let hour = hour_of(&first.created_at).to_owned();
-        let rows = store.usage(&hour, &hour, None).unwrap();
-        assert_eq!(rows.len(), 1, "{rows:?}");
-        assert_eq!(rows[0].script_id.as_deref(), Some("s"));
-        assert_eq!(rows[0].usage.executions(), 2);
-        assert_eq!(rows[0].usage.failures(), 1);
-        assert_eq!(rows[0].usage.fuel_total, 100);
-        assert_eq!(rows[0].usage.durations.max(), Some(12));
+        for grain in Grain::ALL {
+            let rows = store.usage(grain, at, at, Scope::Total).unwrap();
+            assert_eq!(rows.len(), 1, "{rows:?}");
+            assert_eq!(rows[0].usage.executions(), 2);
+            assert_eq!(rows[0].usage.failures(), 1);
+            assert_eq!(rows[0].usage.fuel_total, 100);
+            assert_eq!(rows[0].usage.durations.max(), Some(12));
+        }
+        assert_eq!(
+            store.usage(Grain::Day, at, at, Scope::Total).unwrap()[0].bucket,
+            "2001-09-09"
+        );
 
         store.flush().await.unwrap();
         store
             .put_execution(&execution(&c, None, ExecutionStatus::Completed))
             .unwrap();
-        let rows = store.usage(&hour, &hour, None).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(store.usage(&hour, &hour, Some("s")).unwrap().len(), 1);
-        assert!(
-            store
-                .usage("2000-01-01T00", "2000-01-01T23", None)
-                .unwrap()
-                .is_empty()
-        );
+        let per_script = store.usage(Grain::Hour, at, at, Scope::PerScript).unwrap();
+        assert_eq!(per_script.len(), 2, "the script's and the ad-hoc runs'");
+        let ad_hoc = store
+            .usage(Grain::Day, at - 3 * 86_400_000, at, Scope::Script(None))
+            .unwrap();
+        assert_eq!(ad_hoc.len(), 1);
+        assert_eq!(ad_hoc[0].usage.executions(), 1);
+        let earlier = store.usage(Grain::Hour, at - 7_200_000, at - 3_600_000, Scope::Total);
+        assert!(earlier.unwrap().is_empty());
         store.close().unwrap();
         drop(store);
 
         let store = reopen(dir.path()).unwrap();
-        let rows = store.usage(&hour, &hour, None).unwrap();
-        let total: u64 = rows.iter().map(|r| r.usage.executions()).sum();
-        assert_eq!(total, 3);
-        assert_eq!(store.remove_usage_before("9999", 10).unwrap(), 2);
-        assert!(store.usage(&hour, &hour, None).unwrap().is_empty());
+        let rows = store.usage(Grain::Hour, at, at, Scope::Total).unwrap();
+        assert_eq!(rows[0].usage.executions(), 3);
+        // Only buckets that have ended go: this hour's rows stay until it has.
+        assert_eq!(store.remove_usage_before(at, 100).unwrap(), 0);
+        assert_eq!(store.remove_usage_before(at + 86_400_000, 2).unwrap(), 2);
+        assert_eq!(store.remove_usage_before(at + 86_400_000, 100).unwrap(), 4);
+        assert!(
+            store
+                .usage(Grain::Day, at, at, Scope::PerScript)
+                .unwrap()
+                .is_empty()
+        );
     }
 }
