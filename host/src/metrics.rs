@@ -394,6 +394,17 @@ impl Collector for Live {
                 },
             )?)?;
         }
+        let records = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "store_records",
+            "Records in the store, by family (those that grow with use)",
+            None,
+            records.metric_type(),
+        )?;
+        for (records, n) in self.store.record_counts().by_family() {
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&RecordLabels { records })?)?;
+        }
         if let Ok(bytes) = self.store.size_on_disk() {
             let size = ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX));
             size.encode(encoder.encode_descriptor(

@@ -504,8 +504,11 @@ mod tests {
             };
             sweeper.store.append_audit(&record).unwrap();
         }
+        assert_eq!(sweeper.store.record_counts().audit_entries, 3);
         assert_eq!(sweeper.sweep(NOW).unwrap().audit_entries, 2);
-        assert_eq!(sweeper.store.audit_page(0, 10).unwrap().0.len(), 1);
+        let (page, total) = sweeper.store.audit_page(0, 10).unwrap();
+        assert_eq!((page.len(), total), (1, 1), "the total is the counter");
+        assert_eq!(sweeper.store.record_counts().audit_entries, 1);
     }
 
     #[test]

@@ -275,6 +275,12 @@ fn a_large_record_is_synced_as_its_own_file_before_the_answer() {
     assert_eq!(execution["status"], "completed", "{execution}");
     let (syncs, blobs) = synced(&kiln);
     assert!(syncs > syncs_before);
+    let text = kiln.get("/metrics").send().unwrap().text().unwrap();
+    assert_eq!(
+        sample(&text, "kiln_store_records{records=\"executions\"}"),
+        Some(1.0),
+        "{text}"
+    );
     assert!(
         blobs > blobs_before,
         "no blob file synced for 300 kB of output"

@@ -46,6 +46,13 @@ fn status_reports_workers_executions_and_the_compile_cache() {
     assert_eq!(status["executions_by_status"]["completed"], 1, "{status}");
     assert_eq!(status["queue_depth"], 0);
     assert!(status["store_size_bytes"].as_u64().unwrap() > 0);
+    // Records per family: the run, the audit entries of logging in and
+    // creating the script, and the run's usage rollups.
+    let records = &status["records"];
+    assert_eq!(records["executions"], 1, "{status}");
+    assert!(records["audit_entries"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(records["usage_rollups"], 4, "{status}");
+    assert_eq!(records["webhook_attempts"], 0, "{status}");
     let loads = |status: &serde_json::Value| {
         let cache = &status["compile_cache"];
         ["memory_hits", "disk_hits", "compiles"]

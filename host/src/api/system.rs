@@ -73,6 +73,9 @@ pub struct ServerStatus {
     running: usize,
     /// Stored executions by status.
     executions_by_status: BTreeMap<&'static str, u64>,
+    /// Records of the families that grow with use (executions, audit
+    /// entries, webhook attempts, usage rollups), from counters.
+    records: BTreeMap<&'static str, u64>,
     store_size_bytes: u64,
     /// Records the retention sweeper removed since start, by kind.
     retention_removed: BTreeMap<&'static str, u64>,
@@ -99,6 +102,12 @@ async fn status(State(state): State<AppState>) -> Result<axum::Json<ServerStatus
         queue_capacity: state.config.workers.queue_capacity,
         running: state.jobs.running(),
         executions_by_status,
+        records: state
+            .store
+            .record_counts()
+            .by_family()
+            .into_iter()
+            .collect(),
         store_size_bytes: state.store.size_on_disk()?,
         retention_removed: crate::metrics::SweepMetrics::KINDS
             .into_iter()

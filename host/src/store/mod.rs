@@ -79,11 +79,35 @@ pub trait Store:
     fn flush(&self) -> FlushFuture<'_>;
     /// What the flushes have done since the store was opened.
     fn sync_stats(&self) -> SyncStats;
+    /// How many records the families that grow with use hold, from
+    /// counters kept as they are written and removed (not a scan).
+    fn record_counts(&self) -> RecordCounts;
     /// Makes everything durable (held executions too, written) and notes
     /// that the store was closed, not
     /// crashed: the next open can skip the repairs a crash needs. Nothing
     /// is written after it.
     fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Records per family, for `/v1/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub executions: u64,
+    pub audit_entries: u64,
+    pub webhook_attempts: u64,
+    pub usage_rollups: u64,
+}
+
+impl RecordCounts {
+    /// Each family by the name `/v1/status` and `/metrics` give it.
+    pub fn by_family(self) -> [(&'static str, u64); 4] {
+        [
+            ("executions", self.executions),
+            ("audit_entries", self.audit_entries),
+            ("webhook_attempts", self.webhook_attempts),
+            ("usage_rollups", self.usage_rollups),
+        ]
+    }
 }
 
 /// Counters of [`Store::flush`]'s work, for `/metrics`.

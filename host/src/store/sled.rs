@@ -11,10 +11,14 @@ mod usage;
 mod webhooks;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::executions::ExecutionStore as _;
 use super::group_commit::GroupCommit;
-use super::{FlushFuture, SCHEMA_VERSION, ScriptRecord, Store, StoreError, SyncStats};
+use super::{
+    FlushFuture, RecordCounts, SCHEMA_VERSION, ScriptRecord, Store, StoreError, SyncStats,
+};
 
 pub struct SledStore {
     db: sled::Db,
@@ -55,6 +59,9 @@ pub struct SledStore {
     kv_writes: Mutex<()>,
     /// Serializes outbox writes (a record and its due entry).
     outbox_writes: Mutex<()>,
+    /// Records of the append-and-sweep families, counted at open (keys
+    /// only) and kept as they are written and removed.
+    counted: Counted,
     /// Serializes script updates and deletes. Not sled transactions: in sled
     /// 0.34 they take a global lock that deadlocks with concurrent
     /// `flush_async` under load. Writes are ordered so that a crash between
@@ -198,6 +205,48 @@ fn update<T: serde::Serialize + serde::de::DeserializeOwned>(
     }))
 }
 
+/// Records of the families that only grow by appends and shrink by sweeps,
+/// whose trees sled can count only by reading every key.
+#[derive(Debug, Default)]
+struct Counted {
+    audit: AtomicU64,
+    attempts: AtomicU64,
+    usage: AtomicU64,
+}
+
+impl Counted {
+    fn load(
+        audit: &sled::Tree,
+        attempts: &sled::Tree,
+        usage: &sled::Tree,
+    ) -> Result<Self, StoreError> {
+        let keys = |tree: &sled::Tree| -> Result<u64, StoreError> {
+            let mut n = 0;
+            for key in tree.iter().keys() {
+                key.map_err(backend)?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        Ok(Self {
+            audit: AtomicU64::new(keys(audit)?),
+            attempts: AtomicU64::new(keys(attempts)?),
+            usage: AtomicU64::new(keys(usage)?),
+        })
+    }
+
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn remove(counter: &AtomicU64, n: usize) {
+        // Never below zero, whatever a race between a sweep and a count did.
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            Some(c.saturating_sub(n as u64))
+        });
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir` and checks its schema version.
     /// sled's page cache is capped at `cache_bytes`: its own default is
@@ -228,6 +277,8 @@ impl SledStore {
         }
         let usage_tree = db.open_tree("usage").map_err(backend)?;
         let outbox = db.open_tree("outbox").map_err(backend)?;
+        let audit = db.open_tree("audit").map_err(backend)?;
+        let deliveries = db.open_tree("deliveries").map_err(backend)?;
         if found < 4 {
             usage::rollup_all(&execution_tree, &usage_tree)?;
             webhooks::index_outbox(&outbox)?;
@@ -243,7 +294,9 @@ impl SledStore {
                 );
             }
         }
+        let counted = Counted::load(&audit, &deliveries, &usage_tree)?;
         let store = Self {
+            counted,
             scripts: db.open_tree("scripts").map_err(backend)?,
             script_names: db.open_tree("script_names").map_err(backend)?,
             script_versions: db.open_tree("script_versions").map_err(backend)?,
@@ -259,10 +312,10 @@ impl SledStore {
             api_key_hashes: db.open_tree("api_key_hashes").map_err(backend)?,
             sessions: db.open_tree("sessions").map_err(backend)?,
             refresh_tokens: db.open_tree("refresh_tokens").map_err(backend)?,
-            audit: db.open_tree("audit").map_err(backend)?,
+            audit,
             webhooks: db.open_tree("webhooks").map_err(backend)?,
             outbox,
-            deliveries: db.open_tree("deliveries").map_err(backend)?,
+            deliveries,
             script_kv: db.open_tree("script_kv").map_err(backend)?,
             script_config: db.open_tree("script_config").map_err(backend)?,
             kv_writes: Mutex::new(()),
@@ -367,6 +420,16 @@ impl Store for SledStore {
 
     fn sync_stats(&self) -> SyncStats {
         self.commit.stats()
+    }
+
+    fn record_counts(&self) -> RecordCounts {
+        let count = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        RecordCounts {
+            executions: self.count_executions(&super::executions::ExecutionIndex::All),
+            audit_entries: count(&self.counted.audit),
+            webhook_attempts: count(&self.counted.attempts),
+            usage_rollups: count(&self.counted.usage),
+        }
     }
 }
 

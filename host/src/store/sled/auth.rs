@@ -199,7 +199,14 @@ impl AuthStore for SledStore {
     }
 
     fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        put(&self.audit, record.id.as_bytes(), record)
+        let before = self
+            .audit
+            .insert(record.id.as_bytes(), super::encode(record)?)
+            .map_err(backend)?;
+        if before.is_none() {
+            super::Counted::add(&self.counted.audit, 1);
+        }
+        Ok(())
     }
 
     fn audit_page(
@@ -211,11 +218,17 @@ impl AuthStore for SledStore {
         for entry in self.audit.iter().rev().skip(skip).take(take) {
             page.push(decode(&entry.map_err(backend)?.1)?);
         }
-        Ok((page, self.audit.len()))
+        let total = self
+            .counted
+            .audit
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Ok((page, usize::try_from(total).unwrap_or(usize::MAX)))
     }
 
     fn remove_audit_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        remove_older(&self.audit, b"", before_ms, limit)
+        let removed = remove_older(&self.audit, b"", before_ms, limit)?;
+        super::Counted::remove(&self.counted.audit, removed);
+        Ok(removed)
     }
 }
 

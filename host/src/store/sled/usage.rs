@@ -89,18 +89,22 @@ impl PendingUsage {
     }
 }
 
-/// Merges `changes` into `tree`.
-fn merge_into(tree: &sled::Tree, changes: HashMap<Key, UsageRollup>) -> Result<(), StoreError> {
+/// Merges `changes` into `tree`; how many rows are new.
+fn merge_into(tree: &sled::Tree, changes: HashMap<Key, UsageRollup>) -> Result<usize, StoreError> {
+    let mut new_rows = 0;
     for (key, change) in changes {
         let key = encode_key(&key);
         let mut usage: UsageRollup = match tree.get(&key).map_err(backend)? {
             Some(bytes) => decode(&bytes)?,
-            None => UsageRollup::default(),
+            None => {
+                new_rows += 1;
+                UsageRollup::default()
+            }
         };
         usage.merge(&change);
         tree.insert(key, encode(&usage)?).map_err(backend)?;
     }
-    Ok(())
+    Ok(new_rows)
 }
 
 /// Rolls up every final record of `executions` into `usage`: what a store
@@ -115,7 +119,7 @@ pub(super) fn rollup_all(executions: &sled::Tree, usage: &sled::Tree) -> Result<
             pending.add(&record);
         }
     }
-    merge_into(usage, pending.take())
+    merge_into(usage, pending.take()).map(|_| ())
 }
 
 impl SledStore {
@@ -126,7 +130,9 @@ impl SledStore {
         if changes.is_empty() {
             return Ok(());
         }
-        merge_into(&self.usage, changes)
+        let new_rows = merge_into(&self.usage, changes)?;
+        super::Counted::add(&self.counted.usage, new_rows);
+        Ok(())
     }
 }
 
@@ -207,6 +213,7 @@ impl UsageStore for SledStore {
                 let end = [&[tag][..], bucket.as_bytes()].concat();
                 for entry in self.usage.range([tag].as_slice()..end.as_slice()) {
                     if removed == limit {
+                        super::Counted::remove(&self.counted.usage, removed);
                         return Ok(removed);
                     }
                     self.usage
@@ -216,6 +223,7 @@ impl UsageStore for SledStore {
                 }
             }
         }
+        super::Counted::remove(&self.counted.usage, removed);
         Ok(removed)
     }
 }
@@ -280,10 +288,13 @@ mod tests {
         let store = reopen(dir.path()).unwrap();
         let rows = store.usage(Grain::Hour, at, at, Scope::Total).unwrap();
         assert_eq!(rows[0].usage.executions(), 3);
+        // Four kinds of row; the ad-hoc run adds a per-script row of each grain.
+        assert_eq!(store.record_counts().usage_rollups, 6, "counted at open");
         // Only buckets that have ended go: this hour's rows stay until it has.
         assert_eq!(store.remove_usage_before(at, 100).unwrap(), 0);
         assert_eq!(store.remove_usage_before(at + 86_400_000, 2).unwrap(), 2);
         assert_eq!(store.remove_usage_before(at + 86_400_000, 100).unwrap(), 4);
+        assert_eq!(store.record_counts().usage_rollups, 0);
         assert!(
             store
                 .usage(Grain::Day, at, at, Scope::PerScript)

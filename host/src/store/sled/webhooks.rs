@@ -98,7 +98,9 @@ impl WebhookStore for SledStore {
         }
         for entry in self.deliveries.scan_prefix(format!("{id}/")) {
             let (key, _) = entry.map_err(backend)?;
-            self.deliveries.remove(key).map_err(backend)?;
+            if self.deliveries.remove(key).map_err(backend)?.is_some() {
+                super::Counted::remove(&self.counted.attempts, 1);
+            }
         }
         decode(&bytes).map(Some)
     }
@@ -186,12 +188,16 @@ impl WebhookStore for SledStore {
     }
 
     fn append_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
-        self.deliveries
+        let before = self
+            .deliveries
             .insert(
                 format!("{}/{}", attempt.webhook_id, attempt.id).as_bytes(),
                 encode(attempt)?,
             )
             .map_err(backend)?;
+        if before.is_none() {
+            super::Counted::add(&self.counted.attempts, 1);
+        }
         Ok(())
     }
 
@@ -205,6 +211,7 @@ impl WebhookStore for SledStore {
             let prefix = [&id[..], b"/"].concat();
             removed += remove_older(&self.deliveries, &prefix, before_ms, limit - removed)?;
         }
+        super::Counted::remove(&self.counted.attempts, removed);
         Ok(removed)
     }
 
@@ -285,5 +292,47 @@ mod tests {
         let (due, next) = store.due_deliveries(u64::MAX - 1, 10, &none).unwrap();
         assert_eq!(ids(&due), [c.as_str(), b.as_str()]);
         assert_eq!(next, None);
+    }
+
+    #[test]
+    fn attempts_are_counted_as_they_are_logged_and_removed_with_their_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let webhook = WebhookRecord {
+            id: "w1".into(),
+            url: "https://example.com/hook".into(),
+            events: vec!["*".into()],
+            secret: "whsec_x".into(),
+            active: true,
+            description: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            created_by: None,
+        };
+        store.create_webhook(&webhook).unwrap();
+        for (n, webhook_id) in ["w1", "w1", "w2"].into_iter().enumerate() {
+            let attempt = AttemptRecord {
+                id: id_at(1_000, u8::try_from(n).unwrap()),
+                delivery_id: "d".into(),
+                webhook_id: webhook_id.into(),
+                msg_id: "m".into(),
+                event_type: "ping".into(),
+                attempt: 1,
+                at: String::new(),
+                status_code: Some(200),
+                duration_ms: 1,
+                error: None,
+                outcome: "delivered".into(),
+                next_attempt_at: None,
+            };
+            store.append_attempt(&attempt).unwrap();
+        }
+        use crate::store::Store;
+        assert_eq!(store.record_counts().webhook_attempts, 3);
+        store.delete_webhook("w1").unwrap();
+        assert_eq!(store.record_counts().webhook_attempts, 1);
+        drop(store);
+        let store = reopen(dir.path()).unwrap();
+        assert_eq!(store.record_counts().webhook_attempts, 1, "counted at open");
     }
 }
