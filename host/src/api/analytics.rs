@@ -131,14 +131,15 @@ async fn usage(
     let script_filter = query.script_id;
     let first_created = from_text.clone();
     let (totals, per_script, live, scripts) = tokio::task::spawn_blocking(move || {
+        // One script's rows are both its total and its line among the busiest.
         let (totals, per_script) = match &script_filter {
-            Some(id) => {
-                let rows = store.usage(grain, from_ms, now_ms, Scope::Script(Some(id)))?;
-                (rows.clone(), rows)
-            }
+            Some(id) => (
+                store.usage(grain, from_ms, now_ms, Scope::Script(Some(id)))?,
+                None,
+            ),
             None => (
                 store.usage(grain, from_ms, now_ms, Scope::Total)?,
-                store.usage(grain, from_ms, now_ms, Scope::PerScript)?,
+                Some(store.usage(grain, from_ms, now_ms, Scope::PerScript)?),
             ),
         };
         // What has not ended is in no rollup; it is queued or running, so
@@ -196,9 +197,9 @@ async fn usage(
         count_day(Grain::Day.bucket(created_at), *status, 1);
     }
     let mut by_script: HashMap<String, UsageRollup> = HashMap::new();
-    for row in per_script {
-        if let Some(id) = row.script_id {
-            by_script.entry(id).or_default().merge(&row.usage);
+    for row in per_script.as_ref().unwrap_or(&totals) {
+        if let Some(id) = &row.script_id {
+            by_script.entry(id.clone()).or_default().merge(&row.usage);
         }
     }
     let mut top: Vec<(String, UsageRollup)> = by_script.into_iter().collect();

@@ -93,16 +93,17 @@ impl HeldExecutions {
         self.lock().records.keys().cloned().collect()
     }
 
-    /// The held records `keep` selects, in id order (creation order).
-    pub fn matching(&self, keep: impl Fn(&ExecutionRecord) -> bool) -> Vec<ExecutionRecord> {
-        let mut found: Vec<ExecutionRecord> = self
+    /// The ids of the held records `keep` selects, in id order (creation
+    /// order); the records themselves are read as a walk reaches them.
+    pub fn matching(&self, keep: impl Fn(&ExecutionRecord) -> bool) -> Vec<String> {
+        let mut found: Vec<String> = self
             .lock()
             .records
             .values()
             .filter(|(r, _)| keep(r))
-            .map(|(r, _)| r.clone())
+            .map(|(r, _)| r.id.clone())
             .collect();
-        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.sort();
         found
     }
 

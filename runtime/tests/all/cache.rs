@@ -191,3 +191,25 @@ async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
     }
     assert_eq!(sandbox.cache_stats().script_compiles, after.script_compiles);
 }
+
+#[test]
+fn a_trim_of_the_disk_never_removes_a_loaded_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = read_guest(kiln_components::HELLO);
+    let loaded = Sandbox::new(small_engine(Some(dir.path().into()))).unwrap();
+    let (artifact, _) = loaded.load(&bytes).unwrap();
+    let code = dir.path().join(format!("{}.cwasm", artifact.key()));
+    let unused = dir.path().join("unused.cwasm");
+    std::fs::write(&unused, [0u8; 1000]).unwrap();
+
+    // A budget of nothing: all that may go goes, the loaded one stays.
+    let trimmed = loaded.trim_disk_cache(0).unwrap();
+    assert_eq!((trimmed.files, trimmed.bytes), (1, 1000));
+    assert!(code.exists() && !unused.exists());
+    assert_eq!(trimmed.kept_bytes, std::fs::metadata(&code).unwrap().len());
+
+    // A sandbox that has not loaded it may remove it.
+    let other = Sandbox::new(small_engine(Some(dir.path().into()))).unwrap();
+    assert_eq!(other.trim_disk_cache(0).unwrap().files, 1);
+    assert!(!code.exists());
+}

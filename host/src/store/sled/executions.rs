@@ -180,27 +180,40 @@ fn index_name(key: &[u8]) -> Option<&[u8]> {
     (end >= 1 && key[end] == 0).then(|| &key[1..end])
 }
 
-/// Visits the held records that come before the stored record `id` in the
-/// walk's order (all of them for `None`); `held` has the next one last. One
-/// written since the walk took them is visited as stored, not as held.
-fn visit_held(
-    held: &mut Vec<ExecutionRecord>,
-    id: Option<&str>,
-    newest_first: bool,
-    visit: &mut dyn FnMut(ExecutionRecord) -> ControlFlow<()>,
-) -> ControlFlow<()> {
-    while let Some(next) = held.pop() {
-        let written = id == Some(next.id.as_str());
-        let first = id.is_none_or(|id| (next.id.as_str() > id) == newest_first);
-        if !written && !first {
-            held.push(next);
-            break;
+impl SledStore {
+    /// Visits the held records that come before the stored record `id` in
+    /// the walk's order (all of them for `None`); `held` has the ids, the
+    /// next one last. A record written since the walk took the ids is read
+    /// from the tree, or skipped when the walk meets it there (`id`).
+    fn visit_held(
+        &self,
+        held: &mut Vec<String>,
+        id: Option<&str>,
+        newest_first: bool,
+        visit: &mut dyn FnMut(ExecutionRecord) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, StoreError> {
+        while let Some(next) = held.pop() {
+            let written = id == Some(next.as_str());
+            let first = id.is_none_or(|id| (next.as_str() > id) == newest_first);
+            if !written && !first {
+                held.push(next);
+                break;
+            }
+            if written {
+                continue;
+            }
+            let record = match self.execution_indexes.held.get(&next) {
+                Some(record) => Some(record),
+                None => Self::get_decoded(&self.executions, &next)?,
+            };
+            if let Some(record) = record
+                && visit(record).is_break()
+            {
+                return Ok(ControlFlow::Break(()));
+            }
         }
-        if !written && visit(next).is_break() {
-            return ControlFlow::Break(());
-        }
+        Ok(ControlFlow::Continue(()))
     }
-    ControlFlow::Continue(())
 }
 
 /// Writes the index entries of every record: what the executions tree of
@@ -330,16 +343,14 @@ impl ExecutionStore for SledStore {
         };
         let after = Indexed::of(execution);
         let held = &self.execution_indexes.held;
-        if !after.status.is_final() && held.replace(execution) {
-            self.count(execution, before.as_ref(), &after);
-            return Ok(());
-        }
-        if held.contains(id) {
+        if !held.contains(id) {
+            self.write_execution(execution, before.as_ref())?;
+        } else if after.status.is_final() {
             // Final now: written, with entries of its own; then no longer held.
             self.write_execution(execution, None)?;
             held.release(id);
         } else {
-            self.write_execution(execution, before.as_ref())?;
+            held.replace(execution);
         }
         self.count(execution, before.as_ref(), &after);
         Ok(())
@@ -438,13 +449,17 @@ impl ExecutionStore for SledStore {
             if !selects(&record) {
                 continue;
             }
-            if visit_held(&mut held, Some(&record.id), walk.newest_first, visit).is_break()
+            let newest_first = walk.newest_first;
+            if self
+                .visit_held(&mut held, Some(&record.id), newest_first, visit)?
+                .is_break()
                 || visit(record).is_break()
             {
                 return Ok(());
             }
         }
-        let _ = visit_held(&mut held, None, walk.newest_first, visit);
+        // The walk ends here whether or not the visitor stopped it.
+        let _ = self.visit_held(&mut held, None, walk.newest_first, visit)?;
         Ok(())
     }
 
@@ -825,6 +840,26 @@ mod tests {
         assert_eq!(
             queued.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             [d.as_str(), f.as_str()]
+        );
+    }
+
+    #[test]
+    fn a_run_past_what_may_be_held_is_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (small, big) = (id_at(1_000, 0), id_at(2_000, 0));
+        store
+            .hold_execution(&execution(&small, None, ExecutionStatus::Queued))
+            .unwrap();
+        let mut past = execution(&big, None, ExecutionStatus::Queued);
+        past.code = Some(vec![0; crate::store::held::HELD_BYTES]);
+        store.hold_execution(&past).unwrap();
+        let on_disk = |id: &str| store.executions.get(id).unwrap().is_some();
+        assert!(!on_disk(&small), "held");
+        assert!(on_disk(&big), "written: holding it would pass the bound");
+        assert_eq!(
+            store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Queued)),
+            2
         );
     }
 }
