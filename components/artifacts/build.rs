@@ -251,13 +251,19 @@ fn write_aside_and_rename(path: &Path, bytes: &[u8]) {
 
 /// CPython for WASI with the runtime's app.py, pre-initialized by
 /// componentize-py (its output has the interpreter and the imported stdlib
-/// already loaded). Rebuilt only when app.py or the WIT changed.
+/// already loaded). Rebuilt only when app.py, the `kiln` package beside it or
+/// the WIT changed.
 fn build_python_runtime(components: &Path, out: &Path) {
     let app = components.join("python/app.py");
     let wit = components.join("../runtime/wit");
     let wit_file = wit.join("language.wit");
-    let newest_input = [&app, &wit_file]
-        .iter()
+    let package = components.join("python/kiln");
+    let package_files = std::fs::read_dir(&package)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_else(|_| Vec::new());
+    let newest_input = [app, wit_file]
+        .into_iter()
+        .chain(package_files)
         .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .max();
     let built = std::fs::metadata(out).and_then(|m| m.modified()).ok();

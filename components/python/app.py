@@ -52,6 +52,8 @@ import urllib.parse  # noqa: F401
 import uuid  # noqa: F401
 import zlib  # noqa: F401
 
+import kiln  # noqa: F401  (kiln.http: outbound HTTP through the host)
+
 from typing import List, Tuple
 
 from componentize_py_types import Err

@@ -191,18 +191,6 @@ pub(crate) fn component_bytes<'a>(
     Ok(Cow::Owned(component))
 }
 
-/// Whether a component exports `wasi:http/incoming-handler`: only those
-/// are linked with `wasi:http`.
-pub(crate) fn is_http_function(
-    engine: &wasmtime::Engine,
-    component: &wasmtime::component::Component,
-) -> bool {
-    component
-        .component_type()
-        .exports(engine)
-        .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@"))
-}
-
 /// Compiles component bytes with Cranelift.
 ///
 /// # Errors

@@ -4,6 +4,7 @@
 wasmtime::component::bindgen!({
     world: "language-runtime",
     path: "wit",
+    imports: { default: async },
     exports: { default: async },
 });
 

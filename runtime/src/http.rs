@@ -23,7 +23,6 @@ use crate::outcome::{self, Ending, ErrorCode, GuestError, Outcome, Status};
 use crate::sandbox::{Sandbox, Usage, evidence};
 
 /// One request to an HTTP function.
-#[derive(Debug)]
 pub struct HttpInvocation {
     /// The request as the guest sees it; its URI must carry an authority
     /// (or the request a `Host` header).
@@ -36,6 +35,18 @@ pub struct HttpInvocation {
     pub max_response_bytes: usize,
     /// Stops the request when cancelled.
     pub cancel: Option<CancelHandle>,
+    /// Where the function's own outgoing requests go; none refuses them.
+    pub egress: Option<std::sync::Arc<dyn crate::Egress>>,
+}
+
+impl std::fmt::Debug for HttpInvocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpInvocation")
+            .field("request", &self.request)
+            .field("limits", &self.limits)
+            .field("egress", &self.egress.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an HTTP function did with one request.
@@ -77,8 +88,10 @@ impl Sandbox {
             limits,
             max_response_bytes,
             cancel,
+            egress,
         } = invocation;
         let (mut store, stdout, stderr) = self.store(Vec::new(), &[], &env, &limits, None, None)?;
+        store.data_mut().hooks.egress = egress;
         let internal = |e: wasmtime::Error| Error::Internal(chain(&e));
         let fuel_start = store.get_fuel().map_err(internal)?;
         let (answer, answered) = oneshot::channel::<Answer>();

@@ -45,6 +45,7 @@ mod capture;
 mod code;
 mod compile_child;
 mod compile_limits;
+mod egress;
 mod engine;
 mod error;
 mod http;
@@ -61,6 +62,9 @@ pub use cancel::CancelHandle;
 pub use capture::{OutputKind, OutputSink};
 pub use compile_child::compile_into_cache;
 pub use compile_limits::{CompileLimits, Exceeded};
+pub use egress::{
+    Egress, EgressError, EgressErrorKind, EgressFuture, EgressRequest, EgressResponse,
+};
 pub use engine::EngineOptions;
 pub use error::Error;
 pub use http::{HttpInvocation, HttpOutcome};

@@ -14,6 +14,7 @@ use crate::cache::{ArtifactCache, CacheStats};
 use crate::cancel::CancelHandle;
 use crate::capture::{CapturePipe, OutputSink};
 use crate::code::{CodeCache, CodeKey};
+use crate::egress::Egress;
 use crate::engine::{self, EngineOptions, EpochTicker, FUEL_YIELD_INTERVAL};
 use crate::error::{Error, chain};
 use crate::limits::Limits;
@@ -64,17 +65,19 @@ pub struct Invocation {
     /// What a `kiln:script` component's key-value and config imports reach;
     /// without one they answer "unavailable" and "not set".
     pub script_host: Option<Arc<dyn ScriptHost>>,
+    /// Where the run's outgoing HTTP requests go (`wasi:http` from a
+    /// component, `fetch` from a script); without one they are refused.
+    pub egress: Option<Arc<dyn Egress>>,
 }
 
 /// The sandbox: one engine, its linkers, its artifact cache and its epoch
 /// ticker. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Sandbox {
     engine: wasmtime::Engine,
-    /// WASI and `kiln:script`: what every component may import.
+    /// WASI, `wasi:http`, `kiln:script` and `kiln:language/http`: what every
+    /// component may import. What `wasi:http`'s constructors make the host
+    /// hold is capped per run (`wasi.rs`).
     linker: Linker<State>,
-    /// The same and `wasi:http`, for HTTP functions only: its constructors
-    /// make the host hold what the guest asks for.
-    http_linker: Linker<State>,
     engine_digest: [u8; 32],
     cache: ArtifactCache,
     code: CodeCache,
@@ -113,10 +116,15 @@ impl Sandbox {
             |state| state,
         )
         .map_err(|e| Error::Engine(chain(&e)))?;
-        // wasi:http for HTTP functions; outgoing requests are refused (see
-        // `wasi.rs`).
-        let mut http_linker = linker.clone();
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
+        // A script runtime's `fetch` (see `egress.rs`).
+        crate::bindings::kiln::language::http::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| Error::Engine(chain(&e)))?;
+        // wasi:http: HTTP functions answer requests with it, and any
+        // component may send them through the run's egress (see `egress.rs`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| Error::Engine(chain(&e)))?;
         let engine_digest = engine::compatibility_digest(&engine);
         let cache = ArtifactCache::new(options.cache_dir.clone(), options.artifact_cache_entries)?;
@@ -135,7 +143,6 @@ impl Sandbox {
         Ok(Self {
             engine,
             linker,
-            http_linker,
             engine_digest,
             cache,
             code: CodeCache::new(SCRIPT_CODE_CACHE_BYTES),
@@ -265,12 +272,8 @@ impl Sandbox {
         component: &wasmtime::component::Component,
         source: LoadSource,
     ) -> Result<Arc<Artifact>, Error> {
-        let linker = if artifact::is_http_function(&self.engine, component) {
-            &self.http_linker
-        } else {
-            &self.linker
-        };
-        let pre = linker
+        let pre = self
+            .linker
             .instantiate_pre(component)
             .map_err(|e| Error::Link(chain(&e)))?;
         let entry = Entry::new(pre)?;
@@ -339,9 +342,11 @@ impl Sandbox {
             cancel,
             on_output,
             script_host,
+            egress,
         } = invocation;
         let entrypoint = Entrypoint::of(&artifact.entry, &call)?;
-        let setup = WasiSetup::new(&args, &env, stdin, &limits, on_output, script_host);
+        let setup = WasiSetup::new(&args, &env, stdin, &limits, on_output, script_host)
+            .with_egress(egress);
         let (stdout, stderr) = (setup.stdout.clone(), setup.stderr.clone());
         let prepared = match entrypoint {
             Entrypoint::Script { .. } => self.warm.take(&artifact.key).await,

@@ -3,13 +3,12 @@
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
-};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use std::sync::Arc;
 
 use crate::capture::{CapturePipe, OutputKind, OutputSink};
+use crate::egress::{Egress, OutgoingHooks};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::script_host::{ScriptEnv, ScriptHost};
 
@@ -17,7 +16,7 @@ use crate::script_host::{ScriptEnv, ScriptHost};
 pub struct State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: RefuseOutgoing,
+    pub(crate) hooks: OutgoingHooks,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) script: ScriptEnv,
@@ -57,38 +56,6 @@ impl WasiHttpView for State {
     }
 }
 
-/// `wasi:http` as Kiln offers it: a component may build and answer requests,
-/// but every outgoing request is refused with `HTTP-request-denied` before
-/// any connection is made (guests get no network, DESIGN.md).
-struct RefuseOutgoing;
-
-type Sent = Box<
-    dyn Future<
-            Output = Result<
-                (
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                ),
-                wasmtime_wasi_http::Error,
-            >,
-        > + Send,
->;
-
-impl WasiHttpHooks for RefuseOutgoing {
-    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
-        OUTGOING_BODY_CHUNK_BYTES
-    }
-
-    fn send_request(
-        &mut self,
-        _request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Sent {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -112,6 +79,8 @@ pub(crate) struct WasiSetup<'a> {
     pub script_host: Option<Arc<dyn ScriptHost>>,
     /// The run's memory cap.
     pub memory_bytes: u64,
+    /// Where its outgoing HTTP requests go; none refuses them all.
+    pub egress: Option<Arc<dyn Egress>>,
 }
 
 impl<'a> WasiSetup<'a> {
@@ -132,7 +101,14 @@ impl<'a> WasiSetup<'a> {
             stderr: CapturePipe::new(OutputKind::Stderr, limits.stderr_bytes, on_output),
             script_host,
             memory_bytes: limits.memory_bytes,
+            egress: None,
         }
+    }
+
+    /// The same surface, its outgoing requests sent through `egress`.
+    pub(crate) fn with_egress(mut self, egress: Option<Arc<dyn Egress>>) -> Self {
+        self.egress = egress;
+        self
     }
 
     /// Nothing at all: the surface of an instance made ahead, replaced by
@@ -146,19 +122,23 @@ impl<'a> WasiSetup<'a> {
             stderr: CapturePipe::new(OutputKind::Stderr, 0, None),
             script_host: None,
             memory_bytes: u64::MAX,
+            egress: None,
         }
     }
 }
 
 pub(crate) fn state(setup: WasiSetup<'_>) -> State {
     let limiter = MemoryLimiter::new(setup.memory_bytes);
+    let hooks = OutgoingHooks {
+        egress: setup.egress.clone(),
+    };
     let (wasi, script) = surface(setup);
     let mut http = WasiHttpCtx::new();
     http.set_field_size_limit(MAX_FIELDS_BYTES);
     State {
         wasi,
         http,
-        hooks: RefuseOutgoing,
+        hooks,
         table: resource_table(),
         limiter,
         script,
@@ -176,6 +156,7 @@ impl State {
     /// surface and memory cap (which it must [`admit`](Self::admits)).
     pub(crate) fn rebind(&mut self, setup: WasiSetup<'_>) {
         self.limiter.set_limit(setup.memory_bytes);
+        self.hooks.egress = setup.egress.clone();
         (self.wasi, self.script) = surface(setup);
     }
 }

@@ -6,6 +6,7 @@
 mod code;
 mod console;
 mod failure;
+mod fetch;
 mod random;
 
 use std::cell::RefCell;
@@ -17,6 +18,8 @@ use crate::failure::{Failure, FailureKind};
 wit_bindgen::generate!({
     world: "kiln:js-runtime/js-runtime",
     path: ["../../runtime/wit", "wit"],
+    // The language package's own import (`kiln:language/http`) too.
+    generate_all,
 });
 
 use exports::kiln::language::script;
@@ -113,7 +116,8 @@ fn new_context() -> Result<(Runtime, Context), Failure> {
         console::install(&ctx)
             .map_err(|e| Failure::internal(format!("cannot install console: {e}")))?;
         random::install(&ctx)
-            .map_err(|e| Failure::internal(format!("cannot install Math.random: {e}")))
+            .map_err(|e| Failure::internal(format!("cannot install Math.random: {e}")))?;
+        fetch::install(&ctx).map_err(|e| Failure::internal(format!("cannot install fetch: {e}")))
     })?;
     Ok((runtime, context))
 }

@@ -142,6 +142,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         limits: contract::limits_of(&record, contract::OutputCaps::of(&state.config.limits)),
         max_response_bytes: state.config.server.max_body_bytes,
         cancel: Some(cancel),
+        egress: None,
     };
     let handled = state.sandbox.handle(&artifact, invocation).await;
     drop(running);

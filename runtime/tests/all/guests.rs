@@ -41,6 +41,9 @@ async fn hello_without_input_greets_the_world() {
     assert_eq!(text(&outcome.stdout), "Hello, world!\n");
 }
 
+/// The `fetch` guest's own tests are in `egress.rs`.
+use super::egress::a_components_request_goes_through_the_egress_with_its_body as fetch;
+
 #[tokio::test]
 async fn endless_loop() {
     let limits = Limits {

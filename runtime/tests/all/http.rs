@@ -31,6 +31,7 @@ async fn send_with(
                 limits,
                 max_response_bytes,
                 cancel,
+                egress: None,
             },
         )
         .await
@@ -205,6 +206,7 @@ async fn a_command_is_not_an_http_function() {
                 limits: Limits::default(),
                 max_response_bytes: 1024,
                 cancel: None,
+                egress: None,
             },
         )
         .await

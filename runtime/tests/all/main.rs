@@ -8,6 +8,7 @@
 )]
 
 mod cache;
+mod egress;
 mod guests;
 mod http;
 mod javascript;
