@@ -13,6 +13,7 @@ const FLOORS: &[&[&str]] = &[
     &["executions"],
     &[
         "jobs",
+        "egress",
         "runtimes",
         "compiler",
         "auth",

@@ -9,6 +9,7 @@ pub mod cli;
 mod compiler;
 mod config;
 mod contract;
+mod egress;
 mod executions;
 mod http_server;
 mod jobs;

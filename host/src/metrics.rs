@@ -55,6 +55,27 @@ impl WebhookMetrics {
     }
 }
 
+/// Scripts' outbound HTTP requests by outcome, and the bytes their answers
+/// carried; a cheap clone for the egress gateway.
+#[derive(Debug, Clone, Default)]
+pub struct EgressMetrics {
+    requests: Family<OutcomeLabels, Counter>,
+    response_bytes: Counter,
+}
+
+impl EgressMetrics {
+    /// Counts a request: `ok`, or why it failed (`denied`, `limit`,
+    /// `timeout`, `network`, `invalid`).
+    pub fn request(&self, outcome: &'static str, response_bytes: u64) {
+        self.requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.response_bytes.inc_by(response_bytes);
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecordLabels {
     records: &'static str,
@@ -107,6 +128,7 @@ pub struct Metrics {
     webhooks: WebhookMetrics,
     executions: ExecutionMetrics,
     swept: SweepMetrics,
+    egress: EgressMetrics,
 }
 
 /// What the workers record about finished executions; a cheap clone that
@@ -147,6 +169,17 @@ impl Metrics {
             "rate_limited_requests",
             "Requests refused with 429, by route class (read, write, execute, login, failed_auth)",
             rate_limited.clone(),
+        );
+        let egress = EgressMetrics::default();
+        registry.register(
+            "egress_requests",
+            "Scripts' outbound HTTP requests by outcome (ok, denied, limit, timeout, network, invalid)",
+            egress.requests.clone(),
+        );
+        registry.register(
+            "egress_response_bytes",
+            "Bytes of the answers scripts' outbound HTTP requests received",
+            egress.response_bytes.clone(),
         );
         let swept = SweepMetrics::default();
         registry.register(
@@ -193,6 +226,7 @@ impl Metrics {
             connections_refused,
             webhooks: WebhookMetrics(webhook_attempts),
             swept,
+            egress,
             executions: ExecutionMetrics {
                 executions,
                 execution_seconds,
@@ -221,6 +255,10 @@ impl Metrics {
     }
 
     /// The handle the retention sweeper counts removals through.
+    pub fn egress(&self) -> EgressMetrics {
+        self.egress.clone()
+    }
+
     pub fn swept(&self) -> SweepMetrics {
         self.swept.clone()
     }

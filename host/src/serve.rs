@@ -177,11 +177,14 @@ pub(crate) fn assemble(
         config.workers.queue_capacity,
         metrics.executions(),
     );
+    let egress = crate::egress::Gateway::new(&config.egress, metrics.egress())
+        .map_err(anyhow::Error::msg)?;
     let worker = crate::executions::Worker {
         store: store.clone(),
         runtimes: runtimes.clone(),
         jobs: jobs.clone(),
         limits: config.limits.clone(),
+        egress: egress.clone(),
     };
     jobs.spawn_workers(config.workers.count, Arc::new(worker));
     let events = webhooks.clone();
@@ -202,6 +205,7 @@ pub(crate) fn assemble(
         auth,
         limits,
         webhooks,
+        egress,
     }))
 }
 

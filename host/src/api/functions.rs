@@ -136,13 +136,16 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         None,
         &Call::Main,
     );
+    let egress = state.egress.for_run(
+        crate::egress::AllowedHosts::parse(&script.allowed_hosts).unwrap_or_default(),
+    );
     let invocation = HttpInvocation {
         request: guest_request,
         env,
         limits: contract::limits_of(&record, contract::OutputCaps::of(&state.config.limits)),
         max_response_bytes: state.config.server.max_body_bytes,
         cancel: Some(cancel),
-        egress: None,
+        egress: Some(std::sync::Arc::new(egress.clone())),
     };
     let handled = state.sandbox.handle(&artifact, invocation).await;
     drop(running);
@@ -159,6 +162,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         Err(e) => (None, Ran::Failed(format!("the sandbox failed: {e}"))),
     };
     contract::finish(&mut record, ran);
+    record.http_requests = egress.take_log();
     state.jobs.record_final(state.store.as_ref(), &record)?;
     Ok(respond(&record, answer))
 }

@@ -70,6 +70,8 @@ pub struct Shared {
     pub auth: Arc<crate::auth::Auth>,
     pub limits: Arc<crate::ratelimit::RateLimits>,
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Scripts' outbound HTTP (HTTP functions take theirs from here).
+    pub egress: Arc<crate::egress::Gateway>,
 }
 
 impl AppState {

@@ -17,7 +17,8 @@ use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::Principal;
 use crate::store::webhooks::{AttemptRecord, WebhookRecord};
 use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
-use crate::webhooks::{EVENTS, PING, Webhooks, sign, ssrf};
+use crate::egress::ssrf;
+use crate::webhooks::{EVENTS, PING, Webhooks, sign};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

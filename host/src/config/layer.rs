@@ -55,6 +55,25 @@ macro_rules! verbatim_setting {
 
 verbatim_setting!(PathBuf => PathBuf::from, Secret => |raw: &str| Secret(raw.to_owned()));
 
+/// A list: an array in `kiln.toml`, comma-separated text in `KILN_*` and
+/// `--set`.
+impl Setting for Vec<String> {
+    type Given = Vec<String>;
+    fn apply(&mut self, given: Option<Vec<String>>) {
+        if let Some(given) = given {
+            *self = given;
+        }
+    }
+    fn parse(raw: &str) -> Result<Vec<String>, String> {
+        Ok(raw
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
 /// An optional value: a layer that gives one sets it.
 impl<T: Setting<Given = T> + DeserializeOwned> Setting for Option<T> {
     type Given = T;

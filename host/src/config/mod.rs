@@ -142,6 +142,29 @@ sections! {
         retry_base_ms: u64 = 15_000,
     }
 
+    /// Scripts' outbound HTTP (`fetch`, `kiln.http`, `wasi:http`): only to
+    /// the hosts a script lists in its `allowed_hosts`, and only to public
+    /// addresses.
+    egress: EgressConfig / EgressLayer {
+        /// Off: every outbound request is refused, whatever scripts allow.
+        enabled: bool = true,
+        /// Host names or addresses, as written in URLs, that may resolve to
+        /// loopback, private, link-local or CGNAT addresses (internal
+        /// services, tests); any other host is refused there after DNS.
+        /// Cloud metadata addresses stay refused.
+        allow_private_hosts: Vec<String> = Vec::new(),
+        /// Requests one run may make (redirects followed within one count once).
+        max_requests_per_run: u32 = 50,
+        /// Request and response bodies of one run, together.
+        max_bytes_per_run: u64 = 32 << 20,
+        max_response_bytes: u64 = 10 << 20,
+        max_request_bytes: u64 = 1 << 20,
+        /// One request, redirects and body included (a script may ask for
+        /// less); the run's own deadline applies anyway.
+        timeout_ms: u64 = 30_000,
+        max_redirects: u32 = 5,
+    }
+
     /// What the store keeps, and the sweeper that removes the rest. An age
     /// of 0 keeps that kind of record forever.
     retention: RetentionConfig / RetentionLayer {
@@ -270,6 +293,12 @@ impl Config {
         {
             return invalid(
                 "limits.compile_memory_mb must be at least 64, and limits.compile_cpu_secs, limits.compile_timeout_ms and limits.compiles_per_user at least 1",
+            );
+        }
+        let e = &self.egress;
+        if e.timeout_ms == 0 || e.max_response_bytes == 0 || e.max_bytes_per_run == 0 {
+            return invalid(
+                "egress.timeout_ms, egress.max_response_bytes and egress.max_bytes_per_run must be at least 1",
             );
         }
         let r = &self.retention;

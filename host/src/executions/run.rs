@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use kiln_runtime::{Artifact, Call, CancelHandle, Invocation, OutputSink, Sandbox, ScriptHost};
+use kiln_runtime::{
+    Artifact, Call, CancelHandle, Egress, Invocation, OutputSink, Sandbox, ScriptHost,
+};
 
 use crate::contract::{self, Ran};
+use crate::egress::RunEgress;
 use crate::store::ExecutionRecord;
 
 /// What a record runs: the artifact, what to call in it, and the name it
@@ -23,6 +26,8 @@ pub struct Hooks {
     pub cancel: Option<CancelHandle>,
     pub on_output: Option<OutputSink>,
     pub script_host: Option<Arc<dyn ScriptHost>>,
+    /// Where the run's outbound HTTP goes; none refuses it.
+    pub egress: Option<RunEgress>,
 }
 
 /// Runs `record` in `sandbox` with its output capped by `caps`,
@@ -55,6 +60,10 @@ pub async fn run(
         cancel: hooks.cancel,
         on_output: hooks.on_output,
         script_host: hooks.script_host,
+        egress: hooks
+            .egress
+            .clone()
+            .map(|e| Arc::new(e) as Arc<dyn Egress>),
     };
     let ran = match sandbox.run(&prepared.artifact, invocation).await {
         Ok(outcome) => Ran::Outcome {
@@ -64,4 +73,7 @@ pub async fn run(
         Err(e) => Ran::Failed(format!("the sandbox failed: {e}")),
     };
     contract::finish(record, ran);
+    if let Some(egress) = hooks.egress {
+        record.http_requests = egress.take_log();
+    }
 }

@@ -12,6 +12,7 @@ use super::run::{self, Hooks, Prepared};
 use super::script_host::StoredScript;
 use crate::config::LimitsConfig;
 use crate::contract::{self, Ran};
+use crate::egress::{AllowedHosts, Gateway};
 use crate::jobs::{Execute, Jobs, Settled};
 use crate::runtimes::Runtimes;
 use crate::store::{ExecutionRecord, Language, Store, StoreError};
@@ -24,6 +25,7 @@ pub struct Worker {
     pub runtimes: Arc<Runtimes>,
     pub jobs: Arc<Jobs>,
     pub limits: LimitsConfig,
+    pub egress: Arc<Gateway>,
 }
 
 impl Execute for Worker {
@@ -76,9 +78,10 @@ impl Worker {
         // not written it yet, queued (run again).
         let parameters = record.parameters.to_string();
         match self.prepare(record, &parameters).await {
-            Ok(prepared) => {
+            Ok((prepared, allowed_hosts)) => {
                 let mut hooks = Hooks {
                     cancel: Some(cancel),
+                    egress: Some(self.egress.for_run(allowed_hosts)),
                     ..Hooks::default()
                 };
                 // A kiln:script component of a stored script reaches that
@@ -115,12 +118,16 @@ impl Worker {
         Ok(())
     }
 
-    /// The artifact to run and what to call in it.
+    /// The artifact to run, what to call in it, and the hosts it may send
+    /// requests to (the script's, or an ad-hoc run's own).
     async fn prepare(
         &self,
         record: &ExecutionRecord,
         parameters: &str,
-    ) -> Result<Prepared, String> {
+    ) -> Result<(Prepared, AllowedHosts), String> {
+        // Patterns were checked when they were stored; one that no longer
+        // parses allows nothing rather than failing the run.
+        let allowed = |patterns: &[String]| AllowedHosts::parse(patterns).unwrap_or_default();
         let deleted = || "the script was deleted before it ran".to_string();
         match (&record.script_id, record.script_version, &record.code) {
             (Some(script_id), Some(version), _) => {
@@ -148,11 +155,15 @@ impl Worker {
                     self.script_call(record.language, content()?, parameters)
                         .await?
                 };
-                Ok(Prepared {
-                    artifact,
-                    call,
-                    name: script.name,
-                })
+                let hosts = allowed(&script.allowed_hosts);
+                Ok((
+                    Prepared {
+                        artifact,
+                        call,
+                        name: script.name,
+                    },
+                    hosts,
+                ))
             }
             (None, _, Some(code)) if record.language == Language::Wasm => {
                 // Compiled when it was submitted; found in the cache here.
@@ -163,21 +174,27 @@ impl Worker {
                     .await
                     .map_err(|e| e.to_string())?;
                 let call = contract::component_call(component.shape(), parameters);
-                Ok(Prepared {
-                    artifact: component,
-                    call,
-                    name: "ad-hoc".into(),
-                })
+                Ok((
+                    Prepared {
+                        artifact: component,
+                        call,
+                        name: "ad-hoc".into(),
+                    },
+                    allowed(&record.allowed_hosts),
+                ))
             }
             (None, _, Some(code)) => {
                 let (artifact, call) = self
                     .script_call(record.language, code.clone(), parameters)
                     .await?;
-                Ok(Prepared {
-                    artifact,
-                    call,
-                    name: "ad-hoc".into(),
-                })
+                Ok((
+                    Prepared {
+                        artifact,
+                        call,
+                        name: "ad-hoc".into(),
+                    },
+                    allowed(&record.allowed_hosts),
+                ))
             }
             _ => Err("the execution names no script and carries no code".into()),
         }

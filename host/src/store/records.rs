@@ -86,6 +86,9 @@ pub struct ScriptRecord {
     pub status: ScriptStatus,
     #[serde(default)]
     pub limits: Option<ScriptLimits>,
+    /// The hosts its runs may send HTTP requests to (`egress/allowlist.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
     #[serde(default)]
     pub created_by: Option<String>,
     /// The current version; versions 1..=version are kept unless deleted.
@@ -340,6 +343,10 @@ pub struct ExecutionRecord {
     /// The code of an ad-hoc execution (`POST /v1/execute`); never shown.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "code_text")]
     pub code: Option<Vec<u8>>,
+    /// The hosts an ad-hoc execution may send HTTP requests to (a script's
+    /// runs use the script's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
     pub timeout_ms: u64,
     pub memory_mb: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -369,6 +376,30 @@ pub struct ExecutionRecord {
     pub fuel_consumed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
+    /// The outbound HTTP requests the run made, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_requests: Vec<OutboundRequest>,
+}
+
+/// One outbound HTTP request of a run: where it went and how it ended.
+/// The query string is left out (it often carries credentials).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OutboundRequest {
+    pub method: String,
+    /// The host, with the port when the URL named one; after redirects, the
+    /// last one.
+    pub host: String,
+    pub path: String,
+    /// The answer's status; none when there was no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Bytes of the answer's body.
+    #[serde(default)]
+    pub bytes: u64,
+    pub ms: u64,
+    /// Why there was no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl ExecutionRecord {
@@ -389,6 +420,7 @@ impl ExecutionRecord {
             input: None,
             env: Vec::new(),
             code: None,
+            allowed_hosts: Vec::new(),
             timeout_ms: 0,
             memory_mb: 0,
             fuel: None,
@@ -405,6 +437,7 @@ impl ExecutionRecord {
             error: None,
             fuel_consumed: None,
             peak_memory_bytes: None,
+            http_requests: Vec::new(),
         }
     }
 }

@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{Webhooks, sign, ssrf};
+use super::{Webhooks, sign};
+use crate::egress::ssrf;
 use crate::store::webhooks::{AttemptRecord, DeliveryRecord};
 
 const IN_FLIGHT: usize = 8;

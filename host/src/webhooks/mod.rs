@@ -1,12 +1,11 @@
 //! Outgoing webhooks. [`Webhooks::emit`] turns an event into one delivery per
 //! subscribed webhook, stored in the outbox by the caller's own write (and
 //! flushed with it), and wakes the delivery task (`deliver.rs`), which signs
-//! (`sign.rs`), checks the destination (`ssrf.rs`), sends, and retries with
+//! (`sign.rs`), checks the destination (`egress/ssrf.rs`), sends, and retries with
 //! backoff until the receiver answers 2xx or the attempts run out.
 
 pub mod deliver;
 pub mod sign;
-pub mod ssrf;
 
 use std::sync::{Arc, RwLock};
 

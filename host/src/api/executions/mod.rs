@@ -67,6 +67,10 @@ pub struct ExecutionView {
     fuel_consumed: Option<u64>,
     peak_memory_bytes: Option<u64>,
     created_by: Option<String>,
+    /// The outbound HTTP requests the run made, in order (method, host,
+    /// path without the query, status, bytes received, milliseconds, or the
+    /// error that stopped it).
+    http_requests: Vec<crate::store::OutboundRequest>,
 }
 
 impl From<ExecutionRecord> for ExecutionView {
@@ -93,6 +97,7 @@ impl From<ExecutionRecord> for ExecutionView {
             fuel_consumed: e.fuel_consumed,
             peak_memory_bytes: e.peak_memory_bytes,
             created_by: e.created_by,
+            http_requests: e.http_requests,
         }
     }
 }

@@ -165,6 +165,9 @@ pub struct AdHocExecution {
     memory_mb: Option<u64>,
     fuel: Option<u64>,
     priority: Option<Priority>,
+    /// The hosts this code may send HTTP requests to (as a script's
+    /// `allowed_hosts`).
+    allowed_hosts: Option<Vec<String>>,
 }
 
 /// `POST /v1/execute`: run code that is not stored as a script. The body is
@@ -195,6 +198,14 @@ pub(super) async fn execute_ad_hoc(
     };
     let language = text("language")?.ok_or_else(|| ApiError::invalid("language", "is required"))?;
     let (code, code_base64) = (text("code")?, text("code_base64")?);
+    let allowed_hosts = match body.remove("allowed_hosts") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(hosts) => {
+            let hosts: Vec<String> = serde_json::from_value(hosts)
+                .map_err(|_| ApiError::invalid("allowed_hosts", "must be an array of strings"))?;
+            crate::api::scripts::allowed_hosts(&hosts)?
+        }
+    };
     let language = crate::api::scripts::parse_language(&language)?;
     let code = crate::api::scripts::decode_content(code, code_base64, "code", true)?;
     // What is left must be an ExecuteRequest, which refuses unknown fields.
@@ -222,7 +233,8 @@ pub(super) async fn execute_ad_hoc(
         defaults: ScriptLimits::default(),
         code,
     };
-    let record = new_record(&state, execution, target, &principal)?;
+    let mut record = new_record(&state, execution, target, &principal)?;
+    record.allowed_hosts = allowed_hosts;
     submit(&state, record, wait).await
 }
 

@@ -53,6 +53,12 @@ pub struct ScriptFields {
     /// Whether anyone may call this HTTP function without a credential;
     /// only `http` scripts can be public.
     pub public: Option<bool>,
+    /// The hosts its runs may send HTTP requests to (`fetch`, `kiln.http`,
+    /// `wasi:http`), up to 64: `api.example.com` (ports 80 and 443),
+    /// `api.example.com:8443`, `*.example.org` (subdomains), `host:*` (any
+    /// port). None by default: every outbound request is refused.
+    #[schema(example = json!(["api.example.com", "*.example.org:8443"]))]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -260,11 +266,19 @@ pub fn validate_content(language: Language, content: &[u8]) -> Result<(), ApiErr
     Ok(())
 }
 
+/// Host patterns as given, checked and normalized as they are stored.
+pub fn allowed_hosts(patterns: &[String]) -> Result<Vec<String>, ApiError> {
+    crate::egress::allowlist::normalize(patterns).map_err(|e| ApiError::invalid("allowed_hosts", e))
+}
+
 impl ScriptFields {
     /// Checks every field that is present.
     pub fn validate(&self, maxima: &LimitsConfig) -> Result<(), ApiError> {
         if let Some(name) = &self.name {
             validate_name(name)?;
+        }
+        if let Some(hosts) = &self.allowed_hosts {
+            allowed_hosts(hosts)?;
         }
         if let Some(tags) = &self.tags {
             if tags.len() > MAX_TAGS {

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub(super) use self::body::{decode_content, parse_language};
+pub(super) use self::body::{allowed_hosts, decode_content, parse_language};
 use super::error::ErrorEnvelope;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiPath, ApiQuery, AppState, etag};
@@ -59,6 +59,8 @@ pub struct ScriptView {
     content_hash: String,
     size_bytes: u64,
     limits: Option<ScriptLimits>,
+    /// The hosts its runs may send HTTP requests to.
+    allowed_hosts: Vec<String>,
     created_by: Option<String>,
     created_at: String,
     updated_at: String,
@@ -82,6 +84,7 @@ impl From<ScriptRecord> for ScriptView {
             content_hash: s.content_hash,
             size_bytes: s.size_bytes,
             limits: s.limits,
+            allowed_hosts: s.allowed_hosts,
             created_by: s.created_by,
             created_at: s.created_at,
             updated_at: s.updated_at,

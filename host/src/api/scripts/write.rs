@@ -9,7 +9,7 @@ use kiln_runtime::Limits;
 
 use super::ScriptView;
 use super::body::{
-    ScriptBody, ScriptFields, WasmUploadQuery, check_public, parse_language, validate_content,
+    ScriptBody, allowed_hosts, ScriptFields, WasmUploadQuery, check_public, parse_language, validate_content,
 };
 use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
@@ -81,6 +81,7 @@ pub(super) async fn create(
         metadata: fields.metadata.unwrap_or_default(),
         status: fields.status.unwrap_or_default(),
         limits: fields.limits.flatten(),
+        allowed_hosts: allowed_hosts(fields.allowed_hosts.as_deref().unwrap_or_default())?,
         created_by: principal.user_id(),
         version: 1,
         content_hash: blake3::hash(&content).to_hex().to_string(),
@@ -158,6 +159,7 @@ pub(super) async fn update(
         _ => (None, current.kind),
     };
     check_public(fields.public.unwrap_or(current.public), kind)?;
+    let hosts = fields.allowed_hosts.as_deref().map(allowed_hosts).transpose()?;
     let now = crate::now();
     let change = |script: &ScriptRecord| {
         if_match(&headers, script)?;
@@ -182,6 +184,9 @@ pub(super) async fn update(
         }
         if let Some(public) = fields.public {
             next.public = public;
+        }
+        if let Some(hosts) = &hosts {
+            next.allowed_hosts.clone_from(hosts);
         }
         if let Some(content) = &content {
             next.version = script.version + 1;

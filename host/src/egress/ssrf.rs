@@ -1,6 +1,6 @@
-//! Where a webhook may be sent. A destination is checked when the webhook
-//! is created and again, after DNS resolution, before every attempt; the
-//! attempt then connects to exactly the addresses that were checked, so a
+//! Where the node's own requests may go: webhook deliveries and scripts'
+//! outbound HTTP. A destination is checked after DNS resolution, and the
+//! request then connects to exactly the addresses that were checked, so a
 //! name that re-resolves to an internal address in between gains nothing.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -11,13 +11,13 @@ use reqwest::Url;
 pub enum Refused {
     #[error("the URL is not valid: {0}")]
     Url(String),
-    #[error("only http and https URLs can receive webhooks")]
+    #[error("only http and https URLs can be reached")]
     Scheme,
     #[error(
         "put credentials in the receiver's configuration, not in the URL; deliveries are signed"
     )]
     Credentials,
-    #[error("{host} resolves to {ip}, a {kind} address; webhooks may not be sent there")]
+    #[error("{host} resolves to {ip}, a {kind} address, where requests may not go")]
     Address {
         host: String,
         ip: IpAddr,
