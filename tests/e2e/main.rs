@@ -12,6 +12,7 @@ mod access;
 mod attacks;
 mod auth;
 mod cli_run;
+mod egress;
 mod executions;
 mod functions;
 mod harness;
