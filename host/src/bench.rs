@@ -192,3 +192,37 @@ fn rand_bytes() -> [u8; 10] {
     let _ = getrandom::fill(&mut bytes);
     bytes
 }
+
+/// Outbound HTTP as `kiln serve` sends it, for `benches/benches/egress.rs`:
+/// the node's gateway with its default limits, `private_hosts` allowed to
+/// be loopback (the benchmark's upstream).
+pub struct EgressNode(Arc<crate::egress::Gateway>);
+
+impl EgressNode {
+    /// # Errors
+    ///
+    /// The HTTP client cannot be built.
+    pub fn new(private_hosts: &[&str]) -> anyhow::Result<Self> {
+        let config = crate::config::EgressConfig {
+            allow_private_hosts: private_hosts.iter().map(|h| (*h).to_owned()).collect(),
+            ..crate::config::EgressConfig::default()
+        };
+        let metrics = crate::metrics::EgressMetrics::default();
+        Ok(Self(
+            crate::egress::Gateway::new(&config, metrics).map_err(anyhow::Error::msg)?,
+        ))
+    }
+
+    /// A fresh egress for one run of a script allowing `allowed_hosts`.
+    ///
+    /// # Errors
+    ///
+    /// A pattern is not a host pattern.
+    pub fn for_run(
+        &self,
+        allowed_hosts: &[&str],
+    ) -> anyhow::Result<Arc<dyn kiln_runtime::Egress>> {
+        let allowed = crate::egress::AllowedHosts::parse(allowed_hosts)?;
+        Ok(Arc::new(self.0.for_run(allowed)))
+    }
+}

@@ -193,9 +193,7 @@ async fn outgoing_request(
     })
 }
 
-fn incoming_response(
-    response: EgressResponse,
-) -> Result<http::Response<WasiBody>, EgressError> {
+fn incoming_response(response: EgressResponse) -> Result<http::Response<WasiBody>, EgressError> {
     let invalid = |e: http::Error| {
         EgressError::new(
             EgressErrorKind::Network,
@@ -231,10 +229,7 @@ fn http_error(error: EgressError) -> wasmtime_wasi_http::Error {
 
 /// `kiln:language/http`: a script runtime's `fetch`, answered whole.
 impl wit::Host for State {
-    async fn fetch(
-        &mut self,
-        request: wit::Request,
-    ) -> Result<wit::Response, wit::HttpError> {
+    async fn fetch(&mut self, request: wit::Request) -> Result<wit::Response, wit::HttpError> {
         let Some(egress) = self.hooks.egress.clone() else {
             return Err(wit_error(no_egress()));
         };
@@ -250,7 +245,9 @@ impl wit::Host for State {
             url: request.url,
             headers: request.headers,
             body: request.body,
-            timeout: request.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
+            timeout: request
+                .timeout_ms
+                .map(|ms| Duration::from_millis(ms.into())),
         };
         match egress.send(request).await {
             Ok(response) => Ok(wit::Response {

@@ -345,8 +345,8 @@ impl Sandbox {
             egress,
         } = invocation;
         let entrypoint = Entrypoint::of(&artifact.entry, &call)?;
-        let setup = WasiSetup::new(&args, &env, stdin, &limits, on_output, script_host)
-            .with_egress(egress);
+        let setup =
+            WasiSetup::new(&args, &env, stdin, &limits, on_output, script_host).with_egress(egress);
         let (stdout, stderr) = (setup.stdout.clone(), setup.stderr.clone());
         let prepared = match entrypoint {
             Entrypoint::Script { .. } => self.warm.take(&artifact.key).await,

@@ -76,38 +76,46 @@ fn answer(stream: std::net::TcpStream, port: u16, log: &Mutex<Vec<String>>) {
     let mut body = vec![0; length];
     let _ = reader.read_exact(&mut body);
     log.lock().unwrap().push(format!("{method} {path}"));
-    let (status, location, content_type, reply): (u16, Option<String>, &str, Vec<u8>) =
-        match path.split('?').next().unwrap_or_default() {
-            "/hello" => (
+    let (status, location, content_type, reply): (u16, Option<String>, &str, Vec<u8>) = match path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+    {
+        "/hello" => (
+            200,
+            None,
+            "application/json",
+            br#"{"hello":"world"}"#.to_vec(),
+        ),
+        "/echo" => {
+            let echoed = json!({
+                "method": method,
+                "body": String::from_utf8_lossy(&body),
+                "authorization": headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v),
+            });
+            (
                 200,
                 None,
                 "application/json",
-                br#"{"hello":"world"}"#.to_vec(),
-            ),
-            "/echo" => {
-                let echoed = json!({
-                    "method": method,
-                    "body": String::from_utf8_lossy(&body),
-                    "authorization": headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v),
-                });
-                (200, None, "application/json", echoed.to_string().into_bytes())
-            }
-            "/redirect-in" => (302, Some("/hello".into()), "text/plain", Vec::new()),
-            "/redirect-out" => (
-                302,
-                Some("http://elsewhere.invalid/hello".into()),
-                "text/plain",
-                Vec::new(),
-            ),
-            "/redirect-port" => (
-                307,
-                Some(format!("http://127.0.0.1:{}/hello", port.wrapping_add(1))),
-                "text/plain",
-                Vec::new(),
-            ),
-            "/big" => (200, None, "text/plain", vec![b'y'; BIG_BYTES]),
-            _ => (404, None, "text/plain", b"no such route".to_vec()),
-        };
+                echoed.to_string().into_bytes(),
+            )
+        }
+        "/redirect-in" => (302, Some("/hello".into()), "text/plain", Vec::new()),
+        "/redirect-out" => (
+            302,
+            Some("http://elsewhere.invalid/hello".into()),
+            "text/plain",
+            Vec::new(),
+        ),
+        "/redirect-port" => (
+            307,
+            Some(format!("http://127.0.0.1:{}/hello", port.wrapping_add(1))),
+            "text/plain",
+            Vec::new(),
+        ),
+        "/big" => (200, None, "text/plain", vec![b'y'; BIG_BYTES]),
+        _ => (404, None, "text/plain", b"no such route".to_vec()),
+    };
     let mut head = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n",
         reply.len()
@@ -135,7 +143,10 @@ fn create(kiln: &Kiln, body: Value) -> Value {
 }
 
 fn requests_of(execution: &Value) -> Vec<Value> {
-    execution["http_requests"].as_array().cloned().unwrap_or_default()
+    execution["http_requests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[test]
@@ -215,7 +226,10 @@ fn javascript_python_and_a_component_reach_an_allowed_host_and_every_request_is_
         .send()
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
-    let execution = kiln.run("fetcher", json!({"env": {"FETCH_URL": format!("{base}/hello")}}));
+    let execution = kiln.run(
+        "fetcher",
+        json!({"env": {"FETCH_URL": format!("{base}/hello")}}),
+    );
     assert_eq!(
         execution["stdout"], "status 200\nbody {\"hello\":\"world\"}\n",
         "{execution}"
@@ -280,7 +294,10 @@ fn hosts_outside_the_list_private_addresses_and_oversized_answers_are_refused() 
     ];
     assert_eq!(out.len(), expect.len(), "{out:?}");
     for (got, want) in out.iter().zip(&expect) {
-        assert!(got.starts_with(want.as_str()), "{got:?} does not start with {want:?}");
+        assert!(
+            got.starts_with(want.as_str()),
+            "{got:?} does not start with {want:?}"
+        );
     }
     assert!(
         out[3].contains("a loopback address, where requests may not go"),
@@ -295,7 +312,11 @@ fn hosts_outside_the_list_private_addresses_and_oversized_answers_are_refused() 
     );
     let requests = requests_of(&execution);
     assert_eq!(requests.len(), expect.len());
-    assert!(requests.iter().all(|r| r["error"].is_string() && r.get("status").is_none()));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r["error"].is_string() && r.get("status").is_none())
+    );
 
     // A script that lists no hosts may reach none.
     kiln.create_script(
@@ -313,7 +334,8 @@ fn hosts_outside_the_list_private_addresses_and_oversized_answers_are_refused() 
 
     let metrics = kiln.get("/metrics").send().unwrap().text().unwrap();
     assert!(
-        sample(&metrics, r#"kiln_egress_requests_total{outcome="denied"}"#).is_some_and(|n| n >= 5.0),
+        sample(&metrics, r#"kiln_egress_requests_total{outcome="denied"}"#)
+            .is_some_and(|n| n >= 5.0),
         "{metrics}"
     );
 }

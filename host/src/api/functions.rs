@@ -136,9 +136,9 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         None,
         &Call::Main,
     );
-    let egress = state.egress.for_run(
-        crate::egress::AllowedHosts::parse(&script.allowed_hosts).unwrap_or_default(),
-    );
+    let egress = state
+        .egress
+        .for_run(crate::egress::AllowedHosts::parse(&script.allowed_hosts).unwrap_or_default());
     let invocation = HttpInvocation {
         request: guest_request,
         env,

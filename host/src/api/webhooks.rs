@@ -15,9 +15,9 @@ use super::executions::ExecutionView;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::Principal;
+use crate::egress::ssrf;
 use crate::store::webhooks::{AttemptRecord, WebhookRecord};
 use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
-use crate::egress::ssrf;
 use crate::webhooks::{EVENTS, PING, Webhooks, sign};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {

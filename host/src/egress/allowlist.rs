@@ -120,7 +120,9 @@ fn parse_pattern(raw: &str) -> Result<Pattern, BadPattern> {
         return Err(bad("it must be 1 to 260 characters"));
     }
     if text.contains("://") || text.contains('/') || text.contains('@') {
-        return Err(bad("write only the host and optional port, no scheme or path"));
+        return Err(bad(
+            "write only the host and optional port, no scheme or path",
+        ));
     }
     let (host, port) = split_port(&text).ok_or_else(|| bad("the port is not a number or *"))?;
     let (host, wildcard) = match host.strip_prefix("*.") {
@@ -138,12 +140,15 @@ fn parse_pattern(raw: &str) -> Result<Pattern, BadPattern> {
         }
     } else {
         if host.is_empty() || host.contains('*') {
-            return Err(bad("a wildcard may only start the pattern, as in *.example.com"));
+            return Err(bad(
+                "a wildcard may only start the pattern, as in *.example.com",
+            ));
         }
         let label_ok = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if !host.split('.').all(label_ok) {
             return Err(bad("not a host name or IP address"));

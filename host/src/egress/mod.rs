@@ -200,8 +200,9 @@ impl Run {
         let config = self.config();
         let mut url = Url::parse(&request.url)
             .map_err(|e| invalid(format!("{:?} is not a URL: {e}", request.url)))?;
-        let mut method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| invalid(format!("{:?} is not an HTTP method", request.method)))?;
+        let mut method =
+            reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| invalid(format!("{:?} is not an HTTP method", request.method)))?;
         let mut headers = header_map(&request.headers)?;
         let mut body = bytes::Bytes::from(request.body.clone());
         let mut hops = 0;
@@ -239,7 +240,9 @@ impl Run {
                     body = bytes::Bytes::new();
                     headers.remove(reqwest::header::CONTENT_TYPE);
                 }
-                if next.host_str() != url.host_str() || next.port_or_known_default() != url.port_or_known_default() {
+                if next.host_str() != url.host_str()
+                    || next.port_or_known_default() != url.port_or_known_default()
+                {
                     // As browsers do: credentials are for the host they were written for.
                     headers.remove(reqwest::header::AUTHORIZATION);
                     headers.remove(reqwest::header::COOKIE);
@@ -299,7 +302,11 @@ impl Run {
         Ok(())
     }
 
-    async fn read(&self, mut response: reqwest::Response, url: Url) -> Result<EgressResponse, EgressError> {
+    async fn read(
+        &self,
+        mut response: reqwest::Response,
+        url: Url,
+    ) -> Result<EgressResponse, EgressError> {
         let config = self.config();
         let left = config.max_bytes_per_run.saturating_sub(self.lock().bytes);
         let cap = config.max_response_bytes.min(left);
@@ -460,10 +467,99 @@ impl reqwest::dns::Resolve for GuardedResolver {
                         host: host.clone(),
                         ip: addr.ip(),
                         kind,
-                    }) as Box<dyn std::error::Error + Send + Sync>);
+                    })
+                        as Box<dyn std::error::Error + Send + Sync>);
                 }
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_runtime::Egress as _;
+
+    use super::*;
+
+    fn gateway(config: EgressConfig) -> Arc<Gateway> {
+        Gateway::new(&config, EgressMetrics::default()).unwrap()
+    }
+
+    fn get(url: &str) -> EgressRequest {
+        EgressRequest {
+            method: "GET".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    /// Refused before any connection: nothing here reaches the network.
+    #[tokio::test]
+    async fn a_run_is_held_to_its_request_count_and_its_log_stays_bounded() {
+        let run = gateway(EgressConfig {
+            max_requests_per_run: 2,
+            ..EgressConfig::default()
+        })
+        .for_run(AllowedHosts::parse(&["api.test"]).unwrap());
+        for _ in 0..2 {
+            let refused = run.send(get("http://other.test/")).await.unwrap_err();
+            assert_eq!(refused.kind, EgressErrorKind::Denied, "{refused}");
+        }
+        let third = run.send(get("http://other.test/")).await.unwrap_err();
+        assert_eq!(third.kind, EgressErrorKind::Limit);
+        assert!(
+            third.message.contains("egress.max_requests_per_run"),
+            "{third}"
+        );
+        let log = run.take_log();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[0].host, "other.test");
+        assert!(run.take_log().is_empty());
+    }
+
+    #[tokio::test]
+    async fn request_bodies_count_against_the_runs_bytes() {
+        let run = gateway(EgressConfig {
+            max_bytes_per_run: 10,
+            ..EgressConfig::default()
+        })
+        .for_run(AllowedHosts::default());
+        let big = EgressRequest {
+            body: vec![0; 11],
+            ..get("http://api.test/")
+        };
+        let refused = run.send(big).await.unwrap_err();
+        assert_eq!(refused.kind, EgressErrorKind::Limit);
+        assert!(
+            refused.message.contains("egress.max_bytes_per_run"),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_with_egress_off_refuses_everything() {
+        let run = gateway(EgressConfig {
+            enabled: false,
+            ..EgressConfig::default()
+        })
+        .for_run(AllowedHosts::parse(&["api.test"]).unwrap());
+        let refused = run.send(get("http://api.test/")).await.unwrap_err();
+        assert!(refused.message.contains("egress.enabled"), "{refused}");
+    }
+
+    #[test]
+    fn headers_the_client_sets_are_dropped_and_bad_ones_refused() {
+        let headers = header_map(&[
+            ("Host".into(), "elsewhere".into()),
+            ("X-Ok".into(), "1".into()),
+            ("Content-Length".into(), "5".into()),
+        ])
+        .unwrap();
+        assert_eq!(headers.len(), 1);
+        assert!(header_map(&[("bad name".into(), "x".into())]).is_err());
+        assert!(header_map(&[("x".into(), "a\nb".into())]).is_err());
     }
 }

@@ -60,10 +60,7 @@ pub async fn run(
         cancel: hooks.cancel,
         on_output: hooks.on_output,
         script_host: hooks.script_host,
-        egress: hooks
-            .egress
-            .clone()
-            .map(|e| Arc::new(e) as Arc<dyn Egress>),
+        egress: hooks.egress.clone().map(|e| Arc::new(e) as Arc<dyn Egress>),
     };
     let ran = match sandbox.run(&prepared.artifact, invocation).await {
         Ok(outcome) => Ran::Outcome {

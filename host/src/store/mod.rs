@@ -25,8 +25,8 @@ use std::pin::Pin;
 pub use self::idempotency::{Claim, IDEMPOTENCY_TTL_MS, StoredResponse};
 pub use self::records::{
     ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language, OutboundRequest,
-    Overlap, Priority,
-    ScheduleRecord, ScriptKind, ScriptLimits, ScriptRecord, ScriptStatus, Trigger, VersionRecord,
+    Overlap, Priority, ScheduleRecord, ScriptKind, ScriptLimits, ScriptRecord, ScriptStatus,
+    Trigger, VersionRecord,
 };
 pub use self::sled::SledStore;
 

@@ -47,6 +47,7 @@ pub fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
         metadata: serde_json::Map::new(),
         status: ScriptStatus::Active,
         limits: None,
+        allowed_hosts: Vec::new(),
         created_by: None,
         version,
         content_hash: blake3::hash(b"v2").to_hex().to_string(),

@@ -72,9 +72,7 @@ pub(super) fn refuse(request: &EgressRequest) -> Result<EgressResponse, EgressEr
 }
 
 async fn run_fetch_guest(env: &[(&str, &str)], egress: Option<Arc<dyn Egress>>) -> Outcome {
-    let (artifact, _) = sandbox()
-        .load(&read_guest(kiln_components::FETCH))
-        .unwrap();
+    let (artifact, _) = sandbox().load(&read_guest(kiln_components::FETCH)).unwrap();
     let invocation = Invocation {
         args: vec!["fetch".into()],
         env: env
@@ -112,7 +110,10 @@ pub(super) async fn a_components_request_goes_through_the_egress_with_its_body()
 #[tokio::test]
 async fn a_component_without_an_egress_is_refused() {
     let outcome = run_fetch_guest(&[("FETCH_URL", "http://api.test/")], None).await;
-    assert_eq!(text(&outcome.stdout), "error ErrorCode::HttpRequestDenied\n");
+    assert_eq!(
+        text(&outcome.stdout),
+        "error ErrorCode::HttpRequestDenied\n"
+    );
     assert_eq!(outcome.status, Status::Failed);
 }
 
@@ -120,7 +121,10 @@ async fn a_component_without_an_egress_is_refused() {
 async fn a_refusal_reaches_the_component_as_its_error_code() {
     let egress = FakeEgress::new(refuse);
     let outcome = run_fetch_guest(&[("FETCH_URL", "http://elsewhere.test/")], Some(egress)).await;
-    assert_eq!(text(&outcome.stdout), "error ErrorCode::HttpRequestDenied\n");
+    assert_eq!(
+        text(&outcome.stdout),
+        "error ErrorCode::HttpRequestDenied\n"
+    );
 }
 
 #[tokio::test]
@@ -171,7 +175,8 @@ async fn javascript_fetch_sends_and_reads_a_response() {
     let outcome =
         run_script_with_egress(&super::javascript::runtime(), source, Some(egress.clone())).await;
     assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
-    let result: serde_json::Value = serde_json::from_str(outcome.result.as_deref().unwrap()).unwrap();
+    let result: serde_json::Value =
+        serde_json::from_str(outcome.result.as_deref().unwrap()).unwrap();
     assert_eq!(result["status"], 201);
     assert_eq!(result["ok"], true);
     assert_eq!(result["type"], "application/json");
@@ -181,7 +186,10 @@ async fn javascript_fetch_sends_and_reads_a_response() {
     assert_eq!(result["echo"]["body"], r#"{"a":1}"#);
     assert_eq!(result["echo"]["timeout_ms"], 1500);
     let headers = &egress.seen()[0].headers;
-    assert!(headers.contains(&("x-token".into(), "abc".into())), "{headers:?}");
+    assert!(
+        headers.contains(&("x-token".into(), "abc".into())),
+        "{headers:?}"
+    );
     assert!(
         headers.contains(&("content-type".into(), "text/plain;charset=UTF-8".into())),
         "{headers:?}"
@@ -250,7 +258,8 @@ def main():
     let outcome =
         run_script_with_egress(&super::python::runtime(), source, Some(egress.clone())).await;
     assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
-    let result: serde_json::Value = serde_json::from_str(outcome.result.as_deref().unwrap()).unwrap();
+    let result: serde_json::Value =
+        serde_json::from_str(outcome.result.as_deref().unwrap()).unwrap();
     assert_eq!(result["status"], 201);
     assert_eq!(result["type"], "application/json");
     assert_eq!(result["echo"]["method"], "POST");
@@ -258,7 +267,10 @@ def main():
     assert_eq!(result["echo"]["body"], r#"{"a": 1}"#);
     assert_eq!(result["echo"]["timeout_ms"], 1500);
     let headers = &egress.seen()[0].headers;
-    assert!(headers.contains(&("X-Token".into(), "abc".into())), "{headers:?}");
+    assert!(
+        headers.contains(&("X-Token".into(), "abc".into())),
+        "{headers:?}"
+    );
 }
 
 #[tokio::test]

@@ -186,7 +186,7 @@ async fn scripts_see_no_host() {
     .await;
     assert_eq!(
         outcome.result.as_deref(),
-        Some(r#"["undefined",["env"],{},"undefined","undefined","undefined","undefined"]"#)
+        Some(r#"["undefined",["env"],{},"function","undefined","undefined","undefined"]"#)
     );
 }
 

@@ -9,7 +9,8 @@ use kiln_runtime::Limits;
 
 use super::ScriptView;
 use super::body::{
-    ScriptBody, allowed_hosts, ScriptFields, WasmUploadQuery, check_public, parse_language, validate_content,
+    ScriptBody, ScriptFields, WasmUploadQuery, allowed_hosts, check_public, parse_language,
+    validate_content,
 };
 use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
@@ -159,7 +160,11 @@ pub(super) async fn update(
         _ => (None, current.kind),
     };
     check_public(fields.public.unwrap_or(current.public), kind)?;
-    let hosts = fields.allowed_hosts.as_deref().map(allowed_hosts).transpose()?;
+    let hosts = fields
+        .allowed_hosts
+        .as_deref()
+        .map(allowed_hosts)
+        .transpose()?;
     let now = crate::now();
     let change = |script: &ScriptRecord| {
         if_match(&headers, script)?;
