@@ -679,3 +679,38 @@ fn every_trigger_leaves_the_same_record_shape() {
     }
     assert_eq!(cli, shape_of(&by_api), "{by_cli}");
 }
+
+/// A result's objects keep the key order the script built them in, in the
+/// answer and when read back from the store, in both languages.
+#[test]
+fn results_keep_the_key_order_the_script_built() {
+    let (kiln, _data) = Kiln::start(&[]);
+    kiln.create_script(
+        "ordered-js",
+        "javascript",
+        "function main() { return { year: 2026, sq: 4, acc: { z: 1, a: 2 }, big: [ { y: 1, b: 2 } ] }; }",
+    );
+    kiln.create_script(
+        "ordered-py",
+        "python",
+        "def main():\n    return {'year': 2026, 'sq': 4, 'acc': {'z': 1, 'a': 2}, 'big': [{'y': 1, 'b': 2}]}\n",
+    );
+    let expected = r#"{"year":2026,"sq":4,"acc":{"z":1,"a":2},"big":[{"y":1,"b":2}]}"#;
+    for script in ["ordered-js", "ordered-py"] {
+        let answer = kiln.execute(script, "?wait=true", json!({}));
+        assert_eq!(answer.status(), 200);
+        let answer = answer.text().unwrap();
+        assert!(answer.contains(&format!(r#""result":{expected}"#)), "{script}: {answer}");
+        let id = serde_json::from_str::<Value>(&answer).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let stored = kiln
+            .get(&format!("/v1/executions/{id}"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(stored.contains(&format!(r#""result":{expected}"#)), "{script}: {stored}");
+    }
+}

@@ -106,10 +106,8 @@ fn run_module<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Option<Function<'j
         .catch(ctx)
         .map_err(runtime_error)?;
     let (module, evaluation) = declared.eval().catch(ctx).map_err(runtime_error)?;
-    evaluation
-        .finish::<()>()
-        .catch(ctx)
-        .map_err(runtime_error)?;
+    // A top-level `await` may wait for jobs and timers.
+    crate::timers::drive(ctx, &evaluation, "the module's top level")?;
     let namespace = module.namespace().catch(ctx).map_err(runtime_error)?;
     for name in ["default", "main"] {
         if let Ok(Some(main)) = namespace.get::<_, Option<Function>>(name) {

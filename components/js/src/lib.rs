@@ -8,6 +8,7 @@ mod console;
 mod failure;
 mod fetch;
 mod random;
+mod timers;
 
 use std::cell::RefCell;
 
@@ -117,7 +118,9 @@ fn new_context() -> Result<(Runtime, Context), Failure> {
             .map_err(|e| Failure::internal(format!("cannot install console: {e}")))?;
         random::install(&ctx)
             .map_err(|e| Failure::internal(format!("cannot install Math.random: {e}")))?;
-        fetch::install(&ctx).map_err(|e| Failure::internal(format!("cannot install fetch: {e}")))
+        fetch::install(&ctx)
+            .map_err(|e| Failure::internal(format!("cannot install fetch: {e}")))?;
+        timers::install(&ctx).map_err(|e| Failure::internal(format!("cannot install timers: {e}")))
     })?;
     Ok((runtime, context))
 }
@@ -158,17 +161,11 @@ fn run_script(
         .unwrap_or_else(|| "null".into()))
 }
 
-/// Awaits a promise by running QuickJS's job queue until it settles.
+/// Awaits a promise: QuickJS's job queue and the script's timers run until
+/// it settles.
 fn settle<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> Result<Value<'js>, Failure> {
-    let Some(promise) = value.as_promise() else {
-        return Ok(value);
-    };
-    match promise.finish::<Value>() {
-        Err(rquickjs::Error::WouldBlock) => Err(Failure::runtime(
-            "Error: main returned a promise that never settles (nothing left to run)",
-        )),
-        other => other
-            .catch(ctx)
-            .map_err(|e| Failure::from_caught(ctx, e, FailureKind::Runtime)),
+    match value.as_promise() {
+        Some(promise) => timers::drive(ctx, promise, "main returned a promise that"),
+        None => Ok(value),
     }
 }

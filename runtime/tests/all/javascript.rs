@@ -186,7 +186,7 @@ async fn scripts_see_no_host() {
     .await;
     assert_eq!(
         outcome.result.as_deref(),
-        Some(r#"["undefined",["env"],{},"function","undefined","undefined","undefined"]"#)
+        Some(r#"["undefined",["env"],{},"function","function","undefined","undefined"]"#)
     );
 }
 
@@ -306,5 +306,64 @@ fn the_embedded_runtime_is_pre_initialized() {
     assert!(
         snapshot > compiled + (32 << 10),
         "initial data: {snapshot} bytes embedded, {compiled} as built"
+    );
+}
+
+#[tokio::test]
+async fn set_timeout_waits_and_the_result_follows() {
+    let started = std::time::Instant::now();
+    let outcome = js(r#"
+        export default () => new Promise((resolve) => {
+          const order = [];
+          setTimeout(() => { order.push("late"); resolve(order); }, 50);
+          setTimeout((tag) => order.push(tag), 10, "early");
+          const dropped = setTimeout(() => order.push("cleared"), 20);
+          clearTimeout(dropped);
+          queueMicrotask(() => order.push("micro"));
+        });
+    "#)
+    .await;
+    assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    assert_eq!(outcome.result.as_deref(), Some(r#"["micro","early","late"]"#));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+}
+
+#[tokio::test]
+async fn set_interval_repeats_until_cleared_and_modules_may_await_at_the_top() {
+    let outcome = js(r#"
+        const ticks = await new Promise((resolve) => {
+          let n = 0;
+          const id = setInterval(() => { n += 1; if (n === 3) { clearInterval(id); resolve(n); } }, 5);
+        });
+        export default () => ticks;
+    "#)
+    .await;
+    assert_eq!(outcome.result.as_deref(), Some("3"), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_timer_past_the_deadline_is_a_timeout_and_a_throwing_one_fails_the_run() {
+    let limits = Limits {
+        timeout: std::time::Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let outcome = run_js(
+        "export default () => new Promise((resolve) => setTimeout(resolve, 60_000));",
+        "{}",
+        limits,
+    )
+    .await;
+    assert_eq!(outcome.error_code(), Some(ErrorCode::Timeout), "{outcome:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    let outcome = js(r#"
+        export default () => new Promise(() => setTimeout(() => { throw new RangeError("late"); }, 1));
+    "#)
+    .await;
+    assert_eq!(outcome.error_code(), Some(ErrorCode::ScriptError), "{outcome:?}");
+    assert!(
+        outcome.error.unwrap().message.contains("RangeError: late"),
+        "the timer's error is the run's"
     );
 }
