@@ -5,7 +5,7 @@ execution's result. `print` goes to stdout. Exceptions become failures with the
 traceback of the script's own frames.
 """
 
-import asyncio  # noqa: F401  (scripts may `await asyncio.sleep(0)`)
+import asyncio
 import inspect
 import gc
 import json
@@ -45,7 +45,7 @@ import statistics  # noqa: F401
 import string  # noqa: F401
 import struct  # noqa: F401
 import textwrap  # noqa: F401
-import time  # noqa: F401
+import time
 import typing  # noqa: F401
 import unicodedata  # noqa: F401
 import urllib.parse  # noqa: F401
@@ -79,16 +79,54 @@ def runtime_failure(error: BaseException) -> Failure:
     return Failure(FailureKind.RUNTIME, message, stack, None, None)
 
 
+class _Clock:
+    """What Kiln's event loop waits on. The sandbox has no file descriptors
+    to watch, so waiting means sleeping until the next timer (a WASI clock
+    wait: the run's deadline still applies)."""
+
+    def select(self, timeout=None):
+        if timeout is None:
+            raise RuntimeError(
+                "the event loop has nothing left to run: a coroutine awaits something "
+                "no callback or timer will complete"
+            )
+        if timeout > 0:
+            time.sleep(timeout)
+        return []
+
+    def get_map(self):
+        return {}
+
+    def close(self):
+        pass
+
+
+class KilnEventLoop(asyncio.BaseEventLoop):
+    """asyncio's loop without sockets: callbacks, timers, tasks and futures
+    (sleep, gather, wait_for, timeout) work; anything that needs a socket, a
+    pipe or a thread fails as it would without them."""
+
+    def __init__(self):
+        super().__init__()
+        self._selector = _Clock()
+
+    def _process_events(self, event_list):
+        pass
+
+    def _write_to_self(self):
+        pass
+
+
+# `asyncio.run` and `asyncio.new_event_loop` in a script make Kiln's loop
+# (the default one needs a socket pair to start).
+asyncio.events.new_event_loop = KilnEventLoop
+asyncio.new_event_loop = KilnEventLoop
+
+
 def drive(coroutine):
-    """Runs an async main to completion without an event loop: asyncio's
-    loops need sockets, which the sandbox does not have. Bare yields (as in
-    `await asyncio.sleep(0)`) resume at once; awaiting a loop's future fails."""
-    try:
-        while True:
-            if coroutine.send(None) is not None:
-                raise RuntimeError("awaiting event-loop futures is not supported in Kiln scripts")
-    except StopIteration as stop:
-        return stop.value
+    """Runs an async main to completion on Kiln's event loop."""
+    with asyncio.Runner(loop_factory=KilnEventLoop) as runner:
+        return runner.run(coroutine)
 
 
 def compile_script(source: str):

@@ -53,6 +53,81 @@ async fn async_main_is_awaited() {
 }
 
 #[tokio::test]
+async fn asyncio_sleeps_gathers_and_times_out_on_kilns_event_loop() {
+    let started = std::time::Instant::now();
+    let source = r#"
+import asyncio
+
+async def later(tag, seconds):
+    await asyncio.sleep(seconds)
+    return tag
+
+async def main():
+    order = await asyncio.gather(later("slow", 0.05), later("fast", 0.01))
+    try:
+        await asyncio.wait_for(asyncio.sleep(10), timeout=0.02)
+        timed_out = False
+    except TimeoutError:
+        timed_out = True
+    return {"order": order, "timed_out": timed_out, "nested": asyncio.run(later("inner", 0)) if False else None}
+"#;
+    let outcome = py(source).await;
+    assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"{"order": ["slow", "fast"], "timed_out": true, "nested": null}"#)
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(70));
+}
+
+#[tokio::test]
+async fn a_sync_main_may_run_its_own_loop_and_a_long_sleep_is_a_timeout() {
+    let outcome = py(
+        "import asyncio
+
+async def work():
+    await asyncio.sleep(0.01)
+    return 7
+
+def main():
+    return asyncio.run(work())
+",
+    )
+    .await;
+    assert_eq!(outcome.result.as_deref(), Some("7"), "{outcome:?}");
+    let limits = Limits {
+        timeout: std::time::Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let outcome = run_py(
+        "import asyncio
+
+async def main():
+    await asyncio.sleep(60)
+",
+        "{}",
+        limits,
+    )
+    .await;
+    assert_eq!(outcome.error_code(), Some(ErrorCode::Timeout), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_coroutine_nothing_will_wake_fails_instead_of_hanging() {
+    let outcome = py(
+        "import asyncio
+
+async def main():
+    await asyncio.get_running_loop().create_future()
+",
+    )
+    .await;
+    assert_eq!(outcome.error_code(), Some(ErrorCode::ScriptError), "{outcome:?}");
+    let message = outcome.error.unwrap().message;
+    assert!(message.contains("nothing left to run"), "{message}");
+}
+
+#[tokio::test]
 async fn an_exception_fails_with_its_traceback() {
     let outcome =
         py("def helper():\n    raise ValueError('bad input')\n\ndef main():\n    helper()\n").await;
