@@ -100,7 +100,9 @@ const LANGUAGES: [Language; 2] = [
         before: "KILN_BENCH_OLD_PY",
         hello: "def main(name):\n    print(f'Hello, {name}!')\n    return {'ok': True}\n",
         fetch: |url| {
-            format!("import kiln.http\n\ndef main(**_):\n    return kiln.http.get({url:?}).status_code\n")
+            format!(
+                "import kiln.http\n\ndef main(**_):\n    return kiln.http.get({url:?}).status_code\n"
+            )
         },
     },
 ];
@@ -130,7 +132,9 @@ fn egress(c: &mut Criterion) {
     let port = upstream();
     let url = format!("http://127.0.0.1:{port}/hello");
     let allowed = format!("127.0.0.1:{port}");
-    let node = tokio.block_on(async { EgressNode::new(&["127.0.0.1"]) }).expect("egress");
+    let node = tokio
+        .block_on(async { EgressNode::new(&["127.0.0.1"]) })
+        .expect("egress");
     let cache = tempfile::tempdir().expect("tempdir");
     let sandbox = Sandbox::new(EngineOptions {
         cache_dir: Some(cache.path().to_path_buf()),

@@ -218,10 +218,7 @@ impl EgressNode {
     /// # Errors
     ///
     /// A pattern is not a host pattern.
-    pub fn for_run(
-        &self,
-        allowed_hosts: &[&str],
-    ) -> anyhow::Result<Arc<dyn kiln_runtime::Egress>> {
+    pub fn for_run(&self, allowed_hosts: &[&str]) -> anyhow::Result<Arc<dyn kiln_runtime::Egress>> {
         let allowed = crate::egress::AllowedHosts::parse(allowed_hosts)?;
         Ok(Arc::new(self.0.for_run(allowed)))
     }

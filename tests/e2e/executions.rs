@@ -700,7 +700,10 @@ fn results_keep_the_key_order_the_script_built() {
         let answer = kiln.execute(script, "?wait=true", json!({}));
         assert_eq!(answer.status(), 200);
         let answer = answer.text().unwrap();
-        assert!(answer.contains(&format!(r#""result":{expected}"#)), "{script}: {answer}");
+        assert!(
+            answer.contains(&format!(r#""result":{expected}"#)),
+            "{script}: {answer}"
+        );
         let id = serde_json::from_str::<Value>(&answer).unwrap()["id"]
             .as_str()
             .unwrap()
@@ -711,6 +714,9 @@ fn results_keep_the_key_order_the_script_built() {
             .unwrap()
             .text()
             .unwrap();
-        assert!(stored.contains(&format!(r#""result":{expected}"#)), "{script}: {stored}");
+        assert!(
+            stored.contains(&format!(r#""result":{expected}"#)),
+            "{script}: {stored}"
+        );
     }
 }

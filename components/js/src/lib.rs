@@ -9,6 +9,7 @@ mod failure;
 mod fetch;
 mod random;
 mod timers;
+mod web;
 
 use std::cell::RefCell;
 
@@ -120,7 +121,9 @@ fn new_context() -> Result<(Runtime, Context), Failure> {
             .map_err(|e| Failure::internal(format!("cannot install Math.random: {e}")))?;
         fetch::install(&ctx)
             .map_err(|e| Failure::internal(format!("cannot install fetch: {e}")))?;
-        timers::install(&ctx).map_err(|e| Failure::internal(format!("cannot install timers: {e}")))
+        timers::install(&ctx)
+            .map_err(|e| Failure::internal(format!("cannot install timers: {e}")))?;
+        web::install(&ctx).map_err(|e| Failure::internal(format!("cannot install web APIs: {e}")))
     })?;
     Ok((runtime, context))
 }

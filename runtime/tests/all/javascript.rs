@@ -324,7 +324,10 @@ async fn set_timeout_waits_and_the_result_follows() {
     "#)
     .await;
     assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
-    assert_eq!(outcome.result.as_deref(), Some(r#"["micro","early","late"]"#));
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"["micro","early","late"]"#)
+    );
     assert!(started.elapsed() >= std::time::Duration::from_millis(50));
 }
 
@@ -354,16 +357,59 @@ async fn a_timer_past_the_deadline_is_a_timeout_and_a_throwing_one_fails_the_run
         limits,
     )
     .await;
-    assert_eq!(outcome.error_code(), Some(ErrorCode::Timeout), "{outcome:?}");
+    assert_eq!(
+        outcome.error_code(),
+        Some(ErrorCode::Timeout),
+        "{outcome:?}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 
     let outcome = js(r#"
         export default () => new Promise(() => setTimeout(() => { throw new RangeError("late"); }, 1));
     "#)
     .await;
-    assert_eq!(outcome.error_code(), Some(ErrorCode::ScriptError), "{outcome:?}");
+    assert_eq!(
+        outcome.error_code(),
+        Some(ErrorCode::ScriptError),
+        "{outcome:?}"
+    );
     assert!(
         outcome.error.unwrap().message.contains("RangeError: late"),
         "the timer's error is the run's"
+    );
+}
+
+#[tokio::test]
+async fn web_basics_base64_structured_clone_and_crypto() {
+    let outcome = js(r#"
+        function main() {
+          const cyclic = { when: new Date(0), list: [1, { deep: true }], map: new Map([["k", new Set([1])]]),
+                           bytes: new Uint8Array([1, 2, 3]) };
+          cyclic.self = cyclic;
+          const copy = structuredClone(cyclic);
+          let refused = null;
+          try { structuredClone({ f() {} }); } catch (e) { refused = e.name; }
+          let badBase64 = null;
+          try { atob("a"); } catch (e) { badBase64 = e.name; }
+          const random = crypto.getRandomValues(new Uint32Array(4));
+          const uuid = crypto.randomUUID();
+          return {
+            btoa: btoa("Kiln\u00ff"), atob: atob(" S2ls bv8= "), badBase64,
+            cloned: copy !== cyclic && copy.self === copy && copy.list[1] !== cyclic.list[1]
+              && copy.when.getTime() === 0 && copy.map.get("k").has(1) && copy.bytes[2] === 3,
+            refused,
+            random: random.some((x) => x !== 0) && random.length === 4,
+            uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(uuid)
+              && uuid !== crypto.randomUUID(),
+          };
+        }
+    "#)
+    .await;
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(
+            r#"{"btoa":"S2lsbv8=","atob":"Kilnÿ","badBase64":"InvalidCharacterError","cloned":true,"refused":"DataCloneError","random":true,"uuid":true}"#
+        ),
+        "{outcome:?}"
     );
 }
