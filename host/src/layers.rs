@@ -14,6 +14,7 @@ const FLOORS: &[&[&str]] = &[
     &[
         "jobs",
         "egress",
+        "vault",
         "runtimes",
         "compiler",
         "auth",

@@ -25,6 +25,7 @@ mod runtimes;
 mod schedules;
 mod serve;
 mod store;
+mod vault;
 mod webhooks;
 
 /// Exit statuses of `kiln run` besides the guest's own.

@@ -214,7 +214,7 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
         cancel: None,
         on_output: (!args.json).then(stream_to_terminal),
         script_host,
-        egress: None,
+        ..Hooks::default()
     };
     record.status = ExecutionStatus::Running;
     record.started_at = Some(crate::now());

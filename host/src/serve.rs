@@ -122,6 +122,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Files and directories this process makes are its user's alone (0600,
+/// 0700): the store holds sealed secrets, but also everything else of its
+/// users.
+fn private_files() {
+    #[cfg(target_os = "linux")]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 /// One node's parts, made from `config` and wired together: the store and
 /// authentication (the first admin made in the background), the engine,
 /// compiler and runtimes, metrics, webhooks, and the queue with its workers
@@ -139,8 +147,20 @@ pub(crate) fn assemble(
     program: Option<std::path::PathBuf>,
 ) -> anyhow::Result<AppState> {
     let data = &config.server.data_dir;
+    private_files();
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).with_context(
+            || format!("cannot make the data directory {} private", data.display()),
+        )?;
+    }
+    let vault = Arc::new(
+        crate::vault::Vault::open(config.auth.master_key.as_ref(), data)
+            .context("cannot open the master key")?,
+    );
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(
             &data.join("db"),
@@ -185,6 +205,7 @@ pub(crate) fn assemble(
         jobs: jobs.clone(),
         limits: config.limits.clone(),
         egress: egress.clone(),
+        vault: vault.clone(),
     };
     jobs.spawn_workers(config.workers.count, Arc::new(worker));
     let events = webhooks.clone();
@@ -206,6 +227,7 @@ pub(crate) fn assemble(
         limits,
         webhooks,
         egress,
+        vault,
     }))
 }
 

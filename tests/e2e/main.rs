@@ -22,4 +22,5 @@ mod retention;
 mod schedules;
 mod scripts;
 mod sdk;
+mod secrets;
 mod webhooks;

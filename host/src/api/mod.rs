@@ -72,6 +72,8 @@ pub struct Shared {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Scripts' outbound HTTP (HTTP functions take theirs from here).
     pub egress: Arc<crate::egress::Gateway>,
+    /// Seals config values and requests' `env` at rest.
+    pub vault: Arc<crate::vault::Vault>,
 }
 
 impl AppState {

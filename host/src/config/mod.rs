@@ -114,6 +114,11 @@ sections! {
         refresh_ttl_secs: u64 = 30 * 24 * 3600,
         /// The first-start admin's password; `None`: a random one is made.
         admin_password: Option<Secret> = None,
+        /// Seals scripts' config values and requests' `env` at rest (at
+        /// least 32 characters; `KILN_MASTER_KEY`). Unset: a random key is
+        /// made once into `<data_dir>/master-key` (mode 0600). Changing it
+        /// makes the values sealed before unreadable.
+        master_key: Option<Secret> = None,
     }
 
     /// Requests per minute per caller and route class; 0 turns a class off.
@@ -352,7 +357,8 @@ impl Config {
 }
 
 /// The `KILN_<SECTION>_<KEY>` layer, plus the `KILN_LISTEN`,
-/// `KILN_DATA_DIR` and `KILN_ADMIN_PASSWORD` shortcuts (the long name wins).
+/// `KILN_DATA_DIR`, `KILN_ADMIN_PASSWORD` and `KILN_MASTER_KEY` shortcuts (the
+/// long name wins).
 fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
     let named = |name: &str| var(name).map(|value| (name.to_owned(), value));
     let mut layer = Layer::read(&Named(|section: &str, key: &str| {
@@ -367,6 +373,9 @@ fn env_layer(var: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
     }
     if layer.auth.admin_password.is_none() {
         layer.auth.admin_password = shortcuts.get::<Secret>("", "KILN_ADMIN_PASSWORD")?;
+    }
+    if layer.auth.master_key.is_none() {
+        layer.auth.master_key = shortcuts.get::<Secret>("", "KILN_MASTER_KEY")?;
     }
     Ok(layer)
 }

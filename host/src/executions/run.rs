@@ -28,6 +28,13 @@ pub struct Hooks {
     pub script_host: Option<Arc<dyn ScriptHost>>,
     /// Where the run's outbound HTTP goes; none refuses it.
     pub egress: Option<RunEgress>,
+    /// The guest's variables before the contract's own, when not the
+    /// record's as stored (the server opens sealed values and adds the
+    /// script's config values).
+    pub env: Option<Vec<(String, String)>>,
+    /// Values masked (`****`) in what the run leaves in its record: its
+    /// output, result and error.
+    pub mask: Vec<String>,
 }
 
 /// Runs `record` in `sandbox` with its output capped by `caps`,
@@ -44,7 +51,7 @@ pub async fn run(
     interrupting: impl Fn() -> bool,
 ) {
     let (env, stdin) = contract::environment(
-        contract::record_env(record),
+        hooks.env.unwrap_or_else(|| contract::record_env(record)),
         &record.id,
         &prepared.name,
         Some(parameters),
@@ -72,5 +79,34 @@ pub async fn run(
     contract::finish(record, ran);
     if let Some(egress) = hooks.egress {
         record.http_requests = egress.take_log();
+    }
+    mask_secrets(record, &hooks.mask);
+}
+
+/// Hides `secrets` wherever a run may have echoed them into its record.
+fn mask_secrets(record: &mut ExecutionRecord, secrets: &[String]) {
+    use crate::vault::mask;
+    if secrets.is_empty() {
+        return;
+    }
+    record.stdout = mask(&record.stdout, secrets);
+    record.stderr = mask(&record.stderr, secrets);
+    if let Some(error) = &mut record.error {
+        error.message = mask(&error.message, secrets);
+        if let Some(stack) = &mut error.stack {
+            *stack = mask(stack, secrets);
+        }
+    }
+    if let Some(result) = &mut record.result {
+        mask_json(result, secrets);
+    }
+}
+
+fn mask_json(value: &mut serde_json::Value, secrets: &[String]) {
+    match value {
+        serde_json::Value::String(text) => *text = crate::vault::mask(text, secrets),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| mask_json(v, secrets)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| mask_json(v, secrets)),
+        _ => {}
     }
 }

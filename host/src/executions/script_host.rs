@@ -20,18 +20,21 @@ pub struct StoredScript {
 }
 
 impl StoredScript {
+    /// The host of one run of `script_id`, whose config values (opened) are
+    /// `config`.
     pub fn new(
         store: Arc<dyn Store>,
         script_id: &str,
+        config: BTreeMap<String, String>,
         limits: &LimitsConfig,
-    ) -> Result<Self, crate::store::StoreError> {
-        Ok(Self {
-            config: store.script_config(script_id)?,
+    ) -> Self {
+        Self {
+            config,
             store,
             script_id: script_id.to_owned(),
             value_quota: limits.kv_value_bytes,
             script_quota: limits.kv_script_bytes,
-        })
+        }
     }
 }
 
@@ -84,17 +87,16 @@ mod tests {
     use crate::store::SledStore;
 
     #[test]
-    fn values_over_either_quota_are_refused_and_config_is_read_once() {
+    fn values_over_either_quota_are_refused_and_config_is_what_the_run_was_given() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
         let config = BTreeMap::from([("greeting".to_string(), "hej".to_string())]);
-        store.set_script_config("s", &config).unwrap();
         let limits = LimitsConfig {
             kv_value_bytes: 8,
             kv_script_bytes: 12,
             ..crate::config::Config::default().limits
         };
-        let host = StoredScript::new(store.clone(), "s", &limits).unwrap();
+        let host = StoredScript::new(store.clone(), "s", config, &limits);
         assert!(matches!(
             host.kv_set("k", &[0; 9]),
             Err(KvError::QuotaExceeded(_))
@@ -105,8 +107,7 @@ mod tests {
             Err(KvError::QuotaExceeded(_))
         ));
         assert_eq!(host.kv_list("", 10).unwrap(), ["k"]);
-        // Config changed during a run is seen by the next one.
-        store.set_script_config("s", &BTreeMap::new()).unwrap();
         assert_eq!(host.config("greeting").as_deref(), Some("hej"));
+        assert_eq!(host.config("other"), None);
     }
 }

@@ -4,6 +4,7 @@
 //! of its record, and stored final; its waiters hear of it once that is on
 //! disk.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kiln_runtime::{Artifact, Call, CancelHandle};
@@ -26,6 +27,7 @@ pub struct Worker {
     pub jobs: Arc<Jobs>,
     pub limits: LimitsConfig,
     pub egress: Arc<Gateway>,
+    pub vault: Arc<crate::vault::Vault>,
 }
 
 impl Execute for Worker {
@@ -55,6 +57,52 @@ impl Execute for Worker {
 }
 
 impl Worker {
+    /// The script's config values, opened; none for ad-hoc code. One that
+    /// does not open (the master key changed) is left out and logged.
+    fn config_of(&self, record: &ExecutionRecord) -> BTreeMap<String, String> {
+        let Some(script_id) = &record.script_id else {
+            return BTreeMap::new();
+        };
+        let sealed = match self.store.script_config(script_id) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::error!(error = %e, script = %script_id, "cannot read a script's config");
+                return BTreeMap::new();
+            }
+        };
+        sealed
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let slot = crate::vault::config_slot(script_id, &key);
+                match self.vault.open_value(&slot, &value) {
+                    Ok(value) => Some((key, value)),
+                    Err(e) => {
+                        tracing::error!(error = %e, script = %script_id, key = %key,
+                            "a config value does not open; the run goes without it");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The record's variables with sealed values opened, then the contract's
+    /// record variables (`KILN_SCHEDULE_ID`).
+    fn opened_env(&self, record: &ExecutionRecord) -> Vec<(String, String)> {
+        crate::contract::record_env(record)
+            .into_iter()
+            .map(|(name, value)| {
+                let slot = crate::vault::env_slot(&record.id, &name);
+                let value = self.vault.open_value(&slot, &value).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, execution = %record.id, name = %name,
+                        "an env value does not open; the run sees it empty");
+                    String::new()
+                });
+                (name, value)
+            })
+            .collect()
+    }
+
     /// Runs a queued execution and stores its final record (not flushed);
     /// `None` if it was no longer queued.
     async fn try_execute(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
@@ -79,25 +127,36 @@ impl Worker {
         let parameters = record.parameters.to_string();
         match self.prepare(record, &parameters).await {
             Ok((prepared, allowed_hosts)) => {
+                let config = self.config_of(record);
+                let mask: Vec<String> = config.values().cloned().collect();
+                // The request's variables (opened), then the script's config
+                // values: a script reads its secrets as `process.env.NAME`
+                // or `os.environ["NAME"]`.
+                let mut env = self.opened_env(record);
+                env.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
                 let mut hooks = Hooks {
                     cancel: Some(cancel),
                     egress: Some(self.egress.for_run(allowed_hosts)),
+                    env: Some(env),
+                    mask: mask.clone(),
                     ..Hooks::default()
                 };
                 // A kiln:script component of a stored script reaches that
                 // script's key-value store and config; an ad-hoc one none.
                 if let (Call::Json { .. }, Some(script_id)) = (&prepared.call, &record.script_id) {
-                    // Without its config the run still goes ahead; its
-                    // key-value calls then answer "unavailable".
-                    match StoredScript::new(self.store.clone(), script_id, &self.limits) {
-                        Ok(host) => hooks.script_host = Some(Arc::new(host)),
-                        Err(e) => tracing::error!(error = %e, script = %script_id,
-                            "cannot read a script's config; its run has no store"),
-                    }
+                    hooks.script_host = Some(Arc::new(StoredScript::new(
+                        self.store.clone(),
+                        script_id,
+                        config,
+                        &self.limits,
+                    )));
                 }
                 let live = self.jobs.output.publisher(&record.id);
                 hooks.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
-                    live.publish(kind, &String::from_utf8_lossy(bytes));
+                    // Per chunk: a secret written in two pieces shows in the
+                    // live stream, never in the record.
+                    let text = String::from_utf8_lossy(bytes);
+                    live.publish(kind, &crate::vault::mask(&text, &mask));
                 }));
                 let sandbox = self.runtimes.sandbox();
                 let jobs = &self.jobs;

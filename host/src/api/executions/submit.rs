@@ -254,13 +254,19 @@ fn new_record(
         fuel: request.fuel,
         priority: request.priority,
     };
-    let record = crate::executions::new_record(
+    let mut record = crate::executions::new_record(
         &state.config.limits,
         request,
         target,
         Trigger::Api,
         principal.user_id(),
     )?;
+    // Sealed from here on: the store never holds a request's values in clear.
+    for (name, value) in &mut record.env {
+        *value = state
+            .vault
+            .seal(&crate::vault::env_slot(&record.id, name), value);
+    }
     Ok(record)
 }
 

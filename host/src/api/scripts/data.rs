@@ -56,7 +56,15 @@ pub(super) async fn put_config(
 ) -> Result<Response, ApiError> {
     validate(&input.values)?;
     let script = find(&state, &id_or_name)?;
-    state.store.set_script_config(&script.id, &input.values)?;
+    let sealed: BTreeMap<String, String> = input
+        .values
+        .iter()
+        .map(|(key, value)| {
+            let slot = crate::vault::config_slot(&script.id, key);
+            (key.clone(), state.vault.seal(&slot, value))
+        })
+        .collect();
+    state.store.set_script_config(&script.id, &sealed)?;
     let keys: Vec<String> = input.values.into_keys().collect();
     audit::record(
         &state,

@@ -1,0 +1,140 @@
+//! Scripts' secrets (their config values) and requests' `env`: sealed in the
+//! store under a key kept outside it, readable by JavaScript, Python and a
+//! component, masked where a run echoes them, and nowhere to be found in the
+//! data directory, the logs or any answer of the API.
+
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::Kiln;
+
+const SECRET: &str = "s3cr3t-Kiln-7f2c9a";
+const ENV_VALUE: &str = "per-request-Vq81xZ";
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+#[test]
+fn secrets_are_read_by_every_kind_of_script_and_found_nowhere_else() {
+    let data = tempfile::tempdir().unwrap();
+    let log_path = data.path().join("kiln.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let node = data.path().join("node");
+    let kiln = Kiln::start_logging_to(&node, &[("RUST_LOG", "debug")], log);
+    let mut answers = Vec::new();
+
+    kiln.create_script(
+        "js-secret",
+        "javascript",
+        "export default () => { console.log(`token is ${process.env.API_TOKEN}`); \
+         console.error(process.env.API_TOKEN); \
+         return { length: process.env.API_TOKEN.length, echoed: 'x' + process.env.API_TOKEN, env: process.env.FROM_REQUEST.length }; }",
+    );
+    kiln.create_script(
+        "py-secret",
+        "python",
+        "import os\n\ndef main():\n    print(os.environ['API_TOKEN'])\n    return len(os.environ['API_TOKEN'])\n",
+    );
+    kiln.create_component("counter", kiln_components::COUNTER);
+    for script in ["js-secret", "py-secret", "counter"] {
+        let put = kiln
+            .request(Method::PUT, &format!("/v1/scripts/{script}/config"))
+            .json(&json!({"values": {"API_TOKEN": SECRET, "greeting": SECRET}}))
+            .send()
+            .unwrap();
+        assert_eq!(put.status(), 200);
+        answers.push(put.text().unwrap());
+        answers.push(
+            kiln.get(&format!("/v1/scripts/{script}/config"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+    }
+
+    let run = |script: &str, answers: &mut Vec<String>| -> Value {
+        let response = kiln.execute(
+            script,
+            "?wait=true",
+            json!({"env": {"FROM_REQUEST": ENV_VALUE}}),
+        );
+        assert_eq!(response.status(), 200);
+        let text = response.text().unwrap();
+        answers.push(text.clone());
+        serde_json::from_str(&text).unwrap()
+    };
+    let js = run("js-secret", &mut answers);
+    assert_eq!(js["status"], "completed", "{js}");
+    assert_eq!(
+        js["result"],
+        json!({"length": SECRET.len(), "echoed": "x****", "env": ENV_VALUE.len()})
+    );
+    assert_eq!(js["stdout"], "token is ****\n");
+    assert_eq!(js["stderr"], "****\n");
+    let py = run("py-secret", &mut answers);
+    assert_eq!(py["result"], json!(SECRET.len()), "{py}");
+    assert_eq!(py["stdout"], "****\n");
+    // A kiln:script component reads it through its config import; the
+    // counter returns it, masked.
+    let counter = run("counter", &mut answers);
+    assert_eq!(counter["result"]["greeting"], "****", "{counter}");
+
+    // An execution queued (202), so its request env is stored before it runs.
+    let queued = kiln.execute("js-secret", "", json!({"env": {"FROM_REQUEST": ENV_VALUE}}));
+    assert_eq!(queued.status(), 202);
+    let id = queued.json::<Value>().unwrap()["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    answers.push(serde_json::to_string(&kiln.poll_until_final(&id)).unwrap());
+    for path in ["/v1/executions", "/v1/audit", "/v1/scripts", "/metrics"] {
+        answers.push(kiln.get(path).send().unwrap().text().unwrap());
+    }
+    let _stopped = kiln.terminate();
+
+    for (i, answer) in answers.iter().enumerate() {
+        assert!(
+            !answer.contains(SECRET),
+            "answer {i} shows the secret: {answer}"
+        );
+        assert!(
+            !answer.contains(ENV_VALUE),
+            "answer {i} shows the env value: {answer}"
+        );
+    }
+    assert_eq!(
+        files_containing(data.path(), SECRET.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        files_containing(data.path(), ENV_VALUE.as_bytes()),
+        Vec::<String>::new()
+    );
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&node), 0o700);
+        assert_eq!(mode(&node.join("master-key")), 0o600);
+        assert_eq!(mode(&node.join("db").join("db")), 0o600);
+    }
+}
