@@ -5,6 +5,7 @@ execution's result. `print` goes to stdout. Exceptions become failures with the
 traceback of the script's own frames.
 """
 
+import ast
 import asyncio
 import inspect
 import gc
@@ -131,11 +132,66 @@ def drive(coroutine):
 
 def compile_script(source: str):
     try:
-        return compile(source, FILENAME, "exec")
+        tree = ast.parse(source, FILENAME)
+        check_imports(tree)
+        return compile(tree, FILENAME, "exec")
     except SyntaxError as error:
         raise Err(syntax_failure(error))
     except ValueError as error:  # e.g. a NUL character in the source
         raise Err(Failure(FailureKind.SYNTAX, f"SyntaxError: {error}", None, None, None))
+
+
+def available(name: str) -> bool:
+    """Whether `import name` can work here: only modules imported while the
+    runtime was built exist (this module's imports, and what they import),
+    besides those compiled into the interpreter."""
+    return name in sys.modules or name in sys.builtin_module_names
+
+
+class _Imports(ast.NodeVisitor):
+    """The imports a script makes unconditionally: one inside a `try` may
+    be guarded (`except ImportError`), so it is left to run time."""
+
+    def __init__(self):
+        self.found = []
+
+    def visit_Try(self, node):
+        for part in node.handlers + node.orelse + node.finalbody:
+            self.visit(part)
+
+    visit_TryStar = visit_Try
+
+    def visit_Import(self, node):
+        self.found.append(node)
+
+    def visit_ImportFrom(self, node):
+        self.found.append(node)
+
+
+def check_imports(tree):
+    """Refuses, before anything runs, an import of a module this runtime
+    does not have, naming the module and its line."""
+    imports = _Imports()
+    imports.visit(tree)
+    for node in imports.found:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            if node.level:
+                raise Err(Failure(
+                    FailureKind.SYNTAX,
+                    "ModuleNotFoundError: a script is one file; relative imports have nothing to import",
+                    None, node.lineno, node.col_offset + 1,
+                ))
+            names = [node.module]
+        for name in names:
+            if not available(name):
+                raise Err(Failure(
+                    FailureKind.SYNTAX,
+                    f"ModuleNotFoundError: No module named {name!r}: Kiln's Python runtime "
+                    "does not include it",
+                    None, node.lineno, node.col_offset + 1,
+                ))
 
 
 class Script(exports.Script):
@@ -154,12 +210,19 @@ class Script(exports.Script):
             namespace = {"__name__": "__main__", "__file__": FILENAME}
             exec(code, namespace)
             main = namespace.get("main")
-            result = None
-            if callable(main):
-                result = main(**arguments)
-                if inspect.iscoroutine(result):
-                    result = drive(result)
+            if not callable(main):
+                raise Err(Failure(
+                    FailureKind.SYNTAX,
+                    "the script has no entry point: define `def main(**params)` "
+                    "(or `async def main(**params)`) at the top level",
+                    None, None, None,
+                ))
+            result = main(**arguments)
+            if inspect.iscoroutine(result):
+                result = drive(result)
             return json.dumps(result)
+        except Err:
+            raise
         except SystemExit as error:
             if error.code in (None, 0):
                 return "null"

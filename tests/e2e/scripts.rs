@@ -32,6 +32,50 @@ fn a_syntax_error_is_422_with_its_position_and_nothing_is_stored() {
     }
 }
 
+/// An import of a module Kiln's Python lacks is refused at upload, naming
+/// the module and its line; a script without an entry point uploads (its
+/// top level may be all it has to check) but fails its runs as a compile
+/// error that says what to define.
+#[test]
+fn a_missing_module_is_422_at_upload_and_a_missing_main_fails_the_run() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let response = kiln
+        .post("/v1/scripts")
+        .json(&json!({"name": "tz", "language": "python",
+                      "content": "import json\nfrom zoneinfo import ZoneInfo\ndef main():\n    return 1\n"}))
+        .send()
+        .unwrap();
+    let body = error_body(response, 422, "COMPILE_ERROR");
+    let detail = &body["error"]["details"][0];
+    assert_eq!(detail["line"], 2, "{body}");
+    assert!(
+        body.to_string().contains("No module named 'zoneinfo'"),
+        "{body}"
+    );
+
+    for (name, language, source, signature) in [
+        (
+            "no-main-js",
+            "javascript",
+            "const x = 1;",
+            "function main(params)",
+        ),
+        ("no-main-py", "python", "x = 1\n", "def main(**params)"),
+    ] {
+        kiln.create_script(name, language, source);
+        let run = kiln.run(name, json!({}));
+        assert_eq!(run["status"], "failed", "{run}");
+        assert_eq!(run["error"]["code"], "COMPILE_ERROR", "{run}");
+        assert!(
+            run["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(signature),
+            "{run}"
+        );
+    }
+}
+
 #[test]
 fn status_reports_workers_executions_and_the_compile_cache() {
     let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_COUNT", "3")]);

@@ -37,6 +37,19 @@ impl Failure {
         }
     }
 
+    /// A script with nothing to call: a `COMPILE_ERROR` saying what to define.
+    pub(crate) fn no_entry_point() -> Self {
+        Self {
+            kind: FailureKind::Syntax,
+            message: "the script has no entry point: define `function main(params)` at the top \
+                      level, or `export default function (params)` in a module"
+                .into(),
+            stack: None,
+            line: None,
+            column: None,
+        }
+    }
+
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::runtime(format!("InternalError: {}", message.into()))
     }

@@ -1,7 +1,8 @@
 //! Kiln's JavaScript runtime: QuickJS (through rquickjs) exporting
 //! `kiln:language/script`. A script either defines `function main(params)` at
 //! the top level or is an ES module with a default export (or a `main` export);
-//! main's value, awaited if it is a promise, is returned as JSON.
+//! main's value, awaited if it is a promise, is returned as JSON. A script
+//! with neither fails as a compile error that says what to define.
 
 mod code;
 mod console;
@@ -147,13 +148,13 @@ fn run_script(
         .json_parse(params)
         .catch(ctx)
         .map_err(|e| Failure::from_caught(ctx, e, FailureKind::Runtime))?;
-    let value: Value = match main {
-        Some(main) => main
-            .call((params,))
-            .catch(ctx)
-            .map_err(|e| Failure::from_caught(ctx, e, FailureKind::Runtime))?,
-        None => Value::new_undefined(ctx.clone()),
+    let Some(main) = main else {
+        return Err(Failure::no_entry_point());
     };
+    let value: Value = main
+        .call((params,))
+        .catch(ctx)
+        .map_err(|e| Failure::from_caught(ctx, e, FailureKind::Runtime))?;
     let value = settle(ctx, value)?;
     let json = ctx
         .json_stringify(value)

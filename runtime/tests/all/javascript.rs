@@ -82,11 +82,19 @@ async fn modules_export_their_main_as_default() {
 }
 
 #[tokio::test]
-async fn without_main_the_top_level_runs_and_the_result_is_null() {
-    let outcome = js("console.log('top level only');").await;
-    assert_eq!(outcome.status, Status::Completed);
-    assert_eq!(text(&outcome.stdout), "top level only\n");
-    assert_eq!(outcome.result.as_deref(), Some("null"));
+async fn without_main_the_run_fails_naming_what_to_define() {
+    for source in ["console.log('top level only');", "export const x = 1;"] {
+        let outcome = js(source).await;
+        assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
+        let error = outcome.error.unwrap();
+        assert_eq!(error.code, ErrorCode::CompileError);
+        assert!(
+            error.message.contains("function main(params)")
+                && error.message.contains("export default function"),
+            "{}",
+            error.message
+        );
+    }
 }
 
 #[tokio::test]

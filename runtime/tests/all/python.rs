@@ -34,14 +34,47 @@ async fn main_gets_params_as_keywords_and_returns_the_result() {
 }
 
 #[tokio::test]
-async fn print_to_stderr_and_no_main() {
-    let outcome = py("import sys\nprint('out')\nprint('err', file=sys.stderr)\n").await;
+async fn print_to_stderr_and_a_main_that_returns_nothing() {
+    let outcome =
+        py("import sys\nprint('out')\ndef main():\n    print('err', file=sys.stderr)\n").await;
     assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
     assert_eq!(
         (text(&outcome.stdout), text(&outcome.stderr)),
         ("out\n".into(), "err\n".into())
     );
     assert_eq!(outcome.result.as_deref(), Some("null"));
+}
+
+#[tokio::test]
+async fn without_main_the_run_fails_naming_what_to_define() {
+    let outcome = py("x = 1\n").await;
+    let error = outcome.error.unwrap();
+    assert_eq!(error.code, ErrorCode::CompileError);
+    assert!(
+        error.message.contains("def main(**params)"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn an_import_of_a_missing_module_is_refused_before_anything_runs() {
+    let outcome =
+        py("import json\nprint('ran')\nimport zoneinfo\ndef main():\n    return 1\n").await;
+    assert!(outcome.stdout.is_empty(), "the top level ran");
+    let error = outcome.error.unwrap();
+    assert_eq!(error.code, ErrorCode::CompileError);
+    assert_eq!(
+        error.message,
+        "ModuleNotFoundError: No module named 'zoneinfo': Kiln's Python runtime does not include it"
+    );
+    assert_eq!((error.line, error.column), (Some(3), Some(1)));
+    // A guarded import is left to run time; modules the runtime has pass.
+    let outcome = py(
+        "try:\n    import numpy\nexcept ImportError:\n    numpy = None\nfrom collections import OrderedDict\nimport urllib.parse\ndef main():\n    return numpy is None\n",
+    )
+    .await;
+    assert_eq!(outcome.result.as_deref(), Some("true"), "{outcome:?}");
 }
 
 #[tokio::test]
