@@ -10,6 +10,7 @@ mod failure;
 mod fetch;
 mod random;
 mod timers;
+mod url;
 mod web;
 
 use std::cell::RefCell;
@@ -124,7 +125,10 @@ fn new_context() -> Result<(Runtime, Context), Failure> {
             .map_err(|e| Failure::internal(format!("cannot install fetch: {e}")))?;
         timers::install(&ctx)
             .map_err(|e| Failure::internal(format!("cannot install timers: {e}")))?;
-        web::install(&ctx).map_err(|e| Failure::internal(format!("cannot install web APIs: {e}")))
+        web::install(&ctx)
+            .map_err(|e| Failure::internal(format!("cannot install web APIs: {e}")))?;
+        // After fetch: URLs use its TextEncoder and TextDecoder.
+        url::install(&ctx).map_err(|e| Failure::internal(format!("cannot install URL: {e}")))
     })?;
     Ok((runtime, context))
 }

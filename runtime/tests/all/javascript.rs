@@ -421,3 +421,43 @@ async fn web_basics_base64_structured_clone_and_crypto() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn url_and_url_search_params_follow_the_url_standard() {
+    let outcome = js(r#"
+        function main() {
+          const u = new URL("../b/c?x=1&y=a+b#top", "https://user:pw@Example.COM:8443/a/z");
+          const parts = [u.href, u.origin, u.host, u.hostname, u.port, u.pathname, u.search, u.hash, u.username];
+          u.searchParams.append("q", "ä &=");
+          u.searchParams.delete("x");
+          const afterParams = u.href;
+          u.port = "443";
+          u.pathname = "/new path";
+          const params = new URLSearchParams({ b: "2", a: "1" });
+          params.sort();
+          let invalid = null;
+          try { new URL("not a url"); } catch (e) { invalid = e.name; }
+          return { parts, afterParams, set: u.href, y: new URL(afterParams).searchParams.get("y"),
+                   sorted: params.toString(), canParse: [URL.canParse("http://x"), URL.canParse("nope")],
+                   invalid, json: JSON.stringify({ u: new URL("http://a.test") }) };
+        }
+    "#)
+    .await;
+    let result: serde_json::Value =
+        serde_json::from_str(outcome.result.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({
+            "parts": ["https://user:pw@example.com:8443/b/c?x=1&y=a+b#top", "https://example.com:8443",
+                      "example.com:8443", "example.com", "8443", "/b/c", "?x=1&y=a+b", "#top", "user"],
+            "afterParams": "https://user:pw@example.com:8443/b/c?y=a+b&q=%C3%A4+%26%3D#top",
+            "set": "https://user:pw@example.com/new%20path?y=a+b&q=%C3%A4+%26%3D#top",
+            "y": "a b",
+            "sorted": "a=1&b=2",
+            "canParse": [true, false],
+            "invalid": "TypeError",
+            "json": "{\"u\":\"http://a.test/\"}",
+        }),
+        "{outcome:?}"
+    );
+}
