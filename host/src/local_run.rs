@@ -59,6 +59,15 @@ pub struct RunArgs {
     /// Its key-value store lives in memory for this run.
     #[arg(long, value_name = "KEY=VALUE")]
     pub config: Vec<String>,
+    /// A host the run may send HTTP requests to, as a script's
+    /// `allowed_hosts` (`api.example.com`, `*.example.org:8443`, `host:*`;
+    /// repeatable). None by default: every request is refused.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_host: Vec<String>,
+    /// A host, as written in URLs, that may resolve to a loopback or
+    /// private address (repeatable); others are refused there after DNS.
+    #[arg(long, value_name = "HOST")]
+    pub allow_private_host: Vec<String>,
 }
 
 /// Languages `kiln run` accepts.
@@ -210,10 +219,22 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
         call,
         name,
     };
+    let allowed = crate::egress::AllowedHosts::parse(&args.allow_host)
+        .map_err(|e| Failure::Usage(format!("--allow-host: {e}")))?;
+    let egress_config = crate::config::EgressConfig {
+        allow_private_hosts: args.allow_private_host.clone(),
+        ..crate::config::EgressConfig::default()
+    };
+    let gateway = runtime
+        .block_on(async {
+            crate::egress::Gateway::new(&egress_config, crate::metrics::EgressMetrics::default())
+        })
+        .map_err(Failure::Host)?;
     let hooks = Hooks {
         cancel: None,
         on_output: (!args.json).then(stream_to_terminal),
         script_host,
+        egress: Some(gateway.for_run(allowed)),
         ..Hooks::default()
     };
     record.status = ExecutionStatus::Running;

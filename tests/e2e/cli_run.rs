@@ -398,3 +398,41 @@ fn version_names_the_commit_wasmtime_and_target() {
     );
     assert!(!text.contains("commit unknown"), "{text}");
 }
+
+/// `kiln run` sends a script's requests only to the hosts its flags allow,
+/// and lists them in the JSON it prints.
+#[test]
+fn a_script_reaches_the_hosts_its_flags_allow() {
+    let upstream = crate::egress::Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fetch.js");
+    std::fs::write(
+        &file,
+        format!(
+            "export default async () => (await fetch('{}/hello')).json();",
+            upstream.base()
+        ),
+    )
+    .unwrap();
+    let allow = format!("127.0.0.1:{}", upstream.port);
+    let file = file.to_str().unwrap();
+    let out = kiln(
+        &["run", file, "--json", "--allow-host", &allow, "--allow-private-host", "127.0.0.1"],
+        &crate::harness::shared_cache(),
+    );
+    let run = json(&out);
+    assert_eq!(run["result"], serde_json::json!({"hello": "world"}), "{run}");
+    assert_eq!(run["http_requests"][0]["status"], 200, "{run}");
+
+    let out = kiln(&["run", file, "--json"], &crate::harness::shared_cache());
+    let run = json(&out);
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is not in this script's allowed hosts")),
+        "{run}"
+    );
+    let bad = kiln(&["run", file, "--allow-host", "https://x"], &crate::harness::shared_cache());
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("--allow-host"), "{}", stderr(&bad));
+}

@@ -15,8 +15,8 @@ use crate::harness::{Kiln, sample};
 
 /// An upstream that answers a few fixed routes and keeps each request's
 /// method and path.
-struct Upstream {
-    port: u16,
+pub(crate) struct Upstream {
+    pub(crate) port: u16,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
@@ -24,7 +24,7 @@ struct Upstream {
 const BIG_BYTES: usize = (1 << 20) + 1;
 
 impl Upstream {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -39,7 +39,7 @@ impl Upstream {
         Self { port, seen }
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
