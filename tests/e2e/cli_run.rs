@@ -417,11 +417,23 @@ fn a_script_reaches_the_hosts_its_flags_allow() {
     let allow = format!("127.0.0.1:{}", upstream.port);
     let file = file.to_str().unwrap();
     let out = kiln(
-        &["run", file, "--json", "--allow-host", &allow, "--allow-private-host", "127.0.0.1"],
+        &[
+            "run",
+            file,
+            "--json",
+            "--allow-host",
+            &allow,
+            "--allow-private-host",
+            "127.0.0.1",
+        ],
         &crate::harness::shared_cache(),
     );
     let run = json(&out);
-    assert_eq!(run["result"], serde_json::json!({"hello": "world"}), "{run}");
+    assert_eq!(
+        run["result"],
+        serde_json::json!({"hello": "world"}),
+        "{run}"
+    );
     assert_eq!(run["http_requests"][0]["status"], 200, "{run}");
 
     let out = kiln(&["run", file, "--json"], &crate::harness::shared_cache());
@@ -432,7 +444,10 @@ fn a_script_reaches_the_hosts_its_flags_allow() {
             .is_some_and(|m| m.contains("is not in this script's allowed hosts")),
         "{run}"
     );
-    let bad = kiln(&["run", file, "--allow-host", "https://x"], &crate::harness::shared_cache());
+    let bad = kiln(
+        &["run", file, "--allow-host", "https://x"],
+        &crate::harness::shared_cache(),
+    );
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("--allow-host"), "{}", stderr(&bad));
 }
