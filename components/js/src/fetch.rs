@@ -207,8 +207,14 @@ const FETCH_JS: &str = r#"
 pub(crate) fn install(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
     let globals = ctx.globals();
     globals.set("__kiln_fetch", Function::new(ctx.clone(), native_fetch)?)?;
-    globals.set("__kiln_utf8_encode", Function::new(ctx.clone(), utf8_encode)?)?;
-    globals.set("__kiln_utf8_decode", Function::new(ctx.clone(), utf8_decode)?)?;
+    globals.set(
+        "__kiln_utf8_encode",
+        Function::new(ctx.clone(), utf8_encode)?,
+    )?;
+    globals.set(
+        "__kiln_utf8_decode",
+        Function::new(ctx.clone(), utf8_decode)?,
+    )?;
     ctx.eval::<(), _>(FETCH_JS)
 }
 
@@ -216,7 +222,9 @@ pub(crate) fn install(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
 fn bytes_of(array: &TypedArray<'_, u8>) -> Vec<u8> {
     // SAFETY: the slice is copied at once; no JavaScript runs meanwhile, so
     // the buffer can be neither detached nor resized under it.
-    unsafe { array.as_bytes() }.map(<[u8]>::to_vec).unwrap_or_default()
+    unsafe { array.as_bytes() }
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
 }
 
 fn utf8_encode<'js>(ctx: Ctx<'js>, text: String) -> rquickjs::Result<TypedArray<'js, u8>> {

@@ -173,24 +173,28 @@ fn parts<'js>(ctx: &Ctx<'js>, url: &url::Url) -> rquickjs::Result<Object<'js>> {
     Ok(parts)
 }
 
-fn parse<'js>(
-    ctx: Ctx<'js>,
-    input: String,
-    base: Option<String>,
-) -> rquickjs::Result<Object<'js>> {
+fn parse<'js>(ctx: Ctx<'js>, input: String, base: Option<String>) -> rquickjs::Result<Object<'js>> {
     let parsed = match base {
         Some(base) => url::Url::parse(&base).and_then(|base| base.join(&input)),
         None => url::Url::parse(&input),
     };
     match parsed {
         Ok(url) => parts(&ctx, &url),
-        Err(e) => Err(Exception::throw_type(&ctx, &format!("Invalid URL {input:?}: {e}"))),
+        Err(e) => Err(Exception::throw_type(
+            &ctx,
+            &format!("Invalid URL {input:?}: {e}"),
+        )),
     }
 }
 
 /// The parts of `href` after setting one of them as the URL standard says
 /// (a value the setter refuses leaves the URL as it was).
-fn set<'js>(ctx: Ctx<'js>, href: String, name: String, value: String) -> rquickjs::Result<Object<'js>> {
+fn set<'js>(
+    ctx: Ctx<'js>,
+    href: String,
+    name: String,
+    value: String,
+) -> rquickjs::Result<Object<'js>> {
     use url::quirks;
     let mut url = url::Url::parse(&href)
         .map_err(|e| Exception::throw_type(&ctx, &format!("Invalid URL {href:?}: {e}")))?;

@@ -86,8 +86,10 @@ const WEB_JS: &str = r#"
 "#;
 
 pub(crate) fn install(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
-    ctx.globals()
-        .set("__kiln_random_bytes", Function::new(ctx.clone(), random_bytes)?)?;
+    ctx.globals().set(
+        "__kiln_random_bytes",
+        Function::new(ctx.clone(), random_bytes)?,
+    )?;
     ctx.eval::<(), _>(WEB_JS)
 }
 
@@ -101,7 +103,10 @@ fn random_bytes<'js>(ctx: Ctx<'js>, n: usize) -> rquickjs::Result<TypedArray<'js
         // SAFETY: `chunk` is a live, writable buffer of the length passed,
         // at most 256 bytes as getentropy requires.
         if unsafe { getentropy(chunk.as_mut_ptr().cast(), chunk.len()) } != 0 {
-            return Err(Exception::throw_internal(&ctx, "no randomness from the host"));
+            return Err(Exception::throw_internal(
+                &ctx,
+                "no randomness from the host",
+            ));
         }
     }
     TypedArray::new(ctx, bytes)
