@@ -254,11 +254,12 @@ impl Metrics {
         self.webhooks.clone()
     }
 
-    /// The handle the retention sweeper counts removals through.
+    /// The handle the egress gateway counts scripts' requests through.
     pub fn egress(&self) -> EgressMetrics {
         self.egress.clone()
     }
 
+    /// The handle the retention sweeper counts removals through.
     pub fn swept(&self) -> SweepMetrics {
         self.swept.clone()
     }

@@ -126,7 +126,10 @@ pub fn env_slot(execution_id: &str, name: &str) -> String {
 /// shorter ones would mask ordinary text) in `text` with `****`.
 pub fn mask(text: &str, secrets: &[String]) -> String {
     let mut masked = text.to_owned();
-    for secret in secrets.iter().filter(|s| s.chars().count() >= 4) {
+    // Longest first: a secret that contains another is masked whole.
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.chars().count() >= 4).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
         if masked.contains(secret.as_str()) {
             masked = masked.replace(secret.as_str(), "****");
         }
@@ -187,5 +190,7 @@ mod tests {
             mask("pw=hunter22, again hunter22; ab stays", &secrets),
             "pw=****, again ****; ab stays"
         );
+        let nested = vec!["abcd1234".to_owned(), "abcd1234XYZ".to_owned()];
+        assert_eq!(mask("k=abcd1234XYZ", &nested), "k=****");
     }
 }

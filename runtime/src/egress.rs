@@ -16,7 +16,11 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
 use crate::bindings::kiln::language::http as wit;
-use crate::wasi::State;
+use crate::wasi::{MAX_FIELDS_BYTES, State};
+
+/// The longest URL a script's `fetch` may send (as browsers and most
+/// servers accept).
+const MAX_URL_BYTES: usize = 8 << 10;
 
 /// One request a guest asked for, body included.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +242,17 @@ impl wit::Host for State {
             return Err(wit_error(EgressError::new(
                 EgressErrorKind::Limit,
                 format!("the request body is over {max_body} bytes"),
+            )));
+        }
+        // The same caps a component's request meets in `wasi:http`: the
+        // host holds these, so they are bounded before anything is built.
+        let header_bytes: usize = request.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if header_bytes > MAX_FIELDS_BYTES || request.url.len() > MAX_URL_BYTES {
+            return Err(wit_error(EgressError::new(
+                EgressErrorKind::Limit,
+                format!(
+                    "the request's headers are over {MAX_FIELDS_BYTES} bytes or its URL over {MAX_URL_BYTES}"
+                ),
             )));
         }
         let request = EgressRequest {

@@ -17,7 +17,9 @@ const TIMERS_JS: &str = r#"
   let next = 1;
   const add = (callback, ms, args, repeat) => {
     if (typeof callback !== 'function') throw new TypeError('the callback must be a function');
-    const delay = Math.max(0, Number(ms) || 0);
+    // Clamped at 2^31-1 ms (about 24.8 days): the run's deadline comes
+    // first anyway, and a larger delay would not fit the host's sleep.
+    const delay = Math.min(Math.max(0, Number(ms) || 0), 2 ** 31 - 1);
     const id = next++;
     timers.set(id, { due: now() + delay, callback, args, every: repeat ? Math.max(delay, 1) : 0 });
     return id;

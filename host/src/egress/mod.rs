@@ -160,7 +160,7 @@ impl Run {
             return Err(refused);
         }
         let mut entry = OutboundRequest {
-            method: request.method.to_ascii_uppercase(),
+            method: clip(&request.method.to_ascii_uppercase()),
             ..OutboundRequest::default()
         };
         let configured = Duration::from_millis(config.timeout_ms);
@@ -181,7 +181,7 @@ impl Run {
                 "ok"
             }
             Err(e) => {
-                entry.error = Some(e.message.clone());
+                entry.error = Some(clip(&e.message));
                 kind_name(e.kind)
             }
         };
@@ -198,11 +198,10 @@ impl Run {
         entry: &mut OutboundRequest,
     ) -> Result<EgressResponse, EgressError> {
         let config = self.config();
-        let mut url = Url::parse(&request.url)
-            .map_err(|e| invalid(format!("{:?} is not a URL: {e}", request.url)))?;
-        let mut method =
-            reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
-                .map_err(|_| invalid(format!("{:?} is not an HTTP method", request.method)))?;
+        // Messages name the URL without its query: it often carries credentials.
+        let mut url = Url::parse(&request.url).map_err(|e| invalid(format!("not a URL: {e}")))?;
+        let mut method = reqwest::Method::from_bytes(entry.method.as_bytes())
+            .map_err(|_| invalid(format!("{:?} is not an HTTP method", entry.method)))?;
         let mut headers = header_map(&request.headers)?;
         let mut body = bytes::Bytes::from(request.body.clone());
         let mut hops = 0;
@@ -222,7 +221,8 @@ impl Run {
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|l| l.to_str().ok());
-            if let (true, Some(location)) = (status.is_redirection(), location) {
+            let follows = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+            if let (true, Some(location)) = (follows, location) {
                 if hops >= config.max_redirects {
                     return Err(limit(format!(
                         "more than {} redirects (egress.max_redirects)",
@@ -232,7 +232,7 @@ impl Run {
                 hops += 1;
                 let next = url
                     .join(location)
-                    .map_err(|e| network(format!("a redirect to {location:?}, not a URL: {e}")))?;
+                    .map_err(|e| network(format!("a redirect to something not a URL: {e}")))?;
                 let see_other = status == reqwest::StatusCode::SEE_OTHER
                     || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST);
                 if see_other {
@@ -259,7 +259,8 @@ impl Run {
     fn check(&self, url: &Url, entry: &mut OutboundRequest) -> Result<(), EgressError> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid(format!(
-                "{url}: only http and https URLs can be reached"
+                "{}: only http and https URLs can be reached",
+                without_query(url)
             )));
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -275,7 +276,7 @@ impl Run {
         } else {
             host.clone()
         };
-        entry.path = url.path().to_owned();
+        entry.path = clip(url.path());
         if !self.allowed.allows(&host, port, default_port) {
             let allowed = if self.allowed.is_empty() {
                 "it allows none; set the script's allowed_hosts".to_owned()
@@ -308,19 +309,19 @@ impl Run {
         url: Url,
     ) -> Result<EgressResponse, EgressError> {
         let config = self.config();
-        let left = config.max_bytes_per_run.saturating_sub(self.lock().bytes);
-        let cap = config.max_response_bytes.min(left);
-        if response.content_length().is_some_and(|n| n > cap) {
-            return Err(too_large(config, cap));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(network_error)? {
-            if (body.len() + chunk.len()) as u64 > cap {
-                return Err(too_large(config, cap));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        self.lock().bytes += body.len() as u64;
+        // Reserved before reading, so requests in flight at once (a
+        // component may have several) cannot each count on the same bytes.
+        let cap = {
+            let mut state = self.lock();
+            let left = config.max_bytes_per_run.saturating_sub(state.bytes);
+            let cap = config.max_response_bytes.min(left);
+            state.bytes += cap;
+            cap
+        };
+        let body = read_capped(&mut response, cap).await;
+        let used = body.as_ref().map_or(0, |b| b.len() as u64);
+        self.lock().bytes -= cap - used;
+        let body = body.map_err(|e| e.unwrap_or_else(|| too_large(config, cap)))?;
         let headers = response
             .headers()
             .iter()
@@ -338,6 +339,42 @@ impl Run {
             body,
         })
     }
+}
+
+/// The body, or `Err(None)` past `cap` bytes (checked before each chunk is
+/// kept), or the network's error.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: u64,
+) -> Result<Vec<u8>, Option<EgressError>> {
+    if response.content_length().is_some_and(|n| n > cap) {
+        return Err(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| Some(network_error(e)))? {
+        if (body.len() + chunk.len()) as u64 > cap {
+            return Err(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A log entry's field or message, at most 256 characters: a guest chooses
+/// the method and path, and the log is kept with the execution.
+fn clip(text: &str) -> String {
+    const MAX_CHARS: usize = 256;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+fn without_query(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.to_string()
 }
 
 impl kiln_runtime::Egress for RunEgress {
@@ -404,6 +441,8 @@ fn network_error(error: reqwest::Error) -> EgressError {
     if error.is_timeout() {
         return EgressError::new(EgressErrorKind::Timeout, "no connection in time".to_owned());
     }
+    // reqwest names the URL, query and all: the log keeps host and path.
+    let error = error.without_url();
     let mut message = error.to_string();
     let mut cause = std::error::Error::source(&error);
     while let Some(e) = cause {
@@ -561,5 +600,28 @@ mod tests {
         assert_eq!(headers.len(), 1);
         assert!(header_map(&[("bad name".into(), "x".into())]).is_err());
         assert!(header_map(&[("x".into(), "a\nb".into())]).is_err());
+    }
+
+    #[test]
+    fn log_fields_are_clipped_and_messages_leave_out_the_query() {
+        assert_eq!(clip("GET"), "GET");
+        let long = "x".repeat(1000);
+        assert_eq!(clip(&long).chars().count(), 257);
+        let url = Url::parse("ftp://h.test/p?token=s3cr3t#f").unwrap();
+        assert_eq!(without_query(&url), "ftp://h.test/p");
+    }
+
+    #[tokio::test]
+    async fn a_long_method_is_refused_and_logged_clipped() {
+        let run = gateway(EgressConfig::default()).for_run(AllowedHosts::default());
+        let request = EgressRequest {
+            method: "M".repeat(5000),
+            ..get("http://api.test/")
+        };
+        let refused = run.send(request).await.unwrap_err();
+        assert_eq!(refused.kind, EgressErrorKind::Invalid, "{refused}");
+        let log = run.take_log();
+        assert!(log[0].method.chars().count() <= 257);
+        assert!(log[0].error.as_ref().unwrap().chars().count() <= 257);
     }
 }

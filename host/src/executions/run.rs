@@ -100,6 +100,12 @@ fn mask_secrets(record: &mut ExecutionRecord, secrets: &[String]) {
     if let Some(result) = &mut record.result {
         mask_json(result, secrets);
     }
+    for request in &mut record.http_requests {
+        request.path = mask(&request.path, secrets);
+        if let Some(error) = &mut request.error {
+            *error = mask(error, secrets);
+        }
+    }
 }
 
 fn mask_json(value: &mut serde_json::Value, secrets: &[String]) {

@@ -64,11 +64,15 @@ impl HeldExecutions {
 
     /// Replaces the held record of the same id; `false` if none is held.
     pub fn replace(&self, record: &ExecutionRecord) -> bool {
+        let size = approx_bytes(record);
         let mut held = self.lock();
-        let Some((slot, _)) = held.records.get_mut(&record.id) else {
+        let Some((slot, old)) = held.records.get_mut(&record.id) else {
             return false;
         };
         slot.clone_from(record);
+        // Kept true to the record held, so `HELD_BYTES` keeps counting it.
+        let old = std::mem::replace(old, size);
+        held.bytes = held.bytes - old + size;
         true
     }
 
@@ -140,5 +144,19 @@ mod tests {
         assert!(held.release(&big.id).is_some());
         assert_eq!(held.bytes(), 0);
         assert!(held.hold(&second));
+    }
+
+    #[test]
+    fn a_replaced_record_is_counted_at_its_new_size() {
+        let held = HeldExecutions::default();
+        let small = execution(&id_at(1, 0), None, ExecutionStatus::Queued);
+        assert!(held.hold(&small));
+        let before = held.bytes();
+        let mut bigger = small.clone();
+        bigger.input = Some("x".repeat(10_000));
+        assert!(held.replace(&bigger));
+        assert_eq!(held.bytes(), before + 10_000);
+        assert!(held.release(&small.id).is_some());
+        assert_eq!(held.bytes(), 0);
     }
 }

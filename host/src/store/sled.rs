@@ -134,8 +134,14 @@ fn remove_older(
     let mut removed = 0;
     // One by one, not a sled batch: see `sled/executions.rs`.
     for entry in tree.range(prefix.to_vec()..end).take(limit) {
-        tree.remove(entry.map_err(backend)?.0).map_err(backend)?;
-        removed += 1;
+        // Counted only if this removal took it (another may have, meanwhile).
+        if tree
+            .remove(entry.map_err(backend)?.0)
+            .map_err(backend)?
+            .is_some()
+        {
+            removed += 1;
+        }
     }
     Ok(removed)
 }
@@ -220,18 +226,12 @@ impl Counted {
         attempts: &sled::Tree,
         usage: &sled::Tree,
     ) -> Result<Self, StoreError> {
-        let keys = |tree: &sled::Tree| -> Result<u64, StoreError> {
-            let mut n = 0;
-            for key in tree.iter().keys() {
-                key.map_err(backend)?;
-                n += 1;
-            }
-            Ok(n)
-        };
+        // `Tree::len` walks the keys: once, at open.
+        let keys = |tree: &sled::Tree| tree.len() as u64;
         Ok(Self {
-            audit: AtomicU64::new(keys(audit)?),
-            attempts: AtomicU64::new(keys(attempts)?),
-            usage: AtomicU64::new(keys(usage)?),
+            audit: AtomicU64::new(keys(audit)),
+            attempts: AtomicU64::new(keys(attempts)),
+            usage: AtomicU64::new(keys(usage)),
         })
     }
 

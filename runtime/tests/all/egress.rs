@@ -298,3 +298,25 @@ def main():
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn oversized_fetch_headers_or_urls_are_refused_before_the_egress() {
+    let egress = FakeEgress::new(echo);
+    let source = r#"
+        export default async function () {
+          const out = [];
+          for (const init of [[`http://api.test/${"p".repeat(9000)}`, {}],
+                              ["http://api.test/", { headers: { "x-big": "v".repeat(17000) } }]]) {
+            try { await fetch(...init); out.push("sent"); } catch (e) { out.push(e.cause); }
+          }
+          return out;
+        }"#;
+    let outcome =
+        run_script_with_egress(&super::javascript::runtime(), source, Some(egress.clone())).await;
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"["limit","limit"]"#),
+        "{outcome:?}"
+    );
+    assert!(egress.seen().is_empty());
+}

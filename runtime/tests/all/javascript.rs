@@ -461,3 +461,22 @@ async fn url_and_url_search_params_follow_the_url_standard() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn a_huge_timer_delay_waits_for_the_deadline_instead_of_trapping() {
+    let limits = Limits {
+        timeout: std::time::Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let outcome = run_js(
+        "export default () => new Promise((resolve) => setTimeout(resolve, 1e23));",
+        "{}",
+        limits,
+    )
+    .await;
+    assert_eq!(
+        outcome.error_code(),
+        Some(ErrorCode::Timeout),
+        "{outcome:?}"
+    );
+}
