@@ -150,7 +150,8 @@ def available(name: str) -> bool:
 
 class _Imports(ast.NodeVisitor):
     """The imports a script makes unconditionally: one inside a `try` may
-    be guarded (`except ImportError`), so it is left to run time."""
+    be guarded (`except ImportError`), one under an `if` may never run, so
+    both are left to run time."""
 
     def __init__(self):
         self.found = []
@@ -160,6 +161,10 @@ class _Imports(ast.NodeVisitor):
             self.visit(part)
 
     visit_TryStar = visit_Try
+
+    def visit_If(self, node):
+        # `if TYPE_CHECKING:` and other conditional imports may never run.
+        pass
 
     def visit_Import(self, node):
         self.found.append(node)

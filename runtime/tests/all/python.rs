@@ -286,3 +286,12 @@ async fn a_cached_script_runs_fresh_and_keeps_its_line_numbers() {
     let stats = sandbox.cache_stats();
     assert_eq!((stats.script_compiles, stats.script_code_hits), (1, 1));
 }
+
+#[tokio::test]
+async fn an_import_under_an_if_is_left_to_run_time() {
+    let outcome = py(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import zoneinfo\ndef main():\n    return 1\n",
+    )
+    .await;
+    assert_eq!(outcome.result.as_deref(), Some("1"), "{outcome:?}");
+}
