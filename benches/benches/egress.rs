@@ -110,7 +110,7 @@ const LANGUAGES: [Language; 2] = [
 fn script(source: &str, egress: Option<Arc<dyn kiln_runtime::Egress>>) -> Invocation {
     Invocation {
         call: Call::Script {
-            source: source.into(),
+            source: Arc::new(source.into()),
             params: r#"{"name":"bench"}"#.into(),
         },
         egress,

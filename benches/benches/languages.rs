@@ -57,7 +57,7 @@ fn options(cache_dir: Option<std::path::PathBuf>) -> EngineOptions {
 fn script(source: &str) -> Invocation {
     Invocation {
         call: Call::Script {
-            source: source.into(),
+            source: Arc::new(source.into()),
             params: r#"{"name":"bench"}"#.into(),
         },
         ..Invocation::default()

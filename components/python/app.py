@@ -7,6 +7,9 @@ traceback of the script's own frames.
 
 import ast
 import asyncio
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import inspect
 import gc
 import json
@@ -62,6 +65,11 @@ from wit_world import exports
 from wit_world.exports.script import Failure, FailureKind
 
 FILENAME = "script.py"
+# The files whose frames a traceback keeps: the script's own (a bundle's
+# paths, once one runs).
+SCRIPT_FILES = {FILENAME}
+# Marks a bundle's compiled form (see `compile_bundle`).
+BUNDLE_TAG = "kiln-bundle-1"
 
 
 def syntax_failure(error: SyntaxError) -> Failure:
@@ -72,7 +80,7 @@ def syntax_failure(error: SyntaxError) -> Failure:
 def runtime_failure(error: BaseException) -> Failure:
     # Keep only the script's frames: the runtime's own are noise to the user.
     tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != FILENAME:
+    while tb is not None and tb.tb_frame.f_code.co_filename not in SCRIPT_FILES:
         tb = tb.tb_next
     stack = "".join(traceback.format_exception(type(error), error, tb)).rstrip()
     text = str(error)
@@ -130,15 +138,18 @@ def drive(coroutine):
         return runner.run(coroutine)
 
 
-def compile_script(source: str):
+def compile_script(source: str, filename=FILENAME, package=None, bundle=frozenset()):
     try:
-        tree = ast.parse(source, FILENAME)
-        check_imports(tree)
-        return compile(tree, FILENAME, "exec")
+        tree = ast.parse(source, filename)
+        check_imports(tree, filename, package, bundle)
+        return compile(tree, filename, "exec")
     except SyntaxError as error:
-        raise Err(syntax_failure(error))
+        failure = syntax_failure(error)
+        if filename != FILENAME:
+            failure.message += f" (in {filename})"
+        raise Err(failure)
     except ValueError as error:  # e.g. a NUL character in the source
-        raise Err(Failure(FailureKind.SYNTAX, f"SyntaxError: {error}", None, None, None))
+        raise Err(Failure(FailureKind.SYNTAX, f"SyntaxError: {error} (in {filename})", None, None, None))
 
 
 def available(name: str) -> bool:
@@ -173,46 +184,138 @@ class _Imports(ast.NodeVisitor):
         self.found.append(node)
 
 
-def check_imports(tree):
-    """Refuses, before anything runs, an import of a module this runtime
-    does not have, naming the module and its line."""
+def check_imports(tree, filename, package, bundle):
+    """Refuses, before anything runs, an import of a module neither this
+    runtime nor the bundle has, naming the module, the file and the line.
+    `package` is the package a bundle's module is in (for relative
+    imports); `bundle` the module names the bundle defines."""
     imports = _Imports()
     imports.visit(tree)
+    where = "" if filename == FILENAME else f" (in {filename})"
+
+    def refuse(node, message):
+        raise Err(Failure(FailureKind.SYNTAX, message + where, None, node.lineno, node.col_offset + 1))
+
     for node in imports.found:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
+        elif node.level:
+            if not package:
+                refuse(node, "ImportError: attempted relative import with no known parent package: "
+                             "a script's entry (or a one-file script) is not in a package; import "
+                             "a bundle's modules by their full name")
+            try:
+                names = [importlib.util.resolve_name("." * node.level + (node.module or ""), package)]
+            except ImportError as error:
+                refuse(node, f"ImportError: {error}")
         else:
-            if node.level:
-                raise Err(Failure(
-                    FailureKind.SYNTAX,
-                    "ModuleNotFoundError: a script is one file; relative imports have nothing to import",
-                    None, node.lineno, node.col_offset + 1,
-                ))
             names = [node.module]
         for name in names:
-            if not available(name):
-                raise Err(Failure(
-                    FailureKind.SYNTAX,
-                    f"ModuleNotFoundError: No module named {name!r}: Kiln's Python runtime "
-                    "does not include it",
-                    None, node.lineno, node.col_offset + 1,
-                ))
+            if not available(name) and name not in bundle:
+                holders = "neither the script's files nor Kiln's Python runtime include" if bundle \
+                    else "Kiln's Python runtime does not include"
+                refuse(node, f"ModuleNotFoundError: No module named {name!r}: {holders} it")
+
+
+def module_of(path: str):
+    """The module a bundle's file defines: `pkg/mod.py` is `pkg.mod`,
+    `pkg/__init__.py` the package `pkg`; `None` for anything else."""
+    if not path.endswith(".py"):
+        return None
+    parts = path[:-3].split("/")
+    is_package = parts[-1] == "__init__"
+    if is_package:
+        parts.pop()
+    if not parts or not all(part.isidentifier() for part in parts):
+        return None
+    return ".".join(parts), is_package
+
+
+def compile_bundle(entry: str, files):
+    """Compiles a script of several files: the entry, and every module and
+    package of the bundle (a directory without `__init__.py` is a namespace
+    package, as on disk). Modules are compiled whether or not the entry
+    imports them, so an error anywhere is found at upload."""
+    sources = dict(files)
+    if entry not in sources or not entry.endswith(".py"):
+        raise Err(Failure(FailureKind.SYNTAX,
+                          f"the entry {entry!r} is not one of the bundle's .py files", None, None, None))
+    modules = {}
+    for path in sorted(sources):
+        found = module_of(path)
+        if found is None or path == entry:
+            continue
+        name, is_package = found
+        top = name.split(".")[0]
+        if available(top):
+            raise Err(Failure(FailureKind.SYNTAX,
+                              f"ImportError: {path} would define {top!r}, which is a module of Kiln's "
+                              "Python runtime: rename it", None, None, None))
+        modules[name] = (path, is_package)
+        parts = name.split(".")
+        for depth in range(1, len(parts)):
+            modules.setdefault(".".join(parts[:depth]), (None, True))
+    bundle = frozenset(modules)
+    compiled = []
+    for name, (path, is_package) in sorted(modules.items()):
+        code = None
+        if path is not None:
+            package = name if is_package else name.rpartition(".")[0]
+            code = compile_script(sources[path], path, package, bundle)
+        compiled.append((name, path, is_package, code))
+    entry_code = compile_script(sources[entry], entry, None, bundle)
+    return (BUNDLE_TAG, entry, compiled, entry_code)
+
+
+class _BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves a bundle's modules from their compiled code, ahead of
+    everything else on `sys.meta_path` (a bundle cannot redefine one of the
+    runtime's modules: `compile_bundle` refuses that)."""
+
+    def __init__(self, modules):
+        self.modules = {name: (path, is_package, code) for name, path, is_package, code in modules}
+
+    def find_spec(self, fullname, path=None, target=None):
+        found = self.modules.get(fullname)
+        if found is None:
+            return None
+        origin, is_package, code = found
+        spec = importlib.machinery.ModuleSpec(fullname, self, origin=origin, is_package=is_package)
+        spec.has_location = code is not None
+        return spec
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        path, _, code = self.modules[module.__name__]
+        if code is not None:
+            exec(code, module.__dict__)
 
 
 class Script(exports.Script):
     def compile(self, source: str) -> bytes:
         return marshal.dumps(compile_script(source))
 
+    def compile_bundle(self, entry: str, files) -> bytes:
+        return marshal.dumps(compile_bundle(entry, [(f.path, f.text) for f in files]))
+
     def run(self, code: bytes, params: str, env: List[Tuple[str, str]]) -> str:
+        global SCRIPT_FILES
         try:
             code = marshal.loads(code)
         except Exception as error:  # not what `compile` returned
             raise Err(Failure(FailureKind.RUNTIME, f"not compiled by this runtime: {error}", None, None, None))
+        filename = FILENAME
+        if isinstance(code, tuple) and code[:1] == (BUNDLE_TAG,):
+            _, filename, modules, code = code
+            sys.meta_path.insert(0, _BundleImporter(modules))
+            SCRIPT_FILES = {filename} | {path for _, path, _, _ in modules if path}
         os.environ.clear()
         os.environ.update(dict(env))
         try:
             arguments = json.loads(params)
-            namespace = {"__name__": "__main__", "__file__": FILENAME}
+            namespace = {"__name__": "__main__", "__file__": filename}
             exec(code, namespace)
             main = namespace.get("main")
             if not callable(main):

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kiln_runtime::{Call, Limits, Outcome, Shape, Status};
+use kiln_runtime::{Call, Limits, Outcome, Shape, Source, Status};
 
 use crate::store::{ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus};
 
@@ -60,7 +60,7 @@ pub fn component_call(shape: Shape, parameters: &str) -> Call {
 }
 
 /// What to call in a language runtime to run `source` with the parameters.
-pub fn script_call(source: String, parameters: &str) -> Call {
+pub fn script_call(source: Source, parameters: &str) -> Call {
     Call::Script {
         source: source.into(),
         params: parameters.into(),

@@ -172,9 +172,8 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
     let (script_call, component) = match lang {
         Lang::Wasm => (None, bytes),
         Lang::Javascript | Lang::Python => {
-            let source = String::from_utf8(bytes).map_err(|_| {
-                Failure::Usage(format!("{} is not UTF-8 text", args.file.display()))
-            })?;
+            let source = kiln_runtime::Source::decode(bytes)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", args.file.display())))?;
             let runtime = match lang {
                 Lang::Python => kiln_components::PY_RUNTIME,
                 _ => kiln_components::JS_RUNTIME,

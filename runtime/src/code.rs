@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use lru::LruCache;
 
 use crate::artifact::ArtifactKey;
+use crate::source::Source;
 
 /// Compiled code larger than this is used but not kept.
 const MAX_ENTRY_BYTES: usize = 4 << 20;
@@ -20,11 +21,11 @@ const MAX_ENTRY_BYTES: usize = 4 << 20;
 pub(crate) struct CodeKey([u8; 32]);
 
 impl CodeKey {
-    pub(crate) fn new(runtime: &ArtifactKey, source: &str) -> Self {
+    pub(crate) fn new(runtime: &ArtifactKey, source: &Source) -> Self {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"kiln-script-code-v1\0");
         hasher.update(runtime.as_bytes());
-        hasher.update(source.as_bytes());
+        source.hash_into(&mut hasher);
         Self(*hasher.finalize().as_bytes())
     }
 }
@@ -106,16 +107,16 @@ mod tests {
 
     #[test]
     fn key_depends_on_runtime_and_source() {
-        let a = CodeKey::new(&runtime(1), "main()");
-        assert_eq!(a, CodeKey::new(&runtime(1), "main()"));
-        assert_ne!(a, CodeKey::new(&runtime(2), "main()"));
-        assert_ne!(a, CodeKey::new(&runtime(1), "main( )"));
+        let a = CodeKey::new(&runtime(1), &"main()".into());
+        assert_eq!(a, CodeKey::new(&runtime(1), &"main()".into()));
+        assert_ne!(a, CodeKey::new(&runtime(2), &"main()".into()));
+        assert_ne!(a, CodeKey::new(&runtime(1), &"main( )".into()));
     }
 
     #[test]
     fn hit_after_insert_and_counts() {
         let cache = CodeCache::new(1 << 20);
-        let key = CodeKey::new(&runtime(1), "x");
+        let key = CodeKey::new(&runtime(1), &"x".into());
         assert!(cache.get(&key).is_none());
         cache.insert(key, Arc::from(&b"code"[..]));
         assert_eq!(cache.get(&key).as_deref(), Some(&b"code"[..]));
@@ -126,7 +127,7 @@ mod tests {
     fn evicts_least_recently_used_to_stay_under_capacity() {
         let cache = CodeCache::new(10);
         let keys: Vec<_> = (0..3)
-            .map(|i| CodeKey::new(&runtime(1), &i.to_string()))
+            .map(|i| CodeKey::new(&runtime(1), &i.to_string().into()))
             .collect();
         cache.insert(keys[0], Arc::from(&[0u8; 4][..]));
         cache.insert(keys[1], Arc::from(&[1u8; 4][..]));
@@ -141,7 +142,7 @@ mod tests {
     #[test]
     fn oversized_code_is_not_kept() {
         let cache = CodeCache::new(8);
-        let key = CodeKey::new(&runtime(1), "big");
+        let key = CodeKey::new(&runtime(1), &"big".into());
         cache.insert(key, Arc::from(&[0u8; 9][..]));
         assert!(cache.get(&key).is_none());
         assert_eq!(cache.counts(), (0, 1));

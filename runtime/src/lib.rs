@@ -53,6 +53,7 @@ mod limits;
 mod outcome;
 mod sandbox;
 mod script_host;
+mod source;
 mod warm;
 mod wasi;
 
@@ -72,4 +73,5 @@ pub use limits::Limits;
 pub use outcome::{ErrorCode, GuestError, Outcome, Status};
 pub use sandbox::{Call, Invocation, Sandbox};
 pub use script_host::{KvError, MAX_KEY_BYTES, MemoryScriptHost, ScriptHost};
+pub use source::{BUNDLE_MAGIC, Bundle, Source, SourceError};
 pub use wasi::State;

@@ -8,6 +8,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::artifact::{self, Artifact, ArtifactKey, Entry, LoadSource};
+use crate::bindings::exports::kiln::language::script::{Guest as LanguageScript, SourceFile};
 use crate::bindings::script::ScriptPre;
 use crate::bindings::{Failure, FailureKind, LanguageRuntimePre};
 use crate::cache::{ArtifactCache, CacheStats};
@@ -20,6 +21,7 @@ use crate::error::{Error, chain};
 use crate::limits::Limits;
 use crate::outcome::{self, Ending, Evidence, GuestError, Outcome, Verdict};
 use crate::script_host::ScriptHost;
+use crate::source::Source;
 use crate::warm::{Prepared, Warm};
 use crate::wasi::{self, State, WasiSetup};
 
@@ -38,8 +40,8 @@ pub enum Call {
     /// A language runtime's `run`: the script's source and its parameters as
     /// a JSON object.
     Script {
-        /// The script's source text.
-        source: Arc<str>,
+        /// The script's source: one file or a bundle.
+        source: Arc<Source>,
         /// The parameters, a JSON object.
         params: String,
     },
@@ -295,7 +297,7 @@ impl Sandbox {
     pub async fn check(
         &self,
         artifact: &Artifact,
-        source: &str,
+        source: &Source,
         limits: Limits,
     ) -> Result<Option<GuestError>, Error> {
         let Entry::LanguageRuntime(pre) = &artifact.entry else {
@@ -306,10 +308,7 @@ impl Sandbox {
         let (mut store, _, _) = self.store(Vec::new(), &[], &[], &limits, None, None)?;
         let call = async {
             let runtime = pre.instantiate_async(&mut store).await?;
-            runtime
-                .kiln_language_script()
-                .call_compile(&mut store, source)
-                .await
+            compile(runtime.kiln_language_script(), &mut store, source).await
         };
         let ending = match tokio::time::timeout(limits.timeout, call).await {
             Ok(Ok(Ok(code))) => {
@@ -402,7 +401,7 @@ impl Sandbox {
                         // in, so it costs one instantiation, not two.
                         let code = match self.code.get(&key) {
                             Some(code) => code,
-                            None => match script.call_compile(&mut store, source).await? {
+                            None => match compile(script, &mut store, source).await? {
                                 Ok(code) => {
                                     let code: Arc<[u8]> = code.into();
                                     self.code.insert(key, code.clone());
@@ -471,6 +470,30 @@ impl Sandbox {
     }
 }
 
+/// A language runtime's `compile` of one file, or its `compile-bundle`.
+async fn compile(
+    script: &LanguageScript,
+    store: &mut Store<State>,
+    source: &Source,
+) -> wasmtime::Result<Result<Vec<u8>, Failure>> {
+    match source {
+        Source::File(text) => script.call_compile(store, text).await,
+        Source::Bundle(bundle) => {
+            let files: Vec<SourceFile> = bundle
+                .files
+                .iter()
+                .map(|(path, text)| SourceFile {
+                    path: path.clone(),
+                    text: text.clone(),
+                })
+                .collect();
+            script
+                .call_compile_bundle(store, &bundle.entry, &files)
+                .await
+        }
+    }
+}
+
 /// What a run calls: an artifact's entry and a [`Call`] that fit each
 /// other, checked once before anything is set up.
 #[derive(Clone, Copy)]
@@ -478,7 +501,7 @@ enum Entrypoint<'a> {
     Command(&'a CommandPre<State>),
     Script {
         pre: &'a LanguageRuntimePre<State>,
-        source: &'a str,
+        source: &'a Source,
         params: &'a str,
     },
     Json {

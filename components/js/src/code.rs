@@ -9,7 +9,9 @@ use crate::failure::{Failure, FailureKind, compile_only, compile_with, detect_mo
 /// A classic script, compiled together with the lookup of its `main`.
 const CLASSIC: u8 = b'c';
 /// An ES module.
-const MODULE: u8 = b'm';
+pub(crate) const MODULE: u8 = b'm';
+/// A bundle of ES modules (see `bundle.rs`).
+pub(crate) const BUNDLE: u8 = b'b';
 
 /// Appended to a classic script so its value is the script's own top-level
 /// `main`; it goes last so line numbers stay those of the user's file.
@@ -19,7 +21,7 @@ const FIND_MAIN: &str = "\n;typeof main === 'function' ? main : undefined";
 /// its bytecode.
 pub(crate) fn compile(ctx: &Ctx<'_>, source: &str) -> Result<Vec<u8>, Failure> {
     let module = detect_module(source);
-    compile_only(ctx, source, module)?;
+    compile_only(ctx, SCRIPT_NAME, source, module)?;
     let syntax = |e| Failure::from_caught(ctx, e, FailureKind::Syntax);
     let mut code = vec![if module { MODULE } else { CLASSIC }];
     if module {
@@ -52,23 +54,27 @@ pub(crate) fn load<'js>(ctx: &Ctx<'js>, code: &[u8]) -> Result<Option<Function<'
 }
 
 fn compile_classic(ctx: &Ctx<'_>, program: &str) -> Result<Vec<u8>, Failure> {
-    compile_with(ctx, program, false, |function| {
-        let raw = ctx.as_raw().as_ptr();
-        // SAFETY: `raw` is the live context of `ctx` and `function` the live
-        // compiled script it owns; the written buffer is copied before
-        // QuickJS frees it.
-        unsafe {
-            let mut len = 0;
-            let buffer =
-                qjs::JS_WriteObject(raw, &mut len, function, qjs::JS_WRITE_OBJ_BYTECODE as i32);
-            if buffer.is_null() {
-                return Err(pending(ctx, FailureKind::Runtime));
-            }
-            let bytes = std::slice::from_raw_parts(buffer, len as usize).to_vec();
-            qjs::js_free(raw, buffer.cast());
-            Ok(bytes)
-        }
+    compile_with(ctx, SCRIPT_NAME, program, false, |function| {
+        write_bytecode(ctx, function)
     })
+}
+
+/// The bytecode of a compiled script or module.
+pub(crate) fn write_bytecode(ctx: &Ctx<'_>, compiled: qjs::JSValue) -> Result<Vec<u8>, Failure> {
+    let raw = ctx.as_raw().as_ptr();
+    // SAFETY: `raw` is the live context of `ctx` and `compiled` a live value
+    // it owns; the written buffer is copied before QuickJS frees it.
+    unsafe {
+        let mut len = 0;
+        let buffer =
+            qjs::JS_WriteObject(raw, &mut len, compiled, qjs::JS_WRITE_OBJ_BYTECODE as i32);
+        if buffer.is_null() {
+            return Err(pending(ctx, FailureKind::Runtime));
+        }
+        let bytes = std::slice::from_raw_parts(buffer, len as usize).to_vec();
+        qjs::js_free(raw, buffer.cast());
+        Ok(bytes)
+    }
 }
 
 fn run_classic<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Option<Function<'js>>, Failure> {

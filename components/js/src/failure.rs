@@ -50,6 +50,21 @@ impl Failure {
         }
     }
 
+    /// A failure the script's code caused at compile time (an import that
+    /// resolves to nothing), with no position.
+    pub(crate) fn syntax(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Syntax,
+            ..Self::runtime(message)
+        }
+    }
+
+    /// Says which file of a bundle failed, when it is not the entry.
+    pub(crate) fn in_file(mut self, path: &str) -> Self {
+        self.message = format!("{} (in {path})", self.message);
+        self
+    }
+
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::runtime(format!("InternalError: {}", message.into()))
     }
@@ -161,19 +176,25 @@ pub(crate) fn detect_module(source: &str) -> bool {
 }
 
 /// Parses without running; a syntax error comes back with its position.
-pub(crate) fn compile_only(ctx: &Ctx<'_>, source: &str, module: bool) -> Result<(), Failure> {
-    compile_with(ctx, source, module, |_| Ok(()))
+pub(crate) fn compile_only(
+    ctx: &Ctx<'_>,
+    name: &str,
+    source: &str,
+    module: bool,
+) -> Result<(), Failure> {
+    compile_with(ctx, name, source, module, |_| Ok(()))
 }
 
 /// Compiles `source` without running it and hands the compiled function or
 /// module to `use_compiled`; it is freed when that returns.
 pub(crate) fn compile_with<T>(
     ctx: &Ctx<'_>,
+    name: &str,
     source: &str,
     module: bool,
     use_compiled: impl FnOnce(qjs::JSValue) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
-    let Ok(text) = CString::new(source) else {
+    let (Ok(text), Ok(name)) = (CString::new(source), CString::new(name)) else {
         return Err(Failure {
             kind: FailureKind::Syntax,
             message: "SyntaxError: the source contains a NUL character".into(),
@@ -193,13 +214,7 @@ pub(crate) fn compile_with<T>(
     // outlives the call; the returned value is freed exactly once, after
     // `use_compiled`, which only borrows it.
     unsafe {
-        let compiled = qjs::JS_Eval(
-            raw,
-            text.as_ptr(),
-            source.len() as _,
-            c"script.js".as_ptr(),
-            flags,
-        );
+        let compiled = qjs::JS_Eval(raw, text.as_ptr(), source.len() as _, name.as_ptr(), flags);
         if qjs::JS_IsException(compiled) {
             return Err(pending(ctx, FailureKind::Syntax));
         }

@@ -4,6 +4,7 @@
 //! main's value, awaited if it is a promise, is returned as JSON. A script
 //! with neither fails as a compile error that says what to define.
 
+mod bundle;
 mod code;
 mod console;
 mod failure;
@@ -65,6 +66,17 @@ impl script::Guest for JsRuntime {
         compiled.map_err(Into::into)
     }
 
+    fn compile_bundle(
+        entry: String,
+        files: Vec<script::SourceFile>,
+    ) -> Result<Vec<u8>, script::Failure> {
+        let files = files.into_iter().map(|f| (f.path, f.text)).collect();
+        let (runtime, context) = new_context()?;
+        let compiled = bundle::compile(&runtime, &context, &entry, files);
+        abandon(runtime, context);
+        compiled.map_err(Into::into)
+    }
+
     fn run(
         code: Vec<u8>,
         params: String,
@@ -74,11 +86,13 @@ impl script::Guest for JsRuntime {
             Some(prepared) => prepared,
             None => new_context()?,
         };
+        let code = bundle::install(&runtime, code)?;
         let result = context.with(|ctx| run_script(&ctx, &code, &params, &env));
         console::flush();
         abandon(runtime, context);
         // `code` is never freed either: `Module::load` asks that its bytes
-        // outlive the context, which now lives as long as the instance.
+        // outlive the context, which now lives as long as the instance (a
+        // bundle's other modules are owned by the runtime's loader).
         std::mem::forget(code);
         result.map_err(Into::into)
     }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kiln_runtime::{Artifact, Call, CancelHandle};
+use kiln_runtime::{Artifact, Call, CancelHandle, Source};
 
 use super::run::{self, Hooks, Prepared};
 use super::script_host::StoredScript;
@@ -266,8 +266,7 @@ impl Worker {
         source: Vec<u8>,
         parameters: &str,
     ) -> Result<(Arc<Artifact>, Call), String> {
-        let source =
-            String::from_utf8(source).map_err(|_| "the stored source is not UTF-8".to_string())?;
+        let source = Source::decode(source).map_err(|e| format!("the stored script: {e}"))?;
         let runtime = self
             .runtimes
             .get(language)

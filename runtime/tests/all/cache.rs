@@ -174,7 +174,13 @@ async fn a_script_is_compiled_once_then_runs_from_its_cached_code() {
     // Checking a script at upload compiles it; its first run is then warm.
     let checked = "function main() { return 'checked'; }";
     let limits = kiln_runtime::Limits::default();
-    assert!(sandbox.check(&js, checked, limits).await.unwrap().is_none());
+    assert!(
+        sandbox
+            .check(&js, &checked.into(), limits)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let before = sandbox.cache_stats();
     let outcome = sandbox.run(&js, script(checked, NAME_A)).await.unwrap();
     assert_eq!(outcome.result.as_deref(), Some(r#""checked""#));

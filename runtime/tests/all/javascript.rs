@@ -155,7 +155,7 @@ async fn a_syntax_error_is_a_compile_error_with_line_and_column() {
     assert!(outcome.stdout.is_empty());
 
     let checked = sandbox()
-        .check(&runtime(), source, Limits::default())
+        .check(&runtime(), &source.into(), Limits::default())
         .await
         .unwrap()
         .unwrap();
@@ -169,14 +169,14 @@ async fn a_syntax_error_is_a_compile_error_with_line_and_column() {
 async fn check_accepts_good_scripts_and_runs_none_of_them() {
     let source = "console.log('side effect'); while (true) {}";
     let checked = sandbox()
-        .check(&runtime(), source, Limits::default())
+        .check(&runtime(), &source.into(), Limits::default())
         .await
         .unwrap();
     assert_eq!(checked, None);
     let module = "export default () => 1;";
     assert_eq!(
         sandbox()
-            .check(&runtime(), module, Limits::default())
+            .check(&runtime(), &module.into(), Limits::default())
             .await
             .unwrap(),
         None
@@ -219,7 +219,7 @@ async fn a_script_call_into_a_command_is_refused() {
         .load(&super::read_guest(kiln_components::HELLO))
         .unwrap();
     let call = Call::Script {
-        source: "1".into(),
+        source: std::sync::Arc::new("1".into()),
         params: "{}".into(),
     };
     let err = sandbox()

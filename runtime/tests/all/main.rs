@@ -7,6 +7,7 @@
     reason = "test helpers fail loudly on setup errors"
 )]
 
+mod bundles;
 mod cache;
 mod egress;
 mod guests;
@@ -105,7 +106,7 @@ fn language_runtime(bytes: &[u8]) -> Arc<Artifact> {
 fn script(source: &str, params: &str) -> Invocation {
     Invocation {
         call: Call::Script {
-            source: source.into(),
+            source: Arc::new(source.into()),
             params: params.into(),
         },
         ..Invocation::default()

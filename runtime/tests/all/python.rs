@@ -217,7 +217,7 @@ async fn a_syntax_error_is_a_compile_error_with_line_and_column() {
     assert!(error.line.is_some() && error.column.is_some(), "{error:?}");
 
     let checked = sandbox()
-        .check(&runtime(), "def f(:\n  pass\n", Limits::default())
+        .check(&runtime(), &"def f(:\n  pass\n".into(), Limits::default())
         .await
         .unwrap()
         .unwrap();
@@ -227,7 +227,7 @@ async fn a_syntax_error_is_a_compile_error_with_line_and_column() {
     );
     assert_eq!(
         sandbox()
-            .check(&runtime(), "while True: pass\n", Limits::default())
+            .check(&runtime(), &"while True: pass\n".into(), Limits::default())
             .await
             .unwrap(),
         None

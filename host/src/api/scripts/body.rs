@@ -1,7 +1,8 @@
 //! What a create or update request says, from any of its encodings: JSON
-//! (`content` or `content_base64`), `multipart/form-data` (a `file` part and a
-//! `meta` JSON part) or a raw `application/wasm` body with `?name=&language=`.
-//! Validation of each field lives here too.
+//! (`content`, `content_base64`, or `files` with an `entry`),
+//! `multipart/form-data` (a `file` part and a `meta` JSON part), a raw
+//! `application/wasm` body, or a raw zip / tar / tar.gz bundle, the last two
+//! with `?name=&language=`. Validation of each field lives here too.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Query, Request};
@@ -35,8 +36,18 @@ pub struct ScriptFields {
     pub language: Option<String>,
     /// Source text, up to 100 000 characters.
     content: Option<String>,
-    /// The content as base64 (a component, or source).
+    /// The content as base64 (a component, source, or a zip / tar / tar.gz
+    /// of a bundle's files).
     content_base64: Option<String>,
+    /// A script of several files (a bundle), instead of `content`: path
+    /// (`lib/util.js`, `pkg/__init__.py`) to text. At most 1 000 files and
+    /// 5 MiB.
+    #[schema(value_type = Option<Object>, example = json!({"main.js": "import { twice } from './lib.js';\nexport default (p) => twice(p.n);", "lib.js": "export const twice = (n) => 2 * n;"}))]
+    files: Option<std::collections::BTreeMap<String, String>>,
+    /// The bundle's file that runs; by default `main.js` / `index.js`
+    /// (`main.py` / `__main__.py` in Python), or its only file at the root.
+    #[schema(example = "main.js")]
+    entry: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
@@ -85,7 +96,57 @@ pub fn check_public(public: bool, kind: ScriptKind) -> Result<(), ApiError> {
 #[derive(Debug)]
 pub struct ScriptBody {
     pub fields: ScriptFields,
-    pub content: Option<Vec<u8>>,
+    pub content: Option<Content>,
+}
+
+/// New content as sent; what it is stored as depends on the script's
+/// language, which an update does not repeat.
+#[derive(Debug)]
+pub enum Content {
+    /// A component, one source file, or an archive of a bundle's files.
+    Bytes {
+        bytes: Vec<u8>,
+        entry: Option<String>,
+    },
+    /// A bundle sent as a JSON map of files.
+    Files {
+        files: std::collections::BTreeMap<String, String>,
+        entry: Option<String>,
+    },
+}
+
+impl Content {
+    /// The bytes stored for a script of `language`: a component or one
+    /// source file as they are, a bundle in its encoding
+    /// ([`kiln_runtime::Source`]), all checked.
+    pub fn into_stored(self, language: Language) -> Result<Vec<u8>, ApiError> {
+        let bundle = match self {
+            Self::Bytes { bytes, entry } => {
+                let source_language = language != Language::Wasm;
+                if source_language && super::bundle::is_archive(&bytes) {
+                    super::bundle::from_archive(language, entry, &bytes)?
+                } else if entry.is_some() {
+                    return Err(ApiError::invalid(
+                        "entry",
+                        "only a bundle (`files`, or an archive) has an entry",
+                    ));
+                } else {
+                    validate_content(language, &bytes)?;
+                    return Ok(bytes);
+                }
+            }
+            Self::Files { files, entry } => {
+                if language == Language::Wasm {
+                    return Err(ApiError::invalid(
+                        "files",
+                        "a component is one file: send it as `content_base64`",
+                    ));
+                }
+                super::bundle::from_map(language, entry, files)?
+            }
+        };
+        Ok(kiln_runtime::Source::Bundle(bundle).encode())
+    }
 }
 
 /// With a raw `application/wasm` body, the fields come in the query.
@@ -93,12 +154,15 @@ pub struct ScriptBody {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WasmUploadQuery {
-    /// The script's name (raw `application/wasm` uploads only).
+    /// The script's name (raw uploads only).
     name: Option<String>,
-    /// `wasm` (raw `application/wasm` uploads only).
+    /// `wasm` for a component; `javascript` or `python` for an archive
+    /// (raw uploads only).
     language: Option<String>,
-    /// Raw `application/wasm` uploads only.
+    /// Raw uploads only.
     description: Option<String>,
+    /// The bundle's file that runs (raw archive uploads only).
+    entry: Option<String>,
 }
 
 impl ScriptBody {
@@ -115,16 +179,13 @@ impl ScriptBody {
             "application/json" => {
                 let crate::api::ApiJson(mut fields) =
                     crate::api::ApiJson::<ScriptFields>::from_request(request, state).await?;
-                let content = decode_content(
-                    fields.content.take(),
-                    fields.content_base64.take(),
-                    "content",
-                    false,
-                )?;
+                let content = fields.take_content()?;
                 Ok(Self { fields, content })
             }
             "multipart/form-data" => Self::multipart(request, state).await,
-            "application/wasm" => {
+            "application/wasm" | "application/zip" | "application/x-tar" | "application/gzip"
+            | "application/x-gzip" => {
+                let wasm = essence == "application/wasm";
                 let Query(query) = Query::<WasmUploadQuery>::try_from_uri(request.uri())
                     .map_err(ApiError::from)?;
                 let body =
@@ -134,25 +195,49 @@ impl ScriptBody {
                             axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
                             _ => ApiError::Validation(e.body_text(), Vec::new()),
                         })?;
-                if query.language.as_deref().is_some_and(|l| l != "wasm") {
-                    return Err(ApiError::invalid(
-                        "language",
-                        "an application/wasm body is a component: language=wasm",
-                    ));
+                let language = if wasm {
+                    if query.language.as_deref().is_some_and(|l| l != "wasm") {
+                        return Err(ApiError::invalid(
+                            "language",
+                            "an application/wasm body is a component: language=wasm",
+                        ));
+                    }
+                    Some("wasm".into())
+                } else {
+                    if query.language.as_deref() == Some("wasm") {
+                        return Err(ApiError::invalid(
+                            "language",
+                            "an archive is a bundle of javascript or python files",
+                        ));
+                    }
+                    if !super::bundle::is_archive(&body) {
+                        return Err(ApiError::invalid(
+                            "content",
+                            format!("the {essence} body is not a zip, tar or gzipped tar archive"),
+                        ));
+                    }
+                    query.language
+                };
+                if wasm && query.entry.is_some() {
+                    return Err(ApiError::invalid("entry", "a component has no entry"));
                 }
                 let fields = ScriptFields {
                     name: query.name,
-                    language: Some("wasm".into()),
+                    language,
                     description: query.description.map(Some),
                     ..ScriptFields::default()
                 };
                 Ok(Self {
                     fields,
-                    content: Some(body.to_vec()),
+                    content: Some(Content::Bytes {
+                        bytes: body.to_vec(),
+                        entry: query.entry,
+                    }),
                 })
             }
             _ => Err(ApiError::UnsupportedMediaType(
-                "send the script as application/json, multipart/form-data or application/wasm"
+                "send the script as application/json, multipart/form-data, application/wasm, \
+                 or a bundle as application/zip, application/x-tar or application/gzip"
                     .into(),
             )),
         }
@@ -180,20 +265,23 @@ impl ScriptBody {
             }
         }
         let mut fields = fields.ok_or_else(|| ApiError::invalid("meta", "the part is missing"))?;
-        if fields.content.is_some() || fields.content_base64.is_some() {
+        if fields.content.is_some() || fields.content_base64.is_some() || fields.files.is_some() {
             return Err(ApiError::invalid(
                 "meta",
                 "the content goes in the `file` part, not in `meta`",
             ));
         }
-        fields.content = None;
         let content = file.ok_or_else(|| ApiError::invalid("file", "the part is missing"))?;
         if content.is_empty() {
             return Err(ApiError::invalid("file", "must not be empty"));
         }
+        let entry = fields.entry.take();
         Ok(Self {
             fields,
-            content: Some(content),
+            content: Some(Content::Bytes {
+                bytes: content,
+                entry,
+            }),
         })
     }
 }
@@ -250,13 +338,22 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
     crate::api::check_identifier("name", name, 255)
 }
 
-/// Source must be UTF-8 text of at most 100 000 characters.
+/// Source must be UTF-8 text of at most 100 000 characters (a bundle, up
+/// to 5 MiB, is checked by `bundle.rs`).
 pub fn validate_content(language: Language, content: &[u8]) -> Result<(), ApiError> {
     if language == Language::Wasm {
         return Ok(());
     }
     let source = std::str::from_utf8(content)
         .map_err(|_| ApiError::invalid("content", "must be UTF-8 text"))?;
+    // Neither language allows one, and the stored form of a bundle starts
+    // with one (kiln_runtime::BUNDLE_MAGIC).
+    if source.contains('\0') {
+        return Err(ApiError::invalid(
+            "content",
+            "source text has no NUL characters",
+        ));
+    }
     if source.chars().count() > MAX_SOURCE_CHARS {
         return Err(ApiError::invalid(
             "content",
@@ -272,6 +369,31 @@ pub fn allowed_hosts(patterns: &[String]) -> Result<Vec<String>, ApiError> {
 }
 
 impl ScriptFields {
+    /// The content a JSON body brings: exactly one of `content`,
+    /// `content_base64` and `files`, or none.
+    fn take_content(&mut self) -> Result<Option<Content>, ApiError> {
+        let entry = self.entry.take();
+        let bytes = decode_content(
+            self.content.take(),
+            self.content_base64.take(),
+            "content",
+            false,
+        );
+        match (bytes?, self.files.take()) {
+            (Some(_), Some(_)) => Err(ApiError::invalid(
+                "files",
+                "give one of content, content_base64 and files",
+            )),
+            (None, Some(files)) => Ok(Some(Content::Files { files, entry })),
+            (Some(bytes), None) => Ok(Some(Content::Bytes { bytes, entry })),
+            (None, None) if entry.is_some() => Err(ApiError::invalid(
+                "entry",
+                "an entry comes with the bundle's files",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Checks every field that is present.
     pub fn validate(&self, maxima: &LimitsConfig) -> Result<(), ApiError> {
         if let Some(name) = &self.name {

@@ -2,6 +2,7 @@
 //! Request bodies are parsed in `body.rs`; writes are in `write.rs`.
 
 mod body;
+mod bundle;
 mod data;
 mod write;
 
@@ -9,8 +10,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use base64::Engine as _;
+use kiln_runtime::Source;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -110,6 +113,13 @@ pub struct VersionView {
     /// The component bytes (for a single version of a wasm script).
     #[serde(skip_serializing_if = "Option::is_none")]
     content_base64: Option<String>,
+    /// A bundle's file that runs (for a single version that is a bundle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry: Option<String>,
+    /// A bundle's files, path to text (for a single version that is a
+    /// bundle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl VersionView {
@@ -123,6 +133,8 @@ impl VersionView {
             created_by: v.created_by,
             content: None,
             content_base64: None,
+            entry: None,
+            files: None,
         }
     }
 }
@@ -160,13 +172,14 @@ pub struct ContentQuery {
     version: Option<u32>,
 }
 
-/// The source as text, or the component as `application/wasm`; the current
-/// version unless `?version=N`. Its ETag is the content's BLAKE3 hash.
+/// The source as text, the component as `application/wasm`, or a bundle as
+/// JSON (`entry` and `files`); the current version unless `?version=N`. Its
+/// ETag is the content's BLAKE3 hash.
 #[utoipa::path(get, path = "/v1/scripts/{id_or_name}/content", operation_id = "getScriptContent", tag = "scripts",
     params(("id_or_name" = String, Path, description = "The script's id or name"), ContentQuery),
     responses(
         (status = 200, description = "The source text, or the component bytes",
-            content(("text/javascript"), ("text/x-python"), ("application/wasm")),
+            content(("text/javascript"), ("text/x-python"), ("application/wasm"), ("application/json")),
             headers(("ETag" = String, description = "The content's BLAKE3 hash"))),
         (status = 304, description = "It still matches `If-None-Match`"),
         (status = 400, description = "Bad query parameter", body = ErrorEnvelope),
@@ -186,12 +199,21 @@ async fn content(
         .ok_or_else(|| {
             ApiError::NotFound(format!("script {id_or_name:?} has no version {version}"))
         })?;
+    let tag = format!("\"{}\"", blake3::hash(&bytes).to_hex());
+    if bytes.starts_with(kiln_runtime::BUNDLE_MAGIC) {
+        let Ok(Source::Bundle(bundle)) = Source::decode(bytes) else {
+            return Err(ApiError::Internal("the stored bundle is damaged".into()));
+        };
+        let shown = serde_json::json!({ "entry": bundle.entry, "files": bundle.files });
+        let json = serde_json::to_vec(&shown)
+            .map_err(|e| ApiError::Internal(format!("cannot encode the bundle: {e}")))?;
+        return Ok(etag::respond(&headers, &tag, "application/json", json));
+    }
     let content_type = match script.language {
         Language::Wasm => "application/wasm",
         Language::Javascript => "text/javascript; charset=utf-8",
         Language::Python => "text/x-python; charset=utf-8",
     };
-    let tag = format!("\"{}\"", blake3::hash(&bytes).to_hex());
     Ok(etag::respond(&headers, &tag, content_type, bytes))
 }
 
@@ -272,9 +294,14 @@ async fn version(
         Language::Wasm => {
             view.content_base64 = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
         }
-        Language::Javascript | Language::Python => {
-            view.content = Some(String::from_utf8_lossy(&bytes).into_owned());
-        }
+        Language::Javascript | Language::Python => match Source::decode(bytes) {
+            Ok(Source::File(text)) => view.content = Some(text),
+            Ok(Source::Bundle(bundle)) => {
+                view.entry = Some(bundle.entry);
+                view.files = Some(bundle.files);
+            }
+            Err(e) => return Err(ApiError::Internal(format!("the stored script: {e}"))),
+        },
     }
     etag::json(&headers, &view)
 }

@@ -5,12 +5,11 @@
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_runtime::Limits;
+use kiln_runtime::{Limits, Source};
 
 use super::ScriptView;
 use super::body::{
     ScriptBody, ScriptFields, WasmUploadQuery, allowed_hosts, check_public, parse_language,
-    validate_content,
 };
 use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
@@ -22,16 +21,19 @@ use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
 /// first: `422` stores nothing.
 #[utoipa::path(post, path = "/v1/scripts", operation_id = "createScript", tag = "scripts",
     params(WasmUploadQuery),
-    request_body(description = "JSON with `content` or `content_base64`; multipart with a `file` \
-        and a `meta` (JSON) part; or the raw component with `?name=&language=wasm`",
-        content((ScriptFields = "application/json"), ("multipart/form-data"), ("application/wasm"))),
+    request_body(description = "JSON with `content`, `content_base64` or `files` (a bundle); \
+        multipart with a `file` and a `meta` (JSON) part; the raw component with \
+        `?name=&language=wasm`; or a bundle's zip, tar or tar.gz with \
+        `?name=&language=&entry=`",
+        content((ScriptFields = "application/json"), ("multipart/form-data"), ("application/wasm"),
+            ("application/zip"), ("application/x-tar"), ("application/gzip"))),
     responses(
         (status = 201, description = "Created", body = ScriptView,
             headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
         (status = 409, description = "The name is taken, the caller holds `limits.scripts_per_user` scripts, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
         (status = 413, description = "The body is over the limit", body = ErrorEnvelope),
-        (status = 415, description = "Not JSON, multipart or application/wasm", body = ErrorEnvelope),
+        (status = 415, description = "Not JSON, multipart, application/wasm or an archive", body = ErrorEnvelope),
         (status = 422, description = "It does not compile, or passes a compile limit; `details` says where or which", body = ErrorEnvelope),
         (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight", body = ErrorEnvelope),
         (status = 503, description = "The compile queue, or the slots scripts are parsed in, are full", body = ErrorEnvelope),
@@ -52,10 +54,14 @@ pub(super) async fn create(
         .as_deref()
         .ok_or_else(|| ApiError::invalid("language", "is required"))
         .and_then(parse_language)?;
-    let content = content.ok_or_else(|| {
-        ApiError::invalid("content", "give exactly one of content and content_base64")
-    })?;
-    validate_content(language, &content)?;
+    let content = content
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "content",
+                "give exactly one of content, content_base64 and files",
+            )
+        })?
+        .into_stored(language)?;
     // Before the compile, so a user at the cap spends nothing; counted
     // again when the script is created.
     crate::api::create_within_cap(
@@ -151,9 +157,11 @@ pub(super) async fn update(
         ));
     }
     // Compile before the store is touched: 422 leaves the script as it was.
+    let content = content
+        .map(|content| content.into_stored(current.language))
+        .transpose()?;
     let (content, kind) = match content {
         Some(content) if blake3::hash(&content).to_hex().as_str() != current.content_hash => {
-            validate_content(current.language, &content)?;
             let kind = compile(&state, current.language, &content, &principal).await?;
             (Some(content), kind)
         }
@@ -295,7 +303,8 @@ async fn compile(
     if language == Language::Wasm {
         return Ok(kind);
     }
-    let source = String::from_utf8_lossy(content);
+    let source = Source::decode(content.to_vec())
+        .map_err(|e| ApiError::invalid("content", e.to_string()))?;
     let limits = Limits {
         fuel: Some(CHECK_FUEL),
         ..Limits::default()
