@@ -19,6 +19,7 @@
 //!   saturated); their p50 and p99 over 500 runs are printed to stderr;
 //! - `fib25`: fib(25) by naive recursion in the language, fuel + epoch on.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -10,6 +10,7 @@ use kiln_runtime::{
     EngineOptions, ErrorCode, MemoryScriptHost, OutputKind, OutputSink, Sandbox, ScriptHost, Shape,
 };
 
+use crate::api::scripts::bundle;
 use crate::compiler::Compiler;
 use crate::config::{Config, LimitsConfig};
 use crate::contract;
@@ -22,11 +23,17 @@ use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Language, Tr
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The script or component to run: .js (JavaScript), .py (Python), .wasm or .wat (a
-    /// wasi:cli/command component or a wasip1 core module).
+    /// wasi:cli/command component or a wasip1 core module); or a bundle of
+    /// JavaScript or Python files, as a directory or a zip / tar / tar.gz.
     pub file: PathBuf,
-    /// The language, when the file's extension does not say it.
+    /// The language, when the file's extension (or a bundle's entry) does
+    /// not say it.
     #[arg(long, value_enum)]
     pub lang: Option<Lang>,
+    /// A bundle's file that runs [default: main.js, index.js, main.py or
+    /// __main__.py, whichever it has].
+    #[arg(long)]
+    pub entry: Option<String>,
     /// Parameters as a JSON object: a script's main gets them as its argument;
     /// a component sees them in KILN_PARAMETERS and, unless --input is given,
     /// on stdin.
@@ -107,10 +114,7 @@ enum Failure {
 /// Runs the file as the server runs an ad-hoc execution: a record under
 /// the flags' limits, the script contract's invocation, the final record.
 fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
-    let lang = match args.lang {
-        Some(lang) => lang,
-        None => lang_of(&args.file)?,
-    };
+    let (lang, bytes) = read_script(args)?;
     let parameters = match &args.params {
         Some(raw) => Some(
             serde_json::from_str::<serde_json::Value>(raw)
@@ -126,11 +130,7 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
             ..RunRequest::default()
         },
         Target {
-            language: match lang {
-                Lang::Wasm => Language::Wasm,
-                Lang::Javascript => Language::Javascript,
-                Lang::Python => Language::Python,
-            },
+            language: language_of(lang),
             script: None,
             defaults: Default::default(),
             code: None,
@@ -149,8 +149,6 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
         other => Failure::Host(other.to_string()),
     })?;
     let parameters = record.parameters.to_string();
-    let bytes = std::fs::read(&args.file)
-        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
 
     let options = EngineOptions {
         cache_dir: args
@@ -275,6 +273,123 @@ fn config_pairs(pairs: &[String]) -> Result<std::collections::BTreeMap<String, S
                 .ok_or_else(|| Failure::Usage(format!("--config {pair:?} is not KEY=VALUE")))
         })
         .collect()
+}
+
+/// The language and content to run: a file as it is, or a directory's or
+/// an archive's files as a bundle (bounded as an upload is).
+fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
+    let path = &args.file;
+    let unreadable =
+        |e: std::io::Error| Failure::Usage(format!("cannot read {}: {e}", path.display()));
+    let as_bundle = |e: crate::api::ApiError| Failure::Usage(format!("{}: {e}", path.display()));
+    if path.is_dir() {
+        let mut files = std::collections::BTreeMap::new();
+        read_dir_into(path, "", &mut files, 0)?;
+        let lang = match (args.lang, &args.entry) {
+            (Some(lang), _) => lang,
+            (None, Some(entry)) => lang_of(std::path::Path::new(entry))?,
+            (None, None) => bundle_lang(&files).ok_or_else(|| {
+                Failure::Usage(format!(
+                    "{} has none of main.js, index.js, main.py and __main__.py: pass --entry",
+                    path.display()
+                ))
+            })?,
+        };
+        let bundle =
+            bundle::from_map(language_of(lang), args.entry.clone(), files).map_err(as_bundle)?;
+        return Ok((lang, kiln_runtime::Source::Bundle(bundle).encode()));
+    }
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    let lang = match args.lang {
+        Some(lang) => lang,
+        None if bundle::is_archive(&bytes) => match &args.entry {
+            Some(entry) => lang_of(std::path::Path::new(entry))?,
+            None => {
+                return Err(Failure::Usage(format!(
+                    "{} is an archive: pass --lang (or --entry)",
+                    path.display()
+                )));
+            }
+        },
+        None => lang_of(path)?,
+    };
+    if lang != Lang::Wasm && bundle::is_archive(&bytes) {
+        let bundle = bundle::from_archive(language_of(lang), args.entry.clone(), &bytes)
+            .map_err(as_bundle)?;
+        return Ok((lang, kiln_runtime::Source::Bundle(bundle).encode()));
+    }
+    if args.entry.is_some() {
+        return Err(Failure::Usage(
+            "--entry is for a bundle (a directory or an archive)".into(),
+        ));
+    }
+    Ok((lang, bytes))
+}
+
+/// Reads a directory's files, leaving out hidden ones and what uploads
+/// leave out; stops past a bundle's bounds.
+fn read_dir_into(
+    dir: &std::path::Path,
+    prefix: &str,
+    files: &mut std::collections::BTreeMap<String, String>,
+    depth: usize,
+) -> Result<(), Failure> {
+    let unreadable =
+        |e: std::io::Error| Failure::Usage(format!("cannot read {}: {e}", dir.display()));
+    if depth > 32 {
+        return Err(Failure::Usage(format!(
+            "{} is nested too deep",
+            dir.display()
+        )));
+    }
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "__pycache__" || name.ends_with(".pyc") {
+            continue;
+        }
+        let path = format!("{prefix}{name}");
+        let kind = entry.file_type().map_err(unreadable)?;
+        if kind.is_dir() {
+            read_dir_into(&entry.path(), &format!("{path}/"), files, depth + 1)?;
+        } else if kind.is_file() {
+            if files.len() >= bundle::MAX_FILES {
+                return Err(Failure::Usage(format!(
+                    "a bundle has at most {} files",
+                    bundle::MAX_FILES
+                )));
+            }
+            if entry.metadata().map_err(unreadable)?.len() > bundle::MAX_BYTES as u64 {
+                return Err(Failure::Usage(format!(
+                    "{path}: a bundle holds at most {} bytes",
+                    bundle::MAX_BYTES
+                )));
+            }
+            let text = std::fs::read_to_string(entry.path())
+                .map_err(|e| Failure::Usage(format!("{path}: {e}")))?;
+            files.insert(path, text);
+        }
+    }
+    Ok(())
+}
+
+fn bundle_lang(files: &std::collections::BTreeMap<String, String>) -> Option<Lang> {
+    let has = |names: &[&str]| names.iter().any(|n| files.contains_key(*n));
+    if has(&["main.js", "index.js", "main.mjs", "index.mjs"]) {
+        Some(Lang::Javascript)
+    } else if has(&["main.py", "__main__.py"]) {
+        Some(Lang::Python)
+    } else {
+        None
+    }
+}
+
+fn language_of(lang: Lang) -> Language {
+    match lang {
+        Lang::Wasm => Language::Wasm,
+        Lang::Javascript => Language::Javascript,
+        Lang::Python => Language::Python,
+    }
 }
 
 fn lang_of(file: &std::path::Path) -> Result<Lang, Failure> {

@@ -451,3 +451,61 @@ fn a_script_reaches_the_hosts_its_flags_allow() {
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("--allow-host"), "{}", stderr(&bad));
 }
+
+/// A directory of files runs as a bundle: its entry found by name, or
+/// named with --entry; a hidden folder and Python's caches are left out.
+#[test]
+fn runs_a_directory_as_a_bundle() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "main.js",
+        "import { twice } from './lib/twice.js';\nexport default (p) => twice(p.n);\n",
+    );
+    write("lib/twice.js", "export const twice = (n) => 2 * n;\n");
+    write(".git/HEAD", "\u{0}not text");
+    let dir_arg = dir.path().to_str().unwrap();
+    let out = kiln(
+        &["run", dir_arg, "--params", r#"{"n": 21}"#, "--json"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["result"], 42);
+
+    write(
+        "app.py",
+        "from helpers.text import shout\ndef main(word):\n    return shout(word)\n",
+    );
+    write(
+        "helpers/text.py",
+        "def shout(w):\n    return w.upper() + '!'\n",
+    );
+    write("helpers/__pycache__/text.cpython-312.pyc", "\u{0}");
+    let out = kiln(
+        &[
+            "run",
+            dir_arg,
+            "--entry",
+            "app.py",
+            "--params",
+            r#"{"word": "hi"}"#,
+            "--json",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["result"], "HI!");
+
+    let out = kiln(&["run", dir_arg, "--entry", "nope.py"], cache.path());
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        stderr(&out).contains("\"nope.py\" is not one of the bundle's files"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -11,6 +11,7 @@
 mod access;
 mod attacks;
 mod auth;
+mod bundles;
 mod cli_run;
 mod egress;
 mod executions;

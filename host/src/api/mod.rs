@@ -13,7 +13,7 @@ mod functions;
 mod idempotency;
 mod pagination;
 mod schedules;
-mod scripts;
+pub(crate) mod scripts;
 mod system;
 mod users;
 pub(crate) mod webhooks;

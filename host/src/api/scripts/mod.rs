@@ -2,7 +2,7 @@
 //! Request bodies are parsed in `body.rs`; writes are in `write.rs`.
 
 mod body;
-mod bundle;
+pub(crate) mod bundle;
 mod data;
 mod write;
 
