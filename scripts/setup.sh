@@ -2,7 +2,7 @@
 # Installs what building Kiln needs beyond rustup's host toolchain: the
 # wasm32-wasip2 target, clang-19 + llvm-19 + wasi-libc headers for the C part
 # of the JavaScript runtime (QuickJS), componentize-py (PyPI) for the Python
-# runtime, the x86_64-unknown-linux-musl target and musl-tools for the static
+# runtime (and tzdata for its zoneinfo), the x86_64-unknown-linux-musl target and musl-tools for the static
 # build, and openapi-spec-validator and standardwebhooks (PyPI) for the
 # tests. Safe to run again.
 set -euo pipefail
@@ -25,6 +25,12 @@ if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]; t
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore componentize-py==0.25.1
     # pyenv installs console scripts behind shims that need a rehash.
     if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
+
+# The Python runtime embeds this IANA time zone database for zoneinfo
+# (components/artifacts/build.rs).
+if [ "$(python3 -c 'import tzdata; print(tzdata.__version__)' 2>/dev/null)" != "2026.6" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore tzdata==2026.6
 fi
 
 # The end-to-end tests validate /openapi.json with the reference validator.

@@ -27,6 +27,8 @@ const RUNTIMES: &[(&str, &str, bool)] = &[
 /// The pinned Python-to-component compiler (PyPI), installed by scripts/setup.sh.
 const COMPONENTIZE_PY: &str = "componentize-py";
 const COMPONENTIZE_PY_VERSION: &str = "componentize-py 0.25.1";
+/// The time zone database the Python runtime embeds (PyPI `tzdata`).
+const TZDATA_VERSION: &str = "2026.6";
 
 fn main() {
     let manifest_dir =
@@ -135,6 +137,12 @@ fn main() {
         )
         .ok();
     }
+    let modules = python_stdlib(&components.join("python/app.py"));
+    writeln!(
+        generated,
+        "/// The standard library modules a Python script may import (app.py's `STDLIB`).\npub const PYTHON_MODULES: &[&str] = &{modules:?};"
+    )
+    .ok();
     generated.push_str(
         "/// Calls `$mac!(name)` once per test guest, for `assert_test_exists`-style checks.\n#[macro_export]\nmacro_rules! foreach_guest {\n    ($mac:ident) => {\n",
     );
@@ -280,14 +288,81 @@ fn build_python_runtime(components: &Path, out: &Path) {
              (or: python3 -m pip install componentize-py==0.25.1)"
         ),
     }
+    let deps = python_deps(out);
     let status = Command::new(COMPONENTIZE_PY)
         .arg("-d")
         .arg(&wit)
         .args(["-w", "language-runtime", "componentize", "app", "-p"])
         .arg(components.join("python"))
+        .arg("-p")
+        .arg(&deps)
         .arg("-o")
         .arg(out)
         .status()
         .expect("failed to run componentize-py");
     assert!(status.success(), "componentize-py failed");
+}
+
+/// The pinned `tzdata` package (PyPI, installed by scripts/setup.sh),
+/// copied alone beside `out` so componentize-py sees it and nothing else of
+/// the build machine's site-packages. app.py reads its zones into memory.
+fn python_deps(out: &Path) -> PathBuf {
+    let found = Command::new("python3")
+        .args([
+            "-c",
+            "import os, tzdata; print(tzdata.__version__); print(os.path.dirname(tzdata.__file__))",
+        ])
+        .output();
+    let found = match found {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => panic!(
+            "building the Python runtime needs tzdata {TZDATA_VERSION}; run scripts/setup.sh \
+             (or: python3 -m pip install tzdata=={TZDATA_VERSION})"
+        ),
+    };
+    let mut lines = found.lines();
+    let version = lines.next().unwrap_or_default();
+    assert_eq!(
+        version, TZDATA_VERSION,
+        "the Python runtime is built with tzdata {TZDATA_VERSION}; run scripts/setup.sh"
+    );
+    let package = PathBuf::from(lines.next().unwrap_or_default());
+    let deps = out.with_file_name("python-deps");
+    let _ = std::fs::remove_dir_all(&deps);
+    copy_tree(&package, &deps.join("tzdata"));
+    deps
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()))
+    {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if entry.file_name() != "__pycache__" {
+                copy_tree(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
+        }
+    }
+}
+
+/// The names in app.py's `STDLIB = [...]` list.
+fn python_stdlib(app: &Path) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(app).unwrap_or_else(|e| panic!("read {}: {e}", app.display()));
+    let start = text.find("STDLIB = [").expect("app.py has a STDLIB list");
+    let list = &text[start..];
+    let end = list.find(']').expect("the STDLIB list ends");
+    let modules: Vec<String> = list[..end]
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    assert!(!modules.is_empty(), "app.py's STDLIB list is empty");
+    modules
 }

@@ -19,42 +19,68 @@ import sys
 import traceback
 
 # Only modules imported while the component is built exist at run time, so the
-# standard library a script may use is imported here.
-import base64  # noqa: F401
-import bisect  # noqa: F401
-import calendar  # noqa: F401
-import collections  # noqa: F401
-import copy  # noqa: F401
-import csv  # noqa: F401
-import dataclasses  # noqa: F401
-import datetime  # noqa: F401
-import decimal  # noqa: F401
-import difflib  # noqa: F401
-import enum  # noqa: F401
-import fractions  # noqa: F401
-import functools  # noqa: F401
-import hashlib  # noqa: F401
-import heapq  # noqa: F401
-import hmac  # noqa: F401
-import html  # noqa: F401
-import io  # noqa: F401
-import itertools  # noqa: F401
-import math  # noqa: F401
-import operator  # noqa: F401
-import pprint  # noqa: F401
-import random  # noqa: F401
-import re  # noqa: F401
-import secrets  # noqa: F401
-import statistics  # noqa: F401
-import string  # noqa: F401
-import struct  # noqa: F401
-import textwrap  # noqa: F401
-import time
-import typing  # noqa: F401
-import unicodedata  # noqa: F401
-import urllib.parse  # noqa: F401
-import uuid  # noqa: F401
-import zlib  # noqa: F401
+# standard library a script may use is imported here. `GET /v1/languages`
+# lists these (the kiln-components build reads this list); what they import
+# in turn is there too, unlisted.
+STDLIB = [
+    "abc",
+    "array",
+    "asyncio",
+    "base64",
+    "bisect",
+    "calendar",
+    "cmath",
+    "collections",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email.utils",
+    "enum",
+    "fnmatch",
+    "fractions",
+    "functools",
+    "graphlib",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "html.parser",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "math",
+    "numbers",
+    "operator",
+    "pathlib",
+    "pprint",
+    "random",
+    "re",
+    "secrets",
+    "shlex",
+    "statistics",
+    "string",
+    "struct",
+    "textwrap",
+    "time",
+    "types",
+    "typing",
+    "unicodedata",
+    "urllib.parse",
+    "uuid",
+    "xml.etree.ElementTree",
+    "zlib",
+    "zoneinfo",
+]
+for _name in STDLIB:
+    importlib.import_module(_name)
+import io  # noqa: E402
+import time  # noqa: E402
+import zoneinfo  # noqa: E402
 
 import kiln  # noqa: F401  (kiln.http: outbound HTTP through the host)
 
@@ -86,6 +112,43 @@ def runtime_failure(error: BaseException) -> Failure:
     text = str(error)
     message = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return Failure(FailureKind.RUNTIME, message, stack, None, None)
+
+
+def _read_time_zones():
+    """The IANA time zone database from the `tzdata` package, read while the
+    runtime is built: a script has no file system to find it in."""
+    import importlib.resources
+    import tzdata
+
+    zones = {}
+
+    def walk(node, prefix):
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            elif not child.name.endswith(".py"):
+                data = child.read_bytes()
+                if data.startswith(b"TZif"):
+                    zones[prefix + child.name] = data
+
+    walk(importlib.resources.files("tzdata").joinpath("zoneinfo"), "")
+    return tzdata.IANA_VERSION, zones
+
+
+TZDATA_VERSION, _TIME_ZONES = _read_time_zones()
+
+
+def _load_tzdata(key):
+    try:
+        return io.BytesIO(_TIME_ZONES[key])
+    except (KeyError, TypeError):
+        raise zoneinfo.ZoneInfoNotFoundError(f"No time zone found with key {key}") from None
+
+
+# zoneinfo looks in TZPATH (none here), then asks `load_tzdata`.
+zoneinfo.reset_tzpath(to=[])
+zoneinfo._common.load_tzdata = _load_tzdata
+zoneinfo.available_timezones = lambda: set(_TIME_ZONES)
 
 
 class _Clock:

@@ -42,14 +42,14 @@ fn a_missing_module_is_422_at_upload_and_a_missing_main_fails_the_run() {
     let response = kiln
         .post("/v1/scripts")
         .json(&json!({"name": "tz", "language": "python",
-                      "content": "import json\nfrom zoneinfo import ZoneInfo\ndef main():\n    return 1\n"}))
+                      "content": "import json\nfrom sqlite3 import connect\ndef main():\n    return 1\n"}))
         .send()
         .unwrap();
     let body = error_body(response, 422, "COMPILE_ERROR");
     let detail = &body["error"]["details"][0];
     assert_eq!(detail["line"], 2, "{body}");
     assert!(
-        body.to_string().contains("No module named 'zoneinfo'"),
+        body.to_string().contains("No module named 'sqlite3'"),
         "{body}"
     );
 

@@ -60,13 +60,13 @@ async fn without_main_the_run_fails_naming_what_to_define() {
 #[tokio::test]
 async fn an_import_of_a_missing_module_is_refused_before_anything_runs() {
     let outcome =
-        py("import json\nprint('ran')\nimport zoneinfo\ndef main():\n    return 1\n").await;
+        py("import json\nprint('ran')\nimport sqlite3\ndef main():\n    return 1\n").await;
     assert!(outcome.stdout.is_empty(), "the top level ran");
     let error = outcome.error.unwrap();
     assert_eq!(error.code, ErrorCode::CompileError);
     assert_eq!(
         error.message,
-        "ModuleNotFoundError: No module named 'zoneinfo': Kiln's Python runtime does not include it"
+        "ModuleNotFoundError: No module named 'sqlite3': Kiln's Python runtime does not include it"
     );
     assert_eq!((error.line, error.column), (Some(3), Some(1)));
     // A guarded import is left to run time; modules the runtime has pass.
@@ -290,8 +290,37 @@ async fn a_cached_script_runs_fresh_and_keeps_its_line_numbers() {
 #[tokio::test]
 async fn an_import_under_an_if_is_left_to_run_time() {
     let outcome = py(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import zoneinfo\ndef main():\n    return 1\n",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import sqlite3\ndef main():\n    return 1\n",
     )
     .await;
     assert_eq!(outcome.result.as_deref(), Some("1"), "{outcome:?}");
+}
+
+/// Every module `GET /v1/languages` lists imports, in one script.
+#[tokio::test]
+async fn every_listed_standard_module_imports() {
+    let source: String = kiln_components::PYTHON_MODULES
+        .iter()
+        .map(|m| format!("import {m}\n"))
+        .chain(["def main():\n    return 'ok'\n".to_owned()])
+        .collect();
+    let outcome = py(&source).await;
+    assert_eq!(outcome.result.as_deref(), Some(r#""ok""#), "{outcome:?}");
+}
+
+/// zoneinfo has the IANA database (embedded: there is no file system).
+#[tokio::test]
+async fn zoneinfo_knows_the_time_zones() {
+    let outcome = py(
+        "from datetime import datetime, timezone\nfrom zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones\n\
+         def main():\n    t = datetime(2026, 1, 15, 12, tzinfo=timezone.utc)\n\
+         \x20   try:\n        ZoneInfo('Mars/Olympus')\n        missing = False\n    except ZoneInfoNotFoundError:\n        missing = True\n\
+         \x20   return [t.astimezone(ZoneInfo('America/New_York')).isoformat(), t.astimezone(ZoneInfo('Asia/Kolkata')).utcoffset().seconds, missing, 'Europe/Berlin' in available_timezones()]\n",
+    )
+    .await;
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some(r#"["2026-01-15T07:00:00-05:00", 19800, true, true]"#),
+        "{outcome:?}"
+    );
 }

@@ -421,6 +421,13 @@ pub struct LanguageView {
     version: &'static str,
     extensions: &'static [&'static str],
     kinds: &'static [&'static str],
+    /// The standard library modules a script may import (Python); an
+    /// import of any other is refused at upload. A bundle's own modules
+    /// come on top.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modules: Option<&'static [&'static str]>,
+    /// Whether a script may be several files (`files`, or an archive).
+    bundles: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -437,6 +444,8 @@ async fn languages() -> axum::Json<Languages> {
         version,
         extensions,
         kinds,
+        modules: None,
+        bundles: id != "wasm",
     };
     axum::Json(Languages {
         languages: vec![
@@ -446,12 +455,15 @@ async fn languages() -> axum::Json<Languages> {
                 &[".js", ".mjs"],
                 &["command"],
             ),
-            language(
-                "python",
-                "CPython 3.14 (componentize-py 0.25.1)",
-                &[".py"],
-                &["command"],
-            ),
+            LanguageView {
+                modules: Some(kiln_components::PYTHON_MODULES),
+                ..language(
+                    "python",
+                    "CPython 3.14 (componentize-py 0.25.1), IANA time zones 2026f",
+                    &[".py"],
+                    &["command"],
+                )
+            },
             language(
                 "wasm",
                 "WASI 0.2 components and preview1 modules (wasmtime 48)",

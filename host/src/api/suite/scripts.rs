@@ -269,4 +269,10 @@ async fn languages_are_listed() {
         .collect();
     assert_eq!(ids, ["javascript", "python", "wasm"]);
     assert_eq!(body["languages"][0]["extensions"], json!([".js", ".mjs"]));
+    assert_eq!(body["languages"][0]["bundles"], true);
+    assert_eq!(body["languages"][2]["bundles"], false);
+    let modules = body["languages"][1]["modules"].as_array().unwrap();
+    for module in ["json", "zoneinfo", "asyncio", "datetime", "urllib.parse"] {
+        assert!(modules.contains(&json!(module)), "{module} in {modules:?}");
+    }
 }
