@@ -117,6 +117,11 @@ pub fn config_slot(script_id: &str, key: &str) -> String {
     format!("config:{script_id}:{key}")
 }
 
+/// The slot of a shared secret's value (`api/secrets.rs`).
+pub fn shared_slot(name: &str) -> String {
+    format!("shared:{name}")
+}
+
 /// The slot of an execution's request `env` value.
 pub fn env_slot(execution_id: &str, name: &str) -> String {
     format!("env:{execution_id}:{name}")

@@ -138,3 +138,104 @@ fn secrets_are_read_by_every_kind_of_script_and_found_nowhere_else() {
         assert_eq!(mode(&node.join("db").join("db")), 0o600);
     }
 }
+
+const SHARED: &str = "shared-Tok3n-91bd0e";
+
+/// A shared secret: kept once by an admin, granted to scripts by name or to
+/// all, read as their own config values are (their own config winning on a
+/// name both have), masked, never shown, and gone from runs once deleted.
+#[test]
+fn a_shared_secret_reaches_only_the_scripts_granted_it() {
+    let data = tempfile::tempdir().unwrap();
+    let node = data.path().join("node");
+    let kiln = Kiln::start_in(&node, &[]);
+    let mut answers = Vec::new();
+    let reader = "export default () => { console.log(process.env.SHARED_TOKEN); \
+                  return process.env.SHARED_TOKEN === undefined ? 'none' : process.env.SHARED_TOKEN.length; }";
+    kiln.create_script("granted", "javascript", reader);
+    kiln.create_script("other", "javascript", reader);
+    kiln.create_script(
+        "py-granted",
+        "python",
+        "import os\n\ndef main():\n    return len(os.environ['SHARED_TOKEN'])\n",
+    );
+    let put = |body: Value| {
+        kiln.request(Method::PUT, "/v1/secrets/SHARED_TOKEN")
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let result = |script: &str, answers: &mut Vec<String>| -> Value {
+        let run = kiln.run(script, json!({}));
+        answers.push(run.to_string());
+        assert_eq!(run["status"], "completed", "{run}");
+        run["result"].clone()
+    };
+
+    let created = put(json!({"value": SHARED, "scripts": ["granted", "py-granted"]}));
+    assert_eq!(created.status(), 201);
+    let view: Value = created.json().unwrap();
+    answers.push(view.to_string());
+    assert_eq!(view["name"], "SHARED_TOKEN");
+    assert_eq!(view["scripts"].as_array().unwrap().len(), 2);
+    assert!(view.get("value").is_none(), "{view}");
+    assert_eq!(result("granted", &mut answers), json!(SHARED.len()));
+    assert_eq!(result("py-granted", &mut answers), json!(SHARED.len()));
+    assert_eq!(result("other", &mut answers), "none");
+    let echoed = kiln.run("granted", json!({}));
+    assert_eq!(echoed["stdout"], "****\n", "masked like a config value");
+
+    // Granted to every script, without sending the value again.
+    let regranted = put(json!({"scripts": ["*"]}));
+    assert_eq!(regranted.status(), 200);
+    assert_eq!(result("other", &mut answers), json!(SHARED.len()));
+    // A script's own config value of that name wins.
+    let own = kiln
+        .request(Method::PUT, "/v1/scripts/other/config")
+        .json(&json!({"values": {"SHARED_TOKEN": "mine"}}))
+        .send()
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    assert_eq!(result("other", &mut answers), json!(4));
+
+    // What is refused: an unknown script, a value too long, a non-admin.
+    let unknown = put(json!({"value": "x", "scripts": ["ghost"]}));
+    assert!(
+        crate::harness::error_body(unknown, 400, "VALIDATION_ERROR")
+            .to_string()
+            .contains("ghost")
+    );
+    let long = put(json!({"value": "x".repeat(4097), "scripts": []}));
+    crate::harness::error_body(long, 400, "VALIDATION_ERROR");
+    let (_, token) = kiln.create_user("dev", "developer");
+    for (method, path) in [
+        (Method::GET, "/v1/secrets"),
+        (Method::PUT, "/v1/secrets/SHARED_TOKEN"),
+        (Method::DELETE, "/v1/secrets/SHARED_TOKEN"),
+    ] {
+        let response = kiln
+            .with_token(&token, method, path)
+            .json(&json!({"value": "stolen", "scripts": ["*"]}))
+            .send()
+            .unwrap();
+        crate::harness::error_body(response, 403, "PERMISSION_DENIED");
+    }
+    for path in ["/v1/secrets", "/v1/secrets/SHARED_TOKEN", "/v1/audit"] {
+        answers.push(kiln.get(path).send().unwrap().text().unwrap());
+    }
+
+    let deleted = kiln
+        .request(Method::DELETE, "/v1/secrets/SHARED_TOKEN")
+        .send()
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(result("granted", &mut answers), "none");
+    let _stopped = kiln.terminate();
+    for (i, answer) in answers.iter().enumerate() {
+        assert!(!answer.contains(SHARED), "answer {i} shows it: {answer}");
+    }
+    assert_eq!(
+        files_containing(data.path(), SHARED.as_bytes()),
+        Vec::<String>::new()
+    );
+}

@@ -102,6 +102,10 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ),
     ("GET", "/v1/scripts/{id_or_name}/config", Needs(ReadScripts)),
     ("GET", "/v1/scripts/{id_or_name}/kv", Needs(Admin)),
+    ("GET", "/v1/secrets", Needs(Admin)),
+    ("GET", "/v1/secrets/{name}", Needs(Admin)),
+    ("PUT", "/v1/secrets/{name}", Needs(Admin)),
+    ("DELETE", "/v1/secrets/{name}", Needs(Admin)),
     ("POST", "/v1/scripts/{id}/execute", Needs(ExecuteScripts)),
     (
         "POST",

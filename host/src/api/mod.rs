@@ -14,6 +14,7 @@ mod idempotency;
 mod pagination;
 mod schedules;
 pub(crate) mod scripts;
+mod secrets;
 mod system;
 mod users;
 pub(crate) mod webhooks;
@@ -249,6 +250,7 @@ fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .merge(api_keys::routes())
             .merge(audit::routes())
             .merge(scripts::routes())
+            .merge(secrets::routes())
             .merge(executions::routes())
             .merge(schedules::routes())
             .merge(webhooks::routes())

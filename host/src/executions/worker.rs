@@ -70,15 +70,42 @@ impl Worker {
                 return BTreeMap::new();
             }
         };
-        sealed
+        // Shared secrets granted to the script first: its own config wins
+        // on a name both have.
+        let mut config = self.shared_secrets_of(script_id);
+        config.extend(sealed.into_iter().filter_map(|(key, value)| {
+            let slot = crate::vault::config_slot(script_id, &key);
+            match self.vault.open_value(&slot, &value) {
+                Ok(value) => Some((key, value)),
+                Err(e) => {
+                    tracing::error!(error = %e, script = %script_id, key = %key,
+                        "a config value does not open; the run goes without it");
+                    None
+                }
+            }
+        }));
+        config
+    }
+
+    /// The shared secrets an admin granted to a script, opened.
+    fn shared_secrets_of(&self, script_id: &str) -> BTreeMap<String, String> {
+        let secrets = match self.store.shared_secrets() {
+            Ok(secrets) => secrets,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the shared secrets");
+                return BTreeMap::new();
+            }
+        };
+        secrets
             .into_iter()
-            .filter_map(|(key, value)| {
-                let slot = crate::vault::config_slot(script_id, &key);
-                match self.vault.open_value(&slot, &value) {
-                    Ok(value) => Some((key, value)),
+            .filter(|secret| secret.granted_to(script_id))
+            .filter_map(|secret| {
+                let slot = crate::vault::shared_slot(&secret.name);
+                match self.vault.open_value(&slot, &secret.value) {
+                    Ok(value) => Some((secret.name, value)),
                     Err(e) => {
-                        tracing::error!(error = %e, script = %script_id, key = %key,
-                            "a config value does not open; the run goes without it");
+                        tracing::error!(error = %e, secret = %secret.name,
+                            "a shared secret does not open; the run goes without it");
                         None
                     }
                 }

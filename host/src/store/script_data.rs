@@ -4,7 +4,30 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::StoreError;
+
+/// A secret an admin keeps once and grants to scripts, which read it as
+/// they read their own config values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedSecretRecord {
+    pub name: String,
+    /// Sealed by the vault (slot `shared:<name>`), never shown.
+    pub value: String,
+    /// The ids of the scripts granted it; `*` grants every script.
+    pub scripts: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub created_by: Option<String>,
+}
+
+impl SharedSecretRecord {
+    /// Whether a run of `script_id` gets it.
+    pub fn granted_to(&self, script_id: &str) -> bool {
+        self.scripts.iter().any(|s| s == "*" || s == script_id)
+    }
+}
 
 /// Why a key-value write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -40,4 +63,11 @@ pub trait ScriptDataStore {
     ) -> Result<(), StoreError>;
     /// Removes a deleted script's key-value entries and config.
     fn drop_script_data(&self, script_id: &str) -> Result<(), StoreError>;
+    /// Every shared secret, by name (bounded by the API: 100).
+    fn shared_secrets(&self) -> Result<Vec<SharedSecretRecord>, StoreError>;
+    fn shared_secret(&self, name: &str) -> Result<Option<SharedSecretRecord>, StoreError>;
+    /// Stores a shared secret, replacing one of that name.
+    fn put_shared_secret(&self, secret: &SharedSecretRecord) -> Result<(), StoreError>;
+    /// Whether there was one to delete.
+    fn delete_shared_secret(&self, name: &str) -> Result<bool, StoreError>;
 }

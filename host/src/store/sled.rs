@@ -55,6 +55,8 @@ pub struct SledStore {
     script_kv: sled::Tree,
     /// Scripts' config values by script id.
     script_config: sled::Tree,
+    /// Shared secrets by name (`SharedSecretRecord`, value sealed).
+    shared_secrets: sled::Tree,
     /// Serializes key-value writes (their quota check reads the sum).
     kv_writes: Mutex<()>,
     /// Serializes outbox writes (a record and its due entry).
@@ -318,6 +320,7 @@ impl SledStore {
             deliveries,
             script_kv: db.open_tree("script_kv").map_err(backend)?,
             script_config: db.open_tree("script_config").map_err(backend)?,
+            shared_secrets: db.open_tree("shared_secrets").map_err(backend)?,
             kv_writes: Mutex::new(()),
             outbox_writes: Mutex::new(()),
             script_writes: Mutex::new(()),

@@ -6,7 +6,7 @@ use std::sync::PoisonError;
 
 use super::{SledStore, backend, decode, put};
 use crate::store::StoreError;
-use crate::store::script_data::{KvRefusal, ScriptDataStore};
+use crate::store::script_data::{KvRefusal, ScriptDataStore, SharedSecretRecord};
 
 fn kv_key(script_id: &str, key: &str) -> Vec<u8> {
     format!("{script_id}/{key}").into_bytes()
@@ -111,6 +111,30 @@ impl ScriptDataStore for SledStore {
                 .map_err(backend)?;
         }
         Ok(())
+    }
+
+    fn shared_secrets(&self) -> Result<Vec<SharedSecretRecord>, StoreError> {
+        self.shared_secrets
+            .iter()
+            .values()
+            .map(|value| decode(&value.map_err(backend)?))
+            .collect()
+    }
+
+    fn shared_secret(&self, name: &str) -> Result<Option<SharedSecretRecord>, StoreError> {
+        self.shared_secrets
+            .get(name)
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn put_shared_secret(&self, secret: &SharedSecretRecord) -> Result<(), StoreError> {
+        put(&self.shared_secrets, &secret.name, secret)
+    }
+
+    fn delete_shared_secret(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.shared_secrets.remove(name).map_err(backend)?.is_some())
     }
 }
 
