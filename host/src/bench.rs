@@ -34,9 +34,7 @@ impl StoreNode {
         let r = &mut config.rate_limit;
         (r.read_per_minute, r.write_per_minute, r.execute_per_minute) = (0, 0, 0);
         let state = crate::serve::assemble(config, None)?;
-        state
-            .ready
-            .store(true, std::sync::atomic::Ordering::Release);
+        state.lifecycle.ready();
         Ok(Self {
             router: crate::api::router(state.clone()),
             state,

@@ -15,6 +15,7 @@ mod http_server;
 mod jobs;
 #[cfg(test)]
 mod layers;
+mod lifecycle;
 mod local_run;
 mod memory;
 mod metrics;

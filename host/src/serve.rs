@@ -1,7 +1,11 @@
 //! `kiln serve`: open the store, start the sandbox and workers, recover what a
-//! crash left behind, serve HTTP until SIGTERM/SIGINT, then drain: stop
-//! accepting, `/readyz` 503, running executions get `server.drain_timeout_ms`
-//! to finish, the rest are INTERRUPTED, queued ones wait for the next start.
+//! crash left behind, load the language runtimes (`/readyz` is 503 until
+//! they are usable), serve HTTP until SIGTERM/SIGINT, then drain in three
+//! steps: `/readyz` 503 while requests are still accepted for
+//! `server.drain_delay_ms` (so a load balancer stops sending first); then no
+//! new connections, and running executions get `server.drain_timeout_ms` to
+//! finish (the rest are INTERRUPTED, queued ones wait for the next start);
+//! then requests still waiting for an execution answer 202 with its id.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,8 +55,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if cfg!(feature = "mimalloc") {
         tokio::spawn(crate::memory::release_when_idle(jobs.clone()));
     }
-    let ready = state.ready.clone();
+    let lifecycle = state.lifecycle.clone();
     let drain_timeout = std::time::Duration::from_millis(state.config.server.drain_timeout_ms);
+    let drain_delay = std::time::Duration::from_millis(state.config.server.drain_delay_ms);
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::webhooks::deliver::run(webhooks, stopping.clone()));
     let sweeper = crate::retention::Sweeper::new(
@@ -76,13 +81,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let first_admin = state.auth.clone();
     let state_config = state.config.clone();
     let connection_metrics = state.metrics.clone();
+    tokio::spawn(load_runtimes(
+        state.runtimes.clone(),
+        lifecycle.clone(),
+        begun,
+    ));
     let app = api::router(state);
-    ready.store(true, Ordering::Release);
     // A stable line that scripts and the end-to-end tests read the address from.
     println!("Kiln listening on http://{address}");
     tracing::info!(%address, startup_ms = begun.elapsed().as_millis(), "listening");
 
-    let draining = ready.clone();
+    let draining = lifecycle.clone();
     let first_admin_failed = Arc::new(AtomicBool::new(false));
     let failed = first_admin_failed.clone();
     let server = &state_config.server;
@@ -93,15 +102,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let refused = move || connection_metrics.connection_refused();
     let server = crate::http_server::serve(listener, app, limits, refused, async move {
-        tokio::select! {
-            () = shutdown_signal() => {}
+        let signalled = tokio::select! {
+            () = shutdown_signal() => true,
             Err(e) = first_admin.first_admin_made() => {
                 tracing::error!(error = %e, "stopping: the server cannot be used without its first admin");
                 failed.store(true, Ordering::Release);
+                false
             }
+        };
+        draining.drain();
+        if signalled && !drain_delay.is_zero() {
+            tracing::info!(
+                delay_ms = drain_delay.as_millis() as u64,
+                "draining: /readyz answers 503; requests are still served until the delay ends"
+            );
+            tokio::time::sleep(drain_delay).await;
         }
-        draining.store(false, Ordering::Release);
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: no new connections; running executions may finish");
         stop.send_replace(true);
     });
     let server = tokio::spawn(server);
@@ -109,6 +126,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // result get it (or its INTERRUPTED record) and can finish.
     let _ = stopping.wait_for(|stop| *stop).await;
     jobs.drain(drain_timeout).await;
+    // Nothing queued or running ends in this process any more: requests
+    // waiting for one answer 202 (its record stays, queued or final).
+    lifecycle.release_waiters();
     match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server task failed"),
@@ -120,6 +140,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("the first admin could not be created (see the log above)");
     }
     Ok(())
+}
+
+/// Loads (compiles, or reads from the cache) both language runtimes, then
+/// says the node is ready: its first script runs must not wait seconds for
+/// them. A runtime that does not load leaves the node unready.
+async fn load_runtimes(
+    runtimes: Arc<Runtimes>,
+    lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    begun: std::time::Instant,
+) {
+    use crate::store::Language;
+    for language in [Language::Javascript, Language::Python] {
+        let started = std::time::Instant::now();
+        tracing::info!(?language, "start-up: loading a language runtime");
+        match runtimes.get(language).await {
+            Ok(_) => tracing::info!(
+                ?language,
+                ms = started.elapsed().as_millis() as u64,
+                "start-up: language runtime loaded"
+            ),
+            Err(e) => {
+                tracing::error!(?language, error = %e,
+                    "the language runtime does not load: the node stays unready");
+                return;
+            }
+        }
+    }
+    lifecycle.ready();
+    tracing::info!(startup_ms = begun.elapsed().as_millis() as u64, "ready");
 }
 
 /// Files and directories this process makes are its user's alone (0600,
@@ -220,7 +269,7 @@ pub(crate) fn assemble(
         jobs,
         metrics: Arc::new(metrics),
         config: Arc::new(config),
-        ready: Arc::new(AtomicBool::new(false)),
+        lifecycle: Arc::default(),
         started: std::time::Instant::now(),
         schedules_changed: Arc::new(tokio::sync::Notify::new()),
         auth,

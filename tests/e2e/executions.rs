@@ -720,3 +720,88 @@ fn results_keep_the_key_order_the_script_built() {
         );
     }
 }
+
+/// SIGTERM in three steps: `/readyz` answers 503 while requests are still
+/// served (the drain delay); then running executions get the drain timeout;
+/// then every request still waiting gets an answer: the final record of one
+/// that finished or was interrupted, 202 for one that stays queued. Nothing
+/// answered is lost: the queued one runs after the restart.
+#[test]
+fn sigterm_answers_readyz_503_first_and_every_waiter_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("KILN_SERVER_DRAIN_DELAY_MS", "2000"),
+        ("KILN_SERVER_DRAIN_TIMEOUT_MS", "4000"),
+        ("KILN_WORKERS_COUNT", "2"),
+    ];
+    let kiln = Kiln::start_in(dir.path(), &env);
+    kiln.create_script(
+        "sleepy",
+        "javascript",
+        "export default async (p) => { await new Promise((r) => setTimeout(r, p.ms)); return 'slept'; }",
+    );
+    kiln.create_script("spin", "javascript", "for (;;) {}");
+    let spin: Value = kiln
+        .execute("spin", "", json!({"timeout_ms": 120_000}))
+        .json()
+        .unwrap();
+    let spin = spin["execution_id"].as_str().unwrap().to_owned();
+    kiln.wait_for_status(&spin, "running");
+    // The other worker: a run that ends inside the drain window.
+    let finishing = kiln
+        .execute_request("sleepy", "?wait=true")
+        .json(&json!({"parameters": {"ms": 3000}}));
+    let finishing = std::thread::spawn(move || finishing.send().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    // Both workers busy: this one stays queued.
+    let queued = kiln
+        .execute_request("sleepy", "?wait=true")
+        .json(&json!({"parameters": {"ms": 10}}));
+    let queued = std::thread::spawn(move || queued.send().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &kiln.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let signalled = Instant::now();
+    // Within the delay: not ready, yet a new connection is still served.
+    loop {
+        let ready = kiln
+            .anonymous(reqwest::Method::GET, "/readyz")
+            .send()
+            .unwrap();
+        if ready.status() == 503 {
+            assert!(ready.text().unwrap().contains("draining"));
+            break;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(1), "still ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fresh = reqwest::blocking::Client::new();
+    let health = fresh.get(format!("{}/healthz", kiln.base)).send().unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(signalled.elapsed() < Duration::from_millis(1500));
+
+    let finishing = finishing.join().unwrap();
+    assert_eq!(finishing.status(), 200);
+    let finishing: Value = finishing.json().unwrap();
+    assert_eq!(finishing["result"], "slept", "{finishing}");
+    let queued = queued.join().unwrap();
+    assert_eq!(queued.status(), 202, "released, not dropped");
+    let queued: Value = queued.json().unwrap();
+    let queued = queued["execution_id"].as_str().unwrap().to_owned();
+    let status = kiln.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "the delay was kept"
+    );
+
+    let kiln = Kiln::start_in(dir.path(), &env);
+    let spin = kiln.execution(&spin);
+    assert_eq!(spin["error"]["code"], "INTERRUPTED", "{spin}");
+    let queued = kiln.poll_until_final(&queued);
+    assert_eq!(queued["result"], "slept", "{queued}");
+}

@@ -63,6 +63,8 @@ impl Kiln {
             .env("KILN_RATE_LIMIT_LOGIN_PER_MINUTE", "0")
             .env("KILN_RATE_LIMIT_LOGIN_GLOBAL_PER_MINUTE", "0")
             .env("KILN_RATE_LIMIT_FAILED_AUTH_PER_MINUTE", "0")
+            // Stopping servers at once, unless a test is about draining.
+            .env("KILN_SERVER_DRAIN_DELAY_MS", "0")
             .env_remove("KILN_LOG")
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -94,7 +96,24 @@ impl Kiln {
         }
     }
 
+    /// Waits until `/readyz` answers 200 (the language runtimes loaded).
+    pub fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let ready = self.anonymous(reqwest::Method::GET, "/readyz").send();
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server was not ready in 300 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn logged_in(mut self) -> Self {
+        self.wait_ready();
         let login = self.login("admin", ADMIN_PASSWORD);
         assert_eq!(login.status(), 200, "the admin cannot log in");
         self.token = login.json::<Value>().unwrap()["access_token"]

@@ -20,7 +20,6 @@ mod users;
 pub(crate) mod webhooks;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
@@ -63,8 +62,9 @@ pub struct Shared {
     pub jobs: Arc<Jobs>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
-    /// False while starting and while draining: `/readyz` answers 503.
-    pub ready: Arc<AtomicBool>,
+    /// Starting, ready or draining (`/readyz`); releases waiting requests
+    /// at shutdown.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     pub started: std::time::Instant,
     /// Wakes the scheduler when a schedule is created, changed or deleted.
     pub schedules_changed: Arc<tokio::sync::Notify>,

@@ -1,7 +1,7 @@
 //! Liveness, readiness, the server's status and its metrics.
 
+use crate::lifecycle::Phase;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::header;
@@ -36,17 +36,23 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: the store and engine are usable and the server is not draining.
+/// Readiness: the store, the engine and both language runtimes are usable,
+/// and the server is not draining.
 #[utoipa::path(get, path = "/readyz", operation_id = "readiness", tag = "system",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Starting or draining", body = ErrorEnvelope),
+        (status = 503, description = "Starting (the message says what it waits for) or draining", body = ErrorEnvelope),
     ))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
-    if !state.ready.load(Ordering::Acquire) {
-        return Err(ApiError::Unavailable("starting or draining".into()));
+    match state.lifecycle.phase() {
+        Phase::Ready => Ok(axum::Json(Health { status: "ready" })),
+        Phase::Starting => Err(ApiError::Unavailable(
+            "starting: loading the language runtimes".into(),
+        )),
+        Phase::Draining => Err(ApiError::Unavailable(
+            "draining: this node is shutting down".into(),
+        )),
     }
-    Ok(axum::Json(Health { status: "ready" }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

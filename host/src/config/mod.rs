@@ -52,6 +52,9 @@ sections! {
         /// Compiled artifacts; `None` means `<data_dir>/cache`.
         cache_dir: Option<PathBuf> = None,
         max_body_bytes: usize = 10 << 20,
+        /// After SIGTERM, how long `/readyz` answers 503 while requests
+        /// are still served, so load balancers stop sending first.
+        drain_delay_ms: u64 = 5_000,
         drain_timeout_ms: u64 = 30_000,
         /// The store's in-memory page cache (sled's `cache_capacity`).
         store_cache_mb: u64 = 32,

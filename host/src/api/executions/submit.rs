@@ -284,10 +284,15 @@ async fn submit(
     let mut done =
         crate::executions::queue(&state.store, &state.jobs, &record, wait.is_none()).await?;
     if let Some(wait) = wait {
-        let settled = match tokio::time::timeout(wait, done.wait_for(Settled::is_settled)).await {
-            Ok(Ok(settled)) => settled.clone(),
-            _ => Settled::Pending,
+        // Until the wait runs out, or the node shuts down without running it.
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(wait, done.wait_for(Settled::is_settled)) => match waited {
+                Ok(Ok(settled)) => Some(settled.clone()),
+                _ => Some(Settled::Pending),
+            },
+            () = state.lifecycle.waiters_released() => None,
         };
+        let settled = waited.unwrap_or_else(|| done.borrow().clone());
         // The channel holds the record too: let go of it, so the record is
         // moved out below rather than copied.
         drop(done);

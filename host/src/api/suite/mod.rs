@@ -70,9 +70,7 @@ impl TestApp {
             .first_admin_made()
             .await
             .expect("the first admin is made");
-        state
-            .ready
-            .store(true, std::sync::atomic::Ordering::Release);
+        state.lifecycle.ready();
         let mut app = Self {
             router: super::router(state),
             token: String::new(),
