@@ -40,6 +40,8 @@ pub enum Command {
     New(NewArgs),
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Ask a server whether it is ready (`/readyz`): exit 0 if so, else 1.
+    Health(crate::health::HealthArgs),
     /// Compile one component into the artifact cache, under resource
     /// limits: what `kiln serve` and `kiln run` start for each compile.
     #[command(hide = true, name = "compile-artifact")]
@@ -68,13 +70,15 @@ pub struct ServeArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // A compile child logs nothing: its stderr is its answer to the server.
-    if !matches!(cli.command, Command::CompileArtifact(_)) {
-        init_logging();
+    // `serve` starts logging once its configuration says how.
+    if !matches!(cli.command, Command::CompileArtifact(_) | Command::Serve(_)) {
+        init_logging(crate::config::LogFormat::Text);
     }
     match cli.command {
         Command::Run(args) => crate::local_run::run(args),
         Command::New(args) => crate::new::new(&args),
         Command::Serve(args) => serve(args),
+        Command::Health(args) => crate::health::health(&args),
         Command::CompileArtifact(args) => crate::compiler::child::run(&args),
     }
 }
@@ -92,6 +96,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(exit_status::USAGE);
         }
     };
+    init_logging(config.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,13 +117,24 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// Logs go to stderr, filtered by `KILN_LOG` (e.g. `KILN_LOG=kiln_runtime=debug`).
-fn init_logging() {
+fn init_logging(format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        // One object per line, the span's fields (request id, route)
+        // flattened into each, for log shippers.
+        crate::config::LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        crate::config::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }

@@ -11,6 +11,7 @@ mod config;
 mod contract;
 mod egress;
 mod executions;
+mod health;
 mod http_server;
 mod jobs;
 #[cfg(test)]

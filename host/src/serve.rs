@@ -36,7 +36,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let state = assemble(config, program)?;
     let phase =
-        |name: &str| tracing::debug!(ms = begun.elapsed().as_secs_f64() * 1e3, "start-up: {name}");
+        |name: &str| tracing::debug!(ms = begun.elapsed().as_millis() as u64, "start-up: {name}");
     phase("store, authentication, engine, webhooks, workers");
     let (store, jobs, webhooks) = (
         state.store.clone(),
@@ -262,6 +262,9 @@ pub(crate) fn assemble(
         api::webhooks::execution_events(&events, record);
     }));
     metrics.watch(jobs.clone(), sandbox.clone(), store.clone(), compiler);
+    let trusted_proxies =
+        crate::api::client_ip::TrustedProxies::parse(&config.server.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("server.trusted_proxies: {e}"))?;
     Ok(AppState::new(crate::api::Shared {
         store,
         sandbox,
@@ -277,6 +280,7 @@ pub(crate) fn assemble(
         webhooks,
         egress,
         vault,
+        trusted_proxies,
     }))
 }
 

@@ -84,3 +84,47 @@ fn the_openapi_document_shows_the_security_schemes() {
     }
     assert!(needs("/healthz", "get").is_null());
 }
+
+/// Behind a trusted proxy (`server.trusted_proxies`), the address the
+/// proxy forwards is the client's: each gets its own failed-auth budget and
+/// the audit log names it. Without the setting the header is ignored.
+#[test]
+fn a_trusted_proxy_names_the_client_to_the_limiter_and_the_audit_log() {
+    let (kiln, _dir) = Kiln::start(&[
+        ("KILN_SERVER_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("KILN_RATE_LIMIT_FAILED_AUTH_PER_MINUTE", "2"),
+    ]);
+    let bad_token = |client: &str| {
+        kiln.anonymous(reqwest::Method::GET, "/v1/scripts")
+            .header("authorization", "Bearer not-a-token")
+            .header("x-forwarded-for", format!("198.51.100.1, {client}"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let first: Vec<u16> = (0..5).map(|_| bad_token("203.0.113.7")).collect();
+    assert!(first.contains(&429), "the client is blocked: {first:?}");
+    assert_eq!(bad_token("203.0.113.8"), 401, "another client is not");
+
+    let login = |kiln: &Kiln| {
+        let response = kiln
+            .anonymous(reqwest::Method::POST, "/v1/auth/login")
+            .header("x-forwarded-for", "203.0.113.9")
+            .json(&json!({"username": "admin", "password": "wrong password"}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        let audit: Value = kiln.get("/v1/audit").send().unwrap().json().unwrap();
+        audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["action"] == "login.failed")
+            .map(|entry| entry["ip"].clone())
+            .unwrap_or_else(|| panic!("no failed login audited: {audit}"))
+    };
+    assert_eq!(login(&kiln), "203.0.113.9");
+    let (direct, _dir) = Kiln::start(&[]);
+    assert_eq!(login(&direct), "127.0.0.1", "a header from an untrusted peer is ignored");
+}

@@ -13,6 +13,7 @@ mod attacks;
 mod auth;
 mod bundles;
 mod cli_run;
+mod deploy;
 mod egress;
 mod executions;
 mod functions;

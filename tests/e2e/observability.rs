@@ -334,3 +334,62 @@ fn readyz_waits_for_the_language_runtimes() {
         .unwrap();
     assert_eq!(run["result"], 1, "{run}");
 }
+
+/// `log.format = json`: every line a log shipper reads is one JSON object;
+/// request lines carry the request id, route, status and whole
+/// milliseconds. `kiln health` says whether a server is ready.
+#[test]
+fn json_logs_parse_line_by_line_and_kiln_health_reports_readiness() {
+    let data = tempfile::tempdir().unwrap();
+    let log_path = data.path().join("kiln.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let kiln = Kiln::start_logging_to(
+        &data.path().join("node"),
+        &[("KILN_LOG_FORMAT", "json"), ("KILN_LOG", "info")],
+        log,
+    );
+    kiln.create_script("logged", "javascript", "function main() { return 1; }");
+    assert_eq!(kiln.run("logged", json!({}))["result"], 1);
+    error_body(
+        kiln.get("/v1/scripts/missing").send().unwrap(),
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    let health = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["health", url, "--timeout-ms", "2000"])
+            .output()
+            .unwrap()
+    };
+    let ready = health(&kiln.base);
+    assert!(ready.status.success(), "{ready:?}");
+    assert_eq!(String::from_utf8_lossy(&ready.stdout), "ready\n");
+    let base = kiln.base.clone();
+    assert!(kiln.terminate().success());
+    let gone = health(&base);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot reach"));
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}")))
+        .collect();
+    let served: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "served")
+        .collect();
+    assert!(served.len() >= 3, "{text}");
+    let missing = served
+        .iter()
+        .find(|line| line["status"] == 404)
+        .unwrap_or_else(|| panic!("no 404 line: {text}"));
+    assert!(missing["ms"].is_u64(), "whole milliseconds: {missing}");
+    assert_eq!(missing["span"]["route"], "/v1/scripts/{id_or_name}");
+    assert!(missing["span"]["request_id"].is_string(), "{missing}");
+    assert!(
+        lines.iter().any(|line| line["message"] == "ready"),
+        "start-up says when it is ready: {text}"
+    );
+}

@@ -182,18 +182,17 @@ pub fn is_function(route: &str) -> bool {
         .any(|(_, r, access)| *r == route && *access == Function)
 }
 
-/// The client's address, as the connection gave it.
+/// The client's address: the connection's peer, or what a trusted proxy
+/// says (`client_ip.rs`).
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub String);
 
 impl ClientIp {
-    fn of(request: &Request) -> Self {
-        Self(
-            request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
-        )
+    fn of(state: &AppState, request: &Request) -> Self {
+        Self(state.trusted_proxies.client(
+            request.extensions().get::<ConnectInfo<SocketAddr>>(),
+            request.headers(),
+        ))
     }
 }
 
@@ -225,7 +224,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         // operation to one), so this is a method the route lacks.
         return method_not_allowed(&route);
     };
-    let ip = ClientIp::of(&request);
+    let ip = ClientIp::of(&state, &request);
     request.extensions_mut().insert(ip.clone());
 
     let (principal, bucket_key) = if access == Public {

@@ -1,6 +1,7 @@
 //! The HTTP front door: `router` wires the resource modules and the layers.
 
-pub mod access;
+mod access;
+pub(crate) mod client_ip;
 mod analytics;
 mod api_keys;
 mod audit;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub egress: Arc<crate::egress::Gateway>,
     /// Seals config values and requests' `env` at rest.
     pub vault: Arc<crate::vault::Vault>,
+    /// Whose forwarding headers name the client (`client_ip.rs`).
+    pub trusted_proxies: client_ip::TrustedProxies,
 }
 
 impl AppState {
@@ -310,7 +313,7 @@ async fn request_id_and_errors(request: Request, next: Next) -> Response {
             tracing::error!(%path, %panic, "the handler panicked");
         }
         tracing::info!(%path, status = response.status().as_u16(),
-            ms = started.elapsed().as_secs_f64() * 1000.0, "served");
+            ms = started.elapsed().as_millis() as u64, "served");
     });
     let mut response = error::finish(response, &id);
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -34,7 +34,7 @@ macro_rules! parsed_setting {
     )*};
 }
 
-parsed_setting!(u32, u64, usize, bool, SocketAddr);
+parsed_setting!(u32, u64, usize, bool, SocketAddr, super::LogFormat);
 
 /// Paths and secrets are taken as written, spaces and all.
 macro_rules! verbatim_setting {

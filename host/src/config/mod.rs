@@ -42,6 +42,25 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("{other:?} is not a log format: text or json")),
+        }
+    }
+}
+
 // Every key, once: its type, its default and what it means. `kiln.toml`
 // has a `[section]` table per section, the environment `KILN_<SECTION>_<KEY>`,
 // the command line `--set section.key=value`.
@@ -65,6 +84,18 @@ sections! {
         /// How long a connection may take to send a request's headers, may sit
         /// idle between requests, and may pause within a request's body.
         header_read_timeout_ms: u64 = 10_000,
+        /// Proxies (addresses or CIDRs) whose `Forwarded` / `X-Forwarded-For`
+        /// name the client for rate limits and the audit log; none by
+        /// default: the connection's peer is the client.
+        trusted_proxies: Vec<String> = Vec::new(),
+    }
+
+    /// What `kiln serve` logs to stderr, and how. Which events is
+    /// `KILN_LOG` (e.g. `info`, `kiln=debug`; default `warn`).
+    log: LogConfig / LogLayer {
+        /// `text` (for people) or `json` (one object per line, for log
+        /// shippers).
+        format: LogFormat = LogFormat::Text,
     }
 
     workers: WorkersConfig / WorkersLayer {
@@ -326,6 +357,9 @@ impl Config {
             return invalid(
                 "server.max_connections, server.max_connections_per_ip and server.header_read_timeout_ms must be at least 1",
             );
+        }
+        if let Err(e) = crate::api::client_ip::TrustedProxies::parse(&self.server.trusted_proxies) {
+            return Err(ConfigError::Invalid(format!("server.trusted_proxies: {e}")));
         }
         let a = &self.auth;
         if a.jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
