@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Floors from the top; a module may import from its floor or below.
 const FLOORS: &[&[&str]] = &[
-    &["cli", "serve", "local_run", "new", "bench"],
+    &["cli", "serve", "local_run", "new", "bench", "health"],
     &["api"],
     &["schedules", "webhooks", "retention"],
     &["executions"],
@@ -22,6 +22,7 @@ const FLOORS: &[&[&str]] = &[
         "metrics",
         "memory",
         "http_server",
+        "lifecycle",
     ],
     &["store", "config", "contract"],
 ];

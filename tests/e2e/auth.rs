@@ -126,5 +126,9 @@ fn a_trusted_proxy_names_the_client_to_the_limiter_and_the_audit_log() {
     };
     assert_eq!(login(&kiln), "203.0.113.9");
     let (direct, _dir) = Kiln::start(&[]);
-    assert_eq!(login(&direct), "127.0.0.1", "a header from an untrusted peer is ignored");
+    assert_eq!(
+        login(&direct),
+        "127.0.0.1",
+        "a header from an untrusted peer is ignored"
+    );
 }

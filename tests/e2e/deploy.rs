@@ -18,8 +18,8 @@ fn applied() -> Vec<Yaml> {
     for entry in std::fs::read_dir(deploy().join("k8s")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let parsed = YamlLoader::load_from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let parsed =
+            YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         documents.extend(parsed);
     }
     documents
@@ -40,7 +40,10 @@ fn the_manifests_are_one_node_sized_and_probed_as_the_binary_behaves() {
     let documents = applied();
     for document in &documents {
         for field in ["apiVersion", "kind"] {
-            assert!(document[field].as_str().is_some(), "no {field}: {document:?}");
+            assert!(
+                document[field].as_str().is_some(),
+                "no {field}: {document:?}"
+            );
         }
         assert!(document["metadata"]["name"].as_str().is_some());
         let kind = document["kind"].as_str().unwrap();
@@ -98,7 +101,11 @@ fn the_manifests_are_one_node_sized_and_probed_as_the_binary_behaves() {
         Some("/healthz"),
         "a start-up compile must not look dead"
     );
-    for secret in ["KILN_AUTH_JWT_SECRET", "KILN_ADMIN_PASSWORD", "KILN_MASTER_KEY"] {
+    for secret in [
+        "KILN_AUTH_JWT_SECRET",
+        "KILN_ADMIN_PASSWORD",
+        "KILN_MASTER_KEY",
+    ] {
         let var = container["env"]
             .as_vec()
             .unwrap()

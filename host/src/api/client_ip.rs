@@ -128,15 +128,17 @@ mod tests {
     }
 
     fn trusted(entries: &[&str]) -> TrustedProxies {
-        TrustedProxies::parse(&entries.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>())
-            .unwrap()
+        TrustedProxies::parse(&entries.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>()).unwrap()
     }
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_says() {
         let proxies = trusted(&["10.0.0.0/8"]);
         let forged = headers(&[("x-forwarded-for", "1.2.3.4")]);
-        assert_eq!(proxies.client(Some(&peer("203.0.113.9")), &forged), "203.0.113.9");
+        assert_eq!(
+            proxies.client(Some(&peer("203.0.113.9")), &forged),
+            "203.0.113.9"
+        );
         assert_eq!(
             TrustedProxies::default().client(Some(&peer("10.0.0.1")), &forged),
             "10.0.0.1",
@@ -149,12 +151,18 @@ mod tests {
         let proxies = trusted(&["10.0.0.0/8", "192.168.1.1"]);
         // The client forged the first entry; the proxies appended the rest.
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7, 192.168.1.1")]);
-        assert_eq!(proxies.client(Some(&peer("10.1.2.3")), &chain), "203.0.113.7");
+        assert_eq!(
+            proxies.client(Some(&peer("10.1.2.3")), &chain),
+            "203.0.113.7"
+        );
         let split = headers(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "203.0.113.7"),
         ]);
-        assert_eq!(proxies.client(Some(&peer("10.1.2.3")), &split), "203.0.113.7");
+        assert_eq!(
+            proxies.client(Some(&peer("10.1.2.3")), &split),
+            "203.0.113.7"
+        );
         let rfc = headers(&[(
             "forwarded",
             "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https, for=10.0.0.2",
@@ -165,7 +173,10 @@ mod tests {
         let hidden = headers(&[("forwarded", "for=unknown")]);
         assert_eq!(proxies.client(Some(&peer("10.1.2.3")), &hidden), "10.1.2.3");
         let mapped = headers(&[("x-forwarded-for", "::ffff:203.0.113.8")]);
-        assert_eq!(proxies.client(Some(&peer("10.1.2.3")), &mapped), "203.0.113.8");
+        assert_eq!(
+            proxies.client(Some(&peer("10.1.2.3")), &mapped),
+            "203.0.113.8"
+        );
     }
 
     #[test]

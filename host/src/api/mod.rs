@@ -1,11 +1,11 @@
 //! The HTTP front door: `router` wires the resource modules and the layers.
 
 mod access;
-pub(crate) mod client_ip;
 mod analytics;
 mod api_keys;
 mod audit;
 mod auth;
+pub(crate) mod client_ip;
 mod error;
 mod etag;
 mod executions;

@@ -358,8 +358,14 @@ impl Config {
                 "server.max_connections, server.max_connections_per_ip and server.header_read_timeout_ms must be at least 1",
             );
         }
-        if let Err(e) = crate::api::client_ip::TrustedProxies::parse(&self.server.trusted_proxies) {
-            return Err(ConfigError::Invalid(format!("server.trusted_proxies: {e}")));
+        // Read as `api/client_ip.rs` reads them.
+        if let Some(bad) = self.server.trusted_proxies.iter().find(|entry| {
+            let entry = entry.trim();
+            entry.parse::<ipnet::IpNet>().is_err() && entry.parse::<std::net::IpAddr>().is_err()
+        }) {
+            return Err(ConfigError::Invalid(format!(
+                "server.trusted_proxies: {bad:?} is not an address or a CIDR"
+            )));
         }
         let a = &self.auth;
         if a.jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
