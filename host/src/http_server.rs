@@ -19,11 +19,13 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
 /// What bounds the open connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub max: usize,
     pub per_ip: usize,
     pub header_read_timeout: Duration,
+    /// Proxies carry many clients' connections: only `max` holds for them.
+    pub trusted: crate::client_ip::TrustedProxies,
 }
 
 /// Serves `app` on `listener` until `shutdown` completes; then stops
@@ -124,7 +126,8 @@ impl Open {
         let mut guard = open.by_address.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_address) = &mut *guard;
         let mine = per_address.get(&address).copied().unwrap_or(0);
-        if *total >= open.limits.max || mine >= open.limits.per_ip {
+        let capped = !open.limits.trusted.trusts(ip) && mine >= open.limits.per_ip;
+        if *total >= open.limits.max || capped {
             return None;
         }
         *total += 1;
@@ -163,7 +166,20 @@ mod tests {
             max,
             per_ip,
             header_read_timeout: Duration::from_secs(1),
+            trusted: crate::client_ip::TrustedProxies::parse(
+                &["10.9.9.9".to_owned()],
+                crate::config::ForwardedHeader::XForwardedFor,
+            )
+            .unwrap(),
         }))
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_held_only_to_the_total() {
+        let open = limits(3, 1);
+        let proxy: IpAddr = "10.9.9.9".parse().unwrap();
+        let _held: Vec<Slot> = (0..3).map(|_| Open::admit(&open, proxy).unwrap()).collect();
+        assert!(Open::admit(&open, proxy).is_none(), "in all");
     }
 
     #[test]

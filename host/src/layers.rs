@@ -23,6 +23,7 @@ const FLOORS: &[&[&str]] = &[
         "memory",
         "http_server",
         "lifecycle",
+        "client_ip",
     ],
     &["store", "config", "contract"],
 ];

@@ -6,6 +6,7 @@ mod auth;
 #[doc(hidden)]
 pub mod bench;
 pub mod cli;
+mod client_ip;
 mod compiler;
 mod config;
 mod contract;

@@ -299,10 +299,13 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
             bundle::from_map(language_of(lang), args.entry.clone(), files).map_err(as_bundle)?;
         return Ok((lang, kiln_runtime::Source::Bundle(bundle).encode()));
     }
-    let bytes = std::fs::read(path).map_err(unreadable)?;
+    let name = path.to_string_lossy();
+    let archive = [".zip", ".tar", ".tgz", ".tar.gz"]
+        .iter()
+        .any(|extension| name.ends_with(extension));
     let lang = match args.lang {
         Some(lang) => lang,
-        None if bundle::is_archive(&bytes) => match &args.entry {
+        None if archive => match &args.entry {
             Some(entry) => lang_of(std::path::Path::new(entry))?,
             None => {
                 return Err(Failure::Usage(format!(
@@ -313,6 +316,7 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
         },
         None => lang_of(path)?,
     };
+    let bytes = std::fs::read(path).map_err(unreadable)?;
     if lang != Lang::Wasm && bundle::is_archive(&bytes) {
         let bundle = bundle::from_archive(language_of(lang), args.entry.clone(), &bytes)
             .map_err(as_bundle)?;

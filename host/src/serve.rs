@@ -81,6 +81,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let first_admin = state.auth.clone();
     let state_config = state.config.clone();
     let connection_metrics = state.metrics.clone();
+    let trusted_proxies = state.trusted_proxies.clone();
     tokio::spawn(load_runtimes(
         state.runtimes.clone(),
         lifecycle.clone(),
@@ -99,6 +100,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max: server.max_connections,
         per_ip: server.max_connections_per_ip,
         header_read_timeout: std::time::Duration::from_millis(server.header_read_timeout_ms),
+        trusted: trusted_proxies,
     };
     let refused = move || connection_metrics.connection_refused();
     let server = crate::http_server::serve(listener, app, limits, refused, async move {
@@ -152,18 +154,27 @@ async fn load_runtimes(
 ) {
     use crate::store::Language;
     for language in [Language::Javascript, Language::Python] {
-        let started = std::time::Instant::now();
-        tracing::info!(?language, "start-up: loading a language runtime");
-        match runtimes.get(language).await {
-            Ok(_) => tracing::info!(
-                ?language,
-                ms = started.elapsed().as_millis() as u64,
-                "start-up: language runtime loaded"
-            ),
-            Err(e) => {
-                tracing::error!(?language, error = %e,
-                    "the language runtime does not load: the node stays unready");
-                return;
+        // A failed compile (its child killed for memory, say) is tried
+        // again, less and less often: the node is not ready meanwhile.
+        let mut pause = std::time::Duration::from_secs(1);
+        loop {
+            let started = std::time::Instant::now();
+            tracing::info!(?language, "start-up: loading a language runtime");
+            match runtimes.get(language).await {
+                Ok(_) => {
+                    tracing::info!(
+                        ?language,
+                        ms = started.elapsed().as_millis() as u64,
+                        "start-up: language runtime loaded"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(?language, error = %e, retry_in_s = pause.as_secs(),
+                        "the language runtime does not load; the node stays unready");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(60));
+                }
             }
         }
     }
@@ -262,9 +273,11 @@ pub(crate) fn assemble(
         api::webhooks::execution_events(&events, record);
     }));
     metrics.watch(jobs.clone(), sandbox.clone(), store.clone(), compiler);
-    let trusted_proxies =
-        crate::api::client_ip::TrustedProxies::parse(&config.server.trusted_proxies)
-            .map_err(|e| anyhow::anyhow!("server.trusted_proxies: {e}"))?;
+    let trusted_proxies = crate::client_ip::TrustedProxies::parse(
+        &config.server.trusted_proxies,
+        config.server.forwarded_header,
+    )
+    .map_err(|e| anyhow::anyhow!("server.trusted_proxies: {e}"))?;
     Ok(AppState::new(crate::api::Shared {
         store,
         sandbox,

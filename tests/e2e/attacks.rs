@@ -221,7 +221,10 @@ fn kiln_s_own_runtimes_compile_in_a_child_whatever_tenants_are_held_to() {
         .flatten()
         .filter(|f| f.path().extension().is_some_and(|e| e == "cwasm"))
         .count();
-    assert_eq!(artifacts, 1, "the JavaScript runtime, compiled by a child");
+    assert_eq!(
+        artifacts, 2,
+        "both language runtimes, compiled by children at start"
+    );
     // A tenant's compile is held to those bounds.
     let answer = upload_wasm(&kiln, "slow", fresh_slow_module(40, 3));
     error_body(answer, 422, "COMPILE_ERROR");

@@ -5,7 +5,6 @@ mod analytics;
 mod api_keys;
 mod audit;
 mod auth;
-pub(crate) mod client_ip;
 mod error;
 mod etag;
 mod executions;
@@ -77,7 +76,7 @@ pub struct Shared {
     /// Seals config values and requests' `env` at rest.
     pub vault: Arc<crate::vault::Vault>,
     /// Whose forwarding headers name the client (`client_ip.rs`).
-    pub trusted_proxies: client_ip::TrustedProxies,
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 impl AppState {

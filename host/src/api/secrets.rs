@@ -19,6 +19,9 @@ use super::{ApiError, ApiJson, ApiPath, AppState};
 use crate::auth::Principal;
 use crate::store::script_data::SharedSecretRecord;
 
+/// Serializes changes (few, by admins): see `put`.
+static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// At most this many shared secrets on a server.
 pub const MAX_SHARED_SECRETS: usize = 100;
 /// A value is at most this many bytes (as a script's config value).
@@ -72,7 +75,9 @@ pub struct SecretInput {
     #[schema(example = "sk_live_…")]
     value: Option<String>,
     /// Scripts, by name or id, whose runs get it; `["*"]` for every
-    /// script. Up to 1000.
+    /// script, including those created later by anyone who may create
+    /// scripts. A grant follows the script, whoever changes its content
+    /// next. Up to 1000.
     #[schema(example = json!(["billing", "invoices"]))]
     scripts: Vec<String>,
 }
@@ -135,6 +140,9 @@ async fn put(
         ));
     }
     let scripts = grants(&state, &input.scripts)?;
+    // One change at a time: the count checked is the count written, and
+    // two puts of one name do not both create it.
+    let _writing = WRITES.lock().await;
     let current = state.store.shared_secret(&name)?;
     let created = current.is_none();
     let now = crate::now();

@@ -34,7 +34,15 @@ macro_rules! parsed_setting {
     )*};
 }
 
-parsed_setting!(u32, u64, usize, bool, SocketAddr, super::LogFormat);
+parsed_setting!(
+    u32,
+    u64,
+    usize,
+    bool,
+    SocketAddr,
+    super::LogFormat,
+    super::ForwardedHeader
+);
 
 /// Paths and secrets are taken as written, spaces and all.
 macro_rules! verbatim_setting {

@@ -61,6 +61,26 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// Which forwarding header trusted proxies write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum ForwardedHeader {
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+impl std::str::FromStr for ForwardedHeader {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            other => Err(format!("{other:?} is not x-forwarded-for or forwarded")),
+        }
+    }
+}
+
 // Every key, once: its type, its default and what it means. `kiln.toml`
 // has a `[section]` table per section, the environment `KILN_<SECTION>_<KEY>`,
 // the command line `--set section.key=value`.
@@ -88,6 +108,10 @@ sections! {
         /// name the client for rate limits and the audit log; none by
         /// default: the connection's peer is the client.
         trusted_proxies: Vec<String> = Vec::new(),
+        /// The header those proxies write the client into: `x-forwarded-for`
+        /// or `forwarded` (RFC 7239). Only that one is read: a client's own
+        /// copy of the other would pass through the proxy untouched.
+        forwarded_header: ForwardedHeader = ForwardedHeader::XForwardedFor,
     }
 
     /// What `kiln serve` logs to stderr, and how. Which events is
@@ -358,7 +382,7 @@ impl Config {
                 "server.max_connections, server.max_connections_per_ip and server.header_read_timeout_ms must be at least 1",
             );
         }
-        // Read as `api/client_ip.rs` reads them.
+        // Read as `client_ip.rs` reads them.
         if let Some(bad) = self.server.trusted_proxies.iter().find(|entry| {
             let entry = entry.trim();
             entry.parse::<ipnet::IpNet>().is_err() && entry.parse::<std::net::IpAddr>().is_err()

@@ -35,12 +35,46 @@ fn archive_kind(bytes: &[u8]) -> Option<ArchiveKind> {
         Some(ArchiveKind::Zip)
     } else if bytes.starts_with(&[0x1f, 0x8b]) {
         Some(ArchiveKind::Gzip)
-    } else if bytes.get(257..262) == Some(b"ustar") {
+    } else if is_tar_header(bytes) {
         Some(ArchiveKind::Tar)
     } else {
         None
     }
 }
+
+/// A tar header: `ustar` at 257 and a checksum that adds up (so a source
+/// file that happens to have `ustar` there is still a source file).
+fn is_tar_header(bytes: &[u8]) -> bool {
+    let Some(header) = bytes.get(..512) else {
+        return false;
+    };
+    if &header[257..262] != b"ustar" {
+        return false;
+    }
+    let stored = std::str::from_utf8(&header[148..156])
+        .ok()
+        .map(|field| field.trim_matches(|c: char| c == '\0' || c == ' '))
+        .and_then(|field| u32::from_str_radix(field, 8).ok());
+    // The checksum counts its own field as eight spaces.
+    let sum: u32 = header
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    stored == Some(sum)
+}
+
+/// What a tar stream may inflate to: the files' bound plus headers (and a
+/// long name or PAX record each) for as many entries as are looked at.
+/// The tar reader holds a long name or PAX record whole in memory, so the
+/// stream itself is cut here rather than trusting what its headers claim.
+const MAX_TAR_STREAM: u64 = MAX_BYTES as u64 + (MAX_FILES as u64 * 4) * 2048;
 
 /// A bundle from a JSON map of path to text; `entry` defaults to the
 /// language's usual name (see [`default_entry`]).
@@ -101,10 +135,12 @@ pub fn from_archive(
             }
         }
         Some(ArchiveKind::Gzip) => {
-            let inflated = flate2::read::GzDecoder::new(bytes);
+            let inflated = flate2::read::GzDecoder::new(bytes).take(MAX_TAR_STREAM);
             read_tar(tar::Archive::new(inflated), &mut files)?;
         }
-        Some(ArchiveKind::Tar) => read_tar(tar::Archive::new(bytes), &mut files)?,
+        Some(ArchiveKind::Tar) => {
+            read_tar(tar::Archive::new(bytes.take(MAX_TAR_STREAM)), &mut files)?;
+        }
         None => {
             return Err(ApiError::invalid(
                 "content",
@@ -112,7 +148,14 @@ pub fn from_archive(
             ));
         }
     }
-    files.strip_common_directory();
+    let stripped = files.strip_common_directory();
+    // An entry named as it was in the archive still names its file.
+    let entry = entry.map(|entry| match &stripped {
+        Some(prefix) => entry
+            .strip_prefix(prefix.as_str())
+            .map_or(entry.clone(), str::to_owned),
+        None => entry,
+    });
     files.finish(language, entry, "content")
 }
 
@@ -216,21 +259,22 @@ impl Files {
     }
 
     /// `app/main.js`, `app/lib.js` → `main.js`, `lib.js`: what zipping a
-    /// folder makes.
-    fn strip_common_directory(&mut self) {
-        let Some(first) = self.files.keys().next() else {
-            return;
-        };
-        let Some((dir, _)) = first.split_once('/') else {
-            return;
-        };
+    /// folder makes; the prefix taken off, if any. A folder that is a
+    /// Python package (its own `__init__.py`) stays: its name is how its
+    /// modules are imported.
+    fn strip_common_directory(&mut self) -> Option<String> {
+        let first = self.files.keys().next()?;
+        let (dir, _) = first.split_once('/')?;
         let prefix = format!("{dir}/");
-        if self.files.keys().all(|path| path.starts_with(&prefix)) {
-            self.files = std::mem::take(&mut self.files)
-                .into_iter()
-                .map(|(path, text)| (path[prefix.len()..].to_owned(), text))
-                .collect();
+        let all_inside = self.files.keys().all(|path| path.starts_with(&prefix));
+        if !all_inside || self.files.contains_key(&format!("{prefix}__init__.py")) {
+            return None;
         }
+        self.files = std::mem::take(&mut self.files)
+            .into_iter()
+            .map(|(path, text)| (path[prefix.len()..].to_owned(), text))
+            .collect();
+        Some(prefix)
     }
 
     fn finish(
@@ -449,6 +493,73 @@ mod tests {
                 ["lib/a.js", "main.js"]
             );
         }
+    }
+
+    #[test]
+    fn a_named_entry_survives_the_unwrapping_and_a_package_folder_stays() {
+        let zipped = zip_of(&[("app/main.js", b""), ("app/lib.js", b"")]);
+        let bundle = from_archive(Language::Javascript, Some("app/main.js".into()), &zipped);
+        assert_eq!(bundle.unwrap().entry, "main.js");
+        let package = zip_of(&[
+            ("mypkg/__init__.py", b""),
+            ("mypkg/__main__.py", b""),
+            ("mypkg/util.py", b""),
+        ]);
+        let bundle =
+            from_archive(Language::Python, Some("mypkg/__main__.py".into()), &package).unwrap();
+        assert!(bundle.files.contains_key("mypkg/util.py"));
+    }
+
+    #[test]
+    fn source_with_ustar_at_257_is_not_a_tar() {
+        let mut source = "x".repeat(257);
+        source.push_str("ustar and more text after it, long enough to fill a whole header block ");
+        source.push_str(&"y".repeat(300));
+        assert!(!is_archive(source.as_bytes()));
+        let real = tar_gz_of(&[("main.js", b"")]);
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&real[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert!(is_archive(&plain), "an uncompressed tar still is one");
+    }
+
+    #[test]
+    fn a_huge_long_name_record_is_cut_off() {
+        // A GNU long-name record of 64 MiB ("main.js" then zeros) before an
+        // ordinary file: read whole, it would name that file and the
+        // archive would unpack; the stream stops at its bound first.
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut write = |bytes: &[u8]| std::io::Write::write_all(&mut encoder, bytes).unwrap();
+        let record = 64usize << 20;
+        let mut header = tar::Header::new_gnu();
+        header.set_path("././@LongLink").unwrap();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_size(record as u64);
+        header.set_cksum();
+        write(header.as_bytes());
+        write(b"main.js");
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = record - "main.js".len();
+        while left > 0 {
+            let n = left.min(zeros.len());
+            write(&zeros[..n]);
+            left -= n;
+        }
+        let body = b"export default () => 1;";
+        let mut file = tar::Header::new_gnu();
+        file.set_path("placeholder.js").unwrap();
+        file.set_size(body.len() as u64);
+        file.set_mode(0o644);
+        file.set_cksum();
+        write(file.as_bytes());
+        write(body);
+        write(&[0u8; 512 - 23]);
+        write(&[0u8; 1024]);
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 1 << 20, "small on the wire");
+        let error = from_archive(Language::Javascript, None, &bomb).unwrap_err();
+        assert!(message(error).contains("cannot be read"));
     }
 
     #[test]

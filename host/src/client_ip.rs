@@ -1,8 +1,9 @@
 //! Which address a request comes from, for the rate limiter and the audit
 //! log. The connection's peer, unless that peer is a proxy the operator
-//! trusts (`server.trusted_proxies`): then the nearest address in
-//! `Forwarded` (RFC 7239) or `X-Forwarded-For` that is not itself a trusted
-//! proxy. Any client can write those headers, so they are read only from a
+//! trusts (`server.trusted_proxies`): then the nearest address that is not
+//! itself a trusted proxy in the one header those proxies write
+//! (`server.forwarded_header`: `X-Forwarded-For` or RFC 7239 `Forwarded`).
+//! Any client can write either header, so only that one is read, only from a
 //! trusted peer, and from the right: what a trusted proxy appended.
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,9 +12,23 @@ use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// The proxies whose forwarding headers are believed.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+use crate::config::ForwardedHeader;
+
+/// The proxies whose forwarding header is believed, and which header.
+#[derive(Debug, Clone)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    header: ForwardedHeader,
+}
+
+impl Default for TrustedProxies {
+    fn default() -> Self {
+        Self {
+            nets: Vec::new(),
+            header: ForwardedHeader::XForwardedFor,
+        }
+    }
+}
 
 impl TrustedProxies {
     /// Parses CIDRs (`10.0.0.0/8`) or single addresses.
@@ -21,8 +36,8 @@ impl TrustedProxies {
     /// # Errors
     ///
     /// The first entry that is neither.
-    pub fn parse(entries: &[String]) -> Result<Self, String> {
-        entries
+    pub fn parse(entries: &[String], header: ForwardedHeader) -> Result<Self, String> {
+        let nets = entries
             .iter()
             .map(|entry| {
                 let entry = entry.trim();
@@ -31,13 +46,15 @@ impl TrustedProxies {
                     .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
                     .map_err(|_| format!("{entry:?} is not an address or a CIDR"))
             })
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<_, _>>()?;
+        Ok(Self { nets, header })
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of the trusted proxies (whose connections count
+    /// as many clients').
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The client's address for a request from `peer` with `headers`.
@@ -49,44 +66,40 @@ impl TrustedProxies {
             return peer.to_string();
         }
         // Nearest hop first: the last entry was added by the peer itself.
-        let hops = forwarded_for(headers);
-        for hop in hops.iter().rev() {
+        let mut nearest = peer;
+        for hop in forwarded_for(headers, self.header).into_iter().rev() {
             match hop {
-                Some(ip) if self.trusts(*ip) => {}
+                Some(ip) if self.trusts(ip) => nearest = ip,
                 Some(ip) => return ip.to_string(),
                 // A hop that hides its address (`unknown`, an obfuscated
-                // name): nothing further left can be trusted.
+                // name): what lies farther left was written by whoever
+                // connected there, so the trusted hop that reported it is
+                // the client as far as Kiln can tell.
                 None => break,
             }
         }
-        // Every hop a trusted proxy (or none named): the farthest one seen.
-        hops.into_iter()
-            .flatten()
-            .next()
-            .unwrap_or(peer)
-            .to_string()
+        nearest.to_string()
     }
 }
 
-/// The `for` addresses of `Forwarded`, else those of `X-Forwarded-For`, in
-/// order (farthest first); `None` for a hop whose address is not given.
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<Option<IpAddr>> = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (name, value) = pair.split_once('=')?;
-                name.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| node_address(value.trim().trim_matches('"')))
+/// The hops `header` lists, in order (farthest first); `None` for a hop
+/// whose address is not given.
+fn forwarded_for(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    if header == ForwardedHeader::Forwarded {
+        return headers
+            .get_all("forwarded")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.split_once('=')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| node_address(value.trim().trim_matches('"')))
+                })
             })
-        })
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded;
+            .collect();
     }
     headers
         .get_all("x-forwarded-for")
@@ -127,8 +140,13 @@ mod tests {
         map
     }
 
+    fn trusted_with(entries: &[&str], header: ForwardedHeader) -> TrustedProxies {
+        let entries: Vec<String> = entries.iter().map(|e| (*e).to_owned()).collect();
+        TrustedProxies::parse(&entries, header).unwrap()
+    }
+
     fn trusted(entries: &[&str]) -> TrustedProxies {
-        TrustedProxies::parse(&entries.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>()).unwrap()
+        trusted_with(entries, ForwardedHeader::XForwardedFor)
     }
 
     #[test]
@@ -167,11 +185,25 @@ mod tests {
             "forwarded",
             "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https, for=10.0.0.2",
         )]);
-        assert_eq!(proxies.client(Some(&peer("10.1.2.3")), &rfc), "2001:db8::7");
+        let rfc_proxies = trusted_with(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
+        assert_eq!(
+            rfc_proxies.client(Some(&peer("10.1.2.3")), &rfc),
+            "2001:db8::7"
+        );
+        assert_eq!(
+            proxies.client(Some(&peer("10.1.2.3")), &rfc),
+            "10.1.2.3",
+            "only the configured header is read: a client's own Forwarded passes proxies untouched"
+        );
         let none = headers(&[]);
         assert_eq!(proxies.client(Some(&peer("10.1.2.3")), &none), "10.1.2.3");
-        let hidden = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(proxies.client(Some(&peer("10.1.2.3")), &hidden), "10.1.2.3");
+        // A hop that hides its address: the trusted hop that reported it,
+        // never what the client wrote farther left.
+        let hidden = headers(&[("forwarded", "for=6.6.6.6, for=unknown, for=10.0.0.2")]);
+        assert_eq!(
+            rfc_proxies.client(Some(&peer("10.1.2.3")), &hidden),
+            "10.0.0.2"
+        );
         let mapped = headers(&[("x-forwarded-for", "::ffff:203.0.113.8")]);
         assert_eq!(
             proxies.client(Some(&peer("10.1.2.3")), &mapped),
@@ -181,8 +213,9 @@ mod tests {
 
     #[test]
     fn bad_entries_are_refused() {
-        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
-        assert!(TrustedProxies::parse(&["proxy.local".into()]).is_err());
-        assert!(TrustedProxies::parse(&[" 10.0.0.1 ".into(), "::1/128".into()]).is_ok());
+        let header = ForwardedHeader::XForwardedFor;
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()], header).is_err());
+        assert!(TrustedProxies::parse(&["proxy.local".into()], header).is_err());
+        assert!(TrustedProxies::parse(&[" 10.0.0.1 ".into(), "::1/128".into()], header).is_ok());
     }
 }
