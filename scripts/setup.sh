@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building Kiln needs beyond rustup's host toolchain: the
 # wasm32-wasip2 target, clang-19 + llvm-19 + wasi-libc headers for the C part
-# of the JavaScript runtime (QuickJS), componentize-py (PyPI) for the Python
-# runtime (and tzdata for its zoneinfo), the x86_64-unknown-linux-musl target and musl-tools for the static
-# build, and openapi-spec-validator and standardwebhooks (PyPI) for the
-# tests. Safe to run again.
+# of the JavaScript runtime (QuickJS), a Python virtual environment
+# (target/python-tools) with componentize-py and tzdata (PyPI) for the Python
+# runtime and openapi-spec-validator and standardwebhooks for the tests, and
+# the x86_64-unknown-linux-musl target and musl-tools for the static build.
+# Works on a stock Debian 12 too. Safe to run again.
 set -euo pipefail
 
 rustup target add wasm32-wasip2
@@ -21,24 +22,31 @@ if ! command -v clang-19 >/dev/null || ! command -v llvm-ar-19 >/dev/null \
         clang-19 llvm-19 wasi-libc musl-tools >/dev/null
 fi
 
-if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore componentize-py==0.25.1
-    # pyenv installs console scripts behind shims that need a rehash.
-    if command -v pyenv >/dev/null; then pyenv rehash; fi
+# PyPI tools go into a virtual environment of the repository's own,
+# target/python-tools: a stock Debian's Python refuses `pip install`
+# (externally managed), and nothing here changes the system's Python. The
+# components build (components/artifacts/build.rs) and the tests look there.
+tools="$(cd "$(dirname "$0")/.." && pwd)/target/python-tools"
+if [ ! -x "$tools/bin/python3" ]; then
+    # Debian ships venv's pip apart, in python3-venv.
+    if ! python3 -m venv "$tools" >/dev/null 2>&1; then
+        rm -rf "$tools"
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            python3-venv >/dev/null
+        python3 -m venv "$tools"
+    fi
 fi
+# componentize-py builds the Python runtime, tzdata is its time zones;
+# openapi-spec-validator and standardwebhooks are what the end-to-end tests
+# check /openapi.json and webhook signatures against.
+for pinned in componentize-py==0.25.1 tzdata==2026.6 openapi-spec-validator==0.9.0 \
+    standardwebhooks==1.1.0; do
+    name="${pinned%%==*}" version="${pinned##*==}"
+    if [ "$("$tools/bin/python3" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null)" != "$version" ]; then
+        "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check "$pinned"
+    fi
+done
 
-# The Python runtime embeds this IANA time zone database for zoneinfo
-# (components/artifacts/build.rs).
-if [ "$(python3 -c 'import tzdata; print(tzdata.__version__)' 2>/dev/null)" != "2026.6" ]; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore tzdata==2026.6
-fi
-
-# The end-to-end tests validate /openapi.json with the reference validator.
-if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openapi-spec-validator==0.9.0
-fi
-
-# The webhook tests check Kiln's signatures with the stock Standard Webhooks verifier.
-if ! python3 -c 'import standardwebhooks' 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore standardwebhooks==1.1.0
-fi

@@ -53,6 +53,11 @@ fn main() {
             .and_then(Path::parent)
             .map(Path::to_path_buf);
     }
+    // scripts/setup.sh's virtual environment of PyPI tools, if there is one.
+    let python_tools = target_dir
+        .as_deref()
+        .map(|t| t.join("python-tools").join("bin"))
+        .filter(|bin| bin.is_dir());
     let target_dir = target_dir
         .map(|t| t.join("wasm-guests"))
         .unwrap_or_else(|| out_dir.join("wasm-guests"));
@@ -83,7 +88,11 @@ fn main() {
     assert!(status.success(), "building the guest components failed");
 
     let release = target_dir.join(TARGET).join("release");
-    build_python_runtime(&components, &release.join("kiln_python.wasm"));
+    build_python_runtime(
+        &components,
+        &release.join("kiln_python.wasm"),
+        python_tools.as_deref(),
+    );
     let guests = guest_names(&components.join("guests/src/bin"));
     let mut generated = String::new();
     for name in &guests {
@@ -261,7 +270,7 @@ fn write_aside_and_rename(path: &Path, bytes: &[u8]) {
 /// componentize-py (its output has the interpreter and the imported stdlib
 /// already loaded). Rebuilt only when app.py, the `kiln` package beside it or
 /// the WIT changed.
-fn build_python_runtime(components: &Path, out: &Path) {
+fn build_python_runtime(components: &Path, out: &Path, tools: Option<&Path>) {
     let app = components.join("python/app.py");
     let wit = components.join("../runtime/wit");
     let wit_file = wit.join("language.wit");
@@ -280,16 +289,19 @@ fn build_python_runtime(components: &Path, out: &Path) {
     {
         return;
     }
-    let version = Command::new(COMPONENTIZE_PY).arg("--version").output();
+    let tool = |name: &str| tools.map_or_else(|| PathBuf::from(name), |bin| bin.join(name));
+    let version = Command::new(tool(COMPONENTIZE_PY))
+        .arg("--version")
+        .output();
     match version {
         Ok(v) if String::from_utf8_lossy(&v.stdout).trim() == COMPONENTIZE_PY_VERSION => {}
         _ => panic!(
             "building the Python runtime needs {COMPONENTIZE_PY_VERSION}; run scripts/setup.sh \
-             (or: python3 -m pip install componentize-py==0.25.1)"
+             (it makes target/python-tools)"
         ),
     }
-    let deps = python_deps(out);
-    let status = Command::new(COMPONENTIZE_PY)
+    let deps = python_deps(out, &tool("python3"));
+    let status = Command::new(tool(COMPONENTIZE_PY))
         .arg("-d")
         .arg(&wit)
         .args(["-w", "language-runtime", "componentize", "app", "-p"])
@@ -306,8 +318,8 @@ fn build_python_runtime(components: &Path, out: &Path) {
 /// The pinned `tzdata` package (PyPI, installed by scripts/setup.sh),
 /// copied alone beside `out` so componentize-py sees it and nothing else of
 /// the build machine's site-packages. app.py reads its zones into memory.
-fn python_deps(out: &Path) -> PathBuf {
-    let found = Command::new("python3")
+fn python_deps(out: &Path, python: &Path) -> PathBuf {
+    let found = Command::new(python)
         .args([
             "-c",
             "import os, tzdata; print(tzdata.__version__); print(os.path.dirname(tzdata.__file__))",
@@ -317,7 +329,7 @@ fn python_deps(out: &Path) -> PathBuf {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         _ => panic!(
             "building the Python runtime needs tzdata {TZDATA_VERSION}; run scripts/setup.sh \
-             (or: python3 -m pip install tzdata=={TZDATA_VERSION})"
+             (it makes the virtual environment target/python-tools)"
         ),
     };
     let mut lines = found.lines();

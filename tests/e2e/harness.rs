@@ -27,6 +27,17 @@ pub const ADMIN_PASSWORD: &str = "e2e admin password";
 /// `cargo test` runs first: the JavaScript and Python runtimes are compiled
 /// once per checkout, not once per test binary. Not `CARGO_TARGET_TMPDIR`:
 /// that depends on `--target`, and the unit tests do not get it.
+/// The Python with the tools the tests check against: scripts/setup.sh's
+/// virtual environment, else whatever `python3` is on the path.
+pub(crate) fn python() -> PathBuf {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/python-tools/bin/python3");
+    if tools.exists() {
+        tools
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
 pub(crate) fn shared_cache() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp/kiln-e2e-cache")
 }

@@ -237,7 +237,7 @@ fn the_openapi_document_covers_every_route_and_validates_as_3_1() {
     // The reference validator (installed by scripts/setup.sh) must accept it.
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec(&document).unwrap()).unwrap();
-    let validated = std::process::Command::new("python3")
+    let validated = std::process::Command::new(crate::harness::python())
         .args(["-m", "openapi_spec_validator", "--schema", "3.1"])
         .arg(&file)
         .output()

@@ -143,7 +143,7 @@ fn verify_with_the_stock_verifier(secret: &str, requests: &[Received]) {
         secret, cases = sys.argv[1], json.loads(sys.stdin.read())\n\
         for case in cases:\n    Webhook(secret).verify(case['body'], case['headers'])\n\
         print(len(cases))\n";
-    let mut child = std::process::Command::new("python3")
+    let mut child = std::process::Command::new(crate::harness::python())
         .args(["-c", script, secret])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -169,7 +169,7 @@ fn verify_with_the_stock_verifier(secret: &str, requests: &[Received]) {
     // And a tampered body must fail it, or the check above proves nothing.
     let mut tampered = requests[0].clone();
     tampered.body.push(' ');
-    let bad = std::process::Command::new("python3")
+    let bad = std::process::Command::new(crate::harness::python())
         .args([
             "-c",
             "import json, sys\nfrom standardwebhooks.webhooks import Webhook\n\
