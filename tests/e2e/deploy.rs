@@ -155,6 +155,22 @@ fn the_systemd_unit_verifies_and_leaves_room_for_the_drain() {
         .parse()
         .unwrap();
     assert!(stop > 5 + 30, "{stop} s to stop");
+    let setting = |prefix: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}"))
+            .trim_end_matches('M')
+            .parse()
+            .unwrap()
+    };
+    let (workers, per_run) = (
+        setting("Environment=KILN_WORKERS_COUNT="),
+        setting("Environment=KILN_LIMITS_MAX_MEMORY_MB="),
+    );
+    assert!(
+        workers * per_run + 512 <= setting("MemoryMax="),
+        "the unit's memory holds its workers"
+    );
     assert!(text.contains("RestartPreventExitStatus=2"));
     if let Ok(out) = std::process::Command::new("systemd-analyze")
         .arg("verify")
