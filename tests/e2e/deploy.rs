@@ -172,18 +172,22 @@ fn the_systemd_unit_verifies_and_leaves_room_for_the_drain() {
         "the unit's memory holds its workers"
     );
     assert!(text.contains("RestartPreventExitStatus=2"));
+    // The unit as installed, but starting the binary under test (the path
+    // it names exists only after the install steps).
+    let dir = tempfile::tempdir().unwrap();
+    let installed = dir.path().join("kiln.service");
+    std::fs::write(
+        &installed,
+        text.replace("/usr/local/bin/kiln", env!("CARGO_BIN_EXE_kiln")),
+    )
+    .unwrap();
     if let Ok(out) = std::process::Command::new("systemd-analyze")
         .arg("verify")
-        .arg(&unit)
+        .arg(&installed)
         .output()
     {
+        // Unknown or misspelt keys are only warnings: none is allowed.
         let stderr = String::from_utf8_lossy(&out.stderr);
-        // The binary is not installed here: that one complaint is expected.
-        let problems: Vec<&str> = stderr
-            .lines()
-            .filter(|line| !line.contains("/usr/local/bin/kiln"))
-            .filter(|line| !line.trim().is_empty())
-            .collect();
-        assert!(problems.is_empty(), "{stderr}");
+        assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
     }
 }
