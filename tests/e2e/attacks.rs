@@ -208,6 +208,7 @@ fn a_compile_past_its_deadline_is_killed_and_named() {
 
 #[test]
 fn kiln_s_own_runtimes_compile_in_a_child_whatever_tenants_are_held_to() {
+    let _alone = crate::harness::machine_to_myself();
     // An empty cache of its own, and bounds no runtime compile could meet.
     let cache = tempfile::tempdir().unwrap();
     let (kiln, _dir) = Kiln::start(&[

@@ -38,6 +38,16 @@ pub(crate) fn python() -> PathBuf {
     }
 }
 
+/// Held by the tests that compile both language runtimes from an empty
+/// cache (both cores for a minute) and by those whose assertions are about
+/// timing under a steady load, so the two kinds never share the machine.
+pub(crate) fn machine_to_myself() -> std::sync::MutexGuard<'static, ()> {
+    static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    MACHINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub(crate) fn shared_cache() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp/kiln-e2e-cache")
 }

@@ -300,6 +300,7 @@ fn a_large_record_is_synced_as_its_own_file_before_the_answer() {
 /// run's first execution does not wait for its runtime.
 #[test]
 fn readyz_waits_for_the_language_runtimes() {
+    let _alone = crate::harness::machine_to_myself();
     let data = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let kiln = Kiln::launch(

@@ -44,6 +44,7 @@ fn stored(kiln: &Kiln) -> (u64, u64) {
 
 #[test]
 fn a_steady_stream_stays_flat_and_every_rule_holds() {
+    let _alone = crate::harness::machine_to_myself();
     let (kiln, _dir) = Kiln::start(&[
         ("KILN_RETENTION_EXECUTIONS_MAX_AGE_SECS", "2"),
         ("KILN_RETENTION_EXECUTIONS_PER_SCRIPT", "50"),
