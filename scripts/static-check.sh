@@ -65,7 +65,14 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 [ -n "$address" ] || { echo "kiln serve did not start:" >&2; cat "$root/stderr" >&2; exit 1; }
-status=$(curl -s -o /dev/null -w '%{http_code}' "$address/readyz" || true)
+# Ready once both language runtimes are compiled (an empty cache here: a
+# minute or two); 503 until then.
+status=""
+for _ in $(seq 600); do
+    status=$(curl -s -o /dev/null -w '%{http_code}' "$address/readyz" || true)
+    [ "$status" = 200 ] && break
+    sleep 0.5
+done
 echo "GET $address/readyz: $status"
 [ "$status" = 200 ] || { cat "$root/stderr" >&2; exit 1; }
 kill -TERM "$server"
