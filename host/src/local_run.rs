@@ -284,7 +284,7 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
     let as_bundle = |e: crate::api::ApiError| Failure::Usage(format!("{}: {e}", path.display()));
     if path.is_dir() {
         let mut files = std::collections::BTreeMap::new();
-        read_dir_into(path, "", &mut files, 0)?;
+        read_dir_into(path, "", &mut files, &mut 0, 0)?;
         let lang = match (args.lang, &args.entry) {
             (Some(lang), _) => lang,
             (None, Some(entry)) => lang_of(std::path::Path::new(entry))?,
@@ -331,11 +331,13 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
 }
 
 /// Reads a directory's files, leaving out hidden ones and what uploads
-/// leave out; stops past a bundle's bounds.
+/// leave out; stops past a bundle's bounds (files, and `bytes` read in
+/// all) before reading more.
 fn read_dir_into(
     dir: &std::path::Path,
     prefix: &str,
     files: &mut std::collections::BTreeMap<String, String>,
+    bytes: &mut u64,
     depth: usize,
 ) -> Result<(), Failure> {
     let unreadable =
@@ -355,7 +357,7 @@ fn read_dir_into(
         let path = format!("{prefix}{name}");
         let kind = entry.file_type().map_err(unreadable)?;
         if kind.is_dir() {
-            read_dir_into(&entry.path(), &format!("{path}/"), files, depth + 1)?;
+            read_dir_into(&entry.path(), &format!("{path}/"), files, bytes, depth + 1)?;
         } else if kind.is_file() {
             if files.len() >= bundle::MAX_FILES {
                 return Err(Failure::Usage(format!(
@@ -363,9 +365,11 @@ fn read_dir_into(
                     bundle::MAX_FILES
                 )));
             }
-            if entry.metadata().map_err(unreadable)?.len() > bundle::MAX_BYTES as u64 {
+            *bytes += entry.metadata().map_err(unreadable)?.len();
+            if *bytes > bundle::MAX_BYTES as u64 {
                 return Err(Failure::Usage(format!(
-                    "{path}: a bundle holds at most {} bytes",
+                    "{}: a bundle holds at most {} bytes of files",
+                    dir.display(),
                     bundle::MAX_BYTES
                 )));
             }
@@ -377,15 +381,13 @@ fn read_dir_into(
     Ok(())
 }
 
+/// The language whose usual entry the bundle has.
 fn bundle_lang(files: &std::collections::BTreeMap<String, String>) -> Option<Lang> {
-    let has = |names: &[&str]| names.iter().any(|n| files.contains_key(*n));
-    if has(&["main.js", "index.js", "main.mjs", "index.mjs"]) {
-        Some(Lang::Javascript)
-    } else if has(&["main.py", "__main__.py"]) {
-        Some(Lang::Python)
-    } else {
-        None
-    }
+    [Lang::Javascript, Lang::Python].into_iter().find(|lang| {
+        bundle::default_entries(language_of(*lang))
+            .iter()
+            .any(|name| files.contains_key(*name))
+    })
 }
 
 fn language_of(lang: Lang) -> Language {

@@ -68,8 +68,14 @@ impl Source {
     /// a one-file script's key is what it always was), a bundle's encoding.
     pub(crate) fn hash_into(&self, hasher: &mut blake3::Hasher) {
         match self {
-            Self::File(text) => hasher.update(text.as_bytes()),
-            Self::Bundle(bundle) => hasher.update(&bundle.encode()),
+            Self::File(text) => {
+                hasher.update(text.as_bytes());
+            }
+            // Field by field, as `encode` lays them out: a run hashes its
+            // source, and a bundle may be megabytes, so it is not copied.
+            Self::Bundle(bundle) => bundle.write_fields(&mut |bytes| {
+                hasher.update(bytes);
+            }),
         };
     }
 }
@@ -93,15 +99,27 @@ impl Bundle {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = BUNDLE_MAGIC.to_vec();
-        out.reserve(self.size() + 8 * self.files.len() + self.entry.len() + 8);
-        put(&mut out, self.entry.as_bytes());
-        put_len(&mut out, self.files.len());
-        for (path, text) in &self.files {
-            put(&mut out, path.as_bytes());
-            put(&mut out, text.as_bytes());
-        }
+        let mut out = Vec::with_capacity(
+            BUNDLE_MAGIC.len() + self.size() + 8 * self.files.len() + self.entry.len() + 8,
+        );
+        self.write_fields(&mut |bytes| out.extend_from_slice(bytes));
         out
+    }
+
+    /// The encoding, piece by piece: the magic, then each length-prefixed
+    /// field.
+    fn write_fields(&self, sink: &mut dyn FnMut(&[u8])) {
+        fn field(sink: &mut dyn FnMut(&[u8]), bytes: &[u8]) {
+            sink(&len_prefix(bytes.len()));
+            sink(bytes);
+        }
+        sink(BUNDLE_MAGIC);
+        field(sink, self.entry.as_bytes());
+        sink(&len_prefix(self.files.len()));
+        for (path, text) in &self.files {
+            field(sink, path.as_bytes());
+            field(sink, text.as_bytes());
+        }
     }
 
     fn decode(mut encoded: &[u8]) -> Result<Self, SourceError> {
@@ -120,14 +138,9 @@ impl Bundle {
     }
 }
 
-fn put_len(out: &mut Vec<u8>, len: usize) {
+fn len_prefix(len: usize) -> [u8; 4] {
     // Bundles are bounded far below 4 GiB where they are made (the host).
-    out.extend(u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-}
-
-fn put(out: &mut Vec<u8>, field: &[u8]) {
-    put_len(out, field.len());
-    out.extend(field);
+    u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes()
 }
 
 fn len(input: &mut &[u8]) -> Result<usize, SourceError> {
@@ -179,6 +192,14 @@ mod tests {
         longer.push(0);
         assert_eq!(Source::decode(longer), Err(SourceError::Damaged));
         assert_eq!(Source::decode(vec![0xff, 0xfe]), Err(SourceError::NotUtf8));
+    }
+
+    #[test]
+    fn a_bundle_hashes_as_its_encoding() {
+        let (mut a, mut b) = (blake3::Hasher::new(), blake3::Hasher::new());
+        bundle().hash_into(&mut a);
+        b.update(&bundle().encode());
+        assert_eq!(a.finalize(), b.finalize());
     }
 
     #[test]

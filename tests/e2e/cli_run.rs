@@ -508,4 +508,19 @@ fn runs_a_directory_as_a_bundle() {
         "{}",
         stderr(&out)
     );
+    // Files that are each small but together past the bundle's bytes are
+    // refused before the rest is read.
+    let big = dir.path().join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    for name in ["a.js", "b.js"] {
+        std::fs::write(big.join(name), "x".repeat(3 << 20)).unwrap();
+    }
+    std::fs::write(big.join("main.js"), "export default () => 1;").unwrap();
+    let out = kiln(&["run", big.to_str().unwrap()], cache.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at most 5242880 bytes"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -91,16 +91,11 @@ pub(crate) fn compile(
     let files: Files = Rc::new(files);
     let gathered = Rc::new(RefCell::new(Gathered::default()));
     // Outside `with`, which holds the runtime the loader is set on.
-    runtime.set_loader(
-        CompileResolver {
-            files: files.clone(),
-            gathered: gathered.clone(),
-        },
-        CompileLoader {
-            files: files.clone(),
-            gathered: gathered.clone(),
-        },
-    );
+    let compiling = Compiling {
+        files: files.clone(),
+        gathered: gathered.clone(),
+    };
+    runtime.set_loader(compiling.clone(), compiling);
     context.with(|ctx| compile_modules(&ctx, entry, &files, &gathered))
 }
 
@@ -166,12 +161,15 @@ fn declare<'js>(
     Ok(module)
 }
 
-struct CompileResolver {
+/// The resolver and the loader while compiling: both see the bundle's
+/// files and record what they find in the same place.
+#[derive(Clone)]
+struct Compiling {
     files: Files,
     gathered: Rc<RefCell<Gathered>>,
 }
 
-impl Resolver for CompileResolver {
+impl Resolver for Compiling {
     fn resolve<'js>(
         &mut self,
         ctx: &Ctx<'js>,
@@ -193,12 +191,7 @@ impl Resolver for CompileResolver {
     }
 }
 
-struct CompileLoader {
-    files: Files,
-    gathered: Rc<RefCell<Gathered>>,
-}
-
-impl Loader for CompileLoader {
+impl Loader for Compiling {
     fn load<'js>(
         &mut self,
         ctx: &Ctx<'js>,

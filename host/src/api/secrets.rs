@@ -89,7 +89,8 @@ async fn list(State(state): State<AppState>) -> Result<axum::Json<SecretList>, A
     let data = state
         .store
         .shared_secrets()?
-        .into_iter()
+        .iter()
+        .cloned()
         .map(SecretView::from)
         .collect();
     Ok(axum::Json(SecretList { data }))

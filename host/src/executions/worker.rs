@@ -97,12 +97,12 @@ impl Worker {
             }
         };
         secrets
-            .into_iter()
+            .iter()
             .filter(|secret| secret.granted_to(script_id))
             .filter_map(|secret| {
                 let slot = crate::vault::shared_slot(&secret.name);
                 match self.vault.open_value(&slot, &secret.value) {
-                    Ok(value) => Some((secret.name, value)),
+                    Ok(value) => Some((secret.name.clone(), value)),
                     Err(e) => {
                         tracing::error!(error = %e, secret = %secret.name,
                             "a shared secret does not open; the run goes without it");

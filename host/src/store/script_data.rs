@@ -64,7 +64,7 @@ pub trait ScriptDataStore {
     /// Removes a deleted script's key-value entries and config.
     fn drop_script_data(&self, script_id: &str) -> Result<(), StoreError>;
     /// Every shared secret, by name (bounded by the API: 100).
-    fn shared_secrets(&self) -> Result<Vec<SharedSecretRecord>, StoreError>;
+    fn shared_secrets(&self) -> Result<std::sync::Arc<[SharedSecretRecord]>, StoreError>;
     fn shared_secret(&self, name: &str) -> Result<Option<SharedSecretRecord>, StoreError>;
     /// Stores a shared secret, replacing one of that name.
     fn put_shared_secret(&self, secret: &SharedSecretRecord) -> Result<(), StoreError>;

@@ -57,6 +57,10 @@ pub struct SledStore {
     script_config: sled::Tree,
     /// Shared secrets by name (`SharedSecretRecord`, value sealed).
     shared_secrets: sled::Tree,
+    /// Those records decoded, as every run of a stored script reads them:
+    /// filled by the first read, emptied by every change, both under this
+    /// lock so a read cannot put back what a change replaced.
+    shared_decoded: Mutex<Option<std::sync::Arc<[crate::store::script_data::SharedSecretRecord]>>>,
     /// Serializes key-value writes (their quota check reads the sum).
     kv_writes: Mutex<()>,
     /// Serializes outbox writes (a record and its due entry).
@@ -321,6 +325,7 @@ impl SledStore {
             script_kv: db.open_tree("script_kv").map_err(backend)?,
             script_config: db.open_tree("script_config").map_err(backend)?,
             shared_secrets: db.open_tree("shared_secrets").map_err(backend)?,
+            shared_decoded: Mutex::new(None),
             kv_writes: Mutex::new(()),
             outbox_writes: Mutex::new(()),
             script_writes: Mutex::new(()),

@@ -118,8 +118,12 @@ pub enum Content {
 impl Content {
     /// The bytes stored for a script of `language`: a component or one
     /// source file as they are, a bundle in its encoding
-    /// ([`kiln_runtime::Source`]), all checked.
-    pub fn into_stored(self, language: Language) -> Result<Vec<u8>, ApiError> {
+    /// ([`kiln_runtime::Source`]), all checked; and, for a source language,
+    /// the source the runtime is to parse, so it is not decoded again.
+    pub fn into_stored(
+        self,
+        language: Language,
+    ) -> Result<(Vec<u8>, Option<kiln_runtime::Source>), ApiError> {
         let bundle = match self {
             Self::Bytes { bytes, entry } => {
                 let source_language = language != Language::Wasm;
@@ -132,7 +136,13 @@ impl Content {
                     ));
                 } else {
                     validate_content(language, &bytes)?;
-                    return Ok(bytes);
+                    let source = match language {
+                        Language::Wasm => None,
+                        _ => Some(kiln_runtime::Source::File(
+                            String::from_utf8_lossy(&bytes).into_owned(),
+                        )),
+                    };
+                    return Ok((bytes, source));
                 }
             }
             Self::Files { files, entry } => {
@@ -145,7 +155,8 @@ impl Content {
                 super::bundle::from_map(language, entry, files)?
             }
         };
-        Ok(kiln_runtime::Source::Bundle(bundle).encode())
+        let source = kiln_runtime::Source::Bundle(bundle);
+        Ok((source.encode(), Some(source)))
     }
 }
 

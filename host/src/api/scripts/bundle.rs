@@ -330,7 +330,8 @@ fn language_name(language: Language) -> &'static str {
     }
 }
 
-fn default_entries(language: Language) -> &'static [&'static str] {
+/// The names an entry has when none is given, most usual first.
+pub fn default_entries(language: Language) -> &'static [&'static str] {
     match language {
         Language::Javascript => &["main.js", "index.js", "main.mjs", "index.mjs"],
         Language::Python => &["main.py", "__main__.py"],
@@ -435,6 +436,19 @@ mod tests {
         assert!(message(wrong.unwrap_err()).contains("not a Python file"));
         let missing = from_map(Language::Python, Some("b.py".into()), map(&[("a.py", "")]));
         assert!(message(missing.unwrap_err()).contains("not one of the bundle's files"));
+    }
+
+    #[test]
+    fn an_archive_of_too_many_entries_is_refused_before_they_are_read() {
+        // Left out as junk, but counted: the listing itself is bounded.
+        let names: Vec<String> = (0..=MAX_FILES * 4)
+            .map(|i| format!("__MACOSX/._{i}"))
+            .collect();
+        let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        for archive in [zip_of(&entries), tar_gz_of(&entries)] {
+            let error = from_archive(Language::Javascript, None, &archive).unwrap_err();
+            assert!(message(error).contains("at most 1000 files"));
+        }
     }
 
     #[test]

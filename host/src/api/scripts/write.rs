@@ -9,7 +9,7 @@ use kiln_runtime::{Limits, Source};
 
 use super::ScriptView;
 use super::body::{
-    ScriptBody, ScriptFields, WasmUploadQuery, allowed_hosts, check_public, parse_language,
+    Content, ScriptBody, ScriptFields, WasmUploadQuery, allowed_hosts, check_public, parse_language,
 };
 use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
@@ -54,14 +54,13 @@ pub(super) async fn create(
         .as_deref()
         .ok_or_else(|| ApiError::invalid("language", "is required"))
         .and_then(parse_language)?;
-    let content = content
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "content",
-                "give exactly one of content, content_base64 and files",
-            )
-        })?
-        .into_stored(language)?;
+    let content = content.ok_or_else(|| {
+        ApiError::invalid(
+            "content",
+            "give exactly one of content, content_base64 and files",
+        )
+    })?;
+    let (content, source) = stored(content, language).await?;
     // Before the compile, so a user at the cap spends nothing; counted
     // again when the script is created.
     crate::api::create_within_cap(
@@ -72,7 +71,7 @@ pub(super) async fn create(
         |owner| scripts_of(&state, owner),
         || Ok(()),
     )?;
-    let kind = compile(&state, language, &content, &principal).await?;
+    let kind = compile(&state, language, &content, source.as_ref(), &principal).await?;
     let public = fields.public.unwrap_or(false);
     check_public(public, kind)?;
 
@@ -157,12 +156,16 @@ pub(super) async fn update(
         ));
     }
     // Compile before the store is touched: 422 leaves the script as it was.
-    let content = content
-        .map(|content| content.into_stored(current.language))
-        .transpose()?;
+    let content = match content {
+        Some(content) => Some(stored(content, current.language).await?),
+        None => None,
+    };
     let (content, kind) = match content {
-        Some(content) if blake3::hash(&content).to_hex().as_str() != current.content_hash => {
-            let kind = compile(&state, current.language, &content, &principal).await?;
+        Some((content, source))
+            if blake3::hash(&content).to_hex().as_str() != current.content_hash =>
+        {
+            let source = source.as_ref();
+            let kind = compile(&state, current.language, &content, source, &principal).await?;
             (Some(content), kind)
         }
         _ => (None, current.kind),
@@ -278,6 +281,7 @@ async fn compile(
     state: &AppState,
     language: Language,
     content: &[u8],
+    source: Option<&Source>,
     principal: &Principal,
 ) -> Result<ScriptKind, ApiError> {
     let artifact = match language {
@@ -303,8 +307,8 @@ async fn compile(
     if language == Language::Wasm {
         return Ok(kind);
     }
-    let source = Source::decode(content.to_vec())
-        .map_err(|e| ApiError::invalid("content", e.to_string()))?;
+    let source = source
+        .ok_or_else(|| ApiError::Internal("a source script came without its source".into()))?;
     let limits = Limits {
         fuel: Some(CHECK_FUEL),
         ..Limits::default()
@@ -313,7 +317,7 @@ async fn compile(
     // the same slots HTTP functions run in, so uploads cannot take more
     // cores than the workers have.
     let _slot = state.jobs.function_slot().await?;
-    match state.sandbox.check(&artifact, &source, limits).await {
+    match state.sandbox.check(&artifact, source, limits).await {
         Ok(None) => Ok(kind),
         Ok(Some(error)) => {
             let detail = Detail {
@@ -325,6 +329,17 @@ async fn compile(
         }
         Err(e) => Err(ApiError::Internal(e.to_string())),
     }
+}
+
+/// What `content` is stored as; off the async threads, since unpacking an
+/// archive inflates up to a bundle's bound.
+async fn stored(
+    content: Content,
+    language: Language,
+) -> Result<(Vec<u8>, Option<Source>), ApiError> {
+    tokio::task::spawn_blocking(move || content.into_stored(language))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the upload's unpacking failed: {e}")))?
 }
 
 /// Parsing 100 000 characters takes a few million instructions; this bounds a

@@ -276,3 +276,47 @@ async fn languages_are_listed() {
         assert!(modules.contains(&json!(module)), "{module} in {modules:?}");
     }
 }
+
+/// Shared secrets are bounded: 100 of them (a 101st is 409, replacing one
+/// is not), a value (4 096 bytes), grants (1 000, `*` alone), and a new one
+/// needs its value.
+#[tokio::test]
+async fn shared_secrets_are_bounded() {
+    let app = TestApp::new().await;
+    let put = |name: String, body: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.put(&format!("/v1/secrets/{name}"))
+                .json(&body)
+                .send()
+                .await
+        }
+    };
+    for i in 0..100 {
+        let reply = put(format!("S{i}"), json!({"value": "v", "scripts": []})).await;
+        assert_eq!(reply.status(), 201);
+    }
+    let over = put("S100".into(), json!({"value": "v", "scripts": []})).await;
+    error_body(over, 409, "CONFLICT");
+    let replaced = put("S7".into(), json!({"value": "w", "scripts": ["*"]})).await;
+    assert_eq!(replaced.status(), 200, "replacing one is within the bound");
+    let listed = app.get("/v1/secrets").send().await.json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 100);
+
+    let grants: Vec<String> = (0..1001).map(|i| format!("s{i}")).collect();
+    for (body, field) in [
+        (json!({"value": "x".repeat(4097), "scripts": []}), "value"),
+        (json!({"value": "v", "scripts": grants}), "scripts"),
+        (json!({"value": "v", "scripts": ["*", "other"]}), "scripts"),
+        (json!({"scripts": []}), "value"),
+    ] {
+        let reply = put("NEW".into(), body).await;
+        let body = error_body(reply, 400, "VALIDATION_ERROR");
+        assert_eq!(body["error"]["details"][0]["field"], field, "{body}");
+    }
+    error_body(
+        put("bad%20name".into(), json!({"value": "v", "scripts": []})).await,
+        400,
+        "VALIDATION_ERROR",
+    );
+}

@@ -2,7 +2,7 @@
 //! (a script id has no `/`), `script_config` by script id (a JSON map).
 
 use std::collections::BTreeMap;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use super::{SledStore, backend, decode, put};
 use crate::store::StoreError;
@@ -113,12 +113,22 @@ impl ScriptDataStore for SledStore {
         Ok(())
     }
 
-    fn shared_secrets(&self) -> Result<Vec<SharedSecretRecord>, StoreError> {
-        self.shared_secrets
+    fn shared_secrets(&self) -> Result<Arc<[SharedSecretRecord]>, StoreError> {
+        let mut decoded = self
+            .shared_decoded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(secrets) = &*decoded {
+            return Ok(secrets.clone());
+        }
+        let secrets: Arc<[SharedSecretRecord]> = self
+            .shared_secrets
             .iter()
             .values()
             .map(|value| decode(&value.map_err(backend)?))
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        *decoded = Some(secrets.clone());
+        Ok(secrets)
     }
 
     fn shared_secret(&self, name: &str) -> Result<Option<SharedSecretRecord>, StoreError> {
@@ -130,17 +140,56 @@ impl ScriptDataStore for SledStore {
     }
 
     fn put_shared_secret(&self, secret: &SharedSecretRecord) -> Result<(), StoreError> {
-        put(&self.shared_secrets, &secret.name, secret)
+        let mut decoded = self
+            .shared_decoded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        put(&self.shared_secrets, &secret.name, secret)?;
+        *decoded = None;
+        Ok(())
     }
 
     fn delete_shared_secret(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self.shared_secrets.remove(name).map_err(backend)?.is_some())
+        let mut decoded = self
+            .shared_decoded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let removed = self.shared_secrets.remove(name).map_err(backend)?.is_some();
+        *decoded = None;
+        Ok(removed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_secrets_read_after_a_change_are_the_changed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let secret = |name: &str, value: &str| SharedSecretRecord {
+            name: name.into(),
+            value: value.into(),
+            scripts: vec!["*".into()],
+            created_at: String::new(),
+            updated_at: String::new(),
+            created_by: None,
+        };
+        assert!(store.shared_secrets().unwrap().is_empty());
+        store.put_shared_secret(&secret("A", "1")).unwrap();
+        // Read twice: the second comes from memory.
+        assert_eq!(store.shared_secrets().unwrap()[0].value, "1");
+        assert_eq!(store.shared_secrets().unwrap()[0].value, "1");
+        store.put_shared_secret(&secret("A", "2")).unwrap();
+        store.put_shared_secret(&secret("B", "3")).unwrap();
+        let read = store.shared_secrets().unwrap();
+        assert_eq!((read.len(), read[0].value.as_str()), (2, "2"));
+        assert!(store.delete_shared_secret("A").unwrap());
+        assert!(!store.delete_shared_secret("A").unwrap());
+        let read = store.shared_secrets().unwrap();
+        assert_eq!((read.len(), read[0].name.as_str()), (1, "B"));
+    }
 
     #[test]
     fn values_are_kept_per_script_within_the_quota() {
