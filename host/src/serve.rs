@@ -206,6 +206,16 @@ pub(crate) fn assemble(
     config: Config,
     program: Option<std::path::PathBuf>,
 ) -> anyhow::Result<AppState> {
+    assemble_with(config, program, Arc::new(crate::store::Fsync))
+}
+
+/// [`assemble`] with the store's files made durable by `syncer`: the
+/// durability tests give one that notes what each sync covered.
+pub(crate) fn assemble_with(
+    config: Config,
+    program: Option<std::path::PathBuf>,
+    syncer: Arc<dyn crate::store::FileSyncer>,
+) -> anyhow::Result<AppState> {
     let data = &config.server.data_dir;
     private_files();
     std::fs::create_dir_all(data)
@@ -222,9 +232,10 @@ pub(crate) fn assemble(
             .context("cannot open the master key")?,
     );
     let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(
+        SledStore::open_with(
             &data.join("db"),
             config.server.store_cache_mb.saturating_mul(1 << 20),
+            syncer,
         )
         .with_context(|| format!("cannot open the store in {}", data.display()))?,
     );

@@ -11,9 +11,35 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How bytes already written to a file are made durable. [`Fsync`] is the
+/// store's; tests inject one that records what each sync covered, so that a
+/// sync removed, or moved after the answer it guards, fails a test.
+pub trait FileSyncer: Send + Sync + 'static {
+    /// The file's data and what is needed to read it back (`fdatasync`).
+    fn sync_data(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// Data and metadata (`fsync`): a new blob file, a directory's entries.
+    fn sync_all(&self, file: &File, path: &Path) -> io::Result<()>;
+}
+
+/// The system calls themselves.
+pub struct Fsync;
+
+impl FileSyncer for Fsync {
+    fn sync_data(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_data()
+    }
+
+    fn sync_all(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_all()
+    }
+}
 
 pub struct DiskSync {
+    syncer: Arc<dyn FileSyncer>,
     log: File,
+    log_path: PathBuf,
     blobs_dir: PathBuf,
     written: WrittenBlobs,
     /// Sync every blob file next time, not only the new ones: at first (an
@@ -24,12 +50,15 @@ pub struct DiskSync {
 
 impl DiskSync {
     /// `dir` is sled's directory, opened: its `db` log and `blobs/` exist.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    pub fn open(dir: &Path, syncer: Arc<dyn FileSyncer>) -> io::Result<Self> {
         let blobs_dir = dir.join("blobs");
         // The entries sled made on first open (`db`, `conf`, `blobs/`).
-        File::open(dir)?.sync_all()?;
+        syncer.sync_all(&File::open(dir)?, dir)?;
+        let log_path = dir.join("db");
         Ok(Self {
-            log: File::open(dir.join("db"))?,
+            syncer,
+            log: File::open(&log_path)?,
+            log_path,
             written: WrittenBlobs::watch(&blobs_dir),
             blobs_dir,
             all_blobs: true,
@@ -54,9 +83,10 @@ impl DiskSync {
         };
         let mut synced = 0;
         for name in names {
-            match File::open(self.blobs_dir.join(&name)) {
+            let path = self.blobs_dir.join(&name);
+            match File::open(&path) {
                 Ok(blob) => {
-                    blob.sync_all()?;
+                    self.syncer.sync_all(&blob, &path)?;
                     synced += 1;
                 }
                 // sled removed it (the value was replaced or deleted).
@@ -65,9 +95,10 @@ impl DiskSync {
             }
         }
         if synced > 0 {
-            File::open(&self.blobs_dir)?.sync_all()?;
+            self.syncer
+                .sync_all(&File::open(&self.blobs_dir)?, &self.blobs_dir)?;
         }
-        self.log.sync_data()?;
+        self.syncer.sync_data(&self.log, &self.log_path)?;
         Ok(synced)
     }
 }
@@ -183,7 +214,7 @@ mod tests {
     fn each_new_blob_file_is_synced_once() {
         let (_keep, dir) = sled_dir();
         write_blob(&dir, "1");
-        let mut sync = DiskSync::open(&dir).unwrap();
+        let mut sync = DiskSync::open(&dir, Arc::new(Fsync)).unwrap();
         // The first sync takes every blob, whoever wrote it.
         assert_eq!(sync.sync().unwrap(), 1);
         assert_eq!(sync.sync().unwrap(), 0);
@@ -198,7 +229,7 @@ mod tests {
     #[test]
     fn a_blob_removed_before_the_sync_is_skipped() {
         let (_keep, dir) = sled_dir();
-        let mut sync = DiskSync::open(&dir).unwrap();
+        let mut sync = DiskSync::open(&dir, Arc::new(Fsync)).unwrap();
         sync.sync().unwrap();
         write_blob(&dir, "100");
         write_blob(&dir, "200");
@@ -234,7 +265,7 @@ mod tests {
     #[test]
     fn after_a_failed_sync_every_blob_is_synced() {
         let (_keep, dir) = sled_dir();
-        let mut sync = DiskSync::open(&dir).unwrap();
+        let mut sync = DiskSync::open(&dir, Arc::new(Fsync)).unwrap();
         sync.sync().unwrap();
         write_blob(&dir, "100");
         // A sync that lists the blobs, made to fail: the directory is gone
@@ -248,10 +279,73 @@ mod tests {
         assert_eq!(sync.sync().unwrap(), 0);
     }
 
+    /// Notes each sync: its kind and the file's name.
+    #[derive(Default)]
+    struct Journal(std::sync::Mutex<Vec<String>>);
+
+    impl FileSyncer for Journal {
+        fn sync_data(&self, file: &File, path: &Path) -> io::Result<()> {
+            self.note("data", path);
+            file.sync_data()
+        }
+
+        fn sync_all(&self, file: &File, path: &Path) -> io::Result<()> {
+            self.note("all", path);
+            file.sync_all()
+        }
+    }
+
+    impl Journal {
+        fn note(&self, kind: &str, path: &Path) {
+            let name = path.file_name().unwrap().to_string_lossy();
+            self.0.lock().unwrap().push(format!("{kind} {name}"));
+        }
+
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    /// A new blob is durable before the log entry that points at it: the
+    /// file, then its directory entry, then the log. Without blobs, the log
+    /// alone, and always with `fdatasync`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn blobs_then_their_directory_then_the_log() {
+        let (_keep, dir) = sled_dir();
+        let journal = Arc::new(Journal::default());
+        let mut sync = DiskSync::open(&dir, journal.clone()).unwrap();
+        assert_eq!(journal.take(), ["all db"], "the directory sled made");
+        sync.sync().unwrap();
+        assert_eq!(journal.take(), ["data db"]);
+        write_blob(&dir, "100");
+        sync.sync().unwrap();
+        assert_eq!(journal.take(), ["all 100", "all blobs", "data db"]);
+    }
+
+    /// A failing sync is the flush's error, and nothing after it runs as if
+    /// it had worked.
+    #[test]
+    fn a_failing_sync_stops_the_flush() {
+        struct Failing;
+        impl FileSyncer for Failing {
+            fn sync_data(&self, _: &File, _: &Path) -> io::Result<()> {
+                Err(io::Error::other("disk gone"))
+            }
+            fn sync_all(&self, _: &File, _: &Path) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (_keep, dir) = sled_dir();
+        let mut sync = DiskSync::open(&dir, Arc::new(Failing)).unwrap();
+        assert_eq!(sync.sync().unwrap_err().to_string(), "disk gone");
+        assert!(sync.all_blobs, "the next sync takes every blob");
+    }
+
     #[test]
     fn a_missing_log_is_an_error_at_open() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
-        assert!(DiskSync::open(dir.path()).is_err());
+        assert!(DiskSync::open(dir.path(), Arc::new(Fsync)).is_err());
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-use super::disk_sync::DiskSync;
+use super::disk_sync::{DiskSync, FileSyncer};
 use super::{StoreError, SyncStats};
 
 /// What has been made durable: every request numbered up to `done`, and
@@ -44,9 +44,13 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// `dir` is where `db` was opened.
-    pub fn new(db: sled::Db, dir: &Path) -> Result<Arc<Self>, StoreError> {
-        let disk = DiskSync::open(dir).map_err(|e| {
+    /// `dir` is where `db` was opened; `syncer` makes its files durable.
+    pub fn new(
+        db: sled::Db,
+        dir: &Path,
+        syncer: Arc<dyn FileSyncer>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let disk = DiskSync::open(dir, syncer).map_err(|e| {
             StoreError::Backend(format!("cannot open the store's files for syncing: {e}"))
         })?;
         Ok(Arc::new(Self {
@@ -143,7 +147,8 @@ mod tests {
     async fn many_concurrent_callers_all_return_and_their_writes_are_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let commit = GroupCommit::new(db.clone(), dir.path()).unwrap();
+        let commit =
+            GroupCommit::new(db.clone(), dir.path(), Arc::new(crate::store::Fsync)).unwrap();
         let tasks: Vec<_> = (0..200u32)
             .map(|i| {
                 let (db, commit) = (db.clone(), commit.clone());
@@ -176,7 +181,8 @@ mod tests {
     async fn a_failed_sync_fails_the_flush_and_the_next_one_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let commit = GroupCommit::new(db.clone(), dir.path()).unwrap();
+        let commit =
+            GroupCommit::new(db.clone(), dir.path(), Arc::new(crate::store::Fsync)).unwrap();
         // The first sync lists the blob directory: take it away for a moment.
         let (blobs, aside) = (dir.path().join("blobs"), dir.path().join("aside"));
         std::fs::rename(&blobs, &aside).unwrap();

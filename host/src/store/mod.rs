@@ -22,6 +22,7 @@ pub mod webhooks;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use self::disk_sync::{FileSyncer, Fsync};
 pub use self::idempotency::{Claim, IDEMPOTENCY_TTL_MS, StoredResponse};
 pub use self::records::{
     ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language, OutboundRequest,

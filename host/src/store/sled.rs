@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::disk_sync::{FileSyncer, Fsync};
 use super::executions::ExecutionStore as _;
 use super::group_commit::GroupCommit;
 use super::{
@@ -264,6 +265,19 @@ impl SledStore {
     /// [`StoreError::Backend`] if sled cannot open it (for example another
     /// process holds it), [`StoreError::Schema`] if it is of another version.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(dir, cache_bytes, Arc::new(Fsync))
+    }
+
+    /// [`SledStore::open`] whose files are made durable by `syncer`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SledStore::open`].
+    pub fn open_with(
+        dir: &Path,
+        cache_bytes: u64,
+        syncer: Arc<dyn FileSyncer>,
+    ) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -329,7 +343,7 @@ impl SledStore {
             kv_writes: Mutex::new(()),
             outbox_writes: Mutex::new(()),
             script_writes: Mutex::new(()),
-            commit: GroupCommit::new(db.clone(), dir)?,
+            commit: GroupCommit::new(db.clone(), dir, syncer)?,
             db,
         };
         if found < 2 {

@@ -58,3 +58,101 @@ pub fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
         last_executed_at: None,
     }
 }
+
+/// A [`super::FileSyncer`] that syncs for real and notes, for each marker
+/// it watches, whether a completed sync has covered it yet: the store's log
+/// synced while holding it, or a blob file holding it synced and then its
+/// directory. A test asks right after an answer, so a sync that is missing,
+/// or that runs only after the answer, leaves the marker uncovered.
+#[derive(Default)]
+pub struct CoverageSyncer {
+    watched: std::sync::Mutex<Vec<Watched>>,
+    /// Added to each sync of the log: a slow disk, so that an answer that
+    /// does not wait for its sync arrives well before it ends.
+    delay: std::time::Duration,
+}
+
+struct Watched {
+    marker: Vec<u8>,
+    /// In a blob file that was synced; durable once its directory is.
+    blob_synced: bool,
+    covered: bool,
+}
+
+impl CoverageSyncer {
+    pub fn slow(delay: std::time::Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
+        }
+    }
+
+    pub fn watch(&self, marker: &str) {
+        self.lock().push(Watched {
+            marker: marker.as_bytes().to_vec(),
+            blob_synced: false,
+            covered: false,
+        });
+    }
+
+    pub fn covered(&self, marker: &str) -> bool {
+        self.lock()
+            .iter()
+            .any(|w| w.covered && w.marker == marker.as_bytes())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Watched>> {
+        self.watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The watched markers not yet covered that `path` holds now: what a
+    /// sync starting now makes durable.
+    fn held_by(&self, path: &std::path::Path) -> std::io::Result<Vec<Vec<u8>>> {
+        let pending: Vec<Vec<u8>> = self
+            .lock()
+            .iter()
+            .filter(|w| !w.covered)
+            .map(|w| w.marker.clone())
+            .collect();
+        if pending.is_empty() {
+            return Ok(pending);
+        }
+        let bytes = std::fs::read(path)?;
+        Ok(pending
+            .into_iter()
+            .filter(|m| bytes.windows(m.len()).any(|w| w == m.as_slice()))
+            .collect())
+    }
+}
+
+impl super::FileSyncer for CoverageSyncer {
+    fn sync_data(&self, file: &std::fs::File, path: &std::path::Path) -> std::io::Result<()> {
+        let held = self.held_by(path)?;
+        std::thread::sleep(self.delay);
+        file.sync_data()?;
+        for w in self.lock().iter_mut() {
+            w.covered |= held.contains(&w.marker);
+        }
+        Ok(())
+    }
+
+    fn sync_all(&self, file: &std::fs::File, path: &std::path::Path) -> std::io::Result<()> {
+        if path.is_dir() {
+            file.sync_all()?;
+            if path.ends_with("blobs") {
+                for w in self.lock().iter_mut() {
+                    w.covered |= w.blob_synced;
+                }
+            }
+            return Ok(());
+        }
+        let held = self.held_by(path)?;
+        file.sync_all()?;
+        for w in self.lock().iter_mut() {
+            w.blob_synced |= held.contains(&w.marker);
+        }
+        Ok(())
+    }
+}

@@ -7,6 +7,7 @@
 
 mod access;
 mod auth;
+mod durability;
 mod executions;
 mod limits;
 mod schedules;
@@ -50,6 +51,14 @@ impl TestApp {
 
     /// A node whose configuration `configure` changes first.
     pub async fn with(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::syncing_with(std::sync::Arc::new(crate::store::Fsync), configure).await
+    }
+
+    /// A node on the defaults whose store's files `syncer` makes durable.
+    pub async fn syncing_with(
+        syncer: std::sync::Arc<dyn crate::store::FileSyncer>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let data = tempfile::tempdir().expect("a temporary data directory");
         let mut config = Config::default();
         config.server.data_dir = data.path().to_path_buf();
@@ -64,7 +73,7 @@ impl TestApp {
         r.login_global_per_minute = 0;
         r.failed_auth_per_minute = 0;
         configure(&mut config);
-        let state = crate::serve::assemble(config, None).expect("the node assembles");
+        let state = crate::serve::assemble_with(config, None, syncer).expect("the node assembles");
         state
             .auth
             .first_admin_made()
