@@ -284,6 +284,30 @@ fn javascript_failures_exit_125_with_position_or_stack() {
     );
 }
 
+/// `--output-bytes` caps what is kept of each stream, and says so.
+#[test]
+fn output_past_output_bytes_is_cut_and_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let loud = dir.path().join("loud.js");
+    std::fs::write(&loud, "function main() { console.log('o'.repeat(1000)); }").unwrap();
+    let path = loud.to_str().unwrap();
+    let out = kiln(
+        &["run", path, "--output-bytes", "100", "--json"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["stdout"], "o".repeat(100));
+    assert_eq!(report["stdout_truncated"], true);
+    let out = kiln(&["run", path, "--output-bytes", "100"], dir.path());
+    assert_eq!(stdout(&out), "o".repeat(100));
+    assert!(
+        stderr(&out).contains("kiln: stdout was truncated at 100 bytes"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn a_javascript_endless_loop_hits_the_limits() {
     let dir = tempfile::tempdir().unwrap();

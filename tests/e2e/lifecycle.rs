@@ -169,7 +169,13 @@ fn script_status_metadata_and_limits() {
 fn higher_priority_executions_start_first() {
     let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_COUNT", "1")]);
     kiln.create_script("spin", "javascript", "function main() { for (;;) {} }");
-    kiln.create_script("tag", "javascript", "function main(p) { return p.tag; }");
+    // Each run takes a few milliseconds, so one worker's runs start at
+    // distinct milliseconds and `started_at` orders them.
+    kiln.create_script(
+        "tag",
+        "javascript",
+        "function main(p) { const end = Date.now() + 3; while (Date.now() < end) {} return p.tag; }",
+    );
     // Occupies the only worker until all the others are queued (then it is
     // cancelled), however slowly this machine queues them.
     let blocker = kiln.execute("spin", "", json!({"timeout_ms": 60_000}));
@@ -197,6 +203,9 @@ fn higher_priority_executions_start_first() {
     assert_eq!(cancel.status(), 200);
     let mut finished: Vec<Value> = ids.iter().map(|id| kiln.poll_until_final(id)).collect();
     finished.sort_by(|a, b| a["started_at"].as_str().cmp(&b["started_at"].as_str()));
+    for pair in finished.windows(2) {
+        assert_ne!(pair[0]["started_at"], pair[1]["started_at"], "{finished:?}");
+    }
     let order: Vec<&str> = finished
         .iter()
         .map(|e| e["result"].as_str().unwrap())

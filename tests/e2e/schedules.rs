@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Kiln, error_body};
+use crate::harness::{Kiln, error_body, eventually};
 
 fn create_schedule(kiln: &Kiln, body: Value) -> Value {
     let response = kiln.post("/v1/schedules").json(&body).send().unwrap();
@@ -70,13 +70,10 @@ fn a_schedule_every_second_fires_pauses_resumes_and_is_deleted() {
     assert_eq!(schedule["overlap"], "skip");
     assert!(schedule["next_run_at"].as_str().unwrap().ends_with('Z'));
 
-    std::thread::sleep(Duration::from_millis(3500));
-    let runs = scheduled_runs(&kiln, script_id);
-    assert!(
-        (2..=4).contains(&runs.len()),
-        "{} runs: {runs:?}",
-        runs.len()
-    );
+    let runs = eventually("two scheduled runs", || {
+        let runs = scheduled_runs(&kiln, script_id);
+        (runs.len() >= 2).then_some(runs)
+    });
     wait_until_final(&kiln, &runs);
     let last = kiln.poll_until_final(runs[0]["id"].as_str().unwrap());
     assert_eq!(last["trigger"], "schedule");
@@ -239,4 +236,48 @@ fn missed_runs_during_downtime_fire_once() {
     let runs = scheduled_runs(&kiln, &script_id);
     assert_eq!(runs.len() - before, 1, "missed slots, one run: {runs:?}");
     wait_until_final(&kiln, &runs);
+}
+
+/// With `overlap: skip` (the default), a firing while the last run is still
+/// running is skipped: each scheduled run starts after the one before it
+/// ended, though the cron fires every second and each run takes 1.5 s.
+#[test]
+fn a_skipping_schedule_never_runs_twice_at_once() {
+    let (kiln, _dir) = Kiln::start(&[("KILN_WORKERS_COUNT", "2")]);
+    let script = kiln.create_script(
+        "slow",
+        "javascript",
+        "function main() { const end = Date.now() + 1500; while (Date.now() < end) {} return 1; }",
+    );
+    let script_id = script["id"].as_str().unwrap();
+    let schedule = create_schedule(
+        &kiln,
+        json!({"name": "slow", "script_id": "slow", "cron": "* * * * * *"}),
+    );
+    assert_eq!(schedule["overlap"], "skip");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let runs = loop {
+        let runs = scheduled_runs(&kiln, script_id);
+        let finished = runs.iter().filter(|r| r["status"] == "completed").count();
+        if finished >= 3 {
+            break runs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let id = schedule["id"].as_str().unwrap();
+    let deleted = kiln
+        .request(Method::DELETE, &format!("/v1/schedules/{id}"))
+        .send()
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    // Newest first: each run was created after the one before it ended.
+    let finished: Vec<&Value> = runs.iter().filter(|r| r["status"] == "completed").collect();
+    for pair in finished.windows(2) {
+        let (later, earlier) = (pair[0], pair[1]);
+        assert!(
+            later["created_at"].as_str() >= earlier["completed_at"].as_str(),
+            "overlapping runs: {earlier} and {later}"
+        );
+    }
 }

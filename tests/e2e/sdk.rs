@@ -2,7 +2,7 @@
 //! crate made by `kiln new` in an empty folder outside the repository) with
 //! their key-value store and config values.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use reqwest::Method;
@@ -179,45 +179,11 @@ fn a_crate_made_by_kiln_new_builds_runs_locally_and_counts_on_the_server() {
                 .contains("cargo build --release --target wasm32-wasip2")
         );
     }
-    let folder = outside.path().join("vendored");
-    // Plain cargo, as a user would run it; a shared target dir only saves
-    // compiling the same dependencies twice across test runs.
-    let built = Command::new("cargo")
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .current_dir(&folder)
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-new-target"),
-        )
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let wasm = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("kiln-new-target/wasm32-wasip2/release/hello_kiln.wasm");
-
-    let local = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("run")
-        .arg(&wasm)
-        .args(["--params", r#"{"name": "Kiln"}"#, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        local.status.success(),
-        "{}",
-        String::from_utf8_lossy(&local.stderr)
-    );
-    let outcome: Value = serde_json::from_slice(&local.stdout).unwrap();
-    assert_eq!(
-        outcome["result"],
-        json!({"greeting": "Hello, Kiln!", "count": 1})
-    );
+    // Both crates build and run; the vendored one, built last, is uploaded.
+    let mut wasm = PathBuf::new();
+    for folder in ["with-sdk", "vendored"] {
+        wasm = build_and_run_locally(&outside.path().join(folder));
+    }
 
     let (kiln, _dir) = Kiln::start(&[]);
     let script = kiln.create_component("hello-kiln", wasm.to_str().unwrap());
@@ -230,4 +196,48 @@ fn a_crate_made_by_kiln_new_builds_runs_locally_and_counts_on_the_server() {
             "{run}"
         );
     }
+}
+
+/// Builds a crate `kiln new` made, with plain cargo as a user would, and
+/// runs it with `kiln run`; returns the component.
+fn build_and_run_locally(folder: &Path) -> PathBuf {
+    // A shared target dir only saves compiling the same dependencies again
+    // across crates and test runs.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-new-target");
+    let built = Command::new("cargo")
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(folder)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}: {}",
+        folder.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let wasm = target.join("wasm32-wasip2/release/hello_kiln.wasm");
+    let local = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("run")
+        .arg(&wasm)
+        .args(["--params", r#"{"name": "Kiln"}"#, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        local.status.success(),
+        "{}: {}",
+        folder.display(),
+        String::from_utf8_lossy(&local.stderr)
+    );
+    let outcome: Value = serde_json::from_slice(&local.stdout).unwrap();
+    assert_eq!(
+        outcome["result"],
+        json!({"greeting": "Hello, Kiln!", "count": 1}),
+        "{}",
+        folder.display()
+    );
+    wasm
 }

@@ -555,3 +555,106 @@ fn redirects_are_not_followed() {
     assert_eq!(first["status_code"], 307, "{log}");
     assert_eq!(first["outcome"], "retrying", "{log}");
 }
+
+/// The attempt log of `webhook` once it holds `n` attempts, oldest first.
+fn attempts(kiln: &Kiln, webhook: &Value, n: usize) -> Vec<Value> {
+    let id = webhook["id"].as_str().unwrap();
+    let mut log = eventually(&format!("{n} attempts logged"), || {
+        let log = json_of(
+            kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
+                .send()
+                .unwrap(),
+            200,
+        );
+        let attempts = log["data"].as_array().cloned().unwrap_or_default();
+        (attempts.len() >= n).then_some(attempts)
+    });
+    log.reverse();
+    log
+}
+
+/// A destination that was allowed when the webhook was made, and is private
+/// by the time of delivery (here: the node restarted with private
+/// destinations refused), is checked again at each attempt and never
+/// contacted.
+#[test]
+fn a_destination_private_at_delivery_time_is_refused_and_never_contacted() {
+    let receiver = Receiver::start(0);
+    let (kiln, dir) = Kiln::start(&FAST_RETRIES);
+    let webhook = create_webhook(&kiln, &receiver.url, json!(["script.created"]));
+    kiln.terminate();
+    let kiln = Kiln::start_in(
+        dir.path(),
+        &[
+            ("KILN_WEBHOOKS_RETRY_BASE_MS", "100"),
+            ("KILN_WEBHOOKS_MAX_ATTEMPTS", "2"),
+        ],
+    );
+    kiln.create_script("made", "javascript", "function main() {}");
+    let log = attempts(&kiln, &webhook, 2);
+    for (attempt, outcome) in log.iter().zip(["retrying", "failed"]) {
+        assert_eq!(attempt["outcome"], outcome, "{log:?}");
+        assert_eq!(attempt["status_code"], Value::Null);
+        let error = attempt["error"].as_str().unwrap_or_default();
+        assert!(error.contains("127.0.0.1"), "{error}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        receiver.received().is_empty(),
+        "a private destination was contacted"
+    );
+}
+
+/// A receiver that never answers costs each attempt `webhooks.timeout_ms`,
+/// and after `webhooks.max_attempts` the delivery is given up: no attempt
+/// follows the last.
+#[test]
+fn a_silent_receiver_times_out_and_the_delivery_is_given_up() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            count.fetch_add(1, Ordering::SeqCst);
+            // Read nothing, answer nothing, keep the connection open.
+            held.push(stream);
+        }
+    });
+    let (kiln, _dir) = Kiln::start(&[
+        ("KILN_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ("KILN_WEBHOOKS_RETRY_BASE_MS", "100"),
+        ("KILN_WEBHOOKS_MAX_ATTEMPTS", "3"),
+        ("KILN_WEBHOOKS_TIMEOUT_MS", "300"),
+    ]);
+    let webhook = create_webhook(&kiln, &url, json!(["script.created"]));
+    kiln.create_script("made", "javascript", "function main() {}");
+    let log = attempts(&kiln, &webhook, 3);
+    for (n, (attempt, outcome)) in log
+        .iter()
+        .zip(["retrying", "retrying", "failed"])
+        .enumerate()
+    {
+        assert_eq!(attempt["attempt"], n + 1, "{log:?}");
+        assert_eq!(attempt["outcome"], outcome, "{log:?}");
+        assert_eq!(attempt["error"], "the receiver did not answer in time");
+        let took = attempt["duration_ms"].as_u64().unwrap();
+        assert!(took >= 300, "gave up on the receiver after {took} ms");
+    }
+    // Backoff from 100 ms would have made a fourth attempt within ~2 s.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "attempted past the maximum"
+    );
+    let id = webhook["id"].as_str().unwrap();
+    let log = json_of(
+        kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
+            .send()
+            .unwrap(),
+        200,
+    );
+    assert_eq!(log["data"].as_array().unwrap().len(), 3, "{log}");
+}

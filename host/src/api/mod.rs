@@ -529,10 +529,8 @@ mod tests {
             assert!(
                 operations
                     .iter()
-                    .any(
-                        |(m, p)| (m == method || *method == "ANY") && routed(p) == *route
-                            || documented(route) == *p
-                    ),
+                    .any(|(m, p)| (m == method || *method == "ANY")
+                        && (routed(p) == *route || documented(route) == *p)),
                 "the rule for {method} {route} names no route"
             );
         }

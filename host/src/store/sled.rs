@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::disk_sync::{FileSyncer, Fsync};
+use super::disk_sync::FileSyncer;
 use super::executions::ExecutionStore as _;
 use super::group_commit::GroupCommit;
 use super::{
@@ -255,24 +255,22 @@ impl Counted {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir` and checks its schema version.
-    /// sled's page cache is capped at `cache_bytes`: its own default is
-    /// 1 GiB, which an edge node's RSS would creep towards as records are
-    /// written.
+    /// [`SledStore::open_with`] with the system's own syncs.
+    #[cfg(test)]
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(dir, cache_bytes, Arc::new(super::Fsync))
+    }
+
+    /// Opens (or creates) the database in `dir` and checks its schema
+    /// version; `syncer` makes its files durable (tests inject one that
+    /// records what each sync covered). sled's page cache is capped at
+    /// `cache_bytes`: its own default is 1 GiB, which an edge node's RSS
+    /// would creep towards as records are written.
     ///
     /// # Errors
     ///
     /// [`StoreError::Backend`] if sled cannot open it (for example another
     /// process holds it), [`StoreError::Schema`] if it is of another version.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        Self::open_with(dir, cache_bytes, Arc::new(Fsync))
-    }
-
-    /// [`SledStore::open`] whose files are made durable by `syncer`.
-    ///
-    /// # Errors
-    ///
-    /// As [`SledStore::open`].
     pub fn open_with(
         dir: &Path,
         cache_bytes: u64,

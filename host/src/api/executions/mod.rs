@@ -64,6 +64,9 @@ pub struct ExecutionView {
     stdout_truncated: bool,
     stderr_truncated: bool,
     error: Option<crate::store::ExecutionError>,
+    /// What the run was given: the request's, else the script's, else the
+    /// server's defaults, each capped at the server's maximum.
+    limits: RunLimits,
     fuel_consumed: Option<u64>,
     peak_memory_bytes: Option<u64>,
     created_by: Option<String>,
@@ -73,9 +76,23 @@ pub struct ExecutionView {
     http_requests: Vec<crate::store::OutboundRequest>,
 }
 
+/// The limits one execution runs under.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunLimits {
+    timeout_ms: u64,
+    memory_mb: u64,
+    /// Fuel units; absent when only the deadline bounds the run.
+    fuel: Option<u64>,
+}
+
 impl From<ExecutionRecord> for ExecutionView {
     fn from(e: ExecutionRecord) -> Self {
         Self {
+            limits: RunLimits {
+                timeout_ms: e.timeout_ms,
+                memory_mb: e.memory_mb,
+                fuel: e.fuel,
+            },
             language: e.language.as_str(),
             id: e.id,
             script_id: e.script_id,

@@ -237,3 +237,72 @@ async fn a_guesser_cannot_lock_a_user_out_from_another_address() {
     let login = app.login("admin", ADMIN_PASSWORD).await;
     assert_eq!(login.status(), 200, "locked out by someone else's guesses");
 }
+
+/// Writes and runs have buckets of their own, each at its configured size:
+/// spending one leaves the others whole.
+#[tokio::test]
+async fn write_and_execute_classes_are_limited_at_their_own_sizes() {
+    let app = TestApp::with(|c| {
+        c.rate_limit.write_per_minute = 3;
+        c.rate_limit.execute_per_minute = 2;
+    })
+    .await;
+    let write = |n: u32| {
+        app.post("/v1/scripts")
+            .json(&json!({"name": format!("w{n}"), "language": "javascript",
+                          "content": "function main() { return 1; }"}))
+    };
+    for n in 0..3 {
+        let made = write(n).send().await;
+        assert_eq!(made.status(), 201, "{}", made.text());
+        assert_eq!(number(&made, "x-ratelimit-limit"), 3);
+    }
+    let refused = write(3).send().await;
+    assert_eq!(number(&refused, "x-ratelimit-limit"), 3);
+    error_body(refused, 429, "RATE_LIMIT_EXCEEDED");
+    for _ in 0..2 {
+        let ran = app.execute("w0", "?wait=true", json!({})).await;
+        assert_eq!(ran.status(), 200, "{}", ran.text());
+        assert_eq!(number(&ran, "x-ratelimit-limit"), 2);
+    }
+    let refused = app.execute("w0", "?wait=true", json!({})).await;
+    assert_eq!(number(&refused, "x-ratelimit-limit"), 2);
+    error_body(refused, 429, "RATE_LIMIT_EXCEEDED");
+    let ad_hoc = app
+        .post("/v1/execute")
+        .json(&json!({"language": "javascript", "code": "function main() {}"}))
+        .send()
+        .await;
+    error_body(ad_hoc, 429, "RATE_LIMIT_EXCEEDED");
+    // Reads were never limited here.
+    assert_eq!(app.get("/v1/scripts").send().await.status(), 200);
+    let metrics = app.get("/metrics").send().await.text();
+    for class in ["write", "execute"] {
+        assert!(
+            metrics.contains(&format!(
+                "kiln_rate_limited_requests_total{{class=\"{class}\"}} {}",
+                if class == "write" { 1 } else { 2 }
+            )),
+            "{metrics}"
+        );
+    }
+}
+
+/// `limits.output_bytes` caps each stream a run keeps, and the record says
+/// which were cut.
+#[tokio::test]
+async fn output_past_the_configured_cap_is_cut_and_flagged() {
+    let app = TestApp::with(|c| c.limits.output_bytes = 1000).await;
+    app.create_script(
+        "loud",
+        "javascript",
+        "function main() { console.log('o'.repeat(5000)); console.error('e'.repeat(10)); }",
+    )
+    .await;
+    let run = app.run("loud", json!({})).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["stdout"], "o".repeat(1000));
+    assert_eq!(run["stdout_truncated"], true);
+    assert_eq!(run["stderr"], format!("{}\n", "e".repeat(10)));
+    assert_eq!(run["stderr_truncated"], false);
+}
