@@ -19,10 +19,12 @@
 //!
 //! The ratio to `wasmtime serve` comes from a head-to-head at the end:
 //! `LOAD_ROUNDS` (default 3) rounds per connection count, each a phase of
-//! Kiln's auth-free `?wait=true` right before a phase of `wasmtime serve`, and
-//! the median of the rounds' ratios. On a shared 2-core machine the rate of
-//! either server drifts by ±10 % over minutes; alternating keeps the drift
-//! out of the ratio. After the one-connection rounds it measures this disk's
+//! Kiln's auth-free `?wait=true` and a phase of `wasmtime serve`, which one
+//! goes first alternating from round to round, with `LOAD_PAUSE_MS`
+//! (default 1000) of rest before every phase; then the median of the
+//! rounds' ratios. On a shared 2-core machine the rate of either server
+//! drifts by ±10 % over minutes, and a phase right after another runs on
+//! warmer (or throttled) cores; alternating keeps both out of the ratio. After the one-connection rounds it measures this disk's
 //! sync (4 KiB write + `fdatasync`) and prints the best ratio any server
 //! could reach there that, like Kiln, syncs before each answer.
 #![allow(
@@ -326,6 +328,7 @@ fn main() {
     let seconds = env_or("LOAD_SECONDS", 10u64);
     let max_requests = env_or("LOAD_MAX_REQUESTS", 50_000u64);
     let rounds = env_or("LOAD_ROUNDS", 3usize).max(1);
+    let pause = Duration::from_millis(env_or("LOAD_PAUSE_MS", 1000u64));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let data = tempfile::tempdir().unwrap();
     let (_kiln, base) = start_kiln(&data.path().join("auth"), true);
@@ -425,14 +428,27 @@ fn main() {
             let mut ratios = Vec::new();
             let mut wasmtime_rates = Vec::new();
             for round in 1..=rounds {
-                let kiln = load(&kiln_open, connections, seconds, max_requests).await;
-                let wasmtime = load(&baseline, connections, seconds, max_requests).await;
+                let kiln_first = round % 2 == 1;
+                let mut phases = Vec::new();
+                for call in if kiln_first {
+                    [&kiln_open, &baseline]
+                } else {
+                    [&baseline, &kiln_open]
+                } {
+                    tokio::time::sleep(pause).await;
+                    phases.push(load(call, connections, seconds, max_requests).await);
+                }
+                if !kiln_first {
+                    phases.reverse();
+                }
+                let [kiln, wasmtime] = <[Report; 2]>::try_from(phases).unwrap();
                 let errors = kiln.errors + wasmtime.errors;
                 let (kiln, wasmtime) = (kiln.rate(), wasmtime.rate());
                 ratios.push(kiln / wasmtime);
                 wasmtime_rates.push(wasmtime);
                 println!(
-                    "| round {round} | {connections} | {kiln:.0} | {wasmtime:.0} | {:.2}× | {errors} |",
+                    "| round {round} ({} first) | {connections} | {kiln:.0} | {wasmtime:.0} | {:.2}× | {errors} |",
+                    if kiln_first { "kiln" } else { "wasmtime" },
                     kiln / wasmtime
                 );
             }

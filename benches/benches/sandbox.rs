@@ -2,14 +2,24 @@
 //! Sandbox benchmarks, each against a baseline measured in the same run:
 //!
 //! - `hello/kiln_warm`: a run of the hello guest through `Sandbox::run` on a
-//!   loaded artifact (instantiate from `InstancePre` + call), versus
-//!   `hello/fresh_engine_per_run`: new engine, Cranelift compile, instantiate,
-//!   call, the shape of `wasmtime run`.
+//!   loaded artifact (instantiate from `InstancePre` + call), what a node
+//!   does per execution.
+//! - `hello/wasmtime_run_process` and `hello/kiln_run_process`: the same
+//!   component as one process per execution, `wasmtime run` (the CLI of the
+//!   version Kiln pins, `WASMTIME`, with its compiled-code cache on and
+//!   warm) and `kiln run` (`KILN_BIN`, its cache warm): what a user gets
+//!   from either CLI. Skipped, with a message, when a binary is missing.
+//! - `hello/fresh_engine_per_run`: a new default engine, Cranelift compile,
+//!   instantiate and call in this process, with no cache: the cost a cache
+//!   saves, not what `wasmtime run` does.
 //! - `fib25/*`: the same CPU-bound guest with no metering, epoch interruption
 //!   only, fuel + epoch, and through Kiln's sandbox (fuel + epoch + limiter).
 //! - `cancel/latency`: time from `CancelHandle::cancel` to `run` returning for
 //!   a guest spinning in a loop.
 
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,6 +143,21 @@ fn hello(c: &mut Criterion) {
         })
     });
     group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    let cache = tempfile::tempdir().expect("a cache dir for kiln run");
+    for (name, command) in [
+        ("wasmtime_run_process", wasmtime_run()),
+        ("kiln_run_process", kiln_run(cache.path())),
+    ] {
+        let Some(mut command) = command else {
+            continue;
+        };
+        // Fills the CLI's cache, so every measured run finds it warm.
+        run_process(&mut command);
+        group.bench_function(name, |b| b.iter(|| run_process(&mut command)));
+    }
+    group
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
     group.bench_function("fresh_engine_per_run", |b| {
@@ -143,6 +168,50 @@ fn hello(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// `wasmtime run` of the hello guest, its cache on (the default, said
+/// explicitly).
+fn wasmtime_run() -> Option<Command> {
+    let Some(wasmtime) = kiln_benches::wasmtime_binary() else {
+        eprintln!(
+            "{} not found (set WASMTIME): no wasmtime_run_process",
+            kiln_benches::WASMTIME_VERSION
+        );
+        return None;
+    };
+    let mut command = Command::new(wasmtime);
+    command.args(["run", "-C", "cache=y", kiln_components::HELLO]);
+    Some(command)
+}
+
+/// `kiln run` of the hello guest with its compiled-code cache in `cache`.
+fn kiln_run(cache: &Path) -> Option<Command> {
+    let kiln = kiln_benches::kiln_binary_if_built()?;
+    let mut command = Command::new(kiln);
+    command
+        .args(["run", kiln_components::HELLO, "--cache-dir"])
+        .arg(cache);
+    Some(command)
+}
+
+/// One whole process: "bench" on its stdin, its greeting checked.
+fn run_process(command: &mut Command) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"bench")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{command:?}: {}", out.status);
+    assert_eq!(out.stdout, b"Hello, bench!\n");
 }
 
 fn fib(c: &mut Criterion) {

@@ -260,9 +260,13 @@ pub(crate) fn assemble_with(
     );
     let runtimes = Arc::new(Runtimes::new(sandbox.clone(), compiler.clone()));
     let mut metrics = Metrics::new();
-    let webhooks =
-        crate::webhooks::Webhooks::new(store.clone(), config.webhooks.clone(), metrics.webhooks())
-            .context("cannot load the webhooks")?;
+    let webhooks = crate::webhooks::Webhooks::new(
+        store.clone(),
+        vault.clone(),
+        config.webhooks.clone(),
+        metrics.webhooks(),
+    )
+    .context("cannot load the webhooks")?;
     let jobs = Jobs::new(
         config.workers.count,
         config.workers.queue_capacity,

@@ -122,6 +122,11 @@ pub fn shared_slot(name: &str) -> String {
     format!("shared:{name}")
 }
 
+/// The slot of a webhook's signing secret.
+pub fn webhook_slot(webhook_id: &str) -> String {
+    format!("webhook:{webhook_id}")
+}
+
 /// The slot of an execution's request `env` value.
 pub fn env_slot(execution_id: &str, name: &str) -> String {
     format!("env:{execution_id}:{name}")

@@ -12,6 +12,8 @@ use crate::harness::Kiln;
 
 const SECRET: &str = "s3cr3t-Kiln-7f2c9a";
 const ENV_VALUE: &str = "per-request-Vq81xZ";
+/// A webhook signing secret: its key part, then whole.
+const SIGNING_KEY: &str = "a2lsbi1lMmUtd2ViaG9vay1zZWNyZXQtMzItYnl0ZSE=";
 
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
@@ -105,7 +107,24 @@ fn secrets_are_read_by_every_kind_of_script_and_found_nowhere_else() {
         .unwrap()
         .to_owned();
     answers.push(serde_json::to_string(&kiln.poll_until_final(&id)).unwrap());
-    for path in ["/v1/executions", "/v1/audit", "/v1/scripts", "/metrics"] {
+    // A webhook's signing secret is sealed too (it must be read back to
+    // sign, so it cannot be a hash).
+    let hook = kiln
+        .post("/v1/webhooks")
+        .json(
+            &json!({"url": "http://8.8.8.8/hook", "events": ["script.deleted"],
+                      "secret": format!("whsec_{SIGNING_KEY}")}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(hook.status(), 201);
+    for path in [
+        "/v1/executions",
+        "/v1/audit",
+        "/v1/scripts",
+        "/v1/webhooks",
+        "/metrics",
+    ] {
         answers.push(kiln.get(path).send().unwrap().text().unwrap());
     }
     let _stopped = kiln.terminate();
@@ -119,6 +138,10 @@ fn secrets_are_read_by_every_kind_of_script_and_found_nowhere_else() {
             !answer.contains(ENV_VALUE),
             "answer {i} shows the env value: {answer}"
         );
+        assert!(
+            !answer.contains(SIGNING_KEY),
+            "answer {i} shows the signing secret: {answer}"
+        );
     }
     assert_eq!(
         files_containing(data.path(), SECRET.as_bytes()),
@@ -126,6 +149,10 @@ fn secrets_are_read_by_every_kind_of_script_and_found_nowhere_else() {
     );
     assert_eq!(
         files_containing(data.path(), ENV_VALUE.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        files_containing(data.path(), SIGNING_KEY.as_bytes()),
         Vec::<String>::new()
     );
 

@@ -197,11 +197,12 @@ async fn create(
     };
     check_url(&state, &body.url).await?;
     let now = crate::now();
+    let id = uuid::Uuid::now_v7().to_string();
     let record = WebhookRecord {
-        id: uuid::Uuid::now_v7().to_string(),
+        secret: state.vault.seal(&crate::vault::webhook_slot(&id), &secret),
+        id,
         url: body.url,
         events,
-        secret: secret.clone(),
         active: body.active.unwrap_or(true),
         description: body.description,
         created_at: now.clone(),
@@ -318,7 +319,7 @@ async fn update(
                 next.events.clone_from(events);
             }
             if let Some(secret) = &body.secret {
-                next.secret.clone_from(secret);
+                next.secret = state.vault.seal(&crate::vault::webhook_slot(&id), secret);
             }
             if let Some(active) = body.active {
                 next.active = active;

@@ -144,7 +144,13 @@ async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
     }
     let started = Instant::now();
     let at = crate::now();
-    let result = send(webhooks, &webhook.url, &webhook.secret, &delivery).await;
+    let result = match webhooks
+        .vault
+        .open_value(&crate::vault::webhook_slot(&webhook.id), &webhook.secret)
+    {
+        Ok(secret) => send(webhooks, &webhook.url, &secret, &delivery).await,
+        Err(e) => Err(format!("cannot open the webhook's signing secret: {e}")),
+    };
     delivery.attempts += 1;
     let status_code = result.as_ref().ok().copied();
     let delivered = status_code.is_some_and(|s| (200..300).contains(&s));

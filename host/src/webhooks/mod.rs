@@ -47,6 +47,8 @@ pub fn event_scope(event_type: &str) -> Scope {
 
 pub struct Webhooks {
     store: Arc<dyn Store>,
+    /// Opens each webhook's sealed signing secret at delivery.
+    vault: Arc<crate::vault::Vault>,
     pub config: WebhooksConfig,
     /// The subscriptions, read on every event; reloaded on every change.
     subscriptions: RwLock<Arc<Vec<WebhookRecord>>>,
@@ -66,11 +68,13 @@ impl Webhooks {
     /// The store cannot list the webhooks.
     pub fn new(
         store: Arc<dyn Store>,
+        vault: Arc<crate::vault::Vault>,
         config: WebhooksConfig,
         metrics: crate::metrics::WebhookMetrics,
     ) -> Result<Arc<Self>, StoreError> {
         let webhooks = Arc::new(Self {
             store,
+            vault,
             config,
             subscriptions: RwLock::new(Arc::new(Vec::new())),
             wake: tokio::sync::Notify::new(),
@@ -223,8 +227,10 @@ mod tests {
         ] {
             store.create_webhook(&webhook(id, creator)).unwrap();
         }
+        let vault = crate::vault::Vault::open(None, dir.path()).unwrap();
         let webhooks = Webhooks::new(
             store.clone(),
+            Arc::new(vault),
             crate::config::Config::default().webhooks,
             crate::metrics::Metrics::new().webhooks(),
         )
