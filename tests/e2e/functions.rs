@@ -248,6 +248,63 @@ fn limits_stop_a_hostile_function() {
     assert_eq!(kiln.get("/fn/hostile/").send().unwrap().status(), 200);
 }
 
+/// HTTP functions run in as many slots as there are workers, with at most
+/// `workers.queue_capacity` requests waiting for one; past that a request is
+/// refused at once with 503 `QUEUE_FULL` and `Retry-After`, not queued.
+#[test]
+fn a_full_function_queue_is_503_at_once() {
+    let (kiln, _dir) = Kiln::start(&[
+        ("KILN_WORKERS_COUNT", "1"),
+        ("KILN_WORKERS_QUEUE_CAPACITY", "1"),
+    ]);
+    let script = kiln
+        .post("/v1/scripts")
+        .json(&json!({
+            "name": "spinner",
+            "language": "wasm",
+            "content_base64": base64_of(kiln_components::HTTP_HELLO),
+            "limits": {"timeout_ms": 1500},
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(script.status(), 201);
+    // One runs, one waits; the others find the queue full.
+    let answers: Vec<(u16, String, Option<String>)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let answer = kiln.get("/fn/spinner/spin").send().unwrap();
+                    let status = answer.status().as_u16();
+                    let retry = answer
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    let body: Value = answer.json().unwrap();
+                    let code = body["error"]["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    (status, code, retry)
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let ran = answers
+        .iter()
+        .filter(|(s, c, _)| *s == 504 && c == "TIMEOUT")
+        .count();
+    let refused: Vec<_> = answers.iter().filter(|(s, ..)| *s == 503).collect();
+    assert_eq!(ran + refused.len(), 4, "{answers:?}");
+    assert!(ran >= 1 && !refused.is_empty(), "{answers:?}");
+    for (_, code, retry) in refused {
+        assert_eq!(code, "QUEUE_FULL");
+        assert!(retry.is_some(), "no Retry-After: {answers:?}");
+    }
+    // Free again once they are done.
+    assert_eq!(kiln.get("/fn/spinner/").send().unwrap().status(), 200);
+}
+
 /// Sends `head` (a request without its body) over a new connection and
 /// returns the first line of the answer.
 fn raw_status_line(base: &str, head: &str) -> String {

@@ -36,8 +36,9 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: the store, the engine and both language runtimes are usable,
-/// and the server is not draining.
+/// Readiness: the node has started (its store opened, its engine built,
+/// both language runtimes loaded) and is not draining. It reads the node's
+/// phase only; a store that fails later shows in the answers that need it.
 #[utoipa::path(get, path = "/readyz", operation_id = "readiness", tag = "system",
     responses(
         (status = 200, description = "Ready", body = Health),

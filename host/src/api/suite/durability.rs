@@ -90,3 +90,20 @@ async fn a_read_reports_a_final_record_only_once_it_is_synced() {
         );
     }
 }
+
+/// An accepted (202) run is on disk before the client hears of it: its
+/// queued record, parameters and all.
+#[tokio::test]
+async fn an_accepted_run_is_synced_before_its_202() {
+    let syncer = Arc::new(CoverageSyncer::slow(Duration::from_millis(150)));
+    let app = node(&syncer).await;
+    let m = uuid::Uuid::new_v4().simple().to_string();
+    syncer.watch(&m);
+    app.execute("reverser", "", json!({"parameters": {"m": m, "pad": 0}}))
+        .await
+        .expect(202);
+    assert!(
+        syncer.covered(&m),
+        "a 202 came before its record was synced"
+    );
+}
