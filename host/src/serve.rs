@@ -180,6 +180,10 @@ async fn load_runtimes(
     }
     lifecycle.ready();
     tracing::info!(startup_ms = begun.elapsed().as_millis() as u64, "ready");
+    // Reading the runtimes in (decompressing them, loading their code) left
+    // freed memory that an idle node would otherwise keep until its first
+    // runs: the idle release after start-up ran before this finished.
+    let _ = tokio::task::spawn_blocking(crate::memory::release_unused).await;
 }
 
 /// Files and directories this process makes are its user's alone (0600,
