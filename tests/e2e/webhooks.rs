@@ -556,21 +556,25 @@ fn redirects_are_not_followed() {
     assert_eq!(first["outcome"], "retrying", "{log}");
 }
 
+/// The attempt log of `webhook`, oldest first.
+fn attempt_log(kiln: &Kiln, webhook: &Value) -> Vec<Value> {
+    let id = webhook["id"].as_str().unwrap();
+    let log = json_of(
+        kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
+            .send()
+            .unwrap(),
+        200,
+    );
+    let mut attempts = log["data"].as_array().cloned().unwrap_or_default();
+    attempts.reverse();
+    attempts
+}
+
 /// The attempt log of `webhook` once it holds `n` attempts, oldest first.
 fn attempts(kiln: &Kiln, webhook: &Value, n: usize) -> Vec<Value> {
-    let id = webhook["id"].as_str().unwrap();
-    let mut log = eventually(&format!("{n} attempts logged"), || {
-        let log = json_of(
-            kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
-                .send()
-                .unwrap(),
-            200,
-        );
-        let attempts = log["data"].as_array().cloned().unwrap_or_default();
-        (attempts.len() >= n).then_some(attempts)
-    });
-    log.reverse();
-    log
+    eventually(&format!("{n} attempts logged"), || {
+        Some(attempt_log(kiln, webhook)).filter(|log| log.len() >= n)
+    })
 }
 
 /// A destination that was allowed when the webhook was made, and is private
@@ -649,12 +653,6 @@ fn a_silent_receiver_times_out_and_the_delivery_is_given_up() {
         3,
         "attempted past the maximum"
     );
-    let id = webhook["id"].as_str().unwrap();
-    let log = json_of(
-        kiln.get(&format!("/v1/webhooks/{id}/deliveries"))
-            .send()
-            .unwrap(),
-        200,
-    );
-    assert_eq!(log["data"].as_array().unwrap().len(), 3, "{log}");
+    let log = attempt_log(&kiln, &webhook);
+    assert_eq!(log.len(), 3, "{log:?}");
 }
