@@ -178,6 +178,17 @@ fn a_crate_made_by_kiln_new_builds_runs_locally_and_counts_on_the_server() {
             String::from_utf8_lossy(&made.stdout)
                 .contains("cargo build --release --target wasm32-wasip2")
         );
+        // The crate depends on the SDK it was given, else on its own copy.
+        let manifest = std::fs::read_to_string(folder.join("Cargo.toml")).unwrap();
+        let vendored = folder.join("kiln-guest").is_dir();
+        match sdk_flag {
+            Some(sdk) => {
+                let sdk = std::path::absolute(sdk).unwrap();
+                assert!(manifest.contains(sdk.to_str().unwrap()), "{manifest}");
+                assert!(!vendored, "an SDK was written beside the crate");
+            }
+            None => assert!(vendored, "no SDK beside the crate"),
+        }
     }
     // Both crates build and run; the vendored one, built last, is uploaded.
     let mut wasm = PathBuf::new();
