@@ -34,23 +34,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "cannot find this binary's path: compiles run in the server's process, bounded only by the validation limits"
         );
     }
+    // First, so that a port in use stops the start before anything is
+    // written (the data directory, the first admin's password file).
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
     let state = assemble(config, program)?;
     let phase =
         |name: &str| tracing::debug!(ms = begun.elapsed().as_millis() as u64, "start-up: {name}");
-    phase("store, authentication, engine, webhooks, workers");
+    phase("bound; store, authentication, engine, webhooks, workers");
     let (store, jobs, webhooks) = (
         state.store.clone(),
         state.jobs.clone(),
         state.webhooks.clone(),
     );
-    let listener = tokio::net::TcpListener::bind(state.config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", state.config.server.listen))?;
-    let address = listener.local_addr()?;
     jobs::recover(store.as_ref(), &jobs)
         .await
         .context("cannot recover executions")?;
-    phase("bound, executions recovered");
+    phase("executions recovered");
     tokio::spawn(forget_idle_buckets(state.limits.clone()));
     if cfg!(feature = "mimalloc") {
         tokio::spawn(crate::memory::release_when_idle(jobs.clone()));

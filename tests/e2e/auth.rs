@@ -55,6 +55,30 @@ fn the_first_start_makes_an_admin_with_a_random_password_once() {
     );
 }
 
+/// A port already in use stops the first start before it writes anything:
+/// no data directory, so no admin password that nobody was shown.
+#[test]
+fn a_port_in_use_stops_the_start_before_anything_is_written() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--listen", &address, "--data"])
+        .arg(&data)
+        .env_remove("KILN_ADMIN_PASSWORD")
+        .env_remove("KILN_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "the data directory was made");
+}
+
 #[test]
 fn the_openapi_document_shows_the_security_schemes() {
     let (kiln, _dir) = Kiln::start(&[]);
