@@ -175,17 +175,11 @@ fn a_function_is_public_only_when_it_says_so() {
 #[test]
 fn limits_stop_a_hostile_function() {
     let (kiln, _dir) = Kiln::start(&[("KILN_SERVER_MAX_BODY_BYTES", "2097152")]);
-    let script = kiln
-        .post("/v1/scripts")
-        .json(&json!({
-            "name": "hostile",
-            "language": "wasm",
-            "content_base64": base64_of(kiln_components::HTTP_HELLO),
-            "limits": {"timeout_ms": 500, "memory_mb": 32},
-        }))
-        .send()
-        .unwrap();
-    assert_eq!(script.status(), 201);
+    upload_http_hello(
+        &kiln,
+        "hostile",
+        json!({"timeout_ms": 500, "memory_mb": 32}),
+    );
 
     let spin = kiln.get("/fn/hostile/spin").send().unwrap();
     let id = header(&spin, "x-kiln-execution-id");
@@ -257,17 +251,7 @@ fn a_full_function_queue_is_503_at_once() {
         ("KILN_WORKERS_COUNT", "1"),
         ("KILN_WORKERS_QUEUE_CAPACITY", "1"),
     ]);
-    let script = kiln
-        .post("/v1/scripts")
-        .json(&json!({
-            "name": "spinner",
-            "language": "wasm",
-            "content_base64": base64_of(kiln_components::HTTP_HELLO),
-            "limits": {"timeout_ms": 1500},
-        }))
-        .send()
-        .unwrap();
-    assert_eq!(script.status(), 201);
+    upload_http_hello(&kiln, "spinner", json!({"timeout_ms": 1500}));
     // One runs, one waits; the others find the queue full.
     let answers: Vec<(u16, String, Option<String>)> = std::thread::scope(|scope| {
         let calls: Vec<_> = (0..4)
@@ -303,6 +287,22 @@ fn a_full_function_queue_is_503_at_once() {
     }
     // Free again once they are done.
     assert_eq!(kiln.get("/fn/spinner/").send().unwrap().status(), 200);
+}
+
+/// Uploads the wasi:http test guest as the HTTP function `name` with
+/// `limits`.
+fn upload_http_hello(kiln: &Kiln, name: &str, limits: Value) {
+    let script = kiln
+        .post("/v1/scripts")
+        .json(&json!({
+            "name": name,
+            "language": "wasm",
+            "content_base64": base64_of(kiln_components::HTTP_HELLO),
+            "limits": limits,
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(script.status(), 201);
 }
 
 /// Sends `head` (a request without its body) over a new connection and

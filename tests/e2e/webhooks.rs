@@ -656,3 +656,56 @@ fn a_silent_receiver_times_out_and_the_delivery_is_given_up() {
     let log = attempt_log(&kiln, &webhook);
     assert_eq!(log.len(), 3, "{log:?}");
 }
+
+/// A signing secret that no longer opens (the node restarted under another
+/// master key) fails each attempt with that reason; nothing unsigned is sent.
+#[test]
+fn a_secret_that_no_longer_opens_fails_the_attempt_unsent() {
+    let receiver = Receiver::start(0);
+    let (kiln, dir) = Kiln::start(&FAST_RETRIES);
+    let webhook = create_webhook(&kiln, &receiver.url, json!(["script.created"]));
+    kiln.terminate();
+    let mut env = FAST_RETRIES.to_vec();
+    env.extend([
+        ("KILN_WEBHOOKS_MAX_ATTEMPTS", "1"),
+        (
+            "KILN_AUTH_MASTER_KEY",
+            "another master key, not the one sealing",
+        ),
+    ]);
+    let kiln = Kiln::start_in(dir.path(), &env);
+    kiln.create_script("made", "javascript", "function main() {}");
+    let log = attempts(&kiln, &webhook, 1);
+    assert_eq!(log[0]["outcome"], "failed", "{log:?}");
+    let error = log[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("cannot open the webhook's signing secret"),
+        "{error}"
+    );
+    assert!(receiver.received().is_empty(), "sent without a signature");
+}
+
+/// A secret changed by `PUT` signs the next delivery, and the old one does
+/// not.
+#[test]
+fn a_changed_secret_signs_the_next_delivery() {
+    let receiver = Receiver::start(0);
+    let (kiln, _dir) = Kiln::start(&FAST_RETRIES);
+    let webhook = create_webhook(&kiln, &receiver.url, json!(["script.created"]));
+    let id = webhook["id"].as_str().unwrap();
+    let secret = "whsec_a2lsbi1lMmUtd2ViaG9vay1zZWNyZXQtMzItYnl0ZSE=";
+    let changed = kiln
+        .request(Method::PUT, &format!("/v1/webhooks/{id}"))
+        .json(&json!({"secret": secret}))
+        .send()
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert!(
+        !changed.text().unwrap().contains("a2lsbi1l"),
+        "the secret was shown"
+    );
+    kiln.create_script("made", "javascript", "function main() {}");
+    let received = receiver.wait_for("one delivery", |got| got.len() == 1);
+    verify_with_the_stock_verifier(secret, &received);
+    assert_ne!(webhook["secret"].as_str(), Some(secret));
+}

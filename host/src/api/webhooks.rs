@@ -307,6 +307,11 @@ async fn update(
         check_url(&state, url).await?;
     }
     let now = crate::now();
+    // Sealed once: the change below may run again on a concurrent write.
+    let sealed = body
+        .secret
+        .as_ref()
+        .map(|secret| state.vault.seal(&crate::vault::webhook_slot(&id), secret));
     let updated = state
         .store
         .update_webhook(&id, &|current| {
@@ -318,8 +323,8 @@ async fn update(
             if let Some(events) = &events {
                 next.events.clone_from(events);
             }
-            if let Some(secret) = &body.secret {
-                next.secret = state.vault.seal(&crate::vault::webhook_slot(&id), secret);
+            if let Some(sealed) = &sealed {
+                next.secret.clone_from(sealed);
             }
             if let Some(active) = body.active {
                 next.active = active;
