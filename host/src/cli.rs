@@ -1,4 +1,4 @@
-//! The command line: `kiln run FILE …`. Parsing and exit statuses live here;
+//! The command line: `kiln run FILE …`, `kiln serve`, and the client verbs. Parsing and exit statuses live here;
 //! the work is in the verb modules.
 
 use std::path::PathBuf;
@@ -40,6 +40,28 @@ pub enum Command {
     New(NewArgs),
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Log in to a server; the credential is kept in a profile.
+    Login(crate::client::LoginArgs),
+    /// End the session and forget the profile's credential.
+    Logout(crate::client::Common),
+    /// Show who the profile is logged in as, where.
+    Whoami(crate::client::Common),
+    /// Create a script, or upload its content as a new version.
+    Deploy(crate::client::DeployArgs),
+    /// Run a deployed script, streaming its output; exits as `kiln run` does.
+    Exec(crate::client::ExecArgs),
+    /// Show an execution's output (`--follow` to stream it).
+    Logs(crate::client::LogsArgs),
+    /// Cancel a queued or running execution.
+    Cancel(crate::client::CancelArgs),
+    /// List scripts, executions, schedules, webhooks or API keys.
+    Ls(crate::client::LsArgs),
+    /// Delete scripts, executions, schedules or webhooks, or revoke keys.
+    Rm(crate::client::RmArgs),
+    /// Create API keys.
+    Keys(crate::client::KeysArgs),
+    /// The server's version, workers, queue and store.
+    Status(crate::client::Common),
     /// Ask a server whether it is ready (`/readyz`): exit 0 if so, else 1.
     Health(crate::health::HealthArgs),
     /// Compile one component into the artifact cache, under resource
@@ -79,6 +101,17 @@ pub fn main() -> ExitCode {
         Command::New(args) => crate::new::new(&args),
         Command::Serve(args) => serve(args),
         Command::Health(args) => crate::health::health(&args),
+        Command::Login(args) => crate::client::run(crate::client::login::login(args)),
+        Command::Logout(common) => crate::client::run(crate::client::login::logout(common)),
+        Command::Whoami(common) => crate::client::run(crate::client::login::whoami(common)),
+        Command::Deploy(args) => crate::client::run(crate::client::deploy::deploy(args)),
+        Command::Exec(args) => crate::client::run(crate::client::exec::exec(args)),
+        Command::Logs(args) => crate::client::run(crate::client::exec::logs(args)),
+        Command::Cancel(args) => crate::client::run(crate::client::exec::cancel(args)),
+        Command::Ls(args) => crate::client::run(crate::client::listing::ls(args)),
+        Command::Rm(args) => crate::client::run(crate::client::listing::rm(args)),
+        Command::Keys(args) => crate::client::run(crate::client::listing::keys(args)),
+        Command::Status(common) => crate::client::run(crate::client::listing::status(common)),
         Command::CompileArtifact(args) => crate::compiler::child::run(&args),
     }
 }

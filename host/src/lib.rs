@@ -6,6 +6,7 @@ mod auth;
 #[doc(hidden)]
 pub mod bench;
 pub mod cli;
+mod client;
 mod client_ip;
 mod compiler;
 mod config;
@@ -26,6 +27,7 @@ mod ratelimit;
 mod retention;
 mod runtimes;
 mod schedules;
+mod script_files;
 mod serve;
 mod store;
 mod vault;

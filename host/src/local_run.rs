@@ -17,6 +17,7 @@ use crate::contract;
 use crate::executions::run::{self, Hooks, Prepared};
 use crate::executions::{RunRequest, SubmitError, Target, new_record};
 use crate::exit_status;
+use crate::script_files;
 use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Language, Trigger};
 
 /// Arguments of `kiln run`.
@@ -90,6 +91,16 @@ pub enum Lang {
     Wasm,
 }
 
+impl Lang {
+    pub(crate) fn language(self) -> Language {
+        match self {
+            Lang::Wasm => Language::Wasm,
+            Lang::Javascript => Language::Javascript,
+            Lang::Python => Language::Python,
+        }
+    }
+}
+
 /// Runs the file and returns the exit status DESIGN.md's CLI section gives:
 /// the guest's own, 124 on timeout, 125 on other failures, 2 on bad usage.
 pub(crate) fn run(args: RunArgs) -> ExitCode {
@@ -130,7 +141,7 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
             ..RunRequest::default()
         },
         Target {
-            language: language_of(lang),
+            language: lang.language(),
             script: None,
             defaults: Default::default(),
             code: None,
@@ -284,11 +295,13 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
     let as_bundle = |e: crate::api::ApiError| Failure::Usage(format!("{}: {e}", path.display()));
     if path.is_dir() {
         let mut files = std::collections::BTreeMap::new();
-        read_dir_into(path, "", &mut files, &mut 0, 0)?;
+        script_files::read_dir_into(path, "", &mut files, &mut 0, 0).map_err(Failure::Usage)?;
         let lang = match (args.lang, &args.entry) {
             (Some(lang), _) => lang,
-            (None, Some(entry)) => lang_of(std::path::Path::new(entry))?,
-            (None, None) => bundle_lang(&files).ok_or_else(|| {
+            (None, Some(entry)) => {
+                script_files::lang_of(std::path::Path::new(entry)).map_err(Failure::Usage)?
+            }
+            (None, None) => script_files::bundle_lang(&files).ok_or_else(|| {
                 Failure::Usage(format!(
                     "{} has none of main.js, index.js, main.py and __main__.py: pass --entry",
                     path.display()
@@ -296,7 +309,7 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
             })?,
         };
         let bundle =
-            bundle::from_map(language_of(lang), args.entry.clone(), files).map_err(as_bundle)?;
+            bundle::from_map(lang.language(), args.entry.clone(), files).map_err(as_bundle)?;
         return Ok((lang, kiln_runtime::Source::Bundle(bundle).encode()));
     }
     let name = path.to_string_lossy();
@@ -306,7 +319,9 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
     let lang = match args.lang {
         Some(lang) => lang,
         None if archive => match &args.entry {
-            Some(entry) => lang_of(std::path::Path::new(entry))?,
+            Some(entry) => {
+                script_files::lang_of(std::path::Path::new(entry)).map_err(Failure::Usage)?
+            }
             None => {
                 return Err(Failure::Usage(format!(
                     "{} is an archive: pass --lang (or --entry)",
@@ -314,12 +329,12 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
                 )));
             }
         },
-        None => lang_of(path)?,
+        None => script_files::lang_of(path).map_err(Failure::Usage)?,
     };
     let bytes = std::fs::read(path).map_err(unreadable)?;
     if lang != Lang::Wasm && bundle::is_archive(&bytes) {
-        let bundle = bundle::from_archive(language_of(lang), args.entry.clone(), &bytes)
-            .map_err(as_bundle)?;
+        let bundle =
+            bundle::from_archive(lang.language(), args.entry.clone(), &bytes).map_err(as_bundle)?;
         return Ok((lang, kiln_runtime::Source::Bundle(bundle).encode()));
     }
     if args.entry.is_some() {
@@ -328,87 +343,6 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
         ));
     }
     Ok((lang, bytes))
-}
-
-/// Reads a directory's files, leaving out hidden ones and what uploads
-/// leave out; stops past a bundle's bounds (files, and `bytes` read in
-/// all) before reading more.
-fn read_dir_into(
-    dir: &std::path::Path,
-    prefix: &str,
-    files: &mut std::collections::BTreeMap<String, String>,
-    bytes: &mut u64,
-    depth: usize,
-) -> Result<(), Failure> {
-    let unreadable =
-        |e: std::io::Error| Failure::Usage(format!("cannot read {}: {e}", dir.display()));
-    if depth > 32 {
-        return Err(Failure::Usage(format!(
-            "{} is nested too deep",
-            dir.display()
-        )));
-    }
-    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
-        let entry = entry.map_err(unreadable)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || name == "__pycache__" || name.ends_with(".pyc") {
-            continue;
-        }
-        let path = format!("{prefix}{name}");
-        let kind = entry.file_type().map_err(unreadable)?;
-        if kind.is_dir() {
-            read_dir_into(&entry.path(), &format!("{path}/"), files, bytes, depth + 1)?;
-        } else if kind.is_file() {
-            if files.len() >= bundle::MAX_FILES {
-                return Err(Failure::Usage(format!(
-                    "a bundle has at most {} files",
-                    bundle::MAX_FILES
-                )));
-            }
-            *bytes += entry.metadata().map_err(unreadable)?.len();
-            if *bytes > bundle::MAX_BYTES as u64 {
-                return Err(Failure::Usage(format!(
-                    "{}: a bundle holds at most {} bytes of files",
-                    dir.display(),
-                    bundle::MAX_BYTES
-                )));
-            }
-            let text = std::fs::read_to_string(entry.path())
-                .map_err(|e| Failure::Usage(format!("{path}: {e}")))?;
-            files.insert(path, text);
-        }
-    }
-    Ok(())
-}
-
-/// The language whose usual entry the bundle has.
-fn bundle_lang(files: &std::collections::BTreeMap<String, String>) -> Option<Lang> {
-    [Lang::Javascript, Lang::Python].into_iter().find(|lang| {
-        bundle::default_entries(language_of(*lang))
-            .iter()
-            .any(|name| files.contains_key(*name))
-    })
-}
-
-fn language_of(lang: Lang) -> Language {
-    match lang {
-        Lang::Wasm => Language::Wasm,
-        Lang::Javascript => Language::Javascript,
-        Lang::Python => Language::Python,
-    }
-}
-
-fn lang_of(file: &std::path::Path) -> Result<Lang, Failure> {
-    match file.extension().and_then(|e| e.to_str()) {
-        Some("wasm" | "wat") => Ok(Lang::Wasm),
-        Some("js" | "mjs") => Ok(Lang::Javascript),
-        Some("py") => Ok(Lang::Python),
-        other => Err(Failure::Usage(format!(
-            "cannot tell the language of {} (extension {:?}); pass --lang",
-            file.display(),
-            other.unwrap_or("")
-        ))),
-    }
 }
 
 /// Writes guest output straight through as it arrives: the CLI's own stdout

@@ -13,6 +13,7 @@ mod attacks;
 mod auth;
 mod bundles;
 mod cli_run;
+mod client;
 mod deploy;
 mod egress;
 mod executions;

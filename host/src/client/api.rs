@@ -1,0 +1,278 @@
+//! One server and one credential: requests carry it, a session's access
+//! token is renewed before it expires (and once more if the server says it
+//! has), and every error answer becomes a [`ClientError::Api`].
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+use super::profile::{Credential, Profile, ProfileFile};
+use super::{ClientError, Common};
+
+/// An access token this close to its expiry is renewed before use, so a
+/// request does not carry one that lapses on the way.
+const RENEW_MARGIN_SECS: u64 = 30;
+
+pub struct Api {
+    http: reqwest::Client,
+    pub base: String,
+    pub profile_name: String,
+    file: ProfileFile,
+    pub credential: Credential,
+}
+
+impl Api {
+    /// The server and credential of the profile `common` names.
+    pub fn open(common: &Common) -> Result<Self, ClientError> {
+        let file = ProfileFile::locate()?;
+        let Profile { url, credential } = file.profile(&common.profile)?;
+        Ok(Self {
+            http: http_client()?,
+            base: url,
+            profile_name: common.profile.clone(),
+            file,
+            credential,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends the request `build` makes for a URL, with the credential. It is
+    /// built again for the retry after a renewal, so bodies need not clone.
+    pub async fn send(
+        &mut self,
+        build: impl Fn(&reqwest::Client, String) -> RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        if let Credential::Session {
+            access_expires_at, ..
+        } = &self.credential
+            && *access_expires_at <= now_secs() + RENEW_MARGIN_SECS
+        {
+            self.renew().await?;
+        }
+        let response = self.attempt(&build).await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && matches!(self.credential, Credential::Session { .. })
+        {
+            self.renew().await?;
+            return self.attempt(&build).await;
+        }
+        Ok(response)
+    }
+
+    /// A JSON request (`body` if any) whose answer is JSON.
+    pub async fn json(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let response = self
+            .send(|http, base| {
+                let request = http.request(method.clone(), format!("{base}{path}"));
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
+                }
+            })
+            .await?;
+        read_json(response).await
+    }
+
+    async fn attempt(
+        &self,
+        build: &impl Fn(&reqwest::Client, String) -> RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        let request = build(&self.http, self.base.clone());
+        let request = match &self.credential {
+            Credential::Session { access_token, .. } => request.bearer_auth(access_token),
+            Credential::ApiKey { key } => request.header("x-api-key", key),
+        };
+        request.send().await.map_err(|e| transport(&self.base, &e))
+    }
+
+    /// A new access token, under the profiles' lock. If another command
+    /// renewed this session meanwhile, its tokens are taken instead: the
+    /// refresh token this one holds is spent.
+    async fn renew(&mut self) -> Result<(), ClientError> {
+        let locked = self.file.lock()?;
+        let mut profiles = self.file.load()?;
+        let stored = profiles
+            .profiles
+            .get(&self.profile_name)
+            .cloned()
+            .ok_or_else(|| ClientError::NotLoggedIn(self.profile_name.clone()))?;
+        if stored.url == self.base && stored.credential != self.credential {
+            self.credential = stored.credential;
+            return Ok(());
+        }
+        let Credential::Session {
+            username,
+            refresh_token,
+            ..
+        } = &self.credential
+        else {
+            return Ok(());
+        };
+        let response = self
+            .http
+            .post(self.url("/v1/auth/refresh"))
+            .json(&json!({ "refresh_token": refresh_token }))
+            .send()
+            .await
+            .map_err(|e| transport(&self.base, &e))?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let reason = match read_json(response).await {
+                Err(ClientError::Api { message, .. }) => message,
+                _ => "the server refused its refresh token".into(),
+            };
+            return Err(ClientError::SessionEnded {
+                profile: self.profile_name.clone(),
+                reason,
+            });
+        }
+        let tokens = read_json(response).await?;
+        let renewed = session_from(username.clone(), &tokens)?;
+        profiles.profiles.insert(
+            self.profile_name.clone(),
+            Profile {
+                url: self.base.clone(),
+                credential: renewed.clone(),
+            },
+        );
+        self.file.save(&profiles, &locked)?;
+        self.credential = renewed;
+        Ok(())
+    }
+}
+
+/// The HTTP client every verb uses: no overall timeout (`exec` and `logs
+/// --follow` stream for as long as a run lasts), a bounded connect.
+pub fn http_client() -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientError::Protocol(format!("cannot make an HTTP client: {e}")))
+}
+
+/// The credential a login answer (`TokenResponse`) gives.
+pub fn session_from(username: String, tokens: &Value) -> Result<Credential, ClientError> {
+    let text = |field: &str| {
+        tokens[field].as_str().map(str::to_owned).ok_or_else(|| {
+            ClientError::Protocol(format!("the server's token answer has no {field}"))
+        })
+    };
+    Ok(Credential::Session {
+        username,
+        access_token: text("access_token")?,
+        refresh_token: text("refresh_token")?,
+        access_expires_at: now_secs() + tokens["expires_in"].as_u64().unwrap_or(0),
+    })
+}
+
+/// The body of a success as JSON (`null` when empty), or the error the
+/// server's envelope describes.
+pub async fn read_json(response: Response) -> Result<Value, ClientError> {
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Protocol(format!("the answer broke off: {e}")))?;
+    if status.is_success() {
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        return serde_json::from_slice(&body).map_err(|e| {
+            ClientError::Protocol(format!("the server's answer is not JSON ({status}): {e}"))
+        });
+    }
+    Err(api_error(status, &body))
+}
+
+/// The error an envelope names; a body that is not one (a proxy's page)
+/// is quoted as it is.
+pub fn api_error(status: reqwest::StatusCode, body: &[u8]) -> ClientError {
+    let envelope: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let error = &envelope["error"];
+    let Some(code) = error["code"].as_str() else {
+        let text = String::from_utf8_lossy(body);
+        return ClientError::Protocol(format!(
+            "the server answered {status}: {}",
+            text.chars().take(300).collect::<String>()
+        ));
+    };
+    let details = error["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let message = d["message"].as_str()?;
+            Some(match d["field"].as_str() {
+                Some(field) => format!("\n  {field}: {message}"),
+                None => format!("\n  {message}"),
+            })
+        })
+        .collect();
+    ClientError::Api {
+        status: status.as_u16(),
+        code: code.to_owned(),
+        message: error["message"].as_str().unwrap_or("").to_owned(),
+        details,
+        request_id: error["request_id"].as_str().unwrap_or("-").to_owned(),
+    }
+}
+
+/// A request that got no answer: what failed, down to its first cause.
+pub fn transport(base: &str, e: &reqwest::Error) -> ClientError {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        reason = cause.to_string();
+        source = cause.source();
+    }
+    ClientError::Unreachable {
+        url: base.to_owned(),
+        reason,
+    }
+}
+
+pub fn now_secs() -> u64 {
+    crate::now_ms() / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_becomes_an_error_naming_code_fields_and_request() {
+        let body = json!({"error": {"code": "VALIDATION_ERROR", "message": "bad input",
+            "details": [{"field": "name", "message": "must not be empty"}, {"message": "also"}],
+            "request_id": "req-1", "timestamp": "t"}});
+        let error = api_error(
+            reqwest::StatusCode::BAD_REQUEST,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(error.code(), Some("VALIDATION_ERROR"));
+        assert_eq!(
+            error.to_string(),
+            "VALIDATION_ERROR: bad input\n  name: must not be empty\n  also (HTTP 400, request req-1)"
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_no_envelope_is_quoted() {
+        let error = api_error(
+            reqwest::StatusCode::BAD_GATEWAY,
+            b"<html>upstream down</html>",
+        );
+        assert_eq!(
+            error.to_string(),
+            "the server answered 502 Bad Gateway: <html>upstream down</html>"
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! The client verbs driven as a user drives them: the real binary against a
+//! real `kiln serve`, with its own home directory for the login profiles.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{ADMIN_PASSWORD, Kiln};
+
+/// `kiln ARGS` as a user with `home` as their home directory runs it.
+fn client(home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("KILN_PROFILE")
+        .env_remove("KILN_LOG")
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    client(home, args).output().unwrap()
+}
+
+fn run_with_stdin(home: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = client(home, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{stdin}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(output: Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+fn login(kiln: &Kiln, home: &Path) {
+    let out = run_with_stdin(
+        home,
+        &["login", &kiln.base, "-u", "admin", "--password-stdin"],
+        ADMIN_PASSWORD,
+    );
+    assert_eq!(
+        ok(out),
+        format!("Logged in to {} as admin (profile default)\n", kiln.base)
+    );
+}
+
+fn profiles(home: &Path) -> toml::Value {
+    let text = std::fs::read_to_string(home.join(".config/kiln/profiles.toml")).unwrap();
+    toml::from_str(&text).unwrap()
+}
+
+#[test]
+fn login_whoami_and_logout_keep_the_credential_only_the_user_can_read() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+
+    let out = run(home, &["whoami"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not logged in (profile \"default\")"),
+        "{}",
+        stderr(&out)
+    );
+
+    let wrong = run_with_stdin(
+        home,
+        &["login", &kiln.base, "-u", "admin", "--password-stdin"],
+        "not the password",
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    let message = stderr(&wrong);
+    assert!(
+        message.contains("AUTHENTICATION_REQUIRED: ") && message.contains("(HTTP 401, request "),
+        "{message}"
+    );
+    assert!(
+        !home.join(".config/kiln/profiles.toml").exists(),
+        "nothing kept"
+    );
+
+    login(&kiln, home);
+    let file = home.join(".config/kiln/profiles.toml");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&home.join(".config/kiln")), 0o700);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains(ADMIN_PASSWORD), "the password is not kept");
+    assert_eq!(
+        ok(run(home, &["whoami"])),
+        format!(
+            "admin (admin) at {}, profile default, by a password login\n",
+            kiln.base
+        )
+    );
+    let me: Value = serde_json::from_str(&ok(run(home, &["whoami", "--json"]))).unwrap();
+    assert_eq!(me["username"], "admin");
+
+    // An API key in a second profile.
+    let key = ok(run(home, &["keys", "create", "ci", "-s", "read:scripts"]));
+    let key = key.trim();
+    assert!(key.starts_with("kiln_"), "{key}");
+    let out = run_with_stdin(
+        home,
+        &["login", &kiln.base, "--api-key-stdin", "--profile", "ci"],
+        key,
+    );
+    ok(out);
+    let whoami = ok(run(home, &["whoami", "--profile", "ci"]));
+    assert!(
+        whoami.contains(&format!("by API key {}…", &key[..9])),
+        "{whoami}"
+    );
+    let out = run(home, &["ls", "executions", "--profile", "ci"]);
+    assert_eq!(out.status.code(), Some(1), "the key cannot read executions");
+    assert!(
+        stderr(&out).contains("PERMISSION_DENIED"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Logging out ends the session on the server too.
+    let access = profiles(home)["profiles"]["default"]["credential"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        ok(run(home, &["logout"])),
+        format!("Logged out of {}\n", kiln.base)
+    );
+    let after = kiln
+        .with_token(&access, reqwest::Method::GET, "/v1/users/me")
+        .send()
+        .unwrap();
+    assert_eq!(after.status(), 401, "the session's token stopped working");
+    let out = run(home, &["whoami"]);
+    assert_eq!(out.status.code(), Some(1));
+    ok(run(home, &["whoami", "--profile", "ci"]));
+}
+
+#[test]
+fn an_expiring_access_token_is_renewed_once_even_by_commands_at_the_same_time() {
+    let (kiln, _dir) = Kiln::start(&[("KILN_AUTH_ACCESS_TTL_SECS", "1")]);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    login(&kiln, home);
+    let refresh = |home: &Path| {
+        profiles(home)["profiles"]["default"]["credential"]["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = refresh(home);
+    std::thread::sleep(Duration::from_millis(1_100));
+    // Four at once: without the profiles' lock two of them would spend the
+    // same refresh token, and the server revokes a session when that happens.
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            client(home, &["whoami"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        ok(child.wait_with_output().unwrap());
+    }
+    assert_ne!(refresh(home), first, "the session was renewed");
+    std::thread::sleep(Duration::from_millis(1_100));
+    ok(run(home, &["whoami"]));
+}
+
+#[test]
+fn deploy_exec_logs_ls_and_rm_a_script() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    login(&kiln, home);
+    let work = tempfile::tempdir().unwrap();
+    let script = work.path().join("hello.js");
+    std::fs::write(
+        &script,
+        "function main(p) { console.log('hi ' + p.name); return { n: p.n * 2 }; }",
+    )
+    .unwrap();
+    let script = script.to_str().unwrap();
+    let deployed = ok(run(home, &["deploy", script]));
+    assert!(
+        deployed.starts_with("Created hello: version 1 (javascript "),
+        "{deployed}"
+    );
+    assert!(deployed.contains("Run it:   kiln exec hello"), "{deployed}");
+
+    let out = ok(run(
+        home,
+        &["exec", "hello", "-p", "name=ada", "-p", "n:=21"],
+    ));
+    assert_eq!(out, "hi ada\n{\"n\":42}\n");
+
+    std::fs::write(
+        work.path().join("hello.js"),
+        "function main(p) { console.log('hello ' + p.name); return p.name.length; }",
+    )
+    .unwrap();
+    let redeployed = ok(run(home, &["deploy", script]));
+    assert!(
+        redeployed.starts_with("Updated hello: version 2"),
+        "{redeployed}"
+    );
+    let params = work.path().join("params.json");
+    std::fs::write(&params, r#"{"name": "grace"}"#).unwrap();
+    let at_file = format!("@{}", params.display());
+    let view: Value = serde_json::from_str(&ok(run(
+        home,
+        &["exec", "hello", "--params", &at_file, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(view["status"], "completed");
+    assert_eq!(view["stdout"], "hello grace\n");
+    assert_eq!(view["result"], 5);
+    assert_eq!(view["script_version"], 2);
+
+    // A bundle from a directory.
+    let bundle = work.path().join("twice");
+    std::fs::create_dir_all(bundle.join("lib")).unwrap();
+    std::fs::write(
+        bundle.join("main.js"),
+        "import { twice } from './lib/twice.js';\nexport default (p) => twice(p.n);",
+    )
+    .unwrap();
+    std::fs::write(
+        bundle.join("lib/twice.js"),
+        "export const twice = (n) => 2 * n;",
+    )
+    .unwrap();
+    let deployed = ok(run(home, &["deploy", bundle.to_str().unwrap()]));
+    assert!(
+        deployed.starts_with("Created twice: version 1"),
+        "{deployed}"
+    );
+    assert_eq!(ok(run(home, &["exec", "twice", "-p", "n:=8"])), "16\n");
+
+    // Exit statuses as `kiln run` gives them.
+    std::fs::write(
+        work.path().join("boom.js"),
+        "function main() { throw new Error('boom'); }",
+    )
+    .unwrap();
+    std::fs::write(
+        work.path().join("spin.js"),
+        "function main() { for (;;) {} }",
+    )
+    .unwrap();
+    for name in ["boom.js", "spin.js"] {
+        ok(run(
+            home,
+            &["deploy", work.path().join(name).to_str().unwrap()],
+        ));
+    }
+    let boom = run(home, &["exec", "boom"]);
+    assert_eq!(boom.status.code(), Some(125));
+    assert!(stderr(&boom).contains("boom"), "{}", stderr(&boom));
+    let spin = run(home, &["exec", "spin", "--timeout-ms", "300"]);
+    assert_eq!(spin.status.code(), Some(124), "{}", stderr(&spin));
+
+    // Started without waiting, then read back.
+    let id = ok(run(home, &["exec", "hello", "-p", "name=lin", "--async"]));
+    let id = id.trim();
+    assert_eq!(ok(run(home, &["logs", id, "--follow"])), "hello lin\n");
+    assert_eq!(ok(run(home, &["logs", id])), "hello lin\n");
+
+    let table = ok(run(home, &["ls", "scripts"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME "), "{table}");
+    let column = lines[0].find("LANGUAGE").unwrap();
+    for row in &lines[1..] {
+        assert_eq!(
+            row.find("javascript"),
+            Some(column),
+            "columns line up:\n{table}"
+        );
+    }
+    let names: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    for name in ["hello", "twice", "boom", "spin"] {
+        assert!(names.contains(&name), "{table}");
+    }
+    let executions: Value =
+        serde_json::from_str(&ok(run(home, &["ls", "executions", "--json", "-n", "2"]))).unwrap();
+    assert_eq!(executions["data"].as_array().unwrap().len(), 2);
+    assert!(ok(run(home, &["status"])).starts_with("Kiln "));
+
+    assert_eq!(
+        ok(run(home, &["rm", "script", "hello", "spin"])),
+        "Removed script hello\nRemoved script spin\n"
+    );
+    let gone = run(home, &["exec", "hello"]);
+    assert_eq!(gone.status.code(), Some(1));
+    let message = stderr(&gone);
+    assert!(
+        message.starts_with("kiln: RESOURCE_NOT_FOUND: ") && message.contains("request "),
+        "{message}"
+    );
+    let bad = run(home, &["exec", "a/b"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+#[test]
+fn exec_writes_output_while_the_script_still_runs() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    login(&kiln, home);
+    kiln.create_script(
+        "slow",
+        "javascript",
+        "function main() { console.log('first'); const end = Date.now() + 1500; \
+         while (Date.now() < end) {} console.log('second'); return null; }",
+    );
+    let mut child = client(home, &["exec", "slow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "first\n");
+    let listing: Value = kiln
+        .get("/v1/executions?size=1")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        listing["data"][0]["status"], "running",
+        "the first line came while the run went on"
+    );
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "second\n");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn an_unreachable_server_is_named() {
+    let home = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run_with_stdin(
+        home.path(),
+        &["login", &url, "-u", "admin", "--password-stdin"],
+        "pw",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.starts_with(&format!("kiln: cannot reach {url}: ")) && message.contains("running"),
+        "{message}"
+    );
+}
