@@ -273,6 +273,32 @@ fn deploy_exec_logs_ls_and_rm_a_script() {
     );
     assert_eq!(ok(run(home, &["exec", "twice", "-p", "n:=8"])), "16\n");
 
+    // On a schedule, named after the script and moved by a redeploy.
+    let bundle = bundle.to_str().unwrap();
+    let scheduled = ok(run(
+        home,
+        &[
+            "deploy",
+            bundle,
+            "--schedule",
+            "0 5 * * *",
+            "--tz",
+            "Europe/Paris",
+        ],
+    ));
+    assert!(
+        scheduled.contains("Schedule: 0 5 * * * (Europe/Paris), next run 20"),
+        "{scheduled}"
+    );
+    ok(run(home, &["deploy", bundle, "--schedule", "30 6 * * *"]));
+    let schedules: Value =
+        serde_json::from_str(&ok(run(home, &["ls", "schedules", "--json"]))).unwrap();
+    let schedules = schedules["data"].as_array().unwrap();
+    assert_eq!(schedules.len(), 1, "{schedules:?}");
+    assert_eq!(schedules[0]["name"], "twice");
+    assert_eq!(schedules[0]["cron"], "30 6 * * *");
+    assert_eq!(schedules[0]["timezone"], "UTC");
+
     // Exit statuses as `kiln run` gives them.
     std::fs::write(
         work.path().join("boom.js"),
@@ -398,4 +424,48 @@ fn an_unreachable_server_is_named() {
         message.starts_with(&format!("kiln: cannot reach {url}: ")) && message.contains("running"),
         "{message}"
     );
+}
+
+#[test]
+fn a_deployed_http_function_is_public_only_while_deployed_so() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    login(&kiln, home);
+    let component = kiln_components::HTTP_HELLO;
+    let deployed = ok(run(
+        home,
+        &["deploy", component, "--name", "web", "--public"],
+    ));
+    assert!(
+        deployed.starts_with("Created web: version 1 (wasm http"),
+        "{deployed}"
+    );
+    assert!(
+        deployed.contains(&format!("Call it:  curl {}/fn/web/", kiln.base)),
+        "{deployed}"
+    );
+    let call = || {
+        kiln.anonymous(reqwest::Method::GET, "/fn/web/")
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(call(), 200);
+    ok(run(home, &["deploy", component, "--name", "web"]));
+    assert_eq!(call(), 401, "a redeploy without --public is private again");
+
+    // The same over HTTP, raw: `public` in the query (it was an unknown field).
+    let raw = kiln
+        .post("/v1/scripts?name=web2&language=wasm&public=true")
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(component).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(raw.status(), 201);
+    let anonymous = kiln
+        .anonymous(reqwest::Method::GET, "/fn/web2/")
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status(), 200);
 }

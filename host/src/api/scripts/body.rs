@@ -174,6 +174,9 @@ pub struct WasmUploadQuery {
     description: Option<String>,
     /// The bundle's file that runs (raw archive uploads only).
     entry: Option<String>,
+    /// Whether anyone may call this HTTP function without a credential
+    /// (raw uploads only).
+    public: Option<bool>,
 }
 
 impl ScriptBody {
@@ -236,6 +239,7 @@ impl ScriptBody {
                     name: query.name,
                     language,
                     description: query.description.map(Some),
+                    public: query.public,
                     ..ScriptFields::default()
                 };
                 Ok(Self {
