@@ -7,7 +7,16 @@ use std::path::Path;
 
 /// Floors from the top; a module may import from its floor or below.
 const FLOORS: &[&[&str]] = &[
-    &["cli", "serve", "local_run", "new", "bench", "health"],
+    &[
+        "cli",
+        "serve",
+        "local_run",
+        "script_files",
+        "new",
+        "bench",
+        "health",
+        "client",
+    ],
     &["api"],
     &["schedules", "webhooks", "retention"],
     &["executions"],

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::ValueEnum;
 use kiln_runtime::{
     EngineOptions, ErrorCode, MemoryScriptHost, OutputKind, OutputSink, Sandbox, ScriptHost, Shape,
 };
@@ -17,8 +16,8 @@ use crate::contract;
 use crate::executions::run::{self, Hooks, Prepared};
 use crate::executions::{RunRequest, SubmitError, Target, new_record};
 use crate::exit_status;
-use crate::script_files;
-use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Language, Trigger};
+use crate::script_files::{self, Lang};
+use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Trigger};
 
 /// Arguments of `kiln run`.
 #[derive(Debug, clap::Args)]
@@ -76,29 +75,6 @@ pub struct RunArgs {
     /// private address (repeatable); others are refused there after DNS.
     #[arg(long, value_name = "HOST")]
     pub allow_private_host: Vec<String>,
-}
-
-/// Languages `kiln run` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Lang {
-    /// JavaScript (QuickJS): `function main(params)` or `export default`.
-    #[value(alias = "js")]
-    Javascript,
-    /// Python (CPython 3.14): `def main(**params)`.
-    #[value(alias = "py")]
-    Python,
-    /// A WebAssembly component or wasip1 core module, binary or text.
-    Wasm,
-}
-
-impl Lang {
-    pub(crate) fn language(self) -> Language {
-        match self {
-            Lang::Wasm => Language::Wasm,
-            Lang::Javascript => Language::Javascript,
-            Lang::Python => Language::Python,
-        }
-    }
 }
 
 /// Runs the file and returns the exit status DESIGN.md's CLI section gives:

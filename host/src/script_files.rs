@@ -2,8 +2,33 @@
 //! file's language from its extension, a directory's files as a bundle
 //! (bounded as an upload is) and its language from its entry.
 
+use clap::ValueEnum;
+
 use crate::api::scripts::bundle;
-use crate::local_run::Lang;
+use crate::store::Language;
+
+/// The languages `kiln run` and `kiln deploy` accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    /// JavaScript (QuickJS): `function main(params)` or `export default`.
+    #[value(alias = "js")]
+    Javascript,
+    /// Python (CPython 3.14): `def main(**params)`.
+    #[value(alias = "py")]
+    Python,
+    /// A WebAssembly component or wasip1 core module, binary or text.
+    Wasm,
+}
+
+impl Lang {
+    pub(crate) fn language(self) -> Language {
+        match self {
+            Lang::Wasm => Language::Wasm,
+            Lang::Javascript => Language::Javascript,
+            Lang::Python => Language::Python,
+        }
+    }
+}
 
 /// Reads a directory's files, leaving out hidden ones and what uploads
 /// leave out; stops past a bundle's bounds (files, and `bytes` read in

@@ -16,8 +16,7 @@ use serde_json::{Map, Value, json};
 use super::api::{self, Api};
 use super::exec::path_segment;
 use super::{ClientError, Common, output};
-use crate::local_run::Lang;
-use crate::script_files;
+use crate::script_files::{self, Lang};
 
 /// The upload goes in pieces this big, each moving the progress bar.
 const UPLOAD_CHUNK: usize = 64 * 1024;
