@@ -162,24 +162,25 @@ pub struct OpenApiJson(pub Arc<String>);
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let (routes, document) = routes_and_document();
-    // HTTP functions take any method and a wildcard path, which the
-    // OpenAPI router cannot express; `document_functions` describes them.
-    let routes = routes
-        .route("/fn/{name}", axum::routing::any(functions::call))
-        .route("/fn/{name}/", axum::routing::any(functions::call))
-        .route("/fn/{name}/{*path}", axum::routing::any(functions::call));
     let document = document
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the document: {e}\"}}"));
-    // Route layers run after routing, innermost first added: the guard sees
-    // the matched route and leaves the caller for idempotency and handlers.
-    let routes = routes
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::layer,
-        ))
-        .route_layer(middleware::from_fn_with_state(state.clone(), access::guard))
-        .route_layer(middleware::from_fn_with_state(state.clone(), measure))
+    // CORS sits in front of the API's access layers: a browser's preflight
+    // carries no credential.
+    let api = guarded(routes, &state);
+    let api = match cors(&state.config.server.cors_origins) {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
+    // HTTP functions take any method and a wildcard path, which the
+    // OpenAPI router cannot express (`document_functions` describes them),
+    // and answer their own preflights.
+    let functions = Router::new()
+        .route("/fn/{name}", axum::routing::any(functions::call))
+        .route("/fn/{name}/", axum::routing::any(functions::call))
+        .route("/fn/{name}/{*path}", axum::routing::any(functions::call));
+    let routes = api
+        .merge(guarded(functions, &state))
         .layer(axum::Extension(OpenApiJson(Arc::new(document))))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(max_body))
@@ -189,7 +190,72 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             std::time::Duration::from_millis(state.config.server.header_read_timeout_ms),
         ));
-    outermost(routes).with_state(state)
+    // Compression wraps the finished answer, error shape included; its
+    // default predicate leaves event streams, images and small bodies alone.
+    outermost(routes)
+        .layer(tower_http::compression::CompressionLayer::new())
+        .with_state(state)
+}
+
+/// Route layers run after routing, innermost first added: the guard sees
+/// the matched route and leaves the caller for idempotency and handlers.
+fn guarded(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::guard))
+        .route_layer(middleware::from_fn_with_state(state.clone(), measure))
+}
+
+/// The CORS answer for `server.cors_origins`, if it names any: the
+/// methods and request headers the API reads, the response headers a
+/// page needs (request id, ETag, Location, rate limits).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    let named = HeaderName::from_static;
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                named("x-api-key"),
+                named("idempotency-key"),
+                named("prefer"),
+                named("x-request-id"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+                named("x-request-id"),
+                named("x-ratelimit-limit"),
+                named("x-ratelimit-remaining"),
+                named("x-ratelimit-reset"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// What wraps every answer, routed or not: a caught panic becomes a 500,

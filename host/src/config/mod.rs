@@ -112,6 +112,10 @@ sections! {
         /// or `forwarded` (RFC 7239). Only that one is read: a client's own
         /// copy of the other would pass through the proxy untouched.
         forwarded_header: ForwardedHeader = ForwardedHeader::XForwardedFor,
+        /// Origins (`https://console.example.com`) whose pages may call the
+        /// API from a browser (CORS), or `*` for any. None by default.
+        /// HTTP functions answer their own preflights.
+        cors_origins: Vec<String> = Vec::new(),
     }
 
     /// What `kiln serve` logs to stderr, and how. Which events is
@@ -391,6 +395,16 @@ impl Config {
                 "server.trusted_proxies: {bad:?} is not an address or a CIDR"
             )));
         }
+        if let Some(bad) = self
+            .server
+            .cors_origins
+            .iter()
+            .find(|origin| origin.as_str() != "*" && !is_origin(origin))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "server.cors_origins: {bad:?} is not an origin (scheme://host[:port], or *)"
+            )));
+        }
         let a = &self.auth;
         if a.jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
             return invalid("auth.jwt_secret must be at least 32 characters");
@@ -474,6 +488,16 @@ fn flag_layer(pairs: &[String]) -> Result<Layer, ConfigError> {
     }))
 }
 
+/// `scheme://host[:port]` and nothing more, as a browser's `Origin` header
+/// writes it.
+fn is_origin(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some()
+            && url.origin().ascii_serialization() == text
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +517,27 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.server.data_dir, PathBuf::from("kiln-data"));
+    }
+
+    #[test]
+    fn cors_origins_are_origins_or_a_star() {
+        let mut config = Config::default();
+        config.server.cors_origins = vec![
+            "https://console.example".into(),
+            "http://127.0.0.1:3000".into(),
+            "*".into(),
+        ];
+        config.validate().unwrap();
+        for bad in [
+            "https://console.example/",
+            "https://console.example/app",
+            "console.example",
+            "ftp://console.example",
+        ] {
+            config.server.cors_origins = vec![bad.into()];
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("server.cors_origins"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod access;
 mod auth;
 mod durability;
 mod executions;
+mod http;
 mod limits;
 mod schedules;
 mod scripts;
@@ -310,6 +311,10 @@ impl Reply {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
     }
 
     /// The body as JSON.
