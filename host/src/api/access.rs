@@ -316,8 +316,12 @@ fn has_credential(headers: &HeaderMap) -> bool {
     headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key")
 }
 
+/// The class's standing on a response, unless the handler refused it on
+/// a limit of its own (a login's), whose figures the body also gives.
 fn with_standing(mut response: Response, standing: Option<&Standing>) -> Response {
-    if let Some(standing) = standing {
+    if let Some(standing) = standing
+        && !response.headers().contains_key("x-ratelimit-limit")
+    {
         rate_headers(response.headers_mut(), standing);
     }
     response

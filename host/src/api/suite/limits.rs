@@ -68,7 +68,12 @@ async fn rate_limits_answer_429_with_headers() {
 #[tokio::test]
 async fn logins_are_limited_per_username_from_an_ip_and_per_ip() {
     // The test app's own login is the first of the 4.
-    let app = TestApp::with(|c| c.rate_limit.login_per_minute = 4).await;
+    let app = TestApp::with(|c| {
+        c.rate_limit.login_per_minute = 4;
+        // The login route is also in the write class, at its default.
+        c.rate_limit.write_per_minute = 1200;
+    })
+    .await;
     for _ in 0..3 {
         error_body(
             app.login("admin", "guess").await,
@@ -79,6 +84,9 @@ async fn logins_are_limited_per_username_from_an_ip_and_per_ip() {
     // Used up: even the right password is refused, so a guesser learns nothing.
     let blocked = app.login("admin", ADMIN_PASSWORD).await;
     assert!(blocked.headers().contains_key("retry-after"));
+    // The headers are the login bucket's, as the body is, not the write class's.
+    assert_eq!(number(&blocked, "x-ratelimit-limit"), 4);
+    assert_eq!(number(&blocked, "x-ratelimit-remaining"), 0);
     let body = error_body(blocked, 429, "RATE_LIMIT_EXCEEDED");
     assert_eq!(body["error"]["details"][0]["limit"], 4);
     // The IP may try other usernames, up to three times the quota: 12, of
