@@ -322,6 +322,37 @@ fn deploy_exec_logs_ls_and_rm_a_script() {
     let spin = run(home, &["exec", "spin", "--timeout-ms", "300"]);
     assert_eq!(spin.status.code(), Some(124), "{}", stderr(&spin));
 
+    // The README's key for programs can run a script and read what it did.
+    let key = ok(run(
+        home,
+        &[
+            "keys",
+            "create",
+            "runner",
+            "-s",
+            "read:scripts,execute:scripts,read:executions",
+        ],
+    ));
+    let out = run_with_stdin(
+        home,
+        &[
+            "login",
+            &kiln.base,
+            "--api-key-stdin",
+            "--profile",
+            "runner",
+        ],
+        key.trim(),
+    );
+    ok(out);
+    assert_eq!(
+        ok(run(
+            home,
+            &["exec", "hello", "-p", "name=bot", "--profile", "runner"]
+        )),
+        "hello bot\n3\n"
+    );
+
     // Started without waiting, then read back.
     let id = ok(run(home, &["exec", "hello", "-p", "name=lin", "--async"]));
     let id = id.trim();

@@ -427,6 +427,20 @@ fn internal_destinations_are_refused_and_never_contacted() {
             "VALIDATION_ERROR",
         );
         assert_eq!(body["error"]["details"][0]["field"], "url", "{url}: {body}");
+        // The setting that would allow it is named where one would.
+        let message = body["error"]["details"][0]["message"].as_str().unwrap();
+        let allowable = url.contains("127.0.0.1")
+            || url.contains("localhost")
+            || url.contains("[::1]")
+            || url.contains("0.0.0.0")
+            || ["10.1.2.3", "192.168", "172.16", "100.64"]
+                .iter()
+                .any(|a| url.contains(a));
+        assert_eq!(
+            message.contains("webhooks.allow_private"),
+            allowable,
+            "{url}: {message}"
+        );
     }
     for (body, field) in [
         (json!({"url": "http://8.8.8.8/", "events": []}), "events"),

@@ -124,11 +124,13 @@ async fn hash(password: String) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-fn find(state: &AppState, id: &str) -> Result<UserRecord, ApiError> {
-    state
-        .store
-        .user(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))
+/// A user by id, else by username.
+fn find(state: &AppState, id_or_name: &str) -> Result<UserRecord, ApiError> {
+    let user = match state.store.user(id_or_name)? {
+        Some(user) => Some(user),
+        None => state.store.user_by_name(id_or_name)?,
+    };
+    user.ok_or_else(|| ApiError::NotFound(format!("no user {id_or_name:?}")))
 }
 
 /// Refuses a change that would leave no enabled admin.
@@ -246,7 +248,7 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Respo
 
 /// Read a user (admin).
 #[utoipa::path(get, path = "/v1/users/{id}", operation_id = "getUser", tag = "auth",
-    params(("id" = String, Path, description = "The user's id")),
+    params(("id" = String, Path, description = "The user's id or username")),
     responses(
         (status = 200, description = "The user", body = User,
             headers(("ETag" = String, description = "Strong ETag of this representation"))),
@@ -264,7 +266,7 @@ async fn read(
 /// Change a user's role, password or disabled flag (admin). A new password
 /// or disabling ends the user's login sessions.
 #[utoipa::path(put, path = "/v1/users/{id}", operation_id = "updateUser", tag = "auth",
-    params(("id" = String, Path, description = "The user's id"),
+    params(("id" = String, Path, description = "The user's id or username"),
         ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
     request_body = UpdateUser,
     responses(
@@ -283,6 +285,7 @@ async fn update(
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Response, ApiError> {
     let seen = find(&state, &id)?;
+    let id = seen.id.clone();
     if headers.contains_key(header::IF_MATCH) {
         etag::check_if_match(&headers, &etag::of_json(&User::of(seen.clone()))?)?;
     }
@@ -343,7 +346,7 @@ async fn update(
 
 /// Delete a user with their API keys and sessions (admin).
 #[utoipa::path(delete, path = "/v1/users/{id}", operation_id = "deleteUser", tag = "auth",
-    params(("id" = String, Path, description = "The user's id"),
+    params(("id" = String, Path, description = "The user's id or username"),
         ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
     responses(
         (status = 204, description = "Deleted"),
@@ -359,6 +362,7 @@ async fn delete(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let seen = find(&state, &id)?;
+    let id = seen.id.clone();
     if headers.contains_key(header::IF_MATCH) {
         etag::check_if_match(&headers, &etag::of_json(&User::of(seen))?)?;
     }

@@ -104,7 +104,7 @@ async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
     let parsed = ssrf::parse(url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
     ssrf::resolve(&parsed, state.webhooks.config.allow_private)
         .await
-        .map_err(|e| ApiError::invalid("url", e.to_string()))?;
+        .map_err(|e| ApiError::invalid("url", crate::webhooks::refusal(&e)))?;
     Ok(())
 }
 

@@ -214,7 +214,7 @@ async fn send(
     let url = ssrf::parse(url).map_err(|e| e.to_string())?;
     let addrs = ssrf::resolve(&url, webhooks.config.allow_private)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| super::refusal(&e))?;
     let key = sign::key_of(secret).map_err(|e| e.to_string())?;
     let mut client = reqwest::Client::builder()
         // A proxy would resolve the name itself, around the pinning below.

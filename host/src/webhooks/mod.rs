@@ -170,6 +170,19 @@ impl Webhooks {
     }
 }
 
+/// Why a receiver's URL is refused, naming the setting that would allow
+/// it when one would (private and loopback addresses, not cloud metadata).
+pub fn refusal(e: &crate::egress::ssrf::Refused) -> String {
+    match e {
+        crate::egress::ssrf::Refused::Address { ip, .. }
+            if crate::egress::ssrf::refused_kind(*ip, true).is_none() =>
+        {
+            format!("{e}; webhooks.allow_private = true lets deliveries go there")
+        }
+        _ => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,3 +224,38 @@ async fn forged_tokens_are_refused() {
         "AUTHENTICATION_REQUIRED",
     );
 }
+
+#[tokio::test]
+async fn users_are_found_by_username_as_by_id() {
+    let app = TestApp::new().await;
+    let (id, _) = app.create_user("dev", "viewer").await;
+    let by_name = json_of(app.get("/v1/users/dev").send().await, 200);
+    assert_eq!(by_name["id"], id.as_str());
+    let by_id = json_of(app.get(&format!("/v1/users/{id}")).send().await, 200);
+    assert_eq!(by_id, by_name);
+    let changed = json_of(
+        app.put("/v1/users/dev")
+            .json(&json!({"role": "developer"}))
+            .send()
+            .await,
+        200,
+    );
+    assert_eq!(changed["role"], "developer");
+    assert_eq!(changed["id"], id.as_str());
+    let deleted = app
+        .request(Method::DELETE, "/v1/users/dev")
+        .send()
+        .await
+        .status();
+    assert!(deleted.is_success(), "{deleted}");
+    error_body(
+        app.get(&format!("/v1/users/{id}")).send().await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    error_body(
+        app.get("/v1/users/nobody").send().await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+}
