@@ -24,7 +24,8 @@ use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Trigger};
 pub struct RunArgs {
     /// The script or component to run: .js (JavaScript), .py (Python), .wasm or .wat (a
     /// wasi:cli/command component or a wasip1 core module); or a bundle of
-    /// JavaScript or Python files, as a directory or a zip / tar / tar.gz.
+    /// JavaScript or Python files, as a directory or a zip / tar / tar.gz;
+    /// `-` reads it from stdin (with --lang, unless it is a component).
     pub file: PathBuf,
     /// The language, when the file's extension (or a bundle's entry) does
     /// not say it.
@@ -262,6 +263,46 @@ fn config_pairs(pairs: &[String]) -> Result<std::collections::BTreeMap<String, S
         .collect()
 }
 
+/// A script on stdin (`kiln run -`) is at most this big.
+const MAX_STDIN_BYTES: u64 = 64 << 20;
+
+/// The script on stdin: a component by its magic number, else source in
+/// the language `--lang` names, or an archive of a bundle.
+fn read_stdin(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_STDIN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::Usage(format!("cannot read the script from stdin: {e}")))?;
+    if bytes.len() as u64 > MAX_STDIN_BYTES {
+        return Err(Failure::Usage(format!(
+            "a script on stdin is at most {MAX_STDIN_BYTES} bytes"
+        )));
+    }
+    let lang = match args.lang {
+        Some(lang) => lang,
+        None if bytes.starts_with(b"\0asm") => Lang::Wasm,
+        None => {
+            return Err(Failure::Usage(
+                "the script comes on stdin: say its language with --lang js, py or wasm".into(),
+            ));
+        }
+    };
+    if lang != Lang::Wasm && bundle::is_archive(&bytes) {
+        let bundle = bundle::from_archive(lang.language(), args.entry.clone(), &bytes)
+            .map_err(|e| Failure::Usage(format!("stdin: {e}")))?;
+        return Ok((lang, kiln_runtime::Source::Bundle(bundle).encode()));
+    }
+    if args.entry.is_some() {
+        return Err(Failure::Usage(
+            "--entry is for a bundle (a directory or an archive)".into(),
+        ));
+    }
+    Ok((lang, bytes))
+}
+
 /// The language and content to run: a file as it is, or a directory's or
 /// an archive's files as a bundle (bounded as an upload is).
 fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
@@ -269,6 +310,9 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
     let unreadable =
         |e: std::io::Error| Failure::Usage(format!("cannot read {}: {e}", path.display()));
     let as_bundle = |e: crate::api::ApiError| Failure::Usage(format!("{}: {e}", path.display()));
+    if path.as_os_str() == "-" {
+        return read_stdin(args);
+    }
     if path.is_dir() {
         let mut files = std::collections::BTreeMap::new();
         script_files::read_dir_into(path, "", &mut files, &mut 0, 0).map_err(Failure::Usage)?;

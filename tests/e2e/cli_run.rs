@@ -548,3 +548,41 @@ fn runs_a_directory_as_a_bundle() {
         stderr(&out)
     );
 }
+
+/// `kiln run -` with `stdin` piped in.
+fn kiln_with_stdin(args: &[&str], cache: &Path, stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env_remove("KILN_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_script_comes_on_stdin_with_its_language() {
+    let cache = tempfile::tempdir().unwrap();
+    let source = b"function main(p) { console.log('from stdin'); return p.n * 2; }";
+    let out = kiln_with_stdin(
+        &["run", "-", "--lang", "js", "--params", r#"{"n": 21}"#],
+        cache.path(),
+        source,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from stdin\n42\n");
+    let unsaid = kiln_with_stdin(&["run", "-"], cache.path(), source);
+    assert_eq!(unsaid.status.code(), Some(2));
+    assert!(stderr(&unsaid).contains("--lang"), "{}", stderr(&unsaid));
+    // A component says what it is.
+    let component = std::fs::read(kiln_components::HELLO).unwrap();
+    let out = kiln_with_stdin(&["run", "-", "--input", "pipe"], cache.path(), &component);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Hello, pipe!\n");
+}

@@ -1,8 +1,9 @@
 //! What a create or update request says, from any of its encodings: JSON
 //! (`content`, `content_base64`, or `files` with an `entry`),
 //! `multipart/form-data` (a `file` part and a `meta` JSON part), a raw
-//! `application/wasm` body, or a raw zip / tar / tar.gz bundle, the last two
-//! with `?name=&language=`. Validation of each field lives here too.
+//! `application/wasm`, `application/javascript` or `text/x-python` body, or a
+//! raw zip / tar / tar.gz bundle, the raw ones with `?name=` (and an
+//! archive's `&language=`). Validation of each field lives here too.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Query, Request};
@@ -160,7 +161,8 @@ impl Content {
     }
 }
 
-/// With a raw `application/wasm` body, the fields come in the query.
+/// With a raw body (a component, one source file or an archive), the
+/// fields come in the query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -197,9 +199,22 @@ impl ScriptBody {
                 Ok(Self { fields, content })
             }
             "multipart/form-data" => Self::multipart(request, state).await,
-            "application/wasm" | "application/zip" | "application/x-tar" | "application/gzip"
+            "application/wasm"
+            | "application/javascript"
+            | "text/javascript"
+            | "text/x-python"
+            | "application/x-python"
+            | "application/zip"
+            | "application/x-tar"
+            | "application/gzip"
             | "application/x-gzip" => {
-                let wasm = essence == "application/wasm";
+                // A body of one kind names its language; an archive's is in the query.
+                let implied = match essence {
+                    "application/wasm" => Some("wasm"),
+                    "application/javascript" | "text/javascript" => Some("javascript"),
+                    "text/x-python" | "application/x-python" => Some("python"),
+                    _ => None,
+                };
                 let Query(query) = Query::<WasmUploadQuery>::try_from_uri(request.uri())
                     .map_err(ApiError::from)?;
                 let body =
@@ -209,14 +224,20 @@ impl ScriptBody {
                             axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
                             _ => ApiError::Validation(e.body_text(), Vec::new()),
                         })?;
-                let language = if wasm {
-                    if query.language.as_deref().is_some_and(|l| l != "wasm") {
+                let language = if let Some(implied) = implied {
+                    if query.language.as_deref().is_some_and(|l| l != implied) {
                         return Err(ApiError::invalid(
                             "language",
-                            "an application/wasm body is a component: language=wasm",
+                            format!("an {essence} body is language={implied}"),
                         ));
                     }
-                    Some("wasm".into())
+                    if query.entry.is_some() {
+                        return Err(ApiError::invalid(
+                            "entry",
+                            "one file has no entry; a bundle is sent as an archive",
+                        ));
+                    }
+                    Some(implied.to_owned())
                 } else {
                     if query.language.as_deref() == Some("wasm") {
                         return Err(ApiError::invalid(
@@ -232,9 +253,6 @@ impl ScriptBody {
                     }
                     query.language
                 };
-                if wasm && query.entry.is_some() {
-                    return Err(ApiError::invalid("entry", "a component has no entry"));
-                }
                 let fields = ScriptFields {
                     name: query.name,
                     language,
@@ -252,7 +270,8 @@ impl ScriptBody {
             }
             _ => Err(ApiError::UnsupportedMediaType(
                 "send the script as application/json, multipart/form-data, application/wasm, \
-                 or a bundle as application/zip, application/x-tar or application/gzip"
+                 application/javascript, text/x-python, or a bundle as application/zip, \
+                 application/x-tar or application/gzip"
                     .into(),
             )),
         }

@@ -22,10 +22,11 @@ use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
 #[utoipa::path(post, path = "/v1/scripts", operation_id = "createScript", tag = "scripts",
     params(WasmUploadQuery),
     request_body(description = "JSON with `content`, `content_base64` or `files` (a bundle); \
-        multipart with a `file` and a `meta` (JSON) part; the raw component with \
-        `?name=&language=wasm`; or a bundle's zip, tar or tar.gz with \
+        multipart with a `file` and a `meta` (JSON) part; the raw component, JavaScript \
+        or Python source with `?name=`; or a bundle's zip, tar or tar.gz with \
         `?name=&language=&entry=`",
         content((ScriptFields = "application/json"), ("multipart/form-data"), ("application/wasm"),
+            ("application/javascript"), ("text/x-python"),
             ("application/zip"), ("application/x-tar"), ("application/gzip"))),
     responses(
         (status = 201, description = "Created", body = ScriptView,
@@ -33,7 +34,7 @@ use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
         (status = 409, description = "The name is taken, the caller holds `limits.scripts_per_user` scripts, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
         (status = 413, description = "The body is over the limit", body = ErrorEnvelope),
-        (status = 415, description = "Not JSON, multipart, application/wasm or an archive", body = ErrorEnvelope),
+        (status = 415, description = "Not JSON, multipart, a component, JavaScript or Python source, or an archive", body = ErrorEnvelope),
         (status = 422, description = "It does not compile, or passes a compile limit; `details` says where or which", body = ErrorEnvelope),
         (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight", body = ErrorEnvelope),
         (status = 503, description = "The compile queue, or the slots scripts are parsed in, are full", body = ErrorEnvelope),

@@ -3,9 +3,9 @@
 
 use axum::http::Method;
 use base64::Engine as _;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{Call, TestApp, error_body};
+use super::{Call, TestApp, error_body, json_of};
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -319,4 +319,75 @@ async fn shared_secrets_are_bounded() {
         400,
         "VALIDATION_ERROR",
     );
+}
+
+#[tokio::test]
+async fn source_goes_up_raw_with_its_media_type() {
+    let app = TestApp::new().await;
+    let raw = |path: &str, media: &str, body: &str| {
+        app.post(path)
+            .header("content-type", media)
+            .body(body.to_owned())
+    };
+    let js = json_of(
+        raw(
+            "/v1/scripts?name=raw-js",
+            "application/javascript",
+            "function main(p) { return p.n + 1; }",
+        )
+        .send()
+        .await,
+        201,
+    );
+    assert_eq!(js["language"], "javascript");
+    assert_eq!(
+        app.run("raw-js", json!({"parameters": {"n": 1}})).await["result"],
+        2
+    );
+    let py = json_of(
+        raw(
+            "/v1/scripts?name=raw-py&public=false",
+            "text/x-python; charset=utf-8",
+            "def main(n=0):\n    return n * 3\n",
+        )
+        .send()
+        .await,
+        201,
+    );
+    assert_eq!(py["language"], "python");
+    let updated = json_of(
+        app.put("/v1/scripts/raw-js")
+            .header("content-type", "text/javascript")
+            .body("function main(p) { return p.n + 2; }")
+            .send()
+            .await,
+        200,
+    );
+    assert_eq!(updated["version"], 2);
+
+    let field = |body: Value| body["error"]["details"][0]["field"].clone();
+    let clash = raw(
+        "/v1/scripts?name=x&language=python",
+        "application/javascript",
+        "1;",
+    );
+    assert_eq!(
+        field(error_body(clash.send().await, 400, "VALIDATION_ERROR")),
+        "language"
+    );
+    let entry = raw(
+        "/v1/scripts?name=x&entry=main.js",
+        "application/javascript",
+        "1;",
+    );
+    assert_eq!(
+        field(error_body(entry.send().await, 400, "VALIDATION_ERROR")),
+        "entry"
+    );
+    let broken = raw(
+        "/v1/scripts?name=x",
+        "application/javascript",
+        "function main( {",
+    );
+    error_body(broken.send().await, 422, "COMPILE_ERROR");
 }
