@@ -2,7 +2,7 @@
 //! shape `{"error": {code, message, details, request_id, timestamp}}`.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -260,21 +260,6 @@ pub fn finish(mut response: Response, request_id: &str) -> Response {
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     Response::from_parts(parts, rendered.into_body())
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
-                "send the body as JSON with Content-Type: application/json".into(),
-            ),
-            _ => ApiError::Validation(
-                format!("the body is not valid: {}", rejection.body_text()),
-                Vec::new(),
-            ),
-        }
-    }
 }
 
 impl From<PathRejection> for ApiError {

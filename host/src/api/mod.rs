@@ -11,6 +11,8 @@ mod executions;
 pub(crate) use self::executions::{Cursor as ExecutionCursor, ExecutionView};
 mod functions;
 mod idempotency;
+mod json_body;
+pub use self::json_body::{ApiJson, parse_json};
 mod pagination;
 mod schedules;
 pub(crate) mod scripts;
@@ -22,7 +24,7 @@ pub(crate) mod webhooks;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
@@ -93,11 +95,6 @@ impl AppState {
     }
 }
 
-/// JSON body extractor whose rejections are [`ApiError`]s.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
-pub struct ApiJson<T>(pub T);
-
 /// Path extractor whose rejections are [`ApiError`]s.
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
@@ -107,27 +104,6 @@ pub struct ApiPath<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
-
-/// Parses a JSON body (or part of one), naming the field that is wrong.
-///
-/// # Errors
-///
-/// `VALIDATION_ERROR` with the field's path in `details`.
-pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ApiError> {
-    let mut json = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        if path == "." {
-            ApiError::Validation(format!("{what} is not valid: {message}"), Vec::new())
-        } else {
-            ApiError::Validation(
-                format!("{what} is not valid: {path}: {message}"),
-                vec![error::Detail::field(&path, message)],
-            )
-        }
-    })
-}
 
 const REQUEST_ID: &str = "x-request-id";
 

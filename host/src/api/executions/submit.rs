@@ -103,7 +103,7 @@ pub(super) async fn execute(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let wait = wait_for(&query, &headers)?;
-    let request = parse_body(body)?;
+    let request = parse_body(&headers, body)?;
     let script = state
         .store
         .script(&id)?
@@ -323,14 +323,24 @@ async fn submit(
     Ok(accepted(&record.id))
 }
 
-/// The body is optional: none means all defaults.
-fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ExecuteRequest, ApiError> {
+/// The body is optional: none means all defaults. One that says it is
+/// not JSON (a form, as `curl -d` sends) is a 415; one without a
+/// `Content-Type` is read as JSON.
+fn parse_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ExecuteRequest, ApiError> {
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         _ => ApiError::Validation(rejection.body_text(), Vec::new()),
     })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ExecuteRequest::default());
+    }
+    if headers.contains_key(axum::http::header::CONTENT_TYPE)
+        && !crate::api::json_body::says_json(headers)
+    {
+        return Err(crate::api::json_body::not_json());
     }
     crate::api::parse_json("the body", &body)
 }

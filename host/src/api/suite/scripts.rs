@@ -391,3 +391,54 @@ async fn source_goes_up_raw_with_its_media_type() {
     );
     error_body(broken.send().await, 422, "COMPILE_ERROR");
 }
+
+#[tokio::test]
+async fn body_errors_name_the_field_and_a_form_is_not_json() {
+    let app = TestApp::new().await;
+    app.create_script("f", "javascript", "function main() { return 1; }")
+        .await;
+    let form = app
+        .post("/v1/scripts/f/execute")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("parameters=1");
+    error_body(form.send().await, 415, "UNSUPPORTED_MEDIA_TYPE");
+    let form = app
+        .post("/v1/users")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=x");
+    error_body(form.send().await, 415, "UNSUPPORTED_MEDIA_TYPE");
+    // No Content-Type at all is still read as JSON where a body is optional.
+    let bare = app.post("/v1/scripts/f/execute?wait=true").body("{}");
+    assert_eq!(bare.send().await.status(), 200);
+
+    let missing = error_body(
+        app.post("/v1/users")
+            .json(&json!({"username": "x"}))
+            .send()
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(missing["error"]["details"][0]["field"], "password");
+    assert_eq!(missing["error"]["details"][0]["message"], "is required");
+    let unknown = error_body(
+        app.post("/v1/scripts/f/execute")
+            .json(&json!({"parameterz": {}}))
+            .send()
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(unknown["error"]["details"][0]["field"], "parameterz");
+    let broken = error_body(
+        app.post("/v1/users")
+            .header("content-type", "application/json")
+            .body("{\"username\": ")
+            .send()
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(broken["error"]["details"][0]["line"], 1);
+    assert_eq!(broken["error"]["details"][0]["column"], 13);
+}
