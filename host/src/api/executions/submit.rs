@@ -51,23 +51,52 @@ pub struct ExecuteRequest {
     priority: Priority,
 }
 
+/// Whether to wait for the result: the same rule on both execute routes,
+/// which differ only in what they do when nothing is said.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ExecuteQuery {
-    /// Answer with the finished execution (up to 300 s) instead of 202.
+    /// `true`: answer with the finished execution (waiting up to 300 s);
+    /// `false`: answer 202 at once.
     wait: Option<bool>,
+    /// The opposite of `wait`: `true` answers 202 at once.
+    #[serde(rename = "async")]
+    #[param(rename = "async")]
+    asynchronous: Option<bool>,
 }
 
-/// How long the client asked to wait: `?wait=true` (the maximum) or
-/// `Prefer: wait=N` seconds.
-fn wait_for(query: &ExecuteQuery, headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
-    if query.wait == Some(true) {
-        return Ok(Some(MAX_WAIT));
-    }
-    let Some(prefer) = headers.get("prefer").and_then(|v| v.to_str().ok()) else {
-        return Ok(None);
+/// How long to wait for the result: `?wait=` or `?async=` if given (they
+/// must agree), else `Prefer: wait=N` (seconds) or `Prefer: respond-async`
+/// (RFC 7240), else the route's default (`waits`: the maximum).
+fn wait_for(
+    query: &ExecuteQuery,
+    headers: &HeaderMap,
+    waits: bool,
+) -> Result<Option<Duration>, ApiError> {
+    let asked = match (query.wait, query.asynchronous.map(|a| !a)) {
+        (Some(wait), Some(not_async)) if wait != not_async => {
+            return Err(ApiError::invalid(
+                "async",
+                "?wait and ?async say opposite things; give one",
+            ));
+        }
+        (Some(wait), _) | (None, Some(wait)) => Some(wait),
+        (None, None) => None,
     };
-    for preference in prefer.split(',').map(str::trim) {
+    if let Some(wait) = asked {
+        return Ok(wait.then_some(MAX_WAIT));
+    }
+    let prefer = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim);
+    for preference in prefer {
+        if preference.eq_ignore_ascii_case("respond-async") {
+            return Ok(None);
+        }
         if let Some(seconds) = preference.strip_prefix("wait=") {
             let seconds: u64 = seconds
                 .trim()
@@ -76,13 +105,13 @@ fn wait_for(query: &ExecuteQuery, headers: &HeaderMap) -> Result<Option<Duration
             return Ok(Some(Duration::from_secs(seconds).min(MAX_WAIT)));
         }
     }
-    Ok(None)
+    Ok(waits.then_some(MAX_WAIT))
 }
 
 /// Run a script: queued (202) unless the caller waits for the result.
 #[utoipa::path(post, path = "/v1/scripts/{id}/execute", operation_id = "executeScript", tag = "executions",
     params(("id" = String, Path, description = "The script's id or name"), ExecuteQuery,
-        ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (max 300)"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (max 300); `respond-async`: answer 202 at once"),
         ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body run once")),
     request_body(content = Option<ExecuteRequest>, content_type = "application/json"),
     responses(
@@ -102,7 +131,7 @@ pub(super) async fn execute(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let wait = wait_for(&query, &headers)?;
+    let wait = wait_for(&query, &headers, false)?;
     let request = parse_body(&headers, body)?;
     let script = state
         .store
@@ -138,15 +167,6 @@ pub(super) async fn execute(
     submit(&state, record, wait).await
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AdHocQuery {
-    /// Answer 202 at once instead of waiting for the result.
-    #[serde(rename = "async")]
-    #[param(rename = "async")]
-    asynchronous: Option<bool>,
-}
-
 /// Code to run once without storing it: `language`, one of `code` and
 /// `code_base64`, and any field of [`ExecuteRequest`] except `version`.
 /// (The handler reads the body as a map; this type documents it.)
@@ -173,7 +193,8 @@ pub struct AdHocExecution {
 /// `POST /v1/execute`: run code that is not stored as a script. The body is
 /// `language`, `code` or `code_base64`, and the fields of [`ExecuteRequest`].
 #[utoipa::path(post, path = "/v1/execute", operation_id = "executeCode", tag = "executions",
-    params(AdHocQuery,
+    params(ExecuteQuery,
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (max 300); `respond-async`: answer 202 at once"),
         ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body run once")),
     request_body = AdHocExecution,
     responses(
@@ -187,7 +208,8 @@ pub struct AdHocExecution {
     ))]
 pub(super) async fn execute_ad_hoc(
     State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<AdHocQuery>,
+    ApiQuery(query): ApiQuery<ExecuteQuery>,
+    headers: HeaderMap,
     principal: Principal,
     crate::api::ApiJson(mut body): crate::api::ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
@@ -215,7 +237,7 @@ pub(super) async fn execute_ad_hoc(
     if execution.version.is_some() {
         return Err(ApiError::invalid("version", "ad-hoc code has no versions"));
     }
-    let wait = (query.asynchronous != Some(true)).then_some(MAX_WAIT);
+    let wait = wait_for(&query, &headers, true)?;
     // A component is compiled now, on the caller's account and while the
     // caller waits (a compile it leaves is stopped): not by a worker, which
     // other users' executions wait for.
@@ -301,7 +323,12 @@ async fn submit(
                 // Held until now: the client is about to be told of it.
                 state.store.keep_execution(&record.id)?;
                 state.store.flush().await?;
-                return Ok(accepted(&record.id));
+                // Most likely running by now: say what it is, not what it was.
+                let status = state
+                    .store
+                    .execution(&record.id)?
+                    .map_or(ExecutionStatus::Queued, |current| current.status);
+                return Ok(accepted(&record.id, status));
             }
             Settled::Flushed(record) => Arc::unwrap_or_clone(record),
             Settled::Stored => {
@@ -320,7 +347,7 @@ async fn submit(
         };
         return Ok((StatusCode::OK, axum::Json(ExecutionView::from(record))).into_response());
     }
-    Ok(accepted(&record.id))
+    Ok(accepted(&record.id, ExecutionStatus::Queued))
 }
 
 /// The body is optional: none means all defaults. One that says it is
@@ -361,11 +388,11 @@ pub struct Links {
     cancel: String,
 }
 
-fn accepted(id: &str) -> Response {
+fn accepted(id: &str, status: ExecutionStatus) -> Response {
     let location = format!("/v1/executions/{id}");
     let body = Accepted {
         execution_id: id.to_owned(),
-        status: ExecutionStatus::Queued,
+        status,
         links: Links {
             own: location.clone(),
             events: format!("{location}/events"),

@@ -338,3 +338,63 @@ async fn a_result_past_its_cap_fails_the_run_and_is_not_kept() {
     assert_eq!(big["error"]["code"], "RESULT_TOO_LARGE", "{big}");
     assert_eq!(big["result"], Value::Null);
 }
+
+/// `?wait=`, `?async=` and `Prefer` mean the same on both execute routes;
+/// only what happens when nothing is said differs (ad-hoc code waits).
+#[tokio::test]
+async fn both_execute_routes_follow_one_waiting_rule() {
+    let app = TestApp::new().await;
+    app.create_script("quick", "javascript", "function main() { return 1; }")
+        .await;
+    let code = json!({"language": "javascript", "code": "function main() { return 1; }"});
+    let ad_hoc = |query: &str| app.post(&format!("/v1/execute{query}")).json(&code);
+    let script = |query: &str| {
+        app.post(&format!("/v1/scripts/quick/execute{query}"))
+            .json(&json!({}))
+    };
+    for (call, waited) in [
+        (ad_hoc(""), true),
+        (ad_hoc("?wait=false"), false),
+        (ad_hoc("?async=true"), false),
+        (ad_hoc("?wait=true"), true),
+        (ad_hoc("?async=false"), true),
+        (ad_hoc("").header("prefer", "respond-async"), false),
+        (script(""), false),
+        (script("?wait=true"), true),
+        (script("?async=false"), true),
+        (script("?wait=false"), false),
+        (script("").header("prefer", "wait=30"), true),
+        (script("?async=true").header("prefer", "wait=30"), false),
+    ] {
+        let answer = call.send().await;
+        let expected = if waited { 200 } else { 202 };
+        assert_eq!(answer.status(), expected, "{}", answer.text());
+    }
+    for call in [
+        ad_hoc("?wait=true&async=true"),
+        script("?wait=false&async=false"),
+    ] {
+        let body = error_body(call.send().await, 400, "VALIDATION_ERROR");
+        assert_eq!(body["error"]["details"][0]["field"], "async");
+    }
+    error_body(script("?wiat=true").send().await, 400, "VALIDATION_ERROR");
+}
+
+#[tokio::test]
+async fn a_wait_that_runs_out_says_the_run_is_running() {
+    let app = TestApp::new().await;
+    app.create_script(
+        "slow",
+        "javascript",
+        "function main() { const end = Date.now() + 2500; while (Date.now() < end) {} return 1; }",
+    )
+    .await;
+    let answer = app
+        .post("/v1/scripts/slow/execute")
+        .header("prefer", "wait=1")
+        .json(&json!({}))
+        .send()
+        .await;
+    assert_eq!(answer.status(), 202);
+    assert_eq!(answer.json()["status"], "running");
+}
