@@ -81,22 +81,31 @@ pub struct RunArgs {
 /// Runs the file and returns the exit status DESIGN.md's CLI section gives:
 /// the guest's own, 124 on timeout, 125 on other failures, 2 on bad usage.
 pub(crate) fn run(args: RunArgs) -> ExitCode {
-    match run_inner(&args) {
-        Ok(record) => report(&args, &record),
-        Err(Failure::Usage(message)) => {
-            eprintln!("kiln: {message}");
-            ExitCode::from(exit_status::USAGE)
-        }
-        Err(Failure::Host(message)) => {
-            eprintln!("kiln: {message}");
-            ExitCode::from(exit_status::FAILURE)
-        }
+    let (code, message, status) = match run_inner(&args) {
+        Ok(record) => return report(&args, &record),
+        Err(Failure::Usage(message)) => ("VALIDATION_ERROR", message, exit_status::USAGE),
+        Err(Failure::Host(message)) => ("INTERNAL_ERROR", message, exit_status::FAILURE),
+        Err(Failure::Load { code, message }) => (code, message, exit_status::FAILURE),
+    };
+    if args.json {
+        // What a program reading stdout gets instead of an execution: the
+        // API's error shape.
+        let error = serde_json::json!({ "error": { "code": code, "message": message } });
+        println!("{error:#}");
     }
+    eprintln!("kiln: {message}");
+    ExitCode::from(status)
 }
 
 enum Failure {
     Usage(String),
     Host(String),
+    /// The file does not load, as the API would say it (`COMPILE_ERROR`
+    /// for the guest's faults).
+    Load {
+        code: &'static str,
+        message: String,
+    },
 }
 
 /// Runs the file as the server runs an ad-hoc execution: a record under
@@ -179,7 +188,13 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
     );
     let artifact = runtime
         .block_on(compiler.load(&sandbox, component.into(), None))
-        .map_err(|e| Failure::Host(e.to_string()))?;
+        .map_err(|e| {
+            let error = crate::api::ApiError::from(e);
+            Failure::Load {
+                code: error.code(),
+                message: error.to_string(),
+            }
+        })?;
     let shape = artifact.shape();
     if shape == Shape::Http {
         return Err(Failure::Usage(format!(

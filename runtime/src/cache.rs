@@ -113,13 +113,35 @@ impl ArtifactCache {
         engine: &wasmtime::Engine,
         key: &ArtifactKey,
     ) -> Option<Component> {
-        let (code, sum) = self.paths(key)?;
-        let expected = std::fs::read_to_string(&sum).ok()?;
-        let bytes = std::fs::read(&code).ok()?;
+        match self.read_disk_checked(engine, key) {
+            Ok(component) => component,
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "cached artifact unusable; recompiling");
+                None
+            }
+        }
+    }
+
+    /// As [`read_disk`](Self::read_disk), but a file whose checksum holds
+    /// and which still does not load is the error it gives (removed too):
+    /// right after a compile, that is the component's fault, e.g. a memory
+    /// or table larger than the instance pool allows.
+    pub(crate) fn read_disk_checked(
+        &self,
+        engine: &wasmtime::Engine,
+        key: &ArtifactKey,
+    ) -> Result<Option<Component>, String> {
+        let Some((code, sum)) = self.paths(key) else {
+            return Ok(None);
+        };
+        let (Ok(expected), Ok(bytes)) = (std::fs::read_to_string(&sum), std::fs::read(&code))
+        else {
+            return Ok(None);
+        };
         if blake3::hash(&bytes).to_hex().as_str() != expected.trim() {
             tracing::warn!(key = %key, "cached artifact fails its checksum; recompiling");
             remove(&code, &sum);
-            return None;
+            return Ok(None);
         }
         drop(bytes);
         match deserialize(engine, &code) {
@@ -129,12 +151,11 @@ impl ArtifactCache {
                     .write(true)
                     .open(&code)
                     .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-                Some(component)
+                Ok(Some(component))
             }
             Err(e) => {
-                tracing::warn!(key = %key, error = %format!("{e:#}"), "cached artifact unusable; recompiling");
                 remove(&code, &sum);
-                None
+                Err(format!("{e:#}"))
             }
         }
     }

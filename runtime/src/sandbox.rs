@@ -236,17 +236,22 @@ impl Sandbox {
     ///
     /// # Errors
     ///
-    /// [`Error::Internal`] when there is no usable artifact;
-    /// [`Error::Link`] when it cannot be linked here.
+    /// [`Error::Internal`] when there is no artifact; [`Error::Compile`]
+    /// when the one there does not load into this engine (it does not fit
+    /// the instance pool); [`Error::Link`] when it cannot be linked here.
     pub fn load_compiled(&self, bytes: &[u8]) -> Result<Arc<Artifact>, Error> {
         let key = self.key_of(bytes);
         // Another load of the same compile may have linked it already.
         if let Some(ready) = self.cache.ready(&key) {
             return Ok(ready);
         }
-        let component = self.cache.read_disk(&self.engine, &key).ok_or_else(|| {
-            Error::Internal(format!("the compile of {key} left no usable artifact"))
-        })?;
+        let component = self
+            .cache
+            .read_disk_checked(&self.engine, &key)
+            .map_err(Error::Compile)?
+            .ok_or_else(|| {
+                Error::Internal(format!("the compile of {key} left no usable artifact"))
+            })?;
         self.cache.count_compile();
         self.link(key, &component, LoadSource::Compiled)
     }

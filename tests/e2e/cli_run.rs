@@ -586,3 +586,29 @@ fn a_script_comes_on_stdin_with_its_language() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "Hello, pipe!\n");
 }
+
+#[test]
+fn json_reports_a_file_that_does_not_load_as_an_error() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wat");
+    std::fs::write(
+        &big,
+        r#"(module (memory (export "memory") 40000) (func (export "_start")))"#,
+    )
+    .unwrap();
+    let out = kiln(&["run", big.to_str().unwrap(), "--json"], cache.path());
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["error"]["code"], "COMPILE_ERROR", "{report}");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pooling allocator"),
+        "{report}"
+    );
+    let unusable = kiln(&["run", "/nonexistent/x.js", "--json"], cache.path());
+    assert_eq!(unusable.status.code(), Some(2));
+    assert_eq!(json(&unusable)["error"]["code"], "VALIDATION_ERROR");
+}

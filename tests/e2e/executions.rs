@@ -900,3 +900,42 @@ fn sigterm_answers_readyz_503_first_and_every_waiter_before_exiting() {
     let queued = kiln.poll_until_final(&queued);
     assert_eq!(queued["result"], "slept", "{queued}");
 }
+
+/// Components that compile but do not fit the instance pool (a 40 000-page
+/// memory, a 20 000 000-element table) are the guest's fault, compiled in a
+/// child as a real server does: 422 on both routes, never an internal error.
+#[test]
+fn components_past_the_pool_limits_are_compile_errors() {
+    use base64::Engine as _;
+    let (kiln, _dir) = Kiln::start(&[]);
+    for (i, wat) in [
+        r#"(module (memory (export "memory") 40000) (func (export "_start")))"#,
+        r#"(module (memory (export "memory") 1) (table 20000000 funcref) (func (export "_start")))"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(wat);
+        for route in ["/v1/execute", "/v1/execute?async=true"] {
+            let body = error_body(
+                kiln.post(route)
+                    .json(&json!({"language": "wasm", "code_base64": encoded}))
+                    .send()
+                    .unwrap(),
+                422,
+                "COMPILE_ERROR",
+            );
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("pooling allocator"), "{wat}: {message}");
+        }
+        let body = error_body(
+            kiln.post("/v1/scripts")
+                .json(&json!({"name": format!("big{i}"), "language": "wasm", "content_base64": encoded}))
+                .send()
+                .unwrap(),
+            422,
+            "COMPILE_ERROR",
+        );
+        assert!(body["error"]["message"].as_str().unwrap().contains("pooling allocator"));
+    }
+}
