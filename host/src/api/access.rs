@@ -358,16 +358,59 @@ pub fn document_security(document: &mut utoipa::openapi::OpenApi) {
             (Method::DELETE, &mut item.delete),
         ] {
             let Some(operation) = operation else { continue };
-            let scopes: Vec<&str> = match rule(&method, path) {
+            let access = rule(&method, path);
+            // The guard limits every /v1 route, with a credential or not.
+            if access.is_some() && path.starts_with("/v1/") {
+                document_refusal(
+                    operation,
+                    "429",
+                    "Over a rate limit (`X-RateLimit-*` and `Retry-After` say which and for how long), \
+                     or too many failed credentials from this address",
+                );
+            }
+            let scopes: Vec<&str> = match access {
                 None | Some(Public) => continue,
                 Some(access) => access.scopes().into_iter().map(Scope::as_str).collect(),
             };
+            document_refusal(
+                operation,
+                "401",
+                "No credential, or one that is unknown, expired or revoked",
+            );
+            if !scopes.is_empty() {
+                document_refusal(
+                    operation,
+                    "403",
+                    "The credential lacks a scope this operation needs",
+                );
+            }
             operation.security = Some(vec![
                 SecurityRequirement::new("bearer", scopes.clone()),
                 SecurityRequirement::new("api_key", scopes),
             ]);
         }
     }
+}
+
+/// An error answer the guard gives, unless the operation documents its own.
+fn document_refusal(operation: &mut utoipa::openapi::path::Operation, status: &str, why: &str) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    operation
+        .responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(why)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build()
+                .into()
+        });
 }
 
 /// Handlers take the caller as an extractor: the [`guard`] left it in the

@@ -57,6 +57,7 @@ const HOP_BY_HOP: [&str; 8] = [
         (status = 403, description = "The credential lacks execute:scripts", body = ErrorEnvelope),
         (status = 404, description = "No HTTP function of that name", body = ErrorEnvelope),
         (status = 413, description = "The body is over the limit", body = ErrorEnvelope),
+        (status = 429, description = "Over the execute rate limit (`X-RateLimit-*` and `Retry-After` say for how long)", body = ErrorEnvelope),
         (status = 502, description = "The function failed (trap, memory or fuel limit, no or oversized response); `error.code` says which", body = ErrorEnvelope),
         (status = 503, description = "Too many requests wait for a function slot (QUEUE_FULL), or the server is draining", body = ErrorEnvelope),
         (status = 504, description = "The function was still running at its deadline (TIMEOUT)", body = ErrorEnvelope),

@@ -301,6 +301,7 @@ fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .merge(analytics::routes())
             .split_for_parts();
     access::document_security(&mut document);
+    pagination::document_bounds(&mut document);
     functions::document(&mut document);
     (routes, document)
 }

@@ -7,6 +7,39 @@ use super::ApiError;
 
 pub const MAX_SIZE: usize = 100;
 
+/// Puts the bounds [`Page::new`] and the cursor pages enforce into every
+/// operation's `page`, `size` and `limit` parameters (a `usize` alone says
+/// only `minimum: 0`).
+pub fn document_bounds(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::Number;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                let RefOr::T(parameter) = parameter else {
+                    continue;
+                };
+                let most = match parameter.name.as_str() {
+                    "page" => None,
+                    "size" | "limit" => Some(MAX_SIZE),
+                    _ => continue,
+                };
+                if let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema {
+                    schema.minimum = Some(Number::UInt(1));
+                    schema.maximum = most.map(Number::UInt);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct PageQuery {
     pub page: Option<usize>,

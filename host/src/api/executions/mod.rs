@@ -56,8 +56,8 @@ pub struct ExecutionView {
     completed_at: Option<String>,
     duration_ms: Option<u64>,
     exit_code: Option<i32>,
-    /// The JSON the script returned.
-    #[schema(value_type = Option<Object>)]
+    /// The JSON the script returned: any value (`42`, `"ok"`, `[1]`,
+    /// an object), or null.
     result: Option<serde_json::Value>,
     stdout: String,
     stderr: String,

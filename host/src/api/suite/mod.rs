@@ -11,6 +11,7 @@ mod durability;
 mod executions;
 mod http;
 mod limits;
+mod openapi;
 mod schedules;
 mod scripts;
 mod versions;
