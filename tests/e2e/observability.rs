@@ -44,7 +44,7 @@ fn metrics_count_requests_executions_and_the_cache() {
     );
     assert_eq!(
         series(
-            r#"kiln_http_requests_total{method="POST",route="/v1/scripts/{id}/execute",status="200"}"#
+            r#"kiln_http_requests_total{method="POST",route="/v1/scripts/{id_or_name}/execute",status="200"}"#
         ),
         4.0
     );
@@ -200,7 +200,7 @@ fn the_openapi_document_covers_every_route_and_validates_as_3_1() {
         ("/v1/scripts/{id_or_name}/versions", "get"),
         ("/v1/scripts/{id_or_name}/versions/{version}", "get"),
         ("/v1/languages", "get"),
-        ("/v1/scripts/{id}/execute", "post"),
+        ("/v1/scripts/{id_or_name}/execute", "post"),
         ("/v1/execute", "post"),
         ("/v1/executions", "get"),
         ("/v1/executions/{id}", "get"),

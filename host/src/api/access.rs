@@ -106,7 +106,11 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/secrets/{name}", Needs(Admin)),
     ("PUT", "/v1/secrets/{name}", Needs(Admin)),
     ("DELETE", "/v1/secrets/{name}", Needs(Admin)),
-    ("POST", "/v1/scripts/{id}/execute", Needs(ExecuteScripts)),
+    (
+        "POST",
+        "/v1/scripts/{id_or_name}/execute",
+        Needs(ExecuteScripts),
+    ),
     (
         "POST",
         "/v1/execute",
@@ -439,7 +443,7 @@ mod tests {
         assert_eq!(class(&Method::GET, "/fn/{name}/{*path}"), Class::Execute);
         assert_eq!(class(&Method::GET, "/fn/{name}"), Class::Execute);
         assert_eq!(
-            class(&Method::POST, "/v1/scripts/{id}/execute"),
+            class(&Method::POST, "/v1/scripts/{id_or_name}/execute"),
             Class::Execute
         );
         assert_eq!(class(&Method::GET, "/v1/scripts"), Class::Read);

@@ -175,23 +175,49 @@ pub(super) fn document(document: &mut utoipa::openapi::OpenApi) {
     #[openapi(paths(call), tags((name = "functions", description = "HTTP functions: wasi:http components answering at /fn/{name}/")))]
     struct Functions;
     let mut functions = <Functions as utoipa::OpenApi>::openapi();
-    // Operation ids must be unique: one per method.
-    for item in functions.paths.paths.values_mut() {
-        for (method, operation) in [
-            ("Get", &mut item.get),
-            ("Post", &mut item.post),
-            ("Put", &mut item.put),
-            ("Patch", &mut item.patch),
-            ("Delete", &mut item.delete),
-            ("Head", &mut item.head),
-            ("Options", &mut item.options),
-        ] {
-            if let Some(operation) = operation {
-                operation.operation_id = Some(format!("callFunction{method}"));
+    // `/fn/{name}` (no path at all) is routed too: the same operations
+    // without the `path` parameter; the function sees `/`.
+    let with_path = functions.paths.paths.values().next().cloned();
+    if let Some(mut root) = with_path {
+        for operation in operations(&mut root) {
+            if let Some(parameters) = &mut operation.parameters {
+                parameters
+                    .retain(|p| !matches!(p, utoipa::openapi::RefOr::T(p) if p.name == "path"));
             }
+        }
+        functions.paths.paths.insert("/fn/{name}".into(), root);
+    }
+    // Operation ids must be unique: one per method and path.
+    for (path, item) in &mut functions.paths.paths {
+        let root = if path.ends_with("{path}") { "" } else { "Root" };
+        for operation in operations(item) {
+            let method = operation.operation_id.take().unwrap_or_default();
+            operation.operation_id = Some(format!("callFunction{method}{root}"));
         }
     }
     document.merge(functions);
+}
+
+/// The item's operations, each with its method's name in `operation_id`
+/// (which [`document`] then makes unique).
+fn operations(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        ("Get", &mut item.get),
+        ("Post", &mut item.post),
+        ("Put", &mut item.put),
+        ("Patch", &mut item.patch),
+        ("Delete", &mut item.delete),
+        ("Head", &mut item.head),
+        ("Options", &mut item.options),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| {
+        let operation = operation.as_mut()?;
+        operation.operation_id = Some(method.to_owned());
+        Some(operation)
+    })
 }
 
 /// `/fn/name/rest` → (`name`, `/rest`); `/fn/name` → (`name`, `/`).

@@ -1,4 +1,4 @@
-//! Starting executions: `POST /v1/scripts/{id}/execute` and the ad-hoc
+//! Starting executions: `POST /v1/scripts/{id_or_name}/execute` and the ad-hoc
 //! `POST /v1/execute`. What a client is told is flushed before it is told,
 //! so it never hears of an execution a crash could lose.
 
@@ -109,8 +109,8 @@ fn wait_for(
 }
 
 /// Run a script: queued (202) unless the caller waits for the result.
-#[utoipa::path(post, path = "/v1/scripts/{id}/execute", operation_id = "executeScript", tag = "executions",
-    params(("id" = String, Path, description = "The script's id or name"), ExecuteQuery,
+#[utoipa::path(post, path = "/v1/scripts/{id_or_name}/execute", operation_id = "executeScript", tag = "executions",
+    params(("id_or_name" = String, Path, description = "The script's id or name"), ExecuteQuery,
         ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (max 300); `respond-async`: answer 202 at once"),
         ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body run once")),
     request_body(content = Option<ExecuteRequest>, content_type = "application/json"),

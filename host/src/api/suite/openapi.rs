@@ -52,6 +52,24 @@ async fn every_secured_operation_documents_the_guards_refusals() {
         }
     }
     assert!(secured >= 48, "{secured} secured operations");
+    // HTTP functions, with a path and without, by every method they answer.
+    for path in ["/fn/{name}/{path}", "/fn/{name}"] {
+        for method in ["get", "post", "put", "patch", "delete", "head", "options"] {
+            let operation = &document["paths"][path][method];
+            assert!(operation.is_object(), "{method} {path} is undocumented");
+            assert!(
+                operation["responses"].get("429").is_some(),
+                "{method} {path}"
+            );
+        }
+    }
+    let root_parameters: Vec<&str> = document["paths"]["/fn/{name}"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(root_parameters, ["name"]);
 }
 
 #[tokio::test]
