@@ -17,26 +17,22 @@ pub struct HealthArgs {
 }
 
 pub(crate) fn health(args: &HealthArgs) -> ExitCode {
+    crate::client::run(probe(args))
+}
+
+/// Always an exit status: a probe that cannot reach the server says so
+/// and answers 1, as one that finds it unready does.
+async fn probe(args: &HealthArgs) -> Result<ExitCode, crate::client::ClientError> {
     let url = format!("{}/readyz", args.url.trim_end_matches('/'));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("kiln: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let asked = runtime.block_on(async {
+    let asked = async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(args.timeout_ms))
             .build()?;
         let response = client.get(&url).send().await?;
         let status = response.status();
         Ok::<_, reqwest::Error>((status, response.text().await.unwrap_or_default()))
-    });
-    match asked {
+    };
+    Ok(match asked.await {
         Ok((status, _)) if status.is_success() => {
             println!("ready");
             ExitCode::SUCCESS
@@ -53,5 +49,5 @@ pub(crate) fn health(args: &HealthArgs) -> ExitCode {
             eprintln!("kiln: cannot reach {url}: {e}");
             ExitCode::FAILURE
         }
-    }
+    })
 }

@@ -81,16 +81,26 @@ pub struct RunArgs {
 /// Runs the file and returns the exit status DESIGN.md's CLI section gives:
 /// the guest's own, 124 on timeout, 125 on other failures, 2 on bad usage.
 pub(crate) fn run(args: RunArgs) -> ExitCode {
-    let (code, message, status) = match run_inner(&args) {
+    let (code, message, details, status) = match run_inner(&args) {
         Ok(record) => return report(&args, &record),
-        Err(Failure::Usage(message)) => ("VALIDATION_ERROR", message, exit_status::USAGE),
-        Err(Failure::Host(message)) => ("INTERNAL_ERROR", message, exit_status::FAILURE),
-        Err(Failure::Load { code, message }) => (code, message, exit_status::FAILURE),
+        Err(Failure::Usage(message)) => {
+            ("VALIDATION_ERROR", message, Vec::new(), exit_status::USAGE)
+        }
+        Err(Failure::Host(message)) => {
+            ("INTERNAL_ERROR", message, Vec::new(), exit_status::FAILURE)
+        }
+        Err(Failure::Load {
+            code,
+            message,
+            details,
+        }) => (code, message, details, exit_status::FAILURE),
     };
     if args.json {
         // What a program reading stdout gets instead of an execution: the
         // API's error shape.
-        let error = serde_json::json!({ "error": { "code": code, "message": message } });
+        let error = serde_json::json!({
+            "error": { "code": code, "message": message, "details": details }
+        });
         println!("{error:#}");
     }
     eprintln!("kiln: {message}");
@@ -105,6 +115,7 @@ enum Failure {
     Load {
         code: &'static str,
         message: String,
+        details: Vec<crate::api::Detail>,
     },
 }
 
@@ -193,6 +204,7 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
             Failure::Load {
                 code: error.code(),
                 message: error.to_string(),
+                details: error.details(),
             }
         })?;
     let shape = artifact.shape();

@@ -601,6 +601,10 @@ fn json_reports_a_file_that_does_not_load_as_an_error() {
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let report = json(&out);
     assert_eq!(report["error"]["code"], "COMPILE_ERROR", "{report}");
+    assert_eq!(
+        report["error"]["details"][0]["field"], "content",
+        "{report}"
+    );
     assert!(
         report["error"]["message"]
             .as_str()

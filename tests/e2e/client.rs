@@ -297,7 +297,10 @@ fn deploy_exec_logs_ls_and_rm_a_script() {
     assert_eq!(schedules.len(), 1, "{schedules:?}");
     assert_eq!(schedules[0]["name"], "twice");
     assert_eq!(schedules[0]["cron"], "30 6 * * *");
-    assert_eq!(schedules[0]["timezone"], "UTC");
+    assert_eq!(
+        schedules[0]["timezone"], "Europe/Paris",
+        "kept without --tz"
+    );
 
     // Exit statuses as `kiln run` gives them.
     std::fs::write(
@@ -406,7 +409,7 @@ fn exec_writes_output_while_the_script_still_runs() {
     kiln.create_script(
         "slow",
         "javascript",
-        "function main() { console.log('first'); const end = Date.now() + 1500; \
+        "function main() { console.log('first'); const end = Date.now() + 4000; \
          while (Date.now() < end) {} console.log('second'); return null; }",
     );
     let mut child = client(home, &["exec", "slow"])
@@ -483,7 +486,13 @@ fn a_deployed_http_function_is_public_only_while_deployed_so() {
             .status()
     };
     assert_eq!(call(), 200);
-    ok(run(home, &["deploy", component, "--name", "web"]));
+    let redeployed = run(home, &["deploy", component, "--name", "web"]);
+    assert!(
+        stderr(&redeployed).contains("web is no longer public"),
+        "{}",
+        stderr(&redeployed)
+    );
+    ok(redeployed);
     assert_eq!(call(), 401, "a redeploy without --public is private again");
 
     // The same over HTTP, raw: `public` in the query (it was an unknown field).

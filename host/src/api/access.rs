@@ -320,8 +320,9 @@ fn has_credential(headers: &HeaderMap) -> bool {
     headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key")
 }
 
-/// The class's standing on a response, unless the handler refused it on
-/// a limit of its own (a login's), whose figures the body also gives.
+/// The class's standing on a response, unless the response carries rate
+/// headers of its own: a login refused on its own limit (whose figures
+/// the body gives too), or an HTTP function's own headers.
 fn with_standing(mut response: Response, standing: Option<&Standing>) -> Response {
     if let Some(standing) = standing
         && !response.headers().contains_key("x-ratelimit-limit")

@@ -158,17 +158,10 @@ pub struct ErrorBody {
     pub details: Vec<Detail>,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let message = match &self {
-            ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                "an internal error occurred; the server log has the details under this request id"
-                    .into()
-            }
-            other => other.to_string(),
-        };
-        let details = match &self {
+impl ApiError {
+    /// What the envelope's `details` say: the fields or limits at fault.
+    pub fn details(&self) -> Vec<Detail> {
+        match self {
             ApiError::Validation(_, d) | ApiError::Compile(_, d) => d.clone(),
             ApiError::RateLimited(standing) => vec![Detail {
                 limit: Some(standing.limit),
@@ -180,7 +173,21 @@ impl IntoResponse for ApiError {
                 )
             }],
             _ => Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "an internal error occurred; the server log has the details under this request id"
+                    .into()
+            }
+            other => other.to_string(),
         };
+        let details = self.details();
         let mut response = self.status().into_response();
         if matches!(
             self,

@@ -32,7 +32,7 @@ use kiln_runtime::Sandbox;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use self::error::ApiError;
+pub use self::error::{ApiError, Detail};
 use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;

@@ -14,6 +14,15 @@ use super::{ClientError, Common};
 /// request does not carry one that lapses on the way.
 const RENEW_MARGIN_SECS: u64 = 30;
 
+/// A renewal holds the profiles' lock, which every other command waits
+/// for: it must not hang on a stalled server.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most of an answer read into memory (the largest is an execution
+/// with both outputs at the server's cap); a bigger one is not a Kiln
+/// server's.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
 pub struct Api {
     http: reqwest::Client,
     pub base: String,
@@ -46,11 +55,7 @@ impl Api {
         &mut self,
         build: impl Fn(&reqwest::Client, String) -> RequestBuilder,
     ) -> Result<Response, ClientError> {
-        if let Credential::Session {
-            access_expires_at, ..
-        } = &self.credential
-            && *access_expires_at <= now_secs() + RENEW_MARGIN_SECS
-        {
+        if self.due() {
             self.renew().await?;
         }
         let response = self.attempt(&build).await?;
@@ -105,9 +110,18 @@ impl Api {
             .get(&self.profile_name)
             .cloned()
             .ok_or_else(|| ClientError::NotLoggedIn(self.profile_name.clone()))?;
-        if stored.url == self.base && stored.credential != self.credential {
+        if stored.url != self.base {
+            // Logged in elsewhere meanwhile: neither spend nor overwrite that.
+            return Err(ClientError::Profile(format!(
+                "profile {:?} now points at {}; run the command again",
+                self.profile_name, stored.url
+            )));
+        }
+        if stored.credential != self.credential {
             self.credential = stored.credential;
-            return Ok(());
+            if !self.due() {
+                return Ok(());
+            }
         }
         let Credential::Session {
             username,
@@ -121,6 +135,8 @@ impl Api {
             .http
             .post(self.url("/v1/auth/refresh"))
             .json(&json!({ "refresh_token": refresh_token }))
+            // Other commands wait on the lock meanwhile.
+            .timeout(REFRESH_TIMEOUT)
             .send()
             .await
             .map_err(|e| transport(&self.base, &e))?;
@@ -135,17 +151,28 @@ impl Api {
             });
         }
         let tokens = read_json(response).await?;
-        let renewed = session_from(username.clone(), &tokens)?;
+        // The old refresh token is spent: use the new pair even if it
+        // cannot be kept.
+        self.credential = session_from(username.clone(), &tokens)?;
         profiles.profiles.insert(
             self.profile_name.clone(),
             Profile {
                 url: self.base.clone(),
-                credential: renewed.clone(),
+                credential: self.credential.clone(),
             },
         );
-        self.file.save(&profiles, &locked)?;
-        self.credential = renewed;
+        if let Err(e) = self.file.save(&profiles, &locked) {
+            super::output::error(&format!(
+                "the renewed login could not be kept ({e}): the next command will need `kiln login`"
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether a session's access token is about to expire.
+    fn due(&self) -> bool {
+        matches!(&self.credential, Credential::Session { access_expires_at, .. }
+            if *access_expires_at <= now_secs() + RENEW_MARGIN_SECS)
     }
 }
 
@@ -176,12 +203,21 @@ pub fn session_from(username: String, tokens: &Value) -> Result<Credential, Clie
 
 /// The body of a success as JSON (`null` when empty), or the error the
 /// server's envelope describes.
-pub async fn read_json(response: Response) -> Result<Value, ClientError> {
+pub async fn read_json(mut response: Response) -> Result<Value, ClientError> {
     let status = response.status();
-    let body = response
-        .bytes()
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| ClientError::Protocol(format!("the answer broke off: {e}")))?;
+        .map_err(|e| ClientError::Protocol(format!("the answer broke off: {e}")))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(ClientError::Protocol(format!(
+                "an answer of over {MAX_ANSWER_BYTES} bytes: this is not a Kiln server"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
     if status.is_success() {
         if body.is_empty() {
             return Ok(Value::Null);

@@ -53,7 +53,8 @@ pub struct DeployArgs {
     /// the schedule is named after the script and updated on redeploys.
     #[arg(long, value_name = "CRON")]
     pub schedule: Option<String>,
-    /// The schedule's time zone (IANA, e.g. Europe/Paris) [default: UTC].
+    /// The schedule's time zone (IANA, e.g. Europe/Paris) [default: UTC
+    /// for a new schedule, else the one it has].
     #[arg(long, value_name = "ZONE", requires = "schedule")]
     pub tz: Option<String>,
     #[command(flatten)]
@@ -75,9 +76,9 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<ExitCode, ClientError> {
     let existing = api
         .json(Method::GET, &format!("/v1/scripts/{name}"), None)
         .await;
-    let creating = match existing {
-        Ok(_) => false,
-        Err(e) if e.code() == Some("RESOURCE_NOT_FOUND") => true,
+    let (creating, was_public) = match existing {
+        Ok(script) => (false, script["public"] == json!(true)),
+        Err(e) if e.code() == Some("RESOURCE_NOT_FOUND") => (true, false),
         Err(e) => return Err(e),
     };
     let meta = meta(&args, &upload, creating);
@@ -103,6 +104,11 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<ExitCode, ClientError> {
         .await;
     bar.finish_and_clear();
     let script = api::read_json(response?).await?;
+    if was_public && !args.public {
+        output::error(&format!(
+            "note: {name} is no longer public; `kiln deploy --public` makes it so again"
+        ));
+    }
     let schedule = match &args.schedule {
         Some(cron) => Some(schedule(&mut api, &script, cron, args.tz.as_deref()).await?),
         None => None,
@@ -275,8 +281,9 @@ fn progress(total: usize) -> ProgressBar {
     bar
 }
 
-/// Creates the schedule named after the script, or points it at this
-/// cron and zone if it exists.
+/// Creates the schedule named after the script, or gives the script's own
+/// schedule of that name this cron (and zone, if one is given; a paused
+/// schedule stays paused).
 async fn schedule(
     api: &mut Api,
     script: &Value,
@@ -285,7 +292,6 @@ async fn schedule(
 ) -> Result<Value, ClientError> {
     let name = output::cell(&script["name"]);
     let script_id = output::cell(&script["id"]);
-    let zone = zone.unwrap_or("UTC");
     let mut found = None;
     for page in 1..=MAX_SCHEDULE_PAGES {
         let listing = api
@@ -299,13 +305,16 @@ async fn schedule(
             .as_array()
             .into_iter()
             .flatten()
-            .find(|s| s["name"] == name.as_str())
+            .find(|s| s["name"] == name.as_str() && s["script_id"] == script_id.as_str())
             .cloned();
         if found.is_some() || listing["pagination"]["has_next"] != json!(true) {
             break;
         }
     }
-    let body = json!({ "script_id": script_id, "cron": cron, "timezone": zone, "active": true });
+    let mut body = json!({ "cron": cron });
+    if let Some(zone) = zone {
+        body["timezone"] = json!(zone);
+    }
     match found {
         Some(existing) => {
             let id = output::cell(&existing["id"]);
@@ -313,8 +322,8 @@ async fn schedule(
                 .await
         }
         None => {
-            let mut body = body;
             body["name"] = json!(name);
+            body["script_id"] = json!(script_id);
             api.json(Method::POST, "/v1/schedules", Some(&body)).await
         }
     }

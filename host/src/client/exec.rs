@@ -15,7 +15,10 @@ use crate::exit_status;
 /// One event of the stream is at most this big (the `done` event carries
 /// the whole execution, outputs included); a stream that sends more is
 /// not a Kiln server's.
-const MAX_EVENT_BYTES: usize = 64 << 20;
+const MAX_EVENT_BYTES: usize = super::api::MAX_ANSWER_BYTES;
+
+/// The exit status of a second Ctrl-C, which stops waiting for the cancel.
+const INTERRUPTED: u8 = 130;
 
 /// Arguments of `kiln exec`.
 #[derive(Debug, clap::Args)]
@@ -108,14 +111,20 @@ pub(crate) async fn exec(args: ExecArgs) -> Result<ExitCode, ClientError> {
             view = &mut followed => view?,
             _ = tokio::signal::ctrl_c() => {
                 output::error(&format!("interrupted: cancelling {id}"));
-                let mut other = Api::open(&args.common)?;
-                let path = format!("/v1/executions/{id}/cancel");
-                match other.json(Method::POST, &path, None).await {
-                    // 409: it finished first; the stream says how.
-                    Ok(_) | Err(ClientError::Api { status: 409, .. }) => {}
-                    Err(e) => return Err(e),
+                let cancelled = async {
+                    let mut other = Api::open(&args.common)?;
+                    let path = format!("/v1/executions/{id}/cancel");
+                    match other.json(Method::POST, &path, None).await {
+                        // 409: it finished first; the stream says how.
+                        Ok(_) | Err(ClientError::Api { status: 409, .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                    followed.await
+                };
+                tokio::select! {
+                    view = cancelled => view?,
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::from(INTERRUPTED)),
                 }
-                followed.await?
             }
         }
     };

@@ -169,7 +169,11 @@ pub(crate) async fn ls(args: LsArgs) -> Result<ExitCode, ClientError> {
             columns
                 .iter()
                 .map(|(_, field)| {
-                    let text = output::cell(&item[*field]);
+                    let text = match &item[*field] {
+                        serde_json::Value::Bool(true) => "yes".to_owned(),
+                        serde_json::Value::Bool(false) => "no".to_owned(),
+                        other => output::cell(other),
+                    };
                     match *field {
                         "status" | "last_status" | "active" => output::status(&text, colour),
                         _ => text,

@@ -26,6 +26,8 @@ pub struct LoginArgs {
     #[arg(long, conflicts_with_all = ["api_key", "api_key_stdin"])]
     pub password_stdin: bool,
     /// Use this API key instead of a password (it is checked, then kept).
+    /// A key on the command line shows in `ps` and the shell's history:
+    /// prefer --api-key-stdin.
     #[arg(long, conflicts_with = "api_key_stdin")]
     pub api_key: Option<String>,
     /// Read the API key from the first line of stdin.

@@ -35,7 +35,7 @@ pub fn json(value: &Value) {
 pub fn status(word: &str, colour: bool) -> String {
     let code = match word {
         "completed" | "active" | "yes" => "32",
-        "failed" | "cancelled" | "disabled" => "31",
+        "failed" | "cancelled" | "disabled" | "no" => "31",
         "timeout" | "queued" | "running" => "33",
         _ => return word.to_owned(),
     };

@@ -320,14 +320,21 @@ async fn submit(
         drop(done);
         let record = match settled {
             Settled::Pending => {
-                // Held until now: the client is about to be told of it.
-                state.store.keep_execution(&record.id)?;
-                state.store.flush().await?;
-                // Most likely running by now: say what it is, not what it was.
+                // Most likely running by now: say what it is, not what it
+                // was. A final state is told only once it is durable (a 200,
+                // or a read), so one reached just now is still running here.
                 let status = state
                     .store
                     .execution(&record.id)?
                     .map_or(ExecutionStatus::Queued, |current| current.status);
+                let status = if status.is_final() {
+                    ExecutionStatus::Running
+                } else {
+                    status
+                };
+                // Held until now: the client is about to be told of it.
+                state.store.keep_execution(&record.id)?;
+                state.store.flush().await?;
                 return Ok(accepted(&record.id, status));
             }
             Settled::Flushed(record) => Arc::unwrap_or_clone(record),

@@ -386,12 +386,12 @@ async fn a_wait_that_runs_out_says_the_run_is_running() {
     app.create_script(
         "slow",
         "javascript",
-        "function main() { const end = Date.now() + 2500; while (Date.now() < end) {} return 1; }",
+        "function main() { const end = Date.now() + 4000; while (Date.now() < end) {} return 1; }",
     )
     .await;
     let answer = app
         .post("/v1/scripts/slow/execute")
-        .header("prefer", "wait=1")
+        .header("prefer", "wait=2")
         .json(&json!({}))
         .send()
         .await;

@@ -6,6 +6,16 @@ use serde_json::{Value, json};
 
 use super::{TestApp, json_of};
 
+/// The document a node serves.
+async fn served(app: &TestApp) -> Value {
+    json_of(
+        app.anonymous(axum::http::Method::GET, "/openapi.json")
+            .send()
+            .await,
+        200,
+    )
+}
+
 /// Every operation of the document, with its path and method.
 fn operations(document: &Value) -> Vec<(String, String, Value)> {
     let mut all = Vec::new();
@@ -20,12 +30,7 @@ fn operations(document: &Value) -> Vec<(String, String, Value)> {
 #[tokio::test]
 async fn every_secured_operation_documents_the_guards_refusals() {
     let app = TestApp::new().await;
-    let document = json_of(
-        app.anonymous(axum::http::Method::GET, "/openapi.json")
-            .send()
-            .await,
-        200,
-    );
+    let document = served(&app).await;
     let mut secured = 0;
     for (path, method, operation) in operations(&document) {
         let responses = &operation["responses"];
@@ -75,12 +80,7 @@ async fn every_secured_operation_documents_the_guards_refusals() {
 #[tokio::test]
 async fn page_parameters_carry_the_enforced_bounds() {
     let app = TestApp::new().await;
-    let document = json_of(
-        app.anonymous(axum::http::Method::GET, "/openapi.json")
-            .send()
-            .await,
-        200,
-    );
+    let document = served(&app).await;
     let mut seen = 0;
     for (path, method, operation) in operations(&document) {
         for parameter in operation["parameters"].as_array().into_iter().flatten() {
@@ -110,12 +110,7 @@ async fn page_parameters_carry_the_enforced_bounds() {
 #[tokio::test]
 async fn a_result_may_be_any_json_value() {
     let app = TestApp::new().await;
-    let document = json_of(
-        app.anonymous(axum::http::Method::GET, "/openapi.json")
-            .send()
-            .await,
-        200,
-    );
+    let document = served(&app).await;
     let result = &document["components"]["schemas"]["Execution"]["properties"]["result"];
     assert!(result.get("type").is_none(), "result is typed: {result}");
     app.create_script("answer", "javascript", "function main() { return 42; }")
