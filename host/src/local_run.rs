@@ -317,17 +317,7 @@ fn read_stdin(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
             ));
         }
     };
-    if lang != Lang::Wasm && bundle::is_archive(&bytes) {
-        let bundle = bundle::from_archive(lang.language(), args.entry.clone(), &bytes)
-            .map_err(|e| Failure::Usage(format!("stdin: {e}")))?;
-        return Ok((lang, kiln_runtime::Source::Bundle(bundle).encode()));
-    }
-    if args.entry.is_some() {
-        return Err(Failure::Usage(
-            "--entry is for a bundle (a directory or an archive)".into(),
-        ));
-    }
-    Ok((lang, bytes))
+    one_file(args, lang, bytes, "stdin")
 }
 
 /// The language and content to run: a file as it is, or a directory's or
@@ -379,9 +369,20 @@ fn read_script(args: &RunArgs) -> Result<(Lang, Vec<u8>), Failure> {
         None => script_files::lang_of(path).map_err(Failure::Usage)?,
     };
     let bytes = std::fs::read(path).map_err(unreadable)?;
+    one_file(args, lang, bytes, &path.display().to_string())
+}
+
+/// One file's bytes, from a path or stdin: an archive of a source
+/// language unpacks as a bundle; anything else runs as it is.
+fn one_file(
+    args: &RunArgs,
+    lang: Lang,
+    bytes: Vec<u8>,
+    origin: &str,
+) -> Result<(Lang, Vec<u8>), Failure> {
     if lang != Lang::Wasm && bundle::is_archive(&bytes) {
-        let bundle =
-            bundle::from_archive(lang.language(), args.entry.clone(), &bytes).map_err(as_bundle)?;
+        let bundle = bundle::from_archive(lang.language(), args.entry.clone(), &bytes)
+            .map_err(|e| Failure::Usage(format!("{origin}: {e}")))?;
         return Ok((lang, kiln_runtime::Source::Bundle(bundle).encode()));
     }
     if args.entry.is_some() {

@@ -616,3 +616,16 @@ fn json_reports_a_file_that_does_not_load_as_an_error() {
     assert_eq!(unusable.status.code(), Some(2));
     assert_eq!(json(&unusable)["error"]["code"], "VALIDATION_ERROR");
 }
+
+#[test]
+fn a_script_on_stdin_past_its_bound_is_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    let too_big = vec![b' '; (64 << 20) + 1];
+    let out = kiln_with_stdin(&["run", "-", "--lang", "js"], cache.path(), &too_big);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at most 67108864 bytes"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -280,6 +280,18 @@ pub fn now_secs() -> u64 {
     crate::now_ms() / 1000
 }
 
+/// A name or id as one URL path segment: names and ids only ever have
+/// these characters, and anything else would change the route.
+pub fn path_segment<'a>(value: &'a str, what: &str) -> Result<&'a str, ClientError> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if value.is_empty() || value == "." || value == ".." || !value.chars().all(fine) {
+        return Err(ClientError::Usage(format!(
+            "{value:?} is not a {what} name or id (letters, digits, `_`, `.`, `-`)"
+        )));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,7 @@ use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Map, Value, json};
 
-use super::api::{self, Api};
-use super::exec::path_segment;
+use super::api::{self, Api, path_segment};
 use super::{ClientError, Common, output};
 use crate::script_files::{self, Lang};
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::api::{self, Api};
+use super::api::{self, Api, path_segment};
 use super::{ClientError, Common, output};
 use crate::exit_status;
 
@@ -330,18 +330,6 @@ fn parameters(args: &ExecArgs) -> Result<Value, ClientError> {
         parameters.insert(key.to_owned(), value);
     }
     Ok(Value::Object(parameters))
-}
-
-/// A name or id as one URL path segment: names and ids only ever have
-/// these characters, and anything else would change the route.
-pub fn path_segment<'a>(value: &'a str, what: &str) -> Result<&'a str, ClientError> {
-    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    if value.is_empty() || value == "." || value == ".." || !value.chars().all(fine) {
-        return Err(ClientError::Usage(format!(
-            "{value:?} is not a {what} name or id (letters, digits, `_`, `.`, `-`)"
-        )));
-    }
-    Ok(value)
 }
 
 /// Server-Sent Events from chunks that split them anywhere.

@@ -6,8 +6,7 @@ use clap::ValueEnum;
 use reqwest::Method;
 use serde_json::json;
 
-use super::api::Api;
-use super::exec::path_segment;
+use super::api::{Api, path_segment};
 use super::{ClientError, Common, output};
 
 /// What `kiln ls` and `kiln rm` work on.
