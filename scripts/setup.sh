@@ -3,7 +3,8 @@
 # wasm32-wasip2 target, clang-19 + llvm-19 + wasi-libc headers for the C part
 # of the JavaScript runtime (QuickJS), a Python virtual environment
 # (target/python-tools) with componentize-py and tzdata (PyPI) for the Python
-# runtime and openapi-spec-validator and standardwebhooks for the tests, and
+# runtime and openapi-spec-validator, standardwebhooks and
+# openapi-python-client for the tests, and
 # the x86_64-unknown-linux-musl target and musl-tools for the static build.
 # Works on a stock Debian 12 too. Safe to run again.
 set -euo pipefail
@@ -41,9 +42,10 @@ if [ ! -x "$tools/bin/python3" ]; then
 fi
 # componentize-py builds the Python runtime, tzdata is its time zones;
 # openapi-spec-validator and standardwebhooks are what the end-to-end tests
-# check /openapi.json and webhook signatures against.
+# check /openapi.json and webhook signatures against; openapi-python-client
+# generates the client from /openapi.json that one of them drives.
 for pinned in componentize-py==0.25.1 tzdata==2026.6 openapi-spec-validator==0.9.0 \
-    standardwebhooks==1.1.0; do
+    standardwebhooks==1.1.0 openapi-python-client==0.29.1; do
     name="${pinned%%==*}" version="${pinned##*==}"
     if [ "$("$tools/bin/python3" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null)" != "$version" ]; then
         "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check "$pinned"

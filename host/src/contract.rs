@@ -14,14 +14,15 @@ use crate::store::{ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStat
 /// The environment and stdin of a run: the caller's variables, then
 /// `KILN_EXECUTION_ID` and `KILN_SCRIPT_NAME`; a command (`Call::Main`) also
 /// gets its parameters (when it has any) as `KILN_PARAMETERS` and, unless it
-/// was given input, on stdin. A script gets its parameters as `main`'s
-/// argument instead.
+/// was given input or is interactive (its stdin is then its user's), on
+/// stdin. A script gets its parameters as `main`'s argument instead.
 pub fn environment(
     mut env: Vec<(String, String)>,
     id: &str,
     name: &str,
     parameters: Option<&str>,
     input: Option<&str>,
+    interactive: bool,
     call: &Call,
 ) -> (Vec<(String, String)>, Vec<u8>) {
     env.push(("KILN_EXECUTION_ID".into(), id.into()));
@@ -32,7 +33,7 @@ pub fn environment(
     }
     let stdin = match (input, parameters) {
         (Some(input), _) => input.as_bytes().to_vec(),
-        (None, Some(parameters)) if command => parameters.as_bytes().to_vec(),
+        (None, Some(parameters)) if command && !interactive => parameters.as_bytes().to_vec(),
         (None, _) => Vec::new(),
     };
     (env, stdin)
@@ -154,7 +155,7 @@ fn apply_outcome(record: &mut ExecutionRecord, outcome: Outcome) {
     });
     record.fuel_consumed = Some(outcome.fuel_consumed);
     record.peak_memory_bytes = Some(outcome.peak_memory_bytes);
-    record.duration_ms = Some(u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX));
+    record.duration_ms = Some(crate::millis(outcome.duration));
 }
 
 /// Ends `record` with no outcome of the sandbox's (cancelled while queued,
@@ -187,7 +188,15 @@ mod tests {
     #[test]
     fn a_command_gets_its_parameters_in_the_environment_and_on_stdin_unless_given_input() {
         let base = vec![("MINE".to_string(), "1".to_string())];
-        let (env, stdin) = environment(base.clone(), "e1", "hello", Some("{}"), None, &Call::Main);
+        let (env, stdin) = environment(
+            base.clone(),
+            "e1",
+            "hello",
+            Some("{}"),
+            None,
+            false,
+            &Call::Main,
+        );
         assert_eq!(
             names(&env),
             [
@@ -198,12 +207,42 @@ mod tests {
             ]
         );
         assert_eq!(stdin, b"{}");
-        let (env, stdin) = environment(base, "e1", "hello", Some("{}"), Some("typed"), &Call::Main);
+        let (env, stdin) = environment(
+            base,
+            "e1",
+            "hello",
+            Some("{}"),
+            Some("typed"),
+            false,
+            &Call::Main,
+        );
         assert!(names(&env).contains(&"KILN_PARAMETERS"));
         assert_eq!(stdin, b"typed");
-        let (env, stdin) = environment(Vec::new(), "e1", "hello", None, None, &Call::Main);
+        let (env, stdin) = environment(Vec::new(), "e1", "hello", None, None, false, &Call::Main);
         assert_eq!(names(&env), ["KILN_EXECUTION_ID", "KILN_SCRIPT_NAME"]);
         assert!(stdin.is_empty());
+        // Interactive: stdin is the user's, after any input.
+        let (env, stdin) = environment(
+            Vec::new(),
+            "e1",
+            "hello",
+            Some("{}"),
+            None,
+            true,
+            &Call::Main,
+        );
+        assert!(names(&env).contains(&"KILN_PARAMETERS"));
+        assert!(stdin.is_empty());
+        let (_, stdin) = environment(
+            Vec::new(),
+            "e1",
+            "hello",
+            Some("{}"),
+            Some("a"),
+            true,
+            &Call::Main,
+        );
+        assert_eq!(stdin, b"a");
     }
 
     #[test]
@@ -211,7 +250,7 @@ mod tests {
         let call = Call::Json {
             params: "{}".into(),
         };
-        let (env, stdin) = environment(Vec::new(), "e1", "s", Some("{}"), None, &call);
+        let (env, stdin) = environment(Vec::new(), "e1", "s", Some("{}"), None, false, &call);
         assert_eq!(names(&env), ["KILN_EXECUTION_ID", "KILN_SCRIPT_NAME"]);
         assert!(stdin.is_empty());
     }

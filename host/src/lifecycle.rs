@@ -5,7 +5,9 @@
 //! after `/readyz` turns 503; once the workers have drained, requests still
 //! waiting for an execution that will not finish are released with a 202.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -23,6 +25,8 @@ pub struct Lifecycle {
     /// True once no queued or running execution will end before the
     /// process does: a request waiting for one answers 202.
     released: watch::Sender<bool>,
+    /// What a starting node is loading, and since when.
+    loading: Mutex<Option<(String, Instant)>>,
 }
 
 impl Default for Lifecycle {
@@ -30,6 +34,7 @@ impl Default for Lifecycle {
         Self {
             phase: AtomicU8::new(Phase::Starting as u8),
             released: watch::Sender::new(false),
+            loading: Mutex::new(None),
         }
     }
 }
@@ -51,6 +56,29 @@ impl Lifecycle {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
+    }
+
+    /// What the node now waits for before it is ready (`/readyz` says).
+    pub fn loading(&self, what: String) {
+        *self.lock_loading() = Some((what, Instant::now()));
+    }
+
+    /// Why a starting node is not ready yet, for `/readyz`.
+    pub fn starting_detail(&self) -> String {
+        match &*self.lock_loading() {
+            Some((what, since)) => format!(
+                "starting: loading {what}, {} s so far (a first start compiles it for this \
+                 machine; later starts read it from the compile cache)",
+                since.elapsed().as_secs()
+            ),
+            None => "starting".into(),
+        }
+    }
+
+    fn lock_loading(&self) -> std::sync::MutexGuard<'_, Option<(String, Instant)>> {
+        self.loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn drain(&self) {
@@ -77,6 +105,14 @@ mod tests {
     fn starts_then_is_ready_then_drains_for_good() {
         let life = Lifecycle::default();
         assert_eq!(life.phase(), Phase::Starting);
+        assert_eq!(life.starting_detail(), "starting");
+        life.loading("the Python runtime".into());
+        let detail = life.starting_detail();
+        assert!(
+            detail.starts_with("starting: loading the Python runtime, ")
+                && detail.contains(" s so far"),
+            "{detail}"
+        );
         life.ready();
         assert_eq!(life.phase(), Phase::Ready);
         life.drain();

@@ -5,7 +5,7 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use kiln_runtime::{Artifact, Sandbox, Shape};
+use kiln_runtime::{Artifact, LoadSource, Sandbox, Shape};
 use lru::LruCache;
 use tokio::sync::OnceCell;
 
@@ -21,6 +21,44 @@ pub struct Runtimes {
     /// version's content never changes, so a hit skips reading it from the
     /// store and hashing it.
     components: Mutex<LruCache<(String, u32), Arc<Artifact>>>,
+}
+
+/// An artifact and how long its caller waited for it to load.
+pub struct Loaded {
+    pub artifact: Arc<Artifact>,
+    /// `None` when it was at hand in memory; else the wait for the compile
+    /// (or the compile cache's read), shared with whoever started it.
+    pub waited: Option<std::time::Duration>,
+    /// Whether the wait was for a compile (one this caller started or
+    /// joined); false for a read from the disk cache.
+    pub compiled: bool,
+}
+
+impl Loaded {
+    fn at_hand(artifact: Arc<Artifact>) -> Self {
+        Self {
+            artifact,
+            waited: None,
+            compiled: false,
+        }
+    }
+
+    /// A load that began at `begun`, from `source`.
+    fn from(artifact: Arc<Artifact>, source: LoadSource, begun: std::time::Instant) -> Self {
+        match source {
+            LoadSource::Memory => Self::at_hand(artifact),
+            LoadSource::Disk | LoadSource::Compiled => Self {
+                artifact,
+                waited: Some(begun.elapsed()),
+                compiled: source == LoadSource::Compiled,
+            },
+        }
+    }
+
+    /// What an execution record keeps of the wait.
+    pub fn waited_ms(&self) -> Option<u64> {
+        self.waited.map(crate::millis)
+    }
 }
 
 /// Script versions whose loaded component is kept at hand (the sandbox's
@@ -53,16 +91,15 @@ impl Runtimes {
         version: u32,
         content: impl FnOnce() -> Result<Vec<u8>, String>,
         owner: &str,
-    ) -> Result<Arc<Artifact>, LoadError> {
+    ) -> Result<Loaded, LoadError> {
         let key = (script_id.to_string(), version);
         if let Some(artifact) = self.lock_components().get(&key) {
-            return Ok(artifact.clone());
+            return Ok(Loaded::at_hand(artifact.clone()));
         }
-        let artifact = self
-            .load(content().map_err(LoadError::Internal)?, Some(owner))
-            .await?;
-        self.lock_components().put(key, artifact.clone());
-        Ok(artifact)
+        let content = content().map_err(LoadError::Internal)?;
+        let loaded = self.load_timed(content, Some(owner)).await?;
+        self.lock_components().put(key, loaded.artifact.clone());
+        Ok(loaded)
     }
 
     fn lock_components(&self) -> std::sync::MutexGuard<'_, LruCache<(String, u32), Arc<Artifact>>> {
@@ -75,13 +112,14 @@ impl Runtimes {
         &self.sandbox
     }
 
-    /// The runtime a source language's scripts run on, loaded at first use.
+    /// The runtime a source language's scripts run on, loaded at first use
+    /// (`serve` starts loading both at start).
     ///
     /// # Errors
     ///
     /// Whatever loading the embedded component fails with, and
     /// [`LoadError::Internal`] for `wasm`, which needs no runtime.
-    pub async fn get(&self, language: Language) -> Result<Arc<Artifact>, LoadError> {
+    pub async fn get(&self, language: Language) -> Result<Loaded, LoadError> {
         let (cell, runtime) = match language {
             Language::Javascript => (&self.javascript, kiln_components::JS_RUNTIME),
             Language::Python => (&self.python, kiln_components::PY_RUNTIME),
@@ -91,19 +129,33 @@ impl Runtimes {
                 ));
             }
         };
-        cell.get_or_try_init(|| async {
-            let bytes = tokio::task::spawn_blocking(move || runtime.decompress())
-                .await
-                .map_err(|e| LoadError::Internal(format!("the loading task failed: {e}")))?
-                .map_err(|e| {
-                    LoadError::Internal(format!(
-                        "the embedded {language:?} runtime is damaged: {e}"
-                    ))
-                })?;
-            self.load(bytes, None).await
+        if let Some(artifact) = cell.get() {
+            return Ok(Loaded::at_hand(artifact.clone()));
+        }
+        // A caller that finds the load under way waits for it too; only the
+        // one that started it knows whether it compiled.
+        let begun = std::time::Instant::now();
+        let mut compiled = false;
+        let artifact = cell
+            .get_or_try_init(|| async {
+                let bytes = tokio::task::spawn_blocking(move || runtime.decompress())
+                    .await
+                    .map_err(|e| LoadError::Internal(format!("the loading task failed: {e}")))?
+                    .map_err(|e| {
+                        LoadError::Internal(format!(
+                            "the embedded {language:?} runtime is damaged: {e}"
+                        ))
+                    })?;
+                let loaded = self.load_timed(bytes, None).await?;
+                compiled = loaded.compiled;
+                Ok::<_, LoadError>(loaded.artifact)
+            })
+            .await?;
+        Ok(Loaded {
+            artifact: artifact.clone(),
+            waited: Some(begun.elapsed()),
+            compiled,
         })
-        .await
-        .cloned()
     }
 
     /// Loads `bytes` (a component, core module or text): from the caches,
@@ -123,6 +175,25 @@ impl Runtimes {
         self.compiler
             .load(&self.sandbox, bytes.into(), caller)
             .await
+    }
+
+    /// [`load`](Self::load), and how long the caller waited if the
+    /// artifact was not in memory.
+    ///
+    /// # Errors
+    ///
+    /// See [`LoadError`].
+    pub async fn load_timed(
+        &self,
+        bytes: impl Into<Arc<[u8]>>,
+        caller: Option<&str>,
+    ) -> Result<Loaded, LoadError> {
+        let begun = std::time::Instant::now();
+        let (artifact, source) = self
+            .compiler
+            .load_from(&self.sandbox, bytes.into(), caller)
+            .await?;
+        Ok(Loaded::from(artifact, source, begun))
     }
 }
 

@@ -85,15 +85,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state_config = state.config.clone();
     let connection_metrics = state.metrics.clone();
     let trusted_proxies = state.trusted_proxies.clone();
-    tokio::spawn(load_runtimes(
-        state.runtimes.clone(),
-        lifecycle.clone(),
-        begun,
-    ));
+    let runtimes = state.runtimes.clone();
     let app = api::router(state);
-    // A stable line that scripts and the end-to-end tests read the address from.
-    println!("Kiln listening on http://{address}");
+    // A stable first line that scripts and the end-to-end tests read the
+    // address from; the runtimes' lines come after it.
+    announce(&format!("Kiln listening on http://{address}"));
     tracing::info!(%address, startup_ms = begun.elapsed().as_millis(), "listening");
+    tokio::spawn(load_runtimes(runtimes, lifecycle.clone(), begun));
 
     let draining = lifecycle.clone();
     let first_admin_failed = Arc::new(AtomicBool::new(false));
@@ -156,25 +154,63 @@ async fn load_runtimes(
     begun: std::time::Instant,
 ) {
     use crate::store::Language;
-    for language in [Language::Javascript, Language::Python] {
+    for (language, name) in [
+        (Language::Javascript, "JavaScript"),
+        (Language::Python, "Python"),
+    ] {
+        lifecycle.loading(format!("the {name} runtime"));
         // A failed compile (its child killed for memory, say) is tried
         // again, less and less often: the node is not ready meanwhile.
         let mut pause = std::time::Duration::from_secs(1);
+        let mut announced = false;
         loop {
             let started = std::time::Instant::now();
             tracing::info!(?language, "start-up: loading a language runtime");
-            match runtimes.get(language).await {
-                Ok(_) => {
+            let load = runtimes.get(language);
+            tokio::pin!(load);
+            // A read from the compile cache takes well under a second; what
+            // takes longer is a compile, which a user should hear of.
+            let loaded = tokio::select! {
+                loaded = &mut load => loaded,
+                () = tokio::time::sleep(ANNOUNCE_AFTER) => {
+                    if !announced {
+                        announced = true;
+                        announce(&format!(
+                            "Compiling the {name} runtime for this machine (a first start only); /readyz answers 503 until it is done"
+                        ));
+                    }
+                    load.await
+                }
+            };
+            match loaded {
+                Ok(loaded) => {
+                    let ms = crate::millis(started.elapsed());
                     tracing::info!(
                         ?language,
-                        ms = started.elapsed().as_millis() as u64,
+                        ms,
+                        compiled = loaded.compiled,
                         "start-up: language runtime loaded"
                     );
+                    if announced {
+                        announce(&format!(
+                            "The {name} runtime is ready: {} in {:.1} s",
+                            if loaded.compiled {
+                                "compiled"
+                            } else {
+                                "loaded"
+                            },
+                            ms as f64 / 1000.0
+                        ));
+                    }
                     break;
                 }
                 Err(e) => {
                     tracing::error!(?language, error = %e, retry_in_s = pause.as_secs(),
                         "the language runtime does not load; the node stays unready");
+                    announce(&format!(
+                        "The {name} runtime did not load ({e}); trying again in {} s, and the node stays unready",
+                        pause.as_secs()
+                    ));
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(std::time::Duration::from_secs(60));
                 }
@@ -187,6 +223,17 @@ async fn load_runtimes(
     // freed memory that an idle node would otherwise keep until its first
     // runs: the idle release after start-up ran before this finished.
     let _ = tokio::task::spawn_blocking(crate::memory::release_unused).await;
+}
+
+/// How long a runtime loads before the start-up says it is compiling.
+const ANNOUNCE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A start-up line on stdout, beside "Kiln listening on", whatever
+/// `KILN_LOG` hides. Whoever started the server may have stopped reading
+/// (a closed pipe): that is no reason to fail.
+fn announce(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// Files and directories this process makes are its user's alone (0600,

@@ -21,6 +21,7 @@ use crate::error::{Error, chain};
 use crate::limits::Limits;
 use crate::outcome::{self, Ending, ErrorCode, GuestError, Outcome, Status};
 use crate::sandbox::{Sandbox, Usage, evidence};
+use crate::stdin::Stdin;
 
 /// One request to an HTTP function.
 pub struct HttpInvocation {
@@ -90,7 +91,8 @@ impl Sandbox {
             cancel,
             egress,
         } = invocation;
-        let (mut store, stdout, stderr) = self.store(Vec::new(), &[], &env, &limits, None, None)?;
+        let (mut store, stdout, stderr) =
+            self.store(Stdin::Fixed(Vec::new()), &[], &env, &limits, None, None)?;
         store.data_mut().hooks.egress = egress;
         let internal = |e: wasmtime::Error| Error::Internal(chain(&e));
         let fuel_start = store.get_fuel().map_err(internal)?;

@@ -54,6 +54,7 @@ mod outcome;
 mod sandbox;
 mod script_host;
 mod source;
+mod stdin;
 mod warm;
 mod wasi;
 

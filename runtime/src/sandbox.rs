@@ -22,6 +22,7 @@ use crate::limits::Limits;
 use crate::outcome::{self, Ending, Evidence, GuestError, Outcome, Verdict};
 use crate::script_host::ScriptHost;
 use crate::source::Source;
+use crate::stdin::Stdin;
 use crate::warm::{Prepared, Warm};
 use crate::wasi::{self, State, WasiSetup};
 
@@ -58,6 +59,10 @@ pub struct Invocation {
     pub env: Vec<(String, String)>,
     /// Bytes the guest reads from stdin.
     pub stdin: Vec<u8>,
+    /// What the guest reads on stdin after `stdin`, chunk by chunk as it
+    /// arrives, until every sender is gone; without it stdin ends after
+    /// `stdin`.
+    pub live_stdin: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
     /// Resource limits for this run.
     pub limits: Limits,
     /// Stops the run when cancelled.
@@ -310,7 +315,8 @@ impl Sandbox {
                 "only a language runtime can check a script".into(),
             ));
         };
-        let (mut store, _, _) = self.store(Vec::new(), &[], &[], &limits, None, None)?;
+        let (mut store, _, _) =
+            self.store(Stdin::Fixed(Vec::new()), &[], &[], &limits, None, None)?;
         let call = async {
             let runtime = pre.instantiate_async(&mut store).await?;
             compile(runtime.kiln_language_script(), &mut store, source).await
@@ -342,6 +348,7 @@ impl Sandbox {
             args,
             env,
             stdin,
+            live_stdin,
             limits,
             cancel,
             on_output,
@@ -349,6 +356,7 @@ impl Sandbox {
             egress,
         } = invocation;
         let entrypoint = Entrypoint::of(&artifact.entry, &call)?;
+        let stdin = Stdin::new(stdin, live_stdin);
         let setup =
             WasiSetup::new(&args, &env, stdin, &limits, on_output, script_host).with_egress(egress);
         let (stdout, stderr) = (setup.stdout.clone(), setup.stderr.clone());
@@ -456,7 +464,7 @@ impl Sandbox {
     /// A store for one run: WASI context, limiter, fuel, epoch yields.
     pub(crate) fn store(
         &self,
-        stdin: Vec<u8>,
+        stdin: Stdin,
         args: &[String],
         env: &[(String, String)],
         limits: &Limits,

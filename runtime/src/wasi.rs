@@ -1,7 +1,6 @@
 //! The per-run store state and its WASI context, deny-all by default.
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -11,6 +10,7 @@ use crate::capture::{CapturePipe, OutputKind, OutputSink};
 use crate::egress::{Egress, OutgoingHooks};
 use crate::limits::{Limits, MemoryLimiter};
 use crate::script_host::{ScriptEnv, ScriptHost};
+use crate::stdin::Stdin;
 
 /// What a `Store` holds for one run.
 pub struct State {
@@ -66,13 +66,13 @@ impl WasiView for State {
 }
 
 /// The WASI surface one run sees: only the arguments and environment the caller
-/// passed, stdin from memory, captured stdout/stderr, the host's clocks and
+/// passed, stdin (from memory, or fed while it runs), captured stdout/stderr, the host's clocks and
 /// randomness. No preopened directories, no sockets, no name lookup, nothing
 /// inherited from the host process.
 pub(crate) struct WasiSetup<'a> {
     pub args: &'a [String],
     pub env: &'a [(String, String)],
-    pub stdin: Vec<u8>,
+    pub stdin: Stdin,
     pub stdout: CapturePipe,
     pub stderr: CapturePipe,
     /// What a `kiln:script` component's key-value and config imports reach.
@@ -88,7 +88,7 @@ impl<'a> WasiSetup<'a> {
     pub(crate) fn new(
         args: &'a [String],
         env: &'a [(String, String)],
-        stdin: Vec<u8>,
+        stdin: Stdin,
         limits: &Limits,
         on_output: Option<OutputSink>,
         script_host: Option<Arc<dyn ScriptHost>>,
@@ -117,7 +117,7 @@ impl<'a> WasiSetup<'a> {
         WasiSetup {
             args: &[],
             env: &[],
-            stdin: Vec::new(),
+            stdin: Stdin::Fixed(Vec::new()),
             stdout: CapturePipe::new(OutputKind::Stdout, 0, None),
             stderr: CapturePipe::new(OutputKind::Stderr, 0, None),
             script_host: None,
@@ -166,7 +166,6 @@ fn surface(setup: WasiSetup<'_>) -> (WasiCtx, ScriptEnv) {
     builder
         .args(setup.args)
         .envs(setup.env)
-        .stdin(MemoryInputPipe::new(setup.stdin))
         .stdout(setup.stdout)
         .stderr(setup.stderr.clone())
         // The defaults already deny every address; refusing the socket
@@ -174,6 +173,7 @@ fn surface(setup: WasiSetup<'_>) -> (WasiCtx, ScriptEnv) {
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    setup.stdin.give(&mut builder);
     let script = ScriptEnv {
         host: setup.script_host,
         stderr: setup.stderr,

@@ -206,16 +206,114 @@ fn a_compile_past_its_deadline_is_killed_and_named() {
     watch.finish(base, 256 * MIB);
 }
 
+/// A new node (nothing in its artifact cache) compiles both language
+/// runtimes in children, not held to the bounds of tenants' compiles. It
+/// answers `/readyz` 503 until they are loaded, saying which and for how
+/// long, and says so on stdout; a run that waited for a runtime says how
+/// long in its record, and one after does not wait.
 #[test]
-fn kiln_s_own_runtimes_compile_in_a_child_whatever_tenants_are_held_to() {
+fn a_first_start_compiles_the_runtimes_in_children_and_says_so() {
     let _alone = crate::harness::machine_to_myself();
     // An empty cache of its own, and bounds no runtime compile could meet.
-    let cache = tempfile::tempdir().unwrap();
-    let (kiln, _dir) = Kiln::start(&[
-        ("KILN_SERVER_CACHE_DIR", cache.path().to_str().unwrap()),
-        ("KILN_LIMITS_COMPILE_TIMEOUT_MS", "200"),
-        ("KILN_LIMITS_COMPILE_MEMORY_MB", "64"),
-    ]);
+    let (cache, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut kiln = Kiln::launch(
+        data.path(),
+        &[
+            ("KILN_SERVER_CACHE_DIR", cache.path().to_str().unwrap()),
+            ("KILN_LIMITS_COMPILE_TIMEOUT_MS", "200"),
+            ("KILN_LIMITS_COMPILE_MEMORY_MB", "64"),
+        ],
+        std::process::Stdio::inherit(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let readyz = |kiln: &Kiln| {
+        let answer = kiln
+            .anonymous(reqwest::Method::GET, "/readyz")
+            .send()
+            .unwrap();
+        (
+            answer.status().as_u16(),
+            answer.json::<serde_json::Value>().unwrap(),
+        )
+    };
+    // `/readyz` names what it loads, and for how long; JavaScript first.
+    let python = loop {
+        let (status, body) = readyz(&kiln);
+        assert_eq!(status, 503, "ready before Python was seen loading: {body}");
+        let message = body["error"]["message"].as_str().unwrap().to_owned();
+        if message.contains("the Python runtime") {
+            break message;
+        }
+        // "starting" alone until the loading task has begun.
+        assert!(
+            message == "starting" || message.contains("loading the JavaScript runtime"),
+            "{message}"
+        );
+        assert!(Instant::now() < deadline, "{message}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        python.starts_with("starting: loading the Python runtime, ")
+            && python.contains(" s so far"),
+        "{python}"
+    );
+    // A run submitted meanwhile waits for the runtime, and says how long.
+    let login = loop {
+        let login = kiln.login("admin", crate::harness::ADMIN_PASSWORD);
+        if login.status() == 200 || Instant::now() > deadline {
+            break login;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    kiln.token = login.json::<serde_json::Value>().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code = json!({"language": "python", "code": "def main():\n    return 42\n"});
+    let first = kiln
+        .post("/v1/execute?async=true")
+        .json(&code)
+        .send()
+        .unwrap();
+    assert_eq!(first.status(), 202);
+    let id = first.json::<serde_json::Value>().unwrap()["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Python compiles for tens of seconds: the run was claimed while it did.
+    assert_eq!(
+        readyz(&kiln).0,
+        503,
+        "Python loaded before the run was queued"
+    );
+    kiln.wait_ready();
+    let first = kiln.poll_until_final(&id);
+    assert_eq!(first["result"], 42, "{first}");
+    let waited = first["compile_wait_ms"].as_u64().expect("a wait recorded");
+    let ran = first["duration_ms"].as_u64().unwrap();
+    assert!(
+        waited > ran,
+        "the wait ({waited} ms) is not in duration_ms ({ran} ms)"
+    );
+    let again: serde_json::Value = kiln
+        .post("/v1/execute?wait=true")
+        .json(&code)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(again["result"], 42, "{again}");
+    assert_eq!(again["compile_wait_ms"], serde_json::Value::Null, "{again}");
+    // The line is printed just before the node turns ready; the harness's
+    // reader may store it a moment later.
+    crate::harness::eventually("the start-up's lines", || {
+        let printed = kiln.printed();
+        let said = |line: &str| printed.iter().any(|printed| printed.starts_with(line));
+        (said("Compiling the Python runtime for this machine (a first start only)")
+            && said("The Python runtime is ready: compiled in "))
+        .then_some(())
+    });
+
     ordinary_user_succeeds(&kiln, "first");
     let artifacts = std::fs::read_dir(cache.path())
         .unwrap()

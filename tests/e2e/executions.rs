@@ -675,11 +675,12 @@ fn shape_of(execution: &Value) -> Value {
             Value::Array(_) => "array",
             Value::Object(_) => "object",
         };
-        // What a run returns is the script's own business.
-        let kind = if field == "result" && kind != "null" {
-            "value"
-        } else {
-            kind
+        // What a run returns is the script's own business; whether it
+        // waited for a compile, the node's.
+        let kind = match (field.as_str(), kind) {
+            ("result", kind) if kind != "null" => "value",
+            ("compile_wait_ms", "null" | "number") => "number or null",
+            (_, kind) => kind,
         };
         if !matches!(field.as_str(), "status" | "language" | "error") {
             *value = json!(kind);

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 pub struct Kiln {
     child: Child,
     pub base: String,
+    /// What the server printed on stdout after its "Kiln listening" line.
+    printed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     client: Client,
     /// The first admin's access token.
     pub token: String,
@@ -98,8 +100,24 @@ impl Kiln {
         }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
+        // The rest is kept (the first 1 000 lines, 4 KiB of each) for the
+        // tests of the start-up's messages; it ends with the server.
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        std::thread::spawn({
+            let printed = printed.clone();
+            move || {
+                for mut line in stdout.lines().map_while(Result::ok) {
+                    let mut printed = printed.lock().unwrap();
+                    if printed.len() < 1_000 {
+                        line.truncate(line.floor_char_boundary(4096));
+                        printed.push(line);
+                    }
+                }
+            }
+        });
         let address = line
             .trim()
             .strip_prefix("Kiln listening on ")
@@ -112,9 +130,15 @@ impl Kiln {
         Self {
             child,
             base: address,
+            printed,
             client,
             token: String::new(),
         }
+    }
+
+    /// The lines the server printed on stdout after "Kiln listening on".
+    pub fn printed(&self) -> Vec<String> {
+        self.printed.lock().unwrap().clone()
     }
 
     /// Waits until `/readyz` answers 200 (the language runtimes loaded).
@@ -389,6 +413,29 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// Polls `check` until it returns a value; fails after 10 s. For what the
 /// server records a moment after a test could first look.
+/// Runs `command` to its end, killed if it takes longer than `limit`.
+pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{command:?} still ran after {limit:?}");
+        }
+    }
+}
+
 pub fn eventually<T>(what: &str, check: impl Fn() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

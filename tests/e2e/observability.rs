@@ -295,47 +295,6 @@ fn a_large_record_is_synced_as_its_own_file_before_the_answer() {
     assert_eq!(stored["stdout"].as_str().map(str::len), Some(300_001));
 }
 
-/// A new node (nothing in its artifact cache) answers `/readyz` 503, saying
-/// why, until both language runtimes are compiled; then 200, and a Python
-/// run's first execution does not wait for its runtime.
-#[test]
-fn readyz_waits_for_the_language_runtimes() {
-    let _alone = crate::harness::machine_to_myself();
-    let data = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let kiln = Kiln::launch(
-        data.path(),
-        &[("KILN_SERVER_CACHE_DIR", cache.path().to_str().unwrap())],
-        std::process::Stdio::null(),
-    );
-    let first = kiln
-        .anonymous(reqwest::Method::GET, "/readyz")
-        .send()
-        .unwrap();
-    assert_eq!(first.status(), 503, "ready before compiling anything");
-    assert!(
-        first
-            .text()
-            .unwrap()
-            .contains("loading the language runtimes"),
-        "says what it waits for"
-    );
-    kiln.wait_ready();
-    let login = kiln.login("admin", crate::harness::ADMIN_PASSWORD);
-    let token = login.json::<Value>().unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let run: Value = kiln
-        .with_token(&token, reqwest::Method::POST, "/v1/execute")
-        .json(&json!({"language": "python", "code": "def main():\n    return 1\n"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(run["result"], 1, "{run}");
-}
-
 /// `log.format = json`: every line a log shipper reads is one JSON object;
 /// request lines carry the request id, route, status and whole
 /// milliseconds. `kiln health` says whether a server is ready.

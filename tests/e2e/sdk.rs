@@ -14,7 +14,7 @@ use crate::harness::{Kiln, error_body};
 fn a_counter_kept_in_kv_grows_across_executions_and_reads_its_config() {
     let (kiln, _dir) = Kiln::start(&[("KILN_LIMITS_KV_SCRIPT_BYTES", "200")]);
     let script = kiln.create_component("counter", kiln_components::COUNTER);
-    assert_eq!(script["kind"], "script");
+    assert_eq!(script["kind"], "sdk");
 
     for expected in 1..=3 {
         let run = kiln.run("counter", json!({}));
@@ -198,7 +198,7 @@ fn a_crate_made_by_kiln_new_builds_runs_locally_and_counts_on_the_server() {
 
     let (kiln, _dir) = Kiln::start(&[]);
     let script = kiln.create_component("hello-kiln", wasm.to_str().unwrap());
-    assert_eq!(script["kind"], "script");
+    assert_eq!(script["kind"], "sdk");
     for count in 1..=3 {
         let run = kiln.run("hello-kiln", json!({"parameters": {"name": "you"}}));
         assert_eq!(

@@ -122,6 +122,8 @@ pub const RULES: &[(&str, &str, Access)] = &[
     // The handler lets the execution's creator or an admin.
     ("DELETE", "/v1/executions/{id}", Needs(ExecuteScripts)),
     ("GET", "/v1/executions/{id}/events", Needs(ReadExecutions)),
+    // Sending stdin over it needs more; the handler checks.
+    ("GET", "/v1/executions/{id}/ws", Needs(ReadExecutions)),
     ("POST", "/v1/executions/{id}/cancel", Needs(ExecuteScripts)),
     ("GET", "/v1/schedules", Needs(ManageSchedules)),
     ("POST", "/v1/schedules", Needs(ManageSchedules)),
@@ -366,7 +368,7 @@ pub fn document_security(document: &mut utoipa::openapi::OpenApi) {
             let access = rule(&method, path);
             // The guard limits every /v1 route, with a credential or not.
             if access.is_some() && path.starts_with("/v1/") {
-                document_refusal(
+                super::error::document_refusal(
                     operation,
                     "429",
                     "Over a rate limit (`X-RateLimit-*` and `Retry-After` say which and for how long), \
@@ -377,13 +379,13 @@ pub fn document_security(document: &mut utoipa::openapi::OpenApi) {
                 None | Some(Public) => continue,
                 Some(access) => access.scopes().into_iter().map(Scope::as_str).collect(),
             };
-            document_refusal(
+            super::error::document_refusal(
                 operation,
                 "401",
                 "No credential, or one that is unknown, expired or revoked",
             );
             if !scopes.is_empty() {
-                document_refusal(
+                super::error::document_refusal(
                     operation,
                     "403",
                     "The credential lacks a scope this operation needs",
@@ -395,27 +397,6 @@ pub fn document_security(document: &mut utoipa::openapi::OpenApi) {
             ]);
         }
     }
-}
-
-/// An error answer the guard gives, unless the operation documents its own.
-fn document_refusal(operation: &mut utoipa::openapi::path::Operation, status: &str, why: &str) {
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-    operation
-        .responses
-        .responses
-        .entry(status.to_owned())
-        .or_insert_with(|| {
-            ResponseBuilder::new()
-                .description(why)
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-                        .build(),
-                )
-                .build()
-                .into()
-        });
 }
 
 /// Handlers take the caller as an extractor: the [`guard`] left it in the

@@ -31,10 +31,13 @@ const MAX_DAYS: u32 = 3650;
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// 1–128 characters, for people to tell keys apart.
+    #[schema(min_length = 1, max_length = 128)]
     name: String,
     /// At least one; each must be one the caller has.
+    #[schema(min_items = 1)]
     scopes: Vec<Scope>,
     /// 1–3650; no value: the key does not expire.
+    #[schema(minimum = 1, maximum = 3650)]
     expires_in_days: Option<u32>,
 }
 

@@ -29,7 +29,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(pattern = "^[a-zA-Z0-9_.-]{1,64}$")]
     username: String,
+    #[schema(max_length = 1024)]
     password: String,
 }
 

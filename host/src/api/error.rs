@@ -64,6 +64,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Compile(String, Vec<Detail>),
+    /// A plain request to a WebSocket route: 426 with `Upgrade: websocket`.
+    #[error("{0}")]
+    UpgradeRequired(String),
     #[error("too many requests; retry in {} s", .0.retry_after_secs.unwrap_or(1))]
     RateLimited(crate::ratelimit::Standing),
     /// The caller has as much of something in flight as it may (compiles):
@@ -104,6 +107,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Compile(..) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Function(status, ..) => *status,
@@ -122,6 +126,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::Compile(..) => "COMPILE_ERROR",
+            ApiError::UpgradeRequired(_) => "UPGRADE_REQUIRED",
             ApiError::QueueFull => "QUEUE_FULL",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
@@ -196,6 +201,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::UpgradeRequired(_) = self {
+            let headers = response.headers_mut();
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         }
         if let ApiError::RateLimited(standing) = &self {
             crate::api::access::rate_headers(response.headers_mut(), standing);
@@ -334,6 +344,56 @@ impl From<crate::compiler::LoadError> for ApiError {
             LoadError::QueueFull => ApiError::Unavailable(e.to_string()),
             LoadError::Internal(message) => ApiError::Internal(message),
             LoadError::Abandoned => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// An error answer of `operation`, in the envelope, unless it documents
+/// its own for that status.
+pub fn document_refusal(operation: &mut utoipa::openapi::path::Operation, status: &str, why: &str) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    operation
+        .responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(why)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build()
+                .into()
+        });
+}
+
+/// The refusals of input every operation can give before its handler
+/// runs, from its extractors: 400 for a parameter or body that does not
+/// parse or is out of bounds (`details` name the field), 413 for a body
+/// over its limit, 415 for a body that is not of the media type asked.
+pub fn document_input_refusals(document: &mut utoipa::openapi::OpenApi) {
+    for item in document.paths.paths.values_mut() {
+        for operation in super::document::operations_mut(item) {
+            let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let body = operation.request_body.is_some();
+            if has_parameters || body {
+                document_refusal(
+                    operation,
+                    "400",
+                    "A parameter or the body does not parse or is out of bounds; `details` name the field",
+                );
+            }
+            if body {
+                document_refusal(operation, "413", "The body is over its limit");
+                document_refusal(
+                    operation,
+                    "415",
+                    "The body is not of a media type this operation takes (`Content-Type`)",
+                );
+            }
         }
     }
 }

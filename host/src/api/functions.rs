@@ -108,7 +108,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         .as_ref()
         .is_some_and(|p| matches!(p.via, Via::Session { .. } | Via::ApiKey { .. }));
     let guest_request = guest_request(&parts, &path, &query, body, kiln_credential)?;
-    let artifact = state
+    let loaded = state
         .runtimes
         .component(
             &script.id,
@@ -123,6 +123,8 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
             &crate::runtimes::caller_of(script.created_by.as_deref()),
         )
         .await?;
+    record.compile_wait_ms = loaded.waited_ms();
+    let artifact = loaded.artifact;
 
     let _slot = state.jobs.function_slot().await?;
     let cancel = CancelHandle::new();
@@ -135,6 +137,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         &script.name,
         None,
         None,
+        false,
         &Call::Main,
     );
     let egress = state
@@ -193,9 +196,23 @@ pub(super) fn document(document: &mut utoipa::openapi::OpenApi) {
         for operation in operations(item) {
             let method = operation.operation_id.take().unwrap_or_default();
             operation.operation_id = Some(format!("callFunction{method}{root}"));
+            // The function's own answer: bytes of whatever media type it says.
+            if let Some(utoipa::openapi::RefOr::T(own)) =
+                operation.responses.responses.get_mut("default")
+            {
+                own.content.insert("*/*".into(), bytes().into());
+            }
         }
     }
     document.merge(functions);
+}
+
+/// Content of any media type, as bytes.
+fn bytes() -> utoipa::openapi::Content {
+    let schema = utoipa::openapi::RefOr::T(super::document::bytes_schema().into());
+    utoipa::openapi::ContentBuilder::new()
+        .schema(Some(schema))
+        .build()
 }
 
 /// The item's operations, each with its method's name in `operation_id`

@@ -9,9 +9,11 @@ mod error;
 mod etag;
 mod executions;
 pub(crate) use self::executions::{Cursor as ExecutionCursor, ExecutionView};
+mod document;
 mod functions;
 mod idempotency;
 mod json_body;
+mod links;
 pub use self::json_body::{ApiJson, parse_json};
 mod pagination;
 mod schedules;
@@ -301,8 +303,13 @@ fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .merge(analytics::routes())
             .split_for_parts();
     access::document_security(&mut document);
+    error::document_input_refusals(&mut document);
+    links::document(&mut document);
     pagination::document_bounds(&mut document);
+    // After the passes above, which are about the /v1 routes; before the
+    // raw bodies, so a function's gets its schema too.
     functions::document(&mut document);
+    document::raw_bodies(&mut document);
     (routes, document)
 }
 

@@ -79,12 +79,14 @@ fn view(state: &AppState, record: ScheduleRecord) -> Result<ScheduleView, ApiErr
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
+    /// 1–128 characters, not all blank.
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     name: String,
     /// The script's id or name.
     script_id: String,
     /// 5 fields, 6 (seconds first), or `@hourly`, `@daily`, `@weekly`,
     /// `@monthly`, `@yearly`.
-    #[schema(example = "*/5 * * * *")]
+    #[schema(example = "*/5 * * * *", max_length = 256)]
     cron: String,
     /// IANA time zone the cron is read in (default UTC).
     #[schema(example = "Europe/Berlin")]
@@ -102,8 +104,10 @@ pub struct CreateSchedule {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSchedule {
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     name: Option<String>,
     script_id: Option<String>,
+    #[schema(max_length = 256)]
     cron: Option<String>,
     timezone: Option<String>,
     #[schema(value_type = Option<Object>)]

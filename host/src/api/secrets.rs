@@ -78,7 +78,7 @@ pub struct SecretInput {
     /// script, including those created later by anyone who may create
     /// scripts. A grant follows the script, whoever changes its content
     /// next. Up to 1000.
-    #[schema(example = json!(["billing", "invoices"]))]
+    #[schema(example = json!(["*"]), max_items = 1000)]
     scripts: Vec<String>,
 }
 

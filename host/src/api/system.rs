@@ -42,14 +42,12 @@ async fn healthz() -> axum::Json<Health> {
 #[utoipa::path(get, path = "/readyz", operation_id = "readiness", tag = "system",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Starting (the message says what it waits for) or draining", body = ErrorEnvelope),
+        (status = 503, description = "Starting (the message says which runtime it is loading, and for how long) or draining", body = ErrorEnvelope),
     ))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     match state.lifecycle.phase() {
         Phase::Ready => Ok(axum::Json(Health { status: "ready" })),
-        Phase::Starting => Err(ApiError::Unavailable(
-            "starting: loading the language runtimes".into(),
-        )),
+        Phase::Starting => Err(ApiError::Unavailable(state.lifecycle.starting_detail())),
         Phase::Draining => Err(ApiError::Unavailable(
             "draining: this node is shutting down".into(),
         )),

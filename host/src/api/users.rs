@@ -80,8 +80,10 @@ impl User {
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// 1–64 of `[A-Za-z0-9_.-]`.
+    #[schema(pattern = "^[a-zA-Z0-9_.-]{1,64}$")]
     username: String,
-    /// At least 8 characters.
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
     role: Role,
 }
@@ -90,7 +92,8 @@ pub struct CreateUser {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     role: Option<Role>,
-    /// A new password; the user's sessions end.
+    /// A new password (8 to 1024 characters); the user's sessions end.
+    #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
     /// A disabled user cannot log in, and their tokens and keys stop working.
     disabled: Option<bool>,

@@ -72,10 +72,12 @@ pub struct CreatedWebhook {
 pub struct CreateWebhook {
     /// http or https; loopback, private, link-local and metadata addresses
     /// are refused unless the server allows private destinations.
+    #[schema(format = "uri", max_length = 2048)]
     url: String,
     /// At least one of `execution.completed`, `execution.failed`,
     /// `execution.timeout`, `execution.cancelled`, `schedule.failed`,
     /// `script.created`, `script.updated`, `script.deleted`.
+    #[schema(min_items = 1)]
     events: Vec<String>,
     /// `whsec_` + base64 of 24–64 bytes; made for you when absent.
     secret: Option<String>,
@@ -86,7 +88,9 @@ pub struct CreateWebhook {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
+    #[schema(format = "uri", max_length = 2048)]
     url: Option<String>,
+    #[schema(min_items = 1)]
     events: Option<Vec<String>>,
     /// A new secret; the old one stops signing at once.
     secret: Option<String>,

@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kiln_runtime::{Artifact, ArtifactKey, Sandbox};
+use kiln_runtime::{Artifact, ArtifactKey, LoadSource, Sandbox};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Semaphore, watch};
 
@@ -172,18 +172,35 @@ impl Compiler {
         bytes: Arc<[u8]>,
         caller: Option<&str>,
     ) -> Result<Arc<Artifact>, LoadError> {
+        self.load_from(sandbox, bytes, caller)
+            .await
+            .map(|(artifact, _)| artifact)
+    }
+
+    /// [`load`](Self::load), and where the artifact came from: memory, the
+    /// disk cache, or a compile (one this call started or joined).
+    ///
+    /// # Errors
+    ///
+    /// See [`LoadError`].
+    pub async fn load_from(
+        self: &Arc<Self>,
+        sandbox: &Arc<Sandbox>,
+        bytes: Arc<[u8]>,
+        caller: Option<&str>,
+    ) -> Result<(Arc<Artifact>, LoadSource), LoadError> {
         let cached = {
             let (sandbox, bytes) = (sandbox.clone(), bytes.clone());
             blocking(move || sandbox.load_cached(&bytes)).await?
         };
-        if let Some((artifact, _)) = cached {
-            return Ok(artifact);
+        if let Some(found) = cached {
+            return Ok(found);
         }
         let program = match (&self.program, sandbox.cache_dir()) {
             (Some(program), Some(dir)) => (program.clone(), dir.to_path_buf()),
             _ => {
                 let (sandbox, bytes) = (sandbox.clone(), bytes.clone());
-                return blocking(move || sandbox.load(&bytes).map(|(a, _)| a)).await;
+                return blocking(move || sandbox.load(&bytes)).await;
             }
         };
         let (key, component) = {
@@ -209,7 +226,8 @@ impl Compiler {
         }
         settled?;
         let sandbox = sandbox.clone();
-        blocking(move || sandbox.load_compiled(&bytes)).await
+        let artifact = blocking(move || sandbox.load_compiled(&bytes)).await?;
+        Ok((artifact, LoadSource::Compiled))
     }
 
     /// The outcome of the compile of `key`: the one in flight (joined at no

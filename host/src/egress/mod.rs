@@ -173,7 +173,7 @@ impl Run {
                 format!("no answer within {} ms", timeout.as_millis()),
             )),
         };
-        entry.ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        entry.ms = crate::millis(started.elapsed());
         let outcome = match &result {
             Ok(response) => {
                 entry.status = Some(response.status);

@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use crate::config::LimitsConfig;
 use crate::jobs::{JobError, Jobs, Settled};
 use crate::store::{
-    ExecutionCode, ExecutionRecord, ExecutionStatus, Language, Priority, ScheduleRecord,
-    ScriptLimits, ScriptRecord, Store, StoreError, Trigger,
+    ClampedLimit, ExecutionCode, ExecutionRecord, ExecutionStatus, Language, LimitName, Priority,
+    ScheduleRecord, ScriptLimits, ScriptRecord, Store, StoreError, Trigger,
 };
 
 /// What a caller asks of one run; every field may be left to the defaults.
@@ -75,7 +75,7 @@ pub enum SubmitError {
 }
 
 /// A queued execution record for `request`, its limits capped by the
-/// server's maxima (not refused).
+/// server's maxima (not refused; the record names each limit cut).
 ///
 /// # Errors
 ///
@@ -108,11 +108,38 @@ pub fn new_record(
         }
     }
     let defaults = target.defaults;
+    let mut clamped = Vec::new();
+    let mut capped = |limit: LimitName, asked: u64, maximum: u64| {
+        if asked > maximum {
+            clamped.push(ClampedLimit {
+                limit,
+                requested: asked,
+                maximum,
+            });
+        }
+        asked.min(maximum)
+    };
+    let timeout_ms = capped(
+        LimitName::TimeoutMs,
+        request
+            .timeout_ms
+            .or(defaults.timeout_ms)
+            .unwrap_or(limits.default_timeout_ms),
+        limits.max_timeout_ms,
+    );
+    let memory_mb = capped(
+        LimitName::MemoryMb,
+        request
+            .memory_mb
+            .or(defaults.memory_mb)
+            .unwrap_or(limits.default_memory_mb),
+        limits.max_memory_mb,
+    );
     let fuel = match (
         request.fuel.or(defaults.fuel).or(limits.default_fuel),
         limits.max_fuel,
     ) {
-        (Some(fuel), Some(max)) => Some(fuel.min(max)),
+        (Some(fuel), Some(max)) => Some(capped(LimitName::Fuel, fuel, max)),
         (None, Some(max)) => Some(max),
         (fuel, None) => fuel,
     };
@@ -128,17 +155,10 @@ pub fn new_record(
         input: request.input,
         env: request.env,
         code: target.code,
-        timeout_ms: request
-            .timeout_ms
-            .or(defaults.timeout_ms)
-            .unwrap_or(limits.default_timeout_ms)
-            .min(limits.max_timeout_ms),
-        memory_mb: request
-            .memory_mb
-            .or(defaults.memory_mb)
-            .unwrap_or(limits.default_memory_mb)
-            .min(limits.max_memory_mb),
+        timeout_ms,
+        memory_mb,
         fuel,
+        clamped,
         ..ExecutionRecord::queued(
             uuid::Uuid::now_v7().to_string(),
             target.language,
@@ -266,6 +286,7 @@ mod tests {
         assert_eq!(record.timeout_ms, limits.default_timeout_ms);
         assert_eq!(record.memory_mb, limits.default_memory_mb);
         assert_eq!(record.parameters, json!({}));
+        assert!(record.clamped.is_empty(), "{:?}", record.clamped);
         let target = Target {
             defaults: ScriptLimits {
                 timeout_ms: Some(1234),
@@ -280,6 +301,15 @@ mod tests {
         let record = new_record(&limits, asked, target, Trigger::Api, None).unwrap();
         assert_eq!(record.timeout_ms, 1234);
         assert_eq!(record.memory_mb, limits.max_memory_mb);
+        assert_eq!(
+            record.clamped,
+            [ClampedLimit {
+                limit: LimitName::MemoryMb,
+                requested: u64::MAX,
+                maximum: limits.max_memory_mb,
+            }],
+            "the cut limit is named, the others are not"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Hooks {
     /// Values masked (`****`) in what the run leaves in its record: its
     /// output, result and error.
     pub mask: Vec<String>,
+    /// An interactive execution's stdin after its input, as it arrives.
+    pub live_stdin: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
 }
 
 /// Runs `record` in `sandbox` with its output capped by `caps`,
@@ -56,6 +58,7 @@ pub async fn run(
         &prepared.name,
         Some(parameters),
         record.input.as_deref(),
+        record.interactive,
         &prepared.call,
     );
     let invocation = Invocation {
@@ -63,6 +66,7 @@ pub async fn run(
         args: vec![prepared.name],
         env,
         stdin,
+        live_stdin: hooks.live_stdin,
         limits: contract::limits_of(record, caps),
         cancel: hooks.cancel,
         on_output: hooks.on_output,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kiln_runtime::{Artifact, Call, CancelHandle, Source};
+use kiln_runtime::{Call, CancelHandle, Source};
 
 use super::run::{self, Hooks, Prepared};
 use super::script_host::StoredScript;
@@ -15,7 +15,7 @@ use crate::config::LimitsConfig;
 use crate::contract::{self, Ran};
 use crate::egress::{AllowedHosts, Gateway};
 use crate::jobs::{Execute, Jobs, Settled};
-use crate::runtimes::Runtimes;
+use crate::runtimes::{Loaded, Runtimes};
 use crate::store::{ExecutionRecord, Language, Store, StoreError};
 
 /// Runs the executions the queue hands it: the artifact of the script (or
@@ -153,7 +153,8 @@ impl Worker {
         // not written it yet, queued (run again).
         let parameters = record.parameters.to_string();
         match self.prepare(record, &parameters).await {
-            Ok((prepared, allowed_hosts)) => {
+            Ok((prepared, allowed_hosts, compile_wait_ms)) => {
+                record.compile_wait_ms = compile_wait_ms;
                 let config = self.config_of(record);
                 let mask: Vec<String> = config.values().cloned().collect();
                 // The request's variables (opened), then the script's config
@@ -179,6 +180,9 @@ impl Worker {
                     )));
                 }
                 let live = self.jobs.output.publisher(&record.id);
+                if record.interactive {
+                    hooks.live_stdin = live.stdin_receiver();
+                }
                 hooks.on_output = Some(Arc::new(move |kind, bytes: &[u8]| {
                     // Per chunk: a secret written in two pieces shows in the
                     // live stream, never in the record.
@@ -205,12 +209,14 @@ impl Worker {
     }
 
     /// The artifact to run, what to call in it, and the hosts it may send
-    /// requests to (the script's, or an ad-hoc run's own).
+    /// requests to (the script's, or an ad-hoc run's own), and how long it
+    /// waited for its code when that was not in memory (compiled, or read
+    /// from the compile cache, for it).
     async fn prepare(
         &self,
         record: &ExecutionRecord,
         parameters: &str,
-    ) -> Result<(Prepared, AllowedHosts), String> {
+    ) -> Result<(Prepared, AllowedHosts, Option<u64>), String> {
         // Patterns were checked when they were stored; one that no longer
         // parses allows nothing rather than failing the run.
         let allowed = |patterns: &[String]| AllowedHosts::parse(patterns).unwrap_or_default();
@@ -228,58 +234,64 @@ impl Worker {
                         .map_err(|e| e.to_string())?
                         .ok_or_else(deleted)
                 };
-                let (artifact, call) = if record.language == Language::Wasm {
+                let (loaded, call) = if record.language == Language::Wasm {
                     let owner = crate::runtimes::caller_of(script.created_by.as_deref());
-                    let component = self
+                    let loaded = self
                         .runtimes
                         .component(script_id, version, content, &owner)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let call = contract::component_call(component.shape(), parameters);
-                    (component, call)
+                    let call = contract::component_call(loaded.artifact.shape(), parameters);
+                    (loaded, call)
                 } else {
                     self.script_call(record.language, content()?, parameters)
                         .await?
                 };
                 let hosts = allowed(&script.allowed_hosts);
+                let waited = loaded.waited_ms();
                 Ok((
                     Prepared {
-                        artifact,
+                        artifact: loaded.artifact,
                         call,
                         name: script.name,
                     },
                     hosts,
+                    waited,
                 ))
             }
             (None, _, Some(code)) if record.language == Language::Wasm => {
                 // Compiled when it was submitted; found in the cache here.
                 let caller = crate::runtimes::caller_of(record.created_by.as_deref());
-                let component = self
+                let loaded = self
                     .runtimes
-                    .load(code.clone(), Some(&caller))
+                    .load_timed(code.clone(), Some(&caller))
                     .await
                     .map_err(|e| e.to_string())?;
-                let call = contract::component_call(component.shape(), parameters);
+                let call = contract::component_call(loaded.artifact.shape(), parameters);
+                let waited = loaded.waited_ms();
                 Ok((
                     Prepared {
-                        artifact: component,
+                        artifact: loaded.artifact,
                         call,
                         name: "ad-hoc".into(),
                     },
                     allowed(&record.allowed_hosts),
+                    waited,
                 ))
             }
             (None, _, Some(code)) => {
-                let (artifact, call) = self
+                let (loaded, call) = self
                     .script_call(record.language, code.clone(), parameters)
                     .await?;
+                let waited = loaded.waited_ms();
                 Ok((
                     Prepared {
-                        artifact,
+                        artifact: loaded.artifact,
                         call,
                         name: "ad-hoc".into(),
                     },
                     allowed(&record.allowed_hosts),
+                    waited,
                 ))
             }
             _ => Err("the execution names no script and carries no code".into()),
@@ -292,7 +304,7 @@ impl Worker {
         language: Language,
         source: Vec<u8>,
         parameters: &str,
-    ) -> Result<(Arc<Artifact>, Call), String> {
+    ) -> Result<(Loaded, Call), String> {
         let source = Source::decode(source).map_err(|e| format!("the stored script: {e}"))?;
         let runtime = self
             .runtimes

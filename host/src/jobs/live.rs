@@ -7,7 +7,8 @@
 //! backlog is each stream so far, as a finished execution's replay has it
 //! (a million interleaved one-byte writes are two strings, not a million),
 //! bounded by the execution's output caps; an execution has at most
-//! `MAX_SUBSCRIBERS`.
+//! `MAX_SUBSCRIBERS`. An interactive execution's stdin passes here too, from
+//! the one socket that holds it to its run, `STDIN_BUFFER` chunks at most.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use kiln_runtime::OutputKind;
-use tokio::sync::{OnceCell, broadcast};
+use tokio::sync::{OnceCell, broadcast, mpsc};
 
 /// `/events` streams of one execution at once.
 pub const MAX_SUBSCRIBERS: usize = 16;
@@ -30,6 +31,10 @@ pub struct TooManySubscribers;
 /// Frames buffered per subscriber; a slower reader skips ahead (the final
 /// record still has the whole output).
 const STREAM_BUFFER: usize = 1024;
+
+/// Chunks of an interactive execution's stdin sent but not yet read by the
+/// guest; a sender past them waits (and so stops reading its socket).
+const STDIN_BUFFER: usize = 16;
 
 /// Output already written goes out in events of at most this many bytes of
 /// text, so that a reader can start on the first before the last is sent.
@@ -75,6 +80,26 @@ pub struct Live {
     /// The `done` frame, made by the first subscriber to need it and
     /// shared with the rest (`None`: the final record could not be read).
     done: OnceCell<Option<Bytes>>,
+    /// An interactive execution's stdin: each end is taken once, the
+    /// sending one by the first socket that asks, the other by its run.
+    stdin: Mutex<StdinEnds>,
+}
+
+#[derive(Default)]
+struct StdinEnds {
+    made: bool,
+    sender: Option<mpsc::Sender<Bytes>>,
+    receiver: Option<mpsc::Receiver<Bytes>>,
+}
+
+impl StdinEnds {
+    fn make(&mut self) -> &mut Self {
+        if !self.made {
+            let (sender, receiver) = mpsc::channel(STDIN_BUFFER);
+            (self.made, self.sender, self.receiver) = (true, Some(sender), Some(receiver));
+        }
+        self
+    }
 }
 
 #[derive(Default)]
@@ -125,6 +150,23 @@ impl Live {
         F: Future<Output = Option<Bytes>>,
     {
         self.done.get_or_init(make).await.clone()
+    }
+
+    /// Where an interactive execution's stdin is sent: the first caller
+    /// gets it, later ones `None`. The run reads end of file once it is
+    /// dropped.
+    pub fn stdin_sender(&self) -> Option<mpsc::Sender<Bytes>> {
+        self.stdin_ends().make().sender.take()
+    }
+
+    /// What the run of an interactive execution reads after its input (its
+    /// one run takes it).
+    pub fn stdin_receiver(&self) -> Option<mpsc::Receiver<Bytes>> {
+        self.stdin_ends().make().receiver.take()
+    }
+
+    fn stdin_ends(&self) -> std::sync::MutexGuard<'_, StdinEnds> {
+        self.stdin.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Output> {
@@ -282,6 +324,26 @@ mod tests {
         publisher.publish(OutputKind::Stdout, "b");
         let third = outputs.subscribe("e").unwrap();
         assert!(text_of(&third.backlog)[0].contains("\"ab\""));
+    }
+
+    #[tokio::test]
+    async fn stdin_has_one_sender_and_one_receiver_and_ends_with_the_sender() {
+        let outputs = LiveOutputs::default();
+        let live = outputs.publisher("e");
+        let sender = live.stdin_sender().expect("the first asks");
+        assert!(live.stdin_sender().is_none(), "one sender at a time");
+        let mut receiver = live.stdin_receiver().expect("the run's");
+        assert!(live.stdin_receiver().is_none());
+        sender.send(Bytes::from_static(b"line\n")).await.unwrap();
+        drop(sender);
+        assert_eq!(receiver.recv().await.unwrap(), &b"line\n"[..]);
+        assert_eq!(receiver.recv().await, None, "end of file");
+        // Unread chunks are bounded: past them a sender waits.
+        let sender = outputs.publisher("f").stdin_sender().unwrap();
+        for _ in 0..STDIN_BUFFER {
+            sender.try_send(Bytes::new()).unwrap();
+        }
+        assert!(sender.try_send(Bytes::new()).is_err());
     }
 
     #[test]

@@ -25,9 +25,9 @@ use std::pin::Pin;
 pub use self::disk_sync::{FileSyncer, Fsync};
 pub use self::idempotency::{Claim, IDEMPOTENCY_TTL_MS, StoredResponse};
 pub use self::records::{
-    ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language, OutboundRequest,
-    Overlap, Priority, ScheduleRecord, ScriptKind, ScriptLimits, ScriptRecord, ScriptStatus,
-    Trigger, VersionRecord,
+    ClampedLimit, ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language,
+    LimitName, OutboundRequest, Overlap, Priority, ScheduleRecord, ScriptKind, ScriptLimits,
+    ScriptRecord, ScriptStatus, Trigger, VersionRecord,
 };
 pub use self::sled::SledStore;
 

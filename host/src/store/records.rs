@@ -35,15 +35,24 @@ pub enum ScriptStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptLimits {
+    /// At most the server's `limits.max_timeout_ms` (a script's upload
+    /// past a maximum is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
+    /// At most the server's `limits.max_memory_mb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub memory_mb: Option<u64>,
+    /// At most the server's `limits.max_fuel`, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub fuel: Option<u64>,
 }
 
 /// How a script is called, found from what its content exports at upload.
+/// These are the names the store keeps; the API names a kind after what
+/// was uploaded ([`ScriptKind::api_name`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScriptKind {
@@ -58,11 +67,16 @@ pub enum ScriptKind {
 }
 
 impl ScriptKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScriptKind::Command => "command",
-            ScriptKind::Http => "http",
-            ScriptKind::Script => "script",
+    /// What the API calls a script of this kind in `language`: `source`
+    /// (JavaScript or Python), `command` (a wasi:cli component), `sdk` (a
+    /// kiln:script component, the guest SDK's) or `http` (a wasi:http
+    /// component).
+    pub fn api_name(self, language: Language) -> &'static str {
+        match (self, language) {
+            (ScriptKind::Command, Language::Javascript | Language::Python) => "source",
+            (ScriptKind::Command, Language::Wasm) => "command",
+            (ScriptKind::Http, _) => "http",
+            (ScriptKind::Script, _) => "sdk",
         }
     }
 }
@@ -340,6 +354,10 @@ pub struct ExecutionRecord {
     pub input: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<(String, String)>,
+    /// Its stdin goes on after `input` with what a socket on
+    /// `/v1/executions/{id}/ws` sends, until that closes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interactive: bool,
     /// The code of an ad-hoc execution (`POST /v1/execute`); never shown.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "code_text")]
     pub code: Option<Vec<u8>>,
@@ -351,6 +369,14 @@ pub struct ExecutionRecord {
     pub memory_mb: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
+    /// The limits asked for above the server's maxima, cut to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clamped: Vec<ClampedLimit>,
+    /// How long the run waited for its code to be compiled (or read from
+    /// the compile cache) before it started: a first run after a start, or
+    /// of a new version. Not part of `duration_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_wait_ms: Option<u64>,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
@@ -379,6 +405,25 @@ pub struct ExecutionRecord {
     /// The outbound HTTP requests the run made, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_requests: Vec<OutboundRequest>,
+}
+
+/// A limit of a run, by its field's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitName {
+    TimeoutMs,
+    MemoryMb,
+    Fuel,
+}
+
+/// A limit asked for (by the request, or the script's own) above the
+/// server's maximum: the run got the maximum instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClampedLimit {
+    pub limit: LimitName,
+    pub requested: u64,
+    /// The server's maximum, which the run got.
+    pub maximum: u64,
 }
 
 /// One outbound HTTP request of a run: where it went and how it ended.
@@ -418,12 +463,15 @@ impl ExecutionRecord {
             schedule_id: None,
             parameters: serde_json::json!({}),
             input: None,
+            interactive: false,
             env: Vec::new(),
             code: None,
             allowed_hosts: Vec::new(),
             timeout_ms: 0,
             memory_mb: 0,
             fuel: None,
+            clamped: Vec::new(),
+            compile_wait_ms: None,
             created_at,
             started_at: None,
             completed_at: None,

@@ -179,7 +179,7 @@ async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
         attempt: delivery.attempts,
         at,
         status_code,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        duration_ms: crate::millis(started.elapsed()),
         error: match &result {
             Ok(status) if !delivered => Some(format!("the receiver answered {status}")),
             Ok(_) => None,

@@ -364,3 +364,61 @@ async fn concurrent_runs_do_not_mix_their_io() {
         assert_eq!(text(&outcome.stdout), format!("Hello, guest {i}!\n"));
     }
 }
+
+/// Live stdin: each line is answered before the next is sent (the guest
+/// blocks reading meanwhile), the bytes given up front come first, and the
+/// run ends when the sender is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_lines() {
+    let artifact = sandbox()
+        .load(&read_guest(kiln_components::ECHO_LINES))
+        .unwrap()
+        .0;
+    let (sender, chunks) = tokio::sync::mpsc::channel(1);
+    let (seen, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let on_output: OutputSink = Arc::new(move |kind, bytes: &[u8]| {
+        if kind == OutputKind::Stdout {
+            let _ = seen.send(String::from_utf8_lossy(bytes).into_owned());
+        }
+    });
+    let invocation = Invocation {
+        args: vec!["echo_lines".into()],
+        stdin: b"first\n".to_vec(),
+        live_stdin: Some(chunks),
+        on_output: Some(on_output),
+        ..Invocation::default()
+    };
+    let run = tokio::spawn(async move { sandbox().run(&artifact, invocation).await });
+    assert_eq!(lines.recv().await.unwrap(), "echo: first\n");
+    sender.send("sec".into()).await.unwrap();
+    sender.send("ond\nthird\n".into()).await.unwrap();
+    assert_eq!(lines.recv().await.unwrap(), "echo: second\n");
+    assert_eq!(lines.recv().await.unwrap(), "echo: third\n");
+    assert!(!run.is_finished(), "the guest waits for more input");
+    drop(sender);
+    let outcome = run.await.unwrap().unwrap();
+    assert_eq!(outcome.status, Status::Completed, "{outcome:?}");
+    assert_eq!(
+        text(&outcome.stdout),
+        "echo: first\necho: second\necho: third\nread 3 lines\n"
+    );
+}
+
+/// A guest waiting on live stdin that never comes is still held to its
+/// deadline.
+#[tokio::test]
+async fn a_guest_waiting_for_live_stdin_times_out() {
+    let artifact = sandbox()
+        .load(&read_guest(kiln_components::ECHO_LINES))
+        .unwrap()
+        .0;
+    let (_sender, chunks) = tokio::sync::mpsc::channel(1);
+    let invocation = Invocation {
+        args: vec!["echo_lines".into()],
+        live_stdin: Some(chunks),
+        limits: limits_with_timeout(Duration::from_millis(300)),
+        ..Invocation::default()
+    };
+    let outcome = sandbox().run(&artifact, invocation).await.unwrap();
+    assert_eq!(outcome.status, Status::Timeout, "{outcome:?}");
+}

@@ -1,6 +1,7 @@
 //! `GET /v1/executions/{id}/events`: Server-Sent Events of one execution.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -9,6 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 use kiln_runtime::OutputKind;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -16,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::ExecutionView;
 use crate::api::error::ErrorEnvelope;
 use crate::api::{ApiError, ApiPath, AppState};
-use crate::jobs::live::{self, Subscription};
+use crate::jobs::live::{self, Live, Subscription};
 use crate::store::{ExecutionRecord, ExecutionStatus};
 
 /// A comment line this often keeps proxies from closing a quiet stream.
@@ -39,11 +41,34 @@ pub(super) async fn events(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
+    let stream = event_stream(&state, id).await?;
+    Ok(sse(stream.frames))
+}
+
+/// One execution's events as Server-Sent Event frames (a `:` comment after
+/// [`KEEP_ALIVE`] of quiet), for `/events` and `/ws`.
+pub(super) struct EventStream {
+    pub frames: BoxStream<'static, Bytes>,
+    /// Its live entry while it is not final.
+    pub live: Option<Arc<Live>>,
+    pub interactive: bool,
+    pub created_by: Option<String>,
+}
+
+/// The status, the output so far, the rest as written, then `done`; a
+/// final execution replayed from its record.
+pub(super) async fn event_stream(state: &AppState, id: String) -> Result<EventStream, ApiError> {
     let missing = || ApiError::NotFound(format!("no execution {id:?}"));
     let record = state.store.execution(&id)?.ok_or_else(missing)?;
+    let replayed = |record: ExecutionRecord| EventStream {
+        interactive: record.interactive,
+        created_by: record.created_by.clone(),
+        frames: replay(record).boxed(),
+        live: None,
+    };
     if record.status.is_final() {
-        super::durable_before_reporting(&state, [&record]).await?;
-        return Ok(sse(replay(record)));
+        super::durable_before_reporting(state, [&record]).await?;
+        return Ok(replayed(record));
     }
     let Subscription {
         backlog,
@@ -58,11 +83,12 @@ pub(super) async fn events(
     let record = state.store.execution(&id)?.ok_or_else(missing)?;
     if record.status.is_final() {
         state.jobs.output.finish(&id);
-        super::durable_before_reporting(&state, [&record]).await?;
-        return Ok(sse(replay(record)));
+        super::durable_before_reporting(state, [&record]).await?;
+        return Ok(replayed(record));
     }
-    super::durable_before_reporting(&state, [&record]).await?;
+    super::durable_before_reporting(state, [&record]).await?;
     let first = std::iter::once(status_frame(record.status)).chain(backlog);
+    let entry = live.clone();
     let open = Some((rest, live, state.store.clone(), id));
     let rest = futures_util::stream::unfold(open, |open| async move {
         let (mut rest, live, store, id) = open?;
@@ -89,7 +115,12 @@ pub(super) async fn events(
             }
         }
     });
-    Ok(sse(futures_util::stream::iter(first).chain(rest)))
+    Ok(EventStream {
+        frames: futures_util::stream::iter(first).chain(rest).boxed(),
+        live: Some(entry),
+        interactive: record.interactive,
+        created_by: record.created_by,
+    })
 }
 
 fn replay(record: ExecutionRecord) -> impl futures_util::Stream<Item = Bytes> + Send {
@@ -100,7 +131,7 @@ fn replay(record: ExecutionRecord) -> impl futures_util::Stream<Item = Bytes> + 
     futures_util::stream::iter(frames)
 }
 
-fn sse(frames: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Response {
+fn sse(frames: BoxStream<'static, Bytes>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),

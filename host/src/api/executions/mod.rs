@@ -1,8 +1,10 @@
 //! Executions: run a stored script (`submit.rs`: queued, or waited for),
-//! read, list and cancel them, and follow one live (`events.rs`).
+//! read, list and cancel them, and follow one live (`events.rs`, and
+//! `socket.rs` with an interactive execution's stdin).
 
 mod events;
 mod list;
+mod socket;
 
 pub(crate) use list::Cursor;
 mod submit;
@@ -36,6 +38,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(read, delete))
         .routes(routes!(cancel))
         .routes(routes!(events::events))
+        .routes(routes!(socket::socket))
 }
 
 /// One run of a script or of ad-hoc code.
@@ -51,10 +54,17 @@ pub struct ExecutionView {
     trigger: Trigger,
     #[schema(value_type = Object)]
     parameters: serde_json::Value,
+    /// Started with `interactive: true`: its stdin is what a socket on
+    /// `/v1/executions/{id}/ws` sends while it runs.
+    interactive: bool,
     created_at: String,
     started_at: Option<String>,
     completed_at: Option<String>,
     duration_ms: Option<u64>,
+    /// How long the run waited for its code to be compiled (or read from
+    /// the compile cache) before it started, not counted in `duration_ms`:
+    /// absent when its code was at hand.
+    compile_wait_ms: Option<u64>,
     exit_code: Option<i32>,
     /// The JSON the script returned: any value (`42`, `"ok"`, `[1]`,
     /// an object), or null.
@@ -65,7 +75,8 @@ pub struct ExecutionView {
     stderr_truncated: bool,
     error: Option<crate::store::ExecutionError>,
     /// What the run was given: the request's, else the script's, else the
-    /// server's defaults, each capped at the server's maximum.
+    /// server's defaults, each capped at the server's maximum (`clamped`
+    /// names those that were).
     limits: RunLimits,
     fuel_consumed: Option<u64>,
     peak_memory_bytes: Option<u64>,
@@ -83,6 +94,9 @@ pub struct RunLimits {
     memory_mb: u64,
     /// Fuel units; absent when only the deadline bounds the run.
     fuel: Option<u64>,
+    /// The limits asked for above the server's maxima, each with what was
+    /// asked and the maximum the run got instead; empty when none was.
+    clamped: Vec<crate::store::ClampedLimit>,
 }
 
 impl From<ExecutionRecord> for ExecutionView {
@@ -92,6 +106,7 @@ impl From<ExecutionRecord> for ExecutionView {
                 timeout_ms: e.timeout_ms,
                 memory_mb: e.memory_mb,
                 fuel: e.fuel,
+                clamped: e.clamped,
             },
             language: e.language.as_str(),
             id: e.id,
@@ -100,10 +115,12 @@ impl From<ExecutionRecord> for ExecutionView {
             status: e.status,
             trigger: e.trigger,
             parameters: e.parameters,
+            interactive: e.interactive,
             created_at: e.created_at,
             started_at: e.started_at,
             completed_at: e.completed_at,
             duration_ms: e.duration_ms,
+            compile_wait_ms: e.compile_wait_ms,
             exit_code: e.exit_code,
             result: e.result,
             stdout: e.stdout,
@@ -293,7 +310,8 @@ async fn delete(
 pub struct DeleteQuery {
     /// Only this script's executions (its id or name).
     script: Option<String>,
-    /// Executions created before this time (RFC 3339); required.
+    /// Executions created before this time (RFC 3339).
+    #[param(required = true, format = DateTime)]
     before: Option<String>,
 }
 

@@ -37,15 +37,27 @@ pub struct ExecuteRequest {
     parameters: Option<serde_json::Value>,
     /// Text for the script's stdin.
     input: Option<String>,
+    /// Keep stdin open after `input` (a component then finds its
+    /// parameters only in `KILN_PARAMETERS`): what a socket on
+    /// `/v1/executions/{id}/ws` sends is read as it arrives, until the
+    /// socket sends `eof` or closes, or the run's deadline.
+    #[serde(default)]
+    interactive: bool,
     /// Environment variables: a component's WASI environment, `process.env`
     /// in JavaScript, `os.environ` in Python (beside `KILN_EXECUTION_ID` and
     /// `KILN_SCRIPT_NAME`).
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Above the server's maximum, cut to it (the record's `limits.clamped`
+    /// says so).
+    #[schema(minimum = 1)]
     timeout_ms: Option<u64>,
+    #[schema(minimum = 1)]
     memory_mb: Option<u64>,
+    #[schema(minimum = 1)]
     fuel: Option<u64>,
     /// Run this version of the script rather than the current one.
+    #[schema(minimum = 1)]
     version: Option<u32>,
     #[serde(default)]
     priority: Priority,
@@ -112,7 +124,7 @@ fn wait_for(
 #[utoipa::path(post, path = "/v1/scripts/{id_or_name}/execute", operation_id = "executeScript", tag = "executions",
     params(("id_or_name" = String, Path, description = "The script's id or name"), ExecuteQuery,
         ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (max 300); `respond-async`: answer 202 at once"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body run once")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters; retries with the same key and body run once")),
     request_body(content = Option<ExecuteRequest>, content_type = "application/json"),
     responses(
         (status = 200, description = "Finished within the wait", body = ExecutionView),
@@ -180,9 +192,13 @@ pub struct AdHocExecution {
     #[schema(value_type = Option<Object>)]
     parameters: Option<serde_json::Value>,
     input: Option<String>,
+    interactive: Option<bool>,
     env: Option<BTreeMap<String, String>>,
+    #[schema(minimum = 1)]
     timeout_ms: Option<u64>,
+    #[schema(minimum = 1)]
     memory_mb: Option<u64>,
+    #[schema(minimum = 1)]
     fuel: Option<u64>,
     priority: Option<Priority>,
     /// The hosts this code may send HTTP requests to (as a script's
@@ -195,7 +211,7 @@ pub struct AdHocExecution {
 #[utoipa::path(post, path = "/v1/execute", operation_id = "executeCode", tag = "executions",
     params(ExecuteQuery,
         ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (max 300); `respond-async`: answer 202 at once"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body run once")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters; retries with the same key and body run once")),
     request_body = AdHocExecution,
     responses(
         (status = 200, description = "Finished", body = ExecutionView),
@@ -267,6 +283,7 @@ fn new_record(
     target: Target,
     principal: &Principal,
 ) -> Result<ExecutionRecord, ApiError> {
+    let interactive = request.interactive;
     let request = RunRequest {
         parameters: request.parameters,
         input: request.input,
@@ -283,6 +300,7 @@ fn new_record(
         Trigger::Api,
         principal.user_id(),
     )?;
+    record.interactive = interactive;
     // Sealed from here on: the store never holds a request's values in clear.
     for (name, value) in &mut record.env {
         *value = state

@@ -80,13 +80,13 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// Only HTTP functions are reachable without a credential.
-pub fn check_public(public: bool, kind: ScriptKind) -> Result<(), ApiError> {
+pub fn check_public(public: bool, kind: ScriptKind, language: Language) -> Result<(), ApiError> {
     if public && kind != ScriptKind::Http {
         return Err(ApiError::invalid(
             "public",
             format!(
-                "only http scripts can be public; this one is a {}",
-                kind.as_str()
+                "only scripts of kind http can be public; this one is of kind {}",
+                kind.api_name(language)
             ),
         ));
     }

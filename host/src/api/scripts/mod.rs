@@ -21,7 +21,7 @@ pub(super) use self::body::{allowed_hosts, decode_content, parse_language};
 use super::error::ErrorEnvelope;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiPath, ApiQuery, AppState, etag};
-use crate::store::{Language, ScriptLimits, ScriptRecord, ScriptStatus, VersionRecord};
+use crate::store::{Language, ScriptKind, ScriptLimits, ScriptRecord, ScriptStatus, VersionRecord};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -44,11 +44,12 @@ pub struct ScriptView {
     /// `javascript`, `python` or `wasm`.
     #[schema(value_type = String, example = "javascript")]
     language: &'static str,
-    /// `command` (source scripts and wasi:cli components) and `script`
-    /// (kiln:script components, JSON in and out) run through the execution
-    /// API; `http` (wasi:http/proxy components) answers at `/fn/{name}/…`.
-    /// Found from the content at upload.
-    #[schema(value_type = String, example = "command")]
+    /// Named after what was uploaded, found from the content: `source`
+    /// (JavaScript or Python), `command` (a wasi:cli component) and `sdk`
+    /// (a kiln:script component, the guest SDK's: JSON in and out) run
+    /// through the execution API; `http` (a wasi:http/proxy component)
+    /// answers at `/fn/{name}/…`.
+    #[schema(value_type = String, example = "source")]
     kind: &'static str,
     /// An HTTP function anyone may call without a credential.
     public: bool,
@@ -74,7 +75,7 @@ pub struct ScriptView {
 impl From<ScriptRecord> for ScriptView {
     fn from(s: ScriptRecord) -> Self {
         Self {
-            kind: s.kind.as_str(),
+            kind: s.kind.api_name(s.language),
             public: s.public,
             language: s.language.as_str(),
             id: s.id,
@@ -226,6 +227,7 @@ pub struct VersionsQuery {
     /// Page size, 1..=100 (default 20).
     size: Option<usize>,
     /// `asc` or `desc` (default: newest first).
+    #[param(pattern = "^(asc|desc)$")]
     order: Option<String>,
 }
 
@@ -324,15 +326,19 @@ pub struct ListQuery {
     size: Option<usize>,
     status: Option<ScriptStatus>,
     /// `javascript`, `python` or `wasm`.
+    #[param(pattern = "^(javascript|python|wasm)$")]
     language: Option<String>,
     /// Scripts carrying this tag.
     tag: Option<String>,
     created_by: Option<String>,
     /// At least 2 characters, matched case-insensitively in name and description.
+    #[param(min_length = 2)]
     search: Option<String>,
     /// `name`, `created_at` (default), `updated_at` or `execution_count`.
+    #[param(pattern = "^(name|created_at|updated_at|execution_count)$")]
     sort: Option<String>,
     /// `asc` or `desc` (default).
+    #[param(pattern = "^(asc|desc)$")]
     order: Option<String>,
 }
 
@@ -420,7 +426,8 @@ pub struct LanguageView {
     id: &'static str,
     version: &'static str,
     extensions: &'static [&'static str],
-    kinds: &'static [&'static str],
+    /// The kinds a script of this language can have (a script's `kind`).
+    kinds: Vec<&'static str>,
     /// The standard library modules a script may import (Python); an
     /// import of any other is refused at upload. A bundle's own modules
     /// come on top.
@@ -433,6 +440,16 @@ pub struct LanguageView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Languages {
     languages: Vec<LanguageView>,
+}
+
+/// What [`ScriptKind::api_name`] calls the kinds a script of `language`
+/// can be found to have at upload.
+fn kinds_of(language: Language) -> Vec<&'static str> {
+    let kinds: &[ScriptKind] = match language {
+        Language::Wasm => &[ScriptKind::Command, ScriptKind::Script, ScriptKind::Http],
+        Language::Javascript | Language::Python => &[ScriptKind::Command],
+    };
+    kinds.iter().map(|kind| kind.api_name(language)).collect()
 }
 
 /// The languages this server runs.
@@ -453,7 +470,7 @@ async fn languages() -> axum::Json<Languages> {
                 "javascript",
                 "QuickJS (rquickjs 0.14)",
                 &[".js", ".mjs"],
-                &["command"],
+                kinds_of(Language::Javascript),
             ),
             LanguageView {
                 modules: Some(kiln_components::PYTHON_MODULES),
@@ -461,14 +478,14 @@ async fn languages() -> axum::Json<Languages> {
                     "python",
                     "CPython 3.14 (componentize-py 0.25.1), IANA time zones 2026f",
                     &[".py"],
-                    &["command"],
+                    kinds_of(Language::Python),
                 )
             },
             language(
                 "wasm",
                 "WASI 0.2 components and preview1 modules (wasmtime 48)",
                 &[".wasm", ".wat"],
-                &["command", "script", "http"],
+                kinds_of(Language::Wasm),
             ),
         ],
     })

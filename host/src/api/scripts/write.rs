@@ -74,7 +74,7 @@ pub(super) async fn create(
     )?;
     let kind = compile(&state, language, &content, source.as_ref(), &principal).await?;
     let public = fields.public.unwrap_or(false);
-    check_public(public, kind)?;
+    check_public(public, kind, language)?;
 
     let now = crate::now();
     let record = ScriptRecord {
@@ -171,7 +171,11 @@ pub(super) async fn update(
         }
         _ => (None, current.kind),
     };
-    check_public(fields.public.unwrap_or(current.public), kind)?;
+    check_public(
+        fields.public.unwrap_or(current.public),
+        kind,
+        current.language,
+    )?;
     let hosts = fields
         .allowed_hosts
         .as_deref()
@@ -292,9 +296,14 @@ async fn compile(
             .await
             .map_err(ApiError::from)?,
         Language::Javascript | Language::Python => {
-            state.runtimes.get(language).await.map_err(|e| {
-                ApiError::Internal(format!("the language runtime does not load: {e}"))
-            })?
+            state
+                .runtimes
+                .get(language)
+                .await
+                .map_err(|e| {
+                    ApiError::Internal(format!("the language runtime does not load: {e}"))
+                })?
+                .artifact
         }
     };
     let Some(kind) = kind_of(language, artifact.shape()) else {

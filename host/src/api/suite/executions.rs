@@ -398,3 +398,36 @@ async fn a_wait_that_runs_out_says_the_run_is_running() {
     assert_eq!(answer.status(), 202);
     assert_eq!(answer.json()["status"], "running");
 }
+
+/// A limit above the server's maximum is cut to it, and the record says so:
+/// what was asked and what the run got.
+#[tokio::test]
+async fn a_limit_above_the_maximum_is_cut_and_the_record_says_so() {
+    let app = TestApp::with(|config| config.limits.max_timeout_ms = 5_000).await;
+    app.create_script("quick", "javascript", "function main() { return 1; }")
+        .await;
+    let cut = app
+        .run(
+            "quick",
+            json!({"timeout_ms": 600_000, "memory_mb": 32, "fuel": 1_000_000}),
+        )
+        .await;
+    assert_eq!(cut["status"], "completed", "{cut}");
+    assert_eq!(
+        cut["limits"],
+        json!({
+            "timeout_ms": 5_000,
+            "memory_mb": 32,
+            "fuel": 1_000_000,
+            "clamped": [{"limit": "timeout_ms", "requested": 600_000, "maximum": 5_000}],
+        })
+    );
+    let within = app.run("quick", json!({"timeout_ms": 5_000})).await;
+    assert_eq!(within["limits"]["clamped"], json!([]), "{within}");
+    let read: Value = app
+        .get(&format!("/v1/executions/{}", cut["id"].as_str().unwrap()))
+        .send()
+        .await
+        .json();
+    assert_eq!(read["limits"], cut["limits"], "kept in the stored record");
+}

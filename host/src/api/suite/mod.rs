@@ -6,6 +6,7 @@
 //! sockets, the scheduler's clock, webhook deliveries).
 
 mod access;
+mod answers;
 mod auth;
 mod durability;
 mod executions;
@@ -34,6 +35,9 @@ pub struct TestApp {
     router: axum::Router,
     /// The first admin's access token.
     pub token: String,
+    /// The operations this app answered (`METHOD /template`), each answer
+    /// held to the document (`answers.rs`).
+    pub answered: std::sync::Mutex<std::collections::BTreeSet<String>>,
     _data: tempfile::TempDir,
 }
 
@@ -85,6 +89,7 @@ impl TestApp {
         let mut app = Self {
             router: super::router(state),
             token: String::new(),
+            answered: std::sync::Mutex::default(),
             _data: data,
         };
         app.token = app.login_token("admin", ADMIN_PASSWORD).await;
@@ -269,6 +274,7 @@ impl Call<'_> {
     }
 
     pub async fn send(self) -> Reply {
+        let method = self.method.clone();
         let mut request = Request::builder()
             .method(self.method)
             .uri(&self.path)
@@ -285,6 +291,13 @@ impl Call<'_> {
         let body = axum::body::to_bytes(response.into_body(), 64 << 20)
             .await
             .expect("the whole body");
+        if let Some(operation) = answers::check(&method, &self.path, status, &headers, &body) {
+            self.app
+                .answered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(operation);
+        }
         Reply {
             status,
             headers,

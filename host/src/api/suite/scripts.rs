@@ -40,7 +40,7 @@ async fn create_and_read_a_script() {
     );
     assert_eq!(script["name"], "greet");
     assert_eq!(script["language"], "javascript");
-    assert_eq!(script["kind"], "command");
+    assert_eq!(script["kind"], "source", "named after what was uploaded");
     assert_eq!(script["version"], 1);
     assert_eq!(script["tags"], json!(["demo"]));
     assert_eq!(script["execution_count"], 0);
@@ -271,6 +271,21 @@ async fn languages_are_listed() {
     assert_eq!(body["languages"][0]["extensions"], json!([".js", ".mjs"]));
     assert_eq!(body["languages"][0]["bundles"], true);
     assert_eq!(body["languages"][2]["bundles"], false);
+    let kinds: Vec<&serde_json::Value> = body["languages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["kinds"])
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            &json!(["source"]),
+            &json!(["source"]),
+            &json!(["command", "sdk", "http"])
+        ],
+        "every kind a script can have, named after what is uploaded"
+    );
     let modules = body["languages"][1]["modules"].as_array().unwrap();
     for module in ["json", "zoneinfo", "asyncio", "datetime", "urllib.parse"] {
         assert!(modules.contains(&json!(module)), "{module} in {modules:?}");
