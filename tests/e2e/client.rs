@@ -437,6 +437,50 @@ fn exec_writes_output_while_the_script_still_runs() {
     assert!(child.wait().unwrap().success());
 }
 
+/// `kiln exec -i`: each line typed reaches the run while it runs and is
+/// answered before the next is typed; the end of stdin ends the run's.
+#[test]
+fn exec_interactive_sends_stdin_as_it_is_typed() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    login(&kiln, home);
+    kiln.create_component("echo", kiln_components::ECHO_LINES);
+    let mut child = client(home, &["exec", "echo", "-i", "--timeout-ms", "60000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut typed = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for word in ["one", "two"] {
+        writeln!(typed, "{word}").unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("echo: {word}\n"));
+    }
+    let listing: Value = kiln
+        .get("/v1/executions?size=1")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listing["data"][0]["status"], "running", "it waits for more");
+    assert_eq!(listing["data"][0]["interactive"], true);
+    drop(typed);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "read 2 lines\n");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Not with --async: nobody would be there to type.
+    let both = run(home, &["exec", "echo", "-i", "--async"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+}
+
 #[test]
 fn an_unreachable_server_is_named() {
     let home = tempfile::tempdir().unwrap();

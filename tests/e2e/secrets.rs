@@ -228,7 +228,7 @@ fn a_shared_secret_reaches_only_the_scripts_granted_it() {
     // What is refused: an unknown script, a value too long, a non-admin.
     let unknown = put(json!({"value": "x", "scripts": ["ghost"]}));
     assert!(
-        crate::harness::error_body(unknown, 400, "VALIDATION_ERROR")
+        crate::harness::error_body(unknown, 404, "RESOURCE_NOT_FOUND")
             .to_string()
             .contains("ghost")
     );

@@ -1,5 +1,8 @@
 //! What the OpenAPI document's passes share, beside the annotations: a
-//! walk over every operation, and the schemas of raw bodies.
+//! walk over every operation, the schemas of raw bodies, and the rules
+//! across a body's fields.
+
+use serde_json::{Value, json};
 
 /// Every operation of a path item, whatever its method: the document's
 /// passes below go over them all alike.
@@ -66,5 +69,66 @@ pub(super) fn raw_bodies(document: &mut utoipa::openapi::OpenApi) {
                 content.schema = Some(RefOr::T(schema.into()));
             }
         }
+    }
+}
+
+/// The rules the server checks across a body's fields, which the
+/// annotations cannot say, in JSON Schema: exactly one of the ways to give
+/// code (at most one in an update), an `entry` only with `files`, the
+/// events a webhook can name, no field the server does not know.
+pub(super) fn cross_field_rules(document: &mut Value) {
+    // Given: present and not null (the server reads null as absent).
+    let given = |field: &str, kind: &str| json!({"required": [field], "properties": {field: {"type": kind}}});
+    let schemas = &mut document["components"]["schemas"];
+    if let Some(ad_hoc) = schemas["AdHocExecution"].as_object_mut() {
+        ad_hoc.insert("additionalProperties".into(), json!(false));
+    }
+    if let Some(script) = schemas["ScriptInput"].as_object_mut() {
+        script.insert("if".into(), given("entry", "string"));
+        script.insert("then".into(), given("files", "object"));
+    }
+    // Code is never empty; base64 says so.
+    for (schema, field) in [
+        ("AdHocExecution", "code"),
+        ("AdHocExecution", "code_base64"),
+        ("ScriptInput", "content"),
+        ("ScriptInput", "content_base64"),
+    ] {
+        if let Some(property) = schemas[schema]["properties"][field].as_object_mut() {
+            property.insert("minLength".into(), json!(1));
+            if field.ends_with("_base64") {
+                property.insert("contentEncoding".into(), json!("base64"));
+            }
+        }
+    }
+    for webhook in ["CreateWebhook", "UpdateWebhook"] {
+        let items = &mut schemas[webhook]["properties"]["events"]["items"];
+        if let Some(items) = items.as_object_mut() {
+            items.insert("enum".into(), json!(crate::webhooks::EVENTS));
+        }
+    }
+    // On the operations' bodies, not the shared schemas: generated clients
+    // keep one model of the fields (an object schema with a `oneOf` of its
+    // own becomes a union of its branches, which lose the other fields).
+    let code = vec![given("code", "string"), given("code_base64", "string")];
+    one_of_on_body(document, "/v1/execute", "post", code);
+    let contents = vec![
+        given("content", "string"),
+        given("content_base64", "string"),
+        given("files", "object"),
+    ];
+    let mut at_most_one = contents.clone();
+    at_most_one.push(json!({"not": {"anyOf": contents}}));
+    one_of_on_body(document, "/v1/scripts", "post", contents);
+    one_of_on_body(document, "/v1/scripts/{id_or_name}", "put", at_most_one);
+}
+
+/// Makes the JSON body of `method path` also match exactly one of
+/// `branches`.
+fn one_of_on_body(document: &mut Value, path: &str, method: &str, branches: Vec<Value>) {
+    let schema = &mut document["paths"][path][method]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    if let Some(reference) = schema.as_object_mut().map(std::mem::take) {
+        *schema = json!({"allOf": [reference, {"oneOf": branches}]});
     }
 }

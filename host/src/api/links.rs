@@ -157,7 +157,7 @@ mod tests {
     /// silently: each must give every one of its links.
     #[test]
     fn every_source_links_from_a_documented_answer() {
-        let document = serde_json::to_value(super::super::routes_and_document().1).unwrap();
+        let document = super::super::rendered(super::super::routes_and_document().1);
         for source in SOURCES {
             let operation = document["paths"]
                 .as_object()

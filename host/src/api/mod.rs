@@ -140,8 +140,7 @@ pub struct OpenApiJson(pub Arc<String>);
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let (routes, document) = routes_and_document();
-    let document = document
-        .to_pretty_json()
+    let document = serde_json::to_string_pretty(&rendered(document))
         .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the document: {e}\"}}"));
     // CORS sits in front of the API's access layers: a browser's preflight
     // carries no credential.
@@ -311,6 +310,16 @@ fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     functions::document(&mut document);
     document::raw_bodies(&mut document);
     (routes, document)
+}
+
+/// The document as served: the annotations' and the passes', then the
+/// rules across a body's fields that only JSON Schema can say.
+fn rendered(document: utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut document = serde_json::to_value(document).unwrap_or_else(
+        |e| serde_json::json!({"error": format!("cannot render the document: {e}")}),
+    );
+    document::cross_field_rules(&mut document);
+    document
 }
 
 /// Counts each routed request by its route template (not its path, which

@@ -163,13 +163,14 @@ fn parse_cron(cron: &str, timezone: &str) -> Result<Cron, ApiError> {
     Ok(parsed)
 }
 
-/// The stored script's id for an id or name; a missing one, or an HTTP
-/// function (it answers requests, it is not run), is a bad field.
+/// The stored script's id for an id or name: a missing one is a 404 (as
+/// the script's own routes answer), an HTTP function (it answers requests,
+/// it is not run) a bad field.
 fn script_id(state: &AppState, id_or_name: &str) -> Result<String, ApiError> {
     let script = state
         .store
         .script(id_or_name)?
-        .ok_or_else(|| ApiError::invalid("script_id", format!("no script {id_or_name:?}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("script_id: no script {id_or_name:?}")))?;
     if script.kind == crate::store::ScriptKind::Http {
         return Err(ApiError::invalid(
             "script_id",
@@ -187,7 +188,8 @@ fn script_id(state: &AppState, id_or_name: &str) -> Result<String, ApiError> {
     request_body = CreateSchedule,
     responses(
         (status = 201, description = "Created", body = ScheduleView, headers(("Location" = String))),
-        (status = 400, description = "A field is invalid: a bad cron, time zone or script", body = ErrorEnvelope),
+        (status = 400, description = "A field is invalid: a bad cron or time zone, or an HTTP function", body = ErrorEnvelope),
+        (status = 404, description = "`script_id` names no script", body = ErrorEnvelope),
         (status = 409, description = "The caller holds `limits.schedules_per_user` schedules", body = ErrorEnvelope),
     ))]
 async fn create(
@@ -337,7 +339,7 @@ fn check_if_match(
     responses(
         (status = 200, description = "The updated schedule", body = ScheduleView),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
-        (status = 404, description = "No such schedule", body = ErrorEnvelope),
+        (status = 404, description = "No such schedule, or `script_id` names no script", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 async fn update(

@@ -122,7 +122,8 @@ async fn get(
     responses(
         (status = 200, description = "Replaced", body = SecretView),
         (status = 201, description = "Created", body = SecretView),
-        (status = 400, description = "A field is invalid, or a named script does not exist", body = ErrorEnvelope),
+        (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 404, description = "`scripts` names a script that does not exist", body = ErrorEnvelope),
         (status = 409, description = "The server holds 100 shared secrets already", body = ErrorEnvelope),
     ))]
 async fn put(
@@ -239,7 +240,7 @@ fn grants(state: &AppState, scripts: &[String]) -> Result<Vec<String>, ApiError>
         let found = state
             .store
             .script(script)?
-            .ok_or_else(|| ApiError::invalid("scripts", format!("no script {script:?}")))?;
+            .ok_or_else(|| ApiError::NotFound(format!("scripts: no script {script:?}")))?;
         if !ids.contains(&found.id) {
             ids.push(found.id);
         }

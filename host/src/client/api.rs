@@ -23,6 +23,9 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
 /// server's.
 pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub struct Api {
     http: reqwest::Client,
     pub base: String,
@@ -170,6 +173,49 @@ impl Api {
     }
 
     /// Whether a session's access token is about to expire.
+    /// A WebSocket to `path` (`ws://` or `wss://` as the server's URL is
+    /// `http://` or `https://`), with the credential; a refused handshake
+    /// is the error its envelope names.
+    pub async fn socket(&mut self, path: &str) -> Result<Socket, ClientError> {
+        use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
+        if self.due() {
+            self.renew().await?;
+        }
+        let url = match self.base.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}{path}"),
+            Some((_, rest)) => format!("ws://{rest}{path}"),
+            None => format!("ws://{}{path}", self.base),
+        };
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ClientError::Protocol(format!("cannot make a WebSocket request: {e}")))?;
+        let (name, value) = match &self.credential {
+            Credential::Session { access_token, .. } => {
+                ("authorization", format!("Bearer {access_token}"))
+            }
+            Credential::ApiKey { key } => ("x-api-key", key.clone()),
+        };
+        let value = value.parse().map_err(|_| {
+            ClientError::Profile("the stored credential is not a header value".into())
+        })?;
+        request.headers_mut().insert(name, value);
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tungstenite::Error::Http(response)) => {
+                let status = reqwest::StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(reqwest::StatusCode::BAD_GATEWAY);
+                Err(api_error(
+                    status,
+                    response.body().as_deref().unwrap_or_default(),
+                ))
+            }
+            Err(e) => Err(ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     fn due(&self) -> bool {
         matches!(&self.credential, Credential::Session { access_expires_at, .. }
             if *access_expires_at <= now_secs() + RENEW_MARGIN_SECS)

@@ -1,6 +1,7 @@
 //! `kiln exec`, `kiln logs` and `kiln cancel`: start a run and follow its
-//! event stream (`/v1/executions/{id}/events`), writing its stdout and
-//! stderr as they come and exiting with its status, as `kiln run` does.
+//! event stream (`/v1/executions/{id}/events`, or its socket for `-i`:
+//! `interactive.rs`), writing its stdout and stderr as they come and
+//! exiting with its status, as `kiln run` does.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -44,6 +45,10 @@ pub struct ExecArgs {
     /// Start the run and print its id without waiting for it.
     #[arg(long = "async")]
     pub detach: bool,
+    /// Send this terminal's stdin to the run as it reads it (an
+    /// interactive execution, over its WebSocket); its end is the run's.
+    #[arg(short, long, conflicts_with = "detach")]
+    pub interactive: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -82,6 +87,9 @@ pub(crate) async fn exec(args: ExecArgs) -> Result<ExitCode, ClientError> {
     if let Some(version) = args.version {
         body.insert("version".into(), json!(version));
     }
+    if args.interactive {
+        body.insert("interactive".into(), json!(true));
+    }
     let mut api = Api::open(&args.common)?;
     let accepted = api
         .json(
@@ -105,7 +113,13 @@ pub(crate) async fn exec(args: ExecArgs) -> Result<ExitCode, ClientError> {
     }
     let echo = !args.common.json;
     let view = {
-        let followed = follow(&mut api, &id, echo);
+        let followed = async {
+            if args.interactive {
+                super::interactive::converse(&mut api, &id, echo).await
+            } else {
+                follow(&mut api, &id, echo).await
+            }
+        };
         tokio::pin!(followed);
         tokio::select! {
             view = &mut followed => view?,
@@ -227,7 +241,7 @@ async fn follow(api: &mut Api, id: &str, echo: bool) -> Result<Value, ClientErro
     }
 }
 
-fn write_out(to_stderr: bool, text: &str) {
+pub(super) fn write_out(to_stderr: bool, text: &str) {
     // A closed pipe (`| head`) is not an error of the run.
     let _ = if to_stderr {
         std::io::stderr().write_all(text.as_bytes())
@@ -438,6 +452,7 @@ mod tests {
             timeout_ms: None,
             version: None,
             detach: false,
+            interactive: false,
             common: Common {
                 profile: "default".into(),
                 json: false,

@@ -9,6 +9,7 @@
 mod api;
 pub(crate) mod deploy;
 pub(crate) mod exec;
+mod interactive;
 pub(crate) mod listing;
 pub(crate) mod login;
 mod output;

@@ -18,15 +18,15 @@ from kiln_client.api.executions import execute_code, execute_script, get_executi
 from kiln_client.api.scripts import create_script, get_script, list_scripts
 from kiln_client.models import (
     Accepted,
-    AdHocExecution,
+    CreateScriptJsonBody,
     ErrorEnvelope,
+    ExecuteCodeBody,
     ExecuteRequest,
     Execution,
     ListingExecution,
     ListingScript,
     LoginRequest,
     Script,
-    ScriptInput,
     TokenResponse,
 )
 from kiln_client.models.execute_request_parameters_type_0 import ExecuteRequestParametersType0
@@ -51,7 +51,7 @@ def main() -> None:
 
     script = create_script.sync(
         client=client,
-        body=ScriptInput(name="generated", language="javascript", content="function main(p) { return p.n * 2; }"),
+        body=CreateScriptJsonBody(name="generated", language="javascript", content="function main(p) { return p.n * 2; }"),
     )
     assert isinstance(script, Script), script
     run = execute_script.sync(
@@ -64,7 +64,7 @@ def main() -> None:
     queued = execute_script.sync("generated", client=client, body=ExecuteRequest(), async_=True)
     assert isinstance(queued, Accepted), queued
     ad_hoc = execute_code.sync(
-        client=client, body=AdHocExecution(language="python", code="def main():\n    return [1, 'two']\n")
+        client=client, body=ExecuteCodeBody(language="python", code="def main():\n    return [1, 'two']\n")
     )
     assert isinstance(ad_hoc, Execution), ad_hoc
     read = get_execution.sync(run.id, client=client)

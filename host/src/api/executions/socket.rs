@@ -230,8 +230,8 @@ fn message_of(frame: &[u8]) -> Option<String> {
 fn close_for(error: axum::Error) -> CloseFrame {
     let error = error.into_inner();
     let too_big = matches!(
-        error.downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
+        error.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
     );
     if too_big {
         CloseFrame {

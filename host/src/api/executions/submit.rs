@@ -72,7 +72,8 @@ pub struct ExecuteQuery {
     /// `true`: answer with the finished execution (waiting up to 300 s);
     /// `false`: answer 202 at once.
     wait: Option<bool>,
-    /// The opposite of `wait`: `true` answers 202 at once.
+    /// The opposite of `wait`: `true` answers 202 at once. Given with
+    /// `wait`, the two must agree (`wait=true&async=true` is a 400).
     #[serde(rename = "async")]
     #[param(rename = "async")]
     asynchronous: Option<bool>,

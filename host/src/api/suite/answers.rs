@@ -29,8 +29,7 @@ struct Document {
 fn document() -> &'static Document {
     static DOCUMENT: OnceLock<Document> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        let document = serde_json::to_value(super::super::routes_and_document().1)
-            .expect("the document is JSON");
+        let document = super::super::rendered(super::super::routes_and_document().1);
         let mut operations = Vec::new();
         for (path, item) in document["paths"].as_object().expect("paths") {
             for (method, operation) in item.as_object().expect("a path item") {

@@ -730,3 +730,149 @@ async fn restricted_parameters_say_how_in_the_document() {
     let body = error_body(refused, 400, "VALIDATION_ERROR");
     assert_eq!(body["error"]["details"][0]["field"], "Idempotency-Key");
 }
+
+/// The rules across a body's fields that the document states (one way to
+/// give code, `entry` only with `files`, the webhook events, no unknown
+/// field) are the server's: each body the document's schema refuses, the
+/// server refuses with 400, and each it takes, the server takes.
+#[tokio::test]
+async fn cross_field_rules_in_the_document_are_the_server_s() {
+    let app = TestApp::with(|config| config.webhooks.allow_private = true).await;
+    let document = served(&app).await;
+    let schema_of = |template: &str, method: &str| {
+        let schema = &document["paths"][template][method]["requestBody"]["content"]["application/json"]
+            ["schema"];
+        let mut root = json!({ "components": document["components"] });
+        root.as_object_mut()
+            .unwrap()
+            .extend(schema.as_object().unwrap().clone());
+        jsonschema::draft202012::new(&root).unwrap()
+    };
+    let main = "function main() { return 1; }";
+    let cases = [
+        (
+            "/v1/execute",
+            "post",
+            "/v1/execute",
+            json!({"language": "javascript", "code": main}),
+            true,
+        ),
+        (
+            "/v1/execute",
+            "post",
+            "/v1/execute",
+            json!({"language": "javascript", "code": main, "code_base64": "eA=="}),
+            false,
+        ),
+        (
+            "/v1/execute",
+            "post",
+            "/v1/execute",
+            json!({"language": "javascript", "code": null, "code_base64": null}),
+            false,
+        ),
+        (
+            "/v1/execute",
+            "post",
+            "/v1/execute",
+            json!({"language": "javascript", "code": ""}),
+            false,
+        ),
+        (
+            "/v1/execute",
+            "post",
+            "/v1/execute",
+            json!({"language": "javascript", "code": main, "extra": 1}),
+            false,
+        ),
+        (
+            "/v1/scripts",
+            "post",
+            "/v1/scripts",
+            json!({"name": "a", "language": "javascript", "content": main}),
+            true,
+        ),
+        (
+            "/v1/scripts",
+            "post",
+            "/v1/scripts",
+            json!({"name": "b", "language": "javascript", "files": {"lib.js": main}, "entry": "lib.js"}),
+            true,
+        ),
+        (
+            "/v1/scripts",
+            "post",
+            "/v1/scripts",
+            json!({"name": "c", "language": "javascript", "content": main, "entry": "main.js"}),
+            false,
+        ),
+        (
+            "/v1/scripts",
+            "post",
+            "/v1/scripts",
+            json!({"name": "d", "language": "javascript", "content": main, "files": {"main.js": main}}),
+            false,
+        ),
+        (
+            "/v1/scripts",
+            "post",
+            "/v1/scripts",
+            json!({"name": "e", "language": "javascript", "content": null}),
+            false,
+        ),
+        (
+            "/v1/scripts/{id_or_name}",
+            "put",
+            "/v1/scripts/a",
+            json!({"description": "only this"}),
+            true,
+        ),
+        (
+            "/v1/scripts/{id_or_name}",
+            "put",
+            "/v1/scripts/a",
+            json!({"content": main, "content_base64": "eA=="}),
+            false,
+        ),
+        (
+            "/v1/scripts/{id_or_name}",
+            "put",
+            "/v1/scripts/a",
+            json!({"entry": "main.js"}),
+            false,
+        ),
+        (
+            "/v1/webhooks",
+            "post",
+            "/v1/webhooks",
+            json!({"url": "http://127.0.0.1:9/h", "events": ["script.created"]}),
+            true,
+        ),
+        (
+            "/v1/webhooks",
+            "post",
+            "/v1/webhooks",
+            json!({"url": "http://127.0.0.1:9/h", "events": [""]}),
+            false,
+        ),
+    ];
+    for (template, method, path, body, valid) in cases {
+        assert_eq!(
+            schema_of(template, method).is_valid(&body),
+            valid,
+            "{method} {path} {body}: the document"
+        );
+        let verb = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let answer = app.request(verb, path).json(&body).send().await;
+        let status = answer.status().as_u16();
+        if valid {
+            assert!(
+                status < 300,
+                "{method} {path} {body}: {status} {}",
+                answer.text()
+            );
+        } else {
+            assert_eq!(status, 400, "{method} {path} {body}: {}", answer.text());
+        }
+    }
+}

@@ -44,11 +44,22 @@ async fn bad_crons_zones_scripts_and_fields_are_refused() {
         "timezone",
     )
     .await;
-    refused(
-        json!({"name": "x", "script_id": "nope", "cron": "@daily"}),
-        "script_id",
-    )
-    .await;
+    // A script that is not there is not found, as on its own routes.
+    let missing = error_body(
+        app.post("/v1/schedules")
+            .json(&json!({"name": "x", "script_id": "nope", "cron": "@daily"}))
+            .send()
+            .await,
+        404,
+        "RESOURCE_NOT_FOUND",
+    );
+    assert!(
+        missing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("script_id: no script"),
+        "{missing}"
+    );
     refused(
         json!({"name": "x", "script_id": "s", "cron": "0 0 30 2 *"}),
         "cron",
