@@ -30,7 +30,10 @@ const TOP_SCRIPTS: usize = 10;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
-    /// `Nd` or `Nh`, up to `366d` (default `30d`).
+    /// `Nd` or `Nh`, up to `366d` or `8784h` (default `30d`).
+    #[param(
+        pattern = r"^((36[0-6]|3[0-5][0-9]|[12][0-9]{2}|[1-9][0-9]?)d|(878[0-4]|87[0-7][0-9]|8[0-6][0-9]{2}|[1-7][0-9]{3}|[1-9][0-9]{0,2})h)$"
+    )]
     period: Option<String>,
     /// Only this script's executions.
     script_id: Option<String>,
@@ -95,7 +98,12 @@ fn parse_period(period: &str) -> Result<(u64, Grain), ApiError> {
     // By characters: the last byte may be inside a multi-byte character.
     let mut chars = period.chars();
     let unit = chars.next_back().ok_or_else(bad)?;
-    let n: u64 = chars.as_str().parse().map_err(|_| bad())?;
+    // Digits only, no leading zero (`parse` would take `+5` and `05`).
+    let digits = chars.as_str();
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
     let (grain, max) = match unit {
         'd' => (Grain::Day, MAX_DAYS),
         'h' => (Grain::Hour, MAX_DAYS * 24),
@@ -269,8 +277,36 @@ mod tests {
             "\u{e9}",
             "1d\u{e9}",
             "\u{1F600}d",
+            "+5d",
+            "05d",
         ] {
             assert!(parse_period(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The pattern the document gives `period` takes exactly what the
+    /// server takes.
+    #[test]
+    fn the_documented_pattern_is_the_parser_s_rule() {
+        let document = crate::api::rendered(crate::api::routes_and_document().1);
+        let parameters = document["paths"]["/v1/analytics/usage"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let period = parameters.iter().find(|p| p["name"] == "period").unwrap();
+        let pattern = jsonschema::draft202012::new(&period["schema"]).unwrap();
+        let mut asked: Vec<String> = ["", "d", "+5d", "05d", "1.5d", "30w", "\u{e9}d"]
+            .map(String::from)
+            .to_vec();
+        for n in 0..=9_000 {
+            asked.push(format!("{n}d"));
+            asked.push(format!("{n}h"));
+        }
+        for period in asked {
+            assert_eq!(
+                pattern.is_valid(&serde_json::json!(period)),
+                parse_period(&period).is_ok(),
+                "{period}"
+            );
         }
     }
 }

@@ -101,6 +101,13 @@ pub(super) fn cross_field_rules(document: &mut Value) {
             }
         }
     }
+    if let Some(values) = schemas["ConfigInput"]["properties"]["values"].as_object_mut() {
+        values.insert(
+            "propertyNames".into(),
+            json!({"pattern": "^[A-Za-z0-9_.-]{1,128}$"}),
+        );
+        values.insert("maxProperties".into(), json!(100));
+    }
     for webhook in ["CreateWebhook", "UpdateWebhook"] {
         let items = &mut schemas[webhook]["properties"]["events"]["items"];
         if let Some(items) = items.as_object_mut() {
@@ -111,7 +118,7 @@ pub(super) fn cross_field_rules(document: &mut Value) {
     // keep one model of the fields (an object schema with a `oneOf` of its
     // own becomes a union of its branches, which lose the other fields).
     let code = vec![given("code", "string"), given("code_base64", "string")];
-    one_of_on_body(document, "/v1/execute", "post", code);
+    also_on_body(document, "/v1/execute", "post", &[json!({"oneOf": code})]);
     let contents = vec![
         given("content", "string"),
         given("content_base64", "string"),
@@ -119,16 +126,32 @@ pub(super) fn cross_field_rules(document: &mut Value) {
     ];
     let mut at_most_one = contents.clone();
     at_most_one.push(json!({"not": {"anyOf": contents}}));
-    one_of_on_body(document, "/v1/scripts", "post", contents);
-    one_of_on_body(document, "/v1/scripts/{id_or_name}", "put", at_most_one);
+    // A create names the script and its language; an update need not.
+    let named = json!({
+        "required": ["name", "language"],
+        "properties": {"name": {"type": "string"}, "language": {"type": "string"}},
+    });
+    also_on_body(
+        document,
+        "/v1/scripts",
+        "post",
+        &[json!({"oneOf": contents}), named],
+    );
+    also_on_body(
+        document,
+        "/v1/scripts/{id_or_name}",
+        "put",
+        &[json!({"oneOf": at_most_one})],
+    );
 }
 
-/// Makes the JSON body of `method path` also match exactly one of
-/// `branches`.
-fn one_of_on_body(document: &mut Value, path: &str, method: &str, branches: Vec<Value>) {
+/// Makes the JSON body of `method path` also match every schema of `also`.
+fn also_on_body(document: &mut Value, path: &str, method: &str, also: &[Value]) {
     let schema = &mut document["paths"][path][method]["requestBody"]["content"]["application/json"]
         ["schema"];
     if let Some(reference) = schema.as_object_mut().map(std::mem::take) {
-        *schema = json!({"allOf": [reference, {"oneOf": branches}]});
+        let mut all = vec![Value::Object(reference)];
+        all.extend_from_slice(also);
+        *schema = json!({ "allOf": all });
     }
 }

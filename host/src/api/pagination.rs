@@ -26,14 +26,16 @@ pub fn document_bounds(document: &mut utoipa::openapi::OpenApi) {
                 let RefOr::T(parameter) = parameter else {
                     continue;
                 };
-                let most = match parameter.name.as_str() {
-                    "page" => None,
-                    "size" | "limit" => Some(MAX_SIZE),
+                // A page number is read as a usize: past it is a 400.
+                let (least, most) = match parameter.name.as_str() {
+                    "page" => (1, usize::MAX),
+                    "size" | "limit" => (1, MAX_SIZE),
+                    "offset" => (0, super::executions::MAX_SKIP),
                     _ => continue,
                 };
                 if let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema {
-                    schema.minimum = Some(Number::UInt(1));
-                    schema.maximum = most.map(Number::UInt);
+                    schema.minimum = Some(Number::UInt(least));
+                    schema.maximum = Some(Number::UInt(most));
                 }
             }
         }

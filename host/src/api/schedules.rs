@@ -86,7 +86,7 @@ pub struct CreateSchedule {
     script_id: String,
     /// 5 fields, 6 (seconds first), or `@hourly`, `@daily`, `@weekly`,
     /// `@monthly`, `@yearly`.
-    #[schema(example = "*/5 * * * *", max_length = 256)]
+    #[schema(example = "*/5 * * * *", min_length = 1, max_length = 256)]
     cron: String,
     /// IANA time zone the cron is read in (default UTC).
     #[schema(example = "Europe/Berlin")]
@@ -107,7 +107,7 @@ pub struct UpdateSchedule {
     #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     name: Option<String>,
     script_id: Option<String>,
-    #[schema(max_length = 256)]
+    #[schema(min_length = 1, max_length = 256)]
     cron: Option<String>,
     timezone: Option<String>,
     #[schema(value_type = Option<Object>)]

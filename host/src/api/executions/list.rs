@@ -20,7 +20,7 @@ use crate::store::{ExecutionRecord, ExecutionStatus, Store, Trigger};
 pub(super) const SCAN_BUDGET: usize = 10_000;
 /// The most records a page by number or offset may skip: each skipped one is
 /// read, so deeper pages are read by cursor.
-pub(super) const MAX_SKIP: usize = 10_000;
+pub(crate) const MAX_SKIP: usize = 10_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -157,13 +157,19 @@ pub(super) fn unix_ms(rfc3339: &str) -> Option<u64> {
 }
 
 /// An RFC 3339 time in the stored form (UTC, milliseconds), so stored
-/// timestamps compare as strings.
+/// timestamps compare as strings: any offset and any year from 0000 to
+/// 9999 (what the document's `date-time` allows), or the looser form
+/// without a zone (`2026-01-02 03:04:05`, read as UTC).
 pub(super) fn normalized_time(
     field: &str,
     value: Option<String>,
 ) -> Result<Option<String>, ApiError> {
     value
         .map(|v| {
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&v) {
+                let utc = t.with_timezone(&chrono::Utc);
+                return Ok(utc.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+            }
             humantime::parse_rfc3339_weak(&v)
                 .map(|t| humantime::format_rfc3339_millis(t).to_string())
                 .map_err(|e| ApiError::invalid(field, format!("not an RFC 3339 time: {e}")))
@@ -394,6 +400,21 @@ mod tests {
     use super::*;
     use crate::store::executions::ExecutionStore as _;
     use crate::store::testing::{execution, id_at};
+
+    #[test]
+    fn times_take_any_offset_and_year_and_compare_as_stored() {
+        let at = |v: &str| normalized_time("t", Some(v.into())).unwrap().unwrap();
+        assert_eq!(at("2026-01-02T03:04:05Z"), "2026-01-02T03:04:05.000Z");
+        assert_eq!(
+            at("2026-01-02T03:04:05.5+02:00"),
+            "2026-01-02T01:04:05.500Z"
+        );
+        assert_eq!(at("2026-01-02 03:04:05"), "2026-01-02T03:04:05.000Z");
+        // Before any stored time, and so before every one.
+        assert_eq!(at("0001-01-04T00:00:00.0Z"), "0001-01-04T00:00:00.000Z");
+        assert!(at("0001-01-04T00:00:00.0Z") < crate::time_of_ms(0));
+        assert!(normalized_time("t", Some("yesterday".into())).is_err());
+    }
 
     #[test]
     fn a_cursor_page_stops_at_its_read_budget_and_resumes_where_it_stopped() {

@@ -6,7 +6,7 @@ mod events;
 mod list;
 mod socket;
 
-pub(crate) use list::Cursor;
+pub(crate) use list::{Cursor, MAX_SKIP};
 mod submit;
 
 use std::time::Duration;

@@ -88,8 +88,9 @@ async fn page_parameters_carry_the_enforced_bounds() {
             let name = parameter["name"].as_str().unwrap();
             let schema = &parameter["schema"];
             let expected = match name {
-                "page" => (json!(1), Value::Null),
+                "page" => (json!(1), json!(usize::MAX)),
                 "size" | "limit" => (json!(1), json!(100)),
+                "offset" => (json!(0), json!(10_000)),
                 _ => continue,
             };
             seen += 1;
@@ -102,10 +103,16 @@ async fn page_parameters_carry_the_enforced_bounds() {
     }
     assert!(seen >= 10, "{seen}");
     // And the server refuses what the document excludes.
-    for query in ["page=0", "size=0", "size=101"] {
+    for query in ["page=0", "size=0", "size=101", "page=18446744073709551616"] {
         let answer = app.get(&format!("/v1/scripts?{query}")).send().await;
         assert_eq!(answer.status(), 400, "{query}");
     }
+    let too_far = app.get("/v1/executions?offset=10001&limit=1").send().await;
+    assert_eq!(too_far.status(), 400);
+    let last = app.get("/v1/executions?offset=10000&limit=1").send().await;
+    assert_eq!(last.status(), 200);
+    let deepest = format!("/v1/scripts?page={}", usize::MAX);
+    assert_eq!(app.get(&deepest).send().await.status(), 200);
 }
 
 #[tokio::test]
@@ -839,6 +846,34 @@ async fn cross_field_rules_in_the_document_are_the_server_s() {
             "put",
             "/v1/scripts/a",
             json!({"entry": "main.js"}),
+            false,
+        ),
+        (
+            "/v1/scripts",
+            "post",
+            "/v1/scripts",
+            json!({"language": "javascript", "content": main}),
+            false,
+        ),
+        (
+            "/v1/scripts/{id_or_name}/config",
+            "put",
+            "/v1/scripts/a/config",
+            json!({"values": {"ok.key-1": "x"}}),
+            true,
+        ),
+        (
+            "/v1/scripts/{id_or_name}/config",
+            "put",
+            "/v1/scripts/a/config",
+            json!({"values": {"": "x"}}),
+            false,
+        ),
+        (
+            "/v1/scripts/{id_or_name}/config",
+            "put",
+            "/v1/scripts/a/config",
+            json!({"values": {"a b": "x"}}),
             false,
         ),
         (
