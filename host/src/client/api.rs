@@ -249,7 +249,11 @@ pub fn session_from(username: String, tokens: &Value) -> Result<Credential, Clie
 
 /// The body of a success as JSON (`null` when empty), or the error the
 /// server's envelope describes.
-pub async fn read_json(mut response: Response) -> Result<Value, ClientError> {
+pub async fn read_json(response: Response) -> Result<Value, ClientError> {
+    read_json_within(response, MAX_ANSWER_BYTES).await
+}
+
+async fn read_json_within(mut response: Response, most: usize) -> Result<Value, ClientError> {
     let status = response.status();
     let mut body = Vec::new();
     while let Some(chunk) = response
@@ -257,9 +261,9 @@ pub async fn read_json(mut response: Response) -> Result<Value, ClientError> {
         .await
         .map_err(|e| ClientError::Protocol(format!("the answer broke off: {e}")))?
     {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+        if body.len() + chunk.len() > most {
             return Err(ClientError::Protocol(format!(
-                "an answer of over {MAX_ANSWER_BYTES} bytes: this is not a Kiln server"
+                "an answer of over {most} bytes: this is not a Kiln server"
             )));
         }
         body.extend_from_slice(&chunk);
@@ -341,6 +345,35 @@ pub fn path_segment<'a>(value: &'a str, what: &str) -> Result<&'a str, ClientErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer is read only up to the bound, however long it goes on.
+    #[tokio::test]
+    async fn an_answer_past_the_bound_is_refused_not_held() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0; 1];
+            while !request.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.unwrap_or(0) == 1
+            {
+                request.push(byte[0]);
+            }
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n";
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&[b' '; 4096]).await;
+        });
+        let response = http_client()
+            .unwrap()
+            .get(format!("http://{address}/"))
+            .send()
+            .await
+            .unwrap();
+        let error = read_json_within(response, 1000).await.unwrap_err();
+        assert!(error.to_string().contains("over 1000 bytes"), "{error}");
+    }
 
     #[test]
     fn an_envelope_becomes_an_error_naming_code_fields_and_request() {
