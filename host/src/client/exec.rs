@@ -229,13 +229,22 @@ async fn follow(api: &mut Api, id: &str, echo: bool) -> Result<Value, ClientErro
             }
         }
     }
-    // The stream ended without `done`: ask for the record.
+    ended_without_done(api, id, "the event stream").await
+}
+
+/// The final execution after `what` ended without its `done`: read from
+/// the record, unless the run goes on.
+pub(super) async fn ended_without_done(
+    api: &mut Api,
+    id: &str,
+    what: &str,
+) -> Result<Value, ClientError> {
     let view = api
         .json(Method::GET, &format!("/v1/executions/{id}"), None)
         .await?;
     match view["status"].as_str() {
         Some("queued" | "running") => Err(ClientError::Protocol(format!(
-            "the event stream ended before the execution did: `kiln logs --follow {id}` resumes"
+            "{what} ended before the execution did: `kiln logs --follow {id}` resumes"
         ))),
         _ => Ok(view),
     }

@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
-use reqwest::Method;
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
 use tokio_tungstenite::tungstenite::Message;
@@ -62,14 +61,5 @@ pub(super) async fn converse(api: &mut Api, id: &str, echo: bool) -> Result<Valu
             }
         }
     }
-    // Closed without `done`: ask for the record.
-    let view = api
-        .json(Method::GET, &format!("/v1/executions/{id}"), None)
-        .await?;
-    match view["status"].as_str() {
-        Some("queued" | "running") => Err(ClientError::Protocol(format!(
-            "the socket closed before the execution ended: `kiln logs --follow {id}` shows the rest"
-        ))),
-        _ => Ok(view),
-    }
+    super::exec::ended_without_done(api, id, "the execution's socket").await
 }

@@ -343,8 +343,8 @@ async fn delete_many(
 ) -> Result<axum::Json<Deleted>, ApiError> {
     let before = list::normalized_time("before", query.before)?
         .ok_or_else(|| ApiError::invalid("before", "is required"))?;
-    let before_ms =
-        list::unix_ms(&before).ok_or_else(|| ApiError::invalid("before", "must be after 1970"))?;
+    // A time before 1970 is before every execution: nothing to delete.
+    let before_ms = list::unix_ms(&before).unwrap_or(0);
     let script_id = match &query.script {
         Some(name) => match state.store.script(name)? {
             Some(script) => Some(script.id),

@@ -294,6 +294,16 @@ async fn finished_executions_are_deleted_by_their_creator_or_an_admin() {
         .await
         .expect(200);
     assert_eq!(none, json!({"deleted": 0, "more": false}));
+    // Before 1970 (a valid date-time) is before every execution.
+    let ancient = app
+        .request(
+            Method::DELETE,
+            "/v1/executions?before=0001-01-04T00:00:00.0Z",
+        )
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(ancient, json!({"deleted": 0, "more": false}));
     let all = app
         .request(
             Method::DELETE,
