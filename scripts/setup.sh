@@ -3,8 +3,8 @@
 # wasm32-wasip2 target, clang-19 + llvm-19 + wasi-libc headers for the C part
 # of the JavaScript runtime (QuickJS), a Python virtual environment
 # (target/python-tools) with componentize-py and tzdata (PyPI) for the Python
-# runtime and openapi-spec-validator, standardwebhooks and
-# openapi-python-client for the tests, and
+# runtime and openapi-spec-validator, standardwebhooks,
+# openapi-python-client and schemathesis for the tests, and
 # the x86_64-unknown-linux-musl target and musl-tools for the static build.
 # Works on a stock Debian 12 too. Safe to run again.
 set -euo pipefail
@@ -43,9 +43,10 @@ fi
 # componentize-py builds the Python runtime, tzdata is its time zones;
 # openapi-spec-validator and standardwebhooks are what the end-to-end tests
 # check /openapi.json and webhook signatures against; openapi-python-client
-# generates the client from /openapi.json that one of them drives.
+# generates the client from /openapi.json that one of them drives;
+# schemathesis fuzzes the server against /openapi.json.
 for pinned in componentize-py==0.25.1 tzdata==2026.6 openapi-spec-validator==0.9.0 \
-    standardwebhooks==1.1.0 openapi-python-client==0.29.1; do
+    standardwebhooks==1.1.0 openapi-python-client==0.29.1 schemathesis==4.32.5; do
     name="${pinned%%==*}" version="${pinned##*==}"
     if [ "$("$tools/bin/python3" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null)" != "$version" ]; then
         "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check "$pinned"

@@ -24,6 +24,7 @@ mod lifecycle;
 mod observability;
 mod retention;
 mod schedules;
+mod schemathesis;
 mod scripts;
 mod sdk;
 mod secrets;

@@ -127,9 +127,13 @@ pub(super) fn cross_field_rules(document: &mut Value) {
     let mut at_most_one = contents.clone();
     at_most_one.push(json!({"not": {"anyOf": contents}}));
     // A create names the script and its language; an update need not.
+    // (`not` rather than a type on the properties: generators cannot merge
+    // a string with the shared schema's nullable one.)
+    let is_null =
+        |field: &str| json!({"required": [field], "properties": {field: {"type": "null"}}});
     let named = json!({
         "required": ["name", "language"],
-        "properties": {"name": {"type": "string"}, "language": {"type": "string"}},
+        "not": {"anyOf": [is_null("name"), is_null("language")]},
     });
     also_on_body(
         document,

@@ -21,6 +21,7 @@ from kiln_client.models import (
     CreateScriptJsonBody,
     ErrorEnvelope,
     ExecuteCodeBody,
+    LanguageName,
     ExecuteRequest,
     Execution,
     ListingExecution,
@@ -51,7 +52,7 @@ def main() -> None:
 
     script = create_script.sync(
         client=client,
-        body=CreateScriptJsonBody(name="generated", language="javascript", content="function main(p) { return p.n * 2; }"),
+        body=CreateScriptJsonBody(name="generated", language=LanguageName.JAVASCRIPT, content="function main(p) { return p.n * 2; }"),
     )
     assert isinstance(script, Script), script
     run = execute_script.sync(
@@ -64,7 +65,7 @@ def main() -> None:
     queued = execute_script.sync("generated", client=client, body=ExecuteRequest(), async_=True)
     assert isinstance(queued, Accepted), queued
     ad_hoc = execute_code.sync(
-        client=client, body=ExecuteCodeBody(language="python", code="def main():\n    return [1, 'two']\n")
+        client=client, body=ExecuteCodeBody(language=LanguageName.PYTHON, code="def main():\n    return [1, 'two']\n")
     )
     assert isinstance(ad_hoc, Execution), ad_hoc
     read = get_execution.sync(run.id, client=client)

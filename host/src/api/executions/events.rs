@@ -24,6 +24,28 @@ use crate::store::{ExecutionRecord, ExecutionStatus};
 /// A comment line this often keeps proxies from closing a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// One event of the stream, as a Server-Sent Events reader hands it over
+/// (the document's schema of `text/event-stream` is that of each event).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documents the stream for the OpenAPI document")]
+pub struct ExecutionEvent {
+    event: ExecutionEventName,
+    /// One line of JSON: `{"status"}` for `status`, `{"data": text}` for
+    /// `stdout` and `stderr`, the final Execution for `done`.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code, reason = "documents the stream for the OpenAPI document")]
+enum ExecutionEventName {
+    Status,
+    Stdout,
+    Stderr,
+    Done,
+}
+
 /// Server-Sent Events: the current `status`, what each stream wrote so far
 /// (`stdout`, then `stderr`, in pieces of at most 64 KiB), then chunks as
 /// they are written, then one `done` with the final Execution, then the
@@ -33,7 +55,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
     responses(
         (status = 200, description = "Server-Sent Events: `status` ({\"status\"}), `stdout` and `stderr` \
             ({\"data\"}): each stream so far, then as written, then `done` (the final Execution), then the stream closes",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = ExecutionEvent),
         (status = 404, description = "No such execution", body = ErrorEnvelope),
         (status = 429, description = "The execution already has 16 event streams open", body = ErrorEnvelope),
     ))]

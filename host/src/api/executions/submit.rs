@@ -186,7 +186,7 @@ pub(super) async fn execute(
 #[derive(Debug, ToSchema)]
 #[allow(dead_code, reason = "documents the body for the OpenAPI document")]
 pub struct AdHocExecution {
-    #[schema(example = "python")]
+    #[schema(value_type = crate::api::scripts::LanguageName, example = "python")]
     language: String,
     code: Option<String>,
     code_base64: Option<String>,

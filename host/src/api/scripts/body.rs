@@ -30,10 +30,10 @@ const MAX_METADATA_BYTES: usize = 16 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct ScriptFields {
     /// 1..255 of `[a-zA-Z0-9_.-]`, unique.
-    #[schema(example = "hello")]
+    #[schema(example = "hello", pattern = "^[a-zA-Z0-9_.-]{1,255}$")]
     pub name: Option<String>,
     /// `javascript`, `python` or `wasm`; it cannot change.
-    #[schema(example = "javascript")]
+    #[schema(value_type = Option<LanguageName>, example = "javascript")]
     pub language: Option<String>,
     /// Source text, up to 100 000 characters.
     content: Option<String>,
@@ -354,6 +354,19 @@ pub fn decode_content(
         return Err(ApiError::invalid(field, "must not be empty"));
     }
     Ok(Some(content))
+}
+
+/// A language as a request names it: `js` and `py` are short for
+/// `javascript` and `python`.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code, reason = "documents the names parse_language takes")]
+pub enum LanguageName {
+    Javascript,
+    Js,
+    Python,
+    Py,
+    Wasm,
 }
 
 pub fn parse_language(language: &str) -> Result<Language, ApiError> {

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub(super) use self::body::{allowed_hosts, decode_content, parse_language};
+pub(super) use self::body::{LanguageName, allowed_hosts, decode_content, parse_language};
 use super::error::ErrorEnvelope;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiPath, ApiQuery, AppState, etag};
