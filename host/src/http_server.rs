@@ -62,18 +62,21 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = Open::admit(&open, peer.ip()) else {
+        let Some(slot) = Open::admit(&open, peer.ip()).map(|slot| ConnectionSlot(Arc::new(slot)))
+        else {
             refused();
             tracing::debug!(%peer, "connection refused: too many open");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = app
-            .clone()
-            .map_request(move |mut request: axum::http::Request<Incoming>| {
+        let service = app.clone().map_request({
+            let slot = slot.clone();
+            move |mut request: axum::http::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(slot.clone());
                 request.map(axum::body::Body::new)
-            });
+            }
+        });
         let (http, mut stopping, done) = (http.clone(), stopping.clone(), done.clone());
         tokio::spawn(async move {
             let connection = http
@@ -106,6 +109,12 @@ struct Open {
     limits: ConnectionLimits,
     by_address: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
+
+/// A connection's place among the open ones, as a request carries it: a
+/// WebSocket keeps it after the upgrade (which ends hyper's connection),
+/// so open sockets count against the same bounds.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code, reason = "held, not read")] Arc<Slot>);
 
 /// One admitted connection; gives its place back when dropped.
 struct Slot {

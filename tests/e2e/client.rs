@@ -479,6 +479,34 @@ fn exec_interactive_sends_stdin_as_it_is_typed() {
     // Not with --async: nobody would be there to type.
     let both = run(home, &["exec", "echo", "-i", "--async"]);
     assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+
+    // A run that ends before our stdin does: kiln exits with it, not at
+    // the next line typed.
+    kiln.create_script(
+        "once",
+        "python",
+        "import sys\n\ndef main():\n    print(sys.stdin.readline().upper(), end='')\n",
+    );
+    let mut child = client(home, &["exec", "once", "-i"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut typed = child.stdin.take().unwrap();
+    writeln!(typed, "just this").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kiln waits for stdin after the run ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "JUST THIS\n");
+    drop(typed);
 }
 
 #[test]

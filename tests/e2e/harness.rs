@@ -411,8 +411,6 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
-/// Polls `check` until it returns a value; fails after 10 s. For what the
-/// server records a moment after a test could first look.
 /// Runs `command` to its end, killed if it takes longer than `limit`.
 pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Output {
     let child = command
@@ -436,6 +434,8 @@ pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Ou
     }
 }
 
+/// Polls `check` until it returns a value; fails after 10 s. For what the
+/// server records a moment after a test could first look.
 pub fn eventually<T>(what: &str, check: impl Fn() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -175,12 +175,20 @@ fn an_interactive_execution_reads_its_socket_s_stdin_while_it_runs() {
     assert_eq!(rest.last().unwrap().0, "done");
     assert_eq!(close, Some(CloseCode::Normal));
 
-    // A finished execution is replayed, as /events does, and reads nothing.
+    // A finished execution is replayed, as /events does, and reads nothing
+    // (if the refusal comes before the socket closes, it says why).
     let mut late = Socket::open(&kiln, &id, &kiln.token).unwrap();
     late.send_json(json!({"event": "stdin", "data": "late\n"}));
     let (events, close) = late.rest();
-    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(names[..3], ["status", "stdout", "done"], "{events:?}");
+    let (refusals, replay): (Vec<_>, Vec<_>) = events.iter().partition(|(e, _)| e == "error");
+    let names: Vec<&str> = replay.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["status", "stdout", "done"], "{events:?}");
+    for (_, refusal) in refusals {
+        assert!(
+            refusal["message"].as_str().unwrap().contains("final"),
+            "{refusal}"
+        );
+    }
     assert_eq!(close, Some(CloseCode::Normal));
 }
 
@@ -203,13 +211,18 @@ fn stdin_is_the_creator_s_and_ends_with_its_socket() {
     watcher.send_json(json!({"event": "stdin", "data": "x\n"}));
     let (event, error) = watcher.event();
     assert_eq!(event, "error");
+    assert_eq!(error["code"], "PERMISSION_DENIED");
     assert!(
         error["message"].as_str().unwrap().contains("creator"),
         "{error}"
     );
 
+    // The creator's socket that only watches leaves stdin to the next.
+    let mut looking = Socket::open(&kiln, &id, &kiln.token).unwrap();
     let mut socket = Socket::open(&kiln, &id, &kiln.token).unwrap();
     socket.send_json(json!({"event": "stdin", "data": "only\n"}));
+    assert_eq!(looking.stdout(), "echo: only\n");
+    drop(looking);
     assert_eq!(socket.stdout(), "echo: only\n");
     drop(socket);
     let done = kiln.poll_until_final(&id);
@@ -246,7 +259,8 @@ fn stdin_is_the_creator_s_and_ends_with_its_socket() {
 }
 
 /// No one waits forever on a socket: an interactive run nobody writes to
-/// stops at its deadline, and a message past the socket's bound closes it.
+/// stops at its deadline, and a message past the socket's bound closes it
+/// (before it took stdin, so another socket still can).
 #[test]
 fn an_interactive_run_keeps_its_deadline_and_a_huge_message_closes_the_socket() {
     let (kiln, _dir) = Kiln::start(&[]);
@@ -268,10 +282,14 @@ fn an_interactive_run_keeps_its_deadline_and_a_huge_message_closes_the_socket() 
     socket.send(Message::Binary(vec![b'x'; 300 << 10].into()));
     let (_, close) = socket.rest();
     assert_eq!(close, Some(CloseCode::Size), "1009: the message is too big");
-    // Its stdin closed with it: the run reads end of file and ends.
-    let done = kiln.poll_until_final(&id);
+    // It sent nothing, so stdin is still there for the next socket.
+    let mut next = Socket::open(&kiln, &id, &kiln.token).unwrap();
+    next.send_json(json!({"event": "stdin", "data": "small\n"}));
+    next.send_json(json!({"event": "eof"}));
+    let (events, _) = next.rest();
+    let done = &events.last().unwrap().1;
     assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["stdout"], "read 0 lines\n");
+    assert_eq!(done["stdout"], "echo: small\nread 1 lines\n");
 }
 
 /// The route answers a plain request, a missing execution and a missing
@@ -315,4 +333,45 @@ fn a_python_script_reads_sys_stdin_from_its_socket() {
     socket.send_json(json!({"event": "eof"}));
     let (events, _) = socket.rest();
     assert_eq!(events.last().unwrap().1["result"], "bye", "{events:?}");
+}
+
+/// An interactive run is answered at once (its stdin needs its id), so
+/// asking to wait for it is refused; a chunk the run never reads waits,
+/// bounded, and a cancel still ends the run and the socket at once.
+#[test]
+fn an_interactive_run_is_not_waited_for_and_unread_stdin_does_not_hold_it() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    kiln.create_component("sleeper", kiln_components::SLEEPER);
+    let waited = kiln.execute("sleeper", "?wait=true", json!({"interactive": true}));
+    error_body(waited, 400, "VALIDATION_ERROR");
+    let adhoc = kiln
+        .post("/v1/execute")
+        .json(&json!({"language": "javascript", "code": "function main() {}", "interactive": true}))
+        .send()
+        .unwrap();
+    assert_eq!(adhoc.status(), 202, "the ad-hoc route answers at once too");
+
+    let id = start_interactive(
+        &kiln,
+        "sleeper",
+        json!({"interactive": true, "timeout_ms": 60_000}),
+    );
+    let mut socket = Socket::open(&kiln, &id, &kiln.token).unwrap();
+    assert_eq!(socket.stdout(), "going to sleep\n");
+    // 1 MiB the sleeping guest never reads: more than the run's buffer.
+    for _ in 0..16 {
+        socket.send(Message::Binary(vec![b'x'; 64 << 10].into()));
+    }
+    let cancelled = kiln
+        .post(&format!("/v1/executions/{id}/cancel"))
+        .send()
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let (events, close) = socket.rest();
+    assert_eq!(
+        events.last().unwrap().1["status"],
+        "cancelled",
+        "{events:?}"
+    );
+    assert_eq!(close, Some(CloseCode::Normal));
 }

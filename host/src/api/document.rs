@@ -74,7 +74,7 @@ pub(super) fn raw_bodies(document: &mut utoipa::openapi::OpenApi) {
 
 /// The rules the server checks across a body's fields, which the
 /// annotations cannot say, in JSON Schema: exactly one of the ways to give
-/// code (at most one in an update), an `entry` only with `files`, the
+/// code (at most one in an update), an `entry` only with a bundle (`files`, or an archive in `content_base64`), the
 /// events a webhook can name, no field the server does not know.
 pub(super) fn cross_field_rules(document: &mut Value) {
     // Given: present and not null (the server reads null as absent).
@@ -85,7 +85,11 @@ pub(super) fn cross_field_rules(document: &mut Value) {
     }
     if let Some(script) = schemas["ScriptInput"].as_object_mut() {
         script.insert("if".into(), given("entry", "string"));
-        script.insert("then".into(), given("files", "object"));
+        // A bundle's files, or an archive of them as base64.
+        script.insert(
+            "then".into(),
+            json!({"anyOf": [given("files", "object"), given("content_base64", "string")]}),
+        );
     }
     // Code is never empty; base64 says so.
     for (schema, field) in [

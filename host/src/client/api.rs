@@ -172,7 +172,6 @@ impl Api {
         Ok(())
     }
 
-    /// Whether a session's access token is about to expire.
     /// A WebSocket to `path` (`ws://` or `wss://` as the server's URL is
     /// `http://` or `https://`), with the credential; a refused handshake
     /// is the error its envelope names.
@@ -216,6 +215,7 @@ impl Api {
         }
     }
 
+    /// Whether a session's access token is about to expire.
     fn due(&self) -> bool {
         matches!(&self.credential, Credential::Session { access_expires_at, .. }
             if *access_expires_at <= now_secs() + RENEW_MARGIN_SECS)

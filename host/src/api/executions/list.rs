@@ -26,7 +26,8 @@ pub(crate) const MAX_SKIP: usize = 10_000;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Page number, from 1 (with `size`; answers totals).
+    /// Page number, from 1 (with `size`; answers totals). Pages past the
+    /// first 10 000 executions are refused: read them by cursor.
     page: Option<usize>,
     /// Page size, 1..=100 (default 20).
     size: Option<usize>,

@@ -6,6 +6,9 @@ use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse as _, Response};
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -15,6 +18,7 @@ use super::events::{EventStream, event_stream};
 use crate::api::error::ErrorEnvelope;
 use crate::api::{ApiError, ApiPath, AppState};
 use crate::auth::Principal;
+use crate::jobs::live::Live;
 use crate::store::scopes::Scope;
 
 /// The largest message a client may send (a frame too); a larger one
@@ -24,15 +28,24 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 10;
 /// Stdin one socket may send in all; past it stdin is closed.
 pub const MAX_STDIN_BYTES: usize = 16 << 20;
 
+/// Stdin goes to the run in pieces of at most this many bytes, so what
+/// waits for it (`jobs/live.rs`' 16 chunks) is at most 256 KiB.
+const STDIN_PIECE_BYTES: usize = 16 << 10;
+
+/// A client that takes no message for this long is gone: its socket is
+/// closed rather than held.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The same events as `/events`, each a text message
 /// `{"event": NAME, "data": DATA}`: `status`, `stdout` and `stderr`
 /// (`{"data": text}`), then `done` with the final Execution, then the socket
 /// closes (1000). A client of an interactive execution (started with
 /// `interactive: true`) that created it (or is an admin) and holds
 /// `execute:scripts` sends its stdin: `{"event": "stdin", "data": text}` or
-/// binary messages, then `{"event": "eof"}` (closing the socket closes stdin
-/// too). One socket at a time holds an execution's stdin; anything refused
-/// is answered `{"event": "error", "data": {"code", "message"}}`.
+/// binary messages, then `{"event": "eof"}`. The first such socket to send
+/// holds the execution's stdin for good: its `eof` or its close is the end
+/// of the run's stdin. Anything refused is answered
+/// `{"event": "error", "data": {"code", "message"}}`.
 #[utoipa::path(get, path = "/v1/executions/{id}/ws", operation_id = "executionSocket", tag = "executions",
     params(("id" = String, Path, description = "The execution's id")),
     responses(
@@ -48,6 +61,7 @@ pub(super) async fn socket(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     principal: Principal,
+    connection: Option<axum::Extension<crate::http_server::ConnectionSlot>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade.map_err(|rejection| {
@@ -61,68 +75,104 @@ pub(super) async fn socket(
     Ok(upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| converse(socket, stream, stdin))
+        .on_upgrade(move |socket| async move {
+            converse(socket, stream, stdin).await;
+            // The socket held the connection's place until now.
+            drop(connection);
+        })
         .into_response())
 }
 
+/// Why a socket may not send stdin: an error code and a sentence.
+type Refusal = (&'static str, String);
+
+/// Bytes on their way to the run, and where they go.
+type Chunk = (mpsc::Sender<Bytes>, Bytes);
+
 /// What a socket may do with the execution's stdin.
 enum Stdin {
+    /// May send; takes the execution's sender at its first message, so a
+    /// socket that only watches leaves stdin to another.
+    Allowed(Arc<Live>),
     Open {
         sender: mpsc::Sender<Bytes>,
         /// Bytes it may still send.
         left: usize,
     },
-    Refused(String),
+    Refused(&'static str, String),
 }
 
 impl Stdin {
     fn for_socket(stream: &EventStream, principal: &Principal) -> Self {
-        let refused = |why: &str| Self::Refused(why.into());
+        let refused = |code, why: &str| Self::Refused(code, why.into());
         if !stream.interactive {
             return refused(
+                "CONFLICT",
                 "this execution is not interactive: its stdin was fixed when it started (run it with \"interactive\": true)",
             );
         }
         let Some(live) = &stream.live else {
-            return refused("this execution is final: it reads no more input");
+            return refused(
+                "CONFLICT",
+                "this execution is final: it reads no more input",
+            );
         };
         let own = principal.is_admin() || stream.created_by == principal.user_id;
         if !own || !principal.scopes.allows(Scope::ExecuteScripts) {
             return refused(
+                "PERMISSION_DENIED",
                 "only the execution's creator (or an admin) holding execute:scripts sends its stdin",
             );
         }
-        match live.stdin_sender() {
-            Some(sender) => Self::Open {
-                sender,
-                left: MAX_STDIN_BYTES,
-            },
-            None => refused("another socket holds this execution's stdin (or closed it)"),
+        Self::Allowed(live.clone())
+    }
+
+    /// The sender, taken now if it was not yet.
+    fn open(&mut self) -> Result<(&mpsc::Sender<Bytes>, &mut usize), Refusal> {
+        if let Self::Allowed(live) = self {
+            *self = match live.stdin_sender() {
+                Some(sender) => Self::Open {
+                    sender,
+                    left: MAX_STDIN_BYTES,
+                },
+                None => Self::Refused(
+                    "CONFLICT",
+                    "another socket holds this execution's stdin (or closed it)".into(),
+                ),
+            };
+        }
+        match self {
+            Self::Open { sender, left } => Ok((sender, left)),
+            Self::Refused(code, why) => Err((code, why.clone())),
+            Self::Allowed(_) => Err(("INTERNAL_ERROR", "stdin was not opened".into())),
         }
     }
 
     /// Takes `chunk` to send, or says why not (closing stdin when it is
     /// past the bound).
-    fn take(&mut self, chunk: Bytes) -> Result<Option<(mpsc::Sender<Bytes>, Bytes)>, String> {
-        match self {
-            Self::Refused(why) => Err(why.clone()),
-            Self::Open { left, .. } if chunk.len() > *left => {
-                *self = Self::Refused(format!(
-                    "stdin is closed: a socket sends at most {MAX_STDIN_BYTES} bytes"
-                ));
-                Err(format!(
+    fn take(&mut self, chunk: Bytes) -> Result<Option<Chunk>, Refusal> {
+        let (sender, left) = self.open()?;
+        if chunk.len() > *left {
+            *self = Self::Refused(
+                "PAYLOAD_TOO_LARGE",
+                format!("stdin is closed: a socket sends at most {MAX_STDIN_BYTES} bytes"),
+            );
+            return Err((
+                "PAYLOAD_TOO_LARGE",
+                format!(
                     "more than {MAX_STDIN_BYTES} bytes of stdin: it is closed (the run reads end of file)"
-                ))
-            }
-            Self::Open { sender, left } => {
-                *left -= chunk.len();
-                Ok((!chunk.is_empty()).then(|| (sender.clone(), chunk)))
-            }
+                ),
+            ));
         }
+        *left -= chunk.len();
+        Ok((!chunk.is_empty()).then(|| (sender.clone(), chunk)))
     }
 
-    fn close(&mut self) {
-        *self = Self::Refused("stdin is closed: this socket sent eof".into());
+    /// `eof`: the run reads end of file.
+    fn close(&mut self) -> Result<(), Refusal> {
+        self.open()?;
+        *self = Self::Refused("CONFLICT", "stdin is closed: this socket sent eof".into());
+        Ok(())
     }
 }
 
@@ -144,7 +194,7 @@ enum ClientMessage {
 /// not read) while events still go out.
 async fn converse(mut socket: WebSocket, stream: EventStream, mut stdin: Stdin) {
     let mut frames = stream.frames;
-    let mut pending: Option<(mpsc::Sender<Bytes>, Bytes)> = None;
+    let mut pending: Option<Chunk> = None;
     loop {
         tokio::select! {
             frame = frames.next() => {
@@ -154,18 +204,25 @@ async fn converse(mut socket: WebSocket, stream: EventStream, mut stdin: Stdin) 
                     // `/events`' keep-alive comment.
                     None => Message::Ping(Bytes::new()),
                 };
-                if socket.send(message).await.is_err() {
+                if !send(&mut socket, message).await {
                     return;
                 }
             }
             sent = async { pending.as_ref().map(|(sender, _)| sender.clone())?.reserve_owned().await.ok() },
                 if pending.is_some() =>
             {
-                let chunk = pending.take().map(|(_, chunk)| chunk).unwrap_or_default();
+                let Some((sender, mut chunk)) = pending.take() else { continue };
                 match sent {
-                    Some(permit) => { permit.send(chunk); }
+                    Some(permit) => {
+                        permit.send(chunk.split_to(chunk.len().min(STDIN_PIECE_BYTES)));
+                        if !chunk.is_empty() {
+                            pending = Some((sender, chunk));
+                        }
+                    }
                     // The run has ended; its `done` is on the way.
-                    None => stdin = Stdin::Refused("the run has ended: it reads no more input".into()),
+                    None => {
+                        stdin = Stdin::Refused("CONFLICT", "the run has ended: it reads no more input".into());
+                    }
                 }
             }
             incoming = socket.recv(), if pending.is_none() => {
@@ -173,21 +230,26 @@ async fn converse(mut socket: WebSocket, stream: EventStream, mut stdin: Stdin) 
                     // Gone: dropping the sender closes stdin.
                     None | Some(Ok(Message::Close(_))) => return,
                     Some(Err(e)) => {
-                        let _ = socket.send(Message::Close(Some(close_for(e)))).await;
+                        let _ = send(&mut socket, Message::Close(Some(close_for(e)))).await;
                         return;
                     }
                     Some(Ok(Message::Binary(bytes))) => bytes,
                     Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
                         Ok(ClientMessage::Stdin(data)) => Bytes::from(data),
-                        Ok(ClientMessage::Eof) => {
-                            stdin.close();
-                            continue;
-                        }
+                        Ok(ClientMessage::Eof) => match stdin.close() {
+                            Ok(()) => continue,
+                            Err((code, why)) => {
+                                if !send(&mut socket, error_message(code, &why)).await {
+                                    return;
+                                }
+                                continue;
+                            }
+                        },
                         Err(e) => {
                             let refusal = format!(
                                 "a message is {{\"event\": \"stdin\", \"data\": text}}, {{\"event\": \"eof\"}} or binary stdin: {e}"
                             );
-                            if socket.send(error_message("VALIDATION_ERROR", &refusal)).await.is_err() {
+                            if !send(&mut socket, error_message("VALIDATION_ERROR", &refusal)).await {
                                 return;
                             }
                             continue;
@@ -197,8 +259,8 @@ async fn converse(mut socket: WebSocket, stream: EventStream, mut stdin: Stdin) 
                 };
                 match stdin.take(chunk) {
                     Ok(next) => pending = next,
-                    Err(why) => {
-                        if socket.send(error_message("CONFLICT", &why)).await.is_err() {
+                    Err((code, why)) => {
+                        if !send(&mut socket, error_message(code, &why)).await {
                             return;
                         }
                     }
@@ -206,12 +268,20 @@ async fn converse(mut socket: WebSocket, stream: EventStream, mut stdin: Stdin) 
             }
         }
     }
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: close_code::NORMAL,
-            reason: "the execution is final".into(),
-        })))
-        .await;
+    let close = Message::Close(Some(CloseFrame {
+        code: close_code::NORMAL,
+        reason: "the execution is final".into(),
+    }));
+    let _ = send(&mut socket, close).await;
+}
+
+/// Sends one message; false when the client is gone or takes nothing for
+/// [`SEND_TIMEOUT`].
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// An `/events` frame (`event: NAME\ndata: DATA\n\n`) as a text message
@@ -285,19 +355,38 @@ mod tests {
         assert!(parse(r#"{"event":"stdin","data":1}"#).is_err());
     }
 
-    #[test]
-    fn a_socket_sends_at_most_so_much_stdin_then_it_is_closed() {
-        let (sender, _receiver) = mpsc::channel(1);
+    #[tokio::test]
+    async fn a_socket_sends_at_most_so_much_stdin_then_it_is_closed() {
+        let (sender, mut receiver) = mpsc::channel(1);
         let mut stdin = Stdin::Open { sender, left: 10 };
         assert!(matches!(
             stdin.take(Bytes::from_static(b"0123456789")),
             Ok(Some(_))
         ));
         assert!(matches!(stdin.take(Bytes::new()), Ok(None)));
-        assert!(stdin.take(Bytes::from_static(b"x")).is_err());
-        assert!(
-            matches!(stdin, Stdin::Refused(_)),
-            "closed: the sender is dropped"
-        );
+        assert!(matches!(
+            stdin.take(Bytes::from_static(b"x")),
+            Err(("PAYLOAD_TOO_LARGE", _))
+        ));
+        assert!(matches!(stdin, Stdin::Refused(..)));
+        // Its sender is gone with it: the run reads end of file.
+        assert_eq!(receiver.recv().await, None);
+    }
+
+    #[test]
+    fn a_watching_socket_takes_stdin_only_when_it_first_sends() {
+        let outputs = crate::jobs::live::LiveOutputs::default();
+        let live = outputs.publisher("e");
+        let mut watcher = Stdin::Allowed(live.clone());
+        let mut typist = Stdin::Allowed(live.clone());
+        drop(watcher);
+        assert!(matches!(typist.take(Bytes::from_static(b"x")), Ok(Some(_))));
+        watcher = Stdin::Allowed(live);
+        assert!(matches!(
+            watcher.take(Bytes::from_static(b"y")),
+            Err(("CONFLICT", _))
+        ));
+        assert!(typist.close().is_ok());
+        assert!(matches!(typist.close(), Err(("CONFLICT", _))));
     }
 }

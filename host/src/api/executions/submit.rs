@@ -40,9 +40,9 @@ pub struct ExecuteRequest {
     /// Keep stdin open after `input` (a component then finds its
     /// parameters only in `KILN_PARAMETERS`): what a socket on
     /// `/v1/executions/{id}/ws` sends is read as it arrives, until the
-    /// socket sends `eof` or closes, or the run's deadline.
-    #[serde(default)]
-    interactive: bool,
+    /// socket sends `eof` or closes, or the run's deadline. Answered 202 at
+    /// once: asking to wait as well is a 400.
+    interactive: Option<bool>,
     /// Environment variables: a component's WASI environment, `process.env`
     /// in JavaScript, `os.environ` in Python (beside `KILN_EXECUTION_ID` and
     /// `KILN_SCRIPT_NAME`).
@@ -121,6 +121,26 @@ fn wait_for(
     Ok(waits.then_some(MAX_WAIT))
 }
 
+/// `wait_for`, except that an interactive run is answered at once: its
+/// stdin comes over its socket, which needs its id.
+fn wait_unless_interactive(
+    query: &ExecuteQuery,
+    headers: &HeaderMap,
+    waits: bool,
+    request: &ExecuteRequest,
+) -> Result<Option<Duration>, ApiError> {
+    if request.interactive != Some(true) {
+        return wait_for(query, headers, waits);
+    }
+    if wait_for(query, headers, false)?.is_some() {
+        return Err(ApiError::invalid(
+            "interactive",
+            "an interactive run is answered at once (202), since its stdin comes over /v1/executions/{id}/ws: do not ask to wait",
+        ));
+    }
+    Ok(None)
+}
+
 /// Run a script: queued (202) unless the caller waits for the result.
 #[utoipa::path(post, path = "/v1/scripts/{id_or_name}/execute", operation_id = "executeScript", tag = "executions",
     params(("id_or_name" = String, Path, description = "The script's id or name"), ExecuteQuery,
@@ -144,8 +164,8 @@ pub(super) async fn execute(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let wait = wait_for(&query, &headers, false)?;
     let request = parse_body(&headers, body)?;
+    let wait = wait_unless_interactive(&query, &headers, false, &request)?;
     let script = state
         .store
         .script(&id)?
@@ -254,7 +274,7 @@ pub(super) async fn execute_ad_hoc(
     if execution.version.is_some() {
         return Err(ApiError::invalid("version", "ad-hoc code has no versions"));
     }
-    let wait = wait_for(&query, &headers, true)?;
+    let wait = wait_unless_interactive(&query, &headers, true, &execution)?;
     // A component is compiled now, on the caller's account and while the
     // caller waits (a compile it leaves is stopped): not by a worker, which
     // other users' executions wait for.
@@ -284,7 +304,7 @@ fn new_record(
     target: Target,
     principal: &Principal,
 ) -> Result<ExecutionRecord, ApiError> {
-    let interactive = request.interactive;
+    let interactive = request.interactive.unwrap_or(false);
     let request = RunRequest {
         parameters: request.parameters,
         input: request.input,

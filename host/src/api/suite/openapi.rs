@@ -756,7 +756,32 @@ async fn cross_field_rules_in_the_document_are_the_server_s() {
         jsonschema::draft202012::new(&root).unwrap()
     };
     let main = "function main() { return 1; }";
+    let archive = {
+        use base64::Engine as _;
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut writer = zip::ZipWriter::new(&mut out);
+        writer
+            .start_file("lib.js", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut writer, main.as_bytes()).unwrap();
+        writer.finish().unwrap();
+        base64::engine::general_purpose::STANDARD.encode(out.into_inner())
+    };
     let cases = [
+        (
+            "/v1/scripts",
+            "post",
+            "/v1/scripts",
+            json!({"name": "zipped", "language": "javascript", "content_base64": archive, "entry": "lib.js"}),
+            true,
+        ),
+        (
+            "/v1/execute",
+            "post",
+            "/v1/execute",
+            json!({"language": "javascript", "code": main, "interactive": null}),
+            true,
+        ),
         (
             "/v1/execute",
             "post",
