@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{ADMIN_PASSWORD, Kiln, output_within, python};
+use crate::harness::{ADMIN_PASSWORD, Kiln, output_within, python, python_tool};
 
 #[test]
 fn a_client_generated_from_the_document_drives_the_server() {
@@ -25,13 +25,7 @@ fn a_client_generated_from_the_document_drives_the_server() {
     std::fs::write(&document, served).unwrap();
 
     // The generator sits beside the Python that setup.sh's environment has.
-    let tools = python().parent().map(Path::to_path_buf).unwrap_or_default();
-    let generator = tools.join("openapi-python-client");
-    assert!(
-        generator.exists(),
-        "{} is missing: run scripts/setup.sh",
-        generator.display()
-    );
+    let (generator, tools) = python_tool("openapi-python-client");
     let generated = output_within(
         Command::new(&generator)
             .args(["generate", "--meta", "none", "--path"])

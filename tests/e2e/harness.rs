@@ -40,6 +40,19 @@ pub(crate) fn python() -> PathBuf {
     }
 }
 
+/// A command setup.sh installed beside that Python (`st`,
+/// `openapi-python-client`), with the `PATH` it runs under.
+pub(crate) fn python_tool(name: &str) -> (PathBuf, PathBuf) {
+    let tools = python().parent().map(Path::to_path_buf).unwrap_or_default();
+    let tool = tools.join(name);
+    assert!(
+        tool.exists(),
+        "{} is missing: run scripts/setup.sh",
+        tool.display()
+    );
+    (tool, tools)
+}
+
 /// Held by the tests that compile both language runtimes from an empty
 /// cache (both cores for a minute) and by those whose assertions are about
 /// timing under a steady load, so the two kinds never share the machine.

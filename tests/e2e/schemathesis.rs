@@ -11,11 +11,10 @@
 //! allows it and serde does not); those the in-process suite checks rule by
 //! rule (`api/suite/openapi.rs`).
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Kiln, output_within, python};
+use crate::harness::{Kiln, output_within, python_tool};
 
 #[test]
 fn schemathesis_finds_no_answer_the_document_does_not_describe() {
@@ -26,13 +25,7 @@ fn schemathesis_finds_no_answer_the_document_does_not_describe() {
         ("KILN_RATE_LIMIT_FAILED_AUTH_PER_MINUTE", "0"),
     ];
     let (kiln, _data) = Kiln::start(&limits_off);
-    let tools = python().parent().map(Path::to_path_buf).unwrap_or_default();
-    let schemathesis = tools.join("st");
-    assert!(
-        schemathesis.exists(),
-        "{} is missing: run scripts/setup.sh",
-        schemathesis.display()
-    );
+    let (schemathesis, tools) = python_tool("st");
     let report = tempfile::tempdir().unwrap();
     let ran = output_within(
         Command::new(&schemathesis)

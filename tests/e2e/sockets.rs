@@ -375,3 +375,41 @@ fn an_interactive_run_is_not_waited_for_and_unread_stdin_does_not_hold_it() {
     );
     assert_eq!(close, Some(CloseCode::Normal));
 }
+
+/// An open socket keeps its connection's place after the upgrade: the
+/// per-address cap counts it, and the place is free again once it closes.
+#[test]
+fn open_sockets_count_against_the_connection_cap() {
+    let (kiln, _dir) = Kiln::start(&[("KILN_SERVER_MAX_CONNECTIONS_PER_IP", "4")]);
+    kiln.create_component("sleeper", kiln_components::SLEEPER);
+    let id = start_interactive(
+        &kiln,
+        "sleeper",
+        json!({"interactive": true, "timeout_ms": 60_000}),
+    );
+    // The suite's own client may hold one idle connection too.
+    let mut sockets = Vec::new();
+    while let Ok(socket) = Socket::open(&kiln, &id, &kiln.token) {
+        sockets.push(socket);
+        assert!(
+            sockets.len() <= 4,
+            "a fifth socket from one address was let in"
+        );
+    }
+    assert!(sockets.len() >= 3, "only {} sockets", sockets.len());
+    let fresh = reqwest::blocking::Client::new();
+    let healthz = format!("{}/healthz", kiln.base);
+    assert!(
+        fresh.get(&healthz).send().is_err(),
+        "refused while the sockets are open"
+    );
+    drop(sockets);
+    crate::harness::eventually("a place once the sockets closed", || {
+        let fresh = reqwest::blocking::Client::new();
+        fresh
+            .get(&healthz)
+            .send()
+            .ok()
+            .filter(|r| r.status() == 200)
+    });
+}

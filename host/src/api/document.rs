@@ -163,3 +163,44 @@ fn also_on_body(document: &mut Value, path: &str, method: &str, also: &[Value]) 
         *schema = json!({ "allOf": all });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Each rule finds the schema or body it is written into: one renamed
+    /// would otherwise drop its rule without a word.
+    #[test]
+    fn every_cross_field_rule_lands() {
+        let document = super::super::rendered(super::super::routes_and_document().1);
+        let schemas = &document["components"]["schemas"];
+        let body = |path: &str, method: &str| {
+            &document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+        };
+        assert_eq!(schemas["AdHocExecution"]["additionalProperties"], false);
+        assert!(schemas["ScriptInput"]["if"].is_object());
+        assert!(schemas["ScriptInput"]["then"]["anyOf"].is_array());
+        for field in [
+            ("AdHocExecution", "code"),
+            ("ScriptInput", "content_base64"),
+        ] {
+            assert_eq!(
+                schemas[field.0]["properties"][field.1]["minLength"], 1,
+                "{field:?}"
+            );
+        }
+        let values = &schemas["ConfigInput"]["properties"]["values"];
+        assert_eq!(values["maxProperties"], 100);
+        assert!(values["propertyNames"]["pattern"].is_string());
+        for webhook in ["CreateWebhook", "UpdateWebhook"] {
+            let events = &schemas[webhook]["properties"]["events"]["items"]["enum"];
+            assert_eq!(events.as_array().map(Vec::len), Some(8), "{webhook}");
+        }
+        for (path, method, parts) in [
+            ("/v1/execute", "post", 2),
+            ("/v1/scripts", "post", 3),
+            ("/v1/scripts/{id_or_name}", "put", 2),
+        ] {
+            let all = body(path, method)["allOf"].as_array().map(Vec::len);
+            assert_eq!(all, Some(parts), "{method} {path}");
+        }
+    }
+}

@@ -95,11 +95,12 @@ impl Api {
         build: &impl Fn(&reqwest::Client, String) -> RequestBuilder,
     ) -> Result<Response, ClientError> {
         let request = build(&self.http, self.base.clone());
-        let request = match &self.credential {
-            Credential::Session { access_token, .. } => request.bearer_auth(access_token),
-            Credential::ApiKey { key } => request.header("x-api-key", key),
-        };
-        request.send().await.map_err(|e| transport(&self.base, &e))
+        let (name, value) = self.credential_header();
+        request
+            .header(name, value)
+            .send()
+            .await
+            .map_err(|e| transport(&self.base, &e))
     }
 
     /// A new access token, under the profiles' lock. If another command
@@ -188,12 +189,7 @@ impl Api {
         let mut request = url
             .into_client_request()
             .map_err(|e| ClientError::Protocol(format!("cannot make a WebSocket request: {e}")))?;
-        let (name, value) = match &self.credential {
-            Credential::Session { access_token, .. } => {
-                ("authorization", format!("Bearer {access_token}"))
-            }
-            Credential::ApiKey { key } => ("x-api-key", key.clone()),
-        };
+        let (name, value) = self.credential_header();
         let value = value.parse().map_err(|_| {
             ClientError::Profile("the stored credential is not a header value".into())
         })?;
@@ -212,6 +208,16 @@ impl Api {
                 url: self.base.clone(),
                 reason: e.to_string(),
             }),
+        }
+    }
+
+    /// The header that carries the credential, for HTTP and WebSocket alike.
+    fn credential_header(&self) -> (&'static str, String) {
+        match &self.credential {
+            Credential::Session { access_token, .. } => {
+                ("authorization", format!("Bearer {access_token}"))
+            }
+            Credential::ApiKey { key } => ("x-api-key", key.clone()),
         }
     }
 

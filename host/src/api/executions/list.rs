@@ -168,8 +168,15 @@ pub(super) fn normalized_time(
     value
         .map(|v| {
             if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&v) {
+                use chrono::Datelike as _;
                 let utc = t.with_timezone(&chrono::Utc);
-                return Ok(utc.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+                // An offset can carry a time out of the four-digit years,
+                // which would not compare as strings: the nearest one that does.
+                return Ok(match utc.year() {
+                    ..0 => "0000-01-01T00:00:00.000Z".into(),
+                    10_000.. => "9999-12-31T23:59:59.999Z".into(),
+                    _ => utc.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                });
             }
             humantime::parse_rfc3339_weak(&v)
                 .map(|t| humantime::format_rfc3339_millis(t).to_string())
@@ -414,6 +421,8 @@ mod tests {
         // Before any stored time, and so before every one.
         assert_eq!(at("0001-01-04T00:00:00.0Z"), "0001-01-04T00:00:00.000Z");
         assert!(at("0001-01-04T00:00:00.0Z") < crate::time_of_ms(0));
+        assert_eq!(at("9999-12-31T23:00:00-05:00"), "9999-12-31T23:59:59.999Z");
+        assert_eq!(at("0000-01-01T00:00:00+01:00"), "0000-01-01T00:00:00.000Z");
         assert!(normalized_time("t", Some("yesterday".into())).is_err());
     }
 

@@ -2,13 +2,13 @@
 //! same as `/events` sends, and the other way an interactive execution's
 //! stdin as its user types it.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse as _, Response};
-use std::sync::Arc;
-use std::time::Duration;
-
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -86,9 +86,6 @@ pub(super) async fn socket(
 /// Why a socket may not send stdin: an error code and a sentence.
 type Refusal = (&'static str, String);
 
-/// Bytes on their way to the run, and where they go.
-type Chunk = (mpsc::Sender<Bytes>, Bytes);
-
 /// What a socket may do with the execution's stdin.
 enum Stdin {
     /// May send; takes the execution's sender at its first message, so a
@@ -127,6 +124,14 @@ impl Stdin {
         Self::Allowed(live.clone())
     }
 
+    /// Where stdin goes, while this socket holds it.
+    fn sender(&self) -> Option<&mpsc::Sender<Bytes>> {
+        match self {
+            Self::Open { sender, .. } => Some(sender),
+            _ => None,
+        }
+    }
+
     /// The sender, taken now if it was not yet.
     fn open(&mut self) -> Result<(&mpsc::Sender<Bytes>, &mut usize), Refusal> {
         if let Self::Allowed(live) = self {
@@ -150,8 +155,8 @@ impl Stdin {
 
     /// Takes `chunk` to send, or says why not (closing stdin when it is
     /// past the bound).
-    fn take(&mut self, chunk: Bytes) -> Result<Option<Chunk>, Refusal> {
-        let (sender, left) = self.open()?;
+    fn take(&mut self, chunk: Bytes) -> Result<Option<Bytes>, Refusal> {
+        let (_, left) = self.open()?;
         if chunk.len() > *left {
             *self = Self::Refused(
                 "PAYLOAD_TOO_LARGE",
@@ -165,7 +170,7 @@ impl Stdin {
             ));
         }
         *left -= chunk.len();
-        Ok((!chunk.is_empty()).then(|| (sender.clone(), chunk)))
+        Ok((!chunk.is_empty()).then_some(chunk))
     }
 
     /// `eof`: the run reads end of file.
@@ -194,7 +199,7 @@ enum ClientMessage {
 /// not read) while events still go out.
 async fn converse(mut socket: WebSocket, stream: EventStream, mut stdin: Stdin) {
     let mut frames = stream.frames;
-    let mut pending: Option<Chunk> = None;
+    let mut pending: Option<Bytes> = None;
     loop {
         tokio::select! {
             frame = frames.next() => {
@@ -208,16 +213,14 @@ async fn converse(mut socket: WebSocket, stream: EventStream, mut stdin: Stdin) 
                     return;
                 }
             }
-            sent = async { pending.as_ref().map(|(sender, _)| sender.clone())?.reserve_owned().await.ok() },
+            permit = async { stdin.sender()?.clone().reserve_owned().await.ok() },
                 if pending.is_some() =>
             {
-                let Some((sender, mut chunk)) = pending.take() else { continue };
-                match sent {
+                let mut chunk = pending.take().unwrap_or_default();
+                match permit {
                     Some(permit) => {
                         permit.send(chunk.split_to(chunk.len().min(STDIN_PIECE_BYTES)));
-                        if !chunk.is_empty() {
-                            pending = Some((sender, chunk));
-                        }
+                        pending = (!chunk.is_empty()).then_some(chunk);
                     }
                     // The run has ended; its `done` is on the way.
                     None => {
@@ -226,38 +229,16 @@ async fn converse(mut socket: WebSocket, stream: EventStream, mut stdin: Stdin) 
                 }
             }
             incoming = socket.recv(), if pending.is_none() => {
-                let chunk = match incoming {
+                let message = match incoming {
                     // Gone: dropping the sender closes stdin.
                     None | Some(Ok(Message::Close(_))) => return,
                     Some(Err(e)) => {
                         let _ = send(&mut socket, Message::Close(Some(close_for(e)))).await;
                         return;
                     }
-                    Some(Ok(Message::Binary(bytes))) => bytes,
-                    Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
-                        Ok(ClientMessage::Stdin(data)) => Bytes::from(data),
-                        Ok(ClientMessage::Eof) => match stdin.close() {
-                            Ok(()) => continue,
-                            Err((code, why)) => {
-                                if !send(&mut socket, error_message(code, &why)).await {
-                                    return;
-                                }
-                                continue;
-                            }
-                        },
-                        Err(e) => {
-                            let refusal = format!(
-                                "a message is {{\"event\": \"stdin\", \"data\": text}}, {{\"event\": \"eof\"}} or binary stdin: {e}"
-                            );
-                            if !send(&mut socket, error_message("VALIDATION_ERROR", &refusal)).await {
-                                return;
-                            }
-                            continue;
-                        }
-                    },
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(message)) => message,
                 };
-                match stdin.take(chunk) {
+                match heard(&mut stdin, message) {
                     Ok(next) => pending = next,
                     Err((code, why)) => {
                         if !send(&mut socket, error_message(code, &why)).await {
@@ -273,6 +254,28 @@ async fn converse(mut socket: WebSocket, stream: EventStream, mut stdin: Stdin) 
         reason: "the execution is final".into(),
     }));
     let _ = send(&mut socket, close).await;
+}
+
+/// What a client's message asks of stdin: bytes to send, nothing more
+/// (`eof`, a ping), or a refusal to answer.
+fn heard(stdin: &mut Stdin, message: Message) -> Result<Option<Bytes>, Refusal> {
+    let chunk = match message {
+        Message::Binary(bytes) => bytes,
+        Message::Text(text) => match serde_json::from_str(text.as_str()) {
+            Ok(ClientMessage::Stdin(data)) => Bytes::from(data),
+            Ok(ClientMessage::Eof) => return stdin.close().map(|()| None),
+            Err(e) => {
+                return Err((
+                    "VALIDATION_ERROR",
+                    format!(
+                        "a message is {{\"event\": \"stdin\", \"data\": text}}, {{\"event\": \"eof\"}} or binary stdin: {e}"
+                    ),
+                ));
+            }
+        },
+        _ => return Ok(None),
+    };
+    stdin.take(chunk)
 }
 
 /// Sends one message; false when the client is gone or takes nothing for
