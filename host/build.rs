@@ -1,7 +1,7 @@
 //! Facts `kiln --version` prints: the git commit, the wasmtime version in
 //! Cargo.lock, and the target triple.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -28,6 +28,8 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=KILN_WASMTIME_VERSION={wasmtime}");
+
+    console(root);
 
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
     println!("cargo:rustc-env=KILN_TARGET={target}");
@@ -59,4 +61,49 @@ fn main() {
             }
         }
     }
+}
+
+/// Builds the web console (`console/`, esbuild through node) into OUT_DIR
+/// and writes the table `src/console.rs` embeds. Its npm packages come from
+/// `scripts/setup.sh` (`npm ci`); without them the build says so.
+fn console(root: &Path) {
+    let console = root.join("console");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("console");
+    for watched in ["src", "build.mjs", "package-lock.json"] {
+        println!("cargo:rerun-if-changed={}", console.join(watched).display());
+    }
+    if !console.join("node_modules").is_dir() {
+        panic!(
+            "the web console's packages are not installed ({}/node_modules): run ./scripts/setup.sh",
+            console.display()
+        );
+    }
+    let status = Command::new("node")
+        .arg(console.join("build.mjs"))
+        .arg(&out)
+        .current_dir(&console)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("building the web console failed ({s}): see the output above"),
+        Err(e) => panic!("cannot run node to build the web console: {e}; run ./scripts/setup.sh"),
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", out.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut table = String::from("pub(crate) static ASSETS: &[(&str, &[u8])] = &[\n");
+    for file in &files {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        table.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            file.display().to_string()
+        ));
+    }
+    table.push_str("];\n");
+    let generated = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("console_assets.rs");
+    std::fs::write(&generated, table)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", generated.display()));
 }

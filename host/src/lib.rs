@@ -10,6 +10,7 @@ mod client;
 mod client_ip;
 mod compiler;
 mod config;
+mod console;
 mod contract;
 mod egress;
 mod executions;

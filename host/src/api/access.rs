@@ -127,6 +127,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/executions/{id}/cancel", Needs(ExecuteScripts)),
     ("GET", "/v1/schedules", Needs(ManageSchedules)),
     ("POST", "/v1/schedules", Needs(ManageSchedules)),
+    ("GET", "/v1/schedules/preview", Needs(ManageSchedules)),
     ("GET", "/v1/schedules/{id}", Needs(ManageSchedules)),
     ("PUT", "/v1/schedules/{id}", Needs(ManageSchedules)),
     ("DELETE", "/v1/schedules/{id}", Needs(ManageSchedules)),

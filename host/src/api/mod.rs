@@ -156,8 +156,11 @@ pub fn router(state: AppState) -> Router {
         .route("/fn/{name}", axum::routing::any(functions::call))
         .route("/fn/{name}/", axum::routing::any(functions::call))
         .route("/fn/{name}/{*path}", axum::routing::any(functions::call));
-    let routes = api
-        .merge(guarded(functions, &state))
+    let mut routes = api.merge(guarded(functions, &state));
+    if state.config.server.console {
+        routes = routes.merge(crate::console::routes());
+    }
+    let routes = routes
         .layer(axum::Extension(OpenApiJson(Arc::new(document))))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(max_body))

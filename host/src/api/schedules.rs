@@ -19,6 +19,7 @@ use crate::store::{ExecutionStatus, Overlap, ScheduleRecord, StoreError};
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
+        .routes(routes!(preview))
         .routes(routes!(read, update, delete))
 }
 
@@ -42,6 +43,9 @@ pub struct ScheduleView {
     overlap: Overlap,
     /// When it runs next (RFC 3339 UTC); null while paused.
     next_run_at: Option<String>,
+    /// The next five times it runs (RFC 3339 UTC), the first being
+    /// `next_run_at`; empty while paused.
+    next_runs: Vec<String>,
     last_run_at: Option<String>,
     last_execution_id: Option<String>,
     /// The status of the last run's execution.
@@ -58,6 +62,7 @@ fn view(state: &AppState, record: ScheduleRecord) -> Result<ScheduleView, ApiErr
     };
     Ok(ScheduleView {
         next_run_at: record.next_run_ms.and_then(format_ms),
+        next_runs: upcoming(&record),
         id: record.id,
         name: record.name,
         script_id: record.script_id,
@@ -73,6 +78,25 @@ fn view(state: &AppState, record: ScheduleRecord) -> Result<ScheduleView, ApiErr
         created_at: record.created_at,
         updated_at: record.updated_at,
     })
+}
+
+/// How many fire times a schedule's view lists.
+const PREVIEW_RUNS: usize = 5;
+
+/// The next fire times from `first` on (`PREVIEW_RUNS` of them).
+fn fire_times(cron: &Cron, first: Option<u64>) -> Vec<String> {
+    std::iter::successors(first, |&at| cron.next_after(at))
+        .take(PREVIEW_RUNS)
+        .filter_map(format_ms)
+        .collect()
+}
+
+/// A schedule's next fire times, from its stored next run on.
+fn upcoming(record: &ScheduleRecord) -> Vec<String> {
+    match Cron::parse(&record.cron, &record.timezone) {
+        Ok(cron) => fire_times(&cron, record.next_run_ms),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// A new schedule.
@@ -260,6 +284,45 @@ pub struct ListQuery {
 }
 
 /// List schedules, oldest first.
+/// A cron and zone to try before saving them.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PreviewQuery {
+    /// As a schedule's `cron`.
+    cron: String,
+    /// IANA time zone (default UTC).
+    timezone: Option<String>,
+}
+
+/// When a cron would fire.
+#[derive(Debug, Serialize, ToSchema)]
+struct CronPreview {
+    cron: String,
+    timezone: String,
+    /// Its next five times after now (RFC 3339 UTC).
+    next_runs: Vec<String>,
+}
+
+/// The next five times a cron fires in a time zone, as a schedule with them
+/// would run; a bad cron or zone is the 400 that creating it would get.
+#[utoipa::path(get, path = "/v1/schedules/preview", operation_id = "previewSchedule", tag = "schedules",
+    params(PreviewQuery),
+    responses(
+        (status = 200, description = "Its next times", body = CronPreview),
+        (status = 400, description = "A bad cron or time zone; `details` name which", body = ErrorEnvelope),
+    ))]
+async fn preview(
+    ApiQuery(query): ApiQuery<PreviewQuery>,
+) -> Result<axum::Json<CronPreview>, ApiError> {
+    let timezone = query.timezone.unwrap_or_else(|| "UTC".into());
+    let cron = parse_cron(&query.cron, &timezone)?;
+    Ok(axum::Json(CronPreview {
+        next_runs: fire_times(&cron, cron.next_after(crate::now_ms())),
+        cron: query.cron,
+        timezone,
+    }))
+}
+
 #[utoipa::path(get, path = "/v1/schedules", operation_id = "listSchedules", tag = "schedules",
     params(ListQuery),
     responses(

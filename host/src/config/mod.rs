@@ -116,6 +116,9 @@ sections! {
         /// API from a browser (CORS), or `*` for any. None by default.
         /// HTTP functions answer their own preflights.
         cors_origins: Vec<String> = Vec::new(),
+        /// The web console at `/` (assets built into the binary); off, `/`
+        /// is a 404 like any unknown path.
+        console: bool = true,
     }
 
     /// What `kiln serve` logs to stderr, and how. Which events is

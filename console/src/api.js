@@ -1,0 +1,192 @@
+// The console's only way to the node: the public HTTP API, with the
+// caller's own token. Tokens live in this module's memory and nowhere else:
+// a reload asks for the password again, and nothing secret is in storage.
+
+let session = null; // { access, refresh, scopes, role, username, expires }
+const listeners = new Set();
+
+/** An answer in the contract's error shape (or a network failure). */
+export class ApiFailure extends Error {
+  constructor(status, code, message, requestId, details) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.requestId = requestId;
+    this.details = details ?? [];
+  }
+}
+
+export function onSession(listener) {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+function setSession(next) {
+  session = next;
+  for (const listener of listeners) listener(session);
+}
+
+export function currentSession() {
+  return session;
+}
+
+/** Whether the session's token carries `scope` (admins hold every one). */
+export function can(scope) {
+  return !!session && (session.scopes.includes("admin") || session.scopes.includes(scope));
+}
+
+function claims(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload));
+  } catch {
+    return {};
+  }
+}
+
+function adopt(tokens, username) {
+  const c = claims(tokens.access_token);
+  setSession({
+    access: tokens.access_token,
+    refresh: tokens.refresh_token,
+    scopes: c.scopes ?? [],
+    role: c.role ?? "viewer",
+    username: username ?? session?.username ?? "",
+  });
+}
+
+async function failure(response) {
+  const requestId = response.headers.get("x-request-id") ?? "";
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    /* not JSON: a proxy's page, say */
+  }
+  const e = body?.error;
+  return new ApiFailure(
+    response.status,
+    e?.code ?? `HTTP_${response.status}`,
+    e?.message ?? response.statusText ?? "the request failed",
+    e?.request_id ?? requestId,
+    e?.details,
+  );
+}
+
+async function send(method, path, { body, query, headers = {}, signal } = {}) {
+  const url = new URL(path, window.location.origin);
+  for (const [k, v] of Object.entries(query ?? {})) {
+    if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
+  }
+  const init = { method, headers: { ...headers }, signal };
+  if (session) init.headers.authorization = `Bearer ${session.access}`;
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  try {
+    return await fetch(url, init);
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new ApiFailure(0, "NETWORK_ERROR", `cannot reach the node: ${e.message}`, "");
+  }
+}
+
+let refreshing = null;
+
+/** Trades the refresh token for a new pair, once however many ask at once. */
+async function refresh() {
+  if (!session?.refresh) return false;
+  refreshing ??= (async () => {
+    const r = await fetch("/v1/auth/refresh", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ refresh_token: session.refresh }),
+    });
+    if (!r.ok) return false;
+    adopt(await r.json());
+    return true;
+  })().finally(() => {
+    refreshing = null;
+  });
+  return refreshing;
+}
+
+/** One call; a 401 on an expired access token is refreshed quietly once. */
+export async function raw(method, path, options = {}) {
+  let response = await send(method, path, options);
+  if (response.status === 401 && session && (await refresh().catch(() => false))) {
+    response = await send(method, path, options);
+  }
+  if (response.status === 401 && session) {
+    const e = await failure(response);
+    setSession(null);
+    throw e;
+  }
+  if (!response.ok) throw await failure(response);
+  return response;
+}
+
+export async function call(method, path, options) {
+  const response = await raw(method, path, options);
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+export const get = (path, query) => call("GET", path, { query });
+export const post = (path, body, query) => call("POST", path, { body, query });
+export const put = (path, body) => call("PUT", path, { body });
+export const del = (path, query) => call("DELETE", path, { query });
+
+export async function login(username, password) {
+  const r = await send("POST", "/v1/auth/login", { body: { username, password } });
+  if (!r.ok) throw await failure(r);
+  adopt(await r.json(), username);
+}
+
+export async function logout() {
+  try {
+    if (session) await send("POST", "/v1/auth/logout");
+  } finally {
+    setSession(null);
+  }
+}
+
+/**
+ * Reads an execution's Server-Sent Events with the session's token (an
+ * EventSource cannot send one), handing each `{event, data}` to `onEvent`
+ * until the stream ends or `signal` aborts it.
+ */
+export async function events(id, onEvent, signal) {
+  const response = await raw("GET", `/v1/executions/${encodeURIComponent(id)}/events`, {
+    headers: { accept: "text/event-stream" },
+    signal,
+  });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(buffer.slice(end).match(/^\r?\n\r?\n/)[0].length + end);
+      let event = "message";
+      const data = [];
+      for (const line of block.split(/\r?\n/)) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (data.length) {
+        let parsed;
+        try {
+          parsed = JSON.parse(data.join("\n"));
+        } catch {
+          parsed = data.join("\n");
+        }
+        onEvent(event, parsed);
+      }
+    }
+  }
+}

@@ -1,0 +1,114 @@
+// The console: a hash router over pages that use only the public API.
+import { render } from "preact";
+import { useEffect, useState } from "preact/hooks";
+import { can, currentSession, logout, onSession } from "./api.js";
+import { Login } from "./pages/login.jsx";
+import { ScriptList, NewScript, ScriptPage } from "./pages/scripts.jsx";
+import { ExecutionList, ExecutionPage } from "./pages/executions.jsx";
+import { Schedules } from "./pages/schedules.jsx";
+import { Keys } from "./pages/keys.jsx";
+import { Users } from "./pages/users.jsx";
+import { Webhooks } from "./pages/webhooks.jsx";
+import { Dashboard } from "./pages/dashboard.jsx";
+import { Empty } from "./ui.jsx";
+
+function parseHash() {
+  const raw = window.location.hash.replace(/^#/, "") || "/";
+  const [path, query = ""] = raw.split("?");
+  return { parts: path.split("/").filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(query) };
+}
+
+const NAV = [
+  ["", "Dashboard", null],
+  ["scripts", "Scripts", "read:scripts"],
+  ["executions", "Executions", "read:executions"],
+  ["schedules", "Schedules", "manage:schedules"],
+  ["webhooks", "Webhooks", "manage:webhooks"],
+  ["keys", "API keys", null],
+  ["users", "Users", "admin"],
+];
+
+function Page({ route }) {
+  const [first, second, third] = route.parts;
+  const q = route.query;
+  switch (first) {
+    case undefined:
+      return <Dashboard />;
+    case "scripts":
+      if (second === "new") return <NewScript />;
+      if (second) return <ScriptPage id={second} tab={third ?? "code"} />;
+      return <ScriptList query={q} />;
+    case "executions":
+      if (second) return <ExecutionPage id={second} />;
+      return <ExecutionList query={q} />;
+    case "schedules":
+      return <Schedules />;
+    case "webhooks":
+      return <Webhooks id={second} />;
+    case "keys":
+      return <Keys />;
+    case "users":
+      return <Users />;
+    default:
+      return (
+        <Empty title="No such page">
+          <a href="#/">Back to the dashboard</a>
+        </Empty>
+      );
+  }
+}
+
+function App() {
+  const [session, setSession] = useState(currentSession());
+  const [route, setRoute] = useState(parseHash());
+  const [menu, setMenu] = useState(false);
+  useEffect(() => onSession(setSession), []);
+  useEffect(() => {
+    const moved = () => {
+      setRoute(parseHash());
+      setMenu(false);
+    };
+    window.addEventListener("hashchange", moved);
+    return () => window.removeEventListener("hashchange", moved);
+  }, []);
+  if (!session) return <Login />;
+  const here = route.parts[0] ?? "";
+  return (
+    <div class="layout">
+      <header class="top">
+        <a class="brand" href="#/">
+          <img src="/assets/favicon.svg" alt="" width="22" height="22" /> Kiln
+        </a>
+        <button
+          type="button"
+          class="menu-toggle secondary"
+          aria-expanded={menu}
+          aria-controls="nav"
+          onClick={() => setMenu(!menu)}
+        >
+          Menu
+        </button>
+        <nav id="nav" class={menu ? "open" : ""} aria-label="Main">
+          {NAV.filter(([, , scope]) => !scope || can(scope)).map(([path, label]) => (
+            <a href={`#/${path}`} aria-current={here === path ? "page" : undefined}>
+              {label}
+            </a>
+          ))}
+        </nav>
+        <div class="who">
+          <span class="muted small" data-testid="whoami">
+            {session.username} ({session.role})
+          </span>
+          <button type="button" class="secondary" onClick={() => logout()}>
+            Log out
+          </button>
+        </div>
+      </header>
+      <main id="main">
+        <Page route={route} />
+      </main>
+    </div>
+  );
+}
+
+render(<App />, document.getElementById("app"));

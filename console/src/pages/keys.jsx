@@ -1,0 +1,129 @@
+import { useState } from "preact/hooks";
+import { can, currentSession, del, get, post } from "../api.js";
+import { CopyButton, Empty, ErrorBox, Field, Loading, useLoad, when } from "../ui.jsx";
+
+const SCOPES = ["read:scripts", "write:scripts", "execute:scripts", "read:executions", "manage:schedules", "manage:webhooks", "admin"];
+
+export function Keys() {
+  const list = useLoad(() => get("/v1/api-keys", { size: 100 }), []);
+  const mine = SCOPES.filter((s) => can(s));
+  const [name, setName] = useState("");
+  const [scopes, setScopes] = useState(mine.filter((s) => s !== "admin"));
+  const [days, setDays] = useState("");
+  const [created, setCreated] = useState(null);
+  const [error, setError] = useState(null);
+  async function submit(e) {
+    e.preventDefault();
+    setError(null);
+    try {
+      const key = await post("/v1/api-keys", {
+        name,
+        scopes,
+        expires_in_days: days ? Number(days) : undefined,
+      });
+      setCreated(key);
+      setName("");
+      list.reload();
+    } catch (err) {
+      setError(err);
+    }
+  }
+  async function revoke(key) {
+    if (!window.confirm(`Revoke ${key.name}? Programs using it stop working at once.`)) return;
+    try {
+      await del(`/v1/api-keys/${key.id}`);
+      list.reload();
+    } catch (err) {
+      setError(err);
+    }
+  }
+  return (
+    <section class="stack">
+      <h1>API keys</h1>
+      <p class="muted">
+        Keys act as {currentSession()?.username} with the scopes you give them (at most your own). Send one as{" "}
+        <code>X-API-Key</code>.
+      </p>
+      {created && (
+        <div class="card reveal" role="status" data-testid="new-key">
+          <p>
+            <strong>{created.name}</strong>: copy it now. It is not shown again.
+          </p>
+          <p>
+            <code class="secret">{created.key}</code> <CopyButton text={created.key} />
+          </p>
+          <button type="button" class="secondary" onClick={() => setCreated(null)}>
+            Done
+          </button>
+        </div>
+      )}
+      <form class="card stack" onSubmit={submit}>
+        <h2 class="h3">New key</h2>
+        <ErrorBox error={error} />
+        <div class="row">
+          <Field label="Name" id="key-name">
+            <input id="key-name" required maxLength={128} value={name} onInput={(e) => setName(e.currentTarget.value)} />
+          </Field>
+          <Field label="Expires after (days)" id="key-days" hint="Empty: never.">
+            <input id="key-days" type="number" min="1" max="3650" aria-describedby="key-days-hint" value={days} onInput={(e) => setDays(e.currentTarget.value)} />
+          </Field>
+        </div>
+        <fieldset>
+          <legend>Scopes</legend>
+          {mine.map((s) => (
+            <label class="check">
+              <input
+                type="checkbox"
+                checked={scopes.includes(s)}
+                onChange={(e) => setScopes(e.currentTarget.checked ? [...scopes, s] : scopes.filter((x) => x !== s))}
+              />{" "}
+              {s}
+            </label>
+          ))}
+        </fieldset>
+        <div>
+          <button type="submit" disabled={scopes.length === 0}>
+            Create key
+          </button>
+        </div>
+      </form>
+      <ErrorBox error={list.error} />
+      {list.loading && !list.data && <Loading />}
+      {list.data && list.data.data.length === 0 && <Empty title="No API keys yet.">Create one above for a program or CI job.</Empty>}
+      {list.data && list.data.data.length > 0 && (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Prefix</th>
+                <th scope="col">Scopes</th>
+                <th scope="col">Created</th>
+                <th scope="col">Expires</th>
+                <th scope="col"><span class="visually-hidden">Actions</span></th>
+              </tr>
+            </thead>
+            <tbody>
+              {list.data.data.map((k) => (
+                <tr>
+                  <td>{k.name}</td>
+                  <td>
+                    <code>{k.prefix}…</code>
+                  </td>
+                  <td class="small">{k.scopes.join(", ")}</td>
+                  <td>{when(k.created_at)}</td>
+                  <td>{k.expires_at ? when(k.expires_at) : "never"}</td>
+                  <td>
+                    <button type="button" class="danger" onClick={() => revoke(k)}>
+                      Revoke
+                    </button>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  );
+}

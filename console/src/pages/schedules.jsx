@@ -1,0 +1,220 @@
+import { useEffect, useState } from "preact/hooks";
+import { del, get, post, put } from "../api.js";
+import { Empty, ErrorBox, Field, Loading, Status, useLoad, when } from "../ui.jsx";
+import { parseParameters } from "./run.jsx";
+
+const zones = () => {
+  try {
+    return Intl.supportedValuesOf("timeZone");
+  } catch {
+    return ["UTC"];
+  }
+};
+
+export function Schedules() {
+  const list = useLoad(() => get("/v1/schedules", { size: 100 }), []);
+  const [error, setError] = useState(null);
+  async function toggle(s) {
+    setError(null);
+    try {
+      await put(`/v1/schedules/${s.id}`, { active: !s.active });
+      list.reload();
+    } catch (err) {
+      setError(err);
+    }
+  }
+  async function remove(s) {
+    if (!window.confirm(`Delete the schedule ${s.name}?`)) return;
+    try {
+      await del(`/v1/schedules/${s.id}`);
+      list.reload();
+    } catch (err) {
+      setError(err);
+    }
+  }
+  return (
+    <section class="stack">
+      <h1>Schedules</h1>
+      <NewSchedule created={list.reload} />
+      <ErrorBox error={error ?? list.error} />
+      {list.loading && !list.data && <Loading />}
+      {list.data && list.data.data.length === 0 && (
+        <Empty title="No schedules yet.">Create one above: a cron, its time zone and the script it runs.</Empty>
+      )}
+      {list.data && list.data.data.length > 0 && (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Cron</th>
+                <th scope="col">Next runs</th>
+                <th scope="col">Last run</th>
+                <th scope="col"><span class="visually-hidden">Actions</span></th>
+              </tr>
+            </thead>
+            <tbody>
+              {list.data.data.map((s) => (
+                <tr>
+                  <td>
+                    {s.name}
+                    <div class="muted small">
+                      <a href={`#/scripts/${s.script_id}`}>script</a> · {s.active ? "active" : "paused"}
+                    </div>
+                  </td>
+                  <td>
+                    <code>{s.cron}</code>
+                    <div class="muted small">{s.timezone}</div>
+                  </td>
+                  <td>
+                    <NextRuns times={s.next_runs} />
+                  </td>
+                  <td>
+                    {s.last_execution_id ? (
+                      <a href={`#/executions/${s.last_execution_id}`}>
+                        {when(s.last_run_at)} {s.last_status && <Status status={s.last_status} />}
+                      </a>
+                    ) : (
+                      <span class="muted">not yet</span>
+                    )}
+                  </td>
+                  <td class="actions">
+                    <button type="button" class="secondary" onClick={() => toggle(s)}>
+                      {s.active ? "Pause" : "Resume"}
+                    </button>
+                    <button type="button" class="danger" onClick={() => remove(s)}>
+                      Delete
+                    </button>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  );
+}
+
+function NextRuns({ times }) {
+  if (!times?.length) return <span class="muted">none</span>;
+  return (
+    <ol class="times" data-testid="next-runs">
+      {times.map((t) => (
+        <li>
+          <time datetime={t}>{when(t)}</time>
+        </li>
+      ))}
+    </ol>
+  );
+}
+
+function NewSchedule({ created }) {
+  const scripts = useLoad(() => get("/v1/scripts", { size: 100, sort: "name", order: "asc" }), []);
+  const [form, setForm] = useState({
+    name: "",
+    script_id: "",
+    cron: "*/5 * * * *",
+    timezone: Intl.DateTimeFormat().resolvedOptions().timeZone ?? "UTC",
+    parameters: "{}",
+  });
+  const [preview, setPreview] = useState(null);
+  const [error, setError] = useState(null);
+  const set = (change) => setForm({ ...form, ...change });
+  // The next five times, from the node itself, as the cron and zone change.
+  useEffect(() => {
+    if (!form.cron.trim()) return undefined;
+    const timer = setTimeout(() => {
+      get("/v1/schedules/preview", { cron: form.cron, timezone: form.timezone }).then(
+        (p) => setPreview({ times: p.next_runs }),
+        (e) => setPreview({ error: e }),
+      );
+    }, 250);
+    return () => clearTimeout(timer);
+  }, [form.cron, form.timezone]);
+  const parameters = parseParameters(form.parameters);
+  async function submit(e) {
+    e.preventDefault();
+    setError(null);
+    try {
+      await post("/v1/schedules", {
+        name: form.name,
+        script_id: form.script_id,
+        cron: form.cron,
+        timezone: form.timezone,
+        parameters: parameters.value,
+      });
+      set({ name: "" });
+      created();
+    } catch (err) {
+      setError(err);
+    }
+  }
+  const options = scripts.data?.data ?? [];
+  return (
+    <details class="card" open>
+      <summary>New schedule</summary>
+      <form class="stack" onSubmit={submit}>
+        <ErrorBox error={error ?? scripts.error} />
+        {scripts.data && options.length === 0 && <p class="muted">Create a script first: a schedule runs one.</p>}
+        <div class="row">
+          <Field label="Name" id="schedule-name">
+            <input id="schedule-name" required maxLength={128} value={form.name} onInput={(e) => set({ name: e.currentTarget.value })} />
+          </Field>
+          <Field label="Script" id="schedule-script">
+            <select id="schedule-script" required value={form.script_id} onChange={(e) => set({ script_id: e.currentTarget.value })}>
+              <option value="">choose…</option>
+              {options.map((s) => (
+                <option value={s.id}>{s.name}</option>
+              ))}
+            </select>
+          </Field>
+        </div>
+        <div class="row">
+          <Field label="Cron" id="schedule-cron" hint="5 fields (minute first), 6 (seconds first), or @hourly, @daily…">
+            <input
+              id="schedule-cron"
+              required
+              class="code"
+              aria-describedby="schedule-cron-hint"
+              value={form.cron}
+              onInput={(e) => set({ cron: e.currentTarget.value })}
+            />
+          </Field>
+          <Field label="Time zone" id="schedule-zone">
+            <select id="schedule-zone" value={form.timezone} onChange={(e) => set({ timezone: e.currentTarget.value })}>
+              {["UTC", ...zones().filter((z) => z !== "UTC")].map((z) => (
+                <option value={z}>{z}</option>
+              ))}
+            </select>
+          </Field>
+        </div>
+        <div aria-live="polite">
+          {preview?.error && <ErrorBox error={preview.error} />}
+          {preview?.times && (
+            <div>
+              <p class="small muted">Next five runs (shown in your browser's time):</p>
+              <NextRuns times={preview.times} />
+            </div>
+          )}
+        </div>
+        <Field label="Parameters (JSON object)" id="schedule-parameters" hint={parameters.error ?? "Every run gets these."}>
+          <textarea
+            id="schedule-parameters"
+            rows="3"
+            class="code"
+            aria-invalid={parameters.error ? "true" : "false"}
+            aria-describedby="schedule-parameters-hint"
+            value={form.parameters}
+            onInput={(e) => set({ parameters: e.currentTarget.value })}
+          />
+        </Field>
+        <div>
+          <button type="submit" disabled={!!parameters.error}>
+            Create schedule
+          </button>
+        </div>
+      </form>
+    </details>
+  );
+}

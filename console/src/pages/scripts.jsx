@@ -1,0 +1,441 @@
+import { useState } from "preact/hooks";
+import { can, del, get, post, put } from "../api.js";
+import { CodeEditor, DiffView } from "../editor.jsx";
+import { ago, Empty, ErrorBox, Field, href, Loading, navigate, Status, useLoad, when } from "../ui.jsx";
+import { RunPanel } from "./run.jsx";
+import { ConfigPanel } from "./config.jsx";
+
+const TEMPLATES = {
+  javascript: `// main receives the parameters; what it returns is the result.
+export default function main(params) {
+  console.log("hello from Kiln");
+  return { greeting: \`hello, \${params.name ?? "world"}\` };
+}
+`,
+  python: `# main receives the parameters; what it returns is the result.
+def main(params):
+    print("hello from Kiln")
+    return {"greeting": f"hello, {params.get('name', 'world')}"}
+`,
+};
+
+export function ScriptList({ query }) {
+  const search = query.get("search") ?? "";
+  const language = query.get("language") ?? "";
+  const status = query.get("status") ?? "";
+  const page = Number(query.get("page") ?? 1);
+  const [typed, setTyped] = useState(search);
+  const list = useLoad(
+    () => get("/v1/scripts", { search, language, status, page, size: 20, sort: "updated_at", order: "desc" }),
+    [search, language, status, page],
+  );
+  const filter = (change) => navigate("/scripts", { search, language, status, ...change, page: undefined });
+  return (
+    <section>
+      <div class="title">
+        <h1>Scripts</h1>
+        {can("write:scripts") && (
+          <a class="button" href="#/scripts/new">
+            New script
+          </a>
+        )}
+      </div>
+      <form
+        class="filters"
+        role="search"
+        onSubmit={(e) => {
+          e.preventDefault();
+          filter({ search: typed });
+        }}
+      >
+        <Field label="Search" id="script-search">
+          <input id="script-search" type="search" value={typed} onInput={(e) => setTyped(e.currentTarget.value)} />
+        </Field>
+        <Field label="Language" id="script-language">
+          <select id="script-language" value={language} onChange={(e) => filter({ language: e.currentTarget.value })}>
+            <option value="">any</option>
+            <option value="javascript">JavaScript</option>
+            <option value="python">Python</option>
+            <option value="wasm">WebAssembly</option>
+          </select>
+        </Field>
+        <Field label="Status" id="script-status">
+          <select id="script-status" value={status} onChange={(e) => filter({ status: e.currentTarget.value })}>
+            <option value="">any</option>
+            <option value="active">active</option>
+            <option value="draft">draft</option>
+            <option value="archived">archived</option>
+          </select>
+        </Field>
+        <button type="submit" class="secondary">
+          Search
+        </button>
+      </form>
+      <ErrorBox error={list.error} />
+      {list.loading && !list.data && <Loading />}
+      {list.data && list.data.data.length === 0 && (
+        <Empty title={search || language || status ? "No script matches." : "No scripts yet."}>
+          {can("write:scripts") ? (
+            <a href="#/scripts/new">Write one in the editor, or upload a .wasm component.</a>
+          ) : (
+            "A developer or admin can add one."
+          )}
+        </Empty>
+      )}
+      {list.data && list.data.data.length > 0 && (
+        <>
+          <div class="table-wrap">
+            <table>
+              <thead>
+                <tr>
+                  <th scope="col">Name</th>
+                  <th scope="col">Language</th>
+                  <th scope="col">Version</th>
+                  <th scope="col">Status</th>
+                  <th scope="col">Runs</th>
+                  <th scope="col">Updated</th>
+                </tr>
+              </thead>
+              <tbody>
+                {list.data.data.map((s) => (
+                  <tr>
+                    <td>
+                      <a href={`#/scripts/${encodeURIComponent(s.name)}`}>{s.name}</a>
+                      {s.description && <div class="muted small">{s.description}</div>}
+                    </td>
+                    <td>{s.language}</td>
+                    <td>{s.version}</td>
+                    <td>
+                      <Status status={s.status} />
+                    </td>
+                    <td>{s.execution_count}</td>
+                    <td title={when(s.updated_at)}>{ago(s.updated_at)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+          <Pager pagination={list.data.pagination} go={(p) => navigate("/scripts", { search, language, status, page: p })} />
+        </>
+      )}
+    </section>
+  );
+}
+
+export function Pager({ pagination, go }) {
+  const page = pagination.page ?? 1;
+  return (
+    <nav class="pager" aria-label="Pages">
+      <button type="button" class="secondary" disabled={!pagination.has_previous} onClick={() => go(page - 1)}>
+        Previous
+      </button>
+      <span class="muted small">
+        page {page}
+        {pagination.total_pages ? ` of ${pagination.total_pages}` : ""}
+      </span>
+      <button type="button" class="secondary" disabled={!pagination.has_next} onClick={() => go(page + 1)}>
+        Next
+      </button>
+    </nav>
+  );
+}
+
+function base64(buffer) {
+  let s = "";
+  const bytes = new Uint8Array(buffer);
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+export function NewScript() {
+  const [name, setName] = useState("");
+  const [language, setLanguage] = useState("javascript");
+  const [description, setDescription] = useState("");
+  const [code, setCode] = useState(TEMPLATES.javascript);
+  const [file, setFile] = useState(null);
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  if (!can("write:scripts")) return <Empty title="Your role cannot create scripts." />;
+  async function submit(e) {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const body = { name, language, description: description || undefined };
+      if (language === "wasm") {
+        if (!file) throw { message: "Choose a .wasm component to upload.", code: "VALIDATION_ERROR" };
+        body.content_base64 = base64(await file.arrayBuffer());
+      } else body.content = code;
+      const script = await post("/v1/scripts", body);
+      navigate(`/scripts/${encodeURIComponent(script.name)}`);
+    } catch (err) {
+      setError(err);
+      setBusy(false);
+    }
+  }
+  return (
+    <section>
+      <h1>New script</h1>
+      <form onSubmit={submit} class="stack">
+        <ErrorBox error={error} />
+        <div class="row">
+          <Field label="Name" id="new-name" hint="Letters, digits, _ . and -; unique on this node.">
+            <input
+              id="new-name"
+              required
+              pattern="[a-zA-Z0-9_.\-]{1,255}"
+              aria-describedby="new-name-hint"
+              value={name}
+              onInput={(e) => setName(e.currentTarget.value)}
+            />
+          </Field>
+          <Field label="Language" id="new-language">
+            <select
+              id="new-language"
+              value={language}
+              onChange={(e) => {
+                const next = e.currentTarget.value;
+                if (TEMPLATES[language] === code && TEMPLATES[next]) setCode(TEMPLATES[next]);
+                setLanguage(next);
+              }}
+            >
+              <option value="javascript">JavaScript</option>
+              <option value="python">Python</option>
+              <option value="wasm">WebAssembly component (.wasm)</option>
+            </select>
+          </Field>
+        </div>
+        <Field label="Description" id="new-description">
+          <input id="new-description" value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+        </Field>
+        {language === "wasm" ? (
+          <Field label="Component" id="new-file" hint="A WASI component (.wasm), up to the node's body limit.">
+            <input
+              id="new-file"
+              type="file"
+              accept=".wasm,application/wasm"
+              aria-describedby="new-file-hint"
+              onChange={(e) => setFile(e.currentTarget.files[0] ?? null)}
+            />
+          </Field>
+        ) : (
+          <div class="field">
+            <span class="label">Code</span>
+            <CodeEditor key={language} value={code} language={language} onChange={setCode} label="Script code" />
+          </div>
+        )}
+        <div>
+          <button type="submit" disabled={busy}>
+            {busy ? "Checking and saving…" : "Create script"}
+          </button>
+        </div>
+      </form>
+    </section>
+  );
+}
+
+const TABS = [
+  ["code", "Code"],
+  ["run", "Run"],
+  ["versions", "Versions"],
+  ["config", "Config & secrets"],
+];
+
+export function ScriptPage({ id, tab }) {
+  const script = useLoad(() => get(`/v1/scripts/${encodeURIComponent(id)}`), [id]);
+  const [error, setError] = useState(null);
+  if (script.error) return <ErrorBox error={script.error} />;
+  if (!script.data) return <Loading />;
+  const s = script.data;
+  const path = `/scripts/${encodeURIComponent(s.name)}`;
+  async function remove() {
+    if (!window.confirm(`Delete ${s.name} and its versions?`)) return;
+    try {
+      await del(`/v1/scripts/${s.id}`);
+      navigate("/scripts");
+    } catch (err) {
+      setError(err);
+    }
+  }
+  return (
+    <section>
+      <div class="title">
+        <div>
+          <h1>{s.name}</h1>
+          <p class="muted small">
+            {s.language} · version {s.version} · <Status status={s.status} /> · {s.size_bytes} bytes · updated{" "}
+            {ago(s.updated_at)} · <a href={href("/executions", { script_id: s.id })}>its executions</a>
+          </p>
+          {s.description && <p>{s.description}</p>}
+        </div>
+        {can("write:scripts") && (
+          <button type="button" class="danger" onClick={remove}>
+            Delete
+          </button>
+        )}
+      </div>
+      <ErrorBox error={error} />
+      <nav class="tabs" aria-label="Script">
+        {TABS.map(([key, label]) => (
+          <a href={`#${path}/${key}`} aria-current={tab === key ? "page" : undefined}>
+            {label}
+          </a>
+        ))}
+      </nav>
+      {tab === "code" && <CodeTab script={s} reload={script.reload} />}
+      {tab === "run" && <RunPanel script={s} />}
+      {tab === "versions" && <VersionsTab script={s} reload={script.reload} />}
+      {tab === "config" && <ConfigPanel script={s} />}
+    </section>
+  );
+}
+
+function CodeTab({ script, reload }) {
+  const current = useLoad(() => get(`/v1/scripts/${script.id}/versions/${script.version}`), [script.id, script.version]);
+  const [code, setCode] = useState(null);
+  const [error, setError] = useState(null);
+  const [saved, setSaved] = useState(null);
+  if (current.error) return <ErrorBox error={current.error} />;
+  if (!current.data) return <Loading />;
+  const v = current.data;
+  if (v.content == null) {
+    return (
+      <Empty title={v.files ? "A bundle of several files." : "A compiled component."}>
+        {v.files
+          ? `Its entry is ${v.entry}; deploy a new bundle with kiln deploy.`
+          : `${v.size_bytes} bytes, hash ${v.content_hash.slice(0, 16)}…; upload a new one with PUT /v1/scripts/${script.name}.`}
+      </Empty>
+    );
+  }
+  const text = code ?? v.content;
+  const writable = can("write:scripts");
+  async function save() {
+    setError(null);
+    try {
+      const next = await put(`/v1/scripts/${script.id}`, { content: text });
+      setSaved(next.version);
+      setCode(null);
+      reload();
+    } catch (err) {
+      setError(err);
+    }
+  }
+  return (
+    <div class="stack">
+      <ErrorBox error={error} />
+      {saved && (
+        <p class="ok" role="status">
+          Saved as version {saved}.
+        </p>
+      )}
+      <CodeEditor
+        key={`${script.id}@${v.version}`}
+        value={v.content}
+        language={script.language}
+        onChange={setCode}
+        readOnly={!writable}
+        label={`Code of ${script.name}`}
+      />
+      {writable && (
+        <div>
+          <button type="button" onClick={save} disabled={code === null || code === v.content}>
+            Save as a new version
+          </button>
+        </div>
+      )}
+    </div>
+  );
+}
+
+function VersionsTab({ script, reload }) {
+  const versions = useLoad(() => get(`/v1/scripts/${script.id}/versions`, { size: 50 }), [script.id, script.version]);
+  const [chosen, setChosen] = useState(null);
+  const [pair, setPair] = useState(null);
+  const [error, setError] = useState(null);
+  async function compare(version) {
+    setError(null);
+    setChosen(version);
+    try {
+      const [old, now] = await Promise.all([
+        get(`/v1/scripts/${script.id}/versions/${version}`),
+        get(`/v1/scripts/${script.id}/versions/${script.version}`),
+      ]);
+      setPair({ old, now });
+    } catch (err) {
+      setError(err);
+    }
+  }
+  async function rollback(old) {
+    setError(null);
+    try {
+      const body = old.content != null ? { content: old.content } : old.files ? { files: old.files, entry: old.entry } : { content_base64: old.content_base64 };
+      await put(`/v1/scripts/${script.id}`, body);
+      setPair(null);
+      reload();
+      versions.reload();
+    } catch (err) {
+      setError(err);
+    }
+  }
+  if (versions.error) return <ErrorBox error={versions.error} />;
+  if (!versions.data) return <Loading />;
+  return (
+    <div class="stack">
+      <ErrorBox error={error} />
+      <div class="table-wrap">
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Version</th>
+              <th scope="col">Created</th>
+              <th scope="col">Size</th>
+              <th scope="col">Hash</th>
+              <th scope="col"><span class="visually-hidden">Actions</span></th>
+            </tr>
+          </thead>
+          <tbody>
+            {versions.data.data.map((v) => (
+              <tr>
+                <td>
+                  {v.version} {v.current && <span class="badge">current</span>}
+                </td>
+                <td>{when(v.created_at)}</td>
+                <td>{v.size_bytes}</td>
+                <td>
+                  <code>{v.content_hash.slice(0, 12)}</code>
+                </td>
+                <td>
+                  {!v.current && (
+                    <button type="button" class="secondary" onClick={() => compare(v.version)}>
+                      Compare with current
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {pair && (
+        <div class="stack">
+          <h2>
+            Version {chosen} → version {pair.now.version}
+          </h2>
+          {pair.old.content != null && pair.now.content != null ? (
+            <DiffView before={pair.old.content} after={pair.now.content} language={script.language} />
+          ) : (
+            <p class="muted">Components and bundles are compared by hash only.</p>
+          )}
+          {can("write:scripts") && (
+            <div>
+              <button type="button" onClick={() => rollback(pair.old)}>
+                Roll back to version {chosen}
+              </button>
+              <p class="hint">A rollback stores version {chosen}'s content as a new version.</p>
+            </div>
+          )}
+        </div>
+      )}
+    </div>
+  );
+}

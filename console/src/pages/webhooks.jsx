@@ -1,0 +1,196 @@
+import { useState } from "preact/hooks";
+import { del, get, post } from "../api.js";
+import { CopyButton, Empty, ErrorBox, Field, Loading, useLoad, when } from "../ui.jsx";
+
+const EVENTS = [
+  "execution.completed",
+  "execution.failed",
+  "execution.timeout",
+  "execution.cancelled",
+  "schedule.failed",
+  "script.created",
+  "script.updated",
+  "script.deleted",
+];
+
+export function Webhooks({ id }) {
+  if (id) return <Deliveries id={id} />;
+  return <WebhookList />;
+}
+
+function WebhookList() {
+  const list = useLoad(() => get("/v1/webhooks", { size: 100 }), []);
+  const [url, setUrl] = useState("");
+  const [events, setEvents] = useState(["execution.failed"]);
+  const [created, setCreated] = useState(null);
+  const [error, setError] = useState(null);
+  async function create(e) {
+    e.preventDefault();
+    setError(null);
+    try {
+      setCreated(await post("/v1/webhooks", { url, events }));
+      setUrl("");
+      list.reload();
+    } catch (err) {
+      setError(err);
+    }
+  }
+  async function remove(w) {
+    if (!window.confirm(`Delete the webhook to ${w.url}?`)) return;
+    try {
+      await del(`/v1/webhooks/${w.id}`);
+      list.reload();
+    } catch (err) {
+      setError(err);
+    }
+  }
+  return (
+    <section class="stack">
+      <h1>Webhooks</h1>
+      {created && (
+        <div class="card reveal" role="status" data-testid="new-secret">
+          <p>
+            Deliveries to <strong>{created.url}</strong> are signed (Standard Webhooks) with this secret. Copy it now: it
+            is not shown again.
+          </p>
+          <p>
+            <code class="secret">{created.secret}</code> <CopyButton text={created.secret} />
+          </p>
+          <button type="button" class="secondary" onClick={() => setCreated(null)}>
+            Done
+          </button>
+        </div>
+      )}
+      <form class="card stack" onSubmit={create}>
+        <h2 class="h3">New webhook</h2>
+        <ErrorBox error={error} />
+        <Field label="URL" id="webhook-url" hint="http or https; private addresses only where the node allows them.">
+          <input id="webhook-url" type="url" required aria-describedby="webhook-url-hint" value={url} onInput={(e) => setUrl(e.currentTarget.value)} />
+        </Field>
+        <fieldset>
+          <legend>Events</legend>
+          {EVENTS.map((ev) => (
+            <label class="check">
+              <input
+                type="checkbox"
+                checked={events.includes(ev)}
+                onChange={(e) => setEvents(e.currentTarget.checked ? [...events, ev] : events.filter((x) => x !== ev))}
+              />{" "}
+              {ev}
+            </label>
+          ))}
+        </fieldset>
+        <div>
+          <button type="submit" disabled={events.length === 0}>
+            Create webhook
+          </button>
+        </div>
+      </form>
+      <ErrorBox error={list.error} />
+      {!list.data && !list.error && <Loading />}
+      {list.data && list.data.data.length === 0 && <Empty title="No webhooks yet.">Add one above to hear of failed runs.</Empty>}
+      {list.data && list.data.data.length > 0 && (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">URL</th>
+                <th scope="col">Events</th>
+                <th scope="col">Created</th>
+                <th scope="col"><span class="visually-hidden">Actions</span></th>
+              </tr>
+            </thead>
+            <tbody>
+              {list.data.data.map((w) => (
+                <tr>
+                  <td>
+                    <a href={`#/webhooks/${w.id}`}>{w.url}</a> {!w.active && <span class="badge">paused</span>}
+                  </td>
+                  <td class="small">{w.events.join(", ")}</td>
+                  <td>{when(w.created_at)}</td>
+                  <td>
+                    <button type="button" class="danger" onClick={() => remove(w)}>
+                      Delete
+                    </button>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  );
+}
+
+function Deliveries({ id }) {
+  const hook = useLoad(() => get(`/v1/webhooks/${id}`), [id]);
+  const attempts = useLoad(() => get(`/v1/webhooks/${id}/deliveries`, { size: 50 }), [id]);
+  const [sent, setSent] = useState(null);
+  const [error, setError] = useState(null);
+  async function test() {
+    setError(null);
+    try {
+      setSent(await post(`/v1/webhooks/${id}/test`));
+      setTimeout(attempts.reload, 1500);
+    } catch (err) {
+      setError(err);
+    }
+  }
+  if (hook.error) return <ErrorBox error={hook.error} />;
+  if (!hook.data) return <Loading />;
+  return (
+    <section class="stack">
+      <div class="title">
+        <div>
+          <h1>Webhook</h1>
+          <p class="muted small">
+            {hook.data.url} · {hook.data.events.join(", ")}
+          </p>
+        </div>
+        <button type="button" onClick={test}>
+          Send a test event
+        </button>
+      </div>
+      <ErrorBox error={error ?? attempts.error} />
+      {sent && (
+        <p class="ok" role="status">
+          Test event queued.
+        </p>
+      )}
+      <h2>Delivery attempts</h2>
+      {attempts.data && attempts.data.data.length === 0 && <Empty title="No attempts yet.">Send a test event to see one.</Empty>}
+      {attempts.data && attempts.data.data.length > 0 && (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">When</th>
+                <th scope="col">Event</th>
+                <th scope="col">Attempt</th>
+                <th scope="col">Outcome</th>
+                <th scope="col">Status</th>
+                <th scope="col">Duration</th>
+              </tr>
+            </thead>
+            <tbody>
+              {attempts.data.data.map((a) => (
+                <tr>
+                  <td>{when(a.at)}</td>
+                  <td>{a.event_type}</td>
+                  <td>{a.attempt}</td>
+                  <td>
+                    {a.outcome}
+                    {a.error && <div class="muted small">{a.error}</div>}
+                  </td>
+                  <td>{a.status_code ?? "—"}</td>
+                  <td>{a.duration_ms} ms</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  );
+}
