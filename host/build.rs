@@ -96,14 +96,18 @@ fn console(root: &Path) {
     files.sort();
     let mut table = String::from("pub(crate) static ASSETS: &[(&str, &[u8])] = &[\n");
     for file in &files {
-        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         table.push_str(&format!(
             "    ({name:?}, include_bytes!({:?})),\n",
             file.display().to_string()
         ));
     }
     table.push_str("];\n");
-    let generated = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("console_assets.rs");
+    let generated =
+        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("console_assets.rs");
     std::fs::write(&generated, table)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", generated.display()));
 }

@@ -5,7 +5,9 @@
 # (target/python-tools) with componentize-py and tzdata (PyPI) for the Python
 # runtime and openapi-spec-validator, standardwebhooks,
 # openapi-python-client and schemathesis for the tests, and
-# the x86_64-unknown-linux-musl target and musl-tools for the static build.
+# the x86_64-unknown-linux-musl target and musl-tools for the static build,
+# the web console's npm packages (console/, `npm ci`) and Debian's Chromium
+# for its browser tests.
 # Works on a stock Debian 12 too. Safe to run again.
 set -euo pipefail
 
@@ -53,3 +55,29 @@ for pinned in componentize-py==0.25.1 tzdata==2026.6 openapi-spec-validator==0.9
     fi
 done
 
+
+# The web console (console/): node builds it (esbuild, from host/build.rs)
+# and its browser tests drive Debian's Chromium through playwright-core.
+# The image of this kind of machine has Node 20; a stock Debian gets its
+# own nodejs, enough for the build (the browser tests want Node 20 or newer).
+need_apt=""
+command -v node >/dev/null && command -v npm >/dev/null || need_apt="nodejs npm"
+# KILN_SETUP_BROWSER=0 (deploy/Dockerfile) leaves the browser out: it is
+# for the tests only.
+if [ "${KILN_SETUP_BROWSER:-1}" != 0 ] && ! command -v chromium >/dev/null; then
+    need_apt="$need_apt chromium fonts-dejavu-core"
+fi
+if [ -n "$need_apt" ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        $need_apt >/dev/null
+fi
+console="$(cd "$(dirname "$0")/.." && pwd)/console"
+# npm ci again only when the lock file changed since the last install.
+if ! cmp -s "$console/package-lock.json" "$console/node_modules/.kiln-installed-lock"; then
+    (cd "$console" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$console/package-lock.json" "$console/node_modules/.kiln-installed-lock"
+fi

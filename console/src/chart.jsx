@@ -1,8 +1,8 @@
 // Charts drawn as SVG, sized by CSS: bars for counts, lines for durations.
 // Each says what it shows in its accessible name and in a table beside it.
 
-const W = 600;
-const H = 180;
+const W = 900;
+const H = 200;
 const PAD = { left: 44, right: 8, top: 10, bottom: 24 };
 
 function scale(max) {
@@ -38,7 +38,7 @@ export function Chart({ title, labels, series, stacked = false, unit = "" }) {
           ))}
         </span>
       </figcaption>
-      <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={summary} preserveAspectRatio="none">
+      <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={summary}>
         {[0, 0.5, 1].map((f) => (
           <g>
             <line class="grid" x1={x0} x2={W - PAD.right} y1={y(top * f)} y2={y(top * f)} />

@@ -64,9 +64,15 @@ fn nonce() -> Result<String, getrandom::Error> {
 
 /// What every console answer carries: no sniffing, no framing, no referrer.
 fn guard(headers: &mut HeaderMap) {
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 async fn asset(ApiPath(file): ApiPath<String>, headers: HeaderMap) -> Response {
@@ -135,7 +141,10 @@ mod tests {
         for needed in ["index.html", "app.js", "app.css", "favicon.svg"] {
             assert!(names.contains(&needed), "{needed} missing from {names:?}");
         }
-        let index = ASSETS.iter().find(|(n, _)| *n == "index.html").map(|(_, b)| *b);
+        let index = ASSETS
+            .iter()
+            .find(|(n, _)| *n == "index.html")
+            .map(|(_, b)| *b);
         let index = String::from_utf8_lossy(index.unwrap_or_default());
         assert!(index.contains("/assets/app.js") && !index.contains("<script>"));
     }
@@ -144,11 +153,15 @@ mod tests {
     fn a_current_copy_is_not_sent_again() {
         let first = serve("app.css", &HeaderMap::new()).map(|r| r.status());
         assert_eq!(first.ok(), Some(StatusCode::OK));
-        let etag = table().iter().find(|(n, _, _)| *n == "app.css").map(|t| t.2.clone());
+        let etag = table()
+            .iter()
+            .find(|(n, _, _)| *n == "app.css")
+            .map(|t| t.2.clone());
         let mut headers = HeaderMap::new();
         headers.insert(
             header::IF_NONE_MATCH,
-            HeaderValue::from_str(&etag.unwrap_or_default()).unwrap_or(HeaderValue::from_static("")),
+            HeaderValue::from_str(&etag.unwrap_or_default())
+                .unwrap_or(HeaderValue::from_static("")),
         );
         let again = serve("app.css", &headers).map(|r| r.status());
         assert_eq!(again.ok(), Some(StatusCode::NOT_MODIFIED));

@@ -14,6 +14,7 @@ mod auth;
 mod bundles;
 mod cli_run;
 mod client;
+mod console;
 mod deploy;
 mod egress;
 mod executions;

@@ -3,7 +3,8 @@ import { can, get, raw } from "../api.js";
 import { Chart } from "../chart.jsx";
 import { Empty, ErrorBox, Loading, useLoad } from "../ui.jsx";
 
-const FAILED = ["failed", "timeout", "cancelled", "interrupted"];
+/** Runs that went wrong; a cancelled one did what it was told. */
+const FAILED = ["failed", "timeout", "interrupted"];
 const SAMPLE_MS = 5_000;
 /** Samples kept: ten minutes of them. */
 const SAMPLES = 120;
@@ -87,8 +88,8 @@ function Live() {
         labels={labels}
         stacked
         series={[
-          { label: "succeeded", className: "ok", values: perMinute((s) => s.all - s.failed) },
-          { label: "failed", className: "bad", values: perMinute((s) => s.failed) },
+          { label: "completed or cancelled", className: "fill-ok", values: perMinute((s) => s.all - s.failed) },
+          { label: "failed", className: "fill-bad", values: perMinute((s) => s.failed) },
         ]}
       />
       <Chart
@@ -156,8 +157,8 @@ export function Dashboard() {
             labels={u.daily.map((d) => d.date.slice(5))}
             stacked
             series={[
-              { label: "succeeded", className: "ok", values: u.daily.map((d) => d.executions - failures(d)) },
-              { label: "failed", className: "bad", values: u.daily.map(failures) },
+              { label: "completed or cancelled", className: "fill-ok", values: u.daily.map((d) => d.executions - failures(d)) },
+              { label: "failed", className: "fill-bad", values: u.daily.map(failures) },
             ]}
           />
           <h2>Busiest scripts, last 30 days</h2>

@@ -1,0 +1,61 @@
+//! The web console in headless Chromium: `console/tests` (node's test
+//! runner driving Debian's Chromium through playwright-core, both from
+//! scripts/setup.sh) against a real server with an admin and a viewer. Its
+//! screenshots of every page land in `target/console-screenshots`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{ADMIN_PASSWORD, Kiln, machine_to_myself, output_within};
+
+fn chromium() -> PathBuf {
+    let browser =
+        std::env::var_os("CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from);
+    assert!(
+        browser.exists(),
+        "{} is missing: run scripts/setup.sh",
+        browser.display()
+    );
+    browser
+}
+
+#[test]
+fn the_console_works_in_a_real_browser() {
+    // A browser takes a core of its own; the waits in the suite are about
+    // what a person would see, not about timing under another test's load.
+    let _machine = machine_to_myself();
+    let (kiln, _data) = Kiln::start(&[]);
+    kiln.create_user("viewer", "viewer");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shots = root.join("target/console-screenshots");
+    // Only this run's pictures.
+    let _ = std::fs::remove_dir_all(&shots);
+    let ran = output_within(
+        Command::new("node")
+            .args(["--test", "--test-reporter=spec", "tests/"])
+            .current_dir(root.join("console"))
+            .env("KILN_URL", &kiln.base)
+            .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            // The harness's users have "<name> password".
+            .env("KILN_VIEWER_PASSWORD", "viewer password")
+            .env("CHROMIUM", chromium())
+            .env("SCREENSHOTS", &shots)
+            .env("NO_COLOR", "1"),
+        Duration::from_secs(300),
+    );
+    assert!(
+        ran.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    for page in [
+        "01-login",
+        "07-run-done",
+        "13-schedules",
+        "19-viewer-forbidden",
+    ] {
+        assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
+    }
+}
