@@ -10,7 +10,6 @@ mod client;
 mod client_ip;
 mod compiler;
 mod config;
-mod console;
 mod contract;
 mod egress;
 mod executions;

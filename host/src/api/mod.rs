@@ -5,6 +5,7 @@ mod analytics;
 mod api_keys;
 mod audit;
 mod auth;
+mod console;
 mod error;
 mod etag;
 mod executions;
@@ -158,7 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fn/{name}/{*path}", axum::routing::any(functions::call));
     let mut routes = api.merge(guarded(functions, &state));
     if state.config.server.console {
-        routes = routes.merge(crate::console::routes());
+        routes = routes.merge(console::routes());
     }
     let routes = routes
         .layer(axum::Extension(OpenApiJson(Arc::new(document))))

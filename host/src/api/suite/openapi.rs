@@ -245,6 +245,18 @@ async fn every_operation_answers_as_its_document_says() {
             409,
         ),
         (Method::GET, "/v1/schedules".into(), None, 200),
+        (
+            Method::GET,
+            "/v1/schedules/preview?cron=0+9+*+*+1-5&timezone=Europe/Berlin".into(),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/v1/schedules/preview?cron=61+*+*+*+*".into(),
+            None,
+            400,
+        ),
         (Method::GET, format!("/v1/schedules/{schedule}"), None, 200),
         (
             Method::PUT,

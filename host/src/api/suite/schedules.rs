@@ -198,3 +198,90 @@ async fn bad_crons_zones_scripts_and_fields_are_refused() {
         "RESOURCE_NOT_FOUND",
     );
 }
+
+/// The UTC hours 09:00 in Berlin falls on: 08 in winter, 07 in summer.
+fn is_nine_in_berlin_on_a_weekday(at: &str) -> bool {
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) else {
+        return false;
+    };
+    use chrono::{Datelike, Timelike};
+    let weekday = at.weekday().num_days_from_monday() < 5;
+    weekday && [7, 8].contains(&at.hour()) && at.minute() == 0
+}
+
+#[tokio::test]
+async fn a_cron_is_previewed_and_a_schedule_lists_its_next_five_runs() {
+    let app = TestApp::new().await;
+    app.create_script("s", "javascript", "function main() { return 1; }")
+        .await;
+    let preview = app
+        .get("/v1/schedules/preview?cron=0+9+*+*+1-5&timezone=Europe/Berlin")
+        .send()
+        .await
+        .expect(200);
+    let times: Vec<&str> = preview["next_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(times.len(), 5, "{preview}");
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    assert!(
+        times.iter().all(|t| is_nine_in_berlin_on_a_weekday(t)),
+        "{times:?}"
+    );
+    assert!(
+        times[0]
+            > crate::schedules::format_ms(crate::now_ms())
+                .unwrap()
+                .as_str()
+    );
+    // The zone defaults to UTC, as on a schedule.
+    let utc = app
+        .get("/v1/schedules/preview?cron=@daily")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(utc["timezone"], "UTC");
+    assert!(
+        utc["next_runs"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00.000Z")
+    );
+    // A bad cron or zone is the 400 that creating the schedule gets.
+    for (query, field) in [
+        ("cron=61+*+*+*+*", "cron"),
+        ("cron=@daily&timezone=Mars/Olympus", "timezone"),
+        ("cron=0+0+30+2+*", "cron"),
+    ] {
+        let error = error_body(
+            app.get(&format!("/v1/schedules/preview?{query}"))
+                .send()
+                .await,
+            400,
+            "VALIDATION_ERROR",
+        );
+        assert_eq!(error["error"]["details"][0]["field"], field, "{error}");
+    }
+
+    let schedule = create_schedule(
+        &app,
+        json!({"name": "mornings", "script_id": "s", "cron": "0 9 * * 1-5", "timezone": "Europe/Berlin"}),
+    )
+    .await;
+    let runs = schedule["next_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 5, "{schedule}");
+    assert_eq!(runs[0], schedule["next_run_at"]);
+    assert_eq!(runs, preview["next_runs"].as_array().unwrap());
+    // Paused, it has no next runs.
+    let id = schedule["id"].as_str().unwrap();
+    let paused = app
+        .request(Method::PUT, &format!("/v1/schedules/{id}"))
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(paused["next_runs"], json!([]), "{paused}");
+}

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::api::{ApiError, ApiPath};
+use super::{ApiError, ApiPath};
 
 include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
@@ -25,7 +25,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 /// CodeMirror mounts its styles in `<style>` elements).
 const NONCE_SLOT: &str = "__CSP_NONCE__";
 
-/// The console's routes, for `api::router` to merge when `server.console`
+/// The console's routes, for `router` to merge when `server.console`
 /// is on.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
