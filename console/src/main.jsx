@@ -8,6 +8,7 @@ import { ExecutionList, ExecutionPage } from "./pages/executions.jsx";
 import { Schedules } from "./pages/schedules.jsx";
 import { Keys } from "./pages/keys.jsx";
 import { Users } from "./pages/users.jsx";
+import { Secrets } from "./pages/secrets.jsx";
 import { Webhooks } from "./pages/webhooks.jsx";
 import { Dashboard } from "./pages/dashboard.jsx";
 import { Empty } from "./ui.jsx";
@@ -24,6 +25,7 @@ const NAV = [
   ["executions", "Executions", "read:executions"],
   ["schedules", "Schedules", "manage:schedules"],
   ["webhooks", "Webhooks", "manage:webhooks"],
+  ["secrets", "Secrets", "admin"],
   ["keys", "API keys", null],
   ["users", "Users", "admin"],
 ];
@@ -49,6 +51,8 @@ function Page({ route }) {
       return <Keys />;
     case "users":
       return <Users />;
+    case "secrets":
+      return <Secrets />;
     default:
       return (
         <Empty title="No such page">

@@ -2,7 +2,10 @@
 // way a person uses it. tests/e2e/console.rs starts the server, makes the
 // users and runs this file with:
 //   KILN_URL, KILN_ADMIN_PASSWORD, KILN_VIEWER_PASSWORD (user "viewer"),
-//   CHROMIUM (the browser), SCREENSHOTS (a folder for a picture of each page).
+//   CHROMIUM (the browser), SCREENSHOTS (a folder for a picture of each page),
+//   HELLO_WASM (a component to upload).
+// The tests run in order and build on each other's scripts, as a person's
+// session would.
 // Every page is checked with axe-core (no serious or critical violation),
 // and no page may log an error or break its Content-Security-Policy.
 import { after, before, test } from "node:test";
@@ -16,6 +19,7 @@ const BASE = process.env.KILN_URL;
 const SHOTS = process.env.SCREENSHOTS;
 const ADMIN = ["admin", process.env.KILN_ADMIN_PASSWORD];
 const VIEWER = ["viewer", process.env.KILN_VIEWER_PASSWORD];
+const HELLO_WASM = process.env.HELLO_WASM;
 const axeSource = await readFile(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 /** Bounds every wait, so a broken page fails the test instead of hanging. */
 const WAIT = { timeout: 15_000 };
@@ -23,7 +27,7 @@ const WAIT = { timeout: 15_000 };
 let browser;
 
 before(async () => {
-  assert.ok(BASE && SHOTS && ADMIN[1] && VIEWER[1], "KILN_URL, SCREENSHOTS and the passwords are set");
+  assert.ok(BASE && SHOTS && ADMIN[1] && VIEWER[1] && HELLO_WASM, "every variable above is set");
   await mkdir(SHOTS, { recursive: true });
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -59,6 +63,20 @@ async function login(page, [user, password]) {
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByTestId("whoami").waitFor(WAIT);
+}
+
+/** Polls `condition` until it holds, for as long as any other wait. */
+async function until(what, condition) {
+  const deadline = Date.now() + WAIT.timeout;
+  while (!(await condition())) {
+    assert.ok(Date.now() < deadline, `timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Follows the main menu's link `name`. */
+async function nav(page, name) {
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name, exact: true }).click();
 }
 
 /** A screenshot named `name`, and axe's verdict on the page as it is. */
@@ -201,8 +219,9 @@ test("an admin writes a script, runs it with live output, cancels a long run and
   // The executions list finds it by status, and its page tells its story.
   await page.getByRole("link", { name: "Executions", exact: true }).click();
   await page.getByLabel("Status").selectOption("cancelled");
+  // The filtered page replaces the whole list: only the cancelled run is left.
+  await until("only the cancelled run is listed", async () => (await page.locator("tbody tr").count()) === 1);
   await page.locator(`a[href="#/executions/${cancelledId}"]`).waitFor(WAIT);
-  assert.equal(await page.locator("tbody tr").count(), 1, "only the cancelled run");
   await check(page, "09-executions-filtered");
   await page.locator(`a[href="#/executions/${cancelledId}"]`).click();
   await page.getByText(cancelledId).waitFor(WAIT);
@@ -280,6 +299,73 @@ test("an API key is shown once, then only its prefix", async () => {
   await context.close();
 });
 
+test("a component upload, config values, a secret and a webhook keep their secrets", async () => {
+  const { context, page, problems } = await open();
+  await login(page, ADMIN);
+
+  await page.goto(`${BASE}/#/scripts/new`);
+  await page.getByLabel("Name", { exact: true }).fill("hello-wasm");
+  await page.getByLabel("Language").selectOption("wasm");
+  await page.getByLabel("Component").setInputFiles(HELLO_WASM);
+  await page.getByRole("button", { name: "Create script" }).click();
+  await page.getByRole("heading", { name: "hello-wasm" }).waitFor(WAIT);
+  await page.getByText("A compiled component.").waitFor(WAIT);
+  await page.getByRole("link", { name: "Run" }).click();
+  await page.getByRole("button", { name: "Run" }).click();
+  await page.getByTestId("run-output").locator(".badge", { hasText: "completed" }).waitFor(WAIT);
+
+  // A config value is written, then only its key is shown.
+  await page.goto(`${BASE}/#/scripts/greeter/config`);
+  await page.getByText("No config values yet.").waitFor(WAIT);
+  await page.getByRole("button", { name: "Add a value" }).click();
+  await page.getByLabel("Key").fill("MODE");
+  await page.getByLabel("Value").fill("config-value-1234");
+  await page.getByRole("button", { name: "Save config" }).click();
+  await page.getByText("Config saved.").waitFor(WAIT);
+  assert.equal(await page.getByLabel("Key").inputValue(), "MODE");
+  assert.equal(await page.getByLabel("Value").inputValue(), "");
+  assert.ok(!(await page.content()).includes("config-value-1234"));
+  await check(page, "18-script-config");
+
+  await nav(page, "Secrets");
+  await page.getByText("No shared secrets yet.").waitFor(WAIT);
+  await page.getByLabel("Name", { exact: true }).fill("API_TOKEN");
+  await page.getByLabel("Value").fill("secret-value-5678");
+  await page.getByLabel("Granted to").fill("greeter");
+  await page.getByRole("button", { name: "Save secret" }).click();
+  await page.getByRole("cell", { name: "API_TOKEN" }).waitFor(WAIT);
+  assert.ok(!(await page.content()).includes("secret-value-5678"));
+  await check(page, "19-secrets");
+
+  // A webhook's signing secret is shown once; a test event is attempted.
+  await page.getByRole("link", { name: "Webhooks" }).click();
+  await page.getByText("No webhooks yet.").waitFor(WAIT);
+  await page.getByLabel("URL").fill("http://127.0.0.1:9/hook");
+  await page.getByRole("button", { name: "Create webhook" }).click();
+  const shown = page.getByTestId("new-secret");
+  await shown.waitFor(WAIT);
+  const secret = (await shown.locator("code").innerText()).trim();
+  assert.match(secret, /^whsec_[A-Za-z0-9+/=]+$/);
+  await check(page, "20-webhook-secret-once");
+  await shown.getByRole("button", { name: "Done" }).click();
+  assert.ok(!(await page.content()).includes(secret));
+  await page.getByRole("link", { name: "http://127.0.0.1:9/hook" }).click();
+  await page.getByRole("button", { name: "Send a test event" }).click();
+  await page.getByText("Test event queued.").waitFor(WAIT);
+  // Nothing listens on port 9: the first attempt fails and is recorded.
+  const attempt = page.locator("tbody tr").first();
+  await until("an attempt is listed", async () => {
+    if (await attempt.isVisible()) return true;
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await page.waitForTimeout(300);
+    return false;
+  });
+  assert.match(await attempt.innerText(), /webhook\.test|ping|test/i);
+  await check(page, "21-webhook-deliveries");
+  clean(problems);
+  await context.close();
+});
+
 test("a viewer is offered no write control, and a 403 renders cleanly", async () => {
   const { context, page, problems } = await open();
   await login(page, VIEWER);
@@ -295,7 +381,7 @@ test("a viewer is offered no write control, and a 403 renders cleanly", async ()
   assert.equal(await page.getByRole("button", { name: "Delete" }).count(), 0);
   assert.equal(await page.getByRole("button", { name: "Save as a new version" }).count(), 0);
   assert.equal(await page.locator(".cm-content").getAttribute("contenteditable"), "false");
-  await check(page, "18-viewer-script");
+  await check(page, "22-viewer-script");
   await page.getByRole("link", { name: "Run" }).click();
   await page.getByText("Your role cannot run scripts.").waitFor(WAIT);
   assert.equal(await page.getByRole("button", { name: "Run" }).count(), 0);
@@ -304,7 +390,7 @@ test("a viewer is offered no write control, and a 403 renders cleanly", async ()
   const alert = page.getByRole("alert");
   await alert.waitFor(WAIT);
   assert.match(await alert.innerText(), /PERMISSION_DENIED · HTTP 403 · request [0-9a-f-]{36}/);
-  await check(page, "19-viewer-forbidden");
+  await check(page, "23-viewer-forbidden");
   clean(problems);
   await context.close();
 });
@@ -327,10 +413,10 @@ test("phone width and dark mode", async () => {
   assert.ok(overflow <= 0, `no sideways scrolling (${overflow}px)`);
   const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   assert.equal(background, "rgb(23, 21, 19)", "the dark palette");
-  await check(page, "20-phone-dark-scripts");
+  await check(page, "24-phone-dark-scripts");
   await page.getByRole("link", { name: "greeter" }).click();
   await page.getByRole("heading", { name: "greeter" }).waitFor(WAIT);
-  await check(page, "21-phone-dark-script");
+  await check(page, "25-phone-dark-script");
   clean(problems);
   await context.close();
 });

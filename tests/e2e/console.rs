@@ -25,7 +25,8 @@ fn the_console_works_in_a_real_browser() {
     // A browser takes a core of its own; the waits in the suite are about
     // what a person would see, not about timing under another test's load.
     let _machine = machine_to_myself();
-    let (kiln, _data) = Kiln::start(&[]);
+    // The webhook page's test delivery goes to a closed port on 127.0.0.1.
+    let (kiln, _data) = Kiln::start(&[("KILN_WEBHOOKS_ALLOW_PRIVATE", "true")]);
     kiln.create_user("viewer", "viewer");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let shots = root.join("target/console-screenshots");
@@ -41,6 +42,7 @@ fn the_console_works_in_a_real_browser() {
             .env("KILN_VIEWER_PASSWORD", "viewer password")
             .env("CHROMIUM", chromium())
             .env("SCREENSHOTS", &shots)
+            .env("HELLO_WASM", kiln_components::HELLO)
             .env("NO_COLOR", "1"),
         Duration::from_secs(300),
     );
@@ -54,7 +56,7 @@ fn the_console_works_in_a_real_browser() {
         "01-login",
         "07-run-done",
         "13-schedules",
-        "19-viewer-forbidden",
+        "23-viewer-forbidden",
     ] {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
     }

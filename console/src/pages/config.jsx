@@ -32,6 +32,12 @@ export function ConfigPanel({ script }) {
       <p class="muted">
         Scripts read these as environment variables. Values are write-only: they are never shown again, and saving
         replaces every value, so enter each one you keep.
+        {can("admin") && (
+          <>
+            {" "}
+            Values several scripts share are <a href="#/secrets">shared secrets</a>.
+          </>
+        )}
       </p>
       <ErrorBox error={error} />
       {saved && (

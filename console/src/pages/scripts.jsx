@@ -238,7 +238,7 @@ const TABS = [
   ["code", "Code"],
   ["run", "Run"],
   ["versions", "Versions"],
-  ["config", "Config & secrets"],
+  ["config", "Config"],
 ];
 
 export function ScriptPage({ id, tab }) {

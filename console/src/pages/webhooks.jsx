@@ -158,7 +158,12 @@ function Deliveries({ id }) {
           Test event queued.
         </p>
       )}
-      <h2>Delivery attempts</h2>
+      <div class="title">
+        <h2>Delivery attempts</h2>
+        <button type="button" class="secondary" onClick={attempts.reload}>
+          Refresh
+        </button>
+      </div>
       {attempts.data && attempts.data.data.length === 0 && <Empty title="No attempts yet.">Send a test event to see one.</Empty>}
       {attempts.data && attempts.data.data.length > 0 && (
         <div class="table-wrap">
