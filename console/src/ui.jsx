@@ -65,9 +65,13 @@ export function useLoad(fetcher, deps) {
   return { ...state, reload: load };
 }
 
-export function when(iso) {
+/** A time for people; in `timeZone` (with its name) when one is given. */
+export function when(iso, timeZone) {
   if (!iso) return "—";
   const d = new Date(iso);
+  if (timeZone) {
+    return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "long", timeZone });
+  }
   return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
 }
 

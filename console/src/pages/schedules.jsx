@@ -13,6 +13,8 @@ const zones = () => {
 
 export function Schedules() {
   const list = useLoad(() => get("/v1/schedules", { size: 100 }), []);
+  const scripts = useLoad(() => get("/v1/scripts", { size: 100, sort: "name", order: "asc" }), []);
+  const names = new Map((scripts.data?.data ?? []).map((s) => [s.id, s.name]));
   const [error, setError] = useState(null);
   async function toggle(s) {
     setError(null);
@@ -35,7 +37,7 @@ export function Schedules() {
   return (
     <section class="stack">
       <h1>Schedules</h1>
-      <NewSchedule created={list.reload} />
+      <NewSchedule created={list.reload} scripts={scripts} />
       <ErrorBox error={error ?? list.error} />
       {list.loading && !list.data && <Loading />}
       {list.data && list.data.data.length === 0 && (
@@ -59,7 +61,8 @@ export function Schedules() {
                   <td>
                     {s.name}
                     <div class="muted small">
-                      <a href={`#/scripts/${s.script_id}`}>script</a> · {s.active ? "active" : "paused"}
+                      runs <a href={`#/scripts/${s.script_id}`}>{names.get(s.script_id) ?? "its script"}</a> ·{" "}
+                      {s.active ? "active" : "paused"}
                     </div>
                   </td>
                   <td>
@@ -67,7 +70,7 @@ export function Schedules() {
                     <div class="muted small">{s.timezone}</div>
                   </td>
                   <td>
-                    <NextRuns times={s.next_runs} />
+                    <NextRuns times={s.next_runs} zone={s.timezone} />
                   </td>
                   <td>
                     {s.last_execution_id ? (
@@ -96,21 +99,21 @@ export function Schedules() {
   );
 }
 
-function NextRuns({ times }) {
+/** Fire times, shown in the schedule's own zone. */
+function NextRuns({ times, zone }) {
   if (!times?.length) return <span class="muted">none</span>;
   return (
     <ol class="times" data-testid="next-runs">
       {times.map((t) => (
         <li>
-          <time datetime={t}>{when(t)}</time>
+          <time datetime={t}>{when(t, zone)}</time>
         </li>
       ))}
     </ol>
   );
 }
 
-function NewSchedule({ created }) {
-  const scripts = useLoad(() => get("/v1/scripts", { size: 100, sort: "name", order: "asc" }), []);
+function NewSchedule({ created, scripts }) {
   const [form, setForm] = useState({
     name: "",
     script_id: "",
@@ -161,13 +164,20 @@ function NewSchedule({ created }) {
           <Field label="Name" id="schedule-name">
             <input id="schedule-name" required maxLength={128} value={form.name} onInput={(e) => set({ name: e.currentTarget.value })} />
           </Field>
-          <Field label="Script" id="schedule-script">
-            <select id="schedule-script" required value={form.script_id} onChange={(e) => set({ script_id: e.currentTarget.value })}>
-              <option value="">choose…</option>
+          <Field label="Script" id="schedule-script" hint="Its name or id.">
+            <input
+              id="schedule-script"
+              required
+              list="schedule-script-names"
+              aria-describedby="schedule-script-hint"
+              value={form.script_id}
+              onInput={(e) => set({ script_id: e.currentTarget.value })}
+            />
+            <datalist id="schedule-script-names">
               {options.map((s) => (
-                <option value={s.id}>{s.name}</option>
+                <option value={s.name} />
               ))}
-            </select>
+            </datalist>
           </Field>
         </div>
         <div class="row">
@@ -193,8 +203,8 @@ function NewSchedule({ created }) {
           {preview?.error && <ErrorBox error={preview.error} />}
           {preview?.times && (
             <div>
-              <p class="small muted">Next five runs (shown in your browser's time):</p>
-              <NextRuns times={preview.times} />
+              <p class="small muted">Next five runs:</p>
+              <NextRuns times={preview.times} zone={form.timezone} />
             </div>
           )}
         </div>
