@@ -2,7 +2,9 @@
 // caller's own token. Tokens live in this module's memory and nowhere else:
 // a reload asks for the password again, and nothing secret is in storage.
 
-let session = null; // { access, refresh, scopes, role, username, expires }
+import { sseReader } from "./sse.js";
+
+let session = null; // { access, refresh, scopes, role, username }
 const listeners = new Set();
 
 /** An answer in the contract's error shape (or a network failure). */
@@ -44,14 +46,14 @@ function claims(token) {
   }
 }
 
-function adopt(tokens, username) {
+function adopt(tokens) {
   const c = claims(tokens.access_token);
   setSession({
     access: tokens.access_token,
     refresh: tokens.refresh_token,
     scopes: c.scopes ?? [],
-    role: c.role ?? "viewer",
-    username: username ?? session?.username ?? "",
+    role: tokens.user?.role ?? c.role ?? "viewer",
+    username: tokens.user?.username ?? "",
   });
 }
 
@@ -94,17 +96,26 @@ async function send(method, path, { body, query, headers = {}, signal } = {}) {
 
 let refreshing = null;
 
-/** Trades the refresh token for a new pair, once however many ask at once. */
+/**
+ * Trades the refresh token for a new pair, once however many ask at once.
+ * Its answer is taken only if the session it refreshed is still the one in
+ * use: a logout (or another sign-in) while it was in flight wins. Whether
+ * the server took the token: true, false, or a thrown network failure.
+ */
 async function refresh() {
-  if (!session?.refresh) return false;
+  const from = session;
+  if (!from?.refresh) return false;
   refreshing ??= (async () => {
     const r = await fetch("/v1/auth/refresh", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ refresh_token: session.refresh }),
+      body: JSON.stringify({ refresh_token: from.refresh }),
+      signal: AbortSignal.timeout(15_000),
     });
     if (!r.ok) return false;
-    adopt(await r.json());
+    const tokens = await r.json();
+    if (session !== from) return false;
+    adopt(tokens);
     return true;
   })().finally(() => {
     refreshing = null;
@@ -115,8 +126,15 @@ async function refresh() {
 /** One call; a 401 on an expired access token is refreshed quietly once. */
 export async function raw(method, path, options = {}) {
   let response = await send(method, path, options);
-  if (response.status === 401 && session && (await refresh().catch(() => false))) {
-    response = await send(method, path, options);
+  if (response.status === 401 && session) {
+    let renewed;
+    try {
+      renewed = await refresh();
+    } catch (e) {
+      // The node did not answer: the session may still be good.
+      throw new ApiFailure(0, "NETWORK_ERROR", `cannot renew the session: ${e.message}`, "");
+    }
+    if (renewed) response = await send(method, path, options);
   }
   if (response.status === 401 && session) {
     const e = await failure(response);
@@ -141,12 +159,15 @@ export const del = (path, query) => call("DELETE", path, { query });
 export async function login(username, password) {
   const r = await send("POST", "/v1/auth/login", { body: { username, password } });
   if (!r.ok) throw await failure(r);
-  adopt(await r.json(), username);
+  adopt(await r.json());
 }
 
+/** Ends the session on the node (renewing an expired token to do so). */
 export async function logout() {
   try {
-    if (session) await send("POST", "/v1/auth/logout");
+    if (session) await raw("POST", "/v1/auth/logout");
+  } catch {
+    /* signed out here whatever the node said */
   } finally {
     setSession(null);
   }
@@ -163,30 +184,10 @@ export async function events(id, onEvent, signal) {
     signal,
   });
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
+  const parser = sseReader();
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buffer += value;
-    let end;
-    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(buffer.slice(end).match(/^\r?\n\r?\n/)[0].length + end);
-      let event = "message";
-      const data = [];
-      for (const line of block.split(/\r?\n/)) {
-        if (line.startsWith("event:")) event = line.slice(6).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-      }
-      if (data.length) {
-        let parsed;
-        try {
-          parsed = JSON.parse(data.join("\n"));
-        } catch {
-          parsed = data.join("\n");
-        }
-        onEvent(event, parsed);
-      }
-    }
+    for (const { event, data } of parser.push(value)) onEvent(event, data);
   }
 }

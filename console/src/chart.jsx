@@ -1,12 +1,12 @@
 // Charts drawn as SVG, sized by CSS: bars for counts, lines for durations.
-// Each says what it shows in its accessible name and in a table beside it.
+// Each names itself and carries its figures in a table for screen readers.
 
 const W = 900;
 const H = 200;
 const PAD = { left: 44, right: 8, top: 10, bottom: 24 };
 
 function scale(max) {
-  if (max <= 0) return 1;
+  if (!Number.isFinite(max) || max <= 0) return 1;
   const step = 10 ** Math.floor(Math.log10(max));
   return Math.ceil(max / step) * step;
 }
@@ -15,10 +15,18 @@ function scale(max) {
  * `series`: [{ label, values, className }], drawn stacked as bars when
  * `stacked`, else as lines; `labels` name the x positions.
  */
-export function Chart({ title, labels, series, stacked = false, unit = "" }) {
+export function Chart({ title, labels, series: given, stacked = false, unit = "" }) {
+  // Nothing drawn below zero or from a missing number (a counter that went
+  // back when the node restarted); a line leaves a gap for a missing point.
+  const series = given.map((s) => ({
+    ...s,
+    values: s.values.map((v) => (Number.isFinite(v) ? Math.max(0, v) : stacked ? 0 : null)),
+  }));
   const n = labels.length;
   const totals = labels.map((_, i) =>
-    stacked ? series.reduce((sum, s) => sum + (s.values[i] ?? 0), 0) : Math.max(0, ...series.map((s) => s.values[i] ?? 0)),
+    stacked
+      ? series.reduce((sum, s) => sum + (s.values[i] ?? 0), 0)
+      : Math.max(0, ...series.map((s) => s.values[i] ?? 0)),
   );
   const top = scale(Math.max(0, ...totals));
   const x0 = PAD.left;
@@ -27,7 +35,7 @@ export function Chart({ title, labels, series, stacked = false, unit = "" }) {
   const y = (v) => PAD.top + plotH - (v / top) * plotH;
   const slot = n > 0 ? plotW / n : plotW;
   const every = Math.max(1, Math.ceil(n / 8));
-  const summary = `${title}: ${series.map((s) => `${s.label} ${s.values.reduce((a, b) => a + (b ?? 0), 0)}${unit}`).join(", ")}`;
+  const summary = `${title}; the table after it has the figures`;
   return (
     <figure class="chart">
       <figcaption>
@@ -61,7 +69,13 @@ export function Chart({ title, labels, series, stacked = false, unit = "" }) {
               return series.map((s) => {
                 const v = s.values[i] ?? 0;
                 const rect = (
-                  <rect class={s.className} x={x0 + slot * i + slot * 0.15} width={slot * 0.7} y={y(base + v)} height={y(base) - y(base + v)} />
+                  <rect
+                    class={s.className}
+                    x={x0 + slot * i + slot * 0.15}
+                    width={slot * 0.7}
+                    y={y(base + v)}
+                    height={y(base) - y(base + v)}
+                  />
                 );
                 base += v;
                 return rect;
@@ -78,6 +92,27 @@ export function Chart({ title, labels, series, stacked = false, unit = "" }) {
               />
             ))}
       </svg>
+      <table class="visually-hidden">
+        <caption>{title}</caption>
+        <thead>
+          <tr>
+            <th scope="col">When</th>
+            {series.map((s) => (
+              <th scope="col">{s.label}</th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>
+          {labels.map((label, i) => (
+            <tr>
+              <th scope="row">{label}</th>
+              {series.map((s) => (
+                <td>{s.values[i] ?? "—"}</td>
+              ))}
+            </tr>
+          ))}
+        </tbody>
+      </table>
     </figure>
   );
 }

@@ -19,7 +19,10 @@ const darkHighlight = HighlightStyle.define([
   { tag: [t.string, t.special(t.string), t.regexp], color: "#b5e38f" },
   { tag: [t.comment, t.lineComment, t.blockComment], color: "#b4bccb", fontStyle: "italic" },
   { tag: [t.number, t.bool, t.null, t.atom], color: "#f8c38b" },
-  { tag: [t.function(t.variableName), t.function(t.propertyName), t.definition(t.function(t.variableName))], color: "#8fd0ff" },
+  {
+    tag: [t.function(t.variableName), t.function(t.propertyName), t.definition(t.function(t.variableName))],
+    color: "#8fd0ff",
+  },
   { tag: [t.propertyName, t.attributeName], color: "#ffd68a" },
   { tag: [t.typeName, t.className, t.namespace], color: "#ffe08a" },
   { tag: [t.variableName, t.definition(t.variableName), t.self], color: "#f0ede8" },

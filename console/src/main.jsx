@@ -1,6 +1,6 @@
 // The console: a hash router over pages that use only the public API.
 import { render } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { can, currentSession, logout, onSession } from "./api.js";
 import { Login } from "./pages/login.jsx";
 import { ScriptList, NewScript, ScriptPage } from "./pages/scripts.jsx";
@@ -13,10 +13,19 @@ import { Webhooks } from "./pages/webhooks.jsx";
 import { Dashboard } from "./pages/dashboard.jsx";
 import { Empty } from "./ui.jsx";
 
+/** A path segment as written; a malformed escape is kept as it is. */
+function decoded(segment) {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
 function parseHash() {
   const raw = window.location.hash.replace(/^#/, "") || "/";
   const [path, query = ""] = raw.split("?");
-  return { parts: path.split("/").filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(query) };
+  return { parts: path.split("/").filter(Boolean).map(decoded), query: new URLSearchParams(query) };
 }
 
 const NAV = [
@@ -38,15 +47,16 @@ function Page({ route }) {
       return <Dashboard />;
     case "scripts":
       if (second === "new") return <NewScript />;
-      if (second) return <ScriptPage id={second} tab={third ?? "code"} />;
+      // Keyed by id: another script's page starts with nothing of this one's.
+      if (second) return <ScriptPage key={second} id={second} tab={third ?? "code"} />;
       return <ScriptList query={q} />;
     case "executions":
-      if (second) return <ExecutionPage id={second} />;
+      if (second) return <ExecutionPage key={second} id={second} />;
       return <ExecutionList query={q} />;
     case "schedules":
       return <Schedules />;
     case "webhooks":
-      return <Webhooks id={second} />;
+      return <Webhooks key={second} id={second} />;
     case "keys":
       return <Keys />;
     case "users":
@@ -67,16 +77,23 @@ function App() {
   const [route, setRoute] = useState(parseHash());
   const [menu, setMenu] = useState(false);
   useEffect(() => onSession(setSession), []);
+  const main = useRef(null);
   useEffect(() => {
     const moved = () => {
       setRoute(parseHash());
       setMenu(false);
+      // A new page is announced: its name in the title, focus at its start.
+      main.current?.focus();
     };
     window.addEventListener("hashchange", moved);
     return () => window.removeEventListener("hashchange", moved);
   }, []);
-  if (!session) return <Login />;
   const here = route.parts[0] ?? "";
+  useEffect(() => {
+    const page = NAV.find(([path]) => path === here)?.[1];
+    document.title = session ? `${page ?? "Not found"} · Kiln` : "Sign in · Kiln";
+  }, [here, session]);
+  if (!session) return <Login />;
   return (
     <div class="layout">
       <header class="top">
@@ -108,7 +125,7 @@ function App() {
           </button>
         </div>
       </header>
-      <main id="main">
+      <main id="main" tabIndex={-1} ref={main}>
         <Page route={route} />
       </main>
     </div>

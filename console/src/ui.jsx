@@ -2,13 +2,16 @@
 // times, a data loader and the hash router's links.
 import { useCallback, useEffect, useState } from "preact/hooks";
 
-/** An error as the API gave it: its message, code and request id. */
-export function ErrorBox({ error }) {
+/**
+ * An error as the API gave it: its message, code and request id. `quiet`
+ * for errors shown while the user types, which should not interrupt.
+ */
+export function ErrorBox({ error, quiet = false }) {
   if (!error) return null;
   // A detail the message already says is not said twice.
   const details = (error.details ?? []).filter((d) => !d.message || !error.message.includes(d.message));
   return (
-    <div class="error" role="alert">
+    <div class="error" role={quiet ? "status" : "alert"}>
       <strong>{error.message}</strong>
       <div class="muted small">
         {error.code}
@@ -53,10 +56,13 @@ export function useLoad(fetcher, deps) {
   const load = useCallback(() => {
     let live = true;
     setState((s) => ({ ...s, loading: true }));
-    fetcher().then(
-      (data) => live && setState({ data, error: null, loading: false }),
-      (error) => live && setState({ data: null, error, loading: false }),
-    );
+    // A fetcher that throws at once (a bad date in the URL) fails the same way.
+    Promise.resolve()
+      .then(fetcher)
+      .then(
+        (data) => live && setState({ data, error: null, loading: false }),
+        (error) => live && setState({ data: null, error, loading: false }),
+      );
     return () => {
       live = false;
     };
@@ -129,6 +135,24 @@ export function Field({ label, id, hint, children }) {
           {hint}
         </p>
       )}
+    </div>
+  );
+}
+
+/** A table with a header row of `columns` (an empty name is an actions column). */
+export function Table({ columns, children }) {
+  return (
+    <div class="table-wrap">
+      <table>
+        <thead>
+          <tr>
+            {columns.map((c) => (
+              <th scope="col">{c || <span class="visually-hidden">Actions</span>}</th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
+      </table>
     </div>
   );
 }

@@ -23,6 +23,8 @@ const HELLO_WASM = process.env.HELLO_WASM;
 const axeSource = await readFile(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 /** Bounds every wait, so a broken page fails the test instead of hanging. */
 const WAIT = { timeout: 15_000 };
+/** Bounds a whole test, axe's runs included. */
+const WHOLE = { timeout: 120_000 };
 
 let browser;
 
@@ -111,7 +113,7 @@ async function setCode(page, code) {
 const STREAMING = `export default async function main(params) {
   for (let i = 0; i < 4; i++) {
     console.log("line " + i + " for " + params.name);
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
   }
   return { hello: params.name };
 }
@@ -125,7 +127,7 @@ const ENDLESS = `export default async function main() {
 }
 `;
 
-test("a wrong password is shown as the API's error, with its request id", async () => {
+test("a wrong password is shown as the API's error, with its request id", WHOLE, async () => {
   const { context, page, problems } = await open();
   await check(page, "01-login");
   await page.getByLabel("Username").fill("admin");
@@ -143,7 +145,7 @@ test("a wrong password is shown as the API's error, with its request id", async 
   await context.close();
 });
 
-test("an admin writes a script, runs it with live output, cancels a long run and finds it", async () => {
+test("an admin writes a script, runs it with live output, cancels a long run and finds it", WHOLE, async () => {
   const { context, page, problems } = await open();
   await login(page, ADMIN);
   await check(page, "03-dashboard-empty");
@@ -237,7 +239,7 @@ test("an admin writes a script, runs it with live output, cancels a long run and
   await context.close();
 });
 
-test("a schedule shows its next five times before and after it is made", async () => {
+test("a schedule shows its next five times before and after it is made", WHOLE, async () => {
   const { context, page, problems } = await open();
   await login(page, ADMIN);
   await page.getByRole("link", { name: "Schedules" }).click();
@@ -245,7 +247,10 @@ test("a schedule shows its next five times before and after it is made", async (
   await page.getByLabel("Name", { exact: true }).fill("weekday mornings");
   await page.getByLabel("Script", { exact: true }).fill("greeter");
   await page.getByLabel("Cron").fill("not a cron");
-  await page.getByRole("alert").getByText(/not a valid cron/).waitFor(WAIT);
+  await page
+    .locator(".error")
+    .getByText(/not a valid cron/)
+    .waitFor(WAIT);
   await page.getByLabel("Cron").fill("0 9 * * 1-5");
   await page.getByLabel("Time zone").selectOption("Europe/Berlin");
   const preview = page.getByTestId("next-runs").first();
@@ -267,7 +272,7 @@ test("a schedule shows its next five times before and after it is made", async (
   await context.close();
 });
 
-test("an API key is shown once, then only its prefix", async () => {
+test("an API key is shown once, then only its prefix", WHOLE, async () => {
   const { context, page, problems } = await open();
   await login(page, ADMIN);
   await page.getByRole("link", { name: "API keys" }).click();
@@ -299,7 +304,7 @@ test("an API key is shown once, then only its prefix", async () => {
   await context.close();
 });
 
-test("a component upload, config values, a secret and a webhook keep their secrets", async () => {
+test("a component upload, config values, a secret and a webhook keep their secrets", WHOLE, async () => {
   const { context, page, problems } = await open();
   await login(page, ADMIN);
 
@@ -366,7 +371,7 @@ test("a component upload, config values, a secret and a webhook keep their secre
   await context.close();
 });
 
-test("a viewer is offered no write control, and a 403 renders cleanly", async () => {
+test("a viewer is offered no write control, and a 403 renders cleanly", WHOLE, async () => {
   const { context, page, problems } = await open();
   await login(page, VIEWER);
   const nav = await page.getByRole("navigation", { name: "Main" }).innerText();
@@ -395,7 +400,7 @@ test("a viewer is offered no write control, and a 403 renders cleanly", async ()
   await context.close();
 });
 
-test("phone width and dark mode", async () => {
+test("phone width and dark mode", WHOLE, async () => {
   const { context, page, problems } = await open({
     viewport: { width: 390, height: 844 },
     colorScheme: "dark",

@@ -34,7 +34,8 @@ fn the_console_works_in_a_real_browser() {
     let _ = std::fs::remove_dir_all(&shots);
     let ran = output_within(
         Command::new("node")
-            .args(["--test", "--test-reporter=spec", "tests/"])
+            .args(["--test", "--test-reporter=spec"])
+            .args(["tests/units.test.mjs", "tests/console.test.mjs"])
             .current_dir(root.join("console"))
             .env("KILN_URL", &kiln.base)
             .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)

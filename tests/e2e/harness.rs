@@ -426,9 +426,13 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// Runs `command` to its end, killed if it takes longer than `limit`.
 pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Output {
+    use std::os::unix::process::CommandExt as _;
+    // A group of its own, so a run past its time is killed with everything
+    // it started (node's test processes, a browser).
     let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -440,7 +444,7 @@ pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Ou
         Ok(output) => output.unwrap(),
         Err(_) => {
             let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
+                .args(["-KILL", "--", &format!("-{pid}")])
                 .status();
             panic!("{command:?} still ran after {limit:?}");
         }

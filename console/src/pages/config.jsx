@@ -31,7 +31,7 @@ export function ConfigPanel({ script }) {
     <form class="stack" onSubmit={save}>
       <p class="muted">
         Scripts read these as environment variables. Values are write-only: they are never shown again, and saving
-        replaces every value, so enter each one you keep.
+        replaces them all, so each key you keep needs its value typed again (or remove the key).
         {can("admin") && (
           <>
             {" "}
@@ -64,7 +64,8 @@ export function ConfigPanel({ script }) {
               id={`config-value-${i}`}
               type="password"
               autocomplete="off"
-              placeholder="hidden; type to replace"
+              required
+              placeholder="hidden: type it again to keep it"
               readOnly={!writable}
               value={row.value}
               onInput={(e) => set(i, { value: e.currentTarget.value })}

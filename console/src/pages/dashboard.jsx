@@ -1,53 +1,12 @@
 import { useEffect, useState } from "preact/hooks";
 import { can, get, raw } from "../api.js";
 import { Chart } from "../chart.jsx";
-import { Empty, ErrorBox, Loading, useLoad } from "../ui.jsx";
+import { Empty, ErrorBox, Loading, useLoad, Table } from "../ui.jsx";
+import { FAILED, parseMetrics, quantile, sample } from "../metrics.js";
 
-/** Runs that went wrong; a cancelled one did what it was told. */
-const FAILED = ["failed", "timeout", "interrupted"];
 const SAMPLE_MS = 5_000;
 /** Samples kept: ten minutes of them. */
 const SAMPLES = 120;
-
-/** Prometheus text as { name: [{ labels, value }] } for `kiln_` families. */
-export function parseMetrics(text) {
-  const families = {};
-  for (const line of text.split("\n")) {
-    const m = /^(kiln_[a-z_]+)(\{([^}]*)\})? ([0-9.eE+-]+|NaN|\+Inf)$/.exec(line);
-    if (!m) continue;
-    const labels = Object.fromEntries([...(m[3] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    (families[m[1]] ??= []).push({ labels, value: Number(m[4]) });
-  }
-  return families;
-}
-
-/** The totals a sample keeps: runs, failures and the duration histogram. */
-function sample(families) {
-  const runs = { all: 0, failed: 0 };
-  for (const { labels, value } of families.kiln_executions_total ?? []) {
-    runs.all += value;
-    if (FAILED.includes(labels.status)) runs.failed += value;
-  }
-  const buckets = new Map();
-  for (const { labels, value } of families.kiln_execution_duration_seconds_bucket ?? []) {
-    const le = labels.le === "+Inf" ? Infinity : Number(labels.le);
-    buckets.set(le, (buckets.get(le) ?? 0) + value);
-  }
-  return { at: Date.now(), ...runs, buckets };
-}
-
-/** The `q` quantile in ms of the runs between two samples' histograms. */
-function quantile(before, after, q) {
-  const bounds = [...after.buckets.keys()].sort((a, b) => a - b);
-  const counts = bounds.map((b) => (after.buckets.get(b) ?? 0) - (before.buckets.get(b) ?? 0));
-  const total = counts[counts.length - 1] ?? 0;
-  if (total <= 0) return null;
-  const rank = q * total;
-  for (let i = 0; i < bounds.length; i++) {
-    if (counts[i] >= rank) return bounds[i] === Infinity ? null : Math.round(bounds[i] * 1000);
-  }
-  return null;
-}
 
 /** Samples /metrics while the dashboard is open. */
 function useLiveMetrics() {
@@ -79,8 +38,12 @@ function Live() {
   if (error) return <ErrorBox error={error} />;
   if (samples.length < 2) return <p class="muted">Sampling this node's metrics every 5 s…</p>;
   const pairs = samples.slice(1).map((s, i) => [samples[i], s]);
-  const perMinute = (f) => pairs.map(([a, b]) => Math.round(((f(b) - f(a)) * 60_000) / Math.max(1, b.at - a.at)));
-  const labels = pairs.map(([, b]) => new Date(b.at).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" }));
+  // A counter that went back (the node restarted) has no rate for that step.
+  const perMinute = (f) =>
+    pairs.map(([a, b]) => (f(b) < f(a) ? null : Math.round(((f(b) - f(a)) * 60_000) / Math.max(1, b.at - a.at))));
+  const labels = pairs.map(([, b]) =>
+    new Date(b.at).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" }),
+  );
   return (
     <div class="charts">
       <Chart
@@ -157,7 +120,11 @@ export function Dashboard() {
             labels={u.daily.map((d) => d.date.slice(5))}
             stacked
             series={[
-              { label: "completed or cancelled", className: "fill-ok", values: u.daily.map((d) => d.executions - failures(d)) },
+              {
+                label: "completed or cancelled",
+                className: "fill-ok",
+                values: u.daily.map((d) => d.executions - failures(d)),
+              },
               { label: "failed", className: "fill-bad", values: u.daily.map(failures) },
             ]}
           />
@@ -167,28 +134,18 @@ export function Dashboard() {
               <a href="#/scripts">Open a script</a> and run it from its Run tab.
             </Empty>
           ) : (
-            <div class="table-wrap">
-              <table>
-                <thead>
-                  <tr>
-                    <th scope="col">Script</th>
-                    <th scope="col">Executions</th>
-                    <th scope="col">Failures</th>
-                    <th scope="col">p50</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {u.top_scripts.map((s) => (
-                    <tr>
-                      <td>{s.name ? <a href={`#/scripts/${s.script_id}`}>{s.name}</a> : <span class="muted">deleted</span>}</td>
-                      <td>{s.executions}</td>
-                      <td>{s.failures}</td>
-                      <td>{s.p50_duration_ms ?? "—"} ms</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <Table columns={["Script", "Executions", "Failures", "p50"]}>
+              {u.top_scripts.map((s) => (
+                <tr>
+                  <td>
+                    {s.name ? <a href={`#/scripts/${s.script_id}`}>{s.name}</a> : <span class="muted">deleted</span>}
+                  </td>
+                  <td>{s.executions}</td>
+                  <td>{s.failures}</td>
+                  <td>{s.p50_duration_ms ?? "—"} ms</td>
+                </tr>
+              ))}
+            </Table>
           )}
         </>
       )}

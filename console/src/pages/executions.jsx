@@ -1,10 +1,9 @@
 import { useEffect, useState } from "preact/hooks";
-import { can, events, get, post } from "../api.js";
-import { ago, Empty, ErrorBox, Field, Loading, navigate, Status, useLoad, when } from "../ui.jsx";
-import { Outcome, RunOutput } from "./run.jsx";
+import { can, get, post } from "../api.js";
+import { ago, Empty, ErrorBox, Field, Loading, navigate, Status, useLoad, when, Table } from "../ui.jsx";
+import { FINAL, follow, Outcome, RunOutput } from "./run.jsx";
 
 const STATUSES = ["queued", "running", "completed", "failed", "timeout", "cancelled", "interrupted"];
-const FINAL = new Set(STATUSES.slice(2));
 
 /** `datetime-local` text (local time) as RFC 3339 UTC, or undefined. */
 const utc = (local) => (local ? new Date(local).toISOString() : undefined);
@@ -56,7 +55,11 @@ export function ExecutionList({ query }) {
           <input id="exec-script" value={script} onInput={(e) => setScript(e.currentTarget.value)} />
         </Field>
         <Field label="Trigger" id="exec-trigger">
-          <select id="exec-trigger" value={filters.trigger} onChange={(e) => filter({ trigger: e.currentTarget.value })}>
+          <select
+            id="exec-trigger"
+            value={filters.trigger}
+            onChange={(e) => filter({ trigger: e.currentTarget.value })}
+          >
             <option value="">any</option>
             <option value="api">api</option>
             <option value="schedule">schedule</option>
@@ -95,45 +98,31 @@ export function ExecutionList({ query }) {
       )}
       {list.data && list.data.data.length > 0 && (
         <>
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">Execution</th>
-                  <th scope="col">Status</th>
-                  <th scope="col">Script</th>
-                  <th scope="col">Trigger</th>
-                  <th scope="col">Created</th>
-                  <th scope="col">Duration</th>
-                </tr>
-              </thead>
-              <tbody>
-                {list.data.data.map((x) => (
-                  <tr>
-                    <td>
-                      <a href={`#/executions/${x.id}`}>
-                        <code>{x.id.slice(0, 13)}…</code>
-                      </a>
-                    </td>
-                    <td>
-                      <Status status={x.status} />
-                    </td>
-                    <td>
-                      {x.script_id ? (
-                        <a href={`#/scripts/${x.script_id}`}>{x.script_id.slice(0, 13)}…</a>
-                      ) : (
-                        <span class="muted">ad hoc ({x.language})</span>
-                      )}
-                      {x.script_version != null && <span class="muted small"> v{x.script_version}</span>}
-                    </td>
-                    <td>{x.trigger}</td>
-                    <td title={when(x.created_at)}>{ago(x.created_at)}</td>
-                    <td>{x.duration_ms != null ? `${x.duration_ms} ms` : "—"}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <Table columns={["Execution", "Status", "Script", "Trigger", "Created", "Duration"]}>
+            {list.data.data.map((x) => (
+              <tr>
+                <td>
+                  <a href={`#/executions/${x.id}`}>
+                    <code>{x.id.slice(0, 13)}…</code>
+                  </a>
+                </td>
+                <td>
+                  <Status status={x.status} />
+                </td>
+                <td>
+                  {x.script_id ? (
+                    <a href={`#/scripts/${x.script_id}`}>{x.script_id.slice(0, 13)}…</a>
+                  ) : (
+                    <span class="muted">ad hoc ({x.language})</span>
+                  )}
+                  {x.script_version != null && <span class="muted small"> v{x.script_version}</span>}
+                </td>
+                <td>{x.trigger}</td>
+                <td title={when(x.created_at)}>{ago(x.created_at)}</td>
+                <td>{x.duration_ms != null ? `${x.duration_ms} ms` : "—"}</td>
+              </tr>
+            ))}
+          </Table>
           <nav class="pager" aria-label="Pages">
             <button
               type="button"
@@ -167,23 +156,11 @@ export function ExecutionPage({ id }) {
   useEffect(() => {
     if (!x || FINAL.has(x.status)) return undefined;
     const abort = new AbortController();
-    const state = { id: x.id, status: x.status, stdout: "", stderr: "", final: null };
-    events(
-      x.id,
-      (event, data) => {
-        if (event === "status") state.status = data.status;
-        else if (event === "stdout") state.stdout += data.data;
-        else if (event === "stderr") state.stderr += data.data;
-        else if (event === "done") {
-          state.final = data;
-          state.status = data.status;
-        }
-        setLive({ ...state });
-      },
-      abort.signal,
-    ).catch((err) => err.name !== "AbortError" && setError(err));
+    follow(x.id, x.status, (state) => !abort.signal.aborted && setLive(state), abort.signal).catch(
+      (err) => err.name !== "AbortError" && !abort.signal.aborted && setError(err),
+    );
     return () => abort.abort();
-  }, [x?.id, x?.status]);
+  }, [x?.id]);
   if (loaded.error) return <ErrorBox error={loaded.error} />;
   if (!x) return <Loading />;
   const status = live?.status ?? x.status;

@@ -1,11 +1,21 @@
 import { useState } from "preact/hooks";
 import { can, currentSession, del, get, post } from "../api.js";
-import { CopyButton, Empty, ErrorBox, Field, Loading, useLoad, when } from "../ui.jsx";
+import { CopyButton, Empty, ErrorBox, Field, Loading, useLoad, when, Table } from "../ui.jsx";
+import { Pager } from "./scripts.jsx";
 
-const SCOPES = ["read:scripts", "write:scripts", "execute:scripts", "read:executions", "manage:schedules", "manage:webhooks", "admin"];
+const SCOPES = [
+  "read:scripts",
+  "write:scripts",
+  "execute:scripts",
+  "read:executions",
+  "manage:schedules",
+  "manage:webhooks",
+  "admin",
+];
 
 export function Keys() {
-  const list = useLoad(() => get("/v1/api-keys", { size: 100 }), []);
+  const [page, setPage] = useState(1);
+  const list = useLoad(() => get("/v1/api-keys", { page, size: 50 }), [page]);
   const mine = SCOPES.filter((s) => can(s));
   const [name, setName] = useState("");
   const [scopes, setScopes] = useState(mine.filter((s) => s !== "admin"));
@@ -45,7 +55,7 @@ export function Keys() {
         <code>X-API-Key</code>.
       </p>
       {created && (
-        <div class="card reveal" role="status" data-testid="new-key">
+        <div class="card reveal" data-testid="new-key">
           <p>
             <strong>{created.name}</strong>: copy it now. It is not shown again.
           </p>
@@ -62,10 +72,24 @@ export function Keys() {
         <ErrorBox error={error} />
         <div class="row">
           <Field label="Name" id="key-name">
-            <input id="key-name" required maxLength={128} value={name} onInput={(e) => setName(e.currentTarget.value)} />
+            <input
+              id="key-name"
+              required
+              maxLength={128}
+              value={name}
+              onInput={(e) => setName(e.currentTarget.value)}
+            />
           </Field>
           <Field label="Expires after (days)" id="key-days" hint="Empty: never.">
-            <input id="key-days" type="number" min="1" max="3650" aria-describedby="key-days-hint" value={days} onInput={(e) => setDays(e.currentTarget.value)} />
+            <input
+              id="key-days"
+              type="number"
+              min="1"
+              max="3650"
+              aria-describedby="key-days-hint"
+              value={days}
+              onInput={(e) => setDays(e.currentTarget.value)}
+            />
           </Field>
         </div>
         <fieldset>
@@ -89,40 +113,31 @@ export function Keys() {
       </form>
       <ErrorBox error={list.error} />
       {list.loading && !list.data && <Loading />}
-      {list.data && list.data.data.length === 0 && <Empty title="No API keys yet.">Create one above for a program or CI job.</Empty>}
+      {list.data && list.data.data.length === 0 && (
+        <Empty title="No API keys yet.">Create one above for a program or CI job.</Empty>
+      )}
       {list.data && list.data.data.length > 0 && (
-        <div class="table-wrap">
-          <table>
-            <thead>
+        <>
+          <Table columns={["Name", "Prefix", "Scopes", "Created", "Expires", ""]}>
+            {list.data.data.map((k) => (
               <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Prefix</th>
-                <th scope="col">Scopes</th>
-                <th scope="col">Created</th>
-                <th scope="col">Expires</th>
-                <th scope="col"><span class="visually-hidden">Actions</span></th>
+                <td>{k.name}</td>
+                <td>
+                  <code>{k.prefix}…</code>
+                </td>
+                <td class="small">{k.scopes.join(", ")}</td>
+                <td>{when(k.created_at)}</td>
+                <td>{k.expires_at ? when(k.expires_at) : "never"}</td>
+                <td>
+                  <button type="button" class="danger" onClick={() => revoke(k)}>
+                    Revoke
+                  </button>
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {list.data.data.map((k) => (
-                <tr>
-                  <td>{k.name}</td>
-                  <td>
-                    <code>{k.prefix}…</code>
-                  </td>
-                  <td class="small">{k.scopes.join(", ")}</td>
-                  <td>{when(k.created_at)}</td>
-                  <td>{k.expires_at ? when(k.expires_at) : "never"}</td>
-                  <td>
-                    <button type="button" class="danger" onClick={() => revoke(k)}>
-                      Revoke
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+            ))}
+          </Table>
+          <Pager pagination={list.data.pagination} go={setPage} />
+        </>
       )}
     </section>
   );

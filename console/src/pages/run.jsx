@@ -1,28 +1,46 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { can, events, get, post } from "../api.js";
 import { ErrorBox, Field, Status } from "../ui.jsx";
+import { parseParameters } from "../params.js";
 
-/** Parameters as a JSON object, or why they are not one. */
-export function parseParameters(text) {
-  if (!text.trim()) return { value: {} };
-  try {
-    const value = JSON.parse(text);
-    if (value === null || typeof value !== "object" || Array.isArray(value)) {
-      return { error: "Parameters must be a JSON object, such as {\"name\": \"Ada\"}." };
-    }
-    return { value };
-  } catch (e) {
-    return { error: `Not JSON: ${e.message}` };
+export const FINAL = new Set(["completed", "failed", "timeout", "cancelled", "interrupted"]);
+
+/**
+ * Follows execution `id` live: `show` gets its state as output arrives
+ * ({ id, status, stdout, stderr, final }). The final record replaces the
+ * streamed output (a slow reader may have missed pieces of the stream), and
+ * a stream that ends without it is followed by a read of the record.
+ */
+export async function follow(id, status, show, signal) {
+  const state = { id, status, stdout: "", stderr: "", final: null };
+  const end = (x) => {
+    Object.assign(state, { final: x, status: x.status, stdout: x.stdout, stderr: x.stderr });
+  };
+  show({ ...state });
+  await events(
+    id,
+    (event, data) => {
+      if (event === "status") state.status = data.status;
+      else if (event === "stdout") state.stdout += data.data;
+      else if (event === "stderr") state.stderr += data.data;
+      else if (event === "done") end(data);
+      show({ ...state });
+    },
+    signal,
+  );
+  if (!state.final && !signal.aborted) {
+    end(await get(`/v1/executions/${encodeURIComponent(id)}`));
+    show({ ...state });
   }
 }
-
-const FINAL = new Set(["completed", "failed", "timeout", "cancelled", "interrupted"]);
 
 export function RunPanel({ script }) {
   const [text, setText] = useState("{}");
   const [limits, setLimits] = useState({ timeout_ms: "", memory_mb: "", fuel: "" });
-  const [run, setRun] = useState(null); // { id, status, stdout, stderr, final }
+  const [run, setRun] = useState(null);
+  const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
+  // One run followed at a time; leaving the page stops following it.
   const stream = useRef(null);
   useEffect(() => () => stream.current?.abort(), []);
   const parsed = parseParameters(text);
@@ -30,39 +48,27 @@ export function RunPanel({ script }) {
 
   async function start(e) {
     e.preventDefault();
-    if (parsed.error) return;
+    if (parsed.error || busy) return;
     setError(null);
     stream.current?.abort();
+    const abort = new AbortController();
+    stream.current = abort;
+    setBusy(true);
     const body = { parameters: parsed.value };
     for (const [k, v] of Object.entries(limits)) if (v !== "") body[k] = Number(v);
     try {
       const accepted = await post(`/v1/scripts/${script.id}/execute`, body);
-      const id = accepted.execution_id ?? accepted.id;
-      const state = { id, status: accepted.status, stdout: "", stderr: "", final: null };
-      setRun({ ...state });
-      const abort = new AbortController();
-      stream.current = abort;
-      await events(
-        id,
-        (event, data) => {
-          if (event === "status") state.status = data.status;
-          else if (event === "stdout") state.stdout += data.data;
-          else if (event === "stderr") state.stderr += data.data;
-          else if (event === "done") {
-            state.final = data;
-            state.status = data.status;
-          }
-          setRun({ ...state });
-        },
+      if (abort.signal.aborted) return;
+      await follow(
+        accepted.execution_id,
+        accepted.status,
+        (state) => !abort.signal.aborted && setRun(state),
         abort.signal,
       );
-      if (!state.final) {
-        state.final = await get(`/v1/executions/${id}`);
-        state.status = state.final.status;
-        setRun({ ...state });
-      }
     } catch (err) {
-      if (err.name !== "AbortError") setError(err);
+      if (err.name !== "AbortError" && !abort.signal.aborted) setError(err);
+    } finally {
+      if (!abort.signal.aborted) setBusy(false);
     }
   }
 
@@ -74,7 +80,7 @@ export function RunPanel({ script }) {
     }
   }
 
-  const running = run && !FINAL.has(run.status);
+  const running = busy || (run && !FINAL.has(run.status));
   return (
     <div class="stack">
       <form onSubmit={start} class="stack">
@@ -119,7 +125,7 @@ export function RunPanel({ script }) {
           <button type="submit" disabled={!!parsed.error || running}>
             Run
           </button>
-          {running && (
+          {run && !FINAL.has(run.status) && (
             <button type="button" class="danger" onClick={cancel}>
               Cancel
             </button>
@@ -136,11 +142,11 @@ export function RunOutput({ run }) {
   const f = run.final;
   return (
     <div class="stack" data-testid="run-output">
-      <p>
+      <p aria-live="polite">
         <a href={`#/executions/${run.id}`}>Execution {run.id}</a> <Status status={run.status} />
       </p>
       <h2 class="h3">stdout</h2>
-      <pre class="output" data-testid="stdout" aria-live="polite">
+      <pre class="output" data-testid="stdout">
         {run.stdout || <span class="muted">(nothing yet)</span>}
       </pre>
       {run.stderr && (
@@ -185,7 +191,8 @@ export function Outcome({ execution: x }) {
         <dt>Limits</dt>
         <dd>
           {x.limits.timeout_ms} ms, {x.limits.memory_mb} MB, fuel {x.limits.fuel ?? "unmetered"}
-          {x.limits.clamped?.length > 0 && ` (cut to the node's maximum: ${x.limits.clamped.map((c) => c.limit ?? c).join(", ")})`}
+          {x.limits.clamped?.length > 0 &&
+            ` (cut to the node's maximum: ${x.limits.clamped.map((c) => c.limit ?? c).join(", ")})`}
         </dd>
       </dl>
     </div>

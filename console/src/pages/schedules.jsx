@@ -1,7 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { del, get, post, put } from "../api.js";
-import { Empty, ErrorBox, Field, Loading, Status, useLoad, when } from "../ui.jsx";
-import { parseParameters } from "./run.jsx";
+import { Empty, ErrorBox, Field, Loading, Status, useLoad, when, Table } from "../ui.jsx";
+import { Pager } from "./scripts.jsx";
+import { parseParameters } from "../params.js";
 
 const zones = () => {
   try {
@@ -12,7 +13,8 @@ const zones = () => {
 };
 
 export function Schedules() {
-  const list = useLoad(() => get("/v1/schedules", { size: 100 }), []);
+  const [page, setPage] = useState(1);
+  const list = useLoad(() => get("/v1/schedules", { page, size: 50 }), [page]);
   const scripts = useLoad(() => get("/v1/scripts", { size: 100, sort: "name", order: "asc" }), []);
   const names = new Map((scripts.data?.data ?? []).map((s) => [s.id, s.name]));
   const [error, setError] = useState(null);
@@ -44,56 +46,46 @@ export function Schedules() {
         <Empty title="No schedules yet.">Create one above: a cron, its time zone and the script it runs.</Empty>
       )}
       {list.data && list.data.data.length > 0 && (
-        <div class="table-wrap">
-          <table>
-            <thead>
+        <>
+          <Table columns={["Name", "Cron", "Next runs", "Last run", ""]}>
+            {list.data.data.map((s) => (
               <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Cron</th>
-                <th scope="col">Next runs</th>
-                <th scope="col">Last run</th>
-                <th scope="col"><span class="visually-hidden">Actions</span></th>
+                <td>
+                  {s.name}
+                  <div class="muted small">
+                    runs <a href={`#/scripts/${s.script_id}`}>{names.get(s.script_id) ?? "its script"}</a> ·{" "}
+                    {s.active ? "active" : "paused"}
+                  </div>
+                </td>
+                <td>
+                  <code>{s.cron}</code>
+                  <div class="muted small">{s.timezone}</div>
+                </td>
+                <td>
+                  <NextRuns times={s.next_runs} zone={s.timezone} />
+                </td>
+                <td>
+                  {s.last_execution_id ? (
+                    <a href={`#/executions/${s.last_execution_id}`}>
+                      {when(s.last_run_at)} {s.last_status && <Status status={s.last_status} />}
+                    </a>
+                  ) : (
+                    <span class="muted">not yet</span>
+                  )}
+                </td>
+                <td class="actions">
+                  <button type="button" class="secondary" onClick={() => toggle(s)}>
+                    {s.active ? "Pause" : "Resume"}
+                  </button>
+                  <button type="button" class="danger" onClick={() => remove(s)}>
+                    Delete
+                  </button>
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {list.data.data.map((s) => (
-                <tr>
-                  <td>
-                    {s.name}
-                    <div class="muted small">
-                      runs <a href={`#/scripts/${s.script_id}`}>{names.get(s.script_id) ?? "its script"}</a> ·{" "}
-                      {s.active ? "active" : "paused"}
-                    </div>
-                  </td>
-                  <td>
-                    <code>{s.cron}</code>
-                    <div class="muted small">{s.timezone}</div>
-                  </td>
-                  <td>
-                    <NextRuns times={s.next_runs} zone={s.timezone} />
-                  </td>
-                  <td>
-                    {s.last_execution_id ? (
-                      <a href={`#/executions/${s.last_execution_id}`}>
-                        {when(s.last_run_at)} {s.last_status && <Status status={s.last_status} />}
-                      </a>
-                    ) : (
-                      <span class="muted">not yet</span>
-                    )}
-                  </td>
-                  <td class="actions">
-                    <button type="button" class="secondary" onClick={() => toggle(s)}>
-                      {s.active ? "Pause" : "Resume"}
-                    </button>
-                    <button type="button" class="danger" onClick={() => remove(s)}>
-                      Delete
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+            ))}
+          </Table>
+          <Pager pagination={list.data.pagination} go={setPage} />
+        </>
       )}
     </section>
   );
@@ -123,17 +115,22 @@ function NewSchedule({ created, scripts }) {
   });
   const [preview, setPreview] = useState(null);
   const [error, setError] = useState(null);
-  const set = (change) => setForm({ ...form, ...change });
+  const set = (change) => setForm((f) => ({ ...f, ...change }));
   // The next five times, from the node itself, as the cron and zone change.
   useEffect(() => {
     if (!form.cron.trim()) return undefined;
+    // An answer for a cron or zone since changed is dropped.
+    let current = true;
     const timer = setTimeout(() => {
       get("/v1/schedules/preview", { cron: form.cron, timezone: form.timezone }).then(
-        (p) => setPreview({ times: p.next_runs }),
-        (e) => setPreview({ error: e }),
+        (p) => current && setPreview({ times: p.next_runs }),
+        (e) => current && setPreview({ error: e }),
       );
     }, 250);
-    return () => clearTimeout(timer);
+    return () => {
+      current = false;
+      clearTimeout(timer);
+    };
   }, [form.cron, form.timezone]);
   const parameters = parseParameters(form.parameters);
   async function submit(e) {
@@ -162,7 +159,13 @@ function NewSchedule({ created, scripts }) {
         {scripts.data && options.length === 0 && <p class="muted">Create a script first: a schedule runs one.</p>}
         <div class="row">
           <Field label="Name" id="schedule-name">
-            <input id="schedule-name" required maxLength={128} value={form.name} onInput={(e) => set({ name: e.currentTarget.value })} />
+            <input
+              id="schedule-name"
+              required
+              maxLength={128}
+              value={form.name}
+              onInput={(e) => set({ name: e.currentTarget.value })}
+            />
           </Field>
           <Field label="Script" id="schedule-script" hint="Its name or id.">
             <input
@@ -200,7 +203,7 @@ function NewSchedule({ created, scripts }) {
           </Field>
         </div>
         <div aria-live="polite">
-          {preview?.error && <ErrorBox error={preview.error} />}
+          {preview?.error && <ErrorBox error={preview.error} quiet />}
           {preview?.times && (
             <div>
               <p class="small muted">Next five runs:</p>
@@ -208,7 +211,11 @@ function NewSchedule({ created, scripts }) {
             </div>
           )}
         </div>
-        <Field label="Parameters (JSON object)" id="schedule-parameters" hint={parameters.error ?? "Every run gets these."}>
+        <Field
+          label="Parameters (JSON object)"
+          id="schedule-parameters"
+          hint={parameters.error ?? "Every run gets these."}
+        >
           <textarea
             id="schedule-parameters"
             rows="3"

@@ -1,7 +1,7 @@
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import { can, del, get, post, put } from "../api.js";
 import { CodeEditor, DiffView } from "../editor.jsx";
-import { ago, Empty, ErrorBox, Field, href, Loading, navigate, Status, useLoad, when } from "../ui.jsx";
+import { ago, Empty, ErrorBox, Field, href, Loading, navigate, Status, useLoad, when, Table } from "../ui.jsx";
 import { RunPanel } from "./run.jsx";
 import { ConfigPanel } from "./config.jsx";
 
@@ -84,38 +84,27 @@ export function ScriptList({ query }) {
       )}
       {list.data && list.data.data.length > 0 && (
         <>
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">Name</th>
-                  <th scope="col">Language</th>
-                  <th scope="col">Version</th>
-                  <th scope="col">Status</th>
-                  <th scope="col">Runs</th>
-                  <th scope="col">Updated</th>
-                </tr>
-              </thead>
-              <tbody>
-                {list.data.data.map((s) => (
-                  <tr>
-                    <td>
-                      <a href={`#/scripts/${encodeURIComponent(s.name)}`}>{s.name}</a>
-                      {s.description && <div class="muted small">{s.description}</div>}
-                    </td>
-                    <td>{s.language}</td>
-                    <td>{s.version}</td>
-                    <td>
-                      <Status status={s.status} />
-                    </td>
-                    <td>{s.execution_count}</td>
-                    <td title={when(s.updated_at)}>{ago(s.updated_at)}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-          <Pager pagination={list.data.pagination} go={(p) => navigate("/scripts", { search, language, status, page: p })} />
+          <Table columns={["Name", "Language", "Version", "Status", "Runs", "Updated"]}>
+            {list.data.data.map((s) => (
+              <tr>
+                <td>
+                  <a href={`#/scripts/${encodeURIComponent(s.name)}`}>{s.name}</a>
+                  {s.description && <div class="muted small">{s.description}</div>}
+                </td>
+                <td>{s.language}</td>
+                <td>{s.version}</td>
+                <td>
+                  <Status status={s.status} />
+                </td>
+                <td>{s.execution_count}</td>
+                <td title={when(s.updated_at)}>{ago(s.updated_at)}</td>
+              </tr>
+            ))}
+          </Table>
+          <Pager
+            pagination={list.data.pagination}
+            go={(p) => navigate("/scripts", { search, language, status, page: p })}
+          />
         </>
       )}
     </section>
@@ -291,7 +280,10 @@ export function ScriptPage({ id, tab }) {
 }
 
 function CodeTab({ script, reload }) {
-  const current = useLoad(() => get(`/v1/scripts/${script.id}/versions/${script.version}`), [script.id, script.version]);
+  const current = useLoad(
+    () => get(`/v1/scripts/${script.id}/versions/${script.version}`),
+    [script.id, script.version],
+  );
   const [code, setCode] = useState(null);
   const [error, setError] = useState(null);
   const [saved, setSaved] = useState(null);
@@ -348,27 +340,37 @@ function CodeTab({ script, reload }) {
 }
 
 function VersionsTab({ script, reload }) {
-  const versions = useLoad(() => get(`/v1/scripts/${script.id}/versions`, { size: 50 }), [script.id, script.version]);
-  const [chosen, setChosen] = useState(null);
+  const [page, setPage] = useState(1);
+  const versions = useLoad(
+    () => get(`/v1/scripts/${script.id}/versions`, { page, size: 50 }),
+    [script.id, script.version, page],
+  );
   const [pair, setPair] = useState(null);
   const [error, setError] = useState(null);
+  const asked = useRef(0);
   async function compare(version) {
     setError(null);
-    setChosen(version);
+    // Only the last comparison asked for is shown, whatever order they end in.
+    const turn = ++asked.current;
     try {
       const [old, now] = await Promise.all([
         get(`/v1/scripts/${script.id}/versions/${version}`),
-        get(`/v1/scripts/${script.id}/versions/${script.version}`),
+        get(`/v1/scripts/${script.id}`).then((s) => get(`/v1/scripts/${script.id}/versions/${s.version}`)),
       ]);
-      setPair({ old, now });
+      if (turn === asked.current) setPair({ old, now });
     } catch (err) {
-      setError(err);
+      if (turn === asked.current) setError(err);
     }
   }
   async function rollback(old) {
     setError(null);
     try {
-      const body = old.content != null ? { content: old.content } : old.files ? { files: old.files, entry: old.entry } : { content_base64: old.content_base64 };
+      const body =
+        old.content != null
+          ? { content: old.content }
+          : old.files
+            ? { files: old.files, entry: old.entry }
+            : { content_base64: old.content_base64 };
       await put(`/v1/scripts/${script.id}`, body);
       setPair(null);
       reload();
@@ -382,44 +384,32 @@ function VersionsTab({ script, reload }) {
   return (
     <div class="stack">
       <ErrorBox error={error} />
-      <div class="table-wrap">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Version</th>
-              <th scope="col">Created</th>
-              <th scope="col">Size</th>
-              <th scope="col">Hash</th>
-              <th scope="col"><span class="visually-hidden">Actions</span></th>
-            </tr>
-          </thead>
-          <tbody>
-            {versions.data.data.map((v) => (
-              <tr>
-                <td>
-                  {v.version} {v.current && <span class="badge">current</span>}
-                </td>
-                <td>{when(v.created_at)}</td>
-                <td>{v.size_bytes}</td>
-                <td>
-                  <code>{v.content_hash.slice(0, 12)}</code>
-                </td>
-                <td>
-                  {!v.current && (
-                    <button type="button" class="secondary" onClick={() => compare(v.version)}>
-                      Compare with current
-                    </button>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <Table columns={["Version", "Created", "Size", "Hash", ""]}>
+        {versions.data.data.map((v) => (
+          <tr>
+            <td>
+              {v.version} {v.current && <span class="badge">current</span>}
+            </td>
+            <td>{when(v.created_at)}</td>
+            <td>{v.size_bytes}</td>
+            <td>
+              <code>{v.content_hash.slice(0, 12)}</code>
+            </td>
+            <td>
+              {!v.current && (
+                <button type="button" class="secondary" onClick={() => compare(v.version)}>
+                  Compare with current
+                </button>
+              )}
+            </td>
+          </tr>
+        ))}
+      </Table>
+      <Pager pagination={versions.data.pagination} go={setPage} />
       {pair && (
         <div class="stack">
           <h2>
-            Version {chosen} → version {pair.now.version}
+            Version {pair.old.version} → version {pair.now.version}
           </h2>
           {pair.old.content != null && pair.now.content != null ? (
             <DiffView before={pair.old.content} after={pair.now.content} language={script.language} />
@@ -429,9 +419,9 @@ function VersionsTab({ script, reload }) {
           {can("write:scripts") && (
             <div>
               <button type="button" onClick={() => rollback(pair.old)}>
-                Roll back to version {chosen}
+                Roll back to version {pair.old.version}
               </button>
-              <p class="hint">A rollback stores version {chosen}'s content as a new version.</p>
+              <p class="hint">A rollback stores version {pair.old.version}'s content as a new version.</p>
             </div>
           )}
         </div>

@@ -1,6 +1,6 @@
 import { useState } from "preact/hooks";
 import { can, del, get, put } from "../api.js";
-import { Empty, ErrorBox, Field, Loading, useLoad, when } from "../ui.jsx";
+import { Empty, ErrorBox, Field, Loading, useLoad, when, Table } from "../ui.jsx";
 
 /** Shared secrets (admins): names and grants are shown, values never. */
 export function Secrets() {
@@ -54,7 +54,13 @@ export function Secrets() {
         )}
         <div class="row">
           <Field label="Name" id="secret-name" hint="An existing name changes that secret.">
-            <input id="secret-name" required aria-describedby="secret-name-hint" value={form.name} onInput={(e) => setForm({ ...form, name: e.currentTarget.value })} />
+            <input
+              id="secret-name"
+              required
+              aria-describedby="secret-name-hint"
+              value={form.name}
+              onInput={(e) => setForm({ ...form, name: e.currentTarget.value })}
+            />
           </Field>
           <Field label="Value" id="secret-value" hint="Empty keeps the current value (for a change of grants).">
             <input
@@ -67,8 +73,18 @@ export function Secrets() {
             />
           </Field>
         </div>
-        <Field label="Granted to" id="secret-scripts" hint="Script names or ids, separated by commas; * for every script.">
-          <input id="secret-scripts" required aria-describedby="secret-scripts-hint" value={form.scripts} onInput={(e) => setForm({ ...form, scripts: e.currentTarget.value })} />
+        <Field
+          label="Granted to"
+          id="secret-scripts"
+          hint="Script names or ids, separated by commas; * for every script."
+        >
+          <input
+            id="secret-scripts"
+            required
+            aria-describedby="secret-scripts-hint"
+            value={form.scripts}
+            onInput={(e) => setForm({ ...form, scripts: e.currentTarget.value })}
+          />
         </Field>
         <div>
           <button type="submit">Save secret</button>
@@ -76,36 +92,26 @@ export function Secrets() {
       </form>
       <ErrorBox error={list.error} />
       {!list.data && !list.error && <Loading />}
-      {list.data && list.data.data.length === 0 && <Empty title="No shared secrets yet.">Set one above; scripts read it from their environment.</Empty>}
+      {list.data && list.data.data.length === 0 && (
+        <Empty title="No shared secrets yet.">Set one above; scripts read it from their environment.</Empty>
+      )}
       {list.data && list.data.data.length > 0 && (
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Granted to</th>
-                <th scope="col">Updated</th>
-                <th scope="col"><span class="visually-hidden">Actions</span></th>
-              </tr>
-            </thead>
-            <tbody>
-              {list.data.data.map((secret) => (
-                <tr>
-                  <td>
-                    <code>{secret.name}</code>
-                  </td>
-                  <td class="small">{secret.scripts.join(", ")}</td>
-                  <td>{when(secret.updated_at)}</td>
-                  <td>
-                    <button type="button" class="danger" onClick={() => remove(secret)}>
-                      Delete
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={["Name", "Granted to", "Updated", ""]}>
+          {list.data.data.map((secret) => (
+            <tr>
+              <td>
+                <code>{secret.name}</code>
+              </td>
+              <td class="small">{secret.scripts.join(", ")}</td>
+              <td>{when(secret.updated_at)}</td>
+              <td>
+                <button type="button" class="danger" onClick={() => remove(secret)}>
+                  Delete
+                </button>
+              </td>
+            </tr>
+          ))}
+        </Table>
       )}
     </section>
   );

@@ -1,11 +1,13 @@
 import { useState } from "preact/hooks";
 import { can, get, post, put } from "../api.js";
-import { Empty, ErrorBox, Field, Loading, useLoad, when } from "../ui.jsx";
+import { Empty, ErrorBox, Field, Loading, useLoad, when, Table } from "../ui.jsx";
+import { Pager } from "./scripts.jsx";
 
 const ROLES = ["admin", "developer", "analyst", "viewer"];
 
 export function Users() {
-  const list = useLoad(() => (can("admin") ? get("/v1/users", { size: 100 }) : Promise.resolve(null)), []);
+  const [page, setPage] = useState(1);
+  const list = useLoad(() => (can("admin") ? get("/v1/users", { page, size: 50 }) : Promise.resolve(null)), [page]);
   const [form, setForm] = useState({ username: "", password: "", role: "developer" });
   const [error, setError] = useState(null);
   if (!can("admin")) return <Empty title="Only admins manage users." />;
@@ -36,7 +38,13 @@ export function Users() {
         <h2 class="h3">New user</h2>
         <div class="row">
           <Field label="Username" id="user-name">
-            <input id="user-name" required pattern="[A-Za-z0-9_.\-]{1,64}" value={form.username} onInput={(e) => setForm({ ...form, username: e.currentTarget.value })} />
+            <input
+              id="user-name"
+              required
+              pattern="[A-Za-z0-9_.\-]{1,64}"
+              value={form.username}
+              onInput={(e) => setForm({ ...form, username: e.currentTarget.value })}
+            />
           </Field>
           <Field label="Password" id="user-password" hint="8 characters or more.">
             <input
@@ -51,7 +59,11 @@ export function Users() {
             />
           </Field>
           <Field label="Role" id="user-role">
-            <select id="user-role" value={form.role} onChange={(e) => setForm({ ...form, role: e.currentTarget.value })}>
+            <select
+              id="user-role"
+              value={form.role}
+              onChange={(e) => setForm({ ...form, role: e.currentTarget.value })}
+            >
               {ROLES.map((r) => (
                 <option value={r}>{r}</option>
               ))}
@@ -65,43 +77,44 @@ export function Users() {
       <ErrorBox error={error ?? list.error} />
       {!list.data && <Loading />}
       {list.data && (
-        <div class="table-wrap">
-          <table>
-            <thead>
+        <>
+          <Table columns={["User", "Role", "Last login", ""]}>
+            {list.data.data.map((u) => (
               <tr>
-                <th scope="col">User</th>
-                <th scope="col">Role</th>
-                <th scope="col">Last login</th>
-                <th scope="col"><span class="visually-hidden">Actions</span></th>
+                <td>
+                  {u.username} {u.disabled && <span class="badge status-failed">disabled</span>}
+                </td>
+                <td>
+                  <label class="visually-hidden" for={`role-${u.id}`}>
+                    Role of {u.username}
+                  </label>
+                  <select
+                    id={`role-${u.id}`}
+                    value={u.role}
+                    onChange={(e) => {
+                      // Arrow keys on a closed select fire a change per step: ask first.
+                      const role = e.currentTarget.value;
+                      if (window.confirm(`Make ${u.username} ${role === "admin" ? "an" : "a"} ${role}?`))
+                        change(u, { role });
+                      else e.currentTarget.value = u.role;
+                    }}
+                  >
+                    {ROLES.map((r) => (
+                      <option value={r}>{r}</option>
+                    ))}
+                  </select>
+                </td>
+                <td>{when(u.last_login_at)}</td>
+                <td>
+                  <button type="button" class="secondary" onClick={() => change(u, { disabled: !u.disabled })}>
+                    {u.disabled ? "Enable" : "Disable"}
+                  </button>
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {list.data.data.map((u) => (
-                <tr>
-                  <td>
-                    {u.username} {u.disabled && <span class="badge status-failed">disabled</span>}
-                  </td>
-                  <td>
-                    <label class="visually-hidden" for={`role-${u.id}`}>
-                      Role of {u.username}
-                    </label>
-                    <select id={`role-${u.id}`} value={u.role} onChange={(e) => change(u, { role: e.currentTarget.value })}>
-                      {ROLES.map((r) => (
-                        <option value={r}>{r}</option>
-                      ))}
-                    </select>
-                  </td>
-                  <td>{when(u.last_login_at)}</td>
-                  <td>
-                    <button type="button" class="secondary" onClick={() => change(u, { disabled: !u.disabled })}>
-                      {u.disabled ? "Enable" : "Disable"}
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+            ))}
+          </Table>
+          <Pager pagination={list.data.pagination} go={setPage} />
+        </>
       )}
     </section>
   );

@@ -1,6 +1,7 @@
 import { useState } from "preact/hooks";
 import { del, get, post } from "../api.js";
-import { CopyButton, Empty, ErrorBox, Field, Loading, useLoad, when } from "../ui.jsx";
+import { CopyButton, Empty, ErrorBox, Field, Loading, useLoad, when, Table } from "../ui.jsx";
+import { Pager } from "./scripts.jsx";
 
 const EVENTS = [
   "execution.completed",
@@ -19,7 +20,8 @@ export function Webhooks({ id }) {
 }
 
 function WebhookList() {
-  const list = useLoad(() => get("/v1/webhooks", { size: 100 }), []);
+  const [page, setPage] = useState(1);
+  const list = useLoad(() => get("/v1/webhooks", { page, size: 50 }), [page]);
   const [url, setUrl] = useState("");
   const [events, setEvents] = useState(["execution.failed"]);
   const [created, setCreated] = useState(null);
@@ -48,10 +50,10 @@ function WebhookList() {
     <section class="stack">
       <h1>Webhooks</h1>
       {created && (
-        <div class="card reveal" role="status" data-testid="new-secret">
+        <div class="card reveal" data-testid="new-secret">
           <p>
-            Deliveries to <strong>{created.url}</strong> are signed (Standard Webhooks) with this secret. Copy it now: it
-            is not shown again.
+            Deliveries to <strong>{created.url}</strong> are signed (Standard Webhooks) with this secret. Copy it now:
+            it is not shown again.
           </p>
           <p>
             <code class="secret">{created.secret}</code> <CopyButton text={created.secret} />
@@ -65,7 +67,14 @@ function WebhookList() {
         <h2 class="h3">New webhook</h2>
         <ErrorBox error={error} />
         <Field label="URL" id="webhook-url" hint="http or https; private addresses only where the node allows them.">
-          <input id="webhook-url" type="url" required aria-describedby="webhook-url-hint" value={url} onInput={(e) => setUrl(e.currentTarget.value)} />
+          <input
+            id="webhook-url"
+            type="url"
+            required
+            aria-describedby="webhook-url-hint"
+            value={url}
+            onInput={(e) => setUrl(e.currentTarget.value)}
+          />
         </Field>
         <fieldset>
           <legend>Events</legend>
@@ -88,50 +97,45 @@ function WebhookList() {
       </form>
       <ErrorBox error={list.error} />
       {!list.data && !list.error && <Loading />}
-      {list.data && list.data.data.length === 0 && <Empty title="No webhooks yet.">Add one above to hear of failed runs.</Empty>}
+      {list.data && list.data.data.length === 0 && (
+        <Empty title="No webhooks yet.">Add one above to hear of failed runs.</Empty>
+      )}
       {list.data && list.data.data.length > 0 && (
-        <div class="table-wrap">
-          <table>
-            <thead>
+        <>
+          <Table columns={["URL", "Events", "Created", ""]}>
+            {list.data.data.map((w) => (
               <tr>
-                <th scope="col">URL</th>
-                <th scope="col">Events</th>
-                <th scope="col">Created</th>
-                <th scope="col"><span class="visually-hidden">Actions</span></th>
+                <td>
+                  <a href={`#/webhooks/${w.id}`}>{w.url}</a> {!w.active && <span class="badge">paused</span>}
+                </td>
+                <td class="small">{w.events.join(", ")}</td>
+                <td>{when(w.created_at)}</td>
+                <td>
+                  <button type="button" class="danger" onClick={() => remove(w)}>
+                    Delete
+                  </button>
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {list.data.data.map((w) => (
-                <tr>
-                  <td>
-                    <a href={`#/webhooks/${w.id}`}>{w.url}</a> {!w.active && <span class="badge">paused</span>}
-                  </td>
-                  <td class="small">{w.events.join(", ")}</td>
-                  <td>{when(w.created_at)}</td>
-                  <td>
-                    <button type="button" class="danger" onClick={() => remove(w)}>
-                      Delete
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+            ))}
+          </Table>
+          <Pager pagination={list.data.pagination} go={setPage} />
+        </>
       )}
     </section>
   );
 }
 
 function Deliveries({ id }) {
-  const hook = useLoad(() => get(`/v1/webhooks/${id}`), [id]);
-  const attempts = useLoad(() => get(`/v1/webhooks/${id}/deliveries`, { size: 50 }), [id]);
+  const path = `/v1/webhooks/${encodeURIComponent(id)}`;
+  const [page, setPage] = useState(1);
+  const hook = useLoad(() => get(path), [path]);
+  const attempts = useLoad(() => get(`${path}/deliveries`, { page, size: 50 }), [path, page]);
   const [sent, setSent] = useState(null);
   const [error, setError] = useState(null);
   async function test() {
     setError(null);
     try {
-      setSent(await post(`/v1/webhooks/${id}/test`));
+      setSent(await post(`${path}/test`));
       setTimeout(attempts.reload, 1500);
     } catch (err) {
       setError(err);
@@ -164,37 +168,25 @@ function Deliveries({ id }) {
           Refresh
         </button>
       </div>
-      {attempts.data && attempts.data.data.length === 0 && <Empty title="No attempts yet.">Send a test event to see one.</Empty>}
+      {attempts.data && attempts.data.data.length === 0 && (
+        <Empty title="No attempts yet.">Send a test event to see one.</Empty>
+      )}
       {attempts.data && attempts.data.data.length > 0 && (
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">When</th>
-                <th scope="col">Event</th>
-                <th scope="col">Attempt</th>
-                <th scope="col">Outcome</th>
-                <th scope="col">Status</th>
-                <th scope="col">Duration</th>
-              </tr>
-            </thead>
-            <tbody>
-              {attempts.data.data.map((a) => (
-                <tr>
-                  <td>{when(a.at)}</td>
-                  <td>{a.event_type}</td>
-                  <td>{a.attempt}</td>
-                  <td>
-                    {a.outcome}
-                    {a.error && <div class="muted small">{a.error}</div>}
-                  </td>
-                  <td>{a.status_code ?? "—"}</td>
-                  <td>{a.duration_ms} ms</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={["When", "Event", "Attempt", "Outcome", "Status", "Duration"]}>
+          {attempts.data.data.map((a) => (
+            <tr>
+              <td>{when(a.at)}</td>
+              <td>{a.event_type}</td>
+              <td>{a.attempt}</td>
+              <td>
+                {a.outcome}
+                {a.error && <div class="muted small">{a.error}</div>}
+              </td>
+              <td>{a.status_code ?? "—"}</td>
+              <td>{a.duration_ms} ms</td>
+            </tr>
+          ))}
+        </Table>
       )}
     </section>
   );

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -14,15 +14,17 @@ use super::{ApiError, ApiPath};
 
 include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
-/// No inline script, no style element but the editor's (which carry the
-/// page's nonce), nothing from another origin, no framing. `{nonce}` is
-/// filled in per page.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-    style-src 'self' 'nonce-{nonce}'; img-src 'self' data:; connect-src 'self'; \
-    font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// Only the page's own script and style sheets run, by the nonce index.html
+/// carries on them (not merely anything from this origin: HTTP functions
+/// share it), and the editor's `<style>` elements, which carry it too;
+/// nothing from another origin, no framing. `{nonce}` is filled in per page.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'nonce-{nonce}'; \
+    style-src 'nonce-{nonce}'; img-src 'self' data:; connect-src 'self'; \
+    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Where index.html takes the page's nonce (a `<meta>` the editor reads:
-/// CodeMirror mounts its styles in `<style>` elements).
+/// Where index.html takes the page's nonce: on its script and style sheet,
+/// and in a `<meta>` the editor reads (CodeMirror mounts its styles in
+/// `<style>` elements).
 const NONCE_SLOT: &str = "__CSP_NONCE__";
 
 /// The console's routes, for `router` to merge when `server.console`
@@ -43,13 +45,23 @@ async fn index() -> Response {
         Ok(nonce) => nonce,
         Err(e) => return ApiError::Internal(format!("no random nonce: {e}")).into_response(),
     };
+    // Never a page without its policy.
+    let Ok(policy) = HeaderValue::from_str(&CONTENT_SECURITY_POLICY.replace("{nonce}", &nonce))
+    else {
+        return ApiError::Internal("the console's policy is not a header value".into())
+            .into_response();
+    };
     let page = String::from_utf8_lossy(bytes).replace(NONCE_SLOT, &nonce);
     let mut response = ([(header::CONTENT_TYPE, content_type("index.html"))], page).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(policy) = HeaderValue::from_str(&CONTENT_SECURITY_POLICY.replace("{nonce}", &nonce)) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    // A page opened from an HTTP function (same origin) gets no handle on
+    // the console's window, and the console none on it.
+    headers.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
     guard(headers);
     response
 }
@@ -147,6 +159,39 @@ mod tests {
             .map(|(_, b)| *b);
         let index = String::from_utf8_lossy(index.unwrap_or_default());
         assert!(index.contains("/assets/app.js") && !index.contains("<script>"));
+    }
+
+    #[tokio::test]
+    async fn each_page_gets_a_fresh_nonce_that_its_policy_names() {
+        async fn page() -> (String, String) {
+            let response = index().await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let headers = response.headers();
+            assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
+            assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+            let policy = headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap_or_default()
+                .to_owned();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            (policy, String::from_utf8_lossy(&body).into_owned())
+        }
+        let (policy, body) = page().await;
+        let nonce = policy
+            .split("'nonce-")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(nonce.len(), 24, "{policy}");
+        assert!(policy.contains("script-src 'nonce-") && !policy.contains("'unsafe"));
+        // On the script, the style sheet and the editor's <meta>.
+        assert_eq!(body.matches(&nonce).count(), 3, "{body}");
+        assert!(!body.contains(NONCE_SLOT));
+        let (again, _) = page().await;
+        assert!(!again.contains(&nonce), "a nonce is never reused");
     }
 
     #[test]

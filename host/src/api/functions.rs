@@ -357,9 +357,15 @@ fn function_status(code: ExecutionCode) -> StatusCode {
     }
 }
 
+/// What a function may not send besides hop-by-hop headers: the one header
+/// that would let a service worker it serves control paths past
+/// `/fn/{name}/` on the node's origin, which the web console shares (a
+/// worker scoped to `/` would see every console page and token).
+const FUNCTION_MAY_NOT_SEND: [&str; 1] = ["service-worker-allowed"];
+
 fn without_hop_by_hop(mut headers: HeaderMap) -> HeaderMap {
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for name in HOP_BY_HOP.iter().chain(&FUNCTION_MAY_NOT_SEND) {
+        headers.remove(*name);
     }
     headers
 }
@@ -394,6 +400,18 @@ mod tests {
         assert_eq!(private.headers()["x-custom"], "1");
         let public = guest_request(&parts, "/x", "", Bytes::new(), false).unwrap();
         assert_eq!(public.headers()["authorization"], "Bearer secret");
+    }
+
+    #[test]
+    fn a_function_cannot_widen_a_service_worker_past_its_path() {
+        let mut headers = HeaderMap::new();
+        headers.insert("service-worker-allowed", "/".parse().unwrap());
+        headers.insert("connection", "close".parse().unwrap());
+        headers.insert("content-type", "text/javascript".parse().unwrap());
+        let sent = without_hop_by_hop(headers);
+        assert!(sent.get("service-worker-allowed").is_none());
+        assert!(sent.get("connection").is_none());
+        assert_eq!(sent["content-type"], "text/javascript");
     }
 
     #[test]
