@@ -69,13 +69,21 @@ fn main() {
 fn console(root: &Path) {
     let console = root.join("console");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("console");
-    for watched in ["src", "build.mjs", "package-lock.json"] {
+    for watched in [
+        "src",
+        "build.mjs",
+        "package-lock.json",
+        "node_modules/.kiln-installed-lock",
+    ] {
         println!("cargo:rerun-if-changed={}", console.join(watched).display());
     }
-    if !console.join("node_modules").is_dir() {
+    // setup.sh leaves a copy of the lock file it installed from.
+    let installed = std::fs::read(console.join("node_modules/.kiln-installed-lock")).ok();
+    let wanted = std::fs::read(console.join("package-lock.json")).ok();
+    if installed.is_none() || installed != wanted {
         panic!(
-            "the web console's packages are not installed ({}/node_modules): run ./scripts/setup.sh",
-            console.display()
+            "the web console's npm packages are missing or older than console/package-lock.json: \
+             run ./scripts/setup.sh"
         );
     }
     let status = Command::new("node")

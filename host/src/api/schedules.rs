@@ -283,7 +283,6 @@ pub struct ListQuery {
     size: Option<usize>,
 }
 
-/// List schedules, oldest first.
 /// A cron and zone to try before saving them.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +322,7 @@ async fn preview(
     }))
 }
 
+/// List schedules, oldest first.
 #[utoipa::path(get, path = "/v1/schedules", operation_id = "listSchedules", tag = "schedules",
     params(ListQuery),
     responses(
