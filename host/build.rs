@@ -69,6 +69,20 @@ fn main() {
 fn console(root: &Path) {
     let console = root.join("console");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("console");
+    let generated =
+        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("console_assets.rs");
+    // The edge bench's baseline: the same binary without the console's
+    // files, to measure what they cost. `/` is then a 404.
+    println!("cargo:rerun-if-env-changed=KILN_CONSOLE_ASSETS");
+    if std::env::var("KILN_CONSOLE_ASSETS").as_deref() == Ok("none") {
+        println!("cargo:warning=KILN_CONSOLE_ASSETS=none: this kiln has no web console");
+        std::fs::write(
+            &generated,
+            "pub(crate) static ASSETS: &[(&str, &[u8])] = &[];\n",
+        )
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", generated.display()));
+        return;
+    }
     for watched in [
         "src",
         "build.mjs",
@@ -114,8 +128,6 @@ fn console(root: &Path) {
         ));
     }
     table.push_str("];\n");
-    let generated =
-        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("console_assets.rs");
     std::fs::write(&generated, table)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", generated.display()));
 }

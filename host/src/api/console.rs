@@ -39,7 +39,8 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 /// cached, since no two are the same.
 async fn index() -> Response {
     let Some((_, bytes)) = ASSETS.iter().find(|(name, _)| *name == "index.html") else {
-        return ApiError::NotFound("the console is not built in".into()).into_response();
+        return ApiError::NotFound("this kiln was built without the web console".into())
+            .into_response();
     };
     let nonce = match nonce() {
         Ok(nonce) => nonce,
