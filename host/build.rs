@@ -74,8 +74,11 @@ fn console(root: &Path) {
     // The edge bench's baseline: the same binary without the console's
     // files, to measure what they cost. `/` is then a 404.
     println!("cargo:rerun-if-env-changed=KILN_CONSOLE_ASSETS");
+    // Tests that need the files know when there are none.
+    println!("cargo::rustc-check-cfg=cfg(kiln_no_console)");
     if std::env::var("KILN_CONSOLE_ASSETS").as_deref() == Ok("none") {
         println!("cargo:warning=KILN_CONSOLE_ASSETS=none: this kiln has no web console");
+        println!("cargo::rustc-cfg=kiln_no_console");
         std::fs::write(
             &generated,
             "pub(crate) static ASSETS: &[(&str, &[u8])] = &[];\n",

@@ -75,13 +75,14 @@ async function failure(response) {
   );
 }
 
-async function send(method, path, { body, query, headers = {}, signal } = {}) {
+/** One request with `as`'s token (none without a session). */
+async function send(method, path, { body, query, headers = {}, signal } = {}, as = null) {
   const url = new URL(path, window.location.origin);
   for (const [k, v] of Object.entries(query ?? {})) {
     if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
   }
   const init = { method, headers: { ...headers }, signal };
-  if (session) init.headers.authorization = `Bearer ${session.access}`;
+  if (as) init.headers.authorization = `Bearer ${as.access}`;
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -94,52 +95,61 @@ async function send(method, path, { body, query, headers = {}, signal } = {}) {
   }
 }
 
-let refreshing = null;
+let refreshing = null; // { from, promise }: the refresh of session `from`
 
 /**
- * Trades the refresh token for a new pair, once however many ask at once.
- * Its answer is taken only if the session it refreshed is still the one in
- * use: a logout (or another sign-in) while it was in flight wins. Whether
- * the server took the token: true, false, or a thrown network failure.
+ * Trades session `from`'s refresh token for a new pair, once however many
+ * ask at once. Its answer is taken only if `from` is still the session in
+ * use: a logout (or another sign-in) while it was in flight wins. Resolves
+ * true when renewed, false when the node refused the token (or the session
+ * changed meanwhile); throws when the node could not say (no answer, 429,
+ * 5xx), which is no reason to sign out.
  */
-async function refresh() {
-  const from = session;
-  if (!from?.refresh) return false;
-  refreshing ??= (async () => {
+function refresh(from) {
+  if (!from?.refresh) return Promise.resolve(false);
+  if (refreshing?.from === from) return refreshing.promise;
+  const promise = (async () => {
     const r = await fetch("/v1/auth/refresh", {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ refresh_token: from.refresh }),
       signal: AbortSignal.timeout(15_000),
     });
-    if (!r.ok) return false;
+    if (r.status === 400 || r.status === 401) return false;
+    if (!r.ok) throw new Error(`the node answered ${r.status}`);
     const tokens = await r.json();
     if (session !== from) return false;
     adopt(tokens);
     return true;
   })().finally(() => {
-    refreshing = null;
+    if (refreshing?.promise === promise) refreshing = null;
   });
-  return refreshing;
+  refreshing = { from, promise };
+  return promise;
 }
 
-/** One call; a 401 on an expired access token is refreshed quietly once. */
+/**
+ * One call as the current session. A 401 is refreshed quietly once and the
+ * call retried; a refused refresh signs out, but only the session the call
+ * was made as (another may have signed in meanwhile).
+ */
 export async function raw(method, path, options = {}) {
-  let response = await send(method, path, options);
-  if (response.status === 401 && session) {
+  const sentWith = session;
+  let response = await send(method, path, options, sentWith);
+  if (response.status === 401 && sentWith) {
     let renewed;
     try {
-      renewed = await refresh();
+      renewed = await refresh(sentWith);
     } catch (e) {
-      // The node did not answer: the session may still be good.
       throw new ApiFailure(0, "NETWORK_ERROR", `cannot renew the session: ${e.message}`, "");
     }
-    if (renewed) response = await send(method, path, options);
-  }
-  if (response.status === 401 && session) {
-    const e = await failure(response);
-    setSession(null);
-    throw e;
+    if (renewed) {
+      response = await send(method, path, options, session);
+    } else if (session === sentWith) {
+      const e = await failure(response);
+      setSession(null);
+      throw e;
+    }
   }
   if (!response.ok) throw await failure(response);
   return response;

@@ -11,6 +11,20 @@ function scale(max) {
   return Math.ceil(max / step) * step;
 }
 
+/** The indexed values of `values` in runs without a missing one. */
+function runs(values) {
+  const out = [];
+  let run = [];
+  values.forEach((v, i) => {
+    if (v == null) {
+      if (run.length) out.push(run);
+      run = [];
+    } else run.push([i, v]);
+  });
+  if (run.length) out.push(run);
+  return out;
+}
+
 /**
  * `series`: [{ label, values, className }], drawn stacked as bars when
  * `stacked`, else as lines; `labels` name the x positions.
@@ -81,16 +95,16 @@ export function Chart({ title, labels, series: given, stacked = false, unit = ""
                 return rect;
               });
             })
-          : series.map((s) => (
-              <polyline
-                class={`line ${s.className}`}
-                fill="none"
-                points={s.values
-                  .map((v, i) => (v == null ? null : `${x0 + slot * (i + 0.5)},${y(v)}`))
-                  .filter(Boolean)
-                  .join(" ")}
-              />
-            ))}
+          : series.flatMap((s) =>
+              // One line per run of points: a missing one leaves a gap.
+              runs(s.values).map((run) => (
+                <polyline
+                  class={`line ${s.className}`}
+                  fill="none"
+                  points={run.map(([i, v]) => `${x0 + slot * (i + 0.5)},${y(v)}`).join(" ")}
+                />
+              )),
+            )}
       </svg>
       <table class="visually-hidden">
         <caption>{title}</caption>

@@ -52,7 +52,8 @@ function Page({ route }) {
       return <ScriptList query={q} />;
     case "executions":
       if (second) return <ExecutionPage key={second} id={second} />;
-      return <ExecutionList query={q} />;
+      // Keyed by its filters: back and forward refill the form.
+      return <ExecutionList key={q.toString()} query={q} />;
     case "schedules":
       return <Schedules />;
     case "webhooks":

@@ -1,6 +1,6 @@
 // Small pieces every page uses: errors with their request id, empty states,
 // times, a data loader and the hash router's links.
-import { useCallback, useEffect, useState } from "preact/hooks";
+import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 
 /**
  * An error as the API gave it: its message, code and request id. `quiet`
@@ -53,18 +53,23 @@ export function Loading() {
 /** Loads `fetcher()` when `deps` change; `reload` fetches again. */
 export function useLoad(fetcher, deps) {
   const [state, setState] = useState({ data: null, error: null, loading: true });
+  // Only the latest load's answer is taken: a reload after an action and a
+  // change of page may end in either order.
+  const latest = useRef(0);
   const load = useCallback(() => {
-    let live = true;
+    const turn = ++latest.current;
+    const current = () => turn === latest.current;
     setState((s) => ({ ...s, loading: true }));
     // A fetcher that throws at once (a bad date in the URL) fails the same way.
     Promise.resolve()
       .then(fetcher)
       .then(
-        (data) => live && setState({ data, error: null, loading: false }),
-        (error) => live && setState({ data: null, error, loading: false }),
+        (data) => current() && setState({ data, error: null, loading: false }),
+        // What was shown stays, with the error above it.
+        (error) => current() && setState((s) => ({ data: s.data, error, loading: false })),
       );
     return () => {
-      live = false;
+      if (current()) latest.current++;
     };
   }, deps);
   useEffect(load, [load]);
@@ -75,8 +80,11 @@ export function useLoad(fetcher, deps) {
 export function when(iso, timeZone) {
   if (!iso) return "—";
   const d = new Date(iso);
-  if (timeZone) {
-    return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "long", timeZone });
+  try {
+    if (timeZone) return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "long", timeZone });
+  } catch {
+    // A zone the node knows and this browser does not: shown in UTC.
+    return `${d.toISOString().replace("T", " ").slice(0, 19)} UTC`;
   }
   return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
 }
@@ -153,6 +161,40 @@ export function Table({ columns, children }) {
         </thead>
         <tbody>{children}</tbody>
       </table>
+    </div>
+  );
+}
+
+/** Previous and next for a list paged by number. */
+export function Pager({ pagination, go }) {
+  const page = pagination.page ?? 1;
+  return (
+    <nav class="pager" aria-label="Pages">
+      <button type="button" class="secondary" disabled={!pagination.has_previous} onClick={() => go(page - 1)}>
+        Previous
+      </button>
+      <span class="muted small">
+        page {page}
+        {pagination.total_pages ? ` of ${pagination.total_pages}` : ""}
+      </span>
+      <button type="button" class="secondary" disabled={!pagination.has_next} onClick={() => go(page + 1)}>
+        Next
+      </button>
+    </nav>
+  );
+}
+
+/** A secret the node shows only now (`value`), with what it is for. */
+export function ShownOnce({ testid, children, value, done }) {
+  return (
+    <div class="card reveal" data-testid={testid}>
+      <p>{children} Copy it now: it is not shown again.</p>
+      <p>
+        <code class="secret">{value}</code> <CopyButton text={value} />
+      </p>
+      <button type="button" class="secondary" onClick={done}>
+        Done
+      </button>
     </div>
   );
 }

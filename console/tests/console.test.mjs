@@ -49,10 +49,15 @@ async function open(options = {}) {
   const page = await context.newPage();
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  // An API error is the page's to show (the tests check it does); a failed
+  // load of anything else, or anything else logged as an error, is a fault.
+  page.on("response", (r) => {
+    if (r.status() >= 400 && !new URL(r.url()).pathname.startsWith("/v1/")) {
+      problems.push(`HTTP ${r.status()} for ${r.url()}`);
+    }
+  });
   page.on("console", (m) => {
-    // A failed request is the page's to show (the tests check it does);
-    // anything else logged as an error is a fault.
-    if (m.type() === "error" && !/the server responded with a status of 4\d\d/.test(m.text())) {
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
       problems.push(`console: ${m.text()}`);
     }
   });
@@ -234,6 +239,8 @@ test("an admin writes a script, runs it with live output, cancels a long run and
   await page.getByRole("link", { name: "Dashboard" }).click();
   await page.getByText("Executions, last 24 h").waitFor(WAIT);
   await page.locator("figure.chart").first().waitFor(WAIT);
+  // The live charts appear once two samples of /metrics are in (5 s apart).
+  await page.locator("figcaption", { hasText: "Duration, p50 and p99 (live, ms)" }).waitFor(WAIT);
   await check(page, "11-dashboard");
   clean(problems);
   await context.close();

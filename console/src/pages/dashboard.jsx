@@ -14,20 +14,25 @@ function useLiveMetrics() {
   const [error, setError] = useState(null);
   useEffect(() => {
     let live = true;
+    let timer;
+    // The next sample is asked for only after the last one is in, so a slow
+    // node never has several of this page's requests waiting.
     const take = () =>
-      raw("GET", "/metrics")
+      raw("GET", "/metrics", { signal: AbortSignal.timeout(SAMPLE_MS) })
         .then((r) => r.text())
         .then((text) => {
           if (!live) return;
           setError(null);
           setSamples((s) => [...s.slice(-(SAMPLES - 1)), sample(parseMetrics(text))]);
         })
-        .catch((e) => live && setError(e));
+        .catch((e) => live && setError(e))
+        .finally(() => {
+          if (live) timer = setTimeout(take, SAMPLE_MS);
+        });
     take();
-    const timer = setInterval(take, SAMPLE_MS);
     return () => {
       live = false;
-      clearInterval(timer);
+      clearTimeout(timer);
     };
   }, []);
   return { samples, error };

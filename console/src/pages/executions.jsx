@@ -1,7 +1,7 @@
 import { useEffect, useState } from "preact/hooks";
-import { can, get, post } from "../api.js";
+import { can, get } from "../api.js";
 import { ago, Empty, ErrorBox, Field, Loading, navigate, Status, useLoad, when, Table } from "../ui.jsx";
-import { FINAL, follow, Outcome, RunOutput } from "./run.jsx";
+import { cancelRun, FINAL, follow, Outcome, RunOutput } from "./run.jsx";
 
 const STATUSES = ["queued", "running", "completed", "failed", "timeout", "cancelled", "interrupted"];
 
@@ -164,13 +164,7 @@ export function ExecutionPage({ id }) {
   if (loaded.error) return <ErrorBox error={loaded.error} />;
   if (!x) return <Loading />;
   const status = live?.status ?? x.status;
-  async function cancel() {
-    try {
-      await post(`/v1/executions/${x.id}/cancel`);
-    } catch (err) {
-      setError(err);
-    }
-  }
+  const cancel = () => cancelRun(x.id, setError);
   return (
     <section class="stack">
       <div class="title">

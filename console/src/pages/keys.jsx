@@ -1,7 +1,6 @@
 import { useState } from "preact/hooks";
 import { can, currentSession, del, get, post } from "../api.js";
-import { CopyButton, Empty, ErrorBox, Field, Loading, useLoad, when, Table } from "../ui.jsx";
-import { Pager } from "./scripts.jsx";
+import { ShownOnce, Empty, ErrorBox, Field, Loading, useLoad, when, Table, Pager } from "../ui.jsx";
 
 const SCOPES = [
   "read:scripts",
@@ -55,17 +54,9 @@ export function Keys() {
         <code>X-API-Key</code>.
       </p>
       {created && (
-        <div class="card reveal" data-testid="new-key">
-          <p>
-            <strong>{created.name}</strong>: copy it now. It is not shown again.
-          </p>
-          <p>
-            <code class="secret">{created.key}</code> <CopyButton text={created.key} />
-          </p>
-          <button type="button" class="secondary" onClick={() => setCreated(null)}>
-            Done
-          </button>
-        </div>
+        <ShownOnce testid="new-key" value={created.key} done={() => setCreated(null)}>
+          The key <strong>{created.name}</strong>.
+        </ShownOnce>
       )}
       <form class="card stack" onSubmit={submit}>
         <h2 class="h3">New key</h2>

@@ -8,8 +8,9 @@ export const FINAL = new Set(["completed", "failed", "timeout", "cancelled", "in
 /**
  * Follows execution `id` live: `show` gets its state as output arrives
  * ({ id, status, stdout, stderr, final }). The final record replaces the
- * streamed output (a slow reader may have missed pieces of the stream), and
- * a stream that ends without it is followed by a read of the record.
+ * streamed output (a slow reader may have missed pieces of the stream); a
+ * stream that ends without it, or cannot be had, is followed by a read of
+ * the record, which shows the run's status at least.
  */
 export async function follow(id, status, show, signal) {
   const state = { id, status, stdout: "", stderr: "", final: null };
@@ -17,20 +18,35 @@ export async function follow(id, status, show, signal) {
     Object.assign(state, { final: x, status: x.status, stdout: x.stdout, stderr: x.stderr });
   };
   show({ ...state });
-  await events(
-    id,
-    (event, data) => {
-      if (event === "status") state.status = data.status;
-      else if (event === "stdout") state.stdout += data.data;
-      else if (event === "stderr") state.stderr += data.data;
-      else if (event === "done") end(data);
-      show({ ...state });
-    },
-    signal,
-  );
+  try {
+    await events(
+      id,
+      (event, data) => {
+        if (event === "status") state.status = data.status;
+        else if (event === "stdout") state.stdout += data.data;
+        else if (event === "stderr") state.stderr += data.data;
+        else if (event === "done") end(data);
+        show({ ...state });
+      },
+      signal,
+    );
+  } catch (e) {
+    // No stream (too many watchers, a dropped connection): the record
+    // still tells how the run is doing.
+    if (signal.aborted) throw e;
+  }
   if (!state.final && !signal.aborted) {
     end(await get(`/v1/executions/${encodeURIComponent(id)}`));
     show({ ...state });
+  }
+}
+
+/** Asks the node to cancel run `id`; a refusal goes to `setError`. */
+export async function cancelRun(id, setError) {
+  try {
+    await post(`/v1/executions/${encodeURIComponent(id)}/cancel`);
+  } catch (err) {
+    setError(err);
   }
 }
 
@@ -72,13 +88,7 @@ export function RunPanel({ script }) {
     }
   }
 
-  async function cancel() {
-    try {
-      await post(`/v1/executions/${run.id}/cancel`);
-    } catch (err) {
-      setError(err);
-    }
-  }
+  const cancel = () => cancelRun(run.id, setError);
 
   const running = busy || (run && !FINAL.has(run.status));
   return (

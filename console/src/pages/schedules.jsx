@@ -1,7 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { del, get, post, put } from "../api.js";
-import { Empty, ErrorBox, Field, Loading, Status, useLoad, when, Table } from "../ui.jsx";
-import { Pager } from "./scripts.jsx";
+import { Empty, ErrorBox, Field, Loading, Status, useLoad, when, Table, Pager } from "../ui.jsx";
 import { parseParameters } from "../params.js";
 
 const zones = () => {
@@ -118,7 +117,10 @@ function NewSchedule({ created, scripts }) {
   const set = (change) => setForm((f) => ({ ...f, ...change }));
   // The next five times, from the node itself, as the cron and zone change.
   useEffect(() => {
-    if (!form.cron.trim()) return undefined;
+    if (!form.cron.trim()) {
+      setPreview(null);
+      return undefined;
+    }
     // An answer for a cron or zone since changed is dropped.
     let current = true;
     const timer = setTimeout(() => {

@@ -1,7 +1,7 @@
 import { useRef, useState } from "preact/hooks";
-import { can, del, get, post, put } from "../api.js";
+import { ApiFailure, call, can, del, get, post, raw } from "../api.js";
 import { CodeEditor, DiffView } from "../editor.jsx";
-import { ago, Empty, ErrorBox, Field, href, Loading, navigate, Status, useLoad, when, Table } from "../ui.jsx";
+import { ago, Empty, ErrorBox, Field, href, Loading, navigate, Status, useLoad, when, Table, Pager } from "../ui.jsx";
 import { RunPanel } from "./run.jsx";
 import { ConfigPanel } from "./config.jsx";
 
@@ -111,22 +111,25 @@ export function ScriptList({ query }) {
   );
 }
 
-export function Pager({ pagination, go }) {
-  const page = pagination.page ?? 1;
-  return (
-    <nav class="pager" aria-label="Pages">
-      <button type="button" class="secondary" disabled={!pagination.has_previous} onClick={() => go(page - 1)}>
-        Previous
-      </button>
-      <span class="muted small">
-        page {page}
-        {pagination.total_pages ? ` of ${pagination.total_pages}` : ""}
-      </span>
-      <button type="button" class="secondary" disabled={!pagination.has_next} onClick={() => go(page + 1)}>
-        Next
-      </button>
-    </nav>
-  );
+/**
+ * Stores a new version of script `id` only if its current version is still
+ * `version`, the one the user started from: another user's save (or a
+ * `kiln deploy`) in between is a conflict, not lost. `If-Match` makes the
+ * check and the write one step on the node.
+ */
+async function saveOver(id, version, body) {
+  const path = `/v1/scripts/${encodeURIComponent(id)}`;
+  const response = await raw("GET", path);
+  const now = await response.json();
+  if (now.version !== version) {
+    throw new ApiFailure(
+      409,
+      "CONFLICT",
+      `version ${now.version} was saved since you opened version ${version}: reload the page to see it`,
+      response.headers.get("x-request-id") ?? "",
+    );
+  }
+  return call("PUT", path, { body, headers: { "if-match": response.headers.get("etag") } });
 }
 
 function base64(buffer) {
@@ -304,7 +307,7 @@ function CodeTab({ script, reload }) {
   async function save() {
     setError(null);
     try {
-      const next = await put(`/v1/scripts/${script.id}`, { content: text });
+      const next = await saveOver(script.id, v.version, { content: text });
       setSaved(next.version);
       setCode(null);
       reload();
@@ -371,7 +374,7 @@ function VersionsTab({ script, reload }) {
           : old.files
             ? { files: old.files, entry: old.entry }
             : { content_base64: old.content_base64 };
-      await put(`/v1/scripts/${script.id}`, body);
+      await saveOver(script.id, pair.now.version, body);
       setPair(null);
       reload();
       versions.reload();

@@ -1,7 +1,6 @@
 import { useState } from "preact/hooks";
 import { can, get, post, put } from "../api.js";
-import { Empty, ErrorBox, Field, Loading, useLoad, when, Table } from "../ui.jsx";
-import { Pager } from "./scripts.jsx";
+import { Empty, ErrorBox, Field, Loading, useLoad, when, Table, Pager } from "../ui.jsx";
 
 const ROLES = ["admin", "developer", "analyst", "viewer"];
 
@@ -75,7 +74,7 @@ export function Users() {
         </div>
       </form>
       <ErrorBox error={error ?? list.error} />
-      {!list.data && <Loading />}
+      {!list.data && !list.error && <Loading />}
       {list.data && (
         <>
           <Table columns={["User", "Role", "Last login", ""]}>

@@ -1,7 +1,6 @@
 import { useState } from "preact/hooks";
 import { del, get, post } from "../api.js";
-import { CopyButton, Empty, ErrorBox, Field, Loading, useLoad, when, Table } from "../ui.jsx";
-import { Pager } from "./scripts.jsx";
+import { ShownOnce, Empty, ErrorBox, Field, Loading, useLoad, when, Table, Pager } from "../ui.jsx";
 
 const EVENTS = [
   "execution.completed",
@@ -50,18 +49,9 @@ function WebhookList() {
     <section class="stack">
       <h1>Webhooks</h1>
       {created && (
-        <div class="card reveal" data-testid="new-secret">
-          <p>
-            Deliveries to <strong>{created.url}</strong> are signed (Standard Webhooks) with this secret. Copy it now:
-            it is not shown again.
-          </p>
-          <p>
-            <code class="secret">{created.secret}</code> <CopyButton text={created.secret} />
-          </p>
-          <button type="button" class="secondary" onClick={() => setCreated(null)}>
-            Done
-          </button>
-        </div>
+        <ShownOnce testid="new-secret" value={created.secret} done={() => setCreated(null)}>
+          Deliveries to <strong>{created.url}</strong> are signed (Standard Webhooks) with this secret.
+        </ShownOnce>
       )}
       <form class="card stack" onSubmit={create}>
         <h2 class="h3">New webhook</h2>
@@ -136,7 +126,7 @@ function Deliveries({ id }) {
     setError(null);
     try {
       setSent(await post(`${path}/test`));
-      setTimeout(attempts.reload, 1500);
+      attempts.reload();
     } catch (err) {
       setError(err);
     }
@@ -188,6 +178,7 @@ function Deliveries({ id }) {
           ))}
         </Table>
       )}
+      {attempts.data && <Pager pagination={attempts.data.pagination} go={setPage} />}
     </section>
   );
 }

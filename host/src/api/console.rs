@@ -6,11 +6,11 @@
 use std::sync::OnceLock;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{ApiError, ApiPath};
+use super::{ApiError, ApiPath, etag};
 
 include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
@@ -68,10 +68,9 @@ async fn index() -> Response {
 }
 
 /// 128 random bits, base64.
-fn nonce() -> Result<String, getrandom::Error> {
+fn nonce() -> Result<String, crate::auth::secrets::SecretError> {
     use base64::Engine as _;
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)?;
+    let bytes = crate::auth::secrets::random_bytes::<16>()?;
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
@@ -95,18 +94,64 @@ async fn asset(ApiPath(file): ApiPath<String>, headers: HeaderMap) -> Response {
     serve(&file, &headers).unwrap_or_else(|e| e.into_response())
 }
 
-/// Each asset with its ETag, computed once.
-fn table() -> &'static [(&'static str, &'static [u8], String)] {
-    static TABLE: OnceLock<Vec<(&str, &[u8], String)>> = OnceLock::new();
+/// One embedded file as served: its bytes and ETag, and the same gzipped
+/// with its own ETag (text files only), made once per process so that no
+/// request compresses 0.6 MB again (these routes are open to anyone).
+struct Asset {
+    name: &'static str,
+    bytes: &'static [u8],
+    etag: String,
+    gzip: Option<(Vec<u8>, String)>,
+}
+
+fn table() -> &'static [Asset] {
+    static TABLE: OnceLock<Vec<Asset>> = OnceLock::new();
     TABLE.get_or_init(|| {
         ASSETS
             .iter()
             .map(|&(name, bytes)| {
-                let hash = blake3::hash(bytes).to_hex();
-                (name, bytes, format!("\"{}\"", &hash[..32]))
+                let gzip = (content_type(name) != "application/octet-stream")
+                    .then(|| gzipped(bytes))
+                    .flatten()
+                    .map(|zipped| {
+                        let tag = etag::of_bytes(&zipped);
+                        (zipped, tag)
+                    });
+                Asset {
+                    name,
+                    bytes,
+                    etag: etag::of_bytes(bytes),
+                    gzip,
+                }
             })
             .collect()
     })
+}
+
+fn gzipped(bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).ok()?;
+    encoder.finish().ok()
+}
+
+/// Whether `Accept-Encoding` takes gzip (and does not refuse it with `q=0`).
+fn takes_gzip(request: &HeaderMap) -> bool {
+    request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
 fn content_type(name: &str) -> &'static str {
@@ -120,32 +165,36 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// One asset, or 304 when the client's copy is current. Names are not
-/// hashed, so every use revalidates (`no-cache`): a new binary's console is
-/// seen at the next load. The page itself is `index`'s.
+/// One asset, gzipped when the client takes it, or 304 when its copy is
+/// current. Names are not hashed, so every use revalidates (`no-cache`): a
+/// new binary's console is seen at the next load. The page itself is
+/// `index`'s.
 fn serve(name: &str, request: &HeaderMap) -> Result<Response, ApiError> {
-    let Some((_, bytes, etag)) = table().iter().find(|(n, _, _)| *n == name) else {
+    let Some(asset) = table().iter().find(|a| a.name == name) else {
         return Err(ApiError::NotFound(format!("no console asset {name:?}")));
     };
-    let fresh = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
-    let mut response = if fresh {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        ([(header::CONTENT_TYPE, content_type(name))], *bytes).into_response()
+    let kind = content_type(name);
+    let mut response = match &asset.gzip {
+        Some((zipped, tag)) if takes_gzip(request) => {
+            let mut response = etag::respond(request, tag, kind, zipped.as_slice());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            response
+        }
+        _ => etag::respond(request, &asset.etag, kind, asset.bytes),
     };
     let headers = response.headers_mut();
-    let value = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
-    headers.insert(header::ETAG, value(etag));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     guard(headers);
     Ok(response)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(kiln_no_console)))]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     #[test]
@@ -196,21 +245,66 @@ mod tests {
     }
 
     #[test]
-    fn a_current_copy_is_not_sent_again() {
-        let first = serve("app.css", &HeaderMap::new()).map(|r| r.status());
-        assert_eq!(first.ok(), Some(StatusCode::OK));
-        let etag = table()
-            .iter()
-            .find(|(n, _, _)| *n == "app.css")
-            .map(|t| t.2.clone());
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_str(&etag.unwrap_or_default())
-                .unwrap_or(HeaderValue::from_static("")),
+    fn a_current_copy_is_not_sent_again_and_gzip_is_made_once() {
+        let headers = |pairs: &[(header::HeaderName, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(
+                    name,
+                    HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("")),
+                );
+            }
+            map
+        };
+        let plain = serve("app.js", &HeaderMap::new()).ok();
+        let plain = plain.map(|r| (r.status(), r.headers().clone()));
+        let (status, plain) = plain.unwrap_or_default();
+        assert_eq!(status, StatusCode::OK);
+        assert!(plain.get(header::CONTENT_ENCODING).is_none());
+        let zipped = serve(
+            "app.js",
+            &headers(&[(header::ACCEPT_ENCODING, "br, gzip;q=0.8")]),
         );
-        let again = serve("app.css", &headers).map(|r| r.status());
-        assert_eq!(again.ok(), Some(StatusCode::NOT_MODIFIED));
+        let zipped = zipped.map(|r| r.headers().clone()).unwrap_or_default();
+        assert_eq!(zipped[header::CONTENT_ENCODING], "gzip");
+        assert_ne!(
+            zipped[header::ETAG],
+            plain[header::ETAG],
+            "one tag per representation"
+        );
+        let refused = serve("app.js", &headers(&[(header::ACCEPT_ENCODING, "gzip;q=0")]));
+        assert!(
+            refused
+                .map(|r| r.headers().get(header::CONTENT_ENCODING).is_none())
+                .unwrap_or(false)
+        );
+        // The gzipped copy is the file.
+        let asset = table().iter().find(|a| a.name == "app.js");
+        let unzipped = asset.and_then(|a| a.gzip.as_ref()).map(|(z, _)| {
+            use std::io::Read as _;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(z.as_slice())
+                .read_to_end(&mut out)
+                .map(|_| out)
+                .ok()
+        });
+        assert_eq!(unzipped.flatten().as_deref(), asset.map(|a| a.bytes));
+
+        let tag = plain[header::ETAG].to_str().unwrap_or_default().to_owned();
+        let again = serve("app.js", &headers(&[(header::IF_NONE_MATCH, &tag)]));
+        assert_eq!(
+            again.map(|r| r.status()).ok(),
+            Some(StatusCode::NOT_MODIFIED)
+        );
         assert!(serve("nope.js", &HeaderMap::new()).is_err());
+    }
+}
+
+#[cfg(all(test, kiln_no_console))]
+mod without_files {
+    #[tokio::test]
+    async fn the_page_says_there_is_no_console() {
+        let response = super::index().await;
+        assert_eq!(response.status(), axum::http::StatusCode::NOT_FOUND);
     }
 }

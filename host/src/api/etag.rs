@@ -70,7 +70,7 @@ pub fn respond(
     headers: &HeaderMap,
     tag: &str,
     content_type: &'static str,
-    body: Vec<u8>,
+    body: impl IntoResponse,
 ) -> Response {
     let value = HeaderValue::from_str(tag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
     let fresh = listed(headers, header::IF_NONE_MATCH)

@@ -25,6 +25,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 const MAX_NAME_CHARS: usize = 128;
 const MAX_CRON_CHARS: usize = 256;
+/// IANA names run to about 30 characters.
+const MAX_TIMEZONE_CHARS: usize = 64;
 /// Parameters are copied into every run's execution record.
 const MAX_PARAMETERS_BYTES: usize = 64 << 10;
 
@@ -172,6 +174,12 @@ fn parse_cron(cron: &str, timezone: &str) -> Result<Cron, ApiError> {
         return Err(ApiError::invalid(
             "cron",
             format!("must be at most {MAX_CRON_CHARS} characters"),
+        ));
+    }
+    if timezone.chars().count() > MAX_TIMEZONE_CHARS {
+        return Err(ApiError::invalid(
+            "timezone",
+            format!("must be at most {MAX_TIMEZONE_CHARS} characters"),
         ));
     }
     let parsed = Cron::parse(cron, timezone).map_err(|e| match e {

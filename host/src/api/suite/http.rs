@@ -148,3 +148,50 @@ async fn answers_are_compressed_as_asked_and_event_streams_never() {
     );
     assert!(events.text().contains("event: done"));
 }
+
+#[cfg(not(kiln_no_console))]
+#[tokio::test]
+async fn the_console_is_served_at_the_root_and_can_be_turned_off() {
+    let app = TestApp::new().await;
+    let page = app.anonymous(Method::GET, "/").send().await;
+    assert_eq!(page.status(), 200);
+    assert!(page.header("content-type").starts_with("text/html"));
+    assert!(
+        page.header("content-security-policy")
+            .contains("script-src 'nonce-")
+    );
+    assert_eq!(page.header("cross-origin-opener-policy"), "same-origin");
+    assert_eq!(page.header("x-frame-options"), "DENY");
+    assert!(page.text().contains("/assets/app.js"));
+
+    let css = app.anonymous(Method::GET, "/assets/app.css").send().await;
+    assert_eq!(css.status(), 200);
+    assert!(css.header("content-type").starts_with("text/css"));
+    let etag = css.header("etag");
+    let again = app
+        .anonymous(Method::GET, "/assets/app.css")
+        .header("if-none-match", &etag)
+        .send()
+        .await;
+    assert_eq!(again.status(), 304);
+    // The page's template (its nonce slot unfilled) and anything outside
+    // the table are not files to be had.
+    for path in [
+        "/assets/index.html",
+        "/assets/..%2FCargo.toml",
+        "/assets/nope.js",
+    ] {
+        app.anonymous(Method::GET, path)
+            .send()
+            .await
+            .error(404, "RESOURCE_NOT_FOUND");
+    }
+
+    let off = TestApp::with(|c| c.server.console = false).await;
+    for path in ["/", "/assets/app.js"] {
+        off.anonymous(Method::GET, path)
+            .send()
+            .await
+            .error(404, "RESOURCE_NOT_FOUND");
+    }
+}

@@ -255,6 +255,10 @@ async fn a_cron_is_previewed_and_a_schedule_lists_its_next_five_runs() {
         ("cron=61+*+*+*+*", "cron"),
         ("cron=@daily&timezone=Mars/Olympus", "timezone"),
         ("cron=0+0+30+2+*", "cron"),
+        (
+            &format!("cron=@daily&timezone={}", "Z".repeat(65)),
+            "timezone",
+        ),
     ] {
         let error = error_body(
             app.get(&format!("/v1/schedules/preview?{query}"))
