@@ -44,7 +44,8 @@ fn the_console_s_plain_modules_pass_their_unit_tests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let ran = output_within(
         Command::new(node())
-            .args(["--test", "--test-reporter=spec", "tests/units.test.mjs"])
+            .args(["--test", "--test-reporter=spec"])
+            .args(["tests/units.test.mjs", "tests/session.test.mjs"])
             .current_dir(root.join("console"))
             .env("NO_COLOR", "1"),
         Duration::from_secs(60),
