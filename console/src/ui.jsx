@@ -1,6 +1,7 @@
 // Small pieces every page uses: errors with their request id, empty states,
 // times, a data loader and the hash router's links.
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { del } from "./api.js";
 
 /**
  * An error as the API gave it: its message, code and request id. `quiet`
@@ -196,5 +197,41 @@ export function ShownOnce({ testid, children, value, done }) {
         Done
       </button>
     </div>
+  );
+}
+
+/**
+ * Deletes `path` once the user confirms `question`, then runs `after`; a
+ * refusal goes to `setError`.
+ */
+export async function deleteAfterAsking(question, path, after, setError) {
+  if (!window.confirm(question)) return;
+  setError(null);
+  try {
+    await del(path);
+    after();
+  } catch (err) {
+    setError(err);
+  }
+}
+
+/** A group of checkboxes: `chosen` of `options`, each change to `onChange`. */
+export function Checkboxes({ legend, options, chosen, onChange }) {
+  return (
+    <fieldset>
+      <legend>{legend}</legend>
+      {options.map((option) => (
+        <label class="check">
+          <input
+            type="checkbox"
+            checked={chosen.includes(option)}
+            onChange={(e) =>
+              onChange(e.currentTarget.checked ? [...chosen, option] : chosen.filter((x) => x !== option))
+            }
+          />{" "}
+          {option}
+        </label>
+      ))}
+    </fieldset>
   );
 }

@@ -1,6 +1,18 @@
 import { useState } from "preact/hooks";
-import { can, currentSession, del, get, post } from "../api.js";
-import { ShownOnce, Empty, ErrorBox, Field, Loading, useLoad, when, Table, Pager } from "../ui.jsx";
+import { can, currentSession, get, post } from "../api.js";
+import {
+  ShownOnce,
+  Empty,
+  ErrorBox,
+  Field,
+  Loading,
+  useLoad,
+  when,
+  Table,
+  Pager,
+  deleteAfterAsking,
+  Checkboxes,
+} from "../ui.jsx";
 
 const SCOPES = [
   "read:scripts",
@@ -37,15 +49,13 @@ export function Keys() {
       setError(err);
     }
   }
-  async function revoke(key) {
-    if (!window.confirm(`Revoke ${key.name}? Programs using it stop working at once.`)) return;
-    try {
-      await del(`/v1/api-keys/${key.id}`);
-      list.reload();
-    } catch (err) {
-      setError(err);
-    }
-  }
+  const revoke = (key) =>
+    deleteAfterAsking(
+      `Revoke ${key.name}? Programs using it stop working at once.`,
+      `/v1/api-keys/${key.id}`,
+      list.reload,
+      setError,
+    );
   return (
     <section class="stack">
       <h1>API keys</h1>
@@ -83,19 +93,7 @@ export function Keys() {
             />
           </Field>
         </div>
-        <fieldset>
-          <legend>Scopes</legend>
-          {mine.map((s) => (
-            <label class="check">
-              <input
-                type="checkbox"
-                checked={scopes.includes(s)}
-                onChange={(e) => setScopes(e.currentTarget.checked ? [...scopes, s] : scopes.filter((x) => x !== s))}
-              />{" "}
-              {s}
-            </label>
-          ))}
-        </fieldset>
+        <Checkboxes legend="Scopes" options={mine} chosen={scopes} onChange={setScopes} />
         <div>
           <button type="submit" disabled={scopes.length === 0}>
             Create key

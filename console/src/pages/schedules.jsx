@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
-import { del, get, post, put } from "../api.js";
-import { Empty, ErrorBox, Field, Loading, Status, useLoad, when, Table, Pager } from "../ui.jsx";
+import { get, post, put } from "../api.js";
+import { Empty, ErrorBox, Field, Loading, Status, useLoad, when, Table, Pager, deleteAfterAsking } from "../ui.jsx";
 import { parseParameters } from "../params.js";
 
 const zones = () => {
@@ -26,15 +26,8 @@ export function Schedules() {
       setError(err);
     }
   }
-  async function remove(s) {
-    if (!window.confirm(`Delete the schedule ${s.name}?`)) return;
-    try {
-      await del(`/v1/schedules/${s.id}`);
-      list.reload();
-    } catch (err) {
-      setError(err);
-    }
-  }
+  const remove = (s) =>
+    deleteAfterAsking(`Delete the schedule ${s.name}?`, `/v1/schedules/${s.id}`, list.reload, setError);
   return (
     <section class="stack">
       <h1>Schedules</h1>

@@ -1,7 +1,21 @@
 import { useRef, useState } from "preact/hooks";
-import { ApiFailure, call, can, del, get, post, raw } from "../api.js";
+import { ApiFailure, call, can, get, post, raw } from "../api.js";
 import { CodeEditor, DiffView } from "../editor.jsx";
-import { ago, Empty, ErrorBox, Field, href, Loading, navigate, Status, useLoad, when, Table, Pager } from "../ui.jsx";
+import {
+  ago,
+  Empty,
+  ErrorBox,
+  Field,
+  href,
+  Loading,
+  navigate,
+  Status,
+  useLoad,
+  when,
+  Table,
+  Pager,
+  deleteAfterAsking,
+} from "../ui.jsx";
 import { RunPanel } from "./run.jsx";
 import { ConfigPanel } from "./config.jsx";
 
@@ -240,15 +254,13 @@ export function ScriptPage({ id, tab }) {
   if (!script.data) return <Loading />;
   const s = script.data;
   const path = `/scripts/${encodeURIComponent(s.name)}`;
-  async function remove() {
-    if (!window.confirm(`Delete ${s.name} and its versions?`)) return;
-    try {
-      await del(`/v1/scripts/${s.id}`);
-      navigate("/scripts");
-    } catch (err) {
-      setError(err);
-    }
-  }
+  const remove = () =>
+    deleteAfterAsking(
+      `Delete ${s.name} and its versions?`,
+      `/v1/scripts/${s.id}`,
+      () => navigate("/scripts"),
+      setError,
+    );
   return (
     <section>
       <div class="title">

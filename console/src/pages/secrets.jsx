@@ -1,6 +1,6 @@
 import { useState } from "preact/hooks";
-import { can, del, get, put } from "../api.js";
-import { Empty, ErrorBox, Field, Loading, useLoad, when, Table } from "../ui.jsx";
+import { can, get, put } from "../api.js";
+import { Empty, ErrorBox, Field, Loading, useLoad, when, Table, deleteAfterAsking } from "../ui.jsx";
 
 /** Shared secrets (admins): names and grants are shown, values never. */
 export function Secrets() {
@@ -28,15 +28,13 @@ export function Secrets() {
       setError(err);
     }
   }
-  async function remove(secret) {
-    if (!window.confirm(`Delete the secret ${secret.name}? Runs stop getting it at once.`)) return;
-    try {
-      await del(`/v1/secrets/${encodeURIComponent(secret.name)}`);
-      list.reload();
-    } catch (err) {
-      setError(err);
-    }
-  }
+  const remove = (secret) =>
+    deleteAfterAsking(
+      `Delete the secret ${secret.name}? Runs stop getting it at once.`,
+      `/v1/secrets/${encodeURIComponent(secret.name)}`,
+      list.reload,
+      setError,
+    );
   return (
     <section class="stack">
       <h1>Secrets</h1>

@@ -1,6 +1,18 @@
 import { useState } from "preact/hooks";
-import { del, get, post } from "../api.js";
-import { ShownOnce, Empty, ErrorBox, Field, Loading, useLoad, when, Table, Pager } from "../ui.jsx";
+import { get, post } from "../api.js";
+import {
+  ShownOnce,
+  Empty,
+  ErrorBox,
+  Field,
+  Loading,
+  useLoad,
+  when,
+  Table,
+  Pager,
+  deleteAfterAsking,
+  Checkboxes,
+} from "../ui.jsx";
 
 const EVENTS = [
   "execution.completed",
@@ -36,15 +48,8 @@ function WebhookList() {
       setError(err);
     }
   }
-  async function remove(w) {
-    if (!window.confirm(`Delete the webhook to ${w.url}?`)) return;
-    try {
-      await del(`/v1/webhooks/${w.id}`);
-      list.reload();
-    } catch (err) {
-      setError(err);
-    }
-  }
+  const remove = (w) =>
+    deleteAfterAsking(`Delete the webhook to ${w.url}?`, `/v1/webhooks/${w.id}`, list.reload, setError);
   return (
     <section class="stack">
       <h1>Webhooks</h1>
@@ -66,19 +71,7 @@ function WebhookList() {
             onInput={(e) => setUrl(e.currentTarget.value)}
           />
         </Field>
-        <fieldset>
-          <legend>Events</legend>
-          {EVENTS.map((ev) => (
-            <label class="check">
-              <input
-                type="checkbox"
-                checked={events.includes(ev)}
-                onChange={(e) => setEvents(e.currentTarget.checked ? [...events, ev] : events.filter((x) => x !== ev))}
-              />{" "}
-              {ev}
-            </label>
-          ))}
-        </fieldset>
+        <Checkboxes legend="Events" options={EVENTS} chosen={events} onChange={setEvents} />
         <div>
           <button type="submit" disabled={events.length === 0}>
             Create webhook
