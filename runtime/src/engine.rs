@@ -116,11 +116,12 @@ fn config() -> Config {
 fn pool(options: &EngineOptions) -> Result<PoolingAllocationConfig, Error> {
     let max_memory = usize::try_from(options.max_memory_bytes)
         .map_err(|_| Error::Engine("max_memory_bytes does not fit this platform".into()))?;
-    // Instances made ahead hold slots of their own.
+    // Instances made ahead, and used ones the warm thread has yet to drop,
+    // hold slots of their own.
     let instances = options
         .max_instances
         .max(1)
-        .saturating_add(crate::warm::MAX_WARM as u32);
+        .saturating_add((crate::warm::MAX_WARM + crate::warm::MAX_RETIRING) as u32);
     // Every instance may hold its component's most of each kind: totals
     // any smaller would let a few components built to the maximum keep
     // everyone else's runs from starting. Slots that are not used are
@@ -265,7 +266,9 @@ mod tests {
             wasmtime::component::Component::new(&engine, wat::parse_str(&text).unwrap()).unwrap();
         let linker = wasmtime::component::Linker::<()>::new(&engine);
         let mut held = Vec::new();
-        for i in 0..options.max_instances as usize + crate::warm::MAX_WARM {
+        let slots =
+            options.max_instances as usize + crate::warm::MAX_WARM + crate::warm::MAX_RETIRING;
+        for i in 0..slots {
             let mut store = wasmtime::Store::new(&engine, ());
             store.set_fuel(u64::MAX).unwrap();
             let instance = linker.instantiate_async(&mut store, &component).await;

@@ -37,6 +37,11 @@ const WAIT_FOR_REFILL: Duration = Duration::from_millis(20);
 /// Language runtimes kept warm at once; each holds one pool slot (see
 /// `engine::build_engine`, which reserves them).
 pub(crate) const MAX_WARM: usize = 4;
+/// Used stores waiting for the warm thread to drop them, each still holding
+/// its pool slot (reserved beside `MAX_WARM`). Past it a run drops its store
+/// itself: a warm thread starved of CPU must not let retired instances pile
+/// up until runs find the pool full.
+pub(crate) const MAX_RETIRING: usize = 2;
 
 /// An instance made ahead, with the store it lives in.
 pub(crate) struct Prepared {
@@ -76,6 +81,8 @@ struct Slot {
 struct Slots {
     by_key: HashMap<ArtifactKey, Slot>,
     hits: u64,
+    /// Stores sent to the warm thread and not yet dropped.
+    retiring: usize,
 }
 
 /// The warm instances of one sandbox and the thread that makes them.
@@ -198,19 +205,26 @@ impl Warm {
         pre: &LanguageRuntimePre<State>,
         store: Store<State>,
     ) {
-        let paced = match lock(&self.slots).by_key.get_mut(key) {
-            Some(slot) if slot.warm => {
-                slot.last_retired = Some(Instant::now());
-                slot.paced
-            }
-            _ => false,
+        let handed_over = {
+            let mut slots = lock(&self.slots);
+            let paced = match slots.by_key.get_mut(key) {
+                Some(slot) if slot.warm => {
+                    slot.last_retired = Some(Instant::now());
+                    slot.paced
+                }
+                _ => false,
+            };
+            paced && self.jobs.is_some() && slots.take_retiring_place()
         };
         match &self.jobs {
-            Some(jobs) if paced => {
+            Some(jobs) if handed_over => {
                 self.refill(key, pre);
                 // The thread lives as long as `self`; if it is gone the
                 // store is dropped here instead.
-                let _ = jobs.send(Job::Retire(store));
+                if let Err(mpsc::SendError(Job::Retire(store))) = jobs.send(Job::Retire(store)) {
+                    lock(&self.slots).retired();
+                    drop(store);
+                }
             }
             _ => drop(store),
         }
@@ -242,6 +256,22 @@ impl Warm {
     }
 }
 
+impl Slots {
+    /// A place in the warm thread's queue of stores to drop, if one is free.
+    fn take_retiring_place(&mut self) -> bool {
+        let room = self.retiring < MAX_RETIRING;
+        if room {
+            self.retiring += 1;
+        }
+        room
+    }
+
+    /// The warm thread dropped one.
+    fn retired(&mut self) {
+        self.retiring = self.retiring.saturating_sub(1);
+    }
+}
+
 fn lock(slots: &Mutex<Slots>) -> MutexGuard<'_, Slots> {
     slots.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -257,7 +287,10 @@ fn work(jobs: &mpsc::Receiver<Job>, slots: &Mutex<Slots>, new_store: &StoreMaker
     };
     for job in jobs {
         match job {
-            Job::Retire(store) => drop(store),
+            Job::Retire(store) => {
+                drop(store);
+                lock(slots).retired();
+            }
             Job::Refill { key, pre } => {
                 let started = Instant::now();
                 let mut store = new_store();
@@ -283,5 +316,23 @@ fn work(jobs: &mpsc::Receiver<Job>, slots: &Mutex<Slots>, new_store: &StoreMaker
                 slot.refilled.notify_one();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retired_stores_wait_for_the_warm_thread_only_up_to_their_bound() {
+        let mut slots = Slots::default();
+        for _ in 0..MAX_RETIRING {
+            assert!(slots.take_retiring_place());
+        }
+        // A starved warm thread: the next run drops its store itself.
+        assert!(!slots.take_retiring_place());
+        slots.retired();
+        assert!(slots.take_retiring_place());
+        assert!(!slots.take_retiring_place());
     }
 }

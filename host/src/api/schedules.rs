@@ -293,6 +293,7 @@ pub struct ListQuery {
 
 /// A cron and zone to try before saving them.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PreviewQuery {
     /// As a schedule's `cron`.
