@@ -148,21 +148,28 @@ export function Field({ label, id, hint, children }) {
   );
 }
 
-/** A table with a header row of `columns` (an empty name is an actions column). */
-export function Table({ columns, children }) {
+/**
+ * A table with a header row of `columns` (an empty name is an actions
+ * column), and a pager under it when it is one page of a list (`pagination`
+ * as the API gave it, `go` to change page).
+ */
+export function Table({ columns, children, pagination, go }) {
   return (
-    <div class="table-wrap">
-      <table>
-        <thead>
-          <tr>
-            {columns.map((c) => (
-              <th scope="col">{c || <span class="visually-hidden">Actions</span>}</th>
-            ))}
-          </tr>
-        </thead>
-        <tbody>{children}</tbody>
-      </table>
-    </div>
+    <>
+      <div class="table-wrap">
+        <table>
+          <thead>
+            <tr>
+              {columns.map((c) => (
+                <th scope="col">{c || <span class="visually-hidden">Actions</span>}</th>
+              ))}
+            </tr>
+          </thead>
+          <tbody>{children}</tbody>
+        </table>
+      </div>
+      {pagination && <Pager pagination={pagination} go={go} />}
+    </>
   );
 }
 

@@ -110,6 +110,23 @@ impl Socket {
     }
 }
 
+/// Cancels run `id` and checks that `socket`, watching it, hears the end
+/// and closes normally.
+fn cancelled_while_watched(kiln: &Kiln, id: &str, mut socket: Socket) {
+    let cancelled = kiln
+        .post(&format!("/v1/executions/{id}/cancel"))
+        .send()
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let (events, close) = socket.rest();
+    assert_eq!(
+        events.last().unwrap().1["status"],
+        "cancelled",
+        "{events:?}"
+    );
+    assert_eq!(close, Some(CloseCode::Normal));
+}
+
 fn start_interactive(kiln: &Kiln, script: &str, body: Value) -> String {
     let response = kiln.execute(script, "", body);
     assert_eq!(response.status(), 202);
@@ -244,18 +261,7 @@ fn stdin_is_the_creator_s_and_ends_with_its_socket() {
             .contains("not interactive"),
         "{error}"
     );
-    let cancelled = kiln
-        .post(&format!("/v1/executions/{fixed}/cancel"))
-        .send()
-        .unwrap();
-    assert_eq!(cancelled.status(), 200);
-    let (events, close) = socket.rest();
-    assert_eq!(
-        events.last().unwrap().1["status"],
-        "cancelled",
-        "{events:?}"
-    );
-    assert_eq!(close, Some(CloseCode::Normal));
+    cancelled_while_watched(&kiln, &fixed, socket);
 }
 
 /// No one waits forever on a socket: an interactive run nobody writes to
@@ -362,18 +368,7 @@ fn an_interactive_run_is_not_waited_for_and_unread_stdin_does_not_hold_it() {
     for _ in 0..16 {
         socket.send(Message::Binary(vec![b'x'; 64 << 10].into()));
     }
-    let cancelled = kiln
-        .post(&format!("/v1/executions/{id}/cancel"))
-        .send()
-        .unwrap();
-    assert_eq!(cancelled.status(), 200);
-    let (events, close) = socket.rest();
-    assert_eq!(
-        events.last().unwrap().1["status"],
-        "cancelled",
-        "{events:?}"
-    );
-    assert_eq!(close, Some(CloseCode::Normal));
+    cancelled_while_watched(&kiln, &id, socket);
 }
 
 /// An open socket keeps its connection's place after the upgrade: the

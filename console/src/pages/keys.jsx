@@ -9,7 +9,6 @@ import {
   useLoad,
   when,
   Table,
-  Pager,
   deleteAfterAsking,
   Checkboxes,
 } from "../ui.jsx";
@@ -106,27 +105,28 @@ export function Keys() {
         <Empty title="No API keys yet.">Create one above for a program or CI job.</Empty>
       )}
       {list.data && list.data.data.length > 0 && (
-        <>
-          <Table columns={["Name", "Prefix", "Scopes", "Created", "Expires", ""]}>
-            {list.data.data.map((k) => (
-              <tr>
-                <td>{k.name}</td>
-                <td>
-                  <code>{k.prefix}…</code>
-                </td>
-                <td class="small">{k.scopes.join(", ")}</td>
-                <td>{when(k.created_at)}</td>
-                <td>{k.expires_at ? when(k.expires_at) : "never"}</td>
-                <td>
-                  <button type="button" class="danger" onClick={() => revoke(k)}>
-                    Revoke
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </Table>
-          <Pager pagination={list.data.pagination} go={setPage} />
-        </>
+        <Table
+          columns={["Name", "Prefix", "Scopes", "Created", "Expires", ""]}
+          pagination={list.data.pagination}
+          go={setPage}
+        >
+          {list.data.data.map((k) => (
+            <tr>
+              <td>{k.name}</td>
+              <td>
+                <code>{k.prefix}…</code>
+              </td>
+              <td class="small">{k.scopes.join(", ")}</td>
+              <td>{when(k.created_at)}</td>
+              <td>{k.expires_at ? when(k.expires_at) : "never"}</td>
+              <td>
+                <button type="button" class="danger" onClick={() => revoke(k)}>
+                  Revoke
+                </button>
+              </td>
+            </tr>
+          ))}
+        </Table>
       )}
     </section>
   );

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { get, post, put } from "../api.js";
-import { Empty, ErrorBox, Field, Loading, Status, useLoad, when, Table, Pager, deleteAfterAsking } from "../ui.jsx";
+import { Empty, ErrorBox, Field, Loading, Status, useLoad, when, Table, deleteAfterAsking } from "../ui.jsx";
 import { parseParameters } from "../params.js";
 
 const zones = () => {
@@ -38,46 +38,43 @@ export function Schedules() {
         <Empty title="No schedules yet.">Create one above: a cron, its time zone and the script it runs.</Empty>
       )}
       {list.data && list.data.data.length > 0 && (
-        <>
-          <Table columns={["Name", "Cron", "Next runs", "Last run", ""]}>
-            {list.data.data.map((s) => (
-              <tr>
-                <td>
-                  {s.name}
-                  <div class="muted small">
-                    runs <a href={`#/scripts/${s.script_id}`}>{names.get(s.script_id) ?? "its script"}</a> ·{" "}
-                    {s.active ? "active" : "paused"}
-                  </div>
-                </td>
-                <td>
-                  <code>{s.cron}</code>
-                  <div class="muted small">{s.timezone}</div>
-                </td>
-                <td>
-                  <NextRuns times={s.next_runs} zone={s.timezone} />
-                </td>
-                <td>
-                  {s.last_execution_id ? (
-                    <a href={`#/executions/${s.last_execution_id}`}>
-                      {when(s.last_run_at)} {s.last_status && <Status status={s.last_status} />}
-                    </a>
-                  ) : (
-                    <span class="muted">not yet</span>
-                  )}
-                </td>
-                <td class="actions">
-                  <button type="button" class="secondary" onClick={() => toggle(s)}>
-                    {s.active ? "Pause" : "Resume"}
-                  </button>
-                  <button type="button" class="danger" onClick={() => remove(s)}>
-                    Delete
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </Table>
-          <Pager pagination={list.data.pagination} go={setPage} />
-        </>
+        <Table columns={["Name", "Cron", "Next runs", "Last run", ""]} pagination={list.data.pagination} go={setPage}>
+          {list.data.data.map((s) => (
+            <tr>
+              <td>
+                {s.name}
+                <div class="muted small">
+                  runs <a href={`#/scripts/${s.script_id}`}>{names.get(s.script_id) ?? "its script"}</a> ·{" "}
+                  {s.active ? "active" : "paused"}
+                </div>
+              </td>
+              <td>
+                <code>{s.cron}</code>
+                <div class="muted small">{s.timezone}</div>
+              </td>
+              <td>
+                <NextRuns times={s.next_runs} zone={s.timezone} />
+              </td>
+              <td>
+                {s.last_execution_id ? (
+                  <a href={`#/executions/${s.last_execution_id}`}>
+                    {when(s.last_run_at)} {s.last_status && <Status status={s.last_status} />}
+                  </a>
+                ) : (
+                  <span class="muted">not yet</span>
+                )}
+              </td>
+              <td class="actions">
+                <button type="button" class="secondary" onClick={() => toggle(s)}>
+                  {s.active ? "Pause" : "Resume"}
+                </button>
+                <button type="button" class="danger" onClick={() => remove(s)}>
+                  Delete
+                </button>
+              </td>
+            </tr>
+          ))}
+        </Table>
       )}
     </section>
   );

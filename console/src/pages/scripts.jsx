@@ -13,7 +13,6 @@ import {
   useLoad,
   when,
   Table,
-  Pager,
   deleteAfterAsking,
 } from "../ui.jsx";
 import { RunPanel } from "./run.jsx";
@@ -97,29 +96,27 @@ export function ScriptList({ query }) {
         </Empty>
       )}
       {list.data && list.data.data.length > 0 && (
-        <>
-          <Table columns={["Name", "Language", "Version", "Status", "Runs", "Updated"]}>
-            {list.data.data.map((s) => (
-              <tr>
-                <td>
-                  <a href={`#/scripts/${encodeURIComponent(s.name)}`}>{s.name}</a>
-                  {s.description && <div class="muted small">{s.description}</div>}
-                </td>
-                <td>{s.language}</td>
-                <td>{s.version}</td>
-                <td>
-                  <Status status={s.status} />
-                </td>
-                <td>{s.execution_count}</td>
-                <td title={when(s.updated_at)}>{ago(s.updated_at)}</td>
-              </tr>
-            ))}
-          </Table>
-          <Pager
-            pagination={list.data.pagination}
-            go={(p) => navigate("/scripts", { search, language, status, page: p })}
-          />
-        </>
+        <Table
+          columns={["Name", "Language", "Version", "Status", "Runs", "Updated"]}
+          pagination={list.data.pagination}
+          go={(p) => navigate("/scripts", { search, language, status, page: p })}
+        >
+          {list.data.data.map((s) => (
+            <tr>
+              <td>
+                <a href={`#/scripts/${encodeURIComponent(s.name)}`}>{s.name}</a>
+                {s.description && <div class="muted small">{s.description}</div>}
+              </td>
+              <td>{s.language}</td>
+              <td>{s.version}</td>
+              <td>
+                <Status status={s.status} />
+              </td>
+              <td>{s.execution_count}</td>
+              <td title={when(s.updated_at)}>{ago(s.updated_at)}</td>
+            </tr>
+          ))}
+        </Table>
       )}
     </section>
   );
@@ -399,7 +396,7 @@ function VersionsTab({ script, reload }) {
   return (
     <div class="stack">
       <ErrorBox error={error} />
-      <Table columns={["Version", "Created", "Size", "Hash", ""]}>
+      <Table columns={["Version", "Created", "Size", "Hash", ""]} pagination={versions.data.pagination} go={setPage}>
         {versions.data.data.map((v) => (
           <tr>
             <td>
@@ -420,7 +417,6 @@ function VersionsTab({ script, reload }) {
           </tr>
         ))}
       </Table>
-      <Pager pagination={versions.data.pagination} go={setPage} />
       {pair && (
         <div class="stack">
           <h2>

@@ -1,6 +1,6 @@
 import { useState } from "preact/hooks";
 import { can, get, post, put } from "../api.js";
-import { Empty, ErrorBox, Field, Loading, useLoad, when, Table, Pager } from "../ui.jsx";
+import { Empty, ErrorBox, Field, Loading, useLoad, when, Table } from "../ui.jsx";
 
 const ROLES = ["admin", "developer", "analyst", "viewer"];
 
@@ -76,44 +76,41 @@ export function Users() {
       <ErrorBox error={error ?? list.error} />
       {!list.data && !list.error && <Loading />}
       {list.data && (
-        <>
-          <Table columns={["User", "Role", "Last login", ""]}>
-            {list.data.data.map((u) => (
-              <tr>
-                <td>
-                  {u.username} {u.disabled && <span class="badge status-failed">disabled</span>}
-                </td>
-                <td>
-                  <label class="visually-hidden" for={`role-${u.id}`}>
-                    Role of {u.username}
-                  </label>
-                  <select
-                    id={`role-${u.id}`}
-                    value={u.role}
-                    onChange={(e) => {
-                      // Arrow keys on a closed select fire a change per step: ask first.
-                      const role = e.currentTarget.value;
-                      if (window.confirm(`Make ${u.username} ${role === "admin" ? "an" : "a"} ${role}?`))
-                        change(u, { role });
-                      else e.currentTarget.value = u.role;
-                    }}
-                  >
-                    {ROLES.map((r) => (
-                      <option value={r}>{r}</option>
-                    ))}
-                  </select>
-                </td>
-                <td>{when(u.last_login_at)}</td>
-                <td>
-                  <button type="button" class="secondary" onClick={() => change(u, { disabled: !u.disabled })}>
-                    {u.disabled ? "Enable" : "Disable"}
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </Table>
-          <Pager pagination={list.data.pagination} go={setPage} />
-        </>
+        <Table columns={["User", "Role", "Last login", ""]} pagination={list.data.pagination} go={setPage}>
+          {list.data.data.map((u) => (
+            <tr>
+              <td>
+                {u.username} {u.disabled && <span class="badge status-failed">disabled</span>}
+              </td>
+              <td>
+                <label class="visually-hidden" for={`role-${u.id}`}>
+                  Role of {u.username}
+                </label>
+                <select
+                  id={`role-${u.id}`}
+                  value={u.role}
+                  onChange={(e) => {
+                    // Arrow keys on a closed select fire a change per step: ask first.
+                    const role = e.currentTarget.value;
+                    if (window.confirm(`Make ${u.username} ${role === "admin" ? "an" : "a"} ${role}?`))
+                      change(u, { role });
+                    else e.currentTarget.value = u.role;
+                  }}
+                >
+                  {ROLES.map((r) => (
+                    <option value={r}>{r}</option>
+                  ))}
+                </select>
+              </td>
+              <td>{when(u.last_login_at)}</td>
+              <td>
+                <button type="button" class="secondary" onClick={() => change(u, { disabled: !u.disabled })}>
+                  {u.disabled ? "Enable" : "Disable"}
+                </button>
+              </td>
+            </tr>
+          ))}
+        </Table>
       )}
     </section>
   );

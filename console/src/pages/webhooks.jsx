@@ -84,25 +84,22 @@ function WebhookList() {
         <Empty title="No webhooks yet.">Add one above to hear of failed runs.</Empty>
       )}
       {list.data && list.data.data.length > 0 && (
-        <>
-          <Table columns={["URL", "Events", "Created", ""]}>
-            {list.data.data.map((w) => (
-              <tr>
-                <td>
-                  <a href={`#/webhooks/${w.id}`}>{w.url}</a> {!w.active && <span class="badge">paused</span>}
-                </td>
-                <td class="small">{w.events.join(", ")}</td>
-                <td>{when(w.created_at)}</td>
-                <td>
-                  <button type="button" class="danger" onClick={() => remove(w)}>
-                    Delete
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </Table>
-          <Pager pagination={list.data.pagination} go={setPage} />
-        </>
+        <Table columns={["URL", "Events", "Created", ""]} pagination={list.data.pagination} go={setPage}>
+          {list.data.data.map((w) => (
+            <tr>
+              <td>
+                <a href={`#/webhooks/${w.id}`}>{w.url}</a> {!w.active && <span class="badge">paused</span>}
+              </td>
+              <td class="small">{w.events.join(", ")}</td>
+              <td>{when(w.created_at)}</td>
+              <td>
+                <button type="button" class="danger" onClick={() => remove(w)}>
+                  Delete
+                </button>
+              </td>
+            </tr>
+          ))}
+        </Table>
       )}
     </section>
   );
