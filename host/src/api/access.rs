@@ -62,6 +62,8 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/auth/refresh", Public),
     ("POST", "/v1/auth/logout", Authenticated),
     ("GET", "/v1/users/me", Authenticated),
+    // The handler asks for the current password.
+    ("PUT", "/v1/users/me", Authenticated),
     ("GET", "/v1/users", Needs(Admin)),
     ("POST", "/v1/users", Needs(Admin)),
     ("GET", "/v1/users/{id}", Needs(Admin)),

@@ -300,6 +300,7 @@ impl From<StoreError> for ApiError {
             StoreError::NameTaken(_) => ApiError::Conflict(e.to_string()),
             StoreError::NotFound => ApiError::NotFound(e.to_string()),
             StoreError::Refused(message) => ApiError::PreconditionFailed(message),
+            StoreError::Forbidden(message) => ApiError::PermissionDenied(message),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -16,14 +16,14 @@ use super::error::ErrorEnvelope;
 use super::etag;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
-use crate::auth::{MIN_PASSWORD_CHARS, Principal, Role, secrets};
+use crate::auth::{MIN_PASSWORD_CHARS, Principal, Role, Via, secrets};
 use crate::store::StoreError;
 use crate::store::auth::UserRecord;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
-        .routes(routes!(me))
+        .routes(routes!(me, change_own_password))
         .routes(routes!(read, update, delete))
 }
 
@@ -92,11 +92,28 @@ pub struct CreateUser {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     role: Option<Role>,
-    /// A new password (8 to 1024 characters); the user's sessions end.
+    /// A new password (8 to 1024 characters); the user's sessions end and
+    /// their API keys are revoked.
     #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
-    /// A disabled user cannot log in, and their tokens and keys stop working.
+    /// A disabled user cannot log in, their sessions end and their API keys
+    /// are revoked (enabling them again brings no key back).
     disabled: Option<bool>,
+}
+
+/// A user's change of their own password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeOwnPassword {
+    /// The password in use now.
+    current_password: String,
+    /// The new one (8 to 1024 characters, not the current one).
+    #[schema(min_length = 8, max_length = 1024)]
+    password: String,
+    /// Also revoke every API key of the user (default false: keys are
+    /// listed and revoked at `/v1/api-keys`).
+    #[serde(default)]
+    revoke_keys: bool,
 }
 
 fn check_username(name: &str) -> Result<(), ApiError> {
@@ -249,6 +266,110 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Respo
     etag::json(&HeaderMap::new(), &User::of(find(&state, &id)?))
 }
 
+/// Change the caller's own password, giving the current one. Every other
+/// login session of the user ends (the caller's own goes on); with
+/// `revoke_keys`, so do their API keys. Attempts are limited as logins are.
+#[utoipa::path(put, path = "/v1/users/me", operation_id = "changeOwnPassword", tag = "auth",
+    request_body = ChangeOwnPassword,
+    responses(
+        (status = 200, description = "Changed", body = User),
+        (status = 400, description = "The new password is too short, too long or the current one", body = ErrorEnvelope),
+        (status = 401, description = "No valid credential", body = ErrorEnvelope),
+        (status = 403, description = "The current password is wrong", body = ErrorEnvelope),
+        (status = 404, description = "Authentication is off: there is no user", body = ErrorEnvelope),
+        (status = 429, description = "Too many attempts for this user or from this IP", body = ErrorEnvelope,
+            headers(("Retry-After" = String))),
+    ))]
+async fn change_own_password(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+    ApiJson(body): ApiJson<ChangeOwnPassword>,
+) -> Result<Response, ApiError> {
+    let id = principal
+        .user_id()
+        .ok_or_else(|| ApiError::NotFound("authentication is off; there is no user".into()))?;
+    check_password(&body.password)?;
+    if body.current_password.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(ApiError::PermissionDenied(
+            "the current password is wrong".into(),
+        ));
+    }
+    if body.password == body.current_password {
+        return Err(ApiError::invalid(
+            "password",
+            "must differ from the current password",
+        ));
+    }
+    let user = find(&state, &id)?;
+    // Counted before the check, as logins are: a stolen token must not
+    // become a way to guess the password.
+    if let Some(refused) = state.limits.login_attempt(&user.username, &ip.0) {
+        state.metrics.rate_limited("login");
+        return Err(ApiError::RateLimited(refused));
+    }
+    let auth = state.auth.clone();
+    let (username, current) = (user.username.clone(), body.current_password);
+    let checked = tokio::task::spawn_blocking(move || auth.check_password(&username, &current))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))?;
+    if checked.is_err() {
+        audit::record(
+            &state,
+            Entry::new("user.password_changed", false)
+                .actor(&principal)
+                .ip(&ip)
+                .target(&id)
+                .detail("the current password was wrong"),
+        );
+        return Err(ApiError::PermissionDenied(
+            "the current password is wrong".into(),
+        ));
+    }
+    let password_hash = hash(body.password).await?;
+    let now = crate::now();
+    let updated = state
+        .store
+        .update_user(&id, &|current| {
+            let mut user = current.clone();
+            user.password_hash.clone_from(&password_hash);
+            user.updated_at.clone_from(&now);
+            Ok(user)
+        })?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
+    let own_session = match &principal.via {
+        Via::Session { session_id } => Some(session_id.as_str()),
+        Via::ApiKey { .. } | Via::Open => None,
+    };
+    let sessions = state.store.revoke_user_sessions(&id, own_session)?;
+    let keys = if body.revoke_keys {
+        revoke_keys(&state, &id)?
+    } else {
+        0
+    };
+    state.store.flush().await?;
+    audit::record(
+        &state,
+        Entry::new("user.password_changed", true)
+            .actor(&principal)
+            .ip(&ip)
+            .target(&id)
+            .detail(format!("{sessions} other sessions ended, {keys} keys revoked")),
+    );
+    etag::json(&HeaderMap::new(), &User::of(updated))
+}
+
+/// Revokes every API key of `user_id`; how many there were.
+fn revoke_keys(state: &AppState, user_id: &str) -> Result<usize, ApiError> {
+    let mut revoked = 0;
+    for key in state.store.api_keys()? {
+        if key.owner_id == user_id && state.store.delete_api_key(&key.id)?.is_some() {
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
+}
+
 /// Read a user (admin).
 #[utoipa::path(get, path = "/v1/users/{id}", operation_id = "getUser", tag = "auth",
     params(("id" = String, Path, description = "The user's id or username")),
@@ -267,7 +388,7 @@ async fn read(
 }
 
 /// Change a user's role, password or disabled flag (admin). A new password
-/// or disabling ends the user's login sessions.
+/// or disabling ends the user's login sessions and revokes their API keys.
 #[utoipa::path(put, path = "/v1/users/{id}", operation_id = "updateUser", tag = "auth",
     params(("id" = String, Path, description = "The user's id or username"),
         ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
@@ -322,9 +443,14 @@ async fn update(
             .update_user(&id, &|current| Ok(change(current)))?
             .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?
     };
-    if password_hash.is_some() || updated.disabled {
-        state.store.revoke_user_sessions(&id)?;
-    }
+    // A reset password or a disabled account may have been someone else's
+    // hands: what they could have made with it goes too.
+    let revoked = if password_hash.is_some() || body.disabled == Some(true) {
+        state.store.revoke_user_sessions(&id, None)?;
+        revoke_keys(&state, &id)?
+    } else {
+        0
+    };
     state.store.flush().await?;
     let mut changed = Vec::new();
     if body.role.is_some() {
@@ -335,6 +461,9 @@ async fn update(
     }
     if password_hash.is_some() {
         changed.push("password".to_owned());
+    }
+    if revoked > 0 {
+        changed.push(format!("{revoked} keys revoked"));
     }
     audit::record(
         &state,

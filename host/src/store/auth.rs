@@ -129,8 +129,10 @@ pub trait AuthStore: Send + Sync {
     ) -> Result<Option<SessionRecord>, StoreError>;
     /// Marks a session revoked; its refresh and access tokens stop working.
     fn revoke_session(&self, id: &str) -> Result<(), StoreError>;
-    /// Revokes every session of a user; returns how many were live.
-    fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError>;
+    /// Revokes every session of a user but `except`; returns how many were
+    /// live.
+    fn revoke_user_sessions(&self, user_id: &str, except: Option<&str>)
+    -> Result<usize, StoreError>;
     /// Stores a refresh token under the hash of its text.
     fn put_refresh_token(&self, hash: &str, token: &RefreshRecord) -> Result<(), StoreError>;
     /// Uses a refresh token up, atomically: of two concurrent uses one is

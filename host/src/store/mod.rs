@@ -56,6 +56,9 @@ pub enum StoreError {
     Backend(String),
     #[error("a stored record is unreadable: {0}")]
     Corrupt(String),
+    /// The caller may not change the record as it is now (not its owner).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;

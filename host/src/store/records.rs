@@ -105,6 +105,17 @@ pub struct ScriptRecord {
     pub allowed_hosts: Vec<String>,
     #[serde(default)]
     pub created_by: Option<String>,
+    /// Who may change it besides its editors and admins; `None` on records
+    /// from before owners, whose owner is their creator ([`Self::owner`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Users (ids) who may change it as its owner does, except for who owns
+    /// and who edits it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub editors: Vec<String>,
+    /// Who wrote the current version (records from before: its creator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_by: Option<String>,
     /// The current version; versions 1..=version are kept unless deleted.
     pub version: u32,
     pub content_hash: String,
@@ -134,8 +145,16 @@ impl VersionRecord {
             content_hash: script.content_hash.clone(),
             size_bytes: script.size_bytes,
             created_at: script.updated_at.clone(),
-            created_by: script.created_by.clone(),
+            created_by: script.version_by.clone().or_else(|| script.created_by.clone()),
         }
+    }
+}
+
+impl ScriptRecord {
+    /// Its owner: the one named, else (records from before owners) its
+    /// creator.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref().or(self.created_by.as_deref())
     }
 }
 

@@ -71,6 +71,12 @@ pub struct ScriptFields {
     /// port). None by default: every outbound request is refused.
     #[schema(example = json!(["api.example.com", "*.example.org:8443"]))]
     pub allowed_hosts: Option<Vec<String>>,
+    /// Who owns it (a user's id or username): its creator unless changed.
+    /// Only the owner and admins may change this and `editors`.
+    pub owner: Option<String>,
+    /// Users (ids or usernames, at most 32) who may change it as its owner
+    /// does: content, fields, config, delete.
+    pub editors: Option<Vec<String>>,
 }
 
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -13,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::find;
+use super::ownership::{audited, check_change};
+use crate::api::access::ClientIp;
 use crate::api::audit::{self, Entry};
 use crate::api::error::ErrorEnvelope;
 use crate::api::{ApiError, ApiJson, ApiPath, AppState};
@@ -46,16 +49,21 @@ pub struct ConfigKeys {
     responses(
         (status = 200, description = "The keys now set", body = ConfigKeys),
         (status = 400, description = "A key or value is invalid", body = ErrorEnvelope),
+        (status = 403, description = "The caller is not the script's owner, an editor or an admin", body = ErrorEnvelope),
         (status = 404, description = "No such script", body = ErrorEnvelope),
     ))]
 pub(super) async fn put_config(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
     ApiPath(id_or_name): ApiPath<String>,
     principal: Principal,
     ApiJson(input): ApiJson<ConfigInput>,
 ) -> Result<Response, ApiError> {
     validate(&input.values)?;
     let script = find(&state, &id_or_name)?;
+    if let Err(e) = check_change(&principal, &script) {
+        return Err(audited(&state, &principal, &ip, "config", &script.id, e.into()));
+    }
     let sealed: BTreeMap<String, String> = input
         .values
         .iter()
@@ -70,8 +78,13 @@ pub(super) async fn put_config(
         &state,
         Entry::new("script.config.updated", true)
             .actor(&principal)
+            .ip(&ip)
             .target(format!("script:{}", script.id))
-            .detail(format!("keys: {}", keys.join(", "))),
+            .detail(format!(
+                "keys: {}; at version {}",
+                keys.join(", "),
+                script.version
+            )),
     );
     state.store.flush().await?;
     Ok(axum::Json(ConfigKeys { keys }).into_response())

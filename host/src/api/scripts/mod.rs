@@ -4,6 +4,7 @@
 mod body;
 pub(crate) mod bundle;
 mod data;
+mod ownership;
 mod write;
 
 use axum::extract::State;
@@ -66,6 +67,11 @@ pub struct ScriptView {
     /// The hosts its runs may send HTTP requests to.
     allowed_hosts: Vec<String>,
     created_by: Option<String>,
+    /// The user who owns it; with its `editors` and admins, the only ones
+    /// who may change it.
+    owner: Option<String>,
+    /// Users who may change it as its owner does (ids).
+    editors: Vec<String>,
     created_at: String,
     updated_at: String,
     execution_count: u64,
@@ -75,6 +81,7 @@ pub struct ScriptView {
 impl From<ScriptRecord> for ScriptView {
     fn from(s: ScriptRecord) -> Self {
         Self {
+            owner: s.owner().map(str::to_owned),
             kind: s.kind.api_name(s.language),
             public: s.public,
             language: s.language.as_str(),
@@ -90,6 +97,7 @@ impl From<ScriptRecord> for ScriptView {
             limits: s.limits,
             allowed_hosts: s.allowed_hosts,
             created_by: s.created_by,
+            editors: s.editors,
             created_at: s.created_at,
             updated_at: s.updated_at,
             execution_count: s.execution_count,

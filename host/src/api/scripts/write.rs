@@ -2,15 +2,19 @@
 //! its language runtime (source) before anything is stored, so a script that
 //! cannot run is refused with 422 and the stored one stays as it was.
 
+use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_runtime::{Limits, Source};
 
 use super::ScriptView;
+use super::ownership::{self, audited, check_change, check_share, editor_ids};
 use super::body::{
     Content, ScriptBody, ScriptFields, WasmUploadQuery, allowed_hosts, check_public, parse_language,
 };
+use crate::api::access::ClientIp;
+use crate::api::audit::{self, Entry};
 use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
 use crate::auth::Principal;
@@ -41,6 +45,7 @@ use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
     principal: Principal,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -62,6 +67,12 @@ pub(super) async fn create(
         )
     })?;
     let (content, source) = stored(content, language).await?;
+    let owner = fields
+        .owner
+        .as_deref()
+        .map(|o| ownership::user_id(&state, "owner", o))
+        .transpose()?;
+    let editors = editor_ids(&state, fields.editors.as_deref().unwrap_or_default())?;
     // Before the compile, so a user at the cap spends nothing; counted
     // again when the script is created.
     crate::api::create_within_cap(
@@ -90,6 +101,9 @@ pub(super) async fn create(
         limits: fields.limits.flatten(),
         allowed_hosts: allowed_hosts(fields.allowed_hosts.as_deref().unwrap_or_default())?,
         created_by: principal.user_id(),
+        owner: owner.filter(|o| Some(o) != principal.user_id.as_ref()),
+        editors,
+        version_by: principal.user_id(),
         version: 1,
         content_hash: blake3::hash(&content).to_hex().to_string(),
         size_bytes: content.len() as u64,
@@ -107,9 +121,15 @@ pub(super) async fn create(
         || Ok(state.store.create_script(&record, &content)?),
     )?;
     let location = format!("/v1/scripts/{}", record.id);
+    let entry = Entry::new("script.created", true)
+        .actor(&principal)
+        .ip(&ip)
+        .target(format!("script:{}", record.id))
+        .detail(format!("{}, version 1", record.name));
     let view = ScriptView::from(record);
     state.emit("script.created", &view);
     state.store.flush().await?;
+    audit::record(&state, entry);
     let tag = etag::of_json(&view)?;
     Ok((
         StatusCode::CREATED,
@@ -119,8 +139,9 @@ pub(super) async fn create(
         .into_response())
 }
 
-/// Update some fields of a script. New content (different from the current)
-/// is compiled first and becomes the next version.
+/// Update some fields of a script (its owner, its editors and admins). New
+/// content (different from the current) is compiled first and becomes the
+/// next version.
 #[utoipa::path(put, path = "/v1/scripts/{id_or_name}", operation_id = "updateScript", tag = "scripts",
     params(("id_or_name" = String, Path, description = "The script's id or name"),
         ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
@@ -128,6 +149,7 @@ pub(super) async fn create(
     responses(
         (status = 200, description = "The updated script", body = ScriptView, headers(("ETag" = String))),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 403, description = "The caller is not the script's owner, an editor or an admin (or, to change `owner` or `editors`, its owner or an admin)", body = ErrorEnvelope),
         (status = 404, description = "No such script", body = ErrorEnvelope),
         (status = 409, description = "The new name is taken", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
@@ -137,6 +159,7 @@ pub(super) async fn create(
     ))]
 pub(super) async fn update(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
     ApiPath(id): ApiPath<String>,
     principal: Principal,
     request: Request,
@@ -148,6 +171,23 @@ pub(super) async fn update(
         .store
         .script(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
+    let sharing = fields.owner.is_some() || fields.editors.is_some();
+    // Before anything is compiled; again in the store's swap below.
+    let allowed = check_change(&principal, &current)
+        .and_then(|()| if sharing { check_share(&principal, &current) } else { Ok(()) });
+    if let Err(e) = allowed {
+        return Err(audited(&state, &principal, &ip, "update", &current.id, e.into()));
+    }
+    let owner = fields
+        .owner
+        .as_deref()
+        .map(|o| ownership::user_id(&state, "owner", o))
+        .transpose()?;
+    let editors = fields
+        .editors
+        .as_deref()
+        .map(|names| editor_ids(&state, names))
+        .transpose()?;
     if let Some(language) = fields.language.as_deref()
         && parse_language(language)? != current.language
     {
@@ -184,6 +224,10 @@ pub(super) async fn update(
     let now = crate::now();
     let change = |script: &ScriptRecord| {
         if_match(&headers, script)?;
+        check_change(&principal, script)?;
+        if sharing {
+            check_share(&principal, script)?;
+        }
         let mut next = script.clone();
         if let Some(name) = &fields.name {
             next.name.clone_from(name);
@@ -209,12 +253,19 @@ pub(super) async fn update(
         if let Some(hosts) = &hosts {
             next.allowed_hosts.clone_from(hosts);
         }
+        if let Some(owner) = &owner {
+            next.owner = Some(owner.clone());
+        }
+        if let Some(editors) = &editors {
+            next.editors.clone_from(editors);
+        }
         if let Some(content) = &content {
             next.version = script.version + 1;
             next.kind = kind;
             next.content_hash = blake3::hash(content).to_hex().to_string();
             next.size_bytes = content.len() as u64;
             next.created_by = next.created_by.clone().or_else(|| principal.user_id());
+            next.version_by = principal.user_id();
         }
         if next != *script {
             next.updated_at.clone_from(&now);
@@ -223,35 +274,48 @@ pub(super) async fn update(
     };
     let updated = state
         .store
-        .update_script(&current.id, &change, content.as_deref())?;
+        .update_script(&current.id, &change, content.as_deref())
+        .map_err(|e| audited(&state, &principal, &ip, "update", &current.id, e.into()))?;
+    let entry = Entry::new("script.updated", true)
+        .actor(&principal)
+        .ip(&ip)
+        .target(format!("script:{}", updated.id))
+        .detail(changes(&current, &updated));
     let view = ScriptView::from(updated);
     state.emit("script.updated", &view);
     state.store.flush().await?;
+    audit::record(&state, entry);
     etag::json(&HeaderMap::new(), &view)
 }
 
-/// Delete a script, all its versions and its schedules. Its executions stay
-/// readable.
+/// Delete a script, all its versions and its schedules (its owner, its
+/// editors and admins). Its executions stay readable.
 #[utoipa::path(delete, path = "/v1/scripts/{id_or_name}", operation_id = "deleteScript", tag = "scripts",
     params(("id_or_name" = String, Path, description = "The script's id or name"),
         ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "The caller is not the script's owner, an editor or an admin", body = ErrorEnvelope),
         (status = 404, description = "No such script", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let allow = |script: &ScriptRecord| if_match(&headers, script);
+    let allow = |script: &ScriptRecord| {
+        check_change(&principal, script)?;
+        if_match(&headers, script)
+    };
     let deleted = state
         .store
         .delete_script(&id, &allow)
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound(format!("no script {id:?}")),
-            other => other.into(),
+            other => audited(&state, &principal, &ip, "delete", &id, other.into()),
         })?;
     // Its schedules go with it (API.md). A crash before this is repaired by
     // the scheduler, which drops a schedule whose script is gone.
@@ -260,10 +324,47 @@ pub(super) async fn delete(
             state.store.delete_schedule(&schedule.id, &|_| Ok(()))?;
         }
     }
+    let entry = Entry::new("script.deleted", true)
+        .actor(&principal)
+        .ip(&ip)
+        .target(format!("script:{}", deleted.id))
+        .detail(format!("{}, at version {}", deleted.name, deleted.version));
     state.emit("script.deleted", &ScriptView::from(deleted));
     state.store.flush().await?;
+    audit::record(&state, entry);
     state.schedules_changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an update changed, for the audit log: names of fields and the new
+/// version, never values (a description or metadata may be anything).
+fn changes(before: &ScriptRecord, after: &ScriptRecord) -> String {
+    let mut changed = Vec::new();
+    if after.version != before.version {
+        changed.push(format!("content: version {}", after.version));
+    }
+    let fields = [
+        ("name", before.name != after.name),
+        ("description", before.description != after.description),
+        ("tags", before.tags != after.tags),
+        ("metadata", before.metadata != after.metadata),
+        ("status", before.status != after.status),
+        ("limits", before.limits != after.limits),
+        ("public", before.public != after.public),
+        ("allowed_hosts", before.allowed_hosts != after.allowed_hosts),
+        ("owner", before.owner() != after.owner()),
+        ("editors", before.editors != after.editors),
+    ];
+    changed.extend(
+        fields
+            .into_iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(name, _)| name.to_owned()),
+    );
+    if changed.is_empty() {
+        return format!("nothing changed (version {})", after.version);
+    }
+    format!("{} (version {})", changed.join(", "), after.version)
 }
 
 /// How many scripts `owner` created.

@@ -68,7 +68,7 @@ impl AuthStore for SledStore {
                 self.delete_api_key(&key.id)?;
             }
         }
-        self.revoke_user_sessions(&user.id)?;
+        self.revoke_user_sessions(&user.id, None)?;
         Ok(Some(user))
     }
 
@@ -142,10 +142,14 @@ impl AuthStore for SledStore {
         Ok(())
     }
 
-    fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+    fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+    ) -> Result<usize, StoreError> {
         let mut revoked = 0;
         for session in Self::all_decoded::<SessionRecord>(&self.sessions)? {
-            if session.user_id == user_id && !session.revoked {
+            if session.user_id == user_id && !session.revoked && Some(&*session.id) != except {
                 self.revoke_session(&session.id)?;
                 revoked += 1;
             }
