@@ -354,7 +354,9 @@ async fn change_own_password(
             .actor(&principal)
             .ip(&ip)
             .target(&id)
-            .detail(format!("{sessions} other sessions ended, {keys} keys revoked")),
+            .detail(format!(
+                "{sessions} other sessions ended, {keys} keys revoked"
+            )),
     );
     etag::json(&HeaderMap::new(), &User::of(updated))
 }

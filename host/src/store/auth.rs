@@ -131,8 +131,11 @@ pub trait AuthStore: Send + Sync {
     fn revoke_session(&self, id: &str) -> Result<(), StoreError>;
     /// Revokes every session of a user but `except`; returns how many were
     /// live.
-    fn revoke_user_sessions(&self, user_id: &str, except: Option<&str>)
-    -> Result<usize, StoreError>;
+    fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+    ) -> Result<usize, StoreError>;
     /// Stores a refresh token under the hash of its text.
     fn put_refresh_token(&self, hash: &str, token: &RefreshRecord) -> Result<(), StoreError>;
     /// Uses a refresh token up, atomically: of two concurrent uses one is

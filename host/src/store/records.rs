@@ -145,7 +145,10 @@ impl VersionRecord {
             content_hash: script.content_hash.clone(),
             size_bytes: script.size_bytes,
             created_at: script.updated_at.clone(),
-            created_by: script.version_by.clone().or_else(|| script.created_by.clone()),
+            created_by: script
+                .version_by
+                .clone()
+                .or_else(|| script.created_by.clone()),
         }
     }
 }

@@ -62,7 +62,14 @@ pub(super) async fn put_config(
     validate(&input.values)?;
     let script = find(&state, &id_or_name)?;
     if let Err(e) = check_change(&principal, &script) {
-        return Err(audited(&state, &principal, &ip, "config", &script.id, e.into()));
+        return Err(audited(
+            &state,
+            &principal,
+            &ip,
+            "config",
+            &script.id,
+            e.into(),
+        ));
     }
     let sealed: BTreeMap<String, String> = input
         .values

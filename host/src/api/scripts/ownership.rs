@@ -157,4 +157,24 @@ mod tests {
         assert!(!may_change(&alice, &orphan) && may_change(&admin, &orphan));
         assert!(may_change(&Principal::open(), &orphan));
     }
+
+    #[test]
+    fn a_script_stored_before_owners_is_its_creators() {
+        let mut script = crate::store::testing::script("s1", "old", 3);
+        script.created_by = Some("alice".into());
+        let mut stored = serde_json::to_value(&script).expect("encodes");
+        let fields = stored.as_object_mut().expect("an object");
+        // What the previous release wrote: none of the three fields.
+        assert!(
+            ["owner", "editors", "version_by"]
+                .iter()
+                .all(|f| !fields.contains_key(*f))
+        );
+        fields.remove("owner");
+        let read: ScriptRecord = serde_json::from_value(stored).expect("decodes");
+        assert_eq!(read.owner(), Some("alice"));
+        assert!(read.editors.is_empty());
+        let version = crate::store::VersionRecord::current(&read);
+        assert_eq!(version.created_by.as_deref(), Some("alice"));
+    }
 }

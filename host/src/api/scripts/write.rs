@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use kiln_runtime::{Limits, Source};
 
 use super::ScriptView;
-use super::ownership::{self, audited, check_change, check_share, editor_ids};
 use super::body::{
     Content, ScriptBody, ScriptFields, WasmUploadQuery, allowed_hosts, check_public, parse_language,
 };
+use super::ownership::{self, audited, check_change, check_share, editor_ids};
 use crate::api::access::ClientIp;
 use crate::api::audit::{self, Entry};
 use crate::api::error::{Detail, ErrorEnvelope};
@@ -173,10 +173,22 @@ pub(super) async fn update(
         .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
     let sharing = fields.owner.is_some() || fields.editors.is_some();
     // Before anything is compiled; again in the store's swap below.
-    let allowed = check_change(&principal, &current)
-        .and_then(|()| if sharing { check_share(&principal, &current) } else { Ok(()) });
+    let allowed = check_change(&principal, &current).and_then(|()| {
+        if sharing {
+            check_share(&principal, &current)
+        } else {
+            Ok(())
+        }
+    });
     if let Err(e) = allowed {
-        return Err(audited(&state, &principal, &ip, "update", &current.id, e.into()));
+        return Err(audited(
+            &state,
+            &principal,
+            &ip,
+            "update",
+            &current.id,
+            e.into(),
+        ));
     }
     let owner = fields
         .owner
@@ -315,7 +327,12 @@ pub(super) async fn delete(
         .delete_script(&id, &allow)
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound(format!("no script {id:?}")),
-            other => audited(&state, &principal, &ip, "delete", &id, other.into()),
+            other => {
+                // The refusal is filed under the script's id, as the others are.
+                let script_id = state.store.script(&id).ok().flatten().map(|s| s.id);
+                let script_id = script_id.as_deref().unwrap_or(&id);
+                audited(&state, &principal, &ip, "delete", script_id, other.into())
+            }
         })?;
     // Its schedules go with it (API.md). A crash before this is repaired by
     // the scheduler, which drops a schedule whose script is gone.

@@ -326,7 +326,7 @@ async fn api_keys_are_shown_once_capped_and_revoked_at_once() {
         401,
         "AUTHENTICATION_REQUIRED",
     );
-    // A disabled owner's keys stop working; enabled again, they work.
+    // A disabled owner's keys are revoked; enabled again, they stay so.
     let disable = async |disabled: bool| {
         app.request(Method::PUT, &format!("/v1/users/{viewer_id}"))
             .json(&json!({"disabled": disabled}))
@@ -348,7 +348,7 @@ async fn api_keys_are_shown_once_capped_and_revoked_at_once() {
             .send()
             .await
             .status(),
-        200
+        401
     );
 
     let audit = app.get("/v1/audit?size=100").send().await.text();

@@ -13,6 +13,7 @@ mod executions;
 mod http;
 mod limits;
 mod openapi;
+mod ownership;
 mod schedules;
 mod scripts;
 mod versions;

@@ -178,6 +178,12 @@ async fn every_operation_answers_as_its_document_says() {
         (Method::GET, "/v1/audit".into(), None, 200),
         (Method::GET, "/v1/users".into(), None, 200),
         (Method::GET, "/v1/users/me".into(), None, 200),
+        (
+            Method::PUT,
+            "/v1/users/me".into(),
+            Some(json!({"current_password": "a wrong guess", "password": "a new password"})),
+            403,
+        ),
         (Method::GET, format!("/v1/users/{user}"), None, 200),
         (
             Method::PUT,

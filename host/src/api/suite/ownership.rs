@@ -1,0 +1,391 @@
+//! Who may change a script (its owner, its editors, admins) and a user's
+//! own account: changing one's password, and what a reset or a disable
+//! takes with it.
+
+use axum::http::Method;
+use serde_json::{Value, json};
+
+use super::TestApp;
+
+/// The audit entries with `action`, newest first.
+async fn audited(app: &TestApp, action: &str) -> Vec<Value> {
+    let audit = app.get("/v1/audit?size=100").send().await.expect(200);
+    audit["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == action)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn only_a_scripts_owner_its_editors_and_admins_change_it() {
+    let app = TestApp::new().await;
+    let (alice_id, alice) = app.create_user("alice", "developer").await;
+    let (bob_id, bob) = app.create_user("bob", "developer").await;
+    let (_, ann) = app.create_user("ann", "analyst").await;
+    let as_ = |token: &str, method: Method, path: &str| app.with_token(token, method, path);
+
+    let created = as_(&alice, Method::POST, "/v1/scripts")
+        .json(&json!({"name": "report", "language": "javascript",
+            "content": "function main() { return 'report'; }"}))
+        .send()
+        .await
+        .expect(201);
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert_eq!(created["owner"], alice_id.as_str());
+    assert_eq!(created["editors"], json!([]));
+    as_(&alice, Method::PUT, "/v1/scripts/report/config")
+        .json(&json!({"values": {"token": "alice-secret-token"}}))
+        .send()
+        .await
+        .expect(200);
+
+    // Another developer reads and runs it, but cannot change it: not its
+    // content (which would print the config), its config, its hosts, who
+    // edits it, nor delete it.
+    let swap = json!({"content": "function main() { return process.env.token.split('').reverse().join(''); }"});
+    let refusals = [
+        (Method::PUT, "/v1/scripts/report", swap.clone()),
+        (
+            Method::PUT,
+            "/v1/scripts/report",
+            json!({"allowed_hosts": ["evil.example"]}),
+        ),
+        (
+            Method::PUT,
+            "/v1/scripts/report",
+            json!({"editors": ["bob"]}),
+        ),
+        (
+            Method::PUT,
+            "/v1/scripts/report/config",
+            json!({"values": {"token": "mine"}}),
+        ),
+        (Method::DELETE, "/v1/scripts/report", Value::Null),
+    ];
+    for (method, path, body) in &refusals {
+        let mut call = as_(&bob, method.clone(), path);
+        if !body.is_null() {
+            call = call.json(body);
+        }
+        let refused = call.send().await.error(403, "PERMISSION_DENIED");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("owner")),
+            "{refused}"
+        );
+    }
+    as_(&ann, Method::PUT, "/v1/scripts/report")
+        .json(&swap)
+        .send()
+        .await
+        .error(403, "PERMISSION_DENIED");
+    let unchanged = as_(&bob, Method::GET, "/v1/scripts/report")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(unchanged["version"], 1);
+    assert_eq!(unchanged["allowed_hosts"], json!([]));
+    let run = as_(&bob, Method::POST, "/v1/scripts/report/execute?wait=true")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(run["result"], "report");
+    // Every refusal is in the audit log, against the script.
+    let denied: Vec<Value> = audited(&app, "permission.denied")
+        .await
+        .into_iter()
+        .filter(|e| e["target"] == format!("script:{id}"))
+        .collect();
+    assert_eq!(denied.len(), refusals.len(), "{denied:?}");
+    assert!(denied.iter().all(|e| e["actor"] == "bob"), "{denied:?}");
+
+    // Its owner makes bob an editor: now he changes it, and the version is
+    // his; but he cannot hand out the script.
+    let shared = as_(&alice, Method::PUT, "/v1/scripts/report")
+        .json(&json!({"editors": ["bob", bob_id.as_str()]}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(shared["editors"], json!([bob_id.as_str()]));
+    let edited = as_(&bob, Method::PUT, "/v1/scripts/report")
+        .json(&json!({"content": "function main() { return 'report v2'; }"}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(edited["version"], 2);
+    let v2 = app
+        .get("/v1/scripts/report/versions/2")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(v2["created_by"], bob_id.as_str());
+    let v1 = app
+        .get("/v1/scripts/report/versions/1")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(v1["created_by"], alice_id.as_str());
+    for body in [json!({"owner": "bob"}), json!({"editors": []})] {
+        as_(&bob, Method::PUT, "/v1/scripts/report")
+            .json(&body)
+            .send()
+            .await
+            .error(403, "PERMISSION_DENIED");
+    }
+    // Editors must be users; there is a bound on them.
+    let unknown = as_(&alice, Method::PUT, "/v1/scripts/report")
+        .json(&json!({"editors": ["nobody"]}))
+        .send()
+        .await
+        .error(400, "VALIDATION_ERROR");
+    assert_eq!(unknown["error"]["details"][0]["field"], "editors");
+    let many: Vec<String> = (0..33).map(|_| "bob".to_owned()).collect();
+    as_(&alice, Method::PUT, "/v1/scripts/report")
+        .json(&json!({ "editors": many }))
+        .send()
+        .await
+        .error(400, "VALIDATION_ERROR");
+
+    // An admin gives it to bob: alice, neither owner nor editor now, is
+    // refused; bob deletes it.
+    let given = app
+        .put("/v1/scripts/report")
+        .json(&json!({"owner": "bob", "editors": []}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(given["owner"], bob_id.as_str());
+    assert_eq!(given["created_by"], alice_id.as_str());
+    as_(&alice, Method::PUT, "/v1/scripts/report")
+        .json(&json!({"description": "mine again"}))
+        .send()
+        .await
+        .error(403, "PERMISSION_DENIED");
+    let deleted = as_(&bob, Method::DELETE, "/v1/scripts/report").send().await;
+    assert_eq!(deleted.status(), 204, "{}", deleted.text());
+
+    // The script's life is in the audit log: who did what, at which version.
+    let of_script = |entries: Vec<Value>| -> Vec<(String, String)> {
+        entries
+            .into_iter()
+            .filter(|e| e["target"] == format!("script:{id}"))
+            .map(|e| {
+                (
+                    e["actor"].as_str().unwrap_or_default().to_owned(),
+                    e["detail"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        of_script(audited(&app, "script.created").await),
+        [("alice".to_owned(), "report, version 1".to_owned())]
+    );
+    assert_eq!(
+        of_script(audited(&app, "script.updated").await),
+        [
+            ("admin".to_owned(), "owner, editors (version 2)".to_owned()),
+            (
+                "bob".to_owned(),
+                "content: version 2 (version 2)".to_owned()
+            ),
+            ("alice".to_owned(), "editors (version 1)".to_owned()),
+        ]
+    );
+    assert_eq!(
+        of_script(audited(&app, "script.config.updated").await),
+        [("alice".to_owned(), "keys: token; at version 1".to_owned())]
+    );
+    assert_eq!(
+        of_script(audited(&app, "script.deleted").await),
+        [("bob".to_owned(), "report, at version 2".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_user_changes_their_own_password_and_ends_their_other_sessions() {
+    let app = TestApp::new().await;
+    let (dev_id, here) = app.create_user("dev", "developer").await;
+    let elsewhere = app.login("dev", "dev password").await.expect(200);
+    let elsewhere_token = elsewhere["access_token"].as_str().expect("a token");
+    let elsewhere_refresh = elsewhere["refresh_token"].as_str().expect("a token");
+    let key = app.api_key(&here, "ci", &["read:scripts"]).await;
+    let change = |body: Value| {
+        app.with_token(&here, Method::PUT, "/v1/users/me")
+            .json(&body)
+            .send()
+    };
+
+    // Refused, each with its reason, and nothing changes.
+    change(json!({"current_password": "a wrong guess", "password": "the new dev password"}))
+        .await
+        .error(403, "PERMISSION_DENIED");
+    change(json!({"current_password": "dev password", "password": "short"}))
+        .await
+        .error(400, "VALIDATION_ERROR");
+    change(json!({"current_password": "dev password", "password": "dev password"}))
+        .await
+        .error(400, "VALIDATION_ERROR");
+    change(json!({"current_password": "dev password", "password": "the new dev password", "role": "admin"}))
+        .await
+        .error(400, "VALIDATION_ERROR");
+    app.login("dev", "dev password").await.expect(200);
+
+    let changed =
+        change(json!({"current_password": "dev password", "password": "the new dev password"}))
+            .await
+            .expect(200);
+    assert_eq!(changed["id"], dev_id.as_str());
+    assert_eq!(changed["role"], "developer");
+    // This session goes on, every other ends; the key stays.
+    app.with_token(&here, Method::GET, "/v1/users/me")
+        .send()
+        .await
+        .expect(200);
+    app.with_token(elsewhere_token, Method::GET, "/v1/users/me")
+        .send()
+        .await
+        .error(401, "AUTHENTICATION_REQUIRED");
+    app.anonymous(Method::POST, "/v1/auth/refresh")
+        .json(&json!({"refresh_token": elsewhere_refresh}))
+        .send()
+        .await
+        .error(401, "AUTHENTICATION_REQUIRED");
+    app.with_key(&key, Method::GET, "/v1/scripts")
+        .send()
+        .await
+        .expect(200);
+    app.login("dev", "dev password")
+        .await
+        .error(401, "AUTHENTICATION_REQUIRED");
+    app.login("dev", "the new dev password").await.expect(200);
+
+    // Asked to, it revokes the keys too.
+    change(json!({"current_password": "the new dev password",
+        "password": "a third dev password", "revoke_keys": true}))
+    .await
+    .expect(200);
+    app.with_key(&key, Method::GET, "/v1/scripts")
+        .send()
+        .await
+        .error(401, "AUTHENTICATION_REQUIRED");
+
+    let details: Vec<(String, String)> = audited(&app, "user.password_changed")
+        .await
+        .into_iter()
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap_or_default().to_owned(),
+                e["detail"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        details,
+        [
+            (
+                "success".into(),
+                "1 other sessions ended, 1 keys revoked".into()
+            ),
+            (
+                "success".into(),
+                "2 other sessions ended, 0 keys revoked".into()
+            ),
+            ("failure".into(), "the current password was wrong".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn guessing_the_current_password_is_limited_as_logins_are() {
+    let app = TestApp::with(|c| c.rate_limit.login_per_minute = 3).await;
+    let (_, token) = app.create_user("dev", "developer").await;
+    let guess = || {
+        app.with_token(&token, Method::PUT, "/v1/users/me")
+            .json(&json!({"current_password": "a wrong guess", "password": "whatever it is"}))
+            .send()
+    };
+    // The login above took one attempt of the minute's three.
+    for _ in 0..2 {
+        guess().await.error(403, "PERMISSION_DENIED");
+    }
+    let refused = guess().await;
+    assert!(!refused.header("retry-after").is_empty());
+    refused.error(429, "RATE_LIMIT_EXCEEDED");
+}
+
+#[tokio::test]
+async fn a_reset_password_or_a_disable_revokes_the_users_keys() {
+    let app = TestApp::new().await;
+    let (_, dev) = app.create_user("dev", "developer").await;
+    let keys = |n: usize| {
+        let app = &app;
+        let dev = dev.clone();
+        async move {
+            let mut made = Vec::new();
+            for i in 0..n {
+                made.push(app.api_key(&dev, &format!("k{i}"), &["read:scripts"]).await);
+            }
+            made
+        }
+    };
+    let works = async |key: &str| {
+        app.with_key(key, Method::GET, "/v1/scripts")
+            .send()
+            .await
+            .status()
+            == 200
+    };
+
+    let before = keys(2).await;
+    assert!(works(&before[0]).await && works(&before[1]).await);
+    app.put("/v1/users/dev")
+        .json(&json!({"password": "reset by the admin"}))
+        .send()
+        .await
+        .expect(200);
+    assert!(!works(&before[0]).await && !works(&before[1]).await);
+
+    let token = app.login("dev", "reset by the admin").await.expect(200);
+    let dev = token["access_token"].as_str().expect("a token").to_owned();
+    let key = app.api_key(&dev, "again", &["read:scripts"]).await;
+    // A role change alone takes nothing.
+    app.put("/v1/users/dev")
+        .json(&json!({"role": "analyst"}))
+        .send()
+        .await
+        .expect(200);
+    assert!(works(&key).await);
+    app.put("/v1/users/dev")
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .expect(200);
+    app.put("/v1/users/dev")
+        .json(&json!({"disabled": false}))
+        .send()
+        .await
+        .expect(200);
+    assert!(
+        !works(&key).await,
+        "enabling the user again brings no key back"
+    );
+    let updates: Vec<String> = audited(&app, "user.updated")
+        .await
+        .into_iter()
+        .filter_map(|e| e["detail"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        updates.contains(&"disabled=true, 1 keys revoked".to_owned()),
+        "{updates:?}"
+    );
+    assert!(
+        updates.contains(&"password, 2 keys revoked".to_owned()),
+        "{updates:?}"
+    );
+}
