@@ -64,6 +64,9 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/users/me", Authenticated),
     // The handler asks for the current password.
     ("PUT", "/v1/users/me", Authenticated),
+    ("POST", "/v1/users/me/totp", Authenticated),
+    ("DELETE", "/v1/users/me/totp", Authenticated),
+    ("POST", "/v1/users/me/totp/confirm", Authenticated),
     ("GET", "/v1/users", Needs(Admin)),
     ("POST", "/v1/users", Needs(Admin)),
     ("GET", "/v1/users/{id}", Needs(Admin)),

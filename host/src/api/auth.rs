@@ -33,6 +33,10 @@ pub struct LoginRequest {
     username: String,
     #[schema(max_length = 1024)]
     password: String,
+    /// For an account with one-time codes on: the app's current code, or a
+    /// recovery code. Without it such a login answers 401 `OTP_REQUIRED`.
+    #[schema(max_length = 64)]
+    otp: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -87,8 +91,8 @@ fn auth_error(e: AuthError) -> ApiError {
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 400, description = "A malformed body, or a username or password no account can have (too long, or a username outside ^[a-zA-Z0-9_.-]{1,64}$)", body = ErrorEnvelope),
-        (status = 401, description = "Wrong username or password (the same answer for both)", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed attempts for this username or from this IP", body = ErrorEnvelope,
+        (status = 401, description = "Wrong username, password or one-time code (the same answer for each); `OTP_REQUIRED` when the password was right and the account wants a code", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed attempts for this username or from this IP, or too many wrong one-time codes for this user", body = ErrorEnvelope,
             headers(("Retry-After" = String))),
     ))]
 async fn login(
@@ -130,6 +134,9 @@ async fn login(
             return Err(auth_error(e));
         }
     };
+    // Asked only after the password was right, so a guesser of passwords
+    // learns nothing of who has codes on.
+    super::totp::second_factor(&state, &ip, &user, body.otp.as_deref())?;
     let now = crate::now();
     let user = state
         .store

@@ -50,6 +50,9 @@ pub enum ApiError {
     Validation(String, Vec<Detail>),
     #[error("{0}")]
     Unauthenticated(String),
+    /// The password was right; the account also wants a one-time code.
+    #[error("this account wants a one-time code as well: send it as `otp`")]
+    OtpRequired,
     #[error("{0}")]
     PermissionDenied(String),
     #[error("{0}")]
@@ -98,7 +101,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(..) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated(_) | ApiError::OtpRequired => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) | ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -118,6 +121,7 @@ impl ApiError {
         match self {
             ApiError::Validation(..) => "VALIDATION_ERROR",
             ApiError::Unauthenticated(_) => "AUTHENTICATION_REQUIRED",
+            ApiError::OtpRequired => "OTP_REQUIRED",
             ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
             ApiError::RateLimited(_) | ApiError::Busy(_) => "RATE_LIMIT_EXCEEDED",
             ApiError::NotFound(_) => "RESOURCE_NOT_FOUND",
@@ -168,6 +172,10 @@ impl ApiError {
     pub fn details(&self) -> Vec<Detail> {
         match self {
             ApiError::Validation(_, d) | ApiError::Compile(_, d) => d.clone(),
+            ApiError::OtpRequired => vec![Detail::field(
+                "otp",
+                "a code from the authenticator app, or a recovery code",
+            )],
             ApiError::RateLimited(standing) => vec![Detail {
                 limit: Some(standing.limit),
                 remaining: Some(standing.remaining),

@@ -21,6 +21,7 @@ mod schedules;
 pub(crate) mod scripts;
 mod secrets;
 mod system;
+mod totp;
 mod users;
 pub(crate) mod webhooks;
 
@@ -296,6 +297,7 @@ fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .merge(system::routes())
             .merge(auth::routes())
             .merge(users::routes())
+            .merge(totp::routes())
             .merge(api_keys::routes())
             .merge(audit::routes())
             .merge(scripts::routes())

@@ -60,6 +60,8 @@ pub struct User {
     created_at: String,
     updated_at: String,
     last_login_at: Option<String>,
+    /// Whether logins ask for a one-time code.
+    totp: bool,
 }
 
 impl User {
@@ -72,6 +74,7 @@ impl User {
             created_at: user.created_at,
             updated_at: user.updated_at,
             last_login_at: user.last_login_at,
+            totp: user.totp.is_some_and(|t| t.confirmed),
         }
     }
 }
@@ -96,6 +99,9 @@ pub struct UpdateUser {
     /// their API keys are revoked.
     #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
+    /// `false` turns the user's one-time codes off (a lost phone); only
+    /// the user turns them on.
+    totp: Option<bool>,
     /// A disabled user cannot log in, their sessions end and their API keys
     /// are revoked (enabling them again brings no key back).
     disabled: Option<bool>,
@@ -206,6 +212,7 @@ async fn create(
         created_at: now.clone(),
         updated_at: now,
         last_login_at: None,
+        totp: None,
     };
     state.store.create_user(&user).map_err(|e| match e {
         StoreError::NameTaken(name) => ApiError::Conflict(format!("a user named {name:?} exists")),
@@ -286,46 +293,22 @@ async fn change_own_password(
     principal: Principal,
     ApiJson(body): ApiJson<ChangeOwnPassword>,
 ) -> Result<Response, ApiError> {
-    let id = principal
-        .user_id()
-        .ok_or_else(|| ApiError::NotFound("authentication is off; there is no user".into()))?;
     check_password(&body.password)?;
-    if body.current_password.chars().count() > MAX_PASSWORD_CHARS {
-        return Err(ApiError::PermissionDenied(
-            "the current password is wrong".into(),
-        ));
-    }
     if body.password == body.current_password {
         return Err(ApiError::invalid(
             "password",
             "must differ from the current password",
         ));
     }
-    let user = find(&state, &id)?;
-    // Counted before the check, as logins are: a stolen token must not
-    // become a way to guess the password.
-    if let Some(refused) = state.limits.login_attempt(&user.username, &ip.0) {
-        state.metrics.rate_limited("login");
-        return Err(ApiError::RateLimited(refused));
-    }
-    let auth = state.auth.clone();
-    let (username, current) = (user.username.clone(), body.current_password);
-    let checked = tokio::task::spawn_blocking(move || auth.check_password(&username, &current))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))?;
-    if checked.is_err() {
-        audit::record(
-            &state,
-            Entry::new("user.password_changed", false)
-                .actor(&principal)
-                .ip(&ip)
-                .target(&id)
-                .detail("the current password was wrong"),
-        );
-        return Err(ApiError::PermissionDenied(
-            "the current password is wrong".into(),
-        ));
-    }
+    let user = confirm_password(
+        &state,
+        &principal,
+        &ip,
+        body.current_password,
+        "user.password_changed",
+    )
+    .await?;
+    let id = user.id;
     let password_hash = hash(body.password).await?;
     let now = crate::now();
     let updated = state
@@ -359,6 +342,47 @@ async fn change_own_password(
             )),
     );
     etag::json(&HeaderMap::new(), &User::of(updated))
+}
+
+/// The caller's own user, after checking `password` is theirs: counted as
+/// a login attempt first (a stolen token must not become a way to guess the
+/// password), a wrong one audited as a failed `action`.
+pub(super) async fn confirm_password(
+    state: &AppState,
+    principal: &Principal,
+    ip: &ClientIp,
+    password: String,
+    action: &str,
+) -> Result<UserRecord, ApiError> {
+    let id = principal
+        .user_id()
+        .ok_or_else(|| ApiError::NotFound("authentication is off; there is no user".into()))?;
+    let wrong = || ApiError::PermissionDenied("the current password is wrong".into());
+    if password.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(wrong());
+    }
+    let user = find(state, &id)?;
+    if let Some(refused) = state.limits.login_attempt(&user.username, &ip.0) {
+        state.metrics.rate_limited("login");
+        return Err(ApiError::RateLimited(refused));
+    }
+    let auth = state.auth.clone();
+    let username = user.username.clone();
+    let checked = tokio::task::spawn_blocking(move || auth.check_password(&username, &password))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))?;
+    if checked.is_err() {
+        audit::record(
+            state,
+            Entry::new(action, false)
+                .actor(principal)
+                .ip(ip)
+                .target(&id)
+                .detail("the current password was wrong"),
+        );
+        return Err(wrong());
+    }
+    Ok(user)
 }
 
 /// Revokes every API key of `user_id`; how many there were.
@@ -415,6 +439,12 @@ async fn update(
     if headers.contains_key(header::IF_MATCH) {
         etag::check_if_match(&headers, &etag::of_json(&User::of(seen.clone()))?)?;
     }
+    if body.totp == Some(true) {
+        return Err(ApiError::invalid(
+            "totp",
+            "only the user turns one-time codes on (POST /v1/users/me/totp)",
+        ));
+    }
     let password_hash = match body.password {
         Some(password) => {
             check_password(&password)?;
@@ -433,6 +463,9 @@ async fn update(
         }
         if let Some(hash) = &password_hash {
             user.password_hash.clone_from(hash);
+        }
+        if body.totp == Some(false) {
+            user.totp = None;
         }
         user.updated_at.clone_from(&now);
         user
@@ -460,6 +493,9 @@ async fn update(
     }
     if let Some(disabled) = body.disabled {
         changed.push(format!("disabled={disabled}"));
+    }
+    if body.totp == Some(false) {
+        changed.push("totp=false".to_owned());
     }
     if password_hash.is_some() {
         changed.push("password".to_owned());

@@ -6,6 +6,7 @@
 pub mod jwt;
 mod principal;
 pub mod secrets;
+pub mod totp;
 
 use std::sync::{Arc, OnceLock};
 
@@ -270,6 +271,7 @@ impl Auth {
             created_at: now.clone(),
             updated_at: now,
             last_login_at: None,
+            totp: None,
         };
         match self.store.create_user(&admin) {
             Ok(()) | Err(StoreError::NameTaken(_)) => Ok(()),

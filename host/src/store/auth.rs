@@ -20,6 +20,31 @@ pub struct UserRecord {
     pub updated_at: String,
     #[serde(default)]
     pub last_login_at: Option<String>,
+    /// The second factor, once the user has set one up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpRecord>,
+}
+
+/// A user's one-time code setup (`auth/totp.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpRecord {
+    /// The base32 secret, sealed by the vault at `totp:<user id>`.
+    pub secret: String,
+    /// Whether a code has confirmed the user's app has it; logins ask for a
+    /// code only then.
+    pub confirmed: bool,
+    /// The last time step a code was taken for: each code works once.
+    #[serde(default)]
+    pub last_step: u64,
+    /// BLAKE3 hashes of the recovery codes not used yet.
+    #[serde(default)]
+    pub recovery: Vec<String>,
+    /// Wrong codes since the last right one.
+    #[serde(default)]
+    pub failures: u32,
+    /// Until when (Unix ms) logins wait after too many wrong codes.
+    #[serde(default)]
+    pub locked_until_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

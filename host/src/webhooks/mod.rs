@@ -200,6 +200,7 @@ mod tests {
             created_at: String::new(),
             updated_at: String::new(),
             last_login_at: None,
+            totp: None,
         }
     }
 

@@ -1,0 +1,370 @@
+//! `/v1/users/me/totp`: a user turns one-time codes on (a secret for their
+//! app, then a code from it, which gives them recovery codes) and off; and
+//! the login's second step, [`second_factor`]. The secret is sealed by the
+//! vault; recovery codes are kept as hashes and shown once.
+
+use std::cell::Cell;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::access::ClientIp;
+use super::audit::{self, Entry};
+use super::error::ErrorEnvelope;
+use super::users::confirm_password;
+use super::{ApiError, ApiJson, AppState};
+use crate::auth::{Principal, totp};
+use crate::ratelimit::Standing;
+use crate::store::StoreError;
+use crate::store::auth::{TotpRecord, UserRecord};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(begin, remove))
+        .routes(routes!(confirm))
+}
+
+/// The vault slot of a user's secret.
+fn slot(user_id: &str) -> String {
+    format!("totp:{user_id}")
+}
+
+/// The most a code field may hold (a recovery code typed with spaces).
+const MAX_CODE_CHARS: usize = 64;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BeginTotp {
+    current_password: String,
+}
+
+/// What the user's authenticator app needs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpSetup {
+    /// The shared secret, base32 (to type into the app).
+    secret: String,
+    /// The same as an `otpauth://` URI (for a QR code).
+    otpauth_uri: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmTotp {
+    /// A code the app shows now.
+    #[schema(example = "123456")]
+    code: String,
+}
+
+/// Shown once: each works one time, in place of a code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryCodes {
+    recovery_codes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveTotp {
+    current_password: String,
+    /// A code from the app, or a recovery code.
+    otp: String,
+}
+
+/// Start setting up one-time codes: a new secret for the caller's app.
+/// Logins do not ask for codes until one confirms it; starting again
+/// replaces an unconfirmed secret.
+#[utoipa::path(post, path = "/v1/users/me/totp", operation_id = "beginTotp", tag = "auth",
+    request_body = BeginTotp,
+    responses(
+        (status = 201, description = "The secret, for the app", body = TotpSetup),
+        (status = 403, description = "The current password is wrong", body = ErrorEnvelope),
+        (status = 404, description = "Authentication is off: there is no user", body = ErrorEnvelope),
+        (status = 409, description = "One-time codes are on already", body = ErrorEnvelope),
+        (status = 429, description = "Too many password attempts", body = ErrorEnvelope, headers(("Retry-After" = String))),
+    ))]
+async fn begin(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+    ApiJson(body): ApiJson<BeginTotp>,
+) -> Result<Response, ApiError> {
+    let user = confirm_password(
+        &state,
+        &principal,
+        &ip,
+        body.current_password,
+        "user.totp_started",
+    )
+    .await?;
+    let secret = totp::new_secret().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let sealed = state.vault.seal(&slot(&user.id), &secret);
+    state
+        .store
+        .update_user(&user.id, &|current| {
+            if current.totp.as_ref().is_some_and(|t| t.confirmed) {
+                return Err(StoreError::Refused("on already".into()));
+            }
+            let mut next = current.clone();
+            next.totp = Some(TotpRecord {
+                secret: sealed.clone(),
+                confirmed: false,
+                last_step: 0,
+                recovery: Vec::new(),
+                failures: 0,
+                locked_until_ms: 0,
+            });
+            Ok(next)
+        })
+        .map_err(|e| match e {
+            StoreError::Refused(_) => ApiError::Conflict(
+                "one-time codes are on already; turn them off first to change the app".into(),
+            ),
+            other => other.into(),
+        })?;
+    state.store.flush().await?;
+    let setup = TotpSetup {
+        otpauth_uri: totp::uri(&secret, &user.username),
+        secret,
+    };
+    Ok((StatusCode::CREATED, axum::Json(setup)).into_response())
+}
+
+/// Turn one-time codes on with a code from the app; answers the recovery
+/// codes, once.
+#[utoipa::path(post, path = "/v1/users/me/totp/confirm", operation_id = "confirmTotp", tag = "auth",
+    request_body = ConfirmTotp,
+    responses(
+        (status = 200, description = "On; the recovery codes", body = RecoveryCodes),
+        (status = 400, description = "The code is not the app's current one", body = ErrorEnvelope),
+        (status = 404, description = "Authentication is off: there is no user", body = ErrorEnvelope),
+        (status = 409, description = "No setup was started, or codes are on already", body = ErrorEnvelope),
+    ))]
+async fn confirm(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+    ApiJson(body): ApiJson<ConfirmTotp>,
+) -> Result<axum::Json<RecoveryCodes>, ApiError> {
+    let id = principal
+        .user_id()
+        .ok_or_else(|| ApiError::NotFound("authentication is off; there is no user".into()))?;
+    let user = state
+        .store
+        .user(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
+    let pending = user.totp.filter(|t| !t.confirmed).ok_or_else(|| {
+        ApiError::Conflict("no setup to confirm: start one at POST /v1/users/me/totp".into())
+    })?;
+    let secret = state
+        .vault
+        .open_value(&slot(&id), &pending.secret)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let step = if body.code.chars().count() <= MAX_CODE_CHARS {
+        totp::matching_step(&secret, &body.code, crate::now_ms() / 1000)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        None
+    };
+    let Some(step) = step else {
+        return Err(ApiError::invalid(
+            "code",
+            "not the app's current code; check the phone's clock",
+        ));
+    };
+    let (codes, hashes) = totp::new_recovery_codes().map_err(|e| ApiError::Internal(e.to_string()))?;
+    state
+        .store
+        .update_user(&id, &|current| {
+            let mut next = current.clone();
+            match next.totp.as_mut() {
+                // The same setup the code was checked against.
+                Some(t) if !t.confirmed && t.secret == pending.secret => {
+                    t.confirmed = true;
+                    t.last_step = step;
+                    t.recovery.clone_from(&hashes);
+                }
+                _ => return Err(StoreError::Refused("the setup changed meanwhile".into())),
+            }
+            Ok(next)
+        })?;
+    state.store.flush().await?;
+    audit::record(
+        &state,
+        Entry::new("user.totp_enabled", true)
+            .actor(&principal)
+            .ip(&ip)
+            .target(&id),
+    );
+    Ok(axum::Json(RecoveryCodes {
+        recovery_codes: codes,
+    }))
+}
+
+/// Turn one-time codes off, with the password and a code (or a recovery
+/// code). An admin can also turn them off for a user who lost both
+/// (`PUT /v1/users/{id}` with `"totp": false`).
+#[utoipa::path(delete, path = "/v1/users/me/totp", operation_id = "removeTotp", tag = "auth",
+    request_body = RemoveTotp,
+    responses(
+        (status = 204, description = "Off"),
+        (status = 401, description = "The code is wrong", body = ErrorEnvelope),
+        (status = 403, description = "The current password is wrong", body = ErrorEnvelope),
+        (status = 404, description = "Authentication is off: there is no user", body = ErrorEnvelope),
+        (status = 409, description = "One-time codes are not on", body = ErrorEnvelope),
+        (status = 429, description = "Too many attempts", body = ErrorEnvelope, headers(("Retry-After" = String))),
+    ))]
+async fn remove(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
+    ApiJson(body): ApiJson<RemoveTotp>,
+) -> Result<StatusCode, ApiError> {
+    let user = confirm_password(
+        &state,
+        &principal,
+        &ip,
+        body.current_password,
+        "user.totp_disabled",
+    )
+    .await?;
+    if !user.totp.as_ref().is_some_and(|t| t.confirmed) {
+        return Err(ApiError::Conflict("one-time codes are not on".into()));
+    }
+    second_factor(&state, &ip, &user, Some(&body.otp))?;
+    state.store.update_user(&user.id, &|current| {
+        Ok(UserRecord {
+            totp: None,
+            ..current.clone()
+        })
+    })?;
+    state.store.flush().await?;
+    audit::record(
+        &state,
+        Entry::new("user.totp_disabled", true)
+            .actor(&principal)
+            .ip(&ip)
+            .target(&user.id),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a presented code turned out to be.
+#[derive(Debug, Clone)]
+enum Presented {
+    Step(u64),
+    Recovery(String),
+    Wrong,
+}
+
+/// The second step of a login for a user with one-time codes on: `code`
+/// must be a time code not used before or an unused recovery code. Taken
+/// in the store's swap, so a code is good once even for two logins at once;
+/// [`totp::MAX_FAILURES`] wrong ones in a row pause the user's logins.
+pub(super) fn second_factor(
+    state: &AppState,
+    ip: &ClientIp,
+    user: &UserRecord,
+    code: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(record) = user.totp.as_ref().filter(|t| t.confirmed) else {
+        return Ok(());
+    };
+    let Some(code) = code else {
+        return Err(ApiError::OtpRequired);
+    };
+    let now_ms = crate::now_ms();
+    if let Some(left) = totp::locked_for(record, now_ms) {
+        return Err(paused(left));
+    }
+    let presented = if code.chars().count() > MAX_CODE_CHARS {
+        Presented::Wrong
+    } else if totp::is_time_code(code) {
+        let secret = state
+            .vault
+            .open_value(&slot(&user.id), &record.secret)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        totp::matching_step(&secret, code, now_ms / 1000)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_or(Presented::Wrong, Presented::Step)
+    } else {
+        Presented::Recovery(totp::recovery_hash(code))
+    };
+    let accepted = Cell::new(false);
+    let locked = Cell::new(false);
+    let left = Cell::new(0);
+    let updated = state.store.update_user(&user.id, &|current| {
+        let mut next = current.clone();
+        let Some(t) = next.totp.as_mut().filter(|t| t.confirmed) else {
+            return Err(StoreError::Refused("one-time codes were turned off".into()));
+        };
+        let ok = match &presented {
+            Presented::Step(step) => *step > t.last_step && t.locked_until_ms <= now_ms,
+            Presented::Recovery(hash) => t.recovery.contains(hash) && t.locked_until_ms <= now_ms,
+            Presented::Wrong => false,
+        };
+        if ok {
+            match &presented {
+                Presented::Step(step) => t.last_step = *step,
+                Presented::Recovery(hash) => t.recovery.retain(|h| h != hash),
+                Presented::Wrong => {}
+            }
+            t.failures = 0;
+        } else {
+            t.failures += 1;
+            if t.failures >= totp::MAX_FAILURES {
+                t.failures = 0;
+                t.locked_until_ms = now_ms + totp::LOCKOUT_MS;
+            }
+        }
+        accepted.set(ok);
+        locked.set(t.locked_until_ms > now_ms);
+        left.set(t.recovery.len());
+        Ok(next)
+    })?;
+    if updated.is_none() {
+        return Err(ApiError::Unauthenticated("wrong username, password or code".into()));
+    }
+    if !accepted.get() {
+        audit::record(
+            state,
+            Entry::new("login.failed", false)
+                .actor_named(Some(&user.id), &user.username)
+                .ip(ip)
+                .detail(if locked.get() {
+                    "a wrong one-time code; logins paused"
+                } else {
+                    "a wrong one-time code"
+                }),
+        );
+        if locked.get() {
+            return Err(paused(totp::LOCKOUT_MS));
+        }
+        return Err(ApiError::Unauthenticated("wrong username, password or code".into()));
+    }
+    if matches!(presented, Presented::Recovery(_)) {
+        audit::record(
+            state,
+            Entry::new("user.recovery_code_used", true)
+                .actor_named(Some(&user.id), &user.username)
+                .ip(ip)
+                .detail(format!("{} left", left.get())),
+        );
+    }
+    Ok(())
+}
+
+/// 429 while a user's logins are paused.
+fn paused(left_ms: u64) -> ApiError {
+    let secs = left_ms.div_ceil(1000).max(1);
+    ApiError::RateLimited(Standing {
+        limit: totp::MAX_FAILURES,
+        remaining: 0,
+        reset_secs: secs,
+        retry_after_secs: Some(secs),
+    })
+}
