@@ -81,7 +81,7 @@ pub struct RemoveTotp {
 #[utoipa::path(post, path = "/v1/users/me/totp", operation_id = "beginTotp", tag = "auth",
     request_body = BeginTotp,
     responses(
-        (status = 201, description = "The secret, for the app", body = TotpSetup),
+        (status = 200, description = "The secret, for the app", body = TotpSetup),
         (status = 403, description = "The current password is wrong", body = ErrorEnvelope),
         (status = 404, description = "Authentication is off: there is no user", body = ErrorEnvelope),
         (status = 409, description = "One-time codes are on already", body = ErrorEnvelope),
@@ -131,7 +131,7 @@ async fn begin(
         otpauth_uri: totp::uri(&secret, &user.username),
         secret,
     };
-    Ok((StatusCode::CREATED, axum::Json(setup)).into_response())
+    Ok(axum::Json(setup).into_response())
 }
 
 /// Turn one-time codes on with a code from the app; answers the recovery
@@ -176,22 +176,21 @@ async fn confirm(
             "not the app's current code; check the phone's clock",
         ));
     };
-    let (codes, hashes) = totp::new_recovery_codes().map_err(|e| ApiError::Internal(e.to_string()))?;
-    state
-        .store
-        .update_user(&id, &|current| {
-            let mut next = current.clone();
-            match next.totp.as_mut() {
-                // The same setup the code was checked against.
-                Some(t) if !t.confirmed && t.secret == pending.secret => {
-                    t.confirmed = true;
-                    t.last_step = step;
-                    t.recovery.clone_from(&hashes);
-                }
-                _ => return Err(StoreError::Refused("the setup changed meanwhile".into())),
+    let (codes, hashes) =
+        totp::new_recovery_codes().map_err(|e| ApiError::Internal(e.to_string()))?;
+    state.store.update_user(&id, &|current| {
+        let mut next = current.clone();
+        match next.totp.as_mut() {
+            // The same setup the code was checked against.
+            Some(t) if !t.confirmed && t.secret == pending.secret => {
+                t.confirmed = true;
+                t.last_step = step;
+                t.recovery.clone_from(&hashes);
             }
-            Ok(next)
-        })?;
+            _ => return Err(StoreError::Refused("the setup changed meanwhile".into())),
+        }
+        Ok(next)
+    })?;
     state.store.flush().await?;
     audit::record(
         &state,
@@ -327,7 +326,9 @@ pub(super) fn second_factor(
         Ok(next)
     })?;
     if updated.is_none() {
-        return Err(ApiError::Unauthenticated("wrong username, password or code".into()));
+        return Err(ApiError::Unauthenticated(
+            "wrong username, password or code".into(),
+        ));
     }
     if !accepted.get() {
         audit::record(
@@ -344,7 +345,9 @@ pub(super) fn second_factor(
         if locked.get() {
             return Err(paused(totp::LOCKOUT_MS));
         }
-        return Err(ApiError::Unauthenticated("wrong username, password or code".into()));
+        return Err(ApiError::Unauthenticated(
+            "wrong username, password or code".into(),
+        ));
     }
     if matches!(presented, Presented::Recovery(_)) {
         audit::record(

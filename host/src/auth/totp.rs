@@ -59,6 +59,15 @@ fn generator(secret: &str) -> Result<TOTP, TotpError> {
         .map_err(|e| TotpError::Secret(format!("{e:?}")))
 }
 
+/// The code of `time` (Unix seconds), as an app shows it: what tests type.
+///
+/// # Errors
+///
+/// The secret does not decode.
+pub fn code_at(secret: &str, time: u64) -> Result<String, TotpError> {
+    Ok(generator(secret)?.generate(time))
+}
+
 /// The time step `code` is right for, among the current step and one on
 /// either side (a phone's clock a little off), if any.
 ///
@@ -144,7 +153,10 @@ mod tests {
             matching_step(RFC_SEED, " 081804 ", 1_111_111_109).unwrap(),
             Some(1_111_111_109 / 30)
         );
-        assert_eq!(matching_step(RFC_SEED, "081805", 1_111_111_109).unwrap(), None);
+        assert_eq!(
+            matching_step(RFC_SEED, "081805", 1_111_111_109).unwrap(),
+            None
+        );
         assert_eq!(matching_step(RFC_SEED, "", 59).unwrap(), None);
     }
 

@@ -6,6 +6,7 @@
 //! sockets, the scheduler's clock, webhook deliveries).
 
 mod access;
+mod account;
 mod answers;
 mod auth;
 mod durability;

@@ -184,6 +184,24 @@ async fn every_operation_answers_as_its_document_says() {
             Some(json!({"current_password": "a wrong guess", "password": "a new password"})),
             403,
         ),
+        (
+            Method::POST,
+            "/v1/users/me/totp/confirm".into(),
+            Some(json!({"code": "123456"})),
+            409,
+        ),
+        (
+            Method::POST,
+            "/v1/users/me/totp".into(),
+            Some(json!({"current_password": "a wrong guess"})),
+            403,
+        ),
+        (
+            Method::DELETE,
+            "/v1/users/me/totp".into(),
+            Some(json!({"current_password": "a wrong guess", "otp": "123456"})),
+            403,
+        ),
         (Method::GET, format!("/v1/users/{user}"), None, 200),
         (
             Method::PUT,
