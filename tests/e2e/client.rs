@@ -581,3 +581,56 @@ fn a_deployed_http_function_is_public_only_while_deployed_so() {
         .unwrap();
     assert_eq!(anonymous.status(), 200);
 }
+
+#[test]
+fn login_asks_for_a_one_time_code_when_the_account_has_them_on() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (_, token) = kiln.create_user("ada", "developer");
+    let setup: Value = kiln
+        .with_token(&token, reqwest::Method::POST, "/v1/users/me/totp")
+        .json(&serde_json::json!({"current_password": "ada password"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let secret = totp_rs::Secret::Encoded(setup["secret"].as_str().unwrap().to_owned())
+        .to_bytes()
+        .unwrap();
+    let app = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 0, 30, secret).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Taken at once, so a step boundary passing changes nothing.
+    let (first, next) = (app.generate(now), app.generate(now + 30));
+    let confirmed = kiln
+        .with_token(&token, reqwest::Method::POST, "/v1/users/me/totp/confirm")
+        .json(&serde_json::json!({"code": first}))
+        .send()
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+
+    let login_args = ["login", &kiln.base, "-u", "ada", "--password-stdin"];
+    let asked = run_with_stdin(home, &login_args, "ada password");
+    assert_eq!(asked.status.code(), Some(2), "{}", stderr(&asked));
+    assert!(
+        stderr(&asked).contains("wants a one-time code as well: pass --otp CODE"),
+        "{}",
+        stderr(&asked)
+    );
+    let mut with_code = login_args.to_vec();
+    with_code.extend(["--otp", &next]);
+    let out = run_with_stdin(home, &with_code, "ada password");
+    assert!(ok(out).starts_with("Logged in to "));
+    assert!(ok(run(home, &["whoami"])).starts_with("ada (developer)"));
+    // The same code a second time is refused.
+    let again = run_with_stdin(home, &with_code, "ada password");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("AUTHENTICATION_REQUIRED"),
+        "{}",
+        stderr(&again)
+    );
+}

@@ -33,6 +33,11 @@ pub struct LoginArgs {
     /// Read the API key from the first line of stdin.
     #[arg(long)]
     pub api_key_stdin: bool,
+    /// The authenticator app's current code (or a recovery code), for an
+    /// account with one-time codes on; asked on a terminal if the server
+    /// wants one and this is absent.
+    #[arg(long, conflicts_with_all = ["api_key", "api_key_stdin"])]
+    pub otp: Option<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -75,13 +80,27 @@ pub(crate) async fn login(args: LoginArgs) -> Result<ExitCode, ClientError> {
                 "no terminal to ask for the password on: pass --password-stdin or --api-key".into(),
             ));
         };
-        let response = http
-            .post(format!("{url}/v1/auth/login"))
-            .json(&json!({ "username": username, "password": password }))
-            .send()
-            .await
-            .map_err(|e| api::transport(&url, &e))?;
-        let tokens = api::read_json(response).await?;
+        let attempt = async |otp: Option<&str>| {
+            let response = http
+                .post(format!("{url}/v1/auth/login"))
+                .json(&json!({ "username": username, "password": password, "otp": otp }))
+                .send()
+                .await
+                .map_err(|e| api::transport(&url, &e))?;
+            api::read_json(response).await
+        };
+        let tokens = match attempt(args.otp.as_deref()).await {
+            Err(ClientError::Api { code, .. }) if code == "OTP_REQUIRED" && args.otp.is_none() => {
+                if args.password_stdin || !std::io::stdin().is_terminal() {
+                    return Err(ClientError::Usage(
+                        "this account wants a one-time code as well: pass --otp CODE".into(),
+                    ));
+                }
+                let otp = ask("One-time code: ")?;
+                attempt(Some(otp.trim())).await?
+            }
+            other => other?,
+        };
         let user = tokens["user"].clone();
         (api::session_from(username, &tokens)?, user)
     };
