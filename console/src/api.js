@@ -4,7 +4,7 @@
 
 import { sseReader } from "./sse.js";
 
-let session = null; // { access, refresh, scopes, role, username }
+let session = null; // { access, refresh, scopes, role, username, userId }
 const listeners = new Set();
 
 /** An answer in the contract's error shape (or a network failure). */
@@ -37,6 +37,22 @@ export function can(scope) {
   return !!session && (session.scopes.includes("admin") || session.scopes.includes(scope));
 }
 
+/**
+ * Whether the session may change `script`: its owner, its editors and admins
+ * may (the API decides; this only picks the controls to offer).
+ */
+export function mayChange(script) {
+  if (!can("write:scripts")) return false;
+  if (can("admin")) return true;
+  const me = session.userId;
+  return !!me && (script.owner === me || (script.editors ?? []).includes(me));
+}
+
+/** Whether the session may name `script`'s owner and editors. */
+export function mayShare(script) {
+  return can("admin") || (can("write:scripts") && !!session.userId && script.owner === session.userId);
+}
+
 function claims(token) {
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
@@ -54,6 +70,7 @@ function adopt(tokens) {
     scopes: c.scopes ?? [],
     role: tokens.user?.role ?? c.role ?? "viewer",
     username: tokens.user?.username ?? "",
+    userId: tokens.user?.id ?? c.sub ?? "",
   });
 }
 
@@ -166,8 +183,9 @@ export const post = (path, body, query) => call("POST", path, { body, query });
 export const put = (path, body) => call("PUT", path, { body });
 export const del = (path, query) => call("DELETE", path, { query });
 
-export async function login(username, password) {
-  const r = await send("POST", "/v1/auth/login", { body: { username, password } });
+/** Signs in; `otp` is the one-time code of an account that has them on. */
+export async function login(username, password, otp) {
+  const r = await send("POST", "/v1/auth/login", { body: { username, password, otp: otp || undefined } });
   if (!r.ok) throw await failure(r);
   adopt(await r.json());
 }

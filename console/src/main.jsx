@@ -11,6 +11,7 @@ import { Users } from "./pages/users.jsx";
 import { Secrets } from "./pages/secrets.jsx";
 import { Webhooks } from "./pages/webhooks.jsx";
 import { Dashboard } from "./pages/dashboard.jsx";
+import { Account } from "./pages/account.jsx";
 import { Empty } from "./ui.jsx";
 
 /** A path segment as written; a malformed escape is kept as it is. */
@@ -37,6 +38,7 @@ const NAV = [
   ["secrets", "Secrets", "admin"],
   ["keys", "API keys", null],
   ["users", "Users", "admin"],
+  ["account", "Account", null],
 ];
 
 function Page({ route }) {
@@ -64,6 +66,8 @@ function Page({ route }) {
       return <Users />;
     case "secrets":
       return <Secrets />;
+    case "account":
+      return <Account />;
     default:
       return (
         <Empty title="No such page">

@@ -2,6 +2,7 @@
 // way a person uses it. tests/e2e/console.rs starts the server, makes the
 // users and runs this file with:
 //   KILN_URL, KILN_ADMIN_PASSWORD, KILN_VIEWER_PASSWORD (user "viewer"),
+//   KILN_DEVELOPER_PASSWORD (user "dev"),
 //   CHROMIUM (the browser), SCREENSHOTS (a folder for a picture of each page),
 //   HELLO_WASM (a component to upload).
 // The tests run in order and build on each other's scripts, as a person's
@@ -9,6 +10,7 @@
 // Every page is checked with axe-core (no serious or critical violation),
 // and no page may log an error or break its Content-Security-Policy.
 import { after, before, test } from "node:test";
+import { createHmac } from "node:crypto";
 import assert from "node:assert/strict";
 import { mkdir, readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
@@ -19,6 +21,7 @@ const BASE = process.env.KILN_URL;
 const SHOTS = process.env.SCREENSHOTS;
 const ADMIN = ["admin", process.env.KILN_ADMIN_PASSWORD];
 const VIEWER = ["viewer", process.env.KILN_VIEWER_PASSWORD];
+const DEVELOPER = ["dev", process.env.KILN_DEVELOPER_PASSWORD];
 const HELLO_WASM = process.env.HELLO_WASM;
 const axeSource = await readFile(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 /** Bounds every wait, so a broken page fails the test instead of hanging. */
@@ -29,7 +32,7 @@ const WHOLE = { timeout: 120_000 };
 let browser;
 
 before(async () => {
-  assert.ok(BASE && SHOTS && ADMIN[1] && VIEWER[1] && HELLO_WASM, "every variable above is set");
+  assert.ok(BASE && SHOTS && ADMIN[1] && VIEWER[1] && DEVELOPER[1] && HELLO_WASM, "every variable above is set");
   await mkdir(SHOTS, { recursive: true });
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -405,6 +408,76 @@ test("a viewer is offered no write control, and a 403 renders cleanly", WHOLE, a
   await check(page, "23-viewer-forbidden");
   clean(problems);
   await context.close();
+});
+
+/** The code an authenticator app with base32 `secret` shows now (RFC 6238: HMAC-SHA1, 6 digits, 30 s). */
+function totp(secret) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of secret.replace(/=+$/, "")) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 1000 / 30)));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 15;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, "0");
+}
+
+test("a developer changes only what they own or edit, and keeps their own account", WHOLE, async () => {
+  const dev = await open();
+  await login(dev.page, DEVELOPER);
+  // The admin's script: read-only to a developer who does not edit it.
+  await dev.page.goto(`${BASE}/#/scripts/greeter`);
+  await dev.page.locator(".cm-content").waitFor(WAIT);
+  assert.equal(await dev.page.getByRole("button", { name: "Delete" }).count(), 0);
+  assert.equal(await dev.page.locator(".cm-content").getAttribute("contenteditable"), "false");
+
+  // Its owner makes them an editor; now they may change it.
+  const admin = await open();
+  await login(admin.page, ADMIN);
+  await admin.page.goto(`${BASE}/#/scripts/greeter/config`);
+  await admin.page.getByLabel("Editors").fill("dev");
+  await admin.page.getByRole("button", { name: "Save who may change it" }).click();
+  await admin.page.getByText("edited also by dev").waitFor(WAIT);
+  clean(admin.problems);
+  await admin.context.close();
+  await dev.page.reload();
+  await login(dev.page, DEVELOPER);
+  await dev.page.goto(`${BASE}/#/scripts/greeter`);
+  await dev.page.getByRole("button", { name: "Delete" }).waitFor(WAIT);
+  assert.equal(await dev.page.locator(".cm-content").getAttribute("contenteditable"), "true");
+  await dev.page.goto(`${BASE}/#/scripts/greeter/config`);
+  await dev.page.getByText("edited also by you").waitFor(WAIT);
+  // An editor does not hand the script out.
+  assert.equal(await dev.page.getByLabel("Editors").count(), 0);
+
+  // Their own password, then one-time codes.
+  await nav(dev.page, "Account");
+  await dev.page.getByLabel("Current password", { exact: true }).fill(DEVELOPER[1]);
+  await dev.page.getByLabel("New password").fill("the developer's new password");
+  await dev.page.getByRole("button", { name: "Change password" }).click();
+  await dev.page.getByText("Password changed.").waitFor(WAIT);
+  await dev.page.getByLabel("Your password").fill("the developer's new password");
+  await dev.page.getByRole("button", { name: "Set up one-time codes" }).click();
+  const secret = await dev.page.getByTestId("totp-secret").innerText();
+  await dev.page.getByLabel("Code from the app").fill(totp(secret.trim()));
+  await dev.page.getByRole("button", { name: "Turn on" }).click();
+  const codes = (await dev.page.getByTestId("recovery-codes").locator("pre").innerText()).split("\n");
+  assert.equal(codes.length, 10);
+  await dev.page.getByText("On: signing in asks for a code").waitFor(WAIT);
+  await check(dev.page, "25-account-codes");
+
+  // Signing in again asks for a code; a recovery code does.
+  await dev.page.getByRole("button", { name: "Log out" }).click();
+  await dev.page.getByLabel("Username").fill("dev");
+  await dev.page.getByLabel("Password").fill("the developer's new password");
+  await dev.page.getByRole("button", { name: "Sign in" }).click();
+  await dev.page.getByLabel("One-time code").fill(codes[0]);
+  await check(dev.page, "26-login-code");
+  await dev.page.getByRole("button", { name: "Sign in" }).click();
+  await dev.page.getByTestId("whoami").waitFor(WAIT);
+  clean(dev.problems);
+  await dev.context.close();
 });
 
 test("phone width and dark mode", WHOLE, async () => {

@@ -66,6 +66,7 @@ fn the_console_works_in_a_real_browser() {
     // The webhook page's test delivery goes to a closed port on 127.0.0.1.
     let (kiln, _data) = Kiln::start(&[("KILN_WEBHOOKS_ALLOW_PRIVATE", "true")]);
     kiln.create_user("viewer", "viewer");
+    kiln.create_user("dev", "developer");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let shots = root.join("target/console-screenshots");
     // Only this run's pictures.
@@ -78,6 +79,7 @@ fn the_console_works_in_a_real_browser() {
             .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
             // The harness's users have "<name> password".
             .env("KILN_VIEWER_PASSWORD", "viewer password")
+            .env("KILN_DEVELOPER_PASSWORD", "dev password")
             .env("CHROMIUM", chromium())
             .env("SCREENSHOTS", &shots)
             .env("HELLO_WASM", kiln_components::HELLO)
@@ -95,6 +97,7 @@ fn the_console_works_in_a_real_browser() {
         "07-run-done",
         "13-schedules",
         "23-viewer-forbidden",
+        "25-account-codes",
     ] {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
     }

@@ -5,6 +5,9 @@ import { ErrorBox, Field } from "../ui.jsx";
 export function Login() {
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
+  const [otp, setOtp] = useState("");
+  // Set once the node said this account also wants a one-time code.
+  const [needsCode, setNeedsCode] = useState(false);
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   async function submit(e) {
@@ -12,10 +15,16 @@ export function Login() {
     setBusy(true);
     setError(null);
     try {
-      await login(username, password);
+      await login(username, password, needsCode ? otp : undefined);
     } catch (err) {
-      setError(err);
       setBusy(false);
+      if (err.code === "OTP_REQUIRED") {
+        setNeedsCode(true);
+        setError(null);
+        requestAnimationFrame(() => document.getElementById("otp")?.focus());
+      } else {
+        setError(err);
+      }
     }
   }
   return (
@@ -47,6 +56,20 @@ export function Login() {
             onInput={(e) => setPassword(e.currentTarget.value)}
           />
         </Field>
+        {needsCode && (
+          <Field label="One-time code" id="otp" hint="From your authenticator app, or one of your recovery codes.">
+            <input
+              id="otp"
+              name="otp"
+              autocomplete="one-time-code"
+              aria-describedby="otp-hint"
+              required
+              maxLength={64}
+              value={otp}
+              onInput={(e) => setOtp(e.currentTarget.value)}
+            />
+          </Field>
+        )}
         <button type="submit" disabled={busy}>
           {busy ? "Signing in…" : "Sign in"}
         </button>

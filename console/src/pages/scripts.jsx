@@ -1,5 +1,5 @@
 import { useRef, useState } from "preact/hooks";
-import { ApiFailure, call, can, get, post, raw } from "../api.js";
+import { ApiFailure, call, can, get, mayChange, post, raw } from "../api.js";
 import { CodeEditor, DiffView } from "../editor.jsx";
 import {
   ago,
@@ -269,7 +269,7 @@ export function ScriptPage({ id, tab }) {
           </p>
           {s.description && <p>{s.description}</p>}
         </div>
-        {can("write:scripts") && (
+        {mayChange(s) && (
           <button type="button" class="danger" onClick={remove}>
             Delete
           </button>
@@ -286,7 +286,7 @@ export function ScriptPage({ id, tab }) {
       {tab === "code" && <CodeTab script={s} reload={script.reload} />}
       {tab === "run" && <RunPanel script={s} />}
       {tab === "versions" && <VersionsTab script={s} reload={script.reload} />}
-      {tab === "config" && <ConfigPanel script={s} />}
+      {tab === "config" && <ConfigPanel script={s} reload={script.reload} />}
     </section>
   );
 }
@@ -312,7 +312,7 @@ function CodeTab({ script, reload }) {
     );
   }
   const text = code ?? v.content;
-  const writable = can("write:scripts");
+  const writable = mayChange(script);
   async function save() {
     setError(null);
     try {
@@ -427,7 +427,7 @@ function VersionsTab({ script, reload }) {
           ) : (
             <p class="muted">Components and bundles are compared by hash only.</p>
           )}
-          {can("write:scripts") && (
+          {mayChange(script) && (
             <div>
               <button type="button" onClick={() => rollback(pair.old)}>
                 Roll back to version {pair.old.version}

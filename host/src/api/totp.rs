@@ -211,8 +211,7 @@ async fn confirm(
     request_body = RemoveTotp,
     responses(
         (status = 204, description = "Off"),
-        (status = 401, description = "The code is wrong", body = ErrorEnvelope),
-        (status = 403, description = "The current password is wrong", body = ErrorEnvelope),
+        (status = 403, description = "The current password or the code is wrong", body = ErrorEnvelope),
         (status = 404, description = "Authentication is off: there is no user", body = ErrorEnvelope),
         (status = 409, description = "One-time codes are not on", body = ErrorEnvelope),
         (status = 429, description = "Too many attempts", body = ErrorEnvelope, headers(("Retry-After" = String))),
@@ -234,7 +233,12 @@ async fn remove(
     if !user.totp.as_ref().is_some_and(|t| t.confirmed) {
         return Err(ApiError::Conflict("one-time codes are not on".into()));
     }
-    second_factor(&state, &ip, &user, Some(&body.otp))?;
+    // The caller is signed in already: a wrong code is a refusal, not a
+    // missing credential (a client would renew its token on a 401).
+    second_factor(&state, &ip, &user, Some(&body.otp)).map_err(|e| match e {
+        ApiError::Unauthenticated(_) => ApiError::PermissionDenied("the code is wrong".into()),
+        other => other,
+    })?;
     state.store.update_user(&user.id, &|current| {
         Ok(UserRecord {
             totp: None,

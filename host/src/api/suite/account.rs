@@ -390,7 +390,7 @@ async fn turning_codes_off_takes_the_password_and_a_code() {
         .error(403, "PERMISSION_DENIED");
     remove("ops password", "zzzzz-zzzzz")
         .await
-        .error(401, "AUTHENTICATION_REQUIRED");
+        .error(403, "PERMISSION_DENIED");
     let gone = remove("ops password", &recovery[3]).await;
     assert_eq!(gone.status(), 204, "{}", gone.text());
     remove("ops password", &recovery[4])
