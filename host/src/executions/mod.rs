@@ -189,7 +189,7 @@ pub async fn queue(
     } else {
         store.hold_execution(record)?;
     }
-    jobs.enqueue(&record.id, record.priority).or_else(|e| {
+    jobs.enqueue(record).or_else(|e| {
         let mut refused = record.clone();
         let code = match e {
             JobError::QueueFull => ExecutionCode::QUEUE_FULL,

@@ -17,7 +17,7 @@ use self::functions::FunctionSlots;
 use self::queue::Queue;
 use crate::contract;
 use crate::metrics::{ExecutionLoad, ExecutionMetrics};
-use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Priority, Store, StoreError};
+use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Store, StoreError};
 
 mod functions;
 pub mod live;
@@ -250,17 +250,14 @@ impl Jobs {
     /// # Errors
     ///
     /// [`JobError::QueueFull`] when the queue is at capacity.
-    pub fn enqueue(
-        &self,
-        id: &str,
-        priority: Priority,
-    ) -> Result<watch::Receiver<Settled>, JobError> {
+    pub fn enqueue(&self, record: &ExecutionRecord) -> Result<watch::Receiver<Settled>, JobError> {
+        let (id, priority) = (record.id.as_str(), record.priority);
         if self.draining.load(Ordering::Acquire) {
             return Err(JobError::ShuttingDown);
         }
         let (sender, receiver) = watch::channel(Settled::Pending);
         self.lock().insert(id.to_string(), sender);
-        match self.queue.push(id.to_string(), priority) {
+        match self.queue.push(id.to_string(), priority, tenant(record)) {
             Ok(()) => Ok(receiver),
             Err(queue::Full) => {
                 self.lock().remove(id);
@@ -271,10 +268,11 @@ impl Jobs {
 
     /// Queues an execution found `queued` at start-up (it was accepted
     /// before, so capacity does not refuse it).
-    pub fn requeue(&self, id: String, priority: Priority) {
+    pub fn requeue(&self, record: &ExecutionRecord) {
         // A signal as `enqueue` makes, so `is_settling` holds for it too.
-        self.subscribe(&id);
-        self.queue.push_accepted(id, priority);
+        self.subscribe(&record.id);
+        self.queue
+            .push_accepted(record.id.clone(), record.priority, tenant(record));
     }
 
     /// Cancels a queued or running execution.
@@ -421,6 +419,12 @@ impl Drop for Tracked<'_> {
     }
 }
 
+/// Whose turn in the queue an execution takes (`queue.rs`): its creator's,
+/// so one user's flood of runs waits behind everyone else's next one.
+fn tenant(record: &ExecutionRecord) -> &str {
+    record.created_by.as_deref().unwrap_or("")
+}
+
 /// At start-up: executions a crash left `running` are failed as INTERRUPTED;
 /// `queued` ones are queued again.
 pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
@@ -435,7 +439,7 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
     }
     store.flush().await?;
     for record in store.executions_in(&[ExecutionStatus::Queued])? {
-        jobs.requeue(record.id, record.priority);
+        jobs.requeue(&record);
     }
     Ok(())
 }
@@ -477,7 +481,7 @@ mod tests {
     /// cancel handle.
     fn claimed(store: &dyn Store, jobs: &Jobs) -> (ExecutionRecord, CancelHandle) {
         let record = queued(store);
-        jobs.enqueue(&record.id, Priority::Normal).unwrap();
+        jobs.enqueue(&record).unwrap();
         jobs.claim(store, &record.id).unwrap().unwrap()
     }
 
@@ -486,18 +490,12 @@ mod tests {
         let (store, _dir) = store();
         let jobs = jobs(1);
         let first = queued(store.as_ref());
-        jobs.enqueue(&first.id, Priority::Normal).unwrap();
+        jobs.enqueue(&first).unwrap();
         let second = queued(store.as_ref());
-        assert!(matches!(
-            jobs.enqueue(&second.id, Priority::High),
-            Err(JobError::QueueFull)
-        ));
+        assert!(matches!(jobs.enqueue(&second), Err(JobError::QueueFull)));
         assert!(jobs.function_slot().await.is_ok());
         jobs.drain(Duration::ZERO).await;
-        assert!(matches!(
-            jobs.enqueue(&second.id, Priority::High),
-            Err(JobError::ShuttingDown)
-        ));
+        assert!(matches!(jobs.enqueue(&second), Err(JobError::ShuttingDown)));
         assert!(matches!(
             jobs.function_slot().await,
             Err(JobError::ShuttingDown)
@@ -509,7 +507,7 @@ mod tests {
         let (store, _dir) = store();
         let jobs = jobs(10);
         let record = queued(store.as_ref());
-        let mut done = jobs.enqueue(&record.id, Priority::Normal).unwrap();
+        let mut done = jobs.enqueue(&record).unwrap();
         let cancelled = jobs.cancel(store.as_ref(), &record.id).unwrap();
         assert!(matches!(cancelled, Some(Cancelled::WhileQueued(_))));
         assert!(jobs.claim(store.as_ref(), &record.id).unwrap().is_none());

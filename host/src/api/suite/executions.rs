@@ -441,3 +441,59 @@ async fn a_limit_above_the_maximum_is_cut_and_the_record_says_so() {
         .json();
     assert_eq!(read["limits"], cut["limits"], "kept in the stored record");
 }
+
+#[tokio::test]
+async fn one_users_flood_of_runs_does_not_hold_up_anothers_single_run() {
+    let app = TestApp::with(|c| c.workers.count = 2).await;
+    let (_, flooder) = app.create_user("flooder", "developer").await;
+    let (_, other) = app.create_user("other", "developer").await;
+    app.create_script(
+        "nap",
+        "javascript",
+        "export default async function main() { await new Promise((r) => setTimeout(r, 20)); }",
+    )
+    .await;
+    // 2 000 runs of 20 ms on 2 workers: 20 s of work, queued far faster.
+    for _ in 0..2_000 {
+        app.with_token(&flooder, Method::POST, "/v1/scripts/nap/execute?async=true")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect(202);
+    }
+    let queued = app.get("/v1/status").send().await.expect(200);
+    let waiting = queued["queue_depth"].as_u64().unwrap_or_default();
+    assert!(waiting > 500, "the flood is still queued: {queued}");
+
+    let asked = std::time::Instant::now();
+    let run = app
+        .with_token(&other, Method::POST, "/v1/scripts/nap/execute?wait=true")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(run["status"], "completed", "{run}");
+    // In turn it waits for at most a run per worker; first in, first out it
+    // would have waited for every queued one (over 5 s of them).
+    let waited = asked.elapsed();
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    let page = app
+        .get("/v1/executions?status=completed&size=100")
+        .send()
+        .await
+        .expect(200);
+    let started_meanwhile = page["data"]
+        .as_array()
+        .expect("executions")
+        .iter()
+        .filter(|e| {
+            e["id"] != run["id"]
+                && e["started_at"].as_str() > run["created_at"].as_str()
+                && e["started_at"].as_str() < run["started_at"].as_str()
+        })
+        .count();
+    assert!(
+        started_meanwhile <= 3,
+        "{started_meanwhile} of the flood went first"
+    );
+}
