@@ -42,8 +42,10 @@ impl Class {
 /// A bucket's state after a request, for the `X-RateLimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Standing {
-    /// Requests per minute (the bucket's size).
+    /// Requests per window (the bucket's size).
     pub limit: u32,
+    /// The window `limit` is counted over, in seconds (`X-RateLimit-Window`).
+    pub window_secs: u64,
     pub remaining: u32,
     /// Seconds until the bucket is full again.
     pub reset_secs: u64,
@@ -75,6 +77,7 @@ impl Bucket {
                 let empty = self.per_minute.saturating_sub(remaining);
                 Standing {
                     limit: self.per_minute,
+                    window_secs: 60,
                     remaining,
                     reset_secs: ceil_secs(interval * empty),
                     retry_after_secs: None,
@@ -84,6 +87,7 @@ impl Bucket {
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
                 Standing {
                     limit: self.per_minute,
+                    window_secs: 60,
                     remaining: 0,
                     reset_secs: ceil_secs(interval * self.per_minute),
                     retry_after_secs: Some(ceil_secs(wait).max(1)),
@@ -214,6 +218,7 @@ impl RateLimits {
         }
         Some(Standing {
             limit: bucket.per_minute,
+            window_secs: 60,
             remaining: 0,
             reset_secs: ceil_secs(until - now),
             retry_after_secs: Some(ceil_secs(until - now).max(1)),

@@ -216,6 +216,7 @@ pub fn rate_headers(headers: &mut HeaderMap, standing: &Standing) {
     put("x-ratelimit-limit", u64::from(standing.limit));
     put("x-ratelimit-remaining", u64::from(standing.remaining));
     put("x-ratelimit-reset", standing.reset_secs);
+    put("x-ratelimit-window", standing.window_secs);
     if let Some(retry) = standing.retry_after_secs {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
     }

@@ -235,6 +235,7 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 named("x-ratelimit-limit"),
                 named("x-ratelimit-remaining"),
                 named("x-ratelimit-reset"),
+                named("x-ratelimit-window"),
             ])
             .max_age(std::time::Duration::from_secs(600)),
     )

@@ -370,6 +370,7 @@ fn paused(left_ms: u64) -> ApiError {
     let secs = left_ms.div_ceil(1000).max(1);
     ApiError::RateLimited(Standing {
         limit: totp::MAX_FAILURES,
+        window_secs: totp::LOCKOUT_MS / 1000,
         remaining: 0,
         reset_secs: secs,
         retry_after_secs: Some(secs),

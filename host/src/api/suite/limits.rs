@@ -25,6 +25,7 @@ async fn rate_limits_answer_429_with_headers() {
         assert_eq!(number(&response, "x-ratelimit-limit"), 3);
         assert_eq!(number(&response, "x-ratelimit-remaining"), remaining);
         assert!(number(&response, "x-ratelimit-reset") <= 60);
+        assert_eq!(number(&response, "x-ratelimit-window"), 60);
     }
     let refused = app.get("/v1/scripts").send().await;
     let retry_after = number(&refused, "retry-after");
