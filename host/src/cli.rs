@@ -46,6 +46,8 @@ pub enum Command {
     Logout(crate::client::Common),
     /// Show who the profile is logged in as, where.
     Whoami(crate::client::Common),
+    /// Change your password (your other login sessions end).
+    Passwd(crate::client::PasswdArgs),
     /// Create a script, or upload its content as a new version.
     Deploy(crate::client::DeployArgs),
     /// Run a deployed script, streaming its output; exits as `kiln run` does.
@@ -104,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Login(args) => crate::client::run(crate::client::login::login(args)),
         Command::Logout(common) => crate::client::run(crate::client::login::logout(common)),
         Command::Whoami(common) => crate::client::run(crate::client::login::whoami(common)),
+        Command::Passwd(args) => crate::client::run(crate::client::login::passwd(args)),
         Command::Deploy(args) => crate::client::run(crate::client::deploy::deploy(args)),
         Command::Exec(args) => crate::client::run(crate::client::exec::exec(args)),
         Command::Logs(args) => crate::client::run(crate::client::exec::logs(args)),

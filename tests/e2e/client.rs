@@ -634,3 +634,32 @@ fn login_asks_for_a_one_time_code_when_the_account_has_them_on() {
         stderr(&again)
     );
 }
+
+#[test]
+fn passwd_changes_the_password_and_keeps_this_session() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    kiln.create_user("bo", "viewer");
+    let login_args = ["login", &kiln.base, "-u", "bo", "--password-stdin"];
+    ok(run_with_stdin(home, &login_args, "bo password"));
+
+    let wrong = run_with_stdin(home, &["passwd", "--stdin"], "not it\nbo's new password\n");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        stderr(&wrong).contains("PERMISSION_DENIED"),
+        "{}",
+        stderr(&wrong)
+    );
+    let changed = ok(run_with_stdin(
+        home,
+        &["passwd", "--stdin"],
+        "bo password\nbo's new password\n",
+    ));
+    assert!(changed.starts_with("Password changed for bo"), "{changed}");
+    // This profile's session goes on; the old password is gone.
+    assert!(ok(run(home, &["whoami"])).starts_with("bo (viewer)"));
+    let old = run_with_stdin(home, &login_args, "bo password");
+    assert_eq!(old.status.code(), Some(1));
+    ok(run_with_stdin(home, &login_args, "bo's new password"));
+}

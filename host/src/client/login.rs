@@ -182,6 +182,69 @@ pub(crate) async fn whoami(common: Common) -> Result<ExitCode, ClientError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Arguments of `kiln passwd`.
+#[derive(Debug, clap::Args)]
+pub struct PasswdArgs {
+    /// Read the current and the new password from the first two lines of
+    /// stdin instead of asking.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Also revoke every API key of yours.
+    #[arg(long)]
+    pub revoke_keys: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Changes the profile's user's password. A password session goes on
+/// (the server ends only the others).
+pub(crate) async fn passwd(args: PasswdArgs) -> Result<ExitCode, ClientError> {
+    let mut api = Api::open(&args.common)?;
+    let (current, new) = if args.stdin {
+        let mut lines = std::io::stdin().lock().lines();
+        let mut line = |what: &str| -> Result<String, ClientError> {
+            lines
+                .next()
+                .transpose()
+                .map_err(|e| ClientError::Usage(format!("cannot read {what}: {e}")))?
+                .ok_or_else(|| ClientError::Usage(format!("stdin ended before {what}")))
+        };
+        (line("the current password")?, line("the new password")?)
+    } else if std::io::stdin().is_terminal() {
+        let prompt = |p: &str| {
+            rpassword::prompt_password(p)
+                .map_err(|e| ClientError::Usage(format!("cannot read the password: {e}")))
+        };
+        let current = prompt("Current password: ")?;
+        let new = prompt("New password: ")?;
+        if prompt("New password again: ")? != new {
+            return Err(ClientError::Usage("the new passwords differ".into()));
+        }
+        (current, new)
+    } else {
+        return Err(ClientError::Usage(
+            "no terminal to ask for the passwords on: pass --stdin".into(),
+        ));
+    };
+    let body =
+        json!({ "current_password": current, "password": new, "revoke_keys": args.revoke_keys });
+    let user = api.json(Method::PUT, "/v1/users/me", Some(&body)).await?;
+    if args.common.json {
+        output::json(&user);
+    } else {
+        println!(
+            "Password changed for {}; your other login sessions have ended{}",
+            output::cell(&user["username"]),
+            if args.revoke_keys {
+                " and your API keys are revoked"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A base URL as the profile keeps it: with a scheme, without a trailing `/`.
 fn normalise_url(url: &str) -> Result<String, ClientError> {
     let with_scheme = if url.contains("://") {

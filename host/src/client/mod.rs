@@ -20,7 +20,7 @@ use std::process::ExitCode;
 pub use deploy::DeployArgs;
 pub use exec::{CancelArgs, ExecArgs, LogsArgs};
 pub use listing::{KeysArgs, LsArgs, RmArgs};
-pub use login::LoginArgs;
+pub use login::{LoginArgs, PasswdArgs};
 
 /// Options every client verb takes.
 #[derive(Debug, Clone, clap::Args)]
