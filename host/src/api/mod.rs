@@ -15,6 +15,7 @@ mod functions;
 mod idempotency;
 mod json_body;
 mod links;
+mod owners;
 pub use self::json_body::{ApiJson, parse_json};
 mod pagination;
 mod schedules;

@@ -1,6 +1,7 @@
 //! `/v1/schedules`: cron schedules that run a stored script (API.md
 //! "Schedules"). The scheduler itself is `crate::schedules`.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,7 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::ClientIp;
 use super::error::ErrorEnvelope;
+use super::owners::{audited, creator_or_admin};
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::Principal;
@@ -411,16 +414,30 @@ fn check_if_match(
     responses(
         (status = 200, description = "The updated schedule", body = ScheduleView),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 403, description = "The caller neither made the schedule nor is an admin", body = ErrorEnvelope),
         (status = 404, description = "No such schedule, or `script_id` names no script", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 async fn update(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateSchedule>,
 ) -> Result<Response, ApiError> {
     let seen = find(&state, &id)?;
+    // Its creator never changes, so the record read answers for the write.
+    creator_or_admin(&principal, seen.created_by.as_deref(), "schedule").map_err(|e| {
+        audited(
+            &state,
+            &principal,
+            &ip,
+            "update",
+            format!("schedule:{id}"),
+            e.into(),
+        )
+    })?;
     check_if_match(&state, &headers, &seen)?;
     if let Some(name) = &body.name {
         check_name(name)?;
@@ -489,20 +506,33 @@ async fn update(
         ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "The caller neither made the schedule nor is an admin", body = ErrorEnvelope),
         (status = 404, description = "No such schedule", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 async fn delete(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    let found = find(&state, &id)?;
+    creator_or_admin(&principal, found.created_by.as_deref(), "schedule").map_err(|e| {
+        audited(
+            &state,
+            &principal,
+            &ip,
+            "delete",
+            format!("schedule:{id}"),
+            e.into(),
+        )
+    })?;
     // The schedule the client's ETag was checked against is the one
     // deleted, or nothing is: the check is repeated inside the delete.
     let seen = if headers.contains_key(header::IF_MATCH) {
-        let seen = find(&state, &id)?;
-        check_if_match(&state, &headers, &seen)?;
-        Some(seen)
+        check_if_match(&state, &headers, &found)?;
+        Some(found)
     } else {
         None
     };

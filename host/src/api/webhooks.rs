@@ -1,6 +1,7 @@
 //! `/v1/webhooks`: subscriptions to events, their attempt logs, and a test
 //! ping. The secret is shown once, when it is made.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -10,8 +11,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::ClientIp;
 use super::error::ErrorEnvelope;
 use super::executions::ExecutionView;
+use super::owners::{audited, creator_or_admin};
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::Principal;
@@ -283,18 +286,21 @@ async fn read(
     responses(
         (status = 200, description = "The updated webhook", body = WebhookView),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
-        (status = 403, description = "An event the caller may not read", body = ErrorEnvelope),
+        (status = 403, description = "The caller neither made the webhook nor is an admin, or an event the caller may not read", body = ErrorEnvelope),
         (status = 404, description = "No such webhook", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 async fn update(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<Response, ApiError> {
     let seen = find(&state, &id)?;
+    // Its creator never changes, so the record read answers for the write.
+    creator_of(&state, &principal, &ip, "update", &seen)?;
     let checked = headers.contains_key(header::IF_MATCH).then_some(&seen);
     if checked.is_some() {
         etag::check_if_match(&headers, &etag::of_json(&WebhookView::from(seen.clone()))?)?;
@@ -350,12 +356,16 @@ async fn update(
     params(("id" = String, Path, description = "The webhook's id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "The caller neither made the webhook nor is an admin", body = ErrorEnvelope),
         (status = 404, description = "No such webhook", body = ErrorEnvelope),
     ))]
 async fn delete(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    creator_of(&state, &principal, &ip, "delete", &find(&state, &id)?)?;
     state
         .store
         .delete_webhook(&id)?
@@ -401,13 +411,17 @@ pub struct QueuedDelivery {
     params(("id" = String, Path, description = "The webhook's id")),
     responses(
         (status = 202, description = "The ping is queued", body = QueuedDelivery),
+        (status = 403, description = "The caller neither made the webhook nor is an admin", body = ErrorEnvelope),
         (status = 404, description = "No such webhook", body = ErrorEnvelope),
     ))]
 async fn test(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, axum::Json<QueuedDelivery>), ApiError> {
     let webhook = find(&state, &id)?;
+    creator_of(&state, &principal, &ip, "test", &webhook)?;
     let delivery = state.webhooks.enqueue(
         &webhook,
         PING,
@@ -423,6 +437,27 @@ async fn test(
             event_type: delivery.event_type,
         }),
     ))
+}
+
+/// Refuses (403, audited) a caller who neither made `webhook` nor is an
+/// admin.
+fn creator_of(
+    state: &AppState,
+    principal: &Principal,
+    ip: &ClientIp,
+    action: &str,
+    webhook: &WebhookRecord,
+) -> Result<(), ApiError> {
+    creator_or_admin(principal, webhook.created_by.as_deref(), "webhook").map_err(|e| {
+        audited(
+            state,
+            principal,
+            ip,
+            action,
+            format!("webhook:{}", webhook.id),
+            e.into(),
+        )
+    })
 }
 
 /// The events of an execution that just became final: its own, and

@@ -5,7 +5,6 @@
 //! allowed hosts; otherwise any `write:scripts` user could swap the content
 //! for one that prints the config.
 
-use crate::api::audit::{self, Entry};
 use crate::api::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::store::{ScriptRecord, StoreError};
@@ -59,8 +58,7 @@ pub fn check_share(principal: &Principal, script: &ScriptRecord) -> Result<(), S
     )))
 }
 
-/// Writes a refusal into the audit log as the access guard writes its own,
-/// and passes the error on.
+/// [`crate::api::owners::audited`] against the script.
 pub fn audited(
     state: &AppState,
     principal: &Principal,
@@ -69,17 +67,8 @@ pub fn audited(
     script_id: &str,
     error: ApiError,
 ) -> ApiError {
-    if let ApiError::PermissionDenied(message) = &error {
-        audit::record(
-            state,
-            Entry::new("permission.denied", false)
-                .actor(principal)
-                .ip(ip)
-                .target(format!("script:{script_id}"))
-                .detail(format!("{action}: {message}")),
-        );
-    }
-    error
+    let target = format!("script:{script_id}");
+    crate::api::owners::audited(state, principal, ip, action, target, error)
 }
 
 /// A user named by id or username, as its id (`field` names it in errors).

@@ -204,3 +204,64 @@ async fn only_a_scripts_owner_its_editors_and_admins_change_it() {
         [("bob".to_owned(), "report, at version 2".to_owned())]
     );
 }
+
+#[tokio::test]
+async fn schedules_and_webhooks_are_changed_only_by_who_made_them_or_an_admin() {
+    let app = TestApp::with(|c| c.webhooks.allow_private = true).await;
+    let (_, alice) = app.create_user("alice", "developer").await;
+    let (_, bob) = app.create_user("bob", "developer").await;
+    app.create_script("job", "javascript", "function main() { return 1; }")
+        .await;
+    let as_ = |token: &str, method: Method, path: &str| app.with_token(token, method, path);
+    let schedule = as_(&alice, Method::POST, "/v1/schedules")
+        .json(&json!({"name": "nightly", "script_id": "job", "cron": "@daily"}))
+        .send()
+        .await
+        .expect(201);
+    let webhook = as_(&alice, Method::POST, "/v1/webhooks")
+        .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["execution.failed"]}))
+        .send()
+        .await
+        .expect(201);
+    let schedule = format!("/v1/schedules/{}", schedule["id"].as_str().expect("an id"));
+    let webhook = format!("/v1/webhooks/{}", webhook["id"].as_str().expect("an id"));
+
+    // Another developer sees them but cannot retarget, pause or delete them.
+    let refusals = [
+        (
+            Method::PUT,
+            schedule.clone(),
+            json!({"parameters": {"x": 1}}),
+        ),
+        (Method::DELETE, schedule.clone(), Value::Null),
+        (
+            Method::PUT,
+            webhook.clone(),
+            json!({"url": "http://127.0.0.1:10/mine"}),
+        ),
+        (Method::POST, format!("{webhook}/test"), Value::Null),
+        (Method::DELETE, webhook.clone(), Value::Null),
+    ];
+    for (method, path, body) in &refusals {
+        let mut call = as_(&bob, method.clone(), path);
+        if !body.is_null() {
+            call = call.json(body);
+        }
+        call.send().await.error(403, "PERMISSION_DENIED");
+    }
+    as_(&bob, Method::GET, &schedule).send().await.expect(200);
+    as_(&bob, Method::GET, &webhook).send().await.expect(200);
+    let denied = audited(&app, "permission.denied").await;
+    assert_eq!(denied.len(), refusals.len(), "{denied:?}");
+
+    // An admin may; so may the one who made them.
+    app.put(&schedule)
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .expect(200);
+    for path in [&schedule, &webhook] {
+        let gone = as_(&alice, Method::DELETE, path).send().await;
+        assert_eq!(gone.status(), 204, "{}", gone.text());
+    }
+}
