@@ -48,6 +48,11 @@ export function mayChange(script) {
   return !!me && (script.owner === me || (script.editors ?? []).includes(me));
 }
 
+/** Whether the session may change a schedule or webhook: its creator or an admin. */
+export function madeByMe(record) {
+  return can("admin") || (!!session?.userId && record.created_by === session.userId);
+}
+
 /** Whether the session may name `script`'s owner and editors. */
 export function mayShare(script) {
   return can("admin") || (can("write:scripts") && !!session.userId && script.owner === session.userId);

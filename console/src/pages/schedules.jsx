@@ -1,5 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
-import { get, post, put } from "../api.js";
+import { get, madeByMe, post, put } from "../api.js";
 import { Empty, ErrorBox, Field, Loading, Status, useLoad, when, Table, deleteAfterAsking } from "../ui.jsx";
 import { parseParameters } from "../params.js";
 
@@ -65,12 +65,16 @@ export function Schedules() {
                 )}
               </td>
               <td class="actions">
-                <button type="button" class="secondary" onClick={() => toggle(s)}>
-                  {s.active ? "Pause" : "Resume"}
-                </button>
-                <button type="button" class="danger" onClick={() => remove(s)}>
-                  Delete
-                </button>
+                {madeByMe(s) && (
+                  <>
+                    <button type="button" class="secondary" onClick={() => toggle(s)}>
+                      {s.active ? "Pause" : "Resume"}
+                    </button>
+                    <button type="button" class="danger" onClick={() => remove(s)}>
+                      Delete
+                    </button>
+                  </>
+                )}
               </td>
             </tr>
           ))}

@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import { get, post } from "../api.js";
+import { get, madeByMe, post } from "../api.js";
 import {
   ShownOnce,
   Empty,
@@ -93,9 +93,11 @@ function WebhookList() {
               <td class="small">{w.events.join(", ")}</td>
               <td>{when(w.created_at)}</td>
               <td>
-                <button type="button" class="danger" onClick={() => remove(w)}>
-                  Delete
-                </button>
+                {madeByMe(w) && (
+                  <button type="button" class="danger" onClick={() => remove(w)}>
+                    Delete
+                  </button>
+                )}
               </td>
             </tr>
           ))}
@@ -132,9 +134,11 @@ function Deliveries({ id }) {
             {hook.data.url} · {hook.data.events.join(", ")}
           </p>
         </div>
-        <button type="button" onClick={test}>
-          Send a test event
-        </button>
+        {madeByMe(hook.data) && (
+          <button type="button" onClick={test}>
+            Send a test event
+          </button>
+        )}
       </div>
       <ErrorBox error={error ?? attempts.error} />
       {sent && (
