@@ -324,6 +324,7 @@ pub(crate) fn assemble_with(
     let jobs = Jobs::new(
         config.workers.count,
         config.workers.queue_capacity,
+        config.workers.queued_per_user,
         metrics.executions(),
     );
     let egress = crate::egress::Gateway::new(&config.egress, metrics.egress())

@@ -35,6 +35,8 @@ pub enum VaultError {
 
 pub struct Vault {
     cipher: XChaCha20Poly1305,
+    /// The key of [`Vault::keyed_hash`], derived apart from the cipher's.
+    hash_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Vault {
@@ -67,7 +69,20 @@ impl Vault {
         let key = blake3::derive_key("kiln 2026-12 sealed values", text.trim().as_bytes());
         Ok(Self {
             cipher: XChaCha20Poly1305::new(&key.into()),
+            hash_key: blake3::derive_key("kiln 2026-12 keyed hashes", text.trim().as_bytes()),
         })
+    }
+
+    /// A hash of `value` for the slot `context` that only this master key
+    /// makes, hex: for short secrets kept to be recognised, not read back
+    /// (recovery codes), so a copy of the database cannot be searched for
+    /// them offline.
+    pub fn keyed_hash(&self, context: &str, value: &str) -> String {
+        let mut hasher = blake3::Hasher::new_keyed(&self.hash_key);
+        hasher.update(context.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(value.as_bytes());
+        hasher.finalize().to_hex().to_string()
     }
 
     /// `value` sealed for the slot `context` (e.g. `config:<script>:<key>`).
@@ -174,6 +189,17 @@ mod tests {
             "plain"
         );
         assert!(Vault::from_text("short").is_err());
+    }
+
+    #[test]
+    fn keyed_hashes_depend_on_the_key_the_slot_and_the_value() {
+        let hash = vault().keyed_hash("recovery:u1", "abcde-fghij");
+        assert_eq!(hash, vault().keyed_hash("recovery:u1", "abcde-fghij"));
+        assert_ne!(hash, vault().keyed_hash("recovery:u2", "abcde-fghij"));
+        assert_ne!(hash, vault().keyed_hash("recovery:u1", "abcde-fghik"));
+        let other = Vault::from_text("another master key, just as long as the other").unwrap();
+        assert_ne!(hash, other.keyed_hash("recovery:u1", "abcde-fghij"));
+        assert_ne!(hash, blake3::hash(b"abcde-fghij").to_hex().to_string());
     }
 
     #[test]

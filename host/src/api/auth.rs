@@ -91,7 +91,7 @@ fn auth_error(e: AuthError) -> ApiError {
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 400, description = "A malformed body, or a username or password no account can have (too long, or a username outside ^[a-zA-Z0-9_.-]{1,64}$)", body = ErrorEnvelope),
-        (status = 401, description = "Wrong username, password or one-time code (the same answer for each); `OTP_REQUIRED` when the password was right and the account wants a code", body = ErrorEnvelope),
+        (status = 401, description = "Wrong username or password (the same answer for both); a wrong or used one-time code; `OTP_REQUIRED` when the password was right and the account wants a code", body = ErrorEnvelope),
         (status = 429, description = "Too many failed attempts for this username or from this IP, or too many wrong one-time codes for this user", body = ErrorEnvelope,
             headers(("Retry-After" = String))),
     ))]
@@ -136,7 +136,7 @@ async fn login(
     };
     // Asked only after the password was right, so a guesser of passwords
     // learns nothing of who has codes on.
-    super::totp::second_factor(&state, &ip, &user, body.otp.as_deref())?;
+    super::totp::second_factor(&state, &ip, &user, body.otp.as_deref(), "login.failed")?;
     let now = crate::now();
     let user = state
         .store

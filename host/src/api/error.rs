@@ -218,7 +218,7 @@ impl IntoResponse for ApiError {
         if let ApiError::RateLimited(standing) = &self {
             crate::api::access::rate_headers(response.headers_mut(), standing);
         }
-        if matches!(self, ApiError::Unauthenticated(_)) {
+        if matches!(self, ApiError::Unauthenticated(_) | ApiError::OtpRequired) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"kiln\""),
@@ -329,6 +329,7 @@ impl From<JobError> for ApiError {
     fn from(e: JobError) -> Self {
         match e {
             JobError::QueueFull => ApiError::QueueFull,
+            JobError::TenantFull(_) => ApiError::Busy(e.to_string()),
             JobError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             JobError::Store(e) => e.into(),
         }

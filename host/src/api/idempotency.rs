@@ -23,12 +23,15 @@ const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, h
 /// replay would store in clear what is otherwise kept only as a hash, and a
 /// replayed refresh or logout would skip rotation and revocation. These run
 /// every time; the header is ignored (the OpenAPI document says so).
-const NOT_KEPT: [&str; 5] = [
+const NOT_KEPT: [&str; 7] = [
     "/v1/auth/login",
     "/v1/auth/refresh",
     "/v1/auth/logout",
     "/v1/api-keys",
     "/v1/webhooks",
+    // A one-time code secret, and the recovery codes.
+    "/v1/users/me/totp",
+    "/v1/users/me/totp/confirm",
 ];
 
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {

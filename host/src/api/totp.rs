@@ -19,7 +19,7 @@ use super::audit::{self, Entry};
 use super::error::ErrorEnvelope;
 use super::users::confirm_password;
 use super::{ApiError, ApiJson, AppState};
-use crate::auth::{Principal, totp};
+use crate::auth::{Principal, Via, totp};
 use crate::ratelimit::Standing;
 use crate::store::StoreError;
 use crate::store::auth::{TotpRecord, UserRecord};
@@ -77,7 +77,8 @@ pub struct RemoveTotp {
 
 /// Start setting up one-time codes: a new secret for the caller's app.
 /// Logins do not ask for codes until one confirms it; starting again
-/// replaces an unconfirmed secret.
+/// replaces an unconfirmed secret. `Idempotency-Key` is ignored here: the
+/// response holds the secret.
 #[utoipa::path(post, path = "/v1/users/me/totp", operation_id = "beginTotp", tag = "auth",
     request_body = BeginTotp,
     responses(
@@ -117,6 +118,7 @@ async fn begin(
                 recovery: Vec::new(),
                 failures: 0,
                 locked_until_ms: 0,
+                lockouts: 0,
             });
             Ok(next)
         })
@@ -135,7 +137,9 @@ async fn begin(
 }
 
 /// Turn one-time codes on with a code from the app; answers the recovery
-/// codes, once.
+/// codes, once (`Idempotency-Key` is ignored here). The user's other login
+/// sessions end, as they were made without a code; five wrong codes drop
+/// the setup.
 #[utoipa::path(post, path = "/v1/users/me/totp/confirm", operation_id = "confirmTotp", tag = "auth",
     request_body = ConfirmTotp,
     responses(
@@ -164,33 +168,63 @@ async fn confirm(
         .vault
         .open_value(&slot(&id), &pending.secret)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let step = if body.code.chars().count() <= MAX_CODE_CHARS {
-        totp::matching_step(&secret, &body.code, crate::now_ms() / 1000)
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-    } else {
-        None
-    };
-    let Some(step) = step else {
-        return Err(ApiError::invalid(
-            "code",
-            "not the app's current code; check the phone's clock",
-        ));
-    };
-    let (codes, hashes) =
-        totp::new_recovery_codes().map_err(|e| ApiError::Internal(e.to_string()))?;
-    state.store.update_user(&id, &|current| {
-        let mut next = current.clone();
-        match next.totp.as_mut() {
-            // The same setup the code was checked against.
-            Some(t) if !t.confirmed && t.secret == pending.secret => {
-                t.confirmed = true;
-                t.last_step = step;
-                t.recovery.clone_from(&hashes);
+    let Some(step) = time_step(&secret, &body.code)? else {
+        // Counted on the setup: past the bound it is dropped, so a session
+        // that is not the user's cannot guess its way into turning codes on.
+        let dropped = Cell::new(false);
+        state.store.update_user(&id, &|current| {
+            let mut next = current.clone();
+            if let Some(t) = next.totp.as_mut().filter(|t| !t.confirmed) {
+                t.failures += 1;
+                if t.failures >= totp::MAX_FAILURES {
+                    next.totp = None;
+                    dropped.set(true);
+                }
             }
-            _ => return Err(StoreError::Refused("the setup changed meanwhile".into())),
-        }
-        Ok(next)
-    })?;
+            Ok(next)
+        })?;
+        state.store.flush().await?;
+        let message = if dropped.get() {
+            "not the app's current code; after too many wrong ones the setup is dropped: start again"
+        } else {
+            "not the app's current code; check the phone's clock"
+        };
+        return Err(ApiError::invalid("code", message));
+    };
+    let codes = totp::new_recovery_codes().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let hashes: Vec<String> = codes
+        .iter()
+        .map(|c| recovery_hash(&state, &id, c))
+        .collect();
+    state
+        .store
+        .update_user(&id, &|current| {
+            let mut next = current.clone();
+            match next.totp.as_mut() {
+                // The same setup the code was checked against.
+                Some(t) if !t.confirmed && t.secret == pending.secret => {
+                    t.confirmed = true;
+                    t.last_step = step;
+                    t.failures = 0;
+                    t.recovery.clone_from(&hashes);
+                }
+                _ => return Err(StoreError::Refused(String::new())),
+            }
+            Ok(next)
+        })
+        .map_err(|e| match e {
+            StoreError::Refused(_) => {
+                ApiError::Conflict("the setup changed meanwhile: start again".into())
+            }
+            other => other.into(),
+        })?;
+    // Sessions from before codes were on would not have needed one: they
+    // end, the caller's own goes on.
+    let own_session = match &principal.via {
+        Via::Session { session_id } => Some(session_id.as_str()),
+        Via::ApiKey { .. } | Via::Open => None,
+    };
+    state.store.revoke_user_sessions(&id, own_session)?;
     state.store.flush().await?;
     audit::record(
         &state,
@@ -235,10 +269,12 @@ async fn remove(
     }
     // The caller is signed in already: a wrong code is a refusal, not a
     // missing credential (a client would renew its token on a 401).
-    second_factor(&state, &ip, &user, Some(&body.otp)).map_err(|e| match e {
-        ApiError::Unauthenticated(_) => ApiError::PermissionDenied("the code is wrong".into()),
-        other => other,
-    })?;
+    second_factor(&state, &ip, &user, Some(&body.otp), "user.totp_disabled").map_err(
+        |e| match e {
+            ApiError::Unauthenticated(_) => ApiError::PermissionDenied("the code is wrong".into()),
+            other => other,
+        },
+    )?;
     state.store.update_user(&user.id, &|current| {
         Ok(UserRecord {
             totp: None,
@@ -256,6 +292,24 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The step `code` is the app's code for, now; none for a wrong one or
+/// one too long to be any.
+fn time_step(secret: &str, code: &str) -> Result<Option<u64>, ApiError> {
+    if code.chars().count() > MAX_CODE_CHARS {
+        return Ok(None);
+    }
+    totp::matching_step(secret, code, crate::now_ms() / 1000)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// What a user's recovery code is kept as.
+fn recovery_hash(state: &AppState, user_id: &str, code: &str) -> String {
+    state.vault.keyed_hash(
+        &format!("recovery:{user_id}"),
+        &totp::normal_recovery_code(code),
+    )
+}
+
 /// What a presented code turned out to be.
 #[derive(Debug, Clone)]
 enum Presented {
@@ -265,14 +319,18 @@ enum Presented {
 }
 
 /// The second step of a login for a user with one-time codes on: `code`
-/// must be a time code not used before or an unused recovery code. Taken
-/// in the store's swap, so a code is good once even for two logins at once;
-/// [`totp::MAX_FAILURES`] wrong ones in a row pause the user's logins.
+/// must be a time code for a later step than the last one taken, or an
+/// unused recovery code. Taken in the store's swap of the user, so a code
+/// is good once even for two logins at once; [`totp::MAX_FAILURES`] wrong
+/// ones in a row pause the user's logins, longer each time. A code used
+/// already is refused without counting (a second device a moment late).
+/// `action` names a failure in the audit log.
 pub(super) fn second_factor(
     state: &AppState,
     ip: &ClientIp,
     user: &UserRecord,
     code: Option<&str>,
+    action: &str,
 ) -> Result<(), ApiError> {
     let Some(record) = user.totp.as_ref().filter(|t| t.confirmed) else {
         return Ok(());
@@ -282,7 +340,7 @@ pub(super) fn second_factor(
     };
     let now_ms = crate::now_ms();
     if let Some(left) = totp::locked_for(record, now_ms) {
-        return Err(paused(left));
+        return Err(paused(left, record.lockouts));
     }
     let presented = if code.chars().count() > MAX_CODE_CHARS {
         Presented::Wrong
@@ -291,86 +349,115 @@ pub(super) fn second_factor(
             .vault
             .open_value(&slot(&user.id), &record.secret)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        totp::matching_step(&secret, code, now_ms / 1000)
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_or(Presented::Wrong, Presented::Step)
+        time_step(&secret, code)?.map_or(Presented::Wrong, Presented::Step)
     } else {
-        Presented::Recovery(totp::recovery_hash(code))
+        Presented::Recovery(recovery_hash(state, &user.id, code))
     };
-    let accepted = Cell::new(false);
-    let locked = Cell::new(false);
+    let verdict = Cell::new(Verdict::Wrong);
     let left = Cell::new(0);
+    let lockouts = Cell::new(0);
     let updated = state.store.update_user(&user.id, &|current| {
         let mut next = current.clone();
         let Some(t) = next.totp.as_mut().filter(|t| t.confirmed) else {
-            return Err(StoreError::Refused("one-time codes were turned off".into()));
+            // Turned off meanwhile: nothing to take.
+            verdict.set(Verdict::Wrong);
+            return Ok(next);
         };
-        let ok = match &presented {
-            Presented::Step(step) => *step > t.last_step && t.locked_until_ms <= now_ms,
-            Presented::Recovery(hash) => t.recovery.contains(hash) && t.locked_until_ms <= now_ms,
-            Presented::Wrong => false,
-        };
-        if ok {
-            match &presented {
-                Presented::Step(step) => t.last_step = *step,
-                Presented::Recovery(hash) => t.recovery.retain(|h| h != hash),
-                Presented::Wrong => {}
-            }
-            t.failures = 0;
+        let outcome = if t.locked_until_ms > now_ms {
+            Verdict::Paused
         } else {
-            t.failures += 1;
-            if t.failures >= totp::MAX_FAILURES {
-                t.failures = 0;
-                t.locked_until_ms = now_ms + totp::LOCKOUT_MS;
+            match &presented {
+                Presented::Step(step) if *step > t.last_step => {
+                    t.last_step = *step;
+                    Verdict::Right
+                }
+                Presented::Step(_) => Verdict::Used,
+                Presented::Recovery(hash) if t.recovery.contains(hash) => {
+                    t.recovery.retain(|h| h != hash);
+                    Verdict::Right
+                }
+                Presented::Recovery(_) | Presented::Wrong => Verdict::Wrong,
             }
+        };
+        match outcome {
+            Verdict::Right => {
+                t.failures = 0;
+                t.lockouts = 0;
+            }
+            Verdict::Wrong => {
+                t.failures += 1;
+                if t.failures >= totp::MAX_FAILURES {
+                    t.failures = 0;
+                    t.lockouts = t.lockouts.saturating_add(1);
+                    t.locked_until_ms = now_ms + totp::pause_ms(t.lockouts);
+                }
+            }
+            Verdict::Used | Verdict::Paused => {}
         }
-        accepted.set(ok);
-        locked.set(t.locked_until_ms > now_ms);
+        verdict.set(if outcome == Verdict::Wrong && t.locked_until_ms > now_ms {
+            Verdict::Paused
+        } else {
+            outcome
+        });
         left.set(t.recovery.len());
+        lockouts.set(t.lockouts);
         Ok(next)
     })?;
-    if updated.is_none() {
-        return Err(ApiError::Unauthenticated(
-            "wrong username, password or code".into(),
-        ));
-    }
-    if !accepted.get() {
+    let wrong = || ApiError::Unauthenticated("the one-time code is wrong or used already".into());
+    let audit_failure = |detail: &str| {
         audit::record(
             state,
-            Entry::new("login.failed", false)
+            Entry::new(action, false)
                 .actor_named(Some(&user.id), &user.username)
                 .ip(ip)
-                .detail(if locked.get() {
-                    "a wrong one-time code; logins paused"
-                } else {
-                    "a wrong one-time code"
-                }),
+                .detail(detail),
         );
-        if locked.get() {
-            return Err(paused(totp::LOCKOUT_MS));
+    };
+    match (updated, verdict.get()) {
+        (None, _) => Err(wrong()),
+        (Some(_), Verdict::Right) => {
+            if matches!(presented, Presented::Recovery(_)) {
+                audit::record(
+                    state,
+                    Entry::new("user.recovery_code_used", true)
+                        .actor_named(Some(&user.id), &user.username)
+                        .ip(ip)
+                        .detail(format!("{} left", left.get())),
+                );
+            }
+            Ok(())
         }
-        return Err(ApiError::Unauthenticated(
-            "wrong username, password or code".into(),
-        ));
+        (Some(_), Verdict::Used) => {
+            audit_failure("a one-time code used already");
+            Err(wrong())
+        }
+        (Some(_), Verdict::Wrong) => {
+            audit_failure("a wrong one-time code");
+            Err(wrong())
+        }
+        (Some(_), Verdict::Paused) => {
+            audit_failure("a wrong one-time code; logins paused");
+            Err(paused(totp::pause_ms(lockouts.get()), lockouts.get()))
+        }
     }
-    if matches!(presented, Presented::Recovery(_)) {
-        audit::record(
-            state,
-            Entry::new("user.recovery_code_used", true)
-                .actor_named(Some(&user.id), &user.username)
-                .ip(ip)
-                .detail(format!("{} left", left.get())),
-        );
-    }
-    Ok(())
 }
 
-/// 429 while a user's logins are paused.
-fn paused(left_ms: u64) -> ApiError {
+/// How a presented code was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Right,
+    Wrong,
+    /// Right, but for a step taken already.
+    Used,
+    Paused,
+}
+
+/// 429 while a user's logins are paused (the `lockouts`-th pause).
+fn paused(left_ms: u64, lockouts: u32) -> ApiError {
     let secs = left_ms.div_ceil(1000).max(1);
     ApiError::RateLimited(Standing {
         limit: totp::MAX_FAILURES,
-        window_secs: totp::LOCKOUT_MS / 1000,
+        window_secs: totp::pause_ms(lockouts.max(1)) / 1000,
         remaining: 0,
         reset_secs: secs,
         retry_after_secs: Some(secs),

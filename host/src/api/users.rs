@@ -387,13 +387,7 @@ pub(super) async fn confirm_password(
 
 /// Revokes every API key of `user_id`; how many there were.
 fn revoke_keys(state: &AppState, user_id: &str) -> Result<usize, ApiError> {
-    let mut revoked = 0;
-    for key in state.store.api_keys()? {
-        if key.owner_id == user_id && state.store.delete_api_key(&key.id)?.is_some() {
-            revoked += 1;
-        }
-    }
-    Ok(revoked)
+    Ok(state.store.revoke_user_keys(user_id)?)
 }
 
 /// Read a user (admin).
@@ -479,8 +473,11 @@ async fn update(
             .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?
     };
     // A reset password or a disabled account may have been someone else's
-    // hands: what they could have made with it goes too.
-    let revoked = if password_hash.is_some() || body.disabled == Some(true) {
+    // hands: what they could have made with it goes too. Enabling a user
+    // again revokes too, for keys kept by a disable from before keys were
+    // revoked at disable.
+    let reenabled = seen.disabled && body.disabled == Some(false);
+    let revoked = if password_hash.is_some() || body.disabled == Some(true) || reenabled {
         state.store.revoke_user_sessions(&id, None)?;
         revoke_keys(&state, &id)?
     } else {

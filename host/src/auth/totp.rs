@@ -13,11 +13,20 @@ pub const DIGITS: usize = 6;
 pub const STEP_SECS: u64 = 30;
 /// Recovery codes made at once; each works one time.
 pub const RECOVERY_CODES: usize = 10;
-/// Wrong codes in a row, after which the user's logins wait
-/// [`LOCKOUT_MS`]: with the password already known, this keeps a guesser
-/// to a few tries per million codes a day.
+/// Wrong codes in a row, after which the user's logins pause ([`pause_ms`]).
 pub const MAX_FAILURES: u32 = 5;
+/// The first pause; each one after it, with no right code between, is
+/// twice as long, up to [`MAX_LOCKOUT_MS`]. Someone who has the password
+/// then gets about 190 guesses a month, each right with a chance of 3 in a
+/// million (a code and one step either side count): about 0.06 %.
 pub const LOCKOUT_MS: u64 = 5 * 60 * 1000;
+pub const MAX_LOCKOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How long the `lockouts`-th pause in a row lasts (from 1).
+pub fn pause_ms(lockouts: u32) -> u64 {
+    let doubled = LOCKOUT_MS.saturating_mul(1 << lockouts.saturating_sub(1).min(16));
+    doubled.min(MAX_LOCKOUT_MS)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TotpError {
@@ -101,31 +110,27 @@ pub fn is_time_code(code: &str) -> bool {
     code.len() == DIGITS && code.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// New recovery codes (`xxxxx-xxxxx` of `[a-z0-9]`, about 50 bits each)
-/// and the hashes the store keeps of them.
+/// New recovery codes: `xxxxx-xxxxx` of `[a-z0-9]`, about 50 bits each.
 ///
 /// # Errors
 ///
 /// The system's random source failed.
-pub fn new_recovery_codes() -> Result<(Vec<String>, Vec<String>), TotpError> {
+pub fn new_recovery_codes() -> Result<Vec<String>, TotpError> {
     let mut codes = Vec::with_capacity(RECOVERY_CODES);
     for _ in 0..RECOVERY_CODES {
         let text = secrets::random_base62(10)?.to_lowercase();
         codes.push(format!("{}-{}", &text[..5], &text[5..]));
     }
-    let hashes = codes.iter().map(|c| recovery_hash(c)).collect();
-    Ok((codes, hashes))
+    Ok(codes)
 }
 
-/// What the store keeps of a recovery code: its hash, ignoring case,
-/// spaces and dashes as people type them.
-pub fn recovery_hash(code: &str) -> String {
-    let normal: String = code
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
+/// A recovery code as it is kept (hashed by the vault's key): case, spaces
+/// and dashes ignored, as people type them.
+pub fn normal_recovery_code(code: &str) -> String {
+    code.chars()
+        .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
-        .collect();
-    secrets::token_hash(&normal)
+        .collect()
 }
 
 /// Whether a user's logins are paused by too many wrong codes; how many ms
@@ -181,16 +186,25 @@ mod tests {
 
     #[test]
     fn recovery_codes_are_distinct_and_typed_loosely() {
-        let (codes, hashes) = new_recovery_codes().unwrap();
+        let codes = new_recovery_codes().unwrap();
         assert_eq!(codes.len(), RECOVERY_CODES);
-        let distinct: std::collections::BTreeSet<_> = hashes.iter().collect();
+        let distinct: std::collections::BTreeSet<_> = codes.iter().collect();
         assert_eq!(distinct.len(), RECOVERY_CODES);
         let first = &codes[0];
         assert_eq!(first.len(), 11);
         assert_eq!(
-            recovery_hash(&first.to_uppercase().replace('-', " ")),
-            hashes[0]
+            normal_recovery_code(&first.to_uppercase().replace('-', " ")),
+            first.replace('-', "")
         );
-        assert_ne!(recovery_hash("abcde-fghij"), hashes[0]);
+    }
+
+    #[test]
+    fn pauses_double_up_to_a_day() {
+        assert_eq!(pause_ms(1), LOCKOUT_MS);
+        assert_eq!(pause_ms(2), 2 * LOCKOUT_MS);
+        assert_eq!(pause_ms(4), 8 * LOCKOUT_MS);
+        assert_eq!(pause_ms(9), 256 * LOCKOUT_MS);
+        assert_eq!(pause_ms(10), MAX_LOCKOUT_MS);
+        assert_eq!(pause_ms(u32::MAX), MAX_LOCKOUT_MS);
     }
 }

@@ -232,8 +232,12 @@ pub(crate) async fn passwd(args: PasswdArgs) -> Result<ExitCode, ClientError> {
     if args.common.json {
         output::json(&user);
     } else {
+        let sessions = match api.credential {
+            Credential::Session { .. } => "your other login sessions have ended",
+            Credential::ApiKey { .. } => "your login sessions have ended",
+        };
         println!(
-            "Password changed for {}; your other login sessions have ended{}",
+            "Password changed for {}; {sessions}{}",
             output::cell(&user["username"]),
             if args.revoke_keys {
                 " and your API keys are revoked"

@@ -133,6 +133,9 @@ sections! {
         /// One worker per core.
         count: usize = std::thread::available_parallelism().map_or(1, |n| n.get()),
         queue_capacity: usize = 10_000,
+        /// Of `queue_capacity`, the most one user's queued executions may
+        /// take (past it, 429), so no one user fills the queue for all.
+        queued_per_user: usize = 2_500,
     }
 
     /// Per-execution limits: what a request gets by default and the most it
@@ -334,8 +337,13 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
-        if self.workers.count == 0 || self.workers.queue_capacity == 0 {
-            return invalid("workers.count and workers.queue_capacity must be at least 1");
+        if self.workers.count == 0
+            || self.workers.queue_capacity == 0
+            || self.workers.queued_per_user == 0
+        {
+            return invalid(
+                "workers.count, workers.queue_capacity and workers.queued_per_user must be at least 1",
+            );
         }
         if l.default_timeout_ms == 0 || l.default_timeout_ms > l.max_timeout_ms {
             return invalid(

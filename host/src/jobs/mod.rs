@@ -30,6 +30,11 @@ use self::live::LiveOutputs;
 pub enum JobError {
     #[error("the execution queue is full")]
     QueueFull,
+    /// The caller's share of the queue is full (`workers.queued_per_user`).
+    #[error(
+        "{0} of your executions are queued already, as many as one user may have; retry when some have run"
+    )]
+    TenantFull(usize),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -103,11 +108,17 @@ pub enum Cancelled {
 }
 
 impl Jobs {
-    /// A queue of `capacity`, and turns for as many HTTP function requests
-    /// at once as there are `workers`; [`Jobs::spawn_workers`] starts them.
-    pub fn new(workers: usize, capacity: usize, metrics: ExecutionMetrics) -> Arc<Self> {
+    /// A queue of `capacity`, `per_user` of one user, and turns for as
+    /// many HTTP function requests at once as there are `workers`;
+    /// [`Jobs::spawn_workers`] starts them.
+    pub fn new(
+        workers: usize,
+        capacity: usize,
+        per_user: usize,
+        metrics: ExecutionMetrics,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            queue: Queue::new(capacity),
+            queue: Queue::new(capacity, per_user),
             metrics,
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
@@ -259,9 +270,12 @@ impl Jobs {
         self.lock().insert(id.to_string(), sender);
         match self.queue.push(id.to_string(), priority, tenant(record)) {
             Ok(()) => Ok(receiver),
-            Err(queue::Full) => {
+            Err(refused) => {
                 self.lock().remove(id);
-                Err(JobError::QueueFull)
+                Err(match refused {
+                    queue::Refused::Full => JobError::QueueFull,
+                    queue::Refused::TenantFull => JobError::TenantFull(self.queue.per_tenant()),
+                })
             }
         }
     }
@@ -449,7 +463,12 @@ mod tests {
     use super::*;
 
     fn jobs(capacity: usize) -> Arc<Jobs> {
-        Jobs::new(1, capacity, crate::metrics::Metrics::new().executions())
+        Jobs::new(
+            1,
+            capacity,
+            capacity,
+            crate::metrics::Metrics::new().executions(),
+        )
     }
 
     fn store() -> (Arc<dyn Store>, tempfile::TempDir) {

@@ -1,10 +1,11 @@
-//! The execution queue: one lane per priority, bounded in total. Within a
-//! lane each tenant (whoever an execution's turn is charged to: its
-//! creator) has a FIFO of its own, and the lane serves tenants in turn, one
-//! execution each: a tenant with 10 000 queued runs delays another's single
-//! run by at most one run per tenant ahead of it, not by 10 000. A semaphore
-//! counts the queued ids, so a worker that gets a permit always finds one,
-//! and closing it stops the workers.
+//! The execution queue, bounded in all and per tenant (whoever an
+//! execution's turn is charged to: its creator). Tenants take turns, one
+//! execution each; within a tenant, higher priorities go first, then the
+//! oldest. So a tenant with 10 000 queued runs delays another's single run
+//! by at most one run per tenant ahead of it in the turn, whatever
+//! priorities it asks for: priority orders a tenant's own runs, never one
+//! tenant's over another's. A semaphore counts the queued ids, so a worker
+//! that gets a permit always finds one, and closing it stops the workers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -14,75 +15,39 @@ use tokio::sync::Semaphore;
 use crate::store::Priority;
 
 pub struct Queue {
-    /// Lanes in priority order: high, normal, low.
-    lanes: Mutex<[Lane; 3]>,
+    state: Mutex<Queued>,
     capacity: usize,
+    per_tenant: usize,
     queued: Semaphore,
 }
 
-/// One priority's queued ids, by tenant.
 #[derive(Default)]
-struct Lane {
+struct Queued {
     /// Tenants with queued ids, the next to be served first.
     turns: VecDeque<String>,
-    ids: HashMap<String, VecDeque<String>>,
-    len: usize,
+    tenants: HashMap<String, Lanes>,
+    /// Which tenant each queued id is of, so a removal looks at one tenant.
+    tenant_of: HashMap<String, String>,
 }
 
-impl Lane {
-    fn push(&mut self, id: String, tenant: &str) {
-        match self.ids.get_mut(tenant) {
-            Some(queued) => queued.push_back(id),
-            None => {
-                self.ids.insert(tenant.to_owned(), VecDeque::from([id]));
-                self.turns.push_back(tenant.to_owned());
-            }
-        }
-        self.len += 1;
-    }
+/// One tenant's queued ids, a FIFO per priority: high, normal, low.
+#[derive(Default)]
+struct Lanes([VecDeque<String>; 3]);
 
-    /// The first id of the tenant whose turn it is; the tenant goes to the
-    /// back of the line if it has more.
-    fn pop(&mut self) -> Option<String> {
-        let tenant = self.turns.pop_front()?;
-        let queued = self.ids.get_mut(&tenant)?;
-        let id = queued.pop_front();
-        if queued.is_empty() {
-            self.ids.remove(&tenant);
-        } else {
-            self.turns.push_back(tenant);
-        }
-        self.len -= usize::from(id.is_some());
-        id
-    }
-
-    fn remove(&mut self, id: &str) -> bool {
-        let Some((tenant, at)) = self.ids.iter().find_map(|(tenant, queued)| {
-            Some((tenant.clone(), queued.iter().position(|q| q == id)?))
-        }) else {
-            return false;
-        };
-        if let Some(queued) = self.ids.get_mut(&tenant) {
-            queued.remove(at);
-            if queued.is_empty() {
-                self.ids.remove(&tenant);
-                self.turns.retain(|t| *t != tenant);
-            }
-        }
-        self.len -= 1;
-        true
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.ids
-            .values()
-            .any(|queued| queued.iter().any(|q| q == id))
+impl Lanes {
+    fn len(&self) -> usize {
+        self.0.iter().map(VecDeque::len).sum()
     }
 }
 
-/// The queue is at capacity.
-#[derive(Debug)]
-pub struct Full;
+/// Why an id was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue is at capacity.
+    Full,
+    /// The tenant has as many queued as it may.
+    TenantFull,
+}
 
 fn lane(priority: Priority) -> usize {
     match priority {
@@ -92,48 +57,96 @@ fn lane(priority: Priority) -> usize {
     }
 }
 
+impl Queued {
+    fn push(&mut self, id: String, priority: Priority, tenant: &str) {
+        let lanes = self.tenants.entry(tenant.to_owned()).or_insert_with(|| {
+            self.turns.push_back(tenant.to_owned());
+            Lanes::default()
+        });
+        lanes.0[lane(priority)].push_back(id.clone());
+        self.tenant_of.insert(id, tenant.to_owned());
+    }
+
+    /// The first id of the tenant whose turn it is; the tenant goes to the
+    /// back of the line if it has more.
+    fn pop(&mut self) -> Option<String> {
+        let tenant = self.turns.pop_front()?;
+        let lanes = self.tenants.get_mut(&tenant)?;
+        let id = lanes.0.iter_mut().find_map(VecDeque::pop_front);
+        if lanes.len() == 0 {
+            self.tenants.remove(&tenant);
+        } else {
+            self.turns.push_back(tenant);
+        }
+        if let Some(id) = &id {
+            self.tenant_of.remove(id);
+        }
+        id
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(tenant) = self.tenant_of.remove(id) else {
+            return false;
+        };
+        if let Some(lanes) = self.tenants.get_mut(&tenant) {
+            for lane in &mut lanes.0 {
+                lane.retain(|queued| queued != id);
+            }
+            if lanes.len() == 0 {
+                self.tenants.remove(&tenant);
+                self.turns.retain(|t| *t != tenant);
+            }
+        }
+        true
+    }
+}
+
 impl Queue {
-    pub fn new(capacity: usize) -> Self {
+    /// A queue of at most `capacity` ids, at most `per_tenant` of one tenant.
+    pub fn new(capacity: usize, per_tenant: usize) -> Self {
         Self {
-            lanes: Mutex::new(Default::default()),
+            state: Mutex::new(Queued::default()),
             capacity,
+            per_tenant,
             queued: Semaphore::new(0),
         }
     }
 
-    fn lanes(&self) -> std::sync::MutexGuard<'_, [Lane; 3]> {
-        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds an id of `tenant` unless the queue is full.
-    pub fn push(&self, id: String, priority: Priority, tenant: &str) -> Result<(), Full> {
-        let mut lanes = self.lanes();
-        if lanes.iter().map(|l| l.len).sum::<usize>() >= self.capacity {
-            return Err(Full);
+    /// Adds an id of `tenant` unless the queue, or the tenant's share of
+    /// it, is full.
+    pub fn push(&self, id: String, priority: Priority, tenant: &str) -> Result<(), Refused> {
+        let mut state = self.state();
+        if state.tenant_of.len() >= self.capacity {
+            return Err(Refused::Full);
         }
-        lanes[lane(priority)].push(id, tenant);
+        if state.tenants.get(tenant).map_or(0, Lanes::len) >= self.per_tenant {
+            return Err(Refused::TenantFull);
+        }
+        state.push(id, priority, tenant);
         // Under the lock, so `remove` always finds the permit of an id it sees.
         self.queued.add_permits(1);
         Ok(())
     }
 
-    /// Adds an id even past capacity: for executions accepted before a
+    /// Adds an id even past the bounds: for executions accepted before a
     /// restart, which must not be refused now.
     pub fn push_accepted(&self, id: String, priority: Priority, tenant: &str) {
-        let mut lanes = self.lanes();
-        lanes[lane(priority)].push(id, tenant);
+        self.state().push(id, priority, tenant);
         self.queued.add_permits(1);
     }
 
-    /// The next id by priority, then by tenants' turns, waiting for one;
-    /// `None` once closed.
+    /// The next id by tenants' turns, then priority, waiting for one; `None`
+    /// once closed.
     pub async fn pop(&self) -> Option<String> {
         loop {
             self.queued.acquire().await.ok()?.forget();
-            let mut lanes = self.lanes();
             // Permits never outnumber ids, so this finds one; the loop is
             // only a guard.
-            if let Some(id) = lanes.iter_mut().find_map(Lane::pop) {
+            if let Some(id) = self.state().pop() {
                 return Some(id);
             }
         }
@@ -141,23 +154,28 @@ impl Queue {
 
     /// Removes a queued id (a cancelled execution), freeing its place.
     pub fn remove(&self, id: &str) -> bool {
-        let mut lanes = self.lanes();
-        let Some(lane) = lanes.iter_mut().find(|lane| lane.contains(id)) else {
+        let mut state = self.state();
+        if !state.tenant_of.contains_key(id) {
             return false;
-        };
+        }
         // Take back a permit: ids = permits + pops that hold one and wait
         // for this lock, so none left means a pop takes this id.
         match self.queued.try_acquire() {
             Ok(permit) => {
                 permit.forget();
-                lane.remove(id)
+                state.remove(id)
             }
             Err(_) => false,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.lanes().iter().map(|l| l.len).sum()
+        self.state().tenant_of.len()
+    }
+
+    /// How many ids one tenant may have queued.
+    pub fn per_tenant(&self) -> usize {
+        self.per_tenant
     }
 
     /// Wakes every waiting worker with `None`.
@@ -172,7 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn higher_priorities_go_first_and_each_lane_is_fifo() {
-        let queue = Queue::new(10);
+        let queue = Queue::new(10, 10);
         for (id, priority) in [
             ("n1", Priority::Normal),
             ("l1", Priority::Low),
@@ -191,7 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_counts_every_lane_and_removal_frees_a_place() {
-        let queue = Queue::new(2);
+        let queue = Queue::new(2, 2);
         queue.push("a".into(), Priority::Low, "t").unwrap();
         queue.push("b".into(), Priority::High, "t").unwrap();
         assert!(queue.push("c".into(), Priority::High, "u").is_err());
@@ -200,14 +218,15 @@ mod tests {
         queue.push("c".into(), Priority::Normal, "t").unwrap();
         queue.push_accepted("d".into(), Priority::Low, "u");
         assert_eq!(queue.len(), 3);
+        // t's turn (its high first), then u's, then t's again.
         assert_eq!(queue.pop().await.as_deref(), Some("b"));
-        assert_eq!(queue.pop().await.as_deref(), Some("c"));
         assert_eq!(queue.pop().await.as_deref(), Some("d"));
+        assert_eq!(queue.pop().await.as_deref(), Some("c"));
     }
 
     #[tokio::test]
-    async fn tenants_take_turns_within_a_priority() {
-        let queue = Queue::new(10_000);
+    async fn tenants_take_turns_whatever_priorities_they_ask_for() {
+        let queue = Queue::new(10_000, 10_000);
         for i in 0..5_000 {
             queue
                 .push(format!("a{i}"), Priority::Normal, "flooder")
@@ -221,21 +240,43 @@ mod tests {
         for _ in 0..6 {
             first.push(queue.pop().await.unwrap());
         }
-        // Priority first; then one each in turn, whoever queued more.
-        assert_eq!(first, ["h0", "a0", "b0", "a1", "b1", "a2"]);
+        // One each in turn, whoever queued more or asked for high; a
+        // tenant's own high run goes before its normal ones.
+        assert_eq!(first, ["h0", "b0", "c0", "a0", "b1", "a1"]);
         // A cancelled id leaves its tenant's line; an emptied line leaves
         // the turns.
         queue.push("b2".into(), Priority::Normal, "other").unwrap();
         assert!(queue.remove("b2"));
         assert!(!queue.remove("b2"));
+        assert_eq!(queue.pop().await.as_deref(), Some("a2"));
         assert_eq!(queue.pop().await.as_deref(), Some("a3"));
-        assert_eq!(queue.pop().await.as_deref(), Some("a4"));
-        assert_eq!(queue.len(), 4_995 + 1);
+        assert_eq!(queue.len(), 4_996);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_holds_at_most_its_share_of_the_queue() {
+        let queue = Queue::new(5, 3);
+        for i in 0..3 {
+            queue.push(format!("a{i}"), Priority::High, "a").unwrap();
+        }
+        assert_eq!(
+            queue.push("a3".into(), Priority::Low, "a"),
+            Err(Refused::TenantFull)
+        );
+        queue.push("b0".into(), Priority::Normal, "b").unwrap();
+        queue.push("c0".into(), Priority::Normal, "c").unwrap();
+        assert_eq!(
+            queue.push("d0".into(), Priority::Normal, "d"),
+            Err(Refused::Full)
+        );
+        // A run taken frees the tenant's place.
+        assert_eq!(queue.pop().await.as_deref(), Some("a0"));
+        queue.push("a3".into(), Priority::Low, "a").unwrap();
     }
 
     #[tokio::test]
     async fn closing_releases_waiting_workers() {
-        let queue = std::sync::Arc::new(Queue::new(1));
+        let queue = std::sync::Arc::new(Queue::new(1, 1));
         let waiting = tokio::spawn({
             let queue = queue.clone();
             async move { queue.pop().await }

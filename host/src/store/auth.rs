@@ -36,7 +36,9 @@ pub struct TotpRecord {
     /// The last time step a code was taken for: each code works once.
     #[serde(default)]
     pub last_step: u64,
-    /// BLAKE3 hashes of the recovery codes not used yet.
+    /// Keyed hashes (`Vault::keyed_hash`) of the recovery codes not used
+    /// yet; while unconfirmed, wrong codes given to confirm it count in
+    /// `failures`.
     #[serde(default)]
     pub recovery: Vec<String>,
     /// Wrong codes since the last right one.
@@ -45,6 +47,10 @@ pub struct TotpRecord {
     /// Until when (Unix ms) logins wait after too many wrong codes.
     #[serde(default)]
     pub locked_until_ms: u64,
+    /// Pauses since the last right code (each twice as long as the one
+    /// before).
+    #[serde(default)]
+    pub lockouts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +148,8 @@ pub trait AuthStore: Send + Sync {
     fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Revokes a key: after this it authenticates nothing.
     fn delete_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Revokes every key of a user; returns how many there were.
+    fn revoke_user_keys(&self, user_id: &str) -> Result<usize, StoreError>;
 
     fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
     fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;

@@ -56,10 +56,13 @@ pub trait ScriptDataStore {
     /// Every key and value of a script, in key order.
     fn kv_entries(&self, script_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     fn script_config(&self, script_id: &str) -> Result<BTreeMap<String, String>, StoreError>;
+    /// Replaces a script's config if `allow` passes its record as it is
+    /// now; [`StoreError::NotFound`] if there is no such script.
     fn set_script_config(
         &self,
         script_id: &str,
         values: &BTreeMap<String, String>,
+        allow: &dyn Fn(&super::ScriptRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
     /// Removes a deleted script's key-value entries and config.
     fn drop_script_data(&self, script_id: &str) -> Result<(), StoreError>;

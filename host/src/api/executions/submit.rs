@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::ExecutionView;
 use crate::api::error::ErrorEnvelope;
+use crate::api::scripts::ownership::may_change;
 use crate::api::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::auth::Principal;
 use crate::executions::{RunRequest, Target};
@@ -151,8 +152,11 @@ fn wait_unless_interactive(
         (status = 200, description = "Finished within the wait", body = ExecutionView),
         (status = 202, description = "Queued or still running", body = Accepted, headers(("Location" = String))),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 403, description = "A `version` other than the current one, asked for by someone who may not change the script", body = ErrorEnvelope),
         (status = 404, description = "No such script", body = ErrorEnvelope),
         (status = 409, description = "The script is archived, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
+        (status = 429, description = "The caller has `workers.queued_per_user` executions queued", body = ErrorEnvelope,
+            headers(("Retry-After" = String))),
         (status = 503, description = "The queue is full (QUEUE_FULL) or the server is draining", body = ErrorEnvelope,
             headers(("Retry-After" = String))),
     ))]
@@ -187,6 +191,15 @@ pub(super) async fn execute(
     }
     let version = match request.version {
         None => script.version,
+        // An old version runs with today's config and hosts: it may be code
+        // someone who may no longer change the script wrote.
+        Some(v) if v != script.version && !may_change(&principal, &script) => {
+            return Err(ApiError::PermissionDenied(format!(
+                "only the owner of script {:?}, its editors and admins run a version other than \
+                 the current one ({})",
+                script.name, script.version
+            )));
+        }
         Some(v) if state.store.script_version(&script.id, v)?.is_some() => v,
         Some(v) => {
             return Err(ApiError::invalid(
@@ -240,7 +253,7 @@ pub struct AdHocExecution {
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
         (status = 409, description = "The Idempotency-Key was used for another request", body = ErrorEnvelope),
         (status = 422, description = "A component that does not compile, or passes a compile limit", body = ErrorEnvelope),
-        (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight", body = ErrorEnvelope),
+        (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight, or `workers.queued_per_user` executions queued", body = ErrorEnvelope),
         (status = 503, description = "The queue (or the compile queue) is full, or the server is draining", body = ErrorEnvelope),
     ))]
 pub(super) async fn execute_ad_hoc(

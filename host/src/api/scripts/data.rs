@@ -20,6 +20,7 @@ use crate::api::audit::{self, Entry};
 use crate::api::error::ErrorEnvelope;
 use crate::api::{ApiError, ApiJson, ApiPath, AppState};
 use crate::auth::Principal;
+use crate::store::StoreError;
 
 const MAX_CONFIG_VALUES: usize = 100;
 const MAX_CONFIG_KEY_CHARS: usize = 128;
@@ -79,7 +80,13 @@ pub(super) async fn put_config(
             (key.clone(), state.vault.seal(&slot, value))
         })
         .collect();
-    state.store.set_script_config(&script.id, &sealed)?;
+    state
+        .store
+        .set_script_config(&script.id, &sealed, &|now| check_change(&principal, now))
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound(format!("no script {id_or_name:?}")),
+            other => audited(&state, &principal, &ip, "config", &script.id, other.into()),
+        })?;
     let keys: Vec<String> = input.values.into_keys().collect();
     audit::record(
         &state,

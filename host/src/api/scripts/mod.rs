@@ -4,7 +4,7 @@
 mod body;
 pub(crate) mod bundle;
 mod data;
-mod ownership;
+pub(crate) mod ownership;
 mod write;
 
 use axum::extract::State;

@@ -36,6 +36,7 @@ use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
         (status = 201, description = "Created", body = ScriptView,
             headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 403, description = "`owner` names someone else and the caller is not an admin", body = ErrorEnvelope),
         (status = 409, description = "The name is taken, the caller holds `limits.scripts_per_user` scripts, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
         (status = 413, description = "The body is over the limit", body = ErrorEnvelope),
         (status = 415, description = "Not JSON, multipart, a component, JavaScript or Python source, or an archive", body = ErrorEnvelope),
@@ -67,12 +68,16 @@ pub(super) async fn create(
         )
     })?;
     let (content, source) = stored(content, language).await?;
-    let owner = fields
-        .owner
-        .as_deref()
-        .map(|o| ownership::user_id(&state, "owner", o))
-        .transpose()?;
-    let editors = editor_ids(&state, fields.editors.as_deref().unwrap_or_default())?;
+    let (owner, editors) = sharing_of(&state, &fields)?;
+    // A script is made as the caller's; giving it away comes after, so no
+    // one is made the owner of code they never saw.
+    if owner.is_some() && owner != principal.user_id() && !principal.is_admin() {
+        return Err(ApiError::PermissionDenied(
+            "only admins create a script owned by someone else; create it, then give it away"
+                .into(),
+        ));
+    }
+    let editors = editors.unwrap_or_default();
     // Before the compile, so a user at the cap spends nothing; counted
     // again when the script is created.
     crate::api::create_within_cap(
@@ -190,16 +195,7 @@ pub(super) async fn update(
             e.into(),
         ));
     }
-    let owner = fields
-        .owner
-        .as_deref()
-        .map(|o| ownership::user_id(&state, "owner", o))
-        .transpose()?;
-    let editors = fields
-        .editors
-        .as_deref()
-        .map(|names| editor_ids(&state, names))
-        .transpose()?;
+    let (owner, editors) = sharing_of(&state, &fields)?;
     if let Some(language) = fields.language.as_deref()
         && parse_language(language)? != current.language
     {
@@ -353,12 +349,30 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The owner and editors a request names, as user ids.
+fn sharing_of(
+    state: &AppState,
+    fields: &ScriptFields,
+) -> Result<(Option<String>, Option<Vec<String>>), ApiError> {
+    let owner = fields
+        .owner
+        .as_deref()
+        .map(|o| ownership::user_id(state, "owner", o))
+        .transpose()?;
+    let editors = fields
+        .editors
+        .as_deref()
+        .map(|names| editor_ids(state, names))
+        .transpose()?;
+    Ok((owner, editors))
+}
+
 /// What an update changed, for the audit log: names of fields and the new
 /// version, never values (a description or metadata may be anything).
 fn changes(before: &ScriptRecord, after: &ScriptRecord) -> String {
     let mut changed = Vec::new();
     if after.version != before.version {
-        changed.push(format!("content: version {}", after.version));
+        changed.push("content".to_owned());
     }
     let fields = [
         ("name", before.name != after.name),
@@ -378,10 +392,16 @@ fn changes(before: &ScriptRecord, after: &ScriptRecord) -> String {
             .filter(|(_, differs)| *differs)
             .map(|(name, _)| name.to_owned()),
     );
-    if changed.is_empty() {
-        return format!("nothing changed (version {})", after.version);
+    let changed = if changed.is_empty() {
+        "nothing".to_owned()
+    } else {
+        changed.join(", ")
+    };
+    if after.version != before.version {
+        format!("{changed}; now version {}", after.version)
+    } else {
+        format!("{changed}; at version {}", after.version)
     }
-    format!("{} (version {})", changed.join(", "), after.version)
 }
 
 /// How many scripts `owner` created.

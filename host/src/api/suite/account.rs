@@ -267,6 +267,11 @@ async fn one_time_codes_guard_logins_once_each_and_pause_a_guesser() {
     // Codes taken now, so a step boundary passing during the test changes
     // nothing: the confirming one, and the app's next one.
     let (first, next) = (code(&secret, 0), code(&secret, 1));
+    let made_before = app.login("dev", "dev password").await.expect(200);
+    let made_before = made_before["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
     let confirmed = app
         .with_token(&dev, Method::POST, "/v1/users/me/totp/confirm")
         .json(&json!({"code": first}))
@@ -282,6 +287,11 @@ async fn one_time_codes_guard_logins_once_each_and_pause_a_guesser() {
         .await
         .expect(200);
     assert_eq!(me["totp"], true);
+    // A session made without a code ends; the one that turned codes on goes on.
+    app.with_token(&made_before, Method::GET, "/v1/users/me")
+        .send()
+        .await
+        .error(401, "AUTHENTICATION_REQUIRED");
     app.with_token(&dev, Method::POST, "/v1/users/me/totp")
         .json(&json!({"current_password": "dev password"}))
         .send()
@@ -318,8 +328,9 @@ async fn one_time_codes_guard_logins_once_each_and_pause_a_guesser() {
         .await
         .error(401, "AUTHENTICATION_REQUIRED");
 
-    // Five wrong codes in a row (a right one starts the count again: one
-    // above) pause the user's logins, even with a right code.
+    // Five wrong codes in a row (a right one starts the count again; a used
+    // one does not count: one above) pause the user's logins, even with a
+    // right code.
     for _ in 0..3 {
         login_with(&app, "dev", "dev password", "zzzzz-zzzzz")
             .await
@@ -328,6 +339,7 @@ async fn one_time_codes_guard_logins_once_each_and_pause_a_guesser() {
     let paused = login_with(&app, "dev", "dev password", "zzzzz-zzzzz").await;
     let retry: u64 = paused.header("retry-after").parse().expect("Retry-After");
     assert!((1..=300).contains(&retry), "{retry}");
+    assert_eq!(paused.header("x-ratelimit-window"), "300");
     paused.error(429, "RATE_LIMIT_EXCEEDED");
     login_with(&app, "dev", "dev password", &recovery[1])
         .await
@@ -360,15 +372,11 @@ async fn one_time_codes_guard_logins_once_each_and_pause_a_guesser() {
         actions(audited(&app, "user.recovery_code_used").await),
         ["9 left"]
     );
+    // Codes used already are refused without counting toward the pause.
     let failed = actions(audited(&app, "login.failed").await);
-    assert_eq!(
-        failed
-            .iter()
-            .filter(|d| d.starts_with("a wrong one-time code"))
-            .count(),
-        7,
-        "{failed:?}"
-    );
+    let count = |prefix: &str| failed.iter().filter(|d| d.starts_with(prefix)).count();
+    assert_eq!(count("a wrong one-time code"), 5, "{failed:?}");
+    assert_eq!(count("a one-time code used already"), 2, "{failed:?}");
     assert!(
         failed.contains(&"a wrong one-time code; logins paused".to_owned()),
         "{failed:?}"
@@ -402,5 +410,56 @@ async fn turning_codes_off_takes_the_password_and_a_code() {
         .into_iter()
         .map(|e| e["outcome"].clone())
         .collect();
-    assert_eq!(outcomes, [json!("success"), json!("failure")]);
+    // The wrong code, then the wrong password, refused; then the change.
+    assert_eq!(
+        outcomes,
+        [json!("success"), json!("failure"), json!("failure")]
+    );
+}
+
+#[tokio::test]
+async fn a_setup_is_shown_once_and_dropped_after_wrong_codes() {
+    let app = TestApp::new().await;
+    let (_, dev) = app.create_user("dev", "developer").await;
+    let begin = || {
+        app.with_token(&dev, Method::POST, "/v1/users/me/totp")
+            .header("idempotency-key", "same-key")
+            .json(&json!({"current_password": "dev password"}))
+            .send()
+    };
+    // Not replayed from the idempotency store, which would keep the secret.
+    let (one, two) = (begin().await, begin().await);
+    assert!(two.header("idempotent-replayed").is_empty());
+    let secret = two.expect(200)["secret"]
+        .as_str()
+        .expect("a secret")
+        .to_owned();
+    assert_ne!(one.expect(200)["secret"], secret.as_str());
+
+    let wrong = if code(&secret, 0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let confirm = |code: String| {
+        app.with_token(&dev, Method::POST, "/v1/users/me/totp/confirm")
+            .json(&json!({ "code": code }))
+            .send()
+    };
+    for _ in 0..4 {
+        confirm(wrong.to_owned())
+            .await
+            .error(400, "VALIDATION_ERROR");
+    }
+    let dropped = confirm(wrong.to_owned())
+        .await
+        .error(400, "VALIDATION_ERROR");
+    assert!(
+        dropped["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("start again")),
+        "{dropped}"
+    );
+    confirm(code(&secret, 0)).await.error(409, "CONFLICT");
+    app.login("dev", "dev password").await.expect(200);
 }

@@ -450,33 +450,35 @@ async fn one_users_flood_of_runs_does_not_hold_up_anothers_single_run() {
     app.create_script(
         "nap",
         "javascript",
-        "export default async function main() { await new Promise((r) => setTimeout(r, 20)); }",
+        "export default async function main() { await new Promise((r) => setTimeout(r, 50)); }",
     )
     .await;
-    // 2 000 runs of 20 ms on 2 workers: 20 s of work, queued far faster.
+    // 2 000 runs of 50 ms on 2 workers: 50 s of work, queued far faster,
+    // every one asking for high priority, which orders only the flooder's
+    // own runs.
     for _ in 0..2_000 {
         app.with_token(&flooder, Method::POST, "/v1/scripts/nap/execute?async=true")
-            .json(&json!({}))
+            .json(&json!({"priority": "high"}))
             .send()
             .await
             .expect(202);
     }
     let queued = app.get("/v1/status").send().await.expect(200);
     let waiting = queued["queue_depth"].as_u64().unwrap_or_default();
-    assert!(waiting > 500, "the flood is still queued: {queued}");
+    assert!(waiting > 200, "the flood is still queued: {queued}");
 
     let asked = std::time::Instant::now();
     let run = app
         .with_token(&other, Method::POST, "/v1/scripts/nap/execute?wait=true")
-        .json(&json!({}))
+        .json(&json!({"priority": "low"}))
         .send()
         .await
         .expect(200);
     assert_eq!(run["status"], "completed", "{run}");
-    // In turn it waits for at most a run per worker; first in, first out it
-    // would have waited for every queued one (over 5 s of them).
+    // In turn it waits for about a run per worker (0.1 s); first in, first
+    // out it would have waited for every queued one (over 10 s of them).
     let waited = asked.elapsed();
-    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
     let page = app
         .get("/v1/executions?status=completed&size=100")
         .send()
@@ -496,4 +498,47 @@ async fn one_users_flood_of_runs_does_not_hold_up_anothers_single_run() {
         started_meanwhile <= 3,
         "{started_meanwhile} of the flood went first"
     );
+}
+
+#[tokio::test]
+async fn one_user_holds_at_most_its_share_of_the_queue() {
+    let app = TestApp::with(|c| {
+        c.workers.count = 1;
+        c.workers.queued_per_user = 3;
+    })
+    .await;
+    let (_, busy) = app.create_user("busy", "developer").await;
+    let (_, other) = app.create_user("other", "developer").await;
+    app.create_script(
+        "nap",
+        "javascript",
+        "export default async function main() { await new Promise((r) => setTimeout(r, 2000)); }",
+    )
+    .await;
+    let submit = |token: &str| {
+        app.with_token(token, Method::POST, "/v1/scripts/nap/execute?async=true")
+            .json(&json!({}))
+            .send()
+    };
+    // One runs (or is about to), three wait; the next is refused.
+    let mut refused = None;
+    for _ in 0..6 {
+        let reply = submit(&busy).await;
+        if reply.status() == 429 {
+            refused = Some(reply);
+            break;
+        }
+        assert_eq!(reply.status(), 202, "{}", reply.text());
+    }
+    let refused = refused.expect("a submission past the share is refused");
+    assert_eq!(refused.header("retry-after"), "1");
+    let body = refused.error(429, "RATE_LIMIT_EXCEEDED");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3 of your executions")),
+        "{body}"
+    );
+    // Someone else still gets a place.
+    submit(&other).await.expect(202);
 }

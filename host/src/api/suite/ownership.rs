@@ -25,6 +25,17 @@ async fn only_a_scripts_owner_its_editors_and_admins_change_it() {
     let (_, ann) = app.create_user("ann", "analyst").await;
     let as_ = |token: &str, method: Method, path: &str| app.with_token(token, method, path);
 
+    // Made as the caller's: only an admin makes one owned by someone else.
+    let gift = json!({"name": "gift", "language": "javascript", "owner": "bob",
+        "content": "function main() { return 1; }"});
+    as_(&alice, Method::POST, "/v1/scripts")
+        .json(&gift)
+        .send()
+        .await
+        .error(403, "PERMISSION_DENIED");
+    let given = app.post("/v1/scripts").json(&gift).send().await.expect(201);
+    assert_eq!(given["owner"], bob_id.as_str());
+
     let created = as_(&alice, Method::POST, "/v1/scripts")
         .json(&json!({"name": "report", "language": "javascript",
             "content": "function main() { return 'report'; }"}))
@@ -135,6 +146,19 @@ async fn only_a_scripts_owner_its_editors_and_admins_change_it() {
             .await
             .error(403, "PERMISSION_DENIED");
     }
+    // An old version runs with today's config: only who may change the
+    // script runs one.
+    let (_, carol) = app.create_user("carol", "developer").await;
+    let run_version = |token: &str, version: u32| {
+        app.with_token(token, Method::POST, "/v1/scripts/report/execute?wait=true")
+            .json(&json!({ "version": version }))
+            .send()
+    };
+    run_version(&carol, 1).await.error(403, "PERMISSION_DENIED");
+    let by_editor = run_version(&bob, 1).await.expect(200);
+    assert_eq!(by_editor["result"], "report");
+    run_version(&carol, 2).await.expect(200);
+
     // Editors must be users; there is a bound on them.
     let unknown = as_(&alice, Method::PUT, "/v1/scripts/report")
         .json(&json!({"editors": ["nobody"]}))
@@ -187,12 +211,12 @@ async fn only_a_scripts_owner_its_editors_and_admins_change_it() {
     assert_eq!(
         of_script(audited(&app, "script.updated").await),
         [
-            ("admin".to_owned(), "owner, editors (version 2)".to_owned()),
             (
-                "bob".to_owned(),
-                "content: version 2 (version 2)".to_owned()
+                "admin".to_owned(),
+                "owner, editors; at version 2".to_owned()
             ),
-            ("alice".to_owned(), "editors (version 1)".to_owned()),
+            ("bob".to_owned(), "content; now version 2".to_owned()),
+            ("alice".to_owned(), "editors; at version 1".to_owned()),
         ]
     );
     assert_eq!(

@@ -63,13 +63,19 @@ impl AuthStore for SledStore {
             )
             .map_err(backend)?
             .ok();
-        for key in self.api_keys()? {
-            if key.owner_id == user.id {
-                self.delete_api_key(&key.id)?;
-            }
-        }
+        self.revoke_user_keys(&user.id)?;
         self.revoke_user_sessions(&user.id, None)?;
         Ok(Some(user))
+    }
+
+    fn revoke_user_keys(&self, user_id: &str) -> Result<usize, StoreError> {
+        let mut revoked = 0;
+        for key in self.api_keys()? {
+            if key.owner_id == user_id && self.delete_api_key(&key.id)?.is_some() {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
     }
 
     fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 
 use super::{SledStore, backend, decode, put};
-use crate::store::StoreError;
 use crate::store::script_data::{KvRefusal, ScriptDataStore, SharedSecretRecord};
+use crate::store::scripts::ScriptStore;
+use crate::store::{ScriptRecord, StoreError};
 
 fn kv_key(script_id: &str, key: &str) -> Vec<u8> {
     format!("{script_id}/{key}").into_bytes()
@@ -99,8 +100,17 @@ impl ScriptDataStore for SledStore {
         &self,
         script_id: &str,
         values: &BTreeMap<String, String>,
+        allow: &dyn Fn(&ScriptRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        put(&self.script_config, script_id, values)
+        // Under the lock script writes take, so `allow` sees the record as
+        // it is when the config is written (and a deleted script gets none).
+        let _writing = self
+            .script_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let script = ScriptStore::script(self, script_id)?.ok_or(StoreError::NotFound)?;
+        allow(&script)?;
+        put(&self.script_config, script.id.as_bytes(), values)
     }
 
     fn drop_script_data(&self, script_id: &str) -> Result<(), StoreError> {
@@ -220,7 +230,19 @@ mod tests {
         assert!(!store.kv_delete("a", "p/1").unwrap());
 
         let config = BTreeMap::from([("k".to_string(), "v".to_string())]);
-        store.set_script_config("a", &config).unwrap();
+        let allow = |_: &ScriptRecord| Ok(());
+        // Only a script that exists has config, and only when its check passes.
+        assert!(matches!(
+            store.set_script_config("a", &config, &allow),
+            Err(StoreError::NotFound)
+        ));
+        store
+            .create_script(&crate::store::testing::script("a", "a-name", 1), b"v2")
+            .unwrap();
+        let refuse = |_: &ScriptRecord| Err(StoreError::Forbidden("no".into()));
+        assert!(store.set_script_config("a", &config, &refuse).is_err());
+        assert!(store.script_config("a").unwrap().is_empty());
+        store.set_script_config("a", &config, &allow).unwrap();
         assert_eq!(store.script_config("a").unwrap(), config);
         store.drop_script_data("a").unwrap();
         assert!(store.kv_entries("a").unwrap().is_empty());
