@@ -380,7 +380,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap());
         let metrics = crate::metrics::Metrics::new();
-        let jobs = Jobs::new(1, 10, 10, metrics.executions());
+        let jobs = Jobs::new(
+            1,
+            10,
+            crate::jobs::QueueShare::whole(10),
+            metrics.executions(),
+        );
         let mut policy = RetentionConfig {
             executions_max_age_secs: 10 * 24 * 3600,
             executions_per_script: 5,

@@ -324,7 +324,10 @@ pub(crate) fn assemble_with(
     let jobs = Jobs::new(
         config.workers.count,
         config.workers.queue_capacity,
-        config.workers.queued_per_user,
+        crate::jobs::QueueShare {
+            queued: config.workers.queued_per_user,
+            running: config.workers.running_per_user,
+        },
         metrics.executions(),
     );
     let egress = crate::egress::Gateway::new(&config.egress, metrics.egress())

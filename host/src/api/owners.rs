@@ -57,19 +57,11 @@ pub fn audited(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{Role, Via};
+    use crate::auth::Role;
 
     #[test]
     fn the_creator_and_admins_change_what_was_made() {
-        let caller = |id: &str, role: Role| Principal {
-            user_id: Some(id.into()),
-            name: id.into(),
-            role,
-            scopes: role.scopes(),
-            via: Via::Session {
-                session_id: "s".into(),
-            },
-        };
+        let caller = Principal::signed_in;
         let alice = caller("alice", Role::Developer);
         let bob = caller("bob", Role::Developer);
         let admin = caller("root", Role::Admin);

@@ -19,7 +19,7 @@ use super::audit::{self, Entry};
 use super::error::ErrorEnvelope;
 use super::users::confirm_password;
 use super::{ApiError, ApiJson, AppState};
-use crate::auth::{Principal, Via, totp};
+use crate::auth::{Principal, totp};
 use crate::ratelimit::Standing;
 use crate::store::StoreError;
 use crate::store::auth::{TotpRecord, UserRecord};
@@ -220,11 +220,9 @@ async fn confirm(
         })?;
     // Sessions from before codes were on would not have needed one: they
     // end, the caller's own goes on.
-    let own_session = match &principal.via {
-        Via::Session { session_id } => Some(session_id.as_str()),
-        Via::ApiKey { .. } | Via::Open => None,
-    };
-    state.store.revoke_user_sessions(&id, own_session)?;
+    state
+        .store
+        .revoke_user_sessions(&id, principal.session_id())?;
     state.store.flush().await?;
     audit::record(
         &state,

@@ -16,7 +16,7 @@ use super::error::ErrorEnvelope;
 use super::etag;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
-use crate::auth::{MIN_PASSWORD_CHARS, Principal, Role, Via, secrets};
+use crate::auth::{MIN_PASSWORD_CHARS, Principal, Role, secrets};
 use crate::store::StoreError;
 use crate::store::auth::UserRecord;
 
@@ -320,11 +320,9 @@ async fn change_own_password(
             Ok(user)
         })?
         .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
-    let own_session = match &principal.via {
-        Via::Session { session_id } => Some(session_id.as_str()),
-        Via::ApiKey { .. } | Via::Open => None,
-    };
-    let sessions = state.store.revoke_user_sessions(&id, own_session)?;
+    let sessions = state
+        .store
+        .revoke_user_sessions(&id, principal.session_id())?;
     let keys = if body.revoke_keys {
         revoke_keys(&state, &id)?
     } else {

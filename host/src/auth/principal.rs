@@ -54,6 +54,28 @@ impl Principal {
         self.user_id.clone()
     }
 
+    /// The login session the caller came by, if it came by one.
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.via {
+            Via::Session { session_id } => Some(session_id),
+            Via::ApiKey { .. } | Via::Open => None,
+        }
+    }
+
+    /// A caller signed in with a password, for tests.
+    #[cfg(test)]
+    pub fn signed_in(user_id: &str, role: Role) -> Self {
+        Self {
+            user_id: Some(user_id.into()),
+            name: user_id.into(),
+            role,
+            scopes: role.scopes(),
+            via: Via::Session {
+                session_id: "s".into(),
+            },
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.scopes.allows(super::Scope::Admin)
     }

@@ -136,6 +136,9 @@ sections! {
         /// Of `queue_capacity`, the most one user's queued executions may
         /// take (past it, 429), so no one user fills the queue for all.
         queued_per_user: usize = 2_500,
+        /// The most executions of one user that run at once, so others
+        /// always find a worker free (0: as many as there are workers).
+        running_per_user: usize = 0,
     }
 
     /// Per-execution limits: what a request gets by default and the most it

@@ -97,6 +97,25 @@ impl Settled {
     }
 }
 
+/// What one user may hold of the queue: executions queued, and running
+/// (0: as many as there are workers).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueShare {
+    pub queued: usize,
+    pub running: usize,
+}
+
+impl QueueShare {
+    /// No bound below the queue's own (for tests).
+    #[cfg(test)]
+    pub fn whole(capacity: usize) -> Self {
+        Self {
+            queued: capacity,
+            running: 0,
+        }
+    }
+}
+
 /// What [`Jobs::cancel`] did.
 pub enum Cancelled {
     /// It was queued; it is now stored as cancelled.
@@ -108,17 +127,17 @@ pub enum Cancelled {
 }
 
 impl Jobs {
-    /// A queue of `capacity`, `per_user` of one user, and turns for as
-    /// many HTTP function requests at once as there are `workers`;
-    /// [`Jobs::spawn_workers`] starts them.
+    /// A queue of `capacity`, of which one user holds `per_user`, and
+    /// turns for as many HTTP function requests at once as there are
+    /// `workers`; [`Jobs::spawn_workers`] starts them.
     pub fn new(
         workers: usize,
         capacity: usize,
-        per_user: usize,
+        per_user: QueueShare,
         metrics: ExecutionMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
-            queue: Queue::new(capacity, per_user),
+            queue: Queue::new(capacity, per_user.queued, per_user.running),
             metrics,
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
@@ -131,16 +150,17 @@ impl Jobs {
         })
     }
 
-    /// Starts `count` workers that take executions off the queue, in
-    /// priority order, and hand each to `executor` until the queue closes.
+    /// Starts `count` workers that take executions off the queue, in its
+    /// order (`queue.rs`), and hand each to `executor` until it closes.
     pub fn spawn_workers<E: Execute>(self: &Arc<Self>, count: usize, executor: Arc<E>) {
         for _ in 0..count.max(1) {
             let (jobs, executor) = (self.clone(), executor.clone());
             tokio::spawn(async move {
-                while let Some(id) = jobs.queue.pop().await {
+                while let Some(taken) = jobs.queue.pop().await {
                     if !jobs.draining.load(Ordering::Acquire) {
-                        executor.execute(&id).await;
+                        executor.execute(&taken.id).await;
                     }
+                    // Dropping `taken` ends its tenant's running turn.
                 }
             });
         }
@@ -466,7 +486,7 @@ mod tests {
         Jobs::new(
             1,
             capacity,
-            capacity,
+            QueueShare::whole(capacity),
             crate::metrics::Metrics::new().executions(),
         )
     }

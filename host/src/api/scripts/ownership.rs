@@ -102,18 +102,10 @@ pub fn editor_ids(state: &AppState, names: &[String]) -> Result<Vec<String>, Api
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{Role, Via};
+    use crate::auth::Role;
 
     fn caller(id: &str, role: Role) -> Principal {
-        Principal {
-            user_id: Some(id.into()),
-            name: id.into(),
-            role,
-            scopes: role.scopes(),
-            via: Via::Session {
-                session_id: "s".into(),
-            },
-        }
+        Principal::signed_in(id, role)
     }
 
     #[test]

@@ -542,3 +542,68 @@ async fn one_user_holds_at_most_its_share_of_the_queue() {
     // Someone else still gets a place.
     submit(&other).await.expect(202);
 }
+
+#[tokio::test]
+async fn a_user_at_its_running_bound_leaves_a_worker_for_others() {
+    let app = TestApp::with(|c| {
+        c.workers.count = 2;
+        c.workers.running_per_user = 1;
+    })
+    .await;
+    let (_, busy) = app.create_user("busy", "developer").await;
+    let (_, other) = app.create_user("other", "developer").await;
+    app.create_script(
+        "nap",
+        "javascript",
+        "export default async function main() { await new Promise((r) => setTimeout(r, 300)); }",
+    )
+    .await;
+    // Its first run compiles it, and runs that come meanwhile wait for that.
+    app.run("nap", json!({})).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let queued = app
+            .with_token(&busy, Method::POST, "/v1/scripts/nap/execute?async=true")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect(202);
+        ids.push(queued["execution_id"].as_str().expect("an id").to_owned());
+    }
+    // The second worker is free for someone else.
+    let theirs = app
+        .with_token(&other, Method::POST, "/v1/scripts/nap/execute?wait=true")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect(200);
+    let theirs_started = theirs["started_at"].as_str().expect("started").to_owned();
+    // The busy user's runs went one at a time.
+    let mut spans = Vec::new();
+    for id in &ids {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let run = loop {
+            let run = app
+                .get(&format!("/v1/executions/{id}"))
+                .send()
+                .await
+                .expect(200);
+            if run["completed_at"].is_string() || std::time::Instant::now() > deadline {
+                break run;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(run["status"], "completed", "{run}");
+        spans.push((
+            run["started_at"].as_str().expect("started").to_owned(),
+            run["completed_at"].as_str().expect("completed").to_owned(),
+        ));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "overlapping runs: {spans:?}");
+    }
+    // Unbounded, the second worker would have taken the busy user's second
+    // run before the other user asked.
+    assert!(theirs_started < spans[1].0, "{theirs_started} vs {spans:?}");
+}
