@@ -173,6 +173,7 @@ async fn confirm(
         // that is not the user's cannot guess its way into turning codes on.
         let dropped = Cell::new(false);
         state.store.update_user(&id, &|current| {
+            dropped.set(false);
             let mut next = current.clone();
             if let Some(t) = next.totp.as_mut().filter(|t| !t.confirmed) {
                 t.failures += 1;
@@ -220,9 +221,14 @@ async fn confirm(
         })?;
     // Sessions from before codes were on would not have needed one: they
     // end, the caller's own goes on.
-    state
+    // Codes are on whatever happens here: a failure is logged, and the
+    // recovery codes still go to the caller, who sees them only now.
+    if let Err(e) = state
         .store
-        .revoke_user_sessions(&id, principal.session_id())?;
+        .revoke_user_sessions(&id, principal.session_id())
+    {
+        tracing::error!(error = %e, user = %id, "cannot end the sessions made without a code");
+    }
     state.store.flush().await?;
     audit::record(
         &state,
@@ -354,6 +360,7 @@ pub(super) fn second_factor(
     let verdict = Cell::new(Verdict::Wrong);
     let left = Cell::new(0);
     let lockouts = Cell::new(0);
+    let locked_until = Cell::new(0);
     let updated = state.store.update_user(&user.id, &|current| {
         let mut next = current.clone();
         let Some(t) = next.totp.as_mut().filter(|t| t.confirmed) else {
@@ -361,7 +368,8 @@ pub(super) fn second_factor(
             verdict.set(Verdict::Wrong);
             return Ok(next);
         };
-        let outcome = if t.locked_until_ms > now_ms {
+        let paused_before = t.locked_until_ms > now_ms;
+        let outcome = if paused_before {
             Verdict::Paused
         } else {
             match &presented {
@@ -390,15 +398,16 @@ pub(super) fn second_factor(
                     t.locked_until_ms = now_ms + totp::pause_ms(t.lockouts);
                 }
             }
-            Verdict::Used | Verdict::Paused => {}
+            Verdict::Used | Verdict::Paused | Verdict::PausedNow => {}
         }
         verdict.set(if outcome == Verdict::Wrong && t.locked_until_ms > now_ms {
-            Verdict::Paused
+            Verdict::PausedNow
         } else {
             outcome
         });
         left.set(t.recovery.len());
         lockouts.set(t.lockouts);
+        locked_until.set(t.locked_until_ms);
         Ok(next)
     })?;
     let wrong = || ApiError::Unauthenticated("the one-time code is wrong or used already".into());
@@ -433,10 +442,15 @@ pub(super) fn second_factor(
             audit_failure("a wrong one-time code");
             Err(wrong())
         }
-        (Some(_), Verdict::Paused) => {
+        (Some(_), Verdict::PausedNow) => {
             audit_failure("a wrong one-time code; logins paused");
             Err(paused(totp::pause_ms(lockouts.get()), lockouts.get()))
         }
+        // Paused by another attempt meanwhile: the code was not looked at.
+        (Some(_), Verdict::Paused) => Err(paused(
+            locked_until.get().saturating_sub(now_ms),
+            lockouts.get(),
+        )),
     }
 }
 
@@ -447,7 +461,10 @@ enum Verdict {
     Wrong,
     /// Right, but for a step taken already.
     Used,
+    /// Logins were paused already; the code was not looked at.
     Paused,
+    /// Wrong, and the pause starts with it.
+    PausedNow,
 }
 
 /// 429 while a user's logins are paused (the `lockouts`-th pause).

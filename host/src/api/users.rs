@@ -405,8 +405,9 @@ async fn read(
     etag::json(&headers, &User::of(find(&state, &id)?))
 }
 
-/// Change a user's role, password or disabled flag (admin). A new password
-/// or disabling ends the user's login sessions and revokes their API keys.
+/// Change a user's role, password, disabled flag or one-time codes
+/// (admin). A new password, disabling or enabling again ends the user's
+/// login sessions and revokes their API keys.
 #[utoipa::path(put, path = "/v1/users/{id}", operation_id = "updateUser", tag = "auth",
     params(("id" = String, Path, description = "The user's id or username"),
         ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),

@@ -136,8 +136,10 @@ sections! {
         /// Of `queue_capacity`, the most one user's queued executions may
         /// take (past it, 429), so no one user fills the queue for all.
         queued_per_user: usize = 2_500,
-        /// The most executions of one user that run at once, so others
-        /// always find a worker free (0: as many as there are workers).
+        /// The most executions of one user that run at once (0: as many
+        /// as there are workers), so others find a worker free while fewer
+        /// users than workers are at it. HTTP function requests, which have
+        /// slots of their own, do not count.
         running_per_user: usize = 0,
     }
 

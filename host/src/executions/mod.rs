@@ -67,7 +67,9 @@ pub enum SubmitError {
         field: &'static str,
         message: String,
     },
-    /// The queue refused it; its record is kept, failed, as for any execution.
+    /// The queue refused it: its record is kept, failed, as for any
+    /// execution, unless the caller was at its share of the queue (then
+    /// nothing was written).
     #[error(transparent)]
     Refused(#[from] JobError),
     #[error(transparent)]
@@ -183,6 +185,12 @@ pub async fn queue(
     record: &ExecutionRecord,
     durable_first: bool,
 ) -> Result<watch::Receiver<Settled>, SubmitError> {
+    // A caller at its share is refused before anything is written: a retry
+    // loop against the bound must not fill the store with refusals. A
+    // schedule's run is kept, failed, so the skip shows.
+    if record.trigger != Trigger::Schedule {
+        jobs.admits(record)?;
+    }
     if durable_first {
         store.put_execution(record)?;
         store.flush().await?;

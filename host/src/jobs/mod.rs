@@ -276,6 +276,20 @@ impl Jobs {
         Ok(())
     }
 
+    /// Whether the queue would take `record` as far as its creator's share
+    /// goes (the queue's own capacity is checked when it is queued).
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::TenantFull`] when its creator has its share queued.
+    pub fn admits(&self, record: &ExecutionRecord) -> Result<(), JobError> {
+        if self.queue.admits(tenant(record)) {
+            Ok(())
+        } else {
+            Err(JobError::TenantFull(self.queue.per_tenant()))
+        }
+    }
+
     /// Queues a stored execution; the receiver settles when it is final.
     ///
     /// # Errors

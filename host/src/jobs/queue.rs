@@ -59,6 +59,9 @@ struct Queued {
     tenant_of: HashMap<String, String>,
     /// Tenants' executions taken and not yet finished.
     running: HashMap<String, usize>,
+    /// Permits of ids removed while a worker held the permit (a removal
+    /// could not take one back): the next pops drop them.
+    owed: usize,
 }
 
 /// One tenant's queued ids, a FIFO per priority: high, normal, low.
@@ -102,10 +105,9 @@ impl Queued {
     /// running (0: any), and the tenant; it goes to the back of the line if
     /// it has more. Tenants skipped keep their place.
     fn pop(&mut self, cap: usize) -> Option<(String, String)> {
-        let at = self
-            .turns
-            .iter()
-            .position(|t| cap == 0 || self.running.get(t).copied().unwrap_or(0) < cap)?;
+        let at = self.turns.iter().position(|t| {
+            cap == 0 || t.is_empty() || self.running.get(t).copied().unwrap_or(0) < cap
+        })?;
         let tenant = self.turns.remove(at)?;
         let lanes = self.tenants.get_mut(&tenant)?;
         let id = lanes.0.iter_mut().find_map(VecDeque::pop_front)?;
@@ -162,7 +164,10 @@ impl Queue {
         if state.tenant_of.len() >= self.capacity {
             return Err(Refused::Full);
         }
-        if state.tenants.get(tenant).map_or(0, Lanes::len) >= self.per_tenant {
+        // The empty tenant is everyone when no one is known (authentication
+        // off): the queue's own bound is its only one.
+        if !tenant.is_empty() && state.tenants.get(tenant).map_or(0, Lanes::len) >= self.per_tenant
+        {
             return Err(Refused::TenantFull);
         }
         state.push(id, priority, tenant);
@@ -191,6 +196,11 @@ impl Queue {
             tokio::pin!(finished);
             {
                 let mut state = self.state();
+                if state.owed > 0 {
+                    state.owed -= 1;
+                    permit.forget();
+                    continue;
+                }
                 if let Some((id, tenant)) = state.pop(self.running_per_tenant) {
                     permit.forget();
                     return Some(Taken {
@@ -213,22 +223,27 @@ impl Queue {
     /// Removes a queued id (a cancelled execution), freeing its place.
     pub fn remove(&self, id: &str) -> bool {
         let mut state = self.state();
-        if !state.tenant_of.contains_key(id) {
+        if !state.remove(id) {
             return false;
         }
-        // Take back a permit: ids = permits + pops that hold one and wait
-        // for this lock, so none left means a pop takes this id.
+        // Its permit goes too: taken back now, or, when a worker holds it
+        // (waiting for this lock, or about to give it back because every
+        // tenant was at its running bound), dropped by the next pop.
         match self.queued.try_acquire() {
-            Ok(permit) => {
-                permit.forget();
-                state.remove(id)
-            }
-            Err(_) => false,
+            Ok(permit) => permit.forget(),
+            Err(_) => state.owed += 1,
         }
+        true
     }
 
     pub fn len(&self) -> usize {
         self.state().tenant_of.len()
+    }
+
+    /// Whether `tenant` has room for another id.
+    pub fn admits(&self, tenant: &str) -> bool {
+        tenant.is_empty()
+            || self.state().tenants.get(tenant).map_or(0, Lanes::len) < self.per_tenant
     }
 
     /// How many ids one tenant may have queued.
@@ -239,6 +254,7 @@ impl Queue {
     /// Wakes every waiting worker with `None`.
     pub fn close(&self) {
         self.queued.close();
+        self.finished.notify_waiters();
     }
 }
 
@@ -382,6 +398,43 @@ mod tests {
         drop(a0);
         assert_eq!(waiting.await.unwrap().as_deref(), Some("a1"));
         assert_eq!(queue.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_removal_while_a_worker_holds_the_permit_is_not_lost() {
+        let queue = std::sync::Arc::new(Queue::new(10, 10, 1));
+        queue.push("a0".into(), Priority::Normal, "a").unwrap();
+        let a0 = queue.pop().await.unwrap();
+        queue.push("a1".into(), Priority::Normal, "a").unwrap();
+        // A worker holds a1's permit (as one does between its wake-up and
+        // giving the permit back): the removal cannot take it back.
+        let held = queue.queued.try_acquire().unwrap();
+        assert!(queue.remove("a1"));
+        assert_eq!(queue.len(), 0);
+        drop(held);
+        drop(a0);
+        // The permit is dropped by the next pop, which then waits for a
+        // real id instead of finding none.
+        queue.push("b0".into(), Priority::Normal, "b").unwrap();
+        assert_eq!(
+            queue.pop().await.map(|t| t.id.clone()).as_deref(),
+            Some("b0")
+        );
+        assert_eq!(queue.queued.available_permits(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_one_known_is_one_tenant_without_per_tenant_bounds() {
+        let queue = Queue::new(3, 1, 1);
+        for i in 0..3 {
+            queue.push(format!("x{i}"), Priority::Normal, "").unwrap();
+        }
+        assert_eq!(
+            queue.push("x3".into(), Priority::Normal, ""),
+            Err(Refused::Full)
+        );
+        let (x0, x1) = (queue.pop().await.unwrap(), queue.pop().await.unwrap());
+        assert_eq!((x0.id.as_str(), x1.id.as_str()), ("x0", "x1"));
     }
 
     #[tokio::test]

@@ -257,8 +257,9 @@ pub struct ScheduleRecord {
     pub last_execution_id: Option<String>,
 }
 
-/// Queue order: every queued `high` execution starts before any `normal`,
-/// and `normal` before `low`.
+/// The order of the caller's own queued executions: their `high` ones start
+/// before their `normal` ones, and `normal` before `low`. Users take turns
+/// at the workers whatever priorities they ask for.
 #[derive(
     Debug,
     Clone,

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::ExecutionView;
 use crate::api::error::ErrorEnvelope;
-use crate::api::scripts::ownership::may_change;
+use crate::api::scripts::ownership::{audited, may_change};
 use crate::api::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::auth::Principal;
 use crate::executions::{RunRequest, Target};
@@ -162,6 +162,7 @@ fn wait_unless_interactive(
     ))]
 pub(super) async fn execute(
     State(state): State<AppState>,
+    axum::Extension(ip): axum::Extension<crate::api::access::ClientIp>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ExecuteQuery>,
     principal: Principal,
@@ -194,11 +195,14 @@ pub(super) async fn execute(
         // An old version runs with today's config and hosts: it may be code
         // someone who may no longer change the script wrote.
         Some(v) if v != script.version && !may_change(&principal, &script) => {
-            return Err(ApiError::PermissionDenied(format!(
+            let refused = ApiError::PermissionDenied(format!(
                 "only the owner of script {:?}, its editors and admins run a version other than \
                  the current one ({})",
                 script.name, script.version
-            )));
+            ));
+            return Err(audited(
+                &state, &principal, &ip, "execute", &script.id, refused,
+            ));
         }
         Some(v) if state.store.script_version(&script.id, v)?.is_some() => v,
         Some(v) => {
@@ -253,7 +257,8 @@ pub struct AdHocExecution {
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
         (status = 409, description = "The Idempotency-Key was used for another request", body = ErrorEnvelope),
         (status = 422, description = "A component that does not compile, or passes a compile limit", body = ErrorEnvelope),
-        (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight, or `workers.queued_per_user` executions queued", body = ErrorEnvelope),
+        (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight, or `workers.queued_per_user` executions queued", body = ErrorEnvelope,
+            headers(("Retry-After" = String))),
         (status = 503, description = "The queue (or the compile queue) is full, or the server is draining", body = ErrorEnvelope),
     ))]
 pub(super) async fn execute_ad_hoc(

@@ -72,9 +72,13 @@ pub(super) async fn create(
     // A script is made as the caller's; giving it away comes after, so no
     // one is made the owner of code they never saw.
     if owner.is_some() && owner != principal.user_id() && !principal.is_admin() {
-        return Err(ApiError::PermissionDenied(
+        let refused = ApiError::PermissionDenied(
             "only admins create a script owned by someone else; create it, then give it away"
                 .into(),
+        );
+        let target = format!("script name {:?}", fields.name.as_deref().unwrap_or(""));
+        return Err(crate::api::owners::audited(
+            &state, &principal, &ip, "create", target, refused,
         ));
     }
     let editors = editors.unwrap_or_default();
