@@ -451,6 +451,15 @@ test("a developer changes only what they own or edit, and keeps their own accoun
   // An editor does not hand the script out.
   assert.equal(await dev.page.getByLabel("Editors").count(), 0);
 
+  // The admin's schedule and webhook are listed, but not offered to change.
+  await nav(dev.page, "Schedules");
+  await dev.page.getByRole("table").first().waitFor(WAIT);
+  assert.equal(await dev.page.getByRole("button", { name: "Delete" }).count(), 0);
+  assert.equal(await dev.page.getByRole("button", { name: "Pause" }).count(), 0);
+  await nav(dev.page, "Webhooks");
+  await dev.page.getByRole("table").first().waitFor(WAIT);
+  assert.equal(await dev.page.getByRole("button", { name: "Delete" }).count(), 0);
+
   // Their own password, then one-time codes.
   await nav(dev.page, "Account");
   await dev.page.getByLabel("Current password", { exact: true }).fill(DEVELOPER[1]);
