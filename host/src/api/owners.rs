@@ -54,6 +54,41 @@ pub fn audited(
     error
 }
 
+/// Writes a change someone made into the audit log: `action` (e.g.
+/// `schedule.updated`) on `target`, with `detail` made of names, never
+/// values (a parameter or URL may hold a secret).
+pub fn changed(
+    state: &AppState,
+    principal: &Principal,
+    ip: &ClientIp,
+    action: &str,
+    target: String,
+    detail: String,
+) {
+    audit::record(
+        state,
+        Entry::new(action, true)
+            .actor(principal)
+            .ip(ip)
+            .target(target)
+            .detail(detail),
+    );
+}
+
+/// The names of the fields a change gives, for [`changed`]'s detail.
+pub fn fields_given(fields: &[(&str, bool)]) -> String {
+    let given: Vec<&str> = fields
+        .iter()
+        .filter(|(_, given)| *given)
+        .map(|(name, _)| *name)
+        .collect();
+    if given.is_empty() {
+        "nothing".to_owned()
+    } else {
+        given.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::access::ClientIp;
 use super::error::ErrorEnvelope;
-use super::owners::{audited, creator_or_admin};
+use super::owners::{audited, changed, creator_or_admin, fields_given};
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::Principal;
@@ -229,6 +229,7 @@ fn script_id(state: &AppState, id_or_name: &str) -> Result<String, ApiError> {
     ))]
 async fn create(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
     principal: Principal,
     ApiJson(body): ApiJson<CreateSchedule>,
 ) -> Result<Response, ApiError> {
@@ -274,6 +275,14 @@ async fn create(
         || Ok(state.store.create_schedule(&record)?),
     )?;
     state.store.flush().await?;
+    changed(
+        &state,
+        &principal,
+        &ip,
+        "schedule.created",
+        format!("schedule:{}", record.id),
+        format!("{}, of script:{}", record.name, record.script_id),
+    );
     state.schedules_changed.notify_one();
     let location = format!("/v1/schedules/{}", record.id);
     Ok((
@@ -496,6 +505,23 @@ async fn update(
         })?
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))?;
     state.store.flush().await?;
+    let given = fields_given(&[
+        ("name", body.name.is_some()),
+        ("script", body.script_id.is_some()),
+        ("parameters", body.parameters.is_some()),
+        ("active", body.active.is_some()),
+        ("overlap", body.overlap.is_some()),
+        ("cron", body.cron.is_some()),
+        ("timezone", body.timezone.is_some()),
+    ]);
+    changed(
+        &state,
+        &principal,
+        &ip,
+        "schedule.updated",
+        format!("schedule:{id}"),
+        given,
+    );
     state.schedules_changed.notify_one();
     etag::json(&HeaderMap::new(), &view(&state, updated)?)
 }
@@ -518,6 +544,7 @@ async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let found = find(&state, &id)?;
+    let name = found.name.clone();
     creator_or_admin(&principal, found.created_by.as_deref(), "schedule").map_err(|e| {
         audited(
             &state,
@@ -543,6 +570,14 @@ async fn delete(
         })?
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))?;
     state.store.flush().await?;
+    changed(
+        &state,
+        &principal,
+        &ip,
+        "schedule.deleted",
+        format!("schedule:{id}"),
+        name,
+    );
     state.schedules_changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::access::ClientIp;
 use super::error::ErrorEnvelope;
 use super::executions::ExecutionView;
-use super::owners::{audited, creator_or_admin};
+use super::owners::{audited, changed, creator_or_admin, fields_given};
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::Principal;
@@ -189,6 +189,7 @@ fn reload(state: &AppState) -> Result<(), ApiError> {
     ))]
 async fn create(
     State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
     principal: Principal,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, axum::Json<CreatedWebhook>), ApiError> {
@@ -229,6 +230,14 @@ async fn create(
         || Ok(state.store.create_webhook(&record)?),
     )?;
     state.store.flush().await?;
+    changed(
+        &state,
+        &principal,
+        &ip,
+        "webhook.created",
+        format!("webhook:{}", record.id),
+        format!("events: {}", record.events.join(", ")),
+    );
     reload(&state)?;
     Ok((
         StatusCode::CREATED,
@@ -347,6 +356,21 @@ async fn update(
         })?
         .ok_or_else(|| ApiError::NotFound(format!("no webhook {id:?}")))?;
     state.store.flush().await?;
+    let given = fields_given(&[
+        ("url", body.url.is_some()),
+        ("events", body.events.is_some()),
+        ("secret", body.secret.is_some()),
+        ("active", body.active.is_some()),
+        ("description", body.description.is_some()),
+    ]);
+    changed(
+        &state,
+        &principal,
+        &ip,
+        "webhook.updated",
+        format!("webhook:{id}"),
+        given,
+    );
     reload(&state)?;
     etag::json(&HeaderMap::new(), &WebhookView::from(updated))
 }
@@ -365,12 +389,21 @@ async fn delete(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    creator_of(&state, &principal, &ip, "delete", &find(&state, &id)?)?;
+    let webhook = find(&state, &id)?;
+    creator_of(&state, &principal, &ip, "delete", &webhook)?;
     state
         .store
         .delete_webhook(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no webhook {id:?}")))?;
     state.store.flush().await?;
+    changed(
+        &state,
+        &principal,
+        &ip,
+        "webhook.deleted",
+        format!("webhook:{id}"),
+        format!("events: {}", webhook.events.join(", ")),
+    );
     reload(&state)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -442,17 +442,22 @@ async fn a_limit_above_the_maximum_is_cut_and_the_record_says_so() {
     assert_eq!(read["limits"], cut["limits"], "kept in the stored record");
 }
 
+/// Two developers, `first` and "other" (their tokens), and a script "nap"
+/// that sleeps `ms` milliseconds.
+async fn two_users_and_a_nap(app: &TestApp, first: &str, ms: u32) -> (String, String) {
+    let (_, first) = app.create_user(first, "developer").await;
+    let (_, other) = app.create_user("other", "developer").await;
+    let code = format!(
+        "export default async function main() {{ await new Promise((r) => setTimeout(r, {ms})); }}"
+    );
+    app.create_script("nap", "javascript", &code).await;
+    (first, other)
+}
+
 #[tokio::test]
 async fn one_users_flood_of_runs_does_not_hold_up_anothers_single_run() {
     let app = TestApp::with(|c| c.workers.count = 2).await;
-    let (_, flooder) = app.create_user("flooder", "developer").await;
-    let (_, other) = app.create_user("other", "developer").await;
-    app.create_script(
-        "nap",
-        "javascript",
-        "export default async function main() { await new Promise((r) => setTimeout(r, 50)); }",
-    )
-    .await;
+    let (flooder, other) = two_users_and_a_nap(&app, "flooder", 50).await;
     // 2 000 runs of 50 ms on 2 workers: 50 s of work, queued far faster,
     // every one asking for high priority, which orders only the flooder's
     // own runs.
@@ -507,14 +512,7 @@ async fn one_user_holds_at_most_its_share_of_the_queue() {
         c.workers.queued_per_user = 3;
     })
     .await;
-    let (_, busy) = app.create_user("busy", "developer").await;
-    let (_, other) = app.create_user("other", "developer").await;
-    app.create_script(
-        "nap",
-        "javascript",
-        "export default async function main() { await new Promise((r) => setTimeout(r, 2000)); }",
-    )
-    .await;
+    let (busy, other) = two_users_and_a_nap(&app, "busy", 2000).await;
     let submit = |token: &str| {
         app.with_token(token, Method::POST, "/v1/scripts/nap/execute?async=true")
             .json(&json!({}))
@@ -550,14 +548,7 @@ async fn a_user_at_its_running_bound_leaves_a_worker_for_others() {
         c.workers.running_per_user = 1;
     })
     .await;
-    let (_, busy) = app.create_user("busy", "developer").await;
-    let (_, other) = app.create_user("other", "developer").await;
-    app.create_script(
-        "nap",
-        "javascript",
-        "export default async function main() { await new Promise((r) => setTimeout(r, 1500)); }",
-    )
-    .await;
+    let (busy, other) = two_users_and_a_nap(&app, "busy", 1500).await;
     // Its first run compiles it, and runs that come meanwhile wait for that.
     app.run("nap", json!({})).await;
     let mut ids = Vec::new();

@@ -234,8 +234,10 @@ async fn schedules_and_webhooks_are_changed_only_by_who_made_them_or_an_admin() 
     let app = TestApp::with(|c| c.webhooks.allow_private = true).await;
     let (_, alice) = app.create_user("alice", "developer").await;
     let (_, bob) = app.create_user("bob", "developer").await;
-    app.create_script("job", "javascript", "function main() { return 1; }")
+    let job = app
+        .create_script("job", "javascript", "function main() { return 1; }")
         .await;
+    let job_id = job["id"].as_str().expect("an id").to_owned();
     let as_ = |token: &str, method: Method, path: &str| app.with_token(token, method, path);
     let schedule = as_(&alice, Method::POST, "/v1/schedules")
         .json(&json!({"name": "nightly", "script_id": "job", "cron": "@daily"}))
@@ -288,4 +290,39 @@ async fn schedules_and_webhooks_are_changed_only_by_who_made_them_or_an_admin() 
         let gone = as_(&alice, Method::DELETE, path).send().await;
         assert_eq!(gone.status(), 204, "{}", gone.text());
     }
+    // Each change is in the audit log with who made it and which fields.
+    let changes: Vec<(String, String, String)> = {
+        let audit = app.get("/v1/audit?size=100").send().await.expect(200);
+        audit["data"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| {
+                e["action"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("schedule.") || a.starts_with("webhook."))
+            })
+            .map(|e| {
+                let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+                (text("action"), text("actor"), text("detail"))
+            })
+            .collect()
+    };
+    let expect = |action: &str, actor: &str, detail: &str| {
+        (action.to_owned(), actor.to_owned(), detail.to_owned())
+    };
+    assert_eq!(
+        changes,
+        [
+            expect("webhook.deleted", "alice", "events: execution.failed"),
+            expect("schedule.deleted", "alice", "nightly"),
+            expect("schedule.updated", "admin", "active"),
+            expect("webhook.created", "alice", "events: execution.failed"),
+            expect(
+                "schedule.created",
+                "alice",
+                &format!("nightly, of script:{job_id}")
+            ),
+        ]
+    );
 }
