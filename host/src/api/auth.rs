@@ -74,6 +74,27 @@ pub struct LoggedOut {
     status: &'static str,
 }
 
+/// A password check as a login makes it: the attempt counted per username
+/// and client address first (a burst of parallel guesses gets no more
+/// checks), then Argon2 off the async threads. The outer error is a refusal
+/// or a failure to check; the inner one is the check's answer.
+pub(super) async fn limited_password_check(
+    state: &AppState,
+    ip: &ClientIp,
+    username: &str,
+    password: String,
+) -> Result<Result<UserRecord, AuthError>, ApiError> {
+    if let Some(refused) = state.limits.login_attempt(username, &ip.0) {
+        state.metrics.rate_limited("login");
+        return Err(ApiError::RateLimited(refused));
+    }
+    let auth = state.auth.clone();
+    let username = username.to_owned();
+    tokio::task::spawn_blocking(move || auth.check_password(&username, &password))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))
+}
+
 fn auth_error(e: AuthError) -> ApiError {
     match e {
         AuthError::Unauthenticated(message) => ApiError::Unauthenticated(message.into()),
@@ -109,17 +130,9 @@ async fn login(
             format!("must be at most {MAX_PASSWORD_CHARS} characters"),
         ));
     }
-    if let Some(refused) = state.limits.login_attempt(&body.username, &ip.0) {
-        state.metrics.rate_limited("login");
-        return Err(ApiError::RateLimited(refused));
-    }
     // A new data dir makes its admin just after start-up.
     state.auth.first_admin_made().await.map_err(auth_error)?;
-    let auth = state.auth.clone();
-    let (username, password) = (body.username.clone(), body.password);
-    let checked = tokio::task::spawn_blocking(move || auth.check_password(&username, &password))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))?;
+    let checked = limited_password_check(&state, &ip, &body.username, body.password).await?;
     let user = match checked {
         Ok(user) => user,
         Err(e) => {

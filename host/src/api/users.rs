@@ -151,7 +151,7 @@ async fn hash(password: String) -> Result<String, ApiError> {
 }
 
 /// A user by id, else by username.
-fn find(state: &AppState, id_or_name: &str) -> Result<UserRecord, ApiError> {
+pub(super) fn find(state: &AppState, id_or_name: &str) -> Result<UserRecord, ApiError> {
     let user = match state.store.user(id_or_name)? {
         Some(user) => Some(user),
         None => state.store.user_by_name(id_or_name)?,
@@ -360,16 +360,11 @@ pub(super) async fn confirm_password(
         return Err(wrong());
     }
     let user = find(state, &id)?;
-    if let Some(refused) = state.limits.login_attempt(&user.username, &ip.0) {
-        state.metrics.rate_limited("login");
-        return Err(ApiError::RateLimited(refused));
-    }
-    let auth = state.auth.clone();
-    let username = user.username.clone();
-    let checked = tokio::task::spawn_blocking(move || auth.check_password(&username, &password))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))?;
-    if checked.is_err() {
+    let checked = super::auth::limited_password_check(state, ip, &user.username, password).await?;
+    if let Err(e) = checked {
+        if !matches!(e, crate::auth::AuthError::Unauthenticated(_)) {
+            return Err(ApiError::Internal(e.to_string()));
+        }
         audit::record(
             state,
             Entry::new(action, false)

@@ -73,12 +73,13 @@ pub fn audited(
 
 /// A user named by id or username, as its id (`field` names it in errors).
 pub fn user_id(state: &AppState, field: &str, id_or_name: &str) -> Result<String, ApiError> {
-    let user = match state.store.user(id_or_name)? {
-        Some(user) => Some(user),
-        None => state.store.user_by_name(id_or_name)?,
-    };
-    user.map(|u| u.id)
-        .ok_or_else(|| ApiError::invalid(field, format!("no user {id_or_name:?}")))
+    match crate::api::users::find(state, id_or_name) {
+        Ok(user) => Ok(user.id),
+        Err(ApiError::NotFound(_)) => {
+            Err(ApiError::invalid(field, format!("no user {id_or_name:?}")))
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Editors named by id or username, as distinct ids in the order given.

@@ -446,7 +446,9 @@ async fn a_setup_is_shown_once_and_dropped_after_wrong_codes() {
             .json(&json!({ "code": code }))
             .send()
     };
-    for _ in 0..4 {
+    // One too long to be any code is wrong like the others.
+    confirm("9".repeat(65)).await.error(400, "VALIDATION_ERROR");
+    for _ in 0..3 {
         confirm(wrong.to_owned())
             .await
             .error(400, "VALIDATION_ERROR");
