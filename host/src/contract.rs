@@ -261,6 +261,7 @@ mod tests {
             &limits,
             crate::executions::RunRequest::default(),
             crate::executions::Target {
+                org: crate::store::orgs::DEFAULT_ORG.into(),
                 language: crate::store::Language::Javascript,
                 script: None,
                 defaults: crate::store::ScriptLimits::default(),

@@ -138,6 +138,7 @@ fn run_inner(args: &RunArgs) -> Result<ExecutionRecord, Failure> {
             ..RunRequest::default()
         },
         Target {
+            org: crate::store::orgs::DEFAULT_ORG.into(),
             language: lang.language(),
             script: None,
             defaults: Default::default(),

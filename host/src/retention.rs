@@ -21,6 +21,7 @@ use crate::config::RetentionConfig;
 use crate::jobs::Jobs;
 use crate::metrics::SweepMetrics;
 use crate::store::executions::{ExecutionIndex, ExecutionWalk, ID_TIME_SLACK_MS, Removal};
+use crate::store::orgs::InOrg as _;
 use crate::store::{ExecutionRecord, ExecutionStatus, Store, StoreError};
 
 /// How long the sweeper pauses between sweeps while it has a backlog.
@@ -323,7 +324,7 @@ pub async fn run(mut sweeper: Sweeper, mut stopping: tokio::sync::watch::Receive
 }
 
 /// Removes up to `limit` final executions created before `before_ms` (Unix
-/// ms), of one script or of all, oldest first; how many it removed and
+/// ms), of one script or of all of organization `org`, oldest first; how many it removed and
 /// whether more may be due. Queued, running and unsettled ones are left.
 ///
 /// # Errors
@@ -332,18 +333,23 @@ pub async fn run(mut sweeper: Sweeper, mut stopping: tokio::sync::watch::Receive
 pub fn delete_before(
     store: &dyn Store,
     jobs: &Jobs,
+    org: &str,
     script_id: Option<String>,
     before_ms: u64,
     limit: usize,
 ) -> Result<(usize, bool), StoreError> {
-    let index = script_id.map_or(ExecutionIndex::All, |id| ExecutionIndex::Script(Some(id)));
+    let index = script_id.map_or_else(
+        || ExecutionIndex::Org(org.to_owned()),
+        |id| ExecutionIndex::Script(Some(id)),
+    );
     let mut walk = ExecutionWalk::new(index, false);
     walk.created_until_ms = Some(before_ms.saturating_add(ID_TIME_SLACK_MS));
     let before = crate::time_of_ms(before_ms);
     let now = crate::time_of_ms(crate::now_ms());
     let (mut removed, mut more, mut failed) = (0, false, None);
     store.walk_executions(&walk, &mut |e| {
-        if e.created_at >= before || !settled(&e, jobs, &now) {
+        // A deleted script's id may be another organization's.
+        if e.org() != org || e.created_at >= before || !settled(&e, jobs, &now) {
             return ControlFlow::Continue(());
         }
         if removed == limit {
@@ -497,6 +503,7 @@ mod tests {
         ] {
             let record = crate::store::auth::AuditRecord {
                 id: id_at(ms, n),
+                org: None,
                 at: String::new(),
                 action: "test".into(),
                 outcome: "success".into(),
@@ -511,7 +518,10 @@ mod tests {
         }
         assert_eq!(sweeper.store.record_counts().audit_entries, 3);
         assert_eq!(sweeper.sweep(NOW).unwrap().audit_entries, 2);
-        let (page, total) = sweeper.store.audit_page(0, 10).unwrap();
+        let (page, total) = sweeper
+            .store
+            .audit_page(crate::store::orgs::DEFAULT_ORG, 0, 10)
+            .unwrap();
         assert_eq!((page.len(), total), (1, 1), "the total is the counter");
         assert_eq!(sweeper.store.record_counts().audit_entries, 1);
     }
@@ -557,6 +567,7 @@ mod tests {
             delete_before(
                 sweeper.store.as_ref(),
                 &sweeper.jobs,
+                crate::store::orgs::DEFAULT_ORG,
                 Some("s".into()),
                 2 * DAY_MS,
                 2,

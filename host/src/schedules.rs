@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::LimitsConfig;
 use crate::jobs::Jobs;
+use crate::store::orgs::InOrg as _;
 use crate::store::{ExecutionStatus, Overlap, ScheduleRecord, ScriptStatus, Store, StoreError};
 
 /// The longest the scheduler sleeps without looking (a safety net: changes
@@ -225,6 +226,7 @@ async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
     // admin to see and delete).
     match crate::auth::creator_may(
         state.store.as_ref(),
+        schedule.org(),
         schedule.created_by.as_deref(),
         crate::auth::Scope::ExecuteScripts,
     ) {
@@ -239,7 +241,7 @@ async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
             return None;
         }
     }
-    let script = match state.store.script(&schedule.script_id) {
+    let script = match state.store.script(schedule.org(), &schedule.script_id) {
         Ok(Some(script)) if script.status == ScriptStatus::Active => script,
         Ok(Some(_)) => {
             tracing::warn!(schedule = %schedule.id, script = %schedule.script_id,

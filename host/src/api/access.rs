@@ -28,6 +28,8 @@ pub enum Access {
     Needs(Scope),
     /// Both scopes (ad-hoc code is written and run in one request).
     NeedsBoth(Scope, Scope),
+    /// A node operator (`UserRecord::operator`), whatever their role.
+    Operator,
     /// An HTTP function: a valid credential makes the caller known, an
     /// invalid or missing one leaves them anonymous; the handler lets anyone
     /// call a public function and needs `execute:scripts` for the others.
@@ -38,14 +40,14 @@ impl Access {
     /// The scopes a caller must hold, all of them.
     pub fn scopes(self) -> Vec<Scope> {
         match self {
-            Public | Authenticated | Function => Vec::new(),
+            Public | Authenticated | Function | Operator => Vec::new(),
             Needs(scope) => vec![scope],
             NeedsBoth(a, b) => vec![a, b],
         }
     }
 }
 
-use Access::{Authenticated, Function, Needs, NeedsBoth, Public};
+use Access::{Authenticated, Function, Needs, NeedsBoth, Operator, Public};
 use Scope::{
     Admin, ExecuteScripts, ManageSchedules, ManageWebhooks, ReadExecutions, ReadScripts,
     WriteScripts,
@@ -76,8 +78,19 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/api-keys", Authenticated),
     ("POST", "/v1/api-keys", Authenticated),
     ("DELETE", "/v1/api-keys/{id}", Authenticated),
+    ("GET", "/v1/organizations", Operator),
+    ("POST", "/v1/organizations", Operator),
+    ("GET", "/v1/organizations/current", Authenticated),
+    ("PUT", "/v1/organizations/current", Needs(Admin)),
+    ("GET", "/v1/organizations/{id}", Operator),
+    ("PUT", "/v1/organizations/{id}", Operator),
+    ("DELETE", "/v1/organizations/{id}", Operator),
+    ("GET", "/v1/organizations/{id}/members", Operator),
+    ("PUT", "/v1/organizations/{id}/members/{user}", Operator),
+    ("DELETE", "/v1/organizations/{id}/members/{user}", Operator),
     ("GET", "/v1/audit", Needs(Admin)),
-    ("GET", "/v1/status", Needs(Admin)),
+    // Node-wide figures: above any one organization.
+    ("GET", "/v1/status", Operator),
     ("GET", "/v1/languages", Authenticated),
     ("GET", "/v1/analytics/usage", Needs(ReadExecutions)),
     ("GET", "/v1/scripts", Needs(ReadScripts)),
@@ -269,8 +282,14 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             // A public function needs no credential, and its callers may
             // send their own Authorization for it; the handler refuses the
             // others. (With authentication off every caller has one.)
-            Err(AuthError::Unauthenticated(_)) if access == Function => {
+            Err(AuthError::Unauthenticated(_) | AuthError::NoOrganization(_))
+                if access == Function =>
+            {
                 (None, ratelimit::ip_key(&ip.0))
+            }
+            // The credential is good; the organization it names is not its.
+            Err(e @ AuthError::NoOrganization(_)) => {
+                return ApiError::NotFound(e.to_string()).into_response();
             }
             Err(AuthError::Unauthenticated(message)) => {
                 if credential && let Some(refused) = state.limits.auth_failed(&ip.0) {
@@ -290,6 +309,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     }
 
     let missing: Vec<&str> = match &principal {
+        Some(principal) if access == Operator && !principal.operator => vec!["node operator"],
         Some(principal) => access
             .scopes()
             .into_iter()
@@ -398,12 +418,44 @@ pub fn document_security(document: &mut utoipa::openapi::OpenApi) {
                     "The credential lacks a scope this operation needs",
                 );
             }
+            if access == Some(Operator) {
+                super::error::document_refusal(operation, "403", "The caller is no node operator");
+            }
+            document_org_header(operation);
             operation.security = Some(vec![
                 SecurityRequirement::new("bearer", scopes.clone()),
                 SecurityRequirement::new("api_key", scopes),
             ]);
         }
     }
+}
+
+/// The header that picks the organization a request acts in.
+fn document_org_header(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    let header = ParameterBuilder::new()
+        .name("X-Kiln-Organization")
+        .parameter_in(ParameterIn::Header)
+        .required(utoipa::openapi::Required::False)
+        .description(Some(
+            "The organization (id or name) the request acts in: one the user belongs to, or the \
+             API key's own. Without it a session acts in the user's first organization and a key \
+             in its own. One the credential may not act in is a 404.",
+        ))
+        .schema(Some(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String),
+        ))
+        .build();
+    operation
+        .parameters
+        .get_or_insert_with(Vec::new)
+        .push(utoipa::openapi::RefOr::T(header));
+    super::error::document_refusal(
+        operation,
+        "404",
+        "`X-Kiln-Organization` names no organization this credential may act in",
+    );
 }
 
 /// Handlers take the caller as an extractor: the [`guard`] left it in the

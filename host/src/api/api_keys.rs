@@ -18,6 +18,7 @@ use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::{API_KEY_CHARS, API_KEY_PREFIX, Principal, Scope, Scopes, Via, secrets};
 use crate::store::auth::ApiKeyRecord;
+use crate::store::orgs::{InOrg as _, org_field};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -148,6 +149,8 @@ async fn create(
     );
     let record = ApiKeyRecord {
         id: uuid::Uuid::now_v7().to_string(),
+        // A key acts in the organization it was made in, and only there.
+        org: org_field(&principal.org),
         name: body.name,
         owner_id,
         prefix: key.chars().take(API_KEY_PREFIX.len() + 4).collect(),
@@ -226,6 +229,7 @@ async fn list(
         .store
         .api_keys()?
         .into_iter()
+        .filter(|k| k.org() == principal.org)
         .filter(|k| principal.is_admin() || Some(&k.owner_id) == principal.user_id.as_ref())
         .collect();
     let total = mine.len();
@@ -252,7 +256,11 @@ async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let not_found = || ApiError::NotFound(format!("no API key {id:?}"));
-    let key = state.store.api_key(&id)?.ok_or_else(not_found)?;
+    let key = state
+        .store
+        .api_key(&id)?
+        .filter(|k| k.org() == principal.org)
+        .ok_or_else(not_found)?;
     if !principal.is_admin() && Some(&key.owner_id) != principal.user_id.as_ref() {
         return Err(not_found());
     }

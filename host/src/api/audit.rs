@@ -13,6 +13,7 @@ use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiQuery, AppState};
 use crate::auth::Principal;
 use crate::store::auth::AuditRecord;
+use crate::store::orgs::org_field;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -26,6 +27,8 @@ impl Entry {
     pub fn new(action: &str, success: bool) -> Self {
         Self(AuditRecord {
             id: uuid::Uuid::now_v7().to_string(),
+            // The actor's, once one is named; node-wide events stay here.
+            org: None,
             at: crate::now(),
             action: action.to_owned(),
             outcome: if success { "success" } else { "failure" }.to_owned(),
@@ -39,14 +42,29 @@ impl Entry {
     }
 
     pub fn actor(mut self, principal: &Principal) -> Self {
+        self.0.org = org_field(&principal.org);
         self.0.actor_id = principal.user_id();
         self.0.actor = Some(principal.name.clone());
+        self
+    }
+
+    /// The user who acted, filed in their first organization's log.
+    pub fn user(mut self, user: &crate::store::auth::UserRecord) -> Self {
+        self.0.org = user.home_org().and_then(org_field);
+        self.0.actor_id = Some(user.id.clone());
+        self.0.actor = Some(user.username.clone());
         self
     }
 
     pub fn actor_named(mut self, id: Option<&str>, name: &str) -> Self {
         self.0.actor_id = id.map(str::to_owned);
         self.0.actor = Some(name.to_owned());
+        self
+    }
+
+    /// The organization whose log it goes into.
+    pub fn org(mut self, org: &str) -> Self {
+        self.0.org = org_field(org);
         self
     }
 
@@ -78,7 +96,7 @@ pub fn record(state: &AppState, entry: Entry) {
     }
 }
 
-/// The audit log, newest first (admin).
+/// The audit log of the caller's organization, newest first (admin).
 #[utoipa::path(get, path = "/v1/audit", operation_id = "listAudit", tag = "auth",
     params(("page" = Option<usize>, Query), ("size" = Option<usize>, Query)),
     responses(
@@ -89,9 +107,12 @@ pub fn record(state: &AppState, entry: Entry) {
     ))]
 async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<AuditRecord>>, ApiError> {
     let page = Page::new(query)?;
-    let (data, total) = state.store.audit_page(page.skip(), page.size)?;
+    let (data, total) = state
+        .store
+        .audit_page(&principal.org, page.skip(), page.size)?;
     Ok(axum::Json(page.envelope(data, total)))
 }

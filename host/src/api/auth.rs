@@ -164,9 +164,7 @@ async fn login(
     state.store.flush().await?;
     audit::record(
         &state,
-        Entry::new("login.succeeded", true)
-            .actor_named(Some(&user.id), &user.username)
-            .ip(&ip),
+        Entry::new("login.succeeded", true).user(&user).ip(&ip),
     );
     Ok(axum::Json(TokenResponse::new(pair, &user)))
 }

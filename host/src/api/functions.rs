@@ -1,6 +1,9 @@
 //! HTTP functions: `ANY /fn/{name}/{*path}` hands the request to a script of
 //! kind `http` (a wasi:http/proxy component) and passes its response back
-//! (API.md "HTTP functions").
+//! (API.md "HTTP functions"). `{name}` is a function of the default
+//! organization, or `<organization name>:<function name>` of another; a
+//! function that is not public answers only its own organization's callers
+//! (others get the 404 of a function that does not exist).
 //!
 //! A request runs on its connection's task, not through the execution queue:
 //! it is answered, not queued. It holds one of the worker-count slots of
@@ -17,6 +20,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_runtime::{Call, CancelHandle, HttpInvocation, Status};
+
+use crate::store::orgs::DEFAULT_ORG;
 
 use super::access::ClientIp;
 use super::error::ErrorEnvelope;
@@ -71,18 +76,25 @@ pub(super) async fn call(State(state): State<AppState>, request: Request) -> Res
 async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (name, path) = split_path(parts.uri.path());
+    let principal = Principal::of(&parts);
+    let missing = || ApiError::NotFound(format!("no HTTP function {name:?}"));
+    let (org, function) = match name.split_once(':') {
+        Some((org, function)) => (state.store.org(org)?.ok_or_else(missing)?.id, function),
+        None => (DEFAULT_ORG.to_owned(), name),
+    };
     let script = state
         .store
-        .script(name)?
+        .script(&org, function)?
         .filter(|script| script.kind == ScriptKind::Http)
-        .ok_or_else(|| ApiError::NotFound(format!("no HTTP function {name:?}")))?;
+        // A function that is not public is only for its organization's callers.
+        .filter(|script| script.public || principal.as_ref().is_some_and(|p| p.org == org))
+        .ok_or_else(missing)?;
     if script.status == ScriptStatus::Archived {
         return Err(ApiError::Conflict(format!(
             "function {:?} is archived; set its status to active to serve it",
             script.name
         )));
     }
-    let principal = Principal::of(&parts);
     if !script.public {
         authorize(state, &parts, principal.as_ref(), &script)?;
     }
@@ -237,7 +249,9 @@ fn operations(
     })
 }
 
-/// `/fn/name/rest` → (`name`, `/rest`); `/fn/name` → (`name`, `/`).
+/// `/fn/name/rest` → (`name`, `/rest`); `/fn/name` → (`name`, `/`). The
+/// name is the function's in the default organization, or `<org>:<name>`
+/// in another (names never hold a `:`).
 fn split_path(uri_path: &str) -> (&str, String) {
     let rest = uri_path.strip_prefix("/fn/").unwrap_or_default();
     match rest.split_once('/') {

@@ -17,6 +17,7 @@ mod json_body;
 mod links;
 mod owners;
 pub use self::json_body::{ApiJson, parse_json};
+mod orgs;
 mod pagination;
 mod schedules;
 pub(crate) mod scripts;
@@ -87,14 +88,14 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Queues a webhook event about something this request changed; it is
-    /// flushed with that change.
-    pub fn emit<T: serde::Serialize>(&self, event: &str, data: &T) {
+    /// Queues a webhook event of organization `org` about something this
+    /// request changed; it is flushed with that change.
+    pub fn emit<T: serde::Serialize>(&self, org: &str, event: &str, data: &T) {
         if !self.webhooks.wants(event) {
             return;
         }
         match serde_json::to_value(data) {
-            Ok(value) => webhooks::emit_all(&self.webhooks, &[(event, value)]),
+            Ok(value) => webhooks::emit_all(&self.webhooks, org, &[(event, value)]),
             Err(e) => tracing::error!(error = %e, event, "cannot render a webhook event"),
         }
     }
@@ -299,6 +300,7 @@ fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .merge(system::routes())
             .merge(auth::routes())
             .merge(users::routes())
+            .merge(orgs::routes())
             .merge(totp::routes())
             .merge(api_keys::routes())
             .merge(audit::routes())

@@ -17,6 +17,7 @@ use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::Principal;
 use crate::schedules::{Cron, CronError, format_ms};
+use crate::store::orgs::{InOrg as _, org_field};
 use crate::store::{ExecutionStatus, Overlap, ScheduleRecord, StoreError};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -201,10 +202,10 @@ fn parse_cron(cron: &str, timezone: &str) -> Result<Cron, ApiError> {
 /// The stored script's id for an id or name: a missing one is a 404 (as
 /// the script's own routes answer), an HTTP function (it answers requests,
 /// it is not run) a bad field.
-fn script_id(state: &AppState, id_or_name: &str) -> Result<String, ApiError> {
+fn script_id(state: &AppState, org: &str, id_or_name: &str) -> Result<String, ApiError> {
     let script = state
         .store
-        .script(id_or_name)?
+        .script(org, id_or_name)?
         .ok_or_else(|| ApiError::NotFound(format!("script_id: no script {id_or_name:?}")))?;
     if script.kind == crate::store::ScriptKind::Http {
         return Err(ApiError::invalid(
@@ -244,8 +245,9 @@ async fn create(
     let now = crate::now();
     let record = ScheduleRecord {
         id: uuid::Uuid::now_v7().to_string(),
+        org: org_field(&principal.org),
         name: body.name,
-        script_id: script_id(&state, &body.script_id)?,
+        script_id: script_id(&state, &principal.org, &body.script_id)?,
         cron: body.cron,
         timezone,
         parameters,
@@ -352,6 +354,7 @@ async fn preview(
     ))]
 async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<Listing<ScheduleView>>, ApiError> {
     let page = Page::new(PageQuery {
@@ -362,6 +365,7 @@ async fn list(
         .store
         .schedules()?
         .into_iter()
+        .filter(|s| s.org() == principal.org)
         .filter(|s| query.active.is_none_or(|active| s.active == active))
         .collect();
     let total = matching.len();
@@ -374,10 +378,12 @@ async fn list(
     Ok(axum::Json(page.envelope(data, total)))
 }
 
-fn find(state: &AppState, id: &str) -> Result<ScheduleRecord, ApiError> {
+/// The schedule `id` of organization `org`: another's is no schedule at all.
+fn find(state: &AppState, org: &str, id: &str) -> Result<ScheduleRecord, ApiError> {
     state
         .store
         .schedule(id)?
+        .filter(|record| record.org() == org)
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))
 }
 
@@ -392,10 +398,11 @@ fn find(state: &AppState, id: &str) -> Result<ScheduleRecord, ApiError> {
     ))]
 async fn read(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &id)?;
+    let record = find(&state, &principal.org, &id)?;
     etag::json(&headers, &view(&state, record)?)
 }
 
@@ -435,7 +442,7 @@ async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateSchedule>,
 ) -> Result<Response, ApiError> {
-    let seen = find(&state, &id)?;
+    let seen = find(&state, &principal.org, &id)?;
     // Its creator never changes, so the record read answers for the write.
     creator_or_admin(&principal, seen.created_by.as_deref(), "schedule").map_err(|e| {
         audited(
@@ -461,7 +468,7 @@ async fn update(
         body.timezone.as_deref().unwrap_or(&seen.timezone),
     )?;
     let script = match &body.script_id {
-        Some(id_or_name) => Some(script_id(&state, id_or_name)?),
+        Some(id_or_name) => Some(script_id(&state, &principal.org, id_or_name)?),
         None => None,
     };
     let now = crate::now();
@@ -543,7 +550,7 @@ async fn delete(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let found = find(&state, &id)?;
+    let found = find(&state, &principal.org, &id)?;
     let name = found.name.clone();
     creator_or_admin(&principal, found.created_by.as_deref(), "schedule").map_err(|e| {
         audited(

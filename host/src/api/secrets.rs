@@ -17,6 +17,7 @@ use super::audit::{self, Entry};
 use super::error::ErrorEnvelope;
 use super::{ApiError, ApiJson, ApiPath, AppState};
 use crate::auth::Principal;
+use crate::store::orgs::{InOrg as _, name_key, org_field};
 use crate::store::script_data::SharedSecretRecord;
 
 /// Serializes changes (few, by admins): see `put`.
@@ -85,11 +86,15 @@ pub struct SecretInput {
 /// The shared secrets (never their values).
 #[utoipa::path(get, path = "/v1/secrets", operation_id = "listSecrets", tag = "scripts",
     responses((status = 200, description = "Every shared secret, by name", body = SecretList)))]
-async fn list(State(state): State<AppState>) -> Result<axum::Json<SecretList>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<axum::Json<SecretList>, ApiError> {
     let data = state
         .store
         .shared_secrets()?
         .iter()
+        .filter(|s| s.org() == principal.org)
         .cloned()
         .map(SecretView::from)
         .collect();
@@ -105,11 +110,12 @@ async fn list(State(state): State<AppState>) -> Result<axum::Json<SecretList>, A
     ))]
 async fn get(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<SecretView>, ApiError> {
     let secret = state
         .store
-        .shared_secret(&name)?
+        .shared_secret(&principal.org, &name)?
         .ok_or_else(|| ApiError::NotFound(format!("no secret {name:?}")))?;
     Ok(axum::Json(secret.into()))
 }
@@ -124,7 +130,7 @@ async fn get(
         (status = 201, description = "Created", body = SecretView),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
         (status = 404, description = "`scripts` names a script that does not exist", body = ErrorEnvelope),
-        (status = 409, description = "The server holds 100 shared secrets already", body = ErrorEnvelope),
+        (status = 409, description = "The organization holds 100 shared secrets already", body = ErrorEnvelope),
     ))]
 async fn put(
     State(state): State<AppState>,
@@ -141,30 +147,31 @@ async fn put(
             format!("at most {MAX_VALUE_BYTES} bytes"),
         ));
     }
-    let scripts = grants(&state, &input.scripts)?;
+    let scripts = grants(&state, &principal.org, &input.scripts)?;
     // One change at a time: the count checked is the count written, and
     // two puts of one name do not both create it.
     let _writing = WRITES.lock().await;
-    let current = state.store.shared_secret(&name)?;
+    let current = state.store.shared_secret(&principal.org, &name)?;
+    let slot = crate::vault::shared_slot(&name_key(&principal.org, &name));
     let created = current.is_none();
     let now = crate::now();
     let record = match (current, input.value) {
         (Some(current), value) => SharedSecretRecord {
-            value: value.map_or(current.value, |v| {
-                state.vault.seal(&crate::vault::shared_slot(&name), &v)
-            }),
+            value: value.map_or(current.value, |v| state.vault.seal(&slot, &v)),
             scripts,
             updated_at: now,
             ..current
         },
         (None, Some(value)) => {
-            if state.store.shared_secrets()?.len() >= MAX_SHARED_SECRETS {
+            let held = state.store.shared_secrets()?;
+            if held.iter().filter(|s| s.org() == principal.org).count() >= MAX_SHARED_SECRETS {
                 return Err(ApiError::Conflict(format!(
-                    "the server holds {MAX_SHARED_SECRETS} shared secrets, the most it keeps"
+                    "the organization holds {MAX_SHARED_SECRETS} shared secrets, the most it keeps"
                 )));
             }
             SharedSecretRecord {
-                value: state.vault.seal(&crate::vault::shared_slot(&name), &value),
+                org: org_field(&principal.org),
+                value: state.vault.seal(&slot, &value),
                 name: name.clone(),
                 scripts,
                 created_at: now.clone(),
@@ -205,7 +212,7 @@ async fn delete(
     ApiPath(name): ApiPath<String>,
     principal: Principal,
 ) -> Result<StatusCode, ApiError> {
-    if !state.store.delete_shared_secret(&name)? {
+    if !state.store.delete_shared_secret(&principal.org, &name)? {
         return Err(ApiError::NotFound(format!("no secret {name:?}")));
     }
     audit::record(
@@ -218,8 +225,8 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Script names or ids as the ids stored, or `*` alone.
-fn grants(state: &AppState, scripts: &[String]) -> Result<Vec<String>, ApiError> {
+/// Script names or ids of organization `org` as the ids stored, or `*` alone.
+fn grants(state: &AppState, org: &str, scripts: &[String]) -> Result<Vec<String>, ApiError> {
     if scripts.len() > MAX_GRANTS {
         return Err(ApiError::invalid(
             "scripts",
@@ -239,7 +246,7 @@ fn grants(state: &AppState, scripts: &[String]) -> Result<Vec<String>, ApiError>
     for script in scripts {
         let found = state
             .store
-            .script(script)?
+            .script(org, script)?
             .ok_or_else(|| ApiError::NotFound(format!("scripts: no script {script:?}")))?;
         if !ids.contains(&found.id) {
             ids.push(found.id);

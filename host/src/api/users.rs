@@ -1,5 +1,13 @@
-//! `/v1/users` (admin) and `/v1/users/me` (anyone). Passwords are hashed
-//! with Argon2id off the async threads; no response ever carries a hash.
+//! `/v1/users` (an organization's admin: its members) and `/v1/users/me`
+//! (anyone). Passwords are hashed with Argon2id off the async threads; no
+//! response ever carries a hash.
+//!
+//! Usernames are unique on the node; a user belongs to organizations with
+//! a role in each. An admin sees and manages their own organization's
+//! members only, and changes a member's password, codes or disabled flag
+//! only when the member belongs to no other organization and is no node
+//! operator (else that is a node operator's to do). Deleting a member who
+//! belongs elsewhere too removes them from this organization only.
 
 use axum::Extension;
 use axum::extract::State;
@@ -19,6 +27,7 @@ use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::{MIN_PASSWORD_CHARS, Principal, Role, secrets};
 use crate::store::StoreError;
 use crate::store::auth::UserRecord;
+use crate::store::orgs::{InOrg as _, Membership};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,6 +47,8 @@ pub(super) const MAX_USERNAME: usize = 64;
 pub struct UserSummary {
     id: String,
     username: String,
+    /// The role in the user's first organization (where requests without
+    /// `X-Kiln-Organization` act).
     role: Role,
 }
 
@@ -46,16 +57,21 @@ impl UserSummary {
         Self {
             id: user.id.clone(),
             username: user.username.clone(),
-            role: user.role,
+            role: user.memberships.first().map_or(Role::Viewer, |m| m.role),
         }
     }
 }
 
+/// A user as one organization sees them.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct User {
     id: String,
     username: String,
-    role: Role,
+    /// Their role in the organization the request acts in (none: a node
+    /// operator who is no member of it).
+    role: Option<Role>,
+    /// A node operator, above organizations.
+    operator: bool,
     disabled: bool,
     created_at: String,
     updated_at: String,
@@ -65,11 +81,13 @@ pub struct User {
 }
 
 impl User {
-    fn of(user: UserRecord) -> Self {
+    /// `user` as organization `org` sees them.
+    pub(super) fn in_org(user: UserRecord, org: &str) -> Self {
         Self {
+            role: user.role_in(org),
+            operator: user.operator,
             id: user.id,
             username: user.username,
-            role: user.role,
             disabled: user.disabled,
             created_at: user.created_at,
             updated_at: user.updated_at,
@@ -94,7 +112,10 @@ pub struct CreateUser {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
+    /// Their role in the organization the request acts in.
     role: Option<Role>,
+    /// Make them a node operator, or no longer one (node operators only).
+    operator: Option<bool>,
     /// A new password (8 to 1024 characters); the user's sessions end and
     /// their API keys are revoked.
     #[schema(min_length = 8, max_length = 1024)]
@@ -150,8 +171,8 @@ async fn hash(password: String) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// A user by id, else by username.
-pub(super) fn find(state: &AppState, id_or_name: &str) -> Result<UserRecord, ApiError> {
+/// A user by id, else by username, of any organization.
+pub(super) fn find_anywhere(state: &AppState, id_or_name: &str) -> Result<UserRecord, ApiError> {
     let user = match state.store.user(id_or_name)? {
         Some(user) => Some(user),
         None => state.store.user_by_name(id_or_name)?,
@@ -159,24 +180,56 @@ pub(super) fn find(state: &AppState, id_or_name: &str) -> Result<UserRecord, Api
     user.ok_or_else(|| ApiError::NotFound(format!("no user {id_or_name:?}")))
 }
 
-/// Refuses a change that would leave no enabled admin.
-fn keep_an_admin(state: &AppState, id: &str, after: Option<&UserRecord>) -> Result<(), ApiError> {
-    let still_admin = after.is_some_and(|u| u.role == Role::Admin && !u.disabled);
-    if still_admin {
-        return Ok(());
-    }
-    let others = state
+/// A member of organization `org` by id, else by username: anyone else is
+/// no user at all there.
+pub(super) fn find(state: &AppState, org: &str, id_or_name: &str) -> Result<UserRecord, ApiError> {
+    find_anywhere(state, id_or_name)?
+        .role_in(org)
+        .is_some()
+        .then_some(())
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id_or_name:?}")))
+        .and_then(|()| find_anywhere(state, id_or_name))
+}
+
+/// Refuses a change of user `id` (to `after`, or its removal) that would
+/// leave organization `org` with no enabled admin, or the node with no
+/// enabled operator.
+pub(super) fn keep_admins(
+    state: &AppState,
+    org: &str,
+    id: &str,
+    after: Option<&UserRecord>,
+) -> Result<(), ApiError> {
+    let admin = |u: &UserRecord| !u.disabled && u.role_in(org) == Some(Role::Admin);
+    let operator = |u: &UserRecord| !u.disabled && u.operator;
+    let others: Vec<UserRecord> = state
         .store
         .users()?
         .into_iter()
-        .any(|u| u.id != id && u.role == Role::Admin && !u.disabled);
-    if others {
-        Ok(())
-    } else {
-        Err(ApiError::Conflict(
-            "this would leave no enabled admin; make another admin first".into(),
-        ))
+        .filter(|u| u.id != id)
+        .collect();
+    let before = state.store.user(id)?;
+    let was = |test: &dyn Fn(&UserRecord) -> bool| before.as_ref().is_some_and(test);
+    let stays = |test: &dyn Fn(&UserRecord) -> bool| after.is_some_and(test);
+    if was(&admin) && !stays(&admin) && !others.iter().any(admin) {
+        return Err(ApiError::Conflict(
+            "this would leave the organization no enabled admin; make another admin first".into(),
+        ));
     }
+    if was(&operator) && !stays(&operator) && !others.iter().any(operator) {
+        return Err(ApiError::Conflict(
+            "this would leave the node no enabled operator; make another operator first".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the caller may change `user`'s account itself (password, codes,
+/// disabled, deletion): a node operator may; an organization's admin only
+/// for a member of theirs alone who is no operator.
+fn may_manage_account(principal: &Principal, user: &UserRecord) -> bool {
+    principal.operator
+        || (!user.operator && user.memberships.iter().all(|m| m.org == principal.org))
 }
 
 /// Create a user (admin).
@@ -206,7 +259,11 @@ async fn create(
     let user = UserRecord {
         id: uuid::Uuid::now_v7().to_string(),
         username: body.username,
-        role: body.role,
+        memberships: vec![Membership {
+            org: principal.org.clone(),
+            role: body.role,
+        }],
+        operator: false,
         password_hash: hash(body.password).await?,
         disabled: false,
         created_at: now.clone(),
@@ -225,10 +282,10 @@ async fn create(
             .actor(&principal)
             .ip(&ip)
             .target(&user.id)
-            .detail(format!("{} as {}", user.username, user.role.as_str())),
+            .detail(format!("{} as {}", user.username, body.role.as_str())),
     );
     let location = format!("/v1/users/{}", user.id);
-    let mut response = etag::json(&HeaderMap::new(), &User::of(user))?;
+    let mut response = etag::json(&HeaderMap::new(), &User::in_org(user, &principal.org))?;
     *response.status_mut() = StatusCode::CREATED;
     if let Ok(value) = location.parse() {
         response.headers_mut().insert(header::LOCATION, value);
@@ -236,7 +293,7 @@ async fn create(
     Ok(response)
 }
 
-/// List users (admin), oldest first.
+/// List the organization's members (admin), oldest first.
 #[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", tag = "auth",
     params(("page" = Option<usize>, Query), ("size" = Option<usize>, Query)),
     responses(
@@ -245,24 +302,27 @@ async fn create(
     ))]
 async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<User>>, ApiError> {
     let page = Page::new(query)?;
-    let users = state.store.users()?;
+    let mut users = state.store.users()?;
+    users.retain(|u| u.role_in(&principal.org).is_some());
     let total = users.len();
     let data = users
         .into_iter()
         .skip(page.skip())
         .take(page.size)
-        .map(User::of)
+        .map(|u| User::in_org(u, &principal.org))
         .collect();
     Ok(axum::Json(page.envelope(data, total)))
 }
 
-/// The caller's own user (for an API key, its owner).
+/// The caller's own user (for an API key, its owner), with the
+/// organizations they belong to.
 #[utoipa::path(get, path = "/v1/users/me", operation_id = "getMe", tag = "auth",
     responses(
-        (status = 200, description = "The caller", body = User),
+        (status = 200, description = "The caller", body = Me),
         (status = 401, description = "No valid credential", body = ErrorEnvelope),
         (status = 404, description = "Authentication is off: there is no user", body = ErrorEnvelope),
     ))]
@@ -270,7 +330,43 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Respo
     let id = principal
         .user_id()
         .ok_or_else(|| ApiError::NotFound("authentication is off; there is no user".into()))?;
-    etag::json(&HeaderMap::new(), &User::of(find(&state, &id)?))
+    let user = find_anywhere(&state, &id)?;
+    let mut organizations = Vec::with_capacity(user.memberships.len());
+    for membership in &user.memberships {
+        // A membership of an organization deleted meanwhile is left out.
+        if let Some(org) = state.store.org(&membership.org)? {
+            organizations.push(MyOrganization {
+                id: org.id,
+                name: org.name,
+                role: membership.role,
+            });
+        }
+    }
+    let me = Me {
+        organization: principal.org.clone(),
+        organizations,
+        user: User::in_org(user, &principal.org),
+    };
+    etag::json(&HeaderMap::new(), &me)
+}
+
+/// The caller, as `GET /v1/users/me` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    #[serde(flatten)]
+    user: User,
+    /// The id of the organization this request acted in.
+    organization: String,
+    /// Every organization the user belongs to, the first being where a
+    /// request without `X-Kiln-Organization` acts.
+    organizations: Vec<MyOrganization>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MyOrganization {
+    id: String,
+    name: String,
+    role: Role,
 }
 
 /// Change the caller's own password, giving the current one. Every other
@@ -339,7 +435,7 @@ async fn change_own_password(
                 "{sessions} other sessions ended, {keys} keys revoked"
             )),
     );
-    etag::json(&HeaderMap::new(), &User::of(updated))
+    etag::json(&HeaderMap::new(), &User::in_org(updated, &principal.org))
 }
 
 /// The caller's own user, after checking `password` is theirs: counted as
@@ -359,7 +455,7 @@ pub(super) async fn confirm_password(
     if password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(wrong());
     }
-    let user = find(state, &id)?;
+    let user = find_anywhere(state, &id)?;
     let checked = super::auth::limited_password_check(state, ip, &user.username, password).await?;
     if let Err(e) = checked {
         if !matches!(e, crate::auth::AuthError::Unauthenticated(_)) {
@@ -394,10 +490,12 @@ fn revoke_keys(state: &AppState, user_id: &str) -> Result<usize, ApiError> {
     ))]
 async fn read(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    etag::json(&headers, &User::of(find(&state, &id)?))
+    let user = find(&state, &principal.org, &id)?;
+    etag::json(&headers, &User::in_org(user, &principal.org))
 }
 
 /// Change a user's role, password, disabled flag or one-time codes
@@ -410,8 +508,9 @@ async fn read(
     responses(
         (status = 200, description = "The updated user", body = User),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
-        (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 409, description = "It would leave no enabled admin", body = ErrorEnvelope),
+        (status = 403, description = "The user belongs to another organization too, or is a node operator: a node operator changes their account", body = ErrorEnvelope),
+        (status = 404, description = "No such user in the organization", body = ErrorEnvelope),
+        (status = 409, description = "It would leave the organization no enabled admin, or the node no operator", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 async fn update(
@@ -422,10 +521,24 @@ async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Response, ApiError> {
-    let seen = find(&state, &id)?;
+    let org = principal.org.clone();
+    let seen = find(&state, &org, &id)?;
     let id = seen.id.clone();
     if headers.contains_key(header::IF_MATCH) {
-        etag::check_if_match(&headers, &etag::of_json(&User::of(seen.clone()))?)?;
+        etag::check_if_match(&headers, &etag::of_json(&User::in_org(seen.clone(), &org))?)?;
+    }
+    let account = body.password.is_some() || body.disabled.is_some() || body.totp.is_some();
+    if account && !may_manage_account(&principal, &seen) {
+        return Err(ApiError::PermissionDenied(
+            "this user belongs to another organization too, or is a node operator: a node \
+             operator changes their password, codes or disabled flag"
+                .into(),
+        ));
+    }
+    if body.operator.is_some() && !principal.operator {
+        return Err(ApiError::PermissionDenied(
+            "only a node operator makes or unmakes operators".into(),
+        ));
     }
     if body.totp == Some(true) {
         return Err(ApiError::invalid(
@@ -444,7 +557,12 @@ async fn update(
     let change = |current: &UserRecord| {
         let mut user = current.clone();
         if let Some(role) = body.role {
-            user.role = role;
+            for membership in user.memberships.iter_mut().filter(|m| m.org == org) {
+                membership.role = role;
+            }
+        }
+        if let Some(operator) = body.operator {
+            user.operator = operator;
         }
         if let Some(disabled) = body.disabled {
             user.disabled = disabled;
@@ -460,7 +578,7 @@ async fn update(
     };
     let updated = {
         let _admins = state.auth.admin_changes();
-        keep_an_admin(&state, &id, Some(&change(&find(&state, &id)?)))?;
+        keep_admins(&state, &org, &id, Some(&change(&find(&state, &org, &id)?)))?;
         state
             .store
             .update_user(&id, &|current| Ok(change(current)))?
@@ -479,8 +597,11 @@ async fn update(
     };
     state.store.flush().await?;
     let mut changed = Vec::new();
-    if body.role.is_some() {
-        changed.push(format!("role={}", updated.role.as_str()));
+    if let Some(role) = body.role {
+        changed.push(format!("role={}", role.as_str()));
+    }
+    if let Some(operator) = body.operator {
+        changed.push(format!("operator={operator}"));
     }
     if let Some(disabled) = body.disabled {
         changed.push(format!("disabled={disabled}"));
@@ -502,17 +623,19 @@ async fn update(
             .target(&id)
             .detail(changed.join(", ")),
     );
-    etag::json(&HeaderMap::new(), &User::of(updated))
+    etag::json(&HeaderMap::new(), &User::in_org(updated, &org))
 }
 
-/// Delete a user with their API keys and sessions (admin).
+/// Delete a user with their API keys and sessions (admin); one who belongs
+/// to another organization too, or is a node operator, is only removed from
+/// this one (with their keys here).
 #[utoipa::path(delete, path = "/v1/users/{id}", operation_id = "deleteUser", tag = "auth",
     params(("id" = String, Path, description = "The user's id or username"),
         ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless this is the current ETag")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 409, description = "It would leave no enabled admin", body = ErrorEnvelope),
+        (status = 404, description = "No such user in the organization", body = ErrorEnvelope),
+        (status = 409, description = "It would leave the organization no enabled admin, or the node no operator", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` is stale", body = ErrorEnvelope),
     ))]
 async fn delete(
@@ -522,26 +645,62 @@ async fn delete(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let seen = find(&state, &id)?;
+    let org = principal.org.clone();
+    let seen = find(&state, &org, &id)?;
     let id = seen.id.clone();
     if headers.contains_key(header::IF_MATCH) {
-        etag::check_if_match(&headers, &etag::of_json(&User::of(seen))?)?;
+        etag::check_if_match(&headers, &etag::of_json(&User::in_org(seen.clone(), &org))?)?;
     }
-    {
+    let whole = may_manage_account(&principal, &seen) && seen.memberships.len() <= 1;
+    if whole {
         let _admins = state.auth.admin_changes();
-        keep_an_admin(&state, &id, None)?;
+        keep_admins(&state, &org, &id, None)?;
         state
             .store
             .delete_user(&id)?
             .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
+    } else {
+        remove_member(&state, &org, &id)?;
     }
     state.store.flush().await?;
     audit::record(
         &state,
-        Entry::new("user.deleted", true)
-            .actor(&principal)
-            .ip(&ip)
-            .target(&id),
+        Entry::new(
+            if whole {
+                "user.deleted"
+            } else {
+                "user.removed"
+            },
+            true,
+        )
+        .actor(&principal)
+        .ip(&ip)
+        .target(&id),
     );
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Takes user `id` out of organization `org`, with their API keys there;
+/// refused if it would leave the organization no enabled admin.
+pub(super) fn remove_member(state: &AppState, org: &str, id: &str) -> Result<usize, ApiError> {
+    let _admins = state.auth.admin_changes();
+    let mut after = find(state, org, id)?;
+    after.memberships.retain(|m| m.org != org);
+    keep_admins(state, org, id, Some(&after))?;
+    state
+        .store
+        .update_user(id, &|current| {
+            let mut user = current.clone();
+            user.memberships.retain(|m| m.org != org);
+            Ok(user)
+        })?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
+    let mut revoked = 0;
+    for key in state.store.api_keys()? {
+        if key.owner_id == id && key.org() == org && state.store.delete_api_key(&key.id)?.is_some()
+        {
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
 }

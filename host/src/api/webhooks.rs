@@ -19,6 +19,7 @@ use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::Principal;
 use crate::egress::ssrf;
+use crate::store::orgs::{InOrg as _, org_field};
 use crate::store::webhooks::{AttemptRecord, WebhookRecord};
 use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
 use crate::webhooks::{EVENTS, PING, Webhooks, sign};
@@ -165,10 +166,12 @@ fn check_secret(secret: &str) -> Result<(), ApiError> {
         .map_err(|e| ApiError::invalid("secret", e.to_string()))
 }
 
-fn find(state: &AppState, id: &str) -> Result<WebhookRecord, ApiError> {
+/// The webhook `id` of organization `org`: another's is no webhook at all.
+fn find(state: &AppState, org: &str, id: &str) -> Result<WebhookRecord, ApiError> {
     state
         .store
         .webhook(id)?
+        .filter(|record| record.org() == org)
         .ok_or_else(|| ApiError::NotFound(format!("no webhook {id:?}")))
 }
 
@@ -209,6 +212,7 @@ async fn create(
     let record = WebhookRecord {
         secret: state.vault.seal(&crate::vault::webhook_slot(&id), &secret),
         id,
+        org: org_field(&principal.org),
         url: body.url,
         events,
         active: body.active.unwrap_or(true),
@@ -257,10 +261,12 @@ async fn create(
     ))]
 async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<WebhookView>>, ApiError> {
     let page = Page::new(query)?;
-    let all = state.store.webhooks()?;
+    let mut all = state.store.webhooks()?;
+    all.retain(|w| w.org() == principal.org);
     let total = all.len();
     let data = all
         .into_iter()
@@ -281,10 +287,14 @@ async fn list(
     ))]
 async fn read(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    etag::json(&headers, &WebhookView::from(find(&state, &id)?))
+    etag::json(
+        &headers,
+        &WebhookView::from(find(&state, &principal.org, &id)?),
+    )
 }
 
 /// Change a webhook's URL, events, secret, description, or pause it.
@@ -307,7 +317,7 @@ async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<Response, ApiError> {
-    let seen = find(&state, &id)?;
+    let seen = find(&state, &principal.org, &id)?;
     // Its creator never changes, so the record read answers for the write.
     creator_of(&state, &principal, &ip, "update", &seen)?;
     let checked = headers.contains_key(header::IF_MATCH).then_some(&seen);
@@ -389,7 +399,7 @@ async fn delete(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let webhook = find(&state, &id)?;
+    let webhook = find(&state, &principal.org, &id)?;
     creator_of(&state, &principal, &ip, "delete", &webhook)?;
     state
         .store
@@ -419,11 +429,12 @@ async fn delete(
     ))]
 async fn deliveries(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<AttemptRecord>>, ApiError> {
     let page = Page::new(query)?;
-    find(&state, &id)?;
+    find(&state, &principal.org, &id)?;
     let (data, total) = state.store.attempts(&id, page.skip(), page.size)?;
     Ok(axum::Json(page.envelope(data, total)))
 }
@@ -453,7 +464,7 @@ async fn test(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, axum::Json<QueuedDelivery>), ApiError> {
-    let webhook = find(&state, &id)?;
+    let webhook = find(&state, &principal.org, &id)?;
     creator_of(&state, &principal, &ip, "test", &webhook)?;
     let delivery = state.webhooks.enqueue(
         &webhook,
@@ -527,7 +538,7 @@ pub fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
             json!({"schedule_id": schedule_id, "execution": execution}),
         ));
     }
-    emit_all(webhooks, &events);
+    emit_all(webhooks, record.org(), &events);
 }
 
 /// Output kept in an execution event, per stream.
@@ -565,12 +576,12 @@ fn excerpt(mut execution: serde_json::Value) -> serde_json::Value {
     execution
 }
 
-/// Queues events, logging (not failing on) a store error: the change they
+/// Queues events of organization `org`, logging (not failing on) a store error: the change they
 /// report has happened either way.
-pub fn emit_all(webhooks: &Webhooks, events: &[(&str, Value)]) {
+pub fn emit_all(webhooks: &Webhooks, org: &str, events: &[(&str, Value)]) {
     let mut queued = 0;
     for (event, data) in events {
-        match webhooks.emit(event, data) {
+        match webhooks.emit(org, event, data) {
             Ok(n) => queued += n,
             Err(e) => tracing::error!(error = %e, event, "cannot queue a webhook event"),
         }

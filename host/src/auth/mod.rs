@@ -16,6 +16,7 @@ pub use self::principal::{Principal, Via};
 use self::secrets::SecretError;
 use crate::config::Config;
 use crate::store::auth::{RefreshRecord, RefreshUse, SessionRecord, UserRecord};
+use crate::store::orgs::{DEFAULT_ORG, InOrg as _, Membership};
 pub use crate::store::scopes::{Role, Scope, Scopes};
 use crate::store::{Store, StoreError};
 
@@ -41,7 +42,17 @@ pub enum AuthError {
     Sign(String),
     #[error("the first admin could not be created: {0}")]
     FirstAdmin(String),
+    /// `X-Kiln-Organization` names no organization this credential acts in
+    /// (none by that id or name, or one the user is no member of, or not
+    /// the API key's): the same answer for each, so it tells nothing.
+    #[error("no organization {0:?} that this credential may act in")]
+    NoOrganization(String),
 }
+
+/// The request header that names (by id or name) the organization a
+/// request acts in; without it a session acts in the user's first
+/// organization and an API key in its own.
+pub const ORG_HEADER: &str = "x-kiln-organization";
 
 /// A fresh access token and the refresh token to get the next one.
 #[derive(Debug)]
@@ -116,15 +127,19 @@ pub fn first_admin_password(config: &Config) -> Result<String, AuthError> {
 /// The store cannot be read.
 pub fn creator_may(
     store: &dyn Store,
+    org: &str,
     created_by: Option<&str>,
     scope: Scope,
 ) -> Result<bool, StoreError> {
     let Some(user_id) = created_by else {
         return Ok(true);
     };
-    Ok(store
-        .user(user_id)?
-        .is_some_and(|user| !user.disabled && user.role.scopes().allows(scope)))
+    Ok(store.user(user_id)?.is_some_and(|user| {
+        !user.disabled
+            && user
+                .role_in(org)
+                .is_some_and(|role| role.scopes().allows(scope))
+    }))
 }
 
 fn now_secs() -> u64 {
@@ -265,7 +280,11 @@ impl Auth {
         let admin = UserRecord {
             id: uuid::Uuid::now_v7().to_string(),
             username: "admin".into(),
-            role: Role::Admin,
+            memberships: vec![Membership {
+                org: DEFAULT_ORG.into(),
+                role: Role::Admin,
+            }],
+            operator: true,
             password_hash: secrets::hash_password(password)?,
             disabled: false,
             created_at: now.clone(),
@@ -284,16 +303,30 @@ impl Auth {
     /// # Errors
     ///
     /// [`AuthError::Unauthenticated`] for a missing, expired, revoked or
-    /// forged credential, or one of a disabled or deleted user.
+    /// forged credential, or one of a disabled or deleted user;
+    /// [`AuthError::NoOrganization`] for an [`ORG_HEADER`] it may not act in.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        let wanted = match headers.get(ORG_HEADER) {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map(str::trim)
+                    .map_err(|_| AuthError::NoOrganization("(not text)".into()))?,
+            ),
+            None => None,
+        };
         if !self.enabled {
-            return Ok(Principal::open());
+            let mut open = Principal::open();
+            if let Some(wanted) = wanted {
+                open.org = self.find_org(wanted)?;
+            }
+            return Ok(open);
         }
         if let Some(key) = headers.get("x-api-key") {
             let key = key
                 .to_str()
                 .map_err(|_| AuthError::Unauthenticated("the API key is not valid"))?;
-            return self.by_api_key(key.trim());
+            return self.by_api_key(key.trim(), wanted);
         }
         let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Err(AuthError::Unauthenticated(
@@ -309,10 +342,18 @@ impl Auth {
             .ok_or(AuthError::Unauthenticated(
                 "the Authorization header must be Bearer <access token>",
             ))?;
-        self.by_access_token(token)
+        self.by_access_token(token, wanted)
     }
 
-    fn by_access_token(&self, token: &str) -> Result<Principal, AuthError> {
+    /// The id of the organization `wanted` names (by id or name).
+    fn find_org(&self, wanted: &str) -> Result<String, AuthError> {
+        match self.store.org(wanted)? {
+            Some(org) => Ok(org.id),
+            None => Err(AuthError::NoOrganization(wanted.into())),
+        }
+    }
+
+    fn by_access_token(&self, token: &str, wanted: Option<&str>) -> Result<Principal, AuthError> {
         let claims = self.signer.verify(token).map_err(|_| {
             AuthError::Unauthenticated("the access token is invalid or has expired")
         })?;
@@ -326,22 +367,33 @@ impl Auth {
             ));
         }
         let user = self.active_user(&claims.sub)?;
+        let org = match wanted {
+            Some(wanted) => {
+                let org = self.find_org(wanted)?;
+                if user.role_in(&org).is_none() {
+                    return Err(AuthError::NoOrganization(wanted.into()));
+                }
+                org
+            }
+            None => user.home_org().unwrap_or(DEFAULT_ORG).to_owned(),
+        };
+        // What the user may do is their role in that organization now (the
+        // token's `scopes` claim is for clients, of their first one).
+        let role = user.role_in(&org);
         Ok(Principal {
-            scopes: claims
-                .scopes
-                .into_iter()
-                .collect::<Scopes>()
-                .intersect(user.role.scopes()),
+            scopes: role.map(Role::scopes).unwrap_or_default(),
             user_id: Some(user.id),
             name: user.username,
-            role: user.role,
+            org,
+            role,
+            operator: user.operator,
             via: Via::Session {
                 session_id: claims.sid,
             },
         })
     }
 
-    fn by_api_key(&self, key: &str) -> Result<Principal, AuthError> {
+    fn by_api_key(&self, key: &str, wanted: Option<&str>) -> Result<Principal, AuthError> {
         const INVALID: AuthError = AuthError::Unauthenticated("the API key is invalid or revoked");
         if !key.starts_with(API_KEY_PREFIX) {
             return Err(INVALID);
@@ -354,16 +406,29 @@ impl Auth {
             return Err(AuthError::Unauthenticated("the API key has expired"));
         }
         let owner = self.active_user(&record.owner_id)?;
+        let org = record.org().to_owned();
+        if let Some(wanted) = wanted
+            && self.find_org(wanted)? != org
+        {
+            return Err(AuthError::NoOrganization(wanted.into()));
+        }
+        // A key acts in its organization only while its owner belongs there.
+        let role = owner.role_in(&org).ok_or(AuthError::Unauthenticated(
+            "the owner of this API key is no longer a member of its organization",
+        ))?;
         Ok(Principal {
             scopes: record
                 .scopes
                 .iter()
                 .copied()
                 .collect::<Scopes>()
-                .intersect(owner.role.scopes()),
+                .intersect(role.scopes()),
             user_id: Some(owner.id),
             name: format!("key:{}", record.name),
-            role: owner.role,
+            org,
+            role: Some(role),
+            // A key acts inside its organization, never above it.
+            operator: false,
             via: Via::ApiKey { key_id: record.id },
         })
     }
@@ -425,10 +490,13 @@ impl Auth {
 
     fn issue(&self, user: &UserRecord, session: &SessionRecord) -> Result<TokenPair, AuthError> {
         let iat = now_secs();
+        let home_role = user.memberships.first().map_or(Role::Viewer, |m| m.role);
         let claims = jwt::Claims {
             sub: user.id.clone(),
-            role: user.role,
-            scopes: user.role.scopes().to_vec(),
+            // Of the user's first organization, for clients; requests are
+            // checked against their role where they act.
+            role: home_role,
+            scopes: home_role.scopes().to_vec(),
             jti: uuid::Uuid::now_v7().to_string(),
             iat,
             exp: iat.saturating_add(self.access_ttl_secs),
@@ -600,6 +668,7 @@ mod tests {
             store
                 .create_api_key(&ApiKeyRecord {
                     id: key.into(),
+                    org: None,
                     name: key.into(),
                     owner_id: admin.id.clone(),
                     prefix: key.into(),

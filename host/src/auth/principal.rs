@@ -5,6 +5,7 @@
 use axum::http::request::Parts;
 
 use super::{Role, Scopes};
+use crate::store::orgs::DEFAULT_ORG;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
@@ -25,7 +26,13 @@ pub struct Principal {
     pub user_id: Option<String>,
     /// A name for logs and the audit log: a username, or `key:<name>`.
     pub name: String,
-    pub role: Role,
+    /// The organization the request acts in (`X-Kiln-Organization`, the
+    /// API key's, or the user's first).
+    pub org: String,
+    /// The caller's role there; `None` for a node operator who is no member.
+    pub role: Option<Role>,
+    /// A node operator (`UserRecord::operator`).
+    pub operator: bool,
     /// What this caller may do now: the credential's scopes capped by the
     /// user's current role.
     pub scopes: Scopes,
@@ -38,7 +45,9 @@ impl Principal {
         Self {
             user_id: None,
             name: "anonymous".into(),
-            role: Role::Admin,
+            org: DEFAULT_ORG.into(),
+            role: Some(Role::Admin),
+            operator: true,
             scopes: Scopes::all(),
             via: Via::Open,
         }
@@ -68,7 +77,9 @@ impl Principal {
         Self {
             user_id: Some(user_id.into()),
             name: user_id.into(),
-            role,
+            org: DEFAULT_ORG.into(),
+            role: Some(role),
+            operator: false,
             scopes: role.scopes(),
             via: Via::Session {
                 session_id: "s".into(),
@@ -90,12 +101,13 @@ impl Principal {
     }
 
     /// What per-caller state (idempotency keys) is keyed by: each API key
-    /// apart from its owner's sessions.
+    /// apart from its owner's sessions, and a user's requests in one
+    /// organization apart from those in another.
     pub fn scope_key(&self) -> String {
         match (&self.via, &self.user_id) {
             (Via::ApiKey { key_id }, _) => format!("key:{key_id}"),
-            (_, Some(user)) => format!("user:{user}"),
-            _ => "anonymous".into(),
+            (_, Some(user)) => format!("user:{user}@{}", self.org),
+            _ => format!("anonymous@{}", self.org),
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::LimitsConfig;
 use crate::jobs::{JobError, Jobs, Settled};
+use crate::store::orgs::{InOrg as _, org_field};
 use crate::store::{
     ClampedLimit, ExecutionCode, ExecutionRecord, ExecutionStatus, Language, LimitName, Priority,
     ScheduleRecord, ScriptLimits, ScriptRecord, Store, StoreError, Trigger,
@@ -37,6 +38,9 @@ pub struct RunRequest {
 /// What an execution runs.
 #[derive(Debug)]
 pub struct Target {
+    /// The organization it runs in: the script's, or the caller's for
+    /// ad-hoc code.
+    pub org: String,
     pub language: Language,
     /// A stored script's id and version, or none for ad-hoc code.
     pub script: Option<(String, u32)>,
@@ -50,6 +54,7 @@ impl Target {
     /// A stored script at `version`, with its own limits as defaults.
     pub fn script(script: &ScriptRecord, version: u32) -> Self {
         Self {
+            org: script.org().to_owned(),
             language: script.language,
             script: Some((script.id.clone(), version)),
             defaults: script.limits.unwrap_or_default(),
@@ -149,6 +154,7 @@ pub fn new_record(
         .script
         .map_or((None, None), |(id, version)| (Some(id), Some(version)));
     Ok(ExecutionRecord {
+        org: org_field(&target.org),
         script_id,
         script_version,
         priority: request.priority,
@@ -279,6 +285,7 @@ mod tests {
 
     fn ad_hoc() -> Target {
         Target {
+            org: crate::store::orgs::DEFAULT_ORG.into(),
             language: Language::Javascript,
             script: None,
             defaults: ScriptLimits::default(),

@@ -16,6 +16,7 @@ use crate::contract::{self, Ran};
 use crate::egress::{AllowedHosts, Gateway};
 use crate::jobs::{Execute, Jobs, Settled};
 use crate::runtimes::{Loaded, Runtimes};
+use crate::store::orgs::InOrg as _;
 use crate::store::{ExecutionRecord, Language, Store, StoreError};
 
 /// Runs the executions the queue hands it: the artifact of the script (or
@@ -72,7 +73,7 @@ impl Worker {
         };
         // Shared secrets granted to the script first: its own config wins
         // on a name both have.
-        let mut config = self.shared_secrets_of(script_id);
+        let mut config = self.shared_secrets_of(record.org(), script_id);
         config.extend(sealed.into_iter().filter_map(|(key, value)| {
             let slot = crate::vault::config_slot(script_id, &key);
             match self.vault.open_value(&slot, &value) {
@@ -88,7 +89,7 @@ impl Worker {
     }
 
     /// The shared secrets an admin granted to a script, opened.
-    fn shared_secrets_of(&self, script_id: &str) -> BTreeMap<String, String> {
+    fn shared_secrets_of(&self, org: &str, script_id: &str) -> BTreeMap<String, String> {
         let secrets = match self.store.shared_secrets() {
             Ok(secrets) => secrets,
             Err(e) => {
@@ -98,9 +99,9 @@ impl Worker {
         };
         secrets
             .iter()
-            .filter(|secret| secret.granted_to(script_id))
+            .filter(|secret| secret.granted_to(org, script_id))
             .filter_map(|secret| {
-                let slot = crate::vault::shared_slot(&secret.name);
+                let slot = crate::vault::shared_slot(&secret.key());
                 match self.vault.open_value(&slot, &secret.value) {
                     Ok(value) => Some((secret.name.clone(), value)),
                     Err(e) => {
@@ -225,7 +226,7 @@ impl Worker {
             (Some(script_id), Some(version), _) => {
                 let script = self
                     .store
-                    .script(script_id)
+                    .script(record.org(), script_id)
                     .map_err(|e| e.to_string())?
                     .ok_or_else(deleted)?;
                 let content = || {

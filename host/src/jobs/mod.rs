@@ -517,6 +517,7 @@ mod tests {
             &crate::config::Config::default().limits,
             crate::executions::RunRequest::default(),
             crate::executions::Target {
+                org: crate::store::orgs::DEFAULT_ORG.into(),
                 language: crate::store::Language::Javascript,
                 script: None,
                 defaults: crate::store::ScriptLimits::default(),

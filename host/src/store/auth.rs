@@ -5,13 +5,20 @@
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use super::orgs::Membership;
 use super::scopes::{Role, Scope};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub id: String,
     pub username: String,
-    pub role: Role,
+    /// The organizations the user belongs to, with a role in each; the
+    /// first is where a request without `X-Kiln-Organization` acts.
+    pub memberships: Vec<Membership>,
+    /// A node operator: manages organizations (`/v1/organizations`) and the
+    /// node (`/v1/status`), above any one organization.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator: bool,
     /// Argon2id in PHC string form (algorithm, parameters and salt included).
     pub password_hash: String,
     #[serde(default)]
@@ -23,6 +30,22 @@ pub struct UserRecord {
     /// The second factor, once the user has set one up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<TotpRecord>,
+}
+
+impl UserRecord {
+    /// The user's role in `org`, if they belong to it.
+    pub fn role_in(&self, org: &str) -> Option<Role> {
+        self.memberships
+            .iter()
+            .find(|m| m.org == org)
+            .map(|m| m.role)
+    }
+
+    /// Where the user acts when a request does not say: their first
+    /// organization.
+    pub fn home_org(&self) -> Option<&str> {
+        self.memberships.first().map(|m| m.org.as_str())
+    }
 }
 
 /// A user's one-time code setup (`auth/totp.rs`).
@@ -56,6 +79,9 @@ pub struct TotpRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     pub id: String,
+    /// Its organization; absent for the default one (`store/orgs.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     pub name: String,
     pub owner_id: String,
     /// The first characters of the key, enough to recognise it in a list.
@@ -108,6 +134,9 @@ pub enum RefreshUse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: String,
+    /// Its organization; absent for the default one (`store/orgs.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     pub at: String,
     /// e.g. `login.succeeded`, `login.failed`, `api_key.created`, `permission.denied`.
     pub action: String,
@@ -178,10 +207,14 @@ pub trait AuthStore: Send + Sync {
     fn expire_sessions(&self, now_ms: u64) -> Result<usize, StoreError>;
 
     fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
-    /// Audit records newest first: the `take` after the first `skip`, and
-    /// how many there are.
-    fn audit_page(&self, skip: usize, take: usize)
-    -> Result<(Vec<AuditRecord>, usize), StoreError>;
+    /// An organization's audit records newest first: the `take` after the
+    /// first `skip`, and how many there are.
+    fn audit_page(
+        &self,
+        org: &str,
+        skip: usize,
+        take: usize,
+    ) -> Result<(Vec<AuditRecord>, usize), StoreError>;
     /// Removes up to `limit` audit records made before `before_ms` (Unix
     /// ms), oldest first; how many it removed.
     fn remove_audit_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;

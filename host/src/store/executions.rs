@@ -13,6 +13,8 @@ pub enum ExecutionIndex {
     /// One script's executions; `None` is the ad-hoc ones (`POST /v1/execute`).
     Script(Option<String>),
     Status(ExecutionStatus),
+    /// One organization's executions.
+    Org(String),
 }
 
 /// How far an execution's `created_at` may trail the time in its id (both

@@ -8,6 +8,7 @@ pub mod executions;
 mod group_commit;
 mod held;
 pub mod idempotency;
+pub mod orgs;
 mod records;
 pub mod schedules;
 pub mod scopes;
@@ -37,7 +38,10 @@ pub use self::sled::SledStore;
 /// 3 → 4: execution records leave out empty fields and hold ad-hoc code as
 /// base64 (version 4 reads version 3's records as they are; version 3 could
 /// not read version 4's); usage rollups, made from the records at open.
-pub const SCHEMA_VERSION: u32 = 4;
+/// 4 → 5: organizations. Every record without an `org` is in the default
+/// one, so only users change: their role becomes a membership of it, and
+/// admins become node operators.
+pub const SCHEMA_VERSION: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,6 +78,7 @@ pub trait Store:
     + auth::AuthStore
     + webhooks::WebhookStore
     + usage::UsageStore
+    + orgs::OrgStore
     + Send
     + Sync
 {

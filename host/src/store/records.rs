@@ -84,6 +84,9 @@ impl ScriptKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScriptRecord {
     pub id: String,
+    /// Its organization; absent for the default one (`store/orgs.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     pub name: String,
     pub language: Language,
     /// Records from before HTTP functions are all commands.
@@ -238,6 +241,9 @@ pub enum Overlap {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleRecord {
     pub id: String,
+    /// Its organization; absent for the default one (`store/orgs.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     pub name: String,
     pub script_id: String,
     /// As given: 5 or 6 fields, or a macro such as `@daily`.
@@ -358,6 +364,9 @@ impl ExecutionError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionRecord {
     pub id: String,
+    /// Its organization; absent for the default one (`store/orgs.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -471,11 +480,13 @@ pub struct OutboundRequest {
 }
 
 impl ExecutionRecord {
-    /// A queued record of no script, with no parameters, limits or outcome
-    /// yet: the fields its maker sets come first, this last.
+    /// A queued record of no script, in the default organization, with no
+    /// parameters, limits or outcome yet: the fields its maker sets come
+    /// first, this last.
     pub fn queued(id: String, language: Language, trigger: Trigger, created_at: String) -> Self {
         Self {
             id,
+            org: None,
             script_id: None,
             script_version: None,
             language,

@@ -13,6 +13,9 @@ use super::StoreError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedSecretRecord {
     pub name: String,
+    /// Its organization; absent for the default one (`store/orgs.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     /// Sealed by the vault (slot `shared:<name>`), never shown.
     pub value: String,
     /// The ids of the scripts granted it; `*` grants every script.
@@ -23,9 +26,16 @@ pub struct SharedSecretRecord {
 }
 
 impl SharedSecretRecord {
-    /// Whether a run of `script_id` gets it.
-    pub fn granted_to(&self, script_id: &str) -> bool {
-        self.scripts.iter().any(|s| s == "*" || s == script_id)
+    /// Whether a run of `script_id` of organization `org` gets it: only
+    /// its own organization's scripts ever do (`*` is every one of those).
+    pub fn granted_to(&self, org: &str, script_id: &str) -> bool {
+        super::orgs::InOrg::org(self) == org
+            && self.scripts.iter().any(|s| s == "*" || s == script_id)
+    }
+
+    /// Its key in the store and its vault slot's name: unique on the node.
+    pub fn key(&self) -> String {
+        super::orgs::name_key(super::orgs::InOrg::org(self), &self.name)
     }
 }
 
@@ -68,9 +78,14 @@ pub trait ScriptDataStore {
     fn drop_script_data(&self, script_id: &str) -> Result<(), StoreError>;
     /// Every shared secret, by name (bounded by the API: 100).
     fn shared_secrets(&self) -> Result<std::sync::Arc<[SharedSecretRecord]>, StoreError>;
-    fn shared_secret(&self, name: &str) -> Result<Option<SharedSecretRecord>, StoreError>;
+    /// Organization `org`'s secret `name`.
+    fn shared_secret(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<SharedSecretRecord>, StoreError>;
     /// Stores a shared secret, replacing one of that name.
     fn put_shared_secret(&self, secret: &SharedSecretRecord) -> Result<(), StoreError>;
     /// Whether there was one to delete.
-    fn delete_shared_secret(&self, name: &str) -> Result<bool, StoreError>;
+    fn delete_shared_secret(&self, org: &str, name: &str) -> Result<bool, StoreError>;
 }

@@ -6,11 +6,12 @@ use super::{ScriptRecord, StoreError, VersionRecord};
 pub trait ScriptStore {
     /// Stores a new script and its first version's content, refusing a taken name.
     fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError>;
-    /// A script by id, or by name when no id matches.
-    fn script(&self, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError>;
+    /// A script of organization `org` by id, or by name when no id
+    /// matches; another organization's script is `None`.
+    fn script(&self, org: &str, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError>;
     /// The content of one version of a script.
     fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Replaces a script with what `change` makes of the current record,
+    /// Replaces a script (by id) with what `change` makes of the current record,
     /// atomically. When `content` is given it is stored as the new record's
     /// `version` (which `change` must have raised). A name change claims the
     /// new name. `change` may run more than once and refuses with
@@ -21,7 +22,7 @@ pub trait ScriptStore {
         change: &dyn Fn(&ScriptRecord) -> Result<ScriptRecord, StoreError>,
         content: Option<&[u8]>,
     ) -> Result<ScriptRecord, StoreError>;
-    /// Deletes a script, its name and all its versions if `allow` accepts the
+    /// Deletes a script (by id), its name and all its versions if `allow` accepts the
     /// current record. Executions are kept.
     fn delete_script(
         &self,
@@ -42,6 +43,6 @@ pub trait ScriptStore {
     fn script_version(&self, id: &str, version: u32) -> Result<Option<VersionRecord>, StoreError>;
     /// Counts one more execution of a script.
     fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError>;
-    /// Every script, in id (creation) order.
+    /// Every script of the node, in id (creation) order.
     fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError>;
 }

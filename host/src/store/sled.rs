@@ -4,6 +4,7 @@
 mod auth;
 mod executions;
 mod idempotency;
+mod orgs;
 mod schedules;
 mod script_data;
 mod scripts;
@@ -37,6 +38,12 @@ pub struct SledStore {
     idempotency: sled::Tree,
     /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
     schedules: sled::Tree,
+    /// Organization id → [`OrgRecord`](super::orgs::OrgRecord).
+    orgs: sled::Tree,
+    /// Organization name → id: the unique index.
+    org_names: sled::Tree,
+    /// Serializes organization renames and deletes (a name and its record).
+    org_writes: Mutex<()>,
     users: sled::Tree,
     /// Username → user id: the unique index.
     user_names: sled::Tree,
@@ -223,6 +230,9 @@ fn update<T: serde::Serialize + serde::de::DeserializeOwned>(
 #[derive(Debug, Default)]
 struct Counted {
     audit: AtomicU64,
+    /// Audit entries per organization other than the default (bounded by
+    /// the organizations).
+    audit_by_org: Mutex<std::collections::HashMap<String, u64>>,
     attempts: AtomicU64,
     usage: AtomicU64,
 }
@@ -235,11 +245,38 @@ impl Counted {
     ) -> Result<Self, StoreError> {
         // `Tree::len` walks the keys: once, at open.
         let keys = |tree: &sled::Tree| tree.len() as u64;
+        let mut audit_by_org = std::collections::HashMap::new();
+        for key in audit.range(auth::ORG_AUDIT..).keys() {
+            let key = key.map_err(backend)?;
+            if let Some(org) = auth::audit_org(&key) {
+                *audit_by_org
+                    .entry(String::from_utf8_lossy(org).into_owned())
+                    .or_default() += 1;
+            }
+        }
         Ok(Self {
             audit: AtomicU64::new(keys(audit)),
+            audit_by_org: Mutex::new(audit_by_org),
             attempts: AtomicU64::new(keys(attempts)),
             usage: AtomicU64::new(keys(usage)),
         })
+    }
+
+    fn audit_orgs(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        self.audit_by_org
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The audit entries of `org`: the default one has those no other has.
+    fn audit_of(&self, org: &str) -> u64 {
+        let by_org = self.audit_orgs();
+        if org == super::orgs::DEFAULT_ORG {
+            let all = self.audit.load(Ordering::Relaxed);
+            all.saturating_sub(by_org.values().sum())
+        } else {
+            by_org.get(org).copied().unwrap_or(0)
+        }
     }
 
     fn add(counter: &AtomicU64, n: usize) {
@@ -324,6 +361,9 @@ impl SledStore {
             pending_usage: usage::PendingUsage::default(),
             idempotency: db.open_tree("idempotency").map_err(backend)?,
             schedules: db.open_tree("schedules").map_err(backend)?,
+            orgs: db.open_tree("orgs").map_err(backend)?,
+            org_names: db.open_tree("org_names").map_err(backend)?,
+            org_writes: Mutex::new(()),
             users: db.open_tree("users").map_err(backend)?,
             user_names: db.open_tree("user_names").map_err(backend)?,
             api_keys: db.open_tree("api_keys").map_err(backend)?,
@@ -347,6 +387,11 @@ impl SledStore {
         if found < 2 {
             store.migrate_to_2()?;
         }
+        if found < 5 {
+            let moved = orgs::migrate_users_to_5(&store.users)?;
+            tracing::info!(users = moved, "users moved into the default organization");
+        }
+        store.ensure_default_org()?;
         meta.insert("schema_version", encode(&SCHEMA_VERSION)?)
             .map_err(backend)?;
         store.repair_names()?;
@@ -360,7 +405,11 @@ impl SledStore {
     /// was must not keep its name from the next one).
     fn repair_names(&self) -> Result<(), StoreError> {
         drop_stale_names(&self.script_names, &self.scripts, |bytes| {
-            Ok(decode::<ScriptRecord>(bytes)?.name)
+            let script = decode::<ScriptRecord>(bytes)?;
+            Ok(super::orgs::name_key(
+                super::orgs::InOrg::org(&script),
+                &script.name,
+            ))
         })?;
         drop_stale_names(&self.user_names, &self.users, |bytes| {
             Ok(decode::<crate::store::auth::UserRecord>(bytes)?.username)
@@ -534,9 +583,26 @@ mod tests {
             store.db.flush().unwrap();
         }
         let store = reopen(dir.path()).unwrap();
-        assert_eq!(store.script("kept").unwrap().unwrap().id, "a");
-        assert!(store.script("half-renamed").unwrap().is_none());
-        assert!(store.script("half-deleted").unwrap().is_none());
+        assert_eq!(
+            store
+                .script(crate::store::orgs::DEFAULT_ORG, "kept")
+                .unwrap()
+                .unwrap()
+                .id,
+            "a"
+        );
+        assert!(
+            store
+                .script(crate::store::orgs::DEFAULT_ORG, "half-renamed")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .script(crate::store::orgs::DEFAULT_ORG, "half-deleted")
+                .unwrap()
+                .is_none()
+        );
         store
             .create_script(&script("b", "half-renamed", 1), b"v2")
             .unwrap();

@@ -38,6 +38,7 @@ pub fn id_at(ms: u64, n: u8) -> String {
 pub fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
     ScriptRecord {
         id: id.into(),
+        org: None,
         name: name.into(),
         language: Language::Javascript,
         kind: ScriptKind::Command,

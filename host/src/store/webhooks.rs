@@ -9,6 +9,9 @@ use super::StoreError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookRecord {
     pub id: String,
+    /// Its organization; absent for the default one (`store/orgs.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     pub url: String,
     pub events: Vec<String>,
     /// `whsec_` + base64 of the key: kept in clear, as signing needs it.

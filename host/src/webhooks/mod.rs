@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Scope;
 use crate::config::WebhooksConfig;
+use crate::store::orgs::InOrg as _;
 use crate::store::webhooks::{DeliveryRecord, WebhookRecord};
 use crate::store::{Store, StoreError};
 
@@ -115,19 +116,21 @@ impl Webhooks {
     /// # Errors
     ///
     /// The store cannot write the outbox.
-    pub fn emit(&self, event_type: &str, data: &Value) -> Result<usize, StoreError> {
+    pub fn emit(&self, org: &str, event_type: &str, data: &Value) -> Result<usize, StoreError> {
         let subscriptions = self
             .subscriptions
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let mut queued = 0;
-        for webhook in subscriptions.iter().filter(|w| subscribed(w, event_type)) {
+        // Only the event's organization's webhooks hear of it.
+        let theirs = subscriptions.iter().filter(|w| w.org() == org);
+        for webhook in theirs.filter(|w| subscribed(w, event_type)) {
             // Checked per event, so a demotion or a disabled account stops
             // the events at once.
             let scope = event_scope(event_type);
-            if !crate::auth::creator_may(self.store.as_ref(), webhook.created_by.as_deref(), scope)?
-            {
+            let creator = webhook.created_by.as_deref();
+            if !crate::auth::creator_may(self.store.as_ref(), org, creator, scope)? {
                 tracing::debug!(webhook = %webhook.id, event_type, "not sent: its creator may no longer read it");
                 continue;
             }
@@ -189,12 +192,17 @@ mod tests {
     use crate::auth::Role;
     use crate::store::SledStore;
     use crate::store::auth::UserRecord;
+    use crate::store::orgs::{DEFAULT_ORG, Membership};
 
     fn user(id: &str, role: Role, disabled: bool) -> UserRecord {
         UserRecord {
             id: id.into(),
             username: id.into(),
-            role,
+            memberships: vec![Membership {
+                org: DEFAULT_ORG.into(),
+                role,
+            }],
+            operator: false,
             password_hash: String::new(),
             disabled,
             created_at: String::new(),
@@ -207,6 +215,7 @@ mod tests {
     fn webhook(id: &str, created_by: Option<&str>) -> WebhookRecord {
         WebhookRecord {
             id: id.into(),
+            org: None,
             url: "https://example.com/hook".into(),
             events: vec!["execution.completed".into(), "script.created".into()],
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
@@ -252,7 +261,7 @@ mod tests {
 
         let receivers = |event: &str| {
             let before: Vec<_> = store.pending_deliveries().unwrap();
-            webhooks.emit(event, &json!({})).unwrap();
+            webhooks.emit(DEFAULT_ORG, event, &json!({})).unwrap();
             let mut got: Vec<String> = store
                 .pending_deliveries()
                 .unwrap()

@@ -61,9 +61,10 @@ enum ExecutionEventName {
     ))]
 pub(super) async fn events(
     State(state): State<AppState>,
+    principal: crate::auth::Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let stream = event_stream(&state, id).await?;
+    let stream = event_stream(&state, &principal.org, id).await?;
     Ok(sse(stream.frames))
 }
 
@@ -78,10 +79,14 @@ pub(super) struct EventStream {
 }
 
 /// The status, the output so far, the rest as written, then `done`; a
-/// final execution replayed from its record.
-pub(super) async fn event_stream(state: &AppState, id: String) -> Result<EventStream, ApiError> {
+/// final execution replayed from its record. Only of organization `org`.
+pub(super) async fn event_stream(
+    state: &AppState,
+    org: &str,
+    id: String,
+) -> Result<EventStream, ApiError> {
     let missing = || ApiError::NotFound(format!("no execution {id:?}"));
-    let record = state.store.execution(&id)?.ok_or_else(missing)?;
+    let record = super::find(state, org, &id)?;
     let replayed = |record: ExecutionRecord| EventStream {
         interactive: record.interactive,
         created_by: record.created_by.clone(),

@@ -13,6 +13,7 @@ use utoipa::IntoParams;
 use crate::api::ApiError;
 use crate::api::pagination::{Listing, MAX_SIZE, Page, PageQuery, Pagination};
 use crate::store::executions::{ExecutionIndex, ExecutionWalk, ID_TIME_SLACK_MS};
+use crate::store::orgs::InOrg as _;
 use crate::store::{ExecutionRecord, ExecutionStatus, Store, Trigger};
 
 /// The most records one cursor page reads looking for matches; past it the
@@ -79,6 +80,8 @@ impl Cursor {
 /// What a listing keeps, and which index it walks to find it.
 #[derive(Debug)]
 pub(super) struct Filter {
+    /// The caller's organization: nothing of another is ever kept.
+    pub org: String,
     pub script_id: Option<String>,
     pub status: Option<ExecutionStatus>,
     pub trigger: Option<Trigger>,
@@ -89,9 +92,11 @@ pub(super) struct Filter {
 
 impl Filter {
     pub fn keeps(&self, e: &ExecutionRecord) -> bool {
-        self.script_id
-            .as_ref()
-            .is_none_or(|id| e.script_id.as_ref() == Some(id))
+        e.org() == self.org
+            && self
+                .script_id
+                .as_ref()
+                .is_none_or(|id| e.script_id.as_ref() == Some(id))
             && self.status.is_none_or(|s| e.status == s)
             && self.trigger.is_none_or(|t| e.trigger == t)
             && self
@@ -104,33 +109,38 @@ impl Filter {
                 .is_none_or(|t| e.created_at < *t)
     }
 
-    /// The smaller of the indexes the filter names (by their counters).
+    /// The smallest of the indexes the filter names (by their counters):
+    /// the organization's, the script's (within it, as the script is) or
+    /// the status's (across organizations, so only when smaller).
     fn index(&self, store: &dyn Store) -> ExecutionIndex {
-        let script = self
-            .script_id
-            .clone()
-            .map(|id| ExecutionIndex::Script(Some(id)));
-        let status = self.status.map(ExecutionIndex::Status);
-        match (script, status) {
-            (Some(a), Some(b)) => {
-                if store.count_executions(&a) <= store.count_executions(&b) {
-                    a
-                } else {
-                    b
-                }
-            }
-            (Some(one), None) | (None, Some(one)) => one,
-            (None, None) => ExecutionIndex::All,
-        }
+        let mut named = vec![ExecutionIndex::Org(self.org.clone())];
+        named.extend(
+            self.script_id
+                .clone()
+                .map(|id| ExecutionIndex::Script(Some(id))),
+        );
+        named.extend(self.status.map(ExecutionIndex::Status));
+        named
+            .into_iter()
+            .min_by_key(|index| store.count_executions(index))
+            .unwrap_or(ExecutionIndex::All)
     }
 
-    /// The total when an index's counter is it: no filter beyond one index.
+    /// The total when an index's counter is it: no filter beyond one index
+    /// that holds only the organization's executions (a status's does
+    /// while the organization has every execution of the node).
     fn counted_total(&self, store: &dyn Store) -> Option<u64> {
-        let plain = self.trigger.is_none()
-            && self.created_after.is_none()
-            && self.created_before.is_none()
-            && (self.script_id.is_none() || self.status.is_none());
-        plain.then(|| store.count_executions(&self.index(store)))
+        let org = store.count_executions(&ExecutionIndex::Org(self.org.clone()));
+        let alone = org == store.count_executions(&ExecutionIndex::All);
+        let index = match (&self.script_id, self.status) {
+            (None, None) => ExecutionIndex::Org(self.org.clone()),
+            (Some(id), None) => ExecutionIndex::Script(Some(id.clone())),
+            (None, Some(status)) if alone => ExecutionIndex::Status(status),
+            _ => return None,
+        };
+        let plain =
+            self.trigger.is_none() && self.created_after.is_none() && self.created_before.is_none();
+        plain.then(|| store.count_executions(&index))
     }
 
     fn walk(&self, store: &dyn Store, newest_first: bool, after: Option<String>) -> ExecutionWalk {
@@ -213,7 +223,7 @@ fn size(field: &str, value: Option<usize>) -> Result<usize, ApiError> {
 }
 
 impl ListQuery {
-    fn split(self) -> Result<(Paging, Filter), ApiError> {
+    fn split(self, org: &str) -> Result<(Paging, Filter), ApiError> {
         let by_page = self.page.is_some() || self.size.is_some();
         let paging = match (by_page, self.offset, self.cursor) {
             (true, None, None) if self.limit.is_none() => {
@@ -267,6 +277,7 @@ impl ListQuery {
             return Err(ApiError::invalid("script_id", "must not be empty"));
         }
         let filter = Filter {
+            org: org.to_owned(),
             script_id: self.script_id,
             status: self.status,
             trigger: self.trigger,
@@ -280,9 +291,10 @@ impl ListQuery {
 /// Reads one page; blocking (it walks the store), so run off the async threads.
 pub(super) fn page(
     store: &dyn Store,
+    org: &str,
     query: ListQuery,
 ) -> Result<Listing<ExecutionRecord>, ApiError> {
-    let (paging, filter) = query.split()?;
+    let (paging, filter) = query.split(org)?;
     match paging {
         Paging::Skip { page, offset, size } => skip_page(store, &filter, page, offset, size),
         Paging::Cursor { from, limit } => cursor_page(store, &filter, from, limit, SCAN_BUDGET),
@@ -407,6 +419,7 @@ fn cursor_page(
 mod tests {
     use super::*;
     use crate::store::executions::ExecutionStore as _;
+    use crate::store::orgs::InOrg as _;
     use crate::store::testing::{execution, id_at};
 
     #[test]
@@ -441,6 +454,7 @@ mod tests {
         }
         ids.reverse();
         let filter = Filter {
+            org: crate::store::orgs::DEFAULT_ORG.into(),
             script_id: None,
             status: None,
             trigger: Some(Trigger::Schedule),

@@ -28,6 +28,7 @@ use super::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::auth::Principal;
 use crate::jobs::Cancelled;
 use crate::store::executions::Removal;
+use crate::store::orgs::InOrg as _;
 use crate::store::{ExecutionRecord, ExecutionStatus, Trigger};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -146,15 +147,22 @@ impl From<ExecutionRecord> for ExecutionView {
     ))]
 async fn read(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let record = state
-        .store
-        .execution(&id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))?;
+    let record = find(&state, &principal.org, &id)?;
     durable_before_reporting(&state, [&record]).await?;
     crate::api::etag::json(&headers, &ExecutionView::from(record))
+}
+
+/// The execution `id` of organization `org`: another's is no execution at all.
+pub(super) fn find(state: &AppState, org: &str, id: &str) -> Result<ExecutionRecord, ApiError> {
+    state
+        .store
+        .execution(id)?
+        .filter(|record| record.org() == org)
+        .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))
 }
 
 /// Workers do not flush the `running` state (and a waited run's `queued`
@@ -194,8 +202,11 @@ const CANCEL_WAIT: Duration = Duration::from_secs(5);
     ))]
 async fn cancel(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<ExecutionView>, ApiError> {
+    // The organization never changes: checked once, before.
+    find(&state, &principal.org, &id)?;
     let cancelled = state
         .jobs
         .cancel(state.store.as_ref(), &id)?
@@ -245,12 +256,14 @@ async fn cancel(
     ))]
 async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<list::ListQuery>,
 ) -> Result<axum::Json<Listing<ExecutionView>>, ApiError> {
     let store = state.store.clone();
-    let listing = tokio::task::spawn_blocking(move || list::page(store.as_ref(), query))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the listing failed: {e}")))??;
+    let listing =
+        tokio::task::spawn_blocking(move || list::page(store.as_ref(), &principal.org, query))
+            .await
+            .map_err(|e| ApiError::Internal(format!("the listing failed: {e}")))??;
     durable_before_reporting(&state, &listing.data).await?;
     Ok(axum::Json(Listing {
         data: listing.data.into_iter().map(ExecutionView::from).collect(),
@@ -274,7 +287,7 @@ async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let not_found = || ApiError::NotFound(format!("no execution {id:?}"));
-    let record = state.store.execution(&id)?.ok_or_else(not_found)?;
+    let record = find(&state, &principal.org, &id)?;
     if !principal.is_admin() && record.created_by != principal.user_id {
         return Err(ApiError::PermissionDenied(
             "only its creator or an admin may delete an execution".into(),
@@ -346,7 +359,7 @@ async fn delete_many(
     // A time before 1970 is before every execution: nothing to delete.
     let before_ms = list::unix_ms(&before).unwrap_or(0);
     let script_id = match &query.script {
-        Some(name) => match state.store.script(name)? {
+        Some(name) => match state.store.script(&principal.org, name)? {
             Some(script) => Some(script.id),
             // A deleted script's executions stay until swept; its id still names them.
             None if uuid::Uuid::try_parse(name).is_ok() => Some(name.clone()),
@@ -355,8 +368,16 @@ async fn delete_many(
         None => None,
     };
     let (store, jobs, target) = (state.store.clone(), state.jobs.clone(), script_id.clone());
+    let org = principal.org.clone();
     let (deleted, more) = tokio::task::spawn_blocking(move || {
-        crate::retention::delete_before(store.as_ref(), &jobs, target, before_ms, BULK_DELETE_LIMIT)
+        crate::retention::delete_before(
+            store.as_ref(),
+            &jobs,
+            &org,
+            target,
+            before_ms,
+            BULK_DELETE_LIMIT,
+        )
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the delete failed: {e}")))??;

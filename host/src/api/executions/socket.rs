@@ -70,7 +70,7 @@ pub(super) async fn socket(
             rejection.body_text()
         ))
     })?;
-    let stream = event_stream(&state, id).await?;
+    let stream = event_stream(&state, &principal.org, id).await?;
     let stdin = Stdin::for_socket(&stream, &principal);
     Ok(upgrade
         .max_message_size(MAX_MESSAGE_BYTES)

@@ -173,7 +173,7 @@ pub(super) async fn execute(
     let wait = wait_unless_interactive(&query, &headers, false, &request)?;
     let script = state
         .store
-        .script(&id)?
+        .script(&principal.org, &id)?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
     if script.status == ScriptStatus::Archived {
         return Err(ApiError::Conflict(format!(
@@ -305,6 +305,7 @@ pub(super) async fn execute_ad_hoc(
             .await?;
     }
     let target = Target {
+        org: principal.org.clone(),
         language,
         script: None,
         defaults: ScriptLimits::default(),

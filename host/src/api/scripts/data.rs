@@ -61,7 +61,7 @@ pub(super) async fn put_config(
     ApiJson(input): ApiJson<ConfigInput>,
 ) -> Result<Response, ApiError> {
     validate(&input.values)?;
-    let script = find(&state, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name)?;
     if let Err(e) = check_change(&principal, &script) {
         return Err(audited(
             &state,
@@ -113,9 +113,10 @@ pub(super) async fn put_config(
     ))]
 pub(super) async fn get_config(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id_or_name): ApiPath<String>,
 ) -> Result<axum::Json<ConfigKeys>, ApiError> {
-    let script = find(&state, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name)?;
     let keys = state.store.script_config(&script.id)?.into_keys().collect();
     Ok(axum::Json(ConfigKeys { keys }))
 }
@@ -179,9 +180,10 @@ pub struct KvContents {
     ))]
 pub(super) async fn get_kv(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id_or_name): ApiPath<String>,
 ) -> Result<axum::Json<KvContents>, ApiError> {
-    let script = find(&state, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name)?;
     let mut total_bytes = 0;
     let entries = state
         .store

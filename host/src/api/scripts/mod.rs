@@ -22,6 +22,8 @@ pub(super) use self::body::{LanguageName, allowed_hosts, decode_content, parse_l
 use super::error::ErrorEnvelope;
 use super::pagination::{Listing, Page, PageQuery};
 use super::{ApiError, ApiPath, ApiQuery, AppState, etag};
+use crate::auth::Principal;
+use crate::store::orgs::InOrg as _;
 use crate::store::{Language, ScriptKind, ScriptLimits, ScriptRecord, ScriptStatus, VersionRecord};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -148,10 +150,11 @@ impl VersionView {
     }
 }
 
-fn find(state: &AppState, id_or_name: &str) -> Result<ScriptRecord, ApiError> {
+/// The script of organization `org` with this id or name.
+fn find(state: &AppState, org: &str, id_or_name: &str) -> Result<ScriptRecord, ApiError> {
     state
         .store
-        .script(id_or_name)?
+        .script(org, id_or_name)?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id_or_name:?}")))
 }
 
@@ -166,10 +169,11 @@ fn find(state: &AppState, id_or_name: &str) -> Result<ScriptRecord, ApiError> {
     ))]
 async fn read(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id_or_name): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let script = find(&state, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name)?;
     etag::json(&headers, &ScriptView::from(script))
 }
 
@@ -196,11 +200,12 @@ pub struct ContentQuery {
     ))]
 async fn content(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id_or_name): ApiPath<String>,
     ApiQuery(query): ApiQuery<ContentQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let script = find(&state, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name)?;
     let version = query.version.unwrap_or(script.version);
     let bytes = state
         .store
@@ -249,6 +254,7 @@ pub struct VersionsQuery {
     ))]
 async fn versions(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id_or_name): ApiPath<String>,
     ApiQuery(query): ApiQuery<VersionsQuery>,
 ) -> Result<axum::Json<Listing<VersionView>>, ApiError> {
@@ -257,7 +263,7 @@ async fn versions(
         size: query.size,
     })?;
     let descending = parse_order(query.order.as_deref())?;
-    let script = find(&state, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name)?;
     let mut versions = state.store.script_versions(&script.id)?;
     if descending {
         versions.reverse();
@@ -286,10 +292,11 @@ async fn versions(
     ))]
 async fn version(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath((id_or_name, number)): ApiPath<(String, u32)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let script = find(&state, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name)?;
     let missing = || ApiError::NotFound(format!("script {id_or_name:?} has no version {number}"));
     let record = state
         .store
@@ -358,6 +365,7 @@ pub struct ListQuery {
     ))]
 async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<Listing<ScriptView>>, ApiError> {
     let page = Page::new(PageQuery {
@@ -387,6 +395,7 @@ async fn list(
         .store
         .scripts()?
         .into_iter()
+        .filter(|s| s.org() == principal.org)
         .filter(|s| query.status.is_none_or(|status| s.status == status))
         .filter(|s| {
             query

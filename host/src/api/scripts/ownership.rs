@@ -71,9 +71,15 @@ pub fn audited(
     crate::api::owners::audited(state, principal, ip, action, target, error)
 }
 
-/// A user named by id or username, as its id (`field` names it in errors).
-pub fn user_id(state: &AppState, field: &str, id_or_name: &str) -> Result<String, ApiError> {
-    match crate::api::users::find(state, id_or_name) {
+/// A member of organization `org` named by id or username, as its id
+/// (`field` names it in errors).
+pub fn user_id(
+    state: &AppState,
+    org: &str,
+    field: &str,
+    id_or_name: &str,
+) -> Result<String, ApiError> {
+    match crate::api::users::find(state, org, id_or_name) {
         Ok(user) => Ok(user.id),
         Err(ApiError::NotFound(_)) => {
             Err(ApiError::invalid(field, format!("no user {id_or_name:?}")))
@@ -83,7 +89,7 @@ pub fn user_id(state: &AppState, field: &str, id_or_name: &str) -> Result<String
 }
 
 /// Editors named by id or username, as distinct ids in the order given.
-pub fn editor_ids(state: &AppState, names: &[String]) -> Result<Vec<String>, ApiError> {
+pub fn editor_ids(state: &AppState, org: &str, names: &[String]) -> Result<Vec<String>, ApiError> {
     if names.len() > MAX_EDITORS {
         return Err(ApiError::invalid(
             "editors",
@@ -92,7 +98,7 @@ pub fn editor_ids(state: &AppState, names: &[String]) -> Result<Vec<String>, Api
     }
     let mut ids: Vec<String> = Vec::with_capacity(names.len());
     for name in names {
-        let id = user_id(state, "editors", name)?;
+        let id = user_id(state, org, "editors", name)?;
         if !ids.contains(&id) {
             ids.push(id);
         }

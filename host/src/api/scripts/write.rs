@@ -19,6 +19,7 @@ use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
 use crate::auth::Principal;
 use crate::runtimes::kind_of;
+use crate::store::orgs::org_field;
 use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
 
 /// Create a script. Its content is compiled (components) or parsed (source)
@@ -68,7 +69,7 @@ pub(super) async fn create(
         )
     })?;
     let (content, source) = stored(content, language).await?;
-    let (owner, editors) = sharing_of(&state, &fields)?;
+    let (owner, editors) = sharing_of(&state, &principal.org, &fields)?;
     // A script is made as the caller's; giving it away comes after, so no
     // one is made the owner of code they never saw.
     if owner.is_some() && owner != principal.user_id() && !principal.is_admin() {
@@ -99,6 +100,7 @@ pub(super) async fn create(
     let now = crate::now();
     let record = ScriptRecord {
         id: uuid::Uuid::now_v7().to_string(),
+        org: org_field(&principal.org),
         name,
         language,
         kind,
@@ -136,7 +138,7 @@ pub(super) async fn create(
         .target(format!("script:{}", record.id))
         .detail(format!("{}, version 1", record.name));
     let view = ScriptView::from(record);
-    state.emit("script.created", &view);
+    state.emit(&principal.org, "script.created", &view);
     state.store.flush().await?;
     audit::record(&state, entry);
     let tag = etag::of_json(&view)?;
@@ -178,7 +180,7 @@ pub(super) async fn update(
     fields.validate(&state.config.limits)?;
     let current = state
         .store
-        .script(&id)?
+        .script(&principal.org, &id)?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
     let sharing = fields.owner.is_some() || fields.editors.is_some();
     // Before anything is compiled; again in the store's swap below.
@@ -199,7 +201,7 @@ pub(super) async fn update(
             e.into(),
         ));
     }
-    let (owner, editors) = sharing_of(&state, &fields)?;
+    let (owner, editors) = sharing_of(&state, &principal.org, &fields)?;
     if let Some(language) = fields.language.as_deref()
         && parse_language(language)? != current.language
     {
@@ -294,7 +296,7 @@ pub(super) async fn update(
         .target(format!("script:{}", updated.id))
         .detail(changes(&current, &updated));
     let view = ScriptView::from(updated);
-    state.emit("script.updated", &view);
+    state.emit(&principal.org, "script.updated", &view);
     state.store.flush().await?;
     audit::record(&state, entry);
     etag::json(&HeaderMap::new(), &view)
@@ -322,17 +324,18 @@ pub(super) async fn delete(
         check_change(&principal, script)?;
         if_match(&headers, script)
     };
+    let missing = || ApiError::NotFound(format!("no script {id:?}"));
+    let found = state
+        .store
+        .script(&principal.org, &id)?
+        .ok_or_else(missing)?;
     let deleted = state
         .store
-        .delete_script(&id, &allow)
+        .delete_script(&found.id, &allow)
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(format!("no script {id:?}")),
-            other => {
-                // The refusal is filed under the script's id, as the others are.
-                let script_id = state.store.script(&id).ok().flatten().map(|s| s.id);
-                let script_id = script_id.as_deref().unwrap_or(&id);
-                audited(&state, &principal, &ip, "delete", script_id, other.into())
-            }
+            StoreError::NotFound => missing(),
+            // The refusal is filed under the script's id, as the others are.
+            other => audited(&state, &principal, &ip, "delete", &found.id, other.into()),
         })?;
     // Its schedules go with it (API.md). A crash before this is repaired by
     // the scheduler, which drops a schedule whose script is gone.
@@ -346,7 +349,7 @@ pub(super) async fn delete(
         .ip(&ip)
         .target(format!("script:{}", deleted.id))
         .detail(format!("{}, at version {}", deleted.name, deleted.version));
-    state.emit("script.deleted", &ScriptView::from(deleted));
+    state.emit(&principal.org, "script.deleted", &ScriptView::from(deleted));
     state.store.flush().await?;
     audit::record(&state, entry);
     state.schedules_changed.notify_one();
@@ -356,17 +359,18 @@ pub(super) async fn delete(
 /// The owner and editors a request names, as user ids.
 fn sharing_of(
     state: &AppState,
+    org: &str,
     fields: &ScriptFields,
 ) -> Result<(Option<String>, Option<Vec<String>>), ApiError> {
     let owner = fields
         .owner
         .as_deref()
-        .map(|o| ownership::user_id(state, "owner", o))
+        .map(|o| ownership::user_id(state, org, "owner", o))
         .transpose()?;
     let editors = fields
         .editors
         .as_deref()
-        .map(|names| editor_ids(state, names))
+        .map(|names| editor_ids(state, org, names))
         .transpose()?;
     Ok((owner, editors))
 }

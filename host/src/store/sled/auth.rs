@@ -7,6 +7,7 @@ use crate::store::StoreError;
 use crate::store::auth::{
     ApiKeyRecord, AuditRecord, AuthStore, RefreshRecord, RefreshUse, SessionRecord, UserRecord,
 };
+use crate::store::orgs::{DEFAULT_ORG, InOrg as _};
 
 impl AuthStore for SledStore {
     fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
@@ -211,35 +212,81 @@ impl AuthStore for SledStore {
     fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
         let before = self
             .audit
-            .insert(record.id.as_bytes(), super::encode(record)?)
+            .insert(audit_key(record.org(), &record.id), super::encode(record)?)
             .map_err(backend)?;
         if before.is_none() {
             super::Counted::add(&self.counted.audit, 1);
+            if record.org() != DEFAULT_ORG {
+                *self
+                    .counted
+                    .audit_orgs()
+                    .entry(record.org().to_owned())
+                    .or_default() += 1;
+            }
         }
         Ok(())
     }
 
     fn audit_page(
         &self,
+        org: &str,
         skip: usize,
         take: usize,
     ) -> Result<(Vec<AuditRecord>, usize), StoreError> {
+        let entries = if org == DEFAULT_ORG {
+            self.audit.range(..ORG_AUDIT)
+        } else {
+            let prefix = audit_key(org, "");
+            let end = [&prefix[..prefix.len() - 1], b"0"].concat();
+            self.audit.range(prefix..end)
+        };
         let mut page = Vec::new();
-        for entry in self.audit.iter().rev().skip(skip).take(take) {
+        for entry in entries.rev().skip(skip).take(take) {
             page.push(decode(&entry.map_err(backend)?.1)?);
         }
-        let total = self
-            .counted
-            .audit
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let total = self.counted.audit_of(org);
         Ok((page, usize::try_from(total).unwrap_or(usize::MAX)))
     }
 
     fn remove_audit_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        let removed = remove_older(&self.audit, b"", before_ms, limit)?;
+        let mut removed = remove_older(&self.audit, b"", before_ms, limit)?;
+        let orgs: Vec<String> = self.counted.audit_orgs().keys().cloned().collect();
+        for org in orgs {
+            let prefix = audit_key(&org, "");
+            let here = remove_older(&self.audit, &prefix, before_ms, limit - removed)?;
+            if let Some(n) = self.counted.audit_orgs().get_mut(&org) {
+                *n = n.saturating_sub(here as u64);
+            }
+            removed += here;
+            if removed == limit {
+                break;
+            }
+        }
         super::Counted::remove(&self.counted.audit, removed);
         Ok(removed)
     }
+}
+
+/// Where the audit entries of organizations other than the default one
+/// begin: above every UUIDv7 (hex), so the default one's keys stay the
+/// plain ids they were, and their sweep by id range never meets these.
+pub(super) const ORG_AUDIT: &[u8] = b"~";
+
+/// An audit entry's key: its id in the default organization, else
+/// `~<org>/<id>`.
+fn audit_key(org: &str, id: &str) -> Vec<u8> {
+    if org == DEFAULT_ORG {
+        id.as_bytes().to_vec()
+    } else {
+        [ORG_AUDIT, org.as_bytes(), b"/", id.as_bytes()].concat()
+    }
+}
+
+/// The organization of a key made by [`audit_key`] outside the default one.
+pub(super) fn audit_org(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(ORG_AUDIT)?;
+    let slash = rest.iter().position(|b| *b == b'/')?;
+    Some(&rest[..slash])
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 //! - `0x02 <status> 0x00 <id>` → nothing, for final states;
 //! - `0x03 <id>` → nothing, while queued or running: the unfinished, which
 //!   recovery reads at open and which are also kept in memory, so the
-//!   writes of a run after its first read no record back.
+//!   writes of a run after its first read no record back;
+//! - `0x04 <organization id> 0x00 <id>` → nothing, for executions outside the
+//!   default organization (whose walk is all records, less those with an
+//!   organization: a node of one organization writes no entry more).
 //!
 //! Index keys begin below `'0'`, so they sort before every record. Not sled
 //! batches: `apply_batch` takes sled's global write lock and from then on
@@ -26,11 +29,13 @@ use serde::Deserialize;
 use super::{SledStore, backend, decode, encode, lowest_id};
 use crate::store::executions::{ExecutionIndex, ExecutionStore, ExecutionWalk, Removal};
 use crate::store::held::HeldExecutions;
+use crate::store::orgs::{DEFAULT_ORG, InOrg as _};
 use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
 
 const SCRIPT_INDEX: u8 = 1;
 const STATUS_INDEX: u8 = 2;
 const LIVE_INDEX: u8 = 3;
+const ORG_INDEX: u8 = 4;
 /// Ids are lowercase hex and dashes: every one is at or above the first
 /// bound and below the second.
 const FIRST_ID: &[u8] = b"0";
@@ -45,6 +50,8 @@ const LOCK_STRIPES: usize = 32;
 fn prefix(index: &ExecutionIndex) -> Vec<u8> {
     let (tag, name) = match index {
         ExecutionIndex::All => return Vec::new(),
+        ExecutionIndex::Org(org) if org == DEFAULT_ORG => return Vec::new(),
+        ExecutionIndex::Org(org) => (ORG_INDEX, org.as_str()),
         ExecutionIndex::Script(script) => (SCRIPT_INDEX, script.as_deref().unwrap_or("")),
         ExecutionIndex::Status(status) if status.is_final() => (STATUS_INDEX, status.as_str()),
         // Queued and running share one entry, so a claim writes no index;
@@ -61,6 +68,8 @@ fn prefix(index: &ExecutionIndex) -> Vec<u8> {
 /// What the indexes need of a record, read without decoding the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 struct Indexed {
+    #[serde(default)]
+    org: Option<String>,
     script_id: Option<String>,
     status: ExecutionStatus,
 }
@@ -68,17 +77,24 @@ struct Indexed {
 impl Indexed {
     fn of(record: &ExecutionRecord) -> Self {
         Self {
+            org: record.org.clone(),
             script_id: record.script_id.clone(),
             status: record.status,
         }
     }
 
-    fn keys(&self, id: &str) -> [Vec<u8>; 2] {
-        [
+    fn keys(&self, id: &str) -> Vec<Vec<u8>> {
+        let mut indexes = vec![
             ExecutionIndex::Script(self.script_id.clone()),
             ExecutionIndex::Status(self.status),
-        ]
-        .map(|index| [prefix(&index), id.as_bytes().to_vec()].concat())
+        ];
+        if let Some(org) = &self.org {
+            indexes.push(ExecutionIndex::Org(org.clone()));
+        }
+        indexes
+            .iter()
+            .map(|index| [prefix(index), id.as_bytes().to_vec()].concat())
+            .collect()
     }
 }
 
@@ -86,6 +102,9 @@ impl Indexed {
 struct Counts {
     status: HashMap<ExecutionStatus, u64>,
     script: HashMap<Option<String>, u64>,
+    /// Executions per organization but the default (bounded by the
+    /// organizations).
+    org: HashMap<String, u64>,
     /// The state of each queued or running execution (bounded by the queue
     /// and the workers).
     live: HashMap<String, ExecutionStatus>,
@@ -95,6 +114,9 @@ impl Counts {
     fn add(&mut self, entry: &Indexed) {
         *self.status.entry(entry.status).or_default() += 1;
         *self.script.entry(entry.script_id.clone()).or_default() += 1;
+        if let Some(org) = &entry.org {
+            *self.org.entry(org.clone()).or_default() += 1;
+        }
     }
 
     fn remove(&mut self, entry: &Indexed) {
@@ -106,6 +128,14 @@ impl Counts {
             if *n == 0 {
                 // One entry per script that has executions, no more.
                 self.script.remove(&entry.script_id);
+            }
+        }
+        if let Some(org) = &entry.org
+            && let Some(n) = self.org.get_mut(org)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.org.remove(org);
             }
         }
     }
@@ -128,6 +158,15 @@ impl ExecutionIndexes {
             if let Some(name) = index_name(&key) {
                 let script = (!name.is_empty()).then(|| String::from_utf8_lossy(name).into());
                 *counts.script.entry(script).or_default() += 1;
+            }
+        }
+        for entry in tree.range([ORG_INDEX]..[ORG_INDEX + 1]) {
+            let (key, _) = entry.map_err(backend)?;
+            if let Some(org) = index_name(&key) {
+                *counts
+                    .org
+                    .entry(String::from_utf8_lossy(org).into_owned())
+                    .or_default() += 1;
             }
         }
         for entry in tree.range([STATUS_INDEX]..[STATUS_INDEX + 1]) {
@@ -237,7 +276,7 @@ pub(super) fn index_all(tree: &sled::Tree) -> Result<(), StoreError> {
 /// entry (keys) and its record, so `open` runs it only after a crash.
 pub(super) fn repair(tree: &sled::Tree) -> Result<usize, StoreError> {
     let mut dropped = 0;
-    for entry in tree.range([SCRIPT_INDEX]..[LIVE_INDEX + 1]) {
+    for entry in tree.range([SCRIPT_INDEX]..[ORG_INDEX + 1]) {
         let (key, _) = entry.map_err(backend)?;
         if key.len() < ID_LEN + 1 {
             continue;
@@ -251,6 +290,7 @@ pub(super) fn repair(tree: &sled::Tree) -> Result<usize, StoreError> {
         let holds = record.is_some_and(|r| match key[0] {
             SCRIPT_INDEX => r.script_id.as_deref().unwrap_or("").as_bytes() == name,
             STATUS_INDEX => r.status.as_str().as_bytes() == name,
+            ORG_INDEX => r.org.as_deref().unwrap_or("").as_bytes() == name,
             _ => !r.status.is_final(),
         });
         if !holds {
@@ -329,6 +369,7 @@ impl ExecutionStore for SledStore {
         let before = match known {
             // The script of a record never changes.
             Some(status) => Some(Indexed {
+                org: execution.org.clone(),
                 script_id: execution.script_id.clone(),
                 status,
             }),
@@ -418,6 +459,7 @@ impl ExecutionStore for SledStore {
             ExecutionIndex::All => true,
             ExecutionIndex::Script(script) => record.script_id == *script,
             ExecutionIndex::Status(status) => record.status == *status,
+            ExecutionIndex::Org(org) => record.org() == org,
         };
         // Held records have no entries: they join the walk in id order.
         let mut held = self.execution_indexes.held.matching(|r| {
@@ -469,6 +511,11 @@ impl ExecutionStore for SledStore {
             ExecutionIndex::All => counts.status.values().sum(),
             ExecutionIndex::Script(script) => counts.script.get(script).copied().unwrap_or(0),
             ExecutionIndex::Status(status) => counts.status.get(status).copied().unwrap_or(0),
+            ExecutionIndex::Org(org) if org == DEFAULT_ORG => {
+                let all: u64 = counts.status.values().sum();
+                all.saturating_sub(counts.org.values().sum())
+            }
+            ExecutionIndex::Org(org) => counts.org.get(org).copied().unwrap_or(0),
         }
     }
 
@@ -715,11 +762,13 @@ mod tests {
             // never written.
             let stray = [
                 Indexed {
+                    org: None,
                     script_id: Some("s".into()),
                     status: ExecutionStatus::Running,
                 }
                 .keys(&done),
                 Indexed {
+                    org: None,
                     script_id: Some("s".into()),
                     status: ExecutionStatus::Queued,
                 }

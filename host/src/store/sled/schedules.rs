@@ -48,6 +48,7 @@ mod tests {
     fn schedule(id: &str) -> ScheduleRecord {
         ScheduleRecord {
             id: id.into(),
+            org: None,
             name: "nightly".into(),
             script_id: "s1".into(),
             cron: "@daily".into(),

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 
 use super::{SledStore, backend, decode, put};
+use crate::store::orgs::name_key;
 use crate::store::script_data::{KvRefusal, ScriptDataStore, SharedSecretRecord};
-use crate::store::scripts::ScriptStore;
 use crate::store::{ScriptRecord, StoreError};
 
 fn kv_key(script_id: &str, key: &str) -> Vec<u8> {
@@ -108,7 +108,8 @@ impl ScriptDataStore for SledStore {
             .script_writes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let script = ScriptStore::script(self, script_id)?.ok_or(StoreError::NotFound)?;
+        let script: ScriptRecord =
+            Self::get_decoded(&self.scripts, script_id)?.ok_or(StoreError::NotFound)?;
         allow(&script)?;
         put(&self.script_config, script.id.as_bytes(), values)
     }
@@ -141,9 +142,13 @@ impl ScriptDataStore for SledStore {
         Ok(secrets)
     }
 
-    fn shared_secret(&self, name: &str) -> Result<Option<SharedSecretRecord>, StoreError> {
+    fn shared_secret(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<SharedSecretRecord>, StoreError> {
         self.shared_secrets
-            .get(name)
+            .get(name_key(org, name))
             .map_err(backend)?
             .map(|bytes| decode(&bytes))
             .transpose()
@@ -154,17 +159,21 @@ impl ScriptDataStore for SledStore {
             .shared_decoded
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        put(&self.shared_secrets, &secret.name, secret)?;
+        put(&self.shared_secrets, secret.key(), secret)?;
         *decoded = None;
         Ok(())
     }
 
-    fn delete_shared_secret(&self, name: &str) -> Result<bool, StoreError> {
+    fn delete_shared_secret(&self, org: &str, name: &str) -> Result<bool, StoreError> {
         let mut decoded = self
             .shared_decoded
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let removed = self.shared_secrets.remove(name).map_err(backend)?.is_some();
+        let removed = self
+            .shared_secrets
+            .remove(name_key(org, name))
+            .map_err(backend)?
+            .is_some();
         *decoded = None;
         Ok(removed)
     }
@@ -173,12 +182,15 @@ impl ScriptDataStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::orgs::DEFAULT_ORG;
+    use crate::store::scripts::ScriptStore as _;
 
     #[test]
     fn shared_secrets_read_after_a_change_are_the_changed_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         let secret = |name: &str, value: &str| SharedSecretRecord {
+            org: None,
             name: name.into(),
             value: value.into(),
             scripts: vec!["*".into()],
@@ -195,8 +207,8 @@ mod tests {
         store.put_shared_secret(&secret("B", "3")).unwrap();
         let read = store.shared_secrets().unwrap();
         assert_eq!((read.len(), read[0].value.as_str()), (2, "2"));
-        assert!(store.delete_shared_secret("A").unwrap());
-        assert!(!store.delete_shared_secret("A").unwrap());
+        assert!(store.delete_shared_secret(DEFAULT_ORG, "A").unwrap());
+        assert!(!store.delete_shared_secret(DEFAULT_ORG, "A").unwrap());
         let read = store.shared_secrets().unwrap();
         assert_eq!((read.len(), read[0].name.as_str()), (1, "B"));
     }

@@ -5,6 +5,7 @@
 use std::sync::PoisonError;
 
 use super::{SledStore, backend, decode, encode, put, update};
+use crate::store::orgs::{InOrg as _, name_key};
 use crate::store::scripts::ScriptStore;
 use crate::store::{ScriptRecord, StoreError, VersionRecord};
 
@@ -17,15 +18,24 @@ fn version_meta_key(id: &str, version: u32) -> Vec<u8> {
 }
 
 impl SledStore {
-    /// The id and stored bytes of a script, by id or name.
+    /// The id and stored bytes of a script of `org`, by id or name.
     fn script_entry(
         &self,
+        org: &str,
         id_or_name: &str,
     ) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
         if let Some(bytes) = self.scripts.get(id_or_name).map_err(backend)? {
-            return Ok(Some((sled::IVec::from(id_or_name.as_bytes()), bytes)));
+            let script: ScriptRecord = decode(&bytes)?;
+            // Another organization's id is no script at all here.
+            return Ok(
+                (script.org() == org).then(|| (sled::IVec::from(id_or_name.as_bytes()), bytes))
+            );
         }
-        let Some(id) = self.script_names.get(id_or_name).map_err(backend)? else {
+        let Some(id) = self
+            .script_names
+            .get(name_key(org, id_or_name))
+            .map_err(backend)?
+        else {
             return Ok(None);
         };
         Ok(self
@@ -35,16 +45,30 @@ impl SledStore {
             .map(|bytes| (id, bytes)))
     }
 
-    /// Claims `name` for `id` unless another script has it.
-    fn claim_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
+    /// The stored bytes of the script `id`.
+    fn script_by_id(&self, id: &str) -> Result<(sled::IVec, sled::IVec), StoreError> {
+        let bytes = self
+            .scripts
+            .get(id)
+            .map_err(backend)?
+            .ok_or(StoreError::NotFound)?;
+        Ok((sled::IVec::from(id.as_bytes()), bytes))
+    }
+
+    /// Claims the name of `script` in its organization unless another script has it.
+    fn claim_name(&self, script: &ScriptRecord) -> Result<(), StoreError> {
         let claimed = self
             .script_names
-            .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(id.as_bytes()))
+            .compare_and_swap(
+                name_key(script.org(), &script.name).as_bytes(),
+                None as Option<&[u8]>,
+                Some(script.id.as_bytes()),
+            )
             .map_err(backend)?;
         match claimed {
             Ok(()) => Ok(()),
-            Err(e) if e.current.as_deref() == Some(id.as_bytes()) => Ok(()),
-            Err(_) => Err(StoreError::NameTaken(name.to_string())),
+            Err(e) if e.current.as_deref() == Some(script.id.as_bytes()) => Ok(()),
+            Err(_) => Err(StoreError::NameTaken(script.name.clone())),
         }
     }
 
@@ -93,13 +117,13 @@ impl ScriptStore for SledStore {
     fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError> {
         // Claim the name first: compare-and-swap makes two concurrent creates
         // of one name end with exactly one winner.
-        self.claim_name(&script.name, &script.id)?;
+        self.claim_name(script)?;
         self.put_version(script, content)?;
         put(&self.scripts, script.id.as_bytes(), script)
     }
 
-    fn script(&self, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError> {
-        self.script_entry(id_or_name)?
+    fn script(&self, org: &str, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError> {
+        self.script_entry(org, id_or_name)?
             .map(|(_, bytes)| decode(&bytes))
             .transpose()
     }
@@ -122,7 +146,7 @@ impl ScriptStore for SledStore {
             .script_writes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (key, _) = self.script_entry(id)?.ok_or(StoreError::NotFound)?;
+        let (key, _) = self.script_by_id(id)?;
         // With writes serialized only a concurrent `note_execution` can make
         // the swap read again, and then the writes before it repeat the same.
         let updated = update(&self.scripts, &key, |current: &ScriptRecord| {
@@ -130,15 +154,21 @@ impl ScriptStore for SledStore {
             if let Some(content) = content {
                 self.put_version(&next, content)?;
             }
+            // Neither its id nor its organization ever changes.
+            if next.id != current.id || next.org != current.org {
+                return Err(StoreError::Refused(
+                    "a script's id and organization are fixed".into(),
+                ));
+            }
             if next.name != current.name {
-                self.claim_name(&next.name, &next.id)?;
+                self.claim_name(&next)?;
             }
             Ok(next)
         })?;
         let (before, after) = updated.ok_or(StoreError::NotFound)?;
         if after.name != before.name {
             self.script_names
-                .remove(before.name.as_bytes())
+                .remove(name_key(before.org(), &before.name).as_bytes())
                 .map_err(backend)?;
         }
         Ok(after)
@@ -153,14 +183,14 @@ impl ScriptStore for SledStore {
             .script_writes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (key, bytes) = self.script_entry(id)?.ok_or(StoreError::NotFound)?;
+        let (key, bytes) = self.script_by_id(id)?;
         let deleted: ScriptRecord = decode(&bytes)?;
         allow(&deleted)?;
         // The record first: once it is gone the script is, whatever a crash
         // leaves of its name (repaired at open) or its content (unreachable).
         self.scripts.remove(&key).map_err(backend)?;
         self.script_names
-            .remove(deleted.name.as_bytes())
+            .remove(name_key(deleted.org(), &deleted.name).as_bytes())
             .map_err(backend)?;
         let prefix = format!("{}/", deleted.id);
         for key in self.script_versions.scan_prefix(prefix.as_bytes()).keys() {
@@ -247,6 +277,7 @@ impl ScriptStore for SledStore {
 mod tests {
     use super::super::tests::TEST_CACHE_BYTES;
     use super::*;
+    use crate::store::orgs::DEFAULT_ORG;
     use crate::store::testing::script;
 
     #[test]
@@ -270,21 +301,51 @@ mod tests {
             store.update_script("a", &rename("second"), None),
             Err(StoreError::NameTaken(_))
         ));
-        store
-            .update_script("first", &rename("third"), None)
-            .unwrap();
-        assert!(store.script("first").unwrap().is_none());
-        assert_eq!(store.script("third").unwrap().unwrap().id, "a");
+        store.update_script("a", &rename("third"), None).unwrap();
+        assert!(store.script(DEFAULT_ORG, "first").unwrap().is_none());
+        assert_eq!(store.script(DEFAULT_ORG, "third").unwrap().unwrap().id, "a");
         let refuse = |_: &ScriptRecord| Err(StoreError::Refused("stale".into()));
         assert!(store.update_script("a", &refuse, Some(b"v3")).is_err());
         assert_eq!(store.script_versions("a").unwrap().len(), 1);
-        store.delete_script("third", &|_| Ok(())).unwrap();
-        assert!(store.script("a").unwrap().is_none());
+        store.delete_script("a", &|_| Ok(())).unwrap();
+        assert!(store.script(DEFAULT_ORG, "a").unwrap().is_none());
         assert!(store.script_content("a", 1).unwrap().is_none());
         assert!(store.script_versions("a").unwrap().is_empty());
         assert!(matches!(
             store.delete_script("a", &|_| Ok(())),
             Err(StoreError::NotFound)
         ));
+    }
+
+    #[test]
+    fn names_are_unique_within_an_organization_and_ids_stay_in_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        store.create_script(&script("a", "job", 1), b"v1").unwrap();
+        let mut other = script("b", "job", 1);
+        other.org = Some("acme".into());
+        store.create_script(&other, b"v1").unwrap();
+        assert_eq!(store.script(DEFAULT_ORG, "job").unwrap().unwrap().id, "a");
+        assert_eq!(store.script("acme", "job").unwrap().unwrap().id, "b");
+        assert!(store.script("acme", "a").unwrap().is_none());
+        assert!(store.script(DEFAULT_ORG, "b").unwrap().is_none());
+        let mut twin = script("c", "job", 1);
+        twin.org = Some("acme".into());
+        assert!(matches!(
+            store.create_script(&twin, b"v1"),
+            Err(StoreError::NameTaken(_))
+        ));
+        let move_away = |s: &ScriptRecord| {
+            let mut next = s.clone();
+            next.org = None;
+            Ok(next)
+        };
+        assert!(matches!(
+            store.update_script("b", &move_away, None),
+            Err(StoreError::Refused(_))
+        ));
+        store.delete_script("b", &|_| Ok(())).unwrap();
+        assert!(store.script("acme", "job").unwrap().is_none());
+        assert_eq!(store.script(DEFAULT_ORG, "job").unwrap().unwrap().id, "a");
     }
 }

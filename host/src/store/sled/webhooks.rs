@@ -300,6 +300,7 @@ mod tests {
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let webhook = WebhookRecord {
             id: "w1".into(),
+            org: None,
             url: "https://example.com/hook".into(),
             events: vec!["*".into()],
             secret: "whsec_x".into(),
