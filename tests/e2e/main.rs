@@ -23,6 +23,7 @@ mod generated_client;
 mod harness;
 mod lifecycle;
 mod observability;
+mod orgs;
 mod retention;
 mod schedules;
 mod schemathesis;

@@ -79,6 +79,18 @@ const SOURCES: &[Source] = &[
         to: &["getUser", "updateUser", "deleteUser"],
     },
     Source {
+        operation: "createOrganization",
+        statuses: &["201"],
+        parameter: "id",
+        value: "$response.body#/id",
+        to: &[
+            "getOrganization",
+            "updateOrganization",
+            "deleteOrganization",
+            "listOrganizationMembers",
+        ],
+    },
+    Source {
         operation: "createApiKey",
         statuses: &["201"],
         parameter: "id",
