@@ -22,6 +22,7 @@ mod functions;
 mod generated_client;
 mod harness;
 mod lifecycle;
+mod migration;
 mod observability;
 mod orgs;
 mod retention;

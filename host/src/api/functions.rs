@@ -86,8 +86,9 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         .store
         .script(&org, function)?
         .filter(|script| script.kind == ScriptKind::Http)
-        // A function that is not public is only for its organization's callers.
-        .filter(|script| script.public || principal.as_ref().is_some_and(|p| p.org == org))
+        // A function that is not public is only for its organization's
+        // callers: another's is none (the anonymous are asked for a credential).
+        .filter(|script| script.public || principal.as_ref().is_none_or(|p| p.org == org))
         .ok_or_else(missing)?;
     if script.status == ScriptStatus::Archived {
         return Err(ApiError::Conflict(format!(
