@@ -391,6 +391,19 @@ fn two_organizations_four_roles_every_route_class() {
         );
         assert_eq!(listed(&kiln, admin, "/v1/webhooks"), [home.webhook.clone()]);
         assert_eq!(listed(&kiln, admin, "/v1/secrets"), ["TOKEN"]);
+        let usage = created(
+            kiln.with_token(admin, Method::GET, "/v1/analytics/usage?period=1d")
+                .send()
+                .unwrap(),
+        );
+        let top: Vec<&str> = usage["top_scripts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["script_id"].as_str().unwrap())
+            .collect();
+        assert!(top.contains(&home.script.as_str()), "{usage}");
+        assert!(!top.contains(&other.script.as_str()), "{usage}");
         let users = listed(&kiln, admin, "/v1/users");
         assert!(users.contains(&home.user) && !users.contains(&other.user));
         let keys = listed(&kiln, admin, "/v1/api-keys");

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::error::ErrorEnvelope;
 use super::{ApiError, ApiQuery, AppState};
 use crate::store::executions::{ExecutionIndex, ExecutionWalk, ID_TIME_SLACK_MS};
+use crate::store::orgs::InOrg as _;
 use crate::store::usage::{Grain, Scope, UsageRollup};
 use crate::store::{ExecutionRecord, ExecutionStatus};
 
@@ -125,6 +126,7 @@ fn parse_period(period: &str) -> Result<(u64, Grain), ApiError> {
     ))]
 async fn usage(
     State(state): State<AppState>,
+    principal: crate::auth::Principal,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<axum::Json<Usage>, ApiError> {
     let period = query.period.unwrap_or_else(|| "30d".into());
@@ -137,17 +139,18 @@ async fn usage(
 
     let store = state.store.clone();
     let script_filter = query.script_id;
+    let org = principal.org;
     let first_created = from_text.clone();
     let (totals, per_script, live, scripts) = tokio::task::spawn_blocking(move || {
         // One script's rows are both its total and its line among the busiest.
         let (totals, per_script) = match &script_filter {
             Some(id) => (
-                store.usage(grain, from_ms, now_ms, Scope::Script(Some(id)))?,
+                store.usage(grain, from_ms, now_ms, Scope::Script(&org, Some(id)))?,
                 None,
             ),
             None => (
-                store.usage(grain, from_ms, now_ms, Scope::Total)?,
-                Some(store.usage(grain, from_ms, now_ms, Scope::PerScript)?),
+                store.usage(grain, from_ms, now_ms, Scope::Total(&org))?,
+                Some(store.usage(grain, from_ms, now_ms, Scope::PerScript(&org))?),
             ),
         };
         // What has not ended is in no rollup; it is queued or running, so
@@ -157,7 +160,8 @@ async fn usage(
             let mut walk = ExecutionWalk::new(ExecutionIndex::Status(status), false);
             walk.created_from_ms = Some(from_ms.saturating_sub(ID_TIME_SLACK_MS));
             store.walk_executions(&walk, &mut |e: ExecutionRecord| {
-                let wanted = script_filter.is_none() || e.script_id == script_filter;
+                let wanted =
+                    e.org() == org && (script_filter.is_none() || e.script_id == script_filter);
                 if wanted && e.created_at >= first_created {
                     live.push((e.created_at, e.status));
                 }
@@ -167,6 +171,7 @@ async fn usage(
         let names: HashMap<String, String> = store
             .scripts()?
             .into_iter()
+            .filter(|s| s.org() == org)
             .map(|s| (s.id, s.name))
             .collect();
         Ok::<_, crate::store::StoreError>((totals, per_script, live, names))

@@ -47,12 +47,14 @@ impl Grain {
 /// Which rollups a read wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {
-    /// Every script's executions together: a row per bucket.
-    Total,
-    /// Each script's apart: a row per bucket and script that ran.
-    PerScript,
-    /// One script's (`None`: the ad-hoc runs): a row per bucket.
-    Script(Option<&'a str>),
+    /// Every execution of an organization together: a row per bucket.
+    Total(&'a str),
+    /// Each script's of an organization apart: a row per bucket and script
+    /// that ran (`None`: the ad-hoc runs).
+    PerScript(&'a str),
+    /// One script's of an organization (`None`: its ad-hoc runs): a row per
+    /// bucket.
+    Script(&'a str, Option<&'a str>),
 }
 
 /// Durations in buckets of 1/16 of a power of two: every value from 0 to

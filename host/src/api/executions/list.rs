@@ -419,7 +419,6 @@ fn cursor_page(
 mod tests {
     use super::*;
     use crate::store::executions::ExecutionStore as _;
-    use crate::store::orgs::InOrg as _;
     use crate::store::testing::{execution, id_at};
 
     #[test]

@@ -741,7 +741,12 @@ mod tests {
         // Rolled up too (schema 4): the final one.
         use crate::store::usage::{Grain, Scope, UsageStore};
         let rows = store
-            .usage(Grain::Day, 1_000, 1_000, Scope::PerScript)
+            .usage(
+                Grain::Day,
+                1_000,
+                1_000,
+                Scope::PerScript(crate::store::orgs::DEFAULT_ORG),
+            )
             .unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].usage.failures(), 1);

@@ -1,7 +1,9 @@
 //! The sled side of [`UsageStore`]: the `usage` tree, `<tag> <bucket> 0x00
-//! <script id>` → a [`UsageRollup`], the tag one of four kinds of row:
-//! hourly and daily, each for every script together (no script id) and for
-//! each script (an empty id: ad-hoc runs). Bucket-major, so a period of one
+//! <organization> <script id>` → a [`UsageRollup`], the tag one of four
+//! kinds of row: hourly and daily, each for an organization's executions
+//! together (no script id) and for each script (an empty id: ad-hoc runs).
+//! The organization is empty for the default one (so rows from before
+//! organizations are its rows) and `~<id>/` for the others. Bucket-major, so a period of one
 //! kind is one key range. An execution that becomes final is added to its
 //! four rows in memory; every flush first merges those into the tree, so a
 //! row is written once per flush, not once per execution, and is as
@@ -26,27 +28,40 @@ fn tag(grain: Grain, per_script: bool) -> u8 {
     }
 }
 
-/// A row's key: tag, bucket, script (`None` for totals).
-type Key = (u8, String, Option<String>);
+/// A row's key: tag, bucket, organization (`None`: the default), script
+/// (`None` for totals and ad-hoc runs).
+type Key = (u8, String, Option<String>, Option<String>);
 
-fn encode_key((tag, bucket, script): &Key) -> Vec<u8> {
+fn encode_key((tag, bucket, org, script): &Key) -> Vec<u8> {
+    let org = org.as_deref().map(|org| format!("~{org}/"));
     [
         &[*tag][..],
         bucket.as_bytes(),
         &[0],
+        org.as_deref().unwrap_or("").as_bytes(),
         script.as_deref().unwrap_or("").as_bytes(),
     ]
     .concat()
 }
 
-/// The bucket and script of a stored key of a per-script row.
-fn decode_key(key: &[u8]) -> Option<(String, Option<String>)> {
+/// The bucket, organization and script of a stored key.
+fn decode_key(key: &[u8]) -> Option<(String, Option<String>, Option<String>)> {
     let split = key.iter().position(|b| *b == 0)?;
-    let script = String::from_utf8_lossy(&key[split + 1..]).into_owned();
+    let rest = String::from_utf8_lossy(&key[split + 1..]).into_owned();
+    let (org, script) = match rest.strip_prefix('~').and_then(|r| r.split_once('/')) {
+        Some((org, script)) => (Some(org.to_owned()), script.to_owned()),
+        None => (None, rest),
+    };
     Some((
         String::from_utf8_lossy(key.get(1..split)?).into_owned(),
+        org,
         (!script.is_empty()).then_some(script),
     ))
+}
+
+/// The key's organization field for `org`.
+fn org_key(org: &str) -> Option<String> {
+    crate::store::orgs::org_field(org)
 }
 
 /// Rollup changes not yet in the tree. The map is bounded by the buckets
@@ -67,7 +82,12 @@ impl PendingUsage {
             let bucket = grain.bucket(&record.created_at);
             for per_script in [false, true] {
                 let script = per_script.then(|| record.script_id.clone()).flatten();
-                let key = (tag(grain, per_script), bucket.to_owned(), script);
+                let key = (
+                    tag(grain, per_script),
+                    bucket.to_owned(),
+                    record.org.clone(),
+                    script,
+                );
                 changes.entry(key).or_default().add(record);
             }
         }
@@ -145,11 +165,18 @@ impl UsageStore for SledStore {
         scope: Scope<'_>,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let (first, last) = (grain.bucket_at(from_ms), grain.bucket_at(to_ms));
-        let tag = tag(grain, scope != Scope::Total);
+        let (org, per_script) = match scope {
+            Scope::Total(org) => (org, false),
+            Scope::PerScript(org) | Scope::Script(org, _) => (org, true),
+        };
+        let org = org_key(org);
+        let tag = tag(grain, per_script);
         let _moving = self.pending_usage.moving();
         let mut rows: Vec<UsageRow> = Vec::new();
         let mut push = |key: &[u8], bytes: &[u8]| -> Result<(), StoreError> {
-            if let Some((bucket, script_id)) = decode_key(key) {
+            if let Some((bucket, row_org, script_id)) = decode_key(key)
+                && row_org == org
+            {
                 rows.push(UsageRow {
                     bucket,
                     script_id,
@@ -158,11 +185,16 @@ impl UsageStore for SledStore {
             }
             Ok(())
         };
-        if let Scope::Script(script) = scope {
+        if let Scope::Script(_, script) = scope {
             // One point read per bucket, not the range of every script's.
             let mut at = from_ms - from_ms % grain.millis();
             while at <= to_ms {
-                let key = (tag, grain.bucket_at(at), script.map(str::to_owned));
+                let key = (
+                    tag,
+                    grain.bucket_at(at),
+                    org.clone(),
+                    script.map(str::to_owned),
+                );
                 let key = encode_key(&key);
                 if let Some(bytes) = self.usage.get(&key).map_err(backend)? {
                     push(&key, &bytes)?;
@@ -177,12 +209,13 @@ impl UsageStore for SledStore {
                 push(&key, &bytes)?;
             }
         }
-        for ((row_tag, bucket, script_id), change) in self.pending_usage.snapshot() {
+        for ((row_tag, bucket, row_org, script_id), change) in self.pending_usage.snapshot() {
             let wanted = row_tag == tag
+                && row_org == org
                 && (first.as_str()..=last.as_str()).contains(&bucket.as_str())
                 && match scope {
-                    Scope::Script(script) => script_id.as_deref() == script,
-                    Scope::Total | Scope::PerScript => true,
+                    Scope::Script(_, script) => script_id.as_deref() == script,
+                    Scope::Total(_) | Scope::PerScript(_) => true,
                 };
             if !wanted {
                 continue;
@@ -233,6 +266,7 @@ mod tests {
     use super::super::tests::{TEST_CACHE_BYTES, reopen};
     use super::*;
     use crate::store::executions::ExecutionStore;
+    use crate::store::orgs::DEFAULT_ORG;
     use crate::store::testing::{execution, id_at};
     use crate::store::{ExecutionStatus, Store};
 
@@ -257,7 +291,9 @@ mod tests {
             .put_execution(&execution(&c, None, ExecutionStatus::Running))
             .unwrap();
         for grain in Grain::ALL {
-            let rows = store.usage(grain, at, at, Scope::Total).unwrap();
+            let rows = store
+                .usage(grain, at, at, Scope::Total(DEFAULT_ORG))
+                .unwrap();
             assert_eq!(rows.len(), 1, "{rows:?}");
             assert_eq!(rows[0].usage.executions(), 2);
             assert_eq!(rows[0].usage.failures(), 1);
@@ -265,7 +301,10 @@ mod tests {
             assert_eq!(rows[0].usage.durations.max(), Some(12));
         }
         assert_eq!(
-            store.usage(Grain::Day, at, at, Scope::Total).unwrap()[0].bucket,
+            store
+                .usage(Grain::Day, at, at, Scope::Total(DEFAULT_ORG))
+                .unwrap()[0]
+                .bucket,
             "2001-09-09"
         );
 
@@ -273,20 +312,34 @@ mod tests {
         store
             .put_execution(&execution(&c, None, ExecutionStatus::Completed))
             .unwrap();
-        let per_script = store.usage(Grain::Hour, at, at, Scope::PerScript).unwrap();
+        let per_script = store
+            .usage(Grain::Hour, at, at, Scope::PerScript(DEFAULT_ORG))
+            .unwrap();
         assert_eq!(per_script.len(), 2, "the script's and the ad-hoc runs'");
         let ad_hoc = store
-            .usage(Grain::Day, at - 3 * 86_400_000, at, Scope::Script(None))
+            .usage(
+                Grain::Day,
+                at - 3 * 86_400_000,
+                at,
+                Scope::Script(DEFAULT_ORG, None),
+            )
             .unwrap();
         assert_eq!(ad_hoc.len(), 1);
         assert_eq!(ad_hoc[0].usage.executions(), 1);
-        let earlier = store.usage(Grain::Hour, at - 7_200_000, at - 3_600_000, Scope::Total);
+        let earlier = store.usage(
+            Grain::Hour,
+            at - 7_200_000,
+            at - 3_600_000,
+            Scope::Total(DEFAULT_ORG),
+        );
         assert!(earlier.unwrap().is_empty());
         store.close().unwrap();
         drop(store);
 
         let store = reopen(dir.path()).unwrap();
-        let rows = store.usage(Grain::Hour, at, at, Scope::Total).unwrap();
+        let rows = store
+            .usage(Grain::Hour, at, at, Scope::Total(DEFAULT_ORG))
+            .unwrap();
         assert_eq!(rows[0].usage.executions(), 3);
         // Four kinds of row; the ad-hoc run adds a per-script row of each grain.
         assert_eq!(store.record_counts().usage_rollups, 6, "counted at open");
@@ -297,7 +350,52 @@ mod tests {
         assert_eq!(store.record_counts().usage_rollups, 0);
         assert!(
             store
-                .usage(Grain::Day, at, at, Scope::PerScript)
+                .usage(Grain::Day, at, at, Scope::PerScript(DEFAULT_ORG))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn each_organization_has_rows_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let at = 1_000_000_000_000;
+        let mut theirs = execution(&id_at(at, 0), Some("s2"), ExecutionStatus::Completed);
+        theirs.org = Some("acme".into());
+        store.put_execution(&theirs).unwrap();
+        let mut ad_hoc = execution(&id_at(at, 1), None, ExecutionStatus::Completed);
+        ad_hoc.org = Some("acme".into());
+        store.put_execution(&ad_hoc).unwrap();
+        store
+            .put_execution(&execution(
+                &id_at(at, 2),
+                Some("s1"),
+                ExecutionStatus::Failed,
+            ))
+            .unwrap();
+        store.write_usage().unwrap();
+        let total = |org| store.usage(Grain::Day, at, at, Scope::Total(org)).unwrap();
+        assert_eq!(total("acme")[0].usage.executions(), 2);
+        assert_eq!(total(DEFAULT_ORG)[0].usage.executions(), 1);
+        assert!(total("other").is_empty());
+        let scripts = |org| -> Vec<Option<String>> {
+            store
+                .usage(Grain::Hour, at, at, Scope::PerScript(org))
+                .unwrap()
+                .into_iter()
+                .map(|r| r.script_id)
+                .collect()
+        };
+        assert_eq!(scripts("acme"), [None, Some("s2".to_owned())]);
+        assert_eq!(scripts(DEFAULT_ORG), [Some("s1".to_owned())]);
+        let one = store
+            .usage(Grain::Hour, at, at, Scope::Script("acme", None))
+            .unwrap();
+        assert_eq!(one[0].usage.executions(), 1);
+        assert!(
+            store
+                .usage(Grain::Hour, at, at, Scope::Script(DEFAULT_ORG, Some("s2")))
                 .unwrap()
                 .is_empty()
         );
