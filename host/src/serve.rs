@@ -327,6 +327,7 @@ pub(crate) fn assemble_with(
         crate::jobs::QueueShare {
             queued: config.workers.queued_per_user,
             running: config.workers.running_per_user,
+            running_per_org: config.workers.running_per_org,
         },
         metrics.executions(),
     );

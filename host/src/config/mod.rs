@@ -141,6 +141,10 @@ sections! {
         /// users than workers are at it. HTTP function requests, which have
         /// slots of their own, do not count.
         running_per_user: usize = 0,
+        /// The most executions of one organization that run at once (0: as
+        /// many as there are workers), so one organization cannot hold every
+        /// worker while another's runs wait.
+        running_per_org: usize = 0,
     }
 
     /// Per-execution limits: what a request gets by default and the most it

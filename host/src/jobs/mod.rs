@@ -98,11 +98,12 @@ impl Settled {
 }
 
 /// What one user may hold of the queue: executions queued, and running
-/// (0: as many as there are workers).
+/// (0: as many as there are workers); and what one organization may run.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueShare {
     pub queued: usize,
     pub running: usize,
+    pub running_per_org: usize,
 }
 
 impl QueueShare {
@@ -112,6 +113,7 @@ impl QueueShare {
         Self {
             queued: capacity,
             running: 0,
+            running_per_org: 0,
         }
     }
 }
@@ -137,7 +139,14 @@ impl Jobs {
         metrics: ExecutionMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
-            queue: Queue::new(capacity, per_user.queued, per_user.running),
+            queue: Queue::new(
+                capacity,
+                queue::Bounds {
+                    queued_per_user: per_user.queued,
+                    running_per_user: per_user.running,
+                    running_per_org: per_user.running_per_org,
+                },
+            ),
             metrics,
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
@@ -283,7 +292,7 @@ impl Jobs {
     ///
     /// [`JobError::TenantFull`] when its creator has its share queued.
     pub fn admits(&self, record: &ExecutionRecord) -> Result<(), JobError> {
-        if self.queue.admits(tenant(record)) {
+        if self.queue.admits(&tenant(record)) {
             Ok(())
         } else {
             Err(JobError::TenantFull(self.queue.per_tenant()))
@@ -302,7 +311,7 @@ impl Jobs {
         }
         let (sender, receiver) = watch::channel(Settled::Pending);
         self.lock().insert(id.to_string(), sender);
-        match self.queue.push(id.to_string(), priority, tenant(record)) {
+        match self.queue.push(id.to_string(), priority, &tenant(record)) {
             Ok(()) => Ok(receiver),
             Err(refused) => {
                 self.lock().remove(id);
@@ -320,7 +329,7 @@ impl Jobs {
         // A signal as `enqueue` makes, so `is_settling` holds for it too.
         self.subscribe(&record.id);
         self.queue
-            .push_accepted(record.id.clone(), record.priority, tenant(record));
+            .push_accepted(record.id.clone(), record.priority, &tenant(record));
     }
 
     /// Cancels a queued or running execution.
@@ -467,10 +476,15 @@ impl Drop for Tracked<'_> {
     }
 }
 
-/// Whose turn in the queue an execution takes (`queue.rs`): its creator's,
-/// so one user's flood of runs waits behind everyone else's next one.
-fn tenant(record: &ExecutionRecord) -> &str {
-    record.created_by.as_deref().unwrap_or("")
+/// Whose turn in the queue an execution takes (`queue.rs`): its
+/// organization's, and there its creator's, so one organization's flood of
+/// runs waits behind every other organization's next one, and one user's
+/// behind their colleagues'.
+fn tenant(record: &ExecutionRecord) -> queue::Tenant {
+    queue::Tenant {
+        org: crate::store::orgs::InOrg::org(record).to_owned(),
+        user: record.created_by.clone().unwrap_or_default(),
+    }
 }
 
 /// At start-up: executions a crash left `running` are failed as INTERRUPTED;

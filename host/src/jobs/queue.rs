@@ -1,11 +1,12 @@
-//! The execution queue, bounded in all and per tenant (whoever an
-//! execution's turn is charged to: its creator). Tenants take turns, one
-//! execution each; within a tenant, higher priorities go first, then the
-//! oldest. So a tenant with 10 000 queued runs delays another's single run
-//! by at most one run per tenant ahead of it in the turn, whatever
-//! priorities it asks for: priority orders a tenant's own runs, never one
-//! tenant's over another's. A tenant may also be held to a number of
-//! running executions: its turn is skipped while it has that many, so the
+//! The execution queue, bounded in all and per tenant. A tenant is an
+//! organization and, within it, a user (an execution's creator). Turns are
+//! two-level: organizations take turns, one execution each, and within an
+//! organization its users take turns; within a user, higher priorities go
+//! first, then the oldest. So an organization with 10 000 queued runs
+//! delays another's single run by at most one run per organization ahead
+//! of it, however many users it has and whatever priorities they ask for.
+//! A user, and an organization, may also be held to a number of running
+//! executions: their turn is skipped while they have that many, so the
 //! other workers stay free for others. A semaphore counts the queued ids;
 //! closing it stops the workers.
 
@@ -16,12 +17,28 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::store::Priority;
 
+/// Whose turn an execution takes: its organization's, then its user's
+/// there. An empty user is everyone when no one is known (authentication
+/// off), with no per-user bounds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Tenant {
+    pub org: String,
+    pub user: String,
+}
+
+/// How much one user and one organization may hold: queued ids, and
+/// running ones (0: no bound).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub queued_per_user: usize,
+    pub running_per_user: usize,
+    pub running_per_org: usize,
+}
+
 pub struct Queue {
     state: Mutex<Queued>,
     capacity: usize,
-    per_tenant: usize,
-    /// Running executions one tenant may have; 0: no bound.
-    running_per_tenant: usize,
+    bounds: Bounds,
     queued: Semaphore,
     /// Told when a run ends or an id comes, for workers that found only
     /// tenants at their running bound.
@@ -32,33 +49,47 @@ pub struct Queue {
 /// this is dropped (however the run ended).
 pub struct Taken<'a> {
     pub id: String,
-    tenant: String,
+    tenant: Tenant,
     queue: &'a Queue,
 }
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
         let mut state = self.queue.state();
-        if let Some(running) = state.running.get_mut(&self.tenant) {
-            *running -= 1;
-            if *running == 0 {
-                state.running.remove(&self.tenant);
-            }
-        }
+        let Queued {
+            running,
+            running_orgs,
+            ..
+        } = &mut *state;
+        less(running, &self.tenant);
+        less(running_orgs, &self.tenant.org);
         drop(state);
         self.queue.finished.notify_waiters();
     }
 }
 
+/// One fewer of `key`, forgotten at none.
+fn less<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queued {
-    /// Tenants with queued ids, the next to be served first.
-    turns: VecDeque<String>,
-    tenants: HashMap<String, Lanes>,
+    /// Organizations with queued ids, the next to be served first.
+    orgs: VecDeque<String>,
+    /// Per organization in `orgs`: its users with queued ids, in turn.
+    turns: HashMap<String, VecDeque<String>>,
+    tenants: HashMap<Tenant, Lanes>,
     /// Which tenant each queued id is of, so a removal looks at one tenant.
-    tenant_of: HashMap<String, String>,
-    /// Tenants' executions taken and not yet finished.
-    running: HashMap<String, usize>,
+    tenant_of: HashMap<String, Tenant>,
+    /// Tenants' and organizations' executions taken and not yet finished.
+    running: HashMap<Tenant, usize>,
+    running_orgs: HashMap<String, usize>,
     /// Permits of ids removed while a worker held the permit (a removal
     /// could not take one back): the next pops drop them.
     owed: usize,
@@ -91,33 +122,63 @@ fn lane(priority: Priority) -> usize {
     }
 }
 
+/// Under a bound of `cap` (0: none), holding `held`.
+fn under(cap: usize, held: Option<&usize>) -> bool {
+    cap == 0 || held.copied().unwrap_or(0) < cap
+}
+
 impl Queued {
-    fn push(&mut self, id: String, priority: Priority, tenant: &str) {
-        let lanes = self.tenants.entry(tenant.to_owned()).or_insert_with(|| {
-            self.turns.push_back(tenant.to_owned());
+    fn push(&mut self, id: String, priority: Priority, tenant: &Tenant) {
+        let lanes = self.tenants.entry(tenant.clone()).or_insert_with(|| {
+            let users = self.turns.entry(tenant.org.clone()).or_insert_with(|| {
+                self.orgs.push_back(tenant.org.clone());
+                VecDeque::new()
+            });
+            users.push_back(tenant.user.clone());
             Lanes::default()
         });
         lanes.0[lane(priority)].push_back(id.clone());
-        self.tenant_of.insert(id, tenant.to_owned());
+        self.tenant_of.insert(id, tenant.clone());
     }
 
-    /// The first id of the first tenant in turn with fewer than `cap`
-    /// running (0: any), and the tenant; it goes to the back of the line if
-    /// it has more. Tenants skipped keep their place.
-    fn pop(&mut self, cap: usize) -> Option<(String, String)> {
-        let at = self.turns.iter().position(|t| {
-            cap == 0 || t.is_empty() || self.running.get(t).copied().unwrap_or(0) < cap
+    /// The first id of the first user in turn, of the first organization
+    /// in turn, each under its running bound (`bounds`), and its tenant;
+    /// both go to the back of their lines if they have more. Those skipped
+    /// keep their places.
+    fn pop(&mut self, bounds: &Bounds) -> Option<(String, Tenant)> {
+        let (at_org, at_user) = self.orgs.iter().enumerate().find_map(|(i, org)| {
+            if !under(bounds.running_per_org, self.running_orgs.get(org)) {
+                return None;
+            }
+            let users = self.turns.get(org)?;
+            let j = users.iter().position(|user| {
+                let tenant = Tenant {
+                    org: org.clone(),
+                    user: user.clone(),
+                };
+                user.is_empty() || under(bounds.running_per_user, self.running.get(&tenant))
+            })?;
+            Some((i, j))
         })?;
-        let tenant = self.turns.remove(at)?;
+        let org = self.orgs.remove(at_org)?;
+        let users = self.turns.get_mut(&org)?;
+        let user = users.remove(at_user)?;
+        let tenant = Tenant { org, user };
         let lanes = self.tenants.get_mut(&tenant)?;
         let id = lanes.0.iter_mut().find_map(VecDeque::pop_front)?;
         if lanes.len() == 0 {
             self.tenants.remove(&tenant);
         } else {
-            self.turns.push_back(tenant.clone());
+            users.push_back(tenant.user.clone());
+        }
+        if users.is_empty() {
+            self.turns.remove(&tenant.org);
+        } else {
+            self.orgs.push_back(tenant.org.clone());
         }
         self.tenant_of.remove(&id);
         *self.running.entry(tenant.clone()).or_default() += 1;
+        *self.running_orgs.entry(tenant.org.clone()).or_default() += 1;
         Some((id, tenant))
     }
 
@@ -131,23 +192,31 @@ impl Queued {
             }
             if lanes.len() == 0 {
                 self.tenants.remove(&tenant);
-                self.turns.retain(|t| *t != tenant);
+                if let Some(users) = self.turns.get_mut(&tenant.org) {
+                    users.retain(|u| *u != tenant.user);
+                    if users.is_empty() {
+                        self.turns.remove(&tenant.org);
+                        self.orgs.retain(|o| *o != tenant.org);
+                    }
+                }
             }
         }
         true
     }
+
+    fn queued_of(&self, tenant: &Tenant) -> usize {
+        self.tenants.get(tenant).map_or(0, Lanes::len)
+    }
 }
 
 impl Queue {
-    /// A queue of at most `capacity` ids, at most `per_tenant` of one
-    /// tenant, whose tenants run at most `running_per_tenant` at once (0: no
-    /// bound).
-    pub fn new(capacity: usize, per_tenant: usize, running_per_tenant: usize) -> Self {
+    /// A queue of at most `capacity` ids, whose users and organizations
+    /// hold at most what `bounds` says.
+    pub fn new(capacity: usize, bounds: Bounds) -> Self {
         Self {
             state: Mutex::new(Queued::default()),
             capacity,
-            per_tenant,
-            running_per_tenant,
+            bounds,
             queued: Semaphore::new(0),
             finished: Notify::new(),
         }
@@ -159,15 +228,14 @@ impl Queue {
 
     /// Adds an id of `tenant` unless the queue, or the tenant's share of
     /// it, is full.
-    pub fn push(&self, id: String, priority: Priority, tenant: &str) -> Result<(), Refused> {
+    pub fn push(&self, id: String, priority: Priority, tenant: &Tenant) -> Result<(), Refused> {
         let mut state = self.state();
         if state.tenant_of.len() >= self.capacity {
             return Err(Refused::Full);
         }
-        // The empty tenant is everyone when no one is known (authentication
+        // The empty user is everyone when no one is known (authentication
         // off): the queue's own bound is its only one.
-        if !tenant.is_empty() && state.tenants.get(tenant).map_or(0, Lanes::len) >= self.per_tenant
-        {
+        if !tenant.user.is_empty() && state.queued_of(tenant) >= self.bounds.queued_per_user {
             return Err(Refused::TenantFull);
         }
         state.push(id, priority, tenant);
@@ -181,7 +249,7 @@ impl Queue {
 
     /// Adds an id even past the bounds: for executions accepted before a
     /// restart, which must not be refused now.
-    pub fn push_accepted(&self, id: String, priority: Priority, tenant: &str) {
+    pub fn push_accepted(&self, id: String, priority: Priority, tenant: &Tenant) {
         self.state().push(id, priority, tenant);
         self.queued.add_permits(1);
         self.finished.notify_waiters();
@@ -201,7 +269,7 @@ impl Queue {
                     permit.forget();
                     continue;
                 }
-                if let Some((id, tenant)) = state.pop(self.running_per_tenant) {
+                if let Some((id, tenant)) = state.pop(&self.bounds) {
                     permit.forget();
                     return Some(Taken {
                         id,
@@ -241,14 +309,13 @@ impl Queue {
     }
 
     /// Whether `tenant` has room for another id.
-    pub fn admits(&self, tenant: &str) -> bool {
-        tenant.is_empty()
-            || self.state().tenants.get(tenant).map_or(0, Lanes::len) < self.per_tenant
+    pub fn admits(&self, tenant: &Tenant) -> bool {
+        tenant.user.is_empty() || self.state().queued_of(tenant) < self.bounds.queued_per_user
     }
 
-    /// How many ids one tenant may have queued.
+    /// How many ids one user may have queued.
     pub fn per_tenant(&self) -> usize {
-        self.per_tenant
+        self.bounds.queued_per_user
     }
 
     /// Wakes every waiting worker with `None`.
@@ -262,9 +329,83 @@ impl Queue {
 mod tests {
     use super::*;
 
+    fn bounds(queued_per_user: usize, running_per_user: usize, running_per_org: usize) -> Bounds {
+        Bounds {
+            queued_per_user,
+            running_per_user,
+            running_per_org,
+        }
+    }
+
+    /// A user of one organization.
+    fn user(name: &str) -> Tenant {
+        member("o", name)
+    }
+
+    fn member(org: &str, name: &str) -> Tenant {
+        Tenant {
+            org: org.into(),
+            user: name.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn organizations_take_turns_then_their_users() {
+        let queue = Queue::new(10_000, bounds(10_000, 0, 0));
+        // Organization a floods with three users; b has one run.
+        for i in 0..1_000 {
+            for name in ["a1", "a2", "a3"] {
+                queue
+                    .push(format!("{name}-{i}"), Priority::High, &member("a", name))
+                    .unwrap();
+            }
+        }
+        queue
+            .push("b".into(), Priority::Low, &member("b", "b1"))
+            .unwrap();
+        let mut first = Vec::new();
+        for _ in 0..5 {
+            first.push(queue.pop().await.unwrap().id.clone());
+        }
+        // b's run goes second, however many users a has; a's users take
+        // turns among themselves.
+        assert_eq!(first, ["a1-0", "b", "a2-0", "a3-0", "a1-1"]);
+    }
+
+    #[tokio::test]
+    async fn an_organization_at_its_running_bound_leaves_workers_to_others() {
+        let queue = std::sync::Arc::new(Queue::new(100, bounds(100, 0, 2)));
+        for name in ["a1", "a2", "a3"] {
+            queue
+                .push(name.into(), Priority::Normal, &member("a", name))
+                .unwrap();
+        }
+        queue
+            .push("b1".into(), Priority::Normal, &member("b", "b1"))
+            .unwrap();
+        let (first, second) = (queue.pop().await.unwrap(), queue.pop().await.unwrap());
+        assert_eq!((first.id.as_str(), second.id.as_str()), ("a1", "b1"));
+        let third = queue.pop().await.unwrap();
+        assert_eq!(third.id, "a2");
+        // a runs two: its third waits though workers are free...
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.pop().await.map(|t| t.id.clone()) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        drop(second);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "b's end frees none of a's places");
+        // ...until one of a's ends.
+        drop(first);
+        assert_eq!(waiting.await.unwrap().as_deref(), Some("a3"));
+        drop(third);
+    }
+
     #[tokio::test]
     async fn higher_priorities_go_first_and_each_lane_is_fifo() {
-        let queue = Queue::new(10, 10, 0);
+        let queue = Queue::new(10, bounds(10, 0, 0));
         for (id, priority) in [
             ("n1", Priority::Normal),
             ("l1", Priority::Low),
@@ -272,7 +413,7 @@ mod tests {
             ("n2", Priority::Normal),
             ("h2", Priority::High),
         ] {
-            queue.push(id.into(), priority, "t").unwrap();
+            queue.push(id.into(), priority, &user("t")).unwrap();
         }
         let mut order = Vec::new();
         while queue.len() > 0 {
@@ -283,14 +424,16 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_counts_every_lane_and_removal_frees_a_place() {
-        let queue = Queue::new(2, 2, 0);
-        queue.push("a".into(), Priority::Low, "t").unwrap();
-        queue.push("b".into(), Priority::High, "t").unwrap();
-        assert!(queue.push("c".into(), Priority::High, "u").is_err());
+        let queue = Queue::new(2, bounds(2, 0, 0));
+        queue.push("a".into(), Priority::Low, &user("t")).unwrap();
+        queue.push("b".into(), Priority::High, &user("t")).unwrap();
+        assert!(queue.push("c".into(), Priority::High, &user("u")).is_err());
         assert!(queue.remove("a"));
         assert!(!queue.remove("a"));
-        queue.push("c".into(), Priority::Normal, "t").unwrap();
-        queue.push_accepted("d".into(), Priority::Low, "u");
+        queue
+            .push("c".into(), Priority::Normal, &user("t"))
+            .unwrap();
+        queue.push_accepted("d".into(), Priority::Low, &user("u"));
         assert_eq!(queue.len(), 3);
         // t's turn (its high first), then u's, then t's again.
         assert_eq!(
@@ -309,16 +452,24 @@ mod tests {
 
     #[tokio::test]
     async fn tenants_take_turns_whatever_priorities_they_ask_for() {
-        let queue = Queue::new(10_000, 10_000, 0);
+        let queue = Queue::new(10_000, bounds(10_000, 0, 0));
         for i in 0..5_000 {
             queue
-                .push(format!("a{i}"), Priority::Normal, "flooder")
+                .push(format!("a{i}"), Priority::Normal, &user("flooder"))
                 .unwrap();
         }
-        queue.push("b0".into(), Priority::Normal, "other").unwrap();
-        queue.push("b1".into(), Priority::Normal, "other").unwrap();
-        queue.push("c0".into(), Priority::Low, "third").unwrap();
-        queue.push("h0".into(), Priority::High, "flooder").unwrap();
+        queue
+            .push("b0".into(), Priority::Normal, &user("other"))
+            .unwrap();
+        queue
+            .push("b1".into(), Priority::Normal, &user("other"))
+            .unwrap();
+        queue
+            .push("c0".into(), Priority::Low, &user("third"))
+            .unwrap();
+        queue
+            .push("h0".into(), Priority::High, &user("flooder"))
+            .unwrap();
         let mut first = Vec::new();
         for _ in 0..6 {
             first.push(queue.pop().await.unwrap().id.clone());
@@ -328,7 +479,9 @@ mod tests {
         assert_eq!(first, ["h0", "b0", "c0", "a0", "b1", "a1"]);
         // A cancelled id leaves its tenant's line; an emptied line leaves
         // the turns.
-        queue.push("b2".into(), Priority::Normal, "other").unwrap();
+        queue
+            .push("b2".into(), Priority::Normal, &user("other"))
+            .unwrap();
         assert!(queue.remove("b2"));
         assert!(!queue.remove("b2"));
         assert_eq!(
@@ -344,18 +497,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_tenant_holds_at_most_its_share_of_the_queue() {
-        let queue = Queue::new(5, 3, 0);
+        let queue = Queue::new(5, bounds(3, 0, 0));
         for i in 0..3 {
-            queue.push(format!("a{i}"), Priority::High, "a").unwrap();
+            queue
+                .push(format!("a{i}"), Priority::High, &user("a"))
+                .unwrap();
         }
         assert_eq!(
-            queue.push("a3".into(), Priority::Low, "a"),
+            queue.push("a3".into(), Priority::Low, &user("a")),
             Err(Refused::TenantFull)
         );
-        queue.push("b0".into(), Priority::Normal, "b").unwrap();
-        queue.push("c0".into(), Priority::Normal, "c").unwrap();
+        queue
+            .push("b0".into(), Priority::Normal, &user("b"))
+            .unwrap();
+        queue
+            .push("c0".into(), Priority::Normal, &user("c"))
+            .unwrap();
         assert_eq!(
-            queue.push("d0".into(), Priority::Normal, "d"),
+            queue.push("d0".into(), Priority::Normal, &user("d")),
             Err(Refused::Full)
         );
         // A run taken frees the tenant's place.
@@ -363,15 +522,21 @@ mod tests {
             queue.pop().await.map(|t| t.id.clone()).as_deref(),
             Some("a0")
         );
-        queue.push("a3".into(), Priority::Low, "a").unwrap();
+        queue.push("a3".into(), Priority::Low, &user("a")).unwrap();
     }
 
     #[tokio::test]
     async fn a_tenant_at_its_running_bound_waits_while_others_run() {
-        let queue = std::sync::Arc::new(Queue::new(10, 10, 1));
-        queue.push("a0".into(), Priority::Normal, "a").unwrap();
-        queue.push("a1".into(), Priority::Normal, "a").unwrap();
-        queue.push("b0".into(), Priority::Normal, "b").unwrap();
+        let queue = std::sync::Arc::new(Queue::new(10, bounds(10, 1, 0)));
+        queue
+            .push("a0".into(), Priority::Normal, &user("a"))
+            .unwrap();
+        queue
+            .push("a1".into(), Priority::Normal, &user("a"))
+            .unwrap();
+        queue
+            .push("b0".into(), Priority::Normal, &user("b"))
+            .unwrap();
         let a0 = queue.pop().await.unwrap();
         assert_eq!(a0.id, "a0");
         // a is at its bound: b goes, though a's turn came first.
@@ -386,7 +551,7 @@ mod tests {
         assert!(!waiting.is_finished());
         // ...until a's run ends (b's ending did not free a), or another
         // tenant's run comes.
-        queue.push("c0".into(), Priority::Low, "c").unwrap();
+        queue.push("c0".into(), Priority::Low, &user("c")).unwrap();
         assert_eq!(waiting.await.unwrap().as_deref(), Some("c0"));
         let waiting = tokio::spawn({
             let queue = queue.clone();
@@ -402,10 +567,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_removal_while_a_worker_holds_the_permit_is_not_lost() {
-        let queue = std::sync::Arc::new(Queue::new(10, 10, 1));
-        queue.push("a0".into(), Priority::Normal, "a").unwrap();
+        let queue = std::sync::Arc::new(Queue::new(10, bounds(10, 1, 0)));
+        queue
+            .push("a0".into(), Priority::Normal, &user("a"))
+            .unwrap();
         let a0 = queue.pop().await.unwrap();
-        queue.push("a1".into(), Priority::Normal, "a").unwrap();
+        queue
+            .push("a1".into(), Priority::Normal, &user("a"))
+            .unwrap();
         // A worker holds a1's permit (as one does between its wake-up and
         // giving the permit back): the removal cannot take it back.
         let held = queue.queued.try_acquire().unwrap();
@@ -415,7 +584,9 @@ mod tests {
         drop(a0);
         // The permit is dropped by the next pop, which then waits for a
         // real id instead of finding none.
-        queue.push("b0".into(), Priority::Normal, "b").unwrap();
+        queue
+            .push("b0".into(), Priority::Normal, &user("b"))
+            .unwrap();
         assert_eq!(
             queue.pop().await.map(|t| t.id.clone()).as_deref(),
             Some("b0")
@@ -425,12 +596,14 @@ mod tests {
 
     #[tokio::test]
     async fn no_one_known_is_one_tenant_without_per_tenant_bounds() {
-        let queue = Queue::new(3, 1, 1);
+        let queue = Queue::new(3, bounds(1, 1, 0));
         for i in 0..3 {
-            queue.push(format!("x{i}"), Priority::Normal, "").unwrap();
+            queue
+                .push(format!("x{i}"), Priority::Normal, &user(""))
+                .unwrap();
         }
         assert_eq!(
-            queue.push("x3".into(), Priority::Normal, ""),
+            queue.push("x3".into(), Priority::Normal, &user("")),
             Err(Refused::Full)
         );
         let (x0, x1) = (queue.pop().await.unwrap(), queue.pop().await.unwrap());
@@ -439,7 +612,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_releases_waiting_workers() {
-        let queue = std::sync::Arc::new(Queue::new(1, 1, 0));
+        let queue = std::sync::Arc::new(Queue::new(1, bounds(1, 0, 0)));
         let waiting = tokio::spawn({
             let queue = queue.clone();
             async move { queue.pop().await.map(|t| t.id.clone()) }

@@ -14,6 +14,7 @@ mod executions;
 mod http;
 mod limits;
 mod openapi;
+mod orgs;
 mod ownership;
 mod schedules;
 mod scripts;
