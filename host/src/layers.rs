@@ -28,6 +28,7 @@ const FLOORS: &[&[&str]] = &[
         "compiler",
         "auth",
         "ratelimit",
+        "quotas",
         "metrics",
         "memory",
         "http_server",

@@ -23,6 +23,7 @@ mod local_run;
 mod memory;
 mod metrics;
 mod new;
+mod quotas;
 mod ratelimit;
 mod retention;
 mod runtimes;

@@ -285,6 +285,12 @@ impl Metrics {
         }));
     }
 
+    /// Reports organizations' quotas at every scrape.
+    pub fn watch_quotas(&mut self, quotas: Arc<dyn OrgQuotaLoad>) {
+        self.registry
+            .register_collector(Box::new(OrgQuotas(quotas)));
+    }
+
     /// Counts a request. The method is reduced to a fixed set: HTTP
     /// functions take any method, and a label per made-up method would let
     /// anyone grow `/metrics` without bound.
@@ -341,6 +347,67 @@ impl ExecutionMetrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Organizations' quotas, read at scrape time (`quotas::Quotas` tells; it
+/// sits beside this module and reads the queue).
+pub trait OrgQuotaLoad: Send + Sync {
+    /// Per organization (id) and quota: the limit, if any, and what is used.
+    fn quota_standing(&self) -> Vec<(String, &'static str, Option<u64>, u64)>;
+}
+
+/// The `kiln_org_quota_*` gauges: one series per organization and quota
+/// (bounded by the organizations, at most `MAX_ORGS`).
+struct OrgQuotas(Arc<dyn OrgQuotaLoad>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QuotaLabels {
+    org: String,
+    quota: &'static str,
+}
+
+impl std::fmt::Debug for OrgQuotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrgQuotas")
+    }
+}
+
+impl Collector for OrgQuotas {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let standing = self.0.quota_standing();
+        let gauge = ConstGauge::new(0i64);
+        let mut used = encoder.encode_descriptor(
+            "org_quota_used",
+            "What an organization has used of a quota (in its window, or held now)",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (org, quota, _, n) in &standing {
+            let labels = QuotaLabels {
+                org: org.clone(),
+                quota,
+            };
+            ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+                .encode(used.encode_family(&labels)?)?;
+        }
+        let mut limits = encoder.encode_descriptor(
+            "org_quota_limit",
+            "An organization's quota (only those it has)",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (org, quota, limit, _) in &standing {
+            if let Some(limit) = limit {
+                let labels = QuotaLabels {
+                    org: org.clone(),
+                    quota,
+                };
+                ConstGauge::new(i64::try_from(*limit).unwrap_or(i64::MAX))
+                    .encode(limits.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -95,6 +95,7 @@ pub fn format_ms(ms: u64) -> Option<String> {
 pub struct Scheduler {
     pub store: Arc<dyn Store>,
     pub jobs: Arc<Jobs>,
+    pub quotas: Arc<crate::quotas::Quotas>,
     pub limits: LimitsConfig,
 }
 
@@ -266,6 +267,7 @@ async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
     let queued = crate::executions::submit_scheduled(
         &state.store,
         &state.jobs,
+        &state.quotas,
         &state.limits,
         &script,
         schedule,

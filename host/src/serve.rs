@@ -74,6 +74,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let scheduler = crate::schedules::Scheduler {
         store: state.store.clone(),
         jobs: state.jobs.clone(),
+        quotas: state.quotas.clone(),
         limits: state.config.limits.clone(),
     };
     tokio::spawn(crate::schedules::run(
@@ -341,12 +342,18 @@ pub(crate) fn assemble_with(
         egress: egress.clone(),
         vault: vault.clone(),
     };
+    let quotas = Arc::new(crate::quotas::Quotas::new(store.clone(), jobs.clone()));
+    // Before any worker takes a run: organizations' running bounds.
+    quotas
+        .load()
+        .map_err(|e| anyhow::anyhow!("cannot read the organizations: {e}"))?;
     jobs.spawn_workers(config.workers.count, Arc::new(worker));
     let events = webhooks.clone();
     jobs.on_final(Box::new(move |record| {
         api::webhooks::execution_events(&events, record);
     }));
     metrics.watch(jobs.clone(), sandbox.clone(), store.clone(), compiler);
+    metrics.watch_quotas(quotas.clone());
     let trusted_proxies = crate::client_ip::TrustedProxies::parse(
         &config.server.trusted_proxies,
         config.server.forwarded_header,
@@ -357,6 +364,7 @@ pub(crate) fn assemble_with(
         sandbox,
         runtimes,
         jobs,
+        quotas,
         metrics: Arc::new(metrics),
         config: Arc::new(config),
         lifecycle: Arc::default(),

@@ -235,6 +235,21 @@ pub fn rate_headers(headers: &mut HeaderMap, standing: &Standing) {
     }
 }
 
+/// An organization's hour of requests as the `X-RateLimit-*` headers say it.
+fn hour_standing(hour: &crate::quotas::Use, retry_after_secs: Option<u64>) -> Standing {
+    let limit = hour.limit.unwrap_or(u64::MAX);
+    let now = crate::now_ms();
+    Standing {
+        limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        window_secs: 3_600,
+        remaining: u32::try_from(limit.saturating_sub(hour.used)).unwrap_or(u32::MAX),
+        reset_secs: hour
+            .resets_at_ms
+            .map_or(0, |end| end.saturating_sub(now).div_ceil(1000)),
+        retry_after_secs,
+    }
+}
+
 /// The layer in front of every routed request.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
@@ -307,6 +322,34 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         state.metrics.rate_limited(class(&method, &route).as_str());
         return ApiError::RateLimited(standing).into_response();
     }
+    // The organization's hourly requests (its tier's), which the
+    // `X-RateLimit-*` headers then report. Not counted: reading the quota
+    // itself, and a node operator's work above organizations.
+    let counted = principal.as_ref().filter(|_| {
+        access != Operator && !(method == Method::GET && route == "/v1/organizations/current")
+    });
+    let standing = match counted.map(|p| state.quotas.request(&p.org, crate::now_ms())) {
+        None | Some(Ok(None)) => standing,
+        Some(Ok(Some(hour))) => Some(hour_standing(&hour, None)),
+        Some(Err(crate::quotas::QuotaError::Exceeded(spent))) => {
+            state.metrics.rate_limited("quota");
+            let mut refused = ApiError::QuotaExceeded(spent.clone()).into_response();
+            let hour = crate::quotas::Use {
+                quota: spent.quota,
+                limit: Some(spent.limit),
+                used: spent.used,
+                resets_at_ms: spent.quota.resets_at_ms(crate::now_ms()),
+            };
+            rate_headers(
+                refused.headers_mut(),
+                &hour_standing(&hour, Some(spent.retry_after_secs)),
+            );
+            return refused;
+        }
+        Some(Err(crate::quotas::QuotaError::Store(e))) => {
+            return ApiError::from(e).into_response();
+        }
+    };
 
     let missing: Vec<&str> = match &principal {
         Some(principal) if access == Operator && !principal.operator => vec!["node operator"],

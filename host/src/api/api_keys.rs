@@ -179,7 +179,12 @@ async fn create(
                 .filter(|k| k.owner_id == owner && k.expires_ms.is_none_or(|e| e > now))
                 .count())
         },
-        || Ok(state.store.create_api_key(&record)?),
+        || {
+            state
+                .quotas
+                .allow_more(&principal.org, crate::quotas::Quota::ApiKeys, 1)?;
+            Ok(state.store.create_api_key(&record)?)
+        },
     )?;
     state.store.flush().await?;
     audit::record(

@@ -20,11 +20,12 @@ pub struct Detail {
     pub line: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<u32>,
-    /// On `RATE_LIMIT_EXCEEDED`: the bucket's size per minute.
+    /// On `RATE_LIMIT_EXCEEDED`: the bucket's size per minute; on
+    /// `QUOTA_EXCEEDED`: the quota (its name is `field`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
+    pub limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub remaining: Option<u32>,
+    pub remaining: Option<u64>,
     /// Seconds to wait before trying again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
@@ -76,6 +77,9 @@ pub enum ApiError {
     /// 429, to retry when one is done.
     #[error("{0}")]
     Busy(String),
+    /// The organization has spent a quota: 429 with `Retry-After`.
+    #[error(transparent)]
+    QuotaExceeded(#[from] crate::quotas::Exceeded),
     #[error("the execution queue is full; retry shortly")]
     QueueFull,
     #[error("{0}")]
@@ -103,7 +107,9 @@ impl ApiError {
             ApiError::Validation(..) => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated(_) | ApiError::OtpRequired => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            ApiError::RateLimited(_) | ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::Busy(_) | ApiError::QuotaExceeded(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -124,6 +130,7 @@ impl ApiError {
             ApiError::OtpRequired => "OTP_REQUIRED",
             ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
             ApiError::RateLimited(_) | ApiError::Busy(_) => "RATE_LIMIT_EXCEEDED",
+            ApiError::QuotaExceeded(_) => "QUOTA_EXCEEDED",
             ApiError::NotFound(_) => "RESOURCE_NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PreconditionFailed(_) => "PRECONDITION_FAILED",
@@ -176,9 +183,18 @@ impl ApiError {
                 "otp",
                 "a code from the authenticator app, or a recovery code",
             )],
+            ApiError::QuotaExceeded(spent) => vec![Detail {
+                limit: Some(spent.limit),
+                remaining: Some(0),
+                retry_after: Some(spent.retry_after_secs),
+                ..Detail::field(
+                    spent.quota.as_str(),
+                    "the organization's quota is spent for now",
+                )
+            }],
             ApiError::RateLimited(standing) => vec![Detail {
-                limit: Some(standing.limit),
-                remaining: Some(standing.remaining),
+                limit: Some(standing.limit.into()),
+                remaining: Some(standing.remaining.into()),
                 retry_after: standing.retry_after_secs,
                 ..Detail::field(
                     "rate_limit",
@@ -217,6 +233,12 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::RateLimited(standing) = &self {
             crate::api::access::rate_headers(response.headers_mut(), standing);
+        }
+        if let ApiError::QuotaExceeded(spent) = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(spent.retry_after_secs),
+            );
         }
         if matches!(self, ApiError::Unauthenticated(_) | ApiError::OtpRequired) {
             response.headers_mut().insert(
@@ -314,12 +336,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::quotas::QuotaError> for ApiError {
+    fn from(e: crate::quotas::QuotaError) -> Self {
+        match e {
+            crate::quotas::QuotaError::Exceeded(spent) => spent.into(),
+            crate::quotas::QuotaError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::executions::SubmitError> for ApiError {
     fn from(e: crate::executions::SubmitError) -> Self {
         use crate::executions::SubmitError;
         match e {
             SubmitError::Invalid { field, message } => ApiError::invalid(field, message),
             SubmitError::Refused(e) => e.into(),
+            SubmitError::Quota(e) => e.into(),
             SubmitError::Store(e) => e.into(),
         }
     }

@@ -68,6 +68,8 @@ pub struct Shared {
     pub sandbox: Arc<Sandbox>,
     pub runtimes: Arc<crate::runtimes::Runtimes>,
     pub jobs: Arc<Jobs>,
+    /// Organizations' quotas (`quotas.rs`).
+    pub quotas: Arc<crate::quotas::Quotas>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     /// Starting, ready or draining (`/readyz`); releases waiting requests

@@ -19,10 +19,11 @@ use super::pagination::{Listing, Page, PageQuery};
 use super::users::{User, find_anywhere, keep_admins, remove_member};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, etag};
 use crate::auth::{Principal, Role};
+use crate::quotas::Quota;
 use crate::store::StoreError;
 use crate::store::executions::ExecutionIndex;
 use crate::store::orgs::{
-    DEFAULT_ORG, InOrg as _, MAX_MEMBERSHIPS, MAX_ORGS, Membership, OrgRecord,
+    DEFAULT_ORG, InOrg as _, MAX_MEMBERSHIPS, MAX_ORGS, Membership, OrgRecord, QuotaLimits, Tier,
 };
 
 /// Organization names are identifiers, as script names are (so never a `:`,
@@ -45,6 +46,10 @@ pub struct Organization {
     id: String,
     name: String,
     description: Option<String>,
+    tier: Tier,
+    /// Its quotas in force: the tier's, with its own over them (absent:
+    /// no bound).
+    quotas: QuotaLimits,
     created_at: String,
     updated_at: String,
     created_by: Option<String>,
@@ -53,9 +58,11 @@ pub struct Organization {
 impl From<OrgRecord> for Organization {
     fn from(o: OrgRecord) -> Self {
         Self {
+            quotas: o.limits(),
             id: o.id,
             name: o.name,
             description: o.description,
+            tier: o.tier,
             created_at: o.created_at,
             updated_at: o.updated_at,
             created_by: o.created_by,
@@ -63,13 +70,70 @@ impl From<OrgRecord> for Organization {
     }
 }
 
-/// The organization a request acts in, with the caller's role there.
+/// The organization a request acts in, with the caller's role there and
+/// what it has used of its quotas.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CurrentOrganization {
     #[serde(flatten)]
     organization: Organization,
     /// The caller's role here (none: a node operator who is no member).
     role: Option<Role>,
+    /// Requests per hour (the seed's API quota); absent: no bound.
+    api_quota_limit: Option<u64>,
+    /// Requests counted in this hour.
+    api_quota_used: u64,
+    /// When the hour's count starts again (RFC 3339).
+    api_quota_resets_at: String,
+    /// Every quota: its limit, what is used, and when a windowed one resets.
+    usage: Vec<QuotaUse>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaUse {
+    /// `requests_per_hour`, `executions_per_day`, `fuel_per_day`,
+    /// `concurrent_executions`, `stored_bytes`, `scripts`, `schedules`,
+    /// `webhooks` or `api_keys`.
+    quota: &'static str,
+    /// Absent: no bound.
+    limit: Option<u64>,
+    used: u64,
+    /// For a windowed quota: when its window ends (RFC 3339).
+    resets_at: Option<String>,
+}
+
+/// `org` as its members see it, with its quotas' standing.
+async fn current_view(
+    state: &AppState,
+    org: OrgRecord,
+    role: Option<Role>,
+) -> Result<CurrentOrganization, ApiError> {
+    let (quotas, id) = (state.quotas.clone(), org.id.clone());
+    let usage = tokio::task::spawn_blocking(move || quotas.standing(&id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the quota standing failed: {e}")))??;
+    let requests = usage
+        .iter()
+        .find(|u| u.quota == Quota::RequestsPerHour)
+        .copied();
+    let resets = Quota::RequestsPerHour
+        .resets_at_ms(crate::now_ms())
+        .unwrap_or_default();
+    Ok(CurrentOrganization {
+        organization: org.into(),
+        role,
+        api_quota_limit: requests.and_then(|u| u.limit),
+        api_quota_used: requests.map_or(0, |u| u.used),
+        api_quota_resets_at: crate::time_of_ms(resets),
+        usage: usage
+            .into_iter()
+            .map(|u| QuotaUse {
+                quota: u.quota.as_str(),
+                limit: u.limit,
+                used: u.used,
+                resets_at: u.resets_at_ms.map(crate::time_of_ms),
+            })
+            .collect(),
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -82,11 +146,29 @@ pub struct CreateOrganization {
     description: Option<String>,
     /// A user (id or username) to make its first admin.
     admin: Option<String>,
+    /// Default `free`.
+    tier: Option<Tier>,
+    /// Quotas of its own over the tier's (for `custom`, all it has).
+    quotas: Option<QuotaLimits>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// A change of an organization by a node operator.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrganization {
+    #[schema(pattern = "^[a-zA-Z0-9_.-]{1,64}$")]
+    name: Option<String>,
+    /// Up to 1000 characters; an empty one removes it.
+    description: Option<String>,
+    tier: Option<Tier>,
+    /// Replaces its own quotas (`{}`: the tier's alone).
+    quotas: Option<QuotaLimits>,
+}
+
+/// A change of the organization a request acts in, by its admins.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCurrentOrganization {
     #[schema(pattern = "^[a-zA-Z0-9_.-]{1,64}$")]
     name: Option<String>,
     /// Up to 1000 characters; an empty one removes it.
@@ -216,11 +298,14 @@ async fn create(
         id: uuid::Uuid::now_v7().to_string(),
         name: body.name,
         description: body.description.filter(|d| !d.is_empty()),
+        tier: body.tier.unwrap_or_default(),
+        quotas: body.quotas.unwrap_or_default(),
         created_at: now.clone(),
         updated_at: now,
         created_by: principal.user_id(),
     };
     state.store.create_org(&org).map_err(name_taken)?;
+    state.quotas.changed(&org.id)?;
     if let Some(admin) = &admin {
         set_membership(&state, &org.id, &admin.id, Role::Admin)?;
     }
@@ -256,18 +341,12 @@ async fn current(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let org = find(&state, &principal.org)?;
-    etag::json(
-        &headers,
-        &CurrentOrganization {
-            organization: org.into(),
-            role: principal.role,
-        },
-    )
+    etag::json(&headers, &current_view(&state, org, principal.role).await?)
 }
 
 /// Rename or describe the organization the request acts in (its admins).
 #[utoipa::path(put, path = "/v1/organizations/current", operation_id = "updateCurrentOrganization", tag = "auth",
-    request_body = UpdateOrganization,
+    request_body = UpdateCurrentOrganization,
     responses(
         (status = 200, description = "The organization", body = CurrentOrganization),
         (status = 400, description = "A field is invalid", body = ErrorEnvelope),
@@ -277,15 +356,17 @@ async fn update_current(
     State(state): State<AppState>,
     Extension(ip): Extension<ClientIp>,
     principal: Principal,
-    ApiJson(body): ApiJson<UpdateOrganization>,
+    ApiJson(body): ApiJson<UpdateCurrentOrganization>,
 ) -> Result<Response, ApiError> {
-    let org = change(&state, &principal, &ip, &principal.org, body).await?;
+    let change_of = UpdateOrganization {
+        name: body.name,
+        description: body.description,
+        ..UpdateOrganization::default()
+    };
+    let org = change(&state, &principal, &ip, &principal.org, change_of).await?;
     etag::json(
         &HeaderMap::new(),
-        &CurrentOrganization {
-            organization: org.into(),
-            role: principal.role,
-        },
+        &current_view(&state, org, principal.role).await?,
     )
 }
 
@@ -308,16 +389,27 @@ async fn change(
             if let Some(description) = &body.description {
                 org.description = Some(description.clone()).filter(|d| !d.is_empty());
             }
+            if let Some(tier) = body.tier {
+                org.tier = tier;
+            }
+            if let Some(quotas) = body.quotas {
+                org.quotas = quotas;
+            }
             org.updated_at.clone_from(&now);
             Ok(org)
         })
         .map_err(name_taken)?
         .ok_or_else(|| ApiError::NotFound(format!("no organization {id:?}")))?;
+    state.quotas.changed(id)?;
     state.store.flush().await?;
-    let fields = super::owners::fields_given(&[
+    let mut fields = super::owners::fields_given(&[
         ("name", body.name.is_some()),
         ("description", body.description.is_some()),
+        ("quotas", body.quotas.is_some()),
     ]);
+    if let Some(tier) = body.tier {
+        fields.push_str(&format!(", tier={}", tier.as_str()));
+    }
     audit::record(
         state,
         Entry::new("organization.updated", true)
@@ -410,6 +502,7 @@ async fn delete(
         }
     }
     state.store.delete_org(&org.id)?;
+    state.quotas.changed(&org.id)?;
     state.store.flush().await?;
     audit::record(
         &state,

@@ -274,7 +274,12 @@ async fn create(
                 s.created_by.as_deref() == Some(owner)
             }))
         },
-        || Ok(state.store.create_schedule(&record)?),
+        || {
+            state
+                .quotas
+                .allow_more(&principal.org, crate::quotas::Quota::Schedules, 1)?;
+            Ok(state.store.create_schedule(&record)?)
+        },
     )?;
     state.store.flush().await?;
     changed(

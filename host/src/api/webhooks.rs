@@ -231,7 +231,12 @@ async fn create(
                 w.created_by.as_deref() == Some(owner)
             }))
         },
-        || Ok(state.store.create_webhook(&record)?),
+        || {
+            state
+                .quotas
+                .allow_more(&principal.org, crate::quotas::Quota::Webhooks, 1)?;
+            Ok(state.store.create_webhook(&record)?)
+        },
     )?;
     state.store.flush().await?;
     changed(

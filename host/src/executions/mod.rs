@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::LimitsConfig;
 use crate::jobs::{JobError, Jobs, Settled};
+use crate::quotas::{QuotaError, Quotas};
 use crate::store::orgs::{InOrg as _, org_field};
 use crate::store::{
     ClampedLimit, ExecutionCode, ExecutionRecord, ExecutionStatus, Language, LimitName, Priority,
@@ -77,6 +78,10 @@ pub enum SubmitError {
     /// nothing was written).
     #[error(transparent)]
     Refused(#[from] JobError),
+    /// Its organization has spent a quota: nothing is written, unless it
+    /// is a schedule's run (kept, failed, so the skip shows).
+    #[error(transparent)]
+    Quota(#[from] crate::quotas::Exceeded),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -188,9 +193,28 @@ pub fn new_record(
 pub async fn queue(
     store: &Arc<dyn Store>,
     jobs: &Jobs,
+    quotas: &Quotas,
     record: &ExecutionRecord,
     durable_first: bool,
 ) -> Result<watch::Receiver<Settled>, SubmitError> {
+    match quotas.admit_execution(record.org(), crate::now_ms()) {
+        Ok(()) => {}
+        Err(QuotaError::Store(e)) => return Err(e.into()),
+        Err(QuotaError::Exceeded(spent)) => {
+            if record.trigger == Trigger::Schedule {
+                let mut skipped = record.clone();
+                crate::contract::end_unrun(
+                    &mut skipped,
+                    ExecutionStatus::Failed,
+                    ExecutionCode::QUOTA_EXCEEDED,
+                    spent.to_string(),
+                );
+                store.put_execution(&skipped)?;
+                store.flush().await?;
+            }
+            return Err(spent.into());
+        }
+    }
     // A caller at its share is refused before anything is written: a retry
     // loop against the bound must not fill the store with refusals. A
     // schedule's run is kept, failed, so the skip shows.
@@ -225,6 +249,7 @@ pub async fn queue(
 pub async fn submit_scheduled(
     store: &Arc<dyn Store>,
     jobs: &Jobs,
+    quotas: &Quotas,
     limits: &LimitsConfig,
     script: &ScriptRecord,
     schedule: &ScheduleRecord,
@@ -242,7 +267,7 @@ pub async fn submit_scheduled(
         schedule.created_by.clone(),
     )?;
     record.schedule_id = Some(schedule.id.clone());
-    queue(store, jobs, &record, true).await?;
+    queue(store, jobs, quotas, &record, true).await?;
     Ok(record.id)
 }
 

@@ -299,6 +299,17 @@ impl Jobs {
         }
     }
 
+    /// How many executions of organization `org` are queued or running.
+    pub fn live_of(&self, org: &str) -> usize {
+        self.queue.live_of(org)
+    }
+
+    /// Holds organization `org` to `cap` running executions (its quota);
+    /// `None`: only `workers.running_per_org`.
+    pub fn set_org_cap(&self, org: &str, cap: Option<usize>) {
+        self.queue.set_org_cap(org, cap);
+    }
+
     /// Queues a stored execution; the receiver settles when it is final.
     ///
     /// # Errors

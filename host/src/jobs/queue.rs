@@ -90,6 +90,11 @@ struct Queued {
     /// Tenants' and organizations' executions taken and not yet finished.
     running: HashMap<Tenant, usize>,
     running_orgs: HashMap<String, usize>,
+    /// Queued ids per organization.
+    queued_orgs: HashMap<String, usize>,
+    /// Organizations' own running bounds (their quotas), under the
+    /// queue's; bounded by the organizations.
+    org_caps: HashMap<String, usize>,
     /// Permits of ids removed while a worker held the permit (a removal
     /// could not take one back): the next pops drop them.
     owed: usize,
@@ -139,6 +144,16 @@ impl Queued {
         });
         lanes.0[lane(priority)].push_back(id.clone());
         self.tenant_of.insert(id, tenant.clone());
+        *self.queued_orgs.entry(tenant.org.clone()).or_default() += 1;
+    }
+
+    /// The running bound of `org`: the tighter of its own and the queue's.
+    fn org_cap(&self, org: &str, bounds: &Bounds) -> usize {
+        match (self.org_caps.get(org).copied(), bounds.running_per_org) {
+            (Some(own), 0) => own,
+            (Some(own), all) => own.min(all),
+            (None, all) => all,
+        }
     }
 
     /// The first id of the first user in turn, of the first organization
@@ -147,7 +162,7 @@ impl Queued {
     /// keep their places.
     fn pop(&mut self, bounds: &Bounds) -> Option<(String, Tenant)> {
         let (at_org, at_user) = self.orgs.iter().enumerate().find_map(|(i, org)| {
-            if !under(bounds.running_per_org, self.running_orgs.get(org)) {
+            if !under(self.org_cap(org, bounds), self.running_orgs.get(org)) {
                 return None;
             }
             let users = self.turns.get(org)?;
@@ -177,6 +192,7 @@ impl Queued {
             self.orgs.push_back(tenant.org.clone());
         }
         self.tenant_of.remove(&id);
+        less(&mut self.queued_orgs, &tenant.org);
         *self.running.entry(tenant.clone()).or_default() += 1;
         *self.running_orgs.entry(tenant.org.clone()).or_default() += 1;
         Some((id, tenant))
@@ -186,6 +202,7 @@ impl Queued {
         let Some(tenant) = self.tenant_of.remove(id) else {
             return false;
         };
+        less(&mut self.queued_orgs, &tenant.org);
         if let Some(lanes) = self.tenants.get_mut(&tenant) {
             for lane in &mut lanes.0 {
                 lane.retain(|queued| queued != id);
@@ -313,6 +330,26 @@ impl Queue {
         tenant.user.is_empty() || self.state().queued_of(tenant) < self.bounds.queued_per_user
     }
 
+    /// How many executions of `org` are queued or running.
+    pub fn live_of(&self, org: &str) -> usize {
+        let state = self.state();
+        state.queued_orgs.get(org).copied().unwrap_or(0)
+            + state.running_orgs.get(org).copied().unwrap_or(0)
+    }
+
+    /// Holds `org` to `cap` running executions (`None`: only the queue's
+    /// bound), as its quota says.
+    pub fn set_org_cap(&self, org: &str, cap: Option<usize>) {
+        let mut state = self.state();
+        match cap {
+            Some(cap) => state.org_caps.insert(org.to_owned(), cap.max(1)),
+            None => state.org_caps.remove(org),
+        };
+        drop(state);
+        // A raised bound may let a waiting worker take a run.
+        self.finished.notify_waiters();
+    }
+
     /// How many ids one user may have queued.
     pub fn per_tenant(&self) -> usize {
         self.bounds.queued_per_user
@@ -370,6 +407,32 @@ mod tests {
         // b's run goes second, however many users a has; a's users take
         // turns among themselves.
         assert_eq!(first, ["a1-0", "b", "a2-0", "a3-0", "a1-1"]);
+    }
+
+    #[tokio::test]
+    async fn an_organization_s_own_bound_and_its_live_count() {
+        let queue = Queue::new(100, bounds(100, 0, 0));
+        queue.set_org_cap("a", Some(1));
+        for name in ["a1", "a2"] {
+            queue
+                .push(name.into(), Priority::Normal, &member("a", name))
+                .unwrap();
+        }
+        queue
+            .push("b1".into(), Priority::Normal, &member("b", "b1"))
+            .unwrap();
+        assert_eq!((queue.live_of("a"), queue.live_of("b")), (2, 1));
+        let a1 = queue.pop().await.unwrap();
+        let b1 = queue.pop().await.unwrap();
+        assert_eq!((a1.id.as_str(), b1.id.as_str()), ("a1", "b1"));
+        assert_eq!(queue.live_of("a"), 2, "one running, one queued");
+        drop(b1);
+        assert_eq!(queue.live_of("b"), 0);
+        // Raised, a's second goes though its first still runs.
+        queue.set_org_cap("a", Some(2));
+        assert_eq!(queue.pop().await.unwrap().id, "a2");
+        drop(a1);
+        assert!(!queue.remove("none"));
     }
 
     #[tokio::test]

@@ -29,6 +29,12 @@ pub struct OrgRecord {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// Its tier's quotas, with `quotas` over them.
+    #[serde(default)]
+    pub tier: Tier,
+    /// Quotas of its own: over the tier's, or, for `custom`, all of them.
+    #[serde(default, skip_serializing_if = "QuotaLimits::is_empty")]
+    pub quotas: QuotaLimits,
     pub created_at: String,
     pub updated_at: String,
     #[serde(default)]
@@ -42,9 +48,116 @@ impl OrgRecord {
             id: DEFAULT_ORG.into(),
             name: DEFAULT_ORG.into(),
             description: None,
+            // The node's own: as unbounded as it was before organizations.
+            tier: Tier::Custom,
+            quotas: QuotaLimits::default(),
             created_at: at.into(),
             updated_at: at.into(),
             created_by: None,
+        }
+    }
+}
+
+impl OrgRecord {
+    /// What it may hold and do: its tier's quotas with its own over them.
+    pub fn limits(&self) -> QuotaLimits {
+        self.tier.limits().overlaid(&self.quotas)
+    }
+}
+
+/// A subscription tier: a set of quotas (the seed's tiers; `custom` is
+/// only the organization's own, unbounded where it sets none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    #[default]
+    Free,
+    Pro,
+    Enterprise,
+    Custom,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Pro => "pro",
+            Tier::Enterprise => "enterprise",
+            Tier::Custom => "custom",
+        }
+    }
+
+    /// The tier's quotas: requests per hour as the seed has them (100,
+    /// 1 000, 10 000), the rest scaled alike.
+    pub fn limits(self) -> QuotaLimits {
+        const GIB: u64 = 1 << 30;
+        let scaled = |requests_per_hour: u64, scale: u64| QuotaLimits {
+            requests_per_hour: Some(requests_per_hour),
+            executions_per_day: Some(1_000 * scale),
+            fuel_per_day: Some(100_000_000_000 * scale),
+            concurrent_executions: Some(2 * scale.min(8)),
+            stored_bytes: Some(GIB / 10 * scale),
+            scripts: Some(50 * scale),
+            schedules: Some(10 * scale),
+            webhooks: Some(5 * scale),
+            api_keys: Some(10 * scale),
+        };
+        match self {
+            Tier::Free => scaled(100, 1),
+            Tier::Pro => scaled(1_000, 10),
+            Tier::Enterprise => scaled(10_000, 100),
+            Tier::Custom => QuotaLimits::default(),
+        }
+    }
+}
+
+/// Quotas of an organization; `None` is no bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaLimits {
+    /// Authenticated API requests per clock hour (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_hour: Option<u64>,
+    /// Executions started per day (UTC), whatever their trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executions_per_day: Option<u64>,
+    /// Fuel its executions burned per day (UTC); runs already going may
+    /// pass it by their own fuel limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_per_day: Option<u64>,
+    /// Executions running at once; more wait in the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_executions: Option<u64>,
+    /// Bytes of script content kept (every version) and key-value data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scripts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<u64>,
+}
+
+impl QuotaLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// These, with every quota `over` sets in their place.
+    pub fn overlaid(self, over: &Self) -> Self {
+        Self {
+            requests_per_hour: over.requests_per_hour.or(self.requests_per_hour),
+            executions_per_day: over.executions_per_day.or(self.executions_per_day),
+            fuel_per_day: over.fuel_per_day.or(self.fuel_per_day),
+            concurrent_executions: over.concurrent_executions.or(self.concurrent_executions),
+            stored_bytes: over.stored_bytes.or(self.stored_bytes),
+            scripts: over.scripts.or(self.scripts),
+            schedules: over.schedules.or(self.schedules),
+            webhooks: over.webhooks.or(self.webhooks),
+            api_keys: over.api_keys.or(self.api_keys),
         }
     }
 }

@@ -308,6 +308,8 @@ pub enum HostCode {
     Interrupted,
     /// Kiln failed to run it.
     InternalError,
+    /// Its organization had spent a quota (a scheduled run, skipped).
+    QuotaExceeded,
 }
 
 impl ExecutionCode {
@@ -316,6 +318,7 @@ impl ExecutionCode {
     pub const UNAVAILABLE: Self = Self::Host(HostCode::Unavailable);
     pub const INTERRUPTED: Self = Self::Host(HostCode::Interrupted);
     pub const INTERNAL_ERROR: Self = Self::Host(HostCode::InternalError);
+    pub const QUOTA_EXCEEDED: Self = Self::Host(HostCode::QuotaExceeded);
 
     /// The code as the API writes it, e.g. `QUEUE_FULL`.
     pub fn as_str(self) -> &'static str {
@@ -325,6 +328,7 @@ impl ExecutionCode {
             Self::Host(HostCode::Unavailable) => "UNAVAILABLE",
             Self::Host(HostCode::Interrupted) => "INTERRUPTED",
             Self::Host(HostCode::InternalError) => "INTERNAL_ERROR",
+            Self::Host(HostCode::QuotaExceeded) => "QUOTA_EXCEEDED",
         }
     }
 }

@@ -361,8 +361,14 @@ async fn submit(
     record: ExecutionRecord,
     wait: Option<Duration>,
 ) -> Result<Response, ApiError> {
-    let mut done =
-        crate::executions::queue(&state.store, &state.jobs, &record, wait.is_none()).await?;
+    let mut done = crate::executions::queue(
+        &state.store,
+        &state.jobs,
+        &state.quotas,
+        &record,
+        wait.is_none(),
+    )
+    .await?;
     if let Some(wait) = wait {
         // Until the wait runs out, or the node shuts down without running it.
         let waited = tokio::select! {

@@ -18,6 +18,7 @@ use crate::api::audit::{self, Entry};
 use crate::api::error::{Detail, ErrorEnvelope};
 use crate::api::{ApiError, ApiPath, AppState, etag};
 use crate::auth::Principal;
+use crate::quotas::Quota;
 use crate::runtimes::kind_of;
 use crate::store::orgs::org_field;
 use crate::store::{Language, ScriptKind, ScriptRecord, StoreError};
@@ -93,6 +94,13 @@ pub(super) async fn create(
         |owner| scripts_of(&state, owner),
         || Ok(()),
     )?;
+    let within_quotas = || -> Result<(), ApiError> {
+        let quotas = &state.quotas;
+        quotas.allow_more(&principal.org, Quota::Scripts, 1)?;
+        quotas.allow_more(&principal.org, Quota::StoredBytes, content.len() as u64)?;
+        Ok(())
+    };
+    within_quotas()?;
     let kind = compile(&state, language, &content, source.as_ref(), &principal).await?;
     let public = fields.public.unwrap_or(false);
     check_public(public, kind, language)?;
@@ -129,7 +137,10 @@ pub(super) async fn create(
         "limits.scripts_per_user",
         "scripts",
         |owner| scripts_of(&state, owner),
-        || Ok(state.store.create_script(&record, &content)?),
+        || {
+            within_quotas()?;
+            Ok(state.store.create_script(&record, &content)?)
+        },
     )?;
     let location = format!("/v1/scripts/{}", record.id);
     let entry = Entry::new("script.created", true)
@@ -215,6 +226,12 @@ pub(super) async fn update(
         Some(content) => Some(stored(content, current.language).await?),
         None => None,
     };
+    if let Some((content, _)) = &content {
+        // Every version is kept: a new one adds its bytes.
+        state
+            .quotas
+            .allow_more(&principal.org, Quota::StoredBytes, content.len() as u64)?;
+    }
     let (content, kind) = match content {
         Some((content, source))
             if blake3::hash(&content).to_hex().as_str() != current.content_hash =>

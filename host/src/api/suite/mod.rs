@@ -16,6 +16,7 @@ mod limits;
 mod openapi;
 mod orgs;
 mod ownership;
+mod quotas;
 mod schedules;
 mod scripts;
 mod versions;

@@ -185,8 +185,14 @@ impl UsageStore for SledStore {
             }
             Ok(())
         };
-        if let Scope::Script(_, script) = scope {
-            // One point read per bucket, not the range of every script's.
+        let point = match scope {
+            Scope::Script(_, script) => Some(script),
+            Scope::Total(_) => Some(None),
+            Scope::PerScript(_) => None,
+        };
+        if let Some(script) = point {
+            // One point read per bucket, not the range of every script's
+            // (or every organization's).
             let mut at = from_ms - from_ms % grain.millis();
             while at <= to_ms {
                 let key = (

@@ -1,0 +1,568 @@
+//! Organizations' quotas (`store/orgs.rs`: a tier's, with an
+//! organization's own over them), checked before the work they bound:
+//!
+//! - requests per clock hour: counted here, in memory, per organization (a
+//!   restart starts the hour's count again);
+//! - executions and fuel per day: read from the day's usage rollup (what
+//!   ended, durable) plus the executions queued or running, so a restart
+//!   forgets nothing; runs already going may pass the fuel by their own
+//!   fuel limits;
+//! - concurrent executions: the queue holds the organization's runs past
+//!   it (they wait, not fail);
+//! - stored bytes, scripts, schedules, webhooks, API keys: counted from the
+//!   records when one more would be made.
+//!
+//! Going over is [`Exceeded`]: the API's `429 QUOTA_EXCEEDED` with
+//! `Retry-After` (the end of the window, or, for what is held rather than
+//! spent, an hour: it frees when something is deleted or the tier rises).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::jobs::Jobs;
+use crate::store::orgs::{InOrg as _, QuotaLimits};
+use crate::store::usage::{Grain, Scope};
+use crate::store::{Store, StoreError};
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 86_400_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quota {
+    RequestsPerHour,
+    ExecutionsPerDay,
+    FuelPerDay,
+    ConcurrentExecutions,
+    StoredBytes,
+    Scripts,
+    Schedules,
+    Webhooks,
+    ApiKeys,
+}
+
+impl Quota {
+    pub const ALL: [Quota; 9] = [
+        Quota::RequestsPerHour,
+        Quota::ExecutionsPerDay,
+        Quota::FuelPerDay,
+        Quota::ConcurrentExecutions,
+        Quota::StoredBytes,
+        Quota::Scripts,
+        Quota::Schedules,
+        Quota::Webhooks,
+        Quota::ApiKeys,
+    ];
+
+    /// Its name, as `QuotaLimits` and `/metrics` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quota::RequestsPerHour => "requests_per_hour",
+            Quota::ExecutionsPerDay => "executions_per_day",
+            Quota::FuelPerDay => "fuel_per_day",
+            Quota::ConcurrentExecutions => "concurrent_executions",
+            Quota::StoredBytes => "stored_bytes",
+            Quota::Scripts => "scripts",
+            Quota::Schedules => "schedules",
+            Quota::Webhooks => "webhooks",
+            Quota::ApiKeys => "api_keys",
+        }
+    }
+
+    pub fn of(self, limits: &QuotaLimits) -> Option<u64> {
+        match self {
+            Quota::RequestsPerHour => limits.requests_per_hour,
+            Quota::ExecutionsPerDay => limits.executions_per_day,
+            Quota::FuelPerDay => limits.fuel_per_day,
+            Quota::ConcurrentExecutions => limits.concurrent_executions,
+            Quota::StoredBytes => limits.stored_bytes,
+            Quota::Scripts => limits.scripts,
+            Quota::Schedules => limits.schedules,
+            Quota::Webhooks => limits.webhooks,
+            Quota::ApiKeys => limits.api_keys,
+        }
+    }
+
+    /// The window it is counted over, in ms (`None`: what is held now).
+    fn window_ms(self) -> Option<u64> {
+        match self {
+            Quota::RequestsPerHour => Some(HOUR_MS),
+            Quota::ExecutionsPerDay | Quota::FuelPerDay => Some(DAY_MS),
+            _ => None,
+        }
+    }
+
+    /// When the window of `now_ms` ends (Unix ms), for a windowed quota.
+    pub fn resets_at_ms(self, now_ms: u64) -> Option<u64> {
+        self.window_ms().map(|w| now_ms - now_ms % w + w)
+    }
+}
+
+/// A quota an organization has spent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the organization's {} quota of {limit} is spent ({used} used); retry in {retry_after_secs} s, \
+     or ask a node operator for a higher tier",
+    quota.as_str()
+)]
+pub struct Exceeded {
+    pub quota: Quota,
+    pub limit: u64,
+    pub used: u64,
+    pub retry_after_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    #[error(transparent)]
+    Exceeded(#[from] Exceeded),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One quota's standing, for `/v1/organizations/current` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Use {
+    pub quota: Quota,
+    pub limit: Option<u64>,
+    pub used: u64,
+    /// When the window ends (Unix ms), for a windowed quota.
+    pub resets_at_ms: Option<u64>,
+}
+
+/// The hour's request count of an organization.
+#[derive(Debug, Clone, Copy)]
+struct Hour {
+    start_ms: u64,
+    used: u64,
+}
+
+pub struct Quotas {
+    store: Arc<dyn Store>,
+    jobs: Arc<Jobs>,
+    /// Each organization's limits, read from its record on first use and
+    /// forgotten when it changes (bounded by the organizations).
+    limits: Mutex<HashMap<String, QuotaLimits>>,
+    /// Requests of the current hour per organization (bounded by the
+    /// organizations: an entry is made only for one that exists).
+    requests: Mutex<HashMap<String, Hour>>,
+}
+
+fn retry_after(quota: Quota, now_ms: u64) -> u64 {
+    quota
+        .resets_at_ms(now_ms)
+        .map_or(3_600, |end| (end - now_ms).div_ceil(1000).max(1))
+}
+
+impl Quotas {
+    pub fn new(store: Arc<dyn Store>, jobs: Arc<Jobs>) -> Self {
+        Self {
+            store,
+            jobs,
+            limits: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The limits of `org`: its record's (none for one that does not exist).
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read.
+    pub fn limits(&self, org: &str) -> Result<QuotaLimits, StoreError> {
+        if let Some(limits) = self.cached().get(org) {
+            return Ok(*limits);
+        }
+        let Some(record) = self.store.org(org)? else {
+            return Ok(QuotaLimits::default());
+        };
+        let limits = record.limits();
+        self.cached().insert(org.to_owned(), limits);
+        Ok(limits)
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<String, QuotaLimits>> {
+        self.limits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads `org`'s limits again (its tier or quotas changed, or it was
+    /// deleted) and tells the queue its running bound.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read.
+    pub fn changed(&self, org: &str) -> Result<(), StoreError> {
+        self.cached().remove(org);
+        let limits = self.limits(org)?;
+        self.jobs.set_org_cap(
+            org,
+            limits
+                .concurrent_executions
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        );
+        Ok(())
+    }
+
+    /// Tells the queue every organization's running bound (at start).
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read.
+    pub fn load(&self) -> Result<(), StoreError> {
+        for org in self.store.orgs()? {
+            self.changed(&org.id)?;
+        }
+        Ok(())
+    }
+
+    /// Counts one request of `org` in its hour; the hour's standing when
+    /// the organization has an hourly quota.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::Exceeded`] when the hour's requests are spent (this
+    /// one is not counted).
+    pub fn request(&self, org: &str, now_ms: u64) -> Result<Option<Use>, QuotaError> {
+        let Some(limit) = self.limits(org)?.requests_per_hour else {
+            return Ok(None);
+        };
+        let start_ms = now_ms - now_ms % HOUR_MS;
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let hour = requests
+            .entry(org.to_owned())
+            .or_insert(Hour { start_ms, used: 0 });
+        if hour.start_ms != start_ms {
+            *hour = Hour { start_ms, used: 0 };
+        }
+        if hour.used >= limit {
+            return Err(Exceeded {
+                quota: Quota::RequestsPerHour,
+                limit,
+                used: hour.used,
+                retry_after_secs: retry_after(Quota::RequestsPerHour, now_ms),
+            }
+            .into());
+        }
+        hour.used += 1;
+        Ok(Some(Use {
+            quota: Quota::RequestsPerHour,
+            limit: Some(limit),
+            used: hour.used,
+            resets_at_ms: Some(start_ms + HOUR_MS),
+        }))
+    }
+
+    /// Whether `org` may start one more execution today: its executions
+    /// and fuel of the day are under their quotas.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::Exceeded`] naming the quota spent.
+    pub fn admit_execution(&self, org: &str, now_ms: u64) -> Result<(), QuotaError> {
+        let limits = self.limits(org)?;
+        if limits.executions_per_day.is_none() && limits.fuel_per_day.is_none() {
+            return Ok(());
+        }
+        let (executions, fuel) = self.today(org, now_ms)?;
+        for (quota, used) in [
+            (Quota::ExecutionsPerDay, executions),
+            (Quota::FuelPerDay, fuel),
+        ] {
+            if let Some(limit) = quota.of(&limits)
+                && used >= limit
+            {
+                return Err(Exceeded {
+                    quota,
+                    limit,
+                    used,
+                    retry_after_secs: retry_after(quota, now_ms),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The executions (ended today, and queued or running now) and fuel of
+    /// `org`'s day.
+    fn today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
+        let rows = self
+            .store
+            .usage(Grain::Day, now_ms, now_ms, Scope::Total(org))?;
+        let (ended, fuel) = rows.iter().fold((0, 0), |(n, f), row| {
+            (n + row.usage.executions(), f + row.usage.fuel_total)
+        });
+        let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
+        Ok((ended + live, fuel))
+    }
+
+    /// Whether `org` may hold `adding` more of `quota`, having `held`.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::Exceeded`] when it would hold more than its quota.
+    pub fn check_held(
+        &self,
+        org: &str,
+        quota: Quota,
+        held: u64,
+        adding: u64,
+    ) -> Result<(), QuotaError> {
+        match quota.of(&self.limits(org)?) {
+            Some(limit) if held.saturating_add(adding) > limit => Err(Exceeded {
+                quota,
+                limit,
+                used: held,
+                retry_after_secs: retry_after(quota, crate::now_ms()),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `org` may hold `adding` more of `quota` than it does now
+    /// (counted only when it has that quota).
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::Exceeded`] when it would hold more than its quota.
+    pub fn allow_more(&self, org: &str, quota: Quota, adding: u64) -> Result<(), QuotaError> {
+        if quota.of(&self.limits(org)?).is_none() {
+            return Ok(());
+        }
+        self.check_held(org, quota, self.held(org, quota)?, adding)
+    }
+
+    /// What `org` holds of each quota counted from records: its scripts,
+    /// schedules, webhooks, unexpired API keys, and stored bytes (every
+    /// kept version of its scripts, and their key-value data).
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read.
+    pub fn held(&self, org: &str, quota: Quota) -> Result<u64, StoreError> {
+        let store = &self.store;
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(match quota {
+            Quota::Scripts => count(store.scripts()?.iter().filter(|s| s.org() == org).count()),
+            Quota::Schedules => count(store.schedules()?.iter().filter(|s| s.org() == org).count()),
+            Quota::Webhooks => count(store.webhooks()?.iter().filter(|w| w.org() == org).count()),
+            Quota::ApiKeys => {
+                let now = crate::now_ms();
+                count(
+                    store
+                        .api_keys()?
+                        .iter()
+                        .filter(|k| k.org() == org && k.expires_ms.is_none_or(|e| e > now))
+                        .count(),
+                )
+            }
+            Quota::StoredBytes => {
+                let mut bytes = 0u64;
+                for script in store.scripts()?.iter().filter(|s| s.org() == org) {
+                    for version in store.script_versions(&script.id)? {
+                        bytes = bytes.saturating_add(version.size_bytes);
+                    }
+                    for (key, value) in store.kv_entries(&script.id)? {
+                        bytes = bytes.saturating_add((key.len() + value.len()) as u64);
+                    }
+                }
+                bytes
+            }
+            Quota::ConcurrentExecutions => count(self.jobs.live_of(org)),
+            Quota::RequestsPerHour => {
+                let now = crate::now_ms();
+                self.requests
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(org)
+                    .filter(|h| h.start_ms == now - now % HOUR_MS)
+                    .map_or(0, |h| h.used)
+            }
+            Quota::ExecutionsPerDay => self.today(org, crate::now_ms())?.0,
+            Quota::FuelPerDay => self.today(org, crate::now_ms())?.1,
+        })
+    }
+
+    /// Every quota of `org`: its limit, what is used, when it resets.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read.
+    pub fn standing(&self, org: &str) -> Result<Vec<Use>, StoreError> {
+        let limits = self.limits(org)?;
+        let now = crate::now_ms();
+        Quota::ALL
+            .into_iter()
+            .map(|quota| {
+                Ok(Use {
+                    quota,
+                    limit: quota.of(&limits),
+                    used: self.held(org, quota)?,
+                    resets_at_ms: quota.resets_at_ms(now),
+                })
+            })
+            .collect()
+    }
+}
+
+impl crate::metrics::OrgQuotaLoad for Quotas {
+    /// Every organization's windowed and running quotas and its counts of
+    /// records, each family read once for all (stored bytes, which would
+    /// read every version, are left to `/v1/organizations/current`).
+    fn quota_standing(&self) -> Vec<(String, &'static str, Option<u64>, u64)> {
+        let read = || -> Result<_, StoreError> {
+            let orgs = self.store.orgs()?;
+            let mut held: HashMap<(String, Quota), u64> = HashMap::new();
+            let mut count = |org: &str, quota| {
+                *held.entry((org.to_owned(), quota)).or_default() += 1;
+            };
+            for script in self.store.scripts()? {
+                count(script.org(), Quota::Scripts);
+            }
+            for schedule in self.store.schedules()? {
+                count(schedule.org(), Quota::Schedules);
+            }
+            for webhook in self.store.webhooks()? {
+                count(webhook.org(), Quota::Webhooks);
+            }
+            let now = crate::now_ms();
+            for key in self.store.api_keys()? {
+                if key.expires_ms.is_none_or(|e| e > now) {
+                    count(key.org(), Quota::ApiKeys);
+                }
+            }
+            let mut standing = Vec::new();
+            for org in orgs {
+                let limits = self.limits(&org.id)?;
+                let (executions, fuel) = self.today(&org.id, now)?;
+                for quota in Quota::ALL {
+                    let used = match quota {
+                        Quota::StoredBytes => continue,
+                        Quota::ExecutionsPerDay => executions,
+                        Quota::FuelPerDay => fuel,
+                        Quota::RequestsPerHour | Quota::ConcurrentExecutions => {
+                            self.held(&org.id, quota)?
+                        }
+                        counted => held.get(&(org.id.clone(), counted)).copied().unwrap_or(0),
+                    };
+                    standing.push((org.id.clone(), quota.as_str(), quota.of(&limits), used));
+                }
+            }
+            Ok(standing)
+        };
+        read().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the quotas for /metrics");
+            Vec::new()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use crate::store::orgs::{OrgRecord, Tier};
+
+    fn quotas(limits: QuotaLimits) -> (Quotas, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap());
+        let mut org = OrgRecord::default_org("2026-01-01T00:00:00.000Z");
+        org.id = "acme".into();
+        org.name = "acme".into();
+        org.tier = Tier::Custom;
+        org.quotas = limits;
+        store.create_org(&org).unwrap();
+        let metrics = crate::metrics::Metrics::new();
+        let jobs = Jobs::new(
+            1,
+            10,
+            crate::jobs::QueueShare::whole(10),
+            metrics.executions(),
+        );
+        (Quotas::new(store, jobs), dir)
+    }
+
+    #[test]
+    fn requests_are_counted_per_hour_and_reset_with_it() {
+        let (quotas, _dir) = quotas(QuotaLimits {
+            requests_per_hour: Some(2),
+            ..QuotaLimits::default()
+        });
+        let hour = 1_000 * HOUR_MS;
+        let at = hour + 1_000;
+        assert_eq!(quotas.request("acme", at).unwrap().unwrap().used, 1);
+        quotas.request("acme", at + 1).unwrap();
+        let Err(QuotaError::Exceeded(spent)) = quotas.request("acme", hour + HOUR_MS - 500) else {
+            panic!("a third request in the hour passed");
+        };
+        assert_eq!(
+            (spent.quota, spent.limit, spent.retry_after_secs),
+            (Quota::RequestsPerHour, 2, 1)
+        );
+        // The next hour starts afresh.
+        let next = quotas.request("acme", hour + HOUR_MS).unwrap().unwrap();
+        assert_eq!(
+            (next.used, next.resets_at_ms),
+            (1, Some(hour + 2 * HOUR_MS))
+        );
+        // The default organization (custom, nothing set) is not counted.
+        assert!(
+            quotas
+                .request(crate::store::orgs::DEFAULT_ORG, at)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn executions_of_the_day_count_what_ended_and_what_is_live() {
+        let (quotas, _dir) = quotas(QuotaLimits {
+            executions_per_day: Some(2),
+            ..QuotaLimits::default()
+        });
+        let day = 20_000 * DAY_MS;
+        let at = day + 5_000;
+        quotas.admit_execution("acme", at).unwrap();
+        let mut ended = crate::store::testing::execution(
+            &crate::store::testing::id_at(at, 0),
+            None,
+            crate::store::ExecutionStatus::Completed,
+        );
+        ended.org = Some("acme".into());
+        ended.created_at = crate::time_of_ms(at);
+        quotas.store.put_execution(&ended).unwrap();
+        let mut live = ended.clone();
+        live.id = crate::store::testing::id_at(at, 1);
+        live.status = crate::store::ExecutionStatus::Queued;
+        quotas.jobs.enqueue(&live).unwrap();
+        let Err(QuotaError::Exceeded(spent)) = quotas.admit_execution("acme", at) else {
+            panic!("a third execution of the day was admitted");
+        };
+        assert_eq!(
+            (spent.used, spent.retry_after_secs),
+            (2, (DAY_MS - 5_000) / 1000)
+        );
+        // The next day's rollup is empty; only the live one counts.
+        quotas.admit_execution("acme", day + DAY_MS).unwrap();
+    }
+
+    #[test]
+    fn held_quotas_refuse_one_past_the_limit() {
+        let (quotas, _dir) = quotas(QuotaLimits {
+            scripts: Some(1),
+            ..QuotaLimits::default()
+        });
+        quotas.check_held("acme", Quota::Scripts, 0, 1).unwrap();
+        assert!(matches!(
+            quotas.check_held("acme", Quota::Scripts, 1, 1),
+            Err(QuotaError::Exceeded(Exceeded {
+                quota: Quota::Scripts,
+                ..
+            }))
+        ));
+        // Unset: unbounded.
+        quotas
+            .check_held("acme", Quota::Webhooks, 1_000, 1)
+            .unwrap();
+    }
+}
