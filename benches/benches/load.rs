@@ -15,7 +15,11 @@
 //! ```
 //!
 //! `LOAD_SECONDS` (default 10) and `LOAD_MAX_REQUESTS` (default 50 000) bound
-//! each phase; `KILN_BIN` and `WASMTIME` name the binaries.
+//! each phase; `KILN_BIN` and `WASMTIME` name the binaries. The cost of the
+//! organization and quota checks is the token's runs in an organization
+//! with every quota set (named by `X-Kiln-Organization`) against those in
+//! the default one (no quotas), in alternating rounds; `LOAD_ORGS_ONLY=1`
+//! stops after it.
 //!
 //! The ratio to `wasmtime serve` comes from a head-to-head at the end:
 //! `LOAD_ROUNDS` (default 3) rounds per connection count, each a phase of
@@ -137,6 +141,9 @@ enum Call {
         url: String,
         /// The credential header, if the server wants one.
         credential: Option<(&'static str, String)>,
+        /// `X-Kiln-Organization`, if the run is in another organization
+        /// than the user's first.
+        organization: Option<String>,
         expect: serde_json::Value,
     },
     /// GET; the answer must be 200.
@@ -148,11 +155,15 @@ async fn send(client: &reqwest::Client, call: &Call) -> bool {
         Call::Execute {
             url,
             credential,
+            organization,
             expect,
         } => {
             let mut request = client.post(url).json(&serde_json::json!({}));
             if let Some((name, value)) = credential {
                 request = request.header(*name, value);
+            }
+            if let Some(organization) = organization {
+                request = request.header("x-kiln-organization", organization);
             }
             let Ok(response) = request.send().await else {
                 return false;
@@ -242,6 +253,7 @@ async fn execute(
     Call::Execute {
         url: format!("{base}/v1/scripts/{id}/execute?wait=true"),
         credential,
+        organization: None,
         expect: result,
     }
 }
@@ -298,6 +310,28 @@ async fn credentials(base: &str) -> [(&'static str, String); 2] {
         ("authorization", token),
         ("x-api-key", key["key"].as_str().unwrap().to_owned()),
     ]
+}
+
+/// Makes organization `bounded` (the admin its admin) with every quota set
+/// far above what a run reaches; returns its name.
+async fn bounded_organization(base: &str, token: &(&'static str, String)) -> String {
+    const HIGH: u64 = 1 << 50;
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/organizations"))
+        .header(token.0, &token.1)
+        .json(&serde_json::json!({
+            "name": "bounded", "admin": "admin", "tier": "custom",
+            "quotas": {
+                "requests_per_hour": HIGH, "executions_per_day": HIGH, "fuel_per_day": HIGH,
+                "concurrent_executions": 1_000, "stored_bytes": HIGH, "scripts": HIGH,
+                "schedules": HIGH, "webhooks": HIGH, "api_keys": HIGH,
+            },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "cannot create the organization");
+    "bounded".into()
 }
 
 async fn wait_until_up(url: &str) {
@@ -357,6 +391,25 @@ fn main() {
         let kiln_key = Call::Execute {
             url,
             credential: Some(key),
+            organization: None,
+            expect,
+        };
+        // The same script in a second organization with every quota set
+        // (too high to refuse in this run), named by the header: the
+        // organization found by name and the membership checked on every
+        // request, its hour of requests counted, its day of executions and
+        // fuel read before each run. The default organization's are none.
+        let bounded = bounded_organization(&base, &token).await;
+        let create = javascript(&base).header("x-kiln-organization", &bounded);
+        let Call::Execute { url, credential, expect, .. } =
+            execute(&base, Some(token.clone()), create, "ok".into()).await
+        else {
+            unreachable!()
+        };
+        let kiln_bounded = Call::Execute {
+            url,
+            credential,
+            organization: Some(bounded),
             expect,
         };
         let kiln_open = execute(&open_base, None, javascript(&open_base), "ok".into()).await;
@@ -373,7 +426,15 @@ fn main() {
         let function = create_function(&base, Some(token)).await;
         let function_open = create_function(&open_base, None).await;
         // Warm up: the runtime is compiled (or read from the disk cache) once.
-        for call in [&kiln, &kiln_key, &kiln_open, &kiln_wasm, &function, &function_open] {
+        for call in [
+            &kiln,
+            &kiln_key,
+            &kiln_bounded,
+            &kiln_open,
+            &kiln_wasm,
+            &function,
+            &function_open,
+        ] {
             let warm = load(call, 4, 5, 200).await;
             assert_eq!(warm.errors, 0, "the warm-up failed");
         }
@@ -392,6 +453,41 @@ fn main() {
                 (rate / open - 1.0) * 100.0,
                 (keyed / open - 1.0) * 100.0
             );
+        }
+        // Organization and quota checks: the token's runs in the default
+        // organization (no quotas) and in the bounded one, alternating
+        // which goes first, the median of the rounds' ratios.
+        for connections in CONNECTIONS {
+            let mut ratios = Vec::new();
+            for round in 1..=rounds {
+                let order = if round % 2 == 1 {
+                    [&kiln, &kiln_bounded]
+                } else {
+                    [&kiln_bounded, &kiln]
+                };
+                let mut rates = Vec::new();
+                for call in order {
+                    tokio::time::sleep(pause).await;
+                    let report = load(call, connections, seconds, max_requests).await;
+                    assert_eq!(report.errors, 0, "a run was refused");
+                    rates.push(report.rate());
+                }
+                if round % 2 == 0 {
+                    rates.reverse();
+                }
+                println!(
+                    "| round {round}: default org; bounded org | {connections} | | | {:.0}; {:.0} | | |",
+                    rates[0], rates[1]
+                );
+                ratios.push(rates[1] / rates[0]);
+            }
+            println!(
+                "| cost of organization + quota checks (median of {rounds}) | {connections} | | | {:+.1} % | | |",
+                (median(&mut ratios) - 1.0) * 100.0
+            );
+        }
+        if std::env::var_os("LOAD_ORGS_ONLY").is_some() {
+            return;
         }
         // Last, so the servers compared above have run the same number of
         // executions (a store that has recorded more costs more to flush).

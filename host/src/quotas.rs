@@ -192,6 +192,13 @@ impl Quotas {
     /// The store cannot be read.
     pub fn changed(&self, org: &str) -> Result<(), StoreError> {
         self.cached().remove(org);
+        if self.store.org(org)?.is_none() {
+            // Deleted: nothing of it is kept.
+            self.requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(org);
+        }
         let limits = self.limits(org)?;
         self.jobs.set_org_cap(
             org,

@@ -663,3 +663,34 @@ fn passwd_changes_the_password_and_keeps_this_session() {
     assert_eq!(old.status.code(), Some(1));
     ok(run_with_stdin(home, &login_args, "bo's new password"));
 }
+
+#[test]
+fn org_picks_the_organization_a_command_acts_in() {
+    let (kiln, _data) = Kiln::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    login(&kiln, home.path());
+    let made = kiln
+        .post("/v1/organizations")
+        .json(&serde_json::json!({"name": "acme", "admin": "admin"}))
+        .send()
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("only-in-acme.js");
+    std::fs::write(&file, "function main() { return 'acme'; }").unwrap();
+    let file = file.to_str().unwrap();
+    ok(run(home.path(), &["deploy", file, "--org", "acme"]));
+    let theirs = ok(run(home.path(), &["ls", "scripts", "--org", "acme"]));
+    assert!(theirs.contains("only-in-acme"), "{theirs}");
+    // Without it, the user's first organization, where it is not.
+    let own = ok(run(home.path(), &["ls", "scripts"]));
+    assert!(!own.contains("only-in-acme"), "{own}");
+    // One the user is not in is the 404 of none.
+    let refused = run(home.path(), &["ls", "scripts", "--org", "elsewhere"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("RESOURCE_NOT_FOUND"),
+        "{}",
+        stderr(&refused)
+    );
+}

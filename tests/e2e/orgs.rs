@@ -548,3 +548,69 @@ fn two_organizations_four_roles_every_route_class() {
         "{body}"
     );
 }
+
+#[test]
+fn a_scheduled_run_past_the_quota_is_skipped_and_recorded() {
+    let (kiln, _dir) = Kiln::start(&[]);
+    created(
+        kiln.post("/v1/organizations")
+            .json(
+                &json!({"name": "capped", "admin": "admin", "tier": "custom",
+                "quotas": {"executions_per_day": 1}}),
+            )
+            .send()
+            .unwrap(),
+    );
+    let capped = |method: Method, path: &str| {
+        kiln.request(method, path)
+            .header("x-kiln-organization", "capped")
+    };
+    created(
+        capped(Method::POST, "/v1/scripts")
+            .json(&json!({"name": "tick", "language": "javascript",
+                "content": "function main() { return 1; }"}))
+            .send()
+            .unwrap(),
+    );
+    created(
+        capped(Method::POST, "/v1/schedules")
+            .json(&json!({"name": "every-second", "script_id": "tick", "cron": "* * * * * *"}))
+            .send()
+            .unwrap(),
+    );
+    // The first run is the day's one; the next are kept, failed, saying why.
+    let (ran, skipped) = crate::harness::eventually("a run and a skipped run", || {
+        let page = created(
+            capped(Method::GET, "/v1/executions?trigger=schedule&size=100")
+                .send()
+                .unwrap(),
+        );
+        let runs = page["data"].as_array().unwrap().clone();
+        let ran = runs.iter().find(|e| e["status"] == "completed").cloned()?;
+        let skipped = runs
+            .iter()
+            .find(|e| e["error"]["code"] == "QUOTA_EXCEEDED")
+            .cloned()?;
+        Some((ran, skipped))
+    });
+    assert_eq!(ran["trigger"], "schedule");
+    assert_eq!(skipped["status"], "failed", "{skipped}");
+    assert!(
+        skipped["started_at"].is_null(),
+        "a skipped run never started"
+    );
+    assert!(
+        skipped["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("executions_per_day"),
+        "{skipped}"
+    );
+    // Asked by hand, the same quota answers 429 with Retry-After.
+    let refused = capped(Method::POST, "/v1/scripts/tick/execute?wait=true")
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    error_body(refused, 429, "QUOTA_EXCEEDED");
+}

@@ -183,12 +183,12 @@ pub(super) fn find_anywhere(state: &AppState, id_or_name: &str) -> Result<UserRe
 /// A member of organization `org` by id, else by username: anyone else is
 /// no user at all there.
 pub(super) fn find(state: &AppState, org: &str, id_or_name: &str) -> Result<UserRecord, ApiError> {
-    find_anywhere(state, id_or_name)?
-        .role_in(org)
-        .is_some()
-        .then_some(())
-        .ok_or_else(|| ApiError::NotFound(format!("no user {id_or_name:?}")))
-        .and_then(|()| find_anywhere(state, id_or_name))
+    let user = find_anywhere(state, id_or_name)?;
+    if user.role_in(org).is_some() {
+        Ok(user)
+    } else {
+        Err(ApiError::NotFound(format!("no user {id_or_name:?}")))
+    }
 }
 
 /// Refuses a change of user `id` (to `after`, or its removal) that would

@@ -32,6 +32,8 @@ pub struct Api {
     pub profile_name: String,
     file: ProfileFile,
     pub credential: Credential,
+    /// `X-Kiln-Organization` on every request, if given.
+    organization: Option<String>,
 }
 
 impl Api {
@@ -45,6 +47,7 @@ impl Api {
             profile_name: common.profile.clone(),
             file,
             credential,
+            organization: common.organization.clone(),
         })
     }
 
@@ -94,7 +97,10 @@ impl Api {
         &self,
         build: &impl Fn(&reqwest::Client, String) -> RequestBuilder,
     ) -> Result<Response, ClientError> {
-        let request = build(&self.http, self.base.clone());
+        let mut request = build(&self.http, self.base.clone());
+        if let Some(organization) = &self.organization {
+            request = request.header("x-kiln-organization", organization);
+        }
         let (name, value) = self.credential_header();
         request
             .header(name, value)
@@ -194,6 +200,12 @@ impl Api {
             ClientError::Profile("the stored credential is not a header value".into())
         })?;
         request.headers_mut().insert(name, value);
+        if let Some(organization) = &self.organization {
+            let value = organization
+                .parse()
+                .map_err(|_| ClientError::Profile("--org is not a header value".into()))?;
+            request.headers_mut().insert("x-kiln-organization", value);
+        }
         match tokio_tungstenite::connect_async(request).await {
             Ok((socket, _)) => Ok(socket),
             Err(tungstenite::Error::Http(response)) => {

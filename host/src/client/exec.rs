@@ -465,6 +465,7 @@ mod tests {
             common: Common {
                 profile: "default".into(),
                 json: false,
+                organization: None,
             },
         }
     }

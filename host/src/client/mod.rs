@@ -31,6 +31,11 @@ pub struct Common {
     /// Print the server's JSON instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The organization (id or name) to act in, when the user belongs to
+    /// several (sent as `X-Kiln-Organization`); else the user's first, or
+    /// an API key's own.
+    #[arg(long = "org", env = "KILN_ORG", global = true)]
+    pub organization: Option<String>,
 }
 
 /// What can go wrong talking to a server.

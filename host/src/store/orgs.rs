@@ -96,7 +96,7 @@ impl Tier {
             executions_per_day: Some(1_000 * scale),
             fuel_per_day: Some(100_000_000_000 * scale),
             concurrent_executions: Some(2 * scale.min(8)),
-            stored_bytes: Some(GIB / 10 * scale),
+            stored_bytes: Some((100 << 20) * scale),
             scripts: Some(50 * scale),
             schedules: Some(10 * scale),
             webhooks: Some(5 * scale),

@@ -254,9 +254,15 @@ impl AuthStore for SledStore {
         for org in orgs {
             let prefix = audit_key(&org, "");
             let here = remove_older(&self.audit, &prefix, before_ms, limit - removed)?;
-            if let Some(n) = self.counted.audit_orgs().get_mut(&org) {
+            let mut by_org = self.counted.audit_orgs();
+            if let Some(n) = by_org.get_mut(&org) {
                 *n = n.saturating_sub(here as u64);
+                if *n == 0 {
+                    // An organization with no entries left has no counter.
+                    by_org.remove(&org);
+                }
             }
+            drop(by_org);
             removed += here;
             if removed == limit {
                 break;
