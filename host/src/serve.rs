@@ -328,6 +328,7 @@ pub(crate) fn assemble_with(
         crate::jobs::QueueShare {
             queued: config.workers.queued_per_user,
             running: config.workers.running_per_user,
+            queued_per_org: config.workers.queued_per_org,
             running_per_org: config.workers.running_per_org,
         },
         metrics.executions(),
@@ -353,7 +354,9 @@ pub(crate) fn assemble_with(
         api::webhooks::execution_events(&events, record);
     }));
     metrics.watch(jobs.clone(), sandbox.clone(), store.clone(), compiler);
-    metrics.watch_quotas(quotas.clone());
+    if config.server.metrics_per_org {
+        metrics.watch_quotas(quotas.clone());
+    }
     let trusted_proxies = crate::client_ip::TrustedProxies::parse(
         &config.server.trusted_proxies,
         config.server.forwarded_header,

@@ -137,12 +137,15 @@ async fn login(
         Ok(user) => user,
         Err(e) => {
             if matches!(e, AuthError::Unauthenticated(_)) {
-                audit::record(
-                    &state,
-                    Entry::new("login.failed", false)
-                        .actor_named(None, &body.username)
-                        .ip(&ip),
-                );
+                // Filed in the user's first organization when there is such
+                // a user; a made-up name goes into the node's (default) log.
+                let entry = match state.store.user_by_name(&body.username) {
+                    Ok(Some(user)) => Entry::new("login.failed", false)
+                        .user(&user)
+                        .actor_named(None, &body.username),
+                    _ => Entry::new("login.failed", false).actor_named(None, &body.username),
+                };
+                audit::record(&state, entry.ip(&ip));
             }
             return Err(auth_error(e));
         }
@@ -190,10 +193,13 @@ async fn refresh(
         }
         Err(AuthError::RefreshReuse { user_id }) => {
             state.store.flush().await?;
+            let entry = match state.store.user(&user_id) {
+                Ok(Some(user)) => Entry::new("refresh.reused", false).user(&user),
+                _ => Entry::new("refresh.reused", false).actor_named(Some(&user_id), &user_id),
+            };
             audit::record(
                 &state,
-                Entry::new("refresh.reused", false)
-                    .actor_named(Some(&user_id), &user_id)
+                entry
                     .ip(&ip)
                     .detail("a used refresh token was presented; its session is revoked"),
             );

@@ -361,7 +361,7 @@ impl From<JobError> for ApiError {
     fn from(e: JobError) -> Self {
         match e {
             JobError::QueueFull => ApiError::QueueFull,
-            JobError::TenantFull(_) => ApiError::Busy(e.to_string()),
+            JobError::TenantFull(_) | JobError::OrgFull(_) => ApiError::Busy(e.to_string()),
             JobError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             JobError::Store(e) => e.into(),
         }

@@ -108,7 +108,11 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     let mut record = crate::executions::http_record(
         &state.config.limits,
         &script,
-        principal.as_ref().and_then(Principal::user_id),
+        // A caller of another organization is nobody here.
+        principal
+            .as_ref()
+            .filter(|p| p.org == org)
+            .and_then(Principal::user_id),
         parts.method.as_str(),
         &path,
     )?;

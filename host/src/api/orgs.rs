@@ -165,12 +165,12 @@ pub struct UpdateOrganization {
     quotas: Option<QuotaLimits>,
 }
 
-/// A change of the organization a request acts in, by its admins.
+/// A change of the organization a request acts in, by its admins. Its
+/// name is a node operator's to change: it is in its functions' URLs, and
+/// a name given up could be taken by another tenant.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCurrentOrganization {
-    #[schema(pattern = "^[a-zA-Z0-9_.-]{1,64}$")]
-    name: Option<String>,
     /// Up to 1000 characters; an empty one removes it.
     description: Option<String>,
 }
@@ -344,7 +344,7 @@ async fn current(
     etag::json(&headers, &current_view(&state, org, principal.role).await?)
 }
 
-/// Rename or describe the organization the request acts in (its admins).
+/// Describe the organization the request acts in (its admins).
 #[utoipa::path(put, path = "/v1/organizations/current", operation_id = "updateCurrentOrganization", tag = "auth",
     request_body = UpdateCurrentOrganization,
     responses(
@@ -359,7 +359,6 @@ async fn update_current(
     ApiJson(body): ApiJson<UpdateCurrentOrganization>,
 ) -> Result<Response, ApiError> {
     let change_of = UpdateOrganization {
-        name: body.name,
         description: body.description,
         ..UpdateOrganization::default()
     };

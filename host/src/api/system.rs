@@ -134,9 +134,11 @@ async fn status(State(state): State<AppState>) -> Result<axum::Json<ServerStatus
     responses((status = 200, description = "OpenMetrics text", body = String,
         content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = state
-        .metrics
-        .render()
+    // Off the async threads: some gauges read the store.
+    let metrics = state.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || metrics.render())
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot render metrics: {e}")))?
         .map_err(|e| ApiError::Internal(format!("cannot render metrics: {e}")))?;
     Ok((
         [(

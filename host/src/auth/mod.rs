@@ -375,7 +375,9 @@ impl Auth {
                 }
                 org
             }
-            None => user.home_org().unwrap_or(DEFAULT_ORG).to_owned(),
+            // A user who belongs nowhere (an operator only, or one whose
+            // last organization went) acts in none: every lookup finds nothing.
+            None => user.home_org().unwrap_or_default().to_owned(),
         };
         // What the user may do is their role in that organization now (the
         // token's `scopes` claim is for clients, of their first one).

@@ -119,6 +119,11 @@ sections! {
         /// The web console at `/` (assets built into the binary); off, `/`
         /// is a 404 like any unknown path.
         console: bool = true,
+        /// `kiln_org_quota_used` / `kiln_org_quota_limit` on `/metrics`, per
+        /// organization and quota. Off by default: `/metrics` is open, and
+        /// they tell one tenant of the others; turn them on where only the
+        /// node's operator reaches `/metrics`.
+        metrics_per_org: bool = false,
     }
 
     /// What `kiln serve` logs to stderr, and how. Which events is
@@ -141,6 +146,10 @@ sections! {
         /// users than workers are at it. HTTP function requests, which have
         /// slots of their own, do not count.
         running_per_user: usize = 0,
+        /// Of `queue_capacity`, the most one organization's queued
+        /// executions may take, whatever its users (past it, 429), so no
+        /// one organization fills the queue for all (0: no bound).
+        queued_per_org: usize = 5_000,
         /// The most executions of one organization that run at once (0: as
         /// many as there are workers), so one organization cannot hold every
         /// worker while another's runs wait.

@@ -230,7 +230,9 @@ pub async fn queue(
     jobs.enqueue(record).or_else(|e| {
         let mut refused = record.clone();
         let code = match e {
-            JobError::QueueFull | JobError::TenantFull(_) => ExecutionCode::QUEUE_FULL,
+            JobError::QueueFull | JobError::TenantFull(_) | JobError::OrgFull(_) => {
+                ExecutionCode::QUEUE_FULL
+            }
             _ => ExecutionCode::UNAVAILABLE,
         };
         crate::contract::end_unrun(&mut refused, ExecutionStatus::Failed, code, e.to_string());

@@ -35,6 +35,10 @@ pub enum JobError {
         "{0} of your executions are queued already, as many as one user may have; retry when some have run"
     )]
     TenantFull(usize),
+    #[error(
+        "{0} of your organization's executions are queued already, as many as one organization may have; retry when some have run"
+    )]
+    OrgFull(usize),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -103,6 +107,7 @@ impl Settled {
 pub struct QueueShare {
     pub queued: usize,
     pub running: usize,
+    pub queued_per_org: usize,
     pub running_per_org: usize,
 }
 
@@ -113,6 +118,7 @@ impl QueueShare {
         Self {
             queued: capacity,
             running: 0,
+            queued_per_org: 0,
             running_per_org: 0,
         }
     }
@@ -143,6 +149,7 @@ impl Jobs {
                 capacity,
                 queue::Bounds {
                     queued_per_user: per_user.queued,
+                    queued_per_org: per_user.queued_per_org,
                     running_per_user: per_user.running,
                     running_per_org: per_user.running_per_org,
                 },
@@ -290,12 +297,19 @@ impl Jobs {
     ///
     /// # Errors
     ///
-    /// [`JobError::TenantFull`] when its creator has its share queued.
+    /// [`JobError::TenantFull`] when its creator has its share queued,
+    /// [`JobError::OrgFull`] when its organization has.
     pub fn admits(&self, record: &ExecutionRecord) -> Result<(), JobError> {
-        if self.queue.admits(&tenant(record)) {
-            Ok(())
-        } else {
-            Err(JobError::TenantFull(self.queue.per_tenant()))
+        self.queue
+            .admits(&tenant(record))
+            .map_err(|refused| self.refusal(refused))
+    }
+
+    fn refusal(&self, refused: queue::Refused) -> JobError {
+        match refused {
+            queue::Refused::Full => JobError::QueueFull,
+            queue::Refused::TenantFull => JobError::TenantFull(self.queue.per_tenant()),
+            queue::Refused::OrgFull => JobError::OrgFull(self.queue.per_org()),
         }
     }
 
@@ -326,10 +340,7 @@ impl Jobs {
             Ok(()) => Ok(receiver),
             Err(refused) => {
                 self.lock().remove(id);
-                Err(match refused {
-                    queue::Refused::Full => JobError::QueueFull,
-                    queue::Refused::TenantFull => JobError::TenantFull(self.queue.per_tenant()),
-                })
+                Err(self.refusal(refused))
             }
         }
     }

@@ -31,6 +31,8 @@ pub struct Tenant {
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     pub queued_per_user: usize,
+    /// Queued ids of one organization, whatever its users (0: none).
+    pub queued_per_org: usize,
     pub running_per_user: usize,
     pub running_per_org: usize,
 }
@@ -117,6 +119,8 @@ pub enum Refused {
     Full,
     /// The tenant has as many queued as it may.
     TenantFull,
+    /// The tenant's organization has as many queued as it may.
+    OrgFull,
 }
 
 fn lane(priority: Priority) -> usize {
@@ -255,6 +259,12 @@ impl Queue {
         if !tenant.user.is_empty() && state.queued_of(tenant) >= self.bounds.queued_per_user {
             return Err(Refused::TenantFull);
         }
+        if !under(
+            self.bounds.queued_per_org,
+            state.queued_orgs.get(&tenant.org),
+        ) {
+            return Err(Refused::OrgFull);
+        }
         state.push(id, priority, tenant);
         // Under the lock, so `remove` always finds the permit of an id it sees.
         self.queued.add_permits(1);
@@ -325,9 +335,25 @@ impl Queue {
         self.state().tenant_of.len()
     }
 
-    /// Whether `tenant` has room for another id.
-    pub fn admits(&self, tenant: &Tenant) -> bool {
-        tenant.user.is_empty() || self.state().queued_of(tenant) < self.bounds.queued_per_user
+    /// Whether `tenant` has room for another id; `Err` says whose share
+    /// is full.
+    pub fn admits(&self, tenant: &Tenant) -> Result<(), Refused> {
+        let state = self.state();
+        if !tenant.user.is_empty() && state.queued_of(tenant) >= self.bounds.queued_per_user {
+            return Err(Refused::TenantFull);
+        }
+        if !under(
+            self.bounds.queued_per_org,
+            state.queued_orgs.get(&tenant.org),
+        ) {
+            return Err(Refused::OrgFull);
+        }
+        Ok(())
+    }
+
+    /// How many ids one organization may have queued (0: no bound).
+    pub fn per_org(&self) -> usize {
+        self.bounds.queued_per_org
     }
 
     /// How many executions of `org` are queued or running.
@@ -369,9 +395,40 @@ mod tests {
     fn bounds(queued_per_user: usize, running_per_user: usize, running_per_org: usize) -> Bounds {
         Bounds {
             queued_per_user,
+            queued_per_org: 0,
             running_per_user,
             running_per_org,
         }
+    }
+
+    #[tokio::test]
+    async fn one_organization_holds_at_most_its_share_of_the_queue() {
+        let queue = Queue::new(
+            10,
+            Bounds {
+                queued_per_org: 3,
+                ..bounds(2, 0, 0)
+            },
+        );
+        for (id, name) in [("a1", "u1"), ("a2", "u1"), ("a3", "u2")] {
+            queue
+                .push(id.into(), Priority::Normal, &member("a", name))
+                .unwrap();
+        }
+        // Another user of a is refused, though under its own share...
+        assert_eq!(
+            queue.push("a4".into(), Priority::Normal, &member("a", "u3")),
+            Err(Refused::OrgFull)
+        );
+        assert_eq!(queue.admits(&member("a", "u3")), Err(Refused::OrgFull));
+        // ...and another organization is not.
+        queue
+            .push("b1".into(), Priority::Normal, &member("b", "u1"))
+            .unwrap();
+        assert_eq!(queue.admits(&member("b", "u1")), Ok(()));
+        let taken = queue.pop().await.unwrap();
+        assert_eq!(taken.id, "a1");
+        assert_eq!(queue.admits(&member("a", "u3")), Ok(()));
     }
 
     /// A user of one organization.

@@ -10,7 +10,8 @@ use super::{ExecutionRecord, ExecutionStatus, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ExecutionIndex {
     All,
-    /// One script's executions; `None` is the ad-hoc ones (`POST /v1/execute`).
+    /// One script's executions; `None` is the default organization's
+    /// ad-hoc ones (`POST /v1/execute`), `~<organization id>` another's.
     Script(Option<String>),
     Status(ExecutionStatus),
     /// One organization's executions.
@@ -79,8 +80,9 @@ pub trait ExecutionStore {
     ) -> Result<(), StoreError>;
     /// How many executions an index holds, from counters kept beside it.
     fn count_executions(&self, index: &ExecutionIndex) -> u64;
-    /// The scripts that have stored executions (`None`: ad-hoc ones), with
-    /// how many each has.
+    /// The scripts that have stored executions (`None`: the default
+    /// organization's ad-hoc ones; `~<organization id>`: another's, so
+    /// retention keeps each organization's apart), with how many each has.
     fn executions_per_script(&self) -> Vec<(Option<String>, u64)>;
     /// Removes a final execution and its index entries, at once.
     fn delete_execution(&self, id: &str) -> Result<Removal, StoreError>;

@@ -90,7 +90,6 @@ impl Tier {
     /// The tier's quotas: requests per hour as the seed has them (100,
     /// 1 000, 10 000), the rest scaled alike.
     pub fn limits(self) -> QuotaLimits {
-        const GIB: u64 = 1 << 30;
         let scaled = |requests_per_hour: u64, scale: u64| QuotaLimits {
             requests_per_hour: Some(requests_per_hour),
             executions_per_day: Some(1_000 * scale),

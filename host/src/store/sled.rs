@@ -411,6 +411,9 @@ impl SledStore {
                 &script.name,
             ))
         })?;
+        drop_stale_names(&self.org_names, &self.orgs, |bytes| {
+            Ok(decode::<crate::store::orgs::OrgRecord>(bytes)?.name)
+        })?;
         drop_stale_names(&self.user_names, &self.users, |bytes| {
             Ok(decode::<crate::store::auth::UserRecord>(bytes)?.username)
         })

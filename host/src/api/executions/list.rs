@@ -134,7 +134,10 @@ impl Filter {
         let alone = org == store.count_executions(&ExecutionIndex::All);
         let index = match (&self.script_id, self.status) {
             (None, None) => ExecutionIndex::Org(self.org.clone()),
-            (Some(id), None) => ExecutionIndex::Script(Some(id.clone())),
+            // Another organization's script id counts nothing here.
+            (Some(id), None) if store.script(&self.org, id).ok().flatten().is_some() => {
+                ExecutionIndex::Script(Some(id.clone()))
+            }
             (None, Some(status)) if alone => ExecutionIndex::Status(status),
             _ => return None,
         };

@@ -35,7 +35,7 @@ fn spent(reply: Reply, quota: &str, max_secs: u64) -> Value {
 
 #[tokio::test]
 async fn requests_per_hour_are_the_rate_limit_headers_and_then_refused() {
-    let app = TestApp::new().await;
+    let app = TestApp::with(|c| c.server.metrics_per_org = true).await;
     let dev = small(&app, json!({"requests_per_hour": 4})).await;
     // The operator's request that made the developer was the first.
     for remaining in (0..3).rev() {

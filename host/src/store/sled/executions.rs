@@ -2,7 +2,9 @@
 //! indexes:
 //!
 //! - `<id>` → the record; ids are UUIDv7 strings, so key order is creation order;
-//! - `0x01 <script id> 0x00 <id>` → nothing (an empty script id: ad-hoc runs);
+//! - `0x01 <script id> 0x00 <id>` → nothing (an empty script id: the default
+//!   organization's ad-hoc runs; `~<organization id>`: another's, so each
+//!   organization's ad-hoc runs are apart, as a script's are);
 //! - `0x02 <status> 0x00 <id>` → nothing, for final states;
 //! - `0x03 <id>` → nothing, while queued or running: the unfinished, which
 //!   recovery reads at open and which are also kept in memory, so the
@@ -74,7 +76,19 @@ struct Indexed {
     status: ExecutionStatus,
 }
 
+/// The script index an execution is under: its script's, else (ad-hoc)
+/// none for the default organization and `~<id>` for another.
+fn script_slot(script_id: &Option<String>, org: &Option<String>) -> Option<String> {
+    script_id
+        .clone()
+        .or_else(|| org.as_ref().map(|org| format!("~{org}")))
+}
+
 impl Indexed {
+    fn script_slot(&self) -> Option<String> {
+        script_slot(&self.script_id, &self.org)
+    }
+
     fn of(record: &ExecutionRecord) -> Self {
         Self {
             org: record.org.clone(),
@@ -85,7 +99,7 @@ impl Indexed {
 
     fn keys(&self, id: &str) -> Vec<Vec<u8>> {
         let mut indexes = vec![
-            ExecutionIndex::Script(self.script_id.clone()),
+            ExecutionIndex::Script(self.script_slot()),
             ExecutionIndex::Status(self.status),
         ];
         if let Some(org) = &self.org {
@@ -113,7 +127,7 @@ struct Counts {
 impl Counts {
     fn add(&mut self, entry: &Indexed) {
         *self.status.entry(entry.status).or_default() += 1;
-        *self.script.entry(entry.script_id.clone()).or_default() += 1;
+        *self.script.entry(entry.script_slot()).or_default() += 1;
         if let Some(org) = &entry.org {
             *self.org.entry(org.clone()).or_default() += 1;
         }
@@ -123,11 +137,12 @@ impl Counts {
         if let Some(n) = self.status.get_mut(&entry.status) {
             *n = n.saturating_sub(1);
         }
-        if let Some(n) = self.script.get_mut(&entry.script_id) {
+        let slot = entry.script_slot();
+        if let Some(n) = self.script.get_mut(&slot) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 // One entry per script that has executions, no more.
-                self.script.remove(&entry.script_id);
+                self.script.remove(&slot);
             }
         }
         if let Some(org) = &entry.org
@@ -288,7 +303,7 @@ pub(super) fn repair(tree: &sled::Tree) -> Result<usize, StoreError> {
             None => None,
         };
         let holds = record.is_some_and(|r| match key[0] {
-            SCRIPT_INDEX => r.script_id.as_deref().unwrap_or("").as_bytes() == name,
+            SCRIPT_INDEX => r.script_slot().as_deref().unwrap_or("").as_bytes() == name,
             STATUS_INDEX => r.status.as_str().as_bytes() == name,
             ORG_INDEX => r.org.as_deref().unwrap_or("").as_bytes() == name,
             _ => !r.status.is_final(),
@@ -457,7 +472,9 @@ impl ExecutionStore for SledStore {
         }
         let selects = |record: &ExecutionRecord| match &walk.index {
             ExecutionIndex::All => true,
-            ExecutionIndex::Script(script) => record.script_id == *script,
+            ExecutionIndex::Script(script) => {
+                script_slot(&record.script_id, &record.org) == *script
+            }
             ExecutionIndex::Status(status) => record.status == *status,
             ExecutionIndex::Org(org) => record.org() == org,
         };
@@ -915,5 +932,34 @@ mod tests {
             store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Queued)),
             2
         );
+    }
+
+    #[test]
+    fn each_organization_s_ad_hoc_runs_are_a_script_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (mine, theirs) = (id_at(1_000, 0), id_at(2_000, 0));
+        store
+            .put_execution(&execution(&mine, None, ExecutionStatus::Completed))
+            .unwrap();
+        let mut other = execution(&theirs, None, ExecutionStatus::Completed);
+        other.org = Some("acme".into());
+        store.put_execution(&other).unwrap();
+        assert_eq!(
+            store.executions_per_script(),
+            [(None, 1), (Some("~acme".to_owned()), 1)]
+        );
+        let walk = |index| ids(&store, &ExecutionWalk::new(index, true));
+        assert_eq!(walk(ExecutionIndex::Script(None)), [mine.clone()]);
+        assert_eq!(
+            walk(ExecutionIndex::Script(Some("~acme".into()))),
+            [theirs.clone()]
+        );
+        assert_eq!(walk(ExecutionIndex::Org("acme".into())), [theirs.clone()]);
+        assert_eq!(walk(ExecutionIndex::Org(DEFAULT_ORG.into())), [mine]);
+        // A crash's repair keeps them.
+        assert_eq!(repair(&store.executions).unwrap(), 0);
+        store.delete_execution(&theirs).unwrap();
+        assert_eq!(store.executions_per_script(), [(None, 1)]);
     }
 }

@@ -26,10 +26,10 @@ impl SledStore {
     ) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
         if let Some(bytes) = self.scripts.get(id_or_name).map_err(backend)? {
             let script: ScriptRecord = decode(&bytes)?;
-            // Another organization's id is no script at all here.
-            return Ok(
-                (script.org() == org).then(|| (sled::IVec::from(id_or_name.as_bytes()), bytes))
-            );
+            // Another organization's id is no script here: the name may be.
+            if script.org() == org {
+                return Ok(Some((sled::IVec::from(id_or_name.as_bytes()), bytes)));
+            }
         }
         let Some(id) = self
             .script_names
