@@ -145,6 +145,32 @@ pub struct Quotas {
     /// Requests of the current hour per organization (bounded by the
     /// organizations: an entry is made only for one that exists).
     requests: Mutex<HashMap<String, Hour>>,
+    /// Executions admitted and not yet queued (or, for HTTP functions, not
+    /// yet ended), per organization: bounded by the requests in flight.
+    admitting: Mutex<HashMap<String, u64>>,
+}
+
+/// An execution admitted against its organization's daily quotas: it counts
+/// as the day's until this is dropped.
+#[must_use = "the execution counts as admitted only while this is held"]
+pub struct Admitted<'a> {
+    quotas: &'a Quotas,
+    /// `None` when the organization has no daily quota (nothing counted).
+    org: Option<String>,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(org) = &self.org {
+            let mut admitting = self.quotas.admitting();
+            if let Some(n) = admitting.get_mut(org) {
+                *n -= 1;
+                if *n == 0 {
+                    admitting.remove(org);
+                }
+            }
+        }
+    }
 }
 
 fn retry_after(quota: Quota, now_ms: u64) -> u64 {
@@ -160,6 +186,7 @@ impl Quotas {
             jobs,
             limits: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
+            admitting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -259,17 +286,26 @@ impl Quotas {
     }
 
     /// Whether `org` may start one more execution today: its executions
-    /// and fuel of the day are under their quotas.
+    /// and fuel of the day are under their quotas. The execution counts as
+    /// the day's from here until the [`Admitted`] is dropped (once it is
+    /// queued, the queue counts it; an HTTP function's, until it ends), so
+    /// requests at the same moment cannot all pass the last place.
     ///
     /// # Errors
     ///
     /// [`QuotaError::Exceeded`] naming the quota spent.
-    pub fn admit_execution(&self, org: &str, now_ms: u64) -> Result<(), QuotaError> {
+    pub fn admit_execution(&self, org: &str, now_ms: u64) -> Result<Admitted<'_>, QuotaError> {
         let limits = self.limits(org)?;
         if limits.executions_per_day.is_none() && limits.fuel_per_day.is_none() {
-            return Ok(());
+            return Ok(Admitted {
+                quotas: self,
+                org: None,
+            });
         }
+        // Checked and counted under one lock.
+        let mut admitting = self.admitting();
         let (executions, fuel) = self.today(org, now_ms)?;
+        let executions = executions + admitting.get(org).copied().unwrap_or(0);
         for (quota, used) in [
             (Quota::ExecutionsPerDay, executions),
             (Quota::FuelPerDay, fuel),
@@ -286,7 +322,17 @@ impl Quotas {
                 .into());
             }
         }
-        Ok(())
+        *admitting.entry(org.to_owned()).or_default() += 1;
+        Ok(Admitted {
+            quotas: self,
+            org: Some(org.to_owned()),
+        })
+    }
+
+    fn admitting(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.admitting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The executions (ended today, and queued or running now) and fuel of
@@ -529,7 +575,15 @@ mod tests {
         });
         let day = 20_000 * DAY_MS;
         let at = day + 5_000;
-        quotas.admit_execution("acme", at).unwrap();
+        // Admitted and not yet queued, an execution counts: with two held,
+        // a third is refused; dropped, they count no more.
+        let first = quotas.admit_execution("acme", at).unwrap();
+        let second = quotas.admit_execution("acme", at).unwrap();
+        assert!(matches!(
+            quotas.admit_execution("acme", at),
+            Err(QuotaError::Exceeded(_))
+        ));
+        drop((first, second));
         let mut ended = crate::store::testing::execution(
             &crate::store::testing::id_at(at, 0),
             None,
@@ -550,7 +604,7 @@ mod tests {
             (2, (DAY_MS - 5_000) / 1000)
         );
         // The next day's rollup is empty; only the live one counts.
-        quotas.admit_execution("acme", day + DAY_MS).unwrap();
+        drop(quotas.admit_execution("acme", day + DAY_MS).unwrap());
     }
 
     #[test]

@@ -197,8 +197,9 @@ pub async fn queue(
     record: &ExecutionRecord,
     durable_first: bool,
 ) -> Result<watch::Receiver<Settled>, SubmitError> {
-    match quotas.admit_execution(record.org(), crate::now_ms()) {
-        Ok(()) => {}
+    // Counted as the day's until it is queued (then the queue counts it).
+    let _admitted = match quotas.admit_execution(record.org(), crate::now_ms()) {
+        Ok(admitted) => admitted,
         Err(QuotaError::Store(e)) => return Err(e.into()),
         Err(QuotaError::Exceeded(spent)) => {
             if record.trigger == Trigger::Schedule {
@@ -214,7 +215,7 @@ pub async fn queue(
             }
             return Err(spent.into());
         }
-    }
+    };
     // A caller at its share is refused before anything is written: a retry
     // loop against the bound must not fill the store with refusals. A
     // schedule's run is kept, failed, so the skip shows.
