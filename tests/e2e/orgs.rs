@@ -388,9 +388,12 @@ fn two_organizations_four_roles_every_route_class() {
         assert!(!by_status.contains(&other.execution));
         assert_eq!(
             listed(&kiln, admin, "/v1/schedules"),
-            [home.schedule.clone()]
+            [home.schedule.as_str()]
         );
-        assert_eq!(listed(&kiln, admin, "/v1/webhooks"), [home.webhook.clone()]);
+        assert_eq!(
+            listed(&kiln, admin, "/v1/webhooks"),
+            [home.webhook.as_str()]
+        );
         assert_eq!(listed(&kiln, admin, "/v1/secrets"), ["TOKEN"]);
         let usage = created(
             kiln.with_token(admin, Method::GET, "/v1/analytics/usage?period=1d")

@@ -414,7 +414,7 @@ pub(super) fn second_factor(
     let audit_failure = |detail: &str| {
         audit::record(
             state,
-            Entry::new(action, false).user(&user).ip(ip).detail(detail),
+            Entry::new(action, false).user(user).ip(ip).detail(detail),
         );
     };
     match (updated, verdict.get()) {
@@ -424,7 +424,7 @@ pub(super) fn second_factor(
                 audit::record(
                     state,
                     Entry::new("user.recovery_code_used", true)
-                        .user(&user)
+                        .user(user)
                         .ip(ip)
                         .detail(format!("{} left", left.get())),
                 );

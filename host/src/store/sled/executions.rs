@@ -950,13 +950,16 @@ mod tests {
             [(None, 1), (Some("~acme".to_owned()), 1)]
         );
         let walk = |index| ids(&store, &ExecutionWalk::new(index, true));
-        assert_eq!(walk(ExecutionIndex::Script(None)), [mine.clone()]);
+        assert_eq!(walk(ExecutionIndex::Script(None)), [mine.as_str()]);
         assert_eq!(
             walk(ExecutionIndex::Script(Some("~acme".into()))),
-            [theirs.clone()]
+            [theirs.as_str()]
         );
-        assert_eq!(walk(ExecutionIndex::Org("acme".into())), [theirs.clone()]);
-        assert_eq!(walk(ExecutionIndex::Org(DEFAULT_ORG.into())), [mine]);
+        assert_eq!(walk(ExecutionIndex::Org("acme".into())), [theirs.as_str()]);
+        assert_eq!(
+            walk(ExecutionIndex::Org(DEFAULT_ORG.into())),
+            [mine.as_str()]
+        );
         // A crash's repair keeps them.
         assert_eq!(repair(&store.executions).unwrap(), 0);
         store.delete_execution(&theirs).unwrap();
