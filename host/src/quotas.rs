@@ -3,10 +3,12 @@
 //!
 //! - requests per clock hour: counted here, in memory, per organization (a
 //!   restart starts the hour's count again);
-//! - executions and fuel per day: read from the day's usage rollup (what
-//!   ended, durable) plus the executions queued or running, so a restart
-//!   forgets nothing; runs already going may pass the fuel by their own
-//!   fuel limits;
+//! - executions and fuel per day: counted in memory per organization, from
+//!   the day's usage rollup (what ended, durable) plus the executions queued
+//!   or running when the day's count starts (so a restart forgets nothing),
+//!   then one more for each execution admitted; fuel is read from the rollup
+//!   again at most once a second, and runs already going may pass it by
+//!   their own fuel limits;
 //! - concurrent executions: the queue holds the organization's runs past
 //!   it (they wait, not fail);
 //! - stored bytes, scripts, schedules, webhooks, API keys: counted from the
@@ -145,30 +147,49 @@ pub struct Quotas {
     /// Requests of the current hour per organization (bounded by the
     /// organizations: an entry is made only for one that exists).
     requests: Mutex<HashMap<String, Hour>>,
-    /// Executions admitted and not yet queued (or, for HTTP functions, not
-    /// yet ended), per organization: bounded by the requests in flight.
-    admitting: Mutex<HashMap<String, u64>>,
+    /// The day's executions and fuel per organization with a daily quota
+    /// (bounded by the organizations).
+    days: Mutex<HashMap<String, Day>>,
 }
 
-/// An execution admitted against its organization's daily quotas: it counts
-/// as the day's until this is dropped.
-#[must_use = "the execution counts as admitted only while this is held"]
+/// An organization's day as admission counts it.
+#[derive(Debug, Clone, Copy)]
+struct Day {
+    start_ms: u64,
+    executions: u64,
+    fuel: u64,
+    /// When `fuel` was read from the rollup.
+    fuel_read_ms: u64,
+}
+
+/// How stale the fuel a day's admission reads may be.
+const FUEL_REREAD_MS: u64 = 1_000;
+
+/// An execution admitted against its organization's daily quotas, counted
+/// as the day's; dropped without [`Admitted::keep`] (nothing was stored of
+/// it), it is taken off the count again.
+#[must_use = "an admitted execution not kept is taken off the count"]
 pub struct Admitted<'a> {
     quotas: &'a Quotas,
-    /// `None` when the organization has no daily quota (nothing counted).
-    org: Option<String>,
+    /// The organization and day it was counted in; `None` when the
+    /// organization has no daily quota, or once kept.
+    counted: Option<(String, u64)>,
+}
+
+impl Admitted<'_> {
+    /// It counts as the day's for good (its record is stored).
+    pub fn keep(mut self) {
+        self.counted = None;
+    }
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        if let Some(org) = &self.org {
-            let mut admitting = self.quotas.admitting();
-            if let Some(n) = admitting.get_mut(org) {
-                *n -= 1;
-                if *n == 0 {
-                    admitting.remove(org);
-                }
-            }
+        if let Some((org, start_ms)) = self.counted.take()
+            && let Some(day) = self.quotas.days().get_mut(&org)
+            && day.start_ms == start_ms
+        {
+            day.executions = day.executions.saturating_sub(1);
         }
     }
 }
@@ -186,7 +207,7 @@ impl Quotas {
             jobs,
             limits: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
-            admitting: Mutex::new(HashMap::new()),
+            days: Mutex::new(HashMap::new()),
         }
     }
 
@@ -225,6 +246,7 @@ impl Quotas {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(org);
+            self.days().remove(org);
         }
         let limits = self.limits(org)?;
         self.jobs.set_org_cap(
@@ -286,10 +308,9 @@ impl Quotas {
     }
 
     /// Whether `org` may start one more execution today: its executions
-    /// and fuel of the day are under their quotas. The execution counts as
-    /// the day's from here until the [`Admitted`] is dropped (once it is
-    /// queued, the queue counts it; an HTTP function's, until it ends), so
-    /// requests at the same moment cannot all pass the last place.
+    /// and fuel of the day are under their quotas. The execution is counted
+    /// at once, so requests at the same moment cannot all pass the last
+    /// place; [`Admitted::keep`] it once its record is stored.
     ///
     /// # Errors
     ///
@@ -299,16 +320,16 @@ impl Quotas {
         if limits.executions_per_day.is_none() && limits.fuel_per_day.is_none() {
             return Ok(Admitted {
                 quotas: self,
-                org: None,
+                counted: None,
             });
         }
-        // Checked and counted under one lock.
-        let mut admitting = self.admitting();
-        let (executions, fuel) = self.today(org, now_ms)?;
-        let executions = executions + admitting.get(org).copied().unwrap_or(0);
+        let mut days = self.days();
+        // Fuel only matters with its quota; then a second old will do.
+        let fuel_age = limits.fuel_per_day.map(|_| FUEL_REREAD_MS);
+        let day = self.day(&mut days, org, now_ms, fuel_age)?;
         for (quota, used) in [
-            (Quota::ExecutionsPerDay, executions),
-            (Quota::FuelPerDay, fuel),
+            (Quota::ExecutionsPerDay, day.executions),
+            (Quota::FuelPerDay, day.fuel),
         ] {
             if let Some(limit) = quota.of(&limits)
                 && used >= limit
@@ -322,30 +343,84 @@ impl Quotas {
                 .into());
             }
         }
-        *admitting.entry(org.to_owned()).or_default() += 1;
+        day.executions += 1;
         Ok(Admitted {
             quotas: self,
-            org: Some(org.to_owned()),
+            counted: Some((org.to_owned(), day.start_ms)),
         })
     }
 
-    fn admitting(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.admitting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn days(&self) -> std::sync::MutexGuard<'_, HashMap<String, Day>> {
+        self.days.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The executions (ended today, and queued or running now) and fuel of
-    /// `org`'s day.
-    fn today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
+    /// `org`'s count of the day `now_ms` falls in: started from the store
+    /// on the day's first use (what ended today, and what is queued or
+    /// running now), its fuel read again when older than `fuel_age` ms
+    /// (`None`: as it is).
+    fn day<'d>(
+        &self,
+        days: &'d mut HashMap<String, Day>,
+        org: &str,
+        now_ms: u64,
+        fuel_age: Option<u64>,
+    ) -> Result<&'d mut Day, StoreError> {
+        let start_ms = now_ms - now_ms % DAY_MS;
+        let day = match days.entry(org.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(entry)
+                if entry.get().start_ms == start_ms =>
+            {
+                entry.into_mut()
+            }
+            entry => {
+                let (ended, burned) = self.rollup_today(org, now_ms)?;
+                let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
+                let fresh = Day {
+                    start_ms,
+                    executions: ended + live,
+                    fuel: burned,
+                    fuel_read_ms: now_ms,
+                };
+                match entry {
+                    std::collections::hash_map::Entry::Occupied(mut old) => {
+                        old.insert(fresh);
+                        old.into_mut()
+                    }
+                    std::collections::hash_map::Entry::Vacant(new) => new.insert(fresh),
+                }
+            }
+        };
+        if fuel_age.is_some_and(|age| now_ms.saturating_sub(day.fuel_read_ms) >= age) {
+            day.fuel = self.rollup_today(org, now_ms)?.1;
+            day.fuel_read_ms = now_ms;
+        }
+        Ok(day)
+    }
+
+    /// The executions that ended today and the fuel they burned, from the
+    /// day's usage rollup.
+    fn rollup_today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
         let rows = self
             .store
             .usage(Grain::Day, now_ms, now_ms, Scope::Total(org))?;
-        let (ended, fuel) = rows.iter().fold((0, 0), |(n, f), row| {
+        Ok(rows.iter().fold((0, 0), |(n, f), row| {
             (n + row.usage.executions(), f + row.usage.fuel_total)
-        });
-        let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
-        Ok((ended + live, fuel))
+        }))
+    }
+
+    /// The day's executions and fuel of `org`: its admission's count when
+    /// it has a daily quota, else read from the store.
+    fn today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
+        let limits = self.limits(org)?;
+        if limits.executions_per_day.is_none() && limits.fuel_per_day.is_none() {
+            let (ended, fuel) = self.rollup_today(org, now_ms)?;
+            let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
+            return Ok((ended + live, fuel));
+        }
+        let mut days = self.days();
+        // What is reported is the fuel now.
+        let day = self.day(&mut days, org, now_ms, Some(0))?;
+        Ok((day.executions, day.fuel))
     }
 
     /// Whether `org` may hold `adding` more of `quota`, having `held`.
@@ -575,8 +650,8 @@ mod tests {
         });
         let day = 20_000 * DAY_MS;
         let at = day + 5_000;
-        // Admitted and not yet queued, an execution counts: with two held,
-        // a third is refused; dropped, they count no more.
+        // Admitted, an execution counts at once: with two, a third is
+        // refused; one dropped without being kept counts no more.
         let first = quotas.admit_execution("acme", at).unwrap();
         let second = quotas.admit_execution("acme", at).unwrap();
         assert!(matches!(
@@ -584,6 +659,15 @@ mod tests {
             Err(QuotaError::Exceeded(_))
         ));
         drop((first, second));
+        // Kept, they stay counted.
+        quotas.admit_execution("acme", at).unwrap().keep();
+        quotas.admit_execution("acme", at).unwrap().keep();
+        assert!(matches!(
+            quotas.admit_execution("acme", at),
+            Err(QuotaError::Exceeded(_))
+        ));
+        // A day's count starts from the store: what ended, and what is live.
+        quotas.days().clear();
         let mut ended = crate::store::testing::execution(
             &crate::store::testing::id_at(at, 0),
             None,

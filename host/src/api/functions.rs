@@ -99,9 +99,8 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     if !script.public {
         authorize(state, &parts, principal.as_ref(), &script)?;
     }
-    // A request is an execution of the function's organization, counted
-    // as the day's while it runs (the queue never sees it).
-    let _admitted = state.quotas.admit_execution(&org, crate::now_ms())?;
+    // A request is an execution of the function's organization.
+    state.quotas.admit_execution(&org, crate::now_ms())?.keep();
     let body = axum::body::to_bytes(body, state.config.server.max_body_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;

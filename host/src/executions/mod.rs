@@ -197,8 +197,8 @@ pub async fn queue(
     record: &ExecutionRecord,
     durable_first: bool,
 ) -> Result<watch::Receiver<Settled>, SubmitError> {
-    // Counted as the day's until it is queued (then the queue counts it).
-    let _admitted = match quotas.admit_execution(record.org(), crate::now_ms()) {
+    // Counted as the day's from here; kept once a record of it is sure.
+    let admitted = match quotas.admit_execution(record.org(), crate::now_ms()) {
         Ok(admitted) => admitted,
         Err(QuotaError::Store(e)) => return Err(e.into()),
         Err(QuotaError::Exceeded(spent)) => {
@@ -222,6 +222,8 @@ pub async fn queue(
     if record.trigger != Trigger::Schedule {
         jobs.admits(record)?;
     }
+    // From here it is stored, queued or failed.
+    admitted.keep();
     if durable_first {
         store.put_execution(record)?;
         store.flush().await?;
