@@ -283,9 +283,13 @@ impl Quotas {
         };
         let start_ms = now_ms - now_ms % HOUR_MS;
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        let hour = requests
-            .entry(org.to_owned())
-            .or_insert(Hour { start_ms, used: 0 });
+        // No allocation but the organization's first request.
+        if !requests.contains_key(org) {
+            requests.insert(org.to_owned(), Hour { start_ms, used: 0 });
+        }
+        let Some(hour) = requests.get_mut(org) else {
+            return Ok(None);
+        };
         if hour.start_ms != start_ms {
             *hour = Hour { start_ms, used: 0 };
         }

@@ -306,6 +306,7 @@ async fn create(
     };
     state.store.create_org(&org).map_err(name_taken)?;
     state.quotas.changed(&org.id)?;
+    state.auth.orgs_changed();
     if let Some(admin) = &admin {
         set_membership(&state, &org.id, &admin.id, Role::Admin)?;
     }
@@ -400,6 +401,7 @@ async fn change(
         .map_err(name_taken)?
         .ok_or_else(|| ApiError::NotFound(format!("no organization {id:?}")))?;
     state.quotas.changed(id)?;
+    state.auth.orgs_changed();
     state.store.flush().await?;
     let mut fields = super::owners::fields_given(&[
         ("name", body.name.is_some()),
@@ -502,6 +504,7 @@ async fn delete(
     }
     state.store.delete_org(&org.id)?;
     state.quotas.changed(&org.id)?;
+    state.auth.orgs_changed();
     state.store.flush().await?;
     audit::record(
         &state,

@@ -76,6 +76,12 @@ pub struct Auth {
     /// A new data dir makes its first admin after the server is ready: the
     /// Argon2id hash alone would take most of the start-up budget.
     first_admin: tokio::sync::watch::Sender<FirstAdmin>,
+    /// Organization ids and names → ids, read whole from the store on the
+    /// first header that needs them and dropped by [`Auth::orgs_changed`]
+    /// (at most twice `MAX_ORGS` entries).
+    org_ids: std::sync::RwLock<Option<std::collections::HashMap<String, String>>>,
+    /// Counts [`Auth::orgs_changed`]: a map read before a change is not kept.
+    org_changes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +183,8 @@ impl Auth {
             dummy_hash: OnceLock::new(),
             admin_changes: std::sync::Mutex::new(()),
             first_admin: tokio::sync::watch::Sender::new(FirstAdmin::Pending),
+            org_ids: std::sync::RwLock::new(None),
+            org_changes: std::sync::atomic::AtomicU64::new(0),
         };
         if !auth.store.users()?.is_empty() {
             auth.first_admin.send_replace(FirstAdmin::Exists);
@@ -347,10 +355,48 @@ impl Auth {
 
     /// The id of the organization `wanted` names (by id or name).
     fn find_org(&self, wanted: &str) -> Result<String, AuthError> {
-        match self.store.org(wanted)? {
-            Some(org) => Ok(org.id),
-            None => Err(AuthError::NoOrganization(wanted.into())),
-        }
+        let read = |ids: &std::collections::HashMap<String, String>| ids.get(wanted).cloned();
+        let known = self
+            .org_ids
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(read);
+        let found = match known {
+            Some(Some(id)) => Some(id),
+            // Not in the map: the store says (a name unknown, or one made
+            // since the map was read).
+            Some(None) => self.store.org(wanted)?.map(|org| org.id),
+            None => {
+                let seen = self.org_changes.load(std::sync::atomic::Ordering::Acquire);
+                let mut ids = std::collections::HashMap::new();
+                for org in self.store.orgs()? {
+                    ids.insert(org.name.clone(), org.id.clone());
+                    ids.insert(org.id.clone(), org.id);
+                }
+                let found = read(&ids);
+                let mut kept = self
+                    .org_ids
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if self.org_changes.load(std::sync::atomic::Ordering::Acquire) == seen {
+                    *kept = Some(ids);
+                }
+                found
+            }
+        };
+        found.ok_or_else(|| AuthError::NoOrganization(wanted.into()))
+    }
+
+    /// An organization was made, renamed or deleted: names are read again.
+    pub fn orgs_changed(&self) {
+        let mut kept = self
+            .org_ids
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.org_changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        *kept = None;
     }
 
     fn by_access_token(&self, token: &str, wanted: Option<&str>) -> Result<Principal, AuthError> {
