@@ -240,13 +240,14 @@ impl Quotas {
     /// The store cannot be read.
     pub fn changed(&self, org: &str) -> Result<(), StoreError> {
         self.cached().remove(org);
+        // Counted afresh: while it had no daily quota nothing was counted.
+        self.days().remove(org);
         if self.store.org(org)?.is_none() {
             // Deleted: nothing of it is kept.
             self.requests
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(org);
-            self.days().remove(org);
         }
         let limits = self.limits(org)?;
         self.jobs.set_org_cap(
@@ -327,10 +328,12 @@ impl Quotas {
                 counted: None,
             });
         }
-        let mut days = self.days();
         // Fuel only matters with its quota; then a second old will do.
         let fuel_age = limits.fuel_per_day.map(|_| FUEL_REREAD_MS);
-        let day = self.day(&mut days, org, now_ms, fuel_age)?;
+        let (mut days, _) = self.day(org, now_ms, fuel_age)?;
+        let Some(day) = days.get_mut(org) else {
+            return Err(StoreError::Backend("a day's count went missing".into()).into());
+        };
         for (quota, used) in [
             (Quota::ExecutionsPerDay, day.executions),
             (Quota::FuelPerDay, day.fuel),
@@ -358,47 +361,63 @@ impl Quotas {
         self.days.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `org`'s count of the day `now_ms` falls in: started from the store
-    /// on the day's first use (what ended today, and what is queued or
-    /// running now), its fuel read again when older than `fuel_age` ms
-    /// (`None`: as it is).
-    fn day<'d>(
+    /// `org`'s count of the day `now_ms` falls in, locked. The store is
+    /// read before the lock is taken (a rollup read waits for a flush's
+    /// merge, and the lock is every organization's): when the day has no
+    /// count yet, or its fuel is older than `fuel_age` ms (`None`: as it is).
+    /// A count that starts is what ended that day; on the first one since
+    /// the node started, also what is queued or running now (accepted
+    /// before, and not yet in any rollup). At a new day, runs still queued
+    /// from the last are that day's, as the rollup files them.
+    fn day(
         &self,
-        days: &'d mut HashMap<String, Day>,
         org: &str,
         now_ms: u64,
         fuel_age: Option<u64>,
-    ) -> Result<&'d mut Day, StoreError> {
+    ) -> Result<(std::sync::MutexGuard<'_, HashMap<String, Day>>, u64), StoreError> {
         let start_ms = now_ms - now_ms % DAY_MS;
-        let day = match days.entry(org.to_owned()) {
-            std::collections::hash_map::Entry::Occupied(entry)
-                if entry.get().start_ms == start_ms =>
-            {
-                entry.into_mut()
-            }
-            entry => {
-                let (ended, burned) = self.rollup_today(org, now_ms)?;
-                let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
-                let fresh = Day {
+        let stale = self.days().get(org).is_none_or(|day| {
+            day.start_ms != start_ms
+                || fuel_age.is_some_and(|age| now_ms.saturating_sub(day.fuel_read_ms) >= age)
+        });
+        let read = if stale {
+            Some(self.rollup_today(org, now_ms)?)
+        } else {
+            None
+        };
+        let mut days = self.days();
+        match (days.get_mut(org), read) {
+            (Some(day), Some((ended, fuel))) if day.start_ms != start_ms => {
+                *day = Day {
                     start_ms,
-                    executions: ended + live,
-                    fuel: burned,
+                    executions: ended,
+                    fuel,
                     fuel_read_ms: now_ms,
                 };
-                match entry {
-                    std::collections::hash_map::Entry::Occupied(mut old) => {
-                        old.insert(fresh);
-                        old.into_mut()
-                    }
-                    std::collections::hash_map::Entry::Vacant(new) => new.insert(fresh),
-                }
             }
-        };
-        if fuel_age.is_some_and(|age| now_ms.saturating_sub(day.fuel_read_ms) >= age) {
-            day.fuel = self.rollup_today(org, now_ms)?.1;
-            day.fuel_read_ms = now_ms;
+            (Some(day), Some((_, fuel))) => {
+                day.fuel = fuel;
+                day.fuel_read_ms = now_ms;
+            }
+            (Some(_), None) => {}
+            (None, read) => {
+                let (ended, fuel) = match read {
+                    Some(read) => read,
+                    None => self.rollup_today(org, now_ms)?,
+                };
+                let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
+                days.insert(
+                    org.to_owned(),
+                    Day {
+                        start_ms,
+                        executions: ended + live,
+                        fuel,
+                        fuel_read_ms: now_ms,
+                    },
+                );
+            }
         }
-        Ok(day)
+        Ok((days, start_ms))
     }
 
     /// The executions that ended today and the fuel they burned, from the
@@ -421,10 +440,11 @@ impl Quotas {
             let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
             return Ok((ended + live, fuel));
         }
-        let mut days = self.days();
         // What is reported is the fuel now.
-        let day = self.day(&mut days, org, now_ms, Some(0))?;
-        Ok((day.executions, day.fuel))
+        let (days, _) = self.day(org, now_ms, Some(0))?;
+        Ok(days
+            .get(org)
+            .map_or((0, 0), |day| (day.executions, day.fuel)))
     }
 
     /// Whether `org` may hold `adding` more of `quota`, having `held`.
@@ -691,8 +711,18 @@ mod tests {
             (spent.used, spent.retry_after_secs),
             (2, (DAY_MS - 5_000) / 1000)
         );
-        // The next day's rollup is empty; only the live one counts.
-        drop(quotas.admit_execution("acme", day + DAY_MS).unwrap());
+        // A new day counts from nothing: yesterday's run still queued is
+        // yesterday's.
+        let next = day + DAY_MS;
+        quotas.admit_execution("acme", next).unwrap().keep();
+        quotas.admit_execution("acme", next).unwrap().keep();
+        assert!(matches!(
+            quotas.admit_execution("acme", next),
+            Err(QuotaError::Exceeded(_))
+        ));
+        // A quota changed starts the count again from the store.
+        quotas.changed("acme").unwrap();
+        assert!(quotas.admit_execution("acme", next).is_ok());
     }
 
     #[test]

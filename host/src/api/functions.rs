@@ -99,8 +99,9 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     if !script.public {
         authorize(state, &parts, principal.as_ref(), &script)?;
     }
-    // A request is an execution of the function's organization.
-    state.quotas.admit_execution(&org, crate::now_ms())?.keep();
+    // A request is an execution of the function's organization, counted
+    // for good once its record is stored.
+    let admitted = state.quotas.admit_execution(&org, crate::now_ms())?;
     let body = axum::body::to_bytes(body, state.config.server.max_body_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
@@ -187,6 +188,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     contract::finish(&mut record, ran);
     record.http_requests = egress.take_log();
     state.jobs.record_final(state.store.as_ref(), &record)?;
+    admitted.keep();
     Ok(respond(&record, answer))
 }
 

@@ -184,6 +184,14 @@ pub struct PutMember {
 fn check_fields(name: Option<&str>, description: Option<&str>) -> Result<(), ApiError> {
     if let Some(name) = name {
         super::check_identifier("name", name, MAX_NAME)?;
+        // The default organization's id: another named so would be found
+        // in its place by a name lookup that tries ids first.
+        if name == DEFAULT_ORG {
+            return Err(ApiError::invalid(
+                "name",
+                "\"default\" is the default organization's id",
+            ));
+        }
     }
     if description.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
         return Err(ApiError::invalid(
@@ -305,8 +313,8 @@ async fn create(
         created_by: principal.user_id(),
     };
     state.store.create_org(&org).map_err(name_taken)?;
-    state.quotas.changed(&org.id)?;
     state.auth.orgs_changed();
+    state.quotas.changed(&org.id)?;
     if let Some(admin) = &admin {
         set_membership(&state, &org.id, &admin.id, Role::Admin)?;
     }
@@ -400,8 +408,10 @@ async fn change(
         })
         .map_err(name_taken)?
         .ok_or_else(|| ApiError::NotFound(format!("no organization {id:?}")))?;
+    if body.name.is_some() {
+        state.auth.orgs_changed();
+    }
     state.quotas.changed(id)?;
-    state.auth.orgs_changed();
     state.store.flush().await?;
     let mut fields = super::owners::fields_given(&[
         ("name", body.name.is_some()),
@@ -503,8 +513,8 @@ async fn delete(
         }
     }
     state.store.delete_org(&org.id)?;
-    state.quotas.changed(&org.id)?;
     state.auth.orgs_changed();
+    state.quotas.changed(&org.id)?;
     state.store.flush().await?;
     audit::record(
         &state,

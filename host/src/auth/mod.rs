@@ -369,11 +369,13 @@ impl Auth {
             Some(None) => self.store.org(wanted)?.map(|org| org.id),
             None => {
                 let seen = self.org_changes.load(std::sync::atomic::Ordering::Acquire);
-                let mut ids = std::collections::HashMap::new();
-                for org in self.store.orgs()? {
-                    ids.insert(org.name.clone(), org.id.clone());
-                    ids.insert(org.id.clone(), org.id);
-                }
+                let orgs = self.store.orgs()?;
+                // Ids win over names, as in the store's lookup.
+                let mut ids: std::collections::HashMap<String, String> = orgs
+                    .iter()
+                    .map(|org| (org.name.clone(), org.id.clone()))
+                    .collect();
+                ids.extend(orgs.into_iter().map(|org| (org.id.clone(), org.id)));
                 let found = read(&ids);
                 let mut kept = self
                     .org_ids

@@ -222,13 +222,15 @@ pub async fn queue(
     if record.trigger != Trigger::Schedule {
         jobs.admits(record)?;
     }
-    // From here it is stored, queued or failed.
-    admitted.keep();
     if durable_first {
         store.put_execution(record)?;
-        store.flush().await?;
     } else {
         store.hold_execution(record)?;
+    }
+    // Stored: from here it runs, or is kept failed.
+    admitted.keep();
+    if durable_first {
+        store.flush().await?;
     }
     jobs.enqueue(record).or_else(|e| {
         let mut refused = record.clone();

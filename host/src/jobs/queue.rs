@@ -254,17 +254,7 @@ impl Queue {
         if state.tenant_of.len() >= self.capacity {
             return Err(Refused::Full);
         }
-        // The empty user is everyone when no one is known (authentication
-        // off): the queue's own bound is its only one.
-        if !tenant.user.is_empty() && state.queued_of(tenant) >= self.bounds.queued_per_user {
-            return Err(Refused::TenantFull);
-        }
-        if !under(
-            self.bounds.queued_per_org,
-            state.queued_orgs.get(&tenant.org),
-        ) {
-            return Err(Refused::OrgFull);
-        }
+        self.within_shares(&state, tenant)?;
         state.push(id, priority, tenant);
         // Under the lock, so `remove` always finds the permit of an id it sees.
         self.queued.add_permits(1);
@@ -338,8 +328,17 @@ impl Queue {
     /// Whether `tenant` has room for another id; `Err` says whose share
     /// is full.
     pub fn admits(&self, tenant: &Tenant) -> Result<(), Refused> {
-        let state = self.state();
-        if !tenant.user.is_empty() && state.queued_of(tenant) >= self.bounds.queued_per_user {
+        self.within_shares(&self.state(), tenant)
+    }
+
+    /// Whether `tenant`'s user and organization have room for another id.
+    /// The empty user is everyone when no one is known (authentication
+    /// off): the queue's own bound is its only one.
+    fn within_shares(&self, state: &Queued, tenant: &Tenant) -> Result<(), Refused> {
+        if tenant.user.is_empty() {
+            return Ok(());
+        }
+        if state.queued_of(tenant) >= self.bounds.queued_per_user {
             return Err(Refused::TenantFull);
         }
         if !under(

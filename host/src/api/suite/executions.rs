@@ -484,21 +484,7 @@ async fn one_users_flood_of_runs_does_not_hold_up_anothers_single_run() {
     // out it would have waited for every queued one (over 5 s of them).
     let waited = asked.elapsed();
     assert!(waited < std::time::Duration::from_secs(4), "{waited:?}");
-    let page = app
-        .get("/v1/executions?status=completed&size=100")
-        .send()
-        .await
-        .expect(200);
-    let started_meanwhile = page["data"]
-        .as_array()
-        .expect("executions")
-        .iter()
-        .filter(|e| {
-            e["id"] != run["id"]
-                && e["started_at"].as_str() > run["created_at"].as_str()
-                && e["started_at"].as_str() < run["started_at"].as_str()
-        })
-        .count();
+    let started_meanwhile = super::started_while_it_waited(&app, &run).await;
     assert!(
         started_meanwhile <= 3,
         "{started_meanwhile} of the flood went first"

@@ -399,6 +399,26 @@ async fn a_test_app_serves_the_api_to_its_admin_and_refuses_strangers() {
         .error(401, "AUTHENTICATION_REQUIRED");
 }
 
+/// How many of the newest 100 completed executions the first admin lists
+/// started while `run` waited: after it was made, before it started.
+pub async fn started_while_it_waited(app: &TestApp, run: &Value) -> usize {
+    let page = app
+        .get("/v1/executions?status=completed&size=100")
+        .send()
+        .await
+        .expect(200);
+    page["data"]
+        .as_array()
+        .expect("executions")
+        .iter()
+        .filter(|e| {
+            e["id"] != run["id"]
+                && e["started_at"].as_str() > run["created_at"].as_str()
+                && e["started_at"].as_str() < run["started_at"].as_str()
+        })
+        .count()
+}
+
 /// [`Reply::error`], for tests written against the end-to-end harness's
 /// `error_body`.
 #[track_caller]

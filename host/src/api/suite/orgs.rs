@@ -78,20 +78,7 @@ async fn one_organizations_flood_does_not_hold_up_anothers_single_run() {
     // acme's run is queued and before it starts (the one whose turn it
     // was), besides those already running. Turns by user would let one
     // run of each flooder go first.
-    let page = app
-        .get("/v1/executions?status=completed&size=100")
-        .send()
-        .await
-        .expect(200);
-    let started_meanwhile = page["data"]
-        .as_array()
-        .expect("executions")
-        .iter()
-        .filter(|e| {
-            e["started_at"].as_str() > run["created_at"].as_str()
-                && e["started_at"].as_str() < run["started_at"].as_str()
-        })
-        .count();
+    let started_meanwhile = super::started_while_it_waited(&app, &run).await;
     assert!(
         started_meanwhile <= 2,
         "{started_meanwhile} of the flood went first"
