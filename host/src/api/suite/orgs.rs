@@ -127,3 +127,37 @@ async fn an_organization_runs_at_most_its_share_of_the_workers() {
         "the second run of the default organization went before acme's: {second}"
     );
 }
+
+#[tokio::test]
+async fn organization_names_are_bounded_and_an_admin_cannot_rename_theirs() {
+    let app = TestApp::new().await;
+    for name in ["default", "has space", "a:b", &"x".repeat(65)] {
+        app.post("/v1/organizations")
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .error(400, "VALIDATION_ERROR");
+    }
+    let long = "x".repeat(1_001);
+    app.post("/v1/organizations")
+        .json(&json!({"name": "ok", "description": long}))
+        .send()
+        .await
+        .error(400, "VALIDATION_ERROR");
+    // An organization's admin describes it; its name is an operator's.
+    app.put("/v1/organizations/current")
+        .json(&json!({"name": "renamed"}))
+        .send()
+        .await
+        .error(400, "VALIDATION_ERROR");
+    let current = app
+        .put("/v1/organizations/current")
+        .json(&json!({"description": "ours"}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        (&current["name"], &current["description"]),
+        (&json!("default"), &json!("ours"))
+    );
+}
