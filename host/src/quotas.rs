@@ -477,11 +477,12 @@ impl Quotas {
     /// # Errors
     ///
     /// [`QuotaError::Exceeded`] when it would hold more than its quota.
-    pub fn allow_more(&self, org: &str, quota: Quota, adding: u64) -> Result<(), QuotaError> {
+    pub async fn allow_more(&self, org: &str, quota: Quota, adding: u64) -> Result<(), QuotaError> {
         if quota.of(&self.limits(org)?).is_none() {
             return Ok(());
         }
-        self.check_held(org, quota, self.held(org, quota)?, adding)
+        let held = self.held(org, quota).await?;
+        self.check_held(org, quota, held, adding)
     }
 
     /// What `org` holds of each quota counted from records: its scripts,
@@ -491,12 +492,19 @@ impl Quotas {
     /// # Errors
     ///
     /// The store cannot be read.
-    pub fn held(&self, org: &str, quota: Quota) -> Result<u64, StoreError> {
+    pub async fn held(&self, org: &str, quota: Quota) -> Result<u64, StoreError> {
         let store = &self.store;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         Ok(match quota {
             Quota::Scripts => count(store.scripts()?.iter().filter(|s| s.org() == org).count()),
-            Quota::Schedules => count(store.schedules()?.iter().filter(|s| s.org() == org).count()),
+            Quota::Schedules => count(
+                store
+                    .schedules()
+                    .await?
+                    .iter()
+                    .filter(|s| s.org() == org)
+                    .count(),
+            ),
             Quota::Webhooks => count(store.webhooks()?.iter().filter(|w| w.org() == org).count()),
             Quota::ApiKeys => {
                 let now = crate::now_ms();
@@ -540,69 +548,77 @@ impl Quotas {
     /// # Errors
     ///
     /// The store cannot be read.
-    pub fn standing(&self, org: &str) -> Result<Vec<Use>, StoreError> {
+    pub async fn standing(&self, org: &str) -> Result<Vec<Use>, StoreError> {
         let limits = self.limits(org)?;
         let now = crate::now_ms();
-        Quota::ALL
-            .into_iter()
-            .map(|quota| {
-                Ok(Use {
-                    quota,
-                    limit: quota.of(&limits),
-                    used: self.held(org, quota)?,
-                    resets_at_ms: quota.resets_at_ms(now),
-                })
-            })
-            .collect()
+        let mut standing = Vec::with_capacity(Quota::ALL.len());
+        for quota in Quota::ALL {
+            standing.push(Use {
+                quota,
+                limit: quota.of(&limits),
+                used: self.held(org, quota).await?,
+                resets_at_ms: quota.resets_at_ms(now),
+            });
+        }
+        Ok(standing)
+    }
+
+    /// Every organization's windowed and running quotas and its counts of
+    /// records, each family read once for all (stored bytes, which would
+    /// read every version, are left to `/v1/organizations/current`).
+    async fn all_standing(
+        &self,
+    ) -> Result<Vec<(String, &'static str, Option<u64>, u64)>, StoreError> {
+        let orgs = self.store.orgs()?;
+        let mut held: HashMap<(String, Quota), u64> = HashMap::new();
+        let mut count = |org: &str, quota| {
+            *held.entry((org.to_owned(), quota)).or_default() += 1;
+        };
+        for script in self.store.scripts()? {
+            count(script.org(), Quota::Scripts);
+        }
+        for schedule in self.store.schedules().await? {
+            count(schedule.org(), Quota::Schedules);
+        }
+        for webhook in self.store.webhooks()? {
+            count(webhook.org(), Quota::Webhooks);
+        }
+        let now = crate::now_ms();
+        for key in self.store.api_keys()? {
+            if key.expires_ms.is_none_or(|e| e > now) {
+                count(key.org(), Quota::ApiKeys);
+            }
+        }
+        let mut standing = Vec::new();
+        for org in orgs {
+            let limits = self.limits(&org.id)?;
+            let (executions, fuel) = self.today(&org.id, now)?;
+            for quota in Quota::ALL {
+                let used = match quota {
+                    Quota::StoredBytes => continue,
+                    Quota::ExecutionsPerDay => executions,
+                    Quota::FuelPerDay => fuel,
+                    Quota::RequestsPerHour | Quota::ConcurrentExecutions => {
+                        self.held(&org.id, quota).await?
+                    }
+                    counted => held.get(&(org.id.clone(), counted)).copied().unwrap_or(0),
+                };
+                standing.push((org.id.clone(), quota.as_str(), quota.of(&limits), used));
+            }
+        }
+        Ok(standing)
     }
 }
 
 impl crate::metrics::OrgQuotaLoad for Quotas {
-    /// Every organization's windowed and running quotas and its counts of
-    /// records, each family read once for all (stored bytes, which would
-    /// read every version, are left to `/v1/organizations/current`).
+    /// Called by `/metrics`' render, which runs on a blocking thread of the
+    /// runtime: the store is asked from there.
     fn quota_standing(&self) -> Vec<(String, &'static str, Option<u64>, u64)> {
-        let read = || -> Result<_, StoreError> {
-            let orgs = self.store.orgs()?;
-            let mut held: HashMap<(String, Quota), u64> = HashMap::new();
-            let mut count = |org: &str, quota| {
-                *held.entry((org.to_owned(), quota)).or_default() += 1;
-            };
-            for script in self.store.scripts()? {
-                count(script.org(), Quota::Scripts);
-            }
-            for schedule in self.store.schedules()? {
-                count(schedule.org(), Quota::Schedules);
-            }
-            for webhook in self.store.webhooks()? {
-                count(webhook.org(), Quota::Webhooks);
-            }
-            let now = crate::now_ms();
-            for key in self.store.api_keys()? {
-                if key.expires_ms.is_none_or(|e| e > now) {
-                    count(key.org(), Quota::ApiKeys);
-                }
-            }
-            let mut standing = Vec::new();
-            for org in orgs {
-                let limits = self.limits(&org.id)?;
-                let (executions, fuel) = self.today(&org.id, now)?;
-                for quota in Quota::ALL {
-                    let used = match quota {
-                        Quota::StoredBytes => continue,
-                        Quota::ExecutionsPerDay => executions,
-                        Quota::FuelPerDay => fuel,
-                        Quota::RequestsPerHour | Quota::ConcurrentExecutions => {
-                            self.held(&org.id, quota)?
-                        }
-                        counted => held.get(&(org.id.clone(), counted)).copied().unwrap_or(0),
-                    };
-                    standing.push((org.id.clone(), quota.as_str(), quota.of(&limits), used));
-                }
-            }
-            Ok(standing)
+        let read = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.block_on(self.all_standing()),
+            Err(e) => Err(StoreError::Backend(format!("no runtime to read with: {e}"))),
         };
-        read().unwrap_or_else(|e| {
+        read.unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the quotas for /metrics");
             Vec::new()
         })

@@ -130,7 +130,7 @@ async fn fire_due(
     stopping: &watch::Receiver<bool>,
 ) -> Result<Option<u64>, StoreError> {
     let mut earliest: Option<u64> = None;
-    for schedule in state.store.schedules()? {
+    for schedule in state.store.schedules().await? {
         if *stopping.borrow() {
             break;
         }
@@ -157,25 +157,28 @@ async fn fire_due(
 /// that landed first wins, and the run uses the record as claimed. A crash
 /// after the claim loses that one run rather than running it twice.
 async fn fire(state: &Scheduler, id: &str, due: u64, now: u64) -> Result<Option<u64>, StoreError> {
-    let claimed = std::cell::Cell::new(false);
-    let Some(schedule) = state.store.update_schedule(id, &|current| {
-        claimed.set(false);
-        if current.next_run_ms != Some(due) || !current.active {
-            return Ok(current.clone());
-        }
-        let mut updated = current.clone();
-        updated.next_run_ms = match Cron::parse(&current.cron, &current.timezone) {
-            Ok(cron) => cron.next_after(now),
-            // Validated at creation; only a record edited by hand gets here.
-            Err(_) => None,
-        };
-        claimed.set(true);
-        Ok(updated)
-    })?
+    let claimed = std::sync::atomic::AtomicBool::new(false);
+    let Some(schedule) = state
+        .store
+        .update_schedule(id, &|current| {
+            claimed.store(false, std::sync::atomic::Ordering::Relaxed);
+            if current.next_run_ms != Some(due) || !current.active {
+                return Ok(current.clone());
+            }
+            let mut updated = current.clone();
+            updated.next_run_ms = match Cron::parse(&current.cron, &current.timezone) {
+                Ok(cron) => cron.next_after(now),
+                // Validated at creation; only a record edited by hand gets here.
+                Err(_) => None,
+            };
+            claimed.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(updated)
+        })
+        .await?
     else {
         return Ok(None);
     };
-    if !claimed.get() {
+    if !claimed.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(schedule.next_run_ms.filter(|_| schedule.active));
     }
     if schedule.next_run_ms.is_none() {
@@ -192,12 +195,15 @@ async fn fire(state: &Scheduler, id: &str, due: u64, now: u64) -> Result<Option<
     // schedule fires once more after the restart, as any missed time does.
     if let Some(execution) = started {
         let fired_at = crate::now();
-        state.store.update_schedule(id, &|current| {
-            let mut updated = current.clone();
-            updated.last_run_at = Some(fired_at.clone());
-            updated.last_execution_id = Some(execution.clone());
-            Ok(updated)
-        })?;
+        state
+            .store
+            .update_schedule(id, &|current| {
+                let mut updated = current.clone();
+                updated.last_run_at = Some(fired_at.clone());
+                updated.last_execution_id = Some(execution.clone());
+                Ok(updated)
+            })
+            .await?;
     }
     Ok(schedule.next_run_ms)
 }
@@ -254,7 +260,7 @@ async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
             // only through a crash in between.
             tracing::info!(schedule = %schedule.id, script = %schedule.script_id,
                 "schedule deleted: its script is gone");
-            if let Err(e) = state.store.delete_schedule(&schedule.id, &|_| Ok(())) {
+            if let Err(e) = state.store.delete_schedule(&schedule.id, &|_| Ok(())).await {
                 tracing::warn!(schedule = %schedule.id, error = %e, "cannot delete the schedule");
             }
             return None;

@@ -171,7 +171,7 @@ async fn create(
         state.config.limits.api_keys_per_user,
         "limits.api_keys_per_user",
         "unexpired API keys",
-        |owner| {
+        async |owner| {
             Ok(state
                 .store
                 .api_keys()?
@@ -179,13 +179,15 @@ async fn create(
                 .filter(|k| k.owner_id == owner && k.expires_ms.is_none_or(|e| e > now))
                 .count())
         },
-        || {
+        async || {
             state
                 .quotas
-                .allow_more(&principal.org, crate::quotas::Quota::ApiKeys, 1)?;
+                .allow_more(&principal.org, crate::quotas::Quota::ApiKeys, 1)
+                .await?;
             Ok(state.store.create_api_key(&record)?)
         },
-    )?;
+    )
+    .await?;
     state.store.flush().await?;
     audit::record(
         &state,

@@ -394,30 +394,28 @@ async fn request_id_and_errors(request: Request, next: Next) -> Response {
 
 /// Held while a user's records of some kind are counted against a cap and
 /// one more is created, so parallel creates cannot pass the cap together.
-static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `create` unless `owner` already holds `cap` records (`held` counts
 /// them): 409 naming the configuration `key` then. No owner (authentication
 /// off) has no cap.
-pub(crate) fn create_within_cap<T>(
+pub(crate) async fn create_within_cap<T>(
     owner: Option<&str>,
     cap: usize,
     key: &str,
     what: &str,
-    held: impl FnOnce(&str) -> Result<usize, crate::store::StoreError>,
-    create: impl FnOnce() -> Result<T, ApiError>,
+    held: impl AsyncFnOnce(&str) -> Result<usize, crate::store::StoreError>,
+    create: impl AsyncFnOnce() -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
-    let _creating = CREATING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _creating = CREATING.lock().await;
     if let Some(owner) = owner
-        && held(owner)? >= cap
+        && held(owner).await? >= cap
     {
         return Err(ApiError::Conflict(format!(
             "a user may hold at most {cap} {what} ({key}); delete one first"
         )));
     }
-    create()
+    create().await
 }
 
 /// How many of `records` match.

@@ -108,9 +108,12 @@ async fn current_view(
     role: Option<Role>,
 ) -> Result<CurrentOrganization, ApiError> {
     let (quotas, id) = (state.quotas.clone(), org.id.clone());
-    let usage = tokio::task::spawn_blocking(move || quotas.standing(&id))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the quota standing failed: {e}")))??;
+    // Stored bytes read every version's record: off the async threads.
+    let usage = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(quotas.standing(&id))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the quota standing failed: {e}")))??;
     let requests = usage
         .iter()
         .find(|u| u.quota == Quota::RequestsPerHour)
@@ -492,7 +495,7 @@ async fn delete(
             "the default organization is the node's own; it stays".into(),
         ));
     }
-    let held = holdings(&state, &org.id)?;
+    let held = holdings(&state, &org.id).await?;
     if !held.is_empty() {
         return Err(ApiError::Conflict(format!(
             "organization {:?} still holds {}; delete them first",
@@ -528,7 +531,7 @@ async fn delete(
 }
 
 /// What an organization still holds, as "3 scripts"-like phrases.
-fn holdings(state: &AppState, org: &str) -> Result<Vec<String>, ApiError> {
+async fn holdings(state: &AppState, org: &str) -> Result<Vec<String>, ApiError> {
     let store = &state.store;
     let counts = [
         (
@@ -536,7 +539,12 @@ fn holdings(state: &AppState, org: &str) -> Result<Vec<String>, ApiError> {
             "scripts",
         ),
         (
-            store.schedules()?.iter().filter(|s| s.org() == org).count(),
+            store
+                .schedules()
+                .await?
+                .iter()
+                .filter(|s| s.org() == org)
+                .count(),
             "schedules",
         ),
         (

@@ -269,18 +269,20 @@ async fn create(
         state.config.limits.schedules_per_user,
         "limits.schedules_per_user",
         "schedules",
-        |owner| {
-            Ok(super::count_by(state.store.schedules()?, |s| {
+        async |owner| {
+            Ok(super::count_by(state.store.schedules().await?, |s| {
                 s.created_by.as_deref() == Some(owner)
             }))
         },
-        || {
+        async || {
             state
                 .quotas
-                .allow_more(&principal.org, crate::quotas::Quota::Schedules, 1)?;
-            Ok(state.store.create_schedule(&record)?)
+                .allow_more(&principal.org, crate::quotas::Quota::Schedules, 1)
+                .await?;
+            Ok(state.store.create_schedule(&record).await?)
         },
-    )?;
+    )
+    .await?;
     state.store.flush().await?;
     changed(
         &state,
@@ -368,7 +370,8 @@ async fn list(
     })?;
     let matching: Vec<_> = state
         .store
-        .schedules()?
+        .schedules()
+        .await?
         .into_iter()
         .filter(|s| s.org() == principal.org)
         .filter(|s| query.active.is_none_or(|active| s.active == active))
@@ -384,10 +387,11 @@ async fn list(
 }
 
 /// The schedule `id` of organization `org`: another's is no schedule at all.
-fn find(state: &AppState, org: &str, id: &str) -> Result<ScheduleRecord, ApiError> {
+async fn find(state: &AppState, org: &str, id: &str) -> Result<ScheduleRecord, ApiError> {
     state
         .store
-        .schedule(id)?
+        .schedule(id)
+        .await?
         .filter(|record| record.org() == org)
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))
 }
@@ -407,7 +411,7 @@ async fn read(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &principal.org, &id)?;
+    let record = find(&state, &principal.org, &id).await?;
     etag::json(&headers, &view(&state, record)?)
 }
 
@@ -447,7 +451,7 @@ async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateSchedule>,
 ) -> Result<Response, ApiError> {
-    let seen = find(&state, &principal.org, &id)?;
+    let seen = find(&state, &principal.org, &id).await?;
     // Its creator never changes, so the record read answers for the write.
     creator_or_admin(&principal, seen.created_by.as_deref(), "schedule").map_err(|e| {
         audited(
@@ -514,7 +518,8 @@ async fn update(
             };
             record.updated_at.clone_from(&now);
             Ok(record)
-        })?
+        })
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))?;
     state.store.flush().await?;
     let given = fields_given(&[
@@ -555,7 +560,7 @@ async fn delete(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let found = find(&state, &principal.org, &id)?;
+    let found = find(&state, &principal.org, &id).await?;
     let name = found.name.clone();
     creator_or_admin(&principal, found.created_by.as_deref(), "schedule").map_err(|e| {
         audited(
@@ -579,7 +584,8 @@ async fn delete(
         .store
         .delete_schedule(&id, &|current| {
             etag::unchanged(seen.as_ref(), current, "schedule")
-        })?
+        })
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id:?}")))?;
     state.store.flush().await?;
     changed(

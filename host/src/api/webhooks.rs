@@ -226,18 +226,20 @@ async fn create(
         state.config.limits.webhooks_per_user,
         "limits.webhooks_per_user",
         "webhooks",
-        |owner| {
+        async |owner| {
             Ok(super::count_by(state.store.webhooks()?, |w| {
                 w.created_by.as_deref() == Some(owner)
             }))
         },
-        || {
+        async || {
             state
                 .quotas
-                .allow_more(&principal.org, crate::quotas::Quota::Webhooks, 1)?;
+                .allow_more(&principal.org, crate::quotas::Quota::Webhooks, 1)
+                .await?;
             Ok(state.store.create_webhook(&record)?)
         },
-    )?;
+    )
+    .await?;
     state.store.flush().await?;
     changed(
         &state,

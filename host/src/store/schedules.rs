@@ -2,25 +2,28 @@
 
 use super::{ScheduleRecord, StoreError};
 
+#[async_trait::async_trait]
 pub trait ScheduleStore {
     /// Stores a new schedule.
-    fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError>;
-    fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError>;
+    async fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError>;
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError>;
     /// Every schedule, in id (creation) order.
-    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
     /// Replaces a schedule with what `change` makes of the current record,
     /// atomically (`change` may run more than once); `None` if there is no
     /// such schedule.
-    fn update_schedule(
+    async fn update_schedule(
         &self,
         id: &str,
-        change: &dyn Fn(&ScheduleRecord) -> Result<ScheduleRecord, StoreError>,
+        change: &(
+             dyn for<'r> Fn(&'r ScheduleRecord) -> Result<ScheduleRecord, StoreError> + Send + Sync
+         ),
     ) -> Result<Option<ScheduleRecord>, StoreError>;
     /// Deletes a schedule if `expect` accepts it as it is at the moment of
     /// the delete (atomically); returns it if there was one.
-    fn delete_schedule(
+    async fn delete_schedule(
         &self,
         id: &str,
-        expect: &dyn Fn(&ScheduleRecord) -> Result<(), StoreError>,
+        expect: &(dyn for<'r> Fn(&'r ScheduleRecord) -> Result<(), StoreError> + Send + Sync),
     ) -> Result<Option<ScheduleRecord>, StoreError>;
 }

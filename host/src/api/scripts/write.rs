@@ -91,16 +91,19 @@ pub(super) async fn create(
         state.config.limits.scripts_per_user,
         "limits.scripts_per_user",
         "scripts",
-        |owner| scripts_of(&state, owner),
-        || Ok(()),
-    )?;
-    let within_quotas = || -> Result<(), ApiError> {
+        async |owner| scripts_of(&state, owner),
+        async || Ok(()),
+    )
+    .await?;
+    let within_quotas = async || -> Result<(), ApiError> {
         let quotas = &state.quotas;
-        quotas.allow_more(&principal.org, Quota::Scripts, 1)?;
-        quotas.allow_more(&principal.org, Quota::StoredBytes, content.len() as u64)?;
+        quotas.allow_more(&principal.org, Quota::Scripts, 1).await?;
+        quotas
+            .allow_more(&principal.org, Quota::StoredBytes, content.len() as u64)
+            .await?;
         Ok(())
     };
-    within_quotas()?;
+    within_quotas().await?;
     let kind = compile(&state, language, &content, source.as_ref(), &principal).await?;
     let public = fields.public.unwrap_or(false);
     check_public(public, kind, language)?;
@@ -136,12 +139,13 @@ pub(super) async fn create(
         state.config.limits.scripts_per_user,
         "limits.scripts_per_user",
         "scripts",
-        |owner| scripts_of(&state, owner),
-        || {
-            within_quotas()?;
+        async |owner| scripts_of(&state, owner),
+        async || {
+            within_quotas().await?;
             Ok(state.store.create_script(&record, &content)?)
         },
-    )?;
+    )
+    .await?;
     let location = format!("/v1/scripts/{}", record.id);
     let entry = Entry::new("script.created", true)
         .actor(&principal)
@@ -230,7 +234,8 @@ pub(super) async fn update(
         // Every version is kept: a new one adds its bytes.
         state
             .quotas
-            .allow_more(&principal.org, Quota::StoredBytes, content.len() as u64)?;
+            .allow_more(&principal.org, Quota::StoredBytes, content.len() as u64)
+            .await?;
     }
     let (content, kind) = match content {
         Some((content, source))
@@ -356,9 +361,12 @@ pub(super) async fn delete(
         })?;
     // Its schedules go with it (API.md). A crash before this is repaired by
     // the scheduler, which drops a schedule whose script is gone.
-    for schedule in state.store.schedules()? {
+    for schedule in state.store.schedules().await? {
         if schedule.script_id == deleted.id {
-            state.store.delete_schedule(&schedule.id, &|_| Ok(()))?;
+            state
+                .store
+                .delete_schedule(&schedule.id, &|_| Ok(()))
+                .await?;
         }
     }
     let entry = Entry::new("script.deleted", true)

@@ -5,32 +5,35 @@ use super::{Change, SledStore, put, swap, update};
 use crate::store::schedules::ScheduleStore;
 use crate::store::{ScheduleRecord, StoreError};
 
+#[async_trait::async_trait]
 impl ScheduleStore for SledStore {
-    fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
+    async fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
         put(&self.schedules, &schedule.id, schedule)
     }
 
-    fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
         Self::get_decoded(&self.schedules, id)
     }
 
-    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
         Self::all_decoded(&self.schedules)
     }
 
-    fn update_schedule(
+    async fn update_schedule(
         &self,
         id: &str,
-        change: &dyn Fn(&ScheduleRecord) -> Result<ScheduleRecord, StoreError>,
+        change: &(
+             dyn for<'r> Fn(&'r ScheduleRecord) -> Result<ScheduleRecord, StoreError> + Send + Sync
+         ),
     ) -> Result<Option<ScheduleRecord>, StoreError> {
         let updated = update(&self.schedules, id.as_bytes(), change)?;
         Ok(updated.map(|(_, after)| after))
     }
 
-    fn delete_schedule(
+    async fn delete_schedule(
         &self,
         id: &str,
-        expect: &dyn Fn(&ScheduleRecord) -> Result<(), StoreError>,
+        expect: &(dyn for<'r> Fn(&'r ScheduleRecord) -> Result<(), StoreError> + Send + Sync),
     ) -> Result<Option<ScheduleRecord>, StoreError> {
         let swapped = swap(&self.schedules, id.as_bytes(), |current| {
             expect(current).map(|()| Change::Remove)
@@ -65,35 +68,43 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_delete_happens_only_if_its_expectation_holds_at_the_moment_of_the_delete() {
+    #[tokio::test]
+    async fn a_delete_happens_only_if_its_expectation_holds_at_the_moment_of_the_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        store.create_schedule(&schedule("a")).unwrap();
-        let refused = store.delete_schedule("a", &|current| {
-            if current.name == "nightly" {
-                Err(StoreError::Refused("changed".into()))
-            } else {
-                Ok(())
-            }
-        });
+        store.create_schedule(&schedule("a")).await.unwrap();
+        let refused = store
+            .delete_schedule("a", &|current| {
+                if current.name == "nightly" {
+                    Err(StoreError::Refused("changed".into()))
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
         assert!(matches!(refused, Err(StoreError::Refused(_))));
-        assert!(store.schedule("a").unwrap().is_some(), "kept");
-        let deleted = store.delete_schedule("a", &|_| Ok(())).unwrap();
+        assert!(store.schedule("a").await.unwrap().is_some(), "kept");
+        let deleted = store.delete_schedule("a", &|_| Ok(())).await.unwrap();
         assert_eq!(deleted.map(|s| s.id), Some("a".into()));
-        assert!(store.schedule("a").unwrap().is_none());
-        assert!(store.delete_schedule("a", &|_| Ok(())).unwrap().is_none());
+        assert!(store.schedule("a").await.unwrap().is_none());
+        assert!(
+            store
+                .delete_schedule("a", &|_| Ok(()))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
-    #[test]
-    fn a_swap_that_lost_a_race_applies_its_change_to_the_winner_s_record() {
+    #[tokio::test]
+    async fn a_swap_that_lost_a_race_applies_its_change_to_the_winner_s_record() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        store.create_schedule(&schedule("a")).unwrap();
-        let raced = std::cell::Cell::new(false);
+        store.create_schedule(&schedule("a")).await.unwrap();
+        let raced = std::sync::atomic::AtomicBool::new(false);
         let written = store
             .update_schedule("a", &|current| {
-                if !raced.replace(true) {
+                if !raced.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     // Another writer lands between this read and its write.
                     let mut theirs = current.clone();
                     theirs.name = "theirs".into();
@@ -106,6 +117,7 @@ mod tests {
                 mine.active = false;
                 Ok(mine)
             })
+            .await
             .unwrap()
             .unwrap();
         assert_eq!((written.name.as_str(), written.active), ("theirs", false));
