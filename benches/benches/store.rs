@@ -144,7 +144,7 @@ async fn one_size(wanted: usize, fill_cap: Duration) {
         println!("| {name} | {runs} | {p50:.2} | {p99:.2} |");
     }
     let began = Instant::now();
-    let (removed, sweeps) = node.sweep_all(now, 15 * 24 * 3600, 10_000).unwrap();
+    let (removed, sweeps) = node.sweep_all(now, 15 * 24 * 3600, 10_000).await.unwrap();
     let took = began.elapsed().as_secs_f64();
     node.flush().await.unwrap();
     println!(

@@ -145,7 +145,7 @@ impl StoreNode {
     /// # Errors
     ///
     /// The store failed.
-    pub fn sweep_all(
+    pub async fn sweep_all(
         &self,
         now_ms: u64,
         max_age_secs: u64,
@@ -165,7 +165,7 @@ impl StoreNode {
         );
         let (mut removed, mut sweeps) = (0, 0);
         loop {
-            let swept = sweeper.sweep(now_ms)?;
+            let swept = sweeper.sweep(now_ms).await?;
             removed += swept.executions;
             sweeps += 1;
             if !swept.more {

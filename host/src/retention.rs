@@ -139,7 +139,7 @@ impl Sweeper {
     /// # Errors
     ///
     /// The store failed; what was removed before stays removed.
-    pub fn sweep(&mut self, now_ms: u64) -> Result<Swept, StoreError> {
+    pub async fn sweep(&mut self, now_ms: u64) -> Result<Swept, StoreError> {
         let mut budget = self.policy.sweep_batch;
         let mut swept = Swept {
             executions: self.sweep_executions(now_ms, &mut budget)?,
@@ -164,7 +164,7 @@ impl Sweeper {
         {
             self.last_expiry_ms = Some(now_ms);
             let before = now_ms.saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
-            swept.idempotency_keys = self.store.expire_idempotency_keys(before)?;
+            swept.idempotency_keys = self.store.expire_idempotency_keys(before).await?;
             swept.script_versions = self.sweep_versions(&mut budget)?;
             let sessions = self.store.expire_sessions(now_ms)?;
             if sessions > 0 {
@@ -292,7 +292,8 @@ pub async fn run(mut sweeper: Sweeper, mut stopping: tokio::sync::watch::Receive
     let interval = Duration::from_millis(sweeper.policy.sweep_interval_ms);
     loop {
         let (back, result) = match tokio::task::spawn_blocking(move || {
-            let result = sweeper.sweep(crate::now_ms());
+            // Off the async threads: a sweep deletes in batches.
+            let result = tokio::runtime::Handle::current().block_on(sweeper.sweep(crate::now_ms()));
             (sweeper, result)
         })
         .await
@@ -416,8 +417,8 @@ mod tests {
         ids
     }
 
-    #[test]
-    fn old_executions_go_but_each_scripts_newest_and_the_unfinished_stay() {
+    #[tokio::test]
+    async fn old_executions_go_but_each_scripts_newest_and_the_unfinished_stay() {
         let (mut sweeper, _dir) = sweeper(|_| {});
         let made = std::cell::Cell::new(0);
         let put = |ms: u64, script: Option<&str>, status| {
@@ -447,7 +448,7 @@ mod tests {
         let adhoc_fresh = put(NOW - 1_000, None, Completed);
         let queued_old = put(2 * DAY_MS, None, Queued);
 
-        let swept = sweeper.sweep(NOW).unwrap();
+        let swept = sweeper.sweep(NOW).await.unwrap();
         assert_eq!(swept.executions, 3 + 1 + 1, "{swept:?}");
         assert!(!swept.more);
         assert_eq!(
@@ -464,11 +465,11 @@ mod tests {
         );
         assert_eq!(sweeper.metrics.total("executions"), 5);
         // Nothing more is due.
-        assert_eq!(sweeper.sweep(NOW).unwrap().executions, 0);
+        assert_eq!(sweeper.sweep(NOW).await.unwrap().executions, 0);
     }
 
-    #[test]
-    fn a_script_past_its_count_loses_its_oldest_in_bounded_sweeps() {
+    #[tokio::test]
+    async fn a_script_past_its_count_loses_its_oldest_in_bounded_sweeps() {
         let (mut sweeper, _dir) = sweeper(|p| {
             p.executions_max_age_secs = 0;
             p.sweep_batch = 4;
@@ -483,16 +484,16 @@ mod tests {
                 id
             })
             .collect();
-        let first = sweeper.sweep(NOW).unwrap();
+        let first = sweeper.sweep(NOW).await.unwrap();
         assert_eq!((first.executions, first.more), (4, true));
-        let second = sweeper.sweep(NOW).unwrap();
+        let second = sweeper.sweep(NOW).await.unwrap();
         assert_eq!((second.executions, second.more), (3, false));
         // The newest `executions_per_script` (5) stay.
         assert_eq!(kept(&sweeper, Some("s")), ids[7..]);
     }
 
-    #[test]
-    fn audit_entries_and_webhook_attempts_go_by_age() {
+    #[tokio::test]
+    async fn audit_entries_and_webhook_attempts_go_by_age() {
         let (mut sweeper, _dir) = sweeper(|p| {
             p.audit_max_age_secs = 24 * 3600;
         });
@@ -517,7 +518,7 @@ mod tests {
             sweeper.store.append_audit(&record).unwrap();
         }
         assert_eq!(sweeper.store.record_counts().audit_entries, 3);
-        assert_eq!(sweeper.sweep(NOW).unwrap().audit_entries, 2);
+        assert_eq!(sweeper.sweep(NOW).await.unwrap().audit_entries, 2);
         let (page, total) = sweeper
             .store
             .audit_page(crate::store::orgs::DEFAULT_ORG, 0, 10)
@@ -526,8 +527,8 @@ mod tests {
         assert_eq!(sweeper.store.record_counts().audit_entries, 1);
     }
 
-    #[test]
-    fn a_sweep_looks_at_no_more_scripts_than_its_batch() {
+    #[tokio::test]
+    async fn a_sweep_looks_at_no_more_scripts_than_its_batch() {
         let (mut sweeper, _dir) = sweeper(|p| p.sweep_batch = 2);
         // Five scripts past their newest two, none of it due yet.
         for (n, script) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
@@ -539,12 +540,12 @@ mod tests {
                     .unwrap();
             }
         }
-        assert_eq!(sweeper.sweep(NOW).unwrap(), Swept::default());
+        assert_eq!(sweeper.sweep(NOW).await.unwrap(), Swept::default());
         assert_eq!(
             sweeper.next_script, 2,
             "the next sweep goes on from the third"
         );
-        sweeper.sweep(NOW).unwrap();
+        sweeper.sweep(NOW).await.unwrap();
         assert_eq!(sweeper.next_script, 4);
     }
 
@@ -580,8 +581,8 @@ mod tests {
         assert_eq!(kept(&sweeper, Some("s")), [young]);
     }
 
-    #[test]
-    fn compiled_artifacts_on_disk_are_kept_to_their_budget_once_a_minute() {
+    #[tokio::test]
+    async fn compiled_artifacts_on_disk_are_kept_to_their_budget_once_a_minute() {
         let cache = tempfile::tempdir().unwrap();
         let sandbox = kiln_runtime::Sandbox::new(kiln_runtime::EngineOptions {
             cache_dir: Some(cache.path().to_path_buf()),
@@ -602,18 +603,24 @@ mod tests {
         }
         let (sweeper, _dir) = sweeper(|p| p.artifacts_max_mb = 2);
         let mut sweeper = sweeper.with_artifacts(Arc::new(sandbox));
-        let swept = sweeper.sweep(1_000_000).unwrap();
+        let swept = sweeper.sweep(1_000_000).await.unwrap();
         assert_eq!(swept.compiled_artifacts, 1);
         assert!(!cache.path().join("old.cwasm").exists());
         assert!(cache.path().join("mid.cwasm").exists());
         // Not again within the minute, whatever is on disk.
         std::fs::write(cache.path().join("more.cwasm"), vec![0u8; 1 << 20]).unwrap();
-        assert_eq!(sweeper.sweep(1_030_000).unwrap().compiled_artifacts, 0);
-        assert_eq!(sweeper.sweep(1_060_000).unwrap().compiled_artifacts, 1);
+        assert_eq!(
+            sweeper.sweep(1_030_000).await.unwrap().compiled_artifacts,
+            0
+        );
+        assert_eq!(
+            sweeper.sweep(1_060_000).await.unwrap().compiled_artifacts,
+            1
+        );
     }
 
-    #[test]
-    fn a_script_keeps_its_newest_versions_and_those_a_queued_run_uses() {
+    #[tokio::test]
+    async fn a_script_keeps_its_newest_versions_and_those_a_queued_run_uses() {
         let (mut sweeper, _dir) = sweeper(|p| p.script_versions_keep = 2);
         let store = sweeper.store.clone();
         store
@@ -635,7 +642,7 @@ mod tests {
         let mut queued = execution(&id_at(1_000, 0), Some("s"), Queued);
         queued.script_version = Some(2);
         store.put_execution(&queued).unwrap();
-        let swept = sweeper.sweep(crate::now_ms()).unwrap();
+        let swept = sweeper.sweep(crate::now_ms()).await.unwrap();
         assert_eq!(swept.script_versions, 2);
         let left: Vec<u32> = store
             .script_versions("s")

@@ -96,6 +96,7 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
     match state
         .store
         .claim_idempotency_key(&scoped, &fingerprint, crate::now_ms())
+        .await
         .map_err(ApiError::from)?
     {
         Claim::Replay(stored) => return Ok(replay(stored)),
@@ -119,6 +120,7 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
         state
             .store
             .settle_idempotency_key(&scoped, None)
+            .await
             .map_err(ApiError::from)?;
         return Err(Refusal::Response(response));
     }
@@ -140,6 +142,7 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
     state
         .store
         .settle_idempotency_key(&scoped, Some(&stored))
+        .await
         .map_err(ApiError::from)?;
     // Durable before the client hears of it, like the resource itself.
     state.store.flush().await.map_err(ApiError::from)?;

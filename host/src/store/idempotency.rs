@@ -2,10 +2,11 @@
 
 use super::StoreError;
 
+#[async_trait::async_trait]
 pub trait IdempotencyStore {
     /// Claims an idempotency key for a request whose method, path and body
     /// hash to `fingerprint`, or says what an earlier claim left.
-    fn claim_idempotency_key(
+    async fn claim_idempotency_key(
         &self,
         key: &str,
         fingerprint: &str,
@@ -13,13 +14,13 @@ pub trait IdempotencyStore {
     ) -> Result<Claim, StoreError>;
     /// Ends a claim: keeps the response for replays, or (given `None`)
     /// releases the key so a retry runs again.
-    fn settle_idempotency_key(
+    async fn settle_idempotency_key(
         &self,
         key: &str,
         response: Option<&StoredResponse>,
     ) -> Result<(), StoreError>;
     /// Forgets idempotency keys claimed before `before_ms`; returns how many.
-    fn expire_idempotency_keys(&self, before_ms: u64) -> Result<usize, StoreError>;
+    async fn expire_idempotency_keys(&self, before_ms: u64) -> Result<usize, StoreError>;
 }
 
 /// A response kept for replay under an idempotency key.

@@ -38,8 +38,9 @@ impl IdempotencyEntry {
     }
 }
 
+#[async_trait::async_trait]
 impl IdempotencyStore for SledStore {
-    fn claim_idempotency_key(
+    async fn claim_idempotency_key(
         &self,
         key: &str,
         fingerprint: &str,
@@ -71,7 +72,7 @@ impl IdempotencyStore for SledStore {
         })
     }
 
-    fn settle_idempotency_key(
+    async fn settle_idempotency_key(
         &self,
         key: &str,
         response: Option<&StoredResponse>,
@@ -96,7 +97,7 @@ impl IdempotencyStore for SledStore {
         Ok(())
     }
 
-    fn expire_idempotency_keys(&self, before_ms: u64) -> Result<usize, StoreError> {
+    async fn expire_idempotency_keys(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut expired = 0;
         for entry in self.idempotency.iter() {
             let (key, bytes) = entry.map_err(backend)?;
@@ -120,20 +121,20 @@ mod tests {
     use super::super::tests::TEST_CACHE_BYTES;
     use super::*;
 
-    #[test]
-    fn idempotency_keys_claim_replay_and_expire() {
+    #[tokio::test]
+    async fn idempotency_keys_claim_replay_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         assert_eq!(
-            store.claim_idempotency_key("k", "f", 1_000).unwrap(),
+            store.claim_idempotency_key("k", "f", 1_000).await.unwrap(),
             Claim::Claimed
         );
         assert_eq!(
-            store.claim_idempotency_key("k", "f", 1_001).unwrap(),
+            store.claim_idempotency_key("k", "f", 1_001).await.unwrap(),
             Claim::InFlight
         );
         assert_eq!(
-            store.claim_idempotency_key("k", "g", 1_001).unwrap(),
+            store.claim_idempotency_key("k", "g", 1_001).await.unwrap(),
             Claim::Mismatch
         );
         let response = StoredResponse {
@@ -141,31 +142,43 @@ mod tests {
             headers: vec![("location".into(), "/x".into())],
             body: b"{}".to_vec(),
         };
-        store.settle_idempotency_key("k", Some(&response)).unwrap();
+        store
+            .settle_idempotency_key("k", Some(&response))
+            .await
+            .unwrap();
         assert_eq!(
-            store.claim_idempotency_key("k", "f", 2_000).unwrap(),
+            store.claim_idempotency_key("k", "f", 2_000).await.unwrap(),
             Claim::Replay(response)
         );
         // After the TTL the key is new again.
         let later = 1_000 + IDEMPOTENCY_TTL_MS;
         assert_eq!(
-            store.claim_idempotency_key("k", "g", later).unwrap(),
+            store.claim_idempotency_key("k", "g", later).await.unwrap(),
             Claim::Claimed
         );
         // A released claim can be taken at once; an abandoned one after a while.
-        store.settle_idempotency_key("k", None).unwrap();
+        store.settle_idempotency_key("k", None).await.unwrap();
         assert_eq!(
-            store.claim_idempotency_key("k", "h", later).unwrap(),
+            store.claim_idempotency_key("k", "h", later).await.unwrap(),
             Claim::Claimed
         );
         let abandoned = later + IDEMPOTENCY_ABANDONED_MS;
         assert_eq!(
-            store.claim_idempotency_key("k", "h", abandoned).unwrap(),
+            store
+                .claim_idempotency_key("k", "h", abandoned)
+                .await
+                .unwrap(),
             Claim::Claimed
         );
-        assert_eq!(store.expire_idempotency_keys(abandoned + 1).unwrap(), 1);
         assert_eq!(
-            store.claim_idempotency_key("k", "f", abandoned).unwrap(),
+            store.expire_idempotency_keys(abandoned + 1).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .claim_idempotency_key("k", "f", abandoned)
+                .await
+                .unwrap(),
             Claim::Claimed
         );
     }
