@@ -54,7 +54,7 @@ async fn time_get(node: &StoreNode, path: &str, runs: usize) -> (f64, f64) {
 
 async fn one_size(wanted: usize, fill_cap: Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let node = StoreNode::open(dir.path()).unwrap();
+    let node = StoreNode::open(dir.path()).await.unwrap();
     let empty = node.size_on_disk().unwrap();
     let scripts: Vec<String> = (0..SCRIPTS)
         .map(|i| format!("0190b5c4-0000-7000-8000-{i:012}"))

@@ -26,14 +26,14 @@ impl StoreNode {
     /// # Errors
     ///
     /// The node cannot be assembled in `data_dir`.
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
         let mut config = Config::default();
         config.server.data_dir = data_dir.to_path_buf();
         config.auth.enabled = false;
         config.workers.count = 1;
         let r = &mut config.rate_limit;
         (r.read_per_minute, r.write_per_minute, r.execute_per_minute) = (0, 0, 0);
-        let state = crate::serve::assemble(config, None)?;
+        let state = crate::serve::assemble(config, None).await?;
         state.lifecycle.ready();
         Ok(Self {
             router: crate::api::router(state.clone()),

@@ -505,7 +505,14 @@ impl Quotas {
                     .filter(|s| s.org() == org)
                     .count(),
             ),
-            Quota::Webhooks => count(store.webhooks()?.iter().filter(|w| w.org() == org).count()),
+            Quota::Webhooks => count(
+                store
+                    .webhooks()
+                    .await?
+                    .iter()
+                    .filter(|w| w.org() == org)
+                    .count(),
+            ),
             Quota::ApiKeys => {
                 let now = crate::now_ms();
                 count(
@@ -580,7 +587,7 @@ impl Quotas {
         for schedule in self.store.schedules().await? {
             count(schedule.org(), Quota::Schedules);
         }
-        for webhook in self.store.webhooks()? {
+        for webhook in self.store.webhooks().await? {
             count(webhook.org(), Quota::Webhooks);
         }
         let now = crate::now_ms();

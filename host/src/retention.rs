@@ -151,7 +151,7 @@ impl Sweeper {
             budget -= swept.audit_entries;
         }
         if let Some(before) = age(self.policy.webhook_attempts_max_age_secs) {
-            swept.webhook_attempts = self.store.remove_attempts_before(before, budget)?;
+            swept.webhook_attempts = self.store.remove_attempts_before(before, budget).await?;
             budget -= swept.webhook_attempts;
         }
         swept.usage_rollups = self

@@ -41,7 +41,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let state = assemble(config, program)?;
+    let state = assemble(config, program).await?;
     let phase =
         |name: &str| tracing::debug!(ms = begun.elapsed().as_millis() as u64, "start-up: {name}");
     phase("bound; store, authentication, engine, webhooks, workers");
@@ -257,16 +257,16 @@ fn private_files() {
 ///
 /// The data directory, the store, authentication, the engine or the webhooks
 /// cannot be set up.
-pub(crate) fn assemble(
+pub(crate) async fn assemble(
     config: Config,
     program: Option<std::path::PathBuf>,
 ) -> anyhow::Result<AppState> {
-    assemble_with(config, program, Arc::new(crate::store::Fsync))
+    assemble_with(config, program, Arc::new(crate::store::Fsync)).await
 }
 
 /// [`assemble`] with the store's files made durable by `syncer`: the
 /// durability tests give one that notes what each sync covered.
-pub(crate) fn assemble_with(
+pub(crate) async fn assemble_with(
     config: Config,
     program: Option<std::path::PathBuf>,
     syncer: Arc<dyn crate::store::FileSyncer>,
@@ -321,6 +321,7 @@ pub(crate) fn assemble_with(
         config.webhooks.clone(),
         metrics.webhooks(),
     )
+    .await
     .context("cannot load the webhooks")?;
     let jobs = Jobs::new(
         config.workers.count,
@@ -351,7 +352,8 @@ pub(crate) fn assemble_with(
     jobs.spawn_workers(config.workers.count, Arc::new(worker));
     let events = webhooks.clone();
     jobs.on_final(Box::new(move |record| {
-        api::webhooks::execution_events(&events, record);
+        let events = events.clone();
+        Box::pin(async move { api::webhooks::execution_events(&events, record).await })
     }));
     metrics.watch(jobs.clone(), sandbox.clone(), store.clone(), compiler);
     if config.server.metrics_per_org {

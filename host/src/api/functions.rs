@@ -187,7 +187,10 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     };
     contract::finish(&mut record, ran);
     record.http_requests = egress.take_log();
-    state.jobs.record_final(state.store.as_ref(), &record)?;
+    state
+        .jobs
+        .record_final(state.store.as_ref(), &record)
+        .await?;
     admitted.keep();
     Ok(respond(&record, answer))
 }

@@ -92,12 +92,12 @@ pub struct Shared {
 impl AppState {
     /// Queues a webhook event of organization `org` about something this
     /// request changed; it is flushed with that change.
-    pub fn emit<T: serde::Serialize>(&self, org: &str, event: &str, data: &T) {
+    pub async fn emit<T: serde::Serialize>(&self, org: &str, event: &str, data: &T) {
         if !self.webhooks.wants(event) {
             return;
         }
         match serde_json::to_value(data) {
-            Ok(value) => webhooks::emit_all(&self.webhooks, org, &[(event, value)]),
+            Ok(value) => webhooks::emit_all(&self.webhooks, org, &[(event, value)]).await,
             Err(e) => tracing::error!(error = %e, event, "cannot render a webhook event"),
         }
     }

@@ -548,7 +548,12 @@ async fn holdings(state: &AppState, org: &str) -> Result<Vec<String>, ApiError> 
             "schedules",
         ),
         (
-            store.webhooks()?.iter().filter(|w| w.org() == org).count(),
+            store
+                .webhooks()
+                .await?
+                .iter()
+                .filter(|w| w.org() == org)
+                .count(),
             "webhooks",
         ),
         (

@@ -167,16 +167,17 @@ fn check_secret(secret: &str) -> Result<(), ApiError> {
 }
 
 /// The webhook `id` of organization `org`: another's is no webhook at all.
-fn find(state: &AppState, org: &str, id: &str) -> Result<WebhookRecord, ApiError> {
+async fn find(state: &AppState, org: &str, id: &str) -> Result<WebhookRecord, ApiError> {
     state
         .store
-        .webhook(id)?
+        .webhook(id)
+        .await?
         .filter(|record| record.org() == org)
         .ok_or_else(|| ApiError::NotFound(format!("no webhook {id:?}")))
 }
 
-fn reload(state: &AppState) -> Result<(), ApiError> {
-    state.webhooks.reload().map_err(ApiError::from)
+async fn reload(state: &AppState) -> Result<(), ApiError> {
+    state.webhooks.reload().await.map_err(ApiError::from)
 }
 
 /// Subscribe a URL to events. Execution and schedule events need the
@@ -227,7 +228,7 @@ async fn create(
         "limits.webhooks_per_user",
         "webhooks",
         async |owner| {
-            Ok(super::count_by(state.store.webhooks()?, |w| {
+            Ok(super::count_by(state.store.webhooks().await?, |w| {
                 w.created_by.as_deref() == Some(owner)
             }))
         },
@@ -236,7 +237,7 @@ async fn create(
                 .quotas
                 .allow_more(&principal.org, crate::quotas::Quota::Webhooks, 1)
                 .await?;
-            Ok(state.store.create_webhook(&record)?)
+            Ok(state.store.create_webhook(&record).await?)
         },
     )
     .await?;
@@ -249,7 +250,7 @@ async fn create(
         format!("webhook:{}", record.id),
         format!("events: {}", record.events.join(", ")),
     );
-    reload(&state)?;
+    reload(&state).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedWebhook {
@@ -272,7 +273,7 @@ async fn list(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<WebhookView>>, ApiError> {
     let page = Page::new(query)?;
-    let mut all = state.store.webhooks()?;
+    let mut all = state.store.webhooks().await?;
     all.retain(|w| w.org() == principal.org);
     let total = all.len();
     let data = all
@@ -300,7 +301,7 @@ async fn read(
 ) -> Result<Response, ApiError> {
     etag::json(
         &headers,
-        &WebhookView::from(find(&state, &principal.org, &id)?),
+        &WebhookView::from(find(&state, &principal.org, &id).await?),
     )
 }
 
@@ -324,7 +325,7 @@ async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<Response, ApiError> {
-    let seen = find(&state, &principal.org, &id)?;
+    let seen = find(&state, &principal.org, &id).await?;
     // Its creator never changes, so the record read answers for the write.
     creator_of(&state, &principal, &ip, "update", &seen)?;
     let checked = headers.contains_key(header::IF_MATCH).then_some(&seen);
@@ -370,7 +371,8 @@ async fn update(
             }
             next.updated_at.clone_from(&now);
             Ok(next)
-        })?
+        })
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no webhook {id:?}")))?;
     state.store.flush().await?;
     let given = fields_given(&[
@@ -388,7 +390,7 @@ async fn update(
         format!("webhook:{id}"),
         given,
     );
-    reload(&state)?;
+    reload(&state).await?;
     etag::json(&HeaderMap::new(), &WebhookView::from(updated))
 }
 
@@ -406,11 +408,12 @@ async fn delete(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let webhook = find(&state, &principal.org, &id)?;
+    let webhook = find(&state, &principal.org, &id).await?;
     creator_of(&state, &principal, &ip, "delete", &webhook)?;
     state
         .store
-        .delete_webhook(&id)?
+        .delete_webhook(&id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no webhook {id:?}")))?;
     state.store.flush().await?;
     changed(
@@ -421,7 +424,7 @@ async fn delete(
         format!("webhook:{id}"),
         format!("events: {}", webhook.events.join(", ")),
     );
-    reload(&state)?;
+    reload(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -441,8 +444,8 @@ async fn deliveries(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<AttemptRecord>>, ApiError> {
     let page = Page::new(query)?;
-    find(&state, &principal.org, &id)?;
-    let (data, total) = state.store.attempts(&id, page.skip(), page.size)?;
+    find(&state, &principal.org, &id).await?;
+    let (data, total) = state.store.attempts(&id, page.skip(), page.size).await?;
     Ok(axum::Json(page.envelope(data, total)))
 }
 
@@ -471,13 +474,16 @@ async fn test(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, axum::Json<QueuedDelivery>), ApiError> {
-    let webhook = find(&state, &principal.org, &id)?;
+    let webhook = find(&state, &principal.org, &id).await?;
     creator_of(&state, &principal, &ip, "test", &webhook)?;
-    let delivery = state.webhooks.enqueue(
-        &webhook,
-        PING,
-        &json!({"webhook_id": webhook.id, "message": "a test event from Kiln"}),
-    )?;
+    let delivery = state
+        .webhooks
+        .enqueue(
+            &webhook,
+            PING,
+            &json!({"webhook_id": webhook.id, "message": "a test event from Kiln"}),
+        )
+        .await?;
     state.store.flush().await?;
     state.webhooks.wake();
     Ok((
@@ -513,7 +519,7 @@ fn creator_of(
 
 /// The events of an execution that just became final: its own, and
 /// `schedule.failed` for a scheduled run that did not complete.
-pub fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
+pub async fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
     let event = match record.status {
         ExecutionStatus::Completed => "execution.completed",
         ExecutionStatus::Failed => "execution.failed",
@@ -545,7 +551,7 @@ pub fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
             json!({"schedule_id": schedule_id, "execution": execution}),
         ));
     }
-    emit_all(webhooks, record.org(), &events);
+    emit_all(webhooks, record.org(), &events).await;
 }
 
 /// Output kept in an execution event, per stream.
@@ -585,10 +591,10 @@ fn excerpt(mut execution: serde_json::Value) -> serde_json::Value {
 
 /// Queues events of organization `org`, logging (not failing on) a store error: the change they
 /// report has happened either way.
-pub fn emit_all(webhooks: &Webhooks, org: &str, events: &[(&str, Value)]) {
+pub async fn emit_all(webhooks: &Webhooks, org: &str, events: &[(&str, Value)]) {
     let mut queued = 0;
     for (event, data) in events {
-        match webhooks.emit(org, event, data) {
+        match webhooks.emit(org, event, data).await {
             Ok(n) => queued += n,
             Err(e) => tracing::error!(error = %e, event, "cannot queue a webhook event"),
         }

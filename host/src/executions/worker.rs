@@ -134,7 +134,7 @@ impl Worker {
     /// Runs a queued execution and stores its final record (not flushed);
     /// `None` if it was no longer queued.
     async fn try_execute(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
-        let Some((mut record, cancel)) = self.jobs.claim(self.store.as_ref(), id)? else {
+        let Some((mut record, cancel)) = self.jobs.claim(self.store.as_ref(), id).await? else {
             return Ok(None);
         };
         let result = self.run(&mut record, cancel).await;
@@ -205,7 +205,7 @@ impl Worker {
             }
             Err(message) => contract::finish(record, Ran::Failed(message)),
         }
-        self.jobs.record_final(self.store.as_ref(), record)?;
+        self.jobs.record_final(self.store.as_ref(), record).await?;
         Ok(())
     }
 

@@ -50,10 +50,14 @@ pub struct Jobs {
     queue: Queue,
     metrics: ExecutionMetrics,
     done: Mutex<HashMap<String, watch::Sender<Settled>>>,
-    /// Cancel handles of running executions. Its lock also orders the
+    /// Cancel handles of running executions (`transitions` orders the
     /// queued → running and queued → cancelled transitions, so a worker and a
     /// cancel request never both win.
     running: Mutex<HashMap<String, CancelHandle>>,
+    /// Held across a claim's or a cancel's read and write of the record, so
+    /// a worker and a cancel request never both win. An async lock: the
+    /// store is awaited under it.
+    transitions: tokio::sync::Mutex<()>,
     /// Live output of executions not yet final, for `/events` subscribers.
     pub output: LiveOutputs,
     /// Set on shutdown: workers take no new executions (they stay queued in
@@ -70,7 +74,11 @@ pub struct Jobs {
     functions: FunctionSlots,
 }
 
-pub type FinalHook = Box<dyn Fn(&ExecutionRecord) + Send + Sync>;
+/// Told of a record that became final; what it returns is awaited before
+/// the record is flushed.
+pub type FinalHook = Box<
+    dyn for<'a> Fn(&'a ExecutionRecord) -> futures_util::future::BoxFuture<'a, ()> + Send + Sync,
+>;
 
 /// What runs a queued execution (`executions::Worker`): it claims the
 /// record ([`Jobs::claim`]), runs it, stores the final record
@@ -157,6 +165,7 @@ impl Jobs {
             metrics,
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            transitions: tokio::sync::Mutex::const_new(()),
             output: LiveOutputs::default(),
             draining: AtomicBool::new(false),
             interrupting: AtomicBool::new(false),
@@ -226,12 +235,12 @@ impl Jobs {
     /// # Errors
     ///
     /// The record could not be read or stored.
-    pub fn claim(
+    pub async fn claim(
         &self,
         store: &dyn Store,
         id: &str,
     ) -> Result<Option<(ExecutionRecord, CancelHandle)>, StoreError> {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let _transition = self.transitions.lock().await;
         let Some(mut record) = store.execution(id)? else {
             return Ok(None);
         };
@@ -242,7 +251,10 @@ impl Jobs {
         record.started_at = Some(crate::now());
         store.put_execution(&record)?;
         let cancel = CancelHandle::new();
-        running.insert(id.to_string(), cancel.clone());
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string(), cancel.clone());
         Ok(Some((record, cancel)))
     }
 
@@ -267,7 +279,7 @@ impl Jobs {
     /// # Errors
     ///
     /// The record could not be stored.
-    pub(crate) fn record_final(
+    pub(crate) async fn record_final(
         &self,
         store: &dyn Store,
         record: &ExecutionRecord,
@@ -276,7 +288,7 @@ impl Jobs {
         self.finished_count.fetch_add(1, Ordering::Relaxed);
         self.metrics.record(record);
         if let Some(hook) = self.on_final.get() {
-            hook(record);
+            hook(record).await;
         }
         let ran = record.started_at.is_some();
         if let Some(script_id) = record.script_id.as_ref().filter(|_| ran) {
@@ -359,8 +371,12 @@ impl Jobs {
     /// # Errors
     ///
     /// Store failures; `Ok(None)` when there is no such execution.
-    pub fn cancel(&self, store: &dyn Store, id: &str) -> Result<Option<Cancelled>, StoreError> {
-        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+    pub async fn cancel(
+        &self,
+        store: &dyn Store,
+        id: &str,
+    ) -> Result<Option<Cancelled>, StoreError> {
+        let transition = self.transitions.lock().await;
         let Some(mut record) = store.execution(id)? else {
             return Ok(None);
         };
@@ -372,14 +388,15 @@ impl Jobs {
                     ExecutionCode::CANCELLED,
                     "the execution was cancelled before it started",
                 );
-                self.record_final(store, &record)?;
+                self.record_final(store, &record).await?;
                 self.queue.remove(id);
-                drop(running);
+                drop(transition);
                 self.settle(id, Settled::Stored);
                 Ok(Some(Cancelled::WhileQueued(Box::new(record))))
             }
             ExecutionStatus::Running => {
                 let done = self.subscribe(id);
+                let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(handle) = running.get(id) {
                     handle.cancel();
                 }
@@ -519,7 +536,7 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
             ExecutionCode::INTERRUPTED,
             "the server stopped while this execution ran",
         );
-        jobs.record_final(store, &record)?;
+        jobs.record_final(store, &record).await?;
     }
     store.flush().await?;
     for record in store.executions_in(&[ExecutionStatus::Queued])? {
@@ -569,10 +586,10 @@ mod tests {
 
     /// A record queued and then claimed, as a worker would, with its
     /// cancel handle.
-    fn claimed(store: &dyn Store, jobs: &Jobs) -> (ExecutionRecord, CancelHandle) {
+    async fn claimed(store: &dyn Store, jobs: &Jobs) -> (ExecutionRecord, CancelHandle) {
         let record = queued(store);
         jobs.enqueue(&record).unwrap();
-        jobs.claim(store, &record.id).unwrap().unwrap()
+        jobs.claim(store, &record.id).await.unwrap().unwrap()
     }
 
     #[tokio::test]
@@ -598,9 +615,14 @@ mod tests {
         let jobs = jobs(10);
         let record = queued(store.as_ref());
         let mut done = jobs.enqueue(&record).unwrap();
-        let cancelled = jobs.cancel(store.as_ref(), &record.id).unwrap();
+        let cancelled = jobs.cancel(store.as_ref(), &record.id).await.unwrap();
         assert!(matches!(cancelled, Some(Cancelled::WhileQueued(_))));
-        assert!(jobs.claim(store.as_ref(), &record.id).unwrap().is_none());
+        assert!(
+            jobs.claim(store.as_ref(), &record.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
         let settled = done.wait_for(Settled::is_settled).await.unwrap().clone();
         assert!(matches!(settled, Settled::Stored));
         let stored = store.execution(&record.id).unwrap().unwrap();
@@ -612,14 +634,17 @@ mod tests {
     async fn a_cancel_while_running_stops_the_run_through_its_handle() {
         let (store, _dir) = store();
         let jobs = jobs(10);
-        let (record, cancel) = claimed(store.as_ref(), &jobs);
+        let (record, cancel) = claimed(store.as_ref(), &jobs).await;
         assert_eq!(record.status, ExecutionStatus::Running);
         assert_eq!(jobs.running(), 1);
         assert!(
-            jobs.claim(store.as_ref(), &record.id).unwrap().is_none(),
+            jobs.claim(store.as_ref(), &record.id)
+                .await
+                .unwrap()
+                .is_none(),
             "claimed once"
         );
-        let cancelled = jobs.cancel(store.as_ref(), &record.id).unwrap();
+        let cancelled = jobs.cancel(store.as_ref(), &record.id).await.unwrap();
         assert!(matches!(cancelled, Some(Cancelled::WhileRunning(_))));
         assert!(cancel.is_cancelled());
         jobs.release(&record.id);
@@ -630,7 +655,7 @@ mod tests {
     async fn a_drain_waits_its_grace_then_interrupts_what_still_runs() {
         let (store, _dir) = store();
         let jobs = jobs(10);
-        let (record, cancel) = claimed(store.as_ref(), &jobs);
+        let (record, cancel) = claimed(store.as_ref(), &jobs).await;
         let releaser = {
             let (jobs, cancel, id) = (jobs.clone(), cancel.clone(), record.id.clone());
             // The run notices its cancel and ends, as a guest would.

@@ -60,45 +60,52 @@ pub struct AttemptRecord {
     pub next_attempt_at: Option<String>,
 }
 
+#[async_trait::async_trait]
 pub trait WebhookStore: Send + Sync {
-    fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError>;
-    fn webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError>;
+    async fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError>;
+    async fn webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError>;
     /// Every webhook, in id (creation) order.
-    fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError>;
+    async fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError>;
     /// Replaces a webhook with what `change` makes of it, atomically;
     /// `None` if there is no such webhook.
-    fn update_webhook(
+    async fn update_webhook(
         &self,
         id: &str,
-        change: &dyn Fn(&WebhookRecord) -> Result<WebhookRecord, StoreError>,
+        change: &(
+             dyn for<'r> Fn(&'r WebhookRecord) -> Result<WebhookRecord, StoreError> + Send + Sync
+         ),
     ) -> Result<Option<WebhookRecord>, StoreError>;
     /// Deletes a webhook, its pending deliveries and its attempt log.
-    fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError>;
+    async fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError>;
 
     /// Stores (or replaces) a delivery in the outbox.
-    fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError>;
-    fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+    async fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError>;
+    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
     /// Every delivery in the outbox, oldest first.
-    fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError>;
+    async fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Up to `limit` deliveries due at `now_ms` that `skip` does not name,
     /// the longest due first, and when the first one not yet due is due:
     /// read by due time, so the cost is what is due, not the outbox.
-    fn due_deliveries(
+    async fn due_deliveries(
         &self,
         now_ms: u64,
         limit: usize,
-        skip: &dyn Fn(&str) -> bool,
+        skip: &(dyn for<'r> Fn(&'r str) -> bool + Send + Sync),
     ) -> Result<(Vec<DeliveryRecord>, Option<u64>), StoreError>;
     /// Takes a delivery out of the outbox (delivered or given up).
-    fn remove_delivery(&self, id: &str) -> Result<(), StoreError>;
+    async fn remove_delivery(&self, id: &str) -> Result<(), StoreError>;
 
-    fn append_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
+    async fn append_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
     /// Removes up to `limit` attempts made before `before_ms` (Unix ms),
     /// each webhook's oldest first; how many it removed.
-    fn remove_attempts_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
+    async fn remove_attempts_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
     /// A webhook's attempts, newest first: the `take` after the first `skip`,
     /// and how many there are.
-    fn attempts(
+    async fn attempts(
         &self,
         webhook_id: &str,
         skip: usize,

@@ -4,7 +4,7 @@
 //! what was pending at a crash is sent after the restart (at least once).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Webhooks, sign};
@@ -46,7 +46,8 @@ fn jitter() -> f64 {
 
 /// Runs until `stopping` turns true.
 pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Receiver<bool>) {
-    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // A tokio lock: the outbox is read while it is held.
+    let in_flight: Arc<tokio::sync::Mutex<HashSet<String>>> = Arc::default();
     let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         if *stopping.borrow() {
@@ -57,9 +58,13 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Rece
             // Read the outbox while holding the in-flight set: an attempt
             // writes its result before it leaves the set, so what is read
             // here is either in flight (skipped) or already up to date.
-            let busy = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let busy = in_flight.lock().await;
             let skip = |id: &str| busy.contains(id);
-            match webhooks.store.due_deliveries(now, DUE_PER_PASS, &skip) {
+            match webhooks
+                .store
+                .due_deliveries(now, DUE_PER_PASS, &skip)
+                .await
+            {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the webhook outbox");
@@ -78,18 +83,12 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Rece
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(delivery.id.clone());
+            in_flight.lock().await.insert(delivery.id.clone());
             let (webhooks, in_flight) = (webhooks.clone(), in_flight.clone());
             tokio::spawn(async move {
                 let id = delivery.id.clone();
                 attempt(&webhooks, delivery).await;
-                in_flight
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&id);
+                in_flight.lock().await.remove(&id);
                 drop(permit);
                 webhooks.wake();
             });
@@ -114,7 +113,7 @@ async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
     let store = &webhooks.store;
     // Only the copy in the outbox counts: one already delivered, or already
     // attempted again, is left alone.
-    let mut delivery = match store.delivery(&seen.id) {
+    let mut delivery = match store.delivery(&seen.id).await {
         Ok(Some(current)) if current == seen => current,
         Ok(_) => return,
         Err(e) => {
@@ -122,11 +121,11 @@ async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
             return;
         }
     };
-    let webhook = match store.webhook(&delivery.webhook_id) {
+    let webhook = match store.webhook(&delivery.webhook_id).await {
         Ok(Some(webhook)) => webhook,
         Ok(None) => {
             // Deleted since: nothing to deliver to.
-            let _ = store.remove_delivery(&delivery.id);
+            let _ = store.remove_delivery(&delivery.id).await;
             return;
         }
         Err(e) => {
@@ -137,7 +136,7 @@ async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
     if !webhook.active && delivery.event_type != super::PING {
         // Paused: hold the delivery without spending its attempts.
         delivery.next_attempt_ms = crate::now_ms().saturating_add(PAUSED_RECHECK_MS);
-        if let Err(e) = store.put_delivery(&delivery) {
+        if let Err(e) = store.put_delivery(&delivery).await {
             tracing::error!(error = %e, "cannot hold a webhook delivery");
         }
         return;
@@ -189,13 +188,11 @@ async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
         next_attempt_at,
     };
     webhooks.metrics.attempt(outcome);
-    let written = store.append_attempt(&record).and_then(|()| {
-        if delivered || give_up {
-            store.remove_delivery(&delivery.id)
-        } else {
-            store.put_delivery(&delivery)
-        }
-    });
+    let written = match store.append_attempt(&record).await {
+        Ok(()) if delivered || give_up => store.remove_delivery(&delivery.id).await,
+        Ok(()) => store.put_delivery(&delivery).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = written {
         tracing::error!(error = %e, delivery = %delivery.id, "cannot record a webhook attempt");
     }

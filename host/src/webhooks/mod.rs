@@ -67,7 +67,7 @@ impl Webhooks {
     /// # Errors
     ///
     /// The store cannot list the webhooks.
-    pub fn new(
+    pub async fn new(
         store: Arc<dyn Store>,
         vault: Arc<crate::vault::Vault>,
         config: WebhooksConfig,
@@ -81,7 +81,7 @@ impl Webhooks {
             wake: tokio::sync::Notify::new(),
             metrics,
         });
-        webhooks.reload()?;
+        webhooks.reload().await?;
         Ok(webhooks)
     }
 
@@ -90,8 +90,8 @@ impl Webhooks {
     /// # Errors
     ///
     /// The store cannot list the webhooks.
-    pub fn reload(&self) -> Result<(), StoreError> {
-        let all = Arc::new(self.store.webhooks()?);
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let all = Arc::new(self.store.webhooks().await?);
         *self
             .subscriptions
             .write()
@@ -116,7 +116,12 @@ impl Webhooks {
     /// # Errors
     ///
     /// The store cannot write the outbox.
-    pub fn emit(&self, org: &str, event_type: &str, data: &Value) -> Result<usize, StoreError> {
+    pub async fn emit(
+        &self,
+        org: &str,
+        event_type: &str,
+        data: &Value,
+    ) -> Result<usize, StoreError> {
         let subscriptions = self
             .subscriptions
             .read()
@@ -134,7 +139,7 @@ impl Webhooks {
                 tracing::debug!(webhook = %webhook.id, event_type, "not sent: its creator may no longer read it");
                 continue;
             }
-            self.enqueue(webhook, event_type, data)?;
+            self.enqueue(webhook, event_type, data).await?;
             queued += 1;
         }
         Ok(queued)
@@ -145,7 +150,7 @@ impl Webhooks {
     /// # Errors
     ///
     /// The store cannot write the outbox.
-    pub fn enqueue(
+    pub async fn enqueue(
         &self,
         webhook: &WebhookRecord,
         event_type: &str,
@@ -163,7 +168,7 @@ impl Webhooks {
             attempts: 0,
             next_attempt_ms: 0,
         };
-        self.store.put_delivery(&delivery)?;
+        self.store.put_delivery(&delivery).await?;
         Ok(delivery)
     }
 
@@ -227,8 +232,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn events_reach_only_creators_who_may_still_read_them() {
+    #[tokio::test]
+    async fn events_reach_only_creators_who_may_still_read_them() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(SledStore::open(&dir.path().join("db"), 8 << 20).unwrap());
@@ -248,7 +253,7 @@ mod tests {
             ("by-deleted", Some("deleted")),
             ("auth-off", None),
         ] {
-            store.create_webhook(&webhook(id, creator)).unwrap();
+            store.create_webhook(&webhook(id, creator)).await.unwrap();
         }
         let vault = crate::vault::Vault::open(None, dir.path()).unwrap();
         let webhooks = Webhooks::new(
@@ -257,13 +262,15 @@ mod tests {
             crate::config::Config::default().webhooks,
             crate::metrics::Metrics::new().webhooks(),
         )
+        .await
         .unwrap();
 
-        let receivers = |event: &str| {
-            let before: Vec<_> = store.pending_deliveries().unwrap();
-            webhooks.emit(DEFAULT_ORG, event, &json!({})).unwrap();
+        let receivers = async |event: &str| {
+            let before: Vec<_> = store.pending_deliveries().await.unwrap();
+            webhooks.emit(DEFAULT_ORG, event, &json!({})).await.unwrap();
             let mut got: Vec<String> = store
                 .pending_deliveries()
+                .await
                 .unwrap()
                 .into_iter()
                 .filter(|d| !before.iter().any(|b| b.id == d.id))
@@ -273,9 +280,12 @@ mod tests {
             got
         };
         // A viewer may read scripts but not executions.
-        assert_eq!(receivers("execution.completed"), ["auth-off", "by-analyst"]);
         assert_eq!(
-            receivers("script.created"),
+            receivers("execution.completed").await,
+            ["auth-off", "by-analyst"]
+        );
+        assert_eq!(
+            receivers("script.created").await,
             ["auth-off", "by-analyst", "by-demoted"]
         );
     }

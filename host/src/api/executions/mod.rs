@@ -209,7 +209,8 @@ async fn cancel(
     find(&state, &principal.org, &id)?;
     let cancelled = state
         .jobs
-        .cancel(state.store.as_ref(), &id)?
+        .cancel(state.store.as_ref(), &id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))?;
     match cancelled {
         Cancelled::WhileQueued(record) => {

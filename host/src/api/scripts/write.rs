@@ -153,7 +153,7 @@ pub(super) async fn create(
         .target(format!("script:{}", record.id))
         .detail(format!("{}, version 1", record.name));
     let view = ScriptView::from(record);
-    state.emit(&principal.org, "script.created", &view);
+    state.emit(&principal.org, "script.created", &view).await;
     state.store.flush().await?;
     audit::record(&state, entry);
     let tag = etag::of_json(&view)?;
@@ -318,7 +318,7 @@ pub(super) async fn update(
         .target(format!("script:{}", updated.id))
         .detail(changes(&current, &updated));
     let view = ScriptView::from(updated);
-    state.emit(&principal.org, "script.updated", &view);
+    state.emit(&principal.org, "script.updated", &view).await;
     state.store.flush().await?;
     audit::record(&state, entry);
     etag::json(&HeaderMap::new(), &view)
@@ -374,7 +374,9 @@ pub(super) async fn delete(
         .ip(&ip)
         .target(format!("script:{}", deleted.id))
         .detail(format!("{}, at version {}", deleted.name, deleted.version));
-    state.emit(&principal.org, "script.deleted", &ScriptView::from(deleted));
+    state
+        .emit(&principal.org, "script.deleted", &ScriptView::from(deleted))
+        .await;
     state.store.flush().await?;
     audit::record(&state, entry);
     state.schedules_changed.notify_one();

@@ -83,7 +83,9 @@ impl TestApp {
         r.login_global_per_minute = 0;
         r.failed_auth_per_minute = 0;
         configure(&mut config);
-        let state = crate::serve::assemble_with(config, None, syncer).expect("the node assembles");
+        let state = crate::serve::assemble_with(config, None, syncer)
+            .await
+            .expect("the node assembles");
         state
             .auth
             .first_admin_made()

@@ -65,36 +65,48 @@ pub(super) fn repair_outbox(outbox: &sled::Tree) -> Result<usize, StoreError> {
     Ok(dropped)
 }
 
+impl SledStore {
+    /// A delivery of the outbox, read where a lock is held.
+    fn outbox_entry(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        if id.len() != ID_LEN {
+            return Ok(None);
+        }
+        Self::get_decoded(&self.outbox, id)
+    }
+}
+
+#[async_trait::async_trait]
 impl WebhookStore for SledStore {
-    fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
+    async fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
         put(&self.webhooks, webhook.id.as_bytes(), webhook)
     }
 
-    fn webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
+    async fn webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
         Self::get_decoded(&self.webhooks, id)
     }
 
-    fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
+    async fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
         Self::all_decoded(&self.webhooks)
     }
 
-    fn update_webhook(
+    async fn update_webhook(
         &self,
         id: &str,
-        change: &dyn Fn(&WebhookRecord) -> Result<WebhookRecord, StoreError>,
+        change: &(
+             dyn for<'r> Fn(&'r WebhookRecord) -> Result<WebhookRecord, StoreError> + Send + Sync
+         ),
     ) -> Result<Option<WebhookRecord>, StoreError> {
         let updated = super::update(&self.webhooks, id.as_bytes(), change)?;
         Ok(updated.map(|(_, after)| after))
     }
 
-    fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
+    async fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
         let Some(bytes) = self.webhooks.remove(id).map_err(backend)? else {
             return Ok(None);
         };
-        for delivery in self.pending_deliveries()? {
-            if delivery.webhook_id == id {
-                self.remove_delivery(&delivery.id)?;
-            }
+        let pending: Vec<DeliveryRecord> = self.pending_deliveries().await?;
+        for delivery in pending.iter().filter(|d| d.webhook_id == id) {
+            self.remove_delivery(&delivery.id).await?;
         }
         for entry in self.deliveries.scan_prefix(format!("{id}/")) {
             let (key, _) = entry.map_err(backend)?;
@@ -105,13 +117,13 @@ impl WebhookStore for SledStore {
         decode(&bytes).map(Some)
     }
 
-    fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError> {
+    async fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError> {
         let id = delivery.id.as_str();
         let _writing = self
             .outbox_writes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let before: Option<DeliveryRecord> = self.delivery(id)?;
+        let before: Option<DeliveryRecord> = self.outbox_entry(id)?;
         let due = due_key(delivery.next_attempt_ms, id);
         self.outbox.insert(&due, &[]).map_err(backend)?;
         put(&self.outbox, id.as_bytes(), delivery)?;
@@ -123,25 +135,22 @@ impl WebhookStore for SledStore {
         Ok(())
     }
 
-    fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        if id.len() != ID_LEN {
-            return Ok(None);
-        }
-        Self::get_decoded(&self.outbox, id)
+    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.outbox_entry(id)
     }
 
-    fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
+    async fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.outbox
             .range(DELIVERIES)
             .map(|entry| decode(&entry.map_err(backend)?.1))
             .collect()
     }
 
-    fn due_deliveries(
+    async fn due_deliveries(
         &self,
         now_ms: u64,
         limit: usize,
-        skip: &dyn Fn(&str) -> bool,
+        skip: &(dyn for<'r> Fn(&'r str) -> bool + Send + Sync),
     ) -> Result<(Vec<DeliveryRecord>, Option<u64>), StoreError> {
         let not_yet = due_key(now_ms.saturating_add(1), "");
         let mut due = Vec::new();
@@ -157,7 +166,7 @@ impl WebhookStore for SledStore {
                 continue;
             }
             // An entry a crash left, or one replaced meanwhile, is skipped.
-            if let Some(delivery) = self.delivery(id)?.filter(|d| d.next_attempt_ms == at) {
+            if let Some(delivery) = self.outbox_entry(id)?.filter(|d| d.next_attempt_ms == at) {
                 due.push(delivery);
             }
         }
@@ -172,12 +181,12 @@ impl WebhookStore for SledStore {
         Ok((due, next))
     }
 
-    fn remove_delivery(&self, id: &str) -> Result<(), StoreError> {
+    async fn remove_delivery(&self, id: &str) -> Result<(), StoreError> {
         let _writing = self
             .outbox_writes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(before) = self.delivery(id)? else {
+        let Some(before) = self.outbox_entry(id)? else {
             return Ok(());
         };
         self.outbox.remove(id).map_err(backend)?;
@@ -187,7 +196,7 @@ impl WebhookStore for SledStore {
         Ok(())
     }
 
-    fn append_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
+    async fn append_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
         let before = self
             .deliveries
             .insert(
@@ -201,7 +210,11 @@ impl WebhookStore for SledStore {
         Ok(())
     }
 
-    fn remove_attempts_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+    async fn remove_attempts_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
         let mut removed = 0;
         for entry in self.webhooks.iter() {
             if removed == limit {
@@ -215,7 +228,7 @@ impl WebhookStore for SledStore {
         Ok(removed)
     }
 
-    fn attempts(
+    async fn attempts(
         &self,
         webhook_id: &str,
         skip: usize,
@@ -256,46 +269,46 @@ mod tests {
         found.iter().map(|d| d.id.as_str()).collect()
     }
 
-    #[test]
-    fn the_outbox_is_read_by_due_time_and_its_entries_follow_every_write() {
+    #[tokio::test]
+    async fn the_outbox_is_read_by_due_time_and_its_entries_follow_every_write() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (a, b, c) = (id_at(1, 0), id_at(2, 0), id_at(3, 0));
-        store.put_delivery(&delivery(&a, 100)).unwrap();
-        store.put_delivery(&delivery(&b, 50)).unwrap();
-        store.put_delivery(&delivery(&c, 300)).unwrap();
+        store.put_delivery(&delivery(&a, 100)).await.unwrap();
+        store.put_delivery(&delivery(&b, 50)).await.unwrap();
+        store.put_delivery(&delivery(&c, 300)).await.unwrap();
         let none = |_: &str| false;
-        let (due, next) = store.due_deliveries(200, 10, &none).unwrap();
+        let (due, next) = store.due_deliveries(200, 10, &none).await.unwrap();
         assert_eq!(ids(&due), [b.as_str(), a.as_str()]);
         assert_eq!(next, Some(300));
-        let (due, _) = store.due_deliveries(200, 1, &none).unwrap();
+        let (due, _) = store.due_deliveries(200, 1, &none).await.unwrap();
         assert_eq!(ids(&due), [b.as_str()]);
-        let (due, _) = store.due_deliveries(200, 10, &|id| id == b).unwrap();
+        let (due, _) = store.due_deliveries(200, 10, &|id| id == b).await.unwrap();
         assert_eq!(ids(&due), [a.as_str()]);
 
         // A retry moves its entry; a removal takes it away.
-        store.put_delivery(&delivery(&b, 400)).unwrap();
-        store.remove_delivery(&a).unwrap();
-        let (due, next) = store.due_deliveries(350, 10, &none).unwrap();
+        store.put_delivery(&delivery(&b, 400)).await.unwrap();
+        store.remove_delivery(&a).await.unwrap();
+        let (due, next) = store.due_deliveries(350, 10, &none).await.unwrap();
         assert_eq!(ids(&due), [c.as_str()]);
         assert_eq!(next, Some(400));
-        assert_eq!(store.pending_deliveries().unwrap().len(), 2);
+        assert_eq!(store.pending_deliveries().await.unwrap().len(), 2);
 
         // An entry a crash left is skipped, and dropped at the next open.
         store.outbox.insert(due_key(10, &a), &[]).unwrap();
-        let (due, _) = store.due_deliveries(350, 10, &none).unwrap();
+        let (due, _) = store.due_deliveries(350, 10, &none).await.unwrap();
         assert_eq!(ids(&due), [c.as_str()]);
         store.db.flush().unwrap();
         drop(store);
         let store = reopen(dir.path()).unwrap();
         assert!(store.outbox.get(due_key(10, &a)).unwrap().is_none());
-        let (due, next) = store.due_deliveries(u64::MAX - 1, 10, &none).unwrap();
+        let (due, next) = store.due_deliveries(u64::MAX - 1, 10, &none).await.unwrap();
         assert_eq!(ids(&due), [c.as_str(), b.as_str()]);
         assert_eq!(next, None);
     }
 
-    #[test]
-    fn attempts_are_counted_as_they_are_logged_and_removed_with_their_webhook() {
+    #[tokio::test]
+    async fn attempts_are_counted_as_they_are_logged_and_removed_with_their_webhook() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let webhook = WebhookRecord {
@@ -310,7 +323,7 @@ mod tests {
             updated_at: String::new(),
             created_by: None,
         };
-        store.create_webhook(&webhook).unwrap();
+        store.create_webhook(&webhook).await.unwrap();
         for (n, webhook_id) in ["w1", "w1", "w2"].into_iter().enumerate() {
             let attempt = AttemptRecord {
                 id: id_at(1_000, u8::try_from(n).unwrap()),
@@ -326,11 +339,11 @@ mod tests {
                 outcome: "delivered".into(),
                 next_attempt_at: None,
             };
-            store.append_attempt(&attempt).unwrap();
+            store.append_attempt(&attempt).await.unwrap();
         }
         use crate::store::Store;
         assert_eq!(store.record_counts().webhook_attempts, 3);
-        store.delete_webhook("w1").unwrap();
+        store.delete_webhook("w1").await.unwrap();
         assert_eq!(store.record_counts().webhook_attempts, 1);
         drop(store);
         let store = reopen(dir.path()).unwrap();
