@@ -320,7 +320,11 @@ impl Quotas {
     /// # Errors
     ///
     /// [`QuotaError::Exceeded`] naming the quota spent.
-    pub fn admit_execution(&self, org: &str, now_ms: u64) -> Result<Admitted<'_>, QuotaError> {
+    pub async fn admit_execution(
+        &self,
+        org: &str,
+        now_ms: u64,
+    ) -> Result<Admitted<'_>, QuotaError> {
         let limits = self.limits(org)?;
         if limits.executions_per_day.is_none() && limits.fuel_per_day.is_none() {
             return Ok(Admitted {
@@ -330,7 +334,7 @@ impl Quotas {
         }
         // Fuel only matters with its quota; then a second old will do.
         let fuel_age = limits.fuel_per_day.map(|_| FUEL_REREAD_MS);
-        let (mut days, _) = self.day(org, now_ms, fuel_age)?;
+        let (mut days, _) = self.day(org, now_ms, fuel_age).await?;
         let Some(day) = days.get_mut(org) else {
             return Err(StoreError::Backend("a day's count went missing".into()).into());
         };
@@ -369,7 +373,7 @@ impl Quotas {
     /// the node started, also what is queued or running now (accepted
     /// before, and not yet in any rollup). At a new day, runs still queued
     /// from the last are that day's, as the rollup files them.
-    fn day(
+    async fn day(
         &self,
         org: &str,
         now_ms: u64,
@@ -380,52 +384,59 @@ impl Quotas {
             day.start_ms != start_ms
                 || fuel_age.is_some_and(|age| now_ms.saturating_sub(day.fuel_read_ms) >= age)
         });
-        let read = if stale {
-            Some(self.rollup_today(org, now_ms)?)
+        let mut read = if stale {
+            Some(self.rollup_today(org, now_ms).await?)
         } else {
             None
         };
-        let mut days = self.days();
-        match (days.get_mut(org), read) {
-            (Some(day), Some((ended, fuel))) if day.start_ms != start_ms => {
-                *day = Day {
-                    start_ms,
-                    executions: ended,
-                    fuel,
-                    fuel_read_ms: now_ms,
-                };
+        loop {
+            // The lock in a scope that ends before the store is awaited.
+            {
+                let mut days = self.days();
+                match (days.get_mut(org), read) {
+                    (Some(day), Some((ended, fuel))) if day.start_ms != start_ms => {
+                        *day = Day {
+                            start_ms,
+                            executions: ended,
+                            fuel,
+                            fuel_read_ms: now_ms,
+                        };
+                    }
+                    (Some(day), Some((_, fuel))) => {
+                        day.fuel = fuel;
+                        day.fuel_read_ms = now_ms;
+                    }
+                    (Some(_), None) => {}
+                    // Forgotten meanwhile (its quota changed): read, then lock again.
+                    (None, None) => {}
+                    (None, Some((ended, fuel))) => {
+                        let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
+                        days.insert(
+                            org.to_owned(),
+                            Day {
+                                start_ms,
+                                executions: ended + live,
+                                fuel,
+                                fuel_read_ms: now_ms,
+                            },
+                        );
+                    }
+                }
+                if days.contains_key(org) {
+                    return Ok((days, start_ms));
+                }
             }
-            (Some(day), Some((_, fuel))) => {
-                day.fuel = fuel;
-                day.fuel_read_ms = now_ms;
-            }
-            (Some(_), None) => {}
-            (None, read) => {
-                let (ended, fuel) = match read {
-                    Some(read) => read,
-                    None => self.rollup_today(org, now_ms)?,
-                };
-                let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
-                days.insert(
-                    org.to_owned(),
-                    Day {
-                        start_ms,
-                        executions: ended + live,
-                        fuel,
-                        fuel_read_ms: now_ms,
-                    },
-                );
-            }
+            read = Some(self.rollup_today(org, now_ms).await?);
         }
-        Ok((days, start_ms))
     }
 
     /// The executions that ended today and the fuel they burned, from the
     /// day's usage rollup.
-    fn rollup_today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
+    async fn rollup_today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
         let rows = self
             .store
-            .usage(Grain::Day, now_ms, now_ms, Scope::Total(org))?;
+            .usage(Grain::Day, now_ms, now_ms, Scope::Total(org))
+            .await?;
         Ok(rows.iter().fold((0, 0), |(n, f), row| {
             (n + row.usage.executions(), f + row.usage.fuel_total)
         }))
@@ -433,15 +444,15 @@ impl Quotas {
 
     /// The day's executions and fuel of `org`: its admission's count when
     /// it has a daily quota, else read from the store.
-    fn today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
+    async fn today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
         let limits = self.limits(org)?;
         if limits.executions_per_day.is_none() && limits.fuel_per_day.is_none() {
-            let (ended, fuel) = self.rollup_today(org, now_ms)?;
+            let (ended, fuel) = self.rollup_today(org, now_ms).await?;
             let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
             return Ok((ended + live, fuel));
         }
         // What is reported is the fuel now.
-        let (days, _) = self.day(org, now_ms, Some(0))?;
+        let (days, _) = self.day(org, now_ms, Some(0)).await?;
         Ok(days
             .get(org)
             .map_or((0, 0), |day| (day.executions, day.fuel)))
@@ -529,7 +540,7 @@ impl Quotas {
                     for version in store.script_versions(&script.id)? {
                         bytes = bytes.saturating_add(version.size_bytes);
                     }
-                    for (key, value) in store.kv_entries(&script.id)? {
+                    for (key, value) in store.kv_entries(&script.id).await? {
                         bytes = bytes.saturating_add((key.len() + value.len()) as u64);
                     }
                 }
@@ -545,8 +556,8 @@ impl Quotas {
                     .filter(|h| h.start_ms == now - now % HOUR_MS)
                     .map_or(0, |h| h.used)
             }
-            Quota::ExecutionsPerDay => self.today(org, crate::now_ms())?.0,
-            Quota::FuelPerDay => self.today(org, crate::now_ms())?.1,
+            Quota::ExecutionsPerDay => self.today(org, crate::now_ms()).await?.0,
+            Quota::FuelPerDay => self.today(org, crate::now_ms()).await?.1,
         })
     }
 
@@ -599,7 +610,7 @@ impl Quotas {
         let mut standing = Vec::new();
         for org in orgs {
             let limits = self.limits(&org.id)?;
-            let (executions, fuel) = self.today(&org.id, now)?;
+            let (executions, fuel) = self.today(&org.id, now).await?;
             for quota in Quota::ALL {
                 let used = match quota {
                     Quota::StoredBytes => continue,
@@ -689,8 +700,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn executions_of_the_day_count_what_ended_and_what_is_live() {
+    #[tokio::test]
+    async fn executions_of_the_day_count_what_ended_and_what_is_live() {
         let (quotas, _dir) = quotas(QuotaLimits {
             executions_per_day: Some(2),
             ..QuotaLimits::default()
@@ -699,18 +710,18 @@ mod tests {
         let at = day + 5_000;
         // Admitted, an execution counts at once: with two, a third is
         // refused; one dropped without being kept counts no more.
-        let first = quotas.admit_execution("acme", at).unwrap();
-        let second = quotas.admit_execution("acme", at).unwrap();
+        let first = quotas.admit_execution("acme", at).await.unwrap();
+        let second = quotas.admit_execution("acme", at).await.unwrap();
         assert!(matches!(
-            quotas.admit_execution("acme", at),
+            quotas.admit_execution("acme", at).await,
             Err(QuotaError::Exceeded(_))
         ));
         drop((first, second));
         // Kept, they stay counted.
-        quotas.admit_execution("acme", at).unwrap().keep();
-        quotas.admit_execution("acme", at).unwrap().keep();
+        quotas.admit_execution("acme", at).await.unwrap().keep();
+        quotas.admit_execution("acme", at).await.unwrap().keep();
         assert!(matches!(
-            quotas.admit_execution("acme", at),
+            quotas.admit_execution("acme", at).await,
             Err(QuotaError::Exceeded(_))
         ));
         // A day's count starts from the store: what ended, and what is live.
@@ -727,7 +738,7 @@ mod tests {
         live.id = crate::store::testing::id_at(at, 1);
         live.status = crate::store::ExecutionStatus::Queued;
         quotas.jobs.enqueue(&live).unwrap();
-        let Err(QuotaError::Exceeded(spent)) = quotas.admit_execution("acme", at) else {
+        let Err(QuotaError::Exceeded(spent)) = quotas.admit_execution("acme", at).await else {
             panic!("a third execution of the day was admitted");
         };
         assert_eq!(
@@ -737,15 +748,15 @@ mod tests {
         // A new day counts from nothing: yesterday's run still queued is
         // yesterday's.
         let next = day + DAY_MS;
-        quotas.admit_execution("acme", next).unwrap().keep();
-        quotas.admit_execution("acme", next).unwrap().keep();
+        quotas.admit_execution("acme", next).await.unwrap().keep();
+        quotas.admit_execution("acme", next).await.unwrap().keep();
         assert!(matches!(
-            quotas.admit_execution("acme", next),
+            quotas.admit_execution("acme", next).await,
             Err(QuotaError::Exceeded(_))
         ));
         // A quota changed starts the count again from the store.
         quotas.changed("acme").unwrap();
-        assert!(quotas.admit_execution("acme", next).is_ok());
+        assert!(quotas.admit_execution("acme", next).await.is_ok());
     }
 
     #[test]

@@ -156,7 +156,8 @@ impl Sweeper {
         }
         swept.usage_rollups = self
             .store
-            .remove_usage_before(now_ms.saturating_sub(USAGE_KEPT_MS), budget)?;
+            .remove_usage_before(now_ms.saturating_sub(USAGE_KEPT_MS), budget)
+            .await?;
         budget -= swept.usage_rollups;
         if self
             .last_expiry_ms

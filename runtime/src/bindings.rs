@@ -17,6 +17,8 @@ pub(crate) mod script {
     wasmtime::component::bindgen!({
         world: "script",
         path: "../guest-sdk/wit",
+        // Key-value calls reach the server's store, which is awaited.
+        imports: { "kiln:script/kv": async },
         exports: { default: async },
     });
 }

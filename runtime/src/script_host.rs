@@ -26,31 +26,32 @@ pub enum KvError {
 /// The storage behind one run's `kiln:script` imports: the key-value store
 /// and config values of the script being run. Calls come from the thread
 /// running the guest and should return quickly.
+#[async_trait::async_trait]
 pub trait ScriptHost: Send + Sync {
     /// The value under `key`.
     ///
     /// # Errors
     ///
     /// Whatever the store cannot do, as a [`KvError`].
-    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
     /// Stores `value` under `key`.
     ///
     /// # Errors
     ///
     /// [`KvError::QuotaExceeded`] past the quotas, or a store failure.
-    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
     /// Removes `key`; true when it existed.
     ///
     /// # Errors
     ///
     /// A store failure.
-    fn kv_delete(&self, key: &str) -> Result<bool, KvError>;
+    async fn kv_delete(&self, key: &str) -> Result<bool, KvError>;
     /// Keys starting with `prefix`, in byte order, at most `limit`.
     ///
     /// # Errors
     ///
     /// A store failure.
-    fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError>;
+    async fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError>;
     /// The config value of `key`, if set.
     fn config(&self, key: &str) -> Option<String>;
 }
@@ -84,21 +85,22 @@ impl MemoryScriptHost {
     }
 }
 
+#[async_trait::async_trait]
 impl ScriptHost for MemoryScriptHost {
-    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         Ok(self.value(key))
     }
 
-    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
         self.kv().insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 
-    fn kv_delete(&self, key: &str) -> Result<bool, KvError> {
+    async fn kv_delete(&self, key: &str) -> Result<bool, KvError> {
         Ok(self.kv().remove(key).is_some())
     }
 
-    fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
+    async fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
         Ok(self
             .kv()
             .range(prefix.to_owned()..)
@@ -192,23 +194,27 @@ impl log::Host for State {
 }
 
 impl kv::Host for State {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::Error> {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::Error> {
         check_key(&key)?;
-        Ok(self.script.host()?.kv_get(&key)?)
+        Ok(self.script.host()?.kv_get(&key).await?)
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::Error> {
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::Error> {
         check_key(&key)?;
-        Ok(self.script.host()?.kv_set(&key, &value)?)
+        Ok(self.script.host()?.kv_set(&key, &value).await?)
     }
 
-    fn delete(&mut self, key: String) -> Result<bool, kv::Error> {
+    async fn delete(&mut self, key: String) -> Result<bool, kv::Error> {
         check_key(&key)?;
-        Ok(self.script.host()?.kv_delete(&key)?)
+        Ok(self.script.host()?.kv_delete(&key).await?)
     }
 
-    fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, kv::Error> {
-        Ok(self.script.host()?.kv_list(&prefix, MAX_LISTED_KEYS)?)
+    async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, kv::Error> {
+        Ok(self
+            .script
+            .host()?
+            .kv_list(&prefix, MAX_LISTED_KEYS)
+            .await?)
     }
 }
 
@@ -231,15 +237,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_memory_host_lists_by_prefix_in_order() {
+    #[tokio::test]
+    async fn the_memory_host_lists_by_prefix_in_order() {
         let host = MemoryScriptHost::default();
         for key in ["b", "a/2", "a/1", "ab"] {
-            host.kv_set(key, b"").unwrap();
+            host.kv_set(key, b"").await.unwrap();
         }
-        assert_eq!(host.kv_list("a/", 10).unwrap(), ["a/1", "a/2"]);
-        assert_eq!(host.kv_list("", 2).unwrap(), ["a/1", "a/2"]);
-        assert!(host.kv_delete("b").unwrap());
-        assert_eq!(host.kv_get("b").unwrap(), None);
+        assert_eq!(host.kv_list("a/", 10).await.unwrap(), ["a/1", "a/2"]);
+        assert_eq!(host.kv_list("", 2).await.unwrap(), ["a/1", "a/2"]);
+        assert!(host.kv_delete("b").await.unwrap());
+        assert_eq!(host.kv_get("b").await.unwrap(), None);
     }
 }

@@ -141,40 +141,53 @@ async fn usage(
     let script_filter = query.script_id;
     let org = principal.org;
     let first_created = from_text.clone();
+    // Off the async threads: the rollups and the live executions are read
+    // in one pass each.
+    let runtime = tokio::runtime::Handle::current();
     let (totals, per_script, live, scripts) = tokio::task::spawn_blocking(move || {
-        // One script's rows are both its total and its line among the busiest.
-        let (totals, per_script) = match &script_filter {
-            Some(id) => (
-                store.usage(grain, from_ms, now_ms, Scope::Script(&org, Some(id)))?,
-                None,
-            ),
-            None => (
-                store.usage(grain, from_ms, now_ms, Scope::Total(&org))?,
-                Some(store.usage(grain, from_ms, now_ms, Scope::PerScript(&org))?),
-            ),
-        };
-        // What has not ended is in no rollup; it is queued or running, so
-        // bounded by the queue and the workers.
-        let mut live = Vec::new();
-        for status in [ExecutionStatus::Queued, ExecutionStatus::Running] {
-            let mut walk = ExecutionWalk::new(ExecutionIndex::Status(status), false);
-            walk.created_from_ms = Some(from_ms.saturating_sub(ID_TIME_SLACK_MS));
-            store.walk_executions(&walk, &mut |e: ExecutionRecord| {
-                let wanted =
-                    e.org() == org && (script_filter.is_none() || e.script_id == script_filter);
-                if wanted && e.created_at >= first_created {
-                    live.push((e.created_at, e.status));
-                }
-                ControlFlow::Continue(())
-            })?;
-        }
-        let names: HashMap<String, String> = store
-            .scripts()?
-            .into_iter()
-            .filter(|s| s.org() == org)
-            .map(|s| (s.id, s.name))
-            .collect();
-        Ok::<_, crate::store::StoreError>((totals, per_script, live, names))
+        runtime.block_on(async move {
+            // One script's rows are both its total and its line among the busiest.
+            let (totals, per_script) = match &script_filter {
+                Some(id) => (
+                    store
+                        .usage(grain, from_ms, now_ms, Scope::Script(&org, Some(id)))
+                        .await?,
+                    None,
+                ),
+                None => (
+                    store
+                        .usage(grain, from_ms, now_ms, Scope::Total(&org))
+                        .await?,
+                    Some(
+                        store
+                            .usage(grain, from_ms, now_ms, Scope::PerScript(&org))
+                            .await?,
+                    ),
+                ),
+            };
+            // What has not ended is in no rollup; it is queued or running, so
+            // bounded by the queue and the workers.
+            let mut live = Vec::new();
+            for status in [ExecutionStatus::Queued, ExecutionStatus::Running] {
+                let mut walk = ExecutionWalk::new(ExecutionIndex::Status(status), false);
+                walk.created_from_ms = Some(from_ms.saturating_sub(ID_TIME_SLACK_MS));
+                store.walk_executions(&walk, &mut |e: ExecutionRecord| {
+                    let wanted =
+                        e.org() == org && (script_filter.is_none() || e.script_id == script_filter);
+                    if wanted && e.created_at >= first_created {
+                        live.push((e.created_at, e.status));
+                    }
+                    ControlFlow::Continue(())
+                })?;
+            }
+            let names: HashMap<String, String> = store
+                .scripts()?
+                .into_iter()
+                .filter(|s| s.org() == org)
+                .map(|s| (s.id, s.name))
+                .collect();
+            Ok::<_, crate::store::StoreError>((totals, per_script, live, names))
+        })
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the usage summary failed: {e}")))??;

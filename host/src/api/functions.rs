@@ -101,7 +101,7 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     }
     // A request is an execution of the function's organization, counted
     // for good once its record is stored.
-    let admitted = state.quotas.admit_execution(&org, crate::now_ms())?;
+    let admitted = state.quotas.admit_execution(&org, crate::now_ms()).await?;
     let body = axum::body::to_bytes(body, state.config.server.max_body_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;

@@ -558,7 +558,8 @@ async fn holdings(state: &AppState, org: &str) -> Result<Vec<String>, ApiError> 
         ),
         (
             store
-                .shared_secrets()?
+                .shared_secrets()
+                .await?
                 .iter()
                 .filter(|s| s.org() == org)
                 .count(),

@@ -92,7 +92,8 @@ async fn list(
 ) -> Result<axum::Json<SecretList>, ApiError> {
     let data = state
         .store
-        .shared_secrets()?
+        .shared_secrets()
+        .await?
         .iter()
         .filter(|s| s.org() == principal.org)
         .cloned()
@@ -115,7 +116,8 @@ async fn get(
 ) -> Result<axum::Json<SecretView>, ApiError> {
     let secret = state
         .store
-        .shared_secret(&principal.org, &name)?
+        .shared_secret(&principal.org, &name)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no secret {name:?}")))?;
     Ok(axum::Json(secret.into()))
 }
@@ -151,7 +153,7 @@ async fn put(
     // One change at a time: the count checked is the count written, and
     // two puts of one name do not both create it.
     let _writing = WRITES.lock().await;
-    let current = state.store.shared_secret(&principal.org, &name)?;
+    let current = state.store.shared_secret(&principal.org, &name).await?;
     let slot = crate::vault::shared_slot(&name_key(&principal.org, &name));
     let created = current.is_none();
     let now = crate::now();
@@ -163,7 +165,7 @@ async fn put(
             ..current
         },
         (None, Some(value)) => {
-            let held = state.store.shared_secrets()?;
+            let held = state.store.shared_secrets().await?;
             if held.iter().filter(|s| s.org() == principal.org).count() >= MAX_SHARED_SECRETS {
                 return Err(ApiError::Conflict(format!(
                     "the organization holds {MAX_SHARED_SECRETS} shared secrets, the most it keeps"
@@ -183,7 +185,7 @@ async fn put(
             return Err(ApiError::invalid("value", "a new secret needs its value"));
         }
     };
-    state.store.put_shared_secret(&record)?;
+    state.store.put_shared_secret(&record).await?;
     audit::record(
         &state,
         Entry::new("secret.updated", true)
@@ -212,7 +214,11 @@ async fn delete(
     ApiPath(name): ApiPath<String>,
     principal: Principal,
 ) -> Result<StatusCode, ApiError> {
-    if !state.store.delete_shared_secret(&principal.org, &name)? {
+    if !state
+        .store
+        .delete_shared_secret(&principal.org, &name)
+        .await?
+    {
         return Err(ApiError::NotFound(format!("no secret {name:?}")));
     }
     audit::record(

@@ -198,7 +198,7 @@ pub async fn queue(
     durable_first: bool,
 ) -> Result<watch::Receiver<Settled>, SubmitError> {
     // Counted as the day's from here; kept once a record of it is sure.
-    let admitted = match quotas.admit_execution(record.org(), crate::now_ms()) {
+    let admitted = match quotas.admit_execution(record.org(), crate::now_ms()).await {
         Ok(admitted) => admitted,
         Err(QuotaError::Store(e)) => return Err(e.into()),
         Err(QuotaError::Exceeded(spent)) => {

@@ -43,12 +43,16 @@ fn unavailable(e: impl std::fmt::Display) -> KvError {
     KvError::Unavailable("the store failed; the server log has the details".into())
 }
 
+#[async_trait::async_trait]
 impl ScriptHost for StoredScript {
-    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.store.kv_get(&self.script_id, key).map_err(unavailable)
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.store
+            .kv_get(&self.script_id, key)
+            .await
+            .map_err(unavailable)
     }
 
-    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
         if value.len() as u64 > self.value_quota {
             return Err(KvError::QuotaExceeded(format!(
                 "a value may have {} bytes; this one has {}",
@@ -58,21 +62,24 @@ impl ScriptHost for StoredScript {
         }
         self.store
             .kv_set(&self.script_id, key, value, self.script_quota)
+            .await
             .map_err(|refusal| match refusal {
                 KvRefusal::OverQuota { .. } => KvError::QuotaExceeded(refusal.to_string()),
                 KvRefusal::Store(e) => unavailable(e),
             })
     }
 
-    fn kv_delete(&self, key: &str) -> Result<bool, KvError> {
+    async fn kv_delete(&self, key: &str) -> Result<bool, KvError> {
         self.store
             .kv_delete(&self.script_id, key)
+            .await
             .map_err(unavailable)
     }
 
-    fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
+    async fn kv_list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
         self.store
             .kv_keys(&self.script_id, prefix, limit)
+            .await
             .map_err(unavailable)
     }
 
@@ -86,8 +93,8 @@ mod tests {
     use super::*;
     use crate::store::SledStore;
 
-    #[test]
-    fn values_over_either_quota_are_refused_and_config_is_what_the_run_was_given() {
+    #[tokio::test]
+    async fn values_over_either_quota_are_refused_and_config_is_what_the_run_was_given() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
         let config = BTreeMap::from([("greeting".to_string(), "hej".to_string())]);
@@ -98,15 +105,15 @@ mod tests {
         };
         let host = StoredScript::new(store.clone(), "s", config, &limits);
         assert!(matches!(
-            host.kv_set("k", &[0; 9]),
+            host.kv_set("k", &[0; 9]).await,
             Err(KvError::QuotaExceeded(_))
         ));
-        host.kv_set("k", &[0; 8]).unwrap();
+        host.kv_set("k", &[0; 8]).await.unwrap();
         assert!(matches!(
-            host.kv_set("k2", b"abc"),
+            host.kv_set("k2", b"abc").await,
             Err(KvError::QuotaExceeded(_))
         ));
-        assert_eq!(host.kv_list("", 10).unwrap(), ["k"]);
+        assert_eq!(host.kv_list("", 10).await.unwrap(), ["k"]);
         assert_eq!(host.config("greeting").as_deref(), Some("hej"));
         assert_eq!(host.config("other"), None);
     }

@@ -60,11 +60,11 @@ impl Execute for Worker {
 impl Worker {
     /// The script's config values, opened; none for ad-hoc code. One that
     /// does not open (the master key changed) is left out and logged.
-    fn config_of(&self, record: &ExecutionRecord) -> BTreeMap<String, String> {
+    async fn config_of(&self, record: &ExecutionRecord) -> BTreeMap<String, String> {
         let Some(script_id) = &record.script_id else {
             return BTreeMap::new();
         };
-        let sealed = match self.store.script_config(script_id) {
+        let sealed = match self.store.script_config(script_id).await {
             Ok(sealed) => sealed,
             Err(e) => {
                 tracing::error!(error = %e, script = %script_id, "cannot read a script's config");
@@ -73,7 +73,7 @@ impl Worker {
         };
         // Shared secrets granted to the script first: its own config wins
         // on a name both have.
-        let mut config = self.shared_secrets_of(record.org(), script_id);
+        let mut config = self.shared_secrets_of(record.org(), script_id).await;
         config.extend(sealed.into_iter().filter_map(|(key, value)| {
             let slot = crate::vault::config_slot(script_id, &key);
             match self.vault.open_value(&slot, &value) {
@@ -89,8 +89,8 @@ impl Worker {
     }
 
     /// The shared secrets an admin granted to a script, opened.
-    fn shared_secrets_of(&self, org: &str, script_id: &str) -> BTreeMap<String, String> {
-        let secrets = match self.store.shared_secrets() {
+    async fn shared_secrets_of(&self, org: &str, script_id: &str) -> BTreeMap<String, String> {
+        let secrets = match self.store.shared_secrets().await {
             Ok(secrets) => secrets,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the shared secrets");
@@ -156,7 +156,7 @@ impl Worker {
         match self.prepare(record, &parameters).await {
             Ok((prepared, allowed_hosts, compile_wait_ms)) => {
                 record.compile_wait_ms = compile_wait_ms;
-                let config = self.config_of(record);
+                let config = self.config_of(record).await;
                 let mask: Vec<String> = config.values().cloned().collect();
                 // The request's variables (opened), then the script's config
                 // values: a script reads its secrets as `process.env.NAME`

@@ -49,43 +49,47 @@ pub enum KvRefusal {
     Store(#[from] StoreError),
 }
 
+#[async_trait::async_trait]
 pub trait ScriptDataStore {
-    fn kv_get(&self, script_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn kv_get(&self, script_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores a value unless the script's keys and values would then take
     /// more than `quota` bytes in all.
-    fn kv_set(&self, script_id: &str, key: &str, value: &[u8], quota: u64)
-    -> Result<(), KvRefusal>;
-    fn kv_delete(&self, script_id: &str, key: &str) -> Result<bool, StoreError>;
+    async fn kv_set(
+        &self,
+        script_id: &str,
+        key: &str,
+        value: &[u8],
+        quota: u64,
+    ) -> Result<(), KvRefusal>;
+    async fn kv_delete(&self, script_id: &str, key: &str) -> Result<bool, StoreError>;
     /// Keys starting with `prefix`, in byte order, at most `limit`.
-    fn kv_keys(
+    async fn kv_keys(
         &self,
         script_id: &str,
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
     /// Every key and value of a script, in key order.
-    fn kv_entries(&self, script_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    fn script_config(&self, script_id: &str) -> Result<BTreeMap<String, String>, StoreError>;
+    async fn kv_entries(&self, script_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    async fn script_config(&self, script_id: &str) -> Result<BTreeMap<String, String>, StoreError>;
     /// Replaces a script's config if `allow` passes its record as it is
     /// now; [`StoreError::NotFound`] if there is no such script.
-    fn set_script_config(
+    async fn set_script_config(
         &self,
         script_id: &str,
         values: &BTreeMap<String, String>,
-        allow: &dyn Fn(&super::ScriptRecord) -> Result<(), StoreError>,
+        allow: &(dyn for<'r> Fn(&'r super::ScriptRecord) -> Result<(), StoreError> + Send + Sync),
     ) -> Result<(), StoreError>;
-    /// Removes a deleted script's key-value entries and config.
-    fn drop_script_data(&self, script_id: &str) -> Result<(), StoreError>;
     /// Every shared secret, by name (bounded by the API: 100).
-    fn shared_secrets(&self) -> Result<std::sync::Arc<[SharedSecretRecord]>, StoreError>;
+    async fn shared_secrets(&self) -> Result<std::sync::Arc<[SharedSecretRecord]>, StoreError>;
     /// Organization `org`'s secret `name`.
-    fn shared_secret(
+    async fn shared_secret(
         &self,
         org: &str,
         name: &str,
     ) -> Result<Option<SharedSecretRecord>, StoreError>;
     /// Stores a shared secret, replacing one of that name.
-    fn put_shared_secret(&self, secret: &SharedSecretRecord) -> Result<(), StoreError>;
+    async fn put_shared_secret(&self, secret: &SharedSecretRecord) -> Result<(), StoreError>;
     /// Whether there was one to delete.
-    fn delete_shared_secret(&self, org: &str, name: &str) -> Result<bool, StoreError>;
+    async fn delete_shared_secret(&self, org: &str, name: &str) -> Result<bool, StoreError>;
 }

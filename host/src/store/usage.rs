@@ -186,11 +186,12 @@ pub struct UsageRow {
     pub usage: UsageRollup,
 }
 
+#[async_trait::async_trait]
 pub trait UsageStore {
     /// The rollups of `scope` in the `grain` buckets from the one `from_ms`
     /// falls in to the one `to_ms` falls in (Unix ms), with what ended
     /// since the last flush; in bucket order.
-    fn usage(
+    async fn usage(
         &self,
         grain: Grain,
         from_ms: u64,
@@ -199,7 +200,7 @@ pub trait UsageStore {
     ) -> Result<Vec<UsageRow>, StoreError>;
     /// Removes up to `limit` rollups of buckets that ended before
     /// `before_ms`; how many.
-    fn remove_usage_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
+    async fn remove_usage_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }
 
 #[cfg(test)]

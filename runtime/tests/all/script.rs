@@ -14,20 +14,21 @@ use super::{read_guest, sandbox};
 /// A store that is always full.
 struct FullHost;
 
+#[async_trait::async_trait]
 impl ScriptHost for FullHost {
-    fn kv_get(&self, _: &str) -> Result<Option<Vec<u8>>, KvError> {
+    async fn kv_get(&self, _: &str) -> Result<Option<Vec<u8>>, KvError> {
         Ok(None)
     }
 
-    fn kv_set(&self, _: &str, _: &[u8]) -> Result<(), KvError> {
+    async fn kv_set(&self, _: &str, _: &[u8]) -> Result<(), KvError> {
         Err(KvError::QuotaExceeded("full".into()))
     }
 
-    fn kv_delete(&self, _: &str) -> Result<bool, KvError> {
+    async fn kv_delete(&self, _: &str) -> Result<bool, KvError> {
         Ok(false)
     }
 
-    fn kv_list(&self, _: &str, _: usize) -> Result<Vec<String>, KvError> {
+    async fn kv_list(&self, _: &str, _: usize) -> Result<Vec<String>, KvError> {
         Ok(Vec::new())
     }
 

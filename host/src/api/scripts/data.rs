@@ -83,6 +83,7 @@ pub(super) async fn put_config(
     state
         .store
         .set_script_config(&script.id, &sealed, &|now| check_change(&principal, now))
+        .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound(format!("no script {id_or_name:?}")),
             other => audited(&state, &principal, &ip, "config", &script.id, other.into()),
@@ -117,7 +118,12 @@ pub(super) async fn get_config(
     ApiPath(id_or_name): ApiPath<String>,
 ) -> Result<axum::Json<ConfigKeys>, ApiError> {
     let script = find(&state, &principal.org, &id_or_name)?;
-    let keys = state.store.script_config(&script.id)?.into_keys().collect();
+    let keys = state
+        .store
+        .script_config(&script.id)
+        .await?
+        .into_keys()
+        .collect();
     Ok(axum::Json(ConfigKeys { keys }))
 }
 
@@ -187,7 +193,8 @@ pub(super) async fn get_kv(
     let mut total_bytes = 0;
     let entries = state
         .store
-        .kv_entries(&script.id)?
+        .kv_entries(&script.id)
+        .await?
         .into_iter()
         .map(|(key, value)| {
             let size_bytes = value.len() as u64;

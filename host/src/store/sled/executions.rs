@@ -723,8 +723,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_schema_2_store_is_indexed_and_rolled_up_on_open() {
+    #[tokio::test]
+    async fn a_schema_2_store_is_indexed_and_rolled_up_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (id_at(1_000, 0), id_at(1_000, 1));
         {
@@ -764,6 +764,7 @@ mod tests {
                 1_000,
                 Scope::PerScript(crate::store::orgs::DEFAULT_ORG),
             )
+            .await
             .unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].usage.failures(), 1);

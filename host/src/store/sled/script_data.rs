@@ -13,8 +13,23 @@ fn kv_key(script_id: &str, key: &str) -> Vec<u8> {
     format!("{script_id}/{key}").into_bytes()
 }
 
+impl SledStore {
+    /// Removes a script's config and key-value entries, as the script's
+    /// delete does.
+    pub(super) fn drop_data_of(&self, script_id: &str) -> Result<(), StoreError> {
+        self.script_config.remove(script_id).map_err(backend)?;
+        for key in self.script_kv.scan_prefix(format!("{script_id}/")).keys() {
+            self.script_kv
+                .remove(key.map_err(backend)?)
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
 impl ScriptDataStore for SledStore {
-    fn kv_get(&self, script_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn kv_get(&self, script_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .script_kv
             .get(kv_key(script_id, key))
@@ -22,7 +37,7 @@ impl ScriptDataStore for SledStore {
             .map(|value| value.to_vec()))
     }
 
-    fn kv_set(
+    async fn kv_set(
         &self,
         script_id: &str,
         key: &str,
@@ -52,7 +67,7 @@ impl ScriptDataStore for SledStore {
         Ok(())
     }
 
-    fn kv_delete(&self, script_id: &str, key: &str) -> Result<bool, StoreError> {
+    async fn kv_delete(&self, script_id: &str, key: &str) -> Result<bool, StoreError> {
         Ok(self
             .script_kv
             .remove(kv_key(script_id, key))
@@ -60,7 +75,7 @@ impl ScriptDataStore for SledStore {
             .is_some())
     }
 
-    fn kv_keys(
+    async fn kv_keys(
         &self,
         script_id: &str,
         prefix: &str,
@@ -78,7 +93,7 @@ impl ScriptDataStore for SledStore {
             .collect()
     }
 
-    fn kv_entries(&self, script_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    async fn kv_entries(&self, script_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let skip = script_id.len() + 1;
         self.script_kv
             .scan_prefix(format!("{script_id}/"))
@@ -89,18 +104,18 @@ impl ScriptDataStore for SledStore {
             .collect()
     }
 
-    fn script_config(&self, script_id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    async fn script_config(&self, script_id: &str) -> Result<BTreeMap<String, String>, StoreError> {
         self.script_config
             .get(script_id)
             .map_err(backend)?
             .map_or_else(|| Ok(BTreeMap::new()), |bytes| decode(&bytes))
     }
 
-    fn set_script_config(
+    async fn set_script_config(
         &self,
         script_id: &str,
         values: &BTreeMap<String, String>,
-        allow: &dyn Fn(&ScriptRecord) -> Result<(), StoreError>,
+        allow: &(dyn for<'r> Fn(&'r ScriptRecord) -> Result<(), StoreError> + Send + Sync),
     ) -> Result<(), StoreError> {
         // Under the lock script writes take, so `allow` sees the record as
         // it is when the config is written (and a deleted script gets none).
@@ -114,17 +129,7 @@ impl ScriptDataStore for SledStore {
         put(&self.script_config, script.id.as_bytes(), values)
     }
 
-    fn drop_script_data(&self, script_id: &str) -> Result<(), StoreError> {
-        self.script_config.remove(script_id).map_err(backend)?;
-        for key in self.script_kv.scan_prefix(format!("{script_id}/")).keys() {
-            self.script_kv
-                .remove(key.map_err(backend)?)
-                .map_err(backend)?;
-        }
-        Ok(())
-    }
-
-    fn shared_secrets(&self) -> Result<Arc<[SharedSecretRecord]>, StoreError> {
+    async fn shared_secrets(&self) -> Result<Arc<[SharedSecretRecord]>, StoreError> {
         let mut decoded = self
             .shared_decoded
             .lock()
@@ -142,7 +147,7 @@ impl ScriptDataStore for SledStore {
         Ok(secrets)
     }
 
-    fn shared_secret(
+    async fn shared_secret(
         &self,
         org: &str,
         name: &str,
@@ -154,7 +159,7 @@ impl ScriptDataStore for SledStore {
             .transpose()
     }
 
-    fn put_shared_secret(&self, secret: &SharedSecretRecord) -> Result<(), StoreError> {
+    async fn put_shared_secret(&self, secret: &SharedSecretRecord) -> Result<(), StoreError> {
         let mut decoded = self
             .shared_decoded
             .lock()
@@ -164,7 +169,7 @@ impl ScriptDataStore for SledStore {
         Ok(())
     }
 
-    fn delete_shared_secret(&self, org: &str, name: &str) -> Result<bool, StoreError> {
+    async fn delete_shared_secret(&self, org: &str, name: &str) -> Result<bool, StoreError> {
         let mut decoded = self
             .shared_decoded
             .lock()
@@ -185,8 +190,8 @@ mod tests {
     use crate::store::orgs::DEFAULT_ORG;
     use crate::store::scripts::ScriptStore as _;
 
-    #[test]
-    fn shared_secrets_read_after_a_change_are_the_changed_ones() {
+    #[tokio::test]
+    async fn shared_secrets_read_after_a_change_are_the_changed_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         let secret = |name: &str, value: &str| SharedSecretRecord {
@@ -198,32 +203,32 @@ mod tests {
             updated_at: String::new(),
             created_by: None,
         };
-        assert!(store.shared_secrets().unwrap().is_empty());
-        store.put_shared_secret(&secret("A", "1")).unwrap();
+        assert!(store.shared_secrets().await.unwrap().is_empty());
+        store.put_shared_secret(&secret("A", "1")).await.unwrap();
         // Read twice: the second comes from memory.
-        assert_eq!(store.shared_secrets().unwrap()[0].value, "1");
-        assert_eq!(store.shared_secrets().unwrap()[0].value, "1");
-        store.put_shared_secret(&secret("A", "2")).unwrap();
-        store.put_shared_secret(&secret("B", "3")).unwrap();
-        let read = store.shared_secrets().unwrap();
+        assert_eq!(store.shared_secrets().await.unwrap()[0].value, "1");
+        assert_eq!(store.shared_secrets().await.unwrap()[0].value, "1");
+        store.put_shared_secret(&secret("A", "2")).await.unwrap();
+        store.put_shared_secret(&secret("B", "3")).await.unwrap();
+        let read = store.shared_secrets().await.unwrap();
         assert_eq!((read.len(), read[0].value.as_str()), (2, "2"));
-        assert!(store.delete_shared_secret(DEFAULT_ORG, "A").unwrap());
-        assert!(!store.delete_shared_secret(DEFAULT_ORG, "A").unwrap());
-        let read = store.shared_secrets().unwrap();
+        assert!(store.delete_shared_secret(DEFAULT_ORG, "A").await.unwrap());
+        assert!(!store.delete_shared_secret(DEFAULT_ORG, "A").await.unwrap());
+        let read = store.shared_secrets().await.unwrap();
         assert_eq!((read.len(), read[0].name.as_str()), (1, "B"));
     }
 
-    #[test]
-    fn values_are_kept_per_script_within_the_quota() {
+    #[tokio::test]
+    async fn values_are_kept_per_script_within_the_quota() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        store.kv_set("a", "n", b"1", 100).unwrap();
-        store.kv_set("ab", "n", b"2", 100).unwrap();
-        assert_eq!(store.kv_get("a", "n").unwrap().unwrap(), b"1");
-        assert_eq!(store.kv_get("ab", "n").unwrap().unwrap(), b"2");
+        store.kv_set("a", "n", b"1", 100).await.unwrap();
+        store.kv_set("ab", "n", b"2", 100).await.unwrap();
+        assert_eq!(store.kv_get("a", "n").await.unwrap().unwrap(), b"1");
+        assert_eq!(store.kv_get("ab", "n").await.unwrap().unwrap(), b"2");
         // Replacing a value counts only the new one.
-        store.kv_set("a", "n", &[b'x'; 99], 100).unwrap();
-        let refused = store.kv_set("a", "m", b"1", 100).unwrap_err();
+        store.kv_set("a", "n", &[b'x'; 99], 100).await.unwrap();
+        let refused = store.kv_set("a", "m", b"1", 100).await.unwrap_err();
         assert!(
             matches!(
                 refused,
@@ -234,31 +239,36 @@ mod tests {
             ),
             "{refused}"
         );
-        store.kv_set("a", "p/1", b"", 1000).unwrap();
-        store.kv_set("a", "p/2", b"", 1000).unwrap();
-        assert_eq!(store.kv_keys("a", "p/", 10).unwrap(), ["p/1", "p/2"]);
-        assert_eq!(store.kv_keys("a", "", 2).unwrap(), ["n", "p/1"]);
-        assert!(store.kv_delete("a", "p/1").unwrap());
-        assert!(!store.kv_delete("a", "p/1").unwrap());
+        store.kv_set("a", "p/1", b"", 1000).await.unwrap();
+        store.kv_set("a", "p/2", b"", 1000).await.unwrap();
+        assert_eq!(store.kv_keys("a", "p/", 10).await.unwrap(), ["p/1", "p/2"]);
+        assert_eq!(store.kv_keys("a", "", 2).await.unwrap(), ["n", "p/1"]);
+        assert!(store.kv_delete("a", "p/1").await.unwrap());
+        assert!(!store.kv_delete("a", "p/1").await.unwrap());
 
         let config = BTreeMap::from([("k".to_string(), "v".to_string())]);
         let allow = |_: &ScriptRecord| Ok(());
         // Only a script that exists has config, and only when its check passes.
         assert!(matches!(
-            store.set_script_config("a", &config, &allow),
+            store.set_script_config("a", &config, &allow).await,
             Err(StoreError::NotFound)
         ));
         store
             .create_script(&crate::store::testing::script("a", "a-name", 1), b"v2")
             .unwrap();
         let refuse = |_: &ScriptRecord| Err(StoreError::Forbidden("no".into()));
-        assert!(store.set_script_config("a", &config, &refuse).is_err());
-        assert!(store.script_config("a").unwrap().is_empty());
-        store.set_script_config("a", &config, &allow).unwrap();
-        assert_eq!(store.script_config("a").unwrap(), config);
-        store.drop_script_data("a").unwrap();
-        assert!(store.kv_entries("a").unwrap().is_empty());
-        assert!(store.script_config("a").unwrap().is_empty());
-        assert_eq!(store.kv_entries("ab").unwrap().len(), 1);
+        assert!(
+            store
+                .set_script_config("a", &config, &refuse)
+                .await
+                .is_err()
+        );
+        assert!(store.script_config("a").await.unwrap().is_empty());
+        store.set_script_config("a", &config, &allow).await.unwrap();
+        assert_eq!(store.script_config("a").await.unwrap(), config);
+        store.drop_data_of("a").unwrap();
+        assert!(store.kv_entries("a").await.unwrap().is_empty());
+        assert!(store.script_config("a").await.unwrap().is_empty());
+        assert_eq!(store.kv_entries("ab").await.unwrap().len(), 1);
     }
 }

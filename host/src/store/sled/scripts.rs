@@ -200,7 +200,7 @@ impl ScriptStore for SledStore {
         }
         // What its runs kept and its config go too (unreachable once the
         // record is gone, whatever a crash leaves of them).
-        crate::store::script_data::ScriptDataStore::drop_script_data(self, &deleted.id)?;
+        self.drop_data_of(&deleted.id)?;
         Ok(deleted)
     }
 

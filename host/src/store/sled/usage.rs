@@ -156,8 +156,9 @@ impl SledStore {
     }
 }
 
+#[async_trait::async_trait]
 impl UsageStore for SledStore {
-    fn usage(
+    async fn usage(
         &self,
         grain: Grain,
         from_ms: u64,
@@ -242,7 +243,7 @@ impl UsageStore for SledStore {
         Ok(rows)
     }
 
-    fn remove_usage_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+    async fn remove_usage_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let mut removed = 0;
         for grain in Grain::ALL {
             // The bucket `before_ms` falls in has not ended: kept.
@@ -299,6 +300,7 @@ mod tests {
         for grain in Grain::ALL {
             let rows = store
                 .usage(grain, at, at, Scope::Total(DEFAULT_ORG))
+                .await
                 .unwrap();
             assert_eq!(rows.len(), 1, "{rows:?}");
             assert_eq!(rows[0].usage.executions(), 2);
@@ -309,6 +311,7 @@ mod tests {
         assert_eq!(
             store
                 .usage(Grain::Day, at, at, Scope::Total(DEFAULT_ORG))
+                .await
                 .unwrap()[0]
                 .bucket,
             "2001-09-09"
@@ -320,6 +323,7 @@ mod tests {
             .unwrap();
         let per_script = store
             .usage(Grain::Hour, at, at, Scope::PerScript(DEFAULT_ORG))
+            .await
             .unwrap();
         assert_eq!(per_script.len(), 2, "the script's and the ad-hoc runs'");
         let ad_hoc = store
@@ -329,15 +333,18 @@ mod tests {
                 at,
                 Scope::Script(DEFAULT_ORG, None),
             )
+            .await
             .unwrap();
         assert_eq!(ad_hoc.len(), 1);
         assert_eq!(ad_hoc[0].usage.executions(), 1);
-        let earlier = store.usage(
-            Grain::Hour,
-            at - 7_200_000,
-            at - 3_600_000,
-            Scope::Total(DEFAULT_ORG),
-        );
+        let earlier = store
+            .usage(
+                Grain::Hour,
+                at - 7_200_000,
+                at - 3_600_000,
+                Scope::Total(DEFAULT_ORG),
+            )
+            .await;
         assert!(earlier.unwrap().is_empty());
         store.close().unwrap();
         drop(store);
@@ -345,25 +352,36 @@ mod tests {
         let store = reopen(dir.path()).unwrap();
         let rows = store
             .usage(Grain::Hour, at, at, Scope::Total(DEFAULT_ORG))
+            .await
             .unwrap();
         assert_eq!(rows[0].usage.executions(), 3);
         // Four kinds of row; the ad-hoc run adds a per-script row of each grain.
         assert_eq!(store.record_counts().usage_rollups, 6, "counted at open");
         // Only buckets that have ended go: this hour's rows stay until it has.
-        assert_eq!(store.remove_usage_before(at, 100).unwrap(), 0);
-        assert_eq!(store.remove_usage_before(at + 86_400_000, 2).unwrap(), 2);
-        assert_eq!(store.remove_usage_before(at + 86_400_000, 100).unwrap(), 4);
+        assert_eq!(store.remove_usage_before(at, 100).await.unwrap(), 0);
+        assert_eq!(
+            store.remove_usage_before(at + 86_400_000, 2).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .remove_usage_before(at + 86_400_000, 100)
+                .await
+                .unwrap(),
+            4
+        );
         assert_eq!(store.record_counts().usage_rollups, 0);
         assert!(
             store
                 .usage(Grain::Day, at, at, Scope::PerScript(DEFAULT_ORG))
+                .await
                 .unwrap()
                 .is_empty()
         );
     }
 
-    #[test]
-    fn each_organization_has_rows_of_its_own() {
+    #[tokio::test]
+    async fn each_organization_has_rows_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let at = 1_000_000_000_000;
@@ -381,27 +399,35 @@ mod tests {
             ))
             .unwrap();
         store.write_usage().unwrap();
-        let total = |org| store.usage(Grain::Day, at, at, Scope::Total(org)).unwrap();
-        assert_eq!(total("acme")[0].usage.executions(), 2);
-        assert_eq!(total(DEFAULT_ORG)[0].usage.executions(), 1);
-        assert!(total("other").is_empty());
-        let scripts = |org| -> Vec<Option<String>> {
+        let total = async |org| {
+            store
+                .usage(Grain::Day, at, at, Scope::Total(org))
+                .await
+                .unwrap()
+        };
+        assert_eq!(total("acme").await[0].usage.executions(), 2);
+        assert_eq!(total(DEFAULT_ORG).await[0].usage.executions(), 1);
+        assert!(total("other").await.is_empty());
+        let scripts = async |org| -> Vec<Option<String>> {
             store
                 .usage(Grain::Hour, at, at, Scope::PerScript(org))
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|r| r.script_id)
                 .collect()
         };
-        assert_eq!(scripts("acme"), [None, Some("s2".to_owned())]);
-        assert_eq!(scripts(DEFAULT_ORG), [Some("s1".to_owned())]);
+        assert_eq!(scripts("acme").await, [None, Some("s2".to_owned())]);
+        assert_eq!(scripts(DEFAULT_ORG).await, [Some("s1".to_owned())]);
         let one = store
             .usage(Grain::Hour, at, at, Scope::Script("acme", None))
+            .await
             .unwrap();
         assert_eq!(one[0].usage.executions(), 1);
         assert!(
             store
                 .usage(Grain::Hour, at, at, Scope::Script(DEFAULT_ORG, Some("s2")))
+                .await
                 .unwrap()
                 .is_empty()
         );
