@@ -216,11 +216,11 @@ impl Quotas {
     /// # Errors
     ///
     /// The store cannot be read.
-    pub fn limits(&self, org: &str) -> Result<QuotaLimits, StoreError> {
+    pub async fn limits(&self, org: &str) -> Result<QuotaLimits, StoreError> {
         if let Some(limits) = self.cached().get(org) {
             return Ok(*limits);
         }
-        let Some(record) = self.store.org(org)? else {
+        let Some(record) = self.store.org(org).await? else {
             return Ok(QuotaLimits::default());
         };
         let limits = record.limits();
@@ -238,18 +238,18 @@ impl Quotas {
     /// # Errors
     ///
     /// The store cannot be read.
-    pub fn changed(&self, org: &str) -> Result<(), StoreError> {
+    pub async fn changed(&self, org: &str) -> Result<(), StoreError> {
         self.cached().remove(org);
         // Counted afresh: while it had no daily quota nothing was counted.
         self.days().remove(org);
-        if self.store.org(org)?.is_none() {
+        if self.store.org(org).await?.is_none() {
             // Deleted: nothing of it is kept.
             self.requests
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(org);
         }
-        let limits = self.limits(org)?;
+        let limits = self.limits(org).await?;
         self.jobs.set_org_cap(
             org,
             limits
@@ -264,9 +264,9 @@ impl Quotas {
     /// # Errors
     ///
     /// The store cannot be read.
-    pub fn load(&self) -> Result<(), StoreError> {
-        for org in self.store.orgs()? {
-            self.changed(&org.id)?;
+    pub async fn load(&self) -> Result<(), StoreError> {
+        for org in self.store.orgs().await? {
+            self.changed(&org.id).await?;
         }
         Ok(())
     }
@@ -278,8 +278,8 @@ impl Quotas {
     ///
     /// [`QuotaError::Exceeded`] when the hour's requests are spent (this
     /// one is not counted).
-    pub fn request(&self, org: &str, now_ms: u64) -> Result<Option<Use>, QuotaError> {
-        let Some(limit) = self.limits(org)?.requests_per_hour else {
+    pub async fn request(&self, org: &str, now_ms: u64) -> Result<Option<Use>, QuotaError> {
+        let Some(limit) = self.limits(org).await?.requests_per_hour else {
             return Ok(None);
         };
         let start_ms = now_ms - now_ms % HOUR_MS;
@@ -325,7 +325,7 @@ impl Quotas {
         org: &str,
         now_ms: u64,
     ) -> Result<Admitted<'_>, QuotaError> {
-        let limits = self.limits(org)?;
+        let limits = self.limits(org).await?;
         if limits.executions_per_day.is_none() && limits.fuel_per_day.is_none() {
             return Ok(Admitted {
                 quotas: self,
@@ -445,7 +445,7 @@ impl Quotas {
     /// The day's executions and fuel of `org`: its admission's count when
     /// it has a daily quota, else read from the store.
     async fn today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
-        let limits = self.limits(org)?;
+        let limits = self.limits(org).await?;
         if limits.executions_per_day.is_none() && limits.fuel_per_day.is_none() {
             let (ended, fuel) = self.rollup_today(org, now_ms).await?;
             let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
@@ -463,14 +463,14 @@ impl Quotas {
     /// # Errors
     ///
     /// [`QuotaError::Exceeded`] when it would hold more than its quota.
-    pub fn check_held(
+    pub async fn check_held(
         &self,
         org: &str,
         quota: Quota,
         held: u64,
         adding: u64,
     ) -> Result<(), QuotaError> {
-        match quota.of(&self.limits(org)?) {
+        match quota.of(&self.limits(org).await?) {
             Some(limit) if held.saturating_add(adding) > limit => Err(Exceeded {
                 quota,
                 limit,
@@ -489,11 +489,11 @@ impl Quotas {
     ///
     /// [`QuotaError::Exceeded`] when it would hold more than its quota.
     pub async fn allow_more(&self, org: &str, quota: Quota, adding: u64) -> Result<(), QuotaError> {
-        if quota.of(&self.limits(org)?).is_none() {
+        if quota.of(&self.limits(org).await?).is_none() {
             return Ok(());
         }
         let held = self.held(org, quota).await?;
-        self.check_held(org, quota, held, adding)
+        self.check_held(org, quota, held, adding).await
     }
 
     /// What `org` holds of each quota counted from records: its scripts,
@@ -567,7 +567,7 @@ impl Quotas {
     ///
     /// The store cannot be read.
     pub async fn standing(&self, org: &str) -> Result<Vec<Use>, StoreError> {
-        let limits = self.limits(org)?;
+        let limits = self.limits(org).await?;
         let now = crate::now_ms();
         let mut standing = Vec::with_capacity(Quota::ALL.len());
         for quota in Quota::ALL {
@@ -587,7 +587,7 @@ impl Quotas {
     async fn all_standing(
         &self,
     ) -> Result<Vec<(String, &'static str, Option<u64>, u64)>, StoreError> {
-        let orgs = self.store.orgs()?;
+        let orgs = self.store.orgs().await?;
         let mut held: HashMap<(String, Quota), u64> = HashMap::new();
         let mut count = |org: &str, quota| {
             *held.entry((org.to_owned(), quota)).or_default() += 1;
@@ -609,7 +609,7 @@ impl Quotas {
         }
         let mut standing = Vec::new();
         for org in orgs {
-            let limits = self.limits(&org.id)?;
+            let limits = self.limits(&org.id).await?;
             let (executions, fuel) = self.today(&org.id, now).await?;
             for quota in Quota::ALL {
                 let used = match quota {
@@ -649,7 +649,7 @@ mod tests {
     use crate::store::SledStore;
     use crate::store::orgs::{OrgRecord, Tier};
 
-    fn quotas(limits: QuotaLimits) -> (Quotas, tempfile::TempDir) {
+    async fn quotas(limits: QuotaLimits) -> (Quotas, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap());
         let mut org = OrgRecord::default_org("2026-01-01T00:00:00.000Z");
@@ -657,7 +657,7 @@ mod tests {
         org.name = "acme".into();
         org.tier = Tier::Custom;
         org.quotas = limits;
-        store.create_org(&org).unwrap();
+        store.create_org(&org).await.unwrap();
         let metrics = crate::metrics::Metrics::new();
         let jobs = Jobs::new(
             1,
@@ -668,17 +668,19 @@ mod tests {
         (Quotas::new(store, jobs), dir)
     }
 
-    #[test]
-    fn requests_are_counted_per_hour_and_reset_with_it() {
+    #[tokio::test]
+    async fn requests_are_counted_per_hour_and_reset_with_it() {
         let (quotas, _dir) = quotas(QuotaLimits {
             requests_per_hour: Some(2),
             ..QuotaLimits::default()
-        });
+        })
+        .await;
         let hour = 1_000 * HOUR_MS;
         let at = hour + 1_000;
-        assert_eq!(quotas.request("acme", at).unwrap().unwrap().used, 1);
-        quotas.request("acme", at + 1).unwrap();
-        let Err(QuotaError::Exceeded(spent)) = quotas.request("acme", hour + HOUR_MS - 500) else {
+        assert_eq!(quotas.request("acme", at).await.unwrap().unwrap().used, 1);
+        quotas.request("acme", at + 1).await.unwrap();
+        let Err(QuotaError::Exceeded(spent)) = quotas.request("acme", hour + HOUR_MS - 500).await
+        else {
             panic!("a third request in the hour passed");
         };
         assert_eq!(
@@ -686,7 +688,11 @@ mod tests {
             (Quota::RequestsPerHour, 2, 1)
         );
         // The next hour starts afresh.
-        let next = quotas.request("acme", hour + HOUR_MS).unwrap().unwrap();
+        let next = quotas
+            .request("acme", hour + HOUR_MS)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (next.used, next.resets_at_ms),
             (1, Some(hour + 2 * HOUR_MS))
@@ -695,6 +701,7 @@ mod tests {
         assert!(
             quotas
                 .request(crate::store::orgs::DEFAULT_ORG, at)
+                .await
                 .unwrap()
                 .is_none()
         );
@@ -705,7 +712,8 @@ mod tests {
         let (quotas, _dir) = quotas(QuotaLimits {
             executions_per_day: Some(2),
             ..QuotaLimits::default()
-        });
+        })
+        .await;
         let day = 20_000 * DAY_MS;
         let at = day + 5_000;
         // Admitted, an execution counts at once: with two, a third is
@@ -755,19 +763,23 @@ mod tests {
             Err(QuotaError::Exceeded(_))
         ));
         // A quota changed starts the count again from the store.
-        quotas.changed("acme").unwrap();
+        quotas.changed("acme").await.unwrap();
         assert!(quotas.admit_execution("acme", next).await.is_ok());
     }
 
-    #[test]
-    fn held_quotas_refuse_one_past_the_limit() {
+    #[tokio::test]
+    async fn held_quotas_refuse_one_past_the_limit() {
         let (quotas, _dir) = quotas(QuotaLimits {
             scripts: Some(1),
             ..QuotaLimits::default()
-        });
-        quotas.check_held("acme", Quota::Scripts, 0, 1).unwrap();
+        })
+        .await;
+        quotas
+            .check_held("acme", Quota::Scripts, 0, 1)
+            .await
+            .unwrap();
         assert!(matches!(
-            quotas.check_held("acme", Quota::Scripts, 1, 1),
+            quotas.check_held("acme", Quota::Scripts, 1, 1).await,
             Err(QuotaError::Exceeded(Exceeded {
                 quota: Quota::Scripts,
                 ..
@@ -776,6 +788,7 @@ mod tests {
         // Unset: unbounded.
         quotas
             .check_held("acme", Quota::Webhooks, 1_000, 1)
+            .await
             .unwrap();
     }
 }

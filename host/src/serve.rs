@@ -348,6 +348,7 @@ pub(crate) async fn assemble_with(
     // Before any worker takes a run: organizations' running bounds.
     quotas
         .load()
+        .await
         .map_err(|e| anyhow::anyhow!("cannot read the organizations: {e}"))?;
     jobs.spawn_workers(config.workers.count, Arc::new(worker));
     let events = webhooks.clone();

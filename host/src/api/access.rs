@@ -287,7 +287,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         let outcome = if blocked.is_some() {
             Err(AuthError::Unauthenticated("this address is blocked"))
         } else {
-            state.auth.authenticate(request.headers())
+            state.auth.authenticate(request.headers()).await
         };
         match outcome {
             Ok(principal) => {
@@ -328,7 +328,11 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let counted = principal.as_ref().filter(|_| {
         access != Operator && !(method == Method::GET && route == "/v1/organizations/current")
     });
-    let standing = match counted.map(|p| state.quotas.request(&p.org, crate::now_ms())) {
+    let hour = match counted {
+        Some(p) => Some(state.quotas.request(&p.org, crate::now_ms()).await),
+        None => None,
+    };
+    let standing = match hour {
         None | Some(Ok(None)) => standing,
         Some(Ok(Some(hour))) => Some(hour_standing(&hour, None)),
         Some(Err(crate::quotas::QuotaError::Exceeded(spent))) => {

@@ -79,7 +79,10 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     let principal = Principal::of(&parts);
     let missing = || ApiError::NotFound(format!("no HTTP function {name:?}"));
     let (org, function) = match name.split_once(':') {
-        Some((org, function)) => (state.store.org(org)?.ok_or_else(missing)?.id, function),
+        Some((org, function)) => (
+            state.store.org(org).await?.ok_or_else(missing)?.id,
+            function,
+        ),
         None => (DEFAULT_ORG.to_owned(), name),
     };
     let script = state

@@ -205,10 +205,11 @@ fn check_fields(name: Option<&str>, description: Option<&str>) -> Result<(), Api
     Ok(())
 }
 
-fn find(state: &AppState, id_or_name: &str) -> Result<OrgRecord, ApiError> {
+async fn find(state: &AppState, id_or_name: &str) -> Result<OrgRecord, ApiError> {
     state
         .store
-        .org(id_or_name)?
+        .org(id_or_name)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no organization {id_or_name:?}")))
 }
 
@@ -267,7 +268,7 @@ async fn list(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<Organization>>, ApiError> {
     let page = Page::new(query)?;
-    let orgs = state.store.orgs()?;
+    let orgs = state.store.orgs().await?;
     let total = orgs.len();
     let data = orgs
         .into_iter()
@@ -299,7 +300,7 @@ async fn create(
         .as_deref()
         .map(|a| find_anywhere(&state, a))
         .transpose()?;
-    if state.store.orgs()?.len() >= MAX_ORGS {
+    if state.store.orgs().await?.len() >= MAX_ORGS {
         return Err(ApiError::Conflict(format!(
             "the node holds {MAX_ORGS} organizations, the most it keeps"
         )));
@@ -315,9 +316,9 @@ async fn create(
         updated_at: now,
         created_by: principal.user_id(),
     };
-    state.store.create_org(&org).map_err(name_taken)?;
+    state.store.create_org(&org).await.map_err(name_taken)?;
     state.auth.orgs_changed();
-    state.quotas.changed(&org.id)?;
+    state.quotas.changed(&org.id).await?;
     if let Some(admin) = &admin {
         set_membership(&state, &org.id, &admin.id, Role::Admin)?;
     }
@@ -352,7 +353,7 @@ async fn current(
     principal: Principal,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let org = find(&state, &principal.org)?;
+    let org = find(&state, &principal.org).await?;
     etag::json(&headers, &current_view(&state, org, principal.role).await?)
 }
 
@@ -409,12 +410,13 @@ async fn change(
             org.updated_at.clone_from(&now);
             Ok(org)
         })
+        .await
         .map_err(name_taken)?
         .ok_or_else(|| ApiError::NotFound(format!("no organization {id:?}")))?;
     if body.name.is_some() {
         state.auth.orgs_changed();
     }
-    state.quotas.changed(id)?;
+    state.quotas.changed(id).await?;
     state.store.flush().await?;
     let mut fields = super::owners::fields_given(&[
         ("name", body.name.is_some()),
@@ -448,7 +450,7 @@ async fn read(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    etag::json(&headers, &Organization::from(find(&state, &id)?))
+    etag::json(&headers, &Organization::from(find(&state, &id).await?))
 }
 
 /// Rename or describe an organization (node operators).
@@ -468,7 +470,7 @@ async fn update(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateOrganization>,
 ) -> Result<axum::Json<Organization>, ApiError> {
-    let org = find(&state, &id)?;
+    let org = find(&state, &id).await?;
     let updated = change(&state, &principal, &ip, &org.id, body).await?;
     Ok(axum::Json(updated.into()))
 }
@@ -489,7 +491,7 @@ async fn delete(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let org = find(&state, &id)?;
+    let org = find(&state, &id).await?;
     if org.id == DEFAULT_ORG {
         return Err(ApiError::Conflict(
             "the default organization is the node's own; it stays".into(),
@@ -515,9 +517,9 @@ async fn delete(
             state.store.delete_api_key(&key.id)?;
         }
     }
-    state.store.delete_org(&org.id)?;
+    state.store.delete_org(&org.id).await?;
     state.auth.orgs_changed();
-    state.quotas.changed(&org.id)?;
+    state.quotas.changed(&org.id).await?;
     state.store.flush().await?;
     audit::record(
         &state,
@@ -602,7 +604,7 @@ async fn members(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<User>>, ApiError> {
     let page = Page::new(query)?;
-    let org = find(&state, &id)?;
+    let org = find(&state, &id).await?;
     let mut users = state.store.users()?;
     users.retain(|u| u.role_in(&org.id).is_some());
     let total = users.len();
@@ -633,7 +635,7 @@ async fn put_member(
     ApiPath((id, user)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<PutMember>,
 ) -> Result<axum::Json<User>, ApiError> {
-    let org = find(&state, &id)?;
+    let org = find(&state, &id).await?;
     let user = find_anywhere(&state, &user)?;
     let updated = set_membership(&state, &org.id, &user.id, body.role)?;
     state.store.flush().await?;
@@ -665,7 +667,7 @@ async fn delete_member(
     principal: Principal,
     ApiPath((id, user)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let org = find(&state, &id)?;
+    let org = find(&state, &id).await?;
     let user = super::users::find(&state, &org.id, &user)?;
     let revoked = remove_member(&state, &org.id, &user.id)?;
     state.store.flush().await?;

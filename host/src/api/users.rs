@@ -334,7 +334,7 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Respo
     let mut organizations = Vec::with_capacity(user.memberships.len());
     for membership in &user.memberships {
         // A membership of an organization deleted meanwhile is left out.
-        if let Some(org) = state.store.org(&membership.org)? {
+        if let Some(org) = state.store.org(&membership.org).await? {
             organizations.push(MyOrganization {
                 id: org.id,
                 name: org.name,

@@ -313,7 +313,7 @@ impl Auth {
     /// [`AuthError::Unauthenticated`] for a missing, expired, revoked or
     /// forged credential, or one of a disabled or deleted user;
     /// [`AuthError::NoOrganization`] for an [`ORG_HEADER`] it may not act in.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let wanted = match headers.get(ORG_HEADER) {
             Some(value) => Some(
                 value
@@ -326,7 +326,7 @@ impl Auth {
         if !self.enabled {
             let mut open = Principal::open();
             if let Some(wanted) = wanted {
-                open.org = self.find_org(wanted)?;
+                open.org = self.find_org(wanted).await?;
             }
             return Ok(open);
         }
@@ -334,7 +334,7 @@ impl Auth {
             let key = key
                 .to_str()
                 .map_err(|_| AuthError::Unauthenticated("the API key is not valid"))?;
-            return self.by_api_key(key.trim(), wanted);
+            return self.by_api_key(key.trim(), wanted).await;
         }
         let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Err(AuthError::Unauthenticated(
@@ -350,11 +350,11 @@ impl Auth {
             .ok_or(AuthError::Unauthenticated(
                 "the Authorization header must be Bearer <access token>",
             ))?;
-        self.by_access_token(token, wanted)
+        self.by_access_token(token, wanted).await
     }
 
     /// The id of the organization `wanted` names (by id or name).
-    fn find_org(&self, wanted: &str) -> Result<String, AuthError> {
+    async fn find_org(&self, wanted: &str) -> Result<String, AuthError> {
         let read = |ids: &std::collections::HashMap<String, String>| ids.get(wanted).cloned();
         let known = self
             .org_ids
@@ -366,10 +366,10 @@ impl Auth {
             Some(Some(id)) => Some(id),
             // Not in the map: the store says (a name unknown, or one made
             // since the map was read).
-            Some(None) => self.store.org(wanted)?.map(|org| org.id),
+            Some(None) => self.store.org(wanted).await?.map(|org| org.id),
             None => {
                 let seen = self.org_changes.load(std::sync::atomic::Ordering::Acquire);
-                let orgs = self.store.orgs()?;
+                let orgs = self.store.orgs().await?;
                 // Ids win over names, as in the store's lookup.
                 let mut ids: std::collections::HashMap<String, String> = orgs
                     .iter()
@@ -401,7 +401,11 @@ impl Auth {
         *kept = None;
     }
 
-    fn by_access_token(&self, token: &str, wanted: Option<&str>) -> Result<Principal, AuthError> {
+    async fn by_access_token(
+        &self,
+        token: &str,
+        wanted: Option<&str>,
+    ) -> Result<Principal, AuthError> {
         let claims = self.signer.verify(token).map_err(|_| {
             AuthError::Unauthenticated("the access token is invalid or has expired")
         })?;
@@ -417,7 +421,7 @@ impl Auth {
         let user = self.active_user(&claims.sub)?;
         let org = match wanted {
             Some(wanted) => {
-                let org = self.find_org(wanted)?;
+                let org = self.find_org(wanted).await?;
                 if user.role_in(&org).is_none() {
                     return Err(AuthError::NoOrganization(wanted.into()));
                 }
@@ -443,7 +447,7 @@ impl Auth {
         })
     }
 
-    fn by_api_key(&self, key: &str, wanted: Option<&str>) -> Result<Principal, AuthError> {
+    async fn by_api_key(&self, key: &str, wanted: Option<&str>) -> Result<Principal, AuthError> {
         const INVALID: AuthError = AuthError::Unauthenticated("the API key is invalid or revoked");
         if !key.starts_with(API_KEY_PREFIX) {
             return Err(INVALID);
@@ -458,7 +462,7 @@ impl Auth {
         let owner = self.active_user(&record.owner_id)?;
         let org = record.org().to_owned();
         if let Some(wanted) = wanted
-            && self.find_org(wanted)? != org
+            && self.find_org(wanted).await? != org
         {
             return Err(AuthError::NoOrganization(wanted.into()));
         }
@@ -709,8 +713,8 @@ mod tests {
         headers
     }
 
-    #[test]
-    fn expired_keys_and_keys_of_disabled_owners_are_refused() {
+    #[tokio::test]
+    async fn expired_keys_and_keys_of_disabled_owners_are_refused() {
         let (auth, store, _dir) = auth();
         let admin = store.user_by_name("admin").unwrap().unwrap();
         let now = crate::now_ms();
@@ -730,10 +734,10 @@ mod tests {
                 })
                 .unwrap();
         }
-        let live = auth.authenticate(&key_headers("kiln_live")).unwrap();
+        let live = auth.authenticate(&key_headers("kiln_live")).await.unwrap();
         assert_eq!(live.scopes, [Scope::ReadScripts].into_iter().collect());
         assert!(matches!(
-            auth.authenticate(&key_headers("kiln_expired")),
+            auth.authenticate(&key_headers("kiln_expired")).await,
             Err(AuthError::Unauthenticated(_))
         ));
         store
@@ -744,11 +748,11 @@ mod tests {
                 })
             })
             .unwrap();
-        assert!(auth.authenticate(&key_headers("kiln_live")).is_err());
+        assert!(auth.authenticate(&key_headers("kiln_live")).await.is_err());
     }
 
-    #[test]
-    fn concurrent_refreshes_of_one_token_are_reuse_and_end_the_session() {
+    #[tokio::test]
+    async fn concurrent_refreshes_of_one_token_are_reuse_and_end_the_session() {
         let (auth, _store, _dir) = auth();
         let admin = auth.check_password("admin", "first admin").unwrap();
         assert!(auth.check_password("admin", "wrong").is_err());
@@ -773,6 +777,6 @@ mod tests {
             axum::http::header::AUTHORIZATION,
             format!("Bearer {}", pair.access_token).parse().unwrap(),
         );
-        assert!(auth.authenticate(&headers).is_err());
+        assert!(auth.authenticate(&headers).await.is_err());
     }
 }

@@ -215,24 +215,25 @@ in_org!(
     super::script_data::SharedSecretRecord,
 );
 
+#[async_trait::async_trait]
 pub trait OrgStore {
     /// Stores a new organization, refusing a taken name
     /// ([`StoreError::NameTaken`]).
-    fn create_org(&self, org: &OrgRecord) -> Result<(), StoreError>;
+    async fn create_org(&self, org: &OrgRecord) -> Result<(), StoreError>;
     /// By id or name.
-    fn org(&self, id_or_name: &str) -> Result<Option<OrgRecord>, StoreError>;
+    async fn org(&self, id_or_name: &str) -> Result<Option<OrgRecord>, StoreError>;
     /// Every organization, the default first, then in creation order.
-    fn orgs(&self) -> Result<Vec<OrgRecord>, StoreError>;
+    async fn orgs(&self) -> Result<Vec<OrgRecord>, StoreError>;
     /// Replaces an organization with what `change` makes of it (a rename
     /// claims the new name first); `None` if there is none.
-    fn update_org(
+    async fn update_org(
         &self,
         id: &str,
-        change: &dyn Fn(&OrgRecord) -> Result<OrgRecord, StoreError>,
+        change: &(dyn for<'r> Fn(&'r OrgRecord) -> Result<OrgRecord, StoreError> + Send + Sync),
     ) -> Result<Option<OrgRecord>, StoreError>;
     /// Removes an organization's record and name; its contents are the
     /// caller's to have removed first.
-    fn delete_org(&self, id: &str) -> Result<Option<OrgRecord>, StoreError>;
+    async fn delete_org(&self, id: &str) -> Result<Option<OrgRecord>, StoreError>;
 }
 
 #[cfg(test)]

@@ -65,30 +65,31 @@ pub(super) fn migrate_users_to_5(users: &sled::Tree) -> Result<usize, StoreError
     Ok(moved)
 }
 
+#[async_trait::async_trait]
 impl OrgStore for SledStore {
-    fn create_org(&self, org: &OrgRecord) -> Result<(), StoreError> {
+    async fn create_org(&self, org: &OrgRecord) -> Result<(), StoreError> {
         self.claim_org_name(&org.name, &org.id)?;
         put(&self.orgs, org.id.as_bytes(), org)
     }
 
-    fn org(&self, id_or_name: &str) -> Result<Option<OrgRecord>, StoreError> {
+    async fn org(&self, id_or_name: &str) -> Result<Option<OrgRecord>, StoreError> {
         if let Some(org) = Self::get_decoded(&self.orgs, id_or_name)? {
             return Ok(Some(org));
         }
         Self::get_indexed(&self.org_names, &self.orgs, id_or_name)
     }
 
-    fn orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
+    async fn orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
         let mut all: Vec<OrgRecord> = Self::all_decoded(&self.orgs)?;
         // "default" sorts after the UUIDv7 ids ("0…"): put it first.
         all.sort_by_key(|o| o.id != DEFAULT_ORG);
         Ok(all)
     }
 
-    fn update_org(
+    async fn update_org(
         &self,
         id: &str,
-        change: &dyn Fn(&OrgRecord) -> Result<OrgRecord, StoreError>,
+        change: &(dyn for<'r> Fn(&'r OrgRecord) -> Result<OrgRecord, StoreError> + Send + Sync),
     ) -> Result<Option<OrgRecord>, StoreError> {
         let _writing = self
             .org_writes
@@ -111,7 +112,7 @@ impl OrgStore for SledStore {
         Ok(Some(after))
     }
 
-    fn delete_org(&self, id: &str) -> Result<Option<OrgRecord>, StoreError> {
+    async fn delete_org(&self, id: &str) -> Result<Option<OrgRecord>, StoreError> {
         let _writing = self
             .org_writes
             .lock()
@@ -145,21 +146,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn names_are_unique_and_follow_renames() {
+    #[tokio::test]
+    async fn names_are_unique_and_follow_renames() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        assert_eq!(store.orgs().unwrap()[0].id, DEFAULT_ORG);
-        store.create_org(&org("0001", "acme")).unwrap();
+        assert_eq!(store.orgs().await.unwrap()[0].id, DEFAULT_ORG);
+        store.create_org(&org("0001", "acme")).await.unwrap();
         assert!(matches!(
-            store.create_org(&org("0002", "acme")),
+            store.create_org(&org("0002", "acme")).await,
             Err(StoreError::NameTaken(_))
         ));
         assert!(matches!(
-            store.create_org(&org("0002", DEFAULT_ORG)),
+            store.create_org(&org("0002", DEFAULT_ORG)).await,
             Err(StoreError::NameTaken(_))
         ));
-        assert_eq!(store.org("acme").unwrap().unwrap().id, "0001");
+        assert_eq!(store.org("acme").await.unwrap().unwrap().id, "0001");
         store
             .update_org("0001", &|o| {
                 Ok(OrgRecord {
@@ -167,13 +168,20 @@ mod tests {
                     ..o.clone()
                 })
             })
+            .await
             .unwrap();
-        assert!(store.org("acme").unwrap().is_none());
-        assert_eq!(store.org("acme-2").unwrap().unwrap().id, "0001");
-        store.create_org(&org("0002", "acme")).unwrap();
-        store.delete_org("0001").unwrap();
-        assert!(store.org("acme-2").unwrap().is_none());
-        let names: Vec<String> = store.orgs().unwrap().into_iter().map(|o| o.name).collect();
+        assert!(store.org("acme").await.unwrap().is_none());
+        assert_eq!(store.org("acme-2").await.unwrap().unwrap().id, "0001");
+        store.create_org(&org("0002", "acme")).await.unwrap();
+        store.delete_org("0001").await.unwrap();
+        assert!(store.org("acme-2").await.unwrap().is_none());
+        let names: Vec<String> = store
+            .orgs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
         assert_eq!(names, [DEFAULT_ORG, "acme"]);
     }
 }
