@@ -528,7 +528,8 @@ impl Quotas {
                 let now = crate::now_ms();
                 count(
                     store
-                        .api_keys()?
+                        .api_keys()
+                        .await?
                         .iter()
                         .filter(|k| k.org() == org && k.expires_ms.is_none_or(|e| e > now))
                         .count(),
@@ -602,7 +603,7 @@ impl Quotas {
             count(webhook.org(), Quota::Webhooks);
         }
         let now = crate::now_ms();
-        for key in self.store.api_keys()? {
+        for key in self.store.api_keys().await? {
             if key.expires_ms.is_none_or(|e| e > now) {
                 count(key.org(), Quota::ApiKeys);
             }

@@ -147,7 +147,7 @@ impl Sweeper {
         };
         let age = |secs: u64| (secs > 0).then(|| now_ms.saturating_sub(secs.saturating_mul(1000)));
         if let Some(before) = age(self.policy.audit_max_age_secs) {
-            swept.audit_entries = self.store.remove_audit_before(before, budget)?;
+            swept.audit_entries = self.store.remove_audit_before(before, budget).await?;
             budget -= swept.audit_entries;
         }
         if let Some(before) = age(self.policy.webhook_attempts_max_age_secs) {
@@ -167,7 +167,7 @@ impl Sweeper {
             let before = now_ms.saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
             swept.idempotency_keys = self.store.expire_idempotency_keys(before).await?;
             swept.script_versions = self.sweep_versions(&mut budget)?;
-            let sessions = self.store.expire_sessions(now_ms)?;
+            let sessions = self.store.expire_sessions(now_ms).await?;
             if sessions > 0 {
                 tracing::info!(
                     expired = sessions,
@@ -523,6 +523,7 @@ mod tests {
         let (page, total) = sweeper
             .store
             .audit_page(crate::store::orgs::DEFAULT_ORG, 0, 10)
+            .await
             .unwrap();
         assert_eq!((page.len(), total), (1, 1), "the total is the counter");
         assert_eq!(sweeper.store.record_counts().audit_entries, 1);

@@ -236,7 +236,9 @@ async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
         schedule.org(),
         schedule.created_by.as_deref(),
         crate::auth::Scope::ExecuteScripts,
-    ) {
+    )
+    .await
+    {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(schedule = %schedule.id, creator = ?schedule.created_by,

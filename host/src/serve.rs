@@ -295,7 +295,9 @@ pub(crate) async fn assemble_with(
         .with_context(|| format!("cannot open the store in {}", data.display()))?,
     );
     let auth = Arc::new(
-        crate::auth::Auth::open(store.clone(), &config).context("cannot set up authentication")?,
+        crate::auth::Auth::open(store.clone(), &config)
+            .await
+            .context("cannot set up authentication")?,
     );
     if auth.first_admin_pending() {
         auth.make_first_admin_in_background(&config)

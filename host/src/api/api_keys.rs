@@ -174,7 +174,8 @@ async fn create(
         async |owner| {
             Ok(state
                 .store
-                .api_keys()?
+                .api_keys()
+                .await?
                 .iter()
                 .filter(|k| k.owner_id == owner && k.expires_ms.is_none_or(|e| e > now))
                 .count())
@@ -184,7 +185,7 @@ async fn create(
                 .quotas
                 .allow_more(&principal.org, crate::quotas::Quota::ApiKeys, 1)
                 .await?;
-            Ok(state.store.create_api_key(&record)?)
+            Ok(state.store.create_api_key(&record).await?)
         },
     )
     .await?;
@@ -234,7 +235,8 @@ async fn list(
     let page = Page::new(query)?;
     let mine: Vec<_> = state
         .store
-        .api_keys()?
+        .api_keys()
+        .await?
         .into_iter()
         .filter(|k| k.org() == principal.org)
         .filter(|k| principal.is_admin() || Some(&k.owner_id) == principal.user_id.as_ref())
@@ -265,13 +267,18 @@ async fn revoke(
     let not_found = || ApiError::NotFound(format!("no API key {id:?}"));
     let key = state
         .store
-        .api_key(&id)?
+        .api_key(&id)
+        .await?
         .filter(|k| k.org() == principal.org)
         .ok_or_else(not_found)?;
     if !principal.is_admin() && Some(&key.owner_id) != principal.user_id.as_ref() {
         return Err(not_found());
     }
-    state.store.delete_api_key(&id)?.ok_or_else(not_found)?;
+    state
+        .store
+        .delete_api_key(&id)
+        .await?
+        .ok_or_else(not_found)?;
     state.store.flush().await?;
     audit::record(
         &state,

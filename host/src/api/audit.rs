@@ -113,6 +113,7 @@ async fn list(
     let page = Page::new(query)?;
     let (data, total) = state
         .store
-        .audit_page(&principal.org, page.skip(), page.size)?;
+        .audit_page(&principal.org, page.skip(), page.size)
+        .await?;
     Ok(axum::Json(page.envelope(data, total)))
 }

@@ -88,11 +88,7 @@ pub(super) async fn limited_password_check(
         state.metrics.rate_limited("login");
         return Err(ApiError::RateLimited(refused));
     }
-    let auth = state.auth.clone();
-    let username = username.to_owned();
-    tokio::task::spawn_blocking(move || auth.check_password(&username, &password))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))
+    Ok(state.auth.check_password(username, &password).await)
 }
 
 fn auth_error(e: AuthError) -> ApiError {
@@ -139,7 +135,7 @@ async fn login(
             if matches!(e, AuthError::Unauthenticated(_)) {
                 // Filed in the user's first organization when there is such
                 // a user; a made-up name goes into the node's (default) log.
-                let entry = match state.store.user_by_name(&body.username) {
+                let entry = match state.store.user_by_name(&body.username).await {
                     Ok(Some(user)) => Entry::new("login.failed", false)
                         .user(&user)
                         .actor_named(None, &body.username),
@@ -152,7 +148,7 @@ async fn login(
     };
     // Asked only after the password was right, so a guesser of passwords
     // learns nothing of who has codes on.
-    super::totp::second_factor(&state, &ip, &user, body.otp.as_deref(), "login.failed")?;
+    super::totp::second_factor(&state, &ip, &user, body.otp.as_deref(), "login.failed").await?;
     let now = crate::now();
     let user = state
         .store
@@ -161,9 +157,10 @@ async fn login(
                 last_login_at: Some(now.clone()),
                 ..u.clone()
             })
-        })?
+        })
+        .await?
         .unwrap_or(user);
-    let pair = state.auth.start_session(&user).map_err(auth_error)?;
+    let pair = state.auth.start_session(&user).await.map_err(auth_error)?;
     state.store.flush().await?;
     audit::record(
         &state,
@@ -186,14 +183,14 @@ async fn refresh(
     Extension(ip): Extension<ClientIp>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<axum::Json<TokenResponse>, ApiError> {
-    match state.auth.refresh(&body.refresh_token) {
+    match state.auth.refresh(&body.refresh_token).await {
         Ok((pair, user)) => {
             state.store.flush().await?;
             Ok(axum::Json(TokenResponse::new(pair, &user)))
         }
         Err(AuthError::RefreshReuse { user_id }) => {
             state.store.flush().await?;
-            let entry = match state.store.user(&user_id) {
+            let entry = match state.store.user(&user_id).await {
                 Ok(Some(user)) => Entry::new("refresh.reused", false).user(&user),
                 _ => Entry::new("refresh.reused", false).actor_named(Some(&user_id), &user_id),
             };
@@ -222,7 +219,7 @@ async fn logout(
     Extension(ip): Extension<ClientIp>,
     principal: Principal,
 ) -> Result<axum::Json<LoggedOut>, ApiError> {
-    if !state.auth.logout(&principal).map_err(auth_error)? {
+    if !state.auth.logout(&principal).await.map_err(auth_error)? {
         return Err(ApiError::Validation(
             "only a login session can log out; revoke an API key with DELETE /v1/api-keys/{id}"
                 .into(),

@@ -223,14 +223,14 @@ fn name_taken(e: StoreError) -> ApiError {
 }
 
 /// Adds `user` to `org` with `role`, or changes their role there.
-fn set_membership(
+async fn set_membership(
     state: &AppState,
     org: &str,
     user_id: &str,
     role: Role,
 ) -> Result<crate::store::auth::UserRecord, ApiError> {
-    let _admins = state.auth.admin_changes();
-    let mut after = find_anywhere(state, user_id)?;
+    let _admins = state.auth.admin_changes().await;
+    let mut after = find_anywhere(state, user_id).await?;
     let held = after.memberships.len();
     match after.memberships.iter_mut().find(|m| m.org == org) {
         Some(membership) => membership.role = role,
@@ -244,7 +244,7 @@ fn set_membership(
             role,
         }),
     }
-    keep_admins(state, org, user_id, Some(&after))?;
+    keep_admins(state, org, user_id, Some(&after)).await?;
     let memberships = after.memberships.clone();
     state
         .store
@@ -252,7 +252,8 @@ fn set_membership(
             let mut user = current.clone();
             user.memberships.clone_from(&memberships);
             Ok(user)
-        })?
+        })
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no user {user_id:?}")))
 }
 
@@ -295,11 +296,10 @@ async fn create(
     ApiJson(body): ApiJson<CreateOrganization>,
 ) -> Result<Response, ApiError> {
     check_fields(Some(&body.name), body.description.as_deref())?;
-    let admin = body
-        .admin
-        .as_deref()
-        .map(|a| find_anywhere(&state, a))
-        .transpose()?;
+    let admin = match body.admin.as_deref() {
+        Some(admin) => Some(find_anywhere(&state, admin).await?),
+        None => None,
+    };
     if state.store.orgs().await?.len() >= MAX_ORGS {
         return Err(ApiError::Conflict(format!(
             "the node holds {MAX_ORGS} organizations, the most it keeps"
@@ -320,7 +320,7 @@ async fn create(
     state.auth.orgs_changed();
     state.quotas.changed(&org.id).await?;
     if let Some(admin) = &admin {
-        set_membership(&state, &org.id, &admin.id, Role::Admin)?;
+        set_membership(&state, &org.id, &admin.id, Role::Admin).await?;
     }
     state.store.flush().await?;
     let detail = match &admin {
@@ -506,15 +506,15 @@ async fn delete(
         )));
     }
     let mut removed = 0;
-    for user in state.store.users()? {
+    for user in state.store.users().await? {
         if user.role_in(&org.id).is_some() {
-            remove_from_deleted(&state, &org.id, &user.id)?;
+            remove_from_deleted(&state, &org.id, &user.id).await?;
             removed += 1;
         }
     }
-    for key in state.store.api_keys()? {
+    for key in state.store.api_keys().await? {
         if key.org() == org.id {
-            state.store.delete_api_key(&key.id)?;
+            state.store.delete_api_key(&key.id).await?;
         }
     }
     state.store.delete_org(&org.id).await?;
@@ -581,12 +581,15 @@ async fn holdings(state: &AppState, org: &str) -> Result<Vec<String>, ApiError> 
 }
 
 /// Takes a member out of an organization being deleted: no admin need stay.
-fn remove_from_deleted(state: &AppState, org: &str, user_id: &str) -> Result<(), ApiError> {
-    state.store.update_user(user_id, &|current| {
-        let mut user = current.clone();
-        user.memberships.retain(|m| m.org != org);
-        Ok(user)
-    })?;
+async fn remove_from_deleted(state: &AppState, org: &str, user_id: &str) -> Result<(), ApiError> {
+    state
+        .store
+        .update_user(user_id, &|current| {
+            let mut user = current.clone();
+            user.memberships.retain(|m| m.org != org);
+            Ok(user)
+        })
+        .await?;
     Ok(())
 }
 
@@ -605,7 +608,7 @@ async fn members(
 ) -> Result<axum::Json<Listing<User>>, ApiError> {
     let page = Page::new(query)?;
     let org = find(&state, &id).await?;
-    let mut users = state.store.users()?;
+    let mut users = state.store.users().await?;
     users.retain(|u| u.role_in(&org.id).is_some());
     let total = users.len();
     let data = users
@@ -636,8 +639,8 @@ async fn put_member(
     ApiJson(body): ApiJson<PutMember>,
 ) -> Result<axum::Json<User>, ApiError> {
     let org = find(&state, &id).await?;
-    let user = find_anywhere(&state, &user)?;
-    let updated = set_membership(&state, &org.id, &user.id, body.role)?;
+    let user = find_anywhere(&state, &user).await?;
+    let updated = set_membership(&state, &org.id, &user.id, body.role).await?;
     state.store.flush().await?;
     audit::record(
         &state,
@@ -668,8 +671,8 @@ async fn delete_member(
     ApiPath((id, user)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let org = find(&state, &id).await?;
-    let user = super::users::find(&state, &org.id, &user)?;
-    let revoked = remove_member(&state, &org.id, &user.id)?;
+    let user = super::users::find(&state, &org.id, &user).await?;
+    let revoked = remove_member(&state, &org.id, &user.id).await?;
     state.store.flush().await?;
     audit::record(
         &state,

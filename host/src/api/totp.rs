@@ -3,8 +3,6 @@
 //! the login's second step, [`second_factor`]. The secret is sealed by the
 //! vault; recovery codes are kept as hashes and shown once.
 
-use std::cell::Cell;
-
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -122,6 +120,7 @@ async fn begin(
             });
             Ok(next)
         })
+        .await
         .map_err(|e| match e {
             StoreError::Refused(_) => ApiError::Conflict(
                 "one-time codes are on already; turn them off first to change the app".into(),
@@ -159,7 +158,8 @@ async fn confirm(
         .ok_or_else(|| ApiError::NotFound("authentication is off; there is no user".into()))?;
     let user = state
         .store
-        .user(&id)?
+        .user(&id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
     let pending = user.totp.filter(|t| !t.confirmed).ok_or_else(|| {
         ApiError::Conflict("no setup to confirm: start one at POST /v1/users/me/totp".into())
@@ -171,19 +171,22 @@ async fn confirm(
     let Some(step) = time_step(&secret, &body.code)? else {
         // Counted on the setup: past the bound it is dropped, so a session
         // that is not the user's cannot guess its way into turning codes on.
-        let dropped = Cell::new(false);
-        state.store.update_user(&id, &|current| {
-            dropped.set(false);
-            let mut next = current.clone();
-            if let Some(t) = next.totp.as_mut().filter(|t| !t.confirmed) {
-                t.failures += 1;
-                if t.failures >= totp::MAX_FAILURES {
-                    next.totp = None;
-                    dropped.set(true);
+        let dropped = Noted::new(false);
+        state
+            .store
+            .update_user(&id, &|current| {
+                dropped.set(false);
+                let mut next = current.clone();
+                if let Some(t) = next.totp.as_mut().filter(|t| !t.confirmed) {
+                    t.failures += 1;
+                    if t.failures >= totp::MAX_FAILURES {
+                        next.totp = None;
+                        dropped.set(true);
+                    }
                 }
-            }
-            Ok(next)
-        })?;
+                Ok(next)
+            })
+            .await?;
         state.store.flush().await?;
         let message = if dropped.get() {
             "not the app's current code; after too many wrong ones the setup is dropped: start again"
@@ -213,6 +216,7 @@ async fn confirm(
             }
             Ok(next)
         })
+        .await
         .map_err(|e| match e {
             StoreError::Refused(_) => {
                 ApiError::Conflict("the setup changed meanwhile: start again".into())
@@ -226,6 +230,7 @@ async fn confirm(
     if let Err(e) = state
         .store
         .revoke_user_sessions(&id, principal.session_id())
+        .await
     {
         tracing::error!(error = %e, user = %id, "cannot end the sessions made without a code");
     }
@@ -273,18 +278,21 @@ async fn remove(
     }
     // The caller is signed in already: a wrong code is a refusal, not a
     // missing credential (a client would renew its token on a 401).
-    second_factor(&state, &ip, &user, Some(&body.otp), "user.totp_disabled").map_err(
-        |e| match e {
+    second_factor(&state, &ip, &user, Some(&body.otp), "user.totp_disabled")
+        .await
+        .map_err(|e| match e {
             ApiError::Unauthenticated(_) => ApiError::PermissionDenied("the code is wrong".into()),
             other => other,
-        },
-    )?;
-    state.store.update_user(&user.id, &|current| {
-        Ok(UserRecord {
-            totp: None,
-            ..current.clone()
+        })?;
+    state
+        .store
+        .update_user(&user.id, &|current| {
+            Ok(UserRecord {
+                totp: None,
+                ..current.clone()
+            })
         })
-    })?;
+        .await?;
     state.store.flush().await?;
     audit::record(
         &state,
@@ -329,7 +337,7 @@ enum Presented {
 /// ones in a row pause the user's logins, longer each time. A code used
 /// already is refused without counting (a second device a moment late).
 /// `action` names a failure in the audit log.
-pub(super) fn second_factor(
+pub(super) async fn second_factor(
     state: &AppState,
     ip: &ClientIp,
     user: &UserRecord,
@@ -357,59 +365,62 @@ pub(super) fn second_factor(
     } else {
         Presented::Recovery(recovery_hash(state, &user.id, code))
     };
-    let verdict = Cell::new(Verdict::Wrong);
-    let left = Cell::new(0);
-    let lockouts = Cell::new(0);
-    let locked_until = Cell::new(0);
-    let updated = state.store.update_user(&user.id, &|current| {
-        let mut next = current.clone();
-        let Some(t) = next.totp.as_mut().filter(|t| t.confirmed) else {
-            // Turned off meanwhile: nothing to take.
-            verdict.set(Verdict::Wrong);
-            return Ok(next);
-        };
-        let paused_before = t.locked_until_ms > now_ms;
-        let outcome = if paused_before {
-            Verdict::Paused
-        } else {
-            match &presented {
-                Presented::Step(step) if *step > t.last_step => {
-                    t.last_step = *step;
-                    Verdict::Right
+    let verdict = Noted::new(Verdict::Wrong);
+    let left = Noted::new(0);
+    let lockouts = Noted::new(0);
+    let locked_until = Noted::new(0);
+    let updated = state
+        .store
+        .update_user(&user.id, &|current| {
+            let mut next = current.clone();
+            let Some(t) = next.totp.as_mut().filter(|t| t.confirmed) else {
+                // Turned off meanwhile: nothing to take.
+                verdict.set(Verdict::Wrong);
+                return Ok(next);
+            };
+            let paused_before = t.locked_until_ms > now_ms;
+            let outcome = if paused_before {
+                Verdict::Paused
+            } else {
+                match &presented {
+                    Presented::Step(step) if *step > t.last_step => {
+                        t.last_step = *step;
+                        Verdict::Right
+                    }
+                    Presented::Step(_) => Verdict::Used,
+                    Presented::Recovery(hash) if t.recovery.contains(hash) => {
+                        t.recovery.retain(|h| h != hash);
+                        Verdict::Right
+                    }
+                    Presented::Recovery(_) | Presented::Wrong => Verdict::Wrong,
                 }
-                Presented::Step(_) => Verdict::Used,
-                Presented::Recovery(hash) if t.recovery.contains(hash) => {
-                    t.recovery.retain(|h| h != hash);
-                    Verdict::Right
-                }
-                Presented::Recovery(_) | Presented::Wrong => Verdict::Wrong,
-            }
-        };
-        match outcome {
-            Verdict::Right => {
-                t.failures = 0;
-                t.lockouts = 0;
-            }
-            Verdict::Wrong => {
-                t.failures += 1;
-                if t.failures >= totp::MAX_FAILURES {
+            };
+            match outcome {
+                Verdict::Right => {
                     t.failures = 0;
-                    t.lockouts = t.lockouts.saturating_add(1);
-                    t.locked_until_ms = now_ms + totp::pause_ms(t.lockouts);
+                    t.lockouts = 0;
                 }
+                Verdict::Wrong => {
+                    t.failures += 1;
+                    if t.failures >= totp::MAX_FAILURES {
+                        t.failures = 0;
+                        t.lockouts = t.lockouts.saturating_add(1);
+                        t.locked_until_ms = now_ms + totp::pause_ms(t.lockouts);
+                    }
+                }
+                Verdict::Used | Verdict::Paused | Verdict::PausedNow => {}
             }
-            Verdict::Used | Verdict::Paused | Verdict::PausedNow => {}
-        }
-        verdict.set(if outcome == Verdict::Wrong && t.locked_until_ms > now_ms {
-            Verdict::PausedNow
-        } else {
-            outcome
-        });
-        left.set(t.recovery.len());
-        lockouts.set(t.lockouts);
-        locked_until.set(t.locked_until_ms);
-        Ok(next)
-    })?;
+            verdict.set(if outcome == Verdict::Wrong && t.locked_until_ms > now_ms {
+                Verdict::PausedNow
+            } else {
+                outcome
+            });
+            left.set(t.recovery.len());
+            lockouts.set(t.lockouts);
+            locked_until.set(t.locked_until_ms);
+            Ok(next)
+        })
+        .await?;
     let wrong = || ApiError::Unauthenticated("the one-time code is wrong or used already".into());
     let audit_failure = |detail: &str| {
         audit::record(
@@ -474,4 +485,28 @@ fn paused(left_ms: u64, lockouts: u32) -> ApiError {
         reset_secs: secs,
         retry_after_secs: Some(secs),
     })
+}
+
+/// What a store's change closure notes for the code after it: the closure
+/// may run more than once (and must be `Sync`), the last run's value counts.
+struct Noted<T>(std::sync::Mutex<T>);
+
+impl<T: Copy> Noted<T> {
+    fn new(value: T) -> Self {
+        Self(std::sync::Mutex::new(value))
+    }
+
+    fn set(&self, value: T) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    }
+
+    fn get(&self) -> T {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }

@@ -172,18 +172,25 @@ async fn hash(password: String) -> Result<String, ApiError> {
 }
 
 /// A user by id, else by username, of any organization.
-pub(super) fn find_anywhere(state: &AppState, id_or_name: &str) -> Result<UserRecord, ApiError> {
-    let user = match state.store.user(id_or_name)? {
+pub(super) async fn find_anywhere(
+    state: &AppState,
+    id_or_name: &str,
+) -> Result<UserRecord, ApiError> {
+    let user = match state.store.user(id_or_name).await? {
         Some(user) => Some(user),
-        None => state.store.user_by_name(id_or_name)?,
+        None => state.store.user_by_name(id_or_name).await?,
     };
     user.ok_or_else(|| ApiError::NotFound(format!("no user {id_or_name:?}")))
 }
 
 /// A member of organization `org` by id, else by username: anyone else is
 /// no user at all there.
-pub(super) fn find(state: &AppState, org: &str, id_or_name: &str) -> Result<UserRecord, ApiError> {
-    let user = find_anywhere(state, id_or_name)?;
+pub(super) async fn find(
+    state: &AppState,
+    org: &str,
+    id_or_name: &str,
+) -> Result<UserRecord, ApiError> {
+    let user = find_anywhere(state, id_or_name).await?;
     if user.role_in(org).is_some() {
         Ok(user)
     } else {
@@ -194,7 +201,7 @@ pub(super) fn find(state: &AppState, org: &str, id_or_name: &str) -> Result<User
 /// Refuses a change of user `id` (to `after`, or its removal) that would
 /// leave organization `org` with no enabled admin, or the node with no
 /// enabled operator.
-pub(super) fn keep_admins(
+pub(super) async fn keep_admins(
     state: &AppState,
     org: &str,
     id: &str,
@@ -204,11 +211,12 @@ pub(super) fn keep_admins(
     let operator = |u: &UserRecord| !u.disabled && u.operator;
     let others: Vec<UserRecord> = state
         .store
-        .users()?
+        .users()
+        .await?
         .into_iter()
         .filter(|u| u.id != id)
         .collect();
-    let before = state.store.user(id)?;
+    let before = state.store.user(id).await?;
     let was = |test: &dyn Fn(&UserRecord) -> bool| before.as_ref().is_some_and(test);
     let stays = |test: &dyn Fn(&UserRecord) -> bool| after.is_some_and(test);
     if was(&admin) && !stays(&admin) && !others.iter().any(admin) {
@@ -271,7 +279,7 @@ async fn create(
         last_login_at: None,
         totp: None,
     };
-    state.store.create_user(&user).map_err(|e| match e {
+    state.store.create_user(&user).await.map_err(|e| match e {
         StoreError::NameTaken(name) => ApiError::Conflict(format!("a user named {name:?} exists")),
         other => other.into(),
     })?;
@@ -306,7 +314,7 @@ async fn list(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<User>>, ApiError> {
     let page = Page::new(query)?;
-    let mut users = state.store.users()?;
+    let mut users = state.store.users().await?;
     users.retain(|u| u.role_in(&principal.org).is_some());
     let total = users.len();
     let data = users
@@ -330,7 +338,7 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Respo
     let id = principal
         .user_id()
         .ok_or_else(|| ApiError::NotFound("authentication is off; there is no user".into()))?;
-    let user = find_anywhere(&state, &id)?;
+    let user = find_anywhere(&state, &id).await?;
     let mut organizations = Vec::with_capacity(user.memberships.len());
     for membership in &user.memberships {
         // A membership of an organization deleted meanwhile is left out.
@@ -414,13 +422,15 @@ async fn change_own_password(
             user.password_hash.clone_from(&password_hash);
             user.updated_at.clone_from(&now);
             Ok(user)
-        })?
+        })
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
     let sessions = state
         .store
-        .revoke_user_sessions(&id, principal.session_id())?;
+        .revoke_user_sessions(&id, principal.session_id())
+        .await?;
     let keys = if body.revoke_keys {
-        revoke_keys(&state, &id)?
+        revoke_keys(&state, &id).await?
     } else {
         0
     };
@@ -455,7 +465,7 @@ pub(super) async fn confirm_password(
     if password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(wrong());
     }
-    let user = find_anywhere(state, &id)?;
+    let user = find_anywhere(state, &id).await?;
     let checked = super::auth::limited_password_check(state, ip, &user.username, password).await?;
     if let Err(e) = checked {
         if !matches!(e, crate::auth::AuthError::Unauthenticated(_)) {
@@ -475,8 +485,8 @@ pub(super) async fn confirm_password(
 }
 
 /// Revokes every API key of `user_id`; how many there were.
-fn revoke_keys(state: &AppState, user_id: &str) -> Result<usize, ApiError> {
-    Ok(state.store.revoke_user_keys(user_id)?)
+async fn revoke_keys(state: &AppState, user_id: &str) -> Result<usize, ApiError> {
+    Ok(state.store.revoke_user_keys(user_id).await?)
 }
 
 /// Read a user (admin).
@@ -494,7 +504,7 @@ async fn read(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let user = find(&state, &principal.org, &id)?;
+    let user = find(&state, &principal.org, &id).await?;
     etag::json(&headers, &User::in_org(user, &principal.org))
 }
 
@@ -522,7 +532,7 @@ async fn update(
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Response, ApiError> {
     let org = principal.org.clone();
-    let seen = find(&state, &org, &id)?;
+    let seen = find(&state, &org, &id).await?;
     let id = seen.id.clone();
     if headers.contains_key(header::IF_MATCH) {
         etag::check_if_match(&headers, &etag::of_json(&User::in_org(seen.clone(), &org))?)?;
@@ -577,11 +587,18 @@ async fn update(
         user
     };
     let updated = {
-        let _admins = state.auth.admin_changes();
-        keep_admins(&state, &org, &id, Some(&change(&find(&state, &org, &id)?)))?;
+        let _admins = state.auth.admin_changes().await;
+        keep_admins(
+            &state,
+            &org,
+            &id,
+            Some(&change(&find(&state, &org, &id).await?)),
+        )
+        .await?;
         state
             .store
-            .update_user(&id, &|current| Ok(change(current)))?
+            .update_user(&id, &|current| Ok(change(current)))
+            .await?
             .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?
     };
     // A reset password or a disabled account may have been someone else's
@@ -590,8 +607,8 @@ async fn update(
     // revoked at disable.
     let reenabled = seen.disabled && body.disabled == Some(false);
     let revoked = if password_hash.is_some() || body.disabled == Some(true) || reenabled {
-        state.store.revoke_user_sessions(&id, None)?;
-        revoke_keys(&state, &id)?
+        state.store.revoke_user_sessions(&id, None).await?;
+        revoke_keys(&state, &id).await?
     } else {
         0
     };
@@ -646,21 +663,22 @@ async fn delete(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let org = principal.org.clone();
-    let seen = find(&state, &org, &id)?;
+    let seen = find(&state, &org, &id).await?;
     let id = seen.id.clone();
     if headers.contains_key(header::IF_MATCH) {
         etag::check_if_match(&headers, &etag::of_json(&User::in_org(seen.clone(), &org))?)?;
     }
     let whole = may_manage_account(&principal, &seen) && seen.memberships.len() <= 1;
     if whole {
-        let _admins = state.auth.admin_changes();
-        keep_admins(&state, &org, &id, None)?;
+        let _admins = state.auth.admin_changes().await;
+        keep_admins(&state, &org, &id, None).await?;
         state
             .store
-            .delete_user(&id)?
+            .delete_user(&id)
+            .await?
             .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
     } else {
-        remove_member(&state, &org, &id)?;
+        remove_member(&state, &org, &id).await?;
     }
     state.store.flush().await?;
     audit::record(
@@ -682,22 +700,29 @@ async fn delete(
 
 /// Takes user `id` out of organization `org`, with their API keys there;
 /// refused if it would leave the organization no enabled admin.
-pub(super) fn remove_member(state: &AppState, org: &str, id: &str) -> Result<usize, ApiError> {
-    let _admins = state.auth.admin_changes();
-    let mut after = find(state, org, id)?;
+pub(super) async fn remove_member(
+    state: &AppState,
+    org: &str,
+    id: &str,
+) -> Result<usize, ApiError> {
+    let _admins = state.auth.admin_changes().await;
+    let mut after = find(state, org, id).await?;
     after.memberships.retain(|m| m.org != org);
-    keep_admins(state, org, id, Some(&after))?;
+    keep_admins(state, org, id, Some(&after)).await?;
     state
         .store
         .update_user(id, &|current| {
             let mut user = current.clone();
             user.memberships.retain(|m| m.org != org);
             Ok(user)
-        })?
+        })
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no user {id:?}")))?;
     let mut revoked = 0;
-    for key in state.store.api_keys()? {
-        if key.owner_id == id && key.org() == org && state.store.delete_api_key(&key.id)?.is_some()
+    for key in state.store.api_keys().await? {
+        if key.owner_id == id
+            && key.org() == org
+            && state.store.delete_api_key(&key.id).await?.is_some()
         {
             revoked += 1;
         }

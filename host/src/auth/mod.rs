@@ -72,7 +72,7 @@ pub struct Auth {
     /// takes as long as a wrong password.
     dummy_hash: OnceLock<String>,
     /// Held across "is another admin left?" and the write that depends on it.
-    admin_changes: std::sync::Mutex<()>,
+    admin_changes: tokio::sync::Mutex<()>,
     /// A new data dir makes its first admin after the server is ready: the
     /// Argon2id hash alone would take most of the start-up budget.
     first_admin: tokio::sync::watch::Sender<FirstAdmin>,
@@ -131,7 +131,7 @@ pub fn first_admin_password(config: &Config) -> Result<String, AuthError> {
 /// # Errors
 ///
 /// The store cannot be read.
-pub fn creator_may(
+pub async fn creator_may(
     store: &dyn Store,
     org: &str,
     created_by: Option<&str>,
@@ -140,12 +140,20 @@ pub fn creator_may(
     let Some(user_id) = created_by else {
         return Ok(true);
     };
-    Ok(store.user(user_id)?.is_some_and(|user| {
+    Ok(store.user(user_id).await?.is_some_and(|user| {
         !user.disabled
             && user
                 .role_in(org)
                 .is_some_and(|role| role.scopes().allows(scope))
     }))
+}
+
+/// An Argon2id hash of `password`, made on a blocking thread.
+async fn hash_off_thread(password: String) -> Result<String, AuthError> {
+    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|e| AuthError::Store(StoreError::Backend(e.to_string())))?
+        .map_err(AuthError::from)
 }
 
 fn now_secs() -> u64 {
@@ -161,7 +169,7 @@ impl Auth {
     /// The secret file or the store cannot be read or written.
     /// On an empty store the first admin is still to be made
     /// ([`Auth::create_first_admin`]); logins wait for it.
-    pub fn open(store: Arc<dyn Store>, config: &Config) -> Result<Self, AuthError> {
+    pub async fn open(store: Arc<dyn Store>, config: &Config) -> Result<Self, AuthError> {
         let secret = match &config.auth.jwt_secret {
             Some(secret) => secret.0.clone(),
             None => {
@@ -181,22 +189,20 @@ impl Auth {
             access_ttl_secs: config.auth.access_ttl_secs,
             refresh_ttl_secs: config.auth.refresh_ttl_secs,
             dummy_hash: OnceLock::new(),
-            admin_changes: std::sync::Mutex::new(()),
+            admin_changes: tokio::sync::Mutex::const_new(()),
             first_admin: tokio::sync::watch::Sender::new(FirstAdmin::Pending),
             org_ids: std::sync::RwLock::new(None),
             org_changes: std::sync::atomic::AtomicU64::new(0),
         };
-        if !auth.store.users()?.is_empty() {
+        if !auth.store.users().await?.is_empty() {
             auth.first_admin.send_replace(FirstAdmin::Exists);
         }
         Ok(auth)
     }
 
     /// Serializes changes that could remove the last enabled admin.
-    pub fn admin_changes(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.admin_changes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub async fn admin_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.admin_changes.lock().await
     }
 
     /// Makes user "admin" with `password` (from [`first_admin_password`])
@@ -206,12 +212,13 @@ impl Auth {
     /// # Errors
     ///
     /// Hashing failed or the store cannot be written.
-    pub fn create_first_admin(&self, password: &str) -> Result<(), AuthError> {
+    pub async fn create_first_admin(&self, password: &str) -> Result<(), AuthError> {
+        use futures_util::FutureExt as _;
         // A panic must not leave logins waiting forever.
-        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.make_first_admin(password)
-        }))
-        .unwrap_or_else(|_| Err(AuthError::FirstAdmin("making it panicked".into())));
+        let created = std::panic::AssertUnwindSafe(self.make_first_admin(password))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(AuthError::FirstAdmin("making it panicked".into())));
         self.first_admin.send_replace(match &created {
             Ok(()) => FirstAdmin::Exists,
             Err(e) => FirstAdmin::Failed(e.to_string()),
@@ -234,24 +241,16 @@ impl Auth {
         let password = first_admin_password(config)?;
         let auth = self.clone();
         tokio::spawn(async move {
-            let made = tokio::task::spawn_blocking({
-                let auth = auth.clone();
-                move || {
-                    let made = auth.create_first_admin(&password);
-                    // Argon2id's 19 MiB are free again.
-                    crate::memory::release_unused();
-                    made
-                }
-            })
-            .await;
+            let made = auth.create_first_admin(&password).await;
+            // Argon2id's 19 MiB are free again.
+            let _ = tokio::task::spawn_blocking(crate::memory::release_unused).await;
             match made {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     if let Err(e) = auth.store.flush().await {
                         tracing::error!(error = %e, "cannot flush the first admin to disk");
                     }
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot create the first admin"),
-                Err(e) => tracing::error!(error = %e, "the first admin's task failed"),
+                Err(e) => tracing::error!(error = %e, "cannot create the first admin"),
             }
         });
         Ok(())
@@ -280,8 +279,8 @@ impl Auth {
         matches!(*self.first_admin.borrow(), FirstAdmin::Pending)
     }
 
-    fn make_first_admin(&self, password: &str) -> Result<(), AuthError> {
-        if !self.store.users()?.is_empty() {
+    async fn make_first_admin(&self, password: &str) -> Result<(), AuthError> {
+        if !self.store.users().await?.is_empty() {
             return Ok(());
         }
         let now = crate::now();
@@ -293,14 +292,14 @@ impl Auth {
                 role: Role::Admin,
             }],
             operator: true,
-            password_hash: secrets::hash_password(password)?,
+            password_hash: hash_off_thread(password.to_owned()).await?,
             disabled: false,
             created_at: now.clone(),
             updated_at: now,
             last_login_at: None,
             totp: None,
         };
-        match self.store.create_user(&admin) {
+        match self.store.create_user(&admin).await {
             Ok(()) | Err(StoreError::NameTaken(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -411,14 +410,15 @@ impl Auth {
         })?;
         let live = self
             .store
-            .session(&claims.sid)?
+            .session(&claims.sid)
+            .await?
             .is_some_and(|s| !s.revoked && s.user_id == claims.sub);
         if !live {
             return Err(AuthError::Unauthenticated(
                 "the session of this token has ended",
             ));
         }
-        let user = self.active_user(&claims.sub)?;
+        let user = self.active_user(&claims.sub).await?;
         let org = match wanted {
             Some(wanted) => {
                 let org = self.find_org(wanted).await?;
@@ -454,12 +454,13 @@ impl Auth {
         }
         let record = self
             .store
-            .api_key_by_hash(&secrets::token_hash(key))?
+            .api_key_by_hash(&secrets::token_hash(key))
+            .await?
             .ok_or(INVALID)?;
         if record.expires_ms.is_some_and(|at| at <= crate::now_ms()) {
             return Err(AuthError::Unauthenticated("the API key has expired"));
         }
-        let owner = self.active_user(&record.owner_id)?;
+        let owner = self.active_user(&record.owner_id).await?;
         let org = record.org().to_owned();
         if let Some(wanted) = wanted
             && self.find_org(wanted).await? != org
@@ -487,41 +488,53 @@ impl Auth {
         })
     }
 
-    fn active_user(&self, id: &str) -> Result<UserRecord, AuthError> {
+    async fn active_user(&self, id: &str) -> Result<UserRecord, AuthError> {
         self.store
-            .user(id)?
+            .user(id)
+            .await?
             .filter(|u| !u.disabled)
             .ok_or(AuthError::Unauthenticated(
                 "the user of this credential is disabled or deleted",
             ))
     }
 
-    /// The user whose name and password these are. Slow on purpose
-    /// (Argon2id): call it off the async threads.
+    /// The user whose name and password these are. The Argon2id check
+    /// runs on a blocking thread; an unknown name is checked against a
+    /// dummy hash, so it takes as long as a known one.
     ///
     /// # Errors
     ///
     /// The same [`AuthError::Unauthenticated`] whether the user is unknown,
     /// disabled, or the password is wrong.
-    pub fn check_password(&self, username: &str, password: &str) -> Result<UserRecord, AuthError> {
+    pub async fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<UserRecord, AuthError> {
         const WRONG: AuthError = AuthError::Unauthenticated("wrong username or password");
-        match self.store.user_by_name(username)? {
-            Some(user) if secrets::verify_password(password, &user.password_hash) => {
-                if user.disabled { Err(WRONG) } else { Ok(user) }
-            }
-            Some(_) => Err(WRONG),
-            None => {
-                let dummy = match self.dummy_hash.get() {
-                    Some(hash) => hash,
-                    None => {
-                        let hash = secrets::hash_password("not anyone's password")?;
-                        self.dummy_hash.get_or_init(|| hash)
-                    }
-                };
-                secrets::verify_password(password, dummy);
-                Err(WRONG)
-            }
+        let user = self.store.user_by_name(username).await?;
+        let hash = match &user {
+            Some(user) => user.password_hash.clone(),
+            None => self.dummy_hash().await?,
+        };
+        let password = password.to_owned();
+        let matches =
+            tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
+                .await
+                .map_err(|e| AuthError::Store(StoreError::Backend(e.to_string())))?;
+        match user {
+            Some(user) if matches && !user.disabled => Ok(user),
+            _ => Err(WRONG),
         }
+    }
+
+    /// A hash no password matches, made once.
+    async fn dummy_hash(&self) -> Result<String, AuthError> {
+        if let Some(hash) = self.dummy_hash.get() {
+            return Ok(hash.clone());
+        }
+        let hash = hash_off_thread("not anyone's password".into()).await?;
+        Ok(self.dummy_hash.get_or_init(|| hash).clone())
     }
 
     /// Starts a login session for `user`.
@@ -529,7 +542,7 @@ impl Auth {
     /// # Errors
     ///
     /// The store or the random source failed.
-    pub fn start_session(&self, user: &UserRecord) -> Result<TokenPair, AuthError> {
+    pub async fn start_session(&self, user: &UserRecord) -> Result<TokenPair, AuthError> {
         let now = crate::now_ms();
         let session = SessionRecord {
             id: uuid::Uuid::now_v7().to_string(),
@@ -538,11 +551,15 @@ impl Auth {
             expires_ms: now.saturating_add(self.refresh_ttl_secs.saturating_mul(1000)),
             revoked: false,
         };
-        self.store.put_session(&session)?;
-        self.issue(user, &session)
+        self.store.put_session(&session).await?;
+        self.issue(user, &session).await
     }
 
-    fn issue(&self, user: &UserRecord, session: &SessionRecord) -> Result<TokenPair, AuthError> {
+    async fn issue(
+        &self,
+        user: &UserRecord,
+        session: &SessionRecord,
+    ) -> Result<TokenPair, AuthError> {
         let iat = now_secs();
         let home_role = user.memberships.first().map_or(Role::Viewer, |m| m.role);
         let claims = jwt::Claims {
@@ -563,15 +580,17 @@ impl Auth {
             .sign(&claims)
             .map_err(|e| AuthError::Sign(e.to_string()))?;
         let refresh_token = format!("{REFRESH_PREFIX}{}", secrets::random_base62(43)?);
-        self.store.put_refresh_token(
-            &secrets::token_hash(&refresh_token),
-            &RefreshRecord {
-                session_id: session.id.clone(),
-                user_id: user.id.clone(),
-                expires_ms: session.expires_ms,
-                used: false,
-            },
-        )?;
+        self.store
+            .put_refresh_token(
+                &secrets::token_hash(&refresh_token),
+                &RefreshRecord {
+                    session_id: session.id.clone(),
+                    user_id: user.id.clone(),
+                    expires_ms: session.expires_ms,
+                    used: false,
+                },
+            )
+            .await?;
         Ok(TokenPair {
             access_token,
             refresh_token,
@@ -586,16 +605,17 @@ impl Auth {
     ///
     /// [`AuthError::Unauthenticated`] for an unknown, expired or revoked
     /// token, [`AuthError::RefreshReuse`] for a used one.
-    pub fn refresh(&self, refresh_token: &str) -> Result<(TokenPair, UserRecord), AuthError> {
+    pub async fn refresh(&self, refresh_token: &str) -> Result<(TokenPair, UserRecord), AuthError> {
         const INVALID: AuthError =
             AuthError::Unauthenticated("the refresh token is invalid, expired or revoked");
         let token = match self
             .store
-            .use_refresh_token(&secrets::token_hash(refresh_token))?
+            .use_refresh_token(&secrets::token_hash(refresh_token))
+            .await?
         {
             RefreshUse::Unknown => return Err(INVALID),
             RefreshUse::Reused(token) => {
-                self.store.revoke_session(&token.session_id)?;
+                self.store.revoke_session(&token.session_id).await?;
                 return Err(AuthError::RefreshReuse {
                     user_id: token.user_id,
                 });
@@ -606,15 +626,19 @@ impl Auth {
         if token.expires_ms <= now {
             return Err(INVALID);
         }
-        let user = self.active_user(&token.user_id).map_err(|_| INVALID)?;
+        let user = self
+            .active_user(&token.user_id)
+            .await
+            .map_err(|_| INVALID)?;
         let session = self
             .store
             .extend_session(
                 &token.session_id,
                 now.saturating_add(self.refresh_ttl_secs.saturating_mul(1000)),
-            )?
+            )
+            .await?
             .ok_or(INVALID)?;
-        Ok((self.issue(&user, &session)?, user))
+        Ok((self.issue(&user, &session).await?, user))
     }
 
     /// Ends a caller's login session: its refresh tokens and every access
@@ -624,10 +648,10 @@ impl Auth {
     /// # Errors
     ///
     /// The store failed.
-    pub fn logout(&self, principal: &Principal) -> Result<bool, AuthError> {
+    pub async fn logout(&self, principal: &Principal) -> Result<bool, AuthError> {
         match &principal.via {
             Via::Session { session_id } => {
-                self.store.revoke_session(session_id)?;
+                self.store.revoke_session(session_id).await?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -653,17 +677,17 @@ mod tests {
         (store, config, dir)
     }
 
-    fn auth() -> (Auth, Arc<dyn Store>, tempfile::TempDir) {
+    async fn auth() -> (Auth, Arc<dyn Store>, tempfile::TempDir) {
         let (store, config, dir) = empty_store();
-        let auth = Auth::open(store.clone(), &config).unwrap();
-        auth.create_first_admin("first admin").unwrap();
+        let auth = Auth::open(store.clone(), &config).await.unwrap();
+        auth.create_first_admin("first admin").await.unwrap();
         (auth, store, dir)
     }
 
     #[tokio::test]
     async fn logins_wait_for_the_first_admin_of_a_new_store() {
         let (store, config, _dir) = empty_store();
-        let auth = Arc::new(Auth::open(store.clone(), &config).unwrap());
+        let auth = Arc::new(Auth::open(store.clone(), &config).await.unwrap());
         assert!(auth.first_admin_pending());
         let waiting = tokio::spawn({
             let auth = auth.clone();
@@ -671,11 +695,11 @@ mod tests {
         });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "no admin yet");
-        auth.create_first_admin("first admin").unwrap();
+        auth.create_first_admin("first admin").await.unwrap();
         waiting.await.unwrap().unwrap();
-        auth.check_password("admin", "first admin").unwrap();
+        auth.check_password("admin", "first admin").await.unwrap();
         // Reopened, the store has its admin: nothing to wait for.
-        let reopened = Auth::open(store, &config).unwrap();
+        let reopened = Auth::open(store, &config).await.unwrap();
         assert!(!reopened.first_admin_pending());
         reopened.first_admin_made().await.unwrap();
     }
@@ -683,11 +707,11 @@ mod tests {
     #[tokio::test]
     async fn the_first_admin_made_in_the_background_can_log_in() {
         let (store, config, _dir) = empty_store();
-        let auth = Arc::new(Auth::open(store.clone(), &config).unwrap());
+        let auth = Arc::new(Auth::open(store.clone(), &config).await.unwrap());
         auth.make_first_admin_in_background(&config).unwrap();
         auth.first_admin_made().await.unwrap();
-        assert_eq!(store.users().unwrap().len(), 1);
-        auth.check_password("admin", "first admin").unwrap();
+        assert_eq!(store.users().await.unwrap().len(), 1);
+        auth.check_password("admin", "first admin").await.unwrap();
     }
 
     #[test]
@@ -715,8 +739,8 @@ mod tests {
 
     #[tokio::test]
     async fn expired_keys_and_keys_of_disabled_owners_are_refused() {
-        let (auth, store, _dir) = auth();
-        let admin = store.user_by_name("admin").unwrap().unwrap();
+        let (auth, store, _dir) = auth().await;
+        let admin = store.user_by_name("admin").await.unwrap().unwrap();
         let now = crate::now_ms();
         for (key, expires_ms) in [("kiln_live", now + 60_000), ("kiln_expired", now - 1)] {
             store
@@ -732,6 +756,7 @@ mod tests {
                     expires_at: None,
                     expires_ms: Some(expires_ms),
                 })
+                .await
                 .unwrap();
         }
         let live = auth.authenticate(&key_headers("kiln_live")).await.unwrap();
@@ -747,31 +772,33 @@ mod tests {
                     ..u.clone()
                 })
             })
+            .await
             .unwrap();
         assert!(auth.authenticate(&key_headers("kiln_live")).await.is_err());
     }
 
     #[tokio::test]
     async fn concurrent_refreshes_of_one_token_are_reuse_and_end_the_session() {
-        let (auth, _store, _dir) = auth();
-        let admin = auth.check_password("admin", "first admin").unwrap();
-        assert!(auth.check_password("admin", "wrong").is_err());
-        assert!(auth.check_password("nobody", "first admin").is_err());
-        let pair = auth.start_session(&admin).unwrap();
+        let (auth, _store, _dir) = auth().await;
+        let admin = auth.check_password("admin", "first admin").await.unwrap();
+        assert!(auth.check_password("admin", "wrong").await.is_err());
+        assert!(auth.check_password("nobody", "first admin").await.is_err());
+        let pair = auth.start_session(&admin).await.unwrap();
         let auth = Arc::new(auth);
-        let results: Vec<bool> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| {
-                    let (auth, token) = (auth.clone(), pair.refresh_token.clone());
-                    scope.spawn(move || auth.refresh(&token).is_ok())
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (auth, token) = (auth.clone(), pair.refresh_token.clone());
+                tokio::spawn(async move { auth.refresh(&token).await.is_ok() })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for handle in handles {
+            results.push(handle.await.unwrap());
+        }
         // One use is fresh and every other is reuse, which revokes the
         // session, so even the one fresh use may lose the race to a revocation.
         assert!(results.iter().filter(|ok| **ok).count() <= 1, "{results:?}");
-        assert!(auth.refresh(&pair.refresh_token).is_err());
+        assert!(auth.refresh(&pair.refresh_token).await.is_err());
         let mut headers = HeaderMap::new();
         headers.insert(
             axum::http::header::AUTHORIZATION,

@@ -153,63 +153,67 @@ pub struct AuditRecord {
     pub request_id: Option<String>,
 }
 
+#[async_trait::async_trait]
 pub trait AuthStore: Send + Sync {
     /// Stores a new user, refusing a taken username.
-    fn create_user(&self, user: &UserRecord) -> Result<(), StoreError>;
-    fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
-    fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Every user, in id (creation) order.
-    fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
     /// Replaces a user with what `change` makes of it, atomically (`change`
     /// may run more than once); `None` if there is no such user. The
     /// username does not change.
-    fn update_user(
+    async fn update_user(
         &self,
         id: &str,
-        change: &dyn Fn(&UserRecord) -> Result<UserRecord, StoreError>,
+        change: &(dyn for<'r> Fn(&'r UserRecord) -> Result<UserRecord, StoreError> + Send + Sync),
     ) -> Result<Option<UserRecord>, StoreError>;
     /// Deletes a user with their API keys and sessions.
-    fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
 
-    fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
-    fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
-    fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
-    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Revokes a key: after this it authenticates nothing.
-    fn delete_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn delete_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Revokes every key of a user; returns how many there were.
-    fn revoke_user_keys(&self, user_id: &str) -> Result<usize, StoreError>;
+    async fn revoke_user_keys(&self, user_id: &str) -> Result<usize, StoreError>;
 
-    fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
-    fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Moves a live session's expiry to `expires_ms`, atomically against a
     /// revocation; `None` if it is revoked or gone.
-    fn extend_session(
+    async fn extend_session(
         &self,
         id: &str,
         expires_ms: u64,
     ) -> Result<Option<SessionRecord>, StoreError>;
     /// Marks a session revoked; its refresh and access tokens stop working.
-    fn revoke_session(&self, id: &str) -> Result<(), StoreError>;
+    async fn revoke_session(&self, id: &str) -> Result<(), StoreError>;
     /// Revokes every session of a user but `except`; returns how many were
     /// live.
-    fn revoke_user_sessions(
+    async fn revoke_user_sessions(
         &self,
         user_id: &str,
         except: Option<&str>,
     ) -> Result<usize, StoreError>;
     /// Stores a refresh token under the hash of its text.
-    fn put_refresh_token(&self, hash: &str, token: &RefreshRecord) -> Result<(), StoreError>;
+    async fn put_refresh_token(&self, hash: &str, token: &RefreshRecord) -> Result<(), StoreError>;
     /// Uses a refresh token up, atomically: of two concurrent uses one is
     /// `Fresh` and the other `Reused`.
-    fn use_refresh_token(&self, hash: &str) -> Result<RefreshUse, StoreError>;
+    async fn use_refresh_token(&self, hash: &str) -> Result<RefreshUse, StoreError>;
     /// Forgets sessions and refresh tokens that expired before `now_ms`.
-    fn expire_sessions(&self, now_ms: u64) -> Result<usize, StoreError>;
+    async fn expire_sessions(&self, now_ms: u64) -> Result<usize, StoreError>;
 
+    /// Adds an audit record. Not awaited, so a refusal can be recorded
+    /// where it is made: the record is as durable as the store's next
+    /// [`flush`](super::Store::flush), like every write before it.
     fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
     /// An organization's audit records newest first: the `take` after the
     /// first `skip`, and how many there are.
-    fn audit_page(
+    async fn audit_page(
         &self,
         org: &str,
         skip: usize,
@@ -217,5 +221,5 @@ pub trait AuthStore: Send + Sync {
     ) -> Result<(Vec<AuditRecord>, usize), StoreError>;
     /// Removes up to `limit` audit records made before `before_ms` (Unix
     /// ms), oldest first; how many it removed.
-    fn remove_audit_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
+    async fn remove_audit_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }

@@ -135,7 +135,7 @@ impl Webhooks {
             // the events at once.
             let scope = event_scope(event_type);
             let creator = webhook.created_by.as_deref();
-            if !crate::auth::creator_may(self.store.as_ref(), org, creator, scope)? {
+            if !crate::auth::creator_may(self.store.as_ref(), org, creator, scope).await? {
                 tracing::debug!(webhook = %webhook.id, event_type, "not sent: its creator may no longer read it");
                 continue;
             }
@@ -239,12 +239,15 @@ mod tests {
             Arc::new(SledStore::open(&dir.path().join("db"), 8 << 20).unwrap());
         store
             .create_user(&user("analyst", Role::Analyst, false))
+            .await
             .unwrap();
         store
             .create_user(&user("demoted", Role::Viewer, false))
+            .await
             .unwrap();
         store
             .create_user(&user("disabled", Role::Developer, true))
+            .await
             .unwrap();
         for (id, creator) in [
             ("by-analyst", Some("analyst")),

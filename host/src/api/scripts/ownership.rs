@@ -73,13 +73,13 @@ pub fn audited(
 
 /// A member of organization `org` named by id or username, as its id
 /// (`field` names it in errors).
-pub fn user_id(
+pub async fn user_id(
     state: &AppState,
     org: &str,
     field: &str,
     id_or_name: &str,
 ) -> Result<String, ApiError> {
-    match crate::api::users::find(state, org, id_or_name) {
+    match crate::api::users::find(state, org, id_or_name).await {
         Ok(user) => Ok(user.id),
         Err(ApiError::NotFound(_)) => {
             Err(ApiError::invalid(field, format!("no user {id_or_name:?}")))
@@ -89,7 +89,11 @@ pub fn user_id(
 }
 
 /// Editors named by id or username, as distinct ids in the order given.
-pub fn editor_ids(state: &AppState, org: &str, names: &[String]) -> Result<Vec<String>, ApiError> {
+pub async fn editor_ids(
+    state: &AppState,
+    org: &str,
+    names: &[String],
+) -> Result<Vec<String>, ApiError> {
     if names.len() > MAX_EDITORS {
         return Err(ApiError::invalid(
             "editors",
@@ -98,7 +102,7 @@ pub fn editor_ids(state: &AppState, org: &str, names: &[String]) -> Result<Vec<S
     }
     let mut ids: Vec<String> = Vec::with_capacity(names.len());
     for name in names {
-        let id = user_id(state, org, "editors", name)?;
+        let id = user_id(state, org, "editors", name).await?;
         if !ids.contains(&id) {
             ids.push(id);
         }

@@ -70,7 +70,7 @@ pub(super) async fn create(
         )
     })?;
     let (content, source) = stored(content, language).await?;
-    let (owner, editors) = sharing_of(&state, &principal.org, &fields)?;
+    let (owner, editors) = sharing_of(&state, &principal.org, &fields).await?;
     // A script is made as the caller's; giving it away comes after, so no
     // one is made the owner of code they never saw.
     if owner.is_some() && owner != principal.user_id() && !principal.is_admin() {
@@ -216,7 +216,7 @@ pub(super) async fn update(
             e.into(),
         ));
     }
-    let (owner, editors) = sharing_of(&state, &principal.org, &fields)?;
+    let (owner, editors) = sharing_of(&state, &principal.org, &fields).await?;
     if let Some(language) = fields.language.as_deref()
         && parse_language(language)? != current.language
     {
@@ -384,21 +384,19 @@ pub(super) async fn delete(
 }
 
 /// The owner and editors a request names, as user ids.
-fn sharing_of(
+async fn sharing_of(
     state: &AppState,
     org: &str,
     fields: &ScriptFields,
 ) -> Result<(Option<String>, Option<Vec<String>>), ApiError> {
-    let owner = fields
-        .owner
-        .as_deref()
-        .map(|o| ownership::user_id(state, org, "owner", o))
-        .transpose()?;
-    let editors = fields
-        .editors
-        .as_deref()
-        .map(|names| editor_ids(state, org, names))
-        .transpose()?;
+    let owner = match fields.owner.as_deref() {
+        Some(owner) => Some(ownership::user_id(state, org, "owner", owner).await?),
+        None => None,
+    };
+    let editors = match fields.editors.as_deref() {
+        Some(names) => Some(editor_ids(state, org, names).await?),
+        None => None,
+    };
     Ok((owner, editors))
 }
 

@@ -9,8 +9,9 @@ use crate::store::auth::{
 };
 use crate::store::orgs::{DEFAULT_ORG, InOrg as _};
 
+#[async_trait::async_trait]
 impl AuthStore for SledStore {
-    fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let claimed = self
             .user_names
             .compare_and_swap(
@@ -25,22 +26,22 @@ impl AuthStore for SledStore {
         put(&self.users, user.id.as_bytes(), user)
     }
 
-    fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         Self::get_decoded(&self.users, id)
     }
 
-    fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         Self::get_indexed(&self.user_names, &self.users, username)
     }
 
-    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         Self::all_decoded(&self.users)
     }
 
-    fn update_user(
+    async fn update_user(
         &self,
         id: &str,
-        change: &dyn Fn(&UserRecord) -> Result<UserRecord, StoreError>,
+        change: &(dyn for<'r> Fn(&'r UserRecord) -> Result<UserRecord, StoreError> + Send + Sync),
     ) -> Result<Option<UserRecord>, StoreError> {
         let updated = update(&self.users, id.as_bytes(), |before: &UserRecord| {
             let mut next = change(before)?;
@@ -51,7 +52,7 @@ impl AuthStore for SledStore {
         Ok(updated.map(|(_, after)| after))
     }
 
-    fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+    async fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let Some(bytes) = self.users.remove(id).map_err(backend)? else {
             return Ok(None);
         };
@@ -64,22 +65,22 @@ impl AuthStore for SledStore {
             )
             .map_err(backend)?
             .ok();
-        self.revoke_user_keys(&user.id)?;
-        self.revoke_user_sessions(&user.id, None)?;
+        self.revoke_user_keys(&user.id).await?;
+        self.revoke_user_sessions(&user.id, None).await?;
         Ok(Some(user))
     }
 
-    fn revoke_user_keys(&self, user_id: &str) -> Result<usize, StoreError> {
+    async fn revoke_user_keys(&self, user_id: &str) -> Result<usize, StoreError> {
         let mut revoked = 0;
-        for key in self.api_keys()? {
-            if key.owner_id == user_id && self.delete_api_key(&key.id)?.is_some() {
+        for key in self.api_keys().await? {
+            if key.owner_id == user_id && self.delete_api_key(&key.id).await?.is_some() {
                 revoked += 1;
             }
         }
         Ok(revoked)
     }
 
-    fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         put(&self.api_keys, key.id.as_bytes(), key)?;
         self.api_key_hashes
             .insert(key.hash.as_bytes(), key.id.as_bytes())
@@ -87,19 +88,19 @@ impl AuthStore for SledStore {
         Ok(())
     }
 
-    fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         Self::get_decoded(&self.api_keys, id)
     }
 
-    fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         Self::get_indexed(&self.api_key_hashes, &self.api_keys, hash)
     }
 
-    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         Self::all_decoded(&self.api_keys)
     }
 
-    fn delete_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+    async fn delete_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let Some(bytes) = self.api_keys.remove(id).map_err(backend)? else {
             return Ok(None);
         };
@@ -110,15 +111,15 @@ impl AuthStore for SledStore {
         Ok(Some(key))
     }
 
-    fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         put(&self.sessions, session.id.as_bytes(), session)
     }
 
-    fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         Self::get_decoded(&self.sessions, id)
     }
 
-    fn extend_session(
+    async fn extend_session(
         &self,
         id: &str,
         expires_ms: u64,
@@ -139,7 +140,7 @@ impl AuthStore for SledStore {
         })
     }
 
-    fn revoke_session(&self, id: &str) -> Result<(), StoreError> {
+    async fn revoke_session(&self, id: &str) -> Result<(), StoreError> {
         update(&self.sessions, id.as_bytes(), |session: &SessionRecord| {
             Ok(SessionRecord {
                 revoked: true,
@@ -149,7 +150,7 @@ impl AuthStore for SledStore {
         Ok(())
     }
 
-    fn revoke_user_sessions(
+    async fn revoke_user_sessions(
         &self,
         user_id: &str,
         except: Option<&str>,
@@ -157,18 +158,18 @@ impl AuthStore for SledStore {
         let mut revoked = 0;
         for session in Self::all_decoded::<SessionRecord>(&self.sessions)? {
             if session.user_id == user_id && !session.revoked && Some(&*session.id) != except {
-                self.revoke_session(&session.id)?;
+                self.revoke_session(&session.id).await?;
                 revoked += 1;
             }
         }
         Ok(revoked)
     }
 
-    fn put_refresh_token(&self, hash: &str, token: &RefreshRecord) -> Result<(), StoreError> {
+    async fn put_refresh_token(&self, hash: &str, token: &RefreshRecord) -> Result<(), StoreError> {
         put(&self.refresh_tokens, hash.as_bytes(), token)
     }
 
-    fn use_refresh_token(&self, hash: &str) -> Result<RefreshUse, StoreError> {
+    async fn use_refresh_token(&self, hash: &str) -> Result<RefreshUse, StoreError> {
         let swapped = swap(
             &self.refresh_tokens,
             hash.as_bytes(),
@@ -190,7 +191,7 @@ impl AuthStore for SledStore {
         })
     }
 
-    fn expire_sessions(&self, now_ms: u64) -> Result<usize, StoreError> {
+    async fn expire_sessions(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut expired = 0;
         for entry in self.refresh_tokens.iter() {
             let (key, bytes) = entry.map_err(backend)?;
@@ -227,7 +228,7 @@ impl AuthStore for SledStore {
         Ok(())
     }
 
-    fn audit_page(
+    async fn audit_page(
         &self,
         org: &str,
         skip: usize,
@@ -248,7 +249,7 @@ impl AuthStore for SledStore {
         Ok((page, usize::try_from(total).unwrap_or(usize::MAX)))
     }
 
-    fn remove_audit_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+    async fn remove_audit_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let mut removed = remove_older(&self.audit, b"", before_ms, limit)?;
         let orgs: Vec<String> = self.counted.audit_orgs().keys().cloned().collect();
         for org in orgs {
@@ -300,8 +301,8 @@ mod tests {
     use super::super::tests::TEST_CACHE_BYTES;
     use super::*;
 
-    #[test]
-    fn a_refresh_token_is_used_once_and_a_revoked_session_is_not_extended() {
+    #[tokio::test]
+    async fn a_refresh_token_is_used_once_and_a_revoked_session_is_not_extended() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let token = RefreshRecord {
@@ -310,17 +311,17 @@ mod tests {
             expires_ms: 10,
             used: false,
         };
-        store.put_refresh_token("h", &token).unwrap();
+        store.put_refresh_token("h", &token).await.unwrap();
         assert!(matches!(
-            store.use_refresh_token("h").unwrap(),
+            store.use_refresh_token("h").await.unwrap(),
             RefreshUse::Fresh(t) if !t.used
         ));
         assert!(matches!(
-            store.use_refresh_token("h").unwrap(),
+            store.use_refresh_token("h").await.unwrap(),
             RefreshUse::Reused(t) if t.used
         ));
         assert!(matches!(
-            store.use_refresh_token("nope").unwrap(),
+            store.use_refresh_token("nope").await.unwrap(),
             RefreshUse::Unknown
         ));
 
@@ -331,13 +332,13 @@ mod tests {
             expires_ms: 10,
             revoked: false,
         };
-        store.put_session(&session).unwrap();
-        let extended = store.extend_session("s", 20).unwrap();
+        store.put_session(&session).await.unwrap();
+        let extended = store.extend_session("s", 20).await.unwrap();
         assert_eq!(extended.map(|s| s.expires_ms), Some(20));
-        store.revoke_session("s").unwrap();
-        assert!(store.extend_session("s", 30).unwrap().is_none());
-        let kept = store.session("s").unwrap().unwrap();
+        store.revoke_session("s").await.unwrap();
+        assert!(store.extend_session("s", 30).await.unwrap().is_none());
+        let kept = store.session("s").await.unwrap().unwrap();
         assert_eq!((kept.expires_ms, kept.revoked), (20, true));
-        assert!(store.extend_session("missing", 30).unwrap().is_none());
+        assert!(store.extend_session("missing", 30).await.unwrap().is_none());
     }
 }
