@@ -507,7 +507,14 @@ impl Quotas {
         let store = &self.store;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         Ok(match quota {
-            Quota::Scripts => count(store.scripts()?.iter().filter(|s| s.org() == org).count()),
+            Quota::Scripts => count(
+                store
+                    .scripts()
+                    .await?
+                    .iter()
+                    .filter(|s| s.org() == org)
+                    .count(),
+            ),
             Quota::Schedules => count(
                 store
                     .schedules()
@@ -537,8 +544,8 @@ impl Quotas {
             }
             Quota::StoredBytes => {
                 let mut bytes = 0u64;
-                for script in store.scripts()?.iter().filter(|s| s.org() == org) {
-                    for version in store.script_versions(&script.id)? {
+                for script in store.scripts().await?.iter().filter(|s| s.org() == org) {
+                    for version in store.script_versions(&script.id).await? {
                         bytes = bytes.saturating_add(version.size_bytes);
                     }
                     for (key, value) in store.kv_entries(&script.id).await? {
@@ -593,7 +600,7 @@ impl Quotas {
         let mut count = |org: &str, quota| {
             *held.entry((org.to_owned(), quota)).or_default() += 1;
         };
-        for script in self.store.scripts()? {
+        for script in self.store.scripts().await? {
             count(script.org(), Quota::Scripts);
         }
         for schedule in self.store.schedules().await? {

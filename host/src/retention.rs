@@ -166,7 +166,7 @@ impl Sweeper {
             self.last_expiry_ms = Some(now_ms);
             let before = now_ms.saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
             swept.idempotency_keys = self.store.expire_idempotency_keys(before).await?;
-            swept.script_versions = self.sweep_versions(&mut budget)?;
+            swept.script_versions = self.sweep_versions(&mut budget).await?;
             let sessions = self.store.expire_sessions(now_ms).await?;
             if sessions > 0 {
                 tracing::info!(
@@ -195,7 +195,7 @@ impl Sweeper {
     /// `script_versions_keep`, but none a queued or running execution uses
     /// (bounded by the queue and the workers). Reads every script record,
     /// so it runs with the hourly expiries.
-    fn sweep_versions(&self, budget: &mut usize) -> Result<usize, StoreError> {
+    async fn sweep_versions(&self, budget: &mut usize) -> Result<usize, StoreError> {
         let keep = self.policy.script_versions_keep;
         if keep == 0 {
             return Ok(0);
@@ -211,7 +211,7 @@ impl Sweeper {
             })?;
         }
         let mut removed = 0;
-        for script in self.store.scripts()? {
+        for script in self.store.scripts().await? {
             if *budget == 0 {
                 break;
             }
@@ -221,7 +221,8 @@ impl Sweeper {
             let in_use = |version: u32| used.contains(&(script.id.clone(), version));
             let n = self
                 .store
-                .remove_versions_below(&script.id, below, &in_use, *budget)?;
+                .remove_versions_below(&script.id, below, &in_use, *budget)
+                .await?;
             *budget -= n;
             removed += n;
         }
@@ -627,6 +628,7 @@ mod tests {
         let store = sweeper.store.clone();
         store
             .create_script(&crate::store::testing::script("s", "versions", 1), b"v1")
+            .await
             .unwrap();
         for version in 2..=5 {
             store
@@ -639,6 +641,7 @@ mod tests {
                     },
                     Some(format!("v{version}").as_bytes()),
                 )
+                .await
                 .unwrap();
         }
         let mut queued = execution(&id_at(1_000, 0), Some("s"), Queued);
@@ -648,12 +651,13 @@ mod tests {
         assert_eq!(swept.script_versions, 2);
         let left: Vec<u32> = store
             .script_versions("s")
+            .await
             .unwrap()
             .iter()
             .map(|v| v.version)
             .collect();
         assert_eq!(left, [2, 4, 5]);
-        assert!(store.script_content("s", 1).unwrap().is_none());
-        assert_eq!(store.script_content("s", 2).unwrap().unwrap(), b"v2");
+        assert!(store.script_content("s", 1).await.unwrap().is_none());
+        assert_eq!(store.script_content("s", 2).await.unwrap().unwrap(), b"v2");
     }
 }

@@ -89,14 +89,14 @@ impl Runtimes {
         &self,
         script_id: &str,
         version: u32,
-        content: impl FnOnce() -> Result<Vec<u8>, String>,
+        content: impl AsyncFnOnce() -> Result<Vec<u8>, String>,
         owner: &str,
     ) -> Result<Loaded, LoadError> {
         let key = (script_id.to_string(), version);
         if let Some(artifact) = self.lock_components().get(&key) {
             return Ok(Loaded::at_hand(artifact.clone()));
         }
-        let content = content().map_err(LoadError::Internal)?;
+        let content = content().await.map_err(LoadError::Internal)?;
         let loaded = self.load_timed(content, Some(owner)).await?;
         self.lock_components().put(key, loaded.artifact.clone());
         Ok(loaded)

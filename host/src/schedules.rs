@@ -250,7 +250,11 @@ async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
             return None;
         }
     }
-    let script = match state.store.script(schedule.org(), &schedule.script_id) {
+    let script = match state
+        .store
+        .script(schedule.org(), &schedule.script_id)
+        .await
+    {
         Ok(Some(script)) if script.status == ScriptStatus::Active => script,
         Ok(Some(_)) => {
             tracing::warn!(schedule = %schedule.id, script = %schedule.script_id,

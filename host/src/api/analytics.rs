@@ -181,7 +181,8 @@ async fn usage(
                 })?;
             }
             let names: HashMap<String, String> = store
-                .scripts()?
+                .scripts()
+                .await?
                 .into_iter()
                 .filter(|s| s.org() == org)
                 .map(|s| (s.id, s.name))

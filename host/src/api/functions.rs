@@ -87,7 +87,8 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
     };
     let script = state
         .store
-        .script(&org, function)?
+        .script(&org, function)
+        .await?
         .filter(|script| script.kind == ScriptKind::Http)
         // A function that is not public is only for its organization's
         // callers: another's is none (the anonymous are asked for a credential).
@@ -136,10 +137,11 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         .component(
             &script.id,
             script.version,
-            || {
+            async || {
                 state
                     .store
                     .script_content(&script.id, script.version)
+                    .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| "the script was deleted".to_string())
             },

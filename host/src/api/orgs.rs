@@ -537,7 +537,12 @@ async fn holdings(state: &AppState, org: &str) -> Result<Vec<String>, ApiError> 
     let store = &state.store;
     let counts = [
         (
-            store.scripts()?.iter().filter(|s| s.org() == org).count(),
+            store
+                .scripts()
+                .await?
+                .iter()
+                .filter(|s| s.org() == org)
+                .count(),
             "scripts",
         ),
         (

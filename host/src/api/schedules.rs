@@ -202,10 +202,11 @@ fn parse_cron(cron: &str, timezone: &str) -> Result<Cron, ApiError> {
 /// The stored script's id for an id or name: a missing one is a 404 (as
 /// the script's own routes answer), an HTTP function (it answers requests,
 /// it is not run) a bad field.
-fn script_id(state: &AppState, org: &str, id_or_name: &str) -> Result<String, ApiError> {
+async fn script_id(state: &AppState, org: &str, id_or_name: &str) -> Result<String, ApiError> {
     let script = state
         .store
-        .script(org, id_or_name)?
+        .script(org, id_or_name)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("script_id: no script {id_or_name:?}")))?;
     if script.kind == crate::store::ScriptKind::Http {
         return Err(ApiError::invalid(
@@ -247,7 +248,7 @@ async fn create(
         id: uuid::Uuid::now_v7().to_string(),
         org: org_field(&principal.org),
         name: body.name,
-        script_id: script_id(&state, &principal.org, &body.script_id)?,
+        script_id: script_id(&state, &principal.org, &body.script_id).await?,
         cron: body.cron,
         timezone,
         parameters,
@@ -477,7 +478,7 @@ async fn update(
         body.timezone.as_deref().unwrap_or(&seen.timezone),
     )?;
     let script = match &body.script_id {
-        Some(id_or_name) => Some(script_id(&state, &principal.org, id_or_name)?),
+        Some(id_or_name) => Some(script_id(&state, &principal.org, id_or_name).await?),
         None => None,
     };
     let now = crate::now();

@@ -149,7 +149,7 @@ async fn put(
             format!("at most {MAX_VALUE_BYTES} bytes"),
         ));
     }
-    let scripts = grants(&state, &principal.org, &input.scripts)?;
+    let scripts = grants(&state, &principal.org, &input.scripts).await?;
     // One change at a time: the count checked is the count written, and
     // two puts of one name do not both create it.
     let _writing = WRITES.lock().await;
@@ -232,7 +232,7 @@ async fn delete(
 }
 
 /// Script names or ids of organization `org` as the ids stored, or `*` alone.
-fn grants(state: &AppState, org: &str, scripts: &[String]) -> Result<Vec<String>, ApiError> {
+async fn grants(state: &AppState, org: &str, scripts: &[String]) -> Result<Vec<String>, ApiError> {
     if scripts.len() > MAX_GRANTS {
         return Err(ApiError::invalid(
             "scripts",
@@ -252,7 +252,8 @@ fn grants(state: &AppState, org: &str, scripts: &[String]) -> Result<Vec<String>
     for script in scripts {
         let found = state
             .store
-            .script(org, script)?
+            .script(org, script)
+            .await?
             .ok_or_else(|| ApiError::NotFound(format!("scripts: no script {script:?}")))?;
         if !ids.contains(&found.id) {
             ids.push(found.id);

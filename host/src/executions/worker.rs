@@ -227,11 +227,13 @@ impl Worker {
                 let script = self
                     .store
                     .script(record.org(), script_id)
+                    .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(deleted)?;
-                let content = || {
+                let content = async || {
                     self.store
                         .script_content(script_id, version)
+                        .await
                         .map_err(|e| e.to_string())?
                         .ok_or_else(deleted)
                 };
@@ -245,7 +247,7 @@ impl Worker {
                     let call = contract::component_call(loaded.artifact.shape(), parameters);
                     (loaded, call)
                 } else {
-                    self.script_call(record.language, content()?, parameters)
+                    self.script_call(record.language, content().await?, parameters)
                         .await?
                 };
                 let hosts = allowed(&script.allowed_hosts);

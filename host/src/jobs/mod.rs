@@ -293,10 +293,13 @@ impl Jobs {
         let ran = record.started_at.is_some();
         if let Some(script_id) = record.script_id.as_ref().filter(|_| ran) {
             // The run and its record stand without the script's counters.
-            if let Err(e) = store.note_execution(
-                script_id,
-                record.completed_at.as_deref().unwrap_or_default(),
-            ) {
+            if let Err(e) = store
+                .note_execution(
+                    script_id,
+                    record.completed_at.as_deref().unwrap_or_default(),
+                )
+                .await
+            {
                 tracing::error!(execution = %record.id, error = %e,
                     "cannot count an execution on its script");
             }

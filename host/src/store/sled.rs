@@ -529,8 +529,8 @@ mod tests {
         SledStore::open(path, TEST_CACHE_BYTES)
     }
 
-    #[test]
-    fn schema_1_data_gets_version_records() {
+    #[tokio::test]
+    async fn schema_1_data_gets_version_records() {
         let dir = tempfile::tempdir().unwrap();
         {
             // What a schema-1 build wrote: content only, no version records.
@@ -550,7 +550,7 @@ mod tests {
             db.flush().unwrap();
         }
         let store = reopen(dir.path()).unwrap();
-        let versions = store.script_versions("s1").unwrap();
+        let versions = store.script_versions("s1").await.unwrap();
         assert_eq!(versions.len(), 2);
         assert_eq!(
             versions[0].content_hash,
@@ -558,7 +558,7 @@ mod tests {
         );
         assert_eq!(versions[1].size_bytes, 2);
         assert_eq!(
-            store.script_content("s1", 1).unwrap().as_deref(),
+            store.script_content("s1", 1).await.unwrap().as_deref(),
             Some(&b"v1"[..])
         );
         drop(store);
@@ -567,18 +567,22 @@ mod tests {
             reopen(dir.path())
                 .unwrap()
                 .script_versions("s1")
+                .await
                 .unwrap()
                 .len(),
             2
         );
     }
 
-    #[test]
-    fn names_a_crash_left_stale_are_dropped_at_open() {
+    #[tokio::test]
+    async fn names_a_crash_left_stale_are_dropped_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-            store.create_script(&script("a", "kept", 1), b"v2").unwrap();
+            store
+                .create_script(&script("a", "kept", 1), b"v2")
+                .await
+                .unwrap();
             // A rename that stopped between claiming the new name and
             // writing the record, and a delete that stopped after the record.
             store.script_names.insert("half-renamed", "a").unwrap();
@@ -589,6 +593,7 @@ mod tests {
         assert_eq!(
             store
                 .script(crate::store::orgs::DEFAULT_ORG, "kept")
+                .await
                 .unwrap()
                 .unwrap()
                 .id,
@@ -597,17 +602,20 @@ mod tests {
         assert!(
             store
                 .script(crate::store::orgs::DEFAULT_ORG, "half-renamed")
+                .await
                 .unwrap()
                 .is_none()
         );
         assert!(
             store
                 .script(crate::store::orgs::DEFAULT_ORG, "half-deleted")
+                .await
                 .unwrap()
                 .is_none()
         );
         store
             .create_script(&script("b", "half-renamed", 1), b"v2")
+            .await
             .unwrap();
     }
 

@@ -129,13 +129,13 @@ impl Filter {
     /// The total when an index's counter is it: no filter beyond one index
     /// that holds only the organization's executions (a status's does
     /// while the organization has every execution of the node).
-    fn counted_total(&self, store: &dyn Store) -> Option<u64> {
+    async fn counted_total(&self, store: &dyn Store) -> Option<u64> {
         let org = store.count_executions(&ExecutionIndex::Org(self.org.clone()));
         let alone = org == store.count_executions(&ExecutionIndex::All);
         let index = match (&self.script_id, self.status) {
             (None, None) => ExecutionIndex::Org(self.org.clone()),
             // Another organization's script id counts nothing here.
-            (Some(id), None) if store.script(&self.org, id).ok().flatten().is_some() => {
+            (Some(id), None) if store.script(&self.org, id).await.ok().flatten().is_some() => {
                 ExecutionIndex::Script(Some(id.clone()))
             }
             (None, Some(status)) if alone => ExecutionIndex::Status(status),
@@ -292,26 +292,26 @@ impl ListQuery {
 }
 
 /// Reads one page; blocking (it walks the store), so run off the async threads.
-pub(super) fn page(
+pub(super) async fn page(
     store: &dyn Store,
     org: &str,
     query: ListQuery,
 ) -> Result<Listing<ExecutionRecord>, ApiError> {
     let (paging, filter) = query.split(org)?;
     match paging {
-        Paging::Skip { page, offset, size } => skip_page(store, &filter, page, offset, size),
+        Paging::Skip { page, offset, size } => skip_page(store, &filter, page, offset, size).await,
         Paging::Cursor { from, limit } => cursor_page(store, &filter, from, limit, SCAN_BUDGET),
     }
 }
 
-fn skip_page(
+async fn skip_page(
     store: &dyn Store,
     filter: &Filter,
     page: Option<Page>,
     offset: usize,
     size: usize,
 ) -> Result<Listing<ExecutionRecord>, ApiError> {
-    let counted = filter.counted_total(store);
+    let counted = filter.counted_total(store).await;
     let (mut data, mut matched) = (Vec::new(), 0usize);
     store.walk_executions(&filter.walk(store, true, None), &mut |e| {
         if !filter.keeps(&e) {

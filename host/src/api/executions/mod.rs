@@ -261,10 +261,15 @@ async fn list(
     ApiQuery(query): ApiQuery<list::ListQuery>,
 ) -> Result<axum::Json<Listing<ExecutionView>>, ApiError> {
     let store = state.store.clone();
-    let listing =
-        tokio::task::spawn_blocking(move || list::page(store.as_ref(), &principal.org, query))
-            .await
-            .map_err(|e| ApiError::Internal(format!("the listing failed: {e}")))??;
+    let listing = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(list::page(
+            store.as_ref(),
+            &principal.org,
+            query,
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the listing failed: {e}")))??;
     durable_before_reporting(&state, &listing.data).await?;
     Ok(axum::Json(Listing {
         data: listing.data.into_iter().map(ExecutionView::from).collect(),
@@ -360,7 +365,7 @@ async fn delete_many(
     // A time before 1970 is before every execution: nothing to delete.
     let before_ms = list::unix_ms(&before).unwrap_or(0);
     let script_id = match &query.script {
-        Some(name) => match state.store.script(&principal.org, name)? {
+        Some(name) => match state.store.script(&principal.org, name).await? {
             Some(script) => Some(script.id),
             // A deleted script's executions stay until swept; its id still names them.
             None if uuid::Uuid::try_parse(name).is_ok() => Some(name.clone()),

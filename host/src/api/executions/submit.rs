@@ -173,7 +173,8 @@ pub(super) async fn execute(
     let wait = wait_unless_interactive(&query, &headers, false, &request)?;
     let script = state
         .store
-        .script(&principal.org, &id)?
+        .script(&principal.org, &id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
     if script.status == ScriptStatus::Archived {
         return Err(ApiError::Conflict(format!(
@@ -204,7 +205,7 @@ pub(super) async fn execute(
                 &state, &principal, &ip, "execute", &script.id, refused,
             ));
         }
-        Some(v) if state.store.script_version(&script.id, v)?.is_some() => v,
+        Some(v) if state.store.script_version(&script.id, v).await?.is_some() => v,
         Some(v) => {
             return Err(ApiError::invalid(
                 "version",

@@ -61,7 +61,7 @@ pub(super) async fn put_config(
     ApiJson(input): ApiJson<ConfigInput>,
 ) -> Result<Response, ApiError> {
     validate(&input.values)?;
-    let script = find(&state, &principal.org, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name).await?;
     if let Err(e) = check_change(&principal, &script) {
         return Err(audited(
             &state,
@@ -117,7 +117,7 @@ pub(super) async fn get_config(
     principal: Principal,
     ApiPath(id_or_name): ApiPath<String>,
 ) -> Result<axum::Json<ConfigKeys>, ApiError> {
-    let script = find(&state, &principal.org, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name).await?;
     let keys = state
         .store
         .script_config(&script.id)
@@ -189,7 +189,7 @@ pub(super) async fn get_kv(
     principal: Principal,
     ApiPath(id_or_name): ApiPath<String>,
 ) -> Result<axum::Json<KvContents>, ApiError> {
-    let script = find(&state, &principal.org, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name).await?;
     let mut total_bytes = 0;
     let entries = state
         .store

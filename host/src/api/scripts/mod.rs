@@ -151,10 +151,11 @@ impl VersionView {
 }
 
 /// The script of organization `org` with this id or name.
-fn find(state: &AppState, org: &str, id_or_name: &str) -> Result<ScriptRecord, ApiError> {
+async fn find(state: &AppState, org: &str, id_or_name: &str) -> Result<ScriptRecord, ApiError> {
     state
         .store
-        .script(org, id_or_name)?
+        .script(org, id_or_name)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id_or_name:?}")))
 }
 
@@ -173,7 +174,7 @@ async fn read(
     ApiPath(id_or_name): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let script = find(&state, &principal.org, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name).await?;
     etag::json(&headers, &ScriptView::from(script))
 }
 
@@ -205,11 +206,12 @@ async fn content(
     ApiQuery(query): ApiQuery<ContentQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let script = find(&state, &principal.org, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name).await?;
     let version = query.version.unwrap_or(script.version);
     let bytes = state
         .store
-        .script_content(&script.id, version)?
+        .script_content(&script.id, version)
+        .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!("script {id_or_name:?} has no version {version}"))
         })?;
@@ -263,8 +265,8 @@ async fn versions(
         size: query.size,
     })?;
     let descending = parse_order(query.order.as_deref())?;
-    let script = find(&state, &principal.org, &id_or_name)?;
-    let mut versions = state.store.script_versions(&script.id)?;
+    let script = find(&state, &principal.org, &id_or_name).await?;
+    let mut versions = state.store.script_versions(&script.id).await?;
     if descending {
         versions.reverse();
     }
@@ -296,15 +298,17 @@ async fn version(
     ApiPath((id_or_name, number)): ApiPath<(String, u32)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let script = find(&state, &principal.org, &id_or_name)?;
+    let script = find(&state, &principal.org, &id_or_name).await?;
     let missing = || ApiError::NotFound(format!("script {id_or_name:?} has no version {number}"));
     let record = state
         .store
-        .script_version(&script.id, number)?
+        .script_version(&script.id, number)
+        .await?
         .ok_or_else(missing)?;
     let bytes = state
         .store
-        .script_content(&script.id, number)?
+        .script_content(&script.id, number)
+        .await?
         .ok_or_else(missing)?;
     let mut view = VersionView::new(record, &script);
     match script.language {
@@ -393,7 +397,8 @@ async fn list(
 
     let mut scripts: Vec<ScriptRecord> = state
         .store
-        .scripts()?
+        .scripts()
+        .await?
         .into_iter()
         .filter(|s| s.org() == principal.org)
         .filter(|s| query.status.is_none_or(|status| s.status == status))

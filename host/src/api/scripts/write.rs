@@ -91,7 +91,7 @@ pub(super) async fn create(
         state.config.limits.scripts_per_user,
         "limits.scripts_per_user",
         "scripts",
-        async |owner| scripts_of(&state, owner),
+        async |owner| scripts_of(&state, owner).await,
         async || Ok(()),
     )
     .await?;
@@ -139,10 +139,10 @@ pub(super) async fn create(
         state.config.limits.scripts_per_user,
         "limits.scripts_per_user",
         "scripts",
-        async |owner| scripts_of(&state, owner),
+        async |owner| scripts_of(&state, owner).await,
         async || {
             within_quotas().await?;
-            Ok(state.store.create_script(&record, &content)?)
+            Ok(state.store.create_script(&record, &content).await?)
         },
     )
     .await?;
@@ -195,7 +195,8 @@ pub(super) async fn update(
     fields.validate(&state.config.limits)?;
     let current = state
         .store
-        .script(&principal.org, &id)?
+        .script(&principal.org, &id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no script {id:?}")))?;
     let sharing = fields.owner.is_some() || fields.editors.is_some();
     // Before anything is compiled; again in the store's swap below.
@@ -311,6 +312,7 @@ pub(super) async fn update(
     let updated = state
         .store
         .update_script(&current.id, &change, content.as_deref())
+        .await
         .map_err(|e| audited(&state, &principal, &ip, "update", &current.id, e.into()))?;
     let entry = Entry::new("script.updated", true)
         .actor(&principal)
@@ -349,11 +351,13 @@ pub(super) async fn delete(
     let missing = || ApiError::NotFound(format!("no script {id:?}"));
     let found = state
         .store
-        .script(&principal.org, &id)?
+        .script(&principal.org, &id)
+        .await?
         .ok_or_else(missing)?;
     let deleted = state
         .store
         .delete_script(&found.id, &allow)
+        .await
         .map_err(|e| match e {
             StoreError::NotFound => missing(),
             // The refusal is filed under the script's id, as the others are.
@@ -438,8 +442,8 @@ fn changes(before: &ScriptRecord, after: &ScriptRecord) -> String {
 }
 
 /// How many scripts `owner` created.
-fn scripts_of(state: &AppState, owner: &str) -> Result<usize, StoreError> {
-    Ok(crate::api::count_by(state.store.scripts()?, |s| {
+async fn scripts_of(state: &AppState, owner: &str) -> Result<usize, StoreError> {
+    Ok(crate::api::count_by(state.store.scripts().await?, |s| {
         s.created_by.as_deref() == Some(owner)
     }))
 }

@@ -255,6 +255,7 @@ mod tests {
         ));
         store
             .create_script(&crate::store::testing::script("a", "a-name", 1), b"v2")
+            .await
             .unwrap();
         let refuse = |_: &ScriptRecord| Err(StoreError::Forbidden("no".into()));
         assert!(

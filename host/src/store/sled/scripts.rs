@@ -90,9 +90,13 @@ impl SledStore {
     /// Schema 1 kept only the content of each version: give every stored
     /// version a record, dated when the script was last updated.
     pub(super) fn migrate_to_2(&self) -> Result<(), StoreError> {
-        for script in self.scripts()? {
+        for script in Self::all_decoded::<ScriptRecord>(&self.scripts)? {
             for version in 1..=script.version {
-                let Some(content) = self.script_content(&script.id, version)? else {
+                let Some(content) = self
+                    .script_versions
+                    .get(version_key(&script.id, version))
+                    .map_err(backend)?
+                else {
                     continue;
                 };
                 let record = VersionRecord {
@@ -113,8 +117,9 @@ impl SledStore {
     }
 }
 
+#[async_trait::async_trait]
 impl ScriptStore for SledStore {
-    fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError> {
+    async fn create_script(&self, script: &ScriptRecord, content: &[u8]) -> Result<(), StoreError> {
         // Claim the name first: compare-and-swap makes two concurrent creates
         // of one name end with exactly one winner.
         self.claim_name(script)?;
@@ -122,13 +127,17 @@ impl ScriptStore for SledStore {
         put(&self.scripts, script.id.as_bytes(), script)
     }
 
-    fn script(&self, org: &str, id_or_name: &str) -> Result<Option<ScriptRecord>, StoreError> {
+    async fn script(
+        &self,
+        org: &str,
+        id_or_name: &str,
+    ) -> Result<Option<ScriptRecord>, StoreError> {
         self.script_entry(org, id_or_name)?
             .map(|(_, bytes)| decode(&bytes))
             .transpose()
     }
 
-    fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .script_versions
             .get(version_key(id, version))
@@ -136,10 +145,12 @@ impl ScriptStore for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn update_script(
+    async fn update_script(
         &self,
         id: &str,
-        change: &dyn Fn(&ScriptRecord) -> Result<ScriptRecord, StoreError>,
+        change: &(
+             dyn for<'r> Fn(&'r ScriptRecord) -> Result<ScriptRecord, StoreError> + Send + Sync
+         ),
         content: Option<&[u8]>,
     ) -> Result<ScriptRecord, StoreError> {
         let _writing = self
@@ -174,10 +185,10 @@ impl ScriptStore for SledStore {
         Ok(after)
     }
 
-    fn delete_script(
+    async fn delete_script(
         &self,
         id: &str,
-        allow: &dyn Fn(&ScriptRecord) -> Result<(), StoreError>,
+        allow: &(dyn for<'r> Fn(&'r ScriptRecord) -> Result<(), StoreError> + Send + Sync),
     ) -> Result<ScriptRecord, StoreError> {
         let _writing = self
             .script_writes
@@ -204,7 +215,7 @@ impl ScriptStore for SledStore {
         Ok(deleted)
     }
 
-    fn script_versions(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError> {
+    async fn script_versions(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError> {
         self.script_versions
             .scan_prefix(format!("{id}/v/").as_bytes())
             .values()
@@ -212,7 +223,11 @@ impl ScriptStore for SledStore {
             .collect()
     }
 
-    fn script_version(&self, id: &str, version: u32) -> Result<Option<VersionRecord>, StoreError> {
+    async fn script_version(
+        &self,
+        id: &str,
+        version: u32,
+    ) -> Result<Option<VersionRecord>, StoreError> {
         self.script_versions
             .get(version_meta_key(id, version))
             .map_err(backend)?
@@ -220,11 +235,11 @@ impl ScriptStore for SledStore {
             .transpose()
     }
 
-    fn remove_versions_below(
+    async fn remove_versions_below(
         &self,
         id: &str,
         below: u32,
-        keep: &dyn Fn(u32) -> bool,
+        keep: &(dyn Fn(u32) -> bool + Send + Sync),
         limit: usize,
     ) -> Result<usize, StoreError> {
         let mut removed = 0;
@@ -250,7 +265,7 @@ impl ScriptStore for SledStore {
         Ok(removed)
     }
 
-    fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError> {
+    async fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError> {
         // A deleted script stays deleted.
         update(
             &self.scripts,
@@ -265,7 +280,7 @@ impl ScriptStore for SledStore {
         Ok(())
     }
 
-    fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError> {
+    async fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError> {
         self.scripts
             .iter()
             .map(|entry| decode(&entry.map_err(backend)?.1))
@@ -280,15 +295,17 @@ mod tests {
     use crate::store::orgs::DEFAULT_ORG;
     use crate::store::testing::script;
 
-    #[test]
-    fn renames_move_the_name_and_refusals_change_nothing() {
+    #[tokio::test]
+    async fn renames_move_the_name_and_refusals_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         store
             .create_script(&script("a", "first", 1), b"v2")
+            .await
             .unwrap();
         store
             .create_script(&script("b", "second", 1), b"v2")
+            .await
             .unwrap();
         let rename = |to: &'static str| {
             move |s: &ScriptRecord| {
@@ -298,41 +315,63 @@ mod tests {
             }
         };
         assert!(matches!(
-            store.update_script("a", &rename("second"), None),
+            store.update_script("a", &rename("second"), None).await,
             Err(StoreError::NameTaken(_))
         ));
-        store.update_script("a", &rename("third"), None).unwrap();
-        assert!(store.script(DEFAULT_ORG, "first").unwrap().is_none());
-        assert_eq!(store.script(DEFAULT_ORG, "third").unwrap().unwrap().id, "a");
+        store
+            .update_script("a", &rename("third"), None)
+            .await
+            .unwrap();
+        assert!(store.script(DEFAULT_ORG, "first").await.unwrap().is_none());
+        assert_eq!(
+            store
+                .script(DEFAULT_ORG, "third")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "a"
+        );
         let refuse = |_: &ScriptRecord| Err(StoreError::Refused("stale".into()));
-        assert!(store.update_script("a", &refuse, Some(b"v3")).is_err());
-        assert_eq!(store.script_versions("a").unwrap().len(), 1);
-        store.delete_script("a", &|_| Ok(())).unwrap();
-        assert!(store.script(DEFAULT_ORG, "a").unwrap().is_none());
-        assert!(store.script_content("a", 1).unwrap().is_none());
-        assert!(store.script_versions("a").unwrap().is_empty());
+        assert!(
+            store
+                .update_script("a", &refuse, Some(b"v3"))
+                .await
+                .is_err()
+        );
+        assert_eq!(store.script_versions("a").await.unwrap().len(), 1);
+        store.delete_script("a", &|_| Ok(())).await.unwrap();
+        assert!(store.script(DEFAULT_ORG, "a").await.unwrap().is_none());
+        assert!(store.script_content("a", 1).await.unwrap().is_none());
+        assert!(store.script_versions("a").await.unwrap().is_empty());
         assert!(matches!(
-            store.delete_script("a", &|_| Ok(())),
+            store.delete_script("a", &|_| Ok(())).await,
             Err(StoreError::NotFound)
         ));
     }
 
-    #[test]
-    fn names_are_unique_within_an_organization_and_ids_stay_in_theirs() {
+    #[tokio::test]
+    async fn names_are_unique_within_an_organization_and_ids_stay_in_theirs() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        store.create_script(&script("a", "job", 1), b"v1").unwrap();
+        store
+            .create_script(&script("a", "job", 1), b"v1")
+            .await
+            .unwrap();
         let mut other = script("b", "job", 1);
         other.org = Some("acme".into());
-        store.create_script(&other, b"v1").unwrap();
-        assert_eq!(store.script(DEFAULT_ORG, "job").unwrap().unwrap().id, "a");
-        assert_eq!(store.script("acme", "job").unwrap().unwrap().id, "b");
-        assert!(store.script("acme", "a").unwrap().is_none());
-        assert!(store.script(DEFAULT_ORG, "b").unwrap().is_none());
+        store.create_script(&other, b"v1").await.unwrap();
+        assert_eq!(
+            store.script(DEFAULT_ORG, "job").await.unwrap().unwrap().id,
+            "a"
+        );
+        assert_eq!(store.script("acme", "job").await.unwrap().unwrap().id, "b");
+        assert!(store.script("acme", "a").await.unwrap().is_none());
+        assert!(store.script(DEFAULT_ORG, "b").await.unwrap().is_none());
         let mut twin = script("c", "job", 1);
         twin.org = Some("acme".into());
         assert!(matches!(
-            store.create_script(&twin, b"v1"),
+            store.create_script(&twin, b"v1").await,
             Err(StoreError::NameTaken(_))
         ));
         let move_away = |s: &ScriptRecord| {
@@ -341,11 +380,14 @@ mod tests {
             Ok(next)
         };
         assert!(matches!(
-            store.update_script("b", &move_away, None),
+            store.update_script("b", &move_away, None).await,
             Err(StoreError::Refused(_))
         ));
-        store.delete_script("b", &|_| Ok(())).unwrap();
-        assert!(store.script("acme", "job").unwrap().is_none());
-        assert_eq!(store.script(DEFAULT_ORG, "job").unwrap().unwrap().id, "a");
+        store.delete_script("b", &|_| Ok(())).await.unwrap();
+        assert!(store.script("acme", "job").await.unwrap().is_none());
+        assert_eq!(
+            store.script(DEFAULT_ORG, "job").await.unwrap().unwrap().id,
+            "a"
+        );
     }
 }
