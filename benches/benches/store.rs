@@ -68,6 +68,7 @@ async fn one_size(wanted: usize, fill_cap: Duration) {
         let script = (i % 10 != 9).then(|| scripts[i % SCRIPTS].as_str());
         let id = node
             .put_trivial(now - span + i as u64 * step, script, i % 10 == 3)
+            .await
             .unwrap();
         stored += 1;
         if i == wanted / 2 {

@@ -52,7 +52,7 @@ impl StoreNode {
     /// # Errors
     ///
     /// The store failed.
-    pub fn put_trivial(
+    pub async fn put_trivial(
         &self,
         created_ms: u64,
         script: Option<&str>,
@@ -75,10 +75,10 @@ impl StoreNode {
                 at(created_ms),
             )
         };
-        self.store().hold_execution(&record)?;
+        self.store().hold_execution(&record).await?;
         record.status = ExecutionStatus::Running;
         record.started_at = Some(at(created_ms));
-        self.store().put_execution(&record)?;
+        self.store().put_execution(&record).await?;
         record.completed_at = Some(at(created_ms + 1));
         record.duration_ms = Some(1);
         record.fuel_consumed = Some(41_000);
@@ -97,7 +97,7 @@ impl StoreNode {
             record.result = Some(serde_json::json!(1));
             record.exit_code = Some(0);
         }
-        self.store().put_execution(&record)?;
+        self.store().put_execution(&record).await?;
         Ok(id)
     }
 

@@ -749,7 +749,7 @@ mod tests {
         );
         ended.org = Some("acme".into());
         ended.created_at = crate::time_of_ms(at);
-        quotas.store.put_execution(&ended).unwrap();
+        quotas.store.put_execution(&ended).await.unwrap();
         let mut live = ended.clone();
         live.id = crate::store::testing::id_at(at, 1);
         live.status = crate::store::ExecutionStatus::Queued;

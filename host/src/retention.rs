@@ -142,7 +142,7 @@ impl Sweeper {
     pub async fn sweep(&mut self, now_ms: u64) -> Result<Swept, StoreError> {
         let mut budget = self.policy.sweep_batch;
         let mut swept = Swept {
-            executions: self.sweep_executions(now_ms, &mut budget)?,
+            executions: self.sweep_executions(now_ms, &mut budget).await?,
             ..Swept::default()
         };
         let age = |secs: u64| (secs > 0).then(|| now_ms.saturating_sub(secs.saturating_mul(1000)));
@@ -203,12 +203,14 @@ impl Sweeper {
         let mut used = std::collections::HashSet::new();
         for status in [ExecutionStatus::Queued, ExecutionStatus::Running] {
             let walk = ExecutionWalk::new(ExecutionIndex::Status(status), false);
-            self.store.walk_executions(&walk, &mut |e| {
-                if let (Some(script), Some(version)) = (e.script_id, e.script_version) {
-                    used.insert((script, version));
-                }
-                ControlFlow::Continue(())
-            })?;
+            self.store
+                .walk_executions(&walk, &mut |e| {
+                    if let (Some(script), Some(version)) = (e.script_id, e.script_version) {
+                        used.insert((script, version));
+                    }
+                    ControlFlow::Continue(())
+                })
+                .await?;
         }
         let mut removed = 0;
         for script in self.store.scripts().await? {
@@ -231,7 +233,11 @@ impl Sweeper {
 
     /// Walks each script's executions oldest first, removing those past the
     /// age or the count, until the rest are young and few enough.
-    fn sweep_executions(&mut self, now_ms: u64, budget: &mut usize) -> Result<usize, StoreError> {
+    async fn sweep_executions(
+        &mut self,
+        now_ms: u64,
+        budget: &mut usize,
+    ) -> Result<usize, StoreError> {
         let p = &self.policy;
         let old_before = (p.executions_max_age_secs > 0).then(|| {
             crate::time_of_ms(now_ms.saturating_sub(p.executions_max_age_secs.saturating_mul(1000)))
@@ -255,33 +261,29 @@ impl Sweeper {
                 continue;
             }
             looks -= 1;
-            let mut failed = None;
+            // Chosen in the walk, removed after it: the walk only reads.
+            let mut doomed = Vec::new();
             let walk = ExecutionWalk::new(ExecutionIndex::Script(script.clone()), false);
-            store.walk_executions(&walk, &mut |e| {
-                let too_many = remaining > p.executions_per_script;
-                let too_old = old_before.as_ref().is_some_and(|t| e.created_at < *t);
-                if remaining <= p.executions_keep_last || !(too_many || too_old) || *budget == 0 {
-                    return ControlFlow::Break(());
-                }
-                *budget -= 1;
-                if !settled(&e, jobs, &settled_before) {
-                    return ControlFlow::Continue(());
-                }
-                match store.delete_execution(&e.id) {
-                    Ok(Removal::Removed) => {
+            store
+                .walk_executions(&walk, &mut |e| {
+                    let too_many = remaining > p.executions_per_script;
+                    let too_old = old_before.as_ref().is_some_and(|t| e.created_at < *t);
+                    if remaining <= p.executions_keep_last || !(too_many || too_old) || *budget == 0
+                    {
+                        return ControlFlow::Break(());
+                    }
+                    *budget -= 1;
+                    if settled(&e, jobs, &settled_before) {
                         remaining -= 1;
-                        removed += 1;
-                        ControlFlow::Continue(())
+                        doomed.push(e.id);
                     }
-                    Ok(Removal::NotFinal(_) | Removal::Missing) => ControlFlow::Continue(()),
-                    Err(err) => {
-                        failed = Some(err);
-                        ControlFlow::Break(())
-                    }
+                    ControlFlow::Continue(())
+                })
+                .await?;
+            for id in doomed {
+                if let Removal::Removed = store.delete_execution(&id).await? {
+                    removed += 1;
                 }
-            })?;
-            if let Some(err) = failed {
-                return Err(err);
             }
         }
         Ok(removed)
@@ -333,7 +335,7 @@ pub async fn run(mut sweeper: Sweeper, mut stopping: tokio::sync::watch::Receive
 /// # Errors
 ///
 /// The store failed; what was removed before stays removed.
-pub fn delete_before(
+pub async fn delete_before(
     store: &dyn Store,
     jobs: &Jobs,
     org: &str,
@@ -349,30 +351,28 @@ pub fn delete_before(
     walk.created_until_ms = Some(before_ms.saturating_add(ID_TIME_SLACK_MS));
     let before = crate::time_of_ms(before_ms);
     let now = crate::time_of_ms(crate::now_ms());
-    let (mut removed, mut more, mut failed) = (0, false, None);
-    store.walk_executions(&walk, &mut |e| {
-        // A deleted script's id may be another organization's.
-        if e.org() != org || e.created_at >= before || !settled(&e, jobs, &now) {
-            return ControlFlow::Continue(());
-        }
-        if removed == limit {
-            more = true;
-            return ControlFlow::Break(());
-        }
-        match store.delete_execution(&e.id) {
-            Ok(Removal::Removed) => removed += 1,
-            Ok(_) => {}
-            Err(err) => {
-                failed = Some(err);
+    let (mut doomed, mut more) = (Vec::new(), false);
+    store
+        .walk_executions(&walk, &mut |e| {
+            // A deleted script's id may be another organization's.
+            if e.org() != org || e.created_at >= before || !settled(&e, jobs, &now) {
+                return ControlFlow::Continue(());
+            }
+            if doomed.len() == limit {
+                more = true;
                 return ControlFlow::Break(());
             }
+            doomed.push(e.id);
+            ControlFlow::Continue(())
+        })
+        .await?;
+    let mut removed = 0;
+    for id in doomed {
+        if let Removal::Removed = store.delete_execution(&id).await? {
+            removed += 1;
         }
-        ControlFlow::Continue(())
-    })?;
-    match failed {
-        Some(err) => Err(err),
-        None => Ok((removed, more)),
     }
+    Ok((removed, more))
 }
 
 #[cfg(test)]
@@ -406,7 +406,7 @@ mod tests {
         (Sweeper::new(store, jobs, policy, metrics.swept()), dir)
     }
 
-    fn kept(sweeper: &Sweeper, script: Option<&str>) -> Vec<String> {
+    async fn kept(sweeper: &Sweeper, script: Option<&str>) -> Vec<String> {
         let mut ids = Vec::new();
         let walk = ExecutionWalk::new(ExecutionIndex::Script(script.map(Into::into)), false);
         sweeper
@@ -415,6 +415,7 @@ mod tests {
                 ids.push(e.id);
                 ControlFlow::Continue(())
             })
+            .await
             .unwrap();
         ids
     }
@@ -423,48 +424,49 @@ mod tests {
     async fn old_executions_go_but_each_scripts_newest_and_the_unfinished_stay() {
         let (mut sweeper, _dir) = sweeper(|_| {});
         let made = std::cell::Cell::new(0);
-        let put = |ms: u64, script: Option<&str>, status| {
+        let put = async |ms: u64, script: Option<&str>, status| {
             made.set(made.get() + 1);
             let id = id_at(ms, made.get());
             sweeper
                 .store
                 .put_execution(&execution(&id, script, status))
+                .await
                 .unwrap();
             id
         };
         // Script a: three old final ones, an old running one, two recent.
-        let a_old: Vec<String> = (1..=3)
-            .map(|d| put(d * DAY_MS, Some("a"), Completed))
-            .collect();
-        let a_running = put(4 * DAY_MS, Some("a"), Running);
+        let mut a_old: Vec<String> = Vec::new();
+        for d in 1..=3 {
+            a_old.push(put(d * DAY_MS, Some("a"), Completed).await);
+        }
+        let a_running = put(4 * DAY_MS, Some("a"), Running).await;
         let a_new = [
-            put(95 * DAY_MS, Some("a"), Failed),
-            put(96 * DAY_MS, Some("a"), Completed),
+            put(95 * DAY_MS, Some("a"), Failed).await,
+            put(96 * DAY_MS, Some("a"), Completed).await,
         ];
         // Script b: only old ones; its newest two are kept.
-        let b: Vec<String> = (1..=3)
-            .map(|d| put(d * DAY_MS, Some("b"), Completed))
-            .collect();
+        let mut b: Vec<String> = Vec::new();
+        for d in 1..=3 {
+            b.push(put(d * DAY_MS, Some("b"), Completed).await);
+        }
         // Ad-hoc: one old, one that finished within the grace period.
-        let adhoc_old = put(DAY_MS, None, Completed);
-        let adhoc_fresh = put(NOW - 1_000, None, Completed);
-        let queued_old = put(2 * DAY_MS, None, Queued);
+        let adhoc_old = put(DAY_MS, None, Completed).await;
+        let adhoc_fresh = put(NOW - 1_000, None, Completed).await;
+        let queued_old = put(2 * DAY_MS, None, Queued).await;
 
         let swept = sweeper.sweep(NOW).await.unwrap();
         assert_eq!(swept.executions, 3 + 1 + 1, "{swept:?}");
         assert!(!swept.more);
         assert_eq!(
-            kept(&sweeper, Some("a")),
+            kept(&sweeper, Some("a")).await,
             [a_running.clone(), a_new[0].clone(), a_new[1].clone()]
         );
-        assert_eq!(kept(&sweeper, Some("b")), b[1..]);
-        assert_eq!(kept(&sweeper, None), [queued_old, adhoc_fresh]);
-        assert!(sweeper.store.execution(&adhoc_old).unwrap().is_none());
-        assert!(
-            a_old
-                .iter()
-                .all(|id| sweeper.store.execution(id).unwrap().is_none())
-        );
+        assert_eq!(kept(&sweeper, Some("b")).await, b[1..]);
+        assert_eq!(kept(&sweeper, None).await, [queued_old, adhoc_fresh]);
+        assert!(sweeper.store.execution(&adhoc_old).await.unwrap().is_none());
+        for id in &a_old {
+            assert!(sweeper.store.execution(id).await.unwrap().is_none());
+        }
         assert_eq!(sweeper.metrics.total("executions"), 5);
         // Nothing more is due.
         assert_eq!(sweeper.sweep(NOW).await.unwrap().executions, 0);
@@ -476,22 +478,22 @@ mod tests {
             p.executions_max_age_secs = 0;
             p.sweep_batch = 4;
         });
-        let ids: Vec<String> = (0..12)
-            .map(|i| {
-                let id = id_at(DAY_MS + i, 0);
-                sweeper
-                    .store
-                    .put_execution(&execution(&id, Some("s"), Completed))
-                    .unwrap();
-                id
-            })
-            .collect();
+        let mut ids: Vec<String> = Vec::new();
+        for i in 0..12 {
+            let id = id_at(DAY_MS + i, 0);
+            sweeper
+                .store
+                .put_execution(&execution(&id, Some("s"), Completed))
+                .await
+                .unwrap();
+            ids.push(id);
+        }
         let first = sweeper.sweep(NOW).await.unwrap();
         assert_eq!((first.executions, first.more), (4, true));
         let second = sweeper.sweep(NOW).await.unwrap();
         assert_eq!((second.executions, second.more), (3, false));
         // The newest `executions_per_script` (5) stay.
-        assert_eq!(kept(&sweeper, Some("s")), ids[7..]);
+        assert_eq!(kept(&sweeper, Some("s")).await, ids[7..]);
     }
 
     #[tokio::test]
@@ -540,6 +542,7 @@ mod tests {
                 sweeper
                     .store
                     .put_execution(&execution(&id, Some(script), Completed))
+                    .await
                     .unwrap();
             }
         }
@@ -552,22 +555,24 @@ mod tests {
         assert_eq!(sweeper.next_script, 4);
     }
 
-    #[test]
-    fn a_bulk_delete_stops_at_its_limit_and_says_more_is_due() {
+    #[tokio::test]
+    async fn a_bulk_delete_stops_at_its_limit_and_says_more_is_due() {
         let (sweeper, _dir) = sweeper(|_| {});
         for i in 0..5 {
             let id = id_at(DAY_MS + i, 0);
             sweeper
                 .store
                 .put_execution(&execution(&id, Some("s"), Completed))
+                .await
                 .unwrap();
         }
         let young = id_at(NOW, 0);
         sweeper
             .store
             .put_execution(&execution(&young, Some("s"), Completed))
+            .await
             .unwrap();
-        let delete = || {
+        let delete = async || {
             delete_before(
                 sweeper.store.as_ref(),
                 &sweeper.jobs,
@@ -576,12 +581,13 @@ mod tests {
                 2 * DAY_MS,
                 2,
             )
+            .await
             .unwrap()
         };
-        assert_eq!(delete(), (2, true));
-        assert_eq!(delete(), (2, true));
-        assert_eq!(delete(), (1, false));
-        assert_eq!(kept(&sweeper, Some("s")), [young]);
+        assert_eq!(delete().await, (2, true));
+        assert_eq!(delete().await, (2, true));
+        assert_eq!(delete().await, (1, false));
+        assert_eq!(kept(&sweeper, Some("s")).await, [young]);
     }
 
     #[tokio::test]
@@ -646,7 +652,7 @@ mod tests {
         }
         let mut queued = execution(&id_at(1_000, 0), Some("s"), Queued);
         queued.script_version = Some(2);
-        store.put_execution(&queued).unwrap();
+        store.put_execution(&queued).await.unwrap();
         let swept = sweeper.sweep(crate::now_ms()).await.unwrap();
         assert_eq!(swept.script_versions, 2);
         let left: Vec<u32> = store

@@ -184,7 +184,7 @@ async fn fire(state: &Scheduler, id: &str, due: u64, now: u64) -> Result<Option<
     if schedule.next_run_ms.is_none() {
         tracing::warn!(schedule = %schedule.id, "the cron has no future time; it will not run again");
     }
-    let started = if previous_still_running(state, &schedule)? {
+    let started = if previous_still_running(state, &schedule).await? {
         tracing::info!(schedule = %schedule.id, "skipped: the previous run has not finished");
         None
     } else {
@@ -208,7 +208,7 @@ async fn fire(state: &Scheduler, id: &str, due: u64, now: u64) -> Result<Option<
     Ok(schedule.next_run_ms)
 }
 
-fn previous_still_running(
+async fn previous_still_running(
     state: &Scheduler,
     schedule: &ScheduleRecord,
 ) -> Result<bool, StoreError> {
@@ -220,7 +220,8 @@ fn previous_still_running(
     };
     Ok(state
         .store
-        .execution(id)?
+        .execution(id)
+        .await?
         .is_some_and(|e| matches!(e.status, ExecutionStatus::Queued | ExecutionStatus::Running)))
 }
 

@@ -171,14 +171,16 @@ async fn usage(
             for status in [ExecutionStatus::Queued, ExecutionStatus::Running] {
                 let mut walk = ExecutionWalk::new(ExecutionIndex::Status(status), false);
                 walk.created_from_ms = Some(from_ms.saturating_sub(ID_TIME_SLACK_MS));
-                store.walk_executions(&walk, &mut |e: ExecutionRecord| {
-                    let wanted =
-                        e.org() == org && (script_filter.is_none() || e.script_id == script_filter);
-                    if wanted && e.created_at >= first_created {
-                        live.push((e.created_at, e.status));
-                    }
-                    ControlFlow::Continue(())
-                })?;
+                store
+                    .walk_executions(&walk, &mut |e: ExecutionRecord| {
+                        let wanted = e.org() == org
+                            && (script_filter.is_none() || e.script_id == script_filter);
+                        if wanted && e.created_at >= first_created {
+                            live.push((e.created_at, e.status));
+                        }
+                        ControlFlow::Continue(())
+                    })
+                    .await?;
             }
             let names: HashMap<String, String> = store
                 .scripts()

@@ -61,9 +61,9 @@ pub struct ScheduleView {
     updated_at: String,
 }
 
-fn view(state: &AppState, record: ScheduleRecord) -> Result<ScheduleView, ApiError> {
+async fn view(state: &AppState, record: ScheduleRecord) -> Result<ScheduleView, ApiError> {
     let last_status = match &record.last_execution_id {
-        Some(id) => state.store.execution(id)?.map(|e| e.status),
+        Some(id) => state.store.execution(id).await?.map(|e| e.status),
         None => None,
     };
     Ok(ScheduleView {
@@ -298,7 +298,7 @@ async fn create(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(view(&state, record)?),
+        axum::Json(view(&state, record).await?),
     )
         .into_response())
 }
@@ -378,12 +378,10 @@ async fn list(
         .filter(|s| query.active.is_none_or(|active| s.active == active))
         .collect();
     let total = matching.len();
-    let data = matching
-        .into_iter()
-        .skip(page.skip())
-        .take(page.size)
-        .map(|record| view(&state, record))
-        .collect::<Result<_, _>>()?;
+    let mut data = Vec::with_capacity(page.size.min(total));
+    for record in matching.into_iter().skip(page.skip()).take(page.size) {
+        data.push(view(&state, record).await?);
+    }
     Ok(axum::Json(page.envelope(data, total)))
 }
 
@@ -413,12 +411,12 @@ async fn read(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let record = find(&state, &principal.org, &id).await?;
-    etag::json(&headers, &view(&state, record)?)
+    etag::json(&headers, &view(&state, record).await?)
 }
 
 /// `If-Match` against the schedule as the client last saw it; no header, no
 /// precondition (and no rendering to find the current tag).
-fn check_if_match(
+async fn check_if_match(
     state: &AppState,
     headers: &HeaderMap,
     record: &ScheduleRecord,
@@ -426,7 +424,7 @@ fn check_if_match(
     if !headers.contains_key(header::IF_MATCH) {
         return Ok(());
     }
-    let tag = etag::of_json(&view(state, record.clone())?)?;
+    let tag = etag::of_json(&view(state, record.clone()).await?)?;
     etag::check_if_match(headers, &tag)
 }
 
@@ -464,7 +462,7 @@ async fn update(
             e.into(),
         )
     })?;
-    check_if_match(&state, &headers, &seen)?;
+    check_if_match(&state, &headers, &seen).await?;
     if let Some(name) = &body.name {
         check_name(name)?;
     }
@@ -541,7 +539,7 @@ async fn update(
         given,
     );
     state.schedules_changed.notify_one();
-    etag::json(&HeaderMap::new(), &view(&state, updated)?)
+    etag::json(&HeaderMap::new(), &view(&state, updated).await?)
 }
 
 /// Delete a schedule. Its past executions are kept.
@@ -576,7 +574,7 @@ async fn delete(
     // The schedule the client's ETag was checked against is the one
     // deleted, or nothing is: the check is repeated inside the delete.
     let seen = if headers.contains_key(header::IF_MATCH) {
-        check_if_match(&state, &headers, &found)?;
+        check_if_match(&state, &headers, &found).await?;
         Some(found)
     } else {
         None

@@ -210,7 +210,7 @@ pub async fn queue(
                     ExecutionCode::QUOTA_EXCEEDED,
                     spent.to_string(),
                 );
-                store.put_execution(&skipped)?;
+                store.put_execution(&skipped).await?;
                 store.flush().await?;
             }
             return Err(spent.into());
@@ -223,27 +223,30 @@ pub async fn queue(
         jobs.admits(record)?;
     }
     if durable_first {
-        store.put_execution(record)?;
+        store.put_execution(record).await?;
     } else {
-        store.hold_execution(record)?;
+        store.hold_execution(record).await?;
     }
     // Stored: from here it runs, or is kept failed.
     admitted.keep();
     if durable_first {
         store.flush().await?;
     }
-    jobs.enqueue(record).or_else(|e| {
-        let mut refused = record.clone();
-        let code = match e {
-            JobError::QueueFull | JobError::TenantFull(_) | JobError::OrgFull(_) => {
-                ExecutionCode::QUEUE_FULL
-            }
-            _ => ExecutionCode::UNAVAILABLE,
-        };
-        crate::contract::end_unrun(&mut refused, ExecutionStatus::Failed, code, e.to_string());
-        store.put_execution(&refused)?;
-        Err(e.into())
-    })
+    match jobs.enqueue(record) {
+        Ok(settled) => Ok(settled),
+        Err(e) => {
+            let mut refused = record.clone();
+            let code = match e {
+                JobError::QueueFull | JobError::TenantFull(_) | JobError::OrgFull(_) => {
+                    ExecutionCode::QUEUE_FULL
+                }
+                _ => ExecutionCode::UNAVAILABLE,
+            };
+            crate::contract::end_unrun(&mut refused, ExecutionStatus::Failed, code, e.to_string());
+            store.put_execution(&refused).await?;
+            Err(e.into())
+        }
+    }
 }
 
 /// Queues a run of `script`'s current version for `schedule`, with the

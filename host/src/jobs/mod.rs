@@ -241,7 +241,7 @@ impl Jobs {
         id: &str,
     ) -> Result<Option<(ExecutionRecord, CancelHandle)>, StoreError> {
         let _transition = self.transitions.lock().await;
-        let Some(mut record) = store.execution(id)? else {
+        let Some(mut record) = store.execution(id).await? else {
             return Ok(None);
         };
         if record.status != ExecutionStatus::Queued {
@@ -249,7 +249,7 @@ impl Jobs {
         }
         record.status = ExecutionStatus::Running;
         record.started_at = Some(crate::now());
-        store.put_execution(&record)?;
+        store.put_execution(&record).await?;
         let cancel = CancelHandle::new();
         self.running
             .lock()
@@ -284,7 +284,7 @@ impl Jobs {
         store: &dyn Store,
         record: &ExecutionRecord,
     ) -> Result<(), StoreError> {
-        store.put_execution(record)?;
+        store.put_execution(record).await?;
         self.finished_count.fetch_add(1, Ordering::Relaxed);
         self.metrics.record(record);
         if let Some(hook) = self.on_final.get() {
@@ -380,7 +380,7 @@ impl Jobs {
         id: &str,
     ) -> Result<Option<Cancelled>, StoreError> {
         let transition = self.transitions.lock().await;
-        let Some(mut record) = store.execution(id)? else {
+        let Some(mut record) = store.execution(id).await? else {
             return Ok(None);
         };
         match record.status {
@@ -532,7 +532,7 @@ fn tenant(record: &ExecutionRecord) -> queue::Tenant {
 /// At start-up: executions a crash left `running` are failed as INTERRUPTED;
 /// `queued` ones are queued again.
 pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
-    for mut record in store.executions_in(&[ExecutionStatus::Running])? {
+    for mut record in store.executions_in(&[ExecutionStatus::Running]).await? {
         contract::end_unrun(
             &mut record,
             ExecutionStatus::Failed,
@@ -542,7 +542,7 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
         jobs.record_final(store, &record).await?;
     }
     store.flush().await?;
-    for record in store.executions_in(&[ExecutionStatus::Queued])? {
+    for record in store.executions_in(&[ExecutionStatus::Queued]).await? {
         jobs.requeue(&record);
     }
     Ok(())
@@ -568,7 +568,7 @@ mod tests {
     }
 
     /// A queued record stored in `store`.
-    fn queued(store: &dyn Store) -> ExecutionRecord {
+    async fn queued(store: &dyn Store) -> ExecutionRecord {
         let record = crate::executions::new_record(
             &crate::config::Config::default().limits,
             crate::executions::RunRequest::default(),
@@ -583,14 +583,14 @@ mod tests {
             None,
         )
         .unwrap();
-        store.put_execution(&record).unwrap();
+        store.put_execution(&record).await.unwrap();
         record
     }
 
     /// A record queued and then claimed, as a worker would, with its
     /// cancel handle.
     async fn claimed(store: &dyn Store, jobs: &Jobs) -> (ExecutionRecord, CancelHandle) {
-        let record = queued(store);
+        let record = queued(store).await;
         jobs.enqueue(&record).unwrap();
         jobs.claim(store, &record.id).await.unwrap().unwrap()
     }
@@ -599,9 +599,9 @@ mod tests {
     async fn the_queue_refuses_past_its_capacity_and_both_it_and_functions_refuse_while_draining() {
         let (store, _dir) = store();
         let jobs = jobs(1);
-        let first = queued(store.as_ref());
+        let first = queued(store.as_ref()).await;
         jobs.enqueue(&first).unwrap();
-        let second = queued(store.as_ref());
+        let second = queued(store.as_ref()).await;
         assert!(matches!(jobs.enqueue(&second), Err(JobError::QueueFull)));
         assert!(jobs.function_slot().await.is_ok());
         jobs.drain(Duration::ZERO).await;
@@ -616,7 +616,7 @@ mod tests {
     async fn a_cancel_while_queued_wins_over_a_later_claim_and_settles_the_waiter() {
         let (store, _dir) = store();
         let jobs = jobs(10);
-        let record = queued(store.as_ref());
+        let record = queued(store.as_ref()).await;
         let mut done = jobs.enqueue(&record).unwrap();
         let cancelled = jobs.cancel(store.as_ref(), &record.id).await.unwrap();
         assert!(matches!(cancelled, Some(Cancelled::WhileQueued(_))));
@@ -628,7 +628,7 @@ mod tests {
         );
         let settled = done.wait_for(Settled::is_settled).await.unwrap().clone();
         assert!(matches!(settled, Settled::Stored));
-        let stored = store.execution(&record.id).unwrap().unwrap();
+        let stored = store.execution(&record.id).await.unwrap().unwrap();
         assert_eq!(stored.status, ExecutionStatus::Cancelled);
         assert_eq!(jobs.finished_count(), 1);
     }

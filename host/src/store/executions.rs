@@ -57,38 +57,40 @@ pub enum Removal {
     Missing,
 }
 
+#[async_trait::async_trait]
 pub trait ExecutionStore {
     /// Creates or replaces an execution record, and its index entries with
     /// it. A held execution (see [`ExecutionStore::hold_execution`]) stays
     /// held, in memory, until this writes it final.
-    fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError>;
+    async fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError>;
     /// Takes a new queued execution whose client waits for its end: it is
     /// held in memory, seen by every reader, and written only when it is
     /// final or [`ExecutionStore::keep_execution`] asks (`store/held.rs`).
     /// A store that holds too much already writes it at once.
-    fn hold_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError>;
+    async fn hold_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError>;
     /// Writes the execution `id` if it is held: someone is about to be told
     /// of it. Nothing for any other id.
-    fn keep_execution(&self, id: &str) -> Result<(), StoreError>;
-    fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError>;
+    async fn keep_execution(&self, id: &str) -> Result<(), StoreError>;
+    async fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError>;
     /// Visits the executions `walk` selects, in its order, until `visit`
     /// breaks or they run out.
-    fn walk_executions(
+    async fn walk_executions(
         &self,
         walk: &ExecutionWalk,
-        visit: &mut dyn FnMut(ExecutionRecord) -> ControlFlow<()>,
+        visit: &mut (dyn FnMut(ExecutionRecord) -> ControlFlow<()> + Send),
     ) -> Result<(), StoreError>;
-    /// How many executions an index holds, from counters kept beside it.
+    /// How many executions an index holds, from counters kept beside it
+    /// (in memory: read where no await can be, as by `/metrics`).
     fn count_executions(&self, index: &ExecutionIndex) -> u64;
     /// The scripts that have stored executions (`None`: the default
     /// organization's ad-hoc ones; `~<organization id>`: another's, so
     /// retention keeps each organization's apart), with how many each has.
     fn executions_per_script(&self) -> Vec<(Option<String>, u64)>;
     /// Removes a final execution and its index entries, at once.
-    fn delete_execution(&self, id: &str) -> Result<Removal, StoreError>;
+    async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError>;
 
     /// Executions in the given states, oldest first (for recovery at start).
-    fn executions_in(
+    async fn executions_in(
         &self,
         states: &[ExecutionStatus],
     ) -> Result<Vec<ExecutionRecord>, StoreError> {
@@ -98,7 +100,8 @@ pub trait ExecutionStore {
             self.walk_executions(&walk, &mut |record| {
                 found.push(record);
                 ControlFlow::Continue(())
-            })?;
+            })
+            .await?;
         }
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)

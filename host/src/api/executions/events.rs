@@ -86,7 +86,7 @@ pub(super) async fn event_stream(
     id: String,
 ) -> Result<EventStream, ApiError> {
     let missing = || ApiError::NotFound(format!("no execution {id:?}"));
-    let record = super::find(state, org, &id)?;
+    let record = super::find(state, org, &id).await?;
     let replayed = |record: ExecutionRecord| EventStream {
         interactive: record.interactive,
         created_by: record.created_by.clone(),
@@ -107,7 +107,7 @@ pub(super) async fn event_stream(
         .subscribe(&id)
         .map_err(|e| ApiError::Busy(e.to_string()))?;
     // It may have finished between the read and the subscription.
-    let record = state.store.execution(&id)?.ok_or_else(missing)?;
+    let record = state.store.execution(&id).await?.ok_or_else(missing)?;
     if record.status.is_final() {
         state.jobs.output.finish(&id);
         super::durable_before_reporting(state, [&record]).await?;
@@ -133,7 +133,7 @@ pub(super) async fn event_stream(
                     let done = live
                         .done(|| async {
                             store.flush().await.ok()?;
-                            let record = store.execution(&id).ok().flatten()?;
+                            let record = store.execution(&id).await.ok().flatten()?;
                             Some(done_frame(record))
                         })
                         .await?;

@@ -300,7 +300,9 @@ pub(super) async fn page(
     let (paging, filter) = query.split(org)?;
     match paging {
         Paging::Skip { page, offset, size } => skip_page(store, &filter, page, offset, size).await,
-        Paging::Cursor { from, limit } => cursor_page(store, &filter, from, limit, SCAN_BUDGET),
+        Paging::Cursor { from, limit } => {
+            cursor_page(store, &filter, from, limit, SCAN_BUDGET).await
+        }
     }
 }
 
@@ -313,18 +315,20 @@ async fn skip_page(
 ) -> Result<Listing<ExecutionRecord>, ApiError> {
     let counted = filter.counted_total(store).await;
     let (mut data, mut matched) = (Vec::new(), 0usize);
-    store.walk_executions(&filter.walk(store, true, None), &mut |e| {
-        if !filter.keeps(&e) {
-            return ControlFlow::Continue(());
-        }
-        matched += 1;
-        if matched > offset && data.len() < size {
-            data.push(e);
-        } else if matched > offset && counted.is_some() {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    })?;
+    store
+        .walk_executions(&filter.walk(store, true, None), &mut |e| {
+            if !filter.keeps(&e) {
+                return ControlFlow::Continue(());
+            }
+            matched += 1;
+            if matched > offset && data.len() < size {
+                data.push(e);
+            } else if matched > offset && counted.is_some() {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })
+        .await?;
     let total = counted.map_or(matched, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let next_cursor = (offset + data.len() < total)
         .then(|| data.last())
@@ -357,7 +361,7 @@ async fn skip_page(
     })
 }
 
-fn cursor_page(
+async fn cursor_page(
     store: &dyn Store,
     filter: &Filter,
     from: Option<Cursor>,
@@ -369,22 +373,24 @@ fn cursor_page(
     let (mut found, mut read) = (Vec::new(), 0usize);
     // Where a further page in the walk's direction resumes, if there may be one.
     let mut resume: Option<String> = None;
-    store.walk_executions(&walk, &mut |e| {
-        read += 1;
-        if filter.keeps(&e) {
-            if found.len() == limit {
-                // One past the page: the next page starts after its last.
-                resume = found.last().map(|last: &ExecutionRecord| last.id.clone());
+    store
+        .walk_executions(&walk, &mut |e| {
+            read += 1;
+            if filter.keeps(&e) {
+                if found.len() == limit {
+                    // One past the page: the next page starts after its last.
+                    resume = found.last().map(|last: &ExecutionRecord| last.id.clone());
+                    return ControlFlow::Break(());
+                }
+                found.push(e);
+            } else if read >= budget {
+                // Read all it may: the next page starts after what was read.
+                resume = Some(e.id);
                 return ControlFlow::Break(());
             }
-            found.push(e);
-        } else if read >= budget {
-            // Read all it may: the next page starts after what was read.
-            resume = Some(e.id);
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    })?;
+            ControlFlow::Continue(())
+        })
+        .await?;
     let further = resume.map(|id| Cursor { newer, id }.encode());
     let (next_cursor, prev_cursor) = if newer {
         found.reverse();
@@ -441,8 +447,8 @@ mod tests {
         assert!(normalized_time("t", Some("yesterday".into())).is_err());
     }
 
-    #[test]
-    fn a_cursor_page_stops_at_its_read_budget_and_resumes_where_it_stopped() {
+    #[tokio::test]
+    async fn a_cursor_page_stops_at_its_read_budget_and_resumes_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SledStore::open(dir.path(), 8 << 20).unwrap();
         let mut ids: Vec<String> = (0..25u64).map(|i| id_at(1_000 + i, 0)).collect();
@@ -452,7 +458,7 @@ mod tests {
             if id == &ids[3] || id == &ids[13] || id == &ids[23] {
                 record.trigger = Trigger::Schedule;
             }
-            store.put_execution(&record).unwrap();
+            store.put_execution(&record).await.unwrap();
         }
         ids.reverse();
         let filter = Filter {
@@ -465,7 +471,7 @@ mod tests {
         };
         let (mut seen, mut pages, mut from) = (Vec::new(), 0, None);
         loop {
-            let page = cursor_page(&store, &filter, from, 20, 10).unwrap();
+            let page = cursor_page(&store, &filter, from, 20, 10).await.unwrap();
             pages += 1;
             seen.extend(page.data.into_iter().map(|e| e.id));
             match page.pagination.next_cursor {

@@ -151,16 +151,21 @@ async fn read(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &principal.org, &id)?;
+    let record = find(&state, &principal.org, &id).await?;
     durable_before_reporting(&state, [&record]).await?;
     crate::api::etag::json(&headers, &ExecutionView::from(record))
 }
 
 /// The execution `id` of organization `org`: another's is no execution at all.
-pub(super) fn find(state: &AppState, org: &str, id: &str) -> Result<ExecutionRecord, ApiError> {
+pub(super) async fn find(
+    state: &AppState,
+    org: &str,
+    id: &str,
+) -> Result<ExecutionRecord, ApiError> {
     state
         .store
-        .execution(id)?
+        .execution(id)
+        .await?
         .filter(|record| record.org() == org)
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))
 }
@@ -177,7 +182,7 @@ async fn durable_before_reporting<'a>(
     let mut flush = false;
     for record in records {
         if !record.status.is_final() {
-            state.store.keep_execution(&record.id)?;
+            state.store.keep_execution(&record.id).await?;
             flush = true;
         }
         flush |= state.jobs.is_settling(&record.id);
@@ -206,7 +211,7 @@ async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<ExecutionView>, ApiError> {
     // The organization never changes: checked once, before.
-    find(&state, &principal.org, &id)?;
+    find(&state, &principal.org, &id).await?;
     let cancelled = state
         .jobs
         .cancel(state.store.as_ref(), &id)
@@ -231,7 +236,8 @@ async fn cancel(
             }
             let record = state
                 .store
-                .execution(&id)?
+                .execution(&id)
+                .await?
                 .ok_or_else(|| ApiError::Internal("a cancelled execution vanished".into()))?;
             durable_before_reporting(&state, [&record]).await?;
             Ok(axum::Json(record.into()))
@@ -293,7 +299,7 @@ async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let not_found = || ApiError::NotFound(format!("no execution {id:?}"));
-    let record = find(&state, &principal.org, &id)?;
+    let record = find(&state, &principal.org, &id).await?;
     if !principal.is_admin() && record.created_by != principal.user_id {
         return Err(ApiError::PermissionDenied(
             "only its creator or an admin may delete an execution".into(),
@@ -302,7 +308,7 @@ async fn delete(
     if state.jobs.is_settling(&id) {
         state.store.flush().await?;
     }
-    match state.store.delete_execution(&id)? {
+    match state.store.delete_execution(&id).await? {
         Removal::Removed => {}
         Removal::NotFinal(status) => {
             return Err(ApiError::Conflict(format!(
@@ -375,15 +381,17 @@ async fn delete_many(
     };
     let (store, jobs, target) = (state.store.clone(), state.jobs.clone(), script_id.clone());
     let org = principal.org.clone();
+    // Off the async threads: up to a thousand deletes.
+    let runtime = tokio::runtime::Handle::current();
     let (deleted, more) = tokio::task::spawn_blocking(move || {
-        crate::retention::delete_before(
+        runtime.block_on(crate::retention::delete_before(
             store.as_ref(),
             &jobs,
             &org,
             target,
             before_ms,
             BULK_DELETE_LIMIT,
-        )
+        ))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the delete failed: {e}")))??;

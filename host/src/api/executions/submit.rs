@@ -390,7 +390,8 @@ async fn submit(
                 // or a read), so one reached just now is still running here.
                 let status = state
                     .store
-                    .execution(&record.id)?
+                    .execution(&record.id)
+                    .await?
                     .map_or(ExecutionStatus::Queued, |current| current.status);
                 let status = if status.is_final() {
                     ExecutionStatus::Running
@@ -398,7 +399,7 @@ async fn submit(
                     status
                 };
                 // Held until now: the client is about to be told of it.
-                state.store.keep_execution(&record.id)?;
+                state.store.keep_execution(&record.id).await?;
                 state.store.flush().await?;
                 return Ok(accepted(&record.id, status));
             }
@@ -407,7 +408,8 @@ async fn submit(
                 state.store.flush().await?;
                 state
                     .store
-                    .execution(&record.id)?
+                    .execution(&record.id)
+                    .await?
                     .ok_or_else(|| ApiError::Internal("a finished execution vanished".into()))?
             }
             Settled::Lost(e) => {

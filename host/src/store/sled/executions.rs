@@ -244,7 +244,7 @@ impl SledStore {
         held: &mut Vec<String>,
         id: Option<&str>,
         newest_first: bool,
-        visit: &mut dyn FnMut(ExecutionRecord) -> ControlFlow<()>,
+        visit: &mut (dyn FnMut(ExecutionRecord) -> ControlFlow<()> + Send),
     ) -> Result<ControlFlow<()>, StoreError> {
         while let Some(next) = held.pop() {
             let written = id == Some(next.as_str());
@@ -319,9 +319,57 @@ pub(super) fn repair(tree: &sled::Tree) -> Result<usize, StoreError> {
 impl SledStore {
     /// Writes every held execution (the store is closing: what is still
     /// queued runs after the next start).
+    /// [`ExecutionStore::put_execution`], callable where nothing is awaited.
+    fn put_now(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        let id = execution.id.as_str();
+        let _writing = self.execution_indexes.lock(id);
+        let known = self.execution_indexes.counts().live.get(id).copied();
+        let before = match known {
+            // The script of a record never changes.
+            Some(status) => Some(Indexed {
+                org: execution.org.clone(),
+                script_id: execution.script_id.clone(),
+                status,
+            }),
+            None => match self.executions.get(id).map_err(backend)? {
+                Some(bytes) => decode::<Indexed>(&bytes)
+                    .inspect_err(
+                        |e| tracing::error!(id, error = %e, "replacing an unreadable execution"),
+                    )
+                    .ok(),
+                None => None,
+            },
+        };
+        let after = Indexed::of(execution);
+        let held = &self.execution_indexes.held;
+        if !held.contains(id) {
+            self.write_execution(execution, before.as_ref())?;
+        } else if after.status.is_final() {
+            // Final now: written, with entries of its own; then no longer held.
+            self.write_execution(execution, None)?;
+            held.release(id);
+        } else {
+            held.replace(execution);
+        }
+        self.count(execution, before.as_ref(), &after);
+        Ok(())
+    }
+
+    /// [`ExecutionStore::keep_execution`], callable where nothing is awaited.
+    fn keep_now(&self, id: &str) -> Result<(), StoreError> {
+        let _writing = self.execution_indexes.lock(id);
+        let held = &self.execution_indexes.held;
+        let Some(record) = held.get(id) else {
+            return Ok(());
+        };
+        self.write_execution(&record, None)?;
+        held.release(id);
+        Ok(())
+    }
+
     pub(super) fn keep_held_executions(&self) -> Result<(), StoreError> {
         for id in self.execution_indexes.held.ids() {
-            self.keep_execution(&id)?;
+            self.keep_now(&id)?;
         }
         Ok(())
     }
@@ -376,65 +424,28 @@ impl SledStore {
     }
 }
 
+#[async_trait::async_trait]
 impl ExecutionStore for SledStore {
-    fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
-        let id = execution.id.as_str();
-        let _writing = self.execution_indexes.lock(id);
-        let known = self.execution_indexes.counts().live.get(id).copied();
-        let before = match known {
-            // The script of a record never changes.
-            Some(status) => Some(Indexed {
-                org: execution.org.clone(),
-                script_id: execution.script_id.clone(),
-                status,
-            }),
-            None => match self.executions.get(id).map_err(backend)? {
-                Some(bytes) => decode::<Indexed>(&bytes)
-                    .inspect_err(
-                        |e| tracing::error!(id, error = %e, "replacing an unreadable execution"),
-                    )
-                    .ok(),
-                None => None,
-            },
-        };
-        let after = Indexed::of(execution);
-        let held = &self.execution_indexes.held;
-        if !held.contains(id) {
-            self.write_execution(execution, before.as_ref())?;
-        } else if after.status.is_final() {
-            // Final now: written, with entries of its own; then no longer held.
-            self.write_execution(execution, None)?;
-            held.release(id);
-        } else {
-            held.replace(execution);
-        }
-        self.count(execution, before.as_ref(), &after);
-        Ok(())
+    async fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        self.put_now(execution)
     }
 
-    fn hold_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+    async fn hold_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let id = execution.id.as_str();
         let writing = self.execution_indexes.lock(id);
         if execution.status.is_final() || !self.execution_indexes.held.hold(execution) {
             drop(writing);
-            return self.put_execution(execution);
+            return self.put_now(execution);
         }
         self.count(execution, None, &Indexed::of(execution));
         Ok(())
     }
 
-    fn keep_execution(&self, id: &str) -> Result<(), StoreError> {
-        let _writing = self.execution_indexes.lock(id);
-        let held = &self.execution_indexes.held;
-        let Some(record) = held.get(id) else {
-            return Ok(());
-        };
-        self.write_execution(&record, None)?;
-        held.release(id);
-        Ok(())
+    async fn keep_execution(&self, id: &str) -> Result<(), StoreError> {
+        self.keep_now(id)
     }
 
-    fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+    async fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
         if id.len() != ID_LEN {
             // Never an index key.
             return Ok(None);
@@ -446,10 +457,10 @@ impl ExecutionStore for SledStore {
         Self::get_decoded(&self.executions, id)
     }
 
-    fn walk_executions(
+    async fn walk_executions(
         &self,
         walk: &ExecutionWalk,
-        visit: &mut dyn FnMut(ExecutionRecord) -> ControlFlow<()>,
+        visit: &mut (dyn FnMut(ExecutionRecord) -> ControlFlow<()> + Send),
     ) -> Result<(), StoreError> {
         let mut low = FIRST_ID.to_vec();
         let mut high = PAST_IDS.to_vec();
@@ -543,7 +554,7 @@ impl ExecutionStore for SledStore {
         scripts
     }
 
-    fn delete_execution(&self, id: &str) -> Result<Removal, StoreError> {
+    async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError> {
         if id.len() != ID_LEN {
             return Ok(Removal::Missing);
         }
@@ -574,56 +585,63 @@ mod tests {
     use crate::store::Store;
     use crate::store::testing::{execution, id_at};
 
-    fn ids(store: &SledStore, walk: &ExecutionWalk) -> Vec<String> {
+    async fn ids(store: &SledStore, walk: &ExecutionWalk) -> Vec<String> {
         let mut found = Vec::new();
         store
             .walk_executions(walk, &mut |e| {
                 found.push(e.id);
                 ControlFlow::Continue(())
             })
+            .await
             .unwrap();
         found
     }
 
-    #[test]
-    fn indexes_follow_every_write_and_delete() {
+    #[tokio::test]
+    async fn indexes_follow_every_write_and_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (a, b, c) = (id_at(1_000, 0), id_at(2_000, 0), id_at(3_000, 0));
         store
             .put_execution(&execution(&a, Some("s1"), ExecutionStatus::Queued))
+            .await
             .unwrap();
         store
             .put_execution(&execution(&b, Some("s2"), ExecutionStatus::Queued))
+            .await
             .unwrap();
         store
             .put_execution(&execution(&c, None, ExecutionStatus::Queued))
+            .await
             .unwrap();
         store
             .put_execution(&execution(&a, Some("s1"), ExecutionStatus::Running))
+            .await
             .unwrap();
         store
             .put_execution(&execution(&a, Some("s1"), ExecutionStatus::Completed))
+            .await
             .unwrap();
 
         let walk = |index| ExecutionWalk::new(index, true);
         assert_eq!(
-            ids(&store, &walk(ExecutionIndex::All)),
+            ids(&store, &walk(ExecutionIndex::All)).await,
             [c.clone(), b.clone(), a.clone()]
         );
         assert_eq!(
-            ids(&store, &walk(ExecutionIndex::Script(Some("s1".into())))),
+            ids(&store, &walk(ExecutionIndex::Script(Some("s1".into())))).await,
             [a.as_str()]
         );
         assert_eq!(
-            ids(&store, &walk(ExecutionIndex::Script(None))),
+            ids(&store, &walk(ExecutionIndex::Script(None))).await,
             [c.as_str()]
         );
         assert_eq!(
             ids(
                 &store,
                 &walk(ExecutionIndex::Status(ExecutionStatus::Queued))
-            ),
+            )
+            .await,
             [c.clone(), b.clone()]
         );
         assert!(
@@ -631,6 +649,7 @@ mod tests {
                 &store,
                 &walk(ExecutionIndex::Status(ExecutionStatus::Running))
             )
+            .await
             .is_empty()
         );
         assert_eq!(store.count_executions(&ExecutionIndex::All), 3);
@@ -644,23 +663,28 @@ mod tests {
         );
 
         assert!(matches!(
-            store.delete_execution(&b).unwrap(),
+            store.delete_execution(&b).await.unwrap(),
             Removal::NotFinal(ExecutionStatus::Queued)
         ));
         assert!(matches!(
-            store.delete_execution(&a).unwrap(),
+            store.delete_execution(&a).await.unwrap(),
             Removal::Removed
         ));
         assert!(matches!(
-            store.delete_execution(&a).unwrap(),
+            store.delete_execution(&a).await.unwrap(),
             Removal::Missing
         ));
-        assert!(ids(&store, &walk(ExecutionIndex::Script(Some("s1".into())))).is_empty());
+        assert!(
+            ids(&store, &walk(ExecutionIndex::Script(Some("s1".into()))))
+                .await
+                .is_empty()
+        );
         assert!(
             ids(
                 &store,
                 &walk(ExecutionIndex::Status(ExecutionStatus::Completed))
             )
+            .await
             .is_empty()
         );
         assert_eq!(
@@ -679,14 +703,15 @@ mod tests {
         assert_eq!(store.execution_counts(), [(ExecutionStatus::Queued, 2)]);
     }
 
-    #[test]
-    fn walks_start_after_a_cursor_and_keep_to_creation_bounds() {
+    #[tokio::test]
+    async fn walks_start_after_a_cursor_and_keep_to_creation_bounds() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let all: Vec<String> = (0..10).map(|i| id_at(1_000 * (i + 1), 0)).collect();
         for id in &all {
             store
                 .put_execution(&execution(id, Some("s"), ExecutionStatus::Completed))
+                .await
                 .unwrap();
         }
         for index in [
@@ -697,7 +722,7 @@ mod tests {
             let mut walk = ExecutionWalk::new(index, true);
             walk.after = Some(all[5].clone());
             assert_eq!(
-                ids(&store, &walk),
+                ids(&store, &walk).await,
                 [
                     all[4].clone(),
                     all[3].clone(),
@@ -708,7 +733,7 @@ mod tests {
             );
             walk.newest_first = false;
             assert_eq!(
-                ids(&store, &walk),
+                ids(&store, &walk).await,
                 [
                     all[6].clone(),
                     all[7].clone(),
@@ -719,7 +744,7 @@ mod tests {
             walk.after = None;
             walk.created_from_ms = Some(3_000);
             walk.created_until_ms = Some(5_000);
-            assert_eq!(ids(&store, &walk), [all[2].clone(), all[3].clone()]);
+            assert_eq!(ids(&store, &walk).await, [all[2].clone(), all[3].clone()]);
         }
     }
 
@@ -750,7 +775,10 @@ mod tests {
             store.count_executions(&ExecutionIndex::Script(Some("s".into()))),
             2
         );
-        let queued = store.executions_in(&[ExecutionStatus::Queued]).unwrap();
+        let queued = store
+            .executions_in(&[ExecutionStatus::Queued])
+            .await
+            .unwrap();
         assert_eq!(
             queued.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
             [b.as_str()]
@@ -771,14 +799,15 @@ mod tests {
         assert_eq!(rows[0].usage.executions(), 1);
     }
 
-    #[test]
-    fn entries_a_crash_left_are_dropped_on_the_next_open_and_skipped_until_then() {
+    #[tokio::test]
+    async fn entries_a_crash_left_are_dropped_on_the_next_open_and_skipped_until_then() {
         let dir = tempfile::tempdir().unwrap();
         let (done, gone) = (id_at(1_000, 0), id_at(2_000, 0));
         {
             let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
             store
                 .put_execution(&execution(&done, Some("s"), ExecutionStatus::Completed))
+                .await
                 .unwrap();
             // As a crash between the writes leaves them: the old status's
             // entry of a record that moved on, and entries of a record
@@ -802,7 +831,7 @@ mod tests {
             }
             let running =
                 ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Running), true);
-            assert!(ids(&store, &running).is_empty());
+            assert!(ids(&store, &running).await.is_empty());
             store.db.flush().unwrap();
         }
         let store = reopen(dir.path()).unwrap();
@@ -818,8 +847,8 @@ mod tests {
         assert_eq!(store.count_executions(&ExecutionIndex::All), 1);
     }
 
-    #[test]
-    fn held_executions_are_seen_like_stored_ones_and_written_only_when_final_or_kept() {
+    #[tokio::test]
+    async fn held_executions_are_seen_like_stored_ones_and_written_only_when_final_or_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (a, b, c, d) = (
@@ -831,101 +860,118 @@ mod tests {
         for id in [&a, &c] {
             store
                 .put_execution(&execution(id, Some("s"), ExecutionStatus::Completed))
+                .await
                 .unwrap();
         }
         store
             .hold_execution(&execution(&b, Some("s"), ExecutionStatus::Queued))
+            .await
             .unwrap();
         store
             .hold_execution(&execution(&d, None, ExecutionStatus::Queued))
+            .await
             .unwrap();
         store
             .put_execution(&execution(&b, Some("s"), ExecutionStatus::Running))
+            .await
             .unwrap();
         let on_disk = |id: &str| store.executions.get(id).unwrap().is_some();
         assert!(!on_disk(&b) && !on_disk(&d), "held, not written");
         assert_eq!(
-            store.execution(&b).unwrap().map(|r| r.status),
+            store.execution(&b).await.unwrap().map(|r| r.status),
             Some(ExecutionStatus::Running)
         );
         // Walks see them in creation order, both ways and from a cursor.
         let mut walk = ExecutionWalk::new(ExecutionIndex::All, true);
         assert_eq!(
-            ids(&store, &walk),
+            ids(&store, &walk).await,
             [d.as_str(), c.as_str(), b.as_str(), a.as_str()]
         );
         walk.newest_first = false;
         assert_eq!(
-            ids(&store, &walk),
+            ids(&store, &walk).await,
             [a.as_str(), b.as_str(), c.as_str(), d.as_str()]
         );
         walk.after = Some(a.clone());
-        assert_eq!(ids(&store, &walk), [b.as_str(), c.as_str(), d.as_str()]);
+        assert_eq!(
+            ids(&store, &walk).await,
+            [b.as_str(), c.as_str(), d.as_str()]
+        );
         let script = ExecutionWalk::new(ExecutionIndex::Script(Some("s".into())), true);
-        assert_eq!(ids(&store, &script), [c.as_str(), b.as_str(), a.as_str()]);
+        assert_eq!(
+            ids(&store, &script).await,
+            [c.as_str(), b.as_str(), a.as_str()]
+        );
         let running = ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Running), true);
-        assert_eq!(ids(&store, &running), [b.as_str()]);
+        assert_eq!(ids(&store, &running).await, [b.as_str()]);
         assert_eq!(store.count_executions(&ExecutionIndex::All), 4);
         assert_eq!(
             store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Running)),
             1
         );
         assert!(matches!(
-            store.delete_execution(&b).unwrap(),
+            store.delete_execution(&b).await.unwrap(),
             Removal::NotFinal(ExecutionStatus::Running)
         ));
 
         // Final: written with its entries; kept: written as it stands.
         store
             .put_execution(&execution(&b, Some("s"), ExecutionStatus::Completed))
+            .await
             .unwrap();
         assert!(on_disk(&b));
         let completed =
             ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Completed), true);
         assert_eq!(
-            ids(&store, &completed),
+            ids(&store, &completed).await,
             [c.as_str(), b.as_str(), a.as_str()]
         );
-        store.keep_execution(&d).unwrap();
+        store.keep_execution(&d).await.unwrap();
         assert!(on_disk(&d));
         let queued = ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Queued), true);
-        assert_eq!(ids(&store, &queued), [d.as_str()]);
+        assert_eq!(ids(&store, &queued).await, [d.as_str()]);
         assert_eq!(store.count_executions(&ExecutionIndex::All), 4);
 
         // A crash loses what is still held; a close writes it.
         let (e, f) = (id_at(5_000, 0), id_at(6_000, 0));
         store
             .hold_execution(&execution(&e, None, ExecutionStatus::Queued))
+            .await
             .unwrap();
         store.db.flush().unwrap();
         drop(store);
         let store = reopen(dir.path()).unwrap();
-        assert!(store.execution(&e).unwrap().is_none());
+        assert!(store.execution(&e).await.unwrap().is_none());
         assert_eq!(store.count_executions(&ExecutionIndex::All), 4);
         store
             .hold_execution(&execution(&f, None, ExecutionStatus::Queued))
+            .await
             .unwrap();
         store.close().unwrap();
         drop(store);
         let store = reopen(dir.path()).unwrap();
-        let queued = store.executions_in(&[ExecutionStatus::Queued]).unwrap();
+        let queued = store
+            .executions_in(&[ExecutionStatus::Queued])
+            .await
+            .unwrap();
         assert_eq!(
             queued.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             [d.as_str(), f.as_str()]
         );
     }
 
-    #[test]
-    fn a_run_past_what_may_be_held_is_written_at_once() {
+    #[tokio::test]
+    async fn a_run_past_what_may_be_held_is_written_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (small, big) = (id_at(1_000, 0), id_at(2_000, 0));
         store
             .hold_execution(&execution(&small, None, ExecutionStatus::Queued))
+            .await
             .unwrap();
         let mut past = execution(&big, None, ExecutionStatus::Queued);
         past.code = Some(vec![0; crate::store::held::HELD_BYTES]);
-        store.hold_execution(&past).unwrap();
+        store.hold_execution(&past).await.unwrap();
         let on_disk = |id: &str| store.executions.get(id).unwrap().is_some();
         assert!(!on_disk(&small), "held");
         assert!(on_disk(&big), "written: holding it would pass the bound");
@@ -935,35 +981,39 @@ mod tests {
         );
     }
 
-    #[test]
-    fn each_organization_s_ad_hoc_runs_are_a_script_of_their_own() {
+    #[tokio::test]
+    async fn each_organization_s_ad_hoc_runs_are_a_script_of_their_own() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (mine, theirs) = (id_at(1_000, 0), id_at(2_000, 0));
         store
             .put_execution(&execution(&mine, None, ExecutionStatus::Completed))
+            .await
             .unwrap();
         let mut other = execution(&theirs, None, ExecutionStatus::Completed);
         other.org = Some("acme".into());
-        store.put_execution(&other).unwrap();
+        store.put_execution(&other).await.unwrap();
         assert_eq!(
             store.executions_per_script(),
             [(None, 1), (Some("~acme".to_owned()), 1)]
         );
-        let walk = |index| ids(&store, &ExecutionWalk::new(index, true));
-        assert_eq!(walk(ExecutionIndex::Script(None)), [mine.as_str()]);
+        let walk = async |index| ids(&store, &ExecutionWalk::new(index, true)).await;
+        assert_eq!(walk(ExecutionIndex::Script(None)).await, [mine.as_str()]);
         assert_eq!(
-            walk(ExecutionIndex::Script(Some("~acme".into()))),
+            walk(ExecutionIndex::Script(Some("~acme".into()))).await,
             [theirs.as_str()]
         );
-        assert_eq!(walk(ExecutionIndex::Org("acme".into())), [theirs.as_str()]);
         assert_eq!(
-            walk(ExecutionIndex::Org(DEFAULT_ORG.into())),
+            walk(ExecutionIndex::Org("acme".into())).await,
+            [theirs.as_str()]
+        );
+        assert_eq!(
+            walk(ExecutionIndex::Org(DEFAULT_ORG.into())).await,
             [mine.as_str()]
         );
         // A crash's repair keeps them.
         assert_eq!(repair(&store.executions).unwrap(), 0);
-        store.delete_execution(&theirs).unwrap();
+        store.delete_execution(&theirs).await.unwrap();
         assert_eq!(store.executions_per_script(), [(None, 1)]);
     }
 }

@@ -284,18 +284,20 @@ mod tests {
         let at = 1_000_000_000_000; // 2001-09-09T01:46:40Z
         let (a, b, c) = (id_at(at, 0), id_at(at + 1, 0), id_at(at + 2, 0));
         let mut first = execution(&a, Some("s"), ExecutionStatus::Queued);
-        store.hold_execution(&first).unwrap();
+        store.hold_execution(&first).await.unwrap();
         first.status = ExecutionStatus::Completed;
         first.duration_ms = Some(12);
         first.fuel_consumed = Some(100);
-        store.put_execution(&first).unwrap();
+        store.put_execution(&first).await.unwrap();
         // A final record written again is not counted again.
-        store.put_execution(&first).unwrap();
+        store.put_execution(&first).await.unwrap();
         store
             .put_execution(&execution(&b, Some("s"), ExecutionStatus::Failed))
+            .await
             .unwrap();
         store
             .put_execution(&execution(&c, None, ExecutionStatus::Running))
+            .await
             .unwrap();
         for grain in Grain::ALL {
             let rows = store
@@ -320,6 +322,7 @@ mod tests {
         store.flush().await.unwrap();
         store
             .put_execution(&execution(&c, None, ExecutionStatus::Completed))
+            .await
             .unwrap();
         let per_script = store
             .usage(Grain::Hour, at, at, Scope::PerScript(DEFAULT_ORG))
@@ -387,16 +390,17 @@ mod tests {
         let at = 1_000_000_000_000;
         let mut theirs = execution(&id_at(at, 0), Some("s2"), ExecutionStatus::Completed);
         theirs.org = Some("acme".into());
-        store.put_execution(&theirs).unwrap();
+        store.put_execution(&theirs).await.unwrap();
         let mut ad_hoc = execution(&id_at(at, 1), None, ExecutionStatus::Completed);
         ad_hoc.org = Some("acme".into());
-        store.put_execution(&ad_hoc).unwrap();
+        store.put_execution(&ad_hoc).await.unwrap();
         store
             .put_execution(&execution(
                 &id_at(at, 2),
                 Some("s1"),
                 ExecutionStatus::Failed,
             ))
+            .await
             .unwrap();
         store.write_usage().unwrap();
         let total = async |org| {
