@@ -3,6 +3,8 @@
 //! its place later without touching them.
 
 pub mod auth;
+#[cfg(test)]
+mod conformance;
 mod disk_sync;
 pub mod executions;
 mod group_commit;

@@ -509,6 +509,35 @@ impl Store for SledStore {
 mod tests {
     use super::scripts::version_key;
     use super::*;
+
+    /// The conformance suite (`store/conformance.rs`), each family on a
+    /// fresh store.
+    macro_rules! conformance {
+        ($($family:ident),*) => {$(
+            #[tokio::test]
+            async fn $family() {
+                let dir = tempfile::tempdir().unwrap();
+                let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+                crate::store::conformance::$family(&store).await;
+            }
+        )*};
+    }
+
+    mod conformance {
+        use super::*;
+        conformance!(
+            orgs,
+            scripts,
+            executions,
+            schedules,
+            idempotency,
+            webhooks,
+            auth,
+            script_data,
+            usage
+        );
+    }
+
     use crate::store::scripts::ScriptStore;
     use crate::store::testing::script;
 

@@ -1,0 +1,869 @@
+//! What every [`Store`] must do, checked through the trait alone: one
+//! function per record family, each on a fresh, empty store. The sled store
+//! runs them (`sled.rs`); a store on another engine runs the same ones.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use super::auth::{
+    ApiKeyRecord, AuditRecord, RefreshRecord, RefreshUse, SessionRecord, UserRecord,
+};
+use super::executions::{ExecutionIndex, ExecutionWalk, Removal};
+use super::orgs::{DEFAULT_ORG, Membership, OrgRecord, Tier};
+use super::script_data::{KvRefusal, SharedSecretRecord};
+use super::testing::{execution, id_at, script};
+use super::usage::{Grain, Scope};
+use super::webhooks::{AttemptRecord, DeliveryRecord, WebhookRecord};
+use super::{
+    Claim, ExecutionStatus, ScheduleRecord, Store, StoreError, StoredResponse, VersionRecord,
+};
+use crate::store::scopes::Role;
+
+const AT: &str = "2026-01-01T00:00:00.000Z";
+
+fn org(id: &str, name: &str) -> OrgRecord {
+    OrgRecord {
+        id: id.into(),
+        name: name.into(),
+        description: None,
+        tier: Tier::Pro,
+        quotas: super::orgs::QuotaLimits::default(),
+        created_at: AT.into(),
+        updated_at: AT.into(),
+        created_by: None,
+    }
+}
+
+fn in_org(org: &str) -> Option<String> {
+    super::orgs::org_field(org)
+}
+
+async fn ids(store: &dyn Store, walk: &ExecutionWalk) -> Vec<String> {
+    let mut found = Vec::new();
+    store
+        .walk_executions(walk, &mut |e| {
+            found.push(e.id);
+            ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+    found
+}
+
+/// Organizations: the default one is there from the start and first; names
+/// are unique and follow a rename; a lookup takes the id or the name.
+pub async fn orgs(store: &dyn Store) {
+    let all = store.orgs().await.unwrap();
+    assert_eq!(
+        all[0].id, DEFAULT_ORG,
+        "the default organization exists and is first"
+    );
+    store.create_org(&org("o1", "acme")).await.unwrap();
+    assert!(matches!(
+        store.create_org(&org("o2", "acme")).await,
+        Err(StoreError::NameTaken(_))
+    ));
+    assert_eq!(store.org("acme").await.unwrap().unwrap().id, "o1");
+    assert_eq!(store.org("o1").await.unwrap().unwrap().name, "acme");
+    let renamed = store
+        .update_org("o1", &|o| {
+            Ok(OrgRecord {
+                name: "acme-2".into(),
+                ..o.clone()
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.name, "acme-2");
+    assert!(
+        store.org("acme").await.unwrap().is_none(),
+        "the old name is free"
+    );
+    store.create_org(&org("o2", "acme")).await.unwrap();
+    assert!(
+        store
+            .update_org("nobody", &|o| Ok(o.clone()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.delete_org("o1").await.unwrap().unwrap().id, "o1");
+    assert!(store.org("acme-2").await.unwrap().is_none());
+    let ids: Vec<String> = store
+        .orgs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(ids, [DEFAULT_ORG, "o2"]);
+}
+
+/// Scripts: names unique per organization, versions with their content,
+/// compare-and-swap updates, deletes a precondition can refuse.
+pub async fn scripts(store: &dyn Store) {
+    let mut s1 = script("s1", "hello", 1);
+    store.create_script(&s1, b"v1").await.unwrap();
+    let mut theirs = script("s2", "hello", 1);
+    theirs.org = in_org("acme");
+    store.create_script(&theirs, b"t1").await.unwrap();
+    assert!(matches!(
+        store.create_script(&script("s3", "hello", 1), b"x").await,
+        Err(StoreError::NameTaken(_))
+    ));
+    assert_eq!(
+        store
+            .script(DEFAULT_ORG, "hello")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "s1"
+    );
+    assert_eq!(
+        store.script("acme", "hello").await.unwrap().unwrap().id,
+        "s2"
+    );
+    assert!(
+        store.script("acme", "s1").await.unwrap().is_none(),
+        "another organization's id"
+    );
+    s1.version = 2;
+    s1.content_hash = "h2".into();
+    let updated = store
+        .update_script("s1", &|_| Ok(s1.clone()), Some(b"v2"))
+        .await
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(store.script_content("s1", 1).await.unwrap().unwrap(), b"v1");
+    assert_eq!(store.script_content("s1", 2).await.unwrap().unwrap(), b"v2");
+    let versions: Vec<u32> = store
+        .script_versions("s1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v: &VersionRecord| v.version)
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    assert_eq!(
+        store
+            .script_version("s1", 2)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    let refused = store
+        .update_script("s1", &|_| Err(StoreError::Refused("no".into())), None)
+        .await;
+    assert!(matches!(refused, Err(StoreError::Refused(_))));
+    // A rename frees the old name and claims the new one.
+    let renamed = store
+        .update_script(
+            "s1",
+            &|s| {
+                Ok(crate::store::ScriptRecord {
+                    name: "hi".into(),
+                    ..s.clone()
+                })
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "hi");
+    assert!(store.script(DEFAULT_ORG, "hello").await.unwrap().is_none());
+    store.note_execution("s1", AT).await.unwrap();
+    assert_eq!(
+        store
+            .script(DEFAULT_ORG, "s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .execution_count,
+        1
+    );
+    assert_eq!(
+        store
+            .remove_versions_below("s1", 2, &|_| false, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.script_content("s1", 1).await.unwrap().is_none());
+    let listed: Vec<String> = store
+        .scripts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, ["s1", "s2"]);
+    let kept = store
+        .delete_script("s1", &|_| Err(StoreError::Forbidden("not yours".into())))
+        .await;
+    assert!(matches!(kept, Err(StoreError::Forbidden(_))));
+    store.delete_script("s1", &|_| Ok(())).await.unwrap();
+    assert!(store.script(DEFAULT_ORG, "s1").await.unwrap().is_none());
+    assert!(store.script_content("s1", 2).await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_script("s1", &|_| Ok(())).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// Executions: each index walks what it holds, in creation order either
+/// way, from a cursor and within time bounds; counters follow; only final
+/// ones are deleted; held ones are seen before they are written.
+pub async fn executions(store: &dyn Store) {
+    let t = 1_700_000_000_000;
+    let a = id_at(t, 1);
+    let b = id_at(t + 10, 2);
+    let c = id_at(t + 20, 3);
+    store
+        .put_execution(&execution(&a, Some("s1"), ExecutionStatus::Completed))
+        .await
+        .unwrap();
+    store
+        .put_execution(&execution(&b, None, ExecutionStatus::Queued))
+        .await
+        .unwrap();
+    let mut theirs = execution(&c, Some("s2"), ExecutionStatus::Failed);
+    theirs.org = in_org("acme");
+    store.put_execution(&theirs).await.unwrap();
+
+    let all = ExecutionWalk::new(ExecutionIndex::All, false);
+    assert_eq!(ids(store, &all).await, [a.clone(), b.clone(), c.clone()]);
+    let newest = ExecutionWalk::new(ExecutionIndex::All, true);
+    assert_eq!(ids(store, &newest).await, [c.clone(), b.clone(), a.clone()]);
+    let mut after = ExecutionWalk::new(ExecutionIndex::All, false);
+    after.after = Some(a.clone());
+    assert_eq!(ids(store, &after).await, [b.clone(), c.clone()]);
+    let mut bounded = ExecutionWalk::new(ExecutionIndex::All, false);
+    bounded.created_from_ms = Some(t + 5);
+    bounded.created_until_ms = Some(t + 15);
+    assert_eq!(ids(store, &bounded).await, [b.as_str()]);
+    let script = ExecutionWalk::new(ExecutionIndex::Script(Some("s1".into())), false);
+    assert_eq!(ids(store, &script).await, [a.as_str()]);
+    let ad_hoc = ExecutionWalk::new(ExecutionIndex::Script(None), false);
+    assert_eq!(ids(store, &ad_hoc).await, [b.as_str()]);
+    let failed = ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Failed), false);
+    assert_eq!(ids(store, &failed).await, [c.as_str()]);
+    let acme = ExecutionWalk::new(ExecutionIndex::Org("acme".into()), false);
+    assert_eq!(ids(store, &acme).await, [c.as_str()]);
+    assert_eq!(store.count_executions(&ExecutionIndex::All), 3);
+    assert_eq!(
+        store.count_executions(&ExecutionIndex::Org("acme".into())),
+        1
+    );
+    assert_eq!(
+        store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Queued)),
+        1
+    );
+
+    // A state change moves it between the status indexes.
+    let mut done = execution(&b, None, ExecutionStatus::Completed);
+    done.status = ExecutionStatus::Completed;
+    assert!(matches!(
+        store.delete_execution(&b).await.unwrap(),
+        Removal::NotFinal(ExecutionStatus::Queued)
+    ));
+    store.put_execution(&done).await.unwrap();
+    assert_eq!(
+        store.execution(&b).await.unwrap().unwrap().status,
+        ExecutionStatus::Completed
+    );
+    assert_eq!(
+        store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Queued)),
+        0
+    );
+    assert!(matches!(
+        store.delete_execution(&b).await.unwrap(),
+        Removal::Removed
+    ));
+    assert!(matches!(
+        store.delete_execution(&b).await.unwrap(),
+        Removal::Missing
+    ));
+    assert!(store.execution(&b).await.unwrap().is_none());
+    assert_eq!(ids(store, &all).await, [a.clone(), c.clone()]);
+
+    // Held: seen by readers and walks, written when final or kept.
+    let d = id_at(t + 30, 4);
+    let held = execution(&d, Some("s1"), ExecutionStatus::Queued);
+    store.hold_execution(&held).await.unwrap();
+    assert!(store.execution(&d).await.unwrap().is_some());
+    assert_eq!(ids(store, &script).await, [a.clone(), d.clone()]);
+    let queued = store
+        .executions_in(&[ExecutionStatus::Queued])
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    store.keep_execution(&d).await.unwrap();
+    store
+        .put_execution(&execution(&d, Some("s1"), ExecutionStatus::Completed))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.execution(&d).await.unwrap().unwrap().status,
+        ExecutionStatus::Completed
+    );
+    let per_script = store.executions_per_script();
+    assert!(
+        per_script.contains(&(Some("s1".into()), 2)),
+        "{per_script:?}"
+    );
+}
+
+fn schedule(id: &str) -> ScheduleRecord {
+    ScheduleRecord {
+        id: id.into(),
+        org: None,
+        name: "nightly".into(),
+        script_id: "s1".into(),
+        cron: "@daily".into(),
+        timezone: "UTC".into(),
+        parameters: serde_json::json!({}),
+        active: true,
+        overlap: crate::store::Overlap::default(),
+        created_at: AT.into(),
+        updated_at: AT.into(),
+        created_by: None,
+        next_run_ms: Some(1_000),
+        last_run_at: None,
+        last_execution_id: None,
+    }
+}
+
+/// Schedules: compare-and-swap updates and deletes under a precondition.
+pub async fn schedules(store: &dyn Store) {
+    store.create_schedule(&schedule("a")).await.unwrap();
+    store.create_schedule(&schedule("b")).await.unwrap();
+    let moved = store
+        .update_schedule("a", &|s| {
+            Ok(ScheduleRecord {
+                next_run_ms: Some(2_000),
+                ..s.clone()
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.next_run_ms, Some(2_000));
+    assert_eq!(
+        store.schedule("a").await.unwrap().unwrap().next_run_ms,
+        Some(2_000)
+    );
+    assert!(
+        store
+            .update_schedule("z", &|s| Ok(s.clone()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let refused = store
+        .delete_schedule("a", &|_| Err(StoreError::Refused("changed".into())))
+        .await;
+    assert!(matches!(refused, Err(StoreError::Refused(_))));
+    assert!(
+        store
+            .delete_schedule("a", &|_| Ok(()))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .delete_schedule("a", &|_| Ok(()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let left: Vec<String> = store
+        .schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, ["b"]);
+}
+
+/// Idempotency keys: one claim, the same request replayed, another refused.
+pub async fn idempotency(store: &dyn Store) {
+    assert_eq!(
+        store.claim_idempotency_key("k", "f", 1_000).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim_idempotency_key("k", "f", 1_001).await.unwrap(),
+        Claim::InFlight
+    );
+    assert_eq!(
+        store.claim_idempotency_key("k", "g", 1_001).await.unwrap(),
+        Claim::Mismatch
+    );
+    let response = StoredResponse {
+        status: 201,
+        headers: vec![("location".into(), "/x".into())],
+        body: b"{}".to_vec(),
+    };
+    store
+        .settle_idempotency_key("k", Some(&response))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_idempotency_key("k", "f", 1_002).await.unwrap(),
+        Claim::Replay(response)
+    );
+    // Released: a retry runs again.
+    store.claim_idempotency_key("r", "f", 1_000).await.unwrap();
+    store.settle_idempotency_key("r", None).await.unwrap();
+    assert_eq!(
+        store.claim_idempotency_key("r", "f", 1_003).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(store.expire_idempotency_keys(1_001).await.unwrap(), 1);
+    assert_eq!(
+        store.claim_idempotency_key("k", "g", 2_000).await.unwrap(),
+        Claim::Claimed
+    );
+}
+
+fn webhook(id: &str) -> WebhookRecord {
+    WebhookRecord {
+        id: id.into(),
+        org: None,
+        url: "https://example.com/hook".into(),
+        events: vec!["execution.completed".into()],
+        secret: "whsec_x".into(),
+        active: true,
+        description: None,
+        created_at: AT.into(),
+        updated_at: AT.into(),
+        created_by: None,
+    }
+}
+
+fn delivery(n: u8, webhook: &str, due: u64) -> DeliveryRecord {
+    DeliveryRecord {
+        id: id_at(1_700_000_000_000, n),
+        webhook_id: webhook.into(),
+        msg_id: format!("msg_{n}"),
+        event_type: "execution.completed".into(),
+        body: "{}".into(),
+        created_ms: 0,
+        attempts: 0,
+        next_attempt_ms: due,
+    }
+}
+
+fn attempt(n: u8, webhook: &str) -> AttemptRecord {
+    AttemptRecord {
+        id: id_at(1_700_000_000_000 + u64::from(n), n),
+        delivery_id: "d".into(),
+        webhook_id: webhook.into(),
+        msg_id: "m".into(),
+        event_type: "execution.completed".into(),
+        attempt: 1,
+        at: crate::time_of_ms(1_700_000_000_000 + u64::from(n)),
+        status_code: Some(200),
+        duration_ms: 1,
+        error: None,
+        outcome: "delivered".into(),
+        next_attempt_at: None,
+    }
+}
+
+/// Webhooks, their outbox by due time, and their attempt log.
+pub async fn webhooks(store: &dyn Store) {
+    store.create_webhook(&webhook("w1")).await.unwrap();
+    store.create_webhook(&webhook("w2")).await.unwrap();
+    let off = store
+        .update_webhook("w2", &|w| {
+            Ok(WebhookRecord {
+                active: false,
+                ..w.clone()
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!off.active);
+    let (early, late, other) = (
+        delivery(1, "w1", 100),
+        delivery(2, "w1", 300),
+        delivery(3, "w2", 200),
+    );
+    for d in [&early, &late, &other] {
+        store.put_delivery(d).await.unwrap();
+    }
+    let (due, next) = store.due_deliveries(250, 10, &|_| false).await.unwrap();
+    let due: Vec<String> = due.into_iter().map(|d| d.id).collect();
+    assert_eq!(
+        due,
+        [early.id.clone(), other.id.clone()],
+        "the longest due first"
+    );
+    assert_eq!(next, Some(300));
+    let (skipped, _) = store
+        .due_deliveries(250, 10, &|id| id == early.id)
+        .await
+        .unwrap();
+    assert_eq!(skipped.len(), 1);
+    // A retry moves its due time.
+    store
+        .put_delivery(&DeliveryRecord {
+            attempts: 1,
+            next_attempt_ms: 1_000,
+            ..early.clone()
+        })
+        .await
+        .unwrap();
+    let (due, _) = store.due_deliveries(250, 10, &|_| false).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        store.delivery(&early.id).await.unwrap().unwrap().attempts,
+        1
+    );
+    store.remove_delivery(&late.id).await.unwrap();
+    assert_eq!(store.pending_deliveries().await.unwrap().len(), 2);
+
+    for n in 1..=3 {
+        store.append_attempt(&attempt(n, "w1")).await.unwrap();
+    }
+    let (page, total) = store.attempts("w1", 1, 1).await.unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(page[0].id, attempt(2, "w1").id, "newest first");
+    assert_eq!(
+        store
+            .remove_attempts_before(1_700_000_000_002, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    // A webhook goes with its outbox entries and attempts.
+    store.delete_webhook("w1").await.unwrap().unwrap();
+    assert!(store.webhook("w1").await.unwrap().is_none());
+    assert_eq!(store.attempts("w1", 0, 10).await.unwrap().1, 0);
+    let left: Vec<String> = store
+        .pending_deliveries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.webhook_id)
+        .collect();
+    assert_eq!(left, ["w2"]);
+    assert_eq!(store.webhooks().await.unwrap().len(), 1);
+}
+
+fn user(id: &str, name: &str) -> UserRecord {
+    UserRecord {
+        id: id.into(),
+        username: name.into(),
+        memberships: vec![Membership {
+            org: DEFAULT_ORG.into(),
+            role: Role::Developer,
+        }],
+        operator: false,
+        password_hash: "$argon2id$x".into(),
+        disabled: false,
+        created_at: AT.into(),
+        updated_at: AT.into(),
+        last_login_at: None,
+        totp: None,
+    }
+}
+
+fn key(id: &str, owner: &str, hash: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.into(),
+        org: None,
+        name: "ci".into(),
+        owner_id: owner.into(),
+        prefix: "kiln_abc".into(),
+        hash: hash.into(),
+        scopes: Vec::new(),
+        created_at: AT.into(),
+        expires_at: None,
+        expires_ms: None,
+    }
+}
+
+fn audit(n: u8, org: &str) -> AuditRecord {
+    AuditRecord {
+        id: id_at(1_700_000_000_000 + u64::from(n), n),
+        org: in_org(org),
+        at: AT.into(),
+        action: "login".into(),
+        outcome: "success".into(),
+        actor_id: None,
+        actor: None,
+        ip: None,
+        target: None,
+        detail: None,
+        request_id: None,
+    }
+}
+
+/// Users, keys, sessions, refresh tokens and the audit log.
+pub async fn auth(store: &dyn Store) {
+    store.create_user(&user("u1", "ada")).await.unwrap();
+    assert!(matches!(
+        store.create_user(&user("u2", "ada")).await,
+        Err(StoreError::NameTaken(_))
+    ));
+    store.create_user(&user("u2", "bob")).await.unwrap();
+    assert_eq!(store.user_by_name("ada").await.unwrap().unwrap().id, "u1");
+    let off = store
+        .update_user("u1", &|u| {
+            Ok(UserRecord {
+                disabled: true,
+                ..u.clone()
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(off.disabled && store.user("u1").await.unwrap().unwrap().disabled);
+
+    store.create_api_key(&key("k1", "u1", "h1")).await.unwrap();
+    store.create_api_key(&key("k2", "u2", "h2")).await.unwrap();
+    assert_eq!(store.api_key_by_hash("h1").await.unwrap().unwrap().id, "k1");
+    assert_eq!(store.revoke_user_keys("u1").await.unwrap(), 1);
+    assert!(store.api_key_by_hash("h1").await.unwrap().is_none());
+    assert!(store.delete_api_key("k2").await.unwrap().is_some());
+    assert!(store.api_keys().await.unwrap().is_empty());
+
+    let session = |id: &str| SessionRecord {
+        id: id.into(),
+        user_id: "u2".into(),
+        created_ms: 0,
+        expires_ms: 1_000,
+        revoked: false,
+    };
+    store.put_session(&session("s1")).await.unwrap();
+    store.put_session(&session("s2")).await.unwrap();
+    assert_eq!(
+        store
+            .extend_session("s1", 5_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_ms,
+        5_000
+    );
+    let refresh = RefreshRecord {
+        session_id: "s1".into(),
+        user_id: "u2".into(),
+        expires_ms: 5_000,
+        used: false,
+    };
+    store.put_refresh_token("t1", &refresh).await.unwrap();
+    assert!(matches!(
+        store.use_refresh_token("t1").await.unwrap(),
+        RefreshUse::Fresh(_)
+    ));
+    assert!(matches!(
+        store.use_refresh_token("t1").await.unwrap(),
+        RefreshUse::Reused(_)
+    ));
+    assert!(matches!(
+        store.use_refresh_token("t9").await.unwrap(),
+        RefreshUse::Unknown
+    ));
+    assert_eq!(
+        store.revoke_user_sessions("u2", Some("s1")).await.unwrap(),
+        1
+    );
+    assert!(store.session("s2").await.unwrap().unwrap().revoked);
+    store.revoke_session("s1").await.unwrap();
+    assert!(
+        store.extend_session("s1", 9_000).await.unwrap().is_none(),
+        "revoked"
+    );
+    assert_eq!(
+        store.expire_sessions(2_000).await.unwrap(),
+        1,
+        "s2 expired at 1 000"
+    );
+
+    for n in 1..=3 {
+        store.append_audit(&audit(n, DEFAULT_ORG)).unwrap();
+    }
+    store.append_audit(&audit(4, "acme")).unwrap();
+    let (page, total) = store.audit_page(DEFAULT_ORG, 0, 2).await.unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(page[0].id, audit(3, DEFAULT_ORG).id, "newest first");
+    assert_eq!(store.audit_page("acme", 0, 10).await.unwrap().1, 1);
+    assert_eq!(
+        store
+            .remove_audit_before(1_700_000_000_002, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.audit_page(DEFAULT_ORG, 0, 10).await.unwrap().1, 2);
+
+    assert!(store.delete_user("u2").await.unwrap().is_some());
+    assert!(store.user_by_name("bob").await.unwrap().is_none());
+    assert_eq!(store.users().await.unwrap().len(), 1);
+}
+
+/// A script's key-value entries within a quota, its config behind a
+/// precondition, and shared secrets per organization.
+pub async fn script_data(store: &dyn Store) {
+    store
+        .create_script(&script("s1", "kv", 1), b"x")
+        .await
+        .unwrap();
+    store.kv_set("s1", "a/1", b"one", 100).await.unwrap();
+    store.kv_set("s1", "a/2", b"two", 100).await.unwrap();
+    store.kv_set("s1", "b", b"three", 100).await.unwrap();
+    assert!(matches!(
+        store.kv_set("s1", "c", &[0; 90], 100).await,
+        Err(KvRefusal::OverQuota { .. })
+    ));
+    assert_eq!(store.kv_get("s1", "a/2").await.unwrap().unwrap(), b"two");
+    assert_eq!(store.kv_keys("s1", "a/", 10).await.unwrap(), ["a/1", "a/2"]);
+    assert_eq!(store.kv_keys("s1", "", 1).await.unwrap(), ["a/1"]);
+    assert!(store.kv_delete("s1", "b").await.unwrap());
+    assert!(!store.kv_delete("s1", "b").await.unwrap());
+    assert_eq!(store.kv_entries("s1").await.unwrap().len(), 2);
+
+    let values = BTreeMap::from([("TOKEN".to_owned(), "sealed".to_owned())]);
+    let refused = store
+        .set_script_config("s1", &values, &|_| Err(StoreError::Forbidden("no".into())))
+        .await;
+    assert!(matches!(refused, Err(StoreError::Forbidden(_))));
+    assert!(store.script_config("s1").await.unwrap().is_empty());
+    store
+        .set_script_config("s1", &values, &|_| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(store.script_config("s1").await.unwrap(), values);
+    assert!(matches!(
+        store.set_script_config("nope", &values, &|_| Ok(())).await,
+        Err(StoreError::NotFound)
+    ));
+    // A deleted script's data goes with it.
+    store.delete_script("s1", &|_| Ok(())).await.unwrap();
+    assert!(store.kv_get("s1", "a/1").await.unwrap().is_none());
+    assert!(store.script_config("s1").await.unwrap().is_empty());
+
+    let secret = |org: &str, value: &str| SharedSecretRecord {
+        name: "DB".into(),
+        org: in_org(org),
+        value: value.into(),
+        scripts: vec!["*".into()],
+        created_at: AT.into(),
+        updated_at: AT.into(),
+        created_by: None,
+    };
+    store
+        .put_shared_secret(&secret(DEFAULT_ORG, "one"))
+        .await
+        .unwrap();
+    store
+        .put_shared_secret(&secret("acme", "theirs"))
+        .await
+        .unwrap();
+    store
+        .put_shared_secret(&secret(DEFAULT_ORG, "two"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .shared_secret(DEFAULT_ORG, "DB")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        "two"
+    );
+    assert_eq!(
+        store
+            .shared_secret("acme", "DB")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        "theirs"
+    );
+    assert_eq!(store.shared_secrets().await.unwrap().len(), 2);
+    assert!(store.delete_shared_secret("acme", "DB").await.unwrap());
+    assert!(store.shared_secret("acme", "DB").await.unwrap().is_none());
+    assert!(
+        store
+            .shared_secret(DEFAULT_ORG, "DB")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Usage rollups: what ended is counted per organization and per script.
+pub async fn usage(store: &dyn Store) {
+    let t = 1_700_000_000_000;
+    store
+        .put_execution(&execution(
+            &id_at(t, 1),
+            Some("s1"),
+            ExecutionStatus::Completed,
+        ))
+        .await
+        .unwrap();
+    store
+        .put_execution(&execution(
+            &id_at(t, 2),
+            Some("s1"),
+            ExecutionStatus::Failed,
+        ))
+        .await
+        .unwrap();
+    let mut theirs = execution(&id_at(t, 3), None, ExecutionStatus::Completed);
+    theirs.org = in_org("acme");
+    store.put_execution(&theirs).await.unwrap();
+    store
+        .put_execution(&execution(&id_at(t, 4), None, ExecutionStatus::Queued))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let total = store
+        .usage(Grain::Day, t, t, Scope::Total(DEFAULT_ORG))
+        .await
+        .unwrap();
+    assert_eq!(total.len(), 1);
+    assert_eq!(
+        total[0].usage.executions(),
+        2,
+        "the queued one has not ended"
+    );
+    assert_eq!(total[0].usage.failures(), 1);
+    let acme = store
+        .usage(Grain::Hour, t, t, Scope::Total("acme"))
+        .await
+        .unwrap();
+    assert_eq!(acme[0].usage.executions(), 1);
+    let one = store
+        .usage(Grain::Hour, t, t, Scope::Script(DEFAULT_ORG, Some("s1")))
+        .await
+        .unwrap();
+    assert_eq!(one[0].usage.executions(), 2);
+    assert_eq!(
+        store
+            .remove_usage_before(t + 2 * 86_400_000, 100)
+            .await
+            .unwrap(),
+        8
+    );
+    assert!(
+        store
+            .usage(Grain::Day, t, t, Scope::Total(DEFAULT_ORG))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
