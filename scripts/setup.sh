@@ -67,6 +67,11 @@ command -v node >/dev/null && command -v npm >/dev/null || need_apt="nodejs npm"
 if [ "${KILN_SETUP_BROWSER:-1}" != 0 ] && ! command -v chromium >/dev/null; then
     need_apt="$need_apt chromium fonts-dejavu-core"
 fi
+# PostgreSQL (Debian's): the tests start throwaway clusters of it
+# (host/src/store/postgres/cluster.rs); KILN_SETUP_POSTGRES=0 leaves it out.
+if [ "${KILN_SETUP_POSTGRES:-1}" != 0 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    need_apt="$need_apt postgresql"
+fi
 if [ -n "$need_apt" ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -52,7 +52,7 @@ async fn ids(store: &dyn Store, walk: &ExecutionWalk) -> Vec<String> {
 
 /// Organizations: the default one is there from the start and first; names
 /// are unique and follow a rename; a lookup takes the id or the name.
-pub async fn orgs(store: &dyn Store) {
+pub async fn orgs(store: &(impl super::orgs::OrgStore + ?Sized)) {
     let all = store.orgs().await.unwrap();
     assert_eq!(
         all[0].id, DEFAULT_ORG,
@@ -338,7 +338,7 @@ fn schedule(id: &str) -> ScheduleRecord {
 }
 
 /// Schedules: compare-and-swap updates and deletes under a precondition.
-pub async fn schedules(store: &dyn Store) {
+pub async fn schedules(store: &(impl super::schedules::ScheduleStore + ?Sized)) {
     store.create_schedule(&schedule("a")).await.unwrap();
     store.create_schedule(&schedule("b")).await.unwrap();
     let moved = store
@@ -392,7 +392,7 @@ pub async fn schedules(store: &dyn Store) {
 }
 
 /// Idempotency keys: one claim, the same request replayed, another refused.
-pub async fn idempotency(store: &dyn Store) {
+pub async fn idempotency(store: &(impl super::idempotency::IdempotencyStore + ?Sized)) {
     assert_eq!(
         store.claim_idempotency_key("k", "f", 1_000).await.unwrap(),
         Claim::Claimed

@@ -1,0 +1,223 @@
+//! The PostgreSQL side of the store (issue 25), growing one record family at
+//! a time: organizations, schedules and idempotency keys so far, each
+//! checked by the same conformance suite as sled (`store/conformance.rs`).
+//! Until every family is here it is not a [`Store`](super::Store), and
+//! `kiln serve` cannot select it.
+//!
+//! Records are the sled store's JSON (`record jsonb`), with the columns that
+//! lookups, uniqueness and order need beside it. A compare-and-swap of the
+//! sled store (`update_*`, `delete_*` with a precondition) is a transaction
+//! that locks the row (`SELECT … FOR UPDATE`), so `change` runs once.
+
+#[cfg(test)]
+pub(crate) mod cluster;
+mod idempotency;
+mod orgs;
+mod schedules;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Connection as _, Row as _};
+
+use super::StoreError;
+
+/// The schema's migrations, in order: `(version, SQL)`. A migration is
+/// applied once, in a transaction with the row that records it.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_records.sql"))];
+
+/// Held (a session-level advisory lock) while a node migrates, so nodes
+/// starting together migrate one after the other. Any fixed number: "kiln".
+const MIGRATION_LOCK: i64 = 0x6b69_6c6e;
+
+/// Connections one node keeps to the database.
+const MAX_CONNECTIONS: u32 = 16;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A unique constraint refused the write: the name is taken.
+fn name_taken(e: sqlx::Error, name: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::NameTaken(name.to_owned())
+        }
+        _ => backend(e),
+    }
+}
+
+fn encode<T: serde::Serialize>(record: &T) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(record).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, StoreError> {
+    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Milliseconds as PostgreSQL's `bigint`.
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// Connects to `url`, migrates the schema forward under the migration
+    /// lock and makes the default organization if there is none.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be reached, or a migration failed (then none of
+    /// that migration is applied).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(backend)?;
+        migrate(&pool).await?;
+        let store = Self { pool };
+        store.ensure_default_org().await?;
+        Ok(store)
+    }
+
+    /// The schema version this database is at.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT coalesce(max(version), 0) AS v FROM kiln_schema")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.try_get("v").map_err(backend)
+    }
+}
+
+/// Applies the migrations this database lacks, one transaction each, while
+/// holding the migration lock on one connection.
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await.map_err(backend)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let migrated = apply_missing(&mut conn).await;
+    // Unlocked whatever happened; a connection that cannot unlock is
+    // closed, which releases the lock too.
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await;
+    if unlocked.is_err() {
+        let _ = conn.detach().close().await;
+    }
+    migrated
+}
+
+async fn apply_missing(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS kiln_schema (
+            version    bigint PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let row = sqlx::query("SELECT coalesce(max(version), 0) AS v FROM kiln_schema")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let at: i64 = row.try_get("v").map_err(backend)?;
+    let newest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    if at > newest {
+        return Err(StoreError::Schema {
+            found: u32::try_from(at).unwrap_or(u32::MAX),
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > at) {
+        let mut tx = conn.begin().await.map_err(backend)?;
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("INSERT INTO kiln_schema (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        tracing::info!(version, "PostgreSQL schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh database on this process's throwaway cluster.
+    async fn store() -> (PgStore, cluster::Database) {
+        let database = cluster::Database::create().await;
+        let store = PgStore::connect(&database.url).await.unwrap();
+        (store, database)
+    }
+
+    #[tokio::test]
+    async fn nodes_starting_together_migrate_once() {
+        let database = cluster::Database::create().await;
+        let (a, b, c) = tokio::join!(
+            PgStore::connect(&database.url),
+            PgStore::connect(&database.url),
+            PgStore::connect(&database.url),
+        );
+        let a = a.unwrap();
+        assert_eq!(a.schema_version().await.unwrap(), 1);
+        b.unwrap();
+        c.unwrap();
+        let rows = sqlx::query("SELECT count(*) AS n FROM kiln_schema")
+            .fetch_one(&a.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows.get::<i64, _>("n"), 1);
+        // One default organization, however many nodes made it.
+        let orgs = sqlx::query("SELECT count(*) AS n FROM orgs")
+            .fetch_one(&a.pool)
+            .await
+            .unwrap();
+        assert_eq!(orgs.get::<i64, _>("n"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_kiln_is_refused() {
+        let (store, database) = store().await;
+        sqlx::query("INSERT INTO kiln_schema (version) VALUES (99)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(matches!(
+            PgStore::connect(&database.url).await,
+            Err(StoreError::Schema { found: 99 })
+        ));
+    }
+
+    macro_rules! conformance {
+        ($($family:ident),*) => {$(
+            #[tokio::test]
+            async fn $family() {
+                let (store, _database) = store().await;
+                crate::store::conformance::$family(&store).await;
+            }
+        )*};
+    }
+
+    mod conformance {
+        use super::*;
+        conformance!(orgs, schedules, idempotency);
+    }
+}

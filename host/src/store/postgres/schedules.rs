@@ -1,0 +1,92 @@
+//! The PostgreSQL side of [`ScheduleStore`]: `schedules` by id (a UUIDv7,
+//! so id order is creation order).
+
+use sqlx::Row as _;
+
+use super::{PgStore, backend, decode, encode};
+use crate::store::schedules::ScheduleStore;
+use crate::store::{ScheduleRecord, StoreError};
+
+#[async_trait::async_trait]
+impl ScheduleStore for PgStore {
+    async fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO schedules (id, record) VALUES ($1, $2)")
+            .bind(&schedule.id)
+            .bind(encode(schedule)?)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        let row = sqlx::query("SELECT record FROM schedules WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| decode(row.get("record"))).transpose()
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let rows = sqlx::query("SELECT record FROM schedules ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| decode(row.get("record")))
+            .collect()
+    }
+
+    async fn update_schedule(
+        &self,
+        id: &str,
+        change: &(
+             dyn for<'r> Fn(&'r ScheduleRecord) -> Result<ScheduleRecord, StoreError> + Send + Sync
+         ),
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let Some(row) = sqlx::query("SELECT record FROM schedules WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let next = change(&decode(row.get("record"))?)?;
+        sqlx::query("UPDATE schedules SET record = $2 WHERE id = $1")
+            .bind(id)
+            .bind(encode(&next)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(next))
+    }
+
+    async fn delete_schedule(
+        &self,
+        id: &str,
+        expect: &(dyn for<'r> Fn(&'r ScheduleRecord) -> Result<(), StoreError> + Send + Sync),
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let Some(row) = sqlx::query("SELECT record FROM schedules WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let current: ScheduleRecord = decode(row.get("record"))?;
+        expect(&current)?;
+        sqlx::query("DELETE FROM schedules WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(current))
+    }
+}
