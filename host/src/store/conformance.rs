@@ -478,7 +478,7 @@ fn attempt(n: u8, webhook: &str) -> AttemptRecord {
 }
 
 /// Webhooks, their outbox by due time, and their attempt log.
-pub async fn webhooks(store: &dyn Store) {
+pub async fn webhooks(store: &(impl super::webhooks::WebhookStore + ?Sized)) {
     store.create_webhook(&webhook("w1")).await.unwrap();
     store.create_webhook(&webhook("w2")).await.unwrap();
     let off = store
@@ -609,7 +609,7 @@ fn audit(n: u8, org: &str) -> AuditRecord {
 }
 
 /// Users, keys, sessions, refresh tokens and the audit log.
-pub async fn auth(store: &dyn Store) {
+pub async fn auth(store: &(impl super::auth::AuthStore + ?Sized)) {
     store.create_user(&user("u1", "ada")).await.unwrap();
     assert!(matches!(
         store.create_user(&user("u2", "ada")).await,

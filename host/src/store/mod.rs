@@ -70,6 +70,14 @@ pub enum StoreError {
     Forbidden(String),
 }
 
+/// The smallest id a UUIDv7 made at `ms` can have: every such id below it
+/// (in byte or text order) was made before `ms`.
+pub(crate) fn lowest_id_at(ms: u64) -> String {
+    uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10])
+        .into_uuid()
+        .to_string()
+}
+
 pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
 /// Typed access to Kiln's records: one trait per record family, and what

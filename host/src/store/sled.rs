@@ -130,10 +130,7 @@ fn put<T: serde::Serialize>(
 /// The smallest id a UUIDv7 made at `ms` can have: in a tree keyed by
 /// such ids (after `prefix`), every key below it was made before `ms`.
 fn lowest_id(ms: u64) -> Vec<u8> {
-    uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10])
-        .into_uuid()
-        .to_string()
-        .into_bytes()
+    super::lowest_id_at(ms).into_bytes()
 }
 
 /// Removes up to `limit` entries of `tree` under `prefix` whose UUIDv7 key

@@ -1,5 +1,6 @@
 //! The PostgreSQL side of the store (issue 25), growing one record family at
-//! a time: organizations, schedules and idempotency keys so far, each
+//! a time: organizations, schedules, idempotency keys, webhooks, and users
+//! with their keys, sessions and audit log so far, each
 //! checked by the same conformance suite as sled (`store/conformance.rs`).
 //! Until every family is here it is not a [`Store`](super::Store), and
 //! `kiln serve` cannot select it.
@@ -9,11 +10,13 @@
 //! sled store (`update_*`, `delete_*` with a precondition) is a transaction
 //! that locks the row (`SELECT … FOR UPDATE`), so `change` runs once.
 
+mod auth;
 #[cfg(test)]
 pub(crate) mod cluster;
 mod idempotency;
 mod orgs;
 mod schedules;
+mod webhooks;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Row as _};
@@ -33,6 +36,8 @@ const MAX_CONNECTIONS: u32 = 16;
 
 pub struct PgStore {
     pool: PgPool,
+    /// Audit records appended and not yet written (`auth.rs`).
+    pending_audit: std::sync::Mutex<Vec<super::auth::AuditRecord>>,
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -78,7 +83,10 @@ impl PgStore {
             .await
             .map_err(backend)?;
         migrate(&pool).await?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            pending_audit: std::sync::Mutex::default(),
+        };
         store.ensure_default_org().await?;
         Ok(store)
     }
@@ -218,6 +226,6 @@ mod tests {
 
     mod conformance {
         use super::*;
-        conformance!(orgs, schedules, idempotency);
+        conformance!(orgs, schedules, idempotency, webhooks, auth);
     }
 }
