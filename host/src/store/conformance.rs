@@ -9,13 +9,15 @@ use super::auth::{
     ApiKeyRecord, AuditRecord, RefreshRecord, RefreshUse, SessionRecord, UserRecord,
 };
 use super::executions::{ExecutionIndex, ExecutionWalk, Removal};
+use super::idempotency::IDEMPOTENCY_ABANDONED_MS;
 use super::orgs::{DEFAULT_ORG, Membership, OrgRecord, Tier};
 use super::script_data::{KvRefusal, SharedSecretRecord};
 use super::testing::{execution, id_at, script};
 use super::usage::{Grain, Scope};
 use super::webhooks::{AttemptRecord, DeliveryRecord, WebhookRecord};
 use super::{
-    Claim, ExecutionStatus, ScheduleRecord, Store, StoreError, StoredResponse, VersionRecord,
+    Claim, ExecutionStatus, IDEMPOTENCY_TTL_MS, ScheduleRecord, Store, StoreError, StoredResponse,
+    VersionRecord,
 };
 use crate::store::scopes::Role;
 
@@ -391,7 +393,8 @@ pub async fn schedules(store: &(impl super::schedules::ScheduleStore + ?Sized)) 
     assert_eq!(left, ["b"]);
 }
 
-/// Idempotency keys: one claim, the same request replayed, another refused.
+/// Idempotency keys: one claim, the same request replayed, another
+/// refused; a response kept for the TTL, a claim until it looks abandoned.
 pub async fn idempotency(store: &(impl super::idempotency::IdempotencyStore + ?Sized)) {
     assert_eq!(
         store.claim_idempotency_key("k", "f", 1_000).await.unwrap(),
@@ -415,19 +418,38 @@ pub async fn idempotency(store: &(impl super::idempotency::IdempotencyStore + ?S
         .await
         .unwrap();
     assert_eq!(
-        store.claim_idempotency_key("k", "f", 1_002).await.unwrap(),
+        store.claim_idempotency_key("k", "f", 2_000).await.unwrap(),
         Claim::Replay(response)
     );
-    // Released: a retry runs again.
-    store.claim_idempotency_key("r", "f", 1_000).await.unwrap();
-    store.settle_idempotency_key("r", None).await.unwrap();
+    // After the TTL the key is new again.
+    let later = 1_000 + IDEMPOTENCY_TTL_MS;
     assert_eq!(
-        store.claim_idempotency_key("r", "f", 1_003).await.unwrap(),
+        store.claim_idempotency_key("k", "g", later).await.unwrap(),
         Claim::Claimed
     );
-    assert_eq!(store.expire_idempotency_keys(1_001).await.unwrap(), 1);
+    // A released claim can be taken at once; an abandoned one after a while.
+    store.settle_idempotency_key("k", None).await.unwrap();
     assert_eq!(
-        store.claim_idempotency_key("k", "g", 2_000).await.unwrap(),
+        store.claim_idempotency_key("k", "h", later).await.unwrap(),
+        Claim::Claimed
+    );
+    let abandoned = later + IDEMPOTENCY_ABANDONED_MS;
+    assert_eq!(
+        store
+            .claim_idempotency_key("k", "h", abandoned)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.expire_idempotency_keys(abandoned + 1).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .claim_idempotency_key("k", "f", abandoned)
+            .await
+            .unwrap(),
         Claim::Claimed
     );
 }

@@ -8,7 +8,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, backend, decode, encode, ms, name_taken};
+use super::{PgStore, all, backend, decode, encode, ms, name_taken, one, update_record};
 use crate::store::StoreError;
 use crate::store::auth::{
     ApiKeyRecord, AuditRecord, AuthStore, RefreshRecord, RefreshUse, SessionRecord, UserRecord,
@@ -106,31 +106,20 @@ impl AuthStore for PgStore {
     }
 
     async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(&self.pool, "SELECT record FROM users WHERE id = $1", id).await
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(
+            &self.pool,
+            "SELECT record FROM users WHERE username = $1",
+            username,
+        )
+        .await
     }
 
     async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        let rows = sqlx::query("SELECT record FROM users ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        all(&self.pool, "SELECT record FROM users ORDER BY id").await
     }
 
     async fn update_user(
@@ -138,29 +127,14 @@ impl AuthStore for PgStore {
         id: &str,
         change: &(dyn for<'r> Fn(&'r UserRecord) -> Result<UserRecord, StoreError> + Send + Sync),
     ) -> Result<Option<UserRecord>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) = sqlx::query("SELECT record FROM users WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-        else {
-            return Ok(None);
-        };
-        let current: UserRecord = decode(row.get("record"))?;
         // The username does not change.
-        let next = UserRecord {
-            username: current.username.clone(),
-            ..change(&current)?
+        let keeping_name = |current: &UserRecord| {
+            Ok(UserRecord {
+                username: current.username.clone(),
+                ..change(current)?
+            })
         };
-        sqlx::query("UPDATE users SET record = $2 WHERE id = $1")
-            .bind(id)
-            .bind(encode(&next)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Some(next))
+        update_record(&self.pool, "users", id, &keeping_name).await
     }
 
     async fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -189,40 +163,29 @@ impl AuthStore for PgStore {
     }
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM api_keys WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(&self.pool, "SELECT record FROM api_keys WHERE id = $1", id).await
     }
 
     async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM api_keys WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(
+            &self.pool,
+            "SELECT record FROM api_keys WHERE hash = $1",
+            hash,
+        )
+        .await
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query("SELECT record FROM api_keys ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        all(&self.pool, "SELECT record FROM api_keys ORDER BY id").await
     }
 
     async fn delete_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query("DELETE FROM api_keys WHERE id = $1 RETURNING record")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(
+            &self.pool,
+            "DELETE FROM api_keys WHERE id = $1 RETURNING record",
+            id,
+        )
+        .await
     }
 
     async fn revoke_user_keys(&self, user_id: &str) -> Result<usize, StoreError> {
@@ -250,12 +213,7 @@ impl AuthStore for PgStore {
     }
 
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM sessions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(&self.pool, "SELECT record FROM sessions WHERE id = $1", id).await
     }
 
     async fn extend_session(

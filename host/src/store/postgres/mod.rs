@@ -62,6 +62,65 @@ fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T,
     serde_json::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The record of the one row `sql` selects with `$1 = key`, if any.
+async fn one<T: serde::de::DeserializeOwned>(
+    pool: &PgPool,
+    sql: &str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let row = sqlx::query(sql)
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+        .map_err(backend)?;
+    row.map(|row| decode(row.get("record"))).transpose()
+}
+
+/// The records of the rows `sql` selects, in its order.
+async fn all<T: serde::de::DeserializeOwned>(
+    pool: &PgPool,
+    sql: &str,
+) -> Result<Vec<T>, StoreError> {
+    let rows = sqlx::query(sql).fetch_all(pool).await.map_err(backend)?;
+    rows.into_iter()
+        .map(|row| decode(row.get("record")))
+        .collect()
+}
+
+/// Replaces the record of row `id` of `table` (`id`, `record`) with what
+/// `change` makes of it, in a transaction on the row locked `FOR UPDATE`;
+/// `None` if there is no such row.
+async fn update_record<T>(
+    pool: &PgPool,
+    table: &str,
+    id: &str,
+    change: &(dyn for<'r> Fn(&'r T) -> Result<T, StoreError> + Send + Sync),
+) -> Result<Option<T>, StoreError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut tx = pool.begin().await.map_err(backend)?;
+    let Some(row) = sqlx::query(&format!(
+        "SELECT record FROM {table} WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(backend)?
+    else {
+        return Ok(None);
+    };
+    let next = change(&decode(row.get("record"))?)?;
+    sqlx::query(&format!("UPDATE {table} SET record = $2 WHERE id = $1"))
+        .bind(id)
+        .bind(encode(&next)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    tx.commit().await.map_err(backend)?;
+    Ok(Some(next))
+}
+
 /// Milliseconds as PostgreSQL's `bigint`.
 fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

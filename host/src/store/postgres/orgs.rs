@@ -3,7 +3,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, backend, decode, encode, name_taken};
+use super::{PgStore, backend, decode, encode, name_taken, one};
 use crate::store::StoreError;
 use crate::store::orgs::{DEFAULT_ORG, OrgRecord, OrgStore};
 
@@ -40,14 +40,9 @@ impl OrgStore for PgStore {
 
     async fn org(&self, id_or_name: &str) -> Result<Option<OrgRecord>, StoreError> {
         // An id wins over another organization's name.
-        let row = sqlx::query(
-            "SELECT record FROM orgs WHERE id = $1 OR name = $1 ORDER BY id = $1 DESC LIMIT 1",
-        )
-        .bind(id_or_name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        let sql =
+            "SELECT record FROM orgs WHERE id = $1 OR name = $1 ORDER BY id = $1 DESC LIMIT 1";
+        one(&self.pool, sql, id_or_name).await
     }
 
     async fn orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
@@ -89,11 +84,11 @@ impl OrgStore for PgStore {
     }
 
     async fn delete_org(&self, id: &str) -> Result<Option<OrgRecord>, StoreError> {
-        let row = sqlx::query("DELETE FROM orgs WHERE id = $1 RETURNING record")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(
+            &self.pool,
+            "DELETE FROM orgs WHERE id = $1 RETURNING record",
+            id,
+        )
+        .await
     }
 }

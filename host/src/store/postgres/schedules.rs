@@ -3,7 +3,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, backend, decode, encode};
+use super::{PgStore, all, backend, decode, encode, one, update_record};
 use crate::store::schedules::ScheduleStore;
 use crate::store::{ScheduleRecord, StoreError};
 
@@ -20,22 +20,11 @@ impl ScheduleStore for PgStore {
     }
 
     async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM schedules WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(&self.pool, "SELECT record FROM schedules WHERE id = $1", id).await
     }
 
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
-        let rows = sqlx::query("SELECT record FROM schedules ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        all(&self.pool, "SELECT record FROM schedules ORDER BY id").await
     }
 
     async fn update_schedule(
@@ -45,24 +34,7 @@ impl ScheduleStore for PgStore {
              dyn for<'r> Fn(&'r ScheduleRecord) -> Result<ScheduleRecord, StoreError> + Send + Sync
          ),
     ) -> Result<Option<ScheduleRecord>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) = sqlx::query("SELECT record FROM schedules WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-        else {
-            return Ok(None);
-        };
-        let next = change(&decode(row.get("record"))?)?;
-        sqlx::query("UPDATE schedules SET record = $2 WHERE id = $1")
-            .bind(id)
-            .bind(encode(&next)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Some(next))
+        update_record(&self.pool, "schedules", id, change).await
     }
 
     async fn delete_schedule(

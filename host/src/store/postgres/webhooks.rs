@@ -4,7 +4,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, backend, decode, encode, ms};
+use super::{PgStore, all, backend, decode, encode, ms, one, update_record};
 use crate::store::StoreError;
 use crate::store::webhooks::{AttemptRecord, DeliveryRecord, WebhookRecord, WebhookStore};
 
@@ -28,22 +28,11 @@ impl WebhookStore for PgStore {
     }
 
     async fn webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM webhooks WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(&self.pool, "SELECT record FROM webhooks WHERE id = $1", id).await
     }
 
     async fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
-        let rows = sqlx::query("SELECT record FROM webhooks ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        all(&self.pool, "SELECT record FROM webhooks ORDER BY id").await
     }
 
     async fn update_webhook(
@@ -53,24 +42,7 @@ impl WebhookStore for PgStore {
              dyn for<'r> Fn(&'r WebhookRecord) -> Result<WebhookRecord, StoreError> + Send + Sync
          ),
     ) -> Result<Option<WebhookRecord>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) = sqlx::query("SELECT record FROM webhooks WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-        else {
-            return Ok(None);
-        };
-        let next = change(&decode(row.get("record"))?)?;
-        sqlx::query("UPDATE webhooks SET record = $2 WHERE id = $1")
-            .bind(id)
-            .bind(encode(&next)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Some(next))
+        update_record(&self.pool, "webhooks", id, change).await
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
@@ -109,22 +81,16 @@ impl WebhookStore for PgStore {
     }
 
     async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM webhook_outbox WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        one(
+            &self.pool,
+            "SELECT record FROM webhook_outbox WHERE id = $1",
+            id,
+        )
+        .await
     }
 
     async fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let rows = sqlx::query("SELECT record FROM webhook_outbox ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        all(&self.pool, "SELECT record FROM webhook_outbox ORDER BY id").await
     }
 
     async fn due_deliveries(

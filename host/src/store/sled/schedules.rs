@@ -69,34 +69,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_delete_happens_only_if_its_expectation_holds_at_the_moment_of_the_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        store.create_schedule(&schedule("a")).await.unwrap();
-        let refused = store
-            .delete_schedule("a", &|current| {
-                if current.name == "nightly" {
-                    Err(StoreError::Refused("changed".into()))
-                } else {
-                    Ok(())
-                }
-            })
-            .await;
-        assert!(matches!(refused, Err(StoreError::Refused(_))));
-        assert!(store.schedule("a").await.unwrap().is_some(), "kept");
-        let deleted = store.delete_schedule("a", &|_| Ok(())).await.unwrap();
-        assert_eq!(deleted.map(|s| s.id), Some("a".into()));
-        assert!(store.schedule("a").await.unwrap().is_none());
-        assert!(
-            store
-                .delete_schedule("a", &|_| Ok(()))
-                .await
-                .unwrap()
-                .is_none()
-        );
-    }
-
-    #[tokio::test]
     async fn a_swap_that_lost_a_race_applies_its_change_to_the_winner_s_record() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
