@@ -75,6 +75,12 @@ fi
 if [ -n "$need_apt" ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    # The tests make their own clusters: no system cluster on 5432.
+    case "$need_apt" in *postgresql*)
+        $sudo mkdir -p /etc/postgresql-common
+        [ -e /etc/postgresql-common/createcluster.conf ] ||
+            echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+    esac
     $sudo apt-get update -qq
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \

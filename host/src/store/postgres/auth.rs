@@ -3,8 +3,9 @@
 //! (their `revoked` and `used` flags as columns too, so a revocation or a
 //! use is one conditional `UPDATE`), and the audit log per organization.
 //! Audit records are appended without a wait (`append_audit` is a plain
-//! call), so they are held in memory and written before the next read of
-//! the log and by every flush; at most [`MAX_PENDING_AUDIT`] wait.
+//! call), so they are held in memory, at most [`MAX_PENDING_AUDIT`], and
+//! written before the log is next read or swept (and by the store's flush,
+//! once this is a whole `Store`).
 
 use sqlx::Row as _;
 
@@ -24,37 +25,45 @@ fn rows(n: u64) -> usize {
 }
 
 impl PgStore {
-    /// Writes the audit records appended since the last write.
+    /// Writes the audit records appended so far. One write at a time, and
+    /// a record leaves memory only once its row is committed, so a write
+    /// that fails or is dropped half-way loses nothing (a row written twice
+    /// is one row). A record the database refuses on its own is logged and
+    /// dropped, so it cannot hold back the ones after it.
     pub(super) async fn write_pending_audit(&self) -> Result<(), StoreError> {
-        let pending = std::mem::take(&mut *self.pending_audit());
+        let _writing = self.audit_writes.lock().await;
+        let pending = self.pending_audit().clone();
         if pending.is_empty() {
             return Ok(());
         }
-        let written = async {
-            let mut tx = self.pool.begin().await.map_err(backend)?;
-            for record in &pending {
-                sqlx::query(
-                    "INSERT INTO audit (org, id, record) VALUES ($1, $2, $3)
-                     ON CONFLICT (org, id) DO NOTHING",
-                )
-                .bind(record.org())
-                .bind(&record.id)
-                .bind(encode(record)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+        let written = match insert_audit(&self.pool, &pending).await {
+            Ok(()) => pending.len(),
+            // The database answered: one of the records may be what it
+            // refuses, so each goes alone.
+            Err(sqlx::Error::Database(e)) => {
+                tracing::warn!(error = %e, "an audit batch failed; writing it row by row");
+                let mut written = 0;
+                for record in &pending {
+                    match insert_audit(&self.pool, std::slice::from_ref(record)).await {
+                        Ok(()) => {}
+                        Err(sqlx::Error::Database(e)) => {
+                            tracing::error!(error = %e, id = %record.id, action = %record.action,
+                                "an audit record the database refuses is dropped");
+                        }
+                        // Not this record's fault: the rest wait.
+                        Err(e) => {
+                            self.pending_audit().drain(..written);
+                            return Err(backend(e));
+                        }
+                    }
+                    written += 1;
+                }
+                written
             }
-            tx.commit().await.map_err(backend)
-        }
-        .await;
-        if written.is_err() {
-            // Kept for the next write, ahead of what came meanwhile.
-            let mut held = self.pending_audit();
-            let later = std::mem::replace(&mut *held, pending);
-            held.extend(later);
-            held.truncate(MAX_PENDING_AUDIT);
-        }
-        written
+            Err(e) => return Err(backend(e)),
+        };
+        self.pending_audit().drain(..written);
+        Ok(())
     }
 
     fn pending_audit(&self) -> std::sync::MutexGuard<'_, Vec<AuditRecord>> {
@@ -62,6 +71,24 @@ impl PgStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Inserts `records` in one transaction (a record that cannot be encoded
+/// is written as `null`, which the column refuses: the database's error).
+async fn insert_audit(pool: &sqlx::PgPool, records: &[AuditRecord]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for record in records {
+        sqlx::query(
+            "INSERT INTO audit (org, id, record) VALUES ($1, $2, $3)
+             ON CONFLICT (org, id) DO NOTHING",
+        )
+        .bind(record.org())
+        .bind(&record.id)
+        .bind(serde_json::to_value(record).ok())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
 
 /// Deletes every API key of a user; how many.
@@ -139,15 +166,18 @@ impl AuthStore for PgStore {
 
     async fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let row = sqlx::query("DELETE FROM users WHERE id = $1 RETURNING record")
+        let Some(row) = sqlx::query("DELETE FROM users WHERE id = $1 RETURNING record")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(backend)?;
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
         revoke_keys_of(&mut tx, id).await?;
         revoke_sessions_of(&mut tx, id, None).await?;
         tx.commit().await.map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        decode(row.get("record")).map(Some)
     }
 
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {

@@ -51,8 +51,10 @@ fn run_as() -> Option<(u32, u32)> {
     Some((fields[2].parse().unwrap(), fields[3].parse().unwrap()))
 }
 
-fn command(program: &Path, account: Option<(u32, u32)>) -> Command {
+fn command(program: &Path, account: Option<(u32, u32)>, dir: &Path) -> Command {
     let mut command = Command::new(program);
+    // Somewhere the account may be, whatever the test's own directory.
+    command.current_dir(dir);
     if let Some((uid, gid)) = account {
         command.uid(uid).gid(gid);
     }
@@ -76,7 +78,7 @@ impl Database {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
         let data = dir.path().join("data");
-        let made = command(&bin.join("initdb"), account)
+        let made = command(&bin.join("initdb"), account, dir.path())
             .args([
                 "--auth=trust",
                 "--no-sync",
@@ -102,7 +104,7 @@ impl Database {
                 std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid))
                     .unwrap();
             }
-            let mut postgres = command(&bin.join("postgres"), account)
+            let mut postgres = command(&bin.join("postgres"), account, dir.path())
                 .arg("-D")
                 .arg(&data)
                 .arg("-k")
@@ -118,7 +120,7 @@ impl Database {
             let url = format!("postgres://kiln@127.0.0.1:{port}/postgres");
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
-                if postgres.try_wait().unwrap().is_some() {
+                if !matches!(postgres.try_wait(), Ok(None)) {
                     break;
                 }
                 if let Ok(conn) = sqlx::PgConnection::connect(&url).await {

@@ -10,14 +10,14 @@ use crate::store::idempotency::{
     Claim, IDEMPOTENCY_ABANDONED_MS, IDEMPOTENCY_TTL_MS, IdempotencyStore, StoredResponse,
 };
 
-#[async_trait::async_trait]
-impl IdempotencyStore for PgStore {
-    async fn claim_idempotency_key(
+impl PgStore {
+    /// One claim: `None` when the key went between the upsert and the read.
+    async fn try_claim(
         &self,
         key: &str,
         fingerprint: &str,
         now_ms: u64,
-    ) -> Result<Claim, StoreError> {
+    ) -> Result<Option<Claim>, StoreError> {
         // A key still live (a response within the TTL, a claim not yet
         // abandoned) is kept; anything else is claimed anew.
         let claimed = sqlx::query(
@@ -40,7 +40,7 @@ impl IdempotencyStore for PgStore {
         .await
         .map_err(backend)?;
         if claimed.is_some() {
-            return Ok(Claim::Claimed);
+            return Ok(Some(Claim::Claimed));
         }
         let Some(row) =
             sqlx::query("SELECT fingerprint, response FROM idempotency_keys WHERE key = $1")
@@ -49,16 +49,34 @@ impl IdempotencyStore for PgStore {
                 .await
                 .map_err(backend)?
         else {
-            // Released between the two statements: the caller may retry.
-            return Ok(Claim::InFlight);
+            return Ok(None);
         };
         let theirs: String = row.get("fingerprint");
         let response: Option<serde_json::Value> = row.get("response");
-        Ok(match response {
+        Ok(Some(match response {
             _ if theirs != fingerprint => Claim::Mismatch,
             None => Claim::InFlight,
             Some(response) => Claim::Replay(decode(response)?),
-        })
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for PgStore {
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<Claim, StoreError> {
+        // A key released between `try_claim`'s two statements is claimed
+        // again (three tries; then it is busy enough to call in flight).
+        for _ in 0..3 {
+            if let Some(claim) = self.try_claim(key, fingerprint, now_ms).await? {
+                return Ok(claim);
+            }
+        }
+        Ok(Claim::InFlight)
     }
 
     async fn settle_idempotency_key(

@@ -38,16 +38,22 @@ pub struct PgStore {
     pool: PgPool,
     /// Audit records appended and not yet written (`auth.rs`).
     pending_audit: std::sync::Mutex<Vec<super::auth::AuditRecord>>,
+    /// Held by the one write of them at a time.
+    audit_writes: tokio::sync::Mutex<()>,
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// A unique constraint refused the write: the name is taken.
+/// A unique constraint on a name refused the write: the name is taken (a
+/// clash of primary keys is not that).
 fn name_taken(e: sqlx::Error, name: &str) -> StoreError {
     match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
+        sqlx::Error::Database(db)
+            if db.is_unique_violation()
+                && db.constraint().is_some_and(|c| !c.ends_with("_pkey")) =>
+        {
             StoreError::NameTaken(name.to_owned())
         }
         _ => backend(e),
@@ -145,6 +151,7 @@ impl PgStore {
         let store = Self {
             pool,
             pending_audit: std::sync::Mutex::default(),
+            audit_writes: tokio::sync::Mutex::const_new(()),
         };
         store.ensure_default_org().await?;
         Ok(store)
@@ -228,7 +235,7 @@ async fn apply_missing(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> 
 mod tests {
     use super::*;
 
-    /// A fresh database on this process's throwaway cluster.
+    /// A fresh database on a throwaway cluster of its own.
     async fn store() -> (PgStore, cluster::Database) {
         let database = cluster::Database::create().await;
         let store = PgStore::connect(&database.url).await.unwrap();
@@ -271,6 +278,37 @@ mod tests {
             PgStore::connect(&database.url).await,
             Err(StoreError::Schema { found: 99 })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_audit_record_the_database_refuses_does_not_hold_back_the_others() {
+        use crate::store::auth::{AuditRecord, AuthStore as _};
+        let (store, _database) = store().await;
+        let record = |n: u8, detail: &str| AuditRecord {
+            id: crate::store::testing::id_at(1_700_000_000_000, n),
+            org: None,
+            at: "2026-01-01T00:00:00.000Z".into(),
+            action: "login".into(),
+            outcome: "success".into(),
+            actor_id: None,
+            actor: None,
+            ip: None,
+            target: None,
+            // jsonb refuses U+0000 in a string.
+            detail: Some(detail.into()),
+            request_id: None,
+        };
+        store.append_audit(&record(1, "a")).unwrap();
+        store.append_audit(&record(2, "nul \0 inside")).unwrap();
+        store.append_audit(&record(3, "b")).unwrap();
+        let (page, total) = store
+            .audit_page(crate::store::orgs::DEFAULT_ORG, 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(page[0].detail.as_deref(), Some("b"));
+        // Nothing waits any more.
+        assert_eq!(store.audit_page("default", 0, 10).await.unwrap().1, 2);
     }
 
     macro_rules! conformance {

@@ -47,11 +47,14 @@ impl WebhookStore for PgStore {
 
     async fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let row = sqlx::query("DELETE FROM webhooks WHERE id = $1 RETURNING record")
+        let Some(row) = sqlx::query("DELETE FROM webhooks WHERE id = $1 RETURNING record")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(backend)?;
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
         for table in ["webhook_outbox", "webhook_attempts"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE webhook_id = $1"))
                 .bind(id)
@@ -60,7 +63,7 @@ impl WebhookStore for PgStore {
                 .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        decode(row.get("record")).map(Some)
     }
 
     async fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError> {
