@@ -534,50 +534,22 @@ async fn delete(
 
 /// What an organization still holds, as "3 scripts"-like phrases.
 async fn holdings(state: &AppState, org: &str) -> Result<Vec<String>, ApiError> {
-    let store = &state.store;
-    let counts = [
-        (
-            store
-                .scripts()
-                .await?
-                .iter()
-                .filter(|s| s.org() == org)
-                .count(),
-            "scripts",
-        ),
-        (
-            store
-                .schedules()
-                .await?
-                .iter()
-                .filter(|s| s.org() == org)
-                .count(),
-            "schedules",
-        ),
-        (
-            store
-                .webhooks()
-                .await?
-                .iter()
-                .filter(|w| w.org() == org)
-                .count(),
-            "webhooks",
-        ),
-        (
-            store
-                .shared_secrets()
-                .await?
-                .iter()
-                .filter(|s| s.org() == org)
-                .count(),
-            "shared secrets",
-        ),
-        (
-            usize::try_from(store.count_executions(&ExecutionIndex::Org(org.to_owned())))
-                .unwrap_or(usize::MAX),
-            "executions",
-        ),
-    ];
+    let mut counts = Vec::new();
+    // Counted as its quotas count them.
+    for (quota, what) in [
+        (Quota::Scripts, "scripts"),
+        (Quota::Schedules, "schedules"),
+        (Quota::Webhooks, "webhooks"),
+    ] {
+        counts.push((state.quotas.held(org, quota).await?, what));
+    }
+    let secrets = state.store.shared_secrets().await?;
+    let secrets = secrets.iter().filter(|s| s.org() == org).count();
+    counts.push((u64::try_from(secrets).unwrap_or(u64::MAX), "shared secrets"));
+    let executions = state
+        .store
+        .count_executions(&ExecutionIndex::Org(org.to_owned()));
+    counts.push((executions, "executions"));
     Ok(counts
         .into_iter()
         .filter(|(n, _)| *n > 0)

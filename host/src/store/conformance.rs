@@ -12,7 +12,7 @@ use super::executions::{ExecutionIndex, ExecutionWalk, Removal};
 use super::idempotency::IDEMPOTENCY_ABANDONED_MS;
 use super::orgs::{DEFAULT_ORG, Membership, OrgRecord, Tier};
 use super::script_data::{KvRefusal, SharedSecretRecord};
-use super::testing::{execution, id_at, script};
+use super::testing::{execution, id_at, schedule, script};
 use super::usage::{Grain, Scope};
 use super::webhooks::{AttemptRecord, DeliveryRecord, WebhookRecord};
 use super::{
@@ -40,7 +40,8 @@ fn in_org(org: &str) -> Option<String> {
     super::orgs::org_field(org)
 }
 
-async fn ids(store: &dyn Store, walk: &ExecutionWalk) -> Vec<String> {
+/// The ids a walk visits, in its order.
+pub async fn ids(store: &dyn Store, walk: &ExecutionWalk) -> Vec<String> {
     let mut found = Vec::new();
     store
         .walk_executions(walk, &mut |e| {
@@ -317,26 +318,6 @@ pub async fn executions(store: &dyn Store) {
         per_script.contains(&(Some("s1".into()), 2)),
         "{per_script:?}"
     );
-}
-
-fn schedule(id: &str) -> ScheduleRecord {
-    ScheduleRecord {
-        id: id.into(),
-        org: None,
-        name: "nightly".into(),
-        script_id: "s1".into(),
-        cron: "@daily".into(),
-        timezone: "UTC".into(),
-        parameters: serde_json::json!({}),
-        active: true,
-        overlap: crate::store::Overlap::default(),
-        created_at: AT.into(),
-        updated_at: AT.into(),
-        created_by: None,
-        next_run_ms: Some(1_000),
-        last_run_at: None,
-        last_execution_id: None,
-    }
 }
 
 /// Schedules: compare-and-swap updates and deletes under a precondition.

@@ -4,7 +4,7 @@
 
 pub mod auth;
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 mod disk_sync;
 pub mod executions;
 mod group_commit;

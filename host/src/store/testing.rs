@@ -160,3 +160,24 @@ impl super::FileSyncer for CoverageSyncer {
         Ok(())
     }
 }
+
+/// A daily schedule of script `s1`, due at 1 000 ms.
+pub fn schedule(id: &str) -> super::ScheduleRecord {
+    super::ScheduleRecord {
+        id: id.into(),
+        org: None,
+        name: "nightly".into(),
+        script_id: "s1".into(),
+        cron: "@daily".into(),
+        timezone: "UTC".into(),
+        parameters: serde_json::json!({}),
+        active: true,
+        overlap: super::Overlap::default(),
+        created_at: "2026-01-01T00:00:00.000Z".into(),
+        updated_at: "2026-01-01T00:00:00.000Z".into(),
+        created_by: None,
+        next_run_ms: Some(1_000),
+        last_run_at: None,
+        last_execution_id: None,
+    }
+}

@@ -93,6 +93,22 @@ async fn all<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
+/// Adds row `id` of `table` (`id`, `record`).
+async fn insert_record<T: serde::Serialize>(
+    pool: &PgPool,
+    table: &str,
+    id: &str,
+    record: &T,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!("INSERT INTO {table} (id, record) VALUES ($1, $2)"))
+        .bind(id)
+        .bind(encode(record)?)
+        .execute(pool)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
 /// Replaces the record of row `id` of `table` (`id`, `record`) with what
 /// `change` makes of it, in a transaction on the row locked `FOR UPDATE`;
 /// `None` if there is no such row.
@@ -309,6 +325,33 @@ mod tests {
         assert_eq!(page[0].detail.as_deref(), Some("b"));
         // Nothing waits any more.
         assert_eq!(store.audit_page("default", 0, 10).await.unwrap().1, 2);
+    }
+
+    #[tokio::test]
+    async fn audit_records_waiting_for_their_write_are_bounded() {
+        use crate::store::auth::AuthStore as _;
+        let (store, _database) = store().await;
+        let record = |n: usize| crate::store::auth::AuditRecord {
+            id: format!("0190b5c4-0000-7000-8000-{n:012}"),
+            org: None,
+            at: "2026-01-01T00:00:00.000Z".into(),
+            action: "login".into(),
+            outcome: "success".into(),
+            actor_id: None,
+            actor: None,
+            ip: None,
+            target: None,
+            detail: None,
+            request_id: None,
+        };
+        for n in 0..auth::MAX_PENDING_AUDIT {
+            store.append_audit(&record(n)).unwrap();
+        }
+        assert!(store.append_audit(&record(usize::MAX)).is_err());
+        // Written, they make room again.
+        let (_, total) = store.audit_page("default", 0, 1).await.unwrap();
+        assert_eq!(total, auth::MAX_PENDING_AUDIT);
+        store.append_audit(&record(usize::MAX)).unwrap();
     }
 
     macro_rules! conformance {

@@ -3,20 +3,14 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, all, backend, decode, encode, one, update_record};
+use super::{PgStore, all, backend, decode, insert_record, one, update_record};
 use crate::store::schedules::ScheduleStore;
 use crate::store::{ScheduleRecord, StoreError};
 
 #[async_trait::async_trait]
 impl ScheduleStore for PgStore {
     async fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO schedules (id, record) VALUES ($1, $2)")
-            .bind(&schedule.id)
-            .bind(encode(schedule)?)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        insert_record(&self.pool, "schedules", &schedule.id, schedule).await
     }
 
     async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {

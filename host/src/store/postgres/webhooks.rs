@@ -4,7 +4,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, all, backend, decode, encode, ms, one, update_record};
+use super::{PgStore, all, backend, decode, encode, insert_record, ms, one, update_record};
 use crate::store::StoreError;
 use crate::store::webhooks::{AttemptRecord, DeliveryRecord, WebhookRecord, WebhookStore};
 
@@ -18,13 +18,7 @@ fn count(n: i64) -> usize {
 #[async_trait::async_trait]
 impl WebhookStore for PgStore {
     async fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO webhooks (id, record) VALUES ($1, $2)")
-            .bind(&webhook.id)
-            .bind(encode(webhook)?)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        insert_record(&self.pool, "webhooks", &webhook.id, webhook).await
     }
 
     async fn webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {

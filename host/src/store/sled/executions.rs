@@ -583,19 +583,8 @@ mod tests {
     use super::super::tests::{TEST_CACHE_BYTES, reopen};
     use super::*;
     use crate::store::Store;
+    use crate::store::conformance::ids;
     use crate::store::testing::{execution, id_at};
-
-    async fn ids(store: &SledStore, walk: &ExecutionWalk) -> Vec<String> {
-        let mut found = Vec::new();
-        store
-            .walk_executions(walk, &mut |e| {
-                found.push(e.id);
-                ControlFlow::Continue(())
-            })
-            .await
-            .unwrap();
-        found
-    }
 
     #[tokio::test]
     async fn indexes_follow_every_write_and_delete() {

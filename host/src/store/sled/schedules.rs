@@ -47,26 +47,7 @@ mod tests {
     use super::super::tests::TEST_CACHE_BYTES;
     use super::super::{backend, encode};
     use super::*;
-
-    fn schedule(id: &str) -> ScheduleRecord {
-        ScheduleRecord {
-            id: id.into(),
-            org: None,
-            name: "nightly".into(),
-            script_id: "s1".into(),
-            cron: "@daily".into(),
-            timezone: "UTC".into(),
-            parameters: serde_json::json!({}),
-            active: true,
-            overlap: crate::store::Overlap::default(),
-            created_at: "2026-01-01T00:00:00.000Z".into(),
-            updated_at: "2026-01-01T00:00:00.000Z".into(),
-            created_by: None,
-            next_run_ms: None,
-            last_run_at: None,
-            last_execution_id: None,
-        }
-    }
+    use crate::store::testing::schedule;
 
     #[tokio::test]
     async fn a_swap_that_lost_a_race_applies_its_change_to_the_winner_s_record() {
