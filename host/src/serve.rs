@@ -138,7 +138,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server task failed"),
         Err(_) => tracing::warn!("open connections did not close in time; exiting anyway"),
     }
-    tokio::task::spawn_blocking(move || store.close()).await??;
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(store.close())).await??;
     tracing::info!("stopped");
     if first_admin_failed.load(Ordering::Acquire) {
         anyhow::bail!("the first admin could not be created (see the log above)");

@@ -1,8 +1,12 @@
 //! Execution records: one per run, keyed so that creation order is key order,
 //! and found through an index (by script, by status) in O(what is read).
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 
+use serde::Deserialize;
+
+use super::orgs::DEFAULT_ORG;
 use super::{ExecutionRecord, ExecutionStatus, StoreError};
 
 /// Which executions a walk follows: each is an index, so a walk reads only
@@ -45,6 +49,104 @@ impl ExecutionWalk {
             created_from_ms: None,
             created_until_ms: None,
         }
+    }
+}
+
+/// What the indexes need of a record, read without decoding the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct Indexed {
+    #[serde(default)]
+    pub org: Option<String>,
+    pub script_id: Option<String>,
+    pub status: ExecutionStatus,
+}
+
+/// The script index an execution is under: its script's, else (ad-hoc)
+/// none for the default organization and `~<id>` for another.
+pub(crate) fn script_slot(script_id: &Option<String>, org: &Option<String>) -> Option<String> {
+    script_id
+        .clone()
+        .or_else(|| org.as_ref().map(|org| format!("~{org}")))
+}
+
+impl Indexed {
+    pub fn script_slot(&self) -> Option<String> {
+        script_slot(&self.script_id, &self.org)
+    }
+
+    pub fn of(record: &ExecutionRecord) -> Self {
+        Self {
+            org: record.org.clone(),
+            script_id: record.script_id.clone(),
+            status: record.status,
+        }
+    }
+}
+
+/// How many executions each index holds, kept in memory beside the store
+/// ([`ExecutionStore::count_executions`]).
+#[derive(Debug, Default)]
+pub(crate) struct IndexCounts {
+    pub status: HashMap<ExecutionStatus, u64>,
+    pub script: HashMap<Option<String>, u64>,
+    /// Executions per organization but the default (bounded by the
+    /// organizations).
+    pub org: HashMap<String, u64>,
+}
+
+impl IndexCounts {
+    pub fn add(&mut self, entry: &Indexed) {
+        self.add_n(entry, 1);
+    }
+
+    pub fn add_n(&mut self, entry: &Indexed, n: u64) {
+        *self.status.entry(entry.status).or_default() += n;
+        *self.script.entry(entry.script_slot()).or_default() += n;
+        if let Some(org) = &entry.org {
+            *self.org.entry(org.clone()).or_default() += n;
+        }
+    }
+
+    pub fn remove(&mut self, entry: &Indexed) {
+        if let Some(n) = self.status.get_mut(&entry.status) {
+            *n = n.saturating_sub(1);
+        }
+        let slot = entry.script_slot();
+        if let Some(n) = self.script.get_mut(&slot) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                // One entry per script that has executions, no more.
+                self.script.remove(&slot);
+            }
+        }
+        if let Some(org) = &entry.org
+            && let Some(n) = self.org.get_mut(org)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.org.remove(org);
+            }
+        }
+    }
+
+    pub fn count(&self, index: &ExecutionIndex) -> u64 {
+        match index {
+            ExecutionIndex::All => self.status.values().sum(),
+            ExecutionIndex::Script(script) => self.script.get(script).copied().unwrap_or(0),
+            ExecutionIndex::Status(status) => self.status.get(status).copied().unwrap_or(0),
+            ExecutionIndex::Org(org) if org == DEFAULT_ORG => {
+                let all: u64 = self.status.values().sum();
+                all.saturating_sub(self.org.values().sum())
+            }
+            ExecutionIndex::Org(org) => self.org.get(org).copied().unwrap_or(0),
+        }
+    }
+
+    /// Each script's count ([`ExecutionStore::executions_per_script`]).
+    pub fn per_script(&self) -> Vec<(Option<String>, u64)> {
+        let mut scripts: Vec<_> = self.script.iter().map(|(s, n)| (s.clone(), *n)).collect();
+        scripts.sort();
+        scripts
     }
 }
 

@@ -12,6 +12,7 @@ mod held;
 pub mod idempotency;
 pub mod orgs;
 // Not selectable until it holds every record family (issue 25): tests only.
+mod pending_usage;
 #[cfg(test)]
 mod postgres;
 mod records;
@@ -108,8 +109,9 @@ pub trait Store:
     /// Makes everything durable (held executions too, written) and notes
     /// that the store was closed, not
     /// crashed: the next open can skip the repairs a crash needs. Nothing
-    /// is written after it.
-    fn close(&self) -> Result<(), StoreError>;
+    /// is written after it. (sled's does its work before returning the
+    /// future: call it where blocking is allowed.)
+    fn close(&self) -> FlushFuture<'_>;
 }
 
 /// Records per family, for `/v1/status` and `/metrics`.

@@ -33,7 +33,7 @@ pub struct SledStore {
     execution_indexes: executions::ExecutionIndexes,
     /// Usage rollups by hour and script (`sled/usage.rs`).
     usage: sled::Tree,
-    pending_usage: usage::PendingUsage,
+    pending_usage: usage::Pending,
     /// Idempotency key → a claim or the response it ended with.
     idempotency: sled::Tree,
     /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
@@ -355,7 +355,7 @@ impl SledStore {
             execution_indexes: executions::ExecutionIndexes::load(&execution_tree)?,
             executions: execution_tree,
             usage: usage_tree,
-            pending_usage: usage::PendingUsage::default(),
+            pending_usage: usage::Pending::default(),
             idempotency: db.open_tree("idempotency").map_err(backend)?,
             schedules: db.open_tree("schedules").map_err(backend)?,
             orgs: db.open_tree("orgs").map_err(backend)?,
@@ -458,14 +458,9 @@ impl SledStore {
         }
         Ok(all)
     }
-}
 
-/// The `meta` key a store closed by [`Store::close`] holds until it is
-/// opened again.
-const CLEAN: &str = "closed_cleanly";
-
-impl Store for SledStore {
-    fn close(&self) -> Result<(), StoreError> {
+    /// [`Store::close`], done before its future is returned.
+    fn close_now(&self) -> Result<(), StoreError> {
         self.keep_held_executions()?;
         self.write_usage()?;
         self.commit.flush_blocking()?;
@@ -474,6 +469,16 @@ impl Store for SledStore {
             .and_then(|meta| meta.insert(CLEAN, &[1]))
             .map_err(backend)?;
         self.commit.flush_blocking()
+    }
+}
+
+/// The `meta` key a store closed by [`Store::close`] holds until it is
+/// opened again.
+const CLEAN: &str = "closed_cleanly";
+
+impl Store for SledStore {
+    fn close(&self) -> FlushFuture<'_> {
+        Box::pin(std::future::ready(self.close_now()))
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {

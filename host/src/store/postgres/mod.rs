@@ -13,15 +13,24 @@
 mod auth;
 #[cfg(test)]
 pub(crate) mod cluster;
+mod executions;
 mod idempotency;
 mod orgs;
 mod schedules;
+mod script_data;
+mod scripts;
+mod usage;
 mod webhooks;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Row as _};
 
-use super::StoreError;
+use super::executions::{ExecutionIndex, ExecutionStore as _};
+use super::pending_usage::PendingUsage;
+use super::{FlushFuture, RecordCounts, Store, StoreError, SyncStats};
 
 /// The schema's migrations, in order: `(version, SQL)`. A migration is
 /// applied once, in a transaction with the row that records it.
@@ -40,6 +49,77 @@ pub struct PgStore {
     pending_audit: std::sync::Mutex<Vec<super::auth::AuditRecord>>,
     /// Held by the one write of them at a time.
     audit_writes: tokio::sync::Mutex<()>,
+    /// How many executions each index holds (`executions.rs`).
+    execution_counts: executions::Counts,
+    /// Rollup changes of what ended on this node since the last flush.
+    pending_usage: PendingUsage,
+    /// Written while those move into the table, read while a reader merges
+    /// both, so a reader never sees a change twice or not at all.
+    usage_moving: tokio::sync::RwLock<()>,
+    /// What `/metrics` and `/v1/status` read without waiting, refreshed
+    /// with the execution counters.
+    gauges: Arc<Gauges>,
+    flushes: AtomicU64,
+}
+
+/// The database's size and the rows of the families that grow with use.
+#[derive(Default)]
+struct Gauges {
+    size_bytes: AtomicU64,
+    audit_entries: AtomicU64,
+    webhook_attempts: AtomicU64,
+    usage_rollups: AtomicU64,
+}
+
+impl Gauges {
+    async fn load(&self, pool: &PgPool) -> Result<(), StoreError> {
+        let row = sqlx::query(
+            "SELECT pg_database_size(current_database()) AS size,
+                    (SELECT count(*) FROM audit) AS audit,
+                    (SELECT count(*) FROM webhook_attempts) AS attempts,
+                    (SELECT count(*) FROM usage_rollups) AS rollups",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(backend)?;
+        for (gauge, column) in [
+            (&self.size_bytes, "size"),
+            (&self.audit_entries, "audit"),
+            (&self.webhook_attempts, "attempts"),
+            (&self.usage_rollups, "rollups"),
+        ] {
+            let n: i64 = row.try_get(column).map_err(backend)?;
+            gauge.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Reads the counters and gauges again every `COUNTS_REFRESH` (for what
+/// the other nodes wrote) until the store is dropped.
+fn refresh(
+    pool: PgPool,
+    counts: Weak<Mutex<super::executions::IndexCounts>>,
+    gauges: Weak<Gauges>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(executions::COUNTS_REFRESH).await;
+            let (Some(counts), Some(gauges)) = (counts.upgrade(), gauges.upgrade()) else {
+                return;
+            };
+            let read = async {
+                let fresh = executions::load_counts(&pool).await?;
+                *counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                gauges.load(&pool).await
+            };
+            if let Err(e) = read.await {
+                tracing::warn!(error = %e, "reading the store's counters failed");
+            }
+        }
+    });
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -164,12 +244,25 @@ impl PgStore {
             .await
             .map_err(backend)?;
         migrate(&pool).await?;
+        let counts = executions::load_counts(&pool).await?;
+        let gauges = Arc::new(Gauges::default());
+        gauges.load(&pool).await?;
         let store = Self {
             pool,
             pending_audit: std::sync::Mutex::default(),
             audit_writes: tokio::sync::Mutex::const_new(()),
+            execution_counts: Arc::new(Mutex::new(counts)),
+            pending_usage: PendingUsage::default(),
+            usage_moving: tokio::sync::RwLock::const_new(()),
+            gauges,
+            flushes: AtomicU64::new(0),
         };
         store.ensure_default_org().await?;
+        refresh(
+            store.pool.clone(),
+            Arc::downgrade(&store.execution_counts),
+            Arc::downgrade(&store.gauges),
+        );
         Ok(store)
     }
 
@@ -184,6 +277,48 @@ impl PgStore {
             .await
             .map_err(backend)?;
         row.try_get("v").map_err(backend)
+    }
+}
+
+impl Store for PgStore {
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.gauges.size_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Every write is committed when it returns; what waits in memory is
+    /// the audit records and the usage rollup changes, written here.
+    fn flush(&self) -> FlushFuture<'_> {
+        Box::pin(async move {
+            self.write_pending_audit().await?;
+            self.write_usage().await?;
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    fn sync_stats(&self) -> SyncStats {
+        SyncStats {
+            syncs: self.flushes.load(Ordering::Relaxed),
+            blob_files: 0,
+        }
+    }
+
+    fn record_counts(&self) -> RecordCounts {
+        let gauge = |g: &AtomicU64| g.load(Ordering::Relaxed);
+        RecordCounts {
+            executions: self.count_executions(&ExecutionIndex::All),
+            audit_entries: gauge(&self.gauges.audit_entries),
+            webhook_attempts: gauge(&self.gauges.webhook_attempts),
+            usage_rollups: gauge(&self.gauges.usage_rollups),
+        }
+    }
+
+    fn close(&self) -> FlushFuture<'_> {
+        Box::pin(async move {
+            self.flush().await?;
+            self.pool.close().await;
+            Ok(())
+        })
     }
 }
 
@@ -366,6 +501,16 @@ mod tests {
 
     mod conformance {
         use super::*;
-        conformance!(orgs, schedules, idempotency, webhooks, auth);
+        conformance!(
+            orgs,
+            scripts,
+            executions,
+            schedules,
+            idempotency,
+            webhooks,
+            auth,
+            script_data,
+            usage
+        );
     }
 }

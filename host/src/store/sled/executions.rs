@@ -26,10 +26,10 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Mutex, PoisonError};
 
-use serde::Deserialize;
-
 use super::{SledStore, backend, decode, encode, lowest_id};
-use crate::store::executions::{ExecutionIndex, ExecutionStore, ExecutionWalk, Removal};
+use crate::store::executions::{
+    ExecutionIndex, ExecutionStore, ExecutionWalk, IndexCounts, Indexed, Removal, script_slot,
+};
 use crate::store::held::HeldExecutions;
 use crate::store::orgs::{DEFAULT_ORG, InOrg as _};
 use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
@@ -67,93 +67,26 @@ fn prefix(index: &ExecutionIndex) -> Vec<u8> {
     key
 }
 
-/// What the indexes need of a record, read without decoding the rest.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-struct Indexed {
-    #[serde(default)]
-    org: Option<String>,
-    script_id: Option<String>,
-    status: ExecutionStatus,
-}
-
-/// The script index an execution is under: its script's, else (ad-hoc)
-/// none for the default organization and `~<id>` for another.
-fn script_slot(script_id: &Option<String>, org: &Option<String>) -> Option<String> {
-    script_id
-        .clone()
-        .or_else(|| org.as_ref().map(|org| format!("~{org}")))
-}
-
-impl Indexed {
-    fn script_slot(&self) -> Option<String> {
-        script_slot(&self.script_id, &self.org)
+fn keys(indexed: &Indexed, id: &str) -> Vec<Vec<u8>> {
+    let mut indexes = vec![
+        ExecutionIndex::Script(indexed.script_slot()),
+        ExecutionIndex::Status(indexed.status),
+    ];
+    if let Some(org) = &indexed.org {
+        indexes.push(ExecutionIndex::Org(org.clone()));
     }
-
-    fn of(record: &ExecutionRecord) -> Self {
-        Self {
-            org: record.org.clone(),
-            script_id: record.script_id.clone(),
-            status: record.status,
-        }
-    }
-
-    fn keys(&self, id: &str) -> Vec<Vec<u8>> {
-        let mut indexes = vec![
-            ExecutionIndex::Script(self.script_slot()),
-            ExecutionIndex::Status(self.status),
-        ];
-        if let Some(org) = &self.org {
-            indexes.push(ExecutionIndex::Org(org.clone()));
-        }
-        indexes
-            .iter()
-            .map(|index| [prefix(index), id.as_bytes().to_vec()].concat())
-            .collect()
-    }
+    indexes
+        .iter()
+        .map(|index| [prefix(index), id.as_bytes().to_vec()].concat())
+        .collect()
 }
 
 #[derive(Debug, Default)]
 struct Counts {
-    status: HashMap<ExecutionStatus, u64>,
-    script: HashMap<Option<String>, u64>,
-    /// Executions per organization but the default (bounded by the
-    /// organizations).
-    org: HashMap<String, u64>,
+    index: IndexCounts,
     /// The state of each queued or running execution (bounded by the queue
     /// and the workers).
     live: HashMap<String, ExecutionStatus>,
-}
-
-impl Counts {
-    fn add(&mut self, entry: &Indexed) {
-        *self.status.entry(entry.status).or_default() += 1;
-        *self.script.entry(entry.script_slot()).or_default() += 1;
-        if let Some(org) = &entry.org {
-            *self.org.entry(org.clone()).or_default() += 1;
-        }
-    }
-
-    fn remove(&mut self, entry: &Indexed) {
-        if let Some(n) = self.status.get_mut(&entry.status) {
-            *n = n.saturating_sub(1);
-        }
-        let slot = entry.script_slot();
-        if let Some(n) = self.script.get_mut(&slot) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                // One entry per script that has executions, no more.
-                self.script.remove(&slot);
-            }
-        }
-        if let Some(org) = &entry.org
-            && let Some(n) = self.org.get_mut(org)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.org.remove(org);
-            }
-        }
-    }
 }
 
 /// The locks and counters kept beside the executions tree.
@@ -172,13 +105,14 @@ impl ExecutionIndexes {
             let (key, _) = entry.map_err(backend)?;
             if let Some(name) = index_name(&key) {
                 let script = (!name.is_empty()).then(|| String::from_utf8_lossy(name).into());
-                *counts.script.entry(script).or_default() += 1;
+                *counts.index.script.entry(script).or_default() += 1;
             }
         }
         for entry in tree.range([ORG_INDEX]..[ORG_INDEX + 1]) {
             let (key, _) = entry.map_err(backend)?;
             if let Some(org) = index_name(&key) {
                 *counts
+                    .index
                     .org
                     .entry(String::from_utf8_lossy(org).into_owned())
                     .or_default() += 1;
@@ -192,7 +126,7 @@ impl ExecutionIndexes {
                     .find(|s| s.as_str().as_bytes() == name)
             });
             if let Some(status) = status {
-                *counts.status.entry(status).or_default() += 1;
+                *counts.index.status.entry(status).or_default() += 1;
             }
         }
         for entry in tree.range([LIVE_INDEX]..[LIVE_INDEX + 1]) {
@@ -200,7 +134,7 @@ impl ExecutionIndexes {
             let id = &key[1..];
             let record = tree.get(id).map_err(backend)?;
             if let Some(Indexed { status, .. }) = record.and_then(|b| decode(&b).ok()) {
-                *counts.status.entry(status).or_default() += 1;
+                *counts.index.status.entry(status).or_default() += 1;
                 counts
                     .live
                     .insert(String::from_utf8_lossy(id).into_owned(), status);
@@ -279,7 +213,7 @@ pub(super) fn index_all(tree: &sled::Tree) -> Result<(), StoreError> {
             tracing::error!(id = %String::from_utf8_lossy(&id), "an unreadable execution is left out of the indexes");
             continue;
         };
-        for key in indexed.keys(&String::from_utf8_lossy(&id)) {
+        for key in keys(&indexed, &String::from_utf8_lossy(&id)) {
             tree.insert(key, &[]).map_err(backend)?;
         }
     }
@@ -383,8 +317,8 @@ impl SledStore {
         before: Option<&Indexed>,
     ) -> Result<(), StoreError> {
         let id = execution.id.as_str();
-        let new_keys = Indexed::of(execution).keys(id);
-        let old_keys = before.map(|b| b.keys(id));
+        let new_keys = keys(&Indexed::of(execution), id);
+        let old_keys = before.map(|b| keys(b, id));
         let is_old = |key: &Vec<u8>| old_keys.as_ref().is_some_and(|old| old.contains(key));
         for key in new_keys.iter().filter(|key| !is_old(key)) {
             self.executions.insert(key, &[]).map_err(backend)?;
@@ -407,14 +341,14 @@ impl SledStore {
     fn count(&self, record: &ExecutionRecord, before: Option<&Indexed>, after: &Indexed) {
         let id = record.id.as_str();
         if after.status.is_final() && before.is_none_or(|b| !b.status.is_final()) {
-            self.pending_usage.add(record);
+            self.pending_usage.usage.add(record);
         }
         let mut counts = self.execution_indexes.counts();
         if before != Some(after) {
             if let Some(before) = before {
-                counts.remove(before);
+                counts.index.remove(before);
             }
-            counts.add(after);
+            counts.index.add(after);
         }
         if after.status.is_final() {
             counts.live.remove(id);
@@ -534,24 +468,11 @@ impl ExecutionStore for SledStore {
     }
 
     fn count_executions(&self, index: &ExecutionIndex) -> u64 {
-        let counts = self.execution_indexes.counts();
-        match index {
-            ExecutionIndex::All => counts.status.values().sum(),
-            ExecutionIndex::Script(script) => counts.script.get(script).copied().unwrap_or(0),
-            ExecutionIndex::Status(status) => counts.status.get(status).copied().unwrap_or(0),
-            ExecutionIndex::Org(org) if org == DEFAULT_ORG => {
-                let all: u64 = counts.status.values().sum();
-                all.saturating_sub(counts.org.values().sum())
-            }
-            ExecutionIndex::Org(org) => counts.org.get(org).copied().unwrap_or(0),
-        }
+        self.execution_indexes.counts().index.count(index)
     }
 
     fn executions_per_script(&self) -> Vec<(Option<String>, u64)> {
-        let counts = self.execution_indexes.counts();
-        let mut scripts: Vec<_> = counts.script.iter().map(|(s, n)| (s.clone(), *n)).collect();
-        scripts.sort();
-        scripts
+        self.execution_indexes.counts().index.per_script()
     }
 
     async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError> {
@@ -570,10 +491,10 @@ impl ExecutionStore for SledStore {
             return Ok(Removal::NotFinal(indexed.status));
         }
         self.executions.remove(id.as_bytes()).map_err(backend)?;
-        for key in indexed.keys(id) {
+        for key in keys(&indexed, id) {
             self.executions.remove(key).map_err(backend)?;
         }
-        self.execution_indexes.counts().remove(&indexed);
+        self.execution_indexes.counts().index.remove(&indexed);
         Ok(Removal::Removed)
     }
 }
@@ -802,18 +723,22 @@ mod tests {
             // entry of a record that moved on, and entries of a record
             // never written.
             let stray = [
-                Indexed {
-                    org: None,
-                    script_id: Some("s".into()),
-                    status: ExecutionStatus::Running,
-                }
-                .keys(&done),
-                Indexed {
-                    org: None,
-                    script_id: Some("s".into()),
-                    status: ExecutionStatus::Queued,
-                }
-                .keys(&gone),
+                keys(
+                    &Indexed {
+                        org: None,
+                        script_id: Some("s".into()),
+                        status: ExecutionStatus::Running,
+                    },
+                    &done,
+                ),
+                keys(
+                    &Indexed {
+                        org: None,
+                        script_id: Some("s".into()),
+                        status: ExecutionStatus::Queued,
+                    },
+                    &gone,
+                ),
             ];
             for key in stray.iter().flatten() {
                 store.executions.insert(key, &[]).unwrap();
@@ -830,7 +755,7 @@ mod tests {
         );
         assert_eq!(store.execution_counts(), [(ExecutionStatus::Completed, 1)]);
         // A store closed cleanly is not repaired (nor needs to be).
-        store.close().unwrap();
+        store.close().await.unwrap();
         drop(store);
         let store = reopen(dir.path()).unwrap();
         assert_eq!(store.count_executions(&ExecutionIndex::All), 1);
@@ -936,7 +861,7 @@ mod tests {
             .hold_execution(&execution(&f, None, ExecutionStatus::Queued))
             .await
             .unwrap();
-        store.close().unwrap();
+        store.close().await.unwrap();
         drop(store);
         let store = reopen(dir.path()).unwrap();
         let queued = store

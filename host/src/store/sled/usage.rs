@@ -15,22 +15,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{SledStore, backend, decode, encode};
+use crate::store::pending_usage::{PendingUsage, RowKey as Key, kind, merge_into_rows, selection};
 use crate::store::usage::{Grain, Scope, UsageRollup, UsageRow, UsageStore};
 use crate::store::{ExecutionRecord, StoreError};
-
-/// The kind of row, by grain and whether it is one script's.
-fn tag(grain: Grain, per_script: bool) -> u8 {
-    match (grain, per_script) {
-        (Grain::Hour, false) => b'A',
-        (Grain::Hour, true) => b'H',
-        (Grain::Day, false) => b'E',
-        (Grain::Day, true) => b'D',
-    }
-}
-
-/// A row's key: tag, bucket, organization (`None`: the default), script
-/// (`None` for totals and ad-hoc runs).
-type Key = (u8, String, Option<String>, Option<String>);
 
 fn encode_key((tag, bucket, org, script): &Key) -> Vec<u8> {
     let org = org.as_deref().map(|org| format!("~{org}/"));
@@ -59,53 +46,18 @@ fn decode_key(key: &[u8]) -> Option<(String, Option<String>, Option<String>)> {
     ))
 }
 
-/// The key's organization field for `org`.
-fn org_key(org: &str) -> Option<String> {
-    crate::store::orgs::org_field(org)
-}
-
-/// Rollup changes not yet in the tree. The map is bounded by the buckets
-/// and scripts of what ended since the last flush (each flush empties it).
+/// The pending rollups, and the lock held while they move into the tree
+/// and while a reader merges both, so a reader never sees a change twice or
+/// not at all.
 #[derive(Default)]
-pub(super) struct PendingUsage {
-    changes: Mutex<HashMap<Key, UsageRollup>>,
-    /// Held while changes move into the tree and while a reader merges
-    /// both, so a reader never sees a change twice or not at all.
+pub(super) struct Pending {
+    pub(super) usage: PendingUsage,
     moving: Mutex<()>,
 }
 
-impl PendingUsage {
-    /// Counts a record that just became final, in each of its four rows.
-    pub(super) fn add(&self, record: &ExecutionRecord) {
-        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
-        for grain in Grain::ALL {
-            let bucket = grain.bucket(&record.created_at);
-            for per_script in [false, true] {
-                let script = per_script.then(|| record.script_id.clone()).flatten();
-                let key = (
-                    tag(grain, per_script),
-                    bucket.to_owned(),
-                    record.org.clone(),
-                    script,
-                );
-                changes.entry(key).or_default().add(record);
-            }
-        }
-    }
-
+impl Pending {
     fn moving(&self) -> MutexGuard<'_, ()> {
         self.moving.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn take(&self) -> HashMap<Key, UsageRollup> {
-        std::mem::take(&mut *self.changes.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn snapshot(&self) -> HashMap<Key, UsageRollup> {
-        self.changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 }
 
@@ -146,7 +98,7 @@ impl SledStore {
     /// Moves the rollup changes into the tree (before a flush).
     pub(super) fn write_usage(&self) -> Result<(), StoreError> {
         let _moving = self.pending_usage.moving();
-        let changes = self.pending_usage.take();
+        let changes = self.pending_usage.usage.take();
         if changes.is_empty() {
             return Ok(());
         }
@@ -166,12 +118,7 @@ impl UsageStore for SledStore {
         scope: Scope<'_>,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let (first, last) = (grain.bucket_at(from_ms), grain.bucket_at(to_ms));
-        let (org, per_script) = match scope {
-            Scope::Total(org) => (org, false),
-            Scope::PerScript(org) | Scope::Script(org, _) => (org, true),
-        };
-        let org = org_key(org);
-        let tag = tag(grain, per_script);
+        let (tag, org) = selection(grain, scope);
         let _moving = self.pending_usage.moving();
         let mut rows: Vec<UsageRow> = Vec::new();
         let mut push = |key: &[u8], bytes: &[u8]| -> Result<(), StoreError> {
@@ -216,30 +163,13 @@ impl UsageStore for SledStore {
                 push(&key, &bytes)?;
             }
         }
-        for ((row_tag, bucket, row_org, script_id), change) in self.pending_usage.snapshot() {
-            let wanted = row_tag == tag
-                && row_org == org
-                && (first.as_str()..=last.as_str()).contains(&bucket.as_str())
-                && match scope {
-                    Scope::Script(_, script) => script_id.as_deref() == script,
-                    Scope::Total(_) | Scope::PerScript(_) => true,
-                };
-            if !wanted {
-                continue;
-            }
-            match rows
-                .iter_mut()
-                .find(|r| r.bucket == bucket && r.script_id == script_id)
-            {
-                Some(row) => row.usage.merge(&change),
-                None => rows.push(UsageRow {
-                    bucket,
-                    script_id,
-                    usage: change,
-                }),
-            }
-        }
-        rows.sort_by(|a, b| (&a.bucket, &a.script_id).cmp(&(&b.bucket, &b.script_id)));
+        merge_into_rows(
+            &mut rows,
+            self.pending_usage.usage.snapshot(),
+            grain,
+            (&first, &last),
+            scope,
+        );
         Ok(rows)
     }
 
@@ -249,7 +179,7 @@ impl UsageStore for SledStore {
             // The bucket `before_ms` falls in has not ended: kept.
             let bucket = grain.bucket_at(before_ms);
             for per_script in [false, true] {
-                let tag = tag(grain, per_script);
+                let tag = kind(grain, per_script);
                 let end = [&[tag][..], bucket.as_bytes()].concat();
                 for entry in self.usage.range([tag].as_slice()..end.as_slice()) {
                     if removed == limit {
@@ -349,7 +279,7 @@ mod tests {
             )
             .await;
         assert!(earlier.unwrap().is_empty());
-        store.close().unwrap();
+        store.close().await.unwrap();
         drop(store);
 
         let store = reopen(dir.path()).unwrap();

@@ -2,13 +2,13 @@
 -- types), with the columns lookups, uniqueness and ordering need beside it.
 
 CREATE TABLE orgs (
-    id     text PRIMARY KEY,
+    id     text COLLATE "C" PRIMARY KEY,
     name   text NOT NULL UNIQUE,
     record jsonb NOT NULL
 );
 
 CREATE TABLE schedules (
-    id     text PRIMARY KEY,
+    id     text COLLATE "C" PRIMARY KEY,
     record jsonb NOT NULL
 );
 
@@ -22,13 +22,13 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_claimed ON idempotency_keys (claimed_ms);
 
 CREATE TABLE webhooks (
-    id     text PRIMARY KEY,
+    id     text COLLATE "C" PRIMARY KEY,
     record jsonb NOT NULL
 );
 
 -- Pending deliveries, read by due time.
 CREATE TABLE webhook_outbox (
-    id              text PRIMARY KEY,
+    id              text COLLATE "C" PRIMARY KEY,
     webhook_id      text NOT NULL,
     next_attempt_ms bigint NOT NULL,
     record          jsonb NOT NULL
@@ -39,20 +39,20 @@ CREATE INDEX webhook_outbox_webhook ON webhook_outbox (webhook_id);
 -- The attempt log; ids are UUIDv7, so id order is time order.
 CREATE TABLE webhook_attempts (
     webhook_id text NOT NULL,
-    id         text NOT NULL,
+    id         text COLLATE "C" NOT NULL,
     record     jsonb NOT NULL,
     PRIMARY KEY (webhook_id, id)
 );
 CREATE INDEX webhook_attempts_age ON webhook_attempts (id);
 
 CREATE TABLE users (
-    id       text PRIMARY KEY,
+    id       text COLLATE "C" PRIMARY KEY,
     username text NOT NULL UNIQUE,
     record   jsonb NOT NULL
 );
 
 CREATE TABLE api_keys (
-    id       text PRIMARY KEY,
+    id       text COLLATE "C" PRIMARY KEY,
     hash     text NOT NULL UNIQUE,
     owner_id text NOT NULL,
     record   jsonb NOT NULL
@@ -60,7 +60,7 @@ CREATE TABLE api_keys (
 CREATE INDEX api_keys_owner ON api_keys (owner_id);
 
 CREATE TABLE sessions (
-    id         text PRIMARY KEY,
+    id         text COLLATE "C" PRIMARY KEY,
     user_id    text NOT NULL,
     expires_ms bigint NOT NULL,
     revoked    boolean NOT NULL,
@@ -78,8 +78,71 @@ CREATE TABLE refresh_tokens (
 -- The audit log: an organization's entries by UUIDv7 id (time order).
 CREATE TABLE audit (
     org    text NOT NULL,
-    id     text NOT NULL,
+    id     text COLLATE "C" NOT NULL,
     record jsonb NOT NULL,
     PRIMARY KEY (org, id)
 );
 CREATE INDEX audit_age ON audit (id);
+
+-- Scripts: a name is unique within its organization (`org` is the
+-- organization's id, `default` included).
+CREATE TABLE scripts (
+    id     text COLLATE "C" PRIMARY KEY,
+    org    text NOT NULL,
+    name   text NOT NULL,
+    record jsonb NOT NULL,
+    UNIQUE (org, name)
+);
+
+-- Every kept version's content and its record.
+CREATE TABLE script_versions (
+    script_id text NOT NULL,
+    version   bigint NOT NULL,
+    content   bytea NOT NULL,
+    record    jsonb NOT NULL,
+    PRIMARY KEY (script_id, version)
+);
+
+-- A script's key-value store; keys in byte order.
+CREATE TABLE script_kv (
+    script_id text NOT NULL,
+    key       text COLLATE "C" NOT NULL,
+    value     bytea NOT NULL,
+    PRIMARY KEY (script_id, key)
+);
+
+CREATE TABLE script_config (
+    script_id text PRIMARY KEY,
+    "values"  jsonb NOT NULL
+);
+
+-- By `<org>/<name>` (just the name in the default organization).
+CREATE TABLE shared_secrets (
+    key    text COLLATE "C" PRIMARY KEY,
+    record jsonb NOT NULL
+);
+
+-- Executions by UUIDv7 id (creation order), with one index per walk:
+-- `script_slot` is the script's id, '' for the default organization's
+-- ad-hoc runs and `~<org>` for another's.
+CREATE TABLE executions (
+    id          text COLLATE "C" PRIMARY KEY,
+    org         text NOT NULL,
+    script_slot text NOT NULL,
+    status      text NOT NULL,
+    record      jsonb NOT NULL
+);
+CREATE INDEX executions_script ON executions (script_slot, id);
+CREATE INDEX executions_status ON executions (status, id);
+CREATE INDEX executions_org ON executions (org, id);
+
+-- Usage rollups (`store/pending_usage.rs`): `kind` is the grain and
+-- whether the row is one script's; '' is no script (totals, ad-hoc runs).
+CREATE TABLE usage_rollups (
+    kind   "char" NOT NULL,
+    bucket text COLLATE "C" NOT NULL,
+    org    text NOT NULL,
+    script text NOT NULL,
+    record jsonb NOT NULL,
+    PRIMARY KEY (kind, bucket, org, script)
+);

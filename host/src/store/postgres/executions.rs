@@ -1,0 +1,255 @@
+//! The PostgreSQL side of [`ExecutionStore`]: `executions` by UUIDv7 id,
+//! with an index per walk (script slot, status, organization). Walks read
+//! a page at a time from where the last page ended, so a visitor that stops
+//! early reads no more.
+//!
+//! Nothing is held in memory: [`ExecutionStore::hold_execution`] writes at
+//! once, so every node sees every execution. The counters
+//! [`ExecutionStore::count_executions`] reads are in memory (it is called
+//! where nothing can wait); this node's writes move them, and they are read
+//! again from the table every [`COUNTS_REFRESH`], for the other nodes'.
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::postgres::PgPool;
+use sqlx::{QueryBuilder, Row as _};
+
+use super::{PgStore, backend, decode, encode, one};
+use crate::store::executions::{
+    ExecutionIndex, ExecutionStore, ExecutionWalk, IndexCounts, Indexed, Removal,
+};
+use crate::store::orgs::{InOrg as _, org_field};
+use crate::store::{ExecutionRecord, ExecutionStatus, StoreError, lowest_id_at};
+
+/// Records read per query of a walk.
+const WALK_PAGE: i64 = 256;
+
+/// How often the counters are read again from the table.
+pub(super) const COUNTS_REFRESH: Duration = Duration::from_secs(10);
+
+pub(super) type Counts = Arc<Mutex<IndexCounts>>;
+
+fn lock(counts: &Counts) -> std::sync::MutexGuard<'_, IndexCounts> {
+    counts.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The script slot column of an index entry (`Indexed::script_slot`, with
+/// '' for none).
+fn slot(indexed: &Indexed) -> String {
+    indexed.script_slot().unwrap_or_default()
+}
+
+fn status_of(name: &str) -> Result<ExecutionStatus, StoreError> {
+    ExecutionStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown execution status {name:?}")))
+}
+
+/// Every counter, read from the table (one group per organization, script
+/// and status: bounded by the scripts, not the executions).
+pub(super) async fn load_counts(pool: &PgPool) -> Result<IndexCounts, StoreError> {
+    let rows = sqlx::query(
+        "SELECT org, script_slot, status, count(*) AS n FROM executions
+         GROUP BY org, script_slot, status",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(backend)?;
+    let mut counts = IndexCounts::default();
+    for row in rows {
+        let org = org_field(row.get("org"));
+        let slot: String = row.get("script_slot");
+        // An ad-hoc slot names no script: `~<org>` is the slot itself.
+        let script_id = (!slot.is_empty() && !slot.starts_with('~')).then_some(slot);
+        let indexed = Indexed {
+            org,
+            script_id,
+            status: status_of(row.get("status"))?,
+        };
+        counts.add_n(&indexed, u64::try_from(row.get::<i64, _>("n")).unwrap_or(0));
+    }
+    Ok(counts)
+}
+
+/// Adds `walk`'s index to a query's conditions.
+fn push_index(query: &mut QueryBuilder<'_, sqlx::Postgres>, index: &ExecutionIndex) {
+    match index {
+        ExecutionIndex::All => {}
+        ExecutionIndex::Org(org) => {
+            query.push(" AND org = ").push_bind(org.clone());
+        }
+        ExecutionIndex::Script(script) => {
+            query
+                .push(" AND script_slot = ")
+                .push_bind(script.clone().unwrap_or_default());
+        }
+        ExecutionIndex::Status(status) => {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+    }
+}
+
+impl PgStore {
+    fn counts(&self) -> std::sync::MutexGuard<'_, IndexCounts> {
+        lock(&self.execution_counts)
+    }
+
+    /// One page of `walk` after `from` (an id) in its order.
+    async fn walk_page(
+        &self,
+        walk: &ExecutionWalk,
+        from: Option<&str>,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let mut query = QueryBuilder::new("SELECT record FROM executions WHERE true");
+        push_index(&mut query, &walk.index);
+        if let Some(ms) = walk.created_from_ms {
+            query.push(" AND id >= ").push_bind(lowest_id_at(ms));
+        }
+        if let Some(ms) = walk.created_until_ms {
+            query.push(" AND id < ").push_bind(lowest_id_at(ms));
+        }
+        let beyond = if walk.newest_first {
+            " AND id < "
+        } else {
+            " AND id > "
+        };
+        for after in [walk.after.as_deref(), from].into_iter().flatten() {
+            query.push(beyond).push_bind(after.to_owned());
+        }
+        query.push(if walk.newest_first {
+            " ORDER BY id DESC"
+        } else {
+            " ORDER BY id"
+        });
+        query.push(" LIMIT ").push_bind(WALK_PAGE);
+        let rows = query.build().fetch_all(&self.pool).await.map_err(backend)?;
+        rows.into_iter()
+            .map(|row| decode(row.get("record")))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl ExecutionStore for PgStore {
+    async fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        let after = Indexed::of(execution);
+        // The state it had, from the same statement's snapshot: the
+        // counters move from it, and a record that just became final is
+        // added to its usage rollups once.
+        let row = sqlx::query(
+            "WITH before AS (SELECT status FROM executions WHERE id = $1)
+             INSERT INTO executions (id, org, script_slot, status, record)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, record = EXCLUDED.record
+             RETURNING (SELECT status FROM before) AS before",
+        )
+        .bind(&execution.id)
+        .bind(execution.org())
+        .bind(slot(&after))
+        .bind(execution.status.as_str())
+        .bind(encode(execution)?)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        let before = row
+            .get::<Option<String>, _>("before")
+            .map(|name| status_of(&name))
+            .transpose()?;
+        if after.status.is_final() && before.is_none_or(|s| !s.is_final()) {
+            self.pending_usage.add(execution);
+        }
+        if before != Some(after.status) {
+            let mut counts = self.counts();
+            if let Some(status) = before {
+                // Its organization and script never change.
+                counts.remove(&Indexed {
+                    status,
+                    ..after.clone()
+                });
+            }
+            counts.add(&after);
+        }
+        Ok(())
+    }
+
+    async fn hold_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        // Written at once: another node may claim it.
+        self.put_execution(execution).await
+    }
+
+    async fn keep_execution(&self, _id: &str) -> Result<(), StoreError> {
+        // Nothing is held.
+        Ok(())
+    }
+
+    async fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        one(
+            &self.pool,
+            "SELECT record FROM executions WHERE id = $1",
+            id,
+        )
+        .await
+    }
+
+    async fn walk_executions(
+        &self,
+        walk: &ExecutionWalk,
+        visit: &mut (dyn FnMut(ExecutionRecord) -> ControlFlow<()> + Send),
+    ) -> Result<(), StoreError> {
+        let mut from: Option<String> = None;
+        loop {
+            let page = self.walk_page(walk, from.as_deref()).await?;
+            let full = page.len() as i64 == WALK_PAGE;
+            for record in page {
+                from = Some(record.id.clone());
+                if visit(record).is_break() {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn count_executions(&self, index: &ExecutionIndex) -> u64 {
+        self.counts().count(index)
+    }
+
+    fn executions_per_script(&self) -> Vec<(Option<String>, u64)> {
+        self.counts().per_script()
+    }
+
+    async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError> {
+        let finals: Vec<&str> = ExecutionStatus::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| s.as_str())
+            .collect();
+        let deleted = sqlx::query(
+            "DELETE FROM executions WHERE id = $1 AND status = ANY($2) RETURNING record",
+        )
+        .bind(id)
+        .bind(&finals)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = deleted {
+            let indexed: Indexed = decode(row.get("record"))?;
+            self.counts().remove(&indexed);
+            return Ok(Removal::Removed);
+        }
+        let left = sqlx::query("SELECT status FROM executions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        match left {
+            Some(row) => Ok(Removal::NotFinal(status_of(row.get("status"))?)),
+            None => Ok(Removal::Missing),
+        }
+    }
+}
