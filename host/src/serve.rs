@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::jobs::{self, Jobs};
 use crate::metrics::Metrics;
 use crate::runtimes::Runtimes;
-use crate::store::{SledStore, Store};
+use crate::store::{PgStore, SledStore, Store};
 
 /// Runs the server until a shutdown signal.
 ///
@@ -287,14 +287,26 @@ pub(crate) async fn assemble_with(
         crate::vault::Vault::open(config.auth.master_key.as_ref(), data)
             .context("cannot open the master key")?,
     );
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open_with(
-            &data.join("db"),
-            config.server.store_cache_mb.saturating_mul(1 << 20),
-            syncer,
-        )
-        .with_context(|| format!("cannot open the store in {}", data.display()))?,
-    );
+    let store: Arc<dyn Store> = match &config.store.url {
+        Some(url) => {
+            let store = PgStore::connect(&url.0)
+                .await
+                .context("cannot open the PostgreSQL store (store.url)")?;
+            store
+                .claim_node()
+                .await
+                .context("cannot open the PostgreSQL store (store.url)")?;
+            Arc::new(store)
+        }
+        None => Arc::new(
+            SledStore::open_with(
+                &data.join("db"),
+                config.server.store_cache_mb.saturating_mul(1 << 20),
+                syncer,
+            )
+            .with_context(|| format!("cannot open the store in {}", data.display()))?,
+        ),
+    };
     let auth = Arc::new(
         crate::auth::Auth::open(store.clone(), &config)
             .await

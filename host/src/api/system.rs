@@ -27,26 +27,68 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 pub struct Health {
     #[schema(example = "ok")]
     status: &'static str,
+    /// The store the node keeps its records in (`/readyz` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreHealth>,
+}
+
+/// Which store a node uses, and whether it answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreHealth {
+    /// `sled` (embedded) or `postgres`.
+    #[schema(example = "sled")]
+    kind: &'static str,
+    /// `ok`, or `unavailable` (then `error` says why).
+    #[schema(example = "ok")]
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl StoreHealth {
+    async fn of(store: &dyn crate::store::Store) -> Self {
+        let checked = store.check().await;
+        Self {
+            kind: store.kind(),
+            status: if checked.is_ok() { "ok" } else { "unavailable" },
+            error: checked.err().map(|e| e.to_string()),
+        }
+    }
 }
 
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "system",
     responses((status = 200, description = "Alive", body = Health)))]
 async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+    axum::Json(Health {
+        status: "ok",
+        store: None,
+    })
 }
 
 /// Readiness: the node has started (its store opened, its engine built,
-/// both language runtimes loaded) and is not draining. It reads the node's
-/// phase only; a store that fails later shows in the answers that need it.
+/// both language runtimes loaded), is not draining, and its store answers
+/// (PostgreSQL can go away and come back; sled always answers).
 #[utoipa::path(get, path = "/readyz", operation_id = "readiness", tag = "system",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Starting (the message says which runtime it is loading, and for how long) or draining", body = ErrorEnvelope),
+        (status = 503, description = "Starting (the message says which runtime it is loading, and for how long), draining, or its store does not answer", body = ErrorEnvelope),
     ))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     match state.lifecycle.phase() {
-        Phase::Ready => Ok(axum::Json(Health { status: "ready" })),
+        Phase::Ready => {
+            let store = StoreHealth::of(state.store.as_ref()).await;
+            if let Some(error) = store.error {
+                return Err(ApiError::Unavailable(format!(
+                    "the store ({}) does not answer: {error}",
+                    store.kind
+                )));
+            }
+            Ok(axum::Json(Health {
+                status: "ready",
+                store: Some(store),
+            }))
+        }
         Phase::Starting => Err(ApiError::Unavailable(state.lifecycle.starting_detail())),
         Phase::Draining => Err(ApiError::Unavailable(
             "draining: this node is shutting down".into(),
@@ -76,6 +118,7 @@ pub struct ServerStatus {
     queue_depth: usize,
     queue_capacity: usize,
     running: usize,
+    store: StoreHealth,
     /// Stored executions by status.
     executions_by_status: BTreeMap<&'static str, u64>,
     /// Records of the families that grow with use (executions, audit
@@ -106,6 +149,7 @@ async fn status(State(state): State<AppState>) -> Result<axum::Json<ServerStatus
         queue_depth: state.jobs.queued(),
         queue_capacity: state.config.workers.queue_capacity,
         running: state.jobs.running(),
+        store: StoreHealth::of(state.store.as_ref()).await,
         executions_by_status,
         records: state
             .store

@@ -126,6 +126,14 @@ sections! {
         metrics_per_org: bool = false,
     }
 
+    /// Where the records are kept: sled in `<data_dir>/db` unless `url`
+    /// names a PostgreSQL database.
+    store: StoreConfig / StoreLayer {
+        /// `postgres://user:password@host:5432/database` (`KILN_STORE_URL`):
+        /// the PostgreSQL store. Unset: sled, embedded.
+        url: Option<Secret> = None,
+    }
+
     /// What `kiln serve` logs to stderr, and how. Which events is
     /// `KILN_LOG` (e.g. `info`, `kiln=debug`; default `warn`).
     log: LogConfig / LogLayer {

@@ -1,6 +1,7 @@
-//! Durable state. Handlers and workers talk to the [`Store`] trait; sled is
-//! its one implementation today (`sled.rs` and `sled/`), so a replicated engine can take
-//! its place later without touching them.
+//! Durable state. Handlers and workers talk to the [`Store`] trait: sled,
+//! embedded (`sled.rs` and `sled/`), by default, or PostgreSQL
+//! (`postgres/`) when `store.url` names a database. One conformance suite
+//! (`conformance.rs`) holds both to the same contract.
 
 pub mod auth;
 #[cfg(test)]
@@ -11,9 +12,7 @@ mod group_commit;
 mod held;
 pub mod idempotency;
 pub mod orgs;
-// Not selectable until it holds every record family (issue 25): tests only.
 mod pending_usage;
-#[cfg(test)]
 mod postgres;
 mod records;
 pub mod schedules;
@@ -31,6 +30,7 @@ use std::pin::Pin;
 
 pub use self::disk_sync::{FileSyncer, Fsync};
 pub use self::idempotency::{Claim, IDEMPOTENCY_TTL_MS, StoredResponse};
+pub use self::postgres::PgStore;
 pub use self::records::{
     ClampedLimit, ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language,
     LimitName, OutboundRequest, Overlap, Priority, ScheduleRecord, ScriptKind, ScriptLimits,
@@ -96,6 +96,10 @@ pub trait Store:
     + Send
     + Sync
 {
+    /// Which store this is: `sled` or `postgres`.
+    fn kind(&self) -> &'static str;
+    /// Whether the store answers now (`/readyz`, `/v1/status`).
+    fn check(&self) -> FlushFuture<'_>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Makes every change so far durable (a sled flush and a sync of its

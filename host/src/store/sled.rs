@@ -477,6 +477,15 @@ impl SledStore {
 const CLEAN: &str = "closed_cleanly";
 
 impl Store for SledStore {
+    fn kind(&self) -> &'static str {
+        "sled"
+    }
+
+    /// Embedded: it answers while the process runs.
+    fn check(&self) -> FlushFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn close(&self) -> FlushFuture<'_> {
         Box::pin(std::future::ready(self.close_now()))
     }

@@ -11,8 +11,6 @@
 //! that locks the row (`SELECT … FOR UPDATE`), so `change` runs once.
 
 mod auth;
-#[cfg(test)]
-pub(crate) mod cluster;
 mod executions;
 mod idempotency;
 mod orgs;
@@ -40,6 +38,14 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_records.s
 /// starting together migrate one after the other. Any fixed number: "kiln".
 const MIGRATION_LOCK: i64 = 0x6b69_6c6e;
 
+/// How long a health check waits for the database.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Held (a session-level advisory lock, on a connection of its own) by the
+/// node that uses the database, until executions are claimed through the
+/// database: one node per database until then.
+const NODE_LOCK: i64 = 0x6b69_6c6e_0001;
+
 /// Connections one node keeps to the database.
 const MAX_CONNECTIONS: u32 = 16;
 
@@ -60,6 +66,8 @@ pub struct PgStore {
     /// with the execution counters.
     gauges: Arc<Gauges>,
     flushes: AtomicU64,
+    /// The connection holding [`NODE_LOCK`], once taken.
+    node_lock: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
 
 /// The database's size and the rows of the families that grow with use.
@@ -256,6 +264,7 @@ impl PgStore {
             usage_moving: tokio::sync::RwLock::const_new(()),
             gauges,
             flushes: AtomicU64::new(0),
+            node_lock: tokio::sync::Mutex::const_new(None),
         };
         store.ensure_default_org().await?;
         refresh(
@@ -266,11 +275,41 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Makes this the one node using the database, or refuses if another
+    /// is: queued executions are not yet claimed through the database, so
+    /// two nodes would both run (and recover) them.
+    ///
+    /// # Errors
+    ///
+    /// Another node holds the database, or it cannot be reached.
+    pub async fn claim_node(&self) -> Result<(), StoreError> {
+        let mut held = self.node_lock.lock().await;
+        if held.is_some() {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await.map_err(backend)?.detach();
+        let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS taken")
+            .bind(NODE_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(backend)?;
+        if !row.try_get::<bool, _>("taken").map_err(backend)? {
+            return Err(StoreError::Refused(
+                "another Kiln node uses this database; one node per database for now \
+                 (docs/scaling.md)"
+                    .into(),
+            ));
+        }
+        *held = Some(conn);
+        Ok(())
+    }
+
     /// The schema version this database is at.
     ///
     /// # Errors
     ///
     /// The database cannot be read.
+    #[cfg(test)]
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT coalesce(max(version), 0) AS v FROM kiln_schema")
             .fetch_one(&self.pool)
@@ -281,6 +320,23 @@ impl PgStore {
 }
 
 impl Store for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn check(&self) -> FlushFuture<'_> {
+        Box::pin(async move {
+            let ping = sqlx::query("SELECT 1").execute(&self.pool);
+            match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+                Ok(answer) => answer.map(|_| ()).map_err(backend),
+                Err(_) => Err(StoreError::Backend(format!(
+                    "no answer within {} s",
+                    CHECK_TIMEOUT.as_secs()
+                ))),
+            }
+        })
+    }
+
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.gauges.size_bytes.load(Ordering::Relaxed))
     }
@@ -316,6 +372,9 @@ impl Store for PgStore {
     fn close(&self) -> FlushFuture<'_> {
         Box::pin(async move {
             self.flush().await?;
+            if let Some(conn) = self.node_lock.lock().await.take() {
+                let _ = conn.close().await;
+            }
             self.pool.close().await;
             Ok(())
         })
@@ -386,20 +445,22 @@ async fn apply_missing(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> 
 mod tests {
     use super::*;
 
-    /// A fresh database on a throwaway cluster of its own.
-    async fn store() -> (PgStore, cluster::Database) {
-        let database = cluster::Database::create().await;
-        let store = PgStore::connect(&database.url).await.unwrap();
-        (store, database)
+    /// A fresh database of the test process's throwaway cluster.
+    fn database() -> String {
+        kiln_testpg::shared().fresh_database()
+    }
+
+    async fn store() -> PgStore {
+        PgStore::connect(&database()).await.unwrap()
     }
 
     #[tokio::test]
     async fn nodes_starting_together_migrate_once() {
-        let database = cluster::Database::create().await;
+        let url = database();
         let (a, b, c) = tokio::join!(
-            PgStore::connect(&database.url),
-            PgStore::connect(&database.url),
-            PgStore::connect(&database.url),
+            PgStore::connect(&url),
+            PgStore::connect(&url),
+            PgStore::connect(&url),
         );
         let a = a.unwrap();
         assert_eq!(a.schema_version().await.unwrap(), 1);
@@ -420,13 +481,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_from_a_newer_kiln_is_refused() {
-        let (store, database) = store().await;
+        let url = database();
+        let store = PgStore::connect(&url).await.unwrap();
         sqlx::query("INSERT INTO kiln_schema (version) VALUES (99)")
             .execute(&store.pool)
             .await
             .unwrap();
         assert!(matches!(
-            PgStore::connect(&database.url).await,
+            PgStore::connect(&url).await,
             Err(StoreError::Schema { found: 99 })
         ));
     }
@@ -434,7 +496,7 @@ mod tests {
     #[tokio::test]
     async fn an_audit_record_the_database_refuses_does_not_hold_back_the_others() {
         use crate::store::auth::{AuditRecord, AuthStore as _};
-        let (store, _database) = store().await;
+        let store = store().await;
         let record = |n: u8, detail: &str| AuditRecord {
             id: crate::store::testing::id_at(1_700_000_000_000, n),
             org: None,
@@ -465,7 +527,7 @@ mod tests {
     #[tokio::test]
     async fn audit_records_waiting_for_their_write_are_bounded() {
         use crate::store::auth::AuthStore as _;
-        let (store, _database) = store().await;
+        let store = store().await;
         let record = |n: usize| crate::store::auth::AuditRecord {
             id: format!("0190b5c4-0000-7000-8000-{n:012}"),
             org: None,
@@ -493,7 +555,7 @@ mod tests {
         ($($family:ident),*) => {$(
             #[tokio::test]
             async fn $family() {
-                let (store, _database) = store().await;
+                let store = store().await;
                 crate::store::conformance::$family(&store).await;
             }
         )*};
