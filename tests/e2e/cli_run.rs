@@ -3,20 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-pub(crate) fn kiln(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .arg("--cache-dir")
-        .arg(cache)
-        .env_remove("KILN_LOG")
-        .output()
-        .unwrap()
-}
-
-pub(crate) fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
-}
+use crate::harness::{json, kiln};
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

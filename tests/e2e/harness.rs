@@ -63,6 +63,46 @@ pub(crate) fn machine_to_myself() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The store the suite's servers keep their records in: the test binary's
+/// root says which (`main.rs`: sled; `on_postgres.rs`: PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Sled,
+    Postgres,
+}
+
+/// The database of the servers started on data directory `data` (a restart
+/// on the same directory finds its records again), on the test process's
+/// throwaway cluster.
+fn database_of(data: &Path) -> String {
+    // FNV-1a of the path: a name PostgreSQL takes (at most 63 bytes).
+    let hash = data
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    kiln_testpg::shared().database(&format!("e2e_{hash:016x}"))
+}
+
+/// `kiln` with `args`, its compiled runtimes in `cache`.
+pub(crate) fn kiln(args: &[&str], cache: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env_remove("KILN_LOG")
+        .output()
+        .unwrap()
+}
+
+/// A command's stdout, as JSON.
+pub(crate) fn json(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
 pub(crate) fn shared_cache() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp/kiln-e2e-cache")
 }
@@ -104,6 +144,9 @@ impl Kiln {
             .env_remove("KILN_LOG")
             .stdout(Stdio::piped())
             .stderr(stderr);
+        if crate::STORE == Store::Postgres {
+            command.env("KILN_STORE_URL", database_of(data));
+        }
         for (key, value) in env {
             if value.is_empty() {
                 command.env_remove(key);

@@ -33,3 +33,6 @@ mod sdk;
 mod secrets;
 mod sockets;
 mod webhooks;
+
+/// Every server of this binary keeps its records in sled.
+pub(crate) const STORE: harness::Store = harness::Store::Sled;

@@ -318,6 +318,16 @@ pub async fn executions(store: &dyn Store) {
         per_script.contains(&(Some("s1".into()), 2)),
         "{per_script:?}"
     );
+
+    // A result's keys keep the order the script built them in.
+    let mut ordered = execution(&id_at(t + 40, 5), None, ExecutionStatus::Completed);
+    ordered.result = Some(serde_json::json!({"zebra": 1, "apple": {"y": 2, "x": 3}}));
+    store.put_execution(&ordered).await.unwrap();
+    let read = store.execution(&ordered.id).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_string(&read.result).unwrap(),
+        r#"{"zebra":1,"apple":{"y":2,"x":3}}"#
+    );
 }
 
 /// Schedules: compare-and-swap updates and deletes under a precondition.

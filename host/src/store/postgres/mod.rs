@@ -148,8 +148,34 @@ fn name_taken(e: sqlx::Error, name: &str) -> StoreError {
     }
 }
 
-fn encode<T: serde::Serialize>(record: &T) -> Result<serde_json::Value, StoreError> {
-    serde_json::to_value(record).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// A record's JSON text, sent as PostgreSQL's `json` (kept as written, so
+/// its maps keep their key order; `serde_json::Value` would be sent as
+/// `jsonb`, which reorders them).
+struct Json(String);
+
+impl sqlx::Type<sqlx::Postgres> for Json {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_oid(sqlx::postgres::types::Oid(JSON_OID))
+    }
+}
+
+/// `json`'s type id (fixed in every PostgreSQL, `pg_type.dat`).
+const JSON_OID: u32 = 114;
+
+impl sqlx::Encode<'_, sqlx::Postgres> for Json {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        // `json`'s binary form is its text.
+        <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.0.as_str(), buf)
+    }
+}
+
+fn encode<T: serde::Serialize>(record: &T) -> Result<Json, StoreError> {
+    serde_json::to_string(record)
+        .map(Json)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, StoreError> {

@@ -5,7 +5,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, all, backend, decode, encode, name_taken};
+use super::{PgStore, backend, decode, encode, name_taken};
 use crate::store::orgs::InOrg as _;
 use crate::store::scripts::ScriptStore;
 use crate::store::{ScriptRecord, StoreError, VersionRecord};
@@ -32,19 +32,32 @@ async fn put_version(
     Ok(())
 }
 
+/// The columns a script is read from.
+const COLUMNS: &str = "record, execution_count, last_executed_at";
+
+/// A script's record with its run counters, which are kept beside it.
+fn script_of(row: &sqlx::postgres::PgRow) -> Result<ScriptRecord, StoreError> {
+    let mut script: ScriptRecord = decode(row.get("record"))?;
+    script.execution_count = u64::try_from(row.get::<i64, _>("execution_count")).unwrap_or(0);
+    script.last_executed_at = row.get("last_executed_at");
+    Ok(script)
+}
+
 /// The script `id`, its row locked until `tx` ends (so writes of its data
 /// see it as it is, and a deleted script gets none).
 pub(super) async fn locked(
     tx: &mut sqlx::PgConnection,
     id: &str,
 ) -> Result<ScriptRecord, StoreError> {
-    let row = sqlx::query("SELECT record FROM scripts WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(tx)
-        .await
-        .map_err(backend)?
-        .ok_or(StoreError::NotFound)?;
-    decode(row.get("record"))
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM scripts WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(tx)
+    .await
+    .map_err(backend)?
+    .ok_or(StoreError::NotFound)?;
+    script_of(&row)
 }
 
 #[async_trait::async_trait]
@@ -69,16 +82,16 @@ impl ScriptStore for PgStore {
         id_or_name: &str,
     ) -> Result<Option<ScriptRecord>, StoreError> {
         // By id first; another organization's id is no script here.
-        let row = sqlx::query(
-            "SELECT record FROM scripts WHERE org = $1 AND (id = $2 OR name = $2)
-             ORDER BY id = $2 DESC LIMIT 1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM scripts WHERE org = $1 AND (id = $2 OR name = $2)
+             ORDER BY id = $2 DESC LIMIT 1"
+        ))
         .bind(org)
         .bind(id_or_name)
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        row.map(|row| decode(row.get("record"))).transpose()
+        row.as_ref().map(script_of).transpose()
     }
 
     async fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError> {
@@ -210,10 +223,8 @@ impl ScriptStore for PgStore {
         // In the database, so runs on every node count (a deleted script
         // stays deleted: no row, no update).
         sqlx::query(
-            "UPDATE scripts SET record = record
-                || jsonb_build_object(
-                    'execution_count', coalesce((record->>'execution_count')::bigint, 0) + 1,
-                    'last_executed_at', $2::text)
+            "UPDATE scripts
+             SET execution_count = execution_count + 1, last_executed_at = $2
              WHERE id = $1",
         )
         .bind(script_id)
@@ -225,6 +236,10 @@ impl ScriptStore for PgStore {
     }
 
     async fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError> {
-        all(&self.pool, "SELECT record FROM scripts ORDER BY id").await
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM scripts ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(script_of).collect()
     }
 }

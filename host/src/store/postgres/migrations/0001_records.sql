@@ -1,15 +1,19 @@
 -- Records are kept as the JSON the sled store keeps (serde of the same
 -- types), with the columns lookups, uniqueness and ordering need beside it.
+-- `json`, not `jsonb`, wherever a record holds a user's JSON (a result,
+-- metadata, a stored response): jsonb would reorder its keys. The records
+-- changed in place by SQL (sessions, refresh tokens) and the audit log are
+-- `jsonb`.
 
 CREATE TABLE orgs (
     id     text COLLATE "C" PRIMARY KEY,
     name   text NOT NULL UNIQUE,
-    record jsonb NOT NULL
+    record json NOT NULL
 );
 
 CREATE TABLE schedules (
     id     text COLLATE "C" PRIMARY KEY,
-    record jsonb NOT NULL
+    record json NOT NULL
 );
 
 CREATE TABLE idempotency_keys (
@@ -17,13 +21,13 @@ CREATE TABLE idempotency_keys (
     fingerprint text NOT NULL,
     claimed_ms  bigint NOT NULL,
     -- NULL while the request runs; then the response kept for replays.
-    response    jsonb
+    response    json
 );
 CREATE INDEX idempotency_keys_claimed ON idempotency_keys (claimed_ms);
 
 CREATE TABLE webhooks (
     id     text COLLATE "C" PRIMARY KEY,
-    record jsonb NOT NULL
+    record json NOT NULL
 );
 
 -- Pending deliveries, read by due time.
@@ -31,7 +35,7 @@ CREATE TABLE webhook_outbox (
     id              text COLLATE "C" PRIMARY KEY,
     webhook_id      text NOT NULL,
     next_attempt_ms bigint NOT NULL,
-    record          jsonb NOT NULL
+    record          json NOT NULL
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_ms, id);
 CREATE INDEX webhook_outbox_webhook ON webhook_outbox (webhook_id);
@@ -40,7 +44,7 @@ CREATE INDEX webhook_outbox_webhook ON webhook_outbox (webhook_id);
 CREATE TABLE webhook_attempts (
     webhook_id text NOT NULL,
     id         text COLLATE "C" NOT NULL,
-    record     jsonb NOT NULL,
+    record     json NOT NULL,
     PRIMARY KEY (webhook_id, id)
 );
 CREATE INDEX webhook_attempts_age ON webhook_attempts (id);
@@ -48,14 +52,14 @@ CREATE INDEX webhook_attempts_age ON webhook_attempts (id);
 CREATE TABLE users (
     id       text COLLATE "C" PRIMARY KEY,
     username text NOT NULL UNIQUE,
-    record   jsonb NOT NULL
+    record   json NOT NULL
 );
 
 CREATE TABLE api_keys (
     id       text COLLATE "C" PRIMARY KEY,
     hash     text NOT NULL UNIQUE,
     owner_id text NOT NULL,
-    record   jsonb NOT NULL
+    record   json NOT NULL
 );
 CREATE INDEX api_keys_owner ON api_keys (owner_id);
 
@@ -86,11 +90,15 @@ CREATE INDEX audit_age ON audit (id);
 
 -- Scripts: a name is unique within its organization (`org` is the
 -- organization's id, `default` included).
+-- Its runs are counted in columns of their own, by one statement per run
+-- on any node, and read into the record's fields of the same names.
 CREATE TABLE scripts (
-    id     text COLLATE "C" PRIMARY KEY,
-    org    text NOT NULL,
-    name   text NOT NULL,
-    record jsonb NOT NULL,
+    id               text COLLATE "C" PRIMARY KEY,
+    org              text NOT NULL,
+    name             text NOT NULL,
+    record           json NOT NULL,
+    execution_count  bigint NOT NULL DEFAULT 0,
+    last_executed_at text,
     UNIQUE (org, name)
 );
 
@@ -99,7 +107,7 @@ CREATE TABLE script_versions (
     script_id text NOT NULL,
     version   bigint NOT NULL,
     content   bytea NOT NULL,
-    record    jsonb NOT NULL,
+    record    json NOT NULL,
     PRIMARY KEY (script_id, version)
 );
 
@@ -113,13 +121,13 @@ CREATE TABLE script_kv (
 
 CREATE TABLE script_config (
     script_id text PRIMARY KEY,
-    "values"  jsonb NOT NULL
+    "values"  json NOT NULL
 );
 
 -- By `<org>/<name>` (just the name in the default organization).
 CREATE TABLE shared_secrets (
     key    text COLLATE "C" PRIMARY KEY,
-    record jsonb NOT NULL
+    record json NOT NULL
 );
 
 -- Executions by UUIDv7 id (creation order), with one index per walk:
@@ -130,7 +138,7 @@ CREATE TABLE executions (
     org         text NOT NULL,
     script_slot text NOT NULL,
     status      text NOT NULL,
-    record      jsonb NOT NULL
+    record      json NOT NULL
 );
 CREATE INDEX executions_script ON executions (script_slot, id);
 CREATE INDEX executions_status ON executions (status, id);
@@ -143,6 +151,6 @@ CREATE TABLE usage_rollups (
     bucket text COLLATE "C" NOT NULL,
     org    text NOT NULL,
     script text NOT NULL,
-    record jsonb NOT NULL,
+    record json NOT NULL,
     PRIMARY KEY (kind, bucket, org, script)
 );
