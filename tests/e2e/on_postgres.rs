@@ -1,7 +1,8 @@
 //! The end-to-end tests of executions, schedules, webhooks and
-//! authentication again, every server keeping its records in PostgreSQL: a
-//! database per data directory on a throwaway cluster of this test process
-//! (`kiln-testpg`), which stops when the process ends.
+//! authentication again, every server keeping its records in PostgreSQL (a
+//! database per data directory on a throwaway cluster of this test process,
+//! `kiln-testpg`, which stops when the process ends), and the store's
+//! outage under a running node (`store_outage.rs`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,6 +17,7 @@ mod executions;
 )]
 mod harness;
 mod schedules;
+mod store_outage;
 mod webhooks;
 
 pub(crate) const STORE: harness::Store = harness::Store::Postgres;
