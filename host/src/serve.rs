@@ -54,6 +54,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot recover executions")?;
     phase("executions recovered");
+    tokio::spawn(jobs::leases::keep(store.clone(), jobs.clone()));
     tokio::spawn(forget_idle_buckets(state.limits.clone()));
     if cfg!(feature = "mimalloc") {
         tokio::spawn(crate::memory::release_when_idle(jobs.clone()));
@@ -145,6 +146,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("the first admin could not be created (see the log above)");
     }
     Ok(())
+}
+
+/// This node's id among those sharing a store: made once into
+/// `<data_dir>/node-id`, so a restart on the same data directory is the
+/// same node (its runs the crash cut short are ended at start, not when
+/// their lease runs out).
+fn node_id(data: &std::path::Path) -> anyhow::Result<String> {
+    let path = data.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if uuid::Uuid::try_parse(id.trim()).is_ok() => return Ok(id.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} does not hold a node id", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 /// Loads (compiles, or reads from the cache) both language runtimes, then
@@ -289,7 +307,7 @@ pub(crate) async fn assemble_with(
     );
     let store: Arc<dyn Store> = match &config.store.url {
         Some(url) => {
-            let store = PgStore::connect(&url.0)
+            let store = PgStore::connect_as(&url.0, &node_id(data)?)
                 .await
                 .context("cannot open the PostgreSQL store (store.url)")?;
             store

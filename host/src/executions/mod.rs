@@ -159,6 +159,7 @@ pub fn new_record(
         .script
         .map_or((None, None), |(id, version)| (Some(id), Some(version)));
     Ok(ExecutionRecord {
+        node: None,
         org: org_field(&target.org),
         script_id,
         script_version,

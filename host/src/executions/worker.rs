@@ -139,14 +139,15 @@ impl Worker {
         };
         let result = self.run(&mut record, cancel).await;
         self.jobs.release(id);
-        result.map(|()| Some(record))
+        // A run taken from this node meanwhile: whoever ended it stored it.
+        result.map(|kept| kept.then_some(record))
     }
 
     async fn run(
         &self,
         record: &mut ExecutionRecord,
         cancel: CancelHandle,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         // `running` is not flushed here: readers flush before they report a
         // record that is not final, and the final record is flushed (by
         // `execute`) before any waiter hears of it.
@@ -205,8 +206,9 @@ impl Worker {
             }
             Err(message) => contract::finish(record, Ran::Failed(message)),
         }
-        self.jobs.record_final(self.store.as_ref(), record).await?;
-        Ok(())
+        self.jobs
+            .record_run_final(self.store.as_ref(), record)
+            .await
     }
 
     /// The artifact to run, what to call in it, and the hosts it may send

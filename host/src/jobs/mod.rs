@@ -20,6 +20,7 @@ use crate::metrics::{ExecutionLoad, ExecutionMetrics};
 use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Store, StoreError};
 
 mod functions;
+pub mod leases;
 pub mod live;
 mod queue;
 
@@ -241,15 +242,22 @@ impl Jobs {
         id: &str,
     ) -> Result<Option<(ExecutionRecord, CancelHandle)>, StoreError> {
         let _transition = self.transitions.lock().await;
-        let Some(mut record) = store.execution(id).await? else {
+        // Written only over a queued record: of the nodes (and the cancel)
+        // that race for it, one wins.
+        let (started_at, node) = (crate::now(), store.node().map(str::to_owned));
+        let claimed = store
+            .update_execution(id, &|current| {
+                (current.status == ExecutionStatus::Queued).then(|| ExecutionRecord {
+                    status: ExecutionStatus::Running,
+                    started_at: Some(started_at.clone()),
+                    node: node.clone(),
+                    ..current.clone()
+                })
+            })
+            .await?;
+        let Some(record) = claimed else {
             return Ok(None);
         };
-        if record.status != ExecutionStatus::Queued {
-            return Ok(None);
-        }
-        record.status = ExecutionStatus::Running;
-        record.started_at = Some(crate::now());
-        store.put_execution(&record).await?;
         let cancel = CancelHandle::new();
         self.running
             .lock()
@@ -285,6 +293,40 @@ impl Jobs {
         record: &ExecutionRecord,
     ) -> Result<(), StoreError> {
         store.put_execution(record).await?;
+        self.finished(store, record).await;
+        Ok(())
+    }
+
+    /// Stores the final record of a run this node claimed, unless the run
+    /// was taken from it meanwhile (another node ended it INTERRUPTED when
+    /// this one's lease ran out): then nothing is written and it is `false`.
+    ///
+    /// # Errors
+    ///
+    /// The record could not be stored.
+    pub(crate) async fn record_run_final(
+        &self,
+        store: &dyn Store,
+        record: &ExecutionRecord,
+    ) -> Result<bool, StoreError> {
+        let written = store
+            .update_execution(&record.id, &|current| {
+                (current.status == ExecutionStatus::Running && current.node == record.node)
+                    .then(|| record.clone())
+            })
+            .await?;
+        if written.is_none() {
+            tracing::warn!(execution = %record.id,
+                "a run ended after it was taken from this node; its outcome is dropped");
+            return Ok(false);
+        }
+        self.finished(store, record).await;
+        Ok(true)
+    }
+
+    /// What follows a record becoming final: it is counted, the hook is
+    /// told, and its script counts it if it ran.
+    async fn finished(&self, store: &dyn Store, record: &ExecutionRecord) {
         self.finished_count.fetch_add(1, Ordering::Relaxed);
         self.metrics.record(record);
         if let Some(hook) = self.on_final.get() {
@@ -304,7 +346,6 @@ impl Jobs {
                     "cannot count an execution on its script");
             }
         }
-        Ok(())
     }
 
     /// Whether the queue would take `record` as far as its creator's share
@@ -349,8 +390,17 @@ impl Jobs {
         if self.draining.load(Ordering::Acquire) {
             return Err(JobError::ShuttingDown);
         }
-        let (sender, receiver) = watch::channel(Settled::Pending);
-        self.lock().insert(id.to_string(), sender);
+        let receiver = {
+            let mut done = self.lock();
+            if let Some(queued) = done.get(id) {
+                // Queued here already (taken as stale work before the
+                // request that made it queued it): one entry, one signal.
+                return Ok(queued.subscribe());
+            }
+            let (sender, receiver) = watch::channel(Settled::Pending);
+            done.insert(id.to_string(), sender);
+            receiver
+        };
         match self.queue.push(id.to_string(), priority, &tenant(record)) {
             Ok(()) => Ok(receiver),
             Err(refused) => {
@@ -363,8 +413,15 @@ impl Jobs {
     /// Queues an execution found `queued` at start-up (it was accepted
     /// before, so capacity does not refuse it).
     pub fn requeue(&self, record: &ExecutionRecord) {
-        // A signal as `enqueue` makes, so `is_settling` holds for it too.
-        self.subscribe(&record.id);
+        {
+            // A signal as `enqueue` makes, so `is_settling` holds for it
+            // too; one queued already is not queued twice.
+            let mut done = self.lock();
+            if done.contains_key(&record.id) {
+                return;
+            }
+            done.insert(record.id.clone(), watch::channel(Settled::Pending).0);
+        }
         self.queue
             .push_accepted(record.id.clone(), record.priority, &tenant(record));
     }
@@ -380,23 +437,33 @@ impl Jobs {
         id: &str,
     ) -> Result<Option<Cancelled>, StoreError> {
         let transition = self.transitions.lock().await;
-        let Some(mut record) = store.execution(id).await? else {
+        // Written only over a queued record, so a claim (on any node) and
+        // this cancel never both win.
+        let cancelled = store
+            .update_execution(id, &|current| {
+                (current.status == ExecutionStatus::Queued).then(|| {
+                    let mut record = current.clone();
+                    contract::end_unrun(
+                        &mut record,
+                        ExecutionStatus::Cancelled,
+                        ExecutionCode::CANCELLED,
+                        "the execution was cancelled before it started",
+                    );
+                    record
+                })
+            })
+            .await?;
+        if let Some(record) = cancelled {
+            self.finished(store, &record).await;
+            self.queue.remove(id);
+            drop(transition);
+            self.settle(id, Settled::Stored);
+            return Ok(Some(Cancelled::WhileQueued(Box::new(record))));
+        }
+        let Some(record) = store.execution(id).await? else {
             return Ok(None);
         };
         match record.status {
-            ExecutionStatus::Queued => {
-                contract::end_unrun(
-                    &mut record,
-                    ExecutionStatus::Cancelled,
-                    ExecutionCode::CANCELLED,
-                    "the execution was cancelled before it started",
-                );
-                self.record_final(store, &record).await?;
-                self.queue.remove(id);
-                drop(transition);
-                self.settle(id, Settled::Stored);
-                Ok(Some(Cancelled::WhileQueued(Box::new(record))))
-            }
             ExecutionStatus::Running => {
                 let done = self.subscribe(id);
                 let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
@@ -530,19 +597,42 @@ fn tenant(record: &ExecutionRecord) -> queue::Tenant {
 }
 
 /// At start-up: executions a crash left `running` are failed as INTERRUPTED;
-/// `queued` ones are queued again.
+/// `queued` ones are queued again. In a store several nodes share, only
+/// this node's runs are ended (another's end when its lease runs out,
+/// `leases.rs`), and the queued ones are queued here as far as the queue
+/// has room (whichever node claims one first runs it).
 pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
-    for mut record in store.executions_in(&[ExecutionStatus::Running]).await? {
-        contract::end_unrun(
-            &mut record,
-            ExecutionStatus::Failed,
-            ExecutionCode::INTERRUPTED,
-            "the server stopped while this execution ran",
-        );
-        jobs.record_final(store, &record).await?;
+    let node = store.node().map(str::to_owned);
+    for running in store.executions_in(&[ExecutionStatus::Running]).await? {
+        if running.node != node {
+            continue;
+        }
+        // Over the record as read: on a shared store, only this node's.
+        let ended = store
+            .update_execution(&running.id, &|current| {
+                (current.status == ExecutionStatus::Running && current.node == node).then(|| {
+                    let mut record = current.clone();
+                    contract::end_unrun(
+                        &mut record,
+                        ExecutionStatus::Failed,
+                        ExecutionCode::INTERRUPTED,
+                        "the server stopped while this execution ran",
+                    );
+                    record
+                })
+            })
+            .await?;
+        if let Some(record) = ended {
+            jobs.finished(store, &record).await;
+        }
     }
     store.flush().await?;
-    for record in store.executions_in(&[ExecutionStatus::Queued]).await? {
+    let queued = if node.is_some() {
+        store.stale_queued(0, jobs.queue.room()).await?
+    } else {
+        store.executions_in(&[ExecutionStatus::Queued]).await?
+    };
+    for record in queued {
         jobs.requeue(&record);
     }
     Ok(())
@@ -552,7 +642,7 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
-    fn jobs(capacity: usize) -> Arc<Jobs> {
+    pub(super) fn jobs(capacity: usize) -> Arc<Jobs> {
         Jobs::new(
             1,
             capacity,
@@ -568,7 +658,7 @@ mod tests {
     }
 
     /// A queued record stored in `store`.
-    async fn queued(store: &dyn Store) -> ExecutionRecord {
+    pub(super) async fn queued(store: &dyn Store) -> ExecutionRecord {
         let record = crate::executions::new_record(
             &crate::config::Config::default().limits,
             crate::executions::RunRequest::default(),

@@ -325,6 +325,11 @@ impl Queue {
         self.state().tenant_of.len()
     }
 
+    /// Places left before the queue is at capacity.
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.len())
+    }
+
     /// Whether `tenant` has room for another id; `Err` says whose share
     /// is full.
     pub fn admits(&self, tenant: &Tenant) -> Result<(), Refused> {

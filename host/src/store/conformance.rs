@@ -328,6 +328,42 @@ pub async fn executions(store: &dyn Store) {
         serde_json::to_string(&read.result).unwrap(),
         r#"{"zebra":1,"apple":{"y":2,"x":3}}"#
     );
+
+    // A compare-and-swap writes only what `change` decides on the record
+    // as it is: of two claims, one wins.
+    let e = id_at(t + 50, 6);
+    store
+        .put_execution(&execution(&e, Some("s1"), ExecutionStatus::Queued))
+        .await
+        .unwrap();
+    let claim = |current: &crate::store::ExecutionRecord| {
+        (current.status == ExecutionStatus::Queued).then(|| crate::store::ExecutionRecord {
+            status: ExecutionStatus::Running,
+            node: Some("n1".into()),
+            ..current.clone()
+        })
+    };
+    let claimed = store.update_execution(&e, &claim).await.unwrap().unwrap();
+    assert_eq!(claimed.status, ExecutionStatus::Running);
+    assert!(store.update_execution(&e, &claim).await.unwrap().is_none());
+    let missing = id_at(t + 60, 7);
+    assert!(
+        store
+            .update_execution(&missing, &claim)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let read = store.execution(&e).await.unwrap().unwrap();
+    assert_eq!(read.node.as_deref(), Some("n1"));
+    assert_eq!(
+        store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Running)),
+        1
+    );
+    assert_eq!(
+        store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Queued)),
+        0
+    );
 }
 
 /// Schedules: compare-and-swap updates and deletes under a precondition.
@@ -538,9 +574,25 @@ pub async fn webhooks(store: &(impl super::webhooks::WebhookStore + ?Sized)) {
     let (due, _) = store.due_deliveries(250, 10, &|_| false).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(
-        store.delivery(&early.id).await.unwrap().unwrap().attempts,
+        store
+            .pending_deliveries()
+            .await
+            .unwrap()
+            .iter()
+            .find(|d| d.id == early.id)
+            .unwrap()
+            .attempts,
         1
     );
+    // One deliverer claims an attempt; a second, with the same copy, gets
+    // nothing, and the claimed one is not due until its claim runs out.
+    let claimed = store.claim_delivery(&other, 5_000).await.unwrap().unwrap();
+    assert_eq!(claimed.next_attempt_ms, 5_000);
+    assert!(store.claim_delivery(&other, 6_000).await.unwrap().is_none());
+    let (due, _) = store.due_deliveries(4_000, 10, &|_| false).await.unwrap();
+    assert!(due.iter().all(|d| d.id != other.id));
+    let (due, _) = store.due_deliveries(5_000, 10, &|_| false).await.unwrap();
+    assert!(due.iter().any(|d| d.id == other.id));
     store.remove_delivery(&late.id).await.unwrap();
     assert_eq!(store.pending_deliveries().await.unwrap().len(), 2);
 

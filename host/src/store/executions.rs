@@ -190,6 +190,29 @@ pub trait ExecutionStore {
     fn executions_per_script(&self) -> Vec<(Option<String>, u64)>;
     /// Removes a final execution and its index entries, at once.
     async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError>;
+    /// Replaces execution `id` with what `change` makes of it, atomically
+    /// on every node: a claim, a cancel, a final record are each written
+    /// only over the state they were decided on. `change` returns `None` to
+    /// leave the record as it is; the written record, if any.
+    async fn update_execution(
+        &self,
+        id: &str,
+        change: &(dyn for<'r> Fn(&'r ExecutionRecord) -> Option<ExecutionRecord> + Send + Sync),
+    ) -> Result<Option<ExecutionRecord>, StoreError>;
+    /// Running executions whose node stopped renewing its lease on them (a
+    /// store several nodes share; none in a store of one node, where what a
+    /// crash left running is found at the next start), oldest first, at
+    /// most `limit`.
+    async fn expired_runs(&self, limit: usize) -> Result<Vec<ExecutionRecord>, StoreError>;
+    /// Queued executions created more than `age_ms` ago, oldest first, at
+    /// most `limit`: in a shared store, work a node that went away left
+    /// queued (or one too busy to start), which any node may claim. None in
+    /// a store of one node, whose queue holds every queued execution.
+    async fn stale_queued(
+        &self,
+        age_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ExecutionRecord>, StoreError>;
 
     /// Executions in the given states, oldest first (for recovery at start).
     async fn executions_in(

@@ -98,6 +98,9 @@ pub trait Store:
 {
     /// Which store this is: `sled` or `postgres`.
     fn kind(&self) -> &'static str;
+    /// This node's id among those sharing the store (it stamps the
+    /// executions it claims); `None` for a store of one node.
+    fn node(&self) -> Option<&str>;
     /// Whether the store answers now (`/readyz`, `/v1/status`).
     fn check(&self) -> FlushFuture<'_>;
     /// Bytes the store takes on disk.

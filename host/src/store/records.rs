@@ -368,6 +368,10 @@ impl ExecutionError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionRecord {
     pub id: String,
+    /// The node that claimed it, in a store several nodes share (its lease
+    /// is that node's); absent on a node with a store of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Its organization; absent for the default one (`store/orgs.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
@@ -490,6 +494,7 @@ impl ExecutionRecord {
     pub fn queued(id: String, language: Language, trigger: Trigger, created_at: String) -> Self {
         Self {
             id,
+            node: None,
             org: None,
             script_id: None,
             script_version: None,

@@ -481,6 +481,10 @@ impl Store for SledStore {
         "sled"
     }
 
+    fn node(&self) -> Option<&str> {
+        None
+    }
+
     /// Embedded: it answers while the process runs.
     fn check(&self) -> FlushFuture<'_> {
         Box::pin(std::future::ready(Ok(())))

@@ -80,7 +80,6 @@ pub trait WebhookStore: Send + Sync {
 
     /// Stores (or replaces) a delivery in the outbox.
     async fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError>;
-    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
     /// Every delivery in the outbox, oldest first.
     async fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Up to `limit` deliveries due at `now_ms` that `skip` does not name,
@@ -92,6 +91,15 @@ pub trait WebhookStore: Send + Sync {
         limit: usize,
         skip: &(dyn for<'r> Fn(&'r str) -> bool + Send + Sync),
     ) -> Result<(Vec<DeliveryRecord>, Option<u64>), StoreError>;
+    /// Takes a delivery for one attempt if the outbox still holds it as
+    /// `seen`: its next attempt moves to `until_ms`, so no other deliverer
+    /// (on any node) takes it meanwhile, and one that was not done by then
+    /// (its node went away) is due again. The claimed record, or `None`.
+    async fn claim_delivery(
+        &self,
+        seen: &DeliveryRecord,
+        until_ms: u64,
+    ) -> Result<Option<DeliveryRecord>, StoreError>;
     /// Takes a delivery out of the outbox (delivered or given up).
     async fn remove_delivery(&self, id: &str) -> Result<(), StoreError>;
 

@@ -45,6 +45,9 @@ fn jitter() -> f64 {
 }
 
 /// Runs until `stopping` turns true.
+/// How long past its timeout an attempt's claim on a delivery lasts.
+const CLAIM_MARGIN_MS: u64 = 30_000;
+
 pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Receiver<bool>) {
     // A tokio lock: the outbox is read while it is held.
     let in_flight: Arc<tokio::sync::Mutex<HashSet<String>>> = Arc::default();
@@ -111,13 +114,18 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Rece
 /// One attempt of one delivery, recorded, and the outbox updated.
 async fn attempt(webhooks: &Webhooks, seen: DeliveryRecord) {
     let store = &webhooks.store;
-    // Only the copy in the outbox counts: one already delivered, or already
-    // attempted again, is left alone.
-    let mut delivery = match store.delivery(&seen.id).await {
-        Ok(Some(current)) if current == seen => current,
-        Ok(_) => return,
+    // Claimed first, on the copy in the outbox: one already delivered, or
+    // attempted again, or taken by another node's deliverer, is left
+    // alone; one whose attempt this node does not finish (it went away) is
+    // due again once the claim runs out.
+    let until = crate::now_ms()
+        .saturating_add(webhooks.config.timeout_ms)
+        .saturating_add(CLAIM_MARGIN_MS);
+    let mut delivery = match store.claim_delivery(&seen, until).await {
+        Ok(Some(claimed)) => claimed,
+        Ok(None) => return,
         Err(e) => {
-            tracing::error!(error = %e, "cannot read a webhook delivery");
+            tracing::error!(error = %e, "cannot claim a webhook delivery");
             return;
         }
     };

@@ -406,11 +406,16 @@ async fn submit(
             Settled::Flushed(record) => Arc::unwrap_or_clone(record),
             Settled::Stored => {
                 state.store.flush().await?;
-                state
-                    .store
-                    .execution(&record.id)
-                    .await?
-                    .ok_or_else(|| ApiError::Internal("a finished execution vanished".into()))?
+                let stored =
+                    state.store.execution(&record.id).await?.ok_or_else(|| {
+                        ApiError::Internal("a finished execution vanished".into())
+                    })?;
+                if !stored.status.is_final() {
+                    // Another node sharing the store claimed it: it runs
+                    // there, and the client reads its end from any node.
+                    return Ok(accepted(&stored.id, stored.status));
+                }
+                stored
             }
             Settled::Lost(e) => {
                 return Err(ApiError::Internal(format!(

@@ -29,6 +29,14 @@ const WALK_PAGE: i64 = 256;
 /// How often the counters are read again from the table.
 pub(super) const COUNTS_REFRESH: Duration = Duration::from_secs(10);
 
+/// How long a node's claim on a running execution holds unless renewed;
+/// renewed every third of it (`PgStore::connect`'s task).
+pub(super) const LEASE: Duration = Duration::from_secs(15);
+
+/// The database's clock in Unix ms: every node's leases are measured by
+/// one clock.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
 pub(super) type Counts = Arc<Mutex<IndexCounts>>;
 
 fn lock(counts: &Counts) -> std::sync::MutexGuard<'_, IndexCounts> {
@@ -92,9 +100,58 @@ fn push_index(query: &mut QueryBuilder<'_, sqlx::Postgres>, index: &ExecutionInd
     }
 }
 
+/// The statement that writes an execution (`$1`..`$6`: id, organization,
+/// script slot, status, node, record), between `before` and `after`; a
+/// running one gets a fresh lease.
+fn upsert(before: &str, after: &str) -> String {
+    let lease_ms = LEASE.as_millis();
+    format!(
+        "{before}INSERT INTO executions (id, org, script_slot, status, node, lease_ms, record)
+         VALUES ($1, $2, $3, $4, $5,
+                 CASE WHEN $4 = 'running' THEN {DB_NOW_MS} + {lease_ms} END, $6)
+         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, node = EXCLUDED.node,
+            lease_ms = EXCLUDED.lease_ms, record = EXCLUDED.record{after}"
+    )
+}
+
+/// Moves this node's leases on its running executions on.
+pub(super) async fn renew_leases(pool: &PgPool, node: &str) -> Result<u64, StoreError> {
+    let lease_ms = LEASE.as_millis();
+    let renewed = sqlx::query(&format!(
+        "UPDATE executions SET lease_ms = {DB_NOW_MS} + {lease_ms}
+         WHERE status = 'running' AND node = $1"
+    ))
+    .bind(node)
+    .execute(pool)
+    .await
+    .map_err(backend)?;
+    Ok(renewed.rows_affected())
+}
+
 impl PgStore {
     fn counts(&self) -> std::sync::MutexGuard<'_, IndexCounts> {
         lock(&self.execution_counts)
+    }
+
+    /// After a write of `record` over a record in state `before`: the
+    /// counters move, and a record that just became final is added to its
+    /// usage rollups once.
+    fn written(&self, before: Option<ExecutionStatus>, record: &ExecutionRecord) {
+        let after = Indexed::of(record);
+        if after.status.is_final() && before.is_none_or(|s| !s.is_final()) {
+            self.pending_usage.add(record);
+        }
+        if before != Some(after.status) {
+            let mut counts = self.counts();
+            if let Some(status) = before {
+                // Its organization and script never change.
+                counts.remove(&Indexed {
+                    status,
+                    ..after.clone()
+                });
+            }
+            counts.add(&after);
+        }
     }
 
     /// One page of `walk` after `from` (an id) in its order.
@@ -135,21 +192,16 @@ impl PgStore {
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
-        let after = Indexed::of(execution);
-        // The state it had, from the same statement's snapshot: the
-        // counters move from it, and a record that just became final is
-        // added to its usage rollups once.
-        let row = sqlx::query(
-            "WITH before AS (SELECT status FROM executions WHERE id = $1)
-             INSERT INTO executions (id, org, script_slot, status, record)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, record = EXCLUDED.record
-             RETURNING (SELECT status FROM before) AS before",
-        )
+        // The state it had, from the same statement's snapshot.
+        let row = sqlx::query(&upsert(
+            "WITH before AS (SELECT status FROM executions WHERE id = $1) ",
+            " RETURNING (SELECT status FROM before) AS before",
+        ))
         .bind(&execution.id)
         .bind(execution.org())
-        .bind(slot(&after))
+        .bind(slot(&Indexed::of(execution)))
         .bind(execution.status.as_str())
+        .bind(&execution.node)
         .bind(encode(execution)?)
         .fetch_one(&self.pool)
         .await
@@ -158,20 +210,7 @@ impl ExecutionStore for PgStore {
             .get::<Option<String>, _>("before")
             .map(|name| status_of(&name))
             .transpose()?;
-        if after.status.is_final() && before.is_none_or(|s| !s.is_final()) {
-            self.pending_usage.add(execution);
-        }
-        if before != Some(after.status) {
-            let mut counts = self.counts();
-            if let Some(status) = before {
-                // Its organization and script never change.
-                counts.remove(&Indexed {
-                    status,
-                    ..after.clone()
-                });
-            }
-            counts.add(&after);
-        }
+        self.written(before, execution);
         Ok(())
     }
 
@@ -221,6 +260,74 @@ impl ExecutionStore for PgStore {
 
     fn executions_per_script(&self) -> Vec<(Option<String>, u64)> {
         self.counts().per_script()
+    }
+
+    async fn update_execution(
+        &self,
+        id: &str,
+        change: &(dyn for<'r> Fn(&'r ExecutionRecord) -> Option<ExecutionRecord> + Send + Sync),
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let Some(row) =
+            sqlx::query("SELECT status, record FROM executions WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let before = status_of(row.get("status"))?;
+        let Some(next) = change(&decode(row.get("record"))?) else {
+            return Ok(None);
+        };
+        sqlx::query(&upsert("", ""))
+            .bind(&next.id)
+            .bind(next.org())
+            .bind(slot(&Indexed::of(&next)))
+            .bind(next.status.as_str())
+            .bind(&next.node)
+            .bind(encode(&next)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        self.written(Some(before), &next);
+        Ok(Some(next))
+    }
+
+    async fn expired_runs(&self, limit: usize) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT record FROM executions
+             WHERE status = 'running' AND lease_ms < {DB_NOW_MS} ORDER BY id LIMIT $1"
+        ))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| decode(row.get("record")))
+            .collect()
+    }
+
+    async fn stale_queued(
+        &self,
+        age_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let before = lowest_id_at(crate::now_ms().saturating_sub(age_ms));
+        let rows = sqlx::query(
+            "SELECT record FROM executions WHERE status = 'queued' AND id < $1
+             ORDER BY id LIMIT $2",
+        )
+        .bind(before)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| decode(row.get("record")))
+            .collect()
     }
 
     async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError> {

@@ -68,6 +68,8 @@ pub struct PgStore {
     flushes: AtomicU64,
     /// The connection holding [`NODE_LOCK`], once taken.
     node_lock: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    /// This node's id (a UUIDv7 made at connect), on its claims and leases.
+    node: String,
 }
 
 /// The database's size and the rows of the families that grow with use.
@@ -101,6 +103,23 @@ impl Gauges {
         }
         Ok(())
     }
+}
+
+/// Renews this node's leases every third of `LEASE` until the store is
+/// dropped (`alive` no longer upgrades). A renewal that fails is retried at
+/// the next turn; past the lease, other nodes end the runs INTERRUPTED.
+fn renew(pool: PgPool, node: String, alive: Weak<Gauges>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(executions::LEASE / 3).await;
+            if alive.upgrade().is_none() {
+                return;
+            }
+            if let Err(e) = executions::renew_leases(&pool, &node).await {
+                tracing::warn!(error = %e, "renewing this node's leases failed");
+            }
+        }
+    });
 }
 
 /// Reads the counters and gauges again every `COUNTS_REFRESH` (for what
@@ -270,7 +289,20 @@ impl PgStore {
     ///
     /// The database cannot be reached, or a migration failed (then none of
     /// that migration is applied).
+    #[cfg(test)]
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_as(url, &uuid::Uuid::now_v7().to_string()).await
+    }
+
+    /// [`Self::connect`] as node `node`: the id this node's claims and
+    /// leases carry, kept across its restarts (`serve` keeps it in the
+    /// data directory), so a restarted node knows its earlier runs ended
+    /// with it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::connect`].
+    pub async fn connect_as(url: &str, node: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(std::time::Duration::from_secs(5))
@@ -291,11 +323,17 @@ impl PgStore {
             gauges,
             flushes: AtomicU64::new(0),
             node_lock: tokio::sync::Mutex::const_new(None),
+            node: node.to_owned(),
         };
         store.ensure_default_org().await?;
         refresh(
             store.pool.clone(),
             Arc::downgrade(&store.execution_counts),
+            Arc::downgrade(&store.gauges),
+        );
+        renew(
+            store.pool.clone(),
+            store.node.clone(),
             Arc::downgrade(&store.gauges),
         );
         Ok(store)
@@ -348,6 +386,10 @@ impl PgStore {
 impl Store for PgStore {
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    fn node(&self) -> Option<&str> {
+        Some(&self.node)
     }
 
     fn check(&self) -> FlushFuture<'_> {

@@ -77,13 +77,31 @@ impl WebhookStore for PgStore {
         Ok(())
     }
 
-    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        one(
-            &self.pool,
-            "SELECT record FROM webhook_outbox WHERE id = $1",
-            id,
+    async fn claim_delivery(
+        &self,
+        seen: &DeliveryRecord,
+        until_ms: u64,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let claimed = DeliveryRecord {
+            next_attempt_ms: until_ms,
+            ..seen.clone()
+        };
+        // As `seen`: the same due time and attempts (every change of a
+        // delivery moves one or the other).
+        let done = sqlx::query(
+            "UPDATE webhook_outbox SET next_attempt_ms = $2, record = $3
+             WHERE id = $1 AND next_attempt_ms = $4
+               AND (record->>'attempts')::bigint = $5",
         )
+        .bind(&seen.id)
+        .bind(ms(until_ms))
+        .bind(encode(&claimed)?)
+        .bind(ms(seen.next_attempt_ms))
+        .bind(i64::from(seen.attempts))
+        .execute(&self.pool)
         .await
+        .map_err(backend)?;
+        Ok((done.rows_affected() == 1).then_some(claimed))
     }
 
     async fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {

@@ -255,8 +255,13 @@ impl SledStore {
     /// queued runs after the next start).
     /// [`ExecutionStore::put_execution`], callable where nothing is awaited.
     fn put_now(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        let _writing = self.execution_indexes.lock(&execution.id);
+        self.put_locked(execution)
+    }
+
+    /// [`Self::put_now`] with the id's lock held.
+    fn put_locked(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let id = execution.id.as_str();
-        let _writing = self.execution_indexes.lock(id);
         let known = self.execution_indexes.counts().live.get(id).copied();
         let before = match known {
             // The script of a record never changes.
@@ -473,6 +478,40 @@ impl ExecutionStore for SledStore {
 
     fn executions_per_script(&self) -> Vec<(Option<String>, u64)> {
         self.execution_indexes.counts().index.per_script()
+    }
+
+    async fn update_execution(
+        &self,
+        id: &str,
+        change: &(dyn for<'r> Fn(&'r ExecutionRecord) -> Option<ExecutionRecord> + Send + Sync),
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        if id.len() != ID_LEN {
+            return Ok(None);
+        }
+        let _writing = self.execution_indexes.lock(id);
+        let current = match self.execution_indexes.held.get(id) {
+            Some(record) => Some(record),
+            None => Self::get_decoded(&self.executions, id)?,
+        };
+        let Some(next) = current.as_ref().and_then(change) else {
+            return Ok(None);
+        };
+        self.put_locked(&next)?;
+        Ok(Some(next))
+    }
+
+    async fn expired_runs(&self, _limit: usize) -> Result<Vec<ExecutionRecord>, StoreError> {
+        // One node: its runs end with it, and the next start finds them.
+        Ok(Vec::new())
+    }
+
+    async fn stale_queued(
+        &self,
+        _age_ms: u64,
+        _limit: usize,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        // One node: its queue holds every queued execution.
+        Ok(Vec::new())
     }
 
     async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError> {

@@ -73,6 +73,25 @@ impl SledStore {
         }
         Self::get_decoded(&self.outbox, id)
     }
+
+    /// Writes `delivery` over `before` (what the outbox holds of it), with
+    /// `outbox_writes` held.
+    fn put_delivery_over(
+        &self,
+        delivery: &DeliveryRecord,
+        before: Option<DeliveryRecord>,
+    ) -> Result<(), StoreError> {
+        let id = delivery.id.as_str();
+        let due = due_key(delivery.next_attempt_ms, id);
+        self.outbox.insert(&due, &[]).map_err(backend)?;
+        put(&self.outbox, id.as_bytes(), delivery)?;
+        if let Some(before) = before.filter(|b| b.next_attempt_ms != delivery.next_attempt_ms) {
+            self.outbox
+                .remove(due_key(before.next_attempt_ms, id))
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -118,25 +137,33 @@ impl WebhookStore for SledStore {
     }
 
     async fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError> {
-        let id = delivery.id.as_str();
         let _writing = self
             .outbox_writes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let before: Option<DeliveryRecord> = self.outbox_entry(id)?;
-        let due = due_key(delivery.next_attempt_ms, id);
-        self.outbox.insert(&due, &[]).map_err(backend)?;
-        put(&self.outbox, id.as_bytes(), delivery)?;
-        if let Some(before) = before.filter(|b| b.next_attempt_ms != delivery.next_attempt_ms) {
-            self.outbox
-                .remove(due_key(before.next_attempt_ms, id))
-                .map_err(backend)?;
-        }
-        Ok(())
+        let before: Option<DeliveryRecord> = self.outbox_entry(&delivery.id)?;
+        self.put_delivery_over(delivery, before)
     }
 
-    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        self.outbox_entry(id)
+    async fn claim_delivery(
+        &self,
+        seen: &DeliveryRecord,
+        until_ms: u64,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let _writing = self
+            .outbox_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = self.outbox_entry(&seen.id)?;
+        if before.as_ref() != Some(seen) {
+            return Ok(None);
+        }
+        let claimed = DeliveryRecord {
+            next_attempt_ms: until_ms,
+            ..seen.clone()
+        };
+        self.put_delivery_over(&claimed, before)?;
+        Ok(Some(claimed))
     }
 
     async fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {

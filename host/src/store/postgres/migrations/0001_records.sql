@@ -133,13 +133,19 @@ CREATE TABLE shared_secrets (
 -- Executions by UUIDv7 id (creation order), with one index per walk:
 -- `script_slot` is the script's id, '' for the default organization's
 -- ad-hoc runs and `~<org>` for another's.
+-- A running execution's `node` holds it under a lease until `lease_ms`
+-- (the database's clock), renewed while the node lives; past it, any node
+-- ends it INTERRUPTED.
 CREATE TABLE executions (
     id          text COLLATE "C" PRIMARY KEY,
     org         text NOT NULL,
     script_slot text NOT NULL,
     status      text NOT NULL,
+    node        text,
+    lease_ms    bigint,
     record      json NOT NULL
 );
+CREATE INDEX executions_leases ON executions (lease_ms) WHERE status = 'running';
 CREATE INDEX executions_script ON executions (script_slot, id);
 CREATE INDEX executions_status ON executions (status, id);
 CREATE INDEX executions_org ON executions (org, id);

@@ -1,0 +1,213 @@
+//! What keeps executions moving when several nodes share a store
+//! (PostgreSQL): a node claims an execution by a write only over its queued
+//! record, stamping its id on it, and holds it under a lease the store
+//! renews while the node lives (`store/postgres/executions.rs`). Every node
+//! runs [`keep`], which ends the runs of nodes whose lease ran out (failed,
+//! INTERRUPTED) and, when its own queue is empty, takes queued executions
+//! that waited past [`STALE_QUEUED_MS`] (those of a node that went away, or
+//! of one too busy to start them) into its queue: whichever node claims one
+//! first runs it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Jobs;
+use crate::contract;
+use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Store, StoreError};
+
+/// How often a node looks for expired leases and stale queued work.
+pub const EVERY: Duration = Duration::from_secs(2);
+
+/// How long a queued execution waits on the node that took it before
+/// another node with nothing queued may take it too.
+pub const STALE_QUEUED_MS: u64 = 2_000;
+
+/// Expired runs ended per look.
+const REAP_BATCH: usize = 100;
+
+/// Runs until the process ends; nothing for a store of one node.
+pub async fn keep(store: Arc<dyn Store>, jobs: Arc<Jobs>) {
+    if store.node().is_none() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(EVERY).await;
+        if let Err(e) = reap(store.as_ref(), &jobs).await {
+            tracing::warn!(error = %e, "ending the runs of a node that went away failed");
+        }
+        if let Err(e) = take_stale(store.as_ref(), &jobs).await {
+            tracing::warn!(error = %e, "looking for queued work left by other nodes failed");
+        }
+    }
+}
+
+/// Ends, as failed / INTERRUPTED, the running executions whose node's
+/// lease ran out; how many.
+///
+/// # Errors
+///
+/// The store could not be read or written.
+pub async fn reap(store: &dyn Store, jobs: &Jobs) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    for expired in store.expired_runs(REAP_BATCH).await? {
+        // Only over the run as it was found: if its node came back and
+        // finished it meanwhile, that outcome stands.
+        let interrupted = store
+            .update_execution(&expired.id, &|current| {
+                (current.status == ExecutionStatus::Running && current.node == expired.node)
+                    .then(|| interrupted(current))
+            })
+            .await?;
+        if let Some(record) = interrupted {
+            jobs.finished(store, &record).await;
+            jobs.settle(&record.id, super::Settled::Stored);
+            ended += 1;
+        }
+    }
+    if ended > 0 {
+        store.flush().await?;
+        tracing::warn!(
+            ended,
+            "ended the runs of a node that stopped renewing its lease"
+        );
+    }
+    Ok(ended)
+}
+
+fn interrupted(running: &ExecutionRecord) -> ExecutionRecord {
+    let mut record = running.clone();
+    contract::end_unrun(
+        &mut record,
+        ExecutionStatus::Failed,
+        ExecutionCode::INTERRUPTED,
+        "the node running this execution stopped (its lease ran out)",
+    );
+    record
+}
+
+/// With nothing queued here, queues the executions that waited elsewhere
+/// past [`STALE_QUEUED_MS`], as many as there are places; how many.
+///
+/// # Errors
+///
+/// The store could not be read.
+pub async fn take_stale(store: &dyn Store, jobs: &Jobs) -> Result<usize, StoreError> {
+    if jobs.queued() > 0 {
+        return Ok(0);
+    }
+    let mut taken = 0;
+    for record in store
+        .stale_queued(STALE_QUEUED_MS, jobs.queue.room())
+        .await?
+    {
+        // One this node queued itself is in its queue already.
+        if !jobs.is_settling(&record.id) {
+            jobs.requeue(&record);
+            taken += 1;
+        }
+    }
+    Ok(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::tests::{jobs, queued};
+    use crate::store::PgStore;
+
+    /// Two nodes on one fresh database.
+    async fn two_nodes() -> (Arc<dyn Store>, Arc<dyn Store>, String) {
+        let url = kiln_testpg::shared().fresh_database();
+        let a = PgStore::connect(&url).await.unwrap();
+        let b = PgStore::connect(&url).await.unwrap();
+        (Arc::new(a), Arc::new(b), url)
+    }
+
+    #[tokio::test]
+    async fn two_nodes_claim_each_execution_once_and_end_the_runs_of_one_that_vanished() {
+        let (a, b, url) = two_nodes().await;
+        let (jobs_a, jobs_b) = (jobs(100), jobs(100));
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            ids.push(queued(a.as_ref()).await.id);
+        }
+        let claim_all = |store: Arc<dyn Store>, jobs: Arc<Jobs>, ids: Vec<String>| async move {
+            let mut won = Vec::new();
+            for id in ids {
+                if let Some((record, _cancel)) = jobs.claim(store.as_ref(), &id).await.unwrap() {
+                    won.push(record);
+                }
+            }
+            won
+        };
+        let (won_a, won_b) = tokio::join!(
+            tokio::spawn(claim_all(a.clone(), jobs_a.clone(), ids.clone())),
+            tokio::spawn(claim_all(b.clone(), jobs_b.clone(), ids.clone())),
+        );
+        let (won_a, won_b) = (won_a.unwrap(), won_b.unwrap());
+        assert_eq!(won_a.len() + won_b.len(), ids.len(), "each claimed once");
+        for record in &won_a {
+            assert_eq!(record.node.as_deref(), a.node());
+        }
+
+        // Node A goes away: its leases run out (here, at once).
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE executions SET lease_ms = 0 WHERE node = $1")
+            .bind(a.node())
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(reap(b.as_ref(), &jobs_b).await.unwrap(), won_a.len());
+        for record in &won_a {
+            let ended = b.execution(&record.id).await.unwrap().unwrap();
+            assert_eq!(ended.status, ExecutionStatus::Failed);
+            assert_eq!(ended.error.unwrap().code, ExecutionCode::INTERRUPTED);
+        }
+        // Its outcome, if it comes back with one, is dropped; B's stands.
+        if let Some(late) = won_a.first() {
+            let mut finished = late.clone();
+            finished.status = ExecutionStatus::Completed;
+            assert!(
+                !jobs_a
+                    .record_run_final(a.as_ref(), &finished)
+                    .await
+                    .unwrap()
+            );
+        }
+        if let Some(running) = won_b.first() {
+            let mut finished = running.clone();
+            finished.status = ExecutionStatus::Completed;
+            assert!(
+                jobs_b
+                    .record_run_final(b.as_ref(), &finished)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert_eq!(
+            reap(b.as_ref(), &jobs_b).await.unwrap(),
+            0,
+            "B renews its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_with_nothing_queued_takes_work_that_waited_elsewhere() {
+        let (a, b, _url) = two_nodes().await;
+        let jobs_b = jobs(100);
+        let waited = crate::store::testing::execution(
+            &crate::store::testing::id_at(crate::now_ms() - 60_000, 1),
+            None,
+            ExecutionStatus::Queued,
+        );
+        a.put_execution(&waited).await.unwrap();
+        queued(a.as_ref()).await; // just queued: its node's, for now
+        assert_eq!(take_stale(b.as_ref(), &jobs_b).await.unwrap(), 1);
+        assert_eq!(jobs_b.queued(), 1);
+        assert_eq!(
+            take_stale(b.as_ref(), &jobs_b).await.unwrap(),
+            0,
+            "not while its own queue has work"
+        );
+    }
+}
