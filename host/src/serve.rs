@@ -83,6 +83,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         state.schedules_changed.clone(),
         stopping.clone(),
     ));
+    if store.node().is_some() {
+        tokio::spawn(follow_other_nodes(
+            state.schedules_changed.clone(),
+            state.webhooks.clone(),
+        ));
+    }
     let first_admin = state.auth.clone();
     let state_config = state.config.clone();
     let connection_metrics = state.metrics.clone();
@@ -147,6 +153,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What other nodes sharing the store change without this node hearing
+/// of it, looked at again every [`FOLLOW_EVERY`]: the scheduler reads the
+/// schedules again (a schedule made elsewhere fires here too; each tick
+/// fires once whoever claims it), and the webhooks' subscriptions are read
+/// again (an event here reaches a webhook made elsewhere).
+async fn follow_other_nodes(
+    schedules_changed: Arc<tokio::sync::Notify>,
+    webhooks: Arc<crate::webhooks::Webhooks>,
+) {
+    loop {
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        schedules_changed.notify_one();
+        if let Err(e) = webhooks.reload().await {
+            tracing::warn!(error = %e, "cannot read the webhooks again");
+        }
+    }
+}
+
+/// How often a node sharing its store reads what other nodes change.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// This node's id among those sharing a store: made once into
 /// `<data_dir>/node-id`, so a restart on the same data directory is the
@@ -310,10 +337,12 @@ pub(crate) async fn assemble_with(
             let store = PgStore::connect_as(&url.0, &node_id(data)?)
                 .await
                 .context("cannot open the PostgreSQL store (store.url)")?;
-            store
-                .claim_node()
-                .await
-                .context("cannot open the PostgreSQL store (store.url)")?;
+            if !config.store.shared {
+                store
+                    .claim_node()
+                    .await
+                    .context("cannot open the PostgreSQL store (store.url)")?;
+            }
             Arc::new(store)
         }
         None => Arc::new(

@@ -132,6 +132,16 @@ sections! {
         /// `postgres://user:password@host:5432/database` (`KILN_STORE_URL`):
         /// the PostgreSQL store. Unset: sled, embedded.
         url: Option<Secret> = None,
+        /// Let several nodes share that database (`KILN_STORE_SHARED`). Off,
+        /// a node refuses to start on a database another node uses. On,
+        /// executions are claimed through the database and run exactly once
+        /// whichever node took them, a node that dies has its runs ended
+        /// INTERRUPTED within its lease (15 s), schedules fire once, webhook
+        /// attempts are made once; but a cancel, a live output stream and a
+        /// waiting request must reach the node that runs the execution, and
+        /// requests per hour and executions per day are counted per node
+        /// (docs/scaling.md).
+        shared: bool = false,
     }
 
     /// What `kiln serve` logs to stderr, and how. Which events is
