@@ -37,10 +37,42 @@ pub(super) const LEASE: Duration = Duration::from_secs(15);
 /// one clock.
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-pub(super) type Counts = Arc<Mutex<IndexCounts>>;
+/// The counters, and what keeps a reading of them from the table from
+/// crossing this node's writes: every write of an execution holds `writes`
+/// (shared) from its statement to its counters' move, and a reading holds
+/// it alone from its query to its replacing the counters, so no write is
+/// counted twice or lost. Read again only while other nodes write too
+/// (`alone` unset: `PgStore::claim_node` sets it).
+#[derive(Default)]
+pub(super) struct Counts {
+    counts: Mutex<IndexCounts>,
+    writes: tokio::sync::RwLock<()>,
+    pub(super) alone: std::sync::atomic::AtomicBool,
+}
 
-fn lock(counts: &Counts) -> std::sync::MutexGuard<'_, IndexCounts> {
-    counts.lock().unwrap_or_else(PoisonError::into_inner)
+impl Counts {
+    pub(super) fn new(counts: IndexCounts) -> Arc<Self> {
+        Arc::new(Self {
+            counts: Mutex::new(counts),
+            ..Self::default()
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IndexCounts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the counters again from the table, unless this node is the
+    /// only one writing.
+    pub(super) async fn reload(&self, pool: &PgPool) -> Result<(), StoreError> {
+        if self.alone.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let _no_writes = self.writes.write().await;
+        let fresh = load_counts(pool).await?;
+        *self.lock() = fresh;
+        Ok(())
+    }
 }
 
 /// The script slot column of an index entry (`Indexed::script_slot`, with
@@ -130,7 +162,7 @@ pub(super) async fn renew_leases(pool: &PgPool, node: &str) -> Result<u64, Store
 
 impl PgStore {
     fn counts(&self) -> std::sync::MutexGuard<'_, IndexCounts> {
-        lock(&self.execution_counts)
+        self.execution_counts.lock()
     }
 
     /// After a write of `record` over a record in state `before`: the
@@ -192,6 +224,7 @@ impl PgStore {
 #[async_trait::async_trait]
 impl ExecutionStore for PgStore {
     async fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        let _counted = self.execution_counts.writes.read().await;
         // The state it had, from the same statement's snapshot.
         let row = sqlx::query(&upsert(
             "WITH before AS (SELECT status FROM executions WHERE id = $1) ",
@@ -267,6 +300,7 @@ impl ExecutionStore for PgStore {
         id: &str,
         change: &(dyn for<'r> Fn(&'r ExecutionRecord) -> Option<ExecutionRecord> + Send + Sync),
     ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let _counted = self.execution_counts.writes.read().await;
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let Some(row) =
             sqlx::query("SELECT status, record FROM executions WHERE id = $1 FOR UPDATE")
@@ -331,6 +365,7 @@ impl ExecutionStore for PgStore {
     }
 
     async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError> {
+        let _counted = self.execution_counts.writes.read().await;
         let finals: Vec<&str> = ExecutionStatus::ALL
             .iter()
             .filter(|s| s.is_final())

@@ -21,7 +21,7 @@ mod usage;
 mod webhooks;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Row as _};
@@ -56,7 +56,7 @@ pub struct PgStore {
     /// Held by the one write of them at a time.
     audit_writes: tokio::sync::Mutex<()>,
     /// How many executions each index holds (`executions.rs`).
-    execution_counts: executions::Counts,
+    execution_counts: Arc<executions::Counts>,
     /// Rollup changes of what ended on this node since the last flush.
     pending_usage: PendingUsage,
     /// Written while those move into the table, read while a reader merges
@@ -124,11 +124,7 @@ fn renew(pool: PgPool, node: String, alive: Weak<Gauges>) {
 
 /// Reads the counters and gauges again every `COUNTS_REFRESH` (for what
 /// the other nodes wrote) until the store is dropped.
-fn refresh(
-    pool: PgPool,
-    counts: Weak<Mutex<super::executions::IndexCounts>>,
-    gauges: Weak<Gauges>,
-) {
+fn refresh(pool: PgPool, counts: Weak<executions::Counts>, gauges: Weak<Gauges>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(executions::COUNTS_REFRESH).await;
@@ -136,10 +132,7 @@ fn refresh(
                 return;
             };
             let read = async {
-                let fresh = executions::load_counts(&pool).await?;
-                *counts
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                counts.reload(&pool).await?;
                 gauges.load(&pool).await
             };
             if let Err(e) = read.await {
@@ -317,7 +310,7 @@ impl PgStore {
             pool,
             pending_audit: std::sync::Mutex::default(),
             audit_writes: tokio::sync::Mutex::const_new(()),
-            execution_counts: Arc::new(Mutex::new(counts)),
+            execution_counts: executions::Counts::new(counts),
             pending_usage: PendingUsage::default(),
             usage_moving: tokio::sync::RwLock::const_new(()),
             gauges,
@@ -365,6 +358,10 @@ impl PgStore {
             ));
         }
         *held = Some(conn);
+        // Its own writes move the counters: no other node's to read.
+        self.execution_counts
+            .alone
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
