@@ -64,6 +64,7 @@ impl StoreNode {
             .to_string();
         let mut record = ExecutionRecord {
             node: None,
+            cancel_requested: false,
             script_id: script.map(str::to_owned),
             script_version: script.map(|_| 1),
             created_by: Some("0190b5c4-0000-7000-8000-000000000001".into()),

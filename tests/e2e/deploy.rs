@@ -14,8 +14,13 @@ fn deploy() -> PathBuf {
 
 /// Every document of every manifest `kubectl apply -f deploy/k8s/` applies.
 fn applied() -> Vec<Yaml> {
+    applied_from("k8s")
+}
+
+/// Every document `kubectl apply -f deploy/<dir>/` applies.
+fn applied_from(dir: &str) -> Vec<Yaml> {
     let mut documents = Vec::new();
-    for entry in std::fs::read_dir(deploy().join("k8s")).unwrap() {
+    for entry in std::fs::read_dir(deploy().join(dir)).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let parsed =
@@ -117,6 +122,70 @@ fn the_manifests_are_one_node_sized_and_probed_as_the_binary_behaves() {
             "{secret} comes from the Secret"
         );
     }
+}
+
+/// The value of `name` in `container`'s environment, or its Secret key.
+fn env_of(container: &Yaml, name: &str) -> Option<(Option<String>, Option<String>)> {
+    container["env"]
+        .as_vec()?
+        .iter()
+        .find(|var| var["name"].as_str() == Some(name))
+        .map(|var| {
+            (
+                var["value"].as_str().map(str::to_owned),
+                var["valueFrom"]["secretKeyRef"]["key"]
+                    .as_str()
+                    .map(str::to_owned),
+            )
+        })
+}
+
+#[test]
+fn the_shared_manifests_run_interchangeable_nodes_on_one_database() {
+    let documents = applied_from("k8s-shared");
+    let kinds: Vec<&str> = documents
+        .iter()
+        .filter_map(|d| d["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["Deployment", "Service", "PodDisruptionBudget"]);
+    let nodes = &documents[0];
+    let replicas = nodes["spec"]["replicas"].as_i64().unwrap();
+    assert!(replicas >= 2, "{replicas} replicas");
+    let pod = &nodes["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        env_of(container, "KILN_STORE_SHARED"),
+        Some((Some("true".into()), None))
+    );
+    // The database and the keys every node must share, from one Secret.
+    for (var, key) in [
+        ("KILN_STORE_URL", "store-url"),
+        ("KILN_AUTH_JWT_SECRET", "jwt-secret"),
+        ("KILN_MASTER_KEY", "master-key"),
+        ("KILN_ADMIN_PASSWORD", "admin-password"),
+    ] {
+        assert_eq!(
+            env_of(container, var),
+            Some((None, Some(key.into()))),
+            "{var}"
+        );
+    }
+    // Nothing of a pod's own is kept: no volume claim, a scratch data dir.
+    assert!(nodes["spec"]["volumeClaimTemplates"].is_badvalue());
+    assert!(pod["volumes"][0]["emptyDir"].as_hash().is_some());
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz"),
+        "a pod whose database does not answer gets no traffic"
+    );
+    assert!(pod["terminationGracePeriodSeconds"].as_i64().unwrap() > 5 + 30);
+    let budget = &documents[2];
+    let min_available = budget["spec"]["minAvailable"].as_i64().unwrap();
+    assert!((1..replicas).contains(&min_available));
+    // The example Secret has every key it reads.
+    let text = std::fs::read_to_string(deploy().join("kiln-secret.example.yaml")).unwrap();
+    let secret = &YamlLoader::load_from_str(&text).unwrap()[0];
+    assert!(secret["stringData"]["store-url"].as_str().is_some());
 }
 
 #[test]

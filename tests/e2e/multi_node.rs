@@ -1,8 +1,8 @@
 //! Three `kiln serve` nodes sharing one PostgreSQL database
 //! (`store.shared`): every execution runs once whichever node took it, a
 //! node killed mid-run has its runs ended INTERRUPTED within its lease while
-//! the others serve on, a schedule fires once per tick, and a webhook gets
-//! each event once.
+//! the others serve on, a schedule fires once per tick, a webhook gets each
+//! event once, and a cancel or an event stream may reach any node.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -121,18 +121,52 @@ fn three_nodes_on_one_database_run_each_execution_once_and_survive_one_s_death()
         "{fired} runs in {elapsed} s"
     );
 
+    // A cancel sent to another node than the one running the run stops it,
+    // and that node answers with the cancelled record.
+    nodes[0].create_script("spin", "javascript", "function main() { for (;;) {} }");
+    let spin = |node: &Kiln| -> String {
+        let response = node.execute("spin", "", json!({"timeout_ms": 60_000}));
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().unwrap();
+        body["execution_id"].as_str().unwrap().to_owned()
+    };
+    let far = spin(&nodes[0]);
+    crate::harness::eventually("running", || {
+        (nodes[1].execution(&far)["status"] == "running").then_some(())
+    });
+    let asked = Instant::now();
+    let cancelled = nodes[1]
+        .post(&format!("/v1/executions/{far}/cancel"))
+        .send()
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: Value = cancelled.json().unwrap();
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    eprintln!("cancelled from another node in {:?}", asked.elapsed());
+
+    // An event stream served by another node than the one running the run
+    // ends with the run's end.
+    nodes[0].create_script(
+        "slow",
+        "javascript",
+        "function main() { const end = Date.now() + 1500; while (Date.now() < end) {} return 7; }",
+    );
+    let response = nodes[0].execute("slow", "", json!({}));
+    let body: Value = response.json().unwrap();
+    let slow = body["execution_id"].as_str().unwrap().to_owned();
+    let events = nodes[2]
+        .get(&format!("/v1/executions/{slow}/events"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(events.contains("event: done"), "{events}");
+    assert!(events.contains("\"result\":7"), "{events}");
+
     // Node three dies (SIGKILL) while it runs two executions: another node
     // ends them INTERRUPTED once its lease runs out (15 s), and the others
     // go on serving.
-    nodes[0].create_script("spin", "javascript", "function main() { for (;;) {} }");
-    let spinning: Vec<String> = (0..2)
-        .map(|_| {
-            let response = nodes[2].execute("spin", "", json!({"timeout_ms": 60_000}));
-            assert_eq!(response.status(), 202);
-            let body: Value = response.json().unwrap();
-            body["execution_id"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let spinning: Vec<String> = (0..2).map(|_| spin(&nodes[2])).collect();
     for id in &spinning {
         crate::harness::eventually("running", || {
             (nodes[0].execution(id)["status"] == "running").then_some(())

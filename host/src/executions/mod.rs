@@ -160,6 +160,7 @@ pub fn new_record(
         .map_or((None, None), |(id, version)| (Some(id), Some(version)));
     Ok(ExecutionRecord {
         node: None,
+        cancel_requested: false,
         org: org_field(&target.org),
         script_id,
         script_version,

@@ -6,7 +6,9 @@
 //! INTERRUPTED) and, when its own queue is empty, takes queued executions
 //! that waited past [`STALE_QUEUED_MS`] (those of a node that went away, or
 //! of one too busy to start them) into its queue: whichever node claims one
-//! first runs it.
+//! first runs it. It also carries what crosses nodes without a message of
+//! its own ([`follow`]): a cancel asked for on another node, and the end of
+//! a run elsewhere that a request here waits for or streams.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +17,9 @@ use super::Jobs;
 use crate::contract;
 use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Store, StoreError};
 
-/// How often a node looks for expired leases and stale queued work.
-pub const EVERY: Duration = Duration::from_secs(2);
+/// How often a node looks for expired leases, stale queued work, and
+/// what other nodes did to the executions it runs or waits for.
+pub const EVERY: Duration = Duration::from_secs(1);
 
 /// How long a queued execution waits on the node that took it before
 /// another node with nothing queued may take it too.
@@ -37,6 +40,9 @@ pub async fn keep(store: Arc<dyn Store>, jobs: Arc<Jobs>) {
         }
         if let Err(e) = take_stale(store.as_ref(), &jobs).await {
             tracing::warn!(error = %e, "looking for queued work left by other nodes failed");
+        }
+        if let Err(e) = follow(store.as_ref(), &jobs).await {
+            tracing::warn!(error = %e, "looking for what other nodes did failed");
         }
     }
 }
@@ -83,6 +89,58 @@ fn interrupted(running: &ExecutionRecord) -> ExecutionRecord {
         "the node running this execution stopped (its lease ran out)",
     );
     record
+}
+
+/// What reaches this node from the others through the store: a cancel
+/// asked for elsewhere of a run here stops it; the end of a run elsewhere
+/// that a request here waits for (a wait, a cancel's answer) or streams
+/// (`/events`) settles it here, so the request answers with the record.
+/// Reads a record per run here (bounded by the workers) and per execution
+/// waited for here but neither queued nor running here (bounded by the
+/// requests open).
+///
+/// # Errors
+///
+/// The store could not be read.
+pub async fn follow(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
+    let running: Vec<(String, kiln_runtime::CancelHandle)> = jobs
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter(|(_, handle)| !handle.is_cancelled())
+        .map(|(id, handle)| (id.clone(), handle.clone()))
+        .collect();
+    for (id, handle) in &running {
+        if store
+            .execution(id)
+            .await?
+            .is_some_and(|record| record.cancel_requested)
+        {
+            handle.cancel();
+        }
+    }
+    let mut watched: std::collections::HashSet<String> = jobs.lock().keys().cloned().collect();
+    watched.extend(jobs.output.ids());
+    for id in watched {
+        let here = jobs.queue.contains(&id)
+            || jobs
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(&id);
+        if here {
+            continue;
+        }
+        if store
+            .execution(&id)
+            .await?
+            .is_some_and(|record| record.status.is_final())
+        {
+            jobs.settle(&id, super::Settled::Stored);
+        }
+    }
+    Ok(())
 }
 
 /// With nothing queued here, queues the executions that waited elsewhere

@@ -228,6 +228,16 @@ impl LiveOutputs {
         })
     }
 
+    /// The executions with a live output entry (published or subscribed).
+    pub fn ids(&self) -> Vec<String> {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Ends an execution's live output (its final record is flushed):
     /// subscribers get the end, and the next subscriber reads the record.
     pub fn finish(&self, id: &str) {

@@ -466,9 +466,26 @@ impl Jobs {
         match record.status {
             ExecutionStatus::Running => {
                 let done = self.subscribe(id);
-                let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(handle) = running.get(id) {
-                    handle.cancel();
+                let here = self
+                    .running
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(id)
+                    .map(CancelHandle::cancel)
+                    .is_some();
+                if !here {
+                    // Another node runs it: asked through its record, which
+                    // that node reads within a second (`leases::follow`).
+                    store
+                        .update_execution(id, &|current| {
+                            (current.status == ExecutionStatus::Running
+                                && !current.cancel_requested)
+                                .then(|| ExecutionRecord {
+                                    cancel_requested: true,
+                                    ..current.clone()
+                                })
+                        })
+                        .await?;
                 }
                 Ok(Some(Cancelled::WhileRunning(done)))
             }

@@ -325,6 +325,11 @@ impl Queue {
         self.state().tenant_of.len()
     }
 
+    /// Whether `id` waits in this queue.
+    pub fn contains(&self, id: &str) -> bool {
+        self.state().tenant_of.contains_key(id)
+    }
+
     /// Places left before the queue is at capacity.
     pub fn room(&self) -> usize {
         self.capacity.saturating_sub(self.len())

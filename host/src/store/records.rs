@@ -372,6 +372,10 @@ pub struct ExecutionRecord {
     /// is that node's); absent on a node with a store of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// A cancel asked for on a node other than the one running it, which
+    /// that node reads (`jobs/leases.rs`); never shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
     /// Its organization; absent for the default one (`store/orgs.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
@@ -495,6 +499,7 @@ impl ExecutionRecord {
         Self {
             id,
             node: None,
+            cancel_requested: false,
             org: None,
             script_id: None,
             script_version: None,

@@ -16,6 +16,7 @@ pub fn execution(id: &str, script: Option<&str>, status: ExecutionStatus) -> Exe
     let created_at = crate::time_of_ms(made);
     ExecutionRecord {
         node: None,
+        cancel_requested: false,
         script_id: script.map(Into::into),
         script_version: script.map(|_| 1),
         status,
