@@ -54,7 +54,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot recover executions")?;
     phase("executions recovered");
-    tokio::spawn(jobs::leases::keep(store.clone(), jobs.clone()));
+    if state.config.store.shared {
+        tokio::spawn(jobs::leases::keep(store.clone(), jobs.clone()));
+    }
     tokio::spawn(forget_idle_buckets(state.limits.clone()));
     if cfg!(feature = "mimalloc") {
         tokio::spawn(crate::memory::release_when_idle(jobs.clone()));
@@ -83,7 +85,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         state.schedules_changed.clone(),
         stopping.clone(),
     ));
-    if store.node().is_some() {
+    if state.config.store.shared {
         tokio::spawn(follow_other_nodes(
             state.schedules_changed.clone(),
             state.webhooks.clone(),

@@ -79,8 +79,11 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, Api
         Phase::Ready => {
             let store = StoreHealth::of(state.store.as_ref()).await;
             if let Some(error) = store.error {
+                // The detail is the operator's (`/v1/status`, the log), not
+                // an anonymous caller's.
+                tracing::warn!(store = store.kind, %error, "not ready: the store does not answer");
                 return Err(ApiError::Unavailable(format!(
-                    "the store ({}) does not answer: {error}",
+                    "the store ({}) does not answer",
                     store.kind
                 )));
             }

@@ -132,15 +132,15 @@ sections! {
         /// `postgres://user:password@host:5432/database` (`KILN_STORE_URL`):
         /// the PostgreSQL store. Unset: sled, embedded.
         url: Option<Secret> = None,
-        /// Let several nodes share that database (`KILN_STORE_SHARED`). Off,
-        /// a node refuses to start on a database another node uses. On,
-        /// executions are claimed through the database and run exactly once
-        /// whichever node took them, a node that dies has its runs ended
-        /// INTERRUPTED within its lease (15 s), schedules fire once, webhook
-        /// attempts are made once; but a cancel, a live output stream and a
-        /// waiting request must reach the node that runs the execution, and
-        /// requests per hour and executions per day are counted per node
-        /// (docs/scaling.md).
+        /// Let several nodes share that database (`KILN_STORE_SHARED`), every
+        /// one with the same `auth.jwt_secret` and `auth.master_key`. Off, a
+        /// node refuses to start on a database another node uses. On,
+        /// executions run once whichever node claimed them, a node that dies
+        /// has its runs ended INTERRUPTED within its lease (15 s), schedules
+        /// fire once, webhook attempts are made once, and cancels, waits and
+        /// event streams reach any node (a stream elsewhere carries the end,
+        /// not the output); requests per hour and executions per day are
+        /// counted per node (docs/scaling.md).
         shared: bool = false,
     }
 

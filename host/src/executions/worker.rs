@@ -48,9 +48,14 @@ impl Execute for Worker {
                 });
                 return;
             }
-            // Not queued any more: whoever ended it stored its record (and
-            // has normally settled it already).
-            Ok(None) => Settled::Stored,
+            // Not queued any more. Ended (a cancel): whoever ended it stored
+            // its record (and has normally settled it already). Claimed and
+            // running (here by another worker, or on another node): its end
+            // settles the waiters (`leases::follow` for another node's).
+            Ok(None) => match self.store.execution(id).await {
+                Ok(Some(record)) if !record.status.is_final() => return,
+                _ => Settled::Stored,
+            },
             Err(e) => lost(id, &e),
         };
         self.jobs.settle(id, settled);

@@ -28,14 +28,30 @@ pub const STALE_QUEUED_MS: u64 = 2_000;
 /// Expired runs ended per look.
 const REAP_BATCH: usize = 100;
 
-/// Runs until the process ends; nothing for a store of one node.
+/// Runs until the process ends, on a node sharing its store: renews the
+/// leases of its runs each second, then does the rest. After a time without
+/// the database it renews for one whole lease before it ends other nodes'
+/// runs: theirs ran out meanwhile too, and they must get to renew first.
 pub async fn keep(store: Arc<dyn Store>, jobs: Arc<Jobs>) {
-    if store.node().is_none() {
-        return;
-    }
+    let mut renewing_since: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(EVERY).await;
-        if let Err(e) = reap(store.as_ref(), &jobs).await {
+        let here: Vec<String> = jobs
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        if let Err(e) = store.renew_runs(&here).await {
+            tracing::warn!(error = %e, "renewing this node's leases failed");
+            renewing_since = None;
+            continue;
+        }
+        let since = *renewing_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= crate::store::LEASE
+            && let Err(e) = reap(store.as_ref(), &jobs).await
+        {
             tracing::warn!(error = %e, "ending the runs of a node that went away failed");
         }
         if let Err(e) = take_stale(store.as_ref(), &jobs).await {
@@ -112,11 +128,16 @@ pub async fn follow(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
         .map(|(id, handle)| (id.clone(), handle.clone()))
         .collect();
     for (id, handle) in &running {
-        if store
-            .execution(id)
-            .await?
-            .is_some_and(|record| record.cancel_requested)
-        {
+        // Asked to stop elsewhere, or no longer this node's to finish (ended
+        // by another node when this one's lease ran out).
+        // (A record still queued is one whose claim is being written.)
+        let stop = store.execution(id).await?.is_some_and(|record| {
+            record.cancel_requested
+                || record.status.is_final()
+                || (record.status == ExecutionStatus::Running
+                    && record.node.as_deref() != store.node())
+        });
+        if stop {
             handle.cancel();
         }
     }

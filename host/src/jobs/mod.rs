@@ -51,14 +51,10 @@ pub struct Jobs {
     queue: Queue,
     metrics: ExecutionMetrics,
     done: Mutex<HashMap<String, watch::Sender<Settled>>>,
-    /// Cancel handles of running executions (`transitions` orders the
-    /// queued → running and queued → cancelled transitions, so a worker and a
-    /// cancel request never both win.
+    /// Cancel handles of executions running here (registered before their
+    /// claim is written, so a cancel that finds a record running here finds
+    /// its handle) and of HTTP function requests.
     running: Mutex<HashMap<String, CancelHandle>>,
-    /// Held across a claim's or a cancel's read and write of the record, so
-    /// a worker and a cancel request never both win. An async lock: the
-    /// store is awaited under it.
-    transitions: tokio::sync::Mutex<()>,
     /// Live output of executions not yet final, for `/events` subscribers.
     pub output: LiveOutputs,
     /// Set on shutdown: workers take no new executions (they stay queued in
@@ -166,7 +162,6 @@ impl Jobs {
             metrics,
             done: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
-            transitions: tokio::sync::Mutex::const_new(()),
             output: LiveOutputs::default(),
             draining: AtomicBool::new(false),
             interrupting: AtomicBool::new(false),
@@ -230,8 +225,8 @@ impl Jobs {
 
     /// Moves a queued execution to running (stored, not flushed) and
     /// returns it with the handle that cancels it; `None` if it is no
-    /// longer queued. Under the same lock as [`Jobs::cancel`], so a cancel
-    /// and a worker never both win.
+    /// longer queued. A compare-and-swap of the store, as a cancel of a
+    /// queued execution is, so a cancel and a worker never both win.
     ///
     /// # Errors
     ///
@@ -241,7 +236,15 @@ impl Jobs {
         store: &dyn Store,
         id: &str,
     ) -> Result<Option<(ExecutionRecord, CancelHandle)>, StoreError> {
-        let _transition = self.transitions.lock().await;
+        let cancel = CancelHandle::new();
+        {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            if running.contains_key(id) {
+                // Claimed here already (or being claimed).
+                return Ok(None);
+            }
+            running.insert(id.to_string(), cancel.clone());
+        }
         // Written only over a queued record: of the nodes (and the cancel)
         // that race for it, one wins.
         let (started_at, node) = (crate::now(), store.node().map(str::to_owned));
@@ -254,16 +257,14 @@ impl Jobs {
                     ..current.clone()
                 })
             })
-            .await?;
-        let Some(record) = claimed else {
-            return Ok(None);
-        };
-        let cancel = CancelHandle::new();
-        self.running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.to_string(), cancel.clone());
-        Ok(Some((record, cancel)))
+            .await;
+        match claimed {
+            Ok(Some(record)) => Ok(Some((record, cancel))),
+            lost => {
+                self.release(id);
+                lost.map(|_| None)
+            }
+        }
     }
 
     /// A claimed execution is no longer running.
@@ -436,7 +437,6 @@ impl Jobs {
         store: &dyn Store,
         id: &str,
     ) -> Result<Option<Cancelled>, StoreError> {
-        let transition = self.transitions.lock().await;
         // Written only over a queued record, so a claim (on any node) and
         // this cancel never both win.
         let cancelled = store
@@ -456,7 +456,6 @@ impl Jobs {
         if let Some(record) = cancelled {
             self.finished(store, &record).await;
             self.queue.remove(id);
-            drop(transition);
             self.settle(id, Settled::Stored);
             return Ok(Some(Cancelled::WhileQueued(Box::new(record))));
         }
@@ -466,14 +465,17 @@ impl Jobs {
         match record.status {
             ExecutionStatus::Running => {
                 let done = self.subscribe(id);
-                let here = self
-                    .running
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(id)
-                    .map(CancelHandle::cancel)
-                    .is_some();
-                if !here {
+                if record.node.as_deref() == store.node() {
+                    // Claimed here: its handle was registered before.
+                    if let Some(handle) = self
+                        .running
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(id)
+                    {
+                        handle.cancel();
+                    }
+                } else {
                     // Another node runs it: asked through its record, which
                     // that node reads within a second (`leases::follow`).
                     store

@@ -199,10 +199,12 @@ pub trait ExecutionStore {
         id: &str,
         change: &(dyn for<'r> Fn(&'r ExecutionRecord) -> Option<ExecutionRecord> + Send + Sync),
     ) -> Result<Option<ExecutionRecord>, StoreError>;
-    /// Running executions whose node stopped renewing its lease on them (a
-    /// store several nodes share; none in a store of one node, where what a
-    /// crash left running is found at the next start), oldest first, at
-    /// most `limit`.
+    /// Moves on the leases of this node's running executions `ids`, so no
+    /// other node ends them (a store several nodes share; nothing in sled).
+    async fn renew_runs(&self, ids: &[String]) -> Result<(), StoreError>;
+    /// Running executions of other nodes whose lease ran out (a store
+    /// several nodes share; none in sled, where what a crash left running
+    /// is found at the next start), oldest first, at most `limit`.
     async fn expired_runs(&self, limit: usize) -> Result<Vec<ExecutionRecord>, StoreError>;
     /// Queued executions created more than `age_ms` ago, oldest first, at
     /// most `limit`: in a shared store, work a node that went away left

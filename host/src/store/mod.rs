@@ -30,7 +30,7 @@ use std::pin::Pin;
 
 pub use self::disk_sync::{FileSyncer, Fsync};
 pub use self::idempotency::{Claim, IDEMPOTENCY_TTL_MS, StoredResponse};
-pub use self::postgres::PgStore;
+pub use self::postgres::{LEASE, PgStore};
 pub use self::records::{
     ClampedLimit, ExecutionCode, ExecutionError, ExecutionRecord, ExecutionStatus, Language,
     LimitName, OutboundRequest, Overlap, Priority, ScheduleRecord, ScriptKind, ScriptLimits,
@@ -98,8 +98,8 @@ pub trait Store:
 {
     /// Which store this is: `sled` or `postgres`.
     fn kind(&self) -> &'static str;
-    /// This node's id among those sharing the store (it stamps the
-    /// executions it claims); `None` for a store of one node.
+    /// This node's id in a store that nodes can share (it stamps the
+    /// executions it claims); `None` for sled, which only one node opens.
     fn node(&self) -> Option<&str>;
     /// Whether the store answers now (`/readyz`, `/v1/status`).
     fn check(&self) -> FlushFuture<'_>;

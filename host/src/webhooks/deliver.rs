@@ -44,10 +44,10 @@ fn jitter() -> f64 {
     f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX)
 }
 
-/// Runs until `stopping` turns true.
 /// How long past its timeout an attempt's claim on a delivery lasts.
 const CLAIM_MARGIN_MS: u64 = 30_000;
 
+/// Runs until `stopping` turns true.
 pub async fn run(webhooks: Arc<Webhooks>, mut stopping: tokio::sync::watch::Receiver<bool>) {
     // A tokio lock: the outbox is read while it is held.
     let in_flight: Arc<tokio::sync::Mutex<HashSet<String>>> = Arc::default();

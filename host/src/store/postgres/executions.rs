@@ -29,9 +29,9 @@ const WALK_PAGE: i64 = 256;
 /// How often the counters are read again from the table.
 pub(super) const COUNTS_REFRESH: Duration = Duration::from_secs(10);
 
-/// How long a node's claim on a running execution holds unless renewed;
-/// renewed every third of it (`PgStore::connect`'s task).
-pub(super) const LEASE: Duration = Duration::from_secs(15);
+/// How long a node's claim on a running execution holds unless renewed
+/// (`jobs::leases` renews every second).
+pub const LEASE: Duration = Duration::from_secs(15);
 
 /// The database's clock in Unix ms: every node's leases are measured by
 /// one clock.
@@ -146,20 +146,6 @@ fn upsert(before: &str, after: &str) -> String {
     )
 }
 
-/// Moves this node's leases on its running executions on.
-pub(super) async fn renew_leases(pool: &PgPool, node: &str) -> Result<u64, StoreError> {
-    let lease_ms = LEASE.as_millis();
-    let renewed = sqlx::query(&format!(
-        "UPDATE executions SET lease_ms = {DB_NOW_MS} + {lease_ms}
-         WHERE status = 'running' AND node = $1"
-    ))
-    .bind(node)
-    .execute(pool)
-    .await
-    .map_err(backend)?;
-    Ok(renewed.rows_affected())
-}
-
 impl PgStore {
     fn counts(&self) -> std::sync::MutexGuard<'_, IndexCounts> {
         self.execution_counts.lock()
@@ -171,7 +157,7 @@ impl PgStore {
     fn written(&self, before: Option<ExecutionStatus>, record: &ExecutionRecord) {
         let after = Indexed::of(record);
         if after.status.is_final() && before.is_none_or(|s| !s.is_final()) {
-            self.pending_usage.add(record);
+            self.rollups.pending.add(record);
         }
         if before != Some(after.status) {
             let mut counts = self.counts();
@@ -330,12 +316,28 @@ impl ExecutionStore for PgStore {
         Ok(Some(next))
     }
 
+    async fn renew_runs(&self, ids: &[String]) -> Result<(), StoreError> {
+        let lease_ms = LEASE.as_millis();
+        sqlx::query(&format!(
+            "UPDATE executions SET lease_ms = {DB_NOW_MS} + {lease_ms}
+             WHERE status = 'running' AND node = $1 AND id = ANY($2)"
+        ))
+        .bind(&self.node)
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
     async fn expired_runs(&self, limit: usize) -> Result<Vec<ExecutionRecord>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT record FROM executions
-             WHERE status = 'running' AND lease_ms < {DB_NOW_MS} ORDER BY id LIMIT $1"
+             WHERE status = 'running' AND lease_ms < {DB_NOW_MS} AND node IS DISTINCT FROM $2
+             ORDER BY id LIMIT $1"
         ))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(&self.node)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;

@@ -1,17 +1,16 @@
-//! The PostgreSQL side of the store (issue 25), growing one record family at
-//! a time: organizations, schedules, idempotency keys, webhooks, and users
-//! with their keys, sessions and audit log so far, each
-//! checked by the same conformance suite as sled (`store/conformance.rs`).
-//! Until every family is here it is not a [`Store`](super::Store), and
-//! `kiln serve` cannot select it.
+//! The PostgreSQL store (`store.url`): every record family, held to the
+//! same conformance suite as sled (`store/conformance.rs`), so several
+//! nodes can share one database (`store.shared`, `jobs/leases.rs`).
 //!
-//! Records are the sled store's JSON (`record jsonb`), with the columns that
-//! lookups, uniqueness and order need beside it. A compare-and-swap of the
-//! sled store (`update_*`, `delete_*` with a precondition) is a transaction
-//! that locks the row (`SELECT … FOR UPDATE`), so `change` runs once.
+//! Records are the sled store's JSON (`record json`, so a user's maps keep
+//! their key order) with the columns that lookups, uniqueness and order
+//! need beside it. A compare-and-swap of the sled store (`update_*`,
+//! `delete_*` with a precondition) is a transaction that locks the row
+//! (`SELECT … FOR UPDATE`), so `change` runs once.
 
 mod auth;
 mod executions;
+pub use self::executions::LEASE;
 mod idempotency;
 mod orgs;
 mod schedules;
@@ -27,7 +26,6 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Row as _};
 
 use super::executions::{ExecutionIndex, ExecutionStore as _};
-use super::pending_usage::PendingUsage;
 use super::{FlushFuture, RecordCounts, Store, StoreError, SyncStats};
 
 /// The schema's migrations, in order: `(version, SQL)`. A migration is
@@ -41,9 +39,11 @@ const MIGRATION_LOCK: i64 = 0x6b69_6c6e;
 /// How long a health check waits for the database.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Held (a session-level advisory lock, on a connection of its own) by the
-/// node that uses the database, until executions are claimed through the
-/// database: one node per database until then.
+/// How long a health check's answer stands.
+const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Held (a session-level advisory lock, on a connection of its own) by a
+/// node that keeps the database to itself (`store.shared` off).
 const NODE_LOCK: i64 = 0x6b69_6c6e_0001;
 
 /// Connections one node keeps to the database.
@@ -57,19 +57,18 @@ pub struct PgStore {
     audit_writes: tokio::sync::Mutex<()>,
     /// How many executions each index holds (`executions.rs`).
     execution_counts: Arc<executions::Counts>,
-    /// Rollup changes of what ended on this node since the last flush.
-    pending_usage: PendingUsage,
-    /// Written while those move into the table, read while a reader merges
-    /// both, so a reader never sees a change twice or not at all.
-    usage_moving: tokio::sync::RwLock<()>,
+    /// Rollup changes of what ended on this node, merged every second.
+    rollups: Arc<usage::Rollups>,
     /// What `/metrics` and `/v1/status` read without waiting, refreshed
     /// with the execution counters.
     gauges: Arc<Gauges>,
     flushes: AtomicU64,
     /// The connection holding [`NODE_LOCK`], once taken.
     node_lock: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
-    /// This node's id (a UUIDv7 made at connect), on its claims and leases.
+    /// This node's id (`<data_dir>/node-id`), on its claims and leases.
     node: String,
+    /// The last health check's time and answer.
+    last_check: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 /// The database's size and the rows of the families that grow with use.
@@ -103,23 +102,6 @@ impl Gauges {
         }
         Ok(())
     }
-}
-
-/// Renews this node's leases every third of `LEASE` until the store is
-/// dropped (`alive` no longer upgrades). A renewal that fails is retried at
-/// the next turn; past the lease, other nodes end the runs INTERRUPTED.
-fn renew(pool: PgPool, node: String, alive: Weak<Gauges>) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(executions::LEASE / 3).await;
-            if alive.upgrade().is_none() {
-                return;
-            }
-            if let Err(e) = executions::renew_leases(&pool, &node).await {
-                tracing::warn!(error = %e, "renewing this node's leases failed");
-            }
-        }
-    });
 }
 
 /// Reads the counters and gauges again every `COUNTS_REFRESH` (for what
@@ -311,12 +293,12 @@ impl PgStore {
             pending_audit: std::sync::Mutex::default(),
             audit_writes: tokio::sync::Mutex::const_new(()),
             execution_counts: executions::Counts::new(counts),
-            pending_usage: PendingUsage::default(),
-            usage_moving: tokio::sync::RwLock::const_new(()),
+            rollups: Arc::default(),
             gauges,
             flushes: AtomicU64::new(0),
             node_lock: tokio::sync::Mutex::const_new(None),
             node: node.to_owned(),
+            last_check: tokio::sync::Mutex::const_new(None),
         };
         store.ensure_default_org().await?;
         refresh(
@@ -324,17 +306,14 @@ impl PgStore {
             Arc::downgrade(&store.execution_counts),
             Arc::downgrade(&store.gauges),
         );
-        renew(
-            store.pool.clone(),
-            store.node.clone(),
-            Arc::downgrade(&store.gauges),
-        );
+        usage::write_every_second(store.pool.clone(), Arc::downgrade(&store.rollups));
         Ok(store)
     }
 
     /// Makes this the one node using the database, or refuses if another
-    /// is: queued executions are not yet claimed through the database, so
-    /// two nodes would both run (and recover) them.
+    /// is: without `store.shared` a node counts on being alone (its counters
+    /// are never read again from the table, nobody ends its runs but its own
+    /// restart).
     ///
     /// # Errors
     ///
@@ -352,8 +331,8 @@ impl PgStore {
             .map_err(backend)?;
         if !row.try_get::<bool, _>("taken").map_err(backend)? {
             return Err(StoreError::Refused(
-                "another Kiln node uses this database; one node per database for now \
-                 (docs/scaling.md)"
+                "another Kiln node uses this database; set store.shared on every node \
+                 to share it (docs/scaling.md)"
                     .into(),
             ));
         }
@@ -389,16 +368,23 @@ impl Store for PgStore {
         Some(&self.node)
     }
 
+    /// A `SELECT 1` within 2 s, at most one a second: `/readyz` is open to
+    /// anyone, and each call would otherwise take a connection.
     fn check(&self) -> FlushFuture<'_> {
         Box::pin(async move {
-            let ping = sqlx::query("SELECT 1").execute(&self.pool);
-            match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
-                Ok(answer) => answer.map(|_| ()).map_err(backend),
-                Err(_) => Err(StoreError::Backend(format!(
-                    "no answer within {} s",
-                    CHECK_TIMEOUT.as_secs()
-                ))),
+            let mut last = self.last_check.lock().await;
+            if let Some((at, answer)) = &*last
+                && at.elapsed() < CHECK_EVERY
+            {
+                return answer.clone().map_err(StoreError::Backend);
             }
+            let ping = sqlx::query("SELECT 1").execute(&self.pool);
+            let answer = match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+                Ok(answer) => answer.map(|_| ()).map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+            };
+            *last = Some((std::time::Instant::now(), answer.clone()));
+            answer.map_err(StoreError::Backend)
         })
     }
 
@@ -407,11 +393,14 @@ impl Store for PgStore {
     }
 
     /// Every write is committed when it returns; what waits in memory is
-    /// the audit records and the usage rollup changes, written here.
+    /// the audit records, written here, and the usage rollup changes, which
+    /// a task merges every second (`USAGE_EVERY`) rather than each answer's
+    /// flush: a merge is a transaction over rows every node adds to, and
+    /// once per answer it held every answer back. A crash loses at most
+    /// that second of rollups, never a record.
     fn flush(&self) -> FlushFuture<'_> {
         Box::pin(async move {
             self.write_pending_audit().await?;
-            self.write_usage().await?;
             self.flushes.fetch_add(1, Ordering::Relaxed);
             Ok(())
         })
@@ -437,6 +426,7 @@ impl Store for PgStore {
     fn close(&self) -> FlushFuture<'_> {
         Box::pin(async move {
             self.flush().await?;
+            self.rollups.write(&self.pool).await?;
             if let Some(conn) = self.node_lock.lock().await.take() {
                 let _ = conn.close().await;
             }

@@ -1,17 +1,19 @@
 //! The PostgreSQL side of [`UsageStore`]: `usage_rollups`, a row per kind
 //! (`pending_usage::kind`), bucket, organization and script ('' for none).
 //! Each node adds what ended on it to its rows in memory and merges that
-//! into the table at every flush (`PgStore::write_usage`), each row locked
-//! while it merges, so nodes add to a row one after the other.
+//! into the table every second ([`Rollups::write`]), each row locked while
+//! it merges, so nodes add to a row one after the other.
 
 use std::collections::HashMap;
+use std::sync::Weak;
 
+use sqlx::postgres::PgPool;
 use sqlx::{QueryBuilder, Row as _};
 
 use super::{PgStore, backend, decode, encode};
 use crate::store::StoreError;
 use crate::store::orgs::org_of;
-use crate::store::pending_usage::{RowKey, kind, merge_into_rows, selection};
+use crate::store::pending_usage::{PendingUsage, RowKey, kind, merge_into_rows, selection};
 use crate::store::usage::{Grain, Scope, UsageRollup, UsageRow, UsageStore};
 
 /// A row key's organization and script columns.
@@ -19,64 +21,101 @@ fn columns((_, _, org, script): &RowKey) -> (&str, &str) {
     (org_of(org), script.as_deref().unwrap_or(""))
 }
 
-impl PgStore {
-    /// Merges the pending rollup changes into the table, in one
-    /// transaction; put back if it fails, for the next flush.
-    pub(super) async fn write_usage(&self) -> Result<(), StoreError> {
-        let _moving = self.usage_moving.write().await;
-        let changes = self.pending_usage.take();
+/// How often a node merges the rollup changes of what ended on it.
+pub(super) const USAGE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Rollup changes of what ended on this node and not yet merged into the
+/// table, and what keeps a reader from seeing a change twice or not at
+/// all: written while changes move into the table, read while a reader
+/// merges both.
+#[derive(Default)]
+pub(super) struct Rollups {
+    pub(super) pending: PendingUsage,
+    moving: tokio::sync::RwLock<()>,
+}
+
+impl Rollups {
+    /// Merges the pending changes into the table, in one transaction; put
+    /// back if it fails, for the next time.
+    pub(super) async fn write(&self, pool: &PgPool) -> Result<(), StoreError> {
+        let _moving = self.moving.write().await;
+        let changes = self.pending.take();
         if changes.is_empty() {
             return Ok(());
         }
-        match self.merge_usage(&changes).await {
+        match merge(pool, &changes).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.pending_usage.restore(changes);
+                self.pending.restore(changes);
                 Err(e)
             }
         }
     }
+}
 
-    async fn merge_usage(&self, changes: &HashMap<RowKey, UsageRollup>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // In key order, so two nodes merging the same rows never deadlock.
-        let mut keys: Vec<&RowKey> = changes.keys().collect();
-        keys.sort();
-        for key in keys {
-            let (org, script) = columns(key);
-            let (row_kind, bucket) = (key.0 as i8, key.1.as_str());
-            let current = sqlx::query(
-                "SELECT record FROM usage_rollups
-                 WHERE kind = $1 AND bucket = $2 AND org = $3 AND script = $4 FOR UPDATE",
-            )
-            .bind(row_kind)
-            .bind(bucket)
-            .bind(org)
-            .bind(script)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-            let mut usage: UsageRollup = match current {
-                Some(row) => decode(row.get("record"))?,
-                None => UsageRollup::default(),
+/// Writes `rollups` every [`USAGE_EVERY`] until the store is dropped.
+pub(super) fn write_every_second(pool: PgPool, rollups: Weak<Rollups>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(USAGE_EVERY).await;
+            let Some(rollups) = rollups.upgrade() else {
+                return;
             };
-            usage.merge(&changes[key]);
-            sqlx::query(
-                "INSERT INTO usage_rollups (kind, bucket, org, script, record)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (kind, bucket, org, script) DO UPDATE SET record = EXCLUDED.record",
-            )
-            .bind(row_kind)
-            .bind(bucket)
-            .bind(org)
-            .bind(script)
-            .bind(encode(&usage)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            if let Err(e) = rollups.write(&pool).await {
+                tracing::warn!(error = %e, "merging the usage rollups failed; kept for the next time");
+            }
         }
-        tx.commit().await.map_err(backend)
+    });
+}
+
+async fn merge(pool: &PgPool, changes: &HashMap<RowKey, UsageRollup>) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    // In key order, so two nodes merging the same rows never deadlock.
+    let mut keys: Vec<&RowKey> = changes.keys().collect();
+    keys.sort();
+    for key in keys {
+        let (org, script) = columns(key);
+        let (row_kind, bucket) = (key.0 as i8, key.1.as_str());
+        // The row exists before it is locked: two nodes making one new row
+        // would otherwise each write their own change over the other's.
+        sqlx::query(
+            "INSERT INTO usage_rollups (kind, bucket, org, script, record)
+             VALUES ($1, $2, $3, $4, '{}') ON CONFLICT DO NOTHING",
+        )
+        .bind(row_kind)
+        .bind(bucket)
+        .bind(org)
+        .bind(script)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let current = sqlx::query(
+            "SELECT record FROM usage_rollups
+             WHERE kind = $1 AND bucket = $2 AND org = $3 AND script = $4 FOR UPDATE",
+        )
+        .bind(row_kind)
+        .bind(bucket)
+        .bind(org)
+        .bind(script)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut usage: UsageRollup = decode(current.get("record"))?;
+        usage.merge(&changes[key]);
+        sqlx::query(
+            "UPDATE usage_rollups SET record = $5
+             WHERE kind = $1 AND bucket = $2 AND org = $3 AND script = $4",
+        )
+        .bind(row_kind)
+        .bind(bucket)
+        .bind(org)
+        .bind(script)
+        .bind(encode(&usage)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
     }
+    tx.commit().await.map_err(backend)
 }
 
 #[async_trait::async_trait]
@@ -90,7 +129,7 @@ impl UsageStore for PgStore {
     ) -> Result<Vec<UsageRow>, StoreError> {
         let (first, last) = (grain.bucket_at(from_ms), grain.bucket_at(to_ms));
         let (row_kind, org) = selection(grain, scope);
-        let _moving = self.usage_moving.read().await;
+        let _moving = self.rollups.moving.read().await;
         let mut query = QueryBuilder::new("SELECT bucket, script, record FROM usage_rollups");
         query
             .push(" WHERE kind = ")
@@ -126,7 +165,7 @@ impl UsageStore for PgStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         merge_into_rows(
             &mut usage,
-            self.pending_usage.snapshot(),
+            self.rollups.pending.snapshot(),
             grain,
             (&first, &last),
             scope,
@@ -135,6 +174,8 @@ impl UsageStore for PgStore {
     }
 
     async fn remove_usage_before(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        // What ended so far is in the table first, so it goes too.
+        self.rollups.write(&self.pool).await?;
         let mut removed = 0;
         for grain in Grain::ALL {
             // The bucket `before_ms` falls in has not ended: kept.
