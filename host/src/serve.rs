@@ -190,7 +190,12 @@ fn node_id(data: &std::path::Path) -> anyhow::Result<String> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
     let id = uuid::Uuid::now_v7().to_string();
-    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    // Whole or not at all: a crash must not leave a file that refuses
+    // every later start.
+    let partial = data.join("node-id.partial");
+    std::fs::write(&partial, &id)
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(id)
 }
 

@@ -237,15 +237,29 @@ pub async fn queue(
     match jobs.enqueue(record) {
         Ok(settled) => Ok(settled),
         Err(e) => {
-            let mut refused = record.clone();
             let code = match e {
                 JobError::QueueFull | JobError::TenantFull(_) | JobError::OrgFull(_) => {
                     ExecutionCode::QUEUE_FULL
                 }
                 _ => ExecutionCode::UNAVAILABLE,
             };
-            crate::contract::end_unrun(&mut refused, ExecutionStatus::Failed, code, e.to_string());
-            store.put_execution(&refused).await?;
+            let message = e.to_string();
+            // Only over the queued record: on a shared store another node
+            // may have claimed it meanwhile, and then it runs there.
+            store
+                .update_execution(&record.id, &|current| {
+                    (current.status == ExecutionStatus::Queued).then(|| {
+                        let mut refused = current.clone();
+                        crate::contract::end_unrun(
+                            &mut refused,
+                            ExecutionStatus::Failed,
+                            code,
+                            message.clone(),
+                        );
+                        refused
+                    })
+                })
+                .await?;
             Err(e.into())
         }
     }

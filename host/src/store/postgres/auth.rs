@@ -9,7 +9,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, all, backend, decode, encode, ms, name_taken, one, update_record};
+use super::{PgStore, all, backend, bigint, decode, encode, ms, name_taken, one, update_record};
 use crate::store::StoreError;
 use crate::store::auth::{
     ApiKeyRecord, AuditRecord, AuthStore, RefreshRecord, RefreshUse, SessionRecord, UserRecord,
@@ -390,7 +390,7 @@ impl AuthStore for PgStore {
                 SELECT org, id FROM audit WHERE id < $1 ORDER BY id LIMIT $2)",
         )
         .bind(crate::store::lowest_id_at(before_ms))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(bigint(limit))
         .execute(&self.pool)
         .await
         .map_err(backend)?;

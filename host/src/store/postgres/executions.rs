@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::postgres::PgPool;
 use sqlx::{QueryBuilder, Row as _};
 
-use super::{PgStore, backend, decode, encode, one};
+use super::{PgStore, backend, bigint, decode, encode, one, records};
 use crate::store::executions::{
     ExecutionIndex, ExecutionStore, ExecutionWalk, IndexCounts, Indexed, Removal,
 };
@@ -201,9 +201,7 @@ impl PgStore {
         });
         query.push(" LIMIT ").push_bind(WALK_PAGE);
         let rows = query.build().fetch_all(&self.pool).await.map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        records(rows)
     }
 }
 
@@ -336,14 +334,12 @@ impl ExecutionStore for PgStore {
              WHERE status = 'running' AND lease_ms < {DB_NOW_MS} AND node IS DISTINCT FROM $2
              ORDER BY id LIMIT $1"
         ))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(bigint(limit))
         .bind(&self.node)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        records(rows)
     }
 
     async fn stale_queued(
@@ -357,13 +353,11 @@ impl ExecutionStore for PgStore {
              ORDER BY id LIMIT $2",
         )
         .bind(before)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(bigint(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        records(rows)
     }
 
     async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError> {

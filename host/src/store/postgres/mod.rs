@@ -195,10 +195,21 @@ async fn all<T: serde::de::DeserializeOwned>(
     pool: &PgPool,
     sql: &str,
 ) -> Result<Vec<T>, StoreError> {
-    let rows = sqlx::query(sql).fetch_all(pool).await.map_err(backend)?;
+    records(sqlx::query(sql).fetch_all(pool).await.map_err(backend)?)
+}
+
+/// The `record` column of every row, decoded.
+fn records<T: serde::de::DeserializeOwned>(
+    rows: Vec<sqlx::postgres::PgRow>,
+) -> Result<Vec<T>, StoreError> {
     rows.into_iter()
         .map(|row| decode(row.get("record")))
         .collect()
+}
+
+/// A count or limit as PostgreSQL's `bigint`.
+fn bigint(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Adds row `id` of `table` (`id`, `record`).

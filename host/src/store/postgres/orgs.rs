@@ -3,7 +3,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, backend, decode, encode, name_taken, one};
+use super::{PgStore, backend, decode, encode, name_taken, one, records};
 use crate::store::StoreError;
 use crate::store::orgs::{DEFAULT_ORG, OrgRecord, OrgStore};
 
@@ -51,9 +51,7 @@ impl OrgStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        records(rows)
     }
 
     async fn update_org(

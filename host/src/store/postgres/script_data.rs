@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sqlx::Row as _;
 
-use super::{PgStore, all, backend, encode, one};
+use super::{PgStore, all, backend, bigint, encode, one};
 use crate::store::orgs::name_key;
 use crate::store::script_data::{KvRefusal, ScriptDataStore, SharedSecretRecord};
 use crate::store::{ScriptRecord, StoreError};
@@ -94,7 +94,7 @@ impl ScriptDataStore for PgStore {
         )
         .bind(script_id)
         .bind(prefix)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(bigint(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;

@@ -5,7 +5,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, backend, decode, encode, name_taken};
+use super::{PgStore, backend, decode, encode, name_taken, records};
 use crate::store::orgs::InOrg as _;
 use crate::store::scripts::ScriptStore;
 use crate::store::{ScriptRecord, StoreError, VersionRecord};
@@ -167,9 +167,7 @@ impl ScriptStore for PgStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| decode(row.get("record")))
-            .collect()
+        records(rows)
     }
 
     async fn script_version(

@@ -4,7 +4,7 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, all, backend, decode, encode, insert_record, ms, one, update_record};
+use super::{PgStore, all, backend, bigint, decode, encode, insert_record, ms, one, update_record};
 use crate::store::StoreError;
 use crate::store::webhooks::{AttemptRecord, DeliveryRecord, WebhookRecord, WebhookStore};
 
@@ -188,7 +188,7 @@ impl WebhookStore for PgStore {
                 SELECT webhook_id, id FROM webhook_attempts WHERE id < $1 ORDER BY id LIMIT $2)",
         )
         .bind(crate::store::lowest_id_at(before_ms))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(bigint(limit))
         .execute(&self.pool)
         .await
         .map_err(backend)?;
