@@ -166,18 +166,19 @@ impl AuthStore for PgStore {
 
     async fn delete_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) = sqlx::query("DELETE FROM users WHERE id = $1 RETURNING record")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-        else {
+        let deleted = one(
+            &mut *tx,
+            "DELETE FROM users WHERE id = $1 RETURNING record",
+            id,
+        )
+        .await?;
+        if deleted.is_none() {
             return Ok(None);
-        };
+        }
         revoke_keys_of(&mut tx, id).await?;
         revoke_sessions_of(&mut tx, id, None).await?;
         tx.commit().await.map_err(backend)?;
-        decode(row.get("record")).map(Some)
+        Ok(deleted)
     }
 
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {

@@ -177,14 +177,15 @@ fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T,
 }
 
 /// The record of the one row `sql` selects with `$1 = key`, if any.
-async fn one<T: serde::de::DeserializeOwned>(
-    pool: &PgPool,
+/// (On the pool, or in a transaction: `&mut *tx`.)
+async fn one<'e, T: serde::de::DeserializeOwned>(
+    executor: impl sqlx::PgExecutor<'e>,
     sql: &str,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
     let row = sqlx::query(sql)
         .bind(key)
-        .fetch_optional(pool)
+        .fetch_optional(executor)
         .await
         .map_err(backend)?;
     row.map(|row| decode(row.get("record"))).transpose()

@@ -41,14 +41,15 @@ impl WebhookStore for PgStore {
 
     async fn delete_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) = sqlx::query("DELETE FROM webhooks WHERE id = $1 RETURNING record")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-        else {
+        let deleted = one(
+            &mut *tx,
+            "DELETE FROM webhooks WHERE id = $1 RETURNING record",
+            id,
+        )
+        .await?;
+        if deleted.is_none() {
             return Ok(None);
-        };
+        }
         for table in ["webhook_outbox", "webhook_attempts"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE webhook_id = $1"))
                 .bind(id)
@@ -57,7 +58,7 @@ impl WebhookStore for PgStore {
                 .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
-        decode(row.get("record")).map(Some)
+        Ok(deleted)
     }
 
     async fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError> {
