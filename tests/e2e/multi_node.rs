@@ -2,7 +2,9 @@
 //! (`store.shared`): every execution runs once whichever node took it, a
 //! node killed mid-run has its runs ended INTERRUPTED within its lease while
 //! the others serve on, a schedule fires once per tick, a webhook gets each
-//! event once, and a cancel or an event stream may reach any node.
+//! event once, a cancel or an event stream may reach any node, and a
+//! database outage makes every node unready and then ready again with
+//! nothing answered lost.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -190,4 +192,91 @@ fn three_nodes_on_one_database_run_each_execution_once_and_survive_one_s_death()
         nodes[1].run("triple", json!({"parameters": {"i": 5}}))["result"],
         15
     );
+}
+
+#[test]
+fn a_database_outage_makes_every_node_unready_until_it_returns_and_loses_nothing() {
+    // A cluster of this test's own, so stopping it stops no other test.
+    let cluster = kiln_testpg::Cluster::start();
+    let (nodes, _dirs) = three_nodes(&cluster.database("outage"));
+    nodes[0].create_script("echo", "javascript", "function main(p) { return p.n; }");
+    nodes[0].create_script(
+        "slow",
+        "javascript",
+        "function main(p) { const end = Date.now() + 2500; while (Date.now() < end) {} return p.n; }",
+    );
+    // Answered before the outage: waited runs, two per node.
+    let answered: Vec<(String, usize)> = (0..6)
+        .map(|n| {
+            let record = nodes[n % 3].run("echo", json!({"parameters": {"n": n}}));
+            (record["id"].as_str().unwrap().to_owned(), n)
+        })
+        .collect();
+    // Accepted and running when the database goes, ending while it is away:
+    // one per node.
+    let under_way: Vec<(String, usize)> = (0..3)
+        .map(|n| {
+            let response = nodes[n].execute("slow", "", json!({"parameters": {"n": n}}));
+            assert_eq!(response.status(), 202);
+            let body: Value = response.json().unwrap();
+            (body["execution_id"].as_str().unwrap().to_owned(), n)
+        })
+        .collect();
+    for (id, _) in &under_way {
+        crate::harness::eventually("running", || {
+            (nodes[0].execution(id)["status"] == "running").then_some(())
+        });
+    }
+
+    cluster.pause();
+    let stopped = Instant::now();
+    // Each node at once (a refused request waits out the pool's 5 s).
+    std::thread::scope(|scope| {
+        for node in &nodes {
+            scope.spawn(move || {
+                let down = crate::harness::eventually("unready", || {
+                    let answer = node.anonymous(Method::GET, "/readyz").send().unwrap();
+                    (answer.status() == 503).then_some(answer)
+                });
+                let _: Value = down.json().unwrap();
+                // What needs the store is refused in the error shape, as
+                // unavailable.
+                let refused = node.execute("echo", "?wait=true", json!({"parameters": {"n": 0}}));
+                let status = refused.status();
+                let error: Value = refused.json().unwrap();
+                assert_eq!(status, 503, "{error}");
+                assert_eq!(error["error"]["code"], "UNAVAILABLE", "{error}");
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed()));
+
+    cluster.resume();
+    let back = Instant::now();
+    eprintln!("the database was away {:?}", stopped.elapsed());
+    for node in &nodes {
+        crate::harness::eventually("ready again", || {
+            let answer = node.anonymous(Method::GET, "/readyz").send().unwrap();
+            (answer.status() == 200).then_some(())
+        });
+    }
+    eprintln!("all three ready {:?} after it returned", back.elapsed());
+    // Every answered record, read from another node than the one that took it.
+    for (i, (id, n)) in answered.iter().enumerate() {
+        let kept = nodes[(i + 1) % 3].execution(id);
+        assert_eq!(kept["status"], "completed", "{kept}");
+        assert_eq!(kept["result"], json!(n));
+    }
+    // The runs that ended while the database was away kept their outcome.
+    for (id, n) in &under_way {
+        let ended = nodes[2].poll_until_final(id);
+        assert_eq!(ended["status"], "completed", "{ended}");
+        assert_eq!(ended["result"], json!(n));
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        assert_eq!(
+            node.run("echo", json!({"parameters": {"n": n}}))["result"],
+            json!(n)
+        );
+    }
 }

@@ -313,6 +313,8 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
                 }
                 return ApiError::Unauthenticated(message.into()).into_response();
             }
+            // A store that does not answer is 503, not Kiln's fault.
+            Err(AuthError::Store(e)) => return ApiError::from(e).into_response(),
             Err(e) => return ApiError::Internal(e.to_string()).into_response(),
         }
     };

@@ -95,6 +95,7 @@ fn auth_error(e: AuthError) -> ApiError {
     match e {
         AuthError::Unauthenticated(message) => ApiError::Unauthenticated(message.into()),
         AuthError::RefreshReuse { .. } => ApiError::Unauthenticated(e.to_string()),
+        AuthError::Store(e) => e.into(),
         other => ApiError::Internal(other.to_string()),
     }
 }

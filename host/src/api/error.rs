@@ -331,6 +331,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound(e.to_string()),
             StoreError::Refused(message) => ApiError::PreconditionFailed(message),
             StoreError::Forbidden(message) => ApiError::PermissionDenied(message),
+            StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

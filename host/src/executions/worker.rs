@@ -19,6 +19,11 @@ use crate::runtimes::{Loaded, Runtimes};
 use crate::store::orgs::InOrg as _;
 use crate::store::{ExecutionRecord, Language, Store, StoreError};
 
+/// How long a worker keeps trying to store a run's final record while the
+/// store does not answer; past it the run is left to the lease reaper
+/// (another node) or to recovery at the next start.
+const FINAL_RETRY: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Runs the executions the queue hands it: the artifact of the script (or
 /// ad-hoc code) at the recorded version, the invocation the script contract
 /// makes of the record, the sandbox run, the final record.
@@ -142,17 +147,41 @@ impl Worker {
         let Some((mut record, cancel)) = self.jobs.claim(self.store.as_ref(), id).await? else {
             return Ok(None);
         };
-        let result = self.run(&mut record, cancel).await;
+        self.run(&mut record, cancel).await;
+        // Still held as running here while the final record waits for the
+        // store, so its lease is renewed once the store answers again.
+        let result = self.store_final(&record).await;
         self.jobs.release(id);
         // A run taken from this node meanwhile: whoever ended it stored it.
         result.map(|kept| kept.then_some(record))
     }
 
-    async fn run(
-        &self,
-        record: &mut ExecutionRecord,
-        cancel: CancelHandle,
-    ) -> Result<bool, StoreError> {
+    /// Stores a run's final record, trying again while the store does not
+    /// answer (an outage of the database) for up to [`FINAL_RETRY`]: the
+    /// outcome of a run that ended meanwhile is kept, not lost to an
+    /// INTERRUPTED. The worker waits meanwhile, so what waits is bounded by
+    /// the workers.
+    async fn store_final(&self, record: &ExecutionRecord) -> Result<bool, StoreError> {
+        let began = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            match self
+                .jobs
+                .record_run_final(self.store.as_ref(), record)
+                .await
+            {
+                Err(StoreError::Unavailable(e)) if began.elapsed() < FINAL_RETRY => {
+                    tracing::warn!(execution = %record.id, error = %e,
+                        "storing a run's final record failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn run(&self, record: &mut ExecutionRecord, cancel: CancelHandle) {
         // `running` is not flushed here: readers flush before they report a
         // record that is not final, and the final record is flushed (by
         // `execute`) before any waiter hears of it.
@@ -211,9 +240,6 @@ impl Worker {
             }
             Err(message) => contract::finish(record, Ran::Failed(message)),
         }
-        self.jobs
-            .record_run_final(self.store.as_ref(), record)
-            .await
     }
 
     /// The artifact to run, what to call in it, and the hosts it may send

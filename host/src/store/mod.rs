@@ -64,6 +64,10 @@ pub enum StoreError {
     Refused(String),
     #[error("storage failed: {0}")]
     Backend(String),
+    /// The store did not answer (its database is down or unreachable):
+    /// worth trying again later.
+    #[error("the store does not answer: {0}")]
+    Unavailable(String),
     #[error("a stored record is unreadable: {0}")]
     Corrupt(String),
     /// The caller may not change the record as it is now (not its owner).

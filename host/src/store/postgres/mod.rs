@@ -124,8 +124,27 @@ fn refresh(pool: PgPool, counts: Weak<executions::Counts>, gauges: Weak<Gauges>)
     });
 }
 
+/// A database error as the store's: one of reaching the database (a
+/// connection refused, lost or not to be had in time, the server shutting
+/// down) is [`StoreError::Unavailable`], worth trying again.
 fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    let unreachable = match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P: the server is going away.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    };
+    if unreachable {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
 }
 
 /// A unique constraint on a name refused the write: the name is taken (a
@@ -388,7 +407,7 @@ impl Store for PgStore {
             if let Some((at, answer)) = &*last
                 && at.elapsed() < CHECK_EVERY
             {
-                return answer.clone().map_err(StoreError::Backend);
+                return answer.clone().map_err(StoreError::Unavailable);
             }
             let ping = sqlx::query("SELECT 1").execute(&self.pool);
             let answer = match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
@@ -396,7 +415,7 @@ impl Store for PgStore {
                 Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
             };
             *last = Some((std::time::Instant::now(), answer.clone()));
-            answer.map_err(StoreError::Backend)
+            answer.map_err(StoreError::Unavailable)
         })
     }
 
