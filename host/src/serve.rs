@@ -344,7 +344,9 @@ pub(crate) async fn assemble_with(
             let store = PgStore::connect_as(&url.0, &node_id(data)?)
                 .await
                 .context("cannot open the PostgreSQL store (store.url)")?;
-            if !config.store.shared {
+            if config.store.shared {
+                store.share();
+            } else {
                 store
                     .claim_node()
                     .await

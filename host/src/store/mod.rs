@@ -16,6 +16,7 @@ mod pending_usage;
 mod postgres;
 mod records;
 pub mod schedules;
+pub mod signals;
 pub mod scopes;
 pub mod script_data;
 pub mod scripts;
@@ -36,6 +37,7 @@ pub use self::records::{
     LimitName, OutboundRequest, Overlap, Priority, ScheduleRecord, ScriptKind, ScriptLimits,
     ScriptRecord, ScriptStatus, Trigger, VersionRecord,
 };
+pub use self::signals::Signal;
 pub use self::sled::SledStore;
 
 /// Bumped when the layout changes; `open` migrates older data forward.
@@ -107,6 +109,13 @@ pub trait Store:
     fn node(&self) -> Option<&str>;
     /// Whether the store answers now (`/readyz`, `/v1/status`).
     fn check(&self) -> FlushFuture<'_>;
+    /// Sends `signal` to the other nodes sharing the store, in the order
+    /// sent; never waits (a signal that finds the way full is dropped). A
+    /// store with one node drops it.
+    fn signal(&self, signal: Signal);
+    /// The signals other nodes send from now on; `None` for a store with
+    /// one node (or not yet shared).
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Makes every change so far durable (a sled flush and a sync of its

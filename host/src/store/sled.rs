@@ -490,6 +490,13 @@ impl Store for SledStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// One node: nobody to tell.
+    fn signal(&self, _signal: super::Signal) {}
+
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<super::Signal>> {
+        None
+    }
+
     fn close(&self) -> FlushFuture<'_> {
         Box::pin(std::future::ready(self.close_now()))
     }

@@ -16,6 +16,7 @@ mod orgs;
 mod schedules;
 mod script_data;
 mod scripts;
+mod signals;
 mod usage;
 mod webhooks;
 
@@ -69,6 +70,9 @@ pub struct PgStore {
     node: String,
     /// The last health check's time and answer.
     last_check: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+    /// Signals to and from the other nodes, once [`Self::share`] started
+    /// them.
+    signals: std::sync::OnceLock<signals::Signals>,
 }
 
 /// The database's size and the rows of the families that grow with use.
@@ -330,6 +334,7 @@ impl PgStore {
             node_lock: tokio::sync::Mutex::const_new(None),
             node: node.to_owned(),
             last_check: tokio::sync::Mutex::const_new(None),
+            signals: std::sync::OnceLock::new(),
         };
         store.ensure_default_org().await?;
         refresh(
@@ -339,6 +344,13 @@ impl PgStore {
         );
         usage::write_every_second(store.pool.clone(), Arc::downgrade(&store.rollups));
         Ok(store)
+    }
+
+    /// Makes this one of several nodes sharing the database: it sends and
+    /// listens for signals (a connection of the pool stays listening).
+    pub fn share(&self) {
+        self.signals
+            .get_or_init(|| signals::Signals::start(self.pool.clone(), self.node.clone()));
     }
 
     /// Makes this the one node using the database, or refuses if another
@@ -397,6 +409,16 @@ impl Store for PgStore {
 
     fn node(&self) -> Option<&str> {
         Some(&self.node)
+    }
+
+    fn signal(&self, signal: super::Signal) {
+        if let Some(signals) = self.signals.get() {
+            signals.send(signal);
+        }
+    }
+
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<super::Signal>> {
+        self.signals.get().map(signals::Signals::subscribe)
     }
 
     /// A `SELECT 1` within 2 s, at most one a second: `/readyz` is open to
