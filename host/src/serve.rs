@@ -56,6 +56,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     phase("executions recovered");
     if state.config.store.shared {
         tokio::spawn(jobs::leases::keep(store.clone(), jobs.clone()));
+        tokio::spawn(jobs::signals::listen(store.clone(), jobs.clone()));
+        tokio::spawn(jobs::signals::relay(store.clone(), jobs.clone()));
     }
     tokio::spawn(forget_idle_buckets(state.limits.clone()));
     if cfg!(feature = "mimalloc") {

@@ -147,23 +147,42 @@ fn three_nodes_on_one_database_run_each_execution_once_and_survive_one_s_death()
     eprintln!("cancelled from another node in {:?}", asked.elapsed());
 
     // An event stream served by another node than the one running the run
-    // ends with the run's end.
+    // gets its output as it is written, then its end.
     nodes[0].create_script(
         "slow",
         "javascript",
-        "function main() { const end = Date.now() + 1500; while (Date.now() < end) {} return 7; }",
+        "function main() { console.log('started'); const end = Date.now() + 1500; while (Date.now() < end) {} return 7; }",
     );
     let response = nodes[0].execute("slow", "", json!({}));
     let body: Value = response.json().unwrap();
     let slow = body["execution_id"].as_str().unwrap().to_owned();
-    let events = nodes[2]
+    let stream = nodes[2]
         .get(&format!("/v1/executions/{slow}/events"))
         .send()
-        .unwrap()
-        .text()
         .unwrap();
-    assert!(events.contains("event: done"), "{events}");
+    let (mut output_at, mut done_at, mut events) = (None, None, String::new());
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stream)) {
+        let line = line.unwrap();
+        if line == "event: stdout" && output_at.is_none() {
+            output_at = Some(Instant::now());
+        }
+        if line == "event: done" {
+            done_at = Some(Instant::now());
+        }
+        events.push_str(&line);
+        events.push('\n');
+    }
+    assert!(events.contains("{\"data\":\"started\\n\"}"), "{events}");
     assert!(events.contains("\"result\":7"), "{events}");
+    let (output_at, done_at) = (output_at.unwrap(), done_at.unwrap());
+    eprintln!(
+        "output from another node {:?} before the end",
+        done_at - output_at
+    );
+    assert!(
+        done_at - output_at > Duration::from_millis(500),
+        "the output came with the end, not as it was written: {events}"
+    );
 
     // Node three dies (SIGKILL) while it runs two executions: another node
     // ends them INTERRUPTED once its lease runs out (15 s), and the others

@@ -110,7 +110,8 @@ fn interrupted(running: &ExecutionRecord) -> ExecutionRecord {
 /// What reaches this node from the others through the store: a cancel
 /// asked for elsewhere of a run here stops it; the end of a run elsewhere
 /// that a request here waits for (a wait, a cancel's answer) or streams
-/// (`/events`) settles it here, so the request answers with the record.
+/// (`/events`) settles it here, so the request answers with the record
+/// (and each such execution is watched again: `signals::watch`).
 /// Reads a record per run here (bounded by the workers) and per execution
 /// waited for here but neither queued nor running here (bounded by the
 /// requests open).
@@ -144,15 +145,11 @@ pub async fn follow(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
     let mut watched: std::collections::HashSet<String> = jobs.lock().keys().cloned().collect();
     watched.extend(jobs.output.ids());
     for id in watched {
-        let here = jobs.queue.contains(&id)
-            || jobs
-                .running
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains_key(&id);
-        if here {
+        if jobs.is_here(&id) {
             continue;
         }
+        // Asked again: the node that runs it now may not have heard.
+        super::signals::watch(store, jobs, &id);
         if store
             .execution(&id)
             .await?

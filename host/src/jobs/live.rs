@@ -9,6 +9,10 @@
 //! bounded by the execution's output caps; an execution has at most
 //! `MAX_SUBSCRIBERS`. An interactive execution's stdin passes here too, from
 //! the one socket that holds it to its run, `STDIN_BUFFER` chunks at most.
+//! With several nodes on one store, the output of a run here goes to the
+//! nodes that stream it too (`jobs/signals.rs` relays what
+//! [`LiveOutputs::relay`] gathers), and output relayed from the node that
+//! runs an execution feeds the streams of it here.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +21,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use kiln_runtime::OutputKind;
 use tokio::sync::{OnceCell, broadcast, mpsc};
+
+use crate::store::Signal;
 
 /// `/events` streams of one execution at once.
 pub const MAX_SUBSCRIBERS: usize = 16;
@@ -35,6 +41,10 @@ const STREAM_BUFFER: usize = 1024;
 /// Chunks of an interactive execution's stdin sent but not yet read by the
 /// guest; a sender past them waits (and so stops reading its socket).
 const STDIN_BUFFER: usize = 16;
+
+/// Nodes one execution's output is relayed to (`store.shared`): a cluster
+/// has fewer.
+const MAX_WATCHING_NODES: usize = 64;
 
 /// Output already written goes out in events of at most this many bytes of
 /// text, so that a reader can start on the first before the last is sent.
@@ -113,6 +123,20 @@ struct Output {
     /// channel of `STREAM_BUFFER` slots is an allocation. `None` on it is
     /// the end of the output.
     sender: Option<broadcast::Sender<Option<Bytes>>>,
+    /// Where the output goes beyond this node, once another node watches.
+    relayed: Option<Relayed>,
+}
+
+/// An execution's output as relayed to the nodes that watch it.
+#[derive(Default)]
+struct Relayed {
+    /// Bytes of each stream every watching node was sent.
+    stdout: usize,
+    stderr: usize,
+    /// Nodes sent the output so far.
+    nodes: Vec<String>,
+    /// Nodes to send it to at the next relay.
+    joining: Vec<String>,
 }
 
 impl Output {
@@ -165,6 +189,37 @@ impl Live {
         self.stdin_ends().make().receiver.take()
     }
 
+    /// What to send the watching nodes since the last relay: the output so
+    /// far to each node that joined, then what is new to all.
+    fn relay_into(&self, id: &str, signals: &mut Vec<Signal>) {
+        let mut output = self.lock();
+        let Output {
+            stdout,
+            stderr,
+            relayed,
+            ..
+        } = &mut *output;
+        let Some(relayed) = relayed else { return };
+        let mut send = |to: Option<&String>, stream, text: &str| {
+            if !text.is_empty() {
+                signals.push(Signal::Output {
+                    id: id.to_owned(),
+                    to: to.cloned(),
+                    stream,
+                    text: text.to_owned(),
+                });
+            }
+        };
+        for node in std::mem::take(&mut relayed.joining) {
+            send(Some(&node), OutputKind::Stdout, &stdout[..relayed.stdout]);
+            send(Some(&node), OutputKind::Stderr, &stderr[..relayed.stderr]);
+            relayed.nodes.push(node);
+        }
+        send(None, OutputKind::Stdout, &stdout[relayed.stdout..]);
+        send(None, OutputKind::Stderr, &stderr[relayed.stderr..]);
+        (relayed.stdout, relayed.stderr) = (stdout.len(), stderr.len());
+    }
+
     fn stdin_ends(&self) -> std::sync::MutexGuard<'_, StdinEnds> {
         self.stdin.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -184,17 +239,77 @@ pub struct Subscription {
 
 #[derive(Default)]
 pub struct LiveOutputs {
-    streams: Mutex<HashMap<String, Arc<Live>>>,
+    streams: Mutex<Streams>,
+}
+
+#[derive(Default)]
+struct Streams {
+    live: HashMap<String, Arc<Live>>,
+    /// Those of `live` that other nodes watch (`store.shared`).
+    watched: HashMap<String, Arc<Live>>,
+    /// Watched ones finished since the last relay, whose rest and end are
+    /// still to send.
+    finished: Vec<(String, Arc<Live>)>,
 }
 
 impl LiveOutputs {
     fn entry(&self, id: &str) -> Arc<Live> {
-        self.streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+        self.lock().live.entry(id.to_string()).or_default().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Streams> {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Node `node` watches execution `id`, which runs here: the next
+    /// [`relay`](Self::relay) sends it the output so far, and each one
+    /// after what is new, then the end. A node already watching is not
+    /// sent it twice.
+    pub fn watch(&self, id: &str, node: &str) {
+        let mut streams = self.lock();
+        let live = streams.live.entry(id.to_string()).or_default().clone();
+        {
+            let mut output = live.lock();
+            let relayed = output.relayed.get_or_insert_default();
+            let known = relayed.nodes.iter().chain(&relayed.joining);
+            if known.clone().any(|known| known == node) || known.count() >= MAX_WATCHING_NODES {
+                return;
+            }
+            relayed.joining.push(node.to_owned());
+        }
+        streams.watched.insert(id.to_string(), live);
+    }
+
+    /// What the watching nodes are to be sent since the last call, in
+    /// order: output, and the end of each watched execution finished.
+    pub fn relay(&self) -> Vec<Signal> {
+        let (watched, finished): (Vec<_>, Vec<_>) = {
+            let mut streams = self.lock();
+            let watched = streams
+                .watched
+                .iter()
+                .map(|(id, live)| (id.clone(), live.clone()))
+                .collect();
+            (watched, std::mem::take(&mut streams.finished))
+        };
+        let mut signals = Vec::new();
+        for (id, live) in &watched {
+            live.relay_into(id, &mut signals);
+        }
+        for (id, live) in finished {
+            live.relay_into(&id, &mut signals);
+            signals.push(Signal::Ended { id });
+        }
+        signals
+    }
+
+    /// Output another node relayed of an execution it runs, for the
+    /// streams here (none: nothing to do).
+    pub fn relayed_in(&self, id: &str, stream: OutputKind, text: &str) {
+        let live = self.lock().live.get(id).cloned();
+        if let Some(live) = live {
+            live.publish(stream, text);
+        }
     }
 
     /// Where a worker publishes an execution's output.
@@ -230,22 +345,20 @@ impl LiveOutputs {
 
     /// The executions with a live output entry (published or subscribed).
     pub fn ids(&self) -> Vec<String> {
-        self.streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect()
+        self.lock().live.keys().cloned().collect()
     }
 
     /// Ends an execution's live output (its final record is flushed):
-    /// subscribers get the end, and the next subscriber reads the record.
+    /// subscribers get the end, and the next subscriber reads the record;
+    /// watching nodes get the rest and the end at the next relay.
     pub fn finish(&self, id: &str) {
-        let live = self
-            .streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+        let live = {
+            let mut streams = self.lock();
+            if let Some(watched) = streams.watched.remove(id) {
+                streams.finished.push((id.to_string(), watched));
+            }
+            streams.live.remove(id)
+        };
         if let Some(sender) = live.as_ref().and_then(|live| live.lock().sender.clone()) {
             let _ = sender.send(None);
         }

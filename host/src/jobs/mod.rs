@@ -23,6 +23,7 @@ mod functions;
 pub mod leases;
 pub mod live;
 mod queue;
+pub mod signals;
 
 use self::live::LiveOutputs;
 
@@ -267,6 +268,32 @@ impl Jobs {
         }
     }
 
+    /// Whether execution `id` runs on this node (claimed here, not yet
+    /// released).
+    pub fn runs_here(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(id)
+    }
+
+    /// Whether execution `id` is queued or runs on this node.
+    pub fn is_here(&self, id: &str) -> bool {
+        self.queue.contains(id) || self.runs_here(id)
+    }
+
+    /// Stops execution `id` if it runs here (a cancel asked elsewhere).
+    pub fn cancel_here(&self, id: &str) {
+        if let Some(handle) = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            handle.cancel();
+        }
+    }
+
     /// A claimed execution is no longer running.
     pub fn release(&self, id: &str) {
         self.running
@@ -467,17 +494,14 @@ impl Jobs {
                 let done = self.subscribe(id);
                 if record.node.as_deref() == store.node() {
                     // Claimed here: its handle was registered before.
-                    if let Some(handle) = self
-                        .running
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get(id)
-                    {
-                        handle.cancel();
-                    }
+                    self.cancel_here(id);
                 } else {
-                    // Another node runs it: asked through its record, which
-                    // that node reads within a second (`leases::follow`).
+                    // Another node runs it: asked by a signal, and through
+                    // its record, which that node reads within a second
+                    // (`leases::follow`) should the signal be lost. Its end
+                    // comes back the same ways.
+                    store.signal(crate::store::Signal::Cancel { id: id.to_owned() });
+                    signals::watch(store, self, id);
                     store
                         .update_execution(id, &|current| {
                             (current.status == ExecutionStatus::Running

@@ -16,10 +16,10 @@ mod pending_usage;
 mod postgres;
 mod records;
 pub mod schedules;
-pub mod signals;
 pub mod scopes;
 pub mod script_data;
 pub mod scripts;
+pub mod signals;
 mod sled;
 #[cfg(test)]
 pub mod testing;

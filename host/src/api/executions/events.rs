@@ -114,6 +114,8 @@ pub(super) async fn event_stream(
         return Ok(replayed(record));
     }
     super::durable_before_reporting(state, [&record]).await?;
+    // Run by another node: it sends its output here.
+    crate::jobs::signals::watch(state.store.as_ref(), &state.jobs, &id);
     let first = std::iter::once(status_frame(record.status)).chain(backlog);
     let entry = live.clone();
     let open = Some((rest, live, state.store.clone(), id));
