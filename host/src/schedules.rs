@@ -16,8 +16,12 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::LimitsConfig;
 use crate::jobs::Jobs;
+use crate::quotas::QuotaError;
 use crate::store::orgs::InOrg as _;
-use crate::store::{ExecutionStatus, Overlap, ScheduleRecord, ScriptStatus, Store, StoreError};
+use crate::store::schedules::Firing;
+use crate::store::{
+    ExecutionRecord, ExecutionStatus, Overlap, ScheduleRecord, ScriptStatus, Store, StoreError,
+};
 
 /// The longest the scheduler sleeps without looking (a safety net: changes
 /// through the API wake it at once).
@@ -138,7 +142,7 @@ async fn fire_due(
             continue;
         };
         let next = if due <= now {
-            fire(state, &schedule.id, due, now).await?
+            fire(state, &schedule, due, now).await?
         } else {
             Some(due)
         };
@@ -149,63 +153,73 @@ async fn fire_due(
     Ok(earliest)
 }
 
-/// Claims a due time of a schedule, runs it (unless its overlap policy or
-/// its script says not to) and records the run; returns the next time.
-///
-/// The claim comes first: it moves `next_run_ms` on only if it is still
-/// `due` on an active schedule, so a pause, change or delete through the API
-/// that landed first wins, and the run uses the record as claimed. A crash
-/// after the claim loses that one run rather than running it twice.
-async fn fire(state: &Scheduler, id: &str, due: u64, now: u64) -> Result<Option<u64>, StoreError> {
-    let claimed = std::sync::atomic::AtomicBool::new(false);
-    let Some(schedule) = state
-        .store
-        .update_schedule(id, &|current| {
-            claimed.store(false, std::sync::atomic::Ordering::Relaxed);
-            if current.next_run_ms != Some(due) || !current.active {
-                return Ok(current.clone());
-            }
-            let mut updated = current.clone();
-            updated.next_run_ms = match Cron::parse(&current.cron, &current.timezone) {
-                Ok(cron) => cron.next_after(now),
-                // Validated at creation; only a record edited by hand gets here.
-                Err(_) => None,
-            };
-            claimed.store(true, std::sync::atomic::Ordering::Relaxed);
-            Ok(updated)
-        })
-        .await?
-    else {
-        return Ok(None);
+/// Fires a schedule due at `due`: makes its run (unless its overlap
+/// policy, its creator or its script says not to; one its organization's
+/// quota refuses is kept failed), then has the store fire it, which moves
+/// its next time on and stores the run together, only if it is still due
+/// and unchanged: of the nodes that find it due, one fires it, and a pause,
+/// change or delete through the API that landed first wins. Only the node
+/// that fired it queues the run. Returns the next time.
+async fn fire(
+    state: &Scheduler,
+    schedule: &ScheduleRecord,
+    due: u64,
+    now: u64,
+) -> Result<Option<u64>, StoreError> {
+    let next = match Cron::parse(&schedule.cron, &schedule.timezone) {
+        Ok(cron) => cron.next_after(now),
+        // Validated at creation; only a record edited by hand gets here.
+        Err(_) => None,
     };
-    if !claimed.load(std::sync::atomic::Ordering::Relaxed) {
-        return Ok(schedule.next_run_ms.filter(|_| schedule.active));
-    }
-    if schedule.next_run_ms.is_none() {
-        tracing::warn!(schedule = %schedule.id, "the cron has no future time; it will not run again");
-    }
-    let started = if previous_still_running(state, &schedule).await? {
+    let mut admitted = None;
+    let run = if previous_still_running(state, schedule).await? {
         tracing::info!(schedule = %schedule.id, "skipped: the previous run has not finished");
         None
+    } else if let Some(run) = prepare(state, schedule).await {
+        // Counted as the day's from here; kept once it is stored.
+        match state.quotas.admit_execution(schedule.org(), now).await {
+            Ok(admission) => {
+                admitted = Some(admission);
+                Some(run)
+            }
+            Err(QuotaError::Exceeded(spent)) => {
+                tracing::warn!(schedule = %schedule.id, %spent, "skipped: a quota is spent");
+                Some(crate::executions::quota_skipped(&run, &spent))
+            }
+            Err(QuotaError::Store(e)) => return Err(e),
+        }
     } else {
-        start(state, &schedule).await
+        None
     };
-    // No flush of its own: the run's submit flushed the claim with the
-    // queued record, and a claim or `last_*` lost to a crash only means the
-    // schedule fires once more after the restart, as any missed time does.
-    if let Some(execution) = started {
-        let fired_at = crate::now();
-        state
-            .store
-            .update_schedule(id, &|current| {
-                let mut updated = current.clone();
-                updated.last_run_at = Some(fired_at.clone());
-                updated.last_execution_id = Some(execution.clone());
-                Ok(updated)
-            })
-            .await?;
+    let at = crate::now();
+    let firing = Firing {
+        due,
+        made_from: &schedule.updated_at,
+        next,
+        run: run.as_ref(),
+        at: &at,
+    };
+    let Some(fired) = state.store.fire_schedule(&schedule.id, firing).await? else {
+        // Fired elsewhere, or changed meanwhile: its time as it is now.
+        let current = state.store.schedule(&schedule.id).await?;
+        return Ok(current.filter(|s| s.active).and_then(|s| s.next_run_ms));
+    };
+    if fired.next_run_ms.is_none() {
+        tracing::warn!(schedule = %schedule.id, "the cron has no future time; it will not run again");
     }
-    Ok(schedule.next_run_ms)
+    if let Some(run) = &run {
+        if let Some(admitted) = admitted {
+            admitted.keep();
+        }
+        // Durable before it is queued, as any accepted run.
+        state.store.flush().await?;
+        if run.status == ExecutionStatus::Queued
+            && let Err(e) = crate::executions::enqueue_stored(&state.store, &state.jobs, run).await
+        {
+            tracing::warn!(schedule = %schedule.id, error = %e, "the run was refused");
+        }
+    }
+    Ok(fired.next_run_ms)
 }
 
 async fn previous_still_running(
@@ -225,10 +239,9 @@ async fn previous_still_running(
         .is_some_and(|e| matches!(e.status, ExecutionStatus::Queued | ExecutionStatus::Running)))
 }
 
-/// Queues a run of the schedule's script; the execution's id, or none when
-/// its creator may no longer run scripts, the script is gone or archived, or
-/// the queue refused it (logged).
-async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
+/// A run of the schedule's script, not yet stored; none when its creator
+/// may no longer run scripts or the script is gone or archived (logged).
+async fn prepare(state: &Scheduler, schedule: &ScheduleRecord) -> Option<ExecutionRecord> {
     // Runs are on the creator's behalf: a creator since disabled, deleted or
     // demoted below execute:scripts gets none (the schedule stays, for an
     // admin to see and delete).
@@ -277,16 +290,8 @@ async fn start(state: &Scheduler, schedule: &ScheduleRecord) -> Option<String> {
             return None;
         }
     };
-    let queued = crate::executions::submit_scheduled(
-        &state.store,
-        &state.jobs,
-        &state.quotas,
-        &state.limits,
-        &script,
-        schedule,
-    );
-    match queued.await {
-        Ok(id) => Some(id),
+    match crate::executions::scheduled_record(&state.limits, &script, schedule) {
+        Ok(run) => Some(run),
         Err(e) => {
             tracing::warn!(schedule = %schedule.id, error = %e, "skipped: the run was refused");
             None

@@ -203,27 +203,11 @@ pub async fn queue(
     let admitted = match quotas.admit_execution(record.org(), crate::now_ms()).await {
         Ok(admitted) => admitted,
         Err(QuotaError::Store(e)) => return Err(e.into()),
-        Err(QuotaError::Exceeded(spent)) => {
-            if record.trigger == Trigger::Schedule {
-                let mut skipped = record.clone();
-                crate::contract::end_unrun(
-                    &mut skipped,
-                    ExecutionStatus::Failed,
-                    ExecutionCode::QUOTA_EXCEEDED,
-                    spent.to_string(),
-                );
-                store.put_execution(&skipped).await?;
-                store.flush().await?;
-            }
-            return Err(spent.into());
-        }
+        Err(QuotaError::Exceeded(spent)) => return Err(spent.into()),
     };
     // A caller at its share is refused before anything is written: a retry
-    // loop against the bound must not fill the store with refusals. A
-    // schedule's run is kept, failed, so the skip shows.
-    if record.trigger != Trigger::Schedule {
-        jobs.admits(record)?;
-    }
+    // loop against the bound must not fill the store with refusals.
+    jobs.admits(record)?;
     if durable_first {
         store.put_execution(record).await?;
     } else {
@@ -234,6 +218,20 @@ pub async fn queue(
     if durable_first {
         store.flush().await?;
     }
+    enqueue_stored(store, jobs, record).await
+}
+
+/// Queues `record`, stored queued; one the queue refuses is kept as a
+/// failed execution (QUEUE_FULL, or UNAVAILABLE while draining).
+///
+/// # Errors
+///
+/// The queue's refusal, or a store error writing it.
+pub async fn enqueue_stored(
+    store: &Arc<dyn Store>,
+    jobs: &Jobs,
+    record: &ExecutionRecord,
+) -> Result<watch::Receiver<Settled>, SubmitError> {
     match jobs.enqueue(record) {
         Ok(settled) => Ok(settled),
         Err(e) => {
@@ -265,21 +263,18 @@ pub async fn queue(
     }
 }
 
-/// Queues a run of `script`'s current version for `schedule`, with the
-/// schedule's parameters and the script's limits, on behalf of its creator;
-/// returns the execution's id once its queued record is durable.
+/// A run of `script`'s current version for `schedule`, with the schedule's
+/// parameters and the script's limits, on behalf of its creator (not
+/// stored: the schedule's firing stores it, `schedules.rs`).
 ///
 /// # Errors
 ///
-/// As [`queue`].
-pub async fn submit_scheduled(
-    store: &Arc<dyn Store>,
-    jobs: &Jobs,
-    quotas: &Quotas,
+/// As [`new_record`].
+pub fn scheduled_record(
     limits: &LimitsConfig,
     script: &ScriptRecord,
     schedule: &ScheduleRecord,
-) -> Result<String, SubmitError> {
+) -> Result<ExecutionRecord, SubmitError> {
     let request = RunRequest {
         parameters: Some(schedule.parameters.clone()),
         ..RunRequest::default()
@@ -293,8 +288,20 @@ pub async fn submit_scheduled(
         schedule.created_by.clone(),
     )?;
     record.schedule_id = Some(schedule.id.clone());
-    queue(store, jobs, quotas, &record, true).await?;
-    Ok(record.id)
+    Ok(record)
+}
+
+/// `record` ended before it ran because its organization spent a quota:
+/// how a schedule's run that the quota refuses is kept, so the skip shows.
+pub fn quota_skipped(record: &ExecutionRecord, spent: &crate::quotas::Exceeded) -> ExecutionRecord {
+    let mut skipped = record.clone();
+    crate::contract::end_unrun(
+        &mut skipped,
+        ExecutionStatus::Failed,
+        ExecutionCode::QUOTA_EXCEEDED,
+        spent.to_string(),
+    );
+    skipped
 }
 
 /// The record of one request to an HTTP function: the script's limits

@@ -366,10 +366,74 @@ pub async fn executions(store: &dyn Store) {
     );
 }
 
-/// Schedules: compare-and-swap updates and deletes under a precondition.
-pub async fn schedules(store: &(impl super::schedules::ScheduleStore + ?Sized)) {
+/// Schedules: compare-and-swap updates and deletes under a precondition;
+/// a firing only at the due time of an active schedule, with its run.
+pub async fn schedules(store: &(impl Store + ?Sized)) {
     store.create_schedule(&schedule("a")).await.unwrap();
     store.create_schedule(&schedule("b")).await.unwrap();
+    let run = execution(&id_at(5_000, 1), None, ExecutionStatus::Queued);
+    let made_from = schedule("a").updated_at;
+    let firing = |due, run| super::schedules::Firing {
+        due,
+        made_from: &made_from,
+        next: Some(9_000),
+        run,
+        at: AT,
+    };
+    assert!(
+        store
+            .fire_schedule("a", firing(999, Some(&run)))
+            .await
+            .unwrap()
+            .is_none(),
+        "not due then"
+    );
+    assert!(store.execution(&run.id).await.unwrap().is_none());
+    let changed = super::schedules::Firing {
+        made_from: "2026-02-02T00:00:00.000Z",
+        ..firing(1_000, Some(&run))
+    };
+    assert!(
+        store.fire_schedule("a", changed).await.unwrap().is_none(),
+        "changed since its run was made"
+    );
+    let fired = store
+        .fire_schedule("a", firing(1_000, Some(&run)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fired.next_run_ms, Some(9_000));
+    assert_eq!(fired.last_execution_id.as_deref(), Some(run.id.as_str()));
+    assert_eq!(store.schedule("a").await.unwrap().unwrap(), fired);
+    assert_eq!(store.execution(&run.id).await.unwrap().unwrap(), run);
+    assert_eq!(
+        store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Queued)),
+        1,
+        "counted as any stored run"
+    );
+    assert!(
+        store
+            .fire_schedule("a", firing(1_000, None))
+            .await
+            .unwrap()
+            .is_none(),
+        "fired once"
+    );
+    // A skip moves it on without a run.
+    let skipped = store
+        .fire_schedule("b", firing(1_000, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(skipped.next_run_ms, Some(9_000));
+    assert_eq!(skipped.last_execution_id, None);
+    assert!(
+        store
+            .fire_schedule("z", firing(1_000, None))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let moved = store
         .update_schedule("a", &|s| {
             Ok(ScheduleRecord {

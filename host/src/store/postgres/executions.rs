@@ -46,7 +46,7 @@ const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 #[derive(Default)]
 pub(super) struct Counts {
     counts: Mutex<IndexCounts>,
-    writes: tokio::sync::RwLock<()>,
+    pub(super) writes: tokio::sync::RwLock<()>,
     pub(super) alone: std::sync::atomic::AtomicBool,
 }
 
@@ -146,6 +146,32 @@ fn upsert(before: &str, after: &str) -> String {
     )
 }
 
+/// Writes `execution` through `executor` (the pool, or a transaction the
+/// caller commits); the state it had, from the same statement's snapshot,
+/// for [`PgStore::written`] once it is committed. The caller holds the
+/// counters' `writes` lock.
+pub(super) async fn write<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    execution: &ExecutionRecord,
+) -> Result<Option<ExecutionStatus>, StoreError> {
+    let row = sqlx::query(&upsert(
+        "WITH before AS (SELECT status FROM executions WHERE id = $1) ",
+        " RETURNING (SELECT status FROM before) AS before",
+    ))
+    .bind(&execution.id)
+    .bind(execution.org())
+    .bind(slot(&Indexed::of(execution)))
+    .bind(execution.status.as_str())
+    .bind(&execution.node)
+    .bind(encode(execution)?)
+    .fetch_one(executor)
+    .await
+    .map_err(backend)?;
+    row.get::<Option<String>, _>("before")
+        .map(|name| status_of(&name))
+        .transpose()
+}
+
 impl PgStore {
     fn counts(&self) -> std::sync::MutexGuard<'_, IndexCounts> {
         self.execution_counts.lock()
@@ -154,7 +180,7 @@ impl PgStore {
     /// After a write of `record` over a record in state `before`: the
     /// counters move, and a record that just became final is added to its
     /// usage rollups once.
-    fn written(&self, before: Option<ExecutionStatus>, record: &ExecutionRecord) {
+    pub(super) fn written(&self, before: Option<ExecutionStatus>, record: &ExecutionRecord) {
         let after = Indexed::of(record);
         if after.status.is_final() && before.is_none_or(|s| !s.is_final()) {
             self.rollups.pending.add(record);
@@ -209,24 +235,7 @@ impl PgStore {
 impl ExecutionStore for PgStore {
     async fn put_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let _counted = self.execution_counts.writes.read().await;
-        // The state it had, from the same statement's snapshot.
-        let row = sqlx::query(&upsert(
-            "WITH before AS (SELECT status FROM executions WHERE id = $1) ",
-            " RETURNING (SELECT status FROM before) AS before",
-        ))
-        .bind(&execution.id)
-        .bind(execution.org())
-        .bind(slot(&Indexed::of(execution)))
-        .bind(execution.status.as_str())
-        .bind(&execution.node)
-        .bind(encode(execution)?)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(backend)?;
-        let before = row
-            .get::<Option<String>, _>("before")
-            .map(|name| status_of(&name))
-            .transpose()?;
+        let before = write(&self.pool, execution).await?;
         self.written(before, execution);
         Ok(())
     }

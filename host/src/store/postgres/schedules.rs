@@ -3,8 +3,8 @@
 
 use sqlx::Row as _;
 
-use super::{PgStore, all, backend, decode, insert_record, one, update_record};
-use crate::store::schedules::ScheduleStore;
+use super::{PgStore, all, backend, decode, encode, insert_record, one, update_record};
+use crate::store::schedules::{Firing, ScheduleStore};
 use crate::store::{ScheduleRecord, StoreError};
 
 #[async_trait::async_trait]
@@ -29,6 +29,44 @@ impl ScheduleStore for PgStore {
          ),
     ) -> Result<Option<ScheduleRecord>, StoreError> {
         update_record(&self.pool, "schedules", id, change).await
+    }
+
+    /// The schedule's row locked, advanced, and its run inserted, in one
+    /// transaction: of the nodes that find it due, the first to lock it
+    /// fires it, and the others find it moved on.
+    async fn fire_schedule(
+        &self,
+        id: &str,
+        firing: Firing<'_>,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        let _counted = self.execution_counts.writes.read().await;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let Some(row) = sqlx::query("SELECT record FROM schedules WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let Some(fired) = firing.fires(&decode(row.get("record"))?) else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE schedules SET record = $2 WHERE id = $1")
+            .bind(id)
+            .bind(encode(&fired)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let before = match firing.run {
+            Some(run) => Some(super::executions::write(&mut *tx, run).await?),
+            None => None,
+        };
+        tx.commit().await.map_err(backend)?;
+        if let (Some(run), Some(before)) = (firing.run, before) {
+            self.written(before, run);
+        }
+        Ok(Some(fired))
     }
 
     async fn delete_schedule(

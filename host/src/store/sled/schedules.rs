@@ -2,7 +2,8 @@
 //! creation order).
 
 use super::{Change, SledStore, put, swap, update};
-use crate::store::schedules::ScheduleStore;
+use crate::store::executions::ExecutionStore as _;
+use crate::store::schedules::{Firing, ScheduleStore};
 use crate::store::{ScheduleRecord, StoreError};
 
 #[async_trait::async_trait]
@@ -28,6 +29,23 @@ impl ScheduleStore for SledStore {
     ) -> Result<Option<ScheduleRecord>, StoreError> {
         let updated = update(&self.schedules, id.as_bytes(), change)?;
         Ok(updated.map(|(_, after)| after))
+    }
+
+    async fn fire_schedule(
+        &self,
+        id: &str,
+        firing: Firing<'_>,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        let swapped = swap(&self.schedules, id.as_bytes(), |current| {
+            Ok(firing.fires(current).map_or(Change::Keep, Change::Put))
+        })?;
+        let Some((_, Change::Put(fired))) = swapped else {
+            return Ok(None);
+        };
+        if let Some(run) = firing.run {
+            self.put_execution(run).await?;
+        }
+        Ok(Some(fired))
     }
 
     async fn delete_schedule(
