@@ -2,15 +2,19 @@
 //! organization's own over them), checked before the work they bound:
 //!
 //! - requests per clock hour: counted here, in memory, per organization (a
-//!   restart starts the hour's count again);
+//!   restart starts the hour's count again); on a store several nodes
+//!   share, in the store (`store/shared_counts.rs`), so the quota holds
+//!   across the nodes;
 //! - executions and fuel per day: counted in memory per organization, from
 //!   the day's usage rollup (what ended, durable) plus the executions queued
 //!   or running when the day's count starts (so a restart forgets nothing),
-//!   then one more for each execution admitted; fuel is read from the rollup
-//!   again at most once a second, and runs already going may pass it by
-//!   their own fuel limits;
+//!   then one more for each execution admitted (on a shared store, the count
+//!   is the store's, started the same way); fuel is read from the rollup
+//!   (which every node adds to) again at most once a second, and runs
+//!   already going may pass it by their own fuel limits;
 //! - concurrent executions: the queue holds the organization's runs past
-//!   it (they wait, not fail);
+//!   it (they wait, not fail); per node: each node's queue holds the
+//!   organization to it;
 //! - stored bytes, scripts, schedules, webhooks, API keys: counted from the
 //!   records when one more would be made.
 //!
@@ -23,6 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::jobs::Jobs;
 use crate::store::orgs::{InOrg as _, QuotaLimits};
+use crate::store::shared_counts::{SharedCounts, Taken};
 use crate::store::usage::{Grain, Scope};
 use crate::store::{Store, StoreError};
 
@@ -143,7 +148,7 @@ pub struct Quotas {
     jobs: Arc<Jobs>,
     /// Each organization's limits, read from its record on first use and
     /// forgotten when it changes (bounded by the organizations).
-    limits: Mutex<HashMap<String, QuotaLimits>>,
+    limits: Mutex<HashMap<String, (QuotaLimits, std::time::Instant)>>,
     /// Requests of the current hour per organization (bounded by the
     /// organizations: an entry is made only for one that exists).
     requests: Mutex<HashMap<String, Hour>>,
@@ -165,15 +170,28 @@ struct Day {
 /// How stale the fuel a day's admission reads may be.
 const FUEL_REREAD_MS: u64 = 1_000;
 
+/// How long an organization's limits stand before they are read again, on
+/// a store several nodes share (a change made through another node).
+const LIMITS_REREAD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An execution admitted against its organization's daily quotas, counted
 /// as the day's; dropped without [`Admitted::keep`] (nothing was stored of
 /// it), it is taken off the count again.
 #[must_use = "an admitted execution not kept is taken off the count"]
 pub struct Admitted<'a> {
     quotas: &'a Quotas,
-    /// The organization and day it was counted in; `None` when the
-    /// organization has no daily quota, or once kept.
-    counted: Option<(String, u64)>,
+    /// The organization and day it was counted in, and whether in the
+    /// store's shared count; `None` when the organization has no daily
+    /// quota, or once kept.
+    counted: Option<(String, u64, Counted)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// In this node's memory (`Quotas::days`).
+    Here,
+    /// In the store's count every node shares.
+    Shared,
 }
 
 impl Admitted<'_> {
@@ -185,13 +203,38 @@ impl Admitted<'_> {
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        if let Some((org, start_ms)) = self.counted.take()
-            && let Some(day) = self.quotas.days().get_mut(&org)
-            && day.start_ms == start_ms
-        {
-            day.executions = day.executions.saturating_sub(1);
+        match self.counted.take() {
+            Some((org, start_ms, Counted::Here)) => {
+                if let Some(day) = self.quotas.days().get_mut(&org)
+                    && day.start_ms == start_ms
+                {
+                    day.executions = day.executions.saturating_sub(1);
+                }
+            }
+            Some((org, start_ms, Counted::Shared)) => {
+                let store = self.quotas.store.clone();
+                let give_back = async move {
+                    if let Some(shared) = store.shared_counts() {
+                        let quota = Quota::ExecutionsPerDay.as_str();
+                        if let Err(e) = shared.give_back_use(&org, quota, start_ms).await {
+                            tracing::warn!(error = %e, org, "an unused admission was not given back");
+                        }
+                    }
+                };
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(give_back);
+                }
+            }
+            None => {}
         }
     }
+}
+
+/// The queue's running bound of an organization with `limits`.
+fn cap(limits: &QuotaLimits) -> Option<usize> {
+    limits
+        .concurrent_executions
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 fn retry_after(quota: Quota, now_ms: u64) -> u64 {
@@ -217,18 +260,31 @@ impl Quotas {
     ///
     /// The store cannot be read.
     pub async fn limits(&self, org: &str) -> Result<QuotaLimits, StoreError> {
-        if let Some(limits) = self.cached().get(org) {
-            return Ok(*limits);
+        let shared = self.store.shared_counts().is_some();
+        let cached = self.cached().get(org).copied();
+        if let Some((limits, read_at)) = cached
+            && (!shared || read_at.elapsed() < LIMITS_REREAD)
+        {
+            return Ok(limits);
         }
         let Some(record) = self.store.org(org).await? else {
             return Ok(QuotaLimits::default());
         };
         let limits = record.limits();
-        self.cached().insert(org.to_owned(), limits);
+        self.cached()
+            .insert(org.to_owned(), (limits, std::time::Instant::now()));
+        if let Some((before, _)) = cached
+            && before.concurrent_executions != limits.concurrent_executions
+        {
+            // Changed through another node.
+            self.jobs.set_org_cap(org, cap(&limits));
+        }
         Ok(limits)
     }
 
-    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<String, QuotaLimits>> {
+    fn cached(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (QuotaLimits, std::time::Instant)>> {
         self.limits.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -249,14 +305,77 @@ impl Quotas {
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(org);
         }
+        if let Some(shared) = self.store.shared_counts() {
+            shared.forget_uses(org).await?;
+        }
         let limits = self.limits(org).await?;
-        self.jobs.set_org_cap(
-            org,
-            limits
-                .concurrent_executions
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        );
+        self.jobs.set_org_cap(org, cap(&limits));
         Ok(())
+    }
+
+    /// One more use of windowed `quota` by `org` at `now_ms` under `limit`,
+    /// in the count every node shares: the uses now, or (refused) as they
+    /// stand. A window not counted yet starts as this node's memory would.
+    async fn take_shared(
+        &self,
+        shared: &dyn SharedCounts,
+        org: &str,
+        quota: Quota,
+        now_ms: u64,
+        limit: u64,
+    ) -> Result<Result<u64, u64>, StoreError> {
+        let window = now_ms - now_ms % quota.window_ms().unwrap_or(DAY_MS);
+        // Uncounted, started, taken; a count forgotten meanwhile (a change
+        // of the organization) once more.
+        for _ in 0..3 {
+            match shared.take_use(org, quota.as_str(), window, limit).await? {
+                Taken::Used(used) => return Ok(Ok(used)),
+                Taken::Refused(used) => return Ok(Err(used)),
+                Taken::Uncounted => {
+                    let start = self.uses_before_counting(org, quota, now_ms).await?;
+                    shared
+                        .start_uses(org, quota.as_str(), window, start)
+                        .await?;
+                }
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "the count of {} keeps going missing",
+            quota.as_str()
+        )))
+    }
+
+    /// Where a window's shared count starts: no requests; the executions
+    /// that ended that day (the rollup every node adds to) and those queued
+    /// or running here.
+    async fn uses_before_counting(
+        &self,
+        org: &str,
+        quota: Quota,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        if quota != Quota::ExecutionsPerDay {
+            return Ok(0);
+        }
+        let (ended, _) = self.rollup_today(org, now_ms).await?;
+        let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
+        Ok(ended + live)
+    }
+
+    /// The uses of windowed `quota` by `org` at `now_ms` in the shared
+    /// count (where it would start, if it has none yet).
+    async fn shared_uses(
+        &self,
+        shared: &dyn SharedCounts,
+        org: &str,
+        quota: Quota,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let window = now_ms - now_ms % quota.window_ms().unwrap_or(DAY_MS);
+        match shared.uses(org, quota.as_str(), window).await? {
+            Some(used) => Ok(used),
+            None => self.uses_before_counting(org, quota, now_ms).await,
+        }
     }
 
     /// Tells the queue every organization's running bound (at start).
@@ -283,6 +402,24 @@ impl Quotas {
             return Ok(None);
         };
         let start_ms = now_ms - now_ms % HOUR_MS;
+        if let Some(shared) = self.store.shared_counts() {
+            let quota = Quota::RequestsPerHour;
+            return match self.take_shared(shared, org, quota, now_ms, limit).await? {
+                Ok(used) => Ok(Some(Use {
+                    quota,
+                    limit: Some(limit),
+                    used,
+                    resets_at_ms: Some(start_ms + HOUR_MS),
+                })),
+                Err(used) => Err(Exceeded {
+                    quota,
+                    limit,
+                    used,
+                    retry_after_secs: retry_after(quota, now_ms),
+                }
+                .into()),
+            };
+        }
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         // No allocation but the organization's first request.
         if !requests.contains_key(org) {
@@ -334,6 +471,45 @@ impl Quotas {
         }
         // Fuel only matters with its quota; then a second old will do.
         let fuel_age = limits.fuel_per_day.map(|_| FUEL_REREAD_MS);
+        if let Some(shared) = self.store.shared_counts() {
+            // Fuel from the rollup, then the executions in the store's count.
+            let fuel = {
+                let (days, _) = self.day(org, now_ms, fuel_age).await?;
+                days.get(org).map_or(0, |day| day.fuel)
+            };
+            let quota = Quota::FuelPerDay;
+            if let Some(limit) = quota.of(&limits)
+                && fuel >= limit
+            {
+                return Err(Exceeded {
+                    quota,
+                    limit,
+                    used: fuel,
+                    retry_after_secs: retry_after(quota, now_ms),
+                }
+                .into());
+            }
+            let quota = Quota::ExecutionsPerDay;
+            let Some(limit) = quota.of(&limits) else {
+                return Ok(Admitted {
+                    quotas: self,
+                    counted: None,
+                });
+            };
+            return match self.take_shared(shared, org, quota, now_ms, limit).await? {
+                Ok(_) => Ok(Admitted {
+                    quotas: self,
+                    counted: Some((org.to_owned(), now_ms - now_ms % DAY_MS, Counted::Shared)),
+                }),
+                Err(used) => Err(Exceeded {
+                    quota,
+                    limit,
+                    used,
+                    retry_after_secs: retry_after(quota, now_ms),
+                }
+                .into()),
+            };
+        }
         let (mut days, _) = self.day(org, now_ms, fuel_age).await?;
         let Some(day) = days.get_mut(org) else {
             return Err(StoreError::Backend("a day's count went missing".into()).into());
@@ -357,7 +533,7 @@ impl Quotas {
         day.executions += 1;
         Ok(Admitted {
             quotas: self,
-            counted: Some((org.to_owned(), day.start_ms)),
+            counted: Some((org.to_owned(), day.start_ms, Counted::Here)),
         })
     }
 
@@ -446,6 +622,14 @@ impl Quotas {
     /// it has a daily quota, else read from the store.
     async fn today(&self, org: &str, now_ms: u64) -> Result<(u64, u64), StoreError> {
         let limits = self.limits(org).await?;
+        if let Some(shared) = self.store.shared_counts()
+            && limits.executions_per_day.is_some()
+        {
+            let quota = Quota::ExecutionsPerDay;
+            let executions = self.shared_uses(shared, org, quota, now_ms).await?;
+            let (_, fuel) = self.rollup_today(org, now_ms).await?;
+            return Ok((executions, fuel));
+        }
         if limits.executions_per_day.is_none() && limits.fuel_per_day.is_none() {
             let (ended, fuel) = self.rollup_today(org, now_ms).await?;
             let live = u64::try_from(self.jobs.live_of(org)).unwrap_or(u64::MAX);
@@ -557,6 +741,9 @@ impl Quotas {
             Quota::ConcurrentExecutions => count(self.jobs.live_of(org)),
             Quota::RequestsPerHour => {
                 let now = crate::now_ms();
+                if let Some(shared) = store.shared_counts() {
+                    return self.shared_uses(shared, org, quota, now).await;
+                }
                 self.requests
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -798,5 +985,70 @@ mod tests {
             .check_held("acme", Quota::Webhooks, 1_000, 1)
             .await
             .unwrap();
+    }
+
+    /// Two nodes' quotas on one PostgreSQL database, for organization
+    /// `acme` with `limits`.
+    async fn two_nodes(limits: QuotaLimits) -> (Quotas, Quotas) {
+        let url = kiln_testpg::shared().fresh_database();
+        let node = || async {
+            let store: Arc<dyn Store> =
+                Arc::new(crate::store::PgStore::connect(&url).await.unwrap());
+            let jobs = Jobs::new(
+                1,
+                10,
+                crate::jobs::QueueShare::whole(10),
+                crate::metrics::Metrics::new().executions(),
+            );
+            Quotas::new(store, jobs)
+        };
+        let (a, b) = (node().await, node().await);
+        let mut org = OrgRecord::default_org("2026-01-01T00:00:00.000Z");
+        org.id = "acme".into();
+        org.name = "acme".into();
+        org.tier = Tier::Custom;
+        org.quotas = limits;
+        a.store.create_org(&org).await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn nodes_sharing_a_store_count_requests_and_executions_against_one_quota() {
+        let (a, b) = two_nodes(QuotaLimits {
+            requests_per_hour: Some(3),
+            executions_per_day: Some(2),
+            ..QuotaLimits::default()
+        })
+        .await;
+        let now = crate::now_ms();
+        assert_eq!(a.request("acme", now).await.unwrap().unwrap().used, 1);
+        assert_eq!(b.request("acme", now).await.unwrap().unwrap().used, 2);
+        assert_eq!(a.request("acme", now).await.unwrap().unwrap().used, 3);
+        let Err(QuotaError::Exceeded(spent)) = b.request("acme", now).await else {
+            panic!("a fourth request in the hour passed on another node");
+        };
+        assert_eq!((spent.quota, spent.used), (Quota::RequestsPerHour, 3));
+        assert_eq!(b.held("acme", Quota::RequestsPerHour).await.unwrap(), 3);
+
+        a.admit_execution("acme", now).await.unwrap().keep();
+        // Admitted and not kept: given back (soon after).
+        drop(b.admit_execution("acme", now).await.unwrap());
+        let given_back = async {
+            while b.held("acme", Quota::ExecutionsPerDay).await.unwrap() != 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), given_back)
+            .await
+            .expect("given back");
+        b.admit_execution("acme", now).await.unwrap().keep();
+        let Err(QuotaError::Exceeded(spent)) = a.admit_execution("acme", now).await else {
+            panic!("a third execution in the day passed on another node");
+        };
+        assert_eq!((spent.quota, spent.used), (Quota::ExecutionsPerDay, 2));
+
+        // A change of the organization starts its counts again.
+        a.changed("acme").await.unwrap();
+        assert_eq!(b.held("acme", Quota::RequestsPerHour).await.unwrap(), 0);
     }
 }

@@ -87,6 +87,28 @@ fn three_nodes_on_one_database_run_each_execution_once_and_survive_one_s_death()
     assert_eq!(got.len(), RUNS, "no event twice");
     assert_eq!(ids_seen.len(), RUNS);
 
+    // An organization's hourly requests are counted once across the nodes:
+    // four pass, whichever nodes they reach, and the fifth is refused.
+    let made = nodes[0]
+        .post("/v1/organizations")
+        .json(
+            &json!({"name": "capped", "admin": "admin", "tier": "custom",
+            "quotas": {"requests_per_hour": 4}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let in_capped = |node: &Kiln| {
+        node.get("/v1/scripts")
+            .header("x-kiln-organization", "capped")
+            .send()
+            .unwrap()
+    };
+    for i in 0..4 {
+        assert_eq!(in_capped(&nodes[i % 3]).status(), 200, "request {i}");
+    }
+    crate::harness::error_body(in_capped(&nodes[1]), 429, "QUOTA_EXCEEDED");
+
     // A schedule every second, made on one node: over 20 s each tick fires
     // once, whichever node claims it (three nodes firing would make ~60).
     nodes[0].create_script("tick", "javascript", "function main() { return 1; }");

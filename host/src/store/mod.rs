@@ -19,6 +19,7 @@ pub mod schedules;
 pub mod scopes;
 pub mod script_data;
 pub mod scripts;
+pub mod shared_counts;
 pub mod signals;
 mod sled;
 #[cfg(test)]
@@ -116,6 +117,9 @@ pub trait Store:
     /// The signals other nodes send from now on; `None` for a store with
     /// one node (or not yet shared).
     fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>>;
+    /// Quota counts kept for every node sharing the store; `None` for a
+    /// store one node has (it counts in memory).
+    fn shared_counts(&self) -> Option<&dyn shared_counts::SharedCounts>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Makes every change so far durable (a sled flush and a sync of its

@@ -497,6 +497,10 @@ impl Store for SledStore {
         None
     }
 
+    fn shared_counts(&self) -> Option<&dyn super::shared_counts::SharedCounts> {
+        None
+    }
+
     fn close(&self) -> FlushFuture<'_> {
         Box::pin(std::future::ready(self.close_now()))
     }

@@ -13,6 +13,7 @@ mod executions;
 pub use self::executions::LEASE;
 mod idempotency;
 mod orgs;
+mod quota_uses;
 mod schedules;
 mod script_data;
 mod scripts;
@@ -31,7 +32,10 @@ use super::{FlushFuture, RecordCounts, Store, StoreError, SyncStats};
 
 /// The schema's migrations, in order: `(version, SQL)`. A migration is
 /// applied once, in a transaction with the row that records it.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_records.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_records.sql")),
+    (2, include_str!("migrations/0002_quota_uses.sql")),
+];
 
 /// Held (a session-level advisory lock) while a node migrates, so nodes
 /// starting together migrate one after the other. Any fixed number: "kiln".
@@ -421,6 +425,10 @@ impl Store for PgStore {
         self.signals.get().map(signals::Signals::subscribe)
     }
 
+    fn shared_counts(&self) -> Option<&dyn super::shared_counts::SharedCounts> {
+        Some(self)
+    }
+
     /// A `SELECT 1` within 2 s, at most one a second: `/readyz` is open to
     /// anyone, and each call would otherwise take a connection.
     fn check(&self) -> FlushFuture<'_> {
@@ -571,14 +579,15 @@ mod tests {
             PgStore::connect(&url),
         );
         let a = a.unwrap();
-        assert_eq!(a.schema_version().await.unwrap(), 1);
+        let newest = MIGRATIONS.last().unwrap().0;
+        assert_eq!(a.schema_version().await.unwrap(), newest);
         b.unwrap();
         c.unwrap();
         let rows = sqlx::query("SELECT count(*) AS n FROM kiln_schema")
             .fetch_one(&a.pool)
             .await
             .unwrap();
-        assert_eq!(rows.get::<i64, _>("n"), 1);
+        assert_eq!(rows.get::<i64, _>("n"), newest, "each once");
         // One default organization, however many nodes made it.
         let orgs = sqlx::query("SELECT count(*) AS n FROM orgs")
             .fetch_one(&a.pool)

@@ -1,0 +1,115 @@
+//! The PostgreSQL side of [`SharedCounts`]: `quota_uses`, a row per
+//! organization, quota and window, counted up by one conditional `UPDATE`.
+
+use sqlx::Row as _;
+
+use super::{PgStore, backend, ms};
+use crate::store::StoreError;
+use crate::store::shared_counts::{SharedCounts, Taken};
+
+const KEY: &str = "org = $1 AND quota = $2 AND window_ms = $3";
+
+fn count(used: i64) -> u64 {
+    u64::try_from(used).unwrap_or(0)
+}
+
+#[async_trait::async_trait]
+impl SharedCounts for PgStore {
+    async fn take_use(
+        &self,
+        org: &str,
+        quota: &str,
+        window_ms: u64,
+        limit: u64,
+    ) -> Result<Taken, StoreError> {
+        let taken = sqlx::query(&format!(
+            "UPDATE quota_uses SET used = used + 1 WHERE {KEY} AND used < $4 RETURNING used"
+        ))
+        .bind(org)
+        .bind(quota)
+        .bind(ms(window_ms))
+        .bind(ms(limit))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = taken {
+            return Ok(Taken::Used(count(row.try_get("used").map_err(backend)?)));
+        }
+        Ok(match self.uses(org, quota, window_ms).await? {
+            Some(used) => Taken::Refused(used),
+            None => Taken::Uncounted,
+        })
+    }
+
+    async fn start_uses(
+        &self,
+        org: &str,
+        quota: &str,
+        window_ms: u64,
+        used: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO quota_uses (org, quota, window_ms, used) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(org)
+        .bind(quota)
+        .bind(ms(window_ms))
+        .bind(ms(used))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        sqlx::query("DELETE FROM quota_uses WHERE org = $1 AND quota = $2 AND window_ms < $3")
+            .bind(org)
+            .bind(quota)
+            .bind(ms(window_ms))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn give_back_use(
+        &self,
+        org: &str,
+        quota: &str,
+        window_ms: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "UPDATE quota_uses SET used = used - 1 WHERE {KEY} AND used > 0"
+        ))
+        .bind(org)
+        .bind(quota)
+        .bind(ms(window_ms))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn uses(
+        &self,
+        org: &str,
+        quota: &str,
+        window_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query(&format!("SELECT used FROM quota_uses WHERE {KEY}"))
+            .bind(org)
+            .bind(quota)
+            .bind(ms(window_ms))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| row.try_get("used").map(count).map_err(backend))
+            .transpose()
+    }
+
+    async fn forget_uses(&self, org: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM quota_uses WHERE org = $1")
+            .bind(org)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
