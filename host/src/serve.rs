@@ -424,11 +424,7 @@ pub(crate) async fn assemble_with(
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the organizations: {e}"))?;
     jobs.spawn_workers(config.workers.count, Arc::new(worker));
-    let events = webhooks.clone();
-    jobs.on_final(Box::new(move |record| {
-        let events = events.clone();
-        Box::pin(async move { api::webhooks::execution_events(&events, record).await })
-    }));
+    jobs.on_final(Arc::new(api::webhooks::ExecutionEvents(webhooks.clone())));
     metrics.watch(jobs.clone(), sandbox.clone(), store.clone(), compiler);
     if config.server.metrics_per_org {
         metrics.watch_quotas(quotas.clone());

@@ -517,15 +517,35 @@ fn creator_of(
     })
 }
 
-/// The events of an execution that just became final: its own, and
+/// The webhook deliveries of an execution that just became final, stored
+/// with its record by `jobs` (`FinalEvents`).
+pub struct ExecutionEvents(pub std::sync::Arc<Webhooks>);
+
+impl crate::jobs::FinalEvents for ExecutionEvents {
+    fn deliveries<'a>(
+        &'a self,
+        record: &'a ExecutionRecord,
+    ) -> futures_util::future::BoxFuture<'a, Vec<crate::store::webhooks::DeliveryRecord>> {
+        Box::pin(execution_deliveries(&self.0, record))
+    }
+
+    fn stored(&self) {
+        self.0.wake();
+    }
+}
+
+/// The deliveries of an execution's end: its own event, and
 /// `schedule.failed` for a scheduled run that did not complete.
-pub async fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
+async fn execution_deliveries(
+    webhooks: &Webhooks,
+    record: &ExecutionRecord,
+) -> Vec<crate::store::webhooks::DeliveryRecord> {
     let event = match record.status {
         ExecutionStatus::Completed => "execution.completed",
         ExecutionStatus::Failed => "execution.failed",
         ExecutionStatus::Timeout => "execution.timeout",
         ExecutionStatus::Cancelled => "execution.cancelled",
-        ExecutionStatus::Queued | ExecutionStatus::Running => return,
+        ExecutionStatus::Queued | ExecutionStatus::Running => return Vec::new(),
     };
     let schedule_failed = record.trigger == Trigger::Schedule
         && matches!(
@@ -534,13 +554,13 @@ pub async fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
         );
     let wanted = webhooks.wants(event) || (schedule_failed && webhooks.wants("schedule.failed"));
     if !wanted {
-        return;
+        return Vec::new();
     }
     let execution = match serde_json::to_value(ExecutionView::from(record.clone())) {
         Ok(value) => excerpt(value),
         Err(e) => {
             tracing::error!(error = %e, "cannot render an execution for its webhook event");
-            return;
+            return Vec::new();
         }
     };
     let mut events = vec![(event, execution.clone())];
@@ -551,7 +571,14 @@ pub async fn execution_events(webhooks: &Webhooks, record: &ExecutionRecord) {
             json!({"schedule_id": schedule_id, "execution": execution}),
         ));
     }
-    emit_all(webhooks, record.org(), &events).await;
+    let mut deliveries = Vec::new();
+    for (event, data) in &events {
+        match webhooks.deliveries(record.org(), event, data).await {
+            Ok(made) => deliveries.extend(made),
+            Err(e) => tracing::error!(error = %e, event, "cannot make a webhook event"),
+        }
+    }
+    deliveries
 }
 
 /// Output kept in an execution event, per stream.

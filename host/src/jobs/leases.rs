@@ -74,14 +74,11 @@ pub async fn reap(store: &dyn Store, jobs: &Jobs) -> Result<usize, StoreError> {
     for expired in store.expired_runs(REAP_BATCH).await? {
         // Only over the run as it was found: if its node came back and
         // finished it meanwhile, that outcome stands.
-        let interrupted = store
-            .update_execution(&expired.id, &|current| {
-                (current.status == ExecutionStatus::Running && current.node == expired.node)
-                    .then(|| interrupted(current))
-            })
-            .await?;
-        if let Some(record) = interrupted {
-            jobs.finished(store, &record).await;
+        let record = interrupted(&expired);
+        let still = |current: &ExecutionRecord| {
+            current.status == ExecutionStatus::Running && current.node == expired.node
+        };
+        if jobs.end(store, &record, Some(&still)).await? {
             jobs.settle(&record.id, super::Settled::Stored);
             ended += 1;
         }

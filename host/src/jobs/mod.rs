@@ -17,6 +17,7 @@ use self::functions::FunctionSlots;
 use self::queue::Queue;
 use crate::contract;
 use crate::metrics::{ExecutionLoad, ExecutionMetrics};
+use crate::store::webhooks::DeliveryRecord;
 use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Store, StoreError};
 
 mod functions;
@@ -65,18 +66,25 @@ pub struct Jobs {
     interrupting: AtomicBool,
     /// Told of every execution that became final, before it is flushed
     /// (webhook events go into the outbox with the same flush).
-    on_final: std::sync::OnceLock<FinalHook>,
+    on_final: std::sync::OnceLock<Arc<dyn FinalEvents>>,
     /// Executions that became final since start (crate::memory watches it).
     finished_count: std::sync::atomic::AtomicU64,
     /// Turns for HTTP function requests, which do not queue.
     functions: FunctionSlots,
 }
 
-/// Told of a record that became final; what it returns is awaited before
-/// the record is flushed.
-pub type FinalHook = Box<
-    dyn for<'a> Fn(&'a ExecutionRecord) -> futures_util::future::BoxFuture<'a, ()> + Send + Sync,
->;
+/// What a record that becomes final makes besides itself: the webhook
+/// deliveries of its end, stored with it (`ExecutionStore::finish_execution`),
+/// and a nudge to their deliverer once they are.
+pub trait FinalEvents: Send + Sync {
+    /// The deliveries `record`'s end makes (none when nobody subscribes).
+    fn deliveries<'a>(
+        &'a self,
+        record: &'a ExecutionRecord,
+    ) -> futures_util::future::BoxFuture<'a, Vec<DeliveryRecord>>;
+    /// Deliveries were stored.
+    fn stored(&self);
+}
 
 /// What runs a queued execution (`executions::Worker`): it claims the
 /// record ([`Jobs::claim`]), runs it, stores the final record
@@ -188,9 +196,10 @@ impl Jobs {
         }
     }
 
-    /// Sets what is told of every final execution (once; later calls are ignored).
-    pub fn on_final(&self, hook: FinalHook) {
-        let _ = self.on_final.set(hook);
+    /// Sets what every final execution makes (once; later calls are
+    /// ignored).
+    pub fn on_final(&self, events: Arc<dyn FinalEvents>) {
+        let _ = self.on_final.set(events);
     }
 
     /// A turn to run an HTTP function request, waiting while as many run as
@@ -320,9 +329,7 @@ impl Jobs {
         store: &dyn Store,
         record: &ExecutionRecord,
     ) -> Result<(), StoreError> {
-        store.put_execution(record).await?;
-        self.finished(store, record).await;
-        Ok(())
+        self.end(store, record, None).await.map(|_| ())
     }
 
     /// Stores the final record of a run this node claimed, unless the run
@@ -337,29 +344,51 @@ impl Jobs {
         store: &dyn Store,
         record: &ExecutionRecord,
     ) -> Result<bool, StoreError> {
-        let written = store
-            .update_execution(&record.id, &|current| {
-                (current.status == ExecutionStatus::Running && current.node == record.node)
-                    .then(|| record.clone())
-            })
-            .await?;
-        if written.is_none() {
+        let mine = |current: &ExecutionRecord| {
+            current.status == ExecutionStatus::Running && current.node == record.node
+        };
+        let written = self.end(store, record, Some(&mine)).await?;
+        if !written {
             tracing::warn!(execution = %record.id,
                 "a run ended after it was taken from this node; its outcome is dropped");
+        }
+        Ok(written)
+    }
+
+    /// The one end of every execution: stores `record`, just final, with
+    /// the webhook deliveries its end makes (with `expect`, only over a
+    /// current record it accepts: `false`, nothing written, if not), then
+    /// what follows ([`Self::finished`]).
+    ///
+    /// # Errors
+    ///
+    /// The record could not be stored.
+    async fn end(
+        &self,
+        store: &dyn Store,
+        record: &ExecutionRecord,
+        expect: Option<&(dyn for<'r> Fn(&'r ExecutionRecord) -> bool + Send + Sync)>,
+    ) -> Result<bool, StoreError> {
+        let events = self.on_final.get();
+        let outbox = match events {
+            Some(events) => events.deliveries(record).await,
+            None => Vec::new(),
+        };
+        if !store.finish_execution(record, expect, &outbox).await? {
             return Ok(false);
+        }
+        if let Some(events) = events.filter(|_| !outbox.is_empty()) {
+            events.stored();
         }
         self.finished(store, record).await;
         Ok(true)
     }
 
-    /// What follows a record becoming final: it is counted, the hook is
-    /// told, and its script counts it if it ran.
+    /// What follows a record becoming final and stored: it is counted, and
+    /// its script counts it if it ran.
     async fn finished(&self, store: &dyn Store, record: &ExecutionRecord) {
         self.finished_count.fetch_add(1, Ordering::Relaxed);
         self.metrics.record(record);
-        if let Some(hook) = self.on_final.get() {
-            hook(record).await;
-        }
         let ran = record.started_at.is_some();
         if let Some(script_id) = record.script_id.as_ref().filter(|_| ran) {
             // The run and its record stand without the script's counters.
@@ -464,31 +493,31 @@ impl Jobs {
         store: &dyn Store,
         id: &str,
     ) -> Result<Option<Cancelled>, StoreError> {
-        // Written only over a queued record, so a claim (on any node) and
-        // this cancel never both win.
-        let cancelled = store
-            .update_execution(id, &|current| {
-                (current.status == ExecutionStatus::Queued).then(|| {
-                    let mut record = current.clone();
-                    contract::end_unrun(
-                        &mut record,
-                        ExecutionStatus::Cancelled,
-                        ExecutionCode::CANCELLED,
-                        "the execution was cancelled before it started",
-                    );
-                    record
-                })
-            })
-            .await?;
-        if let Some(record) = cancelled {
-            self.finished(store, &record).await;
-            self.queue.remove(id);
-            self.settle(id, Settled::Stored);
-            return Ok(Some(Cancelled::WhileQueued(Box::new(record))));
-        }
-        let Some(record) = store.execution(id).await? else {
+        let Some(mut record) = store.execution(id).await? else {
             return Ok(None);
         };
+        if record.status == ExecutionStatus::Queued {
+            let mut cancelled = record.clone();
+            contract::end_unrun(
+                &mut cancelled,
+                ExecutionStatus::Cancelled,
+                ExecutionCode::CANCELLED,
+                "the execution was cancelled before it started",
+            );
+            // Written only over a queued record, so a claim (on any node)
+            // and this cancel never both win.
+            let queued = |current: &ExecutionRecord| current.status == ExecutionStatus::Queued;
+            if self.end(store, &cancelled, Some(&queued)).await? {
+                self.queue.remove(id);
+                self.settle(id, Settled::Stored);
+                return Ok(Some(Cancelled::WhileQueued(Box::new(cancelled))));
+            }
+            // Claimed meanwhile.
+            let Some(now) = store.execution(id).await? else {
+                return Ok(None);
+            };
+            record = now;
+        }
         match record.status {
             ExecutionStatus::Running => {
                 let done = self.subscribe(id);
@@ -650,24 +679,18 @@ pub async fn recover(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
         if running.node != node {
             continue;
         }
+        let mut ended = running.clone();
+        contract::end_unrun(
+            &mut ended,
+            ExecutionStatus::Failed,
+            ExecutionCode::INTERRUPTED,
+            "the server stopped while this execution ran",
+        );
         // Over the record as read: on a shared store, only this node's.
-        let ended = store
-            .update_execution(&running.id, &|current| {
-                (current.status == ExecutionStatus::Running && current.node == node).then(|| {
-                    let mut record = current.clone();
-                    contract::end_unrun(
-                        &mut record,
-                        ExecutionStatus::Failed,
-                        ExecutionCode::INTERRUPTED,
-                        "the server stopped while this execution ran",
-                    );
-                    record
-                })
-            })
-            .await?;
-        if let Some(record) = ended {
-            jobs.finished(store, &record).await;
-        }
+        let still = |current: &ExecutionRecord| {
+            current.status == ExecutionStatus::Running && current.node == node
+        };
+        jobs.end(store, &ended, Some(&still)).await?;
     }
     store.flush().await?;
     let queued = if node.is_some() {

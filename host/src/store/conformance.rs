@@ -560,6 +560,65 @@ fn webhook(id: &str) -> WebhookRecord {
     }
 }
 
+/// A final record stored with the deliveries its end makes, or (under a
+/// precondition that does not hold) neither.
+pub async fn final_records(store: &dyn Store) {
+    let id = id_at(1_700_000_000_000, 9);
+    let mut running = execution(&id, Some("s1"), ExecutionStatus::Running);
+    running.node = Some("a".into());
+    store.put_execution(&running).await.unwrap();
+    let done = super::ExecutionRecord {
+        status: ExecutionStatus::Completed,
+        ..running.clone()
+    };
+    let theirs = |current: &super::ExecutionRecord| current.node.as_deref() == Some("b");
+    let refused = store
+        .finish_execution(&done, Some(&theirs), &[delivery(1, "w", 0)])
+        .await
+        .unwrap();
+    assert!(!refused);
+    assert_eq!(store.execution(&id).await.unwrap().unwrap(), running);
+    assert!(
+        store.pending_deliveries().await.unwrap().is_empty(),
+        "nor its events"
+    );
+
+    let mine = |current: &super::ExecutionRecord| {
+        current.status == ExecutionStatus::Running && current.node.as_deref() == Some("a")
+    };
+    let outbox = [delivery(1, "w", 0), delivery(2, "v", 0)];
+    assert!(
+        store
+            .finish_execution(&done, Some(&mine), &outbox)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.execution(&id).await.unwrap().unwrap(), done);
+    assert_eq!(store.pending_deliveries().await.unwrap(), outbox);
+    assert_eq!(
+        store.count_executions(&ExecutionIndex::Status(ExecutionStatus::Completed)),
+        1
+    );
+    assert!(
+        !store
+            .finish_execution(&done, Some(&mine), &[])
+            .await
+            .unwrap(),
+        "once"
+    );
+    // Without a precondition: an HTTP function's record, never stored before.
+    let function = execution(
+        &id_at(1_700_000_000_000, 10),
+        None,
+        ExecutionStatus::Completed,
+    );
+    assert!(store.finish_execution(&function, None, &[]).await.unwrap());
+    assert_eq!(
+        store.execution(&function.id).await.unwrap().unwrap(),
+        function
+    );
+}
+
 fn delivery(n: u8, webhook: &str, due: u64) -> DeliveryRecord {
     DeliveryRecord {
         id: id_at(1_700_000_000_000, n),

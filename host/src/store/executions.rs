@@ -190,6 +190,18 @@ pub trait ExecutionStore {
     fn executions_per_script(&self) -> Vec<(Option<String>, u64)>;
     /// Removes a final execution and its index entries, at once.
     async fn delete_execution(&self, id: &str) -> Result<Removal, StoreError>;
+    /// Stores `record`, which just became final, with the webhook
+    /// deliveries its end makes (`outbox`): in one transaction where the
+    /// store has them (PostgreSQL), so a node that dies between the two
+    /// loses neither; sled writes the record first. With `expect`, only over
+    /// a current record it accepts (a compare-and-swap, as
+    /// [`Self::update_execution`]): `false`, and nothing written, if not.
+    async fn finish_execution(
+        &self,
+        record: &ExecutionRecord,
+        expect: Option<&(dyn for<'r> Fn(&'r ExecutionRecord) -> bool + Send + Sync)>,
+        outbox: &[super::webhooks::DeliveryRecord],
+    ) -> Result<bool, StoreError>;
     /// Replaces execution `id` with what `change` makes of it, atomically
     /// on every node: a claim, a cancel, a final record are each written
     /// only over the state they were decided on. `change` returns `None` to

@@ -555,6 +555,7 @@ mod tests {
             orgs,
             scripts,
             executions,
+            final_records,
             schedules,
             idempotency,
             webhooks,

@@ -122,12 +122,32 @@ impl Webhooks {
         event_type: &str,
         data: &Value,
     ) -> Result<usize, StoreError> {
+        let deliveries = self.deliveries(org, event_type, data).await?;
+        for delivery in &deliveries {
+            self.store.put_delivery(delivery).await?;
+        }
+        Ok(deliveries.len())
+    }
+
+    /// The deliveries of `event_type` with `data`, one per active webhook
+    /// of `org` subscribed to it whose creator may still read it; not
+    /// stored (the caller stores them, with what made the event).
+    ///
+    /// # Errors
+    ///
+    /// The store cannot read a creator.
+    pub async fn deliveries(
+        &self,
+        org: &str,
+        event_type: &str,
+        data: &Value,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let subscriptions = self
             .subscriptions
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let mut queued = 0;
+        let mut deliveries = Vec::new();
         // Only the event's organization's webhooks hear of it.
         let theirs = subscriptions.iter().filter(|w| w.org() == org);
         for webhook in theirs.filter(|w| subscribed(w, event_type)) {
@@ -139,10 +159,9 @@ impl Webhooks {
                 tracing::debug!(webhook = %webhook.id, event_type, "not sent: its creator may no longer read it");
                 continue;
             }
-            self.enqueue(webhook, event_type, data).await?;
-            queued += 1;
+            deliveries.push(delivery(webhook, event_type, data));
         }
-        Ok(queued)
+        Ok(deliveries)
     }
 
     /// Queues one event for one webhook, whatever it subscribes to.
@@ -156,18 +175,7 @@ impl Webhooks {
         event_type: &str,
         data: &Value,
     ) -> Result<DeliveryRecord, StoreError> {
-        let id = uuid::Uuid::now_v7();
-        let body = json!({"type": event_type, "timestamp": crate::now(), "data": data});
-        let delivery = DeliveryRecord {
-            id: id.to_string(),
-            webhook_id: webhook.id.clone(),
-            msg_id: format!("msg_{}", id.simple()),
-            event_type: event_type.to_owned(),
-            body: body.to_string(),
-            created_ms: crate::now_ms(),
-            attempts: 0,
-            next_attempt_ms: 0,
-        };
+        let delivery = delivery(webhook, event_type, data);
         self.store.put_delivery(&delivery).await?;
         Ok(delivery)
     }
@@ -175,6 +183,22 @@ impl Webhooks {
     /// Tells the delivery task to look at the outbox now.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+}
+
+/// A new delivery of `event_type` with `data` to `webhook`, due at once.
+fn delivery(webhook: &WebhookRecord, event_type: &str, data: &Value) -> DeliveryRecord {
+    let id = uuid::Uuid::now_v7();
+    let body = json!({"type": event_type, "timestamp": crate::now(), "data": data});
+    DeliveryRecord {
+        id: id.to_string(),
+        webhook_id: webhook.id.clone(),
+        msg_id: format!("msg_{}", id.simple()),
+        event_type: event_type.to_owned(),
+        body: body.to_string(),
+        created_ms: crate::now_ms(),
+        attempts: 0,
+        next_attempt_ms: 0,
     }
 }
 

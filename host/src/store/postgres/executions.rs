@@ -323,6 +323,36 @@ impl ExecutionStore for PgStore {
         Ok(Some(next))
     }
 
+    async fn finish_execution(
+        &self,
+        record: &ExecutionRecord,
+        expect: Option<&(dyn for<'r> Fn(&'r ExecutionRecord) -> bool + Send + Sync)>,
+        outbox: &[crate::store::webhooks::DeliveryRecord],
+    ) -> Result<bool, StoreError> {
+        let _counted = self.execution_counts.writes.read().await;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        if let Some(expect) = expect {
+            let current = sqlx::query("SELECT record FROM executions WHERE id = $1 FOR UPDATE")
+                .bind(&record.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            if !expect(&decode(current.get("record"))?) {
+                return Ok(false);
+            }
+        }
+        let before = write(&mut *tx, record).await?;
+        for delivery in outbox {
+            super::webhooks::put_delivery(&mut *tx, delivery).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        self.written(before, record);
+        Ok(true)
+    }
+
     async fn renew_runs(&self, ids: &[String]) -> Result<(), StoreError> {
         let lease_ms = LEASE.as_millis();
         sqlx::query(&format!(

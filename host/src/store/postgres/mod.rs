@@ -684,6 +684,7 @@ mod tests {
             orgs,
             scripts,
             executions,
+            final_records,
             schedules,
             idempotency,
             webhooks,

@@ -62,20 +62,7 @@ impl WebhookStore for PgStore {
     }
 
     async fn put_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO webhook_outbox (id, webhook_id, next_attempt_ms, record)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE
-                SET next_attempt_ms = EXCLUDED.next_attempt_ms, record = EXCLUDED.record",
-        )
-        .bind(&delivery.id)
-        .bind(&delivery.webhook_id)
-        .bind(ms(delivery.next_attempt_ms))
-        .bind(encode(delivery)?)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        put_delivery(&self.pool, delivery).await
     }
 
     async fn claim_delivery(
@@ -225,4 +212,26 @@ impl WebhookStore for PgStore {
             .collect::<Result<_, _>>()?;
         Ok((page, count(total)))
     }
+}
+
+/// Stores (or replaces) `delivery` through `executor` (the pool, or a
+/// transaction the caller commits).
+pub(super) async fn put_delivery<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    delivery: &DeliveryRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO webhook_outbox (id, webhook_id, next_attempt_ms, record)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE
+            SET next_attempt_ms = EXCLUDED.next_attempt_ms, record = EXCLUDED.record",
+    )
+    .bind(&delivery.id)
+    .bind(&delivery.webhook_id)
+    .bind(ms(delivery.next_attempt_ms))
+    .bind(encode(delivery)?)
+    .execute(executor)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }

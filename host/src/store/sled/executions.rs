@@ -32,6 +32,7 @@ use crate::store::executions::{
 };
 use crate::store::held::HeldExecutions;
 use crate::store::orgs::{DEFAULT_ORG, InOrg as _};
+use crate::store::webhooks::WebhookStore as _;
 use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
 
 const SCRIPT_INDEX: u8 = 1;
@@ -498,6 +499,32 @@ impl ExecutionStore for SledStore {
         };
         self.put_locked(&next)?;
         Ok(Some(next))
+    }
+
+    async fn finish_execution(
+        &self,
+        record: &ExecutionRecord,
+        expect: Option<&(dyn for<'r> Fn(&'r ExecutionRecord) -> bool + Send + Sync)>,
+        outbox: &[crate::store::webhooks::DeliveryRecord],
+    ) -> Result<bool, StoreError> {
+        let written = match expect {
+            None => {
+                self.put_execution(record).await?;
+                true
+            }
+            Some(expect) => self
+                .update_execution(&record.id, &|current| {
+                    expect(current).then(|| record.clone())
+                })
+                .await?
+                .is_some(),
+        };
+        if written {
+            for delivery in outbox {
+                self.put_delivery(delivery).await?;
+            }
+        }
+        Ok(written)
     }
 
     async fn renew_runs(&self, _ids: &[String]) -> Result<(), StoreError> {
