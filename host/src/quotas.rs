@@ -273,10 +273,8 @@ impl Quotas {
         let limits = record.limits();
         self.cached()
             .insert(org.to_owned(), (limits, std::time::Instant::now()));
-        if let Some((before, _)) = cached
-            && before.concurrent_executions != limits.concurrent_executions
-        {
-            // Changed through another node.
+        if shared {
+            // Made or changed through another node, maybe.
             self.jobs.set_org_cap(org, cap(&limits));
         }
         Ok(limits)
@@ -295,20 +293,31 @@ impl Quotas {
     ///
     /// The store cannot be read.
     pub async fn changed(&self, org: &str) -> Result<(), StoreError> {
-        self.cached().remove(org);
+        let before = self.cached().remove(org).map(|(limits, _)| limits);
         // Counted afresh: while it had no daily quota nothing was counted.
         self.days().remove(org);
-        if self.store.org(org).await?.is_none() {
+        let gone = self.store.org(org).await?.is_none();
+        if gone {
             // Deleted: nothing of it is kept.
             self.requests
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(org);
         }
-        if let Some(shared) = self.store.shared_counts() {
+        let limits = self.limits(org).await?;
+        // The shared counts go on through a change of a limit (a restart, a
+        // rename or a raise must not give an hour's requests again); they
+        // start again only where nothing was counted: a quota just set.
+        let newly_counted = |quota: Quota| {
+            before.is_some_and(|before| quota.of(&before).is_none()) && quota.of(&limits).is_some()
+        };
+        if let Some(shared) = self.store.shared_counts()
+            && (gone
+                || newly_counted(Quota::RequestsPerHour)
+                || newly_counted(Quota::ExecutionsPerDay))
+        {
             shared.forget_uses(org).await?;
         }
-        let limits = self.limits(org).await?;
         self.jobs.set_org_cap(org, cap(&limits));
         Ok(())
     }
@@ -1047,8 +1056,11 @@ mod tests {
         };
         assert_eq!((spent.quota, spent.used), (Quota::ExecutionsPerDay, 2));
 
-        // A change of the organization starts its counts again.
+        // A change of the organization that leaves its windowed quotas set
+        // (a rename, a raise) or a node starting keeps the counts.
         a.changed("acme").await.unwrap();
-        assert_eq!(b.held("acme", Quota::RequestsPerHour).await.unwrap(), 0);
+        b.load().await.unwrap();
+        assert_eq!(b.held("acme", Quota::RequestsPerHour).await.unwrap(), 3);
+        assert_eq!(a.held("acme", Quota::ExecutionsPerDay).await.unwrap(), 2);
     }
 }

@@ -154,12 +154,13 @@ async fn fire_due(
 }
 
 /// Fires a schedule due at `due`: makes its run (unless its overlap
-/// policy, its creator or its script says not to; one its organization's
-/// quota refuses is kept failed), then has the store fire it, which moves
-/// its next time on and stores the run together, only if it is still due
-/// and unchanged: of the nodes that find it due, one fires it, and a pause,
-/// change or delete through the API that landed first wins. Only the node
-/// that fired it queues the run. Returns the next time.
+/// policy, its creator or its script says not to), then has the store fire
+/// it, which moves its next time on and stores the run together, only if it
+/// is still due and unchanged: of the nodes that find it due, one fires it,
+/// and a pause, change or delete through the API that landed first wins.
+/// The node that fired it then counts the run against its organization's
+/// daily quota and queues it, or ends it failed (QUOTA_EXCEEDED) so the
+/// skip shows. Returns the next time.
 async fn fire(
     state: &Scheduler,
     schedule: &ScheduleRecord,
@@ -171,25 +172,11 @@ async fn fire(
         // Validated at creation; only a record edited by hand gets here.
         Err(_) => None,
     };
-    let mut admitted = None;
     let run = if previous_still_running(state, schedule).await? {
         tracing::info!(schedule = %schedule.id, "skipped: the previous run has not finished");
         None
-    } else if let Some(run) = prepare(state, schedule).await {
-        // Counted as the day's from here; kept once it is stored.
-        match state.quotas.admit_execution(schedule.org(), now).await {
-            Ok(admission) => {
-                admitted = Some(admission);
-                Some(run)
-            }
-            Err(QuotaError::Exceeded(spent)) => {
-                tracing::warn!(schedule = %schedule.id, %spent, "skipped: a quota is spent");
-                Some(crate::executions::quota_skipped(&run, &spent))
-            }
-            Err(QuotaError::Store(e)) => return Err(e),
-        }
     } else {
-        None
+        prepare(state, schedule).await
     };
     let at = crate::now();
     let firing = Firing {
@@ -208,18 +195,43 @@ async fn fire(
         tracing::warn!(schedule = %schedule.id, "the cron has no future time; it will not run again");
     }
     if let Some(run) = &run {
-        if let Some(admitted) = admitted {
-            admitted.keep();
-        }
-        // Durable before it is queued, as any accepted run.
-        state.store.flush().await?;
-        if run.status == ExecutionStatus::Queued
-            && let Err(e) = crate::executions::enqueue_stored(&state.store, &state.jobs, run).await
-        {
-            tracing::warn!(schedule = %schedule.id, error = %e, "the run was refused");
-        }
+        queue_fired(state, schedule, run, now).await?;
     }
     Ok(fired.next_run_ms)
+}
+
+/// A fired schedule's run, stored queued: counted against its
+/// organization's daily quota and queued, or ended failed when the quota
+/// is spent.
+async fn queue_fired(
+    state: &Scheduler,
+    schedule: &ScheduleRecord,
+    run: &ExecutionRecord,
+    now: u64,
+) -> Result<(), StoreError> {
+    match state.quotas.admit_execution(schedule.org(), now).await {
+        Ok(admitted) => admitted.keep(),
+        Err(QuotaError::Exceeded(spent)) => {
+            tracing::warn!(schedule = %schedule.id, %spent, "skipped: a quota is spent");
+            let skipped = crate::executions::quota_skipped(run, &spent);
+            let queued = |current: &ExecutionRecord| current.status == ExecutionStatus::Queued;
+            state
+                .jobs
+                .end(state.store.as_ref(), &skipped, Some(&queued))
+                .await?;
+            return state.store.flush().await;
+        }
+        // Accepted already: it runs, uncounted, rather than never.
+        Err(QuotaError::Store(e)) => {
+            tracing::warn!(schedule = %schedule.id, error = %e, "a run was not counted against the quota");
+        }
+    }
+    // Durable before it is queued, as any accepted run.
+    state.store.flush().await?;
+    if let Err(e) = crate::executions::enqueue_stored(&state.store, &state.jobs, run).await {
+        tracing::warn!(schedule = %schedule.id, error = %e, "the run was refused");
+    }
+    Ok(())
 }
 
 async fn previous_still_running(

@@ -331,7 +331,11 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound(e.to_string()),
             StoreError::Refused(message) => ApiError::PreconditionFailed(message),
             StoreError::Forbidden(message) => ApiError::PermissionDenied(message),
-            StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            StoreError::Unavailable(detail) => {
+                // What failed is for the log, not for whoever asked.
+                tracing::warn!(error = %detail, "the store does not answer");
+                ApiError::Unavailable("the store does not answer; retry shortly".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

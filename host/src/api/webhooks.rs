@@ -525,7 +525,10 @@ impl crate::jobs::FinalEvents for ExecutionEvents {
     fn deliveries<'a>(
         &'a self,
         record: &'a ExecutionRecord,
-    ) -> futures_util::future::BoxFuture<'a, Vec<crate::store::webhooks::DeliveryRecord>> {
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Vec<crate::store::webhooks::DeliveryRecord>, crate::store::StoreError>,
+    > {
         Box::pin(execution_deliveries(&self.0, record))
     }
 
@@ -535,17 +538,19 @@ impl crate::jobs::FinalEvents for ExecutionEvents {
 }
 
 /// The deliveries of an execution's end: its own event, and
-/// `schedule.failed` for a scheduled run that did not complete.
+/// `schedule.failed` for a scheduled run that did not complete. A store
+/// that does not answer fails them (the record waits with them); any other
+/// failure drops that event (logged), not the record.
 async fn execution_deliveries(
     webhooks: &Webhooks,
     record: &ExecutionRecord,
-) -> Vec<crate::store::webhooks::DeliveryRecord> {
+) -> Result<Vec<crate::store::webhooks::DeliveryRecord>, crate::store::StoreError> {
     let event = match record.status {
         ExecutionStatus::Completed => "execution.completed",
         ExecutionStatus::Failed => "execution.failed",
         ExecutionStatus::Timeout => "execution.timeout",
         ExecutionStatus::Cancelled => "execution.cancelled",
-        ExecutionStatus::Queued | ExecutionStatus::Running => return Vec::new(),
+        ExecutionStatus::Queued | ExecutionStatus::Running => return Ok(Vec::new()),
     };
     let schedule_failed = record.trigger == Trigger::Schedule
         && matches!(
@@ -554,13 +559,13 @@ async fn execution_deliveries(
         );
     let wanted = webhooks.wants(event) || (schedule_failed && webhooks.wants("schedule.failed"));
     if !wanted {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let execution = match serde_json::to_value(ExecutionView::from(record.clone())) {
         Ok(value) => excerpt(value),
         Err(e) => {
             tracing::error!(error = %e, "cannot render an execution for its webhook event");
-            return Vec::new();
+            return Ok(Vec::new());
         }
     };
     let mut events = vec![(event, execution.clone())];
@@ -575,10 +580,11 @@ async fn execution_deliveries(
     for (event, data) in &events {
         match webhooks.deliveries(record.org(), event, data).await {
             Ok(made) => deliveries.extend(made),
+            Err(e @ crate::store::StoreError::Unavailable(_)) => return Err(e),
             Err(e) => tracing::error!(error = %e, event, "cannot make a webhook event"),
         }
     }
-    deliveries
+    Ok(deliveries)
 }
 
 /// Output kept in an execution event, per stream.

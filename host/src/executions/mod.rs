@@ -241,23 +241,12 @@ pub async fn enqueue_stored(
                 }
                 _ => ExecutionCode::UNAVAILABLE,
             };
-            let message = e.to_string();
+            let mut refused = record.clone();
+            crate::contract::end_unrun(&mut refused, ExecutionStatus::Failed, code, e.to_string());
             // Only over the queued record: on a shared store another node
             // may have claimed it meanwhile, and then it runs there.
-            store
-                .update_execution(&record.id, &|current| {
-                    (current.status == ExecutionStatus::Queued).then(|| {
-                        let mut refused = current.clone();
-                        crate::contract::end_unrun(
-                            &mut refused,
-                            ExecutionStatus::Failed,
-                            code,
-                            message.clone(),
-                        );
-                        refused
-                    })
-                })
-                .await?;
+            let queued = |current: &ExecutionRecord| current.status == ExecutionStatus::Queued;
+            jobs.end(store.as_ref(), &refused, Some(&queued)).await?;
             Err(e.into())
         }
     }

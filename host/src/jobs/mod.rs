@@ -77,11 +77,12 @@ pub struct Jobs {
 /// deliveries of its end, stored with it (`ExecutionStore::finish_execution`),
 /// and a nudge to their deliverer once they are.
 pub trait FinalEvents: Send + Sync {
-    /// The deliveries `record`'s end makes (none when nobody subscribes).
+    /// The deliveries `record`'s end makes (none when nobody subscribes);
+    /// an error leaves the record unstored too.
     fn deliveries<'a>(
         &'a self,
         record: &'a ExecutionRecord,
-    ) -> futures_util::future::BoxFuture<'a, Vec<DeliveryRecord>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<DeliveryRecord>, StoreError>>;
     /// Deliveries were stored.
     fn stored(&self);
 }
@@ -363,7 +364,7 @@ impl Jobs {
     /// # Errors
     ///
     /// The record could not be stored.
-    async fn end(
+    pub(crate) async fn end(
         &self,
         store: &dyn Store,
         record: &ExecutionRecord,
@@ -371,7 +372,7 @@ impl Jobs {
     ) -> Result<bool, StoreError> {
         let events = self.on_final.get();
         let outbox = match events {
-            Some(events) => events.deliveries(record).await,
+            Some(events) => events.deliveries(record).await?,
             None => Vec::new(),
         };
         if !store.finish_execution(record, expect, &outbox).await? {
@@ -529,8 +530,8 @@ impl Jobs {
                     // its record, which that node reads within a second
                     // (`leases::follow`) should the signal be lost. Its end
                     // comes back the same ways.
-                    store.signal(crate::store::Signal::Cancel { id: id.to_owned() });
-                    signals::watch(store, self, id);
+                    // The signal only once the record asks for it: a cancel
+                    // answered as failed must not have happened.
                     store
                         .update_execution(id, &|current| {
                             (current.status == ExecutionStatus::Running
@@ -541,6 +542,8 @@ impl Jobs {
                                 })
                         })
                         .await?;
+                    store.signal(crate::store::Signal::Cancel { id: id.to_owned() });
+                    signals::watch(store, self, id);
                 }
                 Ok(Some(Cancelled::WhileRunning(done)))
             }

@@ -117,8 +117,9 @@ pub trait Store:
     /// The signals other nodes send from now on; `None` for a store with
     /// one node (or not yet shared).
     fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>>;
-    /// Quota counts kept for every node sharing the store; `None` for a
-    /// store one node has (it counts in memory).
+    /// Quota counts kept in the store, for every node that shares it
+    /// (PostgreSQL, shared or not); `None` for sled, whose one node counts
+    /// in memory.
     fn shared_counts(&self) -> Option<&dyn shared_counts::SharedCounts>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
