@@ -125,6 +125,9 @@ struct Output {
     sender: Option<broadcast::Sender<Option<Bytes>>>,
     /// Where the output goes beyond this node, once another node watches.
     relayed: Option<Relayed>,
+    /// Output relayed from another node was missed (it did not continue
+    /// what is here): the next watch asks for the rest again.
+    behind: bool,
 }
 
 /// An execution's output as relayed to the nodes that watch it.
@@ -135,8 +138,9 @@ struct Relayed {
     stderr: usize,
     /// Nodes sent the output so far.
     nodes: Vec<String>,
-    /// Nodes to send it to at the next relay.
-    joining: Vec<String>,
+    /// Nodes to send what they lack at the next relay, from the bytes of
+    /// stdout and stderr they hold.
+    joining: Vec<(String, [usize; 2])>,
 }
 
 impl Output {
@@ -156,7 +160,39 @@ impl Live {
     /// Adds what the guest wrote: to the backlog, and (formatted once) to
     /// every subscriber.
     pub fn publish(&self, kind: OutputKind, text: &str) {
+        Self::publish_locked(&mut self.lock(), kind, text);
+    }
+
+    /// Adds output another node relayed, `text` from byte `at` of its
+    /// stream: what continues what is here (a part already here is left
+    /// out); `false`, nothing added, if some is missing before it.
+    fn publish_at(&self, kind: OutputKind, at: u64, text: &str) -> bool {
         let mut output = self.lock();
+        let here = match kind {
+            OutputKind::Stdout => output.stdout.len(),
+            OutputKind::Stderr => output.stderr.len(),
+        } as u64;
+        let Some(known) = here.checked_sub(at) else {
+            output.behind = true;
+            return false;
+        };
+        let known = usize::try_from(known).unwrap_or(usize::MAX);
+        if known < text.len() && text.is_char_boundary(known) {
+            Self::publish_locked(&mut output, kind, &text[known..]);
+            output.behind = false;
+        }
+        true
+    }
+
+    /// The bytes of stdout and stderr held here, when the node that runs
+    /// it is to send more: nothing came yet, or some went missing.
+    fn lacking(&self) -> Option<[u64; 2]> {
+        let output = self.lock();
+        let held = [output.stdout.len() as u64, output.stderr.len() as u64];
+        (output.behind || held == [0, 0]).then_some(held)
+    }
+
+    fn publish_locked(output: &mut Output, kind: OutputKind, text: &str) {
         if let Some(sender) = &output.sender {
             // A subscriber that went away is not an error.
             let _ = sender.send(Some(output_frame(kind, text)));
@@ -200,23 +236,44 @@ impl Live {
             ..
         } = &mut *output;
         let Some(relayed) = relayed else { return };
-        let mut send = |to: Option<&String>, stream, text: &str| {
+        let mut send = |to: Option<&String>, stream, at: usize, text: &str| {
             if !text.is_empty() {
                 signals.push(Signal::Output {
                     id: id.to_owned(),
                     to: to.cloned(),
                     stream,
+                    at: at as u64,
                     text: text.to_owned(),
                 });
             }
         };
-        for node in std::mem::take(&mut relayed.joining) {
-            send(Some(&node), OutputKind::Stdout, &stdout[..relayed.stdout]);
-            send(Some(&node), OutputKind::Stderr, &stderr[..relayed.stderr]);
-            relayed.nodes.push(node);
+        // From where a node's copy ends (from the start should that not be
+        // a place in this text) to what every watching node was sent.
+        fn lacking(text: &str, from: usize, sent: usize) -> (usize, &str) {
+            let from = if text.is_char_boundary(from) { from } else { 0 };
+            (from, text.get(from..sent).unwrap_or_default())
         }
-        send(None, OutputKind::Stdout, &stdout[relayed.stdout..]);
-        send(None, OutputKind::Stderr, &stderr[relayed.stderr..]);
+        for (node, [from_out, from_err]) in std::mem::take(&mut relayed.joining) {
+            let (at, text) = lacking(stdout, from_out, relayed.stdout);
+            send(Some(&node), OutputKind::Stdout, at, text);
+            let (at, text) = lacking(stderr, from_err, relayed.stderr);
+            send(Some(&node), OutputKind::Stderr, at, text);
+            if !relayed.nodes.contains(&node) {
+                relayed.nodes.push(node);
+            }
+        }
+        send(
+            None,
+            OutputKind::Stdout,
+            relayed.stdout,
+            &stdout[relayed.stdout..],
+        );
+        send(
+            None,
+            OutputKind::Stderr,
+            relayed.stderr,
+            &stderr[relayed.stderr..],
+        );
         (relayed.stdout, relayed.stderr) = (stdout.len(), stderr.len());
     }
 
@@ -261,23 +318,40 @@ impl LiveOutputs {
         self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Node `node` watches execution `id`, which runs here: the next
-    /// [`relay`](Self::relay) sends it the output so far, and each one
-    /// after what is new, then the end. A node already watching is not
-    /// sent it twice.
-    pub fn watch(&self, id: &str, node: &str) {
+    /// Node `node` watches execution `id`, which runs here, holding the
+    /// bytes `have` of its stdout and stderr (`None`: it waits only for
+    /// the end): the next [`relay`](Self::relay) sends it what it lacks,
+    /// and each one after what is new, then the end. A node already
+    /// watching is sent only what it says it lacks.
+    pub fn watch(&self, id: &str, node: &str, have: Option<[u64; 2]>) {
         let mut streams = self.lock();
         let live = streams.live.entry(id.to_string()).or_default().clone();
         {
             let mut output = live.lock();
             let relayed = output.relayed.get_or_insert_default();
-            let known = relayed.nodes.iter().chain(&relayed.joining);
-            if known.clone().any(|known| known == node) || known.count() >= MAX_WATCHING_NODES {
+            let sent = [relayed.stdout, relayed.stderr];
+            let from = have.map_or(sent, |have| have.map(|n| usize::try_from(n).unwrap_or(0)));
+            if relayed.joining.iter().any(|(joining, _)| joining == node) {
                 return;
             }
-            relayed.joining.push(node.to_owned());
+            if relayed.nodes.iter().any(|known| known == node) {
+                // Watching already: more only if it lacks some.
+                if from[0] >= sent[0] && from[1] >= sent[1] {
+                    return;
+                }
+            } else if relayed.nodes.len() + relayed.joining.len() >= MAX_WATCHING_NODES {
+                return;
+            }
+            relayed.joining.push((node.to_owned(), from));
         }
         streams.watched.insert(id.to_string(), live);
+    }
+
+    /// What to tell the node running execution `id` this one holds of its
+    /// output, when it is to send more (see `Live::lacking`).
+    pub fn lacking(&self, id: &str) -> Option<[u64; 2]> {
+        let live = self.lock().live.get(id).cloned();
+        live.and_then(|live| live.lacking())
     }
 
     /// What the watching nodes are to be sent since the last call, in
@@ -303,12 +377,13 @@ impl LiveOutputs {
         signals
     }
 
-    /// Output another node relayed of an execution it runs, for the
-    /// streams here (none: nothing to do).
-    pub fn relayed_in(&self, id: &str, stream: OutputKind, text: &str) {
+    /// Output another node relayed of an execution it runs, `text` from
+    /// byte `at` of `stream`, for the streams here (none: nothing to do);
+    /// what does not continue what is here waits for the next watch.
+    pub fn relayed_in(&self, id: &str, stream: OutputKind, at: u64, text: &str) {
         let live = self.lock().live.get(id).cloned();
         if let Some(live) = live {
-            live.publish(stream, text);
+            live.publish_at(stream, at, text);
         }
     }
 

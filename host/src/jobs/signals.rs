@@ -37,19 +37,20 @@ pub async fn listen(store: Arc<dyn Store>, jobs: Arc<Jobs>) {
 fn receive(me: Option<&str>, jobs: &Jobs, signal: Signal) {
     match signal {
         Signal::Cancel { id } => jobs.cancel_here(&id),
-        Signal::Watch { id, node } => {
+        Signal::Watch { id, node, have } => {
             if jobs.runs_here(&id) {
-                jobs.output.watch(&id, &node);
+                jobs.output.watch(&id, &node, have);
             }
         }
         Signal::Output {
             id,
             to,
             stream,
+            at,
             text,
         } => {
             if to.is_none_or(|to| Some(to.as_str()) == me) && !jobs.is_here(&id) {
-                jobs.output.relayed_in(&id, stream, &text);
+                jobs.output.relayed_in(&id, stream, at, &text);
             }
         }
         // Its record is stored: what waits here for it or streams it ends.
@@ -75,7 +76,8 @@ pub async fn relay(store: Arc<dyn Store>, jobs: Arc<Jobs>) {
 /// Asks the node running execution `id` (if another does) to send this one
 /// its output and its end: for a request here that streams it or waits for
 /// it. Asked again each second while the request lasts (`leases::follow`),
-/// which also reaches a node that starts it later.
+/// which also reaches a node that starts it later and asks again for
+/// output that went missing.
 pub fn watch(store: &dyn Store, jobs: &Jobs, id: &str) {
     if let Some(me) = store.node()
         && !jobs.is_here(id)
@@ -83,6 +85,7 @@ pub fn watch(store: &dyn Store, jobs: &Jobs, id: &str) {
         store.signal(Signal::Watch {
             id: id.to_owned(),
             node: me.to_owned(),
+            have: jobs.output.lacking(id),
         });
     }
 }
@@ -93,14 +96,31 @@ mod tests {
     use crate::jobs::tests::jobs;
     use kiln_runtime::OutputKind;
 
+    /// A watch of execution "e" by `node`, holding `have`.
+    fn watch(node: &str, have: Option<[u64; 2]>) -> Signal {
+        Signal::Watch {
+            id: "e".into(),
+            node: node.into(),
+            have,
+        }
+    }
+
+    fn frames(stream: &mut crate::jobs::live::Subscription) -> String {
+        let mut got = String::new();
+        while let Ok(Some(frame)) = stream.rest.try_recv() {
+            got.push_str(std::str::from_utf8(&frame).unwrap());
+        }
+        got
+    }
+
     /// Node B runs an execution that node A streams: A's stream gets B's
     /// output so far, then the rest, then the end, through signals as the
-    /// store would carry them.
+    /// store would carry them; what goes missing on the way is sent again.
     #[tokio::test]
     async fn a_stream_on_one_node_follows_a_run_on_another() {
         let (a, b) = (jobs(10), jobs(10));
         let cancel = kiln_runtime::CancelHandle::new();
-        let _running = b.track("e", cancel.clone());
+        let running = b.track("e", cancel.clone());
         let publisher = b.output.publisher("e");
         publisher.publish(OutputKind::Stdout, "before ");
         let mut stream = a.output.subscribe("e").unwrap();
@@ -110,44 +130,24 @@ mod tests {
                 receive(Some(node), to, signal);
             }
         };
-        receive(
-            Some("b"),
-            &b,
-            Signal::Watch {
-                id: "e".into(),
-                node: "a".into(),
-            },
-        );
-        receive(
-            Some("b"),
-            &b,
-            Signal::Watch {
-                id: "e".into(),
-                node: "a".into(),
-            },
-        );
+        assert_eq!(a.output.lacking("e"), Some([0, 0]), "nothing yet");
+        receive(Some("b"), &b, watch("a", a.output.lacking("e")));
+        receive(Some("b"), &b, watch("a", a.output.lacking("e")));
         publisher.publish(OutputKind::Stdout, "after");
         publisher.publish(OutputKind::Stderr, "oops");
         carry(b.output.relay(), &a, "a");
-        let mut got = String::new();
-        while let Ok(Some(frame)) = stream.rest.try_recv() {
-            got.push_str(std::str::from_utf8(&frame).unwrap());
-        }
         assert_eq!(
-            got,
+            frames(&mut stream),
             "event: stdout\ndata: {\"data\":\"before after\"}\n\n\
              event: stderr\ndata: {\"data\":\"oops\"}\n\n",
             "the output so far once, with what is new"
         );
-        // A node that joins later gets the output so far; A nothing twice.
-        receive(
-            Some("b"),
-            &b,
-            Signal::Watch {
-                id: "e".into(),
-                node: "c".into(),
-            },
-        );
+        assert_eq!(a.output.lacking("e"), None, "nothing missing");
+        receive(Some("b"), &b, watch("a", a.output.lacking("e")));
+        assert!(b.output.relay().is_empty(), "nothing twice");
+
+        // A node that joins later gets the output so far, for it alone.
+        receive(Some("b"), &b, watch("c", Some([0, 0])));
         let to_c = b.output.relay();
         assert!(
             to_c.iter()
@@ -157,9 +157,25 @@ mod tests {
         carry(to_c, &a, "a");
         assert!(stream.rest.try_recv().is_err(), "not A's");
 
+        // Output lost on the way: what comes after it waits, and the next
+        // watch gets the rest, once.
+        publisher.publish(OutputKind::Stdout, " lost");
+        drop(b.output.relay());
+        publisher.publish(OutputKind::Stdout, " found");
+        carry(b.output.relay(), &a, "a");
+        assert_eq!(frames(&mut stream), "", "not after a gap");
+        let lacking = a.output.lacking("e");
+        assert_eq!(lacking, Some([12, 4]));
+        receive(Some("b"), &b, watch("a", lacking));
+        carry(b.output.relay(), &a, "a");
+        assert_eq!(
+            frames(&mut stream),
+            "event: stdout\ndata: {\"data\":\" lost found\"}\n\n"
+        );
+
         // The run ends on B: the rest, then the end, which ends A's stream.
         publisher.publish(OutputKind::Stdout, "!");
-        drop(_running);
+        drop(running);
         b.settle("e", Settled::Stored);
         let last = b.output.relay();
         assert_eq!(last.last(), Some(&Signal::Ended { id: "e".into() }));

@@ -16,15 +16,25 @@ pub enum Signal {
     /// Stop execution `id` (asked on another node than the one running it).
     Cancel { id: String },
     /// Node `node` streams execution `id` or waits for it: the node that
-    /// runs it sends it the output so far, then the rest and the end.
-    Watch { id: String, node: String },
-    /// Output of execution `id`: for node `to` only (the output so far,
-    /// when it starts watching), or for every node that watches it.
+    /// runs it sends it the output from `have` (the bytes of stdout and
+    /// stderr it holds; none: it only waits for the end), then the rest and
+    /// the end.
+    Watch {
+        id: String,
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        have: Option<[u64; 2]>,
+    },
+    /// Output of execution `id`, `text` from byte `at` of its `stream`: for
+    /// node `to` only (what it lacks, when it starts watching), or for
+    /// every node that watches it. A node applies only text that continues
+    /// what it holds.
     Output {
         id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
         stream: OutputKind,
+        at: u64,
         text: String,
     },
     /// Execution `id` is final, its record stored.

@@ -173,28 +173,35 @@ fn payloads(node: &str, seq: &mut u64, signal: Signal) -> Vec<String> {
         id,
         to,
         stream,
+        at,
         text,
     } = signal
     else {
         return vec![encode(signal)];
     };
-    let output = |text: &str| Signal::Output {
+    let output = |at: u64, text: &str| Signal::Output {
         id: id.clone(),
         to: to.clone(),
         stream,
+        at,
         text: text.to_owned(),
     };
     // The envelope around no text, with the longest sequence number.
     let around = serde_json::to_string(&Envelope {
         from: node.to_owned(),
         seq: u64::MAX,
-        signal: output(""),
+        signal: output(u64::MAX, ""),
     })
     .map_or(MAX_PAYLOAD, |e| e.len());
     let budget = MAX_PAYLOAD.saturating_sub(around).max(6);
+    let mut from = at;
     pieces(&text, budget)
         .into_iter()
-        .map(|piece| encode(output(piece)))
+        .map(|piece| {
+            let signal = output(from, piece);
+            from += piece.len() as u64;
+            encode(signal)
+        })
         .collect()
 }
 
@@ -232,6 +239,7 @@ mod tests {
             id: "01a248b7-0495-72f3-9fba-b246ea2239e1".into(),
             to: Some("01a248b7-0495-72f3-9fba-b246ea2239e2".into()),
             stream: OutputKind::Stdout,
+            at: 7,
             text: text.into(),
         }
     }
@@ -253,6 +261,10 @@ mod tests {
         for payload in &sent {
             assert!(payload.len() <= MAX_PAYLOAD, "{}", payload.len());
             let envelope: Envelope = serde_json::from_str(payload).unwrap();
+            let Signal::Output { at, .. } = envelope.signal else {
+                panic!("not output");
+            };
+            assert_eq!(at, 7 + joined.len() as u64, "each piece where it starts");
             joined.push_str(text_of(&envelope.signal));
         }
         assert_eq!(joined, text);
