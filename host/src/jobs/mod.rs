@@ -348,12 +348,18 @@ impl Jobs {
         let mine = |current: &ExecutionRecord| {
             current.status == ExecutionStatus::Running && current.node == record.node
         };
-        let written = self.end(store, record, Some(&mine)).await?;
-        if !written {
-            tracing::warn!(execution = %record.id,
-                "a run ended after it was taken from this node; its outcome is dropped");
+        if self.end(store, record, Some(&mine)).await? {
+            return Ok(true);
         }
-        Ok(written)
+        // Written already: a try whose commit reached the store but whose
+        // answer did not (then tried again).
+        if store.execution(&record.id).await?.as_ref() == Some(record) {
+            self.finished(store, record).await;
+            return Ok(true);
+        }
+        tracing::warn!(execution = %record.id,
+            "a run ended after it was taken from this node; its outcome is dropped");
+        Ok(false)
     }
 
     /// The one end of every execution: stores `record`, just final, with
