@@ -13,8 +13,8 @@
 //!   (which every node adds to) again at most once a second, and runs
 //!   already going may pass it by their own fuel limits;
 //! - concurrent executions: the queue holds the organization's runs past
-//!   it (they wait, not fail); per node: each node's queue holds the
-//!   organization to it;
+//!   it (they wait, not fail); on a shared store the claim counts its runs
+//!   on every node (`ExecutionStore::claim_execution`);
 //! - stored bytes, scripts, schedules, webhooks, API keys: counted from the
 //!   records when one more would be made.
 //!

@@ -55,6 +55,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot recover executions")?;
     phase("executions recovered");
     if state.config.store.shared {
+        jobs.set_shared();
         tokio::spawn(jobs::leases::keep(store.clone(), jobs.clone()));
         tokio::spawn(jobs::signals::listen(store.clone(), jobs.clone()));
         tokio::spawn(jobs::signals::relay(store.clone(), jobs.clone()));

@@ -109,6 +109,57 @@ fn three_nodes_on_one_database_run_each_execution_once_and_survive_one_s_death()
     }
     crate::harness::error_body(in_capped(&nodes[1]), 429, "QUOTA_EXCEEDED");
 
+    // An organization allowed one run at a time runs one at a time across
+    // the nodes, whichever nodes took them.
+    let made = nodes[0]
+        .post("/v1/organizations")
+        .json(
+            &json!({"name": "serial", "admin": "admin", "tier": "custom",
+            "quotas": {"concurrent_executions": 1}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let in_serial = |node: &Kiln, method: Method, path: &str| {
+        node.request(method, path)
+            .header("x-kiln-organization", "serial")
+    };
+    let made = in_serial(&nodes[0], Method::POST, "/v1/scripts")
+        .json(&json!({"name": "busy", "language": "javascript",
+            "content": "function main() { const end = Date.now() + 600; while (Date.now() < end) {} return 1; }"}))
+        .send()
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let serial: Vec<String> = (0..4)
+        .map(|i| {
+            let response = in_serial(&nodes[i % 3], Method::POST, "/v1/scripts/busy/execute")
+                .json(&json!({}))
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            let body: Value = response.json().unwrap();
+            body["execution_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut most_at_once = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page: Value = in_serial(&nodes[1], Method::GET, "/v1/executions?size=100")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let runs = page["data"].as_array().unwrap();
+        let running = runs.iter().filter(|e| e["status"] == "running").count();
+        most_at_once = most_at_once.max(running);
+        if runs.iter().filter(|e| e["status"] == "completed").count() == serial.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never all done: {page}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(most_at_once, 1, "one at a time on three nodes");
+
     // A schedule every second, made on one node: over 20 s each tick fires
     // once, whichever node claims it (three nodes firing would make ~60).
     nodes[0].create_script("tick", "javascript", "function main() { return 1; }");

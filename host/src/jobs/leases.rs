@@ -48,6 +48,10 @@ pub async fn keep(store: Arc<dyn Store>, jobs: Arc<Jobs>) {
             renewing_since = None;
             continue;
         }
+        match store.running_elsewhere().await {
+            Ok(running) => jobs.queue.set_elsewhere(running),
+            Err(e) => tracing::warn!(error = %e, "counting the runs of other nodes failed"),
+        }
         let since = *renewing_since.get_or_insert_with(std::time::Instant::now);
         if since.elapsed() >= crate::store::LEASE
             && let Err(e) = reap(store.as_ref(), &jobs).await
@@ -282,5 +286,51 @@ mod tests {
             0,
             "not while its own queue has work"
         );
+    }
+
+    #[tokio::test]
+    async fn an_organization_runs_at_most_its_quota_on_all_the_nodes() {
+        let (a, b, _url) = two_nodes().await;
+        let (jobs_a, jobs_b) = (jobs(100), jobs(100));
+        for jobs in [&jobs_a, &jobs_b] {
+            jobs.set_shared();
+            jobs.set_org_cap("acme", Some(1));
+        }
+        let mut ids = Vec::new();
+        for n in 0..2 {
+            let id = crate::store::testing::id_at(crate::now_ms(), n);
+            let mut record = crate::store::testing::execution(&id, None, ExecutionStatus::Queued);
+            record.org = crate::store::orgs::org_field("acme");
+            a.put_execution(&record).await.unwrap();
+            ids.push(record);
+        }
+        jobs_b.requeue(&ids[1]);
+        let (first, _cancel) = jobs_a.claim(a.as_ref(), &ids[0].id).await.unwrap().unwrap();
+        // B finds the organization's one place taken on A: the run goes back
+        // into B's queue, held until B counts A's runs again.
+        let popped = jobs_b.queue.pop().await.unwrap();
+        assert_eq!(popped.id, ids[1].id);
+        assert!(
+            jobs_b
+                .claim(b.as_ref(), &ids[1].id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        drop(popped);
+        assert!(jobs_b.queue.contains(&ids[1].id), "queued again");
+        assert!(!jobs_b.runs_here(&ids[1].id));
+        let held = tokio::time::timeout(std::time::Duration::from_millis(200), jobs_b.queue.pop());
+        assert!(held.await.is_err(), "its organization is held");
+
+        // A's run ends; B counts again and claims.
+        let mut done = first.clone();
+        done.status = ExecutionStatus::Completed;
+        assert!(jobs_a.record_run_final(a.as_ref(), &done).await.unwrap());
+        jobs_b
+            .queue
+            .set_elsewhere(b.running_elsewhere().await.unwrap());
+        let (second, _cancel) = jobs_b.claim(b.as_ref(), &ids[1].id).await.unwrap().unwrap();
+        assert_eq!(second.status, ExecutionStatus::Running);
     }
 }

@@ -17,6 +17,7 @@ use self::functions::FunctionSlots;
 use self::queue::Queue;
 use crate::contract;
 use crate::metrics::{ExecutionLoad, ExecutionMetrics};
+use crate::store::executions::Claimed;
 use crate::store::webhooks::DeliveryRecord;
 use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Store, StoreError};
 
@@ -62,6 +63,8 @@ pub struct Jobs {
     /// Set on shutdown: workers take no new executions (they stay queued in
     /// the store for the next start).
     draining: AtomicBool,
+    /// The store is shared with other nodes (`store.shared`).
+    shared: AtomicBool,
     /// Set when the drain timeout passed: runs stopped now are INTERRUPTED.
     interrupting: AtomicBool,
     /// Told of every execution that became final, before it is flushed
@@ -174,6 +177,7 @@ impl Jobs {
             running: Mutex::new(HashMap::new()),
             output: LiveOutputs::default(),
             draining: AtomicBool::new(false),
+            shared: AtomicBool::new(false),
             interrupting: AtomicBool::new(false),
             on_final: std::sync::OnceLock::new(),
             finished_count: std::sync::atomic::AtomicU64::new(0),
@@ -195,6 +199,12 @@ impl Jobs {
                 }
             });
         }
+    }
+
+    /// Notes that other nodes share the store: organizations' running
+    /// bounds then count their runs on every node.
+    pub fn set_shared(&self) {
+        self.shared.store(true, Ordering::Relaxed);
     }
 
     /// Sets what every final execution makes (once; later calls are
@@ -259,18 +269,35 @@ impl Jobs {
         // Written only over a queued record: of the nodes (and the cancel)
         // that race for it, one wins.
         let (started_at, node) = (crate::now(), store.node().map(str::to_owned));
+        // On a shared store an organization's quota bounds its runs on all
+        // the nodes: the store counts them.
+        let shared = self.shared.load(Ordering::Relaxed);
+        let org_cap = |org: &str| self.queue.quota_cap(org).filter(|_| shared);
         let claimed = store
-            .update_execution(id, &|current| {
-                (current.status == ExecutionStatus::Queued).then(|| ExecutionRecord {
-                    status: ExecutionStatus::Running,
-                    started_at: Some(started_at.clone()),
-                    node: node.clone(),
-                    ..current.clone()
-                })
-            })
+            .claim_execution(
+                id,
+                &|current| {
+                    (current.status == ExecutionStatus::Queued).then(|| ExecutionRecord {
+                        status: ExecutionStatus::Running,
+                        started_at: Some(started_at.clone()),
+                        node: node.clone(),
+                        ..current.clone()
+                    })
+                },
+                &org_cap,
+            )
             .await;
         match claimed {
-            Ok(Some(record)) => Ok(Some((record, cancel))),
+            Ok(Claimed::Running(record)) => Ok(Some((record, cancel))),
+            Ok(Claimed::OrgAtCap(queued)) => {
+                // Back in the queue, its organization held until the next
+                // count of what runs elsewhere (`leases::keep`).
+                self.release(id);
+                self.queue.hold_org(crate::store::orgs::InOrg::org(&queued));
+                self.queue
+                    .push_accepted(id.to_owned(), queued.priority, &tenant(&queued));
+                Ok(None)
+            }
             lost => {
                 self.release(id);
                 lost.map(|_| None)

@@ -97,6 +97,10 @@ struct Queued {
     /// Organizations' own running bounds (their quotas), under the
     /// queue's; bounded by the organizations.
     org_caps: HashMap<String, usize>,
+    /// Organizations' executions running on the other nodes of a shared
+    /// store, as last read (each second), which count against their own
+    /// bounds; bounded by the organizations.
+    elsewhere: HashMap<String, usize>,
     /// Permits of ids removed while a worker held the permit (a removal
     /// could not take one back): the next pops drop them.
     owed: usize,
@@ -151,13 +155,17 @@ impl Queued {
         *self.queued_orgs.entry(tenant.org.clone()).or_default() += 1;
     }
 
-    /// The running bound of `org`: the tighter of its own and the queue's.
-    fn org_cap(&self, org: &str, bounds: &Bounds) -> usize {
-        match (self.org_caps.get(org).copied(), bounds.running_per_org) {
-            (Some(own), 0) => own,
-            (Some(own), all) => own.min(all),
-            (None, all) => all,
-        }
+    /// Whether `org` may start one more run here: under the queue's bound
+    /// of runs per organization on this node, and under its own bound (its
+    /// quota) counting its runs on the other nodes too.
+    fn org_under(&self, org: &str, bounds: &Bounds) -> bool {
+        let here = self.running_orgs.get(org).copied().unwrap_or(0);
+        let everywhere = here + self.elsewhere.get(org).copied().unwrap_or(0);
+        under(bounds.running_per_org, Some(&here))
+            && under(
+                self.org_caps.get(org).copied().unwrap_or(0),
+                Some(&everywhere),
+            )
     }
 
     /// The first id of the first user in turn, of the first organization
@@ -166,7 +174,7 @@ impl Queued {
     /// keep their places.
     fn pop(&mut self, bounds: &Bounds) -> Option<(String, Tenant)> {
         let (at_org, at_user) = self.orgs.iter().enumerate().find_map(|(i, org)| {
-            if !under(self.org_cap(org, bounds), self.running_orgs.get(org)) {
+            if !self.org_under(org, bounds) {
                 return None;
             }
             let users = self.turns.get(org)?;
@@ -383,6 +391,28 @@ impl Queue {
         drop(state);
         // A raised bound may let a waiting worker take a run.
         self.finished.notify_waiters();
+    }
+
+    /// `org`'s own running bound (its quota), if it has one.
+    pub fn quota_cap(&self, org: &str) -> Option<usize> {
+        self.state().org_caps.get(org).copied()
+    }
+
+    /// The executions each organization runs on the other nodes, as just
+    /// read from the store.
+    pub fn set_elsewhere(&self, running: HashMap<String, usize>) {
+        self.state().elsewhere = running;
+        // Fewer elsewhere may let a waiting worker take a run.
+        self.finished.notify_waiters();
+    }
+
+    /// Holds `org` at its own bound until the next [`Self::set_elsewhere`]:
+    /// the store found it running as many as it may on all the nodes.
+    pub fn hold_org(&self, org: &str) {
+        let mut state = self.state();
+        if let Some(cap) = state.org_caps.get(org).copied() {
+            state.elsewhere.insert(org.to_owned(), cap);
+        }
     }
 
     /// How many ids one user may have queued.

@@ -150,6 +150,18 @@ impl IndexCounts {
     }
 }
 
+/// What [`ExecutionStore::claim_execution`] did.
+#[derive(Debug)]
+pub enum Claimed {
+    /// Running now: the record as written.
+    Running(ExecutionRecord),
+    /// Not claimed: no such execution, or not queued any more.
+    NotQueued,
+    /// Not claimed: its organization runs as many as it may on all the
+    /// nodes; the record as it is, queued.
+    OrgAtCap(ExecutionRecord),
+}
+
 /// What [`ExecutionStore::delete_execution`] did.
 #[derive(Debug)]
 pub enum Removal {
@@ -202,6 +214,21 @@ pub trait ExecutionStore {
         expect: Option<&(dyn for<'r> Fn(&'r ExecutionRecord) -> bool + Send + Sync)>,
         outbox: &[super::webhooks::DeliveryRecord],
     ) -> Result<bool, StoreError>;
+    /// Claims execution `id`: writes what `change` makes of it (a
+    /// compare-and-swap, as [`Self::update_execution`]), unless its
+    /// organization already runs `org_cap(org)` executions on all the nodes
+    /// sharing the store, counted under a lock per organization, so two
+    /// nodes never both take its last place. sled, with one node, whose
+    /// queue counts them, does not count.
+    async fn claim_execution(
+        &self,
+        id: &str,
+        change: &(dyn for<'r> Fn(&'r ExecutionRecord) -> Option<ExecutionRecord> + Send + Sync),
+        org_cap: &(dyn for<'o> Fn(&'o str) -> Option<usize> + Send + Sync),
+    ) -> Result<Claimed, StoreError>;
+    /// Running executions per organization on the other nodes sharing the
+    /// store (none for sled).
+    async fn running_elsewhere(&self) -> Result<HashMap<String, usize>, StoreError>;
     /// Replaces execution `id` with what `change` makes of it, atomically
     /// on every node: a claim, a cancel, a final record are each written
     /// only over the state they were decided on. `change` returns `None` to

@@ -9,6 +9,7 @@
 //! where nothing can wait); this node's writes move them, and they are read
 //! again from the table every [`COUNTS_REFRESH`], for the other nodes'.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use sqlx::{QueryBuilder, Row as _};
 
 use super::{PgStore, backend, bigint, decode, encode, one, records};
 use crate::store::executions::{
-    ExecutionIndex, ExecutionStore, ExecutionWalk, IndexCounts, Indexed, Removal,
+    Claimed, ExecutionIndex, ExecutionStore, ExecutionWalk, IndexCounts, Indexed, Removal,
 };
 use crate::store::orgs::{InOrg as _, org_field};
 use crate::store::{ExecutionRecord, ExecutionStatus, StoreError, lowest_id_at};
@@ -321,6 +322,74 @@ impl ExecutionStore for PgStore {
         tx.commit().await.map_err(backend)?;
         self.written(Some(before), &next);
         Ok(Some(next))
+    }
+
+    async fn claim_execution(
+        &self,
+        id: &str,
+        change: &(dyn for<'r> Fn(&'r ExecutionRecord) -> Option<ExecutionRecord> + Send + Sync),
+        org_cap: &(dyn for<'o> Fn(&'o str) -> Option<usize> + Send + Sync),
+    ) -> Result<Claimed, StoreError> {
+        let _counted = self.execution_counts.writes.read().await;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let Some(row) =
+            sqlx::query("SELECT status, record FROM executions WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+        else {
+            return Ok(Claimed::NotQueued);
+        };
+        let before = status_of(row.get("status"))?;
+        let current: ExecutionRecord = decode(row.get("record"))?;
+        let Some(next) = change(&current) else {
+            return Ok(Claimed::NotQueued);
+        };
+        if let Some(cap) = org_cap(current.org()) {
+            // Held to the commit: the next claim of the organization counts
+            // this one.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('kiln running ' || $1, 0))")
+                .bind(current.org())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let running: i64 = sqlx::query(
+                "SELECT count(*) AS n FROM executions WHERE status = 'running' AND org = $1",
+            )
+            .bind(current.org())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?
+            .get("n");
+            if usize::try_from(running).unwrap_or(usize::MAX) >= cap {
+                return Ok(Claimed::OrgAtCap(current));
+            }
+        }
+        write(&mut *tx, &next).await?;
+        tx.commit().await.map_err(backend)?;
+        self.written(Some(before), &next);
+        Ok(Claimed::Running(next))
+    }
+
+    async fn running_elsewhere(&self) -> Result<HashMap<String, usize>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT org, count(*) AS n FROM executions
+             WHERE status = 'running' AND node IS DISTINCT FROM $1 GROUP BY org",
+        )
+        .bind(&self.node)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let n: i64 = row.try_get("n").map_err(backend)?;
+                Ok((
+                    row.try_get("org").map_err(backend)?,
+                    usize::try_from(n).unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 
     async fn finish_execution(

@@ -501,6 +501,24 @@ impl ExecutionStore for SledStore {
         Ok(Some(next))
     }
 
+    async fn claim_execution(
+        &self,
+        id: &str,
+        change: &(dyn for<'r> Fn(&'r ExecutionRecord) -> Option<ExecutionRecord> + Send + Sync),
+        _org_cap: &(dyn for<'o> Fn(&'o str) -> Option<usize> + Send + Sync),
+    ) -> Result<crate::store::executions::Claimed, StoreError> {
+        use crate::store::executions::Claimed;
+        // One node: its queue holds an organization to its bound.
+        Ok(match self.update_execution(id, change).await? {
+            Some(record) => Claimed::Running(record),
+            None => Claimed::NotQueued,
+        })
+    }
+
+    async fn running_elsewhere(&self) -> Result<HashMap<String, usize>, StoreError> {
+        Ok(HashMap::new())
+    }
+
     async fn finish_execution(
         &self,
         record: &ExecutionRecord,
