@@ -118,6 +118,19 @@ pub struct Exceeded {
     pub retry_after_secs: u64,
 }
 
+impl Exceeded {
+    /// `quota` of `limit` spent (`used`) at `now_ms`: retry when its window
+    /// ends.
+    fn at(quota: Quota, limit: u64, used: u64, now_ms: u64) -> Self {
+        Self {
+            quota,
+            limit,
+            used,
+            retry_after_secs: retry_after(quota, now_ms),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
     #[error(transparent)]
@@ -420,13 +433,7 @@ impl Quotas {
                     used,
                     resets_at_ms: Some(start_ms + HOUR_MS),
                 })),
-                Err(used) => Err(Exceeded {
-                    quota,
-                    limit,
-                    used,
-                    retry_after_secs: retry_after(quota, now_ms),
-                }
-                .into()),
+                Err(used) => Err(Exceeded::at(quota, limit, used, now_ms).into()),
             };
         }
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
@@ -441,13 +448,7 @@ impl Quotas {
             *hour = Hour { start_ms, used: 0 };
         }
         if hour.used >= limit {
-            return Err(Exceeded {
-                quota: Quota::RequestsPerHour,
-                limit,
-                used: hour.used,
-                retry_after_secs: retry_after(Quota::RequestsPerHour, now_ms),
-            }
-            .into());
+            return Err(Exceeded::at(Quota::RequestsPerHour, limit, hour.used, now_ms).into());
         }
         hour.used += 1;
         Ok(Some(Use {
@@ -490,13 +491,7 @@ impl Quotas {
             if let Some(limit) = quota.of(&limits)
                 && fuel >= limit
             {
-                return Err(Exceeded {
-                    quota,
-                    limit,
-                    used: fuel,
-                    retry_after_secs: retry_after(quota, now_ms),
-                }
-                .into());
+                return Err(Exceeded::at(quota, limit, fuel, now_ms).into());
             }
             let quota = Quota::ExecutionsPerDay;
             let Some(limit) = quota.of(&limits) else {
@@ -510,13 +505,7 @@ impl Quotas {
                     quotas: self,
                     counted: Some((org.to_owned(), now_ms - now_ms % DAY_MS, Counted::Shared)),
                 }),
-                Err(used) => Err(Exceeded {
-                    quota,
-                    limit,
-                    used,
-                    retry_after_secs: retry_after(quota, now_ms),
-                }
-                .into()),
+                Err(used) => Err(Exceeded::at(quota, limit, used, now_ms).into()),
             };
         }
         let (mut days, _) = self.day(org, now_ms, fuel_age).await?;
@@ -530,13 +519,7 @@ impl Quotas {
             if let Some(limit) = quota.of(&limits)
                 && used >= limit
             {
-                return Err(Exceeded {
-                    quota,
-                    limit,
-                    used,
-                    retry_after_secs: retry_after(quota, now_ms),
-                }
-                .into());
+                return Err(Exceeded::at(quota, limit, used, now_ms).into());
             }
         }
         day.executions += 1;
@@ -664,13 +647,9 @@ impl Quotas {
         adding: u64,
     ) -> Result<(), QuotaError> {
         match quota.of(&self.limits(org).await?) {
-            Some(limit) if held.saturating_add(adding) > limit => Err(Exceeded {
-                quota,
-                limit,
-                used: held,
-                retry_after_secs: retry_after(quota, crate::now_ms()),
+            Some(limit) if held.saturating_add(adding) > limit => {
+                Err(Exceeded::at(quota, limit, held, crate::now_ms()).into())
             }
-            .into()),
             _ => Ok(()),
         }
     }

@@ -296,17 +296,12 @@ impl ExecutionStore for PgStore {
     ) -> Result<Option<ExecutionRecord>, StoreError> {
         let _counted = self.execution_counts.writes.read().await;
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) =
-            sqlx::query("SELECT status, record FROM executions WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?
+        let Some(current) = super::locked::<ExecutionRecord>(&mut tx, "executions", id).await?
         else {
             return Ok(None);
         };
-        let before = status_of(row.get("status"))?;
-        let Some(next) = change(&decode(row.get("record"))?) else {
+        let before = current.status;
+        let Some(next) = change(&current) else {
             return Ok(None);
         };
         sqlx::query(&upsert("", ""))
@@ -332,17 +327,11 @@ impl ExecutionStore for PgStore {
     ) -> Result<Claimed, StoreError> {
         let _counted = self.execution_counts.writes.read().await;
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) =
-            sqlx::query("SELECT status, record FROM executions WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?
+        let Some(current) = super::locked::<ExecutionRecord>(&mut tx, "executions", id).await?
         else {
             return Ok(Claimed::NotQueued);
         };
-        let before = status_of(row.get("status"))?;
-        let current: ExecutionRecord = decode(row.get("record"))?;
+        let before = current.status;
         let Some(next) = change(&current) else {
             return Ok(Claimed::NotQueued);
         };
@@ -401,15 +390,8 @@ impl ExecutionStore for PgStore {
         let _counted = self.execution_counts.writes.read().await;
         let mut tx = self.pool.begin().await.map_err(backend)?;
         if let Some(expect) = expect {
-            let current = sqlx::query("SELECT record FROM executions WHERE id = $1 FOR UPDATE")
-                .bind(&record.id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            let Some(current) = current else {
-                return Ok(false);
-            };
-            if !expect(&decode(current.get("record"))?) {
+            let current = super::locked(&mut tx, "executions", &record.id).await?;
+            if !current.is_some_and(|current| expect(&current)) {
                 return Ok(false);
             }
         }

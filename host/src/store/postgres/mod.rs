@@ -256,6 +256,23 @@ async fn insert_record<T: serde::Serialize>(
     Ok(())
 }
 
+/// The record of row `id` of `table` (`id`, `record`), locked `FOR UPDATE`
+/// until the transaction `tx` ends.
+async fn locked<T: serde::de::DeserializeOwned>(
+    tx: &mut sqlx::PgConnection,
+    table: &str,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT record FROM {table} WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(tx)
+    .await
+    .map_err(backend)?;
+    row.map(|row| decode(row.get("record"))).transpose()
+}
+
 /// Replaces the record of row `id` of `table` (`id`, `record`) with what
 /// `change` makes of it, in a transaction on the row locked `FOR UPDATE`;
 /// `None` if there is no such row.
@@ -269,17 +286,10 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned,
 {
     let mut tx = pool.begin().await.map_err(backend)?;
-    let Some(row) = sqlx::query(&format!(
-        "SELECT record FROM {table} WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(backend)?
-    else {
+    let Some(current) = locked(&mut tx, table, id).await? else {
         return Ok(None);
     };
-    let next = change(&decode(row.get("record"))?)?;
+    let next = change(&current)?;
     sqlx::query(&format!("UPDATE {table} SET record = $2 WHERE id = $1"))
         .bind(id)
         .bind(encode(&next)?)

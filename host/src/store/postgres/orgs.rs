@@ -1,9 +1,7 @@
 //! The PostgreSQL side of [`OrgStore`]: `orgs`, the name unique by
 //! constraint (the sled store claims it by compare-and-swap).
 
-use sqlx::Row as _;
-
-use super::{PgStore, backend, decode, encode, name_taken, one, records};
+use super::{PgStore, backend, encode, name_taken, one, records};
 use crate::store::StoreError;
 use crate::store::orgs::{DEFAULT_ORG, OrgRecord, OrgStore};
 
@@ -60,15 +58,9 @@ impl OrgStore for PgStore {
         change: &(dyn for<'r> Fn(&'r OrgRecord) -> Result<OrgRecord, StoreError> + Send + Sync),
     ) -> Result<Option<OrgRecord>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) = sqlx::query("SELECT record FROM orgs WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-        else {
+        let Some(current) = super::locked::<OrgRecord>(&mut tx, "orgs", id).await? else {
             return Ok(None);
         };
-        let current: OrgRecord = decode(row.get("record"))?;
         let next = change(&current)?;
         sqlx::query("UPDATE orgs SET name = $2, record = $3 WHERE id = $1")
             .bind(id)

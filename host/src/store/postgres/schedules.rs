@@ -1,9 +1,7 @@
 //! The PostgreSQL side of [`ScheduleStore`]: `schedules` by id (a UUIDv7,
 //! so id order is creation order).
 
-use sqlx::Row as _;
-
-use super::{PgStore, all, backend, decode, encode, insert_record, one, update_record};
+use super::{PgStore, all, backend, encode, insert_record, locked, one, update_record};
 use crate::store::schedules::{Firing, ScheduleStore};
 use crate::store::{ScheduleRecord, StoreError};
 
@@ -41,15 +39,10 @@ impl ScheduleStore for PgStore {
     ) -> Result<Option<ScheduleRecord>, StoreError> {
         let _counted = self.execution_counts.writes.read().await;
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) = sqlx::query("SELECT record FROM schedules WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-        else {
+        let Some(current) = locked(&mut tx, "schedules", id).await? else {
             return Ok(None);
         };
-        let Some(fired) = firing.fires(&decode(row.get("record"))?) else {
+        let Some(fired) = firing.fires(&current) else {
             return Ok(None);
         };
         sqlx::query("UPDATE schedules SET record = $2 WHERE id = $1")
@@ -75,15 +68,9 @@ impl ScheduleStore for PgStore {
         expect: &(dyn for<'r> Fn(&'r ScheduleRecord) -> Result<(), StoreError> + Send + Sync),
     ) -> Result<Option<ScheduleRecord>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let Some(row) = sqlx::query("SELECT record FROM schedules WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-        else {
+        let Some(current) = locked::<ScheduleRecord>(&mut tx, "schedules", id).await? else {
             return Ok(None);
         };
-        let current: ScheduleRecord = decode(row.get("record"))?;
         expect(&current)?;
         sqlx::query("DELETE FROM schedules WHERE id = $1")
             .bind(id)
