@@ -184,7 +184,8 @@ struct Day {
 const FUEL_REREAD_MS: u64 = 1_000;
 
 /// How long an organization's limits stand before they are read again, on
-/// a store several nodes share (a change made through another node).
+/// a store nodes can share (PostgreSQL: a change made through another
+/// node).
 const LIMITS_REREAD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An execution admitted against its organization's daily quotas, counted

@@ -194,8 +194,13 @@ async fn fire(
     if fired.next_run_ms.is_none() {
         tracing::warn!(schedule = %schedule.id, "the cron has no future time; it will not run again");
     }
-    if let Some(run) = &run {
-        queue_fired(state, schedule, run, now).await?;
+    // Fired: what fails from here is this run's, not the other schedules'.
+    if let Some(run) = &run
+        && let Err(e) = queue_fired(state, schedule, run, now).await
+    {
+        tracing::error!(schedule = %schedule.id, execution = %run.id, error = %e,
+            "a fired schedule's run was stored queued but not queued here; \
+             the next start (or another node) runs it");
     }
     Ok(fired.next_run_ms)
 }
@@ -226,8 +231,11 @@ async fn queue_fired(
             tracing::warn!(schedule = %schedule.id, error = %e, "a run was not counted against the quota");
         }
     }
-    // Durable before it is queued, as any accepted run.
-    state.store.flush().await?;
+    // Durable before it is queued, as any accepted run; queued even if the
+    // flush failed (it is stored, and runs once rather than never).
+    if let Err(e) = state.store.flush().await {
+        tracing::warn!(schedule = %schedule.id, error = %e, "flushing a fired schedule's run failed");
+    }
     if let Err(e) = crate::executions::enqueue_stored(&state.store, &state.jobs, run).await {
         tracing::warn!(schedule = %schedule.id, error = %e, "the run was refused");
     }

@@ -57,6 +57,9 @@ impl Execute for Worker {
             // its record (and has normally settled it already). Claimed and
             // running (here by another worker, or on another node): its end
             // settles the waiters (`leases::follow` for another node's).
+            // Queued here again (its organization is at its bound on all
+            // the nodes): it waits its turn.
+            Ok(None) if self.jobs.is_queued(id) => return,
             Ok(None) => match self.store.execution(id).await {
                 Ok(Some(record)) if !record.status.is_final() => return,
                 _ => Settled::Stored,

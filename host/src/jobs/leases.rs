@@ -25,6 +25,11 @@ pub const EVERY: Duration = Duration::from_secs(1);
 /// another node with nothing queued may take it too.
 pub const STALE_QUEUED_MS: u64 = 2_000;
 
+/// How often a node reads every organization's running bound: one made
+/// or changed through another node holds here within it, whether or not
+/// requests of that organization reach this node.
+const CAPS_EVERY: Duration = Duration::from_secs(5);
+
 /// Expired runs ended per look.
 const REAP_BATCH: usize = 100;
 
@@ -34,8 +39,17 @@ const REAP_BATCH: usize = 100;
 /// runs: theirs ran out meanwhile too, and they must get to renew first.
 pub async fn keep(store: Arc<dyn Store>, jobs: Arc<Jobs>) {
     let mut renewing_since: Option<std::time::Instant> = None;
+    let mut caps_read: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(EVERY).await;
+        if caps_read.is_none_or(|at| at.elapsed() >= CAPS_EVERY) {
+            match read_caps(store.as_ref(), &jobs).await {
+                Ok(()) => caps_read = Some(std::time::Instant::now()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the organizations' running bounds failed")
+                }
+            }
+        }
         let here: Vec<String> = jobs
             .running
             .lock()
@@ -65,6 +79,18 @@ pub async fn keep(store: Arc<dyn Store>, jobs: Arc<Jobs>) {
             tracing::warn!(error = %e, "looking for what other nodes did failed");
         }
     }
+}
+
+/// Sets the queue's running bound of every organization from its record.
+async fn read_caps(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
+    for org in store.orgs().await? {
+        let cap = org.limits().concurrent_executions;
+        jobs.set_org_cap(
+            &org.id,
+            cap.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        );
+    }
+    Ok(())
 }
 
 /// Ends, as failed / INTERRUPTED, the running executions whose node's
@@ -172,11 +198,15 @@ pub async fn take_stale(store: &dyn Store, jobs: &Jobs) -> Result<usize, StoreEr
     if jobs.queued() > 0 {
         return Ok(0);
     }
-    let mut taken = 0;
-    for record in store
+    let stale = store
         .stale_queued(STALE_QUEUED_MS, jobs.queue.room())
-        .await?
-    {
+        .await?;
+    if !stale.is_empty() {
+        // Their organizations may be new here: their running bounds first.
+        read_caps(store, jobs).await?;
+    }
+    let mut taken = 0;
+    for record in stale {
         // One this node queued itself is in its queue already.
         if !jobs.is_settling(&record.id) {
             jobs.requeue(&record);

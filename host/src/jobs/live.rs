@@ -125,9 +125,10 @@ struct Output {
     sender: Option<broadcast::Sender<Option<Bytes>>>,
     /// Where the output goes beyond this node, once another node watches.
     relayed: Option<Relayed>,
-    /// Output relayed from another node was missed (it did not continue
-    /// what is here): the next watch asks for the rest again.
-    behind: bool,
+    /// Per stream (stdout, stderr): output relayed from another node was
+    /// missed (it did not continue what is here), so the next watch asks
+    /// for the rest again.
+    behind: [bool; 2],
 }
 
 /// An execution's output as relayed to the nodes that watch it.
@@ -172,14 +173,22 @@ impl Live {
             OutputKind::Stdout => output.stdout.len(),
             OutputKind::Stderr => output.stderr.len(),
         } as u64;
+        let stream = match kind {
+            OutputKind::Stdout => 0,
+            OutputKind::Stderr => 1,
+        };
         let Some(known) = here.checked_sub(at) else {
-            output.behind = true;
+            output.behind[stream] = true;
             return false;
         };
         let known = usize::try_from(known).unwrap_or(usize::MAX);
-        if known < text.len() && text.is_char_boundary(known) {
+        if known < text.len() {
+            if !text.is_char_boundary(known) {
+                output.behind[stream] = true;
+                return false;
+            }
             Self::publish_locked(&mut output, kind, &text[known..]);
-            output.behind = false;
+            output.behind[stream] = false;
         }
         true
     }
@@ -189,7 +198,7 @@ impl Live {
     fn lacking(&self) -> Option<[u64; 2]> {
         let output = self.lock();
         let held = [output.stdout.len() as u64, output.stderr.len() as u64];
-        (output.behind || held == [0, 0]).then_some(held)
+        (output.behind.contains(&true) || held == [0, 0]).then_some(held)
     }
 
     fn publish_locked(output: &mut Output, kind: OutputKind, text: &str) {

@@ -246,8 +246,10 @@ impl Jobs {
 
     /// Moves a queued execution to running (stored, not flushed) and
     /// returns it with the handle that cancels it; `None` if it is no
-    /// longer queued. A compare-and-swap of the store, as a cancel of a
-    /// queued execution is, so a cancel and a worker never both win.
+    /// longer queued, or if its organization runs as many as it may on
+    /// all the nodes (then it is back in this queue). A compare-and-swap of
+    /// the store, as a cancel of a queued execution is, so a cancel and a
+    /// worker never both win.
     ///
     /// # Errors
     ///
@@ -294,8 +296,11 @@ impl Jobs {
                 // count of what runs elsewhere (`leases::keep`).
                 self.release(id);
                 self.queue.hold_org(crate::store::orgs::InOrg::org(&queued));
-                self.queue
-                    .push_accepted(id.to_owned(), queued.priority, &tenant(&queued));
+                // Not if a cancel settled it meanwhile.
+                if self.is_settling(id) {
+                    self.queue
+                        .push_accepted(id.to_owned(), queued.priority, &tenant(&queued));
+                }
                 Ok(None)
             }
             lost => {
@@ -312,6 +317,11 @@ impl Jobs {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(id)
+    }
+
+    /// Whether execution `id` waits in this node's queue.
+    pub fn is_queued(&self, id: &str) -> bool {
+        self.queue.contains(id)
     }
 
     /// Whether execution `id` is queued or runs on this node.
@@ -380,7 +390,17 @@ impl Jobs {
         }
         // Written already: a try whose commit reached the store but whose
         // answer did not (then tried again).
-        if store.execution(&record.id).await?.as_ref() == Some(record) {
+        let ours = |stored: &ExecutionRecord| {
+            stored.status == record.status
+                && stored.node == record.node
+                && stored.completed_at == record.completed_at
+        };
+        if store
+            .execution(&record.id)
+            .await?
+            .as_ref()
+            .is_some_and(ours)
+        {
             self.finished(store, record).await;
             return Ok(true);
         }

@@ -162,10 +162,15 @@ mod tests {
         publisher.publish(OutputKind::Stdout, " lost");
         drop(b.output.relay());
         publisher.publish(OutputKind::Stdout, " found");
+        publisher.publish(OutputKind::Stderr, "?");
         carry(b.output.relay(), &a, "a");
-        assert_eq!(frames(&mut stream), "", "not after a gap");
+        assert_eq!(
+            frames(&mut stream),
+            "event: stderr\ndata: {\"data\":\"?\"}\n\n",
+            "stdout not after its gap; stderr, whole, goes on"
+        );
         let lacking = a.output.lacking("e");
-        assert_eq!(lacking, Some([12, 4]));
+        assert_eq!(lacking, Some([12, 5]), "still behind on stdout");
         receive(Some("b"), &b, watch("a", lacking));
         carry(b.output.relay(), &a, "a");
         assert_eq!(

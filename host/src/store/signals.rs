@@ -34,6 +34,7 @@ pub enum Signal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
         stream: OutputKind,
+        #[serde(default)]
         at: u64,
         text: String,
     },
