@@ -133,7 +133,7 @@ fn three_nodes_on_one_database_run_each_execution_once_and_survive_one_s_death()
         .unwrap();
     assert_eq!(made.status(), 201);
     let serial: Vec<String> = (0..4)
-        .map(|i| {
+        .map(|_| {
             let response = in_serial(&nodes[0], Method::POST, "/v1/scripts/busy/execute")
                 .json(&json!({}))
                 .send()
