@@ -41,6 +41,17 @@ fn three_nodes(url: &str) -> (Vec<Kiln>, Vec<tempfile::TempDir>) {
     )
 }
 
+/// Makes organization `name` of the custom tier with `quotas`, the admin
+/// its member.
+fn custom_org(node: &Kiln, name: &str, quotas: Value) {
+    let made = node
+        .post("/v1/organizations")
+        .json(&json!({"name": name, "admin": "admin", "tier": "custom", "quotas": quotas}))
+        .send()
+        .unwrap();
+    assert_eq!(made.status(), 201);
+}
+
 #[test]
 fn three_nodes_on_one_database_run_each_execution_once_and_survive_one_s_death() {
     let url = kiln_testpg::shared().database("multi_node");
@@ -89,15 +100,7 @@ fn three_nodes_on_one_database_run_each_execution_once_and_survive_one_s_death()
 
     // An organization's hourly requests are counted once across the nodes:
     // four pass, whichever nodes they reach, and the fifth is refused.
-    let made = nodes[0]
-        .post("/v1/organizations")
-        .json(
-            &json!({"name": "capped", "admin": "admin", "tier": "custom",
-            "quotas": {"requests_per_hour": 4}}),
-        )
-        .send()
-        .unwrap();
-    assert_eq!(made.status(), 201);
+    custom_org(&nodes[0], "capped", json!({"requests_per_hour": 4}));
     let in_capped = |node: &Kiln| {
         node.get("/v1/scripts")
             .header("x-kiln-organization", "capped")
@@ -113,15 +116,7 @@ fn three_nodes_on_one_database_run_each_execution_once_and_survive_one_s_death()
     // the nodes: all sent to one node, the runs that wait there past 2 s
     // are taken by the idle nodes, which have heard nothing of the
     // organization.
-    let made = nodes[0]
-        .post("/v1/organizations")
-        .json(
-            &json!({"name": "serial", "admin": "admin", "tier": "custom",
-            "quotas": {"concurrent_executions": 1}}),
-        )
-        .send()
-        .unwrap();
-    assert_eq!(made.status(), 201);
+    custom_org(&nodes[0], "serial", json!({"concurrent_executions": 1}));
     let in_serial = |node: &Kiln, method: Method, path: &str| {
         node.request(method, path)
             .header("x-kiln-organization", "serial")

@@ -9,6 +9,16 @@ use crate::store::shared_counts::{SharedCounts, Taken};
 
 const KEY: &str = "org = $1 AND quota = $2 AND window_ms = $3";
 
+/// `sql` with one count's key bound as `$1`, `$2`, `$3`.
+fn keyed<'q>(
+    sql: &'q str,
+    org: &'q str,
+    quota: &'q str,
+    window_ms: u64,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql).bind(org).bind(quota).bind(ms(window_ms))
+}
+
 fn count(used: i64) -> u64 {
     u64::try_from(used).unwrap_or(0)
 }
@@ -22,12 +32,14 @@ impl SharedCounts for PgStore {
         window_ms: u64,
         limit: u64,
     ) -> Result<Taken, StoreError> {
-        let taken = sqlx::query(&format!(
-            "UPDATE quota_uses SET used = used + 1 WHERE {KEY} AND used < $4 RETURNING used"
-        ))
-        .bind(org)
-        .bind(quota)
-        .bind(ms(window_ms))
+        let taken = keyed(
+            &format!(
+                "UPDATE quota_uses SET used = used + 1 WHERE {KEY} AND used < $4 RETURNING used"
+            ),
+            org,
+            quota,
+            window_ms,
+        )
         .bind(ms(limit))
         .fetch_optional(&self.pool)
         .await
@@ -48,24 +60,26 @@ impl SharedCounts for PgStore {
         window_ms: u64,
         used: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        keyed(
             "INSERT INTO quota_uses (org, quota, window_ms, used) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
+            org,
+            quota,
+            window_ms,
         )
-        .bind(org)
-        .bind(quota)
-        .bind(ms(window_ms))
         .bind(ms(used))
         .execute(&self.pool)
         .await
         .map_err(backend)?;
-        sqlx::query("DELETE FROM quota_uses WHERE org = $1 AND quota = $2 AND window_ms < $3")
-            .bind(org)
-            .bind(quota)
-            .bind(ms(window_ms))
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+        keyed(
+            "DELETE FROM quota_uses WHERE org = $1 AND quota = $2 AND window_ms < $3",
+            org,
+            quota,
+            window_ms,
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
         Ok(())
     }
 
@@ -75,12 +89,12 @@ impl SharedCounts for PgStore {
         quota: &str,
         window_ms: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query(&format!(
-            "UPDATE quota_uses SET used = used - 1 WHERE {KEY} AND used > 0"
-        ))
-        .bind(org)
-        .bind(quota)
-        .bind(ms(window_ms))
+        keyed(
+            &format!("UPDATE quota_uses SET used = used - 1 WHERE {KEY} AND used > 0"),
+            org,
+            quota,
+            window_ms,
+        )
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -93,13 +107,15 @@ impl SharedCounts for PgStore {
         quota: &str,
         window_ms: u64,
     ) -> Result<Option<u64>, StoreError> {
-        let row = sqlx::query(&format!("SELECT used FROM quota_uses WHERE {KEY}"))
-            .bind(org)
-            .bind(quota)
-            .bind(ms(window_ms))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = keyed(
+            &format!("SELECT used FROM quota_uses WHERE {KEY}"),
+            org,
+            quota,
+            window_ms,
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.map(|row| row.try_get("used").map(count).map_err(backend))
             .transpose()
     }
