@@ -244,13 +244,6 @@ impl Drop for Admitted<'_> {
     }
 }
 
-/// The queue's running bound of an organization with `limits`.
-fn cap(limits: &QuotaLimits) -> Option<usize> {
-    limits
-        .concurrent_executions
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
-}
-
 fn retry_after(quota: Quota, now_ms: u64) -> u64 {
     quota
         .resets_at_ms(now_ms)
@@ -289,7 +282,7 @@ impl Quotas {
             .insert(org.to_owned(), (limits, std::time::Instant::now()));
         if shared {
             // Made or changed through another node, maybe.
-            self.jobs.set_org_cap(org, cap(&limits));
+            self.jobs.set_org_cap(org, limits.running_cap());
         }
         Ok(limits)
     }
@@ -332,7 +325,7 @@ impl Quotas {
         {
             shared.forget_uses(org).await?;
         }
-        self.jobs.set_org_cap(org, cap(&limits));
+        self.jobs.set_org_cap(org, limits.running_cap());
         Ok(())
     }
 

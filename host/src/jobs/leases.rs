@@ -84,11 +84,7 @@ pub async fn keep(store: Arc<dyn Store>, jobs: Arc<Jobs>) {
 /// Sets the queue's running bound of every organization from its record.
 async fn read_caps(store: &dyn Store, jobs: &Jobs) -> Result<(), StoreError> {
     for org in store.orgs().await? {
-        let cap = org.limits().concurrent_executions;
-        jobs.set_org_cap(
-            &org.id,
-            cap.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        );
+        jobs.set_org_cap(&org.id, org.limits().running_cap());
     }
     Ok(())
 }

@@ -568,6 +568,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_run_is_relayed_to_at_most_so_many_nodes_each_once() {
+        let outputs = LiveOutputs::default();
+        outputs.publisher("e").publish(OutputKind::Stdout, "x");
+        outputs.watch("e", "node-0", Some([0, 0]));
+        assert_eq!(outputs.relay().len(), 1, "the output so far, to all");
+        for n in 1..=MAX_WATCHING_NODES {
+            outputs.watch("e", &format!("node-{n}"), Some([0, 0]));
+        }
+        // Node 0 holds everything: a watch again adds nothing.
+        outputs.watch("e", "node-0", Some([1, 0]));
+        let to: Vec<String> = outputs
+            .relay()
+            .into_iter()
+            .filter_map(|s| match s {
+                Signal::Output { to, .. } => to,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to.len(), MAX_WATCHING_NODES - 1, "each once, to the bound");
+        assert!(!to.contains(&format!("node-{MAX_WATCHING_NODES}")));
+        assert!(!to.contains(&"node-0".to_owned()));
+    }
+
     #[tokio::test]
     async fn the_done_frame_is_made_once() {
         let live = Live::default();

@@ -274,7 +274,7 @@ impl Jobs {
         // On a shared store an organization's quota bounds its runs on all
         // the nodes: the store counts them.
         let shared = self.shared.load(Ordering::Relaxed);
-        let org_cap = |org: &str| self.queue.quota_cap(org).filter(|_| shared);
+        let org_cap = |org: &str| shared.then(|| self.queue.quota_cap(org)).flatten();
         let claimed = store
             .claim_execution(
                 id,

@@ -141,6 +141,12 @@ pub struct QuotaLimits {
 }
 
 impl QuotaLimits {
+    /// The bound of running executions a queue holds the organization to.
+    pub fn running_cap(&self) -> Option<usize> {
+        self.concurrent_executions
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }

@@ -129,3 +129,41 @@ impl SharedCounts for PgStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_window_s_count_stops_at_its_limit_and_a_new_window_drops_the_old() {
+        let url = kiln_testpg::shared().fresh_database();
+        let store = PgStore::connect(&url).await.unwrap();
+        let quota = "requests_per_hour";
+        assert_eq!(
+            store.take_use("o", quota, 0, 2).await.unwrap(),
+            Taken::Uncounted
+        );
+        store.start_uses("o", quota, 0, 1).await.unwrap();
+        assert_eq!(
+            store.take_use("o", quota, 0, 2).await.unwrap(),
+            Taken::Used(2)
+        );
+        assert_eq!(
+            store.take_use("o", quota, 0, 2).await.unwrap(),
+            Taken::Refused(2)
+        );
+        store.give_back_use("o", quota, 0).await.unwrap();
+        assert_eq!(store.uses("o", quota, 0).await.unwrap(), Some(1));
+        // The next window's first use: the older one's row goes.
+        store.start_uses("o", quota, 3_600_000, 0).await.unwrap();
+        assert_eq!(store.uses("o", quota, 0).await.unwrap(), None);
+        let rows: i64 = sqlx::query("SELECT count(*) AS n FROM quota_uses")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get("n");
+        assert_eq!(rows, 1, "one row per organization, quota and window");
+        store.forget_uses("o").await.unwrap();
+        assert_eq!(store.uses("o", quota, 3_600_000).await.unwrap(), None);
+    }
+}

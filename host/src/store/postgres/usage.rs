@@ -76,40 +76,31 @@ async fn merge(pool: &PgPool, changes: &HashMap<RowKey, UsageRollup>) -> Result<
     for key in keys {
         let (org, script) = columns(key);
         let (row_kind, bucket) = (key.0 as i8, key.1.as_str());
-        // The row exists before it is locked: two nodes making one new row
-        // would otherwise each write their own change over the other's.
-        sqlx::query(
-            "INSERT INTO usage_rollups (kind, bucket, org, script, record)
-             VALUES ($1, $2, $3, $4, '{}') ON CONFLICT DO NOTHING",
+        let keyed = |sql| {
+            sqlx::query(sql)
+                .bind(row_kind)
+                .bind(bucket)
+                .bind(org)
+                .bind(script)
+        };
+        // Made if missing and locked in one statement (an upsert locks the
+        // row it meets): two nodes making one new row would otherwise each
+        // write their own change over the other's.
+        let current = keyed(
+            "INSERT INTO usage_rollups AS r (kind, bucket, org, script, record)
+             VALUES ($1, $2, $3, $4, '{}')
+             ON CONFLICT (kind, bucket, org, script) DO UPDATE SET record = r.record
+             RETURNING record",
         )
-        .bind(row_kind)
-        .bind(bucket)
-        .bind(org)
-        .bind(script)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let current = sqlx::query(
-            "SELECT record FROM usage_rollups
-             WHERE kind = $1 AND bucket = $2 AND org = $3 AND script = $4 FOR UPDATE",
-        )
-        .bind(row_kind)
-        .bind(bucket)
-        .bind(org)
-        .bind(script)
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
         let mut usage: UsageRollup = decode(current.get("record"))?;
         usage.merge(&changes[key]);
-        sqlx::query(
+        keyed(
             "UPDATE usage_rollups SET record = $5
              WHERE kind = $1 AND bucket = $2 AND org = $3 AND script = $4",
         )
-        .bind(row_kind)
-        .bind(bucket)
-        .bind(org)
-        .bind(script)
         .bind(encode(&usage)?)
         .execute(&mut *tx)
         .await
