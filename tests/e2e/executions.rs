@@ -849,10 +849,12 @@ fn sigterm_answers_readyz_503_first_and_every_waiter_before_exiting() {
         .unwrap();
     let spin = spin["execution_id"].as_str().unwrap().to_owned();
     kiln.wait_for_status(&spin, "running");
-    // The other worker: a run that ends inside the drain window.
+    // The other worker: a run that ends inside the drain window (which
+    // starts 2 s after the signal, ~0.8 s after this run starts: it ends
+    // ~1.2 s into the drain, with room for a slow machine's delays).
     let finishing = kiln
         .execute_request("sleepy", "?wait=true")
-        .json(&json!({"parameters": {"ms": 3000}}));
+        .json(&json!({"parameters": {"ms": 4000}}));
     let finishing = std::thread::spawn(move || finishing.send().unwrap());
     std::thread::sleep(Duration::from_millis(500));
     // Both workers busy: this one stays queued.
