@@ -6,9 +6,15 @@
 //! page-number and deep offset pages, usage analytics for 7 days; and the
 //! retention sweeper removing the older half.
 //!
+//! Then the bytes per execution of ad-hoc runs with large code and output:
+//! `STORE_LARGE_RUNS` (default 2 000) runs of one 8 KiB script that print
+//! the same 16 KiB, against as many runs whose code and output are each
+//! their own, in stores of their own in the same run: what storing large
+//! fields once by content saves when they repeat, and costs when not.
+//!
 //! `cargo bench -p kiln-benches --bench store`; `STORE_SIZES=10000,100000`
-//! picks the sizes (default 10⁴, 10⁵, 10⁶), `STORE_FILL_SECONDS` caps each
-//! fill (default 900; a capped fill reports the size it reached).
+//! picks the sizes (default 10⁴, 10⁵, 10⁶; `0` none), `STORE_FILL_SECONDS`
+//! caps each fill (default 900; a capped fill reports the size it reached).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -154,11 +160,31 @@ async fn one_size(wanted: usize, fill_cap: Duration) {
     );
 }
 
+/// Bytes per execution of `runs` ad-hoc runs of 8 KiB of code printing
+/// 16 KiB, all the same (`repeated`) or each run's own.
+async fn large_runs(runs: usize, repeated: bool) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let node = StoreNode::open(dir.path()).await.unwrap();
+    let empty = node.size_on_disk().unwrap();
+    let now = now_ms();
+    for i in 0..runs {
+        let own = if repeated { 0 } else { i };
+        let code = format!("// {own:08}\n{}", "c".repeat(8 * 1024));
+        let stdout = format!("{own:08}{}\n", "o".repeat(16 * 1024));
+        node.put_ad_hoc(now - (runs - i) as u64, code.as_bytes(), &stdout)
+            .await
+            .unwrap();
+    }
+    node.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    node.size_on_disk().unwrap().saturating_sub(empty) as f64 / runs as f64
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::var("STORE_SIZES")
         .unwrap_or_else(|_| "10000,100000,1000000".into())
         .split(',')
-        .map(|s| s.trim().parse().expect("STORE_SIZES: numbers"))
+        .filter_map(|s| s.trim().parse().ok().filter(|n| *n > 0))
         .collect();
     let fill_cap = Duration::from_secs(env_or("STORE_FILL_SECONDS", 900));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -169,4 +195,10 @@ fn main() {
     for size in sizes {
         runtime.block_on(one_size(size, fill_cap));
     }
+    let runs = env_or("STORE_LARGE_RUNS", 2_000usize);
+    let repeated = runtime.block_on(large_runs(runs, true));
+    let distinct = runtime.block_on(large_runs(runs, false));
+    println!(
+        "\n## {runs} ad-hoc runs of 8 KiB of code printing 16 KiB\n\n| runs | bytes per execution |\n|---|---|\n| the same code and output | {repeated:.0} |\n| each its own | {distinct:.0} |"
+    );
 }

@@ -567,6 +567,59 @@ fn sigterm_drains_finishing_what_fits_and_interrupting_the_rest() {
     assert_eq!(spin["error"]["code"], "INTERRUPTED");
 }
 
+/// Code over 1 KiB and outputs over 4 KiB are stored once by content
+/// (`store/sled/contents.rs`): queued runs read their code back from there,
+/// and every record reads back whole, after a restart too.
+#[test]
+fn large_code_and_outputs_read_back_whole_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    let padding = format!("// {}\n", "p".repeat(3000));
+    let code = format!(
+        "{padding}function main(n) {{ console.log('o'.repeat(6000)); return 'r'.repeat(5000) + n.n; }}"
+    );
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let response = kiln
+            .post("/v1/execute?async=true")
+            .json(&json!({"language": "javascript", "code": code, "parameters": {"n": n}}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        ids.push(
+            response.json::<Value>().unwrap()["execution_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let whole = |kiln: &Kiln, n: usize, id: &str| {
+        let done = kiln.poll_until_final(id);
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["result"], format!("{}{n}", "r".repeat(5000)));
+        assert_eq!(done["stdout"], format!("{}\n", "o".repeat(6000)));
+    };
+    for (n, id) in ids.iter().enumerate() {
+        whole(&kiln, n, id);
+    }
+    kiln.terminate();
+    let kiln = Kiln::start_in(dir.path(), &[]);
+    for (n, id) in ids.iter().enumerate() {
+        whole(&kiln, n, id);
+    }
+    assert_eq!(
+        kiln.request(
+            reqwest::Method::DELETE,
+            &format!("/v1/executions/{}", ids[0])
+        )
+        .send()
+        .unwrap()
+        .status(),
+        204
+    );
+    whole(&kiln, 1, &ids[1]);
+}
+
 #[test]
 fn ad_hoc_code_runs_synchronously_or_queued() {
     let (kiln, _dir) = Kiln::start(&[]);

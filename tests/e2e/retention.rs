@@ -149,8 +149,12 @@ fn kill_9_in_a_sweep_and_a_burst_leaves_no_half_deleted_execution() {
         ("KILN_RETENTION_EXECUTIONS_PER_SCRIPT", "1000000"),
     ];
     let kiln = Kiln::start_in(dir.path(), &keep_all);
-    kiln.create_script("old", "javascript", "function main() { return 1; }");
-    kiln.create_script("new", "javascript", "function main() { return 2; }");
+    // Each run prints the same 5 000 bytes: every record keeps its stdout
+    // apart, one stored content that the sweep's removals let go of.
+    let print =
+        |n: u32| format!("function main() {{ console.log('o'.repeat(5000)); return {n}; }}");
+    kiln.create_script("old", "javascript", &print(1));
+    kiln.create_script("new", "javascript", &print(2));
     let old_script = kiln.run("old", json!({}))["script_id"]
         .as_str()
         .unwrap()
@@ -203,13 +207,17 @@ fn kill_9_in_a_sweep_and_a_burst_leaves_no_half_deleted_execution() {
         let by_script = listed(&kiln, &format!("script_id={old_script}"));
         let by_status = listed(&kiln, "status=completed");
         let everything = listed(&kiln, "");
+        let whole = |id: &str| {
+            let response = kiln.get(&format!("/v1/executions/{id}")).send().unwrap();
+            let exists = response.status() == 200;
+            if exists {
+                let record: Value = response.json().unwrap();
+                assert_eq!(record["stdout"].as_str().unwrap().len(), 5001, "{id}");
+            }
+            exists
+        };
         for id in &old {
-            let exists = kiln
-                .get(&format!("/v1/executions/{id}"))
-                .send()
-                .unwrap()
-                .status()
-                == 200;
+            let exists = whole(id);
             // All of it or none of it: the record and both index entries.
             assert_eq!(exists, by_script.contains(id), "{id}");
             assert_eq!(exists, by_status.contains(id), "{id}");
@@ -222,7 +230,7 @@ fn kill_9_in_a_sweep_and_a_burst_leaves_no_half_deleted_execution() {
         );
         for id in &answered {
             assert!(
-                everything.contains(id),
+                everything.contains(id) && whole(id),
                 "an answered execution was lost: {id}"
             );
         }

@@ -48,6 +48,34 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// The first and third quartiles (the medians of the lower and upper
+/// halves): the spread a median of rounds is read with.
+pub fn quartiles(values: &mut [f64]) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let half = values.len() / 2;
+    let upper = values.len() - half;
+    if half == 0 {
+        return (values[0], values[0]);
+    }
+    (
+        median(&mut values[..half].to_vec()),
+        median(&mut values[upper..].to_vec()),
+    )
+}
+
+/// The CPU time (user and system, every thread) process `pid` has used:
+/// what a request costs a server, read where its rate is bound by the
+/// disk's syncs rather than by its cores. From `/proc/<pid>/stat`, in the
+/// kernel's clock ticks (100 a second).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / TICKS_PER_SECOND
+}
+
 impl Report {
     pub fn rate(&self) -> f64 {
         self.requests as f64 / self.seconds

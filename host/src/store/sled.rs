@@ -2,6 +2,7 @@
 //! values, and group commit (`group_commit.rs`).
 
 mod auth;
+mod contents;
 mod executions;
 mod idempotency;
 mod orgs;
@@ -31,6 +32,8 @@ pub struct SledStore {
     /// Execution records and their indexes (`sled/executions.rs`).
     executions: sled::Tree,
     execution_indexes: executions::ExecutionIndexes,
+    /// Executions' large fields, stored once by content (`sled/contents.rs`).
+    contents: contents::Contents,
     /// Usage rollups by hour and script (`sled/usage.rs`).
     usage: sled::Tree,
     pending_usage: usage::Pending,
@@ -337,12 +340,15 @@ impl SledStore {
         }
         // Absent after a crash (and on a new store): then the indexes may
         // hold an entry too many.
+        let contents = contents::Contents::new(db.open_tree("contents").map_err(backend)?);
         if meta.remove(CLEAN).map_err(backend)?.is_none() {
-            let dropped = executions::repair(&execution_tree)? + webhooks::repair_outbox(&outbox)?;
+            let dropped = executions::repair(&execution_tree)?
+                + webhooks::repair_outbox(&outbox)?
+                + contents.repair(&execution_tree)?;
             if dropped > 0 {
                 tracing::info!(
                     dropped,
-                    "stray index entries (executions, webhook outbox) dropped after a crash"
+                    "stray entries (execution indexes and contents, webhook outbox) dropped after a crash"
                 );
             }
         }
@@ -354,6 +360,7 @@ impl SledStore {
             script_versions: db.open_tree("script_versions").map_err(backend)?,
             execution_indexes: executions::ExecutionIndexes::load(&execution_tree)?,
             executions: execution_tree,
+            contents,
             usage: usage_tree,
             pending_usage: usage::Pending::default(),
             idempotency: db.open_tree("idempotency").map_err(backend)?,

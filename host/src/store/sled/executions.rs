@@ -26,7 +26,8 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Mutex, PoisonError};
 
-use super::{SledStore, backend, decode, encode, lowest_id};
+use super::contents::{self, Apart, ApartOf};
+use super::{SledStore, backend, decode, lowest_id};
 use crate::store::executions::{
     ExecutionIndex, ExecutionStore, ExecutionWalk, IndexCounts, Indexed, Removal, script_slot,
 };
@@ -193,7 +194,7 @@ impl SledStore {
             }
             let record = match self.execution_indexes.held.get(&next) {
                 Some(record) => Some(record),
-                None => Self::get_decoded(&self.executions, &next)?,
+                None => self.stored_execution(&next)?,
             };
             if let Some(record) = record
                 && visit(record).is_break()
@@ -264,6 +265,9 @@ impl SledStore {
     fn put_locked(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let id = execution.id.as_str();
         let known = self.execution_indexes.counts().live.get(id).copied();
+        // What the stored record keeps apart: an unfinished one only its
+        // code, which no write of it changes.
+        let mut kept_apart = Apart::new();
         let before = match known {
             // The script of a record never changes.
             Some(status) => Some(Indexed {
@@ -272,21 +276,24 @@ impl SledStore {
                 status,
             }),
             None => match self.executions.get(id).map_err(backend)? {
-                Some(bytes) => decode::<Indexed>(&bytes)
-                    .inspect_err(
-                        |e| tracing::error!(id, error = %e, "replacing an unreadable execution"),
-                    )
-                    .ok(),
+                Some(bytes) => {
+                    kept_apart = ApartOf::read(&bytes).unwrap_or_default();
+                    decode::<Indexed>(&bytes)
+                        .inspect_err(
+                            |e| tracing::error!(id, error = %e, "replacing an unreadable execution"),
+                        )
+                        .ok()
+                }
                 None => None,
             },
         };
         let after = Indexed::of(execution);
         let held = &self.execution_indexes.held;
         if !held.contains(id) {
-            self.write_execution(execution, before.as_ref())?;
+            self.write_execution(execution, before.as_ref(), &kept_apart)?;
         } else if after.status.is_final() {
             // Final now: written, with entries of its own; then no longer held.
-            self.write_execution(execution, None)?;
+            self.write_execution(execution, None, &Apart::new())?;
             held.release(id);
         } else {
             held.replace(execution);
@@ -302,7 +309,7 @@ impl SledStore {
         let Some(record) = held.get(id) else {
             return Ok(());
         };
-        self.write_execution(&record, None)?;
+        self.write_execution(&record, None, &Apart::new())?;
         held.release(id);
         Ok(())
     }
@@ -315,14 +322,18 @@ impl SledStore {
     }
 
     /// Writes `execution` and its index entries over those of `before` (what
-    /// the tree holds of it now, if anything): entries first, record next,
-    /// stale entries last (see the module's doc).
+    /// the tree holds of it now, if anything, and the contents it keeps
+    /// apart): contents and entries first, record next, stale entries and
+    /// contents last (see the module's doc).
     fn write_execution(
         &self,
         execution: &ExecutionRecord,
         before: Option<&Indexed>,
+        kept_apart: &Apart,
     ) -> Result<(), StoreError> {
         let id = execution.id.as_str();
+        let (bytes, pieces) = contents::split(execution)?;
+        self.contents.put(id, &pieces)?;
         let new_keys = keys(&Indexed::of(execution), id);
         let old_keys = before.map(|b| keys(b, id));
         let is_old = |key: &Vec<u8>| old_keys.as_ref().is_some_and(|old| old.contains(key));
@@ -330,7 +341,7 @@ impl SledStore {
             self.executions.insert(key, &[]).map_err(backend)?;
         }
         self.executions
-            .insert(id.as_bytes(), encode(execution)?)
+            .insert(id.as_bytes(), bytes)
             .map_err(backend)?;
         for key in old_keys
             .iter()
@@ -339,7 +350,35 @@ impl SledStore {
         {
             self.executions.remove(key).map_err(backend)?;
         }
+        let kept = |hex: &&String| {
+            pieces
+                .iter()
+                .any(|p| p.hash.to_hex().as_str() == hex.as_str())
+        };
+        self.contents
+            .release(id, kept_apart.values().filter(|hex| !kept(hex)))?;
         Ok(())
+    }
+
+    /// The stored record `id` (not a held one), with the fields it keeps
+    /// apart put back.
+    fn stored_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        self.executions
+            .get(id)
+            .map_err(backend)?
+            .map(|bytes| self.read_execution(&bytes))
+            .transpose()
+    }
+
+    /// A stored record's bytes, decoded, with the fields it keeps apart
+    /// put back.
+    fn read_execution(&self, bytes: &[u8]) -> Result<ExecutionRecord, StoreError> {
+        let mut record: ExecutionRecord = decode(bytes)?;
+        let apart = ApartOf::read(bytes)?;
+        if !apart.is_empty() {
+            self.contents.fill(&mut record, &apart)?;
+        }
+        Ok(record)
     }
 
     /// Moves the counters from `before` to `after`; a record that just
@@ -394,7 +433,7 @@ impl ExecutionStore for SledStore {
             return Ok(Some(record));
         }
         // It may have been written and released since.
-        Self::get_decoded(&self.executions, id)
+        self.stored_execution(id)
     }
 
     async fn walk_executions(
@@ -447,11 +486,11 @@ impl ExecutionStore for SledStore {
         };
         for entry in entries {
             let (key, value) = entry.map_err(backend)?;
-            let record: ExecutionRecord = if prefix.is_empty() {
-                decode(&value)?
+            let record = if prefix.is_empty() {
+                self.read_execution(&value)?
             } else {
-                match self.executions.get(&key[prefix.len()..]).map_err(backend)? {
-                    Some(bytes) => decode(&bytes)?,
+                match self.stored_execution(&String::from_utf8_lossy(&key[prefix.len()..]))? {
+                    Some(record) => record,
                     None => continue,
                 }
             };
@@ -492,7 +531,7 @@ impl ExecutionStore for SledStore {
         let _writing = self.execution_indexes.lock(id);
         let current = match self.execution_indexes.held.get(id) {
             Some(record) => Some(record),
-            None => Self::get_decoded(&self.executions, id)?,
+            None => self.stored_execution(id)?,
         };
         let Some(next) = current.as_ref().and_then(change) else {
             return Ok(None);
@@ -579,10 +618,12 @@ impl ExecutionStore for SledStore {
         if !indexed.status.is_final() {
             return Ok(Removal::NotFinal(indexed.status));
         }
+        let apart = ApartOf::read(&bytes)?;
         self.executions.remove(id.as_bytes()).map_err(backend)?;
         for key in keys(&indexed, id) {
             self.executions.remove(key).map_err(backend)?;
         }
+        self.contents.release(id, apart.values())?;
         self.execution_indexes.counts().index.remove(&indexed);
         Ok(Removal::Removed)
     }
@@ -590,6 +631,7 @@ impl ExecutionStore for SledStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::encode;
     use super::super::tests::{TEST_CACHE_BYTES, reopen};
     use super::*;
     use crate::store::Store;
