@@ -17,10 +17,12 @@
 //! `LOAD_SECONDS` (default 10) and `LOAD_MAX_REQUESTS` (default 50 000) bound
 //! each phase; `KILN_BIN` and `WASMTIME` name the binaries. The cost of the
 //! organization and quota checks is the token's runs in an organization
-//! with every quota set (named by `X-Kiln-Organization`) against those in
-//! the default one (no quotas), in alternating rounds, printed with the
-//! quartiles of the rounds' ratios; `LOAD_ORGS_ONLY=1` stops after it and
-//! `LOAD_ORG_CONNECTIONS=32` runs those rounds at 32 connections only.
+//! with every quota set (named by `X-Kiln-Organization`; `LOAD_ORG_QUOTAS`
+//! sets others) and in one with none, against those in the default one (no
+//! quotas), in rounds whose first rotates, printed with the quartiles of
+//! the rounds' ratios and the server's CPU time per request;
+//! `LOAD_ORGS_ONLY=1` stops after it and `LOAD_ORG_CONNECTIONS=32` runs
+//! those rounds at 32 connections only.
 //!
 //! The ratio to `wasmtime serve` comes from a head-to-head at the end:
 //! `LOAD_ROUNDS` (default 3) rounds per connection count, each a phase of
@@ -171,34 +173,41 @@ async fn credentials(base: &str) -> [(&'static str, String); 2] {
     ]
 }
 
-/// Makes organization `bounded` (the admin its admin) with every quota set
-/// far above what a run reaches; returns its name.
-async fn bounded_organization(base: &str, token: &(&'static str, String)) -> String {
-    const HIGH: u64 = 1 << 50;
-    // `LOAD_ORG_NO_QUOTAS=1`: an organization of its own with no quota set,
-    // so the organization's data path is measured without the checks.
-    let quotas = if std::env::var_os("LOAD_ORG_NO_QUOTAS").is_some() {
-        serde_json::json!({})
-    } else if let Ok(only) = std::env::var("LOAD_ORG_QUOTAS") {
-        serde_json::from_str(&only).expect("LOAD_ORG_QUOTAS is a JSON object of quotas")
-    } else {
-        serde_json::json!({
-            "requests_per_hour": HIGH, "executions_per_day": HIGH, "fuel_per_day": HIGH,
-            "concurrent_executions": 1_000, "stored_bytes": HIGH, "scripts": HIGH,
-            "schedules": HIGH, "webhooks": HIGH, "api_keys": HIGH,
-        })
-    };
+/// Makes organization `name` (the admin its admin) with `quotas`;
+/// returns its name.
+async fn organization(
+    base: &str,
+    token: &(&'static str, String),
+    name: &str,
+    quotas: serde_json::Value,
+) -> String {
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/organizations"))
         .header(token.0, &token.1)
         .json(&serde_json::json!({
-            "name": "bounded", "admin": "admin", "tier": "custom", "quotas": quotas,
+            "name": name, "admin": "admin", "tier": "custom", "quotas": quotas,
         }))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 201, "cannot create the organization");
-    "bounded".into()
+    name.into()
+}
+
+/// Every quota set far above what a run reaches, or `LOAD_ORG_QUOTAS` (a
+/// JSON object of quotas) to measure some alone.
+fn high_quotas() -> serde_json::Value {
+    const HIGH: u64 = 1 << 50;
+    match std::env::var("LOAD_ORG_QUOTAS") {
+        Ok(only) => {
+            serde_json::from_str(&only).expect("LOAD_ORG_QUOTAS is a JSON object of quotas")
+        }
+        Err(_) => serde_json::json!({
+            "requests_per_hour": HIGH, "executions_per_day": HIGH, "fuel_per_day": HIGH,
+            "concurrent_executions": 1_000, "stored_bytes": HIGH, "scripts": HIGH,
+            "schedules": HIGH, "webhooks": HIGH, "api_keys": HIGH,
+        }),
+    }
 }
 
 async fn wait_until_up(url: &str) {
@@ -268,19 +277,29 @@ fn main() {
         // organization found by name and the membership checked on every
         // request, its hour of requests counted, its day of executions and
         // fuel read before each run. The default organization's are none.
-        let bounded = bounded_organization(&base, &token).await;
-        let create = javascript(&base).header("x-kiln-organization", &bounded);
-        let Call::Execute { url, credential, expect, .. } =
-            execute(&base, Some(token.clone()), create, "ok".into()).await
-        else {
-            unreachable!()
+        // And in a third with no quota: an organization's own data (its
+        // field in each record, its index entry) without the checks.
+        let in_org = |name: String| {
+            let create = javascript(&base).header("x-kiln-organization", &name);
+            let token = token.clone();
+            let base = base.clone();
+            async move {
+                let Call::Execute { url, credential, expect, .. } =
+                    execute(&base, Some(token), create, "ok".into()).await
+                else {
+                    unreachable!()
+                };
+                Call::Execute {
+                    url,
+                    credential,
+                    organization: Some(name),
+                    expect,
+                }
+            }
         };
-        let kiln_bounded = Call::Execute {
-            url,
-            credential,
-            organization: Some(bounded),
-            expect,
-        };
+        let kiln_bounded = in_org(organization(&base, &token, "bounded", high_quotas()).await).await;
+        let kiln_plain =
+            in_org(organization(&base, &token, "plain", serde_json::json!({})).await).await;
         let kiln_open = execute(&open_base, None, javascript(&open_base), "ok".into()).await;
         // The same server path with a trivial Rust component instead of the
         // JavaScript interpreter: what the front door costs by itself.
@@ -299,6 +318,7 @@ fn main() {
             &kiln,
             &kiln_key,
             &kiln_bounded,
+            &kiln_plain,
             &kiln_open,
             &kiln_wasm,
             &function,
@@ -327,53 +347,60 @@ fn main() {
         // organization (no quotas) and in the bounded one, alternating
         // which goes first, the median of the rounds' ratios.
         // Beside the rate, the server's CPU time per request in each
-        // phase: at 32 connections the rate is bound by the disk's syncs
-        // (the server's cores are not busy), so the checks' own cost shows
-        // in the CPU each request takes, not in the rate.
+        // phase (at 32 connections the server's cores are the bound, so it
+        // is the rate's inverse; at one it is not).
         let pid = kiln_server.0.id();
+        let columns = [
+            ("default org", &kiln),
+            ("org without quotas", &kiln_plain),
+            ("org with quotas", &kiln_bounded),
+        ];
         for connections in org_connections() {
-            let (mut ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
+            // Per column but the first, each round's ratio to the first.
+            let mut ratios = vec![(Vec::new(), Vec::new()); columns.len()];
             for round in 1..=rounds {
-                let order = if round % 2 == 1 {
-                    [&kiln, &kiln_bounded]
-                } else {
-                    [&kiln_bounded, &kiln]
-                };
-                let (mut rates, mut cpu) = (Vec::new(), Vec::new());
-                for call in order {
+                // Which goes first rotates from round to round.
+                let mut measured = Vec::new();
+                for turn in 0..columns.len() {
+                    let column = (round + turn) % columns.len();
                     tokio::time::sleep(pause).await;
                     let before = cpu_seconds(pid);
-                    let report = load(call, connections, seconds, max_requests).await;
+                    let report = load(columns[column].1, connections, seconds, max_requests).await;
                     assert_eq!(report.errors, 0, "a run was refused");
-                    rates.push(report.rate());
-                    cpu.push((cpu_seconds(pid) - before) / report.requests as f64 * 1e6);
+                    let cpu = (cpu_seconds(pid) - before) / report.requests as f64 * 1e6;
+                    measured.push((column, report.rate(), cpu));
                 }
-                if round % 2 == 0 {
-                    rates.reverse();
-                    cpu.reverse();
-                }
+                measured.sort_by_key(|(column, ..)| *column);
+                let shown: Vec<String> = measured
+                    .iter()
+                    .map(|(_, rate, cpu)| format!("{rate:.0} ({cpu:.0} µs)"))
+                    .collect();
                 println!(
-                    "| round {round}: default org; bounded org | {connections} | | | {:.0}; {:.0} | CPU µs/request {:.0}; {:.0} | |",
-                    rates[0], rates[1], cpu[0], cpu[1]
+                    "| round {round}: req/s (server CPU per request) of {} | {connections} | | | {} | | |",
+                    columns.map(|(name, _)| name).join("; "),
+                    shown.join("; ")
                 );
-                ratios.push(rates[1] / rates[0]);
-                cpu_ratios.push(cpu[1] / cpu[0]);
+                let (_, base_rate, base_cpu) = measured[0];
+                for (column, rate, cpu) in &measured[1..] {
+                    ratios[*column].0.push(rate / base_rate);
+                    ratios[*column].1.push(cpu / base_cpu);
+                }
             }
             let percent = |ratio: f64| (ratio - 1.0) * 100.0;
-            let (low, high) = quartiles(&mut ratios);
-            println!(
-                "| cost of organization + quota checks, rate (median of {rounds}; quartiles) | {connections} | | | {:+.1} % ({:+.1} %, {:+.1} %) | | |",
-                percent(median(&mut ratios)),
-                percent(low),
-                percent(high)
-            );
-            let (low, high) = quartiles(&mut cpu_ratios);
-            println!(
-                "| cost of organization + quota checks, server CPU per request (median of {rounds}; quartiles) | {connections} | | | {:+.1} % ({:+.1} %, {:+.1} %) | | |",
-                percent(median(&mut cpu_ratios)),
-                percent(low),
-                percent(high)
-            );
+            for (column, (rates, cpus)) in ratios.iter_mut().enumerate().skip(1) {
+                let (rate_low, rate_high) = quartiles(rates);
+                let (cpu_low, cpu_high) = quartiles(cpus);
+                println!(
+                    "| {} against the default org, median of {rounds} (quartiles): rate; server CPU per request | {connections} | | | {:+.1} % ({:+.1}, {:+.1}); {:+.1} % ({:+.1}, {:+.1}) | | |",
+                    columns[column].0,
+                    percent(median(rates)),
+                    percent(rate_low),
+                    percent(rate_high),
+                    percent(median(cpus)),
+                    percent(cpu_low),
+                    percent(cpu_high)
+                );
+            }
         }
         if std::env::var_os("LOAD_ORGS_ONLY").is_some() {
             return;
