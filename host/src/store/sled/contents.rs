@@ -391,6 +391,51 @@ mod tests {
         assert_eq!(store.execution(&id).await.unwrap(), Some(small));
     }
 
+    /// Records holding one content written and deleted from several
+    /// threads at once: whatever interleaving, every record left reads back
+    /// whole, and the content goes with the last of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_content_is_never_removed_under_a_record_written_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap());
+        let tasks: Vec<_> = (0..4u8)
+            .map(|task| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for round in 0..50u8 {
+                        let id = id_at(1_000 + u64::from(round), task);
+                        store.put_execution(&large(&id, 'o')).await.unwrap();
+                        // Every other one stays: the rest are deleted at once.
+                        if round % 2 == 1 {
+                            store.delete_execution(&id).await.unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let mut kept = 0;
+        for task in 0..4u8 {
+            for round in (0..50u8).step_by(2) {
+                let id = id_at(1_000 + u64::from(round), task);
+                assert_eq!(store.execution(&id).await.unwrap(), Some(large(&id, 'o')));
+                kept += 1;
+            }
+        }
+        assert_eq!(store.contents.counts().unwrap(), (3, 3 * kept));
+        for task in 0..4u8 {
+            for round in (0..50u8).step_by(2) {
+                store
+                    .delete_execution(&id_at(1_000 + u64::from(round), task))
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(store.contents.counts().unwrap(), (0, 0));
+    }
+
     #[tokio::test]
     async fn small_fields_stay_inline() {
         let dir = tempfile::tempdir().unwrap();
