@@ -101,6 +101,13 @@ pub(super) struct Piece {
 /// `record` as it is stored, and the contents it keeps apart (written
 /// before it, [`Contents::put`]).
 pub(super) fn split(record: &ExecutionRecord) -> Result<(Vec<u8>, Vec<Piece>), StoreError> {
+    // Most records are smaller whole than the smallest field kept apart
+    // (code, which the record holds as base64, a third larger): encoded
+    // once, with nothing more to look at.
+    let whole = super::encode(record)?;
+    if whole.len() < CODE_APART {
+        return Ok((whole, Vec::new()));
+    }
     let result = match &record.result {
         Some(result) => {
             Some(serde_json::to_vec(result).map_err(|e| StoreError::Corrupt(e.to_string()))?)
@@ -112,7 +119,7 @@ pub(super) fn split(record: &ExecutionRecord) -> Result<(Vec<u8>, Vec<Piece>), S
     let stdout = (record.stdout.len() >= OUTPUT_APART).then_some(&record.stdout);
     let stderr = (record.stderr.len() >= OUTPUT_APART).then_some(&record.stderr);
     if code.is_none() && result.is_none() && stdout.is_none() && stderr.is_none() {
-        return super::encode(record).map(|bytes| (bytes, Vec::new()));
+        return Ok((whole, Vec::new()));
     }
     let mut kept = record.clone();
     let mut apart = Apart::new();
