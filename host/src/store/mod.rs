@@ -50,7 +50,10 @@ pub use self::sled::SledStore;
 /// 4 → 5: organizations. Every record without an `org` is in the default
 /// one, so only users change: their role becomes a membership of it, and
 /// admins become node operators.
-pub const SCHEMA_VERSION: u32 = 5;
+/// 5 → 6: an execution's large fields may be stored apart, by content
+/// (`sled/contents.rs`), which version 5 would read as empty; version 6
+/// reads version 5's records as they are.
+pub const SCHEMA_VERSION: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -228,20 +228,15 @@ impl Contents {
         Ok(())
     }
 
-    /// Puts back into `record` the fields `apart` names.
-    pub fn fill(&self, record: &mut ExecutionRecord, apart: &Apart) -> Result<(), StoreError> {
+    /// Puts back into `record` the fields `apart` names; `false` when a
+    /// content is missing (the record was deleted or rewritten since its
+    /// bytes were read: the caller reads it again).
+    pub fn fill(&self, record: &mut ExecutionRecord, apart: &Apart) -> Result<bool, StoreError> {
         for (field, hex) in apart {
             let hash = parse_hash(hex)?;
-            let bytes = self
-                .tree
-                .get(content_key(&hash))
-                .map_err(backend)?
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "execution {}: its {field:?} (content {hex}) is missing",
-                        record.id
-                    ))
-                })?;
+            let Some(bytes) = self.tree.get(content_key(&hash)).map_err(backend)? else {
+                return Ok(false);
+            };
             let text = || {
                 String::from_utf8(bytes.to_vec()).map_err(|e| StoreError::Corrupt(e.to_string()))
             };
@@ -252,7 +247,7 @@ impl Contents {
                 Field::Stderr => record.stderr = text()?,
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Contents and references stored.
@@ -284,10 +279,11 @@ impl Contents {
             let hex = blake3::Hash::from_slice(hash)
                 .map(|h| h.to_hex().to_string())
                 .unwrap_or_default();
+            // A record that cannot be read keeps what it may name.
             let named = match executions.get(id).map_err(backend)? {
                 Some(bytes) => ApartOf::read(&bytes)
                     .map(|apart| apart.values().any(|h| *h == hex))
-                    .unwrap_or(false),
+                    .unwrap_or(true),
                 None => false,
             };
             if !named {
@@ -441,6 +437,33 @@ mod tests {
             }
         }
         assert_eq!(store.contents.counts().unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_meets_a_delete_finds_nothing_and_a_lost_content_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (a, b) = (id_at(1_000, 0), id_at(2_000, 0));
+        store.put_execution(&large(&a, 'o')).await.unwrap();
+        store.put_execution(&large(&b, 'p')).await.unwrap();
+        // Its bytes read, then the record deleted before its contents are.
+        let bytes = store.executions.get(&a).unwrap().unwrap();
+        store.delete_execution(&a).await.unwrap();
+        assert!(store.read_execution(&bytes).unwrap().is_none());
+        assert!(store.stored_execution(&a).unwrap().is_none());
+        // A stored record whose content is gone (never by the store's own
+        // writes) is said to be corrupt, not shown without its output.
+        let (_, pieces) = split(&large(&b, 'p')).unwrap();
+        let stdout = pieces.iter().find(|p| p.bytes.starts_with(b"ppp")).unwrap();
+        store
+            .contents
+            .tree
+            .remove(content_key(stdout.hash.as_bytes()))
+            .unwrap();
+        assert!(matches!(
+            store.execution(&b).await,
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[tokio::test]

@@ -361,24 +361,40 @@ impl SledStore {
     }
 
     /// The stored record `id` (not a held one), with the fields it keeps
-    /// apart put back.
-    fn stored_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
-        self.executions
-            .get(id)
-            .map_err(backend)?
-            .map(|bytes| self.read_execution(&bytes))
-            .transpose()
+    /// apart put back. Reads take no lock: a record deleted or rewritten
+    /// between the read of its bytes and of its contents is read again.
+    pub(super) fn stored_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        let mut read = self.executions.get(id).map_err(backend)?;
+        for _ in 0..3 {
+            let Some(bytes) = read else {
+                return Ok(None);
+            };
+            if let Some(record) = self.read_execution(&bytes)? {
+                return Ok(Some(record));
+            }
+            read = self.executions.get(id).map_err(backend)?;
+            if read.as_ref() == Some(&bytes) {
+                // Unchanged, yet what it names is gone.
+                break;
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "execution {id}: a field stored apart is missing"
+        )))
     }
 
     /// A stored record's bytes, decoded, with the fields it keeps apart
-    /// put back.
-    fn read_execution(&self, bytes: &[u8]) -> Result<ExecutionRecord, StoreError> {
+    /// put back; `None` when one of them is gone (read the record again).
+    pub(super) fn read_execution(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
         let mut record: ExecutionRecord = decode(bytes)?;
         let apart = ApartOf::read(bytes)?;
-        if !apart.is_empty() {
-            self.contents.fill(&mut record, &apart)?;
+        if !apart.is_empty() && !self.contents.fill(&mut record, &apart)? {
+            return Ok(None);
         }
-        Ok(record)
+        Ok(Some(record))
     }
 
     /// Moves the counters from `before` to `after`; a record that just
@@ -486,12 +502,19 @@ impl ExecutionStore for SledStore {
         };
         for entry in entries {
             let (key, value) = entry.map_err(backend)?;
-            let record = if prefix.is_empty() {
+            let read = if prefix.is_empty() {
                 self.read_execution(&value)?
             } else {
-                match self.stored_execution(&String::from_utf8_lossy(&key[prefix.len()..]))? {
-                    Some(record) => record,
-                    None => continue,
+                None
+            };
+            let record = match read {
+                Some(record) => record,
+                // Through an index entry, or changed since the walk read it.
+                None => {
+                    match self.stored_execution(&String::from_utf8_lossy(&key[prefix.len()..]))? {
+                        Some(record) => record,
+                        None => continue,
+                    }
                 }
             };
             // An entry a crash left, until `open` drops it, is skipped.
