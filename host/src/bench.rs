@@ -59,24 +59,13 @@ impl StoreNode {
         failed: bool,
     ) -> Result<String, StoreError> {
         let at = crate::time_of_ms;
-        let id = uuid::Builder::from_unix_timestamp_millis(created_ms, &rand_bytes())
-            .into_uuid()
-            .to_string();
         let mut record = ExecutionRecord {
-            node: None,
-            cancel_requested: false,
             script_id: script.map(str::to_owned),
             script_version: script.map(|_| 1),
             created_by: Some("0190b5c4-0000-7000-8000-000000000001".into()),
-            timeout_ms: 30_000,
-            memory_mb: 128,
-            ..ExecutionRecord::queued(
-                id.clone(),
-                Language::Javascript,
-                Trigger::Api,
-                at(created_ms),
-            )
+            ..queued_at(created_ms)
         };
+        let id = record.id.clone();
         self.store().hold_execution(&record).await?;
         record.status = ExecutionStatus::Running;
         record.started_at = Some(at(created_ms));
@@ -116,20 +105,11 @@ impl StoreNode {
         stdout: &str,
     ) -> Result<String, StoreError> {
         let at = crate::time_of_ms;
-        let id = uuid::Builder::from_unix_timestamp_millis(created_ms, &rand_bytes())
-            .into_uuid()
-            .to_string();
         let mut record = ExecutionRecord {
             code: Some(code.to_vec()),
-            timeout_ms: 30_000,
-            memory_mb: 128,
-            ..ExecutionRecord::queued(
-                id.clone(),
-                Language::Javascript,
-                Trigger::Api,
-                at(created_ms),
-            )
+            ..queued_at(created_ms)
         };
+        let id = record.id.clone();
         self.store().hold_execution(&record).await?;
         record.status = ExecutionStatus::Completed;
         record.started_at = Some(at(created_ms));
@@ -222,6 +202,23 @@ pub fn cursor_older_than(id: &str) -> String {
         id: id.to_owned(),
     }
     .encode()
+}
+
+/// A queued JavaScript run made at `created_ms`, as the API makes one.
+fn queued_at(created_ms: u64) -> ExecutionRecord {
+    let id = uuid::Builder::from_unix_timestamp_millis(created_ms, &rand_bytes())
+        .into_uuid()
+        .to_string();
+    ExecutionRecord {
+        timeout_ms: 30_000,
+        memory_mb: 128,
+        ..ExecutionRecord::queued(
+            id,
+            Language::Javascript,
+            Trigger::Api,
+            crate::time_of_ms(created_ms),
+        )
+    }
 }
 
 fn rand_bytes() -> [u8; 10] {
