@@ -323,14 +323,46 @@ mod tests {
         record
     }
 
+    fn fresh() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn every_field_apart_names_them_within_the_tail_a_read_looks_at() {
+        let mut record = large(&id_at(1_000, 0), 'o');
+        record.stderr = "e".repeat(OUTPUT_APART);
+        let (bytes, pieces) = split(&record).unwrap();
+        assert_eq!(pieces.len(), 4);
+        assert!(bytes.len() > APART_TAIL, "the record alone is longer than the tail");
+        let from_end = bytes.len() - bytes.windows(7).rposition(|w| w == b"\"apart\"").unwrap();
+        assert!(from_end < APART_TAIL, "{from_end}");
+        assert_eq!(ApartOf::read(&bytes).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_field_at_its_size_is_kept_apart_and_one_byte_under_is_not() {
+        let mut record = execution(&id_at(1_000, 0), None, ExecutionStatus::Completed);
+        record.code = Some(vec![b'x'; CODE_APART]);
+        record.stdout = "o".repeat(OUTPUT_APART);
+        record.stderr = "e".repeat(OUTPUT_APART - 1);
+        let (bytes, pieces) = split(&record).unwrap();
+        let apart = ApartOf::read(&bytes).unwrap();
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(
+            apart.keys().copied().collect::<Vec<_>>(),
+            [Field::Code, Field::Stdout]
+        );
+    }
+
     fn stored_bytes(store: &SledStore, id: &str) -> usize {
         store.executions.get(id).unwrap().unwrap().len()
     }
 
     #[tokio::test]
     async fn large_fields_are_stored_once_and_read_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (_dir, store) = fresh();
         let (a, b) = (id_at(1_000, 0), id_at(2_000, 0));
         store.put_execution(&large(&a, 'o')).await.unwrap();
         store.put_execution(&large(&b, 'o')).await.unwrap();
@@ -368,8 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rewritten_record_lets_go_of_what_it_no_longer_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (_dir, store) = fresh();
         let id = id_at(1_000, 0);
         // Queued with its code apart, then final with its outputs.
         let mut queued = large(&id, 'o');
@@ -399,8 +430,8 @@ mod tests {
     /// whole, and the content goes with the last of them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_content_is_never_removed_under_a_record_written_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap());
+        let (_dir, store) = fresh();
+        let store = std::sync::Arc::new(store);
         let tasks: Vec<_> = (0..4u8)
             .map(|task| {
                 let store = store.clone();
@@ -441,8 +472,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_that_meets_a_delete_finds_nothing_and_a_lost_content_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (_dir, store) = fresh();
         let (a, b) = (id_at(1_000, 0), id_at(2_000, 0));
         store.put_execution(&large(&a, 'o')).await.unwrap();
         store.put_execution(&large(&b, 'p')).await.unwrap();
@@ -468,8 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_fields_stay_inline() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (_dir, store) = fresh();
         let id = id_at(1_000, 0);
         let mut record = execution(&id, None, ExecutionStatus::Completed);
         record.code = Some(vec![b'x'; CODE_APART - 1]);
