@@ -335,7 +335,10 @@ mod tests {
         record.stderr = "e".repeat(OUTPUT_APART);
         let (bytes, pieces) = split(&record).unwrap();
         assert_eq!(pieces.len(), 4);
-        assert!(bytes.len() > APART_TAIL, "the record alone is longer than the tail");
+        assert!(
+            bytes.len() > APART_TAIL,
+            "the record alone is longer than the tail"
+        );
         let from_end = bytes.len() - bytes.windows(7).rposition(|w| w == b"\"apart\"").unwrap();
         assert!(from_end < APART_TAIL, "{from_end}");
         assert_eq!(ApartOf::read(&bytes).unwrap().len(), 4);
