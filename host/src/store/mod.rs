@@ -53,7 +53,10 @@ pub use self::sled::SledStore;
 /// 5 → 6: an execution's large fields may be stored apart, by content
 /// (`sled/contents.rs`), which version 5 would read as empty; version 6
 /// reads version 5's records as they are.
-pub const SCHEMA_VERSION: u32 = 6;
+/// 6 → 7: an execution of an organization but the default has two index
+/// entries, as the default's do, not three: its final state's entry names
+/// its organization (`sled/execution_keys.rs`); migrated in place.
+pub const SCHEMA_VERSION: u32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

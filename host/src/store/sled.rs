@@ -3,6 +3,7 @@
 
 mod auth;
 mod contents;
+mod execution_keys;
 mod executions;
 mod idempotency;
 mod orgs;
@@ -328,7 +329,14 @@ impl SledStore {
         }
         let execution_tree = db.open_tree("executions").map_err(backend)?;
         if found < 3 {
-            executions::index_all(&execution_tree)?;
+            execution_keys::index_all(&execution_tree)?;
+        }
+        if found < 7 {
+            let folded = execution_keys::migrate_to_7(&execution_tree)?;
+            tracing::info!(
+                folded,
+                "organizations' index entries folded into their final states'"
+            );
         }
         let usage_tree = db.open_tree("usage").map_err(backend)?;
         let outbox = db.open_tree("outbox").map_err(backend)?;
@@ -342,7 +350,7 @@ impl SledStore {
         // hold an entry too many.
         let contents = contents::Contents::new(db.open_tree("contents").map_err(backend)?);
         if meta.remove(CLEAN).map_err(backend)?.is_none() {
-            let dropped = executions::repair(&execution_tree)?
+            let dropped = execution_keys::repair(&execution_tree)?
                 + webhooks::repair_outbox(&outbox)?
                 + contents.repair(&execution_tree)?;
             if dropped > 0 {

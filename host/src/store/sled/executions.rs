@@ -1,32 +1,20 @@
-//! The sled side of [`ExecutionStore`]. One tree holds the records and their
-//! indexes:
+//! The sled side of [`ExecutionStore`]: records and their index entries in
+//! one tree, whose keys `execution_keys.rs` lays out.
 //!
-//! - `<id>` → the record; ids are UUIDv7 strings, so key order is creation order;
-//! - `0x01 <script id> 0x00 <id>` → nothing (an empty script id: the default
-//!   organization's ad-hoc runs; `~<organization id>`: another's, so each
-//!   organization's ad-hoc runs are apart, as a script's are);
-//! - `0x02 <status> 0x00 <id>` → nothing, for final states;
-//! - `0x03 <id>` → nothing, while queued or running: the unfinished, which
-//!   recovery reads at open and which are also kept in memory, so the
-//!   writes of a run after its first read no record back;
-//! - `0x04 <organization id> 0x00 <id>` → nothing, for executions outside the
-//!   default organization (whose walk is all records, less those with an
-//!   organization: a node of one organization writes no entry more).
-//!
-//! Index keys begin below `'0'`, so they sort before every record. Not sled
-//! batches: `apply_batch` takes sled's global write lock and from then on
-//! makes every operation of the process take its read lock, which cut the
-//! waited-execution rate at 32 connections to a quarter. Instead writes are
-//! ordered so a crash can leave only an entry too many (an index entry is
-//! written before its record and removed after it), never a record an index
-//! misses: readers check each entry against its record, and `open` drops
-//! the stray ones after a crash (`repair`).
+//! Not sled batches: `apply_batch` takes sled's global write lock and from
+//! then on makes every operation of the process take its read lock, which
+//! cut the waited-execution rate at 32 connections to a quarter. Instead
+//! writes are ordered so a crash can leave only an entry too many (an index
+//! entry is written before its record and removed after it), never a record
+//! an index misses: readers check each entry against its record, and `open`
+//! drops the stray ones after a crash (`repair`).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Mutex, PoisonError};
 
 use super::contents::{self, Apart, ApartOf};
+use super::execution_keys::{self, FIRST_ID, ID_LEN, MergedIds, PAST_IDS, Source, keys};
 use super::{SledStore, backend, decode, lowest_id};
 use crate::store::executions::{
     ExecutionIndex, ExecutionStore, ExecutionWalk, IndexCounts, Indexed, Removal, script_slot,
@@ -36,59 +24,25 @@ use crate::store::orgs::{DEFAULT_ORG, InOrg as _};
 use crate::store::webhooks::WebhookStore as _;
 use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
 
-const SCRIPT_INDEX: u8 = 1;
-const STATUS_INDEX: u8 = 2;
-const LIVE_INDEX: u8 = 3;
-const ORG_INDEX: u8 = 4;
-/// Ids are lowercase hex and dashes: every one is at or above the first
-/// bound and below the second.
-const FIRST_ID: &[u8] = b"0";
-const PAST_IDS: &[u8] = b"g";
-/// The keys of the records (not their index entries).
-pub(super) const RECORDS: std::ops::Range<&[u8]> = FIRST_ID..PAST_IDS;
-const ID_LEN: usize = 36;
 /// Record writes of one id are serialized (read the old index entries, write
 /// the new ones); different ids rarely share a lock.
 const LOCK_STRIPES: usize = 32;
 
-fn prefix(index: &ExecutionIndex) -> Vec<u8> {
-    let (tag, name) = match index {
-        ExecutionIndex::All => return Vec::new(),
-        ExecutionIndex::Org(org) if org == DEFAULT_ORG => return Vec::new(),
-        ExecutionIndex::Org(org) => (ORG_INDEX, org.as_str()),
-        ExecutionIndex::Script(script) => (SCRIPT_INDEX, script.as_deref().unwrap_or("")),
-        ExecutionIndex::Status(status) if status.is_final() => (STATUS_INDEX, status.as_str()),
-        // Queued and running share one entry, so a claim writes no index;
-        // walks tell them apart by the record.
-        ExecutionIndex::Status(_) => return vec![LIVE_INDEX],
-    };
-    let mut key = Vec::with_capacity(2 + name.len() + ID_LEN);
-    key.push(tag);
-    key.extend_from_slice(name.as_bytes());
-    key.push(0);
-    key
-}
-
-fn keys(indexed: &Indexed, id: &str) -> Vec<Vec<u8>> {
-    let mut indexes = vec![
-        ExecutionIndex::Script(indexed.script_slot()),
-        ExecutionIndex::Status(indexed.status),
-    ];
-    if let Some(org) = &indexed.org {
-        indexes.push(ExecutionIndex::Org(org.clone()));
-    }
-    indexes
-        .iter()
-        .map(|index| [prefix(index), id.as_bytes().to_vec()].concat())
-        .collect()
+/// What is kept in memory of a queued or running execution.
+#[derive(Debug, Clone)]
+struct Live {
+    status: ExecutionStatus,
+    /// Its organization but the default: that organization's walks read
+    /// its unfinished executions from here (they have no entry of theirs).
+    org: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     index: IndexCounts,
-    /// The state of each queued or running execution (bounded by the queue
-    /// and the workers).
-    live: HashMap<String, ExecutionStatus>,
+    /// Each queued or running execution (bounded by the queue and the
+    /// workers).
+    live: HashMap<String, Live>,
 }
 
 /// The locks and counters kept beside the executions tree.
@@ -103,45 +57,11 @@ impl ExecutionIndexes {
     /// decoded) and reads the unfinished records' states.
     pub(super) fn load(tree: &sled::Tree) -> Result<Self, StoreError> {
         let mut counts = Counts::default();
-        for entry in tree.range([SCRIPT_INDEX]..[SCRIPT_INDEX + 1]) {
-            let (key, _) = entry.map_err(backend)?;
-            if let Some(name) = index_name(&key) {
-                let script = (!name.is_empty()).then(|| String::from_utf8_lossy(name).into());
-                *counts.index.script.entry(script).or_default() += 1;
-            }
-        }
-        for entry in tree.range([ORG_INDEX]..[ORG_INDEX + 1]) {
-            let (key, _) = entry.map_err(backend)?;
-            if let Some(org) = index_name(&key) {
-                *counts
-                    .index
-                    .org
-                    .entry(String::from_utf8_lossy(org).into_owned())
-                    .or_default() += 1;
-            }
-        }
-        for entry in tree.range([STATUS_INDEX]..[STATUS_INDEX + 1]) {
-            let (key, _) = entry.map_err(backend)?;
-            let status = index_name(&key).and_then(|name| {
-                ExecutionStatus::ALL
-                    .into_iter()
-                    .find(|s| s.as_str().as_bytes() == name)
-            });
-            if let Some(status) = status {
-                *counts.index.status.entry(status).or_default() += 1;
-            }
-        }
-        for entry in tree.range([LIVE_INDEX]..[LIVE_INDEX + 1]) {
-            let (key, _) = entry.map_err(backend)?;
-            let id = &key[1..];
-            let record = tree.get(id).map_err(backend)?;
-            if let Some(Indexed { status, .. }) = record.and_then(|b| decode(&b).ok()) {
-                *counts.index.status.entry(status).or_default() += 1;
-                counts
-                    .live
-                    .insert(String::from_utf8_lossy(id).into_owned(), status);
-            }
-        }
+        let live = &mut counts.live;
+        execution_keys::count_entries(tree, &mut counts.index, |id, indexed| {
+            let Indexed { status, org, .. } = indexed;
+            live.insert(id, Live { status, org });
+        })?;
         Ok(Self {
             locks: std::array::from_fn(|_| Mutex::new(())),
             counts: Mutex::new(counts),
@@ -161,13 +81,6 @@ impl ExecutionIndexes {
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// The script or status an index key names: between its tag and the
-/// `0x00` before the id.
-fn index_name(key: &[u8]) -> Option<&[u8]> {
-    let end = key.len().checked_sub(ID_LEN + 1)?;
-    (end >= 1 && key[end] == 0).then(|| &key[1..end])
 }
 
 impl SledStore {
@@ -206,52 +119,6 @@ impl SledStore {
     }
 }
 
-/// Writes the index entries of every record: what the executions tree of
-/// schema version 2 lacks. Safe to run twice.
-pub(super) fn index_all(tree: &sled::Tree) -> Result<(), StoreError> {
-    for entry in tree.range(FIRST_ID..PAST_IDS) {
-        let (id, bytes) = entry.map_err(backend)?;
-        let Ok(indexed) = decode::<Indexed>(&bytes) else {
-            tracing::error!(id = %String::from_utf8_lossy(&id), "an unreadable execution is left out of the indexes");
-            continue;
-        };
-        for key in keys(&indexed, &String::from_utf8_lossy(&id)) {
-            tree.insert(key, &[]).map_err(backend)?;
-        }
-    }
-    Ok(())
-}
-
-/// Drops the index entries whose record is gone or says otherwise: what a
-/// crash between a record's write and its entries' can leave. Reads every
-/// entry (keys) and its record, so `open` runs it only after a crash.
-pub(super) fn repair(tree: &sled::Tree) -> Result<usize, StoreError> {
-    let mut dropped = 0;
-    for entry in tree.range([SCRIPT_INDEX]..[ORG_INDEX + 1]) {
-        let (key, _) = entry.map_err(backend)?;
-        if key.len() < ID_LEN + 1 {
-            continue;
-        }
-        let name = index_name(&key).unwrap_or_default();
-        let id = &key[key.len() - ID_LEN..];
-        let record = match tree.get(id).map_err(backend)? {
-            Some(bytes) => decode::<Indexed>(&bytes).ok(),
-            None => None,
-        };
-        let holds = record.is_some_and(|r| match key[0] {
-            SCRIPT_INDEX => r.script_slot().as_deref().unwrap_or("").as_bytes() == name,
-            STATUS_INDEX => r.status.as_str().as_bytes() == name,
-            ORG_INDEX => r.org.as_deref().unwrap_or("").as_bytes() == name,
-            _ => !r.status.is_final(),
-        });
-        if !holds {
-            tree.remove(&key).map_err(backend)?;
-            dropped += 1;
-        }
-    }
-    Ok(dropped)
-}
-
 impl SledStore {
     /// Writes every held execution (the store is closing: what is still
     /// queued runs after the next start).
@@ -264,7 +131,12 @@ impl SledStore {
     /// [`Self::put_now`] with the id's lock held.
     fn put_locked(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let id = execution.id.as_str();
-        let known = self.execution_indexes.counts().live.get(id).copied();
+        let known = self
+            .execution_indexes
+            .counts()
+            .live
+            .get(id)
+            .map(|live| live.status);
         // What the stored record keeps apart: an unfinished one only its
         // code, which no write of it changes.
         let mut kept_apart = Apart::new();
@@ -414,7 +286,11 @@ impl SledStore {
         if after.status.is_final() {
             counts.live.remove(id);
         } else {
-            counts.live.insert(id.to_owned(), after.status);
+            let live = Live {
+                status: after.status,
+                org: after.org.clone(),
+            };
+            counts.live.insert(id.to_owned(), live);
         }
     }
 }
@@ -484,38 +360,66 @@ impl ExecutionStore for SledStore {
             ExecutionIndex::Status(status) => record.status == *status,
             ExecutionIndex::Org(org) => record.org() == org,
         };
-        // Held records have no entries: they join the walk in id order.
-        let mut held = self.execution_indexes.held.matching(|r| {
-            selects(r) && (low.as_slice()..high.as_slice()).contains(&r.id.as_bytes())
-        });
+        // Held records have no entries: they join the walk in id order, as
+        // do another organization's unfinished ones.
+        let in_bounds = |id: &str| (low.as_slice()..high.as_slice()).contains(&id.as_bytes());
+        let mut held = self
+            .execution_indexes
+            .held
+            .matching(|r| selects(r) && in_bounds(&r.id));
+        let source = {
+            let counts = self.execution_indexes.counts();
+            if let ExecutionIndex::Org(org) = &walk.index
+                && org != DEFAULT_ORG
+            {
+                held.extend(
+                    counts
+                        .live
+                        .iter()
+                        .filter(|(id, live)| live.org.as_ref() == Some(org) && in_bounds(id))
+                        .map(|(id, _)| id.clone()),
+                );
+                held.sort_unstable();
+                held.dedup();
+            }
+            execution_keys::source(&walk.index, counts.index.org.keys().map(String::as_str))
+        };
         if !walk.newest_first {
             held.reverse();
         }
-        let prefix = prefix(&walk.index);
-        let range = self
-            .executions
-            .range([&prefix[..], &low].concat()..[&prefix[..], &high].concat());
-        let entries: Box<dyn Iterator<Item = _>> = if walk.newest_first {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
-        for entry in entries {
-            let (key, value) = entry.map_err(backend)?;
-            let read = if prefix.is_empty() {
-                self.read_execution(&value)?
-            } else {
-                None
+        // Each id, with its record's bytes when the walk reads the records.
+        let found: Box<dyn Iterator<Item = Result<(Vec<u8>, Option<sled::IVec>), StoreError>>> =
+            match source {
+                Source::Records => {
+                    let range = self.executions.range(low.clone()..high.clone());
+                    let range: Box<dyn Iterator<Item = _>> = if walk.newest_first {
+                        Box::new(range.rev())
+                    } else {
+                        Box::new(range)
+                    };
+                    Box::new(range.map(|entry| {
+                        let (key, value) = entry.map_err(backend)?;
+                        Ok((key.to_vec(), Some(value)))
+                    }))
+                }
+                Source::Entries(prefixes) => Box::new(
+                    MergedIds::new(&self.executions, &prefixes, &low, &high, walk.newest_first)
+                        .map(|id| id.map(|id| (id, None))),
+                ),
+            };
+        for entry in found {
+            let (id, value) = entry?;
+            let read = match value {
+                Some(bytes) => self.read_execution(&bytes)?,
+                None => None,
             };
             let record = match read {
                 Some(record) => record,
                 // Through an index entry, or changed since the walk read it.
-                None => {
-                    match self.stored_execution(&String::from_utf8_lossy(&key[prefix.len()..]))? {
-                        Some(record) => record,
-                        None => continue,
-                    }
-                }
+                None => match self.stored_execution(&String::from_utf8_lossy(&id))? {
+                    Some(record) => record,
+                    None => continue,
+                },
             };
             // An entry a crash left, until `open` drops it, is skipped.
             if !selects(&record) {
@@ -1080,8 +984,174 @@ mod tests {
             [mine.as_str()]
         );
         // A crash's repair keeps them.
-        assert_eq!(repair(&store.executions).unwrap(), 0);
+        assert_eq!(execution_keys::repair(&store.executions).unwrap(), 0);
         store.delete_execution(&theirs).await.unwrap();
         assert_eq!(store.executions_per_script(), [(None, 1)]);
+    }
+
+    /// Index entries of `id` (keys below the records that end in it).
+    fn entries_of(store: &SledStore, id: &str) -> Vec<Vec<u8>> {
+        store
+            .executions
+            .range(..FIRST_ID)
+            .keys()
+            .map(|key| key.unwrap().to_vec())
+            .filter(|key| key.ends_with(id.as_bytes()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_organization_s_walks_merge_its_final_states_and_its_unfinished_runs() {
+        use ExecutionStatus::{Completed, Failed, Queued, Running};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let id = |n: u64| id_at(1_000 * n, 0);
+        let in_acme = |n, status| {
+            let mut record = execution(&id(n), Some("s"), status);
+            record.org = Some("acme".into());
+            record
+        };
+        // acme: 1 completed, 3 queued (written), 4 running (held), 6 failed;
+        // the default organization: 2 completed, 5 failed.
+        store.put_execution(&in_acme(1, Completed)).await.unwrap();
+        store
+            .put_execution(&execution(&id(2), Some("d"), Completed))
+            .await
+            .unwrap();
+        store.put_execution(&in_acme(3, Queued)).await.unwrap();
+        store.hold_execution(&in_acme(4, Queued)).await.unwrap();
+        store.put_execution(&in_acme(4, Running)).await.unwrap();
+        store
+            .put_execution(&execution(&id(5), Some("d"), Failed))
+            .await
+            .unwrap();
+        store.put_execution(&in_acme(6, Failed)).await.unwrap();
+
+        async fn check(store: &SledStore, id: impl Fn(u64) -> String) {
+            let ns = |ns: &[u64]| ns.iter().map(|n| id(*n)).collect::<Vec<_>>();
+            let acme = ExecutionIndex::Org("acme".into());
+            let mut walk = ExecutionWalk::new(acme.clone(), true);
+            assert_eq!(ids(store, &walk).await, ns(&[6, 4, 3, 1]));
+            walk.newest_first = false;
+            assert_eq!(ids(store, &walk).await, ns(&[1, 3, 4, 6]));
+            walk.newest_first = true;
+            walk.after = Some(id(4));
+            assert_eq!(ids(store, &walk).await, ns(&[3, 1]));
+            walk.after = None;
+            walk.created_from_ms = Some(2_000);
+            walk.created_until_ms = Some(5_000);
+            assert_eq!(ids(store, &walk).await, ns(&[4, 3]));
+            let status = |status, newest_first| {
+                ExecutionWalk::new(ExecutionIndex::Status(status), newest_first)
+            };
+            assert_eq!(ids(store, &status(Completed, true)).await, ns(&[2, 1]));
+            assert_eq!(ids(store, &status(Failed, false)).await, ns(&[5, 6]));
+            let default = ExecutionWalk::new(ExecutionIndex::Org(DEFAULT_ORG.into()), true);
+            assert_eq!(ids(store, &default).await, ns(&[5, 2]));
+            assert_eq!(store.count_executions(&acme), 4);
+            assert_eq!(store.count_executions(&default.index), 2);
+            assert_eq!(
+                store.count_executions(&ExecutionIndex::Status(Completed)),
+                2
+            );
+            assert_eq!(store.count_executions(&ExecutionIndex::Status(Failed)), 2);
+        }
+        check(&store, id).await;
+        // Two entries each, in either organization; none while held.
+        for n in [1, 2, 3, 5, 6] {
+            assert_eq!(entries_of(&store, &id(n)).len(), 2, "{n}");
+        }
+        assert!(entries_of(&store, &id(4)).is_empty());
+
+        // The counters and the unfinished are read back on open.
+        store.close().await.unwrap();
+        drop(store);
+        let store = reopen(dir.path()).unwrap();
+        check(&store, id).await;
+
+        // A run that ends leaves memory and is found through its final entry.
+        store.put_execution(&in_acme(3, Completed)).await.unwrap();
+        let completed = ExecutionWalk::new(ExecutionIndex::Status(Completed), true);
+        assert_eq!(ids(&store, &completed).await, [id(3), id(2), id(1)]);
+        let acme = ExecutionWalk::new(ExecutionIndex::Org("acme".into()), true);
+        assert_eq!(ids(&store, &acme).await, [id(6), id(4), id(3), id(1)]);
+        store.delete_execution(&id(1)).await.unwrap();
+        assert_eq!(ids(&store, &acme).await, [id(6), id(4), id(3)]);
+        assert_eq!(store.count_executions(&acme.index), 3);
+        assert!(entries_of(&store, &id(1)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_schema_6_store_s_organization_entries_are_folded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (done, queued, mine) = (id_at(1_000, 0), id_at(2_000, 0), id_at(3_000, 0));
+        {
+            let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+            let mut failed = execution(&done, Some("s"), ExecutionStatus::Failed);
+            failed.org = Some("acme".into());
+            let mut waiting = execution(&queued, None, ExecutionStatus::Queued);
+            waiting.org = Some("acme".into());
+            let completed = execution(&mine, Some("t"), ExecutionStatus::Completed);
+            for record in [&failed, &waiting, &completed] {
+                store
+                    .executions
+                    .insert(record.id.as_bytes(), encode(record).unwrap())
+                    .unwrap();
+            }
+            // Schema 6's entries, byte for byte.
+            let entries: [(&[u8], &str); 8] = [
+                (b"\x01s\x00", &done),
+                (b"\x02failed\x00", &done),
+                (b"\x04acme\x00", &done),
+                (b"\x01~acme\x00", &queued),
+                (b"\x03", &queued),
+                (b"\x04acme\x00", &queued),
+                (b"\x01t\x00", &mine),
+                (b"\x02completed\x00", &mine),
+            ];
+            for (prefix, id) in entries {
+                store
+                    .executions
+                    .insert([prefix, id.as_bytes()].concat(), &[])
+                    .unwrap();
+            }
+            store
+                .db
+                .open_tree("meta")
+                .unwrap()
+                .insert("schema_version", encode(&6u32).unwrap())
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        for open in ["migrating", "migrated already"] {
+            let store = reopen(dir.path()).unwrap();
+            let walk = async |index| ids(&store, &ExecutionWalk::new(index, true)).await;
+            let acme = ExecutionIndex::Org("acme".into());
+            assert_eq!(
+                walk(acme.clone()).await,
+                [queued.as_str(), done.as_str()],
+                "{open}"
+            );
+            assert_eq!(
+                walk(ExecutionIndex::Status(ExecutionStatus::Failed)).await,
+                [done.as_str()]
+            );
+            assert_eq!(
+                walk(ExecutionIndex::Status(ExecutionStatus::Completed)).await,
+                [mine.as_str()]
+            );
+            assert_eq!(
+                walk(ExecutionIndex::Org(DEFAULT_ORG.into())).await,
+                [mine.as_str()]
+            );
+            assert_eq!(store.count_executions(&acme), 2);
+            assert_eq!(store.count_executions(&ExecutionIndex::All), 3);
+            for id in [&done, &queued, &mine] {
+                let entries = entries_of(&store, id);
+                assert_eq!(entries.len(), 2, "{open}: {entries:?}");
+                assert!(entries.iter().all(|key| key[0] != 4));
+            }
+            store.close().await.unwrap();
+        }
     }
 }

@@ -83,7 +83,7 @@ fn merge_into(tree: &sled::Tree, changes: HashMap<Key, UsageRollup>) -> Result<u
 /// of schema 3, which had no rollups, needs once.
 pub(super) fn rollup_all(executions: &sled::Tree, usage: &sled::Tree) -> Result<(), StoreError> {
     let pending = PendingUsage::default();
-    for entry in executions.range(super::executions::RECORDS) {
+    for entry in executions.range(super::execution_keys::RECORDS) {
         let (_, bytes) = entry.map_err(backend)?;
         if let Ok(record) = decode::<ExecutionRecord>(&bytes)
             && record.status.is_final()
