@@ -231,6 +231,12 @@ impl Iterator for MergedIds {
     }
 }
 
+/// The bytes between an entry's tag and the `0x00` before its id.
+fn names(key: &[u8]) -> Option<&[u8]> {
+    let end = key.len().checked_sub(ID_LEN + 1)?;
+    (end >= 1 && key[end] == 0).then(|| &key[1..end])
+}
+
 fn status_named(name: &[u8]) -> Option<ExecutionStatus> {
     ExecutionStatus::ALL
         .into_iter()
@@ -245,21 +251,16 @@ pub(super) fn count_entries(
     counts: &mut IndexCounts,
     mut live: impl FnMut(String, Indexed),
 ) -> Result<(), StoreError> {
-    // The bytes between an entry's tag and the `0x00` before its id.
-    let names = |key: &[u8]| -> Option<Vec<u8>> {
-        let end = key.len().checked_sub(ID_LEN + 1)?;
-        (end >= 1 && key[end] == 0).then(|| key[1..end].to_vec())
-    };
     for entry in tree.range([SCRIPT_INDEX]..[SCRIPT_INDEX + 1]) {
         let (key, _) = entry.map_err(backend)?;
         if let Some(name) = names(&key) {
-            let script = (!name.is_empty()).then(|| String::from_utf8_lossy(&name).into());
+            let script = (!name.is_empty()).then(|| String::from_utf8_lossy(name).into());
             *counts.script.entry(script).or_default() += 1;
         }
     }
     for entry in tree.range([STATUS_INDEX]..[STATUS_INDEX + 1]) {
         let (key, _) = entry.map_err(backend)?;
-        if let Some(status) = names(&key).and_then(|name| status_named(&name)) {
+        if let Some(status) = names(&key).and_then(status_named) {
             *counts.status.entry(status).or_default() += 1;
         }
     }

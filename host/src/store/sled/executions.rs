@@ -286,11 +286,17 @@ impl SledStore {
         if after.status.is_final() {
             counts.live.remove(id);
         } else {
-            let live = Live {
-                status: after.status,
-                org: after.org.clone(),
-            };
-            counts.live.insert(id.to_owned(), live);
+            // A run already known only changes state: no allocation.
+            match counts.live.get_mut(id) {
+                Some(live) => live.status = after.status,
+                None => {
+                    let live = Live {
+                        status: after.status,
+                        org: after.org.clone(),
+                    };
+                    counts.live.insert(id.to_owned(), live);
+                }
+            }
         }
     }
 }
@@ -391,7 +397,7 @@ impl ExecutionStore for SledStore {
         let found: Box<dyn Iterator<Item = Result<(Vec<u8>, Option<sled::IVec>), StoreError>>> =
             match source {
                 Source::Records => {
-                    let range = self.executions.range(low.clone()..high.clone());
+                    let range = self.executions.range(low.as_slice()..high.as_slice());
                     let range: Box<dyn Iterator<Item = _>> = if walk.newest_first {
                         Box::new(range.rev())
                     } else {
@@ -983,8 +989,23 @@ mod tests {
             walk(ExecutionIndex::Org(DEFAULT_ORG.into())).await,
             [mine.as_str()]
         );
-        // A crash's repair keeps them.
+        // A crash's repair keeps them, and drops a stale entry of theirs
+        // (under a state the record left), which walks skip until then.
         assert_eq!(execution_keys::repair(&store.executions).unwrap(), 0);
+        let stale = keys(
+            &Indexed {
+                org: Some("acme".into()),
+                script_id: None,
+                status: ExecutionStatus::Failed,
+            },
+            &theirs,
+        );
+        store.executions.insert(&stale[1], &[]).unwrap();
+        assert_eq!(
+            walk(ExecutionIndex::Org("acme".into())).await,
+            [theirs.as_str()]
+        );
+        assert_eq!(execution_keys::repair(&store.executions).unwrap(), 1);
         store.delete_execution(&theirs).await.unwrap();
         assert_eq!(store.executions_per_script(), [(None, 1)]);
     }
