@@ -40,12 +40,12 @@ impl Execute for Worker {
     async fn execute(&self, id: &str) {
         let settled = match self.try_execute(id).await {
             Ok(Some(record)) => {
-                // The flush runs while this worker takes its next execution,
-                // so one flush covers what every worker finished meanwhile;
+                // The sync runs while this worker takes its next execution,
+                // so one sync covers what every worker finished meanwhile;
                 // waiters hear of the record only once it is on disk.
                 let (store, jobs, id) = (self.store.clone(), self.jobs.clone(), id.to_string());
                 tokio::spawn(async move {
-                    let settled = match store.flush().await {
+                    let settled = match store.flush_finals().await {
                         Ok(()) => Settled::Flushed(Arc::new(record)),
                         Err(e) => lost(&id, &e),
                     };

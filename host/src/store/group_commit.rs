@@ -7,6 +7,10 @@
 //! workaround: sled 0.34's `flush_async` runs on its own small thread pool,
 //! and enough concurrent calls park every pool thread waiting for a log write
 //! queued behind them, which never runs.
+//!
+//! Each flush first notes in the store how far the journal of final records
+//! (`journal.rs`) was appended: once the flush returns, those entries are in
+//! sled on disk, and the next open replays only what came after.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 use super::disk_sync::{DiskSync, FileSyncer};
+use super::journal::Journal;
 use super::{StoreError, SyncStats};
 
 /// What has been made durable: every request numbered up to `done`, and
@@ -33,8 +38,14 @@ struct Requests {
     flushing: bool,
 }
 
+/// The `meta` key of the journal's seq that the last flush covered.
+pub const JOURNAL_COVERED: &str = "journal_covered";
+
 pub struct GroupCommit {
     db: sled::Db,
+    /// Where [`JOURNAL_COVERED`] is kept.
+    meta: sled::Tree,
+    journal: Arc<Journal>,
     /// Locked by one flush at a time: start-up's, then the flusher task's.
     disk: Mutex<DiskSync>,
     syncs: AtomicU64,
@@ -44,17 +55,24 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// `dir` is where `db` was opened; `syncer` makes its files durable.
+    /// `dir` is where `db` was opened; `syncer` makes its files durable;
+    /// each flush covers `journal` as far as it was appended.
     pub fn new(
         db: sled::Db,
         dir: &Path,
         syncer: Arc<dyn FileSyncer>,
+        journal: Arc<Journal>,
     ) -> Result<Arc<Self>, StoreError> {
+        let meta = db
+            .open_tree("meta")
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         let disk = DiskSync::open(dir, syncer).map_err(|e| {
             StoreError::Backend(format!("cannot open the store's files for syncing: {e}"))
         })?;
         Ok(Arc::new(Self {
             db,
+            meta,
+            journal,
             disk: Mutex::new(disk),
             syncs: AtomicU64::new(0),
             blob_files: AtomicU64::new(0),
@@ -66,6 +84,13 @@ impl GroupCommit {
     /// A flush on the calling thread (start-up, and the flusher's blocking
     /// task): sled's, then the files it left unsynced.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        // Every entry up to here was appended after its writes to sled.
+        let covers = self.journal.appended();
+        if covers > self.journal.covered() {
+            self.meta
+                .insert(JOURNAL_COVERED, &covers.to_be_bytes())
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+        }
         self.db
             .flush()
             .map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -75,12 +100,22 @@ impl GroupCommit {
             .unwrap_or_else(PoisonError::into_inner)
             .sync()
             .map_err(|e| StoreError::Backend(format!("cannot sync the store's files: {e}")))?;
+        self.journal.cover(covers);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.blob_files.fetch_add(
             u64::try_from(blob_files).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
         Ok(())
+    }
+
+    /// The journal's seq the store last covered, as read at open.
+    pub fn covered_at_open(meta: &sled::Tree) -> Result<u64, StoreError> {
+        Ok(meta
+            .get(JOURNAL_COVERED)
+            .map_err(|e| StoreError::Backend(e.to_string()))?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     pub fn stats(&self) -> SyncStats {
@@ -143,12 +178,33 @@ impl GroupCommit {
 mod tests {
     use super::*;
 
+    fn commit_of(db: &sled::Db, dir: &Path) -> Arc<GroupCommit> {
+        let syncer: Arc<dyn FileSyncer> = Arc::new(crate::store::Fsync);
+        let (journal, _) = Journal::open(dir, syncer.clone(), 0).unwrap();
+        GroupCommit::new(db.clone(), dir, syncer, journal).unwrap()
+    }
+
+    /// A flush notes how far the journal was appended, and covers it.
+    #[tokio::test]
+    async fn a_flush_covers_the_journal_as_far_as_it_was_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let syncer: Arc<dyn FileSyncer> = Arc::new(crate::store::Fsync);
+        let (journal, _) = Journal::open(dir.path(), syncer.clone(), 0).unwrap();
+        let commit = GroupCommit::new(db.clone(), dir.path(), syncer, journal.clone()).unwrap();
+        journal.append(b"one");
+        journal.append(b"two");
+        commit.flush().await.unwrap();
+        assert_eq!(journal.covered(), 2);
+        let meta = db.open_tree("meta").unwrap();
+        assert_eq!(GroupCommit::covered_at_open(&meta).unwrap(), 2);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_concurrent_callers_all_return_and_their_writes_are_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let commit =
-            GroupCommit::new(db.clone(), dir.path(), Arc::new(crate::store::Fsync)).unwrap();
+        let commit = commit_of(&db, dir.path());
         let tasks: Vec<_> = (0..200u32)
             .map(|i| {
                 let (db, commit) = (db.clone(), commit.clone());
@@ -181,8 +237,7 @@ mod tests {
     async fn a_failed_sync_fails_the_flush_and_the_next_one_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let commit =
-            GroupCommit::new(db.clone(), dir.path(), Arc::new(crate::store::Fsync)).unwrap();
+        let commit = commit_of(&db, dir.path());
         // The first sync lists the blob directory: take it away for a moment.
         let (blobs, aside) = (dir.path().join("blobs"), dir.path().join("aside"));
         std::fs::rename(&blobs, &aside).unwrap();

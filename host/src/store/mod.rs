@@ -11,6 +11,7 @@ pub mod executions;
 mod group_commit;
 mod held;
 pub mod idempotency;
+mod journal;
 pub mod orgs;
 mod pending_usage;
 mod postgres;
@@ -56,7 +57,9 @@ pub use self::sled::SledStore;
 /// 6 → 7: an execution of an organization but the default has two index
 /// entries, as the default's do, not three: its final state's entry names
 /// its organization (`sled/execution_keys.rs`); migrated in place.
-pub const SCHEMA_VERSION: u32 = 7;
+/// 7 → 8: final records are journaled (`journal.rs`) and sled is flushed
+/// in the background: version 7 would not replay the journal after a crash.
+pub const SCHEMA_VERSION: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -132,6 +135,13 @@ pub trait Store:
     /// Makes every change so far durable (a sled flush and a sync of its
     /// files: see `group_commit`). Concurrent callers share one.
     fn flush(&self) -> FlushFuture<'_>;
+    /// Makes every final execution record stored so far durable, with the
+    /// webhook deliveries stored with it; other changes may follow later.
+    /// What an answer that reports a run's end waits for. sled's is its
+    /// journal's sync (`journal.rs`); by default, [`Self::flush`].
+    fn flush_finals(&self) -> FlushFuture<'_> {
+        self.flush()
+    }
     /// What the flushes have done since the store was opened.
     fn sync_stats(&self) -> SyncStats;
     /// How many records the families that grow with use hold, from

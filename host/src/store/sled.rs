@@ -6,6 +6,7 @@ mod contents;
 mod execution_keys;
 mod executions;
 mod idempotency;
+mod journaled;
 mod orgs;
 mod schedules;
 mod script_data;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use super::disk_sync::FileSyncer;
 use super::executions::ExecutionStore as _;
 use super::group_commit::GroupCommit;
+use super::journal::Journal;
 use super::{
     FlushFuture, RecordCounts, SCHEMA_VERSION, ScriptRecord, Store, StoreError, SyncStats,
 };
@@ -86,6 +88,9 @@ pub struct SledStore {
     /// them leaves at most a stale name, which `open` repairs.
     script_writes: Mutex<()>,
     commit: Arc<GroupCommit>,
+    /// Final records, synced before the answers that report them
+    /// (`sled/journaled.rs`).
+    journal: Arc<Journal>,
 }
 
 /// Removes the entries of a name index (`name → id`) whose record in
@@ -360,6 +365,10 @@ impl SledStore {
                 );
             }
         }
+        let (journal, journaled) =
+            Journal::open(dir, syncer.clone(), GroupCommit::covered_at_open(&meta)?).map_err(
+                |e| StoreError::Backend(format!("cannot open the store's journal: {e}")),
+            )?;
         let counted = Counted::load(&audit, &deliveries, &usage_tree)?;
         let store = Self {
             counted,
@@ -393,7 +402,8 @@ impl SledStore {
             kv_writes: Mutex::new(()),
             outbox_writes: Mutex::new(()),
             script_writes: Mutex::new(()),
-            commit: GroupCommit::new(db.clone(), dir, syncer)?,
+            commit: GroupCommit::new(db.clone(), dir, syncer, journal.clone())?,
+            journal,
             db,
         };
         if found < 2 {
@@ -407,6 +417,13 @@ impl SledStore {
         meta.insert("schema_version", encode(&SCHEMA_VERSION)?)
             .map_err(backend)?;
         store.repair_names()?;
+        let replayed = store.replay_journal(journaled)?;
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                "final records and webhook deliveries written again from the journal"
+            );
+        }
         store.commit.flush_blocking()?;
         Ok(store)
     }
@@ -529,6 +546,10 @@ impl Store for SledStore {
             self.write_usage()?;
             self.commit.flush().await
         })
+    }
+
+    fn flush_finals(&self) -> FlushFuture<'_> {
+        self.sync_finals()
     }
 
     fn sync_stats(&self) -> SyncStats {

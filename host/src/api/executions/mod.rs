@@ -179,16 +179,19 @@ async fn durable_before_reporting<'a>(
     state: &AppState,
     records: impl IntoIterator<Item = &'a ExecutionRecord>,
 ) -> Result<(), ApiError> {
-    let mut flush = false;
+    let (mut kept, mut settling) = (false, false);
     for record in records {
         if !record.status.is_final() {
             state.store.keep_execution(&record.id).await?;
-            flush = true;
+            kept = true;
         }
-        flush |= state.jobs.is_settling(&record.id);
+        settling |= state.jobs.is_settling(&record.id);
     }
-    if flush {
+    if kept {
         state.store.flush().await?;
+    } else if settling {
+        // Final, and stored: the sync its worker awaits is enough.
+        state.store.flush_finals().await?;
     }
     Ok(())
 }

@@ -125,10 +125,22 @@ impl SledStore {
     /// [`ExecutionStore::put_execution`], callable where nothing is awaited.
     fn put_now(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let _writing = self.execution_indexes.lock(&execution.id);
+        let entry = execution.status.is_final().then(|| self.journal.reserve());
+        self.put_locked(execution)?;
+        if let Some(entry) = entry {
+            self.journal_final(entry, execution);
+        }
+        Ok(())
+    }
+
+    /// A final record the journal kept and sled lost, written again at
+    /// open (not journaled again: the open's flush covers it).
+    pub(super) fn put_replayed(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        let _writing = self.execution_indexes.lock(&execution.id);
         self.put_locked(execution)
     }
 
-    /// [`Self::put_now`] with the id's lock held.
+    /// [`Self::put_now`] with the id's lock held, not journaled.
     fn put_locked(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let id = execution.id.as_str();
         let known = self
@@ -469,7 +481,11 @@ impl ExecutionStore for SledStore {
         let Some(next) = current.as_ref().and_then(change) else {
             return Ok(None);
         };
+        let entry = next.status.is_final().then(|| self.journal.reserve());
         self.put_locked(&next)?;
+        if let Some(entry) = entry {
+            self.journal_final(entry, &next);
+        }
         Ok(Some(next))
     }
 
@@ -509,10 +525,12 @@ impl ExecutionStore for SledStore {
                 .await?
                 .is_some(),
         };
-        if written {
+        if written && !outbox.is_empty() {
+            let entry = self.journal.reserve();
             for delivery in outbox {
                 self.put_delivery(delivery).await?;
             }
+            self.journal_deliveries(entry, outbox);
         }
         Ok(written)
     }

@@ -94,6 +94,25 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Puts `delivery` in the outbox unless it is there (a replay of the
+    /// journal); whether it was put.
+    pub(super) fn put_delivery_if_missing(
+        &self,
+        delivery: &DeliveryRecord,
+    ) -> Result<bool, StoreError> {
+        let _writing = self
+            .outbox_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.outbox_entry(&delivery.id)?.is_some() {
+            return Ok(false);
+        }
+        self.put_delivery_over(delivery, None)?;
+        Ok(true)
+    }
+}
+
 #[async_trait::async_trait]
 impl WebhookStore for SledStore {
     async fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {

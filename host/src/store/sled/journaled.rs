@@ -1,0 +1,204 @@
+//! Final records through the journal (`store/journal.rs`): each write of a
+//! final record, and each set of webhook deliveries an end stores, is
+//! appended to it after its writes to sled; an answer waits for the
+//! journal's sync, not for a flush of sled. `open` replays the entries past
+//! what the last full flush covered: a record sled lost is written again
+//! (its usage rollups and counts with it), a delivery the outbox lost is
+//! put back. Replaying twice changes nothing.
+//!
+//! What a replay cannot tell: a record deleted within the second between
+//! its end and the next full flush, by retention's sweeper (which does not
+//! flush), comes back after a crash, and is swept again. A delete through
+//! the API flushes before it answers, so it stays.
+
+use serde::{Deserialize, Serialize};
+
+use super::{SledStore, backend, decode};
+use crate::store::executions::Indexed;
+use crate::store::journal::{Found, Reserved, Synced};
+use crate::store::webhooks::DeliveryRecord;
+use crate::store::{ExecutionRecord, FlushFuture, Store as _, StoreError};
+
+#[derive(Serialize)]
+enum EntryRef<'a> {
+    Final(&'a ExecutionRecord),
+    Deliveries(&'a [DeliveryRecord]),
+}
+
+#[derive(Deserialize)]
+enum Entry {
+    Final(Box<ExecutionRecord>),
+    Deliveries(Vec<DeliveryRecord>),
+}
+
+fn fill(entry: Reserved<'_>, payload: &EntryRef<'_>) {
+    match serde_json::to_vec(payload) {
+        Ok(payload) => entry.fill(Some(&payload)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot journal a final record; flushing the store instead");
+            entry.fill(None);
+        }
+    }
+}
+
+impl SledStore {
+    /// Journals a final record just written under `entry`.
+    pub(super) fn journal_final(&self, entry: Reserved<'_>, record: &ExecutionRecord) {
+        fill(entry, &EntryRef::Final(record));
+    }
+
+    /// Journals the deliveries an end just stored under `entry`.
+    pub(super) fn journal_deliveries(&self, entry: Reserved<'_>, deliveries: &[DeliveryRecord]) {
+        fill(entry, &EntryRef::Deliveries(deliveries));
+    }
+
+    /// [`crate::store::Store::flush_finals`]: the journal's sync, and now
+    /// and then a full flush started in the background, so the journal's
+    /// files are free again before they fill.
+    pub(super) fn sync_finals(&self) -> FlushFuture<'_> {
+        Box::pin(async move {
+            if self.journal.sync().await? == Synced::NeedsFlush {
+                return self.flush().await;
+            }
+            if self.journal.checkpoint_due() {
+                if let Err(e) = self.write_usage() {
+                    tracing::error!(error = %e, "cannot write the usage rollups");
+                }
+                let (commit, journal) = (self.commit.clone(), self.journal.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = commit.flush().await {
+                        tracing::error!(error = %e, "the store's background flush failed");
+                    }
+                    journal.checkpoint_done();
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Applies what `open` found in the journal, in order; how many
+    /// records and deliveries were written again.
+    pub(super) fn replay_journal(&self, found: Vec<Found>) -> Result<usize, StoreError> {
+        let mut applied = 0;
+        for Found { seq, payload } in found {
+            let entry: Entry = serde_json::from_slice(&payload)
+                .map_err(|e| StoreError::Corrupt(format!("journal entry {seq}: {e}")))?;
+            match entry {
+                Entry::Final(record) => {
+                    let stored_final = match self.executions.get(&record.id).map_err(backend)? {
+                        Some(bytes) => decode::<Indexed>(&bytes).is_ok_and(|i| i.status.is_final()),
+                        None => false,
+                    };
+                    if !stored_final {
+                        self.put_replayed(&record)?;
+                        applied += 1;
+                    }
+                }
+                Entry::Deliveries(deliveries) => {
+                    for delivery in &deliveries {
+                        if self.put_delivery_if_missing(delivery)? {
+                            applied += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::TEST_CACHE_BYTES;
+    use super::*;
+    use crate::store::executions::ExecutionStore;
+    use crate::store::testing::{execution, id_at};
+    use crate::store::webhooks::WebhookStore;
+    use crate::store::{ExecutionStatus, Store};
+
+    fn delivery(id: &str) -> DeliveryRecord {
+        DeliveryRecord {
+            id: id.into(),
+            webhook_id: "w1".into(),
+            msg_id: format!("msg_{id}"),
+            event_type: "execution.completed".into(),
+            body: "{}".into(),
+            created_ms: 1,
+            attempts: 0,
+            next_attempt_ms: 1,
+        }
+    }
+
+    /// What sled lost and the journal kept comes back at open: a store
+    /// is opened on an empty sled beside another store's journal, as a
+    /// crash that lost all of sled's unflushed writes would leave it.
+    #[tokio::test]
+    async fn final_records_and_deliveries_only_in_the_journal_are_written_again_at_open() {
+        let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = SledStore::open(first.path(), TEST_CACHE_BYTES).unwrap();
+        let mut done = execution(&id_at(10, 1), Some("s1"), ExecutionStatus::Completed);
+        done.result = Some(serde_json::json!("kept"));
+        let queued = execution(&id_at(11, 2), Some("s1"), ExecutionStatus::Queued);
+        store.put_execution(&queued).await.unwrap();
+        store
+            .finish_execution(&done, None, &[delivery(&id_at(12, 3))])
+            .await
+            .unwrap();
+        store.flush_finals().await.unwrap();
+        for name in ["journal-0", "journal-1"] {
+            std::fs::copy(first.path().join(name), second.path().join(name)).unwrap();
+        }
+        drop(store);
+        for _ in 0..2 {
+            let store = super::super::tests::reopen(second.path()).unwrap();
+            let read = store.execution(&done.id).await.unwrap().unwrap();
+            assert_eq!(read.result, done.result);
+            assert_eq!(store.record_counts().executions, 1);
+            // Only final records are journaled: a queued one is flushed
+            // before it is answered.
+            assert!(store.execution(&queued.id).await.unwrap().is_none());
+            let outbox = store.pending_deliveries().await.unwrap();
+            assert_eq!(outbox.len(), 1, "{outbox:?}");
+            store.close().await.unwrap();
+        }
+    }
+
+    /// An entry a full flush covered is not applied again: a record
+    /// deleted (and flushed) after it stays deleted.
+    #[tokio::test]
+    async fn entries_a_full_flush_covered_are_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let done = execution(&id_at(10, 1), Some("s1"), ExecutionStatus::Completed);
+        store.finish_execution(&done, None, &[]).await.unwrap();
+        store.flush_finals().await.unwrap();
+        store.delete_execution(&done.id).await.unwrap();
+        store.flush().await.unwrap();
+        drop(store);
+        let store = super::super::tests::reopen(dir.path()).unwrap();
+        assert!(store.execution(&done.id).await.unwrap().is_none());
+    }
+
+    /// A record sled holds final already is left as it is.
+    #[tokio::test]
+    async fn a_record_sled_holds_final_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let done = execution(&id_at(10, 1), Some("s1"), ExecutionStatus::Completed);
+        store.finish_execution(&done, None, &[]).await.unwrap();
+        store.flush_finals().await.unwrap();
+        let found = vec![Found {
+            seq: store.journal.appended() + 1,
+            payload: serde_json::to_vec(&EntryRef::Final(&done)).unwrap(),
+        }];
+        assert_eq!(store.replay_journal(found).unwrap(), 0);
+        let unreadable = vec![Found {
+            seq: 99,
+            payload: b"{}".to_vec(),
+        }];
+        assert!(matches!(
+            store.replay_journal(unreadable),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}
