@@ -22,7 +22,8 @@
 //! quotas), in rounds whose first rotates, printed with the quartiles of
 //! the rounds' ratios and the server's CPU time per request;
 //! `LOAD_ORGS_ONLY=1` stops after it and `LOAD_ORG_CONNECTIONS=32` runs
-//! those rounds at 32 connections only.
+//! those rounds at 32 connections only. `LOAD_HEAD_TO_HEAD_ONLY=1` runs only
+//! the head-to-head below.
 //!
 //! The ratio to `wasmtime serve` comes from a head-to-head at the end:
 //! `LOAD_ROUNDS` (default 3) rounds per connection count, each a phase of
@@ -241,6 +242,7 @@ fn main() {
     let max_requests = env_or("LOAD_MAX_REQUESTS", 50_000u64);
     let rounds = env_or("LOAD_ROUNDS", 3usize).max(1);
     let pause = Duration::from_millis(env_or("LOAD_PAUSE_MS", 1000u64));
+    let head_to_head_only = std::env::var_os("LOAD_HEAD_TO_HEAD_ONLY").is_some();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let data = tempfile::tempdir().unwrap();
     let (kiln_server, base) = start_kiln(&data.path().join("auth"), true);
@@ -330,94 +332,96 @@ fn main() {
 
         println!("| server | connections | requests | errors | req/s | p50 ms | p99 ms |");
         println!("|---|---|---|---|---|---|---|");
-        for connections in CONNECTIONS {
-            let open = load(&kiln_open, connections, seconds, max_requests).await;
-            let open = print("kiln `?wait=true` (JS, auth off)", connections, &open);
-            let report = load(&kiln, connections, seconds, max_requests).await;
-            let rate = print("kiln `?wait=true` (JS, token)", connections, &report);
-            let keyed = load(&kiln_key, connections, seconds, max_requests).await;
-            let keyed = print("kiln `?wait=true` (JS, API key)", connections, &keyed);
-            println!(
-                "| cost of auth + rate limit | {connections} | | | token {:+.1} %, key {:+.1} % | | |",
-                (rate / open - 1.0) * 100.0,
-                (keyed / open - 1.0) * 100.0
-            );
-        }
-        // Organization and quota checks: the token's runs in the default
-        // organization (no quotas) and in the bounded one, alternating
-        // which goes first, the median of the rounds' ratios.
-        // Beside the rate, the server's CPU time per request in each
-        // phase (at 32 connections the server's cores are the bound, so it
-        // is the rate's inverse; at one it is not).
-        let pid = kiln_server.0.id();
-        let columns = [
-            ("default org", &kiln),
-            ("org without quotas", &kiln_plain),
-            ("org with quotas", &kiln_bounded),
-        ];
-        for connections in org_connections() {
-            // Per column but the first, each round's ratio to the first.
-            let mut ratios = vec![(Vec::new(), Vec::new()); columns.len()];
-            for round in 1..=rounds {
-                // Which goes first rotates from round to round.
-                let mut measured = Vec::new();
-                for turn in 0..columns.len() {
-                    let column = (round + turn) % columns.len();
-                    tokio::time::sleep(pause).await;
-                    let before = cpu_seconds(pid);
-                    let report = load(columns[column].1, connections, seconds, max_requests).await;
-                    assert_eq!(report.errors, 0, "a run was refused");
-                    let cpu = (cpu_seconds(pid) - before) / report.requests as f64 * 1e6;
-                    measured.push((column, report.rate(), cpu));
-                }
-                measured.sort_by_key(|(column, ..)| *column);
-                let shown: Vec<String> = measured
-                    .iter()
-                    .map(|(_, rate, cpu)| format!("{rate:.0} ({cpu:.0} µs)"))
-                    .collect();
-                println!(
-                    "| round {round}: req/s (server CPU per request) of {} | {connections} | | | {} | | |",
-                    columns.map(|(name, _)| name).join("; "),
-                    shown.join("; ")
-                );
-                let (_, base_rate, base_cpu) = measured[0];
-                for (column, rate, cpu) in &measured[1..] {
-                    ratios[*column].0.push(rate / base_rate);
-                    ratios[*column].1.push(cpu / base_cpu);
-                }
-            }
-            let percent = |ratio: f64| (ratio - 1.0) * 100.0;
-            for (column, (rates, cpus)) in ratios.iter_mut().enumerate().skip(1) {
-                let (rate_low, rate_high) = quartiles(rates);
-                let (cpu_low, cpu_high) = quartiles(cpus);
-                println!(
-                    "| {} against the default org, median of {rounds} (quartiles): rate; server CPU per request | {connections} | | | {:+.1} % ({:+.1}, {:+.1}); {:+.1} % ({:+.1}, {:+.1}) | | |",
-                    columns[column].0,
-                    percent(median(rates)),
-                    percent(rate_low),
-                    percent(rate_high),
-                    percent(median(cpus)),
-                    percent(cpu_low),
-                    percent(cpu_high)
-                );
-            }
-        }
-        if std::env::var_os("LOAD_ORGS_ONLY").is_some() {
-            return;
-        }
-        // Last, so the servers compared above have run the same number of
-        // executions (a store that has recorded more costs more to flush).
-        for connections in CONNECTIONS {
-            let report = load(&kiln_wasm, connections, seconds, max_requests).await;
-            print("kiln `?wait=true` (wasm component, token)", connections, &report);
-        }
         let mut function_rates = Vec::new();
-        for connections in CONNECTIONS {
-            let report = load(&function_open, connections, seconds, max_requests).await;
-            let open = print("kiln /fn/ (wasi:http, auth off)", connections, &report);
-            let report = load(&function, connections, seconds, max_requests).await;
-            let public = print("kiln /fn/ (wasi:http, public, auth on)", connections, &report);
-            function_rates.push((open, public));
+        if !head_to_head_only {
+            for connections in CONNECTIONS {
+                let open = load(&kiln_open, connections, seconds, max_requests).await;
+                let open = print("kiln `?wait=true` (JS, auth off)", connections, &open);
+                let report = load(&kiln, connections, seconds, max_requests).await;
+                let rate = print("kiln `?wait=true` (JS, token)", connections, &report);
+                let keyed = load(&kiln_key, connections, seconds, max_requests).await;
+                let keyed = print("kiln `?wait=true` (JS, API key)", connections, &keyed);
+                println!(
+                    "| cost of auth + rate limit | {connections} | | | token {:+.1} %, key {:+.1} % | | |",
+                    (rate / open - 1.0) * 100.0,
+                    (keyed / open - 1.0) * 100.0
+                );
+            }
+            // Organization and quota checks: the token's runs in the default
+            // organization (no quotas) and in the bounded one, alternating
+            // which goes first, the median of the rounds' ratios.
+            // Beside the rate, the server's CPU time per request in each
+            // phase (at 32 connections the server's cores are the bound, so it
+            // is the rate's inverse; at one it is not).
+            let pid = kiln_server.0.id();
+            let columns = [
+                ("default org", &kiln),
+                ("org without quotas", &kiln_plain),
+                ("org with quotas", &kiln_bounded),
+            ];
+            for connections in org_connections() {
+                // Per column but the first, each round's ratio to the first.
+                let mut ratios = vec![(Vec::new(), Vec::new()); columns.len()];
+                for round in 1..=rounds {
+                    // Which goes first rotates from round to round.
+                    let mut measured = Vec::new();
+                    for turn in 0..columns.len() {
+                        let column = (round + turn) % columns.len();
+                        tokio::time::sleep(pause).await;
+                        let before = cpu_seconds(pid);
+                        let report = load(columns[column].1, connections, seconds, max_requests).await;
+                        assert_eq!(report.errors, 0, "a run was refused");
+                        let cpu = (cpu_seconds(pid) - before) / report.requests as f64 * 1e6;
+                        measured.push((column, report.rate(), cpu));
+                    }
+                    measured.sort_by_key(|(column, ..)| *column);
+                    let shown: Vec<String> = measured
+                        .iter()
+                        .map(|(_, rate, cpu)| format!("{rate:.0} ({cpu:.0} µs)"))
+                        .collect();
+                    println!(
+                        "| round {round}: req/s (server CPU per request) of {} | {connections} | | | {} | | |",
+                        columns.map(|(name, _)| name).join("; "),
+                        shown.join("; ")
+                    );
+                    let (_, base_rate, base_cpu) = measured[0];
+                    for (column, rate, cpu) in &measured[1..] {
+                        ratios[*column].0.push(rate / base_rate);
+                        ratios[*column].1.push(cpu / base_cpu);
+                    }
+                }
+                let percent = |ratio: f64| (ratio - 1.0) * 100.0;
+                for (column, (rates, cpus)) in ratios.iter_mut().enumerate().skip(1) {
+                    let (rate_low, rate_high) = quartiles(rates);
+                    let (cpu_low, cpu_high) = quartiles(cpus);
+                    println!(
+                        "| {} against the default org, median of {rounds} (quartiles): rate; server CPU per request | {connections} | | | {:+.1} % ({:+.1}, {:+.1}); {:+.1} % ({:+.1}, {:+.1}) | | |",
+                        columns[column].0,
+                        percent(median(rates)),
+                        percent(rate_low),
+                        percent(rate_high),
+                        percent(median(cpus)),
+                        percent(cpu_low),
+                        percent(cpu_high)
+                    );
+                }
+            }
+            if std::env::var_os("LOAD_ORGS_ONLY").is_some() {
+                return;
+            }
+            // Last, so the servers compared above have run the same number of
+            // executions (a store that has recorded more costs more to flush).
+            for connections in CONNECTIONS {
+                let report = load(&kiln_wasm, connections, seconds, max_requests).await;
+                print("kiln `?wait=true` (wasm component, token)", connections, &report);
+            }
+            for connections in CONNECTIONS {
+                let report = load(&function_open, connections, seconds, max_requests).await;
+                let open = print("kiln /fn/ (wasi:http, auth off)", connections, &report);
+                let report = load(&function, connections, seconds, max_requests).await;
+                let public = print("kiln /fn/ (wasi:http, public, auth on)", connections, &report);
+                function_rates.push((open, public));
+            }
         }
         let Some(wasmtime) = wasmtime else { return };
         let (_server, url) = start_wasmtime(&wasmtime);

@@ -533,6 +533,11 @@ impl Collector for Live {
                 synced.blob_files,
             ),
             (
+                "store_journal_syncs",
+                "Syncs of the journal of final records, each covering every final record stored before it",
+                synced.journal_syncs,
+            ),
+            (
                 "script_code_cache_hits",
                 "Script runs that found their script already compiled",
                 stats.script_code_hits,

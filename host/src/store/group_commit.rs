@@ -122,6 +122,7 @@ impl GroupCommit {
         SyncStats {
             syncs: self.syncs.load(Ordering::Relaxed),
             blob_files: self.blob_files.load(Ordering::Relaxed),
+            journal_syncs: 0,
         }
     }
 

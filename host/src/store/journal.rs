@@ -33,8 +33,9 @@ use super::disk_sync::FileSyncer;
 pub const FILE_BYTES: u64 = 8 << 20;
 /// A payload past this is not journaled (its waiters flush the store).
 pub const MAX_ENTRY: usize = 1 << 20;
-/// Past this much of the file being written, the next answer starts a
-/// full flush in the background, so the other file is free when needed.
+/// Past this much of the file being written, the writer turns to the
+/// other file if it is free, and else the next answer starts a full flush
+/// at once, to free it.
 const CHECKPOINT_BYTES: u64 = FILE_BYTES / 4;
 /// A full flush at least this often while entries are appended, so that
 /// a replay after a crash stays short.
@@ -104,6 +105,7 @@ pub struct Journal {
     checkpointing: AtomicBool,
     /// Woken when an entry is filled, for a writer waiting on one.
     on_fill: Notify,
+    syncs: AtomicU64,
 }
 
 /// A seq taken by [`Journal::reserve`].
@@ -190,6 +192,7 @@ impl Journal {
             in_turn: AtomicU64::new(0),
             checkpointing: AtomicBool::new(false),
             on_fill: Notify::new(),
+            syncs: AtomicU64::new(0),
         };
         Ok((Arc::new(journal), found))
     }
@@ -253,6 +256,11 @@ impl Journal {
         self.appended.load(Ordering::Acquire)
     }
 
+    /// Writes synced since open.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
     /// Every entry up to this seq is in sled on disk.
     pub fn covered(&self) -> u64 {
         self.covered.load(Ordering::Acquire)
@@ -299,19 +307,26 @@ impl Journal {
         Ok(Synced::Journaled)
     }
 
-    /// Whether a full flush should start now (and this caller starts it:
-    /// it must call [`Self::checkpoint_done`] after).
-    pub fn checkpoint_due(&self) -> bool {
-        let behind = self.appended() > self.covered.load(Ordering::Acquire);
-        let due = behind
-            && (self.in_turn.load(Ordering::Relaxed) > CHECKPOINT_BYTES
-                || self
-                    .covered_at
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .elapsed()
-                    > CHECKPOINT_EVERY);
-        due && !self.checkpointing.swap(true, Ordering::AcqRel)
+    /// When a full flush should start, if none is under way or planned
+    /// and entries are uncovered: at once if the file being written is a
+    /// quarter full or the last one was [`CHECKPOINT_EVERY`] ago, else
+    /// when that is. The caller plans it, and calls
+    /// [`Self::checkpoint_done`] after.
+    pub fn checkpoint_due(&self) -> Option<Duration> {
+        if self.appended() <= self.covered.load(Ordering::Acquire)
+            || self.checkpointing.swap(true, Ordering::AcqRel)
+        {
+            return None;
+        }
+        let since = self
+            .covered_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        if self.in_turn.load(Ordering::Relaxed) > CHECKPOINT_BYTES {
+            return Some(Duration::ZERO);
+        }
+        Some(CHECKPOINT_EVERY.saturating_sub(since))
     }
 
     pub fn checkpoint_done(&self) {
@@ -357,13 +372,15 @@ impl Journal {
     fn write(&self, bytes: &[u8], last: u64) -> bool {
         let mut files = self.lock_files();
         let len = bytes.len() as u64;
-        if files.offset + len > FILE_BYTES {
-            let other = 1 - files.active;
-            if files.last_seq[other] > self.covered.load(Ordering::Acquire) || len > FILE_BYTES {
-                return false;
-            }
+        let other = 1 - files.active;
+        let other_free = files.last_seq[other] <= self.covered.load(Ordering::Acquire);
+        // Turns change at a quarter of a file when the other is free, so a
+        // turn is short and a full flush frees it in time.
+        if files.offset + len > CHECKPOINT_BYTES && other_free && len <= FILE_BYTES {
             files.active = other;
             files.offset = 0;
+        } else if files.offset + len > FILE_BYTES {
+            return false;
         }
         let (active, offset) = (files.active, files.offset);
         files.last_seq[active] = last;
@@ -375,6 +392,7 @@ impl Journal {
             });
         match result {
             Ok(()) => {
+                self.syncs.fetch_add(1, Ordering::Relaxed);
                 files.offset += len;
                 self.in_turn.store(files.offset, Ordering::Relaxed);
                 true
@@ -539,13 +557,18 @@ mod tests {
         let (journal, _) = open(dir.path(), 0);
         let big = vec![7u8; MAX_ENTRY];
         let per_file = (FILE_BYTES / (MAX_ENTRY + HEADER) as u64) as usize;
-        // Fill both files, nothing covered: the next entry cannot be journaled.
-        for _ in 0..2 * per_file {
+        // Nothing covered: the first file's turn ends at a quarter (the
+        // other is free), the other's goes on to its end; then an entry
+        // cannot be journaled.
+        let mut journaled = 0;
+        loop {
             journal.append(&big);
-            assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
+            match journal.sync().await.unwrap() {
+                Synced::Journaled => journaled += 1,
+                Synced::NeedsFlush => break,
+            }
         }
-        journal.append(&big);
-        assert_eq!(journal.sync().await.unwrap(), Synced::NeedsFlush);
+        assert_eq!(journaled, per_file + 1);
         // A full flush covers all of it: the file written first takes a
         // new turn (what follows does not fit in the other).
         journal.cover(journal.appended());

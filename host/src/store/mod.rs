@@ -184,4 +184,7 @@ pub struct SyncStats {
     pub syncs: u64,
     /// Blob files (values sled keeps in files of their own) synced.
     pub blob_files: u64,
+    /// Syncs of the journal of final records (sled's), each covering the
+    /// final records stored before it started.
+    pub journal_syncs: u64,
 }

@@ -39,7 +39,7 @@ pub struct SledStore {
     contents: contents::Contents,
     /// Usage rollups by hour and script (`sled/usage.rs`).
     usage: sled::Tree,
-    pending_usage: usage::Pending,
+    pending_usage: Arc<usage::Pending>,
     /// Idempotency key → a claim or the response it ended with.
     idempotency: sled::Tree,
     /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
@@ -81,7 +81,7 @@ pub struct SledStore {
     outbox_writes: Mutex<()>,
     /// Records of the append-and-sweep families, counted at open (keys
     /// only) and kept as they are written and removed.
-    counted: Counted,
+    counted: Arc<Counted>,
     /// Serializes script updates and deletes. Not sled transactions: in sled
     /// 0.34 they take a global lock that deadlocks with concurrent
     /// `flush_async` under load. Writes are ordered so that a crash between
@@ -91,6 +91,7 @@ pub struct SledStore {
     /// Final records, synced before the answers that report them
     /// (`sled/journaled.rs`).
     journal: Arc<Journal>,
+    checkpoint: Arc<journaled::Checkpoint>,
 }
 
 /// Removes the entries of a name index (`name → id`) whose record in
@@ -369,7 +370,15 @@ impl SledStore {
             Journal::open(dir, syncer.clone(), GroupCommit::covered_at_open(&meta)?).map_err(
                 |e| StoreError::Backend(format!("cannot open the store's journal: {e}")),
             )?;
-        let counted = Counted::load(&audit, &deliveries, &usage_tree)?;
+        let counted = Arc::new(Counted::load(&audit, &deliveries, &usage_tree)?);
+        let pending_usage = Arc::<usage::Pending>::default();
+        let commit = GroupCommit::new(db.clone(), dir, syncer, journal.clone())?;
+        let checkpoint = Arc::new(journaled::Checkpoint {
+            commit: commit.clone(),
+            usage: usage_tree.clone(),
+            pending_usage: pending_usage.clone(),
+            counted: counted.clone(),
+        });
         let store = Self {
             counted,
             scripts: db.open_tree("scripts").map_err(backend)?,
@@ -379,7 +388,7 @@ impl SledStore {
             executions: execution_tree,
             contents,
             usage: usage_tree,
-            pending_usage: usage::Pending::default(),
+            pending_usage,
             idempotency: db.open_tree("idempotency").map_err(backend)?,
             schedules: db.open_tree("schedules").map_err(backend)?,
             orgs: db.open_tree("orgs").map_err(backend)?,
@@ -402,7 +411,8 @@ impl SledStore {
             kv_writes: Mutex::new(()),
             outbox_writes: Mutex::new(()),
             script_writes: Mutex::new(()),
-            commit: GroupCommit::new(db.clone(), dir, syncer, journal.clone())?,
+            checkpoint,
+            commit,
             journal,
             db,
         };
@@ -553,7 +563,10 @@ impl Store for SledStore {
     }
 
     fn sync_stats(&self) -> SyncStats {
-        self.commit.stats()
+        SyncStats {
+            journal_syncs: self.journal.syncs(),
+            ..self.commit.stats()
+        }
     }
 
     fn record_counts(&self) -> RecordCounts {

@@ -481,6 +481,7 @@ impl Store for PgStore {
         SyncStats {
             syncs: self.flushes.load(Ordering::Relaxed),
             blob_files: 0,
+            journal_syncs: 0,
         }
     }
 

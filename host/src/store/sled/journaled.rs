@@ -11,9 +11,11 @@
 //! flush), comes back after a crash, and is swept again. A delete through
 //! the API flushes before it answers, so it stays.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use super::{SledStore, backend, decode};
+use super::{GroupCommit, SledStore, backend, decode};
 use crate::store::executions::Indexed;
 use crate::store::journal::{Found, Reserved, Synced};
 use crate::store::webhooks::DeliveryRecord;
@@ -41,6 +43,27 @@ fn fill(entry: Reserved<'_>, payload: &EntryRef<'_>) {
     }
 }
 
+/// A full flush in the background, as every full flush is: the usage
+/// rollups first. Its task holds it weakly, so a store dropped meanwhile
+/// lets go of sled's files.
+pub(super) struct Checkpoint {
+    pub(super) commit: Arc<GroupCommit>,
+    pub(super) usage: sled::Tree,
+    pub(super) pending_usage: Arc<super::usage::Pending>,
+    pub(super) counted: Arc<super::Counted>,
+}
+
+impl Checkpoint {
+    async fn run(&self) {
+        if let Err(e) = super::usage::write(&self.pending_usage, &self.usage, &self.counted) {
+            tracing::error!(error = %e, "cannot write the usage rollups");
+        }
+        if let Err(e) = self.commit.flush().await {
+            tracing::error!(error = %e, "the store's background flush failed");
+        }
+    }
+}
+
 impl SledStore {
     /// Journals a final record just written under `entry`.
     pub(super) fn journal_final(&self, entry: Reserved<'_>, record: &ExecutionRecord) {
@@ -52,22 +75,23 @@ impl SledStore {
         fill(entry, &EntryRef::Deliveries(deliveries));
     }
 
-    /// [`crate::store::Store::flush_finals`]: the journal's sync, and now
-    /// and then a full flush started in the background, so the journal's
-    /// files are free again before they fill.
+    /// [`crate::store::Store::flush_finals`]: the journal's sync, and a
+    /// full flush in the background within a second of it (at once when a
+    /// file is a quarter full), so what the journal holds is in sled soon
+    /// and its files are free again before they fill.
     pub(super) fn sync_finals(&self) -> FlushFuture<'_> {
         Box::pin(async move {
             if self.journal.sync().await? == Synced::NeedsFlush {
                 return self.flush().await;
             }
-            if self.journal.checkpoint_due() {
-                if let Err(e) = self.write_usage() {
-                    tracing::error!(error = %e, "cannot write the usage rollups");
-                }
-                let (commit, journal) = (self.commit.clone(), self.journal.clone());
+            if let Some(delay) = self.journal.checkpoint_due() {
+                let (checkpoint, journal) =
+                    (Arc::downgrade(&self.checkpoint), self.journal.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = commit.flush().await {
-                        tracing::error!(error = %e, "the store's background flush failed");
+                    tokio::time::sleep(delay).await;
+                    // Not if the store was dropped meanwhile: its files are let go.
+                    if let Some(checkpoint) = checkpoint.upgrade() {
+                        checkpoint.run().await;
                     }
                     journal.checkpoint_done();
                 });

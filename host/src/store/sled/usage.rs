@@ -94,17 +94,26 @@ pub(super) fn rollup_all(executions: &sled::Tree, usage: &sled::Tree) -> Result<
     merge_into(usage, pending.take()).map(|_| ())
 }
 
+/// Moves the rollup changes into the tree (before a flush).
+pub(super) fn write(
+    pending: &Pending,
+    tree: &sled::Tree,
+    counted: &super::Counted,
+) -> Result<(), StoreError> {
+    let _moving = pending.moving();
+    let changes = pending.usage.take();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let new_rows = merge_into(tree, changes)?;
+    super::Counted::add(&counted.usage, new_rows);
+    Ok(())
+}
+
 impl SledStore {
     /// Moves the rollup changes into the tree (before a flush).
     pub(super) fn write_usage(&self) -> Result<(), StoreError> {
-        let _moving = self.pending_usage.moving();
-        let changes = self.pending_usage.usage.take();
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let new_rows = merge_into(&self.usage, changes)?;
-        super::Counted::add(&self.counted.usage, new_rows);
-        Ok(())
+        write(&self.pending_usage, &self.usage, &self.counted)
     }
 }
 
