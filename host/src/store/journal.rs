@@ -33,6 +33,9 @@ use super::disk_sync::FileSyncer;
 pub const FILE_BYTES: u64 = 8 << 20;
 /// A payload past this is not journaled (its waiters flush the store).
 pub const MAX_ENTRY: usize = 1 << 20;
+/// Entries waiting for a write with no writer running past this are
+/// dropped and left to a full flush.
+const MAX_PENDING: usize = 2 << 20;
 /// Past this much of the file being written, the writer turns to the
 /// other file if it is free, and else the next answer starts a full flush
 /// at once, to free it.
@@ -246,6 +249,13 @@ impl Journal {
                 }
             }
             self.appended.store(appended, Ordering::Release);
+            // Nobody waits for these (final records stored by a path that
+            // flushes the whole store, or a store filled directly): left
+            // to a full flush rather than held without bound.
+            if pending.bytes.len() > MAX_PENDING && !pending.writing {
+                pending.bytes = Vec::new();
+                self.overflowed.fetch_max(appended, Ordering::AcqRel);
+            }
         }
         self.on_fill.notify_one();
     }
@@ -268,6 +278,13 @@ impl Journal {
 
     /// A full flush that started after entry `seq` was appended returned.
     pub fn cover(&self, seq: u64) {
+        {
+            // What waits to be written is in sled now: not needed.
+            let mut pending = self.lock_pending();
+            if self.appended.load(Ordering::Acquire) <= seq && !pending.writing {
+                pending.bytes = Vec::new();
+            }
+        }
         if self.covered.fetch_max(seq, Ordering::AcqRel) < seq {
             *self
                 .covered_at
@@ -584,6 +601,26 @@ mod tests {
         let (_, found) = open(dir.path(), 0);
         assert_eq!(found.len(), per_file + 1);
         assert_eq!(found.last().unwrap().seq, next);
+    }
+
+    /// Entries nobody syncs are not held without bound: a full flush
+    /// drops them, and past a cap they are left to one.
+    #[tokio::test]
+    async fn entries_nobody_syncs_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = open(dir.path(), 0);
+        journal.append(&[1; 1000]);
+        journal.cover(journal.appended());
+        assert!(journal.lock_pending().bytes.is_empty());
+        let entry = vec![2; 64 << 10];
+        for _ in 0..(MAX_PENDING / entry.len() + 2) {
+            journal.append(&entry);
+            assert!(journal.lock_pending().bytes.len() <= MAX_PENDING + entry.len() + HEADER);
+        }
+        assert_eq!(journal.sync().await.unwrap(), Synced::NeedsFlush);
+        journal.cover(journal.appended());
+        journal.append(b"then");
+        assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
     }
 
     #[tokio::test]

@@ -548,7 +548,8 @@ impl Store for SledStore {
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db.size_on_disk().map_err(backend)
+        let journal = 2 * super::journal::FILE_BYTES;
+        Ok(self.db.size_on_disk().map_err(backend)? + journal)
     }
 
     fn flush(&self) -> FlushFuture<'_> {
