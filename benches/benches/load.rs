@@ -23,7 +23,9 @@
 //! the rounds' ratios and the server's CPU time per request;
 //! `LOAD_ORGS_ONLY=1` stops after it and `LOAD_ORG_CONNECTIONS=32` runs
 //! those rounds at 32 connections only. `LOAD_HEAD_TO_HEAD_ONLY=1` runs only
-//! the head-to-head below.
+//! the head-to-head below; `LOAD_EARLIER_KILN` names another Kiln binary
+//! that takes its turn in the head-to-head's rounds (a change against the
+//! code before it, in the same run).
 //!
 //! The ratio to `wasmtime serve` comes from a head-to-head at the end:
 //! `LOAD_ROUNDS` (default 3) rounds per connection count, each a phase of
@@ -55,7 +57,15 @@ const CONNECTIONS: [usize; 2] = [1, 32];
 const ADMIN_PASSWORD: &str = "load harness admin";
 
 fn start_kiln(data: &std::path::Path, auth: bool) -> (Server, String) {
-    let mut child = Command::new(kiln_binary())
+    start_kiln_binary(&kiln_binary(), data, auth)
+}
+
+fn start_kiln_binary(
+    binary: &std::path::Path,
+    data: &std::path::Path,
+    auth: bool,
+) -> (Server, String) {
+    let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .env(
@@ -247,6 +257,10 @@ fn main() {
     let data = tempfile::tempdir().unwrap();
     let (kiln_server, base) = start_kiln(&data.path().join("auth"), true);
     let (_open_kiln, open_base) = start_kiln(&data.path().join("open"), false);
+    // Another Kiln binary in the head-to-head's rounds, auth off too: a
+    // change measured against the code before it, in the same run.
+    let earlier = std::env::var_os("LOAD_EARLIER_KILN")
+        .map(|binary| start_kiln_binary(binary.as_ref(), &data.path().join("earlier"), false));
     let wasmtime = wasmtime_binary();
     if wasmtime.is_none() {
         eprintln!(
@@ -303,6 +317,14 @@ fn main() {
         let kiln_plain =
             in_org(organization(&base, &token, "plain", serde_json::json!({})).await).await;
         let kiln_open = execute(&open_base, None, javascript(&open_base), "ok".into()).await;
+        let earlier = match &earlier {
+            Some((_, base)) => {
+                let call = execute(base, None, javascript(base), "ok".into()).await;
+                assert_eq!(load(&call, 4, 5, 200).await.errors, 0, "the warm-up failed");
+                Some(call)
+            }
+            None => None,
+        };
         // The same server path with a trivial Rust component instead of the
         // JavaScript interpreter: what the front door costs by itself.
         let component = client
@@ -442,34 +464,51 @@ fn main() {
         println!("|---|---|---|---|---|---|");
         for connections in CONNECTIONS {
             let mut ratios = Vec::new();
+            let mut earlier_ratios = Vec::new();
             let mut wasmtime_rates = Vec::new();
+            // Kiln, wasmtime and (if set) the earlier Kiln: who goes
+            // first rotates from round to round.
+            let calls: Vec<&Call> = [Some(&kiln_open), Some(&baseline), earlier.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect();
             for round in 1..=rounds {
-                let kiln_first = round % 2 == 1;
-                let mut phases = Vec::new();
-                for call in if kiln_first {
-                    [&kiln_open, &baseline]
-                } else {
-                    [&baseline, &kiln_open]
-                } {
+                let first = (round - 1) % calls.len();
+                let mut phases: Vec<Option<Report>> = calls.iter().map(|_| None).collect();
+                for turn in 0..calls.len() {
+                    let at = (first + turn) % calls.len();
                     tokio::time::sleep(pause).await;
-                    phases.push(load(call, connections, seconds, max_requests).await);
+                    phases[at] = Some(load(calls[at], connections, seconds, max_requests).await);
                 }
-                if !kiln_first {
-                    phases.reverse();
-                }
-                let [kiln, wasmtime] = <[Report; 2]>::try_from(phases).unwrap();
-                let errors = kiln.errors + wasmtime.errors;
-                let (kiln, wasmtime) = (kiln.rate(), wasmtime.rate());
+                let phases: Vec<Report> = phases.into_iter().flatten().collect();
+                let errors: u64 = phases.iter().map(|p| p.errors).sum();
+                let (kiln, wasmtime) = (phases[0].rate(), phases[1].rate());
                 ratios.push(kiln / wasmtime);
                 wasmtime_rates.push(wasmtime);
+                let earlier_column = match phases.get(2) {
+                    Some(earlier) => {
+                        earlier_ratios.push(earlier.rate() / wasmtime);
+                        format!(
+                            "; earlier kiln {:.0} req/s, {:.2}×",
+                            earlier.rate(),
+                            earlier.rate() / wasmtime
+                        )
+                    }
+                    None => String::new(),
+                };
                 println!(
-                    "| round {round} ({} first) | {connections} | {kiln:.0} | {wasmtime:.0} | {:.2}× | {errors} |",
-                    if kiln_first { "kiln" } else { "wasmtime" },
+                    "| round {round} ({} first) | {connections} | {kiln:.0} | {wasmtime:.0} | {:.2}×{earlier_column} | {errors} |",
+                    ["kiln", "wasmtime", "earlier kiln"][first],
                     kiln / wasmtime
                 );
             }
+            let earlier_median = if earlier_ratios.is_empty() {
+                String::new()
+            } else {
+                format!("; earlier kiln {:.2}×", median(&mut earlier_ratios))
+            };
             println!(
-                "| **median of {rounds}** | {connections} | | | **{:.2}×** | |",
+                "| **median of {rounds}** | {connections} | | | **{:.2}×**{earlier_median} | |",
                 median(&mut ratios)
             );
             if connections == 1 {

@@ -71,7 +71,7 @@ struct Pending {
     /// Entries filled before one reserved earlier: bounded by the writes
     /// of final records in progress at once.
     filled: std::collections::BTreeMap<u64, Option<Vec<u8>>>,
-    /// Whether a writer task runs.
+    /// Whether a caller is writing (see [`Journal::sync`]).
     writing: bool,
 }
 
@@ -106,7 +106,7 @@ pub struct Journal {
     /// files' lock, which a sync holds).
     in_turn: AtomicU64,
     checkpointing: AtomicBool,
-    /// Woken when an entry is filled, for a writer waiting on one.
+    /// Wakes every waiter when an entry is filled or a writer hands over.
     on_fill: Notify,
     syncs: AtomicU64,
 }
@@ -257,7 +257,7 @@ impl Journal {
                 self.overflowed.fetch_max(appended, Ordering::AcqRel);
             }
         }
-        self.on_fill.notify_one();
+        self.on_fill.notify_waiters();
     }
 
     /// The seq of the latest entry appended: what a full flush starting
@@ -293,12 +293,15 @@ impl Journal {
         }
     }
 
-    /// Returns once every entry appended before the call is on disk, or
-    /// says that one of them was not journaled.
+    /// Returns once every entry reserved before the call is on disk, or
+    /// says that one of them was not journaled. The first caller to find
+    /// no writer writes, on its own thread (`block_in_place`), for itself
+    /// and for whoever filled an entry meanwhile; the others wait for it
+    /// (or take over when it is done and theirs is not written).
     ///
     /// # Errors
     ///
-    /// The writer task stopped (the runtime is shutting down).
+    /// Never today; the type leaves room for a journal that can fail.
     pub async fn sync(self: &Arc<Self>) -> Result<Synced, StoreError> {
         let upto = self.reserved.load(Ordering::Acquire);
         let covered = || self.covered.load(Ordering::Acquire);
@@ -306,22 +309,89 @@ impl Journal {
             return Ok(Synced::Journaled);
         }
         let mut written = self.written.subscribe();
-        {
-            let mut pending = self.lock_pending();
-            if !pending.writing {
-                pending.writing = true;
-                let this = self.clone();
-                tokio::spawn(async move { this.write_until_caught_up().await });
+        loop {
+            let filled = self.on_fill.notified();
+            tokio::pin!(filled);
+            // Registered before the checks, so no fill or write is missed.
+            filled.as_mut().enable();
+            if *written.borrow_and_update() >= upto {
+                break;
+            }
+            if self.lead() {
+                self.write_for(upto).await;
+                continue;
+            }
+            tokio::select! {
+                _ = written.changed() => {}
+                () = &mut filled => {}
             }
         }
-        written
-            .wait_for(|w| *w >= upto)
-            .await
-            .map_err(|_| StoreError::Backend("the journal's writer stopped".into()))?;
         if self.overflowed.load(Ordering::Acquire) > covered() {
             return Ok(Synced::NeedsFlush);
         }
         Ok(Synced::Journaled)
+    }
+
+    /// Becomes the writer, if there is none.
+    fn lead(&self) -> bool {
+        let mut pending = self.lock_pending();
+        !std::mem::replace(&mut pending.writing, true)
+    }
+
+    /// As the writer: writes what is filled until entry `upto` is
+    /// written, then hands over (a waiter whose entry is filled later
+    /// takes over: every fill wakes them).
+    async fn write_for(self: &Arc<Self>, upto: u64) {
+        loop {
+            let batch = {
+                let mut pending = self.lock_pending();
+                let last = self.appended.load(Ordering::Acquire);
+                if pending.bytes.is_empty() {
+                    self.written.send_if_modified(|w| {
+                        let behind = *w < last;
+                        *w = last;
+                        behind
+                    });
+                    if last >= upto {
+                        pending.writing = false;
+                        // A waiter may have seen a writer and gone back to
+                        // sleep: let it look again.
+                        self.on_fill.notify_waiters();
+                        return;
+                    }
+                    None
+                } else {
+                    Some((std::mem::take(&mut pending.bytes), last))
+                }
+            };
+            let Some((bytes, last)) = batch else {
+                // An entry before `upto` is still being written to sled.
+                let filled = self.on_fill.notified();
+                tokio::pin!(filled);
+                filled.as_mut().enable();
+                if self.appended.load(Ordering::Acquire) < upto
+                    && self.lock_pending().bytes.is_empty()
+                {
+                    filled.await;
+                }
+                continue;
+            };
+            let ok = if tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread
+            {
+                // No hop to another thread and back on the answer's path.
+                tokio::task::block_in_place(|| self.write(&bytes, last))
+            } else {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.write(&bytes, last))
+                    .await
+                    .unwrap_or(false)
+            };
+            if !ok {
+                self.overflowed.fetch_max(last, Ordering::AcqRel);
+            }
+            self.written.send_replace(last);
+        }
     }
 
     /// When a full flush should start, if none is under way or planned
@@ -348,40 +418,6 @@ impl Journal {
 
     pub fn checkpoint_done(&self) {
         self.checkpointing.store(false, Ordering::Release);
-    }
-
-    async fn write_until_caught_up(self: Arc<Self>) {
-        loop {
-            let next = {
-                let mut pending = self.lock_pending();
-                let last = self.appended.load(Ordering::Acquire);
-                if pending.bytes.is_empty() {
-                    self.written.send_if_modified(|w| {
-                        let behind = *w < last;
-                        *w = last;
-                        behind
-                    });
-                    if last == self.reserved.load(Ordering::Acquire) {
-                        pending.writing = false;
-                        return;
-                    }
-                    None
-                } else {
-                    Some((std::mem::take(&mut pending.bytes), last))
-                }
-            };
-            let Some((bytes, last)) = next else {
-                // An entry's writes are still under way.
-                self.on_fill.notified().await;
-                continue;
-            };
-            let this = self.clone();
-            let written = tokio::task::spawn_blocking(move || this.write(&bytes, last)).await;
-            if !matches!(written, Ok(true)) {
-                self.overflowed.fetch_max(last, Ordering::AcqRel);
-            }
-            self.written.send_replace(last);
-        }
     }
 
     /// Writes and syncs `bytes` (entries up to `last`); `false` when they
@@ -623,7 +659,29 @@ mod tests {
         assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
     }
 
-    #[tokio::test]
+    /// A reader that saw an entry's writes waits for that entry, even
+    /// when it was filled after a later one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wait_covers_an_entry_reserved_before_it_and_filled_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = open(dir.path(), 0);
+        let early = journal.reserve();
+        journal.append(b"later");
+        let waiter = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.sync().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished(), "answered before its entry was filled");
+        early.fill(Some(b"early"));
+        assert_eq!(waiter.await.unwrap().unwrap(), Synced::Journaled);
+        drop(journal);
+        let (_, found) = open(dir.path(), 0);
+        assert_eq!(seqs(&found), [1, 2]);
+        assert_eq!(found[0].payload, b"early");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_concurrent_appenders_are_all_synced() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = open(dir.path(), 0);
