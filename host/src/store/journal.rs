@@ -672,7 +672,10 @@ mod tests {
             async move { journal.sync().await }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!waiter.is_finished(), "answered before its entry was filled");
+        assert!(
+            !waiter.is_finished(),
+            "answered before its entry was filled"
+        );
         early.fill(Some(b"early"));
         assert_eq!(waiter.await.unwrap().unwrap(), Synced::Journaled);
         drop(journal);
