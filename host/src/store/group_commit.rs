@@ -41,8 +41,12 @@ struct Requests {
 /// The `meta` key of the journal's seq that the last flush covered.
 pub const JOURNAL_COVERED: &str = "journal_covered";
 
+/// What a flush first moves from memory into sled (the usage rollups).
+pub type BeforeFlush = Box<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
+
 pub struct GroupCommit {
     db: sled::Db,
+    before_flush: BeforeFlush,
     /// Where [`JOURNAL_COVERED`] is kept.
     meta: sled::Tree,
     journal: Arc<Journal>,
@@ -56,12 +60,14 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// `dir` is where `db` was opened; `syncer` makes its files durable;
-    /// each flush covers `journal` as far as it was appended.
+    /// each flush covers `journal` as far as it was filled, after
+    /// `before_flush`.
     pub fn new(
         db: sled::Db,
         dir: &Path,
         syncer: Arc<dyn FileSyncer>,
         journal: Arc<Journal>,
+        before_flush: BeforeFlush,
     ) -> Result<Arc<Self>, StoreError> {
         let meta = db
             .open_tree("meta")
@@ -71,6 +77,7 @@ impl GroupCommit {
         })?;
         Ok(Arc::new(Self {
             db,
+            before_flush,
             meta,
             journal,
             disk: Mutex::new(disk),
@@ -82,10 +89,18 @@ impl GroupCommit {
     }
 
     /// A flush on the calling thread (start-up, and the flusher's blocking
-    /// task): sled's, then the files it left unsynced.
+    /// task): what waits in memory (`before_flush`), the blob files, the
+    /// journal's mark, sled's flush, then its log's sync.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        // Every entry up to here was appended after its writes to sled.
+        let cannot_sync = |e| StoreError::Backend(format!("cannot sync the store's files: {e}"));
+        // Every entry up to here was filled after its writes to sled.
         let covers = self.journal.appended();
+        // After reading `covers`: those entries' rollups are moved too.
+        (self.before_flush)()?;
+        let mut disk = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
+        // Before the mark: sled's own flusher may put the mark on disk
+        // at any time, and a record it vouches for may be in a blob file.
+        let blob_files = disk.sync_blobs().map_err(cannot_sync)?;
         if covers > self.journal.covered() {
             self.meta
                 .insert(JOURNAL_COVERED, &covers.to_be_bytes())
@@ -94,12 +109,8 @@ impl GroupCommit {
         self.db
             .flush()
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let blob_files = self
-            .disk
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sync()
-            .map_err(|e| StoreError::Backend(format!("cannot sync the store's files: {e}")))?;
+        disk.sync_log().map_err(cannot_sync)?;
+        drop(disk);
         self.journal.cover(covers);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.blob_files.fetch_add(
@@ -182,7 +193,7 @@ mod tests {
     fn commit_of(db: &sled::Db, dir: &Path) -> Arc<GroupCommit> {
         let syncer: Arc<dyn FileSyncer> = Arc::new(crate::store::Fsync);
         let (journal, _) = Journal::open(dir, syncer.clone(), 0).unwrap();
-        GroupCommit::new(db.clone(), dir, syncer, journal).unwrap()
+        GroupCommit::new(db.clone(), dir, syncer, journal, Box::new(|| Ok(()))).unwrap()
     }
 
     /// A flush notes how far the journal was appended, and covers it.
@@ -192,7 +203,14 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let syncer: Arc<dyn FileSyncer> = Arc::new(crate::store::Fsync);
         let (journal, _) = Journal::open(dir.path(), syncer.clone(), 0).unwrap();
-        let commit = GroupCommit::new(db.clone(), dir.path(), syncer, journal.clone()).unwrap();
+        let commit = GroupCommit::new(
+            db.clone(),
+            dir.path(),
+            syncer,
+            journal.clone(),
+            Box::new(|| Ok(())),
+        )
+        .unwrap();
         journal.append(b"one");
         journal.append(b"two");
         commit.flush().await.unwrap();

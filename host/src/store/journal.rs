@@ -111,6 +111,17 @@ pub struct Journal {
     syncs: AtomicU64,
 }
 
+/// The writer's turn, given up when it ends however it ends (its caller
+/// may be dropped while it waits).
+struct HandOver<'a>(&'a Journal);
+
+impl Drop for HandOver<'_> {
+    fn drop(&mut self) {
+        self.0.lock_pending().writing = false;
+        self.0.on_fill.notify_waiters();
+    }
+}
+
 /// A seq taken by [`Journal::reserve`].
 pub struct Reserved<'a> {
     journal: &'a Journal,
@@ -144,6 +155,7 @@ impl Journal {
         covered: u64,
     ) -> io::Result<(Arc<Self>, Vec<Found>)> {
         let mut made = false;
+        let mut cut_short = false;
         let mut found = Vec::new();
         let mut highest = covered;
         let mut open_one = |name: &str| -> io::Result<(File, PathBuf)> {
@@ -155,7 +167,9 @@ impl Journal {
                 .truncate(false)
                 .open(&path)?;
             let len = file.metadata()?.len();
-            for entry in read_entries(&file, len)? {
+            let (entries, ended_on_bytes) = read_entries(&file, len)?;
+            cut_short |= ended_on_bytes;
+            for entry in entries {
                 highest = highest.max(entry.seq);
                 if entry.seq > covered {
                     found.push(entry);
@@ -174,6 +188,12 @@ impl Journal {
             syncer.sync_all(&File::open(dir)?, dir)?;
         }
         found.sort_by_key(|entry| entry.seq);
+        if cut_short {
+            // Past a torn write, whole entries may follow with seqs above
+            // those read: new seqs start above any the files can hold, so
+            // none of those is ever read as part of a later turn.
+            highest = highest.saturating_add(2 * FILE_BYTES / HEADER as u64);
+        }
         let journal = Self {
             syncer,
             reserved: AtomicU64::new(highest),
@@ -339,9 +359,11 @@ impl Journal {
     }
 
     /// As the writer: writes what is filled until entry `upto` is
-    /// written, then hands over (a waiter whose entry is filled later
-    /// takes over: every fill wakes them).
+    /// written, then hands over: a waiter whose entry is not written yet
+    /// takes over (every fill and every hand-over wakes them). A caller
+    /// dropped while it waits for an entry to be filled hands over too.
     async fn write_for(self: &Arc<Self>, upto: u64) {
+        let _writer = HandOver(self);
         loop {
             let batch = {
                 let mut pending = self.lock_pending();
@@ -353,10 +375,6 @@ impl Journal {
                         behind
                     });
                     if last >= upto {
-                        pending.writing = false;
-                        // A waiter may have seen a writer and gone back to
-                        // sleep: let it look again.
-                        self.on_fill.notify_waiters();
                         return;
                     }
                     None
@@ -376,21 +394,26 @@ impl Journal {
                 }
                 continue;
             };
-            let ok = if tokio::runtime::Handle::current().runtime_flavor()
-                == tokio::runtime::RuntimeFlavor::MultiThread
-            {
+            // Not cancellable: the batch is written before anything else
+            // can be, so seqs reach the file in order.
+            let on_workers = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            });
+            let ok = if on_workers {
                 // No hop to another thread and back on the answer's path.
                 tokio::task::block_in_place(|| self.write(&bytes, last))
             } else {
-                let this = self.clone();
-                tokio::task::spawn_blocking(move || this.write(&bytes, last))
-                    .await
-                    .unwrap_or(false)
+                self.write(&bytes, last)
             };
             if !ok {
                 self.overflowed.fetch_max(last, Ordering::AcqRel);
             }
             self.written.send_replace(last);
+            if last >= upto {
+                // Whoever filled meanwhile writes next: no caller stays
+                // the writer for others' entries for long.
+                return;
+            }
         }
     }
 
@@ -493,7 +516,9 @@ fn frame(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
 
 /// The entries of one turn of a file, from its start: while each is whole
 /// and its seq above the one before.
-fn read_entries(file: &File, len: u64) -> io::Result<Vec<Found>> {
+/// Whether the read ended at anything but zeros or the file's end is
+/// the second value: a torn write, or an earlier turn's entries.
+fn read_entries(file: &File, len: u64) -> io::Result<(Vec<Found>, bool)> {
     let mut entries = Vec::new();
     let mut offset = 0u64;
     let mut previous = 0u64;
@@ -502,24 +527,24 @@ fn read_entries(file: &File, len: u64) -> io::Result<Vec<Found>> {
         file.read_exact_at(&mut header, offset)?;
         let field = |range: std::ops::Range<usize>| &header[range];
         if field(0..4) != MAGIC {
-            break;
+            return Ok((entries, header.iter().any(|b| *b != 0)));
         }
         let seq = u64::from_le_bytes(field(4..12).try_into().unwrap_or_default());
         let size = u32::from_le_bytes(field(12..16).try_into().unwrap_or_default()) as usize;
         let start = offset + HEADER as u64;
         if seq <= previous || size > MAX_ENTRY || start + size as u64 > len {
-            break;
+            return Ok((entries, true));
         }
         let mut payload = vec![0; size];
         file.read_exact_at(&mut payload, start)?;
         if field(16..24) != entry_hash(seq, &payload) {
-            break;
+            return Ok((entries, true));
         }
         entries.push(Found { seq, payload });
         previous = seq;
         offset = start + size as u64;
     }
-    Ok(entries)
+    Ok((entries, false))
 }
 
 fn write_zeros(file: &File, from: u64) -> io::Result<()> {
@@ -583,8 +608,11 @@ mod tests {
                 .unwrap();
             file.write_all_at(&[0xff], second).unwrap();
         }
-        let (_, found) = open(dir.path(), 0);
+        let (journal, found) = open(dir.path(), 0);
         assert_eq!(seqs(&found), [1]);
+        // Entry 3 is whole past the torn one: new seqs start above any
+        // the files can hold.
+        assert!(journal.append(b"next") > 1 + 2 * FILE_BYTES / HEADER as u64);
     }
 
     #[tokio::test]
@@ -682,6 +710,30 @@ mod tests {
         let (_, found) = open(dir.path(), 0);
         assert_eq!(seqs(&found), [1, 2]);
         assert_eq!(found[0].payload, b"early");
+    }
+
+    /// A writer whose caller is dropped while it waits for an entry to be
+    /// filled (a client that went away) hands over: the next wait is
+    /// answered once that entry is filled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_dropped_while_it_waits_hands_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = open(dir.path(), 0);
+        let early = journal.reserve();
+        let gone = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.sync().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        let next = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.sync().await }
+        });
+        early.fill(Some(b"early"));
+        let synced = tokio::time::timeout(Duration::from_secs(10), next).await;
+        assert_eq!(synced.unwrap().unwrap().unwrap(), Synced::Journaled);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

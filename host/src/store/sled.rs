@@ -91,7 +91,6 @@ pub struct SledStore {
     /// Final records, synced before the answers that report them
     /// (`sled/journaled.rs`).
     journal: Arc<Journal>,
-    checkpoint: Arc<journaled::Checkpoint>,
 }
 
 /// Removes the entries of a name index (`name → id`) whose record in
@@ -372,13 +371,14 @@ impl SledStore {
             )?;
         let counted = Arc::new(Counted::load(&audit, &deliveries, &usage_tree)?);
         let pending_usage = Arc::<usage::Pending>::default();
-        let commit = GroupCommit::new(db.clone(), dir, syncer, journal.clone())?;
-        let checkpoint = Arc::new(journaled::Checkpoint {
-            commit: commit.clone(),
-            usage: usage_tree.clone(),
-            pending_usage: pending_usage.clone(),
-            counted: counted.clone(),
-        });
+        // Every flush moves the rollups first, after reading how far the
+        // journal is filled, so an entry it covers has its rollup stored.
+        let before_flush: super::group_commit::BeforeFlush = {
+            let (pending, tree, counted) =
+                (pending_usage.clone(), usage_tree.clone(), counted.clone());
+            Box::new(move || usage::write(&pending, &tree, &counted))
+        };
+        let commit = GroupCommit::new(db.clone(), dir, syncer, journal.clone(), before_flush)?;
         let store = Self {
             counted,
             scripts: db.open_tree("scripts").map_err(backend)?,
@@ -411,7 +411,6 @@ impl SledStore {
             kv_writes: Mutex::new(()),
             outbox_writes: Mutex::new(()),
             script_writes: Mutex::new(()),
-            checkpoint,
             commit,
             journal,
             db,
@@ -504,7 +503,6 @@ impl SledStore {
     /// [`Store::close`], done before its future is returned.
     fn close_now(&self) -> Result<(), StoreError> {
         self.keep_held_executions()?;
-        self.write_usage()?;
         self.commit.flush_blocking()?;
         self.db
             .open_tree("meta")
@@ -553,10 +551,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> FlushFuture<'_> {
-        Box::pin(async move {
-            self.write_usage()?;
-            self.commit.flush().await
-        })
+        Box::pin(async move { self.commit.flush().await })
     }
 
     fn flush_finals(&self) -> FlushFuture<'_> {

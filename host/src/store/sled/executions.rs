@@ -513,6 +513,9 @@ impl ExecutionStore for SledStore {
         expect: Option<&(dyn for<'r> Fn(&'r ExecutionRecord) -> bool + Send + Sync)>,
         outbox: &[crate::store::webhooks::DeliveryRecord],
     ) -> Result<bool, StoreError> {
+        // Taken before the record's: a reader that sees the record final
+        // and syncs waits for its deliveries too.
+        let deliveries = (!outbox.is_empty()).then(|| self.journal.reserve());
         let written = match expect {
             None => {
                 self.put_execution(record).await?;
@@ -525,12 +528,12 @@ impl ExecutionStore for SledStore {
                 .await?
                 .is_some(),
         };
-        if written && !outbox.is_empty() {
-            let entry = self.journal.reserve();
-            for delivery in outbox {
+        if let Some(entry) = deliveries {
+            let stored = if written { outbox } else { &[] };
+            for delivery in stored {
                 self.put_delivery(delivery).await?;
             }
-            self.journal_deliveries(entry, outbox);
+            self.journal_deliveries(entry, stored);
         }
         Ok(written)
     }

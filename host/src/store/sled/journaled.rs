@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{GroupCommit, SledStore, backend, decode};
+use super::{SledStore, backend, decode};
 use crate::store::executions::Indexed;
 use crate::store::journal::{Found, Reserved, Synced};
 use crate::store::webhooks::DeliveryRecord;
@@ -43,27 +43,6 @@ fn fill(entry: Reserved<'_>, payload: &EntryRef<'_>) {
     }
 }
 
-/// A full flush in the background, as every full flush is: the usage
-/// rollups first. Its task holds it weakly, so a store dropped meanwhile
-/// lets go of sled's files.
-pub(super) struct Checkpoint {
-    pub(super) commit: Arc<GroupCommit>,
-    pub(super) usage: sled::Tree,
-    pub(super) pending_usage: Arc<super::usage::Pending>,
-    pub(super) counted: Arc<super::Counted>,
-}
-
-impl Checkpoint {
-    async fn run(&self) {
-        if let Err(e) = super::usage::write(&self.pending_usage, &self.usage, &self.counted) {
-            tracing::error!(error = %e, "cannot write the usage rollups");
-        }
-        if let Err(e) = self.commit.flush().await {
-            tracing::error!(error = %e, "the store's background flush failed");
-        }
-    }
-}
-
 impl SledStore {
     /// Journals a final record just written under `entry`.
     pub(super) fn journal_final(&self, entry: Reserved<'_>, record: &ExecutionRecord) {
@@ -85,13 +64,14 @@ impl SledStore {
                 return self.flush().await;
             }
             if let Some(delay) = self.journal.checkpoint_due() {
-                let (checkpoint, journal) =
-                    (Arc::downgrade(&self.checkpoint), self.journal.clone());
+                // Held weakly: a store dropped meanwhile lets go of sled.
+                let (commit, journal) = (Arc::downgrade(&self.commit), self.journal.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    // Not if the store was dropped meanwhile: its files are let go.
-                    if let Some(checkpoint) = checkpoint.upgrade() {
-                        checkpoint.run().await;
+                    if let Some(commit) = commit.upgrade()
+                        && let Err(e) = commit.flush().await
+                    {
+                        tracing::error!(error = %e, "the store's background flush failed");
                     }
                     journal.checkpoint_done();
                 });
@@ -178,6 +158,9 @@ mod tests {
             let read = store.execution(&done.id).await.unwrap().unwrap();
             assert_eq!(read.result, done.result);
             assert_eq!(store.record_counts().executions, 1);
+            // Its rollups (hour and day, total and the script's) are stored
+            // by the open's flush, which covers the entry.
+            assert_eq!(store.record_counts().usage_rollups, 4);
             // Only final records are journaled: a queued one is flushed
             // before it is answered.
             assert!(store.execution(&queued.id).await.unwrap().is_none());

@@ -110,8 +110,9 @@ pub(super) fn write(
     Ok(())
 }
 
+#[cfg(test)]
 impl SledStore {
-    /// Moves the rollup changes into the tree (before a flush).
+    /// Moves the rollup changes into the tree (every flush does).
     pub(super) fn write_usage(&self) -> Result<(), StoreError> {
         write(&self.pending_usage, &self.usage, &self.counted)
     }
