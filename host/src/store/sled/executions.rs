@@ -125,6 +125,12 @@ impl SledStore {
     /// [`ExecutionStore::put_execution`], callable where nothing is awaited.
     fn put_now(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let _writing = self.execution_indexes.lock(&execution.id);
+        self.put_journaled(execution)
+    }
+
+    /// [`Self::put_locked`], and a final record journaled: its seq taken
+    /// before the write, filled after it.
+    fn put_journaled(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let entry = execution.status.is_final().then(|| self.journal.reserve());
         self.put_locked(execution)?;
         if let Some(entry) = entry {
@@ -481,11 +487,7 @@ impl ExecutionStore for SledStore {
         let Some(next) = current.as_ref().and_then(change) else {
             return Ok(None);
         };
-        let entry = next.status.is_final().then(|| self.journal.reserve());
-        self.put_locked(&next)?;
-        if let Some(entry) = entry {
-            self.journal_final(entry, &next);
-        }
+        self.put_journaled(&next)?;
         Ok(Some(next))
     }
 
