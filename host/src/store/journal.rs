@@ -33,8 +33,9 @@ use super::disk_sync::FileSyncer;
 pub const FILE_BYTES: u64 = 8 << 20;
 /// A payload past this is not journaled (its waiters flush the store).
 pub const MAX_ENTRY: usize = 1 << 20;
-/// Entries waiting for a write with no writer running past this are
-/// dropped and left to a full flush.
+/// Entries waiting for a write past this are dropped and left to a full
+/// flush: nobody syncs them (no writer runs), or the write under way is
+/// stuck on a disk that stalls while answers keep filling.
 const MAX_PENDING: usize = 2 << 20;
 /// Past this much of the file being written, the writer turns to the
 /// other file if it is free, and else the next answer starts a full flush
@@ -270,9 +271,10 @@ impl Journal {
             }
             self.appended.store(appended, Ordering::Release);
             // Nobody waits for these (final records stored by a path that
-            // flushes the whole store, or a store filled directly): left
-            // to a full flush rather than held without bound.
-            if pending.bytes.len() > MAX_PENDING && !pending.writing {
+            // flushes the whole store, or a store filled directly), or the
+            // write before them is stuck: left to a full flush rather than
+            // held without bound.
+            if pending.bytes.len() > MAX_PENDING {
                 pending.bytes = Vec::new();
                 self.overflowed.fetch_max(appended, Ordering::AcqRel);
             }
@@ -685,6 +687,111 @@ mod tests {
         journal.cover(journal.appended());
         journal.append(b"then");
         assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
+    }
+
+    /// Syncs that block until told to go on, or fail while `failing`.
+    #[derive(Default)]
+    struct Gate {
+        held: Mutex<bool>,
+        released: std::sync::Condvar,
+        failing: AtomicBool,
+    }
+
+    impl Gate {
+        fn hold(&self, held: bool) {
+            *self.held.lock().unwrap() = held;
+            self.released.notify_all();
+        }
+    }
+
+    /// Lets held syncs go when dropped: a test that fails while one is
+    /// held fails instead of waiting for it forever.
+    struct Holding(Arc<Gate>);
+
+    impl Drop for Holding {
+        fn drop(&mut self) {
+            self.0.hold(false);
+        }
+    }
+
+    impl FileSyncer for Gate {
+        fn sync_data(&self, _file: &File, _path: &Path) -> io::Result<()> {
+            let held = self.held.lock().unwrap();
+            drop(self.released.wait_while(held, |held| *held).unwrap());
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(io::Error::other("the disk is gone"));
+            }
+            Ok(())
+        }
+
+        fn sync_all(&self, _file: &File, _path: &Path) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// While a write is stuck on a stalled disk, what answers fill meanwhile
+    /// is held only up to the cap; past it, it is left to a full flush and
+    /// its waiters hear so once the stuck write returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_filled_behind_a_stuck_write_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        let (journal, _) = Journal::open(dir.path(), gate.clone(), 0).unwrap();
+        gate.hold(true);
+        let holding = Holding(gate.clone());
+        journal.append(b"first");
+        let stuck = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.sync().await }
+        });
+        while !journal.lock_pending().writing {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let entry = vec![3; 64 << 10];
+        for _ in 0..(MAX_PENDING / entry.len() + 8) {
+            journal.append(&entry);
+            assert!(journal.lock_pending().bytes.len() <= MAX_PENDING + entry.len() + HEADER);
+        }
+        let behind = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.sync().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!stuck.is_finished() && !behind.is_finished());
+        drop(holding);
+        assert_eq!(behind.await.unwrap().unwrap(), Synced::NeedsFlush);
+        stuck.await.unwrap().unwrap();
+        journal.cover(journal.appended());
+        journal.append(b"then");
+        assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
+    }
+
+    /// A write or sync that fails leaves its entries to a full flush, and
+    /// the file it failed in is not written again in that turn; once a
+    /// full flush covers what is there, the journal is used again.
+    #[tokio::test]
+    async fn a_failing_write_is_left_to_a_full_flush_and_the_journal_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        let (journal, _) = Journal::open(dir.path(), gate.clone(), 0).unwrap();
+        journal.append(b"one");
+        assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
+        gate.failing.store(true, Ordering::Relaxed);
+        journal.append(b"two");
+        assert_eq!(journal.sync().await.unwrap(), Synced::NeedsFlush);
+        gate.failing.store(false, Ordering::Relaxed);
+        // Not covered yet: the waiters still flush the whole store.
+        journal.append(b"three");
+        assert_eq!(journal.sync().await.unwrap(), Synced::NeedsFlush);
+        journal.cover(journal.appended());
+        let four = journal.append(b"four");
+        assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
+        // "one", "three" (in the other file), "four"; not the failed one.
+        assert_eq!(journal.syncs(), 3);
+        drop(journal);
+        let (_, found) = open(dir.path(), four - 1);
+        assert_eq!(seqs(&found), [four]);
+        assert_eq!(found[0].payload, b"four");
     }
 
     /// A reader that saw an entry's writes waits for that entry, even
