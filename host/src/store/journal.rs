@@ -107,8 +107,13 @@ pub struct Journal {
     /// files' lock, which a sync holds).
     in_turn: AtomicU64,
     checkpointing: AtomicBool,
-    /// Wakes every waiter when an entry is filled or a writer hands over.
+    /// Wakes the writer when an entry is filled. Only the writer waits on
+    /// it: waking every waiter at every fill would cost each of them a poll
+    /// and a lock of `pending` per answer.
     on_fill: Notify,
+    /// Wakes the waiters when a writer hands over, so one whose entry is
+    /// not written takes over.
+    handed_over: Notify,
     syncs: AtomicU64,
 }
 
@@ -119,7 +124,7 @@ struct HandOver<'a>(&'a Journal);
 impl Drop for HandOver<'_> {
     fn drop(&mut self) {
         self.0.lock_pending().writing = false;
-        self.0.on_fill.notify_waiters();
+        self.0.handed_over.notify_waiters();
     }
 }
 
@@ -216,6 +221,7 @@ impl Journal {
             in_turn: AtomicU64::new(0),
             checkpointing: AtomicBool::new(false),
             on_fill: Notify::new(),
+            handed_over: Notify::new(),
             syncs: AtomicU64::new(0),
         };
         Ok((Arc::new(journal), found))
@@ -332,10 +338,11 @@ impl Journal {
         }
         let mut written = self.written.subscribe();
         loop {
-            let filled = self.on_fill.notified();
-            tokio::pin!(filled);
-            // Registered before the checks, so no fill or write is missed.
-            filled.as_mut().enable();
+            let handed_over = self.handed_over.notified();
+            tokio::pin!(handed_over);
+            // Registered before the checks, so no hand-over or write is
+            // missed.
+            handed_over.as_mut().enable();
             if *written.borrow_and_update() >= upto {
                 break;
             }
@@ -345,7 +352,7 @@ impl Journal {
             }
             tokio::select! {
                 _ = written.changed() => {}
-                () = &mut filled => {}
+                () = &mut handed_over => {}
             }
         }
         if self.overflowed.load(Ordering::Acquire) > covered() {
@@ -362,7 +369,7 @@ impl Journal {
 
     /// As the writer: writes what is filled until entry `upto` is
     /// written, then hands over: a waiter whose entry is not written yet
-    /// takes over (every fill and every hand-over wakes them). A caller
+    /// takes over (a hand-over, and every write, wakes them). A caller
     /// dropped while it waits for an entry to be filled hands over too.
     async fn write_for(self: &Arc<Self>, upto: u64) {
         let _writer = HandOver(self);
