@@ -266,6 +266,42 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SledStore;
+    use crate::store::Store;
+
+    /// A delivery whose webhook is gone (deleted between its end and its
+    /// attempt, or put back by a replay after a crash) leaves the outbox
+    /// unsent, with no attempt logged.
+    #[tokio::test]
+    async fn a_delivery_whose_webhook_is_gone_leaves_the_outbox_unsent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(&dir.path().join("db"), 8 << 20).unwrap());
+        let vault = crate::vault::Vault::open(None, dir.path()).unwrap();
+        let webhooks = Webhooks::new(
+            store.clone(),
+            Arc::new(vault),
+            crate::config::Config::default().webhooks,
+            crate::metrics::Metrics::new().webhooks(),
+        )
+        .await
+        .unwrap();
+        let id = uuid::Uuid::now_v7().to_string();
+        let delivery = DeliveryRecord {
+            msg_id: format!("msg_{id}"),
+            id,
+            webhook_id: uuid::Uuid::now_v7().to_string(),
+            event_type: "execution.completed".into(),
+            body: "{}".into(),
+            created_ms: 1,
+            attempts: 0,
+            next_attempt_ms: 1,
+        };
+        store.put_delivery(&delivery).await.unwrap();
+        attempt(&webhooks, delivery).await;
+        assert!(store.pending_deliveries().await.unwrap().is_empty());
+        assert_eq!(store.record_counts().webhook_attempts, 0);
+    }
 
     #[test]
     fn backoff_grows_fourfold_with_jitter_and_a_cap() {

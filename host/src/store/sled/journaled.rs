@@ -133,6 +133,15 @@ mod tests {
         }
     }
 
+    /// A store in `dir` with one run ended and journaled.
+    async fn finished_store(dir: &std::path::Path) -> (SledStore, ExecutionRecord) {
+        let store = SledStore::open(dir, TEST_CACHE_BYTES).unwrap();
+        let done = execution(&id_at(10, 1), Some("s1"), ExecutionStatus::Completed);
+        store.finish_execution(&done, None, &[]).await.unwrap();
+        store.flush_finals().await.unwrap();
+        (store, done)
+    }
+
     /// What sled lost and the journal kept comes back at open: a store
     /// is opened on an empty sled beside another store's journal, as a
     /// crash that lost all of sled's unflushed writes would leave it.
@@ -175,10 +184,7 @@ mod tests {
     #[tokio::test]
     async fn entries_a_full_flush_covered_are_not_replayed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        let done = execution(&id_at(10, 1), Some("s1"), ExecutionStatus::Completed);
-        store.finish_execution(&done, None, &[]).await.unwrap();
-        store.flush_finals().await.unwrap();
+        let (store, done) = finished_store(dir.path()).await;
         store.delete_execution(&done.id).await.unwrap();
         store.flush().await.unwrap();
         drop(store);
@@ -190,10 +196,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_sled_holds_final_is_not_written_again() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        let done = execution(&id_at(10, 1), Some("s1"), ExecutionStatus::Completed);
-        store.finish_execution(&done, None, &[]).await.unwrap();
-        store.flush_finals().await.unwrap();
+        let (store, done) = finished_store(dir.path()).await;
         let found = vec![Found {
             seq: store.journal.appended() + 1,
             payload: serde_json::to_vec(&EntryRef::Final(&done)).unwrap(),
