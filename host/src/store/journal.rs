@@ -751,9 +751,14 @@ mod tests {
             let journal = journal.clone();
             async move { journal.sync().await }
         });
-        while !journal.lock_pending().writing {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let writing = async {
+            while !journal.lock_pending().writing {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), writing)
+            .await
+            .expect("no writer started");
         let entry = vec![3; 64 << 10];
         for _ in 0..(MAX_PENDING / entry.len() + 8) {
             journal.append(&entry);
@@ -799,6 +804,35 @@ mod tests {
         let (_, found) = open(dir.path(), four - 1);
         assert_eq!(seqs(&found), [four]);
         assert_eq!(found[0].payload, b"four");
+    }
+
+    /// One background full flush is planned at a time: within a second
+    /// of the last, or at once when the file being written is past a
+    /// quarter and the other still holds uncovered entries; none once
+    /// everything is covered.
+    #[tokio::test]
+    async fn one_checkpoint_at_a_time_and_at_once_when_a_file_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = open(dir.path(), 0);
+        assert_eq!(journal.checkpoint_due(), None, "nothing to cover");
+        journal.append(b"one");
+        assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
+        let due = journal.checkpoint_due().unwrap();
+        assert!(due > Duration::ZERO && due <= CHECKPOINT_EVERY, "{due:?}");
+        assert_eq!(journal.checkpoint_due(), None, "one is planned already");
+        journal.checkpoint_done();
+        // One file's turn takes "one" and a large entry; the turn in the
+        // other goes on past a quarter, since the first file still holds
+        // entries not covered.
+        let big = vec![1u8; MAX_ENTRY];
+        for _ in 0..3 {
+            journal.append(&big);
+            assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
+        }
+        assert_eq!(journal.checkpoint_due(), Some(Duration::ZERO));
+        journal.checkpoint_done();
+        journal.cover(journal.appended());
+        assert_eq!(journal.checkpoint_due(), None, "everything is covered");
     }
 
     /// A reader that saw an entry's writes waits for that entry, even

@@ -277,15 +277,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(SledStore::open(&dir.path().join("db"), 8 << 20).unwrap());
-        let vault = crate::vault::Vault::open(None, dir.path()).unwrap();
-        let webhooks = Webhooks::new(
-            store.clone(),
-            Arc::new(vault),
-            crate::config::Config::default().webhooks,
-            crate::metrics::Metrics::new().webhooks(),
-        )
-        .await
-        .unwrap();
+        let webhooks = super::super::tests::webhooks_on(&store, dir.path()).await;
         let id = uuid::Uuid::now_v7().to_string();
         let delivery = DeliveryRecord {
             msg_id: format!("msg_{id}"),

@@ -256,6 +256,23 @@ mod tests {
         }
     }
 
+    /// The webhooks of a node with default settings on `store`, its vault
+    /// in `dir`.
+    pub(super) async fn webhooks_on(
+        store: &Arc<dyn Store>,
+        dir: &std::path::Path,
+    ) -> Arc<Webhooks> {
+        let vault = crate::vault::Vault::open(None, dir).unwrap();
+        Webhooks::new(
+            store.clone(),
+            Arc::new(vault),
+            crate::config::Config::default().webhooks,
+            crate::metrics::Metrics::new().webhooks(),
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn events_reach_only_creators_who_may_still_read_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -282,15 +299,7 @@ mod tests {
         ] {
             store.create_webhook(&webhook(id, creator)).await.unwrap();
         }
-        let vault = crate::vault::Vault::open(None, dir.path()).unwrap();
-        let webhooks = Webhooks::new(
-            store.clone(),
-            Arc::new(vault),
-            crate::config::Config::default().webhooks,
-            crate::metrics::Metrics::new().webhooks(),
-        )
-        .await
-        .unwrap();
+        let webhooks = webhooks_on(&store, dir.path()).await;
 
         let receivers = async |event: &str| {
             let before: Vec<_> = store.pending_deliveries().await.unwrap();

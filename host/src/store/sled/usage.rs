@@ -110,14 +110,6 @@ pub(super) fn write(
     Ok(())
 }
 
-#[cfg(test)]
-impl SledStore {
-    /// Moves the rollup changes into the tree (every flush does).
-    pub(super) fn write_usage(&self) -> Result<(), StoreError> {
-        write(&self.pending_usage, &self.usage, &self.counted)
-    }
-}
-
 #[async_trait::async_trait]
 impl UsageStore for SledStore {
     async fn usage(
@@ -342,7 +334,7 @@ mod tests {
             ))
             .await
             .unwrap();
-        store.write_usage().unwrap();
+        write(&store.pending_usage, &store.usage, &store.counted).unwrap();
         let total = async |org| {
             store
                 .usage(Grain::Day, at, at, Scope::Total(org))
