@@ -8,6 +8,7 @@ mod executions;
 mod idempotency;
 mod journaled;
 mod orgs;
+mod packed;
 mod schedules;
 mod script_data;
 mod scripts;

@@ -15,6 +15,7 @@ use std::sync::{Mutex, PoisonError};
 
 use super::contents::{self, Apart, ApartOf};
 use super::execution_keys::{self, FIRST_ID, ID_LEN, MergedIds, PAST_IDS, Source, keys};
+use super::packed;
 use super::{SledStore, backend, decode, lowest_id};
 use crate::store::executions::{
     ExecutionIndex, ExecutionStore, ExecutionWalk, IndexCounts, Indexed, Removal, script_slot,
@@ -167,8 +168,11 @@ impl SledStore {
             }),
             None => match self.executions.get(id).map_err(backend)? {
                 Some(bytes) => {
-                    kept_apart = ApartOf::read(&bytes).unwrap_or_default();
-                    decode::<Indexed>(&bytes)
+                    let json = packed::unpack(&bytes);
+                    if let Ok(json) = &json {
+                        kept_apart = ApartOf::read(json).unwrap_or_default();
+                    }
+                    json.and_then(|json| decode::<Indexed>(&json))
                         .inspect_err(
                             |e| tracing::error!(id, error = %e, "replacing an unreadable execution"),
                         )
@@ -231,7 +235,7 @@ impl SledStore {
             self.executions.insert(key, &[]).map_err(backend)?;
         }
         self.executions
-            .insert(id.as_bytes(), bytes)
+            .insert(id.as_bytes(), packed::pack(bytes))
             .map_err(backend)?;
         for key in old_keys
             .iter()
@@ -279,8 +283,9 @@ impl SledStore {
         &self,
         bytes: &[u8],
     ) -> Result<Option<ExecutionRecord>, StoreError> {
-        let mut record: ExecutionRecord = decode(bytes)?;
-        let apart = ApartOf::read(bytes)?;
+        let json = packed::unpack(bytes)?;
+        let mut record: ExecutionRecord = decode(&json)?;
+        let apart = ApartOf::read(&json)?;
         if !apart.is_empty() && !self.contents.fill(&mut record, &apart)? {
             return Ok(None);
         }
@@ -570,11 +575,12 @@ impl ExecutionStore for SledStore {
         let Some(bytes) = self.executions.get(id).map_err(backend)? else {
             return Ok(Removal::Missing);
         };
-        let indexed: Indexed = decode(&bytes)?;
+        let json = packed::unpack(&bytes)?;
+        let indexed: Indexed = decode(&json)?;
         if !indexed.status.is_final() {
             return Ok(Removal::NotFinal(indexed.status));
         }
-        let apart = ApartOf::read(&bytes)?;
+        let apart = ApartOf::read(&json)?;
         self.executions.remove(id.as_bytes()).map_err(backend)?;
         for key in keys(&indexed, id) {
             self.executions.remove(key).map_err(backend)?;
@@ -698,6 +704,53 @@ mod tests {
             1
         );
         assert_eq!(store.execution_counts(), [(ExecutionStatus::Queued, 2)]);
+    }
+
+    #[tokio::test]
+    async fn records_are_stored_packed_and_ones_stored_as_json_before_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (packed_id, plain_id) = (id_at(1_000, 0), id_at(2_000, 0));
+        let mut done = execution(&packed_id, Some("s1"), ExecutionStatus::Completed);
+        done.result = Some(serde_json::json!({ "answer": 42 }));
+        store.put_execution(&done).await.unwrap();
+        let stored = store.executions.get(&packed_id).unwrap().unwrap();
+        assert_ne!(stored[0], b'{', "stored packed");
+        assert!(stored.len() < encode(&done).unwrap().len() / 2);
+        assert_eq!(
+            store.execution(&packed_id).await.unwrap(),
+            Some(done.clone())
+        );
+
+        // A record as a build before packing wrote it: JSON, with its entries.
+        let plain = execution(&plain_id, Some("s1"), ExecutionStatus::Failed);
+        store
+            .executions
+            .insert(plain_id.as_bytes(), encode(&plain).unwrap())
+            .unwrap();
+        for key in keys(&Indexed::of(&plain), &plain_id) {
+            store.executions.insert(key, &[]).unwrap();
+        }
+        assert_eq!(
+            store.execution(&plain_id).await.unwrap(),
+            Some(plain.clone())
+        );
+        let walk = ExecutionWalk::new(ExecutionIndex::Script(Some("s1".into())), true);
+        assert_eq!(
+            ids(&store, &walk).await,
+            [plain_id.clone(), packed_id.clone()]
+        );
+        // Rewritten (an update), it is packed too; both delete.
+        store.put_execution(&plain).await.unwrap();
+        assert_ne!(store.executions.get(&plain_id).unwrap().unwrap()[0], b'{');
+        for id in [&packed_id, &plain_id] {
+            assert!(matches!(
+                store.delete_execution(id).await.unwrap(),
+                Removal::Removed
+            ));
+            assert_eq!(store.execution(id).await.unwrap(), None);
+        }
+        assert!(ids(&store, &walk).await.is_empty());
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{SledStore, backend, decode};
+use super::{SledStore, backend, packed};
 use crate::store::executions::Indexed;
 use crate::store::journal::{Found, Reserved, Synced};
 use crate::store::webhooks::DeliveryRecord;
@@ -90,7 +90,9 @@ impl SledStore {
             match entry {
                 Entry::Final(record) => {
                     let stored_final = match self.executions.get(&record.id).map_err(backend)? {
-                        Some(bytes) => decode::<Indexed>(&bytes).is_ok_and(|i| i.status.is_final()),
+                        Some(bytes) => {
+                            packed::decode::<Indexed>(&bytes).is_ok_and(|i| i.status.is_final())
+                        }
                         None => false,
                     };
                     if !stored_final {

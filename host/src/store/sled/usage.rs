@@ -85,7 +85,7 @@ pub(super) fn rollup_all(executions: &sled::Tree, usage: &sled::Tree) -> Result<
     let pending = PendingUsage::default();
     for entry in executions.range(super::execution_keys::RECORDS) {
         let (_, bytes) = entry.map_err(backend)?;
-        if let Ok(record) = decode::<ExecutionRecord>(&bytes)
+        if let Ok(record) = super::packed::decode::<ExecutionRecord>(&bytes)
             && record.status.is_final()
         {
             pending.add(&record);

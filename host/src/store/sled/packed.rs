@@ -1,0 +1,221 @@
+//! Execution records packed with zstd against a fixed dictionary.
+//!
+//! A trivial run's record is ~500 bytes of JSON, most of it field names
+//! and values every record repeats, and sled's log carries each record
+//! two to three times over (its deltas, node rewrites and the garbage
+//! its segments keep until cleaned). Compressed alone, a record that small
+//! barely shrinks; against a dictionary of typical records
+//! (`record_dictionary_1.txt`, raw content, no training) what is left is
+//! mostly its ids and times.
+//!
+//! A stored value is either JSON as before (it begins with `{`), so records
+//! written before packing, and ones too large to pack, read as they are,
+//! or [`DICTIONARY_1`]'s tag, the JSON's length (`u32`, little-endian) and
+//! a zstd frame. The dictionary is never edited: records packed with it
+//! need its exact bytes (a test pins its hash); a better one gets a new tag.
+
+use std::borrow::Cow;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
+use zstd::bulk::{Compressor, Decompressor};
+use zstd::dict::{DecoderDictionary, EncoderDictionary};
+
+use crate::store::StoreError;
+
+const DICTIONARY_1: u8 = 0x01;
+static DICTIONARY_1_BYTES: &[u8] = include_bytes!("record_dictionary_1.txt");
+/// zstd's level: records are small, so higher levels find next to nothing
+/// more, at a cost on every run's final write.
+const LEVEL: i32 = 3;
+/// Records longer than this are stored as JSON: a record that large is
+/// rare (large parameters; large outputs are stored apart, `contents.rs`),
+/// and the bound keeps what a corrupt length could make `unpack` allocate
+/// small.
+const PACK_UP_TO: usize = 64 * 1024;
+const HEADER: usize = 1 + 4;
+/// Contexts kept for reuse, per direction; beyond it one is made and
+/// dropped (each holds a few hundred KiB).
+const POOLED: usize = 8;
+
+static ENCODER: LazyLock<EncoderDictionary<'static>> =
+    LazyLock::new(|| EncoderDictionary::copy(DICTIONARY_1_BYTES, LEVEL));
+static DECODER: LazyLock<DecoderDictionary<'static>> =
+    LazyLock::new(|| DecoderDictionary::copy(DICTIONARY_1_BYTES));
+static COMPRESSORS: Mutex<Vec<Compressor<'static>>> = Mutex::new(Vec::new());
+static DECOMPRESSORS: Mutex<Vec<Decompressor<'static>>> = Mutex::new(Vec::new());
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("a packed record: {what}"))
+}
+
+/// Takes a context from `pool` (or makes one), runs `work` with it and
+/// puts it back while the pool has room.
+fn pooled<C, T>(
+    pool: &Mutex<Vec<C>>,
+    make: impl FnOnce() -> std::io::Result<C>,
+    work: impl FnOnce(&mut C) -> T,
+) -> std::io::Result<T> {
+    let taken = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    let mut context = match taken {
+        Some(context) => context,
+        None => make()?,
+    };
+    let done = work(&mut context);
+    let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
+    if pool.len() < POOLED {
+        pool.push(context);
+    }
+    Ok(done)
+}
+
+/// `json` (an encoded record) as it is stored: packed when that is
+/// smaller, else as it is.
+pub(super) fn pack(json: Vec<u8>) -> Vec<u8> {
+    if json.len() > PACK_UP_TO {
+        return json;
+    }
+    let packed = pooled(
+        &COMPRESSORS,
+        || Compressor::with_prepared_dictionary(&ENCODER),
+        |compressor| compressor.compress(&json),
+    );
+    let frame = match packed {
+        Ok(Ok(frame)) if HEADER + frame.len() < json.len() => frame,
+        // zstd failing (it cannot allocate) leaves the record as JSON.
+        _ => return json,
+    };
+    let mut stored = Vec::with_capacity(HEADER + frame.len());
+    stored.push(DICTIONARY_1);
+    // Within PACK_UP_TO, so within u32.
+    stored.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    stored.extend_from_slice(&frame);
+    stored
+}
+
+/// A stored record's JSON.
+///
+/// # Errors
+///
+/// [`StoreError::Corrupt`] for a tag this build does not know, a length
+/// past what is packed, or a frame that does not decompress to it.
+pub(super) fn unpack(stored: &[u8]) -> Result<Cow<'_, [u8]>, StoreError> {
+    match stored.first() {
+        Some(&DICTIONARY_1) => {}
+        _ => return Ok(Cow::Borrowed(stored)),
+    }
+    let length = stored
+        .get(1..HEADER)
+        .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+        .map(|bytes| u32::from_le_bytes(bytes) as usize)
+        .ok_or_else(|| corrupt("it ends in its header"))?;
+    if length > PACK_UP_TO {
+        return Err(corrupt(format!("a length of {length} bytes")));
+    }
+    let json = pooled(
+        &DECOMPRESSORS,
+        || Decompressor::with_prepared_dictionary(&DECODER),
+        |decompressor| decompressor.decompress(&stored[HEADER..], length),
+    )
+    .and_then(|done| done)
+    .map_err(corrupt)?;
+    if json.len() != length {
+        return Err(corrupt(format!(
+            "{} bytes where its header says {length}",
+            json.len()
+        )));
+    }
+    Ok(Cow::Owned(json))
+}
+
+/// A stored record (or part of one, such as its `Indexed` fields), decoded.
+///
+/// # Errors
+///
+/// [`StoreError::Corrupt`]: see [`unpack`]; or its JSON does not decode.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(stored: &[u8]) -> Result<T, StoreError> {
+    super::decode(&unpack(stored)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::execution;
+    use crate::store::{ExecutionRecord, ExecutionStatus};
+
+    fn trivial() -> Vec<u8> {
+        let mut record = execution(
+            "019af3c2-5b1e-7cc4-9a2e-3d1f0b7e6a55",
+            Some("019af3c2-1111-7abc-8def-0123456789ab"),
+            ExecutionStatus::Completed,
+        );
+        record.created_by = Some("019af3c2-2222-7abc-8def-0123456789ab".into());
+        record.started_at = Some("2026-12-06T17:20:01.123Z".into());
+        record.completed_at = Some("2026-12-06T17:20:01.125Z".into());
+        record.duration_ms = Some(2);
+        record.exit_code = Some(0);
+        record.result = Some(serde_json::json!(1));
+        record.fuel_consumed = Some(41_233);
+        record.peak_memory_bytes = Some(1_245_184);
+        serde_json::to_vec(&record).unwrap()
+    }
+
+    #[test]
+    fn the_dictionary_is_the_one_records_were_packed_with() {
+        // Records on disk need these exact bytes: a change must come with
+        // a new tag (and this dictionary kept), not an edit.
+        assert_eq!(
+            blake3::hash(DICTIONARY_1_BYTES).to_hex().as_str(),
+            "1096e28cc21b9960981d259cff7810ab6dddc5c342c3ccf0716673746de73cca"
+        );
+    }
+
+    #[test]
+    fn a_trivial_record_packs_to_a_third_and_back() {
+        let json = trivial();
+        let stored = pack(json.clone());
+        assert_eq!(stored[0], DICTIONARY_1);
+        assert!(
+            stored.len() * 3 < json.len(),
+            "{} bytes packed from {}",
+            stored.len(),
+            json.len()
+        );
+        assert_eq!(&*unpack(&stored).unwrap(), json.as_slice());
+        let record: ExecutionRecord = serde_json::from_slice(&unpack(&stored).unwrap()).unwrap();
+        assert_eq!(record.fuel_consumed, Some(41_233));
+    }
+
+    #[test]
+    fn json_stored_before_packing_reads_as_it_is() {
+        let json = trivial();
+        assert!(matches!(unpack(&json).unwrap(), Cow::Borrowed(b) if b == json.as_slice()));
+    }
+
+    #[test]
+    fn a_record_too_large_or_that_does_not_shrink_stays_json() {
+        let mut record = execution(
+            "019af3c2-5b1e-7cc4-9a2e-3d1f0b7e6a55",
+            None,
+            ExecutionStatus::Completed,
+        );
+        record.parameters = serde_json::json!({ "blob": "x".repeat(PACK_UP_TO) });
+        let json = serde_json::to_vec(&record).unwrap();
+        assert_eq!(pack(json.clone()), json);
+        let tiny = b"{}".to_vec();
+        assert_eq!(pack(tiny.clone()), tiny);
+    }
+
+    #[test]
+    fn damaged_packed_records_are_corrupt_not_a_panic() {
+        let stored = pack(trivial());
+        let mut cut = stored.clone();
+        cut.truncate(stored.len() - 4);
+        let mut long = stored.clone();
+        long[1..HEADER].copy_from_slice(&(PACK_UP_TO as u32 + 1).to_le_bytes());
+        let mut wrong = stored.clone();
+        wrong[1..HEADER].copy_from_slice(&10u32.to_le_bytes());
+        for damaged in [&stored[..3], &cut[..], &long[..], &wrong[..]] {
+            assert!(matches!(unpack(damaged), Err(StoreError::Corrupt(_))));
+        }
+    }
+}
