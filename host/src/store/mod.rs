@@ -59,9 +59,9 @@ pub use self::sled::SledStore;
 /// its organization (`sled/execution_keys.rs`); migrated in place.
 /// 7 → 8: final records are journaled (`journal.rs`) and sled is flushed
 /// in the background: version 7 would not replay the journal after a crash.
-/// 8 → 9: execution records are stored packed (`sled/packed.rs`), which
-/// version 8 cannot read; version 9 reads version 8's JSON records as they
-/// are, so nothing is rewritten.
+/// 8 → 9: execution records and usage rollups are stored packed
+/// (`sled/packed.rs`), which version 8 cannot read; version 9 reads version
+/// 8's JSON values as they are, so nothing is rewritten.
 pub const SCHEMA_VERSION: u32 = 9;
 
 #[derive(Debug, thiserror::Error)]

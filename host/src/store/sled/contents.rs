@@ -281,7 +281,8 @@ impl Contents {
                 .unwrap_or_default();
             // A record that cannot be read keeps what it may name.
             let named = match executions.get(id).map_err(backend)? {
-                Some(bytes) => super::packed::unpack(&bytes)
+                Some(bytes) => super::packed::RECORD
+                    .unpack(&bytes)
                     .and_then(|json| ApartOf::read(&json))
                     .map(|apart| apart.values().any(|h| *h == hex))
                     .unwrap_or(true),

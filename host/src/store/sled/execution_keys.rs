@@ -282,7 +282,7 @@ pub(super) fn count_entries(
         let (key, _) = entry.map_err(backend)?;
         let id = &key[1..];
         let record = tree.get(id).map_err(backend)?;
-        if let Some(indexed) = record.and_then(|b| packed::decode::<Indexed>(&b).ok()) {
+        if let Some(indexed) = record.and_then(|b| packed::RECORD.decode::<Indexed>(&b).ok()) {
             *counts.status.entry(indexed.status).or_default() += 1;
             if let Some(org) = &indexed.org {
                 *counts.org.entry(org.clone()).or_default() += 1;
@@ -298,7 +298,7 @@ pub(super) fn count_entries(
 pub(super) fn index_all(tree: &sled::Tree) -> Result<(), StoreError> {
     for entry in tree.range(RECORDS) {
         let (id, bytes) = entry.map_err(backend)?;
-        let Ok(indexed) = packed::decode::<Indexed>(&bytes) else {
+        let Ok(indexed) = packed::RECORD.decode::<Indexed>(&bytes) else {
             tracing::error!(id = %String::from_utf8_lossy(&id), "an unreadable execution is left out of the indexes");
             continue;
         };
@@ -319,7 +319,7 @@ pub(super) fn migrate_to_7(tree: &sled::Tree) -> Result<usize, StoreError> {
         if key.len() > ID_LEN {
             let id = &key[key.len() - ID_LEN..];
             let record = tree.get(id).map_err(backend)?;
-            if let Some(indexed) = record.and_then(|b| packed::decode::<Indexed>(&b).ok()) {
+            if let Some(indexed) = record.and_then(|b| packed::RECORD.decode::<Indexed>(&b).ok()) {
                 let id = String::from_utf8_lossy(id);
                 for new in keys(&indexed, &id) {
                     tree.insert(new, &[]).map_err(backend)?;
@@ -348,7 +348,7 @@ pub(super) fn repair(tree: &sled::Tree) -> Result<usize, StoreError> {
         }
         let id = &key[key.len() - ID_LEN..];
         let indexed = match tree.get(id).map_err(backend)? {
-            Some(bytes) => packed::decode::<Indexed>(&bytes).ok(),
+            Some(bytes) => packed::RECORD.decode::<Indexed>(&bytes).ok(),
             None => None,
         };
         let holds = indexed.is_some_and(|indexed| {

@@ -168,7 +168,7 @@ impl SledStore {
             }),
             None => match self.executions.get(id).map_err(backend)? {
                 Some(bytes) => {
-                    let json = packed::unpack(&bytes);
+                    let json = packed::RECORD.unpack(&bytes);
                     if let Ok(json) = &json {
                         kept_apart = ApartOf::read(json).unwrap_or_default();
                     }
@@ -235,7 +235,7 @@ impl SledStore {
             self.executions.insert(key, &[]).map_err(backend)?;
         }
         self.executions
-            .insert(id.as_bytes(), packed::pack(bytes))
+            .insert(id.as_bytes(), packed::RECORD.pack(bytes))
             .map_err(backend)?;
         for key in old_keys
             .iter()
@@ -283,7 +283,7 @@ impl SledStore {
         &self,
         bytes: &[u8],
     ) -> Result<Option<ExecutionRecord>, StoreError> {
-        let json = packed::unpack(bytes)?;
+        let json = packed::RECORD.unpack(bytes)?;
         let mut record: ExecutionRecord = decode(&json)?;
         let apart = ApartOf::read(&json)?;
         if !apart.is_empty() && !self.contents.fill(&mut record, &apart)? {
@@ -575,7 +575,7 @@ impl ExecutionStore for SledStore {
         let Some(bytes) = self.executions.get(id).map_err(backend)? else {
             return Ok(Removal::Missing);
         };
-        let json = packed::unpack(&bytes)?;
+        let json = packed::RECORD.unpack(&bytes)?;
         let indexed: Indexed = decode(&json)?;
         if !indexed.status.is_final() {
             return Ok(Removal::NotFinal(indexed.status));

@@ -90,9 +90,9 @@ impl SledStore {
             match entry {
                 Entry::Final(record) => {
                     let stored_final = match self.executions.get(&record.id).map_err(backend)? {
-                        Some(bytes) => {
-                            packed::decode::<Indexed>(&bytes).is_ok_and(|i| i.status.is_final())
-                        }
+                        Some(bytes) => packed::RECORD
+                            .decode::<Indexed>(&bytes)
+                            .is_ok_and(|i| i.status.is_final()),
                         None => false,
                     };
                     if !stored_final {

@@ -1,4 +1,5 @@
-//! Execution records packed with zstd against a fixed dictionary.
+//! Execution records and usage rollups packed with zstd against fixed
+//! dictionaries.
 //!
 //! A trivial run's record is ~500 bytes of JSON, most of it field names
 //! and values every record repeats, and sled's log carries each record
@@ -8,27 +9,34 @@
 //! (`record_dictionary_1.txt`, raw content, no training) what is left is
 //! mostly its ids and times.
 //!
-//! A stored value is either JSON as before (it begins with `{`), so records
+//! Rollup rows are the same: ~100 bytes of JSON, one per script and hour
+//! that ran.
+//!
+//! A stored value is either JSON as before (it begins with `{`), so values
 //! written before packing, and ones too large to pack, read as they are,
-//! or [`DICTIONARY_1`]'s tag, the JSON's length (`u32`, little-endian) and
-//! a zstd frame. The dictionary is never edited: records packed with it
-//! need its exact bytes (a test pins its hash); a better one gets a new tag.
+//! or its kind's tag, the JSON's length (`u32`, little-endian) and a zstd
+//! frame. A dictionary is never edited: values packed with it need its
+//! exact bytes (a test pins their hashes); a better one gets a new tag.
 
 use std::borrow::Cow;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
 use crate::store::StoreError;
 
-const DICTIONARY_1: u8 = 0x01;
-static DICTIONARY_1_BYTES: &[u8] = include_bytes!("record_dictionary_1.txt");
+/// Execution records (`executions`).
+pub(super) static RECORD: Packing = Packing::new(0x01, include_bytes!("record_dictionary_1.txt"));
+/// Usage rollup rows (`usage`): a hundred bytes of JSON each, one per
+/// script and hour that ran.
+pub(super) static ROLLUP: Packing = Packing::new(0x02, include_bytes!("rollup_dictionary_2.txt"));
+
 /// zstd's level: on a trivial record level 1 packs smaller than 3 and no
 /// slower; higher levels save a few bytes more for about twice the time,
 /// on every run's final write.
 const LEVEL: i32 = 1;
-/// Records longer than this are stored as JSON: a record that large is
+/// Values longer than this are stored as JSON: a record that large is
 /// rare (large parameters; large outputs are stored apart, `contents.rs`),
 /// and the bound keeps what a corrupt length could make `unpack` allocate
 /// small.
@@ -38,15 +46,19 @@ const HEADER: usize = 1 + 4;
 /// dropped (each holds a few hundred KiB).
 const POOLED: usize = 8;
 
-static ENCODER: LazyLock<EncoderDictionary<'static>> =
-    LazyLock::new(|| EncoderDictionary::copy(DICTIONARY_1_BYTES, LEVEL));
-static DECODER: LazyLock<DecoderDictionary<'static>> =
-    LazyLock::new(|| DecoderDictionary::copy(DICTIONARY_1_BYTES));
-static COMPRESSORS: Mutex<Vec<Compressor<'static>>> = Mutex::new(Vec::new());
-static DECOMPRESSORS: Mutex<Vec<Decompressor<'static>>> = Mutex::new(Vec::new());
+/// One kind of value's tag and dictionary, and the zstd contexts kept for
+/// it.
+pub(super) struct Packing {
+    tag: u8,
+    dictionary: &'static [u8],
+    encoder: OnceLock<EncoderDictionary<'static>>,
+    decoder: OnceLock<DecoderDictionary<'static>>,
+    compressors: Mutex<Vec<Compressor<'static>>>,
+    decompressors: Mutex<Vec<Decompressor<'static>>>,
+}
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("a packed record: {what}"))
+    StoreError::Corrupt(format!("a packed value: {what}"))
 }
 
 /// Takes a context from `pool` (or makes one), runs `work` with it and
@@ -69,78 +81,106 @@ fn pooled<C, T>(
     Ok(done)
 }
 
-/// `json` (an encoded record) as it is stored: packed when that is
-/// smaller, else as it is.
-pub(super) fn pack(json: Vec<u8>) -> Vec<u8> {
-    if json.len() > PACK_UP_TO {
-        return json;
+impl Packing {
+    const fn new(tag: u8, dictionary: &'static [u8]) -> Self {
+        Self {
+            tag,
+            dictionary,
+            encoder: OnceLock::new(),
+            decoder: OnceLock::new(),
+            compressors: Mutex::new(Vec::new()),
+            decompressors: Mutex::new(Vec::new()),
+        }
     }
-    let packed = pooled(
-        &COMPRESSORS,
-        || Compressor::with_prepared_dictionary(&ENCODER),
-        |compressor| compressor.compress(&json),
-    );
-    let frame = match packed {
-        Ok(Ok(frame)) if HEADER + frame.len() < json.len() => frame,
-        // zstd failing (it cannot allocate) leaves the record as JSON.
-        _ => return json,
-    };
-    let mut stored = Vec::with_capacity(HEADER + frame.len());
-    stored.push(DICTIONARY_1);
-    // Within PACK_UP_TO, so within u32.
-    stored.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    stored.extend_from_slice(&frame);
-    stored
-}
 
-/// A stored record's JSON.
-///
-/// # Errors
-///
-/// [`StoreError::Corrupt`] for a tag this build does not know, a length
-/// past what is packed, or a frame that does not decompress to it.
-pub(super) fn unpack(stored: &[u8]) -> Result<Cow<'_, [u8]>, StoreError> {
-    match stored.first() {
-        Some(&DICTIONARY_1) => {}
-        _ => return Ok(Cow::Borrowed(stored)),
+    /// `json` (an encoded value) as it is stored: packed when that is
+    /// smaller, else as it is.
+    pub(super) fn pack(&'static self, json: Vec<u8>) -> Vec<u8> {
+        if json.len() > PACK_UP_TO {
+            return json;
+        }
+        let packed = pooled(
+            &self.compressors,
+            || {
+                let encoder = self
+                    .encoder
+                    .get_or_init(|| EncoderDictionary::copy(self.dictionary, LEVEL));
+                Compressor::with_prepared_dictionary(encoder)
+            },
+            |compressor| compressor.compress(&json),
+        );
+        let frame = match packed {
+            Ok(Ok(frame)) if HEADER + frame.len() < json.len() => frame,
+            // zstd failing (it cannot allocate) leaves the value as JSON.
+            _ => return json,
+        };
+        let mut stored = Vec::with_capacity(HEADER + frame.len());
+        stored.push(self.tag);
+        // Within PACK_UP_TO, so within u32.
+        stored.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        stored.extend_from_slice(&frame);
+        stored
     }
-    let length = stored
-        .get(1..HEADER)
-        .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
-        .map(|bytes| u32::from_le_bytes(bytes) as usize)
-        .ok_or_else(|| corrupt("it ends in its header"))?;
-    if length > PACK_UP_TO {
-        return Err(corrupt(format!("a length of {length} bytes")));
-    }
-    let json = pooled(
-        &DECOMPRESSORS,
-        || Decompressor::with_prepared_dictionary(&DECODER),
-        |decompressor| decompressor.decompress(&stored[HEADER..], length),
-    )
-    .and_then(|done| done)
-    .map_err(corrupt)?;
-    if json.len() != length {
-        return Err(corrupt(format!(
-            "{} bytes where its header says {length}",
-            json.len()
-        )));
-    }
-    Ok(Cow::Owned(json))
-}
 
-/// A stored record (or part of one, such as its `Indexed` fields), decoded.
-///
-/// # Errors
-///
-/// [`StoreError::Corrupt`]: see [`unpack`]; or its JSON does not decode.
-pub(super) fn decode<T: serde::de::DeserializeOwned>(stored: &[u8]) -> Result<T, StoreError> {
-    super::decode(&unpack(stored)?)
+    /// A stored value's JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for a length past what is packed, or a frame
+    /// that does not decompress to it.
+    pub(super) fn unpack<'a>(&'static self, stored: &'a [u8]) -> Result<Cow<'a, [u8]>, StoreError> {
+        if stored.first() != Some(&self.tag) {
+            return Ok(Cow::Borrowed(stored));
+        }
+        let length = stored
+            .get(1..HEADER)
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+            .map(|bytes| u32::from_le_bytes(bytes) as usize)
+            .ok_or_else(|| corrupt("it ends in its header"))?;
+        if length > PACK_UP_TO {
+            return Err(corrupt(format!("a length of {length} bytes")));
+        }
+        let json = pooled(
+            &self.decompressors,
+            || {
+                let decoder = self
+                    .decoder
+                    .get_or_init(|| DecoderDictionary::copy(self.dictionary));
+                Decompressor::with_prepared_dictionary(decoder)
+            },
+            |decompressor| decompressor.decompress(&stored[HEADER..], length),
+        )
+        .and_then(|done| done)
+        .map_err(corrupt)?;
+        if json.len() != length {
+            return Err(corrupt(format!(
+                "{} bytes where its header says {length}",
+                json.len()
+            )));
+        }
+        Ok(Cow::Owned(json))
+    }
+
+    /// A stored value (or part of one, such as a record's `Indexed`
+    /// fields), decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`]: see [`Packing::unpack`]; or its JSON does
+    /// not decode.
+    pub(super) fn decode<T: serde::de::DeserializeOwned>(
+        &'static self,
+        stored: &[u8],
+    ) -> Result<T, StoreError> {
+        super::decode(&self.unpack(stored)?)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::testing::execution;
+    use crate::store::usage::UsageRollup;
     use crate::store::{ExecutionRecord, ExecutionStatus};
 
     fn trivial() -> Vec<u8> {
@@ -161,35 +201,68 @@ mod tests {
     }
 
     #[test]
-    fn the_dictionary_is_the_one_records_were_packed_with() {
-        // Records on disk need these exact bytes: a change must come with
-        // a new tag (and this dictionary kept), not an edit.
+    fn the_dictionaries_are_the_ones_values_were_packed_with() {
+        // Values on disk need these exact bytes: a change must come with a
+        // new tag (and this dictionary kept), not an edit.
+        let hash = |packing: &Packing| blake3::hash(packing.dictionary).to_hex().to_string();
         assert_eq!(
-            blake3::hash(DICTIONARY_1_BYTES).to_hex().as_str(),
+            hash(&RECORD),
             "1096e28cc21b9960981d259cff7810ab6dddc5c342c3ccf0716673746de73cca"
         );
+        assert_eq!(
+            hash(&ROLLUP),
+            "4f7b6ea4a0475233e38348fb2816259068c55022f43fde2d9782dd8b2c411e59"
+        );
+        assert_ne!(RECORD.tag, ROLLUP.tag);
+        assert!(![RECORD.tag, ROLLUP.tag].contains(&b'{'));
     }
 
     #[test]
     fn a_trivial_record_packs_to_a_third_and_back() {
         let json = trivial();
-        let stored = pack(json.clone());
-        assert_eq!(stored[0], DICTIONARY_1);
+        let stored = RECORD.pack(json.clone());
+        assert_eq!(stored[0], RECORD.tag);
         assert!(
             stored.len() * 3 < json.len(),
             "{} bytes packed from {}",
             stored.len(),
             json.len()
         );
-        assert_eq!(&*unpack(&stored).unwrap(), json.as_slice());
-        let record: ExecutionRecord = serde_json::from_slice(&unpack(&stored).unwrap()).unwrap();
+        assert_eq!(&*RECORD.unpack(&stored).unwrap(), json.as_slice());
+        let record: ExecutionRecord = RECORD.decode(&stored).unwrap();
         assert_eq!(record.fuel_consumed, Some(41_233));
+    }
+
+    #[test]
+    fn a_rollup_row_packs_to_half_and_back() {
+        let mut row = UsageRollup::default();
+        let mut record = execution(
+            "019af3c2-5b1e-7cc4-9a2e-3d1f0b7e6a55",
+            None,
+            ExecutionStatus::Completed,
+        );
+        record.duration_ms = Some(3);
+        record.fuel_consumed = Some(52_113);
+        row.add(&record);
+        let json = serde_json::to_vec(&row).unwrap();
+        let stored = ROLLUP.pack(json.clone());
+        assert_eq!(stored[0], ROLLUP.tag);
+        assert!(
+            stored.len() * 2 < json.len(),
+            "{} bytes packed from {}",
+            stored.len(),
+            json.len()
+        );
+        assert_eq!(ROLLUP.decode::<UsageRollup>(&stored).unwrap(), row);
+        // One kind's tag is not another's: a record read as a rollup is
+        // not unpacked with the wrong dictionary.
+        assert!(RECORD.decode::<UsageRollup>(&stored).is_err());
     }
 
     #[test]
     fn json_stored_before_packing_reads_as_it_is() {
         let json = trivial();
-        assert!(matches!(unpack(&json).unwrap(), Cow::Borrowed(b) if b == json.as_slice()));
+        assert!(matches!(RECORD.unpack(&json).unwrap(), Cow::Borrowed(b) if b == json.as_slice()));
     }
 
     #[test]
@@ -201,14 +274,14 @@ mod tests {
         );
         record.parameters = serde_json::json!({ "blob": "x".repeat(PACK_UP_TO) });
         let json = serde_json::to_vec(&record).unwrap();
-        assert_eq!(pack(json.clone()), json);
+        assert_eq!(RECORD.pack(json.clone()), json);
         let tiny = b"{}".to_vec();
-        assert_eq!(pack(tiny.clone()), tiny);
+        assert_eq!(RECORD.pack(tiny.clone()), tiny);
     }
 
     #[test]
-    fn damaged_packed_records_are_corrupt_not_a_panic() {
-        let stored = pack(trivial());
+    fn damaged_packed_values_are_corrupt_not_a_panic() {
+        let stored = RECORD.pack(trivial());
         let mut cut = stored.clone();
         cut.truncate(stored.len() - 4);
         let mut long = stored.clone();
@@ -216,7 +289,10 @@ mod tests {
         let mut wrong = stored.clone();
         wrong[1..HEADER].copy_from_slice(&10u32.to_le_bytes());
         for damaged in [&stored[..3], &cut[..], &long[..], &wrong[..]] {
-            assert!(matches!(unpack(damaged), Err(StoreError::Corrupt(_))));
+            assert!(matches!(
+                RECORD.unpack(damaged),
+                Err(StoreError::Corrupt(_))
+            ));
         }
     }
 }

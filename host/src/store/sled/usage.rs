@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{SledStore, backend, decode, encode};
+use super::packed::{RECORD, ROLLUP};
+use super::{SledStore, backend, encode};
 use crate::store::pending_usage::{PendingUsage, RowKey as Key, kind, merge_into_rows, selection};
 use crate::store::usage::{Grain, Scope, UsageRollup, UsageRow, UsageStore};
 use crate::store::{ExecutionRecord, StoreError};
@@ -67,14 +68,15 @@ fn merge_into(tree: &sled::Tree, changes: HashMap<Key, UsageRollup>) -> Result<u
     for (key, change) in changes {
         let key = encode_key(&key);
         let mut usage: UsageRollup = match tree.get(&key).map_err(backend)? {
-            Some(bytes) => decode(&bytes)?,
+            Some(bytes) => ROLLUP.decode(&bytes)?,
             None => {
                 new_rows += 1;
                 UsageRollup::default()
             }
         };
         usage.merge(&change);
-        tree.insert(key, encode(&usage)?).map_err(backend)?;
+        tree.insert(key, ROLLUP.pack(encode(&usage)?))
+            .map_err(backend)?;
     }
     Ok(new_rows)
 }
@@ -85,7 +87,7 @@ pub(super) fn rollup_all(executions: &sled::Tree, usage: &sled::Tree) -> Result<
     let pending = PendingUsage::default();
     for entry in executions.range(super::execution_keys::RECORDS) {
         let (_, bytes) = entry.map_err(backend)?;
-        if let Ok(record) = super::packed::decode::<ExecutionRecord>(&bytes)
+        if let Ok(record) = RECORD.decode::<ExecutionRecord>(&bytes)
             && record.status.is_final()
         {
             pending.add(&record);
@@ -130,7 +132,7 @@ impl UsageStore for SledStore {
                 rows.push(UsageRow {
                     bucket,
                     script_id,
-                    usage: decode(bytes)?,
+                    usage: ROLLUP.decode(bytes)?,
                 });
             }
             Ok(())
