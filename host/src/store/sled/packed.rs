@@ -111,7 +111,8 @@ impl Packing {
         );
         let frame = match packed {
             Ok(Ok(frame)) if HEADER + frame.len() < json.len() => frame,
-            // zstd failing (it cannot allocate) leaves the value as JSON.
+            // A compress error (none is expected: the output has room for
+            // zstd's bound) leaves the value as JSON.
             _ => return json,
         };
         let mut stored = Vec::with_capacity(HEADER + frame.len());
