@@ -23,7 +23,9 @@ const PACKING_DICTIONARIES: [&[u8]; 2] = [
 ];
 
 /// Every zstd frame in `bytes` decompressed with each of the store's
-/// dictionaries: a packed record hides its text from a plain search.
+/// dictionaries: a packed record hides its text from a plain search. (The
+/// crate's own tests use `store::sled::unpacked_in`; this suite sees the
+/// server from outside, so it reads the format itself.)
 fn unpacked(bytes: &[u8]) -> Vec<Vec<u8>> {
     use std::io::Read as _;
     const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];

@@ -9,6 +9,8 @@ mod idempotency;
 mod journaled;
 mod orgs;
 mod packed;
+#[cfg(test)]
+pub(crate) use packed::unpacked_in;
 mod schedules;
 mod script_data;
 mod scripts;

@@ -67,7 +67,7 @@ pub fn script(id: &str, name: &str, version: u32) -> ScriptRecord {
 
 /// A [`super::FileSyncer`] that syncs for real and notes, for each marker
 /// it watches, whether a completed sync has covered it yet: the store's log
-/// synced while holding it, or a blob file holding it synced and then its
+/// synced while holding it (as it is, or in a packed value), or a blob file holding it synced and then its
 /// directory. A test asks right after an answer, so a sync that is missing,
 /// or that runs only after the answer, leaves the marker uncovered.
 #[derive(Default)]
@@ -126,9 +126,12 @@ impl CoverageSyncer {
             return Ok(pending);
         }
         let bytes = std::fs::read(path)?;
+        // A packed record holds its marker compressed: look in it unpacked.
+        let unpacked = super::sled::unpacked_in(&bytes);
+        let holds = |text: &[u8], m: &[u8]| text.windows(m.len()).any(|w| w == m);
         Ok(pending
             .into_iter()
-            .filter(|m| bytes.windows(m.len()).any(|w| w == m.as_slice()))
+            .filter(|m| holds(&bytes, m) || unpacked.iter().any(|text| holds(text, m)))
             .collect())
     }
 }

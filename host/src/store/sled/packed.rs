@@ -177,6 +177,42 @@ impl Packing {
     }
 }
 
+/// Every packed value in `bytes` (a store file, read whole), unpacked: what
+/// a test that searches the data directory for a marker must look in too.
+#[cfg(test)]
+pub(crate) fn unpacked_in(bytes: &[u8]) -> Vec<Vec<u8>> {
+    use std::io::Read as _;
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let mut found = Vec::new();
+    for at in 0..bytes.len() {
+        let value = &bytes[at..];
+        if value.get(HEADER..HEADER + ZSTD_MAGIC.len()) != Some(&ZSTD_MAGIC[..]) {
+            continue;
+        }
+        let length = u32::from_le_bytes([value[1], value[2], value[3], value[4]]) as usize;
+        for packing in [&RECORD, &ROLLUP].into_iter().filter(|p| p.tag == value[0]) {
+            let dictionary = packing
+                .decoder
+                .get_or_init(|| DecoderDictionary::copy(packing.dictionary));
+            let Ok(decoder) =
+                zstd::stream::read::Decoder::with_prepared_dictionary(&value[HEADER..], dictionary)
+            else {
+                continue;
+            };
+            // A frame followed by other bytes: read just the one.
+            let mut text = Vec::new();
+            let read = decoder
+                .single_frame()
+                .take(PACK_UP_TO as u64 + 1)
+                .read_to_end(&mut text);
+            if read.is_ok() && text.len() == length {
+                found.push(text);
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,12 +220,17 @@ mod tests {
     use crate::store::usage::UsageRollup;
     use crate::store::{ExecutionRecord, ExecutionStatus};
 
-    fn trivial() -> Vec<u8> {
-        let mut record = execution(
+    /// A completed run of `script` (ad-hoc if none).
+    fn completed(script: Option<&str>) -> ExecutionRecord {
+        execution(
             "019af3c2-5b1e-7cc4-9a2e-3d1f0b7e6a55",
-            Some("019af3c2-1111-7abc-8def-0123456789ab"),
+            script,
             ExecutionStatus::Completed,
-        );
+        )
+    }
+
+    fn trivial() -> Vec<u8> {
+        let mut record = completed(Some("019af3c2-1111-7abc-8def-0123456789ab"));
         record.created_by = Some("019af3c2-2222-7abc-8def-0123456789ab".into());
         record.started_at = Some("2026-12-06T17:20:01.123Z".into());
         record.completed_at = Some("2026-12-06T17:20:01.125Z".into());
@@ -237,11 +278,7 @@ mod tests {
     #[test]
     fn a_rollup_row_packs_to_half_and_back() {
         let mut row = UsageRollup::default();
-        let mut record = execution(
-            "019af3c2-5b1e-7cc4-9a2e-3d1f0b7e6a55",
-            None,
-            ExecutionStatus::Completed,
-        );
+        let mut record = completed(None);
         record.duration_ms = Some(3);
         record.fuel_consumed = Some(52_113);
         row.add(&record);
@@ -268,11 +305,7 @@ mod tests {
 
     #[test]
     fn a_record_too_large_or_that_does_not_shrink_stays_json() {
-        let mut record = execution(
-            "019af3c2-5b1e-7cc4-9a2e-3d1f0b7e6a55",
-            None,
-            ExecutionStatus::Completed,
-        );
+        let mut record = completed(None);
         record.parameters = serde_json::json!({ "blob": "x".repeat(PACK_UP_TO) });
         let json = serde_json::to_vec(&record).unwrap();
         assert_eq!(RECORD.pack(json.clone()), json);
@@ -295,5 +328,40 @@ mod tests {
                 Err(StoreError::Corrupt(_))
             ));
         }
+    }
+
+    /// Takes `depth` contexts at once from `pool`, one inside the other.
+    fn hold(pool: &Mutex<Vec<usize>>, depth: usize, made: &std::sync::atomic::AtomicUsize) {
+        if depth == 0 {
+            return;
+        }
+        let make = || Ok(made.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        pooled(pool, make, |_| hold(pool, depth - 1, made)).unwrap();
+    }
+
+    #[test]
+    fn at_most_pooled_contexts_are_kept_however_many_were_in_use() {
+        let pool = Mutex::new(Vec::new());
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        hold(&pool, POOLED + 4, &made);
+        assert_eq!(made.load(std::sync::atomic::Ordering::Relaxed), POOLED + 4);
+        assert_eq!(pool.lock().unwrap().len(), POOLED);
+        // Kept ones are used again before any is made.
+        hold(&pool, 3, &made);
+        assert_eq!(made.load(std::sync::atomic::Ordering::Relaxed), POOLED + 4);
+        assert_eq!(pool.lock().unwrap().len(), POOLED);
+    }
+
+    #[test]
+    fn packed_values_are_found_among_other_bytes() {
+        let record = RECORD.pack(trivial());
+        let mut rollup = UsageRollup::default();
+        rollup.add(&completed(None));
+        let row = ROLLUP.pack(serde_json::to_vec(&rollup).unwrap());
+        let file = [&b"\x01\x02 log"[..], &record, b"{}", &row, b"\x00"].concat();
+        let found = unpacked_in(&file);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0], trivial());
+        assert!(unpacked_in(&trivial()).is_empty());
     }
 }
