@@ -53,6 +53,19 @@ pub struct Swept {
     pub more: bool,
 }
 
+impl Swept {
+    /// Records of every kind it removed.
+    pub fn removed(&self) -> usize {
+        self.executions
+            + self.audit_entries
+            + self.webhook_attempts
+            + self.idempotency_keys
+            + self.usage_rollups
+            + self.compiled_artifacts
+            + self.script_versions
+    }
+}
+
 pub struct Sweeper {
     store: Arc<dyn Store>,
     jobs: Arc<Jobs>,
@@ -176,7 +189,10 @@ impl Sweeper {
             }
         }
         swept.compiled_artifacts = self.trim_artifacts(now_ms);
-        swept.more = budget == 0;
+        // A budget spent on records not yet due (queued, running, within
+        // their grace) is no backlog: sweeping again at once would read
+        // them again, and again, until they are due.
+        swept.more = budget == 0 && swept.removed() > 0;
         for (kind, n) in SweepMetrics::KINDS.into_iter().zip([
             swept.executions,
             swept.audit_entries,
@@ -276,6 +292,12 @@ impl Sweeper {
                     if settled(&e, jobs, &settled_before) {
                         remaining -= 1;
                         doomed.push(e.id);
+                    } else if e.status.is_final() && !jobs.is_settling(&e.id) {
+                        // Within its grace, and so, in creation order, are
+                        // nearly all after it: the next sweep looks again,
+                        // rather than this one reading its whole budget of
+                        // records it may not remove yet.
+                        return ControlFlow::Break(());
                     }
                     ControlFlow::Continue(())
                 })
@@ -494,6 +516,47 @@ mod tests {
         assert_eq!((second.executions, second.more), (3, false));
         // The newest `executions_per_script` (5) stay.
         assert_eq!(kept(&sweeper, Some("s")).await, ids[7..]);
+    }
+
+    #[tokio::test]
+    async fn executions_not_yet_due_are_no_backlog() {
+        let (mut sweeper, _dir) = sweeper(|p| {
+            p.executions_max_age_secs = 0;
+            p.sweep_batch = 4;
+        });
+        // Twelve past the script's count, every one finished within its
+        // grace, and two old unfinished ones before them.
+        let mut ids: Vec<String> = Vec::new();
+        for (n, status) in [(0, Queued), (1, Running)] {
+            let id = id_at(DAY_MS, n);
+            let record = execution(&id, Some("s"), status);
+            sweeper.store.put_execution(&record).await.unwrap();
+        }
+        for i in 0..12 {
+            let id = id_at(NOW - 10_000 + i, 0);
+            let record = execution(&id, Some("s"), Completed);
+            sweeper.store.put_execution(&record).await.unwrap();
+            ids.push(id);
+        }
+        // Nothing is removed, and the sweeper waits its interval instead of
+        // reading the same records again at once.
+        let swept = sweeper.sweep(NOW).await.unwrap();
+        assert_eq!((swept.executions, swept.more), (0, false), "{swept:?}");
+        // Once their grace has passed they go, oldest first, in bounded
+        // sweeps (each reads the two unfinished ones too) until the script
+        // is down to its count (5).
+        let later = NOW + 61_000;
+        let mut removed = Vec::new();
+        loop {
+            let swept = sweeper.sweep(later).await.unwrap();
+            removed.push(swept.executions);
+            if !swept.more {
+                break;
+            }
+        }
+        assert_eq!(removed, [2, 2, 2, 2, 1]);
+        assert_eq!(kept(&sweeper, Some("s")).await.len(), 5);
+        assert_eq!(kept(&sweeper, Some("s")).await[2..], ids[9..]);
     }
 
     #[tokio::test]

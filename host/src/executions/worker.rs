@@ -42,15 +42,22 @@ impl Execute for Worker {
             Ok(Some(record)) => {
                 // The sync runs while this worker takes its next execution,
                 // so one sync covers what every worker finished meanwhile;
-                // waiters hear of the record only once it is on disk.
-                let (store, jobs, id) = (self.store.clone(), self.jobs.clone(), id.to_string());
+                // it is settled only once it is on disk.
+                let record = Arc::new(record);
+                let (store, jobs, flushed) =
+                    (self.store.clone(), self.jobs.clone(), record.clone());
+                let settling = id.to_string();
                 tokio::spawn(async move {
                     let settled = match store.flush_finals().await {
-                        Ok(()) => Settled::Flushed(Arc::new(record)),
-                        Err(e) => lost(&id, &e),
+                        Ok(()) => Settled::Flushed(flushed),
+                        Err(e) => lost(&settling, &e),
                     };
-                    jobs.settle(&id, settled);
+                    jobs.settle(&settling, settled);
                 });
+                // Told after the spawn, a waiter runs next on this thread
+                // and its own sync (it syncs before it answers) is the one
+                // that writes: no thread hop between the disk and the answer.
+                self.jobs.announce(id, record);
                 return;
             }
             // Not queued any more. Ended (a cancel): whoever ended it stored

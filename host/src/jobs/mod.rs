@@ -105,6 +105,10 @@ pub enum Settled {
     Pending,
     /// Its final record is on disk; here it is, so a waiter need not read it.
     Flushed(Arc<ExecutionRecord>),
+    /// Its final record is stored and its sync under way: a waiter that
+    /// reports it syncs first ([`crate::store::Store::flush_finals`]). Not
+    /// settled: [`Settled::Flushed`] (or [`Settled::Lost`]) follows.
+    Ended(Arc<ExecutionRecord>),
     /// Its final record is stored but may not be flushed yet (a cancel while
     /// queued, whose handler flushes, or a run a worker found no longer
     /// queued): a waiter flushes and reads it.
@@ -114,7 +118,13 @@ pub enum Settled {
 }
 
 impl Settled {
+    /// Whether it is final and on disk (or lost).
     pub fn is_settled(&self) -> bool {
+        !matches!(self, Self::Pending | Self::Ended(_))
+    }
+
+    /// Whether it is final, on disk or not.
+    pub fn has_ended(&self) -> bool {
         !matches!(self, Self::Pending)
     }
 }
@@ -675,6 +685,15 @@ impl Jobs {
     }
 
     /// Tells an execution's waiters where it stands, ending its live output.
+    /// Tells those waiting on `id` of its final record, stored and not yet
+    /// synced ([`Settled::Ended`]); it stays settling (readers sync before
+    /// they report it) until [`Self::settle`].
+    pub fn announce(&self, id: &str, record: Arc<ExecutionRecord>) {
+        if let Some(sender) = self.lock().get(id) {
+            sender.send_replace(Settled::Ended(record));
+        }
+    }
+
     pub fn settle(&self, id: &str, settled: Settled) {
         self.output.finish(id);
         if let Some(sender) = self.lock().remove(id) {

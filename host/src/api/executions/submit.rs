@@ -373,7 +373,7 @@ async fn submit(
     if let Some(wait) = wait {
         // Until the wait runs out, or the node shuts down without running it.
         let waited = tokio::select! {
-            waited = tokio::time::timeout(wait, done.wait_for(Settled::is_settled)) => match waited {
+            waited = tokio::time::timeout(wait, done.wait_for(Settled::has_ended)) => match waited {
                 Ok(Ok(settled)) => Some(settled.clone()),
                 _ => Some(Settled::Pending),
             },
@@ -404,6 +404,11 @@ async fn submit(
                 return Ok(accepted(&record.id, status));
             }
             Settled::Flushed(record) => Arc::unwrap_or_clone(record),
+            Settled::Ended(record) => {
+                // Stored; on disk once this sync returns.
+                state.store.flush_finals().await?;
+                Arc::unwrap_or_clone(record)
+            }
             Settled::Stored => {
                 state.store.flush().await?;
                 let stored =
