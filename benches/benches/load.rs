@@ -36,7 +36,9 @@
 //! drifts by ±10 % over minutes, and a phase right after another runs on
 //! warmer (or throttled) cores; alternating keeps both out of the ratio. After the one-connection rounds it measures this disk's
 //! sync (4 KiB write + `fdatasync`) and prints the best ratio any server
-//! could reach there that, like Kiln, syncs before each answer.
+//! could reach there that, like Kiln, syncs before each answer. Last, the
+//! CPU each Kiln of the head-to-head uses while idle for `LOAD_IDLE_SECONDS`
+//! (default 5), with the store its rounds filled.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -261,6 +263,14 @@ fn main() {
     // change measured against the code before it, in the same run.
     let earlier = std::env::var_os("LOAD_EARLIER_KILN")
         .map(|binary| start_kiln_binary(binary.as_ref(), &data.path().join("earlier"), false));
+    // Whose CPU the idle check below reads.
+    let idle_pids: Vec<(&str, u32)> = [Some(("kiln", _open_kiln.0.id()))]
+        .into_iter()
+        .chain([earlier
+            .as_ref()
+            .map(|(server, _)| ("earlier kiln", server.0.id()))])
+        .flatten()
+        .collect();
     let wasmtime = wasmtime_binary();
     if wasmtime.is_none() {
         eprintln!(
@@ -525,6 +535,26 @@ fn main() {
                 );
             }
         }
+        // What each Kiln of the head-to-head costs once the load stops: its
+        // background work (the retention sweeper, flushes) over the store
+        // the rounds filled, which ran beside every later phase too.
+        tokio::time::sleep(pause).await;
+        let idle = Duration::from_secs(env_or("LOAD_IDLE_SECONDS", 5u64).max(1));
+        let before: Vec<f64> = idle_pids.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+        tokio::time::sleep(idle).await;
+        let used: Vec<String> = idle_pids
+            .iter()
+            .zip(before)
+            .map(|((name, pid), before)| {
+                let cores = (cpu_seconds(*pid) - before) / idle.as_secs_f64();
+                format!("{name} {cores:.3} of a core")
+            })
+            .collect();
+        println!(
+            "| idle for {} s after the rounds | | {} | | | |",
+            idle.as_secs(),
+            used.join("; ")
+        );
     });
 }
 

@@ -205,7 +205,7 @@ impl Warm {
         pre: &LanguageRuntimePre<State>,
         store: Store<State>,
     ) {
-        let (paced, handed_over) = {
+        let handed_over = {
             let mut slots = lock(&self.slots);
             let paced = match slots.by_key.get_mut(key) {
                 Some(slot) if slot.warm => {
@@ -214,13 +214,11 @@ impl Warm {
                 }
                 _ => false,
             };
-            (paced, self.jobs.is_some() && slots.take_retiring_place())
+            paced && self.jobs.is_some() && slots.take_retiring_place()
         };
         match &self.jobs {
             Some(jobs) if handed_over => {
-                if paced {
-                    self.refill(key, pre);
-                }
+                self.refill(key, pre);
                 // The thread lives as long as `self`; if it is gone the
                 // store is dropped here instead.
                 if let Err(mpsc::SendError(Job::Retire(store))) = jobs.send(Job::Retire(store)) {
