@@ -1,8 +1,8 @@
 //! The queue's workers: each execution the queue hands one is claimed,
 //! prepared (its script's artifact at the recorded version, or ad-hoc
 //! code), run in the sandbox with the invocation the script contract makes
-//! of its record, and stored final; its waiters hear of it once that is on
-//! disk.
+//! of its record, and stored final; a waiter that syncs hears of it once it
+//! is stored, every other once it is on disk.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -194,7 +194,8 @@ impl Worker {
     async fn run(&self, record: &mut ExecutionRecord, cancel: CancelHandle) {
         // `running` is not flushed here: readers flush before they report a
         // record that is not final, and the final record is flushed (by
-        // `execute`) before any waiter hears of it.
+        // `execute`, or by the waiting handler it announces it to) before
+        // anyone is told of it.
         // A crash before then finds it running (INTERRUPTED) or, if sled had
         // not written it yet, queued (run again).
         let parameters = record.parameters.to_string();

@@ -684,7 +684,6 @@ impl Jobs {
             .subscribe()
     }
 
-    /// Tells an execution's waiters where it stands, ending its live output.
     /// Tells those waiting on `id` of its final record, stored and not yet
     /// synced ([`Settled::Ended`]); it stays settling (readers sync before
     /// they report it) until [`Self::settle`].
@@ -694,6 +693,8 @@ impl Jobs {
         }
     }
 
+    /// Tells an execution's waiters where it stands, ending its live output;
+    /// it is no longer settling.
     pub fn settle(&self, id: &str, settled: Settled) {
         self.output.finish(id);
         if let Some(sender) = self.lock().remove(id) {

@@ -353,8 +353,9 @@ fn new_record(
 
 /// Stores the record, queues it, and answers 200 with the finished execution
 /// if it ends within `wait`, else 202. Every answer follows a flush of what it
-/// reports: a 202 the queued record, a 200 the final one (flushed before the
-/// worker's signal). A waited execution is held in memory until it is final
+/// reports: a 202 the queued record, a 200 the final one (the worker's
+/// signal comes once it is stored, and the handler syncs it, or once it is
+/// flushed). A waited execution is held in memory until it is final
 /// (or its wait runs out), so one that finishes in time costs one record
 /// write and one fsync, shared with the others that finished meanwhile.
 async fn submit(
@@ -406,7 +407,12 @@ async fn submit(
             Settled::Flushed(record) => Arc::unwrap_or_clone(record),
             Settled::Ended(record) => {
                 // Stored; on disk once this sync returns.
-                state.store.flush_finals().await?;
+                if let Err(e) = state.store.flush_finals().await {
+                    return Err(ApiError::Internal(format!(
+                        "execution {} ran but its record could not be saved: {e}",
+                        record.id
+                    )));
+                }
                 Arc::unwrap_or_clone(record)
             }
             Settled::Stored => {
