@@ -54,15 +54,17 @@ pub struct Swept {
 }
 
 impl Swept {
-    /// Records of every kind it removed.
-    pub fn removed(&self) -> usize {
-        self.executions
-            + self.audit_entries
-            + self.webhook_attempts
-            + self.idempotency_keys
-            + self.usage_rollups
-            + self.compiled_artifacts
-            + self.script_versions
+    /// How many of each kind it removed, in [`SweepMetrics::KINDS`]' order.
+    pub fn counts(&self) -> [usize; SweepMetrics::KINDS.len()] {
+        [
+            self.executions,
+            self.audit_entries,
+            self.webhook_attempts,
+            self.idempotency_keys,
+            self.usage_rollups,
+            self.compiled_artifacts,
+            self.script_versions,
+        ]
     }
 }
 
@@ -80,12 +82,26 @@ pub struct Sweeper {
     last_trim_ms: Option<u64>,
 }
 
-/// Whether `e` has ended and its end is older than `settled_before`, and
-/// its record is already durable (a waiter may be about to read it).
-fn settled(e: &ExecutionRecord, jobs: &Jobs, settled_before: &str) -> bool {
-    e.status.is_final()
-        && e.completed_at.as_deref().unwrap_or(&e.created_at) < settled_before
-        && !jobs.is_settling(&e.id)
+/// Whether an execution may be removed yet.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    /// Ended before `settled_before`, and its record is durable.
+    Now,
+    /// Ended since `settled_before` (within its grace).
+    InGrace,
+    /// Queued, running, or ended and not yet synced (a waiter may be about
+    /// to read it).
+    Live,
+}
+
+fn due(e: &ExecutionRecord, jobs: &Jobs, settled_before: &str) -> Due {
+    if !e.status.is_final() || jobs.is_settling(&e.id) {
+        Due::Live
+    } else if e.completed_at.as_deref().unwrap_or(&e.created_at) < settled_before {
+        Due::Now
+    } else {
+        Due::InGrace
+    }
 }
 
 impl Sweeper {
@@ -192,16 +208,9 @@ impl Sweeper {
         // A budget spent on records not yet due (queued, running, within
         // their grace) is no backlog: sweeping again at once would read
         // them again, and again, until they are due.
-        swept.more = budget == 0 && swept.removed() > 0;
-        for (kind, n) in SweepMetrics::KINDS.into_iter().zip([
-            swept.executions,
-            swept.audit_entries,
-            swept.webhook_attempts,
-            swept.idempotency_keys,
-            swept.usage_rollups,
-            swept.compiled_artifacts,
-            swept.script_versions,
-        ]) {
+        let counts = swept.counts();
+        swept.more = budget == 0 && counts.iter().sum::<usize>() > 0;
+        for (kind, n) in SweepMetrics::KINDS.into_iter().zip(counts) {
             self.metrics.removed(kind, n);
         }
         Ok(swept)
@@ -289,15 +298,17 @@ impl Sweeper {
                         return ControlFlow::Break(());
                     }
                     *budget -= 1;
-                    if settled(&e, jobs, &settled_before) {
-                        remaining -= 1;
-                        doomed.push(e.id);
-                    } else if e.status.is_final() && !jobs.is_settling(&e.id) {
-                        // Within its grace, and so, in creation order, are
-                        // nearly all after it: the next sweep looks again,
-                        // rather than this one reading its whole budget of
-                        // records it may not remove yet.
-                        return ControlFlow::Break(());
+                    match due(&e, jobs, &settled_before) {
+                        Due::Now => {
+                            remaining -= 1;
+                            doomed.push(e.id);
+                        }
+                        // So, in creation order, are nearly all after it:
+                        // the next sweep looks again, rather than this one
+                        // reading its whole budget of records it may not
+                        // remove yet.
+                        Due::InGrace => return ControlFlow::Break(()),
+                        Due::Live => {}
                     }
                     ControlFlow::Continue(())
                 })
@@ -377,7 +388,7 @@ pub async fn delete_before(
     store
         .walk_executions(&walk, &mut |e| {
             // A deleted script's id may be another organization's.
-            if e.org() != org || e.created_at >= before || !settled(&e, jobs, &now) {
+            if e.org() != org || e.created_at >= before || due(&e, jobs, &now) != Due::Now {
                 return ControlFlow::Continue(());
             }
             if doomed.len() == limit {
@@ -494,6 +505,14 @@ mod tests {
         assert_eq!(sweeper.sweep(NOW).await.unwrap().executions, 0);
     }
 
+    /// Stores an execution of script `s` made at `ms`; its id.
+    async fn put_of_s(sweeper: &Sweeper, ms: u64, n: u8, status: ExecutionStatus) -> String {
+        let id = id_at(ms, n);
+        let record = execution(&id, Some("s"), status);
+        sweeper.store.put_execution(&record).await.unwrap();
+        id
+    }
+
     #[tokio::test]
     async fn a_script_past_its_count_loses_its_oldest_in_bounded_sweeps() {
         let (mut sweeper, _dir) = sweeper(|p| {
@@ -502,13 +521,7 @@ mod tests {
         });
         let mut ids: Vec<String> = Vec::new();
         for i in 0..12 {
-            let id = id_at(DAY_MS + i, 0);
-            sweeper
-                .store
-                .put_execution(&execution(&id, Some("s"), Completed))
-                .await
-                .unwrap();
-            ids.push(id);
+            ids.push(put_of_s(&sweeper, DAY_MS + i, 0, Completed).await);
         }
         let first = sweeper.sweep(NOW).await.unwrap();
         assert_eq!((first.executions, first.more), (4, true));
@@ -526,17 +539,12 @@ mod tests {
         });
         // Twelve past the script's count, every one finished within its
         // grace, and two old unfinished ones before them.
-        let mut ids: Vec<String> = Vec::new();
         for (n, status) in [(0, Queued), (1, Running)] {
-            let id = id_at(DAY_MS, n);
-            let record = execution(&id, Some("s"), status);
-            sweeper.store.put_execution(&record).await.unwrap();
+            put_of_s(&sweeper, DAY_MS, n, status).await;
         }
+        let mut ids: Vec<String> = Vec::new();
         for i in 0..12 {
-            let id = id_at(NOW - 10_000 + i, 0);
-            let record = execution(&id, Some("s"), Completed);
-            sweeper.store.put_execution(&record).await.unwrap();
-            ids.push(id);
+            ids.push(put_of_s(&sweeper, NOW - 10_000 + i, 0, Completed).await);
         }
         // Nothing is removed, and the sweeper waits its interval instead of
         // reading the same records again at once.

@@ -76,6 +76,8 @@ pub struct CoverageSyncer {
     /// Added to each sync of the log: a slow disk, so that an answer that
     /// does not wait for its sync arrives well before it ends.
     delay: std::time::Duration,
+    /// Every sync fails from now on: a disk that broke.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 struct Watched {
@@ -91,6 +93,19 @@ impl CoverageSyncer {
             delay,
             ..Self::default()
         }
+    }
+
+    /// Fails every sync from now on.
+    pub fn fail(&self) {
+        self.failing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn broken(&self) -> std::io::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("the disk failed (injected)"));
+        }
+        Ok(())
     }
 
     pub fn watch(&self, marker: &str) {
@@ -138,6 +153,7 @@ impl CoverageSyncer {
 
 impl super::FileSyncer for CoverageSyncer {
     fn sync_data(&self, file: &std::fs::File, path: &std::path::Path) -> std::io::Result<()> {
+        self.broken()?;
         let held = self.held_by(path)?;
         std::thread::sleep(self.delay);
         file.sync_data()?;
@@ -148,6 +164,7 @@ impl super::FileSyncer for CoverageSyncer {
     }
 
     fn sync_all(&self, file: &std::fs::File, path: &std::path::Path) -> std::io::Result<()> {
+        self.broken()?;
         if path.is_dir() {
             file.sync_all()?;
             if path.ends_with("blobs") {

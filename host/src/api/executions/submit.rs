@@ -157,6 +157,7 @@ fn wait_unless_interactive(
         (status = 409, description = "The script is archived, or the Idempotency-Key was used for another request", body = ErrorEnvelope),
         (status = 429, description = "The caller has `workers.queued_per_user` executions queued", body = ErrorEnvelope,
             headers(("Retry-After" = String))),
+        (status = 500, description = "A waited run ended but its record could not be saved (INTERNAL_ERROR)", body = ErrorEnvelope),
         (status = 503, description = "The queue is full (QUEUE_FULL) or the server is draining", body = ErrorEnvelope,
             headers(("Retry-After" = String))),
     ))]
@@ -260,6 +261,7 @@ pub struct AdHocExecution {
         (status = 422, description = "A component that does not compile, or passes a compile limit", body = ErrorEnvelope),
         (status = 429, description = "The caller has `limits.compiles_per_user` compiles in flight, or `workers.queued_per_user` executions queued", body = ErrorEnvelope,
             headers(("Retry-After" = String))),
+        (status = 500, description = "A waited run ended but its record could not be saved (INTERNAL_ERROR)", body = ErrorEnvelope),
         (status = 503, description = "The queue (or the compile queue) is full, or the server is draining", body = ErrorEnvelope),
     ))]
 pub(super) async fn execute_ad_hoc(

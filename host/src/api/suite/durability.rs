@@ -51,6 +51,20 @@ async fn a_waited_run_is_answered_after_its_final_record_is_synced() {
     }
 }
 
+/// A run whose final record cannot be synced is never answered as
+/// finished: its waiter gets a 500, whichever of its own sync and its
+/// worker's fails first.
+#[tokio::test]
+async fn a_waited_run_whose_record_cannot_be_synced_is_a_500() {
+    let syncer = Arc::new(CoverageSyncer::default());
+    let app = node(&syncer).await;
+    syncer.fail();
+    let (_, body) = marked(&syncer, 0);
+    app.execute("reverser", "?wait=true", body)
+        .await
+        .error(500, "INTERNAL_ERROR");
+}
+
 /// An asynchronous run's final record is flushed by its worker while the
 /// next one runs; a read that reports it first must wait for that flush.
 #[tokio::test]
