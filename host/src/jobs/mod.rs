@@ -584,11 +584,20 @@ impl Jobs {
         }
         match record.status {
             ExecutionStatus::Running => {
-                let done = self.subscribe(id);
-                if record.node.as_deref() == store.node() {
-                    // Claimed here: its handle was registered before.
+                let done = if record.node.as_deref() == store.node() {
+                    // Claimed here: its signal was made when it was queued
+                    // and is gone once it settled, between the read above
+                    // and now; one made again would never be settled.
+                    let Some(done) = self.waiting_on(id) else {
+                        return Ok(Some(Cancelled::AlreadyFinal));
+                    };
+                    // Its handle was registered when it was claimed.
                     self.cancel_here(id);
+                    done
                 } else {
+                    // Settled by the other node's end signal, or by
+                    // `leases::follow` reading its final record.
+                    let done = self.subscribe(id);
                     // Another node runs it: asked by a signal, and through
                     // its record, which that node reads within a second
                     // (`leases::follow`) should the signal be lost. Its end
@@ -607,7 +616,8 @@ impl Jobs {
                         .await?;
                     store.signal(crate::store::Signal::Cancel { id: id.to_owned() });
                     signals::watch(store, self, id);
-                }
+                    done
+                };
                 Ok(Some(Cancelled::WhileRunning(done)))
             }
             _ => Ok(Some(Cancelled::AlreadyFinal)),
@@ -675,13 +685,18 @@ impl Jobs {
             .is_empty()
     }
 
-    /// A completion signal for an execution, made if none exists yet (after a
-    /// restart, requeued executions have none).
+    /// A completion signal for an execution, made if none exists yet: one
+    /// that runs on another node, which nothing here queued.
     fn subscribe(&self, id: &str) -> watch::Receiver<Settled> {
         self.lock()
             .entry(id.to_string())
             .or_insert_with(|| watch::channel(Settled::Pending).0)
             .subscribe()
+    }
+
+    /// The completion signal of an execution still settling here, if it is.
+    fn waiting_on(&self, id: &str) -> Option<watch::Receiver<Settled>> {
+        self.lock().get(id).map(watch::Sender::subscribe)
     }
 
     /// Tells those waiting on `id` of its final record, stored and not yet
@@ -884,6 +899,26 @@ mod tests {
         assert!(cancel.is_cancelled());
         jobs.release(&record.id);
         assert_eq!(jobs.running(), 0);
+    }
+
+    /// A run that settles between the cancel's read of its record and the
+    /// cancel: the cancel finds it final and leaves no signal behind, which
+    /// nothing would settle (the id would stay settling, the cancel would
+    /// wait its 5 s, and retention would never remove the run).
+    #[tokio::test]
+    async fn a_cancel_of_a_run_that_just_settled_leaves_no_waiter_behind() {
+        let (store, _dir) = store();
+        let jobs = jobs(10);
+        let (record, cancel) = claimed(store.as_ref(), &jobs).await;
+        // Its end settles it; the record on disk still reads running, as
+        // the cancel's read before the end did (a lost final record stays
+        // so too).
+        jobs.release(&record.id);
+        jobs.settle(&record.id, Settled::Lost("gone".into()));
+        let cancelled = jobs.cancel(store.as_ref(), &record.id).await.unwrap();
+        assert!(matches!(cancelled, Some(Cancelled::AlreadyFinal)));
+        assert!(!jobs.is_settling(&record.id), "no signal made again");
+        assert!(!cancel.is_cancelled(), "nothing of it runs to stop");
     }
 
     #[tokio::test]
