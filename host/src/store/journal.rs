@@ -323,7 +323,7 @@ impl Journal {
 
     /// Returns once every entry reserved before the call is on disk, or
     /// says that one of them was not journaled. The first caller to find
-    /// no writer writes, on its own thread (`block_in_place`), for itself
+    /// no writer writes, on its own thread (a batch in `block_in_place`), for itself
     /// and for whoever filled an entry meanwhile; the others wait for it
     /// (or take over when it is done and theirs is not written).
     ///
@@ -408,8 +408,13 @@ impl Journal {
             let on_workers = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
                 runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
             });
-            let ok = if on_workers {
-                // No hop to another thread and back on the answer's path.
+            // A lone entry (one connection's answer) is synced right here:
+            // handing the worker's core to another thread costs that answer
+            // about as much as the sync, and no one else waits for the
+            // core. A batch gives the core away, so others' requests go on
+            // through the sync.
+            let lone = last.saturating_sub(*self.written.borrow()) <= 1;
+            let ok = if on_workers && !lone {
                 tokio::task::block_in_place(|| self.write(&bytes, last))
             } else {
                 self.write(&bytes, last)
