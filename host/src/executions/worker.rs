@@ -14,7 +14,7 @@ use super::script_host::StoredScript;
 use crate::config::LimitsConfig;
 use crate::contract::{self, Ran};
 use crate::egress::{AllowedHosts, Gateway};
-use crate::jobs::{Execute, Jobs, Settled};
+use crate::jobs::{Execute, Jobs, Settled, lost};
 use crate::runtimes::{Loaded, Runtimes};
 use crate::store::orgs::InOrg as _;
 use crate::store::{ExecutionRecord, Language, Store, StoreError};
@@ -40,24 +40,7 @@ impl Execute for Worker {
     async fn execute(&self, id: &str) {
         let settled = match self.try_execute(id).await {
             Ok(Some(record)) => {
-                // The sync runs while this worker takes its next execution,
-                // so one sync covers what every worker finished meanwhile;
-                // it is settled only once it is on disk.
-                let record = Arc::new(record);
-                let (store, jobs, flushed) =
-                    (self.store.clone(), self.jobs.clone(), record.clone());
-                let settling = id.to_string();
-                tokio::spawn(async move {
-                    let settled = match store.flush_finals().await {
-                        Ok(()) => Settled::Flushed(flushed),
-                        Err(e) => lost(&settling, &e),
-                    };
-                    jobs.settle(&settling, settled);
-                });
-                // Told after the spawn, a waiter runs next on this thread
-                // and its own sync (it syncs before it answers) is the one
-                // that writes: no thread hop between the disk and the answer.
-                self.jobs.announce(id, record);
+                self.jobs.ended(&self.store, id, record);
                 return;
             }
             // Not queued any more. Ended (a cancel): whoever ended it stored
@@ -360,9 +343,4 @@ impl Worker {
             .map_err(|e| e.to_string())?;
         Ok((runtime, contract::script_call(source, parameters)))
     }
-}
-
-fn lost(id: &str, error: &StoreError) -> Settled {
-    tracing::error!(execution = id, error = %error, "execution could not be recorded");
-    Settled::Lost(error.to_string())
 }

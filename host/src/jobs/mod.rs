@@ -25,7 +25,11 @@ mod functions;
 pub mod leases;
 pub mod live;
 mod queue;
+mod settling;
 pub mod signals;
+
+use self::settling::Waiting;
+pub use self::settling::{Settled, lost};
 
 use self::live::LiveOutputs;
 
@@ -53,7 +57,8 @@ pub enum JobError {
 pub struct Jobs {
     queue: Queue,
     metrics: ExecutionMetrics,
-    done: Mutex<HashMap<String, watch::Sender<Settled>>>,
+    /// Completion signals of executions queued here, until they settle.
+    done: Mutex<HashMap<String, Waiting>>,
     /// Cancel handles of executions running here (registered before their
     /// claim is written, so a cancel that finds a record running here finds
     /// its handle) and of HTTP function requests.
@@ -95,38 +100,6 @@ pub trait FinalEvents: Send + Sync {
 /// ([`Jobs::record_final`]) and settles its waiters ([`Jobs::settle`]).
 pub trait Execute: Send + Sync + 'static {
     fn execute(&self, id: &str) -> impl std::future::Future<Output = ()> + Send;
-}
-
-/// Where a queued execution stands for those waiting on it.
-#[derive(Debug, Clone, Default)]
-pub enum Settled {
-    /// Queued or running.
-    #[default]
-    Pending,
-    /// Its final record is on disk; here it is, so a waiter need not read it.
-    Flushed(Arc<ExecutionRecord>),
-    /// Its final record is stored and its sync under way: a waiter that
-    /// reports it syncs first ([`crate::store::Store::flush_finals`]). Not
-    /// settled: [`Settled::Flushed`] (or [`Settled::Lost`]) follows.
-    Ended(Arc<ExecutionRecord>),
-    /// Its final record is stored but may not be flushed yet (a cancel while
-    /// queued, whose handler flushes, or a run a worker found no longer
-    /// queued): a waiter flushes and reads it.
-    Stored,
-    /// Its final record could not be stored or flushed.
-    Lost(String),
-}
-
-impl Settled {
-    /// Whether it is final and on disk (or lost).
-    pub fn is_settled(&self) -> bool {
-        !matches!(self, Self::Pending | Self::Ended(_))
-    }
-
-    /// Whether it is final, on disk or not.
-    pub fn has_ended(&self) -> bool {
-        !matches!(self, Self::Pending)
-    }
 }
 
 /// What one user may hold of the queue: executions queued, and running
@@ -516,10 +489,11 @@ impl Jobs {
             if let Some(queued) = done.get(id) {
                 // Queued here already (taken as stale work before the
                 // request that made it queued it): one entry, one signal.
-                return Ok(queued.subscribe());
+                return Ok(queued.sender.subscribe());
             }
-            let (sender, receiver) = watch::channel(Settled::Pending);
-            done.insert(id.to_string(), sender);
+            let waiting = Waiting::new();
+            let receiver = waiting.sender.subscribe();
+            done.insert(id.to_string(), waiting);
             receiver
         };
         match self.queue.push(id.to_string(), priority, &tenant(record)) {
@@ -541,7 +515,7 @@ impl Jobs {
             if done.contains_key(&record.id) {
                 return;
             }
-            done.insert(record.id.clone(), watch::channel(Settled::Pending).0);
+            done.insert(record.id.clone(), Waiting::new());
         }
         self.queue
             .push_accepted(record.id.clone(), record.priority, &tenant(record));
@@ -690,34 +664,28 @@ impl Jobs {
     fn subscribe(&self, id: &str) -> watch::Receiver<Settled> {
         self.lock()
             .entry(id.to_string())
-            .or_insert_with(|| watch::channel(Settled::Pending).0)
+            .or_insert_with(Waiting::new)
+            .sender
             .subscribe()
     }
 
     /// The completion signal of an execution still settling here, if it is.
     fn waiting_on(&self, id: &str) -> Option<watch::Receiver<Settled>> {
-        self.lock().get(id).map(watch::Sender::subscribe)
-    }
-
-    /// Tells those waiting on `id` of its final record, stored and not yet
-    /// synced ([`Settled::Ended`]); it stays settling (readers sync before
-    /// they report it) until [`Self::settle`].
-    pub fn announce(&self, id: &str, record: Arc<ExecutionRecord>) {
-        if let Some(sender) = self.lock().get(id) {
-            sender.send_replace(Settled::Ended(record));
-        }
+        self.lock()
+            .get(id)
+            .map(|waiting| waiting.sender.subscribe())
     }
 
     /// Tells an execution's waiters where it stands, ending its live output;
     /// it is no longer settling.
     pub fn settle(&self, id: &str, settled: Settled) {
         self.output.finish(id);
-        if let Some(sender) = self.lock().remove(id) {
-            sender.send_replace(settled);
+        if let Some(waiting) = self.lock().remove(id) {
+            waiting.sender.send_replace(settled);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Settled>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
         self.done.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -808,7 +776,7 @@ mod tests {
         )
     }
 
-    fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    pub(super) fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SledStore::open(dir.path(), 8 << 20).unwrap();
         (Arc::new(store), dir)

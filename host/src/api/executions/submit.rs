@@ -374,6 +374,9 @@ async fn submit(
     )
     .await?;
     if let Some(wait) = wait {
+        // Its end is handed to this handler, which syncs before it answers:
+        // then no task of the worker's syncs it too.
+        let syncing = state.jobs.syncing_waiter(state.store.clone(), &record.id);
         // Until the wait runs out, or the node shuts down without running it.
         let waited = tokio::select! {
             waited = tokio::time::timeout(wait, done.wait_for(Settled::has_ended)) => match waited {
@@ -409,7 +412,15 @@ async fn submit(
             Settled::Flushed(record) => Arc::unwrap_or_clone(record),
             Settled::Ended(record) => {
                 // Stored; on disk once this sync returns.
-                if let Err(e) = state.store.flush_finals().await {
+                let synced = state.store.flush_finals().await;
+                let settled = match &synced {
+                    Ok(()) => Settled::Flushed(record.clone()),
+                    Err(e) => crate::jobs::lost(&record.id, e),
+                };
+                if let Some(syncing) = syncing {
+                    syncing.settle(settled);
+                }
+                if let Err(e) = synced {
                     return Err(ApiError::Internal(format!(
                         "execution {} ran but its record could not be saved: {e}",
                         record.id

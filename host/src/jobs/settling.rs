@@ -1,0 +1,240 @@
+//! How an execution's waiters hear that it is final, and who makes its
+//! final record durable before they do. A run's end is settled once its
+//! record is synced: by a task the worker spawns, or, when a `?wait=true`
+//! handler waits on it ([`SyncingWaiter`]), by that handler, which syncs
+//! before it answers anyway. So a waited run costs no task, and no wake of
+//! an idle worker thread to steal one, between its end and its answer.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::Jobs;
+use crate::store::{ExecutionRecord, Store, StoreError};
+
+/// Where a queued execution stands for those waiting on it.
+#[derive(Debug, Clone, Default)]
+pub enum Settled {
+    /// Queued or running.
+    #[default]
+    Pending,
+    /// Its final record is on disk; here it is, so a waiter need not read it.
+    Flushed(Arc<ExecutionRecord>),
+    /// Its final record is stored, not yet synced, and handed to the
+    /// [`SyncingWaiter`]s, which sync it before they report it and then
+    /// settle it. Not settled: [`Settled::Flushed`] (or [`Settled::Lost`])
+    /// follows.
+    Ended(Arc<ExecutionRecord>),
+    /// Its final record is stored but may not be flushed yet (a cancel while
+    /// queued, whose handler flushes, or a run a worker found no longer
+    /// queued): a waiter flushes and reads it.
+    Stored,
+    /// Its final record could not be stored or flushed.
+    Lost(String),
+}
+
+impl Settled {
+    /// Whether it is final and on disk (or lost).
+    pub fn is_settled(&self) -> bool {
+        !matches!(self, Self::Pending | Self::Ended(_))
+    }
+
+    /// Whether it is final, on disk or not.
+    pub fn has_ended(&self) -> bool {
+        !matches!(self, Self::Pending)
+    }
+}
+
+/// One execution's completion signal, and who will settle it.
+pub(super) struct Waiting {
+    pub(super) sender: watch::Sender<Settled>,
+    /// Waiters that sync and settle a final record handed to them.
+    syncing: usize,
+    /// Its end was handed to the syncing waiters: the last of them to go
+    /// without settling it starts its sync.
+    handed: bool,
+}
+
+impl Waiting {
+    pub(super) fn new() -> Self {
+        Self {
+            sender: watch::channel(Settled::Pending).0,
+            syncing: 0,
+            handed: false,
+        }
+    }
+}
+
+/// A waiter that syncs a final record handed to it ([`Settled::Ended`])
+/// and then settles it with [`SyncingWaiter::settle`]; dropped without
+/// settling a record it was handed (its wait ran out, its client left),
+/// it starts the sync that settles it.
+pub struct SyncingWaiter {
+    jobs: Arc<Jobs>,
+    store: Arc<dyn Store>,
+    id: String,
+}
+
+impl SyncingWaiter {
+    /// Settles the execution this waiter was handed, once its record is
+    /// synced (or could not be).
+    pub fn settle(self, settled: Settled) {
+        self.jobs.settle(&self.id, settled);
+    }
+}
+
+impl Drop for SyncingWaiter {
+    fn drop(&mut self) {
+        let orphaned = {
+            let mut done = self.jobs.lock();
+            done.get_mut(&self.id).and_then(|waiting| {
+                waiting.syncing = waiting.syncing.saturating_sub(1);
+                let last = waiting.handed && waiting.syncing == 0;
+                match &*waiting.sender.borrow() {
+                    Settled::Ended(record) if last => Some(record.clone()),
+                    _ => None,
+                }
+            })
+        };
+        if let Some(record) = orphaned {
+            self.jobs
+                .settle_after_sync(self.store.clone(), &self.id, record);
+        }
+    }
+}
+
+impl Jobs {
+    /// Registers a waiter that will sync and settle execution `id`'s final
+    /// record if the run's end is handed to it; `None` once `id` settled.
+    pub fn syncing_waiter(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        id: &str,
+    ) -> Option<SyncingWaiter> {
+        self.lock().get_mut(id)?.syncing += 1;
+        Some(SyncingWaiter {
+            jobs: self.clone(),
+            store,
+            id: id.to_owned(),
+        })
+    }
+
+    /// A run's final record is stored: handed to its syncing waiters if it
+    /// has any, else synced by a task of its own, which settles it.
+    pub fn ended(self: &Arc<Self>, store: &Arc<dyn Store>, id: &str, record: ExecutionRecord) {
+        let record = Arc::new(record);
+        if let Some(waiting) = self.lock().get_mut(id)
+            && waiting.syncing > 0
+        {
+            waiting.handed = true;
+            // The handler runs next on this thread: no hop between the
+            // disk and the answer.
+            waiting.sender.send_replace(Settled::Ended(record));
+            return;
+        }
+        // The sync runs while this worker takes its next execution, so one
+        // sync covers what every worker finished meanwhile.
+        self.settle_after_sync(store.clone(), id, record);
+    }
+
+    /// Syncs the final records stored so far, then settles `id` with
+    /// `record` (or as lost), in a task of its own.
+    fn settle_after_sync(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        id: &str,
+        record: Arc<ExecutionRecord>,
+    ) {
+        let (jobs, id) = (self.clone(), id.to_owned());
+        tokio::spawn(async move {
+            let settled = match store.flush_finals().await {
+                Ok(()) => Settled::Flushed(record),
+                Err(e) => lost(&id, &e),
+            };
+            jobs.settle(&id, settled);
+        });
+    }
+}
+
+/// An execution whose final record could not be stored or synced, logged.
+pub fn lost(id: &str, error: &StoreError) -> Settled {
+    tracing::error!(execution = id, error = %error, "execution could not be recorded");
+    Settled::Lost(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::jobs::tests::{jobs, queued, store};
+
+    /// Waits for `receiver` to settle, for at most 5 s.
+    async fn settled(receiver: &mut watch::Receiver<Settled>) -> Settled {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            receiver.wait_for(Settled::is_settled),
+        )
+        .await
+        .expect("settled within 5 s")
+        .unwrap()
+        .clone()
+    }
+
+    #[tokio::test]
+    async fn a_run_with_a_syncing_waiter_is_handed_to_it_and_settled_by_it() {
+        let (store, _dir) = store();
+        let jobs = jobs(10);
+        let record = queued(store.as_ref()).await;
+        let mut done = jobs.enqueue(&record).unwrap();
+        let waiter = jobs.syncing_waiter(store.clone(), &record.id).unwrap();
+        jobs.ended(&store, &record.id, record.clone());
+        assert!(matches!(&*done.borrow_and_update(), Settled::Ended(_)));
+        // Nothing else syncs it: it stays handed to the waiter.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(&*done.borrow(), Settled::Ended(_)));
+        assert!(jobs.is_settling(&record.id));
+        waiter.settle(Settled::Flushed(Arc::new(record.clone())));
+        assert!(matches!(settled(&mut done).await, Settled::Flushed(_)));
+        assert!(!jobs.is_settling(&record.id));
+    }
+
+    #[tokio::test]
+    async fn a_syncing_waiter_that_leaves_after_the_hand_over_starts_the_sync() {
+        let (store, _dir) = store();
+        let jobs = jobs(10);
+        let record = queued(store.as_ref()).await;
+        let mut done = jobs.enqueue(&record).unwrap();
+        let waiter = jobs.syncing_waiter(store.clone(), &record.id).unwrap();
+        let second = jobs.syncing_waiter(store.clone(), &record.id).unwrap();
+        jobs.ended(&store, &record.id, record.clone());
+        drop(waiter);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            matches!(&*done.borrow(), Settled::Ended(_)),
+            "another waiter still holds it"
+        );
+        // Its client left, say: the last one starts the sync.
+        drop(second);
+        assert!(matches!(settled(&mut done).await, Settled::Flushed(_)));
+        assert!(!jobs.is_settling(&record.id));
+    }
+
+    #[tokio::test]
+    async fn a_run_without_a_syncing_waiter_is_settled_by_a_sync_of_its_own() {
+        let (store, _dir) = store();
+        let jobs = jobs(10);
+        for waited_and_left in [false, true] {
+            let record = queued(store.as_ref()).await;
+            let mut done = jobs.enqueue(&record).unwrap();
+            if waited_and_left {
+                // Its wait ran out before the run ended.
+                drop(jobs.syncing_waiter(store.clone(), &record.id).unwrap());
+            }
+            jobs.ended(&store, &record.id, record.clone());
+            assert!(matches!(settled(&mut done).await, Settled::Flushed(_)));
+            assert!(!jobs.is_settling(&record.id));
+            assert!(jobs.syncing_waiter(store.clone(), &record.id).is_none());
+        }
+    }
+}
