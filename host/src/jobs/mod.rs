@@ -57,7 +57,8 @@ pub enum JobError {
 pub struct Jobs {
     queue: Queue,
     metrics: ExecutionMetrics,
-    /// Completion signals of executions queued here, until they settle.
+    /// Completion signals of executions queued here, and of runs on other
+    /// nodes that a request here waits for, until they settle.
     done: Mutex<HashMap<String, Waiting>>,
     /// Cancel handles of executions running here (registered before their
     /// claim is written, so a cancel that finds a record running here finds
@@ -127,8 +128,10 @@ impl QueueShare {
 
 /// What [`Jobs::cancel`] did.
 pub enum Cancelled {
-    /// It was queued; it is now stored as cancelled.
-    WhileQueued(Box<ExecutionRecord>),
+    /// It was queued, or its record read running here with nothing
+    /// running it any more (its run's end could not be stored); it is now
+    /// stored as cancelled.
+    Recorded(Box<ExecutionRecord>),
     /// It was running; the receiver settles when the worker has stored it.
     WhileRunning(watch::Receiver<Settled>),
     /// It had already finished.
@@ -548,7 +551,7 @@ impl Jobs {
             if self.end(store, &cancelled, Some(&queued)).await? {
                 self.queue.remove(id);
                 self.settle(id, Settled::Stored);
-                return Ok(Some(Cancelled::WhileQueued(Box::new(cancelled))));
+                return Ok(Some(Cancelled::Recorded(Box::new(cancelled))));
             }
             // Claimed meanwhile.
             let Some(now) = store.execution(id).await? else {
@@ -560,10 +563,10 @@ impl Jobs {
             ExecutionStatus::Running => {
                 let done = if record.node.as_deref() == store.node() {
                     // Claimed here: its signal was made when it was queued
-                    // and is gone once it settled, between the read above
-                    // and now; one made again would never be settled.
+                    // and is gone once it settled; one made again would
+                    // never be settled.
                     let Some(done) = self.waiting_on(id) else {
-                        return Ok(Some(Cancelled::AlreadyFinal));
+                        return self.cancel_settled(store, id).await;
                     };
                     // Its handle was registered when it was claimed.
                     self.cancel_here(id);
@@ -596,6 +599,39 @@ impl Jobs {
             }
             _ => Ok(Some(Cancelled::AlreadyFinal)),
         }
+    }
+
+    /// The cancel of a run claimed here whose completion signal is gone:
+    /// it settled since its record was read (final now), or its end could
+    /// not be stored and its record still reads running, with nothing
+    /// running it: that record is ended cancelled.
+    async fn cancel_settled(
+        &self,
+        store: &dyn Store,
+        id: &str,
+    ) -> Result<Option<Cancelled>, StoreError> {
+        let Some(record) = store.execution(id).await? else {
+            return Ok(None);
+        };
+        if record.status.is_final() || self.runs_here(id) {
+            return Ok(Some(Cancelled::AlreadyFinal));
+        }
+        let mut cancelled = record.clone();
+        contract::end_unrun(
+            &mut cancelled,
+            ExecutionStatus::Cancelled,
+            ExecutionCode::CANCELLED,
+            "the execution was cancelled; nothing was running it any more",
+        );
+        let node = record.node.clone();
+        let unrun = |current: &ExecutionRecord| {
+            current.status == ExecutionStatus::Running && current.node == node
+        };
+        if self.end(store, &cancelled, Some(&unrun)).await? {
+            return Ok(Some(Cancelled::Recorded(Box::new(cancelled))));
+        }
+        // Ended meanwhile, by another node's reaper say.
+        Ok(Some(Cancelled::AlreadyFinal))
     }
 
     /// Stops taking executions, lets running ones finish for up to `grace`,
@@ -834,7 +870,7 @@ mod tests {
         let record = queued(store.as_ref()).await;
         let mut done = jobs.enqueue(&record).unwrap();
         let cancelled = jobs.cancel(store.as_ref(), &record.id).await.unwrap();
-        assert!(matches!(cancelled, Some(Cancelled::WhileQueued(_))));
+        assert!(matches!(cancelled, Some(Cancelled::Recorded(_))));
         assert!(
             jobs.claim(store.as_ref(), &record.id)
                 .await
@@ -869,12 +905,13 @@ mod tests {
         assert_eq!(jobs.running(), 0);
     }
 
-    /// A run that settles between the cancel's read of its record and the
-    /// cancel: the cancel finds it final and leaves no signal behind, which
-    /// nothing would settle (the id would stay settling, the cancel would
-    /// wait its 5 s, and retention would never remove the run).
+    /// A run claimed here that settled before the cancel looked for its
+    /// signal: no signal is made again, which nothing would settle (the id
+    /// would stay settling, the cancel would wait its 5 s, and retention
+    /// would never remove the run). Here its end could not be stored, so
+    /// its record still reads running with nothing running it.
     #[tokio::test]
-    async fn a_cancel_of_a_run_that_just_settled_leaves_no_waiter_behind() {
+    async fn a_cancel_of_a_settled_run_makes_no_signal_and_ends_a_record_nothing_runs() {
         let (store, _dir) = store();
         let jobs = jobs(10);
         let (record, cancel) = claimed(store.as_ref(), &jobs).await;
@@ -884,9 +921,19 @@ mod tests {
         jobs.release(&record.id);
         jobs.settle(&record.id, Settled::Lost("gone".into()));
         let cancelled = jobs.cancel(store.as_ref(), &record.id).await.unwrap();
-        assert!(matches!(cancelled, Some(Cancelled::AlreadyFinal)));
         assert!(!jobs.is_settling(&record.id), "no signal made again");
         assert!(!cancel.is_cancelled(), "nothing of it runs to stop");
+        // Nothing runs it: its record, still running, is ended cancelled.
+        let Some(Cancelled::Recorded(ended)) = cancelled else {
+            panic!("recorded as cancelled");
+        };
+        assert_eq!(ended.status, ExecutionStatus::Cancelled);
+        let stored = store.execution(&record.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, ExecutionStatus::Cancelled);
+        // Final now: a second cancel finds it so.
+        let again = jobs.cancel(store.as_ref(), &record.id).await.unwrap();
+        assert!(matches!(again, Some(Cancelled::AlreadyFinal)));
+        assert!(!jobs.is_settling(&record.id));
     }
 
     #[tokio::test]

@@ -2,8 +2,10 @@
 //! final record durable before they do. A run's end is settled once its
 //! record is synced: by a task the worker spawns, or, when a `?wait=true`
 //! handler waits on it ([`SyncingWaiter`]), by that handler, which syncs
-//! before it answers anyway. So a waited run costs no task, and no wake of
-//! an idle worker thread to steal one, between its end and its answer.
+//! before it answers anyway (or, should the handler go without settling
+//! it, by a task its waiter's drop starts). So a waited run costs no task,
+//! and no wake of an idle worker thread to steal one, between its end and
+//! its answer.
 
 use std::sync::Arc;
 
@@ -127,7 +129,8 @@ impl Jobs {
             && waiting.syncing > 0
         {
             waiting.handed = true;
-            // The handler runs next on this thread: no hop between the
+            // The handler waits in this worker thread's next-task slot
+            // and runs here once the worker yields: no hop between the
             // disk and the answer.
             waiting.sender.send_replace(Settled::Ended(record));
             return;

@@ -115,7 +115,14 @@ pub struct Journal {
     /// not written takes over.
     handed_over: Notify,
     syncs: AtomicU64,
+    /// How long the last write and sync took, in µs: a slow disk's sync is
+    /// not made on a worker without handing its core away.
+    last_write_us: AtomicU64,
 }
+
+/// A lone entry's write is made on the worker itself only while writes
+/// take less than this.
+const INLINE_WRITE_BELOW: Duration = Duration::from_millis(2);
 
 /// The writer's turn, given up when it ends however it ends (its caller
 /// may be dropped while it waits).
@@ -223,6 +230,7 @@ impl Journal {
             on_fill: Notify::new(),
             handed_over: Notify::new(),
             syncs: AtomicU64::new(0),
+            last_write_us: AtomicU64::new(0),
         };
         Ok((Arc::new(journal), found))
     }
@@ -405,19 +413,10 @@ impl Journal {
             };
             // Not cancellable: the batch is written before anything else
             // can be, so seqs reach the file in order.
-            let on_workers = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
-                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-            });
-            // A lone entry (one connection's answer) is synced right here:
-            // handing the worker's core to another thread costs that answer
-            // about as much as the sync, and no one else waits for the
-            // core. A batch gives the core away, so others' requests go on
-            // through the sync.
-            let lone = last.saturating_sub(*self.written.borrow()) <= 1;
-            let ok = if on_workers && !lone {
-                tokio::task::block_in_place(|| self.write(&bytes, last))
+            let ok = if self.gives_core_away(last) {
+                tokio::task::block_in_place(|| self.timed_write(&bytes, last))
             } else {
-                self.write(&bytes, last)
+                self.timed_write(&bytes, last)
             };
             if !ok {
                 self.overflowed.fetch_max(last, Ordering::AcqRel);
@@ -429,6 +428,35 @@ impl Journal {
                 return;
             }
         }
+    }
+
+    /// Whether the write of entries up to `last` hands the worker's core to
+    /// another thread (`block_in_place`) so the worker's other tasks go on
+    /// through the sync. Not for a lone entry (one connection's answer): the
+    /// hand-over costs that answer about as much as the sync. Unless the
+    /// runtime has one worker, which the sync would stop whole, or the disk
+    /// was slow at the last write. A current-thread runtime (tests) writes
+    /// inline.
+    fn gives_core_away(&self, last: u64) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return false;
+        }
+        let lone = last.saturating_sub(*self.written.borrow()) <= 1;
+        let quick =
+            self.last_write_us.load(Ordering::Relaxed) < INLINE_WRITE_BELOW.as_micros() as u64;
+        !(lone && quick && runtime.metrics().num_workers() > 1)
+    }
+
+    /// [`Self::write`], its time noted for [`Self::gives_core_away`].
+    fn timed_write(&self, bytes: &[u8], last: u64) -> bool {
+        let began = Instant::now();
+        let ok = self.write(bytes, last);
+        let took = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_write_us.store(took, Ordering::Relaxed);
+        ok
     }
 
     /// When a full flush should start, if none is under way or planned
@@ -582,6 +610,44 @@ mod tests {
 
     fn seqs(found: &[Found]) -> Vec<u64> {
         found.iter().map(|f| f.seq).collect()
+    }
+
+    /// Whether a write of one entry, and of a batch, would give the
+    /// worker's core away on the runtime this runs on.
+    fn core_given_away(journal: &Journal) -> [bool; 2] {
+        let written = *journal.written.borrow();
+        [
+            journal.gives_core_away(written + 1),
+            journal.gives_core_away(written + 5),
+        ]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_entry_is_written_on_the_worker_unless_the_disk_was_slow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = open(dir.path(), 0);
+        assert_eq!(core_given_away(&journal), [false, true]);
+        journal.append(b"one");
+        journal.sync().await.unwrap();
+        assert!(journal.last_write_us.load(Ordering::Relaxed) > 0, "timed");
+        journal
+            .last_write_us
+            .store(INLINE_WRITE_BELOW.as_micros() as u64, Ordering::Relaxed);
+        assert_eq!(core_given_away(&journal), [true, true], "a slow disk");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn one_worker_is_never_stopped_by_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = open(dir.path(), 0);
+        assert_eq!(core_given_away(&journal), [true, true]);
+    }
+
+    #[tokio::test]
+    async fn a_current_thread_runtime_writes_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = open(dir.path(), 0);
+        assert_eq!(core_given_away(&journal), [false, false]);
     }
 
     #[tokio::test]

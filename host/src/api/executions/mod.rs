@@ -221,7 +221,7 @@ async fn cancel(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id:?}")))?;
     match cancelled {
-        Cancelled::WhileQueued(record) => {
+        Cancelled::Recorded(record) => {
             state.store.flush().await?;
             Ok(axum::Json((*record).into()))
         }

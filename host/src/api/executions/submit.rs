@@ -389,6 +389,9 @@ async fn submit(
         // The channel holds the record too: let go of it, so the record is
         // moved out below rather than copied.
         drop(done);
+        // Only a handed end is this handler's to sync; any other leaves it
+        // to the run's own sync at once, not after this handler's awaits.
+        let syncing = syncing.filter(|_| matches!(settled, Settled::Ended(_)));
         let record = match settled {
             Settled::Pending => {
                 // Most likely running by now: say what it is, not what it
@@ -417,8 +420,10 @@ async fn submit(
                     Ok(()) => Settled::Flushed(record.clone()),
                     Err(e) => crate::jobs::lost(&record.id, e),
                 };
-                if let Some(syncing) = syncing {
-                    syncing.settle(settled);
+                match syncing {
+                    Some(syncing) => syncing.settle(settled),
+                    // Never handed without one; synced, so settled here.
+                    None => state.jobs.settle(&record.id, settled),
                 }
                 if let Err(e) = synced {
                     return Err(ApiError::Internal(format!(
