@@ -572,13 +572,11 @@ impl Jobs {
                     self.cancel_here(id);
                     done
                 } else {
-                    // Settled by the other node's end signal, or by
-                    // `leases::follow` reading its final record.
-                    let done = self.subscribe(id);
                     // Another node runs it: asked by a signal, and through
                     // its record, which that node reads within a second
                     // (`leases::follow`) should the signal be lost. Its end
-                    // comes back the same ways.
+                    // comes back the same ways and settles this signal.
+                    let done = self.subscribe(id);
                     // The signal only once the record asks for it: a cancel
                     // answered as failed must not have happened.
                     store
@@ -934,6 +932,42 @@ mod tests {
         let again = jobs.cancel(store.as_ref(), &record.id).await.unwrap();
         assert!(matches!(again, Some(Cancelled::AlreadyFinal)));
         assert!(!jobs.is_settling(&record.id));
+    }
+
+    /// The other ends of a cancel whose run's signal is gone: a record
+    /// final by now, one still run here, one gone.
+    #[tokio::test]
+    async fn a_cancel_whose_signal_is_gone_reports_a_final_or_running_record_as_final() {
+        let (store, _dir) = store();
+        let jobs = jobs(10);
+        let (record, _cancel) = claimed(store.as_ref(), &jobs).await;
+        // Still run here (its handle registered): not taken from its worker.
+        let here = jobs
+            .cancel_settled(store.as_ref(), &record.id)
+            .await
+            .unwrap();
+        assert!(matches!(here, Some(Cancelled::AlreadyFinal)));
+        let stored = store.execution(&record.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, ExecutionStatus::Running);
+        // Its end stored: final, reported as such.
+        let mut done = stored.clone();
+        done.status = ExecutionStatus::Completed;
+        done.completed_at = Some(crate::now());
+        assert!(jobs.record_run_final(store.as_ref(), &done).await.unwrap());
+        jobs.release(&record.id);
+        let ended = jobs
+            .cancel_settled(store.as_ref(), &record.id)
+            .await
+            .unwrap();
+        assert!(matches!(ended, Some(Cancelled::AlreadyFinal)));
+        let stored = store.execution(&record.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, ExecutionStatus::Completed);
+        // Deleted meanwhile: no such execution.
+        let gone = jobs
+            .cancel_settled(store.as_ref(), "no-such-id")
+            .await
+            .unwrap();
+        assert!(gone.is_none());
     }
 
     #[tokio::test]

@@ -47,14 +47,14 @@ impl Settled {
     }
 }
 
-/// One execution's completion signal, and who will settle it.
+/// One execution's completion signal, and who will settle it. Its end
+/// was handed to the syncing waiters when the signal says
+/// [`Settled::Ended`]: the last of them to go without settling it starts
+/// its sync.
 pub(super) struct Waiting {
     pub(super) sender: watch::Sender<Settled>,
     /// Waiters that sync and settle a final record handed to them.
     syncing: usize,
-    /// Its end was handed to the syncing waiters: the last of them to go
-    /// without settling it starts its sync.
-    handed: bool,
 }
 
 impl Waiting {
@@ -62,27 +62,18 @@ impl Waiting {
         Self {
             sender: watch::channel(Settled::Pending).0,
             syncing: 0,
-            handed: false,
         }
     }
 }
 
 /// A waiter that syncs a final record handed to it ([`Settled::Ended`])
-/// and then settles it with [`SyncingWaiter::settle`]; dropped without
-/// settling a record it was handed (its wait ran out, its client left),
-/// it starts the sync that settles it.
+/// and then settles it ([`Jobs::settle`]) before it is dropped; dropped
+/// without settling a record it was handed (its wait ran out, its client
+/// left), it starts the sync that settles it.
 pub struct SyncingWaiter {
     jobs: Arc<Jobs>,
     store: Arc<dyn Store>,
     id: String,
-}
-
-impl SyncingWaiter {
-    /// Settles the execution this waiter was handed, once its record is
-    /// synced (or could not be).
-    pub fn settle(self, settled: Settled) {
-        self.jobs.settle(&self.id, settled);
-    }
 }
 
 impl Drop for SyncingWaiter {
@@ -91,9 +82,8 @@ impl Drop for SyncingWaiter {
             let mut done = self.jobs.lock();
             done.get_mut(&self.id).and_then(|waiting| {
                 waiting.syncing = waiting.syncing.saturating_sub(1);
-                let last = waiting.handed && waiting.syncing == 0;
                 match &*waiting.sender.borrow() {
-                    Settled::Ended(record) if last => Some(record.clone()),
+                    Settled::Ended(record) if waiting.syncing == 0 => Some(record.clone()),
                     _ => None,
                 }
             })
@@ -128,7 +118,6 @@ impl Jobs {
         if let Some(waiting) = self.lock().get_mut(id)
             && waiting.syncing > 0
         {
-            waiting.handed = true;
             // The handler waits in this worker thread's next-task slot
             // and runs here once the worker yields: no hop between the
             // disk and the answer.
@@ -184,12 +173,21 @@ mod tests {
         .clone()
     }
 
+    /// A queued execution, queued in `jobs`, and its completion signal.
+    async fn enqueued(
+        store: &Arc<dyn Store>,
+        jobs: &Jobs,
+    ) -> (ExecutionRecord, watch::Receiver<Settled>) {
+        let record = queued(store.as_ref()).await;
+        let done = jobs.enqueue(&record).unwrap();
+        (record, done)
+    }
+
     #[tokio::test]
     async fn a_run_with_a_syncing_waiter_is_handed_to_it_and_settled_by_it() {
         let (store, _dir) = store();
         let jobs = jobs(10);
-        let record = queued(store.as_ref()).await;
-        let mut done = jobs.enqueue(&record).unwrap();
+        let (record, mut done) = enqueued(&store, &jobs).await;
         let waiter = jobs.syncing_waiter(store.clone(), &record.id).unwrap();
         jobs.ended(&store, &record.id, record.clone());
         assert!(matches!(&*done.borrow_and_update(), Settled::Ended(_)));
@@ -197,7 +195,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(matches!(&*done.borrow(), Settled::Ended(_)));
         assert!(jobs.is_settling(&record.id));
-        waiter.settle(Settled::Flushed(Arc::new(record.clone())));
+        jobs.settle(&record.id, Settled::Flushed(Arc::new(record.clone())));
+        drop(waiter);
         assert!(matches!(settled(&mut done).await, Settled::Flushed(_)));
         assert!(!jobs.is_settling(&record.id));
     }
@@ -206,8 +205,7 @@ mod tests {
     async fn a_syncing_waiter_that_leaves_after_the_hand_over_starts_the_sync() {
         let (store, _dir) = store();
         let jobs = jobs(10);
-        let record = queued(store.as_ref()).await;
-        let mut done = jobs.enqueue(&record).unwrap();
+        let (record, mut done) = enqueued(&store, &jobs).await;
         let waiter = jobs.syncing_waiter(store.clone(), &record.id).unwrap();
         let second = jobs.syncing_waiter(store.clone(), &record.id).unwrap();
         jobs.ended(&store, &record.id, record.clone());
@@ -228,8 +226,7 @@ mod tests {
         let (store, _dir) = store();
         let jobs = jobs(10);
         for waited_and_left in [false, true] {
-            let record = queued(store.as_ref()).await;
-            let mut done = jobs.enqueue(&record).unwrap();
+            let (record, mut done) = enqueued(&store, &jobs).await;
             if waited_and_left {
                 // Its wait ran out before the run ended.
                 drop(jobs.syncing_waiter(store.clone(), &record.id).unwrap());

@@ -420,11 +420,9 @@ async fn submit(
                     Ok(()) => Settled::Flushed(record.clone()),
                     Err(e) => crate::jobs::lost(&record.id, e),
                 };
-                match syncing {
-                    Some(syncing) => syncing.settle(settled),
-                    // Never handed without one; synced, so settled here.
-                    None => state.jobs.settle(&record.id, settled),
-                }
+                // Synced: settled here, and then its waiter may go.
+                state.jobs.settle(&record.id, settled);
+                drop(syncing);
                 if let Err(e) = synced {
                     return Err(ApiError::Internal(format!(
                         "execution {} ran but its record could not be saved: {e}",
