@@ -185,6 +185,12 @@ pub trait ExecutionStore {
     /// Writes the execution `id` if it is held: someone is about to be told
     /// of it. Nothing for any other id.
     async fn keep_execution(&self, id: &str) -> Result<(), StoreError>;
+    /// Writes the final records a store kept in memory after journaling
+    /// them ([`crate::store::Store::flush_finals_deferring`]). Nothing by
+    /// default: a store that defers none.
+    async fn apply_deferred(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError>;
     /// Visits the executions `walk` selects, in its order, until `visit`
     /// breaks or they run out.

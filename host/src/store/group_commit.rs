@@ -93,8 +93,9 @@ impl GroupCommit {
     /// journal's mark, sled's flush, then its log's sync.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         let cannot_sync = |e| StoreError::Backend(format!("cannot sync the store's files: {e}"));
-        // Every entry up to here was filled after its writes to sled.
-        let covers = self.journal.appended();
+        // Every entry up to here was filled after its writes to sled, or
+        // has had them made since.
+        let covers = self.journal.coverable();
         // After reading `covers`: those entries' rollups are moved too.
         (self.before_flush)()?;
         let mut disk = self.disk.lock().unwrap_or_else(PoisonError::into_inner);

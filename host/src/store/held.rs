@@ -29,14 +29,37 @@ struct Held {
     bytes: usize,
 }
 
-/// What a record costs to hold, roughly: its variable parts and a fixed
-/// part for the rest.
+/// What a record costs to hold, roughly: its variable parts (a final
+/// one's outputs too) and a fixed part for the rest.
 fn approx_bytes(record: &ExecutionRecord) -> usize {
     let env: usize = record.env.iter().map(|(k, v)| k.len() + v.len()).sum();
     1024 + record.code.as_ref().map_or(0, Vec::len)
         + record.input.as_ref().map_or(0, String::len)
-        + record.parameters.to_string().len()
+        + json_len(&record.parameters)
         + env
+        + record.stdout.len()
+        + record.stderr.len()
+        + record.result.as_ref().map_or(0, json_len)
+        + record.error.as_ref().map_or(0, json_len)
+        + 256 * record.http_requests.len()
+}
+
+/// The length of `value` as JSON, counted without building it.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A value that does not serialize is not stored either.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 impl HeldExecutions {
@@ -76,8 +99,33 @@ impl HeldExecutions {
         true
     }
 
+    /// Replaces the held record of the same id with its final one, kept
+    /// until it is written (`ExecutionStore::apply_deferred`); `false`,
+    /// and nothing changed, if none is held or that would pass
+    /// [`HELD_BYTES`].
+    pub fn replace_within_bound(&self, record: &ExecutionRecord) -> bool {
+        let size = approx_bytes(record);
+        let mut held = self.lock();
+        let bytes = held.bytes;
+        let Some((slot, old)) = held.records.get_mut(&record.id) else {
+            return false;
+        };
+        if bytes - *old + size > HELD_BYTES {
+            return false;
+        }
+        slot.clone_from(record);
+        let old = std::mem::replace(old, size);
+        held.bytes = bytes - old + size;
+        true
+    }
+
     pub fn contains(&self, id: &str) -> bool {
         self.lock().records.contains_key(id)
+    }
+
+    /// What `read` makes of the held record `id`, without a copy of it.
+    pub fn read<T>(&self, id: &str, read: impl FnOnce(&ExecutionRecord) -> T) -> Option<T> {
+        self.lock().records.get(id).map(|(r, _)| read(r))
     }
 
     pub fn get(&self, id: &str) -> Option<ExecutionRecord> {
@@ -144,6 +192,29 @@ mod tests {
         assert!(held.release(&big.id).is_some());
         assert_eq!(held.bytes(), 0);
         assert!(held.hold(&second));
+    }
+
+    #[test]
+    fn a_final_record_is_held_only_within_the_bound_counting_its_outputs() {
+        let held = HeldExecutions::default();
+        let queued = execution(&id_at(1, 0), None, ExecutionStatus::Queued);
+        assert!(held.hold(&queued));
+        let mut done = queued.clone();
+        done.status = ExecutionStatus::Completed;
+        done.stdout = "x".repeat(HELD_BYTES);
+        assert!(!held.replace_within_bound(&done), "past the bound");
+        assert_eq!(
+            held.get(&queued.id).map(|r| r.status),
+            Some(ExecutionStatus::Queued)
+        );
+        done.stdout = "x".repeat(1000);
+        done.result = Some(serde_json::json!("y".repeat(2000)));
+        let before = held.bytes();
+        assert!(held.replace_within_bound(&done));
+        assert_eq!(held.bytes(), before + 1000 + 2002);
+        let mut other = done.clone();
+        other.id = id_at(2, 0);
+        assert!(!held.replace_within_bound(&other), "only a held id");
     }
 
     #[test]

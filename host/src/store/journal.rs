@@ -74,6 +74,10 @@ struct Pending {
     filled: std::collections::BTreeMap<u64, Option<Vec<u8>>>,
     /// Whether a caller is writing (see [`Journal::sync`]).
     writing: bool,
+    /// Entries filled before their writes to sled (a record held in memory
+    /// meanwhile): no full flush covers them until they are applied.
+    /// Bounded by the held records (`held.rs`).
+    unapplied: std::collections::BTreeSet<u64>,
 }
 
 struct Files {
@@ -148,6 +152,17 @@ impl Reserved<'_> {
     pub fn fill(mut self, payload: Option<&[u8]>) {
         self.filled = true;
         self.journal.fill(self.seq, payload);
+    }
+}
+
+impl Reserved<'_> {
+    /// Journals `payload` before its writes to sled are made: a full flush
+    /// covers it only once [`Journal::applied`] says they are. The seq.
+    pub fn fill_unapplied(mut self, payload: &[u8]) -> u64 {
+        self.filled = true;
+        self.journal.lock_pending().unapplied.insert(self.seq);
+        self.journal.fill(self.seq, Some(payload));
+        self.seq
     }
 }
 
@@ -296,10 +311,26 @@ impl Journal {
         self.on_fill.notify_waiters();
     }
 
-    /// The seq of the latest entry appended: what a full flush starting
-    /// now covers once it returns.
+    /// The seq of the latest entry appended.
     pub fn appended(&self) -> u64 {
         self.appended.load(Ordering::Acquire)
+    }
+
+    /// What a full flush starting now covers once it returns: the entries
+    /// appended, up to the first whose writes to sled are not made yet.
+    pub fn coverable(&self) -> u64 {
+        let pending = self.lock_pending();
+        let appended = self.appended.load(Ordering::Acquire);
+        match pending.unapplied.first() {
+            Some(&first) => appended.min(first - 1),
+            None => appended,
+        }
+    }
+
+    /// The writes to sled of an entry filled by
+    /// [`Reserved::fill_unapplied`] are made.
+    pub fn applied(&self, seq: u64) {
+        self.lock_pending().unapplied.remove(&seq);
     }
 
     /// Writes synced since open.
@@ -648,6 +679,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = open(dir.path(), 0);
         assert_eq!(core_given_away(&journal), [false, false]);
+    }
+
+    /// A full flush covers an entry filled before its writes to sled only
+    /// once they are applied, and none after it meanwhile; the entry is
+    /// written and synced like any other.
+    #[tokio::test]
+    async fn an_unapplied_entry_holds_back_what_a_flush_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = open(dir.path(), 0);
+        journal.append(b"one");
+        let held = journal.reserve().fill_unapplied(b"two");
+        journal.append(b"three");
+        assert_eq!((journal.appended(), journal.coverable()), (3, 1));
+        assert_eq!(journal.sync().await.unwrap(), Synced::Journaled);
+        assert_eq!(journal.coverable(), 1, "synced is not applied");
+        journal.applied(held);
+        assert_eq!(journal.coverable(), 3);
+        drop(journal);
+        let (_, found) = open(dir.path(), 1);
+        assert_eq!(seqs(&found), [2, 3]);
+        assert_eq!(found[0].payload, b"two");
     }
 
     #[tokio::test]

@@ -145,6 +145,14 @@ pub trait Store:
     fn flush_finals(&self) -> FlushFuture<'_> {
         self.flush()
     }
+    /// [`Self::flush_finals`] for an answer about to be sent: the final
+    /// records are durable once it returns, but some may still be held in
+    /// memory (readers see them) until
+    /// [`executions::ExecutionStore::apply_deferred`] writes them, which
+    /// the answer starts once it is sent. By default, `flush_finals`.
+    fn flush_finals_deferring(&self) -> FlushFuture<'_> {
+        self.flush_finals()
+    }
     /// What the flushes have done since the store was opened.
     fn sync_stats(&self) -> SyncStats;
     /// How many records the families that grow with use hold, from

@@ -505,6 +505,7 @@ impl SledStore {
 
     /// [`Store::close`], done before its future is returned.
     fn close_now(&self) -> Result<(), StoreError> {
+        self.apply_deferred_now()?;
         self.keep_held_executions()?;
         self.commit.flush_blocking()?;
         self.db
@@ -554,10 +555,20 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> FlushFuture<'_> {
-        Box::pin(async move { self.commit.flush().await })
+        Box::pin(async move {
+            self.apply_deferred_now()?;
+            self.commit.flush().await
+        })
     }
 
     fn flush_finals(&self) -> FlushFuture<'_> {
+        Box::pin(async move {
+            self.sync_finals().await?;
+            self.apply_deferred_now()
+        })
+    }
+
+    fn flush_finals_deferring(&self) -> FlushFuture<'_> {
         self.sync_finals()
     }
 

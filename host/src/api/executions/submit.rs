@@ -414,8 +414,9 @@ async fn submit(
             }
             Settled::Flushed(record) => Arc::unwrap_or_clone(record),
             Settled::Ended(record) => {
-                // Stored; on disk once this sync returns.
-                let synced = state.store.flush_finals().await;
+                // Stored; on disk once this sync returns. Its writes to the
+                // store's tables may wait until the answer is sent.
+                let synced = state.store.flush_finals_deferring().await;
                 let settled = match &synced {
                     Ok(()) => Settled::Flushed(record.clone()),
                     Err(e) => crate::jobs::lost(&record.id, e),
@@ -423,6 +424,14 @@ async fn submit(
                 // Synced: settled here, and then its waiter may go.
                 state.jobs.settle(&record.id, settled);
                 drop(syncing);
+                // Spawned here, it takes this thread's next-task slot and
+                // runs once the answer is written and the connection waits.
+                let store = state.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.apply_deferred().await {
+                        tracing::error!(error = %e, "cannot write final records held in memory");
+                    }
+                });
                 if let Err(e) = synced {
                     return Err(ApiError::Internal(format!(
                         "execution {} ran but its record could not be saved: {e}",

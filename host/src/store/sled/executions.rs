@@ -21,6 +21,7 @@ use crate::store::executions::{
     ExecutionIndex, ExecutionStore, ExecutionWalk, IndexCounts, Indexed, Removal, script_slot,
 };
 use crate::store::held::HeldExecutions;
+use crate::store::journal::MAX_ENTRY;
 use crate::store::orgs::{DEFAULT_ORG, InOrg as _};
 use crate::store::webhooks::WebhookStore as _;
 use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
@@ -51,6 +52,10 @@ pub(super) struct ExecutionIndexes {
     locks: [Mutex<()>; LOCK_STRIPES],
     counts: Mutex<Counts>,
     held: HeldExecutions,
+    /// Final records held in memory, journaled, whose writes wait for
+    /// [`ExecutionStore::apply_deferred`] (id, journal seq): bounded by
+    /// the held records.
+    deferred: Mutex<Vec<(String, u64)>>,
 }
 
 impl ExecutionIndexes {
@@ -67,6 +72,7 @@ impl ExecutionIndexes {
             locks: std::array::from_fn(|_| Mutex::new(())),
             counts: Mutex::new(counts),
             held: HeldExecutions::default(),
+            deferred: Mutex::default(),
         })
     }
 
@@ -81,6 +87,10 @@ impl ExecutionIndexes {
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn deferred(&self) -> std::sync::MutexGuard<'_, Vec<(String, u64)>> {
+        self.deferred.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -131,24 +141,78 @@ impl SledStore {
 
     /// [`Self::put_locked`], and a final record journaled: its seq taken
     /// before the write, filled after it.
+    ///
+    /// A held record that becomes final stays held, final, with its entry
+    /// filled at once: its writes to sled wait for
+    /// [`ExecutionStore::apply_deferred`], which the answer that syncs the
+    /// entry starts once it is sent. Readers see it held meanwhile, and a
+    /// full flush covers the entry only once it is applied.
     fn put_journaled(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
-        let entry = execution.status.is_final().then(|| self.journal.reserve());
-        self.put_locked(execution)?;
-        if let Some(entry) = entry {
-            self.journal_final(entry, execution);
+        let Some(entry) = execution.status.is_final().then(|| self.journal.reserve()) else {
+            return self.put_locked(execution, None).map(drop);
+        };
+        let payload = self
+            .journal_payload(execution)
+            .filter(|payload| payload.len() <= MAX_ENTRY);
+        match payload {
+            Some(payload) if self.put_locked(execution, Some(&payload))? => {
+                let seq = entry.fill_unapplied(&payload);
+                self.execution_indexes
+                    .deferred()
+                    .push((execution.id.clone(), seq));
+            }
+            Some(payload) => entry.fill(Some(&payload)),
+            None => {
+                self.put_locked(execution, None)?;
+                entry.fill(None);
+            }
         }
         Ok(())
+    }
+
+    /// Writes the final records held since their entries were journaled
+    /// ([`Self::put_journaled`]); those a reader or a close wrote meanwhile
+    /// are only marked applied. One whose write fails stays held, and is
+    /// tried again at the next call.
+    pub(super) fn apply_deferred_now(&self) -> Result<(), StoreError> {
+        let deferred = std::mem::take(&mut *self.execution_indexes.deferred());
+        let mut failed = None;
+        for (id, seq) in deferred {
+            let _writing = self.execution_indexes.lock(&id);
+            let held = &self.execution_indexes.held;
+            let written = match held.get(&id) {
+                Some(record) => self
+                    .write_execution(&record, None, &Apart::new())
+                    .map(|()| drop(held.release(&id))),
+                None => Ok(()),
+            };
+            match written {
+                Ok(()) => self.journal.applied(seq),
+                Err(e) => {
+                    tracing::error!(execution = %id, error = %e, "cannot write a final record held in memory");
+                    self.execution_indexes.deferred().push((id, seq));
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// A final record the journal kept and sled lost, written again at
     /// open (not journaled again: the open's flush covers it).
     pub(super) fn put_replayed(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let _writing = self.execution_indexes.lock(&execution.id);
-        self.put_locked(execution)
+        self.put_locked(execution, None).map(drop)
     }
 
-    /// [`Self::put_now`] with the id's lock held, not journaled.
-    fn put_locked(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+    /// [`Self::put_now`] with the id's lock held, not journaled; `true`
+    /// when a held record became final and stays held (its `journaled`
+    /// entry is to be filled unapplied).
+    fn put_locked(
+        &self,
+        execution: &ExecutionRecord,
+        journaled: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
         let id = execution.id.as_str();
         let known = self
             .execution_indexes
@@ -166,6 +230,10 @@ impl SledStore {
                 script_id: execution.script_id.clone(),
                 status,
             }),
+            // Final and held: its write deferred ([`Self::put_journaled`]).
+            None if let Some(held) = self.execution_indexes.held.read(id, Indexed::of) => {
+                Some(held)
+            }
             None => match self.executions.get(id).map_err(backend)? {
                 Some(bytes) => {
                     let json = packed::RECORD.unpack(&bytes);
@@ -183,17 +251,22 @@ impl SledStore {
         };
         let after = Indexed::of(execution);
         let held = &self.execution_indexes.held;
+        let mut deferred = false;
         if !held.contains(id) {
             self.write_execution(execution, before.as_ref(), &kept_apart)?;
         } else if after.status.is_final() {
-            // Final now: written, with entries of its own; then no longer held.
-            self.write_execution(execution, None, &Apart::new())?;
-            held.release(id);
+            deferred = journaled.is_some() && held.replace_within_bound(execution);
+            if !deferred {
+                // Final now: written, with entries of its own; then no
+                // longer held.
+                self.write_execution(execution, None, &Apart::new())?;
+                held.release(id);
+            }
         } else {
             held.replace(execution);
         }
         self.count(execution, before.as_ref(), &after);
-        Ok(())
+        Ok(deferred)
     }
 
     /// [`ExecutionStore::keep_execution`], callable where nothing is awaited.
@@ -343,6 +416,10 @@ impl ExecutionStore for SledStore {
 
     async fn keep_execution(&self, id: &str) -> Result<(), StoreError> {
         self.keep_now(id)
+    }
+
+    async fn apply_deferred(&self) -> Result<(), StoreError> {
+        self.apply_deferred_now()
     }
 
     async fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
@@ -570,7 +647,12 @@ impl ExecutionStore for SledStore {
         }
         let _writing = self.execution_indexes.lock(id);
         if let Some(held) = self.execution_indexes.held.get(id) {
-            return Ok(Removal::NotFinal(held.status));
+            if !held.status.is_final() {
+                return Ok(Removal::NotFinal(held.status));
+            }
+            // Final, its write deferred: written now, then removed.
+            self.write_execution(&held, None, &Apart::new())?;
+            self.execution_indexes.held.release(id);
         }
         let Some(bytes) = self.executions.get(id).map_err(backend)? else {
             return Ok(Removal::Missing);
@@ -968,11 +1050,18 @@ mod tests {
             Removal::NotFinal(ExecutionStatus::Running)
         ));
 
-        // Final: written with its entries; kept: written as it stands.
+        // Final: held until its write is applied (it was journaled), then
+        // written with its entries; kept: written as it stands.
         store
             .put_execution(&execution(&b, Some("s"), ExecutionStatus::Completed))
             .await
             .unwrap();
+        assert!(!on_disk(&b));
+        assert_eq!(
+            store.execution(&b).await.unwrap().map(|r| r.status),
+            Some(ExecutionStatus::Completed)
+        );
+        store.apply_deferred().await.unwrap();
         assert!(on_disk(&b));
         let completed =
             ExecutionWalk::new(ExecutionIndex::Status(ExecutionStatus::Completed), true);

@@ -33,25 +33,24 @@ enum Entry {
     Deliveries(Vec<DeliveryRecord>),
 }
 
-fn fill(entry: Reserved<'_>, payload: &EntryRef<'_>) {
-    match serde_json::to_vec(payload) {
-        Ok(payload) => entry.fill(Some(&payload)),
-        Err(e) => {
+/// An entry's payload; `None` (logged) leaves it to a full flush.
+fn payload(entry: &EntryRef<'_>) -> Option<Vec<u8>> {
+    serde_json::to_vec(entry)
+        .inspect_err(|e| {
             tracing::error!(error = %e, "cannot journal a final record; flushing the store instead");
-            entry.fill(None);
-        }
-    }
+        })
+        .ok()
 }
 
 impl SledStore {
-    /// Journals a final record just written under `entry`.
-    pub(super) fn journal_final(&self, entry: Reserved<'_>, record: &ExecutionRecord) {
-        fill(entry, &EntryRef::Final(record));
+    /// The journal entry of a final record.
+    pub(super) fn journal_payload(&self, record: &ExecutionRecord) -> Option<Vec<u8>> {
+        payload(&EntryRef::Final(record))
     }
 
     /// Journals the deliveries an end just stored under `entry`.
     pub(super) fn journal_deliveries(&self, entry: Reserved<'_>, deliveries: &[DeliveryRecord]) {
-        fill(entry, &EntryRef::Deliveries(deliveries));
+        entry.fill(payload(&EntryRef::Deliveries(deliveries)).as_deref());
     }
 
     /// [`crate::store::Store::flush_finals`]: the journal's sync, and a
@@ -179,6 +178,73 @@ mod tests {
             assert_eq!(outbox.len(), 1, "{outbox:?}");
             store.close().await.unwrap();
         }
+    }
+
+    /// A waited run's final record, held in memory with its write deferred,
+    /// is durable once its entry is synced: a crash before the write finds
+    /// it through the journal, and no full flush covers the entry before
+    /// the write is made.
+    #[tokio::test]
+    async fn a_final_record_whose_write_was_deferred_is_in_the_journal_and_not_covered() {
+        let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = SledStore::open(first.path(), TEST_CACHE_BYTES).unwrap();
+        let mut run = execution(&id_at(10, 1), Some("s1"), ExecutionStatus::Queued);
+        store.hold_execution(&run).await.unwrap();
+        run.status = ExecutionStatus::Completed;
+        run.result = Some(serde_json::json!("kept"));
+        store.finish_execution(&run, None, &[]).await.unwrap();
+        store.flush_finals_deferring().await.unwrap();
+        assert!(store.executions.get(&run.id).unwrap().is_none(), "deferred");
+        store.commit.flush_blocking().unwrap();
+        assert_eq!(store.journal.covered(), 0, "not covered before its write");
+        for name in ["journal-0", "journal-1"] {
+            std::fs::copy(first.path().join(name), second.path().join(name)).unwrap();
+        }
+        store.apply_deferred().await.unwrap();
+        assert!(store.executions.get(&run.id).unwrap().is_some());
+        store.commit.flush_blocking().unwrap();
+        assert_eq!(store.journal.covered(), 1);
+        drop(store);
+        let crashed = super::super::tests::reopen(second.path()).unwrap();
+        let read = crashed.execution(&run.id).await.unwrap().unwrap();
+        assert_eq!(read.result, run.result);
+        assert_eq!(crashed.record_counts().executions, 1);
+    }
+
+    /// A deferred record can be deleted like a written one, and a flush
+    /// writes the others first, so it covers their entries.
+    #[tokio::test]
+    async fn a_deferred_record_can_be_deleted_and_a_flush_writes_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..2u8 {
+            let mut run = execution(
+                &id_at(10 + u64::from(i), i),
+                Some("s1"),
+                ExecutionStatus::Queued,
+            );
+            store.hold_execution(&run).await.unwrap();
+            run.status = ExecutionStatus::Completed;
+            store.finish_execution(&run, None, &[]).await.unwrap();
+            ids.push(run.id);
+        }
+        assert!(matches!(
+            store.delete_execution(&ids[0]).await.unwrap(),
+            crate::store::executions::Removal::Removed
+        ));
+        assert!(store.execution(&ids[0]).await.unwrap().is_none());
+        store.flush().await.unwrap();
+        assert!(store.executions.get(&ids[1]).unwrap().is_some());
+        assert_eq!(store.journal.covered(), 2);
+        assert_eq!(store.record_counts().executions, 1);
+        drop(store);
+        let store = super::super::tests::reopen(dir.path()).unwrap();
+        assert!(
+            store.execution(&ids[0]).await.unwrap().is_none(),
+            "stays deleted"
+        );
+        assert!(store.execution(&ids[1]).await.unwrap().is_some());
     }
 
     /// An entry a full flush covered is not applied again: a record
