@@ -12,6 +12,7 @@ mod packed;
 #[cfg(test)]
 pub(crate) use packed::unpacked_in;
 mod schedules;
+mod script_counts;
 mod script_data;
 mod scripts;
 mod usage;
@@ -43,6 +44,8 @@ pub struct SledStore {
     /// Usage rollups by hour and script (`sled/usage.rs`).
     usage: sled::Tree,
     pending_usage: Arc<usage::Pending>,
+    /// Runs counted on their scripts, written by every full flush.
+    pending_counts: Arc<script_counts::PendingCounts>,
     /// Idempotency key → a claim or the response it ended with.
     idempotency: sled::Tree,
     /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
@@ -376,15 +379,21 @@ impl SledStore {
         let pending_usage = Arc::<usage::Pending>::default();
         // Every flush moves the rollups first, after reading how far the
         // journal is filled, so an entry it covers has its rollup stored.
+        let pending_counts = Arc::<script_counts::PendingCounts>::default();
+        let scripts = db.open_tree("scripts").map_err(backend)?;
         let before_flush: super::group_commit::BeforeFlush = {
             let (pending, tree, counted) =
                 (pending_usage.clone(), usage_tree.clone(), counted.clone());
-            Box::new(move || usage::write(&pending, &tree, &counted))
+            let (counts, scripts) = (pending_counts.clone(), scripts.clone());
+            Box::new(move || {
+                counts.write(&scripts)?;
+                usage::write(&pending, &tree, &counted)
+            })
         };
         let commit = GroupCommit::new(db.clone(), dir, syncer, journal.clone(), before_flush)?;
         let store = Self {
             counted,
-            scripts: db.open_tree("scripts").map_err(backend)?,
+            scripts,
             script_names: db.open_tree("script_names").map_err(backend)?,
             script_versions: db.open_tree("script_versions").map_err(backend)?,
             execution_indexes: executions::ExecutionIndexes::load(&execution_tree)?,
@@ -392,6 +401,7 @@ impl SledStore {
             contents,
             usage: usage_tree,
             pending_usage,
+            pending_counts,
             idempotency: db.open_tree("idempotency").map_err(backend)?,
             schedules: db.open_tree("schedules").map_err(backend)?,
             orgs: db.open_tree("orgs").map_err(backend)?,

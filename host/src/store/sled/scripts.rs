@@ -4,6 +4,7 @@
 
 use std::sync::PoisonError;
 
+use super::script_counts::merged;
 use super::{SledStore, backend, decode, encode, put, update};
 use crate::store::orgs::{InOrg as _, name_key};
 use crate::store::scripts::ScriptStore;
@@ -132,8 +133,9 @@ impl ScriptStore for SledStore {
         org: &str,
         id_or_name: &str,
     ) -> Result<Option<ScriptRecord>, StoreError> {
+        let pending = self.pending_counts.lock();
         self.script_entry(org, id_or_name)?
-            .map(|(_, bytes)| decode(&bytes))
+            .map(|(_, bytes)| Ok(merged(&pending, decode(&bytes)?)))
             .transpose()
     }
 
@@ -158,10 +160,13 @@ impl ScriptStore for SledStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let (key, _) = self.script_by_id(id)?;
-        // With writes serialized only a concurrent `note_execution` can make
-        // the swap read again, and then the writes before it repeat the same.
+        // The change sees the runs counted so far (an `If-Match` compares
+        // with what readers were shown), and its write takes them in.
+        let mut pending = self.pending_counts.lock();
+        // With writes serialized and the counts held, nothing else writes
+        // the record: the swap reads once.
         let updated = update(&self.scripts, &key, |current: &ScriptRecord| {
-            let next = change(current)?;
+            let next = change(&merged(&pending, current.clone()))?;
             if let Some(content) = content {
                 self.put_version(&next, content)?;
             }
@@ -177,6 +182,8 @@ impl ScriptStore for SledStore {
             Ok(next)
         })?;
         let (before, after) = updated.ok_or(StoreError::NotFound)?;
+        pending.remove(id);
+        drop(pending);
         if after.name != before.name {
             self.script_names
                 .remove(name_key(before.org(), &before.name).as_bytes())
@@ -266,24 +273,16 @@ impl ScriptStore for SledStore {
     }
 
     async fn note_execution(&self, script_id: &str, at: &str) -> Result<(), StoreError> {
-        // A deleted script stays deleted.
-        update(
-            &self.scripts,
-            script_id.as_bytes(),
-            |script: &ScriptRecord| {
-                let mut script = script.clone();
-                script.execution_count += 1;
-                script.last_executed_at = Some(at.to_string());
-                Ok(script)
-            },
-        )?;
+        // Written by the next full flush (`script_counts.rs`).
+        self.pending_counts.add(script_id, at);
         Ok(())
     }
 
     async fn scripts(&self) -> Result<Vec<ScriptRecord>, StoreError> {
+        let pending = self.pending_counts.lock();
         self.scripts
             .iter()
-            .map(|entry| decode(&entry.map_err(backend)?.1))
+            .map(|entry| Ok(merged(&pending, decode(&entry.map_err(backend)?.1)?)))
             .collect()
     }
 }
