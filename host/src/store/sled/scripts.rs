@@ -291,8 +291,65 @@ impl ScriptStore for SledStore {
 mod tests {
     use super::super::tests::TEST_CACHE_BYTES;
     use super::*;
+    use crate::store::Store as _;
     use crate::store::orgs::DEFAULT_ORG;
     use crate::store::testing::script;
+
+    /// Runs are counted in memory until a flush; readers and an update
+    /// see them, and neither an update nor a flush counts them twice.
+    #[tokio::test]
+    async fn runs_counted_in_memory_are_seen_by_readers_and_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        store
+            .create_script(&script("a", "first", 1), b"v1")
+            .await
+            .unwrap();
+        let count = async |store: &SledStore| {
+            let read = store.script(DEFAULT_ORG, "a").await.unwrap().unwrap();
+            let listed = store.scripts().await.unwrap();
+            assert_eq!(listed[0].execution_count, read.execution_count);
+            read.execution_count
+        };
+        store
+            .note_execution("a", "2026-01-01T00:00:01Z")
+            .await
+            .unwrap();
+        store
+            .note_execution("a", "2026-01-01T00:00:02Z")
+            .await
+            .unwrap();
+        assert_eq!(count(&store).await, 2);
+        let seen = std::sync::Mutex::new(0);
+        let update = store
+            .update_script(
+                "a",
+                &|s: &ScriptRecord| {
+                    *seen.lock().unwrap() = s.execution_count;
+                    let mut next = s.clone();
+                    next.description = Some("changed".into());
+                    Ok(next)
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!((*seen.lock().unwrap(), update.execution_count), (2, 2));
+        store
+            .note_execution("a", "2026-01-01T00:00:03Z")
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(count(&store).await, 3);
+        drop(store);
+        let store = super::super::tests::reopen(dir.path()).unwrap();
+        let read = store.script(DEFAULT_ORG, "a").await.unwrap().unwrap();
+        assert_eq!(read.execution_count, 3);
+        assert_eq!(
+            read.last_executed_at.as_deref(),
+            Some("2026-01-01T00:00:03Z")
+        );
+    }
 
     #[tokio::test]
     async fn renames_move_the_name_and_refusals_change_nothing() {
