@@ -204,6 +204,7 @@ impl Warm {
         key: &ArtifactKey,
         pre: &LanguageRuntimePre<State>,
         store: Store<State>,
+        later: Option<&crate::sandbox::RetireLater>,
     ) {
         let handed_over = {
             let mut slots = lock(&self.slots);
@@ -226,7 +227,7 @@ impl Warm {
                     drop(store);
                 }
             }
-            _ => drop(store),
+            _ => crate::sandbox::dispose(store, later),
         }
     }
 
