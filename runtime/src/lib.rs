@@ -72,7 +72,7 @@ pub use error::Error;
 pub use http::{HttpInvocation, HttpOutcome};
 pub use limits::Limits;
 pub use outcome::{ErrorCode, GuestError, Outcome, Status};
-pub use sandbox::{Call, Invocation, RetireLater, Sandbox, UsedStore};
+pub use sandbox::{Call, Invocation, Sandbox};
 pub use script_host::{KvError, MAX_KEY_BYTES, MemoryScriptHost, ScriptHost};
 pub use source::{BUNDLE_MAGIC, Bundle, Source, SourceError};
 pub use wasi::State;

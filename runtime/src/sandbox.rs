@@ -75,29 +75,6 @@ pub struct Invocation {
     /// Where the run's outgoing HTTP requests go (`wasi:http` from a
     /// component, `fetch` from a script); without one they are refused.
     pub egress: Option<Arc<dyn Egress>>,
-    /// Takes the run's store when it ended, for the embedder to drop when
-    /// it suits it (after answering); without it the store is dropped
-    /// before `run` returns.
-    pub retire_later: Option<RetireLater>,
-}
-
-/// A run's store after the run: dropping it releases its instance and
-/// resets its pool slot (the pages the run wrote copied back from the
-/// image), which costs about as much as instantiating. It holds no guest
-/// activity: nothing of the run can execute any more.
-pub struct UsedStore(
-    #[allow(dead_code, reason = "held only to be dropped")] wasmtime::Store<State>,
-);
-
-/// Where [`Invocation::retire_later`] hands a [`UsedStore`].
-pub type RetireLater = Arc<dyn Fn(UsedStore) + Send + Sync>;
-
-/// Drops `store` now, or hands it to `later`.
-pub(crate) fn dispose(store: wasmtime::Store<State>, later: Option<&RetireLater>) {
-    match later {
-        Some(later) => later(UsedStore(store)),
-        None => drop(store),
-    }
 }
 
 /// The sandbox: one engine, its linkers, its artifact cache and its epoch
@@ -377,7 +354,6 @@ impl Sandbox {
             on_output,
             script_host,
             egress,
-            retire_later,
         } = invocation;
         let entrypoint = Entrypoint::of(&artifact.entry, &call)?;
         let stdin = Stdin::new(stdin, live_stdin);
@@ -479,11 +455,8 @@ impl Sandbox {
         let mut verdict = outcome::classify(ending, &evidence(&store));
         verdict.cap_result(limits.result_bytes);
         match &artifact.entry {
-            Entry::LanguageRuntime(pre) => {
-                self.warm
-                    .retire(&artifact.key, pre, store, retire_later.as_ref());
-            }
-            _ => dispose(store, retire_later.as_ref()),
+            Entry::LanguageRuntime(pre) => self.warm.retire(&artifact.key, pre, store),
+            _ => drop(store),
         }
         Ok(usage.outcome(verdict, &stdout, &stderr))
     }

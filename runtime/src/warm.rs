@@ -204,7 +204,6 @@ impl Warm {
         key: &ArtifactKey,
         pre: &LanguageRuntimePre<State>,
         store: Store<State>,
-        later: Option<&crate::sandbox::RetireLater>,
     ) {
         let handed_over = {
             let mut slots = lock(&self.slots);
@@ -227,7 +226,7 @@ impl Warm {
                     drop(store);
                 }
             }
-            _ => crate::sandbox::dispose(store, later),
+            _ => drop(store),
         }
     }
 

@@ -37,8 +37,6 @@ pub struct Hooks {
     pub mask: Vec<String>,
     /// An interactive execution's stdin after its input, as it arrives.
     pub live_stdin: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
-    /// Where the run's used store goes to be dropped later.
-    pub retire_later: Option<kiln_runtime::RetireLater>,
 }
 
 /// Runs `record` in `sandbox` with its output capped by `caps`,
@@ -74,7 +72,6 @@ pub async fn run(
         on_output: hooks.on_output,
         script_host: hooks.script_host,
         egress: hooks.egress.clone().map(|e| Arc::new(e) as Arc<dyn Egress>),
-        retire_later: hooks.retire_later,
     };
     let ran = match sandbox.run(&prepared.artifact, invocation).await {
         Ok(outcome) => Ran::Outcome {

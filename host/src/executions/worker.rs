@@ -38,8 +38,6 @@ pub struct Worker {
 
 impl Execute for Worker {
     async fn execute(&self, id: &str) {
-        // Kept for answers that were not sent after all (a waiter left).
-        self.jobs.drop_used_stores();
         let settled = match self.try_execute(id).await {
             Ok(Some(record)) => {
                 self.jobs.ended(&self.store, id, record);
@@ -199,7 +197,6 @@ impl Worker {
                     egress: Some(self.egress.for_run(allowed_hosts)),
                     env: Some(env),
                     mask: mask.clone(),
-                    retire_later: self.jobs.retire_later(&record.id),
                     ..Hooks::default()
                 };
                 // A kiln:script component of a stored script reaches that

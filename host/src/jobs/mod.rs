@@ -21,7 +21,6 @@ use crate::store::executions::Claimed;
 use crate::store::webhooks::DeliveryRecord;
 use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Store, StoreError};
 
-mod after_answer;
 mod functions;
 pub mod leases;
 pub mod live;
@@ -81,9 +80,6 @@ pub struct Jobs {
     finished_count: std::sync::atomic::AtomicU64,
     /// Turns for HTTP function requests, which do not queue.
     functions: FunctionSlots,
-    /// Used stores of waited runs, dropped after their answers
-    /// (`after_answer.rs`).
-    used_stores: after_answer::UsedStores,
 }
 
 /// What a record that becomes final makes besides itself: the webhook
@@ -172,7 +168,6 @@ impl Jobs {
             on_final: std::sync::OnceLock::new(),
             finished_count: std::sync::atomic::AtomicU64::new(0),
             functions: FunctionSlots::new(workers, capacity),
-            used_stores: after_answer::UsedStores::default(),
         })
     }
 

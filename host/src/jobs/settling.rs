@@ -111,13 +111,6 @@ impl Jobs {
         })
     }
 
-    /// Whether a `?wait=true` handler waits on `id` to sync its end.
-    pub(super) fn has_syncing_waiter(&self, id: &str) -> bool {
-        self.lock()
-            .get(id)
-            .is_some_and(|waiting| waiting.syncing > 0)
-    }
-
     /// A run's final record is stored: handed to its syncing waiters if it
     /// has any, else synced by a task of its own, which settles it.
     pub fn ended(self: &Arc<Self>, store: &Arc<dyn Store>, id: &str, record: ExecutionRecord) {
@@ -151,8 +144,6 @@ impl Jobs {
                 Err(e) => lost(&id, &e),
             };
             jobs.settle(&id, settled);
-            // A waiter that left may have had a used store kept for it.
-            jobs.used_stores.drop_all();
         });
     }
 }

@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use kiln_runtime::{
-    Artifact, Call, ErrorCode, Invocation, Limits, Outcome, RetireLater, Status, UsedStore,
-};
+use kiln_runtime::{Artifact, Call, ErrorCode, Invocation, Limits, Outcome, Status};
 
-use super::{language_runtime, run_script, sandbox, script, text};
+use super::{language_runtime, run_script, sandbox, text};
 
 pub(super) fn runtime() -> Arc<Artifact> {
     static BYTES: std::sync::LazyLock<Vec<u8>> =
@@ -481,47 +479,4 @@ async fn a_huge_timer_delay_waits_for_the_deadline_instead_of_trapping() {
         Some(ErrorCode::Timeout),
         "{outcome:?}"
     );
-}
-
-/// A run given `retire_later` hands its used store there once it ended,
-/// and the embedder drops it when it likes; the next run is unaffected.
-#[tokio::test]
-async fn a_used_store_goes_to_retire_later_and_is_dropped_by_the_embedder() {
-    let kept: Arc<std::sync::Mutex<Vec<UsedStore>>> = Arc::default();
-    let later: RetireLater = {
-        let kept = kept.clone();
-        Arc::new(move |store| kept.lock().unwrap().push(store))
-    };
-    // No instance made ahead (a debug build's QuickJS instantiates slowly
-    // enough to qualify): that path takes the store to the warm thread.
-    let sandbox = kiln_runtime::Sandbox::new(kiln_runtime::EngineOptions {
-        prewarm_above: None,
-        ..super::small_engine(Some(super::shared_cache().into()))
-    })
-    .unwrap();
-    let (runtime, _) = sandbox
-        .load(&kiln_components::JS_RUNTIME.decompress().unwrap())
-        .unwrap();
-    for round in 1..=2 {
-        let invocation = Invocation {
-            retire_later: Some(later.clone()),
-            ..script("function main() { return 'ok'; }", "{}")
-        };
-        let outcome = sandbox.run(&runtime, invocation).await.unwrap();
-        assert_eq!(outcome.status, Status::Completed);
-        assert_eq!(
-            kept.lock().unwrap().len(),
-            round,
-            "handed over, not dropped"
-        );
-    }
-    kept.lock().unwrap().clear();
-    let outcome = sandbox
-        .run(
-            &runtime,
-            script("function main() { return 'again'; }", "{}"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(outcome.result.as_deref(), Some("\"again\""));
 }

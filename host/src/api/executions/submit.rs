@@ -424,8 +424,14 @@ async fn submit(
                 // Synced: settled here, and then its waiter may go.
                 state.jobs.settle(&record.id, settled);
                 drop(syncing);
-                // Runs once the answer is written (`jobs/after_answer.rs`).
-                state.jobs.after_answer(state.store.clone());
+                // Spawned here, it takes this thread's next-task slot and
+                // runs once the answer is written and the connection waits.
+                let store = state.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.apply_deferred().await {
+                        tracing::error!(error = %e, "cannot write final records held in memory");
+                    }
+                });
                 if let Err(e) = synced {
                     return Err(ApiError::Internal(format!(
                         "execution {} ran but its record could not be saved: {e}",
