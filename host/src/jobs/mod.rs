@@ -80,6 +80,9 @@ pub struct Jobs {
     finished_count: std::sync::atomic::AtomicU64,
     /// Turns for HTTP function requests, which do not queue.
     functions: FunctionSlots,
+    /// A task that writes deferred final records is spawned and has not
+    /// started ([`Jobs::apply_deferred_soon`]).
+    applying: AtomicBool,
 }
 
 /// What a record that becomes final makes besides itself: the webhook
@@ -168,6 +171,7 @@ impl Jobs {
             on_final: std::sync::OnceLock::new(),
             finished_count: std::sync::atomic::AtomicU64::new(0),
             functions: FunctionSlots::new(workers, capacity),
+            applying: AtomicBool::new(false),
         })
     }
 

@@ -424,14 +424,7 @@ async fn submit(
                 // Synced: settled here, and then its waiter may go.
                 state.jobs.settle(&record.id, settled);
                 drop(syncing);
-                // Spawned here, it takes this thread's next-task slot and
-                // runs once the answer is written and the connection waits.
-                let store = state.store.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.apply_deferred().await {
-                        tracing::error!(error = %e, "cannot write final records held in memory");
-                    }
-                });
+                state.jobs.apply_deferred_soon(&state.store);
                 if let Err(e) = synced {
                     return Err(ApiError::Internal(format!(
                         "execution {} ran but its record could not be saved: {e}",
