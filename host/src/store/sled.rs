@@ -386,7 +386,7 @@ impl SledStore {
                 (pending_usage.clone(), usage_tree.clone(), counted.clone());
             let (counts, scripts) = (pending_counts.clone(), scripts.clone());
             Box::new(move || {
-                counts.write(&scripts)?;
+                counts.write(&scripts);
                 usage::write(&pending, &tree, &counted)
             })
         };
@@ -514,8 +514,16 @@ impl SledStore {
     }
 
     /// [`Store::close`], done before its future is returned.
+    /// [`Self::apply_deferred_now`] before a flush: a write that fails is
+    /// logged there, and its record stays held and its journal entry
+    /// uncovered, so the flush goes on.
+    pub(super) fn apply_deferred_logged(&self) {
+        let _ = self.apply_deferred_now();
+    }
+
     fn close_now(&self) -> Result<(), StoreError> {
-        self.apply_deferred_now()?;
+        // What fails stays held, and `keep_held_executions` tries again.
+        self.apply_deferred_logged();
         self.keep_held_executions()?;
         self.commit.flush_blocking()?;
         self.db
@@ -566,7 +574,7 @@ impl Store for SledStore {
 
     fn flush(&self) -> FlushFuture<'_> {
         Box::pin(async move {
-            self.apply_deferred_now()?;
+            self.apply_deferred_logged();
             self.commit.flush().await
         })
     }
@@ -574,7 +582,10 @@ impl Store for SledStore {
     fn flush_finals(&self) -> FlushFuture<'_> {
         Box::pin(async move {
             self.sync_finals().await?;
-            self.apply_deferred_now()
+            // Durable by the journal already; a record not written stays
+            // held, its entry uncovered.
+            self.apply_deferred_logged();
+            Ok(())
         })
     }
 

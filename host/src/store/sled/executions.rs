@@ -56,6 +56,9 @@ pub(super) struct ExecutionIndexes {
     /// [`ExecutionStore::apply_deferred`] (id, journal seq): bounded by
     /// the held records.
     deferred: Mutex<Vec<(String, u64)>>,
+    /// Held by a drain of `deferred` from its take to its last write, so a
+    /// flush that drains finds every record taken before it written.
+    draining: Mutex<()>,
 }
 
 impl ExecutionIndexes {
@@ -73,6 +76,7 @@ impl ExecutionIndexes {
             counts: Mutex::new(counts),
             held: HeldExecutions::default(),
             deferred: Mutex::default(),
+            draining: Mutex::default(),
         })
     }
 
@@ -175,15 +179,17 @@ impl SledStore {
     /// are only marked applied. One whose write fails stays held, and is
     /// tried again at the next call.
     pub(super) fn apply_deferred_now(&self) -> Result<(), StoreError> {
+        let _draining = self
+            .execution_indexes
+            .draining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let deferred = std::mem::take(&mut *self.execution_indexes.deferred());
         let mut failed = None;
         for (id, seq) in deferred {
             let _writing = self.execution_indexes.lock(&id);
-            let held = &self.execution_indexes.held;
-            let written = match held.get(&id) {
-                Some(record) => self
-                    .write_execution(&record, None, &Apart::new())
-                    .map(|()| drop(held.release(&id))),
+            let written = match self.execution_indexes.held.get(&id) {
+                Some(record) => self.write_held_final(&record),
                 None => Ok(()),
             };
             match written {
@@ -261,9 +267,16 @@ impl SledStore {
                 // longer held.
                 self.write_execution(execution, None, &Apart::new())?;
                 held.release(id);
+                if before.as_ref().is_some_and(|b| b.status.is_final()) {
+                    // Held final, its write deferred: not rolled up yet.
+                    self.pending_usage.usage.add(execution);
+                }
             }
         } else {
             held.replace(execution);
+        }
+        if !deferred {
+            self.roll_up(execution, before.as_ref(), &after);
         }
         self.count(execution, before.as_ref(), &after);
         Ok(deferred)
@@ -276,8 +289,22 @@ impl SledStore {
         let Some(record) = held.get(id) else {
             return Ok(());
         };
+        if record.status.is_final() {
+            return self.write_held_final(&record);
+        }
         self.write_execution(&record, None, &Apart::new())?;
         held.release(id);
+        Ok(())
+    }
+
+    /// Writes a final record held since it was journaled, with its id's
+    /// lock held, and adds it to its usage rollups: only now, so a rollup a
+    /// flush stores is never of a record a replay would write and count
+    /// again.
+    fn write_held_final(&self, record: &ExecutionRecord) -> Result<(), StoreError> {
+        self.write_execution(record, None, &Apart::new())?;
+        self.pending_usage.usage.add(record);
+        self.execution_indexes.held.release(&record.id);
         Ok(())
     }
 
@@ -365,13 +392,17 @@ impl SledStore {
         Ok(Some(record))
     }
 
-    /// Moves the counters from `before` to `after`; a record that just
-    /// became final is added to its usage rollup.
-    fn count(&self, record: &ExecutionRecord, before: Option<&Indexed>, after: &Indexed) {
-        let id = record.id.as_str();
+    /// A record written that just became final is added to its usage
+    /// rollups (one whose write is deferred, when it is written).
+    fn roll_up(&self, record: &ExecutionRecord, before: Option<&Indexed>, after: &Indexed) {
         if after.status.is_final() && before.is_none_or(|b| !b.status.is_final()) {
             self.pending_usage.usage.add(record);
         }
+    }
+
+    /// Moves the counters from `before` to `after`.
+    fn count(&self, record: &ExecutionRecord, before: Option<&Indexed>, after: &Indexed) {
+        let id = record.id.as_str();
         let mut counts = self.execution_indexes.counts();
         if before != Some(after) {
             if let Some(before) = before {
@@ -651,8 +682,7 @@ impl ExecutionStore for SledStore {
                 return Ok(Removal::NotFinal(held.status));
             }
             // Final, its write deferred: written now, then removed.
-            self.write_execution(&held, None, &Apart::new())?;
-            self.execution_indexes.held.release(id);
+            self.write_held_final(&held)?;
         }
         let Some(bytes) = self.executions.get(id).map_err(backend)? else {
             return Ok(Removal::Missing);

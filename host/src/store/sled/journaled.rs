@@ -211,6 +211,41 @@ mod tests {
         assert_eq!(crashed.record_counts().executions, 1);
     }
 
+    /// A deferred record is rolled up when it is written, not before: a
+    /// flush that stores rollups while it is deferred stores none of its,
+    /// and the replay after a crash counts it once.
+    #[tokio::test]
+    async fn a_deferred_record_is_rolled_up_once_across_a_crash() {
+        use crate::store::usage::{Grain, Scope, UsageStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let at = 1_000_000_000_000;
+        let mut run = execution(&id_at(at, 1), Some("s1"), ExecutionStatus::Queued);
+        store.hold_execution(&run).await.unwrap();
+        run.status = ExecutionStatus::Completed;
+        store.finish_execution(&run, None, &[]).await.unwrap();
+        store.flush_finals_deferring().await.unwrap();
+        store.commit.flush_blocking().unwrap();
+        assert_eq!(
+            store.record_counts().usage_rollups,
+            0,
+            "none stored for it yet"
+        );
+        drop(store);
+        let store = super::super::tests::reopen(dir.path()).unwrap();
+        let rows = store
+            .usage(
+                Grain::Day,
+                at,
+                at,
+                Scope::Total(crate::store::orgs::DEFAULT_ORG),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].usage.executions(), 1);
+    }
+
     /// A deferred record can be deleted like a written one, and a flush
     /// writes the others first, so it covers their entries.
     #[tokio::test]

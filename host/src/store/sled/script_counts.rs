@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::update;
-use crate::store::{ScriptRecord, StoreError};
+use crate::store::ScriptRecord;
 
 /// Script id → runs not yet written and the latest one's end. Bounded by
 /// the scripts that ran since the last flush.
@@ -42,20 +42,20 @@ impl PendingCounts {
     }
 
     /// Writes every pending count into its script's record (a script
-    /// deleted meanwhile stays deleted). On an error what was not written
-    /// stays pending.
-    pub(super) fn write(&self, scripts: &sled::Tree) -> Result<(), StoreError> {
+    /// deleted meanwhile stays deleted). A count that cannot be written is
+    /// logged and dropped: a statistic does not fail the flush it rides on.
+    pub(super) fn write(&self, scripts: &sled::Tree) {
         let mut pending = self.lock();
-        while let Some(id) = pending.keys().next().cloned() {
-            let (runs, latest) = &pending[&id];
-            update(scripts, id.as_bytes(), |script: &ScriptRecord| {
+        for (id, (runs, latest)) in pending.drain() {
+            let written = update(scripts, id.as_bytes(), |script: &ScriptRecord| {
                 let mut script = script.clone();
-                add_to(&mut script, *runs, latest);
+                add_to(&mut script, runs, &latest);
                 Ok(script)
-            })?;
-            pending.remove(&id);
+            });
+            if let Err(e) = written {
+                tracing::error!(script = %id, runs, error = %e, "cannot count runs on a script");
+            }
         }
-        Ok(())
     }
 }
 
@@ -102,7 +102,7 @@ mod tests {
             read.last_executed_at.as_deref(),
             Some("2026-01-01T00:00:02Z")
         );
-        pending.write(&scripts).unwrap();
+        pending.write(&scripts);
         assert!(pending.lock().is_empty());
         let stored: ScriptRecord =
             super::super::decode(&scripts.get(b"a").unwrap().unwrap()).unwrap();

@@ -202,11 +202,16 @@ impl ScriptStore for SledStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let (key, bytes) = self.script_by_id(id)?;
-        let deleted: ScriptRecord = decode(&bytes)?;
+        // Its runs counted so far are in what the deletion reports, and
+        // then nowhere.
+        let mut pending = self.pending_counts.lock();
+        let deleted = merged(&pending, decode(&bytes)?);
         allow(&deleted)?;
         // The record first: once it is gone the script is, whatever a crash
         // leaves of its name (repaired at open) or its content (unreachable).
         self.scripts.remove(&key).map_err(backend)?;
+        pending.remove(id);
+        drop(pending);
         self.script_names
             .remove(name_key(deleted.org(), &deleted.name).as_bytes())
             .map_err(backend)?;

@@ -123,6 +123,9 @@ impl UsageStore for SledStore {
     ) -> Result<Vec<UsageRow>, StoreError> {
         let (first, last) = (grain.bucket_at(from_ms), grain.bucket_at(to_ms));
         let (tag, org) = selection(grain, scope);
+        // A final record held since it was journaled is rolled up when it is
+        // written: written now, so every answered run is counted.
+        self.apply_deferred_logged();
         let _moving = self.pending_usage.moving();
         let mut rows: Vec<UsageRow> = Vec::new();
         let mut push = |key: &[u8], bytes: &[u8]| -> Result<(), StoreError> {
