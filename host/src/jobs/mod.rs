@@ -945,33 +945,31 @@ mod tests {
         let (store, _dir) = store();
         let jobs = jobs(10);
         let (record, _cancel) = claimed(store.as_ref(), &jobs).await;
+        let cancel = async |id: &str| jobs.cancel_settled(store.as_ref(), id).await.unwrap();
+        let status = async || {
+            let stored = store.execution(&record.id).await.unwrap().unwrap();
+            stored.status
+        };
         // Still run here (its handle registered): not taken from its worker.
-        let here = jobs
-            .cancel_settled(store.as_ref(), &record.id)
-            .await
-            .unwrap();
-        assert!(matches!(here, Some(Cancelled::AlreadyFinal)));
+        assert!(matches!(
+            cancel(&record.id).await,
+            Some(Cancelled::AlreadyFinal)
+        ));
+        assert_eq!(status().await, ExecutionStatus::Running);
         let stored = store.execution(&record.id).await.unwrap().unwrap();
-        assert_eq!(stored.status, ExecutionStatus::Running);
         // Its end stored: final, reported as such.
         let mut done = stored.clone();
         done.status = ExecutionStatus::Completed;
         done.completed_at = Some(crate::now());
         assert!(jobs.record_run_final(store.as_ref(), &done).await.unwrap());
         jobs.release(&record.id);
-        let ended = jobs
-            .cancel_settled(store.as_ref(), &record.id)
-            .await
-            .unwrap();
-        assert!(matches!(ended, Some(Cancelled::AlreadyFinal)));
-        let stored = store.execution(&record.id).await.unwrap().unwrap();
-        assert_eq!(stored.status, ExecutionStatus::Completed);
+        assert!(matches!(
+            cancel(&record.id).await,
+            Some(Cancelled::AlreadyFinal)
+        ));
+        assert_eq!(status().await, ExecutionStatus::Completed);
         // Deleted meanwhile: no such execution.
-        let gone = jobs
-            .cancel_settled(store.as_ref(), "no-such-id")
-            .await
-            .unwrap();
-        assert!(gone.is_none());
+        assert!(cancel("no-such-id").await.is_none());
     }
 
     #[tokio::test]

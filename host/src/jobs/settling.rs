@@ -213,12 +213,20 @@ mod tests {
         use std::sync::atomic::Ordering;
         let (store, _dir) = store();
         let jobs = jobs(10);
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        jobs.apply_deferred_soon(&store);
         jobs.apply_deferred_soon(&store);
         assert!(jobs.applying.load(Ordering::Acquire));
-        jobs.apply_deferred_soon(&store);
+        assert_eq!(tasks(), 1, "the second call spawned none");
         // The current-thread runtime runs the one task at this yield.
         tokio::task::yield_now().await;
         assert!(!jobs.applying.load(Ordering::Acquire));
+        jobs.apply_deferred_soon(&store);
+        assert_eq!(tasks(), 1, "started: the next call spawns again");
     }
 
     #[tokio::test]

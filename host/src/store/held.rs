@@ -87,16 +87,7 @@ impl HeldExecutions {
 
     /// Replaces the held record of the same id; `false` if none is held.
     pub fn replace(&self, record: &ExecutionRecord) -> bool {
-        let size = approx_bytes(record);
-        let mut held = self.lock();
-        let Some((slot, old)) = held.records.get_mut(&record.id) else {
-            return false;
-        };
-        slot.clone_from(record);
-        // Kept true to the record held, so `HELD_BYTES` keeps counting it.
-        let old = std::mem::replace(old, size);
-        held.bytes = held.bytes - old + size;
-        true
+        self.swap_in(record, usize::MAX)
     }
 
     /// Replaces the held record of the same id with its final one, kept
@@ -104,23 +95,26 @@ impl HeldExecutions {
     /// and nothing changed, if none is held or that would pass
     /// [`HELD_BYTES`].
     pub fn replace_within_bound(&self, record: &ExecutionRecord) -> bool {
+        self.swap_in(record, HELD_BYTES)
+    }
+
+    /// Replaces the held record of the same id if the held bytes stay
+    /// within `bound`, counting it at its new size.
+    fn swap_in(&self, record: &ExecutionRecord, bound: usize) -> bool {
         let size = approx_bytes(record);
         let mut held = self.lock();
         let bytes = held.bytes;
         let Some((slot, old)) = held.records.get_mut(&record.id) else {
             return false;
         };
-        if bytes - *old + size > HELD_BYTES {
+        let after = bytes - *old + size;
+        if after > bound {
             return false;
         }
         slot.clone_from(record);
-        let old = std::mem::replace(old, size);
-        held.bytes = bytes - old + size;
+        *old = size;
+        held.bytes = after;
         true
-    }
-
-    pub fn contains(&self, id: &str) -> bool {
-        self.lock().records.contains_key(id)
     }
 
     /// What `read` makes of the held record `id`, without a copy of it.
@@ -180,7 +174,7 @@ mod tests {
         let mut second = big.clone();
         second.id = id_at(2, 0);
         assert!(!held.hold(&second), "past the bound");
-        assert!(!held.contains(&second.id));
+        assert!(held.get(&second.id).is_none());
         let mut running = big.clone();
         running.status = ExecutionStatus::Running;
         assert!(held.replace(&running));

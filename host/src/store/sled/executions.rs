@@ -93,7 +93,7 @@ impl ExecutionIndexes {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn deferred(&self) -> std::sync::MutexGuard<'_, Vec<(String, u64)>> {
+    pub(super) fn deferred(&self) -> std::sync::MutexGuard<'_, Vec<(String, u64)>> {
         self.deferred.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -220,26 +220,28 @@ impl SledStore {
         journaled: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
         let id = execution.id.as_str();
+        let held = &self.execution_indexes.held;
+        // A held final record is one whose write is deferred
+        // ([`Self::put_journaled`]): not written, so not rolled up yet.
+        let held_status = held.read(id, |record| record.status);
+        let deferred_before = held_status.is_some_and(ExecutionStatus::is_final);
         let known = self
             .execution_indexes
             .counts()
             .live
             .get(id)
-            .map(|live| live.status);
+            .map(|live| live.status)
+            .or(held_status);
         // What the stored record keeps apart: an unfinished one only its
         // code, which no write of it changes.
         let mut kept_apart = Apart::new();
         let before = match known {
-            // The script of a record never changes.
+            // The script and organization of a record never change.
             Some(status) => Some(Indexed {
                 org: execution.org.clone(),
                 script_id: execution.script_id.clone(),
                 status,
             }),
-            // Final and held: its write deferred ([`Self::put_journaled`]).
-            None if let Some(held) = self.execution_indexes.held.read(id, Indexed::of) => {
-                Some(held)
-            }
             None => match self.executions.get(id).map_err(backend)? {
                 Some(bytes) => {
                     let json = packed::RECORD.unpack(&bytes);
@@ -256,9 +258,8 @@ impl SledStore {
             },
         };
         let after = Indexed::of(execution);
-        let held = &self.execution_indexes.held;
         let mut deferred = false;
-        if !held.contains(id) {
+        if held_status.is_none() {
             self.write_execution(execution, before.as_ref(), &kept_apart)?;
         } else if after.status.is_final() {
             deferred = journaled.is_some() && held.replace_within_bound(execution);
@@ -267,16 +268,13 @@ impl SledStore {
                 // longer held.
                 self.write_execution(execution, None, &Apart::new())?;
                 held.release(id);
-                if before.as_ref().is_some_and(|b| b.status.is_final()) {
-                    // Held final, its write deferred: not rolled up yet.
-                    self.pending_usage.usage.add(execution);
-                }
             }
         } else {
             held.replace(execution);
         }
         if !deferred {
-            self.roll_up(execution, before.as_ref(), &after);
+            let rolled_before = before.as_ref().filter(|_| !deferred_before);
+            self.roll_up(execution, rolled_before, &after);
         }
         self.count(execution, before.as_ref(), &after);
         Ok(deferred)

@@ -211,6 +211,27 @@ mod tests {
         assert_eq!(crashed.record_counts().executions, 1);
     }
 
+    /// A final record that would take the held records past their bound
+    /// is written at once, not held: what is deferred stays bounded.
+    #[tokio::test]
+    async fn a_final_record_past_the_held_bound_is_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        // Another held run takes nearly all of the bound.
+        let mut big = execution(&id_at(9, 1), Some("s1"), ExecutionStatus::Queued);
+        big.code = Some(vec![b'x'; crate::store::held::HELD_BYTES - 60_000]);
+        store.hold_execution(&big).await.unwrap();
+        let mut run = execution(&id_at(10, 1), Some("s1"), ExecutionStatus::Queued);
+        store.hold_execution(&run).await.unwrap();
+        run.status = ExecutionStatus::Completed;
+        run.stdout = "x".repeat(100_000);
+        store.finish_execution(&run, None, &[]).await.unwrap();
+        assert!(store.executions.get(&run.id).unwrap().is_some(), "written");
+        assert!(store.execution_indexes.deferred().is_empty());
+        store.flush_finals().await.unwrap();
+        assert_eq!(store.journal.coverable(), store.journal.appended());
+    }
+
     /// A deferred record is rolled up when it is written, not before: a
     /// flush that stores rollups while it is deferred stores none of its,
     /// and the replay after a crash counts it once.

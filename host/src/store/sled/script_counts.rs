@@ -96,6 +96,10 @@ mod tests {
         pending.add("a", "2026-01-01T00:00:02Z");
         pending.add("a", "2026-01-01T00:00:01Z");
         pending.add("gone", "2026-01-01T00:00:03Z");
+        // A record that does not decode: its count is dropped, the others
+        // are written.
+        scripts.insert(b"broken", b"not json".as_slice()).unwrap();
+        pending.add("broken", "2026-01-01T00:00:03Z");
         let read = merged(&pending.lock(), a.clone());
         assert_eq!(read.execution_count, 2);
         assert_eq!(

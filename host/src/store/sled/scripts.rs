@@ -300,20 +300,29 @@ mod tests {
     use crate::store::orgs::DEFAULT_ORG;
     use crate::store::testing::script;
 
+    /// A store in `dir` holding a script of each `(id, name)`.
+    async fn with_scripts(dir: &std::path::Path, scripts: &[(&str, &str)]) -> SledStore {
+        let store = SledStore::open(dir, TEST_CACHE_BYTES).unwrap();
+        for (id, name) in scripts {
+            store
+                .create_script(&script(id, name, 1), b"v1")
+                .await
+                .unwrap();
+        }
+        store
+    }
+
     /// Runs are counted in memory until a flush; readers and an update
     /// see them, and neither an update nor a flush counts them twice.
     #[tokio::test]
     async fn runs_counted_in_memory_are_seen_by_readers_and_counted_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        store
-            .create_script(&script("a", "first", 1), b"v1")
-            .await
-            .unwrap();
+        let store = with_scripts(dir.path(), &[("a", "first"), ("b", "second")]).await;
         let count = async |store: &SledStore| {
             let read = store.script(DEFAULT_ORG, "a").await.unwrap().unwrap();
             let listed = store.scripts().await.unwrap();
-            assert_eq!(listed[0].execution_count, read.execution_count);
+            let a = listed.iter().find(|s| s.id == "a").unwrap();
+            assert_eq!(a.execution_count, read.execution_count);
             read.execution_count
         };
         store
@@ -344,8 +353,17 @@ mod tests {
             .note_execution("a", "2026-01-01T00:00:03Z")
             .await
             .unwrap();
+        // A deleted script reports its runs, and its count goes with it.
+        store
+            .note_execution("b", "2026-01-01T00:00:04Z")
+            .await
+            .unwrap();
+        let deleted = store.delete_script("b", &|_| Ok(())).await.unwrap();
+        assert_eq!(deleted.execution_count, 1);
+        assert!(!store.pending_counts.lock().contains_key("b"));
         store.flush().await.unwrap();
         assert_eq!(count(&store).await, 3);
+        assert!(store.pending_counts.lock().is_empty());
         drop(store);
         let store = super::super::tests::reopen(dir.path()).unwrap();
         let read = store.script(DEFAULT_ORG, "a").await.unwrap().unwrap();
@@ -359,15 +377,7 @@ mod tests {
     #[tokio::test]
     async fn renames_move_the_name_and_refusals_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
-        store
-            .create_script(&script("a", "first", 1), b"v2")
-            .await
-            .unwrap();
-        store
-            .create_script(&script("b", "second", 1), b"v2")
-            .await
-            .unwrap();
+        let store = with_scripts(dir.path(), &[("a", "first"), ("b", "second")]).await;
         let rename = |to: &'static str| {
             move |s: &ScriptRecord| {
                 let mut next = s.clone();
