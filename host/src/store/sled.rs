@@ -3,6 +3,7 @@
 
 mod auth;
 mod contents;
+mod decoded_scripts;
 mod execution_keys;
 mod executions;
 mod idempotency;
@@ -46,6 +47,8 @@ pub struct SledStore {
     pending_usage: Arc<usage::Pending>,
     /// Runs counted on their scripts, written by every full flush.
     pending_counts: Arc<script_counts::PendingCounts>,
+    /// Script records decoded, by the bytes they came from.
+    decoded_scripts: decoded_scripts::DecodedScripts,
     /// Idempotency key → a claim or the response it ended with.
     idempotency: sled::Tree,
     /// Schedule id (a UUIDv7, so creation order) → [`ScheduleRecord`].
@@ -402,6 +405,7 @@ impl SledStore {
             usage: usage_tree,
             pending_usage,
             pending_counts,
+            decoded_scripts: decoded_scripts::DecodedScripts::default(),
             idempotency: db.open_tree("idempotency").map_err(backend)?,
             schedules: db.open_tree("schedules").map_err(backend)?,
             orgs: db.open_tree("orgs").map_err(backend)?,

@@ -26,7 +26,7 @@ impl SledStore {
         id_or_name: &str,
     ) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
         if let Some(bytes) = self.scripts.get(id_or_name).map_err(backend)? {
-            let script: ScriptRecord = decode(&bytes)?;
+            let script = self.decoded_scripts.decode(id_or_name.as_bytes(), &bytes)?;
             // Another organization's id is no script here: the name may be.
             if script.org() == org {
                 return Ok(Some((sled::IVec::from(id_or_name.as_bytes()), bytes)));
@@ -134,9 +134,11 @@ impl ScriptStore for SledStore {
         id_or_name: &str,
     ) -> Result<Option<ScriptRecord>, StoreError> {
         let pending = self.pending_counts.lock();
-        self.script_entry(org, id_or_name)?
-            .map(|(_, bytes)| Ok(merged(&pending, decode(&bytes)?)))
-            .transpose()
+        let Some((id, bytes)) = self.script_entry(org, id_or_name)? else {
+            return Ok(None);
+        };
+        let script = self.decoded_scripts.decode(&id, &bytes)?;
+        Ok(Some(merged(&pending, ScriptRecord::clone(&script))))
     }
 
     async fn script_content(&self, id: &str, version: u32) -> Result<Option<Vec<u8>>, StoreError> {
