@@ -21,7 +21,6 @@ use crate::store::executions::Claimed;
 use crate::store::webhooks::DeliveryRecord;
 use crate::store::{ExecutionCode, ExecutionRecord, ExecutionStatus, Store, StoreError};
 
-mod applier;
 mod functions;
 pub mod leases;
 pub mod live;
@@ -81,9 +80,9 @@ pub struct Jobs {
     finished_count: std::sync::atomic::AtomicU64,
     /// Turns for HTTP function requests, which do not queue.
     functions: FunctionSlots,
-    /// The thread that writes deferred final records
-    /// ([`Jobs::apply_deferred_soon`]).
-    applier: applier::Applier,
+    /// A task that writes deferred final records is spawned and has not
+    /// started ([`Jobs::apply_deferred_soon`]).
+    applying: AtomicBool,
 }
 
 /// What a record that becomes final makes besides itself: the webhook
@@ -172,7 +171,7 @@ impl Jobs {
             on_final: std::sync::OnceLock::new(),
             finished_count: std::sync::atomic::AtomicU64::new(0),
             functions: FunctionSlots::new(workers, capacity),
-            applier: applier::Applier::default(),
+            applying: AtomicBool::new(false),
         })
     }
 

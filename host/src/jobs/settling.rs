@@ -111,12 +111,27 @@ impl Jobs {
         })
     }
 
-    /// Has the final records the store holds in memory after journaling
-    /// them written soon (`ExecutionStore::apply_deferred`), by the applier
-    /// thread (`applier.rs`). Called by a handler once its answer's record
-    /// is synced, just before the answer.
-    pub fn apply_deferred_soon(&self, store: &Arc<dyn Store>) {
-        self.applier.nudge(store);
+    /// Writes the final records the store holds in memory after journaling
+    /// them (`ExecutionStore::apply_deferred`), in a task spawned now unless
+    /// one is spawned and has not started: it drains them all. Called by a
+    /// handler just before its answer, the task takes its thread's
+    /// next-task slot and runs once the answer is written.
+    pub fn apply_deferred_soon(self: &Arc<Self>, store: &Arc<dyn Store>) {
+        if self
+            .applying
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let (jobs, store) = (self.clone(), store.clone());
+        tokio::spawn(async move {
+            // Cleared first: what is deferred after it gets a task of its own.
+            jobs.applying
+                .store(false, std::sync::atomic::Ordering::Release);
+            if let Err(e) = store.apply_deferred().await {
+                tracing::error!(error = %e, "cannot write final records held in memory");
+            }
+        });
     }
 
     /// A run's final record is stored: handed to its syncing waiters if it
@@ -189,6 +204,29 @@ mod tests {
         let record = queued(store.as_ref()).await;
         let done = jobs.enqueue(&record).unwrap();
         (record, done)
+    }
+
+    /// One task drains what is deferred: a call while one is spawned and
+    /// not started spawns none; once it started, the next call spawns again.
+    #[tokio::test]
+    async fn deferred_writes_are_drained_by_one_task_at_a_time() {
+        use std::sync::atomic::Ordering;
+        let (store, _dir) = store();
+        let jobs = jobs(10);
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        jobs.apply_deferred_soon(&store);
+        jobs.apply_deferred_soon(&store);
+        assert!(jobs.applying.load(Ordering::Acquire));
+        assert_eq!(tasks(), 1, "the second call spawned none");
+        // The current-thread runtime runs the one task at this yield.
+        tokio::task::yield_now().await;
+        assert!(!jobs.applying.load(Ordering::Acquire));
+        jobs.apply_deferred_soon(&store);
+        assert_eq!(tasks(), 1, "started: the next call spawns again");
     }
 
     #[tokio::test]
