@@ -5,8 +5,10 @@
 //! decoded record only when they are the very bytes it came from, so no
 //! write of a script needs to know this cache: it is right by construction.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use lru::LruCache;
 
 use super::decode;
 use crate::store::{ScriptRecord, StoreError};
@@ -17,9 +19,18 @@ const ENTRIES: usize = 256;
 /// at most `ENTRIES` × this in bytes, and about as much decoded.
 const LARGEST: usize = 16 * 1024;
 
-/// Script id → the stored bytes and the record decoded from them.
-#[derive(Default)]
-pub(super) struct DecodedScripts(Mutex<HashMap<sled::IVec, (sled::IVec, Arc<ScriptRecord>)>>);
+/// Script id → the stored bytes and the record decoded from them, the
+/// least recently read dropped first.
+type Entries = LruCache<sled::IVec, (sled::IVec, Arc<ScriptRecord>)>;
+
+pub(super) struct DecodedScripts(Mutex<Entries>);
+
+impl Default for DecodedScripts {
+    fn default() -> Self {
+        let entries = NonZeroUsize::new(ENTRIES).unwrap_or(NonZeroUsize::MIN);
+        Self(Mutex::new(LruCache::new(entries)))
+    }
+}
 
 impl DecodedScripts {
     /// The record stored as `bytes` at `id`.
@@ -39,22 +50,13 @@ impl DecodedScripts {
         }
         let record = Arc::new(decode::<ScriptRecord>(bytes)?);
         if bytes.len() <= LARGEST {
-            let mut entries = self.lock();
-            if entries.len() >= ENTRIES && !entries.contains_key(id) {
-                // Any one: a script run often is decoded again at its next run.
-                let evicted = entries.keys().next().cloned();
-                if let Some(evicted) = evicted {
-                    entries.remove(&evicted);
-                }
-            }
-            entries.insert(sled::IVec::from(id), (bytes.clone(), record.clone()));
+            self.lock()
+                .put(sled::IVec::from(id), (bytes.clone(), record.clone()));
         }
         Ok(record)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<sled::IVec, (sled::IVec, Arc<ScriptRecord>)>> {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -91,11 +93,18 @@ mod tests {
             cache.decode(id.as_bytes(), &bytes).unwrap();
             assert!(cache.lock().len() <= ENTRIES);
         }
+        // The least recently read went first.
+        assert!(!cache.lock().contains(&b"s0"[..]));
+        assert!(
+            cache
+                .lock()
+                .contains(format!("s{}", ENTRIES + 49).as_bytes())
+        );
         let mut large = script("large", "large");
         large.description = Some("x".repeat(LARGEST));
         let bytes = sled::IVec::from(encode(&large).unwrap());
         let a = cache.decode(b"large", &bytes).unwrap();
-        assert!(!cache.lock().contains_key(&b"large"[..]));
+        assert!(!cache.lock().contains(&b"large"[..]));
         assert!(!Arc::ptr_eq(&a, &cache.decode(b"large", &bytes).unwrap()));
     }
 }
