@@ -398,6 +398,12 @@ impl SledStore {
         }
     }
 
+    /// Whether an execution is queued or running here, which the thread
+    /// of a sync made in its place would hold up.
+    pub(super) fn any_unfinished(&self) -> bool {
+        !self.execution_indexes.counts().live.is_empty()
+    }
+
     /// Moves the counters from `before` to `after`.
     fn count(&self, record: &ExecutionRecord, before: Option<&Indexed>, after: &Indexed) {
         let id = record.id.as_str();
@@ -709,6 +715,30 @@ mod tests {
     use crate::store::Store;
     use crate::store::conformance::ids;
     use crate::store::testing::{execution, id_at};
+
+    /// What a journal sync asks before it makes a lone entry's sync on its
+    /// own thread: whether any run, written or held, is queued or running.
+    #[tokio::test]
+    async fn a_run_is_unfinished_until_its_final_record_whether_written_or_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (written, held) = (id_at(1_000, 0), id_at(2_000, 0));
+        assert!(!store.any_unfinished(), "a new store");
+        for status in [ExecutionStatus::Queued, ExecutionStatus::Running] {
+            let record = execution(&written, Some("s1"), status);
+            store.put_execution(&record).await.unwrap();
+            assert!(store.any_unfinished(), "{status:?}");
+        }
+        let done = execution(&written, Some("s1"), ExecutionStatus::Completed);
+        store.put_execution(&done).await.unwrap();
+        assert!(!store.any_unfinished(), "final");
+        let waited = execution(&held, Some("s1"), ExecutionStatus::Queued);
+        store.hold_execution(&waited).await.unwrap();
+        assert!(store.any_unfinished(), "held, queued");
+        let failed = execution(&held, Some("s1"), ExecutionStatus::Failed);
+        store.put_execution(&failed).await.unwrap();
+        assert!(!store.any_unfinished(), "held, final");
+    }
 
     #[tokio::test]
     async fn indexes_follow_every_write_and_delete() {

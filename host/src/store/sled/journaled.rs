@@ -59,7 +59,10 @@ impl SledStore {
     /// and its files are free again before they fill.
     pub(super) fn sync_finals(&self) -> FlushFuture<'_> {
         Box::pin(async move {
-            if self.journal.sync().await? == Synced::NeedsFlush {
+            // Runs still queued or running need this thread more than
+            // this answer needs to skip a hand-over.
+            let busy = self.any_unfinished();
+            if self.journal.sync_among(busy).await? == Synced::NeedsFlush {
                 return self.flush().await;
             }
             if let Some(delay) = self.journal.checkpoint_due() {
