@@ -133,10 +133,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(config.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match server_runtime(&config.server) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("kiln: cannot start the async runtime: {e}");
@@ -150,6 +147,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime `kiln serve` runs on: `server.threads` threads, or one per
+/// core.
+fn server_runtime(
+    server: &crate::config::ServerConfig,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if server.threads > 0 {
+        runtime.worker_threads(server.threads);
+    }
+    runtime.enable_all().build()
 }
 
 /// Logs go to stderr, filtered by `KILN_LOG` (e.g. `KILN_LOG=kiln_runtime=debug`).
@@ -173,4 +182,22 @@ fn init_logging(format: crate::config::LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_runtime_has_the_threads_asked_for_else_one_per_core() {
+        let mut server = crate::config::Config::default().server;
+        server.threads = 3;
+        assert_eq!(server_runtime(&server).unwrap().metrics().num_workers(), 3);
+        server.threads = 0;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            server_runtime(&server).unwrap().metrics().num_workers(),
+            cores
+        );
+    }
 }
