@@ -477,7 +477,7 @@ impl Journal {
     /// current-thread runtime (tests) writes inline. While runs are queued
     /// or running, a lone entry's sync made on the worker holds up the
     /// tasks behind it: at 32 connections, waited runs went ~5 % faster
-    /// with `busy` than without, and 25 % slower with every sync made on
+    /// with `busy` than without, and 23 % slower with every sync made on
     /// the worker (benches/README.md).
     fn gives_core_away(&self, last: u64, busy: bool) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
