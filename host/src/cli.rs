@@ -150,15 +150,18 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// The runtime `kiln serve` runs on: `server.threads` threads, or one per
-/// core.
+/// core (said outright, so tokio's own `TOKIO_WORKER_THREADS` is not read).
 fn server_runtime(
     server: &crate::config::ServerConfig,
 ) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if server.threads > 0 {
-        runtime.worker_threads(server.threads);
-    }
-    runtime.enable_all().build()
+    let threads = match server.threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        threads => threads,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
 }
 
 /// Logs go to stderr, filtered by `KILN_LOG` (e.g. `KILN_LOG=kiln_runtime=debug`).

@@ -83,7 +83,7 @@ impl std::str::FromStr for ForwardedHeader {
 
 /// The most threads `server.threads` may ask for: each has its stack and
 /// takes part in every wake-up of the runtime.
-pub const MAX_THREADS: usize = 256;
+pub const MAX_SERVER_THREADS: usize = 256;
 
 // Every key, once: its type, its default and what it means. `kiln.toml`
 // has a `[section]` table per section, the environment `KILN_<SECTION>_<KEY>`,
@@ -405,8 +405,10 @@ impl Config {
         {
             return invalid("limits.default_fuel must not exceed limits.max_fuel");
         }
-        if self.server.threads > MAX_THREADS {
-            return invalid(&format!("server.threads must be at most {MAX_THREADS}"));
+        if self.server.threads > MAX_SERVER_THREADS {
+            return invalid(&format!(
+                "server.threads must be at most {MAX_SERVER_THREADS}"
+            ));
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be at least 1");
@@ -697,9 +699,9 @@ mod tests {
         let mut config = Config::default();
         config.apply(layer);
         assert_eq!(config.server.threads, 4);
-        config.server.threads = MAX_THREADS;
+        config.server.threads = MAX_SERVER_THREADS;
         assert!(config.validate().is_ok());
-        config.server.threads = MAX_THREADS + 1;
+        config.server.threads = MAX_SERVER_THREADS + 1;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("server.threads"), "{err}");
     }

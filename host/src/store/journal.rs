@@ -368,10 +368,12 @@ impl Journal {
 
     /// Returns once every entry reserved before the call is on disk, or
     /// says that one of them was not journaled. The first caller to find
-    /// no writer writes, on its own thread (in `block_in_place` unless its
-    /// entry is alone and nothing else is `busy`: [`Self::gives_core_away`]),
-    /// for itself and for whoever filled an entry meanwhile; the others wait
-    /// for it (or take over when it is done and theirs is not written).
+    /// no writer writes, on its own thread (in `block_in_place` unless
+    /// [`Self::gives_core_away`] says otherwise), for itself and for
+    /// whoever filled an entry meanwhile; the others wait for it (or take
+    /// over when it is done and theirs is not written). `busy`: the caller
+    /// knows of other work on this runtime that a sync made on the worker
+    /// would hold up.
     ///
     /// # Errors
     ///
@@ -666,7 +668,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lone_entry_is_written_on_the_worker_unless_the_disk_was_slow() {
+    async fn a_lone_entry_is_written_on_the_worker_unless_busy_or_the_disk_was_slow() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = open(dir.path(), 0);
         assert_eq!(core_given_away(&journal), [false, true]);

@@ -399,7 +399,8 @@ impl SledStore {
     }
 
     /// Whether an execution is queued or running here, which the thread
-    /// of a sync made in its place would hold up.
+    /// of a sync made in its place would hold up. HTTP function requests
+    /// are not counted: they store only their final record.
     pub(super) fn any_unfinished(&self) -> bool {
         !self.execution_indexes.counts().live.is_empty()
     }
@@ -735,6 +736,9 @@ mod tests {
         let waited = execution(&held, Some("s1"), ExecutionStatus::Queued);
         store.hold_execution(&waited).await.unwrap();
         assert!(store.any_unfinished(), "held, queued");
+        let claimed = execution(&held, Some("s1"), ExecutionStatus::Running);
+        store.put_execution(&claimed).await.unwrap();
+        assert!(store.any_unfinished(), "held, running");
         let failed = execution(&held, Some("s1"), ExecutionStatus::Failed);
         store.put_execution(&failed).await.unwrap();
         assert!(!store.any_unfinished(), "held, final");
