@@ -155,7 +155,7 @@ fn server_runtime(
     server: &crate::config::ServerConfig,
 ) -> std::io::Result<tokio::runtime::Runtime> {
     let threads = match server.threads {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        0 => crate::config::cores(),
         threads => threads,
     };
     tokio::runtime::Builder::new_multi_thread()
@@ -197,10 +197,9 @@ mod tests {
         server.threads = 3;
         assert_eq!(server_runtime(&server).unwrap().metrics().num_workers(), 3);
         server.threads = 0;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(
             server_runtime(&server).unwrap().metrics().num_workers(),
-            cores
+            crate::config::cores()
         );
     }
 }

@@ -45,7 +45,7 @@ pub struct CompileBounds {
 impl CompileBounds {
     /// The bounds of a tenant's bytes under `limits`, with a turn per core.
     pub fn for_tenants(limits: &LimitsConfig) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::config::cores();
         Self {
             memory_mb: limits.compile_memory_mb,
             cpu_secs: limits.compile_cpu_secs,

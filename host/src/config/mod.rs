@@ -81,6 +81,12 @@ impl std::str::FromStr for ForwardedHeader {
     }
 }
 
+/// The cores this process may use (1 when the system does not say): the
+/// default count of workers and of the server's threads.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 /// The most threads `server.threads` may ask for: each has its stack and
 /// takes part in every wake-up of the runtime.
 pub const MAX_SERVER_THREADS: usize = 256;
@@ -165,7 +171,7 @@ sections! {
 
     workers: WorkersConfig / WorkersLayer {
         /// One worker per core.
-        count: usize = std::thread::available_parallelism().map_or(1, |n| n.get()),
+        count: usize = cores(),
         queue_capacity: usize = 10_000,
         /// Of `queue_capacity`, the most one user's queued executions may
         /// take (past it, 429), so no one user fills the queue for all.

@@ -363,7 +363,7 @@ impl Journal {
     /// [`Self::sync_among`] with nothing else running.
     #[cfg(test)]
     pub async fn sync(self: &Arc<Self>) -> Result<Synced, StoreError> {
-        self.sync_among(false).await
+        self.sync_among(&|| false).await
     }
 
     /// Returns once every entry reserved before the call is on disk, or
@@ -371,14 +371,17 @@ impl Journal {
     /// no writer writes, on its own thread (in `block_in_place` unless
     /// [`Self::gives_core_away`] says otherwise), for itself and for
     /// whoever filled an entry meanwhile; the others wait for it (or take
-    /// over when it is done and theirs is not written). `busy`: the caller
-    /// knows of other work on this runtime that a sync made on the worker
-    /// would hold up.
+    /// over when it is done and theirs is not written). `busy`: whether the
+    /// caller knows of other work on this runtime that a sync made on the
+    /// worker would hold up, asked only when that is in question.
     ///
     /// # Errors
     ///
     /// Never today; the type leaves room for a journal that can fail.
-    pub async fn sync_among(self: &Arc<Self>, busy: bool) -> Result<Synced, StoreError> {
+    pub async fn sync_among(
+        self: &Arc<Self>,
+        busy: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Synced, StoreError> {
         let upto = self.reserved.load(Ordering::Acquire);
         let covered = || self.covered.load(Ordering::Acquire);
         if upto <= covered() {
@@ -419,7 +422,7 @@ impl Journal {
     /// written, then hands over: a waiter whose entry is not written yet
     /// takes over (a hand-over, and every write, wakes them). A caller
     /// dropped while it waits for an entry to be filled hands over too.
-    async fn write_for(self: &Arc<Self>, upto: u64, busy: bool) {
+    async fn write_for(self: &Arc<Self>, upto: u64, busy: &(dyn Fn() -> bool + Sync)) {
         let _writer = HandOver(self);
         loop {
             let batch = {
@@ -473,7 +476,8 @@ impl Journal {
     /// Whether the write of entries up to `last` hands the worker's core to
     /// another thread (`block_in_place`) so the worker's other tasks go on
     /// through the sync. Not for a lone entry while nothing else is `busy`
-    /// (one connection's answer): the hand-over costs that answer about as
+    /// (asked last, so only for such an entry; one connection's answer):
+    /// the hand-over costs that answer about as
     /// much as the sync. Unless the runtime has one worker, which the sync
     /// would stop whole, or the disk was slow at the last write. A
     /// current-thread runtime (tests) writes inline. While runs are queued
@@ -481,7 +485,7 @@ impl Journal {
     /// tasks behind it: at 32 connections, waited runs went ~5 % faster
     /// with `busy` than without, and 23 % slower with every sync made on
     /// the worker (benches/README.md).
-    fn gives_core_away(&self, last: u64, busy: bool) -> bool {
+    fn gives_core_away(&self, last: u64, busy: &dyn Fn() -> bool) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
@@ -491,7 +495,7 @@ impl Journal {
         let lone = last.saturating_sub(*self.written.borrow()) <= 1;
         let quick =
             self.last_write_us.load(Ordering::Relaxed) < INLINE_WRITE_BELOW.as_micros() as u64;
-        !(lone && !busy && quick && runtime.metrics().num_workers() > 1)
+        !(lone && quick && runtime.metrics().num_workers() > 1 && !busy())
     }
 
     /// [`Self::write`], its time noted for [`Self::gives_core_away`].
@@ -661,9 +665,16 @@ mod tests {
     /// busy.
     fn core_given_away(journal: &Journal) -> [bool; 2] {
         let written = *journal.written.borrow();
+        // Asked only for a lone entry.
+        let lone_only = |lone: bool| {
+            move || {
+                assert!(lone, "busy asked for a batch");
+                false
+            }
+        };
         [
-            journal.gives_core_away(written + 1, false),
-            journal.gives_core_away(written + 5, false),
+            journal.gives_core_away(written + 1, &lone_only(true)),
+            journal.gives_core_away(written + 5, &lone_only(false)),
         ]
     }
 
@@ -674,7 +685,7 @@ mod tests {
         assert_eq!(core_given_away(&journal), [false, true]);
         let written = *journal.written.borrow();
         assert!(
-            journal.gives_core_away(written + 1, true),
+            journal.gives_core_away(written + 1, &|| true),
             "a lone entry while other runs are busy"
         );
         journal.append(b"one");

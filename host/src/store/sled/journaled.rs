@@ -61,8 +61,8 @@ impl SledStore {
         Box::pin(async move {
             // Runs still queued or running need this thread more than
             // this answer needs to skip a hand-over.
-            let busy = self.any_unfinished();
-            if self.journal.sync_among(busy).await? == Synced::NeedsFlush {
+            let busy = || self.any_unfinished();
+            if self.journal.sync_among(&busy).await? == Synced::NeedsFlush {
                 return self.flush().await;
             }
             if let Some(delay) = self.journal.checkpoint_due() {
